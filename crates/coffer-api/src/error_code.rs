@@ -1,0 +1,155 @@
+/// Coffer's stable numeric error codes (all >= 1000), documented in `docs/api-errors.md`.
+/// A code never changes meaning once released; new conditions get new codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: the body is not valid JSON or not UTF-8.
+    MalformedJson,
+    /// 400: a field has the wrong type, is missing, or is unknown.
+    InvalidField,
+    /// 413: the body is larger than 1 MiB.
+    BodyTooLarge,
+    /// 400: a path or query id is not 32 lowercase hex characters.
+    InvalidId,
+    /// 400: a store or secret name breaks the naming rules.
+    InvalidName,
+    /// 400: a scope is not one of the known scopes, or none was given.
+    InvalidScope,
+    /// 400: a value is empty or longer than 65,536 bytes.
+    InvalidValue,
+    /// 400: a comment is longer than allowed.
+    InvalidComment,
+    /// 400: a query parameter (page, per_page, order, direction, force, ...) is invalid.
+    InvalidQuery,
+    /// 400: a bulk request is empty or has too many items.
+    InvalidBatch,
+    /// 401: no credentials, or credentials that are not valid.
+    Unauthenticated,
+    /// 403: the credentials are valid but do not allow this.
+    Forbidden,
+    /// 404: the account does not exist or is not visible to the caller.
+    AccountNotFound,
+    /// 404: no such store.
+    StoreNotFound,
+    /// 404: no such secret.
+    SecretNotFound,
+    /// 404: no such route.
+    RouteNotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: a store of that name exists.
+    StoreNameTaken,
+    /// 409: a secret of that name exists in the store.
+    SecretNameTaken,
+    /// 409: the store still holds secrets and `force` was not set (`store_not_empty`).
+    StoreNotEmpty,
+    /// 409: the secret changed concurrently too many times; retry.
+    Conflict,
+    /// 400: the account's secrets quota would be exceeded (Cloudflare answers quota errors with
+    /// 400 too).
+    QuotaExceeded,
+    /// 400: the account's store limit would be exceeded.
+    StoreLimitExceeded,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 503: a key or the storage backend is unavailable; retry later.
+    Unavailable,
+    /// 500: an internal error. The body says no more; the log has a request id.
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn code(self) -> u32 {
+        match self {
+            ErrorCode::MalformedJson => 1001,
+            ErrorCode::InvalidField => 1002,
+            ErrorCode::BodyTooLarge => 1003,
+            ErrorCode::InvalidId => 1004,
+            ErrorCode::InvalidName => 1005,
+            ErrorCode::InvalidScope => 1006,
+            ErrorCode::InvalidValue => 1007,
+            ErrorCode::InvalidComment => 1008,
+            ErrorCode::InvalidQuery => 1009,
+            ErrorCode::InvalidBatch => 1010,
+            ErrorCode::UnsupportedMediaType => 1011,
+            ErrorCode::Unauthenticated => 1100,
+            ErrorCode::Forbidden => 1101,
+            ErrorCode::AccountNotFound => 1200,
+            ErrorCode::StoreNotFound => 1201,
+            ErrorCode::SecretNotFound => 1202,
+            ErrorCode::RouteNotFound => 1203,
+            ErrorCode::MethodNotAllowed => 1204,
+            ErrorCode::StoreNameTaken => 1300,
+            ErrorCode::SecretNameTaken => 1301,
+            ErrorCode::StoreNotEmpty => 1302,
+            ErrorCode::Conflict => 1303,
+            ErrorCode::QuotaExceeded => 1400,
+            ErrorCode::StoreLimitExceeded => 1401,
+            ErrorCode::Unavailable => 1500,
+            ErrorCode::Internal => 1501,
+        }
+    }
+
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::MalformedJson
+            | ErrorCode::InvalidField
+            | ErrorCode::InvalidId
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidScope
+            | ErrorCode::InvalidValue
+            | ErrorCode::InvalidComment
+            | ErrorCode::InvalidQuery
+            | ErrorCode::InvalidBatch
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::StoreLimitExceeded => 400,
+            ErrorCode::BodyTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::AccountNotFound
+            | ErrorCode::StoreNotFound
+            | ErrorCode::SecretNotFound
+            | ErrorCode::RouteNotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::StoreNameTaken
+            | ErrorCode::SecretNameTaken
+            | ErrorCode::StoreNotEmpty
+            | ErrorCode::Conflict => 409,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The short stable name, e.g. `store_not_empty`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::InvalidId => "invalid_id",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidValue => "invalid_value",
+            ErrorCode::InvalidComment => "invalid_comment",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::InvalidBatch => "invalid_batch",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::AccountNotFound => "account_not_found",
+            ErrorCode::StoreNotFound => "store_not_found",
+            ErrorCode::SecretNotFound => "secret_not_found",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::StoreNameTaken => "store_name_taken",
+            ErrorCode::SecretNameTaken => "secret_name_taken",
+            ErrorCode::StoreNotEmpty => "store_not_empty",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::StoreLimitExceeded => "store_limit_exceeded",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+}

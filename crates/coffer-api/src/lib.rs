@@ -1,0 +1,19 @@
+//! Wire types of Coffer's HTTP API. Every type that derives `Serialize` or `Deserialize` here is a
+//! compatibility boundary with wrangler and Cloudflare's SDKs: field names and shapes follow
+//! Cloudflare's v4 Secrets Store API and change only deliberately.
+//!
+//! No logic lives here: validation of names, ids and scopes happens in core; this crate only
+//! says what the JSON looks like. Request types reject unknown fields.
+
+mod envelope;
+mod error_code;
+mod secrets_store;
+mod value;
+
+pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
+pub use error_code::ErrorCode;
+pub use secrets_store::*;
+pub use value::SecretValue;
+
+/// Path prefix of the Cloudflare-compatible API.
+pub const API_PREFIX: &str = "/client/v4";

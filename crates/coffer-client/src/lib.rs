@@ -1,0 +1,1 @@
+//! Coffer HTTP client (being written).

@@ -1,0 +1,1 @@
+//! Coffer domain (being written).

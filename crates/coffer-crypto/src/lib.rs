@@ -1,0 +1,28 @@
+//! Coffer's cryptography: the types that hold secrets in memory, the envelope format that seals
+//! secret values under data-encryption keys (DEKs), and the providers of the key-encryption key
+//! (KEK) that wraps DEKs.
+//!
+//! Every primitive comes from aws-lc-rs. Nothing in this crate performs I/O except
+//! [`FileKek`], which reads or creates its key file.
+//!
+//! Invariants:
+//! - secret-bearing types ([`Plaintext`], [`DataKey`], [`MacKey`], [`ApiToken`]) zeroize on drop,
+//!   print `[redacted]` under `Debug`, and implement neither `Display`, `Clone`, `Serialize` nor
+//!   `Deref`; their bytes are reached only through `expose_secret()`;
+//! - every ciphertext is bound by its AAD to the context it was sealed for, so a ciphertext moved
+//!   to another row, account, version or key fails to open;
+//! - a failure to open is one opaque error ([`CryptoError::Opaque`]), whatever the cause.
+
+mod envelope;
+mod error;
+mod kek;
+mod mac;
+mod random;
+mod secret;
+
+pub use envelope::{DekContext, SealedValue, ValueContext, WrappedDataKey, open, seal};
+pub use error::CryptoError;
+pub use kek::{FileKek, KekId, KekProvider};
+pub use mac::{MacKey, TokenHash};
+pub use random::{random_array, random_id};
+pub use secret::{ApiToken, DataKey, Plaintext};

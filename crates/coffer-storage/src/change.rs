@@ -1,0 +1,67 @@
+//! The change log: what every committed mutation appends, in the same transaction.
+
+use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// One change, as recorded in the log and (later) shipped to edges. It carries what an edge
+/// needs to serve runtime reads: sealed values and wrapped keys, never plaintext. Byte fields are
+/// hex in the JSON payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    AccountPut {
+        account_id: AccountId,
+        name: String,
+    },
+    DekPut {
+        account_id: AccountId,
+        dek_id: DekId,
+        kek_id: String,
+        wrapped_hex: String,
+    },
+    StorePut {
+        account_id: AccountId,
+        store_id: StoreId,
+        name: String,
+    },
+    StoreDeleted {
+        account_id: AccountId,
+        store_id: StoreId,
+    },
+    /// A secret was created or changed; carries its full metadata and current sealed version.
+    SecretPut {
+        account_id: AccountId,
+        store_id: StoreId,
+        secret_id: SecretId,
+        name: String,
+        scopes: Vec<String>,
+        version: u32,
+        dek_id: DekId,
+        sealed_hex: String,
+    },
+    SecretDeleted {
+        account_id: AccountId,
+        store_id: StoreId,
+        secret_id: SecretId,
+    },
+}
+
+/// A committed change log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Gap-free, starting at 1, in commit order.
+    pub seq: u64,
+    pub at: Timestamp,
+    /// SHA-256 over (previous entry's hash, or 32 zero bytes for seq 1) || seq as 8 big-endian
+    /// bytes || payload.
+    pub hash: [u8; 32],
+    /// The JSON encoding of a [`Change`], exactly as hashed.
+    pub payload: Vec<u8>,
+}
+
+impl ChangeRecord {
+    pub fn change(&self) -> Result<Change, crate::StorageError> {
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| crate::StorageError::Corrupted(format!("change {}: {e}", self.seq)))
+    }
+}

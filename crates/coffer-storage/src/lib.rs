@@ -1,0 +1,134 @@
+//! Coffer's storage: the [`Storage`] trait, the embedded SQLite backend, and the change log that
+//! feeds edge replicas.
+//!
+//! Invariants:
+//! - storage sees sealed bytes only. It never depends on `coffer-crypto` and never holds a key or
+//!   a plaintext value, so nothing read from or logged by storage can leak one;
+//! - every committed mutation appends, in the same transaction, one entry per change to the
+//!   change log. Sequence numbers are gap-free and in commit order, and each entry carries a
+//!   SHA-256 hash chained to the previous entry;
+//! - every mutation is all-or-nothing: a failed operation (including one item of a bulk create)
+//!   leaves no trace, neither in the tables nor in the change log;
+//! - quota and limit checks happen inside the writing transaction, so concurrent creates cannot
+//!   overshoot.
+
+mod change;
+mod error;
+mod records;
+mod sqlite;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use change::{Change, ChangeRecord};
+pub use error::{Entity, StorageError};
+pub use records::*;
+pub use sqlite::SqliteStorage;
+
+use async_trait::async_trait;
+use coffer_types::{AccountId, DekId, SecretId, StoreId, TokenId, Version};
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything Coffer persists. Implemented by [`SqliteStorage`] and (later) PostgreSQL; both must
+/// pass [`conformance`].
+///
+/// Methods that take an `AccountId` only ever see or touch rows of that account: a store id of
+/// another account is `NotFound`, exactly like a missing one.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    // ---- instance ----
+
+    /// A wrapped instance-level key by purpose (e.g. "token-mac"), if one was stored.
+    async fn get_instance_key(&self, purpose: &str) -> Result<Option<WrappedKeyRecord>>;
+    /// Stores an instance key unless one with that purpose exists; returns the one that is
+    /// stored afterwards (so two racing initialisers agree on one key).
+    async fn put_instance_key_if_absent(
+        &self,
+        purpose: &str,
+        key: WrappedKeyRecord,
+    ) -> Result<WrappedKeyRecord>;
+
+    // ---- accounts ----
+
+    async fn create_account(&self, account: AccountRecord) -> Result<()>;
+    async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
+
+    // ---- API tokens ----
+
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+    async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+
+    // ---- data-encryption keys ----
+
+    async fn put_dek(&self, dek: DekRecord) -> Result<()>;
+    async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>>;
+    /// The most recently created DEK of the account, if any.
+    async fn latest_dek(&self, account: AccountId) -> Result<Option<DekRecord>>;
+
+    // ---- stores ----
+
+    /// Fails with `NameTaken` if the account has a store of that name, `LimitExceeded` if it
+    /// already holds `max_stores` stores.
+    async fn create_store(&self, store: StoreRecord, max_stores: u64) -> Result<()>;
+    async fn get_store(&self, account: AccountId, id: StoreId) -> Result<Option<StoreRecord>>;
+    async fn list_stores(
+        &self,
+        account: AccountId,
+        query: &StoreQuery,
+    ) -> Result<Page<StoreRecord>>;
+    /// Fails with `NotEmpty` if the store holds secrets and `force` is false; with `force`
+    /// deletes its secrets and their versions too.
+    async fn delete_store(&self, account: AccountId, id: StoreId, force: bool) -> Result<()>;
+
+    // ---- secrets ----
+
+    /// Creates every secret or none. Fails with `NameTaken` (naming the first clash, including
+    /// two items of the same batch with one name), `NotFound(Store)`, or `QuotaExceeded` when the
+    /// account would hold more than `quota` secrets afterwards.
+    async fn create_secrets(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        secrets: Vec<NewSecret>,
+        quota: u64,
+    ) -> Result<()>;
+    async fn get_secret(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        id: SecretId,
+    ) -> Result<Option<SecretRecord>>;
+    async fn list_secrets(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        query: &SecretQuery,
+    ) -> Result<Page<SecretRecord>>;
+    /// Applies an update if the secret's current version is still `update.expected_version`;
+    /// otherwise `Conflict` (the caller re-reads, reseals and retries). Returns the new record.
+    async fn update_secret(&self, update: SecretUpdate) -> Result<SecretRecord>;
+    /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing).
+    async fn delete_secrets(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        ids: &[SecretId],
+    ) -> Result<()>;
+    /// One sealed value version.
+    async fn get_version(
+        &self,
+        secret: SecretId,
+        version: Version,
+    ) -> Result<Option<VersionRecord>>;
+    /// How many secrets the account holds.
+    async fn secret_count(&self, account: AccountId) -> Result<u64>;
+
+    // ---- change log ----
+
+    /// Sequence number of the last committed change (0 when the log is empty).
+    async fn change_head(&self) -> Result<u64>;
+    /// Up to `limit` entries with sequence numbers greater than `after`, in order.
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>>;
+}

@@ -1,0 +1,155 @@
+//! Rows as the storage trait exchanges them. Sealed values and wrapped keys are opaque bytes.
+
+use coffer_types::{
+    AccountId, DekId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub id: AccountId,
+    pub name: String,
+    pub created: Timestamp,
+    /// Per-account override of the server's default secrets quota.
+    pub secrets_quota: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub account_id: AccountId,
+    pub name: String,
+    /// HMAC-SHA256 of the token under the instance MAC key.
+    pub hash: [u8; 32],
+    /// Role name as core spells it (`super_admin`, ...). Storage does not interpret it.
+    pub role: String,
+    /// An operator token may act on every account.
+    pub operator: bool,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+}
+
+/// A key wrapped by the KEK: an instance key or a DEK's key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrappedKeyRecord {
+    /// The id the key is bound to in its wrapping AAD.
+    pub id: DekId,
+    pub kek_id: String,
+    pub wrapped: Vec<u8>,
+    pub created: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DekRecord {
+    pub account_id: AccountId,
+    pub key: WrappedKeyRecord,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreRecord {
+    pub id: StoreId,
+    pub account_id: AccountId,
+    pub name: StoreName,
+    pub created: Timestamp,
+    pub modified: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub id: SecretId,
+    pub store_id: StoreId,
+    pub account_id: AccountId,
+    pub name: SecretName,
+    pub comment: String,
+    pub scopes: Scopes,
+    pub created: Timestamp,
+    pub modified: Timestamp,
+    /// The version that holds the current value.
+    pub version: Version,
+}
+
+/// One immutable, sealed value version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub secret_id: SecretId,
+    pub version: Version,
+    pub dek_id: DekId,
+    pub sealed: Vec<u8>,
+    pub created: Timestamp,
+}
+
+/// A secret to create, with its first sealed version (whose `version` equals `record.version`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSecret {
+    pub record: SecretRecord,
+    pub value: VersionRecord,
+}
+
+/// A change to an existing secret. `None` fields are left as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUpdate {
+    pub account_id: AccountId,
+    pub store_id: StoreId,
+    pub secret_id: SecretId,
+    pub expected_version: Version,
+    /// A new value version; its `version` must be `expected_version.next()`.
+    pub value: Option<VersionRecord>,
+    pub scopes: Option<Scopes>,
+    pub comment: Option<String>,
+    pub modified: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Asc,
+    Desc,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreOrder {
+    Name,
+    #[default]
+    Created,
+    Modified,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretOrder {
+    Name,
+    Comment,
+    #[default]
+    Created,
+    Modified,
+    Status,
+}
+
+/// Page numbers are 1-based; `per_page` is already validated by core (>= 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreQuery {
+    pub page: u32,
+    pub per_page: u32,
+    pub order: StoreOrder,
+    pub direction: Direction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretQuery {
+    pub page: u32,
+    pub per_page: u32,
+    pub order: SecretOrder,
+    pub direction: Direction,
+    /// Case-insensitive substring over name and comment; `%` and `_` match literally.
+    pub search: Option<String>,
+    /// Only secrets whose scopes include every one of these.
+    pub scopes: Scopes,
+}
+
+/// One page of a listing. Ties in the sort order are broken by id, so pages never overlap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Rows matching the query across all pages.
+    pub total_count: u64,
+}
