@@ -1,1 +1,23 @@
-//! Coffer domain (being written).
+//! Coffer's domain: accounts, stores, secrets and their versions, the keyring that seals and
+//! opens values, authentication and the role policy.
+//!
+//! Every API operation is one method of [`Coffer`] taking the caller's [`Principal`] and a typed,
+//! already-validated command. Core knows nothing of HTTP or JSON: the server parses the wire
+//! format into these types and maps [`CoreError`] to responses.
+
+mod error;
+mod keyring;
+mod limits;
+mod policy;
+mod service;
+
+pub use error::{CoreError, Invalid, InvalidKind, Resource};
+pub use keyring::{DekPolicy, Keyring};
+pub use limits::{
+    Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE, MAX_VALUE_BYTES,
+    check_value,
+};
+pub use policy::{Permission, Principal, Role};
+pub use service::{
+    Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery, StoreListQuery, UpdateSecret,
+};

@@ -1,10 +1,34 @@
-//! Coffer's HTTP server. (Being written: the signatures below are the contract the CLI uses.)
+//! Coffer's HTTP server: the Cloudflare-compatible Secrets Store API over axum, with optional
+//! TLS (rustls on aws-lc-rs), and the data-dir layout of the embedded deployment.
+//!
+//! This is the only crate that knows HTTP. Handlers parse requests into core commands and map
+//! [`coffer_core::CoreError`] to v4 error envelopes in one place (`error.rs`).
+
+mod datadir;
+mod error;
+mod extract;
+mod query;
+mod router;
+mod secrets_store;
+mod state;
+mod tls;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use coffer_core::{Coffer, Limits};
 use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
+
+pub use error::ApiError;
+pub use extract::MAX_BODY_BYTES;
+pub use state::AppState;
+
+/// How long in-flight requests may run after shutdown is requested.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of starting or initialising a server. Messages name the file or address involved.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +57,10 @@ pub struct InitOutcome {
 }
 
 /// Creates a data dir: the directory (mode 0700), the KEK file, the SQLite database, the first
-/// account and a full-rights API token. Refuses a path that exists and is not an empty dir.
+/// account and a full-rights API token. Refuses a path that exists and is not an empty dir; on
+/// failure leaves nothing behind.
 pub async fn init_data_dir(path: &Path) -> Result<InitOutcome, ServerError> {
-    unimplemented!()
+    datadir::init(path).await
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +88,16 @@ impl ServeOptions {
     pub const DEFAULT_MAX_STORES: u64 = 100;
 }
 
+/// The router over an opened [`Coffer`], for in-process tests and embedding.
+pub fn app(coffer: Arc<Coffer>) -> axum::Router {
+    router::router(AppState { coffer })
+}
+
+/// Opens a data dir and returns the domain service, as `serve` does.
+pub async fn open_data_dir(path: &Path, limits: Limits) -> Result<Coffer, ServerError> {
+    datadir::open(path, limits).await
+}
+
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
 /// called with the bound address once `/healthz` answers 200 (useful with port 0).
 pub async fn serve(
@@ -70,5 +105,67 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    unimplemented!()
+    if opts.tls.is_none() && !opts.listen.ip().is_loopback() && !opts.insecure_http {
+        return Err(ServerError::Config(format!(
+            "refusing to serve plain HTTP on non-loopback address {}: give --tls-cert and --tls-key, or --insecure-http if a TLS-terminating proxy sits in front",
+            opts.listen
+        )));
+    }
+    let limits = Limits {
+        default_secrets_quota: opts.secrets_quota,
+        max_stores: opts.max_stores,
+    };
+    let coffer = Arc::new(datadir::open(&opts.data_dir, limits).await?);
+    let app = app(coffer);
+    let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
+
+    let listener =
+        std::net::TcpListener::bind(opts.listen).map_err(|source| ServerError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServerError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let shutdown_handle = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+    });
+    let ready_handle = handle.clone();
+    tokio::spawn(async move {
+        if ready_handle.listening().await.is_some() {
+            on_ready(addr);
+        }
+    });
+
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        Some(config) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+            axum_server::from_tcp_rustls(listener, config)
+                .map_err(|source| ServerError::Bind { addr, source })?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(|source| ServerError::Bind { addr, source })?
+                .handle(handle)
+                .serve(service)
+                .await
+        }
+    };
+    result.map_err(|e| ServerError::Other(format!("server on {addr} failed: {e}")))
 }

@@ -1,0 +1,138 @@
+use coffer_storage::{Entity, StorageError};
+
+/// What kind of input was invalid; the server maps each to a stable API error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKind {
+    Id,
+    Name,
+    Scope,
+    Value,
+    Comment,
+    Query,
+    Batch,
+}
+
+/// An invalid input, naming where it was found (a JSON pointer like `/0/name` or a query
+/// parameter name) and why. The message never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub kind: InvalidKind,
+    pub field: String,
+    pub message: String,
+}
+
+/// Resources an error can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Account,
+    Store,
+    Secret,
+}
+
+/// Errors of core operations, in domain terms.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(Invalid),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("this token lacks the {0} permission")]
+    Forbidden(crate::Permission),
+    #[error("{0:?} not found")]
+    NotFound(Resource),
+    #[error("a {what} named {name:?} already exists{place}")]
+    NameTaken {
+        what: &'static str,
+        name: String,
+        place: &'static str,
+    },
+    #[error("the store is not empty; delete its secrets first or pass force=true")]
+    StoreNotEmpty,
+    #[error(
+        "secrets quota exceeded: the account may hold {quota} secrets and holds {usage}; this request adds {requested}"
+    )]
+    QuotaExceeded {
+        quota: u64,
+        usage: u64,
+        requested: u64,
+    },
+    #[error("store limit exceeded: an account may hold at most {limit} stores")]
+    StoreLimitExceeded { limit: u64 },
+    #[error("the secret was modified concurrently; retry")]
+    Conflict,
+    /// A key or the storage backend is unavailable. The detail is for logs only.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data failed to open or decode. The detail is for logs only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoreError {
+    pub fn invalid(
+        kind: InvalidKind,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> CoreError {
+        CoreError::Invalid(Invalid {
+            kind,
+            field: field.into(),
+            message: message.into(),
+        })
+    }
+}
+
+impl From<StorageError> for CoreError {
+    fn from(e: StorageError) -> CoreError {
+        match e {
+            StorageError::NotFound(Entity::Store) => CoreError::NotFound(Resource::Store),
+            StorageError::NotFound(Entity::Secret | Entity::Version) => {
+                CoreError::NotFound(Resource::Secret)
+            }
+            StorageError::NotFound(Entity::Account) => CoreError::NotFound(Resource::Account),
+            StorageError::NotFound(other) => CoreError::Internal(format!("{other:?} not found")),
+            StorageError::NameTaken {
+                entity: Entity::Store,
+                name,
+            } => CoreError::NameTaken {
+                what: "store",
+                name,
+                place: " in this account",
+            },
+            StorageError::NameTaken { entity, name } => CoreError::NameTaken {
+                what: if entity == Entity::Secret {
+                    "secret"
+                } else {
+                    "resource"
+                },
+                name,
+                place: " in this store",
+            },
+            StorageError::NotEmpty => CoreError::StoreNotEmpty,
+            StorageError::QuotaExceeded {
+                quota,
+                usage,
+                requested,
+            } => CoreError::QuotaExceeded {
+                quota,
+                usage,
+                requested,
+            },
+            StorageError::LimitExceeded { limit, .. } => CoreError::StoreLimitExceeded { limit },
+            StorageError::Conflict => CoreError::Conflict,
+            StorageError::Corrupted(m) => CoreError::Internal(m),
+            StorageError::Unavailable(m) => CoreError::Unavailable(m),
+            other => CoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<coffer_crypto::CryptoError> for CoreError {
+    fn from(e: coffer_crypto::CryptoError) -> CoreError {
+        match e {
+            coffer_crypto::CryptoError::KeyUnavailable(m) => CoreError::Unavailable(m),
+            other => CoreError::Internal(other.to_string()),
+        }
+    }
+}

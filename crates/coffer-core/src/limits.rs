@@ -1,0 +1,87 @@
+//! Input limits and the validation that goes with them.
+
+use coffer_crypto::Plaintext;
+
+use crate::{CoreError, InvalidKind};
+
+/// The largest secret value, in bytes (Cloudflare's limit).
+pub const MAX_VALUE_BYTES: usize = 65_536;
+/// The longest comment, in bytes.
+pub const MAX_COMMENT_BYTES: usize = 1024;
+/// The most items in one bulk create or bulk delete.
+pub const MAX_BATCH: usize = 1000;
+/// The largest `per_page`.
+pub const MAX_PER_PAGE: u32 = 100;
+/// `per_page` when the request gives none.
+pub const DEFAULT_PER_PAGE: u32 = 20;
+
+/// Per-instance limits, set in server configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Secrets an account may hold unless it has its own quota.
+    pub default_secrets_quota: u64,
+    /// Stores an account may hold.
+    pub max_stores: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            default_secrets_quota: 10_000,
+            max_stores: 100,
+        }
+    }
+}
+
+/// Checks a value's size. `field` names it in the error (e.g. `/0/value`).
+pub fn check_value(value: &Plaintext, field: &str) -> Result<(), CoreError> {
+    if value.is_empty() {
+        return Err(CoreError::invalid(
+            InvalidKind::Value,
+            field,
+            "value must not be empty",
+        ));
+    }
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(CoreError::invalid(
+            InvalidKind::Value,
+            field,
+            format!(
+                "value must be at most {MAX_VALUE_BYTES} bytes (got {})",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A secret's free-text comment, at most [`MAX_COMMENT_BYTES`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comment(String);
+
+impl Comment {
+    pub fn parse(s: String, field: &str) -> Result<Comment, CoreError> {
+        if s.len() > MAX_COMMENT_BYTES {
+            return Err(CoreError::invalid(
+                InvalidKind::Comment,
+                field,
+                format!(
+                    "comment must be at most {MAX_COMMENT_BYTES} bytes (got {})",
+                    s.len()
+                ),
+            ));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(CoreError::invalid(
+                InvalidKind::Comment,
+                field,
+                "comment must not contain control characters",
+            ));
+        }
+        Ok(Comment(s))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}

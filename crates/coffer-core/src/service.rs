@@ -1,0 +1,537 @@
+//! [`Coffer`]: one method per API operation.
+
+use std::sync::Arc;
+
+use coffer_crypto::{ApiToken, KekProvider, Plaintext, ValueContext, open, random_id, seal};
+use coffer_storage::{
+    AccountRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
+    SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord, TokenRecord, VersionRecord,
+};
+use coffer_types::{
+    AccountId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
+};
+
+use crate::{
+    Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource, Role,
+};
+
+/// How many times an update re-reads and retries when another writer changed the secret first.
+const UPDATE_RETRIES: usize = 8;
+
+/// One secret of a (bulk) create.
+#[derive(Debug)]
+pub struct CreateSecretItem {
+    pub name: SecretName,
+    pub value: Plaintext,
+    pub scopes: Scopes,
+    pub comment: Comment,
+}
+
+/// A PATCH: only the `Some` fields change.
+#[derive(Debug, Default)]
+pub struct UpdateSecret {
+    pub value: Option<Plaintext>,
+    pub scopes: Option<Scopes>,
+    pub comment: Option<Comment>,
+}
+
+#[derive(Debug)]
+pub struct DuplicateSecret {
+    pub name: SecretName,
+    pub scopes: Scopes,
+    pub comment: Option<Comment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreListQuery {
+    pub page: u32,
+    pub per_page: u32,
+    pub order: StoreOrder,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretListQuery {
+    pub page: u32,
+    pub per_page: u32,
+    pub order: SecretOrder,
+    pub direction: Direction,
+    pub search: Option<String>,
+    pub scopes: Scopes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub quota: u64,
+    pub usage: u64,
+}
+
+/// The domain service. Cheap to share (`Arc<Coffer>`); holds no globals.
+#[derive(Debug)]
+pub struct Coffer {
+    storage: Arc<dyn Storage>,
+    keys: Keyring,
+    limits: Limits,
+}
+
+impl Coffer {
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        kek: Arc<dyn KekProvider>,
+        limits: Limits,
+        dek_policy: DekPolicy,
+    ) -> Result<Coffer, CoreError> {
+        let keys = Keyring::open(kek, storage.clone(), dek_policy).await?;
+        Ok(Coffer {
+            storage,
+            keys,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    // ---- instance bootstrap and authentication ----
+
+    /// Creates the first account and an operator token with full rights, as `coffer init` does.
+    pub async fn bootstrap(&self, account_name: &str) -> Result<(AccountId, ApiToken), CoreError> {
+        let account = AccountId::from_bytes(random_id());
+        self.storage
+            .create_account(AccountRecord {
+                id: account,
+                name: account_name.to_owned(),
+                created: Timestamp::now(),
+                secrets_quota: None,
+            })
+            .await?;
+        let token = self
+            .issue_token(account, "init", Role::SuperAdmin, true, None)
+            .await?;
+        Ok((account, token))
+    }
+
+    async fn issue_token(
+        &self,
+        account: AccountId,
+        name: &str,
+        role: Role,
+        operator: bool,
+        expires: Option<Timestamp>,
+    ) -> Result<ApiToken, CoreError> {
+        let id = TokenId::from_bytes(random_id());
+        let token = ApiToken::generate(id);
+        let hash = self.keys.mac().hash_token(&token);
+        self.storage
+            .create_token(TokenRecord {
+                id,
+                account_id: account,
+                name: name.to_owned(),
+                hash: hash.0,
+                role: role.as_str().to_owned(),
+                operator,
+                created: Timestamp::now(),
+                expires,
+                revoked: None,
+                last_used: None,
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Authenticates a bearer token. Every failure is the same to the caller apart from its
+    /// message, and no message contains the token.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, CoreError> {
+        const INVALID: &str = "invalid API token";
+        let token = ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID))?;
+        let Some(record) = self.storage.get_token(token.id()).await? else {
+            return Err(CoreError::Unauthenticated(INVALID));
+        };
+        // The lookup by id is not secret; the comparison of the keyed hash is constant-time.
+        if !self
+            .keys
+            .mac()
+            .verify_token(&token, &coffer_crypto::TokenHash(record.hash))
+        {
+            return Err(CoreError::Unauthenticated(INVALID));
+        }
+        if record.revoked.is_some() {
+            return Err(CoreError::Unauthenticated("API token has been revoked"));
+        }
+        if record.expires.is_some_and(|at| at <= Timestamp::now()) {
+            return Err(CoreError::Unauthenticated("API token has expired"));
+        }
+        let role = Role::parse(&record.role)
+            .ok_or_else(|| CoreError::Internal(format!("token {} has unknown role", record.id)))?;
+        Ok(Principal {
+            token_id: record.id,
+            token_name: record.name,
+            account_id: record.account_id,
+            role,
+            operator: record.operator,
+        })
+    }
+
+    async fn require_account(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        need: Permission,
+    ) -> Result<AccountRecord, CoreError> {
+        who.require(account, need)?;
+        self.storage
+            .get_account(account)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Account))
+    }
+
+    // ---- stores ----
+
+    pub async fn create_store(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        name: StoreName,
+    ) -> Result<StoreRecord, CoreError> {
+        self.require_account(who, account, Permission::Edit).await?;
+        let now = Timestamp::now();
+        let store = StoreRecord {
+            id: StoreId::from_bytes(random_id()),
+            account_id: account,
+            name,
+            created: now,
+            modified: now,
+        };
+        self.storage
+            .create_store(store.clone(), self.limits.max_stores)
+            .await?;
+        Ok(store)
+    }
+
+    pub async fn list_stores(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        q: StoreListQuery,
+    ) -> Result<Page<StoreRecord>, CoreError> {
+        self.require_account(who, account, Permission::Read).await?;
+        let query = StoreQuery {
+            page: q.page,
+            per_page: q.per_page,
+            order: q.order,
+            direction: q.direction,
+        };
+        Ok(self.storage.list_stores(account, &query).await?)
+    }
+
+    pub async fn get_store(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+    ) -> Result<StoreRecord, CoreError> {
+        self.require_account(who, account, Permission::Read).await?;
+        self.storage
+            .get_store(account, store)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Store))
+    }
+
+    pub async fn delete_store(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        force: bool,
+    ) -> Result<(), CoreError> {
+        self.require_account(who, account, Permission::Edit).await?;
+        Ok(self.storage.delete_store(account, store, force).await?)
+    }
+
+    // ---- secrets ----
+
+    fn quota_of(&self, account: &AccountRecord) -> u64 {
+        account
+            .secrets_quota
+            .unwrap_or(self.limits.default_secrets_quota)
+    }
+
+    /// Creates every item or none.
+    pub async fn create_secrets(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        items: Vec<CreateSecretItem>,
+    ) -> Result<Vec<SecretRecord>, CoreError> {
+        let account_rec = self.require_account(who, account, Permission::Edit).await?;
+        // Check the store before sealing anything, so a missing store is a plain 404.
+        self.storage
+            .get_store(account, store)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Store))?;
+        let now = Timestamp::now();
+        let mut new = Vec::with_capacity(items.len());
+        for item in items {
+            let id = SecretId::from_bytes(random_id());
+            let record = SecretRecord {
+                id,
+                store_id: store,
+                account_id: account,
+                name: item.name,
+                comment: item.comment.into_string(),
+                scopes: item.scopes,
+                created: now,
+                modified: now,
+                version: Version::FIRST,
+            };
+            let value = self
+                .seal_version(account, store, id, Version::FIRST, &item.value, now)
+                .await?;
+            new.push(NewSecret { record, value });
+        }
+        let records = new.iter().map(|n| n.record.clone()).collect();
+        self.storage
+            .create_secrets(account, store, new, self.quota_of(&account_rec))
+            .await?;
+        Ok(records)
+    }
+
+    pub async fn list_secrets(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        q: SecretListQuery,
+    ) -> Result<Page<SecretRecord>, CoreError> {
+        self.require_account(who, account, Permission::Read).await?;
+        self.storage
+            .get_store(account, store)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Store))?;
+        let query = SecretQuery {
+            page: q.page,
+            per_page: q.per_page,
+            order: q.order,
+            direction: q.direction,
+            search: q.search,
+            scopes: q.scopes,
+        };
+        Ok(self.storage.list_secrets(account, store, &query).await?)
+    }
+
+    pub async fn get_secret(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        secret: SecretId,
+    ) -> Result<SecretRecord, CoreError> {
+        self.require_account(who, account, Permission::Read).await?;
+        self.find_secret(account, store, secret).await
+    }
+
+    async fn find_secret(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        secret: SecretId,
+    ) -> Result<SecretRecord, CoreError> {
+        match self.storage.get_secret(account, store, secret).await? {
+            Some(s) => Ok(s),
+            None => {
+                // Say which of the two is missing.
+                self.storage
+                    .get_store(account, store)
+                    .await?
+                    .ok_or(CoreError::NotFound(Resource::Store))?;
+                Err(CoreError::NotFound(Resource::Secret))
+            }
+        }
+    }
+
+    pub async fn update_secret(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        secret: SecretId,
+        update: UpdateSecret,
+    ) -> Result<SecretRecord, CoreError> {
+        self.require_account(who, account, Permission::Edit).await?;
+        for _ in 0..UPDATE_RETRIES {
+            let current = self.find_secret(account, store, secret).await?;
+            let now = Timestamp::now();
+            let value = match &update.value {
+                Some(v) => {
+                    let next = current.version.next().ok_or_else(|| {
+                        CoreError::invalid(
+                            crate::InvalidKind::Value,
+                            "/value",
+                            "this secret has reached the maximum number of versions",
+                        )
+                    })?;
+                    Some(
+                        self.seal_version(account, store, secret, next, v, now)
+                            .await?,
+                    )
+                }
+                None => None,
+            };
+            let result = self
+                .storage
+                .update_secret(SecretUpdate {
+                    account_id: account,
+                    store_id: store,
+                    secret_id: secret,
+                    expected_version: current.version,
+                    value,
+                    scopes: update.scopes.clone(),
+                    comment: update.comment.clone().map(Comment::into_string),
+                    modified: now,
+                })
+                .await;
+            match result {
+                Err(coffer_storage::StorageError::Conflict) => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(CoreError::Conflict)
+    }
+
+    pub async fn delete_secrets(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        ids: &[SecretId],
+    ) -> Result<(), CoreError> {
+        self.require_account(who, account, Permission::Edit).await?;
+        self.storage
+            .get_store(account, store)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Store))?;
+        Ok(self.storage.delete_secrets(account, store, ids).await?)
+    }
+
+    /// Copies a secret under a new name, keeping its value. The value is opened and resealed
+    /// server-side under the new secret's context; it never leaves the process.
+    pub async fn duplicate_secret(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        source: SecretId,
+        dup: DuplicateSecret,
+    ) -> Result<SecretRecord, CoreError> {
+        let account_rec = self.require_account(who, account, Permission::Edit).await?;
+        let original = self.find_secret(account, store, source).await?;
+        let plaintext = self.open_current(&original).await?;
+        let now = Timestamp::now();
+        let id = SecretId::from_bytes(random_id());
+        let record = SecretRecord {
+            id,
+            store_id: store,
+            account_id: account,
+            name: dup.name,
+            comment: dup
+                .comment
+                .map(Comment::into_string)
+                .unwrap_or_else(|| original.comment.clone()),
+            scopes: dup.scopes,
+            created: now,
+            modified: now,
+            version: Version::FIRST,
+        };
+        let value = self
+            .seal_version(account, store, id, Version::FIRST, &plaintext, now)
+            .await?;
+        self.storage
+            .create_secrets(
+                account,
+                store,
+                vec![NewSecret {
+                    record: record.clone(),
+                    value,
+                }],
+                self.quota_of(&account_rec),
+            )
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn quota(&self, who: &Principal, account: AccountId) -> Result<Quota, CoreError> {
+        let account_rec = self.require_account(who, account, Permission::Read).await?;
+        let usage = self.storage.secret_count(account).await?;
+        Ok(Quota {
+            quota: self.quota_of(&account_rec),
+            usage,
+        })
+    }
+
+    // ---- values ----
+
+    async fn seal_version(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        secret: SecretId,
+        version: Version,
+        value: &Plaintext,
+        now: Timestamp,
+    ) -> Result<VersionRecord, CoreError> {
+        let (dek_id, key) = self.keys.sealing_key(account).await?;
+        let ctx = ValueContext {
+            account,
+            store,
+            secret,
+            version,
+            dek: dek_id,
+        };
+        let sealed = seal(&key, &ctx, value)?;
+        Ok(VersionRecord {
+            secret_id: secret,
+            version,
+            dek_id,
+            sealed: sealed.0,
+            created: now,
+        })
+    }
+
+    /// Opens a secret's current value. Only for server-side operations (duplicate) and, later,
+    /// runtime reads by bound services: never for an admin API response.
+    async fn open_current(&self, secret: &SecretRecord) -> Result<Plaintext, CoreError> {
+        let version = self
+            .storage
+            .get_version(secret.id, secret.version)
+            .await?
+            .ok_or_else(|| {
+                CoreError::Internal(format!(
+                    "secret {} lacks version {}",
+                    secret.id, secret.version
+                ))
+            })?;
+        let key = self
+            .keys
+            .opening_key(secret.account_id, version.dek_id)
+            .await?;
+        let ctx = ValueContext {
+            account: secret.account_id,
+            store: secret.store_id,
+            secret: secret.id,
+            version: version.version,
+            dek: version.dek_id,
+        };
+        open(&key, &ctx, &coffer_crypto::SealedValue(version.sealed)).map_err(|_| {
+            CoreError::Internal(format!(
+                "secret {} version {} failed to open",
+                secret.id, secret.version
+            ))
+        })
+    }
+}

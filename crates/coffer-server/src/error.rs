@@ -1,0 +1,121 @@
+//! The one place where errors become HTTP responses: a status, a stable v4 error code and a
+//! message. Bodies never carry internals; those go to the request's log span.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use coffer_api::{ApiMessage, Envelope, ErrorCode, ErrorSource};
+use coffer_core::{CoreError, InvalidKind, Resource};
+
+/// An error response in the v4 envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Where in the request: a JSON pointer (`/0/name`) or a parameter name.
+    pub pointer: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            pointer: None,
+        }
+    }
+
+    pub fn at(code: ErrorCode, pointer: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            pointer: Some(pointer.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body: Envelope<()> = Envelope::error(vec![ApiMessage {
+            code: self.code.code(),
+            message: self.message,
+            documentation_url: None,
+            source: self.pointer.map(|pointer| ErrorSource { pointer }),
+        }]);
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        match e {
+            CoreError::Invalid(invalid) => {
+                let code = match invalid.kind {
+                    InvalidKind::Id => ErrorCode::InvalidId,
+                    InvalidKind::Name => ErrorCode::InvalidName,
+                    InvalidKind::Scope => ErrorCode::InvalidScope,
+                    InvalidKind::Value => ErrorCode::InvalidValue,
+                    InvalidKind::Comment => ErrorCode::InvalidComment,
+                    InvalidKind::Query => ErrorCode::InvalidQuery,
+                    InvalidKind::Batch => ErrorCode::InvalidBatch,
+                };
+                ApiError::at(
+                    code,
+                    invalid.field.clone(),
+                    format!("{}: {}", invalid.field, invalid.message),
+                )
+            }
+            CoreError::Unauthenticated(m) => ApiError::new(ErrorCode::Unauthenticated, m),
+            CoreError::Forbidden(p) => ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this token's role lacks the {p} permission"),
+            ),
+            CoreError::NotFound(Resource::Account) => {
+                ApiError::new(ErrorCode::AccountNotFound, "account not found")
+            }
+            CoreError::NotFound(Resource::Store) => {
+                ApiError::new(ErrorCode::StoreNotFound, "store not found")
+            }
+            CoreError::NotFound(Resource::Secret) => {
+                ApiError::new(ErrorCode::SecretNotFound, "secret not found")
+            }
+            e @ CoreError::NameTaken { what, .. } => {
+                let code = if what == "store" {
+                    ErrorCode::StoreNameTaken
+                } else {
+                    ErrorCode::SecretNameTaken
+                };
+                ApiError::new(code, e.to_string())
+            }
+            e @ CoreError::StoreNotEmpty => ApiError::new(ErrorCode::StoreNotEmpty, e.to_string()),
+            e @ CoreError::QuotaExceeded { .. } => {
+                ApiError::new(ErrorCode::QuotaExceeded, e.to_string())
+            }
+            e @ CoreError::StoreLimitExceeded { .. } => {
+                ApiError::new(ErrorCode::StoreLimitExceeded, e.to_string())
+            }
+            e @ CoreError::Conflict => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            CoreError::Unavailable(detail) => {
+                tracing::error!(%detail, "unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "service temporarily unavailable; retry later",
+                )
+            }
+            other => {
+                tracing::error!(detail = %other, "internal error");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,261 @@
+//! Extractors: authentication, path ids, query parameters and JSON bodies, each turning bad
+//! input into an [`ApiError`] that names the problem.
+
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use coffer_api::ErrorCode;
+use coffer_core::Principal;
+use coffer_types::{AccountId, IdError, SecretId, StoreId};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Request bodies larger than this are refused before parsing.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The authenticated caller.
+#[derive(Debug)]
+pub struct Auth(pub Principal);
+
+impl<S> FromRequestParts<S> for Auth
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
+        let app = AppState::from_ref(state);
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "missing Authorization header (expected \"Bearer <API token>\")",
+            )
+        })?;
+        let value = header.to_str().map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "Authorization header is not valid text",
+            )
+        })?;
+        let token = bearer(value).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "Authorization header must use the Bearer scheme",
+            )
+        })?;
+        let principal = app.coffer.authenticate(token).await?;
+        tracing::Span::current().record("token_id", tracing::field::display(principal.token_id));
+        Ok(Auth(principal))
+    }
+}
+
+/// The credentials of a `Bearer` authorization value (scheme case-insensitive, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The ids in the request path, parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct PathIds {
+    pub account: AccountId,
+    store: Option<StoreId>,
+    secret: Option<SecretId>,
+}
+
+impl PathIds {
+    /// The `{store_id}` of the route; an error only if the route has none (a routing bug).
+    pub fn store(&self) -> Result<StoreId, ApiError> {
+        self.store
+            .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no store in path"))
+    }
+
+    pub fn secret(&self) -> Result<SecretId, ApiError> {
+        self.secret
+            .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no secret in path"))
+    }
+}
+
+fn parse_id<T>(
+    name: &str,
+    value: &str,
+    parse: fn(&str) -> Result<T, IdError>,
+) -> Result<T, ApiError> {
+    parse(value).map_err(|e| ApiError::at(ErrorCode::InvalidId, name, format!("{name}: {e}")))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PathIds, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
+                ApiError::new(ErrorCode::InvalidId, "path parameters are not valid UTF-8")
+            })?;
+        let mut account = None;
+        let mut store = None;
+        let mut secret = None;
+        for (name, value) in &params {
+            match name {
+                "account_id" => account = Some(parse_id(name, value, AccountId::parse)?),
+                "store_id" => store = Some(parse_id(name, value, StoreId::parse)?),
+                "secret_id" => secret = Some(parse_id(name, value, SecretId::parse)?),
+                _ => {}
+            }
+        }
+        let account =
+            account.ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no account in path"))?;
+        Ok(PathIds {
+            account,
+            store,
+            secret,
+        })
+    }
+}
+
+/// Query parameters as decoded pairs, in order. Unknown parameters are ignored, as Cloudflare
+/// does; known ones are validated by the handler's query parser.
+#[derive(Debug, Default)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<QueryPairs, ApiError> {
+        let raw = parts.uri.query().unwrap_or("");
+        Ok(QueryPairs(
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+}
+
+/// A JSON body: `Content-Type: application/json`, at most [`MAX_BODY_BYTES`], UTF-8, and
+/// deserialized with the path of any bad field reported as a JSON pointer.
+#[derive(Debug)]
+pub struct JsonBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<JsonBody, ApiError> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "request body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BodyTooLarge,
+                    format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+                )
+            })?;
+        Ok(JsonBody(bytes))
+    }
+}
+
+impl JsonBody {
+    /// Whether the body's first significant character opens an array.
+    pub fn is_array(&self) -> bool {
+        self.0.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+    }
+
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if std::str::from_utf8(&self.0).is_err() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "request body is not valid UTF-8",
+            ));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&self.0);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+        de.end()
+            .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {e}")))?;
+        Ok(value)
+    }
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let pointer = pointer_of(e.path());
+    let inner = e.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let place = if pointer.is_empty() {
+                "body".to_owned()
+            } else {
+                pointer.clone()
+            };
+            // serde's messages name the field and the expected type; they never include string
+            // contents of the input except unknown field and enum names, which are not values.
+            ApiError::at(
+                ErrorCode::InvalidField,
+                place.clone(),
+                format!("{place}: {}", strip_position(&inner)),
+            )
+        }
+        _ => ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}")),
+    }
+}
+
+/// serde_json appends " at line L column C"; the pointer says more, so drop it.
+fn strip_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } => {
+                out.push('/');
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Enum { variant } => {
+                out.push('/');
+                out.push_str(variant);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_required() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+}

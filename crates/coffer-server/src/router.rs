@@ -1,0 +1,107 @@
+//! The route table and the middleware every request passes through.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use coffer_api::ErrorCode;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::secrets_store as ss;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let secrets_store = Router::new()
+        .route("/stores", get(ss::list_stores).post(ss::create_store))
+        .route(
+            "/stores/{store_id}",
+            get(ss::get_store).delete(ss::delete_store),
+        )
+        .route(
+            "/stores/{store_id}/secrets",
+            get(ss::list_secrets)
+                .post(ss::create_secrets)
+                .delete(ss::bulk_delete_secrets),
+        )
+        .route(
+            "/stores/{store_id}/secrets/{secret_id}",
+            get(ss::get_secret)
+                .patch(ss::update_secret)
+                .delete(ss::delete_secret),
+        )
+        .route(
+            "/stores/{store_id}/secrets/{secret_id}/duplicate",
+            post(ss::duplicate_secret),
+        )
+        .route("/quota", get(ss::quota));
+
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/client/v4/accounts/{account_id}/secrets_store", secrets_store)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::map_response(no_store))
+        .layer(CatchPanicLayer::custom(|_| {
+            // A panic is a bug; the client learns nothing but that it happened.
+            ApiError::new(ErrorCode::Internal, "internal error").into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // The path holds ids only; query strings and bodies are never logged.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, token_id = tracing::field::Empty)
+                })
+                .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), micros = latency.as_micros() as u64, "response");
+                }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({ "status": "ok" })),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::RouteNotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+}
+
+/// Responses about secrets must not be cached by proxies or clients.
+async fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = hex::encode(coffer_crypto::random_array::<12>());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}

@@ -1,0 +1,9 @@
+use std::sync::Arc;
+
+use coffer_core::Coffer;
+
+/// Shared by every handler. Configuration and keys live here, never in globals.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub coffer: Arc<Coffer>,
+}

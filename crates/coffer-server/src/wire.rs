@@ -1,0 +1,28 @@
+//! Records to wire objects.
+
+use coffer_storage::{SecretRecord, StoreRecord};
+
+pub fn store(s: &StoreRecord) -> coffer_api::Store {
+    coffer_api::Store {
+        id: s.id.to_string(),
+        name: s.name.to_string(),
+        created: s.created.to_rfc3339(),
+        modified: s.modified.to_rfc3339(),
+        account_id: Some(s.account_id.to_string()),
+    }
+}
+
+/// Secrets are `active` as soon as the create is acknowledged: the write is durable and the value
+/// readable before the response is sent, so `pending` would never be observable.
+pub fn secret(s: &SecretRecord) -> coffer_api::Secret {
+    coffer_api::Secret {
+        id: s.id.to_string(),
+        store_id: s.store_id.to_string(),
+        name: s.name.to_string(),
+        comment: s.comment.clone(),
+        scopes: s.scopes.to_strings(),
+        status: "active".to_owned(),
+        created: s.created.to_rfc3339(),
+        modified: s.modified.to_rfc3339(),
+    }
+}
