@@ -1,5 +1,6 @@
 //! The change log: what every committed mutation appends, in the same transaction.
 
+use aws_lc_rs::digest;
 use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,30 @@ pub struct ChangeRecord {
 }
 
 impl ChangeRecord {
+    /// The "previous hash" of the first entry.
+    pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+    /// The hash an entry with this `seq` and `payload` must carry when it follows an entry
+    /// whose hash is `prev` ([`Self::GENESIS_HASH`] for seq 1). Edges use it to check what they
+    /// receive; storage uses it to append.
+    pub fn chain_hash(prev: &[u8; 32], seq: u64, payload: &[u8]) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(prev);
+        ctx.update(&seq.to_be_bytes());
+        ctx.update(payload);
+        let digest = ctx.finish();
+        let mut out = [0u8; 32];
+        // SHA-256 output is exactly 32 bytes, so the lengths always match.
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
+    /// Whether this entry's hash chains onto an entry whose hash is `prev`.
+    pub fn follows(&self, prev: &[u8; 32]) -> bool {
+        // Not secret material: a plain comparison is fine.
+        Self::chain_hash(prev, self.seq, &self.payload) == self.hash
+    }
+
     pub fn change(&self) -> Result<Change, crate::StorageError> {
         serde_json::from_slice(&self.payload)
             .map_err(|e| crate::StorageError::Corrupted(format!("change {}: {e}", self.seq)))

@@ -1,1 +1,124 @@
-//! The storage conformance suite (being written).
+//! The storage conformance suite: the behaviour every [`Storage`] backend must show, written
+//! against the trait alone.
+//!
+//! A backend's tests call [`run_all`] with a function that makes a fresh, empty backend; every
+//! check gets its own. A failing check panics with a message that names it. To debug one check,
+//! pick it from [`checks`] and [`Check::run`] it.
+//!
+//! What the suite pins down beyond the trait's signatures (a second backend must match):
+//! - listings order by the chosen field compared byte-wise (names, comments), then by id
+//!   compared byte-wise, both in the requested direction, so `Desc` is exactly `Asc` reversed;
+//!   `SecretOrder::Status` orders by id alone (every stored secret is active);
+//! - search folds ASCII case (at least) and matches `%`, `_` and `\` literally;
+//! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
+//! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;
+//! - `delete_secrets` naming one id twice deletes it once;
+//! - the change log holds exactly the entries listed on [`crate::Change`]'s producers, in
+//!   commit order, with seq 1, 2, 3, ... and the documented hash chain.
+//!
+//! The checks need a tokio runtime that can spawn tasks (a multi-threaded one exercises more
+//! interleavings in the concurrency checks). This module is test code, compiled into the
+//! library only for tests or with the `conformance` feature: it asserts and unwraps by design.
+
+mod accounts;
+mod change_log;
+mod concurrency;
+mod fixtures;
+mod listing;
+mod secrets;
+mod stores;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::Storage;
+
+/// A check's future.
+pub type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// One named check of the suite.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    pub name: &'static str,
+    body: fn(Arc<dyn Storage>) -> CheckFuture,
+}
+
+impl Check {
+    /// Runs the check against `storage` (which should be fresh and empty). Panics on failure
+    /// with a message naming the check.
+    pub async fn run(&self, storage: Arc<dyn Storage>) {
+        // Spawned so that a panic deep inside the check can be caught and re-raised with the
+        // check's name in front.
+        let outcome = tokio::spawn((self.body)(storage)).await;
+        if let Err(e) = outcome {
+            let detail = if e.is_panic() {
+                let payload = e.into_panic();
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "panicked".to_owned())
+            } else {
+                e.to_string()
+            };
+            panic!("storage conformance check `{}` failed: {detail}", self.name);
+        }
+    }
+}
+
+macro_rules! checks {
+    ($($module:ident::$check:ident),* $(,)?) => {
+        &[$(Check {
+            name: stringify!($check),
+            body: |storage| Box::pin($module::$check(storage)),
+        }),*]
+    };
+}
+
+const CHECKS: &[Check] = checks![
+    accounts::instance_keys,
+    accounts::accounts,
+    accounts::tokens,
+    accounts::deks,
+    stores::store_lifecycle,
+    stores::store_names_are_unique_per_account,
+    stores::store_limit,
+    stores::delete_store_not_empty_and_force,
+    stores::account_isolation,
+    secrets::secret_lifecycle,
+    secrets::secret_names_are_unique_per_store,
+    secrets::quota_is_enforced_exactly,
+    secrets::values_need_a_dek_of_the_account,
+    secrets::update_is_compare_and_swap,
+    secrets::versions_are_immutable,
+    secrets::delete_secrets_is_all_or_nothing,
+    listing::store_pagination_and_ordering,
+    listing::secret_pagination_and_ordering,
+    listing::search_is_literal_and_case_insensitive,
+    listing::scopes_filter_requires_all,
+    change_log::log_records_each_mutation,
+    change_log::changes_after_pages_through_the_log,
+    change_log::failed_operations_append_nothing,
+    concurrency::racing_instance_key_initialisers_agree,
+    concurrency::concurrent_creates_respect_the_quota,
+    concurrency::concurrent_creates_of_one_name_admit_one,
+    concurrency::concurrent_writers_keep_the_log_gap_free,
+];
+
+/// Every check, in the order [`run_all`] runs them.
+pub fn checks() -> &'static [Check] {
+    CHECKS
+}
+
+/// Runs every check, each on a fresh backend from `make`.
+pub async fn run_all<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Storage>>,
+{
+    for check in checks() {
+        let storage = make().await;
+        check.run(storage).await;
+    }
+}

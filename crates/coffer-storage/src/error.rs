@@ -16,6 +16,10 @@ pub enum Entity {
 pub enum StorageError {
     #[error("{0:?} not found")]
     NotFound(Entity),
+    /// A row with this id already exists. Ids are random 128-bit values, so this means a
+    /// create was repeated (or a caller bug), never a user-visible name clash.
+    #[error("{0:?} with this id already exists")]
+    AlreadyExists(Entity),
     /// A name is already used in its parent; carries the name.
     #[error("{entity:?} name {name:?} is already taken")]
     NameTaken { entity: Entity, name: String },
@@ -32,6 +36,11 @@ pub enum StorageError {
     /// An optimistic-concurrency check failed; the caller should re-read and retry.
     #[error("concurrent modification")]
     Conflict,
+    /// The caller passed arguments that contradict each other (e.g. a secret record whose store
+    /// is not the store named by the call, or a new version that is not `expected + 1`). This
+    /// is a bug in the caller, not a user error; the message is a fixed string without values.
+    #[error("invalid storage request: {0}")]
+    Invalid(&'static str),
     /// Stored data failed a consistency check (bad hash chain, undecodable row).
     #[error("corrupted storage: {0}")]
     Corrupted(String),

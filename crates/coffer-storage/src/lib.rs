@@ -10,7 +10,11 @@
 //! - every mutation is all-or-nothing: a failed operation (including one item of a bulk create)
 //!   leaves no trace, neither in the tables nor in the change log;
 //! - quota and limit checks happen inside the writing transaction, so concurrent creates cannot
-//!   overshoot.
+//!   overshoot;
+//! - a value version is only stored if it is sealed under a DEK of its secret's own account, and
+//!   is never changed once written.
+//!
+//! The SQLite layout and the change-log format are described in docs/storage-format.md.
 
 mod change;
 mod error;
@@ -23,7 +27,7 @@ pub mod conformance;
 pub use change::{Change, ChangeRecord};
 pub use error::{Entity, StorageError};
 pub use records::*;
-pub use sqlite::SqliteStorage;
+pub use sqlite::{SqliteOptions, SqliteStorage, WriteStats};
 
 use async_trait::async_trait;
 use coffer_types::{AccountId, DekId, SecretId, StoreId, TokenId, Version};
@@ -51,17 +55,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- accounts ----
 
+    /// `AlreadyExists(Account)` if the id is in use.
     async fn create_account(&self, account: AccountRecord) -> Result<()>;
     async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
 
     // ---- API tokens ----
 
+    /// `NotFound(Account)` for an unknown account, `AlreadyExists(Token)` for a used id.
     async fn create_token(&self, token: TokenRecord) -> Result<()>;
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
 
     // ---- data-encryption keys ----
 
+    /// `NotFound(Account)` for an unknown account, `AlreadyExists(Dek)` for a used id.
     async fn put_dek(&self, dek: DekRecord) -> Result<()>;
     async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>>;
     /// The most recently created DEK of the account, if any.
@@ -70,7 +77,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // ---- stores ----
 
     /// Fails with `NameTaken` if the account has a store of that name, `LimitExceeded` if it
-    /// already holds `max_stores` stores.
+    /// already holds `max_stores` stores, `NotFound(Account)` for an unknown account.
     async fn create_store(&self, store: StoreRecord, max_stores: u64) -> Result<()>;
     async fn get_store(&self, account: AccountId, id: StoreId) -> Result<Option<StoreRecord>>;
     async fn list_stores(
@@ -86,7 +93,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// Creates every secret or none. Fails with `NameTaken` (naming the first clash, including
     /// two items of the same batch with one name), `NotFound(Store)`, or `QuotaExceeded` when the
-    /// account would hold more than `quota` secrets afterwards.
+    /// account would hold more than `quota` secrets afterwards. Every value must be sealed under
+    /// a DEK of `account` (`NotFound(Dek)` otherwise); an item whose record names another
+    /// account or store, or whose value is not the version its record points at, is `Invalid`.
     async fn create_secrets(
         &self,
         account: AccountId,
@@ -108,8 +117,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<SecretRecord>>;
     /// Applies an update if the secret's current version is still `update.expected_version`;
     /// otherwise `Conflict` (the caller re-reads, reseals and retries). Returns the new record.
+    /// `NotFound(Store)` / `NotFound(Secret)` as for reads; a new value must be version
+    /// `expected + 1` of this secret (`Invalid` otherwise), sealed under a DEK of the account
+    /// (`NotFound(Dek)` otherwise).
     async fn update_secret(&self, update: SecretUpdate) -> Result<SecretRecord>;
-    /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing).
+    /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing). An id listed
+    /// twice is deleted once.
     async fn delete_secrets(
         &self,
         account: AccountId,

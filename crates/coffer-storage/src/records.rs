@@ -107,6 +107,8 @@ pub enum Direction {
     Desc,
 }
 
+/// Listing order. Names and comments compare byte-wise (so `B` sorts before `a`); ties are
+/// broken by id in the same direction, so `Desc` is exactly `Asc` reversed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StoreOrder {
     Name,
@@ -115,6 +117,7 @@ pub enum StoreOrder {
     Modified,
 }
 
+/// See [`StoreOrder`] for how values compare and ties break.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SecretOrder {
     Name,
@@ -122,6 +125,7 @@ pub enum SecretOrder {
     #[default]
     Created,
     Modified,
+    /// Every stored secret is active, so this orders by the id tie-break alone.
     Status,
 }
 
@@ -140,7 +144,8 @@ pub struct SecretQuery {
     pub per_page: u32,
     pub order: SecretOrder,
     pub direction: Direction,
-    /// Case-insensitive substring over name and comment; `%` and `_` match literally.
+    /// Case-insensitive substring over name and comment; `%` and `_` match literally. Case is
+    /// folded for ASCII letters (names are ASCII; other letters in comments match exactly).
     pub search: Option<String>,
     /// Only secrets whose scopes include every one of these.
     pub scopes: Scopes,

@@ -1,14 +1,293 @@
 //! The embedded SQLite backend.
+//!
+//! Shape: one writer thread owns the only read-write connection and applies write jobs with
+//! group commit (see `writer`); reads go to a small pool of read-only connections on tokio's
+//! blocking pool (see `readers`). WAL mode lets the readers run while the writer writes, and
+//! every read sees exactly the transactions committed before it started. The on-disk layout is
+//! in docs/storage-format.md.
 
-use std::path::Path;
+mod codec;
+mod readers;
+mod reads;
+mod schema;
+mod writer;
+mod writes;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coffer_types::{AccountId, DekId, SecretId, StoreId, TokenId, Version};
+
+use self::codec::DbResultExt;
+use self::readers::Readers;
+pub use self::writer::WriteStats;
+use self::writer::WriterHandle;
+use crate::{
+    AccountRecord, ChangeRecord, DekRecord, NewSecret, Page, Result, SecretQuery, SecretRecord,
+    SecretUpdate, Storage, StoreQuery, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+};
+
+/// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// Read-only connections (and so concurrent reads) at most.
+    pub max_readers: usize,
+    /// Write jobs committed together in one transaction at most.
+    pub max_batch: usize,
+    /// How long a statement waits for a lock held by another connection before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_readers: 4,
+            max_batch: 256,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// SQLite storage in one database file (WAL mode, synchronous=FULL).
-#[derive(Debug)]
-pub struct SqliteStorage {}
+///
+/// Reads need a tokio runtime (they run on its blocking pool); `open` does not. Dropping the
+/// value stops the writer once its queue is drained; [`SqliteStorage::close`] also waits for it.
+pub struct SqliteStorage {
+    path: PathBuf,
+    writer: WriterHandle,
+    readers: Arc<Readers>,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The path only: nothing read from the database belongs in logs.
+        f.debug_struct("SqliteStorage")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
 
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path` and migrates its schema.
     pub fn open(path: &Path) -> crate::Result<SqliteStorage> {
-        unimplemented!()
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStorage::open`] with explicit tuning. Blocks while it opens and migrates; call
+    /// it at startup (or from `spawn_blocking`).
+    pub fn open_with(path: &Path, options: SqliteOptions) -> crate::Result<SqliteStorage> {
+        let conn = schema::open_writer(path, options.busy_timeout)?;
+        let writer = WriterHandle::start(conn, options.max_batch)?;
+        let readers = Arc::new(Readers::new(
+            path.to_owned(),
+            options.busy_timeout,
+            options.max_readers,
+        ));
+        Ok(SqliteStorage {
+            path: path.to_owned(),
+            writer,
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the writer has done so far (to observe group commit).
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
+    }
+
+    /// Finishes the queued writes, stops the writer thread and closes the database.
+    pub async fn close(self) {
+        self.writer.close().await;
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        self.readers.run(move |conn| f(conn)).await
+    }
+
+    /// Like `read`, inside one read transaction so that several statements see one snapshot.
+    async fn read_snapshot<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        self.readers
+            .run(move |conn| {
+                let tx = conn.transaction().db("begin read")?;
+                let out = f(&tx)?;
+                // Ending a read-only transaction; commit and rollback are equivalent.
+                tx.commit().db("end read")?;
+                Ok(out)
+            })
+            .await
     }
 }
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn get_instance_key(&self, purpose: &str) -> Result<Option<WrappedKeyRecord>> {
+        let purpose = purpose.to_owned();
+        self.read(move |c| reads::get_instance_key(c, &purpose))
+            .await
+    }
+
+    async fn put_instance_key_if_absent(
+        &self,
+        purpose: &str,
+        key: WrappedKeyRecord,
+    ) -> Result<WrappedKeyRecord> {
+        let purpose = purpose.to_owned();
+        self.writer
+            .run(move |cx| writes::put_instance_key_if_absent(cx, &purpose, &key))
+            .await
+    }
+
+    async fn create_account(&self, account: AccountRecord) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::create_account(cx, &account))
+            .await
+    }
+
+    async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>> {
+        self.read(move |c| reads::get_account(c, id)).await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>> {
+        self.read(reads::list_accounts).await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::create_token(cx, &token))
+            .await
+    }
+
+    async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
+        self.read(move |c| reads::get_token(c, id)).await
+    }
+
+    async fn put_dek(&self, dek: DekRecord) -> Result<()> {
+        self.writer.run(move |cx| writes::put_dek(cx, &dek)).await
+    }
+
+    async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>> {
+        self.read(move |c| reads::get_dek(c, id)).await
+    }
+
+    async fn latest_dek(&self, account: AccountId) -> Result<Option<DekRecord>> {
+        self.read(move |c| reads::latest_dek(c, account)).await
+    }
+
+    async fn create_store(&self, store: StoreRecord, max_stores: u64) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::create_store(cx, &store, max_stores))
+            .await
+    }
+
+    async fn get_store(&self, account: AccountId, id: StoreId) -> Result<Option<StoreRecord>> {
+        self.read(move |c| reads::get_store(c, account, id)).await
+    }
+
+    async fn list_stores(
+        &self,
+        account: AccountId,
+        query: &StoreQuery,
+    ) -> Result<Page<StoreRecord>> {
+        let query = query.clone();
+        self.read_snapshot(move |c| reads::list_stores(c, account, &query))
+            .await
+    }
+
+    async fn delete_store(&self, account: AccountId, id: StoreId, force: bool) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::delete_store(cx, account, id, force))
+            .await
+    }
+
+    async fn create_secrets(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        secrets: Vec<NewSecret>,
+        quota: u64,
+    ) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::create_secrets(cx, account, store, &secrets, quota))
+            .await
+    }
+
+    async fn get_secret(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        id: SecretId,
+    ) -> Result<Option<SecretRecord>> {
+        self.read(move |c| reads::get_secret(c, account, store, id))
+            .await
+    }
+
+    async fn list_secrets(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        query: &SecretQuery,
+    ) -> Result<Page<SecretRecord>> {
+        let query = query.clone();
+        self.read_snapshot(move |c| reads::list_secrets(c, account, store, &query))
+            .await
+    }
+
+    async fn update_secret(&self, update: SecretUpdate) -> Result<SecretRecord> {
+        self.writer
+            .run(move |cx| writes::update_secret(cx, update))
+            .await
+    }
+
+    async fn delete_secrets(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        ids: &[SecretId],
+    ) -> Result<()> {
+        let ids = ids.to_vec();
+        self.writer
+            .run(move |cx| writes::delete_secrets(cx, account, store, &ids))
+            .await
+    }
+
+    async fn get_version(
+        &self,
+        secret: SecretId,
+        version: Version,
+    ) -> Result<Option<VersionRecord>> {
+        self.read(move |c| reads::get_version(c, secret, version))
+            .await
+    }
+
+    async fn secret_count(&self, account: AccountId) -> Result<u64> {
+        self.read(move |c| reads::secret_count(c, account)).await
+    }
+
+    async fn change_head(&self) -> Result<u64> {
+        self.read(reads::change_head).await
+    }
+
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
+        self.read_snapshot(move |c| reads::changes_after(c, after, limit))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,553 @@
+//! Queries. Each takes a plain connection, so the writer can run them inside its transaction
+//! and readers inside theirs.
+
+use std::fmt::Write as _;
+
+use coffer_types::{AccountId, DekId, SecretId, SecretName, StoreId, StoreName, TokenId, Version};
+use rusqlite::types::Value;
+use rusqlite::{Connection, Params, Row, params, params_from_iter};
+
+use super::codec::{
+    DbResultExt, bool_col, col, contains_pattern, id_col, opt_ts_col, opt_u64_col, scope_needle,
+    scopes_col, ts_col, u64_col, version_col,
+};
+use crate::{
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, SecretOrder,
+    SecretQuery, SecretRecord, StorageError, StoreOrder, StoreQuery, StoreRecord, TokenRecord,
+    VersionRecord, WrappedKeyRecord,
+};
+
+// Column lists shared by the queries and the decoders below; a decoder reads columns by
+// position, so each list and its decoder change together.
+macro_rules! account_cols {
+    () => {
+        "id, name, created, secrets_quota"
+    };
+}
+macro_rules! token_cols {
+    () => {
+        "id, account_id, name, hash, role, operator, created, expires, revoked, last_used"
+    };
+}
+macro_rules! dek_cols {
+    () => {
+        "id, account_id, kek_id, wrapped, created"
+    };
+}
+macro_rules! store_cols {
+    () => {
+        "id, account_id, name, created, modified"
+    };
+}
+macro_rules! secret_cols {
+    () => {
+        "id, store_id, account_id, name, comment, scopes, created, modified, version"
+    };
+}
+macro_rules! version_cols {
+    () => {
+        "secret_id, version, dek_id, sealed, created"
+    };
+}
+pub(super) use secret_cols;
+
+/// Runs a cached statement expected to return at most one row, decoding it with `decode`.
+pub(super) fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    context: &'static str,
+    decode: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).db(context)?;
+    let mut rows = stmt.query(params).db(context)?;
+    match rows.next().db(context)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs a cached statement and decodes every row.
+pub(super) fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    context: &'static str,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).db(context)?;
+    let mut rows = stmt.query(params).db(context)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().db(context)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// A single integer (`count(*)`, an EXISTS test).
+fn query_i64(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    context: &'static str,
+) -> Result<i64> {
+    query_opt(conn, sql, params, context, |row| col(row, 0, context))?
+        .ok_or_else(|| StorageError::Unavailable(format!("{context}: no row")))
+}
+
+fn account_from_row(row: &Row<'_>) -> Result<AccountRecord> {
+    Ok(AccountRecord {
+        id: AccountId::from_bytes(id_col(row, 0, "accounts.id")?),
+        name: col(row, 1, "accounts.name")?,
+        created: ts_col(row, 2, "accounts.created")?,
+        secrets_quota: opt_u64_col(row, 3, "accounts.secrets_quota")?,
+    })
+}
+
+fn token_from_row(row: &Row<'_>) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: TokenId::from_bytes(id_col(row, 0, "tokens.id")?),
+        account_id: AccountId::from_bytes(id_col(row, 1, "tokens.account_id")?),
+        name: col(row, 2, "tokens.name")?,
+        hash: col(row, 3, "tokens.hash")?,
+        role: col(row, 4, "tokens.role")?,
+        operator: bool_col(row, 5, "tokens.operator")?,
+        created: ts_col(row, 6, "tokens.created")?,
+        expires: opt_ts_col(row, 7, "tokens.expires")?,
+        revoked: opt_ts_col(row, 8, "tokens.revoked")?,
+        last_used: opt_ts_col(row, 9, "tokens.last_used")?,
+    })
+}
+
+fn dek_from_row(row: &Row<'_>) -> Result<DekRecord> {
+    Ok(DekRecord {
+        account_id: AccountId::from_bytes(id_col(row, 1, "deks.account_id")?),
+        key: WrappedKeyRecord {
+            id: DekId::from_bytes(id_col(row, 0, "deks.id")?),
+            kek_id: col(row, 2, "deks.kek_id")?,
+            wrapped: col(row, 3, "deks.wrapped")?,
+            created: ts_col(row, 4, "deks.created")?,
+        },
+    })
+}
+
+fn store_from_row(row: &Row<'_>) -> Result<StoreRecord> {
+    let name: String = col(row, 2, "stores.name")?;
+    Ok(StoreRecord {
+        id: StoreId::from_bytes(id_col(row, 0, "stores.id")?),
+        account_id: AccountId::from_bytes(id_col(row, 1, "stores.account_id")?),
+        name: StoreName::parse(&name)
+            .map_err(|_| StorageError::Corrupted("stores.name: invalid name".into()))?,
+        created: ts_col(row, 3, "stores.created")?,
+        modified: ts_col(row, 4, "stores.modified")?,
+    })
+}
+
+pub(super) fn secret_from_row(row: &Row<'_>) -> Result<SecretRecord> {
+    let name: String = col(row, 3, "secrets.name")?;
+    Ok(SecretRecord {
+        id: SecretId::from_bytes(id_col(row, 0, "secrets.id")?),
+        store_id: StoreId::from_bytes(id_col(row, 1, "secrets.store_id")?),
+        account_id: AccountId::from_bytes(id_col(row, 2, "secrets.account_id")?),
+        name: SecretName::parse(&name)
+            .map_err(|_| StorageError::Corrupted("secrets.name: invalid name".into()))?,
+        comment: col(row, 4, "secrets.comment")?,
+        scopes: scopes_col(row, 5, "secrets.scopes")?,
+        created: ts_col(row, 6, "secrets.created")?,
+        modified: ts_col(row, 7, "secrets.modified")?,
+        version: version_col(row, 8, "secrets.version")?,
+    })
+}
+
+fn version_from_row(row: &Row<'_>) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        secret_id: SecretId::from_bytes(id_col(row, 0, "versions.secret_id")?),
+        version: version_col(row, 1, "versions.version")?,
+        dek_id: DekId::from_bytes(id_col(row, 2, "versions.dek_id")?),
+        sealed: col(row, 3, "versions.sealed")?,
+        created: ts_col(row, 4, "versions.created")?,
+    })
+}
+
+fn change_from_row(row: &Row<'_>) -> Result<ChangeRecord> {
+    let seq: i64 = col(row, 0, "changes.seq")?;
+    Ok(ChangeRecord {
+        seq: u64::try_from(seq)
+            .map_err(|_| StorageError::Corrupted("changes.seq: negative".into()))?,
+        at: ts_col(row, 1, "changes.at")?,
+        hash: col(row, 2, "changes.hash")?,
+        payload: col(row, 3, "changes.payload")?,
+    })
+}
+
+pub(super) fn get_instance_key(
+    conn: &Connection,
+    purpose: &str,
+) -> Result<Option<WrappedKeyRecord>> {
+    query_opt(
+        conn,
+        "SELECT key_id, kek_id, wrapped, created FROM instance_keys WHERE purpose = ?1",
+        [purpose],
+        "get instance key",
+        |row| {
+            Ok(WrappedKeyRecord {
+                id: DekId::from_bytes(id_col(row, 0, "instance_keys.key_id")?),
+                kek_id: col(row, 1, "instance_keys.kek_id")?,
+                wrapped: col(row, 2, "instance_keys.wrapped")?,
+                created: ts_col(row, 3, "instance_keys.created")?,
+            })
+        },
+    )
+}
+
+pub(super) fn get_account(conn: &Connection, id: AccountId) -> Result<Option<AccountRecord>> {
+    query_opt(
+        conn,
+        concat!("SELECT ", account_cols!(), " FROM accounts WHERE id = ?1"),
+        [id.as_bytes()],
+        "get account",
+        account_from_row,
+    )
+}
+
+pub(super) fn list_accounts(conn: &Connection) -> Result<Vec<AccountRecord>> {
+    query_all(
+        conn,
+        concat!(
+            "SELECT ",
+            account_cols!(),
+            " FROM accounts ORDER BY created, id"
+        ),
+        [],
+        "list accounts",
+        account_from_row,
+    )
+}
+
+pub(super) fn get_token(conn: &Connection, id: TokenId) -> Result<Option<TokenRecord>> {
+    query_opt(
+        conn,
+        concat!("SELECT ", token_cols!(), " FROM tokens WHERE id = ?1"),
+        [id.as_bytes()],
+        "get token",
+        token_from_row,
+    )
+}
+
+pub(super) fn get_dek(conn: &Connection, id: DekId) -> Result<Option<DekRecord>> {
+    query_opt(
+        conn,
+        concat!("SELECT ", dek_cols!(), " FROM deks WHERE id = ?1"),
+        [id.as_bytes()],
+        "get dek",
+        dek_from_row,
+    )
+}
+
+pub(super) fn latest_dek(conn: &Connection, account: AccountId) -> Result<Option<DekRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            dek_cols!(),
+            " FROM deks WHERE account_id = ?1 ORDER BY created DESC, rowid DESC LIMIT 1"
+        ),
+        [account.as_bytes()],
+        "latest dek",
+        dek_from_row,
+    )
+}
+
+/// Whether `id` is a DEK of `account` (a secret may only be sealed under its account's keys).
+pub(super) fn dek_belongs_to(conn: &Connection, id: DekId, account: AccountId) -> Result<bool> {
+    let found = query_opt(
+        conn,
+        "SELECT 1 FROM deks WHERE id = ?1 AND account_id = ?2",
+        [id.as_bytes(), account.as_bytes()],
+        "check dek",
+        |_| Ok(()),
+    )?;
+    Ok(found.is_some())
+}
+
+pub(super) fn get_store(
+    conn: &Connection,
+    account: AccountId,
+    id: StoreId,
+) -> Result<Option<StoreRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            store_cols!(),
+            " FROM stores WHERE id = ?1 AND account_id = ?2"
+        ),
+        [id.as_bytes(), account.as_bytes()],
+        "get store",
+        store_from_row,
+    )
+}
+
+/// `NotFound(Store)` unless `id` is a store of `account`: another account's store is
+/// indistinguishable from a missing one.
+pub(super) fn require_store(conn: &Connection, account: AccountId, id: StoreId) -> Result<()> {
+    let found = query_opt(
+        conn,
+        "SELECT 1 FROM stores WHERE id = ?1 AND account_id = ?2",
+        [id.as_bytes(), account.as_bytes()],
+        "check store",
+        |_| Ok(()),
+    )?;
+    found.ok_or(StorageError::NotFound(Entity::Store))
+}
+
+fn direction_sql(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    }
+}
+
+/// Rows to skip for a 1-based page (page 0 is read as page 1).
+fn offset(page: u32, per_page: u32) -> i64 {
+    // Saturating: u32::MAX squared does not fit an i64, and a huge page is simply empty.
+    i64::from(page.max(1) - 1).saturating_mul(i64::from(per_page))
+}
+
+/// Run inside one read transaction by the caller, so the count and the page agree.
+pub(super) fn list_stores(
+    conn: &Connection,
+    account: AccountId,
+    query: &StoreQuery,
+) -> Result<Page<StoreRecord>> {
+    let column = match query.order {
+        StoreOrder::Name => "name",
+        StoreOrder::Created => "created",
+        StoreOrder::Modified => "modified",
+    };
+    let dir = direction_sql(query.direction);
+    // Only fixed identifiers are spliced in; every value is a bound parameter.
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            store_cols!(),
+            " FROM stores WHERE account_id = ?1 ORDER BY {column} {dir}, id {dir} LIMIT ?2 OFFSET ?3"
+        ),
+        column = column,
+        dir = dir
+    );
+    let items = query_all(
+        conn,
+        &sql,
+        params![
+            account.as_bytes(),
+            i64::from(query.per_page),
+            offset(query.page, query.per_page)
+        ],
+        "list stores",
+        store_from_row,
+    )?;
+    let total = query_i64(
+        conn,
+        "SELECT count(*) FROM stores WHERE account_id = ?1",
+        [account.as_bytes()],
+        "count stores",
+    )?;
+    Ok(Page {
+        items,
+        total_count: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+pub(super) fn get_secret(
+    conn: &Connection,
+    account: AccountId,
+    store: StoreId,
+    id: SecretId,
+) -> Result<Option<SecretRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            secret_cols!(),
+            " FROM secrets WHERE id = ?1 AND store_id = ?2 AND account_id = ?3"
+        ),
+        [id.as_bytes(), store.as_bytes(), account.as_bytes()],
+        "get secret",
+        secret_from_row,
+    )
+}
+
+/// Run inside one read transaction by the caller, so the store check, the count and the page
+/// agree.
+pub(super) fn list_secrets(
+    conn: &Connection,
+    account: AccountId,
+    store: StoreId,
+    query: &SecretQuery,
+) -> Result<Page<SecretRecord>> {
+    require_store(conn, account, store)?;
+    let mut filter = String::from("store_id = ?1 AND account_id = ?2");
+    let mut values: Vec<Value> = vec![
+        Value::Blob(store.as_bytes().to_vec()),
+        Value::Blob(account.as_bytes().to_vec()),
+    ];
+    if let Some(search) = &query.search {
+        values.push(Value::Text(contains_pattern(search)));
+        let n = values.len();
+        // LIKE folds ASCII case only; names are ASCII, comments match other letters exactly.
+        // Writing to a String cannot fail.
+        let _ = write!(
+            filter,
+            " AND (name LIKE ?{n} ESCAPE '\\' OR comment LIKE ?{n} ESCAPE '\\')"
+        );
+    }
+    for scope in query.scopes.iter() {
+        values.push(Value::Text(scope_needle(scope)));
+        let n = values.len();
+        let _ = write!(filter, " AND instr(scopes, ?{n}) > 0");
+    }
+    let total = query_i64(
+        conn,
+        &format!("SELECT count(*) FROM secrets WHERE {filter}"),
+        params_from_iter(values.iter()),
+        "count secrets",
+    )?;
+
+    // Every stored secret is active, so ordering by status is ordering by the tie-break alone.
+    let column = match query.order {
+        SecretOrder::Name => Some("name"),
+        SecretOrder::Comment => Some("comment"),
+        SecretOrder::Created => Some("created"),
+        SecretOrder::Modified => Some("modified"),
+        SecretOrder::Status => None,
+    };
+    let dir = direction_sql(query.direction);
+    let order = match column {
+        Some(column) => format!("{column} {dir}, id {dir}"),
+        None => format!("id {dir}"),
+    };
+    values.push(Value::Integer(i64::from(query.per_page)));
+    values.push(Value::Integer(offset(query.page, query.per_page)));
+    let (limit, skip) = (values.len() - 1, values.len());
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            secret_cols!(),
+            " FROM secrets WHERE {filter} ORDER BY {order} LIMIT ?{limit} OFFSET ?{skip}"
+        ),
+        filter = filter,
+        order = order,
+        limit = limit,
+        skip = skip
+    );
+    let items = query_all(
+        conn,
+        &sql,
+        params_from_iter(values.iter()),
+        "list secrets",
+        secret_from_row,
+    )?;
+    Ok(Page {
+        items,
+        total_count: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+pub(super) fn get_version(
+    conn: &Connection,
+    secret: SecretId,
+    version: Version,
+) -> Result<Option<VersionRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            version_cols!(),
+            " FROM versions WHERE secret_id = ?1 AND version = ?2"
+        ),
+        params![secret.as_bytes(), i64::from(version.0)],
+        "get version",
+        version_from_row,
+    )
+}
+
+/// The account's secret count (0 for an unknown account), kept by triggers.
+pub(super) fn secret_count(conn: &Connection, account: AccountId) -> Result<u64> {
+    let count = query_opt(
+        conn,
+        "SELECT secret_count FROM accounts WHERE id = ?1",
+        [account.as_bytes()],
+        "secret count",
+        |row| u64_col(row, 0, "accounts.secret_count"),
+    )?;
+    Ok(count.unwrap_or(0))
+}
+
+pub(super) fn change_head(conn: &Connection) -> Result<u64> {
+    let seq = query_opt(
+        conn,
+        "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1",
+        [],
+        "change head",
+        |row| u64_col(row, 0, "changes.seq"),
+    )?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Entries after `after`, checked against the hash chain before they are handed out: the
+/// entry at `after` (if any) is read too, as the anchor the first returned entry must chain
+/// onto, and every entry must follow its predecessor with no gap.
+pub(super) fn changes_after(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ChangeRecord>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let Ok(after_sql) = i64::try_from(after) else {
+        return Ok(Vec::new());
+    };
+    // One extra row for the anchor.
+    let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let mut rows = query_all(
+        conn,
+        "SELECT seq, at, hash, payload FROM changes WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+        params![after_sql, fetch],
+        "read changes",
+        change_from_row,
+    )?;
+    let mut prev = ChangeRecord::GENESIS_HASH;
+    if after > 0 {
+        match rows.first() {
+            None => return Ok(Vec::new()),
+            Some(anchor) if anchor.seq == after => {
+                prev = anchor.hash;
+                rows.remove(0);
+            }
+            Some(_) => {
+                // Entries exist beyond `after` but `after` itself is missing: a gap.
+                return Err(StorageError::Corrupted(format!(
+                    "change {after} is missing"
+                )));
+            }
+        }
+    }
+    rows.truncate(limit);
+    for (expected, record) in (after + 1..).zip(&rows) {
+        if record.seq != expected {
+            return Err(StorageError::Corrupted(format!(
+                "change {expected} is missing"
+            )));
+        }
+        if !record.follows(&prev) {
+            return Err(StorageError::Corrupted(format!(
+                "change {} does not match the hash chain",
+                record.seq
+            )));
+        }
+        prev = record.hash;
+    }
+    Ok(rows)
+}

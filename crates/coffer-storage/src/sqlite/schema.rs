@@ -1,0 +1,247 @@
+//! Opening connections and migrating the schema. The layout is described for humans in
+//! docs/storage-format.md; keep the two in step.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::codec::DbResultExt;
+use crate::{Result, StorageError};
+
+/// One schema upgrade, run inside the migration transaction. Written as a function rather than
+/// plain SQL so a later migration can rewrite rows in Rust.
+type Migration = fn(&Connection) -> rusqlite::Result<()>;
+
+/// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
+/// entry is never edited, because databases in the field have already run it.
+const MIGRATIONS: &[Migration] = &[v1];
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Statement cache size per connection. Listing queries are built per (order, direction,
+/// filters) combination, so the cache must hold a few dozen shapes besides the fixed ones.
+const STATEMENT_CACHE: usize = 128;
+
+/// Opens the one read-write connection, sets it up for durable WAL writes and migrates.
+pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    // No SQLITE_OPEN_URI: the path is a file name, never interpreted as a `file:` URI.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).db("open database")?;
+    conn.busy_timeout(busy_timeout).db("set busy timeout")?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .db("enable WAL")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError::Unavailable(format!(
+            "the database refused WAL mode (journal_mode is {mode})"
+        )));
+    }
+    // FULL: in WAL mode every COMMIT syncs the WAL, so an acknowledged write survives power
+    // loss, not just a process crash (NORMAL would only survive the latter).
+    conn.pragma_update(None, "synchronous", "FULL")
+        .db("set synchronous")?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .db("enable foreign keys")?;
+    migrate(&mut conn)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens a read-only connection (WAL lets it read while the writer writes).
+pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).db("open reader")?;
+    conn.busy_timeout(busy_timeout).db("set busy timeout")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one IMMEDIATE transaction: it holds the write lock
+/// from the moment it reads the version, so two processes opening one file cannot both migrate,
+/// and a failed migration leaves the previous version intact.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db("begin migration")?;
+    let current: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .db("read schema version")?;
+    let start = usize::try_from(current)
+        .ok()
+        .filter(|v| *v <= MIGRATIONS.len())
+        .ok_or_else(|| {
+            StorageError::Unavailable(format!(
+                "database schema version {current} is not one this build knows (it knows up to {SCHEMA_VERSION})"
+            ))
+        })?;
+    if start == MIGRATIONS.len() {
+        return Ok(());
+    }
+    for migration in &MIGRATIONS[start..] {
+        migration(&tx).db("migrate schema")?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .db("write schema version")?;
+    tx.commit().db("commit migration")
+}
+
+/// Version 1: the initial schema.
+fn v1(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        -- Wrapped instance-level keys by purpose ("token-mac", ...).
+        CREATE TABLE instance_keys (
+            purpose  TEXT    PRIMARY KEY,
+            key_id   BLOB    NOT NULL CHECK (length(key_id) = 16),
+            kek_id   TEXT    NOT NULL,
+            wrapped  BLOB    NOT NULL,
+            created  INTEGER NOT NULL
+        ) STRICT;
+
+        CREATE TABLE accounts (
+            id            BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            name          TEXT    NOT NULL,
+            created       INTEGER NOT NULL,
+            secrets_quota INTEGER CHECK (secrets_quota >= 0),
+            -- Maintained by the triggers on `secrets`, so quota checks are O(1).
+            secret_count  INTEGER NOT NULL DEFAULT 0 CHECK (secret_count >= 0)
+        ) STRICT;
+        CREATE INDEX accounts_by_created ON accounts (created, id);
+
+        CREATE TABLE tokens (
+            id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            account_id BLOB    NOT NULL REFERENCES accounts (id),
+            name       TEXT    NOT NULL,
+            hash       BLOB    NOT NULL CHECK (length(hash) = 32),
+            role       TEXT    NOT NULL,
+            operator   INTEGER NOT NULL CHECK (operator IN (0, 1)),
+            created    INTEGER NOT NULL,
+            expires    INTEGER,
+            revoked    INTEGER,
+            last_used  INTEGER
+        ) STRICT;
+        CREATE INDEX tokens_by_account ON tokens (account_id);
+
+        CREATE TABLE deks (
+            id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            account_id BLOB    NOT NULL REFERENCES accounts (id),
+            kek_id     TEXT    NOT NULL,
+            wrapped    BLOB    NOT NULL,
+            created    INTEGER NOT NULL
+        ) STRICT;
+        -- latest_dek: newest `created`, ties broken by insertion order (the implicit rowid,
+        -- which every index entry carries).
+        CREATE INDEX deks_by_account ON deks (account_id, created);
+
+        CREATE TABLE stores (
+            id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            account_id BLOB    NOT NULL REFERENCES accounts (id),
+            name       TEXT    NOT NULL,
+            created    INTEGER NOT NULL,
+            modified   INTEGER NOT NULL,
+            UNIQUE (account_id, name),
+            -- The parent key of secrets (store_id, account_id): a secret's account is always
+            -- its store's account.
+            UNIQUE (id, account_id)
+        ) STRICT;
+        CREATE INDEX stores_by_created ON stores (account_id, created, id);
+        CREATE INDEX stores_by_modified ON stores (account_id, modified, id);
+
+        CREATE TABLE secrets (
+            id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            store_id   BLOB    NOT NULL,
+            account_id BLOB    NOT NULL,
+            name       TEXT    NOT NULL,
+            comment    TEXT    NOT NULL,
+            -- ",workers,ai_gateway," (canonical order), or "," for none.
+            scopes     TEXT    NOT NULL CHECK (scopes LIKE ',%'),
+            created    INTEGER NOT NULL,
+            modified   INTEGER NOT NULL,
+            version    INTEGER NOT NULL CHECK (version BETWEEN 0 AND 4294967295),
+            UNIQUE (store_id, name),
+            FOREIGN KEY (store_id, account_id) REFERENCES stores (id, account_id)
+        ) STRICT;
+        CREATE INDEX secrets_by_created ON secrets (store_id, created, id);
+        CREATE INDEX secrets_by_modified ON secrets (store_id, modified, id);
+
+        CREATE TRIGGER secrets_count_insert AFTER INSERT ON secrets BEGIN
+            UPDATE accounts SET secret_count = secret_count + 1 WHERE id = NEW.account_id;
+        END;
+        CREATE TRIGGER secrets_count_delete AFTER DELETE ON secrets BEGIN
+            UPDATE accounts SET secret_count = secret_count - 1 WHERE id = OLD.account_id;
+        END;
+        -- The counters above assume a secret never changes owner.
+        CREATE TRIGGER secrets_owner_fixed BEFORE UPDATE OF id, store_id, account_id ON secrets
+        BEGIN
+            SELECT RAISE(ABORT, 'a secret cannot change id, store or account');
+        END;
+
+        -- Sealed value versions: written once, deleted with their secret, never updated.
+        CREATE TABLE versions (
+            secret_id BLOB    NOT NULL REFERENCES secrets (id) ON DELETE CASCADE,
+            version   INTEGER NOT NULL CHECK (version BETWEEN 0 AND 4294967295),
+            dek_id    BLOB    NOT NULL REFERENCES deks (id),
+            sealed    BLOB    NOT NULL,
+            created   INTEGER NOT NULL,
+            PRIMARY KEY (secret_id, version)
+        ) STRICT;
+        CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions BEGIN
+            SELECT RAISE(ABORT, 'value versions are immutable');
+        END;
+
+        -- The change log. `seq` is assigned by the writer as last + 1; see docs for the hash.
+        CREATE TABLE changes (
+            seq     INTEGER PRIMARY KEY CHECK (seq >= 1),
+            at      INTEGER NOT NULL,
+            hash    BLOB    NOT NULL CHECK (length(hash) = 32),
+            payload BLOB    NOT NULL
+        ) STRICT;
+        CREATE TRIGGER changes_no_update BEFORE UPDATE ON changes BEGIN
+            SELECT RAISE(ABORT, 'the change log is append-only');
+        END;
+        CREATE TRIGGER changes_no_delete BEFORE DELETE ON changes BEGIN
+            SELECT RAISE(ABORT, 'the change log is append-only');
+        END;
+        "#,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_fresh_file_once_and_refuses_unknown_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(open_writer(&path, Duration::from_secs(1)).unwrap());
+        // Reopening runs no migration (it would fail: the tables exist).
+        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let fk: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = open_writer(&path, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    }
+}

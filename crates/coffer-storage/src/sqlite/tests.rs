@@ -1,0 +1,267 @@
+//! Writer behaviour that needs the internals: holding the writer to force jobs into one batch,
+//! and failures (a rolled-back job, a failed COMMIT, a panic) in the middle of a batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_types::{AccountId, Timestamp};
+use tokio::task::JoinSet;
+
+use super::SqliteStorage;
+use super::codec::DbResultExt;
+use crate::{AccountRecord, ChangeRecord, Entity, Storage, StorageError};
+
+fn account(n: u8) -> AccountRecord {
+    AccountRecord {
+        id: AccountId::from_bytes([n; 16]),
+        name: format!("account {n}"),
+        created: Timestamp::from_unix_micros(i64::from(n)),
+        secrets_quota: None,
+    }
+}
+
+fn open() -> (tempfile::TempDir, Arc<SqliteStorage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(&dir.path().join("db.sqlite")).unwrap();
+    (dir, Arc::new(storage))
+}
+
+/// Holds the writer thread inside a job until the returned sender is used (or dropped), so
+/// that whatever is submitted meanwhile is queued and then taken as one batch.
+async fn hold_writer(
+    s: &Arc<SqliteStorage>,
+) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let s = Arc::clone(s);
+    let held = tokio::spawn(async move {
+        s.writer
+            .run(move |_| {
+                let _ = started_tx.send(());
+                // Blocking is fine here: this runs on the writer thread, not the runtime.
+                let _ = release_rx.recv();
+                Ok(())
+            })
+            .await
+            .unwrap();
+    });
+    started_rx.await.unwrap();
+    (release_tx, held)
+}
+
+async fn wait_until_queued(s: &SqliteStorage, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.writer.queued() < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("jobs were not queued in time");
+}
+
+fn assert_chain(log: &[ChangeRecord]) {
+    let mut prev = ChangeRecord::GENESIS_HASH;
+    for (i, record) in log.iter().enumerate() {
+        assert_eq!(record.seq, i as u64 + 1);
+        assert!(
+            record.follows(&prev),
+            "change {} breaks the chain",
+            record.seq
+        );
+        prev = record.hash;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_share_one_commit() {
+    let (_dir, s) = open();
+    let (release, held) = hold_writer(&s).await;
+    let before = s.write_stats();
+    let mut tasks = JoinSet::new();
+    for n in 0..40 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move { s.create_account(account(n)).await });
+    }
+    wait_until_queued(&s, 40).await;
+    release.send(()).unwrap();
+    held.await.unwrap();
+    for result in tasks.join_all().await {
+        result.unwrap();
+    }
+    let after = s.write_stats();
+    // The holding job was counted when it started, before `before` was taken.
+    assert_eq!(after.jobs - before.jobs, 40);
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "one commit for the holding job, one for the 40 queued jobs"
+    );
+    let log = s.changes_after(0, 100).await.unwrap();
+    assert_eq!(log.len(), 40);
+    assert_chain(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_rolls_back_alone_within_its_batch() {
+    let (_dir, s) = open();
+    s.create_account(account(1)).await.unwrap();
+    let (release, held) = hold_writer(&s).await;
+    // Submitted in order, so the batch is: new, duplicate (fails after nothing), new.
+    let mut handles = Vec::new();
+    for (i, n) in [2u8, 1, 3].into_iter().enumerate() {
+        let s2 = Arc::clone(&s);
+        handles.push(tokio::spawn(
+            async move { s2.create_account(account(n)).await },
+        ));
+        wait_until_queued(&s, i + 1).await;
+    }
+    // A job that appends a change and then fails: its seq must be given back.
+    let s2 = Arc::clone(&s);
+    let appending = tokio::spawn(async move {
+        s2.writer
+            .run(|cx| {
+                cx.append(&crate::Change::AccountPut {
+                    account_id: AccountId::from_bytes([9; 16]),
+                    name: "ghost".into(),
+                })?;
+                Err::<(), _>(StorageError::Conflict)
+            })
+            .await
+    });
+    wait_until_queued(&s, 4).await;
+    let s2 = Arc::clone(&s);
+    let last = tokio::spawn(async move { s2.create_account(account(4)).await });
+    wait_until_queued(&s, 5).await;
+    let before = s.write_stats();
+    release.send(()).unwrap();
+    held.await.unwrap();
+
+    let results: Vec<_> = futures_join(handles).await;
+    assert!(results[0].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(StorageError::AlreadyExists(Entity::Account))
+    ));
+    assert!(results[2].is_ok());
+    assert!(matches!(
+        appending.await.unwrap(),
+        Err(StorageError::Conflict)
+    ));
+    last.await.unwrap().unwrap();
+    assert_eq!(
+        s.write_stats().commits - before.commits,
+        2,
+        "the held job's, then one batch"
+    );
+
+    let log = s.changes_after(0, 100).await.unwrap();
+    assert_chain(&log);
+    let names: Vec<String> = log
+        .iter()
+        .map(|r| match r.change().unwrap() {
+            crate::Change::AccountPut { name, .. } => name,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["account 1", "account 2", "account 3", "account 4"]);
+}
+
+async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_the_batch_and_keeps_the_head() {
+    let (_dir, s) = open();
+    s.create_account(account(1)).await.unwrap();
+    let (release, held) = hold_writer(&s).await;
+    let s2 = Arc::clone(&s);
+    let innocent = tokio::spawn(async move { s2.create_account(account(2)).await });
+    wait_until_queued(&s, 1).await;
+    // A foreign-key violation deferred to COMMIT: the job itself succeeds, the COMMIT fails.
+    let s2 = Arc::clone(&s);
+    let poison = tokio::spawn(async move {
+        s2.writer
+            .run(|cx| {
+                cx.conn
+                    .execute_batch(
+                        "PRAGMA defer_foreign_keys = ON;
+                         INSERT INTO deks (id, account_id, kek_id, wrapped, created)
+                         VALUES (zeroblob(16), x'ffffffffffffffffffffffffffffffff', 'k', x'00', 0);",
+                    )
+                    .db("test")
+            })
+            .await
+    });
+    wait_until_queued(&s, 2).await;
+    release.send(()).unwrap();
+    held.await.unwrap();
+
+    let innocent = innocent.await.unwrap();
+    let poison = poison.await.unwrap();
+    assert!(
+        matches!(innocent, Err(StorageError::Unavailable(_))),
+        "{innocent:?}"
+    );
+    assert!(
+        matches!(poison, Err(StorageError::Unavailable(_))),
+        "{poison:?}"
+    );
+    assert_eq!(s.get_account(account(2).id).await.unwrap(), None);
+    assert_eq!(
+        s.change_head().await.unwrap(),
+        1,
+        "nothing of the failed batch is logged"
+    );
+
+    // The writer recovers: the next write gets seq 2, chained onto seq 1.
+    s.create_account(account(2)).await.unwrap();
+    let log = s.changes_after(0, 100).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_chain(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_fails_alone_and_the_writer_lives_on() {
+    let (_dir, s) = open();
+    let result = s
+        .writer
+        .run(|cx| -> crate::Result<()> {
+            cx.append(&crate::Change::AccountPut {
+                account_id: AccountId::from_bytes([7; 16]),
+                name: "half-done".into(),
+            })?;
+            panic!("bug in a write operation");
+        })
+        .await;
+    assert!(
+        matches!(result, Err(StorageError::Unavailable(_))),
+        "{result:?}"
+    );
+    s.create_account(account(1)).await.unwrap();
+    let log = s.changes_after(0, 100).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_chain(&log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_queued_writes() {
+    let (_dir, s) = open();
+    let mut tasks = JoinSet::new();
+    for n in 0..20 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move { s.create_account(account(n)).await });
+    }
+    for r in tasks.join_all().await {
+        r.unwrap();
+    }
+    let path = s.path().to_owned();
+    let s = Arc::into_inner(s).expect("no other handle is left");
+    s.close().await;
+    let s = SqliteStorage::open(&path).unwrap();
+    assert_eq!(s.list_accounts().await.unwrap().len(), 20);
+}

@@ -1,0 +1,388 @@
+//! The single writer: one thread owns the read-write connection and applies write jobs with
+//! group commit.
+//!
+//! The thread takes every job already queued (up to `max_batch`) into one transaction. Each job
+//! runs inside its own SAVEPOINT, so a job that fails is rolled back alone and answered with its
+//! own error at once; the others are answered after the one COMMIT, so they share its fsync. If
+//! the COMMIT fails, every job that was waiting for it gets the error.
+//!
+//! The change-log head (last seq and hash) lives here, in memory. Invariant: outside a batch it
+//! equals the last committed row of `changes`. A job's appends advance it; a job rolled back to
+//! its savepoint restores the value from before the job; a batch that does not commit restores
+//! the value from before the batch and marks it for re-reading from the database before the next
+//! batch (in case SQLite's state is not what we assume after an I/O error).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use coffer_types::Timestamp;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{DbResultExt, col};
+use crate::{Change, ChangeRecord, Result, StorageError};
+
+/// How many queued jobs wait for a free slot before `submit` waits (backpressure).
+const QUEUE_DEPTH: usize = 1024;
+
+/// Counters of the writer's work, for benchmarks and tests of group commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Jobs run (successful or not).
+    pub jobs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    jobs: AtomicU64,
+}
+
+/// The last committed change-log entry (seq 0 and the genesis hash when the log is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    hash: [u8; 32],
+    /// Unix micros of the last entry; new entries never go below it, so `at` is monotonic
+    /// even if the wall clock steps back.
+    at: i64,
+}
+
+/// What a write operation sees: the connection inside its savepoint, and the change log.
+pub(super) struct WriteCx<'a> {
+    pub(super) conn: &'a Connection,
+    head: &'a mut Head,
+}
+
+impl WriteCx<'_> {
+    /// Appends `change` to the log as the next entry (in the current transaction).
+    pub(super) fn append(&mut self, change: &Change) -> Result<()> {
+        let payload = serde_json::to_vec(change)
+            .map_err(|e| StorageError::Unavailable(format!("encoding a change: {e}")))?;
+        let seq = self.head.seq + 1;
+        let hash = ChangeRecord::chain_hash(&self.head.hash, seq, &payload);
+        let at = Timestamp::now().unix_micros().max(self.head.at);
+        let seq_sql = i64::try_from(seq)
+            .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
+        self.conn
+            .prepare_cached("INSERT INTO changes (seq, at, hash, payload) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut stmt| stmt.execute(params![seq_sql, at, hash, payload]))
+            .db("append change")?;
+        // Only after the row is in: a failed insert leaves the head untouched.
+        *self.head = Head { seq, hash, at };
+        Ok(())
+    }
+}
+
+/// A queued write: runs once inside its savepoint, then is answered exactly once.
+trait Job: Send {
+    /// Runs the operation; returns whether it succeeded. Keeps the output for [`Job::answer`].
+    fn run(&mut self, cx: &mut WriteCx<'_>) -> bool;
+    /// Delivers the result. `batch_error` is set when the job's work did not commit (or it
+    /// never ran); a job that failed on its own reports its own error regardless.
+    fn answer(self: Box<Self>, batch_error: Option<StorageError>);
+}
+
+struct TypedJob<T, F> {
+    op: Option<F>,
+    output: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send,
+{
+    fn run(&mut self, cx: &mut WriteCx<'_>) -> bool {
+        let Some(op) = self.op.take() else {
+            return false;
+        };
+        // A panicking operation is a bug, but it must not take the writer (and with it every
+        // later write) down. Its savepoint is rolled back like any failure; nothing it touched
+        // outlives that, and the head is restored by the caller.
+        let output = catch_unwind(AssertUnwindSafe(|| op(cx))).unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(
+                "a write operation panicked".into(),
+            ))
+        });
+        let ok = output.is_ok();
+        self.output = Some(output);
+        ok
+    }
+
+    fn answer(self: Box<Self>, batch_error: Option<StorageError>) {
+        let TypedJob { output, reply, .. } = *self;
+        let result = match (output, batch_error) {
+            (Some(Err(own)), _) => Err(own),
+            (_, Some(batch)) => Err(batch),
+            (Some(Ok(value)), None) => Ok(value),
+            (None, None) => Err(StorageError::Unavailable("write job was not run".into())),
+        };
+        // The caller may have stopped waiting (its future was dropped); nothing to do then.
+        let _ = reply.send(result);
+    }
+}
+
+/// The async side: submits jobs and waits for their answers.
+pub(super) struct WriterHandle {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    thread: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on `conn` (already migrated), reading the log head first.
+    pub(super) fn start(conn: Connection, max_batch: usize) -> Result<WriterHandle> {
+        let head = read_head(&conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn,
+            head,
+            head_stale: false,
+            max_batch: max_batch.max(1),
+            counters: Arc::clone(&counters),
+        };
+        let thread = std::thread::Builder::new()
+            .name("coffer-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::Unavailable(format!("starting the writer thread: {e}")))?;
+        Ok(WriterHandle {
+            jobs: tx,
+            thread,
+            counters,
+        })
+    }
+
+    /// Runs `op` in the writer's next transaction; resolves once that transaction committed
+    /// (or with the error that kept it from committing).
+    pub(super) async fn run<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            op: Some(op),
+            output: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    pub(super) fn stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            jobs: self.counters.jobs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many jobs are queued and not yet taken by the writer.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Stops accepting jobs, lets the writer finish the queued ones and waits for the thread
+    /// (which closes the connection) to exit.
+    pub(super) async fn close(self) {
+        drop(self.jobs);
+        let thread = self.thread;
+        // Joining blocks, so it happens off the runtime's threads. A writer that panicked has
+        // nothing left to clean up, so its panic is not propagated.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+fn read_head(conn: &Connection) -> Result<Head> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, hash, at FROM changes ORDER BY seq DESC LIMIT 1")
+        .db("read change head")?;
+    let mut rows = stmt.query([]).db("read change head")?;
+    match rows.next().db("read change head")? {
+        None => Ok(Head {
+            seq: 0,
+            hash: ChangeRecord::GENESIS_HASH,
+            at: i64::MIN,
+        }),
+        Some(row) => {
+            let seq: i64 = col(row, 0, "changes.seq")?;
+            Ok(Head {
+                seq: u64::try_from(seq)
+                    .map_err(|_| StorageError::Corrupted("changes.seq: negative".into()))?,
+                hash: col(row, 1, "changes.hash")?,
+                at: col(row, 2, "changes.at")?,
+            })
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    head: Head,
+    /// Set when a batch failed in a way that leaves SQLite's state uncertain; the head is then
+    /// re-read before the next batch.
+    head_stale: bool,
+    max_batch: usize,
+    counters: Arc<Counters>,
+}
+
+/// The transaction cannot continue (SQLite rolled it back itself, or a savepoint statement
+/// failed); the batch is abandoned.
+struct Abandon(StorageError);
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
+        let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(self.max_batch);
+        // Ends when every handle is gone and the queue is drained.
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+            debug_assert!(batch.is_empty());
+        }
+    }
+
+    /// Runs and answers every job in `batch`, leaving it empty.
+    fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job>>) {
+        if let Err(e) = self.begin() {
+            tracing::error!(error = %e, "storage writer cannot begin a transaction");
+            self.head_stale = true;
+            fail_all(batch.drain(..), &e);
+            return;
+        }
+        let start = self.head;
+        let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
+        let mut queue = batch.drain(..);
+        while let Some(mut job) = queue.next() {
+            self.counters.jobs.fetch_add(1, Ordering::Relaxed);
+            match self.run_in_savepoint(job.as_mut()) {
+                Ok(true) => waiting.push(job),
+                // Rolled back to its savepoint; its error does not depend on the COMMIT.
+                Ok(false) => job.answer(None),
+                Err(Abandon(e)) => {
+                    tracing::error!(error = %e, "storage writer abandons a batch");
+                    self.rollback(start);
+                    job.answer(Some(copy_error(&e)));
+                    fail_all(waiting.into_iter().chain(queue), &e);
+                    return;
+                }
+            }
+        }
+        drop(queue);
+        if waiting.is_empty() {
+            // Every job rolled back to its savepoint, so the head is back at `start` and there
+            // is nothing to make durable.
+            if let Err(e) = exec(&self.conn, "ROLLBACK", "rollback") {
+                tracing::error!(error = %e, "storage writer failed to roll back");
+                self.head_stale = true;
+            }
+            return;
+        }
+        match exec(&self.conn, "COMMIT", "commit") {
+            Ok(()) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                for job in waiting {
+                    job.answer(None);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage writer failed to commit a batch");
+                self.rollback(start);
+                let e = StorageError::Unavailable(format!("not committed: {e}"));
+                fail_all(waiting.into_iter(), &e);
+            }
+        }
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        // A transaction left open by a failed ROLLBACK would make BEGIN fail forever; close it.
+        if !self.conn.is_autocommit() {
+            exec(&self.conn, "ROLLBACK", "rollback leftover transaction")?;
+            self.head_stale = true;
+        }
+        if self.head_stale {
+            self.head = read_head(&self.conn)?;
+            self.head_stale = false;
+        }
+        // IMMEDIATE takes the write lock now rather than at the first write, so a concurrent
+        // writer in another process makes us wait (busy_timeout) instead of failing mid-batch.
+        exec(&self.conn, "BEGIN IMMEDIATE", "begin")
+    }
+
+    /// `Ok(true)`: the job succeeded and its work is part of the transaction. `Ok(false)`: it
+    /// failed and was rolled back alone. `Err`: the whole transaction is gone or unusable.
+    fn run_in_savepoint(&mut self, job: &mut dyn Job) -> Result<bool, Abandon> {
+        exec(&self.conn, "SAVEPOINT job", "savepoint").map_err(Abandon)?;
+        let before = self.head;
+        let ok = job.run(&mut WriteCx {
+            conn: &self.conn,
+            head: &mut self.head,
+        });
+        if ok {
+            exec(&self.conn, "RELEASE job", "release savepoint").map_err(Abandon)?;
+            return Ok(true);
+        }
+        self.head = before;
+        if self.conn.is_autocommit() {
+            // Some errors (I/O, disk full, out of memory) make SQLite roll back the whole
+            // transaction by itself: the earlier jobs' work is gone too.
+            return Err(Abandon(StorageError::Unavailable(
+                "the database rolled back the transaction after an error".into(),
+            )));
+        }
+        exec(&self.conn, "ROLLBACK TO job", "roll back savepoint").map_err(Abandon)?;
+        exec(&self.conn, "RELEASE job", "release savepoint").map_err(Abandon)?;
+        Ok(false)
+    }
+
+    /// Ends the current transaction without keeping anything and restores the head to `start`.
+    fn rollback(&mut self, start: Head) {
+        self.head = start;
+        if !self.conn.is_autocommit()
+            && let Err(e) = exec(&self.conn, "ROLLBACK", "rollback")
+        {
+            tracing::error!(error = %e, "storage writer failed to roll back");
+        }
+        // Whatever happened, the next batch re-reads the head from what is committed.
+        self.head_stale = true;
+    }
+}
+
+fn exec(conn: &Connection, sql: &'static str, context: &'static str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .db(context)
+}
+
+fn fail_all(jobs: impl Iterator<Item = Box<dyn Job>>, error: &StorageError) {
+    for job in jobs {
+        job.answer(Some(copy_error(error)));
+    }
+}
+
+/// One batch error goes to many callers; `StorageError` is not `Clone`, and the callers only
+/// need to know the write did not happen (the detail is logged above).
+fn copy_error(error: &StorageError) -> StorageError {
+    match error {
+        StorageError::Corrupted(m) => StorageError::Corrupted(m.clone()),
+        other => StorageError::Unavailable(other.to_string()),
+    }
+}

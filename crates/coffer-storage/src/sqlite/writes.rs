@@ -1,0 +1,461 @@
+//! Mutations. Each runs on the writer thread inside its own savepoint: returning an error rolls
+//! back everything it did, including its change-log appends, so checks may come in whatever
+//! order reads best and inserts may be relied on to detect clashes.
+
+use std::collections::HashSet;
+
+use coffer_types::{AccountId, DekId, SecretId, StoreId};
+use rusqlite::params;
+
+use super::codec::{Constraint, DbResultExt, constraint, db_error, encode_scopes, id_col, to_i64};
+use super::reads::{self, query_all, query_opt, require_store, secret_cols, secret_from_row};
+use super::writer::WriteCx;
+use crate::{
+    AccountRecord, Change, DekRecord, Entity, NewSecret, Result, SecretRecord, SecretUpdate,
+    StorageError, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+};
+
+/// Runs one cached statement, translating the constraint violations `on_constraint` knows
+/// (returning `None` for the others, which become `Unavailable` like any database failure).
+fn execute(
+    cx: &WriteCx<'_>,
+    sql: &'static str,
+    params: impl rusqlite::Params,
+    context: &'static str,
+    on_constraint: impl FnOnce(Constraint) -> Option<StorageError>,
+) -> Result<usize> {
+    let mut stmt = cx.conn.prepare_cached(sql).db(context)?;
+    stmt.execute(params).map_err(|e| {
+        constraint(&e)
+            .and_then(on_constraint)
+            .unwrap_or_else(|| db_error(context, &e))
+    })
+}
+
+pub(super) fn put_instance_key_if_absent(
+    cx: &mut WriteCx<'_>,
+    purpose: &str,
+    key: &WrappedKeyRecord,
+) -> Result<WrappedKeyRecord> {
+    // The writer applies jobs one at a time, so between this insert and the read below no
+    // other initialiser can run: whoever's insert came first is what both read back.
+    execute(
+        cx,
+        "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (purpose) DO NOTHING",
+        params![
+            purpose,
+            key.id.as_bytes(),
+            key.kek_id,
+            key.wrapped,
+            key.created.unix_micros()
+        ],
+        "put instance key",
+        |_| None,
+    )?;
+    reads::get_instance_key(cx.conn, purpose)?
+        .ok_or_else(|| StorageError::Unavailable("instance key vanished after insert".into()))
+}
+
+pub(super) fn create_account(cx: &mut WriteCx<'_>, account: &AccountRecord) -> Result<()> {
+    let quota = account
+        .secrets_quota
+        .map(|q| to_i64(q, "secrets quota is larger than storage can hold"))
+        .transpose()?;
+    execute(
+        cx,
+        "INSERT INTO accounts (id, name, created, secrets_quota) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            account.id.as_bytes(),
+            account.name,
+            account.created.unix_micros(),
+            quota
+        ],
+        "create account",
+        |c| (c == Constraint::PrimaryKey).then_some(StorageError::AlreadyExists(Entity::Account)),
+    )?;
+    cx.append(&Change::AccountPut {
+        account_id: account.id,
+        name: account.name.clone(),
+    })
+}
+
+pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<()> {
+    execute(
+        cx,
+        "INSERT INTO tokens (id, account_id, name, hash, role, operator, created, expires,
+                             revoked, last_used)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            token.id.as_bytes(),
+            token.account_id.as_bytes(),
+            token.name,
+            token.hash,
+            token.role,
+            token.operator,
+            token.created.unix_micros(),
+            token.expires.map(|t| t.unix_micros()),
+            token.revoked.map(|t| t.unix_micros()),
+            token.last_used.map(|t| t.unix_micros()),
+        ],
+        "create token",
+        |c| match c {
+            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::Token)),
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Account)),
+            _ => None,
+        },
+    )?;
+    // Tokens are control-plane only: edges never see them, so nothing is logged.
+    Ok(())
+}
+
+pub(super) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
+    execute(
+        cx,
+        "INSERT INTO deks (id, account_id, kek_id, wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            dek.key.id.as_bytes(),
+            dek.account_id.as_bytes(),
+            dek.key.kek_id,
+            dek.key.wrapped,
+            dek.key.created.unix_micros()
+        ],
+        "put dek",
+        |c| match c {
+            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::Dek)),
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Account)),
+            _ => None,
+        },
+    )?;
+    cx.append(&Change::DekPut {
+        account_id: dek.account_id,
+        dek_id: dek.key.id,
+        kek_id: dek.key.kek_id.clone(),
+        wrapped_hex: hex::encode(&dek.key.wrapped),
+    })
+}
+
+pub(super) fn create_store(
+    cx: &mut WriteCx<'_>,
+    store: &StoreRecord,
+    max_stores: u64,
+) -> Result<()> {
+    let account = store.account_id.as_bytes();
+    let taken = query_opt(
+        cx.conn,
+        "SELECT 1 FROM stores WHERE account_id = ?1 AND name = ?2",
+        params![account, store.name.as_str()],
+        "check store name",
+        |_| Ok(()),
+    )?;
+    if taken.is_some() {
+        return Err(name_taken(Entity::Store, store.name.as_str()));
+    }
+    let count = query_opt(
+        cx.conn,
+        "SELECT count(*) FROM stores WHERE account_id = ?1",
+        [account],
+        "count stores",
+        |row| super::codec::u64_col(row, 0, "count"),
+    )?
+    .unwrap_or(0);
+    if count >= max_stores {
+        return Err(StorageError::LimitExceeded {
+            what: "stores",
+            limit: max_stores,
+        });
+    }
+    execute(
+        cx,
+        "INSERT INTO stores (id, account_id, name, created, modified) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            store.id.as_bytes(),
+            account,
+            store.name.as_str(),
+            store.created.unix_micros(),
+            store.modified.unix_micros()
+        ],
+        "create store",
+        |c| match c {
+            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::Store)),
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Account)),
+            Constraint::Unique => Some(name_taken(Entity::Store, store.name.as_str())),
+            Constraint::Other => None,
+        },
+    )?;
+    cx.append(&Change::StorePut {
+        account_id: store.account_id,
+        store_id: store.id,
+        name: store.name.as_str().to_owned(),
+    })
+}
+
+pub(super) fn delete_store(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    id: StoreId,
+    force: bool,
+) -> Result<()> {
+    require_store(cx.conn, account, id)?;
+    let secrets = query_all(
+        cx.conn,
+        "SELECT id FROM secrets WHERE store_id = ?1 ORDER BY id",
+        [id.as_bytes()],
+        "list store secrets",
+        |row| id_col(row, 0, "secrets.id").map(SecretId::from_bytes),
+    )?;
+    if !secrets.is_empty() && !force {
+        return Err(StorageError::NotEmpty);
+    }
+    // Versions go with their secrets (ON DELETE CASCADE); the account's count with a trigger.
+    execute(
+        cx,
+        "DELETE FROM secrets WHERE store_id = ?1",
+        [id.as_bytes()],
+        "delete store secrets",
+        |_| None,
+    )?;
+    for secret_id in secrets {
+        cx.append(&Change::SecretDeleted {
+            account_id: account,
+            store_id: id,
+            secret_id,
+        })?;
+    }
+    execute(
+        cx,
+        "DELETE FROM stores WHERE id = ?1",
+        [id.as_bytes()],
+        "delete store",
+        |_| None,
+    )?;
+    cx.append(&Change::StoreDeleted {
+        account_id: account,
+        store_id: id,
+    })
+}
+
+pub(super) fn create_secrets(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    store: StoreId,
+    secrets: &[NewSecret],
+    quota: u64,
+) -> Result<()> {
+    require_store(cx.conn, account, store)?;
+    for new in secrets {
+        let (record, value) = (&new.record, &new.value);
+        if record.account_id != account || record.store_id != store {
+            return Err(StorageError::Invalid(
+                "a new secret's record names another account or store than the call",
+            ));
+        }
+        if value.secret_id != record.id || value.version != record.version {
+            return Err(StorageError::Invalid(
+                "a new secret's value is not the version its record points at",
+            ));
+        }
+    }
+
+    // Checked here, inside the transaction the inserts commit in: no concurrent create can
+    // slip in between the count and the insert.
+    let usage = reads::secret_count(cx.conn, account)?;
+    let requested = secrets.len() as u64;
+    if usage.saturating_add(requested) > quota {
+        return Err(StorageError::QuotaExceeded {
+            quota,
+            usage,
+            requested,
+        });
+    }
+
+    let mut checked_deks: HashSet<DekId> = HashSet::new();
+    for new in secrets {
+        let dek = new.value.dek_id;
+        if checked_deks.insert(dek) && !reads::dek_belongs_to(cx.conn, dek, account)? {
+            return Err(StorageError::NotFound(Entity::Dek));
+        }
+    }
+
+    // Inserting in order makes the first clash (with an existing secret or with an earlier
+    // item of this batch, which is already inserted) the one the UNIQUE index reports.
+    for new in secrets {
+        insert_secret(cx, &new.record)?;
+        insert_version(cx, &new.value)?;
+        cx.append(&secret_put(&new.record, &new.value))?;
+    }
+    Ok(())
+}
+
+fn insert_secret(cx: &WriteCx<'_>, record: &SecretRecord) -> Result<()> {
+    execute(
+        cx,
+        "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                              modified, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            record.id.as_bytes(),
+            record.store_id.as_bytes(),
+            record.account_id.as_bytes(),
+            record.name.as_str(),
+            record.comment,
+            encode_scopes(&record.scopes),
+            record.created.unix_micros(),
+            record.modified.unix_micros(),
+            i64::from(record.version.0),
+        ],
+        "create secret",
+        |c| match c {
+            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::Secret)),
+            Constraint::Unique => Some(name_taken(Entity::Secret, record.name.as_str())),
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Store)),
+            Constraint::Other => None,
+        },
+    )
+    .map(drop)
+}
+
+fn insert_version(cx: &WriteCx<'_>, value: &VersionRecord) -> Result<()> {
+    execute(
+        cx,
+        "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            value.secret_id.as_bytes(),
+            i64::from(value.version.0),
+            value.dek_id.as_bytes(),
+            value.sealed,
+            value.created.unix_micros()
+        ],
+        "create version",
+        |c| match c {
+            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::Version)),
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Dek)),
+            _ => None,
+        },
+    )
+    .map(drop)
+}
+
+fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
+    Change::SecretPut {
+        account_id: record.account_id,
+        store_id: record.store_id,
+        secret_id: record.id,
+        name: record.name.as_str().to_owned(),
+        scopes: record.scopes.to_strings(),
+        version: record.version.0,
+        dek_id: value.dek_id,
+        sealed_hex: hex::encode(&value.sealed),
+    }
+}
+
+fn name_taken(entity: Entity, name: &str) -> StorageError {
+    StorageError::NameTaken {
+        entity,
+        name: name.to_owned(),
+    }
+}
+
+pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Result<SecretRecord> {
+    let (account, store, id) = (update.account_id, update.store_id, update.secret_id);
+    require_store(cx.conn, account, store)?;
+    let current = query_opt(
+        cx.conn,
+        concat!(
+            "SELECT ",
+            secret_cols!(),
+            " FROM secrets WHERE id = ?1 AND store_id = ?2 AND account_id = ?3"
+        ),
+        [id.as_bytes(), store.as_bytes(), account.as_bytes()],
+        "read secret",
+        secret_from_row,
+    )?
+    .ok_or(StorageError::NotFound(Entity::Secret))?;
+    if current.version != update.expected_version {
+        return Err(StorageError::Conflict);
+    }
+
+    let value = match update.value {
+        Some(value) => {
+            if value.secret_id != id {
+                return Err(StorageError::Invalid(
+                    "a new value belongs to another secret",
+                ));
+            }
+            if Some(value.version) != update.expected_version.next() {
+                return Err(StorageError::Invalid(
+                    "a new value's version must be the expected version plus one",
+                ));
+            }
+            if !reads::dek_belongs_to(cx.conn, value.dek_id, account)? {
+                return Err(StorageError::NotFound(Entity::Dek));
+            }
+            insert_version(cx, &value)?;
+            value
+        }
+        // The change carries the full current state, so the unchanged value is read back.
+        None => reads::get_version(cx.conn, id, current.version)?.ok_or_else(|| {
+            StorageError::Corrupted("a secret's current version row is missing".into())
+        })?,
+    };
+
+    let record = SecretRecord {
+        comment: update.comment.unwrap_or(current.comment),
+        scopes: update.scopes.unwrap_or(current.scopes),
+        modified: update.modified,
+        version: value.version,
+        ..current
+    };
+    // The version guard repeats the check above; it can only fail if that check was wrong.
+    let changed = execute(
+        cx,
+        "UPDATE secrets SET comment = ?1, scopes = ?2, modified = ?3, version = ?4
+         WHERE id = ?5 AND version = ?6",
+        params![
+            record.comment,
+            encode_scopes(&record.scopes),
+            record.modified.unix_micros(),
+            i64::from(record.version.0),
+            id.as_bytes(),
+            i64::from(update.expected_version.0),
+        ],
+        "update secret",
+        |_| None,
+    )?;
+    if changed != 1 {
+        return Err(StorageError::Conflict);
+    }
+    cx.append(&secret_put(&record, &value))?;
+    Ok(record)
+}
+
+pub(super) fn delete_secrets(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    store: StoreId,
+    ids: &[SecretId],
+) -> Result<()> {
+    require_store(cx.conn, account, store)?;
+    // Naming a secret twice deletes it once.
+    let mut seen = HashSet::with_capacity(ids.len());
+    for id in ids.iter().filter(|id| seen.insert(**id)) {
+        let deleted = execute(
+            cx,
+            "DELETE FROM secrets WHERE id = ?1 AND store_id = ?2 AND account_id = ?3",
+            [id.as_bytes(), store.as_bytes(), account.as_bytes()],
+            "delete secret",
+            |_| None,
+        )?;
+        if deleted == 0 {
+            // Returning the error rolls back the deletions already made: all or nothing.
+            return Err(StorageError::NotFound(Entity::Secret));
+        }
+        cx.append(&Change::SecretDeleted {
+            account_id: account,
+            store_id: store,
+            secret_id: *id,
+        })?;
+    }
+    Ok(())
+}

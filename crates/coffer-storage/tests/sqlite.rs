@@ -1,0 +1,485 @@
+//! `SqliteStorage` against the conformance suite, plus what only a file-backed backend shows:
+//! persistence across reopen, the log head after reopen, group commit under load, and how
+//! damaged rows are reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use coffer_storage::{
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, NewSecret, SecretOrder, SecretQuery,
+    SecretRecord, SecretUpdate, SqliteOptions, SqliteStorage, Storage, StorageError, StoreOrder,
+    StoreQuery, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+};
+use coffer_types::{
+    AccountId, DekId, Scope, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId,
+    Version,
+};
+use tokio::task::JoinSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    coffer_storage::conformance::run_all(|| {
+        let path = dir
+            .path()
+            .join(format!("db-{}.sqlite", n.fetch_add(1, Ordering::Relaxed)));
+        async move { Arc::new(SqliteStorage::open(&path).unwrap()) as Arc<dyn Storage> }
+    })
+    .await;
+}
+
+/// `#[tokio::test]`'s default runtime has one thread; the suite must pass there too.
+#[tokio::test]
+async fn passes_the_conformance_suite_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    coffer_storage::conformance::run_all(|| {
+        let path = dir
+            .path()
+            .join(format!("db-{}.sqlite", n.fetch_add(1, Ordering::Relaxed)));
+        async move { Arc::new(SqliteStorage::open(&path).unwrap()) as Arc<dyn Storage> }
+    })
+    .await;
+}
+
+// ---- fixtures ----
+
+fn id() -> [u8; 16] {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) as u128;
+    // Spread the counter over the bytes; uniqueness is all that matters here.
+    (n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)).to_be_bytes()
+}
+
+fn ts(n: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_700_000_000_000_000 + n)
+}
+
+struct World {
+    account: AccountId,
+    dek: DekId,
+    store: StoreId,
+}
+
+async fn world(s: &SqliteStorage, name: &str) -> World {
+    let account = AccountId::from_bytes(id());
+    s.create_account(AccountRecord {
+        id: account,
+        name: name.into(),
+        created: ts(1),
+        secrets_quota: Some(42),
+    })
+    .await
+    .unwrap();
+    let dek = DekId::from_bytes(id());
+    s.put_dek(DekRecord {
+        account_id: account,
+        key: WrappedKeyRecord {
+            id: dek,
+            kek_id: "kek".into(),
+            wrapped: vec![1; 40],
+            created: ts(2),
+        },
+    })
+    .await
+    .unwrap();
+    let store = StoreId::from_bytes(id());
+    s.create_store(store_record(account, store, "prod"), 100)
+        .await
+        .unwrap();
+    World {
+        account,
+        dek,
+        store,
+    }
+}
+
+fn store_record(account: AccountId, id: StoreId, name: &str) -> StoreRecord {
+    StoreRecord {
+        id,
+        account_id: account,
+        name: StoreName::parse(name).unwrap(),
+        created: ts(3),
+        modified: ts(3),
+    }
+}
+
+fn new_secret(w: &World, name: &str) -> NewSecret {
+    let id = SecretId::from_bytes(id());
+    NewSecret {
+        record: SecretRecord {
+            id,
+            store_id: w.store,
+            account_id: w.account,
+            name: SecretName::parse(name).unwrap(),
+            comment: format!("comment of {name}"),
+            scopes: Scopes::new([Scope::Workers, Scope::AiGateway]),
+            created: ts(4),
+            modified: ts(4),
+            version: Version::FIRST,
+        },
+        value: VersionRecord {
+            secret_id: id,
+            version: Version::FIRST,
+            dek_id: w.dek,
+            sealed: format!("sealed {name}").into_bytes(),
+            created: ts(4),
+        },
+    }
+}
+
+async fn all_changes(s: &SqliteStorage) -> Vec<ChangeRecord> {
+    s.changes_after(0, usize::MAX).await.unwrap()
+}
+
+fn assert_chain(log: &[ChangeRecord]) {
+    let mut prev = ChangeRecord::GENESIS_HASH;
+    for (i, record) in log.iter().enumerate() {
+        assert_eq!(record.seq, i as u64 + 1);
+        assert!(
+            record.follows(&prev),
+            "change {} breaks the chain",
+            record.seq
+        );
+        prev = record.hash;
+    }
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("coffer.sqlite")
+}
+
+// ---- persistence ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open(&path).unwrap();
+    let w = world(&s, "acme").await;
+    let token = TokenRecord {
+        id: TokenId::from_bytes(id()),
+        account_id: w.account,
+        name: "ci".into(),
+        hash: [3; 32],
+        role: "super_admin".into(),
+        operator: true,
+        created: ts(5),
+        expires: None,
+        revoked: None,
+        last_used: Some(ts(6)),
+    };
+    s.create_token(token.clone()).await.unwrap();
+    let mac_key = WrappedKeyRecord {
+        id: DekId::from_bytes(id()),
+        kek_id: "kek".into(),
+        wrapped: vec![9; 40],
+        created: ts(7),
+    };
+    s.put_instance_key_if_absent("token-mac", mac_key.clone())
+        .await
+        .unwrap();
+    let a = new_secret(&w, "A");
+    let b = new_secret(&w, "B");
+    s.create_secrets(w.account, w.store, vec![a.clone(), b.clone()], 10)
+        .await
+        .unwrap();
+    let v2 = VersionRecord {
+        version: Version(2),
+        sealed: b"second".to_vec(),
+        ..a.value.clone()
+    };
+    let a2 = s
+        .update_secret(SecretUpdate {
+            account_id: w.account,
+            store_id: w.store,
+            secret_id: a.record.id,
+            expected_version: Version::FIRST,
+            value: Some(v2.clone()),
+            scopes: None,
+            comment: Some("updated".into()),
+            modified: ts(8),
+        })
+        .await
+        .unwrap();
+    let account = s.get_account(w.account).await.unwrap();
+    let dek = s.get_dek(w.dek).await.unwrap();
+    let store = s.get_store(w.account, w.store).await.unwrap();
+    let log = all_changes(&s).await;
+    s.close().await;
+
+    let s = SqliteStorage::open(&path).unwrap();
+    assert_eq!(s.get_account(w.account).await.unwrap(), account);
+    assert_eq!(s.get_dek(w.dek).await.unwrap(), dek);
+    assert_eq!(s.latest_dek(w.account).await.unwrap(), dek);
+    assert_eq!(s.get_token(token.id).await.unwrap(), Some(token));
+    assert_eq!(
+        s.get_instance_key("token-mac").await.unwrap(),
+        Some(mac_key)
+    );
+    assert_eq!(s.get_store(w.account, w.store).await.unwrap(), store);
+    assert_eq!(
+        s.get_secret(w.account, w.store, a.record.id).await.unwrap(),
+        Some(a2)
+    );
+    assert_eq!(
+        s.get_secret(w.account, w.store, b.record.id).await.unwrap(),
+        Some(b.record.clone())
+    );
+    assert_eq!(
+        s.get_version(a.record.id, Version::FIRST).await.unwrap(),
+        Some(a.value.clone())
+    );
+    assert_eq!(
+        s.get_version(a.record.id, Version(2)).await.unwrap(),
+        Some(v2)
+    );
+    assert_eq!(s.secret_count(w.account).await.unwrap(), 2);
+    assert_eq!(all_changes(&s).await, log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_log_continues_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open(&path).unwrap();
+    let w = world(&s, "acme").await;
+    s.create_secrets(w.account, w.store, vec![new_secret(&w, "A")], 10)
+        .await
+        .unwrap();
+    let before = all_changes(&s).await;
+    assert_eq!(before.len(), 4);
+    // Dropped, not closed: the writer may still be shutting down while the file is reopened.
+    drop(s);
+
+    let s = SqliteStorage::open(&path).unwrap();
+    assert_eq!(s.change_head().await.unwrap(), 4);
+    s.create_secrets(w.account, w.store, vec![new_secret(&w, "B")], 10)
+        .await
+        .unwrap();
+    s.close().await;
+
+    let s = SqliteStorage::open(&path).unwrap();
+    let w2 = world(&s, "second").await;
+    let log = all_changes(&s).await;
+    assert_eq!(log.len(), 8);
+    assert_eq!(&log[..4], &before[..]);
+    assert_chain(&log);
+    assert!(
+        log[4].follows(&before[3].hash),
+        "the first entry after reopen chains on"
+    );
+    assert!(matches!(
+        log[7].change().unwrap(),
+        coffer_storage::Change::StorePut { account_id, .. } if account_id == w2.account
+    ));
+}
+
+// ---- concurrency ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_all_commit_and_see_their_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStorage::open(&db_path(&dir)).unwrap());
+    let before = s.write_stats();
+    const WRITERS: usize = 200;
+    let mut tasks = JoinSet::new();
+    for i in 0..WRITERS {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move {
+            let account = AccountRecord {
+                id: AccountId::from_bytes(id()),
+                name: format!("a{i}"),
+                created: ts(i as i64),
+                secrets_quota: None,
+            };
+            s.create_account(account.clone()).await.unwrap();
+            assert_eq!(
+                s.get_account(account.id).await.unwrap(),
+                Some(account),
+                "a write is visible as soon as its future resolved"
+            );
+        });
+    }
+    tasks.join_all().await;
+    let stats = s.write_stats();
+    let jobs = stats.jobs - before.jobs;
+    let commits = stats.commits - before.commits;
+    assert_eq!(jobs, WRITERS as u64);
+    assert!(
+        commits >= 1 && commits <= jobs,
+        "{commits} commits for {jobs} jobs"
+    );
+    let log = all_changes(&s).await;
+    assert_eq!(log.len(), WRITERS);
+    assert_chain(&log);
+    assert_eq!(s.list_accounts().await.unwrap().len(), WRITERS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_writes_do_not_disturb_concurrent_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStorage::open(&db_path(&dir)).unwrap());
+    let w = world(&s, "acme").await;
+    let head = s.change_head().await.unwrap();
+    const WRITERS: usize = 120;
+    let mut tasks = JoinSet::new();
+    for i in 0..WRITERS {
+        let s = Arc::clone(&s);
+        let account = w.account;
+        tasks.spawn(async move {
+            // Every third writer asks for the name the store already has.
+            let name = if i % 3 == 0 {
+                "prod".to_owned()
+            } else {
+                format!("s{i}")
+            };
+            let record = store_record(account, StoreId::from_bytes(id()), &name);
+            let result = s.create_store(record.clone(), 1000).await;
+            (i, record, result)
+        });
+    }
+    let results = tasks.join_all().await;
+    let mut created = 0;
+    for (i, record, result) in results {
+        let stored = s.get_store(w.account, record.id).await.unwrap();
+        if i % 3 == 0 {
+            assert!(
+                matches!(
+                    result,
+                    Err(StorageError::NameTaken {
+                        entity: Entity::Store,
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+            assert_eq!(stored, None);
+        } else {
+            result.unwrap();
+            assert_eq!(stored, Some(record));
+            created += 1;
+        }
+    }
+    let log = all_changes(&s).await;
+    assert_chain(&log);
+    assert_eq!(log.len() as u64, head + created);
+}
+
+// ---- damage and invariants the schema enforces ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_rows_are_corrupted_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open(&path).unwrap();
+    let w = world(&s, "acme").await;
+    let a = new_secret(&w, "A");
+    s.create_secrets(w.account, w.store, vec![a.clone()], 10)
+        .await
+        .unwrap();
+    s.close().await;
+
+    let conn = raw(&path);
+    conn.execute("UPDATE secrets SET scopes = ',no_such_scope,'", [])
+        .unwrap();
+    conn.execute("UPDATE stores SET name = 'not a name'", [])
+        .unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER changes_no_update;
+         UPDATE changes SET payload = CAST('{\"type\":\"account_put\"}' AS BLOB) WHERE seq = 2;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let s = SqliteStorage::open(&path).unwrap();
+    let corrupted = |what: &str, err: StorageError| {
+        assert!(matches!(err, StorageError::Corrupted(_)), "{what}: {err:?}");
+    };
+    corrupted(
+        "get_secret with a bad scope",
+        s.get_secret(w.account, w.store, a.record.id)
+            .await
+            .unwrap_err(),
+    );
+    let query = SecretQuery {
+        page: 1,
+        per_page: 10,
+        order: SecretOrder::Name,
+        direction: Direction::Asc,
+        search: None,
+        scopes: Scopes::default(),
+    };
+    corrupted(
+        "list_secrets with a bad scope",
+        s.list_secrets(w.account, w.store, &query)
+            .await
+            .unwrap_err(),
+    );
+    corrupted(
+        "get_store with a bad name",
+        s.get_store(w.account, w.store).await.unwrap_err(),
+    );
+    let stores = StoreQuery {
+        page: 1,
+        per_page: 10,
+        order: StoreOrder::Name,
+        direction: Direction::Asc,
+    };
+    corrupted(
+        "list_stores with a bad name",
+        s.list_stores(w.account, &stores).await.unwrap_err(),
+    );
+    corrupted(
+        "changes_after over a tampered entry",
+        s.changes_after(0, 10).await.unwrap_err(),
+    );
+    // A reader that already holds entry 2 (as received before the damage) is anchored on its
+    // hash, which is intact, so it reads on.
+    assert_eq!(s.changes_after(2, 10).await.unwrap().len(), 2);
+    // Reads of intact rows still work.
+    assert!(
+        s.get_version(a.record.id, Version::FIRST)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_the_log_cannot_be_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open(&path).unwrap();
+    let w = world(&s, "acme").await;
+    s.create_secrets(w.account, w.store, vec![new_secret(&w, "A")], 10)
+        .await
+        .unwrap();
+    s.close().await;
+    let conn = raw(&path);
+    for sql in [
+        "UPDATE versions SET sealed = x'00'",
+        "UPDATE changes SET at = 0",
+        "DELETE FROM changes",
+        "UPDATE secrets SET store_id = x'00000000000000000000000000000000'",
+    ] {
+        assert!(conn.execute(sql, []).is_err(), "{sql} must be refused");
+    }
+}
+
+#[test]
+fn debug_shows_the_path_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open_with(&path, SqliteOptions::default()).unwrap();
+    let shown = format!("{s:?}");
+    assert!(shown.starts_with("SqliteStorage"), "{shown}");
+    assert!(shown.contains("coffer.sqlite"), "{shown}");
+    assert_eq!(s.path(), path);
+}
