@@ -1,1 +1,453 @@
-//! Coffer HTTP client (being written).
+//! Typed async HTTP client for Coffer's Cloudflare-compatible Secrets Store API.
+//!
+//! One method per API operation; every response is read as a v4 envelope, and failures become
+//! one [`Error`] whose `Display` is a single line fit for a person.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coffer_client::Error> {
+//! let client = coffer_client::Client::new("http://127.0.0.1:8080", "coffer_...", "0123...")?;
+//! let store = client.create_store("prod").await?;
+//! let page = client.list_stores(None, None, None, None).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Secret values only ever travel from the caller to the server (in [`CreateSecret`] and
+//! [`UpdateSecret`] bodies); the client never logs them, keeps them, or puts a request body in an
+//! error.
+
+mod base_url;
+mod error;
+mod params;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, LOCATION};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+
+pub use coffer_api::{
+    ApiMessage, CreateSecret, DuplicateSecret, Quota, QuotaDetail, ResultInfo, Secret, SecretValue,
+    Store, UpdateSecret,
+};
+use coffer_api::{CreateStore, Envelope};
+pub use error::{Error, code_name};
+pub use params::{Direction, ListSecrets, SecretOrder, StoreOrder};
+
+use crate::error::{connect_reason, snippet};
+use crate::params::ListQuery;
+
+/// One page of a list endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub result_info: ResultInfo,
+}
+
+/// Settings of a [`Client`] beyond the three required ones.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    account_id: String,
+    auth: Result<HeaderValue, ()>,
+    root_ca: Option<PathBuf>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Trusts only the certificates in this PEM file (one or more), for a server whose
+    /// certificate is self-signed or issued by a private CA. The system roots are then not used.
+    pub fn root_ca_pem(mut self, path: impl Into<PathBuf>) -> ClientBuilder {
+        self.root_ca = Some(path.into());
+        self
+    }
+
+    /// How long to wait for a connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a whole request may take (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let root = base_url::normalize(&self.base_url)?;
+        let auth = self.auth.map_err(|()| Error::InvalidToken)?;
+        let mut http = reqwest::Client::builder()
+            .user_agent(concat!("coffer-client/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            // An API server has no reason to redirect, and following a 307 would resend a body
+            // holding secret values to wherever the redirect points.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = &self.root_ca {
+            http = http.tls_certs_only(read_certificates(path)?);
+        }
+        Ok(Client {
+            http: http.build().map_err(Error::Setup)?,
+            root,
+            account_id: self.account_id,
+            auth,
+        })
+    }
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, Error> {
+    let fail = |message: String| Error::RootCertificate {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate found".to_owned()));
+    }
+    Ok(certs)
+}
+
+/// A connection to one account of one Coffer server.
+///
+/// Cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Server root, normalised by [`base_url::normalize`].
+    root: Url,
+    account_id: String,
+    /// `Bearer <token>`, marked sensitive so that HTTP internals never print it.
+    auth: HeaderValue,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.root.as_str())
+            .field("account_id", &self.account_id)
+            .field("token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client with default settings. `base_url` is the server root (`http://host:8080`; a
+    /// trailing `/` or `/client/v4` is accepted and removed). `token` is the API token in clear
+    /// (`ApiToken::expose_secret()`).
+    pub fn new(base_url: &str, token: &str, account_id: &str) -> Result<Client, Error> {
+        Client::builder(base_url, token, account_id).build()
+    }
+
+    pub fn builder(base_url: &str, token: &str, account_id: &str) -> ClientBuilder {
+        let auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            })
+            .map_err(|_| ());
+        ClientBuilder {
+            base_url: base_url.to_owned(),
+            account_id: account_id.to_owned(),
+            auth,
+            root_ca: None,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The normalised server root, e.g. `http://127.0.0.1:8080`.
+    pub fn base_url(&self) -> String {
+        base_url::display(&self.root)
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// `GET /healthz`: succeeds when the server answers 2xx.
+    pub async fn healthz(&self) -> Result<(), Error> {
+        let url = base_url::join(&self.root, &["healthz"]);
+        let (status, body) = self.send(self.http.get(url)).await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(Error::Decode {
+                status,
+                detail: snippet(&body),
+            })
+        }
+    }
+
+    // ---- stores ----
+
+    /// `GET /stores`.
+    pub async fn list_stores(
+        &self,
+        page: Option<u32>,
+        per_page: Option<u32>,
+        order: Option<StoreOrder>,
+        direction: Option<Direction>,
+    ) -> Result<Page<Store>, Error> {
+        let query = ListQuery {
+            page,
+            per_page,
+            order,
+            direction,
+            search: None,
+            scopes: None,
+        };
+        let req = self.request(Method::GET, &["stores"]).query(&query);
+        self.page(req).await
+    }
+
+    /// `POST /stores`.
+    pub async fn create_store(&self, name: &str) -> Result<Store, Error> {
+        let body = CreateStore {
+            name: name.to_owned(),
+        };
+        let req = self.request(Method::POST, &["stores"]).json(&body);
+        self.one(req).await
+    }
+
+    /// `GET /stores/{store_id}`.
+    pub async fn get_store(&self, store_id: &str) -> Result<Store, Error> {
+        self.one(self.request(Method::GET, &["stores", store_id]))
+            .await
+    }
+
+    /// `DELETE /stores/{store_id}`. Without `force`, a store holding secrets is refused
+    /// (`store_not_empty`); with it, its secrets are deleted too.
+    pub async fn delete_store(&self, store_id: &str, force: bool) -> Result<(), Error> {
+        let mut req = self.request(Method::DELETE, &["stores", store_id]);
+        if force {
+            req = req.query(&[("force", "true")]);
+        }
+        self.none(req).await
+    }
+
+    // ---- secrets ----
+
+    /// `GET /stores/{store_id}/secrets`: metadata only.
+    pub async fn list_secrets(
+        &self,
+        store_id: &str,
+        params: &ListSecrets,
+    ) -> Result<Page<Secret>, Error> {
+        let req = self
+            .request(Method::GET, &["stores", store_id, "secrets"])
+            .query(&params.query());
+        self.page(req).await
+    }
+
+    /// `POST /stores/{store_id}/secrets`: creates every secret given, or none.
+    pub async fn create_secrets(
+        &self,
+        store_id: &str,
+        secrets: Vec<CreateSecret>,
+    ) -> Result<Vec<Secret>, Error> {
+        let req = self
+            .request(Method::POST, &["stores", store_id, "secrets"])
+            .json(&secrets);
+        // The typed values are zeroized as soon as the body is built; the serialized body is a
+        // plain buffer owned by reqwest until the request is sent.
+        drop(secrets);
+        self.one(req).await
+    }
+
+    /// `DELETE /stores/{store_id}/secrets` with a JSON array of secret ids.
+    pub async fn bulk_delete_secrets(
+        &self,
+        store_id: &str,
+        secret_ids: Vec<String>,
+    ) -> Result<(), Error> {
+        let req = self
+            .request(Method::DELETE, &["stores", store_id, "secrets"])
+            .json(&secret_ids);
+        self.none(req).await
+    }
+
+    /// `GET /stores/{store_id}/secrets/{secret_id}`: metadata only.
+    pub async fn get_secret(&self, store_id: &str, secret_id: &str) -> Result<Secret, Error> {
+        let req = self.request(Method::GET, &["stores", store_id, "secrets", secret_id]);
+        self.one(req).await
+    }
+
+    /// `PATCH /stores/{store_id}/secrets/{secret_id}`: only the fields given change.
+    pub async fn update_secret(
+        &self,
+        store_id: &str,
+        secret_id: &str,
+        update: UpdateSecret,
+    ) -> Result<Secret, Error> {
+        let req = self
+            .request(Method::PATCH, &["stores", store_id, "secrets", secret_id])
+            .json(&update);
+        drop(update);
+        self.one(req).await
+    }
+
+    /// `DELETE /stores/{store_id}/secrets/{secret_id}`.
+    pub async fn delete_secret(&self, store_id: &str, secret_id: &str) -> Result<(), Error> {
+        let req = self.request(Method::DELETE, &["stores", store_id, "secrets", secret_id]);
+        self.none(req).await
+    }
+
+    /// `POST /stores/{store_id}/secrets/{secret_id}/duplicate`: a new secret with the same value.
+    pub async fn duplicate_secret(
+        &self,
+        store_id: &str,
+        secret_id: &str,
+        duplicate: DuplicateSecret,
+    ) -> Result<Secret, Error> {
+        let req = self
+            .request(
+                Method::POST,
+                &["stores", store_id, "secrets", secret_id, "duplicate"],
+            )
+            .json(&duplicate);
+        self.one(req).await
+    }
+
+    /// `GET /quota`.
+    pub async fn quota(&self) -> Result<Quota, Error> {
+        self.one(self.request(Method::GET, &["quota"])).await
+    }
+
+    // ---- plumbing ----
+
+    /// A request to `/client/v4/accounts/{account_id}/secrets_store/{rest...}`.
+    fn request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
+        let mut segments = vec![
+            "client",
+            "v4",
+            "accounts",
+            self.account_id.as_str(),
+            "secrets_store",
+        ];
+        segments.extend_from_slice(rest);
+        let url = base_url::join(&self.root, &segments);
+        self.http
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone())
+    }
+
+    /// Sends the request and reads the whole answer.
+    async fn send(&self, req: RequestBuilder) -> Result<(u16, Vec<u8>), Error> {
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let to = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| snippet(s.as_bytes()))
+                .unwrap_or_else(|| "nowhere".to_owned());
+            return Err(Error::Decode {
+                status: status.as_u16(),
+                detail: format!(
+                    "the server redirects to {to}; point the client at the final URL instead"
+                ),
+            });
+        }
+        let body = resp.bytes().await.map_err(|e| self.transport(e))?;
+        Ok((status.as_u16(), body.to_vec()))
+    }
+
+    fn transport(&self, source: reqwest::Error) -> Error {
+        let url = self.base_url();
+        if source.is_connect() {
+            let mut reason = connect_reason(&source);
+            if self.root.scheme() == "https" && reason.contains("InvalidContentType") {
+                // What rustls reports when the other side answers in plain HTTP.
+                reason.push_str(" (the server does not seem to speak TLS: try http://)");
+            }
+            Error::Connect {
+                url,
+                reason,
+                source,
+            }
+        } else if source.is_timeout() {
+            Error::Timeout { url, source }
+        } else {
+            Error::Transport {
+                url,
+                reason: connect_reason(&source),
+                source,
+            }
+        }
+    }
+
+    /// A response whose `result` must be present.
+    async fn one<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, Error> {
+        let (status, body) = self.send(req).await?;
+        let envelope = decode::<T>(status, &body)?;
+        envelope.result.ok_or_else(|| Error::Decode {
+            status,
+            detail: "the response has no result".to_owned(),
+        })
+    }
+
+    /// A response whose `result` is `null` (deletes).
+    async fn none(&self, req: RequestBuilder) -> Result<(), Error> {
+        let (status, body) = self.send(req).await?;
+        decode::<serde::de::IgnoredAny>(status, &body).map(drop)
+    }
+
+    /// A list response: an array `result` and a `result_info`.
+    async fn page<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<Page<T>, Error> {
+        let (status, body) = self.send(req).await?;
+        let envelope = decode::<Vec<T>>(status, &body)?;
+        let result_info = envelope.result_info.ok_or_else(|| Error::Decode {
+            status,
+            detail: "the list response has no result_info".to_owned(),
+        })?;
+        Ok(Page {
+            items: envelope.result.unwrap_or_default(),
+            result_info,
+        })
+    }
+}
+
+/// Reads a v4 envelope. A non-2xx status or `success: false` is an [`Error::Api`]; a body that
+/// is not an envelope, or a result of the wrong shape, is an [`Error::Decode`].
+fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Envelope<T>, Error> {
+    let envelope: Envelope<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| Error::Decode {
+            status,
+            detail: snippet(body),
+        })?;
+    if !(200..300).contains(&status) || !envelope.success {
+        let (code, message) = match envelope.errors.first() {
+            Some(first) => (first.code, first.message.clone()),
+            None => (0, format!("HTTP {status} without error details")),
+        };
+        return Err(Error::Api {
+            status,
+            code,
+            message,
+            errors: envelope.errors,
+        });
+    }
+    let result = match envelope.result {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value::<T>(value).map_err(|e| Error::Decode {
+                status,
+                detail: format!("the result does not have the expected shape: {e}"),
+            })?,
+        ),
+    };
+    Ok(Envelope {
+        success: envelope.success,
+        errors: envelope.errors,
+        messages: envelope.messages,
+        result,
+        result_info: envelope.result_info,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,664 @@
+//! The command line, as clap derive types. Parsing only: the commands live in `commands/`.
+//!
+//! Types that can hold a secret (the API token, a secret value) are newtypes whose `Debug`
+//! prints `[redacted]`, so that deriving `Debug` on the argument structs is safe.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use zeroize::Zeroizing;
+
+const ABOUT: &str = "Coffer: a self-hostable secrets store, wire-compatible with Cloudflare's \
+                     Secrets Store API";
+
+const AFTER_HELP: &str = "\
+Getting started:
+  coffer dev                      run a local server with a ready-made account and token
+  coffer store create --name s    then manage stores and secrets (see `coffer dev` output)
+
+Exit status: 0 on success, 1 when the operation failed (server error, unreachable server, bad
+value), 2 on a usage error (bad flags, missing connection settings).";
+
+const JSON_HELP: &str = "Print JSON instead of tables: the API's `result` (for lists, an object \
+                         {\"result\": [...], \"result_info\": {...}}; for deletes, null)";
+
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data dir with a first account and API token, and print them
+    Init(InitArgs),
+    /// Run the Coffer server on a data dir made by `coffer init`
+    Server(ServerArgs),
+    /// Run a local development server in one command (creates ./coffer-dev on first use)
+    #[command(long_about = DEV_LONG_ABOUT)]
+    Dev(DevArgs),
+    /// Create, list, show and delete stores
+    Store {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Create, list, show, update, duplicate and delete secrets (values are write-only)
+    Secret {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+    /// Show the account's secrets quota and usage
+    Quota {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+const DEV_LONG_ABOUT: &str = "\
+Run a local development server in one command.
+
+On first use (the data dir does not exist, or is empty), creates the data dir like `coffer init`
+and saves the account id and API token to DATA_DIR/dev-credentials.json (mode 0600). On every
+start, reads that file, starts the server, and prints the URL, the credentials and a first command
+to try, for both coffer and wrangler.
+
+dev-credentials.json holds a full-rights API token in clear: it is meant for local development
+only. For anything else, use `coffer init` (which shows the token once and saves it nowhere) and
+`coffer server`.";
+
+/// Where the server is and who we are. Each can also come from the environment.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connection and output")]
+pub struct ConnArgs {
+    /// Server URL, e.g. http://127.0.0.1:8080 (a trailing /client/v4 is accepted)
+    #[arg(long, env = "COFFER_API_URL", global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+
+    /// API token (prefer the environment variable: flags are visible to other local users)
+    #[arg(
+        long,
+        env = "COFFER_API_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<TokenArg>,
+
+    /// Account id (32 hex characters)
+    #[arg(long, env = "COFFER_ACCOUNT_ID", global = true, value_name = "ID")]
+    pub account_id: Option<String>,
+
+    /// PEM file of the CA that signed an https server's certificate (only it is trusted)
+    #[arg(long, env = "COFFER_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    #[arg(long, global = true, help = JSON_HELP)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create (it must not exist, or be empty)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Print exactly {"account_id": ..., "api_token": ...}
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Data dir made by `coffer init`
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on; port 0 picks a free port. Once ready, the server prints
+    /// `listening on http(s)://ADDR` on standard output
+    #[arg(
+        long,
+        env = "COFFER_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM); requires --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); requires --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow plain HTTP on a non-loopback address (tokens and values then cross the network in
+    /// clear)
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
+
+    /// Secrets an account may hold, unless overridden for that account
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA)]
+    pub secrets_quota: u64,
+
+    /// Stores an account may hold
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_MAX_STORES)]
+    pub max_stores: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data dir for development (created on first use)
+    #[arg(long, value_name = "DIR", default_value = "./coffer-dev")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on (loopback only: the dev server speaks plain HTTP)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+// ---- stores ----
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create a store
+    Create(StoreCreateArgs),
+    /// List the account's stores
+    List(StoreListArgs),
+    /// Show one store
+    Get(StoreIdArg),
+    /// Delete a store (refused if it holds secrets, unless --force)
+    Delete(StoreDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(id = "store_name", required = true, multiple = false)]
+pub struct StoreCreateArgs {
+    /// The store's name (same as --name)
+    #[arg(value_name = "NAME")]
+    name_pos: Option<String>,
+
+    /// The store's name: letters, digits, `_` and `-`
+    #[arg(long = "name", value_name = "NAME")]
+    name: Option<String>,
+}
+
+impl StoreCreateArgs {
+    pub fn name(&self) -> &str {
+        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
+        self.name
+            .as_deref()
+            .or(self.name_pos.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StoreListArgs {
+    #[command(flatten)]
+    pub page: PageArgs,
+
+    /// Sort by
+    #[arg(long, value_enum)]
+    pub order: Option<StoreOrderArg>,
+
+    /// Sort direction
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreDeleteArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    /// Also delete every secret in the store
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A store id, given positionally (as wrangler does) or with `--store-id`.
+#[derive(Debug, Args)]
+#[group(id = "store", required = true, multiple = false)]
+pub struct StoreIdArg {
+    /// The store's id (same as --store-id)
+    #[arg(value_name = "STORE_ID")]
+    store_id_pos: Option<String>,
+
+    /// The store's id (32 hex characters)
+    #[arg(long = "store-id", value_name = "STORE_ID")]
+    store_id: Option<String>,
+}
+
+impl StoreIdArg {
+    pub fn id(&self) -> &str {
+        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
+        self.store_id
+            .as_deref()
+            .or(self.store_id_pos.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Page number, from 1
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: Option<u32>,
+
+    /// Items per page (the server caps it)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreOrderArg {
+    Name,
+    Created,
+    Modified,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SecretOrderArg {
+    Name,
+    Comment,
+    Created,
+    Modified,
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    Asc,
+    Desc,
+}
+
+// ---- secrets ----
+
+const VALUE_HELP: &str = "The value. Omit it (or pass `-`) to be prompted with hidden input on a \
+    terminal, or to have it read from standard input otherwise; trailing whitespace is trimmed. \
+    A value given here stays in your shell history";
+
+const UPDATE_VALUE_HELP: &str = "A new value. Without --value the value is left unchanged; \
+    `--value -` prompts for it with hidden input on a terminal, or reads it from standard input \
+    otherwise (trailing whitespace is trimmed). A value given here stays in your shell history";
+
+const SCOPES_HELP: &str = "Comma-separated scopes: workers, ai_gateway, dex, access, containers, \
+    websearch";
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret
+    #[command(
+        after_help = "Example:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
+                            --name openai-key --scopes workers"
+    )]
+    Create(SecretCreateArgs),
+    /// List a store's secrets (metadata only)
+    List(SecretListArgs),
+    /// Show a secret's metadata
+    Get(SecretGetArgs),
+    /// Change a secret's value, scopes or comment
+    Update(SecretUpdateArgs),
+    /// Delete one or more secrets
+    Delete(SecretDeleteArgs),
+    /// Copy a secret, value included, under a new name
+    Duplicate(SecretDuplicateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretCreateArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    /// The secret's name: letters, digits, `_` and `-`
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    #[arg(long, value_name = "SCOPES", required = true, help = SCOPES_HELP)]
+    pub scopes: ScopeList,
+
+    /// Free-text comment
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+
+    #[arg(long, value_name = "VALUE", help = VALUE_HELP)]
+    pub value: Option<ValueArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretListArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    #[command(flatten)]
+    pub page: PageArgs,
+
+    /// Only secrets whose name or comment contains this text
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+
+    /// Only secrets with these scopes (comma-separated)
+    #[arg(long, value_name = "SCOPES")]
+    pub scopes: Option<ScopeList>,
+
+    /// Sort by
+    #[arg(long, value_enum)]
+    pub order: Option<SecretOrderArg>,
+
+    /// Sort direction
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretGetArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    /// The secret's id
+    #[arg(long, value_name = "ID")]
+    pub secret_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretUpdateArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    /// The secret's id
+    #[arg(long, value_name = "ID")]
+    pub secret_id: String,
+
+    #[arg(long, value_name = "VALUE", help = UPDATE_VALUE_HELP)]
+    pub value: Option<ValueArg>,
+
+    /// New scopes, replacing the old ones (comma-separated)
+    #[arg(long, value_name = "SCOPES")]
+    pub scopes: Option<ScopeList>,
+
+    /// New comment (`--comment ''` clears it)
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretDeleteArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    /// The secret's id; repeat the flag or separate ids with commas to delete several at once
+    #[arg(long, value_name = "ID", required = true, value_delimiter = ',')]
+    pub secret_id: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretDuplicateArgs {
+    #[command(flatten)]
+    pub store: StoreIdArg,
+
+    /// The id of the secret to copy
+    #[arg(long, value_name = "ID")]
+    pub secret_id: String,
+
+    /// The new secret's name
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+
+    #[arg(long, value_name = "SCOPES", required = true, help = SCOPES_HELP)]
+    pub scopes: ScopeList,
+
+    /// The new secret's comment
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+}
+
+// ---- value types ----
+
+/// `workers, ai_gateway` -> `["workers", "ai_gateway"]`: items are trimmed, empty items are
+/// dropped, and at least one must remain. Scope names are checked by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeList(pub Vec<String>);
+
+impl FromStr for ScopeList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ScopeList, String> {
+        let scopes: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if scopes.is_empty() {
+            return Err("give at least one scope, e.g. --scopes workers".to_owned());
+        }
+        Ok(ScopeList(scopes))
+    }
+}
+
+/// The API token from `--api-token` or `COFFER_API_TOKEN`.
+#[derive(Clone)]
+pub struct TokenArg(pub Zeroizing<String>);
+
+impl FromStr for TokenArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<TokenArg, Self::Err> {
+        Ok(TokenArg(Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A secret value from `--value`. `-` means "prompt or read standard input".
+#[derive(Clone)]
+pub enum ValueArg {
+    Given(Zeroizing<String>),
+    Interactive,
+}
+
+impl FromStr for ValueArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<ValueArg, Self::Err> {
+        Ok(if s == "-" {
+            ValueArg::Interactive
+        } else {
+            ValueArg::Given(Zeroizing::new(s.to_owned()))
+        })
+    }
+}
+
+impl std::fmt::Debug for ValueArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValueArg::Given(_) => f.write_str("Given([redacted])"),
+            ValueArg::Interactive => f.write_str("Interactive"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("coffer").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scope_lists_are_trimmed_and_must_not_be_empty() {
+        assert_eq!(
+            "workers, ai_gateway,,".parse::<ScopeList>().unwrap().0,
+            ["workers", "ai_gateway"]
+        );
+        assert_eq!("dex".parse::<ScopeList>().unwrap().0, ["dex"]);
+        assert!(" , ".parse::<ScopeList>().is_err());
+        assert!("".parse::<ScopeList>().is_err());
+        assert!(parse(&["secret", "create", "s", "--name", "n", "--scopes", ","]).is_err());
+    }
+
+    #[test]
+    fn store_id_is_positional_or_a_flag_but_not_both() {
+        let id_of = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Store {
+                command: StoreCommand::Delete(d),
+                ..
+            } => (d.store.id().to_owned(), d.force),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(id_of(&["store", "delete", "abc"]), ("abc".into(), false));
+        assert_eq!(
+            id_of(&["store", "delete", "--store-id", "abc", "--force"]),
+            ("abc".into(), true)
+        );
+        assert!(parse(&["store", "delete"]).is_err());
+        assert!(parse(&["store", "delete", "a", "--store-id", "b"]).is_err());
+    }
+
+    #[test]
+    fn store_name_is_positional_or_a_flag() {
+        for args in [
+            &["store", "create", "prod"][..],
+            &["store", "create", "--name", "prod"],
+        ] {
+            match parse(args).unwrap().command {
+                Command::Store {
+                    command: StoreCommand::Create(c),
+                    ..
+                } => assert_eq!(c.name(), "prod"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse(&["store", "create"]).is_err());
+    }
+
+    #[test]
+    fn secret_ids_for_delete_repeat_or_split_on_commas() {
+        let cli = parse(&[
+            "secret",
+            "delete",
+            "--store-id",
+            "s",
+            "--secret-id",
+            "a,b",
+            "--secret-id",
+            "c",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Secret {
+                command: SecretCommand::Delete(d),
+                ..
+            } => {
+                assert_eq!(d.store.id(), "s");
+                assert_eq!(d.secret_id, ["a", "b", "c"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["secret", "delete", "s"]).is_err());
+    }
+
+    #[test]
+    fn connection_flags_are_accepted_after_the_subcommand() {
+        let cli = parse(&[
+            "secret",
+            "get",
+            "s",
+            "--secret-id",
+            "x",
+            "--json",
+            "--api-url",
+            "http://h:1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Secret { conn, .. } => {
+                assert!(conn.json);
+                assert_eq!(conn.api_url.as_deref(), Some("http://h:1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn value_dash_means_interactive_and_debug_hides_values() {
+        let cli = parse(&["secret", "update", "s", "--secret-id", "x", "--value", "-"]).unwrap();
+        match cli.command {
+            Command::Secret {
+                command: SecretCommand::Update(u),
+                ..
+            } => assert!(matches!(u.value, Some(ValueArg::Interactive))),
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "secret",
+            "create",
+            "s",
+            "--name",
+            "n",
+            "--scopes",
+            "workers",
+            "--value",
+            "hunter2",
+            "--api-token",
+            "coffer_sekrit",
+        ])
+        .unwrap();
+        let dbg = format!("{cli:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("sekrit"), "{dbg}");
+    }
+
+    #[test]
+    fn server_tls_flags_come_in_pairs() {
+        assert!(parse(&["server", "--data-dir", "d", "--tls-cert", "c"]).is_err());
+        assert!(
+            parse(&[
+                "server",
+                "--data-dir",
+                "d",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k"
+            ])
+            .is_ok()
+        );
+        assert!(
+            parse(&[
+                "server",
+                "--data-dir",
+                "d",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--insecure-http"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["server", "--data-dir", "d", "--listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn pages_start_at_one() {
+        assert!(parse(&["store", "list", "--page", "0"]).is_err());
+        assert!(parse(&["store", "list", "--page", "1", "--per-page", "10"]).is_ok());
+    }
+}

@@ -1,0 +1,78 @@
+//! One function per command. Each returns `anyhow::Result`; `main` turns errors into one line.
+
+mod init;
+mod secret;
+mod serve;
+mod store;
+
+use coffer_client::Client;
+
+use crate::args::{Command, ConnArgs};
+use crate::output;
+
+/// A mistake in how the command was called (exit status 2), as opposed to a failed operation.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(args) => init::run(args).await,
+        Command::Server(args) => serve::server(args).await,
+        Command::Dev(args) => serve::dev(args).await,
+        Command::Store { conn, command } => {
+            let client = connect(&conn)?;
+            store::run(&client, command, conn.json).await
+        }
+        Command::Secret { conn, command } => {
+            let client = connect(&conn)?;
+            secret::run(&client, command, conn.json).await
+        }
+        Command::Quota { conn } => {
+            let client = connect(&conn)?;
+            let quota = client.quota().await?;
+            output::print(&output::quota(&quota, conn.json))?;
+            Ok(())
+        }
+    }
+}
+
+/// The client for the connection settings, or a usage error naming every missing setting with
+/// its flag and environment variable.
+fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
+    fn given(s: Option<&str>) -> Option<&str> {
+        s.filter(|s| !s.trim().is_empty())
+    }
+    let url = given(conn.api_url.as_deref());
+    let token = given(conn.api_token.as_ref().map(|t| t.0.as_str()));
+    let account = given(conn.account_id.as_deref());
+    let (Some(url), Some(token), Some(account)) = (url, token, account) else {
+        let mut missing = Vec::new();
+        if url.is_none() {
+            missing.push("--api-url (or COFFER_API_URL)");
+        }
+        if token.is_none() {
+            missing.push("--api-token (or COFFER_API_TOKEN)");
+        }
+        if account.is_none() {
+            missing.push("--account-id (or COFFER_ACCOUNT_ID)");
+        }
+        return Err(UsageError(format!(
+            "missing connection settings: {}; `coffer dev` prints them for a local server",
+            missing.join(", ")
+        ))
+        .into());
+    };
+    let mut builder = Client::builder(url, token, account.trim());
+    if let Some(ca) = &conn.ca_cert {
+        builder = builder.root_ca_pem(ca);
+    }
+    Ok(builder.build()?)
+}

@@ -1,0 +1,347 @@
+//! `coffer server` and `coffer dev`: run the server until SIGINT or SIGTERM.
+//!
+//! Readiness is announced on standard output with one line, `listening on http(s)://ADDR`,
+//! printed (and flushed) once the server answers `/healthz`. With `--listen 127.0.0.1:0` this is
+//! how a supervisor or a test learns the port. Logs go to standard error.
+
+use std::fs::OpenOptions;
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::Context;
+use coffer_server::{ServeOptions, ServerError, TlsFiles};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::init::credentials_json;
+use crate::args::{DevArgs, ServerArgs};
+use crate::output;
+
+/// Name of the file, inside a `coffer dev` data dir, that holds the dev account's credentials.
+pub const DEV_CREDENTIALS: &str = "dev-credentials.json";
+
+pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        // clap makes each flag require the other.
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let opts = ServeOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        tls,
+        insecure_http: args.insecure_http,
+        secrets_quota: args.secrets_quota,
+        max_stores: args.max_stores,
+    };
+    let shutdown = shutdown_signal()?;
+    coffer_server::serve(
+        opts,
+        move |addr| announce(&format!("listening on {scheme}://{addr}\n")),
+        shutdown,
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    init_logging();
+    let creds_path = args.data_dir.join(DEV_CREDENTIALS);
+    let creds = if needs_init(&args.data_dir)? {
+        let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
+        let creds = DevCredentials {
+            account_id: outcome.account_id.to_string(),
+            api_token: Zeroizing::new(outcome.api_token.expose_secret().to_owned()),
+        };
+        write_credentials(&creds_path, &creds).with_context(|| {
+            format!(
+                "cannot save {}; delete {} and start again",
+                creds_path.display(),
+                args.data_dir.display()
+            )
+        })?;
+        tracing::info!(data_dir = %args.data_dir.display(), "created a development data dir");
+        creds
+    } else {
+        read_credentials(&creds_path, &args.data_dir)?
+    };
+    let opts = ServeOptions {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        tls: None,
+        insecure_http: false,
+        secrets_quota: ServeOptions::DEFAULT_SECRETS_QUOTA,
+        max_stores: ServeOptions::DEFAULT_MAX_STORES,
+    };
+    let shutdown = shutdown_signal()?;
+    let result = coffer_server::serve(
+        opts,
+        move |addr| {
+            announce(&format!("listening on http://{addr}\n"));
+            announce(&dev_banner(addr, &creds, &creds_path));
+        },
+        shutdown,
+    )
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e @ ServerError::Bind { .. }) => Err(anyhow::anyhow!(
+            "{e}; choose another address with --listen (port 0 picks a free one)"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints to standard output and flushes, ignoring a closed stdout: the server keeps running
+/// even if nobody reads its announcements.
+fn announce(text: &str) {
+    let _ = output::print(text);
+}
+
+/// Logs to standard error; `RUST_LOG` overrides the default level, `info`.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(e) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: ignoring RUST_LOG ({e}); logging at info"
+                );
+            }
+            EnvFilter::new("info")
+        }
+    };
+    // `try_init` fails only if a subscriber is already installed, which cannot happen: each
+    // process runs one command.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, so a
+/// signal that arrives while the server starts is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                // Without a Ctrl-C handler the server can only be stopped by killing it.
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("Ctrl-C received, shutting down");
+        })
+    }
+}
+
+// ---- dev credentials ----
+
+struct DevCredentials {
+    account_id: String,
+    api_token: Zeroizing<String>,
+}
+
+#[derive(Deserialize)]
+struct CredentialsFile {
+    account_id: String,
+    api_token: String,
+}
+
+/// True if `dir` does not exist or is an empty directory.
+fn needs_init(dir: &Path) -> anyhow::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+}
+
+fn write_credentials(path: &Path, creds: &DevCredentials) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    let text = Zeroizing::new(credentials_json(&creds.account_id, &creds.api_token));
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn read_credentials(path: &Path, data_dir: &Path) -> anyhow::Result<DevCredentials> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "{} is not a `coffer dev` data dir (it has no {DEV_CREDENTIALS}): run `coffer \
+             server --data-dir {}` with the credentials `coffer init` printed, or choose another \
+             --data-dir",
+            data_dir.display(),
+            data_dir.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    warn_if_readable_by_others(path);
+    let file: CredentialsFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not valid: delete {} to start over",
+            path.display(),
+            data_dir.display()
+        )
+    })?;
+    Ok(DevCredentials {
+        account_id: file.account_id,
+        api_token: Zeroizing::new(file.api_token),
+    })
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "the dev credentials file is readable by other users; `chmod 600` it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The URL a client on this machine should use: an unspecified listen address (`0.0.0.0`)
+/// becomes loopback.
+fn client_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn dev_banner(addr: SocketAddr, creds: &DevCredentials, creds_path: &Path) -> String {
+    let url = client_url(addr);
+    let account = &creds.account_id;
+    let token = creds.api_token.as_str();
+    format!(
+        "\n\
+         Coffer development server (local development only)\n\
+         \n\
+         \x20 URL:         {url}\n\
+         \x20 Account ID:  {account}\n\
+         \x20 API token:   {token}\n\
+         \x20 (saved in clear in {path})\n\
+         \n\
+         Try it:\n\
+         \x20 COFFER_API_URL={url} COFFER_API_TOKEN={token} COFFER_ACCOUNT_ID={account} \
+         coffer store create --name my-store\n\
+         \n\
+         With wrangler:\n\
+         \x20 export CLOUDFLARE_API_BASE_URL={url}/client/v4 CLOUDFLARE_API_TOKEN={token} \
+         CLOUDFLARE_ACCOUNT_ID={account}\n\
+         \x20 npx wrangler secrets-store store create my-store --remote\n\
+         \n\
+         Press Ctrl-C to stop.\n",
+        path = creds_path.display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_url_replaces_unspecified_addresses() {
+        assert_eq!(
+            client_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(client_url("[::]:9".parse().unwrap()), "http://[::1]:9");
+        assert_eq!(
+            client_url("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn credentials_file_is_private_and_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEV_CREDENTIALS);
+        let creds = DevCredentials {
+            account_id: "acc".into(),
+            api_token: Zeroizing::new("coffer_tok".into()),
+        };
+        write_credentials(&path, &creds).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(
+            write_credentials(&path, &creds).unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
+        let read = read_credentials(&path, dir.path()).unwrap();
+        assert_eq!(read.account_id, "acc");
+        assert_eq!(read.api_token.as_str(), "coffer_tok");
+    }
+
+    #[test]
+    fn a_foreign_data_dir_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(needs_init(dir.path()).unwrap());
+        assert!(needs_init(&dir.path().join("absent")).unwrap());
+        std::fs::write(dir.path().join("something"), "x").unwrap();
+        assert!(!needs_init(dir.path()).unwrap());
+        let err = read_credentials(&dir.path().join(DEV_CREDENTIALS), dir.path())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("is not a `coffer dev` data dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn banner_has_both_clients_env_vars() {
+        let creds = DevCredentials {
+            account_id: "acc".into(),
+            api_token: Zeroizing::new("coffer_tok".into()),
+        };
+        let text = dev_banner(
+            "127.0.0.1:8080".parse().unwrap(),
+            &creds,
+            Path::new("d/dev-credentials.json"),
+        );
+        assert!(text.contains(
+            "COFFER_API_URL=http://127.0.0.1:8080 COFFER_API_TOKEN=coffer_tok \
+             COFFER_ACCOUNT_ID=acc coffer store create --name my-store"
+        ));
+        assert!(text.contains("CLOUDFLARE_API_BASE_URL=http://127.0.0.1:8080/client/v4"));
+        assert!(text.contains("local development only"));
+    }
+}

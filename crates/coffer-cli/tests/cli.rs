@@ -1,0 +1,764 @@
+//! End-to-end tests of the `coffer` binary against a real `coffer server` on a temp data dir.
+//!
+//! The server listens on `127.0.0.1:0` and announces its address with a `listening on URL` line
+//! on standard output; tests wait for that line (no fixed ports, no sleeps).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const CONN_VARS: [&str; 4] = [
+    "COFFER_API_URL",
+    "COFFER_API_TOKEN",
+    "COFFER_ACCOUNT_ID",
+    "COFFER_CA_CERT",
+];
+
+fn coffer_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    for var in CONN_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// What one command printed.
+#[derive(Debug)]
+struct Out {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Out {
+        assert!(self.status.success(), "command failed: {self:#?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    /// Fails unless the command failed with exit status `code` and exactly one stderr line
+    /// starting with `error: `; returns that line.
+    fn one_error_line(&self, code: i32) -> &str {
+        assert_eq!(self.status.code(), Some(code), "{self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one stderr line: {self:#?}");
+        assert!(lines[0].starts_with("error: "), "{self:#?}");
+        assert!(!self.stderr.contains("panicked"), "{self:#?}");
+        lines[0]
+    }
+}
+
+fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Out {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("spawn coffer");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    Out {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// `coffer init --json` on `dir`: (account id, token).
+fn init(dir: &Path) -> (String, String) {
+    let mut cmd = coffer_cmd();
+    cmd.arg("init").arg("--data-dir").arg(dir).arg("--json");
+    let out = run(cmd, None).ok();
+    let v = out.json();
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "init --json has exactly two keys: {v}");
+    (
+        obj["account_id"].as_str().unwrap().to_owned(),
+        obj["api_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A running `coffer server` (or `coffer dev`), killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    /// Standard output lines after the `listening on` line.
+    lines: Receiver<String>,
+    /// Everything the server wrote to standard error.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut cmd = coffer_cmd();
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            // Verbose, so that the check that values never reach the log has something to read.
+            .env("RUST_LOG", "debug");
+        Server::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn coffer server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let url = loop {
+            match lines.recv_timeout(START_TIMEOUT) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                Err(e) => panic!(
+                    "no `listening on` line ({e}); server log:\n{}",
+                    log.lock().unwrap()
+                ),
+            }
+        };
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Server {
+            child,
+            url,
+            lines,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connection settings for client commands.
+struct Conn {
+    url: String,
+    token: String,
+    account: String,
+}
+
+impl Conn {
+    /// `coffer ARGS` with the connection settings in the environment.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = coffer_cmd();
+        cmd.args(args)
+            .env("COFFER_API_URL", &self.url)
+            .env("COFFER_API_TOKEN", &self.token)
+            .env("COFFER_ACCOUNT_ID", &self.account);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        run(self.cmd(args), None)
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Out {
+        run(self.cmd(args), Some(stdin.as_bytes()))
+    }
+}
+
+/// A fresh data dir, a server on it, and the settings to reach it.
+fn setup() -> (tempfile::TempDir, PathBuf, Server, Conn) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (account, token) = init(&data);
+    let server = Server::start(&data);
+    let conn = Conn {
+        url: server.url.clone(),
+        token,
+        account,
+    };
+    (tmp, data, server, conn)
+}
+
+fn create_store(conn: &Conn, name: &str) -> String {
+    let out = conn
+        .run(&["store", "create", "--name", name, "--json"])
+        .ok();
+    let v = out.json();
+    assert_eq!(v["name"], name);
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn full_flow_with_json_never_shows_a_value() {
+    let (_tmp, _data, server, conn) = setup();
+    let create_value = "v4lue-at-create-Zq81x";
+    let update_value = "v4lue-at-update-Pw27k";
+    let literal_value = "v4lue-by-flag-Kk02m";
+    let mut outputs: Vec<Out> = Vec::new();
+
+    let store = create_store(&conn, "prod");
+
+    let out = conn.run(&["store", "list", "--json"]).ok();
+    let v = out.json();
+    assert_eq!(v["result"].as_array().unwrap().len(), 1);
+    assert_eq!(v["result"][0]["id"], store.as_str());
+    assert_eq!(v["result_info"]["total_count"], 1);
+    outputs.push(out);
+
+    let out = conn
+        .run(&["store", "get", "--store-id", &store, "--json"])
+        .ok();
+    assert_eq!(out.json()["name"], "prod");
+    outputs.push(out);
+
+    // Value from standard input, with the trailing newline `echo` adds.
+    let out = conn
+        .run_with_stdin(
+            &[
+                "secret",
+                "create",
+                &store,
+                "--name",
+                "openai-key",
+                "--scopes",
+                "workers, ai_gateway",
+                "--comment",
+                "prod key",
+                "--json",
+            ],
+            &format!("{create_value}\n"),
+        )
+        .ok();
+    let created = out.json();
+    assert_eq!(created.as_array().unwrap().len(), 1);
+    let secret = created[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created[0]["name"], "openai-key");
+    assert_eq!(created[0]["comment"], "prod key");
+    assert!(created[0].get("value").is_none());
+    let mut scopes: Vec<&str> = created[0]["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    scopes.sort();
+    assert_eq!(scopes, ["ai_gateway", "workers"]);
+    outputs.push(out);
+
+    // A value given with --value works, with a warning on stderr.
+    let out = conn
+        .run(&[
+            "secret",
+            "create",
+            "--store-id",
+            &store,
+            "--name",
+            "by-flag",
+            "--scopes",
+            "workers",
+            "--value",
+            literal_value,
+        ])
+        .ok();
+    assert!(out.stderr.contains("shell history"), "{out:#?}");
+    assert!(out.stdout.contains("by-flag"), "{out:#?}");
+    outputs.push(out);
+
+    let out = conn
+        .run(&["secret", "list", "--store-id", &store, "--json"])
+        .ok();
+    let v = out.json();
+    assert_eq!(v["result_info"]["total_count"], 2);
+    outputs.push(out);
+
+    let out = conn
+        .run(&["secret", "list", &store, "--search", "openai", "--json"])
+        .ok();
+    let v = out.json();
+    assert_eq!(v["result"].as_array().unwrap().len(), 1);
+    assert_eq!(v["result"][0]["id"], secret.as_str());
+    outputs.push(out);
+
+    let out = conn
+        .run(&["secret", "list", &store, "--scopes", "ai_gateway", "--json"])
+        .ok();
+    let v = out.json();
+    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["result"][0]["id"], secret.as_str());
+    outputs.push(out);
+
+    let out = conn
+        .run(&["secret", "get", &store, "--secret-id", &secret, "--json"])
+        .ok();
+    assert_eq!(out.json()["id"], secret.as_str());
+    outputs.push(out);
+
+    // `--value -` reads the new value from standard input.
+    let out = conn
+        .run_with_stdin(
+            &[
+                "secret",
+                "update",
+                &store,
+                "--secret-id",
+                &secret,
+                "--value",
+                "-",
+                "--scopes",
+                "workers",
+                "--comment",
+                "rotated",
+                "--json",
+            ],
+            update_value,
+        )
+        .ok();
+    let v = out.json();
+    assert_eq!(v["comment"], "rotated");
+    assert_eq!(v["scopes"], serde_json::json!(["workers"]));
+    outputs.push(out);
+
+    let out = conn
+        .run(&[
+            "secret",
+            "duplicate",
+            &store,
+            "--secret-id",
+            &secret,
+            "--name",
+            "openai-key-copy",
+            "--scopes",
+            "workers",
+            "--json",
+        ])
+        .ok();
+    let copy = out.json()["id"].as_str().unwrap().to_owned();
+    assert_ne!(copy, secret);
+    outputs.push(out);
+
+    // Human output too.
+    let out = conn.run(&["secret", "list", &store]).ok();
+    assert!(out.stdout.starts_with("Name"), "{out:#?}");
+    assert!(out.stdout.contains("openai-key-copy"));
+    assert!(out.stdout.contains("3 secrets in all"), "{out:#?}");
+    outputs.push(out);
+
+    let out = conn.run(&["quota", "--json"]).ok();
+    assert_eq!(out.json()["secrets"]["usage"], 3);
+    outputs.push(out);
+
+    // Bulk delete with a comma-separated list, then a single delete.
+    let by_flag = {
+        let v = conn
+            .run(&["secret", "list", &store, "--search", "by-flag", "--json"])
+            .ok()
+            .json();
+        v["result"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let out = conn
+        .run(&[
+            "secret",
+            "delete",
+            &store,
+            "--secret-id",
+            &format!("{copy},{by_flag}"),
+        ])
+        .ok();
+    assert!(out.stdout.contains("Deleted 2 secrets"), "{out:#?}");
+    outputs.push(out);
+    let out = conn
+        .run(&["secret", "delete", &store, "--secret-id", &secret, "--json"])
+        .ok();
+    assert_eq!(out.json(), Value::Null);
+    outputs.push(out);
+    let out = conn.run(&["secret", "list", &store, "--json"]).ok();
+    assert_eq!(out.json()["result_info"]["total_count"], 0);
+    outputs.push(out);
+
+    // A store with a secret needs --force.
+    conn.run_with_stdin(
+        &[
+            "secret", "create", &store, "--name", "last", "--scopes", "dex",
+        ],
+        create_value,
+    )
+    .ok();
+    let out = conn.run(&["store", "delete", &store]);
+    let line = out.one_error_line(1);
+    assert!(line.contains("1302 store_not_empty"), "{line}");
+    assert!(line.contains("--force"), "{line}");
+    outputs.push(out);
+    let out = conn.run(&["store", "delete", &store, "--force"]).ok();
+    assert!(out.stdout.contains("Deleted store"), "{out:#?}");
+    outputs.push(out);
+    let out = conn.run(&["store", "list", "--json"]).ok();
+    assert_eq!(out.json()["result"], serde_json::json!([]));
+    outputs.push(out);
+
+    for out in &outputs {
+        for value in [create_value, update_value] {
+            assert!(!out.stdout.contains(value), "value on stdout: {out:#?}");
+            assert!(!out.stderr.contains(value), "value on stderr: {out:#?}");
+        }
+    }
+    let log = server.log();
+    assert!(
+        log.contains("/secrets"),
+        "the server logged no requests: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal"
+    );
+    for value in [create_value, update_value, literal_value] {
+        assert!(!log.contains(value), "value in the server log");
+    }
+}
+
+#[test]
+fn empty_and_oversized_values_are_refused_before_any_request() {
+    let (_tmp, _data, _server, conn) = setup();
+    let store = create_store(&conn, "s");
+    let create = |name: &str, stdin: &str| {
+        conn.run_with_stdin(
+            &[
+                "secret", "create", &store, "--name", name, "--scopes", "workers",
+            ],
+            stdin,
+        )
+    };
+
+    let out = create("empty", " \n\t\n");
+    assert_eq!(out.one_error_line(1), "error: the secret value is empty");
+
+    let out = create("big", &"x".repeat(65_537));
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("65537 bytes") && line.contains("65536"),
+        "{line}"
+    );
+
+    // Exactly at the limit is accepted, and trailing whitespace does not count.
+    create("at-limit", &format!("{}\n", "x".repeat(65_536))).ok();
+
+    let v = conn.run(&["secret", "list", &store, "--json"]).ok().json();
+    let names: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["at-limit"]);
+}
+
+#[test]
+fn server_errors_are_one_line_with_code_and_name() {
+    let (_tmp, _data, _server, conn) = setup();
+    let store = create_store(&conn, "s");
+    conn.run_with_stdin(
+        &[
+            "secret", "create", &store, "--name", "x", "--scopes", "workers",
+        ],
+        "v",
+    )
+    .ok();
+
+    let out = conn.run_with_stdin(
+        &[
+            "secret", "create", &store, "--name", "x", "--scopes", "workers",
+        ],
+        "v",
+    );
+    let line = out.one_error_line(1);
+    assert!(
+        line.starts_with("error: [1301 secret_name_taken] "),
+        "{line}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = conn.run(&["store", "get", &"0".repeat(32)]);
+    let line = out.one_error_line(1);
+    assert!(line.starts_with("error: [1201 store_not_found] "), "{line}");
+
+    let out = conn.run(&["store", "get", "not-an-id"]);
+    let line = out.one_error_line(1);
+    assert!(line.starts_with("error: [1004 invalid_id] "), "{line}");
+
+    let out = conn.run_with_stdin(
+        &[
+            "secret", "create", &store, "--name", "y", "--scopes", "bogus",
+        ],
+        "v",
+    );
+    let line = out.one_error_line(1);
+    assert!(line.starts_with("error: [1006 invalid_scope] "), "{line}");
+
+    // A wrong token.
+    let bad = Conn {
+        url: conn.url.clone(),
+        token: format!("coffer_{}_{}", "0".repeat(32), "A".repeat(43)),
+        account: conn.account.clone(),
+    };
+    let out = bad.run(&["store", "list"]);
+    let line = out.one_error_line(1);
+    assert!(line.starts_with("error: [1100 unauthenticated] "), "{line}");
+    assert!(!line.contains(&bad.token), "{line}");
+}
+
+#[test]
+fn an_unreachable_server_is_named() {
+    let url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let conn = Conn {
+        url: format!("{url}/"),
+        token: "coffer_x".into(),
+        account: "0".repeat(32),
+    };
+    let out = conn.run(&["store", "list"]);
+    assert_eq!(
+        out.one_error_line(1),
+        format!("error: cannot reach {url}: connection refused")
+    );
+}
+
+#[test]
+fn missing_settings_name_the_flag_and_the_variable() {
+    let mut cmd = coffer_cmd();
+    cmd.args(["store", "list", "--api-url", "http://127.0.0.1:1"])
+        .env("COFFER_ACCOUNT_ID", "0".repeat(32));
+    let out = run(cmd, None);
+    let line = out.one_error_line(2);
+    assert!(
+        line.contains("--api-token") && line.contains("COFFER_API_TOKEN"),
+        "{line}"
+    );
+    assert!(!line.contains("--api-url"), "{line}");
+
+    let out = run(
+        {
+            let mut c = coffer_cmd();
+            c.arg("quota");
+            c
+        },
+        None,
+    );
+    let line = out.one_error_line(2);
+    for needle in ["COFFER_API_URL", "COFFER_API_TOKEN", "COFFER_ACCOUNT_ID"] {
+        assert!(line.contains(needle), "{line}");
+    }
+}
+
+#[test]
+fn help_does_not_show_the_token_from_the_environment() {
+    let mut cmd = coffer_cmd();
+    cmd.args(["store", "list", "--help"])
+        .env("COFFER_API_TOKEN", "coffer_envtoken_sentinel");
+    let out = run(cmd, None).ok();
+    assert!(out.stdout.contains("COFFER_API_TOKEN"), "{out:#?}");
+    assert!(!out.stdout.contains("envtoken_sentinel"), "{out:#?}");
+}
+
+#[test]
+fn init_refuses_an_existing_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (account, _token) = init(&data);
+    assert_eq!(account.len(), 32);
+
+    let mut cmd = coffer_cmd();
+    cmd.arg("init").arg("--data-dir").arg(&data).arg("--json");
+    let out = run(cmd, None);
+    let line = out.one_error_line(1);
+    assert!(line.contains(&data.display().to_string()), "{line}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+
+    // The human form says the token is shown once.
+    let mut cmd = coffer_cmd();
+    cmd.arg("init")
+        .arg("--data-dir")
+        .arg(tmp.path().join("other"));
+    let out = run(cmd, None).ok();
+    assert!(out.stdout.contains("shown only this once"), "{out:#?}");
+}
+
+#[test]
+fn a_secret_survives_kill_9_and_restart() {
+    let (_tmp, data, server, conn) = setup();
+    let store = create_store(&conn, "durable");
+    conn.run_with_stdin(
+        &[
+            "secret", "create", &store, "--name", "kept", "--scopes", "workers",
+        ],
+        "v",
+    )
+    .ok();
+    server.kill_9();
+
+    let server = Server::start(&data);
+    let conn = Conn {
+        url: server.url.clone(),
+        ..conn
+    };
+    let v = conn.run(&["secret", "list", &store, "--json"]).ok().json();
+    assert_eq!(v["result"][0]["name"], "kept", "{v}");
+    assert_eq!(v["result_info"]["total_count"], 1);
+}
+
+/// Reads `coffer dev`'s banner up to its last line.
+fn read_banner(server: &Server) -> String {
+    let mut banner = String::new();
+    loop {
+        let line = server
+            .lines
+            .recv_timeout(START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("banner cut short ({e}): {banner}"));
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            return banner;
+        }
+    }
+}
+
+fn banner_field(banner: &str, label: &str) -> String {
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} in {banner}"))
+        .trim()
+        .to_owned()
+}
+
+fn terminate(mut server: Server) -> ExitStatus {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server.child.wait().unwrap()
+}
+
+#[test]
+fn dev_initialises_once_saves_private_credentials_and_reuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dev");
+    let dev = || {
+        let mut cmd = coffer_cmd();
+        cmd.arg("dev")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0"]);
+        Server::spawn(cmd)
+    };
+
+    let server = dev();
+    let banner = read_banner(&server);
+    let account = banner_field(&banner, "Account ID:");
+    let token = banner_field(&banner, "API token:");
+    assert!(banner.contains(&format!(
+        "COFFER_API_URL={} COFFER_API_TOKEN={token} COFFER_ACCOUNT_ID={account} coffer store \
+         create --name my-store",
+        server.url
+    )));
+    assert!(banner.contains(&format!("CLOUDFLARE_API_BASE_URL={}/client/v4", server.url)));
+
+    let creds_path = data.join("dev-credentials.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds_path).unwrap()).unwrap();
+    assert_eq!(creds["account_id"], account.as_str());
+    assert_eq!(creds["api_token"], token.as_str());
+
+    // The printed command works.
+    let conn = Conn {
+        url: server.url.clone(),
+        token: token.clone(),
+        account: account.clone(),
+    };
+    let store = create_store(&conn, "my-store");
+
+    // SIGTERM stops it cleanly.
+    assert!(terminate(server).success());
+
+    // The second start reuses the data dir and the credentials.
+    let server = dev();
+    let banner = read_banner(&server);
+    assert_eq!(banner_field(&banner, "Account ID:"), account);
+    assert_eq!(banner_field(&banner, "API token:"), token);
+    let conn = Conn {
+        url: server.url.clone(),
+        ..conn
+    };
+    let v = conn.run(&["store", "get", &store, "--json"]).ok().json();
+    assert_eq!(v["name"], "my-store");
+}
+
+#[test]
+fn dev_refuses_a_data_dir_it_did_not_make() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    init(&data);
+    let mut cmd = coffer_cmd();
+    cmd.arg("dev")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(1);
+    assert!(line.contains("not a `coffer dev` data dir"), "{line}");
+}

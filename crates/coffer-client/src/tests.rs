@@ -1,0 +1,459 @@
+//! Unit tests: envelope decoding, and each method's request against a one-shot HTTP responder.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread::JoinHandle;
+
+use super::*;
+
+const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+const STORE: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SECRET: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn store_json() -> serde_json::Value {
+    serde_json::json!({"id": STORE, "name": "s", "created": "2025-01-01T00:00:00Z",
+        "modified": "2025-01-01T00:00:00Z"})
+}
+
+fn secret_json() -> serde_json::Value {
+    serde_json::json!({"id": SECRET, "store_id": STORE, "name": "n", "comment": "",
+        "scopes": ["workers"], "status": "active", "created": "2025-01-01T00:00:00Z",
+        "modified": "2025-01-01T00:00:00Z"})
+}
+
+fn ok(result: serde_json::Value) -> String {
+    serde_json::json!({"success": true, "errors": [], "messages": [], "result": result}).to_string()
+}
+
+fn ok_page(result: serde_json::Value) -> String {
+    serde_json::json!({"success": true, "errors": [], "messages": [], "result": result,
+        "result_info": {"page": 1, "per_page": 20, "count": 1, "total_count": 1}})
+    .to_string()
+}
+
+/// What the responder saw.
+#[derive(Debug)]
+struct Seen {
+    request_line: String,
+    headers: String,
+    body: String,
+}
+
+/// Serves one HTTP/1.1 request on a fresh loopback port with `status` and `body`, and returns
+/// the request it saw.
+fn respond_once(status: u16, body: String) -> (String, JoinHandle<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = conn.read(&mut chunk).unwrap();
+            assert!(n > 0, "client closed before sending headers");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let n = conn.read(&mut chunk).unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(response.as_bytes()).unwrap();
+        let (request_line, headers) = head.split_once("\r\n").unwrap();
+        Seen {
+            request_line: request_line.to_owned(),
+            headers: headers.to_ascii_lowercase(),
+            body: String::from_utf8(buf[head_end..].to_vec()).unwrap(),
+        }
+    });
+    (url, handle)
+}
+
+fn client(url: &str) -> Client {
+    Client::new(url, "coffer_tok", ACCOUNT).unwrap()
+}
+
+const PREFIX: &str = "/client/v4/accounts/0123456789abcdef0123456789abcdef/secrets_store";
+
+#[tokio::test]
+async fn create_store_posts_name_with_bearer_token() {
+    let (url, seen) = respond_once(200, ok(store_json()));
+    // A wrangler-style base URL works too.
+    let store = client(&format!("{url}/client/v4/"))
+        .create_store("s")
+        .await
+        .unwrap();
+    assert_eq!(store.id, STORE);
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("POST {PREFIX}/stores HTTP/1.1"));
+    assert!(seen.headers.contains("authorization: bearer coffer_tok"));
+    assert!(seen.headers.contains("content-type: application/json"));
+    assert_eq!(seen.body, r#"{"name":"s"}"#);
+}
+
+#[tokio::test]
+async fn list_stores_sends_only_given_parameters() {
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([store_json()])));
+    let page = client(&url)
+        .list_stores(
+            Some(2),
+            None,
+            Some(StoreOrder::Created),
+            Some(Direction::Desc),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.result_info.total_count, 1);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/stores?page=2&order=created&direction=desc HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([])));
+    let page = client(&url)
+        .list_stores(None, None, None, None)
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/stores HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn list_without_result_info_is_a_decode_error() {
+    let (url, seen) = respond_once(200, ok(serde_json::json!([])));
+    let err = client(&url)
+        .list_stores(None, None, None, None)
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert!(matches!(err, Error::Decode { status: 200, .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn list_secrets_joins_scopes_and_encodes_search() {
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([secret_json()])));
+    let params = ListSecrets {
+        per_page: Some(5),
+        search: Some("a b&c".into()),
+        scopes: Some(vec!["workers".into(), "ai_gateway".into()]),
+        order: Some(SecretOrder::Name),
+        ..ListSecrets::default()
+    };
+    let page = client(&url).list_secrets(STORE, &params).await.unwrap();
+    assert_eq!(page.items[0].scopes, ["workers"]);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!(
+            "GET {PREFIX}/stores/{STORE}/secrets?per_page=5&order=name&search=a+b%26c\
+             &scopes=workers%2Cai_gateway HTTP/1.1"
+        )
+    );
+}
+
+#[tokio::test]
+async fn create_secrets_sends_an_array_and_returns_it() {
+    let (url, seen) = respond_once(200, ok(serde_json::json!([secret_json()])));
+    let created = client(&url)
+        .create_secrets(
+            STORE,
+            vec![CreateSecret {
+                name: "n".into(),
+                value: SecretValue::new("v1".into()),
+                scopes: vec!["workers".into()],
+                comment: None,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {PREFIX}/stores/{STORE}/secrets HTTP/1.1")
+    );
+    assert_eq!(
+        seen.body,
+        r#"[{"name":"n","value":"v1","scopes":["workers"]}]"#
+    );
+}
+
+#[tokio::test]
+async fn deletes_accept_null_results() {
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url).delete_store(STORE, true).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("DELETE {PREFIX}/stores/{STORE}?force=true HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url).delete_store(STORE, false).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("DELETE {PREFIX}/stores/{STORE} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url)
+        .bulk_delete_secrets(STORE, vec![SECRET.into(), "c".repeat(32)])
+        .await
+        .unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("DELETE {PREFIX}/stores/{STORE}/secrets HTTP/1.1")
+    );
+    assert_eq!(seen.body, format!(r#"["{SECRET}","{}"]"#, "c".repeat(32)));
+
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url).delete_secret(STORE, SECRET).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("DELETE {PREFIX}/stores/{STORE}/secrets/{SECRET} HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn update_sends_only_given_fields() {
+    let (url, seen) = respond_once(200, ok(secret_json()));
+    let update = UpdateSecret {
+        comment: Some("c".into()),
+        ..UpdateSecret::default()
+    };
+    client(&url)
+        .update_secret(STORE, SECRET, update)
+        .await
+        .unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("PATCH {PREFIX}/stores/{STORE}/secrets/{SECRET} HTTP/1.1")
+    );
+    assert_eq!(seen.body, r#"{"comment":"c"}"#);
+}
+
+#[tokio::test]
+async fn duplicate_get_and_quota_hit_their_paths() {
+    let (url, seen) = respond_once(200, ok(secret_json()));
+    let dup = DuplicateSecret {
+        name: "copy".into(),
+        scopes: vec!["workers".into()],
+        comment: None,
+    };
+    client(&url)
+        .duplicate_secret(STORE, SECRET, dup)
+        .await
+        .unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {PREFIX}/stores/{STORE}/secrets/{SECRET}/duplicate HTTP/1.1")
+    );
+    assert_eq!(seen.body, r#"{"name":"copy","scopes":["workers"]}"#);
+
+    let (url, seen) = respond_once(200, ok(secret_json()));
+    client(&url).get_secret(STORE, SECRET).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/stores/{STORE}/secrets/{SECRET} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(store_json()));
+    client(&url).get_store(STORE).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/stores/{STORE} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(
+        200,
+        ok(serde_json::json!({"secrets": {"quota": 100, "usage": 3}})),
+    );
+    let quota = client(&url).quota().await.unwrap();
+    assert_eq!((quota.secrets.quota, quota.secrets.usage), (100, 3));
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/quota HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn ids_cannot_escape_their_path_segment() {
+    let (url, seen) = respond_once(200, ok(store_json()));
+    client(&url).get_store("../../x").await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/stores/..%2F..%2Fx HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn healthz_is_outside_the_api_prefix() {
+    let (url, seen) = respond_once(200, "ok".into());
+    client(&format!("{url}/client/v4")).healthz().await.unwrap();
+    assert_eq!(seen.join().unwrap().request_line, "GET /healthz HTTP/1.1");
+}
+
+#[tokio::test]
+async fn api_errors_carry_status_code_and_every_message() {
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1301, "message": "taken"}, {"code": 1005, "message": "bad"}]});
+    let (url, seen) = respond_once(409, body.to_string());
+    let err = client(&url).create_store("s").await.unwrap_err();
+    seen.join().unwrap();
+    match &err {
+        Error::Api {
+            status,
+            code,
+            message,
+            errors,
+        } => {
+            assert_eq!((*status, *code, message.as_str()), (409, 1301, "taken"));
+            assert_eq!(errors.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "[1301 secret_name_taken] taken (and 1 more error)"
+    );
+    assert_eq!(err.api_code(), Some(1301));
+    assert_eq!(err.status(), Some(409));
+}
+
+#[tokio::test]
+async fn non_envelope_bodies_are_decode_errors_with_a_snippet() {
+    let (url, seen) = respond_once(502, format!("<html>Bad gateway{}</html>", "!".repeat(500)));
+    let err = client(&url).quota().await.unwrap_err();
+    seen.join().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Decode { status: 502, .. }), "{err:?}");
+    assert!(msg.contains("HTTP 502"), "{msg}");
+    assert!(msg.contains("<html>Bad gateway"), "{msg}");
+    assert!(msg.len() < 300, "snippet not truncated: {msg}");
+}
+
+#[tokio::test]
+async fn a_result_of_the_wrong_shape_is_a_decode_error() {
+    let (url, seen) = respond_once(200, ok(serde_json::json!({"id": 5})));
+    let err = client(&url).get_store(STORE).await.unwrap_err();
+    seen.join().unwrap();
+    assert!(matches!(err, Error::Decode { status: 200, .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).unwrap();
+        conn.write_all(
+            b"HTTP/1.1 307 X\r\nlocation: https://elsewhere.example/\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+    });
+    let err = client(&url).create_store("s").await.unwrap_err();
+    handle.join().unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("https://elsewhere.example/"), "{msg}");
+    assert_eq!(err.status(), Some(307));
+}
+
+#[tokio::test]
+async fn connection_refused_names_the_url() {
+    let url = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let err = client(&format!("{url}/")).quota().await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("cannot reach {url}: connection refused")
+    );
+}
+
+#[test]
+fn decode_treats_success_false_on_200_as_an_api_error() {
+    let body = br#"{"success": false, "errors": [], "messages": [], "result": null}"#;
+    let err = decode::<serde_json::Value>(200, body).unwrap_err();
+    assert!(matches!(err, Error::Api { code: 0, .. }), "{err:?}");
+    assert!(err.to_string().contains("HTTP 200"));
+}
+
+#[test]
+fn debug_never_shows_the_token() {
+    let c = Client::new("http://h:1", "coffer_topsecret", ACCOUNT).unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("topsecret"), "{dbg}");
+    assert!(dbg.contains("[redacted]"));
+    let b = Client::builder("http://h:1", "coffer_topsecret", ACCOUNT);
+    assert!(!format!("{b:?}").contains("topsecret"));
+}
+
+#[test]
+fn tokens_that_cannot_be_headers_are_refused_without_echo() {
+    let err = Client::new("http://h:1", "bad\ntoken", ACCOUNT).unwrap_err();
+    assert!(matches!(err, Error::InvalidToken));
+    assert!(!err.to_string().contains("bad"));
+}
+
+#[test]
+fn root_ca_problems_name_the_file() {
+    let err = Client::builder("https://h:1", "t", ACCOUNT)
+        .root_ca_pem("/nonexistent/ca.pem")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("coffer-client-ca-{}", std::process::id()));
+    std::fs::write(&dir, "not a certificate").unwrap();
+    let err = Client::builder("https://h:1", "t", ACCOUNT)
+        .root_ca_pem(&dir)
+        .build()
+        .unwrap_err();
+    std::fs::remove_file(&dir).unwrap();
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_suggests_http() {
+    // A plain HTTP server answers a TLS ClientHello with an HTTP error.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let https = format!("https://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).unwrap();
+        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+    });
+    let err = client(&https).get_store(STORE).await.unwrap_err();
+    handle.join().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(msg.starts_with(&format!("cannot reach {https}: ")), "{msg}");
+    assert!(msg.contains("try http://"), "{msg}");
+}
