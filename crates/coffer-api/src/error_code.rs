@@ -50,7 +50,7 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// 400: the account's store limit would be exceeded.
     StoreLimitExceeded,
-    /// 415: the body is not `application/json`.
+    /// 415: the body is multipart, which is never JSON.
     UnsupportedMediaType,
     /// 503: a key or the storage backend is unavailable; retry later.
     Unavailable,

@@ -1,7 +1,7 @@
 //! The one place where errors become HTTP responses: a status, a stable v4 error code and a
 //! message. Bodies never carry internals; those go to the request's log span.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_api::{ApiMessage, Envelope, ErrorCode, ErrorSource};
 use coffer_core::{CoreError, InvalidKind, Resource};
@@ -44,6 +44,15 @@ impl IntoResponse for ApiError {
             source: self.pointer.map(|pointer| ErrorSource { pointer }),
         }]);
         let mut response = (status, axum::Json(body)).into_response();
+        // Cloudflare's SDKs retry 409 and 5xx unless told not to; retrying a name clash or an
+        // internal error cannot succeed, only a 1303 conflict or a 503 might.
+        let retry = matches!(self.code, ErrorCode::Conflict | ErrorCode::Unavailable);
+        if status == StatusCode::CONFLICT || status.is_server_error() {
+            response.headers_mut().insert(
+                HeaderName::from_static("x-should-retry"),
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -137,7 +137,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     }
 }
 
-/// A JSON body: `Content-Type: application/json`, at most [`MAX_BODY_BYTES`], UTF-8, and
+/// A JSON body: at most [`MAX_BODY_BYTES`], UTF-8, and
 /// deserialized with the path of any bad field reported as a JSON pointer.
 #[derive(Debug)]
 pub struct JsonBody(pub Bytes);
@@ -146,20 +146,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<JsonBody, ApiError> {
-        let is_json = req
+        // wrangler labels its JSON bodies `text/plain;charset=UTF-8`, some SDKs send no content
+        // type, and `curl -d` says form-urlencoded: the body is parsed as JSON whatever it
+        // claims to be. Only multipart, which is certainly not JSON, is refused.
+        let is_multipart = req
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json")
-                    || (mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json"))
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/")
             });
-        if !is_json {
+        if is_multipart {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
-                "request body must be JSON (Content-Type: application/json)",
+                "request body must be JSON, not multipart",
             ));
         }
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
@@ -180,7 +182,17 @@ impl JsonBody {
         self.0.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|b| b.is_ascii_whitespace())
+    }
+
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "request body is empty; expected JSON",
+            ));
+        }
         if std::str::from_utf8(&self.0).is_err() {
             return Err(ApiError::new(
                 ErrorCode::MalformedJson,
@@ -205,12 +217,11 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             } else {
                 pointer.clone()
             };
-            // serde's messages name the field and the expected type; they never include string
-            // contents of the input except unknown field and enum names, which are not values.
+            let message = scrub_literal(&strip_position(&inner));
             ApiError::at(
                 ErrorCode::InvalidField,
                 place.clone(),
-                format!("{place}: {}", strip_position(&inner)),
+                format!("{place}: {message}"),
             )
         }
         _ => ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {inner}")),
@@ -224,6 +235,20 @@ fn strip_position(e: &serde_json::Error) -> String {
         Some(i) => s[..i].to_owned(),
         None => s,
     }
+}
+
+/// serde's type errors quote the offending input (`invalid type: integer `1234`, expected a
+/// string`). A mistyped value may be a secret, so keep only its kind and what was expected.
+fn scrub_literal(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let kind_end = rest.find(['`', '"', ',']).unwrap_or(rest.len());
+            let kind = rest[..kind_end].trim();
+            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            return format!("{prefix}{kind}{expected}");
+        }
+    }
+    message.to_owned()
 }
 
 fn pointer_of(path: &serde_path_to_error::Path) -> String {
@@ -249,6 +274,52 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_do_not_echo_input() {
+        for (json, expected) in [
+            (
+                r#"{"name": 123456}"#,
+                "invalid type: integer, expected a string",
+            ),
+            (r#"{"name": "hunter2"}"#, "invalid type: string, expected"),
+            (
+                r#"{"name": 1.5}"#,
+                "invalid type: floating point, expected a string",
+            ),
+            (
+                r#"{"name": true}"#,
+                "invalid type: boolean, expected a string",
+            ),
+        ] {
+            #[derive(Debug, serde::Deserialize)]
+            #[allow(dead_code)]
+            struct Named {
+                name: Vec<String>,
+            }
+            #[derive(Debug, serde::Deserialize)]
+            #[allow(dead_code)]
+            struct Strict {
+                name: String,
+            }
+            let body = JsonBody(Bytes::from(json));
+            let err = if json.contains("hunter2") {
+                body.parse::<Named>().unwrap_err()
+            } else {
+                body.parse::<Strict>().unwrap_err()
+            };
+            assert_eq!(err.code, ErrorCode::InvalidField);
+            assert!(err.message.contains(expected), "{}", err.message);
+            for literal in ["123456", "hunter2", "1.5", "true"] {
+                assert!(
+                    !err.message.contains(literal),
+                    "{} echoes {literal}",
+                    err.message
+                );
+            }
+            assert_eq!(err.pointer.as_deref(), Some("/name"));
+        }
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {

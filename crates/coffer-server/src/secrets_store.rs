@@ -87,14 +87,17 @@ pub async fn list_stores(
     page(result, number, per_page, wire::store)
 }
 
+/// `POST /stores` answers with the store object; given the one-element array that early SDKs
+/// send (TypeScript SDK 5.x), it answers with a one-element array, which is what those SDKs
+/// parse.
 pub async fn create_store(
     State(app): State<AppState>,
     Auth(who): Auth,
     ids: PathIds,
     body: JsonBody,
-) -> Reply<Store> {
-    // Early SDKs sent a one-element array; accept it.
-    let (req, prefix) = if body.is_array() {
+) -> ApiResult<Json<Envelope<serde_json::Value>>> {
+    let as_array = body.is_array();
+    let req = if as_array {
         let mut items: Vec<CreateStore> = body.parse()?;
         if items.len() != 1 {
             return Err(ApiError::new(
@@ -102,15 +105,21 @@ pub async fn create_store(
                 "body must be one store object (or an array of exactly one)",
             ));
         }
-        (items.remove(0), "/0")
+        items.remove(0)
     } else {
-        (body.parse::<CreateStore>()?, "")
+        body.parse::<CreateStore>()?
     };
-    let pointer = format!("{prefix}/name");
-    let name = StoreName::parse(&req.name).map_err(|e| name_error(&pointer, e))?;
-    ok(wire::store(
-        &app.coffer.create_store(&who, ids.account, name).await?,
-    ))
+    let pointer = if as_array { "/0/name" } else { "/name" };
+    let name = StoreName::parse(&req.name).map_err(|e| name_error(pointer, e))?;
+    let store = wire::store(&app.coffer.create_store(&who, ids.account, name).await?);
+    let result = if as_array {
+        serde_json::to_value([store])
+    } else {
+        serde_json::to_value(store)
+    };
+    let result =
+        result.map_err(|e| ApiError::from(coffer_core::CoreError::Internal(e.to_string())))?;
+    Ok(Json(Envelope::ok(result)))
 }
 
 pub async fn get_store(State(app): State<AppState>, Auth(who): Auth, ids: PathIds) -> Reply<Store> {
@@ -219,6 +228,13 @@ pub async fn bulk_delete_secrets(
     body: JsonBody,
 ) -> Reply<()> {
     let store = ids.store()?;
+    // Cloudflare's SDKs send this request without a body; never read that as "delete all".
+    if body.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBatch,
+            "body must be a JSON array of the secret ids to delete",
+        ));
+    }
     let raw: Vec<String> = body.parse()?;
     if raw.is_empty() || raw.len() > MAX_BATCH {
         return Err(ApiError::new(
