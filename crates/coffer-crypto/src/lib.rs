@@ -11,7 +11,11 @@
 //!   `Deref`; their bytes are reached only through `expose_secret()`;
 //! - every ciphertext is bound by its AAD to the context it was sealed for, so a ciphertext moved
 //!   to another row, account, version or key fails to open;
-//! - a failure to open is one opaque error ([`CryptoError::Opaque`]), whatever the cause.
+//! - a failure to open is one opaque error ([`CryptoError::Opaque`]), whatever the cause;
+//! - nonces are always drawn from the system CSPRNG inside this crate; no public function takes
+//!   one, so a caller cannot repeat a nonce under a key.
+//!
+//! The byte layout of sealed values and wrapped keys is specified in docs/envelope-format.md.
 
 mod envelope;
 mod error;
@@ -20,9 +24,11 @@ mod mac;
 mod random;
 mod secret;
 
-pub use envelope::{DekContext, SealedValue, ValueContext, WrappedDataKey, open, seal};
+pub use envelope::{
+    DekContext, ENVELOPE_OVERHEAD, SealedValue, ValueContext, WrappedDataKey, open, seal,
+};
 pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};
 pub use mac::{MacKey, TokenHash};
 pub use random::{random_array, random_id};
-pub use secret::{ApiToken, DataKey, Plaintext};
+pub use secret::{ApiToken, DATA_KEY_LEN, DataKey, Plaintext};
