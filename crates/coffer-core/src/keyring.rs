@@ -265,3 +265,167 @@ fn unwrap_record(
         other => other.into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use coffer_crypto::{FileKek, Plaintext, SealedValue, ValueContext, open, seal};
+    use coffer_storage::{AccountRecord, SqliteStorage};
+    use coffer_types::{SecretId, StoreId, Version};
+
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        kek: Arc<dyn KekProvider>,
+        storage: Arc<dyn Storage>,
+        account: AccountId,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+        let storage: Arc<dyn Storage> =
+            Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+        let account = new_account(&storage).await;
+        Fixture {
+            _dir: dir,
+            kek,
+            storage,
+            account,
+        }
+    }
+
+    async fn new_account(storage: &Arc<dyn Storage>) -> AccountId {
+        let account = AccountId::from_bytes(random_id());
+        storage
+            .create_account(AccountRecord {
+                id: account,
+                name: "a".into(),
+                created: Timestamp::now(),
+                secrets_quota: None,
+            })
+            .await
+            .unwrap();
+        account
+    }
+
+    async fn keyring(f: &Fixture, policy: DekPolicy) -> Keyring {
+        Keyring::open(f.kek.clone(), f.storage.clone(), policy)
+            .await
+            .unwrap()
+    }
+
+    fn ctx(account: AccountId, dek: DekId) -> ValueContext {
+        ValueContext {
+            account,
+            store: StoreId::from_bytes([1; 16]),
+            secret: SecretId::from_bytes([2; 16]),
+            version: Version::FIRST,
+            dek,
+        }
+    }
+
+    #[tokio::test]
+    async fn reuses_a_dek_until_its_seal_budget_is_spent() {
+        let f = fixture().await;
+        let keys = keyring(
+            &f,
+            DekPolicy {
+                max_age: Duration::from_secs(3600),
+                max_seals: 3,
+            },
+        )
+        .await;
+        let mut ids = Vec::new();
+        for _ in 0..7 {
+            ids.push(keys.sealing_key(f.account).await.unwrap().0);
+        }
+        assert!(ids[..3].iter().all(|id| *id == ids[0]));
+        assert!(ids[3..6].iter().all(|id| *id == ids[3]));
+        assert_ne!(ids[0], ids[3]);
+        assert_ne!(ids[3], ids[6]);
+    }
+
+    #[tokio::test]
+    async fn an_expired_dek_is_replaced() {
+        let f = fixture().await;
+        let keys = keyring(
+            &f,
+            DekPolicy {
+                max_age: Duration::ZERO,
+                max_seals: 1 << 20,
+            },
+        )
+        .await;
+        let a = keys.sealing_key(f.account).await.unwrap().0;
+        let b = keys.sealing_key(f.account).await.unwrap().0;
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn accounts_never_share_a_dek_and_cannot_open_each_others() {
+        let f = fixture().await;
+        let other = new_account(&f.storage).await;
+        let keys = keyring(&f, DekPolicy::default()).await;
+        let (mine, _) = keys.sealing_key(f.account).await.unwrap();
+        let (theirs, _) = keys.sealing_key(other).await.unwrap();
+        assert_ne!(mine, theirs);
+        // A fresh keyring (empty cache) must refuse a DEK looked up under the wrong account.
+        let fresh = keyring(&f, DekPolicy::default()).await;
+        assert!(matches!(
+            fresh.opening_key(f.account, theirs).await,
+            Err(CoreError::Internal(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn old_deks_still_open_after_rotation_and_restart() {
+        let f = fixture().await;
+        let value = Plaintext::new(b"rotate me".to_vec());
+        let keys = keyring(
+            &f,
+            DekPolicy {
+                max_age: Duration::from_secs(3600),
+                max_seals: 1,
+            },
+        )
+        .await;
+        let (first, key) = keys.sealing_key(f.account).await.unwrap();
+        let sealed = seal(&key, &ctx(f.account, first), &value).unwrap();
+        let (second, _) = keys.sealing_key(f.account).await.unwrap();
+        assert_ne!(first, second);
+        drop(keys);
+
+        // A new process: nothing cached, the DEK is unwrapped from storage through the KEK.
+        let restarted = keyring(&f, DekPolicy::default()).await;
+        let key = restarted.opening_key(f.account, first).await.unwrap();
+        let opened = open(&key, &ctx(f.account, first), &SealedValue(sealed.0.clone())).unwrap();
+        assert_eq!(opened.expose_secret(), b"rotate me");
+        // And it keeps sealing with the newest DEK rather than minting one per restart.
+        assert_eq!(restarted.sealing_key(f.account).await.unwrap().0, second);
+    }
+
+    #[tokio::test]
+    async fn mac_key_survives_restart_and_needs_the_right_kek() {
+        let f = fixture().await;
+        let token = coffer_crypto::ApiToken::generate(coffer_types::TokenId::from_bytes([7; 16]));
+        let hash = keyring(&f, DekPolicy::default())
+            .await
+            .mac()
+            .hash_token(&token);
+        assert!(
+            keyring(&f, DekPolicy::default())
+                .await
+                .mac()
+                .verify_token(&token, &hash)
+        );
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let wrong: Arc<dyn KekProvider> =
+            Arc::new(FileKek::create(&other_dir.path().join("kek")).unwrap());
+        let err = Keyring::open(wrong, f.storage.clone(), DekPolicy::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+    }
+}
