@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{ApiToken, KekProvider, Plaintext, ValueContext, open, random_id, seal};
+use coffer_crypto::{
+    ApiToken, KekProvider, Plaintext, ValueContext, open, random_array, random_id, seal,
+};
 use coffer_storage::{
     AccountRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
     SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord, TokenRecord, VersionRecord,
@@ -16,7 +18,33 @@ use crate::{
 };
 
 /// How many times an update re-reads and retries when another writer changed the secret first.
+/// Within one process updates of a secret are serialised (see [`UpdateLocks`]), so conflicts
+/// come only from other control-plane instances sharing the database.
 const UPDATE_RETRIES: usize = 8;
+/// Lock stripes for [`UpdateLocks`]: enough that unrelated secrets rarely share one.
+const UPDATE_STRIPES: usize = 256;
+
+/// Serialises updates of the same secret within this process. An update is read, seal, then
+/// compare-and-swap on the version; without this, concurrent updates of one secret landing in
+/// one group commit would all but one fail the swap, over and over. Striped by secret id
+/// (random, so uniformly spread) to bound memory.
+#[derive(Debug)]
+struct UpdateLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl UpdateLocks {
+    fn new() -> UpdateLocks {
+        UpdateLocks(
+            (0..UPDATE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    fn of(&self, secret: SecretId) -> &tokio::sync::Mutex<()> {
+        let b = secret.as_bytes();
+        &self.0[usize::from(u16::from_le_bytes([b[0], b[1]])) % self.0.len()]
+    }
+}
 
 /// One secret of a (bulk) create.
 #[derive(Debug)]
@@ -72,6 +100,7 @@ pub struct Coffer {
     storage: Arc<dyn Storage>,
     keys: Keyring,
     limits: Limits,
+    update_locks: UpdateLocks,
 }
 
 impl Coffer {
@@ -86,6 +115,7 @@ impl Coffer {
             storage,
             keys,
             limits,
+            update_locks: UpdateLocks::new(),
         })
     }
 
@@ -364,7 +394,13 @@ impl Coffer {
         update: UpdateSecret,
     ) -> Result<SecretRecord, CoreError> {
         self.require_account(who, account, Permission::Edit).await?;
-        for _ in 0..UPDATE_RETRIES {
+        let _serialised = self.update_locks.of(secret).lock().await;
+        for attempt in 0..UPDATE_RETRIES {
+            if attempt > 0 {
+                // Another instance won the race; back off a random 1-16 ms before re-reading.
+                let jitter = u64::from(random_array::<1>()[0] % 16) + 1;
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
             let current = self.find_secret(account, store, secret).await?;
             let now = Timestamp::now();
             let value = match &update.value {

@@ -96,7 +96,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|_| {
-                ApiError::new(ErrorCode::InvalidId, "path parameters are not valid UTF-8")
+                // Nested routers see a stripped path; the original names every segment.
+                let path = parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(parts.uri.path(), |o| o.0.path());
+                non_utf8_param(path)
+            })
+            .map_err(|param| match param {
+                Some(name) => ApiError::at(
+                    ErrorCode::InvalidId,
+                    name,
+                    format!("{name}: must be 32 lowercase hexadecimal characters"),
+                ),
+                None => ApiError::new(ErrorCode::InvalidId, "path parameters are not valid UTF-8"),
             })?;
         let mut account = None;
         let mut store = None;
@@ -117,6 +130,42 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             secret,
         })
     }
+}
+
+/// Which id of `/client/v4/accounts/{account_id}/secrets_store/stores/{store_id}/secrets/
+/// {secret_id}` does not percent-decode to UTF-8 (axum's rejection does not say).
+fn non_utf8_param(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    [(3, "account_id"), (6, "store_id"), (8, "secret_id")]
+        .into_iter()
+        .find(|(i, _)| {
+            segments
+                .get(*i)
+                .is_some_and(|s| String::from_utf8(percent_decode(s)).is_err())
+        })
+        .map(|(_, name)| name)
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Query parameters as decoded pairs, in order. Unknown parameters are ignored, as Cloudflare
@@ -177,38 +226,85 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 impl JsonBody {
-    /// Whether the body's first significant character opens an array.
-    pub fn is_array(&self) -> bool {
-        self.0.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|b| b.is_ascii_whitespace())
     }
 
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    fn text(&self) -> Result<&str, ApiError> {
         if self.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::MalformedJson,
                 "request body is empty; expected JSON",
             ));
         }
-        if std::str::from_utf8(&self.0).is_err() {
-            return Err(ApiError::new(
-                ErrorCode::MalformedJson,
-                "request body is not valid UTF-8",
-            ));
+        std::str::from_utf8(&self.0)
+            .map_err(|_| ApiError::new(ErrorCode::MalformedJson, "request body is not valid UTF-8"))
+    }
+
+    /// Any JSON document of type `T` (used for arrays of ids).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_at(self.text()?, "")
+    }
+
+    /// A JSON object of type `T`. serde's derived structs would also accept a positional array
+    /// (`["name", ...]`); request bodies must be objects, so anything else is refused.
+    pub fn object<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        object_at(self.text()?, "")
+    }
+
+    /// One object, or an array of objects. Returns the items and whether the body was an array.
+    pub fn objects<T: DeserializeOwned>(&self) -> Result<(Vec<T>, bool), ApiError> {
+        let text = self.text()?;
+        if first_char(text) != Some('[') {
+            return Ok((vec![object_at(text, "")?], false));
         }
-        let mut de = serde_json::Deserializer::from_slice(&self.0);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-        de.end()
-            .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {e}")))?;
-        Ok(value)
+        // Borrowed raw items: each is parsed (and checked to be an object) on its own, with
+        // its index in the error pointer, and no copy of the body is made.
+        let raw: Vec<&serde_json::value::RawValue> = parse_at(text, "")?;
+        let items = raw
+            .iter()
+            .enumerate()
+            .map(|(i, item)| object_at(item.get(), &format!("/{i}")))
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok((items, true))
     }
 }
 
-fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let pointer = pointer_of(e.path());
+fn first_char(text: &str) -> Option<char> {
+    text.chars().find(|c| !c.is_ascii_whitespace())
+}
+
+fn object_at<'de, T: serde::Deserialize<'de>>(text: &'de str, prefix: &str) -> Result<T, ApiError> {
+    if first_char(text) != Some('{') {
+        // Say "malformed" for what is not JSON at all, "wrong type" for JSON that is not an object.
+        parse_at::<serde::de::IgnoredAny>(text, prefix)?;
+        let place = if prefix.is_empty() { "body" } else { prefix };
+        let kind = match first_char(text) {
+            Some('"') => "string",
+            Some('[') => "sequence",
+            Some('t' | 'f') => "boolean",
+            Some('n') => "null",
+            _ => "number",
+        };
+        return Err(ApiError::at(
+            ErrorCode::InvalidField,
+            place,
+            format!("{place}: invalid type: {kind}, expected a JSON object"),
+        ));
+    }
+    parse_at(text, prefix)
+}
+
+fn parse_at<'de, T: serde::Deserialize<'de>>(text: &'de str, prefix: &str) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, prefix))?;
+    de.end()
+        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> ApiError {
+    let pointer = format!("{prefix}{}", pointer_of(e.path()));
     let inner = e.into_inner();
     match inner.classify() {
         serde_json::error::Category::Data => {
@@ -244,7 +340,7 @@ fn scrub_literal(message: &str) -> String {
         if let Some(rest) = message.strip_prefix(prefix) {
             let kind_end = rest.find(['`', '"', ',']).unwrap_or(rest.len());
             let kind = rest[..kind_end].trim();
-            let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+            let expected = rest.rfind(", expected").map_or("", |i| &rest[i..]);
             return format!("{prefix}{kind}{expected}");
         }
     }

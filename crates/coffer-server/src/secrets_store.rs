@@ -96,19 +96,14 @@ pub async fn create_store(
     ids: PathIds,
     body: JsonBody,
 ) -> ApiResult<Json<Envelope<serde_json::Value>>> {
-    let as_array = body.is_array();
-    let req = if as_array {
-        let mut items: Vec<CreateStore> = body.parse()?;
-        if items.len() != 1 {
-            return Err(ApiError::new(
-                ErrorCode::InvalidBatch,
-                "body must be one store object (or an array of exactly one)",
-            ));
-        }
-        items.remove(0)
-    } else {
-        body.parse::<CreateStore>()?
-    };
+    let (mut items, as_array) = body.objects::<CreateStore>()?;
+    if items.len() != 1 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBatch,
+            "body must be one store object (or an array of exactly one)",
+        ));
+    }
+    let req = items.remove(0);
     let pointer = if as_array { "/0/name" } else { "/name" };
     let name = StoreName::parse(&req.name).map_err(|e| name_error(pointer, e))?;
     let store = wire::store(&app.coffer.create_store(&who, ids.account, name).await?);
@@ -166,11 +161,7 @@ pub async fn create_secrets(
     body: JsonBody,
 ) -> Reply<Vec<Secret>> {
     let store = ids.store()?;
-    let (items, prefixed): (Vec<CreateSecret>, bool) = if body.is_array() {
-        (body.parse()?, true)
-    } else {
-        (vec![body.parse()?], false)
-    };
+    let (items, prefixed) = body.objects::<CreateSecret>()?;
     if items.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidBatch,
@@ -275,7 +266,7 @@ pub async fn update_secret(
     ids: PathIds,
     body: JsonBody,
 ) -> Reply<Secret> {
-    let req: UpdateSecret = body.parse()?;
+    let req: UpdateSecret = body.object()?;
     let update = coffer_core::UpdateSecret {
         value: req.value.map(|v| value("/value", v)).transpose()?,
         scopes: req.scopes.map(|s| scopes("/scopes", &s)).transpose()?,
@@ -305,7 +296,7 @@ pub async fn duplicate_secret(
     ids: PathIds,
     body: JsonBody,
 ) -> Reply<Secret> {
-    let req: DuplicateSecret = body.parse()?;
+    let req: DuplicateSecret = body.object()?;
     let dup = coffer_core::DuplicateSecret {
         name: SecretName::parse(&req.name).map_err(|e| name_error("/name", e))?,
         scopes: scopes("/scopes", &req.scopes)?,

@@ -1,0 +1,16 @@
+//! The server's integration tests: the router in-process (`tower::ServiceExt::oneshot`) over a
+//! real data dir (file KEK, SQLite), one module per concern, plus a few over real TCP.
+
+mod at_rest;
+mod auth;
+mod bad_body;
+mod bad_fields;
+mod bad_paths;
+mod concurrency;
+mod limits;
+mod lists;
+mod mutations;
+mod ops;
+mod secrecy;
+mod support;
+mod tcp;

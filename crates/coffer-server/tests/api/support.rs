@@ -1,0 +1,719 @@
+//! The test harness: a fresh data dir per test, the router called in-process with `oneshot`, and
+//! assertions over the v4 envelope.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use coffer_api::ErrorCode;
+use coffer_core::{Coffer, Limits};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const V4: &str = "/client/v4/accounts";
+
+/// One instance: its data dir, the domain service, the router and the operator token.
+pub struct Harness {
+    /// Held so the directory lives as long as the harness.
+    _dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub coffer: Arc<Coffer>,
+    pub app: Router,
+    pub token: String,
+    pub account: String,
+    /// Every response's headers and body, for secrecy checks.
+    transcript: Mutex<Vec<u8>>,
+}
+
+/// A response, fully read.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Resp {
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!(
+                "response ({}) is not JSON: {e}: {}",
+                self.status,
+                String::from_utf8_lossy(&self.bytes)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// A random, well-formed 32-hex id that names nothing.
+pub fn random_id() -> String {
+    hex::encode(coffer_crypto::random_array::<16>())
+}
+
+/// A short random suffix for distinctive test values.
+pub fn random_tag() -> String {
+    hex::encode(coffer_crypto::random_array::<8>())
+}
+
+pub fn secret_item(name: &str, value: &str, scopes: &[&str]) -> Value {
+    json!({ "name": name, "value": value, "scopes": scopes })
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Harness::with_limits(Limits::default()).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let init = coffer_server::init_data_dir(&data_dir)
+            .await
+            .expect("init data dir");
+        let coffer = Arc::new(
+            coffer_server::open_data_dir(&data_dir, limits)
+                .await
+                .expect("open data dir"),
+        );
+        Harness {
+            _dir: dir,
+            data_dir,
+            app: coffer_server::app(coffer.clone()),
+            coffer,
+            token: init.api_token.expose_secret().to_owned(),
+            account: init.account_id.to_string(),
+            transcript: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn limits(quota: u64, max_stores: u64) -> Limits {
+        Limits {
+            default_secrets_quota: quota,
+            max_stores,
+        }
+    }
+
+    /// The full path of `rel` under this account's `secrets_store`.
+    pub fn api(&self, rel: &str) -> String {
+        format!("{V4}/{}/secrets_store{rel}", self.account)
+    }
+
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// A request builder with this instance's token.
+    pub fn request(&self, method: Method, uri: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, self.bearer())
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let res = self.app.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .expect("response body")
+            .to_bytes()
+            .to_vec();
+        let mut t = self.transcript.lock().unwrap();
+        for (name, value) in &headers {
+            t.extend_from_slice(name.as_str().as_bytes());
+            t.extend_from_slice(b": ");
+            t.extend_from_slice(value.as_bytes());
+            t.push(b'\n');
+        }
+        t.extend_from_slice(&bytes);
+        t.push(b'\n');
+        Resp {
+            status,
+            headers,
+            bytes,
+        }
+    }
+
+    /// Everything every response so far carried (headers and bodies).
+    pub fn transcript(&self) -> Vec<u8> {
+        self.transcript.lock().unwrap().clone()
+    }
+
+    /// `method` on an absolute URI with a raw body.
+    pub async fn raw_abs(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Resp {
+        let mut b = self.request(method, uri);
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        self.send(b.body(body.into()).unwrap()).await
+    }
+
+    /// `method` on `rel` (under the account's secrets_store) with a raw body.
+    pub async fn raw(
+        &self,
+        method: Method,
+        rel: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Resp {
+        self.raw_abs(method, &self.api(rel), content_type, body)
+            .await
+    }
+
+    pub async fn json_abs(&self, method: Method, uri: &str, body: &Value) -> Resp {
+        self.raw_abs(
+            method,
+            uri,
+            Some("application/json"),
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+
+    pub async fn json(&self, method: Method, rel: &str, body: &Value) -> Resp {
+        self.json_abs(method, &self.api(rel), body).await
+    }
+
+    pub async fn get(&self, rel: &str) -> Resp {
+        self.raw(Method::GET, rel, None, Body::empty()).await
+    }
+
+    pub async fn delete(&self, rel: &str) -> Resp {
+        self.raw(Method::DELETE, rel, None, Body::empty()).await
+    }
+
+    pub async fn post(&self, rel: &str, body: &Value) -> Resp {
+        self.json(Method::POST, rel, body).await
+    }
+
+    pub async fn patch(&self, rel: &str, body: &Value) -> Resp {
+        self.json(Method::PATCH, rel, body).await
+    }
+
+    // ---- fixtures ----
+
+    pub async fn create_store(&self, name: &str) -> String {
+        let r = self.post("/stores", &json!({ "name": name })).await;
+        assert_ok(&r)["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates secrets and returns their wire objects.
+    pub async fn create_secrets(&self, store: &str, items: &[Value]) -> Vec<Value> {
+        let r = self
+            .post(
+                &format!("/stores/{store}/secrets"),
+                &Value::Array(items.to_vec()),
+            )
+            .await;
+        assert_ok(&r).as_array().unwrap().clone()
+    }
+
+    pub async fn create_secret(&self, store: &str, name: &str, value: &str) -> Value {
+        self.create_secrets(store, &[secret_item(name, value, &["workers"])])
+            .await
+            .remove(0)
+    }
+
+    pub async fn get_secret(&self, store: &str, id: &str) -> Value {
+        assert_ok(&self.get(&format!("/stores/{store}/secrets/{id}")).await).clone()
+    }
+
+    /// `(quota, usage)`.
+    pub async fn quota(&self) -> (u64, u64) {
+        let r = self.get("/quota").await;
+        let q = assert_ok(&r);
+        (
+            q["secrets"]["quota"].as_u64().unwrap(),
+            q["secrets"]["usage"].as_u64().unwrap(),
+        )
+    }
+
+    /// The names of a store's secrets on one listing page (`query` without the `?`).
+    pub async fn secret_names(&self, store: &str, query: &str) -> Vec<String> {
+        let r = self.get(&format!("/stores/{store}/secrets?{query}")).await;
+        let (items, _) = assert_ok_list(&r);
+        items
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn change_head(&self) -> u64 {
+        self.coffer.storage().change_head().await.unwrap()
+    }
+
+    /// Everything observable about the account's data: the change log head, every store and
+    /// every secret's metadata, and the quota.
+    pub async fn snapshot(&self) -> Snapshot {
+        let head = self.change_head().await;
+        let stores = assert_ok_list(&self.get("/stores?per_page=100").await).0;
+        let mut secrets = Vec::new();
+        for s in &stores {
+            let id = s["id"].as_str().unwrap();
+            let r = self
+                .get(&format!("/stores/{id}/secrets?per_page=100"))
+                .await;
+            secrets.push(assert_ok_list(&r).0);
+        }
+        let quota = self.quota().await;
+        Snapshot {
+            head,
+            stores,
+            secrets,
+            quota,
+        }
+    }
+
+    /// Asserts nothing was written since `before`; `what` names the request in the failure.
+    pub async fn assert_unchanged(&self, before: &Snapshot, what: &str) {
+        let after = self.snapshot().await;
+        assert_eq!(&after, before, "{what}: something was written");
+    }
+
+    /// Every file of the data dir, concatenated (database, WAL, shared memory, KEK).
+    pub fn data_dir_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        read_dir_files(&self.data_dir)
+    }
+}
+
+fn read_dir_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub head: u64,
+    pub stores: Vec<Value>,
+    pub secrets: Vec<Vec<Value>>,
+    pub quota: (u64, u64),
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---- envelope assertions ----
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+#[track_caller]
+fn assert_keys(v: &Value, expected: &[&str]) {
+    let mut e: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    e.sort();
+    assert_eq!(keys(v), e, "field names of {v}");
+}
+
+/// Every response carries `Cache-Control: no-store`, a request id and a JSON content type.
+#[track_caller]
+pub fn assert_common_headers(r: &Resp) {
+    assert_eq!(
+        r.headers
+            .get(header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "cache-control"
+    );
+    assert!(r.headers.contains_key("x-request-id"), "x-request-id");
+    let ct = r
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(ct.as_deref(), Some("application/json"), "content-type");
+}
+
+/// A success envelope without `result_info`; returns `result`.
+#[track_caller]
+pub fn assert_ok(r: &Resp) -> Value {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_common_headers(r);
+    let v = r.json();
+    assert_keys(&v, &["success", "errors", "messages", "result"]);
+    assert_eq!(v["success"], json!(true));
+    assert_eq!(v["errors"], json!([]));
+    assert_eq!(v["messages"], json!([]));
+    v["result"].clone()
+}
+
+/// A delete's success envelope: `result: null`.
+#[track_caller]
+pub fn assert_deleted(r: &Resp) {
+    let result = assert_ok(r);
+    assert_eq!(result, Value::Null, "delete result");
+}
+
+/// A list's success envelope; returns the items and `result_info` as
+/// `(page, per_page, count, total_count)`.
+#[track_caller]
+pub fn assert_ok_list(r: &Resp) -> (Vec<Value>, (u64, u64, u64, u64)) {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_common_headers(r);
+    let v = r.json();
+    assert_keys(
+        &v,
+        &["success", "errors", "messages", "result", "result_info"],
+    );
+    assert_eq!(v["success"], json!(true));
+    assert_eq!(v["errors"], json!([]));
+    assert_eq!(v["messages"], json!([]));
+    let info = &v["result_info"];
+    assert_keys(info, &["page", "per_page", "count", "total_count"]);
+    let items = v["result"].as_array().expect("result is an array").clone();
+    let n = |k: &str| info[k].as_u64().unwrap();
+    let info = (n("page"), n("per_page"), n("count"), n("total_count"));
+    assert_eq!(info.2, items.len() as u64, "count is the page's length");
+    (items, info)
+}
+
+/// An error envelope with `code`; the message must contain `needle`. Returns the error item.
+#[track_caller]
+pub fn assert_err(r: &Resp, code: ErrorCode, needle: &str) -> Value {
+    assert_eq!(
+        r.status.as_u16(),
+        code.http_status(),
+        "status for {code:?}: {}",
+        r.text()
+    );
+    assert_common_headers(r);
+    let v = r.json();
+    assert_keys(&v, &["success", "errors", "messages", "result"]);
+    assert_eq!(v["success"], json!(false));
+    assert_eq!(v["messages"], json!([]));
+    assert_eq!(v["result"], Value::Null);
+    let errors = v["errors"].as_array().expect("errors array");
+    assert_eq!(errors.len(), 1, "one error: {v}");
+    let e = errors[0].clone();
+    assert_eq!(
+        e["code"].as_u64(),
+        Some(u64::from(code.code())),
+        "code for {code:?} ({}): {v}",
+        code.name()
+    );
+    let message = e["message"].as_str().expect("message");
+    assert!(
+        message.contains(needle),
+        "message {message:?} should contain {needle:?}"
+    );
+    if let Some(u) = e.get("documentation_url") {
+        assert!(u.is_string());
+    }
+    e
+}
+
+/// [`assert_err`] that also checks the error's `source.pointer`.
+#[track_caller]
+pub fn assert_err_at(r: &Resp, code: ErrorCode, pointer: &str) -> Value {
+    let e = assert_err(r, code, pointer);
+    assert_eq!(
+        e["source"]["pointer"].as_str(),
+        Some(pointer),
+        "source.pointer of {e}"
+    );
+    e
+}
+
+#[track_caller]
+pub fn assert_hex_id(v: &Value) -> String {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("id is not a string: {v}"));
+    assert_eq!(s.len(), 32, "id {s:?}");
+    assert!(
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "id {s:?} is not lowercase hex"
+    );
+    s.to_owned()
+}
+
+#[track_caller]
+pub fn timestamp(v: &Value) -> coffer_types::Timestamp {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+    coffer_types::Timestamp::parse_rfc3339(s).unwrap_or_else(|| panic!("not RFC 3339: {s:?}"))
+}
+
+/// A secret's metadata object: exact field names and well-formed fields.
+#[track_caller]
+pub fn assert_secret_shape(s: &Value) {
+    assert_keys(
+        s,
+        &[
+            "id", "store_id", "name", "comment", "scopes", "status", "created", "modified",
+        ],
+    );
+    assert_hex_id(&s["id"]);
+    assert_hex_id(&s["store_id"]);
+    assert!(s["name"].is_string());
+    assert!(s["comment"].is_string());
+    let scopes = s["scopes"].as_array().expect("scopes array");
+    assert!(!scopes.is_empty());
+    assert!(scopes.iter().all(Value::is_string));
+    assert_eq!(s["status"], json!("active"));
+    assert!(timestamp(&s["modified"]) >= timestamp(&s["created"]));
+}
+
+/// A store object: exact field names and well-formed fields.
+#[track_caller]
+pub fn assert_store_shape(s: &Value, account: &str) {
+    assert_keys(s, &["id", "name", "created", "modified", "account_id"]);
+    assert_hex_id(&s["id"]);
+    assert!(s["name"].is_string());
+    assert_eq!(s["account_id"], json!(account));
+    assert!(timestamp(&s["modified"]) >= timestamp(&s["created"]));
+}
+
+/// A sorted copy of a secret's scopes.
+pub fn scopes_of(s: &Value) -> Vec<String> {
+    let mut v: Vec<String> = s["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An instance holding one store with one secret (so the account already has a DEK, and a
+/// failed request that seals values still writes nothing).
+pub struct Fx {
+    pub h: Harness,
+    pub store: String,
+    pub secret: String,
+}
+
+pub async fn fixture() -> Fx {
+    fixture_with(coffer_core::Limits::default()).await
+}
+
+pub async fn fixture_with(limits: coffer_core::Limits) -> Fx {
+    let h = Harness::with_limits(limits).await;
+    let store = h.create_store("fixture").await;
+    let secret = h.create_secret(&store, "EXISTING", "existing-value").await;
+    let secret = secret["id"].as_str().unwrap().to_owned();
+    Fx { h, store, secret }
+}
+
+/// An endpoint that takes a JSON body, with a body it accepts.
+pub struct BodyEndpoint {
+    pub name: &'static str,
+    pub method: Method,
+    /// Relative to the account's `secrets_store`.
+    pub path: String,
+    pub valid: Value,
+}
+
+impl Fx {
+    /// The five endpoints with a JSON body.
+    pub fn body_endpoints(&self) -> Vec<BodyEndpoint> {
+        let (s, x) = (&self.store, &self.secret);
+        vec![
+            BodyEndpoint {
+                name: "create store",
+                method: Method::POST,
+                path: "/stores".into(),
+                valid: json!({ "name": "fresh" }),
+            },
+            BodyEndpoint {
+                name: "create secrets",
+                method: Method::POST,
+                path: format!("/stores/{s}/secrets"),
+                valid: json!([{ "name": "fresh", "value": "v", "scopes": ["workers"] }]),
+            },
+            BodyEndpoint {
+                name: "bulk delete",
+                method: Method::DELETE,
+                path: format!("/stores/{s}/secrets"),
+                valid: json!([x]),
+            },
+            BodyEndpoint {
+                name: "update",
+                method: Method::PATCH,
+                path: format!("/stores/{s}/secrets/{x}"),
+                valid: json!({ "comment": "changed" }),
+            },
+            BodyEndpoint {
+                name: "duplicate",
+                method: Method::POST,
+                path: format!("/stores/{s}/secrets/{x}/duplicate"),
+                valid: json!({ "name": "fresh", "scopes": ["workers"] }),
+            },
+        ]
+    }
+}
+
+/// One of the 12 operations, as a URI template over `{a}` (account), `{s}` (store) and `{x}`
+/// (secret), with a body it accepts.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: &'static str,
+    pub method: Method,
+    pub template: &'static str,
+    pub body: Option<Value>,
+}
+
+impl Endpoint {
+    pub fn uri(&self, a: &str, s: &str, x: &str) -> String {
+        format!(
+            "{V4}/{}",
+            self.template
+                .replace("{a}", a)
+                .replace("{s}", s)
+                .replace("{x}", x)
+        )
+    }
+
+    pub fn has(&self, placeholder: &str) -> bool {
+        self.template.contains(placeholder)
+    }
+}
+
+/// All 12 operations.
+pub fn all_endpoints() -> Vec<Endpoint> {
+    let ep = |name, method, template, body| Endpoint {
+        name,
+        method,
+        template,
+        body,
+    };
+    vec![
+        ep("list stores", Method::GET, "{a}/secrets_store/stores", None),
+        ep(
+            "create store",
+            Method::POST,
+            "{a}/secrets_store/stores",
+            Some(json!({ "name": "fresh" })),
+        ),
+        ep(
+            "get store",
+            Method::GET,
+            "{a}/secrets_store/stores/{s}",
+            None,
+        ),
+        ep(
+            "delete store",
+            Method::DELETE,
+            "{a}/secrets_store/stores/{s}",
+            None,
+        ),
+        ep(
+            "list secrets",
+            Method::GET,
+            "{a}/secrets_store/stores/{s}/secrets",
+            None,
+        ),
+        ep(
+            "create secrets",
+            Method::POST,
+            "{a}/secrets_store/stores/{s}/secrets",
+            Some(json!([{ "name": "fresh", "value": "v", "scopes": ["workers"] }])),
+        ),
+        ep(
+            "bulk delete",
+            Method::DELETE,
+            "{a}/secrets_store/stores/{s}/secrets",
+            Some(json!([])),
+        ),
+        ep(
+            "get secret",
+            Method::GET,
+            "{a}/secrets_store/stores/{s}/secrets/{x}",
+            None,
+        ),
+        ep(
+            "update secret",
+            Method::PATCH,
+            "{a}/secrets_store/stores/{s}/secrets/{x}",
+            Some(json!({ "comment": "changed" })),
+        ),
+        ep(
+            "delete secret",
+            Method::DELETE,
+            "{a}/secrets_store/stores/{s}/secrets/{x}",
+            None,
+        ),
+        ep(
+            "duplicate",
+            Method::POST,
+            "{a}/secrets_store/stores/{s}/secrets/{x}/duplicate",
+            Some(json!({ "name": "fresh", "scopes": ["workers"] })),
+        ),
+        ep("quota", Method::GET, "{a}/secrets_store/quota", None),
+    ]
+}
+
+impl Harness {
+    /// Calls `ep` at `uri` with the given Authorization header (or none), and its body with a
+    /// JSON content type. The bulk delete body names `x`.
+    pub async fn call_as(
+        &self,
+        ep: &Endpoint,
+        uri: &str,
+        x: &str,
+        authorization: Option<&str>,
+    ) -> Resp {
+        let mut b = Request::builder().method(ep.method.clone()).uri(uri);
+        if let Some(a) = authorization {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        let body = match &ep.body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                let v = if ep.name == "bulk delete" {
+                    json!([x])
+                } else {
+                    v.clone()
+                };
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.send(b.body(body).unwrap()).await
+    }
+
+    /// Calls `ep` with this instance's token.
+    pub async fn call(&self, ep: &Endpoint, a: &str, s: &str, x: &str) -> Resp {
+        let auth = self.bearer();
+        self.call_as(ep, &ep.uri(a, s, x), x, Some(&auth)).await
+    }
+}
