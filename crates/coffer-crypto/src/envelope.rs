@@ -267,7 +267,7 @@ mod tests {
     use super::*;
 
     fn kat_key() -> DataKey {
-        DataKey::from_bytes(std::array::from_fn(|i| i as u8))
+        DataKey::from_bytes(&mut std::array::from_fn(|i| i as u8))
     }
 
     const KAT_NONCE: [u8; NONCE_LEN] = [
@@ -342,7 +342,8 @@ mod tests {
         }
     }
 
-    // Computed with the same Python package:
+    // Computed with the same Python package. `kek` is the AES key that wraps; a `FileKek` wraps
+    // under a subkey derived from its key file, whose vector is in kek.rs.
     //
     //   kek = b"\x77" * 32; nonce = bytes(range(0xb0, 0xbc)); dek = bytes(range(32, 64))
     //   aad = (bytes([13]) + b"coffer/dek/v1" + bytes([3]) + b"dek" + b"\x01" + b"\x11" * 16
@@ -362,7 +363,7 @@ mod tests {
     #[test]
     fn known_answer_wrap_and_unwrap() {
         let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| 0xb0 + i as u8);
-        let dek = DataKey::from_bytes(std::array::from_fn(|i| 32 + i as u8));
+        let dek = DataKey::from_bytes(&mut std::array::from_fn(|i| 32 + i as u8));
         let instance = DekContext {
             account: None,
             ..dek_ctx("token-mac")
@@ -498,7 +499,7 @@ mod tests {
         assert!(!opens(&DataKey::generate(), &ctx(), &sealed));
         let mut near: [u8; 32] = *kat_key().expose_secret();
         near[31] ^= 1;
-        assert!(!opens(&DataKey::from_bytes(near), &ctx(), &sealed));
+        assert!(!opens(&DataKey::from_bytes(&mut near), &ctx(), &sealed));
     }
 
     fn unwraps(kek: &LessSafeKey, wrapped: &[u8], ctx: &DekContext<'_>) -> bool {

@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
-use aws_lc_rs::hmac;
+use aws_lc_rs::hkdf;
 use zeroize::Zeroizing;
 
 use crate::envelope::{unwrap_key, wrap_key};
@@ -41,9 +41,22 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
 
 const KEK_LEN: usize = 32;
 const KEK_ID_PREFIX: &str = "file:";
-/// The message whose MAC under the KEK names it. A MAC, not a hash of the key, so the id is a
-/// one-way function keyed by the secret and reveals nothing usable about it.
-const KEK_ID_MESSAGE: &[u8] = b"coffer kek id";
+
+// The KEK file's bytes key no primitive directly. They are only the input keying material of
+// HKDF-SHA256, which derives one subkey per job, so that no key is ever used with two
+// algorithms: AES-256-GCM wraps under one subkey, and the public KEK id is another.
+
+/// HKDF salt: names the scheme and its version. A new derivation gets a new salt, so it cannot
+/// produce the subkeys of this one.
+const KEK_SALT: &[u8] = b"coffer/kek/v1";
+/// HKDF info of the KEK id (8 bytes, shown as 16 hex digits after [`KEK_ID_PREFIX`]). 64 bits
+/// are plenty to tell a handful of KEK versions apart, and being a PRF output it reveals
+/// nothing usable about the KEK or the wrapping subkey.
+const KEK_ID_INFO: &[u8] = b"kek id";
+const KEK_ID_LEN: usize = 8;
+/// HKDF info of the AES-256-GCM key that wraps DEKs.
+const KEK_WRAP_INFO: &[u8] = b"kek wrap";
+const WRAP_KEY_LEN: usize = 32;
 
 /// A 256-bit KEK kept in a file (mode 0600) in the data dir.
 ///
@@ -55,7 +68,8 @@ const KEK_ID_MESSAGE: &[u8] = b"coffer kek id";
 pub struct FileKek {
     path: PathBuf,
     id: KekId,
-    /// Only the prepared key is kept; the raw bytes are wiped once it is built.
+    /// The prepared wrapping subkey. Neither the file's bytes nor the subkey's are kept: both
+    /// are wiped once this is built.
     key: LessSafeKey,
 }
 
@@ -131,18 +145,18 @@ impl FileKek {
     }
 
     fn from_bytes(path: &Path, bytes: &Zeroizing<[u8; KEK_LEN]>) -> FileKek {
-        let tag = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, &bytes[..]),
-            KEK_ID_MESSAGE,
-        );
-        // 64 bits are plenty to tell a handful of KEK versions apart.
-        let id = KekId(format!(
-            "{KEK_ID_PREFIX}{}",
-            hex::encode(&tag.as_ref()[..8])
-        ));
+        // aws-lc keeps its own copy of `bytes` inside the PRK and wipes it when the PRK drops.
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KEK_SALT).extract(&bytes[..]);
+        let mut id = [0u8; KEK_ID_LEN];
+        derive(&prk, KEK_ID_INFO, &mut id);
+        let id = KekId(format!("{KEK_ID_PREFIX}{}", hex::encode(id)));
+        // Filled here rather than through aws-lc's `From<Okm> for UnboundKey`, which leaves an
+        // unwiped copy of the subkey on its stack.
+        let mut wrap = Zeroizing::new([0u8; WRAP_KEY_LEN]);
+        derive(&prk, KEK_WRAP_INFO, &mut wrap[..]);
         // Invariant: `UnboundKey::new` fails only for a key of the wrong length, and this one is
         // exactly AES-256's 32 bytes.
-        let unbound = UnboundKey::new(&AES_256_GCM, &bytes[..])
+        let unbound = UnboundKey::new(&AES_256_GCM, &wrap[..])
             .expect("a 32-byte key is always a valid AES-256-GCM key");
         FileKek {
             path: path.to_owned(),
@@ -150,6 +164,25 @@ impl FileKek {
             key: LessSafeKey::new(unbound),
         }
     }
+}
+
+/// An HKDF output length given at run time (aws-lc-rs only has lengths tied to an algorithm).
+struct OutputLen(usize);
+
+impl hkdf::KeyType for OutputLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// Fills `out` with HKDF-Expand(`prk`, `info`, `out.len()`).
+fn derive(prk: &hkdf::Prk, info: &[u8], out: &mut [u8]) {
+    // Invariant: expanding fails only for an output over 255 * 32 bytes or one whose length
+    // differs from the requested length; the callers ask for 8 or 32 bytes and pass a buffer of
+    // exactly that length. (aws-lc also fails on allocation failure, fatal anyway.)
+    prk.expand(&[info], OutputLen(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .expect("HKDF-SHA256 expands to 8 or 32 bytes");
 }
 
 impl fmt::Debug for FileKek {
@@ -336,16 +369,39 @@ mod tests {
         ));
     }
 
+    // Known answers computed independently of this crate with Python's `cryptography` package
+    // (48.0.0); `sub` is HKDF-SHA256 exactly as docs/envelope-format.md specifies it:
+    //
+    //   from cryptography.hazmat.primitives.hashes import SHA256
+    //   from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    //   def sub(kek, info, n):
+    //       return HKDF(SHA256(), n, b"coffer/kek/v1", info).derive(kek)
+    //
+    // The HKDF outputs were cross-checked against RFC 5869 written out with `hmac`/`hashlib`:
+    //   prk = hmac.new(b"coffer/kek/v1", kek, hashlib.sha256).digest()
+    //   sub(kek, info, n) == hmac.new(prk, info + b"\x01", hashlib.sha256).digest()[:n]
+
+    /// `"file:" + sub(b"\x42" * 32, b"kek id", 8).hex()`
+    const KAT_ID_42: &str = "file:83167eb1597a88c2";
+    /// `"file:" + sub(bytes(range(32)), b"kek id", 8).hex()`
+    const KAT_ID_RANGE: &str = "file:d83b25a920e56c0a";
+
+    fn kek_file(dir: &Path, name: &str, bytes: &[u8; KEK_LEN]) -> FileKek {
+        let path = dir.join(name);
+        write_with_mode(&path, bytes, 0o600);
+        FileKek::open(&path).unwrap()
+    }
+
     #[test]
     fn kek_id_is_a_keyed_fingerprint() {
-        // Computed with Python:
-        //   "file:" + hmac.new(b"\x42" * 32, b"coffer kek id", hashlib.sha256).hexdigest()[:16]
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kek");
-        write_with_mode(&path, &[0x42; 32], 0o600);
-        let id = FileKek::open(&path).unwrap().current_kek_id();
-        assert_eq!(id, KekId("file:b90e79d58203d6dc".to_owned()));
+        let id = kek_file(dir.path(), "42", &[0x42; 32]).current_kek_id();
+        assert_eq!(id, KekId(KAT_ID_42.to_owned()));
         assert!(!id.0.contains("4242"));
+        let range: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let id = kek_file(dir.path(), "range", &range).current_kek_id();
+        assert_eq!(id, KekId(KAT_ID_RANGE.to_owned()));
+        assert!(!id.0.contains("000102"));
 
         let a = FileKek::create(&dir.path().join("a"))
             .unwrap()
@@ -363,6 +419,49 @@ mod tests {
                     .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
             );
         }
+    }
+
+    /// The DEK `bytes(range(32, 64))` wrapped by the KEK file `b"\x42" * 32` for `ctx()`:
+    ///
+    ///   from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    ///   nonce = bytes(range(0xb0, 0xbc)); dek = bytes(range(32, 64))
+    ///   aad = (bytes([13]) + b"coffer/dek/v1" + bytes([3]) + b"dek" + b"\x01" + b"\x01" * 16
+    ///          + b"\x02" * 16)
+    ///   wrap_key = sub(b"\x42" * 32, b"kek wrap", 32)
+    ///   (b"\x01" + nonce + AESGCM(wrap_key).encrypt(nonce, dek, aad)).hex()
+    const KAT_FILE_WRAPPED: &str = concat!(
+        "01b0b1b2b3b4b5b6b7b8b9babb4936ed37e28b88e54ef9c6d2674a19a4d96062",
+        "b0f6e439b034ebe862df66bd79525adb44395951a00a7c573c00b52236",
+    );
+
+    #[test]
+    fn wraps_under_a_derived_subkey_not_the_raw_kek() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = kek_file(dir.path(), "kek", &[0x42; 32]);
+        let dek = DataKey::from_bytes(&mut std::array::from_fn(|i| 32 + i as u8));
+        let nonce = std::array::from_fn(|i| 0xb0 + i as u8);
+        let wrapped = crate::envelope::wrap_key_with_nonce(&kek.key, &dek, &ctx(), nonce).unwrap();
+        assert_eq!(hex::encode(&wrapped), KAT_FILE_WRAPPED);
+
+        // The vector opens through the public provider API, so unwrap derives the same subkey.
+        let from_vector = WrappedDataKey {
+            kek_id: KekId(KAT_ID_42.to_owned()),
+            bytes: hex::decode(KAT_FILE_WRAPPED).unwrap(),
+        };
+        let unwrapped = kek.unwrap(&from_vector, &ctx()).unwrap();
+        assert_eq!(unwrapped.expose_secret(), dek.expose_secret());
+
+        // And the file's raw bytes, used as an AES key, open nothing.
+        let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[0x42; 32]).unwrap());
+        assert!(matches!(
+            unwrap_key(&raw, &from_vector.bytes, &ctx()),
+            Err(CryptoError::Opaque)
+        ));
+        let fresh = kek.wrap(&dek, &ctx()).unwrap();
+        assert!(matches!(
+            unwrap_key(&raw, &fresh.bytes, &ctx()),
+            Err(CryptoError::Opaque)
+        ));
     }
 
     #[test]

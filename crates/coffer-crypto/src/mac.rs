@@ -63,7 +63,7 @@ mod tests {
     use super::*;
 
     fn mac_key(byte: u8) -> MacKey {
-        MacKey::from_data_key(&DataKey::from_bytes([byte; 32]))
+        MacKey::from_data_key(&DataKey::from_bytes(&mut [byte; 32]))
     }
 
     fn token(secret_char: char) -> ApiToken {

@@ -95,14 +95,15 @@ impl DataKey {
         DataKey::from_boxed(bytes)
     }
 
-    /// Takes `bytes` and wipes the copy this function received.
+    /// Copies the key out of `bytes` into wiping heap storage, then zeroes `bytes`, so the
+    /// caller's copy does not outlive the call.
     ///
-    /// Limit: `[u8; 32]` is `Copy`, so a caller's binding stays intact after the call, and the
-    /// compiler may have left copies in registers or stack slots on the way in; neither can be
-    /// reached from here. Pass a temporary rather than a variable that outlives the call.
-    pub fn from_bytes(mut bytes: [u8; DATA_KEY_LEN]) -> DataKey {
+    /// Taken by reference because `[u8; 32]` is `Copy`: passed by value, the caller's binding
+    /// would stay intact and could not be wiped from here. Copies the caller made before the
+    /// call (or that the compiler left in registers or stack slots) remain beyond reach.
+    pub fn from_bytes(bytes: &mut [u8; DATA_KEY_LEN]) -> DataKey {
         let mut boxed = Box::new(Zeroizing::new([0u8; DATA_KEY_LEN]));
-        boxed.copy_from_slice(&bytes);
+        boxed.copy_from_slice(&bytes[..]);
         bytes.zeroize();
         DataKey::from_boxed(boxed)
     }
@@ -257,7 +258,7 @@ mod tests {
     fn debug_is_redacted_for_every_secret_type() {
         let bytes = [0xc3u8; 32];
         let plain = Plaintext::new(b"hunter2-plaintext".to_vec());
-        let key = DataKey::from_bytes(bytes);
+        let key = DataKey::from_bytes(&mut [0xc3; 32]);
         let token = ApiToken::generate(token_id());
         for (debug, secret) in [
             (format!("{plain:?}"), "hunter2".to_owned()),
@@ -292,8 +293,11 @@ mod tests {
 
     #[test]
     fn data_key_keeps_its_bytes_and_generates_fresh_ones() {
-        let bytes: [u8; 32] = std::array::from_fn(|i| i as u8);
-        assert_eq!(DataKey::from_bytes(bytes).expose_secret(), &bytes);
+        let expected: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let mut source = expected;
+        let key = DataKey::from_bytes(&mut source);
+        assert_eq!(key.expose_secret(), &expected);
+        assert_eq!(source, [0u8; 32], "the caller's copy is wiped");
         let a = DataKey::generate();
         let b = DataKey::generate();
         assert_ne!(a.expose_secret(), b.expose_secret());
