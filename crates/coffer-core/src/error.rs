@@ -47,7 +47,7 @@ pub enum CoreError {
         name: String,
         place: &'static str,
     },
-    #[error("the store is not empty; delete its secrets first or pass force=true")]
+    #[error("store_not_empty: the store still holds secrets; delete them first or pass force=true")]
     StoreNotEmpty,
     #[error(
         "secrets quota exceeded: the account may hold {quota} secrets and holds {usage}; this request adds {requested}"

@@ -2,30 +2,45 @@
 //! the instance MAC key that hashes API tokens.
 //!
 //! DEKs are refreshed often: a new one is made for an account when its current one is older
-//! than [`DekPolicy::max_age`] or has sealed [`DekPolicy::max_seals`] values since this process
-//! started using it, so one exposed DEK covers little. Old DEKs stay (wrapped) in storage because
-//! old versions still reference them; unwrapped DEKs are cached by id, so the KEK (possibly an
-//! HSM) is off the read path after the first use of each DEK.
+//! than [`DekPolicy::max_age`] or has sealed [`DekPolicy::max_seals`] values, so one exposed DEK
+//! covers little. Seals are counted in memory, per process: a restart (or another control-plane
+//! instance) starts counting the newest stored DEK from zero, which keeps it within a small
+//! multiple of the budget, far below AES-GCM's limit. Old DEKs stay (wrapped) in storage because
+//! old versions still reference them; unwrapped DEKs are cached by (account, id), at most
+//! [`DEK_CACHE_CAPACITY`] of them, so the KEK (possibly an HSM) is off the read path after the
+//! first use of each DEK.
+//!
+//! The keyring never writes a DEK to storage. A new DEK comes back from [`Keyring::sealing_key`]
+//! with its wrapped record, and the write that uses it carries the record (`NewSecret::dek`,
+//! `SecretUpdate::dek`) so that storage inserts it in the same transaction: a write that fails
+//! leaves no DEK behind, and a DEK made for it is simply carried again by the next write.
+//!
+//! KEK calls are synchronous (an HSM round trip can take milliseconds), so they run on tokio's
+//! blocking pool and no lock is held across them.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use coffer_crypto::{DataKey, DekContext, KekId, KekProvider, MacKey, WrappedDataKey, random_id};
 use coffer_storage::{DekRecord, Storage, WrappedKeyRecord};
 use coffer_types::{AccountId, DekId, Timestamp};
-use tokio::sync::Mutex;
 
 use crate::CoreError;
 
 const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
 
+/// Unwrapped DEKs kept in memory at most. Past it the oldest entries are dropped; they are
+/// unwrapped again (one KEK call) if used again.
+pub const DEK_CACHE_CAPACITY: usize = 4096;
+
 /// When to start a new DEK for an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DekPolicy {
     pub max_age: Duration,
-    /// Well under the 2^32 seals NIST allows per AES-GCM key with random nonces.
+    /// Seals by this process under one DEK. Well under the 2^32 seals NIST allows per AES-GCM
+    /// key with random nonces, also when several processes or restarts each use up a budget.
     pub max_seals: u64,
 }
 
@@ -38,12 +53,74 @@ impl Default for DekPolicy {
     }
 }
 
+/// The DEK to seal one value with.
+#[derive(Debug)]
+pub struct SealingKey {
+    pub id: DekId,
+    pub key: Arc<DataKey>,
+    /// The DEK as storage holds it. The write that stores the value must carry it
+    /// (`NewSecret::dek` / `SecretUpdate::dek`): it may not be stored yet.
+    pub record: DekRecord,
+}
+
 #[derive(Debug)]
 struct ActiveDek {
-    id: DekId,
+    record: DekRecord,
     key: Arc<DataKey>,
-    created: Timestamp,
     seals: u64,
+}
+
+impl ActiveDek {
+    fn sealing_key(&self) -> SealingKey {
+        SealingKey {
+            id: self.record.key.id,
+            key: Arc::clone(&self.key),
+            record: self.record.clone(),
+        }
+    }
+}
+
+/// Unwrapped DEKs by (owner, id), first in first out past `capacity`. Keyed by the owner too,
+/// so a hit for one account can never hand out another account's key.
+#[derive(Debug)]
+struct DekCache {
+    keys: HashMap<(AccountId, DekId), Arc<DataKey>>,
+    /// Insertion order of `keys`' entries; the same set of entries.
+    order: VecDeque<(AccountId, DekId)>,
+    capacity: usize,
+}
+
+impl DekCache {
+    fn new(capacity: usize) -> DekCache {
+        DekCache {
+            keys: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, account: AccountId, dek: DekId) -> Option<Arc<DataKey>> {
+        self.keys.get(&(account, dek)).cloned()
+    }
+
+    fn insert(&mut self, account: AccountId, dek: DekId, key: Arc<DataKey>) {
+        if self.keys.contains_key(&(account, dek)) {
+            return;
+        }
+        while self.keys.len() >= self.capacity {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.keys.remove(&oldest);
+        }
+        self.keys.insert((account, dek), key);
+        self.order.push_back((account, dek));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// Seals and opens through per-account DEKs wrapped by the KEK.
@@ -52,10 +129,12 @@ pub struct Keyring {
     kek: Arc<dyn KekProvider>,
     storage: Arc<dyn Storage>,
     policy: DekPolicy,
-    /// Unwrapped DEKs by id. Entries are immutable, so a read lock suffices on the hot path.
-    cache: RwLock<HashMap<DekId, Arc<DataKey>>>,
-    /// The DEK each account seals with now. An async mutex: making a DEK awaits storage, and
-    /// holding the lock across that keeps two tasks from making two DEKs at once.
+    /// Entries are immutable, so a read lock suffices on the hot path. Never held across an
+    /// await or a KEK call.
+    cache: RwLock<DekCache>,
+    /// The DEK each account seals with now. Held only to look up or replace an entry, never
+    /// across storage or the KEK: two tasks that find no usable DEK at once may both make one,
+    /// and the one installed second is dropped unused (it was never stored).
     active: Mutex<HashMap<AccountId, ActiveDek>>,
     mac: MacKey,
 }
@@ -72,8 +151,7 @@ impl Keyring {
             Some(record) => record,
             None => {
                 let id = DekId::from_bytes(random_id());
-                let key = DataKey::generate();
-                let wrapped = kek.wrap(&key, &mac_context(id))?;
+                let (_, wrapped) = kek_wrap(&kek, DataKey::generate(), mac_context(id)).await?;
                 let record = WrappedKeyRecord {
                     id,
                     kek_id: wrapped.kek_id.0,
@@ -81,18 +159,19 @@ impl Keyring {
                     created: Timestamp::now(),
                 };
                 // Two instances starting at once on a shared database agree on whichever key
-                // was stored first.
+                // was stored first, so the key used is always the one read back (unwrapped
+                // below), never the one just made.
                 storage
                     .put_instance_key_if_absent(TOKEN_MAC_PURPOSE, record)
                     .await?
             }
         };
-        let key = unwrap_record(kek.as_ref(), &stored, &mac_context(stored.id))?;
+        let key = kek_unwrap(&kek, &stored, mac_context(stored.id)).await?;
         Ok(Keyring {
             kek,
             storage,
             policy,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
             active: Mutex::new(HashMap::new()),
             mac: MacKey::from_data_key(&key),
         })
@@ -102,62 +181,82 @@ impl Keyring {
         &self.mac
     }
 
-    /// The DEK to seal one new value of `account` with.
-    pub async fn sealing_key(
-        &self,
-        account: AccountId,
-    ) -> Result<(DekId, Arc<DataKey>), CoreError> {
+    /// The DEK to seal one new value of `account` with. The write storing the value must carry
+    /// [`SealingKey::record`].
+    pub async fn sealing_key(&self, account: AccountId) -> Result<SealingKey, CoreError> {
         let now = Timestamp::now();
-        let max_age = i64::try_from(self.policy.max_age.as_micros()).unwrap_or(i64::MAX);
-        let fresh =
-            |created: Timestamp| now.unix_micros().saturating_sub(created.unix_micros()) < max_age;
+        if let Some(key) = self.take_seal(account, now) {
+            return Ok(key);
+        }
+        // Slow path: no usable DEK in memory. Nothing is locked while storage and the KEK work.
+        let known = self.lock_active().contains_key(&account);
+        // After a restart, reuse the account's newest DEK while it is still fresh rather than
+        // making one per restart.
+        let mut candidate = None;
+        if !known
+            && let Some(record) = self.storage.latest_dek(account).await?
+            && self.fresh(record.key.created, now)
+        {
+            let key = self.unwrap_dek(&record).await?;
+            candidate = Some((record, key));
+        }
+        let (record, key) = match candidate {
+            Some(found) => found,
+            None => self.new_dek(account).await?,
+        };
 
-        let mut active = self.active.lock().await;
+        let mut active = self.lock_active();
+        // Another task may have installed a usable DEK meanwhile: use that one, and drop ours.
         if let Some(dek) = active.get_mut(&account)
-            && dek.seals < self.policy.max_seals
-            && fresh(dek.created)
+            && self.usable(dek, now)
         {
             dek.seals += 1;
-            return Ok((dek.id, dek.key.clone()));
+            return Ok(dek.sealing_key());
         }
-        // After a restart, reuse the account's newest DEK while it is still fresh rather than
-        // minting one per restart.
-        if !active.contains_key(&account)
-            && let Some(record) = self.storage.latest_dek(account).await?
-            && fresh(record.key.created)
-        {
-            let key = self.unwrap_dek(account, &record)?;
-            active.insert(
-                account,
-                ActiveDek {
-                    id: record.key.id,
-                    key: key.clone(),
-                    created: record.key.created,
-                    seals: 1,
-                },
-            );
-            return Ok((record.key.id, key));
-        }
-        let (id, key, created) = self.new_dek(account).await?;
-        active.insert(
-            account,
-            ActiveDek {
-                id,
-                key: key.clone(),
-                created,
-                seals: 1,
-            },
-        );
-        Ok((id, key))
+        let dek = ActiveDek {
+            record,
+            key,
+            seals: 1,
+        };
+        let out = dek.sealing_key();
+        active.insert(account, dek);
+        Ok(out)
     }
 
-    /// The DEK `dek` of `account`, for opening a value sealed under it.
+    /// Counts one seal against the account's active DEK, if it has a usable one.
+    fn take_seal(&self, account: AccountId, now: Timestamp) -> Option<SealingKey> {
+        let mut active = self.lock_active();
+        let dek = active.get_mut(&account)?;
+        if !self.usable(dek, now) {
+            return None;
+        }
+        dek.seals += 1;
+        Some(dek.sealing_key())
+    }
+
+    fn usable(&self, dek: &ActiveDek, now: Timestamp) -> bool {
+        dek.seals < self.policy.max_seals && self.fresh(dek.record.key.created, now)
+    }
+
+    fn fresh(&self, created: Timestamp, now: Timestamp) -> bool {
+        let max_age = i64::try_from(self.policy.max_age.as_micros()).unwrap_or(i64::MAX);
+        now.unix_micros().saturating_sub(created.unix_micros()) < max_age
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, ActiveDek>> {
+        // Every update of the map is a single insert or a counter increment, so a panic
+        // elsewhere while the lock was held cannot leave it inconsistent.
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The DEK `dek` of `account`, for opening a value sealed under it. A DEK of another account
+    /// is refused, whether cached or not.
     pub async fn opening_key(
         &self,
         account: AccountId,
         dek: DekId,
     ) -> Result<Arc<DataKey>, CoreError> {
-        if let Some(key) = self.cached(dek) {
+        if let Some(key) = self.cached(account, dek) {
             return Ok(key);
         }
         let record =
@@ -169,7 +268,7 @@ impl Keyring {
                 "DEK {dek} belongs to another account"
             )));
         }
-        self.unwrap_dek(account, &record)
+        self.unwrap_dek(&record).await
     }
 
     /// The KEK that wraps new keys now.
@@ -177,58 +276,47 @@ impl Keyring {
         self.kek.current_kek_id()
     }
 
-    async fn new_dek(
-        &self,
-        account: AccountId,
-    ) -> Result<(DekId, Arc<DataKey>, Timestamp), CoreError> {
+    /// Makes and wraps a DEK for `account`. It is not stored: see the module comment.
+    async fn new_dek(&self, account: AccountId) -> Result<(DekRecord, Arc<DataKey>), CoreError> {
         let id = DekId::from_bytes(random_id());
-        let key = DataKey::generate();
-        let wrapped = self.kek.wrap(&key, &dek_context(account, id))?;
-        let created = Timestamp::now();
-        self.storage
-            .put_dek(DekRecord {
-                account_id: account,
-                key: WrappedKeyRecord {
-                    id,
-                    kek_id: wrapped.kek_id.0,
-                    wrapped: wrapped.bytes,
-                    created,
-                },
-            })
-            .await?;
+        let (key, wrapped) =
+            kek_wrap(&self.kek, DataKey::generate(), dek_context(account, id)).await?;
+        let record = DekRecord {
+            account_id: account,
+            key: WrappedKeyRecord {
+                id,
+                kek_id: wrapped.kek_id.0,
+                wrapped: wrapped.bytes,
+                created: Timestamp::now(),
+            },
+        };
         let key = Arc::new(key);
-        self.insert_cached(id, key.clone());
+        self.insert_cached(account, id, Arc::clone(&key));
         tracing::info!(account = %account, dek = %id, "new data-encryption key");
-        Ok((id, key, created))
+        Ok((record, key))
     }
 
-    fn unwrap_dek(
-        &self,
-        account: AccountId,
-        record: &DekRecord,
-    ) -> Result<Arc<DataKey>, CoreError> {
-        if let Some(key) = self.cached(record.key.id) {
+    /// `record`'s key, from the cache or unwrapped by the KEK (and then cached).
+    async fn unwrap_dek(&self, record: &DekRecord) -> Result<Arc<DataKey>, CoreError> {
+        let (account, id) = (record.account_id, record.key.id);
+        if let Some(key) = self.cached(account, id) {
             return Ok(key);
         }
-        let key = Arc::new(unwrap_record(
-            self.kek.as_ref(),
-            &record.key,
-            &dek_context(account, record.key.id),
-        )?);
-        self.insert_cached(record.key.id, key.clone());
+        let key = Arc::new(kek_unwrap(&self.kek, &record.key, dek_context(account, id)).await?);
+        self.insert_cached(account, id, Arc::clone(&key));
         Ok(key)
     }
 
-    fn cached(&self, id: DekId) -> Option<Arc<DataKey>> {
-        // A poisoned lock only means another thread panicked mid-insert of an immutable entry;
-        // the map itself is still consistent.
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        cache.get(&id).cloned()
+    fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {
+        // A poisoned lock only means another thread panicked mid-insert; the cache's map and
+        // order list are updated together without any call that can panic in between.
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        cache.get(account, id)
     }
 
-    fn insert_cached(&self, id: DekId, key: Arc<DataKey>) {
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        cache.insert(id, key);
+    fn insert_cached(&self, account: AccountId, id: DekId, key: Arc<DataKey>) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(account, id, key);
     }
 }
 
@@ -248,184 +336,57 @@ fn mac_context(id: DekId) -> DekContext<'static> {
     }
 }
 
-fn unwrap_record(
-    kek: &dyn KekProvider,
+/// A KEK call on the blocking pool. A provider that panicked is a bug (`Internal`); a task that
+/// never ran means the runtime is shutting down (`Unavailable`).
+async fn on_blocking_pool<T, F>(call: F) -> Result<T, CoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, CoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(call).await.map_err(|e| {
+        if e.is_panic() {
+            CoreError::Internal("the KEK provider panicked".into())
+        } else {
+            CoreError::Unavailable(format!("KEK call did not run: {e}"))
+        }
+    })?
+}
+
+/// Wraps `key` under the current KEK; hands the key back with its wrapped form.
+async fn kek_wrap(
+    kek: &Arc<dyn KekProvider>,
+    key: DataKey,
+    ctx: DekContext<'static>,
+) -> Result<(DataKey, WrappedDataKey), CoreError> {
+    let kek = Arc::clone(kek);
+    on_blocking_pool(move || {
+        let wrapped = kek.wrap(&key, &ctx)?;
+        Ok((key, wrapped))
+    })
+    .await
+}
+
+async fn kek_unwrap(
+    kek: &Arc<dyn KekProvider>,
     record: &WrappedKeyRecord,
-    ctx: &DekContext<'_>,
+    ctx: DekContext<'static>,
 ) -> Result<DataKey, CoreError> {
+    let kek = Arc::clone(kek);
     let wrapped = WrappedDataKey {
         kek_id: KekId(record.kek_id.clone()),
         bytes: record.wrapped.clone(),
     };
-    kek.unwrap(&wrapped, ctx).map_err(|e| match e {
-        coffer_crypto::CryptoError::Opaque => CoreError::Unavailable(format!(
-            "key {} does not open with KEK {}",
-            record.id, record.kek_id
-        )),
-        other => other.into(),
+    let (key_id, kek_id) = (record.id, record.kek_id.clone());
+    on_blocking_pool(move || {
+        kek.unwrap(&wrapped, &ctx).map_err(|e| match e {
+            coffer_crypto::CryptoError::Opaque => {
+                CoreError::Unavailable(format!("key {key_id} does not open with KEK {kek_id}"))
+            }
+            other => other.into(),
+        })
     })
+    .await
 }
 
 #[cfg(test)]
-mod tests {
-    use coffer_crypto::{FileKek, Plaintext, SealedValue, ValueContext, open, seal};
-    use coffer_storage::{AccountRecord, SqliteStorage};
-    use coffer_types::{SecretId, StoreId, Version};
-
-    use super::*;
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        kek: Arc<dyn KekProvider>,
-        storage: Arc<dyn Storage>,
-        account: AccountId,
-    }
-
-    async fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
-        let storage: Arc<dyn Storage> =
-            Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
-        let account = new_account(&storage).await;
-        Fixture {
-            _dir: dir,
-            kek,
-            storage,
-            account,
-        }
-    }
-
-    async fn new_account(storage: &Arc<dyn Storage>) -> AccountId {
-        let account = AccountId::from_bytes(random_id());
-        storage
-            .create_account(AccountRecord {
-                id: account,
-                name: "a".into(),
-                created: Timestamp::now(),
-                secrets_quota: None,
-            })
-            .await
-            .unwrap();
-        account
-    }
-
-    async fn keyring(f: &Fixture, policy: DekPolicy) -> Keyring {
-        Keyring::open(f.kek.clone(), f.storage.clone(), policy)
-            .await
-            .unwrap()
-    }
-
-    fn ctx(account: AccountId, dek: DekId) -> ValueContext {
-        ValueContext {
-            account,
-            store: StoreId::from_bytes([1; 16]),
-            secret: SecretId::from_bytes([2; 16]),
-            version: Version::FIRST,
-            dek,
-        }
-    }
-
-    #[tokio::test]
-    async fn reuses_a_dek_until_its_seal_budget_is_spent() {
-        let f = fixture().await;
-        let keys = keyring(
-            &f,
-            DekPolicy {
-                max_age: Duration::from_secs(3600),
-                max_seals: 3,
-            },
-        )
-        .await;
-        let mut ids = Vec::new();
-        for _ in 0..7 {
-            ids.push(keys.sealing_key(f.account).await.unwrap().0);
-        }
-        assert!(ids[..3].iter().all(|id| *id == ids[0]));
-        assert!(ids[3..6].iter().all(|id| *id == ids[3]));
-        assert_ne!(ids[0], ids[3]);
-        assert_ne!(ids[3], ids[6]);
-    }
-
-    #[tokio::test]
-    async fn an_expired_dek_is_replaced() {
-        let f = fixture().await;
-        let keys = keyring(
-            &f,
-            DekPolicy {
-                max_age: Duration::ZERO,
-                max_seals: 1 << 20,
-            },
-        )
-        .await;
-        let a = keys.sealing_key(f.account).await.unwrap().0;
-        let b = keys.sealing_key(f.account).await.unwrap().0;
-        assert_ne!(a, b);
-    }
-
-    #[tokio::test]
-    async fn accounts_never_share_a_dek_and_cannot_open_each_others() {
-        let f = fixture().await;
-        let other = new_account(&f.storage).await;
-        let keys = keyring(&f, DekPolicy::default()).await;
-        let (mine, _) = keys.sealing_key(f.account).await.unwrap();
-        let (theirs, _) = keys.sealing_key(other).await.unwrap();
-        assert_ne!(mine, theirs);
-        // A fresh keyring (empty cache) must refuse a DEK looked up under the wrong account.
-        let fresh = keyring(&f, DekPolicy::default()).await;
-        assert!(matches!(
-            fresh.opening_key(f.account, theirs).await,
-            Err(CoreError::Internal(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn old_deks_still_open_after_rotation_and_restart() {
-        let f = fixture().await;
-        let value = Plaintext::new(b"rotate me".to_vec());
-        let keys = keyring(
-            &f,
-            DekPolicy {
-                max_age: Duration::from_secs(3600),
-                max_seals: 1,
-            },
-        )
-        .await;
-        let (first, key) = keys.sealing_key(f.account).await.unwrap();
-        let sealed = seal(&key, &ctx(f.account, first), &value).unwrap();
-        let (second, _) = keys.sealing_key(f.account).await.unwrap();
-        assert_ne!(first, second);
-        drop(keys);
-
-        // A new process: nothing cached, the DEK is unwrapped from storage through the KEK.
-        let restarted = keyring(&f, DekPolicy::default()).await;
-        let key = restarted.opening_key(f.account, first).await.unwrap();
-        let opened = open(&key, &ctx(f.account, first), &SealedValue(sealed.0.clone())).unwrap();
-        assert_eq!(opened.expose_secret(), b"rotate me");
-        // And it keeps sealing with the newest DEK rather than minting one per restart.
-        assert_eq!(restarted.sealing_key(f.account).await.unwrap().0, second);
-    }
-
-    #[tokio::test]
-    async fn mac_key_survives_restart_and_needs_the_right_kek() {
-        let f = fixture().await;
-        let token = coffer_crypto::ApiToken::generate(coffer_types::TokenId::from_bytes([7; 16]));
-        let hash = keyring(&f, DekPolicy::default())
-            .await
-            .mac()
-            .hash_token(&token);
-        assert!(
-            keyring(&f, DekPolicy::default())
-                .await
-                .mac()
-                .verify_token(&token, &hash)
-        );
-
-        let other_dir = tempfile::tempdir().unwrap();
-        let wrong: Arc<dyn KekProvider> =
-            Arc::new(FileKek::create(&other_dir.path().join("kek")).unwrap());
-        let err = Keyring::open(wrong, f.storage.clone(), DekPolicy::default())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
-    }
-}
+mod tests;

@@ -12,10 +12,10 @@ mod policy;
 mod service;
 
 pub use error::{CoreError, Invalid, InvalidKind, Resource};
-pub use keyring::{DekPolicy, Keyring};
+pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring, SealingKey};
 pub use limits::{
-    Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE, MAX_VALUE_BYTES,
-    check_value,
+    Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,
+    MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
 pub use policy::{Permission, Principal, Role};
 pub use service::{

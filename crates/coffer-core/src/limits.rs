@@ -14,6 +14,8 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_PER_PAGE: u32 = 100;
 /// `per_page` when the request gives none.
 pub const DEFAULT_PER_PAGE: u32 = 20;
+/// The largest per-account secrets quota (storage keeps quotas as signed 64-bit integers).
+pub const MAX_SECRETS_QUOTA: u64 = i64::MAX as u64;
 
 /// Per-instance limits, set in server configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

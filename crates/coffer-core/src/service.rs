@@ -6,7 +6,7 @@ use coffer_crypto::{
     ApiToken, KekProvider, Plaintext, ValueContext, open, random_array, random_id, seal,
 };
 use coffer_storage::{
-    AccountRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
+    AccountRecord, DekRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
     SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord, TokenRecord, VersionRecord,
 };
 use coffer_types::{
@@ -14,7 +14,8 @@ use coffer_types::{
 };
 
 use crate::{
-    Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource, Role,
+    Comment, CoreError, DekPolicy, InvalidKind, Keyring, Limits, MAX_SECRETS_QUOTA, Permission,
+    Principal, Resource, Role,
 };
 
 /// How many times an update re-reads and retries when another writer changed the secret first.
@@ -55,12 +56,18 @@ pub struct CreateSecretItem {
     pub comment: Comment,
 }
 
-/// A PATCH: only the `Some` fields change.
+/// A PATCH: only the `Some` fields change. With none set it changes nothing at all.
 #[derive(Debug, Default)]
 pub struct UpdateSecret {
     pub value: Option<Plaintext>,
     pub scopes: Option<Scopes>,
     pub comment: Option<Comment>,
+}
+
+impl UpdateSecret {
+    fn is_empty(&self) -> bool {
+        self.value.is_none() && self.scopes.is_none() && self.comment.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -125,6 +132,12 @@ impl Coffer {
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Stops storage: writes submitted before this finish, later ones fail (`Unavailable`).
+    /// Call it once the server has stopped taking requests; it returns when storage is closed.
+    pub async fn shutdown(&self) {
+        self.storage.shutdown().await;
     }
 
     // ---- instance bootstrap and authentication ----
@@ -204,6 +217,50 @@ impl Coffer {
             account_id: record.account_id,
             role,
             operator: record.operator,
+        })
+    }
+
+    /// The account record, its quota override included.
+    pub async fn get_account(
+        &self,
+        who: &Principal,
+        account: AccountId,
+    ) -> Result<AccountRecord, CoreError> {
+        self.require_account(who, account, Permission::Read).await
+    }
+
+    /// Sets the account's own secrets quota, or with `None` returns it to the server default;
+    /// returns the quota now in force. Only an operator token with the `ManageAccount`
+    /// permission may: a quota is the instance's limit on the account, not the account's own
+    /// setting. Other tokens of the account get `Forbidden`, tokens of other accounts
+    /// `NotFound(Account)` as everywhere.
+    pub async fn set_account_quota(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        quota: Option<u64>,
+    ) -> Result<Quota, CoreError> {
+        who.require(account, Permission::ManageAccount)?;
+        if !who.operator {
+            return Err(CoreError::Forbidden(Permission::ManageAccount));
+        }
+        if quota.is_some_and(|q| q > MAX_SECRETS_QUOTA) {
+            return Err(CoreError::invalid(
+                InvalidKind::Query,
+                "quota",
+                format!("quota must be at most {MAX_SECRETS_QUOTA}"),
+            ));
+        }
+        self.storage.set_account_quota(account, quota).await?;
+        let account_rec = self
+            .storage
+            .get_account(account)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Account))?;
+        let usage = self.storage.secret_count(account).await?;
+        Ok(Quota {
+            quota: self.quota_of(&account_rec),
+            usage,
         })
     }
 
@@ -320,10 +377,14 @@ impl Coffer {
                 modified: now,
                 version: Version::FIRST,
             };
-            let value = self
+            let (value, dek) = self
                 .seal_version(account, store, id, Version::FIRST, &item.value, now)
                 .await?;
-            new.push(NewSecret { record, value });
+            new.push(NewSecret {
+                record,
+                value,
+                dek: Some(dek),
+            });
         }
         let records = new.iter().map(|n| n.record.clone()).collect();
         self.storage
@@ -394,6 +455,10 @@ impl Coffer {
         update: UpdateSecret,
     ) -> Result<SecretRecord, CoreError> {
         self.require_account(who, account, Permission::Edit).await?;
+        if update.is_empty() {
+            // Nothing to change: no write, no change-log entry, `modified` stays.
+            return self.find_secret(account, store, secret).await;
+        }
         let _serialised = self.update_locks.of(secret).lock().await;
         for attempt in 0..UPDATE_RETRIES {
             if attempt > 0 {
@@ -403,7 +468,7 @@ impl Coffer {
             }
             let current = self.find_secret(account, store, secret).await?;
             let now = Timestamp::now();
-            let value = match &update.value {
+            let (value, dek) = match &update.value {
                 Some(v) => {
                     let next = current.version.next().ok_or_else(|| {
                         CoreError::invalid(
@@ -412,12 +477,12 @@ impl Coffer {
                             "this secret has reached the maximum number of versions",
                         )
                     })?;
-                    Some(
-                        self.seal_version(account, store, secret, next, v, now)
-                            .await?,
-                    )
+                    let (value, dek) = self
+                        .seal_version(account, store, secret, next, v, now)
+                        .await?;
+                    (Some(value), Some(dek))
                 }
-                None => None,
+                None => (None, None),
             };
             let result = self
                 .storage
@@ -430,6 +495,7 @@ impl Coffer {
                     scopes: update.scopes.clone(),
                     comment: update.comment.clone().map(Comment::into_string),
                     modified: now,
+                    dek,
                 })
                 .await;
             match result {
@@ -484,7 +550,7 @@ impl Coffer {
             modified: now,
             version: Version::FIRST,
         };
-        let value = self
+        let (value, dek) = self
             .seal_version(account, store, id, Version::FIRST, &plaintext, now)
             .await?;
         self.storage
@@ -494,6 +560,7 @@ impl Coffer {
                 vec![NewSecret {
                     record: record.clone(),
                     value,
+                    dek: Some(dek),
                 }],
                 self.quota_of(&account_rec),
             )
@@ -512,6 +579,8 @@ impl Coffer {
 
     // ---- values ----
 
+    /// Seals `value` as this version; returns it with the DEK it is sealed under, which the
+    /// write must carry (the DEK may not be stored yet).
     async fn seal_version(
         &self,
         account: AccountId,
@@ -520,8 +589,9 @@ impl Coffer {
         version: Version,
         value: &Plaintext,
         now: Timestamp,
-    ) -> Result<VersionRecord, CoreError> {
-        let (dek_id, key) = self.keys.sealing_key(account).await?;
+    ) -> Result<(VersionRecord, DekRecord), CoreError> {
+        let sealing = self.keys.sealing_key(account).await?;
+        let (dek_id, key) = (sealing.id, sealing.key);
         let ctx = ValueContext {
             account,
             store,
@@ -530,28 +600,36 @@ impl Coffer {
             dek: dek_id,
         };
         let sealed = seal(&key, &ctx, value)?;
-        Ok(VersionRecord {
+        let record = VersionRecord {
             secret_id: secret,
             version,
             dek_id,
             sealed: sealed.0,
             created: now,
-        })
+        };
+        Ok((record, sealing.record))
     }
 
     /// Opens a secret's current value. Only for server-side operations (duplicate) and, later,
     /// runtime reads by bound services: never for an admin API response.
     async fn open_current(&self, secret: &SecretRecord) -> Result<Plaintext, CoreError> {
-        let version = self
-            .storage
-            .get_version(secret.id, secret.version)
-            .await?
-            .ok_or_else(|| {
-                CoreError::Internal(format!(
+        let Some(version) = self.storage.get_version(secret.id, secret.version).await? else {
+            // `secret` was read a moment ago. A version row only disappears with its secret,
+            // so the secret has most likely been deleted since (a duplicate racing a delete
+            // of its source): that is a plain 404. Only a secret still there without its
+            // current version is damage.
+            let now = self
+                .storage
+                .get_secret(secret.account_id, secret.store_id, secret.id)
+                .await?;
+            return Err(match now {
+                None => CoreError::NotFound(Resource::Secret),
+                Some(_) => CoreError::Internal(format!(
                     "secret {} lacks version {}",
                     secret.id, secret.version
-                ))
-            })?;
+                )),
+            });
+        };
         let key = self
             .keys
             .opening_key(secret.account_id, version.dek_id)
@@ -571,3 +649,6 @@ impl Coffer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,9 @@
 //! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
 //! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;
 //! - `delete_secrets` naming one id twice deletes it once;
+//! - a DEK carried by a write is stored (and logged, before the values under it) exactly once,
+//!   by the first write carrying it that succeeds, and never by one that fails;
+//! - after `shutdown`, writes fail with `Unavailable`;
 //! - the change log holds exactly the entries listed on [`crate::Change`]'s producers, in
 //!   commit order, with seq 1, 2, 3, ... and the documented hash chain.
 //!
@@ -21,6 +24,7 @@
 //! library only for tests or with the `conformance` feature: it asserts and unwraps by design.
 
 mod accounts;
+mod carried_deks;
 mod change_log;
 mod concurrency;
 mod fixtures;
@@ -81,6 +85,7 @@ const CHECKS: &[Check] = checks![
     accounts::accounts,
     accounts::tokens,
     accounts::deks,
+    accounts::account_quota_override,
     stores::store_lifecycle,
     stores::store_names_are_unique_per_account,
     stores::store_limit,
@@ -93,6 +98,8 @@ const CHECKS: &[Check] = checks![
     secrets::update_is_compare_and_swap,
     secrets::versions_are_immutable,
     secrets::delete_secrets_is_all_or_nothing,
+    carried_deks::a_carried_dek_is_stored_once_before_its_values,
+    carried_deks::a_failed_write_stores_no_carried_dek,
     listing::store_pagination_and_ordering,
     listing::secret_pagination_and_ordering,
     listing::search_is_literal_and_case_insensitive,
@@ -104,6 +111,8 @@ const CHECKS: &[Check] = checks![
     concurrency::concurrent_creates_respect_the_quota,
     concurrency::concurrent_creates_of_one_name_admit_one,
     concurrency::concurrent_writers_keep_the_log_gap_free,
+    carried_deks::racing_writes_carrying_one_dek_store_it_once,
+    accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 
 /// Every check, in the order [`run_all`] runs them.

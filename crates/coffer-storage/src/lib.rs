@@ -39,8 +39,26 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 ///
 /// Methods that take an `AccountId` only ever see or touch rows of that account: a store id of
 /// another account is `NotFound`, exactly like a missing one.
+///
+/// **DEKs carried by writes.** A value may be sealed under a DEK that core has just made and not
+/// stored yet: storing it separately would leave a DEK row (and a `DekPut` entry) behind when the
+/// write it serves then fails. So [`NewSecret::dek`] and [`SecretUpdate::dek`] carry the DEK's
+/// wrapped record next to the value, and the write inserts it, in its own transaction, if no DEK
+/// with that id is stored yet, appending `DekPut` (before the entries that use it) only when it
+/// did insert. Several items of one write, or several writes, may carry the same DEK: it is
+/// inserted once. A carried DEK must be the one its value names and belong to the call's account
+/// (`Invalid` otherwise); a DEK already stored under that id is kept as it is.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+    // ---- lifecycle ----
+
+    /// Stops accepting writes (later ones fail with `Unavailable`), finishes the writes already
+    /// submitted, and releases the backend's resources (for SQLite: joins the writer thread,
+    /// which closes the read-write connection). Returns once that is done; calling it again,
+    /// or concurrently, waits for the same and is otherwise a no-op. Reads may still work
+    /// afterwards but nothing promises it.
+    async fn shutdown(&self);
+
     // ---- instance ----
 
     /// A wrapped instance-level key by purpose (e.g. "token-mac"), if one was stored.
@@ -59,6 +77,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn create_account(&self, account: AccountRecord) -> Result<()>;
     async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
+    /// Sets (or with `None` clears) the account's own secrets quota. `NotFound(Account)` for an
+    /// unknown account; `Invalid` for a quota above `i64::MAX`. Appends nothing to the change
+    /// log: quotas are enforced by the control plane only.
+    async fn set_account_quota(&self, account: AccountId, quota: Option<u64>) -> Result<()>;
 
     // ---- API tokens ----
 
@@ -68,7 +90,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- data-encryption keys ----
 
-    /// `NotFound(Account)` for an unknown account, `AlreadyExists(Dek)` for a used id.
+    /// `NotFound(Account)` for an unknown account, `AlreadyExists(Dek)` for a used id. Core
+    /// stores new DEKs through the writes that use them instead (see "DEKs carried by writes").
     async fn put_dek(&self, dek: DekRecord) -> Result<()>;
     async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>>;
     /// The most recently created DEK of the account, if any.
@@ -94,8 +117,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Creates every secret or none. Fails with `NameTaken` (naming the first clash, including
     /// two items of the same batch with one name), `NotFound(Store)`, or `QuotaExceeded` when the
     /// account would hold more than `quota` secrets afterwards. Every value must be sealed under
-    /// a DEK of `account` (`NotFound(Dek)` otherwise); an item whose record names another
-    /// account or store, or whose value is not the version its record points at, is `Invalid`.
+    /// a DEK of `account`, stored or carried (`NotFound(Dek)` otherwise); an item whose record
+    /// names another account or store, whose value is not the version its record points at, or
+    /// whose carried DEK is not its value's, is `Invalid`.
     async fn create_secrets(
         &self,
         account: AccountId,
@@ -118,8 +142,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Applies an update if the secret's current version is still `update.expected_version`;
     /// otherwise `Conflict` (the caller re-reads, reseals and retries). Returns the new record.
     /// `NotFound(Store)` / `NotFound(Secret)` as for reads; a new value must be version
-    /// `expected + 1` of this secret (`Invalid` otherwise), sealed under a DEK of the account
-    /// (`NotFound(Dek)` otherwise).
+    /// `expected + 1` of this secret (`Invalid` otherwise), sealed under a DEK of the account,
+    /// stored or carried (`NotFound(Dek)` otherwise).
     async fn update_secret(&self, update: SecretUpdate) -> Result<SecretRecord>;
     /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing). An id listed
     /// twice is deleted once.

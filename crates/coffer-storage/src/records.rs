@@ -84,6 +84,9 @@ pub struct VersionRecord {
 pub struct NewSecret {
     pub record: SecretRecord,
     pub value: VersionRecord,
+    /// The DEK `value` is sealed under, when it may not be stored yet (see [`crate::Storage`]'s
+    /// "DEKs carried by writes"). `None` when the DEK is known to be stored.
+    pub dek: Option<DekRecord>,
 }
 
 /// A change to an existing secret. `None` fields are left as they are.
@@ -95,6 +98,9 @@ pub struct SecretUpdate {
     pub expected_version: Version,
     /// A new value version; its `version` must be `expected_version.next()`.
     pub value: Option<VersionRecord>,
+    /// The DEK `value` is sealed under, when it may not be stored yet (see [`crate::Storage`]'s
+    /// "DEKs carried by writes"). Must be `None` when `value` is.
+    pub dek: Option<DekRecord>,
     pub scopes: Option<Scopes>,
     pub comment: Option<String>,
     pub modified: Timestamp,

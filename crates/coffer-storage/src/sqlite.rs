@@ -54,7 +54,8 @@ impl Default for SqliteOptions {
 /// SQLite storage in one database file (WAL mode, synchronous=FULL).
 ///
 /// Reads need a tokio runtime (they run on its blocking pool); `open` does not. Dropping the
-/// value stops the writer once its queue is drained; [`SqliteStorage::close`] also waits for it.
+/// value stops the writer once its queue is drained; [`SqliteStorage::close`] (which is
+/// [`Storage::shutdown`]) also waits for it, and works through a shared reference.
 pub struct SqliteStorage {
     path: PathBuf,
     writer: WriterHandle,
@@ -103,8 +104,10 @@ impl SqliteStorage {
         self.writer.stats()
     }
 
-    /// Finishes the queued writes, stops the writer thread and closes the database.
-    pub async fn close(self) {
+    /// Stops accepting writes, finishes the queued ones, stops the writer thread and closes the
+    /// read-write connection. Later writes fail with `Unavailable`; reads keep working (they use
+    /// their own read-only connections). Idempotent.
+    pub async fn close(&self) {
         self.writer.close().await;
     }
 
@@ -136,6 +139,10 @@ impl SqliteStorage {
 
 #[async_trait]
 impl Storage for SqliteStorage {
+    async fn shutdown(&self) {
+        self.close().await;
+    }
+
     async fn get_instance_key(&self, purpose: &str) -> Result<Option<WrappedKeyRecord>> {
         let purpose = purpose.to_owned();
         self.read(move |c| reads::get_instance_key(c, &purpose))
@@ -165,6 +172,12 @@ impl Storage for SqliteStorage {
 
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>> {
         self.read(reads::list_accounts).await
+    }
+
+    async fn set_account_quota(&self, account: AccountId, quota: Option<u64>) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::set_account_quota(cx, account, quota))
+            .await
     }
 
     async fn create_token(&self, token: TokenRecord) -> Result<()> {

@@ -127,6 +127,7 @@ fn new_secret(w: &World, name: &str) -> NewSecret {
             sealed: format!("sealed {name}").into_bytes(),
             created: ts(4),
         },
+        dek: None,
     }
 }
 
@@ -205,6 +206,7 @@ async fn data_survives_close_and_reopen() {
             scopes: None,
             comment: Some("updated".into()),
             modified: ts(8),
+            dek: None,
         })
         .await
         .unwrap();
@@ -282,6 +284,50 @@ async fn change_log_continues_after_reopen() {
 }
 
 // ---- concurrency ----
+
+/// Two `SqliteStorage` values on one file (as two processes would be) take turns writing. Each
+/// must chain onto what the other committed: the log head is read from the database in every
+/// write transaction, not remembered from the instance's own last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_file_take_turns_appending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let a = SqliteStorage::open(&path).unwrap();
+    let b = SqliteStorage::open(&path).unwrap();
+    let w = world(&a, "acme").await;
+    let mut expected = 3;
+    for round in 0..4 {
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        first
+            .create_secrets(
+                w.account,
+                w.store,
+                vec![new_secret(&w, &format!("S{round}"))],
+                10,
+            )
+            .await
+            .unwrap();
+        second
+            .create_account(AccountRecord {
+                id: AccountId::from_bytes(id()),
+                name: format!("a{round}"),
+                created: ts(round),
+                secrets_quota: None,
+            })
+            .await
+            .unwrap();
+        expected += 2;
+        assert_eq!(a.change_head().await.unwrap(), expected);
+        assert_eq!(b.change_head().await.unwrap(), expected);
+    }
+    let log = all_changes(&a).await;
+    assert_eq!(log.len() as u64, expected);
+    assert_chain(&log);
+    assert_eq!(all_changes(&b).await, log);
+    assert_eq!(b.secret_count(w.account).await.unwrap(), 4);
+    a.close().await;
+    b.close().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_all_commit_and_see_their_writes() {

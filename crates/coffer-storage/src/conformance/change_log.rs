@@ -56,6 +56,7 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         scopes: None,
         comment: None,
         modified: ts(40),
+        dek: None,
     })
     .await
     .unwrap();
@@ -68,6 +69,7 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         scopes: Some(Scopes::default()),
         comment: Some("now unscoped".into()),
         modified: ts(41),
+        dek: None,
     })
     .await
     .unwrap();
@@ -218,6 +220,7 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
                 scopes: None,
                 comment: Some("x".into()),
                 modified: ts(1),
+                dek: None,
             })
             .await
             .map(drop),

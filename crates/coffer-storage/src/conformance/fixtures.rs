@@ -123,6 +123,7 @@ pub(super) fn secret(t: Tenant, store: StoreId, name: &str) -> NewSecret {
             sealed: format!("sealed:{name}:1").into_bytes(),
             created: ts(20),
         },
+        dek: None,
     }
 }
 

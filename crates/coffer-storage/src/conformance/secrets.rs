@@ -21,6 +21,7 @@ fn metadata_update(record: &SecretRecord, expected: Version) -> SecretUpdate {
         scopes: None,
         comment: None,
         modified: ts(1000),
+        dek: None,
     }
 }
 

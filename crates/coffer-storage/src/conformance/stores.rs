@@ -179,6 +179,7 @@ pub(super) async fn delete_store_not_empty_and_force(s: Arc<dyn Storage>) {
         scopes: None,
         comment: None,
         modified: ts(30),
+        dek: None,
     })
     .await
     .unwrap();
@@ -310,6 +311,7 @@ pub(super) async fn account_isolation(s: Arc<dyn Storage>) {
         scopes: None,
         comment: Some("hijacked".into()),
         modified: ts(99),
+        dek: None,
     };
     not_found_store(
         "update_secret",

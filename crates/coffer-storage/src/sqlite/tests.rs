@@ -248,6 +248,38 @@ async fn a_panicking_job_fails_alone_and_the_writer_lives_on() {
     assert_chain(&log);
 }
 
+/// Shutdown through a shared handle: writes queued before it all commit, it returns only once
+/// the writer has stopped, and later writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_through_a_shared_handle_drains_the_queue() {
+    let (_dir, s) = open();
+    let (release, held) = hold_writer(&s).await;
+    let mut tasks = JoinSet::new();
+    for n in 0..10 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move { s.create_account(account(n)).await });
+    }
+    wait_until_queued(&s, 10).await;
+    let storage: Arc<dyn Storage> = s.clone();
+    let shutdown = tokio::spawn(async move { storage.shutdown().await });
+    // The writer is held inside a job, so the shutdown cannot have finished.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!shutdown.is_finished(), "shutdown waits for the writer");
+    release.send(()).unwrap();
+    held.await.unwrap();
+    shutdown.await.unwrap();
+    for result in tasks.join_all().await {
+        result.unwrap();
+    }
+    assert_eq!(s.writer.queued(), 0);
+    let err = s.create_account(account(99)).await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    // Reads have their own connections and go on working.
+    assert_eq!(s.list_accounts().await.unwrap().len(), 10);
+    assert_eq!(s.change_head().await.unwrap(), 10);
+    s.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_waits_for_queued_writes() {
     let (_dir, s) = open();

@@ -6,15 +6,18 @@
 //! own error at once; the others are answered after the one COMMIT, so they share its fsync. If
 //! the COMMIT fails, every job that was waiting for it gets the error.
 //!
-//! The change-log head (last seq and hash) lives here, in memory. Invariant: outside a batch it
-//! equals the last committed row of `changes`. A job's appends advance it; a job rolled back to
-//! its savepoint restores the value from before the job; a batch that does not commit restores
-//! the value from before the batch and marks it for re-reading from the database before the next
-//! batch (in case SQLite's state is not what we assume after an I/O error).
+//! The change-log head (last seq and hash) is read from the database at the start of every
+//! batch, right after `BEGIN IMMEDIATE` took the write lock: one lookup by primary key. So it is
+//! the last committed entry even when another connection (another process, or another
+//! `SqliteStorage` on the same file) appended since our previous batch; a head kept in memory
+//! across batches would make every later append clash on `seq`. Within the batch the lock keeps
+//! other writers out, so the in-memory copy is exact: a job's appends advance it and a job rolled
+//! back to its savepoint restores the value from before the job. Nothing of it outlives the
+//! batch, so a batch that does not commit needs no repair.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use coffer_types::Timestamp;
@@ -129,22 +132,27 @@ where
 }
 
 /// The async side: submits jobs and waits for their answers.
+///
+/// Closing works through `&self` (the storage is shared behind an `Arc`): the queue's sender is
+/// taken out of `jobs`, so no new job gets in, and the writer thread exits once every sender
+/// (including clones still held by submissions in flight) is gone and the queue is drained.
 pub(super) struct WriterHandle {
-    jobs: mpsc::Sender<Box<dyn Job>>,
-    thread: JoinHandle<()>,
+    /// `None` once closed. Each submission clones the sender and drops the clone as soon as its
+    /// job is queued.
+    jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    /// Taken by the first `close`, which joins it; an async mutex so that a concurrent `close`
+    /// waits for that join rather than returning while the writer still runs.
+    thread: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
 
 impl WriterHandle {
-    /// Starts the writer thread on `conn` (already migrated), reading the log head first.
+    /// Starts the writer thread on `conn` (already migrated).
     pub(super) fn start(conn: Connection, max_batch: usize) -> Result<WriterHandle> {
-        let head = read_head(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let counters = Arc::new(Counters::default());
         let writer = Writer {
             conn,
-            head,
-            head_stale: false,
             max_batch: max_batch.max(1),
             counters: Arc::clone(&counters),
         };
@@ -153,10 +161,19 @@ impl WriterHandle {
             .spawn(move || writer.run(rx))
             .map_err(|e| StorageError::Unavailable(format!("starting the writer thread: {e}")))?;
         Ok(WriterHandle {
-            jobs: tx,
-            thread,
+            jobs: Mutex::new(Some(tx)),
+            thread: tokio::sync::Mutex::new(Some(thread)),
             counters,
         })
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Box<dyn Job>>> {
+        // The guarded value is an Option that is only cloned or taken whole; a panic elsewhere
+        // while the lock was held cannot leave it half-updated.
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs `op` in the writer's next transaction; resolves once that transaction committed
@@ -172,10 +189,11 @@ impl WriterHandle {
             output: None,
             reply,
         });
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| StorageError::Unavailable("the writer has stopped".into()))?;
+        let stopped = || StorageError::Unavailable("the writer has stopped".into());
+        let jobs = self.sender().ok_or_else(stopped)?;
+        jobs.send(job).await.map_err(|_| stopped())?;
+        // Not held while waiting for the answer: only queued jobs keep the writer alive.
+        drop(jobs);
         answer
             .await
             .map_err(|_| StorageError::Unavailable("the writer stopped before answering".into()))?
@@ -191,17 +209,31 @@ impl WriterHandle {
     /// How many jobs are queued and not yet taken by the writer.
     #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
-        self.jobs.max_capacity() - self.jobs.capacity()
+        self.sender()
+            .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
     }
 
-    /// Stops accepting jobs, lets the writer finish the queued ones and waits for the thread
-    /// (which closes the connection) to exit.
-    pub(super) async fn close(self) {
-        drop(self.jobs);
-        let thread = self.thread;
+    /// Stops accepting jobs, lets the writer finish the queued ones (and those whose submission
+    /// is already under way) and waits for the thread, which closes the connection, to exit.
+    /// Idempotent; a concurrent call waits for the same exit.
+    pub(super) async fn close(&self) {
+        let mut thread = self.thread.lock().await;
+        drop(
+            self.jobs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let Some(handle) = thread.take() else {
+            return;
+        };
         // Joining blocks, so it happens off the runtime's threads. A writer that panicked has
-        // nothing left to clean up, so its panic is not propagated.
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        // nothing left to clean up, so its panic is only logged.
+        match tokio::task::spawn_blocking(move || handle.join()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("the storage writer thread had panicked"),
+            Err(e) => tracing::error!(error = %e, "joining the storage writer thread failed"),
+        }
     }
 }
 
@@ -230,10 +262,6 @@ fn read_head(conn: &Connection) -> Result<Head> {
 
 struct Writer {
     conn: Connection,
-    head: Head,
-    /// Set when a batch failed in a way that leaves SQLite's state uncertain; the head is then
-    /// re-read before the next batch.
-    head_stale: bool,
     max_batch: usize,
     counters: Arc<Counters>,
 }
@@ -261,24 +289,25 @@ impl Writer {
 
     /// Runs and answers every job in `batch`, leaving it empty.
     fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job>>) {
-        if let Err(e) = self.begin() {
-            tracing::error!(error = %e, "storage writer cannot begin a transaction");
-            self.head_stale = true;
-            fail_all(batch.drain(..), &e);
-            return;
-        }
-        let start = self.head;
+        let mut head = match self.begin() {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(error = %e, "storage writer cannot begin a transaction");
+                fail_all(batch.drain(..), &e);
+                return;
+            }
+        };
         let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
         let mut queue = batch.drain(..);
         while let Some(mut job) = queue.next() {
             self.counters.jobs.fetch_add(1, Ordering::Relaxed);
-            match self.run_in_savepoint(job.as_mut()) {
+            match self.run_in_savepoint(job.as_mut(), &mut head) {
                 Ok(true) => waiting.push(job),
                 // Rolled back to its savepoint; its error does not depend on the COMMIT.
                 Ok(false) => job.answer(None),
                 Err(Abandon(e)) => {
                     tracing::error!(error = %e, "storage writer abandons a batch");
-                    self.rollback(start);
+                    self.rollback();
                     job.answer(Some(copy_error(&e)));
                     fail_all(waiting.into_iter().chain(queue), &e);
                     return;
@@ -287,12 +316,8 @@ impl Writer {
         }
         drop(queue);
         if waiting.is_empty() {
-            // Every job rolled back to its savepoint, so the head is back at `start` and there
-            // is nothing to make durable.
-            if let Err(e) = exec(&self.conn, "ROLLBACK", "rollback") {
-                tracing::error!(error = %e, "storage writer failed to roll back");
-                self.head_stale = true;
-            }
+            // Every job rolled back to its savepoint: there is nothing to make durable.
+            self.rollback();
             return;
         }
         match exec(&self.conn, "COMMIT", "commit") {
@@ -304,42 +329,40 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage writer failed to commit a batch");
-                self.rollback(start);
+                self.rollback();
                 let e = StorageError::Unavailable(format!("not committed: {e}"));
                 fail_all(waiting.into_iter(), &e);
             }
         }
     }
 
-    fn begin(&mut self) -> Result<()> {
+    /// Begins the batch's transaction and reads the log head inside it.
+    fn begin(&self) -> Result<Head> {
         // A transaction left open by a failed ROLLBACK would make BEGIN fail forever; close it.
         if !self.conn.is_autocommit() {
             exec(&self.conn, "ROLLBACK", "rollback leftover transaction")?;
-            self.head_stale = true;
-        }
-        if self.head_stale {
-            self.head = read_head(&self.conn)?;
-            self.head_stale = false;
         }
         // IMMEDIATE takes the write lock now rather than at the first write, so a concurrent
-        // writer in another process makes us wait (busy_timeout) instead of failing mid-batch.
-        exec(&self.conn, "BEGIN IMMEDIATE", "begin")
+        // writer in another process makes us wait (busy_timeout) instead of failing mid-batch,
+        // and nobody else can append between reading the head and committing.
+        exec(&self.conn, "BEGIN IMMEDIATE", "begin")?;
+        read_head(&self.conn).inspect_err(|_| self.rollback())
     }
 
     /// `Ok(true)`: the job succeeded and its work is part of the transaction. `Ok(false)`: it
     /// failed and was rolled back alone. `Err`: the whole transaction is gone or unusable.
-    fn run_in_savepoint(&mut self, job: &mut dyn Job) -> Result<bool, Abandon> {
+    fn run_in_savepoint(&mut self, job: &mut dyn Job, head: &mut Head) -> Result<bool, Abandon> {
         exec(&self.conn, "SAVEPOINT job", "savepoint").map_err(Abandon)?;
-        let before = self.head;
+        let before = *head;
         let ok = job.run(&mut WriteCx {
             conn: &self.conn,
-            head: &mut self.head,
+            head,
         });
         if ok {
             exec(&self.conn, "RELEASE job", "release savepoint").map_err(Abandon)?;
             return Ok(true);
         }
-        self.head = before;
+        *head = before;
         if self.conn.is_autocommit() {
             // Some errors (I/O, disk full, out of memory) make SQLite roll back the whole
             // transaction by itself: the earlier jobs' work is gone too.
@@ -352,16 +375,14 @@ impl Writer {
         Ok(false)
     }
 
-    /// Ends the current transaction without keeping anything and restores the head to `start`.
-    fn rollback(&mut self, start: Head) {
-        self.head = start;
+    /// Ends the current transaction without keeping anything. The next batch reads the head
+    /// afresh, so nothing else needs restoring.
+    fn rollback(&self) {
         if !self.conn.is_autocommit()
             && let Err(e) = exec(&self.conn, "ROLLBACK", "rollback")
         {
             tracing::error!(error = %e, "storage writer failed to roll back");
         }
-        // Whatever happened, the next batch re-reads the head from what is committed.
-        self.head_stale = true;
     }
 }
 

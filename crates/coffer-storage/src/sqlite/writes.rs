@@ -80,6 +80,28 @@ pub(super) fn create_account(cx: &mut WriteCx<'_>, account: &AccountRecord) -> R
     })
 }
 
+pub(super) fn set_account_quota(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    quota: Option<u64>,
+) -> Result<()> {
+    let quota = quota
+        .map(|q| to_i64(q, "secrets quota is larger than storage can hold"))
+        .transpose()?;
+    let changed = execute(
+        cx,
+        "UPDATE accounts SET secrets_quota = ?1 WHERE id = ?2",
+        params![quota, account.as_bytes()],
+        "set account quota",
+        |_| None,
+    )?;
+    if changed == 0 {
+        return Err(StorageError::NotFound(Entity::Account));
+    }
+    // Quotas are enforced by the control plane alone; edges need not hear of them.
+    Ok(())
+}
+
 pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<()> {
     execute(
         cx,
@@ -110,9 +132,20 @@ pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<
 }
 
 pub(super) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
-    execute(
+    if insert_dek(cx, dek)? {
+        Ok(())
+    } else {
+        Err(StorageError::AlreadyExists(Entity::Dek))
+    }
+}
+
+/// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
+/// appended its `DekPut`).
+fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
+    let inserted = execute(
         cx,
-        "INSERT INTO deks (id, account_id, kek_id, wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO deks (id, account_id, kek_id, wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO NOTHING",
         params![
             dek.key.id.as_bytes(),
             dek.account_id.as_bytes(),
@@ -121,18 +154,49 @@ pub(super) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
             dek.key.created.unix_micros()
         ],
         "put dek",
-        |c| match c {
-            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::Dek)),
-            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Account)),
-            _ => None,
-        },
+        |c| (c == Constraint::ForeignKey).then_some(StorageError::NotFound(Entity::Account)),
     )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
     cx.append(&Change::DekPut {
         account_id: dek.account_id,
         dek_id: dek.key.id,
         kek_id: dek.key.kek_id.clone(),
         wrapped_hex: hex::encode(&dek.key.wrapped),
-    })
+    })?;
+    Ok(true)
+}
+
+/// Checks a DEK carried with `value` (see the `Storage` trait's "DEKs carried by writes").
+fn check_carried_dek(
+    dek: Option<&DekRecord>,
+    value: &VersionRecord,
+    account: AccountId,
+) -> Result<()> {
+    match dek {
+        Some(dek) if dek.key.id != value.dek_id => Err(StorageError::Invalid(
+            "a carried DEK is not the one its value is sealed under",
+        )),
+        Some(dek) if dek.account_id != account => Err(StorageError::Invalid(
+            "a carried DEK belongs to another account than the call",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
+fn insert_carried_deks<'a>(
+    cx: &mut WriteCx<'_>,
+    deks: impl IntoIterator<Item = &'a DekRecord>,
+) -> Result<()> {
+    let mut seen: HashSet<DekId> = HashSet::new();
+    for dek in deks {
+        if seen.insert(dek.key.id) {
+            insert_dek(cx, dek)?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn create_store(
@@ -255,6 +319,7 @@ pub(super) fn create_secrets(
                 "a new secret's value is not the version its record points at",
             ));
         }
+        check_carried_dek(new.dek.as_ref(), value, account)?;
     }
 
     // Checked here, inside the transaction the inserts commit in: no concurrent create can
@@ -269,6 +334,9 @@ pub(super) fn create_secrets(
         });
     }
 
+    // Before the checks below, which then find carried DEKs like stored ones, and before the
+    // secrets, so an edge reading the log has each DEK before the values sealed under it.
+    insert_carried_deks(cx, secrets.iter().filter_map(|new| new.dek.as_ref()))?;
     let mut checked_deks: HashSet<DekId> = HashSet::new();
     for new in secrets {
         let dek = new.value.dek_id;
@@ -377,6 +445,9 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
     }
 
     let value = match update.value {
+        None if update.dek.is_some() => {
+            return Err(StorageError::Invalid("a carried DEK without a new value"));
+        }
         Some(value) => {
             if value.secret_id != id {
                 return Err(StorageError::Invalid(
@@ -388,6 +459,8 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
                     "a new value's version must be the expected version plus one",
                 ));
             }
+            check_carried_dek(update.dek.as_ref(), &value, account)?;
+            insert_carried_deks(cx, update.dek.as_ref())?;
             if !reads::dek_belongs_to(cx.conn, value.dek_id, account)? {
                 return Err(StorageError::NotFound(Entity::Dek));
             }

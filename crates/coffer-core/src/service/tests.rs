@@ -1,0 +1,392 @@
+use std::time::Duration;
+
+use coffer_crypto::FileKek;
+use coffer_storage::{Change, SqliteStorage};
+use coffer_types::{Scope, TokenId};
+
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    coffer: Coffer,
+    /// The operator (`coffer init`'s token) of `account`.
+    operator: Principal,
+    account: AccountId,
+    store: StoreId,
+}
+
+async fn fixture(limits: Limits, policy: DekPolicy) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let coffer = Coffer::open(storage, kek, limits, policy).await.unwrap();
+    let (account, token) = coffer.bootstrap("acme").await.unwrap();
+    let operator = coffer.authenticate(token.expose_secret()).await.unwrap();
+    let store = coffer
+        .create_store(&operator, account, StoreName::parse("prod").unwrap())
+        .await
+        .unwrap()
+        .id;
+    Fixture {
+        _dir: dir,
+        coffer,
+        operator,
+        account,
+        store,
+    }
+}
+
+async fn default_fixture() -> Fixture {
+    fixture(Limits::default(), DekPolicy::default()).await
+}
+
+/// A principal of `account` that is not the operator.
+fn member(account: AccountId, role: Role) -> Principal {
+    Principal {
+        token_id: TokenId::from_bytes(random_id()),
+        token_name: "member".into(),
+        account_id: account,
+        role,
+        operator: false,
+    }
+}
+
+fn item(name: &str, value: &str) -> CreateSecretItem {
+    CreateSecretItem {
+        name: SecretName::parse(name).unwrap(),
+        value: Plaintext::new(value.as_bytes().to_vec()),
+        scopes: Scopes::new([Scope::Workers]),
+        comment: Comment::default(),
+    }
+}
+
+impl Fixture {
+    async fn create(&self, names: &[&str]) -> Result<Vec<SecretRecord>, CoreError> {
+        let items = names.iter().map(|n| item(n, "value")).collect();
+        self.coffer
+            .create_secrets(&self.operator, self.account, self.store, items)
+            .await
+    }
+
+    async fn head(&self) -> u64 {
+        self.coffer.storage().change_head().await.unwrap()
+    }
+
+    async fn dek_puts(&self) -> usize {
+        self.coffer
+            .storage()
+            .changes_after(0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| matches!(c.change().unwrap(), Change::DekPut { .. }))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_create_refused_for_quota_leaves_no_dek_behind() {
+    let f = fixture(
+        Limits {
+            default_secrets_quota: 0,
+            ..Limits::default()
+        },
+        DekPolicy::default(),
+    )
+    .await;
+    let head = f.head().await;
+    let err = f.create(&["A"]).await.unwrap_err();
+    assert!(matches!(err, CoreError::QuotaExceeded { .. }), "{err:?}");
+    assert_eq!(
+        f.head().await,
+        head,
+        "a refused create writes nothing, not even the DEK it was sealed under"
+    );
+    assert_eq!(
+        f.coffer.storage().latest_dek(f.account).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn writes_store_their_new_deks_only_when_they_succeed() {
+    // Every seal makes a new DEK, so every write below carries one.
+    let f = fixture(
+        Limits::default(),
+        DekPolicy {
+            max_age: Duration::from_secs(3600),
+            max_seals: 1,
+        },
+    )
+    .await;
+    let created = f.create(&["A"]).await.unwrap();
+    assert_eq!(f.dek_puts().await, 1);
+    let head = f.head().await;
+
+    let err = f.create(&["B", "A"]).await.unwrap_err();
+    assert!(matches!(err, CoreError::NameTaken { .. }), "{err:?}");
+    let dup = DuplicateSecret {
+        name: SecretName::parse("A").unwrap(),
+        scopes: Scopes::default(),
+        comment: None,
+    };
+    let err = f
+        .coffer
+        .duplicate_secret(&f.operator, f.account, f.store, created[0].id, dup)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::NameTaken { .. }), "{err:?}");
+    assert_eq!(f.head().await, head, "failed writes leave no DEK behind");
+
+    let update = UpdateSecret {
+        value: Some(Plaintext::new(b"two".to_vec())),
+        ..UpdateSecret::default()
+    };
+    let updated = f
+        .coffer
+        .update_secret(&f.operator, f.account, f.store, created[0].id, update)
+        .await
+        .unwrap();
+    let version = f
+        .coffer
+        .storage()
+        .get_version(updated.id, updated.version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        f.coffer
+            .storage()
+            .get_dek(version.dek_id)
+            .await
+            .unwrap()
+            .is_some(),
+        "a successful update stores the DEK its value is sealed under"
+    );
+    assert_eq!(f.head().await, head + 2, "one dek_put and one secret_put");
+    assert_eq!(f.dek_puts().await, 2);
+}
+
+#[tokio::test]
+async fn a_bulk_create_stores_its_shared_dek_once() {
+    let f = default_fixture().await;
+    f.create(&["A", "B", "C"]).await.unwrap();
+    f.create(&["D"]).await.unwrap();
+    assert_eq!(f.dek_puts().await, 1);
+}
+
+#[tokio::test]
+async fn opening_a_secret_deleted_since_it_was_read_is_not_found() {
+    let f = default_fixture().await;
+    let created = f.create(&["SOURCE"]).await.unwrap();
+    let read = f
+        .coffer
+        .get_secret(&f.operator, f.account, f.store, created[0].id)
+        .await
+        .unwrap();
+    f.coffer
+        .delete_secrets(&f.operator, f.account, f.store, &[read.id])
+        .await
+        .unwrap();
+    // What a duplicate racing the delete of its source meets between its two reads.
+    let err = f.coffer.open_current(&read).await.unwrap_err();
+    assert!(
+        matches!(err, CoreError::NotFound(Resource::Secret)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_update_writes_nothing() {
+    let f = default_fixture().await;
+    let created = f.create(&["KEY"]).await.unwrap();
+    let head = f.head().await;
+    let got = f
+        .coffer
+        .update_secret(
+            &f.operator,
+            f.account,
+            f.store,
+            created[0].id,
+            UpdateSecret::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, created[0], "the current record, `modified` unchanged");
+    assert_eq!(f.head().await, head, "no change-log entry");
+
+    // It is still checked like any update.
+    let reporter = member(f.account, Role::SecretsStoreReporter);
+    let err = f
+        .coffer
+        .update_secret(
+            &reporter,
+            f.account,
+            f.store,
+            created[0].id,
+            UpdateSecret::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::Forbidden(Permission::Edit)),
+        "{err:?}"
+    );
+    let err = f
+        .coffer
+        .update_secret(
+            &f.operator,
+            f.account,
+            f.store,
+            SecretId::from_bytes(random_id()),
+            UpdateSecret::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::NotFound(Resource::Secret)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_account_quota_override_applies_and_clears() {
+    let f = fixture(
+        Limits {
+            default_secrets_quota: 3,
+            ..Limits::default()
+        },
+        DekPolicy::default(),
+    )
+    .await;
+    let (who, account) = (&f.operator, f.account);
+    assert_eq!(
+        f.coffer.quota(who, account).await.unwrap(),
+        Quota { quota: 3, usage: 0 }
+    );
+
+    let set = f
+        .coffer
+        .set_account_quota(who, account, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(set, Quota { quota: 1, usage: 0 });
+    assert_eq!(f.coffer.quota(who, account).await.unwrap(), set);
+    assert_eq!(
+        f.coffer
+            .get_account(who, account)
+            .await
+            .unwrap()
+            .secrets_quota,
+        Some(1)
+    );
+    f.create(&["A"]).await.unwrap();
+    let err = f.create(&["B"]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoreError::QuotaExceeded {
+                quota: 1,
+                usage: 1,
+                requested: 1
+            }
+        ),
+        "{err:?}"
+    );
+
+    let cleared = f
+        .coffer
+        .set_account_quota(who, account, None)
+        .await
+        .unwrap();
+    assert_eq!(cleared, Quota { quota: 3, usage: 1 });
+    assert_eq!(
+        f.coffer
+            .get_account(who, account)
+            .await
+            .unwrap()
+            .secrets_quota,
+        None
+    );
+    f.create(&["B", "C"]).await.unwrap();
+    assert!(matches!(
+        f.create(&["D"]).await,
+        Err(CoreError::QuotaExceeded { quota: 3, .. })
+    ));
+}
+
+#[tokio::test]
+async fn only_an_operator_sets_a_quota() {
+    let f = default_fixture().await;
+    let admin = member(f.account, Role::SuperAdmin);
+    let err = f
+        .coffer
+        .set_account_quota(&admin, f.account, Some(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::Forbidden(Permission::ManageAccount)),
+        "the account's own super admin: {err:?}"
+    );
+    let weak_operator = Principal {
+        role: Role::SecretsStoreAdmin,
+        ..f.operator.clone()
+    };
+    let err = f
+        .coffer
+        .set_account_quota(&weak_operator, f.account, Some(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::Forbidden(Permission::ManageAccount)),
+        "an operator token without ManageAccount: {err:?}"
+    );
+    let stranger = member(AccountId::from_bytes(random_id()), Role::SuperAdmin);
+    let err = f
+        .coffer
+        .set_account_quota(&stranger, f.account, Some(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::NotFound(Resource::Account)),
+        "a token of another account: {err:?}"
+    );
+    let err = f
+        .coffer
+        .set_account_quota(&f.operator, AccountId::from_bytes(random_id()), Some(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::NotFound(Resource::Account)),
+        "an unknown account: {err:?}"
+    );
+    let err = f
+        .coffer
+        .set_account_quota(&f.operator, f.account, Some(u64::MAX))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::Invalid(_)), "{err:?}");
+    assert_eq!(
+        f.coffer
+            .get_account(&f.operator, f.account)
+            .await
+            .unwrap()
+            .secrets_quota,
+        None,
+        "no refused call changed the quota"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_storage() {
+    let f = default_fixture().await;
+    f.coffer.shutdown().await;
+    let err = f
+        .coffer
+        .create_store(&f.operator, f.account, StoreName::parse("late").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+    // Idempotent.
+    f.coffer.shutdown().await;
+}
