@@ -158,7 +158,10 @@ impl Server {
                 ),
             }
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{url}"
+        );
         Server {
             child,
             url,
@@ -761,4 +764,91 @@ fn dev_refuses_a_data_dir_it_did_not_make() {
     let out = run(cmd, None);
     let line = out.one_error_line(1);
     assert!(line.contains("not a `coffer dev` data dir"), "{line}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, as PEM files in `dir`.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("generate certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+#[test]
+fn serves_https_and_clients_verify_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (account, token) = init(&data);
+    let (cert, key) = self_signed(tmp.path());
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key);
+    let server = Server::spawn(cmd);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let conn = Conn {
+        url: server.url.clone(),
+        token,
+        account,
+    };
+
+    // Trusting the server's certificate: works end to end over TLS.
+    let out = conn.run(&[
+        "store",
+        "create",
+        "--name",
+        "tls-store",
+        "--json",
+        "--ca-cert",
+        cert.to_str().unwrap(),
+    ]);
+    let store = out.ok().json();
+    assert_eq!(store["name"], "tls-store");
+
+    // Not trusting it: refused, in one line, naming the URL.
+    let out = conn.run(&["store", "list"]);
+    let line = out.one_error_line(1).to_owned();
+    assert!(
+        line.contains(&server.url) || line.to_lowercase().contains("certificate"),
+        "{line}"
+    );
+}
+
+#[test]
+fn plain_http_on_a_non_loopback_address_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    init(&data);
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "0.0.0.0:0"]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(1).to_owned();
+    assert!(
+        line.contains("refusing to serve plain HTTP on non-loopback address 0.0.0.0:0"),
+        "{line}"
+    );
+    assert!(line.contains("--insecure-http"), "{line}");
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let (_tmp, data, _server, _conn) = setup();
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(1).to_owned();
+    assert!(line.contains("in use by another coffer process"), "{line}");
 }

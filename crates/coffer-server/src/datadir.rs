@@ -2,13 +2,19 @@
 //!
 //! ```text
 //! DIR/            mode 0700
-//!   kek.key       the file KEK, mode 0600 (absent once an HSM provider is configured)
-//!   coffer.db     SQLite database (+ -wal, -shm)
+//!   lock          held (flock) by the one process serving this dir
+//!   kek.key       the file KEK, mode 0600
+//!   coffer.db     SQLite database, mode 0600 (+ -wal, -shm, which SQLite creates alike)
 //! ```
+//!
+//! One process at a time: the embedded database has one writer, so a second `coffer server`
+//! (or `coffer init`) on the same dir is refused rather than left to fight over it. Several
+//! control-plane instances are what the PostgreSQL backend is for.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
 
 use coffer_core::{Coffer, DekPolicy, Limits};
@@ -17,6 +23,7 @@ use coffer_storage::{SqliteStorage, Storage};
 
 use crate::{InitOutcome, ServerError};
 
+const LOCK_FILE: &str = "lock";
 const KEK_FILE: &str = "kek.key";
 const DB_FILE: &str = "coffer.db";
 
@@ -27,17 +34,55 @@ fn data_dir_error(path: &Path, message: impl Into<String>) -> ServerError {
     }
 }
 
+/// An open data dir: the domain service and the lock that keeps other processes out. Dropping
+/// it releases the lock.
+#[derive(Debug)]
+pub struct DataDir {
+    pub coffer: Coffer,
+    _lock: File,
+}
+
+/// Takes the data dir's lock, or says which process-level conflict stops us.
+fn lock(path: &Path) -> Result<File, ServerError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path.join(LOCK_FILE))
+        .map_err(|e| data_dir_error(path, format!("cannot open lock file: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(data_dir_error(
+            path,
+            "is in use by another coffer process (one process per data dir)",
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(data_dir_error(path, format!("cannot lock: {e}"))),
+    }
+}
+
 /// Opens an initialised data dir.
-pub async fn open(path: &Path, limits: Limits) -> Result<Coffer, ServerError> {
+pub async fn open(path: &Path, limits: Limits) -> Result<DataDir, ServerError> {
     if !path.join(KEK_FILE).exists() || !path.join(DB_FILE).exists() {
         return Err(data_dir_error(
             path,
             "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
         ));
     }
-    let kek: Arc<dyn KekProvider> = Arc::new(
-        FileKek::open(&path.join(KEK_FILE)).map_err(|e| data_dir_error(path, e.to_string()))?,
-    );
+    let lock = lock(path)?;
+    let coffer = open_coffer(path, FileKek::open(&path.join(KEK_FILE)), limits).await?;
+    Ok(DataDir {
+        coffer,
+        _lock: lock,
+    })
+}
+
+async fn open_coffer(
+    path: &Path,
+    kek: Result<FileKek, coffer_crypto::CryptoError>,
+    limits: Limits,
+) -> Result<Coffer, ServerError> {
+    let kek: Arc<dyn KekProvider> = Arc::new(kek.map_err(|e| data_dir_error(path, e.to_string()))?);
     let storage: Arc<dyn Storage> = Arc::new(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
@@ -47,9 +92,9 @@ pub async fn open(path: &Path, limits: Limits) -> Result<Coffer, ServerError> {
         .map_err(|e| data_dir_error(path, e.to_string()))
 }
 
-/// Creates and initialises a data dir. On failure nothing is left behind.
+/// Creates and initialises a data dir. On failure, removes exactly what this call created.
 pub async fn init(path: &Path) -> Result<InitOutcome, ServerError> {
-    let existed = match fs::read_dir(path) {
+    let created_dir = match fs::read_dir(path) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(data_dir_error(
@@ -57,36 +102,71 @@ pub async fn init(path: &Path) -> Result<InitOutcome, ServerError> {
                     "already exists and is not empty; refusing to overwrite it",
                 ));
             }
+            // An existing empty dir may have been made with a loose mode; ours is 0700.
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                .map_err(|e| data_dir_error(path, format!("cannot set mode 0700: {e}")))?;
+            false
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .map_err(|e| data_dir_error(path, format!("cannot create parent: {e}")))?;
+            }
+            // Not recursive: if another `coffer init` created the dir a moment ago, fail here
+            // instead of sharing (and later cleaning up) its files.
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| data_dir_error(path, format!("cannot create: {e}")))?;
             true
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(data_dir_error(path, e.to_string())),
     };
-    if !existed {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(path)
-            .map_err(|e| data_dir_error(path, format!("cannot create: {e}")))?;
-    }
+    let lock = match lock(path) {
+        Ok(lock) => lock,
+        Err(e) => {
+            if created_dir {
+                let _ = fs::remove_dir(path);
+            }
+            return Err(e);
+        }
+    };
     let result = init_contents(path).await;
     if result.is_err() {
-        remove_contents(path, existed);
+        // We hold the lock and the dir was empty (or ours), so everything in it is ours.
+        for f in [
+            KEK_FILE,
+            DB_FILE,
+            "coffer.db-wal",
+            "coffer.db-shm",
+            "coffer.db-journal",
+        ] {
+            let _ = fs::remove_file(path.join(f));
+        }
+        drop(lock);
+        let _ = fs::remove_file(path.join(LOCK_FILE));
+        if created_dir {
+            let _ = fs::remove_dir(path);
+        }
     }
     result
 }
 
 async fn init_contents(path: &Path) -> Result<InitOutcome, ServerError> {
-    let kek: Arc<dyn KekProvider> = Arc::new(
-        FileKek::create(&path.join(KEK_FILE)).map_err(|e| data_dir_error(path, e.to_string()))?,
-    );
-    let storage: Arc<dyn Storage> = Arc::new(
-        SqliteStorage::open(&path.join(DB_FILE))
-            .map_err(|e| data_dir_error(path, e.to_string()))?,
-    );
-    let coffer = Coffer::open(storage, kek, Limits::default(), DekPolicy::default())
-        .await
-        .map_err(|e| data_dir_error(path, e.to_string()))?;
+    // Create the database file 0600 before SQLite opens it: SQLite gives its -wal and -shm
+    // files the database file's mode.
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path.join(DB_FILE))
+        .map_err(|e| data_dir_error(path, format!("cannot create {DB_FILE}: {e}")))?;
+    let coffer = open_coffer(
+        path,
+        FileKek::create(&path.join(KEK_FILE)),
+        Limits::default(),
+    )
+    .await?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await
@@ -97,16 +177,70 @@ async fn init_contents(path: &Path) -> Result<InitOutcome, ServerError> {
     })
 }
 
-fn remove_contents(path: &Path, keep_dir: bool) {
-    if !keep_dir {
-        let _ = fs::remove_dir_all(path);
-        return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
-    let files: Vec<PathBuf> = [KEK_FILE, DB_FILE, "coffer.db-wal", "coffer.db-shm"]
-        .iter()
-        .map(|f| path.join(f))
-        .collect();
-    for f in files {
-        let _ = fs::remove_file(f);
+
+    #[tokio::test]
+    async fn init_makes_private_files_even_in_a_loose_existing_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        init(&dir).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(KEK_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+        if dir.join("coffer.db-wal").exists() {
+            assert_eq!(mode(&dir.join("coffer.db-wal")), 0o600);
+        }
+    }
+
+    #[tokio::test]
+    async fn one_process_per_data_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        init(&dir).await.unwrap();
+        let first = open(&dir, Limits::default()).await.unwrap();
+        let err = open(&dir, Limits::default()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another coffer process"),
+            "{err}"
+        );
+        drop(first);
+        open(&dir, Limits::default()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_init_leaves_an_existing_dir_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        init(&dir).await.unwrap();
+        let before: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let err = init(&dir).await.unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        let after: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(before, after);
+        // The original is intact and still opens.
+        open(&dir, Limits::default()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dir_that_is_a_file_is_refused_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(init(&file).await.is_err());
+        assert_eq!(fs::read(&file).unwrap(), b"x");
     }
 }

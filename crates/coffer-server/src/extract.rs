@@ -188,8 +188,15 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
 /// A JSON body: at most [`MAX_BODY_BYTES`], UTF-8, and
 /// deserialized with the path of any bad field reported as a JSON pointer.
-#[derive(Debug)]
+///
+/// The bytes may hold secret values, so `Debug` shows only their length.
 pub struct JsonBody(pub Bytes);
+
+impl std::fmt::Debug for JsonBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JsonBody([redacted; {} bytes])", self.0.len())
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
@@ -415,6 +422,16 @@ mod tests {
             }
             assert_eq!(err.pointer.as_deref(), Some("/name"));
         }
+    }
+
+    #[test]
+    fn body_debug_shows_only_the_length() {
+        let body = JsonBody(Bytes::from_static(
+            br#"[{"name":"k","value":"hunter2","scopes":["workers"]}]"#,
+        ));
+        let debug = format!("{body:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redacted"), "{debug}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use coffer_core::{Coffer, Limits};
 use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
 
+pub use datadir::DataDir;
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use state::AppState;
@@ -93,8 +94,9 @@ pub fn app(coffer: Arc<Coffer>) -> axum::Router {
     router::router(AppState { coffer })
 }
 
-/// Opens a data dir and returns the domain service, as `serve` does.
-pub async fn open_data_dir(path: &Path, limits: Limits) -> Result<Coffer, ServerError> {
+/// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
+/// domain service. The lock is held until the returned value is dropped.
+pub async fn open_data_dir(path: &Path, limits: Limits) -> Result<DataDir, ServerError> {
     datadir::open(path, limits).await
 }
 
@@ -115,8 +117,9 @@ pub async fn serve(
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
-    let coffer = Arc::new(datadir::open(&opts.data_dir, limits).await?);
-    let app = app(coffer);
+    let data_dir = datadir::open(&opts.data_dir, limits).await?;
+    let coffer = Arc::new(data_dir.coffer);
+    let app = app(coffer.clone());
     let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
 
     let listener =

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -87,6 +88,22 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
+}
+
+/// A client may send its own `x-request-id` to correlate logs, but it lands in log lines: keep
+/// it only if it is short and plain (so it cannot forge log lines), otherwise make our own.
+async fn drop_unsafe_request_id(mut req: Request) -> Request {
+    let safe = req.headers().get(&REQUEST_ID).is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= 64
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    });
+    if !safe {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
 }
 
 /// Responses about secrets must not be cached by proxies or clients.

@@ -284,3 +284,34 @@ async fn debug_output_of_secret_types_is_redacted() {
     let plaintext = coffer_crypto::Plaintext::new(b"hunter2".to_vec());
     assert_eq!(format!("{plaintext:?}"), "[redacted]");
 }
+
+/// A client's `x-request-id` is echoed when plain, and replaced when it could forge log lines.
+#[tokio::test]
+async fn request_ids_are_echoed_only_when_plain() {
+    let h = Harness::new().await;
+    let uri = h.api("/quota");
+    let send = |id: &'static str| {
+        let req = h
+            .request(Method::GET, &uri)
+            .header("x-request-id", id)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        h.send(req)
+    };
+    let plain = send("deploy-42_a.b").await;
+    assert_eq!(plain.headers["x-request-id"], "deploy-42_a.b");
+    for unsafe_id in [
+        "two words",
+        "a\"b",
+        "x=1 level=error msg=forged",
+        &*"a".repeat(65).leak(),
+    ] {
+        let r = send(unsafe_id).await;
+        let echoed = r.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_ne!(echoed, unsafe_id);
+        assert!(
+            echoed.len() == 24 && echoed.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{echoed}"
+        );
+    }
+}

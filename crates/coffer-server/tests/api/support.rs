@@ -81,7 +81,8 @@ impl Harness {
         let coffer = Arc::new(
             coffer_server::open_data_dir(&data_dir, limits)
                 .await
-                .expect("open data dir"),
+                .expect("open data dir")
+                .coffer,
         );
         Harness {
             _dir: dir,
