@@ -45,6 +45,12 @@ pub enum Change {
         store_id: StoreId,
         secret_id: SecretId,
     },
+    /// The account is gone, with everything it held. It comes after the `SecretDeleted` and
+    /// `StoreDeleted` entries of everything the account still held, in the same transaction;
+    /// its DEKs have no entries of their own: this one tells an edge to drop them all.
+    AccountDeleted {
+        account_id: AccountId,
+    },
 }
 
 /// A committed change log entry.

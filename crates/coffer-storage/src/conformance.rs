@@ -13,6 +13,10 @@
 //! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
 //! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;
 //! - `delete_secrets` naming one id twice deletes it once;
+//! - accounts and tokens list by `created`, then id compared byte-wise;
+//! - `delete_account` logs its secrets (by store id, then secret id), then its stores (by id),
+//!   then the account, and nothing of the account follows that last entry;
+//! - another account's token is `NotFound(Token)` to `revoke_token`, revoked or not;
 //! - a DEK carried by a write is stored (and logged, before the values under it) exactly once,
 //!   by the first write carrying it that succeeds, and never by one that fails;
 //! - after `shutdown`, writes fail with `Unavailable`;
@@ -23,6 +27,7 @@
 //! interleavings in the concurrency checks). This module is test code, compiled into the
 //! library only for tests or with the `conformance` feature: it asserts and unwraps by design.
 
+mod account_deletion;
 mod accounts;
 mod carried_deks;
 mod change_log;
@@ -31,6 +36,7 @@ mod fixtures;
 mod listing;
 mod secrets;
 mod stores;
+mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -86,6 +92,12 @@ const CHECKS: &[Check] = checks![
     accounts::tokens,
     accounts::deks,
     accounts::account_quota_override,
+    tokens::list_tokens_orders_by_created_then_id,
+    tokens::revoke_token_once_and_only_in_its_account,
+    tokens::touch_tokens_only_moves_last_used_forward,
+    account_deletion::delete_account_removes_exactly_its_rows,
+    account_deletion::delete_account_of_an_empty_account,
+    account_deletion::delete_account_of_a_missing_account_writes_nothing,
     stores::store_lifecycle,
     stores::store_names_are_unique_per_account,
     stores::store_limit,
@@ -112,6 +124,7 @@ const CHECKS: &[Check] = checks![
     concurrency::concurrent_creates_of_one_name_admit_one,
     concurrency::concurrent_writers_keep_the_log_gap_free,
     carried_deks::racing_writes_carrying_one_dek_store_it_once,
+    account_deletion::delete_account_racing_creates_leaves_nothing,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

@@ -25,6 +25,9 @@ pub enum StorageError {
     NameTaken { entity: Entity, name: String },
     #[error("store is not empty")]
     NotEmpty,
+    /// The token was revoked before; revoking it again changes nothing.
+    #[error("token is already revoked")]
+    AlreadyRevoked,
     #[error("secrets quota exceeded: quota {quota}, in use {usage}, requested {requested}")]
     QuotaExceeded {
         quota: u64,

@@ -30,7 +30,7 @@ pub use records::*;
 pub use sqlite::{SqliteOptions, SqliteStorage, WriteStats};
 
 use async_trait::async_trait;
-use coffer_types::{AccountId, DekId, SecretId, StoreId, TokenId, Version};
+use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId, Version};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -76,17 +76,51 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// `AlreadyExists(Account)` if the id is in use.
     async fn create_account(&self, account: AccountRecord) -> Result<()>;
     async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
+    /// Every account, ordered by `created`, ties broken by id (byte-wise).
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
     /// Sets (or with `None` clears) the account's own secrets quota. `NotFound(Account)` for an
     /// unknown account; `Invalid` for a quota above `i64::MAX`. Appends nothing to the change
     /// log: quotas are enforced by the control plane only.
     async fn set_account_quota(&self, account: AccountId, quota: Option<u64>) -> Result<()>;
+    /// Deletes the account and everything it holds, in one transaction: its tokens, its DEKs
+    /// (so no wrapped key of the account remains to open its values with: crypto-shredding),
+    /// its secrets with their versions, its stores, and the account row. `NotFound(Account)`
+    /// for an unknown account (nothing written). Other accounts are untouched.
+    ///
+    /// Appends, in this order: one `SecretDeleted` per secret (stores in id order, each
+    /// store's secrets in id order), one `StoreDeleted` per store (in id order), then
+    /// `AccountDeleted`. No entry is appended for the DEKs or tokens: `AccountDeleted` tells
+    /// an edge to drop every DEK of the account.
+    ///
+    /// Earlier change-log entries are not touched (the log is append-only), so the
+    /// `DekPut` and `SecretPut` entries the account produced keep their wrapped keys and sealed
+    /// values; see docs/storage-format.md.
+    async fn delete_account(&self, id: AccountId) -> Result<()>;
 
     // ---- API tokens ----
 
     /// `NotFound(Account)` for an unknown account, `AlreadyExists(Token)` for a used id.
     async fn create_token(&self, token: TokenRecord) -> Result<()>;
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
+    /// The account's tokens, revoked and expired ones included, ordered by `created`, ties
+    /// broken by id (byte-wise). Empty for an unknown account.
+    async fn list_tokens(&self, account: AccountId) -> Result<Vec<TokenRecord>>;
+    /// Sets the token's `revoked` to `at` and returns the updated record. `NotFound(Token)` if
+    /// no token `id` belongs to `account` (another account's token is indistinguishable from a
+    /// missing one, revoked or not); `AlreadyRevoked` if it was revoked before, in which case
+    /// nothing is written and the first revocation time stays. Appends nothing to the log.
+    async fn revoke_token(
+        &self,
+        account: AccountId,
+        id: TokenId,
+        at: Timestamp,
+    ) -> Result<TokenRecord>;
+    /// Records when tokens were last used: each listed token's `last_used` becomes the later
+    /// of its stored value and the given one, so it never moves back (an id listed twice ends
+    /// at the latest of its times). Unknown ids are ignored. One transaction for the whole
+    /// batch; appends nothing to the log. Meant for a periodic flusher that coalesces uses in
+    /// memory: one call per flush, one entry per token.
+    async fn touch_tokens(&self, used: Vec<(TokenId, Timestamp)>) -> Result<()>;
 
     // ---- data-encryption keys ----
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coffer_types::{AccountId, DekId, SecretId, StoreId, TokenId, Version};
+use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId, Version};
 
 use self::codec::DbResultExt;
 use self::readers::Readers;
@@ -180,6 +180,12 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn delete_account(&self, id: AccountId) -> Result<()> {
+        self.writer
+            .run(move |cx| writes::delete_account(cx, id))
+            .await
+    }
+
     async fn create_token(&self, token: TokenRecord) -> Result<()> {
         self.writer
             .run(move |cx| writes::create_token(cx, &token))
@@ -188,6 +194,31 @@ impl Storage for SqliteStorage {
 
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         self.read(move |c| reads::get_token(c, id)).await
+    }
+
+    async fn list_tokens(&self, account: AccountId) -> Result<Vec<TokenRecord>> {
+        self.read(move |c| reads::list_tokens(c, account)).await
+    }
+
+    async fn revoke_token(
+        &self,
+        account: AccountId,
+        id: TokenId,
+        at: Timestamp,
+    ) -> Result<TokenRecord> {
+        self.writer
+            .run(move |cx| writes::revoke_token(cx, account, id, at))
+            .await
+    }
+
+    async fn touch_tokens(&self, used: Vec<(TokenId, Timestamp)>) -> Result<()> {
+        if used.is_empty() {
+            // Nothing to record: no need to wake the writer or commit an empty transaction.
+            return Ok(());
+        }
+        self.writer
+            .run(move |cx| writes::touch_tokens(cx, &used))
+            .await
     }
 
     async fn put_dek(&self, dek: DekRecord) -> Result<()> {

@@ -519,6 +519,83 @@ async fn versions_and_the_log_cannot_be_rewritten() {
     }
 }
 
+/// What the trait cannot show: no row anywhere still names the deleted account, the
+/// references between the remaining rows hold, and the kept account's trigger-maintained count
+/// matches its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_account_leaves_no_row_of_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open(&path).unwrap();
+    let gone = world(&s, "gone").await;
+    let kept = world(&s, "kept").await;
+    for w in [&gone, &kept] {
+        let batch = ["A", "B", "C"].map(|n| new_secret(w, n)).to_vec();
+        s.create_secrets(w.account, w.store, batch, 10)
+            .await
+            .unwrap();
+        s.create_token(TokenRecord {
+            id: TokenId::from_bytes(id()),
+            account_id: w.account,
+            name: "t".into(),
+            hash: [9; 32],
+            role: "super_admin".into(),
+            operator: false,
+            created: ts(5),
+            expires: None,
+            revoked: None,
+            last_used: None,
+        })
+        .await
+        .unwrap();
+    }
+    s.delete_account(gone.account).await.unwrap();
+    s.close().await;
+
+    let conn = raw(&path);
+    let count = |sql: &str, account: AccountId| -> i64 {
+        conn.query_row(sql, [account.as_bytes()], |r| r.get(0))
+            .unwrap()
+    };
+    for table in ["tokens", "deks", "stores", "secrets"] {
+        let sql = format!("SELECT count(*) FROM {table} WHERE account_id = ?1");
+        assert_eq!(
+            count(&sql, gone.account),
+            0,
+            "{table} of the deleted account"
+        );
+        assert!(count(&sql, kept.account) > 0, "{table} of the kept account");
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM accounts WHERE id = ?1", gone.account),
+        0
+    );
+    let versions = "SELECT count(*) FROM versions JOIN secrets ON secrets.id = versions.secret_id
+                    WHERE secrets.account_id = ?1";
+    assert_eq!(count(versions, kept.account), 3);
+    assert_eq!(
+        conn.query_row("SELECT count(*) FROM versions", [], |r| r.get::<_, i64>(0))
+            .unwrap(),
+        3,
+        "only the kept account's versions remain"
+    );
+    let dangling: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(dangling, 0, "every remaining reference holds");
+    assert_eq!(
+        count(
+            "SELECT secret_count - (SELECT count(*) FROM secrets WHERE account_id = ?1)
+             FROM accounts WHERE id = ?1",
+            kept.account
+        ),
+        0,
+        "the kept account's secret_count matches its rows"
+    );
+}
+
 #[test]
 fn debug_shows_the_path_only() {
     let dir = tempfile::tempdir().unwrap();

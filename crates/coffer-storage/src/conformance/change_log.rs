@@ -29,7 +29,10 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         account: account.id,
         dek: key.id,
     };
-    s.create_token(token_record(account.id)).await.unwrap();
+    let token = token_record(account.id);
+    s.create_token(token.clone()).await.unwrap();
+    s.touch_tokens(vec![(token.id, ts(7))]).await.unwrap();
+    s.revoke_token(account.id, token.id, ts(8)).await.unwrap();
     s.put_instance_key_if_absent("token-mac", wrapped_key(3))
         .await
         .unwrap();
@@ -77,6 +80,13 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         .await
         .unwrap();
     s.delete_store(t.account, st.id, true).await.unwrap();
+    let gone = store_record(account.id, "gone");
+    s.create_store(gone.clone(), 10).await.unwrap();
+    let z = secret(t, gone.id, "Z");
+    s.create_secrets(t.account, gone.id, vec![z.clone()], 10)
+        .await
+        .unwrap();
+    s.delete_account(account.id).await.unwrap();
 
     let put =
         |n: &crate::NewSecret, scopes: &[&str], version: u32, sealed: &[u8]| Change::SecretPut {
@@ -119,6 +129,33 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         Change::StoreDeleted {
             account_id: account.id,
             store_id: st.id,
+        },
+        Change::StorePut {
+            account_id: account.id,
+            store_id: gone.id,
+            name: "gone".into(),
+        },
+        Change::SecretPut {
+            account_id: t.account,
+            store_id: gone.id,
+            secret_id: z.record.id,
+            name: "Z".into(),
+            scopes: vec!["workers".into()],
+            version: 1,
+            dek_id: t.dek,
+            sealed_hex: hex::encode(&z.value.sealed),
+        },
+        Change::SecretDeleted {
+            account_id: account.id,
+            store_id: gone.id,
+            secret_id: z.record.id,
+        },
+        Change::StoreDeleted {
+            account_id: account.id,
+            store_id: gone.id,
+        },
+        Change::AccountDeleted {
+            account_id: account.id,
         },
     ];
 
@@ -233,6 +270,16 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
                 &[existing.record.id, SecretId::from_bytes(id_bytes())],
             )
             .await,
+        ),
+        (
+            "delete_account of an unknown account",
+            s.delete_account(account_record("ghost").id).await,
+        ),
+        (
+            "revoke_token of an unknown token",
+            s.revoke_token(t.account, crate::TokenId::from_bytes(id_bytes()), ts(1))
+                .await
+                .map(drop),
         ),
         (
             "put_dek for an unknown account",

@@ -234,6 +234,20 @@ pub(super) fn get_token(conn: &Connection, id: TokenId) -> Result<Option<TokenRe
     )
 }
 
+pub(super) fn list_tokens(conn: &Connection, account: AccountId) -> Result<Vec<TokenRecord>> {
+    query_all(
+        conn,
+        concat!(
+            "SELECT ",
+            token_cols!(),
+            " FROM tokens WHERE account_id = ?1 ORDER BY created, id"
+        ),
+        [account.as_bytes()],
+        "list tokens",
+        token_from_row,
+    )
+}
+
 pub(super) fn get_dek(conn: &Connection, id: DekId) -> Result<Option<DekRecord>> {
     query_opt(
         conn,

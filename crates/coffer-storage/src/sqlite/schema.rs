@@ -15,7 +15,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1];
+const MIGRATIONS: &[Migration] = &[v1, v2];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -210,6 +210,23 @@ fn v1(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 2: indexes for listing tokens and deleting accounts.
+fn v2(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        -- list_tokens reads an account's tokens in (created, id) order straight off the index;
+        -- the index still serves the foreign-key check when an account row is deleted.
+        DROP INDEX tokens_by_account;
+        CREATE INDEX tokens_by_account ON tokens (account_id, created, id);
+
+        -- Deleting a DEK makes SQLite look for versions still sealed under it (the foreign
+        -- key); without this index that is a scan of every version of every account, once per
+        -- DEK of a deleted account.
+        CREATE INDEX versions_by_dek ON versions (dek_id);
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +260,65 @@ mod tests {
         drop(conn);
         let err = open_writer(&path, Duration::from_secs(1)).unwrap_err();
         assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map([[0u8; 16]], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn migrates_a_version_1_database_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            v1(&tx).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO accounts (id, name, created) VALUES (?1, 'a', 1)",
+                [[1u8; 16]],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO tokens (id, account_id, name, hash, role, operator, created)
+                 VALUES (?1, ?2, 't', ?3, 'super_admin', 0, 2)",
+                rusqlite::params![[2u8; 16], [1u8; 16], [3u8; 32]],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+
+        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+        let tokens: i64 = conn
+            .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tokens, 1, "the migration keeps existing rows");
+
+        // The listing reads the index in order: no separate sort.
+        let listing = plan(
+            &conn,
+            "SELECT id FROM tokens WHERE account_id = ?1 ORDER BY created, id",
+        );
+        assert!(
+            listing.iter().any(|d| d.contains("tokens_by_account")),
+            "{listing:?}"
+        );
+        assert!(
+            !listing.iter().any(|d| d.contains("TEMP B-TREE")),
+            "{listing:?}"
+        );
+        // What the foreign-key check runs when a DEK is deleted.
+        let fk = plan(&conn, "SELECT 1 FROM versions WHERE dek_id = ?1");
+        assert!(fk.iter().any(|d| d.contains("versions_by_dek")), "{fk:?}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use coffer_types::{AccountId, DekId, SecretId, StoreId};
+use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId};
 use rusqlite::params;
 
 use super::codec::{Constraint, DbResultExt, constraint, db_error, encode_scopes, id_col, to_i64};
@@ -102,6 +102,99 @@ pub(super) fn set_account_quota(
     Ok(())
 }
 
+pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result<()> {
+    let found = query_opt(
+        cx.conn,
+        "SELECT 1 FROM accounts WHERE id = ?1",
+        [account.as_bytes()],
+        "check account",
+        |_| Ok(()),
+    )?;
+    found.ok_or(StorageError::NotFound(Entity::Account))?;
+
+    // Id order for stores and secrets, so every backend logs the same entries in the same
+    // order.
+    let stores = query_all(
+        cx.conn,
+        "SELECT id FROM stores WHERE account_id = ?1 ORDER BY id",
+        [account.as_bytes()],
+        "list account stores",
+        |row| id_col(row, 0, "stores.id").map(StoreId::from_bytes),
+    )?;
+    for &store in &stores {
+        // Store by store: `secrets` is indexed by store, not by account. Versions go with
+        // their secrets (ON DELETE CASCADE); the triggers keep `secret_count` right until the
+        // account row itself goes.
+        let secrets = query_all(
+            cx.conn,
+            "SELECT id FROM secrets WHERE store_id = ?1 ORDER BY id",
+            [store.as_bytes()],
+            "list store secrets",
+            |row| id_col(row, 0, "secrets.id").map(SecretId::from_bytes),
+        )?;
+        execute(
+            cx,
+            "DELETE FROM secrets WHERE store_id = ?1",
+            [store.as_bytes()],
+            "delete store secrets",
+            |_| None,
+        )?;
+        for secret_id in secrets {
+            cx.append(&Change::SecretDeleted {
+                account_id: account,
+                store_id: store,
+                secret_id,
+            })?;
+        }
+    }
+    execute(
+        cx,
+        "DELETE FROM stores WHERE account_id = ?1",
+        [account.as_bytes()],
+        "delete account stores",
+        |_| None,
+    )?;
+    for &store_id in &stores {
+        cx.append(&Change::StoreDeleted {
+            account_id: account,
+            store_id,
+        })?;
+    }
+    execute(
+        cx,
+        "DELETE FROM tokens WHERE account_id = ?1",
+        [account.as_bytes()],
+        "delete account tokens",
+        |_| None,
+    )?;
+    // Every version of the account is gone by now, and no other account's version can name
+    // one of its DEKs (writes check that), so a reference still found is damage, not a race.
+    execute(
+        cx,
+        "DELETE FROM deks WHERE account_id = ?1",
+        [account.as_bytes()],
+        "delete account deks",
+        |c| {
+            (c == Constraint::ForeignKey).then(|| {
+                StorageError::Corrupted(
+                    "a value of another account is sealed under a DEK of the deleted account"
+                        .into(),
+                )
+            })
+        },
+    )?;
+    execute(
+        cx,
+        "DELETE FROM accounts WHERE id = ?1",
+        [account.as_bytes()],
+        "delete account",
+        |_| None,
+    )?;
+    cx.append(&Change::AccountDeleted {
+        account_id: account,
+    })
+}
+
 pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<()> {
     execute(
         cx,
@@ -128,6 +221,55 @@ pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<
         },
     )?;
     // Tokens are control-plane only: edges never see them, so nothing is logged.
+    Ok(())
+}
+
+pub(super) fn revoke_token(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    id: TokenId,
+    at: Timestamp,
+) -> Result<TokenRecord> {
+    let token = reads::get_token(cx.conn, id)?
+        .filter(|t| t.account_id == account)
+        .ok_or(StorageError::NotFound(Entity::Token))?;
+    if token.revoked.is_some() {
+        return Err(StorageError::AlreadyRevoked);
+    }
+    // The writer runs one job at a time, so the row is as just read; the guard restates it.
+    let changed = execute(
+        cx,
+        "UPDATE tokens SET revoked = ?1 WHERE id = ?2 AND revoked IS NULL",
+        params![at.unix_micros(), id.as_bytes()],
+        "revoke token",
+        |_| None,
+    )?;
+    if changed != 1 {
+        return Err(StorageError::AlreadyRevoked);
+    }
+    // Tokens are control-plane only: nothing is logged.
+    Ok(TokenRecord {
+        revoked: Some(at),
+        ..token
+    })
+}
+
+pub(super) fn touch_tokens(cx: &mut WriteCx<'_>, used: &[(TokenId, Timestamp)]) -> Result<()> {
+    // One cached statement for the whole batch. The guard makes `last_used` the maximum of
+    // the stored and the given time (a NULL is older than any time) and leaves a row that is
+    // already as recent alone, so it is not rewritten; an unknown id matches no row.
+    let mut stmt = cx
+        .conn
+        .prepare_cached(
+            "UPDATE tokens SET last_used = ?2
+             WHERE id = ?1 AND (last_used IS NULL OR last_used < ?2)",
+        )
+        .db("touch tokens")?;
+    for (id, at) in used {
+        stmt.execute(params![id.as_bytes(), at.unix_micros()])
+            .db("touch tokens")?;
+    }
+    // Last-used times are control-plane only: nothing is logged.
     Ok(())
 }
 
