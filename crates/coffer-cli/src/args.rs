@@ -54,10 +54,20 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
-    /// Show the account's secrets quota and usage
+    /// Show the account's secrets quota and usage, or set it (`quota set`)
     Quota {
         #[command(flatten)]
         conn: ConnArgs,
+        /// Without a subcommand: show the quota in force and how much of it is used
+        #[command(subcommand)]
+        command: Option<QuotaCommand>,
+    },
+    /// Show the account
+    Account {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: AccountCommand,
     },
 }
 
@@ -419,6 +429,55 @@ pub struct SecretDuplicateArgs {
     pub comment: Option<String>,
 }
 
+// ---- quota and account ----
+
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set the account's secrets quota, or return it to the server default (instance operator
+    /// token only)
+    #[command(after_help = "Examples:\n  coffer quota set 500\n  coffer quota set default")]
+    Set(QuotaSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaSetArgs {
+    /// A whole number of secrets, or `default` for the server's default quota
+    // Taken as text (hyphens included, so that `-1` is not mistaken for a flag) and checked by
+    // `quota()`, so that a bad value is a one-line usage error rather than clap's report.
+    #[arg(value_name = QUOTA_VALUE_NAME, allow_hyphen_values = true)]
+    pub quota: String,
+}
+
+const QUOTA_VALUE_NAME: &str = "N|default";
+
+impl QuotaSetArgs {
+    /// `Some(n)` for a whole number, `None` for `default`; otherwise a one-line message naming
+    /// the argument.
+    pub fn quota(&self) -> Result<Option<u64>, String> {
+        let given = self.quota.as_str();
+        if given == "default" {
+            return Ok(None);
+        }
+        let bad = |why: &str| format!("invalid value {given:?} for <{QUOTA_VALUE_NAME}>: {why}");
+        // Digits only: no sign, no spaces, no `1e3` or `1_000` (`u64::from_str` would take `+5`).
+        if given.is_empty() || !given.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(
+                "expected a whole number of secrets, or `default` for the server default",
+            ));
+        }
+        given
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| bad("the number is too large"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Show the account: id, name, creation time and its own secrets quota
+    Get,
+}
+
 // ---- value types ----
 
 /// `workers, ai_gateway` -> `["workers", "ai_gateway"]`: items are trimmed, empty items are
@@ -654,6 +713,60 @@ mod tests {
             .is_err()
         );
         assert!(parse(&["server", "--data-dir", "d", "--listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn quota_alone_still_shows_and_set_takes_a_number_or_default() {
+        match parse(&["quota", "--json"]).unwrap().command {
+            Command::Quota {
+                conn,
+                command: None,
+            } => assert!(conn.json),
+            other => panic!("{other:?}"),
+        }
+        let set = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Quota {
+                conn,
+                command: Some(QuotaCommand::Set(s)),
+            } => (s.quota(), conn.json),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(set(&["quota", "set", "3"]), (Ok(Some(3)), false));
+        assert_eq!(set(&["quota", "set", "0", "--json"]), (Ok(Some(0)), true));
+        assert_eq!(
+            set(&["quota", "--json", "set", "default"]),
+            (Ok(None), true)
+        );
+        assert_eq!(
+            set(&["quota", "set", "18446744073709551615"]).0,
+            Ok(Some(u64::MAX))
+        );
+        // Bad values reach the command (which reports them in one line), `-1` included.
+        for bad in ["-1", "lots", "", "+3", " 3", "3.0", "1e3", "Default", "-"] {
+            let err = set(&["quota", "set", bad]).0.unwrap_err();
+            assert!(err.contains("<N|default>"), "{bad:?}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let err = set(&["quota", "set", "18446744073709551616"])
+            .0
+            .unwrap_err();
+        assert!(err.ends_with("the number is too large"), "{err}");
+        assert!(parse(&["quota", "set"]).is_err());
+        assert!(parse(&["quota", "set", "1", "2"]).is_err());
+    }
+
+    #[test]
+    fn account_get_takes_no_argument() {
+        assert!(matches!(
+            parse(&["account", "get", "--json"]).unwrap().command,
+            Command::Account {
+                command: AccountCommand::Get,
+                conn
+            } if conn.json
+        ));
+        assert!(parse(&["account"]).is_err());
+        assert!(parse(&["account", "get", "x"]).is_err());
     }
 
     #[test]

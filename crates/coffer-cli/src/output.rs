@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use coffer_client::{Page, Quota, ResultInfo, Secret, Store};
+use coffer_client::{Account, Page, Quota, ResultInfo, Secret, Store};
 use serde::Serialize;
 
 use crate::table::Table;
@@ -15,6 +15,7 @@ const STORE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Modified"];
 const SECRET_COLUMNS: [&str; 8] = [
     "Name", "ID", "StoreID", "Comment", "Scopes", "Status", "Created", "Modified",
 ];
+const ACCOUNT_COLUMNS: [&str; 4] = ["ID", "Name", "Created", "Secrets quota"];
 
 /// Writes `text` to standard output. Errors (a closed pipe) are returned, not panicked on.
 pub fn print(text: &str) -> std::io::Result<()> {
@@ -153,6 +154,25 @@ pub fn quota(quota: &Quota, as_json: bool) -> String {
     )
 }
 
+/// `account get` and `quota set`: the account, its own quota shown as `default` when the server
+/// default applies.
+pub fn account(account: &Account, as_json: bool) -> String {
+    if as_json {
+        return json_text(account);
+    }
+    let quota = account
+        .secrets_quota
+        .map_or_else(|| "default".to_owned(), |q| q.to_string());
+    let mut t = Table::new(&ACCOUNT_COLUMNS);
+    t.row(vec![
+        account.id.clone(),
+        account.name.clone(),
+        account.created.clone(),
+        quota,
+    ]);
+    t.render()
+}
+
 /// A delete's confirmation, or `null` under `--json`.
 pub fn deleted(message: &str, as_json: bool) -> String {
     if as_json {
@@ -229,6 +249,45 @@ mod tests {
         );
         assert_eq!(secret_list(&page(vec![], 0), false), "No secrets found.\n");
         assert!(store_list(&page(vec![], 0), false).starts_with("No stores yet."));
+    }
+
+    #[test]
+    fn account_shows_its_quota_or_default() {
+        let mut a = Account {
+            id: "c".repeat(32),
+            name: "default".into(),
+            created: "2025-01-01T00:00:00Z".into(),
+            secrets_quota: None,
+        };
+        let out = account(&a, false);
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            format!(
+                "ID{}  Name     Created               Secrets quota",
+                " ".repeat(30)
+            )
+        );
+        lines.next();
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                &"c".repeat(32),
+                "default",
+                "2025-01-01T00:00:00Z",
+                "default"
+            ]
+        );
+        assert_eq!(lines.next(), None);
+        let v: serde_json::Value = serde_json::from_str(&account(&a, true)).unwrap();
+        assert_eq!(v["secrets_quota"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 4);
+
+        a.secrets_quota = Some(3);
+        assert!(account(&a, false).lines().nth(2).unwrap().ends_with("  3"));
+        let v: serde_json::Value = serde_json::from_str(&account(&a, true)).unwrap();
+        assert_eq!(v["secrets_quota"], 3);
     }
 
     #[test]

@@ -106,11 +106,17 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// `start` with extra `coffer server` flags.
+    fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut cmd = coffer_cmd();
         cmd.arg("server")
             .arg("--data-dir")
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             // Verbose, so that the check that values never reach the log has something to read.
             .env("RUST_LOG", "debug");
         Server::spawn(cmd)
@@ -553,6 +559,100 @@ fn server_errors_are_one_line_with_code_and_name() {
     let line = out.one_error_line(1);
     assert!(line.starts_with("error: [1100 unauthenticated] "), "{line}");
     assert!(!line.contains(&bad.token), "{line}");
+}
+
+#[test]
+fn the_operator_sets_and_clears_the_secrets_quota() {
+    let (_tmp, data, server, conn) = setup();
+    let quota_in_force = |conn: &Conn| -> Value {
+        conn.run(&["quota", "--json"]).ok().json()["secrets"]["quota"].clone()
+    };
+
+    // A new account has no quota of its own.
+    let v = conn.run(&["account", "get", "--json"]).ok().json();
+    assert_eq!(v["id"], conn.account.as_str());
+    assert_eq!(v["secrets_quota"], Value::Null, "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+    let out = conn.run(&["account", "get"]).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert!(lines[0].starts_with("ID") && lines[0].ends_with("Secrets quota"));
+    assert!(lines[2].starts_with(&conn.account), "{out:#?}");
+    assert!(lines[2].ends_with(" default"), "{out:#?}");
+    assert_eq!(quota_in_force(&conn), 10_000);
+
+    // `quota set N`: the account object, as JSON or as a table.
+    let v = conn.run(&["quota", "set", "3", "--json"]).ok().json();
+    assert_eq!(v["id"], conn.account.as_str());
+    assert_eq!(v["secrets_quota"], 3, "{v}");
+    let out = conn.run(&["quota", "set", "3"]).ok();
+    assert!(
+        out.stdout.lines().nth(2).unwrap().ends_with(" 3"),
+        "{out:#?}"
+    );
+    assert_eq!(quota_in_force(&conn), 3);
+    let v = conn.run(&["account", "get", "--json"]).ok().json();
+    assert_eq!(v["secrets_quota"], 3, "{v}");
+
+    // The quota holds: a fourth secret is refused.
+    let store = create_store(&conn, "s");
+    let create = |name: &str| {
+        conn.run_with_stdin(
+            &[
+                "secret", "create", &store, "--name", name, "--scopes", "workers",
+            ],
+            "v",
+        )
+    };
+    for name in ["a", "b", "c"] {
+        create(name).ok();
+    }
+    let out = create("d");
+    let line = out.one_error_line(1);
+    assert!(line.starts_with("error: [1400 quota_exceeded] "), "{line}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    let v = conn.run(&["quota", "--json"]).ok().json();
+    assert_eq!(v["secrets"]["usage"], 3, "{v}");
+    // `coffer quota` alone still prints the usage line.
+    let out = conn.run(&["quota"]).ok();
+    assert_eq!(out.stdout, "secrets: 3 used of 3 (0 left)\n");
+
+    // Not a whole number: a usage error naming the argument, before any request.
+    for bad in ["-1", "lots", "2.5", ""] {
+        let out = conn.run(&["quota", "set", bad]);
+        let line = out.one_error_line(2);
+        assert!(
+            line.contains("<N|default>") && line.contains(&format!("{bad:?}")),
+            "{line}"
+        );
+        assert!(out.stdout.is_empty(), "{out:#?}");
+    }
+    assert_eq!(quota_in_force(&conn), 3);
+
+    // `default` clears the override.
+    let v = conn.run(&["quota", "set", "default", "--json"]).ok().json();
+    assert_eq!(v["secrets_quota"], Value::Null, "{v}");
+    assert_eq!(quota_in_force(&conn), 10_000);
+    let v = conn.run(&["account", "get", "--json"]).ok().json();
+    assert_eq!(v["secrets_quota"], Value::Null, "{v}");
+    create("d").ok();
+
+    // The override outlives a restart and beats the server's --secrets-quota; `default` then
+    // means the server's.
+    conn.run(&["quota", "set", "5"]).ok();
+    server.kill_9();
+    let server = Server::start_with(&data, &["--secrets-quota", "7"]);
+    let conn = Conn {
+        url: server.url.clone(),
+        ..conn
+    };
+    assert_eq!(quota_in_force(&conn), 5);
+    let out = conn.run(&["quota", "set", "default"]).ok();
+    assert!(
+        out.stdout.lines().nth(2).unwrap().ends_with(" default"),
+        "{out:#?}"
+    );
+    assert_eq!(quota_in_force(&conn), 7);
 }
 
 #[test]

@@ -27,10 +27,10 @@ use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
 pub use coffer_api::{
-    ApiMessage, CreateSecret, DuplicateSecret, Quota, QuotaDetail, ResultInfo, Secret, SecretValue,
-    Store, UpdateSecret,
+    Account, ApiMessage, CreateSecret, DuplicateSecret, Quota, QuotaDetail, ResultInfo, Secret,
+    SecretValue, Store, UpdateSecret,
 };
-use coffer_api::{CreateStore, Envelope};
+use coffer_api::{CreateStore, Envelope, UpdateAccount};
 pub use error::{Error, code_name};
 pub use params::{Direction, ListSecrets, SecretOrder, StoreOrder};
 
@@ -181,6 +181,23 @@ impl Client {
         }
     }
 
+    // ---- the account ----
+
+    /// `GET /client/v4/accounts/{account_id}`.
+    pub async fn get_account(&self) -> Result<Account, Error> {
+        self.one(self.account_request(Method::GET, &[])).await
+    }
+
+    /// `PATCH /client/v4/accounts/{account_id}`: sets the account's own secrets quota, or with
+    /// `None` returns it to the server default. Only the instance operator's token may.
+    pub async fn set_secrets_quota(&self, quota: Option<u64>) -> Result<Account, Error> {
+        let body = UpdateAccount {
+            secrets_quota: Some(quota),
+        };
+        let req = self.account_request(Method::PATCH, &[]).json(&body);
+        self.one(req).await
+    }
+
     // ---- stores ----
 
     /// `GET /stores`.
@@ -320,13 +337,15 @@ impl Client {
 
     /// A request to `/client/v4/accounts/{account_id}/secrets_store/{rest...}`.
     fn request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
-        let mut segments = vec![
-            "client",
-            "v4",
-            "accounts",
-            self.account_id.as_str(),
-            "secrets_store",
-        ];
+        let mut segments = vec!["secrets_store"];
+        segments.extend_from_slice(rest);
+        self.account_request(method, &segments)
+    }
+
+    /// A request to `/client/v4/accounts/{account_id}/{rest...}` (`rest` may be empty: the
+    /// account itself).
+    fn account_request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
+        let mut segments = vec!["client", "v4", "accounts", self.account_id.as_str()];
         segments.extend_from_slice(rest);
         let url = base_url::join(&self.root, &segments);
         self.http

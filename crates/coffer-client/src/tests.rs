@@ -21,6 +21,11 @@ fn secret_json() -> serde_json::Value {
         "modified": "2025-01-01T00:00:00Z"})
 }
 
+fn account_json(secrets_quota: Option<u64>) -> serde_json::Value {
+    serde_json::json!({"id": ACCOUNT, "name": "default", "created": "2025-01-01T00:00:00Z",
+        "secrets_quota": secrets_quota})
+}
+
 fn ok(result: serde_json::Value) -> String {
     serde_json::json!({"success": true, "errors": [], "messages": [], "result": result}).to_string()
 }
@@ -296,6 +301,56 @@ async fn duplicate_get_and_quota_hit_their_paths() {
         seen.join().unwrap().request_line,
         format!("GET {PREFIX}/quota HTTP/1.1")
     );
+}
+
+#[tokio::test]
+async fn account_routes_are_the_account_path_itself() {
+    let account_path = "/client/v4/accounts/0123456789abcdef0123456789abcdef";
+    assert_eq!(PREFIX, format!("{account_path}/secrets_store"));
+
+    let (url, seen) = respond_once(200, ok(account_json(None)));
+    let account = client(&url).get_account().await.unwrap();
+    assert_eq!(account.id, ACCOUNT);
+    assert_eq!(account.secrets_quota, None);
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("GET {account_path} HTTP/1.1"));
+    assert!(seen.headers.contains("authorization: bearer coffer_tok"));
+    assert_eq!(seen.body, "");
+}
+
+#[tokio::test]
+async fn set_secrets_quota_sends_a_number_or_null() {
+    let account_path = "/client/v4/accounts/0123456789abcdef0123456789abcdef";
+
+    let (url, seen) = respond_once(200, ok(account_json(Some(3))));
+    // The account path is built from the normalised root, whatever base URL was given.
+    let account = client(&format!("{url}/client/v4/"))
+        .set_secrets_quota(Some(3))
+        .await
+        .unwrap();
+    assert_eq!(account.secrets_quota, Some(3));
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("PATCH {account_path} HTTP/1.1"));
+    assert!(seen.headers.contains("content-type: application/json"));
+    assert_eq!(seen.body, r#"{"secrets_quota":3}"#);
+
+    let (url, seen) = respond_once(200, ok(account_json(None)));
+    let account = client(&url).set_secrets_quota(None).await.unwrap();
+    assert_eq!(account.secrets_quota, None);
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("PATCH {account_path} HTTP/1.1"));
+    assert_eq!(seen.body, r#"{"secrets_quota":null}"#);
+}
+
+#[tokio::test]
+async fn a_refused_quota_change_is_an_api_error() {
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1101, "message": "not allowed"}]});
+    let (url, seen) = respond_once(403, body.to_string());
+    let err = client(&url).set_secrets_quota(Some(1)).await.unwrap_err();
+    seen.join().unwrap();
+    assert_eq!((err.status(), err.api_code()), (Some(403), Some(1101)));
+    assert!(err.to_string().starts_with("[1101 forbidden] "), "{err}");
 }
 
 #[tokio::test]

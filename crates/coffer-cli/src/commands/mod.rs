@@ -1,5 +1,6 @@
 //! One function per command. Each returns `anyhow::Result`; `main` turns errors into one line.
 
+mod account;
 mod init;
 mod secret;
 mod serve;
@@ -8,7 +9,6 @@ mod store;
 use coffer_client::Client;
 
 use crate::args::{Command, ConnArgs};
-use crate::output;
 
 /// A mistake in how the command was called (exit status 2), as opposed to a failed operation.
 #[derive(Debug)]
@@ -35,11 +35,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let client = connect(&conn)?;
             secret::run(&client, command, conn.json).await
         }
-        Command::Quota { conn } => {
+        Command::Quota { conn, command } => account::quota(&conn, command).await,
+        Command::Account { conn, command } => {
             let client = connect(&conn)?;
-            let quota = client.quota().await?;
-            output::print(&output::quota(&quota, conn.json))?;
-            Ok(())
+            account::run(&client, command, conn.json).await
         }
     }
 }
