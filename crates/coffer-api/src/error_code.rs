@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// 403: the credentials are valid but do not allow this.
     Forbidden,
+    /// 429: too many failed authentications from this address; retry later.
+    RateLimited,
     /// 404: the account does not exist or is not visible to the caller.
     AccountNotFound,
     /// 404: no such store.
@@ -50,6 +52,14 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// 400: the account's store limit would be exceeded.
     StoreLimitExceeded,
+    /// 400: a role is not one of the four roles.
+    InvalidRole,
+    /// 400: an expiry is unparseable or not in the future.
+    InvalidExpiry,
+    /// 404: no such API token in the account.
+    TokenNotFound,
+    /// 409: the token is already revoked.
+    TokenAlreadyRevoked,
     /// 415: the body is multipart, which is never JSON.
     UnsupportedMediaType,
     /// 503: a key or the storage backend is unavailable; retry later.
@@ -72,8 +82,13 @@ impl ErrorCode {
             ErrorCode::InvalidQuery => 1009,
             ErrorCode::InvalidBatch => 1010,
             ErrorCode::UnsupportedMediaType => 1011,
+            ErrorCode::InvalidRole => 1012,
+            ErrorCode::InvalidExpiry => 1013,
+            ErrorCode::TokenNotFound => 1205,
+            ErrorCode::TokenAlreadyRevoked => 1304,
             ErrorCode::Unauthenticated => 1100,
             ErrorCode::Forbidden => 1101,
+            ErrorCode::RateLimited => 1102,
             ErrorCode::AccountNotFound => 1200,
             ErrorCode::StoreNotFound => 1201,
             ErrorCode::SecretNotFound => 1202,
@@ -101,20 +116,25 @@ impl ErrorCode {
             | ErrorCode::InvalidComment
             | ErrorCode::InvalidQuery
             | ErrorCode::InvalidBatch
+            | ErrorCode::InvalidRole
+            | ErrorCode::InvalidExpiry
             | ErrorCode::QuotaExceeded
             | ErrorCode::StoreLimitExceeded => 400,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
             ErrorCode::AccountNotFound
             | ErrorCode::StoreNotFound
             | ErrorCode::SecretNotFound
+            | ErrorCode::TokenNotFound
             | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::StoreNameTaken
             | ErrorCode::SecretNameTaken
             | ErrorCode::StoreNotEmpty
+            | ErrorCode::TokenAlreadyRevoked
             | ErrorCode::Conflict => 409,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -135,8 +155,13 @@ impl ErrorCode {
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::InvalidBatch => "invalid_batch",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidRole => "invalid_role",
+            ErrorCode::InvalidExpiry => "invalid_expiry",
+            ErrorCode::TokenNotFound => "token_not_found",
+            ErrorCode::TokenAlreadyRevoked => "token_already_revoked",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::StoreNotFound => "store_not_found",
             ErrorCode::SecretNotFound => "secret_not_found",

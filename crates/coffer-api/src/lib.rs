@@ -5,14 +5,18 @@
 //! No logic lives here: validation of names, ids and scopes happens in core; this crate only
 //! says what the JSON looks like. Request types reject unknown fields.
 
+mod account;
 mod envelope;
 mod error_code;
 mod secrets_store;
+mod token;
 mod value;
 
+pub use account::{Account, CreateAccount, UpdateAccount};
 pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
 pub use secrets_store::*;
+pub use token::{CreateToken, CreatedToken, Token};
 pub use value::SecretValue;
 
 /// Path prefix of the Cloudflare-compatible API.

@@ -3,8 +3,12 @@ use coffer_storage::{Entity, StorageError};
 /// What kind of input was invalid; the server maps each to a stable API error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidKind {
+    /// A body field out of its range (one without a more specific kind below).
+    Field,
     Id,
     Name,
+    Role,
+    Expiry,
     Scope,
     Value,
     Comment,
@@ -27,6 +31,7 @@ pub enum Resource {
     Account,
     Store,
     Secret,
+    Token,
 }
 
 /// Errors of core operations, in domain terms.
@@ -59,6 +64,8 @@ pub enum CoreError {
     },
     #[error("store limit exceeded: an account may hold at most {limit} stores")]
     StoreLimitExceeded { limit: u64 },
+    #[error("the token is already revoked")]
+    AlreadyRevoked,
     #[error("the secret was modified concurrently; retry")]
     Conflict,
     /// A key or the storage backend is unavailable. The detail is for logs only.
@@ -91,6 +98,8 @@ impl From<StorageError> for CoreError {
                 CoreError::NotFound(Resource::Secret)
             }
             StorageError::NotFound(Entity::Account) => CoreError::NotFound(Resource::Account),
+            StorageError::NotFound(Entity::Token) => CoreError::NotFound(Resource::Token),
+            StorageError::AlreadyRevoked => CoreError::AlreadyRevoked,
             StorageError::NotFound(other) => CoreError::Internal(format!("{other:?} not found")),
             StorageError::NameTaken {
                 entity: Entity::Store,

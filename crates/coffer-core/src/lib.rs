@@ -18,6 +18,7 @@ pub use limits::{
     MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
 pub use policy::{Permission, Principal, Role};
+pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::{
     Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery, StoreListQuery, UpdateSecret,
 };

@@ -40,6 +40,8 @@ impl Role {
             Permission::Edit => matches!(self, Role::SuperAdmin | Role::SecretsStoreAdmin),
             Permission::Bind => matches!(self, Role::SuperAdmin | Role::SecretsStoreDeployer),
             Permission::ManageAccount => self == Role::SuperAdmin,
+            // Not a role's right: only the instance operator's token carries it.
+            Permission::Operator => false,
         }
     }
 }
@@ -55,6 +57,8 @@ pub enum Permission {
     Bind,
     /// Manage the account's tokens and members.
     ManageAccount,
+    /// Create, list and delete accounts and set their quotas: the instance operator only.
+    Operator,
 }
 
 impl std::fmt::Display for Permission {
@@ -64,6 +68,7 @@ impl std::fmt::Display for Permission {
             Permission::Edit => "secrets_store:edit",
             Permission::Bind => "secrets_store:bind",
             Permission::ManageAccount => "account:manage",
+            Permission::Operator => "instance:operator",
         })
     }
 }
@@ -106,13 +111,19 @@ mod tests {
     fn role_table_matches_the_contract() {
         use Permission::*;
         let table = [
-            (Role::SuperAdmin, [true, true, true, true]),
-            (Role::SecretsStoreAdmin, [true, true, false, false]),
-            (Role::SecretsStoreDeployer, [true, false, true, false]),
-            (Role::SecretsStoreReporter, [true, false, false, false]),
+            (Role::SuperAdmin, [true, true, true, true, false]),
+            (Role::SecretsStoreAdmin, [true, true, false, false, false]),
+            (
+                Role::SecretsStoreDeployer,
+                [true, false, true, false, false],
+            ),
+            (
+                Role::SecretsStoreReporter,
+                [true, false, false, false, false],
+            ),
         ];
         for (role, expected) in table {
-            let got = [Read, Edit, Bind, ManageAccount].map(|p| role.allows(p));
+            let got = [Read, Edit, Bind, ManageAccount, Operator].map(|p| role.allows(p));
             assert_eq!(got, expected, "{role:?}");
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }

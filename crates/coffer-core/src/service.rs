@@ -2,21 +2,16 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{
-    ApiToken, KekProvider, Plaintext, ValueContext, open, random_array, random_id, seal,
-};
+use coffer_crypto::{KekProvider, Plaintext, ValueContext, open, random_array, random_id, seal};
 use coffer_storage::{
     AccountRecord, DekRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
-    SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord, TokenRecord, VersionRecord,
+    SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord, VersionRecord,
 };
 use coffer_types::{
     AccountId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
 };
 
-use crate::{
-    Comment, CoreError, DekPolicy, InvalidKind, Keyring, Limits, MAX_SECRETS_QUOTA, Permission,
-    Principal, Resource, Role,
-};
+use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
 /// How many times an update re-reads and retries when another writer changed the secret first.
 /// Within one process updates of a secret are serialised (see [`UpdateLocks`]), so conflicts
@@ -108,6 +103,8 @@ pub struct Coffer {
     keys: Keyring,
     limits: Limits,
     update_locks: UpdateLocks,
+    /// Last-used times of tokens seen since the last flush (see `identity.rs`).
+    token_usage: std::sync::Mutex<std::collections::HashMap<TokenId, Timestamp>>,
 }
 
 impl Coffer {
@@ -123,6 +120,7 @@ impl Coffer {
             keys,
             limits,
             update_locks: UpdateLocks::new(),
+            token_usage: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -137,134 +135,13 @@ impl Coffer {
     /// Stops storage: writes submitted before this finish, later ones fail (`Unavailable`).
     /// Call it once the server has stopped taking requests; it returns when storage is closed.
     pub async fn shutdown(&self) {
+        if let Err(e) = self.flush_token_usage().await {
+            tracing::warn!(error = %e, "could not record token last-used times at shutdown");
+        }
         self.storage.shutdown().await;
     }
 
-    // ---- instance bootstrap and authentication ----
-
-    /// Creates the first account and an operator token with full rights, as `coffer init` does.
-    pub async fn bootstrap(&self, account_name: &str) -> Result<(AccountId, ApiToken), CoreError> {
-        let account = AccountId::from_bytes(random_id());
-        self.storage
-            .create_account(AccountRecord {
-                id: account,
-                name: account_name.to_owned(),
-                created: Timestamp::now(),
-                secrets_quota: None,
-            })
-            .await?;
-        let token = self
-            .issue_token(account, "init", Role::SuperAdmin, true, None)
-            .await?;
-        Ok((account, token))
-    }
-
-    async fn issue_token(
-        &self,
-        account: AccountId,
-        name: &str,
-        role: Role,
-        operator: bool,
-        expires: Option<Timestamp>,
-    ) -> Result<ApiToken, CoreError> {
-        let id = TokenId::from_bytes(random_id());
-        let token = ApiToken::generate(id);
-        let hash = self.keys.mac().hash_token(&token);
-        self.storage
-            .create_token(TokenRecord {
-                id,
-                account_id: account,
-                name: name.to_owned(),
-                hash: hash.0,
-                role: role.as_str().to_owned(),
-                operator,
-                created: Timestamp::now(),
-                expires,
-                revoked: None,
-                last_used: None,
-            })
-            .await?;
-        Ok(token)
-    }
-
-    /// Authenticates a bearer token. Every failure is the same to the caller apart from its
-    /// message, and no message contains the token.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, CoreError> {
-        const INVALID: &str = "invalid API token";
-        let token = ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID))?;
-        let Some(record) = self.storage.get_token(token.id()).await? else {
-            return Err(CoreError::Unauthenticated(INVALID));
-        };
-        // The lookup by id is not secret; the comparison of the keyed hash is constant-time.
-        if !self
-            .keys
-            .mac()
-            .verify_token(&token, &coffer_crypto::TokenHash(record.hash))
-        {
-            return Err(CoreError::Unauthenticated(INVALID));
-        }
-        if record.revoked.is_some() {
-            return Err(CoreError::Unauthenticated("API token has been revoked"));
-        }
-        if record.expires.is_some_and(|at| at <= Timestamp::now()) {
-            return Err(CoreError::Unauthenticated("API token has expired"));
-        }
-        let role = Role::parse(&record.role)
-            .ok_or_else(|| CoreError::Internal(format!("token {} has unknown role", record.id)))?;
-        Ok(Principal {
-            token_id: record.id,
-            token_name: record.name,
-            account_id: record.account_id,
-            role,
-            operator: record.operator,
-        })
-    }
-
-    /// The account record, its quota override included.
-    pub async fn get_account(
-        &self,
-        who: &Principal,
-        account: AccountId,
-    ) -> Result<AccountRecord, CoreError> {
-        self.require_account(who, account, Permission::Read).await
-    }
-
-    /// Sets the account's own secrets quota, or with `None` returns it to the server default;
-    /// returns the quota now in force. Only an operator token with the `ManageAccount`
-    /// permission may: a quota is the instance's limit on the account, not the account's own
-    /// setting. Other tokens of the account get `Forbidden`, tokens of other accounts
-    /// `NotFound(Account)` as everywhere.
-    pub async fn set_account_quota(
-        &self,
-        who: &Principal,
-        account: AccountId,
-        quota: Option<u64>,
-    ) -> Result<Quota, CoreError> {
-        who.require(account, Permission::ManageAccount)?;
-        if !who.operator {
-            return Err(CoreError::Forbidden(Permission::ManageAccount));
-        }
-        if quota.is_some_and(|q| q > MAX_SECRETS_QUOTA) {
-            return Err(CoreError::invalid(
-                InvalidKind::Query,
-                "quota",
-                format!("quota must be at most {MAX_SECRETS_QUOTA}"),
-            ));
-        }
-        self.storage.set_account_quota(account, quota).await?;
-        let account_rec = self
-            .storage
-            .get_account(account)
-            .await?
-            .ok_or(CoreError::NotFound(Resource::Account))?;
-        let usage = self.storage.secret_count(account).await?;
-        Ok(Quota {
-            quota: self.quota_of(&account_rec),
-            usage,
-        })
-    }
-
-    async fn require_account(
+    pub(crate) async fn require_account(
         &self,
         who: &Principal,
         account: AccountId,
@@ -650,5 +527,6 @@ impl Coffer {
     }
 }
 
+pub mod identity;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Where in the request: a JSON pointer (`/0/name`) or a parameter name.
     pub pointer: Option<String>,
+    /// Seconds to send as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             message: message.into(),
             pointer: None,
+            retry_after: None,
         }
     }
 
@@ -29,6 +32,7 @@ impl ApiError {
             code,
             message: message.into(),
             pointer: Some(pointer.into()),
+            retry_after: None,
         }
     }
 }
@@ -53,6 +57,11 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(if retry { "true" } else { "false" }),
             );
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -68,8 +77,11 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::Invalid(invalid) => {
                 let code = match invalid.kind {
+                    InvalidKind::Field => ErrorCode::InvalidField,
                     InvalidKind::Id => ErrorCode::InvalidId,
                     InvalidKind::Name => ErrorCode::InvalidName,
+                    InvalidKind::Role => ErrorCode::InvalidRole,
+                    InvalidKind::Expiry => ErrorCode::InvalidExpiry,
                     InvalidKind::Scope => ErrorCode::InvalidScope,
                     InvalidKind::Value => ErrorCode::InvalidValue,
                     InvalidKind::Comment => ErrorCode::InvalidComment,
@@ -95,6 +107,12 @@ impl From<CoreError> for ApiError {
             }
             CoreError::NotFound(Resource::Secret) => {
                 ApiError::new(ErrorCode::SecretNotFound, "secret not found")
+            }
+            CoreError::NotFound(Resource::Token) => {
+                ApiError::new(ErrorCode::TokenNotFound, "token not found")
+            }
+            e @ CoreError::AlreadyRevoked => {
+                ApiError::new(ErrorCode::TokenAlreadyRevoked, e.to_string())
             }
             e @ CoreError::NameTaken { what, .. } => {
                 let code = if what == "store" {

@@ -2,12 +2,14 @@
 //! input into an [`ApiError`] that names the problem.
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use coffer_api::ErrorCode;
 use coffer_core::Principal;
-use coffer_types::{AccountId, IdError, SecretId, StoreId};
+use coffer_types::{AccountId, IdError, SecretId, StoreId, TokenId};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -29,6 +31,33 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let app = AppState::from_ref(state);
+        // The peer address; absent only when the router is driven in-process without one.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
+            let secs = wait.as_secs().max(1);
+            return Err(ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many failed authentications from this address; retry in {secs} s"),
+                )
+            });
+        }
+        let result = authenticate(&app, parts).await;
+        if let (Err(_), Some(ip)) = (&result, peer)
+            && app.auth_limiter.failed(ip)
+        {
+            tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+        }
+        result
+    }
+}
+
+async fn authenticate(app: &AppState, parts: &Parts) -> Result<Auth, ApiError> {
+    {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
@@ -66,9 +95,16 @@ pub struct PathIds {
     pub account: AccountId,
     store: Option<StoreId>,
     secret: Option<SecretId>,
+    token: Option<TokenId>,
 }
 
 impl PathIds {
+    /// The `{token_id}` of the route; an error only if the route has none (a routing bug).
+    pub fn token(&self) -> Result<TokenId, ApiError> {
+        self.token
+            .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no token in path"))
+    }
+
     /// The `{store_id}` of the route; an error only if the route has none (a routing bug).
     pub fn store(&self) -> Result<StoreId, ApiError> {
         self.store
@@ -114,11 +150,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
         let mut account = None;
         let mut store = None;
         let mut secret = None;
+        let mut token = None;
         for (name, value) in &params {
             match name {
                 "account_id" => account = Some(parse_id(name, value, AccountId::parse)?),
                 "store_id" => store = Some(parse_id(name, value, StoreId::parse)?),
                 "secret_id" => secret = Some(parse_id(name, value, SecretId::parse)?),
+                "token_id" => token = Some(parse_id(name, value, TokenId::parse)?),
                 _ => {}
             }
         }
@@ -128,6 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             account,
             store,
             secret,
+            token,
         })
     }
 }

@@ -4,14 +4,17 @@
 //! This is the only crate that knows HTTP. Handlers parse requests into core commands and map
 //! [`coffer_core::CoreError`] to v4 error envelopes in one place (`error.rs`).
 
+mod accounts;
 mod datadir;
 mod error;
 mod extract;
+mod limiter;
 mod query;
 mod router;
 mod secrets_store;
 mod state;
 mod tls;
+mod tokens;
 mod wire;
 
 use std::net::SocketAddr;
@@ -27,6 +30,21 @@ pub use datadir::DataDir;
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use state::AppState;
+
+/// How often tokens' last-used times are written (they are kept in memory in between).
+const TOKEN_USAGE_FLUSH: Duration = Duration::from_secs(10);
+
+/// Writes tokens' last-used times every [`TOKEN_USAGE_FLUSH`] until aborted.
+async fn flush_token_usage(coffer: Arc<Coffer>) {
+    let mut tick = tokio::time::interval(TOKEN_USAGE_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = coffer.flush_token_usage().await {
+            tracing::warn!(error = %e, "could not record token last-used times");
+        }
+    }
+}
 
 /// How long in-flight requests may run after shutdown is requested.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +109,10 @@ impl ServeOptions {
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding.
 pub fn app(coffer: Arc<Coffer>) -> axum::Router {
-    router::router(AppState { coffer })
+    router::router(AppState {
+        coffer,
+        auth_limiter: Arc::default(),
+    })
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -120,6 +141,7 @@ pub async fn serve(
     let data_dir = datadir::open(&opts.data_dir, limits).await?;
     let coffer = Arc::new(data_dir.coffer);
     let app = app(coffer.clone());
+    let flusher = tokio::spawn(flush_token_usage(coffer.clone()));
     let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
 
     let listener =
@@ -170,5 +192,9 @@ pub async fn serve(
                 .await
         }
     };
+    // Every connection is closed; let queued writes finish and the storage writer stop
+    // (shutdown also writes the last token-usage times).
+    flusher.abort();
+    coffer.shutdown().await;
     result.map_err(|e| ServerError::Other(format!("server on {addr} failed: {e}")))
 }

@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
+use crate::{accounts, tokens};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,6 +48,16 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/client/v4/accounts", get(accounts::list_accounts).post(accounts::create_account))
+        .route(
+            "/client/v4/accounts/{account_id}",
+            get(accounts::get_account).patch(accounts::update_account).delete(accounts::delete_account),
+        )
+        .route("/client/v4/accounts/{account_id}/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route(
+            "/client/v4/accounts/{account_id}/tokens/{token_id}",
+            get(tokens::get_token).delete(tokens::revoke_token),
+        )
         .nest("/client/v4/accounts/{account_id}/secrets_store", secrets_store)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

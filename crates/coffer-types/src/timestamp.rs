@@ -42,8 +42,15 @@ impl Timestamp {
             .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
     }
 
+    /// Parses an RFC 3339 date-time. Instants that fall outside years 1970 to 9999 in UTC are
+    /// refused (`None`): they could not be rendered back.
     pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
         let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+        // The Unix time does not depend on the offset (and, unlike converting to UTC, cannot
+        // panic at the edges of the representable range). 253402300799 is 9999-12-31T23:59:59Z.
+        if !(0..=253_402_300_799).contains(&t.unix_timestamp()) {
+            return None;
+        }
         let micros = t.unix_timestamp_nanos() / 1000;
         i64::try_from(micros).ok().map(Timestamp)
     }
@@ -71,6 +78,10 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2023-09-21T18:56:32.624632Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+        // Year 10000 in UTC, though 9999 in its own offset; and before the epoch.
+        assert_eq!(Timestamp::parse_rfc3339("9999-12-31T23:59:59-23:59"), None);
+        assert_eq!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z"), None);
+        assert!(Timestamp::parse_rfc3339("9999-12-31T23:59:59Z").is_some());
     }
 
     #[test]

@@ -4,6 +4,8 @@ use coffer_crypto::FileKek;
 use coffer_storage::{Change, SqliteStorage};
 use coffer_types::{Scope, TokenId};
 
+use crate::Role;
+
 use super::*;
 
 struct Fixture {
@@ -325,7 +327,7 @@ async fn only_an_operator_sets_a_quota() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, CoreError::Forbidden(Permission::ManageAccount)),
+        matches!(err, CoreError::Forbidden(Permission::Operator)),
         "the account's own super admin: {err:?}"
     );
     let weak_operator = Principal {
@@ -338,7 +340,7 @@ async fn only_an_operator_sets_a_quota() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, CoreError::Forbidden(Permission::ManageAccount)),
+        matches!(err, CoreError::Forbidden(Permission::Operator)),
         "an operator token without ManageAccount: {err:?}"
     );
     let stranger = member(AccountId::from_bytes(random_id()), Role::SuperAdmin);

@@ -211,7 +211,7 @@ async fn unknown_routes_are_404_in_the_envelope() {
         "/".to_owned(),
         "/nope".to_owned(),
         "/client/v4".to_owned(),
-        format!("{V4}/{a}"),
+        format!("{V4}/{a}/nope"),
         format!("{V4}/{a}/secrets_store"),
         format!("{V4}/{a}/secrets_store/nope"),
         format!("{V4}/{a}/secrets_store/stores/{s}/nope"),

@@ -1,6 +1,8 @@
 //! The server's integration tests: the router in-process (`tower::ServiceExt::oneshot`) over a
 //! real data dir (file KEK, SQLite), one module per concern, plus a few over real TCP.
 
+mod accounts;
+mod accounts_admin;
 mod at_rest;
 mod auth;
 mod bad_body;
@@ -11,6 +13,8 @@ mod limits;
 mod lists;
 mod mutations;
 mod ops;
+mod permissions;
 mod secrecy;
 mod support;
 mod tcp;
+mod tokens;

@@ -224,3 +224,39 @@ async fn body_limits_over_tcp() {
 
     server.stop().await;
 }
+
+/// Repeated failed authentications from one address are refused for a while (429 with
+/// Retry-After), even with a valid token, without locking out the token itself elsewhere.
+#[tokio::test]
+async fn repeated_failed_authentications_are_refused() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/client/v4/accounts/{}/secrets_store/quota",
+        server.addr, server.account
+    );
+    let bad = format!("coffer_{}_{}", random_id(), "A".repeat(43));
+    for i in 0..20 {
+        let r = http.get(&url).bearer_auth(&bad).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "failure {i}");
+    }
+    let r = http.get(&url).bearer_auth(&bad).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], ErrorCode::RateLimited.code());
+    // The address is refused before its token is even looked at.
+    let r = http
+        .get(&url)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    server.stop().await;
+}

@@ -1,0 +1,654 @@
+//! The permission matrix: every endpoint × every caller (the operator and the four roles), then
+//! every endpoint with a token of another account.
+//!
+//! The table of routes is data: a new endpoint is one row of [`routes`], with the permission it
+//! needs. The role table itself is written out here from the contract (section 7) rather than
+//! taken from core, so a change to core's policy that breaks the contract fails here.
+
+use axum::http::{Method, StatusCode};
+use coffer_api::ErrorCode;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any member of the account (the answer is scoped to the caller, never refused).
+    Member,
+    /// View stores' and secrets' metadata.
+    Read,
+    /// Create, update, duplicate, delete stores and secrets.
+    Edit,
+    /// Manage the account's tokens.
+    Manage,
+    /// The instance operator only.
+    Operator,
+}
+
+impl Need {
+    /// The permission a refusal names.
+    pub fn permission(self) -> &'static str {
+        match self {
+            Need::Member | Need::Read => "secrets_store:read",
+            Need::Edit => "secrets_store:edit",
+            Need::Manage => "account:manage",
+            Need::Operator => "instance:operator",
+        }
+    }
+}
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The token `coffer init` printed.
+    Operator,
+    /// A token of the account made through the API with this role.
+    Role(&'static str),
+}
+
+/// The contract's role table (section 7): reporter views metadata; deployer views (and binds,
+/// later); secrets_store_admin creates, updates, duplicates, deletes and views; super_admin does
+/// everything in its account, tokens included. Only the operator manages accounts.
+pub fn allowed(caller: Caller, need: Need) -> bool {
+    let Caller::Role(role) = caller else {
+        return true;
+    };
+    match need {
+        Need::Member | Need::Read => true,
+        Need::Edit => matches!(role, "super_admin" | "secrets_store_admin"),
+        Need::Manage => role == "super_admin",
+        Need::Operator => false,
+    }
+}
+
+/// What a successful call consumes, so every allowed call gets its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fresh {
+    Nothing,
+    /// `{x}` is a new secret in the shared store.
+    Secret,
+    /// `{s}` is a new, empty store.
+    Store,
+    /// `{t}` is a new token of the account.
+    Token,
+}
+
+/// A response check beyond the status, for an allowed call: `(response, is_operator,
+/// caller's account)`.
+pub type Verify = fn(&Resp, bool, &str) -> Result<(), String>;
+
+/// One endpoint.
+#[derive(Clone)]
+pub struct Route {
+    pub name: &'static str,
+    pub method: Method,
+    /// Under `/client/v4/accounts`, over `{a}` (account), `{s}` (store), `{x}` (secret), `{t}`
+    /// (token) and `{n}` (a fresh name).
+    pub template: &'static str,
+    /// A JSON body over the same placeholders.
+    pub body: Option<&'static str>,
+    pub need: Need,
+    /// The answer an allowed caller gets where the fixture makes a 2xx impossible.
+    pub allowed_answer: Option<ErrorCode>,
+    pub fresh: Fresh,
+    pub verify: Option<Verify>,
+}
+
+/// The ids a call fills the placeholders with.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub a: String,
+    pub s: String,
+    pub x: String,
+    pub t: String,
+    pub n: String,
+}
+
+impl Ids {
+    fn fill(&self, text: &str) -> String {
+        text.replace("{a}", &self.a)
+            .replace("{s}", &self.s)
+            .replace("{x}", &self.x)
+            .replace("{t}", &self.t)
+            .replace("{n}", &self.n)
+    }
+
+    /// Random ids that name nothing, in account `a`.
+    pub fn random(a: &str) -> Ids {
+        Ids {
+            a: a.to_owned(),
+            s: random_id(),
+            x: random_id(),
+            t: random_id(),
+            n: format!("n{}", random_tag()),
+        }
+    }
+}
+
+impl Route {
+    pub fn uri(&self, ids: &Ids) -> String {
+        format!("{V4}{}", ids.fill(self.template))
+    }
+
+    pub fn body(&self, ids: &Ids) -> Option<Value> {
+        self.body
+            .map(|b| serde_json::from_str(&ids.fill(b)).expect("route body template"))
+    }
+
+    /// Whether the route names an account (and so can be aimed at another one).
+    pub fn has_account(&self) -> bool {
+        self.template.contains("{a}")
+    }
+
+    /// Calls the route with `authorization`.
+    pub async fn call(&self, h: &Harness, ids: &Ids, authorization: Option<&str>) -> Resp {
+        h.send_as(
+            self.method.clone(),
+            &self.uri(ids),
+            authorization,
+            self.body(ids).as_ref(),
+        )
+        .await
+    }
+}
+
+fn sees_only_its_own_account(r: &Resp, operator: bool, account: &str) -> Result<(), String> {
+    let items = r.json()["result"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<&str> = items.iter().filter_map(|a| a["id"].as_str()).collect();
+    if operator {
+        if ids.len() >= 2 && ids.contains(&account) {
+            return Ok(());
+        }
+        return Err(format!(
+            "the operator should see every account, saw {ids:?}"
+        ));
+    }
+    if ids == [account] {
+        Ok(())
+    } else {
+        Err(format!(
+            "should see only its own account {account}, saw {ids:?}"
+        ))
+    }
+}
+
+/// Every endpoint, with the permission it needs.
+pub fn routes() -> Vec<Route> {
+    let row = |name, method, template, body, need, fresh| Route {
+        name,
+        method,
+        template,
+        body,
+        need,
+        allowed_answer: None,
+        fresh,
+        verify: None,
+    };
+    use Fresh::*;
+    use Need::*;
+    vec![
+        // ---- accounts ----
+        Route {
+            verify: Some(sees_only_its_own_account),
+            ..row("list accounts", Method::GET, "", None, Member, Nothing)
+        },
+        row(
+            "create account",
+            Method::POST,
+            "",
+            Some(r#"{"name": "{n}"}"#),
+            Operator,
+            Nothing,
+        ),
+        row("get account", Method::GET, "/{a}", None, Read, Nothing),
+        row(
+            "set account quota",
+            Method::PATCH,
+            "/{a}",
+            Some(r#"{"secrets_quota": null}"#),
+            Operator,
+            Nothing,
+        ),
+        // PATCH is the operator's whatever the body holds: an empty one is no exception.
+        row(
+            "empty account update",
+            Method::PATCH,
+            "/{a}",
+            Some("{}"),
+            Operator,
+            Nothing,
+        ),
+        // The callers' account is the operator's own, which cannot be deleted: 400 for it.
+        Route {
+            allowed_answer: Some(ErrorCode::InvalidId),
+            ..row(
+                "delete account",
+                Method::DELETE,
+                "/{a}",
+                None,
+                Operator,
+                Nothing,
+            )
+        },
+        // ---- tokens ----
+        row(
+            "list tokens",
+            Method::GET,
+            "/{a}/tokens",
+            None,
+            Manage,
+            Nothing,
+        ),
+        row(
+            "create token",
+            Method::POST,
+            "/{a}/tokens",
+            Some(r#"{"name": "{n}", "role": "secrets_store_reporter"}"#),
+            Manage,
+            Nothing,
+        ),
+        row(
+            "get token",
+            Method::GET,
+            "/{a}/tokens/{t}",
+            None,
+            Manage,
+            Nothing,
+        ),
+        row(
+            "revoke token",
+            Method::DELETE,
+            "/{a}/tokens/{t}",
+            None,
+            Manage,
+            Token,
+        ),
+        // ---- secrets store ----
+        row(
+            "list stores",
+            Method::GET,
+            "/{a}/secrets_store/stores",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "create store",
+            Method::POST,
+            "/{a}/secrets_store/stores",
+            Some(r#"{"name": "{n}"}"#),
+            Edit,
+            Nothing,
+        ),
+        row(
+            "get store",
+            Method::GET,
+            "/{a}/secrets_store/stores/{s}",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "delete store",
+            Method::DELETE,
+            "/{a}/secrets_store/stores/{s}",
+            None,
+            Edit,
+            Store,
+        ),
+        row(
+            "list secrets",
+            Method::GET,
+            "/{a}/secrets_store/stores/{s}/secrets",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "create secrets",
+            Method::POST,
+            "/{a}/secrets_store/stores/{s}/secrets",
+            Some(r#"[{"name": "{n}", "value": "v", "scopes": ["workers"]}]"#),
+            Edit,
+            Nothing,
+        ),
+        row(
+            "bulk delete secrets",
+            Method::DELETE,
+            "/{a}/secrets_store/stores/{s}/secrets",
+            Some(r#"["{x}"]"#),
+            Edit,
+            Secret,
+        ),
+        row(
+            "get secret",
+            Method::GET,
+            "/{a}/secrets_store/stores/{s}/secrets/{x}",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "update secret",
+            Method::PATCH,
+            "/{a}/secrets_store/stores/{s}/secrets/{x}",
+            Some(r#"{"comment": "changed {n}"}"#),
+            Edit,
+            Secret,
+        ),
+        row(
+            "delete secret",
+            Method::DELETE,
+            "/{a}/secrets_store/stores/{s}/secrets/{x}",
+            None,
+            Edit,
+            Secret,
+        ),
+        row(
+            "duplicate secret",
+            Method::POST,
+            "/{a}/secrets_store/stores/{s}/secrets/{x}/duplicate",
+            Some(r#"{"name": "{n}", "scopes": ["workers"]}"#),
+            Edit,
+            Nothing,
+        ),
+        row(
+            "quota",
+            Method::GET,
+            "/{a}/secrets_store/quota",
+            None,
+            Read,
+            Nothing,
+        ),
+    ]
+}
+
+/// The instance of the matrix: account A (the operator's) with a token per role, account B with
+/// a super_admin, and in each a store holding a secret.
+pub struct World {
+    pub h: Harness,
+    pub b: String,
+    /// A's callers: the operator and one token per role.
+    pub callers: Vec<(Caller, String)>,
+    pub b_admin: IssuedToken,
+    /// Ids in A of things that exist.
+    pub a_ids: Ids,
+    /// Ids in B of things that exist.
+    pub b_ids: Ids,
+}
+
+pub async fn world() -> World {
+    let h = Harness::new().await;
+    let b = h.create_account("b").await;
+    let mut callers = vec![(Caller::Operator, h.token.clone())];
+    for role in ROLES {
+        let t = h.issue_token(&h.account, role, role).await;
+        callers.push((Caller::Role(role), t.value));
+    }
+    let b_admin = h.issue_token(&b, "b admin", "super_admin").await;
+
+    let store = h.create_store("shared").await;
+    let secret = h.create_secret(&store, "SHARED", "shared-value").await;
+    let target = h
+        .issue_token(&h.account, "target", "secrets_store_reporter")
+        .await;
+    let a_ids = Ids {
+        a: h.account.clone(),
+        s: store,
+        x: secret["id"].as_str().unwrap().to_owned(),
+        t: target.id,
+        n: "unused".into(),
+    };
+
+    // B's store and secret, made with B's own token.
+    let r = h
+        .send_as(
+            Method::POST,
+            &format!("{V4}/{b}/secrets_store/stores"),
+            Some(&b_admin.bearer()),
+            Some(&json!({ "name": "b-store" })),
+        )
+        .await;
+    let b_store = assert_hex_id(&assert_ok(&r)["id"]);
+    let r = h
+        .send_as(
+            Method::POST,
+            &format!("{V4}/{b}/secrets_store/stores/{b_store}/secrets"),
+            Some(&b_admin.bearer()),
+            Some(&json!([secret_item("B_SECRET", "b-value", &["workers"])])),
+        )
+        .await;
+    let b_secret = assert_hex_id(&assert_ok(&r)[0]["id"]);
+    let b_ids = Ids {
+        a: b.clone(),
+        s: b_store,
+        x: b_secret,
+        t: b_admin.id.clone(),
+        n: "unused".into(),
+    };
+    World {
+        h,
+        b,
+        callers,
+        b_admin,
+        a_ids,
+        b_ids,
+    }
+}
+
+impl World {
+    /// Ids for one call of `route` in A: fresh ones where a success consumes them.
+    async fn ids_for(&self, route: &Route) -> Ids {
+        let h = &self.h;
+        let mut ids = Ids {
+            n: format!("n{}", random_tag()),
+            ..self.a_ids.clone()
+        };
+        match route.fresh {
+            Fresh::Nothing => {}
+            Fresh::Secret => {
+                let s = h.create_secret(&ids.s, &ids.n, "fresh-value").await;
+                ids.x = s["id"].as_str().unwrap().to_owned();
+                ids.n = format!("n{}", random_tag());
+            }
+            Fresh::Store => ids.s = h.create_store(&format!("fresh-{}", random_tag())).await,
+            Fresh::Token => {
+                ids.t = h
+                    .issue_token(&h.account, "to revoke", "secrets_store_reporter")
+                    .await
+                    .id;
+            }
+        }
+        ids
+    }
+
+    /// Everything a write could change: A's stores, secrets and quota, the change log head,
+    /// every account and every token.
+    pub async fn state(&self) -> (Snapshot, Value) {
+        (self.h.snapshot().await, self.h.identity_snapshot().await)
+    }
+}
+
+/// `(status, code, message)` of an error envelope.
+fn error_of(r: &Resp) -> Option<(StatusCode, u64, String)> {
+    let v: Value = serde_json::from_slice(&r.bytes).ok()?;
+    if v["success"] != json!(false) {
+        return None;
+    }
+    let e = &v["errors"][0];
+    Some((
+        r.status,
+        e["code"].as_u64()?,
+        e["message"].as_str()?.to_owned(),
+    ))
+}
+
+fn describe(r: &Resp) -> String {
+    format!("{} {}", r.status.as_u16(), r.text())
+}
+
+#[tokio::test]
+async fn every_role_on_every_endpoint() {
+    let w = world().await;
+    let h = &w.h;
+    let mut failures = Vec::new();
+    for route in routes() {
+        for (caller, token) in &w.callers {
+            let ids = w.ids_for(&route).await;
+            let expect_allowed = allowed(*caller, route.need);
+            let before = if expect_allowed {
+                None
+            } else {
+                Some(w.state().await)
+            };
+            let r = route.call(h, &ids, Some(&format!("Bearer {token}"))).await;
+            let case = format!(
+                "{caller:?} on {} ({} {})",
+                route.name, route.method, route.template
+            );
+            if expect_allowed {
+                let ok = match route.allowed_answer {
+                    None => r.status.is_success(),
+                    Some(code) => error_of(&r).is_some_and(|(status, c, _)| {
+                        status.as_u16() == code.http_status() && c == u64::from(code.code())
+                    }),
+                };
+                if !ok {
+                    let want = route.allowed_answer.map_or("2xx".to_owned(), |c| {
+                        format!("{} {}", c.http_status(), c.code())
+                    });
+                    failures.push(format!("{case}: expected {want}, got {}", describe(&r)));
+                } else if let Some(verify) = route.verify
+                    && let Err(e) = verify(&r, *caller == Caller::Operator, &h.account)
+                {
+                    failures.push(format!("{case}: {e}"));
+                }
+            } else {
+                let permission = route.need.permission();
+                let denied = error_of(&r).is_some_and(|(status, code, message)| {
+                    status == StatusCode::FORBIDDEN && code == 1101 && message.contains(permission)
+                });
+                if !denied {
+                    failures.push(format!(
+                        "{case}: expected 403 1101 naming {permission}, got {}",
+                        describe(&r)
+                    ));
+                }
+                if let Some(before) = before
+                    && w.state().await != before
+                {
+                    failures.push(format!("{case}: a refused request wrote something"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of the role × endpoint cases are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every endpoint that names an account, with a token of another account: 404 account_not_found
+/// whether the account exists or not, with the same message, and nothing written.
+#[tokio::test]
+async fn another_accounts_token_learns_nothing() {
+    let w = world().await;
+    let h = &w.h;
+    // B's super_admin on A, and each of A's roles on B; the operator reaches both, so it only
+    // meets missing accounts.
+    let mut probes: Vec<(String, String, Option<Ids>)> = vec![(
+        "B's super_admin".into(),
+        w.b_admin.value.clone(),
+        Some(w.a_ids.clone()),
+    )];
+    for (caller, token) in &w.callers {
+        let target = match caller {
+            Caller::Operator => None,
+            Caller::Role(_) => Some(w.b_ids.clone()),
+        };
+        probes.push((format!("A's {caller:?}"), token.clone(), target));
+    }
+
+    let before = w.state().await;
+    let mut failures = Vec::new();
+    for route in routes().into_iter().filter(Route::has_account) {
+        for (who, token, existing) in &probes {
+            let auth = format!("Bearer {token}");
+            let missing = route.call(h, &Ids::random(&random_id()), Some(&auth)).await;
+            let case = format!(
+                "{who} on {} ({} {})",
+                route.name, route.method, route.template
+            );
+            match error_of(&missing) {
+                Some((StatusCode::NOT_FOUND, 1200, _)) => {}
+                _ => failures.push(format!(
+                    "{case}, missing account: expected 404 1200, got {}",
+                    describe(&missing)
+                )),
+            }
+            let Some(ids) = existing else { continue };
+            let ids = Ids {
+                n: format!("n{}", random_tag()),
+                ..ids.clone()
+            };
+            let r = route.call(h, &ids, Some(&auth)).await;
+            match error_of(&r) {
+                Some((StatusCode::NOT_FOUND, 1200, _)) => {}
+                _ => failures.push(format!(
+                    "{case}, existing account: expected 404 1200, got {}",
+                    describe(&r)
+                )),
+            }
+            if (r.status, error_of(&r).map(|e| (e.1, e.2)))
+                != (missing.status, error_of(&missing).map(|e| (e.1, e.2)))
+            {
+                failures.push(format!(
+                    "{case}: an existing account answers differently from a missing one: {} vs {}",
+                    describe(&r),
+                    describe(&missing)
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of the cross-account cases are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        w.state().await == before,
+        "a request on another account wrote something"
+    );
+    // B is as it was, and its token still works there.
+    let r = h
+        .get_as(
+            &w.b_admin.value,
+            &format!("{V4}/{}/secrets_store/stores/{}/secrets", w.b, w.b_ids.s),
+        )
+        .await;
+    assert_eq!(names(&assert_ok_list(&r).0), ["B_SECRET"]);
+}
+
+/// Every row is a route the router serves: it answers something other than
+/// "no such route" or "method not allowed" for the operator.
+#[tokio::test]
+async fn every_row_is_a_route() {
+    let w = world().await;
+    let rows = routes();
+    assert!(rows.len() >= 22, "{} rows", rows.len());
+    for route in &rows {
+        let ids = w.ids_for(route).await;
+        let r = route.call(&w.h, &ids, Some(&w.h.bearer())).await;
+        let code = error_of(&r).map(|e| e.1);
+        assert!(
+            !matches!(code, Some(1203 | 1204)),
+            "{}: {}",
+            route.name,
+            describe(&r)
+        );
+    }
+}
