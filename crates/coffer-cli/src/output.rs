@@ -6,16 +6,26 @@
 
 use std::io::Write;
 
-use coffer_client::{Account, Page, Quota, ResultInfo, Secret, Store};
+use coffer_client::{Account, CreatedToken, Page, Quota, ResultInfo, Secret, Store, Token};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
-use crate::table::Table;
+use crate::table::{Table, one_line};
 
 const STORE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Modified"];
 const SECRET_COLUMNS: [&str; 8] = [
     "Name", "ID", "StoreID", "Comment", "Scopes", "Status", "Created", "Modified",
 ];
 const ACCOUNT_COLUMNS: [&str; 4] = ["ID", "Name", "Created", "Secrets quota"];
+const TOKEN_COLUMNS: [&str; 7] = [
+    "ID",
+    "Name",
+    "Role",
+    "Status",
+    "Issued",
+    "Expires",
+    "Last used",
+];
 
 /// Writes `text` to standard output. Errors (a closed pipe) are returned, not panicked on.
 pub fn print(text: &str) -> std::io::Result<()> {
@@ -154,23 +164,145 @@ pub fn quota(quota: &Quota, as_json: bool) -> String {
     )
 }
 
+fn accounts_table(accounts: &[Account]) -> String {
+    let mut t = Table::new(&ACCOUNT_COLUMNS);
+    for a in accounts {
+        t.row(vec![
+            a.id.clone(),
+            a.name.clone(),
+            a.created.clone(),
+            a.secrets_quota
+                .map_or_else(|| "default".to_owned(), |q| q.to_string()),
+        ]);
+    }
+    t.render()
+}
+
 /// `account get` and `quota set`: the account, its own quota shown as `default` when the server
 /// default applies.
 pub fn account(account: &Account, as_json: bool) -> String {
     if as_json {
         return json_text(account);
     }
-    let quota = account
-        .secrets_quota
-        .map_or_else(|| "default".to_owned(), |q| q.to_string());
-    let mut t = Table::new(&ACCOUNT_COLUMNS);
-    t.row(vec![
-        account.id.clone(),
-        account.name.clone(),
-        account.created.clone(),
-        quota,
-    ]);
+    accounts_table(std::slice::from_ref(account))
+}
+
+/// The `--json` form of `account create`: the account, and its id once more as `account_id`
+/// (the name `coffer init --json` uses).
+#[derive(Serialize)]
+struct CreatedAccountJson<'a> {
+    account_id: &'a str,
+    #[serde(flatten)]
+    account: &'a Account,
+}
+
+/// `account create`: the new id, and how to give the account its first super_admin.
+pub fn account_created(account: &Account, as_json: bool) -> String {
+    if as_json {
+        return json_text(&CreatedAccountJson {
+            account_id: &account.id,
+            account,
+        });
+    }
+    let id = one_line(&account.id);
+    format!(
+        "Created account {name}.\n\
+         \n\
+         \x20 Account ID:  {id}\n\
+         \n\
+         It has no API token yet. Create its first super_admin with the operator token:\n\
+         \x20 COFFER_ACCOUNT_ID={id} coffer token create --name admin --role super_admin\n",
+        name = one_line(&account.name),
+    )
+}
+
+pub fn account_list(page: &Page<Account>, as_json: bool) -> String {
+    if as_json {
+        return page_json(page);
+    }
+    accounts_table(&page.items)
+}
+
+fn tokens_table(tokens: &[Token]) -> String {
+    let never = |t: &Option<String>| t.clone().unwrap_or_else(|| "never".to_owned());
+    let mut t = Table::new(&TOKEN_COLUMNS);
+    for token in tokens {
+        t.row(vec![
+            token.id.clone(),
+            token.name.clone(),
+            if token.operator {
+                format!("{} (operator)", token.role)
+            } else {
+                token.role.clone()
+            },
+            token.status.clone(),
+            token.issued_on.clone(),
+            never(&token.expires_on),
+            never(&token.last_used_on),
+        ]);
+    }
     t.render()
+}
+
+pub fn token_list(page: &Page<Token>, as_json: bool) -> String {
+    if as_json {
+        return page_json(page);
+    }
+    if page.items.is_empty() {
+        return "No tokens in this account.\n".to_owned();
+    }
+    tokens_table(&page.items)
+}
+
+pub fn token(token: &Token, as_json: bool) -> String {
+    if as_json {
+        return json_text(token);
+    }
+    tokens_table(std::slice::from_ref(token))
+}
+
+/// `token create`: the only output that ever holds a token's value. Under `--json`, the token's
+/// fields and `value`; otherwise the metadata, the value, and a warning that it is shown once.
+/// The text is zeroized on drop.
+pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) -> Zeroizing<String> {
+    if as_json {
+        return Zeroizing::new(json_text(created));
+    }
+    let token = &created.token;
+    let expires = match &token.expires_on {
+        Some(at) => format!("expires {}", one_line(at)),
+        None => "does not expire".to_owned(),
+    };
+    let mut text = Zeroizing::new(format!(
+        "Created token {name} in account {account}: role {role}, {expires}.\n\
+         \n\
+         \x20 Token ID:   {id}\n\
+         \x20 API token:  ",
+        name = one_line(&token.name),
+        account = one_line(account_id),
+        role = one_line(&token.role),
+        id = one_line(&token.id),
+    ));
+    // Escaped like everything else from the server, in case it is not a plain token.
+    text.push_str(&Zeroizing::new(one_line(created.value.expose_secret())));
+    text.push_str(
+        "\n\n\
+         The API token is shown only now and cannot be recovered: store it now, e.g. in a\n\
+         password manager. Use it with COFFER_API_TOKEN, and this account with COFFER_ACCOUNT_ID.\n",
+    );
+    text
+}
+
+/// `token revoke`: a confirmation, or the token (now `revoked`) under `--json`.
+pub fn token_revoked(token: &Token, as_json: bool) -> String {
+    if as_json {
+        return json_text(token);
+    }
+    format!(
+        "Revoked token {} ({}); it no longer works.\n",
+        one_line(&token.id),
+        one_line(&token.name)
+    )
 }
 
 /// A delete's confirmation, or `null` under `--json`.
@@ -288,6 +420,121 @@ mod tests {
         assert!(account(&a, false).lines().nth(2).unwrap().ends_with("  3"));
         let v: serde_json::Value = serde_json::from_str(&account(&a, true)).unwrap();
         assert_eq!(v["secrets_quota"], 3);
+    }
+
+    fn sample_token(expires_on: Option<&str>) -> Token {
+        Token {
+            id: "d".repeat(32),
+            name: "ci\u{1b}[2J".into(),
+            role: "secrets_store_reporter".into(),
+            status: "active".into(),
+            issued_on: "2025-01-01T00:00:00Z".into(),
+            expires_on: expires_on.map(str::to_owned),
+            last_used_on: None,
+            revoked_on: None,
+            operator: false,
+        }
+    }
+
+    #[test]
+    fn account_created_has_account_id_and_a_hint() {
+        let a = Account {
+            id: "c".repeat(32),
+            name: "team-b".into(),
+            created: "2025-01-01T00:00:00Z".into(),
+            secrets_quota: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&account_created(&a, true)).unwrap();
+        assert_eq!(v["account_id"], "c".repeat(32));
+        assert_eq!(v["id"], "c".repeat(32));
+        assert_eq!(v["name"], "team-b");
+        assert_eq!(v["secrets_quota"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), 5);
+        let text = account_created(&a, false);
+        assert!(text.contains(&format!("Account ID:  {}\n", a.id)), "{text}");
+        assert!(
+            text.contains(&format!(
+                "COFFER_ACCOUNT_ID={} coffer token create --name admin --role super_admin",
+                a.id
+            )),
+            "{text}"
+        );
+
+        let list = account_list(&page(vec![a.clone(), a], 2), false);
+        assert_eq!(list.lines().count(), 4);
+        assert!(list.starts_with("ID"));
+    }
+
+    #[test]
+    fn token_tables_say_never_and_escape_names() {
+        let out = token(&sample_token(None), false);
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            format!(
+                "ID{}  Name         Role                    Status  Issued                \
+                 Expires  Last used",
+                " ".repeat(30)
+            )
+        );
+        lines.next();
+        let row = lines.next().unwrap();
+        assert!(row.contains("ci\\u{1b}[2J"), "{row}");
+        assert!(row.ends_with("never    never"), "{row}");
+        assert_eq!(lines.next(), None);
+
+        let t = sample_token(Some("2025-02-01T00:00:00Z"));
+        assert!(token(&t, false).contains("2025-02-01T00:00:00Z"));
+        let v: serde_json::Value = serde_json::from_str(&token(&t, true)).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 9);
+        assert_eq!(v["operator"], false);
+        let op = Token {
+            operator: true,
+            ..t.clone()
+        };
+        assert!(token(&op, false).contains(" secrets_store_reporter (operator) "));
+        assert_eq!(v["last_used_on"], serde_json::Value::Null);
+
+        assert_eq!(
+            token_list(&page(vec![], 0), false),
+            "No tokens in this account.\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&token_list(&page(vec![t.clone()], 1), true)).unwrap();
+        assert_eq!(v["result"][0]["id"], "d".repeat(32));
+        assert_eq!(v["result_info"]["total_count"], 1);
+
+        let revoked = token_revoked(&t, false);
+        assert!(revoked.starts_with(&format!("Revoked token {} (ci", t.id)));
+        assert_eq!(revoked.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_created_token_shows_its_value_once_with_a_warning() {
+        let created = CreatedToken {
+            token: sample_token(Some("2025-02-01T00:00:00Z")),
+            value: coffer_client::SecretValue::new("coffer_x_s3cr3t".into()),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&token_created(&created, "acc", true)).unwrap();
+        assert_eq!(v["id"], "d".repeat(32));
+        assert_eq!(v["value"], "coffer_x_s3cr3t");
+        assert_eq!(v["role"], "secrets_store_reporter");
+        assert_eq!(v.as_object().unwrap().len(), 10);
+
+        let text = token_created(&created, "acc", false);
+        assert_eq!(text.matches("coffer_x_s3cr3t").count(), 1, "{}", *text);
+        assert!(text.contains("  API token:  coffer_x_s3cr3t\n"));
+        assert!(text.contains("shown only now"));
+        assert!(text.contains("expires 2025-02-01T00:00:00Z"));
+        assert!(text.contains("in account acc"));
+        assert!(!text.contains('\u{1b}'));
+
+        let never = CreatedToken {
+            token: sample_token(None),
+            value: coffer_client::SecretValue::new("coffer_y".into()),
+        };
+        assert!(token_created(&never, "acc", false).contains("does not expire"));
     }
 
     #[test]

@@ -216,6 +216,15 @@ impl Conn {
         run(self.cmd(args), None)
     }
 
+    /// The same server with another token and account (`""`: no account set).
+    fn as_(&self, token: &str, account: &str) -> Conn {
+        Conn {
+            url: self.url.clone(),
+            token: token.to_owned(),
+            account: account.to_owned(),
+        }
+    }
+
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Out {
         run(self.cmd(args), Some(stdin.as_bytes()))
     }
@@ -653,6 +662,313 @@ fn the_operator_sets_and_clears_the_secrets_quota() {
         "{out:#?}"
     );
     assert_eq!(quota_in_force(&conn), 7);
+}
+
+#[test]
+fn the_operator_creates_accounts_whose_tokens_are_scoped_and_revocable() {
+    let (_tmp, _data, server, op) = setup();
+    // Every output but a `token create`'s, which must hold no token value at all.
+    let mut outputs: Vec<Out> = Vec::new();
+    let mut values: Vec<String> = Vec::new();
+    let error_line = |out: &Out, code: i32| out.one_error_line(code).to_owned();
+
+    // `account create` acts on the instance: no account id needed.
+    let instance = op.as_(&op.token, "");
+    let out = instance
+        .run(&["account", "create", "team-b", "--json"])
+        .ok();
+    let v = out.json();
+    let b = v["account_id"].as_str().unwrap().to_owned();
+    assert_eq!(b.len(), 32, "{v}");
+    assert_eq!(v["id"], b.as_str());
+    assert_eq!(v["name"], "team-b");
+    assert_eq!(v["secrets_quota"], Value::Null);
+    assert!(v["created"].is_string(), "{v}");
+    outputs.push(out);
+
+    // The human form: the id, and how to make the account's first super_admin.
+    let out = instance.run(&["account", "create", "team-c"]).ok();
+    let c = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Account ID:"))
+        .unwrap_or_else(|| panic!("no id: {out:#?}"))
+        .trim()
+        .to_owned();
+    assert!(
+        out.stdout.contains(&format!(
+            "COFFER_ACCOUNT_ID={c} coffer token create --name admin --role super_admin"
+        )),
+        "{out:#?}"
+    );
+    outputs.push(out);
+
+    let out = op.run(&["account", "list", "--json"]).ok();
+    let v = out.json();
+    let mut ids: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected = vec![op.account.as_str(), b.as_str(), c.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    outputs.push(out);
+    let out = op.run(&["account", "list"]).ok();
+    assert!(out.stdout.starts_with("ID"), "{out:#?}");
+    assert!(out.stdout.contains("team-b") && out.stdout.contains("team-c"));
+    assert_eq!(out.stdout.lines().count(), 5, "{out:#?}");
+    outputs.push(out);
+
+    // The operator gives account b its first super_admin.
+    let out = op.as_(&op.token, &b).run(&[
+        "token",
+        "create",
+        "--name",
+        "b-admin",
+        "--role",
+        "super_admin",
+        "--json",
+    ]);
+    let v = out.ok().json();
+    let admin_id = v["id"].as_str().unwrap().to_owned();
+    let admin_value = v["value"].as_str().unwrap().to_owned();
+    assert!(admin_value.starts_with("coffer_"), "{v}");
+    assert_eq!(v["role"], "super_admin");
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["expires_on"], Value::Null);
+    values.push(admin_value.clone());
+
+    let b_admin = op.as_(&admin_value, &b);
+    let store = create_store(&b_admin, "s");
+    let out = b_admin.run(&["token", "list", "--json"]).ok();
+    let v = out.json();
+    let listed: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [admin_id.as_str()], "only account b's tokens: {v}");
+    assert!(v["result"][0].get("value").is_none(), "{v}");
+    outputs.push(out);
+    let out = b_admin.run(&["token", "list"]).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    for column in [
+        "ID",
+        "Name",
+        "Role",
+        "Status",
+        "Issued",
+        "Expires",
+        "Last used",
+    ] {
+        assert!(lines[0].contains(column), "{out:#?}");
+    }
+    assert!(lines[2].starts_with(&admin_id) && lines[2].contains("super_admin"));
+    outputs.push(out);
+
+    // b's super_admin is not the operator: no accounts for it, and no view of the others.
+    let out = b_admin.run(&["account", "create", "x"]);
+    let line = error_line(&out, 1);
+    assert!(line.starts_with("error: [1101 forbidden] "), "{line}");
+    assert!(line.contains("instance:operator"), "{line}");
+    outputs.push(out);
+    let out = b_admin.run(&["account", "list", "--json"]).ok();
+    let v = out.json();
+    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["result"][0]["id"], b.as_str());
+    outputs.push(out);
+    let out = b_admin.run(&["account", "delete", &c]);
+    error_line(&out, 1);
+    outputs.push(out);
+
+    // Bad roles and expiries: one line each, nothing created.
+    let out = b_admin.run(&["token", "create", "--name", "t", "--role", "reporter-typo"]);
+    let line = error_line(&out, 1);
+    assert!(line.starts_with("error: [1012 invalid_role] "), "{line}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    outputs.push(out);
+    for bad in ["0d", "soon"] {
+        let out = b_admin.run(&[
+            "token",
+            "create",
+            "--name",
+            "t",
+            "--role",
+            "super_admin",
+            "--expires-in",
+            bad,
+        ]);
+        let line = error_line(&out, 2);
+        assert!(line.contains("--expires-in"), "{line}");
+        assert!(out.stdout.is_empty(), "{out:#?}");
+        outputs.push(out);
+    }
+    let v = b_admin.run(&["token", "list", "--json"]).ok().json();
+    assert_eq!(v["result_info"]["total_count"], 1, "{v}");
+
+    // A reporter that expires in 30 days: it may look, not change.
+    let out = b_admin.run(&[
+        "token",
+        "create",
+        "--name",
+        "b-reporter",
+        "--role",
+        "secrets_store_reporter",
+        "--expires-in",
+        "30d",
+        "--json",
+    ]);
+    let v = out.ok().json();
+    let reporter_id = v["id"].as_str().unwrap().to_owned();
+    let reporter_value = v["value"].as_str().unwrap().to_owned();
+    values.push(reporter_value.clone());
+    let at = |field: &str| {
+        coffer_types::Timestamp::parse_rfc3339(v[field].as_str().unwrap())
+            .unwrap_or_else(|| panic!("{field} is not RFC 3339: {v}"))
+            .unix_micros()
+    };
+    let lifetime_secs = (at("expires_on") - at("issued_on")) / 1_000_000;
+    assert!(
+        (30 * 86_400 - 300..=30 * 86_400).contains(&lifetime_secs),
+        "{lifetime_secs} s: {v}"
+    );
+    let reporter = op.as_(&reporter_value, &b);
+    let out = reporter.run(&["store", "create", "--name", "nope"]);
+    let line = error_line(&out, 1);
+    assert!(line.starts_with("error: [1101 forbidden] "), "{line}");
+    outputs.push(out);
+    let out = reporter.run(&["store", "list", "--json"]).ok();
+    assert_eq!(out.json()["result"][0]["id"], store.as_str());
+    outputs.push(out);
+
+    // The human form of `token create` shows the value once, with a warning.
+    let out = b_admin
+        .run(&[
+            "token",
+            "create",
+            "--name",
+            "b-deployer",
+            "--role",
+            "secrets_store_deployer",
+        ])
+        .ok();
+    assert!(out.stdout.contains("shown only now"), "{out:#?}");
+    let deployer_value = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("API token:"))
+        .unwrap_or_else(|| panic!("no value: {out:#?}"))
+        .trim()
+        .to_owned();
+    values.push(deployer_value.clone());
+    op.as_(&deployer_value, &b)
+        .run(&["store", "get", &store])
+        .ok();
+
+    // Revoked: refused from the next request on, and shown as revoked.
+    let out = b_admin.run(&["token", "revoke", &reporter_id]).ok();
+    assert!(out.stdout.starts_with("Revoked token"), "{out:#?}");
+    outputs.push(out);
+    let out = reporter.run(&["store", "list"]);
+    let line = error_line(&out, 1);
+    assert!(line.starts_with("error: [1100 unauthenticated] "), "{line}");
+    outputs.push(out);
+    let out = b_admin.run(&["token", "get", &reporter_id, "--json"]).ok();
+    let v = out.json();
+    assert_eq!(v["status"], "revoked", "{v}");
+    assert!(v["revoked_on"].is_string(), "{v}");
+    outputs.push(out);
+    let out = b_admin.run(&["token", "get", &reporter_id]).ok();
+    assert!(out.stdout.contains(" revoked "), "{out:#?}");
+    outputs.push(out);
+    let out = b_admin.run(&["token", "revoke", &reporter_id, "--json"]);
+    let line = error_line(&out, 1);
+    assert!(
+        line.starts_with("error: [1304 token_already_revoked] "),
+        "{line}"
+    );
+    outputs.push(out);
+
+    // The operator deletes account b: its tokens die with it.
+    let out = instance.run(&["account", "delete", &b]).ok();
+    assert!(
+        out.stdout.contains(&format!("Deleted account {b}")),
+        "{out:#?}"
+    );
+    outputs.push(out);
+    let out = b_admin.run(&["store", "list"]);
+    let line = error_line(&out, 1);
+    assert!(line.starts_with("error: [1100 unauthenticated] "), "{line}");
+    outputs.push(out);
+    let out = instance.run(&["account", "delete", &b, "--json"]);
+    error_line(&out, 1);
+    outputs.push(out);
+    let out = op.run(&["account", "list", "--json"]).ok();
+    let v = out.json();
+    assert_eq!(v["result"].as_array().unwrap().len(), 2, "{v}");
+    outputs.push(out);
+    // The operator still works, in its own account.
+    op.run(&["store", "list"]).ok();
+
+    for out in &outputs {
+        for value in &values {
+            assert!(
+                !out.stdout.contains(value.as_str()),
+                "token on stdout: {out:#?}"
+            );
+            assert!(
+                !out.stderr.contains(value.as_str()),
+                "token on stderr: {out:#?}"
+            );
+        }
+    }
+    let log = server.log();
+    assert!(log.contains("/tokens"), "the server logged no requests");
+    for value in &values {
+        assert!(!log.contains(value.as_str()), "token in the server log");
+        // `coffer_<id>_<secret>`: the id may be logged, the secret part never.
+        let secret_part = value.splitn(3, '_').nth(2).unwrap();
+        assert!(secret_part.len() >= 40, "{secret_part}");
+        assert!(!log.contains(secret_part), "token in the server log");
+    }
+}
+
+#[test]
+fn account_admin_needs_no_account_id_but_token_commands_do() {
+    let mut cmd = coffer_cmd();
+    cmd.args(["account", "list", "--api-url", "http://127.0.0.1:1"]);
+    let line = run(cmd, None).one_error_line(2).to_owned();
+    assert!(line.contains("COFFER_API_TOKEN"), "{line}");
+    assert!(!line.contains("COFFER_ACCOUNT_ID"), "{line}");
+
+    let mut cmd = coffer_cmd();
+    cmd.args(["token", "list", "--api-url", "http://127.0.0.1:1"])
+        .env("COFFER_API_TOKEN", "coffer_x");
+    let line = run(cmd, None).one_error_line(2).to_owned();
+    assert!(line.contains("COFFER_ACCOUNT_ID"), "{line}");
+
+    // A bad --expires-in is reported before the connection settings are looked at.
+    let mut cmd = coffer_cmd();
+    cmd.args([
+        "token",
+        "create",
+        "--name",
+        "t",
+        "--role",
+        "super_admin",
+        "--expires-in",
+        "12w",
+    ]);
+    let line = run(cmd, None).one_error_line(2).to_owned();
+    assert!(
+        line.contains("--expires-in") && line.contains("\"12w\""),
+        "{line}"
+    );
 }
 
 #[test]

@@ -107,7 +107,7 @@ fn format_api(code: u32, message: &str, count: usize) -> String {
 
 /// The stable short name of a Coffer error code, if it is one of ours.
 pub fn code_name(code: u32) -> Option<&'static str> {
-    const KNOWN: [ErrorCode; 26] = [
+    const KNOWN: [ErrorCode; 30] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::BodyTooLarge,
@@ -119,16 +119,20 @@ pub fn code_name(code: u32) -> Option<&'static str> {
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidBatch,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidRole,
+        ErrorCode::InvalidExpiry,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::AccountNotFound,
         ErrorCode::StoreNotFound,
         ErrorCode::SecretNotFound,
+        ErrorCode::TokenNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::StoreNameTaken,
         ErrorCode::SecretNameTaken,
         ErrorCode::StoreNotEmpty,
+        ErrorCode::TokenAlreadyRevoked,
         ErrorCode::Conflict,
         ErrorCode::QuotaExceeded,
         ErrorCode::StoreLimitExceeded,
@@ -218,6 +222,10 @@ mod tests {
         assert_eq!(code_name(1001), Some("malformed_json"));
         assert_eq!(code_name(1302), Some("store_not_empty"));
         assert_eq!(code_name(1501), Some("internal_error"));
+        assert_eq!(code_name(1012), Some("invalid_role"));
+        assert_eq!(code_name(1013), Some("invalid_expiry"));
+        assert_eq!(code_name(1205), Some("token_not_found"));
+        assert_eq!(code_name(1304), Some("token_already_revoked"));
         assert_eq!(code_name(9999), None);
     }
 

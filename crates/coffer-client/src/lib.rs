@@ -13,7 +13,8 @@
 //!
 //! Secret values only ever travel from the caller to the server (in [`CreateSecret`] and
 //! [`UpdateSecret`] bodies); the client never logs them, keeps them, or puts a request body in an
-//! error.
+//! error. The one value that travels the other way, a new API token's (in [`CreatedToken`]), is
+//! read straight into a [`SecretValue`] and never put in an error either.
 
 mod base_url;
 mod error;
@@ -25,12 +26,13 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, HeaderValue, LOCATION};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 pub use coffer_api::{
-    Account, ApiMessage, CreateSecret, DuplicateSecret, Quota, QuotaDetail, ResultInfo, Secret,
-    SecretValue, Store, UpdateSecret,
+    Account, ApiMessage, CreateSecret, CreatedToken, DuplicateSecret, Quota, QuotaDetail,
+    ResultInfo, Secret, SecretValue, Store, Token, UpdateSecret,
 };
-use coffer_api::{CreateStore, Envelope, UpdateAccount};
+use coffer_api::{CreateAccount, CreateStore, CreateToken, Envelope, UpdateAccount};
 pub use error::{Error, code_name};
 pub use params::{Direction, ListSecrets, SecretOrder, StoreOrder};
 
@@ -198,6 +200,78 @@ impl Client {
         self.one(req).await
     }
 
+    // ---- accounts of the instance (instance operator) ----
+    //
+    // These act on the instance, not on the client's own account: `account_id` is not used, and
+    // the id given to `delete_account` is the account to delete.
+
+    /// `POST /client/v4/accounts`: a new, empty account. Only the instance operator's token may.
+    pub async fn create_account(&self, name: &str) -> Result<Account, Error> {
+        let body = CreateAccount {
+            name: name.to_owned(),
+        };
+        let req = self.instance_request(Method::POST, &[]).json(&body);
+        self.one(req).await
+    }
+
+    /// `GET /client/v4/accounts`: every account for the instance operator; for any other token,
+    /// its own account only.
+    pub async fn list_accounts(&self) -> Result<Page<Account>, Error> {
+        self.page(self.instance_request(Method::GET, &[])).await
+    }
+
+    /// `DELETE /client/v4/accounts/{account_id}` of the account `account_id` (which need not be
+    /// the client's own), with its stores, secrets and tokens. Only the instance operator may.
+    pub async fn delete_account(&self, account_id: &str) -> Result<(), Error> {
+        self.none(self.instance_request(Method::DELETE, &[account_id]))
+            .await
+    }
+
+    // ---- API tokens of the account ----
+
+    /// `POST /tokens`: a new token of the client's account. `role` is one of `super_admin`,
+    /// `secrets_store_admin`, `secrets_store_deployer`, `secrets_store_reporter` (checked by the
+    /// server); `expires_on` is an RFC 3339 date-time, or `None` for a token that does not
+    /// expire.
+    ///
+    /// The answer holds the token's value, the only time the server ever shows it. It is read
+    /// straight into a [`SecretValue`] (redacted in `Debug`, wiped on drop) and, whatever goes
+    /// wrong, never appears in an [`Error`].
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        expires_on: Option<String>,
+    ) -> Result<CreatedToken, Error> {
+        let body = CreateToken {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            expires_on,
+        };
+        let req = self.account_request(Method::POST, &["tokens"]).json(&body);
+        let (status, body) = self.send(req).await?;
+        decode_created_token(status, Zeroizing::new(body))
+    }
+
+    /// `GET /tokens`: the account's tokens, metadata only.
+    pub async fn list_tokens(&self) -> Result<Page<Token>, Error> {
+        self.page(self.account_request(Method::GET, &["tokens"]))
+            .await
+    }
+
+    /// `GET /tokens/{token_id}`: one token's metadata.
+    pub async fn get_token(&self, token_id: &str) -> Result<Token, Error> {
+        self.one(self.account_request(Method::GET, &["tokens", token_id]))
+            .await
+    }
+
+    /// `DELETE /tokens/{token_id}`: revokes the token, from the very next request on. Returns
+    /// the token, now `revoked`.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<Token, Error> {
+        self.one(self.account_request(Method::DELETE, &["tokens", token_id]))
+            .await
+    }
+
     // ---- stores ----
 
     /// `GET /stores`.
@@ -353,6 +427,17 @@ impl Client {
             .header(AUTHORIZATION, self.auth.clone())
     }
 
+    /// A request to `/client/v4/accounts/{rest...}`: the instance's accounts, whatever the
+    /// client's own account is.
+    fn instance_request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
+        let mut segments = vec!["client", "v4", "accounts"];
+        segments.extend_from_slice(rest);
+        let url = base_url::join(&self.root, &segments);
+        self.http
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone())
+    }
+
     /// Sends the request and reads the whole answer.
     async fn send(&self, req: RequestBuilder) -> Result<(u16, Vec<u8>), Error> {
         let resp = req.send().await.map_err(|e| self.transport(e))?;
@@ -439,16 +524,7 @@ fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Envelope<T>, 
             detail: snippet(body),
         })?;
     if !(200..300).contains(&status) || !envelope.success {
-        let (code, message) = match envelope.errors.first() {
-            Some(first) => (first.code, first.message.clone()),
-            None => (0, format!("HTTP {status} without error details")),
-        };
-        return Err(Error::Api {
-            status,
-            code,
-            message,
-            errors: envelope.errors,
-        });
+        return Err(api_error(status, envelope.errors));
     }
     let result = match envelope.result {
         None | Some(serde_json::Value::Null) => None,
@@ -466,6 +542,48 @@ fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Envelope<T>, 
         result,
         result_info: envelope.result_info,
     })
+}
+
+/// Reads the answer to a token create. A success is decoded straight into [`CreatedToken`] (no
+/// intermediate copy of the value); anything else becomes an error that never quotes the body,
+/// since a body that is almost an envelope may still hold the value.
+fn decode_created_token(status: u16, body: Zeroizing<Vec<u8>>) -> Result<CreatedToken, Error> {
+    let success = (200..300).contains(&status);
+    if success
+        && let Ok(envelope) = serde_json::from_slice::<Envelope<CreatedToken>>(&body)
+        && envelope.success
+    {
+        return envelope.result.ok_or_else(|| Error::Decode {
+            status,
+            detail: "the response has no result".to_owned(),
+        });
+    }
+    let hidden = |what: &str| Error::Decode {
+        status,
+        detail: format!("{what} (the body is not shown: it may hold the new token)"),
+    };
+    match serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(&body) {
+        // An error envelope: codes and messages only, never the value.
+        Ok(envelope) if !success || !envelope.success => Err(api_error(status, envelope.errors)),
+        Ok(_) => Err(hidden(
+            "the result does not have the shape of a created token",
+        )),
+        Err(_) => Err(hidden("the response is not a v4 envelope")),
+    }
+}
+
+/// The error of a non-2xx or `success: false` envelope.
+fn api_error(status: u16, errors: Vec<ApiMessage>) -> Error {
+    let (code, message) = match errors.first() {
+        Some(first) => (first.code, first.message.clone()),
+        None => (0, format!("HTTP {status} without error details")),
+    };
+    Error::Api {
+        status,
+        code,
+        message,
+        errors,
+    }
 }
 
 #[cfg(test)]

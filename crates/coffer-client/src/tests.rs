@@ -512,3 +512,235 @@ async fn https_to_a_plain_http_server_suggests_http() {
     assert!(msg.starts_with(&format!("cannot reach {https}: ")), "{msg}");
     assert!(msg.contains("try http://"), "{msg}");
 }
+
+// ---- accounts of the instance and API tokens ----
+
+const OTHER_ACCOUNT: &str = "cccccccccccccccccccccccccccccccc";
+const TOKEN: &str = "dddddddddddddddddddddddddddddddd";
+const TOKEN_VALUE: &str = "coffer_dddddddddddddddddddddddddddddddd_s3cr3tV4lue";
+
+fn token_json(status: &str) -> serde_json::Value {
+    serde_json::json!({"id": TOKEN, "name": "ci", "role": "secrets_store_reporter",
+        "status": status, "issued_on": "2025-01-01T00:00:00Z",
+        "expires_on": "2025-02-01T00:00:00Z", "last_used_on": null, "operator": false,
+        "revoked_on": if status == "revoked" { Some("2025-01-02T00:00:00Z") } else { None }})
+}
+
+fn created_token_json() -> serde_json::Value {
+    let mut v = token_json("active");
+    v["value"] = TOKEN_VALUE.into();
+    v
+}
+
+#[tokio::test]
+async fn account_admin_acts_on_the_instance_not_on_the_own_account() {
+    let (url, seen) = respond_once(200, ok(account_json(None)));
+    let account = client(&format!("{url}/client/v4/"))
+        .create_account("team-b")
+        .await
+        .unwrap();
+    assert_eq!(account.id, ACCOUNT);
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, "POST /client/v4/accounts HTTP/1.1");
+    assert!(seen.headers.contains("authorization: bearer coffer_tok"));
+    assert!(seen.headers.contains("content-type: application/json"));
+    assert_eq!(seen.body, r#"{"name":"team-b"}"#);
+
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([account_json(Some(9))])));
+    let page = client(&url).list_accounts().await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].secrets_quota, Some(9));
+    assert_eq!(page.result_info.total_count, 1);
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, "GET /client/v4/accounts HTTP/1.1");
+    assert_eq!(seen.body, "");
+
+    // The id in the path is the account to delete, not the client's own.
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url).delete_account(OTHER_ACCOUNT).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("DELETE /client/v4/accounts/{OTHER_ACCOUNT} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url).delete_account("../x").await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        "DELETE /client/v4/accounts/..%2Fx HTTP/1.1"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_account_create_is_an_api_error() {
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1101, "message": "missing permission instance:operator"}]});
+    let (url, seen) = respond_once(403, body.to_string());
+    let err = client(&url).create_account("x").await.unwrap_err();
+    seen.join().unwrap();
+    assert_eq!((err.status(), err.api_code()), (Some(403), Some(1101)));
+    assert_eq!(
+        err.to_string(),
+        "[1101 forbidden] missing permission instance:operator"
+    );
+}
+
+#[tokio::test]
+async fn create_token_sends_name_role_and_expiry_and_redacts_the_value() {
+    let account_path = format!("/client/v4/accounts/{ACCOUNT}");
+    let (url, seen) = respond_once(200, ok(created_token_json()));
+    let created = client(&url)
+        .create_token(
+            "ci",
+            "secrets_store_reporter",
+            Some("2025-02-01T00:00:00Z".to_owned()),
+        )
+        .await
+        .unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {account_path}/tokens HTTP/1.1")
+    );
+    assert!(seen.headers.contains("content-type: application/json"));
+    assert_eq!(
+        seen.body,
+        r#"{"name":"ci","role":"secrets_store_reporter","expires_on":"2025-02-01T00:00:00Z"}"#
+    );
+    assert_eq!(created.token.id, TOKEN);
+    assert_eq!(created.token.status, "active");
+    assert_eq!(
+        created.token.expires_on.as_deref(),
+        Some("2025-02-01T00:00:00Z")
+    );
+    assert_eq!(created.value.expose_secret(), TOKEN_VALUE);
+    let dbg = format!("{created:?}");
+    assert!(!dbg.contains("s3cr3tV4lue"), "{dbg}");
+    assert!(dbg.contains("[redacted]"), "{dbg}");
+
+    // No expiry: the field is not sent at all.
+    let (url, seen) = respond_once(200, ok(created_token_json()));
+    client(&url)
+        .create_token("ci", "super_admin", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.join().unwrap().body,
+        r#"{"name":"ci","role":"super_admin"}"#
+    );
+}
+
+#[tokio::test]
+async fn a_created_token_never_reaches_an_error() {
+    // A result of the wrong shape, a truncated body and a body that is not JSON at all: each
+    // holds the value, and no error (message or Debug) repeats it.
+    let mut wrong_shape = created_token_json();
+    wrong_shape["id"] = 5.into();
+    let full = ok(created_token_json());
+    let bodies = [
+        (200, ok(wrong_shape)),
+        (200, full[..full.len() - 10].to_owned()),
+        (200, format!("value={TOKEN_VALUE}")),
+        (502, format!("<html>{TOKEN_VALUE}</html>")),
+        (
+            200,
+            serde_json::json!({"success": true, "errors": [], "messages": [],
+                "result": {"value": TOKEN_VALUE}})
+            .to_string(),
+        ),
+    ];
+    for (status, body) in bodies {
+        let (url, seen) = respond_once(status, body.clone());
+        let err = client(&url)
+            .create_token("ci", "super_admin", None)
+            .await
+            .unwrap_err();
+        seen.join().unwrap();
+        assert!(matches!(err, Error::Decode { .. }), "{body}: {err:?}");
+        assert_eq!(err.status(), Some(status));
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("s3cr3tV4lue"), "{body}: {text}");
+            assert!(text.contains("not shown"), "{body}: {text}");
+        }
+    }
+
+    // An error envelope is still reported as the server put it.
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1012, "message": "/role: unknown role"}]});
+    let (url, seen) = respond_once(400, body.to_string());
+    let err = client(&url)
+        .create_token("ci", "reporter-typo", None)
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert_eq!(err.to_string(), "[1012 invalid_role] /role: unknown role");
+    // Even with a 200 status, `success: false` is an API error.
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1013, "message": "/expires_on: in the past"}]});
+    let (url, seen) = respond_once(200, body.to_string());
+    let err = client(&url)
+        .create_token("ci", "super_admin", Some("2000-01-01T00:00:00Z".into()))
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert_eq!(err.api_code(), Some(1013));
+    // And a success without a result is a decode error.
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    let err = client(&url)
+        .create_token("ci", "super_admin", None)
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert!(err.to_string().contains("no result"), "{err}");
+}
+
+#[tokio::test]
+async fn token_list_get_and_revoke_hit_the_account_token_paths() {
+    let tokens = format!("/client/v4/accounts/{ACCOUNT}/tokens");
+
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([token_json("active")])));
+    let page = client(&url).list_tokens().await.unwrap();
+    assert_eq!(page.items[0].role, "secrets_store_reporter");
+    assert_eq!(page.items[0].last_used_on, None);
+    assert!(!page.items[0].operator);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {tokens} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(token_json("active")));
+    let token = client(&url).get_token(TOKEN).await.unwrap();
+    assert_eq!(token.id, TOKEN);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {tokens}/{TOKEN} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(token_json("revoked")));
+    let token = client(&url).revoke_token(TOKEN).await.unwrap();
+    assert_eq!(token.status, "revoked");
+    assert_eq!(token.revoked_on.as_deref(), Some("2025-01-02T00:00:00Z"));
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("DELETE {tokens}/{TOKEN} HTTP/1.1")
+    );
+    assert_eq!(seen.body, "");
+
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1304, "message": "the token is already revoked"}]});
+    let (url, seen) = respond_once(409, body.to_string());
+    let err = client(&url).revoke_token(TOKEN).await.unwrap_err();
+    seen.join().unwrap();
+    assert!(
+        err.to_string().starts_with("[1304 token_already_revoked] "),
+        "{err}"
+    );
+
+    let (url, seen) = respond_once(200, ok(token_json("active")));
+    client(&url).get_token("a/b").await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {tokens}/a%2Fb HTTP/1.1")
+    );
+}

@@ -1,10 +1,12 @@
 //! `coffer quota [set]` and `coffer account ...`
+//!
+//! `account get` shows the account of the connection settings; `account create`, `list` and
+//! `delete` act on the instance (the instance operator's token), whatever account is set.
 
-use coffer_client::Client;
-
-use super::{UsageError, connect};
+use super::{UsageError, connect, connect_instance};
 use crate::args::{AccountCommand, ConnArgs, QuotaCommand};
 use crate::output;
+use crate::table::one_line;
 
 /// `coffer quota`: the quota in force and its usage; `coffer quota set`: the account's own quota.
 pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Result<()> {
@@ -24,9 +26,27 @@ pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Re
     Ok(())
 }
 
-pub async fn run(client: &Client, command: AccountCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(conn: &ConnArgs, command: AccountCommand) -> anyhow::Result<()> {
+    let json = conn.json;
     let text = match command {
-        AccountCommand::Get => output::account(&client.get_account().await?, json),
+        AccountCommand::Get => output::account(&connect(conn)?.get_account().await?, json),
+        AccountCommand::Create(args) => {
+            let account = connect_instance(conn)?.create_account(args.name()).await?;
+            output::account_created(&account, json)
+        }
+        AccountCommand::List => {
+            output::account_list(&connect_instance(conn)?.list_accounts().await?, json)
+        }
+        AccountCommand::Delete(args) => {
+            connect_instance(conn)?.delete_account(&args.id).await?;
+            output::deleted(
+                &format!(
+                    "Deleted account {} with its stores, secrets and tokens.",
+                    one_line(&args.id)
+                ),
+                json,
+            )
+        }
     };
     output::print(&text)?;
     Ok(())

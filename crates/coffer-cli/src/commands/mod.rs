@@ -5,6 +5,7 @@ mod init;
 mod secret;
 mod serve;
 mod store;
+mod token;
 
 use coffer_client::Client;
 
@@ -36,23 +37,32 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             secret::run(&client, command, conn.json).await
         }
         Command::Quota { conn, command } => account::quota(&conn, command).await,
-        Command::Account { conn, command } => {
-            let client = connect(&conn)?;
-            account::run(&client, command, conn.json).await
-        }
+        Command::Account { conn, command } => account::run(&conn, command).await,
+        Command::Token { conn, command } => token::run(&conn, command).await,
     }
 }
 
 /// The client for the connection settings, or a usage error naming every missing setting with
 /// its flag and environment variable.
 fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
+    connect_to(conn, true)
+}
+
+/// The client for a command that acts on the instance rather than on one account (`account
+/// create`, `list`, `delete`): the account id is not needed, and not used if given.
+fn connect_instance(conn: &ConnArgs) -> anyhow::Result<Client> {
+    connect_to(conn, false)
+}
+
+fn connect_to(conn: &ConnArgs, need_account: bool) -> anyhow::Result<Client> {
     fn given(s: Option<&str>) -> Option<&str> {
         s.filter(|s| !s.trim().is_empty())
     }
     let url = given(conn.api_url.as_deref());
     let token = given(conn.api_token.as_ref().map(|t| t.0.as_str()));
     let account = given(conn.account_id.as_deref());
-    let (Some(url), Some(token), Some(account)) = (url, token, account) else {
+    let account_missing = need_account && account.is_none();
+    let (Some(url), Some(token), false) = (url, token, account_missing) else {
         let mut missing = Vec::new();
         if url.is_none() {
             missing.push("--api-url (or COFFER_API_URL)");
@@ -60,7 +70,7 @@ fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
         if token.is_none() {
             missing.push("--api-token (or COFFER_API_TOKEN)");
         }
-        if account.is_none() {
+        if account_missing {
             missing.push("--account-id (or COFFER_ACCOUNT_ID)");
         }
         return Err(UsageError(format!(
@@ -69,7 +79,7 @@ fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
         ))
         .into());
     };
-    let mut builder = Client::builder(url, token, account.trim());
+    let mut builder = Client::builder(url, token, account.unwrap_or_default().trim());
     if let Some(ca) = &conn.ca_cert {
         builder = builder.root_ca_pem(ca);
     }
