@@ -105,6 +105,10 @@ pub struct Coffer {
     update_locks: UpdateLocks,
     /// Last-used times of tokens seen since the last flush (see `identity.rs`).
     token_usage: std::sync::Mutex<std::collections::HashMap<TokenId, Timestamp>>,
+    /// Token rows by id, so authentication needs no storage read (see `identity.rs`).
+    token_cache: std::sync::RwLock<std::collections::HashMap<TokenId, coffer_storage::TokenRecord>>,
+    /// Bumped by every invalidation of `token_cache`.
+    token_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Coffer {
@@ -121,6 +125,8 @@ impl Coffer {
             limits,
             update_locks: UpdateLocks::new(),
             token_usage: std::sync::Mutex::new(std::collections::HashMap::new()),
+            token_cache: std::sync::RwLock::new(std::collections::HashMap::new()),
+            token_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

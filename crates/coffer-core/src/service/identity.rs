@@ -11,6 +11,9 @@ use coffer_types::{AccountId, Timestamp, TokenId};
 use super::{Coffer, Quota};
 use crate::{CoreError, InvalidKind, MAX_SECRETS_QUOTA, Permission, Principal, Resource, Role};
 
+/// Token rows kept in memory at most (see `cached_token`).
+const TOKEN_CACHE_CAPACITY: usize = 100_000;
+
 /// The longest account or token name, in bytes.
 pub const MAX_LABEL_BYTES: usize = 255;
 
@@ -100,8 +103,18 @@ impl Coffer {
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, CoreError> {
         const INVALID: &str = "invalid API token";
         let token = ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID))?;
-        let Some(record) = self.storage.get_token(token.id()).await? else {
-            return Err(CoreError::Unauthenticated(INVALID));
+        let record = match self.cached_token(token.id()) {
+            Some(record) => record,
+            None => {
+                // Taken before the read: an entry read before a revocation must not be
+                // cached after the revocation dropped it.
+                let epoch = self.token_epoch.load(std::sync::atomic::Ordering::Acquire);
+                let Some(record) = self.storage.get_token(token.id()).await? else {
+                    return Err(CoreError::Unauthenticated(INVALID));
+                };
+                self.cache_token(&record, epoch);
+                record
+            }
         };
         // The lookup by id is not secret; the comparison of the keyed hash is constant-time.
         if !self
@@ -253,7 +266,9 @@ impl Coffer {
                 "the account holding the operator token cannot be deleted",
             ));
         }
-        Ok(self.storage.delete_account(account).await?)
+        self.storage.delete_account(account).await?;
+        self.forget_tokens(|t| t.account_id != account);
+        Ok(())
     }
 
     // ---- tokens ----
@@ -337,8 +352,43 @@ impl Coffer {
             .storage
             .revoke_token(account, id, Timestamp::now())
             .await?;
+        self.forget_tokens(|t| t.id != id);
         self.merge_usage(&mut t);
         Ok(t)
+    }
+
+    // ---- the token cache ----
+    //
+    // Reading the token's row costs a storage round trip (tens of µs) on every request; the
+    // cache keeps verified-or-not token rows by id so authentication is one HMAC. Rows change
+    // only through this process (one process per data dir): `revoke_token` and
+    // `delete_account` drop the affected entries before they return, so revocation still takes
+    // effect on the very next request. Expiry is checked on every request against the clock.
+    // A shared database with several instances (PostgreSQL) will need invalidation from the
+    // change feed before it may use this cache.
+
+    pub(super) fn cached_token(&self, id: TokenId) -> Option<TokenRecord> {
+        let cache = self.token_cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.get(&id).cloned()
+    }
+
+    pub(super) fn cache_token(&self, record: &TokenRecord, epoch: u64) {
+        let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
+        // Under the write lock, so no `forget_tokens` can run between this check and the insert.
+        if self.token_epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
+            return;
+        }
+        if cache.len() >= TOKEN_CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(record.id, record.clone());
+    }
+
+    pub(super) fn forget_tokens(&self, keep: impl Fn(&TokenRecord) -> bool) {
+        let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
+        self.token_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        cache.retain(|_, t| keep(t));
     }
 
     // ---- last-used times ----

@@ -392,3 +392,38 @@ async fn shutdown_closes_storage() {
     // Idempotent.
     f.coffer.shutdown().await;
 }
+
+/// A token row read before a revocation dropped it from the cache must not be cached after:
+/// otherwise the revoked token would keep working from the stale entry.
+#[tokio::test]
+async fn a_token_read_before_a_revocation_is_not_cached_after_it() {
+    let f = default_fixture().await;
+    let (record, _value) = f
+        .coffer
+        .create_token(
+            &f.operator,
+            f.account,
+            crate::NewToken {
+                name: "t".into(),
+                role: Role::SecretsStoreReporter,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    let epoch = f
+        .coffer
+        .token_epoch
+        .load(std::sync::atomic::Ordering::Acquire);
+    // A revocation (or account deletion) lands between the read and the insert.
+    f.coffer.forget_tokens(|t| t.id != record.id);
+    f.coffer.cache_token(&record, epoch);
+    assert!(f.coffer.cached_token(record.id).is_none());
+    // With no invalidation in between, the entry is cached.
+    let epoch = f
+        .coffer
+        .token_epoch
+        .load(std::sync::atomic::Ordering::Acquire);
+    f.coffer.cache_token(&record, epoch);
+    assert_eq!(f.coffer.cached_token(record.id), Some(record));
+}

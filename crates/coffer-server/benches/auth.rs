@@ -1,0 +1,68 @@
+//! Authentication and policy cost per request, measured in-process on a real data dir (file
+//! KEK, SQLite): what the `Auth` extractor and `Principal::require` add to every API request.
+//!
+//! Run: `cargo bench -p coffer-server --bench auth`
+
+use std::time::{Duration, Instant};
+
+use coffer_core::{Limits, Permission};
+use coffer_server::{init_data_dir, open_data_dir};
+
+const ROUNDS: usize = 20_000;
+
+fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    format!(
+        "mean {:>6.2} us  p50 {:>6.2} us  p99 {:>6.2} us",
+        mean.as_secs_f64() * 1e6,
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6
+    )
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let init = init_data_dir(&data).await.expect("init");
+        let coffer = open_data_dir(&data, Limits::default())
+            .await
+            .expect("open")
+            .coffer;
+        let token = init.api_token.expose_secret().to_owned();
+
+        // Warm up: caches, prepared statements, page cache.
+        for _ in 0..1000 {
+            coffer.authenticate(&token).await.expect("auth");
+        }
+        let mut auth = Vec::with_capacity(ROUNDS);
+        let mut auth_and_policy = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            std::hint::black_box(coffer.authenticate(&token).await.expect("auth"));
+            auth.push(start.elapsed());
+            let start = Instant::now();
+            let who = coffer.authenticate(&token).await.expect("auth");
+            who.require(init.account_id, Permission::Edit)
+                .expect("allowed");
+            auth_and_policy.push(start.elapsed());
+            std::hint::black_box(who);
+        }
+        let mut policy = Vec::with_capacity(ROUNDS);
+        let who = coffer.authenticate(&token).await.expect("auth");
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            std::hint::black_box(who.require(init.account_id, Permission::Edit)).expect("allowed");
+            policy.push(start.elapsed());
+        }
+        println!("authenticate            {}", summary(auth));
+        println!("authenticate + require  {}", summary(auth_and_policy));
+        println!("require alone           {}", summary(policy));
+    });
+}
