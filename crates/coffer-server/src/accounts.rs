@@ -2,12 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use coffer_api::{Account, CreateAccount, Envelope, ResultInfo, UpdateAccount};
+use coffer_api::{Account, CreateAccount, Envelope, UpdateAccount};
 use coffer_storage::AccountRecord;
 
 use crate::error::ApiResult;
 use crate::extract::{Auth, JsonBody, PathIds};
 use crate::state::AppState;
+use crate::wire;
 
 fn account(a: &AccountRecord) -> Account {
     Account {
@@ -30,14 +31,7 @@ pub async fn list_accounts(
         .iter()
         .map(account)
         .collect();
-    let count = accounts.len() as u64;
-    let info = ResultInfo {
-        page: 1,
-        per_page: accounts.len().max(1) as u32,
-        count,
-        total_count: count,
-    };
-    Ok(Json(Envelope::ok_page(accounts, info)))
+    Ok(Json(wire::whole_list(accounts)))
 }
 
 pub async fn create_account(

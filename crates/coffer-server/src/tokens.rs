@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use coffer_api::{CreateToken, CreatedToken, Envelope, ErrorCode, ResultInfo, SecretValue, Token};
+use coffer_api::{CreateToken, CreatedToken, Envelope, ErrorCode, SecretValue, Token};
 use coffer_core::{NewToken, Role};
 use coffer_storage::TokenRecord;
 use coffer_types::Timestamp;
@@ -10,6 +10,7 @@ use coffer_types::Timestamp;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, PathIds};
 use crate::state::AppState;
+use crate::wire;
 
 fn token(t: &TokenRecord) -> Token {
     let now = Timestamp::now();
@@ -92,14 +93,7 @@ pub async fn list_tokens(
         .iter()
         .map(token)
         .collect();
-    let count = tokens.len() as u64;
-    let info = ResultInfo {
-        page: 1,
-        per_page: tokens.len().max(1) as u32,
-        count,
-        total_count: count,
-    };
-    Ok(Json(Envelope::ok_page(tokens, info)))
+    Ok(Json(wire::whole_list(tokens)))
 }
 
 pub async fn get_token(

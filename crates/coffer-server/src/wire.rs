@@ -1,5 +1,6 @@
 //! Records to wire objects.
 
+use coffer_api::{Envelope, ResultInfo};
 use coffer_storage::{SecretRecord, StoreRecord};
 
 pub fn store(s: &StoreRecord) -> coffer_api::Store {
@@ -25,4 +26,17 @@ pub fn secret(s: &SecretRecord) -> coffer_api::Secret {
         created: s.created.to_rfc3339(),
         modified: s.modified.to_rfc3339(),
     }
+}
+
+/// A list returned whole (accounts of an instance, tokens of an account: small, unpaged), in the
+/// paged envelope the SDKs expect.
+pub fn whole_list<T>(items: Vec<T>) -> Envelope<Vec<T>> {
+    let count = items.len() as u64;
+    let info = ResultInfo {
+        page: 1,
+        per_page: u32::try_from(items.len().max(1)).unwrap_or(u32::MAX),
+        count,
+        total_count: count,
+    };
+    Envelope::ok_page(items, info)
 }

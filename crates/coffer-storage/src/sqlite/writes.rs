@@ -125,27 +125,8 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         // Store by store: `secrets` is indexed by store, not by account. Versions go with
         // their secrets (ON DELETE CASCADE); the triggers keep `secret_count` right until the
         // account row itself goes.
-        let secrets = query_all(
-            cx.conn,
-            "SELECT id FROM secrets WHERE store_id = ?1 ORDER BY id",
-            [store.as_bytes()],
-            "list store secrets",
-            |row| id_col(row, 0, "secrets.id").map(SecretId::from_bytes),
-        )?;
-        execute(
-            cx,
-            "DELETE FROM secrets WHERE store_id = ?1",
-            [store.as_bytes()],
-            "delete store secrets",
-            |_| None,
-        )?;
-        for secret_id in secrets {
-            cx.append(&Change::SecretDeleted {
-                account_id: account,
-                store_id: store,
-                secret_id,
-            })?;
-        }
+        let secrets = store_secret_ids(cx, store)?;
+        delete_store_secrets(cx, account, store, secrets)?;
     }
     execute(
         cx,
@@ -396,6 +377,43 @@ pub(super) fn create_store(
     })
 }
 
+/// A store's secret ids in id order: the order every backend logs their deletion in.
+fn store_secret_ids(cx: &mut WriteCx<'_>, store: StoreId) -> Result<Vec<SecretId>> {
+    query_all(
+        cx.conn,
+        "SELECT id FROM secrets WHERE store_id = ?1 ORDER BY id",
+        [store.as_bytes()],
+        "list store secrets",
+        |row| id_col(row, 0, "secrets.id").map(SecretId::from_bytes),
+    )
+}
+
+/// Deletes every secret of `store` (`secrets`, as [`store_secret_ids`] listed them) and logs
+/// each deletion. Versions go with their secrets (ON DELETE CASCADE); the account's secret
+/// count follows by trigger.
+fn delete_store_secrets(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    store: StoreId,
+    secrets: Vec<SecretId>,
+) -> Result<()> {
+    execute(
+        cx,
+        "DELETE FROM secrets WHERE store_id = ?1",
+        [store.as_bytes()],
+        "delete store secrets",
+        |_| None,
+    )?;
+    for secret_id in secrets {
+        cx.append(&Change::SecretDeleted {
+            account_id: account,
+            store_id: store,
+            secret_id,
+        })?;
+    }
+    Ok(())
+}
+
 pub(super) fn delete_store(
     cx: &mut WriteCx<'_>,
     account: AccountId,
@@ -403,31 +421,11 @@ pub(super) fn delete_store(
     force: bool,
 ) -> Result<()> {
     require_store(cx.conn, account, id)?;
-    let secrets = query_all(
-        cx.conn,
-        "SELECT id FROM secrets WHERE store_id = ?1 ORDER BY id",
-        [id.as_bytes()],
-        "list store secrets",
-        |row| id_col(row, 0, "secrets.id").map(SecretId::from_bytes),
-    )?;
+    let secrets = store_secret_ids(cx, id)?;
     if !secrets.is_empty() && !force {
         return Err(StorageError::NotEmpty);
     }
-    // Versions go with their secrets (ON DELETE CASCADE); the account's count with a trigger.
-    execute(
-        cx,
-        "DELETE FROM secrets WHERE store_id = ?1",
-        [id.as_bytes()],
-        "delete store secrets",
-        |_| None,
-    )?;
-    for secret_id in secrets {
-        cx.append(&Change::SecretDeleted {
-            account_id: account,
-            store_id: id,
-            secret_id,
-        })?;
-    }
+    delete_store_secrets(cx, account, id, secrets)?;
     execute(
         cx,
         "DELETE FROM stores WHERE id = ?1",
