@@ -60,6 +60,8 @@ pub enum ErrorCode {
     TokenNotFound,
     /// 409: the token is already revoked.
     TokenAlreadyRevoked,
+    /// 409: the operator's token and account cannot be revoked or deleted through the API.
+    OperatorProtected,
     /// 415: the body is multipart, which is never JSON.
     UnsupportedMediaType,
     /// 503: a key or the storage backend is unavailable; retry later.
@@ -86,6 +88,7 @@ impl ErrorCode {
             ErrorCode::InvalidExpiry => 1013,
             ErrorCode::TokenNotFound => 1205,
             ErrorCode::TokenAlreadyRevoked => 1304,
+            ErrorCode::OperatorProtected => 1305,
             ErrorCode::Unauthenticated => 1100,
             ErrorCode::Forbidden => 1101,
             ErrorCode::RateLimited => 1102,
@@ -135,6 +138,7 @@ impl ErrorCode {
             | ErrorCode::SecretNameTaken
             | ErrorCode::StoreNotEmpty
             | ErrorCode::TokenAlreadyRevoked
+            | ErrorCode::OperatorProtected
             | ErrorCode::Conflict => 409,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
@@ -159,6 +163,7 @@ impl ErrorCode {
             ErrorCode::InvalidExpiry => "invalid_expiry",
             ErrorCode::TokenNotFound => "token_not_found",
             ErrorCode::TokenAlreadyRevoked => "token_already_revoked",
+            ErrorCode::OperatorProtected => "operator_protected",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",

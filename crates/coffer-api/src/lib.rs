@@ -6,6 +6,7 @@
 //! says what the JSON looks like. Request types reject unknown fields.
 
 mod account;
+mod audit;
 mod envelope;
 mod error_code;
 mod secrets_store;
@@ -13,6 +14,7 @@ mod token;
 mod value;
 
 pub use account::{Account, CreateAccount, UpdateAccount};
+pub use audit::{AuditLogEntry, AuditProblem, AuditVerification};
 pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
 pub use secrets_store::*;

@@ -1,9 +1,10 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-/// A secret value on the wire: the `value` field of create and update requests. It is
-/// deserialized by the server and serialized by the client, and nowhere else; `Debug` prints
-/// `[redacted]`, and there is no `Display` or `Clone`.
+/// A secret on the wire: the `value` field of secret create and update requests (deserialized
+/// by the server, serialized by the client) and of the token-create response (the one place the
+/// server sends a secret: a new API token, once). `Debug` prints `[redacted]`; there is no
+/// `Display` or `Clone`.
 pub struct SecretValue(Zeroizing<String>);
 
 impl SecretValue {

@@ -64,6 +64,10 @@ pub enum CoreError {
     },
     #[error("store limit exceeded: an account may hold at most {limit} stores")]
     StoreLimitExceeded { limit: u64 },
+    /// The operator's token and account are not removable through the API: that would lock the
+    /// instance out.
+    #[error("{0}")]
+    OperatorProtected(&'static str),
     #[error("the token is already revoked")]
     AlreadyRevoked,
     #[error("the secret was modified concurrently; retry")]

@@ -30,6 +30,7 @@ use crate::CoreError;
 
 const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
+const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 
 /// Unwrapped DEKs kept in memory at most. Past it the oldest entries are dropped; they are
 /// unwrapped again (one KEK call) if used again.
@@ -137,6 +138,7 @@ pub struct Keyring {
     /// and the one installed second is dropped unused (it was never stored).
     active: Mutex<HashMap<AccountId, ActiveDek>>,
     mac: MacKey,
+    audit_mac: MacKey,
 }
 
 impl Keyring {
@@ -147,38 +149,27 @@ impl Keyring {
         storage: Arc<dyn Storage>,
         policy: DekPolicy,
     ) -> Result<Keyring, CoreError> {
-        let stored = match storage.get_instance_key(TOKEN_MAC_PURPOSE).await? {
-            Some(record) => record,
-            None => {
-                let id = DekId::from_bytes(random_id());
-                let (_, wrapped) = kek_wrap(&kek, DataKey::generate(), mac_context(id)).await?;
-                let record = WrappedKeyRecord {
-                    id,
-                    kek_id: wrapped.kek_id.0,
-                    wrapped: wrapped.bytes,
-                    created: Timestamp::now(),
-                };
-                // Two instances starting at once on a shared database agree on whichever key
-                // was stored first, so the key used is always the one read back (unwrapped
-                // below), never the one just made.
-                storage
-                    .put_instance_key_if_absent(TOKEN_MAC_PURPOSE, record)
-                    .await?
-            }
-        };
-        let key = kek_unwrap(&kek, &stored, mac_context(stored.id)).await?;
+        let mac = instance_mac_key(&kek, &storage, TOKEN_MAC_PURPOSE).await?;
+        let audit_mac = instance_mac_key(&kek, &storage, AUDIT_MAC_PURPOSE).await?;
         Ok(Keyring {
             kek,
             storage,
             policy,
             cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
             active: Mutex::new(HashMap::new()),
-            mac: MacKey::from_data_key(&key),
+            mac,
+            audit_mac,
         })
     }
 
     pub fn mac(&self) -> &MacKey {
         &self.mac
+    }
+
+    /// The key that signs audit-log checkpoints. Like the token MAC key it exists only wrapped
+    /// at rest, so whoever can edit the database cannot forge a checkpoint.
+    pub fn audit_mac(&self) -> &MacKey {
+        &self.audit_mac
     }
 
     /// The DEK to seal one new value of `account` with. The write storing the value must carry
@@ -328,12 +319,40 @@ fn dek_context(account: AccountId, dek: DekId) -> DekContext<'static> {
     }
 }
 
-fn mac_context(id: DekId) -> DekContext<'static> {
+fn instance_context(id: DekId, purpose: &'static str) -> DekContext<'static> {
     DekContext {
         account: None,
         dek: id,
-        purpose: TOKEN_MAC_PURPOSE,
+        purpose,
     }
+}
+
+/// Loads (or on first start creates) the instance MAC key for `purpose`, so that a missing or
+/// wrong KEK is reported at startup rather than on the first request.
+async fn instance_mac_key(
+    kek: &Arc<dyn KekProvider>,
+    storage: &Arc<dyn Storage>,
+    purpose: &'static str,
+) -> Result<MacKey, CoreError> {
+    let stored = match storage.get_instance_key(purpose).await? {
+        Some(record) => record,
+        None => {
+            let id = DekId::from_bytes(random_id());
+            let (_, wrapped) =
+                kek_wrap(kek, DataKey::generate(), instance_context(id, purpose)).await?;
+            let record = WrappedKeyRecord {
+                id,
+                kek_id: wrapped.kek_id.0,
+                wrapped: wrapped.bytes,
+                created: Timestamp::now(),
+            };
+            // Two instances starting at once on a shared database agree on whichever key was
+            // stored first, so the key used is always the one read back, never the one just made.
+            storage.put_instance_key_if_absent(purpose, record).await?
+        }
+    };
+    let key = kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await?;
+    Ok(MacKey::from_data_key(&key))
 }
 
 /// A KEK call on the blocking pool. A provider that panicked is a bug (`Internal`); a task that

@@ -10,6 +10,7 @@ mod keyring;
 mod limits;
 mod policy;
 mod service;
+mod token_cache;
 
 pub use error::{CoreError, Invalid, InvalidKind, Resource};
 pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring, SealingKey};
@@ -17,8 +18,9 @@ pub use limits::{
     Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,
     MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
-pub use policy::{Permission, Principal, Role};
+pub use policy::{Permission, Principal, RequestContext, Role};
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::{
-    Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery, StoreListQuery, UpdateSecret,
+    AuditVerification, Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery,
+    StoreListQuery, UpdateSecret,
 };

@@ -83,9 +83,38 @@ pub struct Principal {
     pub role: Role,
     /// The instance operator (the token `coffer init` prints) acts on every account.
     pub operator: bool,
+    /// Where the request came from, for the audit log.
+    pub context: RequestContext,
+}
+
+/// Where a request came from; recorded in every audit entry it causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    pub request_id: String,
+    /// The peer address (never a header a client could set).
+    pub client: Option<String>,
 }
 
 impl Principal {
+    /// Operator-only actions (accounts and their quotas). The flag makes the operator; the role
+    /// check keeps a (hypothetical) operator token with a lesser role within that role.
+    pub fn require_operator(&self) -> Result<(), crate::CoreError> {
+        if self.operator && self.role.allows(Permission::ManageAccount) {
+            Ok(())
+        } else {
+            Err(crate::CoreError::Forbidden(Permission::Operator))
+        }
+    }
+
+    /// An operator-only action on `account`: another account stays invisible (404, as for every
+    /// other operation), the caller's own account answers 403 naming the operator permission.
+    pub fn require_operator_on(&self, account: AccountId) -> Result<(), crate::CoreError> {
+        if !self.operator && self.account_id != account {
+            return Err(crate::CoreError::NotFound(crate::Resource::Account));
+        }
+        self.require_operator()
+    }
+
     /// Checks that the caller may act on `account` with `permission`. A token of another account
     /// learns nothing: the answer is the same `NotFound(Account)` whether `account` exists or not.
     pub fn require(
@@ -138,6 +167,7 @@ mod tests {
             account_id: AccountId::from_bytes([1; 16]),
             role: Role::SuperAdmin,
             operator: false,
+            context: RequestContext::default(),
         };
         let other = AccountId::from_bytes([2; 16]);
         assert!(matches!(

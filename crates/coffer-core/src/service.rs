@@ -11,6 +11,7 @@ use coffer_types::{
     AccountId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
 };
 
+use self::audit::{Details, Target};
 use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
 /// How many times an update re-reads and retries when another writer changed the secret first.
@@ -105,10 +106,8 @@ pub struct Coffer {
     update_locks: UpdateLocks,
     /// Last-used times of tokens seen since the last flush (see `identity.rs`).
     token_usage: std::sync::Mutex<std::collections::HashMap<TokenId, Timestamp>>,
-    /// Token rows by id, so authentication needs no storage read (see `identity.rs`).
-    token_cache: std::sync::RwLock<std::collections::HashMap<TokenId, coffer_storage::TokenRecord>>,
-    /// Bumped by every invalidation of `token_cache`.
-    token_epoch: std::sync::atomic::AtomicU64,
+    /// Token rows by id, so authentication needs no storage read.
+    token_cache: crate::token_cache::TokenCache,
 }
 
 impl Coffer {
@@ -125,8 +124,7 @@ impl Coffer {
             limits,
             update_locks: UpdateLocks::new(),
             token_usage: std::sync::Mutex::new(std::collections::HashMap::new()),
-            token_cache: std::sync::RwLock::new(std::collections::HashMap::new()),
-            token_epoch: std::sync::atomic::AtomicU64::new(0),
+            token_cache: crate::token_cache::TokenCache::default(),
         })
     }
 
@@ -144,6 +142,9 @@ impl Coffer {
         if let Err(e) = self.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times at shutdown");
         }
+        if let Err(e) = self.checkpoint_audit().await {
+            tracing::error!(error = %e, "could not write audit checkpoints at shutdown");
+        }
         self.storage.shutdown().await;
     }
 
@@ -152,8 +153,11 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
         need: Permission,
+        action: &'static str,
+        target: Target,
     ) -> Result<AccountRecord, CoreError> {
-        who.require(account, need)?;
+        // A denial is recorded in the audit log before it is returned.
+        self.check(who, account, need, action, || target).await?;
         self.storage
             .get_account(account)
             .await?
@@ -168,7 +172,14 @@ impl Coffer {
         account: AccountId,
         name: StoreName,
     ) -> Result<StoreRecord, CoreError> {
-        self.require_account(who, account, Permission::Edit).await?;
+        self.require_account(
+            who,
+            account,
+            Permission::Edit,
+            "create",
+            Target::store(None, Some(name.as_str())),
+        )
+        .await?;
         let now = Timestamp::now();
         let store = StoreRecord {
             id: StoreId::from_bytes(random_id()),
@@ -177,8 +188,15 @@ impl Coffer {
             created: now,
             modified: now,
         };
+        let entry = self.change_entry(
+            who,
+            account,
+            "create",
+            Target::store(Some(store.id), Some(store.name.as_str())),
+            Details::default(),
+        )?;
         self.storage
-            .create_store(store.clone(), self.limits.max_stores)
+            .create_store(store.clone(), self.limits.max_stores, &[entry])
             .await?;
         Ok(store)
     }
@@ -189,7 +207,14 @@ impl Coffer {
         account: AccountId,
         q: StoreListQuery,
     ) -> Result<Page<StoreRecord>, CoreError> {
-        self.require_account(who, account, Permission::Read).await?;
+        self.require_account(
+            who,
+            account,
+            Permission::Read,
+            "list",
+            Target::store(None, None),
+        )
+        .await?;
         let query = StoreQuery {
             page: q.page,
             per_page: q.per_page,
@@ -205,7 +230,14 @@ impl Coffer {
         account: AccountId,
         store: StoreId,
     ) -> Result<StoreRecord, CoreError> {
-        self.require_account(who, account, Permission::Read).await?;
+        self.require_account(
+            who,
+            account,
+            Permission::Read,
+            "read",
+            Target::store(Some(store), None),
+        )
+        .await?;
         self.storage
             .get_store(account, store)
             .await?
@@ -219,8 +251,33 @@ impl Coffer {
         store: StoreId,
         force: bool,
     ) -> Result<(), CoreError> {
-        self.require_account(who, account, Permission::Edit).await?;
-        Ok(self.storage.delete_store(account, store, force).await?)
+        self.require_account(
+            who,
+            account,
+            Permission::Edit,
+            "delete",
+            Target::store(Some(store), None),
+        )
+        .await?;
+        let name = self
+            .storage
+            .get_store(account, store)
+            .await?
+            .map(|s| s.name.into_string());
+        let entry = self.change_entry(
+            who,
+            account,
+            "delete",
+            Target::store(Some(store), name.as_deref()),
+            Details {
+                force: Some(force),
+                ..Details::default()
+            },
+        )?;
+        Ok(self
+            .storage
+            .delete_store(account, store, force, &[entry])
+            .await?)
     }
 
     // ---- secrets ----
@@ -239,9 +296,18 @@ impl Coffer {
         store: StoreId,
         items: Vec<CreateSecretItem>,
     ) -> Result<Vec<SecretRecord>, CoreError> {
-        let account_rec = self.require_account(who, account, Permission::Edit).await?;
+        let account_rec = self
+            .require_account(
+                who,
+                account,
+                Permission::Edit,
+                "create",
+                Target::secret(store, None, None),
+            )
+            .await?;
         // Check the store before sealing anything, so a missing store is a plain 404.
-        self.storage
+        let store_rec = self
+            .storage
             .get_store(account, store)
             .await?
             .ok_or(CoreError::NotFound(Resource::Store))?;
@@ -269,9 +335,17 @@ impl Coffer {
                 dek: Some(dek),
             });
         }
-        let records = new.iter().map(|n| n.record.clone()).collect();
+        let records: Vec<SecretRecord> = new.iter().map(|n| n.record.clone()).collect();
+        let entries = records
+            .iter()
+            .map(|r| {
+                let mut target = Target::secret(store, Some(r.id), Some(r.name.as_str()));
+                target.store_name = Some(store_rec.name.to_string());
+                self.change_entry(who, account, "create", target, Details::default())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.storage
-            .create_secrets(account, store, new, self.quota_of(&account_rec))
+            .create_secrets(account, store, new, self.quota_of(&account_rec), &entries)
             .await?;
         Ok(records)
     }
@@ -283,7 +357,14 @@ impl Coffer {
         store: StoreId,
         q: SecretListQuery,
     ) -> Result<Page<SecretRecord>, CoreError> {
-        self.require_account(who, account, Permission::Read).await?;
+        self.require_account(
+            who,
+            account,
+            Permission::Read,
+            "list",
+            Target::secret(store, None, None),
+        )
+        .await?;
         self.storage
             .get_store(account, store)
             .await?
@@ -306,7 +387,14 @@ impl Coffer {
         store: StoreId,
         secret: SecretId,
     ) -> Result<SecretRecord, CoreError> {
-        self.require_account(who, account, Permission::Read).await?;
+        self.require_account(
+            who,
+            account,
+            Permission::Read,
+            "read",
+            Target::secret(store, Some(secret), None),
+        )
+        .await?;
         self.find_secret(account, store, secret).await
     }
 
@@ -337,7 +425,14 @@ impl Coffer {
         secret: SecretId,
         update: UpdateSecret,
     ) -> Result<SecretRecord, CoreError> {
-        self.require_account(who, account, Permission::Edit).await?;
+        self.require_account(
+            who,
+            account,
+            Permission::Edit,
+            "update",
+            Target::secret(store, Some(secret), None),
+        )
+        .await?;
         if update.is_empty() {
             // Nothing to change: no write, no change-log entry, `modified` stays.
             return self.find_secret(account, store, secret).await;
@@ -367,19 +462,32 @@ impl Coffer {
                 }
                 None => (None, None),
             };
+            let entry = self.change_entry(
+                who,
+                account,
+                "update",
+                Target::secret(store, Some(secret), Some(current.name.as_str())),
+                Details {
+                    value_modified: Some(update.value.is_some()),
+                    ..Details::default()
+                },
+            )?;
             let result = self
                 .storage
-                .update_secret(SecretUpdate {
-                    account_id: account,
-                    store_id: store,
-                    secret_id: secret,
-                    expected_version: current.version,
-                    value,
-                    scopes: update.scopes.clone(),
-                    comment: update.comment.clone().map(Comment::into_string),
-                    modified: now,
-                    dek,
-                })
+                .update_secret(
+                    SecretUpdate {
+                        account_id: account,
+                        store_id: store,
+                        secret_id: secret,
+                        expected_version: current.version,
+                        value,
+                        scopes: update.scopes.clone(),
+                        comment: update.comment.clone().map(Comment::into_string),
+                        modified: now,
+                        dek,
+                    },
+                    &[entry],
+                )
                 .await;
             match result {
                 Err(coffer_storage::StorageError::Conflict) => continue,
@@ -396,12 +504,39 @@ impl Coffer {
         store: StoreId,
         ids: &[SecretId],
     ) -> Result<(), CoreError> {
-        self.require_account(who, account, Permission::Edit).await?;
+        let one = (ids.len() == 1).then(|| ids[0]);
+        self.require_account(
+            who,
+            account,
+            Permission::Edit,
+            "delete",
+            Target::secret(store, one, None),
+        )
+        .await?;
         self.storage
             .get_store(account, store)
             .await?
             .ok_or(CoreError::NotFound(Resource::Store))?;
-        Ok(self.storage.delete_secrets(account, store, ids).await?)
+        // Names for the audit log; a missing id fails the delete in storage anyway.
+        let mut entries = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let name = self
+                .storage
+                .get_secret(account, store, id)
+                .await?
+                .map(|s| s.name.into_string());
+            entries.push(self.change_entry(
+                who,
+                account,
+                "delete",
+                Target::secret(store, Some(id), name.as_deref()),
+                Details::default(),
+            )?);
+        }
+        Ok(self
+            .storage
+            .delete_secrets(account, store, ids, &entries)
+            .await?)
     }
 
     /// Copies a secret under a new name, keeping its value. The value is opened and resealed
@@ -414,7 +549,15 @@ impl Coffer {
         source: SecretId,
         dup: DuplicateSecret,
     ) -> Result<SecretRecord, CoreError> {
-        let account_rec = self.require_account(who, account, Permission::Edit).await?;
+        let account_rec = self
+            .require_account(
+                who,
+                account,
+                Permission::Edit,
+                "create",
+                Target::secret(store, None, Some(dup.name.as_str())),
+            )
+            .await?;
         let original = self.find_secret(account, store, source).await?;
         let plaintext = self.open_current(&original).await?;
         let now = Timestamp::now();
@@ -436,6 +579,18 @@ impl Coffer {
         let (value, dek) = self
             .seal_version(account, store, id, Version::FIRST, &plaintext, now)
             .await?;
+        // Cloudflare logs a duplicate as a create that names its source.
+        let entry = self.change_entry(
+            who,
+            account,
+            "create",
+            Target::secret(store, Some(id), Some(record.name.as_str())),
+            Details {
+                duplicated_from_id: Some(source),
+                value_modified: Some(false),
+                ..Details::default()
+            },
+        )?;
         self.storage
             .create_secrets(
                 account,
@@ -446,13 +601,16 @@ impl Coffer {
                     dek: Some(dek),
                 }],
                 self.quota_of(&account_rec),
+                &[entry],
             )
             .await?;
         Ok(record)
     }
 
     pub async fn quota(&self, who: &Principal, account: AccountId) -> Result<Quota, CoreError> {
-        let account_rec = self.require_account(who, account, Permission::Read).await?;
+        let account_rec = self
+            .require_account(who, account, Permission::Read, "read", Target::account())
+            .await?;
         let usage = self.storage.secret_count(account).await?;
         Ok(Quota {
             quota: self.quota_of(&account_rec),
@@ -533,6 +691,8 @@ impl Coffer {
     }
 }
 
+mod audit;
+pub use audit::AuditVerification;
 pub mod identity;
 #[cfg(test)]
 mod tests;

@@ -39,23 +39,37 @@ fn main() {
 
         // Warm up: caches, prepared statements, page cache.
         for _ in 0..1000 {
-            coffer.authenticate(&token).await.expect("auth");
+            coffer
+                .authenticate(&token, Default::default())
+                .await
+                .expect("auth");
         }
         let mut auth = Vec::with_capacity(ROUNDS);
         let mut auth_and_policy = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
             let start = Instant::now();
-            std::hint::black_box(coffer.authenticate(&token).await.expect("auth"));
+            std::hint::black_box(
+                coffer
+                    .authenticate(&token, Default::default())
+                    .await
+                    .expect("auth"),
+            );
             auth.push(start.elapsed());
             let start = Instant::now();
-            let who = coffer.authenticate(&token).await.expect("auth");
+            let who = coffer
+                .authenticate(&token, Default::default())
+                .await
+                .expect("auth");
             who.require(init.account_id, Permission::Edit)
                 .expect("allowed");
             auth_and_policy.push(start.elapsed());
             std::hint::black_box(who);
         }
         let mut policy = Vec::with_capacity(ROUNDS);
-        let who = coffer.authenticate(&token).await.expect("auth");
+        let who = coffer
+            .authenticate(&token, Default::default())
+            .await
+            .expect("auth");
         for _ in 0..ROUNDS {
             let start = Instant::now();
             std::hint::black_box(who.require(init.account_id, Permission::Edit)).expect("allowed");

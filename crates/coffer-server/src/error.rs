@@ -111,6 +111,9 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(Resource::Token) => {
                 ApiError::new(ErrorCode::TokenNotFound, "token not found")
             }
+            e @ CoreError::OperatorProtected(_) => {
+                ApiError::new(ErrorCode::OperatorProtected, e.to_string())
+            }
             e @ CoreError::AlreadyRevoked => {
                 ApiError::new(ErrorCode::TokenAlreadyRevoked, e.to_string())
             }

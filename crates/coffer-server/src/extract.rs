@@ -8,11 +8,12 @@ use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, RawPath
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use coffer_api::ErrorCode;
-use coffer_core::Principal;
+use coffer_core::{CoreError, Principal, RequestContext};
 use coffer_types::{AccountId, IdError, SecretId, StoreId, TokenId};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::router::REQUEST_ID;
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused before parsing.
@@ -31,12 +32,28 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let app = AppState::from_ref(state);
+        let token = bearer_token(parts)?;
         // The peer address; absent only when the router is driven in-process without one.
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
+        let context = RequestContext {
+            request_id: parts
+                .headers
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            client: peer.map(|ip| ip.to_string()),
+        };
         if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
+            // A token already known to be good still works from a refused address: blocking it
+            // would buy nothing (guessing is what is being slowed) and would let anyone sharing
+            // the address (a proxy, a NAT) lock everyone else out.
+            if let Some(principal) = app.coffer.authenticate_cached(token, context) {
+                return Ok(Auth(principal));
+            }
             let secs = wait.as_secs().max(1);
             return Err(ApiError {
                 retry_after: Some(secs),
@@ -46,40 +63,45 @@ where
                 )
             });
         }
-        let result = authenticate(&app, parts).await;
-        if let (Err(_), Some(ip)) = (&result, peer)
-            && app.auth_limiter.failed(ip)
-        {
-            tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+        match app.coffer.authenticate(token, context).await {
+            Ok(principal) => {
+                tracing::Span::current()
+                    .record("token_id", tracing::field::display(principal.token_id));
+                Ok(Auth(principal))
+            }
+            Err(e) => {
+                // Only a rejected token counts against the address, not a storage outage.
+                if let (CoreError::Unauthenticated(_), Some(ip)) = (&e, peer)
+                    && app.auth_limiter.failed(ip)
+                {
+                    tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+                }
+                Err(e.into())
+            }
         }
-        result
     }
 }
 
-async fn authenticate(app: &AppState, parts: &Parts) -> Result<Auth, ApiError> {
-    {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                "missing Authorization header (expected \"Bearer <API token>\")",
-            )
-        })?;
-        let value = header.to_str().map_err(|_| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                "Authorization header is not valid text",
-            )
-        })?;
-        let token = bearer(value).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                "Authorization header must use the Bearer scheme",
-            )
-        })?;
-        let principal = app.coffer.authenticate(token).await?;
-        tracing::Span::current().record("token_id", tracing::field::display(principal.token_id));
-        Ok(Auth(principal))
-    }
+/// The bearer token of the request, or why there is none.
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing Authorization header (expected \"Bearer <API token>\")",
+        )
+    })?;
+    let value = header.to_str().map_err(|_| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "Authorization header is not valid text",
+        )
+    })?;
+    bearer(value).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "Authorization header must use the Bearer scheme",
+        )
+    })
 }
 
 /// The credentials of a `Bearer` authorization value (scheme case-insensitive, RFC 9110).

@@ -5,6 +5,7 @@
 //! [`coffer_core::CoreError`] to v4 error envelopes in one place (`error.rs`).
 
 mod accounts;
+mod audit;
 mod datadir;
 mod error;
 mod extract;
@@ -31,17 +32,22 @@ pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use state::AppState;
 
-/// How often tokens' last-used times are written (they are kept in memory in between).
-const TOKEN_USAGE_FLUSH: Duration = Duration::from_secs(10);
+/// How often tokens' last-used times are written (they are kept in memory in between) and the
+/// audit chains' heads are signed.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
-/// Writes tokens' last-used times every [`TOKEN_USAGE_FLUSH`] until aborted.
-async fn flush_token_usage(coffer: Arc<Coffer>) {
-    let mut tick = tokio::time::interval(TOKEN_USAGE_FLUSH);
+/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times and signs a
+/// checkpoint of every audit chain that moved.
+async fn housekeeping(coffer: Arc<Coffer>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if let Err(e) = coffer.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times");
+        }
+        if let Err(e) = coffer.checkpoint_audit().await {
+            tracing::error!(error = %e, "could not write audit checkpoints");
         }
     }
 }
@@ -141,7 +147,7 @@ pub async fn serve(
     let data_dir = datadir::open(&opts.data_dir, limits).await?;
     let coffer = Arc::new(data_dir.coffer);
     let app = app(coffer.clone());
-    let flusher = tokio::spawn(flush_token_usage(coffer.clone()));
+    let flusher = tokio::spawn(housekeeping(coffer.clone()));
     let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
 
     let listener =
@@ -193,7 +199,7 @@ pub async fn serve(
         }
     };
     // Every connection is closed; let queued writes finish and the storage writer stop
-    // (shutdown also writes the last token-usage times).
+    // (shutdown also writes the last token-usage times and audit checkpoints).
     flusher.abort();
     coffer.shutdown().await;
     result.map_err(|e| ServerError::Other(format!("server on {addr} failed: {e}")))

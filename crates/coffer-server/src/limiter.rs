@@ -14,9 +14,25 @@ use std::time::{Duration, Instant};
 pub const MAX_FAILURES: u32 = 20;
 /// The window.
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most; past this, windows that ended are dropped first, and if every
-/// window is live the table is cleared (failing open on memory rather than on every client).
+/// Addresses tracked at most; past this, windows that ended are dropped, and if every window is
+/// still live new addresses go untracked until some end (memory stays bounded; addresses
+/// already being slowed stay slowed).
 const MAX_TRACKED: usize = 100_000;
+
+/// IPv6 clients usually hold a whole /64, so one /64 is one budget; IPv4-mapped addresses count
+/// as their IPv4 address.
+fn key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct AuthLimiter {
@@ -26,6 +42,7 @@ pub struct AuthLimiter {
 impl AuthLimiter {
     /// `Some(wait)` if `addr` is over its budget now.
     pub fn blocked(&self, addr: IpAddr) -> Option<Duration> {
+        let addr = key(addr);
         let now = Instant::now();
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (start, count) = map.get(&addr)?;
@@ -36,12 +53,15 @@ impl AuthLimiter {
     /// Records a failed authentication; returns true when this failure used up the budget (the
     /// moment worth logging).
     pub fn failed(&self, addr: IpAddr) -> bool {
+        let addr = key(addr);
         let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
             map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
             if map.len() >= MAX_TRACKED {
-                map.clear();
+                // Every tracked window is live: keep the addresses already being slowed and
+                // do not track this one, rather than forgetting them all.
+                return false;
             }
         }
         let entry = map.entry(addr).or_insert((now, 0));
@@ -69,5 +89,29 @@ mod tests {
         let wait = limiter.blocked(a).expect("blocked");
         assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(5));
         assert!(limiter.blocked(b).is_none());
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_budget() {
+        let limiter = AuthLimiter::default();
+        for i in 0..MAX_FAILURES {
+            let addr: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            limiter.failed(addr);
+        }
+        assert!(
+            limiter
+                .blocked("2001:db8:1:2::ffff".parse().unwrap())
+                .is_some()
+        );
+        assert!(
+            limiter
+                .blocked("2001:db8:1:3::1".parse().unwrap())
+                .is_none()
+        );
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            limiter.failed(mapped);
+        }
+        assert!(limiter.blocked("192.0.2.9".parse().unwrap()).is_some());
     }
 }

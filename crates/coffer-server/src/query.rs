@@ -16,7 +16,7 @@ fn bad(name: &str, message: impl std::fmt::Display) -> ApiError {
 
 impl QueryPairs {
     /// The last value given for `name` (later values override earlier ones).
-    fn get(&self, name: &str) -> Option<&str> {
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .rev()
@@ -38,15 +38,19 @@ impl QueryPairs {
     }
 
     fn direction(&self) -> Result<Direction, ApiError> {
+        self.direction_or(Direction::Asc)
+    }
+
+    pub fn direction_or(&self, default: Direction) -> Result<Direction, ApiError> {
         match self.get("direction") {
-            None => Ok(Direction::Asc),
+            None => Ok(default),
             Some(d) if d.eq_ignore_ascii_case("asc") => Ok(Direction::Asc),
             Some(d) if d.eq_ignore_ascii_case("desc") => Ok(Direction::Desc),
             Some(_) => Err(bad("direction", "must be \"asc\" or \"desc\"")),
         }
     }
 
-    fn page(&self) -> Result<(u32, u32), ApiError> {
+    pub fn page(&self) -> Result<(u32, u32), ApiError> {
         // Pages past u32::MAX / per_page would overflow offsets in storage; nobody pages that far.
         Ok((
             self.number("page", 1, 1, 1_000_000)?,
@@ -120,6 +124,44 @@ impl QueryPairs {
             search,
             scopes,
         })
+    }
+
+    /// An optional id parameter.
+    pub fn id<T>(
+        &self,
+        name: &str,
+        parse: fn(&str) -> Result<T, coffer_types::IdError>,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                parse(v)
+                    .map_err(|e| ApiError::at(ErrorCode::InvalidId, name, format!("{name}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// An optional RFC 3339 date-time parameter.
+    pub fn time(&self, name: &str) -> Result<Option<coffer_types::Timestamp>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                coffer_types::Timestamp::parse_rfc3339(v)
+                    .ok_or_else(|| bad(name, "must be an RFC 3339 date-time"))
+            })
+            .transpose()
+    }
+
+    /// An optional lowercase word (an audit action or outcome).
+    pub fn word(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            Some(v)
+                if v.is_empty()
+                    || v.len() > 64
+                    || !v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                Err(bad(name, "must be a lowercase word such as \"create\""))
+            }
+            other => Ok(other.map(str::to_owned)),
+        }
     }
 
     pub fn force(&self) -> Result<bool, ApiError> {

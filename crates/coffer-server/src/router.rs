@@ -17,9 +17,9 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, tokens};
+use crate::{accounts, audit, tokens};
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let secrets_store = Router::new()
@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router {
             "/client/v4/accounts/{account_id}",
             get(accounts::get_account).patch(accounts::update_account).delete(accounts::delete_account),
         )
+        .route("/client/v4/accounts/{account_id}/audit_logs", get(audit::list))
+        .route("/client/v4/accounts/{account_id}/audit_logs/verify", get(audit::verify))
         .route("/client/v4/accounts/{account_id}/tokens", get(tokens::list_tokens).post(tokens::create_token))
         .route(
             "/client/v4/accounts/{account_id}/tokens/{token_id}",

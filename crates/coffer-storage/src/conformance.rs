@@ -21,7 +21,15 @@
 //!   by the first write carrying it that succeeds, and never by one that fails;
 //! - after `shutdown`, writes fail with `Unavailable`;
 //! - the change log holds exactly the entries listed on [`crate::Change`]'s producers, in
-//!   commit order, with seq 1, 2, 3, ... and the documented hash chain.
+//!   commit order, with seq 1, 2, 3, ... and the documented hash chain;
+//! - audit entries carried by a mutation are appended, in the order given, only when it
+//!   succeeds; an entry with an empty action or outcome is `Invalid` and fails the mutation
+//!   (fail closed); each entry joins its own account's chain (seq 1, 2, 3, ... per account,
+//!   [`crate::AuditRecord::compute_hash`] chained from 32 zero bytes), whether or not that
+//!   account exists; `delete_account` keeps the account's audit records and checkpoints;
+//! - `audit_accounts` lists accounts with records or checkpoints, by id byte-wise;
+//!   `put_audit_checkpoint` refuses seq 0 (`Invalid`) and a second checkpoint at one seq
+//!   (`AlreadyExists(AuditCheckpoint)`).
 //!
 //! The checks need a tokio runtime that can spawn tasks (a multi-threaded one exercises more
 //! interleavings in the concurrency checks). This module is test code, compiled into the
@@ -29,6 +37,8 @@
 
 mod account_deletion;
 mod accounts;
+mod audit;
+mod audit_listing;
 mod carried_deks;
 mod change_log;
 mod concurrency;
@@ -125,6 +135,13 @@ const CHECKS: &[Check] = checks![
     concurrency::concurrent_writers_keep_the_log_gap_free,
     carried_deks::racing_writes_carrying_one_dek_store_it_once,
     account_deletion::delete_account_racing_creates_leaves_nothing,
+    audit::every_mutation_appends_its_entries,
+    audit::failed_operations_append_no_audit,
+    audit::append_audit_keeps_one_chain_per_account,
+    audit::concurrent_audit_appenders_stay_gap_free,
+    audit::audit_survives_delete_account,
+    audit::audit_checkpoints_round_trip,
+    audit_listing::list_audit_filters_pages_and_orders,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

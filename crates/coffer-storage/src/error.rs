@@ -7,6 +7,7 @@ pub enum Entity {
     Store,
     Secret,
     Version,
+    AuditCheckpoint,
 }
 
 /// Storage errors in domain terms. Never carries a value (storage never has one) and never a

@@ -12,10 +12,15 @@
 //! - quota and limit checks happen inside the writing transaction, so concurrent creates cannot
 //!   overshoot;
 //! - a value version is only stored if it is sealed under a DEK of its secret's own account, and
-//!   is never changed once written.
+//!   is never changed once written;
+//! - every mutating method takes the audit entries that record it and appends them in the same
+//!   transaction, after the change succeeded: an operation whose entries cannot be appended
+//!   fails and writes nothing (fail closed), and a failed operation appends none. Audit chains
+//!   are per account (seq 1, 2, 3, ... with a SHA-256 hash chain) and outlive the account.
 //!
 //! The SQLite layout and the change-log format are described in docs/storage-format.md.
 
+mod audit;
 mod change;
 mod error;
 mod records;
@@ -24,6 +29,7 @@ mod sqlite;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord};
 pub use error::{Entity, StorageError};
 pub use records::*;
@@ -48,6 +54,15 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// did insert. Several items of one write, or several writes, may carry the same DEK: it is
 /// inserted once. A carried DEK must be the one its value names and belong to the call's account
 /// (`Invalid` otherwise); a DEK already stored under that id is kept as it is.
+///
+/// **Audit entries carried by writes.** Every mutating method takes `audit: &[AuditEntry]`: the
+/// entries core records for the operation. They are appended, in the order given, in the same
+/// transaction as the change and only once it succeeded; if appending fails (an entry with an
+/// empty `action` or `outcome` is `Invalid`, or the database refuses) the whole operation fails
+/// and nothing is written. A failed operation appends no entry. Each entry joins the chain of
+/// its own `account_id` (not necessarily the call's account). Appending takes the account's
+/// chain head inside the writing transaction, so chains stay gap-free with several writers,
+/// several processes, and operations rolled back within a batch.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // ---- lifecycle ----
@@ -74,14 +89,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // ---- accounts ----
 
     /// `AlreadyExists(Account)` if the id is in use.
-    async fn create_account(&self, account: AccountRecord) -> Result<()>;
+    async fn create_account(&self, account: AccountRecord, audit: &[AuditEntry]) -> Result<()>;
     async fn get_account(&self, id: AccountId) -> Result<Option<AccountRecord>>;
     /// Every account, ordered by `created`, ties broken by id (byte-wise).
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>>;
     /// Sets (or with `None` clears) the account's own secrets quota. `NotFound(Account)` for an
     /// unknown account; `Invalid` for a quota above `i64::MAX`. Appends nothing to the change
     /// log: quotas are enforced by the control plane only.
-    async fn set_account_quota(&self, account: AccountId, quota: Option<u64>) -> Result<()>;
+    async fn set_account_quota(
+        &self,
+        account: AccountId,
+        quota: Option<u64>,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
     /// Deletes the account and everything it holds, in one transaction: its tokens, its DEKs
     /// (so no wrapped key of the account remains to open its values with: crypto-shredding),
     /// its secrets with their versions, its stores, and the account row. `NotFound(Account)`
@@ -94,13 +114,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// Earlier change-log entries are not touched (the log is append-only), so the
     /// `DekPut` and `SecretPut` entries the account produced keep their wrapped keys and sealed
-    /// values; see docs/storage-format.md.
-    async fn delete_account(&self, id: AccountId) -> Result<()>;
+    /// values; see docs/storage-format.md. The account's audit records and checkpoints are
+    /// kept too: the audit log outlives the account.
+    async fn delete_account(&self, id: AccountId, audit: &[AuditEntry]) -> Result<()>;
 
     // ---- API tokens ----
 
     /// `NotFound(Account)` for an unknown account, `AlreadyExists(Token)` for a used id.
-    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+    async fn create_token(&self, token: TokenRecord, audit: &[AuditEntry]) -> Result<()>;
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     /// The account's tokens, revoked and expired ones included, ordered by `created`, ties
     /// broken by id (byte-wise). Empty for an unknown account.
@@ -114,6 +135,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         account: AccountId,
         id: TokenId,
         at: Timestamp,
+        audit: &[AuditEntry],
     ) -> Result<TokenRecord>;
     /// Records when tokens were last used: each listed token's `last_used` becomes the later
     /// of its stored value and the given one, so it never moves back (an id listed twice ends
@@ -135,7 +157,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     /// Fails with `NameTaken` if the account has a store of that name, `LimitExceeded` if it
     /// already holds `max_stores` stores, `NotFound(Account)` for an unknown account.
-    async fn create_store(&self, store: StoreRecord, max_stores: u64) -> Result<()>;
+    async fn create_store(
+        &self,
+        store: StoreRecord,
+        max_stores: u64,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
     async fn get_store(&self, account: AccountId, id: StoreId) -> Result<Option<StoreRecord>>;
     async fn list_stores(
         &self,
@@ -144,7 +171,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<StoreRecord>>;
     /// Fails with `NotEmpty` if the store holds secrets and `force` is false; with `force`
     /// deletes its secrets and their versions too.
-    async fn delete_store(&self, account: AccountId, id: StoreId, force: bool) -> Result<()>;
+    async fn delete_store(
+        &self,
+        account: AccountId,
+        id: StoreId,
+        force: bool,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
 
     // ---- secrets ----
 
@@ -160,6 +193,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         store: StoreId,
         secrets: Vec<NewSecret>,
         quota: u64,
+        audit: &[AuditEntry],
     ) -> Result<()>;
     async fn get_secret(
         &self,
@@ -178,7 +212,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// `NotFound(Store)` / `NotFound(Secret)` as for reads; a new value must be version
     /// `expected + 1` of this secret (`Invalid` otherwise), sealed under a DEK of the account,
     /// stored or carried (`NotFound(Dek)` otherwise).
-    async fn update_secret(&self, update: SecretUpdate) -> Result<SecretRecord>;
+    async fn update_secret(
+        &self,
+        update: SecretUpdate,
+        audit: &[AuditEntry],
+    ) -> Result<SecretRecord>;
     /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing). An id listed
     /// twice is deleted once.
     async fn delete_secrets(
@@ -186,6 +224,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         account: AccountId,
         store: StoreId,
         ids: &[SecretId],
+        audit: &[AuditEntry],
     ) -> Result<()>;
     /// One sealed value version.
     async fn get_version(
@@ -202,4 +241,36 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn change_head(&self) -> Result<u64>;
     /// Up to `limit` entries with sequence numbers greater than `after`, in order.
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>>;
+
+    // ---- audit log ----
+
+    /// Appends entries on their own (in one transaction, all or none): denials, logins, and
+    /// other events that change nothing else. See "Audit entries carried by writes".
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<()>;
+    /// A page of the account's audit records matching `query` (filters ANDed; `from`
+    /// inclusive, `to` exclusive), ordered by seq in `query.direction`; `total_count` counts
+    /// every match across pages. Records are returned as stored, without checking the chain.
+    async fn list_audit(&self, account: AccountId, query: &AuditQuery)
+    -> Result<Page<AuditRecord>>;
+    /// Up to `limit` of the account's records with seq greater than `after_seq`, in seq order,
+    /// exactly as stored: no hash is recomputed or checked, so tampered rows, gaps and all are
+    /// returned for a verifier to judge. A row that cannot even be decoded (a hash that is not
+    /// 32 bytes, an id that is not 16) is `Corrupted`, naming its seq.
+    async fn audit_entries(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>>;
+    /// The seq and hash of the account's last audit record, `None` when it has none.
+    async fn audit_head(&self, account: AccountId) -> Result<Option<(u64, [u8; 32])>>;
+    /// Every account with audit records or checkpoints, deleted accounts included (the audit
+    /// log outlives the account), ordered by id (byte-wise).
+    async fn audit_accounts(&self) -> Result<Vec<AccountId>>;
+    /// Stores a checkpoint as given (storage neither computes nor checks its MAC).
+    /// `AlreadyExists(AuditCheckpoint)` if the account has one at that seq; `Invalid` for seq
+    /// 0. Never deleted, not even with the account.
+    async fn put_audit_checkpoint(&self, cp: AuditCheckpoint) -> Result<()>;
+    /// The account's checkpoints, ordered by seq.
+    async fn audit_checkpoints(&self, account: AccountId) -> Result<Vec<AuditCheckpoint>>;
 }

@@ -6,6 +6,7 @@
 //! every read sees exactly the transactions committed before it started. The on-disk layout is
 //! in docs/storage-format.md.
 
+mod audit;
 mod codec;
 mod readers;
 mod reads;
@@ -23,10 +24,11 @@ use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId, Vers
 use self::codec::DbResultExt;
 use self::readers::Readers;
 pub use self::writer::WriteStats;
-use self::writer::WriterHandle;
+use self::writer::{WriteCx, WriterHandle};
 use crate::{
-    AccountRecord, ChangeRecord, DekRecord, NewSecret, Page, Result, SecretQuery, SecretRecord,
-    SecretUpdate, Storage, StoreQuery, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+    AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
+    NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, Storage, StoreQuery,
+    StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
@@ -111,6 +113,25 @@ impl SqliteStorage {
         self.writer.close().await;
     }
 
+    /// Runs a mutation and then appends its audit entries, in one savepoint: if either fails,
+    /// neither is written (see the `Storage` trait's "Audit entries carried by writes").
+    async fn write_audited<T, F>(&self, audit: &[AuditEntry], op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send + 'static,
+    {
+        // Refused before the job is queued; `append` checks again on the writer.
+        audit::check(audit)?;
+        let audit = audit.to_vec();
+        self.writer
+            .run(move |cx| {
+                let out = op(cx)?;
+                audit::append(cx, &audit)?;
+                Ok(out)
+            })
+            .await
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -160,9 +181,8 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn create_account(&self, account: AccountRecord) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::create_account(cx, &account))
+    async fn create_account(&self, account: AccountRecord, audit: &[AuditEntry]) -> Result<()> {
+        self.write_audited(audit, move |cx| writes::create_account(cx, &account))
             .await
     }
 
@@ -174,21 +194,25 @@ impl Storage for SqliteStorage {
         self.read(reads::list_accounts).await
     }
 
-    async fn set_account_quota(&self, account: AccountId, quota: Option<u64>) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::set_account_quota(cx, account, quota))
+    async fn set_account_quota(
+        &self,
+        account: AccountId,
+        quota: Option<u64>,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            writes::set_account_quota(cx, account, quota)
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: AccountId, audit: &[AuditEntry]) -> Result<()> {
+        self.write_audited(audit, move |cx| writes::delete_account(cx, id))
             .await
     }
 
-    async fn delete_account(&self, id: AccountId) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::delete_account(cx, id))
-            .await
-    }
-
-    async fn create_token(&self, token: TokenRecord) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::create_token(cx, &token))
+    async fn create_token(&self, token: TokenRecord, audit: &[AuditEntry]) -> Result<()> {
+        self.write_audited(audit, move |cx| writes::create_token(cx, &token))
             .await
     }
 
@@ -205,9 +229,9 @@ impl Storage for SqliteStorage {
         account: AccountId,
         id: TokenId,
         at: Timestamp,
+        audit: &[AuditEntry],
     ) -> Result<TokenRecord> {
-        self.writer
-            .run(move |cx| writes::revoke_token(cx, account, id, at))
+        self.write_audited(audit, move |cx| writes::revoke_token(cx, account, id, at))
             .await
     }
 
@@ -233,10 +257,16 @@ impl Storage for SqliteStorage {
         self.read(move |c| reads::latest_dek(c, account)).await
     }
 
-    async fn create_store(&self, store: StoreRecord, max_stores: u64) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::create_store(cx, &store, max_stores))
-            .await
+    async fn create_store(
+        &self,
+        store: StoreRecord,
+        max_stores: u64,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            writes::create_store(cx, &store, max_stores)
+        })
+        .await
     }
 
     async fn get_store(&self, account: AccountId, id: StoreId) -> Result<Option<StoreRecord>> {
@@ -253,10 +283,17 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn delete_store(&self, account: AccountId, id: StoreId, force: bool) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::delete_store(cx, account, id, force))
-            .await
+    async fn delete_store(
+        &self,
+        account: AccountId,
+        id: StoreId,
+        force: bool,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            writes::delete_store(cx, account, id, force)
+        })
+        .await
     }
 
     async fn create_secrets(
@@ -265,10 +302,12 @@ impl Storage for SqliteStorage {
         store: StoreId,
         secrets: Vec<NewSecret>,
         quota: u64,
+        audit: &[AuditEntry],
     ) -> Result<()> {
-        self.writer
-            .run(move |cx| writes::create_secrets(cx, account, store, &secrets, quota))
-            .await
+        self.write_audited(audit, move |cx| {
+            writes::create_secrets(cx, account, store, &secrets, quota)
+        })
+        .await
     }
 
     async fn get_secret(
@@ -292,9 +331,12 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn update_secret(&self, update: SecretUpdate) -> Result<SecretRecord> {
-        self.writer
-            .run(move |cx| writes::update_secret(cx, update))
+    async fn update_secret(
+        &self,
+        update: SecretUpdate,
+        audit: &[AuditEntry],
+    ) -> Result<SecretRecord> {
+        self.write_audited(audit, move |cx| writes::update_secret(cx, update))
             .await
     }
 
@@ -303,11 +345,13 @@ impl Storage for SqliteStorage {
         account: AccountId,
         store: StoreId,
         ids: &[SecretId],
+        audit: &[AuditEntry],
     ) -> Result<()> {
         let ids = ids.to_vec();
-        self.writer
-            .run(move |cx| writes::delete_secrets(cx, account, store, &ids))
-            .await
+        self.write_audited(audit, move |cx| {
+            writes::delete_secrets(cx, account, store, &ids)
+        })
+        .await
     }
 
     async fn get_version(
@@ -330,6 +374,52 @@ impl Storage for SqliteStorage {
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         self.read_snapshot(move |c| reads::changes_after(c, after, limit))
             .await
+    }
+
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            // Nothing to record: no need to wake the writer or commit an empty transaction.
+            return Ok(());
+        }
+        self.write_audited(entries, |_| Ok(())).await
+    }
+
+    async fn list_audit(
+        &self,
+        account: AccountId,
+        query: &AuditQuery,
+    ) -> Result<Page<AuditRecord>> {
+        let query = query.clone();
+        self.read_snapshot(move |c| audit::list(c, account, &query))
+            .await
+    }
+
+    async fn audit_entries(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
+        self.read(move |c| audit::entries(c, account, after_seq, limit))
+            .await
+    }
+
+    async fn audit_head(&self, account: AccountId) -> Result<Option<(u64, [u8; 32])>> {
+        self.read(move |c| audit::head(c, account)).await
+    }
+
+    async fn audit_accounts(&self) -> Result<Vec<AccountId>> {
+        self.read_snapshot(audit::accounts).await
+    }
+
+    async fn put_audit_checkpoint(&self, cp: AuditCheckpoint) -> Result<()> {
+        self.writer
+            .run(move |cx| audit::put_checkpoint(cx, &cp))
+            .await
+    }
+
+    async fn audit_checkpoints(&self, account: AccountId) -> Result<Vec<AuditCheckpoint>> {
+        self.read(move |c| audit::checkpoints(c, account)).await
     }
 }
 

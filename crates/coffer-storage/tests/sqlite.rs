@@ -17,6 +17,9 @@ use coffer_types::{
 };
 use tokio::task::JoinSet;
 
+#[path = "sqlite/audit.rs"]
+mod audit;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,12 +68,15 @@ struct World {
 
 async fn world(s: &SqliteStorage, name: &str) -> World {
     let account = AccountId::from_bytes(id());
-    s.create_account(AccountRecord {
-        id: account,
-        name: name.into(),
-        created: ts(1),
-        secrets_quota: Some(42),
-    })
+    s.create_account(
+        AccountRecord {
+            id: account,
+            name: name.into(),
+            created: ts(1),
+            secrets_quota: Some(42),
+        },
+        &[],
+    )
     .await
     .unwrap();
     let dek = DekId::from_bytes(id());
@@ -86,7 +92,7 @@ async fn world(s: &SqliteStorage, name: &str) -> World {
     .await
     .unwrap();
     let store = StoreId::from_bytes(id());
-    s.create_store(store_record(account, store, "prod"), 100)
+    s.create_store(store_record(account, store, "prod"), 100, &[])
         .await
         .unwrap();
     World {
@@ -176,7 +182,7 @@ async fn data_survives_close_and_reopen() {
         revoked: None,
         last_used: Some(ts(6)),
     };
-    s.create_token(token.clone()).await.unwrap();
+    s.create_token(token.clone(), &[]).await.unwrap();
     let mac_key = WrappedKeyRecord {
         id: DekId::from_bytes(id()),
         kek_id: "kek".into(),
@@ -188,7 +194,7 @@ async fn data_survives_close_and_reopen() {
         .unwrap();
     let a = new_secret(&w, "A");
     let b = new_secret(&w, "B");
-    s.create_secrets(w.account, w.store, vec![a.clone(), b.clone()], 10)
+    s.create_secrets(w.account, w.store, vec![a.clone(), b.clone()], 10, &[])
         .await
         .unwrap();
     let v2 = VersionRecord {
@@ -197,17 +203,20 @@ async fn data_survives_close_and_reopen() {
         ..a.value.clone()
     };
     let a2 = s
-        .update_secret(SecretUpdate {
-            account_id: w.account,
-            store_id: w.store,
-            secret_id: a.record.id,
-            expected_version: Version::FIRST,
-            value: Some(v2.clone()),
-            scopes: None,
-            comment: Some("updated".into()),
-            modified: ts(8),
-            dek: None,
-        })
+        .update_secret(
+            SecretUpdate {
+                account_id: w.account,
+                store_id: w.store,
+                secret_id: a.record.id,
+                expected_version: Version::FIRST,
+                value: Some(v2.clone()),
+                scopes: None,
+                comment: Some("updated".into()),
+                modified: ts(8),
+                dek: None,
+            },
+            &[],
+        )
         .await
         .unwrap();
     let account = s.get_account(w.account).await.unwrap();
@@ -252,7 +261,7 @@ async fn change_log_continues_after_reopen() {
     let path = db_path(&dir);
     let s = SqliteStorage::open(&path).unwrap();
     let w = world(&s, "acme").await;
-    s.create_secrets(w.account, w.store, vec![new_secret(&w, "A")], 10)
+    s.create_secrets(w.account, w.store, vec![new_secret(&w, "A")], 10, &[])
         .await
         .unwrap();
     let before = all_changes(&s).await;
@@ -262,7 +271,7 @@ async fn change_log_continues_after_reopen() {
 
     let s = SqliteStorage::open(&path).unwrap();
     assert_eq!(s.change_head().await.unwrap(), 4);
-    s.create_secrets(w.account, w.store, vec![new_secret(&w, "B")], 10)
+    s.create_secrets(w.account, w.store, vec![new_secret(&w, "B")], 10, &[])
         .await
         .unwrap();
     s.close().await;
@@ -304,16 +313,20 @@ async fn two_instances_on_one_file_take_turns_appending() {
                 w.store,
                 vec![new_secret(&w, &format!("S{round}"))],
                 10,
+                &[],
             )
             .await
             .unwrap();
         second
-            .create_account(AccountRecord {
-                id: AccountId::from_bytes(id()),
-                name: format!("a{round}"),
-                created: ts(round),
-                secrets_quota: None,
-            })
+            .create_account(
+                AccountRecord {
+                    id: AccountId::from_bytes(id()),
+                    name: format!("a{round}"),
+                    created: ts(round),
+                    secrets_quota: None,
+                },
+                &[],
+            )
             .await
             .unwrap();
         expected += 2;
@@ -345,7 +358,7 @@ async fn concurrent_writers_all_commit_and_see_their_writes() {
                 created: ts(i as i64),
                 secrets_quota: None,
             };
-            s.create_account(account.clone()).await.unwrap();
+            s.create_account(account.clone(), &[]).await.unwrap();
             assert_eq!(
                 s.get_account(account.id).await.unwrap(),
                 Some(account),
@@ -387,7 +400,7 @@ async fn failing_writes_do_not_disturb_concurrent_ones() {
                 format!("s{i}")
             };
             let record = store_record(account, StoreId::from_bytes(id()), &name);
-            let result = s.create_store(record.clone(), 1000).await;
+            let result = s.create_store(record.clone(), 1000, &[]).await;
             (i, record, result)
         });
     }
@@ -427,7 +440,7 @@ async fn undecodable_rows_are_corrupted_not_panics() {
     let s = SqliteStorage::open(&path).unwrap();
     let w = world(&s, "acme").await;
     let a = new_secret(&w, "A");
-    s.create_secrets(w.account, w.store, vec![a.clone()], 10)
+    s.create_secrets(w.account, w.store, vec![a.clone()], 10, &[])
         .await
         .unwrap();
     s.close().await;
@@ -504,7 +517,7 @@ async fn versions_and_the_log_cannot_be_rewritten() {
     let path = db_path(&dir);
     let s = SqliteStorage::open(&path).unwrap();
     let w = world(&s, "acme").await;
-    s.create_secrets(w.account, w.store, vec![new_secret(&w, "A")], 10)
+    s.create_secrets(w.account, w.store, vec![new_secret(&w, "A")], 10, &[])
         .await
         .unwrap();
     s.close().await;
@@ -531,25 +544,28 @@ async fn delete_account_leaves_no_row_of_the_account() {
     let kept = world(&s, "kept").await;
     for w in [&gone, &kept] {
         let batch = ["A", "B", "C"].map(|n| new_secret(w, n)).to_vec();
-        s.create_secrets(w.account, w.store, batch, 10)
+        s.create_secrets(w.account, w.store, batch, 10, &[])
             .await
             .unwrap();
-        s.create_token(TokenRecord {
-            id: TokenId::from_bytes(id()),
-            account_id: w.account,
-            name: "t".into(),
-            hash: [9; 32],
-            role: "super_admin".into(),
-            operator: false,
-            created: ts(5),
-            expires: None,
-            revoked: None,
-            last_used: None,
-        })
+        s.create_token(
+            TokenRecord {
+                id: TokenId::from_bytes(id()),
+                account_id: w.account,
+                name: "t".into(),
+                hash: [9; 32],
+                role: "super_admin".into(),
+                operator: false,
+                created: ts(5),
+                expires: None,
+                revoked: None,
+                last_used: None,
+            },
+            &[],
+        )
         .await
         .unwrap();
     }
-    s.delete_account(gone.account).await.unwrap();
+    s.delete_account(gone.account, &[]).await.unwrap();
     s.close().await;
 
     let conn = raw(&path);

@@ -98,12 +98,15 @@ async fn fixture() -> Fixture {
 async fn new_account(storage: &Arc<dyn Storage>) -> AccountId {
     let account = AccountId::from_bytes(random_id());
     storage
-        .create_account(AccountRecord {
-            id: account,
-            name: "a".into(),
-            created: Timestamp::now(),
-            secrets_quota: None,
-        })
+        .create_account(
+            AccountRecord {
+                id: account,
+                name: "a".into(),
+                created: Timestamp::now(),
+                secrets_quota: None,
+            },
+            &[],
+        )
         .await
         .unwrap();
     account
@@ -289,8 +292,8 @@ async fn kek_calls_happen_once_per_key() {
     let keys = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (1, 1),
-        "first open: the MAC key is made (one wrap) and read back (one unwrap)"
+        (2, 2),
+        "first open: the two instance MAC keys (tokens, audit) are made (a wrap each) and read back (an unwrap each)"
     );
     let sealing = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &sealing).await;
@@ -300,27 +303,27 @@ async fn kek_calls_happen_once_per_key() {
     }
     assert_eq!(
         f.kek.counts(),
-        (2, 1),
+        (3, 2),
         "one wrap for the new DEK; it is cached, so opening it needs no unwrap"
     );
 
     let restarted = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (2, 2),
-        "a later open unwraps the stored MAC key once and wraps nothing"
+        (3, 4),
+        "a later open unwraps the two stored MAC keys once each and wraps nothing"
     );
     for _ in 0..10 {
         restarted.opening_key(f.account, sealing.id).await.unwrap();
     }
-    assert_eq!(f.kek.counts(), (2, 3), "10 opens, one unwrap");
+    assert_eq!(f.kek.counts(), (3, 5), "10 opens, one unwrap");
     assert_eq!(
         restarted.sealing_key(f.account).await.unwrap().id,
         sealing.id
     );
     assert_eq!(
         f.kek.counts(),
-        (2, 3),
+        (3, 5),
         "reusing the stored DEK for sealing is served from the cache too"
     );
 }

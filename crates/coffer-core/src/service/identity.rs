@@ -8,11 +8,14 @@ use coffer_crypto::{ApiToken, random_id};
 use coffer_storage::{AccountRecord, TokenRecord};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
+use super::audit::{Actorish, Details, Event, Target};
 use super::{Coffer, Quota};
-use crate::{CoreError, InvalidKind, MAX_SECRETS_QUOTA, Permission, Principal, Resource, Role};
+use crate::{
+    CoreError, InvalidKind, MAX_SECRETS_QUOTA, Permission, Principal, RequestContext, Resource,
+    Role,
+};
 
-/// Token rows kept in memory at most (see `cached_token`).
-const TOKEN_CACHE_CAPACITY: usize = 100_000;
+const INVALID_TOKEN: &str = "invalid API token";
 
 /// The longest account or token name, in bytes.
 pub const MAX_LABEL_BYTES: usize = 255;
@@ -57,22 +60,39 @@ impl Coffer {
     /// Creates the first account and an operator token with full rights, as `coffer init` does.
     pub async fn bootstrap(&self, account_name: &str) -> Result<(AccountId, ApiToken), CoreError> {
         let account = AccountId::from_bytes(random_id());
+        let mut target = Target::account();
+        target.account_name = Some(account_name.to_owned());
+        let entry = self.audit_entry(
+            account,
+            Event {
+                action: "create",
+                outcome: "success",
+                target,
+                details: Details::default(),
+                who: Actorish::Instance,
+            },
+        )?;
         self.storage
-            .create_account(AccountRecord {
-                id: account,
-                name: account_name.to_owned(),
-                created: Timestamp::now(),
-                secrets_quota: None,
-            })
+            .create_account(
+                AccountRecord {
+                    id: account,
+                    name: account_name.to_owned(),
+                    created: Timestamp::now(),
+                    secrets_quota: None,
+                },
+                &[entry],
+            )
             .await?;
         let (_, token) = self
-            .issue_token(account, "init", Role::SuperAdmin, true, None)
+            .issue_token(None, account, "init", Role::SuperAdmin, true, None)
             .await?;
         Ok((account, token))
     }
 
+    /// Makes a token; `who` is the creator (`None`: the instance itself, at `coffer init`).
     pub(crate) async fn issue_token(
         &self,
+        who: Option<&Principal>,
         account: AccountId,
         name: &str,
         role: Role,
@@ -94,35 +114,80 @@ impl Coffer {
             revoked: None,
             last_used: None,
         };
-        self.storage.create_token(record.clone()).await?;
+        let event = Event {
+            action: "create",
+            outcome: "success",
+            target: Target::token(Some(id), Some(name)),
+            details: Details {
+                role: Some(role.as_str()),
+                ..Details::default()
+            },
+            who: who.map_or(Actorish::Instance, Actorish::Principal),
+        };
+        let entry = self.audit_entry(account, event)?;
+        self.storage.create_token(record.clone(), &[entry]).await?;
         Ok((record, token))
     }
 
     /// Authenticates a bearer token. Every failure is the same to the caller apart from its
     /// message, and no message contains the token.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Principal, CoreError> {
-        const INVALID: &str = "invalid API token";
-        let token = ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID))?;
-        let record = match self.cached_token(token.id()) {
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        context: RequestContext,
+    ) -> Result<Principal, CoreError> {
+        let token =
+            ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_TOKEN))?;
+        let record = match self.token_cache.get(token.id()) {
             Some(record) => record,
             None => {
-                // Taken before the read: an entry read before a revocation must not be
-                // cached after the revocation dropped it.
-                let epoch = self.token_epoch.load(std::sync::atomic::Ordering::Acquire);
                 let Some(record) = self.storage.get_token(token.id()).await? else {
-                    return Err(CoreError::Unauthenticated(INVALID));
+                    return Err(CoreError::Unauthenticated(INVALID_TOKEN));
                 };
-                self.cache_token(&record, epoch);
+                self.token_cache.insert(&record);
                 record
             }
         };
+        match self.principal_of(&token, &record, context.clone()) {
+            Ok(principal) => {
+                self.note_token_use(record.id);
+                Ok(principal)
+            }
+            Err(e) => {
+                // The token id exists, so the attempt has an account to be recorded in.
+                if let CoreError::Unauthenticated(reason) = &e {
+                    self.record_failed_login(record.account_id, record.id, &context, reason)
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Authenticates from the token cache alone, without touching storage: `None` unless the
+    /// token is cached and valid. For callers that must not add load (a rate-limited address
+    /// presenting a token that is already known to be good).
+    pub fn authenticate_cached(&self, bearer: &str, context: RequestContext) -> Option<Principal> {
+        let token = ApiToken::parse(bearer).ok()?;
+        let record = self.token_cache.get(token.id())?;
+        let principal = self.principal_of(&token, &record, context).ok()?;
+        self.note_token_use(record.id);
+        Some(principal)
+    }
+
+    fn principal_of(
+        &self,
+        token: &ApiToken,
+        record: &TokenRecord,
+        context: RequestContext,
+    ) -> Result<Principal, CoreError> {
         // The lookup by id is not secret; the comparison of the keyed hash is constant-time.
         if !self
             .keys
             .mac()
-            .verify_token(&token, &coffer_crypto::TokenHash(record.hash))
+            .verify_token(token, &coffer_crypto::TokenHash(record.hash))
         {
-            return Err(CoreError::Unauthenticated(INVALID));
+            return Err(CoreError::Unauthenticated(INVALID_TOKEN));
         }
         if record.revoked.is_some() {
             return Err(CoreError::Unauthenticated("API token has been revoked"));
@@ -132,13 +197,13 @@ impl Coffer {
         }
         let role = Role::parse(&record.role)
             .ok_or_else(|| CoreError::Internal(format!("token {} has unknown role", record.id)))?;
-        self.note_token_use(record.id);
         Ok(Principal {
             token_id: record.id,
-            token_name: record.name,
+            token_name: record.name.clone(),
             account_id: record.account_id,
             role,
             operator: record.operator,
+            context,
         })
     }
 
@@ -148,7 +213,8 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
     ) -> Result<AccountRecord, CoreError> {
-        self.require_account(who, account, Permission::Read).await
+        self.require_account(who, account, Permission::Read, "read", Target::account())
+            .await
     }
 
     /// Sets the account's own secrets quota, or with `None` returns it to the server default;
@@ -162,7 +228,8 @@ impl Coffer {
         account: AccountId,
         quota: Option<u64>,
     ) -> Result<Quota, CoreError> {
-        Self::require_operator_on(who, account)?;
+        self.check_operator(who, Some(account), "update", Target::account())
+            .await?;
         if quota.is_some_and(|q| q > MAX_SECRETS_QUOTA) {
             return Err(CoreError::invalid(
                 InvalidKind::Field,
@@ -170,7 +237,19 @@ impl Coffer {
                 format!("must be at most {MAX_SECRETS_QUOTA}"),
             ));
         }
-        self.storage.set_account_quota(account, quota).await?;
+        let entry = self.change_entry(
+            who,
+            account,
+            "update",
+            Target::account(),
+            Details {
+                secrets_quota: Some(quota),
+                ..Details::default()
+            },
+        )?;
+        self.storage
+            .set_account_quota(account, quota, &[entry])
+            .await?;
         let account_rec = self
             .storage
             .get_account(account)
@@ -185,25 +264,6 @@ impl Coffer {
 
     // ---- accounts ----
 
-    fn require_operator(who: &Principal) -> Result<(), CoreError> {
-        // The flag makes the operator; the role check keeps a (hypothetical) operator token
-        // with a lesser role from doing more than its role allows.
-        if who.operator && who.role.allows(Permission::ManageAccount) {
-            Ok(())
-        } else {
-            Err(CoreError::Forbidden(Permission::Operator))
-        }
-    }
-
-    /// An operator-only action on `account`: another account stays invisible (404, as
-    /// everywhere), the caller's own account answers 403 naming the operator permission.
-    fn require_operator_on(who: &Principal, account: AccountId) -> Result<(), CoreError> {
-        if !who.operator && who.account_id != account {
-            return Err(CoreError::NotFound(Resource::Account));
-        }
-        Self::require_operator(who)
-    }
-
     /// Applies an account update (instance operator only): `secrets_quota` `Some(None)`
     /// clears the override, `None` leaves it. Returns the account as it is afterwards.
     pub async fn update_account(
@@ -212,7 +272,8 @@ impl Coffer {
         account: AccountId,
         secrets_quota: Option<Option<u64>>,
     ) -> Result<AccountRecord, CoreError> {
-        Self::require_operator_on(who, account)?;
+        self.check_operator(who, Some(account), "update", Target::account())
+            .await?;
         if let Some(quota) = secrets_quota {
             self.set_account_quota(who, account, quota).await?;
         }
@@ -226,7 +287,10 @@ impl Coffer {
         who: &Principal,
         name: &str,
     ) -> Result<AccountRecord, CoreError> {
-        Self::require_operator(who)?;
+        let mut target = Target::account();
+        target.account_name = Some(name.to_owned());
+        self.check_operator(who, None, "create", target.clone())
+            .await?;
         check_label(name, "/name")?;
         let record = AccountRecord {
             id: AccountId::from_bytes(random_id()),
@@ -234,7 +298,11 @@ impl Coffer {
             created: Timestamp::now(),
             secrets_quota: None,
         };
-        self.storage.create_account(record.clone()).await?;
+        // The new account's log starts with its creation.
+        let entry = self.change_entry(who, record.id, "create", target, Details::default())?;
+        self.storage
+            .create_account(record.clone(), &[entry])
+            .await?;
         Ok(record)
     }
 
@@ -258,17 +326,24 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
     ) -> Result<(), CoreError> {
-        Self::require_operator_on(who, account)?;
+        self.check_operator(who, Some(account), "delete", Target::account())
+            .await?;
         if account == who.account_id {
-            return Err(CoreError::invalid(
-                InvalidKind::Id,
-                "account_id",
+            return Err(CoreError::OperatorProtected(
                 "the account holding the operator token cannot be deleted",
             ));
         }
-        self.storage.delete_account(account).await?;
-        self.forget_tokens(|t| t.account_id != account);
-        Ok(())
+        // Barred before the write: see token_cache.rs.
+        self.token_cache.bar_account(account);
+        // Recorded in the deleted account's own log, which outlives it.
+        let entry = self.change_entry(
+            who,
+            account,
+            "delete",
+            Target::account(),
+            Details::default(),
+        )?;
+        Ok(self.storage.delete_account(account, &[entry]).await?)
     }
 
     // ---- tokens ----
@@ -280,8 +355,14 @@ impl Coffer {
         account: AccountId,
         new: NewToken,
     ) -> Result<(TokenRecord, ApiToken), CoreError> {
-        self.require_account(who, account, Permission::ManageAccount)
-            .await?;
+        self.require_account(
+            who,
+            account,
+            Permission::ManageAccount,
+            "create",
+            Target::token(None, Some(&new.name)),
+        )
+        .await?;
         check_label(&new.name, "/name")?;
         if new.expires.is_some_and(|at| at <= Timestamp::now()) {
             return Err(CoreError::invalid(
@@ -290,7 +371,7 @@ impl Coffer {
                 "must be in the future",
             ));
         }
-        self.issue_token(account, &new.name, new.role, false, new.expires)
+        self.issue_token(Some(who), account, &new.name, new.role, false, new.expires)
             .await
     }
 
@@ -299,8 +380,14 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
     ) -> Result<Vec<TokenRecord>, CoreError> {
-        self.require_account(who, account, Permission::ManageAccount)
-            .await?;
+        self.require_account(
+            who,
+            account,
+            Permission::ManageAccount,
+            "list",
+            Target::token(None, None),
+        )
+        .await?;
         let mut tokens = self.storage.list_tokens(account).await?;
         for t in &mut tokens {
             self.merge_usage(t);
@@ -314,8 +401,14 @@ impl Coffer {
         account: AccountId,
         id: TokenId,
     ) -> Result<TokenRecord, CoreError> {
-        self.require_account(who, account, Permission::ManageAccount)
-            .await?;
+        self.require_account(
+            who,
+            account,
+            Permission::ManageAccount,
+            "read",
+            Target::token(Some(id), None),
+        )
+        .await?;
         match self.storage.get_token(id).await? {
             Some(mut t) if t.account_id == account => {
                 self.merge_usage(&mut t);
@@ -325,70 +418,61 @@ impl Coffer {
         }
     }
 
-    /// Revokes a token; it stops working on the very next request (authentication reads the
-    /// token's row every time).
+    /// Revokes a token; it stops working on the very next request (the token is barred from
+    /// the token cache before the revocation is written; see token_cache.rs).
     pub async fn revoke_token(
         &self,
         who: &Principal,
         account: AccountId,
         id: TokenId,
     ) -> Result<TokenRecord, CoreError> {
-        self.require_account(who, account, Permission::ManageAccount)
-            .await?;
+        self.require_account(
+            who,
+            account,
+            Permission::ManageAccount,
+            "revoke",
+            Target::token(Some(id), None),
+        )
+        .await?;
         // The operator token is the only one that can make accounts and operator-level
         // changes; revoking it through the API would lock the instance out.
-        if let Some(target) = self.storage.get_token(id).await?
-            && target.account_id == account
+        let existing = self
+            .storage
+            .get_token(id)
+            .await?
+            .filter(|t| t.account_id == account);
+        if let Some(target) = &existing
             && target.operator
         {
-            Self::require_operator(who)?;
-            return Err(CoreError::invalid(
-                InvalidKind::Id,
-                "token_id",
+            self.check_operator(
+                who,
+                None,
+                "revoke",
+                Target::token(Some(id), Some(&target.name)),
+            )
+            .await?;
+            return Err(CoreError::OperatorProtected(
                 "the operator token cannot be revoked through the API",
             ));
         }
+        // Barred before the write (see token_cache.rs): from here on the token is read from
+        // storage on every use, so the revocation acts on the very next request even if this
+        // request is cancelled after the write commits.
+        self.token_cache.bar_token(id);
+        let name = existing.as_ref().map(|t| t.name.as_str());
+        let entry = self.change_entry(
+            who,
+            account,
+            "revoke",
+            Target::token(Some(id), name),
+            Details::default(),
+        )?;
         let mut t = self
             .storage
-            .revoke_token(account, id, Timestamp::now())
+            .revoke_token(account, id, Timestamp::now(), &[entry])
             .await?;
-        self.forget_tokens(|t| t.id != id);
         self.merge_usage(&mut t);
         Ok(t)
-    }
-
-    // ---- the token cache ----
-    //
-    // Reading the token's row costs a storage round trip (tens of µs) on every request; the
-    // cache keeps verified-or-not token rows by id so authentication is one HMAC. Rows change
-    // only through this process (one process per data dir): `revoke_token` and
-    // `delete_account` drop the affected entries before they return, so revocation still takes
-    // effect on the very next request. Expiry is checked on every request against the clock.
-    // A shared database with several instances (PostgreSQL) will need invalidation from the
-    // change feed before it may use this cache.
-
-    pub(super) fn cached_token(&self, id: TokenId) -> Option<TokenRecord> {
-        let cache = self.token_cache.read().unwrap_or_else(|p| p.into_inner());
-        cache.get(&id).cloned()
-    }
-
-    pub(super) fn cache_token(&self, record: &TokenRecord, epoch: u64) {
-        let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
-        // Under the write lock, so no `forget_tokens` can run between this check and the insert.
-        if self.token_epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
-            return;
-        }
-        if cache.len() >= TOKEN_CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(record.id, record.clone());
-    }
-
-    pub(super) fn forget_tokens(&self, keep: impl Fn(&TokenRecord) -> bool) {
-        let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
-        self.token_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        cache.retain(|_, t| keep(t));
     }
 
     // ---- last-used times ----

@@ -215,7 +215,10 @@ async fn core_duplicate_and_update_keep_values_intact() {
     let h = Harness::new().await;
     let o = Opener::new(&h);
     let coffer = &h.coffer;
-    let who = coffer.authenticate(&h.token).await.expect("the init token");
+    let who = coffer
+        .authenticate(&h.token, Default::default())
+        .await
+        .expect("the init token");
     let account = AccountId::parse(&h.account).unwrap();
     let store = StoreId::parse(&h.create_store("core").await).unwrap();
     let scopes = Scopes::parse(&["workers"]).unwrap();

@@ -219,9 +219,9 @@ pub fn routes() -> Vec<Route> {
             Operator,
             Nothing,
         ),
-        // The callers' account is the operator's own, which cannot be deleted: 400 for it.
+        // The callers' account is the operator's own, which cannot be deleted: 409 for it.
         Route {
-            allowed_answer: Some(ErrorCode::InvalidId),
+            allowed_answer: Some(ErrorCode::OperatorProtected),
             ..row(
                 "delete account",
                 Method::DELETE,

@@ -706,7 +706,11 @@ async fn the_operator_cannot_revoke_its_own_token() {
             None,
         )
         .await;
-    assert_err(&r, ErrorCode::InvalidId, "operator token cannot be revoked");
+    assert_err(
+        &r,
+        ErrorCode::OperatorProtected,
+        "operator token cannot be revoked",
+    );
     assert!(use_token(&h, &h.token).await.status.is_success());
     assert_eq!(h.identity_snapshot().await, before);
 }

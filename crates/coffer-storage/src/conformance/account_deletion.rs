@@ -31,8 +31,10 @@ struct Holdings {
 /// (one revoked).
 async fn populate(s: &dyn Storage, name: &str) -> Holdings {
     let mut account = account_record(name);
-    s.create_account(account.clone()).await.unwrap();
-    s.set_account_quota(account.id, Some(50)).await.unwrap();
+    s.create_account(account.clone(), &[]).await.unwrap();
+    s.set_account_quota(account.id, Some(50), &[])
+        .await
+        .unwrap();
     account.secrets_quota = Some(50);
     let stored_dek = DekRecord {
         account_id: account.id,
@@ -53,37 +55,40 @@ async fn populate(s: &dyn Storage, name: &str) -> Holdings {
         .map(|n| store_record(account.id, n))
         .collect();
     for st in &stores {
-        s.create_store(st.clone(), 10).await.unwrap();
+        s.create_store(st.clone(), 10, &[]).await.unwrap();
     }
     let (alpha, beta) = (stores[0].id, stores[1].id);
     let a1 = secret(t, alpha, "A1");
     let a2 = secret(t, alpha, "A2");
-    s.create_secrets(account.id, alpha, vec![a1.clone(), a2.clone()], 50)
+    s.create_secrets(account.id, alpha, vec![a1.clone(), a2.clone()], 50, &[])
         .await
         .unwrap();
     let mut b1 = secret(t, beta, "B1");
     b1.value.dek_id = carried_dek.key.id;
     b1.dek = Some(carried_dek.clone());
-    s.create_secrets(account.id, beta, vec![b1.clone()], 50)
+    s.create_secrets(account.id, beta, vec![b1.clone()], 50, &[])
         .await
         .unwrap();
-    s.update_secret(SecretUpdate {
-        account_id: account.id,
-        store_id: alpha,
-        secret_id: a1.record.id,
-        expected_version: Version::FIRST,
-        value: Some(VersionRecord {
+    s.update_secret(
+        SecretUpdate {
+            account_id: account.id,
+            store_id: alpha,
             secret_id: a1.record.id,
-            version: Version(2),
-            dek_id: carried_dek.key.id,
-            sealed: b"a1 v2".to_vec(),
-            created: ts(30),
-        }),
-        dek: None,
-        scopes: None,
-        comment: Some("rotated".into()),
-        modified: ts(30),
-    })
+            expected_version: Version::FIRST,
+            value: Some(VersionRecord {
+                secret_id: a1.record.id,
+                version: Version(2),
+                dek_id: carried_dek.key.id,
+                sealed: b"a1 v2".to_vec(),
+                created: ts(30),
+            }),
+            dek: None,
+            scopes: None,
+            comment: Some("rotated".into()),
+            modified: ts(30),
+        },
+        &[],
+    )
     .await
     .unwrap();
 
@@ -91,7 +96,7 @@ async fn populate(s: &dyn Storage, name: &str) -> Holdings {
     let mut revoked = token_record(account.id);
     revoked.revoked = Some(ts(8));
     for token in [&live, &revoked] {
-        s.create_token(token.clone()).await.unwrap();
+        s.create_token(token.clone(), &[]).await.unwrap();
     }
 
     Holdings {
@@ -248,7 +253,7 @@ pub(super) async fn delete_account_removes_exactly_its_rows(s: Arc<dyn Storage>)
     let kept_before = look(s, &kept).await;
     let head = s.change_head().await.unwrap();
 
-    s.delete_account(gone.account.id).await.unwrap();
+    s.delete_account(gone.account.id, &[]).await.unwrap();
 
     assert_eq!(
         look(s, &gone).await,
@@ -287,6 +292,7 @@ pub(super) async fn delete_account_removes_exactly_its_rows(s: Arc<dyn Storage>)
         alpha,
         vec![secret(kept_tenant, alpha, "NEW")],
         4,
+        &[],
     )
     .await
     .expect("the kept account may fill its quota");
@@ -297,6 +303,7 @@ pub(super) async fn delete_account_removes_exactly_its_rows(s: Arc<dyn Storage>)
             alpha,
             vec![secret(kept_tenant, alpha, "OVER")],
             4,
+            &[],
         )
         .await
         .unwrap_err();
@@ -316,9 +323,9 @@ pub(super) async fn delete_account_removes_exactly_its_rows(s: Arc<dyn Storage>)
 pub(super) async fn delete_account_of_an_empty_account(s: Arc<dyn Storage>) {
     let s = &*s;
     let a = account_record("bare");
-    s.create_account(a.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
     let head = s.change_head().await.unwrap();
-    s.delete_account(a.id).await.unwrap();
+    s.delete_account(a.id, &[]).await.unwrap();
     let log = all_changes(s).await;
     assert_chain(&log);
     assert_eq!(
@@ -338,7 +345,7 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
     let head = s.change_head().await.unwrap();
 
     let err = s
-        .delete_account(account_record("ghost").id)
+        .delete_account(account_record("ghost").id, &[])
         .await
         .unwrap_err();
     assert!(
@@ -347,9 +354,9 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
     );
     assert_head(s, head, "delete_account of an unknown account").await;
 
-    s.delete_account(h.account.id).await.unwrap();
+    s.delete_account(h.account.id, &[]).await.unwrap();
     let head = s.change_head().await.unwrap();
-    let err = s.delete_account(h.account.id).await.unwrap_err();
+    let err = s.delete_account(h.account.id, &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Account)),
         "deleting an account twice: {err:?}"
@@ -359,14 +366,14 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
     // Nothing can be added under the deleted account.
     let id = h.account.id;
     let err = s
-        .create_store(store_record(id, "again"), 10)
+        .create_store(store_record(id, "again"), 10, &[])
         .await
         .unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Account)),
         "{err:?}"
     );
-    let err = s.create_token(token_record(id)).await.unwrap_err();
+    let err = s.create_token(token_record(id), &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Account)),
         "{err:?}"
@@ -383,7 +390,7 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
         "{err:?}"
     );
     let err = s
-        .revoke_token(id, h.tokens[0].id, ts(40))
+        .revoke_token(id, h.tokens[0].id, ts(40), &[])
         .await
         .unwrap_err();
     assert!(
@@ -393,11 +400,11 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
     assert_head(s, head, "writes to a deleted account").await;
 
     // Its id is free again, and nothing lingers under it: names, counts, tokens.
-    s.create_account(h.account.clone()).await.unwrap();
+    s.create_account(h.account.clone(), &[]).await.unwrap();
     assert_eq!(s.secret_count(id).await.unwrap(), 0);
     assert!(s.list_tokens(id).await.unwrap().is_empty());
     assert_eq!(s.latest_dek(id).await.unwrap(), None);
-    s.create_store(store_record(id, "alpha"), 1)
+    s.create_store(store_record(id, "alpha"), 1, &[])
         .await
         .expect("no store of the old account counts against the name or the limit");
 }
@@ -433,7 +440,7 @@ pub(super) async fn delete_account_racing_creates_leaves_nothing(s: Arc<dyn Stor
     for i in 0..TASKS {
         if i == TASKS / 2 {
             let s = Arc::clone(&s);
-            tasks.spawn(async move { (None, s.delete_account(g.account).await) });
+            tasks.spawn(async move { (None, s.delete_account(g.account, &[]).await) });
         }
         for (t, st) in [(g, g_store), (k, k_store)] {
             let s = Arc::clone(&s);
@@ -441,7 +448,7 @@ pub(super) async fn delete_account_racing_creates_leaves_nothing(s: Arc<dyn Stor
                 let new = secret(t, st, &format!("R{i}"));
                 (
                     Some(t.account),
-                    s.create_secrets(t.account, st, vec![new], 1000).await,
+                    s.create_secrets(t.account, st, vec![new], 1000, &[]).await,
                 )
             });
         }

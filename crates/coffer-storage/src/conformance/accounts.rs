@@ -49,8 +49,8 @@ pub(super) async fn accounts(s: Arc<dyn Storage>) {
     let mut b = account_record("second");
     b.created = ts(1);
     b.secrets_quota = Some(7);
-    s.create_account(a.clone()).await.unwrap();
-    s.create_account(b.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
     assert_eq!(s.get_account(a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(
         s.get_account(b.id).await.unwrap(),
@@ -69,7 +69,7 @@ pub(super) async fn accounts(s: Arc<dyn Storage>) {
         "accounts list in creation order"
     );
 
-    let err = s.create_account(a.clone()).await.unwrap_err();
+    let err = s.create_account(a.clone(), &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::AlreadyExists(Entity::Account)),
         "re-creating an account id: {err:?}"
@@ -96,11 +96,11 @@ pub(super) async fn accounts(s: Arc<dyn Storage>) {
 pub(super) async fn tokens(s: Arc<dyn Storage>) {
     let s = &*s;
     let account = account_record("acme");
-    s.create_account(account.clone()).await.unwrap();
+    s.create_account(account.clone(), &[]).await.unwrap();
     let head = s.change_head().await.unwrap();
 
     let token = token_record(account.id);
-    s.create_token(token.clone()).await.unwrap();
+    s.create_token(token.clone(), &[]).await.unwrap();
     assert_eq!(
         s.get_token(token.id).await.unwrap(),
         Some(token.clone()),
@@ -111,7 +111,7 @@ pub(super) async fn tokens(s: Arc<dyn Storage>) {
     bare.expires = None;
     bare.last_used = None;
     bare.revoked = Some(ts(9));
-    s.create_token(bare.clone()).await.unwrap();
+    s.create_token(bare.clone(), &[]).await.unwrap();
     assert_eq!(s.get_token(bare.id).await.unwrap(), Some(bare));
     assert_eq!(
         s.get_token(crate::TokenId::from_bytes(id_bytes()))
@@ -121,14 +121,14 @@ pub(super) async fn tokens(s: Arc<dyn Storage>) {
     );
 
     let err = s
-        .create_token(token_record(AccountId::from_bytes(id_bytes())))
+        .create_token(token_record(AccountId::from_bytes(id_bytes())), &[])
         .await
         .unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Account)),
         "a token of an unknown account: {err:?}"
     );
-    let err = s.create_token(token).await.unwrap_err();
+    let err = s.create_token(token, &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::AlreadyExists(Entity::Token)),
         "re-creating a token id: {err:?}"
@@ -144,8 +144,8 @@ pub(super) async fn deks(s: Arc<dyn Storage>) {
     let s = &*s;
     let a = account_record("a");
     let b = account_record("b");
-    s.create_account(a.clone()).await.unwrap();
-    s.create_account(b.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
     assert_eq!(s.latest_dek(a.id).await.unwrap(), None);
 
     let dek = |account: AccountId, tag: u8, created: i64| {
@@ -217,22 +217,22 @@ pub(super) async fn deks(s: Arc<dyn Storage>) {
 pub(super) async fn account_quota_override(s: Arc<dyn Storage>) {
     let s = &*s;
     let a = account_record("a");
-    s.create_account(a.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
     let head = s.change_head().await.unwrap();
 
-    s.set_account_quota(a.id, Some(5)).await.unwrap();
+    s.set_account_quota(a.id, Some(5), &[]).await.unwrap();
     assert_eq!(
         s.get_account(a.id).await.unwrap().unwrap().secrets_quota,
         Some(5),
         "the override is stored"
     );
-    s.set_account_quota(a.id, Some(0)).await.unwrap();
+    s.set_account_quota(a.id, Some(0), &[]).await.unwrap();
     assert_eq!(
         s.get_account(a.id).await.unwrap().unwrap().secrets_quota,
         Some(0),
         "zero is an override like any other"
     );
-    s.set_account_quota(a.id, None).await.unwrap();
+    s.set_account_quota(a.id, None, &[]).await.unwrap();
     assert_eq!(
         s.get_account(a.id).await.unwrap(),
         Some(a.clone()),
@@ -240,19 +240,22 @@ pub(super) async fn account_quota_override(s: Arc<dyn Storage>) {
     );
 
     let err = s
-        .set_account_quota(AccountId::from_bytes(id_bytes()), Some(1))
+        .set_account_quota(AccountId::from_bytes(id_bytes()), Some(1), &[])
         .await
         .unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Account)),
         "the quota of an unknown account: {err:?}"
     );
-    let err = s.set_account_quota(a.id, Some(u64::MAX)).await.unwrap_err();
+    let err = s
+        .set_account_quota(a.id, Some(u64::MAX), &[])
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StorageError::Invalid(_)),
         "a quota above i64::MAX: {err:?}"
     );
-    s.set_account_quota(a.id, Some(i64::MAX as u64))
+    s.set_account_quota(a.id, Some(i64::MAX as u64), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -268,19 +271,22 @@ pub(super) async fn account_quota_override(s: Arc<dyn Storage>) {
 
 pub(super) async fn shutdown_finishes_writes_then_refuses_more(s: Arc<dyn Storage>) {
     let a = account_record("before");
-    s.create_account(a.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
     let head = s.change_head().await.unwrap();
     // Two at once, then a third: each returns only once the backend has stopped.
     let (s1, s2) = (Arc::clone(&s), Arc::clone(&s));
     tokio::join!(s1.shutdown(), s2.shutdown());
     s.shutdown().await;
 
-    let err = s.create_account(account_record("after")).await.unwrap_err();
+    let err = s
+        .create_account(account_record("after"), &[])
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StorageError::Unavailable(_)),
         "a write after shutdown: {err:?}"
     );
-    let err = s.set_account_quota(a.id, Some(1)).await.unwrap_err();
+    let err = s.set_account_quota(a.id, Some(1), &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::Unavailable(_)),
         "a write after shutdown: {err:?}"

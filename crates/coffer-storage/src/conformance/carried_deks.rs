@@ -88,7 +88,7 @@ pub(super) async fn a_carried_dek_is_stored_once_before_its_values(s: Arc<dyn St
         .iter()
         .map(|n| carrying(t, st, n, &k))
         .collect();
-    s.create_secrets(t.account, st, items.clone(), 10)
+    s.create_secrets(t.account, st, items.clone(), 10, &[])
         .await
         .unwrap();
     assert_eq!(s.get_dek(k.key.id).await.unwrap(), Some(k.clone()));
@@ -107,10 +107,10 @@ pub(super) async fn a_carried_dek_is_stored_once_before_its_values(s: Arc<dyn St
 
     // Later writes carrying the stored DEK do not store or log it again.
     let head = s.change_head().await.unwrap();
-    s.create_secrets(t.account, st, vec![carrying(t, st, "D", &k)], 10)
+    s.create_secrets(t.account, st, vec![carrying(t, st, "D", &k)], 10, &[])
         .await
         .unwrap();
-    s.update_secret(update_carrying(&items[0], &k))
+    s.update_secret(update_carrying(&items[0], &k), &[])
         .await
         .unwrap();
     let changes = changes_since(s, head).await;
@@ -126,7 +126,7 @@ pub(super) async fn a_carried_dek_is_stored_once_before_its_values(s: Arc<dyn St
     let k2 = new_dek(t, 6);
     let head = s.change_head().await.unwrap();
     let updated = s
-        .update_secret(update_carrying(&items[1], &k2))
+        .update_secret(update_carrying(&items[1], &k2), &[])
         .await
         .unwrap();
     assert_eq!(updated.version, Version(2));
@@ -156,7 +156,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
 
     let k = new_dek(t, 7);
     let err = s
-        .create_secrets(t.account, st, vec![carrying(t, st, "NEW", &k)], 1)
+        .create_secrets(t.account, st, vec![carrying(t, st, "NEW", &k)], 1, &[])
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::QuotaExceeded { .. }), "{err:?}");
@@ -169,6 +169,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
             st,
             vec![carrying(t, st, "NEW", &k), carrying(t, st, "EXISTS", &k)],
             10,
+            &[],
         )
         .await
         .unwrap_err();
@@ -180,7 +181,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
         expected_version: Version(9),
         ..update_carrying(&existing, &k)
     };
-    let err = s.update_secret(stale).await.unwrap_err();
+    let err = s.update_secret(stale, &[]).await.unwrap_err();
     assert!(matches!(err, StorageError::Conflict), "{err:?}");
     assert_no_dek(s, k.key.id, "update_secret with a stale version").await;
     assert_head(s, head, "update_secret with a stale version").await;
@@ -188,7 +189,13 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
     // Carried DEKs that contradict the call are refused, and not stored either.
     let of_other = new_dek(other, 8);
     let err = s
-        .create_secrets(t.account, st, vec![carrying(t, st, "NEW", &of_other)], 10)
+        .create_secrets(
+            t.account,
+            st,
+            vec![carrying(t, st, "NEW", &of_other)],
+            10,
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -199,7 +206,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
     let mut mismatched = carrying(t, st, "NEW", &k);
     mismatched.value.dek_id = t.dek;
     let err = s
-        .create_secrets(t.account, st, vec![mismatched], 10)
+        .create_secrets(t.account, st, vec![mismatched], 10, &[])
         .await
         .unwrap_err();
     assert!(
@@ -210,7 +217,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
         value: None,
         ..update_carrying(&existing, &k)
     };
-    let err = s.update_secret(without_value).await.unwrap_err();
+    let err = s.update_secret(without_value, &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::Invalid(_)),
         "an update carrying a DEK but no value: {err:?}"
@@ -221,7 +228,13 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
         key: s.get_dek(other.dek).await.unwrap().unwrap().key,
     };
     let err = s
-        .create_secrets(t.account, st, vec![carrying(t, st, "NEW", &stolen)], 10)
+        .create_secrets(
+            t.account,
+            st,
+            vec![carrying(t, st, "NEW", &stolen)],
+            10,
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -236,7 +249,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
     assert_head(s, head, "invalid carried DEKs").await;
 
     // The same DEK goes in with the next write that succeeds.
-    s.create_secrets(t.account, st, vec![carrying(t, st, "NEW", &k)], 10)
+    s.create_secrets(t.account, st, vec![carrying(t, st, "NEW", &k)], 10, &[])
         .await
         .unwrap();
     assert_eq!(s.get_dek(k.key.id).await.unwrap(), Some(k.clone()));
@@ -253,7 +266,7 @@ pub(super) async fn racing_writes_carrying_one_dek_store_it_once(s: Arc<dyn Stor
     for i in 0..TASKS {
         let s = Arc::clone(&s);
         let item = carrying(t, st, &format!("S{i}"), &k);
-        tasks.spawn(async move { s.create_secrets(t.account, st, vec![item], 1000).await });
+        tasks.spawn(async move { s.create_secrets(t.account, st, vec![item], 1000, &[]).await });
     }
     for result in tasks.join_all().await {
         result.unwrap();

@@ -17,7 +17,7 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
     assert!(all_changes(s).await.is_empty());
 
     let account = account_record("acme");
-    s.create_account(account.clone()).await.unwrap();
+    s.create_account(account.clone(), &[]).await.unwrap();
     let key = wrapped_key(9);
     s.put_dek(DekRecord {
         account_id: account.id,
@@ -30,18 +30,20 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         dek: key.id,
     };
     let token = token_record(account.id);
-    s.create_token(token.clone()).await.unwrap();
+    s.create_token(token.clone(), &[]).await.unwrap();
     s.touch_tokens(vec![(token.id, ts(7))]).await.unwrap();
-    s.revoke_token(account.id, token.id, ts(8)).await.unwrap();
+    s.revoke_token(account.id, token.id, ts(8), &[])
+        .await
+        .unwrap();
     s.put_instance_key_if_absent("token-mac", wrapped_key(3))
         .await
         .unwrap();
     let st = store_record(account.id, "prod");
-    s.create_store(st.clone(), 10).await.unwrap();
+    s.create_store(st.clone(), 10, &[]).await.unwrap();
     let x = secret(t, st.id, "X");
     let mut y = secret(t, st.id, "Y");
     y.record.scopes = Scopes::new([Scope::Workers, Scope::AiGateway]);
-    s.create_secrets(t.account, st.id, vec![x.clone(), y.clone()], 10)
+    s.create_secrets(t.account, st.id, vec![x.clone(), y.clone()], 10, &[])
         .await
         .unwrap();
     let x2 = VersionRecord {
@@ -50,43 +52,49 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         created: ts(40),
         ..x.value.clone()
     };
-    s.update_secret(SecretUpdate {
-        account_id: t.account,
-        store_id: st.id,
-        secret_id: x.record.id,
-        expected_version: Version::FIRST,
-        value: Some(x2),
-        scopes: None,
-        comment: None,
-        modified: ts(40),
-        dek: None,
-    })
+    s.update_secret(
+        SecretUpdate {
+            account_id: t.account,
+            store_id: st.id,
+            secret_id: x.record.id,
+            expected_version: Version::FIRST,
+            value: Some(x2),
+            scopes: None,
+            comment: None,
+            modified: ts(40),
+            dek: None,
+        },
+        &[],
+    )
     .await
     .unwrap();
-    s.update_secret(SecretUpdate {
-        account_id: t.account,
-        store_id: st.id,
-        secret_id: y.record.id,
-        expected_version: Version::FIRST,
-        value: None,
-        scopes: Some(Scopes::default()),
-        comment: Some("now unscoped".into()),
-        modified: ts(41),
-        dek: None,
-    })
+    s.update_secret(
+        SecretUpdate {
+            account_id: t.account,
+            store_id: st.id,
+            secret_id: y.record.id,
+            expected_version: Version::FIRST,
+            value: None,
+            scopes: Some(Scopes::default()),
+            comment: Some("now unscoped".into()),
+            modified: ts(41),
+            dek: None,
+        },
+        &[],
+    )
     .await
     .unwrap();
-    s.delete_secrets(t.account, st.id, &[x.record.id])
+    s.delete_secrets(t.account, st.id, &[x.record.id], &[])
         .await
         .unwrap();
-    s.delete_store(t.account, st.id, true).await.unwrap();
+    s.delete_store(t.account, st.id, true, &[]).await.unwrap();
     let gone = store_record(account.id, "gone");
-    s.create_store(gone.clone(), 10).await.unwrap();
+    s.create_store(gone.clone(), 10, &[]).await.unwrap();
     let z = secret(t, gone.id, "Z");
-    s.create_secrets(t.account, gone.id, vec![z.clone()], 10)
+    s.create_secrets(t.account, gone.id, vec![z.clone()], 10, &[])
         .await
         .unwrap();
-    s.delete_account(account.id).await.unwrap();
+    s.delete_account(account.id, &[]).await.unwrap();
 
     let put =
         |n: &crate::NewSecret, scopes: &[&str], version: u32, sealed: &[u8]| Change::SecretPut {
@@ -212,23 +220,28 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
     let results: Vec<(&str, crate::Result<()>)> = vec![
         (
             "create_account with an existing id",
-            s.create_account(crate::AccountRecord {
-                id: t.account,
-                ..account_record("again")
-            })
+            s.create_account(
+                crate::AccountRecord {
+                    id: t.account,
+                    ..account_record("again")
+                },
+                &[],
+            )
             .await,
         ),
         (
             "create_store with a taken name",
-            s.create_store(store_record(t.account, "full"), 10).await,
+            s.create_store(store_record(t.account, "full"), 10, &[])
+                .await,
         ),
         (
             "create_store over the limit",
-            s.create_store(store_record(t.account, "more"), 1).await,
+            s.create_store(store_record(t.account, "more"), 1, &[])
+                .await,
         ),
         (
             "delete_store on a non-empty store",
-            s.delete_store(t.account, full, false).await,
+            s.delete_store(t.account, full, false, &[]).await,
         ),
         (
             // The first item is valid and would be appended before the clash is found.
@@ -238,27 +251,31 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
                 full,
                 vec![secret(t, full, "NEW"), secret(t, full, "EXISTS")],
                 10,
+                &[],
             )
             .await,
         ),
         (
             "create_secrets over the quota",
-            s.create_secrets(t.account, full, vec![secret(t, full, "NEW")], 1)
+            s.create_secrets(t.account, full, vec![secret(t, full, "NEW")], 1, &[])
                 .await,
         ),
         (
             "update_secret with a stale version",
-            s.update_secret(SecretUpdate {
-                account_id: t.account,
-                store_id: full,
-                secret_id: existing.record.id,
-                expected_version: Version(7),
-                value: None,
-                scopes: None,
-                comment: Some("x".into()),
-                modified: ts(1),
-                dek: None,
-            })
+            s.update_secret(
+                SecretUpdate {
+                    account_id: t.account,
+                    store_id: full,
+                    secret_id: existing.record.id,
+                    expected_version: Version(7),
+                    value: None,
+                    scopes: None,
+                    comment: Some("x".into()),
+                    modified: ts(1),
+                    dek: None,
+                },
+                &[],
+            )
             .await
             .map(drop),
         ),
@@ -268,18 +285,24 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
                 t.account,
                 full,
                 &[existing.record.id, SecretId::from_bytes(id_bytes())],
+                &[],
             )
             .await,
         ),
         (
             "delete_account of an unknown account",
-            s.delete_account(account_record("ghost").id).await,
+            s.delete_account(account_record("ghost").id, &[]).await,
         ),
         (
             "revoke_token of an unknown token",
-            s.revoke_token(t.account, crate::TokenId::from_bytes(id_bytes()), ts(1))
-                .await
-                .map(drop),
+            s.revoke_token(
+                t.account,
+                crate::TokenId::from_bytes(id_bytes()),
+                ts(1),
+                &[],
+            )
+            .await
+            .map(drop),
         ),
         (
             "put_dek for an unknown account",
@@ -304,6 +327,9 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
         log[head as usize].change().unwrap(),
         Change::SecretPut { .. }
     ));
-    let err = s.delete_store(t.account, full, false).await.unwrap_err();
+    let err = s
+        .delete_store(t.account, full, false, &[])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::NotEmpty));
 }

@@ -43,8 +43,14 @@ pub(super) async fn concurrent_creates_respect_the_quota(s: Arc<dyn Storage>) {
     for i in 0..TASKS {
         let s = Arc::clone(&s);
         tasks.spawn(async move {
-            s.create_secrets(t.account, st, vec![secret(t, st, &format!("S{i}"))], QUOTA)
-                .await
+            s.create_secrets(
+                t.account,
+                st,
+                vec![secret(t, st, &format!("S{i}"))],
+                QUOTA,
+                &[],
+            )
+            .await
         });
     }
     let results = tasks.join_all().await;
@@ -71,7 +77,7 @@ pub(super) async fn concurrent_creates_respect_the_quota(s: Arc<dyn Storage>) {
             let batch = (0..3)
                 .map(|j| secret(t, st, &format!("B{i}-{j}")))
                 .collect();
-            s.create_secrets(t.account, st, batch, 50).await
+            s.create_secrets(t.account, st, batch, 50, &[]).await
         });
     }
     let created = tasks.join_all().await.iter().filter(|r| r.is_ok()).count();
@@ -98,10 +104,10 @@ pub(super) async fn concurrent_creates_of_one_name_admit_one(s: Arc<dyn Storage>
         let s = Arc::clone(&s);
         tasks.spawn(async move {
             let store_result = s
-                .create_store(store_record(t.account, "contested"), 1000)
+                .create_store(store_record(t.account, "contested"), 1000, &[])
                 .await;
             let secret_result = s
-                .create_secrets(t.account, st, vec![secret(t, st, "CONTESTED")], 1000)
+                .create_secrets(t.account, st, vec![secret(t, st, "CONTESTED")], 1000, &[])
                 .await;
             (store_result, secret_result)
         });
@@ -143,7 +149,7 @@ pub(super) async fn concurrent_writers_keep_the_log_gap_free(s: Arc<dyn Storage>
         tasks.spawn(async move {
             let t = tenant(&*s, &format!("tenant-{i}")).await;
             let st = store(&*s, t, "prod").await;
-            s.create_secrets(t.account, st, vec![secret(t, st, "KEY")], 10)
+            s.create_secrets(t.account, st, vec![secret(t, st, "KEY")], 10, &[])
                 .await
                 .unwrap();
             // Each write is visible once its future has resolved.

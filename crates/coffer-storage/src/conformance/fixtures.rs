@@ -65,7 +65,7 @@ pub(super) struct Tenant {
 
 pub(super) async fn tenant(s: &dyn Storage, name: &str) -> Tenant {
     let account = account_record(name);
-    s.create_account(account.clone())
+    s.create_account(account.clone(), &[])
         .await
         .expect("fixture: create_account");
     let key = wrapped_key(1);
@@ -95,7 +95,7 @@ pub(super) fn store_record(account: AccountId, name: &str) -> StoreRecord {
 pub(super) async fn store(s: &dyn Storage, t: Tenant, name: &str) -> StoreId {
     let record = store_record(t.account, name);
     let id = record.id;
-    s.create_store(record, 1000)
+    s.create_store(record, 1000, &[])
         .await
         .expect("fixture: create_store");
     id
@@ -135,7 +135,7 @@ pub(super) async fn create_secret(
     name: &str,
 ) -> NewSecret {
     let new = secret(t, store, name);
-    s.create_secrets(t.account, store, vec![new.clone()], 1000)
+    s.create_secrets(t.account, store, vec![new.clone()], 1000, &[])
         .await
         .expect("fixture: create_secrets");
     new

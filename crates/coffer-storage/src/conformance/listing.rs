@@ -84,12 +84,12 @@ pub(super) async fn store_pagination_and_ordering(s: Arc<dyn Storage>) {
         let mut record = store_record(t.account, name);
         record.created = ts(created);
         record.modified = ts(modified);
-        s.create_store(record.clone(), 100).await.unwrap();
+        s.create_store(record.clone(), 100, &[]).await.unwrap();
         all.push(record);
     }
     // Another account's stores never show up.
     let other = tenant(s, "other").await;
-    s.create_store(store_record(other.account, "a"), 100)
+    s.create_store(store_record(other.account, "a"), 100, &[])
         .await
         .unwrap();
 
@@ -141,7 +141,7 @@ pub(super) async fn secret_pagination_and_ordering(s: Arc<dyn Storage>) {
     let st = {
         let record = store_record(t.account, "prod");
         let id = record.id;
-        s.create_store(record, 10).await.unwrap();
+        s.create_store(record, 10, &[]).await.unwrap();
         id
     };
     // (name, comment, created, modified): ties in every column but the name.
@@ -165,12 +165,14 @@ pub(super) async fn secret_pagination_and_ordering(s: Arc<dyn Storage>) {
         all.push(new.record.clone());
         batch.push(new);
     }
-    s.create_secrets(t.account, st, batch, 100).await.unwrap();
+    s.create_secrets(t.account, st, batch, 100, &[])
+        .await
+        .unwrap();
     // A second store's secrets never show up.
     let record = store_record(t.account, "dev");
     let dev = record.id;
-    s.create_store(record, 10).await.unwrap();
-    s.create_secrets(t.account, dev, vec![secret(t, dev, "a")], 100)
+    s.create_store(record, 10, &[]).await.unwrap();
+    s.create_secrets(t.account, dev, vec![secret(t, dev, "a")], 100, &[])
         .await
         .unwrap();
 
@@ -219,7 +221,7 @@ pub(super) async fn search_is_literal_and_case_insensitive(s: Arc<dyn Storage>) 
     let t = tenant(s, "acme").await;
     let record = store_record(t.account, "prod");
     let st = record.id;
-    s.create_store(record, 10).await.unwrap();
+    s.create_store(record, 10, &[]).await.unwrap();
     let specs = [
         ("OPENAI_KEY", "prod key"),
         ("openai-dev", "100% test"),
@@ -234,7 +236,9 @@ pub(super) async fn search_is_literal_and_case_insensitive(s: Arc<dyn Storage>) 
         new.record.comment = comment.to_owned();
         batch.push(new);
     }
-    s.create_secrets(t.account, st, batch, 100).await.unwrap();
+    s.create_secrets(t.account, st, batch, 100, &[])
+        .await
+        .unwrap();
 
     let cases: &[(&str, &[&str])] = &[
         ("openai", &["OPENAI_KEY", "openai-dev"]),
@@ -283,7 +287,7 @@ pub(super) async fn scopes_filter_requires_all(s: Arc<dyn Storage>) {
     let t = tenant(s, "acme").await;
     let record = store_record(t.account, "prod");
     let st = record.id;
-    s.create_store(record, 10).await.unwrap();
+    s.create_store(record, 10, &[]).await.unwrap();
     let specs: [(&str, &[Scope]); 5] = [
         ("none", &[]),
         ("w", &[Scope::Workers]),
@@ -297,7 +301,9 @@ pub(super) async fn scopes_filter_requires_all(s: Arc<dyn Storage>) {
         new.record.scopes = Scopes::new(scopes.iter().copied());
         batch.push(new);
     }
-    s.create_secrets(t.account, st, batch, 100).await.unwrap();
+    s.create_secrets(t.account, st, batch, 100, &[])
+        .await
+        .unwrap();
 
     let cases: &[(&[Scope], &[&str])] = &[
         (&[], &["none", "w", "g", "wg", "dw"]),

@@ -43,7 +43,7 @@ pub(super) async fn secret_lifecycle(s: Arc<dyn Storage>) {
     a.record.comment = "for the gateway".into();
     a.record.scopes = Scopes::new([Scope::AiGateway, Scope::Workers]);
     let b = secret(t, st, "stripe-key");
-    s.create_secrets(t.account, st, vec![a.clone(), b.clone()], 10)
+    s.create_secrets(t.account, st, vec![a.clone(), b.clone()], 10, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -71,7 +71,7 @@ pub(super) async fn secret_lifecycle(s: Arc<dyn Storage>) {
     assert_eq!(page.total_count, 2);
     assert_eq!(page.items.len(), 2);
 
-    s.create_secrets(t.account, st, Vec::new(), 10)
+    s.create_secrets(t.account, st, Vec::new(), 10, &[])
         .await
         .expect("an empty batch is a no-op");
     assert_eq!(s.secret_count(t.account).await.unwrap(), 2);
@@ -113,7 +113,7 @@ pub(super) async fn secret_lifecycle(s: Arc<dyn Storage>) {
     let mut stray = secret(t, st, "stray");
     stray.value.version = Version(2);
     let err = s
-        .create_secrets(t.account, st, vec![stray], 10)
+        .create_secrets(t.account, st, vec![stray], 10, &[])
         .await
         .unwrap_err();
     assert!(
@@ -122,7 +122,13 @@ pub(super) async fn secret_lifecycle(s: Arc<dyn Storage>) {
     );
     let other_store = store(s, t, "other").await;
     let err = s
-        .create_secrets(t.account, other_store, vec![secret(t, st, "misfiled")], 10)
+        .create_secrets(
+            t.account,
+            other_store,
+            vec![secret(t, st, "misfiled")],
+            10,
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -130,7 +136,7 @@ pub(super) async fn secret_lifecycle(s: Arc<dyn Storage>) {
         "a record naming another store than the call: {err:?}"
     );
     let err = s
-        .create_secrets(t.account, st, vec![a.clone()], 10)
+        .create_secrets(t.account, st, vec![a.clone()], 10, &[])
         .await
         .unwrap_err();
     assert!(
@@ -158,7 +164,7 @@ pub(super) async fn secret_names_are_unique_per_store(s: Arc<dyn Storage>) {
     };
 
     let err = s
-        .create_secrets(t.account, st, vec![secret(t, st, "TAKEN")], 100)
+        .create_secrets(t.account, st, vec![secret(t, st, "TAKEN")], 100, &[])
         .await
         .unwrap_err();
     expect_taken("an existing name", err, "TAKEN");
@@ -171,7 +177,7 @@ pub(super) async fn secret_names_are_unique_per_store(s: Arc<dyn Storage>) {
         secret(t, st, "twice"),
     ];
     let err = s
-        .create_secrets(t.account, st, batch, 100)
+        .create_secrets(t.account, st, batch, 100, &[])
         .await
         .unwrap_err();
     expect_taken(
@@ -187,7 +193,7 @@ pub(super) async fn secret_names_are_unique_per_store(s: Arc<dyn Storage>) {
         secret(t, st, "TAKEN"),
     ];
     let err = s
-        .create_secrets(t.account, st, batch, 100)
+        .create_secrets(t.account, st, batch, 100, &[])
         .await
         .unwrap_err();
     expect_taken("two items of one batch with one name", err, "twice");
@@ -200,10 +206,10 @@ pub(super) async fn secret_names_are_unique_per_store(s: Arc<dyn Storage>) {
     );
     assert_eq!(s.secret_count(t.account).await.unwrap(), 1);
 
-    s.create_secrets(t.account, other, vec![secret(t, other, "TAKEN")], 100)
+    s.create_secrets(t.account, other, vec![secret(t, other, "TAKEN")], 100, &[])
         .await
         .expect("another store may use the same secret name");
-    s.create_secrets(t.account, st, vec![secret(t, st, "taken")], 100)
+    s.create_secrets(t.account, st, vec![secret(t, st, "taken")], 100, &[])
         .await
         .expect("secret names are case-sensitive");
 }
@@ -228,17 +234,18 @@ pub(super) async fn quota_is_enforced_exactly(s: Arc<dyn Storage>) {
         one,
         vec![secret(a, one, "A"), secret(a, one, "B")],
         3,
+        &[],
     )
     .await
     .unwrap();
-    s.create_secrets(a.account, two, vec![secret(a, two, "C")], 3)
+    s.create_secrets(a.account, two, vec![secret(a, two, "C")], 3, &[])
         .await
         .expect("reaching the quota exactly is allowed (and counts every store)");
     assert_eq!(s.secret_count(a.account).await.unwrap(), 3);
     let head = s.change_head().await.unwrap();
 
     let err = s
-        .create_secrets(a.account, one, vec![secret(a, one, "D")], 3)
+        .create_secrets(a.account, one, vec![secret(a, one, "D")], 3, &[])
         .await
         .unwrap_err();
     quota_err("one past the quota", err, (3, 3, 1));
@@ -250,6 +257,7 @@ pub(super) async fn quota_is_enforced_exactly(s: Arc<dyn Storage>) {
             one,
             vec![d.clone(), secret(a, one, "E"), secret(a, one, "F")],
             5,
+            &[],
         )
         .await
         .unwrap_err();
@@ -262,13 +270,13 @@ pub(super) async fn quota_is_enforced_exactly(s: Arc<dyn Storage>) {
         "a batch over the quota creates none of its items"
     );
 
-    s.create_secrets(a.account, one, vec![d, secret(a, one, "E")], 5)
+    s.create_secrets(a.account, one, vec![d, secret(a, one, "E")], 5, &[])
         .await
         .expect("a batch that lands exactly on the quota");
     assert_eq!(s.secret_count(a.account).await.unwrap(), 5);
 
     let b_store = store(s, b, "one").await;
-    s.create_secrets(b.account, b_store, vec![secret(b, b_store, "A")], 1)
+    s.create_secrets(b.account, b_store, vec![secret(b, b_store, "A")], 1, &[])
         .await
         .expect("another account's secrets do not count");
     assert_eq!(s.secret_count(b.account).await.unwrap(), 1);
@@ -284,7 +292,7 @@ pub(super) async fn values_need_a_dek_of_the_account(s: Arc<dyn Storage>) {
     let mut foreign = secret(a, st, "X");
     foreign.value.dek_id = b.dek;
     let err = s
-        .create_secrets(a.account, st, vec![foreign], 10)
+        .create_secrets(a.account, st, vec![foreign], 10, &[])
         .await
         .unwrap_err();
     assert!(
@@ -294,7 +302,7 @@ pub(super) async fn values_need_a_dek_of_the_account(s: Arc<dyn Storage>) {
     let mut unknown = secret(a, st, "X");
     unknown.value.dek_id = crate::DekId::from_bytes(id_bytes());
     let err = s
-        .create_secrets(a.account, st, vec![unknown], 10)
+        .create_secrets(a.account, st, vec![unknown], 10, &[])
         .await
         .unwrap_err();
     assert!(
@@ -307,10 +315,13 @@ pub(super) async fn values_need_a_dek_of_the_account(s: Arc<dyn Storage>) {
     let mut value = next_value(&ok, 2, b"two");
     value.dek_id = b.dek;
     let err = s
-        .update_secret(SecretUpdate {
-            value: Some(value),
-            ..metadata_update(&ok.record, Version::FIRST)
-        })
+        .update_secret(
+            SecretUpdate {
+                value: Some(value),
+                ..metadata_update(&ok.record, Version::FIRST)
+            },
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -325,18 +336,21 @@ pub(super) async fn update_is_compare_and_swap(s: Arc<dyn Storage>) {
     let st = store(s, t, "prod").await;
     let mut new = secret(t, st, "KEY");
     new.record.comment = "first".into();
-    s.create_secrets(t.account, st, vec![new.clone()], 10)
+    s.create_secrets(t.account, st, vec![new.clone()], 10, &[])
         .await
         .unwrap();
 
     // A new value: version 2, metadata kept.
     let v2 = next_value(&new, 2, b"two");
     let updated = s
-        .update_secret(SecretUpdate {
-            value: Some(v2.clone()),
-            modified: ts(2000),
-            ..metadata_update(&new.record, Version::FIRST)
-        })
+        .update_secret(
+            SecretUpdate {
+                value: Some(v2.clone()),
+                modified: ts(2000),
+                ..metadata_update(&new.record, Version::FIRST)
+            },
+            &[],
+        )
         .await
         .unwrap();
     let expected = SecretRecord {
@@ -353,12 +367,15 @@ pub(super) async fn update_is_compare_and_swap(s: Arc<dyn Storage>) {
     // Metadata only: the version stays, the change carries the current value.
     let head = s.change_head().await.unwrap();
     let updated = s
-        .update_secret(SecretUpdate {
-            comment: Some("second".into()),
-            scopes: Some(Scopes::new([Scope::Dex])),
-            modified: ts(3000),
-            ..metadata_update(&new.record, Version(2))
-        })
+        .update_secret(
+            SecretUpdate {
+                comment: Some("second".into()),
+                scopes: Some(Scopes::new([Scope::Dex])),
+                modified: ts(3000),
+                ..metadata_update(&new.record, Version(2))
+            },
+            &[],
+        )
         .await
         .unwrap();
     let expected = SecretRecord {
@@ -392,10 +409,13 @@ pub(super) async fn update_is_compare_and_swap(s: Arc<dyn Storage>) {
     // Stale expectations are refused and change nothing.
     let head = head + 1;
     let err = s
-        .update_secret(SecretUpdate {
-            comment: Some("lost update".into()),
-            ..metadata_update(&new.record, Version::FIRST)
-        })
+        .update_secret(
+            SecretUpdate {
+                comment: Some("lost update".into()),
+                ..metadata_update(&new.record, Version::FIRST)
+            },
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -403,10 +423,13 @@ pub(super) async fn update_is_compare_and_swap(s: Arc<dyn Storage>) {
         "an update expecting an old version: {err:?}"
     );
     let err = s
-        .update_secret(SecretUpdate {
-            value: Some(next_value(&new, 2, b"again")),
-            ..metadata_update(&new.record, Version::FIRST)
-        })
+        .update_secret(
+            SecretUpdate {
+                value: Some(next_value(&new, 2, b"again")),
+                ..metadata_update(&new.record, Version::FIRST)
+            },
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -414,10 +437,13 @@ pub(super) async fn update_is_compare_and_swap(s: Arc<dyn Storage>) {
         "a value update expecting an old version: {err:?}"
     );
     let err = s
-        .update_secret(SecretUpdate {
-            value: Some(next_value(&new, 4, b"skip")),
-            ..metadata_update(&new.record, Version(2))
-        })
+        .update_secret(
+            SecretUpdate {
+                value: Some(next_value(&new, 4, b"skip")),
+                ..metadata_update(&new.record, Version(2))
+            },
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -425,10 +451,13 @@ pub(super) async fn update_is_compare_and_swap(s: Arc<dyn Storage>) {
         "a new value that is not expected + 1: {err:?}"
     );
     let err = s
-        .update_secret(SecretUpdate {
-            secret_id: SecretId::from_bytes(id_bytes()),
-            ..metadata_update(&new.record, Version(2))
-        })
+        .update_secret(
+            SecretUpdate {
+                secret_id: SecretId::from_bytes(id_bytes()),
+                ..metadata_update(&new.record, Version(2))
+            },
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -455,18 +484,24 @@ pub(super) async fn versions_are_immutable(s: Arc<dyn Storage>) {
     let mut versions = vec![new.value.clone()];
     for v in 2..=4u32 {
         let value = next_value(&new, v, format!("value {v}").as_bytes());
-        s.update_secret(SecretUpdate {
-            value: Some(value.clone()),
-            ..metadata_update(&new.record, Version(v - 1))
-        })
+        s.update_secret(
+            SecretUpdate {
+                value: Some(value.clone()),
+                ..metadata_update(&new.record, Version(v - 1))
+            },
+            &[],
+        )
         .await
         .unwrap();
         versions.push(value);
         // Metadata updates in between must not touch any version row either.
-        s.update_secret(SecretUpdate {
-            comment: Some(format!("after {v}")),
-            ..metadata_update(&new.record, Version(v))
-        })
+        s.update_secret(
+            SecretUpdate {
+                comment: Some(format!("after {v}")),
+                ..metadata_update(&new.record, Version(v))
+            },
+            &[],
+        )
         .await
         .unwrap();
     }
@@ -498,7 +533,7 @@ pub(super) async fn delete_secrets_is_all_or_nothing(s: Arc<dyn Storage>) {
 
     let missing = SecretId::from_bytes(id_bytes());
     let err = s
-        .delete_secrets(t.account, st, &[a.record.id, missing])
+        .delete_secrets(t.account, st, &[a.record.id, missing], &[])
         .await
         .unwrap_err();
     assert!(
@@ -515,7 +550,7 @@ pub(super) async fn delete_secrets_is_all_or_nothing(s: Arc<dyn Storage>) {
     );
     assert_eq!(s.secret_count(t.account).await.unwrap(), 3);
 
-    s.delete_secrets(t.account, st, &[b.record.id, a.record.id])
+    s.delete_secrets(t.account, st, &[b.record.id, a.record.id], &[])
         .await
         .unwrap();
     for gone in [&a, &b] {
@@ -546,15 +581,15 @@ pub(super) async fn delete_secrets_is_all_or_nothing(s: Arc<dyn Storage>) {
         "one SecretDeleted per secret, in the order given"
     );
 
-    s.delete_secrets(t.account, st, &[c.record.id, c.record.id])
+    s.delete_secrets(t.account, st, &[c.record.id, c.record.id], &[])
         .await
         .expect("naming a secret twice deletes it once");
     assert_eq!(s.secret_count(t.account).await.unwrap(), 0);
-    s.delete_secrets(t.account, st, &[])
+    s.delete_secrets(t.account, st, &[], &[])
         .await
         .expect("an empty list is a no-op");
     let err = s
-        .delete_secrets(t.account, st, &[c.record.id])
+        .delete_secrets(t.account, st, &[c.record.id], &[])
         .await
         .unwrap_err();
     assert!(

@@ -16,7 +16,7 @@ pub(super) async fn store_lifecycle(s: Arc<dyn Storage>) {
     let mut record = store_record(t.account, "prod");
     record.created = ts(100);
     record.modified = ts(150);
-    s.create_store(record.clone(), 10).await.unwrap();
+    s.create_store(record.clone(), 10, &[]).await.unwrap();
     assert_eq!(
         s.get_store(t.account, record.id).await.unwrap(),
         Some(record.clone()),
@@ -38,10 +38,12 @@ pub(super) async fn store_lifecycle(s: Arc<dyn Storage>) {
     assert_eq!(page.items, vec![record.clone()]);
     assert_eq!(page.total_count, 1);
 
-    s.delete_store(t.account, record.id, false).await.unwrap();
+    s.delete_store(t.account, record.id, false, &[])
+        .await
+        .unwrap();
     assert_eq!(s.get_store(t.account, record.id).await.unwrap(), None);
     let err = s
-        .delete_store(t.account, record.id, false)
+        .delete_store(t.account, record.id, false, &[])
         .await
         .unwrap_err();
     assert!(
@@ -59,19 +61,19 @@ pub(super) async fn store_lifecycle(s: Arc<dyn Storage>) {
 
     let unknown = super::fixtures::account_record("ghost").id;
     let err = s
-        .create_store(store_record(unknown, "x"), 10)
+        .create_store(store_record(unknown, "x"), 10, &[])
         .await
         .unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Account)),
         "a store of an unknown account: {err:?}"
     );
-    let err = s.create_store(record.clone(), 10).await;
+    let err = s.create_store(record.clone(), 10, &[]).await;
     assert!(
         err.is_ok(),
         "a deleted store's name and id are free again: {err:?}"
     );
-    let err = s.create_store(record.clone(), 10).await.unwrap_err();
+    let err = s.create_store(record.clone(), 10, &[]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -105,7 +107,7 @@ pub(super) async fn store_names_are_unique_per_account(s: Arc<dyn Storage>) {
     store(s, a, "shared").await;
     let head = s.change_head().await.unwrap();
     let err = s
-        .create_store(store_record(a.account, "shared"), 10)
+        .create_store(store_record(a.account, "shared"), 10, &[])
         .await
         .unwrap_err();
     match err {
@@ -115,10 +117,10 @@ pub(super) async fn store_names_are_unique_per_account(s: Arc<dyn Storage>) {
         other => panic!("a second store named `shared` in one account: {other:?}"),
     }
     assert_head(s, head, "create_store with a taken name").await;
-    s.create_store(store_record(b.account, "shared"), 10)
+    s.create_store(store_record(b.account, "shared"), 10, &[])
         .await
         .expect("another account may use the same store name");
-    s.create_store(store_record(a.account, "Shared"), 10)
+    s.create_store(store_record(a.account, "Shared"), 10, &[])
         .await
         .expect("store names are case-sensitive");
 }
@@ -128,13 +130,13 @@ pub(super) async fn store_limit(s: Arc<dyn Storage>) {
     let a = tenant(s, "a").await;
     let b = tenant(s, "b").await;
     let first = store_record(a.account, "one");
-    s.create_store(first.clone(), 2).await.unwrap();
-    s.create_store(store_record(a.account, "two"), 2)
+    s.create_store(first.clone(), 2, &[]).await.unwrap();
+    s.create_store(store_record(a.account, "two"), 2, &[])
         .await
         .expect("a second store with max_stores = 2");
     let head = s.change_head().await.unwrap();
     let err = s
-        .create_store(store_record(a.account, "three"), 2)
+        .create_store(store_record(a.account, "three"), 2, &[])
         .await
         .unwrap_err();
     assert!(
@@ -148,11 +150,13 @@ pub(super) async fn store_limit(s: Arc<dyn Storage>) {
         "a third store with max_stores = 2: {err:?}"
     );
     assert_head(s, head, "create_store over the limit").await;
-    s.create_store(store_record(b.account, "one"), 2)
+    s.create_store(store_record(b.account, "one"), 2, &[])
         .await
         .expect("the limit is per account");
-    s.delete_store(a.account, first.id, false).await.unwrap();
-    s.create_store(store_record(a.account, "three"), 2)
+    s.delete_store(a.account, first.id, false, &[])
+        .await
+        .unwrap();
+    s.create_store(store_record(a.account, "three"), 2, &[])
         .await
         .expect("deleting a store frees its slot");
 }
@@ -166,26 +170,32 @@ pub(super) async fn delete_store_not_empty_and_force(s: Arc<dyn Storage>) {
     let y = create_secret(s, t, full, "Y").await;
     let other = create_secret(s, t, keep, "X").await;
     // Give `x` a second version, so force-deleting must remove more than first versions.
-    s.update_secret(SecretUpdate {
-        account_id: t.account,
-        store_id: full,
-        secret_id: x.record.id,
-        expected_version: Version::FIRST,
-        value: Some(crate::VersionRecord {
-            version: Version(2),
-            sealed: b"second".to_vec(),
-            ..x.value.clone()
-        }),
-        scopes: None,
-        comment: None,
-        modified: ts(30),
-        dek: None,
-    })
+    s.update_secret(
+        SecretUpdate {
+            account_id: t.account,
+            store_id: full,
+            secret_id: x.record.id,
+            expected_version: Version::FIRST,
+            value: Some(crate::VersionRecord {
+                version: Version(2),
+                sealed: b"second".to_vec(),
+                ..x.value.clone()
+            }),
+            scopes: None,
+            comment: None,
+            modified: ts(30),
+            dek: None,
+        },
+        &[],
+    )
     .await
     .unwrap();
     let head = s.change_head().await.unwrap();
 
-    let err = s.delete_store(t.account, full, false).await.unwrap_err();
+    let err = s
+        .delete_store(t.account, full, false, &[])
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StorageError::NotEmpty),
         "deleting a store with secrets without force: {err:?}"
@@ -201,7 +211,7 @@ pub(super) async fn delete_store_not_empty_and_force(s: Arc<dyn Storage>) {
     );
     assert_eq!(s.secret_count(t.account).await.unwrap(), 3);
 
-    s.delete_store(t.account, full, true).await.unwrap();
+    s.delete_store(t.account, full, true, &[]).await.unwrap();
     assert_eq!(s.get_store(t.account, full).await.unwrap(), None);
     for n in [&x, &y] {
         assert_eq!(
@@ -251,7 +261,7 @@ pub(super) async fn delete_store_not_empty_and_force(s: Arc<dyn Storage>) {
             store_id: full
         }
     );
-    s.delete_store(t.account, keep, true)
+    s.delete_store(t.account, keep, true, &[])
         .await
         .expect("force on a store works whatever it holds");
 }
@@ -284,11 +294,11 @@ pub(super) async fn account_isolation(s: Arc<dyn Storage>) {
     assert_eq!(listed.total_count, 1);
     not_found_store(
         "delete_store",
-        s.delete_store(a.account, store_b, true).await,
+        s.delete_store(a.account, store_b, true, &[]).await,
     );
     not_found_store(
         "create_secrets",
-        s.create_secrets(a.account, store_b, vec![secret(a, store_b, "X")], 100)
+        s.create_secrets(a.account, store_b, vec![secret(a, store_b, "X")], 100, &[])
             .await,
     );
     not_found_store(
@@ -299,7 +309,7 @@ pub(super) async fn account_isolation(s: Arc<dyn Storage>) {
     );
     not_found_store(
         "delete_secrets",
-        s.delete_secrets(a.account, store_b, &[secret_b.record.id])
+        s.delete_secrets(a.account, store_b, &[secret_b.record.id], &[])
             .await,
     );
     let update = SecretUpdate {
@@ -315,7 +325,7 @@ pub(super) async fn account_isolation(s: Arc<dyn Storage>) {
     };
     not_found_store(
         "update_secret",
-        s.update_secret(update.clone()).await.map(drop),
+        s.update_secret(update.clone(), &[]).await.map(drop),
     );
     assert_eq!(
         s.get_secret(a.account, store_b, secret_b.record.id)
@@ -331,10 +341,13 @@ pub(super) async fn account_isolation(s: Arc<dyn Storage>) {
         None
     );
     let err = s
-        .update_secret(SecretUpdate {
-            store_id: store_a,
-            ..update
-        })
+        .update_secret(
+            SecretUpdate {
+                store_id: store_a,
+                ..update
+            },
+            &[],
+        )
         .await
         .unwrap_err();
     assert!(
@@ -342,7 +355,7 @@ pub(super) async fn account_isolation(s: Arc<dyn Storage>) {
         "update of another account's secret through an own store: {err:?}"
     );
     let err = s
-        .delete_secrets(a.account, store_a, &[secret_b.record.id])
+        .delete_secrets(a.account, store_a, &[secret_b.record.id], &[])
         .await
         .unwrap_err();
     assert!(

@@ -17,7 +17,7 @@ async fn token(
     let mut token = token_record(account);
     token.created = ts(created);
     edit(&mut token);
-    s.create_token(token.clone())
+    s.create_token(token.clone(), &[])
         .await
         .expect("fixture: create_token");
     token
@@ -40,8 +40,8 @@ pub(super) async fn list_tokens_orders_by_created_then_id(s: Arc<dyn Storage>) {
     let s = &*s;
     let a = account_record("a");
     let b = account_record("b");
-    s.create_account(a.clone()).await.unwrap();
-    s.create_account(b.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
     assert!(
         s.list_tokens(a.id).await.unwrap().is_empty(),
         "an account without tokens lists none"
@@ -98,13 +98,13 @@ pub(super) async fn revoke_token_once_and_only_in_its_account(s: Arc<dyn Storage
     let s = &*s;
     let a = account_record("a");
     let b = account_record("b");
-    s.create_account(a.clone()).await.unwrap();
-    s.create_account(b.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
     let t = token(s, a.id, 5, |_| {}).await;
     let other = token(s, a.id, 6, |_| {}).await;
     let head = s.change_head().await.unwrap();
 
-    let err = s.revoke_token(b.id, t.id, ts(20)).await.unwrap_err();
+    let err = s.revoke_token(b.id, t.id, ts(20), &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Token)),
         "revoking a token through another account: {err:?}"
@@ -115,7 +115,7 @@ pub(super) async fn revoke_token_once_and_only_in_its_account(s: Arc<dyn Storage
         "a refused revocation writes nothing"
     );
     let err = s
-        .revoke_token(a.id, TokenId::from_bytes(id_bytes()), ts(20))
+        .revoke_token(a.id, TokenId::from_bytes(id_bytes()), ts(20), &[])
         .await
         .unwrap_err();
     assert!(
@@ -123,7 +123,7 @@ pub(super) async fn revoke_token_once_and_only_in_its_account(s: Arc<dyn Storage
         "revoking an unknown token: {err:?}"
     );
 
-    let revoked = s.revoke_token(a.id, t.id, ts(20)).await.unwrap();
+    let revoked = s.revoke_token(a.id, t.id, ts(20), &[]).await.unwrap();
     let expected = TokenRecord {
         revoked: Some(ts(20)),
         ..t.clone()
@@ -143,7 +143,7 @@ pub(super) async fn revoke_token_once_and_only_in_its_account(s: Arc<dyn Storage
         "list_tokens sees the revocation; the other token is untouched"
     );
 
-    let err = s.revoke_token(a.id, t.id, ts(30)).await.unwrap_err();
+    let err = s.revoke_token(a.id, t.id, ts(30), &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::AlreadyRevoked),
         "revoking twice: {err:?}"
@@ -153,7 +153,7 @@ pub(super) async fn revoke_token_once_and_only_in_its_account(s: Arc<dyn Storage
         expected,
         "a second revocation writes nothing: the first time stays"
     );
-    let err = s.revoke_token(b.id, t.id, ts(30)).await.unwrap_err();
+    let err = s.revoke_token(b.id, t.id, ts(30), &[]).await.unwrap_err();
     assert!(
         matches!(err, StorageError::NotFound(Entity::Token)),
         "another account learns nothing about a revoked token either: {err:?}"
@@ -161,7 +161,7 @@ pub(super) async fn revoke_token_once_and_only_in_its_account(s: Arc<dyn Storage
     // A token created revoked counts as revoked.
     let born_revoked = token(s, a.id, 7, |t| t.revoked = Some(ts(8))).await;
     let err = s
-        .revoke_token(a.id, born_revoked.id, ts(30))
+        .revoke_token(a.id, born_revoked.id, ts(30), &[])
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::AlreadyRevoked), "{err:?}");
@@ -174,8 +174,8 @@ pub(super) async fn touch_tokens_only_moves_last_used_forward(s: Arc<dyn Storage
     let s = &*s;
     let a = account_record("a");
     let b = account_record("b");
-    s.create_account(a.clone()).await.unwrap();
-    s.create_account(b.clone()).await.unwrap();
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
     let used = token(s, a.id, 5, |t| t.last_used = Some(ts(6))).await;
     let never = token(s, a.id, 5, |t| t.last_used = None).await;
     let recent = token(s, a.id, 5, |t| t.last_used = Some(ts(100))).await;

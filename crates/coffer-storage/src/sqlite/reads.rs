@@ -315,7 +315,7 @@ pub(super) fn require_store(conn: &Connection, account: AccountId, id: StoreId) 
     found.ok_or(StorageError::NotFound(Entity::Store))
 }
 
-fn direction_sql(direction: Direction) -> &'static str {
+pub(super) fn direction_sql(direction: Direction) -> &'static str {
     match direction {
         Direction::Asc => "ASC",
         Direction::Desc => "DESC",
@@ -323,7 +323,7 @@ fn direction_sql(direction: Direction) -> &'static str {
 }
 
 /// Rows to skip for a 1-based page (page 0 is read as page 1).
-fn offset(page: u32, per_page: u32) -> i64 {
+pub(super) fn offset(page: u32, per_page: u32) -> i64 {
     // Saturating: u32::MAX squared does not fit an i64, and a huge page is simply empty.
     i64::from(page.max(1) - 1).saturating_mul(i64::from(per_page))
 }

@@ -15,7 +15,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -227,6 +227,60 @@ fn v2(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 3: the audit log and its checkpoints.
+fn v3(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        -- One hash chain per account. No foreign key to `accounts`: the audit log outlives the
+        -- account (delete_account leaves these rows alone). `seq` and `prev_hash` are assigned
+        -- by the writer from the account's last row, read inside the writing transaction.
+        CREATE TABLE audit (
+            account_id  BLOB    NOT NULL CHECK (length(account_id) = 16),
+            seq         INTEGER NOT NULL CHECK (seq >= 1),
+            at          INTEGER NOT NULL,
+            action      TEXT    NOT NULL,
+            outcome     TEXT    NOT NULL,
+            actor_token BLOB    CHECK (actor_token IS NULL OR length(actor_token) = 16),
+            store_id    BLOB    CHECK (store_id IS NULL OR length(store_id) = 16),
+            secret_id   BLOB    CHECK (secret_id IS NULL OR length(secret_id) = 16),
+            payload     BLOB    NOT NULL,
+            prev_hash   BLOB    NOT NULL CHECK (length(prev_hash) = 32),
+            hash        BLOB    NOT NULL CHECK (length(hash) = 32),
+            PRIMARY KEY (account_id, seq)
+        ) STRICT;
+        -- The filters of list_audit. Each ends in seq, so a filter on one column reads its
+        -- matches already in the listing's order.
+        CREATE INDEX audit_by_at ON audit (account_id, at, seq);
+        CREATE INDEX audit_by_action ON audit (account_id, action, seq);
+        CREATE INDEX audit_by_actor ON audit (account_id, actor_token, seq);
+        CREATE INDEX audit_by_store ON audit (account_id, store_id, seq);
+        CREATE INDEX audit_by_secret ON audit (account_id, secret_id, seq);
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN
+            SELECT RAISE(ABORT, 'the audit log is append-only');
+        END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN
+            SELECT RAISE(ABORT, 'the audit log is append-only');
+        END;
+
+        -- Checkpoints MACed by core (the key never reaches the database).
+        CREATE TABLE audit_checkpoints (
+            account_id BLOB    NOT NULL CHECK (length(account_id) = 16),
+            seq        INTEGER NOT NULL CHECK (seq >= 1),
+            hash       BLOB    NOT NULL CHECK (length(hash) = 32),
+            mac        BLOB    NOT NULL,
+            at         INTEGER NOT NULL,
+            PRIMARY KEY (account_id, seq)
+        ) STRICT;
+        CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints BEGIN
+            SELECT RAISE(ABORT, 'audit checkpoints are append-only');
+        END;
+        CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints BEGIN
+            SELECT RAISE(ABORT, 'audit checkpoints are append-only');
+        END;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +352,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         let tokens: i64 = conn
             .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
             .unwrap();
@@ -320,5 +374,32 @@ mod tests {
         // What the foreign-key check runs when a DEK is deleted.
         let fk = plan(&conn, "SELECT 1 FROM versions WHERE dek_id = ?1");
         assert!(fk.iter().any(|d| d.contains("versions_by_dek")), "{fk:?}");
+
+        // An audit listing filtered on one column reads its index in seq order: no sort.
+        for (filter, index) in [
+            ("action = 'create'", "audit_by_action"),
+            ("actor_token = x'00'", "audit_by_actor"),
+            ("store_id = x'00'", "audit_by_store"),
+            ("secret_id = x'00'", "audit_by_secret"),
+        ] {
+            let listing = plan(
+                &conn,
+                &format!(
+                    "SELECT * FROM audit WHERE account_id = ?1 AND {filter} ORDER BY seq DESC"
+                ),
+            );
+            assert!(listing.iter().any(|d| d.contains(index)), "{listing:?}");
+            assert!(
+                !listing.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{listing:?}"
+            );
+        }
+        // The head lookup and the verifier's scan use the primary key.
+        let head = plan(
+            &conn,
+            "SELECT seq, hash FROM audit WHERE account_id = ?1 ORDER BY seq DESC LIMIT 1",
+        );
+        assert!(!head.iter().any(|d| d.contains("TEMP B-TREE")), "{head:?}");
+        assert!(head.iter().any(|d| d.contains("INDEX")), "{head:?}");
     }
 }

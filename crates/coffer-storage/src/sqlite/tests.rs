@@ -80,7 +80,7 @@ async fn queued_jobs_share_one_commit() {
     let mut tasks = JoinSet::new();
     for n in 0..40 {
         let s = Arc::clone(&s);
-        tasks.spawn(async move { s.create_account(account(n)).await });
+        tasks.spawn(async move { s.create_account(account(n), &[]).await });
     }
     wait_until_queued(&s, 40).await;
     release.send(()).unwrap();
@@ -104,15 +104,15 @@ async fn queued_jobs_share_one_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_rolls_back_alone_within_its_batch() {
     let (_dir, s) = open();
-    s.create_account(account(1)).await.unwrap();
+    s.create_account(account(1), &[]).await.unwrap();
     let (release, held) = hold_writer(&s).await;
     // Submitted in order, so the batch is: new, duplicate (fails after nothing), new.
     let mut handles = Vec::new();
     for (i, n) in [2u8, 1, 3].into_iter().enumerate() {
         let s2 = Arc::clone(&s);
-        handles.push(tokio::spawn(
-            async move { s2.create_account(account(n)).await },
-        ));
+        handles.push(tokio::spawn(async move {
+            s2.create_account(account(n), &[]).await
+        }));
         wait_until_queued(&s, i + 1).await;
     }
     // A job that appends a change and then fails: its seq must be given back.
@@ -130,7 +130,7 @@ async fn a_failed_job_rolls_back_alone_within_its_batch() {
     });
     wait_until_queued(&s, 4).await;
     let s2 = Arc::clone(&s);
-    let last = tokio::spawn(async move { s2.create_account(account(4)).await });
+    let last = tokio::spawn(async move { s2.create_account(account(4), &[]).await });
     wait_until_queued(&s, 5).await;
     let before = s.write_stats();
     release.send(()).unwrap();
@@ -177,10 +177,10 @@ async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_fails_the_batch_and_keeps_the_head() {
     let (_dir, s) = open();
-    s.create_account(account(1)).await.unwrap();
+    s.create_account(account(1), &[]).await.unwrap();
     let (release, held) = hold_writer(&s).await;
     let s2 = Arc::clone(&s);
-    let innocent = tokio::spawn(async move { s2.create_account(account(2)).await });
+    let innocent = tokio::spawn(async move { s2.create_account(account(2), &[]).await });
     wait_until_queued(&s, 1).await;
     // A foreign-key violation deferred to COMMIT: the job itself succeeds, the COMMIT fails.
     let s2 = Arc::clone(&s);
@@ -219,7 +219,7 @@ async fn a_failed_commit_fails_the_batch_and_keeps_the_head() {
     );
 
     // The writer recovers: the next write gets seq 2, chained onto seq 1.
-    s.create_account(account(2)).await.unwrap();
+    s.create_account(account(2), &[]).await.unwrap();
     let log = s.changes_after(0, 100).await.unwrap();
     assert_eq!(log.len(), 2);
     assert_chain(&log);
@@ -242,7 +242,7 @@ async fn a_panicking_job_fails_alone_and_the_writer_lives_on() {
         matches!(result, Err(StorageError::Unavailable(_))),
         "{result:?}"
     );
-    s.create_account(account(1)).await.unwrap();
+    s.create_account(account(1), &[]).await.unwrap();
     let log = s.changes_after(0, 100).await.unwrap();
     assert_eq!(log.len(), 1);
     assert_chain(&log);
@@ -257,7 +257,7 @@ async fn shutdown_through_a_shared_handle_drains_the_queue() {
     let mut tasks = JoinSet::new();
     for n in 0..10 {
         let s = Arc::clone(&s);
-        tasks.spawn(async move { s.create_account(account(n)).await });
+        tasks.spawn(async move { s.create_account(account(n), &[]).await });
     }
     wait_until_queued(&s, 10).await;
     let storage: Arc<dyn Storage> = s.clone();
@@ -272,7 +272,7 @@ async fn shutdown_through_a_shared_handle_drains_the_queue() {
         result.unwrap();
     }
     assert_eq!(s.writer.queued(), 0);
-    let err = s.create_account(account(99)).await.unwrap_err();
+    let err = s.create_account(account(99), &[]).await.unwrap_err();
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
     // Reads have their own connections and go on working.
     assert_eq!(s.list_accounts().await.unwrap().len(), 10);
@@ -286,7 +286,7 @@ async fn close_waits_for_queued_writes() {
     let mut tasks = JoinSet::new();
     for n in 0..20 {
         let s = Arc::clone(&s);
-        tasks.spawn(async move { s.create_account(account(n)).await });
+        tasks.spawn(async move { s.create_account(account(n), &[]).await });
     }
     for r in tasks.join_all().await {
         r.unwrap();

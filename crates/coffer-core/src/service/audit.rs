@@ -1,0 +1,534 @@
+//! The audit log: what core records for every change and every denied attempt, and the
+//! verification of the per-account hash chains and their signed checkpoints.
+//!
+//! Entries of a change are handed to storage with the change itself and written in the same
+//! transaction: if the entry cannot be written, the change is refused (fail closed). Denials are
+//! written on their own before the error is returned. No entry ever holds a secret value or a
+//! token: the payload is built here from ids, names and flags only.
+//!
+//! Tamper evidence: storage chains each account's entries by SHA-256; core periodically signs the
+//! head of each chain with the audit MAC key (wrapped by the KEK, never in the database in clear).
+//! Editing, deleting or reordering rows breaks the chain; rewriting the whole chain consistently
+//! breaks the signed checkpoints. Deleting the newest entries after the last checkpoint is only
+//! visible against a head recorded elsewhere: `verify` reports the head so operators can.
+
+use coffer_storage::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, Page};
+use coffer_types::{AccountId, SecretId, StoreId, Timestamp, TokenId};
+use serde::Serialize;
+
+use super::Coffer;
+use crate::{CoreError, Permission, Principal, RequestContext, Resource};
+
+/// What an entry is about: the ids and names core knows at the time.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Target {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<StoreId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<SecretId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<TokenId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_name: Option<String>,
+}
+
+impl Target {
+    pub fn account() -> Target {
+        Target {
+            kind: "account",
+            ..Target::default()
+        }
+    }
+
+    pub fn store(id: Option<StoreId>, name: Option<&str>) -> Target {
+        Target {
+            kind: "store",
+            store_id: id,
+            store_name: name.map(str::to_owned),
+            ..Target::default()
+        }
+    }
+
+    pub fn secret(store: StoreId, id: Option<SecretId>, name: Option<&str>) -> Target {
+        Target {
+            kind: "secret",
+            store_id: Some(store),
+            secret_id: id,
+            secret_name: name.map(str::to_owned),
+            ..Target::default()
+        }
+    }
+
+    pub fn token(id: Option<TokenId>, name: Option<&str>) -> Target {
+        Target {
+            kind: "token",
+            token_id: id,
+            token_name: name.map(str::to_owned),
+            ..Target::default()
+        }
+    }
+}
+
+/// Facts particular to some actions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Details {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_modified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicated_from_id: Option<SecretId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_quota: Option<Option<u64>>,
+    /// Why a denial or failed login happened (a permission name or a fixed phrase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Actor<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<TokenId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_name: Option<&'a str>,
+    operator: bool,
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    time: String,
+    account_id: AccountId,
+    actor: Actor<'a>,
+    action: &'a str,
+    outcome: &'a str,
+    resource: &'a Target,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    #[serde(flatten)]
+    details: &'a Details,
+}
+
+/// The result of verifying one account's audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerification {
+    pub entries_checked: u64,
+    pub checkpoints_checked: u64,
+    /// The last entry's sequence number and hash, for recording outside the instance.
+    pub head: Option<(u64, [u8; 32])>,
+    /// The first problem found, if any: the entry's sequence number and what is wrong.
+    pub first_bad: Option<(u64, String)>,
+}
+
+/// What an actor did, when, with what outcome.
+pub(crate) struct Event<'a> {
+    pub action: &'static str,
+    pub outcome: &'static str,
+    pub target: Target,
+    pub details: Details,
+    pub who: Actorish<'a>,
+}
+
+/// The actor of an event: an authenticated principal, or (for failed logins) a token id that
+/// may not be genuine.
+pub(crate) enum Actorish<'a> {
+    Principal(&'a Principal),
+    Token {
+        id: TokenId,
+        context: &'a RequestContext,
+    },
+    /// The instance itself (`coffer init` creating the first account and operator token).
+    Instance,
+}
+
+static NO_CONTEXT: RequestContext = RequestContext {
+    request_id: String::new(),
+    client: None,
+};
+
+/// Entries read from storage per round trip when verifying.
+const VERIFY_BATCH: usize = 1000;
+
+/// The message a checkpoint's MAC covers.
+fn checkpoint_message(account: AccountId, seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(19 + 16 + 8 + 32);
+    m.extend_from_slice(b"coffer/audit-cp/v1");
+    m.push(0);
+    m.extend_from_slice(account.as_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m
+}
+
+impl Coffer {
+    /// Builds the entry for `event` in `account`'s chain.
+    pub(crate) fn audit_entry(
+        &self,
+        account: AccountId,
+        event: Event<'_>,
+    ) -> Result<AuditEntry, CoreError> {
+        let at = Timestamp::now();
+        let (actor, context) = match event.who {
+            Actorish::Principal(p) => (
+                Actor {
+                    token_id: Some(p.token_id),
+                    token_name: Some(&p.token_name),
+                    operator: p.operator,
+                },
+                &p.context,
+            ),
+            Actorish::Token { id, context } => (
+                Actor {
+                    token_id: Some(id),
+                    token_name: None,
+                    operator: false,
+                },
+                context,
+            ),
+            Actorish::Instance => (
+                Actor {
+                    token_id: None,
+                    token_name: Some("coffer init"),
+                    operator: true,
+                },
+                &NO_CONTEXT,
+            ),
+        };
+        let actor_token = actor.token_id;
+        let payload = Payload {
+            time: at.to_rfc3339(),
+            account_id: account,
+            actor,
+            action: event.action,
+            outcome: event.outcome,
+            resource: &event.target,
+            request_id: &context.request_id,
+            client: context.client.as_deref(),
+            details: &event.details,
+        };
+        let payload = serde_json::to_vec(&payload)
+            .map_err(|e| CoreError::Internal(format!("audit payload: {e}")))?;
+        Ok(AuditEntry {
+            account_id: account,
+            at,
+            action: event.action.to_owned(),
+            outcome: event.outcome.to_owned(),
+            actor_token,
+            store_id: event.target.store_id,
+            secret_id: event.target.secret_id,
+            payload,
+        })
+    }
+
+    /// A change's entry, attributed to `who`.
+    pub(crate) fn change_entry(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        action: &'static str,
+        target: Target,
+        details: Details,
+    ) -> Result<AuditEntry, CoreError> {
+        self.audit_entry(
+            account,
+            Event {
+                action,
+                outcome: "success",
+                target,
+                details,
+                who: Actorish::Principal(who),
+            },
+        )
+    }
+
+    /// Records a denied attempt and returns the denial. A caller probing another account is
+    /// recorded in its own account's log, so the target account learns nothing and the probe
+    /// is still visible to the prober's administrators.
+    pub(crate) async fn deny(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        action: &'static str,
+        target: Target,
+        error: CoreError,
+    ) -> CoreError {
+        let reason = match &error {
+            CoreError::Forbidden(p) => format!("missing permission {p}"),
+            CoreError::NotFound(Resource::Account) => {
+                "account not visible to this token".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let chain = if who.operator || who.account_id == account {
+            account
+        } else {
+            who.account_id
+        };
+        let details = Details {
+            reason: Some(reason),
+            ..Details::default()
+        };
+        let event = Event {
+            action,
+            outcome: "denied",
+            target,
+            details,
+            who: Actorish::Principal(who),
+        };
+        match self.audit_entry(chain, event) {
+            Ok(entry) => {
+                if let Err(e) = self.storage.append_audit(&[entry]).await {
+                    // The request is refused either way; say loudly that its record is missing.
+                    tracing::error!(error = %e, "could not record a denied attempt in the audit log");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not build an audit entry"),
+        }
+        error
+    }
+
+    /// Checks `need` on `account` for `who`, recording a denial under `action` if refused.
+    pub(crate) async fn check(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        need: Permission,
+        action: &'static str,
+        target: impl FnOnce() -> Target,
+    ) -> Result<(), CoreError> {
+        match who.require(account, need) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.deny(who, account, action, target(), e).await),
+        }
+    }
+
+    /// Checks an operator-only action, recording a denial if refused. `account` is the account
+    /// acted on, if any (another account's stays invisible to non-operators: 404).
+    pub(crate) async fn check_operator(
+        &self,
+        who: &Principal,
+        account: Option<AccountId>,
+        action: &'static str,
+        target: Target,
+    ) -> Result<(), CoreError> {
+        let result = match account {
+            Some(a) => who.require_operator_on(a),
+            None => who.require_operator(),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self
+                .deny(who, account.unwrap_or(who.account_id), action, target, e)
+                .await),
+        }
+    }
+
+    /// Records a failed login for a token id that exists (its account is known); unknown ids
+    /// have no account to record in and are only logged.
+    pub(crate) async fn record_failed_login(
+        &self,
+        account: AccountId,
+        token: TokenId,
+        context: &RequestContext,
+        reason: &str,
+    ) {
+        let event = Event {
+            action: "login",
+            outcome: "denied",
+            target: Target::token(Some(token), None),
+            details: Details {
+                reason: Some(reason.to_owned()),
+                ..Details::default()
+            },
+            who: Actorish::Token { id: token, context },
+        };
+        match self.audit_entry(account, event) {
+            Ok(entry) => {
+                if let Err(e) = self.storage.append_audit(&[entry]).await {
+                    tracing::error!(error = %e, "could not record a failed login in the audit log");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not build an audit entry"),
+        }
+    }
+
+    /// The account's audit log (super_admin of the account, or the operator). Reading it is not
+    /// itself audited.
+    pub async fn list_audit(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        query: &AuditQuery,
+    ) -> Result<Page<AuditRecord>, CoreError> {
+        self.check(
+            who,
+            account,
+            Permission::ManageAccount,
+            "read_audit",
+            Target::account,
+        )
+        .await?;
+        Ok(self.storage.list_audit(account, query).await?)
+    }
+
+    /// Signs the head of every audit chain that moved since its last checkpoint. The server
+    /// calls this periodically and at shutdown.
+    pub async fn checkpoint_audit(&self) -> Result<u64, CoreError> {
+        let mut written = 0;
+        for account in self.storage.audit_accounts().await? {
+            let Some((seq, hash)) = self.storage.audit_head(account).await? else {
+                continue;
+            };
+            let last = self
+                .storage
+                .audit_checkpoints(account)
+                .await?
+                .last()
+                .map(|c| c.seq);
+            if last == Some(seq) {
+                continue;
+            }
+            let mac = self
+                .keys
+                .audit_mac()
+                .sign(&checkpoint_message(account, seq, &hash))
+                .to_vec();
+            self.storage
+                .put_audit_checkpoint(AuditCheckpoint {
+                    account_id: account,
+                    seq,
+                    hash,
+                    mac,
+                    at: Timestamp::now(),
+                })
+                .await?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Verifies an account's whole audit chain and its checkpoints (super_admin of the account,
+    /// or the operator; the operator may also verify deleted accounts' logs).
+    pub async fn verify_audit(
+        &self,
+        who: &Principal,
+        account: AccountId,
+    ) -> Result<AuditVerification, CoreError> {
+        if !who.operator {
+            self.check(
+                who,
+                account,
+                Permission::ManageAccount,
+                "verify_audit",
+                Target::account,
+            )
+            .await?;
+        } else if !who.role.allows(Permission::ManageAccount) {
+            return Err(self
+                .deny(
+                    who,
+                    account,
+                    "verify_audit",
+                    Target::account(),
+                    CoreError::Forbidden(Permission::ManageAccount),
+                )
+                .await);
+        }
+        self.verify_chain(account).await
+    }
+
+    /// The verification itself, without a permission check (for `coffer audit verify` run by
+    /// the operator and for tests).
+    pub async fn verify_chain(&self, account: AccountId) -> Result<AuditVerification, CoreError> {
+        let mut expected_seq = 1u64;
+        let mut prev = [0u8; 32];
+        let mut hashes: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
+        let mut first_bad: Option<(u64, String)> = None;
+        let mut checked = 0u64;
+        let mut after = 0u64;
+        'outer: loop {
+            let batch = self
+                .storage
+                .audit_entries(account, after, VERIFY_BATCH)
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for record in &batch {
+                after = record.seq;
+                checked += 1;
+                let problem = if record.seq != expected_seq {
+                    Some(format!(
+                        "expected entry {expected_seq} here, found entry {} (deleted or reordered entries)",
+                        record.seq
+                    ))
+                } else if record.entry.account_id != account {
+                    Some("entry belongs to another account".to_owned())
+                } else if record.prev_hash != prev {
+                    Some("does not link to the previous entry (deleted, inserted or reordered entries)".to_owned())
+                } else if AuditRecord::compute_hash(&record.prev_hash, record.seq, &record.entry)
+                    != record.hash
+                {
+                    Some("content does not match its hash (edited entry)".to_owned())
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    first_bad = Some((record.seq.min(expected_seq), p));
+                    break 'outer;
+                }
+                hashes.insert(record.seq, record.hash);
+                prev = record.hash;
+                expected_seq += 1;
+            }
+        }
+        let head = (expected_seq > 1).then(|| (expected_seq - 1, prev));
+        let checkpoints = self.storage.audit_checkpoints(account).await?;
+        let mut checkpoints_checked = 0;
+        if first_bad.is_none() {
+            for cp in &checkpoints {
+                checkpoints_checked += 1;
+                let signed = self
+                    .keys
+                    .audit_mac()
+                    .verify(&checkpoint_message(account, cp.seq, &cp.hash), &cp.mac);
+                let problem = if !signed {
+                    Some(
+                        "checkpoint signature is invalid (forged or altered checkpoint)".to_owned(),
+                    )
+                } else {
+                    match hashes.get(&cp.seq) {
+                        None => Some(format!(
+                            "a signed checkpoint covers entry {} but the log ends before it (entries removed)",
+                            cp.seq
+                        )),
+                        Some(h) if h != &cp.hash => Some(
+                            "entry differs from the signed checkpoint (log rewritten)".to_owned(),
+                        ),
+                        Some(_) => None,
+                    }
+                };
+                if let Some(p) = problem {
+                    first_bad = Some((cp.seq, p));
+                    break;
+                }
+            }
+        }
+        Ok(AuditVerification {
+            entries_checked: checked,
+            checkpoints_checked,
+            head,
+            first_bad,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! The token cache: token rows by id, so authentication costs one HMAC instead of a storage
+//! read.
+//!
+//! Correctness rests on one rule: a token (or account) is *barred* from the cache before the
+//! write that revokes (or deletes) it is submitted. A barred id is never served from or stored
+//! into the cache again, so every later request reads the row from storage and sees the
+//! revocation. This holds even if the revoking request is cancelled mid-write (the bar is
+//! already in place, whether or not the write commits) and even if a request that read the row
+//! before the revocation tries to cache it afterwards (the insert is refused under the same lock).
+//!
+//! Rows change only through this process (one process per data dir). A database shared by
+//! several instances will need invalidation from the change feed before it may use this cache.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use coffer_storage::TokenRecord;
+use coffer_types::{AccountId, TokenId};
+
+/// Token rows kept at most.
+const CAPACITY: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct Inner {
+    rows: HashMap<TokenId, TokenRecord>,
+    barred_tokens: HashSet<TokenId>,
+    barred_accounts: HashSet<AccountId>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    inner: RwLock<Inner>,
+}
+
+impl TokenCache {
+    pub(crate) fn get(&self, id: TokenId) -> Option<TokenRecord> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.rows.get(&id).cloned()
+    }
+
+    /// Caches a row read from storage, unless its token or account was barred meanwhile.
+    pub(crate) fn insert(&self, record: &TokenRecord) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if inner.barred_tokens.contains(&record.id)
+            || inner.barred_accounts.contains(&record.account_id)
+        {
+            return;
+        }
+        if inner.rows.len() >= CAPACITY
+            && let Some(victim) = inner.rows.keys().next().copied()
+        {
+            inner.rows.remove(&victim);
+        }
+        inner.rows.insert(record.id, record.clone());
+    }
+
+    /// Call before submitting a revocation of `id`.
+    pub(crate) fn bar_token(&self, id: TokenId) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.rows.remove(&id);
+        inner.barred_tokens.insert(id);
+    }
+
+    /// Call before submitting the deletion of `account`.
+    pub(crate) fn bar_account(&self, account: AccountId) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.rows.retain(|_, t| t.account_id != account);
+        inner.barred_accounts.insert(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_types::Timestamp;
+
+    use super::*;
+
+    fn row(id: u8, account: u8) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::from_bytes([id; 16]),
+            account_id: AccountId::from_bytes([account; 16]),
+            name: "t".into(),
+            hash: [0; 32],
+            role: "super_admin".into(),
+            operator: false,
+            created: Timestamp::now(),
+            expires: None,
+            revoked: None,
+            last_used: None,
+        }
+    }
+
+    #[test]
+    fn a_row_read_before_a_revocation_is_not_cached_after_it() {
+        let cache = TokenCache::default();
+        let stale = row(1, 9);
+        cache.insert(&stale);
+        assert_eq!(cache.get(stale.id), Some(stale.clone()));
+        // The revocation bars the token; a request that read the row earlier then tries to
+        // cache it: refused, now and later.
+        cache.bar_token(stale.id);
+        assert_eq!(cache.get(stale.id), None);
+        cache.insert(&stale);
+        assert_eq!(cache.get(stale.id), None);
+        // Other tokens are unaffected.
+        let other = row(2, 9);
+        cache.insert(&other);
+        assert_eq!(cache.get(other.id), Some(other));
+    }
+
+    #[test]
+    fn a_deleted_accounts_tokens_are_never_cached_again() {
+        let cache = TokenCache::default();
+        let (a, b) = (row(1, 7), row(2, 8));
+        cache.insert(&a);
+        cache.insert(&b);
+        cache.bar_account(a.account_id);
+        assert_eq!(cache.get(a.id), None);
+        cache.insert(&a);
+        cache.insert(&row(3, 7));
+        assert_eq!(cache.get(a.id), None);
+        assert_eq!(cache.get(TokenId::from_bytes([3; 16])), None);
+        assert_eq!(cache.get(b.id), Some(b));
+    }
+}
