@@ -76,6 +76,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Read the account's audit log and verify that it was not tampered with (super_admin)
+    Audit {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 const DEV_LONG_ABOUT: &str = "\
@@ -620,6 +627,83 @@ pub struct TokenIdArg {
     pub id: String,
 }
 
+// ---- audit log ----
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the account's audit entries, newest first: who did what, to what, with what outcome
+    #[command(
+        after_help = "Examples:\n  coffer audit list --action delete --from 2025-01-01T00:00:00Z\n  \
+                      coffer audit list --outcome denied --direction asc --per-page 100"
+    )]
+    List(AuditListArgs),
+    /// Check the audit log's hash chain and signed checkpoints; exit status 1 if tampered with
+    #[command(after_help = AUDIT_VERIFY_AFTER_HELP)]
+    Verify,
+}
+
+const AUDIT_VERIFY_AFTER_HELP: &str = "\
+Prints the number of entries and checkpoints checked and the head of the chain (its last entry's
+number and hash). Record the head elsewhere: deleting the newest entries is only visible against
+a head recorded before. If the log was tampered with, says which entry on standard error and exits
+with status 1 (also with --json, which prints the verification result first).";
+
+const RFC3339_VALUE_NAME: &str = "RFC3339";
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Only entries at or after this date-time, e.g. 2025-01-31T00:00:00Z
+    // Taken as text and checked by `filter()`, so that a bad value is a one-line usage error.
+    #[arg(long, value_name = RFC3339_VALUE_NAME)]
+    pub from: Option<String>,
+
+    /// Only entries at or before this date-time
+    #[arg(long, value_name = RFC3339_VALUE_NAME)]
+    pub to: Option<String>,
+
+    /// Only entries of this actor (a token id)
+    #[arg(long, value_name = "TOKEN_ID")]
+    pub actor: Option<String>,
+
+    /// Only entries of this action, e.g. create, update, delete, duplicate, revoke, login
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+
+    /// Only entries with this outcome: success or denied
+    #[arg(long, value_name = "OUTCOME")]
+    pub outcome: Option<String>,
+
+    /// Only entries about this store (and its secrets)
+    #[arg(long, value_name = "ID")]
+    pub store_id: Option<String>,
+
+    /// Only entries about this secret
+    #[arg(long, value_name = "ID")]
+    pub secret_id: Option<String>,
+
+    #[command(flatten)]
+    pub page: PageArgs,
+
+    /// Sort direction (default desc: newest first)
+    #[arg(long, value_enum)]
+    pub direction: Option<DirectionArg>,
+}
+
+impl AuditListArgs {
+    /// `--from` and `--to` after checking that they are RFC 3339 date-times; otherwise a
+    /// one-line message naming the flag.
+    pub fn time_range(&self) -> Result<(Option<String>, Option<String>), String> {
+        let check = |flag: &str, given: &Option<String>| match given {
+            Some(t) if coffer_types::Timestamp::parse_rfc3339(t).is_none() => Err(format!(
+                "invalid value {t:?} for --{flag} <{RFC3339_VALUE_NAME}>: expected an RFC 3339 \
+                 date-time, e.g. 2025-01-31T00:00:00Z"
+            )),
+            other => Ok(other.clone()),
+        };
+        Ok((check("from", &self.from)?, check("to", &self.to)?))
+    }
+}
+
 // ---- value types ----
 
 /// `workers, ai_gateway` -> `["workers", "ai_gateway"]`: items are trimmed, empty items are
@@ -1041,6 +1125,92 @@ mod tests {
                 .ends_with("must be positive")
         );
         assert!(parse_duration("36501d").unwrap_err().ends_with("36500d"));
+    }
+
+    #[test]
+    fn audit_list_takes_filters_and_checks_dates() {
+        let list = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Audit {
+                command: AuditCommand::List(l),
+                conn,
+            } => (l, conn.json),
+            other => panic!("{other:?}"),
+        };
+        let (l, json) = list(&[
+            "audit",
+            "list",
+            "--from",
+            "2025-01-01T00:00:00+02:00",
+            "--to",
+            "2025-01-02T00:00:00Z",
+            "--actor",
+            "t",
+            "--action",
+            "create",
+            "--outcome",
+            "denied",
+            "--store-id",
+            "s",
+            "--secret-id",
+            "x",
+            "--page",
+            "2",
+            "--per-page",
+            "5",
+            "--direction",
+            "asc",
+            "--json",
+        ]);
+        assert!(json);
+        assert_eq!(
+            l.time_range(),
+            Ok((
+                Some("2025-01-01T00:00:00+02:00".to_owned()),
+                Some("2025-01-02T00:00:00Z".to_owned())
+            ))
+        );
+        assert_eq!(
+            (
+                l.actor.as_deref(),
+                l.action.as_deref(),
+                l.outcome.as_deref()
+            ),
+            (Some("t"), Some("create"), Some("denied"))
+        );
+        assert_eq!(
+            (l.store_id.as_deref(), l.secret_id.as_deref()),
+            (Some("s"), Some("x"))
+        );
+        assert_eq!((l.page.page, l.page.per_page), (Some(2), Some(5)));
+        assert_eq!(l.direction, Some(DirectionArg::Asc));
+
+        let (l, json) = list(&["audit", "list"]);
+        assert!(!json);
+        assert_eq!(l.time_range(), Ok((None, None)));
+        assert_eq!(l.direction, None);
+
+        for (flag, bad) in [
+            ("--from", "yesterday"),
+            ("--to", "2025-01-01"),
+            ("--from", "2025-13-01T00:00:00Z"),
+        ] {
+            let (l, _) = list(&["audit", "list", flag, bad]);
+            let err = l.time_range().unwrap_err();
+            assert!(err.contains(flag), "{err}");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert!(parse(&["audit", "list", "--direction", "up"]).is_err());
+        assert!(parse(&["audit", "list", "--page", "0"]).is_err());
+        assert!(matches!(
+            parse(&["audit", "verify", "--json"]).unwrap().command,
+            Command::Audit {
+                command: AuditCommand::Verify,
+                conn
+            } if conn.json
+        ));
+        assert!(parse(&["audit", "verify", "x"]).is_err());
+        assert!(parse(&["audit"]).is_err());
     }
 
     #[test]

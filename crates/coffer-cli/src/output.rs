@@ -6,7 +6,10 @@
 
 use std::io::Write;
 
-use coffer_client::{Account, CreatedToken, Page, Quota, ResultInfo, Secret, Store, Token};
+use coffer_client::{
+    Account, AuditLogEntry, AuditVerification, CreatedToken, Page, Quota, ResultInfo, Secret,
+    Store, Token,
+};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -25,6 +28,10 @@ const TOKEN_COLUMNS: [&str; 7] = [
     "Issued",
     "Expires",
     "Last used",
+];
+
+const AUDIT_COLUMNS: [&str; 7] = [
+    "Seq", "Time", "Actor", "Action", "Outcome", "Resource", "Request",
 ];
 
 /// Writes `text` to standard output. Errors (a closed pipe) are returned, not panicked on.
@@ -83,9 +90,12 @@ pub fn secrets_table(secrets: &[Secret]) -> String {
 /// `page 1 of 3 (10 per page, 25 secrets in all)`.
 fn page_footer<T>(page: &Page<T>, noun: &str) -> String {
     let noun = if page.result_info.total_count == 1 {
-        noun.trim_end_matches('s')
+        match noun.strip_suffix("ies") {
+            Some(stem) => format!("{stem}y"),
+            None => noun.trim_end_matches('s').to_owned(),
+        }
     } else {
-        noun
+        noun.to_owned()
     };
     let info = &page.result_info;
     let pages = if info.per_page == 0 {
@@ -302,6 +312,101 @@ pub fn token_revoked(token: &Token, as_json: bool) -> String {
         "Revoked token {} ({}); it no longer works.\n",
         one_line(&token.id),
         one_line(&token.name)
+    )
+}
+
+/// A string at `path` in an audit event (`None` if absent, null, empty or not a string).
+fn event_str<'a>(entry: &'a AuditLogEntry, path: &[&str]) -> Option<&'a str> {
+    let (first, rest) = path.split_first()?;
+    let mut value = entry.event.get(*first)?;
+    for key in rest {
+        value = value.get(key)?;
+    }
+    value.as_str().filter(|s| !s.is_empty())
+}
+
+/// Who acted: the token's name, else its id, else `-`.
+fn audit_actor(entry: &AuditLogEntry) -> String {
+    event_str(entry, &["actor", "token_name"])
+        .or_else(|| event_str(entry, &["actor", "token_id"]))
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// What was acted on: the resource's type and its name, else its id (`secret openai-key`,
+/// `store 0123...`, `account`).
+fn audit_resource(entry: &AuditLogEntry) -> String {
+    let field = |name: &str| event_str(entry, &["resource", name]);
+    let kind = field("type").unwrap_or("-");
+    let which = match kind {
+        "store" => field("store_name").or_else(|| field("store_id")),
+        "secret" => field("secret_name").or_else(|| field("secret_id")),
+        "token" => field("token_name").or_else(|| field("token_id")),
+        "account" => field("account_name"),
+        // A type this CLI does not know yet: the first name or id it carries.
+        _ => [
+            "secret_name",
+            "store_name",
+            "token_name",
+            "account_name",
+            "secret_id",
+            "store_id",
+            "token_id",
+        ]
+        .into_iter()
+        .find_map(field),
+    };
+    match which {
+        Some(w) => format!("{kind} {w}"),
+        None => kind.to_owned(),
+    }
+}
+
+fn audit_table(entries: &[AuditLogEntry]) -> String {
+    let mut t = Table::new(&AUDIT_COLUMNS);
+    for e in entries {
+        let text = |key: &str| event_str(e, &[key]).unwrap_or("-").to_owned();
+        t.row(vec![
+            e.seq.to_string(),
+            text("time"),
+            audit_actor(e),
+            text("action"),
+            text("outcome"),
+            audit_resource(e),
+            text("request_id"),
+        ]);
+    }
+    t.render()
+}
+
+/// `audit list`: a table of entries and a page footer, or `{result, result_info}` under `--json`
+/// (each entry exactly as the server sent it).
+pub fn audit_list(page: &Page<AuditLogEntry>, as_json: bool) -> String {
+    if as_json {
+        return page_json(page);
+    }
+    if page.items.is_empty() && page.result_info.total_count == 0 {
+        return "No audit entries found.\n".to_owned();
+    }
+    audit_table(&page.items) + &page_footer(page, "entries")
+}
+
+/// `audit verify` of a log that checks out: counts and the head to record elsewhere. Under
+/// `--json`, the verification result whatever it says.
+pub fn audit_verification(v: &AuditVerification, as_json: bool) -> String {
+    if as_json {
+        return json_text(v);
+    }
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let head = match (v.head_seq, &v.head_hash) {
+        (Some(seq), Some(hash)) => format!("head #{seq} {}", one_line(hash)),
+        (Some(seq), None) => format!("head #{seq}"),
+        _ => "no head (the log is empty)".to_owned(),
+    };
+    format!(
+        "audit log OK: {}, {}; {head}\n",
+        plural(v.entries_checked, "entry", "entries"),
+        plural(v.checkpoints_checked, "checkpoint", "checkpoints"),
     )
 }
 
@@ -535,6 +640,158 @@ mod tests {
             value: coffer_client::SecretValue::new("coffer_y".into()),
         };
         assert!(token_created(&never, "acc", false).contains("does not expire"));
+    }
+
+    fn audit_entry(seq: u64, event: serde_json::Value) -> AuditLogEntry {
+        AuditLogEntry {
+            seq,
+            hash: "ab".repeat(32),
+            event: event.as_object().unwrap().clone(),
+        }
+    }
+
+    fn audit_sample() -> Vec<AuditLogEntry> {
+        vec![
+            audit_entry(
+                2,
+                serde_json::json!({"time": "2025-01-01T00:00:01Z", "action": "create",
+                    "outcome": "success", "request_id": "req-2",
+                    "actor": {"token_id": "d".repeat(32), "token_name": "init", "operator": true},
+                    "resource": {"type": "secret", "store_id": "a".repeat(32),
+                        "secret_id": "b".repeat(32), "secret_name": "openai\u{1b}[2J"}}),
+            ),
+            audit_entry(
+                1,
+                serde_json::json!({"time": "2025-01-01T00:00:00Z", "action": "login",
+                    "outcome": "denied", "request_id": "",
+                    "actor": {"token_id": "e".repeat(32), "operator": false},
+                    "resource": {"type": "token", "token_id": "e".repeat(32)},
+                    "reason": "revoked"}),
+            ),
+        ]
+    }
+
+    #[test]
+    fn audit_table_names_actor_and_resource_and_escapes_them() {
+        let out = audit_list(&page(audit_sample(), 2), false);
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(header, AUDIT_COLUMNS);
+        lines.next();
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "2",
+                "2025-01-01T00:00:01Z",
+                "init",
+                "create",
+                "success",
+                "secret",
+                "openai\\u{1b}[2J",
+                "req-2"
+            ]
+        );
+        // No token name: the id; no request id: a dash.
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let e = "e".repeat(32);
+        assert_eq!(
+            row,
+            [
+                "1",
+                "2025-01-01T00:00:00Z",
+                &e,
+                "login",
+                "denied",
+                "token",
+                &e,
+                "-"
+            ]
+        );
+        assert_eq!(
+            lines.next(),
+            Some("page 1 of 1 (10 per page, 2 entries in all)")
+        );
+        assert_eq!(lines.next(), None);
+        assert!(!out.contains('\u{1b}'));
+
+        let one = audit_list(&page(audit_sample()[..1].to_vec(), 1), false);
+        assert!(one.ends_with("(10 per page, 1 entry in all)\n"), "{one}");
+        assert_eq!(
+            audit_list(&page(vec![], 0), false),
+            "No audit entries found.\n"
+        );
+    }
+
+    #[test]
+    fn audit_resources_fall_back_from_names_to_ids() {
+        let resource = |r: serde_json::Value| {
+            audit_resource(&audit_entry(1, serde_json::json!({"resource": r})))
+        };
+        let s = "a".repeat(32);
+        assert_eq!(
+            resource(serde_json::json!({"type": "store", "store_id": s, "store_name": "prod"})),
+            "store prod"
+        );
+        assert_eq!(
+            resource(serde_json::json!({"type": "store", "store_id": s})),
+            format!("store {s}")
+        );
+        assert_eq!(
+            resource(serde_json::json!({"type": "account", "account_name": "team-b"})),
+            "account team-b"
+        );
+        assert_eq!(resource(serde_json::json!({"type": "account"})), "account");
+        assert_eq!(
+            resource(serde_json::json!({"type": "binding", "store_id": s})),
+            format!("binding {s}")
+        );
+        assert_eq!(resource(serde_json::json!(null)), "-");
+        assert_eq!(audit_actor(&audit_entry(1, serde_json::json!({}))), "-");
+    }
+
+    #[test]
+    fn audit_list_json_keeps_entries_as_sent() {
+        let out = audit_list(&page(audit_sample(), 7), true);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["result"][0]["seq"], 2);
+        assert_eq!(v["result"][0]["hash"], "ab".repeat(32));
+        assert_eq!(v["result"][0]["actor"]["token_name"], "init");
+        assert_eq!(v["result"][1]["reason"], "revoked");
+        assert_eq!(v["result_info"]["total_count"], 7);
+    }
+
+    #[test]
+    fn audit_verification_states_counts_and_head() {
+        let mut v = AuditVerification {
+            ok: true,
+            entries_checked: 12,
+            checkpoints_checked: 1,
+            head_seq: Some(12),
+            head_hash: Some("cd".repeat(32)),
+            first_bad: None,
+        };
+        assert_eq!(
+            audit_verification(&v, false),
+            format!(
+                "audit log OK: 12 entries, 1 checkpoint; head #12 {}\n",
+                "cd".repeat(32)
+            )
+        );
+        let j: serde_json::Value = serde_json::from_str(&audit_verification(&v, true)).unwrap();
+        assert_eq!(j["ok"], true);
+        assert_eq!(j["entries_checked"], 12);
+        assert_eq!(j["head_hash"], "cd".repeat(32));
+        assert_eq!(j["first_bad"], serde_json::Value::Null);
+
+        v.entries_checked = 0;
+        v.checkpoints_checked = 0;
+        v.head_seq = None;
+        v.head_hash = None;
+        assert_eq!(
+            audit_verification(&v, false),
+            "audit log OK: 0 entries, 0 checkpoints; no head (the log is empty)\n"
+        );
     }
 
     #[test]

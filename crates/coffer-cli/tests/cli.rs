@@ -1268,3 +1268,198 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     let line = out.one_error_line(1).to_owned();
     assert!(line.contains("in use by another coffer process"), "{line}");
 }
+
+/// The entries of an `audit list --json` answer, after checking its shape.
+fn audit_entries(out: &Out) -> Vec<Value> {
+    let v = out.json();
+    let entries = v["result"].as_array().unwrap().clone();
+    assert_eq!(
+        v["result_info"]["count"].as_u64(),
+        Some(entries.len() as u64),
+        "{v}"
+    );
+    entries
+}
+
+#[test]
+fn the_audit_log_records_changes_verifies_and_is_for_super_admins_only() {
+    let (_tmp, _data, _server, conn) = setup();
+    let value = "v4lue-in-audit-Hq55t";
+    let store = create_store(&conn, "audited");
+    let out = conn
+        .run_with_stdin(
+            &[
+                "secret", "create", &store, "--name", "db-pass", "--scopes", "workers", "--json",
+            ],
+            value,
+        )
+        .ok();
+    let secret = out.json()[0]["id"].as_str().unwrap().to_owned();
+    conn.run(&[
+        "secret",
+        "update",
+        &store,
+        "--secret-id",
+        &secret,
+        "--comment",
+        "rotated",
+    ])
+    .ok();
+
+    // Everything, newest first.
+    let all = conn.run(&["audit", "list", "--json"]).ok();
+    let entries = audit_entries(&all);
+    let total = all.json()["result_info"]["total_count"].as_u64().unwrap();
+    assert!(total >= 3, "{:#?}", all);
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    assert_eq!(entries[0]["action"], "update");
+    assert_eq!(entries[0]["resource"]["secret_name"], "db-pass");
+    assert_eq!(entries[0]["value_modified"], false);
+    let find = |kind: &str| {
+        entries
+            .iter()
+            .find(|e| e["action"] == "create" && e["resource"]["type"] == kind)
+            .unwrap_or_else(|| panic!("no create entry for a {kind}: {entries:#?}"))
+    };
+    let created_store = find("store");
+    assert_eq!(created_store["resource"]["store_name"], "audited");
+    assert_eq!(created_store["resource"]["store_id"], store.as_str());
+    assert_eq!(created_store["actor"]["token_name"], "init");
+    assert_eq!(created_store["outcome"], "success");
+    let created_secret = find("secret");
+    assert_eq!(created_secret["resource"]["secret_name"], "db-pass");
+    assert_eq!(created_secret["resource"]["secret_id"], secret.as_str());
+    assert_eq!(created_secret["actor"]["token_name"], "init");
+    for e in &entries {
+        assert_eq!(e["hash"].as_str().unwrap().len(), 64, "{e}");
+    }
+    assert!(!all.stdout.contains(value), "a value reached the audit log");
+
+    // Filters reach the server.
+    let out = conn
+        .run(&["audit", "list", "--action", "create", "--json"])
+        .ok();
+    let created = audit_entries(&out);
+    assert!(created.len() >= 2, "{created:#?}");
+    assert!(
+        created.iter().all(|e| e["action"] == "create"),
+        "{created:#?}"
+    );
+    let out = conn
+        .run(&[
+            "audit",
+            "list",
+            "--secret-id",
+            &secret,
+            "--direction",
+            "asc",
+            "--json",
+        ])
+        .ok();
+    let actions: Vec<String> = audit_entries(&out)
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["create", "update"]);
+    let out = conn
+        .run(&["audit", "list", "--per-page", "1", "--page", "2", "--json"])
+        .ok();
+    let v = out.json();
+    assert_eq!(v["result"][0]["seq"].as_u64(), Some(seqs[1]), "{v}");
+    assert_eq!(v["result_info"]["total_count"].as_u64(), Some(total));
+
+    // The table names the actor and the resource.
+    let out = conn.run(&["audit", "list", "--action", "create"]).ok();
+    let header: Vec<&str> = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "Seq", "Time", "Actor", "Action", "Outcome", "Resource", "Request"
+        ]
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(" init ") && l.contains(" store audited ")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(" secret db-pass "), "{}", out.stdout);
+    assert!(out.stdout.contains(" entries in all)\n"), "{}", out.stdout);
+
+    // A bad date is a usage error before any request.
+    let out = conn.run(&["audit", "list", "--from", "yesterday"]);
+    let line = out.one_error_line(2);
+    assert!(line.contains("--from"), "{line}");
+
+    // The chain checks out.
+    let out = conn.run(&["audit", "verify"]).ok();
+    let line = out.stdout.trim_end();
+    assert_eq!(out.stdout.lines().count(), 1, "{out:#?}");
+    assert!(
+        line.starts_with(&format!("audit log OK: {total} entries, ")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "head #{} {}",
+            seqs[0],
+            entries[0]["hash"].as_str().unwrap()
+        )),
+        "{line}"
+    );
+    assert!(out.stderr.is_empty(), "{out:#?}");
+    let v = conn.run(&["audit", "verify", "--json"]).ok().json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries_checked"].as_u64(), Some(total));
+    assert_eq!(v["head_seq"].as_u64(), Some(seqs[0]));
+    assert_eq!(v["first_bad"], Value::Null);
+
+    // A reporter may not read the log, and its attempt is recorded.
+    let v = conn
+        .run(&[
+            "token",
+            "create",
+            "--name",
+            "auditor-wannabe",
+            "--role",
+            "secrets_store_reporter",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let reporter_id = v["id"].as_str().unwrap().to_owned();
+    let reporter = conn.as_(v["value"].as_str().unwrap(), &conn.account);
+    for args in [&["audit", "list"][..], &["audit", "verify", "--json"]] {
+        let out = reporter.run(args);
+        let line = out.one_error_line(1);
+        assert!(line.starts_with("error: [1101 forbidden] "), "{line}");
+        assert!(out.stdout.is_empty(), "{out:#?}");
+    }
+    let out = conn
+        .run(&[
+            "audit",
+            "list",
+            "--outcome",
+            "denied",
+            "--actor",
+            &reporter_id,
+            "--json",
+        ])
+        .ok();
+    let denied = audit_entries(&out);
+    assert_eq!(denied.len(), 2, "{denied:#?}");
+    assert!(
+        denied
+            .iter()
+            .all(|e| e["actor"]["token_name"] == "auditor-wannabe")
+    );
+    conn.run(&["audit", "verify"]).ok();
+}

@@ -29,12 +29,13 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 pub use coffer_api::{
-    Account, ApiMessage, CreateSecret, CreatedToken, DuplicateSecret, Quota, QuotaDetail,
-    ResultInfo, Secret, SecretValue, Store, Token, UpdateSecret,
+    Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret,
+    CreatedToken, DuplicateSecret, Quota, QuotaDetail, ResultInfo, Secret, SecretValue, Store,
+    Token, UpdateSecret,
 };
 use coffer_api::{CreateAccount, CreateStore, CreateToken, Envelope, UpdateAccount};
 pub use error::{Error, code_name};
-pub use params::{Direction, ListSecrets, SecretOrder, StoreOrder};
+pub use params::{AuditFilter, Direction, ListSecrets, SecretOrder, StoreOrder};
 
 use crate::error::{connect_reason, snippet};
 use crate::params::ListQuery;
@@ -269,6 +270,26 @@ impl Client {
     /// the token, now `revoked`.
     pub async fn revoke_token(&self, token_id: &str) -> Result<Token, Error> {
         self.one(self.account_request(Method::DELETE, &["tokens", token_id]))
+            .await
+    }
+
+    // ---- the audit log ----
+
+    /// `GET /audit_logs`: one page of the account's audit log, newest first unless
+    /// `filter.direction` says otherwise. Only a super_admin of the account (or the instance
+    /// operator) may read it.
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Page<AuditLogEntry>, Error> {
+        let req = self
+            .account_request(Method::GET, &["audit_logs"])
+            .query(filter);
+        self.page(req).await
+    }
+
+    /// `GET /audit_logs/verify`: checks the account's audit hash chain and its signed
+    /// checkpoints. A broken chain is a successful call whose result has `ok: false` and names
+    /// the first bad entry; it is up to the caller to treat that as a failure.
+    pub async fn verify_audit(&self) -> Result<AuditVerification, Error> {
+        self.one(self.account_request(Method::GET, &["audit_logs", "verify"]))
             .await
     }
 

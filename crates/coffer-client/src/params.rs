@@ -73,3 +73,35 @@ impl ListSecrets {
         }
     }
 }
+
+/// Filters and paging of [`crate::Client::list_audit`]. Fields left `None` are not sent, so the
+/// server's defaults apply (every entry, first page, newest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditFilter {
+    /// Entries at or after this RFC 3339 date-time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Entries at or before this RFC 3339 date-time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Entries of this actor, by token id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// e.g. `create`, `update`, `delete`, `login`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// `success` or `denied`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_page: Option<u32>,
+    /// Newest first (`desc`) unless given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+}

@@ -744,3 +744,123 @@ async fn token_list_get_and_revoke_hit_the_account_token_paths() {
         format!("GET {tokens}/a%2Fb HTTP/1.1")
     );
 }
+
+fn audit_entry_json() -> serde_json::Value {
+    serde_json::json!({"seq": 7, "hash": "ab".repeat(32), "time": "2025-01-01T00:00:00Z",
+        "account_id": ACCOUNT, "actor": {"token_id": TOKEN, "token_name": "init", "operator": true},
+        "action": "create", "outcome": "success",
+        "resource": {"type": "store", "store_id": STORE, "store_name": "prod"},
+        "request_id": "req-1"})
+}
+
+#[tokio::test]
+async fn list_audit_hits_the_account_path_and_sends_only_given_filters() {
+    let audit = format!("/client/v4/accounts/{ACCOUNT}/audit_logs");
+
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([audit_entry_json()])));
+    let page = client(&url)
+        .list_audit(&AuditFilter::default())
+        .await
+        .unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("GET {audit} HTTP/1.1"));
+    assert!(seen.headers.contains("authorization: bearer coffer_tok"));
+    assert_eq!(page.result_info.total_count, 1);
+    let entry = &page.items[0];
+    assert_eq!(entry.seq, 7);
+    assert_eq!(entry.hash, "ab".repeat(32));
+    // Everything but seq and hash is the event, kept as the server sent it.
+    assert_eq!(entry.event["actor"]["token_name"], "init");
+    assert_eq!(entry.event["resource"]["store_name"], "prod");
+    assert!(!entry.event.contains_key("seq"));
+
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([])));
+    let filter = AuditFilter {
+        from: Some("2025-01-01T00:00:00+02:00".into()),
+        to: Some("2025-01-02T00:00:00Z".into()),
+        actor: Some(TOKEN.into()),
+        action: Some("create".into()),
+        outcome: Some("denied".into()),
+        store_id: Some(STORE.into()),
+        secret_id: Some(SECRET.into()),
+        page: Some(2),
+        per_page: Some(50),
+        direction: Some(Direction::Asc),
+    };
+    let page = client(&url).list_audit(&filter).await.unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!(
+            "GET {audit}?from=2025-01-01T00%3A00%3A00%2B02%3A00&to=2025-01-02T00%3A00%3A00Z\
+             &actor={TOKEN}&action=create&outcome=denied&store_id={STORE}&secret_id={SECRET}\
+             &page=2&per_page=50&direction=asc HTTP/1.1"
+        )
+    );
+
+    // Text that is not a word still travels as one parameter (the server refuses it).
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([])));
+    let filter = AuditFilter {
+        action: Some("a&b=c d".into()),
+        ..AuditFilter::default()
+    };
+    client(&url).list_audit(&filter).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {audit}?action=a%26b%3Dc+d HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_audit_read_is_an_api_error() {
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1101, "message": "this token may not do that"}]});
+    let (url, seen) = respond_once(403, body.to_string());
+    let err = client(&url)
+        .list_audit(&AuditFilter::default())
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert_eq!(err.api_code(), Some(1101));
+    assert!(err.to_string().starts_with("[1101 forbidden] "), "{err}");
+}
+
+#[tokio::test]
+async fn verify_audit_reads_a_good_and_a_broken_chain() {
+    let verify = format!("/client/v4/accounts/{ACCOUNT}/audit_logs/verify");
+
+    let good = serde_json::json!({"ok": true, "entries_checked": 12, "checkpoints_checked": 2,
+        "head_seq": 12, "head_hash": "cd".repeat(32), "first_bad": null});
+    let (url, seen) = respond_once(200, ok(good));
+    let v = client(&url).verify_audit().await.unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("GET {verify} HTTP/1.1"));
+    assert_eq!(seen.body, "");
+    assert_eq!(
+        v,
+        AuditVerification {
+            ok: true,
+            entries_checked: 12,
+            checkpoints_checked: 2,
+            head_seq: Some(12),
+            head_hash: Some("cd".repeat(32)),
+            first_bad: None,
+        }
+    );
+
+    let bad = serde_json::json!({"ok": false, "entries_checked": 4, "checkpoints_checked": 0,
+        "head_seq": null, "head_hash": null,
+        "first_bad": {"seq": 3, "problem": "hash mismatch"}});
+    let (url, seen) = respond_once(200, ok(bad));
+    let v = client(&url).verify_audit().await.unwrap();
+    seen.join().unwrap();
+    assert!(!v.ok);
+    assert_eq!(
+        v.first_bad,
+        Some(AuditProblem {
+            seq: 3,
+            problem: "hash mismatch".into()
+        })
+    );
+    assert_eq!(v.head_seq, None);
+}

@@ -1,6 +1,7 @@
 //! One function per command. Each returns `anyhow::Result`; `main` turns errors into one line.
 
 mod account;
+mod audit;
 mod init;
 mod secret;
 mod serve;
@@ -39,6 +40,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Quota { conn, command } => account::quota(&conn, command).await,
         Command::Account { conn, command } => account::run(&conn, command).await,
         Command::Token { conn, command } => token::run(&conn, command).await,
+        Command::Audit { conn, command } => audit::run(&conn, command).await,
     }
 }
 
