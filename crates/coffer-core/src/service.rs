@@ -108,6 +108,8 @@ pub struct Coffer {
     token_usage: std::sync::Mutex<std::collections::HashMap<TokenId, Timestamp>>,
     /// Token rows by id, so authentication needs no storage read.
     token_cache: crate::token_cache::TokenCache,
+    /// The account holding the operator token, once looked up (see `audit.rs`).
+    operator_account: std::sync::OnceLock<AccountId>,
 }
 
 impl Coffer {
@@ -125,6 +127,7 @@ impl Coffer {
             update_locks: UpdateLocks::new(),
             token_usage: std::sync::Mutex::new(std::collections::HashMap::new()),
             token_cache: crate::token_cache::TokenCache::default(),
+            operator_account: std::sync::OnceLock::new(),
         })
     }
 
@@ -466,7 +469,8 @@ impl Coffer {
                 who,
                 account,
                 "update",
-                Target::secret(store, Some(secret), Some(current.name.as_str())),
+                self.secret_target(account, store, secret, current.name.as_str())
+                    .await?,
                 Details {
                     value_modified: Some(update.value.is_some()),
                     ..Details::default()
@@ -513,10 +517,14 @@ impl Coffer {
             Target::secret(store, one, None),
         )
         .await?;
-        self.storage
-            .get_store(account, store)
-            .await?
-            .ok_or(CoreError::NotFound(Resource::Store))?;
+        let store_name = Some(
+            self.storage
+                .get_store(account, store)
+                .await?
+                .ok_or(CoreError::NotFound(Resource::Store))?
+                .name
+                .into_string(),
+        );
         // Names for the audit log; a missing id fails the delete in storage anyway.
         let mut entries = Vec::with_capacity(ids.len());
         for &id in ids {
@@ -529,7 +537,10 @@ impl Coffer {
                 who,
                 account,
                 "delete",
-                Target::secret(store, Some(id), name.as_deref()),
+                Target {
+                    store_name: store_name.clone(),
+                    ..Target::secret(store, Some(id), name.as_deref())
+                },
                 Details::default(),
             )?);
         }
@@ -584,7 +595,8 @@ impl Coffer {
             who,
             account,
             "create",
-            Target::secret(store, Some(id), Some(record.name.as_str())),
+            self.secret_target(account, store, id, record.name.as_str())
+                .await?,
             Details {
                 duplicated_from_id: Some(source),
                 value_modified: Some(false),
@@ -615,6 +627,25 @@ impl Coffer {
         Ok(Quota {
             quota: self.quota_of(&account_rec),
             usage,
+        })
+    }
+
+    /// A secret's audit target, with its store's name.
+    async fn secret_target(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        secret: SecretId,
+        name: &str,
+    ) -> Result<Target, CoreError> {
+        let store_name = self
+            .storage
+            .get_store(account, store)
+            .await?
+            .map(|s| s.name.into_string());
+        Ok(Target {
+            store_name,
+            ..Target::secret(store, Some(secret), Some(name))
         })
     }
 

@@ -75,6 +75,9 @@ where
                     && app.auth_limiter.failed(ip)
                 {
                     tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+                    app.coffer
+                        .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
+                        .await;
                 }
                 Err(e.into())
             }

@@ -149,6 +149,10 @@ pub(crate) enum Actorish<'a> {
     },
     /// The instance itself (`coffer init` creating the first account and operator token).
     Instance,
+    /// Someone unidentified (guessing tokens).
+    Anonymous {
+        context: &'a RequestContext,
+    },
 }
 
 static NO_CONTEXT: RequestContext = RequestContext {
@@ -190,6 +194,14 @@ impl Coffer {
             Actorish::Token { id, context } => (
                 Actor {
                     token_id: Some(id),
+                    token_name: None,
+                    operator: false,
+                },
+                context,
+            ),
+            Actorish::Anonymous { context } => (
+                Actor {
+                    token_id: None,
                     token_name: None,
                     operator: false,
                 },
@@ -333,6 +345,67 @@ impl Coffer {
         }
     }
 
+    /// Records that an address used up its failed-authentication budget. Guesses with unknown
+    /// token ids belong to no account, so this goes to the instance's own log: the log of the
+    /// account holding the operator token.
+    pub async fn record_rate_limited(&self, client: &str, failures: u32) {
+        let account = match self.operator_account().await {
+            Ok(Some(account)) => account,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "could not find the operator's account to audit a rate limit");
+                return;
+            }
+        };
+        let context = RequestContext {
+            request_id: String::new(),
+            client: Some(client.to_owned()),
+        };
+        let event = Event {
+            action: "login",
+            outcome: "rate_limited",
+            target: Target {
+                kind: "instance",
+                ..Target::default()
+            },
+            details: Details {
+                reason: Some(format!(
+                    "{failures} failed authentications from this address within a minute"
+                )),
+                ..Details::default()
+            },
+            who: Actorish::Anonymous { context: &context },
+        };
+        match self.audit_entry(account, event) {
+            Ok(entry) => {
+                if let Err(e) = self.storage.append_audit(&[entry]).await {
+                    tracing::error!(error = %e, "could not record a rate limit in the audit log");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not build an audit entry"),
+        }
+    }
+
+    /// The account holding the operator token (found once, then remembered).
+    async fn operator_account(&self) -> Result<Option<AccountId>, CoreError> {
+        if let Some(account) = self.operator_account.get() {
+            return Ok(Some(*account));
+        }
+        for account in self.storage.list_accounts().await? {
+            if self
+                .storage
+                .list_tokens(account.id)
+                .await?
+                .iter()
+                .any(|t| t.operator)
+            {
+                let _ = self.operator_account.set(account.id);
+                return Ok(Some(account.id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Records a failed login for a token id that exists (its account is known); unknown ids
     /// have no account to record in and are only logged.
     pub(crate) async fn record_failed_login(
@@ -378,6 +451,7 @@ impl Coffer {
             Target::account,
         )
         .await?;
+        self.require_audited_account(account).await?;
         Ok(self.storage.list_audit(account, query).await?)
     }
 
@@ -444,7 +518,20 @@ impl Coffer {
                 )
                 .await);
         }
+        self.require_audited_account(account).await?;
         self.verify_chain(account).await
+    }
+
+    /// An account whose log may be read: one that exists, or a deleted one whose log remains
+    /// (the operator reads those). Anything else is 404, as for every other operation.
+    async fn require_audited_account(&self, account: AccountId) -> Result<(), CoreError> {
+        if self.storage.get_account(account).await?.is_some()
+            || self.storage.audit_head(account).await?.is_some()
+        {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound(Resource::Account))
+        }
     }
 
     /// The verification itself, without a permission check (for `coffer audit verify` run by

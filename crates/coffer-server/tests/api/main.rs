@@ -4,6 +4,7 @@
 mod accounts;
 mod accounts_admin;
 mod at_rest;
+mod audit;
 mod auth;
 mod bad_body;
 mod bad_fields;

@@ -231,6 +231,23 @@ pub fn routes() -> Vec<Route> {
                 Nothing,
             )
         },
+        // ---- audit log ----
+        row(
+            "list audit log",
+            Method::GET,
+            "/{a}/audit_logs",
+            None,
+            Manage,
+            Nothing,
+        ),
+        row(
+            "verify audit log",
+            Method::GET,
+            "/{a}/audit_logs/verify",
+            None,
+            Manage,
+            Nothing,
+        ),
         // ---- tokens ----
         row(
             "list tokens",

@@ -261,5 +261,27 @@ async fn repeated_failed_authentications_are_refused() {
     assert_eq!(get(other_guess).await.status().as_u16(), 429);
     // ...while the legitimate client's known-good token still works.
     assert_eq!(get(server.token.clone()).await.status().as_u16(), 200);
+    // The moment the budget ran out is in the instance's audit log (the operator's account).
+    let audit = format!(
+        "http://{}/client/v4/accounts/{}/audit_logs?outcome=rate_limited",
+        server.addr, server.account
+    );
+    let log: Value = http
+        .get(&audit)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = log["result"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["action"], "login");
+    assert_eq!(entries[0]["client"], "127.0.0.1");
+    assert!(
+        !log.to_string().contains(&bad),
+        "the guessed token is not recorded"
+    );
     server.stop().await;
 }
