@@ -64,6 +64,22 @@ pub enum ErrorCode {
     OperatorProtected,
     /// 415: the body is multipart, which is never JSON.
     UnsupportedMediaType,
+    /// 400: a binding is malformed: a bad binding name, a name used twice, a bad service type.
+    InvalidBinding,
+    /// 403: a deploy was refused because one of its bindings is not allowed (the deployer's
+    /// role, a missing store or secret, or a secret without the service's scope). Cloudflare's
+    /// code for the same refusal.
+    BindingAuthorizationFailed,
+    /// 403: a runtime read of a secret that no longer carries the service's type in its scopes.
+    ScopeDenied,
+    /// 403: a valid token used on the wrong API: a service token on the control-plane API, or an
+    /// API token on the runtime API.
+    WrongTokenKind,
+    /// 404: no such service in the account.
+    ServiceNotFound,
+    /// 404: a runtime read of a binding the service does not have, or whose secret is gone
+    /// (`Secret "<name>" not found`).
+    BindingNotFound,
     /// 503: a key or the storage backend is unavailable; retry later.
     Unavailable,
     /// 500: an internal error. The body says no more; the log has a request id.
@@ -86,6 +102,12 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 1011,
             ErrorCode::InvalidRole => 1012,
             ErrorCode::InvalidExpiry => 1013,
+            ErrorCode::InvalidBinding => 1014,
+            ErrorCode::BindingAuthorizationFailed => 10021,
+            ErrorCode::ScopeDenied => 1103,
+            ErrorCode::WrongTokenKind => 1104,
+            ErrorCode::ServiceNotFound => 1206,
+            ErrorCode::BindingNotFound => 1207,
             ErrorCode::TokenNotFound => 1205,
             ErrorCode::TokenAlreadyRevoked => 1304,
             ErrorCode::OperatorProtected => 1305,
@@ -121,17 +143,23 @@ impl ErrorCode {
             | ErrorCode::InvalidBatch
             | ErrorCode::InvalidRole
             | ErrorCode::InvalidExpiry
+            | ErrorCode::InvalidBinding
             | ErrorCode::QuotaExceeded
             | ErrorCode::StoreLimitExceeded => 400,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Unauthenticated => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::BindingAuthorizationFailed
+            | ErrorCode::ScopeDenied
+            | ErrorCode::WrongTokenKind => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::AccountNotFound
             | ErrorCode::StoreNotFound
             | ErrorCode::SecretNotFound
             | ErrorCode::TokenNotFound
+            | ErrorCode::ServiceNotFound
+            | ErrorCode::BindingNotFound
             | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::StoreNameTaken
@@ -161,6 +189,12 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidRole => "invalid_role",
             ErrorCode::InvalidExpiry => "invalid_expiry",
+            ErrorCode::InvalidBinding => "invalid_binding",
+            ErrorCode::BindingAuthorizationFailed => "binding_authorization_failed",
+            ErrorCode::ScopeDenied => "scope_denied",
+            ErrorCode::WrongTokenKind => "wrong_token_kind",
+            ErrorCode::ServiceNotFound => "service_not_found",
+            ErrorCode::BindingNotFound => "binding_not_found",
             ErrorCode::TokenNotFound => "token_not_found",
             ErrorCode::TokenAlreadyRevoked => "token_already_revoked",
             ErrorCode::OperatorProtected => "operator_protected",

@@ -10,6 +10,7 @@ mod audit;
 mod envelope;
 mod error_code;
 mod secrets_store;
+mod service;
 mod token;
 mod value;
 
@@ -18,8 +19,15 @@ pub use audit::{AuditLogEntry, AuditProblem, AuditVerification};
 pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
 pub use secrets_store::*;
+pub use service::{
+    DeployService, DeployedService, RotateServiceToken, RotatedServiceToken, SecretBinding, Service,
+    ServiceToken, StoreBinding,
+};
 pub use token::{CreateToken, CreatedToken, Token};
 pub use value::SecretValue;
 
 /// Path prefix of the Cloudflare-compatible API.
 pub const API_PREFIX: &str = "/client/v4";
+
+/// Path prefix of the runtime API, where bound services read secret values.
+pub const RUNTIME_PREFIX: &str = "/runtime/v1";

@@ -137,45 +137,82 @@ impl fmt::Debug for DataKey {
     }
 }
 
-const TOKEN_PREFIX: &str = "coffer_";
 const TOKEN_ID_HEX_LEN: usize = 32;
 /// 256 bits in base64url without padding: ceil(256 / 6) characters.
 const TOKEN_SECRET_LEN: usize = 43;
-const TOKEN_LEN: usize = TOKEN_PREFIX.len() + TOKEN_ID_HEX_LEN + 1 + TOKEN_SECRET_LEN;
 
-/// An API token in clear, as the client sends it: `coffer_<32 hex token id>_<43 base64url chars
-/// of 256 random bits>`. The id part lets the server find the stored hash without scanning.
+/// What a token is for. The kind is spelled in the token's prefix, so a token sent to the
+/// wrong API is recognised (and refused with a message that says so) before any lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// `coffer_…`: an API token for the control-plane API, with a role in an account.
+    Api,
+    /// `coffersvc_…`: a service token, which can only read the secrets bound to its service
+    /// through the runtime API.
+    Service,
+}
+
+impl TokenKind {
+    const ALL: [TokenKind; 2] = [TokenKind::Api, TokenKind::Service];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TokenKind::Api => "coffer_",
+            TokenKind::Service => "coffersvc_",
+        }
+    }
+
+    fn len(self) -> usize {
+        self.prefix().len() + TOKEN_ID_HEX_LEN + 1 + TOKEN_SECRET_LEN
+    }
+}
+
+/// A token in clear, as the client sends it: `<prefix><32 hex token id>_<43 base64url chars
+/// of 256 random bits>`, where the prefix names its [`TokenKind`]. The id part lets the server
+/// find the stored hash without scanning.
 pub struct ApiToken {
     id: TokenId,
+    kind: TokenKind,
     /// The whole token text, since that is what gets hashed; sized exactly at creation so it
     /// never reallocates and leaves an unwiped copy behind.
     text: Zeroizing<String>,
 }
 
 impl ApiToken {
-    /// A fresh token for `id`.
+    /// A fresh API token for `id`.
     pub fn generate(id: TokenId) -> ApiToken {
+        ApiToken::generate_kind(TokenKind::Api, id)
+    }
+
+    /// A fresh token of `kind` for `id`.
+    pub fn generate_kind(kind: TokenKind, id: TokenId) -> ApiToken {
         let mut raw = Zeroizing::new([0u8; 32]);
         random::fill(&mut raw[..]);
-        let mut text = Zeroizing::new(String::with_capacity(TOKEN_LEN));
-        text.push_str(TOKEN_PREFIX);
+        let mut text = Zeroizing::new(String::with_capacity(kind.len()));
+        text.push_str(kind.prefix());
         text.push_str(&id.to_string());
         text.push('_');
         push_base64url(&raw, &mut text);
-        debug_assert_eq!(text.len(), TOKEN_LEN);
-        ApiToken { id, text }
+        debug_assert_eq!(text.len(), kind.len());
+        ApiToken { id, kind, text }
     }
 
-    /// Parses the shape (prefix, id, secret length and alphabet). Does not authenticate.
+    /// Parses the shape (prefix, id, secret length and alphabet) of a token of either kind.
+    /// Does not authenticate.
     ///
     /// The error never includes the input: a client that put its token in the wrong place
     /// should not find it echoed into logs or responses.
     pub fn parse(s: &str) -> Result<ApiToken, CryptoError> {
         let malformed = || CryptoError::Malformed("api token");
-        if s.len() != TOKEN_LEN {
-            return Err(malformed());
-        }
-        let rest = s.strip_prefix(TOKEN_PREFIX).ok_or_else(malformed)?;
+        let (kind, rest) = TokenKind::ALL
+            .into_iter()
+            .find_map(|kind| {
+                (s.len() == kind.len())
+                    .then(|| s.strip_prefix(kind.prefix()))
+                    .flatten()
+                    .map(|rest| (kind, rest))
+            })
+            .ok_or_else(malformed)?;
         // `get` rather than indexing: the input is untrusted and may split a UTF-8 character.
         let id = rest
             .get(..TOKEN_ID_HEX_LEN)
@@ -190,12 +227,17 @@ impl ApiToken {
         }
         Ok(ApiToken {
             id,
+            kind,
             text: Zeroizing::new(s.to_owned()),
         })
     }
 
     pub fn id(&self) -> TokenId {
         self.id
+    }
+
+    pub fn kind(&self) -> TokenKind {
+        self.kind
     }
 
     pub fn expose_secret(&self) -> &str {
@@ -309,11 +351,19 @@ mod tests {
         for _ in 0..200 {
             let token = ApiToken::generate(token_id());
             let text = token.expose_secret();
-            assert_eq!(text.len(), TOKEN_LEN);
+            assert_eq!(text.len(), TokenKind::Api.len());
             assert!(text.starts_with(&format!("coffer_{}_", "5a".repeat(16))));
             let parsed = ApiToken::parse(text).expect("a generated token parses");
             assert_eq!(parsed.id(), token_id());
+            assert_eq!(parsed.kind(), TokenKind::Api);
             assert_eq!(parsed.expose_secret(), text);
+
+            let service = ApiToken::generate_kind(TokenKind::Service, token_id());
+            let text = service.expose_secret();
+            assert!(text.starts_with(&format!("coffersvc_{}_", "5a".repeat(16))));
+            let parsed = ApiToken::parse(text).expect("a generated service token parses");
+            assert_eq!(parsed.kind(), TokenKind::Service);
+            assert_eq!(parsed.id(), token_id());
         }
         let a = ApiToken::generate(token_id());
         let b = ApiToken::generate(token_id());
@@ -358,7 +408,11 @@ mod tests {
             // Right byte length, with a multi-byte character straddling the id boundary.
             format!("coffer_{}é_{}", &id[..31], &secret[1..]),
             format!("coffer_{id}_{}é", &secret[2..]),
-            good.replace("coffer_", "coffer__")[..TOKEN_LEN].to_owned(),
+            good.replace("coffer_", "coffer__")[..TokenKind::Api.len()].to_owned(),
+            // A service-token prefix with an API token's length, and the reverse.
+            good.replace("coffer_", "coffersvc_")[..TokenKind::Api.len()].to_owned(),
+            format!("coffer_{id}_{secret}xxx"),
+            format!("coffersvc{id}_{secret}"),
         ];
         for input in bad {
             let err = ApiToken::parse(&input).expect_err(&format!("accepted {input:?}"));

@@ -116,6 +116,10 @@ hex_id!(
     TokenId
 );
 hex_id!(
+    /// A service: a named consumer of secrets (the analogue of a Worker) with its bindings.
+    ServiceId
+);
+hex_id!(
     /// A data-encryption key. Bound into the AAD of every value sealed under it.
     DekId
 );

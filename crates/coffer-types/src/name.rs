@@ -18,8 +18,8 @@ pub enum NameKind {
 pub enum NameError {
     #[error("must not be empty")]
     Empty,
-    #[error("must be at most {NAME_MAX_LEN} characters (got {0})")]
-    TooLong(usize),
+    #[error("must be at most {max} characters (got {len})")]
+    TooLong { len: usize, max: usize },
     #[error("may only contain letters, digits, underscores and dashes")]
     BadCharacter,
 }
@@ -29,7 +29,10 @@ fn validate(s: &str) -> Result<(), NameError> {
         return Err(NameError::Empty);
     }
     if s.len() > NAME_MAX_LEN {
-        return Err(NameError::TooLong(s.len()));
+        return Err(NameError::TooLong {
+            len: s.len(),
+            max: NAME_MAX_LEN,
+        });
     }
     if !s
         .bytes()
@@ -83,9 +86,125 @@ name_type!(
     SecretName
 );
 
+/// The longest service name: a DNS label, as Workers' names are.
+pub const SERVICE_NAME_MAX_LEN: usize = 63;
+
+/// The name of a service (the analogue of a Worker's name), unique within its account: the
+/// letters, digits, underscores and dashes of store and secret names, at most
+/// [`SERVICE_NAME_MAX_LEN`] characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn parse(s: &str) -> Result<ServiceName, NameError> {
+        if s.len() > SERVICE_NAME_MAX_LEN {
+            return Err(NameError::TooLong {
+                len: s.len(),
+                max: SERVICE_NAME_MAX_LEN,
+            });
+        }
+        validate(s).map(|()| ServiceName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a string is not a valid binding name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingNameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {NAME_MAX_LEN} characters (got {0})")]
+    TooLong(usize),
+    #[error(
+        "must be a valid environment variable name: letters, digits and underscores, not starting with a digit"
+    )]
+    BadCharacter,
+}
+
+/// The name under which a service sees a secret (`env.OPENAI_KEY`, or the environment variable
+/// `OPENAI_KEY` under `coffer run`). Because both uses must work, it must be a portable
+/// environment variable name (POSIX: `[A-Za-z_][A-Za-z0-9_]*`), which is also a JavaScript
+/// identifier; at most [`NAME_MAX_LEN`] characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BindingName(String);
+
+impl BindingName {
+    pub fn parse(s: &str) -> Result<BindingName, BindingNameError> {
+        let Some(first) = s.bytes().next() else {
+            return Err(BindingNameError::Empty);
+        };
+        if s.len() > NAME_MAX_LEN {
+            return Err(BindingNameError::TooLong(s.len()));
+        }
+        if first.is_ascii_digit() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(BindingNameError::BadCharacter);
+        }
+        Ok(BindingName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for BindingName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for BindingName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_and_binding_names() {
+        assert!(ServiceName::parse("my-worker_2").is_ok());
+        assert_eq!(
+            ServiceName::parse(&"w".repeat(64)),
+            Err(NameError::TooLong { len: 64, max: 63 })
+        );
+        assert_eq!(ServiceName::parse("a.b"), Err(NameError::BadCharacter));
+        assert_eq!(ServiceName::parse(""), Err(NameError::Empty));
+        for ok in ["OPENAI_KEY", "_x", "a1", "open_AI_key"] {
+            assert_eq!(BindingName::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["1KEY", "MY-KEY", "a b", "'open_AI_KEY'", "é", "A$"] {
+            assert_eq!(
+                BindingName::parse(bad),
+                Err(BindingNameError::BadCharacter),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(BindingName::parse(""), Err(BindingNameError::Empty));
+        assert_eq!(
+            BindingName::parse(&"K".repeat(256)),
+            Err(BindingNameError::TooLong(256))
+        );
+    }
 
     #[test]
     fn accepts_wrangler_names() {
@@ -105,7 +224,10 @@ mod tests {
         assert_eq!(StoreName::parse(""), Err(NameError::Empty));
         assert_eq!(
             StoreName::parse(&"z".repeat(NAME_MAX_LEN + 1)),
-            Err(NameError::TooLong(NAME_MAX_LEN + 1))
+            Err(NameError::TooLong {
+                len: NAME_MAX_LEN + 1,
+                max: NAME_MAX_LEN
+            })
         );
         for bad in ["a b", "a.b", "a/b", "é", "a\0", "[x]", "a`b"] {
             assert_eq!(
