@@ -1,7 +1,7 @@
 //! The change log: what every committed mutation appends, in the same transaction.
 
 use aws_lc_rs::digest;
-use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp};
+use coffer_types::{AccountId, DekId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 use serde::{Deserialize, Serialize};
 
 /// One change, as recorded in the log and (later) shipped to edges. It carries what an edge
@@ -45,12 +45,57 @@ pub enum Change {
         store_id: StoreId,
         secret_id: SecretId,
     },
-    /// The account is gone, with everything it held. It comes after the `SecretDeleted` and
-    /// `StoreDeleted` entries of everything the account still held, in the same transaction;
-    /// its DEKs have no entries of their own: this one tells an edge to drop them all.
+    /// The account is gone, with everything it held. It comes after the `SecretDeleted`,
+    /// `StoreDeleted` and `ServiceDeleted` entries of everything the account still held, in the
+    /// same transaction; its DEKs have no entries of their own: this one tells an edge to drop
+    /// them all.
     AccountDeleted {
         account_id: AccountId,
     },
+    /// A service was created or changed; carries the whole service, so it replaces the
+    /// service's bindings wholesale. `kind` is the scope's `as_str`.
+    ServicePut {
+        account_id: AccountId,
+        service_id: ServiceId,
+        name: String,
+        kind: String,
+        secrets: Vec<ChangeSecretBinding>,
+        stores: Vec<ChangeStoreBinding>,
+    },
+    /// The service is gone, with its bindings and its tokens (which get no entries of their
+    /// own).
+    ServiceDeleted {
+        account_id: AccountId,
+        service_id: ServiceId,
+    },
+    /// A service token was created; carries its HMAC (never the token).
+    ServiceTokenPut {
+        account_id: AccountId,
+        service_id: ServiceId,
+        token_id: TokenId,
+        hash_hex: String,
+    },
+    /// A service token was revoked; an edge refuses it from now on.
+    ServiceTokenRevoked {
+        account_id: AccountId,
+        service_id: ServiceId,
+        token_id: TokenId,
+    },
+}
+
+/// A secret binding of a service, as carried by [`Change::ServicePut`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSecretBinding {
+    pub binding: String,
+    pub store_id: StoreId,
+    pub secret_name: String,
+}
+
+/// A store binding of a service, as carried by [`Change::ServicePut`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeStoreBinding {
+    pub binding: String,
+    pub store_id: StoreId,
 }
 
 /// A committed change log entry.

@@ -15,7 +15,14 @@
 //! - `delete_secrets` naming one id twice deletes it once;
 //! - accounts and tokens list by `created`, then id compared byte-wise;
 //! - `delete_account` logs its secrets (by store id, then secret id), then its stores (by id),
-//!   then the account, and nothing of the account follows that last entry;
+//!   then its services (by id), then the account, and nothing of the account follows that
+//!   last entry;
+//! - services list by name compared byte-wise; a service's bindings come back in the order
+//!   given (secrets and stores each); service tokens list by `created`, then id byte-wise, and
+//!   are revoked (and logged) in id order; a token naming a service that is not its account's
+//!   is `NotFound(Service)`;
+//! - deleting a store or a secret leaves the bindings that name it; `current_value` finds
+//!   nothing through them until a secret of that name exists again;
 //! - another account's token is `NotFound(Token)` to `revoke_token`, revoked or not;
 //! - a DEK carried by a write is stored (and logged, before the values under it) exactly once,
 //!   by the first write carrying it that succeeds, and never by one that fails;
@@ -45,6 +52,7 @@ mod concurrency;
 mod fixtures;
 mod listing;
 mod secrets;
+mod services;
 mod stores;
 mod tokens;
 
@@ -142,6 +150,18 @@ const CHECKS: &[Check] = checks![
     audit::audit_survives_delete_account,
     audit::audit_checkpoints_round_trip,
     audit_listing::list_audit_filters_pages_and_orders,
+    services::service_lifecycle,
+    services::service_names_are_unique_per_account,
+    services::list_services_pages_orders_and_filters,
+    services::update_service_replaces_bindings,
+    services::delete_service_removes_bindings_and_tokens,
+    services::service_tokens_issue_and_list,
+    services::service_tokens_revoke_one_or_all,
+    services::service_changes_are_logged,
+    services::service_writes_append_audit_only_on_success,
+    services::runtime_reads_resolve_by_name,
+    services::delete_account_removes_services,
+    services::concurrent_creates_of_one_service_name_admit_one,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

@@ -8,6 +8,8 @@ pub enum Entity {
     Secret,
     Version,
     AuditCheckpoint,
+    Service,
+    ServiceToken,
 }
 
 /// Storage errors in domain terms. Never carries a value (storage never has one) and never a

@@ -30,13 +30,16 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
-pub use change::{Change, ChangeRecord};
+pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use error::{Entity, StorageError};
 pub use records::*;
 pub use sqlite::{SqliteOptions, SqliteStorage, WriteStats};
 
 use async_trait::async_trait;
-use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId, Version};
+use coffer_types::{
+    AccountId, DekId, SecretId, SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
+    Version,
+};
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -63,6 +66,13 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// its own `account_id` (not necessarily the call's account). Appending takes the account's
 /// chain head inside the writing transaction, so chains stay gap-free with several writers,
 /// several processes, and operations rolled back within a batch.
+///
+/// **Services and bindings.** A service's bindings name a store by id and a secret by name;
+/// they are resolved when a service reads, not when they are written. So a binding may name a
+/// store or secret that does not exist (yet or any more): deleting a store or a secret leaves
+/// the bindings that name it in place, and a runtime read through such a binding finds nothing
+/// ([`Storage::current_value`] is `None`). Core checks bindings against stores and secrets at
+/// deploy.
 #[async_trait]
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // ---- lifecycle ----
@@ -104,13 +114,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<()>;
     /// Deletes the account and everything it holds, in one transaction: its tokens, its DEKs
     /// (so no wrapped key of the account remains to open its values with: crypto-shredding),
-    /// its secrets with their versions, its stores, and the account row. `NotFound(Account)`
-    /// for an unknown account (nothing written). Other accounts are untouched.
+    /// its secrets with their versions, its stores, its services with their bindings and
+    /// service tokens, and the account row. `NotFound(Account)` for an unknown account
+    /// (nothing written). Other accounts are untouched.
     ///
     /// Appends, in this order: one `SecretDeleted` per secret (stores in id order, each
-    /// store's secrets in id order), one `StoreDeleted` per store (in id order), then
-    /// `AccountDeleted`. No entry is appended for the DEKs or tokens: `AccountDeleted` tells
-    /// an edge to drop every DEK of the account.
+    /// store's secrets in id order), one `StoreDeleted` per store (in id order), one
+    /// `ServiceDeleted` per service (in id order), then `AccountDeleted`. No entry is appended
+    /// for the DEKs, API tokens or service tokens: `AccountDeleted` tells an edge to drop every
+    /// DEK of the account, and `ServiceDeleted` implies the service's tokens are gone.
     ///
     /// Earlier change-log entries are not touched (the log is append-only), so the
     /// `DekPut` and `SecretPut` entries the account produced keep their wrapped keys and sealed
@@ -170,7 +182,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         query: &StoreQuery,
     ) -> Result<Page<StoreRecord>>;
     /// Fails with `NotEmpty` if the store holds secrets and `force` is false; with `force`
-    /// deletes its secrets and their versions too.
+    /// deletes its secrets and their versions too. Service bindings that name the store are
+    /// left as they are (see "Services and bindings").
     async fn delete_store(
         &self,
         account: AccountId,
@@ -218,7 +231,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         audit: &[AuditEntry],
     ) -> Result<SecretRecord>;
     /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing). An id listed
-    /// twice is deleted once.
+    /// twice is deleted once. Service bindings that name a deleted secret are left as they are
+    /// (see "Services and bindings").
     async fn delete_secrets(
         &self,
         account: AccountId,
@@ -235,10 +249,123 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// How many secrets the account holds.
     async fn secret_count(&self, account: AccountId) -> Result<u64>;
 
+    // ---- services ----
+
+    /// Creates the service and its first token in one transaction. `NameTaken { entity:
+    /// Service, name }` if the account has a service of that name; `NotFound(Account)` for an
+    /// unknown account; `AlreadyExists(Service)` / `AlreadyExists(ServiceToken)` for a used id;
+    /// `Invalid` if the token's account or service is not the service's, or if the record's
+    /// binding names are not unique across `secrets` and `stores`. Appends `ServicePut`, then
+    /// `ServiceTokenPut`.
+    async fn create_service(
+        &self,
+        service: ServiceRecord,
+        token: ServiceTokenRecord,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+    /// Replaces `kind`, `secrets`, `stores` and `modified` of the service with this (account,
+    /// id); `name` and `created` are kept as stored (the given ones are ignored).
+    /// `NotFound(Service)` if the account has no such service; `Invalid` for duplicate binding
+    /// names. Appends `ServicePut` with the stored result, which it returns.
+    async fn update_service(
+        &self,
+        service: ServiceRecord,
+        audit: &[AuditEntry],
+    ) -> Result<ServiceRecord>;
+    async fn get_service(&self, account: AccountId, id: ServiceId)
+    -> Result<Option<ServiceRecord>>;
+    async fn get_service_by_name(
+        &self,
+        account: AccountId,
+        name: &ServiceName,
+    ) -> Result<Option<ServiceRecord>>;
+    /// The account's services ordered by name (byte-wise); `query.name` filters to an exact
+    /// name; `total_count` counts every match across pages.
+    async fn list_services(
+        &self,
+        account: AccountId,
+        query: &ServiceQuery,
+    ) -> Result<Page<ServiceRecord>>;
+    /// Deletes the service, its bindings and its tokens. `NotFound(Service)` if the account
+    /// has no such service (nothing written). Appends `ServiceDeleted` only: it implies the
+    /// tokens are gone.
+    async fn delete_service(
+        &self,
+        account: AccountId,
+        id: ServiceId,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+
+    // ---- service tokens ----
+
+    /// Adds a token to an existing service: `NotFound(Service)` if `token.account_id` has no
+    /// service `token.service_id`; `AlreadyExists(ServiceToken)` for a used id. With
+    /// `revoke_others_at: Some(t)`, every other unrevoked token of the service gets `revoked =
+    /// t` in the same transaction. Appends `ServiceTokenPut`, then one `ServiceTokenRevoked`
+    /// per token revoked (in id order, byte-wise). Returns the records of the tokens it
+    /// revoked, as updated, in that order.
+    async fn create_service_token(
+        &self,
+        token: ServiceTokenRecord,
+        revoke_others_at: Option<Timestamp>,
+        audit: &[AuditEntry],
+    ) -> Result<Vec<ServiceTokenRecord>>;
+    /// Revokes the service's unrevoked tokens (with `only: Some(id)`, just that one) at `at`.
+    /// `NotFound(Service)` if the account has no such service; with `only`,
+    /// `NotFound(ServiceToken)` if that token is not this service's and `AlreadyRevoked` if it
+    /// is revoked already (nothing written, the first revocation time stays). Appends one
+    /// `ServiceTokenRevoked` per token revoked (in id order, byte-wise). Returns the revoked
+    /// records, as updated, in that order (empty when `only` is `None` and no token was
+    /// active).
+    async fn revoke_service_tokens(
+        &self,
+        account: AccountId,
+        service: ServiceId,
+        only: Option<TokenId>,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<Vec<ServiceTokenRecord>>;
+    async fn get_service_token(&self, id: TokenId) -> Result<Option<ServiceTokenRecord>>;
+    /// The service's tokens, revoked ones included, ordered by `created`, ties broken by id
+    /// (byte-wise). Empty for an unknown service (or one of another account).
+    async fn list_service_tokens(
+        &self,
+        account: AccountId,
+        service: ServiceId,
+    ) -> Result<Vec<ServiceTokenRecord>>;
+
+    // ---- runtime reads ----
+
+    /// The secret named `name` in the account's store, if any (metadata only). `None` for a
+    /// store of another account, like a missing one.
+    async fn get_secret_by_name(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        name: &SecretName,
+    ) -> Result<Option<SecretRecord>>;
+    /// The secret named `name` in the account's store together with its current sealed
+    /// version, read in one snapshot. This is the hot path of every runtime read of a bound
+    /// service, so a backend makes it as cheap as it can (SQLite: one indexed query with a
+    /// join on one reader connection).
+    async fn current_value(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        name: &SecretName,
+    ) -> Result<Option<(SecretRecord, VersionRecord)>>;
+
     // ---- change log ----
 
     /// Sequence number of the last committed change (0 when the log is empty).
     async fn change_head(&self) -> Result<u64>;
+    /// A cheap, in-memory position of the change log for cache validation: it changes (grows)
+    /// whenever this handle commits a write that appended to the log, and it has changed
+    /// *before* that write is acknowledged. A cache entry tagged with the value read before
+    /// the storage read that filled it is current as long as the value is unchanged. Writes
+    /// that append nothing to the log (audit entries, token usage) need not change it. It may
+    /// lag the database for writes made through other handles or processes.
+    fn committed_head(&self) -> u64;
     /// Up to `limit` entries with sequence numbers greater than `after`, in order.
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>>;
 

@@ -1,7 +1,8 @@
 //! Rows as the storage trait exchanges them. Sealed values and wrapped keys are opaque bytes.
 
 use coffer_types::{
-    AccountId, DekId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
+    AccountId, BindingName, DekId, Scope, Scopes, SecretId, SecretName, ServiceId, ServiceName,
+    StoreId, StoreName, Timestamp, TokenId, Version,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +107,49 @@ pub struct SecretUpdate {
     pub modified: Timestamp,
 }
 
+/// A binding of one secret to a service, by store id and secret name (resolved at read time:
+/// the secret need not exist, and deleting it leaves the binding in place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretBindingRecord {
+    pub binding: BindingName,
+    pub store_id: StoreId,
+    pub secret_name: SecretName,
+}
+
+/// A binding of a whole store to a service, by store id (resolved at read time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreBindingRecord {
+    pub binding: BindingName,
+    pub store_id: StoreId,
+}
+
+/// A named consumer of secrets in an account (the analogue of a Worker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub id: ServiceId,
+    pub account_id: AccountId,
+    pub name: ServiceName,
+    /// The scope every bound secret must carry (the service's type).
+    pub kind: Scope,
+    /// In the order given at deploy.
+    pub secrets: Vec<SecretBindingRecord>,
+    pub stores: Vec<StoreBindingRecord>,
+    pub created: Timestamp,
+    pub modified: Timestamp,
+}
+
+/// A token that lets a service read its bound secrets at runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTokenRecord {
+    pub id: TokenId,
+    pub account_id: AccountId,
+    pub service_id: ServiceId,
+    /// HMAC-SHA256 of the token under the instance "service-token-mac" key.
+    pub hash: [u8; 32],
+    pub created: Timestamp,
+    pub revoked: Option<Timestamp>,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
     #[default]
@@ -155,6 +199,16 @@ pub struct SecretQuery {
     pub search: Option<String>,
     /// Only secrets whose scopes include every one of these.
     pub scopes: Scopes,
+}
+
+/// Services are listed by name (byte-wise), ties impossible (names unique per account). Page
+/// numbers are 1-based; `per_page` is already validated by core (>= 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceQuery {
+    pub page: u32,
+    pub per_page: u32,
+    /// Only the service with exactly this name.
+    pub name: Option<ServiceName>,
 }
 
 /// One page of a listing. Ties in the sort order are broken by id, so pages never overlap.

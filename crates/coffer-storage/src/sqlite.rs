@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId, Version};
+use coffer_types::{
+    AccountId, DekId, SecretId, SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
+    Version,
+};
 
 use self::codec::DbResultExt;
 use self::readers::Readers;
@@ -27,8 +30,9 @@ pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
-    NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, Storage, StoreQuery,
-    StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+    NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord,
+    ServiceTokenRecord, Storage, StoreQuery, StoreRecord, TokenRecord, VersionRecord,
+    WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
@@ -365,6 +369,132 @@ impl Storage for SqliteStorage {
 
     async fn secret_count(&self, account: AccountId) -> Result<u64> {
         self.read(move |c| reads::secret_count(c, account)).await
+    }
+
+    async fn create_service(
+        &self,
+        service: ServiceRecord,
+        token: ServiceTokenRecord,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            writes::create_service(cx, &service, &token)
+        })
+        .await
+    }
+
+    async fn update_service(
+        &self,
+        service: ServiceRecord,
+        audit: &[AuditEntry],
+    ) -> Result<ServiceRecord> {
+        self.write_audited(audit, move |cx| writes::update_service(cx, service))
+            .await
+    }
+
+    async fn get_service(
+        &self,
+        account: AccountId,
+        id: ServiceId,
+    ) -> Result<Option<ServiceRecord>> {
+        self.read_snapshot(move |c| reads::get_service(c, account, id))
+            .await
+    }
+
+    async fn get_service_by_name(
+        &self,
+        account: AccountId,
+        name: &ServiceName,
+    ) -> Result<Option<ServiceRecord>> {
+        let name = name.clone();
+        self.read_snapshot(move |c| reads::get_service_by_name(c, account, &name))
+            .await
+    }
+
+    async fn list_services(
+        &self,
+        account: AccountId,
+        query: &ServiceQuery,
+    ) -> Result<Page<ServiceRecord>> {
+        let query = query.clone();
+        self.read_snapshot(move |c| reads::list_services(c, account, &query))
+            .await
+    }
+
+    async fn delete_service(
+        &self,
+        account: AccountId,
+        id: ServiceId,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| writes::delete_service(cx, account, id))
+            .await
+    }
+
+    async fn create_service_token(
+        &self,
+        token: ServiceTokenRecord,
+        revoke_others_at: Option<Timestamp>,
+        audit: &[AuditEntry],
+    ) -> Result<Vec<ServiceTokenRecord>> {
+        self.write_audited(audit, move |cx| {
+            writes::create_service_token(cx, &token, revoke_others_at)
+        })
+        .await
+    }
+
+    async fn revoke_service_tokens(
+        &self,
+        account: AccountId,
+        service: ServiceId,
+        only: Option<TokenId>,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<Vec<ServiceTokenRecord>> {
+        self.write_audited(audit, move |cx| {
+            writes::revoke_service_tokens(cx, account, service, only, at)
+        })
+        .await
+    }
+
+    async fn get_service_token(&self, id: TokenId) -> Result<Option<ServiceTokenRecord>> {
+        self.read(move |c| reads::get_service_token(c, id)).await
+    }
+
+    async fn list_service_tokens(
+        &self,
+        account: AccountId,
+        service: ServiceId,
+    ) -> Result<Vec<ServiceTokenRecord>> {
+        self.read(move |c| reads::list_service_tokens(c, account, service))
+            .await
+    }
+
+    async fn get_secret_by_name(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        name: &SecretName,
+    ) -> Result<Option<SecretRecord>> {
+        let name = name.clone();
+        self.read(move |c| reads::get_secret_by_name(c, account, store, &name))
+            .await
+    }
+
+    async fn current_value(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        name: &SecretName,
+    ) -> Result<Option<(SecretRecord, VersionRecord)>> {
+        // One statement on one reader connection: a snapshot without a transaction.
+        let name = name.clone();
+        self.read(move |c| reads::current_value(c, account, store, &name))
+            .await
+    }
+
+    fn committed_head(&self) -> u64 {
+        self.writer.committed_seq()
     }
 
     async fn change_head(&self) -> Result<u64> {

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use coffer_storage::{
-    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, NewSecret, SecretOrder, SecretQuery,
-    SecretRecord, SecretUpdate, SqliteOptions, SqliteStorage, Storage, StorageError, StoreOrder,
-    StoreQuery, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, NewSecret, SecretBindingRecord,
+    SecretOrder, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord,
+    ServiceTokenRecord, SqliteOptions, SqliteStorage, Storage, StorageError, StoreBindingRecord,
+    StoreOrder, StoreQuery, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 use coffer_types::{
-    AccountId, DekId, Scope, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId,
-    Version,
+    AccountId, BindingName, DekId, Scope, Scopes, SecretId, SecretName, ServiceId, ServiceName,
+    StoreId, StoreName, Timestamp, TokenId, Version,
 };
 use tokio::task::JoinSet;
 
@@ -135,6 +136,40 @@ fn new_secret(w: &World, name: &str) -> NewSecret {
         },
         dek: None,
     }
+}
+
+/// A `workers` service of `w` binding secret `A` of its store and the store itself, with its
+/// first token.
+async fn deploy(s: &SqliteStorage, w: &World, name: &str) -> (ServiceRecord, ServiceTokenRecord) {
+    let service = ServiceRecord {
+        id: ServiceId::from_bytes(id()),
+        account_id: w.account,
+        name: ServiceName::parse(name).unwrap(),
+        kind: Scope::Workers,
+        secrets: vec![SecretBindingRecord {
+            binding: BindingName::parse("A_KEY").unwrap(),
+            store_id: w.store,
+            secret_name: SecretName::parse("A").unwrap(),
+        }],
+        stores: vec![StoreBindingRecord {
+            binding: BindingName::parse("ALL").unwrap(),
+            store_id: w.store,
+        }],
+        created: ts(6),
+        modified: ts(6),
+    };
+    let token = ServiceTokenRecord {
+        id: TokenId::from_bytes(id()),
+        account_id: w.account,
+        service_id: service.id,
+        hash: [8; 32],
+        created: ts(6),
+        revoked: None,
+    };
+    s.create_service(service.clone(), token.clone(), &[])
+        .await
+        .unwrap();
+    (service, token)
 }
 
 async fn all_changes(s: &SqliteStorage) -> Vec<ChangeRecord> {
@@ -511,6 +546,93 @@ async fn undecodable_rows_are_corrupted_not_panics() {
     );
 }
 
+/// Services persist with their bindings and tokens; damaged service rows and a missing current
+/// version are `Corrupted`, not panics and not "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_rows_persist_and_damage_is_corrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let s = SqliteStorage::open(&path).unwrap();
+    let w = world(&s, "acme").await;
+    let a = new_secret(&w, "A");
+    s.create_secrets(w.account, w.store, vec![a.clone()], 10, &[])
+        .await
+        .unwrap();
+    let (kinded, _) = deploy(&s, &w, "bad-kind").await;
+    let (named, _) = deploy(&s, &w, "bad-binding").await;
+    let (fine, token) = deploy(&s, &w, "fine").await;
+    s.close().await;
+
+    let s = SqliteStorage::open(&path).unwrap();
+    assert_eq!(
+        s.get_service(w.account, fine.id).await.unwrap(),
+        Some(fine.clone())
+    );
+    assert_eq!(
+        s.get_service_token(token.id).await.unwrap(),
+        Some(token.clone())
+    );
+    let name = SecretName::parse("A").unwrap();
+    assert_eq!(
+        s.current_value(w.account, w.store, &name).await.unwrap(),
+        Some((a.record.clone(), a.value.clone()))
+    );
+    s.close().await;
+
+    let conn = raw(&path);
+    conn.execute(
+        "UPDATE services SET kind = 'no_such_scope' WHERE id = ?1",
+        [kinded.id.as_bytes()],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE service_bindings SET binding = 'not a binding'
+         WHERE service_id = ?1 AND position = 1",
+        [named.id.as_bytes()],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM versions", []).unwrap();
+    drop(conn);
+
+    let s = SqliteStorage::open(&path).unwrap();
+    let corrupted = |what: &str, err: StorageError| {
+        assert!(matches!(err, StorageError::Corrupted(_)), "{what}: {err:?}");
+    };
+    corrupted(
+        "get_service with an unknown kind",
+        s.get_service(w.account, kinded.id).await.unwrap_err(),
+    );
+    corrupted(
+        "get_service_by_name with a bad binding name",
+        s.get_service_by_name(w.account, &named.name)
+            .await
+            .unwrap_err(),
+    );
+    let query = ServiceQuery {
+        page: 1,
+        per_page: 10,
+        name: None,
+    };
+    corrupted(
+        "list_services over damaged rows",
+        s.list_services(w.account, &query).await.unwrap_err(),
+    );
+    corrupted(
+        "current_value without its current version",
+        s.current_value(w.account, w.store, &name)
+            .await
+            .unwrap_err(),
+    );
+    // Intact rows still read.
+    assert_eq!(s.get_service(w.account, fine.id).await.unwrap(), Some(fine));
+    assert_eq!(
+        s.get_secret_by_name(w.account, w.store, &name)
+            .await
+            .unwrap(),
+        Some(a.record)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_the_log_cannot_be_rewritten() {
     let dir = tempfile::tempdir().unwrap();
@@ -564,6 +686,8 @@ async fn delete_account_leaves_no_row_of_the_account() {
         )
         .await
         .unwrap();
+        deploy(&s, w, "one").await;
+        deploy(&s, w, "two").await;
     }
     s.delete_account(gone.account, &[]).await.unwrap();
     s.close().await;
@@ -573,7 +697,14 @@ async fn delete_account_leaves_no_row_of_the_account() {
         conn.query_row(sql, [account.as_bytes()], |r| r.get(0))
             .unwrap()
     };
-    for table in ["tokens", "deks", "stores", "secrets"] {
+    for table in [
+        "tokens",
+        "deks",
+        "stores",
+        "secrets",
+        "services",
+        "service_tokens",
+    ] {
         let sql = format!("SELECT count(*) FROM {table} WHERE account_id = ?1");
         assert_eq!(
             count(&sql, gone.account),
@@ -585,6 +716,17 @@ async fn delete_account_leaves_no_row_of_the_account() {
     assert_eq!(
         count("SELECT count(*) FROM accounts WHERE id = ?1", gone.account),
         0
+    );
+    let bindings = "SELECT count(*) FROM service_bindings
+                    JOIN services ON services.id = service_bindings.service_id
+                    WHERE services.account_id = ?1";
+    assert_eq!(count(bindings, kept.account), 4);
+    assert_eq!(
+        conn.query_row("SELECT count(*) FROM service_bindings", [], |r| r
+            .get::<_, i64>(0))
+            .unwrap(),
+        4,
+        "only the kept account's bindings remain"
     );
     let versions = "SELECT count(*) FROM versions JOIN secrets ON secrets.id = versions.secret_id
                     WHERE secrets.account_id = ?1";

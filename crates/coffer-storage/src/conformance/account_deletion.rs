@@ -418,6 +418,10 @@ fn account_of(change: &Change) -> AccountId {
         | Change::StoreDeleted { account_id, .. }
         | Change::SecretPut { account_id, .. }
         | Change::SecretDeleted { account_id, .. }
+        | Change::ServicePut { account_id, .. }
+        | Change::ServiceDeleted { account_id, .. }
+        | Change::ServiceTokenPut { account_id, .. }
+        | Change::ServiceTokenRevoked { account_id, .. }
         | Change::AccountDeleted { account_id } => *account_id,
     }
 }

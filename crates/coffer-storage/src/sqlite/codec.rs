@@ -171,6 +171,12 @@ pub(super) fn scopes_col(row: &Row<'_>, idx: usize, what: &'static str) -> Resul
     Scopes::parse(&names).map_err(|_| StorageError::Corrupted(format!("{what}: unknown scope")))
 }
 
+/// A single scope (a service's kind), stored as its name (`workers`, `ai_gateway`, ...).
+pub(super) fn scope_col(row: &Row<'_>, idx: usize, what: &'static str) -> Result<Scope> {
+    let raw: String = col(row, idx, what)?;
+    Scope::parse(&raw).map_err(|_| StorageError::Corrupted(format!("{what}: unknown scope")))
+}
+
 /// A non-negative quantity the caller hands in, as SQLite's signed INTEGER.
 pub(super) fn to_i64(value: u64, what: &'static str) -> Result<i64> {
     i64::try_from(value).map_err(|_| StorageError::Invalid(what))

@@ -3,17 +3,21 @@
 
 use std::fmt::Write as _;
 
-use coffer_types::{AccountId, DekId, SecretId, SecretName, StoreId, StoreName, TokenId, Version};
+use coffer_types::{
+    AccountId, BindingName, DekId, SecretId, SecretName, ServiceId, ServiceName, StoreId,
+    StoreName, TokenId, Version,
+};
 use rusqlite::types::Value;
 use rusqlite::{Connection, Params, Row, params, params_from_iter};
 
 use super::codec::{
-    DbResultExt, bool_col, col, contains_pattern, id_col, opt_ts_col, opt_u64_col, scope_needle,
-    scopes_col, ts_col, u64_col, version_col,
+    DbResultExt, bool_col, col, contains_pattern, id_col, opt_ts_col, opt_u64_col, scope_col,
+    scope_needle, scopes_col, ts_col, u64_col, version_col,
 };
 use crate::{
-    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, SecretOrder,
-    SecretQuery, SecretRecord, StorageError, StoreOrder, StoreQuery, StoreRecord, TokenRecord,
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, SecretBindingRecord,
+    SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord, ServiceTokenRecord,
+    StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord, TokenRecord,
     VersionRecord, WrappedKeyRecord,
 };
 
@@ -49,7 +53,17 @@ macro_rules! version_cols {
         "secret_id, version, dek_id, sealed, created"
     };
 }
-pub(super) use secret_cols;
+macro_rules! service_cols {
+    () => {
+        "id, account_id, name, kind, created, modified"
+    };
+}
+macro_rules! service_token_cols {
+    () => {
+        "id, account_id, service_id, hash, created, revoked"
+    };
+}
+pub(super) use {secret_cols, service_token_cols};
 
 /// Runs a cached statement expected to return at most one row, decoding it with `decode`.
 pub(super) fn query_opt<T>(
@@ -166,6 +180,33 @@ fn version_from_row(row: &Row<'_>) -> Result<VersionRecord> {
         dek_id: DekId::from_bytes(id_col(row, 2, "versions.dek_id")?),
         sealed: col(row, 3, "versions.sealed")?,
         created: ts_col(row, 4, "versions.created")?,
+    })
+}
+
+/// A service row without its bindings (see [`load_bindings`]).
+fn service_from_row(row: &Row<'_>) -> Result<ServiceRecord> {
+    let name: String = col(row, 2, "services.name")?;
+    Ok(ServiceRecord {
+        id: ServiceId::from_bytes(id_col(row, 0, "services.id")?),
+        account_id: AccountId::from_bytes(id_col(row, 1, "services.account_id")?),
+        name: ServiceName::parse(&name)
+            .map_err(|_| StorageError::Corrupted("services.name: invalid name".into()))?,
+        kind: scope_col(row, 3, "services.kind")?,
+        secrets: Vec::new(),
+        stores: Vec::new(),
+        created: ts_col(row, 4, "services.created")?,
+        modified: ts_col(row, 5, "services.modified")?,
+    })
+}
+
+pub(super) fn service_token_from_row(row: &Row<'_>) -> Result<ServiceTokenRecord> {
+    Ok(ServiceTokenRecord {
+        id: TokenId::from_bytes(id_col(row, 0, "service_tokens.id")?),
+        account_id: AccountId::from_bytes(id_col(row, 1, "service_tokens.account_id")?),
+        service_id: ServiceId::from_bytes(id_col(row, 2, "service_tokens.service_id")?),
+        hash: col(row, 3, "service_tokens.hash")?,
+        created: ts_col(row, 4, "service_tokens.created")?,
+        revoked: opt_ts_col(row, 5, "service_tokens.revoked")?,
     })
 }
 
@@ -564,4 +605,226 @@ pub(super) fn changes_after(
         prev = record.hash;
     }
     Ok(rows)
+}
+
+/// Fills in `service`'s bindings: one range read of `service_bindings` in position order,
+/// which is the secret bindings in their order, then the store bindings in theirs.
+fn load_bindings(conn: &Connection, mut service: ServiceRecord) -> Result<ServiceRecord> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT binding, store_id, secret_name FROM service_bindings
+             WHERE service_id = ?1 ORDER BY position",
+        )
+        .db("read bindings")?;
+    let mut rows = stmt.query([service.id.as_bytes()]).db("read bindings")?;
+    while let Some(row) = rows.next().db("read bindings")? {
+        let binding: String = col(row, 0, "service_bindings.binding")?;
+        let binding = BindingName::parse(&binding).map_err(|_| {
+            StorageError::Corrupted("service_bindings.binding: invalid name".into())
+        })?;
+        let store_id = StoreId::from_bytes(id_col(row, 1, "service_bindings.store_id")?);
+        match col::<Option<String>>(row, 2, "service_bindings.secret_name")? {
+            Some(name) => service.secrets.push(SecretBindingRecord {
+                binding,
+                store_id,
+                secret_name: SecretName::parse(&name).map_err(|_| {
+                    StorageError::Corrupted("service_bindings.secret_name: invalid name".into())
+                })?,
+            }),
+            None => service
+                .stores
+                .push(StoreBindingRecord { binding, store_id }),
+        }
+    }
+    Ok(service)
+}
+
+/// Run inside one read transaction by the caller (or the writer's), so the service row and
+/// its bindings agree.
+pub(super) fn get_service(
+    conn: &Connection,
+    account: AccountId,
+    id: ServiceId,
+) -> Result<Option<ServiceRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            service_cols!(),
+            " FROM services WHERE id = ?1 AND account_id = ?2"
+        ),
+        [id.as_bytes(), account.as_bytes()],
+        "get service",
+        service_from_row,
+    )?
+    .map(|service| load_bindings(conn, service))
+    .transpose()
+}
+
+/// Like [`get_service`], by name.
+pub(super) fn get_service_by_name(
+    conn: &Connection,
+    account: AccountId,
+    name: &ServiceName,
+) -> Result<Option<ServiceRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            service_cols!(),
+            " FROM services WHERE account_id = ?1 AND name = ?2"
+        ),
+        params![account.as_bytes(), name.as_str()],
+        "get service by name",
+        service_from_row,
+    )?
+    .map(|service| load_bindings(conn, service))
+    .transpose()
+}
+
+/// `NotFound(Service)` unless `id` is a service of `account`.
+pub(super) fn require_service(conn: &Connection, account: AccountId, id: ServiceId) -> Result<()> {
+    let found = query_opt(
+        conn,
+        "SELECT 1 FROM services WHERE id = ?1 AND account_id = ?2",
+        [id.as_bytes(), account.as_bytes()],
+        "check service",
+        |_| Ok(()),
+    )?;
+    found.ok_or(StorageError::NotFound(Entity::Service))
+}
+
+/// Run inside one read transaction by the caller, so the count, the page and the bindings
+/// agree. Names are unique per account, so ordering by name needs no tie-break.
+pub(super) fn list_services(
+    conn: &Connection,
+    account: AccountId,
+    query: &ServiceQuery,
+) -> Result<Page<ServiceRecord>> {
+    let (limit, skip) = (
+        i64::from(query.per_page),
+        offset(query.page, query.per_page),
+    );
+    // `name` is bound as NULL for "any name"; the two statements stay fixed (and cached).
+    let name = query.name.as_ref().map(ServiceName::as_str);
+    let services = query_all(
+        conn,
+        concat!(
+            "SELECT ",
+            service_cols!(),
+            " FROM services WHERE account_id = ?1 AND (?2 IS NULL OR name = ?2)
+              ORDER BY name LIMIT ?3 OFFSET ?4"
+        ),
+        params![account.as_bytes(), name, limit, skip],
+        "list services",
+        service_from_row,
+    )?;
+    let total = query_i64(
+        conn,
+        "SELECT count(*) FROM services WHERE account_id = ?1 AND (?2 IS NULL OR name = ?2)",
+        params![account.as_bytes(), name],
+        "count services",
+    )?;
+    let items = services
+        .into_iter()
+        .map(|service| load_bindings(conn, service))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Page {
+        items,
+        total_count: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+pub(super) fn get_service_token(
+    conn: &Connection,
+    id: TokenId,
+) -> Result<Option<ServiceTokenRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            service_token_cols!(),
+            " FROM service_tokens WHERE id = ?1"
+        ),
+        [id.as_bytes()],
+        "get service token",
+        service_token_from_row,
+    )
+}
+
+pub(super) fn list_service_tokens(
+    conn: &Connection,
+    account: AccountId,
+    service: ServiceId,
+) -> Result<Vec<ServiceTokenRecord>> {
+    query_all(
+        conn,
+        concat!(
+            "SELECT ",
+            service_token_cols!(),
+            " FROM service_tokens WHERE service_id = ?1 AND account_id = ?2
+              ORDER BY created, id"
+        ),
+        [service.as_bytes(), account.as_bytes()],
+        "list service tokens",
+        service_token_from_row,
+    )
+}
+
+pub(super) fn get_secret_by_name(
+    conn: &Connection,
+    account: AccountId,
+    store: StoreId,
+    name: &SecretName,
+) -> Result<Option<SecretRecord>> {
+    query_opt(
+        conn,
+        concat!(
+            "SELECT ",
+            secret_cols!(),
+            " FROM secrets WHERE store_id = ?1 AND name = ?2 AND account_id = ?3"
+        ),
+        params![store.as_bytes(), name.as_str(), account.as_bytes()],
+        "get secret by name",
+        secret_from_row,
+    )
+}
+
+/// The runtime read: one statement, so one snapshot. The secret is found through the
+/// `UNIQUE (store_id, name)` index and its current version through the versions primary key.
+/// A LEFT JOIN, so that a secret whose current version row is missing is reported as damage
+/// rather than read as "no such secret".
+pub(super) fn current_value(
+    conn: &Connection,
+    account: AccountId,
+    store: StoreId,
+    name: &SecretName,
+) -> Result<Option<(SecretRecord, VersionRecord)>> {
+    query_opt(
+        conn,
+        "SELECT s.id, s.store_id, s.account_id, s.name, s.comment, s.scopes, s.created,
+                s.modified, s.version,
+                v.dek_id, v.sealed, v.created
+         FROM secrets AS s
+         LEFT JOIN versions AS v ON v.secret_id = s.id AND v.version = s.version
+         WHERE s.store_id = ?1 AND s.name = ?2 AND s.account_id = ?3",
+        params![store.as_bytes(), name.as_str(), account.as_bytes()],
+        "current value",
+        |row| {
+            let secret = secret_from_row(row)?;
+            if col::<Option<i64>>(row, 11, "versions.created")?.is_none() {
+                return Err(StorageError::Corrupted(
+                    "a secret's current version row is missing".into(),
+                ));
+            }
+            let version = VersionRecord {
+                secret_id: secret.id,
+                version: secret.version,
+                dek_id: DekId::from_bytes(id_col(row, 9, "versions.dek_id")?),
+                sealed: col(row, 10, "versions.sealed")?,
+                created: ts_col(row, 11, "versions.created")?,
+            };
+            Ok((secret, version))
+        },
+    )
 }

@@ -15,7 +15,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -277,6 +277,61 @@ fn v3(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 4: services, their bindings and their tokens.
+fn v4(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        -- A named consumer of secrets (the analogue of a Worker). `kind` is the name of the
+        -- scope every bound secret must carry ("workers", ...). UNIQUE (account_id, name)
+        -- serves lookups and listings by name and the foreign-key check when an account row
+        -- is deleted.
+        CREATE TABLE services (
+            id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            account_id BLOB    NOT NULL REFERENCES accounts (id),
+            name       TEXT    NOT NULL,
+            kind       TEXT    NOT NULL,
+            created    INTEGER NOT NULL,
+            modified   INTEGER NOT NULL,
+            UNIQUE (account_id, name),
+            -- The parent key of service_tokens (service_id, account_id): a token's account is
+            -- always its service's account.
+            UNIQUE (id, account_id)
+        ) STRICT;
+
+        -- A service's bindings, in one sequence per service: its secret bindings in the order
+        -- given, then its store bindings in the order given. `secret_name` is NULL for a store
+        -- binding. No reference to stores or secrets: bindings name them by store id and
+        -- secret name and are resolved at read time, so deleting a store or a secret leaves
+        -- them alone. Clustered by service (WITHOUT ROWID), so a service's bindings are one
+        -- range of one b-tree.
+        CREATE TABLE service_bindings (
+            service_id  BLOB    NOT NULL REFERENCES services (id) ON DELETE CASCADE,
+            position    INTEGER NOT NULL CHECK (position >= 0),
+            binding     TEXT    NOT NULL,
+            store_id    BLOB    NOT NULL CHECK (length(store_id) = 16),
+            secret_name TEXT,
+            PRIMARY KEY (service_id, position),
+            UNIQUE (service_id, binding)
+        ) STRICT, WITHOUT ROWID;
+
+        -- Tokens a service reads its secrets with: HMAC-SHA256 of the token under the
+        -- "service-token-mac" instance key. Deleted with their service.
+        CREATE TABLE service_tokens (
+            id         BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            account_id BLOB    NOT NULL,
+            service_id BLOB    NOT NULL,
+            hash       BLOB    NOT NULL CHECK (length(hash) = 32),
+            created    INTEGER NOT NULL,
+            revoked    INTEGER,
+            FOREIGN KEY (service_id, account_id) REFERENCES services (id, account_id)
+                ON DELETE CASCADE
+        ) STRICT;
+        -- list_service_tokens reads it in order; it also serves the cascade from services.
+        CREATE INDEX service_tokens_by_service ON service_tokens (service_id, created, id);
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +403,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         let tokens: i64 = conn
             .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
             .unwrap();
@@ -411,5 +466,169 @@ mod tests {
         );
         assert!(!head.iter().any(|d| d.contains("TEMP B-TREE")), "{head:?}");
         assert!(head.iter().any(|d| d.contains("INDEX")), "{head:?}");
+    }
+
+    #[test]
+    fn migrates_a_version_3_database_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (account, store, secret, dek) = ([1u8; 16], [2u8; 16], [3u8; 16], [4u8; 16]);
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            v1(&tx).unwrap();
+            v2(&tx).unwrap();
+            v3(&tx).unwrap();
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO accounts (id, name, created) VALUES (?1, 'a', 1)",
+                [account],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO deks (id, account_id, kek_id, wrapped, created)
+                 VALUES (?1, ?2, 'k', x'00', 1)",
+                [dek, account],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO stores (id, account_id, name, created, modified)
+                 VALUES (?1, ?2, 's', 1, 1)",
+                [store, account],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                                      modified, version)
+                 VALUES (?1, ?2, ?3, 'k', '', ',workers,', 1, 1, 1)",
+                [secret, store, account],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+                 VALUES (?1, 1, ?2, x'01', 1)",
+                [secret, dek],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO audit (account_id, seq, at, action, outcome, payload, prev_hash,
+                                    hash)
+                 VALUES (?1, 1, 1, 'create', 'ok', x'', zeroblob(32), zeroblob(32))",
+                [account],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+
+        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 4);
+        for (table, rows) in [
+            ("accounts", 1),
+            ("deks", 1),
+            ("stores", 1),
+            ("secrets", 1),
+            ("versions", 1),
+            ("audit", 1),
+            ("services", 0),
+            ("service_bindings", 0),
+            ("service_tokens", 0),
+        ] {
+            let count: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(count, rows, "{table}: the migration keeps existing rows");
+        }
+
+        // The new tables work and cascade: a service with a binding and a token, then deleted.
+        let service = [5u8; 16];
+        conn.execute(
+            "INSERT INTO services (id, account_id, name, kind, created, modified)
+             VALUES (?1, ?2, 'svc', 'workers', 1, 1)",
+            [service, account],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO service_bindings (service_id, position, binding, store_id, secret_name)
+             VALUES (?1, 0, 'K', ?2, 'k')",
+            [service, store],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO service_tokens (id, account_id, service_id, hash, created)
+             VALUES (?1, ?2, ?3, zeroblob(32), 1)",
+            [[6u8; 16], account, service],
+        )
+        .unwrap();
+        // A token whose account is not its service's is refused by the composite reference.
+        let other_account = [7u8; 16];
+        conn.execute(
+            "INSERT INTO accounts (id, name, created) VALUES (?1, 'b', 1)",
+            [other_account],
+        )
+        .unwrap();
+        assert!(
+            conn.execute(
+                "INSERT INTO service_tokens (id, account_id, service_id, hash, created)
+                 VALUES (?1, ?2, ?3, zeroblob(32), 1)",
+                [[8u8; 16], other_account, service],
+            )
+            .is_err()
+        );
+        conn.execute("DELETE FROM services WHERE id = ?1", [service])
+            .unwrap();
+        for table in ["service_bindings", "service_tokens"] {
+            let count: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(count, 0, "{table} rows go with their service");
+        }
+
+        // The runtime read: the secret by its unique (store_id, name) index, the version by
+        // its primary key; no scan, no sort.
+        let runtime = plan(
+            &conn,
+            "SELECT s.id, v.sealed FROM secrets AS s
+             LEFT JOIN versions AS v ON v.secret_id = s.id AND v.version = s.version
+             WHERE s.store_id = ?1 AND s.name = 'k' AND s.account_id = ?1",
+        );
+        assert!(
+            runtime
+                .iter()
+                .any(|d| d.starts_with("SEARCH s USING INDEX sqlite_autoindex_secrets")),
+            "{runtime:?}"
+        );
+        assert!(
+            runtime
+                .iter()
+                .any(|d| d.starts_with("SEARCH v USING INDEX sqlite_autoindex_versions")),
+            "{runtime:?}"
+        );
+        assert!(
+            !runtime
+                .iter()
+                .any(|d| d.starts_with("SCAN") || d.contains("TEMP B-TREE")),
+            "{runtime:?}"
+        );
+        // Listings read their index in order.
+        for sql in [
+            "SELECT id FROM services WHERE account_id = ?1 AND (?1 IS NULL OR name = ?1)
+             ORDER BY name",
+            "SELECT id FROM service_tokens WHERE service_id = ?1 AND account_id = ?1
+             ORDER BY created, id",
+            "SELECT binding FROM service_bindings WHERE service_id = ?1 ORDER BY position",
+        ] {
+            let listing = plan(&conn, sql);
+            assert!(
+                listing.iter().all(|d| d.starts_with("SEARCH")),
+                "{sql}: {listing:?}"
+            );
+            assert!(
+                !listing.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{sql}: {listing:?}"
+            );
+        }
     }
 }

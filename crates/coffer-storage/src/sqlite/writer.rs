@@ -43,6 +43,9 @@ pub struct WriteStats {
 struct Counters {
     commits: AtomicU64,
     jobs: AtomicU64,
+    /// The change-log seq of the last batch this writer committed (see
+    /// `Storage::committed_head`); raised after the COMMIT and before any job is answered.
+    committed_seq: AtomicU64,
 }
 
 /// The last committed change-log entry (seq 0 and the genesis hash when the log is empty).
@@ -199,6 +202,11 @@ impl WriterHandle {
             .map_err(|_| StorageError::Unavailable("the writer stopped before answering".into()))?
     }
 
+    /// See `Storage::committed_head`.
+    pub(super) fn committed_seq(&self) -> u64 {
+        self.counters.committed_seq.load(Ordering::Acquire)
+    }
+
     pub(super) fn stats(&self) -> WriteStats {
         WriteStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
@@ -323,6 +331,9 @@ impl Writer {
         match exec(&self.conn, "COMMIT", "commit") {
             Ok(()) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .committed_seq
+                    .fetch_max(head.seq, Ordering::Release);
                 for job in waiting {
                     job.answer(None);
                 }

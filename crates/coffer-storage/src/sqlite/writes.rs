@@ -4,15 +4,21 @@
 
 use std::collections::HashSet;
 
-use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp, TokenId};
+use coffer_types::{
+    AccountId, BindingName, DekId, SecretId, ServiceId, StoreId, Timestamp, TokenId,
+};
 use rusqlite::params;
 
 use super::codec::{Constraint, DbResultExt, constraint, db_error, encode_scopes, id_col, to_i64};
-use super::reads::{self, query_all, query_opt, require_store, secret_cols, secret_from_row};
+use super::reads::{
+    self, query_all, query_opt, require_service, require_store, secret_cols, secret_from_row,
+    service_token_cols, service_token_from_row,
+};
 use super::writer::WriteCx;
 use crate::{
-    AccountRecord, Change, DekRecord, Entity, NewSecret, Result, SecretRecord, SecretUpdate,
-    StorageError, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+    AccountRecord, Change, ChangeSecretBinding, ChangeStoreBinding, DekRecord, Entity, NewSecret,
+    Result, SecretRecord, SecretUpdate, ServiceRecord, ServiceTokenRecord, StorageError,
+    StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 /// Runs one cached statement, translating the constraint violations `on_constraint` knows
@@ -139,6 +145,28 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         cx.append(&Change::StoreDeleted {
             account_id: account,
             store_id,
+        })?;
+    }
+    // Services in id order, like stores. Their bindings and tokens go with them (ON DELETE
+    // CASCADE) and get no entries: `ServiceDeleted` implies them.
+    let services = query_all(
+        cx.conn,
+        "SELECT id FROM services WHERE account_id = ?1 ORDER BY id",
+        [account.as_bytes()],
+        "list account services",
+        |row| id_col(row, 0, "services.id").map(ServiceId::from_bytes),
+    )?;
+    execute(
+        cx,
+        "DELETE FROM services WHERE account_id = ?1",
+        [account.as_bytes()],
+        "delete account services",
+        |_| None,
+    )?;
+    for &service_id in &services {
+        cx.append(&Change::ServiceDeleted {
+            account_id: account,
+            service_id,
         })?;
     }
     execute(
@@ -671,4 +699,317 @@ pub(super) fn delete_secrets(
         })?;
     }
     Ok(())
+}
+
+/// `Invalid` unless every binding name of `service` is used once, across secrets and stores.
+fn check_binding_names(service: &ServiceRecord) -> Result<()> {
+    let mut seen: HashSet<&BindingName> = HashSet::new();
+    let names = service
+        .secrets
+        .iter()
+        .map(|b| &b.binding)
+        .chain(service.stores.iter().map(|b| &b.binding));
+    for name in names {
+        if !seen.insert(name) {
+            return Err(StorageError::Invalid(
+                "a service's binding names are not unique across its secrets and stores",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Inserts `service`'s bindings in one position sequence: its secret bindings in order, then
+/// its store bindings in order (so reading them back by position restores both lists).
+fn insert_bindings(cx: &WriteCx<'_>, service: &ServiceRecord) -> Result<()> {
+    let mut stmt = cx
+        .conn
+        .prepare_cached(
+            "INSERT INTO service_bindings (service_id, position, binding, store_id, secret_name)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .db("insert binding")?;
+    let secrets = service
+        .secrets
+        .iter()
+        .map(|b| (&b.binding, b.store_id, Some(b.secret_name.as_str())));
+    let stores = service
+        .stores
+        .iter()
+        .map(|b| (&b.binding, b.store_id, None));
+    for (position, (binding, store_id, secret_name)) in (0i64..).zip(secrets.chain(stores)) {
+        stmt.execute(params![
+            service.id.as_bytes(),
+            position,
+            binding.as_str(),
+            store_id.as_bytes(),
+            secret_name,
+        ])
+        .map_err(|e| match constraint(&e) {
+            // Checked before; the index agrees.
+            Some(Constraint::Unique | Constraint::PrimaryKey) => StorageError::Invalid(
+                "a service's binding names are not unique across its secrets and stores",
+            ),
+            _ => db_error("insert binding", &e),
+        })?;
+    }
+    Ok(())
+}
+
+/// The log entry of a service's whole current state.
+fn service_put(service: &ServiceRecord) -> Change {
+    Change::ServicePut {
+        account_id: service.account_id,
+        service_id: service.id,
+        name: service.name.as_str().to_owned(),
+        kind: service.kind.as_str().to_owned(),
+        secrets: service
+            .secrets
+            .iter()
+            .map(|b| ChangeSecretBinding {
+                binding: b.binding.as_str().to_owned(),
+                store_id: b.store_id,
+                secret_name: b.secret_name.as_str().to_owned(),
+            })
+            .collect(),
+        stores: service
+            .stores
+            .iter()
+            .map(|b| ChangeStoreBinding {
+                binding: b.binding.as_str().to_owned(),
+                store_id: b.store_id,
+            })
+            .collect(),
+    }
+}
+
+fn insert_service_token(cx: &mut WriteCx<'_>, token: &ServiceTokenRecord) -> Result<()> {
+    execute(
+        cx,
+        "INSERT INTO service_tokens (id, account_id, service_id, hash, created, revoked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            token.id.as_bytes(),
+            token.account_id.as_bytes(),
+            token.service_id.as_bytes(),
+            token.hash,
+            token.created.unix_micros(),
+            token.revoked.map(|t| t.unix_micros()),
+        ],
+        "create service token",
+        |c| match c {
+            Constraint::PrimaryKey => Some(StorageError::AlreadyExists(Entity::ServiceToken)),
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Service)),
+            _ => None,
+        },
+    )?;
+    // The HMAC only: the token itself never reaches storage.
+    cx.append(&Change::ServiceTokenPut {
+        account_id: token.account_id,
+        service_id: token.service_id,
+        token_id: token.id,
+        hash_hex: hex::encode(token.hash),
+    })
+}
+
+pub(super) fn create_service(
+    cx: &mut WriteCx<'_>,
+    service: &ServiceRecord,
+    token: &ServiceTokenRecord,
+) -> Result<()> {
+    if token.account_id != service.account_id || token.service_id != service.id {
+        return Err(StorageError::Invalid(
+            "a new service's token names another account or service",
+        ));
+    }
+    check_binding_names(service)?;
+    let account = service.account_id.as_bytes();
+    let taken = query_opt(
+        cx.conn,
+        "SELECT 1 FROM services WHERE account_id = ?1 AND name = ?2",
+        params![account, service.name.as_str()],
+        "check service name",
+        |_| Ok(()),
+    )?;
+    if taken.is_some() {
+        return Err(name_taken(Entity::Service, service.name.as_str()));
+    }
+    execute(
+        cx,
+        "INSERT INTO services (id, account_id, name, kind, created, modified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            service.id.as_bytes(),
+            account,
+            service.name.as_str(),
+            service.kind.as_str(),
+            service.created.unix_micros(),
+            service.modified.unix_micros(),
+        ],
+        "create service",
+        |c| match c {
+            Constraint::ForeignKey => Some(StorageError::NotFound(Entity::Account)),
+            // The name is free (checked above), so a clash is on the id, whichever of its
+            // indexes reports it.
+            Constraint::PrimaryKey | Constraint::Unique => {
+                Some(StorageError::AlreadyExists(Entity::Service))
+            }
+            Constraint::Other => None,
+        },
+    )?;
+    insert_bindings(cx, service)?;
+    cx.append(&service_put(service))?;
+    insert_service_token(cx, token)
+}
+
+pub(super) fn update_service(
+    cx: &mut WriteCx<'_>,
+    service: ServiceRecord,
+) -> Result<ServiceRecord> {
+    check_binding_names(&service)?;
+    let current = reads::get_service(cx.conn, service.account_id, service.id)?
+        .ok_or(StorageError::NotFound(Entity::Service))?;
+    let record = ServiceRecord {
+        name: current.name,
+        created: current.created,
+        ..service
+    };
+    execute(
+        cx,
+        "UPDATE services SET kind = ?1, modified = ?2 WHERE id = ?3",
+        params![
+            record.kind.as_str(),
+            record.modified.unix_micros(),
+            record.id.as_bytes()
+        ],
+        "update service",
+        |_| None,
+    )?;
+    // Replaced wholesale, like the `ServicePut` that carries them.
+    execute(
+        cx,
+        "DELETE FROM service_bindings WHERE service_id = ?1",
+        [record.id.as_bytes()],
+        "replace bindings",
+        |_| None,
+    )?;
+    insert_bindings(cx, &record)?;
+    cx.append(&service_put(&record))?;
+    Ok(record)
+}
+
+pub(super) fn delete_service(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    id: ServiceId,
+) -> Result<()> {
+    // Bindings and tokens go with the row (ON DELETE CASCADE).
+    let deleted = execute(
+        cx,
+        "DELETE FROM services WHERE id = ?1 AND account_id = ?2",
+        [id.as_bytes(), account.as_bytes()],
+        "delete service",
+        |_| None,
+    )?;
+    if deleted == 0 {
+        return Err(StorageError::NotFound(Entity::Service));
+    }
+    cx.append(&Change::ServiceDeleted {
+        account_id: account,
+        service_id: id,
+    })
+}
+
+/// Sets `revoked = at` on `tokens` (unrevoked tokens of one service, in id order) and logs
+/// each; returns them as updated.
+fn revoke_service_token_rows(
+    cx: &mut WriteCx<'_>,
+    tokens: Vec<ServiceTokenRecord>,
+    at: Timestamp,
+) -> Result<Vec<ServiceTokenRecord>> {
+    let mut revoked = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let changed = execute(
+            cx,
+            "UPDATE service_tokens SET revoked = ?1 WHERE id = ?2 AND revoked IS NULL",
+            params![at.unix_micros(), token.id.as_bytes()],
+            "revoke service token",
+            |_| None,
+        )?;
+        if changed != 1 {
+            // Read unrevoked in this transaction a moment ago: only a bug gets here.
+            return Err(StorageError::AlreadyRevoked);
+        }
+        cx.append(&Change::ServiceTokenRevoked {
+            account_id: token.account_id,
+            service_id: token.service_id,
+            token_id: token.id,
+        })?;
+        revoked.push(ServiceTokenRecord {
+            revoked: Some(at),
+            ..token
+        });
+    }
+    Ok(revoked)
+}
+
+/// The service's unrevoked tokens other than `except`, in id order.
+fn active_service_tokens(
+    cx: &WriteCx<'_>,
+    service: ServiceId,
+    except: Option<TokenId>,
+) -> Result<Vec<ServiceTokenRecord>> {
+    let except = except.map(|id| *id.as_bytes());
+    query_all(
+        cx.conn,
+        concat!(
+            "SELECT ",
+            service_token_cols!(),
+            " FROM service_tokens
+              WHERE service_id = ?1 AND revoked IS NULL AND (?2 IS NULL OR id != ?2)
+              ORDER BY id"
+        ),
+        params![service.as_bytes(), except],
+        "list active service tokens",
+        service_token_from_row,
+    )
+}
+
+pub(super) fn create_service_token(
+    cx: &mut WriteCx<'_>,
+    token: &ServiceTokenRecord,
+    revoke_others_at: Option<Timestamp>,
+) -> Result<Vec<ServiceTokenRecord>> {
+    require_service(cx.conn, token.account_id, token.service_id)?;
+    insert_service_token(cx, token)?;
+    match revoke_others_at {
+        None => Ok(Vec::new()),
+        Some(at) => {
+            let others = active_service_tokens(cx, token.service_id, Some(token.id))?;
+            revoke_service_token_rows(cx, others, at)
+        }
+    }
+}
+
+pub(super) fn revoke_service_tokens(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    service: ServiceId,
+    only: Option<TokenId>,
+    at: Timestamp,
+) -> Result<Vec<ServiceTokenRecord>> {
+    require_service(cx.conn, account, service)?;
+    let tokens = match only {
+        None => active_service_tokens(cx, service, None)?,
+        Some(id) => {
+            let token = reads::get_service_token(cx.conn, id)?
+                .filter(|t| t.account_id == account && t.service_id == service)
+                .ok_or(StorageError::NotFound(Entity::ServiceToken))?;
+            if token.revoked.is_some() {
+                return Err(StorageError::AlreadyRevoked);
+            }
+            vec![token]
+        }
+    };
+    revoke_service_token_rows(cx, tokens, at)
 }
