@@ -14,6 +14,8 @@ pub enum InvalidKind {
     Comment,
     Query,
     Batch,
+    /// A binding: its name, a duplicate, the service type, too many bindings.
+    Binding,
 }
 
 /// An invalid input, naming where it was found (a JSON pointer like `/0/name` or a query
@@ -32,6 +34,8 @@ pub enum Resource {
     Store,
     Secret,
     Token,
+    Service,
+    ServiceToken,
 }
 
 /// Errors of core operations, in domain terms.
@@ -70,6 +74,25 @@ pub enum CoreError {
     OperatorProtected(&'static str),
     #[error("the token is already revoked")]
     AlreadyRevoked,
+    /// A deploy refused by its first permission check: the deployer's role, a missing store
+    /// or secret, or a secret without the service's scope. `binding` names the binding that
+    /// failed (none when the role alone refuses a deploy without bindings).
+    #[error("{}{reason}", binding.as_ref().map(|b| format!("binding {b}: ")).unwrap_or_default())]
+    BindingDenied {
+        binding: Option<String>,
+        reason: String,
+    },
+    /// A valid token used on the API it is not for (service token on the control plane, API
+    /// token on the runtime API).
+    #[error("{0}")]
+    WrongTokenKind(&'static str),
+    /// A runtime read of a binding the service lacks, or whose secret is gone. Carries the
+    /// name the message shows (`Secret "<name>" not found`).
+    #[error("Secret \"{0}\" not found")]
+    BindingNotFound(String),
+    /// A runtime read of a secret whose scopes no longer include the service's type.
+    #[error("{0}")]
+    ScopeDenied(String),
     #[error("the secret was modified concurrently; retry")]
     Conflict,
     /// A key or the storage backend is unavailable. The detail is for logs only.
@@ -103,6 +126,10 @@ impl From<StorageError> for CoreError {
             }
             StorageError::NotFound(Entity::Account) => CoreError::NotFound(Resource::Account),
             StorageError::NotFound(Entity::Token) => CoreError::NotFound(Resource::Token),
+            StorageError::NotFound(Entity::Service) => CoreError::NotFound(Resource::Service),
+            StorageError::NotFound(Entity::ServiceToken) => {
+                CoreError::NotFound(Resource::ServiceToken)
+            }
             StorageError::AlreadyRevoked => CoreError::AlreadyRevoked,
             StorageError::NotFound(other) => CoreError::Internal(format!("{other:?} not found")),
             StorageError::NameTaken {

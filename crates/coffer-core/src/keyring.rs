@@ -31,6 +31,7 @@ use crate::CoreError;
 const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
+const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";
 
 /// Unwrapped DEKs kept in memory at most. Past it the oldest entries are dropped; they are
 /// unwrapped again (one KEK call) if used again.
@@ -139,6 +140,7 @@ pub struct Keyring {
     active: Mutex<HashMap<AccountId, ActiveDek>>,
     mac: MacKey,
     audit_mac: MacKey,
+    service_mac: MacKey,
 }
 
 impl Keyring {
@@ -151,6 +153,7 @@ impl Keyring {
     ) -> Result<Keyring, CoreError> {
         let mac = instance_mac_key(&kek, &storage, TOKEN_MAC_PURPOSE).await?;
         let audit_mac = instance_mac_key(&kek, &storage, AUDIT_MAC_PURPOSE).await?;
+        let service_mac = instance_mac_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
         Ok(Keyring {
             kek,
             storage,
@@ -159,6 +162,7 @@ impl Keyring {
             active: Mutex::new(HashMap::new()),
             mac,
             audit_mac,
+            service_mac,
         })
     }
 
@@ -170,6 +174,12 @@ impl Keyring {
     /// at rest, so whoever can edit the database cannot forge a checkpoint.
     pub fn audit_mac(&self) -> &MacKey {
         &self.audit_mac
+    }
+
+    /// The key that hashes service tokens. Separate from the API-token key so that a node which
+    /// must check service tokens (an edge) can hold it without being able to check API tokens.
+    pub fn service_mac(&self) -> &MacKey {
+        &self.service_mac
     }
 
     /// The DEK to seal one new value of `account` with. The write storing the value must carry

@@ -110,6 +110,10 @@ pub struct Coffer {
     token_cache: crate::token_cache::TokenCache,
     /// The account holding the operator token, once looked up (see `audit.rs`).
     operator_account: std::sync::OnceLock<AccountId>,
+    /// Service tokens, services and current values for runtime reads (see `runtime.rs`).
+    pub(crate) runtime_cache: self::runtime::RuntimeCache,
+    /// Runtime reads not yet written to the audit log.
+    pub(crate) access_log: self::runtime::AccessLog,
 }
 
 impl Coffer {
@@ -128,6 +132,8 @@ impl Coffer {
             token_usage: std::sync::Mutex::new(std::collections::HashMap::new()),
             token_cache: crate::token_cache::TokenCache::default(),
             operator_account: std::sync::OnceLock::new(),
+            runtime_cache: self::runtime::RuntimeCache::default(),
+            access_log: self::runtime::AccessLog::default(),
         })
     }
 
@@ -144,6 +150,9 @@ impl Coffer {
     pub async fn shutdown(&self) {
         if let Err(e) = self.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times at shutdown");
+        }
+        if let Err(e) = self.flush_access_events().await {
+            tracing::error!(error = %e, "could not record runtime reads in the audit log at shutdown");
         }
         if let Err(e) = self.checkpoint_audit().await {
             tracing::error!(error = %e, "could not write audit checkpoints at shutdown");
@@ -722,8 +731,12 @@ impl Coffer {
     }
 }
 
-mod audit;
+pub(crate) mod audit;
 pub use audit::AuditVerification;
 pub mod identity;
+pub mod runtime;
+#[cfg(test)]
+mod runtime_tests;
+pub mod services;
 #[cfg(test)]
 mod tests;

@@ -101,7 +101,16 @@ pub fn open(
     ctx: &ValueContext,
     sealed: &SealedValue,
 ) -> Result<Plaintext, CryptoError> {
-    let parts = split(&sealed.0)?;
+    open_bytes(key, ctx, &sealed.0)
+}
+
+/// [`open`] for sealed bytes held elsewhere (a cached record), without copying them first.
+pub fn open_bytes(
+    key: &DataKey,
+    ctx: &ValueContext,
+    sealed: &[u8],
+) -> Result<Plaintext, CryptoError> {
+    let parts = split(sealed)?;
     // Owned by a wiping type from the start: on a bad tag aws-lc may already have written
     // unauthenticated plaintext here, and that must not outlive the failed call either.
     let mut out = Plaintext::zeroed(parts.ciphertext.len());

@@ -25,7 +25,8 @@ mod random;
 mod secret;
 
 pub use envelope::{
-    DekContext, ENVELOPE_OVERHEAD, SealedValue, ValueContext, WrappedDataKey, open, seal,
+    DekContext, ENVELOPE_OVERHEAD, SealedValue, ValueContext, WrappedDataKey, open, open_bytes,
+    seal,
 };
 pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};

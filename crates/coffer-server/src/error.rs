@@ -87,6 +87,7 @@ impl From<CoreError> for ApiError {
                     InvalidKind::Comment => ErrorCode::InvalidComment,
                     InvalidKind::Query => ErrorCode::InvalidQuery,
                     InvalidKind::Batch => ErrorCode::InvalidBatch,
+                    InvalidKind::Binding => ErrorCode::InvalidBinding,
                 };
                 ApiError::at(
                     code,
@@ -111,6 +112,22 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(Resource::Token) => {
                 ApiError::new(ErrorCode::TokenNotFound, "token not found")
             }
+            CoreError::NotFound(Resource::ServiceToken) => ApiError::new(
+                ErrorCode::TokenNotFound,
+                "service token not found in this service",
+            ),
+            CoreError::NotFound(Resource::Service) => {
+                ApiError::new(ErrorCode::ServiceNotFound, "service not found")
+            }
+            e @ CoreError::BindingDenied { .. } => ApiError::new(
+                ErrorCode::BindingAuthorizationFailed,
+                format!("Secrets store binding authorization failed: {e}"),
+            ),
+            CoreError::WrongTokenKind(m) => ApiError::new(ErrorCode::WrongTokenKind, m),
+            e @ CoreError::BindingNotFound(_) => {
+                ApiError::new(ErrorCode::BindingNotFound, e.to_string())
+            }
+            CoreError::ScopeDenied(m) => ApiError::new(ErrorCode::ScopeDenied, m),
             e @ CoreError::OperatorProtected(_) => {
                 ApiError::new(ErrorCode::OperatorProtected, e.to_string())
             }

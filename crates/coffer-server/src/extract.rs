@@ -9,7 +9,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use coffer_api::ErrorCode;
 use coffer_core::{CoreError, Principal, RequestContext};
-use coffer_types::{AccountId, IdError, SecretId, StoreId, TokenId};
+use coffer_types::{AccountId, IdError, SecretId, ServiceId, StoreId, TokenId};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -32,7 +32,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let app = AppState::from_ref(state);
-        let token = bearer_token(parts)?;
+        let token = bearer_token(parts, "API token")?;
         // The peer address; absent only when the router is driven in-process without one.
         let peer = parts
             .extensions
@@ -86,11 +86,11 @@ where
 }
 
 /// The bearer token of the request, or why there is none.
-fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+pub(crate) fn bearer_token<'p>(parts: &'p Parts, kind: &str) -> Result<&'p str, ApiError> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthenticated,
-            "missing Authorization header (expected \"Bearer <API token>\")",
+            format!("missing Authorization header (expected \"Bearer <{kind}>\")"),
         )
     })?;
     let value = header.to_str().map_err(|_| {
@@ -121,6 +121,7 @@ pub struct PathIds {
     store: Option<StoreId>,
     secret: Option<SecretId>,
     token: Option<TokenId>,
+    service: Option<ServiceId>,
 }
 
 impl PathIds {
@@ -128,6 +129,17 @@ impl PathIds {
     pub fn token(&self) -> Result<TokenId, ApiError> {
         self.token
             .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no token in path"))
+    }
+
+    /// The `{service_id}` of the route; an error only if the route has none (a routing bug).
+    pub fn service(&self) -> Result<ServiceId, ApiError> {
+        self.service
+            .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no service in path"))
+    }
+
+    /// The `{token_id}` of the route, if it has one.
+    pub fn token_opt(&self) -> Option<TokenId> {
+        self.token
     }
 
     /// The `{store_id}` of the route; an error only if the route has none (a routing bug).
@@ -176,12 +188,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
         let mut store = None;
         let mut secret = None;
         let mut token = None;
+        let mut service = None;
         for (name, value) in &params {
             match name {
                 "account_id" => account = Some(parse_id(name, value, AccountId::parse)?),
                 "store_id" => store = Some(parse_id(name, value, StoreId::parse)?),
                 "secret_id" => secret = Some(parse_id(name, value, SecretId::parse)?),
                 "token_id" => token = Some(parse_id(name, value, TokenId::parse)?),
+                "service_id" => service = Some(parse_id(name, value, ServiceId::parse)?),
                 _ => {}
             }
         }
@@ -192,22 +206,31 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
             store,
             secret,
             token,
+            service,
         })
     }
 }
 
-/// Which id of `/client/v4/accounts/{account_id}/secrets_store/stores/{store_id}/secrets/
-/// {secret_id}` does not percent-decode to UTF-8 (axum's rejection does not say).
+/// Which id of a `/client/v4/accounts/{account_id}/...` path does not percent-decode to UTF-8
+/// (axum's rejection does not say).
 fn non_utf8_param(path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    [(3, "account_id"), (6, "store_id"), (8, "secret_id")]
-        .into_iter()
+    // Where each route keeps its ids: segment index → parameter name.
+    let ids: &[(usize, &'static str)] = match (segments.get(4), segments.get(5)) {
+        (Some(&"secrets_store"), Some(&"services")) => {
+            &[(3, "account_id"), (6, "service_id"), (8, "token_id")]
+        }
+        (Some(&"secrets_store"), _) => &[(3, "account_id"), (6, "store_id"), (8, "secret_id")],
+        (Some(&"tokens"), _) => &[(3, "account_id"), (5, "token_id")],
+        _ => &[(3, "account_id")],
+    };
+    ids.iter()
         .find(|(i, _)| {
             segments
                 .get(*i)
                 .is_some_and(|s| String::from_utf8(percent_decode(s)).is_err())
         })
-        .map(|(_, name)| name)
+        .map(|(_, name)| *name)
 }
 
 fn percent_decode(s: &str) -> Vec<u8> {

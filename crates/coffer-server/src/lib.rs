@@ -12,7 +12,9 @@ mod extract;
 mod limiter;
 mod query;
 mod router;
+mod runtime;
 mod secrets_store;
+mod services;
 mod state;
 mod tls;
 mod tokens;
@@ -36,8 +38,9 @@ pub use state::AppState;
 /// audit chains' heads are signed.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
-/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times and signs a
-/// checkpoint of every audit chain that moved.
+/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times and the
+/// runtime reads aggregated since the last round, and signs a checkpoint of every audit chain
+/// that moved.
 async fn housekeeping(coffer: Arc<Coffer>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,6 +48,10 @@ async fn housekeeping(coffer: Arc<Coffer>) {
         tick.tick().await;
         if let Err(e) = coffer.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times");
+        }
+        // Before the checkpoints, so the access entries are signed in the same round.
+        if let Err(e) = coffer.flush_access_events().await {
+            tracing::error!(error = %e, "could not record runtime reads in the audit log; kept for the next round");
         }
         if let Err(e) = coffer.checkpoint_audit().await {
             tracing::error!(error = %e, "could not write audit checkpoints");

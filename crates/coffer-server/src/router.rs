@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use coffer_api::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, audit, tokens};
+use crate::{accounts, audit, runtime, services, tokens};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -44,7 +44,22 @@ pub fn router(state: AppState) -> Router {
             "/stores/{store_id}/secrets/{secret_id}/duplicate",
             post(ss::duplicate_secret),
         )
-        .route("/quota", get(ss::quota));
+        .route("/quota", get(ss::quota))
+        .route("/services", get(services::list).post(services::deploy))
+        .route(
+            "/services/{service_id}",
+            get(services::get).delete(services::delete),
+        )
+        .route(
+            "/services/{service_id}/tokens",
+            get(services::list_tokens)
+                .post(services::rotate_token)
+                .delete(services::revoke_tokens),
+        )
+        .route(
+            "/services/{service_id}/tokens/{token_id}",
+            delete(services::revoke_tokens),
+        );
 
     Router::new()
         .route("/healthz", get(healthz))
@@ -61,6 +76,12 @@ pub fn router(state: AppState) -> Router {
             get(tokens::get_token).delete(tokens::revoke_token),
         )
         .nest("/client/v4/accounts/{account_id}/secrets_store", secrets_store)
+        .route("/runtime/v1/bindings", get(runtime::read_all))
+        .route("/runtime/v1/bindings/{binding}", get(runtime::read_binding))
+        .route(
+            "/runtime/v1/stores/{binding}/secrets/{name}",
+            get(runtime::read_store_secret),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -40,3 +40,45 @@ pub fn whole_list<T>(items: Vec<T>) -> Envelope<Vec<T>> {
     };
     Envelope::ok_page(items, info)
 }
+
+pub fn service(s: &coffer_storage::ServiceRecord) -> coffer_api::Service {
+    coffer_api::Service {
+        id: s.id.to_string(),
+        name: s.name.to_string(),
+        kind: s.kind.as_str().to_owned(),
+        secrets_store_secrets: s
+            .secrets
+            .iter()
+            .map(|b| coffer_api::SecretBinding {
+                binding: b.binding.to_string(),
+                store_id: b.store_id.to_string(),
+                secret_name: b.secret_name.to_string(),
+            })
+            .collect(),
+        secrets_store_stores: s
+            .stores
+            .iter()
+            .map(|b| coffer_api::StoreBinding {
+                binding: b.binding.to_string(),
+                store_id: b.store_id.to_string(),
+            })
+            .collect(),
+        created: s.created.to_rfc3339(),
+        modified: s.modified.to_rfc3339(),
+    }
+}
+
+pub fn service_token(t: &coffer_storage::ServiceTokenRecord) -> coffer_api::ServiceToken {
+    coffer_api::ServiceToken {
+        id: t.id.to_string(),
+        service_id: t.service_id.to_string(),
+        status: if t.revoked.is_some() {
+            "revoked"
+        } else {
+            "active"
+        }
+        .to_owned(),
+        issued_on: t.created.to_rfc3339(),
+        revoked_on: t.revoked.map(|at| at.to_rfc3339()),
+    }
+}

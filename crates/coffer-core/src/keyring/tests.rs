@@ -292,8 +292,8 @@ async fn kek_calls_happen_once_per_key() {
     let keys = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (2, 2),
-        "first open: the two instance MAC keys (tokens, audit) are made (a wrap each) and read back (an unwrap each)"
+        (3, 3),
+        "first open: the three instance MAC keys (API tokens, audit, service tokens) are made (a wrap each) and read back (an unwrap each)"
     );
     let sealing = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &sealing).await;
@@ -303,27 +303,27 @@ async fn kek_calls_happen_once_per_key() {
     }
     assert_eq!(
         f.kek.counts(),
-        (3, 2),
+        (4, 3),
         "one wrap for the new DEK; it is cached, so opening it needs no unwrap"
     );
 
     let restarted = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (3, 4),
-        "a later open unwraps the two stored MAC keys once each and wraps nothing"
+        (4, 6),
+        "a later open unwraps the three stored MAC keys once each and wraps nothing"
     );
     for _ in 0..10 {
         restarted.opening_key(f.account, sealing.id).await.unwrap();
     }
-    assert_eq!(f.kek.counts(), (3, 5), "10 opens, one unwrap");
+    assert_eq!(f.kek.counts(), (4, 7), "10 opens, one unwrap");
     assert_eq!(
         restarted.sealing_key(f.account).await.unwrap().id,
         sealing.id
     );
     assert_eq!(
         f.kek.counts(),
-        (3, 5),
+        (4, 7),
         "reusing the stored DEK for sealing is served from the cache too"
     );
 }

@@ -12,8 +12,8 @@
 //! breaks the signed checkpoints. Deleting the newest entries after the last checkpoint is only
 //! visible against a head recorded elsewhere: `verify` reports the head so operators can.
 
-use coffer_storage::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, Page};
-use coffer_types::{AccountId, SecretId, StoreId, Timestamp, TokenId};
+use coffer_storage::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, Page, ServiceRecord};
+use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 use serde::Serialize;
 
 use super::Coffer;
@@ -38,6 +38,13 @@ pub struct Target {
     pub token_id: Option<TokenId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<ServiceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The binding name, for `bind`, `unbind` and `access` entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 }
 
 impl Target {
@@ -63,6 +70,49 @@ impl Target {
             store_id: Some(store),
             secret_id: id,
             secret_name: name.map(str::to_owned),
+            ..Target::default()
+        }
+    }
+
+    pub fn service(id: Option<ServiceId>, name: Option<&str>) -> Target {
+        Target {
+            kind: "service",
+            service_id: id,
+            service_name: name.map(str::to_owned),
+            ..Target::default()
+        }
+    }
+
+    pub fn service_token(
+        service: ServiceId,
+        service_name: Option<&str>,
+        id: Option<TokenId>,
+    ) -> Target {
+        Target {
+            kind: "service_token",
+            token_id: id,
+            service_id: Some(service),
+            service_name: service_name.map(str::to_owned),
+            ..Target::default()
+        }
+    }
+
+    /// A secret as seen through a service's binding.
+    pub fn bound_secret(
+        service: &ServiceRecord,
+        binding: &str,
+        store: StoreId,
+        secret: Option<SecretId>,
+        secret_name: &str,
+    ) -> Target {
+        Target {
+            kind: "secret",
+            store_id: Some(store),
+            secret_id: secret,
+            secret_name: Some(secret_name.to_owned()),
+            service_id: Some(service.id),
+            service_name: Some(service.name.as_str().to_owned()),
+            binding: Some(binding.to_owned()),
             ..Target::default()
         }
     }
@@ -93,6 +143,16 @@ pub struct Details {
     /// Why a denial or failed login happened (a permission name or a fixed phrase).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The service's type, on `bind` entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<&'static str>,
+    /// How many runtime reads an `access` entry stands for, and when the first and last were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_read: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +209,11 @@ pub(crate) enum Actorish<'a> {
     },
     /// The instance itself (`coffer init` creating the first account and operator token).
     Instance,
+    /// A bound service reading at runtime, through one of its tokens. Its reads are
+    /// aggregated, so no single request id or address is recorded.
+    Service {
+        token_id: TokenId,
+    },
     /// Someone unidentified (guessing tokens).
     Anonymous {
         context: &'a RequestContext,
@@ -206,6 +271,14 @@ impl Coffer {
                     operator: false,
                 },
                 context,
+            ),
+            Actorish::Service { token_id } => (
+                Actor {
+                    token_id: Some(token_id),
+                    token_name: None,
+                    operator: false,
+                },
+                &NO_CONTEXT,
             ),
             Actorish::Instance => (
                 Actor {

@@ -20,6 +20,8 @@ pub enum Need {
     Read,
     /// Create, update, duplicate, delete stores and secrets.
     Edit,
+    /// Deploy services (bind secrets to them), delete them, rotate and revoke their tokens.
+    Bind,
     /// Manage the account's tokens.
     Manage,
     /// The instance operator only.
@@ -32,6 +34,7 @@ impl Need {
         match self {
             Need::Member | Need::Read => "secrets_store:read",
             Need::Edit => "secrets_store:edit",
+            Need::Bind => "secrets_store:bind",
             Need::Manage => "account:manage",
             Need::Operator => "instance:operator",
         }
@@ -47,9 +50,10 @@ pub enum Caller {
     Role(&'static str),
 }
 
-/// The contract's role table (section 7): reporter views metadata; deployer views (and binds,
-/// later); secrets_store_admin creates, updates, duplicates, deletes and views; super_admin does
-/// everything in its account, tokens included. Only the operator manages accounts.
+/// The contract's role table (section 7): reporter views metadata; deployer views and binds;
+/// secrets_store_admin creates, updates, duplicates, deletes and views (but does not bind);
+/// super_admin does everything in its account, tokens included. Only the operator manages
+/// accounts.
 pub fn allowed(caller: Caller, need: Need) -> bool {
     let Caller::Role(role) = caller else {
         return true;
@@ -57,6 +61,7 @@ pub fn allowed(caller: Caller, need: Need) -> bool {
     match need {
         Need::Member | Need::Read => true,
         Need::Edit => matches!(role, "super_admin" | "secrets_store_admin"),
+        Need::Bind => matches!(role, "super_admin" | "secrets_store_deployer"),
         Need::Manage => role == "super_admin",
         Need::Operator => false,
     }
@@ -72,6 +77,8 @@ pub enum Fresh {
     Store,
     /// `{t}` is a new token of the account.
     Token,
+    /// `{v}` is a new service (bound to the shared secret) and `{w}` its token.
+    Service,
 }
 
 /// A response check beyond the status, for an allowed call: `(response, is_operator,
@@ -84,7 +91,7 @@ pub struct Route {
     pub name: &'static str,
     pub method: Method,
     /// Under `/client/v4/accounts`, over `{a}` (account), `{s}` (store), `{x}` (secret), `{t}`
-    /// (token) and `{n}` (a fresh name).
+    /// (token), `{v}` (service), `{w}` (service token) and `{n}` (a fresh name).
     pub template: &'static str,
     /// A JSON body over the same placeholders.
     pub body: Option<&'static str>,
@@ -93,6 +100,18 @@ pub struct Route {
     pub allowed_answer: Option<ErrorCode>,
     pub fresh: Fresh,
     pub verify: Option<Verify>,
+    /// How a caller the route's need refuses is answered, when not 403 `forbidden` naming the
+    /// permission: a deploy answers 403 10021 naming its first binding and the caller's role.
+    pub refusal: Refusal,
+}
+
+/// How a refused call is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403 1101 `forbidden`, naming the permission.
+    Forbidden,
+    /// 403 10021 `binding_authorization_failed`, naming this binding and the caller's role.
+    Binding(&'static str),
 }
 
 /// The ids a call fills the placeholders with.
@@ -102,6 +121,8 @@ pub struct Ids {
     pub s: String,
     pub x: String,
     pub t: String,
+    pub v: String,
+    pub w: String,
     pub n: String,
 }
 
@@ -111,6 +132,8 @@ impl Ids {
             .replace("{s}", &self.s)
             .replace("{x}", &self.x)
             .replace("{t}", &self.t)
+            .replace("{v}", &self.v)
+            .replace("{w}", &self.w)
             .replace("{n}", &self.n)
     }
 
@@ -121,6 +144,8 @@ impl Ids {
             s: random_id(),
             x: random_id(),
             t: random_id(),
+            v: random_id(),
+            w: random_id(),
             n: format!("n{}", random_tag()),
         }
     }
@@ -184,6 +209,7 @@ pub fn routes() -> Vec<Route> {
         allowed_answer: None,
         fresh,
         verify: None,
+        refusal: Refusal::Forbidden,
     };
     use Fresh::*;
     use Need::*;
@@ -378,6 +404,76 @@ pub fn routes() -> Vec<Route> {
             Read,
             Nothing,
         ),
+        // ---- services, bindings and service tokens ----
+        Route {
+            refusal: Refusal::Binding("BOUND"),
+            ..row(
+                "deploy service",
+                Method::POST,
+                "/{a}/secrets_store/services",
+                Some(
+                    r#"{"name": "{n}", "secrets_store_secrets": [{"binding": "BOUND", "store_id": "{s}", "secret_name": "SHARED"}], "secrets_store_stores": [{"binding": "ALL", "store_id": "{s}"}]}"#,
+                ),
+                Bind,
+                Nothing,
+            )
+        },
+        row(
+            "list services",
+            Method::GET,
+            "/{a}/secrets_store/services",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "get service",
+            Method::GET,
+            "/{a}/secrets_store/services/{v}",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "delete service",
+            Method::DELETE,
+            "/{a}/secrets_store/services/{v}",
+            None,
+            Bind,
+            Service,
+        ),
+        row(
+            "list service tokens",
+            Method::GET,
+            "/{a}/secrets_store/services/{v}/tokens",
+            None,
+            Read,
+            Nothing,
+        ),
+        row(
+            "rotate service token",
+            Method::POST,
+            "/{a}/secrets_store/services/{v}/tokens",
+            Some(r#"{"revoke_previous": false}"#),
+            Bind,
+            Nothing,
+        ),
+        row(
+            "revoke service tokens",
+            Method::DELETE,
+            "/{a}/secrets_store/services/{v}/tokens",
+            None,
+            Bind,
+            Service,
+        ),
+        row(
+            "revoke service token",
+            Method::DELETE,
+            "/{a}/secrets_store/services/{v}/tokens/{w}",
+            None,
+            Bind,
+            Service,
+        ),
     ]
 }
 
@@ -410,11 +506,16 @@ pub async fn world() -> World {
     let target = h
         .issue_token(&h.account, "target", "secrets_store_reporter")
         .await;
+    let service = h
+        .deploy_secrets("shared-service", &[("BOUND", &store, "SHARED")])
+        .await;
     let a_ids = Ids {
         a: h.account.clone(),
         s: store,
         x: secret["id"].as_str().unwrap().to_owned(),
         t: target.id,
+        v: service.id.clone(),
+        w: service_token_id(service.token()),
         n: "unused".into(),
     };
 
@@ -437,11 +538,25 @@ pub async fn world() -> World {
         )
         .await;
     let b_secret = assert_hex_id(&assert_ok(&r)[0]["id"]);
+    let r = h
+        .send_as(
+            Method::POST,
+            &format!("{V4}/{b}/secrets_store/services"),
+            Some(&b_admin.bearer()),
+            Some(&deploy_body(
+                "b-service",
+                &[("B_BOUND", &b_store, "B_SECRET")],
+            )),
+        )
+        .await;
+    let b_service = assert_ok(&r);
     let b_ids = Ids {
         a: b.clone(),
         s: b_store,
         x: b_secret,
         t: b_admin.id.clone(),
+        v: assert_hex_id(&b_service["id"]),
+        w: service_token_id(b_service["service_token"].as_str().expect("service_token")),
         n: "unused".into(),
     };
     World {
@@ -476,12 +591,22 @@ impl World {
                     .await
                     .id;
             }
+            Fresh::Service => {
+                let svc = h
+                    .deploy_secrets(
+                        &format!("fresh-{}", random_tag()),
+                        &[("BOUND", &ids.s, "SHARED")],
+                    )
+                    .await;
+                ids.v = svc.id.clone();
+                ids.w = service_token_id(svc.token());
+            }
         }
         ids
     }
 
-    /// Everything a write could change: A's stores, secrets and quota, the change log head,
-    /// every account and every token.
+    /// Everything a write could change: A's stores, secrets, services (with their tokens) and
+    /// quota, the change log head, every account and every token.
     pub async fn state(&self) -> (Snapshot, Value) {
         (self.h.snapshot().await, self.h.identity_snapshot().await)
     }
@@ -543,12 +668,22 @@ async fn every_role_on_every_endpoint() {
                 }
             } else {
                 let permission = route.need.permission();
-                let denied = error_of(&r).is_some_and(|(status, code, message)| {
-                    status == StatusCode::FORBIDDEN && code == 1101 && message.contains(permission)
+                let (code, needles) = match (route.refusal, caller) {
+                    (Refusal::Forbidden, _) => (1101, vec![permission.to_owned()]),
+                    (Refusal::Binding(binding), Caller::Role(role)) => (
+                        ErrorCode::BindingAuthorizationFailed.code(),
+                        vec![format!("binding {binding}"), (*role).to_owned()],
+                    ),
+                    (Refusal::Binding(_), Caller::Operator) => unreachable!("never refused"),
+                };
+                let denied = error_of(&r).is_some_and(|(status, c, message)| {
+                    status == StatusCode::FORBIDDEN
+                        && c == u64::from(code)
+                        && needles.iter().all(|n| message.contains(n.as_str()))
                 });
                 if !denied {
                     failures.push(format!(
-                        "{case}: expected 403 1101 naming {permission}, got {}",
+                        "{case}: expected 403 {code} naming {needles:?}, got {}",
                         describe(&r)
                     ));
                 }
@@ -656,7 +791,7 @@ async fn another_accounts_token_learns_nothing() {
 async fn every_row_is_a_route() {
     let w = world().await;
     let rows = routes();
-    assert!(rows.len() >= 22, "{} rows", rows.len());
+    assert!(rows.len() >= 30, "{} rows", rows.len());
     for route in &rows {
         let ids = w.ids_for(route).await;
         let r = route.call(&w.h, &ids, Some(&w.h.bearer())).await;
@@ -668,4 +803,55 @@ async fn every_row_is_a_route() {
             describe(&r)
         );
     }
+}
+
+/// A service token on every control-plane endpoint: 403 wrong_token_kind, whatever the route
+/// needs, and an unknown or forged service token 401; nothing is written.
+#[tokio::test]
+async fn a_service_token_is_refused_on_every_endpoint() {
+    let w = world().await;
+    let h = &w.h;
+    let svc = h
+        .deploy_secrets("probe", &[("BOUND", &w.a_ids.s, "SHARED")])
+        .await;
+    let token = svc.token().to_owned();
+    let forged = format!("{}{}", &token[.."coffersvc_".len() + 33], "A".repeat(43));
+    let unknown = format!("coffersvc_{}_{}", random_id(), "A".repeat(43));
+    let before = w.state().await;
+    let mut failures = Vec::new();
+    for route in routes() {
+        let ids = Ids {
+            n: format!("n{}", random_tag()),
+            ..w.a_ids.clone()
+        };
+        let case = format!("{} ({} {})", route.name, route.method, route.template);
+        let r = route.call(h, &ids, Some(&format!("Bearer {token}"))).await;
+        match error_of(&r) {
+            Some((StatusCode::FORBIDDEN, 1104, _)) => {}
+            _ => failures.push(format!(
+                "{case}, service token: expected 403 1104, got {}",
+                describe(&r)
+            )),
+        }
+        for (what, bad) in [("forged", &forged), ("unknown", &unknown)] {
+            let r = route.call(h, &ids, Some(&format!("Bearer {bad}"))).await;
+            match error_of(&r) {
+                Some((StatusCode::UNAUTHORIZED, 1100, _)) => {}
+                _ => failures.push(format!(
+                    "{case}, {what} service token: expected 401 1100, got {}",
+                    describe(&r)
+                )),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of the service-token cases are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        w.state().await == before,
+        "a request with a service token wrote something"
+    );
 }

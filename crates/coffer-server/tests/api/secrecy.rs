@@ -34,12 +34,12 @@ fn forms(s: &str) -> Vec<Vec<u8>> {
     ]
 }
 
-fn captured(logs: &Arc<Mutex<Vec<u8>>>) -> Vec<u8> {
+pub(crate) fn captured(logs: &Arc<Mutex<Vec<u8>>>) -> Vec<u8> {
     logs.lock().unwrap().clone()
 }
 
 #[track_caller]
-fn assert_absent(haystack: &[u8], secret: &str, place: &str) {
+pub(crate) fn assert_absent(haystack: &[u8], secret: &str, place: &str) {
     for form in forms(secret) {
         assert!(
             !contains(haystack, &form),
@@ -56,7 +56,7 @@ fn assert_absent(haystack: &[u8], secret: &str, place: &str) {
 /// from the *calling* thread's default, so a concurrently running test on another thread can
 /// switch a thread-local capture off (`LevelFilter::current()` drops to OFF). A global
 /// subscriber also sees events from the storage writer thread and the blocking pool.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,559 @@
+//! The runtime read: the second permission check, on every read by a bound service.
+//!
+//! A read needs the service token's row, the service's bindings and the secret's current sealed
+//! version. All three are cached in memory ([`RuntimeCache`]) so that a read is one HMAC, a few
+//! hash lookups and one AES-GCM open, without a storage read. The cache is exact, not
+//! eventually consistent: every entry is tagged with the change-log position
+//! ([`coffer_storage::Storage::committed_head`]) read *before* the storage read that filled it,
+//! and is used only while the head has not moved. Every write that can change a runtime answer
+//! (a value, a scope, a binding, a token, a deletion) appends to the change log and advances the
+//! head before it is acknowledged, so the read after an acknowledged write misses the cache and
+//! sees the write. Writes that do not touch the log (audit entries, last-used times) leave the
+//! cache alone. The cache therefore needs no invalidation hooks, and a cancelled write cannot
+//! leave a stale entry behind.
+//!
+//! Access events are aggregated in memory ([`AccessLog`]) and written to the audit log by the
+//! periodic flush, so no read waits for an audit write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use coffer_crypto::{ApiToken, Plaintext, TokenHash, TokenKind, ValueContext, open_bytes};
+use coffer_storage::{AuditEntry, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord};
+use coffer_types::{
+    AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, Timestamp, TokenId,
+};
+
+use super::audit::{Actorish, Details, Event, Target};
+use crate::{Coffer, CoreError, RequestContext};
+
+/// Entries of each map kept at most; past it the map is emptied (and refilled on demand).
+const CACHE_CAPACITY: usize = 100_000;
+/// Distinct (token, binding, outcome) keys the access log aggregates between flushes at most;
+/// reads past it are counted in the log's `dropped` counter and reported at the next flush.
+const ACCESS_CAPACITY: usize = 100_000;
+
+const INVALID_SERVICE_TOKEN: &str = "invalid service token";
+
+/// An authenticated bound service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePrincipal {
+    pub token_id: TokenId,
+    pub account_id: AccountId,
+    pub service_id: ServiceId,
+}
+
+type CachedValue = Option<Arc<(SecretRecord, VersionRecord)>>;
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// The change-log head every entry below was read at (or after).
+    head: u64,
+    tokens: HashMap<TokenId, ServiceTokenRecord>,
+    services: HashMap<ServiceId, Arc<ServiceRecord>>,
+    values: HashMap<(AccountId, StoreId, SecretName), CachedValue>,
+}
+
+/// See the module comment.
+#[derive(Debug, Default)]
+pub(crate) struct RuntimeCache {
+    inner: RwLock<CacheInner>,
+}
+
+impl RuntimeCache {
+    fn read<T>(&self, head: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        if inner.head != head {
+            return None;
+        }
+        f(&inner)
+    }
+
+    /// Stores what was read from storage after observing `head`. If the cache has moved past
+    /// `head`, the read may be stale and is not kept; if `head` is newer, everything older is
+    /// dropped first.
+    fn fill(&self, head: u64, f: impl FnOnce(&mut CacheInner)) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if head < inner.head {
+            return;
+        }
+        if head > inner.head {
+            inner.tokens.clear();
+            inner.services.clear();
+            inner.values.clear();
+            inner.head = head;
+        }
+        if inner.tokens.len() >= CACHE_CAPACITY {
+            inner.tokens.clear();
+        }
+        if inner.services.len() >= CACHE_CAPACITY {
+            inner.services.clear();
+        }
+        if inner.values.len() >= CACHE_CAPACITY {
+            inner.values.clear();
+        }
+        f(&mut inner);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AccessKey {
+    account: AccountId,
+    service: ServiceId,
+    token: TokenId,
+    /// As the service asked for it (a binding it may not have).
+    binding: String,
+    store: Option<StoreId>,
+    secret: Option<SecretId>,
+    secret_name: String,
+    /// `None` for a read that was served; otherwise why it was refused.
+    refused: Option<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+struct AccessCount {
+    service_name: String,
+    reads: u64,
+    first: Timestamp,
+    last: Timestamp,
+}
+
+/// Runtime reads noted since the last flush, aggregated per token, binding, secret and outcome.
+#[derive(Debug, Default)]
+pub(crate) struct AccessLog {
+    inner: Mutex<AccessInner>,
+}
+
+#[derive(Debug, Default)]
+struct AccessInner {
+    counts: HashMap<AccessKey, AccessCount>,
+    /// Reads not aggregated because the map was full, per account.
+    dropped: HashMap<AccountId, u64>,
+}
+
+impl AccessLog {
+    fn note(&self, key: AccessKey, service_name: &str) {
+        let now = Timestamp::now();
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = inner.counts.get_mut(&key) {
+            c.reads += 1;
+            c.last = now;
+            return;
+        }
+        if inner.counts.len() >= ACCESS_CAPACITY {
+            *inner.dropped.entry(key.account).or_default() += 1;
+            return;
+        }
+        inner.counts.insert(
+            key,
+            AccessCount {
+                service_name: service_name.to_owned(),
+                reads: 1,
+                first: now,
+                last: now,
+            },
+        );
+    }
+
+    fn take(&self) -> AccessInner {
+        std::mem::take(&mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts back what could not be written, merging with reads noted meanwhile.
+    fn restore(&self, back: AccessInner) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, count) in back.counts {
+            match inner.counts.get_mut(&key) {
+                Some(c) => {
+                    c.reads += count.reads;
+                    c.first = c.first.min(count.first);
+                    c.last = c.last.max(count.last);
+                }
+                None => {
+                    inner.counts.insert(key, count);
+                }
+            }
+        }
+        for (account, n) in back.dropped {
+            *inner.dropped.entry(account).or_default() += n;
+        }
+    }
+}
+
+/// One secret a service may read, resolved from a binding.
+struct Resolved {
+    service: Arc<ServiceRecord>,
+    binding: BindingName,
+    store: StoreId,
+    secret_name: String,
+}
+
+impl Coffer {
+    /// Authenticates a service token. An API token gets `WrongTokenKind` if it is valid (and
+    /// the usual `Unauthenticated` if not), so a caller learns nothing about a token it
+    /// cannot present.
+    pub async fn authenticate_service(
+        &self,
+        bearer: &str,
+        context: RequestContext,
+    ) -> Result<ServicePrincipal, CoreError> {
+        let token = ApiToken::parse(bearer)
+            .map_err(|_| CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
+        if token.kind() == TokenKind::Api {
+            self.authenticate(bearer, context).await?;
+            return Err(CoreError::WrongTokenKind(
+                "API tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
+            ));
+        }
+        let record = self.service_token_row(token.id()).await?;
+        self.check_service_token(&token, record.as_ref())
+    }
+
+    /// Checks a service token from the cache alone, without touching storage: `None` unless
+    /// the token is cached and valid. For a rate-limited address presenting a known-good token.
+    pub fn authenticate_service_cached(&self, bearer: &str) -> Option<ServicePrincipal> {
+        let token = ApiToken::parse(bearer).ok()?;
+        if token.kind() != TokenKind::Service {
+            return None;
+        }
+        let head = self.storage.committed_head();
+        let record = self
+            .runtime_cache
+            .read(head, |c| c.tokens.get(&token.id()).cloned())?;
+        self.check_service_token(&token, Some(&record)).ok()
+    }
+
+    /// Whether `bearer` is a valid service token; for the control-plane API, which refuses
+    /// such tokens with a message that says what they are for.
+    pub(crate) async fn is_service_token(&self, token: &ApiToken) -> Result<bool, CoreError> {
+        let record = self.service_token_row(token.id()).await?;
+        Ok(self.check_service_token(token, record.as_ref()).is_ok())
+    }
+
+    async fn service_token_row(
+        &self,
+        id: TokenId,
+    ) -> Result<Option<ServiceTokenRecord>, CoreError> {
+        let head = self.storage.committed_head();
+        if let Some(row) = self
+            .runtime_cache
+            .read(head, |c| c.tokens.get(&id).cloned())
+        {
+            return Ok(Some(row));
+        }
+        let row = self.storage.get_service_token(id).await?;
+        if let Some(row) = &row {
+            self.runtime_cache.fill(head, |c| {
+                c.tokens.insert(id, row.clone());
+            });
+        }
+        Ok(row)
+    }
+
+    fn check_service_token(
+        &self,
+        token: &ApiToken,
+        record: Option<&ServiceTokenRecord>,
+    ) -> Result<ServicePrincipal, CoreError> {
+        let record = record.ok_or(CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
+        // Constant-time comparison of the keyed hash.
+        if !self
+            .keys
+            .service_mac()
+            .verify_token(token, &TokenHash(record.hash))
+        {
+            return Err(CoreError::Unauthenticated(INVALID_SERVICE_TOKEN));
+        }
+        if record.revoked.is_some() {
+            return Err(CoreError::Unauthenticated("service token has been revoked"));
+        }
+        Ok(ServicePrincipal {
+            token_id: record.id,
+            account_id: record.account_id,
+            service_id: record.service_id,
+        })
+    }
+
+    async fn runtime_service(
+        &self,
+        who: &ServicePrincipal,
+    ) -> Result<Arc<ServiceRecord>, CoreError> {
+        let head = self.storage.committed_head();
+        if let Some(s) = self
+            .runtime_cache
+            .read(head, |c| c.services.get(&who.service_id).cloned())
+        {
+            return Ok(s);
+        }
+        // A token outlives its service only between the service's deletion and the next
+        // change-log position; treat it as the invalid token it has become.
+        let service = self
+            .storage
+            .get_service(who.account_id, who.service_id)
+            .await?
+            .ok_or(CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
+        let service = Arc::new(service);
+        self.runtime_cache.fill(head, |c| {
+            c.services.insert(who.service_id, service.clone());
+        });
+        Ok(service)
+    }
+
+    async fn current(
+        &self,
+        account: AccountId,
+        store: StoreId,
+        name: &SecretName,
+    ) -> Result<CachedValue, CoreError> {
+        let head = self.storage.committed_head();
+        let key = (account, store, name.clone());
+        if let Some(v) = self
+            .runtime_cache
+            .read(head, |c| c.values.get(&key).cloned())
+        {
+            return Ok(v);
+        }
+        let value = self
+            .storage
+            .current_value(account, store, name)
+            .await?
+            .map(Arc::new);
+        self.runtime_cache.fill(head, |c| {
+            c.values.insert(key, value.clone());
+        });
+        Ok(value)
+    }
+
+    /// Reads the secret bound as `binding`.
+    pub async fn read_binding(
+        &self,
+        who: &ServicePrincipal,
+        binding: &str,
+    ) -> Result<Plaintext, CoreError> {
+        let service = self.runtime_service(who).await?;
+        let Some(b) = service
+            .secrets
+            .iter()
+            .find(|b| b.binding.as_str() == binding)
+        else {
+            return Err(self.no_such_binding(who, &service, binding));
+        };
+        let resolved = Resolved {
+            binding: b.binding.clone(),
+            store: b.store_id,
+            secret_name: b.secret_name.as_str().to_owned(),
+            service: service.clone(),
+        };
+        let name = b.secret_name.clone();
+        self.read_resolved(who, resolved, &name).await
+    }
+
+    /// Reads every secret binding of the service, in binding order. Fails as a whole if any
+    /// one fails: a service started with one of its secrets silently missing is worse than one
+    /// that does not start.
+    pub async fn read_all_bindings(
+        &self,
+        who: &ServicePrincipal,
+    ) -> Result<Vec<(BindingName, Plaintext)>, CoreError> {
+        let service = self.runtime_service(who).await?;
+        let mut out = Vec::with_capacity(service.secrets.len());
+        for b in &service.secrets {
+            let resolved = Resolved {
+                binding: b.binding.clone(),
+                store: b.store_id,
+                secret_name: b.secret_name.as_str().to_owned(),
+                service: service.clone(),
+            };
+            let value = self.read_resolved(who, resolved, &b.secret_name).await?;
+            out.push((b.binding.clone(), value));
+        }
+        Ok(out)
+    }
+
+    /// Reads the secret `name` through the store binding `binding`.
+    pub async fn read_store_binding(
+        &self,
+        who: &ServicePrincipal,
+        binding: &str,
+        name: &str,
+    ) -> Result<Plaintext, CoreError> {
+        let service = self.runtime_service(who).await?;
+        let Some(b) = service
+            .stores
+            .iter()
+            .find(|b| b.binding.as_str() == binding)
+        else {
+            return Err(self.no_such_binding(who, &service, binding));
+        };
+        // A name that cannot exist is simply not found; echo at most a bounded prefix.
+        let Ok(secret_name) = SecretName::parse(name) else {
+            return Err(CoreError::BindingNotFound(name.chars().take(255).collect()));
+        };
+        let resolved = Resolved {
+            binding: b.binding.clone(),
+            store: b.store_id,
+            secret_name: secret_name.as_str().to_owned(),
+            service: service.clone(),
+        };
+        self.read_resolved(who, resolved, &secret_name).await
+    }
+
+    /// Notes a read of a binding the service does not have (a denied access) and returns the
+    /// error for it. The recorded name is bounded: it comes from the request path.
+    fn no_such_binding(
+        &self,
+        who: &ServicePrincipal,
+        service: &ServiceRecord,
+        binding: &str,
+    ) -> CoreError {
+        let shown: String = binding.chars().take(255).collect();
+        self.access_log.note(
+            AccessKey {
+                account: who.account_id,
+                service: service.id,
+                token: who.token_id,
+                binding: shown.clone(),
+                store: None,
+                secret: None,
+                secret_name: String::new(),
+                refused: Some("no such binding"),
+            },
+            service.name.as_str(),
+        );
+        CoreError::BindingNotFound(shown)
+    }
+
+    async fn read_resolved(
+        &self,
+        who: &ServicePrincipal,
+        r: Resolved,
+        name: &SecretName,
+    ) -> Result<Plaintext, CoreError> {
+        let value = self.current(who.account_id, r.store, name).await?;
+        let key = |secret: Option<SecretId>, refused: Option<&'static str>| AccessKey {
+            account: who.account_id,
+            service: r.service.id,
+            token: who.token_id,
+            binding: r.binding.as_str().to_owned(),
+            store: Some(r.store),
+            secret,
+            secret_name: r.secret_name.clone(),
+            refused,
+        };
+        let Some(value) = value else {
+            self.access_log
+                .note(key(None, Some("secret not found")), r.service.name.as_str());
+            return Err(CoreError::BindingNotFound(r.secret_name.clone()));
+        };
+        let (secret, version) = &*value;
+        if !secret.scopes.contains(r.service.kind) {
+            self.access_log.note(
+                key(Some(secret.id), Some("secret lacks the service's scope")),
+                r.service.name.as_str(),
+            );
+            return Err(CoreError::ScopeDenied(format!(
+                "secret \"{}\" does not carry the scope \"{}\" that this service's type needs",
+                r.secret_name, r.service.kind
+            )));
+        }
+        let dek = self
+            .keys
+            .opening_key(who.account_id, version.dek_id)
+            .await?;
+        let ctx = ValueContext {
+            account: secret.account_id,
+            store: secret.store_id,
+            secret: secret.id,
+            version: version.version,
+            dek: version.dek_id,
+        };
+        let plain = open_bytes(&dek, &ctx, &version.sealed).map_err(|_| {
+            CoreError::Internal(format!(
+                "secret {} version {} failed to open",
+                secret.id, version.version
+            ))
+        })?;
+        self.access_log
+            .note(key(Some(secret.id), None), r.service.name.as_str());
+        Ok(plain)
+    }
+
+    /// Writes the access events aggregated since the last flush to the audit log: one `access`
+    /// entry per (token, binding, secret, outcome) with the number of reads and the times of
+    /// the first and last. The server calls this every few seconds and at shutdown; if the
+    /// write fails the counts are kept for the next flush. A crash loses at most one interval.
+    pub async fn flush_access_events(&self) -> Result<usize, CoreError> {
+        let batch = self.access_log.take();
+        if batch.counts.is_empty() && batch.dropped.is_empty() {
+            return Ok(0);
+        }
+        let mut entries: Vec<AuditEntry> = Vec::with_capacity(batch.counts.len());
+        for (key, count) in &batch.counts {
+            let mut target = match key.store {
+                Some(store) => Target::secret(store, key.secret, Some(&key.secret_name)),
+                None => Target {
+                    kind: "binding",
+                    ..Target::default()
+                },
+            };
+            target.service_id = Some(key.service);
+            target.service_name = Some(count.service_name.clone());
+            target.binding = Some(key.binding.clone());
+            let details = Details {
+                reads: Some(count.reads),
+                first_read: Some(count.first.to_rfc3339()),
+                last_read: Some(count.last.to_rfc3339()),
+                reason: key.refused.map(str::to_owned),
+                ..Details::default()
+            };
+            entries.push(self.audit_entry(
+                key.account,
+                Event {
+                    action: "access",
+                    outcome: if key.refused.is_some() {
+                        "denied"
+                    } else {
+                        "success"
+                    },
+                    target,
+                    details,
+                    who: Actorish::Service {
+                        token_id: key.token,
+                    },
+                },
+            )?);
+        }
+        for (account, n) in &batch.dropped {
+            entries.push(self.audit_entry(
+                *account,
+                Event {
+                    action: "access",
+                    outcome: "unrecorded",
+                    target: Target {
+                        kind: "service",
+                        ..Target::default()
+                    },
+                    details: Details {
+                        reads: Some(*n),
+                        reason: Some(
+                            "too many distinct reads in one interval to record each".into(),
+                        ),
+                        ..Details::default()
+                    },
+                    who: Actorish::Instance,
+                },
+            )?);
+        }
+        // Entries of deleted accounts cannot be written; storage keeps chains per account, so
+        // a failure for one would refuse the whole batch. Write them in one call and, on
+        // failure, keep them for the next flush.
+        let n = entries.len();
+        match self.storage.append_audit(&entries).await {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                self.access_log.restore(batch);
+                Err(e.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Deploys and runtime reads at the core level: the two permission checks, the exactness of
+//! the runtime cache, and the aggregation of access events.
+
+use std::sync::Arc;
+
+use coffer_crypto::{FileKek, KekProvider, Plaintext};
+use coffer_storage::{SecretBindingRecord, SqliteStorage, Storage, StoreBindingRecord};
+use coffer_types::{
+    AccountId, BindingName, Scope, Scopes, SecretName, ServiceName, StoreId, StoreName,
+};
+
+use crate::{
+    Coffer, Comment, CoreError, CreateSecretItem, DekPolicy, Deploy, Limits, Principal, Role,
+    UpdateSecret,
+};
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    coffer: Coffer,
+    op: Principal,
+    account: AccountId,
+    store: StoreId,
+}
+
+async fn fx() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let coffer = Coffer::open(storage, kek, Limits::default(), DekPolicy::default())
+        .await
+        .unwrap();
+    let (account, token) = coffer.bootstrap("acme").await.unwrap();
+    let op = coffer
+        .authenticate(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    let store = coffer
+        .create_store(&op, account, StoreName::parse("prod").unwrap())
+        .await
+        .unwrap()
+        .id;
+    Fx {
+        _dir: dir,
+        coffer,
+        op,
+        account,
+        store,
+    }
+}
+
+impl Fx {
+    async fn secret(
+        &self,
+        name: &str,
+        value: &str,
+        scopes: &[Scope],
+    ) -> coffer_storage::SecretRecord {
+        self.coffer
+            .create_secrets(
+                &self.op,
+                self.account,
+                self.store,
+                vec![CreateSecretItem {
+                    name: SecretName::parse(name).unwrap(),
+                    value: Plaintext::new(value.as_bytes().to_vec()),
+                    scopes: Scopes::new(scopes.iter().copied()),
+                    comment: Comment::default(),
+                }],
+            )
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    fn deploy(&self, name: &str, secrets: &[(&str, &str)]) -> Deploy {
+        Deploy {
+            name: ServiceName::parse(name).unwrap(),
+            kind: Scope::Workers,
+            secrets: secrets
+                .iter()
+                .map(|(b, s)| SecretBindingRecord {
+                    binding: BindingName::parse(b).unwrap(),
+                    store_id: self.store,
+                    secret_name: SecretName::parse(s).unwrap(),
+                })
+                .collect(),
+            stores: vec![],
+        }
+    }
+
+    async fn read(&self, token: &str, binding: &str) -> Result<String, CoreError> {
+        let who = self
+            .coffer
+            .authenticate_service(token, Default::default())
+            .await?;
+        let v = self.coffer.read_binding(&who, binding).await?;
+        Ok(String::from_utf8(v.expose_secret().to_vec()).unwrap())
+    }
+}
+
+#[tokio::test]
+async fn deploy_then_read_then_update_is_seen_on_the_next_read() {
+    let f = fx().await;
+    let s = f.secret("openai", "v1", &[Scope::Workers]).await;
+    let d = f
+        .coffer
+        .deploy_service(
+            &f.op,
+            f.account,
+            f.deploy("gw", &[("OPENAI_KEY", "openai")]),
+        )
+        .await
+        .unwrap();
+    assert!(d.created);
+    let token = d.token.unwrap();
+    let token = token.expose_secret();
+    assert_eq!(f.read(token, "OPENAI_KEY").await.unwrap(), "v1");
+    // Cached now; an update must still be visible on the very next read.
+    for i in 2..6 {
+        f.coffer
+            .update_secret(
+                &f.op,
+                f.account,
+                f.store,
+                s.id,
+                UpdateSecret {
+                    value: Some(Plaintext::new(format!("v{i}").into_bytes())),
+                    ..UpdateSecret::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(f.read(token, "OPENAI_KEY").await.unwrap(), format!("v{i}"));
+    }
+    // Scope removed: refused at read time, although the deploy had allowed it.
+    f.coffer
+        .update_secret(
+            &f.op,
+            f.account,
+            f.store,
+            s.id,
+            UpdateSecret {
+                scopes: Some(Scopes::new([Scope::AiGateway])),
+                ..UpdateSecret::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.read(token, "OPENAI_KEY").await,
+        Err(CoreError::ScopeDenied(_))
+    ));
+    assert!(matches!(
+        f.read(token, "NOPE").await,
+        Err(CoreError::BindingNotFound(n)) if n == "NOPE"
+    ));
+}
+
+#[tokio::test]
+async fn a_rotated_or_revoked_token_fails_on_the_next_read() {
+    let f = fx().await;
+    f.secret("k", "v", &[Scope::Workers]).await;
+    let d = f
+        .coffer
+        .deploy_service(&f.op, f.account, f.deploy("svc", &[("K", "k")]))
+        .await
+        .unwrap();
+    let old = d.token.unwrap();
+    assert_eq!(f.read(old.expose_secret(), "K").await.unwrap(), "v");
+    let (_, new, revoked) = f
+        .coffer
+        .rotate_service_token(&f.op, f.account, d.service.id, true)
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert!(matches!(
+        f.read(old.expose_secret(), "K").await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+    assert_eq!(f.read(new.expose_secret(), "K").await.unwrap(), "v");
+    f.coffer
+        .revoke_service_tokens(&f.op, f.account, d.service.id, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.read(new.expose_secret(), "K").await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+}
+
+#[tokio::test]
+async fn deploy_is_refused_by_role_missing_secret_and_scope_and_writes_nothing() {
+    let f = fx().await;
+    f.secret("gw-only", "v", &[Scope::AiGateway]).await;
+    let admin = Principal {
+        role: Role::SecretsStoreAdmin,
+        operator: false,
+        ..f.op.clone()
+    };
+    let head = f.coffer.storage().change_head().await.unwrap();
+    let refused = [
+        (
+            admin.clone(),
+            f.deploy("a", &[("K", "gw-only")]),
+            "may not bind",
+        ),
+        (
+            f.op.clone(),
+            f.deploy("b", &[("K", "missing")]),
+            "not found",
+        ),
+        (
+            f.op.clone(),
+            f.deploy("c", &[("K", "gw-only")]),
+            "does not carry the scope",
+        ),
+    ];
+    for (who, deploy, why) in refused {
+        match f.coffer.deploy_service(&who, f.account, deploy).await {
+            Err(e @ CoreError::BindingDenied { .. }) => {
+                let m = e.to_string();
+                assert!(m.starts_with("binding K: "), "{m}");
+                assert!(m.contains(why), "{m}");
+            }
+            other => panic!("expected a binding denial, got {other:?}"),
+        }
+    }
+    assert_eq!(f.coffer.storage().change_head().await.unwrap(), head);
+    // A deployer may bind.
+    let deployer = Principal {
+        role: Role::SecretsStoreDeployer,
+        operator: false,
+        ..f.op.clone()
+    };
+    let mut ok = f.deploy("d", &[("K", "gw-only")]);
+    ok.kind = Scope::AiGateway;
+    f.coffer
+        .deploy_service(&deployer, f.account, ok)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_binding_names_are_refused() {
+    let f = fx().await;
+    f.secret("k", "v", &[Scope::Workers]).await;
+    let mut d = f.deploy("svc", &[("K", "k")]);
+    d.stores.push(StoreBindingRecord {
+        binding: BindingName::parse("K").unwrap(),
+        store_id: f.store,
+    });
+    let e = f
+        .coffer
+        .deploy_service(&f.op, f.account, d)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, CoreError::Invalid(i) if i.field == "/secrets_store_stores/0/binding"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn reads_are_aggregated_into_one_access_entry_per_binding() {
+    let f = fx().await;
+    let s = f.secret("k", "v", &[Scope::Workers]).await;
+    let d = f
+        .coffer
+        .deploy_service(&f.op, f.account, f.deploy("svc", &[("K", "k")]))
+        .await
+        .unwrap();
+    let token = d.token.unwrap();
+    for _ in 0..25 {
+        f.read(token.expose_secret(), "K").await.unwrap();
+    }
+    assert!(f.read(token.expose_secret(), "NOPE").await.is_err());
+    let before = f
+        .coffer
+        .storage()
+        .audit_head(f.account)
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let written = f.coffer.flush_access_events().await.unwrap();
+    // 25 reads of K make one entry; the refused read of a binding the service lacks another.
+    assert_eq!(written, 2);
+    let entries = f
+        .coffer
+        .storage()
+        .audit_entries(f.account, before, 10)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    let mut entries = entries;
+    entries.sort_by_key(|e| e.entry.outcome.clone());
+    let denied: serde_json::Value = serde_json::from_slice(&entries[0].entry.payload).unwrap();
+    assert_eq!(denied["outcome"], "denied");
+    assert_eq!(denied["resource"]["binding"], "NOPE");
+    assert_eq!(denied["reads"], 1);
+    let entries = &entries[1..];
+    let payload: serde_json::Value = serde_json::from_slice(&entries[0].entry.payload).unwrap();
+    assert_eq!(payload["action"], "access");
+    assert_eq!(payload["outcome"], "success");
+    assert_eq!(payload["reads"], 25);
+    assert_eq!(payload["resource"]["binding"], "K");
+    assert_eq!(payload["resource"]["secret_id"], s.id.to_string());
+    assert_eq!(payload["resource"]["service_name"], "svc");
+    assert!(!String::from_utf8_lossy(&entries[0].entry.payload).contains(token.expose_secret()));
+    // Nothing left to write.
+    assert_eq!(f.coffer.flush_access_events().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_api_token_is_refused_on_the_runtime_and_a_service_token_on_the_control_plane() {
+    let f = fx().await;
+    f.secret("k", "v", &[Scope::Workers]).await;
+    let d = f
+        .coffer
+        .deploy_service(&f.op, f.account, f.deploy("svc", &[("K", "k")]))
+        .await
+        .unwrap();
+    let svc = d.token.unwrap();
+    assert!(matches!(
+        f.coffer
+            .authenticate(svc.expose_secret(), Default::default())
+            .await,
+        Err(CoreError::WrongTokenKind(_))
+    ));
+    let (_, api) = f
+        .coffer
+        .create_token(
+            &f.op,
+            f.account,
+            crate::NewToken {
+                name: "ci".into(),
+                role: Role::SuperAdmin,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.coffer
+            .authenticate_service(api.expose_secret(), Default::default())
+            .await,
+        Err(CoreError::WrongTokenKind(_))
+    ));
+    // Forged tokens of either shape are plain authentication failures.
+    let forged = svc.expose_secret().replace("coffersvc_", "coffer_");
+    let forged = &forged[..forged.len() - 3];
+    assert!(matches!(
+        f.coffer
+            .authenticate_service(forged, Default::default())
+            .await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+}

@@ -1,0 +1,183 @@
+//! The runtime API (`/runtime/v1`): where a bound service reads its secrets with its service
+//! token. The second permission check (binding, secret, scope) is core's; this module turns the
+//! answer into a `text/plain` or JSON body that is wiped from memory once sent.
+
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use coffer_api::ErrorCode;
+use coffer_core::{CoreError, RequestContext, ServicePrincipal};
+use coffer_crypto::Plaintext;
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::bearer_token;
+use crate::router::REQUEST_ID;
+use crate::state::AppState;
+
+/// The authenticated bound service.
+#[derive(Debug)]
+pub struct ServiceAuth(pub ServicePrincipal);
+
+impl<S> FromRequestParts<S> for ServiceAuth
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ServiceAuth, ApiError> {
+        let app = AppState::from_ref(state);
+        let token = bearer_token(parts, "service token")?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
+            // As on the control plane: a known-good token still works from a refused address.
+            if let Some(principal) = app.coffer.authenticate_service_cached(token) {
+                return Ok(ServiceAuth(principal));
+            }
+            let secs = wait.as_secs().max(1);
+            return Err(ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many failed authentications from this address; retry in {secs} s"),
+                )
+            });
+        }
+        let context = RequestContext {
+            request_id: parts
+                .headers
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            client: peer.map(|ip| ip.to_string()),
+        };
+        match app.coffer.authenticate_service(token, context).await {
+            Ok(principal) => {
+                tracing::Span::current()
+                    .record("token_id", tracing::field::display(principal.token_id));
+                Ok(ServiceAuth(principal))
+            }
+            Err(e) => {
+                if let (CoreError::Unauthenticated(_), Some(ip)) = (&e, peer)
+                    && app.auth_limiter.failed(ip)
+                {
+                    tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+                    app.coffer
+                        .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
+                        .await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Response bytes that are wiped when the response has been sent (or dropped).
+struct Wiped<T>(T);
+
+impl AsRef<[u8]> for Wiped<Plaintext> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+impl AsRef<[u8]> for Wiped<Zeroizing<Vec<u8>>> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn secret_response(bytes: Bytes, content_type: &'static str) -> Response {
+    let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Names in runtime paths are ASCII when they can exist at all; a segment that does not even
+/// decode to UTF-8 names nothing, and is answered like any other name that does not exist.
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v).map_err(|_| {
+        ApiError::new(
+            ErrorCode::BindingNotFound,
+            "Secret not found: the path is not valid UTF-8",
+        )
+    })
+}
+
+/// `GET /runtime/v1/bindings/{binding}`: the value as `text/plain`.
+pub async fn read_binding(
+    State(app): State<AppState>,
+    ServiceAuth(who): ServiceAuth,
+    binding: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
+    let binding = path(binding)?;
+    let value = app.coffer.read_binding(&who, &binding).await?;
+    Ok(secret_response(
+        Bytes::from_owner(Wiped(value)),
+        "text/plain; charset=utf-8",
+    ))
+}
+
+/// `GET /runtime/v1/stores/{binding}/secrets/{name}`: one secret through a store binding.
+pub async fn read_store_secret(
+    State(app): State<AppState>,
+    ServiceAuth(who): ServiceAuth,
+    names: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Response> {
+    let (binding, name) = path(names)?;
+    let value = app.coffer.read_store_binding(&who, &binding, &name).await?;
+    Ok(secret_response(
+        Bytes::from_owner(Wiped(value)),
+        "text/plain; charset=utf-8",
+    ))
+}
+
+/// `GET /runtime/v1/bindings`: every secret binding as `{"BINDING": "value", ...}`.
+pub async fn read_all(
+    State(app): State<AppState>,
+    ServiceAuth(who): ServiceAuth,
+) -> ApiResult<Response> {
+    let values = app.coffer.read_all_bindings(&who).await?;
+    // Sized for the worst case (every byte escaped as \uXXXX), so the buffer never grows and
+    // leaves no unwiped copy behind.
+    let capacity = 2 + values
+        .iter()
+        .map(|(b, v)| b.as_str().len() + 6 * v.len() + 6)
+        .sum::<usize>();
+    let mut body = Zeroizing::new(Vec::with_capacity(capacity));
+    {
+        use serde::ser::{SerializeMap, Serializer};
+        let mut ser = serde_json::Serializer::new(&mut *body);
+        let mut map = ser.serialize_map(Some(values.len())).map_err(internal)?;
+        for (binding, value) in &values {
+            // Values arrive as JSON strings, so they are UTF-8.
+            let text = std::str::from_utf8(value.expose_secret())
+                .map_err(|_| internal("a stored value is not UTF-8"))?;
+            map.serialize_entry(binding.as_str(), text)
+                .map_err(internal)?;
+        }
+        map.end().map_err(internal)?;
+    }
+    debug_assert!(body.len() <= capacity);
+    Ok(secret_response(
+        Bytes::from_owner(Wiped(body)),
+        "application/json",
+    ))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::from(CoreError::Internal(format!("runtime response: {e}")))
+}
