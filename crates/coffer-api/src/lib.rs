@@ -20,8 +20,8 @@ pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
 pub use secrets_store::*;
 pub use service::{
-    DeployService, DeployedService, RotateServiceToken, RotatedServiceToken, SecretBinding, Service,
-    ServiceToken, StoreBinding,
+    DeployService, DeployedService, RotateServiceToken, RotatedServiceToken, SecretBinding,
+    Service, ServiceToken, StoreBinding,
 };
 pub use token::{CreateToken, CreatedToken, Token};
 pub use value::SecretValue;

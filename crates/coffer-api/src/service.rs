@@ -53,12 +53,13 @@ pub struct DeployService {
     pub secrets_store_stores: Vec<StoreBinding>,
 }
 
-/// The deploy response: the service as stored, whether this deploy created it, and (on the
-/// first deploy only) the service token, shown this once.
+/// The deploy response: the service as stored, `first_deploy` (whether this deploy created
+/// it), and on the first deploy only the service token, shown this once.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeployedService {
     #[serde(flatten)]
     pub service: Service,
+    #[serde(rename = "first_deploy")]
     pub created: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_token: Option<SecretValue>,
@@ -93,4 +94,58 @@ pub struct RotatedServiceToken {
     pub token: ServiceToken,
     pub service_token: SecretValue,
     pub revoked: Vec<ServiceToken>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Service {
+        Service {
+            id: "c".repeat(32),
+            name: "api".into(),
+            kind: "workers".into(),
+            secrets_store_secrets: vec![SecretBinding {
+                binding: "A".into(),
+                store_id: "a".repeat(32),
+                secret_name: "a".into(),
+            }],
+            secrets_store_stores: vec![],
+            created: "2025-01-01T00:00:00Z".into(),
+            modified: "2025-01-02T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_deploy_response_is_flat_with_distinct_keys() {
+        let deployed = DeployedService {
+            service: service(),
+            created: true,
+            service_token: Some(SecretValue::new("coffersvc_x".into())),
+        };
+        let text = serde_json::to_string(&deployed).unwrap();
+        assert_eq!(text.matches("\"created\"").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["first_deploy"], true);
+        assert_eq!(v["created"], "2025-01-01T00:00:00Z");
+        assert_eq!(v["type"], "workers");
+        assert_eq!(v["service_token"], "coffersvc_x");
+        assert_eq!(v.as_object().unwrap().len(), 9);
+
+        let back: DeployedService = serde_json::from_str(&text).unwrap();
+        assert!(back.created);
+        assert_eq!(back.service, deployed.service);
+        assert_eq!(back.service_token.unwrap().expose_secret(), "coffersvc_x");
+
+        let redeploy = DeployedService {
+            service: service(),
+            created: false,
+            service_token: None,
+        };
+        let text = serde_json::to_string(&redeploy).unwrap();
+        assert!(!text.contains("service_token"), "{text}");
+        let back: DeployedService = serde_json::from_str(&text).unwrap();
+        assert!(!back.created && back.service_token.is_none());
+        assert!(!format!("{deployed:?}").contains("coffersvc_x"));
+    }
 }

@@ -2,9 +2,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
 /// A secret on the wire: the `value` field of secret create and update requests (deserialized
-/// by the server, serialized by the client) and of the token-create response (the one place the
-/// server sends a secret: a new API token, once). `Debug` prints `[redacted]`; there is no
-/// `Display` or `Clone`.
+/// by the server, serialized by the client), of the token-create, deploy and token-rotate
+/// responses (a new API or service token, shown once), and a bound service's runtime reads.
+/// `Debug` and `Display` print `[redacted]` (the value is only reachable through
+/// [`SecretValue::expose_secret`]); there is no `Clone`, so every copy is deliberate.
 pub struct SecretValue(Zeroizing<String>);
 
 impl SecretValue {
@@ -23,6 +24,12 @@ impl SecretValue {
 }
 
 impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for SecretValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
     }
@@ -48,6 +55,7 @@ mod tests {
     fn debug_is_redacted_and_json_round_trips() {
         let v: SecretValue = serde_json::from_str("\"hunter2\"").unwrap();
         assert_eq!(format!("{v:?}"), "[redacted]");
+        assert_eq!(format!("{v}"), "[redacted]");
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"hunter2\"");
         assert_eq!(v.into_bytes(), b"hunter2");
     }

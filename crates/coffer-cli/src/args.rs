@@ -3,6 +3,7 @@
 //! Types that can hold a secret (the API token, a secret value) are newtypes whose `Debug`
 //! prints `[redacted]`, so that deriving `Debug` on the argument structs is safe.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -83,6 +84,24 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Deploy a service's secret bindings from a wrangler.toml or wrangler.jsonc
+    #[command(after_help = DEPLOY_AFTER_HELP)]
+    Deploy {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(flatten)]
+        args: DeployArgs,
+    },
+    /// List, show and delete services; list, rotate and revoke their tokens
+    Service {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Run a command with the service's secret bindings in its environment
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
 }
 
 const DEV_LONG_ABOUT: &str = "\
@@ -704,6 +723,123 @@ impl AuditListArgs {
     }
 }
 
+// ---- services ----
+
+const DEPLOY_AFTER_HELP: &str = "\
+Reads `name`, `type` (default workers), `[[secrets_store_secrets]]` (binding, store_id,
+secret_name) and `[[secrets_store_stores]]` (binding, store_id); other keys are ignored, so the
+file that deploys the Worker to Cloudflare deploys its bindings to Coffer. Every problem in the
+file is reported before anything is sent. The first deploy of a service prints its service token,
+once: the service reads its bindings with it (`coffer run`, or the Rust SDK).
+
+Example:
+  coffer deploy --config wrangler.toml";
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// wrangler.toml, wrangler.jsonc or wrangler.json (comments and trailing commas allowed)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// List the account's services
+    List(ServiceListArgs),
+    /// Show a service and its bindings
+    Get(ServiceArg),
+    /// Delete a service with its bindings and tokens
+    Delete(ServiceArg),
+    /// List, rotate and revoke a service's tokens
+    Token {
+        #[command(subcommand)]
+        command: ServiceTokenCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceListArgs {
+    #[command(flatten)]
+    pub page: PageArgs,
+
+    /// Only the service with exactly this name
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// A service, by name or by id.
+#[derive(Debug, Args)]
+pub struct ServiceArg {
+    /// The service's name, or its id (32 hex characters)
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceTokenCommand {
+    /// List the service's tokens (metadata only)
+    List(ServiceArg),
+    /// Issue a new service token, shown once, and revoke the others unless --keep-previous
+    Rotate(ServiceTokenRotateArgs),
+    /// Revoke every active token of the service, or one with --token-id
+    Revoke(ServiceTokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceTokenRotateArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+
+    /// Keep the service's other tokens working (revoke them later with `service token revoke`)
+    #[arg(long)]
+    pub keep_previous: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceTokenRevokeArgs {
+    #[command(flatten)]
+    pub service: ServiceArg,
+
+    /// Revoke only this token (its id, as `service token list` shows it)
+    #[arg(long, value_name = "ID")]
+    pub token_id: Option<String>,
+}
+
+const RUN_AFTER_HELP: &str = "\
+Reads every secret binding of the service in one request, puts each value in CMD's environment
+under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
+standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
+CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read.
+
+Example:
+  COFFER_SERVICE_TOKEN=coffersvc_... coffer run -- node server.js";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service token `coffer deploy` printed (prefer the environment variable: flags are
+    /// visible to other local users)
+    #[arg(
+        long,
+        env = "COFFER_SERVICE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub service_token: Option<TokenArg>,
+
+    /// Server URL [default: http://127.0.0.1:8080]
+    #[arg(long, env = "COFFER_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+
+    /// The command to run, and its arguments
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
 // ---- value types ----
 
 /// `workers, ai_gateway` -> `["workers", "ai_gateway"]`: items are trimmed, empty items are
@@ -1211,6 +1347,94 @@ mod tests {
         ));
         assert!(parse(&["audit", "verify", "x"]).is_err());
         assert!(parse(&["audit"]).is_err());
+    }
+
+    #[test]
+    fn deploy_needs_a_config_file() {
+        match parse(&["deploy", "--config", "wrangler.toml", "--json"])
+            .unwrap()
+            .command
+        {
+            Command::Deploy { conn, args } => {
+                assert!(conn.json);
+                assert_eq!(args.config, PathBuf::from("wrangler.toml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["deploy"]).is_err());
+        assert!(parse(&["deploy", "wrangler.toml"]).is_err());
+    }
+
+    #[test]
+    fn service_commands_take_a_name_or_id() {
+        let service = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Service { command, .. } => command,
+            other => panic!("{other:?}"),
+        };
+        match service(&["service", "list", "--name", "api", "--per-page", "5"]) {
+            ServiceCommand::List(l) => {
+                assert_eq!(l.name.as_deref(), Some("api"));
+                assert_eq!(l.page.per_page, Some(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            service(&["service", "get", "api"]),
+            ServiceCommand::Get(ServiceArg { service }) if service == "api"
+        ));
+        assert!(matches!(
+            service(&["service", "delete", "api"]),
+            ServiceCommand::Delete(ServiceArg { service }) if service == "api"
+        ));
+        match service(&["service", "token", "rotate", "api", "--keep-previous"]) {
+            ServiceCommand::Token {
+                command: ServiceTokenCommand::Rotate(r),
+            } => assert!(r.keep_previous && r.service.service == "api"),
+            other => panic!("{other:?}"),
+        }
+        match service(&["service", "token", "rotate", "api"]) {
+            ServiceCommand::Token {
+                command: ServiceTokenCommand::Rotate(r),
+            } => assert!(!r.keep_previous),
+            other => panic!("{other:?}"),
+        }
+        match service(&["service", "token", "revoke", "api", "--token-id", "t"]) {
+            ServiceCommand::Token {
+                command: ServiceTokenCommand::Revoke(r),
+            } => assert_eq!(r.token_id.as_deref(), Some("t")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["service", "get"]).is_err());
+        assert!(parse(&["service", "token", "list"]).is_err());
+        assert!(parse(&["service", "token", "revoke"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_the_command_after_its_flags_and_hides_the_token() {
+        let run = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Run(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let r = run(&[
+            "run",
+            "--service-token",
+            "coffersvc_sekrit",
+            "--api-url",
+            "http://h:1",
+            "--",
+            "sh",
+            "-c",
+            "echo --json",
+        ]);
+        assert_eq!(r.api_url.as_deref(), Some("http://h:1"));
+        assert_eq!(r.command, ["sh", "-c", "echo --json"]);
+        assert!(!format!("{r:?}").contains("sekrit"));
+        // Without `--`, the command's own flags are its.
+        let r = run(&["run", "node", "--inspect", "server.js"]);
+        assert_eq!(r.command, ["node", "--inspect", "server.js"]);
+        let err = parse(&["run"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(parse(&["run", "--"]).is_err());
     }
 
     #[test]

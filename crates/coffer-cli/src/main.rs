@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod config;
 mod output;
 mod table;
 mod value;
@@ -15,11 +16,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::commands::UsageError;
+use crate::commands::{Problems, UsageError};
 
 fn main() -> ExitCode {
     // Exits with status 2 and clap's own message on a parse error, 0 for --help/--version.
     let cli = args::Cli::parse();
+    if let args::Command::Run(run) = cli.command {
+        // Before any multi-threaded runtime: on success this process becomes the command.
+        let failure = commands::run::run(run);
+        let _ = writeln!(std::io::stderr(), "error: {}", render(&failure.error));
+        return ExitCode::from(failure.status);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,6 +43,13 @@ fn main() -> ExitCode {
 fn report(err: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(err) {
         // The reader went away (`coffer secret list | head`): nothing to say to anyone.
+        return ExitCode::FAILURE;
+    }
+    if let Some(problems) = err.downcast_ref::<Problems>() {
+        let mut stderr = std::io::stderr().lock();
+        for problem in &problems.0 {
+            let _ = writeln!(stderr, "error: {}", table::one_line(problem));
+        }
         return ExitCode::FAILURE;
     }
     let _ = writeln!(std::io::stderr(), "error: {}", render(err));
@@ -68,7 +82,7 @@ fn render(err: &anyhow::Error) -> String {
             }
             line.push_str(&text);
         }
-        if cause.is::<coffer_client::Error>() {
+        if cause.is::<coffer_client::Error>() || cause.is::<coffer_client::RuntimeError>() {
             break;
         }
     }

@@ -107,7 +107,7 @@ fn format_api(code: u32, message: &str, count: usize) -> String {
 
 /// The stable short name of a Coffer error code, if it is one of ours.
 pub fn code_name(code: u32) -> Option<&'static str> {
-    const KNOWN: [ErrorCode; 30] = [
+    const KNOWN: [ErrorCode; 38] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::BodyTooLarge,
@@ -121,18 +121,26 @@ pub fn code_name(code: u32) -> Option<&'static str> {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::InvalidRole,
         ErrorCode::InvalidExpiry,
+        ErrorCode::InvalidBinding,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::ScopeDenied,
+        ErrorCode::WrongTokenKind,
+        ErrorCode::BindingAuthorizationFailed,
         ErrorCode::AccountNotFound,
         ErrorCode::StoreNotFound,
         ErrorCode::SecretNotFound,
         ErrorCode::TokenNotFound,
+        ErrorCode::ServiceNotFound,
+        ErrorCode::BindingNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::StoreNameTaken,
         ErrorCode::SecretNameTaken,
         ErrorCode::StoreNotEmpty,
         ErrorCode::TokenAlreadyRevoked,
+        ErrorCode::OperatorProtected,
         ErrorCode::Conflict,
         ErrorCode::QuotaExceeded,
         ErrorCode::StoreLimitExceeded,
@@ -206,7 +214,11 @@ mod tests {
             err.to_string(),
             "[1301 secret_name_taken] a secret named \"x\" already exists"
         );
-        assert_eq!(format_api(10021, "m", 1), "[10021] m");
+        assert_eq!(format_api(9999, "m", 1), "[9999] m");
+        assert_eq!(
+            format_api(10021, "m", 1),
+            "[10021 binding_authorization_failed] m"
+        );
         assert_eq!(
             format_api(1005, "m", 2),
             "[1005 invalid_name] m (and 1 more error)"
@@ -226,6 +238,14 @@ mod tests {
         assert_eq!(code_name(1013), Some("invalid_expiry"));
         assert_eq!(code_name(1205), Some("token_not_found"));
         assert_eq!(code_name(1304), Some("token_already_revoked"));
+        assert_eq!(code_name(1014), Some("invalid_binding"));
+        assert_eq!(code_name(1102), Some("rate_limited"));
+        assert_eq!(code_name(1103), Some("scope_denied"));
+        assert_eq!(code_name(1104), Some("wrong_token_kind"));
+        assert_eq!(code_name(1206), Some("service_not_found"));
+        assert_eq!(code_name(1207), Some("binding_not_found"));
+        assert_eq!(code_name(1305), Some("operator_protected"));
+        assert_eq!(code_name(10021), Some("binding_authorization_failed"));
         assert_eq!(code_name(9999), None);
     }
 

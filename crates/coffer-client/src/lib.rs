@@ -1,4 +1,7 @@
-//! Typed async HTTP client for Coffer's Cloudflare-compatible Secrets Store API.
+//! Typed async HTTP client for Coffer's Cloudflare-compatible Secrets Store API, and the SDK a
+//! bound service uses to read its secrets at runtime.
+//!
+//! # Control plane: [`Client`]
 //!
 //! One method per API operation; every response is read as a v4 envelope, and failures become
 //! one [`Error`] whose `Display` is a single line fit for a person.
@@ -13,12 +16,35 @@
 //!
 //! Secret values only ever travel from the caller to the server (in [`CreateSecret`] and
 //! [`UpdateSecret`] bodies); the client never logs them, keeps them, or puts a request body in an
-//! error. The one value that travels the other way, a new API token's (in [`CreatedToken`]), is
-//! read straight into a [`SecretValue`] and never put in an error either.
+//! error. The values that travel the other way, a new API token's (in [`CreatedToken`]) and a new
+//! service token's (in [`DeployedService`] and [`RotatedServiceToken`]), are read straight into a
+//! [`SecretValue`] and never put in an error either.
+//!
+//! # Runtime: [`Env`]
+//!
+//! A service deployed with `coffer deploy` reads the secrets bound to it with its service token,
+//! the way a Worker calls `env.OPENAI_KEY.get()`:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), coffer_client::RuntimeError> {
+//! // COFFER_SERVICE_TOKEN (required) and COFFER_API_URL (default http://127.0.0.1:8080).
+//! let env = coffer_client::Env::from_env()?;
+//! let key = env.secret("OPENAI_KEY").get().await?;
+//! let header = format!("Bearer {}", key.expose_secret());
+//! // Every secret binding at once, and one secret through a store binding.
+//! let all = env.get_all().await?;
+//! let shared = env.store("SHARED").secret("stripe-key").get().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Values are [`SecretValue`]s: wiped from memory when dropped, and printed as `[redacted]` by
+//! `Debug` and `Display`. [`Env::builder`] adds an in-process cache refreshed in the background
+//! (see [`EnvBuilder::cache_ttl`]).
 
 mod base_url;
 mod error;
 mod params;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,12 +56,19 @@ use zeroize::Zeroizing;
 
 pub use coffer_api::{
     Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret,
-    CreatedToken, DuplicateSecret, Quota, QuotaDetail, ResultInfo, Secret, SecretValue, Store,
-    Token, UpdateSecret,
+    CreatedToken, DeployService, DeployedService, DuplicateSecret, Quota, QuotaDetail, ResultInfo,
+    RotatedServiceToken, Secret, SecretBinding, SecretValue, Service, ServiceToken, Store,
+    StoreBinding, Token, UpdateSecret,
 };
-use coffer_api::{CreateAccount, CreateStore, CreateToken, Envelope, UpdateAccount};
+use coffer_api::{
+    CreateAccount, CreateStore, CreateToken, Envelope, RotateServiceToken, UpdateAccount,
+};
 pub use error::{Error, code_name};
-pub use params::{AuditFilter, Direction, ListSecrets, SecretOrder, StoreOrder};
+pub use params::{AuditFilter, Direction, ListSecrets, ListServices, SecretOrder, StoreOrder};
+pub use runtime::{
+    API_URL_VAR, BoundSecret, BoundStore, DEFAULT_API_URL, Env, EnvBuilder, RuntimeError,
+    SERVICE_TOKEN_VAR, StoreSecret,
+};
 
 use crate::error::{connect_reason, snippet};
 use crate::params::ListQuery;
@@ -271,6 +304,110 @@ impl Client {
     pub async fn revoke_token(&self, token_id: &str) -> Result<Token, Error> {
         self.one(self.account_request(Method::DELETE, &["tokens", token_id]))
             .await
+    }
+
+    // ---- services and their tokens ----
+
+    /// `POST /services`: deploys a service, creating the one named `deploy.name` or replacing
+    /// its type and bindings, atomically. A deploy with a binding the caller's role may not make,
+    /// or whose secret is missing or lacks the service's type among its scopes, is refused whole
+    /// (`10021`, the message names the binding).
+    ///
+    /// On the first deploy the answer holds the service token, the only time the server shows
+    /// it: like a created API token, it is read straight into a [`SecretValue`] and never appears
+    /// in an [`Error`].
+    pub async fn deploy_service(&self, deploy: &DeployService) -> Result<DeployedService, Error> {
+        let req = self.request(Method::POST, &["services"]).json(deploy);
+        let (status, body) = self.send(req).await?;
+        decode_secret_bearing(
+            status,
+            Zeroizing::new(body),
+            "a deployed service",
+            "the service token",
+        )
+    }
+
+    /// `GET /services`: the account's services, ordered by name.
+    pub async fn list_services(&self, params: &ListServices) -> Result<Page<Service>, Error> {
+        let req = self.request(Method::GET, &["services"]).query(params);
+        self.page(req).await
+    }
+
+    /// `GET /services/{service_id}`: one service with its bindings.
+    pub async fn get_service(&self, service_id: &str) -> Result<Service, Error> {
+        self.one(self.request(Method::GET, &["services", service_id]))
+            .await
+    }
+
+    /// `DELETE /services/{service_id}`: deletes the service, its bindings and its tokens.
+    pub async fn delete_service(&self, service_id: &str) -> Result<(), Error> {
+        self.none(self.request(Method::DELETE, &["services", service_id]))
+            .await
+    }
+
+    /// `GET /services/{service_id}/tokens`: the service's tokens, metadata only.
+    pub async fn list_service_tokens(&self, service_id: &str) -> Result<Page<ServiceToken>, Error> {
+        self.page(self.request(Method::GET, &["services", service_id, "tokens"]))
+            .await
+    }
+
+    /// `POST /services/{service_id}/tokens`: issues a new service token. With
+    /// `revoke_previous`, every other active token of the service is revoked in the same
+    /// transaction (the answer lists them); without it they keep working, for a rollout that
+    /// replaces the token before revoking the old one.
+    ///
+    /// The new token's value is read straight into a [`SecretValue`] and never appears in an
+    /// [`Error`].
+    pub async fn rotate_service_token(
+        &self,
+        service_id: &str,
+        revoke_previous: bool,
+    ) -> Result<RotatedServiceToken, Error> {
+        let body = RotateServiceToken {
+            revoke_previous: Some(revoke_previous),
+        };
+        let req = self
+            .request(Method::POST, &["services", service_id, "tokens"])
+            .json(&body);
+        let (status, body) = self.send(req).await?;
+        decode_secret_bearing(
+            status,
+            Zeroizing::new(body),
+            "a rotated service token",
+            "the new service token",
+        )
+    }
+
+    /// `DELETE /services/{service_id}/tokens`: revokes every active token of the service, from
+    /// the very next request on. Returns the tokens it revoked (none if the server answers
+    /// `null`).
+    pub async fn revoke_service_tokens(
+        &self,
+        service_id: &str,
+    ) -> Result<Vec<ServiceToken>, Error> {
+        let req = self.request(Method::DELETE, &["services", service_id, "tokens"]);
+        let (status, body) = self.send(req).await?;
+        Ok(decode::<Vec<ServiceToken>>(status, &body)?
+            .result
+            .unwrap_or_default())
+    }
+
+    /// `DELETE /services/{service_id}/tokens/{token_id}`: revokes one token. Returns what it
+    /// revoked: that token, now `revoked`, or nothing if it was not an active token of the
+    /// service (unknown, or already revoked).
+    pub async fn revoke_service_token(
+        &self,
+        service_id: &str,
+        token_id: &str,
+    ) -> Result<Vec<ServiceToken>, Error> {
+        let req = self.request(
+            Method::DELETE,
+            &["services", service_id, "tokens", token_id],
+        );
+        let (status, body) = self.send(req).await?;
+        Ok(decode::<Vec<ServiceToken>>(status, &body)?
+            .result
+            .unwrap_or_default())
     }
 
     // ---- the audit log ----
@@ -565,13 +702,24 @@ fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Envelope<T>, 
     })
 }
 
-/// Reads the answer to a token create. A success is decoded straight into [`CreatedToken`] (no
-/// intermediate copy of the value); anything else becomes an error that never quotes the body,
-/// since a body that is almost an envelope may still hold the value.
+/// Reads the answer to a token create: see [`decode_secret_bearing`].
 fn decode_created_token(status: u16, body: Zeroizing<Vec<u8>>) -> Result<CreatedToken, Error> {
+    decode_secret_bearing(status, body, "a created token", "the new token")
+}
+
+/// Reads an answer whose result holds a secret (a new API or service token). A success is
+/// decoded straight into `T` (no intermediate copy of the value); anything else becomes an
+/// error that never quotes the body, since a body that is almost an envelope may still hold the
+/// value. `what` names the expected result, `holds` the secret it carries.
+fn decode_secret_bearing<T: DeserializeOwned>(
+    status: u16,
+    body: Zeroizing<Vec<u8>>,
+    what: &str,
+    holds: &str,
+) -> Result<T, Error> {
     let success = (200..300).contains(&status);
     if success
-        && let Ok(envelope) = serde_json::from_slice::<Envelope<CreatedToken>>(&body)
+        && let Ok(envelope) = serde_json::from_slice::<Envelope<T>>(&body)
         && envelope.success
     {
         return envelope.result.ok_or_else(|| Error::Decode {
@@ -579,17 +727,17 @@ fn decode_created_token(status: u16, body: Zeroizing<Vec<u8>>) -> Result<Created
             detail: "the response has no result".to_owned(),
         });
     }
-    let hidden = |what: &str| Error::Decode {
+    let hidden = |problem: String| Error::Decode {
         status,
-        detail: format!("{what} (the body is not shown: it may hold the new token)"),
+        detail: format!("{problem} (the body is not shown: it may hold {holds})"),
     };
     match serde_json::from_slice::<Envelope<serde::de::IgnoredAny>>(&body) {
         // An error envelope: codes and messages only, never the value.
         Ok(envelope) if !success || !envelope.success => Err(api_error(status, envelope.errors)),
-        Ok(_) => Err(hidden(
-            "the result does not have the shape of a created token",
-        )),
-        Err(_) => Err(hidden("the response is not a v4 envelope")),
+        Ok(_) => Err(hidden(format!(
+            "the result does not have the shape of {what}"
+        ))),
+        Err(_) => Err(hidden("the response is not a v4 envelope".to_owned())),
     }
 }
 

@@ -105,3 +105,16 @@ pub struct AuditFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
 }
+
+/// Parameters of [`crate::Client::list_services`]. Fields left `None` are not sent, so the
+/// server's defaults apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ListServices {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_page: Option<u32>,
+    /// Only the service with exactly this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}

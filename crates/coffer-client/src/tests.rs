@@ -864,3 +864,264 @@ async fn verify_audit_reads_a_good_and_a_broken_chain() {
     );
     assert_eq!(v.head_seq, None);
 }
+
+const SERVICE: &str = "cccccccccccccccccccccccccccccccc";
+const SERVICE_TOKEN_ID: &str = "dddddddddddddddddddddddddddddddd";
+const SERVICE_TOKEN_VALUE: &str = "coffersvc_dddddddddddddddddddddddddddddddd_sv4lueZ";
+
+fn service_json() -> serde_json::Value {
+    serde_json::json!({"id": SERVICE, "name": "ai-gateway", "type": "workers",
+        "secrets_store_secrets": [{"binding": "OPENAI_KEY", "store_id": STORE,
+            "secret_name": "openai-key"}],
+        "secrets_store_stores": [{"binding": "SHARED", "store_id": STORE}],
+        "created": "2025-01-01T00:00:00Z", "modified": "2025-01-02T00:00:00Z"})
+}
+
+fn service_token_json(status: &str) -> serde_json::Value {
+    let revoked = (status == "revoked").then_some("2025-01-02T00:00:00Z");
+    serde_json::json!({"id": SERVICE_TOKEN_ID, "service_id": SERVICE, "status": status,
+        "issued_on": "2025-01-01T00:00:00Z", "revoked_on": revoked})
+}
+
+fn deploy_body() -> DeployService {
+    DeployService {
+        name: "ai-gateway".into(),
+        kind: Some("ai_gateway".into()),
+        secrets_store_secrets: vec![SecretBinding {
+            binding: "OPENAI_KEY".into(),
+            store_id: STORE.into(),
+            secret_name: "openai-key".into(),
+        }],
+        secrets_store_stores: vec![StoreBinding {
+            binding: "SHARED".into(),
+            store_id: STORE.into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn deploy_posts_the_bindings_and_reads_the_token_once() {
+    let mut result = service_json();
+    result["first_deploy"] = true.into();
+    result["service_token"] = SERVICE_TOKEN_VALUE.into();
+    let (url, seen) = respond_once(200, ok(result));
+    let deployed = client(&url).deploy_service(&deploy_body()).await.unwrap();
+    assert!(deployed.created);
+    assert_eq!(deployed.service.id, SERVICE);
+    assert_eq!(deployed.service.kind, "workers");
+    assert_eq!(
+        deployed.service.secrets_store_secrets[0].binding,
+        "OPENAI_KEY"
+    );
+    assert_eq!(deployed.service.secrets_store_stores[0].binding, "SHARED");
+    assert_eq!(
+        deployed.service_token.as_ref().unwrap().expose_secret(),
+        SERVICE_TOKEN_VALUE
+    );
+    assert!(!format!("{deployed:?}").contains("sv4lueZ"));
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("POST {PREFIX}/services HTTP/1.1")
+    );
+    assert!(seen.headers.contains("authorization: bearer coffer_tok"));
+    let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"name": "ai-gateway", "type": "ai_gateway",
+            "secrets_store_secrets": [{"binding": "OPENAI_KEY", "store_id": STORE,
+                "secret_name": "openai-key"}],
+            "secrets_store_stores": [{"binding": "SHARED", "store_id": STORE}]})
+    );
+
+    // A redeploy: no token, and no `type` sent when none is given.
+    let mut result = service_json();
+    result["first_deploy"] = false.into();
+    let (url, seen) = respond_once(200, ok(result));
+    let deploy = DeployService {
+        kind: None,
+        secrets_store_stores: vec![],
+        ..deploy_body()
+    };
+    let deployed = client(&url).deploy_service(&deploy).await.unwrap();
+    assert!(!deployed.created);
+    assert!(deployed.service_token.is_none());
+    let body: serde_json::Value = serde_json::from_str(&seen.join().unwrap().body).unwrap();
+    assert!(body.get("type").is_none(), "{body}");
+    assert_eq!(body["secrets_store_stores"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn a_refused_deploy_is_an_api_error_and_a_bad_answer_never_shows_the_token() {
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 10021, "message": "binding OPENAI_KEY: secret \"openai-key\" does \
+            not carry the scope \"workers\""}]});
+    let (url, seen) = respond_once(403, body.to_string());
+    let err = client(&url)
+        .deploy_service(&deploy_body())
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert_eq!(err.api_code(), Some(10021));
+    assert!(
+        err.to_string()
+            .starts_with("[10021 binding_authorization_failed] binding OPENAI_KEY: "),
+        "{err}"
+    );
+
+    let mut wrong = service_json();
+    wrong["service_token"] = SERVICE_TOKEN_VALUE.into();
+    wrong["first_deploy"] = "yes".into();
+    let (url, seen) = respond_once(200, ok(wrong));
+    let err = client(&url)
+        .deploy_service(&deploy_body())
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("sv4lueZ"), "{text}");
+        assert!(text.contains("not shown"), "{text}");
+    }
+
+    let mut wrong = service_token_json("active");
+    wrong["service_token"] = SERVICE_TOKEN_VALUE.into();
+    let (url, seen) = respond_once(200, format!("{}xx", ok(wrong)));
+    let err = client(&url)
+        .rotate_service_token(SERVICE, true)
+        .await
+        .unwrap_err();
+    seen.join().unwrap();
+    assert!(!format!("{err} {err:?}").contains("sv4lueZ"), "{err:?}");
+}
+
+#[tokio::test]
+async fn service_list_get_and_delete_hit_the_service_paths() {
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([service_json()])));
+    let params = ListServices {
+        name: Some("ai gateway&x".into()),
+        per_page: Some(5),
+        ..ListServices::default()
+    };
+    let page = client(&url).list_services(&params).await.unwrap();
+    assert_eq!(page.items[0].name, "ai-gateway");
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/services?per_page=5&name=ai+gateway%26x HTTP/1.1")
+    );
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([])));
+    client(&url)
+        .list_services(&ListServices::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/services HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(service_json()));
+    let service = client(&url).get_service(SERVICE).await.unwrap();
+    assert_eq!(service.secrets_store_secrets.len(), 1);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/services/{SERVICE} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    client(&url).delete_service(SERVICE).await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("DELETE {PREFIX}/services/{SERVICE} HTTP/1.1")
+    );
+
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1206, "message": "no such service"}]});
+    let (url, seen) = respond_once(404, body.to_string());
+    let err = client(&url).get_service("a/b").await.unwrap_err();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {PREFIX}/services/a%2Fb HTTP/1.1")
+    );
+    assert_eq!(err.to_string(), "[1206 service_not_found] no such service");
+}
+
+#[tokio::test]
+async fn service_tokens_are_listed_rotated_and_revoked() {
+    let tokens = format!("{PREFIX}/services/{SERVICE}/tokens");
+
+    let (url, seen) = respond_once(
+        200,
+        ok_page(serde_json::json!([service_token_json("active")])),
+    );
+    let page = client(&url).list_service_tokens(SERVICE).await.unwrap();
+    assert_eq!(page.items[0].status, "active");
+    assert_eq!(page.items[0].revoked_on, None);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {tokens} HTTP/1.1")
+    );
+
+    for (revoke_previous, sent) in [
+        (true, r#"{"revoke_previous":true}"#),
+        (false, r#"{"revoke_previous":false}"#),
+    ] {
+        let mut result = service_token_json("active");
+        result["service_token"] = SERVICE_TOKEN_VALUE.into();
+        result["revoked"] = serde_json::json!([service_token_json("revoked")]);
+        let (url, seen) = respond_once(200, ok(result));
+        let rotated = client(&url)
+            .rotate_service_token(SERVICE, revoke_previous)
+            .await
+            .unwrap();
+        assert_eq!(rotated.service_token.expose_secret(), SERVICE_TOKEN_VALUE);
+        assert_eq!(rotated.token.id, SERVICE_TOKEN_ID);
+        assert_eq!(rotated.revoked[0].status, "revoked");
+        assert!(!format!("{rotated:?}").contains("sv4lueZ"));
+        let seen = seen.join().unwrap();
+        assert_eq!(seen.request_line, format!("POST {tokens} HTTP/1.1"));
+        assert_eq!(seen.body, sent);
+    }
+
+    let (url, seen) = respond_once(200, ok(serde_json::json!([service_token_json("revoked")])));
+    let revoked = client(&url).revoke_service_tokens(SERVICE).await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("DELETE {tokens} HTTP/1.1")
+    );
+    let (url, seen) = respond_once(200, ok(serde_json::Value::Null));
+    assert!(
+        client(&url)
+            .revoke_service_tokens(SERVICE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    seen.join().unwrap();
+
+    let (url, seen) = respond_once(
+        200,
+        ok_page(serde_json::json!([service_token_json("revoked")])),
+    );
+    let revoked = client(&url)
+        .revoke_service_token(SERVICE, SERVICE_TOKEN_ID)
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].status, "revoked");
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        format!("DELETE {tokens}/{SERVICE_TOKEN_ID} HTTP/1.1")
+    );
+    assert_eq!(seen.body, "");
+    // Nothing to revoke: an empty list.
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([])));
+    assert!(
+        client(&url)
+            .revoke_service_token(SERVICE, SERVICE_TOKEN_ID)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    seen.join().unwrap();
+}

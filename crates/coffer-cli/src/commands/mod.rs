@@ -2,9 +2,12 @@
 
 mod account;
 mod audit;
+mod deploy;
 mod init;
+pub mod run;
 mod secret;
 mod serve;
+mod service;
 mod store;
 mod token;
 
@@ -24,6 +27,19 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Several problems found before any request (a configuration file's), each shown on a line of
+/// its own (exit status 1).
+#[derive(Debug)]
+pub struct Problems(pub Vec<String>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+impl std::error::Error for Problems {}
+
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init(args) => init::run(args).await,
@@ -41,6 +57,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Account { conn, command } => account::run(&conn, command).await,
         Command::Token { conn, command } => token::run(&conn, command).await,
         Command::Audit { conn, command } => audit::run(&conn, command).await,
+        Command::Deploy { conn, args } => deploy::run(&conn, args).await,
+        Command::Service { conn, command } => service::run(&conn, command).await,
+        // `main` runs it before any runtime is started.
+        Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }
 }
 

@@ -1,0 +1,217 @@
+//! `coffer run -- CMD [ARGS...]`: reads the service's secret bindings and becomes CMD with them
+//! in its environment.
+//!
+//! On Unix the process *becomes* CMD (`execvp`), rather than running it as a child: CMD inherits
+//! the standard streams and the process id, so every signal (Ctrl-C, a supervisor's SIGTERM)
+//! reaches CMD itself, with no relay to get wrong, and CMD's exit status, death by a signal
+//! included, is the status the caller sees. The bindings are read first, on a current-thread
+//! runtime that is dropped before the exec, so no thread of ours is running when CMD starts.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::process::Command;
+
+use anyhow::Context;
+use coffer_client::{Env, SERVICE_TOKEN_VAR, SecretValue};
+use coffer_types::BindingName;
+
+use crate::args::RunArgs;
+
+/// How `coffer run` failed, and the exit status to end with.
+#[derive(Debug)]
+pub struct RunFailure {
+    pub error: anyhow::Error,
+    pub status: u8,
+}
+
+impl RunFailure {
+    fn failed(error: anyhow::Error) -> RunFailure {
+        RunFailure { error, status: 1 }
+    }
+}
+
+/// Reads the bindings and runs CMD. Returns only if something failed (on Unix, success means
+/// this process is CMD now).
+pub fn run(args: RunArgs) -> RunFailure {
+    let Some((program, program_args)) = args.command.split_first() else {
+        // clap requires CMD; this is only a guard.
+        return RunFailure {
+            error: super::UsageError("missing CMD: coffer run -- CMD [ARGS...]".to_owned()).into(),
+            status: 2,
+        };
+    };
+    let values = match fetch(&args) {
+        Ok(values) => values,
+        Err(error) => return RunFailure::failed(error),
+    };
+    let mut cmd = match command(program, program_args, &values) {
+        Ok(cmd) => cmd,
+        Err(error) => return RunFailure::failed(error),
+    };
+    drop(values);
+    exec(&mut cmd, program)
+}
+
+/// Every secret binding, in one request, on a runtime that is gone when this returns.
+fn fetch(args: &RunArgs) -> anyhow::Result<BTreeMap<String, SecretValue>> {
+    let mut builder = Env::builder();
+    if let Some(token) = &args.service_token {
+        builder = builder.service_token(token.0.as_str());
+    }
+    if let Some(url) = &args.api_url {
+        builder = builder.api_url(url.as_str());
+    }
+    let env = builder.build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let values = runtime
+        .block_on(env.get_all())
+        .context("cannot read the service's bindings")?;
+    drop(env);
+    drop(runtime);
+    Ok(values)
+}
+
+/// CMD with each binding in its environment under its name, and without the service token.
+fn command(
+    program: &OsString,
+    args: &[OsString],
+    values: &BTreeMap<String, SecretValue>,
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_remove(SERVICE_TOKEN_VAR);
+    for (name, value) in values {
+        if let Err(e) = BindingName::parse(name) {
+            anyhow::bail!(
+                "the binding {:?} cannot be an environment variable: it {e}",
+                crate::table::one_line(name)
+            );
+        }
+        if value.expose_secret().contains('\0') {
+            anyhow::bail!(
+                "the value of binding {name} contains a NUL byte, which an environment variable \
+                 cannot hold"
+            );
+        }
+        cmd.env(name, value.expose_secret());
+    }
+    Ok(cmd)
+}
+
+#[cfg(unix)]
+fn exec(cmd: &mut Command, program: &OsString) -> RunFailure {
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    exec_failure(program, &err)
+}
+
+/// Without `exec`: run CMD as a child and end with its exit status.
+#[cfg(not(unix))]
+fn exec(cmd: &mut Command, program: &OsString) -> RunFailure {
+    match cmd.status() {
+        Ok(status) => {
+            let code = status.code().unwrap_or(1);
+            std::process::exit(code)
+        }
+        Err(err) => exec_failure(program, &err),
+    }
+}
+
+/// Like a shell: 127 when CMD is not found, 126 when it is found but cannot be run.
+fn exec_failure(program: &OsString, err: &std::io::Error) -> RunFailure {
+    let status = if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    RunFailure {
+        error: anyhow::anyhow!("cannot run {:?}: {err}", program.to_string_lossy()),
+        status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, SecretValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), SecretValue::new((*v).to_owned())))
+            .collect()
+    }
+
+    fn env_of(cmd: &Command) -> Vec<(String, Option<String>)> {
+        cmd.get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bindings_become_variables_and_the_token_is_removed() {
+        let cmd = command(
+            &"sh".into(),
+            &["-c".into(), "true".into()],
+            &values(&[("OPENAI_KEY", "sk-1"), ("_B2", "x y\nz")]),
+        )
+        .unwrap();
+        let mut env = env_of(&cmd);
+        env.sort();
+        assert_eq!(
+            env,
+            [
+                ("COFFER_SERVICE_TOKEN".to_owned(), None),
+                ("OPENAI_KEY".to_owned(), Some("sk-1".to_owned())),
+                ("_B2".to_owned(), Some("x y\nz".to_owned())),
+            ]
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["-c", "true"]);
+    }
+
+    #[test]
+    fn names_that_are_not_variables_and_nul_bytes_are_refused_without_the_value() {
+        for bad in ["MY-KEY", "1A", "A=B", ""] {
+            let err = command(&"sh".into(), &[], &values(&[(bad, "v4lue")])).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "the binding {bad:?} cannot be an environment variable"
+                )),
+                "{text}"
+            );
+            assert!(!text.contains("v4lue"), "{text}");
+        }
+        let err = command(&"sh".into(), &[], &values(&[("K", "a\0b-v4lue")])).unwrap_err();
+        assert!(err.to_string().contains("binding K contains a NUL byte"));
+        assert!(!err.to_string().contains("v4lue"));
+    }
+
+    #[test]
+    fn exec_failures_exit_like_a_shell() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let f = exec_failure(&"nosuch".into(), &missing);
+        assert_eq!(f.status, 127);
+        assert!(f.error.to_string().starts_with("cannot run \"nosuch\": "));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(exec_failure(&"x".into(), &denied).status, 126);
+    }
+
+    #[test]
+    fn a_missing_token_fails_before_any_request() {
+        let args = RunArgs {
+            service_token: None,
+            api_url: Some("http://127.0.0.1:1".into()),
+            command: vec!["true".into()],
+        };
+        let err = fetch(&args).unwrap_err();
+        assert!(err.to_string().contains("COFFER_SERVICE_TOKEN"), "{err:#}");
+    }
+}

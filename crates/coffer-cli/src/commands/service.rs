@@ -1,0 +1,115 @@
+//! `coffer service ...`: the account's services and their tokens. A service is named by its
+//! name or its id.
+
+use coffer_client::{Client, ListServices, Service};
+use coffer_types::{ServiceId, ServiceName};
+
+use super::{UsageError, connect};
+use crate::args::{ConnArgs, ServiceCommand, ServiceTokenCommand};
+use crate::output;
+use crate::table::one_line;
+
+pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()> {
+    let json = conn.json;
+    let client = connect(conn)?;
+    match command {
+        ServiceCommand::List(args) => {
+            let params = ListServices {
+                page: args.page.page,
+                per_page: args.page.per_page,
+                name: args.name,
+            };
+            let page = client.list_services(&params).await?;
+            output::print(&output::service_list(&page, json))?;
+        }
+        ServiceCommand::Get(arg) => {
+            let service = resolve(&client, &arg.service).await?;
+            output::print(&output::service(&service, json))?;
+        }
+        ServiceCommand::Delete(arg) => {
+            let service = resolve(&client, &arg.service).await?;
+            client.delete_service(&service.id).await?;
+            let message = format!(
+                "Deleted service {} ({}) with its bindings; its tokens no longer work.",
+                one_line(&service.name),
+                one_line(&service.id)
+            );
+            output::print(&output::deleted(&message, json))?;
+        }
+        ServiceCommand::Token { command } => token(&client, command, json).await?,
+    }
+    Ok(())
+}
+
+async fn token(client: &Client, command: ServiceTokenCommand, json: bool) -> anyhow::Result<()> {
+    match command {
+        ServiceTokenCommand::List(arg) => {
+            let service = resolve(client, &arg.service).await?;
+            let page = client.list_service_tokens(&service.id).await?;
+            output::print(&output::service_token_list(&page, json))?;
+        }
+        ServiceTokenCommand::Rotate(args) => {
+            let service = resolve(client, &args.service.service).await?;
+            let rotated = client
+                .rotate_service_token(&service.id, !args.keep_previous)
+                .await?;
+            // Zeroized on drop, like `rotated` itself.
+            let text = output::service_token_rotated(&rotated, &service.name, json);
+            output::print(&text)?;
+        }
+        ServiceTokenCommand::Revoke(args) => {
+            let service = resolve(client, &args.service.service).await?;
+            let text = match args.token_id {
+                Some(id) => {
+                    let revoked = client.revoke_service_token(&service.id, &id).await?;
+                    let Some(token) = revoked.iter().find(|t| t.id == id) else {
+                        anyhow::bail!(
+                            "service {} has no active token {:?}; `coffer service token list {}` \
+                             shows its tokens",
+                            one_line(&service.name),
+                            one_line(&id),
+                            one_line(&service.name)
+                        );
+                    };
+                    output::service_token_revoked(token, &service.name, json)
+                }
+                None => {
+                    let revoked = client.revoke_service_tokens(&service.id).await?;
+                    output::service_tokens_revoked(&revoked, &service.name, json)
+                }
+            };
+            output::print(&text)?;
+        }
+    }
+    Ok(())
+}
+
+/// The service named `given`, or else the service whose id is `given`.
+async fn resolve(client: &Client, given: &str) -> anyhow::Result<Service> {
+    let is_id = ServiceId::parse(given).is_ok();
+    if let Err(e) = ServiceName::parse(given)
+        && !is_id
+    {
+        return Err(UsageError(format!(
+            "{:?} is neither a service name ({e}) nor a service id (32 lowercase hex characters)",
+            one_line(given)
+        ))
+        .into());
+    }
+    let params = ListServices {
+        name: Some(given.to_owned()),
+        ..ListServices::default()
+    };
+    let page = client.list_services(&params).await?;
+    if let Some(service) = page.items.into_iter().find(|s| s.name == given) {
+        return Ok(service);
+    }
+    if is_id {
+        return Ok(client.get_service(given).await?);
+    }
+    anyhow::bail!(
+        "no service named {:?} in account {}; `coffer service list` shows them",
+        one_line(given),
+        one_line(client.account_id())
+    )
+}
