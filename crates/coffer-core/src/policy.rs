@@ -128,6 +128,12 @@ impl Principal {
         if !self.role.allows(permission) {
             return Err(crate::CoreError::Forbidden(permission));
         }
+        // Binding hands a service the values of what it binds. The operator manages every
+        // account, but reading another account's values is not part of that: it binds only
+        // in its own account, like any super_admin.
+        if permission == Permission::Bind && self.account_id != account {
+            return Err(crate::CoreError::Forbidden(permission));
+        }
         Ok(())
     }
 }
@@ -180,5 +186,11 @@ mod tests {
             ..p
         };
         assert!(op.require(other, Permission::Edit).is_ok());
+        // The operator binds (and so could read values) in its own account only.
+        assert!(op.require(op.account_id, Permission::Bind).is_ok());
+        assert!(matches!(
+            op.require(other, Permission::Bind),
+            Err(crate::CoreError::Forbidden(Permission::Bind))
+        ));
     }
 }

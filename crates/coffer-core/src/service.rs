@@ -114,6 +114,8 @@ pub struct Coffer {
     pub(crate) runtime_cache: self::runtime::RuntimeCache,
     /// Runtime reads not yet written to the audit log.
     pub(crate) access_log: self::runtime::AccessLog,
+    /// Serialises deploys and service-token changes (see `services.rs`).
+    service_writes: tokio::sync::Mutex<()>,
 }
 
 impl Coffer {
@@ -134,6 +136,7 @@ impl Coffer {
             operator_account: std::sync::OnceLock::new(),
             runtime_cache: self::runtime::RuntimeCache::default(),
             access_log: self::runtime::AccessLog::default(),
+            service_writes: tokio::sync::Mutex::new(()),
         })
     }
 

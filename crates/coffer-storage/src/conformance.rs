@@ -150,6 +150,7 @@ const CHECKS: &[Check] = checks![
     audit::audit_survives_delete_account,
     audit::audit_checkpoints_round_trip,
     audit_listing::list_audit_filters_pages_and_orders,
+    secrets::secret_writes_advance_committed_head,
     services::service_lifecycle,
     services::service_names_are_unique_per_account,
     services::list_services_pages_orders_and_filters,

@@ -393,6 +393,15 @@ impl Coffer {
     ) -> Result<(), CoreError> {
         match who.require(account, need) {
             Ok(()) => Ok(()),
+            // The operator may not bind in other accounts, but an account that does not exist
+            // is still a plain 404 for it, as for everything else it does.
+            Err(CoreError::Forbidden(Permission::Bind))
+                if who.operator
+                    && account != who.account_id
+                    && self.storage.get_account(account).await?.is_none() =>
+            {
+                Err(CoreError::NotFound(Resource::Account))
+            }
             Err(e) => Err(self.deny(who, account, action, target(), e).await),
         }
     }

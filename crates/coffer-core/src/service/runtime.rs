@@ -186,6 +186,10 @@ struct Resolved {
     binding: BindingName,
     store: StoreId,
     secret_name: String,
+    /// Read through a store binding: the name comes from the request, so a miss is neither
+    /// cached nor recorded under that name, and a secret the service may not read is
+    /// indistinguishable from a missing one.
+    via_store: bool,
 }
 
 impl Coffer {
@@ -304,6 +308,7 @@ impl Coffer {
         account: AccountId,
         store: StoreId,
         name: &SecretName,
+        cache_missing: bool,
     ) -> Result<CachedValue, CoreError> {
         let head = self.storage.committed_head();
         let key = (account, store, name.clone());
@@ -318,9 +323,11 @@ impl Coffer {
             .current_value(account, store, name)
             .await?
             .map(Arc::new);
-        self.runtime_cache.fill(head, |c| {
-            c.values.insert(key, value.clone());
-        });
+        if value.is_some() || cache_missing {
+            self.runtime_cache.fill(head, |c| {
+                c.values.insert(key, value.clone());
+            });
+        }
         Ok(value)
     }
 
@@ -343,9 +350,12 @@ impl Coffer {
             store: b.store_id,
             secret_name: b.secret_name.as_str().to_owned(),
             service: service.clone(),
+            via_store: false,
         };
         let name = b.secret_name.clone();
-        self.read_resolved(who, resolved, &name).await
+        let (value, key) = self.read_resolved(who, resolved, &name).await?;
+        self.access_log.note(key, service.name.as_str());
+        Ok(value)
     }
 
     /// Reads every secret binding of the service, in binding order. Fails as a whole if any
@@ -357,15 +367,22 @@ impl Coffer {
     ) -> Result<Vec<(BindingName, Plaintext)>, CoreError> {
         let service = self.runtime_service(who).await?;
         let mut out = Vec::with_capacity(service.secrets.len());
+        let mut served = Vec::with_capacity(service.secrets.len());
         for b in &service.secrets {
             let resolved = Resolved {
                 binding: b.binding.clone(),
                 store: b.store_id,
                 secret_name: b.secret_name.as_str().to_owned(),
                 service: service.clone(),
+                via_store: false,
             };
-            let value = self.read_resolved(who, resolved, &b.secret_name).await?;
+            let (value, key) = self.read_resolved(who, resolved, &b.secret_name).await?;
             out.push((b.binding.clone(), value));
+            served.push(key);
+        }
+        // Recorded only now: a batch that failed part-way returned no value at all.
+        for key in served {
+            self.access_log.note(key, service.name.as_str());
         }
         Ok(out)
     }
@@ -394,8 +411,11 @@ impl Coffer {
             store: b.store_id,
             secret_name: secret_name.as_str().to_owned(),
             service: service.clone(),
+            via_store: true,
         };
-        self.read_resolved(who, resolved, &secret_name).await
+        let (value, key) = self.read_resolved(who, resolved, &secret_name).await?;
+        self.access_log.note(key, service.name.as_str());
+        Ok(value)
     }
 
     /// Notes a read of a binding the service does not have (a denied access) and returns the
@@ -407,12 +427,13 @@ impl Coffer {
         binding: &str,
     ) -> CoreError {
         let shown: String = binding.chars().take(255).collect();
+        // One key per token, not per name asked for: made-up names cannot flood the log.
         self.access_log.note(
             AccessKey {
                 account: who.account_id,
                 service: service.id,
                 token: who.token_id,
-                binding: shown.clone(),
+                binding: String::new(),
                 store: None,
                 secret: None,
                 secret_name: String::new(),
@@ -423,13 +444,17 @@ impl Coffer {
         CoreError::BindingNotFound(shown)
     }
 
+    /// Opens the resolved secret. Refusals are noted in the access log here; a success is
+    /// returned with its access key for the caller to note once the value is really served.
     async fn read_resolved(
         &self,
         who: &ServicePrincipal,
         r: Resolved,
         name: &SecretName,
-    ) -> Result<Plaintext, CoreError> {
-        let value = self.current(who.account_id, r.store, name).await?;
+    ) -> Result<(Plaintext, AccessKey), CoreError> {
+        let value = self
+            .current(who.account_id, r.store, name, !r.via_store)
+            .await?;
         let key = |secret: Option<SecretId>, refused: Option<&'static str>| AccessKey {
             account: who.account_id,
             service: r.service.id,
@@ -441,8 +466,13 @@ impl Coffer {
             refused,
         };
         let Some(value) = value else {
-            self.access_log
-                .note(key(None, Some("secret not found")), r.service.name.as_str());
+            // Through a store binding the name is the caller's: one key per binding, so made-up
+            // names cannot flood the access log.
+            let mut k = key(None, Some("secret not found"));
+            if r.via_store {
+                k.secret_name = String::new();
+            }
+            self.access_log.note(k, r.service.name.as_str());
             return Err(CoreError::BindingNotFound(r.secret_name.clone()));
         };
         let (secret, version) = &*value;
@@ -451,6 +481,11 @@ impl Coffer {
                 key(Some(secret.id), Some("secret lacks the service's scope")),
                 r.service.name.as_str(),
             );
+            if r.via_store {
+                // A store binding gives the secrets that carry the type; the others are not
+                // part of it, and their names are not the service's to learn.
+                return Err(CoreError::BindingNotFound(r.secret_name.clone()));
+            }
             return Err(CoreError::ScopeDenied(format!(
                 "secret \"{}\" does not carry the scope \"{}\" that this service's type needs",
                 r.secret_name, r.service.kind
@@ -473,9 +508,7 @@ impl Coffer {
                 secret.id, version.version
             ))
         })?;
-        self.access_log
-            .note(key(Some(secret.id), None), r.service.name.as_str());
-        Ok(plain)
+        Ok((plain, key(Some(secret.id), None)))
     }
 
     /// Writes the access events aggregated since the last flush to the audit log: one `access`
@@ -498,7 +531,7 @@ impl Coffer {
             };
             target.service_id = Some(key.service);
             target.service_name = Some(count.service_name.clone());
-            target.binding = Some(key.binding.clone());
+            target.binding = (!key.binding.is_empty()).then(|| key.binding.clone());
             let details = Details {
                 reads: Some(count.reads),
                 first_read: Some(count.first.to_rfc3339()),

@@ -296,7 +296,12 @@ async fn reads_are_aggregated_into_one_access_entry_per_binding() {
     entries.sort_by_key(|e| e.entry.outcome.clone());
     let denied: serde_json::Value = serde_json::from_slice(&entries[0].entry.payload).unwrap();
     assert_eq!(denied["outcome"], "denied");
-    assert_eq!(denied["resource"]["binding"], "NOPE");
+    assert_eq!(
+        denied["resource"].get("binding"),
+        None,
+        "made-up names are not keys"
+    );
+    assert_eq!(denied["reason"], "no such binding");
     assert_eq!(denied["reads"], 1);
     let entries = &entries[1..];
     let payload: serde_json::Value = serde_json::from_slice(&entries[0].entry.payload).unwrap();
@@ -355,4 +360,131 @@ async fn an_api_token_is_refused_on_the_runtime_and_a_service_token_on_the_contr
             .await,
         Err(CoreError::Unauthenticated(_))
     ));
+}
+
+#[tokio::test]
+async fn the_operator_binds_only_in_its_own_account() {
+    let f = fx().await;
+    let other = f.coffer.create_account(&f.op, "team-b").await.unwrap().id;
+    let store = f
+        .coffer
+        .create_store(&f.op, other, StoreName::parse("b").unwrap())
+        .await
+        .unwrap()
+        .id;
+    f.coffer
+        .create_secrets(
+            &f.op,
+            other,
+            store,
+            vec![CreateSecretItem {
+                name: SecretName::parse("k").unwrap(),
+                value: Plaintext::new(b"v".to_vec()),
+                scopes: Scopes::new([Scope::Workers]),
+                comment: Comment::default(),
+            }],
+        )
+        .await
+        .unwrap();
+    let deploy = Deploy {
+        name: ServiceName::parse("steal").unwrap(),
+        kind: Scope::Workers,
+        secrets: vec![SecretBindingRecord {
+            binding: BindingName::parse("K").unwrap(),
+            store_id: store,
+            secret_name: SecretName::parse("k").unwrap(),
+        }],
+        stores: vec![],
+    };
+    let e = f
+        .coffer
+        .deploy_service(&f.op, other, deploy.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, CoreError::BindingDenied { .. })
+            && e.to_string().contains("instance operator"),
+        "{e}"
+    );
+    // A missing account is still a plain 404 for the operator.
+    let missing = AccountId::from_bytes(coffer_crypto::random_id());
+    assert!(matches!(
+        f.coffer.deploy_service(&f.op, missing, deploy).await,
+        Err(CoreError::NotFound(crate::Resource::Account))
+    ));
+    assert!(matches!(
+        f.coffer
+            .list_services(
+                &f.op,
+                other,
+                crate::ServiceListQuery {
+                    page: 1,
+                    per_page: 10,
+                    name: None
+                }
+            )
+            .await
+            .map(|p| p.total_count),
+        Ok(0)
+    ));
+}
+
+#[tokio::test]
+async fn a_store_binding_hides_secrets_without_the_type() {
+    let f = fx().await;
+    f.secret("ok", "v1", &[Scope::Workers]).await;
+    f.secret("gw", "v2", &[Scope::AiGateway]).await;
+    let mut d = f.deploy("svc", &[]);
+    d.stores.push(StoreBindingRecord {
+        binding: BindingName::parse("ALL").unwrap(),
+        store_id: f.store,
+    });
+    let token = f
+        .coffer
+        .deploy_service(&f.op, f.account, d)
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let who = f
+        .coffer
+        .authenticate_service(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    let v = f
+        .coffer
+        .read_store_binding(&who, "ALL", "ok")
+        .await
+        .unwrap();
+    assert_eq!(v.expose_secret(), b"v1");
+    for name in ["gw", "missing"] {
+        assert!(matches!(
+            f.coffer.read_store_binding(&who, "ALL", name).await,
+            Err(CoreError::BindingNotFound(n)) if n == name
+        ));
+    }
+    // Many made-up names make one access key, not one each.
+    for i in 0..50 {
+        let _ = f
+            .coffer
+            .read_store_binding(&who, "ALL", &format!("made-up-{i}"))
+            .await;
+    }
+    let before = f
+        .coffer
+        .storage()
+        .audit_head(f.account)
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    f.coffer.flush_access_events().await.unwrap();
+    let entries = f
+        .coffer
+        .storage()
+        .audit_entries(f.account, before, 100)
+        .await
+        .unwrap();
+    // ok (success), gw (denied: lacks the scope), and one key for every missing name.
+    assert_eq!(entries.len(), 3, "{entries:?}");
 }

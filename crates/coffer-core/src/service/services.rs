@@ -72,13 +72,24 @@ impl Coffer {
         if let Err(e @ CoreError::NotFound(_)) = who.require(account, Permission::Read) {
             return Err(self.deny(who, account, "bind", service_target(), e).await);
         }
+        if who.operator
+            && account != who.account_id
+            && self.storage.get_account(account).await?.is_none()
+        {
+            return Err(CoreError::NotFound(Resource::Account));
+        }
         if let Err(CoreError::Forbidden(_)) = who.require(account, Permission::Bind) {
-            let denial = CoreError::BindingDenied {
-                binding: first_binding.map(str::to_owned),
-                reason: format!(
+            let reason = if who.role.allows(Permission::Bind) {
+                "the instance operator binds secrets only in its own account (a binding gives a service the values); use a token of this account".to_owned()
+            } else {
+                format!(
                     "the token's role {} may not bind secrets to services (that needs super_admin or secrets_store_deployer)",
                     who.role.as_str()
-                ),
+                )
+            };
+            let denial = CoreError::BindingDenied {
+                binding: first_binding.map(str::to_owned),
+                reason,
             };
             return Err(self
                 .deny(who, account, "bind", service_target(), denial)
@@ -138,6 +149,10 @@ impl Coffer {
             }
         }
 
+        // Deploys and token changes of this process run one at a time, so the audit entries
+        // computed from what was read (bindings added and removed, tokens revoked) describe
+        // exactly what the write then changes: one process writes a data dir.
+        let _guard = self.service_writes.lock().await;
         for _ in 0..DEPLOY_RETRIES {
             let now = Timestamp::now();
             let existing = self
@@ -377,6 +392,7 @@ impl Coffer {
             Target::service(Some(id), None),
         )
         .await?;
+        let _guard = self.service_writes.lock().await;
         let name = self
             .storage
             .get_service(account, id)
@@ -430,6 +446,7 @@ impl Coffer {
             Target::service_token(service, None, None),
         )
         .await?;
+        let _guard = self.service_writes.lock().await;
         let record = self
             .storage
             .get_service(account, service)
@@ -481,6 +498,7 @@ impl Coffer {
             Target::service_token(service, None, only),
         )
         .await?;
+        let _guard = self.service_writes.lock().await;
         let record = self
             .storage
             .get_service(account, service)

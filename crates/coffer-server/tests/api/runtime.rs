@@ -161,9 +161,11 @@ async fn a_store_binding_reads_the_secrets_that_carry_the_type() {
     };
     assert_eq!(assert_plain(&read("one").await), "value-one");
     assert_eq!(assert_plain(&read("two").await), "välue \"two\"\nline 2 ✓");
-    // A secret of the store without the service's type: refused.
+    // A secret of the store without the service's type is not part of what the store
+    // binding gives: answered exactly like a missing one, so its existence does not leak.
     let r = read("gw-only").await;
-    assert_err(&r, ErrorCode::ScopeDenied, "gw-only");
+    let e = assert_err(&r, ErrorCode::BindingNotFound, "");
+    assert_eq!(e["message"], json!("Secret \"gw-only\" not found"));
     assert!(!contains(&r.bytes, b"value-gw"));
     // A name the store does not hold, and names that cannot exist.
     let r = read("nope").await;
@@ -236,13 +238,16 @@ async fn a_scope_removed_is_refused_and_a_scope_restored_reads_again() {
         )
         .await,
     );
-    for path in ["/bindings/THREE", "/stores/ALL/secrets/three"] {
-        let r = h.runtime(rt.token(), path).await;
-        let e = assert_err(&r, ErrorCode::ScopeDenied, "workers");
-        assert_eq!(r.status, StatusCode::FORBIDDEN);
-        assert!(e["message"].as_str().unwrap().contains("three"), "{e}");
-        assert!(!contains(&r.bytes, b"value-three"));
-    }
+    let r = h.runtime(rt.token(), "/bindings/THREE").await;
+    let e = assert_err(&r, ErrorCode::ScopeDenied, "workers");
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(e["message"].as_str().unwrap().contains("three"), "{e}");
+    assert!(!contains(&r.bytes, b"value-three"));
+    // Through the store binding the secret is simply no longer part of the store's view.
+    let r = h.runtime(rt.token(), "/stores/ALL/secrets/three").await;
+    let e = assert_err(&r, ErrorCode::BindingNotFound, "");
+    assert_eq!(e["message"], json!("Secret \"three\" not found"));
+    assert!(!contains(&r.bytes, b"value-three"));
     // Other bindings are unaffected.
     assert_eq!(h.read_value(rt.token(), "ONE").await, "value-one");
     assert_ok(

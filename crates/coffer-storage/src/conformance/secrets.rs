@@ -597,3 +597,59 @@ pub(super) async fn delete_secrets_is_all_or_nothing(s: Arc<dyn Storage>) {
         "deleting a deleted secret: {err:?}"
     );
 }
+
+/// Runtime caches are validated against `committed_head`: every write that changes what a
+/// runtime read answers must advance it before it is acknowledged, and a failed write must not.
+pub(super) async fn secret_writes_advance_committed_head(s: Arc<dyn Storage>) {
+    let s = &*s;
+    let t = tenant(s, "acme").await;
+    let st = store(s, t, "prod").await;
+    let mut position = s.committed_head();
+    let mut moved = |what: &str| {
+        let now = s.committed_head();
+        assert!(now > position, "{what} must advance committed_head");
+        position = now;
+    };
+    let new = create_secret(s, t, st, "KEY").await;
+    moved("create_secrets");
+    s.update_secret(
+        SecretUpdate {
+            value: Some(next_value(&new, 2, b"two")),
+            modified: ts(2000),
+            ..metadata_update(&new.record, Version::FIRST)
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    moved("update_secret (value)");
+    s.update_secret(
+        SecretUpdate {
+            scopes: Some(Scopes::new([Scope::AiGateway])),
+            modified: ts(2001),
+            ..metadata_update(&new.record, Version(2))
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    moved("update_secret (scopes)");
+    // A refused update (stale version) changes nothing and must not move it.
+    let before = s.committed_head();
+    assert!(
+        s.update_secret(metadata_update(&new.record, Version::FIRST), &[])
+            .await
+            .is_err()
+    );
+    assert_eq!(s.committed_head(), before, "a refused write leaves it");
+    s.delete_secrets(t.account, st, &[new.record.id], &[])
+        .await
+        .unwrap();
+    moved("delete_secrets");
+    create_secret(s, t, st, "OTHER").await;
+    moved("create_secrets");
+    s.delete_store(t.account, st, true, &[]).await.unwrap();
+    moved("delete_store (force)");
+    s.delete_account(t.account, &[]).await.unwrap();
+    moved("delete_account");
+}
