@@ -809,7 +809,9 @@ const RUN_AFTER_HELP: &str = "\
 Reads every secret binding of the service in one request, puts each value in CMD's environment
 under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
 standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
-CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read.
+CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding named
+PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, PYTHONSTARTUP, PERL5OPT, RUBYOPT, or LD_* or
+DYLD_* is refused (exit status 1): it would change how CMD is found or loaded.
 
 Example:
   COFFER_SERVICE_TOKEN=coffersvc_... coffer run -- node server.js";
@@ -829,6 +831,10 @@ pub struct RunArgs {
     /// Server URL [default: http://127.0.0.1:8080]
     #[arg(long, env = "COFFER_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
+
+    /// PEM file of the CA that signed an https server's certificate (only it is trusted)
+    #[arg(long, env = "COFFER_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     /// The command to run, and its arguments
     #[arg(
@@ -1435,6 +1441,20 @@ mod tests {
         let err = parse(&["run"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(parse(&["run", "--"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_a_ca_certificate_before_the_command() {
+        let run = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Run(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let r = run(&["run", "--ca-cert", "/etc/coffer/ca.pem", "--", "env"]);
+        assert_eq!(r.ca_cert, Some(PathBuf::from("/etc/coffer/ca.pem")));
+        assert_eq!(r.command, ["env"]);
+        // After the command it is the command's.
+        let r = run(&["run", "env", "--ca-cert", "x.pem"]);
+        assert_eq!(r.command, ["env", "--ca-cert", "x.pem"]);
     }
 
     #[test]

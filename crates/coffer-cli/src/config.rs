@@ -355,6 +355,7 @@ pub fn check(root: &Value) -> Result<Config, Problems> {
         &mut names,
     );
     check_unique(&names, &mut report);
+    check_envs(root.get("env"), &mut report);
 
     match name {
         Some(name) if report.problems.is_empty() => Ok(Config {
@@ -610,6 +611,27 @@ fn check_unique(names: &[(String, Kind)], report: &mut Report) {
              service. Please change your bindings to have unique names."
                 .to_owned(),
         );
+    }
+}
+
+/// Wrangler's `[env.<name>]` sections: their bindings are not inherited from the top level and
+/// replace it under `wrangler deploy --env <name>`. `coffer deploy` has no `--env`, so bindings
+/// there would be silently left out: refuse instead.
+fn check_envs(value: Option<&Value>, report: &mut Report) {
+    let Some(Value::Object(envs)) = value else {
+        return;
+    };
+    for (env, section) in envs {
+        for kind in [Kind::Secrets, Kind::Stores] {
+            if section.get(kind.field()).is_some() {
+                report.problems.push(format!(
+                    "env.{} defines {}; coffer deploy reads only the top-level bindings (--env \
+                     is not supported)",
+                    one_line(env),
+                    kind.field()
+                ));
+            }
+        }
     }
 }
 

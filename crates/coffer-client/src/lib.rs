@@ -66,8 +66,8 @@ use coffer_api::{
 pub use error::{Error, code_name};
 pub use params::{AuditFilter, Direction, ListSecrets, ListServices, SecretOrder, StoreOrder};
 pub use runtime::{
-    API_URL_VAR, BoundSecret, BoundStore, DEFAULT_API_URL, Env, EnvBuilder, RuntimeError,
-    SERVICE_TOKEN_VAR, StoreSecret,
+    API_URL_VAR, BoundSecret, BoundStore, CA_CERT_VAR, DEFAULT_API_URL, Env, EnvBuilder,
+    RuntimeError, SERVICE_TOKEN_VAR, StoreSecret,
 };
 
 use crate::error::{connect_reason, snippet};
@@ -393,8 +393,9 @@ impl Client {
     }
 
     /// `DELETE /services/{service_id}/tokens/{token_id}`: revokes one token. Returns what it
-    /// revoked: that token, now `revoked`, or nothing if it was not an active token of the
-    /// service (unknown, or already revoked).
+    /// revoked: that token, now `revoked`. A token the service does not have is an
+    /// [`Error::Api`] with status 404, and one already revoked an [`Error::Api`] with status 409
+    /// (`token_already_revoked`); neither is an empty success.
     pub async fn revoke_service_token(
         &self,
         service_id: &str,

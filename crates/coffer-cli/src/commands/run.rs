@@ -61,6 +61,9 @@ fn fetch(args: &RunArgs) -> anyhow::Result<BTreeMap<String, SecretValue>> {
     if let Some(url) = &args.api_url {
         builder = builder.api_url(url.as_str());
     }
+    if let Some(ca) = &args.ca_cert {
+        builder = builder.ca_cert(ca);
+    }
     let env = builder.build()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,6 +92,12 @@ fn command(
                 crate::table::one_line(name)
             );
         }
+        if hijacks_loader(name) {
+            anyhow::bail!(
+                "the binding {name} is refused: as an environment variable it would change how \
+                 the command is found or loaded; rename the binding"
+            );
+        }
         if value.expose_secret().contains('\0') {
             anyhow::bail!(
                 "the value of binding {name} contains a NUL byte, which an environment variable \
@@ -98,6 +107,25 @@ fn command(
         cmd.env(name, value.expose_secret());
     }
     Ok(cmd)
+}
+
+/// Variables that decide which program runs, or what it loads before its own code: a binding
+/// must not set them.
+const LOADER_VARS: &[&str] = &[
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "NODE_OPTIONS",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PERL5OPT",
+    "RUBYOPT",
+];
+
+/// Whether a binding named `name` would hijack CMD's lookup or loader (`PATH`, `LD_PRELOAD`...).
+fn hijacks_loader(name: &str) -> bool {
+    LOADER_VARS.contains(&name) || name.starts_with("LD_") || name.starts_with("DYLD_")
 }
 
 #[cfg(unix)]
@@ -209,9 +237,97 @@ mod tests {
         let args = RunArgs {
             service_token: None,
             api_url: Some("http://127.0.0.1:1".into()),
+            ca_cert: None,
             command: vec!["true".into()],
         };
         let err = fetch(&args).unwrap_err();
         assert!(err.to_string().contains("COFFER_SERVICE_TOKEN"), "{err:#}");
+    }
+
+    #[test]
+    fn names_that_steer_the_loader_or_the_lookup_are_refused_before_exec() {
+        for bad in [
+            "PATH",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_",
+            "DYLD_INSERT_LIBRARIES",
+            "IFS",
+            "ENV",
+            "BASH_ENV",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "PERL5OPT",
+            "RUBYOPT",
+        ] {
+            let err = command(
+                &"sh".into(),
+                &[],
+                &values(&[("OK_KEY", "fine"), (bad, "/tmp/evil-v4lue")]),
+            )
+            .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("the binding {bad} is refused")),
+                "{text}"
+            );
+            assert!(!text.contains("v4lue"), "{text}");
+        }
+        // Names that merely look alike are ordinary bindings.
+        let cmd = command(
+            &"sh".into(),
+            &[],
+            &values(&[
+                ("MY_PATH", "a"),
+                ("PATHS", "b"),
+                ("OLD_LD", "c"),
+                ("ENVIRONMENT", "d"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(env_of(&cmd).len(), 5);
+    }
+
+    fn run_args(ca_cert: std::path::PathBuf) -> RunArgs {
+        RunArgs {
+            service_token: Some(crate::args::TokenArg(zeroize::Zeroizing::new(
+                "coffersvc_x".to_owned(),
+            ))),
+            // Nothing listens there: a request fails to connect.
+            api_url: Some("https://127.0.0.1:1".into()),
+            ca_cert: Some(ca_cert),
+            command: vec!["true".into()],
+        }
+    }
+
+    #[test]
+    fn a_ca_certificate_that_cannot_be_used_fails_before_any_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing.pem");
+        let err = format!("{:#}", fetch(&run_args(missing.clone())).unwrap_err());
+        assert!(
+            err.starts_with(&format!("CA certificate {}: ", missing.display())),
+            "{err}"
+        );
+        let garbage = tmp.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let err = format!("{:#}", fetch(&run_args(garbage.clone())).unwrap_err());
+        assert!(
+            err.starts_with(&format!("CA certificate {}: ", garbage.display())),
+            "{err}"
+        );
+        assert!(err.contains("no PEM certificate found"), "{err}");
+
+        // A real certificate is accepted: the failure is then the connection's.
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let good = tmp.path().join("ca.pem");
+        std::fs::write(&good, cert.cert.pem()).unwrap();
+        let err = format!("{:#}", fetch(&run_args(good)).unwrap_err());
+        assert!(
+            err.starts_with("cannot read the service's bindings: "),
+            "{err}"
+        );
+        assert!(err.contains("cannot reach"), "{err}");
     }
 }

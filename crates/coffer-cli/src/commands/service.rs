@@ -61,16 +61,16 @@ async fn token(client: &Client, command: ServiceTokenCommand, json: bool) -> any
             let service = resolve(client, &args.service.service).await?;
             let text = match args.token_id {
                 Some(id) => {
+                    // A token the service does not have (404) or already revoked (409) is an
+                    // error from the server, shown as such; a success lists the token revoked.
                     let revoked = client.revoke_service_token(&service.id, &id).await?;
-                    let Some(token) = revoked.iter().find(|t| t.id == id) else {
-                        anyhow::bail!(
-                            "service {} has no active token {:?}; `coffer service token list {}` \
-                             shows its tokens",
-                            one_line(&service.name),
-                            one_line(&id),
-                            one_line(&service.name)
-                        );
-                    };
+                    let token = revoked.iter().find(|t| t.id == id).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unexpected response from the server: it answered the revocation of \
+                             token {:?} without that token",
+                            one_line(&id)
+                        )
+                    })?;
                     output::service_token_revoked(token, &service.name, json)
                 }
                 None => {

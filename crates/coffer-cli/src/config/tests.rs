@@ -461,3 +461,54 @@ fn toml_dates_and_repeated_json_keys_behave_as_in_wrangler() {
         .deploy;
     assert_eq!(d.name, "second");
 }
+
+#[test]
+fn bindings_under_env_sections_are_refused_rather_than_left_out() {
+    // Only an env section: without the check, this would deploy no binding at all.
+    let text = format!(
+        r#"
+name = "app"
+
+[env.staging]
+name = "app-staging"
+
+[[env.production.secrets_store_secrets]]
+binding = "OPENAI_KEY"
+store_id = "{STORE}"
+secret_name = "openai-key"
+"#
+    );
+    assert_eq!(
+        toml_problems(&text),
+        [
+            "env.production defines secrets_store_secrets; coffer deploy reads only the top-level \
+          bindings (--env is not supported)"
+        ]
+    );
+    let text = format!(
+        r#"{{
+  "name": "app",
+  "secrets_store_secrets": [
+    {{"binding": "A", "store_id": "{STORE}", "secret_name": "a"}}
+  ],
+  "env": {{
+    "dev": {{"secrets_store_stores": [{{"binding": "S", "store_id": "{STORE}"}}]}}
+  }}
+}}"#
+    );
+    assert_eq!(
+        json_problems(&text),
+        [
+            "env.dev defines secrets_store_stores; coffer deploy reads only the top-level bindings \
+          (--env is not supported)"
+        ]
+    );
+    // Other keys in env sections are still ignored.
+    assert!(
+        parse(
+            "name = \"app\"\n[env.x]\nvars = { A = \"1\" }\n",
+            Format::Toml
+        )
+        .is_ok()
+    );
+}

@@ -10,6 +10,7 @@
 //! only, and a body that answered a read is never quoted.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 pub const SERVICE_TOKEN_VAR: &str = "COFFER_SERVICE_TOKEN";
 /// The environment variable holding the server URL.
 pub const API_URL_VAR: &str = "COFFER_API_URL";
+/// The environment variable naming a PEM file of the CA to trust (as for the `coffer` CLI).
+pub const CA_CERT_VAR: &str = "COFFER_CA_CERT";
 
 /// Longest user-given name repeated in an error, in characters.
 const NAME_ECHO_MAX_CHARS: usize = 64;
@@ -124,6 +127,11 @@ pub enum RuntimeError {
     /// The HTTP client could not be built (TLS setup).
     #[error("cannot set up the HTTP client: {0}")]
     Setup(#[source] reqwest::Error),
+
+    /// The CA certificate given with [`EnvBuilder::ca_cert`] (or `COFFER_CA_CERT`) could not be
+    /// read, or holds no PEM certificate. `origin` is the file, or `PEM given in memory`.
+    #[error("CA certificate {origin}: {reason}")]
+    CaCert { origin: String, reason: String },
 }
 
 impl RuntimeError {
@@ -147,10 +155,45 @@ fn format_code(code: u32, message: &str) -> String {
     }
 }
 
+/// Where the CA certificate to trust comes from.
+#[derive(Debug, Clone)]
+enum CaCert {
+    Path(PathBuf),
+    Pem(Vec<u8>),
+}
+
+impl CaCert {
+    /// The certificates, or why there are none.
+    fn load(&self) -> Result<Vec<reqwest::Certificate>, RuntimeError> {
+        let origin = match self {
+            CaCert::Path(path) => path.display().to_string(),
+            CaCert::Pem(_) => "(PEM given in memory)".to_owned(),
+        };
+        let fail = |reason: String| RuntimeError::CaCert {
+            origin: origin.clone(),
+            reason,
+        };
+        let read;
+        let pem: &[u8] = match self {
+            CaCert::Path(path) => {
+                read = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+                &read
+            }
+            CaCert::Pem(pem) => pem,
+        };
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| fail(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(fail("no PEM certificate found".to_owned()));
+        }
+        Ok(certs)
+    }
+}
+
 /// Settings of an [`Env`]: where the server is, the service token, and the cache.
 #[derive(Clone)]
 pub struct EnvBuilder {
     api_url: Option<String>,
+    ca_cert: Option<CaCert>,
     service_token: Option<Zeroizing<String>>,
     /// `COFFER_SERVICE_TOKEN` was set but is not Unicode.
     token_not_unicode: bool,
@@ -167,6 +210,13 @@ impl std::fmt::Debug for EnvBuilder {
                 "service_token",
                 &self.service_token.as_ref().map(|_| "[redacted]"),
             )
+            .field(
+                "ca_cert",
+                &self.ca_cert.as_ref().map(|c| match c {
+                    CaCert::Path(path) => path.display().to_string(),
+                    CaCert::Pem(_) => "(PEM)".to_owned(),
+                }),
+            )
             .field("cache_ttl", &self.cache_ttl)
             .finish_non_exhaustive()
     }
@@ -176,6 +226,7 @@ impl Default for EnvBuilder {
     fn default() -> EnvBuilder {
         EnvBuilder {
             api_url: None,
+            ca_cert: None,
             service_token: None,
             token_not_unicode: false,
             cache_ttl: None,
@@ -186,17 +237,31 @@ impl Default for EnvBuilder {
 }
 
 impl EnvBuilder {
-    /// A builder seeded from `COFFER_SERVICE_TOKEN` and `COFFER_API_URL` (each only if set and
-    /// not blank); the methods below override them.
+    /// A builder seeded from `COFFER_SERVICE_TOKEN`, `COFFER_API_URL` and `COFFER_CA_CERT`
+    /// (each only if set and not blank); the methods below override them.
     pub fn from_env() -> EnvBuilder {
+        EnvBuilder::from_vars(|name| std::env::var_os(name))
+    }
+
+    /// [`EnvBuilder::from_env`] with the variables looked up by `var`.
+    fn from_vars(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> EnvBuilder {
         let mut builder = EnvBuilder::default();
-        match std::env::var(SERVICE_TOKEN_VAR) {
-            Ok(token) => builder.service_token = Some(Zeroizing::new(token)),
-            Err(std::env::VarError::NotUnicode(_)) => builder.token_not_unicode = true,
-            Err(std::env::VarError::NotPresent) => {}
+        if let Some(token) = var(SERVICE_TOKEN_VAR) {
+            match token.into_string() {
+                Ok(token) => builder.service_token = Some(Zeroizing::new(token)),
+                Err(not_unicode) => {
+                    drop(Zeroizing::new(not_unicode.into_encoded_bytes()));
+                    builder.token_not_unicode = true;
+                }
+            }
         }
-        if let Some(url) = std::env::var_os(API_URL_VAR) {
+        if let Some(url) = var(API_URL_VAR) {
             builder.api_url = Some(url.to_string_lossy().into_owned());
+        }
+        if let Some(path) = var(CA_CERT_VAR)
+            && !path.to_string_lossy().trim().is_empty()
+        {
+            builder.ca_cert = Some(CaCert::Path(PathBuf::from(path)));
         }
         builder
     }
@@ -205,6 +270,21 @@ impl EnvBuilder {
     /// [`DEFAULT_API_URL`]). A trailing `/client/v4` is accepted and removed.
     pub fn api_url(mut self, url: impl Into<String>) -> EnvBuilder {
         self.api_url = Some(url.into());
+        self
+    }
+
+    /// Trusts only the certificates in this PEM file (one or more), for a server whose
+    /// certificate is self-signed or issued by a private CA; the system roots are then not used.
+    /// The same setting as the `coffer` CLI's `--ca-cert` / `COFFER_CA_CERT`. The file is read
+    /// by [`EnvBuilder::build`], which fails if it cannot be read or holds no certificate.
+    pub fn ca_cert(mut self, path: impl Into<PathBuf>) -> EnvBuilder {
+        self.ca_cert = Some(CaCert::Path(path.into()));
+        self
+    }
+
+    /// Like [`EnvBuilder::ca_cert`], with the PEM text itself rather than a file.
+    pub fn ca_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> EnvBuilder {
+        self.ca_cert = Some(CaCert::Pem(pem.into()));
         self
     }
 
@@ -217,11 +297,16 @@ impl EnvBuilder {
 
     /// Keeps the secret bindings in memory: the first read loads them all in one request, a
     /// background task (on the tokio runtime of that first read) reloads them every `ttl`, and
-    /// reads are served from memory. If a reload fails, the last values loaded keep being
-    /// served (a warning is logged through `tracing`, without any value) and the next reload
-    /// tries again. A binding the cache does not hold (a store binding, or one added since the
-    /// last reload) is read with a request of its own. The task stops with the last clone of
-    /// the [`Env`]. A zero `ttl` means no cache.
+    /// reads are served from memory. If a reload fails for want of an answer (a transport
+    /// error, a 5xx or a 429), the last values loaded keep being served (a warning is logged
+    /// through `tracing`, without any value) and the next reload tries again. If the server
+    /// refuses it (401, 403, 404 or any other answer), the values are dropped: until a reload
+    /// succeeds, each read is a request of its own, so a withdrawn binding fails with the
+    /// server's error while the others still see their current values. A binding the cache
+    /// does not hold (a store binding, or one added since the last reload) is read with a
+    /// request of its own. If the task has ended because its runtime shut down, the next read
+    /// reloads the values and starts it again on the reader's runtime. The task stops with the
+    /// last clone of the [`Env`]. A zero `ttl` means no cache.
     pub fn cache_ttl(mut self, ttl: Duration) -> EnvBuilder {
         self.cache_ttl = (!ttl.is_zero()).then_some(ttl);
         self
@@ -263,13 +348,15 @@ impl EnvBuilder {
         let mut auth =
             HeaderValue::from_str(&header).map_err(|_| RuntimeError::InvalidServiceToken)?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .user_agent(concat!("coffer-client/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(RuntimeError::Setup)?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &self.ca_cert {
+            http = http.tls_certs_only(ca.load()?);
+        }
+        let http = http.build().map_err(RuntimeError::Setup)?;
         Ok(Env {
             inner: Arc::new(Inner {
                 http,
@@ -345,6 +432,32 @@ impl Cache {
     fn store(&self, values: Values) {
         // The values replaced are wiped as they drop.
         *self.values.write().unwrap_or_else(PoisonError::into_inner) = Some(values);
+    }
+
+    /// Forgets the values (wiped as they drop): reads go to the server until a load succeeds.
+    fn clear(&self) {
+        *self.values.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Applies the outcome of a load: new values are kept; a failure for want of an answer
+    /// keeps the old ones (returns `true`); any other failure drops them (returns `false`).
+    fn apply(&self, loaded: Result<Values, RuntimeError>) -> Result<(), (RuntimeError, bool)> {
+        match loaded {
+            Ok(values) => {
+                self.store(values);
+                Ok(())
+            }
+            Err(e) if is_transient(&e) => Err((e, true)),
+            Err(e) => {
+                self.clear();
+                Err((e, false))
+            }
+        }
+    }
+
+    /// Whether the refresh task is running (it ends only with its runtime, or when aborted).
+    fn task_alive(&self) -> bool {
+        lock(&self.task).as_ref().is_some_and(|t| !t.is_finished())
     }
 
     fn get(&self, binding: &str) -> Option<SecretValue> {
@@ -445,20 +558,30 @@ impl Env {
         fetch_one(&self.inner, url, name).await
     }
 
-    /// On the first read: loads every binding into the cache and starts the refresh task. A
-    /// failed load is logged and retried by the task; reads meanwhile go to the server.
+    /// On the first read, and on a read after the refresh task ended (its runtime shut down):
+    /// loads every binding into the cache and starts the refresh task on the reader's runtime.
+    /// A failed load is logged and retried by the task; reads meanwhile go to the server.
     async fn start_cache(&self, cache: &Cache) {
-        let mut started = cache.started.lock().await;
-        if *started {
+        if cache.task_alive() {
             return;
         }
-        match fetch_all(&self.inner).await {
-            Ok(values) => cache.store(values),
-            Err(e) => tracing::warn!(
+        let mut started = cache.started.lock().await;
+        // Another read may have restarted it while this one waited.
+        if cache.task_alive() {
+            return;
+        }
+        if *started {
+            tracing::warn!(
+                "coffer: the cache's refresh task has ended (its runtime shut down); reloading \
+                 the secret bindings and restarting it"
+            );
+        }
+        if let Err((e, _)) = cache.apply(fetch_all(&self.inner).await) {
+            tracing::warn!(
                 error = %e,
                 "coffer: cannot load the secret bindings into the cache; reading each directly \
                  until a reload succeeds"
-            ),
+            );
         }
         let task = tokio::spawn(refresh(Arc::downgrade(&self.inner), cache.ttl));
         *lock(&cache.task) = Some(task.abort_handle());
@@ -474,14 +597,35 @@ async fn refresh(env: Weak<Inner>, ttl: Duration) {
         ticks.tick().await;
         let Some(inner) = env.upgrade() else { return };
         let Some(cache) = &inner.cache else { return };
-        match fetch_all(&inner).await {
-            Ok(values) => cache.store(values),
-            Err(e) => tracing::warn!(
+        match cache.apply(fetch_all(&inner).await) {
+            Ok(()) => {}
+            Err((e, true)) => tracing::warn!(
                 error = %e,
                 "coffer: cannot reload the secret bindings; serving the values loaded before \
                  and retrying in {ttl:?}"
             ),
+            Err((e, false)) => tracing::warn!(
+                error = %e,
+                "coffer: the server refused to reload the secret bindings; dropped the cached \
+                 values, reading each directly until a reload succeeds (retrying in {ttl:?})"
+            ),
         }
+    }
+}
+
+/// Whether a failed load may be followed by serving the values loaded before: only when the
+/// server could not answer (a transport failure, a 5xx, a 429). An answer that refuses (401,
+/// 403 `scope_denied` / `wrong_token_kind` / forbidden, 404 `binding_not_found`...) means the
+/// access may have been withdrawn, so the values must not be served any longer.
+fn is_transient(e: &RuntimeError) -> bool {
+    match e {
+        RuntimeError::Connect { .. }
+        | RuntimeError::Timeout { .. }
+        | RuntimeError::Transport { .. } => true,
+        RuntimeError::Api { status, .. } | RuntimeError::Decode { status, .. } => {
+            *status >= 500 || *status == 429
+        }
+        _ => false,
     }
 }
 

@@ -63,13 +63,22 @@ struct Responder {
 
 impl Responder {
     fn start(replies: Vec<Reply>) -> Responder {
+        let mut replies = replies.into_iter();
+        Responder::route(move |_| {
+            replies
+                .next()
+                .unwrap_or_else(|| error(500, 1501, "no more scripted replies"))
+        })
+    }
+
+    /// Answers each request with what `answer` returns for it.
+    fn route(mut answer: impl FnMut(&Seen) -> Reply + Send + 'static) -> Responder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (log, halt) = (Arc::clone(&seen), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let mut replies = replies.into_iter();
             for conn in listener.incoming() {
                 if halt.load(Ordering::SeqCst) {
                     return;
@@ -78,10 +87,8 @@ impl Responder {
                 let Some(request) = read_request(&mut conn) else {
                     continue;
                 };
+                let reply = answer(&request);
                 lock(&log).push(request);
-                let reply = replies
-                    .next()
-                    .unwrap_or_else(|| error(500, 1501, "no more scripted replies"));
                 if let Some(gate) = reply.gate {
                     let _ = gate.recv();
                 }
@@ -603,4 +610,208 @@ async fn the_refresh_task_stops_with_the_last_env() {
     tokio::time::sleep(ttl * 8).await;
     assert_eq!(dropped.count(), 1, "{:?}", dropped.paths());
     drop(env);
+}
+
+const BATCH: &str = "GET /runtime/v1/bindings HTTP/1.1";
+
+/// A server whose first batch read answers `A` and `B`, and every later one `refusal`; direct
+/// reads answer `B`'s rotated value and refuse `A` with `refusal`.
+fn withdrawn(refusal: Refusal) -> Responder {
+    let mut batches = 0;
+    Responder::route(move |seen| match seen.request_line.as_str() {
+        BATCH => {
+            batches += 1;
+            if batches == 1 {
+                json(200, serde_json::json!({"A": "old-a", "B": "old-b"}))
+            } else {
+                refusal()
+            }
+        }
+        "GET /runtime/v1/bindings/B HTTP/1.1" => text("rotated-b"),
+        _ => refusal(),
+    })
+}
+
+fn batches(server: &Responder) -> usize {
+    server.paths().iter().filter(|p| *p == BATCH).count()
+}
+
+/// An answer refusing a read.
+type Refusal = fn() -> Reply;
+
+#[tokio::test]
+async fn a_refused_refresh_drops_the_cache_and_reads_go_to_the_server() {
+    let refusals: [(Refusal, &str); 5] = [
+        (
+            || error(401, 1100, "the token is revoked"),
+            "Unauthenticated",
+        ),
+        (
+            || error(403, 1103, "secret \"a\" does not carry the scope"),
+            "ScopeDenied",
+        ),
+        (|| error(403, 1104, "not a service token"), "WrongTokenKind"),
+        (|| error(403, 1101, "forbidden"), "Api"),
+        (|| error(404, 1207, "Secret \"a\" not found"), "NotFound"),
+    ];
+    for (refusal, variant) in refusals {
+        let server = withdrawn(refusal);
+        let env = cached_env(&server.url, Duration::from_millis(50));
+        assert_eq!(
+            env.secret("A").get().await.unwrap().expose_secret(),
+            "old-a"
+        );
+        // Two refused refreshes: the first one's answer has been handled.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while batches(&server) < 3 {
+            assert!(Instant::now() < deadline, "{:?}", server.paths());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The withdrawn binding fails with the server's error, not the cached value...
+        let err = env.secret("A").get().await.unwrap_err();
+        assert!(
+            format!("{err:?}").starts_with(variant),
+            "{variant}: {err:?}"
+        );
+        assert_hides(&err, "old-a");
+        // ...the other one is read directly and sees its rotated value...
+        assert_eq!(
+            env.secret("B").get().await.unwrap().expose_secret(),
+            "rotated-b",
+            "{variant}"
+        );
+        // ...and reading them all fails as the server does.
+        let err = env.get_all().await.unwrap_err();
+        assert!(
+            format!("{err:?}").starts_with(variant),
+            "{variant}: {err:?}"
+        );
+        let paths = server.paths();
+        assert!(
+            paths.contains(&"GET /runtime/v1/bindings/A HTTP/1.1".to_owned())
+                && paths.contains(&"GET /runtime/v1/bindings/B HTTP/1.1".to_owned()),
+            "{variant}: {paths:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_answered_429_keeps_serving_the_last_values() {
+    let (logs, _guard) = capture_logs();
+    let server = withdrawn(|| error(429, 1600, "too many requests"));
+    let env = cached_env(&server.url, Duration::from_millis(50));
+    assert_eq!(
+        env.secret("B").get().await.unwrap().expose_secret(),
+        "old-b"
+    );
+    server.wait_for(3).await;
+    assert_eq!(
+        env.secret("A").get().await.unwrap().expose_secret(),
+        "old-a"
+    );
+    assert_eq!(
+        env.secret("B").get().await.unwrap().expose_secret(),
+        "old-b"
+    );
+    assert!(
+        server.paths().iter().all(|p| p == BATCH),
+        "{:?}",
+        server.paths()
+    );
+    let logged = String::from_utf8(lock(&logs).clone()).unwrap();
+    assert!(
+        logged.contains("serving the values loaded before"),
+        "{logged}"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_task_whose_runtime_shut_down_is_restarted_by_the_next_read() {
+    let mut n = 0;
+    let server = Responder::route(move |_| {
+        n += 1;
+        json(200, serde_json::json!({"A": format!("v{n}")}))
+    });
+    let env = cached_env(&server.url, Duration::from_millis(50));
+    // The first read, and so the refresh task, on a runtime that then shuts down.
+    let other = env.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let value = runtime.block_on(other.secret("A").get()).unwrap();
+        assert_eq!(value.expose_secret(), "v1");
+    })
+    .join()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.count(), 1, "{:?}", server.paths());
+    // The next read sees the task gone: it reloads, and the task runs again, here.
+    assert_eq!(env.secret("A").get().await.unwrap().expose_secret(), "v2");
+    server.wait_for(4).await;
+    let value = env.secret("A").get().await.unwrap();
+    assert_ne!(value.expose_secret(), "v2");
+}
+
+#[tokio::test]
+async fn a_ca_certificate_is_read_when_building() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.pem");
+    let err = Env::builder()
+        .service_token(TOKEN)
+        .ca_cert(&missing)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::CaCert { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("CA certificate {}: ", missing.display())),
+        "{err}"
+    );
+    let garbage = tmp.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let err = Env::builder()
+        .service_token(TOKEN)
+        .ca_cert(&garbage)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "CA certificate {}: no PEM certificate found",
+            garbage.display()
+        )
+    );
+    // A PEM block that is not a certificate's base64.
+    let err = Env::builder()
+        .service_token(TOKEN)
+        .ca_cert_pem("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::CaCert { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("CA certificate (PEM given in memory): "),
+        "{err}"
+    );
+
+    // COFFER_CA_CERT, as for the CLI; blank means unset.
+    let vars = |ca: &'static str| {
+        move |name: &str| match name {
+            SERVICE_TOKEN_VAR => Some(TOKEN.into()),
+            CA_CERT_VAR => Some(ca.into()),
+            _ => None,
+        }
+    };
+    let err = EnvBuilder::from_vars(vars("/nonexistent/coffer-ca.pem"))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("CA certificate /nonexistent/coffer-ca.pem: "),
+        "{err}"
+    );
+    assert!(format!("{:?}", EnvBuilder::from_vars(vars("/x/ca.pem"))).contains("/x/ca.pem"));
+    EnvBuilder::from_vars(vars(" ")).build().unwrap();
 }
