@@ -1,0 +1,499 @@
+//! The follower: a sans-I/O state machine that keeps a replica current from upstream feeds.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use coffer_storage::ChangeRecord;
+
+use crate::{Error, Position, Snapshot};
+
+/// Timing knobs, all in milliseconds of the caller's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The current upstream is abandoned when nothing was heard from it (no entries, no
+    /// heartbeat, no answer) for longer than this; when its heartbeats' origin time is older
+    /// than this; or when it advertises entries we lack and delivers none (or, while we need
+    /// a snapshot, no usable snapshot) for longer than this. Default 30 s.
+    pub staleness_ms: u64,
+    /// An unanswered request is sent again (to the same upstream) after this long. Default 2 s:
+    /// short against the staleness, so a healthy upstream on a lossy link gets many retries
+    /// before it could be judged unresponsive.
+    pub request_timeout_ms: u64,
+    /// While following and up to date, ask for new entries this often even without a
+    /// heartbeat announcing them. Default 1 s.
+    pub poll_interval_ms: u64,
+    /// After a connection failure, wait this long before the next request (so a node whose
+    /// upstreams are all down does not spin through them). Default 1 s.
+    pub failure_backoff_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            staleness_ms: 30_000,
+            request_timeout_ms: 2_000,
+            poll_interval_ms: 1_000,
+            failure_backoff_ms: 1_000,
+        }
+    }
+}
+
+/// Where a follower is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Fresh: no state yet, bootstrapping from a snapshot.
+    NeedsSnapshot,
+    /// Tailing the current upstream's feed from the verified position.
+    Following,
+    /// Stopped applying after an alarm, or the upstream no longer holds the entries after our
+    /// position: fetching a snapshot.
+    Resyncing,
+}
+
+/// What the driver feeds the follower. `from` names the upstream a message came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<U> {
+    /// Time passed; check timeouts and health. Call it regularly (e.g. every 100 ms).
+    Tick,
+    /// An answer to [`Output::Fetch`]: entries in seq order (possibly none: up to date).
+    Entries { from: U, entries: Vec<ChangeRecord> },
+    /// The upstream is alive; its head is `head_seq`. `origin_ms` is when the root stamped the
+    /// freshest heartbeat this upstream has seen (the root's own clock for the root; a relay
+    /// forwards its follower's [`Follower::freshest_origin_ms`]), so a relay cut off from the
+    /// root looks stale even though it answers.
+    Heartbeat {
+        from: U,
+        head_seq: u64,
+        origin_ms: u64,
+    },
+    /// An answer to [`Output::FetchSnapshot`].
+    Snapshot { from: U, snapshot: Snapshot },
+    /// The upstream no longer holds the entries right after our position (its log was
+    /// compacted past it): follow from one of its snapshots instead.
+    NeedSnapshot { from: U },
+    /// A request to this upstream failed at the connection level (refused, reset, TLS).
+    Failed { from: U },
+    /// The driver has durably applied everything up to `seq`: the last entry of an
+    /// [`Output::Apply`], or the position of an [`Output::InstallSnapshot`], in the order they
+    /// were emitted (confirming a later one confirms the earlier ones).
+    Applied { seq: u64 },
+}
+
+/// What the follower asks the driver to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<U> {
+    /// Apply these entries, and record the last one's seq and hash, in one local transaction;
+    /// then report [`Input::Applied`]. They are verified (seq, chain, payload parses) and
+    /// start right after the previous `Apply` or `InstallSnapshot`.
+    Apply(Vec<ChangeRecord>),
+    /// Replace the local state with this verified snapshot and record its position, in one
+    /// transaction; then report [`Input::Applied`] with its seq.
+    InstallSnapshot(Snapshot),
+    /// Ask `to` for the entries after `after`.
+    Fetch { to: U, after: u64 },
+    /// Ask `to` for a snapshot of its current state.
+    FetchSnapshot { to: U },
+    /// Something arrived that must not be applied. Log it loudly; the follower has already
+    /// stopped applying and started a resync.
+    Alarm(Alarm<U>),
+    /// The follower moved to another upstream.
+    Switched { from: U, to: U, why: SwitchReason },
+}
+
+/// A refused message: what was wrong and who sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alarm<U> {
+    pub upstream: U,
+    pub kind: AlarmKind,
+    pub detail: String,
+}
+
+impl<U: fmt::Debug> fmt::Display for Alarm<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} from {:?}: {}",
+            self.kind, self.upstream, self.detail
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmKind {
+    /// Inside a batch, an entry does not have the next seq.
+    Gap,
+    /// An entry does not chain onto its predecessor (flipped byte, truncated payload, forged
+    /// or diverged history), or a snapshot at our own seq carries another hash.
+    HashMismatch,
+    /// An entry chains but its payload is not a `Change`.
+    CorruptPayload,
+    /// A snapshot's digest does not match its position and items.
+    CorruptSnapshot,
+}
+
+/// Why the follower left an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchReason {
+    /// A connection-level failure ([`Input::Failed`]).
+    Failed,
+    /// Nothing heard from it for longer than the staleness.
+    Silent,
+    /// Its heartbeats' origin time is older than the staleness.
+    Stale,
+    /// It advertised entries (or we needed a snapshot) and delivered nothing usable for
+    /// longer than the staleness.
+    NoProgress,
+    /// It sent a snapshot whose digest does not match.
+    CorruptSnapshot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    Entries { after: u64 },
+    Snapshot,
+}
+
+/// The replication state machine of one edge (or relay). See the crate docs for the protocol.
+#[derive(Clone, Debug)]
+pub struct Follower<U> {
+    config: Config,
+    upstreams: Vec<U>,
+    current: usize,
+    phase: Phase,
+    /// What the driver has confirmed durable.
+    applied: Position,
+    /// The end of the last verified batch or snapshot emitted (>= applied).
+    verified: Position,
+    /// Positions of emitted, unconfirmed `Apply`/`InstallSnapshot` outputs, oldest first.
+    in_flight: VecDeque<Position>,
+    /// The outstanding request to the current upstream and when it was sent.
+    request: Option<(Request, u64)>,
+    /// No request before this time (backoff after a connection failure).
+    next_request_ms: u64,
+    /// Last message of any kind from the current upstream (or the switch to it).
+    last_heard_ms: u64,
+    /// Newest heartbeat origin from the current upstream (or the switch to it).
+    last_origin_ms: u64,
+    /// Last time we advanced, were up to date, or switched.
+    last_progress_ms: u64,
+    /// Last answer to a fetch (for the poll interval).
+    last_answer_ms: u64,
+    /// Fetch as soon as possible (fresh start, after a switch, after entries arrived, after
+    /// an out-of-order batch), without waiting for the poll interval.
+    fetch_now: bool,
+    /// The current upstream's advertised head.
+    known_head: u64,
+    /// Newest heartbeat origin ever received, from any upstream.
+    freshest_origin: Option<u64>,
+}
+
+impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
+    /// A fresh follower with no state: it bootstraps from a snapshot of the first upstream.
+    pub fn new(upstreams: Vec<U>, config: Config, now_ms: u64) -> Result<Self, Error> {
+        Self::build(
+            upstreams,
+            config,
+            now_ms,
+            Phase::NeedsSnapshot,
+            Position::GENESIS,
+        )
+    }
+
+    /// A follower resuming from the position its driver recorded durably (after a restart).
+    pub fn resume(
+        upstreams: Vec<U>,
+        config: Config,
+        now_ms: u64,
+        position: Position,
+    ) -> Result<Self, Error> {
+        Self::build(upstreams, config, now_ms, Phase::Following, position)
+    }
+
+    fn build(
+        upstreams: Vec<U>,
+        config: Config,
+        now: u64,
+        phase: Phase,
+        position: Position,
+    ) -> Result<Self, Error> {
+        if upstreams.is_empty() {
+            return Err(Error::NoUpstreams);
+        }
+        Ok(Follower {
+            config,
+            upstreams,
+            current: 0,
+            phase,
+            applied: position,
+            verified: position,
+            in_flight: VecDeque::new(),
+            request: None,
+            next_request_ms: 0,
+            last_heard_ms: now,
+            last_origin_ms: now,
+            last_progress_ms: now,
+            last_answer_ms: now,
+            fetch_now: true,
+            known_head: position.seq,
+            freshest_origin: None,
+        })
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The position the driver has confirmed durable.
+    pub fn applied(&self) -> Position {
+        self.applied
+    }
+
+    /// The position after every emitted `Apply`/`InstallSnapshot` (confirmed or not).
+    pub fn verified(&self) -> Position {
+        self.verified
+    }
+
+    pub fn current_upstream(&self) -> &U {
+        &self.upstreams[self.current]
+    }
+
+    /// The newest heartbeat origin time received; a relay stamps its own heartbeats with it.
+    pub fn freshest_origin_ms(&self) -> Option<u64> {
+        self.freshest_origin
+    }
+
+    /// Feeds one input at time `now_ms`; returns what to do, in order.
+    pub fn handle(&mut self, now_ms: u64, input: Input<U>) -> Vec<Output<U>> {
+        let now = now_ms;
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => {}
+            Input::Entries { from, entries } => {
+                if self.is_current(&from) {
+                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    if self.phase == Phase::Following {
+                        self.request = None;
+                        self.last_answer_ms = now;
+                        self.on_entries(now, entries, &mut out);
+                    }
+                }
+            }
+            Input::Heartbeat {
+                from,
+                head_seq,
+                origin_ms,
+            } => {
+                if self.is_current(&from) {
+                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.last_origin_ms = self.last_origin_ms.max(origin_ms);
+                    self.freshest_origin =
+                        Some(self.freshest_origin.map_or(origin_ms, |o| o.max(origin_ms)));
+                    self.known_head = self.known_head.max(head_seq);
+                    if self.phase == Phase::Following && head_seq <= self.verified.seq {
+                        self.last_progress_ms = now;
+                    }
+                }
+            }
+            Input::Snapshot { from, snapshot } => {
+                if self.is_current(&from) {
+                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    if self.phase != Phase::Following {
+                        self.request = None;
+                        self.on_snapshot(now, snapshot, &mut out);
+                    }
+                }
+            }
+            Input::NeedSnapshot { from } => {
+                if self.is_current(&from) {
+                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    if self.phase == Phase::Following {
+                        self.request = None;
+                        self.phase = Phase::Resyncing;
+                        self.last_progress_ms = now;
+                    }
+                }
+            }
+            Input::Failed { from } => {
+                if self.is_current(&from) {
+                    self.switch(now, SwitchReason::Failed, &mut out);
+                    self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
+                }
+            }
+            Input::Applied { seq } => {
+                while self.in_flight.front().is_some_and(|p| p.seq < seq) {
+                    self.in_flight.pop_front();
+                }
+                if self.in_flight.front().is_some_and(|p| p.seq == seq)
+                    && let Some(p) = self.in_flight.pop_front()
+                {
+                    self.applied = p;
+                }
+            }
+        }
+        self.poll(now, &mut out);
+        out
+    }
+
+    fn is_current(&self, from: &U) -> bool {
+        *from == self.upstreams[self.current]
+    }
+
+    fn alarm(&self, kind: AlarmKind, detail: String) -> Output<U> {
+        Output::Alarm(Alarm {
+            upstream: self.upstreams[self.current].clone(),
+            kind,
+            detail,
+        })
+    }
+
+    fn on_entries(&mut self, now: u64, entries: Vec<ChangeRecord>, out: &mut Vec<Output<U>>) {
+        let mut prev = self.verified;
+        let mut batch = Vec::new();
+        let mut alarm = None;
+        let start = self.verified.seq;
+        let mut fresh = entries
+            .into_iter()
+            .skip_while(|e| e.seq <= start)
+            .peekable();
+        if fresh.peek().is_some_and(|e| e.seq > prev.seq + 1) {
+            // Out of order (an answer to an older request, or its front was lost): not applied;
+            // ask again from our position.
+            self.fetch_now = true;
+            return;
+        }
+        for e in fresh {
+            if e.seq != prev.seq + 1 {
+                alarm = Some((
+                    AlarmKind::Gap,
+                    format!("expected seq {}, got {}", prev.seq + 1, e.seq),
+                ));
+                break;
+            }
+            if !e.follows(&prev.hash) {
+                alarm = Some((
+                    AlarmKind::HashMismatch,
+                    format!("entry {} does not chain onto entry {}", e.seq, prev.seq),
+                ));
+                break;
+            }
+            if let Err(err) = e.change() {
+                alarm = Some((AlarmKind::CorruptPayload, err.to_string()));
+                break;
+            }
+            prev = Position::of(&e);
+            batch.push(e);
+        }
+        if !batch.is_empty() {
+            out.push(Output::Apply(batch));
+            self.in_flight.push_back(prev);
+            self.verified = prev;
+            self.known_head = self.known_head.max(prev.seq);
+            self.last_progress_ms = now;
+            // There may be more: ask right away (an empty answer means we are caught up).
+            self.fetch_now = true;
+        }
+        if let Some((kind, detail)) = alarm {
+            out.push(self.alarm(kind, detail));
+            self.phase = Phase::Resyncing;
+            self.last_progress_ms = now;
+        }
+    }
+
+    fn on_snapshot(&mut self, now: u64, snapshot: Snapshot, out: &mut Vec<Output<U>>) {
+        let pos = snapshot.position;
+        if !snapshot.verify() {
+            out.push(self.alarm(
+                AlarmKind::CorruptSnapshot,
+                format!("snapshot at seq {} fails its digest", pos.seq),
+            ));
+            self.switch(now, SwitchReason::CorruptSnapshot, out);
+            return;
+        }
+        self.phase = Phase::Following;
+        self.last_progress_ms = now;
+        self.fetch_now = true;
+        if pos.seq < self.verified.seq || pos == self.verified {
+            // Older than (or the same as) what we hold: refused; our verified state stands and
+            // we follow on from it.
+            return;
+        }
+        if pos.seq == self.verified.seq {
+            out.push(self.alarm(
+                AlarmKind::HashMismatch,
+                format!(
+                    "snapshot at our seq {} carries another hash; installing it",
+                    pos.seq
+                ),
+            ));
+        }
+        out.push(Output::InstallSnapshot(snapshot));
+        self.in_flight.push_back(pos);
+        self.verified = pos;
+        self.known_head = self.known_head.max(pos.seq);
+    }
+
+    fn switch(&mut self, now: u64, why: SwitchReason, out: &mut Vec<Output<U>>) {
+        if self.upstreams.len() > 1 {
+            let from = self.upstreams[self.current].clone();
+            self.current = (self.current + 1) % self.upstreams.len();
+            out.push(Output::Switched {
+                from,
+                to: self.upstreams[self.current].clone(),
+                why,
+            });
+        }
+        self.request = None;
+        self.last_heard_ms = now;
+        self.last_origin_ms = now;
+        self.last_progress_ms = now;
+        self.fetch_now = true;
+        self.known_head = self.verified.seq;
+    }
+
+    fn poll(&mut self, now: u64, out: &mut Vec<Output<U>>) {
+        let stale = self.config.staleness_ms;
+        let behind = self.phase != Phase::Following || self.known_head > self.verified.seq;
+        if now.saturating_sub(self.last_heard_ms) > stale {
+            self.switch(now, SwitchReason::Silent, out);
+        } else if now.saturating_sub(self.last_origin_ms) > stale {
+            self.switch(now, SwitchReason::Stale, out);
+        } else if behind && now.saturating_sub(self.last_progress_ms) > stale {
+            self.switch(now, SwitchReason::NoProgress, out);
+        }
+        if now < self.next_request_ms {
+            return;
+        }
+        let to = self.upstreams[self.current].clone();
+        match self.request {
+            Some((req, sent)) => {
+                if now.saturating_sub(sent) >= self.config.request_timeout_ms {
+                    self.request = Some((req, now));
+                    out.push(match req {
+                        Request::Entries { .. } => Output::Fetch {
+                            to,
+                            after: self.verified.seq,
+                        },
+                        Request::Snapshot => Output::FetchSnapshot { to },
+                    });
+                }
+            }
+            None => match self.phase {
+                Phase::Following => {
+                    if self.fetch_now
+                        || self.known_head > self.verified.seq
+                        || now.saturating_sub(self.last_answer_ms) >= self.config.poll_interval_ms
+                    {
+                        let after = self.verified.seq;
+                        self.fetch_now = false;
+                        self.request = Some((Request::Entries { after }, now));
+                        out.push(Output::Fetch { to, after });
+                    }
+                }
+                Phase::NeedsSnapshot | Phase::Resyncing => {
+                    self.request = Some((Request::Snapshot, now));
+                    out.push(Output::FetchSnapshot { to });
+                }
+            },
+        }
+    }
+}
