@@ -2,7 +2,7 @@
 //! input into an [`ApiError`] that names the problem.
 
 use axum::body::Bytes;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -33,20 +33,8 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let app = AppState::from_ref(state);
         let token = bearer_token(parts, "API token")?;
-        // The peer address; absent only when the router is driven in-process without one.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let context = RequestContext {
-            request_id: parts
-                .headers
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            client: peer.map(|ip| ip.to_string()),
-        };
+        let peer = peer(parts);
+        let context = request_context(parts, peer);
         if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
             // A token already known to be good still works from a refused address: blocking it
             // would buy nothing (guessing is what is being slowed) and would let anyone sharing
@@ -54,14 +42,7 @@ where
             if let Some(principal) = app.coffer.authenticate_cached(token, context) {
                 return Ok(Auth(principal));
             }
-            let secs = wait.as_secs().max(1);
-            return Err(ApiError {
-                retry_after: Some(secs),
-                ..ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!("too many failed authentications from this address; retry in {secs} s"),
-                )
-            });
+            return Err(rate_limited(wait));
         }
         match app.coffer.authenticate(token, context).await {
             Ok(principal) => {
@@ -69,20 +50,56 @@ where
                     .record("token_id", tracing::field::display(principal.token_id));
                 Ok(Auth(principal))
             }
-            Err(e) => {
-                // Only a rejected token counts against the address, not a storage outage.
-                if let (CoreError::Unauthenticated(_), Some(ip)) = (&e, peer)
-                    && app.auth_limiter.failed(ip)
-                {
-                    tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
-                    app.coffer
-                        .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
-                        .await;
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(note_failure(&app, e, peer).await),
         }
     }
+}
+
+/// The peer address; absent only when the router is driven in-process without one.
+pub(crate) fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// What the audit log records about where a request came from.
+pub(crate) fn request_context(parts: &Parts, peer: Option<IpAddr>) -> RequestContext {
+    RequestContext {
+        request_id: parts
+            .headers
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        client: peer.map(|ip| ip.to_string()),
+    }
+}
+
+/// The answer to an address that used up its failed-authentication budget.
+pub(crate) fn rate_limited(wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs().max(1);
+    ApiError {
+        retry_after: Some(secs),
+        ..ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many failed authentications from this address; retry in {secs} s"),
+        )
+    }
+}
+
+/// Counts a rejected token against its address (not a storage outage: only a rejection), and
+/// records the moment the budget is used up. Returns the error to answer with.
+pub(crate) async fn note_failure(app: &AppState, e: CoreError, peer: Option<IpAddr>) -> ApiError {
+    if let (CoreError::Unauthenticated(_), Some(ip)) = (&e, peer)
+        && app.auth_limiter.failed(ip)
+    {
+        tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
+        app.coffer
+            .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
+            .await;
+    }
+    e.into()
 }
 
 /// The bearer token of the request, or why there is none.

@@ -2,23 +2,20 @@
 //! token. The second permission check (binding, secret, scope) is core's; this module turns the
 //! answer into a `text/plain` or JSON body that is wiped from memory once sent.
 
-use std::net::SocketAddr;
-
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Path, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_api::ErrorCode;
-use coffer_core::{CoreError, RequestContext, ServicePrincipal};
+use coffer_core::{CoreError, ServicePrincipal};
 use coffer_crypto::Plaintext;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::bearer_token;
-use crate::router::REQUEST_ID;
+use crate::extract::{bearer_token, note_failure, peer, rate_limited, request_context};
 use crate::state::AppState;
 
 /// The authenticated bound service.
@@ -35,50 +32,22 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ServiceAuth, ApiError> {
         let app = AppState::from_ref(state);
         let token = bearer_token(parts, "service token")?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = peer(parts);
         if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
             // As on the control plane: a known-good token still works from a refused address.
             if let Some(principal) = app.coffer.authenticate_service_cached(token) {
                 return Ok(ServiceAuth(principal));
             }
-            let secs = wait.as_secs().max(1);
-            return Err(ApiError {
-                retry_after: Some(secs),
-                ..ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!("too many failed authentications from this address; retry in {secs} s"),
-                )
-            });
+            return Err(rate_limited(wait));
         }
-        let context = RequestContext {
-            request_id: parts
-                .headers
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            client: peer.map(|ip| ip.to_string()),
-        };
+        let context = request_context(parts, peer);
         match app.coffer.authenticate_service(token, context).await {
             Ok(principal) => {
                 tracing::Span::current()
                     .record("token_id", tracing::field::display(principal.token_id));
                 Ok(ServiceAuth(principal))
             }
-            Err(e) => {
-                if let (CoreError::Unauthenticated(_), Some(ip)) = (&e, peer)
-                    && app.auth_limiter.failed(ip)
-                {
-                    tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
-                    app.coffer
-                        .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
-                        .await;
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(note_failure(&app, e, peer).await),
         }
     }
 }

@@ -117,6 +117,18 @@ impl Target {
         }
     }
 
+    /// A whole store as bound to a service under `binding`.
+    pub fn bound_store(service: &ServiceRecord, binding: &str, store: StoreId) -> Target {
+        Target {
+            kind: "store",
+            store_id: Some(store),
+            service_id: Some(service.id),
+            service_name: Some(service.name.as_str().to_owned()),
+            binding: Some(binding.to_owned()),
+            ..Target::default()
+        }
+    }
+
     pub fn token(id: Option<TokenId>, name: Option<&str>) -> Target {
         Target {
             kind: "token",

@@ -273,10 +273,7 @@ impl Coffer {
             let same =
                 unchanged_kind && before.is_some_and(|s| s.stores.iter().any(|old| old == b));
             if !same {
-                let mut target = Target::store(Some(b.store_id), None);
-                target.service_id = Some(after.id);
-                target.service_name = Some(after.name.as_str().to_owned());
-                target.binding = Some(b.binding.as_str().to_owned());
+                let target = Target::bound_store(after, b.binding.as_str(), b.store_id);
                 out.push(self.change_entry(who, account, "bind", target, details())?);
             }
         }
@@ -300,10 +297,7 @@ impl Coffer {
             }
             for b in &before.stores {
                 if !after.stores.contains(b) {
-                    let mut target = Target::store(Some(b.store_id), None);
-                    target.service_id = Some(after.id);
-                    target.service_name = Some(after.name.as_str().to_owned());
-                    target.binding = Some(b.binding.as_str().to_owned());
+                    let target = Target::bound_store(after, b.binding.as_str(), b.store_id);
                     out.push(self.change_entry(
                         who,
                         account,
