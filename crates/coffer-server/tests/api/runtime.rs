@@ -577,27 +577,8 @@ async fn bad_credentials_are_401_on_the_runtime_api() {
 async fn another_accounts_service_reads_only_its_own_account() {
     let rt = rt().await;
     let h = &rt.h;
-    let b = h.create_account("bee").await;
-    let b_admin = h.issue_token(&b, "bee-admin", "super_admin").await;
+    let (b, b_admin, b_store) = h.other_account_with_secret("b-value-one").await;
     let b_api = |rel: &str| format!("{V4}/{b}/secrets_store{rel}");
-    let r = h
-        .send_as(
-            Method::POST,
-            &b_api("/stores"),
-            Some(&b_admin.bearer()),
-            Some(&json!({ "name": "b-store" })),
-        )
-        .await;
-    let b_store = assert_hex_id(&assert_ok(&r)["id"]);
-    let r = h
-        .send_as(
-            Method::POST,
-            &b_api(&format!("/stores/{b_store}/secrets")),
-            Some(&b_admin.bearer()),
-            Some(&json!([secret_item("one", "b-value-one", &["workers"])])),
-        )
-        .await;
-    assert_ok(&r);
 
     // B cannot bind A's store, by id, even knowing it: the store is not in B's account.
     let r = h

@@ -1215,27 +1215,8 @@ async fn concurrent_first_deploys_of_one_name_make_one_service() {
 #[tokio::test]
 async fn an_account_deleted_takes_its_services_and_tokens_with_it() {
     let h = Harness::new().await;
-    let b = h.create_account("bee").await;
-    let b_admin = h.issue_token(&b, "bee-admin", "super_admin").await;
+    let (b, b_admin, b_store) = h.other_account_with_secret("b-value").await;
     let b_uri = |rel: &str| format!("{V4}/{b}/secrets_store{rel}");
-    let r = h
-        .send_as(
-            Method::POST,
-            &b_uri("/stores"),
-            Some(&b_admin.bearer()),
-            Some(&json!({ "name": "b-store" })),
-        )
-        .await;
-    let b_store = assert_hex_id(&assert_ok(&r)["id"]);
-    let r = h
-        .send_as(
-            Method::POST,
-            &b_uri(&format!("/stores/{b_store}/secrets")),
-            Some(&b_admin.bearer()),
-            Some(&json!([secret_item("one", "b-value", &["workers"])])),
-        )
-        .await;
-    assert_ok(&r);
     let r = h
         .send_as(
             Method::POST,

@@ -808,6 +808,33 @@ impl Harness {
     }
 
     /// Creates a token in `account` as the operator.
+    /// A second account with a super_admin token, a store `b-store` and one secret `one`
+    /// (scope workers) holding `value`: `(account, its admin, store id)`.
+    pub async fn other_account_with_secret(&self, value: &str) -> (String, IssuedToken, String) {
+        let b = self.create_account("bee").await;
+        let admin = self.issue_token(&b, "bee-admin", "super_admin").await;
+        let uri = |rel: &str| format!("{V4}/{b}/secrets_store{rel}");
+        let r = self
+            .send_as(
+                Method::POST,
+                &uri("/stores"),
+                Some(&admin.bearer()),
+                Some(&json!({ "name": "b-store" })),
+            )
+            .await;
+        let store = assert_hex_id(&assert_ok(&r)["id"]);
+        let r = self
+            .send_as(
+                Method::POST,
+                &uri(&format!("/stores/{store}/secrets")),
+                Some(&admin.bearer()),
+                Some(&json!([secret_item("one", value, &["workers"])])),
+            )
+            .await;
+        assert_ok(&r);
+        (b, admin, store)
+    }
+
     pub async fn issue_token(&self, account: &str, name: &str, role: &str) -> IssuedToken {
         let r = self
             .json_abs(
