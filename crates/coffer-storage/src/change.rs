@@ -81,6 +81,49 @@ pub enum Change {
         service_id: ServiceId,
         token_id: TokenId,
     },
+    /// An edge node was registered; carries its token's HMAC under the "node-token-mac"
+    /// instance key (never the token), so relays can authenticate the nodes below them.
+    NodePut {
+        node_id: TokenId,
+        name: String,
+        hash_hex: String,
+    },
+    /// A node was revoked: its token reads the feed nowhere from now on.
+    NodeRevoked {
+        node_id: TokenId,
+    },
+    /// An instance key an edge needs (the service- and node-token MAC keys), wrapped by the
+    /// KEK exactly as stored. Only snapshots carry it: these keys are made before any edge
+    /// can follow and never change.
+    InstanceKeyPut {
+        purpose: String,
+        key_id: DekId,
+        kek_id: String,
+        wrapped_hex: String,
+    },
+}
+
+impl Change {
+    /// The account the change belongs to; `None` for instance-level changes (nodes, instance
+    /// keys).
+    pub fn account_id(&self) -> Option<AccountId> {
+        match self {
+            Change::AccountPut { account_id, .. }
+            | Change::DekPut { account_id, .. }
+            | Change::StorePut { account_id, .. }
+            | Change::StoreDeleted { account_id, .. }
+            | Change::SecretPut { account_id, .. }
+            | Change::SecretDeleted { account_id, .. }
+            | Change::ServicePut { account_id, .. }
+            | Change::ServiceDeleted { account_id, .. }
+            | Change::ServiceTokenPut { account_id, .. }
+            | Change::ServiceTokenRevoked { account_id, .. }
+            | Change::AccountDeleted { account_id } => Some(*account_id),
+            Change::NodePut { .. } | Change::NodeRevoked { .. } | Change::InstanceKeyPut { .. } => {
+                None
+            }
+        }
+    }
 }
 
 /// A secret binding of a service, as carried by [`Change::ServicePut`].

@@ -150,6 +150,17 @@ pub struct ServiceTokenRecord {
     pub revoked: Option<Timestamp>,
 }
 
+/// A registered edge node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: TokenId,
+    pub name: String,
+    /// HMAC-SHA256 of the node token under the instance "node-token-mac" key.
+    pub hash: [u8; 32],
+    pub created: Timestamp,
+    pub revoked: Option<Timestamp>,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Direction {
     #[default]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use coffer_types::{AccountId, SecretId, StoreId, Version};
+use coffer_types::{SecretId, StoreId, Version};
 use tokio::task::JoinSet;
 
 use super::fixtures::{
@@ -409,23 +409,6 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
         .expect("no store of the old account counts against the name or the limit");
 }
 
-/// The account of every entry (all carry one).
-fn account_of(change: &Change) -> AccountId {
-    match change {
-        Change::AccountPut { account_id, .. }
-        | Change::DekPut { account_id, .. }
-        | Change::StorePut { account_id, .. }
-        | Change::StoreDeleted { account_id, .. }
-        | Change::SecretPut { account_id, .. }
-        | Change::SecretDeleted { account_id, .. }
-        | Change::ServicePut { account_id, .. }
-        | Change::ServiceDeleted { account_id, .. }
-        | Change::ServiceTokenPut { account_id, .. }
-        | Change::ServiceTokenRevoked { account_id, .. }
-        | Change::AccountDeleted { account_id } => *account_id,
-    }
-}
-
 /// Creates in the account while it is being deleted: each either lands before the deletion
 /// (and is deleted with it, and logged so) or fails, and nothing of the account follows its
 /// `AccountDeleted` in the log. Another account's concurrent creates are unaffected.
@@ -495,7 +478,7 @@ pub(super) async fn delete_account_racing_creates_leaves_nothing(s: Arc<dyn Stor
     assert!(
         changes[end + 1..]
             .iter()
-            .all(|c| account_of(c) != g.account),
+            .all(|c| c.account_id() != Some(g.account)),
         "nothing of the account follows its AccountDeleted"
     );
     // Every secret of the account put before the deletion is deleted by it.

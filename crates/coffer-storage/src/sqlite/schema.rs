@@ -15,7 +15,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -332,6 +332,62 @@ fn v4(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+fn v5(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        -- Edge nodes registered by the operator. `hash` is the HMAC-SHA256 of the node token
+        -- under the "node-token-mac" instance key (replicated, so relays verify node tokens
+        -- too). A name is unique among the nodes not revoked.
+        CREATE TABLE nodes (
+            id      BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            name    TEXT    NOT NULL,
+            hash    BLOB    NOT NULL CHECK (length(hash) = 32),
+            created INTEGER NOT NULL,
+            revoked INTEGER
+        ) STRICT;
+        CREATE UNIQUE INDEX nodes_active_name ON nodes (name) WHERE revoked IS NULL;
+        CREATE INDEX nodes_by_created ON nodes (created, id);
+
+        -- The replicated log's identity and base (one row). `cluster_id` names the cluster
+        -- whose log this is: made by the control plane, adopted by an edge from its first
+        -- snapshot. Entries up to `base_seq` are no longer held (compacted on the control
+        -- plane, covered by the installed snapshot on an edge); `base_hash` is the hash of entry
+        -- `base_seq` (the genesis hash for 0), so the log chains on from it.
+        CREATE TABLE replication (
+            id         INTEGER PRIMARY KEY CHECK (id = 1),
+            cluster_id BLOB    NOT NULL CHECK (length(cluster_id) = 16),
+            base_seq   INTEGER NOT NULL CHECK (base_seq >= 0),
+            base_hash  BLOB    NOT NULL CHECK (length(base_hash) = 32),
+            base_at    INTEGER NOT NULL
+        ) STRICT;
+
+        -- The log stays append-only above its base: only entries the base covers may go.
+        DROP TRIGGER changes_no_delete;
+        CREATE TRIGGER changes_no_delete BEFORE DELETE ON changes
+        WHEN old.seq > COALESCE((SELECT base_seq FROM replication WHERE id = 1), 0)
+        BEGIN
+            SELECT RAISE(ABORT, 'change log entries above the base are append-only');
+        END;
+
+        -- Batches of access events received from edges (control plane): the batch id makes a
+        -- retried delivery a no-op.
+        CREATE TABLE access_batches (
+            id       BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            node_id  BLOB    NOT NULL CHECK (length(node_id) = 16),
+            received INTEGER NOT NULL
+        ) STRICT;
+
+        -- Access-event batches an edge (or relay) has yet to deliver upstream: kept until the
+        -- upstream acknowledges them, so a crash or an outage delays them, never loses them.
+        CREATE TABLE outbox (
+            id      BLOB    PRIMARY KEY CHECK (length(id) = 16),
+            created INTEGER NOT NULL,
+            body    BLOB    NOT NULL
+        ) STRICT;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,7 +459,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         let tokens: i64 = conn
             .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
             .unwrap();
@@ -524,7 +580,7 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, SCHEMA_VERSION);
         for (table, rows) in [
             ("accounts", 1),
             ("deks", 1),
