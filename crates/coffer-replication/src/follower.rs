@@ -68,6 +68,16 @@ pub enum Input<U> {
     },
     /// An answer to [`Output::FetchSnapshot`].
     Snapshot { from: U, snapshot: Snapshot },
+    /// An answer to [`Output::FetchSnapshot`] that the driver streamed into a staging
+    /// transaction instead of holding it in memory (a snapshot of a million secrets does not
+    /// fit comfortably): `position` is the snapshot's, `intact` whether its digest
+    /// ([`crate::SnapshotDigest`]) matched. The follower answers [`Output::InstallStaged`] if
+    /// it is to be installed; otherwise the driver discards it.
+    StagedSnapshot {
+        from: U,
+        position: Position,
+        intact: bool,
+    },
     /// The upstream no longer holds the entries right after our position (its log was
     /// compacted past it): follow from one of its snapshots instead.
     NeedSnapshot { from: U },
@@ -89,6 +99,9 @@ pub enum Output<U> {
     /// Replace the local state with this verified snapshot and record its position, in one
     /// transaction; then report [`Input::Applied`] with its seq.
     InstallSnapshot(Snapshot),
+    /// Commit the snapshot staged for [`Input::StagedSnapshot`] (at this position); then
+    /// report [`Input::Applied`] with its seq.
+    InstallStaged(Position),
     /// Ask `to` for the entries after `after`.
     Fetch { to: U, after: u64 },
     /// Ask `to` for a snapshot of its current state.
@@ -303,6 +316,21 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     }
                 }
             }
+            Input::StagedSnapshot {
+                from,
+                position,
+                intact,
+            } => {
+                if self.is_current(&from) {
+                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    if self.phase != Phase::Following {
+                        self.request = None;
+                        if self.accept_snapshot(now, position, intact, &mut out) {
+                            out.push(Output::InstallStaged(position));
+                        }
+                    }
+                }
+            }
             Input::NeedSnapshot { from } => {
                 if self.is_current(&from) {
                     self.last_heard_ms = self.last_heard_ms.max(now);
@@ -400,14 +428,28 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
     }
 
     fn on_snapshot(&mut self, now: u64, snapshot: Snapshot, out: &mut Vec<Output<U>>) {
-        let pos = snapshot.position;
-        if !snapshot.verify() {
+        let intact = snapshot.verify();
+        if self.accept_snapshot(now, snapshot.position, intact, out) {
+            out.push(Output::InstallSnapshot(snapshot));
+        }
+    }
+
+    /// Judges a snapshot answer; `true` if it is to be installed (the caller emits the install,
+    /// which must come after any alarm pushed here).
+    fn accept_snapshot(
+        &mut self,
+        now: u64,
+        pos: Position,
+        intact: bool,
+        out: &mut Vec<Output<U>>,
+    ) -> bool {
+        if !intact || (pos.seq == 0 && pos.hash != ChangeRecord::GENESIS_HASH) {
             out.push(self.alarm(
                 AlarmKind::CorruptSnapshot,
                 format!("snapshot at seq {} fails its digest", pos.seq),
             ));
             self.switch(now, SwitchReason::CorruptSnapshot, out);
-            return;
+            return false;
         }
         self.phase = Phase::Following;
         self.last_progress_ms = now;
@@ -415,7 +457,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         if pos.seq < self.verified.seq || pos == self.verified {
             // Older than (or the same as) what we hold: refused; our verified state stands and
             // we follow on from it.
-            return;
+            return false;
         }
         if pos.seq == self.verified.seq {
             out.push(self.alarm(
@@ -426,10 +468,10 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 ),
             ));
         }
-        out.push(Output::InstallSnapshot(snapshot));
         self.in_flight.push_back(pos);
         self.verified = pos;
         self.known_head = self.known_head.max(pos.seq);
+        true
     }
 
     fn switch(&mut self, now: u64, why: SwitchReason, out: &mut Vec<Output<U>>) {

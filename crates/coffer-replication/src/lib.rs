@@ -75,12 +75,13 @@ mod log;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 use coffer_storage::ChangeRecord;
 
 pub use follower::{Alarm, AlarmKind, Config, Follower, Input, Output, Phase, SwitchReason};
 pub use log::Log;
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotDigest};
 
 /// A position in the log: the last entry's seq and hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

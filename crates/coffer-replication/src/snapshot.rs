@@ -1,5 +1,6 @@
 //! Snapshots: the state at one log position, with an integrity digest.
 
+use aws_lc_rs::digest;
 use coffer_storage::ChangeRecord;
 
 use crate::Position;
@@ -40,18 +41,14 @@ impl Snapshot {
     /// `SHA-256(position.hash || position.seq as 8 bytes big-endian || E)`, where `E` is the
     /// domain tag `coffer-snapshot-v1\0`, the item count (8 bytes big-endian), then each item
     /// as its length (8 bytes big-endian) and its bytes. Every item has its length in front, so
-    /// two different item lists never encode alike.
+    /// two different item lists never encode alike. [`SnapshotDigest`] computes the same
+    /// incrementally.
     pub fn digest_of(position: Position, items: &[Vec<u8>]) -> [u8; 32] {
-        let len: usize = items.iter().map(|i| i.len() + 8).sum();
-        let mut encoded = Vec::with_capacity(DOMAIN.len() + 8 + len);
-        encoded.extend_from_slice(DOMAIN);
-        encoded.extend_from_slice(&(items.len() as u64).to_be_bytes());
+        let mut digest = SnapshotDigest::new(position, items.len() as u64);
         for item in items {
-            encoded.extend_from_slice(&(item.len() as u64).to_be_bytes());
-            encoded.extend_from_slice(item);
+            digest.update(item);
         }
-        // `chain_hash` is SHA-256(prev || seq || payload): exactly the layout above.
-        ChangeRecord::chain_hash(&position.hash, position.seq, &encoded)
+        digest.finish_unchecked()
     }
 
     /// Whether the digest matches the position and items, and the position is well formed
@@ -59,5 +56,63 @@ impl Snapshot {
     pub fn verify(&self) -> bool {
         (self.position.seq != 0 || self.position.hash == ChangeRecord::GENESIS_HASH)
             && Snapshot::digest_of(self.position, &self.items) == self.digest
+    }
+}
+
+/// [`Snapshot::digest_of`] computed one item at a time, for snapshots streamed rather than held
+/// in memory: the producer and the receiver both know the count up front (it is in the
+/// snapshot's header).
+pub struct SnapshotDigest {
+    ctx: digest::Context,
+    expected: u64,
+    seen: u64,
+}
+
+impl SnapshotDigest {
+    pub fn new(position: Position, count: u64) -> SnapshotDigest {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&position.hash);
+        ctx.update(&position.seq.to_be_bytes());
+        ctx.update(DOMAIN);
+        ctx.update(&count.to_be_bytes());
+        SnapshotDigest {
+            ctx,
+            expected: count,
+            seen: 0,
+        }
+    }
+
+    pub fn update(&mut self, item: &[u8]) {
+        self.ctx.update(&(item.len() as u64).to_be_bytes());
+        self.ctx.update(item);
+        self.seen += 1;
+    }
+
+    /// How many items have been added so far.
+    pub fn items(&self) -> u64 {
+        self.seen
+    }
+
+    /// The digest, or `None` if the number of items added is not the count announced (a
+    /// truncated or padded snapshot).
+    pub fn finish(self) -> Option<[u8; 32]> {
+        (self.seen == self.expected).then(|| self.finish_unchecked())
+    }
+
+    fn finish_unchecked(self) -> [u8; 32] {
+        let d = self.ctx.finish();
+        let mut out = [0u8; 32];
+        // SHA-256 output is exactly 32 bytes.
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+}
+
+impl std::fmt::Debug for SnapshotDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotDigest")
+            .field("expected", &self.expected)
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
     }
 }

@@ -4,7 +4,8 @@ use coffer_storage::{Change, ChangeRecord};
 use coffer_types::{AccountId, Timestamp};
 
 use crate::{
-    AlarmKind, Config, Error, Follower, Input, Log, Output, Phase, Position, Snapshot, SwitchReason,
+    AlarmKind, Config, Error, Follower, Input, Log, Output, Phase, Position, Snapshot,
+    SnapshotDigest, SwitchReason,
 };
 
 const A: u32 = 1;
@@ -561,4 +562,92 @@ fn snapshot_at_seq_zero_must_carry_the_genesis_hash() {
         vec![],
     );
     assert!(!forged.verify());
+}
+
+#[test]
+fn the_streaming_digest_is_the_snapshot_digest_and_counts_items() {
+    let snap = log_of(4).snapshot();
+    let mut d = SnapshotDigest::new(snap.position, snap.items.len() as u64);
+    for item in &snap.items {
+        d.update(item);
+    }
+    assert_eq!(d.items(), 4);
+    assert_eq!(d.finish(), Some(snap.digest));
+    // One item short, or one too many: no digest at all.
+    let mut short = SnapshotDigest::new(snap.position, 4);
+    for item in &snap.items[..3] {
+        short.update(item);
+    }
+    assert_eq!(short.finish(), None);
+    let mut long = SnapshotDigest::new(snap.position, 3);
+    for item in &snap.items {
+        long.update(item);
+    }
+    assert_eq!(long.finish(), None);
+}
+
+#[test]
+fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
+    let log = log_of(5);
+    let head = log.head();
+    let mut f = Follower::new(vec![A, B], Config::default(), 0).unwrap();
+    f.handle(0, Input::Tick);
+    // Corrupt: alarm, no install, switch to B and ask it.
+    let out = f.handle(
+        1,
+        Input::StagedSnapshot {
+            from: A,
+            position: head,
+            intact: false,
+        },
+    );
+    assert_eq!(alarm_kind(&out), Some(AlarmKind::CorruptSnapshot));
+    assert!(!out.iter().any(|o| matches!(o, Output::InstallStaged(_))));
+    assert_eq!(switched(&out), Some((A, B, SwitchReason::CorruptSnapshot)));
+    assert_eq!(out.last(), Some(&Output::FetchSnapshot { to: B }));
+    // From a non-current upstream: ignored.
+    let out = f.handle(
+        2,
+        Input::StagedSnapshot {
+            from: A,
+            position: head,
+            intact: true,
+        },
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // Intact from the current one: installed, then followed on.
+    let out = f.handle(
+        3,
+        Input::StagedSnapshot {
+            from: B,
+            position: head,
+            intact: true,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![
+            Output::InstallStaged(head),
+            Output::Fetch { to: B, after: 5 }
+        ]
+    );
+    f.handle(4, Input::Applied { seq: 5 });
+    assert_eq!(f.applied(), head);
+    // Later, a resync answered by an older snapshot: kept out, our state stands.
+    f.handle(5, Input::NeedSnapshot { from: B });
+    let older = log_of(3).head();
+    let out = f.handle(
+        6,
+        Input::StagedSnapshot {
+            from: B,
+            position: older,
+            intact: true,
+        },
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::InstallStaged(_))),
+        "{out:?}"
+    );
+    assert_eq!(f.phase(), Phase::Following);
+    assert_eq!(f.verified(), head);
 }

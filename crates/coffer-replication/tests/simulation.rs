@@ -106,6 +106,9 @@ struct Node {
     /// The root's log; for the others, their durable state (and what relays serve).
     log: Log,
     installed: bool,
+    /// Odd-numbered nodes receive snapshots the way the real edge does: staged (streamed into
+    /// a transaction) and announced with `Input::StagedSnapshot`, installed on `InstallStaged`.
+    staged: Option<Snapshot>,
     pending_applied: VecDeque<(u64, u64)>,
     down_until: u64,
     down_since: Option<u64>,
@@ -161,6 +164,7 @@ impl Sim {
                     .then(|| Follower::new(ups.to_vec(), CONFIG, 0).expect("has upstreams")),
                 log: Log::new(),
                 installed: ups.is_empty(),
+                staged: None,
                 pending_applied: VecDeque::new(),
                 down_until: 0,
                 down_since: None,
@@ -448,6 +452,15 @@ impl Sim {
                 return;
             }
             Msg::Entries(entries) => Input::Entries { from, entries },
+            Msg::Snapshot(snapshot) if to % 2 == 1 => {
+                let input = Input::StagedSnapshot {
+                    from,
+                    position: snapshot.position,
+                    intact: snapshot.verify(),
+                };
+                self.nodes[to].staged = Some(snapshot);
+                input
+            }
             Msg::Snapshot(snapshot) => Input::Snapshot { from, snapshot },
             Msg::NeedSnapshot => Input::NeedSnapshot { from },
             Msg::Heartbeat { head, origin } => Input::Heartbeat {
@@ -471,7 +484,9 @@ impl Sim {
                         == Some(verified + 1)
                     && cseq > verified
             }
-            (Input::Snapshot { .. }, Some(_)) => current && f.phase() != Phase::Following,
+            (Input::Snapshot { .. } | Input::StagedSnapshot { .. }, Some(_)) => {
+                current && f.phase() != Phase::Following
+            }
             _ => false,
         };
         let alarmed = self.feed(to, input);
@@ -541,32 +556,15 @@ impl Sim {
                     });
                     self.confirm(n, last);
                 }
-                Output::InstallSnapshot(s) => {
-                    assert!(s.verify(), "node {n} installed an unverified snapshot");
-                    let seq = s.position.seq;
-                    assert_eq!(
-                        s.position,
-                        self.position(seq),
-                        "node {n}: snapshot off the root's log"
-                    );
-                    let want: Vec<Vec<u8>> = self.history[..usize::try_from(seq).unwrap()]
-                        .iter()
-                        .map(|e| e.payload.clone())
-                        .collect();
-                    assert_eq!(
-                        s.items, want,
-                        "node {n}: snapshot content differs from the root's"
-                    );
-                    assert!(
-                        seq > self.nodes[n].log.head().seq,
-                        "t={now} node {n}: snapshot at {seq} would roll back {}",
-                        self.nodes[n].log.head().seq
-                    );
-                    self.nodes[n].log = Log::from_snapshot(&s).expect("verified");
-                    self.nodes[n].installed = true;
-                    self.stats.snapshots_installed += 1;
-                    self.confirm(n, seq);
+                Output::InstallStaged(pos) => {
+                    let s = self.nodes[n]
+                        .staged
+                        .take()
+                        .expect("InstallStaged answers a staged snapshot");
+                    assert_eq!(s.position, pos, "node {n}: installs another snapshot");
+                    self.install(n, s);
                 }
+                Output::InstallSnapshot(s) => self.install(n, s),
                 Output::Fetch { to, after } => self.send(n, to, Msg::Fetch { after }),
                 Output::FetchSnapshot { to } => self.send(n, to, Msg::FetchSnapshot),
                 Output::Alarm(_) => {
@@ -593,6 +591,35 @@ impl Sim {
             }
         }
         alarmed
+    }
+
+    /// Installs a snapshot the follower verified and accepted at node `n`.
+    fn install(&mut self, n: usize, s: Snapshot) {
+        let now = self.now;
+        assert!(s.verify(), "node {n} installed an unverified snapshot");
+        let seq = s.position.seq;
+        assert_eq!(
+            s.position,
+            self.position(seq),
+            "node {n}: snapshot off the root's log"
+        );
+        let want: Vec<Vec<u8>> = self.history[..usize::try_from(seq).unwrap()]
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect();
+        assert_eq!(
+            s.items, want,
+            "node {n}: snapshot content differs from the root's"
+        );
+        assert!(
+            seq > self.nodes[n].log.head().seq,
+            "t={now} node {n}: snapshot at {seq} would roll back {}",
+            self.nodes[n].log.head().seq
+        );
+        self.nodes[n].log = Log::from_snapshot(&s).expect("verified");
+        self.nodes[n].installed = true;
+        self.stats.snapshots_installed += 1;
+        self.confirm(n, seq);
     }
 
     fn confirm(&mut self, n: usize, seq: u64) {
