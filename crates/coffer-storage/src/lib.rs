@@ -6,7 +6,9 @@
 //!   a plaintext value, so nothing read from or logged by storage can leak one;
 //! - every committed mutation appends, in the same transaction, one entry per change to the
 //!   change log. Sequence numbers are gap-free and in commit order, and each entry carries a
-//!   SHA-256 hash chained to the previous entry;
+//!   SHA-256 hash chained to the previous entry. The log is append-only above its base:
+//!   compaction (control plane) and snapshot installs (edges) only drop entries at or below
+//!   it, and the head chains on from the base when no entry is held;
 //! - every mutation is all-or-nothing: a failed operation (including one item of a bulk create)
 //!   leaves no trace, neither in the tables nor in the change log;
 //! - quota and limit checks happen inside the writing transaction, so concurrent creates cannot

@@ -64,8 +64,12 @@ impl Default for SqliteOptions {
 /// SQLite storage in one database file (WAL mode, synchronous=FULL).
 ///
 /// Reads need a tokio runtime (they run on its blocking pool); `open` does not. Dropping the
-/// value stops the writer once its queue is drained; [`SqliteStorage::close`] (which is
-/// [`Storage::shutdown`]) also waits for it, and works through a shared reference.
+/// value stops the writer once its queue is drained (and any [`SnapshotInstall`] of it is
+/// gone); [`SqliteStorage::close`] (which is [`Storage::shutdown`]) also waits for it, and
+/// works through a shared reference.
+///
+/// Edges use the same type as a replica: see [`SqliteStorage::apply_entries`],
+/// [`SqliteStorage::install_snapshot`] and the outbox methods.
 pub struct SqliteStorage {
     path: PathBuf,
     /// Shared with snapshot installs in progress ([`SnapshotInstall`]).

@@ -754,8 +754,9 @@ enum InstallState {
 /// The first [`SnapshotInstall::push`] (or [`SnapshotInstall::commit`]) starts one writer job
 /// that empties the replicated state and applies the items as they are pushed, all in one
 /// transaction that stays open until the commit; readers see the old state until then. The
-/// writer is held meanwhile: other writes of this storage wait for the install to end, so do
-/// not await one between pushes. Dropping the value without committing rolls everything back.
+/// writer is held meanwhile: other writes of this storage (and `close`) wait for the install
+/// to end, so do not await one between pushes. Dropping the value without committing rolls
+/// everything back and frees the writer.
 pub struct SnapshotInstall {
     writer: Arc<WriterHandle>,
     header: InstallHeader,

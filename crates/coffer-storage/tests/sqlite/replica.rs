@@ -1482,3 +1482,18 @@ async fn cluster_id_and_compaction_survive_a_restart() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert!(conn.execute("DELETE FROM changes", []).is_err());
 }
+
+/// A driver runs an install from a spawned task: the value and its futures must be `Send`.
+#[test]
+fn snapshot_installs_can_move_between_tasks() {
+    fn assert_send<T: Send>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir.path().join("edge.db"));
+    let mut install = s.install_snapshot([1; 16], 0, ChangeRecord::GENESIS_HASH, 0);
+    assert_send(&install);
+    let push = install.push(Vec::new());
+    assert_send(&push);
+    drop(push);
+    let commit = install.commit();
+    assert_send(&commit);
+}
