@@ -36,7 +36,17 @@
 //!   account exists; `delete_account` keeps the account's audit records and checkpoints;
 //! - `audit_accounts` lists accounts with records or checkpoints, by id byte-wise;
 //!   `put_audit_checkpoint` refuses seq 0 (`Invalid`) and a second checkpoint at one seq
-//!   (`AlreadyExists(AuditCheckpoint)`).
+//!   (`AlreadyExists(AuditCheckpoint)`);
+//! - the cluster id is made once and never changes; `compact_log` without one is `Invalid`
+//!   (except for `through` 0); after compaction `changes_after` below the base is
+//!   `Compacted`, at the base it chains onto the base hash, and appends chain on from the head
+//!   even when no entry is held; `subscribe_head` announces every commit that appended, with
+//!   the entries already readable, and nothing else;
+//! - a snapshot is its header (the log head at its read) and one put per live replicated row,
+//!   in the order instance keys, accounts, DEKs, stores, secrets (current version), services,
+//!   unrevoked service tokens, unrevoked nodes; only the "service-token-mac" and
+//!   "node-token-mac" instance keys; each item serialized like a log payload;
+//! - `record_access_batch` records a batch id once, across nodes, with its audit entries.
 //!
 //! The checks need a tokio runtime that can spawn tasks (a multi-threaded one exercises more
 //! interleavings in the concurrency checks). This module is test code, compiled into the
@@ -51,6 +61,7 @@ mod change_log;
 mod concurrency;
 mod fixtures;
 mod listing;
+mod replication;
 mod secrets;
 mod services;
 mod stores;
@@ -163,6 +174,13 @@ const CHECKS: &[Check] = checks![
     services::runtime_reads_resolve_by_name,
     services::delete_account_removes_services,
     services::concurrent_creates_of_one_service_name_admit_one,
+    replication::log_state_and_cluster_id,
+    replication::subscribe_head_announces_log_commits_only,
+    replication::compact_log_moves_the_base,
+    replication::snapshot_holds_exactly_the_live_replicated_rows,
+    replication::snapshot_fails_when_its_receiver_goes,
+    replication::record_access_batch_is_idempotent,
+    replication::a_follower_sees_every_entry_once_in_order,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

@@ -47,6 +47,11 @@ pub enum StorageError {
     /// is a bug in the caller, not a user error; the message is a fixed string without values.
     #[error("invalid storage request: {0}")]
     Invalid(&'static str),
+    /// The change log no longer holds the entries asked for: everything up to `base` was
+    /// compacted (or, on an edge, is covered by its installed snapshot). A follower that far
+    /// behind needs a snapshot.
+    #[error("change log entries up to {base} are compacted")]
+    Compacted { base: u64 },
     /// Stored data failed a consistency check (bad hash chain, undecodable row).
     #[error("corrupted storage: {0}")]
     Corrupted(String),

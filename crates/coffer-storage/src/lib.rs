@@ -6,7 +6,9 @@
 //!   a plaintext value, so nothing read from or logged by storage can leak one;
 //! - every committed mutation appends, in the same transaction, one entry per change to the
 //!   change log. Sequence numbers are gap-free and in commit order, and each entry carries a
-//!   SHA-256 hash chained to the previous entry;
+//!   SHA-256 hash chained to the previous entry. The log is append-only above its base:
+//!   compaction (control plane) and snapshot installs (edges) only drop entries at or below
+//!   it, and the head chains on from the base when no entry is held;
 //! - every mutation is all-or-nothing: a failed operation (including one item of a bulk create)
 //!   leaves no trace, neither in the tables nor in the change log;
 //! - quota and limit checks happen inside the writing transaction, so concurrent creates cannot
@@ -24,6 +26,7 @@ mod audit;
 mod change;
 mod error;
 mod records;
+mod replication;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -33,7 +36,8 @@ pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use error::{Entity, StorageError};
 pub use records::*;
-pub use sqlite::{SqliteOptions, SqliteStorage, WriteStats};
+pub use replication::{LogState, REPLICATED_KEY_PURPOSES, SnapshotPart};
+pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteStats};
 
 use async_trait::async_trait;
 use coffer_types::{
@@ -357,17 +361,67 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
 
     // ---- change log ----
 
-    /// Sequence number of the last committed change (0 when the log is empty).
+    /// Sequence number of the log's head: its last entry, or its base when it holds no entry
+    /// (0 for a log that never had one; see [`LogState`]).
     async fn change_head(&self) -> Result<u64>;
     /// A cheap, in-memory position of the change log for cache validation: it changes (grows)
-    /// whenever this handle commits a write that appended to the log, and it has changed
-    /// *before* that write is acknowledged. A cache entry tagged with the value read before
-    /// the storage read that filled it is current as long as the value is unchanged. Writes
-    /// that append nothing to the log (audit entries, token usage) need not change it. It may
-    /// lag the database for writes made through other handles or processes.
+    /// whenever this handle commits a write that appended to the log or replaced it (a snapshot
+    /// install), and it has changed *before* that write is acknowledged. A cache entry tagged
+    /// with the value read before the storage read that filled it is current as long as the
+    /// value is unchanged. Writes that append nothing to the log (audit entries, token usage,
+    /// compaction) need not change it. It may lag the database for writes made through other
+    /// handles or processes. While the log only grows it is the head's seq; an install, which
+    /// may put the head at or below where it was, moves it past its previous value instead.
     fn committed_head(&self) -> u64;
-    /// Up to `limit` entries with sequence numbers greater than `after`, in order.
+    /// Up to `limit` entries with sequence numbers greater than `after`, in order. `Compacted {
+    /// base }` when `after` is below the log's base (those entries are no longer held; `after
+    /// == base` is fine, the first entry chains onto the base hash). Empty when `after` is at
+    /// or beyond the head.
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>>;
+    /// The log's identity, base and head, read in one snapshot.
+    async fn log_state(&self) -> Result<LogState>;
+    /// The cluster id: the stored one, or, if the database has none, 16 random bytes (from the
+    /// system's secure generator) stored now, with the log's base at 0 (or where it is). Calls
+    /// that race agree on one id, and it never changes afterwards. The control plane calls it
+    /// at open; an edge never does (it adopts the id of its first snapshot). Appends nothing.
+    async fn ensure_cluster_id(&self) -> Result<[u8; 16]>;
+    /// A watch on the log head's seq. Its initial value is the head when the backend was
+    /// opened; after every COMMIT (through this handle) that appended to the log or installed a
+    /// snapshot, it is set to the new head, before that write is acknowledged, so a reader that
+    /// sees a value can read the entries up to it. Writes that append nothing (audit entries,
+    /// token usage, compaction) leave it alone. After an install it is the snapshot's seq,
+    /// which may be at or below the previous value: it is still marked changed.
+    fn subscribe_head(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Moves the log's base to `through` and deletes the entries up to it, in one transaction.
+    /// Afterwards `changes_after(after)` with `after < through` is `Compacted { base: through
+    /// }`, and the head, hashes and later appends are as before (compacting every entry leaves
+    /// head = base, and the next append chains onto it). `Invalid` if `through` is above the
+    /// head or below the current base, or if the log has no cluster id yet and `through` is not
+    /// 0 (see [`Storage::ensure_cluster_id`]); `through` equal to the base changes nothing.
+    /// Appends nothing, and does not move [`Storage::committed_head`].
+    async fn compact_log(&self, through: u64) -> Result<()>;
+    /// Streams a consistent snapshot of the replicated state, read in one read transaction:
+    /// first [`SnapshotPart::Header`] (the cluster id, the log head at that read as `seq` and
+    /// `hash`, and the item count), then exactly `count` [`SnapshotPart::Item`]s, each one
+    /// [`Change`] serialized like the log's payloads, in this order: `InstanceKeyPut` for the
+    /// instance keys in [`REPLICATED_KEY_PURPOSES`] that are stored (no other purpose, ever),
+    /// `AccountPut` per account, `DekPut` per DEK, `StorePut` per store, `SecretPut` per secret
+    /// (with its current version only), `ServicePut` per service (with its bindings),
+    /// `ServiceTokenPut` per unrevoked service token, `NodePut` per unrevoked node. Returns
+    /// once everything is sent. Items are produced as `out` takes them, so memory stays
+    /// bounded whatever the size. `Invalid` (and nothing sent) when the log has no cluster id;
+    /// `Unavailable` when the receiver is dropped before the end; a failed read is its error.
+    async fn snapshot(&self, out: tokio::sync::mpsc::Sender<SnapshotPart>) -> Result<()>;
+    /// Control plane: records that access-event batch `batch_id` from node `node` arrived and
+    /// appends `audit` (see "Audit entries carried by writes"), in one transaction, returning
+    /// `Ok(true)`. `Ok(false)`, and nothing written (not even `audit`), if that batch id was
+    /// recorded before: a retried delivery. Appends nothing to the change log.
+    async fn record_access_batch(
+        &self,
+        batch_id: [u8; 16],
+        node: TokenId,
+        audit: &[AuditEntry],
+    ) -> Result<bool>;
 
     // ---- audit log ----
 

@@ -10,7 +10,10 @@ mod audit;
 mod codec;
 mod readers;
 mod reads;
+mod replica;
+mod replication;
 mod schema;
+mod snapshot;
 mod writer;
 mod writes;
 
@@ -26,13 +29,14 @@ use coffer_types::{
 
 use self::codec::DbResultExt;
 use self::readers::Readers;
+pub use self::replica::SnapshotInstall;
 pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
-    NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord,
-    ServiceTokenRecord, Storage, StoreQuery, StoreRecord, TokenRecord, VersionRecord,
-    WrappedKeyRecord,
+    LogState, NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery,
+    ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, TokenRecord,
+    VersionRecord, WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
@@ -60,11 +64,16 @@ impl Default for SqliteOptions {
 /// SQLite storage in one database file (WAL mode, synchronous=FULL).
 ///
 /// Reads need a tokio runtime (they run on its blocking pool); `open` does not. Dropping the
-/// value stops the writer once its queue is drained; [`SqliteStorage::close`] (which is
-/// [`Storage::shutdown`]) also waits for it, and works through a shared reference.
+/// value stops the writer once its queue is drained (and any [`SnapshotInstall`] of it is
+/// gone); [`SqliteStorage::close`] (which is [`Storage::shutdown`]) also waits for it, and
+/// works through a shared reference.
+///
+/// Edges use the same type as a replica: see [`SqliteStorage::apply_entries`],
+/// [`SqliteStorage::install_snapshot`] and the outbox methods.
 pub struct SqliteStorage {
     path: PathBuf,
-    writer: WriterHandle,
+    /// Shared with snapshot installs in progress ([`SnapshotInstall`]).
+    writer: Arc<WriterHandle>,
     readers: Arc<Readers>,
 }
 
@@ -87,7 +96,7 @@ impl SqliteStorage {
     /// it at startup (or from `spawn_blocking`).
     pub fn open_with(path: &Path, options: SqliteOptions) -> crate::Result<SqliteStorage> {
         let conn = schema::open_writer(path, options.busy_timeout)?;
-        let writer = WriterHandle::start(conn, options.max_batch)?;
+        let writer = Arc::new(WriterHandle::start(conn, options.max_batch)?);
         let readers = Arc::new(Readers::new(
             path.to_owned(),
             options.busy_timeout,
@@ -498,11 +507,55 @@ impl Storage for SqliteStorage {
     }
 
     async fn change_head(&self) -> Result<u64> {
-        self.read(reads::change_head).await
+        self.read_snapshot(reads::change_head).await
     }
 
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         self.read_snapshot(move |c| reads::changes_after(c, after, limit))
+            .await
+    }
+
+    async fn log_state(&self) -> Result<LogState> {
+        self.read_snapshot(replication::log_state).await
+    }
+
+    async fn ensure_cluster_id(&self) -> Result<[u8; 16]> {
+        self.writer.run(replication::ensure_cluster_id).await
+    }
+
+    fn subscribe_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.subscribe_head()
+    }
+
+    async fn compact_log(&self, through: u64) -> Result<()> {
+        self.writer
+            .run(move |cx| replication::compact_log(cx, through))
+            .await
+    }
+
+    async fn snapshot(&self, out: tokio::sync::mpsc::Sender<SnapshotPart>) -> Result<()> {
+        self.readers
+            .run_dedicated(move |conn| snapshot::stream(conn, &out))
+            .await
+    }
+
+    async fn record_access_batch(
+        &self,
+        batch_id: [u8; 16],
+        node: TokenId,
+        audit: &[AuditEntry],
+    ) -> Result<bool> {
+        // Refused before the job is queued; `append` checks again on the writer.
+        audit::check(audit)?;
+        let audit = audit.to_vec();
+        self.writer
+            .run(move |cx| {
+                let new = replication::record_access_batch(cx, batch_id, node)?;
+                if new {
+                    audit::append(cx, &audit)?;
+                }
+                Ok(new)
+            })
             .await
     }
 

@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 
 #[path = "sqlite/audit.rs"]
 mod audit;
+#[path = "sqlite/replica.rs"]
+mod replica;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passes_the_conformance_suite() {

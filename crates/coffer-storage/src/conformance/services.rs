@@ -47,7 +47,7 @@ fn service_name(name: &str) -> ServiceName {
 
 /// A `workers` service with two secret bindings (deliberately not in name order, so a backend
 /// that sorts them fails) and one store binding, all naming a store that need not exist.
-fn service_record(account: AccountId, name: &str) -> ServiceRecord {
+pub(super) fn service_record(account: AccountId, name: &str) -> ServiceRecord {
     let store = StoreId::from_bytes(id_bytes());
     ServiceRecord {
         id: ServiceId::from_bytes(id_bytes()),
@@ -65,7 +65,7 @@ fn service_record(account: AccountId, name: &str) -> ServiceRecord {
 }
 
 /// A token of `service` created at `ts(created)`, with a hash that is unique to it.
-fn token_of(service: &ServiceRecord, created: i64) -> ServiceTokenRecord {
+pub(super) fn token_of(service: &ServiceRecord, created: i64) -> ServiceTokenRecord {
     let id = id_bytes();
     let mut hash = [0u8; 32];
     hash[..16].copy_from_slice(&id);
@@ -116,7 +116,7 @@ async fn changes_since(s: &dyn Storage, head: u64) -> Vec<Change> {
         .collect()
 }
 
-fn put_of(service: &ServiceRecord) -> Change {
+pub(super) fn put_of(service: &ServiceRecord) -> Change {
     Change::ServicePut {
         account_id: service.account_id,
         service_id: service.id,

@@ -58,6 +58,23 @@ impl Readers {
         .map_err(|e| StorageError::Unavailable(format!("read task failed: {e}")))?
     }
 
+    /// Runs `f` on a connection of its own (opened for it, closed after), on the blocking
+    /// thread pool: for long reads such as a snapshot, which must not hold a pooled connection
+    /// (and with it a share of the runtime reads) for as long as their consumer takes.
+    pub(super) async fn run_dedicated<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (path, busy_timeout) = (self.path.clone(), self.busy_timeout);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open_reader(&path, busy_timeout)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("read task failed: {e}")))?
+    }
+
     fn take(&self) -> Option<Connection> {
         // A panic while the lock was held cannot leave the Vec half-updated (push and pop are
         // the only operations), so a poisoned lock is still safe to use.

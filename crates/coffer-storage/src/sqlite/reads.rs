@@ -539,6 +539,7 @@ pub(super) fn secret_count(conn: &Connection, account: AccountId) -> Result<u64>
     Ok(count.unwrap_or(0))
 }
 
+/// Run inside one read transaction by the caller, so the entries and the base agree.
 pub(super) fn change_head(conn: &Connection) -> Result<u64> {
     let seq = query_opt(
         conn,
@@ -547,23 +548,43 @@ pub(super) fn change_head(conn: &Connection) -> Result<u64> {
         "change head",
         |row| u64_col(row, 0, "changes.seq"),
     )?;
-    Ok(seq.unwrap_or(0))
+    match seq {
+        Some(seq) => Ok(seq),
+        None => Ok(super::replication::base_position(conn)?.0),
+    }
 }
 
 /// Entries after `after`, checked against the hash chain before they are handed out: the
-/// entry at `after` (if any) is read too, as the anchor the first returned entry must chain
-/// onto, and every entry must follow its predecessor with no gap.
+/// entry at `after` (or the log's base, when `after` is the base) is the anchor the first
+/// returned entry must chain onto, and every entry must follow its predecessor with no gap.
+/// Run inside one read transaction by the caller, so the entries and the base agree.
 pub(super) fn changes_after(
     conn: &Connection,
     after: u64,
     limit: usize,
 ) -> Result<Vec<ChangeRecord>> {
+    let (base, base_hash) = super::replication::base_position(conn)?;
+    if after < base {
+        return Err(StorageError::Compacted { base });
+    }
     if limit == 0 {
         return Ok(Vec::new());
     }
     let Ok(after_sql) = i64::try_from(after) else {
         return Ok(Vec::new());
     };
+    if after == base {
+        // The anchor is the base, which `changes` no longer holds (for base 0: the genesis).
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = query_all(
+            conn,
+            "SELECT seq, at, hash, payload FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after_sql, fetch],
+            "read changes",
+            change_from_row,
+        )?;
+        return check_chain(rows, after, base_hash);
+    }
     // One extra row for the anchor.
     let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
     let mut rows = query_all(
@@ -573,23 +594,28 @@ pub(super) fn changes_after(
         "read changes",
         change_from_row,
     )?;
-    let mut prev = ChangeRecord::GENESIS_HASH;
-    if after > 0 {
-        match rows.first() {
-            None => return Ok(Vec::new()),
-            Some(anchor) if anchor.seq == after => {
-                prev = anchor.hash;
-                rows.remove(0);
-            }
-            Some(_) => {
-                // Entries exist beyond `after` but `after` itself is missing: a gap.
-                return Err(StorageError::Corrupted(format!(
-                    "change {after} is missing"
-                )));
-            }
+    // `after` is above the base, so its entry is the anchor.
+    let prev = match rows.first() {
+        None => return Ok(Vec::new()),
+        Some(anchor) if anchor.seq == after => anchor.hash,
+        Some(_) => {
+            // Entries exist beyond `after` but `after` itself is missing: a gap.
+            return Err(StorageError::Corrupted(format!(
+                "change {after} is missing"
+            )));
         }
-    }
+    };
+    rows.remove(0);
     rows.truncate(limit);
+    check_chain(rows, after, prev)
+}
+
+/// `rows` must be the entries right after `after`, in order, the first chaining onto `prev`.
+fn check_chain(
+    rows: Vec<ChangeRecord>,
+    after: u64,
+    mut prev: [u8; 32],
+) -> Result<Vec<ChangeRecord>> {
     for (expected, record) in (after + 1..).zip(&rows) {
         if record.seq != expected {
             return Err(StorageError::Corrupted(format!(

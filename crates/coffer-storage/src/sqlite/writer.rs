@@ -7,7 +7,8 @@
 //! the COMMIT fails, every job that was waiting for it gets the error.
 //!
 //! The change-log head (last seq and hash) is read from the database at the start of every
-//! batch, right after `BEGIN IMMEDIATE` took the write lock: one lookup by primary key. So it is
+//! batch, right after `BEGIN IMMEDIATE` took the write lock: one lookup by primary key (or, when
+//! the log holds no entry, the base in the `replication` row). So it is
 //! the last committed entry even when another connection (another process, or another
 //! `SqliteStorage` on the same file) appended since our previous batch; a head kept in memory
 //! across batches would make every later append clash on `seq`. Within the batch the lock keeps
@@ -22,9 +23,10 @@ use std::thread::JoinHandle;
 
 use coffer_types::Timestamp;
 use rusqlite::{Connection, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{DbResultExt, col};
+use super::replication;
 use crate::{Change, ChangeRecord, Result, StorageError};
 
 /// How many queued jobs wait for a free slot before `submit` waits (backpressure).
@@ -39,16 +41,19 @@ pub struct WriteStats {
     pub jobs: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     commits: AtomicU64,
     jobs: AtomicU64,
-    /// The change-log seq of the last batch this writer committed (see
-    /// `Storage::committed_head`); raised after the COMMIT and before any job is answered.
+    /// `Storage::committed_head`: moved after every COMMIT that appended to (or replaced) the
+    /// log, before any job of the batch is answered. Only the writer thread stores it.
     committed_seq: AtomicU64,
+    /// `Storage::subscribe_head`: the head's seq, sent at the same moment.
+    head: watch::Sender<u64>,
 }
 
-/// The last committed change-log entry (seq 0 and the genesis hash when the log is empty).
+/// The last change-log entry (its base when the log holds none: seq 0 and the genesis hash
+/// for a log that never had one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Head {
     seq: u64,
@@ -56,6 +61,9 @@ struct Head {
     /// Unix micros of the last entry; new entries never go below it, so `at` is monotonic
     /// even if the wall clock steps back.
     at: i64,
+    /// Whether the batch has appended to or replaced the log so far. Part of the head so that
+    /// a job rolled back to its savepoint takes its mark back with the rest.
+    moved: bool,
 }
 
 /// What a write operation sees: the connection inside its savepoint, and the change log.
@@ -79,8 +87,61 @@ impl WriteCx<'_> {
             .and_then(|mut stmt| stmt.execute(params![seq_sql, at, hash, payload]))
             .db("append change")?;
         // Only after the row is in: a failed insert leaves the head untouched.
-        *self.head = Head { seq, hash, at };
+        *self.head = Head {
+            seq,
+            hash,
+            at,
+            moved: true,
+        };
         Ok(())
+    }
+
+    /// The log head as of this point of the transaction: seq and hash.
+    pub(super) fn head(&self) -> (u64, [u8; 32]) {
+        (self.head.seq, self.head.hash)
+    }
+
+    /// Appends an entry received from upstream exactly as it is (seq, at, hash, payload), so a
+    /// relay serves it on byte for byte. `Invalid` unless it is the next entry and chains onto
+    /// the head's hash. The caller applies its change.
+    pub(super) fn append_verbatim(&mut self, record: &ChangeRecord) -> Result<()> {
+        if Some(record.seq) != self.head.seq.checked_add(1) {
+            return Err(StorageError::Invalid(
+                "a feed entry's seq is not the one after the replica's head",
+            ));
+        }
+        if !record.follows(&self.head.hash) {
+            return Err(StorageError::Invalid(
+                "a feed entry does not chain onto the replica's head",
+            ));
+        }
+        let seq_sql = i64::try_from(record.seq)
+            .map_err(|_| StorageError::Invalid("a feed entry's seq is beyond storage's range"))?;
+        let at = record.at.unix_micros();
+        self.conn
+            .prepare_cached("INSERT INTO changes (seq, at, hash, payload) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut stmt| stmt.execute(params![seq_sql, at, record.hash, record.payload]))
+            .db("append feed entry")?;
+        *self.head = Head {
+            seq: record.seq,
+            hash: record.hash,
+            // Entries carry upstream's times; our own appends (none on an edge) would still
+            // never go below them.
+            at: at.max(self.head.at),
+            moved: true,
+        };
+        Ok(())
+    }
+
+    /// Puts the head at an installed snapshot's position (the caller has replaced the log's
+    /// base and emptied `changes`); the log counts as moved, whatever the position.
+    pub(super) fn reset_head(&mut self, seq: u64, hash: [u8; 32], at: i64) {
+        *self.head = Head {
+            seq,
+            hash,
+            at,
+            moved: true,
+        };
     }
 }
 
@@ -153,7 +214,14 @@ impl WriterHandle {
     /// Starts the writer thread on `conn` (already migrated).
     pub(super) fn start(conn: Connection, max_batch: usize) -> Result<WriterHandle> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let counters = Arc::new(Counters::default());
+        // Read outside any transaction: nothing else writes through this connection yet.
+        let head = read_head(&conn)?;
+        let counters = Arc::new(Counters {
+            commits: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
+            committed_seq: AtomicU64::new(head.seq),
+            head: watch::Sender::new(head.seq),
+        });
         let writer = Writer {
             conn,
             max_batch: max_batch.max(1),
@@ -186,6 +254,19 @@ impl WriterHandle {
         T: Send + 'static,
         F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send + 'static,
     {
+        let answer = self.submit(op).await?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    /// Queues `op` like [`WriterHandle::run`] and returns as soon as it is queued, with the
+    /// receiver of its answer.
+    pub(super) async fn submit<T, F>(&self, op: F) -> Result<oneshot::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(TypedJob {
             op: Some(op),
@@ -197,14 +278,17 @@ impl WriterHandle {
         jobs.send(job).await.map_err(|_| stopped())?;
         // Not held while waiting for the answer: only queued jobs keep the writer alive.
         drop(jobs);
-        answer
-            .await
-            .map_err(|_| StorageError::Unavailable("the writer stopped before answering".into()))?
+        Ok(answer)
     }
 
     /// See `Storage::committed_head`.
     pub(super) fn committed_seq(&self) -> u64 {
         self.counters.committed_seq.load(Ordering::Acquire)
+    }
+
+    /// See `Storage::subscribe_head`.
+    pub(super) fn subscribe_head(&self) -> watch::Receiver<u64> {
+        self.counters.head.subscribe()
     }
 
     pub(super) fn stats(&self) -> WriteStats {
@@ -245,27 +329,38 @@ impl WriterHandle {
     }
 }
 
+/// The last entry of `changes`; when it holds none, the base in the `replication` row (after
+/// compacting everything, or on an edge right after a snapshot install), so appends chain on
+/// from the base; with neither, the genesis.
 fn read_head(conn: &Connection) -> Result<Head> {
     let mut stmt = conn
         .prepare_cached("SELECT seq, hash, at FROM changes ORDER BY seq DESC LIMIT 1")
         .db("read change head")?;
     let mut rows = stmt.query([]).db("read change head")?;
-    match rows.next().db("read change head")? {
-        None => Ok(Head {
+    if let Some(row) = rows.next().db("read change head")? {
+        let seq: i64 = col(row, 0, "changes.seq")?;
+        return Ok(Head {
+            seq: u64::try_from(seq)
+                .map_err(|_| StorageError::Corrupted("changes.seq: negative".into()))?,
+            hash: col(row, 1, "changes.hash")?,
+            at: col(row, 2, "changes.at")?,
+            moved: false,
+        });
+    }
+    Ok(match replication::base(conn)? {
+        Some(base) => Head {
+            seq: base.seq,
+            hash: base.hash,
+            at: base.at,
+            moved: false,
+        },
+        None => Head {
             seq: 0,
             hash: ChangeRecord::GENESIS_HASH,
             at: i64::MIN,
-        }),
-        Some(row) => {
-            let seq: i64 = col(row, 0, "changes.seq")?;
-            Ok(Head {
-                seq: u64::try_from(seq)
-                    .map_err(|_| StorageError::Corrupted("changes.seq: negative".into()))?,
-                hash: col(row, 1, "changes.hash")?,
-                at: col(row, 2, "changes.at")?,
-            })
-        }
-    }
+            moved: false,
+        },
+    })
 }
 
 struct Writer {
@@ -331,9 +426,14 @@ impl Writer {
         match exec(&self.conn, "COMMIT", "commit") {
             Ok(()) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .committed_seq
-                    .fetch_max(head.seq, Ordering::Release);
+                if head.moved {
+                    // Strictly past the previous value even when an install put the head at
+                    // or below it; equal to the head's seq while the log only grows.
+                    let previous = self.counters.committed_seq.load(Ordering::Acquire);
+                    let next = previous.saturating_add(1).max(head.seq);
+                    self.counters.committed_seq.store(next, Ordering::Release);
+                    self.counters.head.send_replace(head.seq);
+                }
                 for job in waiting {
                     job.answer(None);
                 }
