@@ -58,7 +58,7 @@ pub enum ErrorCode {
     InvalidExpiry,
     /// 404: no such API token in the account.
     TokenNotFound,
-    /// 409: the token is already revoked.
+    /// 409: the token (an API or service token, or a node's) is already revoked.
     TokenAlreadyRevoked,
     /// 409: the operator's token and account cannot be revoked or deleted through the API.
     OperatorProtected,
@@ -80,6 +80,10 @@ pub enum ErrorCode {
     /// 404: a runtime read of a binding the service does not have, or whose secret is gone
     /// (`Secret "<name>" not found`).
     BindingNotFound,
+    /// 404: no such edge node.
+    NodeNotFound,
+    /// 409: a node that is not revoked has that name.
+    NodeNameTaken,
     /// 503: a key or the storage backend is unavailable; retry later.
     Unavailable,
     /// 500: an internal error. The body says no more; the log has a request id.
@@ -108,6 +112,8 @@ impl ErrorCode {
             ErrorCode::WrongTokenKind => 1104,
             ErrorCode::ServiceNotFound => 1206,
             ErrorCode::BindingNotFound => 1207,
+            ErrorCode::NodeNotFound => 1208,
+            ErrorCode::NodeNameTaken => 1306,
             ErrorCode::TokenNotFound => 1205,
             ErrorCode::TokenAlreadyRevoked => 1304,
             ErrorCode::OperatorProtected => 1305,
@@ -160,10 +166,12 @@ impl ErrorCode {
             | ErrorCode::TokenNotFound
             | ErrorCode::ServiceNotFound
             | ErrorCode::BindingNotFound
+            | ErrorCode::NodeNotFound
             | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::StoreNameTaken
             | ErrorCode::SecretNameTaken
+            | ErrorCode::NodeNameTaken
             | ErrorCode::StoreNotEmpty
             | ErrorCode::TokenAlreadyRevoked
             | ErrorCode::OperatorProtected
@@ -195,6 +203,8 @@ impl ErrorCode {
             ErrorCode::WrongTokenKind => "wrong_token_kind",
             ErrorCode::ServiceNotFound => "service_not_found",
             ErrorCode::BindingNotFound => "binding_not_found",
+            ErrorCode::NodeNotFound => "node_not_found",
+            ErrorCode::NodeNameTaken => "node_name_taken",
             ErrorCode::TokenNotFound => "token_not_found",
             ErrorCode::TokenAlreadyRevoked => "token_already_revoked",
             ErrorCode::OperatorProtected => "operator_protected",

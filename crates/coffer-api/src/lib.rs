@@ -9,6 +9,7 @@ mod account;
 mod audit;
 mod envelope;
 mod error_code;
+mod node;
 mod secrets_store;
 mod service;
 mod token;
@@ -18,6 +19,7 @@ pub use account::{Account, CreateAccount, UpdateAccount};
 pub use audit::{AuditLogEntry, AuditProblem, AuditVerification};
 pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
+pub use node::{CreateNode, CreatedNode, Node};
 pub use secrets_store::*;
 pub use service::{
     DeployService, DeployedService, RotateServiceToken, RotatedServiceToken, SecretBinding,

@@ -99,6 +99,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Register, list and revoke edge nodes (instance operator)
+    Node {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Run a command with the service's secret bindings in its environment
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
@@ -805,6 +812,34 @@ pub struct ServiceTokenRevokeArgs {
     pub token_id: Option<String>,
 }
 
+// ---- edge nodes ----
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Register an edge node and print its node token, once (instance operator token only;
+    /// --account-id is not needed)
+    Create(NodeCreateArgs),
+    /// List the instance's edge nodes, revoked ones included (instance operator token only)
+    List,
+    /// Revoke an edge node: its token stops working (instance operator token only)
+    Revoke(NodeRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeCreateArgs {
+    /// The node's name: 1 to 63 ASCII letters, digits, '-', '_' and '.', unique among the nodes
+    /// that are not revoked
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeRevokeArgs {
+    /// The id of the node to revoke (32 hex characters, as `node list` shows it)
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
 const RUN_AFTER_HELP: &str = "\
 Reads every secret binding of the service in one request, puts each value in CMD's environment
 under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
@@ -1413,6 +1448,31 @@ mod tests {
         assert!(parse(&["service", "get"]).is_err());
         assert!(parse(&["service", "token", "list"]).is_err());
         assert!(parse(&["service", "token", "revoke"]).is_err());
+    }
+
+    #[test]
+    fn node_commands_take_a_name_or_an_id() {
+        let node = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Node { command, conn } => (command, conn.json),
+            other => panic!("{other:?}"),
+        };
+        match node(&["node", "create", "edge-1.fra", "--json"]) {
+            (NodeCommand::Create(c), true) => assert_eq!(c.name, "edge-1.fra"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            node(&["node", "list"]),
+            (NodeCommand::List, false)
+        ));
+        match node(&["node", "revoke", "abc"]) {
+            (NodeCommand::Revoke(r), false) => assert_eq!(r.id, "abc"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["node"]).is_err());
+        assert!(parse(&["node", "create"]).is_err());
+        assert!(parse(&["node", "create", "a", "b"]).is_err());
+        assert!(parse(&["node", "revoke"]).is_err());
+        assert!(parse(&["node", "list", "x"]).is_err());
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use std::io::Write;
 
 use coffer_client::{
-    Account, AuditLogEntry, AuditVerification, CreatedToken, DeployedService, Page, Quota,
-    ResultInfo, RotatedServiceToken, Secret, Service, ServiceToken, Store, Token,
+    Account, AuditLogEntry, AuditVerification, CreatedNode, CreatedToken, DeployedService, Node,
+    Page, Quota, ResultInfo, RotatedServiceToken, Secret, Service, ServiceToken, Store, Token,
 };
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -596,6 +596,70 @@ pub fn service_token_revoked(token: &ServiceToken, service_name: &str, as_json: 
     )
 }
 
+const NODE_COLUMNS: [&str; 4] = ["ID", "Name", "Created", "Revoked"];
+
+fn nodes_table(nodes: &[Node]) -> String {
+    let mut t = Table::new(&NODE_COLUMNS);
+    for node in nodes {
+        t.row(vec![
+            node.id.clone(),
+            node.name.clone(),
+            node.created.clone(),
+            node.revoked.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    t.render()
+}
+
+pub fn node_list(page: &Page<Node>, as_json: bool) -> String {
+    if as_json {
+        return page_json(page);
+    }
+    if page.items.is_empty() {
+        return "No edge nodes registered.\n".to_owned();
+    }
+    nodes_table(&page.items)
+}
+
+/// `node create`: the only output that ever holds a node's token. Under `--json`, the node's
+/// fields and `node_token`; otherwise the node, the token, and a warning that it is shown once.
+/// The text is zeroized on drop.
+pub fn node_created(created: &CreatedNode, as_json: bool) -> Zeroizing<String> {
+    if as_json {
+        return Zeroizing::new(json_text(created));
+    }
+    let mut text = Zeroizing::new(format!(
+        "Registered edge node {name}.\n\
+         \n\
+         \x20 Node ID:     {id}\n\
+         \x20 Node token:  ",
+        name = one_line(&created.node.name),
+        id = one_line(&created.node.id),
+    ));
+    // Escaped like everything else from the server, in case it is not a plain token.
+    text.push_str(&Zeroizing::new(one_line(
+        created.node_token.expose_secret(),
+    )));
+    text.push_str(
+        "\n\n\
+         The node token is shown only now and cannot be recovered: store it now, in the edge\n\
+         node's configuration. It can read the replication feed and nothing else.\n",
+    );
+    text
+}
+
+/// `node revoke`: a confirmation, or the node (now with its `revoked` time) under `--json`.
+pub fn node_revoked(node: &Node, as_json: bool) -> String {
+    if as_json {
+        return json_text(node);
+    }
+    format!(
+        "Revoked edge node {} ({}); its token no longer works.\n",
+        one_line(&node.name),
+        one_line(&node.id)
+    )
+}
+
 /// A delete's confirmation, or `null` under `--json`.
 pub fn deleted(message: &str, as_json: bool) -> String {
     if as_json {
@@ -826,6 +890,92 @@ mod tests {
             value: coffer_client::SecretValue::new("coffer_y".into()),
         };
         assert!(token_created(&never, "acc", false).contains("does not expire"));
+    }
+
+    fn sample_node(revoked: Option<&str>) -> Node {
+        Node {
+            id: "e".repeat(32),
+            name: "edge-1".into(),
+            created: "2025-01-01T00:00:00Z".into(),
+            revoked: revoked.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn nodes_show_their_token_once_and_list_with_their_revocation() {
+        let created = CreatedNode {
+            node: sample_node(None),
+            node_token: coffer_client::SecretValue::new("coffernode_x_s3cr3t".into()),
+        };
+        let v: serde_json::Value = serde_json::from_str(&node_created(&created, true)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "e".repeat(32),
+                "name": "edge-1",
+                "created": "2025-01-01T00:00:00Z",
+                "revoked": null,
+                "node_token": "coffernode_x_s3cr3t",
+            })
+        );
+        let text = node_created(&created, false);
+        assert_eq!(text.matches("coffernode_x_s3cr3t").count(), 1, "{}", *text);
+        assert!(
+            text.contains("  Node token:  coffernode_x_s3cr3t\n"),
+            "{}",
+            *text
+        );
+        assert!(text.contains(&format!("  Node ID:     {}\n", "e".repeat(32))));
+        assert!(text.contains("store it now"), "{}", *text);
+
+        let nodes = Page {
+            items: vec![
+                sample_node(Some("2025-01-02T00:00:00Z")),
+                Node {
+                    name: "edge-\u{1b}[31m2".into(),
+                    ..sample_node(None)
+                },
+            ],
+            result_info: ResultInfo {
+                page: 1,
+                per_page: 2,
+                count: 2,
+                total_count: 2,
+            },
+        };
+        let table = node_list(&nodes, false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "header, rule, two rows: {table}");
+        for column in NODE_COLUMNS {
+            assert!(lines[0].contains(column), "{table}");
+        }
+        assert!(lines[2].contains("2025-01-02T00:00:00Z"), "{table}");
+        assert!(lines[3].trim_end().ends_with(" -"), "not revoked: {table}");
+        assert!(!table.contains('\u{1b}'), "control characters are escaped");
+        let v: serde_json::Value = serde_json::from_str(&node_list(&nodes, true)).unwrap();
+        assert_eq!(v["result"][0]["revoked"], "2025-01-02T00:00:00Z");
+        assert_eq!(v["result_info"]["total_count"], 2);
+        let empty = Page {
+            items: vec![],
+            result_info: ResultInfo {
+                count: 0,
+                total_count: 0,
+                ..nodes.result_info
+            },
+        };
+        assert_eq!(node_list(&empty, false), "No edge nodes registered.\n");
+
+        let revoked = node_revoked(&sample_node(Some("2025-01-02T00:00:00Z")), false);
+        assert_eq!(
+            revoked,
+            format!(
+                "Revoked edge node edge-1 ({}); its token no longer works.\n",
+                "e".repeat(32)
+            )
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&node_revoked(&sample_node(Some("t")), true)).unwrap();
+        assert_eq!(v["revoked"], "t");
     }
 
     fn audit_entry(seq: u64, event: serde_json::Value) -> AuditLogEntry {

@@ -1220,3 +1220,176 @@ fn the_audit_log_records_changes_verifies_and_is_for_super_admins_only() {
     );
     conn.run(&["audit", "verify"]).ok();
 }
+
+#[test]
+fn the_operator_registers_lists_and_revokes_edge_nodes() {
+    let (_tmp, _data, server, op) = setup();
+    // Nodes belong to the instance: no account id needed.
+    let instance = op.as_(&op.token, "");
+    // Every output but the two `node create`s, which alone may hold a node token.
+    let mut outputs: Vec<Out> = Vec::new();
+
+    let out = instance.run(&["node", "create", "edge-1", "--json"]).ok();
+    let v = out.json();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["created", "id", "name", "node_token", "revoked"],
+        "{v}"
+    );
+    let edge1 = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(edge1.len(), 32);
+    assert_eq!(v["name"], "edge-1");
+    assert_eq!(v["revoked"], Value::Null);
+    let token1 = v["node_token"].as_str().unwrap().to_owned();
+    assert!(
+        token1.starts_with(&format!("coffernode_{edge1}_")),
+        "{token1}"
+    );
+
+    // The human form: the id, the token once, and a line saying to store it.
+    let out = instance.run(&["node", "create", "edge-2.fra"]).ok();
+    let field = |label: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label}: {out:#?}"))
+            .trim()
+            .to_owned()
+    };
+    let edge2 = field("Node ID:");
+    let token2 = field("Node token:");
+    assert!(
+        token2.starts_with(&format!("coffernode_{edge2}_")),
+        "{out:#?}"
+    );
+    assert_eq!(out.stdout.matches(&token2).count(), 1, "{out:#?}");
+    assert!(out.stdout.contains("store it now"), "{out:#?}");
+    assert!(out.stderr.is_empty(), "{out:#?}");
+
+    // The list: a table with both, and the JSON list.
+    let out = instance.run(&["node", "list"]).ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:#?}");
+    for column in ["ID", "Name", "Created", "Revoked"] {
+        assert!(lines[0].contains(column), "{out:#?}");
+    }
+    assert!(
+        lines[2].starts_with(&edge1) && lines[2].contains("edge-1"),
+        "{out:#?}"
+    );
+    assert!(
+        lines[3].starts_with(&edge2) && lines[3].trim_end().ends_with(" -"),
+        "{out:#?}"
+    );
+    outputs.push(out);
+
+    // Revoke: a confirmation; then the list shows when.
+    let out = instance.run(&["node", "revoke", &edge1]).ok();
+    assert_eq!(
+        out.stdout,
+        format!("Revoked edge node edge-1 ({edge1}); its token no longer works.\n")
+    );
+    outputs.push(out);
+    let out = instance.run(&["node", "list", "--json"]).ok();
+    let v = out.json();
+    let items = v["result"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    assert_eq!(items[0]["id"], edge1.as_str());
+    assert!(items[0]["revoked"].is_string(), "{v}");
+    assert_eq!(items[1]["revoked"], Value::Null, "{v}");
+    assert_eq!(v["result_info"]["total_count"], 2);
+    outputs.push(out);
+
+    // Errors: one line each, exit status 1.
+    let error_line = |out: &Out| out.one_error_line(1).to_owned();
+    let out = instance.run(&["node", "revoke", &edge1, "--json"]);
+    assert_eq!(
+        error_line(&out),
+        "error: [1304 token_already_revoked] the node is already revoked"
+    );
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    outputs.push(out);
+    let out = instance.run(&["node", "create", "edge-2.fra"]);
+    let line = error_line(&out);
+    assert!(line.starts_with("error: [1306 node_name_taken] "), "{line}");
+    assert!(line.contains("\"edge-2.fra\""), "{line}");
+    outputs.push(out);
+    let out = instance.run(&["node", "create", "a b"]);
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: [1005 invalid_name] /name: node name "),
+        "{line}"
+    );
+    outputs.push(out);
+    let out = instance.run(&["node", "revoke", "xyz"]);
+    assert!(error_line(&out).starts_with("error: [1004 invalid_id] node_id: "));
+    outputs.push(out);
+    let out = instance.run(&["node", "revoke", &"0".repeat(32)]);
+    assert_eq!(
+        error_line(&out),
+        "error: [1208 node_not_found] node not found"
+    );
+    outputs.push(out);
+
+    // A revoked node's name can be used again.
+    let out = instance.run(&["node", "create", "edge-1", "--json"]).ok();
+    assert_ne!(out.json()["id"], edge1.as_str());
+
+    // Not the operator: refused. A node token is no API token.
+    let admin = op
+        .run(&[
+            "token",
+            "create",
+            "--name",
+            "admin",
+            "--role",
+            "super_admin",
+            "--json",
+        ])
+        .ok()
+        .json()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let as_admin = op.as_(&admin, &op.account);
+    let out = as_admin.run(&["node", "list"]);
+    let line = error_line(&out);
+    assert!(line.starts_with("error: [1101 forbidden] "), "{line}");
+    assert!(line.contains("instance:operator"), "{line}");
+    outputs.push(out);
+    let out = as_admin.run(&["node", "create", "sneaky"]);
+    assert!(error_line(&out).starts_with("error: [1101 forbidden] "));
+    outputs.push(out);
+    let out = op.as_(&token2, &op.account).run(&["node", "list"]);
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: [1104 wrong_token_kind] "),
+        "{line}"
+    );
+    outputs.push(out);
+
+    // Missing settings are a usage error (exit status 2) naming them, before any request.
+    let mut cmd = coffer_cmd();
+    cmd.args(["node", "list", "--api-url", &server.url]);
+    let line = run(cmd, None).one_error_line(2).to_owned();
+    assert!(line.contains("COFFER_API_TOKEN"), "{line}");
+    assert!(!line.contains("COFFER_ACCOUNT_ID"), "{line}");
+
+    // The tokens appear nowhere else: not in other outputs, not in the server's log.
+    for out in &outputs {
+        for token in [&token1, &token2] {
+            let secret = &token[token.len() - 43..];
+            assert!(!out.stdout.contains(secret), "{out:#?}");
+            assert!(!out.stderr.contains(secret), "{out:#?}");
+        }
+    }
+    let log = server.log();
+    for token in [&token1, &token2] {
+        assert!(
+            !log.contains(&token[token.len() - 43..]),
+            "the server log holds a node token"
+        );
+    }
+}

@@ -107,7 +107,7 @@ fn format_api(code: u32, message: &str, count: usize) -> String {
 
 /// The stable short name of a Coffer error code, if it is one of ours.
 pub fn code_name(code: u32) -> Option<&'static str> {
-    const KNOWN: [ErrorCode; 38] = [
+    const KNOWN: [ErrorCode; 40] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::BodyTooLarge,
@@ -134,10 +134,12 @@ pub fn code_name(code: u32) -> Option<&'static str> {
         ErrorCode::TokenNotFound,
         ErrorCode::ServiceNotFound,
         ErrorCode::BindingNotFound,
+        ErrorCode::NodeNotFound,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::StoreNameTaken,
         ErrorCode::SecretNameTaken,
+        ErrorCode::NodeNameTaken,
         ErrorCode::StoreNotEmpty,
         ErrorCode::TokenAlreadyRevoked,
         ErrorCode::OperatorProtected,
@@ -239,6 +241,8 @@ mod tests {
         assert_eq!(code_name(1205), Some("token_not_found"));
         assert_eq!(code_name(1304), Some("token_already_revoked"));
         assert_eq!(code_name(1014), Some("invalid_binding"));
+        assert_eq!(code_name(1208), Some("node_not_found"));
+        assert_eq!(code_name(1306), Some("node_name_taken"));
         assert_eq!(code_name(1102), Some("rate_limited"));
         assert_eq!(code_name(1103), Some("scope_denied"));
         assert_eq!(code_name(1104), Some("wrong_token_kind"));

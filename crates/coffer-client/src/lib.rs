@@ -16,9 +16,10 @@
 //!
 //! Secret values only ever travel from the caller to the server (in [`CreateSecret`] and
 //! [`UpdateSecret`] bodies); the client never logs them, keeps them, or puts a request body in an
-//! error. The values that travel the other way, a new API token's (in [`CreatedToken`]) and a new
-//! service token's (in [`DeployedService`] and [`RotatedServiceToken`]), are read straight into a
-//! [`SecretValue`] and never put in an error either.
+//! error. The values that travel the other way, a new API token's (in [`CreatedToken`]), a new
+//! service token's (in [`DeployedService`] and [`RotatedServiceToken`]) and a new node token's
+//! (in [`CreatedNode`]), are read straight into a [`SecretValue`] and never put in an error
+//! either.
 //!
 //! # Runtime: [`Env`]
 //!
@@ -55,13 +56,14 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 pub use coffer_api::{
-    Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret,
-    CreatedToken, DeployService, DeployedService, DuplicateSecret, Quota, QuotaDetail, ResultInfo,
-    RotatedServiceToken, Secret, SecretBinding, SecretValue, Service, ServiceToken, Store,
-    StoreBinding, Token, UpdateSecret,
+    Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret, CreatedNode,
+    CreatedToken, DeployService, DeployedService, DuplicateSecret, Node, Quota, QuotaDetail,
+    ResultInfo, RotatedServiceToken, Secret, SecretBinding, SecretValue, Service, ServiceToken,
+    Store, StoreBinding, Token, UpdateSecret,
 };
 use coffer_api::{
-    CreateAccount, CreateStore, CreateToken, Envelope, RotateServiceToken, UpdateAccount,
+    CreateAccount, CreateNode, CreateStore, CreateToken, Envelope, RotateServiceToken,
+    UpdateAccount,
 };
 pub use error::{Error, code_name};
 pub use params::{AuditFilter, Direction, ListSecrets, ListServices, SecretOrder, StoreOrder};
@@ -411,6 +413,46 @@ impl Client {
             .unwrap_or_default())
     }
 
+    // ---- edge nodes of the instance (instance operator) ----
+    //
+    // Like the instance's accounts, these do not use the client's `account_id`.
+
+    /// `POST /client/v4/nodes`: registers an edge node. Only the instance operator's token may.
+    ///
+    /// The answer holds the node's token, the only time the server shows it: like a created
+    /// API token, it is read straight into a [`SecretValue`] and never appears in an [`Error`].
+    pub async fn create_node(&self, name: &str) -> Result<CreatedNode, Error> {
+        let body = CreateNode {
+            name: name.to_owned(),
+        };
+        let req = self.nodes_request(Method::POST, &[]).json(&body);
+        let (status, body) = self.send(req).await?;
+        decode_secret_bearing(
+            status,
+            Zeroizing::new(body),
+            "a created node",
+            "the node token",
+        )
+    }
+
+    /// `GET /client/v4/nodes`: every node, revoked ones included, oldest first.
+    pub async fn list_nodes(&self) -> Result<Page<Node>, Error> {
+        self.page(self.nodes_request(Method::GET, &[])).await
+    }
+
+    /// `GET /client/v4/nodes/{node_id}`: one node.
+    pub async fn get_node(&self, node_id: &str) -> Result<Node, Error> {
+        self.one(self.nodes_request(Method::GET, &[node_id])).await
+    }
+
+    /// `DELETE /client/v4/nodes/{node_id}`: revokes the node's token. Returns the node, now
+    /// with its `revoked` time. A node revoked before is an [`Error::Api`] with status 409
+    /// (`token_already_revoked`).
+    pub async fn revoke_node(&self, node_id: &str) -> Result<Node, Error> {
+        self.one(self.nodes_request(Method::DELETE, &[node_id]))
+            .await
+    }
+
     // ---- the audit log ----
 
     /// `GET /audit_logs`: one page of the account's audit log, newest first unless
@@ -590,6 +632,16 @@ impl Client {
     /// client's own account is.
     fn instance_request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
         let mut segments = vec!["client", "v4", "accounts"];
+        segments.extend_from_slice(rest);
+        let url = base_url::join(&self.root, &segments);
+        self.http
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone())
+    }
+
+    /// A request to `/client/v4/nodes/{rest...}`: the instance's edge nodes.
+    fn nodes_request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
+        let mut segments = vec!["client", "v4", "nodes"];
         segments.extend_from_slice(rest);
         let url = base_url::join(&self.root, &segments);
         self.http

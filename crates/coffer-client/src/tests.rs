@@ -1125,3 +1125,87 @@ async fn service_tokens_are_listed_rotated_and_revoked() {
     );
     seen.join().unwrap();
 }
+
+const NODE: &str = "dddddddddddddddddddddddddddddddd";
+const NODE_TOKEN: &str = "coffernode_dddddddddddddddddddddddddddddddd_n0d3s3cr3t";
+
+fn node_json(revoked: Option<&str>) -> serde_json::Value {
+    serde_json::json!({"id": NODE, "name": "edge-1", "created": "2025-01-01T00:00:00Z",
+        "revoked": revoked})
+}
+
+#[tokio::test]
+async fn node_methods_hit_the_instance_node_paths() {
+    // Not under the account: nodes belong to the instance.
+    let nodes = "/client/v4/nodes";
+
+    let mut created = node_json(None);
+    created["node_token"] = NODE_TOKEN.into();
+    let (url, seen) = respond_once(200, ok(created));
+    let node = client(&url).create_node("edge-1").await.unwrap();
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("POST {nodes} HTTP/1.1"));
+    assert!(seen.headers.contains("content-type: application/json"));
+    assert_eq!(seen.body, r#"{"name":"edge-1"}"#);
+    assert_eq!(node.node.id, NODE);
+    assert_eq!(node.node.revoked, None);
+    assert_eq!(node.node_token.expose_secret(), NODE_TOKEN);
+    let dbg = format!("{node:?}");
+    assert!(!dbg.contains("n0d3s3cr3t"), "{dbg}");
+
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([node_json(None)])));
+    let page = client(&url).list_nodes().await.unwrap();
+    assert_eq!(
+        page.items,
+        vec![serde_json::from_value(node_json(None)).unwrap()]
+    );
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {nodes} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(node_json(None)));
+    assert_eq!(client(&url).get_node(NODE).await.unwrap().name, "edge-1");
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET {nodes}/{NODE} HTTP/1.1")
+    );
+
+    let (url, seen) = respond_once(200, ok(node_json(Some("2025-01-02T00:00:00Z"))));
+    let revoked = client(&url).revoke_node(NODE).await.unwrap();
+    assert_eq!(revoked.revoked.as_deref(), Some("2025-01-02T00:00:00Z"));
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.request_line, format!("DELETE {nodes}/{NODE} HTTP/1.1"));
+    assert_eq!(seen.body, "");
+
+    let body = serde_json::json!({"success": false, "result": null, "messages": [],
+        "errors": [{"code": 1306, "message": "a node named \"edge-1\" already exists"}]});
+    let (url, seen) = respond_once(409, body.to_string());
+    let err = client(&url).create_node("edge-1").await.unwrap_err();
+    seen.join().unwrap();
+    assert!(
+        err.to_string().starts_with("[1306 node_name_taken] "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_created_node_token_never_reaches_an_error() {
+    let mut wrong_shape = node_json(None);
+    wrong_shape["node_token"] = NODE_TOKEN.into();
+    wrong_shape["id"] = 5.into();
+    for (status, body) in [
+        (200, ok(wrong_shape)),
+        (200, format!("token={NODE_TOKEN}")),
+        (502, format!("<html>{NODE_TOKEN}</html>")),
+    ] {
+        let (url, seen) = respond_once(status, body.clone());
+        let err = client(&url).create_node("edge-1").await.unwrap_err();
+        seen.join().unwrap();
+        assert!(matches!(err, Error::Decode { .. }), "{body}: {err:?}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("n0d3s3cr3t"), "{body}: {text}");
+            assert!(text.contains("node token"), "{body}: {text}");
+        }
+    }
+}

@@ -36,6 +36,7 @@ pub enum Resource {
     Token,
     Service,
     ServiceToken,
+    Node,
 }
 
 /// Errors of core operations, in domain terms.
@@ -72,6 +73,7 @@ pub enum CoreError {
     /// instance out.
     #[error("{0}")]
     OperatorProtected(&'static str),
+    /// An API token, a service token or a node (its token) that was revoked before.
     #[error("the token is already revoked")]
     AlreadyRevoked,
     /// A deploy refused by its first permission check: the deployer's role, a missing store
@@ -130,6 +132,7 @@ impl From<StorageError> for CoreError {
             StorageError::NotFound(Entity::ServiceToken) => {
                 CoreError::NotFound(Resource::ServiceToken)
             }
+            StorageError::NotFound(Entity::Node) => CoreError::NotFound(Resource::Node),
             StorageError::AlreadyRevoked => CoreError::AlreadyRevoked,
             StorageError::NotFound(other) => CoreError::Internal(format!("{other:?} not found")),
             StorageError::NameTaken {
@@ -139,6 +142,14 @@ impl From<StorageError> for CoreError {
                 what: "store",
                 name,
                 place: " in this account",
+            },
+            StorageError::NameTaken {
+                entity: Entity::Node,
+                name,
+            } => CoreError::NameTaken {
+                what: "node",
+                name,
+                place: " among the nodes that are not revoked",
             },
             StorageError::NameTaken { entity, name } => CoreError::NameTaken {
                 what: if entity == Entity::Secret {

@@ -32,6 +32,7 @@ const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";
+const NODE_TOKEN_MAC_PURPOSE: &str = "node-token-mac";
 
 /// Unwrapped DEKs kept in memory at most. Past it the oldest entries are dropped; they are
 /// unwrapped again (one KEK call) if used again.
@@ -141,6 +142,7 @@ pub struct Keyring {
     mac: MacKey,
     audit_mac: MacKey,
     service_mac: MacKey,
+    node_mac: MacKey,
 }
 
 impl Keyring {
@@ -154,6 +156,7 @@ impl Keyring {
         let mac = instance_mac_key(&kek, &storage, TOKEN_MAC_PURPOSE).await?;
         let audit_mac = instance_mac_key(&kek, &storage, AUDIT_MAC_PURPOSE).await?;
         let service_mac = instance_mac_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
+        let node_mac = instance_mac_key(&kek, &storage, NODE_TOKEN_MAC_PURPOSE).await?;
         Ok(Keyring {
             kek,
             storage,
@@ -163,6 +166,7 @@ impl Keyring {
             mac,
             audit_mac,
             service_mac,
+            node_mac,
         })
     }
 
@@ -180,6 +184,13 @@ impl Keyring {
     /// must check service tokens (an edge) can hold it without being able to check API tokens.
     pub fn service_mac(&self) -> &MacKey {
         &self.service_mac
+    }
+
+    /// The key that hashes node tokens. Separate from the other token keys so that a relay,
+    /// which must check the tokens of the nodes below it, can hold it without being able to
+    /// check API or service tokens.
+    pub fn node_mac(&self) -> &MacKey {
+        &self.node_mac
     }
 
     /// The DEK to seal one new value of `account` with. The write storing the value must carry

@@ -116,6 +116,8 @@ pub struct Coffer {
     pub(crate) access_log: self::runtime::AccessLog,
     /// Serialises deploys and service-token changes (see `services.rs`).
     service_writes: tokio::sync::Mutex<()>,
+    /// Node rows for node-token authentication (see `nodes.rs`).
+    node_cache: self::nodes::NodeCache,
 }
 
 impl Coffer {
@@ -137,6 +139,7 @@ impl Coffer {
             runtime_cache: self::runtime::RuntimeCache::default(),
             access_log: self::runtime::AccessLog::default(),
             service_writes: tokio::sync::Mutex::new(()),
+            node_cache: self::nodes::NodeCache::default(),
         })
     }
 
@@ -737,6 +740,9 @@ impl Coffer {
 pub(crate) mod audit;
 pub use audit::AuditVerification;
 pub mod identity;
+pub mod nodes;
+#[cfg(test)]
+mod nodes_tests;
 pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;

@@ -150,15 +150,18 @@ pub enum TokenKind {
     /// `coffersvc_…`: a service token, which can only read the secrets bound to its service
     /// through the runtime API.
     Service,
+    /// `coffernode_…`: an edge node's token, which can only read the replication feed.
+    Node,
 }
 
 impl TokenKind {
-    const ALL: [TokenKind; 2] = [TokenKind::Api, TokenKind::Service];
+    const ALL: [TokenKind; 3] = [TokenKind::Api, TokenKind::Service, TokenKind::Node];
 
     pub fn prefix(self) -> &'static str {
         match self {
             TokenKind::Api => "coffer_",
             TokenKind::Service => "coffersvc_",
+            TokenKind::Node => "coffernode_",
         }
     }
 
@@ -197,7 +200,7 @@ impl ApiToken {
         ApiToken { id, kind, text }
     }
 
-    /// Parses the shape (prefix, id, secret length and alphabet) of a token of either kind.
+    /// Parses the shape (prefix, id, secret length and alphabet) of a token of any kind.
     /// Does not authenticate.
     ///
     /// The error never includes the input: a client that put its token in the wrong place
@@ -374,6 +377,15 @@ mod tests {
             let parsed = ApiToken::parse(text).expect("a generated service token parses");
             assert_eq!(parsed.kind(), TokenKind::Service);
             assert_eq!(parsed.id(), token_id());
+
+            let node = ApiToken::generate_kind(TokenKind::Node, token_id());
+            let text = node.expose_secret();
+            assert_eq!(text.len(), TokenKind::Node.len());
+            assert!(text.starts_with(&format!("coffernode_{}_", "5a".repeat(16))));
+            let parsed = ApiToken::parse(text).expect("a generated node token parses");
+            assert_eq!(parsed.kind(), TokenKind::Node);
+            assert_eq!(parsed.id(), token_id());
+            assert_eq!(parsed.expose_secret(), text);
         }
         let a = ApiToken::generate(token_id());
         let b = ApiToken::generate(token_id());
@@ -423,6 +435,13 @@ mod tests {
             good.replace("coffer_", "coffersvc_")[..TokenKind::Api.len()].to_owned(),
             format!("coffer_{id}_{secret}xxx"),
             format!("coffersvc{id}_{secret}"),
+            // The node prefix with the lengths of the other kinds, and near-miss prefixes.
+            good.replace("coffer_", "coffernode_")[..TokenKind::Api.len()].to_owned(),
+            format!("coffernode_{id}_{secret}")[..TokenKind::Service.len()].to_owned(),
+            format!("coffernode{id}_{secret}"),
+            format!("coffernodes_{id}_{}", &secret[1..]),
+            format!("Coffernode_{id}_{secret}"),
+            format!("coffernode_{id}_{secret}A"),
         ];
         for input in bad {
             let err = ApiToken::parse(&input).expect_err(&format!("accepted {input:?}"));

@@ -119,6 +119,9 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(Resource::Service) => {
                 ApiError::new(ErrorCode::ServiceNotFound, "service not found")
             }
+            CoreError::NotFound(Resource::Node) => {
+                ApiError::new(ErrorCode::NodeNotFound, "node not found")
+            }
             e @ CoreError::BindingDenied { .. } => ApiError::new(
                 ErrorCode::BindingAuthorizationFailed,
                 format!("Secrets store binding authorization failed: {e}"),
@@ -135,10 +138,10 @@ impl From<CoreError> for ApiError {
                 ApiError::new(ErrorCode::TokenAlreadyRevoked, e.to_string())
             }
             e @ CoreError::NameTaken { what, .. } => {
-                let code = if what == "store" {
-                    ErrorCode::StoreNameTaken
-                } else {
-                    ErrorCode::SecretNameTaken
+                let code = match what {
+                    "store" => ErrorCode::StoreNameTaken,
+                    "node" => ErrorCode::NodeNameTaken,
+                    _ => ErrorCode::SecretNameTaken,
                 };
                 ApiError::new(code, e.to_string())
             }

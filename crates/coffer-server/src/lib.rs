@@ -10,6 +10,7 @@ mod datadir;
 mod error;
 mod extract;
 mod limiter;
+mod nodes;
 mod query;
 mod router;
 mod runtime;

@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, audit, runtime, services, tokens};
+use crate::{accounts, audit, nodes, runtime, services, tokens};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -76,6 +76,8 @@ pub fn router(state: AppState) -> Router {
             get(tokens::get_token).delete(tokens::revoke_token),
         )
         .nest("/client/v4/accounts/{account_id}/secrets_store", secrets_store)
+        .route("/client/v4/nodes", get(nodes::list).post(nodes::create))
+        .route("/client/v4/nodes/{node_id}", get(nodes::get).delete(nodes::revoke))
         .route("/runtime/v1/bindings", get(runtime::read_all))
         .route("/runtime/v1/bindings/{binding}", get(runtime::read_binding))
         .route(

@@ -24,6 +24,9 @@
 //! - deleting a store or a secret leaves the bindings that name it; `current_value` finds
 //!   nothing through them until a secret of that name exists again;
 //! - another account's token is `NotFound(Token)` to `revoke_token`, revoked or not;
+//! - nodes list by `created`, then id byte-wise, revoked ones included; a node's name is
+//!   unique among the nodes not revoked (names compare exactly, byte-wise), and a new node
+//!   must not be revoked (`Invalid`); no account's deletion touches them;
 //! - a DEK carried by a write is stored (and logged, before the values under it) exactly once,
 //!   by the first write carrying it that succeeds, and never by one that fails;
 //! - after `shutdown`, writes fail with `Unavailable`;
@@ -61,6 +64,7 @@ mod change_log;
 mod concurrency;
 mod fixtures;
 mod listing;
+mod nodes;
 mod replication;
 mod secrets;
 mod services;
@@ -181,6 +185,11 @@ const CHECKS: &[Check] = checks![
     replication::snapshot_fails_when_its_receiver_goes,
     replication::record_access_batch_is_idempotent,
     replication::a_follower_sees_every_entry_once_in_order,
+    nodes::node_lifecycle,
+    nodes::node_names_are_unique_among_active_nodes,
+    nodes::node_changes_are_logged,
+    nodes::node_writes_append_audit_only_on_success,
+    nodes::concurrent_creates_of_one_node_name_admit_one,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

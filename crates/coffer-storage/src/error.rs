@@ -10,6 +10,7 @@ pub enum Entity {
     AuditCheckpoint,
     Service,
     ServiceToken,
+    Node,
 }
 
 /// Storage errors in domain terms. Never carries a value (storage never has one) and never a
@@ -28,7 +29,7 @@ pub enum StorageError {
     NameTaken { entity: Entity, name: String },
     #[error("store is not empty")]
     NotEmpty,
-    /// The token was revoked before; revoking it again changes nothing.
+    /// The token (or node) was revoked before; revoking it again changes nothing.
     #[error("token is already revoked")]
     AlreadyRevoked,
     #[error("secrets quota exceeded: quota {quota}, in use {usage}, requested {requested}")]

@@ -338,6 +338,26 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         service: ServiceId,
     ) -> Result<Vec<ServiceTokenRecord>>;
 
+    // ---- nodes ----
+
+    /// Registers an edge node. `NameTaken { entity: Node, name }` if a node that is not
+    /// revoked has that name (a revoked node's name may be used again); `AlreadyExists(Node)`
+    /// for a used id; `Invalid` for a record that is already revoked. Appends `NodePut` with
+    /// the hex of the token's HMAC (never the token).
+    async fn create_node(&self, node: NodeRecord, audit: &[AuditEntry]) -> Result<()>;
+    async fn get_node(&self, id: TokenId) -> Result<Option<NodeRecord>>;
+    /// Every node, revoked ones included, ordered by `created`, ties broken by id (byte-wise).
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Sets the node's `revoked` to `at` and returns the updated record. `NotFound(Node)` for
+    /// an unknown id; `AlreadyRevoked` if it was revoked before, in which case nothing is
+    /// written and the first revocation time stays. Appends `NodeRevoked`.
+    async fn revoke_node(
+        &self,
+        id: TokenId,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<NodeRecord>;
+
     // ---- runtime reads ----
 
     /// The secret named `name` in the account's store, if any (metadata only). `None` for a

@@ -8,6 +8,7 @@
 
 mod audit;
 mod codec;
+mod nodes;
 mod readers;
 mod reads;
 mod replica;
@@ -476,6 +477,29 @@ impl Storage for SqliteStorage {
         service: ServiceId,
     ) -> Result<Vec<ServiceTokenRecord>> {
         self.read(move |c| reads::list_service_tokens(c, account, service))
+            .await
+    }
+
+    async fn create_node(&self, node: crate::NodeRecord, audit: &[AuditEntry]) -> Result<()> {
+        self.write_audited(audit, move |cx| nodes::create_node(cx, &node))
+            .await
+    }
+
+    async fn get_node(&self, id: TokenId) -> Result<Option<crate::NodeRecord>> {
+        self.read(move |c| nodes::get_node(c, id)).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<crate::NodeRecord>> {
+        self.read(nodes::list_nodes).await
+    }
+
+    async fn revoke_node(
+        &self,
+        id: TokenId,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<crate::NodeRecord> {
+        self.write_audited(audit, move |cx| nodes::revoke_node(cx, id, at))
             .await
     }
 

@@ -12,8 +12,8 @@ mod timestamp;
 
 pub use id::{AccountId, DekId, IdError, SecretId, ServiceId, StoreId, TokenId};
 pub use name::{
-    BindingName, BindingNameError, NAME_MAX_LEN, NameError, NameKind, SERVICE_NAME_MAX_LEN,
-    SecretName, ServiceName, StoreName,
+    BindingName, BindingNameError, NAME_MAX_LEN, NODE_NAME_MAX_LEN, NameError, NameKind, NodeName,
+    NodeNameError, SERVICE_NAME_MAX_LEN, SecretName, ServiceName, StoreName,
 };
 pub use scope::{Scope, ScopeError, Scopes};
 pub use timestamp::Timestamp;

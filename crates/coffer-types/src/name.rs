@@ -121,6 +121,64 @@ impl fmt::Display for ServiceName {
     }
 }
 
+/// The longest node name, in characters (names are ASCII): a DNS label.
+pub const NODE_NAME_MAX_LEN: usize = 63;
+
+/// Why a string is not a valid node name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeNameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {NODE_NAME_MAX_LEN} characters (got {0})")]
+    TooLong(usize),
+    #[error("may only contain ASCII letters, digits, '-', '_' and '.'")]
+    BadCharacter,
+}
+
+/// The name of an edge node, unique among the nodes that are not revoked: 1 to
+/// [`NODE_NAME_MAX_LEN`] ASCII letters, digits, `-`, `_` and `.` (so a host name such as
+/// `edge-1.fra` fits).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(String);
+
+impl NodeName {
+    pub fn parse(s: &str) -> Result<NodeName, NodeNameError> {
+        if s.is_empty() {
+            return Err(NodeNameError::Empty);
+        }
+        if s.len() > NODE_NAME_MAX_LEN {
+            return Err(NodeNameError::TooLong(s.len()));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(NodeNameError::BadCharacter);
+        }
+        Ok(NodeName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for NodeName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Why a string is not a valid binding name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindingNameError {
@@ -203,6 +261,41 @@ mod tests {
         assert_eq!(
             BindingName::parse(&"K".repeat(256)),
             Err(BindingNameError::TooLong(256))
+        );
+    }
+
+    #[test]
+    fn node_names() {
+        for ok in ["edge-1", "edge_1.fra", "a", "EDGE.2", "1", &"n".repeat(63)] {
+            assert_eq!(NodeName::parse(ok).unwrap().as_str(), ok);
+        }
+        assert_eq!(NodeName::parse(""), Err(NodeNameError::Empty));
+        assert_eq!(
+            NodeName::parse(&"n".repeat(64)),
+            Err(NodeNameError::TooLong(64))
+        );
+        // A multi-byte character counts by bytes, so it cannot sneak past the length check.
+        assert_eq!(
+            NodeName::parse(&"é".repeat(32)),
+            Err(NodeNameError::TooLong(64))
+        );
+        for bad in [
+            "a b", "a/b", "é", "a\0", "edge:1", "a\n", "[x]", "a`b", "a@b",
+        ] {
+            assert_eq!(
+                NodeName::parse(bad),
+                Err(NodeNameError::BadCharacter),
+                "{bad:?}"
+            );
+        }
+        // The message names the problem and the allowed characters.
+        assert_eq!(
+            NodeNameError::BadCharacter.to_string(),
+            "may only contain ASCII letters, digits, '-', '_' and '.'"
+        );
+        assert_eq!(
+            NodeNameError::TooLong(64).to_string(),
+            "must be at most 63 characters (got 64)"
         );
     }
 

@@ -4,6 +4,7 @@ mod account;
 mod audit;
 mod deploy;
 mod init;
+mod node;
 pub mod run;
 mod secret;
 mod serve;
@@ -59,6 +60,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit { conn, command } => audit::run(&conn, command).await,
         Command::Deploy { conn, args } => deploy::run(&conn, args).await,
         Command::Service { conn, command } => service::run(&conn, command).await,
+        Command::Node { conn, command } => node::run(&conn, command).await,
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }
@@ -71,7 +73,8 @@ fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
 }
 
 /// The client for a command that acts on the instance rather than on one account (`account
-/// create`, `list`, `delete`): the account id is not needed, and not used if given.
+/// create`, `list`, `delete`, and `node ...`): the account id is not needed, and not used if
+/// given.
 fn connect_instance(conn: &ConnArgs) -> anyhow::Result<Client> {
     connect_to(conn, false)
 }

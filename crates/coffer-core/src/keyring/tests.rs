@@ -292,8 +292,8 @@ async fn kek_calls_happen_once_per_key() {
     let keys = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (3, 3),
-        "first open: the three instance MAC keys (API tokens, audit, service tokens) are made (a wrap each) and read back (an unwrap each)"
+        (4, 4),
+        "first open: the four instance MAC keys (API tokens, audit, service tokens, node tokens) are made (a wrap each) and read back (an unwrap each)"
     );
     let sealing = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &sealing).await;
@@ -303,27 +303,27 @@ async fn kek_calls_happen_once_per_key() {
     }
     assert_eq!(
         f.kek.counts(),
-        (4, 3),
+        (5, 4),
         "one wrap for the new DEK; it is cached, so opening it needs no unwrap"
     );
 
     let restarted = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (4, 6),
-        "a later open unwraps the three stored MAC keys once each and wraps nothing"
+        (5, 8),
+        "a later open unwraps the four stored MAC keys once each and wraps nothing"
     );
     for _ in 0..10 {
         restarted.opening_key(f.account, sealing.id).await.unwrap();
     }
-    assert_eq!(f.kek.counts(), (4, 7), "10 opens, one unwrap");
+    assert_eq!(f.kek.counts(), (5, 9), "10 opens, one unwrap");
     assert_eq!(
         restarted.sealing_key(f.account).await.unwrap().id,
         sealing.id
     );
     assert_eq!(
         f.kek.counts(),
-        (4, 7),
+        (5, 9),
         "reusing the stored DEK for sealing is served from the cache too"
     );
 }
@@ -426,4 +426,35 @@ async fn mac_key_survives_restart_and_needs_the_right_kek() {
         .await
         .unwrap_err();
     assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn node_mac_key_is_its_own_and_survives_restart() {
+    let f = fixture().await;
+    let id = coffer_types::TokenId::from_bytes([9; 16]);
+    let node = coffer_crypto::ApiToken::generate_kind(coffer_crypto::TokenKind::Node, id);
+    let keys = keyring(&f, DekPolicy::default()).await;
+    let hash = keys.node_mac().hash_token(&node);
+    assert!(
+        keyring(&f, DekPolicy::default())
+            .await
+            .node_mac()
+            .verify_token(&node, &hash),
+        "the node-token key is stored (wrapped) and reloaded"
+    );
+    // Each key hashes differently: holding one verifies no token of another kind.
+    assert_ne!(hash.0, keys.mac().hash_token(&node).0);
+    assert_ne!(hash.0, keys.service_mac().hash_token(&node).0);
+    assert_ne!(hash.0, keys.audit_mac().hash_token(&node).0);
+    let stored = f
+        .storage
+        .get_instance_key("node-token-mac")
+        .await
+        .unwrap()
+        .expect("stored under its purpose");
+    for other in ["token-mac", "service-token-mac", "audit-mac"] {
+        let key = f.storage.get_instance_key(other).await.unwrap().unwrap();
+        assert_ne!(key.id, stored.id, "{other}");
+        assert_ne!(key.wrapped, stored.wrapped, "{other}");
+    }
 }

@@ -45,6 +45,10 @@ pub struct Target {
     /// The binding name, for `bind`, `unbind` and `access` entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<TokenId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
 }
 
 impl Target {
@@ -125,6 +129,16 @@ impl Target {
             service_id: Some(service.id),
             service_name: Some(service.name.as_str().to_owned()),
             binding: Some(binding.to_owned()),
+            ..Target::default()
+        }
+    }
+
+    /// An edge node (instance-level: recorded in the operator's account).
+    pub fn node(id: Option<TokenId>, name: Option<&str>) -> Target {
+        Target {
+            kind: "node",
+            node_id: id,
+            node_name: name.map(str::to_owned),
             ..Target::default()
         }
     }

@@ -138,15 +138,27 @@ impl Coffer {
     ) -> Result<Principal, CoreError> {
         let token =
             ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_TOKEN))?;
-        if token.kind() == coffer_crypto::TokenKind::Service {
-            // Said only of a token that is valid: a guess learns nothing from the message.
-            return Err(if self.is_service_token(&token).await? {
-                CoreError::WrongTokenKind(
-                    "a service token can only read its service's bound secrets through /runtime/v1; this API needs an API token",
-                )
-            } else {
-                CoreError::Unauthenticated(INVALID_TOKEN)
-            });
+        // Said only of a token that is valid: a guess learns nothing from the message.
+        match token.kind() {
+            coffer_crypto::TokenKind::Api => {}
+            coffer_crypto::TokenKind::Service => {
+                return Err(if self.is_service_token(&token).await? {
+                    CoreError::WrongTokenKind(
+                        "a service token can only read its service's bound secrets through /runtime/v1; this API needs an API token",
+                    )
+                } else {
+                    CoreError::Unauthenticated(INVALID_TOKEN)
+                });
+            }
+            coffer_crypto::TokenKind::Node => {
+                return Err(if self.is_node_token(&token).await? {
+                    CoreError::WrongTokenKind(
+                        "a node token can only read the replication feed; this API needs an API token",
+                    )
+                } else {
+                    CoreError::Unauthenticated(INVALID_TOKEN)
+                });
+            }
         }
         let record = match self.token_cache.get(token.id()) {
             Some(record) => record,

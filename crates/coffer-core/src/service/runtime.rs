@@ -193,9 +193,9 @@ struct Resolved {
 }
 
 impl Coffer {
-    /// Authenticates a service token. An API token gets `WrongTokenKind` if it is valid (and
-    /// the usual `Unauthenticated` if not), so a caller learns nothing about a token it
-    /// cannot present.
+    /// Authenticates a service token. An API or node token gets `WrongTokenKind` if it is
+    /// valid (and the usual `Unauthenticated` if not), so a caller learns nothing about a token
+    /// it cannot present.
     pub async fn authenticate_service(
         &self,
         bearer: &str,
@@ -203,11 +203,23 @@ impl Coffer {
     ) -> Result<ServicePrincipal, CoreError> {
         let token = ApiToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
-        if token.kind() == TokenKind::Api {
-            self.authenticate(bearer, context).await?;
-            return Err(CoreError::WrongTokenKind(
-                "API tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
-            ));
+        match token.kind() {
+            TokenKind::Service => {}
+            TokenKind::Api => {
+                self.authenticate(bearer, context).await?;
+                return Err(CoreError::WrongTokenKind(
+                    "API tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
+                ));
+            }
+            TokenKind::Node => {
+                return Err(if self.is_node_token(&token).await? {
+                    CoreError::WrongTokenKind(
+                        "node tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
+                    )
+                } else {
+                    CoreError::Unauthenticated(INVALID_SERVICE_TOKEN)
+                });
+            }
         }
         let record = self.service_token_row(token.id()).await?;
         self.check_service_token(&token, record.as_ref())

@@ -14,6 +14,7 @@ mod concurrency;
 mod limits;
 mod lists;
 mod mutations;
+mod nodes;
 mod ops;
 mod permissions;
 mod runtime;

@@ -79,6 +79,8 @@ pub enum Fresh {
     Token,
     /// `{v}` is a new service (bound to the shared secret) and `{w}` its token.
     Service,
+    /// `{d}` is a new edge node.
+    Node,
 }
 
 /// A response check beyond the status, for an allowed call: `(response, is_operator,
@@ -90,8 +92,11 @@ pub type Verify = fn(&Resp, bool, &str) -> Result<(), String>;
 pub struct Route {
     pub name: &'static str,
     pub method: Method,
-    /// Under `/client/v4/accounts`, over `{a}` (account), `{s}` (store), `{x}` (secret), `{t}`
-    /// (token), `{v}` (service), `{w}` (service token) and `{n}` (a fresh name).
+    /// What `template` is under: `/client/v4/accounts` ([`V4`]), or `/client/v4` for the
+    /// instance-level routes (nodes).
+    pub root: &'static str,
+    /// Under `root`, over `{a}` (account), `{s}` (store), `{x}` (secret), `{t}` (token), `{v}`
+    /// (service), `{w}` (service token), `{d}` (node) and `{n}` (a fresh name).
     pub template: &'static str,
     /// A JSON body over the same placeholders.
     pub body: Option<&'static str>,
@@ -123,6 +128,7 @@ pub struct Ids {
     pub t: String,
     pub v: String,
     pub w: String,
+    pub d: String,
     pub n: String,
 }
 
@@ -134,6 +140,7 @@ impl Ids {
             .replace("{t}", &self.t)
             .replace("{v}", &self.v)
             .replace("{w}", &self.w)
+            .replace("{d}", &self.d)
             .replace("{n}", &self.n)
     }
 
@@ -146,6 +153,7 @@ impl Ids {
             t: random_id(),
             v: random_id(),
             w: random_id(),
+            d: random_id(),
             n: format!("n{}", random_tag()),
         }
     }
@@ -153,7 +161,7 @@ impl Ids {
 
 impl Route {
     pub fn uri(&self, ids: &Ids) -> String {
-        format!("{V4}{}", ids.fill(self.template))
+        format!("{}{}", self.root, ids.fill(self.template))
     }
 
     pub fn body(&self, ids: &Ids) -> Option<Value> {
@@ -203,6 +211,7 @@ pub fn routes() -> Vec<Route> {
     let row = |name, method, template, body, need, fresh| Route {
         name,
         method,
+        root: V4,
         template,
         body,
         need,
@@ -474,6 +483,44 @@ pub fn routes() -> Vec<Route> {
             Bind,
             Service,
         ),
+        // ---- edge nodes (instance-level) ----
+        Route {
+            root: API,
+            ..row("list nodes", Method::GET, "/nodes", None, Operator, Nothing)
+        },
+        Route {
+            root: API,
+            ..row(
+                "create node",
+                Method::POST,
+                "/nodes",
+                Some(r#"{"name": "{n}"}"#),
+                Operator,
+                Nothing,
+            )
+        },
+        Route {
+            root: API,
+            ..row(
+                "get node",
+                Method::GET,
+                "/nodes/{d}",
+                None,
+                Operator,
+                Nothing,
+            )
+        },
+        Route {
+            root: API,
+            ..row(
+                "revoke node",
+                Method::DELETE,
+                "/nodes/{d}",
+                None,
+                Operator,
+                Fresh::Node,
+            )
+        },
     ]
 }
 
@@ -509,6 +556,7 @@ pub async fn world() -> World {
     let service = h
         .deploy_secrets("shared-service", &[("BOUND", &store, "SHARED")])
         .await;
+    let node = h.create_node("shared-node").await;
     let a_ids = Ids {
         a: h.account.clone(),
         s: store,
@@ -516,6 +564,7 @@ pub async fn world() -> World {
         t: target.id,
         v: service.id.clone(),
         w: service_token_id(service.token()),
+        d: node.id,
         n: "unused".into(),
     };
 
@@ -557,6 +606,8 @@ pub async fn world() -> World {
         t: b_admin.id.clone(),
         v: assert_hex_id(&b_service["id"]),
         w: service_token_id(b_service["service_token"].as_str().expect("service_token")),
+        // Nodes belong to the instance, not to B: routes naming one never name an account.
+        d: random_id(),
         n: "unused".into(),
     };
     World {
@@ -601,14 +652,19 @@ impl World {
                 ids.v = svc.id.clone();
                 ids.w = service_token_id(svc.token());
             }
+            Fresh::Node => ids.d = h.create_node(&format!("fresh-{}", random_tag())).await.id,
         }
         ids
     }
 
     /// Everything a write could change: A's stores, secrets, services (with their tokens) and
-    /// quota, the change log head, every account and every token.
+    /// quota, the change log head, every account and every token, and every node.
     pub async fn state(&self) -> (Snapshot, Value) {
-        (self.h.snapshot().await, self.h.identity_snapshot().await)
+        let mut identity = self.h.identity_snapshot().await;
+        if let Value::Array(items) = &mut identity {
+            items.push(json!({ "nodes": self.h.nodes_state().await }));
+        }
+        (self.h.snapshot().await, identity)
     }
 }
 
@@ -853,5 +909,62 @@ async fn a_service_token_is_refused_on_every_endpoint() {
     assert!(
         w.state().await == before,
         "a request with a service token wrote something"
+    );
+}
+
+/// A node token on every control-plane endpoint: 403 wrong_token_kind, whatever the route
+/// needs, and an unknown, forged or revoked node token 401; nothing is written.
+#[tokio::test]
+async fn a_node_token_is_refused_on_every_endpoint() {
+    let w = world().await;
+    let h = &w.h;
+    let token = h.create_node("probe").await.token;
+    let revoked = h.create_node("revoked-probe").await;
+    assert_ok(
+        &h.raw_abs(Method::DELETE, &nodes_uri(Some(&revoked.id)), None, "")
+            .await,
+    );
+    let forged = format!("{}{}", &token[.."coffernode_".len() + 33], "A".repeat(43));
+    let unknown = format!("coffernode_{}_{}", random_id(), "A".repeat(43));
+    let before = w.state().await;
+    let mut failures = Vec::new();
+    for route in routes() {
+        let ids = Ids {
+            n: format!("n{}", random_tag()),
+            ..w.a_ids.clone()
+        };
+        let case = format!("{} ({} {})", route.name, route.method, route.template);
+        let r = route.call(h, &ids, Some(&format!("Bearer {token}"))).await;
+        match error_of(&r) {
+            Some((StatusCode::FORBIDDEN, 1104, message)) if message.contains("node token") => {}
+            _ => failures.push(format!(
+                "{case}, node token: expected 403 1104, got {}",
+                describe(&r)
+            )),
+        }
+        for (what, bad) in [
+            ("forged", &forged),
+            ("unknown", &unknown),
+            ("revoked", &revoked.token),
+        ] {
+            let r = route.call(h, &ids, Some(&format!("Bearer {bad}"))).await;
+            match error_of(&r) {
+                Some((StatusCode::UNAUTHORIZED, 1100, _)) => {}
+                _ => failures.push(format!(
+                    "{case}, {what} node token: expected 401 1100, got {}",
+                    describe(&r)
+                )),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of the node-token cases are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        w.state().await == before,
+        "a request with a node token wrote something"
     );
 }

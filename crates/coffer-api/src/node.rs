@@ -1,0 +1,66 @@
+//! Edge nodes (`/client/v4/nodes`): Coffer's own, instance-level and operator-only. A node's
+//! token lets it read the replication feed and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SecretValue;
+
+/// A node's metadata. Its token is never part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The id of the node and of its token (the token's `coffernode_<id>_...` part).
+    pub id: String,
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339; `null` while the node is active.
+    pub revoked: Option<String>,
+}
+
+/// `POST /client/v4/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNode {
+    pub name: String,
+}
+
+/// The create response: the node and, this once, its token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedNode {
+    #[serde(flatten)]
+    pub node: Node,
+    pub node_token: SecretValue,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_node_is_flat_and_redacted_in_debug() {
+        let created = CreatedNode {
+            node: Node {
+                id: "a".repeat(32),
+                name: "edge-1".into(),
+                created: "2025-01-01T00:00:00Z".into(),
+                revoked: None,
+            },
+            node_token: SecretValue::new("coffernode_hunter2".into()),
+        };
+        let v = serde_json::to_value(&created).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "a".repeat(32),
+                "name": "edge-1",
+                "created": "2025-01-01T00:00:00Z",
+                "revoked": null,
+                "node_token": "coffernode_hunter2",
+            })
+        );
+        let back: CreatedNode = serde_json::from_value(v).unwrap();
+        assert_eq!(back.node, created.node);
+        assert!(!format!("{created:?}").contains("hunter2"));
+        assert!(serde_json::from_str::<CreateNode>(r#"{"name":"a","x":1}"#).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! Edge nodes: the operator registers them, and each gets a node token (`coffernode_…`) that
+//! may read the replication feed and nothing else.
+//!
+//! Who may do what: only the instance operator registers, lists, reads and revokes nodes
+//! (`Principal::require_operator`); every other token is refused and the refusal is audited in
+//! its own account. Nodes belong to the instance, not to an account, so the entries recording
+//! their changes go to the operator's account, like the operator's other instance-level acts.
+//! Entries hold ids and names only, never the token.
+//!
+//! Node tokens are hashed with their own instance key ("node-token-mac"), so a relay can check
+//! the tokens of the nodes below it (their hashes are in the feed, `Change::NodePut`) without
+//! holding the keys that check API or service tokens.
+//!
+//! Authentication reads node rows through a small cache that follows the runtime cache's rule
+//! (see `runtime.rs`): an entry is used only while the change-log head it was read at is
+//! unchanged, and every node write appends to the log before it is acknowledged, so a
+//! revocation acts on the very next request.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use coffer_crypto::{ApiToken, TokenHash, TokenKind, random_id};
+use coffer_storage::NodeRecord;
+use coffer_types::{NodeName, Timestamp, TokenId};
+
+use super::Coffer;
+use super::audit::{Details, Target};
+use crate::{CoreError, Principal, RequestContext, Resource};
+
+const INVALID_NODE_TOKEN: &str = "invalid node token";
+
+/// Rows kept at most; past it the cache is emptied (and refilled on demand). Only rows that
+/// exist are cached, so this bounds nothing an unauthenticated caller controls.
+const NODE_CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Debug, Default)]
+struct NodeCacheInner {
+    /// The change-log head every row below was read at (or after).
+    head: u64,
+    rows: HashMap<TokenId, NodeRecord>,
+}
+
+/// Node rows by id for authentication; see the module comment.
+#[derive(Debug, Default)]
+pub(crate) struct NodeCache {
+    inner: RwLock<NodeCacheInner>,
+}
+
+impl NodeCache {
+    fn get(&self, head: u64, id: TokenId) -> Option<NodeRecord> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        if inner.head != head {
+            return None;
+        }
+        inner.rows.get(&id).cloned()
+    }
+
+    /// Keeps a row read from storage after observing `head`: not at all if the cache has moved
+    /// past `head` (the row may be stale), after dropping everything older if `head` is newer.
+    fn fill(&self, head: u64, row: NodeRecord) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if head < inner.head {
+            return;
+        }
+        if head > inner.head || inner.rows.len() >= NODE_CACHE_CAPACITY {
+            inner.rows.clear();
+            inner.head = head;
+        }
+        inner.rows.insert(row.id, row);
+    }
+}
+
+impl Coffer {
+    /// Registers an edge node (instance operator only) and returns it with its node token,
+    /// which is shown here and never again. `NameTaken` if a node that is not revoked has the
+    /// name.
+    pub async fn create_node(
+        &self,
+        who: &Principal,
+        name: NodeName,
+    ) -> Result<(NodeRecord, ApiToken), CoreError> {
+        self.check_operator(who, None, "create", Target::node(None, Some(name.as_str())))
+            .await?;
+        let id = TokenId::from_bytes(random_id());
+        let token = ApiToken::generate_kind(TokenKind::Node, id);
+        let hash = self.keys.node_mac().hash_token(&token);
+        let record = NodeRecord {
+            id,
+            name: name.into_string(),
+            hash: hash.0,
+            created: Timestamp::now(),
+            revoked: None,
+        };
+        let entry = self.change_entry(
+            who,
+            who.account_id,
+            "create",
+            Target::node(Some(id), Some(&record.name)),
+            Details::default(),
+        )?;
+        self.storage.create_node(record.clone(), &[entry]).await?;
+        Ok((record, token))
+    }
+
+    /// Every node, revoked ones included, oldest first (instance operator only).
+    pub async fn list_nodes(&self, who: &Principal) -> Result<Vec<NodeRecord>, CoreError> {
+        self.check_operator(who, None, "list", Target::node(None, None))
+            .await?;
+        Ok(self.storage.list_nodes().await?)
+    }
+
+    /// One node (instance operator only); `NotFound(Node)` for an unknown id.
+    pub async fn get_node(&self, who: &Principal, id: TokenId) -> Result<NodeRecord, CoreError> {
+        self.check_operator(who, None, "read", Target::node(Some(id), None))
+            .await?;
+        self.storage
+            .get_node(id)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Node))
+    }
+
+    /// Revokes a node (instance operator only): its token stops working on the very next
+    /// request, here and, once the revocation reaches them through the feed, on relays.
+    /// `NotFound(Node)` for an unknown id, `AlreadyRevoked` for a revoked node.
+    pub async fn revoke_node(&self, who: &Principal, id: TokenId) -> Result<NodeRecord, CoreError> {
+        self.check_operator(who, None, "revoke", Target::node(Some(id), None))
+            .await?;
+        let existing = self.storage.get_node(id).await?;
+        let name = existing.as_ref().map(|n| n.name.as_str());
+        let entry = self.change_entry(
+            who,
+            who.account_id,
+            "revoke",
+            Target::node(Some(id), name),
+            Details::default(),
+        )?;
+        Ok(self
+            .storage
+            .revoke_node(id, Timestamp::now(), &[entry])
+            .await?)
+    }
+
+    /// Authenticates a node token: parsed, looked up by id, its keyed hash compared in
+    /// constant time, refused if revoked. A valid token of another kind gets `WrongTokenKind`
+    /// (and an invalid one the usual `Unauthenticated`), so a caller learns nothing about a
+    /// token it cannot present. No message contains the token.
+    pub async fn authenticate_node(
+        &self,
+        bearer: &str,
+        context: RequestContext,
+    ) -> Result<NodeRecord, CoreError> {
+        let token =
+            ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
+        match token.kind() {
+            TokenKind::Node => {}
+            TokenKind::Api => {
+                // Checked as on the control plane (a failed attempt with a real id is audited).
+                self.authenticate(bearer, context).await?;
+                return Err(CoreError::WrongTokenKind(
+                    "API tokens cannot read the replication feed; an edge node reads it with its node token (coffernode_...)",
+                ));
+            }
+            TokenKind::Service => {
+                return Err(if self.is_service_token(&token).await? {
+                    CoreError::WrongTokenKind(
+                        "a service token can only read its service's bound secrets through /runtime/v1; the replication feed needs a node token (coffernode_...)",
+                    )
+                } else {
+                    CoreError::Unauthenticated(INVALID_NODE_TOKEN)
+                });
+            }
+        }
+        let record = self.node_row(token.id()).await?;
+        check_node_token(self, &token, record)
+    }
+
+    /// Checks a node token from the cache alone, without touching storage: `None` unless the
+    /// token is cached and valid. For a rate-limited address presenting a known-good token.
+    pub fn authenticate_node_cached(&self, bearer: &str) -> Option<NodeRecord> {
+        let token = ApiToken::parse(bearer).ok()?;
+        if token.kind() != TokenKind::Node {
+            return None;
+        }
+        let record = self
+            .node_cache
+            .get(self.storage.committed_head(), token.id())?;
+        check_node_token(self, &token, Some(record)).ok()
+    }
+
+    /// Whether `token` is a valid node token; for the other APIs, which refuse such tokens with
+    /// a message that says what they are for.
+    pub(crate) async fn is_node_token(&self, token: &ApiToken) -> Result<bool, CoreError> {
+        let record = self.node_row(token.id()).await?;
+        Ok(check_node_token(self, token, record).is_ok())
+    }
+
+    async fn node_row(&self, id: TokenId) -> Result<Option<NodeRecord>, CoreError> {
+        // The head is read before storage, so a row is never tagged newer than it is.
+        let head = self.storage.committed_head();
+        if let Some(row) = self.node_cache.get(head, id) {
+            return Ok(Some(row));
+        }
+        let row = self.storage.get_node(id).await?;
+        if let Some(row) = &row {
+            self.node_cache.fill(head, row.clone());
+        }
+        Ok(row)
+    }
+}
+
+fn check_node_token(
+    coffer: &Coffer,
+    token: &ApiToken,
+    record: Option<NodeRecord>,
+) -> Result<NodeRecord, CoreError> {
+    let record = record.ok_or(CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
+    // The lookup by id is not secret; the comparison of the keyed hash is constant-time.
+    if !coffer
+        .keys
+        .node_mac()
+        .verify_token(token, &TokenHash(record.hash))
+    {
+        return Err(CoreError::Unauthenticated(INVALID_NODE_TOKEN));
+    }
+    if record.revoked.is_some() {
+        return Err(CoreError::Unauthenticated("node token has been revoked"));
+    }
+    Ok(record)
+}

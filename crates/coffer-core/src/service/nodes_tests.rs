@@ -1,0 +1,412 @@
+//! Edge nodes at the core level: operator-only management (audited, denials too), and node
+//! tokens that authenticate only as nodes.
+
+use std::sync::Arc;
+
+use coffer_crypto::{ApiToken, FileKek, KekProvider, Plaintext, TokenKind};
+use coffer_storage::{Change, SqliteStorage, Storage};
+use coffer_types::{
+    AccountId, BindingName, NodeName, Scope, Scopes, SecretName, ServiceName, StoreName, TokenId,
+};
+
+use crate::{
+    Coffer, Comment, CoreError, CreateSecretItem, DekPolicy, Deploy, Limits, NewToken, Permission,
+    Principal, RequestContext, Resource, Role,
+};
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    coffer: Coffer,
+    op: Principal,
+    account: AccountId,
+}
+
+async fn fx() -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let coffer = Coffer::open(storage, kek, Limits::default(), DekPolicy::default())
+        .await
+        .unwrap();
+    let (account, token) = coffer.bootstrap("acme").await.unwrap();
+    let op = coffer
+        .authenticate(token.expose_secret(), RequestContext::default())
+        .await
+        .unwrap();
+    Fx {
+        _dir: dir,
+        coffer,
+        op,
+        account,
+    }
+}
+
+fn name(s: &str) -> NodeName {
+    NodeName::parse(s).unwrap()
+}
+
+fn ctx() -> RequestContext {
+    RequestContext {
+        request_id: "req-1".into(),
+        client: Some("192.0.2.7".into()),
+    }
+}
+
+impl Fx {
+    async fn node(&self, n: &str) -> (coffer_storage::NodeRecord, ApiToken) {
+        self.coffer.create_node(&self.op, name(n)).await.unwrap()
+    }
+
+    /// A real API token of `account` with `role` (never an operator), authenticated.
+    async fn api_token(&self, account: AccountId, role: Role) -> (ApiToken, Principal) {
+        let (_, token) = self
+            .coffer
+            .create_token(
+                &self.op,
+                account,
+                NewToken {
+                    name: format!("t-{}", role.as_str()),
+                    role,
+                    expires: None,
+                },
+            )
+            .await
+            .unwrap();
+        let who = self
+            .coffer
+            .authenticate(token.expose_secret(), ctx())
+            .await
+            .unwrap();
+        (token, who)
+    }
+
+    /// A service token of a freshly deployed service.
+    async fn service_token(&self) -> ApiToken {
+        let store = self
+            .coffer
+            .create_store(&self.op, self.account, StoreName::parse("prod").unwrap())
+            .await
+            .unwrap()
+            .id;
+        self.coffer
+            .create_secrets(
+                &self.op,
+                self.account,
+                store,
+                vec![CreateSecretItem {
+                    name: SecretName::parse("k").unwrap(),
+                    value: Plaintext::new(b"v".to_vec()),
+                    scopes: Scopes::new([Scope::Workers]),
+                    comment: Comment::default(),
+                }],
+            )
+            .await
+            .unwrap();
+        let deploy = Deploy {
+            name: ServiceName::parse("svc").unwrap(),
+            kind: Scope::Workers,
+            secrets: vec![coffer_storage::SecretBindingRecord {
+                binding: BindingName::parse("K").unwrap(),
+                store_id: store,
+                secret_name: SecretName::parse("k").unwrap(),
+            }],
+            stores: vec![],
+        };
+        self.coffer
+            .deploy_service(&self.op, self.account, deploy)
+            .await
+            .unwrap()
+            .token
+            .unwrap()
+    }
+
+    async fn audit_payloads(&self, account: AccountId) -> Vec<serde_json::Value> {
+        self.coffer
+            .storage()
+            .audit_entries(account, 0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.entry.payload).unwrap())
+            .collect()
+    }
+
+    async fn head(&self) -> u64 {
+        self.coffer.storage().change_head().await.unwrap()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The same token text with another secret part (same id, same length, canonical encoding).
+fn with_other_secret(token: &ApiToken) -> String {
+    let text = token.expose_secret();
+    let (head, secret) = text.split_at(text.len() - 43);
+    let replacement = if secret.starts_with('A') { "B" } else { "A" };
+    format!("{head}{replacement}{}", &secret[1..])
+}
+
+#[tokio::test]
+async fn the_operator_registers_lists_reads_and_revokes_nodes() {
+    let f = fx().await;
+    let head = f.head().await;
+    let (a, token) = f.node("edge-1.fra").await;
+    assert_eq!(token.kind(), TokenKind::Node);
+    assert_eq!(token.id(), a.id);
+    assert!(token.expose_secret().starts_with("coffernode_"));
+    assert_eq!(a.name, "edge-1.fra");
+    assert_eq!(a.revoked, None);
+    assert_eq!(
+        a.hash,
+        f.coffer.keys.node_mac().hash_token(&token).0,
+        "stored: the HMAC under the node-token key"
+    );
+    assert_ne!(a.hash, f.coffer.keys.mac().hash_token(&token).0);
+    assert_ne!(a.hash, f.coffer.keys.service_mac().hash_token(&token).0);
+
+    // The change log carries the hash, never the token.
+    let log = f.coffer.storage().changes_after(head, 100).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        log[0].change().unwrap(),
+        Change::NodePut {
+            node_id: a.id,
+            name: "edge-1.fra".into(),
+            hash_hex: hex(&a.hash),
+        }
+    );
+    assert!(!String::from_utf8_lossy(&log[0].payload).contains(token.expose_secret()));
+
+    let (b, _) = f.node("edge-2").await;
+    assert_eq!(
+        f.coffer.list_nodes(&f.op).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(f.coffer.get_node(&f.op, a.id).await.unwrap(), a);
+
+    // One active node per name; the name is free again once it is revoked.
+    match f.coffer.create_node(&f.op, name("edge-2")).await {
+        Err(e @ CoreError::NameTaken { what: "node", .. }) => {
+            assert!(e.to_string().contains("\"edge-2\""), "{e}");
+        }
+        other => panic!("a second active edge-2: {other:?}"),
+    }
+    let revoked = f.coffer.revoke_node(&f.op, b.id).await.unwrap();
+    assert!(revoked.revoked.is_some());
+    assert_eq!(f.coffer.get_node(&f.op, b.id).await.unwrap(), revoked);
+    let (again, _) = f.node("edge-2").await;
+    assert_ne!(again.id, b.id);
+    assert!(matches!(
+        f.coffer.revoke_node(&f.op, b.id).await,
+        Err(CoreError::AlreadyRevoked)
+    ));
+    let unknown = TokenId::from_bytes([0x42; 16]);
+    assert!(matches!(
+        f.coffer.get_node(&f.op, unknown).await,
+        Err(CoreError::NotFound(Resource::Node))
+    ));
+    assert!(matches!(
+        f.coffer.revoke_node(&f.op, unknown).await,
+        Err(CoreError::NotFound(Resource::Node))
+    ));
+
+    // Audited in the operator's account: ids and names, never the token or its hash.
+    let entries = f.audit_payloads(f.account).await;
+    let nodes: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["resource"]["type"] == "node")
+        .collect();
+    let actions: Vec<(&str, &str)> = nodes
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["resource"]["node_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("create", "edge-1.fra"),
+            ("create", "edge-2"),
+            ("revoke", "edge-2"),
+            ("create", "edge-2"),
+        ],
+        "one entry per change; reads and refused writes record nothing"
+    );
+    assert_eq!(nodes[0]["resource"]["node_id"], a.id.to_string());
+    assert_eq!(nodes[2]["resource"]["node_id"], b.id.to_string());
+    assert_eq!(nodes[0]["actor"]["operator"], true);
+    assert_eq!(nodes[0]["outcome"], "success");
+    let all = serde_json::to_string(&entries).unwrap();
+    assert!(!all.contains(token.expose_secret()));
+    assert!(!all.contains(&token.expose_secret()["coffernode_".len() + 33..]));
+    assert!(!all.contains(&hex(&a.hash)));
+}
+
+#[tokio::test]
+async fn everyone_but_the_operator_is_refused_and_the_refusal_audited() {
+    let f = fx().await;
+    let (node, _) = f.node("edge-1").await;
+    let other = f.coffer.create_account(&f.op, "team-b").await.unwrap().id;
+    let mut callers = Vec::new();
+    for role in Role::ALL {
+        callers.push(f.api_token(f.account, role).await.1);
+        callers.push(f.api_token(other, role).await.1);
+    }
+    // An operator flag on a lesser role does not make an operator.
+    callers.push(Principal {
+        operator: true,
+        role: Role::SecretsStoreAdmin,
+        ..f.op.clone()
+    });
+    let head = f.head().await;
+    let before = f.coffer.list_nodes(&f.op).await.unwrap();
+    for who in &callers {
+        let denied = |r: Result<_, CoreError>| {
+            assert!(
+                matches!(r, Err(CoreError::Forbidden(Permission::Operator))),
+                "{:?}/{}: {:?}",
+                who.role,
+                who.account_id,
+                r.map(|_| ())
+            );
+        };
+        let audited_before = f.audit_payloads(who.account_id).await.len();
+        denied(f.coffer.create_node(who, name("sneaky")).await.map(drop));
+        denied(f.coffer.list_nodes(who).await.map(drop));
+        denied(f.coffer.get_node(who, node.id).await.map(drop));
+        denied(f.coffer.revoke_node(who, node.id).await.map(drop));
+        let entries = f.audit_payloads(who.account_id).await;
+        let denials: Vec<(&str, &str)> = entries[audited_before..]
+            .iter()
+            .map(|e| {
+                assert_eq!(e["resource"]["type"], "node", "{e}");
+                assert_eq!(e["reason"], "missing permission instance:operator", "{e}");
+                assert_eq!(e["actor"]["token_id"], who.token_id.to_string());
+                (
+                    e["action"].as_str().unwrap(),
+                    e["outcome"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            denials,
+            [
+                ("create", "denied"),
+                ("list", "denied"),
+                ("read", "denied"),
+                ("revoke", "denied"),
+            ],
+            "each refusal is recorded in the caller's own account"
+        );
+    }
+    assert_eq!(f.head().await, head, "nothing was written");
+    assert_eq!(f.coffer.list_nodes(&f.op).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn node_tokens_authenticate_only_as_nodes() {
+    let f = fx().await;
+    let (node, token) = f.node("edge-1").await;
+    let text = token.expose_secret();
+
+    assert_eq!(f.coffer.authenticate_node(text, ctx()).await.unwrap(), node);
+    assert_eq!(f.coffer.authenticate_node_cached(text), Some(node.clone()));
+
+    // Garbage, a made-up id and a wrong secret are plain failures.
+    for bad in [
+        "".to_owned(),
+        "garbage".to_owned(),
+        format!("coffernode_{}_{}", "ab".repeat(16), "A".repeat(43)),
+        with_other_secret(&token),
+        text.replace("coffernode_", "coffernode"),
+    ] {
+        let err = f.coffer.authenticate_node(&bad, ctx()).await.unwrap_err();
+        assert!(
+            matches!(err, CoreError::Unauthenticated(_)),
+            "{bad:?}: {err:?}"
+        );
+        assert!(!err.to_string().contains(&text[20..]));
+        assert_eq!(f.coffer.authenticate_node_cached(&bad), None);
+    }
+
+    // Valid tokens of the other kinds: WrongTokenKind; invalid ones: Unauthenticated.
+    let (api, _) = f.api_token(f.account, Role::SuperAdmin).await;
+    let svc = f.service_token().await;
+    for (other, what) in [(&api, "API token"), (&svc, "service token")] {
+        let err = f
+            .coffer
+            .authenticate_node(other.expose_secret(), ctx())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CoreError::WrongTokenKind(_)),
+            "{what}: {err:?}"
+        );
+        assert!(err.to_string().contains("node token"), "{err}");
+        assert_eq!(
+            f.coffer.authenticate_node_cached(other.expose_secret()),
+            None
+        );
+        let forged = with_other_secret(other);
+        assert!(
+            matches!(
+                f.coffer.authenticate_node(&forged, ctx()).await,
+                Err(CoreError::Unauthenticated(_))
+            ),
+            "a forged {what}"
+        );
+    }
+
+    // And the other way round: a valid node token is the wrong kind elsewhere, a forged one
+    // is just invalid.
+    let err = f.coffer.authenticate(text, ctx()).await.unwrap_err();
+    assert!(matches!(err, CoreError::WrongTokenKind(_)), "{err:?}");
+    assert!(err.to_string().contains("replication feed"), "{err}");
+    let err = f
+        .coffer
+        .authenticate_service(text, ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::WrongTokenKind(_)), "{err:?}");
+    assert_eq!(f.coffer.authenticate_cached(text, ctx()), None);
+    assert_eq!(f.coffer.authenticate_service_cached(text), None);
+    let forged = with_other_secret(&token);
+    assert!(matches!(
+        f.coffer.authenticate(&forged, ctx()).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        f.coffer.authenticate_service(&forged, ctx()).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+
+    // Revocation acts on the very next authentication, cached or not.
+    f.coffer.revoke_node(&f.op, node.id).await.unwrap();
+    assert_eq!(f.coffer.authenticate_node_cached(text), None);
+    let err = f.coffer.authenticate_node(text, ctx()).await.unwrap_err();
+    assert!(matches!(err, CoreError::Unauthenticated(_)), "{err:?}");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    // A revoked node token is no longer "valid", so other APIs say only that it is invalid.
+    assert!(matches!(
+        f.coffer.authenticate(text, ctx()).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        f.coffer.authenticate_service(text, ctx()).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+    // A node registered again under the name has a new token; the old one stays refused.
+    let (_, fresh) = f.node("edge-1").await;
+    assert!(
+        f.coffer
+            .authenticate_node(fresh.expose_secret(), ctx())
+            .await
+            .is_ok()
+    );
+    assert!(f.coffer.authenticate_node(text, ctx()).await.is_err());
+}
