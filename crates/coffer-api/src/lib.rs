@@ -10,6 +10,7 @@ mod audit;
 mod envelope;
 mod error_code;
 mod node;
+pub mod replication;
 mod secrets_store;
 mod service;
 mod token;

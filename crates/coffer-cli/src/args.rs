@@ -41,6 +41,10 @@ pub enum Command {
     /// Run a local development server in one command (creates ./coffer-dev on first use)
     #[command(long_about = DEV_LONG_ABOUT)]
     Dev(DevArgs),
+    /// Run an edge node: a local replica of every secret (sealed), kept current from an
+    /// upstream's change feed, serving the runtime API from the replica alone
+    #[command(long_about = EDGE_LONG_ABOUT)]
+    Edge(EdgeArgs),
     /// Create, list, show and delete stores
     Store {
         #[command(flatten)]
@@ -200,6 +204,84 @@ pub struct ServerArgs {
     /// Stores an account may hold
     #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_MAX_STORES)]
     pub max_stores: u64,
+
+    /// Change-log entries kept for edges to catch up from; older ones are compacted hourly and
+    /// an edge further behind resyncs from a snapshot
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_FEED_RETENTION)]
+    pub feed_retention: u64,
+}
+
+const EDGE_LONG_ABOUT: &str = "Run an edge node: a local replica of every secret (sealed), kept current from an upstream's change feed, serving the runtime API (/runtime/v1) from the replica alone.
+
+Register the node first on the control plane (`coffer node create NAME`) and give the edge the node token it prints, and a copy of the control plane's KEK file (the edge unwraps keys with it; values never leave the replica in clear).
+
+The edge bootstraps from a snapshot, then follows the feed. Once it holds a replica it keeps serving it with every upstream down, and after a restart it serves from disk at once. With several --upstream URLs it fails over when the current one is unreachable or its heartbeats are older than --staleness. With --serve-feed it also serves the feed to other edges (a relay).
+
+Once listening, the edge prints `listening on http(s)://ADDR` on standard output; `GET /healthz` answers 200 once the replica is ready (503 before), with the applied sequence number and the lag.";
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Upstream base URL(s): the control plane, or relay edges; several separated by commas
+    /// (or the flag repeated), in order of preference
+    #[arg(
+        long = "upstream",
+        env = "COFFER_UPSTREAM",
+        value_name = "URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub upstreams: Vec<String>,
+
+    /// The node token from `coffer node create` (prefer the environment variable: a flag is
+    /// visible to other local users)
+    #[arg(
+        long,
+        env = "COFFER_NODE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub node_token: String,
+
+    /// The edge's own data dir (created if missing): its replica and lock
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// The KEK file to unwrap keys with: a copy of the control plane's kek.key [default: DIR/kek.key]
+    #[arg(long, env = "COFFER_KEK_FILE", value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port
+    #[arg(
+        long,
+        env = "COFFER_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM) to serve with; requires --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); requires --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow plain HTTP on a non-loopback address
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
+
+    /// PEM bundle to trust for upstreams instead of the system roots (a private CA)
+    #[arg(long, env = "COFFER_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Serve the feed to other edges (a relay)
+    #[arg(long)]
+    pub serve_feed: bool,
+
+    /// Leave an upstream whose heartbeats are older than this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub staleness: u64,
 }
 
 #[derive(Debug, Args)]

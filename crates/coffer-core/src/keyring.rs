@@ -170,6 +170,30 @@ impl Keyring {
         })
     }
 
+    /// The keyring of an edge replica: the service- and node-token keys come from the replica
+    /// (its snapshot carries them, wrapped; an edge never makes them), and are unwrapped with
+    /// this node's KEK, which must be the control plane's. The API-token and audit keys stay
+    /// on the control plane: an edge gets throwaway ones, which verify nothing (no API token
+    /// is replicated) and sign nothing it keeps.
+    pub async fn open_replica(
+        kek: Arc<dyn KekProvider>,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Keyring, CoreError> {
+        let service_mac = replicated_mac_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
+        let node_mac = replicated_mac_key(&kek, &storage, NODE_TOKEN_MAC_PURPOSE).await?;
+        Ok(Keyring {
+            kek,
+            storage,
+            policy: DekPolicy::default(),
+            cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
+            active: Mutex::new(HashMap::new()),
+            mac: MacKey::from_data_key(&DataKey::generate()),
+            audit_mac: MacKey::from_data_key(&DataKey::generate()),
+            service_mac,
+            node_mac,
+        })
+    }
+
     pub fn mac(&self) -> &MacKey {
         &self.mac
     }
@@ -372,6 +396,22 @@ async fn instance_mac_key(
             storage.put_instance_key_if_absent(purpose, record).await?
         }
     };
+    let key = kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await?;
+    Ok(MacKey::from_data_key(&key))
+}
+
+/// Loads an instance key that an edge receives from its upstream; a replica without it has not
+/// been bootstrapped.
+async fn replicated_mac_key(
+    kek: &Arc<dyn KekProvider>,
+    storage: &Arc<dyn Storage>,
+    purpose: &'static str,
+) -> Result<MacKey, CoreError> {
+    let stored = storage.get_instance_key(purpose).await?.ok_or_else(|| {
+        CoreError::Unavailable(format!(
+            "the replica holds no {purpose} key yet (not bootstrapped from a snapshot)"
+        ))
+    })?;
     let key = kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await?;
     Ok(MacKey::from_data_key(&key))
 }

@@ -118,6 +118,9 @@ pub struct Coffer {
     service_writes: tokio::sync::Mutex<()>,
     /// Node rows for node-token authentication (see `nodes.rs`).
     node_cache: self::nodes::NodeCache,
+    /// Opened over an edge replica: it serves runtime reads and node authentication only, and
+    /// keeps no audit log of its own (access events travel upstream).
+    replica: bool,
 }
 
 impl Coffer {
@@ -128,7 +131,27 @@ impl Coffer {
         dek_policy: DekPolicy,
     ) -> Result<Coffer, CoreError> {
         let keys = Keyring::open(kek, storage.clone(), dek_policy).await?;
-        Ok(Coffer {
+        Ok(Coffer::with_keys(storage, keys, limits, false))
+    }
+
+    /// The domain service over an edge replica (see [`Keyring::open_replica`]): what it serves
+    /// is runtime reads and node authentication. Fails with `Unavailable` if the replica has not
+    /// been bootstrapped yet.
+    pub async fn open_replica(
+        storage: Arc<dyn Storage>,
+        kek: Arc<dyn KekProvider>,
+    ) -> Result<Coffer, CoreError> {
+        let keys = Keyring::open_replica(kek, storage.clone()).await?;
+        Ok(Coffer::with_keys(storage, keys, Limits::default(), true))
+    }
+
+    fn with_keys(
+        storage: Arc<dyn Storage>,
+        keys: Keyring,
+        limits: Limits,
+        replica: bool,
+    ) -> Coffer {
+        Coffer {
             storage,
             keys,
             limits,
@@ -140,7 +163,8 @@ impl Coffer {
             access_log: self::runtime::AccessLog::default(),
             service_writes: tokio::sync::Mutex::new(()),
             node_cache: self::nodes::NodeCache::default(),
-        })
+            replica,
+        }
     }
 
     pub fn limits(&self) -> Limits {
@@ -154,6 +178,11 @@ impl Coffer {
     /// Stops storage: writes submitted before this finish, later ones fail (`Unavailable`).
     /// Call it once the server has stopped taking requests; it returns when storage is closed.
     pub async fn shutdown(&self) {
+        if self.replica {
+            // Nothing of its own to record: access events are the edge's to send upstream.
+            self.storage.shutdown().await;
+            return;
+        }
         if let Err(e) = self.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times at shutdown");
         }

@@ -132,6 +132,7 @@ fn main() {
             insecure_http: false,
             secrets_quota: 10_000_000,
             max_stores: 1000,
+            feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
         };
         tokio::spawn(serve(
             opts,

@@ -62,8 +62,6 @@ where
 /// malformed, unknown or revoked token; 403 `wrong_token_kind` for a valid API or service
 /// token).
 #[derive(Debug)]
-// For the replication feed's endpoints; until they exist only the tests use it.
-#[allow(dead_code)]
 pub(crate) struct NodeAuth(pub NodeRecord);
 
 impl<S> FromRequestParts<S> for NodeAuth

@@ -12,6 +12,7 @@ mod extract;
 mod limiter;
 mod nodes;
 mod query;
+pub mod replication;
 mod router;
 mod runtime;
 mod secrets_store;
@@ -33,20 +34,31 @@ use coffer_types::AccountId;
 pub use datadir::DataDir;
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
+pub use router::edge_router;
 pub use state::AppState;
+pub use tls::server_config as tls_server_config;
 
 /// How often tokens' last-used times are written (they are kept in memory in between) and the
 /// audit chains' heads are signed.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
+/// How often the change log is compacted.
+const COMPACTION: Duration = Duration::from_secs(3600);
+
 /// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times and the
 /// runtime reads aggregated since the last round, and signs a checkpoint of every audit chain
-/// that moved.
-async fn housekeeping(coffer: Arc<Coffer>) {
+/// that moved. Every [`COMPACTION`] interval, drops change-log entries older than the newest
+/// `feed_retention` (edges further behind resync from a snapshot).
+async fn housekeeping(coffer: Arc<Coffer>, feed_retention: u64) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_compaction = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        if last_compaction.elapsed() >= COMPACTION {
+            last_compaction = tokio::time::Instant::now();
+            compact_log(&coffer, feed_retention).await;
+        }
         if let Err(e) = coffer.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times");
         }
@@ -57,6 +69,23 @@ async fn housekeeping(coffer: Arc<Coffer>) {
         if let Err(e) = coffer.checkpoint_audit().await {
             tracing::error!(error = %e, "could not write audit checkpoints");
         }
+    }
+}
+
+/// Drops change-log entries older than the newest `retain`.
+async fn compact_log(coffer: &Coffer, retain: u64) {
+    let storage = coffer.storage();
+    match storage.log_state().await {
+        Ok(state) => {
+            let through = state.head_seq.saturating_sub(retain);
+            if through > state.base_seq {
+                match storage.compact_log(through).await {
+                    Ok(()) => tracing::info!(through, "compacted the change log"),
+                    Err(e) => tracing::error!(error = %e, "could not compact the change log"),
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not read the change log's state"),
     }
 }
 
@@ -114,19 +143,34 @@ pub struct ServeOptions {
     pub secrets_quota: u64,
     /// Maximum stores per account.
     pub max_stores: u64,
+    /// Change-log entries kept for edges to catch up from (older ones are compacted; an edge
+    /// further behind resyncs from a snapshot).
+    pub feed_retention: u64,
 }
 
 impl ServeOptions {
     pub const DEFAULT_SECRETS_QUOTA: u64 = 10_000;
     pub const DEFAULT_MAX_STORES: u64 = 100;
+    pub const DEFAULT_FEED_RETENTION: u64 = 1_000_000;
 }
 
-/// The router over an opened [`Coffer`], for in-process tests and embedding.
+/// The router over an opened [`Coffer`], for in-process tests and embedding, with the
+/// replication API of a control plane (long-polls end when `closing` turns true).
 pub fn app(coffer: Arc<Coffer>) -> axum::Router {
-    router::router(AppState {
-        coffer,
-        auth_limiter: Arc::default(),
-    })
+    let (_closing_tx, closing) = tokio::sync::watch::channel(false);
+    control_plane_app(coffer, closing)
+}
+
+fn control_plane_app(
+    coffer: Arc<Coffer>,
+    closing: tokio::sync::watch::Receiver<bool>,
+) -> axum::Router {
+    let replication = replication::Replication {
+        origin: replication::Origin::Root,
+        access: Arc::new(replication::RootAccess(coffer.clone())),
+        closing,
+    };
+    router::router(AppState::new(coffer, Some(Arc::new(replication))))
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -142,35 +186,71 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    if opts.tls.is_none() && !opts.listen.ip().is_loopback() && !opts.insecure_http {
-        return Err(ServerError::Config(format!(
-            "refusing to serve plain HTTP on non-loopback address {}: give --tls-cert and --tls-key, or --insecure-http if a TLS-terminating proxy sits in front",
-            opts.listen
-        )));
-    }
+    check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
     let limits = Limits {
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
     let data_dir = datadir::open(&opts.data_dir, limits).await?;
     let coffer = Arc::new(data_dir.coffer);
-    let app = app(coffer.clone());
-    let flusher = tokio::spawn(housekeeping(coffer.clone()));
-    let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;
+    // Edges refuse an upstream of another cluster; the id is made once and kept.
+    coffer
+        .storage()
+        .ensure_cluster_id()
+        .await
+        .map_err(|e| ServerError::Other(format!("cannot identify the change log: {e}")))?;
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let app = control_plane_app(coffer.clone(), closing);
+    let flusher = tokio::spawn(housekeeping(coffer.clone(), opts.feed_retention));
+    let result = serve_app(app, opts.listen, opts.tls.as_ref(), on_ready, async move {
+        shutdown.await;
+        // Long-polling edges are answered now rather than holding the drain.
+        let _ = closing_tx.send(true);
+    })
+    .await;
+    // Every connection is closed; let queued writes finish and the storage writer stop
+    // (shutdown also writes the last token-usage times and audit checkpoints).
+    flusher.abort();
+    coffer.shutdown().await;
+    result
+}
 
-    let listener =
-        std::net::TcpListener::bind(opts.listen).map_err(|source| ServerError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
+/// Refuses plain HTTP on a non-loopback address unless explicitly allowed.
+pub fn check_plain_http(
+    listen: SocketAddr,
+    tls: bool,
+    insecure_http: bool,
+) -> Result<(), ServerError> {
+    if !tls && !listen.ip().is_loopback() && !insecure_http {
+        return Err(ServerError::Config(format!(
+            "refusing to serve plain HTTP on non-loopback address {listen}: give --tls-cert and --tls-key, or --insecure-http if a TLS-terminating proxy sits in front"
+        )));
+    }
+    Ok(())
+}
+
+/// Serves `app` on `listen` (with TLS if given) until `shutdown` resolves, then drains
+/// in-flight requests for at most [`DRAIN_TIMEOUT`]. `on_ready` gets the bound address.
+pub async fn serve_app(
+    app: axum::Router,
+    listen: SocketAddr,
+    tls: Option<&TlsFiles>,
+    on_ready: impl FnOnce(SocketAddr) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let tls = tls.map(tls::server_config).transpose()?;
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| ServerError::Bind {
-            addr: opts.listen,
+            addr: listen,
             source,
         })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: opts.listen,
+        addr: listen,
         source,
     })?;
 
@@ -206,9 +286,5 @@ pub async fn serve(
                 .await
         }
     };
-    // Every connection is closed; let queued writes finish and the storage writer stop
-    // (shutdown also writes the last token-usage times and audit checkpoints).
-    flusher.abort();
-    coffer.shutdown().await;
     result.map_err(|e| ServerError::Other(format!("server on {addr} failed: {e}")))
 }

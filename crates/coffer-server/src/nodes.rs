@@ -144,10 +144,7 @@ mod tests {
             .unwrap();
         let app = Router::new()
             .route("/whoami", get(whoami))
-            .with_state(AppState {
-                coffer: coffer.clone(),
-                auth_limiter: Arc::default(),
-            });
+            .with_state(AppState::new(coffer.clone(), None));
         Fx {
             _dir: dir,
             coffer,

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use coffer_api::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -17,11 +18,49 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, audit, nodes, runtime, services, tokens};
+use crate::{accounts, audit, nodes, replication, runtime, services, tokens};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The control plane: the v4 API, the runtime API and the replication API.
 pub fn router(state: AppState) -> Router {
+    finish(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .merge(control_plane_routes())
+            .merge(edge_routes()),
+        state,
+    )
+}
+
+/// An edge: the runtime API (and, on a relay, the replication API) with its own `/healthz`.
+pub fn edge_router(state: AppState, healthz: MethodRouter<AppState>) -> Router {
+    finish(
+        Router::new()
+            .route("/healthz", healthz)
+            .merge(edge_routes()),
+        state,
+    )
+}
+
+/// What every node serves: runtime reads and (where `AppState::replication` is set) the feed.
+fn edge_routes() -> Router<AppState> {
+    Router::new()
+        .route("/runtime/v1/bindings", get(runtime::read_all))
+        .route("/runtime/v1/bindings/{binding}", get(runtime::read_binding))
+        .route(
+            "/runtime/v1/stores/{binding}/secrets/{name}",
+            get(runtime::read_store_secret),
+        )
+        .route("/replication/v1/feed", get(replication::feed))
+        .route("/replication/v1/snapshot", get(replication::snapshot))
+        .route(
+            "/replication/v1/access",
+            post(replication::access).layer(DefaultBodyLimit::max(replication::MAX_ACCESS_BODY)),
+        )
+}
+
+fn control_plane_routes() -> Router<AppState> {
     let secrets_store = Router::new()
         .route("/stores", get(ss::list_stores).post(ss::create_store))
         .route(
@@ -62,28 +101,46 @@ pub fn router(state: AppState) -> Router {
         );
 
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/client/v4/accounts", get(accounts::list_accounts).post(accounts::create_account))
+        .route(
+            "/client/v4/accounts",
+            get(accounts::list_accounts).post(accounts::create_account),
+        )
         .route(
             "/client/v4/accounts/{account_id}",
-            get(accounts::get_account).patch(accounts::update_account).delete(accounts::delete_account),
+            get(accounts::get_account)
+                .patch(accounts::update_account)
+                .delete(accounts::delete_account),
         )
-        .route("/client/v4/accounts/{account_id}/audit_logs", get(audit::list))
-        .route("/client/v4/accounts/{account_id}/audit_logs/verify", get(audit::verify))
-        .route("/client/v4/accounts/{account_id}/tokens", get(tokens::list_tokens).post(tokens::create_token))
+        .route(
+            "/client/v4/accounts/{account_id}/audit_logs",
+            get(audit::list),
+        )
+        .route(
+            "/client/v4/accounts/{account_id}/audit_logs/verify",
+            get(audit::verify),
+        )
+        .route(
+            "/client/v4/accounts/{account_id}/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
         .route(
             "/client/v4/accounts/{account_id}/tokens/{token_id}",
             get(tokens::get_token).delete(tokens::revoke_token),
         )
-        .nest("/client/v4/accounts/{account_id}/secrets_store", secrets_store)
-        .route("/client/v4/nodes", get(nodes::list).post(nodes::create))
-        .route("/client/v4/nodes/{node_id}", get(nodes::get).delete(nodes::revoke))
-        .route("/runtime/v1/bindings", get(runtime::read_all))
-        .route("/runtime/v1/bindings/{binding}", get(runtime::read_binding))
-        .route(
-            "/runtime/v1/stores/{binding}/secrets/{name}",
-            get(runtime::read_store_secret),
+        .nest(
+            "/client/v4/accounts/{account_id}/secrets_store",
+            secrets_store,
         )
+        .route("/client/v4/nodes", get(nodes::list).post(nodes::create))
+        .route(
+            "/client/v4/nodes/{node_id}",
+            get(nodes::get).delete(nodes::revoke),
+        )
+}
+
+/// The fallbacks and the middleware every request passes through.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -50,6 +50,11 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// How long a statement waits for a lock held by another connection before failing.
     pub busy_timeout: Duration,
+    /// Sync the WAL at every COMMIT (`synchronous=FULL`), so an acknowledged write survives
+    /// power loss. An edge replica turns it off (`NORMAL`): it survives process crashes, and
+    /// after a power loss it re-fetches the entries it lost, since its position is committed
+    /// with its data.
+    pub sync_commits: bool,
 }
 
 impl Default for SqliteOptions {
@@ -58,6 +63,7 @@ impl Default for SqliteOptions {
             max_readers: 4,
             max_batch: 256,
             busy_timeout: Duration::from_secs(5),
+            sync_commits: true,
         }
     }
 }
@@ -96,7 +102,7 @@ impl SqliteStorage {
     /// [`SqliteStorage::open`] with explicit tuning. Blocks while it opens and migrates; call
     /// it at startup (or from `spawn_blocking`).
     pub fn open_with(path: &Path, options: SqliteOptions) -> crate::Result<SqliteStorage> {
-        let conn = schema::open_writer(path, options.busy_timeout)?;
+        let conn = schema::open_writer(path, options.busy_timeout, options.sync_commits)?;
         let writer = Arc::new(WriterHandle::start(conn, options.max_batch)?);
         let readers = Arc::new(Readers::new(
             path.to_owned(),

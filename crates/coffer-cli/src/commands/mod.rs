@@ -46,6 +46,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Init(args) => init::run(args).await,
         Command::Server(args) => serve::server(args).await,
         Command::Dev(args) => serve::dev(args).await,
+        Command::Edge(args) => serve::edge(args).await,
         Command::Store { conn, command } => {
             let client = connect(&conn)?;
             store::run(&client, command, conn.json).await

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::init::credentials_json;
-use crate::args::{DevArgs, ServerArgs};
+use crate::args::{DevArgs, EdgeArgs, ServerArgs};
 use crate::output;
 
 /// Name of the file, inside a `coffer dev` data dir, that holds the dev account's credentials.
@@ -36,11 +36,52 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         insecure_http: args.insecure_http,
         secrets_quota: args.secrets_quota,
         max_stores: args.max_stores,
+        feed_retention: args.feed_retention,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve(
         opts,
         move |addr| announce(&format!("listening on {scheme}://{addr}\n")),
+        shutdown,
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let node_token = Zeroizing::new(args.node_token);
+    if !node_token.starts_with("coffernode_") {
+        anyhow::bail!(
+            "--node-token is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
+        );
+    }
+    let kek_file = args
+        .kek_file
+        .unwrap_or_else(|| args.data_dir.join("kek.key"));
+    let opts = coffer_edge::EdgeOptions {
+        upstreams: args.upstreams,
+        node_token,
+        data_dir: args.data_dir,
+        kek_file,
+        listen: args.listen,
+        tls,
+        insecure_http: args.insecure_http,
+        ca_cert: args.ca_cert,
+        serve_feed: args.serve_feed,
+        staleness: std::time::Duration::from_secs(args.staleness),
+        long_poll: coffer_edge::EdgeOptions::DEFAULT_LONG_POLL,
+    };
+    let shutdown = shutdown_signal()?;
+    coffer_edge::run(
+        opts,
+        move |addr, _| announce(&format!("listening on {scheme}://{addr}\n")),
         shutdown,
     )
     .await?;
@@ -76,6 +117,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         insecure_http: false,
         secrets_quota: ServeOptions::DEFAULT_SECRETS_QUOTA,
         max_stores: ServeOptions::DEFAULT_MAX_STORES,
+        feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(

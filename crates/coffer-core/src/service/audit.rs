@@ -179,6 +179,11 @@ pub struct Details {
     pub first_read: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_read: Option<String>,
+    /// The edge node that served the reads of an `access` entry (absent: the control plane).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_node_id: Option<TokenId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_node: Option<String>,
 }
 
 #[derive(Serialize)]

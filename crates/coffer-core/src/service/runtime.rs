@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use coffer_crypto::{ApiToken, Plaintext, TokenHash, TokenKind, ValueContext, open_bytes};
-use coffer_storage::{AuditEntry, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord};
+use coffer_storage::{
+    AuditEntry, NodeRecord, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord,
+};
 use coffer_types::{
     AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, Timestamp, TokenId,
 };
@@ -107,7 +109,69 @@ struct AccessKey {
     secret: Option<SecretId>,
     secret_name: String,
     /// `None` for a read that was served; otherwise why it was refused.
-    refused: Option<&'static str>,
+    refused: Option<AccessRefusal>,
+}
+
+/// Why a runtime read was refused, as access events record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessRefusal {
+    /// The service has no binding of that name.
+    NoSuchBinding,
+    /// The bound secret does not exist (any more).
+    SecretNotFound,
+    /// The secret does not carry the scope the service's type needs.
+    ScopeMissing,
+}
+
+impl AccessRefusal {
+    pub const ALL: [AccessRefusal; 3] = [
+        AccessRefusal::NoSuchBinding,
+        AccessRefusal::SecretNotFound,
+        AccessRefusal::ScopeMissing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessRefusal::NoSuchBinding => "no such binding",
+            AccessRefusal::SecretNotFound => "secret not found",
+            AccessRefusal::ScopeMissing => "secret lacks the service's scope",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccessRefusal> {
+        AccessRefusal::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// What became of the reads an [`AccessEvent`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessOutcome {
+    Served,
+    Refused(AccessRefusal),
+    /// Reads of the account not aggregated because the interval saw too many distinct keys.
+    Unrecorded,
+}
+
+/// Runtime reads aggregated over an interval per (token, binding, secret, outcome): ids and
+/// names only, never a value or a token. The control plane writes them to the audit log
+/// itself; an edge hands them upstream ([`Coffer::take_access_events`],
+/// [`Coffer::record_edge_access`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessEvent {
+    pub account: AccountId,
+    /// `None` only for [`AccessOutcome::Unrecorded`].
+    pub service: Option<ServiceId>,
+    pub service_name: String,
+    pub token: Option<TokenId>,
+    /// As the service asked for it (empty when not recorded per name).
+    pub binding: String,
+    pub store: Option<StoreId>,
+    pub secret: Option<SecretId>,
+    pub secret_name: String,
+    pub outcome: AccessOutcome,
+    pub reads: u64,
+    pub first: Timestamp,
+    pub last: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +221,84 @@ impl AccessLog {
 
     fn take(&self) -> AccessInner {
         std::mem::take(&mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Everything noted since the last take, as events.
+    fn take_events(&self) -> Vec<AccessEvent> {
+        let inner = self.take();
+        let mut events: Vec<AccessEvent> = inner
+            .counts
+            .into_iter()
+            .map(|(key, count)| AccessEvent {
+                account: key.account,
+                service: Some(key.service),
+                service_name: count.service_name,
+                token: Some(key.token),
+                binding: key.binding,
+                store: key.store,
+                secret: key.secret,
+                secret_name: key.secret_name,
+                outcome: key
+                    .refused
+                    .map_or(AccessOutcome::Served, AccessOutcome::Refused),
+                reads: count.reads,
+                first: count.first,
+                last: count.last,
+            })
+            .collect();
+        let now = Timestamp::now();
+        events.extend(inner.dropped.into_iter().map(|(account, n)| AccessEvent {
+            account,
+            service: None,
+            service_name: String::new(),
+            token: None,
+            binding: String::new(),
+            store: None,
+            secret: None,
+            secret_name: String::new(),
+            outcome: AccessOutcome::Unrecorded,
+            reads: n,
+            first: now,
+            last: now,
+        }));
+        events
+    }
+
+    /// Puts back events that could not be delivered.
+    fn restore_events(&self, events: Vec<AccessEvent>) {
+        let mut back = AccessInner::default();
+        for e in events {
+            let refused = match e.outcome {
+                AccessOutcome::Served => None,
+                AccessOutcome::Refused(r) => Some(r),
+                AccessOutcome::Unrecorded => {
+                    *back.dropped.entry(e.account).or_default() += e.reads;
+                    continue;
+                }
+            };
+            let (Some(service), Some(token)) = (e.service, e.token) else {
+                continue;
+            };
+            back.counts.insert(
+                AccessKey {
+                    account: e.account,
+                    service,
+                    token,
+                    binding: e.binding,
+                    store: e.store,
+                    secret: e.secret,
+                    secret_name: e.secret_name,
+                    refused,
+                },
+                AccessCount {
+                    service_name: e.service_name,
+                    reads: e.reads,
+                    first: e.first,
+                    last: e.last,
+                },
+            );
+        }
+        self.restore(back);
     }
 
     /// Puts back what could not be written, merging with reads noted meanwhile.
@@ -449,7 +591,7 @@ impl Coffer {
                 store: None,
                 secret: None,
                 secret_name: String::new(),
-                refused: Some("no such binding"),
+                refused: Some(AccessRefusal::NoSuchBinding),
             },
             service.name.as_str(),
         );
@@ -467,7 +609,7 @@ impl Coffer {
         let value = self
             .current(who.account_id, r.store, name, !r.via_store)
             .await?;
-        let key = |secret: Option<SecretId>, refused: Option<&'static str>| AccessKey {
+        let key = |secret: Option<SecretId>, refused: Option<AccessRefusal>| AccessKey {
             account: who.account_id,
             service: r.service.id,
             token: who.token_id,
@@ -480,7 +622,7 @@ impl Coffer {
         let Some(value) = value else {
             // Through a store binding the name is the caller's: one key per binding, so made-up
             // names cannot flood the access log.
-            let mut k = key(None, Some("secret not found"));
+            let mut k = key(None, Some(AccessRefusal::SecretNotFound));
             if r.via_store {
                 k.secret_name = String::new();
             }
@@ -490,7 +632,7 @@ impl Coffer {
         let (secret, version) = &*value;
         if !secret.scopes.contains(r.service.kind) {
             self.access_log.note(
-                key(Some(secret.id), Some("secret lacks the service's scope")),
+                key(Some(secret.id), Some(AccessRefusal::ScopeMissing)),
                 r.service.name.as_str(),
             );
             if r.via_store {
@@ -528,67 +670,11 @@ impl Coffer {
     /// the first and last. The server calls this every few seconds and at shutdown; if the
     /// write fails the counts are kept for the next flush. A crash loses at most one interval.
     pub async fn flush_access_events(&self) -> Result<usize, CoreError> {
-        let batch = self.access_log.take();
-        if batch.counts.is_empty() && batch.dropped.is_empty() {
+        let events = self.access_log.take_events();
+        if events.is_empty() {
             return Ok(0);
         }
-        let mut entries: Vec<AuditEntry> = Vec::with_capacity(batch.counts.len());
-        for (key, count) in &batch.counts {
-            let mut target = match key.store {
-                Some(store) => Target::secret(store, key.secret, Some(&key.secret_name)),
-                None => Target {
-                    kind: "binding",
-                    ..Target::default()
-                },
-            };
-            target.service_id = Some(key.service);
-            target.service_name = Some(count.service_name.clone());
-            target.binding = (!key.binding.is_empty()).then(|| key.binding.clone());
-            let details = Details {
-                reads: Some(count.reads),
-                first_read: Some(count.first.to_rfc3339()),
-                last_read: Some(count.last.to_rfc3339()),
-                reason: key.refused.map(str::to_owned),
-                ..Details::default()
-            };
-            entries.push(self.audit_entry(
-                key.account,
-                Event {
-                    action: "access",
-                    outcome: if key.refused.is_some() {
-                        "denied"
-                    } else {
-                        "success"
-                    },
-                    target,
-                    details,
-                    who: Actorish::Service {
-                        token_id: key.token,
-                    },
-                },
-            )?);
-        }
-        for (account, n) in &batch.dropped {
-            entries.push(self.audit_entry(
-                *account,
-                Event {
-                    action: "access",
-                    outcome: "unrecorded",
-                    target: Target {
-                        kind: "service",
-                        ..Target::default()
-                    },
-                    details: Details {
-                        reads: Some(*n),
-                        reason: Some(
-                            "too many distinct reads in one interval to record each".into(),
-                        ),
-                        ..Details::default()
-                    },
-                    who: Actorish::Instance,
-                },
-            )?);
-        }
+        let entries = self.access_entries(&events, None)?;
         // Entries of deleted accounts cannot be written; storage keeps chains per account, so
         // a failure for one would refuse the whole batch. Write them in one call and, on
         // failure, keep them for the next flush.
@@ -596,9 +682,124 @@ impl Coffer {
         match self.storage.append_audit(&entries).await {
             Ok(()) => Ok(n),
             Err(e) => {
-                self.access_log.restore(batch);
+                self.access_log.restore_events(events);
                 Err(e.into())
             }
         }
+    }
+
+    /// Takes the access events aggregated since the last call, for an edge to send upstream
+    /// (instead of [`Coffer::flush_access_events`]). Give back what could not be kept with
+    /// [`Coffer::restore_access_events`].
+    pub fn take_access_events(&self) -> Vec<AccessEvent> {
+        self.access_log.take_events()
+    }
+
+    /// Merges events back into the access log (an edge that could not keep them).
+    pub fn restore_access_events(&self, events: Vec<AccessEvent>) {
+        self.access_log.restore_events(events);
+    }
+
+    /// Records access events an edge node delivered (on the control plane): one `access`
+    /// entry per event in its account's audit log, naming the node, all in one transaction
+    /// and exactly once per `batch_id` (`Ok(false)`, nothing written, for a batch delivered
+    /// before). Events of accounts this instance never had (no account, no audit chain) are
+    /// dropped with a warning rather than starting a chain for an unknown id.
+    pub async fn record_edge_access(
+        &self,
+        node: &NodeRecord,
+        batch_id: [u8; 16],
+        events: Vec<AccessEvent>,
+    ) -> Result<bool, CoreError> {
+        let mut known: HashMap<AccountId, bool> = HashMap::new();
+        let mut kept = Vec::with_capacity(events.len());
+        for e in events {
+            let is_known = match known.get(&e.account) {
+                Some(k) => *k,
+                None => {
+                    let k = self.storage.get_account(e.account).await?.is_some()
+                        || self.storage.audit_head(e.account).await?.is_some();
+                    known.insert(e.account, k);
+                    k
+                }
+            };
+            if is_known {
+                kept.push(e);
+            } else {
+                tracing::warn!(node = %node.name, account = %e.account, "dropping access events of an unknown account");
+            }
+        }
+        let entries = self.access_entries(&kept, Some((node.id, &node.name)))?;
+        Ok(self
+            .storage
+            .record_access_batch(batch_id, node.id, &entries)
+            .await?)
+    }
+
+    /// The audit entries for access events; `edge` names the node that observed them (none:
+    /// this process).
+    pub(crate) fn access_entries(
+        &self,
+        events: &[AccessEvent],
+        edge: Option<(TokenId, &str)>,
+    ) -> Result<Vec<AuditEntry>, CoreError> {
+        let mut entries: Vec<AuditEntry> = Vec::with_capacity(events.len());
+        for e in events {
+            let (mut target, who) = match (e.outcome, e.service, e.token) {
+                (AccessOutcome::Unrecorded, _, _) | (_, None, _) | (_, _, None) => (
+                    Target {
+                        kind: "service",
+                        ..Target::default()
+                    },
+                    Actorish::Instance,
+                ),
+                (_, Some(_), Some(token_id)) => (
+                    match e.store {
+                        Some(store) => Target::secret(store, e.secret, Some(&e.secret_name)),
+                        None => Target {
+                            kind: "binding",
+                            ..Target::default()
+                        },
+                    },
+                    Actorish::Service { token_id },
+                ),
+            };
+            if e.outcome != AccessOutcome::Unrecorded {
+                target.service_id = e.service;
+                target.service_name = Some(e.service_name.clone());
+                target.binding = (!e.binding.is_empty()).then(|| e.binding.clone());
+            }
+            let unrecorded = e.outcome == AccessOutcome::Unrecorded;
+            let details = Details {
+                reads: Some(e.reads),
+                first_read: (!unrecorded).then(|| e.first.to_rfc3339()),
+                last_read: (!unrecorded).then(|| e.last.to_rfc3339()),
+                reason: match e.outcome {
+                    AccessOutcome::Served => None,
+                    AccessOutcome::Refused(r) => Some(r.as_str().to_owned()),
+                    AccessOutcome::Unrecorded => {
+                        Some("too many distinct reads in one interval to record each".into())
+                    }
+                },
+                edge_node_id: edge.map(|(id, _)| id),
+                edge_node: edge.map(|(_, name)| name.to_owned()),
+                ..Details::default()
+            };
+            entries.push(self.audit_entry(
+                e.account,
+                Event {
+                    action: "access",
+                    outcome: match e.outcome {
+                        AccessOutcome::Served => "success",
+                        AccessOutcome::Refused(_) => "denied",
+                        AccessOutcome::Unrecorded => "unrecorded",
+                    },
+                    target,
+                    details,
+                    who,
+                },
+            )?);
+        }
+        Ok(entries)
     }
 }

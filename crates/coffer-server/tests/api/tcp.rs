@@ -35,6 +35,7 @@ impl Server {
             insecure_http: false,
             secrets_quota: 10,
             max_stores: 3,
+            feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,

@@ -24,8 +24,13 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// filters) combination, so the cache must hold a few dozen shapes besides the fixed ones.
 const STATEMENT_CACHE: usize = 128;
 
-/// Opens the one read-write connection, sets it up for durable WAL writes and migrates.
-pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+/// Opens the one read-write connection, sets it up for WAL writes (synced at every COMMIT when
+/// `sync_commits`) and migrates.
+pub(super) fn open_writer(
+    path: &Path,
+    busy_timeout: Duration,
+    sync_commits: bool,
+) -> Result<Connection> {
     // No SQLITE_OPEN_URI: the path is a file name, never interpreted as a `file:` URI.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -41,9 +46,15 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
         )));
     }
     // FULL: in WAL mode every COMMIT syncs the WAL, so an acknowledged write survives power
-    // loss, not just a process crash (NORMAL would only survive the latter).
-    conn.pragma_update(None, "synchronous", "FULL")
-        .db("set synchronous")?;
+    // loss, not just a process crash. NORMAL survives a process crash and keeps the database
+    // consistent on power loss, losing at most the last commits: right for a replica, whose
+    // position is committed with its data and which fetches again what it lost.
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if sync_commits { "FULL" } else { "NORMAL" },
+    )
+    .db("set synchronous")?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .db("enable foreign keys")?;
     migrate(&mut conn)?;
@@ -396,9 +407,9 @@ mod tests {
     fn migrates_a_fresh_file_once_and_refuses_unknown_versions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        drop(open_writer(&path, Duration::from_secs(1)).unwrap());
+        drop(open_writer(&path, Duration::from_secs(1), true).unwrap());
         // Reopening runs no migration (it would fail: the tables exist).
-        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let conn = open_writer(&path, Duration::from_secs(1), true).unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
@@ -419,7 +430,7 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(conn);
-        let err = open_writer(&path, Duration::from_secs(1)).unwrap_err();
+        let err = open_writer(&path, Duration::from_secs(1), true).unwrap_err();
         assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
     }
 
@@ -454,7 +465,7 @@ mod tests {
             tx.commit().unwrap();
         }
 
-        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let conn = open_writer(&path, Duration::from_secs(1), true).unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
@@ -576,7 +587,7 @@ mod tests {
             tx.commit().unwrap();
         }
 
-        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let conn = open_writer(&path, Duration::from_secs(1), true).unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

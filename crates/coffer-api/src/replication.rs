@@ -1,0 +1,54 @@
+//! Wire types of the replication API (`/replication/v1`), spoken between edge nodes and their
+//! upstreams. Not part of Cloudflare's API; the feed and snapshots themselves are binary
+//! (`coffer_replication::wire`), only access-event batches are JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of the replication API.
+pub const REPLICATION_PREFIX: &str = "/replication/v1";
+
+/// A batch of runtime reads observed at an edge, sent upstream until acknowledged. `batch_id`
+/// (32 hex characters, random) makes a retried delivery a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessBatch {
+    pub batch_id: String,
+    pub events: Vec<AccessEvent>,
+}
+
+/// Reads aggregated per (token, binding, secret, outcome): ids and names only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEvent {
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    #[serde(default)]
+    pub service_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub binding: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
+    #[serde(default)]
+    pub secret_name: String,
+    /// `success`, `denied` or `unrecorded`.
+    pub outcome: String,
+    /// Why a `denied` read was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub reads: u64,
+    /// Unix microseconds of the first and last read.
+    pub first_read_us: i64,
+    pub last_read_us: i64,
+}
+
+/// The answer to a delivered batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessReceipt {
+    /// `false` when the batch had been delivered before (nothing was recorded twice).
+    pub recorded: bool,
+}

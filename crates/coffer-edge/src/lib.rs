@@ -1,0 +1,330 @@
+//! Coffer's edge node (`coffer edge`): every secret, sealed, in a local SQLite replica kept
+//! current from an upstream's change feed, and the runtime API served from that replica alone.
+//!
+//! - **Replication** is [`coffer_replication::Follower`] driven over HTTP ([`driver`]):
+//!   bootstrap from a streamed snapshot, then long-poll the feed; every batch of entries is
+//!   applied together with its position in one SQLite transaction, so a restart resumes exactly
+//!   where it stopped. Anything that fails verification (gap, hash, payload, digest, truncation)
+//!   is refused whole, raises an alarm in the log and triggers a resync.
+//! - **Reads** go through the same core code as on the control plane
+//!   ([`coffer_core::Coffer`] over the replica; DEKs unwrapped through this node's own KEK
+//!   provider and cached), with the runtime cache keyed on the replica's applied head. No read
+//!   calls upstream.
+//! - **Static stability**: once it holds a replica the edge serves from it whatever happens
+//!   upstream, and after a restart it serves at once from disk, before reaching any upstream.
+//! - **Relays** (`serve_feed`) serve the feed and snapshots from their own replica (the same
+//!   handlers as the control plane), entries byte for byte, so fleets fan out in tiers.
+//! - **Access events** go upstream through a durable outbox ([`access`]).
+
+mod access;
+mod driver;
+mod status;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use coffer_core::Coffer;
+use coffer_crypto::{FileKek, KekProvider};
+use coffer_replication::Config;
+use coffer_server::replication::{Origin, Replication};
+use coffer_server::{ApiError, AppState, ServerError, TlsFiles, edge_router};
+use coffer_storage::{SqliteOptions, SqliteStorage, Storage};
+use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+pub use status::EdgeStatus;
+
+const LOCK_FILE: &str = "lock";
+const DB_FILE: &str = "replica.db";
+
+/// How to run an edge.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Base URLs of the upstreams (the control plane, or relays), in order of preference.
+    pub upstreams: Vec<String>,
+    pub node_token: Zeroizing<String>,
+    pub data_dir: PathBuf,
+    /// The KEK this edge unwraps DEKs with: the same key as the control plane's.
+    pub kek_file: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub insecure_http: bool,
+    /// A PEM bundle to trust for upstreams instead of the system roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Serve the feed to other edges (a relay).
+    pub serve_feed: bool,
+    /// An upstream whose heartbeats are older than this is left for the next one.
+    pub staleness: Duration,
+    /// How long one feed request waits for new entries.
+    pub long_poll: Duration,
+}
+
+impl EdgeOptions {
+    pub const DEFAULT_STALENESS: Duration = Duration::from_secs(30);
+    pub const DEFAULT_LONG_POLL: Duration = Duration::from_secs(5);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("data dir {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+fn data_dir_error(path: &Path, message: impl Into<String>) -> EdgeError {
+    EdgeError::DataDir {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Creates (mode 0700) or opens the edge's data dir and takes its lock.
+fn open_dir(path: &Path) -> Result<std::fs::File, EdgeError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if path.join("coffer.db").exists() {
+        return Err(data_dir_error(
+            path,
+            "is a control plane's data dir; an edge needs a directory of its own",
+        ));
+    }
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| data_dir_error(path, format!("cannot create: {e}")))?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path.join(LOCK_FILE))
+        .map_err(|e| data_dir_error(path, format!("cannot open lock file: {e}")))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(data_dir_error(
+            path,
+            "is in use by another coffer process (one process per data dir)",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(data_dir_error(path, format!("cannot lock: {e}")))
+        }
+    }
+}
+
+/// Runs an edge until `shutdown` resolves. `on_ready` gets the bound address as soon as the
+/// listener is up (`/healthz` then says whether the replica is ready), and the edge's status.
+pub async fn run(
+    opts: EdgeOptions,
+    on_ready: impl FnOnce(SocketAddr, Arc<EdgeStatus>) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), EdgeError> {
+    if opts.upstreams.is_empty() {
+        return Err(EdgeError::Config("give at least one --upstream".into()));
+    }
+    for url in &opts.upstreams {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(EdgeError::Config(format!(
+                "upstream {url:?} is not an http:// or https:// URL"
+            )));
+        }
+    }
+    coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
+    let _lock = open_dir(&opts.data_dir)?;
+    let kek: Arc<dyn KekProvider> =
+        Arc::new(FileKek::open(&opts.kek_file).map_err(|e| {
+            EdgeError::Config(format!("KEK file {}: {e}", opts.kek_file.display()))
+        })?);
+    let db = opts.data_dir.join(DB_FILE);
+    // Commits are not synced one by one: the position is committed with the data, so what a
+    // power loss takes is fetched again (see `SqliteOptions::sync_commits`).
+    let mut sqlite = SqliteOptions::default();
+    sqlite.sync_commits = false;
+    let storage = Arc::new(
+        SqliteStorage::open_with(&db, sqlite)
+            .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?,
+    );
+    let state = storage
+        .log_state()
+        .await
+        .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?;
+    let upstreams = upstream::Upstreams::new(
+        opts.upstreams.clone(),
+        opts.node_token.clone(),
+        opts.ca_cert.as_deref(),
+    )
+    .map_err(EdgeError::Config)?;
+    let status = Arc::new(EdgeStatus::new(opts.upstreams.clone(), state.cluster_id));
+    match state.cluster_id {
+        Some(c) => tracing::info!(
+            cluster = %hex::encode(c),
+            applied_seq = state.head_seq,
+            "serving from the local replica while catching up"
+        ),
+        None => tracing::info!("empty replica: bootstrapping from an upstream snapshot"),
+    }
+
+    // The runtime API needs the replica's keys, which the first snapshot brings: until then
+    // everything but /healthz answers 503.
+    let serving: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+    let coffer: Arc<OnceLock<Arc<Coffer>>> = Arc::new(OnceLock::new());
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let health = {
+        let status = status.clone();
+        get(move || {
+            let status = status.clone();
+            async move { status.report() }
+        })
+    };
+    let build = {
+        let storage = storage.clone();
+        let kek = kek.clone();
+        let status = status.clone();
+        let serving = serving.clone();
+        let coffer_slot = coffer.clone();
+        let health = health.clone();
+        let serve_feed = opts.serve_feed;
+        move || {
+            let storage = storage.clone();
+            let kek = kek.clone();
+            let status = status.clone();
+            let serving = serving.clone();
+            let coffer_slot = coffer_slot.clone();
+            let health = health.clone();
+            let closing = closing.clone();
+            async move {
+                let dyn_storage: Arc<dyn Storage> = storage.clone();
+                let coffer = Arc::new(
+                    Coffer::open_replica(dyn_storage, kek)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+                let replication = serve_feed.then(|| {
+                    Arc::new(Replication {
+                        origin: Origin::Relay(status.freshest_origin.clone()),
+                        access: Arc::new(access::RelayAccess(storage.clone())),
+                        closing,
+                    })
+                });
+                let _ = serving.set(edge_router(
+                    AppState::new(coffer.clone(), replication),
+                    health,
+                ));
+                let _ = coffer_slot.set(coffer);
+                Ok::<(), String>(())
+            }
+        }
+    };
+    if state.cluster_id.is_some() {
+        build()
+            .await
+            .map_err(|e| data_dir_error(&opts.data_dir, format!("cannot open the replica: {e}")))?;
+    }
+
+    let config = Config {
+        staleness_ms: u64::try_from(opts.staleness.as_millis()).unwrap_or(u64::MAX),
+        // A feed request long-polls; give it its wait plus a margin before sending it again.
+        request_timeout_ms: u64::try_from((opts.long_poll + Duration::from_secs(5)).as_millis())
+            .unwrap_or(u64::MAX),
+        // The upstream holds the request until there is something new: ask again at once.
+        poll_interval_ms: 0,
+        failure_backoff_ms: 1_000,
+    };
+    let driver = driver::Driver::new(
+        upstreams.clone(),
+        storage.clone(),
+        status.clone(),
+        config,
+        opts.long_poll,
+    )
+    .await
+    .map_err(EdgeError::Config)?;
+    let replicator = tokio::spawn(driver.run());
+
+    // Builds the serving side once the first snapshot is in, then ships access events.
+    let background = {
+        let storage = storage.clone();
+        let status = status.clone();
+        let coffer = coffer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while coffer.get().is_none() {
+                tick.tick().await;
+                if status.is_ready()
+                    && let Err(e) = build().await
+                {
+                    tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            tracing::info!("edge ready: serving runtime reads from the local replica");
+            let mut round = tokio::time::interval(access::INTERVAL);
+            round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                round.tick().await;
+                if let Some(c) = coffer.get() {
+                    access::stash(c, &storage).await;
+                }
+                access::deliver(&storage, &upstreams, &status).await;
+            }
+        })
+    };
+
+    let app = {
+        let status = status.clone();
+        let serving = serving.clone();
+        Router::new()
+            .route(
+                "/healthz",
+                get(move || {
+                    let status = status.clone();
+                    async move { status.report() }
+                }),
+            )
+            .fallback(move |req: Request| {
+                let serving = serving.clone();
+                async move { gate(&serving, req).await }
+            })
+    };
+    let ready_status = status.clone();
+    let on_ready = move |addr| on_ready(addr, ready_status);
+    let result =
+        coffer_server::serve_app(app, opts.listen, opts.tls.as_ref(), on_ready, async move {
+            shutdown.await;
+            let _ = closing_tx.send(true);
+        })
+        .await;
+    replicator.abort();
+    background.abort();
+    if let Some(c) = coffer.get() {
+        access::stash(c, &storage).await;
+    }
+    storage.shutdown().await;
+    result.map_err(EdgeError::from)
+}
+
+/// Hands a request to the serving router, or answers 503 while the first sync is under way.
+async fn gate(serving: &OnceLock<Router>, req: Request) -> Response {
+    match serving.get() {
+        Some(router) => match router.clone().oneshot(req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        },
+        None => ApiError::new(
+            coffer_api::ErrorCode::Unavailable,
+            "this edge has no replica yet (first sync with an upstream in progress); retry later",
+        )
+        .into_response(),
+    }
+}

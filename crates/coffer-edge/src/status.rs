@@ -1,0 +1,138 @@
+//! What an edge reports about itself (`GET /healthz`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use coffer_replication::Phase;
+use coffer_replication::wire::ClusterId;
+
+/// Shared between the driver (which writes it) and `/healthz` (which reads it).
+#[derive(Debug)]
+pub struct EdgeStatus {
+    pub(crate) upstreams: Vec<String>,
+    /// Index of the current upstream.
+    pub(crate) current: AtomicUsize,
+    applied: AtomicU64,
+    /// The applied seq, for those who wait for it (benchmarks, tests).
+    applied_watch: tokio::sync::watch::Sender<u64>,
+    upstream_head: AtomicU64,
+    /// Ready: holds a replica and has caught up with its upstream once (or restarted with a
+    /// replica: it serves what it has while it catches up).
+    ready: AtomicBool,
+    pub(crate) alarms: AtomicU64,
+    /// The freshest heartbeat origin (Unix ms) received: a relay stamps its own heartbeats with it.
+    pub(crate) freshest_origin: std::sync::Arc<AtomicU64>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    cluster: Option<ClusterId>,
+    phase: Option<Phase>,
+    last_heard: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl EdgeStatus {
+    pub(crate) fn new(upstreams: Vec<String>, cluster: Option<ClusterId>) -> EdgeStatus {
+        EdgeStatus {
+            upstreams,
+            current: AtomicUsize::new(0),
+            applied: AtomicU64::new(0),
+            applied_watch: tokio::sync::watch::Sender::new(0),
+            upstream_head: AtomicU64::new(0),
+            ready: AtomicBool::new(cluster.is_some()),
+            alarms: AtomicU64::new(0),
+            freshest_origin: std::sync::Arc::new(AtomicU64::new(0)),
+            inner: Mutex::new(Inner {
+                cluster,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_applied(&self, seq: u64) {
+        self.applied.store(seq, Ordering::Release);
+        self.applied_watch.send_replace(seq);
+        if self.inner().cluster.is_some() && seq >= self.upstream_head.load(Ordering::Acquire) {
+            self.mark_synced();
+        }
+    }
+
+    pub(crate) fn heard(&self, head: u64) {
+        self.upstream_head.store(head, Ordering::Release);
+        let mut inner = self.inner();
+        inner.last_heard = Some(Instant::now());
+        inner.last_error = None;
+    }
+
+    pub(crate) fn mark_synced(&self) {
+        if self.inner().cluster.is_some() {
+            self.ready.store(true, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn set_cluster(&self, cluster: ClusterId) {
+        self.inner().cluster = Some(cluster);
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.inner().phase = Some(phase);
+    }
+
+    pub(crate) fn set_error(&self, error: String) {
+        self.inner().last_error = Some(error);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Watches the applied seq: it changes once entries (or a snapshot) are durably applied,
+    /// and the next runtime read serves them.
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_watch.subscribe()
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The health document; 200 once ready, 503 before.
+    pub fn report(&self) -> Response {
+        let inner = self.inner();
+        let ready = self.is_ready();
+        let body = serde_json::json!({
+            "status": if ready { "ok" } else { "syncing" },
+            "role": "edge",
+            "ready": ready,
+            "cluster_id": inner.cluster.map(hex::encode),
+            "applied_seq": self.applied.load(Ordering::Acquire),
+            "upstream_head": self.upstream_head.load(Ordering::Acquire),
+            // Seconds since the last entry or heartbeat from the current upstream.
+            "lag_seconds": inner.last_heard.map(|t| t.elapsed().as_secs_f64()),
+            "upstream": self.upstreams.get(self.current.load(Ordering::Acquire)),
+            "phase": inner.phase.map(|p| match p {
+                Phase::NeedsSnapshot => "bootstrapping",
+                Phase::Following => "following",
+                Phase::Resyncing => "resyncing",
+            }),
+            "alarms": self.alarms.load(Ordering::Relaxed),
+            "last_error": inner.last_error,
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, Json(body)).into_response()
+    }
+}

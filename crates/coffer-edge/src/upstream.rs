@@ -1,0 +1,238 @@
+//! Talking to upstreams: feed answers, streamed snapshots and access-event deliveries over
+//! HTTP(S), authenticated with the node token.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_replication::wire::{ClusterId, FeedAnswer, Frame, FrameDecoder, WireError};
+use coffer_replication::{Position, SnapshotDigest};
+use coffer_storage::{SnapshotInstall, SqliteStorage, StorageError};
+use zeroize::Zeroizing;
+
+/// How long a snapshot may go without sending a byte before it is abandoned.
+const SNAPSHOT_STALL: Duration = Duration::from_secs(30);
+/// Extra time over the long-poll before a feed request is abandoned.
+const FEED_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a request to an upstream did not give a usable answer. None of these is data to apply:
+/// the follower treats them as a connection-level failure of that upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("unreadable answer: {0}")]
+    Wire(#[from] WireError),
+    #[error(
+        "serves cluster {theirs} but this edge's data dir holds a replica of cluster {ours}; refusing it (point the edge at its own cluster, or give it an empty data dir)"
+    )]
+    OtherCluster { ours: String, theirs: String },
+    #[error("storing the snapshot failed: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// The upstreams of this node and how to reach them.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub urls: Vec<String>,
+    client: reqwest::Client,
+    token: Arc<Zeroizing<String>>,
+}
+
+/// A snapshot streamed into an open install transaction, awaiting the follower's verdict.
+#[derive(Debug)]
+pub struct Staged {
+    pub cluster_id: ClusterId,
+    pub position: Position,
+    pub intact: bool,
+    pub origin_ms: u64,
+    pub install: SnapshotInstall,
+}
+
+impl Upstreams {
+    /// `ca_cert`: a PEM bundle to trust instead of the system roots (a private CA).
+    pub fn new(
+        urls: Vec<String>,
+        token: Zeroizing<String>,
+        ca_cert: Option<&Path>,
+    ) -> Result<Upstreams, String> {
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("coffer-edge/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("CA certificate {}: {e}", path.display()))?;
+            http = http.tls_certs_only(certs);
+        }
+        let client = http
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Upstreams {
+            urls: urls
+                .into_iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect(),
+            client,
+            token: Arc::new(token),
+        })
+    }
+
+    fn get(&self, upstream: usize, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.urls[upstream]))
+            .bearer_auth(self.token.as_str())
+    }
+
+    /// The entries after `after`, waiting up to `wait` for new ones.
+    pub async fn feed(
+        &self,
+        upstream: usize,
+        after: u64,
+        wait: Duration,
+    ) -> Result<FeedAnswer, FetchError> {
+        let res = self
+            .get(
+                upstream,
+                &format!("/replication/v1/feed?after={after}&wait={}", wait.as_secs()),
+            )
+            .timeout(wait + FEED_GRACE)
+            .send()
+            .await
+            .map_err(transport)?;
+        let res = ok(res).await?;
+        let body = res.bytes().await.map_err(transport)?;
+        Ok(FeedAnswer::decode(&body)?)
+    }
+
+    /// Streams a snapshot into `storage` (an install transaction left open, not committed),
+    /// checking its digest on the way. `expected` is the cluster this edge belongs to, if it
+    /// has one yet.
+    pub async fn snapshot(
+        &self,
+        upstream: usize,
+        storage: &SqliteStorage,
+        expected: Option<ClusterId>,
+    ) -> Result<Staged, FetchError> {
+        let res = self
+            .get(upstream, "/replication/v1/snapshot")
+            .send()
+            .await
+            .map_err(transport)?;
+        let mut res = ok(res).await?;
+        let mut decoder = FrameDecoder::new();
+        let mut header: Option<(ClusterId, Position, u64, SnapshotDigest, SnapshotInstall)> = None;
+        loop {
+            let chunk = tokio::time::timeout(SNAPSHOT_STALL, res.chunk())
+                .await
+                .map_err(|_| FetchError::Transport("the snapshot stalled".into()))?
+                .map_err(transport)?;
+            let Some(chunk) = chunk else {
+                decoder.finish()?;
+                return Err(WireError::Truncated.into());
+            };
+            decoder.push(&chunk);
+            while let Some(frame) = decoder.next_frame()? {
+                match (frame, &mut header) {
+                    (
+                        Frame::SnapshotHeader {
+                            cluster_id,
+                            position,
+                            count,
+                            origin_ms,
+                        },
+                        None,
+                    ) => {
+                        check_cluster(expected, cluster_id)?;
+                        let install = storage.install_snapshot(
+                            cluster_id,
+                            position.seq,
+                            position.hash,
+                            count,
+                        );
+                        header = Some((
+                            cluster_id,
+                            position,
+                            origin_ms,
+                            SnapshotDigest::new(position, count),
+                            install,
+                        ));
+                    }
+                    (Frame::Item(item), Some((_, _, _, digest, install))) => {
+                        digest.update(&item);
+                        install.push(item).await?;
+                    }
+                    (Frame::SnapshotEnd { digest: sent }, Some(_)) => {
+                        let Some((cluster_id, position, origin_ms, digest, install)) =
+                            header.take()
+                        else {
+                            return Err(WireError::Protocol("snapshot without header").into());
+                        };
+                        return Ok(Staged {
+                            cluster_id,
+                            position,
+                            intact: digest.finish() == Some(sent),
+                            origin_ms,
+                            install,
+                        });
+                    }
+                    _ => {
+                        return Err(WireError::Protocol("unexpected frame in a snapshot").into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers one access batch; `Ok(())` once the upstream has it durably.
+    pub async fn deliver_access(&self, upstream: usize, body: Vec<u8>) -> Result<(), FetchError> {
+        let res = self
+            .client
+            .post(format!("{}/replication/v1/access", self.urls[upstream]))
+            .bearer_auth(self.token.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(transport)?;
+        ok(res).await.map(drop)
+    }
+}
+
+/// Refuses an upstream of another cluster than the one this edge's replica belongs to.
+pub fn check_cluster(expected: Option<ClusterId>, theirs: ClusterId) -> Result<(), FetchError> {
+    match expected {
+        Some(ours) if ours != theirs => Err(FetchError::OtherCluster {
+            ours: hex::encode(ours),
+            theirs: hex::encode(theirs),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn transport(e: reqwest::Error) -> FetchError {
+    // Without the URL: it is known to the caller, and the error text stays short.
+    FetchError::Transport(e.without_url().to_string())
+}
+
+/// The response if it is a 200; otherwise the error its v4 envelope describes.
+async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
+    let status = res.status();
+    if status.is_success() {
+        return Ok(res);
+    }
+    let body = res.bytes().await.unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    Err(FetchError::Status {
+        status: status.as_u16(),
+        message,
+    })
+}

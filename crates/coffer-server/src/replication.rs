@@ -1,0 +1,578 @@
+//! The replication API (`/replication/v1`), served to edge nodes by the control plane and by
+//! relay edges (`coffer edge --serve-feed`), with the same code over the same storage layout:
+//!
+//! - `GET /replication/v1/feed?after=SEQ[&wait=SECS]`: the change-log entries after `SEQ`, in
+//!   order, as binary frames (`coffer_replication::wire`). With `wait`, an answer that would be
+//!   empty waits up to that long for the next commit (long-poll), so a change reaches a
+//!   connected edge as soon as it is committed. Every answer starts with a heartbeat (cluster
+//!   id, head, origin time). `after` beyond the head is a 400; a position the log no longer
+//!   holds gets a `Compacted` frame (fetch a snapshot).
+//! - `GET /replication/v1/snapshot`: the whole replicated state, streamed, with a digest.
+//! - `POST /replication/v1/access`: access events observed at an edge (JSON), acknowledged once
+//!   they are durable; a retried batch is recorded once.
+//!
+//! Only node tokens (`coffernode_…`) are accepted here, and a node token is accepted nowhere
+//! else.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, AccessReceipt};
+use coffer_api::{Envelope, ErrorCode};
+use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal, Coffer};
+use coffer_replication::Position;
+use coffer_replication::SnapshotDigest;
+use coffer_replication::wire::{
+    FEED_CONTENT_TYPE, FeedAnswer, FeedBody, Frame, SNAPSHOT_CONTENT_TYPE,
+};
+use coffer_storage::{NodeRecord, SnapshotPart, StorageError};
+use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::NodeAuth;
+use crate::state::AppState;
+
+/// Entries per feed answer at most; the edge asks again right away for more.
+const MAX_ENTRIES: usize = 1_000;
+/// The longest long-poll a client may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Events per access batch at most (an edge sends one batch per interval, aggregated).
+const MAX_EVENTS: usize = 100_000;
+/// The largest access batch body accepted.
+pub const MAX_ACCESS_BODY: usize = 32 << 20;
+/// Snapshot bytes gathered into one body chunk.
+const SNAPSHOT_CHUNK: usize = 256 << 10;
+
+/// Where this process's heartbeats come from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// The control plane: its own clock.
+    Root,
+    /// A relay: the origin time of the freshest heartbeat its follower received (Unix ms; 0
+    /// until the first), so an edge below a relay cut off from the root sees it go stale.
+    Relay(Arc<AtomicU64>),
+}
+
+impl Origin {
+    fn now_ms(&self) -> u64 {
+        match self {
+            Origin::Root => unix_ms(),
+            Origin::Relay(freshest) => freshest.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Unix milliseconds of the wall clock (0 if it is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where access events delivered by edges go.
+pub trait AccessSink: Send + Sync + std::fmt::Debug {
+    /// Makes the batch durable (exactly once per `batch_id` at the root); `Ok(recorded)` once
+    /// it is, `recorded == false` for a batch delivered before.
+    fn deliver<'a>(
+        &'a self,
+        node: &'a NodeRecord,
+        batch_id: [u8; 16],
+        events: Vec<AccessEvent>,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>>;
+}
+
+/// The control plane's sink: the account's audit log.
+#[derive(Debug)]
+pub struct RootAccess(pub Arc<Coffer>);
+
+impl AccessSink for RootAccess {
+    fn deliver<'a>(
+        &'a self,
+        node: &'a NodeRecord,
+        batch_id: [u8; 16],
+        events: Vec<AccessEvent>,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.0
+                .record_edge_access(node, batch_id, events)
+                .await
+                .map_err(ApiError::from)
+        })
+    }
+}
+
+/// The replication side of a server: present on the control plane and on relays.
+#[derive(Debug)]
+pub struct Replication {
+    pub origin: Origin,
+    pub access: Arc<dyn AccessSink>,
+    /// Set to `true` at shutdown: pending long-polls answer at once.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+fn replication(app: &AppState) -> Result<&Arc<Replication>, ApiError> {
+    app.replication
+        .as_ref()
+        .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no such route"))
+}
+
+fn storage_error(e: StorageError) -> ApiError {
+    tracing::error!(error = %e, "replication read failed");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the log is unavailable; retry later",
+    )
+}
+
+/// `after` (required) and `wait` (optional, seconds) from the query string.
+fn feed_query(raw: Option<&str>) -> Result<(u64, Duration), ApiError> {
+    let mut after = None;
+    let mut wait = Duration::ZERO;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match &*k {
+            "after" => {
+                after = Some(v.parse::<u64>().map_err(|_| {
+                    ApiError::at(
+                        ErrorCode::InvalidQuery,
+                        "after",
+                        "after must be a sequence number (a non-negative integer)",
+                    )
+                })?);
+            }
+            "wait" => {
+                let secs = v.parse::<u64>().map_err(|_| {
+                    ApiError::at(
+                        ErrorCode::InvalidQuery,
+                        "wait",
+                        "wait must be a number of seconds",
+                    )
+                })?;
+                wait = Duration::from_secs(secs).min(MAX_WAIT);
+            }
+            other => {
+                return Err(ApiError::at(
+                    ErrorCode::InvalidQuery,
+                    other.to_owned(),
+                    format!("unknown query parameter {other:?} (the feed takes after and wait)"),
+                ));
+            }
+        }
+    }
+    let after = after.ok_or_else(|| {
+        ApiError::at(
+            ErrorCode::InvalidQuery,
+            "after",
+            "after is required: the sequence number of the last entry the caller holds (0 for none)",
+        )
+    })?;
+    Ok((after, wait))
+}
+
+fn binary(content_type: &'static str, body: Body) -> Response {
+    let mut res = (StatusCode::OK, body).into_response();
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+/// `GET /replication/v1/feed`.
+pub(crate) async fn feed(
+    State(app): State<AppState>,
+    NodeAuth(_node): NodeAuth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let repl = replication(&app)?.clone();
+    let (after, wait) = feed_query(raw.as_deref())?;
+    let storage = app.coffer.storage().clone();
+    let mut heads = storage.subscribe_head();
+    let closing = repl.closing.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut timed_out = wait.is_zero();
+    loop {
+        let head = *heads.borrow_and_update();
+        if after > head {
+            return Err(ApiError::at(
+                ErrorCode::InvalidQuery,
+                "after",
+                format!("after={after} is beyond the head of this log ({head})"),
+            ));
+        }
+        if after < head || timed_out || *closing.borrow() {
+            let state = storage.log_state().await.map_err(storage_error)?;
+            let Some(cluster_id) = state.cluster_id else {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "this node holds no replica yet; retry later",
+                ));
+            };
+            let body = if after < head {
+                match storage.changes_after(after, MAX_ENTRIES).await {
+                    Ok(entries) => FeedBody::Entries(entries),
+                    Err(StorageError::Compacted { base }) => FeedBody::Compacted { base_seq: base },
+                    Err(e) => return Err(storage_error(e)),
+                }
+            } else {
+                FeedBody::Entries(Vec::new())
+            };
+            let last = match &body {
+                FeedBody::Entries(v) => v.last().map_or(head, |e| e.seq.max(head)),
+                FeedBody::Compacted { .. } => head,
+            };
+            let answer = FeedAnswer {
+                cluster_id,
+                head_seq: last.max(state.head_seq),
+                origin_ms: repl.origin.now_ms(),
+                body,
+            };
+            return Ok(binary(FEED_CONTENT_TYPE, Body::from(answer.encode())));
+        }
+        tokio::select! {
+            changed = heads.changed() => {
+                if changed.is_err() {
+                    // The storage is closing: answer with what there is.
+                    timed_out = true;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => timed_out = true,
+            () = closed(closing.clone()) => timed_out = true,
+        }
+    }
+}
+
+/// Resolves once the server starts shutting down (never, if nobody can tell it to).
+async fn closed(mut closing: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *closing.borrow_and_update() {
+            return;
+        }
+        if closing.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// `GET /replication/v1/snapshot`: streamed as it is read, so its size is not bounded by
+/// memory. A read failure midway ends the body without its closing frame, which the edge
+/// refuses as truncated.
+pub(crate) async fn snapshot(
+    State(app): State<AppState>,
+    NodeAuth(node): NodeAuth,
+) -> ApiResult<Response> {
+    let repl = replication(&app)?.clone();
+    let storage = app.coffer.storage().clone();
+    let (tx, mut parts) = tokio::sync::mpsc::channel::<SnapshotPart>(4096);
+    let producer = tokio::spawn(async move { storage.snapshot(tx).await });
+    let Some(SnapshotPart::Header {
+        cluster_id,
+        seq,
+        hash,
+        count,
+    }) = parts.recv().await
+    else {
+        let why = match producer.await {
+            Ok(Err(e)) => e.to_string(),
+            _ => "no header".to_owned(),
+        };
+        tracing::error!(error = %why, "snapshot could not start");
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "no snapshot can be produced right now; retry later",
+        ));
+    };
+    tracing::info!(node = %node.name, seq, count, "serving a snapshot");
+    let position = Position { seq, hash };
+    let origin_ms = repl.origin.now_ms();
+    let (chunks_tx, chunks) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut digest = SnapshotDigest::new(position, count);
+        let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
+        Frame::SnapshotHeader {
+            cluster_id,
+            position,
+            count,
+            origin_ms,
+        }
+        .encode(&mut buf);
+        while let Some(part) = parts.recv().await {
+            let SnapshotPart::Item(item) = part else {
+                tracing::error!("snapshot producer sent a second header; ending the body");
+                return;
+            };
+            digest.update(&item);
+            Frame::Item(item).encode(&mut buf);
+            if buf.len() >= SNAPSHOT_CHUNK {
+                let chunk = std::mem::replace(&mut buf, Vec::with_capacity(SNAPSHOT_CHUNK + 4096));
+                if chunks_tx.send(Bytes::from(chunk)).await.is_err() {
+                    return; // The client went away; dropping `parts` stops the producer.
+                }
+            }
+        }
+        match producer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "snapshot read failed midway; ending the body early");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot producer failed; ending the body early");
+                return;
+            }
+        }
+        let Some(digest) = digest.finish() else {
+            tracing::error!(
+                "snapshot producer sent a wrong number of items; ending the body early"
+            );
+            return;
+        };
+        Frame::SnapshotEnd { digest }.encode(&mut buf);
+        let _ = chunks_tx.send(Bytes::from(buf)).await;
+    });
+    let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Ok(binary(SNAPSHOT_CONTENT_TYPE, Body::from_stream(stream)))
+}
+
+/// `POST /replication/v1/access`.
+pub(crate) async fn access(
+    State(app): State<AppState>,
+    NodeAuth(node): NodeAuth,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let repl = replication(&app)?.clone();
+    if body.len() > MAX_ACCESS_BODY {
+        return Err(ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("an access batch is at most {MAX_ACCESS_BODY} bytes"),
+        ));
+    }
+    let batch: AccessBatch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("not an access batch: {e}"),
+        )
+    })?;
+    let (batch_id, events) = decode_batch(batch)?;
+    let recorded = repl.access.deliver(&node, batch_id, events).await?;
+    Ok(axum::Json(Envelope::ok(AccessReceipt { recorded })).into_response())
+}
+
+fn bad(pointer: String, message: impl Into<String>) -> ApiError {
+    ApiError::at(ErrorCode::InvalidField, pointer, message)
+}
+
+/// Parses and bounds a delivered batch: every id well formed, every outcome and reason one
+/// that edges produce, names no longer than the API allows.
+pub fn decode_batch(batch: AccessBatch) -> Result<([u8; 16], Vec<AccessEvent>), ApiError> {
+    let batch_id = parse_hex16(&batch.batch_id)
+        .ok_or_else(|| bad("/batch_id".into(), "batch_id must be 32 hex characters"))?;
+    if batch.events.len() > MAX_EVENTS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBatch,
+            format!("an access batch holds at most {MAX_EVENTS} events"),
+        ));
+    }
+    let mut events = Vec::with_capacity(batch.events.len());
+    for (i, e) in batch.events.into_iter().enumerate() {
+        let at = |field: &str| format!("/events/{i}/{field}");
+        let id = |field: &str, v: &Option<String>| -> Result<Option<[u8; 16]>, ApiError> {
+            v.as_deref()
+                .map(|s| {
+                    parse_hex16(s)
+                        .ok_or_else(|| bad(at(field), format!("{field} must be 32 hex characters")))
+                })
+                .transpose()
+        };
+        let account = parse_hex16(&e.account_id)
+            .ok_or_else(|| bad(at("account_id"), "account_id must be 32 hex characters"))?;
+        let outcome = match (e.outcome.as_str(), e.reason.as_deref()) {
+            ("success", None) => AccessOutcome::Served,
+            ("denied", Some(r)) => AccessOutcome::Refused(
+                AccessRefusal::parse(r)
+                    .ok_or_else(|| bad(at("reason"), "not a reason an edge records"))?,
+            ),
+            ("unrecorded", _) => AccessOutcome::Unrecorded,
+            _ => {
+                return Err(bad(
+                    at("outcome"),
+                    "outcome must be success, denied (with a reason) or unrecorded",
+                ));
+            }
+        };
+        for (field, v) in [
+            ("service_name", &e.service_name),
+            ("binding", &e.binding),
+            ("secret_name", &e.secret_name),
+        ] {
+            if v.len() > 255 {
+                return Err(bad(at(field), format!("{field} is longer than 255 bytes")));
+            }
+        }
+        if e.reads == 0 {
+            return Err(bad(at("reads"), "reads must be at least 1"));
+        }
+        let service = id("service_id", &e.service_id)?.map(ServiceId::from_bytes);
+        let token = id("token_id", &e.token_id)?.map(TokenId::from_bytes);
+        if outcome != AccessOutcome::Unrecorded && (service.is_none() || token.is_none()) {
+            return Err(bad(
+                at("token_id"),
+                "a success or denied event names its service and token",
+            ));
+        }
+        events.push(AccessEvent {
+            account: AccountId::from_bytes(account),
+            service,
+            service_name: e.service_name,
+            token,
+            binding: e.binding,
+            store: id("store_id", &e.store_id)?.map(StoreId::from_bytes),
+            secret: id("secret_id", &e.secret_id)?.map(SecretId::from_bytes),
+            secret_name: e.secret_name,
+            outcome,
+            reads: e.reads,
+            first: Timestamp::from_unix_micros(e.first_read_us),
+            last: Timestamp::from_unix_micros(e.last_read_us.max(e.first_read_us)),
+        });
+    }
+    Ok((batch_id, events))
+}
+
+/// The wire form of access events (what an edge sends).
+pub fn encode_batch(batch_id: [u8; 16], events: &[AccessEvent]) -> AccessBatch {
+    AccessBatch {
+        batch_id: hex::encode(batch_id),
+        events: events
+            .iter()
+            .map(|e| WireEvent {
+                account_id: e.account.to_string(),
+                service_id: e.service.map(|s| s.to_string()),
+                service_name: e.service_name.clone(),
+                token_id: e.token.map(|t| t.to_string()),
+                binding: e.binding.clone(),
+                store_id: e.store.map(|s| s.to_string()),
+                secret_id: e.secret.map(|s| s.to_string()),
+                secret_name: e.secret_name.clone(),
+                outcome: match e.outcome {
+                    AccessOutcome::Served => "success",
+                    AccessOutcome::Refused(_) => "denied",
+                    AccessOutcome::Unrecorded => "unrecorded",
+                }
+                .to_owned(),
+                reason: match e.outcome {
+                    AccessOutcome::Refused(r) => Some(r.as_str().to_owned()),
+                    _ => None,
+                },
+                reads: e.reads,
+                first_read_us: e.first.unix_micros(),
+                last_read_us: e.last.unix_micros(),
+            })
+            .collect(),
+    }
+}
+
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    (s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(())?;
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AccessEvent {
+        AccessEvent {
+            account: AccountId::from_bytes([1; 16]),
+            service: Some(ServiceId::from_bytes([2; 16])),
+            service_name: "gateway".into(),
+            token: Some(TokenId::from_bytes([3; 16])),
+            binding: "OPENAI".into(),
+            store: Some(StoreId::from_bytes([4; 16])),
+            secret: Some(SecretId::from_bytes([5; 16])),
+            secret_name: "openai".into(),
+            outcome: AccessOutcome::Refused(AccessRefusal::ScopeMissing),
+            reads: 7,
+            first: Timestamp::from_unix_micros(10),
+            last: Timestamp::from_unix_micros(20),
+        }
+    }
+
+    #[test]
+    fn access_batches_round_trip() {
+        let events = vec![
+            event(),
+            AccessEvent {
+                outcome: AccessOutcome::Served,
+                ..event()
+            },
+        ];
+        let wire = encode_batch([9; 16], &events);
+        let json = serde_json::to_vec(&wire).unwrap();
+        let back: AccessBatch = serde_json::from_slice(&json).unwrap();
+        assert_eq!(decode_batch(back).unwrap(), ([9; 16], events));
+    }
+
+    #[test]
+    fn malformed_access_batches_name_the_problem() {
+        type Breaker = fn(&mut AccessBatch);
+        let cases: Vec<(Breaker, &str)> = vec![
+            (|b| b.batch_id = "xyz".into(), "/batch_id"),
+            (
+                |b| b.events[0].account_id = "ABC".into(),
+                "/events/0/account_id",
+            ),
+            (
+                |b| b.events[0].outcome = "maybe".into(),
+                "/events/0/outcome",
+            ),
+            (
+                |b| b.events[0].reason = Some("I said so".into()),
+                "/events/0/reason",
+            ),
+            (|b| b.events[0].reads = 0, "/events/0/reads"),
+            (
+                |b| b.events[0].binding = "x".repeat(256),
+                "/events/0/binding",
+            ),
+            (|b| b.events[0].token_id = None, "/events/0/token_id"),
+            (
+                |b| b.events[0].store_id = Some("1".into()),
+                "/events/0/store_id",
+            ),
+        ];
+        for (break_it, pointer) in cases {
+            let mut b = encode_batch([9; 16], &[event()]);
+            break_it(&mut b);
+            let err = decode_batch(b).unwrap_err();
+            assert_eq!(err.pointer.as_deref(), Some(pointer), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn feed_queries_are_checked() {
+        assert_eq!(feed_query(Some("after=5")).unwrap(), (5, Duration::ZERO));
+        assert_eq!(feed_query(Some("after=0&wait=600")).unwrap(), (0, MAX_WAIT));
+        for bad in [
+            None,
+            Some("wait=1"),
+            Some("after=-1"),
+            Some("after=1&x=2"),
+            Some("after=1&wait=z"),
+        ] {
+            assert!(feed_query(bad).is_err(), "{bad:?}");
+        }
+    }
+}
