@@ -104,6 +104,10 @@ fn open_dir(path: &Path) -> Result<std::fs::File, EdgeError> {
             .create(path)
             .map_err(|e| data_dir_error(path, format!("cannot create: {e}")))?;
     }
+    // The replica holds every sealed value: private to this user, whatever the umask was.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| data_dir_error(path, format!("cannot set mode 0700: {e}")))?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -134,10 +138,23 @@ pub async fn run(
         return Err(EdgeError::Config("give at least one --upstream".into()));
     }
     for url in &opts.upstreams {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let Some(rest) = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+        else {
             return Err(EdgeError::Config(format!(
                 "upstream {url:?} is not an http:// or https:// URL"
             )));
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() {
+            return Err(EdgeError::Config(format!("upstream {url:?} has no host")));
+        }
+        if url.starts_with("http://") && !is_loopback_host(host) {
+            tracing::warn!(
+                upstream = %url,
+                "plain HTTP to a non-loopback upstream: the node token crosses the network in clear (use https://)"
+            );
         }
     }
     coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
@@ -314,6 +331,22 @@ pub async fn run(
     result.map_err(EdgeError::from)
 }
 
+/// Whether `host` (with an optional port) names this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // A bracketed IPv6 address keeps its colons inside the brackets.
+        Some((name, port)) if !name.ends_with(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Hands a request to the serving router, or answers 503 while the first sync is under way.
 async fn gate(serving: &OnceLock<Router>, req: Request) -> Response {
     match serving.get() {
@@ -326,5 +359,32 @@ async fn gate(serving: &OnceLock<Router>, req: Request) -> Response {
             "this edge has no replica yet (first sync with an upstream in progress); retry later",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for h in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:8080",
+            "::1",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1:8080",
+            "example.com",
+            "[2001:db8::1]:443",
+            "localhost.evil.com",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
     }
 }
