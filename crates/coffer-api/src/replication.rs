@@ -14,6 +14,18 @@ pub const REPLICATION_PREFIX: &str = "/replication/v1";
 pub struct AccessBatch {
     pub batch_id: String,
     pub events: Vec<AccessEvent>,
+    /// The edge that served the reads, set by a relay that forwards another node's batch
+    /// (absent: the node delivering the batch served them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_by: Option<ObservedBy>,
+}
+
+/// A node, as named in a forwarded [`AccessBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedBy {
+    pub node_id: String,
+    pub node_name: String,
 }
 
 /// Reads aggregated per (token, binding, secret, outcome): ids and names only.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use coffer_core::{AccessEvent, Coffer};
 use coffer_server::ApiError;
-use coffer_server::replication::{AccessSink, encode_batch};
+use coffer_server::replication::{AccessSink, Observer, encode_batch, set_observer};
 use coffer_storage::{NodeRecord, SqliteStorage};
 
 use crate::status::EdgeStatus;
@@ -88,11 +88,16 @@ impl AccessSink for RelayAccess {
     fn deliver<'a>(
         &'a self,
         _node: &'a NodeRecord,
+        observed_by: Observer,
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
     ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&encode_batch(batch_id, &events)).map_err(|e| {
+            let mut batch = encode_batch(batch_id, &events);
+            // Upstream, the batch is delivered by this relay; it keeps naming the edge that
+            // served the reads.
+            set_observer(&mut batch, &observed_by);
+            let body = serde_json::to_vec(&batch).map_err(|e| {
                 ApiError::new(coffer_api::ErrorCode::Internal, format!("encoding: {e}"))
             })?;
             self.0.outbox_put(batch_id, body).await.map_err(|e| {

@@ -26,7 +26,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, AccessReceipt};
+use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, AccessReceipt, ObservedBy};
 use coffer_api::{Envelope, ErrorCode};
 use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal, Coffer};
 use coffer_replication::Position;
@@ -81,13 +81,22 @@ pub fn unix_ms() -> u64 {
 /// Where access events delivered by edges go.
 pub trait AccessSink: Send + Sync + std::fmt::Debug {
     /// Makes the batch durable (exactly once per `batch_id` at the root); `Ok(recorded)` once
-    /// it is, `recorded == false` for a batch delivered before.
+    /// it is, `recorded == false` for a batch delivered before. `node` delivered it;
+    /// `observed_by` served the reads (the node itself, or an edge below a relay).
     fn deliver<'a>(
         &'a self,
         node: &'a NodeRecord,
+        observed_by: Observer,
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
     ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>>;
+}
+
+/// The node that served the reads of an access batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observer {
+    pub node_id: TokenId,
+    pub node_name: String,
 }
 
 /// The control plane's sink: the account's audit log.
@@ -98,12 +107,18 @@ impl AccessSink for RootAccess {
     fn deliver<'a>(
         &'a self,
         node: &'a NodeRecord,
+        observed_by: Observer,
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
     ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>> {
         Box::pin(async move {
             self.0
-                .record_edge_access(node, batch_id, events)
+                .record_edge_access(
+                    node.id,
+                    (observed_by.node_id, &observed_by.node_name),
+                    batch_id,
+                    events,
+                )
                 .await
                 .map_err(ApiError::from)
         })
@@ -361,13 +376,51 @@ pub(crate) async fn access(
             format!("not an access batch: {e}"),
         )
     })?;
+    let observed_by = observer(&batch)?.unwrap_or_else(|| Observer {
+        node_id: node.id,
+        node_name: node.name.clone(),
+    });
     let (batch_id, events) = decode_batch(batch)?;
-    let recorded = repl.access.deliver(&node, batch_id, events).await?;
+    let recorded = repl
+        .access
+        .deliver(&node, observed_by, batch_id, events)
+        .await?;
     Ok(axum::Json(Envelope::ok(AccessReceipt { recorded })).into_response())
 }
 
 fn bad(pointer: String, message: impl Into<String>) -> ApiError {
     ApiError::at(ErrorCode::InvalidField, pointer, message)
+}
+
+/// The edge a forwarded batch names as having served its reads, checked for shape.
+pub fn observer(batch: &AccessBatch) -> Result<Option<Observer>, ApiError> {
+    let Some(o) = &batch.observed_by else {
+        return Ok(None);
+    };
+    let node_id = parse_hex16(&o.node_id).ok_or_else(|| {
+        bad(
+            "/observed_by/node_id".into(),
+            "node_id must be 32 hex characters",
+        )
+    })?;
+    if o.node_name.is_empty() || o.node_name.len() > 63 {
+        return Err(bad(
+            "/observed_by/node_name".into(),
+            "node_name must be 1 to 63 characters",
+        ));
+    }
+    Ok(Some(Observer {
+        node_id: TokenId::from_bytes(node_id),
+        node_name: o.node_name.clone(),
+    }))
+}
+
+/// Names the edge that served a batch's reads (what a relay adds when it forwards it).
+pub fn set_observer(batch: &mut AccessBatch, observer: &Observer) {
+    batch.observed_by = Some(ObservedBy {
+        node_id: observer.node_id.to_string(),
+        node_name: observer.node_name.clone(),
+    });
 }
 
 /// Parses and bounds a delivered batch: every id well formed, every outcome and reason one
@@ -450,6 +503,7 @@ pub fn decode_batch(batch: AccessBatch) -> Result<([u8; 16], Vec<AccessEvent>), 
 pub fn encode_batch(batch_id: [u8; 16], events: &[AccessEvent]) -> AccessBatch {
     AccessBatch {
         batch_id: hex::encode(batch_id),
+        observed_by: None,
         events: events
             .iter()
             .map(|e| WireEvent {
@@ -559,6 +613,32 @@ mod tests {
             let err = decode_batch(b).unwrap_err();
             assert_eq!(err.pointer.as_deref(), Some(pointer), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn a_forwarded_batch_keeps_naming_the_edge_that_served_it() {
+        let mut b = encode_batch([9; 16], &[event()]);
+        assert_eq!(observer(&b).unwrap(), None);
+        let edge = Observer {
+            node_id: TokenId::from_bytes([8; 16]),
+            node_name: "edge-fra-1".into(),
+        };
+        set_observer(&mut b, &edge);
+        let json = serde_json::to_vec(&b).unwrap();
+        let back: AccessBatch = serde_json::from_slice(&json).unwrap();
+        assert_eq!(observer(&back).unwrap(), Some(edge));
+        let mut bad_id = back.clone();
+        bad_id.observed_by.as_mut().unwrap().node_id = "zz".into();
+        assert_eq!(
+            observer(&bad_id).unwrap_err().pointer.as_deref(),
+            Some("/observed_by/node_id")
+        );
+        let mut bad_name = back;
+        bad_name.observed_by.as_mut().unwrap().node_name = String::new();
+        assert_eq!(
+            observer(&bad_name).unwrap_err().pointer.as_deref(),
+            Some("/observed_by/node_name")
+        );
     }
 
     #[test]

@@ -19,9 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use coffer_crypto::{ApiToken, Plaintext, TokenHash, TokenKind, ValueContext, open_bytes};
-use coffer_storage::{
-    AuditEntry, NodeRecord, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord,
-};
+use coffer_storage::{AuditEntry, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord};
 use coffer_types::{
     AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, Timestamp, TokenId,
 };
@@ -701,13 +699,15 @@ impl Coffer {
     }
 
     /// Records access events an edge node delivered (on the control plane): one `access`
-    /// entry per event in its account's audit log, naming the node, all in one transaction
+    /// entry per event in its account's audit log, naming the edge that served the reads
+    /// (`observed_by`: the delivering node, or an edge behind a relay), all in one transaction
     /// and exactly once per `batch_id` (`Ok(false)`, nothing written, for a batch delivered
     /// before). Events of accounts this instance never had (no account, no audit chain) are
     /// dropped with a warning rather than starting a chain for an unknown id.
     pub async fn record_edge_access(
         &self,
-        node: &NodeRecord,
+        delivered_by: TokenId,
+        observed_by: (TokenId, &str),
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
     ) -> Result<bool, CoreError> {
@@ -726,13 +726,13 @@ impl Coffer {
             if is_known {
                 kept.push(e);
             } else {
-                tracing::warn!(node = %node.name, account = %e.account, "dropping access events of an unknown account");
+                tracing::warn!(node = %observed_by.1, account = %e.account, "dropping access events of an unknown account");
             }
         }
-        let entries = self.access_entries(&kept, Some((node.id, &node.name)))?;
+        let entries = self.access_entries(&kept, Some(observed_by))?;
         Ok(self
             .storage
-            .record_access_batch(batch_id, node.id, &entries)
+            .record_access_batch(batch_id, delivered_by, &entries)
             .await?)
     }
 
