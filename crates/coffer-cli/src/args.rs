@@ -279,8 +279,9 @@ pub struct EdgeArgs {
     #[arg(long)]
     pub serve_feed: bool,
 
-    /// Leave an upstream whose heartbeats are older than this many seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    /// Leave an upstream whose heartbeats are older than this many seconds (the edge long-polls
+    /// for at most a quarter of it, so a healthy idle upstream always looks fresh)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub staleness: u64,
 }
 

@@ -64,7 +64,9 @@ pub(crate) async fn deliver(storage: &SqliteStorage, upstreams: &Upstreams, stat
             Ok(()) => {}
             // The upstream will never take this batch (it is malformed to it): keeping it
             // would block every later one.
-            Err(FetchError::Status { status, message }) if status == 400 || status == 413 => {
+            Err(FetchError::Status {
+                status, message, ..
+            }) if status == 400 || status == 413 => {
                 tracing::error!(batch = %hex::encode(id), status, %message, "an upstream refused an access batch; dropping it");
             }
             Err(e) => {

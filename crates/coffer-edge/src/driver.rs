@@ -184,13 +184,36 @@ impl Driver {
 
     fn failed(&self, from: usize, e: &FetchError) -> Vec<Input<usize>> {
         let url = &self.upstreams.urls[from];
-        match e {
-            FetchError::OtherCluster { .. } => {
-                tracing::error!(upstream = %url, "{e}");
+        // An upstream refusing our position as beyond its head names its cluster and head:
+        // another cluster is refused as such; one of ours is behind us (a relay catching up,
+        // or a control plane restored from an older backup).
+        let refined = match e {
+            FetchError::Status {
+                cluster: Some(theirs),
+                head,
+                ..
+            } => match check_cluster(self.cluster, *theirs) {
+                Err(other) => Some(other.to_string()),
+                Ok(()) => Some(format!(
+                    "is behind this edge (its head {}, our position {}); waiting for it or another upstream",
+                    head.map_or_else(|| "?".to_owned(), |h| h.to_string()),
+                    self.follower.verified().seq
+                )),
+            },
+            _ => None,
+        };
+        match (e, &refined) {
+            (FetchError::OtherCluster { .. }, _) => tracing::error!(upstream = %url, "{e}"),
+            (_, Some(why)) if why.contains("refusing it") => {
+                tracing::error!(upstream = %url, "{why}");
             }
+            (_, Some(why)) => tracing::warn!(upstream = %url, "{why}"),
             _ => tracing::warn!(upstream = %url, error = %e, "upstream request failed"),
         }
-        self.status.set_error(format!("{url}: {e}"));
+        self.status.set_error(format!(
+            "{url}: {}",
+            refined.unwrap_or_else(|| e.to_string())
+        ));
         vec![Input::Failed { from }]
     }
 

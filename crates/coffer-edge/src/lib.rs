@@ -62,13 +62,23 @@ pub struct EdgeOptions {
     pub serve_feed: bool,
     /// An upstream whose heartbeats are older than this is left for the next one.
     pub staleness: Duration,
-    /// How long one feed request waits for new entries.
+    /// How long one feed request waits for new entries at most. An idle upstream answers
+    /// with a heartbeat when it runs out, so it also bounds how old heartbeats get; the edge
+    /// uses at most a quarter of `staleness`.
     pub long_poll: Duration,
 }
 
 impl EdgeOptions {
     pub const DEFAULT_STALENESS: Duration = Duration::from_secs(30);
-    pub const DEFAULT_LONG_POLL: Duration = Duration::from_secs(5);
+    pub const DEFAULT_LONG_POLL: Duration = Duration::from_secs(1);
+
+    /// The long-poll actually used: short against the staleness, so that a healthy idle
+    /// upstream (and the root's clock forwarded through relays) always looks fresh.
+    pub fn effective_long_poll(&self) -> Duration {
+        self.long_poll
+            .min(self.staleness / 4)
+            .max(Duration::from_millis(100))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +249,7 @@ pub async fn run(
                     health,
                 ));
                 let _ = coffer_slot.set(coffer);
+                status.mark_serving();
                 Ok::<(), String>(())
             }
         }
@@ -249,10 +260,11 @@ pub async fn run(
             .map_err(|e| data_dir_error(&opts.data_dir, format!("cannot open the replica: {e}")))?;
     }
 
+    let long_poll = opts.effective_long_poll();
     let config = Config {
         staleness_ms: u64::try_from(opts.staleness.as_millis()).unwrap_or(u64::MAX),
         // A feed request long-polls; give it its wait plus a margin before sending it again.
-        request_timeout_ms: u64::try_from((opts.long_poll + Duration::from_secs(5)).as_millis())
+        request_timeout_ms: u64::try_from((long_poll + Duration::from_secs(5)).as_millis())
             .unwrap_or(u64::MAX),
         // The upstream holds the request until there is something new: ask again at once.
         poll_interval_ms: 0,
@@ -263,7 +275,7 @@ pub async fn run(
         storage.clone(),
         status.clone(),
         config,
-        opts.long_poll,
+        long_poll,
     )
     .await
     .map_err(EdgeError::Config)?;
@@ -275,12 +287,9 @@ pub async fn run(
         let status = status.clone();
         let coffer = coffer.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
             while coffer.get().is_none() {
-                tick.tick().await;
-                if status.is_ready()
-                    && let Err(e) = build().await
-                {
+                status.wait_synced().await;
+                if let Err(e) = build().await {
                     tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

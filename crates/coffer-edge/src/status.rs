@@ -20,9 +20,13 @@ pub struct EdgeStatus {
     /// The applied seq, for those who wait for it (benchmarks, tests).
     applied_watch: tokio::sync::watch::Sender<u64>,
     upstream_head: AtomicU64,
-    /// Ready: holds a replica and has caught up with its upstream once (or restarted with a
+    /// Synced: holds a replica and has caught up with its upstream once (or restarted with a
     /// replica: it serves what it has while it catches up).
-    ready: AtomicBool,
+    synced: AtomicBool,
+    /// The runtime API is being served from the replica. Ready = synced and serving.
+    serving: AtomicBool,
+    /// Signalled when the replica becomes synced, to build the serving side at once.
+    synced_notify: tokio::sync::Notify,
     pub(crate) alarms: AtomicU64,
     /// The freshest heartbeat origin (Unix ms) received: a relay stamps its own heartbeats with it.
     pub(crate) freshest_origin: std::sync::Arc<AtomicU64>,
@@ -45,7 +49,9 @@ impl EdgeStatus {
             applied: AtomicU64::new(0),
             applied_watch: tokio::sync::watch::Sender::new(0),
             upstream_head: AtomicU64::new(0),
-            ready: AtomicBool::new(cluster.is_some()),
+            synced: AtomicBool::new(cluster.is_some()),
+            serving: AtomicBool::new(false),
+            synced_notify: tokio::sync::Notify::new(),
             alarms: AtomicU64::new(0),
             freshest_origin: std::sync::Arc::new(AtomicU64::new(0)),
             inner: Mutex::new(Inner {
@@ -75,8 +81,8 @@ impl EdgeStatus {
     }
 
     pub(crate) fn mark_synced(&self) {
-        if self.inner().cluster.is_some() {
-            self.ready.store(true, Ordering::Release);
+        if self.inner().cluster.is_some() && !self.synced.swap(true, Ordering::AcqRel) {
+            self.synced_notify.notify_waiters();
         }
     }
 
@@ -92,8 +98,29 @@ impl EdgeStatus {
         self.inner().last_error = Some(error);
     }
 
+    /// Ready: the replica is synced and the runtime API serves it. `/healthz` answers 200 from
+    /// then on.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.serving.load(Ordering::Acquire) && self.synced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Waits until the replica is synced.
+    pub(crate) async fn wait_synced(&self) {
+        loop {
+            let notified = self.synced_notify.notified();
+            if self.is_synced() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn mark_serving(&self) {
+        self.serving.store(true, Ordering::Release);
     }
 
     /// Watches the applied seq: it changes once entries (or a snapshot) are durably applied,

@@ -22,7 +22,13 @@ pub enum FetchError {
     #[error("request failed: {0}")]
     Transport(String),
     #[error("answered {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        status: u16,
+        message: String,
+        /// The cluster and head the upstream names when it refuses a position beyond its head.
+        cluster: Option<ClusterId>,
+        head: Option<u64>,
+    },
     #[error("unreadable answer: {0}")]
     Wire(#[from] WireError),
     #[error(
@@ -98,7 +104,10 @@ impl Upstreams {
         let res = self
             .get(
                 upstream,
-                &format!("/replication/v1/feed?after={after}&wait={}", wait.as_secs()),
+                &format!(
+                    "/replication/v1/feed?after={after}&wait_ms={}",
+                    wait.as_millis()
+                ),
             )
             .timeout(wait + FEED_GRACE)
             .send()
@@ -226,6 +235,17 @@ async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
     if status.is_success() {
         return Ok(res);
     }
+    let header = |name: &axum::http::HeaderName| {
+        res.headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let cluster = header(&coffer_server::replication::CLUSTER_HEADER).and_then(|v| {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(v, &mut id).ok().map(|()| id)
+    });
+    let head = header(&coffer_server::replication::HEAD_HEADER).and_then(|v| v.parse().ok());
     let body = res.bytes().await.unwrap_or_default();
     let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
@@ -234,5 +254,7 @@ async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
     Err(FetchError::Status {
         status: status.as_u16(),
         message,
+        cluster,
+        head,
     })
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, AccessReceipt, ObservedBy};
 use coffer_api::{Envelope, ErrorCode};
@@ -40,6 +40,10 @@ use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::NodeAuth;
 use crate::state::AppState;
+
+/// On a feed refusal for a position beyond the head: the log's cluster id (hex) and head.
+pub const CLUSTER_HEADER: HeaderName = HeaderName::from_static("coffer-cluster-id");
+pub const HEAD_HEADER: HeaderName = HeaderName::from_static("coffer-log-head");
 
 /// Entries per feed answer at most; the edge asks again right away for more.
 const MAX_ENTRIES: usize = 1_000;
@@ -173,11 +177,23 @@ fn feed_query(raw: Option<&str>) -> Result<(u64, Duration), ApiError> {
                 })?;
                 wait = Duration::from_secs(secs).min(MAX_WAIT);
             }
+            "wait_ms" => {
+                let ms = v.parse::<u64>().map_err(|_| {
+                    ApiError::at(
+                        ErrorCode::InvalidQuery,
+                        "wait_ms",
+                        "wait_ms must be a number of milliseconds",
+                    )
+                })?;
+                wait = Duration::from_millis(ms).min(MAX_WAIT);
+            }
             other => {
                 return Err(ApiError::at(
                     ErrorCode::InvalidQuery,
                     other.to_owned(),
-                    format!("unknown query parameter {other:?} (the feed takes after and wait)"),
+                    format!(
+                        "unknown query parameter {other:?} (the feed takes after, and wait or wait_ms)"
+                    ),
                 ));
             }
         }
@@ -215,11 +231,23 @@ pub(crate) async fn feed(
     loop {
         let head = *heads.borrow_and_update();
         if after > head {
-            return Err(ApiError::at(
+            // Named in headers too, so that an edge can tell an upstream of another cluster
+            // (refused) from one that is merely behind it.
+            let cluster = storage.log_state().await.ok().and_then(|s| s.cluster_id);
+            let mut res = ApiError::at(
                 ErrorCode::InvalidQuery,
                 "after",
                 format!("after={after} is beyond the head of this log ({head})"),
-            ));
+            )
+            .into_response();
+            let headers = res.headers_mut();
+            headers.insert(HEAD_HEADER, HeaderValue::from(head));
+            if let Some(c) = cluster
+                && let Ok(v) = HeaderValue::from_str(&hex::encode(c))
+            {
+                headers.insert(CLUSTER_HEADER, v);
+            }
+            return Ok(res);
         }
         if after < head || timed_out || *closing.borrow() {
             let state = storage.log_state().await.map_err(storage_error)?;
@@ -644,6 +672,10 @@ mod tests {
     #[test]
     fn feed_queries_are_checked() {
         assert_eq!(feed_query(Some("after=5")).unwrap(), (5, Duration::ZERO));
+        assert_eq!(
+            feed_query(Some("after=5&wait_ms=250")).unwrap(),
+            (5, Duration::from_millis(250))
+        );
         assert_eq!(feed_query(Some("after=0&wait=600")).unwrap(), (0, MAX_WAIT));
         for bad in [
             None,
