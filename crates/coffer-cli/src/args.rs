@@ -240,7 +240,7 @@ pub struct EdgeArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub node_token: String,
+    pub node_token: TokenArg,
 
     /// The edge's own data dir (created if missing): its replica and lock
     #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
@@ -1168,6 +1168,23 @@ mod tests {
         .unwrap();
         let dbg = format!("{cli:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("sekrit"), "{dbg}");
+    }
+
+    #[test]
+    fn the_node_token_is_redacted_in_debug_output() {
+        let cli = parse(&[
+            "edge",
+            "--upstream",
+            "http://127.0.0.1:8080",
+            "--node-token",
+            "coffernode_sekrit",
+            "--data-dir",
+            "d",
+        ])
+        .unwrap();
+        let dbg = format!("{cli:?}");
+        assert!(!dbg.contains("sekrit"), "{dbg}");
+        assert!(dbg.contains("[redacted]"), "{dbg}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Access events observed at this edge, on their way to the control plane's audit log.
 //!
-//! Every interval the runtime reads aggregated in memory become one batch with a random id,
-//! written to the local outbox (SQLite) before anything is sent; the outbox is then delivered
-//! upstream, oldest first, and a batch leaves it only once an upstream acknowledged it. A
-//! relay puts batches it receives into its own outbox under the same id, and the control plane
-//! records each id once, so a retry after a lost acknowledgement or a crash never records a
-//! read twice (at least once, without duplicates).
+//! Every interval the runtime reads aggregated in memory become batches (at most
+//! [`EVENTS_PER_BATCH`] events each) with random ids, written to the local outbox (SQLite)
+//! before anything is sent; the outbox is then delivered upstream, oldest first, and a batch
+//! leaves it only once an upstream acknowledged it. A relay acknowledges a batch from below
+//! only once its own upstream did (it forwards it at once, keeping the id and naming the edge
+//! that served the reads), so the acknowledgement always comes from the control plane, which
+//! records each id once: a retry after a lost acknowledgement or a crash never records a read
+//! twice (at least once, without duplicates).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,68 +25,100 @@ use crate::upstream::{FetchError, Upstreams};
 
 /// How often reads are batched and the outbox is delivered.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
-/// Batches delivered per round at most.
-const PER_ROUND: usize = 64;
+/// Batches read from the outbox at a time.
+const PER_READ: usize = 16;
+/// Events per batch at most (a batch body stays well under a proxy's usual body limit).
+pub(crate) const EVENTS_PER_BATCH: usize = 2_000;
+/// How long one round may keep delivering (the next round goes on).
+const ROUND_BUDGET: Duration = Duration::from_secs(8);
 
 /// Moves the reads noted since the last call into the outbox. On failure they go back into
 /// the in-memory log for the next round.
 pub(crate) async fn stash(coffer: &Coffer, storage: &SqliteStorage) {
-    let events = coffer.take_access_events();
-    if events.is_empty() {
-        return;
-    }
-    let id = coffer_crypto::random_array::<16>();
-    let body = match serde_json::to_vec(&encode_batch(id, &events)) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode access events");
+    let mut events = coffer.take_access_events();
+    while !events.is_empty() {
+        let rest = events.split_off(events.len().min(EVENTS_PER_BATCH));
+        let id = coffer_crypto::random_array::<16>();
+        let kept = match serde_json::to_vec(&encode_batch(id, &events)) {
+            Ok(body) => storage
+                .outbox_put(id, body)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = kept {
+            tracing::error!(error = %e, "cannot keep access events in the outbox; kept in memory");
+            events.extend(rest);
             coffer.restore_access_events(events);
             return;
         }
-    };
-    if let Err(e) = storage.outbox_put(id, body).await {
-        tracing::error!(error = %e, "cannot keep access events in the outbox; kept in memory");
-        coffer.restore_access_events(events);
+        events = rest;
     }
 }
 
 /// Sends what the outbox holds to the current upstream; stops at the first failure (the rest
 /// waits for the next round).
 pub(crate) async fn deliver(storage: &SqliteStorage, upstreams: &Upstreams, status: &EdgeStatus) {
-    let pending = match storage.outbox_list(PER_ROUND).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the access-event outbox");
-            return;
-        }
-    };
-    let upstream = status.current.load(Ordering::Acquire);
-    for (id, body) in pending {
-        match upstreams.deliver_access(upstream, body).await {
-            Ok(()) => {}
-            // The upstream will never take this batch (it is malformed to it): keeping it
-            // would block every later one.
-            Err(FetchError::Status {
-                status, message, ..
-            }) if status == 400 || status == 413 => {
-                tracing::error!(batch = %hex::encode(id), status, %message, "an upstream refused an access batch; dropping it");
-            }
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < ROUND_BUDGET {
+        let pending = match storage.outbox_list(PER_READ).await {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(upstream = %upstreams.urls[upstream], error = %e, "could not deliver access events; retrying later");
+                tracing::error!(error = %e, "cannot read the access-event outbox");
                 return;
             }
-        }
-        if let Err(e) = storage.outbox_delete(vec![id]).await {
-            tracing::error!(error = %e, "cannot remove a delivered access batch from the outbox");
+        };
+        if pending.is_empty() || !deliver_some(storage, upstreams, status, pending).await {
             return;
         }
     }
 }
 
-/// A relay's sink: batches from the edges below go into its own outbox, unchanged in id, and
-/// travel on with its own.
+/// Delivers `pending` in order; `false` at the first failure.
+async fn deliver_some(
+    storage: &SqliteStorage,
+    upstreams: &Upstreams,
+    status: &EdgeStatus,
+    pending: Vec<([u8; 16], Vec<u8>)>,
+) -> bool {
+    let upstream = status.current.load(Ordering::Acquire);
+    for (id, body) in pending {
+        match upstreams.deliver_access(upstream, body).await {
+            Ok(()) => {}
+            // The upstream will never take this batch (malformed to it): keeping it would
+            // block every later one. Counted, so that the loss is visible.
+            Err(FetchError::Status {
+                status: 400,
+                message,
+                ..
+            }) => {
+                tracing::error!(batch = %hex::encode(id), %message, "an upstream refused an access batch as malformed; dropping it");
+                status
+                    .access_batches_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %upstreams.urls[upstream], error = %e, "could not deliver access events; retrying later");
+                return false;
+            }
+        }
+        if let Err(e) = storage.outbox_delete(vec![id]).await {
+            tracing::error!(error = %e, "cannot remove a delivered access batch from the outbox");
+            return false;
+        }
+    }
+    true
+}
+
+/// A relay's sink: a batch from an edge below is forwarded to this relay's current upstream at
+/// once, still naming the edge that served the reads, and acknowledged only once that upstream
+/// acknowledged it; until then the edge below keeps it in its own outbox. Nothing is kept here,
+/// so a relay that loses power loses no one's events.
 #[derive(Debug)]
-pub(crate) struct RelayAccess(pub Arc<SqliteStorage>);
+pub(crate) struct RelayAccess {
+    pub upstreams: Upstreams,
+    pub status: Arc<EdgeStatus>,
+}
 
 impl AccessSink for RelayAccess {
     fn deliver<'a>(
@@ -96,20 +130,29 @@ impl AccessSink for RelayAccess {
     ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>> {
         Box::pin(async move {
             let mut batch = encode_batch(batch_id, &events);
-            // Upstream, the batch is delivered by this relay; it keeps naming the edge that
-            // served the reads.
             set_observer(&mut batch, &observed_by);
             let body = serde_json::to_vec(&batch).map_err(|e| {
                 ApiError::new(coffer_api::ErrorCode::Internal, format!("encoding: {e}"))
             })?;
-            self.0.outbox_put(batch_id, body).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot keep a relayed access batch");
-                ApiError::new(
-                    coffer_api::ErrorCode::Unavailable,
-                    "cannot keep the batch; retry later",
-                )
-            })?;
-            Ok(true)
+            let upstream = self.status.current.load(Ordering::Acquire);
+            match self.upstreams.deliver_access(upstream, body).await {
+                Ok(()) => Ok(true),
+                Err(FetchError::Status {
+                    status: 400,
+                    message,
+                    ..
+                }) => Err(ApiError::new(
+                    coffer_api::ErrorCode::InvalidBatch,
+                    format!("the control plane refused the batch: {message}"),
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot forward an access batch upstream");
+                    Err(ApiError::new(
+                        coffer_api::ErrorCode::Unavailable,
+                        "cannot forward the batch upstream right now; retry later",
+                    ))
+                }
+            }
         })
     }
 }

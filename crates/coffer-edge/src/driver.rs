@@ -33,7 +33,14 @@ enum Msg {
         from: usize,
         staged: Result<Staged, FetchError>,
     },
+    /// A snapshot is still streaming in.
+    Progress { from: usize },
 }
+
+/// Heartbeats (head, origin) not yet covered by what is applied, newest last: a relay stamps
+/// its own heartbeats only with the origin of state it holds, so a relay that is stuck (or
+/// slow) does not look fresh to the edges below it.
+const PENDING_ORIGINS: usize = 64;
 
 pub(crate) struct Driver {
     follower: Follower<usize>,
@@ -46,6 +53,7 @@ pub(crate) struct Driver {
     long_poll: Duration,
     request: Option<JoinHandle<()>>,
     staged: Option<Staged>,
+    pending_origins: VecDeque<(u64, u64)>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
 }
@@ -58,25 +66,9 @@ impl Driver {
         config: Config,
         long_poll: Duration,
     ) -> Result<Driver, String> {
-        let state = storage
-            .log_state()
-            .await
-            .map_err(|e| format!("cannot read the replica's position: {e}"))?;
-        let n = upstreams.urls.len();
-        let follower = match state.cluster_id {
-            Some(_) => Follower::resume(
-                (0..n).collect(),
-                config,
-                unix_ms(),
-                Position {
-                    seq: state.head_seq,
-                    hash: state.head_hash,
-                },
-            ),
-            None => Follower::new((0..n).collect(), config, unix_ms()),
-        }
-        .map_err(|e| e.to_string())?;
-        status.set_applied(state.head_seq);
+        let (follower, cluster) =
+            follower_from(&storage, upstreams.urls.len(), config, false).await?;
+        status.set_applied(follower.applied().seq);
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Driver {
             follower,
@@ -84,10 +76,11 @@ impl Driver {
             upstreams,
             storage,
             status,
-            cluster: state.cluster_id,
+            cluster,
             long_poll,
             request: None,
             staged: None,
+            pending_origins: VecDeque::new(),
             tx,
             rx,
         })
@@ -108,11 +101,7 @@ impl Driver {
             }
             // A staged snapshot the follower did not take is rolled back now.
             self.staged = None;
-            if let Some(origin) = self.follower.freshest_origin_ms() {
-                self.status
-                    .freshest_origin
-                    .fetch_max(origin, Ordering::AcqRel);
-            }
+            self.promote_origins();
             self.status
                 .current
                 .store(*self.follower.current_upstream(), Ordering::Release);
@@ -120,8 +109,37 @@ impl Driver {
         }
     }
 
+    /// Records a heartbeat for relaying once the state it describes is applied. An origin
+    /// ahead of this node's clock (a root clock jump) is clamped to now.
+    fn note_origin(&mut self, head: u64, origin_ms: u64) {
+        let origin = origin_ms.min(unix_ms());
+        if self.pending_origins.len() >= PENDING_ORIGINS {
+            self.pending_origins.pop_front();
+        }
+        self.pending_origins.push_back((head, origin));
+    }
+
+    /// Moves the relayed origin to the newest heartbeat whose head is applied here.
+    fn promote_origins(&mut self) {
+        let applied = self.follower.applied().seq;
+        let mut newest: Option<u64> = None;
+        while let Some(&(head, origin)) = self.pending_origins.front() {
+            if head > applied {
+                break;
+            }
+            newest = Some(newest.map_or(origin, |n| n.max(origin)));
+            self.pending_origins.pop_front();
+        }
+        if let Some(origin) = newest {
+            self.status
+                .freshest_origin
+                .fetch_max(origin, Ordering::AcqRel);
+        }
+    }
+
     fn inputs_of(&mut self, msg: Msg) -> Vec<Input<usize>> {
         match msg {
+            Msg::Progress { from } => vec![Input::Progress { from }],
             Msg::Feed { from, answer } => match answer {
                 Err(e) => self.failed(from, &e),
                 Ok(answer) => {
@@ -130,6 +148,7 @@ impl Driver {
                     }
                     if from == *self.follower.current_upstream() {
                         self.status.heard(answer.head_seq);
+                        self.note_origin(answer.head_seq, answer.origin_ms);
                     }
                     let heartbeat = Input::Heartbeat {
                         from,
@@ -164,6 +183,7 @@ impl Driver {
                     }
                     if from == *self.follower.current_upstream() {
                         self.status.heard(staged.position.seq);
+                        self.note_origin(staged.position.seq, staged.origin_ms);
                     }
                     let input = Input::StagedSnapshot {
                         from,
@@ -203,6 +223,16 @@ impl Driver {
             _ => None,
         };
         match (e, &refined) {
+            (FetchError::Wire(_), _) => {
+                // Bytes that are not a well-formed answer (truncated, malformed): refused
+                // whole, nothing of it applied.
+                tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: refused a malformed answer; nothing of it was applied");
+                self.status.alarm(format!("{url}: {e}"));
+            }
+            (FetchError::Storage(_), _) => {
+                tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: a snapshot could not be applied locally; nothing of it was installed");
+                self.status.alarm(format!("{url}: {e}"));
+            }
             (FetchError::OtherCluster { .. }, _) => tracing::error!(upstream = %url, "{e}"),
             (_, Some(why)) if why.contains("refusing it") => {
                 tracing::error!(upstream = %url, "{why}");
@@ -236,8 +266,7 @@ impl Driver {
                             );
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "applying feed entries failed; restarting replication from the stored position");
-                            self.restart().await;
+                            self.local_failure("applying feed entries", &e).await;
                             return;
                         }
                     }
@@ -245,7 +274,7 @@ impl Driver {
                 Output::InstallStaged(position) => {
                     let Some(staged) = self.staged.take() else {
                         tracing::error!("the follower installs a snapshot that is not staged");
-                        self.restart().await;
+                        self.restart(false).await;
                         return;
                     };
                     let cluster = staged.cluster_id;
@@ -261,8 +290,7 @@ impl Driver {
                             );
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "installing a snapshot failed; restarting replication from the stored position");
-                            self.restart().await;
+                            self.local_failure("installing a snapshot", &e).await;
                             return;
                         }
                     }
@@ -274,14 +302,13 @@ impl Driver {
                 Output::Fetch { to, after } => self.fetch(to, Some(after)),
                 Output::FetchSnapshot { to } => self.fetch(to, None),
                 Output::Alarm(alarm) => {
-                    self.status.alarms.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         upstream = %self.upstreams.urls[alarm.upstream],
                         kind = ?alarm.kind,
                         detail = %alarm.detail,
                         "REPLICATION ALARM: refused what the upstream sent; nothing of it was applied; resyncing from a snapshot"
                     );
-                    self.status.set_error(format!(
+                    self.status.alarm(format!(
                         "{}: {:?}: {}",
                         self.upstreams.urls[alarm.upstream], alarm.kind, alarm.detail
                     ));
@@ -317,7 +344,10 @@ impl Driver {
                 let storage = self.storage.clone();
                 let expected = self.cluster;
                 tokio::spawn(async move {
-                    let staged = upstreams.snapshot(to, &storage, expected).await;
+                    let progress = || {
+                        let _ = tx.send(Msg::Progress { from: to });
+                    };
+                    let staged = upstreams.snapshot(to, &storage, expected, progress).await;
                     let _ = tx.send(Msg::Snapshot { from: to, staged });
                 })
             }
@@ -325,28 +355,75 @@ impl Driver {
         self.request = Some(handle);
     }
 
-    /// After a local failure: forget what is in flight and follow on from what is durable.
-    async fn restart(&mut self) {
+    /// The replica refused what the follower verified (data this build cannot apply, a full
+    /// disk, a corrupted file): an alarm, then a resync from a snapshot, starting from what
+    /// is durable. If the snapshot cannot be applied either, the alarms keep counting and
+    /// `/healthz` says so, while the replica keeps serving what it has.
+    async fn local_failure(&mut self, what: &str, e: &coffer_storage::StorageError) {
+        tracing::error!(error = %e, "REPLICATION ALARM: {what} failed locally; resyncing from a snapshot");
+        self.status.alarm(format!("{what} failed: {e}"));
+        self.restart(true).await;
+    }
+
+    /// After a local failure: forget what is in flight and go on from what is durable
+    /// (`resync`: from a snapshot rather than the feed).
+    async fn restart(&mut self, resync: bool) {
         if let Some(previous) = self.request.take() {
             previous.abort();
         }
         self.staged = None;
         // Give a failing disk a moment rather than spinning on it.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match Driver::new(
-            self.upstreams.clone(),
-            self.storage.clone(),
-            self.status.clone(),
+        match follower_from(
+            &self.storage,
+            self.upstreams.urls.len(),
             self.config,
-            self.long_poll,
+            resync,
         )
         .await
         {
-            Ok(fresh) => {
-                self.follower = fresh.follower;
-                self.cluster = fresh.cluster;
+            Ok((follower, cluster)) => {
+                self.status.set_applied(follower.applied().seq);
+                self.follower = follower;
+                self.cluster = cluster;
             }
             Err(e) => tracing::error!(error = %e, "cannot restart replication; retrying"),
+        }
+    }
+}
+
+/// A follower for the replica as stored: bootstrapping if it holds nothing, else resuming from
+/// its head (`resync`: fetching a snapshot first).
+async fn follower_from(
+    storage: &SqliteStorage,
+    upstreams: usize,
+    config: Config,
+    resync: bool,
+) -> Result<(Follower<usize>, Option<ClusterId>), String> {
+    let state = storage
+        .log_state()
+        .await
+        .map_err(|e| format!("cannot read the replica's position: {e}"))?;
+    let ids: Vec<usize> = (0..upstreams).collect();
+    let position = Position {
+        seq: state.head_seq,
+        hash: state.head_hash,
+    };
+    let follower = match (state.cluster_id, resync) {
+        (None, _) => Follower::new(ids, config, unix_ms()),
+        (Some(_), false) => Follower::resume(ids, config, unix_ms(), position),
+        (Some(_), true) => Follower::resync(ids, config, unix_ms(), position),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((follower, state.cluster_id))
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Dropping a JoinHandle detaches the task: abort it, so that a half-received snapshot
+        // releases the storage writer now (shutdown waits for the writer).
+        if let Some(request) = self.request.take() {
+            request.abort();
         }
     }
 }

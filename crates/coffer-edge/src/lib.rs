@@ -160,6 +160,12 @@ pub async fn run(
         if host.is_empty() {
             return Err(EdgeError::Config(format!("upstream {url:?} has no host")));
         }
+        if host.contains('@') {
+            return Err(EdgeError::Config(
+                "an upstream URL must not carry credentials (the node token authenticates the edge)"
+                    .into(),
+            ));
+        }
         if url.starts_with("http://") && !is_loopback_host(host) {
             tracing::warn!(
                 upstream = %url,
@@ -222,8 +228,10 @@ pub async fn run(
         let coffer_slot = coffer.clone();
         let health = health.clone();
         let serve_feed = opts.serve_feed;
+        let upstreams = upstreams.clone();
         move || {
             let storage = storage.clone();
+            let upstreams = upstreams.clone();
             let kek = kek.clone();
             let status = status.clone();
             let serving = serving.clone();
@@ -238,11 +246,14 @@ pub async fn run(
                         .map_err(|e| e.to_string())?,
                 );
                 let replication = serve_feed.then(|| {
-                    Arc::new(Replication {
-                        origin: Origin::Relay(status.freshest_origin.clone()),
-                        access: Arc::new(access::RelayAccess(storage.clone())),
+                    Arc::new(Replication::new(
+                        Origin::Relay(status.freshest_origin.clone()),
+                        Arc::new(access::RelayAccess {
+                            upstreams: upstreams.clone(),
+                            status: status.clone(),
+                        }),
                         closing,
-                    })
+                    ))
                 });
                 let _ = serving.set(edge_router(
                     AppState::new(coffer.clone(), replication),
@@ -263,9 +274,13 @@ pub async fn run(
     let long_poll = opts.effective_long_poll();
     let config = Config {
         staleness_ms: u64::try_from(opts.staleness.as_millis()).unwrap_or(u64::MAX),
-        // A feed request long-polls; give it its wait plus a margin before sending it again.
-        request_timeout_ms: u64::try_from((long_poll + Duration::from_secs(5)).as_millis())
-            .unwrap_or(u64::MAX),
+        // A feed request long-polls; the HTTP client gives up after its wait plus a grace
+        // (and reports a failure); the follower re-sends only after that. Snapshots report
+        // progress while they stream, so they are never cut short.
+        request_timeout_ms: u64::try_from(
+            (long_poll + upstream::FEED_GRACE + Duration::from_secs(5)).as_millis(),
+        )
+        .unwrap_or(u64::MAX),
         // The upstream holds the request until there is something new: ask again at once.
         poll_interval_ms: 0,
         failure_backoff_ms: 1_000,
@@ -281,7 +296,11 @@ pub async fn run(
     .map_err(EdgeError::Config)?;
     let replicator = tokio::spawn(driver.run());
 
-    // Builds the serving side once the first snapshot is in, then ships access events.
+    // The replica's own log: a plain edge serves nobody from it, so it keeps none (the base
+    // keeps the position); a relay keeps enough for the edges below to catch up from.
+    let retain = if opts.serve_feed { RELAY_RETENTION } else { 0 };
+    // Builds the serving side once the first snapshot is in, then ships access events and
+    // compacts the replica's log.
     let background = {
         let storage = storage.clone();
         let status = status.clone();
@@ -303,6 +322,7 @@ pub async fn run(
                     access::stash(c, &storage).await;
                 }
                 access::deliver(&storage, &upstreams, &status).await;
+                compact(&storage, retain).await;
             }
         })
     };
@@ -354,6 +374,26 @@ fn is_loopback_host(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Change-log entries a relay keeps for the edges below it (older ones: a snapshot).
+const RELAY_RETENTION: u64 = 100_000;
+
+/// Drops the replica's log entries older than the newest `retain`: they hold old sealed values
+/// and deleted accounts' keys, and nothing needs them once applied.
+async fn compact(storage: &SqliteStorage, retain: u64) {
+    match storage.log_state().await {
+        Ok(state) if state.cluster_id.is_some() => {
+            let through = state.head_seq.saturating_sub(retain);
+            if through > state.base_seq
+                && let Err(e) = storage.compact_log(through).await
+            {
+                tracing::warn!(error = %e, "could not compact the replica's log");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the replica's log state"),
+    }
 }
 
 /// Hands a request to the serving router, or answers 503 while the first sync is under way.

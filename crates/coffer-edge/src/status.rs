@@ -28,6 +28,8 @@ pub struct EdgeStatus {
     /// Signalled when the replica becomes synced, to build the serving side at once.
     synced_notify: tokio::sync::Notify,
     pub(crate) alarms: AtomicU64,
+    /// Access batches an upstream refused as malformed (dropped rather than retried forever).
+    pub(crate) access_batches_dropped: AtomicU64,
     /// The freshest heartbeat origin (Unix ms) received: a relay stamps its own heartbeats with it.
     pub(crate) freshest_origin: std::sync::Arc<AtomicU64>,
     inner: Mutex<Inner>,
@@ -39,6 +41,9 @@ struct Inner {
     phase: Option<Phase>,
     last_heard: Option<Instant>,
     last_error: Option<String>,
+    /// The last refused answer or local failure; kept (unlike `last_error`, which the next
+    /// good answer clears) so that an operator sees what happened.
+    last_alarm: Option<(String, Instant)>,
 }
 
 impl EdgeStatus {
@@ -53,6 +58,7 @@ impl EdgeStatus {
             serving: AtomicBool::new(false),
             synced_notify: tokio::sync::Notify::new(),
             alarms: AtomicU64::new(0),
+            access_batches_dropped: AtomicU64::new(0),
             freshest_origin: std::sync::Arc::new(AtomicU64::new(0)),
             inner: Mutex::new(Inner {
                 cluster,
@@ -96,6 +102,14 @@ impl EdgeStatus {
 
     pub(crate) fn set_error(&self, error: String) {
         self.inner().last_error = Some(error);
+    }
+
+    /// Counts a refusal of upstream data or a local failure to apply it.
+    pub(crate) fn alarm(&self, what: String) {
+        self.alarms.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.inner();
+        inner.last_error = Some(what.clone());
+        inner.last_alarm = Some((what, Instant::now()));
     }
 
     /// Ready: the replica is synced and the runtime API serves it. `/healthz` answers 200 from
@@ -153,7 +167,10 @@ impl EdgeStatus {
                 Phase::Resyncing => "resyncing",
             }),
             "alarms": self.alarms.load(Ordering::Relaxed),
+            "last_alarm": inner.last_alarm.as_ref().map(|(what, _)| what),
+            "last_alarm_seconds_ago": inner.last_alarm.as_ref().map(|(_, at)| at.elapsed().as_secs()),
             "last_error": inner.last_error,
+            "access_batches_dropped": self.access_batches_dropped.load(Ordering::Relaxed),
         });
         let status = if ready {
             StatusCode::OK

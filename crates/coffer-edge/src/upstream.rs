@@ -13,7 +13,11 @@ use zeroize::Zeroizing;
 /// How long a snapshot may go without sending a byte before it is abandoned.
 const SNAPSHOT_STALL: Duration = Duration::from_secs(30);
 /// Extra time over the long-poll before a feed request is abandoned.
-const FEED_GRACE: Duration = Duration::from_secs(10);
+pub const FEED_GRACE: Duration = Duration::from_secs(10);
+/// The largest feed answer accepted (upstreams cut answers at a few MiB).
+const MAX_FEED_BODY: usize = 64 << 20;
+/// How often a streaming answer reports progress to the follower.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Why a request to an upstream did not give a usable answer. None of these is data to apply:
 /// the follower treats them as a connection-level failure of that upstream.
@@ -113,19 +117,29 @@ impl Upstreams {
             .send()
             .await
             .map_err(transport)?;
-        let res = ok(res).await?;
-        let body = res.bytes().await.map_err(transport)?;
+        let mut res = ok(res).await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_FEED_BODY {
+                return Err(FetchError::Transport(format!(
+                    "a feed answer over {MAX_FEED_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         Ok(FeedAnswer::decode(&body)?)
     }
 
     /// Streams a snapshot into `storage` (an install transaction left open, not committed),
     /// checking its digest on the way. `expected` is the cluster this edge belongs to, if it
     /// has one yet.
+    /// `progress` is called about every half second while bytes arrive.
     pub async fn snapshot(
         &self,
         upstream: usize,
         storage: &SqliteStorage,
         expected: Option<ClusterId>,
+        progress: impl Fn(),
     ) -> Result<Staged, FetchError> {
         let res = self
             .get(upstream, "/replication/v1/snapshot")
@@ -134,6 +148,7 @@ impl Upstreams {
             .map_err(transport)?;
         let mut res = ok(res).await?;
         let mut decoder = FrameDecoder::new();
+        let mut last_progress = tokio::time::Instant::now();
         let mut header: Option<(ClusterId, Position, u64, SnapshotDigest, SnapshotInstall)> = None;
         loop {
             let chunk = tokio::time::timeout(SNAPSHOT_STALL, res.chunk())
@@ -145,6 +160,10 @@ impl Upstreams {
                 return Err(WireError::Truncated.into());
             };
             decoder.push(&chunk);
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = tokio::time::Instant::now();
+                progress();
+            }
             while let Some(frame) = decoder.next_frame()? {
                 match (frame, &mut header) {
                     (

@@ -83,6 +83,11 @@ pub enum Input<U> {
     NeedSnapshot { from: U },
     /// A request to this upstream failed at the connection level (refused, reset, TLS).
     Failed { from: U },
+    /// The answer to the outstanding request is still arriving (a large snapshot streams for
+    /// a while): the upstream is alive and making progress, so the request is neither sent
+    /// again nor judged silent. The driver reports it every second or so while bytes arrive,
+    /// and reports [`Input::Failed`] itself if they stop.
+    Progress { from: U },
     /// The driver has durably applied everything up to `seq`: the last entry of an
     /// [`Output::Apply`], or the position of an [`Output::InstallSnapshot`], in the order they
     /// were emitted (confirming a later one confirms the earlier ones).
@@ -222,6 +227,18 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         Self::build(upstreams, config, now_ms, Phase::Following, position)
     }
 
+    /// A follower whose durable state is at `position` but must not follow on from it (its
+    /// driver failed to apply what came next): it fetches a snapshot first, and installs one
+    /// only if it is newer than `position`.
+    pub fn resync(
+        upstreams: Vec<U>,
+        config: Config,
+        now_ms: u64,
+        position: Position,
+    ) -> Result<Self, Error> {
+        Self::build(upstreams, config, now_ms, Phase::Resyncing, position)
+    }
+
     fn build(
         upstreams: Vec<U>,
         config: Config,
@@ -338,6 +355,18 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                         self.request = None;
                         self.phase = Phase::Resyncing;
                         self.last_progress_ms = now;
+                    }
+                }
+            }
+            Input::Progress { from } => {
+                if self.is_current(&from) {
+                    // Judged when it completes (its heartbeat comes with it); meanwhile the
+                    // upstream counts as alive, fresh and progressing.
+                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.last_origin_ms = self.last_origin_ms.max(now);
+                    self.last_progress_ms = self.last_progress_ms.max(now);
+                    if let Some((req, _)) = self.request {
+                        self.request = Some((req, now));
                     }
                 }
             }

@@ -651,3 +651,49 @@ fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
     assert_eq!(f.phase(), Phase::Following);
     assert_eq!(f.verified(), head);
 }
+
+#[test]
+fn progress_keeps_a_long_answer_from_being_resent_or_judged_silent() {
+    let mut f = Follower::new(vec![A, B], Config::default(), 0).unwrap();
+    assert_eq!(
+        f.handle(0, Input::Tick),
+        vec![Output::FetchSnapshot { to: A }]
+    );
+    // A snapshot streaming for two minutes, reporting progress every second: never re-sent,
+    // never abandoned.
+    for t in (1_000..120_000).step_by(1_000) {
+        let out = f.handle(t, Input::Progress { from: A });
+        assert!(out.is_empty(), "t={t}: {out:?}");
+    }
+    // Progress from another upstream does not count.
+    let out = f.handle(120_000, Input::Progress { from: B });
+    assert!(out.is_empty(), "{out:?}");
+    // Once it stops, the usual timeouts apply again: re-sent after the request timeout...
+    let out = f.handle(121_000, Input::Tick);
+    assert_eq!(out, vec![Output::FetchSnapshot { to: A }]);
+    // ...and abandoned after the staleness.
+    let out = f.handle(119_000 + STALE + 1, Input::Tick);
+    assert!(switched(&out).is_some(), "{out:?}");
+}
+
+#[test]
+fn a_resyncing_follower_fetches_a_snapshot_and_keeps_its_state_until_a_newer_one() {
+    let log = log_of(6);
+    let at4 = log_of(4).head();
+    let mut f = Follower::resync(vec![A], Config::default(), 0, at4).unwrap();
+    assert_eq!(f.phase(), Phase::Resyncing);
+    assert_eq!(f.applied(), at4);
+    assert_eq!(
+        f.handle(0, Input::Tick),
+        vec![Output::FetchSnapshot { to: A }]
+    );
+    let snap = log.snapshot();
+    let out = f.handle(
+        1,
+        Input::Snapshot {
+            from: A,
+            snapshot: snap.clone(),
+        },
+    );
+    assert_eq!(out[0], Output::InstallSnapshot(snap));
+}

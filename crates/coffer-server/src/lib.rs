@@ -165,11 +165,11 @@ fn control_plane_app(
     coffer: Arc<Coffer>,
     closing: tokio::sync::watch::Receiver<bool>,
 ) -> axum::Router {
-    let replication = replication::Replication {
-        origin: replication::Origin::Root,
-        access: Arc::new(replication::RootAccess(coffer.clone())),
+    let replication = replication::Replication::new(
+        replication::Origin::Root,
+        Arc::new(replication::RootAccess(coffer.clone())),
         closing,
-    };
+    );
     router::router(AppState::new(coffer, Some(Arc::new(replication))))
 }
 

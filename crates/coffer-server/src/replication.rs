@@ -47,6 +47,12 @@ pub const HEAD_HEADER: HeaderName = HeaderName::from_static("coffer-log-head");
 
 /// Entries per feed answer at most; the edge asks again right away for more.
 const MAX_ENTRIES: usize = 1_000;
+/// Payload bytes per feed answer at most (past the first entry).
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// Snapshots served at once at most; more are refused with 503 (the edge retries).
+const MAX_SNAPSHOTS: usize = 4;
+/// A snapshot whose reader takes nothing for this long is abandoned.
+const SNAPSHOT_STALL: Duration = Duration::from_secs(60);
 /// The longest long-poll a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Events per access batch at most (an edge sends one batch per interval, aggregated).
@@ -118,7 +124,7 @@ impl AccessSink for RootAccess {
         Box::pin(async move {
             self.0
                 .record_edge_access(
-                    node.id,
+                    (node.id, &node.name),
                     (observed_by.node_id, &observed_by.node_name),
                     batch_id,
                     events,
@@ -132,10 +138,26 @@ impl AccessSink for RootAccess {
 /// The replication side of a server: present on the control plane and on relays.
 #[derive(Debug)]
 pub struct Replication {
-    pub origin: Origin,
-    pub access: Arc<dyn AccessSink>,
+    origin: Origin,
+    access: Arc<dyn AccessSink>,
     /// Set to `true` at shutdown: pending long-polls answer at once.
-    pub closing: tokio::sync::watch::Receiver<bool>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    snapshots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Replication {
+    pub fn new(
+        origin: Origin,
+        access: Arc<dyn AccessSink>,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Replication {
+        Replication {
+            origin,
+            access,
+            closing,
+            snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
+        }
+    }
 }
 
 fn replication(app: &AppState) -> Result<&Arc<Replication>, ApiError> {
@@ -259,7 +281,19 @@ pub(crate) async fn feed(
             };
             let body = if after < head {
                 match storage.changes_after(after, MAX_ENTRIES).await {
-                    Ok(entries) => FeedBody::Entries(entries),
+                    Ok(mut entries) => {
+                        let mut bytes = 0;
+                        let keep = entries
+                            .iter()
+                            .take_while(|e| {
+                                bytes += e.payload.len();
+                                bytes <= MAX_ANSWER_BYTES
+                            })
+                            .count()
+                            .max(1);
+                        entries.truncate(keep);
+                        FeedBody::Entries(entries)
+                    }
                     Err(StorageError::Compacted { base }) => FeedBody::Compacted { base_seq: base },
                     Err(e) => return Err(storage_error(e)),
                 }
@@ -311,6 +345,12 @@ pub(crate) async fn snapshot(
     NodeAuth(node): NodeAuth,
 ) -> ApiResult<Response> {
     let repl = replication(&app)?.clone();
+    let Ok(slot) = repl.snapshots.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("{MAX_SNAPSHOTS} snapshots are being served already; retry later"),
+        ));
+    };
     let storage = app.coffer.storage().clone();
     let (tx, mut parts) = tokio::sync::mpsc::channel::<SnapshotPart>(4096);
     let producer = tokio::spawn(async move { storage.snapshot(tx).await });
@@ -332,10 +372,13 @@ pub(crate) async fn snapshot(
         ));
     };
     tracing::info!(node = %node.name, seq, count, "serving a snapshot");
+    let node_name = node.name.clone();
     let position = Position { seq, hash };
     let origin_ms = repl.origin.now_ms();
     let (chunks_tx, chunks) = tokio::sync::mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
+        // Held until the body is produced (or abandoned).
+        let _slot = slot;
         let mut digest = SnapshotDigest::new(position, count);
         let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
         Frame::SnapshotHeader {
@@ -354,8 +397,16 @@ pub(crate) async fn snapshot(
             Frame::Item(item).encode(&mut buf);
             if buf.len() >= SNAPSHOT_CHUNK {
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(SNAPSHOT_CHUNK + 4096));
-                if chunks_tx.send(Bytes::from(chunk)).await.is_err() {
-                    return; // The client went away; dropping `parts` stops the producer.
+                match tokio::time::timeout(SNAPSHOT_STALL, chunks_tx.send(Bytes::from(chunk))).await
+                {
+                    Ok(Ok(())) => {}
+                    // The client went away, or stopped reading: dropping `parts` stops the
+                    // producer and ends its read transaction.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::warn!(node = %node_name, "a snapshot reader stalled; abandoning the snapshot");
+                        return;
+                    }
                 }
             }
         }

@@ -56,7 +56,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let node_token = Zeroizing::new(args.node_token);
+    let node_token = args.node_token.0;
     if !node_token.starts_with("coffernode_") {
         anyhow::bail!(
             "--node-token is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"

@@ -184,6 +184,11 @@ pub struct Details {
     pub edge_node_id: Option<TokenId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_node: Option<String>,
+    /// The relay that forwarded an edge's `access` entry, when it did not deliver it itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_relay_id: Option<TokenId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge_relay: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -672,7 +672,7 @@ impl Coffer {
         if events.is_empty() {
             return Ok(0);
         }
-        let entries = self.access_entries(&events, None)?;
+        let entries = self.access_entries(&events, None, None)?;
         // Entries of deleted accounts cannot be written; storage keeps chains per account, so
         // a failure for one would refuse the whole batch. Write them in one call and, on
         // failure, keep them for the next flush.
@@ -706,7 +706,7 @@ impl Coffer {
     /// dropped with a warning rather than starting a chain for an unknown id.
     pub async fn record_edge_access(
         &self,
-        delivered_by: TokenId,
+        delivered_by: (TokenId, &str),
         observed_by: (TokenId, &str),
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
@@ -729,19 +729,22 @@ impl Coffer {
                 tracing::warn!(node = %observed_by.1, account = %e.account, "dropping access events of an unknown account");
             }
         }
-        let entries = self.access_entries(&kept, Some(observed_by))?;
+        // Forwarded by a relay: say which too, since the relay vouches for the attribution.
+        let relay = (delivered_by.0 != observed_by.0).then_some(delivered_by);
+        let entries = self.access_entries(&kept, Some(observed_by), relay)?;
         Ok(self
             .storage
-            .record_access_batch(batch_id, delivered_by, &entries)
+            .record_access_batch(batch_id, delivered_by.0, &entries)
             .await?)
     }
 
     /// The audit entries for access events; `edge` names the node that observed them (none:
-    /// this process).
+    /// this process), `relay` the relay that forwarded them.
     pub(crate) fn access_entries(
         &self,
         events: &[AccessEvent],
         edge: Option<(TokenId, &str)>,
+        relay: Option<(TokenId, &str)>,
     ) -> Result<Vec<AuditEntry>, CoreError> {
         let mut entries: Vec<AuditEntry> = Vec::with_capacity(events.len());
         for e in events {
@@ -783,6 +786,8 @@ impl Coffer {
                 },
                 edge_node_id: edge.map(|(id, _)| id),
                 edge_node: edge.map(|(_, name)| name.to_owned()),
+                edge_relay_id: relay.map(|(id, _)| id),
+                edge_relay: relay.map(|(_, name)| name.to_owned()),
                 ..Details::default()
             };
             entries.push(self.audit_entry(
