@@ -131,6 +131,8 @@ impl Coffer {
         dek_policy: DekPolicy,
     ) -> Result<Coffer, CoreError> {
         let keys = Keyring::open(kek, storage.clone(), dek_policy).await?;
+        // The control plane's log is named once, so that edges can refuse another cluster's.
+        storage.ensure_cluster_id().await?;
         Ok(Coffer::with_keys(storage, keys, limits, false))
     }
 

@@ -478,11 +478,16 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 format!("snapshot at seq {} fails its digest", pos.seq),
             ));
             self.switch(now, SwitchReason::CorruptSnapshot, out);
+            // A snapshot is large: do not ask for the next one in a tight loop (with a single
+            // upstream the switch above changes nothing).
+            self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
             return false;
         }
         self.phase = Phase::Following;
         self.last_progress_ms = now;
         self.fetch_now = true;
+        // It answered with a usable snapshot: no reason to hold back the next request.
+        self.next_request_ms = 0;
         if pos.seq < self.verified.seq || pos == self.verified {
             // Older than (or the same as) what we hold: refused; our verified state stands and
             // we follow on from it.

@@ -305,7 +305,16 @@ fn corrupt_snapshot_is_refused_and_the_next_upstream_asked() {
         assert_eq!(alarm_kind(&out), Some(AlarmKind::CorruptSnapshot));
         assert!(!out.iter().any(|o| matches!(o, Output::InstallSnapshot(_))));
         assert_eq!(switched(&out), Some((A, B, SwitchReason::CorruptSnapshot)));
-        assert_eq!(out.last(), Some(&Output::FetchSnapshot { to: B }));
+        // Snapshots are large: the next one is asked for after the failure backoff only.
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::FetchSnapshot { .. }))
+        );
+        assert!(f.handle(999, Input::Tick).is_empty());
+        assert_eq!(
+            f.handle(1_001, Input::Tick),
+            vec![Output::FetchSnapshot { to: B }]
+        );
         assert_eq!(f.phase(), Phase::NeedsSnapshot);
     }
 }
@@ -604,7 +613,10 @@ fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
     assert_eq!(alarm_kind(&out), Some(AlarmKind::CorruptSnapshot));
     assert!(!out.iter().any(|o| matches!(o, Output::InstallStaged(_))));
     assert_eq!(switched(&out), Some((A, B, SwitchReason::CorruptSnapshot)));
-    assert_eq!(out.last(), Some(&Output::FetchSnapshot { to: B }));
+    assert_eq!(
+        f.handle(1_001, Input::Tick),
+        vec![Output::FetchSnapshot { to: B }]
+    );
     // From a non-current upstream: ignored.
     let out = f.handle(
         2,

@@ -251,7 +251,14 @@ pub(crate) async fn feed(
     let deadline = tokio::time::Instant::now() + wait;
     let mut timed_out = wait.is_zero();
     loop {
-        let head = *heads.borrow_and_update();
+        let mut head = *heads.borrow_and_update();
+        if after > head {
+            // The watch is raised right after COMMIT, so a reader can have been served entries
+            // a moment before it moves: ask the log itself before refusing.
+            if let Ok(state) = storage.log_state().await {
+                head = head.max(state.head_seq);
+            }
+        }
         if after > head {
             // Named in headers too, so that an edge can tell an upstream of another cluster
             // (refused) from one that is merely behind it.

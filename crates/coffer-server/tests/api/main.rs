@@ -17,6 +17,7 @@ mod mutations;
 mod nodes;
 mod ops;
 mod permissions;
+mod replication;
 mod runtime;
 mod secrecy;
 mod services;

@@ -1,0 +1,1228 @@
+//! Edges in-process against a real control plane (`coffer_server::serve` on 127.0.0.1:0):
+//! bootstrap and follow, refusing corrupted feeds and snapshots (through a corrupting proxy),
+//! static stability, refusing another cluster, and access events reaching the audit log.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use coffer_client::{
+    AuditFilter, Client, CreateSecret, DeployService, Direction, SecretBinding, SecretValue,
+    UpdateSecret,
+};
+use coffer_edge::{EdgeError, EdgeOptions, EdgeStatus};
+use coffer_replication::wire::{FeedAnswer, FeedBody, Frame, FrameDecoder};
+use coffer_storage::ChangeRecord;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+const LONG_POLL: Duration = Duration::from_secs(2);
+/// How long anything that should happen promptly may take.
+const PROMPTLY: Duration = Duration::from_secs(20);
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,coffer_edge=info")
+        .try_init();
+}
+
+fn http() -> &'static reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap()
+    })
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `within`.
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- the control plane ----
+
+struct ControlPlane {
+    url: String,
+    data_dir: PathBuf,
+    client: Client,
+    /// A node token used by the test itself to read the feed (the head, the cluster id).
+    probe: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), coffer_server::ServerError>>>,
+}
+
+impl ControlPlane {
+    async fn start(data_dir: PathBuf) -> ControlPlane {
+        let init = coffer_server::init_data_dir(&data_dir).await.unwrap();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let opts = coffer_server::ServeOptions {
+            data_dir: data_dir.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            insecure_http: false,
+            secrets_quota: coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA,
+            max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
+            feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+        };
+        let task = tokio::spawn(coffer_server::serve(
+            opts,
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("the control plane starts")
+            .expect("the control plane starts");
+        let url = format!("http://{addr}");
+        let client = Client::new(
+            &url,
+            init.api_token.expose_secret(),
+            &init.account_id.to_string(),
+        )
+        .unwrap();
+        let mut cp = ControlPlane {
+            url,
+            data_dir,
+            client,
+            probe: String::new(),
+            stop: Some(stop_tx),
+            task: Some(task),
+        };
+        cp.probe = cp.node("probe").await;
+        cp
+    }
+
+    fn kek_file(&self) -> PathBuf {
+        self.data_dir.join("kek.key")
+    }
+
+    /// Registers a node; its token.
+    async fn node(&self, name: &str) -> String {
+        let made = self.client.create_node(name).await.unwrap();
+        made.node_token.expose_secret().to_owned()
+    }
+
+    async fn feed(&self, after: u64) -> FeedAnswer {
+        let r = http()
+            .get(format!("{}/replication/v1/feed?after={after}", self.url))
+            .bearer_auth(&self.probe)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        FeedAnswer::decode(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    async fn head(&self) -> u64 {
+        self.feed(0).await.head_seq
+    }
+
+    async fn cluster_hex(&self) -> String {
+        hex::encode(self.feed(0).await.cluster_id)
+    }
+
+    /// A store `prod` with secret `k` (scope workers) = `value`, bound as `K` to service `svc`.
+    async fn bind(&self, value: &str) -> Bound {
+        let store = self.client.create_store("prod").await.unwrap().id;
+        let secret = self.create_secret(&store, "k", value).await;
+        let deployed = self
+            .client
+            .deploy_service(&DeployService {
+                name: "svc".into(),
+                kind: None,
+                secrets_store_secrets: vec![SecretBinding {
+                    binding: "K".into(),
+                    store_id: store.clone(),
+                    secret_name: "k".into(),
+                }],
+                secrets_store_stores: vec![],
+            })
+            .await
+            .unwrap();
+        Bound {
+            store,
+            secret,
+            service: deployed.service.id.clone(),
+            token: deployed
+                .service_token
+                .expect("the first deploy shows the token")
+                .expose_secret()
+                .to_owned(),
+        }
+    }
+
+    async fn create_secret(&self, store: &str, name: &str, value: &str) -> String {
+        self.create_secrets(store, &[(name, value)]).await.remove(0)
+    }
+
+    /// Creates the secrets in one request (one transaction); their ids.
+    async fn create_secrets(&self, store: &str, items: &[(&str, &str)]) -> Vec<String> {
+        let made = self
+            .client
+            .create_secrets(
+                store,
+                items
+                    .iter()
+                    .map(|(name, value)| CreateSecret {
+                        name: (*name).into(),
+                        value: SecretValue::new((*value).into()),
+                        scopes: vec!["workers".into()],
+                        comment: None,
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        made.into_iter().map(|s| s.id).collect()
+    }
+
+    async fn set_value(&self, b: &Bound, value: &str) {
+        self.client
+            .update_secret(
+                &b.store,
+                &b.secret,
+                UpdateSecret {
+                    value: Some(SecretValue::new(value.into())),
+                    scopes: None,
+                    comment: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the control plane stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+struct Bound {
+    store: String,
+    secret: String,
+    service: String,
+    token: String,
+}
+
+// ---- edges ----
+
+struct Edge {
+    url: String,
+    status: Arc<EdgeStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), EdgeError>>>,
+}
+
+impl Edge {
+    async fn start(upstreams: &[&str], node_token: &str, data_dir: &Path, kek_file: &Path) -> Edge {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let opts = EdgeOptions {
+            upstreams: upstreams.iter().map(|u| (*u).to_owned()).collect(),
+            node_token: Zeroizing::new(node_token.to_owned()),
+            data_dir: data_dir.to_owned(),
+            kek_file: kek_file.to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            insecure_http: false,
+            ca_cert: None,
+            serve_feed: false,
+            staleness: EdgeOptions::DEFAULT_STALENESS,
+            long_poll: LONG_POLL,
+        };
+        let task = tokio::spawn(coffer_edge::run(
+            opts,
+            move |addr, status| {
+                let _ = ready_tx.send((addr, status));
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let (addr, status) = match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(ready)) => ready,
+            _ => panic!("the edge did not start: {:?}", task.await),
+        };
+        Edge {
+            url: format!("http://{addr}"),
+            status,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("the edge stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// `GET /runtime/v1/bindings/{binding}` with `token`: status and body.
+    async fn read(&self, token: &str, binding: &str) -> (u16, String) {
+        let r = http()
+            .get(format!("{}/runtime/v1/bindings/{binding}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// A read that must succeed; the value.
+    async fn value(&self, token: &str, binding: &str) -> String {
+        let (status, body) = self.read(token, binding).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn health(&self) -> (u16, Value) {
+        let r = http()
+            .get(format!("{}/healthz", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    async fn alarms(&self) -> u64 {
+        self.health().await.1["alarms"].as_u64().unwrap()
+    }
+
+    /// Waits until the replica has durably applied `seq` (or more).
+    async fn wait_applied(&self, seq: u64) {
+        let mut rx = self.status.subscribe_applied();
+        let reached = tokio::time::timeout(PROMPTLY, rx.wait_for(|s| *s >= seq)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "the edge did not apply seq {seq} (at {}): {:?}",
+            self.status.applied_seq(),
+            self.health().await
+        );
+    }
+
+    /// Waits until the edge is ready and its routes answer (not 503). Asks for a route that
+    /// does not exist, so that no read is counted and no token is tried.
+    async fn wait_serving(&self) {
+        wait_until("the edge to serve", PROMPTLY, move || async move {
+            if !self.status.is_ready() {
+                return false;
+            }
+            let r = http()
+                .get(format!("{}/runtime/v1/no-such-route", self.url))
+                .send()
+                .await
+                .unwrap();
+            r.status() != 503
+        })
+        .await;
+    }
+}
+
+/// Records the highest applied seq an edge reports while it runs.
+struct AppliedWatch {
+    max: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl AppliedWatch {
+    fn new(status: &EdgeStatus) -> AppliedWatch {
+        let mut rx = status.subscribe_applied();
+        let max = Arc::new(AtomicU64::new(*rx.borrow_and_update()));
+        let task = {
+            let max = max.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let seq = *rx.borrow_and_update();
+                    max.fetch_max(seq, Ordering::SeqCst);
+                }
+            })
+        };
+        AppliedWatch { max, task }
+    }
+
+    fn max(&self) -> u64 {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AppliedWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---- a corrupting proxy ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FeedFault {
+    None,
+    /// One hex digit of the first entry's sealed value changed (the payload still parses).
+    FlipPayload,
+    /// One bit of the first entry's hash flipped.
+    FlipHash,
+    /// The second entry's payload replaced by garbage, its hash recomputed so that it chains.
+    GarbagePayload,
+    /// The middle entry of an answer of three or more dropped.
+    DropMiddle,
+    /// The body cut short.
+    Truncate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SnapshotFault {
+    None,
+    /// Answered 503 without asking upstream.
+    Refuse,
+    /// One hex digit of a sealed value changed in an item (the item still parses).
+    FlipItem,
+    /// The body cut short.
+    Truncate,
+}
+
+struct ProxyState {
+    upstream: String,
+    faults: Mutex<(FeedFault, SnapshotFault)>,
+    /// Answers corrupted (or refused) so far.
+    corrupted: AtomicU64,
+    /// Snapshot requests seen.
+    snapshots: AtomicU64,
+    /// The lowest "last good seq" of the corrupted feed answers since the last reset: an edge
+    /// must not apply past it.
+    last_good: AtomicU64,
+}
+
+struct Proxy {
+    url: String,
+    state: Arc<ProxyState>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let state = Arc::new(ProxyState {
+            upstream: upstream.to_owned(),
+            faults: Mutex::new((FeedFault::None, SnapshotFault::None)),
+            corrupted: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            last_good: AtomicU64::new(u64::MAX),
+        });
+        let app = {
+            let state = state.clone();
+            axum::Router::new().fallback(move |req: Request| forward(state.clone(), req))
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Proxy { url, state, task }
+    }
+
+    fn set(&self, feed: FeedFault, snapshot: SnapshotFault) {
+        *self.state.faults.lock().unwrap() = (feed, snapshot);
+        self.state.last_good.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    fn corrupted(&self) -> u64 {
+        self.state.corrupted.load(Ordering::SeqCst)
+    }
+
+    fn snapshots(&self) -> u64 {
+        self.state.snapshots.load(Ordering::SeqCst)
+    }
+
+    fn last_good(&self) -> u64 {
+        self.state.last_good.load(Ordering::SeqCst)
+    }
+}
+
+async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
+    let is_feed = path.starts_with("/replication/v1/feed");
+    let is_snapshot = path.starts_with("/replication/v1/snapshot");
+    if is_snapshot {
+        state.snapshots.fetch_add(1, Ordering::SeqCst);
+        if state.faults.lock().unwrap().1 == SnapshotFault::Refuse {
+            state.corrupted.fetch_add(1, Ordering::SeqCst);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({
+                    "success": false,
+                    "errors": [{ "code": 1500, "message": "the proxy refuses snapshots" }],
+                    "messages": [],
+                    "result": null,
+                })),
+            )
+                .into_response();
+        }
+    }
+    let mut upstream = http()
+        .request(parts.method.clone(), format!("{}{path}", state.upstream))
+        .body(body);
+    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+        if let Some(v) = parts.headers.get(&name) {
+            upstream = upstream.header(name, v.clone());
+        }
+    }
+    let res = match upstream.send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = res.status();
+    let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+    let mut bytes = match res.bytes().await {
+        Ok(b) => b.to_vec(),
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    if status == StatusCode::OK {
+        // The faults as they are now: a long-poll may have waited for the write under test.
+        let (feed_fault, snapshot_fault) = *state.faults.lock().unwrap();
+        if is_feed {
+            bytes = corrupt_feed(&state, feed_fault, bytes);
+        } else if is_snapshot {
+            bytes = corrupt_snapshot(&state, snapshot_fault, bytes);
+        }
+    }
+    let mut out = Response::new(Body::from(bytes));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    out
+}
+
+/// Changes one hex digit of the sealed value in `payload` (a `SecretPut` payload still parses
+/// afterwards); any other payload gets a bit flipped in its middle.
+fn flip_sealed(payload: &mut [u8]) {
+    const KEY: &[u8] = b"\"sealed_hex\":\"";
+    match payload.windows(KEY.len()).position(|w| w == KEY) {
+        Some(at) => {
+            let i = at + KEY.len() + 8;
+            payload[i] = if payload[i] == b'0' { b'1' } else { b'0' };
+        }
+        None => {
+            let mid = payload.len() / 2;
+            payload[mid] ^= 0x01;
+        }
+    }
+}
+
+fn corrupt_feed(state: &ProxyState, fault: FeedFault, bytes: Vec<u8>) -> Vec<u8> {
+    if fault == FeedFault::None {
+        return bytes;
+    }
+    let Ok(mut answer) = FeedAnswer::decode(&bytes) else {
+        return bytes;
+    };
+    let FeedBody::Entries(entries) = &mut answer.body else {
+        return bytes;
+    };
+    if entries.is_empty() {
+        return bytes;
+    }
+    let first = entries[0].seq;
+    let last_good = match fault {
+        FeedFault::None => return bytes,
+        FeedFault::FlipPayload => {
+            flip_sealed(&mut entries[0].payload);
+            first - 1
+        }
+        FeedFault::FlipHash => {
+            entries[0].hash[7] ^= 0x10;
+            first - 1
+        }
+        FeedFault::GarbagePayload => {
+            if entries.len() < 2 {
+                return bytes;
+            }
+            let prev = entries[0].hash;
+            let e = &mut entries[1];
+            e.payload = b"{\"type\":\"secret_put\",\"garbage\":true}".to_vec();
+            e.hash = ChangeRecord::chain_hash(&prev, e.seq, &e.payload);
+            first
+        }
+        FeedFault::DropMiddle => {
+            if entries.len() < 3 {
+                return bytes;
+            }
+            entries.remove(1);
+            first
+        }
+        FeedFault::Truncate => {
+            state.corrupted.fetch_add(1, Ordering::SeqCst);
+            state.last_good.fetch_min(first - 1, Ordering::SeqCst);
+            let cut = bytes.len() * 2 / 3;
+            return bytes[..cut].to_vec();
+        }
+    };
+    state.corrupted.fetch_add(1, Ordering::SeqCst);
+    state.last_good.fetch_min(last_good, Ordering::SeqCst);
+    answer.encode()
+}
+
+fn corrupt_snapshot(state: &ProxyState, fault: SnapshotFault, bytes: Vec<u8>) -> Vec<u8> {
+    match fault {
+        SnapshotFault::None | SnapshotFault::Refuse => bytes,
+        SnapshotFault::Truncate => {
+            state.corrupted.fetch_add(1, Ordering::SeqCst);
+            bytes[..bytes.len() * 3 / 5].to_vec()
+        }
+        SnapshotFault::FlipItem => {
+            let mut dec = FrameDecoder::new();
+            dec.push(&bytes);
+            let mut frames = Vec::new();
+            while let Ok(Some(f)) = dec.next_frame() {
+                frames.push(f);
+            }
+            let sealed = frames.iter().position(
+                |f| matches!(f, Frame::Item(i) if i.windows(10).any(|w| w == b"sealed_hex")),
+            );
+            let target =
+                sealed.or_else(|| frames.iter().rposition(|f| matches!(f, Frame::Item(_))));
+            let Some(target) = target else {
+                return bytes;
+            };
+            if let Frame::Item(item) = &mut frames[target] {
+                flip_sealed(item);
+            }
+            state.corrupted.fetch_add(1, Ordering::SeqCst);
+            frames.iter().flat_map(Frame::to_bytes).collect()
+        }
+    }
+}
+
+// ---- the tests ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_bootstraps_follows_and_serves_every_change() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind("value-1").await;
+    let token = cp.node("edge-1").await;
+    let mut edge = Edge::start(&[&cp.url], &token, &tmp.path().join("edge"), &cp.kek_file()).await;
+
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "value-1");
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["ready"], true, "{health}");
+    assert_eq!(health["role"], "edge", "{health}");
+    assert_eq!(health["cluster_id"], cp.cluster_hex().await, "{health}");
+    assert_eq!(health["upstream"], cp.url.as_str(), "{health}");
+    assert_eq!(health["alarms"], 0, "{health}");
+    let e = &edge;
+    wait_until(
+        "the edge to report following",
+        PROMPTLY,
+        move || async move { e.health().await.1["phase"] == "following" },
+    )
+    .await;
+
+    // Every change reaches it; the read after the apply sees it (no polling of the read).
+    cp.set_value(&b, "value-2").await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "value-2");
+    assert_eq!(edge.status.applied_seq(), cp.head().await);
+
+    // A second binding, deployed later.
+    let other = cp.create_secret(&b.store, "other", "other-value").await;
+    cp.client
+        .deploy_service(&DeployService {
+            name: "svc".into(),
+            kind: None,
+            secrets_store_secrets: vec![
+                SecretBinding {
+                    binding: "K".into(),
+                    store_id: b.store.clone(),
+                    secret_name: "k".into(),
+                },
+                SecretBinding {
+                    binding: "OTHER".into(),
+                    store_id: b.store.clone(),
+                    secret_name: "other".into(),
+                },
+            ],
+            secrets_store_stores: vec![],
+        })
+        .await
+        .unwrap();
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "OTHER").await, "other-value");
+
+    // A deleted secret is gone at the edge; re-created under its name it is served again.
+    cp.client.delete_secret(&b.store, &b.secret).await.unwrap();
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.read(&b.token, "K").await.0, 404);
+    assert_eq!(edge.value(&b.token, "OTHER").await, "other-value");
+    cp.create_secret(&b.store, "k", "value-3").await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "value-3");
+    cp.client.delete_secret(&b.store, &other).await.unwrap();
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.read(&b.token, "OTHER").await.0, 404);
+
+    // A revoked service token is refused at the edge as on the control plane.
+    let revoked = cp.client.revoke_service_tokens(&b.service).await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.read(&b.token, "K").await.0, 401);
+
+    let (_, health) = edge.health().await;
+    assert_eq!(health["applied_seq"], cp.head().await, "{health}");
+    assert_eq!(health["alarms"], 0, "{health}");
+    edge.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_node_is_revoked_keeps_serving_and_applies_nothing_new() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind("before-revocation").await;
+    let token = cp.node("edge-r").await;
+    let mut edge = Edge::start(&[&cp.url], &token, &tmp.path().join("edge"), &cp.kek_file()).await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+
+    let node_id = &token["coffernode_".len().."coffernode_".len() + 32];
+    cp.client.revoke_node(node_id).await.unwrap();
+    let e = &edge;
+    wait_until(
+        "the upstream to refuse the node",
+        PROMPTLY,
+        move || async move {
+            e.health().await.1["last_error"]
+                .as_str()
+                .is_some_and(|err| err.contains("401"))
+        },
+    )
+    .await;
+    let applied = edge.status.applied_seq();
+    let watch = AppliedWatch::new(&edge.status);
+    cp.set_value(&b, "after-revocation").await;
+    // A few rounds of refused requests (one a second).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(watch.max(), applied, "nothing applied after the revocation");
+    assert!(cp.head().await > applied);
+    assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 200, "still ready: {health}");
+    edge.stop().await;
+    cp.stop().await;
+}
+
+/// One round of feed corruption against a following edge; see the test below.
+async fn corrupted_feed_round(
+    cp: &ControlPlane,
+    edge: &Edge,
+    proxy: &Proxy,
+    b: &Bound,
+    round: usize,
+    fault: FeedFault,
+) {
+    let good = edge.status.applied_seq();
+    assert_eq!(
+        good,
+        cp.head().await,
+        "{fault:?}: converged before the round"
+    );
+    let old = edge.value(&b.token, "K").await;
+    let alarms = edge.alarms().await;
+    let corrupted = proxy.corrupted();
+    // Corrupt the feed; refuse snapshots, so that the edge cannot resync around the fault.
+    proxy.set(fault, SnapshotFault::Refuse);
+    let watch = AppliedWatch::new(&edge.status);
+
+    if matches!(fault, FeedFault::DropMiddle | FeedFault::GarbagePayload) {
+        // Several entries in one answer.
+        let names: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
+        let items: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "filler")).collect();
+        cp.create_secrets(&b.store, &items).await;
+    }
+    let new = format!("value-after-{fault:?}");
+    cp.set_value(b, &new).await;
+    let head = cp.head().await;
+
+    wait_until(
+        &format!("{fault:?}: the proxy to corrupt"),
+        PROMPTLY,
+        move || async move { proxy.corrupted() > corrupted },
+    )
+    .await;
+    // Refused with an alarm (an unreadable answer too: "anything that fails verification").
+    wait_until(
+        &format!("{fault:?}: an alarm"),
+        PROMPTLY,
+        move || async move { edge.alarms().await > alarms },
+    )
+    .await;
+    if let Some(what) = edge.health().await.1["last_alarm"].as_str() {
+        let kind = match fault {
+            FeedFault::FlipPayload | FeedFault::FlipHash => "HashMismatch",
+            FeedFault::GarbagePayload => "CorruptPayload",
+            FeedFault::DropMiddle => "Gap",
+            FeedFault::Truncate | FeedFault::None => "ends in the middle of a frame",
+        };
+        assert!(what.contains(kind), "{fault:?}: last alarm {what:?}");
+    }
+    if fault == FeedFault::Truncate {
+        // An unreadable answer is a failed request: retried after a backoff, refused again.
+        wait_until(
+            &format!("{fault:?}: a retry"),
+            PROMPTLY,
+            move || async move { proxy.corrupted() > corrupted + 1 },
+        )
+        .await;
+    }
+    // Hold a moment: whatever the edge does meanwhile, the corrupted data is not applied and
+    // reads answer what was there before.
+    for _ in 0..5 {
+        assert_eq!(edge.value(&b.token, "K").await, old, "{fault:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last_good = proxy.last_good();
+    assert!(last_good < head, "{fault:?}: {last_good} < {head}");
+    assert!(
+        watch.max() <= last_good,
+        "{fault:?}: applied up to {} while the entries after {last_good} were corrupted",
+        watch.max()
+    );
+    assert!(edge.status.applied_seq() <= last_good, "{fault:?}");
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 200, "{fault:?}: still ready: {health}");
+    assert!(
+        !health["last_error"].is_null(),
+        "{fault:?}: the error is shown: {health}"
+    );
+
+    // Healed: the edge resyncs (or continues) and converges on the control plane's head.
+    proxy.set(FeedFault::None, SnapshotFault::None);
+    edge.wait_applied(head).await;
+    assert_eq!(edge.value(&b.token, "K").await, new, "{fault:?}");
+    assert_eq!(edge.status.applied_seq(), cp.head().await, "{fault:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_feed_is_never_applied_and_the_edge_recovers() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind("value-0").await;
+    let token = cp.node("edge-c").await;
+    let proxy = Proxy::start(&cp.url).await;
+    let mut edge = Edge::start(
+        &[&proxy.url],
+        &token,
+        &tmp.path().join("edge"),
+        &cp.kek_file(),
+    )
+    .await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "value-0");
+    assert_eq!(edge.alarms().await, 0);
+
+    let faults = [
+        FeedFault::FlipPayload,
+        FeedFault::FlipHash,
+        FeedFault::GarbagePayload,
+        FeedFault::DropMiddle,
+        FeedFault::Truncate,
+    ];
+    for (round, fault) in faults.into_iter().enumerate() {
+        corrupted_feed_round(&cp, &edge, &proxy, &b, round, fault).await;
+    }
+    assert!(
+        edge.alarms().await >= 4,
+        "one alarm per refused entry at least"
+    );
+    edge.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind("snap-value-0").await;
+    let token = cp.node("edge-s").await;
+    let proxy = Proxy::start(&cp.url).await;
+
+    // A fresh edge bootstrapping from a corrupted snapshot: refused with an alarm, never
+    // ready, nothing installed.
+    proxy.set(FeedFault::None, SnapshotFault::FlipItem);
+    let mut edge = Edge::start(
+        &[&proxy.url],
+        &token,
+        &tmp.path().join("edge"),
+        &cp.kek_file(),
+    )
+    .await;
+    let (e, p) = (&edge, &proxy);
+    wait_until(
+        "an alarm for the corrupted snapshot",
+        PROMPTLY,
+        move || async move { e.alarms().await > 0 },
+    )
+    .await;
+    if let Some(what) = edge.health().await.1["last_alarm"].as_str() {
+        assert!(what.contains("CorruptSnapshot"), "last alarm {what:?}");
+    }
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    assert!(
+        health["cluster_id"].is_null(),
+        "nothing installed: {health}"
+    );
+    assert!(!edge.status.is_ready());
+    assert_eq!(edge.status.applied_seq(), 0);
+    assert_eq!(edge.read(&b.token, "K").await.0, 503);
+
+    // Truncated: refused as well.
+    let corrupted = proxy.corrupted();
+    proxy.set(FeedFault::None, SnapshotFault::Truncate);
+    wait_until("truncated snapshots", PROMPTLY, move || async move {
+        p.corrupted() > corrupted + 1
+    })
+    .await;
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 503, "{health}");
+    assert!(
+        health["cluster_id"].is_null(),
+        "nothing installed: {health}"
+    );
+    assert_eq!(edge.status.applied_seq(), 0);
+
+    // Healed: it bootstraps and serves.
+    proxy.set(FeedFault::None, SnapshotFault::None);
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "snap-value-0");
+    assert_eq!(edge.health().await.1["cluster_id"], cp.cluster_hex().await);
+
+    // A following edge whose resync snapshot is corrupted too: nothing of either is applied.
+    let good = edge.status.applied_seq();
+    let alarms = edge.alarms().await;
+    let watch = AppliedWatch::new(&edge.status);
+    proxy.set(FeedFault::FlipHash, SnapshotFault::FlipItem);
+    cp.set_value(&b, "snap-value-1").await;
+    let head = cp.head().await;
+    let e = &edge;
+    wait_until(
+        "alarms for the entry and the snapshot",
+        PROMPTLY,
+        move || async move { e.alarms().await >= alarms + 2 },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(edge.value(&b.token, "K").await, "snap-value-0");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(watch.max(), good, "nothing applied");
+    proxy.set(FeedFault::None, SnapshotFault::None);
+    edge.wait_applied(head).await;
+    assert_eq!(edge.value(&b.token, "K").await, "snap-value-1");
+    edge.stop().await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_serves_with_its_upstream_down_and_after_a_restart() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind("stable-value").await;
+    let token = cp.node("edge-st").await;
+    let kek = cp.kek_file();
+    let edge_dir = tmp.path().join("edge");
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &kek).await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+    let head = cp.head().await;
+
+    // The control plane goes away: the edge keeps serving.
+    cp.stop().await;
+    for _ in 0..10 {
+        assert_eq!(edge.value(&b.token, "K").await, "stable-value");
+        assert_eq!(edge.read(&b.token, "NOPE").await.0, 404);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = &edge;
+    wait_until("the edge to notice", PROMPTLY, move || async move {
+        !e.health().await.1["last_error"].is_null()
+    })
+    .await;
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 200, "still ready: {health}");
+    assert_eq!(health["applied_seq"], head, "{health}");
+
+    // Restarted with every upstream still down: ready at once, serving from disk.
+    edge.stop().await;
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &kek).await;
+    assert!(edge.status.is_ready(), "ready before reaching any upstream");
+    assert_eq!(edge.status.applied_seq(), head);
+    assert_eq!(edge.value(&b.token, "K").await, "stable-value");
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["applied_seq"], head, "{health}");
+    for _ in 0..5 {
+        assert_eq!(edge.value(&b.token, "K").await, "stable-value");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_refuses_an_upstream_of_another_cluster() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = ControlPlane::start(tmp.path().join("cp-a")).await;
+    let ba = a.bind("value-of-a").await;
+    a.create_secrets(&ba.store, &[("a1", "1"), ("a2", "2"), ("a3", "3")])
+        .await;
+    let token_a = a.node("edge-x").await;
+    let edge_dir = tmp.path().join("edge");
+    let mut edge = Edge::start(&[&a.url], &token_a, &edge_dir, &a.kek_file()).await;
+    edge.wait_serving().await;
+    edge.wait_applied(a.head().await).await;
+    let head_a = a.head().await;
+    let cluster_a = a.cluster_hex().await;
+    edge.stop().await;
+    a.stop().await;
+
+    // Cluster B: same shapes (a service `svc` binding `K`), other values, other keys.
+    let mut b = ControlPlane::start(tmp.path().join("cp-b")).await;
+    let bb = b.bind("value-of-b").await;
+    let token_b = b.node("edge-x").await;
+    assert_ne!(b.cluster_hex().await, cluster_a);
+
+    // B's log is shorter than what the edge holds: its refusal of the edge's position names its
+    // cluster, and the edge refuses it as another cluster's (not as merely behind).
+    assert!(b.head().await < head_a);
+    let mut edge = Edge::start(&[&b.url], &token_b, &edge_dir, &a.kek_file()).await;
+    let watch = AppliedWatch::new(&edge.status);
+    let e = &edge;
+    let ours = &cluster_a;
+    let refusing = move || async move {
+        let (_, h) = e.health().await;
+        h["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refusing") && e.contains(ours.as_str()))
+    };
+    wait_until("the edge to refuse cluster B (shorter)", PROMPTLY, refusing).await;
+
+    // B's log grows longer than the edge's: its answers are refused as well.
+    let filler: Vec<(String, String)> = (0..head_a + 5)
+        .map(|i| (format!("filler-{i}"), "x".to_owned()))
+        .collect();
+    let items: Vec<(&str, &str)> = filler
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    b.create_secrets(&bb.store, &items).await;
+    assert!(b.head().await > head_a);
+    // A few rounds of requests (one a second, after each refusal): still nothing applied.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_until("the edge to refuse cluster B (longer)", PROMPTLY, refusing).await;
+    let (_, health) = edge.health().await;
+    assert_eq!(health["cluster_id"], cluster_a.as_str(), "{health}");
+    assert_eq!(health["applied_seq"], head_a, "{health}");
+    assert_eq!(watch.max(), head_a, "nothing applied");
+    assert_eq!(edge.value(&ba.token, "K").await, "value-of-a");
+    assert_eq!(
+        edge.read(&bb.token, "K").await.0,
+        401,
+        "B's token is unknown here"
+    );
+    edge.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_at_an_edge_reach_the_audit_log_once_naming_the_edge() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind("audited-value").await;
+    let token = cp.node("edge-audit").await;
+    let edge_dir = tmp.path().join("edge");
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &cp.kek_file()).await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+
+    let cpr = &cp;
+    let access = move || async move {
+        let page = cpr
+            .client
+            .list_audit(&AuditFilter {
+                action: Some("access".into()),
+                direction: Some(Direction::Asc),
+                per_page: Some(100),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        page.items
+    };
+    let baseline = access().await.len();
+    assert_eq!(baseline, 0, "no reads yet");
+
+    for _ in 0..3 {
+        assert_eq!(edge.value(&b.token, "K").await, "audited-value");
+    }
+    assert_eq!(edge.read(&b.token, "NOPE").await.0, 404);
+    wait_until(
+        "the edge's access events",
+        Duration::from_secs(30),
+        move || async move { access().await.len() >= baseline + 2 },
+    )
+    .await;
+    let entries = access().await;
+    let new = &entries[baseline..];
+    assert_eq!(new.len(), 2, "{new:#?}");
+    for e in new {
+        assert_eq!(e.event["edge_node"], "edge-audit", "{e:?}");
+        assert!(e.event["edge_node_id"].is_string(), "{e:?}");
+    }
+    let served = new
+        .iter()
+        .find(|e| e.event["outcome"] == "success")
+        .expect("the served reads");
+    assert_eq!(served.event["reads"], 3, "{served:?}");
+    assert_eq!(served.event["resource"]["binding"], "K", "{served:?}");
+    assert_eq!(served.event["resource"]["secret_id"], b.secret.as_str());
+    let denied = new
+        .iter()
+        .find(|e| e.event["outcome"] == "denied")
+        .expect("the denied read");
+    assert_eq!(denied.event["reads"], 1, "{denied:?}");
+    assert_eq!(denied.event["reason"], "no such binding", "{denied:?}");
+
+    // Reads just before a shutdown are kept in the outbox and delivered after the restart,
+    // once.
+    for _ in 0..2 {
+        assert_eq!(edge.value(&b.token, "K").await, "audited-value");
+    }
+    edge.stop().await;
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &cp.kek_file()).await;
+    wait_until(
+        "the outbox's delivery",
+        Duration::from_secs(30),
+        move || async move { access().await.len() > baseline + 2 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entries = access().await;
+    let later = &entries[baseline + 2..];
+    assert_eq!(later.len(), 1, "{later:#?}");
+    assert_eq!(later[0].event["reads"], 2, "{later:?}");
+    assert_eq!(later[0].event["edge_node"], "edge-audit");
+    assert_eq!(&entries[..baseline + 2], &access().await[..baseline + 2]);
+    assert!(cp.client.verify_audit().await.unwrap().ok);
+    edge.stop().await;
+    cp.stop().await;
+}
+
+/// A corrupted snapshot from the only upstream is asked for again after a backoff, as a failed
+/// request is, rather than in a tight loop that downloads whole snapshots from the control plane
+/// back to back and logs an alarm for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_snapshot_is_asked_for_again_only_after_a_backoff() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
+    cp.bind("backoff-value").await;
+    let token = cp.node("edge-b").await;
+    let proxy = Proxy::start(&cp.url).await;
+    proxy.set(FeedFault::None, SnapshotFault::FlipItem);
+    let mut edge = Edge::start(
+        &[&proxy.url],
+        &token,
+        &tmp.path().join("edge"),
+        &cp.kek_file(),
+    )
+    .await;
+    let e = &edge;
+    wait_until(
+        "an alarm for the corrupted snapshot",
+        PROMPTLY,
+        move || async move { e.alarms().await > 0 },
+    )
+    .await;
+    let before = proxy.snapshots();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = proxy.snapshots() - before;
+    assert!(
+        asked <= 6,
+        "{asked} snapshot requests in 3 s to an upstream whose snapshots fail their digest"
+    );
+    edge.stop().await;
+    cp.stop().await;
+}
