@@ -26,7 +26,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coffer_client::{Client, CreateSecret, DeployService, SecretBinding, SecretValue, UpdateSecret};
+use coffer_client::{
+    Client, CreateSecret, DeployService, SecretBinding, SecretValue, UpdateSecret,
+};
 use coffer_core::Limits;
 use coffer_edge::{EdgeOptions, EdgeStatus};
 use zeroize::Zeroizing;
@@ -235,7 +237,11 @@ async fn bench(edges_n: usize, writes: usize) {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "edge {} never got ready", edge.addr);
+            assert!(
+                Instant::now() < deadline,
+                "edge {} never got ready",
+                edge.addr
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -277,7 +283,9 @@ async fn bench(edges_n: usize, writes: usize) {
             let mut rx = edge.status.subscribe_applied();
             tokio::time::timeout_at(deadline.into(), rx.wait_for(|s| *s >= seq))
                 .await
-                .unwrap_or_else(|_| panic!("write {i} (seq {seq}) did not reach edge {}", edge.addr))
+                .unwrap_or_else(|_| {
+                    panic!("write {i} (seq {seq}) did not reach edge {}", edge.addr)
+                })
                 .expect("edge stopped");
             // The watcher task records the change; give it the moment it needs to run.
             let at = loop {

@@ -41,7 +41,6 @@ use zeroize::Zeroizing;
 
 pub use status::EdgeStatus;
 
-const LOCK_FILE: &str = "lock";
 const DB_FILE: &str = "replica.db";
 
 /// How to run an edge.
@@ -100,7 +99,7 @@ fn data_dir_error(path: &Path, message: impl Into<String>) -> EdgeError {
 
 /// Creates (mode 0700) or opens the edge's data dir and takes its lock.
 fn open_dir(path: &Path) -> Result<std::fs::File, EdgeError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if path.join("coffer.db").exists() {
         return Err(data_dir_error(
             path,
@@ -118,23 +117,7 @@ fn open_dir(path: &Path) -> Result<std::fs::File, EdgeError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| data_dir_error(path, format!("cannot set mode 0700: {e}")))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path.join(LOCK_FILE))
-        .map_err(|e| data_dir_error(path, format!("cannot open lock file: {e}")))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(data_dir_error(
-            path,
-            "is in use by another coffer process (one process per data dir)",
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(data_dir_error(path, format!("cannot lock: {e}")))
-        }
-    }
+    coffer_server::lock_data_dir(path).map_err(EdgeError::from)
 }
 
 /// Runs an edge until `shutdown` resolves. `on_ready` gets the bound address as soon as the

@@ -42,8 +42,9 @@ pub struct DataDir {
     _lock: File,
 }
 
-/// Takes the data dir's lock, or says which process-level conflict stops us.
-fn lock(path: &Path) -> Result<File, ServerError> {
+/// Takes the data dir's lock (`DIR/lock`, held until the file is dropped), or says which
+/// process-level conflict stops us. Edges lock their own dirs the same way.
+pub fn lock(path: &Path) -> Result<File, ServerError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

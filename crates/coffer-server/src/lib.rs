@@ -31,7 +31,7 @@ use coffer_core::{Coffer, Limits};
 use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
 
-pub use datadir::DataDir;
+pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use router::edge_router;
