@@ -222,7 +222,7 @@ Once listening, the edge prints `listening on http(s)://ADDR` on standard output
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
     /// Upstream base URL(s): the control plane, or relay edges; several separated by commas
-    /// (or the flag repeated), in order of preference
+    /// (or the flag repeated); the edge starts with the first and fails over round robin
     #[arg(
         long = "upstream",
         env = "COFFER_UPSTREAM",

@@ -46,7 +46,8 @@ const DB_FILE: &str = "replica.db";
 /// How to run an edge.
 #[derive(Debug, Clone)]
 pub struct EdgeOptions {
-    /// Base URLs of the upstreams (the control plane, or relays), in order of preference.
+    /// Base URLs of the upstreams (the control plane, or relays): the first is used first, the
+    /// others in turn on failover.
     pub upstreams: Vec<String>,
     pub node_token: Zeroizing<String>,
     pub data_dir: PathBuf,
