@@ -706,6 +706,27 @@ fn run_install(
     header: InstallHeader,
     mut items: mpsc::Receiver<InstallMsg>,
 ) -> Result<()> {
+    // A snapshot inserts every row at random places of indexes keyed by random ids: with
+    // SQLite's default 2 MiB page cache most inserts miss it and dirty pages spill to the WAL
+    // mid-transaction (docs/benchmarks.md, "Cold start"). A large cache for the install only,
+    // then back to the default, so a steady-state edge stays small.
+    pragma(cx.conn, "cache_size", -262_144)?;
+    let result = install_items(cx, header, &mut items);
+    if let Err(e) = pragma(cx.conn, "cache_size", -2_000) {
+        tracing::warn!(error = %e, "could not restore the page cache size after an install");
+    }
+    result
+}
+
+fn pragma(conn: &Connection, name: &str, value: i64) -> Result<()> {
+    conn.pragma_update(None, name, value).db("set a pragma")
+}
+
+fn install_items(
+    cx: &mut WriteCx<'_>,
+    header: InstallHeader,
+    items: &mut mpsc::Receiver<InstallMsg>,
+) -> Result<()> {
     let now = Timestamp::now().unix_micros();
     clear_replica(cx, &header, now)?;
     let mut applied = 0u64;
