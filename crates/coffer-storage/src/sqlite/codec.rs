@@ -142,6 +142,20 @@ pub(super) fn bool_col(row: &Row<'_>, idx: usize, what: &'static str) -> Result<
 /// Scopes are stored as their canonical names joined and surrounded by commas
 /// (`",workers,ai_gateway,"`, or `","` for none), so "has scope s" is the exact substring test
 /// `instr(scopes, ',s,') > 0`: no name is a substring of another across the commas.
+/// Lowercase hex of `bytes`, as the log's changes carry keys, hashes and sealed values.
+/// `hex::encode` builds its string a char at a time; this one table lookup a byte (it runs for
+/// every sealed value of a snapshot).
+pub(super) fn to_hex(bytes: impl AsRef<[u8]>) -> String {
+    let bytes = bytes.as_ref();
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 pub(super) fn encode_scopes(scopes: &Scopes) -> String {
     let mut out = String::from(",");
     for scope in scopes.iter() {
@@ -200,6 +214,13 @@ pub(super) fn contains_pattern(needle: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_hex_matches_the_hex_crate() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(to_hex([]), "");
+    }
 
     #[test]
     fn scopes_round_trip_through_their_column_form() {

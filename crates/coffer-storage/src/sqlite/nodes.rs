@@ -6,7 +6,7 @@ use coffer_types::{Timestamp, TokenId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec::{
-    Constraint, DbResultExt, col, constraint, db_error, id_col, opt_ts_col, ts_col,
+    Constraint, DbResultExt, col, constraint, db_error, id_col, opt_ts_col, to_hex, ts_col,
 };
 use super::reads::{query_all, query_opt};
 use super::writer::WriteCx;
@@ -110,7 +110,7 @@ pub(super) fn create_node(cx: &mut WriteCx<'_>, node: &NodeRecord) -> Result<()>
     cx.append(&Change::NodePut {
         node_id: node.id,
         name: node.name.clone(),
-        hash_hex: hex::encode(node.hash),
+        hash_hex: to_hex(node.hash),
     })
 }
 

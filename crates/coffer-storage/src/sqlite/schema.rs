@@ -24,6 +24,9 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// filters) combination, so the cache must hold a few dozen shapes besides the fixed ones.
 const STATEMENT_CACHE: usize = 128;
 
+/// The size (bytes) a WAL file is truncated to after a checkpoint has emptied it.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Opens the one read-write connection, sets it up for WAL writes (synced at every COMMIT when
 /// `sync_commits`) and migrates.
 pub(super) fn open_writer(
@@ -57,6 +60,17 @@ pub(super) fn open_writer(
     .db("set synchronous")?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .db("enable foreign keys")?;
+    // A statement that fires a trigger (or may write several rows and fail midway) runs in a
+    // statement transaction whose journal copies every page it touches; in memory that is a
+    // copy rather than a write system call per page (a third of a snapshot install's time
+    // with the default temporary file; docs/benchmarks.md, "Cold start"). It only lasts the
+    // statement. Read by SQLite when a transaction begins, so set before the first.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .db("keep statement journals in memory")?;
+    // A large transaction (a snapshot install, a bulk import) leaves a WAL file as large as
+    // what it wrote; once checkpointed, the file is cut back to this at the next commit.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .db("limit the WAL file's size")?;
     migrate(&mut conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)

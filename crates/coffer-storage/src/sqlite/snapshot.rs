@@ -9,7 +9,7 @@
 use rusqlite::{Connection, Row};
 use tokio::sync::mpsc;
 
-use super::codec::{DbResultExt, col, id_col, scopes_col, u64_col};
+use super::codec::{DbResultExt, col, id_col, scopes_col, to_hex, u64_col};
 use super::reads::query_opt;
 use super::replication;
 use crate::{
@@ -69,7 +69,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
                 purpose: col(row, 0, "instance_keys.purpose")?,
                 key_id: DekId::from_bytes(id_col(row, 1, "instance_keys.key_id")?),
                 kek_id: col(row, 2, "instance_keys.kek_id")?,
-                wrapped_hex: hex::encode(col::<Vec<u8>>(row, 3, "instance_keys.wrapped")?),
+                wrapped_hex: to_hex(col::<Vec<u8>>(row, 3, "instance_keys.wrapped")?),
             })
         },
     )?;
@@ -95,7 +95,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
                 account_id: AccountId::from_bytes(id_col(row, 0, "deks.account_id")?),
                 dek_id: DekId::from_bytes(id_col(row, 1, "deks.id")?),
                 kek_id: col(row, 2, "deks.kek_id")?,
-                wrapped_hex: hex::encode(col::<Vec<u8>>(row, 3, "deks.wrapped")?),
+                wrapped_hex: to_hex(col::<Vec<u8>>(row, 3, "deks.wrapped")?),
             })
         },
     )?;
@@ -112,12 +112,17 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
             })
         },
     )?;
-    // The current version only, joined like the runtime read; a missing one is damage.
+    // The current version only, joined like the runtime read; a missing one is damage. In id
+    // order: a replica's secret and version indexes are keyed by the (random) secret id, so
+    // rows arriving in that order are appended to them rather than inserted at random pages,
+    // which is most of a large install's time (docs/benchmarks.md, "Cold start"). Reading
+    // through the id index costs this side a random row lookup each, far less.
     items.each(
         &tx,
         "SELECT s.account_id, s.store_id, s.id, s.name, s.scopes, s.version, v.dek_id, v.sealed
          FROM secrets AS s
-         LEFT JOIN versions AS v ON v.secret_id = s.id AND v.version = s.version",
+         LEFT JOIN versions AS v ON v.secret_id = s.id AND v.version = s.version
+         ORDER BY s.id",
         [],
         "snapshot secrets",
         secret_put,
@@ -139,7 +144,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
                 account_id: AccountId::from_bytes(id_col(row, 0, "service_tokens.account_id")?),
                 service_id: ServiceId::from_bytes(id_col(row, 1, "service_tokens.service_id")?),
                 token_id: TokenId::from_bytes(id_col(row, 2, "service_tokens.id")?),
-                hash_hex: hex::encode(col::<[u8; 32]>(row, 3, "service_tokens.hash")?),
+                hash_hex: to_hex(col::<[u8; 32]>(row, 3, "service_tokens.hash")?),
             })
         },
     )?;
@@ -152,7 +157,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
             Ok(Change::NodePut {
                 node_id: TokenId::from_bytes(id_col(row, 0, "nodes.id")?),
                 name: col(row, 1, "nodes.name")?,
-                hash_hex: hex::encode(col::<[u8; 32]>(row, 2, "nodes.hash")?),
+                hash_hex: to_hex(col::<[u8; 32]>(row, 2, "nodes.hash")?),
             })
         },
     )?;
@@ -222,7 +227,7 @@ fn secret_put(row: &Row<'_>) -> Result<Change> {
         version: u32::try_from(version)
             .map_err(|_| StorageError::Corrupted("secrets.version: out of range".into()))?,
         dek_id: DekId::from_bytes(dek),
-        sealed_hex: hex::encode(col::<Vec<u8>>(row, 7, "versions.sealed")?),
+        sealed_hex: to_hex(col::<Vec<u8>>(row, 7, "versions.sealed")?),
     })
 }
 

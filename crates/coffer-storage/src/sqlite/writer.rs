@@ -64,6 +64,9 @@ struct Head {
     /// Whether the batch has appended to or replaced the log so far. Part of the head so that
     /// a job rolled back to its savepoint takes its mark back with the rest.
     moved: bool,
+    /// Whether the batch has replaced the whole state (a snapshot install): after its COMMIT
+    /// the WAL, as large as the install, is checkpointed and truncated.
+    replaced: bool,
 }
 
 /// What a write operation sees: the connection inside its savepoint, and the change log.
@@ -92,6 +95,7 @@ impl WriteCx<'_> {
             hash,
             at,
             moved: true,
+            replaced: self.head.replaced,
         };
         Ok(())
     }
@@ -129,6 +133,7 @@ impl WriteCx<'_> {
             // never go below them.
             at: at.max(self.head.at),
             moved: true,
+            replaced: self.head.replaced,
         };
         Ok(())
     }
@@ -141,6 +146,7 @@ impl WriteCx<'_> {
             hash,
             at,
             moved: true,
+            replaced: true,
         };
     }
 }
@@ -345,6 +351,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             hash: col(row, 1, "changes.hash")?,
             at: col(row, 2, "changes.at")?,
             moved: false,
+            replaced: false,
         });
     }
     Ok(match replication::base(conn)? {
@@ -353,12 +360,14 @@ fn read_head(conn: &Connection) -> Result<Head> {
             hash: base.hash,
             at: base.at,
             moved: false,
+            replaced: false,
         },
         None => Head {
             seq: 0,
             hash: ChangeRecord::GENESIS_HASH,
             at: i64::MIN,
             moved: false,
+            replaced: false,
         },
     })
 }
@@ -434,6 +443,10 @@ impl Writer {
                     self.counters.committed_seq.store(next, Ordering::Release);
                     self.counters.head.send_replace(head.seq);
                 }
+                // Before the answers: when an install's commit returns, its WAL is gone.
+                if head.replaced {
+                    self.truncate_wal();
+                }
                 for job in waiting {
                     job.answer(None);
                 }
@@ -444,6 +457,23 @@ impl Writer {
                 let e = StorageError::Unavailable(format!("not committed: {e}"));
                 fail_all(waiting.into_iter(), &e);
             }
+        }
+    }
+
+    /// Copies the whole WAL into the database and empties the file. After a snapshot install
+    /// the WAL holds a copy of the whole database; this returns that disk space at once
+    /// (`journal_size_limit` would too, but only at the next commit). Waits for readers
+    /// (`busy_timeout`); failing, the next checkpoints do it.
+    fn truncate_wal(&self) {
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        match result {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("the WAL could not be truncated yet (readers)"),
+            Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL"),
         }
     }
 

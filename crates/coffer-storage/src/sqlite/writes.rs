@@ -9,7 +9,9 @@ use coffer_types::{
 };
 use rusqlite::params;
 
-use super::codec::{Constraint, DbResultExt, constraint, db_error, encode_scopes, id_col, to_i64};
+use super::codec::{
+    Constraint, DbResultExt, constraint, db_error, encode_scopes, id_col, to_hex, to_i64,
+};
 use super::reads::{
     self, query_all, query_opt, require_service, require_store, secret_cols, secret_from_row,
     service_token_cols, service_token_from_row,
@@ -314,7 +316,7 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         account_id: dek.account_id,
         dek_id: dek.key.id,
         kek_id: dek.key.kek_id.clone(),
-        wrapped_hex: hex::encode(&dek.key.wrapped),
+        wrapped_hex: to_hex(&dek.key.wrapped),
     })?;
     Ok(true)
 }
@@ -582,7 +584,7 @@ fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
         scopes: record.scopes.to_strings(),
         version: record.version.0,
         dek_id: value.dek_id,
-        sealed_hex: hex::encode(&value.sealed),
+        sealed_hex: to_hex(&value.sealed),
     }
 }
 
@@ -808,7 +810,7 @@ fn insert_service_token(cx: &mut WriteCx<'_>, token: &ServiceTokenRecord) -> Res
         account_id: token.account_id,
         service_id: token.service_id,
         token_id: token.id,
-        hash_hex: hex::encode(token.hash),
+        hash_hex: to_hex(token.hash),
     })
 }
 

@@ -1497,3 +1497,73 @@ fn snapshot_installs_can_move_between_tasks() {
     let commit = install.commit();
     assert_send(&commit);
 }
+
+/// Installs hand items to the writer in batches, secrets arrive in id order and skip the
+/// lookups an entry needs: an install of several batches still holds exactly its source's
+/// state, a snapshot naming a secret twice is refused whole, and the WAL the install wrote is
+/// emptied by the time its commit returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_install_matches_its_source_and_leaves_no_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = open(&dir.path().join("source.db"));
+    source.ensure_cluster_id().await.unwrap();
+    let mut probe = Probe::default();
+    let fx = populate(&source, &mut probe).await;
+    // Well beyond one batch of items, written in chunks like a bulk import.
+    for chunk in 0..7 {
+        let secrets: Vec<NewSecret> = (0..100)
+            .map(|i| new_secret(&fx.a, &format!("bulk-{chunk}-{i:03}")))
+            .collect();
+        for new in &secrets {
+            probe.secret(new);
+        }
+        source
+            .create_secrets(fx.a.account, fx.a.store, secrets, 10_000, &[])
+            .await
+            .unwrap();
+    }
+    let snap = take(&source).await;
+    assert!(snap.items.len() > 700, "{} items", snap.items.len());
+
+    let path = dir.path().join("edge.db");
+    let wal = dir.path().join("edge.db-wal");
+    let replica = open(&path);
+    let (c, seq, hash, n) = (
+        snap.cluster_id,
+        snap.seq,
+        snap.hash,
+        snap.items.len() as u64,
+    );
+    install_counted(&replica, c, seq, hash, n, &snap.items)
+        .await
+        .unwrap();
+    assert_same(&source, &replica, &probe, "after a large install").await;
+    assert_eq!(
+        std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
+        0,
+        "the install's WAL is checkpointed and truncated by the time its commit returns"
+    );
+
+    // The same snapshot with one secret twice (the header counting it): the duplicate's id
+    // is refused by the replica's rows and nothing of the install stays.
+    let before = fingerprint(&replica, &source, &probe).await;
+    let secret_item = snap
+        .items
+        .iter()
+        .find(|i| {
+            matches!(
+                serde_json::from_slice::<Change>(i).unwrap(),
+                Change::SecretPut { .. }
+            )
+        })
+        .unwrap()
+        .clone();
+    let mut twice = snap.items.clone();
+    twice.push(secret_item);
+    let result = install_counted(&replica, c, seq, hash, n + 1, &twice).await;
+    assert!(
+        matches!(&result, Err(StorageError::Corrupted(m)) if m.contains("snapshot item")),
+        "a secret named twice: {result:?}"
+    );
+    assert_eq!(fingerprint(&replica, &source, &probe).await, before);
+}
