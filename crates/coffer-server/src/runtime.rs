@@ -40,7 +40,8 @@ where
             }
             return Err(rate_limited(wait));
         }
-        let context = request_context(parts, peer);
+        // The context is only built for an API token presented here (its audit entry).
+        let context = || request_context(parts, peer);
         match app.coffer.authenticate_service(token, context).await {
             Ok(principal) => {
                 tracing::Span::current()

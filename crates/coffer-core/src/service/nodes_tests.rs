@@ -367,11 +367,7 @@ async fn node_tokens_authenticate_only_as_nodes() {
     let err = f.coffer.authenticate(text, ctx()).await.unwrap_err();
     assert!(matches!(err, CoreError::WrongTokenKind(_)), "{err:?}");
     assert!(err.to_string().contains("replication feed"), "{err}");
-    let err = f
-        .coffer
-        .authenticate_service(text, ctx())
-        .await
-        .unwrap_err();
+    let err = f.coffer.authenticate_service(text, ctx).await.unwrap_err();
     assert!(matches!(err, CoreError::WrongTokenKind(_)), "{err:?}");
     assert_eq!(f.coffer.authenticate_cached(text, ctx()), None);
     assert_eq!(f.coffer.authenticate_service_cached(text), None);
@@ -381,7 +377,7 @@ async fn node_tokens_authenticate_only_as_nodes() {
         Err(CoreError::Unauthenticated(_))
     ));
     assert!(matches!(
-        f.coffer.authenticate_service(&forged, ctx()).await,
+        f.coffer.authenticate_service(&forged, ctx).await,
         Err(CoreError::Unauthenticated(_))
     ));
 
@@ -397,7 +393,7 @@ async fn node_tokens_authenticate_only_as_nodes() {
         Err(CoreError::Unauthenticated(_))
     ));
     assert!(matches!(
-        f.coffer.authenticate_service(text, ctx()).await,
+        f.coffer.authenticate_service(text, ctx).await,
         Err(CoreError::Unauthenticated(_))
     ));
     // A node registered again under the name has a new token; the old one stays refused.

@@ -321,11 +321,11 @@ impl AccessLog {
 }
 
 /// One secret a service may read, resolved from a binding.
-struct Resolved {
-    service: Arc<ServiceRecord>,
-    binding: BindingName,
+struct Resolved<'a> {
+    service: &'a ServiceRecord,
+    binding: &'a BindingName,
     store: StoreId,
-    secret_name: String,
+    secret_name: &'a str,
     /// Read through a store binding: the name comes from the request, so a miss is neither
     /// cached nor recorded under that name, and a secret the service may not read is
     /// indistinguishable from a missing one.
@@ -335,18 +335,19 @@ struct Resolved {
 impl Coffer {
     /// Authenticates a service token. An API or node token gets `WrongTokenKind` if it is
     /// valid (and the usual `Unauthenticated` if not), so a caller learns nothing about a token
-    /// it cannot present.
+    /// it cannot present. `context` is asked for only when an API token is presented (the
+    /// audit entry of its use); a service token's read costs no context.
     pub async fn authenticate_service(
         &self,
         bearer: &str,
-        context: RequestContext,
+        context: impl FnOnce() -> RequestContext,
     ) -> Result<ServicePrincipal, CoreError> {
         let token = ApiToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
         match token.kind() {
             TokenKind::Service => {}
             TokenKind::Api => {
-                self.authenticate(bearer, context).await?;
+                self.authenticate(bearer, context()).await?;
                 return Err(CoreError::WrongTokenKind(
                     "API tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
                 ));
@@ -498,14 +499,13 @@ impl Coffer {
             return Err(self.no_such_binding(who, &service, binding));
         };
         let resolved = Resolved {
-            binding: b.binding.clone(),
+            binding: &b.binding,
             store: b.store_id,
-            secret_name: b.secret_name.as_str().to_owned(),
-            service: service.clone(),
+            secret_name: b.secret_name.as_str(),
+            service: &service,
             via_store: false,
         };
-        let name = b.secret_name.clone();
-        let (value, key) = self.read_resolved(who, resolved, &name).await?;
+        let (value, key) = self.read_resolved(who, resolved, &b.secret_name).await?;
         self.access_log.note(key, service.name.as_str());
         Ok(value)
     }
@@ -522,10 +522,10 @@ impl Coffer {
         let mut served = Vec::with_capacity(service.secrets.len());
         for b in &service.secrets {
             let resolved = Resolved {
-                binding: b.binding.clone(),
+                binding: &b.binding,
                 store: b.store_id,
-                secret_name: b.secret_name.as_str().to_owned(),
-                service: service.clone(),
+                secret_name: b.secret_name.as_str(),
+                service: &service,
                 via_store: false,
             };
             let (value, key) = self.read_resolved(who, resolved, &b.secret_name).await?;
@@ -559,10 +559,10 @@ impl Coffer {
             return Err(CoreError::BindingNotFound(name.chars().take(255).collect()));
         };
         let resolved = Resolved {
-            binding: b.binding.clone(),
+            binding: &b.binding,
             store: b.store_id,
-            secret_name: secret_name.as_str().to_owned(),
-            service: service.clone(),
+            secret_name: secret_name.as_str(),
+            service: &service,
             via_store: true,
         };
         let (value, key) = self.read_resolved(who, resolved, &secret_name).await?;
@@ -601,7 +601,7 @@ impl Coffer {
     async fn read_resolved(
         &self,
         who: &ServicePrincipal,
-        r: Resolved,
+        r: Resolved<'_>,
         name: &SecretName,
     ) -> Result<(Plaintext, AccessKey), CoreError> {
         let value = self
@@ -614,7 +614,7 @@ impl Coffer {
             binding: r.binding.as_str().to_owned(),
             store: Some(r.store),
             secret,
-            secret_name: r.secret_name.clone(),
+            secret_name: r.secret_name.to_owned(),
             refused,
         };
         let Some(value) = value else {
@@ -625,7 +625,7 @@ impl Coffer {
                 k.secret_name = String::new();
             }
             self.access_log.note(k, r.service.name.as_str());
-            return Err(CoreError::BindingNotFound(r.secret_name.clone()));
+            return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
         };
         let (secret, version) = &*value;
         if !secret.scopes.contains(r.service.kind) {
@@ -636,7 +636,7 @@ impl Coffer {
             if r.via_store {
                 // A store binding gives the secrets that carry the type; the others are not
                 // part of it, and their names are not the service's to learn.
-                return Err(CoreError::BindingNotFound(r.secret_name.clone()));
+                return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
             }
             return Err(CoreError::ScopeDenied(format!(
                 "secret \"{}\" does not carry the scope \"{}\" that this service's type needs",

@@ -91,7 +91,7 @@ impl Fx {
     async fn read(&self, token: &str, binding: &str) -> Result<String, CoreError> {
         let who = self
             .coffer
-            .authenticate_service(token, Default::default())
+            .authenticate_service(token, crate::RequestContext::default)
             .await?;
         let v = self.coffer.read_binding(&who, binding).await?;
         Ok(String::from_utf8(v.expose_secret().to_vec()).unwrap())
@@ -347,7 +347,7 @@ async fn an_api_token_is_refused_on_the_runtime_and_a_service_token_on_the_contr
         .unwrap();
     assert!(matches!(
         f.coffer
-            .authenticate_service(api.expose_secret(), Default::default())
+            .authenticate_service(api.expose_secret(), crate::RequestContext::default)
             .await,
         Err(CoreError::WrongTokenKind(_))
     ));
@@ -356,7 +356,7 @@ async fn an_api_token_is_refused_on_the_runtime_and_a_service_token_on_the_contr
     let forged = &forged[..forged.len() - 3];
     assert!(matches!(
         f.coffer
-            .authenticate_service(forged, Default::default())
+            .authenticate_service(forged, crate::RequestContext::default)
             .await,
         Err(CoreError::Unauthenticated(_))
     ));
@@ -448,7 +448,7 @@ async fn a_store_binding_hides_secrets_without_the_type() {
         .unwrap();
     let who = f
         .coffer
-        .authenticate_service(token.expose_secret(), Default::default())
+        .authenticate_service(token.expose_secret(), crate::RequestContext::default)
         .await
         .unwrap();
     let v = f
