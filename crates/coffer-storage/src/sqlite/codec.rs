@@ -139,9 +139,6 @@ pub(super) fn bool_col(row: &Row<'_>, idx: usize, what: &'static str) -> Result<
     }
 }
 
-/// Scopes are stored as their canonical names joined and surrounded by commas
-/// (`",workers,ai_gateway,"`, or `","` for none), so "has scope s" is the exact substring test
-/// `instr(scopes, ',s,') > 0`: no name is a substring of another across the commas.
 /// Lowercase hex of `bytes`, as the log's changes carry keys, hashes and sealed values.
 /// `hex::encode` builds its string a char at a time; this one table lookup a byte (it runs for
 /// every sealed value of a snapshot).
@@ -156,6 +153,9 @@ pub(super) fn to_hex(bytes: impl AsRef<[u8]>) -> String {
     out
 }
 
+/// Scopes are stored as their canonical names joined and surrounded by commas
+/// (`",workers,ai_gateway,"`, or `","` for none), so "has scope s" is the exact substring test
+/// `instr(scopes, ',s,') > 0`: no name is a substring of another across the commas.
 pub(super) fn encode_scopes(scopes: &Scopes) -> String {
     let mut out = String::from(",");
     for scope in scopes.iter() {

@@ -60,15 +60,9 @@ pub(super) fn open_writer(
     .db("set synchronous")?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .db("enable foreign keys")?;
-    // A statement that fires a trigger (or may write several rows and fail midway) runs in a
-    // statement transaction whose journal copies every page it touches; in memory that is a
-    // copy rather than a write system call per page (a third of a snapshot install's time
-    // with the default temporary file; docs/benchmarks.md, "Cold start"). It only lasts the
-    // statement. Read by SQLite when a transaction begins, so set before the first.
-    conn.pragma_update(None, "temp_store", "MEMORY")
-        .db("keep statement journals in memory")?;
     // A large transaction (a snapshot install, a bulk import) leaves a WAL file as large as
-    // what it wrote; once checkpointed, the file is cut back to this at the next commit.
+    // what it wrote; after a checkpoint has copied all of it and the log restarts, the next
+    // commit cuts the file back to this.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .db("limit the WAL file's size")?;
     migrate(&mut conn)?;

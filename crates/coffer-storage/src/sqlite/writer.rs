@@ -20,6 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use coffer_types::Timestamp;
 use rusqlite::{Connection, params};
@@ -31,6 +32,10 @@ use crate::{Change, ChangeRecord, Result, StorageError};
 
 /// How many queued jobs wait for a free slot before `submit` waits (backpressure).
 const QUEUE_DEPTH: usize = 1024;
+
+/// How long the writer waits for readers to leave the WAL when it truncates it after a
+/// snapshot install.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(200);
 
 /// Counters of the writer's work, for benchmarks and tests of group commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -443,7 +448,8 @@ impl Writer {
                     self.counters.committed_seq.store(next, Ordering::Release);
                     self.counters.head.send_replace(head.seq);
                 }
-                // Before the answers: when an install's commit returns, its WAL is gone.
+                // Before the answers: when an install's commit returns, its WAL is gone (unless
+                // a reader held it past TRUNCATE_WAIT).
                 if head.replaced {
                     self.truncate_wal();
                 }
@@ -461,19 +467,31 @@ impl Writer {
     }
 
     /// Copies the whole WAL into the database and empties the file. After a snapshot install
-    /// the WAL holds a copy of the whole database; this returns that disk space at once
-    /// (`journal_size_limit` would too, but only at the next commit). Waits for readers
-    /// (`busy_timeout`); failing, the next checkpoints do it.
+    /// the WAL holds a copy of the whole database; this returns that disk space at once. A
+    /// reader still using the WAL blocks it: the writer waits for that at most
+    /// [`TRUNCATE_WAIT`] (every write waits meanwhile), then leaves it to a later commit
+    /// (`journal_size_limit`, once a checkpoint has copied everything).
     fn truncate_wal(&self) {
-        let result = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                row.get::<_, i64>(0)
-            });
+        let configured: rusqlite::Result<i64> =
+            self.conn
+                .query_row("PRAGMA busy_timeout", [], |row| row.get(0));
+        let result = self.conn.busy_timeout(TRUNCATE_WAIT).and_then(|()| {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+        });
         match result {
             Ok(0) => {}
-            Ok(_) => tracing::debug!("the WAL could not be truncated yet (readers)"),
+            Ok(_) => tracing::debug!("the WAL could not be truncated yet (a reader uses it)"),
             Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL"),
+        }
+        let restored = configured.and_then(|ms| {
+            self.conn
+                .busy_timeout(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        });
+        if let Err(e) = restored {
+            tracing::warn!(error = %e, "could not restore the busy timeout after a checkpoint");
         }
     }
 

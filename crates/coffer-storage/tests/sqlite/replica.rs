@@ -1498,10 +1498,13 @@ fn snapshot_installs_can_move_between_tasks() {
     assert_send(&commit);
 }
 
-/// Installs hand items to the writer in batches, secrets arrive in id order and skip the
-/// lookups an entry needs: an install of several batches still holds exactly its source's
-/// state, a snapshot naming a secret twice is refused whole, and the WAL the install wrote is
-/// emptied by the time its commit returns.
+/// Installs hand items to the writer in batches, secrets arrive in id order, skip the lookups
+/// an entry needs and are counted without the count trigger: an install of several batches
+/// still holds exactly its source's state (counters included, and the trigger counts the
+/// next secret again), the WAL the install wrote is emptied by the time its commit returns,
+/// an install dropped after batches reached the writer changes nothing and frees it, a bad
+/// item in an early batch fails a later push, and a snapshot naming a secret twice is refused
+/// whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_install_matches_its_source_and_leaves_no_wal() {
     let dir = tempfile::tempdir().unwrap();
@@ -1509,8 +1512,9 @@ async fn a_large_install_matches_its_source_and_leaves_no_wal() {
     source.ensure_cluster_id().await.unwrap();
     let mut probe = Probe::default();
     let fx = populate(&source, &mut probe).await;
-    // Well beyond one batch of items, written in chunks like a bulk import.
-    for chunk in 0..7 {
+    // More batches of items than the install queues (so a push waits for the writer), written
+    // in chunks like a bulk import.
+    for chunk in 0..16 {
         let secrets: Vec<NewSecret> = (0..100)
             .map(|i| new_secret(&fx.a, &format!("bulk-{chunk}-{i:03}")))
             .collect();
@@ -1523,47 +1527,160 @@ async fn a_large_install_matches_its_source_and_leaves_no_wal() {
             .unwrap();
     }
     let snap = take(&source).await;
-    assert!(snap.items.len() > 700, "{} items", snap.items.len());
+    let n = snap.items.len();
+    assert!(n > 1_600, "{n} items");
+    let secret_ids: Vec<SecretId> = snap
+        .items
+        .iter()
+        .filter_map(|i| match serde_json::from_slice::<Change>(i).unwrap() {
+            Change::SecretPut { secret_id, .. } => Some(secret_id),
+            _ => None,
+        })
+        .collect();
+    assert!(secret_ids.len() > 1_600);
+    assert!(
+        secret_ids.windows(2).all(|w| w[0] < w[1]),
+        "a snapshot lists secrets in id order"
+    );
 
     let path = dir.path().join("edge.db");
     let wal = dir.path().join("edge.db-wal");
     let replica = open(&path);
-    let (c, seq, hash, n) = (
-        snap.cluster_id,
-        snap.seq,
-        snap.hash,
-        snap.items.len() as u64,
-    );
-    install_counted(&replica, c, seq, hash, n, &snap.items)
+    let (c, seq, hash) = (snap.cluster_id, snap.seq, snap.hash);
+    install_counted(&replica, c, seq, hash, n as u64, &snap.items)
         .await
         .unwrap();
     assert_same(&source, &replica, &probe, "after a large install").await;
+    for account in [fx.a.account, fx.b.account] {
+        assert_eq!(
+            replica.secret_count(account).await.unwrap(),
+            source.secret_count(account).await.unwrap(),
+            "secrets counted by the install"
+        );
+    }
     assert_eq!(
         std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0),
         0,
         "the install's WAL is checkpointed and truncated by the time its commit returns"
     );
-
-    // The same snapshot with one secret twice (the header counting it): the duplicate's id
-    // is refused by the replica's rows and nothing of the install stays.
+    // The count trigger is back: a secret arriving by the feed is counted.
+    let late = new_secret(&fx.a, "late");
+    probe.secret(&late);
+    source
+        .create_secrets(fx.a.account, fx.a.store, vec![late], 10_000, &[])
+        .await
+        .unwrap();
+    replica
+        .apply_entries(source.changes_after(seq, 100).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        replica.secret_count(fx.a.account).await.unwrap(),
+        source.secret_count(fx.a.account).await.unwrap(),
+        "the trigger counts again after an install"
+    );
     let before = fingerprint(&replica, &source, &probe).await;
-    let secret_item = snap
+
+    // Dropped after several batches reached the writer: nothing changed, the writer is free
+    // and the trigger is still there.
+    {
+        let mut install = replica.install_snapshot(c, seq, hash, n as u64);
+        for item in &snap.items[..n / 2] {
+            install.push(item.clone()).await.unwrap();
+        }
+    }
+    assert_eq!(fingerprint(&replica, &source, &probe).await, before);
+    replica.outbox_put([4; 16], b"x".to_vec()).await.unwrap();
+
+    // A secret of a store the snapshot does not carry, early on: a later push fails (the
+    // items after it are refused without waiting for the commit), then the commit.
+    let first_secret = snap
         .items
         .iter()
-        .find(|i| {
+        .position(|i| {
             matches!(
                 serde_json::from_slice::<Change>(i).unwrap(),
                 Change::SecretPut { .. }
             )
         })
-        .unwrap()
-        .clone();
+        .unwrap();
+    let mut strayed = snap.items.clone();
+    let Change::SecretPut {
+        account_id,
+        secret_id,
+        name,
+        scopes,
+        version,
+        dek_id,
+        sealed_hex,
+        ..
+    } = serde_json::from_slice::<Change>(&strayed[first_secret]).unwrap()
+    else {
+        unreachable!()
+    };
+    strayed[first_secret] = serde_json::to_vec(&Change::SecretPut {
+        account_id,
+        store_id: StoreId::from_bytes(id()),
+        secret_id,
+        name,
+        scopes,
+        version,
+        dek_id,
+        sealed_hex,
+    })
+    .unwrap();
+    let mut install = replica.install_snapshot(c, seq, hash, n as u64);
+    let mut refused_at = None;
+    for (i, item) in strayed.iter().enumerate() {
+        if let Err(e) = install.push(item.clone()).await {
+            assert!(
+                matches!(&e, StorageError::Corrupted(m) if m.contains("snapshot item")),
+                "{e:?}"
+            );
+            refused_at = Some(i);
+            break;
+        }
+    }
+    // Only the batches the install queues can be pushed past a failed one.
+    assert!(
+        refused_at.is_some_and(|i| i < first_secret + 5 * 256),
+        "a push after the bad item's batch reached the writer fails: {refused_at:?}"
+    );
+    assert!(install.commit().await.is_err());
+    assert_eq!(fingerprint(&replica, &source, &probe).await, before);
+
+    // The same snapshot with one secret twice (the header counting it): the duplicate's id
+    // is refused by the replica's rows and nothing of the install stays.
     let mut twice = snap.items.clone();
-    twice.push(secret_item);
-    let result = install_counted(&replica, c, seq, hash, n + 1, &twice).await;
+    twice.push(snap.items[first_secret].clone());
+    let result = install_counted(&replica, c, seq, hash, n as u64 + 1, &twice).await;
     assert!(
         matches!(&result, Err(StorageError::Corrupted(m)) if m.contains("snapshot item")),
         "a secret named twice: {result:?}"
     );
     assert_eq!(fingerprint(&replica, &source, &probe).await, before);
+    // Failed and dropped installs rolled the trigger's suspension back with the rest.
+    let head = replica.change_head().await.unwrap();
+    let later = new_secret(&fx.a, "later");
+    probe.secret(&later);
+    source
+        .create_secrets(fx.a.account, fx.a.store, vec![later], 10_000, &[])
+        .await
+        .unwrap();
+    replica
+        .apply_entries(source.changes_after(head, 100).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        replica.secret_count(fx.a.account).await.unwrap(),
+        source.secret_count(fx.a.account).await.unwrap(),
+        "the trigger still counts after failed installs"
+    );
+    assert_same(
+        &source,
+        &replica,
+        &probe,
+        "after failed installs and the feed",
+    )
+    .await;
 }
