@@ -1498,6 +1498,34 @@ fn snapshot_installs_can_move_between_tasks() {
     assert_send(&commit);
 }
 
+/// Creates secret `name` on the source, applies the feed entries to the replica, and checks
+/// that the replica's count trigger counted it as the source's did.
+async fn secret_by_feed(
+    source: &SqliteStorage,
+    replica: &SqliteStorage,
+    world: &World,
+    name: &str,
+    probe: &mut Probe,
+    when: &str,
+) {
+    let head = replica.change_head().await.unwrap();
+    let new = new_secret(world, name);
+    probe.secret(&new);
+    source
+        .create_secrets(world.account, world.store, vec![new], 10_000, &[])
+        .await
+        .unwrap();
+    replica
+        .apply_entries(source.changes_after(head, 100).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        replica.secret_count(world.account).await.unwrap(),
+        source.secret_count(world.account).await.unwrap(),
+        "the count trigger counts a secret from the feed {when}"
+    );
+}
+
 /// Installs hand items to the writer in batches, secrets arrive in id order, skip the lookups
 /// an entry needs and are counted without the count trigger: an install of several batches
 /// still holds exactly its source's state (counters included, and the trigger counts the
@@ -1564,21 +1592,15 @@ async fn a_large_install_matches_its_source_and_leaves_no_wal() {
         "the install's WAL is checkpointed and truncated by the time its commit returns"
     );
     // The count trigger is back: a secret arriving by the feed is counted.
-    let late = new_secret(&fx.a, "late");
-    probe.secret(&late);
-    source
-        .create_secrets(fx.a.account, fx.a.store, vec![late], 10_000, &[])
-        .await
-        .unwrap();
-    replica
-        .apply_entries(source.changes_after(seq, 100).await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        replica.secret_count(fx.a.account).await.unwrap(),
-        source.secret_count(fx.a.account).await.unwrap(),
-        "the trigger counts again after an install"
-    );
+    secret_by_feed(
+        &source,
+        &replica,
+        &fx.a,
+        "late",
+        &mut probe,
+        "after an install",
+    )
+    .await;
     let before = fingerprint(&replica, &source, &probe).await;
 
     // Dropped after several batches reached the writer: nothing changed, the writer is free
@@ -1605,30 +1627,12 @@ async fn a_large_install_matches_its_source_and_leaves_no_wal() {
         })
         .unwrap();
     let mut strayed = snap.items.clone();
-    let Change::SecretPut {
-        account_id,
-        secret_id,
-        name,
-        scopes,
-        version,
-        dek_id,
-        sealed_hex,
-        ..
-    } = serde_json::from_slice::<Change>(&strayed[first_secret]).unwrap()
-    else {
-        unreachable!()
+    let mut change: Change = serde_json::from_slice(&strayed[first_secret]).unwrap();
+    let Change::SecretPut { store_id, .. } = &mut change else {
+        unreachable!("found as a secret")
     };
-    strayed[first_secret] = serde_json::to_vec(&Change::SecretPut {
-        account_id,
-        store_id: StoreId::from_bytes(id()),
-        secret_id,
-        name,
-        scopes,
-        version,
-        dek_id,
-        sealed_hex,
-    })
-    .unwrap();
+    *store_id = StoreId::from_bytes(id());
+    strayed[first_secret] = serde_json::to_vec(&change).unwrap();
     let mut install = replica.install_snapshot(c, seq, hash, n as u64);
     let mut refused_at = None;
     for (i, item) in strayed.iter().enumerate() {
@@ -1660,22 +1664,15 @@ async fn a_large_install_matches_its_source_and_leaves_no_wal() {
     );
     assert_eq!(fingerprint(&replica, &source, &probe).await, before);
     // Failed and dropped installs rolled the trigger's suspension back with the rest.
-    let head = replica.change_head().await.unwrap();
-    let later = new_secret(&fx.a, "later");
-    probe.secret(&later);
-    source
-        .create_secrets(fx.a.account, fx.a.store, vec![later], 10_000, &[])
-        .await
-        .unwrap();
-    replica
-        .apply_entries(source.changes_after(head, 100).await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        replica.secret_count(fx.a.account).await.unwrap(),
-        source.secret_count(fx.a.account).await.unwrap(),
-        "the trigger still counts after failed installs"
-    );
+    secret_by_feed(
+        &source,
+        &replica,
+        &fx.a,
+        "later",
+        &mut probe,
+        "after failed installs",
+    )
+    .await;
     assert_same(
         &source,
         &replica,
