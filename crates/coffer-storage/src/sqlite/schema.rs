@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::codec::DbResultExt;
@@ -66,8 +67,21 @@ pub(super) fn open_writer(
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .db("limit the WAL file's size")?;
     migrate(&mut conn)?;
+    stable_plans(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// Makes SQLite plan a statement without looking at its bound values (the query planner
+/// stability guarantee). Otherwise SQLite 3.54 marks statements whose plan a bound value
+/// could change (a bound `LIMIT`, say) and re-prepares them whenever their bindings are
+/// cleared, which rusqlite's statement cache does each time a statement goes back to it: the
+/// feed's queries were parsed and planned again on every use (~6 % of a 50-edge propagation's
+/// CPU; docs/benchmarks.md, "Propagation"). Every query here is planned by its indexes.
+fn stable_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .db("keep query plans stable")?;
+    Ok(())
 }
 
 /// Opens a read-only connection (WAL lets it read while the writer writes).
@@ -75,6 +89,7 @@ pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).db("open reader")?;
     conn.busy_timeout(busy_timeout).db("set busy timeout")?;
+    stable_plans(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -434,6 +449,18 @@ mod tests {
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+        let limit: i64 = conn
+            .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, WAL_SIZE_LIMIT);
+        let reader = open_reader(&path, Duration::from_secs(1)).unwrap();
+        for c in [&conn, &reader] {
+            assert!(
+                c.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG).unwrap(),
+                "plans do not depend on bound values (no re-prepare when bindings are cleared)"
+            );
+        }
+        drop(reader);
 
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
