@@ -655,17 +655,41 @@ fn corrupt_snapshot(state: &ProxyState, fault: SnapshotFault, bytes: Vec<u8>) ->
 
 // ---- the tests ----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_bootstraps_follows_and_serves_every_change() {
+/// The start of most tests here: logs, a temp dir, a control plane in it with one secret bound
+/// to a service (value `value`), and a node registered as `node`.
+struct World {
+    tmp: tempfile::TempDir,
+    cp: ControlPlane,
+    b: Bound,
+    token: String,
+}
+
+async fn world(value: &str, node: &str) -> World {
     init_logs();
     let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    let b = cp.bind("value-1").await;
-    let token = cp.node("edge-1").await;
-    let mut edge = Edge::start(&[&cp.url], &token, &tmp.path().join("edge"), &cp.kek_file()).await;
+    let cp = ControlPlane::start(tmp.path().join("cp")).await;
+    let b = cp.bind(value).await;
+    let token = cp.node(node).await;
+    World { tmp, cp, b, token }
+}
 
+/// An edge in `tmp/edge` following the control plane directly, serving and caught up.
+async fn synced_edge(tmp: &Path, cp: &ControlPlane, token: &str) -> Edge {
+    let edge = Edge::start(&[&cp.url], token, &tmp.join("edge"), &cp.kek_file()).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
+    edge
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_bootstraps_follows_and_serves_every_change() {
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("value-1", "edge-1").await;
+    let mut edge = synced_edge(tmp.path(), &cp, &token).await;
     assert_eq!(edge.value(&b.token, "K").await, "value-1");
     let (status, health) = edge.health().await;
     assert_eq!(status, 200, "{health}");
@@ -740,14 +764,13 @@ async fn an_edge_bootstraps_follows_and_serves_every_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_whose_node_is_revoked_keeps_serving_and_applies_nothing_new() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    let b = cp.bind("before-revocation").await;
-    let token = cp.node("edge-r").await;
-    let mut edge = Edge::start(&[&cp.url], &token, &tmp.path().join("edge"), &cp.kek_file()).await;
-    edge.wait_serving().await;
-    edge.wait_applied(cp.head().await).await;
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("before-revocation", "edge-r").await;
+    let mut edge = synced_edge(tmp.path(), &cp, &token).await;
 
     let node_id = &token["coffernode_".len().."coffernode_".len() + 32];
     cp.client.revoke_node(node_id).await.unwrap();
@@ -869,11 +892,12 @@ async fn corrupted_feed_round(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_feed_is_never_applied_and_the_edge_recovers() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    let b = cp.bind("value-0").await;
-    let token = cp.node("edge-c").await;
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("value-0", "edge-c").await;
     let proxy = Proxy::start(&cp.url).await;
     let mut edge = Edge::start(
         &[&proxy.url],
@@ -907,11 +931,12 @@ async fn a_corrupted_feed_is_never_applied_and_the_edge_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    let b = cp.bind("snap-value-0").await;
-    let token = cp.node("edge-s").await;
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("snap-value-0", "edge-s").await;
     let proxy = Proxy::start(&cp.url).await;
 
     // A fresh edge bootstrapping from a corrupted snapshot: refused with an alarm, never
@@ -995,11 +1020,12 @@ async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_serves_with_its_upstream_down_and_after_a_restart() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    let b = cp.bind("stable-value").await;
-    let token = cp.node("edge-st").await;
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("stable-value", "edge-st").await;
     let kek = cp.kek_file();
     let edge_dir = tmp.path().join("edge");
     let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &kek).await;
@@ -1107,11 +1133,12 @@ async fn an_edge_refuses_an_upstream_of_another_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_at_an_edge_reach_the_audit_log_once_naming_the_edge() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    let b = cp.bind("audited-value").await;
-    let token = cp.node("edge-audit").await;
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("audited-value", "edge-audit").await;
     let edge_dir = tmp.path().join("edge");
     let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &cp.kek_file()).await;
     edge.wait_serving().await;
@@ -1195,11 +1222,12 @@ async fn reads_at_an_edge_reach_the_audit_log_once_naming_the_edge() {
 /// back to back and logs an alarm for each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_snapshot_is_asked_for_again_only_after_a_backoff() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(tmp.path().join("cp")).await;
-    cp.bind("backoff-value").await;
-    let token = cp.node("edge-b").await;
+    let World {
+        tmp,
+        mut cp,
+        b: _,
+        token,
+    } = world("backoff-value", "edge-b").await;
     let proxy = Proxy::start(&cp.url).await;
     proxy.set(FeedFault::None, SnapshotFault::FlipItem);
     let mut edge = Edge::start(

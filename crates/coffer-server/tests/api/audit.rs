@@ -72,30 +72,6 @@ async fn audit_page(h: &Harness, auth: &str, account: &str, query: &str) -> Resp
         .await
 }
 
-/// Every entry of `account`'s log, oldest first, as the operator, and the raw response bodies.
-async fn all_entries(h: &Harness, account: &str) -> (Vec<Value>, Vec<u8>) {
-    let auth = h.bearer();
-    let mut out = Vec::new();
-    let mut raw = Vec::new();
-    for page in 1.. {
-        let r = audit_page(
-            h,
-            &auth,
-            account,
-            &format!("direction=asc&per_page=100&page={page}"),
-        )
-        .await;
-        raw.extend_from_slice(&r.bytes);
-        let (items, (_, _, _, total)) = assert_ok_list(&r);
-        let done = items.is_empty();
-        out.extend(items);
-        if done || out.len() as u64 >= total {
-            break;
-        }
-    }
-    (out, raw)
-}
-
 /// The seqs of a list of entries.
 fn seqs(items: &[Value]) -> Vec<u64> {
     items.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
@@ -377,7 +353,7 @@ async fn changes_are_recorded_with_actor_resource_names_and_request_ids_but_no_s
         "request ids are distinct"
     );
 
-    let (entries, mut bodies) = all_entries(&h, &h.account).await;
+    let (entries, mut bodies) = h.audit_entries_all(&h.account).await;
 
     // Common shape: every entry of this flow is a success by the init token (or the admin).
     for id in &request_ids {
@@ -613,7 +589,7 @@ async fn secret_entries_name_their_store() {
     assert_deleted(&r);
     rids.push(("bulk delete", rid(&r)));
 
-    let (entries, _) = all_entries(&h, &h.account).await;
+    let (entries, _) = h.audit_entries_all(&h.account).await;
     let mut missing = Vec::new();
     for (what, id) in &rids {
         for e in by_request(&entries, id) {
@@ -688,8 +664,8 @@ async fn denials_and_failed_logins_are_recorded_in_the_callers_account() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
     let rid_login = rid(&r);
 
-    let (a_log, a_raw) = all_entries(&h, &h.account).await;
-    let (b_log, b_raw) = all_entries(&h, &b).await;
+    let (a_log, a_raw) = h.audit_entries_all(&h.account).await;
+    let (b_log, b_raw) = h.audit_entries_all(&b).await;
 
     let e = one_entry(&a_log, &rid_reporter, "reporter create");
     assert_eq!(e["action"], json!("create"));
@@ -797,7 +773,7 @@ async fn filters_and_paging() {
     assert_err(&r, ErrorCode::Forbidden, "");
     assert_deleted(&h.delete(&format!("/stores/{s1}/secrets/{b}")).await);
 
-    let (all, _) = all_entries(&h, &h.account).await;
+    let (all, _) = h.audit_entries_all(&h.account).await;
     assert!(all.len() >= 10, "{}", all.len());
     let all_seqs = seqs(&all);
     assert_eq!(
@@ -1088,7 +1064,7 @@ async fn chain() -> Chain {
 #[tokio::test]
 async fn untouched_log_verifies() {
     let c = chain().await;
-    let (entries, _) = all_entries(&c.h, &c.h.account).await;
+    let (entries, _) = c.h.audit_entries_all(&c.h.account).await;
     let last = entries.last().unwrap();
     let v = verify(&c.h).await;
     assert_eq!(v["ok"], json!(true), "{v}");
@@ -1345,7 +1321,7 @@ async fn changes_are_refused_when_their_audit_entry_cannot_be_written() {
         .await;
     let before = h.snapshot().await;
     let identity_before = h.identity_snapshot().await;
-    let entries_before = all_entries(h, &h.account).await.0.len();
+    let entries_before = h.audit_entries_all(&h.account).await.0.len();
 
     let db = open_db(h);
     db.execute_batch(
@@ -1479,7 +1455,7 @@ async fn changes_are_refused_when_their_audit_entry_cannot_be_written() {
         "identity written"
     );
     db.execute_batch("DROP TRIGGER test_audit_refuse;").unwrap();
-    let (entries, _) = all_entries(h, &h.account).await;
+    let (entries, _) = h.audit_entries_all(&h.account).await;
     assert_eq!(entries.len(), entries_before, "no entry was written");
 
     // Writes work again, and the chain has no gap.
@@ -1510,7 +1486,7 @@ async fn the_client_address_is_recorded() {
         .insert(axum::extract::ConnectInfo(peer));
     let r = h.send(req).await;
     assert_ok(&r);
-    let (entries, _) = all_entries(&h, &h.account).await;
+    let (entries, _) = h.audit_entries_all(&h.account).await;
     let e = one_entry(&entries, &rid(&r), "store create from a peer");
     assert_eq!(e["client"], json!("203.0.113.7"), "{e}");
 }
@@ -1534,7 +1510,7 @@ async fn a_deleted_accounts_log_outlives_it() {
     let rid_delete = rid(&r);
 
     // The operator still reads and verifies it; the deletion is its last entry.
-    let (entries, _) = all_entries(&h, &b).await;
+    let (entries, _) = h.audit_entries_all(&b).await;
     let last = entries.last().unwrap();
     assert_eq!(last["request_id"], json!(rid_delete), "{last}");
     assert_eq!(last["action"], json!("delete"));
@@ -1559,7 +1535,7 @@ async fn concurrent_changes_and_denials_keep_one_gap_free_chain() {
     let reporter = h
         .issue_token(&h.account, "busy-reporter", "secrets_store_reporter")
         .await;
-    let before = all_entries(&h, &h.account).await.0.len();
+    let before = h.audit_entries_all(&h.account).await.0.len();
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let h = h.clone();
@@ -1595,7 +1571,7 @@ async fn concurrent_changes_and_denials_keep_one_gap_free_chain() {
         );
         request_ids.push(rid(&r));
     }
-    let (entries, _) = all_entries(&h, &h.account).await;
+    let (entries, _) = h.audit_entries_all(&h.account).await;
     assert_eq!(entries.len(), before + 24);
     assert_eq!(
         seqs(&entries),

@@ -23,30 +23,6 @@ fn rid(r: &Resp) -> String {
         .to_owned()
 }
 
-/// Every entry of `account`'s log, oldest first, as the operator, and the raw bodies.
-async fn all_entries(h: &Harness, account: &str) -> (Vec<Value>, Vec<u8>) {
-    let mut out = Vec::new();
-    let mut raw = Vec::new();
-    for page in 1.. {
-        let r = h
-            .raw_abs(
-                Method::GET,
-                &format!("{V4}/{account}/audit_logs?direction=asc&per_page=100&page={page}"),
-                None,
-                "",
-            )
-            .await;
-        raw.extend_from_slice(&r.bytes);
-        let (items, (_, _, _, total)) = assert_ok_list(&r);
-        let done = items.is_empty();
-        out.extend(items);
-        if done || out.len() as u64 >= total {
-            break;
-        }
-    }
-    (out, raw)
-}
-
 fn by_request<'a>(entries: &'a [Value], request_id: &str) -> Vec<&'a Value> {
     entries
         .iter()
@@ -189,7 +165,7 @@ async fn deploys_record_the_service_its_bindings_and_its_token() {
     assert_ok(&r);
     let rid_delete = rid(&r);
 
-    let (entries, raw) = all_entries(&h, &h.account).await;
+    let (entries, raw) = h.audit_entries_all(&h.account).await;
     let first_token = service_token_id(&token);
 
     // Every entry of the successful requests: by the init token, a success, naming the
@@ -392,7 +368,7 @@ async fn runtime_reads_are_aggregated_into_one_access_entry_per_binding_and_outc
         assert_eq!(assert_plain(&r), "value-c");
     }
     // Nothing is written until the flush.
-    let (before, _) = all_entries(&h, &h.account).await;
+    let (before, _) = h.audit_entries_all(&h.account).await;
     let mark = last_seq(&before);
     assert!(
         access_entries(&before, 0).is_empty(),
@@ -402,7 +378,7 @@ async fn runtime_reads_are_aggregated_into_one_access_entry_per_binding_and_outc
     let written = h.coffer.flush_access_events().await.unwrap();
     assert_eq!(written, 2, "two (token, binding, secret, outcome) keys");
     let end = coffer_types::Timestamp::now();
-    let (entries, _) = all_entries(&h, &h.account).await;
+    let (entries, _) = h.audit_entries_all(&h.account).await;
     let access = access_entries(&entries, mark);
     assert_eq!(access.len(), 2, "{access:#?}");
     let e = only(
@@ -440,7 +416,7 @@ async fn runtime_reads_are_aggregated_into_one_access_entry_per_binding_and_outc
 
     // A flush with nothing to write writes nothing.
     assert_eq!(h.coffer.flush_access_events().await.unwrap(), 0);
-    let (again, _) = all_entries(&h, &h.account).await;
+    let (again, _) = h.audit_entries_all(&h.account).await;
     assert_eq!(again.len(), entries.len());
 
     // A batch read counts each binding; two tokens are two entries.
@@ -459,7 +435,7 @@ async fn runtime_reads_are_aggregated_into_one_access_entry_per_binding_and_outc
     }
     let mark = last_seq(&again);
     h.coffer.flush_access_events().await.unwrap();
-    let (entries, _) = all_entries(&h, &h.account).await;
+    let (entries, _) = h.audit_entries_all(&h.account).await;
     let access = access_entries(&entries, mark);
     let mut got: Vec<(String, String, u64)> = access
         .iter()
@@ -503,7 +479,7 @@ async fn runtime_reads_are_aggregated_into_one_access_entry_per_binding_and_outc
     }
     let mark = last_seq(&entries);
     h.coffer.flush_access_events().await.unwrap();
-    let (entries, raw) = all_entries(&h, &h.account).await;
+    let (entries, raw) = h.audit_entries_all(&h.account).await;
     let access = access_entries(&entries, mark);
     let pick = |binding: &str, outcome: &str| -> Vec<&Value> {
         access
@@ -735,7 +711,7 @@ async fn no_value_and_no_service_token_where_they_do_not_belong() {
     assert_eq!(assert_plain(&r), v_new);
 
     h.coffer.flush_access_events().await.unwrap();
-    let (_, audit_raw) = all_entries(&h, &h.account).await;
+    let (_, audit_raw) = h.audit_entries_all(&h.account).await;
     let r = note!(
         "audit log",
         h.raw_abs(

@@ -23,25 +23,6 @@ async fn node_state(h: &Harness) -> (Vec<Value>, u64) {
     (h.nodes_state().await, h.change_head().await)
 }
 
-/// Every entry of the account's audit log, oldest first.
-async fn audit_entries(h: &Harness, account: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for page in 1.. {
-        let r = get_abs(
-            h,
-            &format!("{V4}/{account}/audit_logs?direction=asc&per_page=100&page={page}"),
-        )
-        .await;
-        let (items, (_, _, _, total)) = assert_ok_list(&r);
-        let done = items.is_empty();
-        out.extend(items);
-        if done || out.len() as u64 >= total {
-            break;
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn the_operator_registers_lists_reads_and_revokes_nodes() {
     let h = Harness::new().await;
@@ -125,7 +106,7 @@ async fn the_operator_registers_lists_reads_and_revokes_nodes() {
     assert_eq!(h.nodes_state().await.len(), 3);
 
     // Audited in the operator's account: creations and the revocation, by id and name.
-    let entries = audit_entries(&h, &h.account).await;
+    let entries = h.audit_entries_all(&h.account).await.0;
     let nodes: Vec<(String, String, String)> = entries
         .iter()
         .filter(|e| e["resource"]["type"] == json!("node"))
@@ -285,8 +266,10 @@ async fn only_the_operator_manages_nodes() {
 
     // Each refusal is audited in the caller's own account.
     for account in [&h.account, &b] {
-        let denied = audit_entries(&h, account)
+        let denied = h
+            .audit_entries_all(account)
             .await
+            .0
             .into_iter()
             .filter(|e| e["resource"]["type"] == json!("node") && e["outcome"] == json!("denied"))
             .count();
@@ -349,7 +332,7 @@ async fn a_node_token_is_shown_once_and_never_logged_stored_or_audited() {
     assert_ok(&delete_abs(&h, &nodes_uri(Some(&node.id))).await);
     let r = h.get_as(&node.token, &format!("{V4}/{}", h.account)).await;
     assert_err(&r, ErrorCode::Unauthenticated, "");
-    let audit = audit_entries(&h, &h.account).await;
+    let audit = h.audit_entries_all(&h.account).await.0;
     h.coffer.shutdown().await;
 
     // Responses: exactly once, in the create's answer.

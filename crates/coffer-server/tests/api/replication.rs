@@ -102,28 +102,6 @@ async fn cluster_id(h: &Harness) -> [u8; 16] {
         .expect("a cluster id")
 }
 
-/// Every entry of the account's audit log, oldest first.
-async fn audit_log(h: &Harness, account: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for page in 1.. {
-        let r = h
-            .raw_abs(
-                Method::GET,
-                &format!("{V4}/{account}/audit_logs?direction=asc&per_page=100&page={page}"),
-                None,
-                Body::empty(),
-            )
-            .await;
-        let (items, (_, _, _, total)) = assert_ok_list(&r);
-        let done = items.is_empty();
-        out.extend(items);
-        if done || out.len() as u64 >= total {
-            break;
-        }
-    }
-    out
-}
-
 /// A store with secret `k` (scope workers) bound as `K` to service `svc`.
 struct Bound {
     store: String,
@@ -1088,12 +1066,12 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     let batch =
         serde_json::to_value(coffer_server::replication::encode_batch(batch_id, &events)).unwrap();
     let head = h.change_head().await;
-    let before = audit_log(&h, &h.account).await;
+    let before = h.audit_entries_all(&h.account).await.0;
     assert!(access_entries(&before).is_empty());
 
     let r = post_batch(&h, &node, &batch).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
-    let log = audit_log(&h, &h.account).await;
+    let log = h.audit_entries_all(&h.account).await.0;
     assert_eq!(log.len(), before.len() + 2, "one entry per event");
     let access = access_entries(&log);
     assert_eq!(access.len(), 2, "{access:#?}");
@@ -1139,7 +1117,11 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
         let r = post_batch(&h, &node, &batch).await;
         assert_eq!(assert_ok(&r), json!({ "recorded": false }));
     }
-    assert_eq!(audit_log(&h, &h.account).await, log, "recorded once");
+    assert_eq!(
+        h.audit_entries_all(&h.account).await.0,
+        log,
+        "recorded once"
+    );
 
     // The same events under another id are another batch.
     let other = serde_json::to_value(coffer_server::replication::encode_batch(
@@ -1149,7 +1131,10 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     .unwrap();
     let r = post_batch(&h, &node, &other).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
-    assert_eq!(access_entries(&audit_log(&h, &h.account).await).len(), 4);
+    assert_eq!(
+        access_entries(&h.audit_entries_all(&h.account).await.0).len(),
+        4
+    );
 
     // A relay forwarding another edge's batch: the entries name the edge that served the
     // reads, and the relay that vouches for it.
@@ -1165,7 +1150,7 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     );
     let r = post_batch(&h, &relay, &serde_json::to_value(&forwarded).unwrap()).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
-    let access = access_entries(&audit_log(&h, &h.account).await);
+    let access = access_entries(&h.audit_entries_all(&h.account).await.0);
     assert_eq!(access.len(), 6);
     for e in &access[4..] {
         assert_eq!(e["edge_node"], json!("edge-test"), "{e}");
@@ -1176,7 +1161,10 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     // Delivered again through the edge itself (a retry along another path): once.
     let r = post_batch(&h, &node, &serde_json::to_value(&forwarded).unwrap()).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": false }));
-    assert_eq!(access_entries(&audit_log(&h, &h.account).await).len(), 6);
+    assert_eq!(
+        access_entries(&h.audit_entries_all(&h.account).await.0).len(),
+        6
+    );
 
     // The chain still verifies.
     let r = h
@@ -1202,7 +1190,7 @@ async fn malformed_access_batches_are_refused_naming_the_field() {
         ))
         .unwrap()
     };
-    let before = audit_log(&h, &h.account).await;
+    let before = h.audit_entries_all(&h.account).await.0;
 
     type Breaker = fn(&mut Value);
     let invalid: Vec<(&str, Breaker, &str)> = vec![
@@ -1326,7 +1314,11 @@ async fn malformed_access_batches_are_refused_naming_the_field() {
             .await;
         assert_err(&r, ErrorCode::MalformedJson, "");
     }
-    assert_eq!(audit_log(&h, &h.account).await, before, "nothing recorded");
+    assert_eq!(
+        h.audit_entries_all(&h.account).await.0,
+        before,
+        "nothing recorded"
+    );
 
     // A refused batch is not remembered as delivered: once fixed, the same id records.
     let mut body = good();
@@ -1350,14 +1342,14 @@ async fn access_events_of_an_unknown_account_are_dropped() {
     let mut foreign = events[0].clone();
     foreign.account = stranger;
     events.push(foreign.clone());
-    let before = access_entries(&audit_log(&h, &h.account).await).len();
+    let before = access_entries(&h.audit_entries_all(&h.account).await.0).len();
 
     let batch =
         coffer_server::replication::encode_batch(coffer_crypto::random_array::<16>(), &events);
     let r = post_batch(&h, &node, &serde_json::to_value(batch).unwrap()).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
     assert_eq!(
-        access_entries(&audit_log(&h, &h.account).await).len(),
+        access_entries(&h.audit_entries_all(&h.account).await.0).len(),
         before + 2,
         "the known account's events are recorded"
     );
@@ -1377,7 +1369,7 @@ async fn access_events_of_an_unknown_account_are_dropped() {
     assert_ok(&r);
     assert_eq!(storage.audit_head(stranger).await.unwrap(), None);
     assert_eq!(
-        access_entries(&audit_log(&h, &h.account).await).len(),
+        access_entries(&h.audit_entries_all(&h.account).await.0).len(),
         before + 2
     );
 }

@@ -166,6 +166,31 @@ impl Harness {
         self.send(b.body(body.into()).unwrap()).await
     }
 
+    /// Every entry of `account`'s audit log, oldest first (all pages, as this harness's
+    /// token), and the raw response bodies.
+    pub async fn audit_entries_all(&self, account: &str) -> (Vec<Value>, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut raw = Vec::new();
+        for page in 1.. {
+            let r = self
+                .raw_abs(
+                    Method::GET,
+                    &format!("{V4}/{account}/audit_logs?direction=asc&per_page=100&page={page}"),
+                    None,
+                    "",
+                )
+                .await;
+            raw.extend_from_slice(&r.bytes);
+            let (items, (_, _, _, total)) = assert_ok_list(&r);
+            let done = items.is_empty();
+            out.extend(items);
+            if done || out.len() as u64 >= total {
+                break;
+            }
+        }
+        (out, raw)
+    }
+
     /// `method` on `rel` (under the account's secrets_store) with a raw body.
     pub async fn raw(
         &self,
