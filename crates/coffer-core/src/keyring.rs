@@ -87,7 +87,8 @@ impl ActiveDek {
 /// so a hit for one account can never hand out another account's key.
 #[derive(Debug)]
 struct DekCache {
-    keys: HashMap<(AccountId, DekId), Arc<DataKey>>,
+    /// hashbrown's map (foldhash): looked up on every runtime read; keys are random ids.
+    keys: hashbrown::HashMap<(AccountId, DekId), Arc<DataKey>>,
     /// Insertion order of `keys`' entries; the same set of entries.
     order: VecDeque<(AccountId, DekId)>,
     capacity: usize,
@@ -96,7 +97,7 @@ struct DekCache {
 impl DekCache {
     fn new(capacity: usize) -> DekCache {
         DekCache {
-            keys: HashMap::new(),
+            keys: hashbrown::HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }

@@ -21,14 +21,18 @@ mod driver;
 mod status;
 mod upstream;
 
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use axum::routing::get;
 use coffer_core::Coffer;
 use coffer_crypto::{FileKek, KekProvider};
@@ -36,7 +40,8 @@ use coffer_replication::Config;
 use coffer_server::replication::{Origin, Replication};
 use coffer_server::{ApiError, AppState, ServerError, TlsFiles, edge_router};
 use coffer_storage::{SqliteOptions, SqliteStorage, Storage};
-use tower::ServiceExt;
+use futures_util::future::Either;
+use tower::Service;
 use zeroize::Zeroizing;
 
 pub use status::EdgeStatus;
@@ -311,21 +316,9 @@ pub async fn run(
         })
     };
 
-    let app = {
-        let status = status.clone();
-        let serving = serving.clone();
-        Router::new()
-            .route(
-                "/healthz",
-                get(move || {
-                    let status = status.clone();
-                    async move { status.report() }
-                }),
-            )
-            .fallback(move |req: Request| {
-                let serving = serving.clone();
-                async move { gate(&serving, req).await }
-            })
+    let app = Front {
+        status: status.clone(),
+        serving: serving.clone(),
     };
     let ready_status = status.clone();
     let on_ready = move |addr| on_ready(addr, ready_status);
@@ -380,18 +373,42 @@ async fn compact(storage: &SqliteStorage, retain: u64) {
     }
 }
 
-/// Hands a request to the serving router, or answers 503 while the first sync is under way.
-async fn gate(serving: &OnceLock<Router>, req: Request) -> Response {
-    match serving.get() {
-        Some(router) => match router.clone().oneshot(req).await {
-            Ok(res) => res,
-            Err(never) => match never {},
-        },
-        None => ApiError::new(
-            coffer_api::ErrorCode::Unavailable,
-            "this edge has no replica yet (first sync with an upstream in progress); retry later",
-        )
-        .into_response(),
+/// The edge's HTTP front. `GET /healthz` is answered here, before any middleware (no request
+/// log line for the health checks a load balancer sends every few seconds), and whether or not
+/// the replica is ready; every other request goes to the serving router once the first sync
+/// has built it, and is answered 503 until then. A plain service rather than a router in front
+/// of the router: a runtime read is routed once.
+#[derive(Clone)]
+struct Front {
+    status: Arc<EdgeStatus>,
+    serving: Arc<OnceLock<Router>>,
+}
+
+impl<B> Service<axum::http::Request<B>> for Front
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<RouteFuture<Infallible>, Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        if req.method() == Method::GET && req.uri().path() == "/healthz" {
+            return Either::Right(ready(Ok(self.status.report())));
+        }
+        match self.serving.get() {
+            Some(router) => Either::Left(router.clone().call(req)),
+            None => Either::Right(ready(Ok(ApiError::new(
+                coffer_api::ErrorCode::Unavailable,
+                "this edge has no replica yet (first sync with an upstream in progress); retry later",
+            )
+            .into_response()))),
+        }
     }
 }
 

@@ -698,6 +698,21 @@ async fn an_edge_bootstraps_follows_and_serves_every_change() {
     assert_eq!(health["cluster_id"], cp.cluster_hex().await, "{health}");
     assert_eq!(health["upstream"], cp.url.as_str(), "{health}");
     assert_eq!(health["alarms"], 0, "{health}");
+    // Only `GET /healthz` is answered in front of the API: another method there, or a route
+    // that does not exist, gets the API's answer in the v4 envelope.
+    for (method, path, want) in [
+        (reqwest::Method::POST, "/healthz", 405),
+        (reqwest::Method::GET, "/nope", 404),
+    ] {
+        let r = http()
+            .request(method.clone(), format!("{}{path}", edge.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["success"], false, "{method} {path}: {body}");
+    }
     let e = &edge;
     wait_until(
         "the edge to report following",
@@ -969,6 +984,12 @@ async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
     assert!(!edge.status.is_ready());
     assert_eq!(edge.status.applied_seq(), 0);
     assert_eq!(edge.read(&b.token, "K").await.0, 503);
+    let r = http()
+        .post(format!("{}/healthz", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "not ready: only GET /healthz is answered");
 
     // Truncated: refused as well.
     let corrupted = proxy.corrupted();

@@ -231,13 +231,23 @@ pub fn check_plain_http(
 
 /// Serves `app` on `listen` (with TLS if given) until `shutdown` resolves, then drains
 /// in-flight requests for at most [`DRAIN_TIMEOUT`]. `on_ready` gets the bound address.
-pub async fn serve_app(
-    app: axum::Router,
+pub async fn serve_app<S>(
+    app: S,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
+) -> Result<(), ServerError>
+where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let tls = tls.map(tls::server_config).transpose()?;
     let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind {
         addr: listen,
@@ -268,7 +278,7 @@ pub async fn serve_app(
         }
     });
 
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let service = axum::ServiceExt::<axum::http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
     let result = match tls {
         Some(config) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));

@@ -4,7 +4,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -22,15 +22,13 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub struct ServiceAuth(pub ServicePrincipal);
 
-impl<S> FromRequestParts<S> for ServiceAuth
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
+impl FromRequestParts<AppState> for ServiceAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ServiceAuth, ApiError> {
-        let app = AppState::from_ref(state);
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<ServiceAuth, ApiError> {
         let token = bearer_token(parts, "service token")?;
         let peer = peer(parts);
         if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
@@ -48,7 +46,7 @@ where
                     .record("token_id", tracing::field::display(principal.token_id));
                 Ok(ServiceAuth(principal))
             }
-            Err(e) => Err(note_failure(&app, e, peer).await),
+            Err(e) => Err(note_failure(app, e, peer).await),
         }
     }
 }

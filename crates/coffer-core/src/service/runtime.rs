@@ -14,9 +14,18 @@
 //!
 //! Access events are aggregated in memory ([`AccessLog`]) and written to the audit log by the
 //! periodic flush, so no read waits for an audit write.
+//!
+//! The maps on the read path are hashbrown's (foldhash, seeded per process) rather than std's
+//! SipHash: their keys are random ids and names that exist in storage (a miss is not kept,
+//! except the misses of a service's own bindings), so nobody outside chooses what they hold,
+//! and SipHash was a measurable part of a read. Names are looked up borrowed
+//! ([`ValueKeyRef`], [`AccessKeyRef`]): a read allocates nothing for its keys.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
+
+use hashbrown::{Equivalent, HashMap};
 
 use coffer_crypto::{ApiToken, Plaintext, TokenHash, TokenKind, ValueContext, open_bytes};
 use coffer_storage::{AuditEntry, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord};
@@ -51,7 +60,45 @@ struct CacheInner {
     head: u64,
     tokens: HashMap<TokenId, ServiceTokenRecord>,
     services: HashMap<ServiceId, Arc<ServiceRecord>>,
-    values: HashMap<(AccountId, StoreId, SecretName), CachedValue>,
+    values: HashMap<ValueKey, CachedValue>,
+}
+
+/// A secret by name, as the value cache holds it.
+#[derive(Debug, PartialEq, Eq)]
+struct ValueKey {
+    account: AccountId,
+    store: StoreId,
+    name: SecretName,
+}
+
+/// A [`ValueKey`] borrowing its name, to look one up; hashes as the key it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ValueKeyRef<'a> {
+    account: AccountId,
+    store: StoreId,
+    name: &'a str,
+}
+
+impl ValueKey {
+    fn borrowed(&self) -> ValueKeyRef<'_> {
+        ValueKeyRef {
+            account: self.account,
+            store: self.store,
+            name: self.name.as_str(),
+        }
+    }
+}
+
+impl Hash for ValueKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl Equivalent<ValueKey> for ValueKeyRef<'_> {
+    fn equivalent(&self, key: &ValueKey) -> bool {
+        *self == key.borrowed()
+    }
 }
 
 /// See the module comment.
@@ -96,7 +143,9 @@ impl RuntimeCache {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What the access log aggregates reads by. Hashes as its borrowed form ([`AccessKeyRef`]),
+/// which is what a read notes: the names are copied only for the first read of an interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct AccessKey {
     account: AccountId,
     service: ServiceId,
@@ -108,6 +157,61 @@ struct AccessKey {
     secret_name: String,
     /// `None` for a read that was served; otherwise why it was refused.
     refused: Option<AccessRefusal>,
+}
+
+/// An [`AccessKey`] borrowing its names from the read that is noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct AccessKeyRef<'a> {
+    account: AccountId,
+    service: ServiceId,
+    token: TokenId,
+    binding: &'a str,
+    store: Option<StoreId>,
+    secret: Option<SecretId>,
+    secret_name: &'a str,
+    refused: Option<AccessRefusal>,
+}
+
+impl AccessKey {
+    fn borrowed(&self) -> AccessKeyRef<'_> {
+        AccessKeyRef {
+            account: self.account,
+            service: self.service,
+            token: self.token,
+            binding: &self.binding,
+            store: self.store,
+            secret: self.secret,
+            secret_name: &self.secret_name,
+            refused: self.refused,
+        }
+    }
+}
+
+impl AccessKeyRef<'_> {
+    fn to_key(self) -> AccessKey {
+        AccessKey {
+            account: self.account,
+            service: self.service,
+            token: self.token,
+            binding: self.binding.to_owned(),
+            store: self.store,
+            secret: self.secret,
+            secret_name: self.secret_name.to_owned(),
+            refused: self.refused,
+        }
+    }
+}
+
+impl Hash for AccessKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl Equivalent<AccessKey> for AccessKeyRef<'_> {
+    fn equivalent(&self, key: &AccessKey) -> bool {
+        *self == key.borrowed()
+    }
 }
 
 /// Why a runtime read was refused, as access events record it.
@@ -190,11 +294,11 @@ pub(crate) struct AccessLog {
 struct AccessInner {
     counts: HashMap<AccessKey, AccessCount>,
     /// Reads not aggregated because the map was full, per account.
-    dropped: HashMap<AccountId, u64>,
+    dropped: StdHashMap<AccountId, u64>,
 }
 
 impl AccessLog {
-    fn note(&self, key: AccessKey, service_name: &str) {
+    fn note(&self, key: AccessKeyRef<'_>, service_name: &str) {
         let now = Timestamp::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = inner.counts.get_mut(&key) {
@@ -207,7 +311,7 @@ impl AccessLog {
             return;
         }
         inner.counts.insert(
-            key,
+            key.to_key(),
             AccessCount {
                 service_name: service_name.to_owned(),
                 reads: 1,
@@ -464,7 +568,11 @@ impl Coffer {
         cache_missing: bool,
     ) -> Result<CachedValue, CoreError> {
         let head = self.storage.committed_head();
-        let key = (account, store, name.clone());
+        let key = ValueKeyRef {
+            account,
+            store,
+            name: name.as_str(),
+        };
         if let Some(v) = self
             .runtime_cache
             .read(head, |c| c.values.get(&key).cloned())
@@ -478,7 +586,14 @@ impl Coffer {
             .map(Arc::new);
         if value.is_some() || cache_missing {
             self.runtime_cache.fill(head, |c| {
-                c.values.insert(key, value.clone());
+                c.values.insert(
+                    ValueKey {
+                        account,
+                        store,
+                        name: name.clone(),
+                    },
+                    value.clone(),
+                );
             });
         }
         Ok(value)
@@ -581,14 +696,14 @@ impl Coffer {
         let shown: String = binding.chars().take(255).collect();
         // One key per token, not per name asked for: made-up names cannot flood the log.
         self.access_log.note(
-            AccessKey {
+            AccessKeyRef {
                 account: who.account_id,
                 service: service.id,
                 token: who.token_id,
-                binding: String::new(),
+                binding: "",
                 store: None,
                 secret: None,
-                secret_name: String::new(),
+                secret_name: "",
                 refused: Some(AccessRefusal::NoSuchBinding),
             },
             service.name.as_str(),
@@ -598,23 +713,23 @@ impl Coffer {
 
     /// Opens the resolved secret. Refusals are noted in the access log here; a success is
     /// returned with its access key for the caller to note once the value is really served.
-    async fn read_resolved(
+    async fn read_resolved<'a>(
         &self,
         who: &ServicePrincipal,
-        r: Resolved<'_>,
+        r: Resolved<'a>,
         name: &SecretName,
-    ) -> Result<(Plaintext, AccessKey), CoreError> {
+    ) -> Result<(Plaintext, AccessKeyRef<'a>), CoreError> {
         let value = self
             .current(who.account_id, r.store, name, !r.via_store)
             .await?;
-        let key = |secret: Option<SecretId>, refused: Option<AccessRefusal>| AccessKey {
+        let key = |secret: Option<SecretId>, refused: Option<AccessRefusal>| AccessKeyRef {
             account: who.account_id,
             service: r.service.id,
             token: who.token_id,
-            binding: r.binding.as_str().to_owned(),
+            binding: r.binding.as_str(),
             store: Some(r.store),
             secret,
-            secret_name: r.secret_name.to_owned(),
+            secret_name: r.secret_name,
             refused,
         };
         let Some(value) = value else {
@@ -622,7 +737,7 @@ impl Coffer {
             // names cannot flood the access log.
             let mut k = key(None, Some(AccessRefusal::SecretNotFound));
             if r.via_store {
-                k.secret_name = String::new();
+                k.secret_name = "";
             }
             self.access_log.note(k, r.service.name.as_str());
             return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
@@ -711,7 +826,7 @@ impl Coffer {
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
     ) -> Result<bool, CoreError> {
-        let mut known: HashMap<AccountId, bool> = HashMap::new();
+        let mut known: StdHashMap<AccountId, bool> = StdHashMap::new();
         let mut kept = Vec::with_capacity(events.len());
         for e in events {
             let is_known = match known.get(&e.account) {
@@ -806,5 +921,100 @@ impl Coffer {
             )?);
         }
         Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    fn ids() -> (AccountId, StoreId, ServiceId, TokenId, SecretId) {
+        (
+            AccountId::from_bytes([1; 16]),
+            StoreId::from_bytes([2; 16]),
+            ServiceId::from_bytes([3; 16]),
+            TokenId::from_bytes([4; 16]),
+            SecretId::from_bytes([5; 16]),
+        )
+    }
+
+    /// The caches are filled with owned keys and read with borrowed ones: both must hash and
+    /// compare alike, or every read would miss (and every access be counted apart).
+    #[test]
+    fn borrowed_keys_find_what_owned_keys_stored() {
+        let (account, store, service, token, secret) = ids();
+        let mut values: HashMap<ValueKey, u32> = HashMap::new();
+        for (i, name) in ["a", "api-key", "b"].into_iter().enumerate() {
+            values.insert(
+                ValueKey {
+                    account,
+                    store,
+                    name: SecretName::parse(name).unwrap(),
+                },
+                i as u32,
+            );
+        }
+        let found = |name| {
+            values
+                .get(&ValueKeyRef {
+                    account,
+                    store,
+                    name,
+                })
+                .copied()
+        };
+        assert_eq!(found("api-key"), Some(1));
+        assert_eq!(found("b"), Some(2));
+        assert_eq!(found("api-keY"), None);
+        let other_store = ValueKeyRef {
+            account,
+            store: StoreId::from_bytes([9; 16]),
+            name: "a",
+        };
+        assert_eq!(values.get(&other_store), None);
+        let owned = ValueKey {
+            account,
+            store,
+            name: SecretName::parse("a").unwrap(),
+        };
+        let h = values.hasher();
+        assert_eq!(h.hash_one(&owned), h.hash_one(owned.borrowed()));
+
+        let key = |binding, secret_name, refused| AccessKeyRef {
+            account,
+            service,
+            token,
+            binding,
+            store: Some(store),
+            secret: Some(secret),
+            secret_name,
+            refused,
+        };
+        let mut counts: HashMap<AccessKey, u32> = HashMap::new();
+        let noted = [
+            key("K", "k", None),
+            key("K", "k", Some(AccessRefusal::ScopeMissing)),
+            key("", "", Some(AccessRefusal::NoSuchBinding)),
+            // The names split differently: a distinct key.
+            key("Kk", "", None),
+            key("K", "k", None),
+        ];
+        for k in noted {
+            match counts.get_mut(&k) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert(k.to_key(), 1);
+                }
+            }
+        }
+        assert_eq!(counts.len(), 4);
+        assert_eq!(counts.get(&key("K", "k", None)), Some(&2));
+        assert_eq!(counts.get(&key("Kk", "", None)), Some(&1));
+        assert_eq!(counts.get(&key("K", "kk", None)), None);
+        let h = counts.hasher();
+        let owned = key("K", "k", None).to_key();
+        assert_eq!(h.hash_one(&owned), h.hash_one(owned.borrowed()));
     }
 }
