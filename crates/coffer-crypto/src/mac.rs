@@ -9,7 +9,7 @@ use std::fmt;
 
 use aws_lc_rs::hmac;
 
-use crate::{ApiToken, DataKey};
+use crate::{ApiToken, DataKey, PresentedToken};
 
 /// An HMAC-SHA256 key for hashing tokens. Kept wrapped by the KEK at rest like a DEK.
 ///
@@ -43,7 +43,7 @@ impl MacKey {
     }
 
     /// Constant-time check that `token` hashes to `expected`.
-    pub fn verify_token(&self, token: &ApiToken, expected: &TokenHash) -> bool {
+    pub fn verify_token(&self, token: PresentedToken<'_>, expected: &TokenHash) -> bool {
         // `hmac::verify` recomputes the tag and compares in constant time, so the response
         // time reveals nothing about how many leading bytes of a guess were right.
         hmac::verify(&self.0, token.expose_secret().as_bytes(), &expected.0).is_ok()
@@ -136,13 +136,13 @@ mod tests {
         let key = mac_key(7);
         let good = token('A');
         let hash = key.hash_token(&good);
-        assert!(key.verify_token(&good, &hash));
-        assert!(!key.verify_token(&token('E'), &hash));
-        assert!(!mac_key(8).verify_token(&good, &hash));
+        assert!(key.verify_token(good.presented(), &hash));
+        assert!(!key.verify_token(token('E').presented(), &hash));
+        assert!(!mac_key(8).verify_token(good.presented(), &hash));
         for i in 0..32 {
             let mut tampered = hash.clone();
             tampered.0[i] ^= 1;
-            assert!(!key.verify_token(&good, &tampered));
+            assert!(!key.verify_token(good.presented(), &tampered));
         }
     }
 

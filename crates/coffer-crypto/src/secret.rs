@@ -200,12 +200,66 @@ impl ApiToken {
         ApiToken { id, kind, text }
     }
 
+    /// Parses the shape (prefix, id, secret length and alphabet) of a token of any kind and
+    /// keeps a wiped copy. Does not authenticate; to check a token a client sent, borrow it
+    /// instead ([`PresentedToken::parse`]).
+    ///
+    /// The error never includes the input: a client that put its token in the wrong place
+    /// should not find it echoed into logs or responses.
+    pub fn parse(s: &str) -> Result<ApiToken, CryptoError> {
+        let presented = PresentedToken::parse(s)?;
+        Ok(ApiToken {
+            id: presented.id,
+            kind: presented.kind,
+            text: Zeroizing::new(s.to_owned()),
+        })
+    }
+
+    /// This token as one a client presents.
+    pub fn presented(&self) -> PresentedToken<'_> {
+        PresentedToken {
+            id: self.id,
+            kind: self.kind,
+            text: &self.text,
+        }
+    }
+
+    pub fn id(&self) -> TokenId {
+        self.id
+    }
+
+    pub fn kind(&self) -> TokenKind {
+        self.kind
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// A token as a client sent it, its shape checked, borrowed from the request rather than
+/// copied: the request's own buffers hold it either way, and checking it is one HMAC of these
+/// bytes ([`crate::MacKey::verify_token`]).
+#[derive(Clone, Copy)]
+pub struct PresentedToken<'a> {
+    id: TokenId,
+    kind: TokenKind,
+    text: &'a str,
+}
+
+impl<'a> PresentedToken<'a> {
     /// Parses the shape (prefix, id, secret length and alphabet) of a token of any kind.
     /// Does not authenticate.
     ///
     /// The error never includes the input: a client that put its token in the wrong place
     /// should not find it echoed into logs or responses.
-    pub fn parse(s: &str) -> Result<ApiToken, CryptoError> {
+    pub fn parse(s: &'a str) -> Result<PresentedToken<'a>, CryptoError> {
         let malformed = || CryptoError::Malformed("api token");
         let (kind, rest) = TokenKind::ALL
             .into_iter()
@@ -228,11 +282,7 @@ impl ApiToken {
         if !is_canonical_base64url_32(secret.as_bytes()) {
             return Err(malformed());
         }
-        Ok(ApiToken {
-            id,
-            kind,
-            text: Zeroizing::new(s.to_owned()),
-        })
+        Ok(PresentedToken { id, kind, text: s })
     }
 
     pub fn id(&self) -> TokenId {
@@ -243,12 +293,12 @@ impl ApiToken {
         self.kind
     }
 
-    pub fn expose_secret(&self) -> &str {
-        &self.text
+    pub fn expose_secret(&self) -> &'a str {
+        self.text
     }
 }
 
-impl fmt::Debug for ApiToken {
+impl fmt::Debug for PresentedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
@@ -320,6 +370,10 @@ mod tests {
             (format!("{key:?}"), hex::encode(bytes)),
             (format!("{key:#?}"), format!("{:?}", &bytes[..4])),
             (format!("{token:?}"), token.expose_secret().to_owned()),
+            (
+                format!("{:?}", token.presented()),
+                token.expose_secret().to_owned(),
+            ),
         ] {
             assert_eq!(debug, "[redacted]");
             assert!(!debug.contains(&secret));
@@ -386,6 +440,15 @@ mod tests {
             assert_eq!(parsed.kind(), TokenKind::Node);
             assert_eq!(parsed.id(), token_id());
             assert_eq!(parsed.expose_secret(), text);
+
+            // Borrowed, as a request presents it: the same id, kind and bytes, not a copy.
+            for token in [&token, &service, &node] {
+                let text = token.expose_secret();
+                let presented = PresentedToken::parse(text).expect("a generated token parses");
+                assert_eq!(presented.id(), token.id());
+                assert_eq!(presented.kind(), token.kind());
+                assert!(std::ptr::eq(presented.expose_secret(), text));
+            }
         }
         let a = ApiToken::generate(token_id());
         let b = ApiToken::generate(token_id());

@@ -416,7 +416,7 @@ async fn mac_key_survives_restart_and_needs_the_right_kek() {
         keyring(&f, DekPolicy::default())
             .await
             .mac()
-            .verify_token(&token, &hash)
+            .verify_token(token.presented(), &hash)
     );
 
     let other_dir = tempfile::tempdir().unwrap();
@@ -439,7 +439,7 @@ async fn node_mac_key_is_its_own_and_survives_restart() {
         keyring(&f, DekPolicy::default())
             .await
             .node_mac()
-            .verify_token(&node, &hash),
+            .verify_token(node.presented(), &hash),
         "the node-token key is stored (wrapped) and reloaded"
     );
     // Each key hashes differently: holding one verifies no token of another kind.

@@ -4,7 +4,7 @@
 //! and deletes accounts, sets their quotas, and manages tokens in any account; an account's
 //! `super_admin` manages its own account's tokens. No token made through the API is an operator.
 
-use coffer_crypto::{ApiToken, random_id};
+use coffer_crypto::{ApiToken, PresentedToken, random_id};
 use coffer_storage::{AccountRecord, TokenRecord};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
@@ -137,7 +137,7 @@ impl Coffer {
         context: RequestContext,
     ) -> Result<Principal, CoreError> {
         let token =
-            ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_TOKEN))?;
+            PresentedToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_TOKEN))?;
         // Said only of a token that is valid: a guess learns nothing from the message.
         match token.kind() {
             coffer_crypto::TokenKind::Api => {}
@@ -190,7 +190,7 @@ impl Coffer {
     /// token is cached and valid. For callers that must not add load (a rate-limited address
     /// presenting a token that is already known to be good).
     pub fn authenticate_cached(&self, bearer: &str, context: RequestContext) -> Option<Principal> {
-        let token = ApiToken::parse(bearer).ok()?;
+        let token = PresentedToken::parse(bearer).ok()?;
         let record = self.token_cache.get(token.id())?;
         let principal = self.principal_of(&token, &record, context).ok()?;
         self.note_token_use(record.id);
@@ -199,7 +199,7 @@ impl Coffer {
 
     fn principal_of(
         &self,
-        token: &ApiToken,
+        token: &PresentedToken<'_>,
         record: &TokenRecord,
         context: RequestContext,
     ) -> Result<Principal, CoreError> {
@@ -207,7 +207,7 @@ impl Coffer {
         if !self
             .keys
             .mac()
-            .verify_token(token, &coffer_crypto::TokenHash(record.hash))
+            .verify_token(*token, &coffer_crypto::TokenHash(record.hash))
         {
             return Err(CoreError::Unauthenticated(INVALID_TOKEN));
         }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use coffer_crypto::{ApiToken, TokenHash, TokenKind, random_id};
+use coffer_crypto::{ApiToken, PresentedToken, TokenHash, TokenKind, random_id};
 use coffer_storage::NodeRecord;
 use coffer_types::{NodeName, Timestamp, TokenId};
 
@@ -149,8 +149,8 @@ impl Coffer {
         bearer: &str,
         context: RequestContext,
     ) -> Result<NodeRecord, CoreError> {
-        let token =
-            ApiToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
+        let token = PresentedToken::parse(bearer)
+            .map_err(|_| CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
         match token.kind() {
             TokenKind::Node => {}
             TokenKind::Api => {
@@ -177,7 +177,7 @@ impl Coffer {
     /// Checks a node token from the cache alone, without touching storage: `None` unless the
     /// token is cached and valid. For a rate-limited address presenting a known-good token.
     pub fn authenticate_node_cached(&self, bearer: &str) -> Option<NodeRecord> {
-        let token = ApiToken::parse(bearer).ok()?;
+        let token = PresentedToken::parse(bearer).ok()?;
         if token.kind() != TokenKind::Node {
             return None;
         }
@@ -189,7 +189,10 @@ impl Coffer {
 
     /// Whether `token` is a valid node token; for the other APIs, which refuse such tokens with
     /// a message that says what they are for.
-    pub(crate) async fn is_node_token(&self, token: &ApiToken) -> Result<bool, CoreError> {
+    pub(crate) async fn is_node_token(
+        &self,
+        token: &PresentedToken<'_>,
+    ) -> Result<bool, CoreError> {
         let record = self.node_row(token.id()).await?;
         Ok(check_node_token(self, token, record).is_ok())
     }
@@ -210,7 +213,7 @@ impl Coffer {
 
 fn check_node_token(
     coffer: &Coffer,
-    token: &ApiToken,
+    token: &PresentedToken<'_>,
     record: Option<NodeRecord>,
 ) -> Result<NodeRecord, CoreError> {
     let record = record.ok_or(CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
@@ -218,7 +221,7 @@ fn check_node_token(
     if !coffer
         .keys
         .node_mac()
-        .verify_token(token, &TokenHash(record.hash))
+        .verify_token(*token, &TokenHash(record.hash))
     {
         return Err(CoreError::Unauthenticated(INVALID_NODE_TOKEN));
     }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use hashbrown::{Equivalent, HashMap};
 
-use coffer_crypto::{ApiToken, Plaintext, TokenHash, TokenKind, ValueContext, open_bytes};
+use coffer_crypto::{Plaintext, PresentedToken, TokenHash, TokenKind, ValueContext, open_bytes};
 use coffer_storage::{AuditEntry, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord};
 use coffer_types::{
     AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, Timestamp, TokenId,
@@ -446,7 +446,7 @@ impl Coffer {
         bearer: &str,
         context: impl FnOnce() -> RequestContext,
     ) -> Result<ServicePrincipal, CoreError> {
-        let token = ApiToken::parse(bearer)
+        let token = PresentedToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
         match token.kind() {
             TokenKind::Service => {}
@@ -473,7 +473,7 @@ impl Coffer {
     /// Checks a service token from the cache alone, without touching storage: `None` unless
     /// the token is cached and valid. For a rate-limited address presenting a known-good token.
     pub fn authenticate_service_cached(&self, bearer: &str) -> Option<ServicePrincipal> {
-        let token = ApiToken::parse(bearer).ok()?;
+        let token = PresentedToken::parse(bearer).ok()?;
         if token.kind() != TokenKind::Service {
             return None;
         }
@@ -486,7 +486,10 @@ impl Coffer {
 
     /// Whether `bearer` is a valid service token; for the control-plane API, which refuses
     /// such tokens with a message that says what they are for.
-    pub(crate) async fn is_service_token(&self, token: &ApiToken) -> Result<bool, CoreError> {
+    pub(crate) async fn is_service_token(
+        &self,
+        token: &PresentedToken<'_>,
+    ) -> Result<bool, CoreError> {
         let record = self.service_token_row(token.id()).await?;
         Ok(self.check_service_token(token, record.as_ref()).is_ok())
     }
@@ -513,7 +516,7 @@ impl Coffer {
 
     fn check_service_token(
         &self,
-        token: &ApiToken,
+        token: &PresentedToken<'_>,
         record: Option<&ServiceTokenRecord>,
     ) -> Result<ServicePrincipal, CoreError> {
         let record = record.ok_or(CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
@@ -521,7 +524,7 @@ impl Coffer {
         if !self
             .keys
             .service_mac()
-            .verify_token(token, &TokenHash(record.hash))
+            .verify_token(*token, &TokenHash(record.hash))
         {
             return Err(CoreError::Unauthenticated(INVALID_SERVICE_TOKEN));
         }
