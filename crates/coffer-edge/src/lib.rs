@@ -373,7 +373,7 @@ async fn compact(storage: &SqliteStorage, retain: u64) {
     }
 }
 
-/// The edge's HTTP front. `GET /healthz` is answered here, before any middleware (no request
+/// The edge's HTTP front. `GET /healthz` (and `HEAD`) is answered here, before any middleware (no request
 /// log line for the health checks a load balancer sends every few seconds), and whether or not
 /// the replica is ready; every other request goes to the serving router once the first sync
 /// has built it, and is answered 503 until then. A plain service rather than a router in front
@@ -398,7 +398,8 @@ where
     }
 
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        if req.method() == Method::GET && req.uri().path() == "/healthz" {
+        // HEAD as well: a load balancer's probe; hyper sends no body for it.
+        if matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/healthz" {
             return Either::Right(ready(Ok(self.status.report())));
         }
         match self.serving.get() {

@@ -698,6 +698,14 @@ async fn an_edge_bootstraps_follows_and_serves_every_change() {
     assert_eq!(health["cluster_id"], cp.cluster_hex().await, "{health}");
     assert_eq!(health["upstream"], cp.url.as_str(), "{health}");
     assert_eq!(health["alarms"], 0, "{health}");
+    // A HEAD probe is answered like GET, without a body.
+    let r = http()
+        .head(format!("{}/healthz", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
     // Only `GET /healthz` is answered in front of the API: another method there, or a route
     // that does not exist, gets the API's answer in the v4 envelope.
     for (method, path, want) in [
@@ -990,6 +998,12 @@ async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503, "not ready: only GET /healthz is answered");
+    let r = http()
+        .head(format!("{}/healthz", edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "not ready: HEAD /healthz says so too");
 
     // Truncated: refused as well.
     let corrupted = proxy.corrupted();

@@ -157,7 +157,10 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, token_id = tracing::field::Empty)
                 })
                 .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
-                    tracing::info!(status = res.status().as_u16(), micros = latency.as_micros() as u64, "response");
+                    // A runtime read names its service token here rather than in the span (see
+                    // `runtime::LoggedToken`); other requests carry no such extension.
+                    let token = res.extensions().get::<crate::runtime::LoggedToken>().map(|t| tracing::field::display(t.0));
+                    tracing::info!(status = res.status().as_u16(), micros = latency.as_micros() as u64, token_id = token, "response");
                 }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

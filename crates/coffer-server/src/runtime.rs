@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use coffer_api::ErrorCode;
 use coffer_core::{CoreError, ServicePrincipal};
 use coffer_crypto::Plaintext;
+use coffer_types::TokenId;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
@@ -40,15 +41,28 @@ impl FromRequestParts<AppState> for ServiceAuth {
         }
         // The context is only built for an API token presented here (its audit entry).
         let context = || request_context(parts, peer);
-        // The request's log line does not name the service token (as the control-plane API's
-        // lines name the API token): recording a span field after the fact costs the fmt
-        // subscriber a span lookup and a re-format, a measurable part of a read, and who read
-        // what is in the access events of the audit log, per token and binding.
+        // The token is named in the request's log line by the handler's response
+        // ([`LoggedToken`]), not recorded in the span as the control-plane API does: a span
+        // field recorded after the fact costs the fmt subscriber a span lookup and a re-format,
+        // a measurable part of a read.
         match app.coffer.authenticate_service(token, context).await {
             Ok(principal) => Ok(ServiceAuth(principal)),
             Err(e) => Err(note_failure(app, e, peer).await),
         }
     }
+}
+
+/// The service token a runtime response was made for, carried in the response's extensions to
+/// the request's log line (`token_id`), so that a request id can be tied to the token that made
+/// it. Only the id: never the token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoggedToken(pub(crate) TokenId);
+
+/// `result` as a response naming `who`'s token in the log line, served or refused.
+fn logged(who: &ServicePrincipal, result: ApiResult<Response>) -> Response {
+    let mut response = result.into_response();
+    response.extensions_mut().insert(LoggedToken(who.token_id));
+    response
 }
 
 /// Response bytes that are wiped when the response has been sent (or dropped).
@@ -90,13 +104,16 @@ pub async fn read_binding(
     State(app): State<AppState>,
     ServiceAuth(who): ServiceAuth,
     binding: Result<Path<String>, PathRejection>,
-) -> ApiResult<Response> {
-    let binding = path(binding)?;
-    let value = app.coffer.read_binding(&who, &binding).await?;
-    Ok(secret_response(
-        Bytes::from_owner(Wiped(value)),
-        "text/plain; charset=utf-8",
-    ))
+) -> Response {
+    let result = async {
+        let binding = path(binding)?;
+        let value = app.coffer.read_binding(&who, &binding).await?;
+        Ok(secret_response(
+            Bytes::from_owner(Wiped(value)),
+            "text/plain; charset=utf-8",
+        ))
+    };
+    logged(&who, result.await)
 }
 
 /// `GET /runtime/v1/stores/{binding}/secrets/{name}`: one secret through a store binding.
@@ -104,21 +121,26 @@ pub async fn read_store_secret(
     State(app): State<AppState>,
     ServiceAuth(who): ServiceAuth,
     names: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<Response> {
-    let (binding, name) = path(names)?;
-    let value = app.coffer.read_store_binding(&who, &binding, &name).await?;
-    Ok(secret_response(
-        Bytes::from_owner(Wiped(value)),
-        "text/plain; charset=utf-8",
-    ))
+) -> Response {
+    let result = async {
+        let (binding, name) = path(names)?;
+        let value = app.coffer.read_store_binding(&who, &binding, &name).await?;
+        Ok(secret_response(
+            Bytes::from_owner(Wiped(value)),
+            "text/plain; charset=utf-8",
+        ))
+    };
+    logged(&who, result.await)
 }
 
 /// `GET /runtime/v1/bindings`: every secret binding as `{"BINDING": "value", ...}`.
-pub async fn read_all(
-    State(app): State<AppState>,
-    ServiceAuth(who): ServiceAuth,
-) -> ApiResult<Response> {
-    let values = app.coffer.read_all_bindings(&who).await?;
+pub async fn read_all(State(app): State<AppState>, ServiceAuth(who): ServiceAuth) -> Response {
+    let result = read_all_values(&app, &who).await;
+    logged(&who, result)
+}
+
+async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Response> {
+    let values = app.coffer.read_all_bindings(who).await?;
     // Sized for the worst case (every byte escaped as \uXXXX), so the buffer never grows and
     // leaves no unwiped copy behind.
     let capacity = 2 + values

@@ -15,17 +15,22 @@
 //! Access events are aggregated in memory ([`AccessLog`]) and written to the audit log by the
 //! periodic flush, so no read waits for an audit write.
 //!
-//! The maps on the read path are hashbrown's (foldhash, seeded per process) rather than std's
-//! SipHash: their keys are random ids and names that exist in storage (a miss is not kept,
-//! except the misses of a service's own bindings), so nobody outside chooses what they hold,
-//! and SipHash was a measurable part of a read. Names are looked up borrowed
-//! ([`ValueKeyRef`], [`AccessKeyRef`]): a read allocates nothing for its keys.
+//! The maps on the read path are hashbrown's, so that names can be looked up borrowed
+//! ([`ValueKeyRef`], [`AccessKeyRef`]) and a read allocates nothing for its keys. Maps keyed
+//! by ids alone (tokens, services; DEKs in the keyring) hash with foldhash: the ids are random
+//! and an entry is only made for a row that exists, so nobody chooses what they hold. Maps
+//! keyed by names (values, access counts) keep std's keyed SipHash ([`NameMap`]): secret and
+//! binding names are chosen by tenants, these maps are shared by every account, and foldhash
+//! does not claim to resist an attacker who can choose keys and time look-ups.
 
 use std::collections::HashMap as StdHashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hashbrown::{Equivalent, HashMap};
+
+/// A hashbrown map hashed with std's randomly keyed SipHash, for keys that hold names.
+type NameMap<K, V> = HashMap<K, V, RandomState>;
 
 use coffer_crypto::{Plaintext, PresentedToken, TokenHash, TokenKind, ValueContext, open_bytes};
 use coffer_storage::{AuditEntry, SecretRecord, ServiceRecord, ServiceTokenRecord, VersionRecord};
@@ -60,7 +65,7 @@ struct CacheInner {
     head: u64,
     tokens: HashMap<TokenId, ServiceTokenRecord>,
     services: HashMap<ServiceId, Arc<ServiceRecord>>,
-    values: HashMap<ValueKey, CachedValue>,
+    values: NameMap<ValueKey, CachedValue>,
 }
 
 /// A secret by name, as the value cache holds it.
@@ -292,7 +297,7 @@ pub(crate) struct AccessLog {
 
 #[derive(Debug, Default)]
 struct AccessInner {
-    counts: HashMap<AccessKey, AccessCount>,
+    counts: NameMap<AccessKey, AccessCount>,
     /// Reads not aggregated because the map was full, per account.
     dropped: StdHashMap<AccountId, u64>,
 }
@@ -948,7 +953,7 @@ mod key_tests {
     #[test]
     fn borrowed_keys_find_what_owned_keys_stored() {
         let (account, store, service, token, secret) = ids();
-        let mut values: HashMap<ValueKey, u32> = HashMap::new();
+        let mut values: NameMap<ValueKey, u32> = NameMap::default();
         for (i, name) in ["a", "api-key", "b"].into_iter().enumerate() {
             values.insert(
                 ValueKey {
@@ -995,7 +1000,7 @@ mod key_tests {
             secret_name,
             refused,
         };
-        let mut counts: HashMap<AccessKey, u32> = HashMap::new();
+        let mut counts: NameMap<AccessKey, u32> = NameMap::default();
         let noted = [
             key("K", "k", None),
             key("K", "k", Some(AccessRefusal::ScopeMissing)),

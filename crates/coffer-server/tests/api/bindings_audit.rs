@@ -781,6 +781,18 @@ async fn no_value_and_no_service_token_where_they_do_not_belong() {
     for secret in &secrets {
         assert_absent(&all_logs, secret, "the log");
     }
+    // A runtime read's line names the token that made it by id (never the token), served
+    // or refused, so a request id leads to the service.
+    let id = service_token_id(&first);
+    let text = String::from_utf8_lossy(&all_logs);
+    for path in ["/runtime/v1/bindings/ONE ", "/runtime/v1/bindings/NOPE "] {
+        assert!(
+            text.lines().any(|l| l.contains(&format!("path={path}"))
+                && l.contains(" response ")
+                && l.contains(&format!("token_id={id}"))),
+            "no log line for {path}names token {id}"
+        );
+    }
     for (path, bytes) in h.data_dir_bytes() {
         for secret in &secrets {
             assert_absent(&bytes, secret, &path.display().to_string());
