@@ -3,24 +3,14 @@
 //!
 //! Run: `cargo bench -p coffer-server --bench auth`
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use coffer_core::{Limits, Permission};
-use coffer_server::{init_data_dir, open_data_dir};
+use coffer_core::Permission;
+
+mod common;
+use common::summary;
 
 const ROUNDS: usize = 20_000;
-
-fn summary(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    format!(
-        "mean {:>6.2} us  p50 {:>6.2} us  p99 {:>6.2} us",
-        mean.as_secs_f64() * 1e6,
-        at(0.5).as_secs_f64() * 1e6,
-        at(0.99).as_secs_f64() * 1e6
-    )
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -28,13 +18,8 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let init = init_data_dir(&data).await.expect("init");
-        let coffer = open_data_dir(&data, Limits::default())
-            .await
-            .expect("open")
-            .coffer;
+        let fresh = common::fresh_data_dir().await;
+        let (init, coffer) = (&fresh.init, &fresh.coffer);
         let token = init.api_token.expose_secret().to_owned();
 
         // Warm up: caches, prepared statements, page cache.

@@ -13,24 +13,18 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use coffer_core::{Limits, RequestContext};
-use coffer_server::{app, init_data_dir, open_data_dir};
+use coffer_core::RequestContext;
+use coffer_server::app;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+
+mod common;
 
 const ROUNDS: usize = 200_000;
 const VALUE: &str = "sk-bench-0123456789abcdef";
 
-fn summary(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
-    println!(
-        "{name:<28} mean {:>6.2} us  p50 {:>6.2} us  p99 {:>6.2} us",
-        mean.as_secs_f64() * 1e6,
-        at(0.5).as_secs_f64() * 1e6,
-        at(0.99).as_secs_f64() * 1e6
-    );
+fn summary(name: &str, samples: Vec<Duration>) {
+    println!("{name:<28} {}", common::summary(samples));
 }
 
 async fn call(
@@ -99,13 +93,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let init = init_data_dir(&data).await.expect("init");
-        let coffer = open_data_dir(&data, Limits::default())
-            .await
-            .expect("open")
-            .coffer;
+        let common::Fresh { init, coffer, _dir } = common::fresh_data_dir().await;
         let coffer = std::sync::Arc::new(coffer);
         let router = app(coffer.clone());
         let token = init.api_token.expose_secret().to_owned();

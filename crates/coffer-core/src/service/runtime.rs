@@ -77,7 +77,7 @@ struct ValueKey {
 }
 
 /// A [`ValueKey`] borrowing its name, to look one up; hashes as the key it stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ValueKeyRef<'a> {
     account: AccountId,
     store: StoreId,
@@ -97,6 +97,15 @@ impl ValueKey {
 impl Hash for ValueKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.borrowed().hash(state);
+    }
+}
+
+/// The store and the name: a store id is unique across accounts, so the account adds nothing
+/// to the hash (equality still compares it). Fewer bytes through SipHash on every read.
+impl Hash for ValueKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.store.hash(state);
+        self.name.hash(state);
     }
 }
 
@@ -165,7 +174,7 @@ struct AccessKey {
 }
 
 /// An [`AccessKey`] borrowing its names from the read that is noted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AccessKeyRef<'a> {
     account: AccountId,
     service: ServiceId,
@@ -210,6 +219,19 @@ impl AccessKeyRef<'_> {
 impl Hash for AccessKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.borrowed().hash(state);
+    }
+}
+
+/// The token, the names, the secret and the outcome: the account and the service follow from
+/// the token, the store from the binding, so they add nothing to the hash (equality still
+/// compares every field). Fewer bytes through SipHash on every read.
+impl Hash for AccessKeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.token.hash(state);
+        self.binding.hash(state);
+        self.secret.hash(state);
+        self.secret_name.hash(state);
+        self.refused.hash(state);
     }
 }
 
@@ -982,6 +1004,13 @@ mod key_tests {
             name: "a",
         };
         assert_eq!(values.get(&other_store), None);
+        // The account is not hashed, but still told apart.
+        let other_account = ValueKeyRef {
+            account: AccountId::from_bytes([8; 16]),
+            store,
+            name: "a",
+        };
+        assert_eq!(values.get(&other_account), None);
         let owned = ValueKey {
             account,
             store,
@@ -1021,6 +1050,17 @@ mod key_tests {
         assert_eq!(counts.get(&key("K", "k", None)), Some(&2));
         assert_eq!(counts.get(&key("Kk", "", None)), Some(&1));
         assert_eq!(counts.get(&key("K", "kk", None)), None);
+        // Neither is the service or the store, and they are told apart as well.
+        let other_service = AccessKeyRef {
+            service: ServiceId::from_bytes([7; 16]),
+            ..key("K", "k", None)
+        };
+        let other_store = AccessKeyRef {
+            store: None,
+            ..key("K", "k", None)
+        };
+        assert_eq!(counts.get(&other_service), None);
+        assert_eq!(counts.get(&other_store), None);
         let h = counts.hasher();
         let owned = key("K", "k", None).to_key();
         assert_eq!(h.hash_one(&owned), h.hash_one(owned.borrowed()));
