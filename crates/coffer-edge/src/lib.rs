@@ -373,11 +373,11 @@ async fn compact(storage: &SqliteStorage, retain: u64) {
     }
 }
 
-/// The edge's HTTP front. `GET /healthz` (and `HEAD`) is answered here, before any middleware (no request
-/// log line for the health checks a load balancer sends every few seconds), and whether or not
-/// the replica is ready; every other request goes to the serving router once the first sync
-/// has built it, and is answered 503 until then. A plain service rather than a router in front
-/// of the router: a runtime read is routed once.
+/// The edge's HTTP front. `GET /healthz` (and `HEAD`) is answered here, before any middleware
+/// (no request log line for the health checks a load balancer sends every few seconds), and
+/// whether or not the replica is ready; every other request goes to the serving router once
+/// the first sync has built it, and is answered 503 until then. A plain service rather than a
+/// router in front of the router: a runtime read is routed once.
 #[derive(Clone)]
 struct Front {
     status: Arc<EdgeStatus>,
