@@ -29,6 +29,9 @@ pub enum ErrorCode {
     Forbidden,
     /// 429: too many failed authentications from this address; retry later.
     RateLimited,
+    /// 401: a node token that is valid but was revoked (`coffer node revoke`). Said only to the
+    /// holder of the real token; an edge that gets it stops serving.
+    NodeRevoked,
     /// 404: the account does not exist or is not visible to the caller.
     AccountNotFound,
     /// 404: no such store.
@@ -86,6 +89,8 @@ pub enum ErrorCode {
     NodeNameTaken,
     /// 503: a key or the storage backend is unavailable; retry later.
     Unavailable,
+    /// 503: this edge node was revoked and serves nothing any more (it discarded its replica).
+    EdgeRevoked,
     /// 500: an internal error. The body says no more; the log has a request id.
     Internal,
 }
@@ -120,6 +125,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 1100,
             ErrorCode::Forbidden => 1101,
             ErrorCode::RateLimited => 1102,
+            ErrorCode::NodeRevoked => 1105,
             ErrorCode::AccountNotFound => 1200,
             ErrorCode::StoreNotFound => 1201,
             ErrorCode::SecretNotFound => 1202,
@@ -133,6 +139,7 @@ impl ErrorCode {
             ErrorCode::StoreLimitExceeded => 1401,
             ErrorCode::Unavailable => 1500,
             ErrorCode::Internal => 1501,
+            ErrorCode::EdgeRevoked => 1502,
         }
     }
 
@@ -154,7 +161,7 @@ impl ErrorCode {
             | ErrorCode::StoreLimitExceeded => 400,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Unauthenticated | ErrorCode::NodeRevoked => 401,
             ErrorCode::Forbidden
             | ErrorCode::BindingAuthorizationFailed
             | ErrorCode::ScopeDenied
@@ -176,7 +183,7 @@ impl ErrorCode {
             | ErrorCode::TokenAlreadyRevoked
             | ErrorCode::OperatorProtected
             | ErrorCode::Conflict => 409,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::EdgeRevoked => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -211,6 +218,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NodeRevoked => "node_revoked",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::StoreNotFound => "store_not_found",
             ErrorCode::SecretNotFound => "secret_not_found",
@@ -224,6 +232,7 @@ impl ErrorCode {
             ErrorCode::StoreLimitExceeded => "store_limit_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal_error",
+            ErrorCode::EdgeRevoked => "edge_revoked",
         }
     }
 }

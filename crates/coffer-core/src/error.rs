@@ -47,6 +47,10 @@ pub enum CoreError {
     Invalid(Invalid),
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A node token that verifies but was revoked: said only to the holder of the real token,
+    /// so that a revoked edge learns it is revoked and stops serving.
+    #[error("node token has been revoked")]
+    NodeRevoked,
     #[error("this token lacks the {0} permission")]
     Forbidden(crate::Permission),
     #[error("{0:?} not found")]

@@ -133,6 +133,7 @@ fn main() {
             secrets_quota: 10_000_000,
             max_stores: 1000,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+            trusted_proxies: Default::default(),
         };
         tokio::spawn(serve(
             opts,

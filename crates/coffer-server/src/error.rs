@@ -96,6 +96,7 @@ impl From<CoreError> for ApiError {
                 )
             }
             CoreError::Unauthenticated(m) => ApiError::new(ErrorCode::Unauthenticated, m),
+            e @ CoreError::NodeRevoked => ApiError::new(ErrorCode::NodeRevoked, e.to_string()),
             CoreError::Forbidden(p) => ApiError::new(
                 ErrorCode::Forbidden,
                 format!("this token's role lacks the {p} permission"),

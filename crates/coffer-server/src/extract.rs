@@ -34,24 +34,20 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let app = AppState::from_ref(state);
         let token = bearer_token(parts, "API token")?;
-        let peer = peer(parts);
-        let context = request_context(parts, peer);
-        if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
-            // A token already known to be good still works from a refused address: blocking it
-            // would buy nothing (guessing is what is being slowed) and would let anyone sharing
-            // the address (a proxy, a NAT) lock everyone else out.
-            if let Some(principal) = app.coffer.authenticate_cached(token, context) {
-                return Ok(Auth(principal));
-            }
-            return Err(rate_limited(wait));
-        }
-        match app.coffer.authenticate(token, context).await {
+        let client = client_addr(parts, &app);
+        let context = request_context(parts, client);
+        let over_limit = over_limit(&app, client);
+        let result = match over_limit {
+            None => app.coffer.authenticate(token, context).await,
+            Some(_) => app.coffer.authenticate_over_limit(token, context).await,
+        };
+        match result {
             Ok(principal) => {
                 tracing::Span::current()
                     .record("token_id", tracing::field::display(principal.token_id));
                 Ok(Auth(principal))
             }
-            Err(e) => Err(note_failure(&app, e, peer).await),
+            Err(e) => Err(refusal(&app, e, client, over_limit).await),
         }
     }
 }
@@ -74,35 +70,37 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<NodeAuth, ApiError> {
         let app = AppState::from_ref(state);
         let token = bearer_token(parts, "node token")?;
-        let peer = peer(parts);
-        if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
-            // As for the other tokens: a known-good token still works from a refused address.
-            if let Some(node) = app.coffer.authenticate_node_cached(token) {
-                return Ok(NodeAuth(node));
+        let client = client_addr(parts, &app);
+        let context = request_context(parts, client);
+        let over_limit = over_limit(&app, client);
+        let result = match over_limit {
+            None => app.coffer.authenticate_node(token, context).await,
+            Some(_) => {
+                app.coffer
+                    .authenticate_node_over_limit(token, context)
+                    .await
             }
-            return Err(rate_limited(wait));
-        }
-        let context = request_context(parts, peer);
-        match app.coffer.authenticate_node(token, context).await {
+        };
+        match result {
             Ok(node) => {
                 tracing::Span::current().record("token_id", tracing::field::display(node.id));
                 Ok(NodeAuth(node))
             }
-            Err(e) => Err(note_failure(&app, e, peer).await),
+            Err(e) => Err(refusal(&app, e, client, over_limit).await),
         }
     }
 }
 
-/// The peer address; absent only when the router is driven in-process without one.
-pub(crate) fn peer(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+/// The client's address: the TCP peer, or the address a trusted proxy reports for it
+/// ([`crate::TrustedProxies`]). Absent only when the router is driven in-process without a
+/// peer.
+pub(crate) fn client_addr(parts: &Parts, app: &AppState) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(app.trusted_proxies.client(peer, &parts.headers))
 }
 
 /// What the audit log records about where a request came from.
-pub(crate) fn request_context(parts: &Parts, peer: Option<IpAddr>) -> RequestContext {
+pub(crate) fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestContext {
     RequestContext {
         request_id: parts
             .headers
@@ -110,8 +108,43 @@ pub(crate) fn request_context(parts: &Parts, peer: Option<IpAddr>) -> RequestCon
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned(),
-        client: peer.map(|ip| ip.to_string()),
+        client: client.map(|ip| ip.to_string()),
     }
+}
+
+/// How long `client` stays refused, if it used up its failed-authentication budget. Its
+/// tokens are still checked (without auditing each failure): the limit slows failures, never
+/// a valid token, so nobody sharing the address (a proxy, a NAT) is locked out by another's
+/// failures.
+pub(crate) fn over_limit(app: &AppState, client: Option<IpAddr>) -> Option<std::time::Duration> {
+    client.and_then(|ip| app.auth_limiter.blocked(ip))
+}
+
+/// The answer to a failed authentication. From an address over its budget, a token that does
+/// not verify gets 429 (nothing more is counted or audited); otherwise the failure counts
+/// against the address, and using up the budget is recorded once. What a verified token is
+/// told (a valid token of the wrong kind, a revoked node) and storage outages pass through.
+pub(crate) async fn refusal(
+    app: &AppState,
+    e: CoreError,
+    client: Option<IpAddr>,
+    over_limit: Option<std::time::Duration>,
+) -> ApiError {
+    let CoreError::Unauthenticated(_) = e else {
+        return e.into();
+    };
+    if let Some(wait) = over_limit {
+        return rate_limited(wait);
+    }
+    if let Some(ip) = client
+        && app.auth_limiter.failed(ip)
+    {
+        tracing::warn!(client = %ip, "too many failed authentications; refusing this address's failures for a while");
+        app.coffer
+            .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
+            .await;
+    }
+    e.into()
 }
 
 /// The answer to an address that used up its failed-authentication budget.
@@ -124,20 +157,6 @@ pub(crate) fn rate_limited(wait: std::time::Duration) -> ApiError {
             format!("too many failed authentications from this address; retry in {secs} s"),
         )
     }
-}
-
-/// Counts a rejected token against its address (not a storage outage: only a rejection), and
-/// records the moment the budget is used up. Returns the error to answer with.
-pub(crate) async fn note_failure(app: &AppState, e: CoreError, peer: Option<IpAddr>) -> ApiError {
-    if let (CoreError::Unauthenticated(_), Some(ip)) = (&e, peer)
-        && app.auth_limiter.failed(ip)
-    {
-        tracing::warn!(client = %ip, "too many failed authentications; refusing this address for a while");
-        app.coffer
-            .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)
-            .await;
-    }
-    e.into()
 }
 
 /// The bearer token of the request, or why there is none.

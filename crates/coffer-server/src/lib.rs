@@ -6,6 +6,7 @@
 
 mod accounts;
 mod audit;
+mod client_addr;
 mod datadir;
 mod error;
 mod extract;
@@ -31,6 +32,7 @@ use coffer_core::{Coffer, Limits};
 use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
 
+pub use client_addr::{IpNet, TrustedProxies};
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
@@ -146,6 +148,8 @@ pub struct ServeOptions {
     /// Change-log entries kept for edges to catch up from (older ones are compacted; an edge
     /// further behind resyncs from a snapshot).
     pub feed_retention: u64,
+    /// Proxies whose client-address header is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ServeOptions {
@@ -157,20 +161,30 @@ impl ServeOptions {
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
 /// replication API of a control plane (long-polls end when `closing` turns true).
 pub fn app(coffer: Arc<Coffer>) -> axum::Router {
+    app_with(coffer, TrustedProxies::default())
+}
+
+/// [`app`] behind the given trusted proxies.
+pub fn app_with(coffer: Arc<Coffer>, trusted_proxies: TrustedProxies) -> axum::Router {
     let (_closing_tx, closing) = tokio::sync::watch::channel(false);
-    control_plane_app(coffer, closing)
+    control_plane_app(coffer, closing, trusted_proxies)
 }
 
 fn control_plane_app(
     coffer: Arc<Coffer>,
     closing: tokio::sync::watch::Receiver<bool>,
+    trusted_proxies: TrustedProxies,
 ) -> axum::Router {
     let replication = replication::Replication::new(
         replication::Origin::Root,
         Arc::new(replication::RootAccess(coffer.clone())),
         closing,
     );
-    router::router(AppState::new(coffer, Some(Arc::new(replication))))
+    router::router(AppState::new(
+        coffer,
+        Some(Arc::new(replication)),
+        trusted_proxies,
+    ))
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -200,7 +214,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServerError::Other(format!("cannot identify the change log: {e}")))?;
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let app = control_plane_app(coffer.clone(), closing);
+    let app = control_plane_app(coffer.clone(), closing, opts.trusted_proxies.clone());
     let flusher = tokio::spawn(housekeeping(coffer.clone(), opts.feed_retention));
     let result = serve_app(app, opts.listen, opts.tls.as_ref(), on_ready, async move {
         shutdown.await;

@@ -144,7 +144,7 @@ mod tests {
             .unwrap();
         let app = Router::new()
             .route("/whoami", get(whoami))
-            .with_state(AppState::new(coffer.clone(), None));
+            .with_state(AppState::new(coffer.clone(), None, Default::default()));
         Fx {
             _dir: dir,
             coffer,
@@ -256,13 +256,18 @@ mod tests {
             assert_eq!(f.call(Some(&bearer(&forged)), HERE).await, unauthenticated);
         }
 
-        // Revoked: refused on the very next request.
+        // Revoked: refused on the very next request, and told so (it verifies); a forgery of
+        // it learns nothing.
         f.coffer.revoke_node(&f.op, record.id).await.unwrap();
-        assert_eq!(f.call(Some(&bearer(&token)), HERE).await, unauthenticated);
+        assert_eq!(
+            f.call(Some(&bearer(&token)), HERE).await,
+            (StatusCode::UNAUTHORIZED, code(ErrorCode::NodeRevoked))
+        );
+        assert_eq!(f.call(Some(&bearer(&forged)), HERE).await, unauthenticated);
     }
 
     #[tokio::test]
-    async fn node_auth_counts_failures_per_address_but_keeps_known_tokens_working() {
+    async fn node_auth_counts_failures_per_address_but_never_refuses_a_valid_token() {
         let f = fx().await;
         let (record, token) = f
             .coffer
@@ -270,8 +275,6 @@ mod tests {
             .await
             .unwrap();
         let token = bearer(token.expose_secret());
-        // Known good (and so cached) before the address is refused.
-        assert_eq!(f.call(Some(&token), HERE).await.0, StatusCode::OK);
         let guess = bearer(&format!(
             "coffernode_{}_{}",
             "ab".repeat(16),
@@ -293,7 +296,23 @@ mod tests {
         assert_eq!(
             f.call(Some(&token), HERE).await,
             (StatusCode::OK, record.id.to_string()),
-            "a cached, valid node token still works from the refused address"
+            "a valid node token still works from the refused address"
+        );
+        // Also one never seen before (nothing cached for it), and a revoked one is told so.
+        let (second, fresh) = f
+            .coffer
+            .create_node(&f.op, NodeName::parse("edge-2").unwrap())
+            .await
+            .unwrap();
+        let fresh = bearer(fresh.expose_secret());
+        assert_eq!(
+            f.call(Some(&fresh), HERE).await,
+            (StatusCode::OK, second.id.to_string())
+        );
+        f.coffer.revoke_node(&f.op, second.id).await.unwrap();
+        assert_eq!(
+            f.call(Some(&fresh), HERE).await,
+            (StatusCode::UNAUTHORIZED, code(ErrorCode::NodeRevoked))
         );
         // Other addresses are not affected.
         assert_eq!(

@@ -16,7 +16,7 @@ use coffer_types::TokenId;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{bearer_token, note_failure, peer, rate_limited, request_context};
+use crate::extract::{bearer_token, client_addr, over_limit, refusal, request_context};
 use crate::state::AppState;
 
 /// The authenticated bound service.
@@ -31,23 +31,25 @@ impl FromRequestParts<AppState> for ServiceAuth {
         app: &AppState,
     ) -> Result<ServiceAuth, ApiError> {
         let token = bearer_token(parts, "service token")?;
-        let peer = peer(parts);
-        if let Some(wait) = peer.and_then(|ip| app.auth_limiter.blocked(ip)) {
-            // As on the control plane: a known-good token still works from a refused address.
-            if let Some(principal) = app.coffer.authenticate_service_cached(token) {
-                return Ok(ServiceAuth(principal));
-            }
-            return Err(rate_limited(wait));
-        }
+        let client = client_addr(parts, app);
         // The context is only built for an API token presented here (its audit entry).
-        let context = || request_context(parts, peer);
+        let context = || request_context(parts, client);
+        let over_limit = over_limit(app, client);
         // The token is named in the request's log line by the handler's response
         // ([`LoggedToken`]), not recorded in the span as the control-plane API does: a span
         // field recorded after the fact costs the fmt subscriber a span lookup and a re-format,
         // a measurable part of a read.
-        match app.coffer.authenticate_service(token, context).await {
+        let result = match over_limit {
+            None => app.coffer.authenticate_service(token, context).await,
+            Some(_) => {
+                app.coffer
+                    .authenticate_service_over_limit(token, context)
+                    .await
+            }
+        };
+        match result {
             Ok(principal) => Ok(ServiceAuth(principal)),
-            Err(e) => Err(note_failure(app, e, peer).await),
+            Err(e) => Err(refusal(app, e, client, over_limit).await),
         }
     }
 }

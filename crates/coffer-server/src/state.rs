@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use coffer_core::Coffer;
 
+use crate::client_addr::TrustedProxies;
 use crate::limiter::AuthLimiter;
 use crate::replication::Replication;
 
@@ -19,16 +20,23 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub coffer: Arc<Coffer>,
     pub auth_limiter: AuthLimiter,
+    /// Whose client-address header is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
     /// The replication API (`/replication/v1`): on the control plane and on relays; `None`
     /// elsewhere (its routes answer 404).
     pub replication: Option<Arc<Replication>>,
 }
 
 impl AppState {
-    pub fn new(coffer: Arc<Coffer>, replication: Option<Arc<Replication>>) -> AppState {
+    pub fn new(
+        coffer: Arc<Coffer>,
+        replication: Option<Arc<Replication>>,
+        trusted_proxies: TrustedProxies,
+    ) -> AppState {
         AppState(Arc::new(Shared {
             coffer,
             auth_limiter: AuthLimiter::default(),
+            trusted_proxies,
             replication,
         }))
     }

@@ -25,6 +25,7 @@ use coffer_types::{NodeName, Timestamp, TokenId};
 
 use super::Coffer;
 use super::audit::{Details, Target};
+use super::identity::FailedLogins;
 use crate::{CoreError, Principal, RequestContext, Resource};
 
 const INVALID_NODE_TOKEN: &str = "invalid node token";
@@ -141,13 +142,36 @@ impl Coffer {
     }
 
     /// Authenticates a node token: parsed, looked up by id, its keyed hash compared in
-    /// constant time, refused if revoked. A valid token of another kind gets `WrongTokenKind`
-    /// (and an invalid one the usual `Unauthenticated`), so a caller learns nothing about a
-    /// token it cannot present. No message contains the token.
+    /// constant time, refused if revoked (`NodeRevoked`, said only of a token that verifies).
+    /// A valid token of another kind gets `WrongTokenKind` (and an invalid one the usual
+    /// `Unauthenticated`), so a caller learns nothing about a token it cannot present. No
+    /// message contains the token.
     pub async fn authenticate_node(
         &self,
         bearer: &str,
         context: RequestContext,
+    ) -> Result<NodeRecord, CoreError> {
+        self.authenticate_node_with(bearer, context, FailedLogins::Audit)
+            .await
+    }
+
+    /// [`Coffer::authenticate_node`] for an address already refused for too many failures:
+    /// every check, but a failed API-token attempt is not audited (see
+    /// [`Coffer::authenticate_over_limit`]).
+    pub async fn authenticate_node_over_limit(
+        &self,
+        bearer: &str,
+        context: RequestContext,
+    ) -> Result<NodeRecord, CoreError> {
+        self.authenticate_node_with(bearer, context, FailedLogins::Skip)
+            .await
+    }
+
+    async fn authenticate_node_with(
+        &self,
+        bearer: &str,
+        context: RequestContext,
+        failures: FailedLogins,
     ) -> Result<NodeRecord, CoreError> {
         let token = PresentedToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
@@ -155,7 +179,7 @@ impl Coffer {
             TokenKind::Node => {}
             TokenKind::Api => {
                 // Checked as on the control plane (a failed attempt with a real id is audited).
-                self.authenticate(bearer, context).await?;
+                self.authenticate_with(bearer, context, failures).await?;
                 return Err(CoreError::WrongTokenKind(
                     "API tokens cannot read the replication feed; an edge node reads it with its node token (coffernode_...)",
                 ));
@@ -172,19 +196,6 @@ impl Coffer {
         }
         let record = self.node_row(token.id()).await?;
         check_node_token(self, &token, record)
-    }
-
-    /// Checks a node token from the cache alone, without touching storage: `None` unless the
-    /// token is cached and valid. For a rate-limited address presenting a known-good token.
-    pub fn authenticate_node_cached(&self, bearer: &str) -> Option<NodeRecord> {
-        let token = PresentedToken::parse(bearer).ok()?;
-        if token.kind() != TokenKind::Node {
-            return None;
-        }
-        let record = self
-            .node_cache
-            .get(self.storage.committed_head(), token.id())?;
-        check_node_token(self, &token, Some(record)).ok()
     }
 
     /// Whether `token` is a valid node token; for the other APIs, which refuse such tokens with
@@ -226,7 +237,7 @@ fn check_node_token(
         return Err(CoreError::Unauthenticated(INVALID_NODE_TOKEN));
     }
     if record.revoked.is_some() {
-        return Err(CoreError::Unauthenticated("node token has been revoked"));
+        return Err(CoreError::NodeRevoked);
     }
     Ok(record)
 }

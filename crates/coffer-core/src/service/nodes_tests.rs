@@ -315,7 +315,13 @@ async fn node_tokens_authenticate_only_as_nodes() {
     let text = token.expose_secret();
 
     assert_eq!(f.coffer.authenticate_node(text, ctx()).await.unwrap(), node);
-    assert_eq!(f.coffer.authenticate_node_cached(text), Some(node.clone()));
+    assert_eq!(
+        f.coffer
+            .authenticate_node_over_limit(text, ctx())
+            .await
+            .unwrap(),
+        node
+    );
 
     // Garbage, a made-up id and a wrong secret are plain failures.
     for bad in [
@@ -331,7 +337,10 @@ async fn node_tokens_authenticate_only_as_nodes() {
             "{bad:?}: {err:?}"
         );
         assert!(!err.to_string().contains(&text[20..]));
-        assert_eq!(f.coffer.authenticate_node_cached(&bad), None);
+        assert!(matches!(
+            f.coffer.authenticate_node_over_limit(&bad, ctx()).await,
+            Err(CoreError::Unauthenticated(_))
+        ));
     }
 
     // Valid tokens of the other kinds: WrongTokenKind; invalid ones: Unauthenticated.
@@ -348,10 +357,12 @@ async fn node_tokens_authenticate_only_as_nodes() {
             "{what}: {err:?}"
         );
         assert!(err.to_string().contains("node token"), "{err}");
-        assert_eq!(
-            f.coffer.authenticate_node_cached(other.expose_secret()),
-            None
-        );
+        assert!(matches!(
+            f.coffer
+                .authenticate_node_over_limit(other.expose_secret(), ctx())
+                .await,
+            Err(CoreError::WrongTokenKind(_))
+        ));
         let forged = with_other_secret(other);
         assert!(
             matches!(
@@ -369,8 +380,14 @@ async fn node_tokens_authenticate_only_as_nodes() {
     assert!(err.to_string().contains("replication feed"), "{err}");
     let err = f.coffer.authenticate_service(text, ctx).await.unwrap_err();
     assert!(matches!(err, CoreError::WrongTokenKind(_)), "{err:?}");
-    assert_eq!(f.coffer.authenticate_cached(text, ctx()), None);
-    assert_eq!(f.coffer.authenticate_service_cached(text), None);
+    assert!(matches!(
+        f.coffer.authenticate_over_limit(text, ctx()).await,
+        Err(CoreError::WrongTokenKind(_))
+    ));
+    assert!(matches!(
+        f.coffer.authenticate_service_over_limit(text, ctx).await,
+        Err(CoreError::WrongTokenKind(_))
+    ));
     let forged = with_other_secret(&token);
     assert!(matches!(
         f.coffer.authenticate(&forged, ctx()).await,
@@ -383,10 +400,20 @@ async fn node_tokens_authenticate_only_as_nodes() {
 
     // Revocation acts on the very next authentication, cached or not.
     f.coffer.revoke_node(&f.op, node.id).await.unwrap();
-    assert_eq!(f.coffer.authenticate_node_cached(text), None);
+    assert!(matches!(
+        f.coffer.authenticate_node_over_limit(text, ctx()).await,
+        Err(CoreError::NodeRevoked)
+    ));
     let err = f.coffer.authenticate_node(text, ctx()).await.unwrap_err();
-    assert!(matches!(err, CoreError::Unauthenticated(_)), "{err:?}");
+    assert!(matches!(err, CoreError::NodeRevoked), "{err:?}");
     assert!(err.to_string().contains("revoked"), "{err}");
+    // Only the holder of the real token learns that it was revoked.
+    assert!(matches!(
+        f.coffer
+            .authenticate_node(&with_other_secret(&token), ctx())
+            .await,
+        Err(CoreError::Unauthenticated(_))
+    ));
     // A revoked node token is no longer "valid", so other APIs say only that it is invalid.
     assert!(matches!(
         f.coffer.authenticate(text, ctx()).await,

@@ -39,6 +39,7 @@ use coffer_types::{
 };
 
 use super::audit::{Actorish, Details, Event, Target};
+use super::identity::FailedLogins;
 use crate::{Coffer, CoreError, RequestContext};
 
 /// Entries of each map kept at most; past it the map is emptied (and refilled on demand).
@@ -473,12 +474,34 @@ impl Coffer {
         bearer: &str,
         context: impl FnOnce() -> RequestContext,
     ) -> Result<ServicePrincipal, CoreError> {
+        self.authenticate_service_with(bearer, context, FailedLogins::Audit)
+            .await
+    }
+
+    /// [`Coffer::authenticate_service`] for an address already refused for too many failures:
+    /// every check, but a failed API-token attempt is not audited (see
+    /// [`Coffer::authenticate_over_limit`]).
+    pub async fn authenticate_service_over_limit(
+        &self,
+        bearer: &str,
+        context: impl FnOnce() -> RequestContext,
+    ) -> Result<ServicePrincipal, CoreError> {
+        self.authenticate_service_with(bearer, context, FailedLogins::Skip)
+            .await
+    }
+
+    async fn authenticate_service_with(
+        &self,
+        bearer: &str,
+        context: impl FnOnce() -> RequestContext,
+        failures: FailedLogins,
+    ) -> Result<ServicePrincipal, CoreError> {
         let token = PresentedToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
         match token.kind() {
             TokenKind::Service => {}
             TokenKind::Api => {
-                self.authenticate(bearer, context()).await?;
+                self.authenticate_with(bearer, context(), failures).await?;
                 return Err(CoreError::WrongTokenKind(
                     "API tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
                 ));
@@ -495,20 +518,6 @@ impl Coffer {
         }
         let record = self.service_token_row(token.id()).await?;
         self.check_service_token(&token, record.as_ref())
-    }
-
-    /// Checks a service token from the cache alone, without touching storage: `None` unless
-    /// the token is cached and valid. For a rate-limited address presenting a known-good token.
-    pub fn authenticate_service_cached(&self, bearer: &str) -> Option<ServicePrincipal> {
-        let token = PresentedToken::parse(bearer).ok()?;
-        if token.kind() != TokenKind::Service {
-            return None;
-        }
-        let head = self.storage.committed_head();
-        let record = self
-            .runtime_cache
-            .read(head, |c| c.tokens.get(&token.id()).cloned())?;
-        self.check_service_token(&token, Some(&record)).ok()
     }
 
     /// Whether `bearer` is a valid service token; for the control-plane API, which refuses

@@ -220,7 +220,7 @@ async fn only_a_valid_node_token_reaches_the_replication_api() {
         (
             "a revoked node token",
             Some(bearer(&revoked.token)),
-            ErrorCode::Unauthenticated,
+            ErrorCode::NodeRevoked,
             "revoked",
         ),
     ];

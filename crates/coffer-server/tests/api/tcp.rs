@@ -23,6 +23,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_behind(coffer_server::TrustedProxies::default()).await
+    }
+
+    async fn start_behind(trusted_proxies: coffer_server::TrustedProxies) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let init = coffer_server::init_data_dir(&data_dir).await.unwrap();
@@ -36,6 +40,7 @@ impl Server {
             secrets_quota: 10,
             max_stores: 3,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+            trusted_proxies,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -226,28 +231,125 @@ async fn body_limits_over_tcp() {
     server.stop().await;
 }
 
-/// Repeated failed authentications from one address are refused for a while (429 with
-/// Retry-After) without even looking the token up; a token already known to be good keeps
-/// working from that address, so one bad client cannot lock out the others behind a proxy.
-#[tokio::test]
-async fn repeated_failed_authentications_are_refused() {
-    let server = Server::start().await;
-    let http = reqwest::Client::new();
-    let url = format!(
-        "http://{}/client/v4/accounts/{}/secrets_store/quota",
-        server.addr, server.account
-    );
-    let get = |token: String| {
-        let (http, url) = (http.clone(), url.clone());
-        async move { http.get(&url).bearer_auth(token).send().await.unwrap() }
-    };
-    // A legitimate client, before the flood.
-    assert_eq!(get(server.token.clone()).await.status().as_u16(), 200);
-    let bad = format!("coffer_{}_{}", random_id(), "A".repeat(43));
-    for i in 0..20 {
-        assert_eq!(get(bad.clone()).await.status().as_u16(), 401, "failure {i}");
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
-    let r = get(bad.clone()).await;
+
+    fn account_url(&self, path: &str) -> String {
+        self.url(&format!("/client/v4/accounts/{}{path}", self.account))
+    }
+
+    /// `GET` with `token`, and optionally an `X-Forwarded-For`; the status.
+    async fn status_of(&self, url: &str, token: &str, forwarded_for: Option<&str>) -> u16 {
+        let mut req = reqwest::Client::new().get(url).bearer_auth(token);
+        if let Some(f) = forwarded_for {
+            req = req.header("x-forwarded-for", f);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// A JSON call as the operator; the `result`.
+    async fn operator(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r: Value = reqwest::Client::new()
+            .request(method, self.account_url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["success"], true, "{r}");
+        r["result"].clone()
+    }
+
+    /// The instance's audit entries with `outcome`.
+    async fn audit(&self, query: &str) -> Vec<Value> {
+        let log: Value = reqwest::Client::new()
+            .get(self.account_url(&format!("/audit_logs?{query}&per_page=100")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        log["result"].as_array().expect("entries").clone()
+    }
+}
+
+/// Repeated failed authentications from one address are refused for a while (429 with
+/// Retry-After, the refusal audited once, the failures after it not each audited), but a token
+/// that verifies is never refused because of other requests' failures: one bad client behind a
+/// shared address (a proxy, a NAT) cannot lock out the others, whether their tokens were used
+/// before or not, on the control-plane API and on the runtime API alike.
+#[tokio::test]
+async fn failed_authentications_are_limited_but_valid_tokens_never_are() {
+    let server = Server::start().await;
+    let quota = server.account_url("/secrets_store/quota");
+    // Made before the flood, used for the first time after it (nothing cached for them).
+    let store = server
+        .operator(
+            reqwest::Method::POST,
+            "/secrets_store/stores",
+            serde_json::json!({"name": "s"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .operator(
+            reqwest::Method::POST,
+            &format!("/secrets_store/stores/{store}/secrets"),
+            serde_json::json!([{"name": "k", "value": "v", "scopes": ["workers"]}]),
+        )
+        .await;
+    let fresh_api = server
+        .operator(
+            reqwest::Method::POST,
+            "/tokens",
+            serde_json::json!({"name": "late", "role": "secrets_store_reporter"}),
+        )
+        .await;
+    let fresh_api = fresh_api["value"]
+        .as_str()
+        .or(fresh_api["token"].as_str())
+        .unwrap_or_else(|| panic!("a token value: {fresh_api}"))
+        .to_owned();
+    let svc = server
+        .operator(
+            reqwest::Method::POST,
+            "/secrets_store/services",
+            serde_json::json!({"name": "app", "secrets_store_secrets": [
+                {"binding": "K", "store_id": store, "secret_name": "k"}]}),
+        )
+        .await;
+    let svc_token = svc["service_token"].as_str().unwrap().to_owned();
+    let read = server.url("/runtime/v1/bindings/K");
+
+    // A flood of failures: malformed tokens, unknown ids, a real id with a wrong secret.
+    let real_id_wrong_secret = format!("{}{}", &fresh_api[..fresh_api.len() - 43], "A".repeat(43));
+    let bad = format!("coffer_{}_{}", random_id(), "A".repeat(43));
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let token = match i % 3 {
+            0 => "garbage".to_owned(),
+            1 => bad.clone(),
+            _ => format!("coffersvc_{}_{}", random_id(), "Z".repeat(43)),
+        };
+        let url = if i % 2 == 0 { &quota } else { &read };
+        statuses.push(server.status_of(url, &token, None).await);
+    }
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let r = reqwest::Client::new()
+        .get(&quota)
+        .bearer_auth(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -257,32 +359,83 @@ async fn repeated_failed_authentications_are_refused() {
     assert!((1..=60).contains(&retry), "{retry}");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], ErrorCode::RateLimited.code());
-    // Another guess is refused without being looked up (429, not 401)...
-    let other_guess = format!("coffer_{}_{}", random_id(), "B".repeat(43));
-    assert_eq!(get(other_guess).await.status().as_u16(), 429);
-    // ...while the legitimate client's known-good token still works.
-    assert_eq!(get(server.token.clone()).await.status().as_u16(), 200);
-    // The moment the budget ran out is in the instance's audit log (the operator's account).
-    let audit = format!(
-        "http://{}/client/v4/accounts/{}/audit_logs?outcome=rate_limited",
-        server.addr, server.account
+    let denied_logins = server.audit("action=login&outcome=denied").await.len();
+    // Failures go on being refused, on both APIs, and are no longer audited one by one.
+    for url in [&quota, &read] {
+        assert_eq!(server.status_of(url, &bad, None).await, 429);
+        assert_eq!(server.status_of(url, "garbage", None).await, 429);
+    }
+    assert_eq!(
+        server.status_of(&quota, &real_id_wrong_secret, None).await,
+        429
     );
-    let log: Value = http
-        .get(&audit)
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entries = log["result"].as_array().expect("entries");
-    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(
+        server.audit("action=login&outcome=denied").await.len(),
+        denied_logins,
+        "a failure over the limit costs no audit write"
+    );
+    // Valid tokens work from the refused address: the operator's, and tokens nothing has
+    // cached yet, on the control-plane API and the runtime API.
+    assert_eq!(server.status_of(&quota, &server.token, None).await, 200);
+    assert_eq!(server.status_of(&quota, &fresh_api, None).await, 200);
+    assert_eq!(server.status_of(&read, &svc_token, None).await, 200);
+    // What a valid token is told still holds: an API token on the runtime API is the wrong kind.
+    assert_eq!(server.status_of(&read, &fresh_api, None).await, 403);
+
+    // The moment the budget ran out is in the instance's audit log (the operator's account).
+    let entries = server.audit("outcome=rate_limited").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["action"], "login");
     assert_eq!(entries[0]["client"], "127.0.0.1");
     assert!(
-        !log.to_string().contains(&bad),
+        !serde_json::to_string(&entries).unwrap().contains(&bad),
         "the guessed token is not recorded"
     );
+    server.stop().await;
+}
+
+/// Behind a trusted proxy, the client is the address the proxy names: failures are counted per
+/// client, not per proxy, and the audit log records the client. From any other peer the header
+/// is ignored, so nobody can dodge the limit, or lock someone else out, by writing it.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_recorded() {
+    let proxies = coffer_server::TrustedProxies::with_header(
+        vec!["127.0.0.0/8".parse().unwrap()],
+        "x-forwarded-for",
+    )
+    .unwrap();
+    let server = Server::start_behind(proxies).await;
+    let quota = server.account_url("/secrets_store/quota");
+    let bad = format!("coffer_{}_{}", random_id(), "A".repeat(43));
+    // The client wrote its own header too; the proxy appended what it saw.
+    let client_a = Some("6.6.6.6, 198.51.100.1");
+    for _ in 0..20 {
+        assert_eq!(server.status_of(&quota, &bad, client_a).await, 401);
+    }
+    assert_eq!(server.status_of(&quota, &bad, client_a).await, 429);
+    // Another client behind the same proxy is not refused, nor is the claimed "6.6.6.6".
+    assert_eq!(
+        server.status_of(&quota, &bad, Some("198.51.100.2")).await,
+        401
+    );
+    assert_eq!(server.status_of(&quota, &bad, Some("6.6.6.6")).await, 401);
+    let entries = server.audit("outcome=rate_limited").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["client"], "198.51.100.1");
+    server.stop().await;
+
+    // Without trusted proxies the header means nothing: every failure is 127.0.0.1's.
+    let server = Server::start().await;
+    let quota = server.account_url("/secrets_store/quota");
+    for i in 0..20 {
+        let spoofed = format!("198.51.100.{i}");
+        assert_eq!(server.status_of(&quota, &bad, Some(&spoofed)).await, 401);
+    }
+    assert_eq!(
+        server.status_of(&quota, &bad, Some("203.0.113.9")).await,
+        429
+    );
+    let entries = server.audit("outcome=rate_limited").await;
+    assert_eq!(entries[0]["client"], "127.0.0.1");
     server.stop().await;
 }
