@@ -209,6 +209,41 @@ pub struct ServerArgs {
     /// an edge further behind resyncs from a snapshot
     #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_FEED_RETENTION)]
     pub feed_retention: u64,
+
+    #[command(flatten)]
+    pub proxies: ProxyArgs,
+}
+
+/// Where client addresses come from behind a load balancer or reverse proxy.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Proxies (addresses or CIDR ranges, comma-separated or repeated) whose client-address
+    /// header is believed. The address keys the failed-authentication limit and the audit log;
+    /// a header from any other peer is ignored [default: none]
+    #[arg(
+        long = "trusted-proxy",
+        env = "COFFER_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<coffer_server::IpNet>,
+
+    /// The header in which trusted proxies name the client (each appends the address it was
+    /// connected from, as X-Forwarded-For does)
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "x-forwarded-for",
+        requires = "trusted_proxies"
+    )]
+    pub client_ip_header: String,
+}
+
+impl ProxyArgs {
+    pub fn trusted(self) -> anyhow::Result<coffer_server::TrustedProxies> {
+        coffer_server::TrustedProxies::with_header(self.trusted_proxies, &self.client_ip_header)
+            .map_err(|e| anyhow::anyhow!("--client-ip-header: {e}"))
+    }
 }
 
 const EDGE_LONG_ABOUT: &str = "Run an edge node: a local replica of every secret (sealed), kept current from an upstream's change feed, serving the runtime API (/runtime/v1) from the replica alone.
@@ -283,6 +318,16 @@ pub struct EdgeArgs {
     /// for at most a quarter of it, so a healthy idle upstream always looks fresh)
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub staleness: u64,
+
+    /// Stop serving (503) once cut off from every upstream for this many seconds, and serve
+    /// again when one answers. Off by default: an edge keeps serving what it has however long
+    /// it is cut off (static stability), which also means that a revocation it cannot hear of
+    /// does not stop it. See docs/edges.md
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness: Option<u64>,
+
+    #[command(flatten)]
+    pub proxies: ProxyArgs,
 }
 
 #[derive(Debug, Args)]

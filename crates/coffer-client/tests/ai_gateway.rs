@@ -126,6 +126,7 @@ async fn the_example_sends_the_bound_key_as_a_bearer_token() {
         secrets_quota: coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA,
         max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
         feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+        trusted_proxies: Default::default(),
     };
     let server = tokio::spawn(coffer_server::serve(
         options,

@@ -197,6 +197,8 @@ async fn bench(edges_n: usize, writes: usize) {
             serve_feed: false,
             staleness: EdgeOptions::DEFAULT_STALENESS,
             long_poll: EdgeOptions::DEFAULT_LONG_POLL,
+            max_staleness: None,
+            trusted_proxies: Default::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         handles.push(tokio::spawn(coffer_edge::run(

@@ -85,6 +85,13 @@ async fn deliver_some(
     for (id, body) in pending {
         match upstreams.deliver_access(upstream, body).await {
             Ok(()) => {}
+            Err(e) if e.is_revocation() => {
+                status.revoke(format!(
+                    "{} refused the node token: {e}",
+                    upstreams.urls[upstream]
+                ));
+                return false;
+            }
             // The upstream will never take this batch (malformed to it): keeping it would
             // block every later one. Counted, so that the loss is visible.
             Err(FetchError::Status {

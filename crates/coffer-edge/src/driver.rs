@@ -9,12 +9,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coffer_replication::wire::{ClusterId, FeedAnswer, FeedBody};
 use coffer_replication::{Config, Follower, Input, Output, Position};
 use coffer_server::replication::unix_ms;
 use coffer_storage::{SqliteStorage, Storage};
+use coffer_types::TokenId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -44,6 +45,11 @@ const PENDING_ORIGINS: usize = 64;
 
 pub(crate) struct Driver {
     follower: Follower<usize>,
+    /// This edge's node (its token's id): the feed's revocation of it stops the edge.
+    node: TokenId,
+    /// Per upstream: why it was lost and since when, while it is; so that losing and
+    /// regaining it are logged once each, not every retry.
+    lost: Vec<Option<(String, Instant)>>,
     config: Config,
     upstreams: Upstreams,
     storage: Arc<SqliteStorage>,
@@ -60,6 +66,7 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) async fn new(
+        node: TokenId,
         upstreams: Upstreams,
         storage: Arc<SqliteStorage>,
         status: Arc<EdgeStatus>,
@@ -72,6 +79,8 @@ impl Driver {
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Driver {
             follower,
+            node,
+            lost: vec![None; upstreams.urls.len()],
             config,
             upstreams,
             storage,
@@ -86,11 +95,11 @@ impl Driver {
         })
     }
 
-    /// Runs until the task is aborted.
+    /// Runs until the task is aborted, or until the edge learns that it was revoked.
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        while !self.status.is_revoked() {
             let inputs = tokio::select! {
                 _ = tick.tick() => vec![Input::Tick],
                 Some(msg) = self.rx.recv() => self.inputs_of(msg),
@@ -146,6 +155,7 @@ impl Driver {
                     if let Err(e) = check_cluster(self.cluster, answer.cluster_id) {
                         return self.failed(from, &e);
                     }
+                    self.answered(from);
                     if from == *self.follower.current_upstream() {
                         self.status.heard(answer.head_seq);
                         self.note_origin(answer.head_seq, answer.origin_ms);
@@ -181,6 +191,7 @@ impl Driver {
                     if let Err(e) = check_cluster(self.cluster, staged.cluster_id) {
                         return self.failed(from, &e);
                     }
+                    self.answered(from);
                     if from == *self.follower.current_upstream() {
                         self.status.heard(staged.position.seq);
                         self.note_origin(staged.position.seq, staged.origin_ms);
@@ -202,8 +213,28 @@ impl Driver {
         }
     }
 
-    fn failed(&self, from: usize, e: &FetchError) -> Vec<Input<usize>> {
+    /// An upstream gave a usable answer: if it was lost, say once that it is back.
+    fn answered(&mut self, from: usize) {
+        if let Some((_, since)) = self.lost[from].take() {
+            tracing::info!(
+                upstream = %self.upstreams.urls[from],
+                after_seconds = since.elapsed().as_secs(),
+                "upstream is back"
+            );
+        }
+    }
+
+    fn failed(&mut self, from: usize, e: &FetchError) -> Vec<Input<usize>> {
         let url = &self.upstreams.urls[from];
+        if e.is_revocation() {
+            // Only the holder of the real node token is told this, by an upstream of this
+            // edge's own cluster (its TLS certificate, when https). The edge stops serving
+            // and discards its replica (see `EdgeStatus::revoke`).
+            tracing::error!(upstream = %url, "this edge's node was revoked: it stops serving and discards its replica");
+            self.status
+                .revoke(format!("{url} refused the node token: {e}"));
+            return Vec::new();
+        }
         // An upstream refusing our position as beyond its head names its cluster and head:
         // another cluster is refused as such; one of ours is behind us (a relay catching up,
         // or a control plane restored from an older backup).
@@ -237,14 +268,32 @@ impl Driver {
             (_, Some(why)) if why.contains("refusing it") => {
                 tracing::error!(upstream = %url, "{why}");
             }
-            (_, Some(why)) => tracing::warn!(upstream = %url, "{why}"),
-            _ => tracing::warn!(upstream = %url, error = %e, "upstream request failed"),
+            _ => {
+                // Said once when the upstream is lost (or the cause changes), not every retry.
+                let why = refined.clone().unwrap_or_else(|| e.to_string());
+                let again = self.lost[from].as_ref().is_some_and(|(was, _)| *was == why);
+                if again {
+                    tracing::debug!(upstream = %url, error = %why, "upstream still unreachable");
+                } else {
+                    tracing::warn!(upstream = %url, error = %why, "lost the upstream; serving from the local replica and retrying with backoff");
+                    let since = self.lost[from]
+                        .take()
+                        .map_or_else(Instant::now, |(_, at)| at);
+                    self.lost[from] = Some((why, since));
+                }
+            }
         }
         self.status.set_error(format!(
             "{url}: {}",
             refined.unwrap_or_else(|| e.to_string())
         ));
-        vec![Input::Failed { from }]
+        let retry_after_ms = e
+            .retry_after()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        vec![Input::Failed {
+            from,
+            retry_after_ms,
+        }]
     }
 
     async fn carry_out(&mut self, outputs: Vec<Output<usize>>) {
@@ -256,10 +305,14 @@ impl Driver {
                         continue;
                     };
                     let n = entries.len();
+                    let may_revoke_us = entries.iter().any(|e| revokes_a_node(&e.payload));
                     match self.storage.apply_entries(entries).await {
                         Ok(()) => {
                             tracing::debug!(last, n, "applied feed entries");
                             self.status.set_applied(last);
+                            if may_revoke_us && self.revoked_by_the_feed().await {
+                                return;
+                            }
                             queue.extend(
                                 self.follower
                                     .handle(unix_ms(), Input::Applied { seq: last }),
@@ -321,6 +374,23 @@ impl Driver {
                         "switched upstream"
                     );
                 }
+            }
+        }
+    }
+
+    /// Whether the replica now holds this edge's own node as revoked (the feed said so).
+    async fn revoked_by_the_feed(&mut self) -> bool {
+        match self.storage.get_node(self.node).await {
+            Ok(Some(node)) if node.revoked.is_some() => {
+                tracing::error!(node = %self.node, "the feed revoked this edge's node: it stops serving and discards its replica");
+                self.status
+                    .revoke("the change feed revoked this node".to_owned());
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read this node's record from the replica");
+                false
             }
         }
     }
@@ -392,6 +462,13 @@ impl Driver {
     }
 }
 
+/// Whether a change-log payload may revoke a node: a cheap filter on the bytes, so that only
+/// such batches cost a look-up of this node's record after they are applied.
+fn revokes_a_node(payload: &[u8]) -> bool {
+    const TAG: &[u8] = b"node_revoked";
+    payload.windows(TAG.len()).any(|w| w == TAG)
+}
+
 /// A follower for the replica as stored: bootstrapping if it holds nothing, else resuming from
 /// its head (`resync`: fetching a snapshot first).
 async fn follower_from(
@@ -414,7 +491,9 @@ async fn follower_from(
         (Some(_), false) => Follower::resume(ids, config, unix_ms(), position),
         (Some(_), true) => Follower::resync(ids, config, unix_ms(), position),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    // Each node retries on its own schedule after failures it shares with others.
+    .with_jitter_seed(u64::from_le_bytes(coffer_crypto::random_array()));
     Ok((follower, state.cluster_id))
 }
 

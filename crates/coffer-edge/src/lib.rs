@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use coffer_core::Coffer;
 use coffer_crypto::{FileKek, KekProvider};
 use coffer_replication::Config;
 use coffer_server::replication::{Origin, Replication};
-use coffer_server::{ApiError, AppState, ServerError, TlsFiles, edge_router};
+use coffer_server::{ApiError, AppState, ServerError, TlsFiles, TrustedProxies, edge_router};
 use coffer_storage::{SqliteOptions, SqliteStorage, Storage};
 use futures_util::future::Either;
 use tower::Service;
@@ -47,6 +47,9 @@ use zeroize::Zeroizing;
 pub use status::EdgeStatus;
 
 const DB_FILE: &str = "replica.db";
+/// Left in the data dir by an edge that learnt it was revoked (and deleted its replica): a
+/// restart refuses to serve from that dir.
+const REVOKED_FILE: &str = "revoked";
 
 /// How to run an edge.
 #[derive(Debug, Clone)]
@@ -71,6 +74,12 @@ pub struct EdgeOptions {
     /// with a heartbeat when it runs out, so it also bounds how old heartbeats get; the edge
     /// uses at most a quarter of `staleness`.
     pub long_poll: Duration,
+    /// Cut off from every upstream for longer than this, the edge stops serving (503) until
+    /// one answers again. `None` (the default): it serves what it has however long it is cut
+    /// off (static stability), which also means a revocation it never hears of never stops it.
+    pub max_staleness: Option<Duration>,
+    /// Proxies whose client-address header is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl EdgeOptions {
@@ -90,6 +99,10 @@ impl EdgeOptions {
 pub enum EdgeError {
     #[error("{0}")]
     Config(String),
+    #[error(
+        "data dir {path}: this edge's node was revoked ({detail}) and it discarded its replica; register a new node (coffer node create) and start it with an empty data dir"
+    )]
+    Revoked { path: PathBuf, detail: String },
     #[error("data dir {path}: {message}")]
     DataDir { path: PathBuf, message: String },
     #[error(transparent)]
@@ -163,7 +176,24 @@ pub async fn run(
         }
     }
     coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
+    let node = coffer_crypto::PresentedToken::parse(&opts.node_token)
+        .ok()
+        .filter(|t| t.kind() == coffer_crypto::TokenKind::Node)
+        .map(|t| t.id())
+        .ok_or_else(|| {
+            EdgeError::Config(
+                "the node token is malformed (expected coffernode_..., as `coffer node create` printed it)"
+                    .into(),
+            )
+        })?;
     let _lock = open_dir(&opts.data_dir)?;
+    let marker = opts.data_dir.join(REVOKED_FILE);
+    if let Ok(detail) = std::fs::read_to_string(&marker) {
+        return Err(EdgeError::Revoked {
+            path: opts.data_dir.clone(),
+            detail: detail.trim().to_owned(),
+        });
+    }
     let kek: Arc<dyn KekProvider> =
         Arc::new(FileKek::open(&opts.kek_file).map_err(|e| {
             EdgeError::Config(format!("KEK file {}: {e}", opts.kek_file.display()))
@@ -187,7 +217,12 @@ pub async fn run(
         opts.ca_cert.as_deref(),
     )
     .map_err(EdgeError::Config)?;
-    let status = Arc::new(EdgeStatus::new(opts.upstreams.clone(), state.cluster_id));
+    let status = Arc::new(EdgeStatus::new(
+        opts.upstreams.clone(),
+        state.cluster_id,
+        opts.staleness,
+        opts.max_staleness,
+    ));
     match state.cluster_id {
         Some(c) => tracing::info!(
             cluster = %hex::encode(c),
@@ -199,8 +234,7 @@ pub async fn run(
 
     // The runtime API needs the replica's keys, which the first snapshot brings: until then
     // everything but /healthz answers 503.
-    let serving: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let coffer: Arc<OnceLock<Arc<Coffer>>> = Arc::new(OnceLock::new());
+    let serving = Arc::new(Serving::default());
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let health = {
         let status = status.clone();
@@ -211,22 +245,21 @@ pub async fn run(
     };
     let build = {
         let storage = storage.clone();
-        let kek = kek.clone();
         let status = status.clone();
         let serving = serving.clone();
-        let coffer_slot = coffer.clone();
         let health = health.clone();
         let serve_feed = opts.serve_feed;
         let upstreams = upstreams.clone();
+        let trusted_proxies = opts.trusted_proxies.clone();
         move || {
             let storage = storage.clone();
             let upstreams = upstreams.clone();
             let kek = kek.clone();
             let status = status.clone();
             let serving = serving.clone();
-            let coffer_slot = coffer_slot.clone();
             let health = health.clone();
             let closing = closing.clone();
+            let trusted_proxies = trusted_proxies.clone();
             async move {
                 let dyn_storage: Arc<dyn Storage> = storage.clone();
                 let coffer = Arc::new(
@@ -244,11 +277,11 @@ pub async fn run(
                         closing,
                     ))
                 });
-                let _ = serving.set(edge_router(
-                    AppState::new(coffer.clone(), replication),
+                let router = edge_router(
+                    AppState::new(coffer.clone(), replication, trusted_proxies),
                     health,
-                ));
-                let _ = coffer_slot.set(coffer);
+                );
+                serving.set(router, coffer);
                 status.mark_serving();
                 Ok::<(), String>(())
             }
@@ -273,8 +306,13 @@ pub async fn run(
         // The upstream holds the request until there is something new: ask again at once.
         poll_interval_ms: 0,
         failure_backoff_ms: 1_000,
+        // Half the staleness at most: an upstream that is back is in use again well before
+        // the edge would count itself stale for want of trying.
+        max_backoff_ms: u64::try_from((opts.staleness / 2).min(MAX_BACKOFF).as_millis())
+            .unwrap_or(u64::MAX),
     };
     let driver = driver::Driver::new(
+        node,
         upstreams.clone(),
         storage.clone(),
         status.clone(),
@@ -293,9 +331,9 @@ pub async fn run(
     let background = {
         let storage = storage.clone();
         let status = status.clone();
-        let coffer = coffer.clone();
+        let serving = serving.clone();
         tokio::spawn(async move {
-            while coffer.get().is_none() {
+            while serving.coffer().is_none() {
                 status.wait_synced().await;
                 if let Err(e) = build().await {
                     tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
@@ -307,8 +345,8 @@ pub async fn run(
             round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 round.tick().await;
-                if let Some(c) = coffer.get() {
-                    access::stash(c, &storage).await;
+                if let Some(c) = serving.coffer() {
+                    access::stash(&c, &storage).await;
                 }
                 access::deliver(&storage, &upstreams, &status).await;
                 compact(&storage, retain).await;
@@ -322,19 +360,89 @@ pub async fn run(
     };
     let ready_status = status.clone();
     let on_ready = move |addr| on_ready(addr, ready_status);
-    let result =
+    let server =
         coffer_server::serve_app(app, opts.listen, opts.tls.as_ref(), on_ready, async move {
             shutdown.await;
             let _ = closing_tx.send(true);
-        })
-        .await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = status.wait_revoked() => {
+            replicator.abort();
+            background.abort();
+            discard(&opts.data_dir, &serving, &storage, &status).await;
+            // Still answering: 503 `edge_revoked`, and `/healthz` says why.
+            server.await
+        }
+    };
     replicator.abort();
     background.abort();
-    if let Some(c) = coffer.get() {
-        access::stash(c, &storage).await;
+    if let Some(c) = serving.coffer() {
+        access::stash(&c, &storage).await;
     }
     storage.shutdown().await;
     result.map_err(EdgeError::from)
+}
+
+/// What a revoked edge does: it serves nothing more (the front answers 503), drops the serving
+/// side and with it every key it had in memory (the KEK's copy, unwrapped DEKs and MAC keys,
+/// all wiped on drop), deletes its replica (sealed values and wrapped keys) and leaves a
+/// marker, so that a restart refuses the dir instead of bootstrapping again. Access events
+/// not yet delivered are lost with the replica: the control plane no longer takes them from
+/// this node.
+async fn discard(dir: &Path, serving: &Serving, storage: &SqliteStorage, status: &EdgeStatus) {
+    drop(serving.take());
+    storage.shutdown().await;
+    for name in [
+        DB_FILE.to_owned(),
+        format!("{DB_FILE}-wal"),
+        format!("{DB_FILE}-shm"),
+    ] {
+        match std::fs::remove_file(dir.join(&name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(file = %dir.join(&name).display(), error = %e, "cannot delete the revoked edge's replica")
+            }
+        }
+    }
+    let detail = format!(
+        "revoked at {}: {}",
+        coffer_types::Timestamp::now(),
+        status.revoked_reason().unwrap_or_default()
+    );
+    if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
+        tracing::error!(error = %e, "cannot mark the data dir as revoked");
+    }
+    tracing::error!("edge revoked: it serves nothing more and its replica is deleted ({detail})");
+}
+
+/// The serving side (the runtime API's router over the replica's `Coffer`), once the first
+/// sync built it; emptied when the edge is revoked, which drops the keys it holds.
+#[derive(Debug, Default)]
+struct Serving(RwLock<Option<(Router, Arc<Coffer>)>>);
+
+impl Serving {
+    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Option<(Router, Arc<Coffer>)>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn router(&self) -> Option<Router> {
+        self.slot().as_ref().map(|(r, _)| r.clone())
+    }
+
+    fn coffer(&self) -> Option<Arc<Coffer>> {
+        self.slot().as_ref().map(|(_, c)| c.clone())
+    }
+
+    fn set(&self, router: Router, coffer: Arc<Coffer>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some((router, coffer));
+    }
+
+    fn take(&self) -> Option<(Router, Arc<Coffer>)> {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Whether `host` (with an optional port) names this machine.
@@ -352,6 +460,9 @@ fn is_loopback_host(host: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
+
+/// The longest wait between attempts on failing upstreams.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Change-log entries a relay keeps for the edges below it (older ones: a snapshot).
 const RELAY_RETENTION: u64 = 100_000;
@@ -381,7 +492,7 @@ async fn compact(storage: &SqliteStorage, retain: u64) {
 #[derive(Clone)]
 struct Front {
     status: Arc<EdgeStatus>,
-    serving: Arc<OnceLock<Router>>,
+    serving: Arc<Serving>,
 }
 
 impl<B> Service<axum::http::Request<B>> for Front
@@ -402,8 +513,25 @@ where
         if matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/healthz" {
             return Either::Right(ready(Ok(self.status.report())));
         }
-        match self.serving.get() {
-            Some(router) => Either::Left(router.clone().call(req)),
+        if self.status.is_revoked() {
+            return Either::Right(ready(Ok(ApiError::new(
+                coffer_api::ErrorCode::EdgeRevoked,
+                "this edge node was revoked; it serves nothing and holds no replica",
+            )
+            .into_response())));
+        }
+        if let Some(lag) = self.status.cut_off() {
+            return Either::Right(ready(Ok(ApiError::new(
+                coffer_api::ErrorCode::Unavailable,
+                format!(
+                    "this edge has heard from no upstream for {} s, longer than its --max-staleness; it serves again once one answers",
+                    lag.as_secs()
+                ),
+            )
+            .into_response())));
+        }
+        match self.serving.router() {
+            Some(mut router) => Either::Left(router.call(req)),
             None => Either::Right(ready(Ok(ApiError::new(
                 coffer_api::ErrorCode::Unavailable,
                 "this edge has no replica yet (first sync with an upstream in progress); retry later",

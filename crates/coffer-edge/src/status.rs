@@ -1,14 +1,50 @@
-//! What an edge reports about itself (`GET /healthz`).
+//! What an edge reports about itself (`GET /healthz`), and whether it may serve at all.
+//!
+//! The health, from best to worst:
+//! - `ok`: serving, and the current upstream answered within the staleness;
+//! - `degraded`: serving and in touch, but the last request to the upstream failed or an
+//!   alarm was raised in the last [`ALARM_MEMORY`];
+//! - `stale`: serving what it has, but no upstream has answered for longer than the staleness
+//!   (static stability: a cut-off edge keeps serving; with `--max-staleness` it stops once cut
+//!   off for that long, and `/healthz` answers 503);
+//! - `syncing`: no replica yet (503);
+//! - `revoked`: told by its upstream that its node was revoked; serves nothing and holds no
+//!   replica (503).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use coffer_replication::Phase;
 use coffer_replication::wire::ClusterId;
+
+/// How long a raised alarm keeps the health at `degraded`.
+pub const ALARM_MEMORY: Duration = Duration::from_secs(300);
+
+/// The health `/healthz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    Degraded,
+    Stale,
+    Syncing,
+    Revoked,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Degraded => "degraded",
+            Health::Stale => "stale",
+            Health::Syncing => "syncing",
+            Health::Revoked => "revoked",
+        }
+    }
+}
 
 /// Shared between the driver (which writes it) and `/healthz` (which reads it).
 #[derive(Debug)]
@@ -32,6 +68,19 @@ pub struct EdgeStatus {
     pub(crate) access_batches_dropped: AtomicU64,
     /// The freshest heartbeat origin (Unix ms) received: a relay stamps its own heartbeats with it.
     pub(crate) freshest_origin: std::sync::Arc<AtomicU64>,
+    /// When this process started: the lag of an edge that has not heard from any upstream
+    /// since it started counts from here.
+    started: Instant,
+    /// Milliseconds after `started` of the last answer from the current upstream, plus one
+    /// (0: none yet). An atomic, so that serving can check `max_staleness` per request.
+    last_heard_ms: AtomicU64,
+    /// Past this without an upstream, the edge is `stale`.
+    staleness: Duration,
+    /// Past this without an upstream, the edge stops serving (off by default).
+    max_staleness: Option<Duration>,
+    /// Told that its node was revoked: serves nothing from then on.
+    revoked: AtomicBool,
+    revoked_notify: tokio::sync::Notify,
     inner: Mutex<Inner>,
 }
 
@@ -39,15 +88,21 @@ pub struct EdgeStatus {
 struct Inner {
     cluster: Option<ClusterId>,
     phase: Option<Phase>,
-    last_heard: Option<Instant>,
     last_error: Option<String>,
     /// The last refused answer or local failure; kept (unlike `last_error`, which the next
     /// good answer clears) so that an operator sees what happened.
     last_alarm: Option<(String, Instant)>,
+    /// Why the edge counts itself revoked.
+    revoked: Option<String>,
 }
 
 impl EdgeStatus {
-    pub(crate) fn new(upstreams: Vec<String>, cluster: Option<ClusterId>) -> EdgeStatus {
+    pub(crate) fn new(
+        upstreams: Vec<String>,
+        cluster: Option<ClusterId>,
+        staleness: Duration,
+        max_staleness: Option<Duration>,
+    ) -> EdgeStatus {
         EdgeStatus {
             upstreams,
             current: AtomicUsize::new(0),
@@ -60,6 +115,12 @@ impl EdgeStatus {
             alarms: AtomicU64::new(0),
             access_batches_dropped: AtomicU64::new(0),
             freshest_origin: std::sync::Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+            staleness,
+            max_staleness,
+            revoked: AtomicBool::new(false),
+            revoked_notify: tokio::sync::Notify::new(),
             inner: Mutex::new(Inner {
                 cluster,
                 ..Inner::default()
@@ -81,9 +142,86 @@ impl EdgeStatus {
 
     pub(crate) fn heard(&self, head: u64) {
         self.upstream_head.store(head, Ordering::Release);
+        let now = Instant::now();
+        let since_start =
+            u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_heard_ms
+            .store(since_start.saturating_add(1), Ordering::Release);
         let mut inner = self.inner();
-        inner.last_heard = Some(Instant::now());
         inner.last_error = None;
+    }
+
+    /// How long since an upstream last answered (since the start, if none has yet).
+    pub fn lag(&self) -> Duration {
+        let heard = self.last_heard_ms.load(Ordering::Acquire);
+        let since_start = self.started.elapsed();
+        since_start.saturating_sub(Duration::from_millis(heard.saturating_sub(1)))
+    }
+
+    /// Cut off from every upstream for longer than `--max-staleness`: the edge stops serving
+    /// until an upstream answers again.
+    pub fn cut_off(&self) -> Option<Duration> {
+        let max = self.max_staleness?;
+        let lag = self.lag();
+        (lag > max).then_some(lag)
+    }
+
+    /// Counts the edge revoked (its upstream said so, or the feed revoked its node): it
+    /// serves nothing from now on, and whoever waits in [`EdgeStatus::wait_revoked`] discards
+    /// the replica.
+    pub(crate) fn revoke(&self, why: String) {
+        {
+            let mut inner = self.inner();
+            if inner.revoked.is_some() {
+                return;
+            }
+            inner.revoked = Some(why);
+        }
+        self.revoked.store(true, Ordering::Release);
+        self.revoked_notify.notify_waiters();
+    }
+
+    /// Why the edge counts itself revoked.
+    pub fn revoked_reason(&self) -> Option<String> {
+        self.inner().revoked.clone()
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Waits until the edge is revoked.
+    pub(crate) async fn wait_revoked(&self) {
+        loop {
+            let notified = self.revoked_notify.notified();
+            if self.is_revoked() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The health `/healthz` reports now.
+    pub fn health(&self) -> Health {
+        if self.is_revoked() {
+            return Health::Revoked;
+        }
+        if !self.is_ready() {
+            return Health::Syncing;
+        }
+        if self.lag() > self.staleness {
+            return Health::Stale;
+        }
+        let inner = self.inner();
+        let recent_alarm = inner
+            .last_alarm
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < ALARM_MEMORY);
+        if inner.last_error.is_some() || recent_alarm {
+            Health::Degraded
+        } else {
+            Health::Ok
+        }
     }
 
     pub(crate) fn mark_synced(&self) {
@@ -147,19 +285,26 @@ impl EdgeStatus {
         self.applied.load(Ordering::Acquire)
     }
 
-    /// The health document; 200 once ready, 503 before.
+    /// The health document: 200 while the edge serves (`ok`, `degraded`, `stale`), 503 when
+    /// it does not (`syncing`, `revoked`, or `stale` past `--max-staleness`).
     pub fn report(&self) -> Response {
+        let health = self.health();
+        let cut_off = self.cut_off();
+        let ready = self.is_ready() && !self.is_revoked() && cut_off.is_none();
+        let lag = self.lag().as_secs_f64();
         let inner = self.inner();
-        let ready = self.is_ready();
         let body = serde_json::json!({
-            "status": if ready { "ok" } else { "syncing" },
+            "status": health.as_str(),
             "role": "edge",
             "ready": ready,
+            "revoked": inner.revoked,
             "cluster_id": inner.cluster.map(hex::encode),
             "applied_seq": self.applied.load(Ordering::Acquire),
             "upstream_head": self.upstream_head.load(Ordering::Acquire),
-            // Seconds since the last entry or heartbeat from the current upstream.
-            "lag_seconds": inner.last_heard.map(|t| t.elapsed().as_secs_f64()),
+            // Seconds since the last answer from an upstream (since the start, if none yet).
+            "lag_seconds": lag,
+            "staleness_seconds": self.staleness.as_secs_f64(),
+            "max_staleness_seconds": self.max_staleness.map(|d| d.as_secs_f64()),
             "upstream": self.upstreams.get(self.current.load(Ordering::Acquire)),
             "phase": inner.phase.map(|p| match p {
                 Phase::NeedsSnapshot => "bootstrapping",

@@ -29,6 +29,10 @@ pub enum FetchError {
     Status {
         status: u16,
         message: String,
+        /// The v4 error code, if the answer had one.
+        code: Option<u32>,
+        /// How long the upstream asked to be left alone (`Retry-After`, in seconds).
+        retry_after: Option<Duration>,
         /// The cluster and head the upstream names when it refuses a position beyond its head.
         cluster: Option<ClusterId>,
         head: Option<u64>,
@@ -41,6 +45,29 @@ pub enum FetchError {
     OtherCluster { ours: String, theirs: String },
     #[error("storing the snapshot failed: {0}")]
     Storage(#[from] StorageError),
+}
+
+impl FetchError {
+    /// The upstream says this node was revoked (401 `node_revoked`): said only to the holder
+    /// of the real node token.
+    pub fn is_revocation(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Status {
+                status: 401,
+                code: Some(c),
+                ..
+            } if *c == coffer_api::ErrorCode::NodeRevoked.code()
+        )
+    }
+
+    /// What the upstream asked with `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// The upstreams of this node and how to reach them.
@@ -244,8 +271,25 @@ pub fn check_cluster(expected: Option<ClusterId>, theirs: ClusterId) -> Result<(
 }
 
 fn transport(e: reqwest::Error) -> FetchError {
-    // Without the URL: it is known to the caller, and the error text stays short.
-    FetchError::Transport(e.without_url().to_string())
+    FetchError::Transport(cause(&e))
+}
+
+/// What went wrong, said as plainly as the error chain allows: reqwest's own message ("error
+/// sending request") names no cause, the innermost error does ("Connection refused", a TLS
+/// alert, "invalid peer certificate: UnknownIssuer"). Without the URL: the caller knows it.
+fn cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut innermost: &dyn std::error::Error = e;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    if e.is_connect() {
+        format!("cannot connect: {innermost}")
+    } else {
+        innermost.to_string()
+    }
 }
 
 /// The response if it is a 200; otherwise the error its v4 envelope describes.
@@ -265,14 +309,26 @@ async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
         hex::decode_to_slice(v, &mut id).ok().map(|()| id)
     });
     let head = header(&coffer_server::replication::HEAD_HEADER).and_then(|v| v.parse().ok());
+    let retry_after = header(&axum::http::header::RETRY_AFTER)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let body = res.bytes().await.unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+    let error = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+        .map(|v| v["errors"][0].clone());
+    let message = error
+        .as_ref()
+        .and_then(|e| e["message"].as_str().map(str::to_owned))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let code = error
+        .as_ref()
+        .and_then(|e| e["code"].as_u64())
+        .and_then(|c| u32::try_from(c).ok());
     Err(FetchError::Status {
         status: status.as_u16(),
         message,
+        code,
+        retry_after,
         cluster,
         head,
     })

@@ -91,6 +91,7 @@ impl ControlPlane {
             secrets_quota: coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA,
             max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+            trusted_proxies: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -246,6 +247,30 @@ struct Bound {
 
 // ---- edges ----
 
+/// The options the tests' edges start with.
+fn edge_options(
+    upstreams: &[&str],
+    node_token: &str,
+    data_dir: &Path,
+    kek_file: &Path,
+) -> EdgeOptions {
+    EdgeOptions {
+        upstreams: upstreams.iter().map(|u| (*u).to_owned()).collect(),
+        node_token: Zeroizing::new(node_token.to_owned()),
+        data_dir: data_dir.to_owned(),
+        kek_file: kek_file.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        insecure_http: false,
+        ca_cert: None,
+        serve_feed: false,
+        staleness: EdgeOptions::DEFAULT_STALENESS,
+        long_poll: LONG_POLL,
+        max_staleness: None,
+        trusted_proxies: Default::default(),
+    }
+}
+
 struct Edge {
     url: String,
     status: Arc<EdgeStatus>,
@@ -255,21 +280,12 @@ struct Edge {
 
 impl Edge {
     async fn start(upstreams: &[&str], node_token: &str, data_dir: &Path, kek_file: &Path) -> Edge {
+        Edge::start_with(edge_options(upstreams, node_token, data_dir, kek_file)).await
+    }
+
+    async fn start_with(opts: EdgeOptions) -> Edge {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let opts = EdgeOptions {
-            upstreams: upstreams.iter().map(|u| (*u).to_owned()).collect(),
-            node_token: Zeroizing::new(node_token.to_owned()),
-            data_dir: data_dir.to_owned(),
-            kek_file: kek_file.to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-            insecure_http: false,
-            ca_cert: None,
-            serve_feed: false,
-            staleness: EdgeOptions::DEFAULT_STALENESS,
-            long_poll: LONG_POLL,
-        };
         let task = tokio::spawn(coffer_edge::run(
             opts,
             move |addr, status| {
@@ -429,6 +445,12 @@ enum SnapshotFault {
 
 struct ProxyState {
     upstream: String,
+    /// Answer every request 502 without asking upstream (the upstream is "down").
+    down: std::sync::atomic::AtomicBool,
+    /// Present this bearer token upstream instead of the client's.
+    authorization: Mutex<Option<String>>,
+    /// Requests received.
+    requests: AtomicU64,
     faults: Mutex<(FeedFault, SnapshotFault)>,
     /// Answers corrupted (or refused) so far.
     corrupted: AtomicU64,
@@ -455,6 +477,9 @@ impl Proxy {
     async fn start(upstream: &str) -> Proxy {
         let state = Arc::new(ProxyState {
             upstream: upstream.to_owned(),
+            down: std::sync::atomic::AtomicBool::new(false),
+            authorization: Mutex::new(None),
+            requests: AtomicU64::new(0),
             faults: Mutex::new((FeedFault::None, SnapshotFault::None)),
             corrupted: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -500,6 +525,10 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
     let body = axum::body::to_bytes(body, 64 << 20)
         .await
         .unwrap_or_default();
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if state.down.load(Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, "the proxy's upstream is down").into_response();
+    }
     let is_feed = path.starts_with("/replication/v1/feed");
     let is_snapshot = path.starts_with("/replication/v1/snapshot");
     if is_snapshot {
@@ -525,6 +554,10 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
         if let Some(v) = parts.headers.get(&name) {
             upstream = upstream.header(name, v.clone());
         }
+    }
+    let authorization = state.authorization.lock().unwrap().clone();
+    if let Some(token) = authorization {
+        upstream = upstream.bearer_auth(token);
     }
     let res = match upstream.send().await {
         Ok(r) => r,
@@ -785,39 +818,195 @@ async fn an_edge_bootstraps_follows_and_serves_every_change() {
     cp.stop().await;
 }
 
+/// What a revoked edge must look like: `/healthz` 503 `revoked` naming why, every other
+/// request 503 `edge_revoked` (a value it served a moment ago included), no replica left in its
+/// data dir, a marker in its place; and it makes no more requests upstream.
+async fn assert_revoked(edge: &Edge, b: &Bound, dir: &Path, why: &str) {
+    let e = edge;
+    wait_until(
+        "the edge to count itself revoked",
+        PROMPTLY,
+        move || async move { e.health().await.1["status"] == "revoked" },
+    )
+    .await;
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    assert!(
+        health["revoked"].as_str().is_some_and(|r| r.contains(why)),
+        "revoked because {why:?}: {health}"
+    );
+    let r = http()
+        .get(format!("{}/runtime/v1/bindings/K", edge.url))
+        .bearer_auth(&b.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["code"],
+        coffer_api::ErrorCode::EdgeRevoked.code(),
+        "{body}"
+    );
+    wait_until("the replica to be deleted", PROMPTLY, move || async move {
+        !dir.join("replica.db").exists() && dir.join("revoked").exists()
+    })
+    .await;
+    for leftover in ["replica.db-wal", "replica.db-shm"] {
+        assert!(!dir.join(leftover).exists(), "{leftover} left behind");
+    }
+}
+
+/// A revoked node's edge learns it from its upstream's refusal (401 `node_revoked`, said only
+/// to the holder of the real token): it stops serving at once, discards its replica, stops
+/// asking upstream, and refuses to start again from that data dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_whose_node_is_revoked_keeps_serving_and_applies_nothing_new() {
+async fn a_revoked_edge_stops_serving_discards_its_replica_and_does_not_restart() {
     let World {
         tmp,
         mut cp,
         b,
         token,
     } = world("before-revocation", "edge-r").await;
-    let mut edge = synced_edge(tmp.path(), &cp, &token).await;
+    let dir = tmp.path().join("edge");
+    let proxy = Proxy::start(&cp.url).await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &dir, &cp.kek_file()).await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
+    edge.stop().await;
+
+    // Revoked while it is down: when it starts again it serves from disk at once (static
+    // stability), until its upstream tells it.
+    let node_id = &token["coffernode_".len().."coffernode_".len() + 32];
+    cp.client.revoke_node(node_id).await.unwrap();
+    let mut edge = Edge::start(&[&proxy.url], &token, &dir, &cp.kek_file()).await;
+    assert_revoked(&edge, &b, &dir, "refused the node token").await;
+
+    // It asks its upstream nothing more (no retries to wear down anyone's budget).
+    let asked = proxy.state.requests.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(proxy.state.requests.load(Ordering::SeqCst), asked);
+    edge.stop().await;
+
+    // The data dir is refused, saying why and what to do.
+    let err = coffer_edge::run(
+        edge_options(&[&cp.url], &token, &dir, &cp.kek_file()),
+        |_, _| panic!("a revoked data dir must not serve"),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, EdgeError::Revoked { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("revoked") && msg.contains("empty data dir"),
+        "{msg}"
+    );
+    cp.stop().await;
+}
+
+/// The feed's revocation of the edge's own node stops it as well, even when its upstream would
+/// go on answering (here a proxy presents another node's token upstream, so nothing but the
+/// feed tells the edge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_revoked_through_the_feed_stops_serving() {
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("before-revocation", "edge-f").await;
+    let proxy = Proxy::start(&cp.url).await;
+    *proxy.state.authorization.lock().unwrap() = Some(cp.probe.clone());
+    let dir = tmp.path().join("edge");
+    let mut edge = Edge::start(&[&proxy.url], &token, &dir, &cp.kek_file()).await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
+
+    // Another node's revocation changes nothing.
+    let other = cp.node("other").await;
+    cp.client
+        .revoke_node(&other["coffernode_".len().."coffernode_".len() + 32])
+        .await
+        .unwrap();
+    edge.wait_applied(cp.head().await).await;
+    assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
+    assert_eq!(edge.health().await.1["status"], "ok");
 
     let node_id = &token["coffernode_".len().."coffernode_".len() + 32];
     cp.client.revoke_node(node_id).await.unwrap();
+    assert_revoked(&edge, &b, &dir, "change feed revoked this node").await;
+    edge.stop().await;
+    cp.stop().await;
+}
+
+/// `/healthz` tells the truth about an edge cut off from its upstream: `degraded` once a
+/// request fails, `stale` past the staleness (still serving: static stability), and with
+/// `--max-staleness` it stops serving past that, until the upstream answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
+    let World {
+        tmp,
+        mut cp,
+        b,
+        token,
+    } = world("value", "edge-h").await;
+    let proxy = Proxy::start(&cp.url).await;
+    let mut opts = edge_options(
+        &[&proxy.url],
+        &token,
+        &tmp.path().join("edge"),
+        &cp.kek_file(),
+    );
+    opts.staleness = Duration::from_secs(2);
+    opts.max_staleness = Some(Duration::from_secs(5));
+    let mut edge = Edge::start_with(opts).await;
+    edge.wait_serving().await;
+    edge.wait_applied(cp.head().await).await;
     let e = &edge;
+    wait_until("ok", PROMPTLY, move || async move {
+        e.health().await.1["status"] == "ok"
+    })
+    .await;
+
+    proxy.state.down.store(true, Ordering::SeqCst);
+    wait_until("degraded", PROMPTLY, move || async move {
+        e.health().await.1["status"] == "degraded"
+    })
+    .await;
+    assert_eq!(edge.value(&b.token, "K").await, "value");
+    wait_until("stale", PROMPTLY, move || async move {
+        e.health().await.1["status"] == "stale"
+    })
+    .await;
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 200, "stale but serving: {health}");
+    assert!(health["lag_seconds"].as_f64().unwrap() > 2.0, "{health}");
+    assert_eq!(edge.value(&b.token, "K").await, "value");
+
+    // Past --max-staleness: no more serving, and /healthz says why.
+    let svc = b.token.as_str();
     wait_until(
-        "the upstream to refuse the node",
+        "a refusal past max-staleness",
         PROMPTLY,
-        move || async move {
-            e.health().await.1["last_error"]
-                .as_str()
-                .is_some_and(|err| err.contains("401"))
-        },
+        move || async move { e.read(svc, "K").await.0 == 503 },
     )
     .await;
-    let applied = edge.status.applied_seq();
-    let watch = AppliedWatch::new(&edge.status);
-    cp.set_value(&b, "after-revocation").await;
-    // A few rounds of refused requests (one a second).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(watch.max(), applied, "nothing applied after the revocation");
-    assert!(cp.head().await > applied);
-    assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
     let (status, health) = edge.health().await;
-    assert_eq!(status, 200, "still ready: {health}");
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "stale", "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+
+    // The upstream is back: serving again, and ok.
+    proxy.state.down.store(false, Ordering::SeqCst);
+    wait_until("ok again", PROMPTLY, move || async move {
+        e.health().await.1["status"] == "ok"
+    })
+    .await;
+    assert_eq!(edge.value(&b.token, "K").await, "value");
     edge.stop().await;
     cp.stop().await;
 }

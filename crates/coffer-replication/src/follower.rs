@@ -23,8 +23,13 @@ pub struct Config {
     /// heartbeat announcing them. Default 1 s.
     pub poll_interval_ms: u64,
     /// After a connection failure, wait this long before the next request (so a node whose
-    /// upstreams are all down does not spin through them). Default 1 s.
+    /// upstreams are all down does not spin through them). Each further failure in a row
+    /// doubles the wait, up to `max_backoff_ms`; the wait is jittered (between half of it and
+    /// all of it) so that a fleet cut off together does not come back in lockstep. Default 1 s.
     pub failure_backoff_ms: u64,
+    /// The longest wait after failures in a row, and the most of an upstream's `Retry-After`
+    /// that is honoured (so an upstream cannot park its followers for longer). Default 30 s.
+    pub max_backoff_ms: u64,
 }
 
 impl Default for Config {
@@ -34,6 +39,7 @@ impl Default for Config {
             request_timeout_ms: 2_000,
             poll_interval_ms: 1_000,
             failure_backoff_ms: 1_000,
+            max_backoff_ms: 30_000,
         }
     }
 }
@@ -81,8 +87,13 @@ pub enum Input<U> {
     /// The upstream no longer holds the entries right after our position (its log was
     /// compacted past it): follow from one of its snapshots instead.
     NeedSnapshot { from: U },
-    /// A request to this upstream failed at the connection level (refused, reset, TLS).
-    Failed { from: U },
+    /// A request to this upstream failed at the connection level (refused, reset, TLS) or was
+    /// refused (an HTTP error). `retry_after_ms`: how long the upstream asked to be left alone
+    /// (`Retry-After`), honoured up to [`Config::max_backoff_ms`].
+    Failed {
+        from: U,
+        retry_after_ms: Option<u64>,
+    },
     /// The answer to the outstanding request is still arriving (a large snapshot streams for
     /// a while): the upstream is alive and making progress, so the request is neither sent
     /// again nor judged silent. The driver reports it every second or so while bytes arrive,
@@ -203,6 +214,11 @@ pub struct Follower<U> {
     known_head: u64,
     /// Newest heartbeat origin ever received, from any upstream.
     freshest_origin: Option<u64>,
+    /// Connection failures since the last answer: the exponent of the backoff.
+    failures: u32,
+    /// State of the jitter's pseudo-random sequence (seeded by the driver; the jitter need not
+    /// be unpredictable, only different from node to node).
+    jitter: u64,
 }
 
 impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
@@ -266,7 +282,39 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             fetch_now: true,
             known_head: position.seq,
             freshest_origin: None,
+            failures: 0,
+            jitter: 0x9E37_79B9_7F4A_7C15,
         })
+    }
+
+    /// Seeds the backoff's jitter; give each node its own seed (e.g. random bytes), so that
+    /// nodes that fail together retry apart.
+    #[must_use]
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter = seed;
+        self
+    }
+
+    /// The wait after the `failures`-th failure in a row: exponential, capped, jittered.
+    fn backoff(&mut self) -> u64 {
+        let exponent = self.failures.saturating_sub(1).min(20);
+        let full = self
+            .config
+            .failure_backoff_ms
+            .saturating_mul(1 << exponent)
+            .min(
+                self.config
+                    .max_backoff_ms
+                    .max(self.config.failure_backoff_ms),
+            );
+        // splitmix64: a well-mixed sequence from any seed.
+        self.jitter = self.jitter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let half = full / 2;
+        half + z % (full - half + 1)
     }
 
     pub fn phase(&self) -> Phase {
@@ -300,7 +348,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             Input::Tick => {}
             Input::Entries { from, entries } => {
                 if self.is_current(&from) {
-                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.heard(now);
                     if self.phase == Phase::Following {
                         self.request = None;
                         self.last_answer_ms = now;
@@ -314,7 +362,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 origin_ms,
             } => {
                 if self.is_current(&from) {
-                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.heard(now);
                     self.last_origin_ms = self.last_origin_ms.max(origin_ms);
                     self.freshest_origin =
                         Some(self.freshest_origin.map_or(origin_ms, |o| o.max(origin_ms)));
@@ -326,7 +374,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             }
             Input::Snapshot { from, snapshot } => {
                 if self.is_current(&from) {
-                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.heard(now);
                     if self.phase != Phase::Following {
                         self.request = None;
                         self.on_snapshot(now, snapshot, &mut out);
@@ -339,7 +387,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 intact,
             } => {
                 if self.is_current(&from) {
-                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.heard(now);
                     if self.phase != Phase::Following {
                         self.request = None;
                         if self.accept_snapshot(now, position, intact, &mut out) {
@@ -350,7 +398,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             }
             Input::NeedSnapshot { from } => {
                 if self.is_current(&from) {
-                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.heard(now);
                     if self.phase == Phase::Following {
                         self.request = None;
                         self.phase = Phase::Resyncing;
@@ -362,7 +410,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 if self.is_current(&from) {
                     // Judged when it completes (its heartbeat comes with it); meanwhile the
                     // upstream counts as alive, fresh and progressing.
-                    self.last_heard_ms = self.last_heard_ms.max(now);
+                    self.heard(now);
                     self.last_origin_ms = self.last_origin_ms.max(now);
                     self.last_progress_ms = self.last_progress_ms.max(now);
                     if let Some((req, _)) = self.request {
@@ -370,10 +418,16 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     }
                 }
             }
-            Input::Failed { from } => {
+            Input::Failed {
+                from,
+                retry_after_ms,
+            } => {
                 if self.is_current(&from) {
+                    self.failures = self.failures.saturating_add(1);
+                    let asked = retry_after_ms.unwrap_or(0).min(self.config.max_backoff_ms);
+                    let wait = self.backoff().max(asked);
                     self.switch(now, SwitchReason::Failed, &mut out);
-                    self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
+                    self.next_request_ms = now.saturating_add(wait);
                 }
             }
             Input::Applied { seq } => {
@@ -389,6 +443,12 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         }
         self.poll(now, &mut out);
         out
+    }
+
+    /// The current upstream answered: it is alive, and the backoff starts over.
+    fn heard(&mut self, now: u64) {
+        self.last_heard_ms = self.last_heard_ms.max(now);
+        self.failures = 0;
     }
 
     fn is_current(&self, from: &U) -> bool {

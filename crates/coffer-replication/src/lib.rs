@@ -43,8 +43,10 @@
 //!    switches upstream and asks again. One older than (or equal to) the verified position is
 //!    not installed: the follower keeps its state and follows on from it.
 //! 6. **Failover.** The follower moves to the next upstream (round robin) when the current one
-//!    fails at the connection level ([`Input::Failed`]; the next request then waits
-//!    `failure_backoff_ms`), is silent (no message at all) for longer than `staleness_ms`,
+//!    fails at the connection level or refuses the request ([`Input::Failed`]; the next
+//!    request then waits `failure_backoff_ms`, doubled for each further failure in a row up to
+//!    `max_backoff_ms`, jittered, and at least what the upstream asked with `Retry-After`
+//!    within that cap), is silent (no message at all) for longer than `staleness_ms`,
 //!    sends heartbeats whose origin is older than `staleness_ms` (a relay cut off from the
 //!    root), or is behind what it advertises (or cannot produce a usable snapshot) for longer
 //!    than `staleness_ms`. A lost request or answer is only re-sent: a healthy upstream on a

@@ -275,7 +275,13 @@ fn messages_from_other_upstreams_are_ignored() {
         },
     );
     assert!(out.is_empty());
-    let out = f.handle(2, Input::Failed { from: B });
+    let out = f.handle(
+        2,
+        Input::Failed {
+            from: B,
+            retry_after_ms: None,
+        },
+    );
     assert!(out.is_empty());
     assert_eq!(*f.current_upstream(), A);
 }
@@ -375,7 +381,13 @@ fn connection_failure_switches_with_backoff_and_continues_from_position() {
             entries: entries(&log, 0, 3),
         },
     );
-    let out = f.handle(2, Input::Failed { from: A });
+    let out = f.handle(
+        2,
+        Input::Failed {
+            from: A,
+            retry_after_ms: None,
+        },
+    );
     assert_eq!(switched(&out), Some((A, B, SwitchReason::Failed)));
     assert!(
         !out.iter().any(|o| matches!(o, Output::Fetch { .. })),
@@ -487,7 +499,13 @@ fn unanswered_request_is_resent_to_the_same_upstream() {
 fn new_upstream_that_does_not_chain_triggers_resync_from_it() {
     let ours = log_of(3);
     let mut f = following(ours.head());
-    f.handle(1, Input::Failed { from: A });
+    f.handle(
+        1,
+        Input::Failed {
+            from: A,
+            retry_after_ms: None,
+        },
+    );
     f.handle(2_000, Input::Tick);
     // B's log has other history: its entry 4 does not chain onto our entry 3.
     let mut theirs = Log::new();
@@ -708,4 +726,73 @@ fn a_resyncing_follower_fetches_a_snapshot_and_keeps_its_state_until_a_newer_one
         },
     );
     assert_eq!(out[0], Output::InstallSnapshot(snap));
+}
+
+#[test]
+fn failures_in_a_row_back_off_exponentially_with_jitter_and_an_answer_resets_it() {
+    let config = Config {
+        failure_backoff_ms: 1_000,
+        max_backoff_ms: 8_000,
+        staleness_ms: 1_000_000,
+        ..Config::default()
+    };
+    // The wait before the request that follows each failure, for one seed.
+    let waits = |seed: u64, retry_after_ms: Option<u64>, answer_after: Option<usize>| {
+        let mut f = Follower::resume(vec![A], config, 0, Position::GENESIS)
+            .unwrap()
+            .with_jitter_seed(seed);
+        f.handle(0, Input::Tick);
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for i in 0..6 {
+            if answer_after == Some(i) {
+                f.handle(
+                    now,
+                    Input::Heartbeat {
+                        from: A,
+                        head_seq: 0,
+                        origin_ms: now,
+                    },
+                );
+            }
+            f.handle(
+                now,
+                Input::Failed {
+                    from: A,
+                    retry_after_ms,
+                },
+            );
+            let failed_at = now;
+            loop {
+                now += 10;
+                if f.handle(now, Input::Tick)
+                    .iter()
+                    .any(|o| matches!(o, Output::Fetch { .. }))
+                {
+                    break;
+                }
+            }
+            waits.push(now - failed_at);
+        }
+        waits
+    };
+    let w = waits(1, None, None);
+    // Each within [half, all] of 1, 2, 4, 8, 8, 8 s (to the tick).
+    for (wait, full) in w.iter().zip([1_000u64, 2_000, 4_000, 8_000, 8_000, 8_000]) {
+        assert!(
+            *wait >= full / 2 && *wait <= full + 10,
+            "{w:?}: {wait} not within [{}, {full}]",
+            full / 2
+        );
+    }
+    // Jittered: another seed waits differently.
+    assert_ne!(w, waits(2, None, None));
+    // An answer in between starts over.
+    let w = waits(1, None, Some(3));
+    assert!(w[3] <= 1_010, "{w:?}");
+    // Retry-After is honoured, but only up to the cap.
+    let w = waits(1, Some(5_000), None);
+    assert!(w[0] >= 5_000, "{w:?}");
+    let w = waits(1, Some(3_600_000), None);
+    assert!(w.iter().all(|w| *w <= 8_010), "{w:?}");
 }

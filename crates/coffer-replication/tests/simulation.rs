@@ -40,6 +40,7 @@ const CONFIG: Config = Config {
     request_timeout_ms: 250,
     poll_interval_ms: 300,
     failure_backoff_ms: 200,
+    max_backoff_ms: 1_600,
 };
 
 #[derive(Clone, Debug)]
@@ -468,7 +469,10 @@ impl Sim {
                 head_seq: head,
                 origin_ms: origin,
             },
-            Msg::Failed => Input::Failed { from },
+            Msg::Failed => Input::Failed {
+                from,
+                retry_after_ms: None,
+            },
         };
         let Some(f) = &self.nodes[to].follower else {
             return;

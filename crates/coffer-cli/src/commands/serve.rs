@@ -37,6 +37,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         secrets_quota: args.secrets_quota,
         max_stores: args.max_stores,
         feed_retention: args.feed_retention,
+        trusted_proxies: args.proxies.trusted()?,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve(
@@ -77,6 +78,8 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         serve_feed: args.serve_feed,
         staleness: std::time::Duration::from_secs(args.staleness),
         long_poll: coffer_edge::EdgeOptions::DEFAULT_LONG_POLL,
+        max_staleness: args.max_staleness.map(std::time::Duration::from_secs),
+        trusted_proxies: args.proxies.trusted()?,
     };
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
@@ -118,6 +121,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         secrets_quota: ServeOptions::DEFAULT_SECRETS_QUOTA,
         max_stores: ServeOptions::DEFAULT_MAX_STORES,
         feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+        trusted_proxies: Default::default(),
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(
