@@ -1810,3 +1810,98 @@ fn an_edge_never_applies_a_foreign_cluster_with_a_shorter_log() {
     check(&edge.read("API_KEY", &tb), Want::Status(401))
         .unwrap_or_else(|e| panic!("{e}\n{}", edge.diag()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Revocation, and failures that must not lock out anyone else.
+
+/// A revoked edge stops: after `coffer node revoke`, its upstream tells it (or the feed does),
+/// and it answers every read 503 `edge_revoked`, says `revoked` on `/healthz`, deletes its
+/// replica, asks upstream nothing more, and refuses to start again from that data dir. Then a
+/// burst of failed authentications from this test's address (the same 127.0.0.1 as the edge)
+/// is refused once over the limit, while valid service and API tokens from that address are
+/// served during and after it, a never-used one included.
+#[test]
+fn a_revoked_edge_stops_and_a_burst_of_failures_locks_out_no_valid_token() {
+    let cp = Cp::start();
+    let node = cp.node("rev-e1");
+    cp.create_secret("api-key", "value-1");
+    let token = cp.deploy("app", &[("API_KEY", "api-key")], &[]).unwrap();
+    let mut edge = Edge::start(&cp, "rev-e1", &[&cp.url()], &node, &[]);
+    edge.wait_ready();
+    edge.wait_read("API_KEY", &token, Want::Value("value-1"));
+
+    cp.conn.run(&["node", "revoke", &node.id]).ok();
+    let health = eventually(
+        "the edge to count itself revoked",
+        WAIT,
+        || match edge.healthz()? {
+            (503, h) if h["status"] == "revoked" => Ok(h),
+            (s, h) => Err(format!("{s} {h}")),
+        },
+        || edge.diag(),
+    );
+    assert!(health["revoked"].is_string(), "{health}");
+    let r = edge.read("API_KEY", &token).unwrap();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["errors"][0]["code"], 1502, "{r:?}");
+    eventually(
+        "the replica to be deleted",
+        WAIT,
+        || match edge.dir.join("replica.db").exists() {
+            false => Ok(()),
+            true => Err("replica.db is still there".to_owned()),
+        },
+        || edge.diag(),
+    );
+    // The control plane still serves the value to the service, and the service token's
+    // revocation acts there as always.
+    assert_eq!(cp.get(&binding_path("API_KEY"), &token).status, 200);
+
+    // A burst of failures from this address (malformed tokens, unknown ids, forged secrets
+    // of real ids) on both APIs; a valid token is served throughout.
+    let forged = format!("{}{}", &token[..token.len() - 43], "A".repeat(43));
+    let quota = format!("/client/v4/accounts/{}/secrets_store/quota", cp.conn.account);
+    let mut refused = 0;
+    for i in 0..300 {
+        let bad = match i % 3 {
+            0 => "garbage".to_owned(),
+            1 => format!("coffersvc_{}_{}", "ab".repeat(16), "Q".repeat(43)),
+            _ => forged.clone(),
+        };
+        let path = if i % 2 == 0 { binding_path("API_KEY") } else { quota.clone() };
+        let status = cp.get(&path, &bad).status;
+        assert!(status == 401 || status == 429, "failure {i}: {status}");
+        refused += usize::from(status == 429);
+        if i % 25 == 0 {
+            let r = cp.get(&binding_path("API_KEY"), &token);
+            assert_eq!((r.status, r.body.as_str()), (200, "value-1"), "during the burst ({i})");
+        }
+    }
+    assert!(refused > 200, "the limit engaged: {refused} of 300 refused with 429");
+    // After it: the same service token, the operator's API token, and a service deployed now
+    // (its token never seen before) are all served from this address.
+    assert_eq!(cp.get(&binding_path("API_KEY"), &forged).status, 429);
+    let r = cp.get(&binding_path("API_KEY"), &token);
+    assert_eq!((r.status, r.body.as_str()), (200, "value-1"));
+    assert_eq!(cp.get(&quota, &cp.conn.token).status, 200);
+    let fresh = cp.deploy("app-2", &[("API_KEY", "api-key")], &[]).unwrap();
+    let r = cp.get(&binding_path("API_KEY"), &fresh);
+    assert_eq!((r.status, r.body.as_str()), (200, "value-1"));
+
+    // The revoked edge's data dir is refused at start, saying what to do.
+    let status = edge.terminate();
+    assert!(status.success(), "{status}");
+    let mut cmd = coffer_cmd();
+    cmd.env_remove("COFFER_NODE_TOKEN")
+        .arg("edge")
+        .args(["--upstream", &cp.url()])
+        .env("COFFER_NODE_TOKEN", &node.token)
+        .arg("--data-dir")
+        .arg(&edge.dir)
+        .arg("--kek-file")
+        .arg(&cp.kek)
+        .args(["--listen", "127.0.0.1:0"]);
+    let out = run_briefly(cmd);
+    let line = out.one_error_line(1);
+    assert!(line.contains("revoked") && line.contains("empty data dir"), "{line}");
+}
