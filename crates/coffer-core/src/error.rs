@@ -61,7 +61,9 @@ pub enum CoreError {
         name: String,
         place: &'static str,
     },
-    #[error("store_not_empty: the store still holds secrets; delete them first or pass force=true")]
+    #[error(
+        "store_not_empty: the store still holds secrets; delete them first, or delete the store with them: `coffer store delete ID --force`, or `?force=true` on the API (wrangler's `secrets-store store delete` has no such option)"
+    )]
     StoreNotEmpty,
     #[error(
         "secrets quota exceeded: the account may hold {quota} secrets and holds {usage}; this request adds {requested}"
