@@ -275,7 +275,11 @@ impl Driver {
                 if again {
                     tracing::debug!(upstream = %url, error = %why, "upstream still unreachable");
                 } else {
-                    tracing::warn!(upstream = %url, error = %why, "lost the upstream; serving from the local replica and retrying with backoff");
+                    if self.cluster.is_some() {
+                        tracing::warn!(upstream = %url, error = %why, "lost the upstream; serving from the local replica meanwhile, retrying with backoff");
+                    } else {
+                        tracing::warn!(upstream = %url, error = %why, "cannot reach the upstream for a first snapshot; retrying with backoff");
+                    }
                     let since = self.lost[from]
                         .take()
                         .map_or_else(Instant::now, |(_, at)| at);
