@@ -276,7 +276,7 @@ fn transport(e: reqwest::Error) -> FetchError {
 
 /// What went wrong, said as plainly as the error chain allows: reqwest's own message ("error
 /// sending request") names no cause, the innermost error does ("Connection refused", a TLS
-/// alert, "invalid peer certificate: UnknownIssuer"). Without the URL: the caller knows it.
+/// alert, "invalid peer certificate: UnknownIssuer").
 fn cause(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".to_owned();
