@@ -414,13 +414,21 @@ pub enum DirectionArg {
 
 // ---- secrets ----
 
-const VALUE_HELP: &str = "The value. Omit it (or pass `-`) to be prompted with hidden input on a \
-    terminal, or to have it read from standard input otherwise; trailing whitespace is trimmed. \
-    A value given here stays in your shell history";
+const VALUE_HELP: &str = "The value, stored exactly as given. Omit it (or pass `-`) to be \
+    prompted with hidden input on a terminal (the newline that ends the line is not part of the \
+    value), or to have it read from standard input otherwise (one trailing newline is dropped, \
+    unless --keep-trailing-newline). A value given here stays in your shell history";
 
-const UPDATE_VALUE_HELP: &str = "A new value. Without --value the value is left unchanged; \
-    `--value -` prompts for it with hidden input on a terminal, or reads it from standard input \
-    otherwise (trailing whitespace is trimmed). A value given here stays in your shell history";
+const UPDATE_VALUE_HELP: &str = "A new value, stored exactly as given. Without --value or \
+    --value-file the value is left unchanged; `--value -` prompts for it with hidden input on a \
+    terminal, or reads it from standard input otherwise (one trailing newline is dropped, unless \
+    --keep-trailing-newline). A value given here stays in your shell history";
+
+const VALUE_FILE_HELP: &str = "Read the value from FILE, byte for byte (a final newline, as in a \
+    PEM file, is kept); at most 64 KiB of UTF-8";
+
+const KEEP_NEWLINE_HELP: &str = "Keep the trailing newline of a value read from standard input \
+    (by default exactly one trailing \"\\n\" or \"\\r\\n\" is dropped, and nothing else)";
 
 const SCOPES_HELP: &str = "Comma-separated scopes: workers, ai_gateway, dex, access, containers, \
     websearch";
@@ -429,8 +437,11 @@ const SCOPES_HELP: &str = "Comma-separated scopes: workers, ai_gateway, dex, acc
 pub enum SecretCommand {
     /// Create a secret
     #[command(
-        after_help = "Example:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
-                            --name openai-key --scopes workers"
+        after_help = "Values are stored byte for byte. From standard input, exactly one trailing \
+                      newline is dropped (--keep-trailing-newline keeps it).\n\n\
+                      Examples:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
+                      --name openai-key --scopes workers\n  coffer secret create STORE_ID \
+                      --name tls-key --scopes workers --value-file key.pem"
     )]
     Create(SecretCreateArgs),
     /// List a store's secrets (metadata only)
@@ -463,6 +474,12 @@ pub struct SecretCreateArgs {
 
     #[arg(long, value_name = "VALUE", help = VALUE_HELP)]
     pub value: Option<ValueArg>,
+
+    #[arg(long, value_name = "FILE", conflicts_with = "value", help = VALUE_FILE_HELP)]
+    pub value_file: Option<PathBuf>,
+
+    #[arg(long, conflicts_with = "value_file", help = KEEP_NEWLINE_HELP)]
+    pub keep_trailing_newline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -511,6 +528,12 @@ pub struct SecretUpdateArgs {
 
     #[arg(long, value_name = "VALUE", help = UPDATE_VALUE_HELP)]
     pub value: Option<ValueArg>,
+
+    #[arg(long, value_name = "FILE", conflicts_with = "value", help = VALUE_FILE_HELP)]
+    pub value_file: Option<PathBuf>,
+
+    #[arg(long, conflicts_with = "value_file", help = KEEP_NEWLINE_HELP)]
+    pub keep_trailing_newline: bool,
 
     /// New scopes, replacing the old ones (comma-separated)
     #[arg(long, value_name = "SCOPES")]
