@@ -446,7 +446,7 @@ pub enum SecretCommand {
     Create(SecretCreateArgs),
     /// List a store's secrets (metadata only)
     List(SecretListArgs),
-    /// Show a secret's metadata
+    /// Show a secret's metadata and the deployed services that bind it
     Get(SecretGetArgs),
     /// Change a secret's value, scopes or comment
     Update(SecretUpdateArgs),
@@ -542,6 +542,11 @@ pub struct SecretUpdateArgs {
     /// New comment (`--comment ''` clears it)
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
+
+    /// Remove scopes even if deployed services lose access to the secret; without it, the
+    /// services are named and the question asked on a terminal, and the update refused otherwise
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

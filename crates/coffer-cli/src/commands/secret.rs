@@ -6,8 +6,8 @@ use coffer_client::{
     Client, CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret,
 };
 
-use super::UsageError;
 use super::store::direction;
+use super::{UsageError, bound};
 use crate::args::{SecretCommand, SecretOrderArg, ValueArg};
 use crate::table::one_line;
 use crate::value::Source;
@@ -52,7 +52,8 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
         }
         SecretCommand::Get(args) => {
             let secret = client.get_secret(args.store.id(), &args.secret_id).await?;
-            output::secret(&secret, json)
+            let binders = bound::find(client, &secret).await?;
+            bound::secret_with_binders(&secret, &binders, json)
         }
         SecretCommand::Update(args) => {
             // Only `--value` or `--value-file` changes the value; `--value -` prompts or reads
@@ -74,6 +75,16 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
             let value = source
                 .map(|source| value::obtain(source, args.keep_trailing_newline))
                 .transpose()?;
+            if let Some(scopes) = &args.scopes {
+                bound::check_scope_change(
+                    client,
+                    args.store.id(),
+                    &args.secret_id,
+                    &scopes.0,
+                    args.yes,
+                )
+                .await?;
+            }
             let update = UpdateSecret {
                 value,
                 scopes: args.scopes.map(|s| s.0),
