@@ -955,9 +955,9 @@ const RUN_AFTER_HELP: &str = "\
 Reads every secret binding of the service in one request, puts each value in CMD's environment
 under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
 standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
-CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding named
-PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, PYTHONSTARTUP, PERL5OPT, RUBYOPT, or LD_* or
-DYLD_* is refused (exit status 1): it would change how CMD is found or loaded.
+CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding with a
+reserved name (PATH, LD_PRELOAD, NODE_OPTIONS...: docs/bindings.md lists them; deploys refuse
+them) is refused (exit status 1): it would change how CMD is found or loaded.
 
 Example:
   COFFER_SERVICE_TOKEN=coffersvc_... coffer run -- node server.js";

@@ -291,3 +291,45 @@ fn removing_a_scope_a_service_needs_is_refused_without_yes() {
     assert!(!f.server.log().contains(KEY_VALUE));
     let _ = &f.dir;
 }
+
+#[test]
+fn deploy_refuses_the_binding_names_run_refuses_naming_them() {
+    let f = fixture();
+    let config = f.dir.join("reserved.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"reserved\"\n\
+             [[secrets_store_secrets]]\nbinding = \"PATH\"\nstore_id = \"{store}\"\n\
+             secret_name = \"openai-key\"\n\
+             [[secrets_store_secrets]]\nbinding = \"MY_PATH\"\nstore_id = \"{store}\"\n\
+             secret_name = \"openai-key\"\n\
+             [[secrets_store_stores]]\nbinding = \"LD_PRELOAD\"\nstore_id = \"{store}\"\n",
+            store = f.store
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = f.conn.run(&["deploy", "--config", config]);
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let reserved = "is reserved: an environment variable of that name would change how a command \
+                    is found or loaded (PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, \
+                    PYTHONSTARTUP, PERL5OPT, RUBYOPT, LD_*, DYLD_*) (`coffer run` exports each \
+                    binding as an environment variable)";
+    assert_eq!(
+        lines,
+        [
+            format!("error: {config}: \"secrets_store_secrets[0]\" binding \"PATH\" {reserved}"),
+            format!(
+                "error: {config}: \"secrets_store_stores[0]\" binding \"LD_PRELOAD\" {reserved}"
+            ),
+        ]
+    );
+    let list = f
+        .conn
+        .run(&["service", "list", "--name", "reserved", "--json"])
+        .ok()
+        .json();
+    assert_eq!(list["result"], json!([]), "{list}");
+}

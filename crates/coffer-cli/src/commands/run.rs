@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use coffer_client::{Env, SERVICE_TOKEN_VAR, SecretValue};
-use coffer_types::BindingName;
+use coffer_types::{BindingName, BindingNameError};
 
 use crate::args::RunArgs;
 
@@ -86,17 +86,17 @@ fn command(
     let mut cmd = Command::new(program);
     cmd.args(args).env_remove(SERVICE_TOKEN_VAR);
     for (name, value) in values {
-        if let Err(e) = BindingName::parse(name) {
-            anyhow::bail!(
+        // The rule deploys are checked with; a service deployed before a name was reserved
+        // still meets it here.
+        match BindingName::parse_exportable(name) {
+            Ok(_) => {}
+            Err(e @ BindingNameError::Reserved) => anyhow::bail!(
+                "the binding {name} is refused: it {e}; rename the binding and deploy again"
+            ),
+            Err(e) => anyhow::bail!(
                 "the binding {:?} cannot be an environment variable: it {e}",
                 crate::table::one_line(name)
-            );
-        }
-        if hijacks_loader(name) {
-            anyhow::bail!(
-                "the binding {name} is refused: as an environment variable it would change how \
-                 the command is found or loaded; rename the binding"
-            );
+            ),
         }
         if value.expose_secret().contains('\0') {
             anyhow::bail!(
@@ -107,25 +107,6 @@ fn command(
         cmd.env(name, value.expose_secret());
     }
     Ok(cmd)
-}
-
-/// Variables that decide which program runs, or what it loads before its own code: a binding
-/// must not set them.
-const LOADER_VARS: &[&str] = &[
-    "PATH",
-    "IFS",
-    "ENV",
-    "BASH_ENV",
-    "NODE_OPTIONS",
-    "PYTHONPATH",
-    "PYTHONSTARTUP",
-    "PERL5OPT",
-    "RUBYOPT",
-];
-
-/// Whether a binding named `name` would hijack CMD's lookup or loader (`PATH`, `LD_PRELOAD`...).
-fn hijacks_loader(name: &str) -> bool {
-    LOADER_VARS.contains(&name) || name.starts_with("LD_") || name.starts_with("DYLD_")
 }
 
 #[cfg(unix)]
