@@ -63,8 +63,8 @@ pub enum RuntimeError {
     #[error("invalid secret name {name:?}: {reason}")]
     InvalidSecretName { name: String, reason: String },
 
-    /// 404 `binding_not_found`: the service has no such binding, or the bound secret is gone.
-    /// The message is the server's, `Secret "<name>" not found`.
+    /// 404 `binding_not_found`: the service has no such binding (`binding "<name>" not found`),
+    /// or the bound secret is gone (`Secret "<name>" not found`). The message is the server's.
     #[error("{message}")]
     NotFound { message: String },
 
@@ -642,7 +642,7 @@ impl<'a> BoundSecret<'a> {
     }
 
     /// `GET /runtime/v1/bindings/{binding}` (or the cache): the value, or an error saying why
-    /// not (`Secret "<name>" not found`, scope denied, a refused token...). The future borrows
+    /// not (`binding "<name>" not found`, scope denied, a refused token...). The future borrows
     /// the [`Env`], not this handle, so `env.secret("K").get()` can be kept and awaited later.
     pub fn get(&self) -> impl Future<Output = Result<SecretValue, RuntimeError>> + Send + use<'a> {
         let (env, binding) = (self.env, self.binding.clone());

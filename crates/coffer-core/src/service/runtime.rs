@@ -701,7 +701,9 @@ impl Coffer {
         };
         // A name that cannot exist is simply not found; echo at most a bounded prefix.
         let Ok(secret_name) = SecretName::parse(name) else {
-            return Err(CoreError::BindingNotFound(name.chars().take(255).collect()));
+            return Err(CoreError::BoundSecretNotFound(
+                name.chars().take(255).collect(),
+            ));
         };
         let resolved = Resolved {
             binding: &b.binding,
@@ -770,7 +772,7 @@ impl Coffer {
                 k.secret_name = "";
             }
             self.access_log.note(k, r.service.name.as_str());
-            return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
+            return Err(CoreError::BoundSecretNotFound(r.secret_name.to_owned()));
         };
         let (secret, version) = &*value;
         if !secret.scopes.contains(r.service.kind) {
@@ -781,7 +783,7 @@ impl Coffer {
             if r.via_store {
                 // A store binding gives the secrets that carry the type; the others are not
                 // part of it, and their names are not the service's to learn.
-                return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
+                return Err(CoreError::BoundSecretNotFound(r.secret_name.to_owned()));
             }
             return Err(CoreError::ScopeDenied(format!(
                 "secret \"{}\" does not carry the scope \"{}\" that this service's type needs",
