@@ -957,7 +957,9 @@ under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD
 standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
 CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding with a
 reserved name (PATH, LD_PRELOAD, NODE_OPTIONS...: docs/bindings.md lists them; deploys refuse
-them) is refused (exit status 1): it would change how CMD is found or loaded.
+them) is refused (exit status 1): it would change how CMD is found or loaded. Store bindings are
+not exported (they give secrets by name, not a fixed set of variables); a note on standard error
+names them before CMD starts.
 
 Example:
   COFFER_SERVICE_TOKEN=coffersvc_... coffer run -- node server.js";

@@ -333,3 +333,72 @@ fn deploy_refuses_the_binding_names_run_refuses_naming_them() {
         .json();
     assert_eq!(list["result"], json!([]), "{list}");
 }
+
+#[test]
+fn run_says_at_start_that_it_does_not_export_store_bindings() {
+    let f = fixture();
+    // gw has only a store binding: nothing to export, and a note on stderr saying so and why.
+    let seen = f.dir.join("seen");
+    let script = format!("env > '{}'", seen.display());
+    let out = run(
+        coffer_run(&f.server.url, &f.gw_token, &["sh", "-c", &script]),
+        None,
+    )
+    .ok();
+    assert_eq!(
+        out.stderr,
+        "note: coffer run does not export the store binding ALL: a store binding gives its \
+         store's secrets by name, not a fixed set of variables; read them through the runtime API \
+         (GET /runtime/v1/stores/ALL/secrets/NAME, or the SDK's env.store(\"ALL\")), or bind each \
+         secret under its own name with [[secrets_store_secrets]]\n"
+    );
+    let env = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        !env.contains(KEY_VALUE),
+        "a store binding's secret was exported"
+    );
+    assert!(!env.lines().any(|l| l.starts_with("ALL=")), "{env}");
+
+    // app has only a secret binding: exported, and nothing said.
+    let script = format!("printf %s \"$OPENAI_KEY\" > '{}'", seen.display());
+    let out = run(
+        coffer_run(&f.server.url, &f.app_token, &["sh", "-c", &script]),
+        None,
+    )
+    .ok();
+    assert_eq!(out.stderr, "");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), KEY_VALUE);
+
+    // Both kinds: the secret binding is exported, the store binding named.
+    let config = f.dir.join("both.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"both\"\n\
+             [[secrets_store_secrets]]\nbinding = \"OPENAI_KEY\"\nstore_id = \"{store}\"\n\
+             secret_name = \"openai-key\"\n\
+             [[secrets_store_stores]]\nbinding = \"SHARED\"\nstore_id = \"{store}\"\n\
+             [[secrets_store_stores]]\nbinding = \"MORE\"\nstore_id = \"{store}\"\n",
+            store = f.store
+        ),
+    )
+    .unwrap();
+    let deployed = f
+        .conn
+        .run(&["deploy", "--config", config.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    let token = deployed["service_token"].as_str().unwrap();
+    let out = run(
+        coffer_run(&f.server.url, token, &["sh", "-c", &script]),
+        None,
+    )
+    .ok();
+    assert!(
+        out.stderr
+            .starts_with("note: coffer run does not export the store bindings SHARED, MORE: "),
+        "{out:#?}"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out:#?}");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), KEY_VALUE);
+}

@@ -451,6 +451,14 @@ impl AccessLog {
     }
 }
 
+/// What a service reads in one request: every secret binding's value, and the names of its
+/// store bindings (not read: a store binding gives secrets by name).
+#[derive(Debug)]
+pub struct AllBindings {
+    pub values: Vec<(BindingName, Plaintext)>,
+    pub store_bindings: Vec<BindingName>,
+}
+
 /// One secret a service may read, resolved from a binding.
 struct Resolved<'a> {
     service: &'a ServiceRecord,
@@ -655,13 +663,14 @@ impl Coffer {
         Ok(value)
     }
 
-    /// Reads every secret binding of the service, in binding order. Fails as a whole if any
-    /// one fails: a service started with one of its secrets silently missing is worse than one
-    /// that does not start.
+    /// Reads every secret binding of the service, in binding order, and names its store
+    /// bindings (whose secrets are read one by one, by name). Fails as a whole if any one
+    /// secret binding fails: a service started with one of its secrets silently missing is
+    /// worse than one that does not start.
     pub async fn read_all_bindings(
         &self,
         who: &ServicePrincipal,
-    ) -> Result<Vec<(BindingName, Plaintext)>, CoreError> {
+    ) -> Result<AllBindings, CoreError> {
         let service = self.runtime_service(who).await?;
         let mut out = Vec::with_capacity(service.secrets.len());
         let mut served = Vec::with_capacity(service.secrets.len());
@@ -681,7 +690,10 @@ impl Coffer {
         for key in served {
             self.access_log.note(key, service.name.as_str());
         }
-        Ok(out)
+        Ok(AllBindings {
+            values: out,
+            store_bindings: service.stores.iter().map(|b| b.binding.clone()).collect(),
+        })
     }
 
     /// Reads the secret `name` through the store binding `binding`.

@@ -1,5 +1,6 @@
 //! The rules a service relies on at runtime, checked where they are made: a deploy refuses the
-//! binding names `coffer run` cannot export (the one list, `BindingName::is_reserved`).
+//! binding names `coffer run` cannot export (the one list, `BindingName::is_reserved`), and the
+//! batch read names the store bindings it does not hold.
 
 use coffer_api::ErrorCode;
 use serde_json::json;
@@ -59,4 +60,51 @@ async fn reserved_binding_names_are_refused_at_deploy_naming_the_binding() {
         }))
         .await;
     assert_eq!(h.read_value(svc.token(), "MY_PATH").await, "value-a");
+}
+
+/// `GET /runtime/v1/bindings` holds the secret bindings; the store bindings, which it cannot
+/// hold (they give secrets by name), are named in a header so that a caller can say so.
+#[tokio::test]
+async fn the_batch_read_names_the_store_bindings_it_does_not_hold() {
+    let h = Harness::new().await;
+    let store = h.create_store("prod").await;
+    let other = h.create_store("other").await;
+    h.create_secrets(&store, &[secret_item("A", "value-a", &["workers"])])
+        .await;
+    let header = |r: &Resp| {
+        r.headers
+            .get(coffer_api::STORE_BINDINGS_HEADER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let both = h
+        .deploy_ok(&json!({
+            "name": "both",
+            "secrets_store_secrets": [secret_binding("A_KEY", &store, "A")],
+            "secrets_store_stores": [store_binding("ALL", &store), store_binding("OTHER_2", &other)],
+        }))
+        .await;
+    let r = h.runtime(both.token(), "/bindings").await;
+    assert_eq!(r.json(), json!({ "A_KEY": "value-a" }));
+    assert_eq!(header(&r).as_deref(), Some("ALL,OTHER_2"));
+    // Only secret bindings: no header.
+    let secrets_only = h
+        .deploy_ok(&json!({
+            "name": "secrets-only",
+            "secrets_store_secrets": [secret_binding("A_KEY", &store, "A")],
+        }))
+        .await;
+    let r = h.runtime(secrets_only.token(), "/bindings").await;
+    assert_eq!(r.json(), json!({ "A_KEY": "value-a" }));
+    assert_eq!(header(&r), None);
+    // A redeploy is seen on the next read.
+    h.deploy_ok(
+        &json!({ "name": "secrets-only", "secrets_store_stores": [store_binding("S", &store)] }),
+    )
+    .await;
+    let r = h.runtime(secrets_only.token(), "/bindings").await;
+    assert_eq!(r.json(), json!({}));
+    assert_eq!(header(&r).as_deref(), Some("S"));
+    // A single read does not carry it.
+    let r = h.read_binding(both.token(), "A_KEY").await;
+    assert_eq!(header(&r), None);
 }
