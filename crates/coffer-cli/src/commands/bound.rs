@@ -54,7 +54,7 @@ async fn all_services(client: &Client) -> anyhow::Result<Vec<Service>> {
 pub fn binders(services: &[Service], secret: &Secret) -> Vec<Binder> {
     let mut out = Vec::new();
     for service in services {
-        let readable = secret.scopes.iter().any(|s| *s == service.kind);
+        let readable = secret.scopes.contains(&service.kind);
         let binder = |binding: &str, kind| Binder {
             service: service.name.clone(),
             service_id: service.id.clone(),
