@@ -34,3 +34,8 @@ pub const API_PREFIX: &str = "/client/v4";
 
 /// Path prefix of the runtime API, where bound services read secret values.
 pub const RUNTIME_PREFIX: &str = "/runtime/v1";
+
+/// Response header of `GET /runtime/v1/bindings`: the names of the service's store bindings,
+/// comma-separated (binding names hold no comma), absent when it has none. The body holds the
+/// secret bindings only; this tells a caller what it does not hold (`coffer run` says so).
+pub const STORE_BINDINGS_HEADER: &str = "coffer-store-bindings";

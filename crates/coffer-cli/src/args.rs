@@ -459,13 +459,21 @@ pub enum DirectionArg {
 
 // ---- secrets ----
 
-const VALUE_HELP: &str = "The value. Omit it (or pass `-`) to be prompted with hidden input on a \
-    terminal, or to have it read from standard input otherwise; trailing whitespace is trimmed. \
-    A value given here stays in your shell history";
+const VALUE_HELP: &str = "The value, stored exactly as given. Omit it (or pass `-`) to be \
+    prompted with hidden input on a terminal (the newline that ends the line is not part of the \
+    value), or to have it read from standard input otherwise (one trailing newline is dropped, \
+    unless --keep-trailing-newline). A value given here stays in your shell history";
 
-const UPDATE_VALUE_HELP: &str = "A new value. Without --value the value is left unchanged; \
-    `--value -` prompts for it with hidden input on a terminal, or reads it from standard input \
-    otherwise (trailing whitespace is trimmed). A value given here stays in your shell history";
+const UPDATE_VALUE_HELP: &str = "A new value, stored exactly as given. Without --value or \
+    --value-file the value is left unchanged; `--value -` prompts for it with hidden input on a \
+    terminal, or reads it from standard input otherwise (one trailing newline is dropped, unless \
+    --keep-trailing-newline). A value given here stays in your shell history";
+
+const VALUE_FILE_HELP: &str = "Read the value from FILE, byte for byte (a final newline, as in a \
+    PEM file, is kept); at most 64 KiB of UTF-8";
+
+const KEEP_NEWLINE_HELP: &str = "Keep the trailing newline of a value read from standard input \
+    (by default exactly one trailing \"\\n\" or \"\\r\\n\" is dropped, and nothing else)";
 
 const SCOPES_HELP: &str = "Comma-separated scopes: workers, ai_gateway, dex, access, containers, \
     websearch";
@@ -474,13 +482,16 @@ const SCOPES_HELP: &str = "Comma-separated scopes: workers, ai_gateway, dex, acc
 pub enum SecretCommand {
     /// Create a secret
     #[command(
-        after_help = "Example:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
-                            --name openai-key --scopes workers"
+        after_help = "Values are stored byte for byte. From standard input, exactly one trailing \
+                      newline is dropped (--keep-trailing-newline keeps it).\n\n\
+                      Examples:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
+                      --name openai-key --scopes workers\n  coffer secret create STORE_ID \
+                      --name tls-key --scopes workers --value-file key.pem"
     )]
     Create(SecretCreateArgs),
     /// List a store's secrets (metadata only)
     List(SecretListArgs),
-    /// Show a secret's metadata
+    /// Show a secret's metadata and the deployed services that bind it
     Get(SecretGetArgs),
     /// Change a secret's value, scopes or comment
     Update(SecretUpdateArgs),
@@ -508,6 +519,12 @@ pub struct SecretCreateArgs {
 
     #[arg(long, value_name = "VALUE", help = VALUE_HELP)]
     pub value: Option<ValueArg>,
+
+    #[arg(long, value_name = "FILE", conflicts_with = "value", help = VALUE_FILE_HELP)]
+    pub value_file: Option<PathBuf>,
+
+    #[arg(long, conflicts_with = "value_file", help = KEEP_NEWLINE_HELP)]
+    pub keep_trailing_newline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -557,6 +574,12 @@ pub struct SecretUpdateArgs {
     #[arg(long, value_name = "VALUE", help = UPDATE_VALUE_HELP)]
     pub value: Option<ValueArg>,
 
+    #[arg(long, value_name = "FILE", conflicts_with = "value", help = VALUE_FILE_HELP)]
+    pub value_file: Option<PathBuf>,
+
+    #[arg(long, conflicts_with = "value_file", help = KEEP_NEWLINE_HELP)]
+    pub keep_trailing_newline: bool,
+
     /// New scopes, replacing the old ones (comma-separated)
     #[arg(long, value_name = "SCOPES")]
     pub scopes: Option<ScopeList>,
@@ -564,6 +587,11 @@ pub struct SecretUpdateArgs {
     /// New comment (`--comment ''` clears it)
     #[arg(long, value_name = "TEXT")]
     pub comment: Option<String>,
+
+    /// Remove scopes even if deployed services lose access to the secret; without it, the
+    /// services are named and the question asked on a terminal, and the update refused otherwise
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -972,9 +1000,11 @@ const RUN_AFTER_HELP: &str = "\
 Reads every secret binding of the service in one request, puts each value in CMD's environment
 under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
 standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
-CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding named
-PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, PYTHONSTARTUP, PERL5OPT, RUBYOPT, or LD_* or
-DYLD_* is refused (exit status 1): it would change how CMD is found or loaded.
+CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding with a
+reserved name (PATH, LD_PRELOAD, NODE_OPTIONS...: docs/bindings.md lists them; deploys refuse
+them) is refused (exit status 1): it would change how CMD is found or loaded. Store bindings are
+not exported (they give secrets by name, not a fixed set of variables); a note on standard error
+names them before CMD starts.
 
 Example:
   COFFER_SERVICE_TOKEN=coffersvc_... coffer run -- node server.js";

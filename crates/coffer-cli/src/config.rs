@@ -530,7 +530,7 @@ fn check_binding(item: &Value, kind: Kind, path: &str, report: &mut Report) -> O
     let echo = |s: &str| Value::String(s.to_owned()).echo();
     let (binding, store_id) = (text("binding"), text("store_id"));
     let mut ok = true;
-    if let Err(e) = BindingName::parse(binding) {
+    if let Err(e) = BindingName::parse_exportable(binding) {
         report.problems.push(format!(
             "\"{path}\" binding {} {e} (`coffer run` exports each binding as an environment \
              variable)",

@@ -250,8 +250,11 @@ fn empty_and_oversized_values_are_refused_before_any_request() {
         )
     };
 
-    let out = create("empty", " \n\t\n");
-    assert_eq!(out.one_error_line(1), "error: the secret value is empty");
+    // Standard input less its one trailing newline: nothing left.
+    for empty in ["", "\n", "\r\n"] {
+        let out = create("empty", empty);
+        assert_eq!(out.one_error_line(1), "error: the secret value is empty");
+    }
 
     let out = create("big", &"x".repeat(65_537));
     let line = out.one_error_line(1);
@@ -260,8 +263,23 @@ fn empty_and_oversized_values_are_refused_before_any_request() {
         "{line}"
     );
 
-    // Exactly at the limit is accepted, and trailing whitespace does not count.
+    // Exactly at the limit is accepted; the trailing newline standard input drops does not
+    // count, one that is kept does.
     create("at-limit", &format!("{}\n", "x".repeat(65_536))).ok();
+    let out = conn.run_with_stdin(
+        &[
+            "secret",
+            "create",
+            &store,
+            "--name",
+            "kept",
+            "--scopes",
+            "workers",
+            "--keep-trailing-newline",
+        ],
+        &format!("{}\n", "x".repeat(65_536)),
+    );
+    assert!(out.one_error_line(1).contains("65537 bytes"), "{out:#?}");
 
     let v = conn.run(&["secret", "list", &store, "--json"]).ok().json();
     let names: Vec<&str> = v["result"]

@@ -68,8 +68,8 @@ use coffer_api::{
 pub use error::{Error, code_name};
 pub use params::{AuditFilter, Direction, ListSecrets, ListServices, SecretOrder, StoreOrder};
 pub use runtime::{
-    API_URL_VAR, BoundSecret, BoundStore, CA_CERT_VAR, DEFAULT_API_URL, Env, EnvBuilder,
-    RuntimeError, SERVICE_TOKEN_VAR, StoreSecret,
+    API_URL_VAR, AllBindings, BoundSecret, BoundStore, CA_CERT_VAR, DEFAULT_API_URL, Env,
+    EnvBuilder, RuntimeError, SERVICE_TOKEN_VAR, StoreSecret,
 };
 
 use crate::error::{connect_reason, snippet};

@@ -233,7 +233,7 @@ async fn the_example_sends_the_bound_key_as_a_bearer_token() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "error: Secret \"OPENAI_KEY\" not found\n"
+        "error: binding \"OPENAI_KEY\" not found\n"
     );
     // No token: a clear message.
     let out = run_example(vec!["http://127.0.0.1:1/".into()], vec![]).await;

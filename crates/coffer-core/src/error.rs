@@ -94,10 +94,15 @@ pub enum CoreError {
     /// token on the runtime API).
     #[error("{0}")]
     WrongTokenKind(&'static str),
-    /// A runtime read of a binding the service lacks, or whose secret is gone. Carries the
-    /// name the message shows (`Secret "<name>" not found`).
-    #[error("Secret \"{0}\" not found")]
+    /// A runtime read of a binding the service does not have. Carries the name asked for
+    /// (`binding "<name>" not found`).
+    #[error("binding \"{0}\" not found")]
     BindingNotFound(String),
+    /// A runtime read through a binding the service has, of a secret that is gone (or, through
+    /// a store binding, that the store does not give the service). Carries the secret's name
+    /// (`Secret "<name>" not found`, as Miniflare says it).
+    #[error("Secret \"{0}\" not found")]
+    BoundSecretNotFound(String),
     /// A runtime read of a secret whose scopes no longer include the service's type.
     #[error("{0}")]
     ScopeDenied(String),

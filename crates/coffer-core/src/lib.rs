@@ -20,7 +20,9 @@ pub use limits::{
 };
 pub use policy::{Permission, Principal, RequestContext, Role};
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
-pub use service::runtime::{AccessEvent, AccessOutcome, AccessRefusal, ServicePrincipal};
+pub use service::runtime::{
+    AccessEvent, AccessOutcome, AccessRefusal, AllBindings, ServicePrincipal,
+};
 pub use service::services::{Deploy, Deployed, MAX_BINDINGS, ServiceListQuery};
 pub use service::{
     AuditVerification, Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery,

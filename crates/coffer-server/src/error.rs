@@ -128,7 +128,7 @@ impl From<CoreError> for ApiError {
                 format!("Secrets store binding authorization failed: {e}"),
             ),
             CoreError::WrongTokenKind(m) => ApiError::new(ErrorCode::WrongTokenKind, m),
-            e @ CoreError::BindingNotFound(_) => {
+            e @ (CoreError::BindingNotFound(_) | CoreError::BoundSecretNotFound(_)) => {
                 ApiError::new(ErrorCode::BindingNotFound, e.to_string())
             }
             CoreError::ScopeDenied(m) => ApiError::new(ErrorCode::ScopeDenied, m),

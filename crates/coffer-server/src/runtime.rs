@@ -7,10 +7,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use coffer_api::ErrorCode;
-use coffer_core::{CoreError, ServicePrincipal};
+use coffer_api::{ErrorCode, STORE_BINDINGS_HEADER};
+use coffer_core::{AllBindings, CoreError, ServicePrincipal};
 use coffer_crypto::Plaintext;
 use coffer_types::TokenId;
 use zeroize::Zeroizing;
@@ -135,14 +135,18 @@ pub async fn read_store_secret(
     logged(&who, result.await)
 }
 
-/// `GET /runtime/v1/bindings`: every secret binding as `{"BINDING": "value", ...}`.
+/// `GET /runtime/v1/bindings`: every secret binding as `{"BINDING": "value", ...}`, and the
+/// store bindings' names in the `coffer-store-bindings` header.
 pub async fn read_all(State(app): State<AppState>, ServiceAuth(who): ServiceAuth) -> Response {
     let result = read_all_values(&app, &who).await;
     logged(&who, result)
 }
 
 async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Response> {
-    let values = app.coffer.read_all_bindings(who).await?;
+    let AllBindings {
+        values,
+        store_bindings,
+    } = app.coffer.read_all_bindings(who).await?;
     // Sized for the worst case (every byte escaped as \uXXXX), so the buffer never grows and
     // leaves no unwiped copy behind.
     let capacity = 2 + values
@@ -164,10 +168,16 @@ async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Re
         map.end().map_err(internal)?;
     }
     debug_assert!(body.len() <= capacity);
-    Ok(secret_response(
-        Bytes::from_owner(Wiped(body)),
-        "application/json",
-    ))
+    let mut response = secret_response(Bytes::from_owner(Wiped(body)), "application/json");
+    if !store_bindings.is_empty() {
+        let names: Vec<&str> = store_bindings.iter().map(|b| b.as_str()).collect();
+        // Binding names are `[A-Za-z_][A-Za-z0-9_]*`: always a valid header value.
+        let value = HeaderValue::from_str(&names.join(",")).map_err(internal)?;
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(STORE_BINDINGS_HEADER), value);
+    }
+    Ok(response)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {

@@ -9,7 +9,7 @@ use coffer_api::{
 };
 use coffer_core::{DEFAULT_PER_PAGE, Deploy, MAX_BINDINGS, ServiceListQuery};
 use coffer_storage::{SecretBindingRecord, StoreBindingRecord};
-use coffer_types::{BindingName, Scope, SecretName, ServiceName, StoreId};
+use coffer_types::{BindingName, BindingNameError, Scope, SecretName, ServiceName, StoreId};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, JsonBody, PathIds, QueryPairs};
@@ -26,8 +26,13 @@ fn binding_error(pointer: String, message: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// A new binding's name: well-formed, and not one `coffer run` would refuse to export (the one
+/// rule, `BindingName::parse_exportable`). A reserved name is short and known, so it is named.
 fn binding_name(pointer: String, s: &str) -> Result<BindingName, ApiError> {
-    BindingName::parse(s).map_err(|e| binding_error(pointer, format!("binding name {e}")))
+    BindingName::parse_exportable(s).map_err(|e| match e {
+        BindingNameError::Reserved => binding_error(pointer, format!("binding name {s:?} {e}")),
+        e => binding_error(pointer, format!("binding name {e}")),
+    })
 }
 
 fn store_id(pointer: String, s: &str) -> Result<StoreId, ApiError> {

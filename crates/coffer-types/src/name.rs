@@ -190,6 +190,42 @@ pub enum BindingNameError {
         "must be a valid environment variable name: letters, digits and underscores, not starting with a digit"
     )]
     BadCharacter,
+    /// A well-formed name that [`BindingName::parse_exportable`] refuses.
+    #[error(
+        "is reserved: an environment variable of that name would change how a command is found or loaded ({})",
+        reserved_list()
+    )]
+    Reserved,
+}
+
+/// Environment variables that decide which program runs, or what it loads before its own code.
+/// `coffer run` exports every binding as a variable, so no new binding may have one of these
+/// names ([`BindingName::parse_exportable`]). This list and [`RESERVED_BINDING_PREFIXES`] are
+/// the one place the rule lives: the server's deploy, `coffer deploy` and `coffer run` all ask
+/// [`BindingName::is_reserved`].
+pub const RESERVED_BINDING_NAMES: &[&str] = &[
+    "PATH",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "NODE_OPTIONS",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PERL5OPT",
+    "RUBYOPT",
+];
+
+/// Prefixes of reserved names: the dynamic loaders' variables (`LD_PRELOAD`, `DYLD_INSERT_...`).
+pub const RESERVED_BINDING_PREFIXES: &[&str] = &["LD_", "DYLD_"];
+
+/// `PATH, IFS, ..., LD_*, DYLD_*`, for messages.
+fn reserved_list() -> String {
+    RESERVED_BINDING_NAMES
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(RESERVED_BINDING_PREFIXES.iter().map(|p| format!("{p}*")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The name under which a service sees a secret (`env.OPENAI_KEY`, or the environment variable
@@ -211,6 +247,26 @@ impl BindingName {
             return Err(BindingNameError::BadCharacter);
         }
         Ok(BindingName(s.to_owned()))
+    }
+
+    /// A name for a new binding: well-formed ([`BindingName::parse`]) and not reserved
+    /// ([`BindingName::is_reserved`]), so that `coffer run` can export it. Deploys are checked
+    /// with this; names already stored are read back with `parse` alone, so that a name added
+    /// to the reserved list later does not make an existing service unreadable (its `coffer
+    /// run` refuses it, and its next deploy must rename it).
+    pub fn parse_exportable(s: &str) -> Result<BindingName, BindingNameError> {
+        let name = BindingName::parse(s)?;
+        if BindingName::is_reserved(s) {
+            return Err(BindingNameError::Reserved);
+        }
+        Ok(name)
+    }
+
+    /// Whether `s` is a reserved name ([`RESERVED_BINDING_NAMES`], or a name starting with one
+    /// of [`RESERVED_BINDING_PREFIXES`]). Case-sensitive, like environment variables.
+    pub fn is_reserved(s: &str) -> bool {
+        RESERVED_BINDING_NAMES.contains(&s)
+            || RESERVED_BINDING_PREFIXES.iter().any(|p| s.starts_with(p))
     }
 
     pub fn as_str(&self) -> &str {
@@ -261,6 +317,59 @@ mod tests {
         assert_eq!(
             BindingName::parse(&"K".repeat(256)),
             Err(BindingNameError::TooLong(256))
+        );
+    }
+
+    #[test]
+    fn reserved_binding_names_are_well_formed_but_not_exportable() {
+        for reserved in [
+            "PATH",
+            "IFS",
+            "ENV",
+            "BASH_ENV",
+            "NODE_OPTIONS",
+            "PYTHONPATH",
+            "PYTHONSTARTUP",
+            "PERL5OPT",
+            "RUBYOPT",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_",
+            "DYLD_INSERT_LIBRARIES",
+        ] {
+            assert!(BindingName::parse(reserved).is_ok(), "{reserved}");
+            assert!(BindingName::is_reserved(reserved), "{reserved}");
+            assert_eq!(
+                BindingName::parse_exportable(reserved),
+                Err(BindingNameError::Reserved),
+                "{reserved}"
+            );
+        }
+        // Names that merely look alike, and other cases, are ordinary names.
+        for ok in [
+            "MY_PATH",
+            "PATHS",
+            "OLD_LD",
+            "ENVIRONMENT",
+            "path",
+            "Ld_x",
+            "LD",
+        ] {
+            assert_eq!(BindingName::parse_exportable(ok).unwrap().as_str(), ok);
+        }
+        // Malformed names keep their own error.
+        assert_eq!(
+            BindingName::parse_exportable("LD-X"),
+            Err(BindingNameError::BadCharacter)
+        );
+        let text = BindingNameError::Reserved.to_string();
+        assert!(
+            text.starts_with("is reserved: an environment variable of that name would change"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("(PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, PYTHONSTARTUP, PERL5OPT, RUBYOPT, LD_*, DYLD_*)"),
+            "{text}"
         );
     }
 

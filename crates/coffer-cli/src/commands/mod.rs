@@ -2,6 +2,7 @@
 
 mod account;
 mod audit;
+mod bound;
 mod deploy;
 mod init;
 mod node;

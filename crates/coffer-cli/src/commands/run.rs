@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::Command;
 
 use anyhow::Context;
-use coffer_client::{Env, SERVICE_TOKEN_VAR, SecretValue};
-use coffer_types::BindingName;
+use coffer_client::{AllBindings, Env, SERVICE_TOKEN_VAR, SecretValue};
+use coffer_types::{BindingName, BindingNameError};
 
 use crate::args::RunArgs;
 
@@ -40,10 +41,16 @@ pub fn run(args: RunArgs) -> RunFailure {
             status: 2,
         };
     };
-    let values = match fetch(&args) {
-        Ok(values) => values,
+    let AllBindings {
+        values,
+        store_bindings,
+    } = match fetch(&args) {
+        Ok(all) => all,
         Err(error) => return RunFailure::failed(error),
     };
+    if let Some(note) = store_bindings_note(&store_bindings) {
+        let _ = writeln!(std::io::stderr(), "{note}");
+    }
     let mut cmd = match command(program, program_args, &values) {
         Ok(cmd) => cmd,
         Err(error) => return RunFailure::failed(error),
@@ -52,8 +59,9 @@ pub fn run(args: RunArgs) -> RunFailure {
     exec(&mut cmd, program)
 }
 
-/// Every secret binding, in one request, on a runtime that is gone when this returns.
-fn fetch(args: &RunArgs) -> anyhow::Result<BTreeMap<String, SecretValue>> {
+/// Every secret binding, and the store bindings' names, in one request, on a runtime that is
+/// gone when this returns.
+fn fetch(args: &RunArgs) -> anyhow::Result<AllBindings> {
     let mut builder = Env::builder();
     if let Some(token) = &args.service_token {
         builder = builder.service_token(token.0.as_str());
@@ -70,11 +78,32 @@ fn fetch(args: &RunArgs) -> anyhow::Result<BTreeMap<String, SecretValue>> {
         .build()
         .context("cannot start the runtime")?;
     let values = runtime
-        .block_on(env.get_all())
+        .block_on(env.get_all_with_store_bindings())
         .context("cannot read the service's bindings")?;
     drop(env);
     drop(runtime);
     Ok(values)
+}
+
+/// What `coffer run` says, before CMD starts, about the service's store bindings: it does not
+/// export them. A store binding gives any secret of its store (that carries the service's type)
+/// by name, now or later, and the runtime API lists no store's secrets: there is no fixed set of
+/// variables to make, and secret names (`openai-key`) are not variable names.
+fn store_bindings_note(store_bindings: &[String]) -> Option<String> {
+    let (first, rest) = store_bindings.split_first()?;
+    let names = std::iter::once(first)
+        .chain(rest)
+        .map(|n| crate::table::one_line(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "note: coffer run does not export the store binding{s} {names}: a store binding gives its \
+         store's secrets by name, not a fixed set of variables; read them through the runtime \
+         API (GET /runtime/v1/stores/{first}/secrets/NAME, or the SDK's env.store(\"{first}\")), \
+         or bind each secret under its own name with [[secrets_store_secrets]]",
+        s = if rest.is_empty() { "" } else { "s" },
+        first = crate::table::one_line(first),
+    ))
 }
 
 /// CMD with each binding in its environment under its name, and without the service token.
@@ -86,17 +115,17 @@ fn command(
     let mut cmd = Command::new(program);
     cmd.args(args).env_remove(SERVICE_TOKEN_VAR);
     for (name, value) in values {
-        if let Err(e) = BindingName::parse(name) {
-            anyhow::bail!(
+        // The rule deploys are checked with; a service deployed before a name was reserved
+        // still meets it here.
+        match BindingName::parse_exportable(name) {
+            Ok(_) => {}
+            Err(e @ BindingNameError::Reserved) => anyhow::bail!(
+                "the binding {name} is refused: it {e}; rename the binding and deploy again"
+            ),
+            Err(e) => anyhow::bail!(
                 "the binding {:?} cannot be an environment variable: it {e}",
                 crate::table::one_line(name)
-            );
-        }
-        if hijacks_loader(name) {
-            anyhow::bail!(
-                "the binding {name} is refused: as an environment variable it would change how \
-                 the command is found or loaded; rename the binding"
-            );
+            ),
         }
         if value.expose_secret().contains('\0') {
             anyhow::bail!(
@@ -107,25 +136,6 @@ fn command(
         cmd.env(name, value.expose_secret());
     }
     Ok(cmd)
-}
-
-/// Variables that decide which program runs, or what it loads before its own code: a binding
-/// must not set them.
-const LOADER_VARS: &[&str] = &[
-    "PATH",
-    "IFS",
-    "ENV",
-    "BASH_ENV",
-    "NODE_OPTIONS",
-    "PYTHONPATH",
-    "PYTHONSTARTUP",
-    "PERL5OPT",
-    "RUBYOPT",
-];
-
-/// Whether a binding named `name` would hijack CMD's lookup or loader (`PATH`, `LD_PRELOAD`...).
-fn hijacks_loader(name: &str) -> bool {
-    LOADER_VARS.contains(&name) || name.starts_with("LD_") || name.starts_with("DYLD_")
 }
 
 #[cfg(unix)]
@@ -220,6 +230,26 @@ mod tests {
         let err = command(&"sh".into(), &[], &values(&[("K", "a\0b-v4lue")])).unwrap_err();
         assert!(err.to_string().contains("binding K contains a NUL byte"));
         assert!(!err.to_string().contains("v4lue"));
+    }
+
+    #[test]
+    fn store_bindings_are_named_in_a_note_and_not_exported() {
+        assert_eq!(store_bindings_note(&[]), None);
+        let note = store_bindings_note(&["ALL".to_owned()]).unwrap();
+        assert!(
+            note.starts_with("note: coffer run does not export the store binding ALL: "),
+            "{note}"
+        );
+        assert!(
+            note.contains("GET /runtime/v1/stores/ALL/secrets/NAME"),
+            "{note}"
+        );
+        assert!(!note.contains('\n'), "{note}");
+        let note = store_bindings_note(&["ALL".to_owned(), "SHARED".to_owned()]).unwrap();
+        assert!(
+            note.starts_with("note: coffer run does not export the store bindings ALL, SHARED: "),
+            "{note}"
+        );
     }
 
     #[test]

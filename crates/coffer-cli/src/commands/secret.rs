@@ -1,20 +1,30 @@
 //! `coffer secret ...`. Values go from the user to the server and nowhere else.
 
+use std::path::PathBuf;
+
 use coffer_client::{
     Client, CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret,
 };
 
-use super::UsageError;
 use super::store::direction;
-use crate::args::{SecretCommand, SecretOrderArg};
+use super::{UsageError, bound};
+use crate::args::{SecretCommand, SecretOrderArg, ValueArg};
 use crate::table::one_line;
+use crate::value::Source;
 use crate::{output, value};
 
 pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow::Result<()> {
     let text = match command {
         SecretCommand::Create(args) => {
             // Read (and check) the value before any request is made.
-            let value = value::obtain(args.value)?;
+            let source = value_source(
+                args.value,
+                args.value_file,
+                args.keep_trailing_newline,
+                true,
+            )?
+            .unwrap_or(Source::Input);
+            let value = value::obtain(source, args.keep_trailing_newline)?;
             let created = client
                 .create_secrets(
                     args.store.id(),
@@ -42,19 +52,39 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
         }
         SecretCommand::Get(args) => {
             let secret = client.get_secret(args.store.id(), &args.secret_id).await?;
-            output::secret(&secret, json)
+            let binders = bound::find(client, &secret).await?;
+            bound::secret_with_binders(&secret, &binders, json)
         }
         SecretCommand::Update(args) => {
-            if args.value.is_none() && args.scopes.is_none() && args.comment.is_none() {
+            // Only `--value` or `--value-file` changes the value; `--value -` prompts or reads
+            // standard input.
+            let source = value_source(
+                args.value,
+                args.value_file,
+                args.keep_trailing_newline,
+                false,
+            )?;
+            if source.is_none() && args.scopes.is_none() && args.comment.is_none() {
                 return Err(UsageError(
                     "nothing to update: pass --value (or `--value -` to be prompted), \
-                     --scopes or --comment"
+                     --value-file, --scopes or --comment"
                         .to_owned(),
                 )
                 .into());
             }
-            // Only `--value` changes the value; `--value -` prompts or reads standard input.
-            let value = args.value.map(|arg| value::obtain(Some(arg))).transpose()?;
+            let value = source
+                .map(|source| value::obtain(source, args.keep_trailing_newline))
+                .transpose()?;
+            if let Some(scopes) = &args.scopes {
+                bound::check_scope_change(
+                    client,
+                    args.store.id(),
+                    &args.secret_id,
+                    &scopes.0,
+                    args.yes,
+                )
+                .await?;
+            }
             let update = UpdateSecret {
                 value,
                 scopes: args.scopes.map(|s| s.0),
@@ -102,6 +132,32 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
     };
     output::print(&text)?;
     Ok(())
+}
+
+/// Where the value comes from, as the flags say. Without a flag that gives one, `secret create`
+/// (`prompt_by_default`) prompts or reads standard input, and `secret update` leaves the value
+/// as it is (`None`).
+fn value_source(
+    value: Option<ValueArg>,
+    file: Option<PathBuf>,
+    keep_trailing_newline: bool,
+    prompt_by_default: bool,
+) -> Result<Option<Source>, UsageError> {
+    let source = match (value, file) {
+        // clap refuses --value with --value-file.
+        (_, Some(path)) => Some(Source::File(path)),
+        (Some(ValueArg::Given(value)), None) => Some(Source::Given(value)),
+        (Some(ValueArg::Interactive), None) => Some(Source::Input),
+        (None, None) => prompt_by_default.then_some(Source::Input),
+    };
+    if keep_trailing_newline && !matches!(source, Some(Source::Input)) {
+        return Err(UsageError(
+            "--keep-trailing-newline applies to a value read from standard input (`--value -`); \
+             --value and --value-file values are stored exactly as given"
+                .to_owned(),
+        ));
+    }
+    Ok(source)
 }
 
 fn secret_order(o: SecretOrderArg) -> SecretOrder {

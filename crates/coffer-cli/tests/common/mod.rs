@@ -255,3 +255,58 @@ pub fn create_store(conn: &Conn, name: &str) -> String {
     assert_eq!(v["name"], name);
     v["id"].as_str().unwrap().to_owned()
 }
+
+/// `coffer run -- CMD...` against `url` with the service token in the environment.
+pub fn coffer_run(url: &str, service_token: &str, cmd: &[&str]) -> Command {
+    let mut c = coffer_cmd();
+    c.env_remove("COFFER_SERVICE_TOKEN")
+        .env("COFFER_SERVICE_TOKEN", service_token)
+        .env("COFFER_API_URL", url)
+        .arg("run")
+        .arg("--")
+        .args(cmd);
+    c
+}
+
+/// A runtime API answer: status, headers and the body's bytes, exactly.
+#[derive(Debug)]
+pub struct RuntimeAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RuntimeAnswer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// `GET {url}{path}` with the service token (`/runtime/v1/bindings/NAME`, ...).
+pub fn runtime_get(url: &str, service_token: &str, path: &str) -> RuntimeAnswer {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let res = client
+            .get(format!("{url}{path}"))
+            .bearer_auth(service_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.bytes().await.expect("body").to_vec();
+        RuntimeAnswer {
+            status,
+            headers,
+            body,
+        }
+    })
+}

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use coffer_api::{Envelope, ErrorCode, SecretValue};
+use coffer_api::{Envelope, ErrorCode, STORE_BINDINGS_HEADER, SecretValue};
 use coffer_types::{BindingName, SecretName};
 use reqwest::header::{AUTHORIZATION, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
@@ -63,8 +63,8 @@ pub enum RuntimeError {
     #[error("invalid secret name {name:?}: {reason}")]
     InvalidSecretName { name: String, reason: String },
 
-    /// 404 `binding_not_found`: the service has no such binding, or the bound secret is gone.
-    /// The message is the server's, `Secret "<name>" not found`.
+    /// 404 `binding_not_found`: the service has no such binding (`binding "<name>" not found`),
+    /// or the bound secret is gone (`Secret "<name>" not found`). The message is the server's.
     #[error("{message}")]
     NotFound { message: String },
 
@@ -408,6 +408,14 @@ impl std::fmt::Debug for Env {
 /// The values of every secret binding, by binding name.
 type Values = BTreeMap<String, SecretValue>;
 
+/// What [`Env::get_all_with_store_bindings`] reads: every secret binding's value, by binding
+/// name, and the names of the store bindings, in deploy order.
+#[derive(Debug)]
+pub struct AllBindings {
+    pub values: BTreeMap<String, SecretValue>,
+    pub store_bindings: Vec<String>,
+}
+
 struct Cache {
     ttl: Duration,
     /// Taken by the first read while it loads the bindings and starts the refresh task, so that
@@ -528,6 +536,18 @@ impl Env {
         fetch_all(&self.inner).await
     }
 
+    /// Every secret binding and its value, like [`Env::get_all`], and the names of the
+    /// service's store bindings, which `get_all` leaves out (they give secrets by name: read
+    /// them with [`Env::store`]). Always one request of its own, never the cache. The names come
+    /// from the `coffer-store-bindings` header; a server that does not send it gives none.
+    pub async fn get_all_with_store_bindings(&self) -> Result<AllBindings, RuntimeError> {
+        let (values, store_bindings) = fetch_all_with_stores(&self.inner).await?;
+        Ok(AllBindings {
+            values,
+            store_bindings,
+        })
+    }
+
     async fn read_binding(&self, binding: &str) -> Result<SecretValue, RuntimeError> {
         check_binding(binding)?;
         if let Some(cache) = &self.inner.cache {
@@ -642,7 +662,7 @@ impl<'a> BoundSecret<'a> {
     }
 
     /// `GET /runtime/v1/bindings/{binding}` (or the cache): the value, or an error saying why
-    /// not (`Secret "<name>" not found`, scope denied, a refused token...). The future borrows
+    /// not (`binding "<name>" not found`, scope denied, a refused token...). The future borrows
     /// the [`Env`], not this handle, so `env.secret("K").get()` can be kept and awaited later.
     pub fn get(&self) -> impl Future<Output = Result<SecretValue, RuntimeError>> + Send + use<'a> {
         let (env, binding) = (self.env, self.binding.clone());
@@ -710,7 +730,7 @@ fn echo(name: &str) -> String {
 
 /// One value: the body of a 2xx answer, as text.
 async fn fetch_one(inner: &Inner, url: Url, name: &str) -> Result<SecretValue, RuntimeError> {
-    let (status, body) = send(inner, url.clone()).await?;
+    let (status, body, _) = send(inner, url.clone()).await?;
     if !status.is_success() {
         return Err(answer_error(&url, status, &body, name));
     }
@@ -729,23 +749,45 @@ async fn fetch_one(inner: &Inner, url: Url, name: &str) -> Result<SecretValue, R
 
 /// Every secret binding: a 2xx answer's JSON object of names and values.
 async fn fetch_all(inner: &Inner) -> Result<Values, RuntimeError> {
+    fetch_all_with_stores(inner).await.map(|(values, _)| values)
+}
+
+/// [`fetch_all`], and the store bindings' names from the `coffer-store-bindings` header (names
+/// that are not binding names are left out: they are only ever shown).
+async fn fetch_all_with_stores(inner: &Inner) -> Result<(Values, Vec<String>), RuntimeError> {
     let url = base_url::join(&inner.root, &["runtime", "v1", "bindings"]);
-    let (status, body) = send(inner, url.clone()).await?;
+    let (status, body, stores) = send(inner, url.clone()).await?;
     if !status.is_success() {
         return Err(answer_error(&url, status, &body, ""));
     }
+    let stores = stores
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|name| BindingName::parse(name).is_ok())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     // Not the parse error's text: it can quote part of the body.
-    serde_json::from_slice::<Values>(&body).map_err(|_| RuntimeError::Decode {
+    let values = serde_json::from_slice::<Values>(&body).map_err(|_| RuntimeError::Decode {
         url: url.to_string(),
         status: status.as_u16(),
         detail: "the answer is not a JSON object of binding names and values (the body is not \
                  shown: it may hold values)"
             .to_owned(),
-    })
+    })?;
+    Ok((values, stores))
 }
 
-/// Sends a GET with the service token and reads the whole answer into a buffer wiped on drop.
-async fn send(inner: &Inner, url: Url) -> Result<(StatusCode, Body), RuntimeError> {
+/// Sends a GET with the service token and reads the whole answer into a buffer wiped on drop;
+/// with the `coffer-store-bindings` header, if any.
+async fn send(
+    inner: &Inner,
+    url: Url,
+) -> Result<(StatusCode, Body, Option<HeaderValue>), RuntimeError> {
     let shown = url.to_string();
     let resp = inner
         .http
@@ -770,9 +812,10 @@ async fn send(inner: &Inner, url: Url) -> Result<(StatusCode, Body), RuntimeErro
             ),
         });
     }
+    let stores = resp.headers().get(STORE_BINDINGS_HEADER).cloned();
     let bytes = resp.bytes().await.map_err(|e| transport(&shown, e))?;
     // `Vec::from(Bytes)` reuses the buffer when it is not shared, so no other copy is left.
-    Ok((status, Body(Zeroizing::new(Vec::from(bytes)))))
+    Ok((status, Body(Zeroizing::new(Vec::from(bytes))), stores))
 }
 
 /// A response body, wiped on drop.

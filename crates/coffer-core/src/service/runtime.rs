@@ -452,6 +452,14 @@ impl AccessLog {
     }
 }
 
+/// What a service reads in one request: every secret binding's value, and the names of its
+/// store bindings (not read: a store binding gives secrets by name).
+#[derive(Debug)]
+pub struct AllBindings {
+    pub values: Vec<(BindingName, Plaintext)>,
+    pub store_bindings: Vec<BindingName>,
+}
+
 /// One secret a service may read, resolved from a binding.
 struct Resolved<'a> {
     service: &'a ServiceRecord,
@@ -664,13 +672,14 @@ impl Coffer {
         Ok(value)
     }
 
-    /// Reads every secret binding of the service, in binding order. Fails as a whole if any
-    /// one fails: a service started with one of its secrets silently missing is worse than one
-    /// that does not start.
+    /// Reads every secret binding of the service, in binding order, and names its store
+    /// bindings (whose secrets are read one by one, by name). Fails as a whole if any one
+    /// secret binding fails: a service started with one of its secrets silently missing is
+    /// worse than one that does not start.
     pub async fn read_all_bindings(
         &self,
         who: &ServicePrincipal,
-    ) -> Result<Vec<(BindingName, Plaintext)>, CoreError> {
+    ) -> Result<AllBindings, CoreError> {
         let service = self.runtime_service(who).await?;
         let mut out = Vec::with_capacity(service.secrets.len());
         let mut served = Vec::with_capacity(service.secrets.len());
@@ -690,7 +699,10 @@ impl Coffer {
         for key in served {
             self.access_log.note(key, service.name.as_str());
         }
-        Ok(out)
+        Ok(AllBindings {
+            values: out,
+            store_bindings: service.stores.iter().map(|b| b.binding.clone()).collect(),
+        })
     }
 
     /// Reads the secret `name` through the store binding `binding`.
@@ -710,7 +722,9 @@ impl Coffer {
         };
         // A name that cannot exist is simply not found; echo at most a bounded prefix.
         let Ok(secret_name) = SecretName::parse(name) else {
-            return Err(CoreError::BindingNotFound(name.chars().take(255).collect()));
+            return Err(CoreError::BoundSecretNotFound(
+                name.chars().take(255).collect(),
+            ));
         };
         let resolved = Resolved {
             binding: &b.binding,
@@ -779,7 +793,7 @@ impl Coffer {
                 k.secret_name = "";
             }
             self.access_log.note(k, r.service.name.as_str());
-            return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
+            return Err(CoreError::BoundSecretNotFound(r.secret_name.to_owned()));
         };
         let (secret, version) = &*value;
         if !secret.scopes.contains(r.service.kind) {
@@ -790,7 +804,7 @@ impl Coffer {
             if r.via_store {
                 // A store binding gives the secrets that carry the type; the others are not
                 // part of it, and their names are not the service's to learn.
-                return Err(CoreError::BindingNotFound(r.secret_name.to_owned()));
+                return Err(CoreError::BoundSecretNotFound(r.secret_name.to_owned()));
             }
             return Err(CoreError::ScopeDenied(format!(
                 "secret \"{}\" does not carry the scope \"{}\" that this service's type needs",

@@ -460,7 +460,7 @@ async fn a_store_binding_hides_secrets_without_the_type() {
     for name in ["gw", "missing"] {
         assert!(matches!(
             f.coffer.read_store_binding(&who, "ALL", name).await,
-            Err(CoreError::BindingNotFound(n)) if n == name
+            Err(CoreError::BoundSecretNotFound(n)) if n == name
         ));
     }
     // Many made-up names make one access key, not one each.
@@ -487,4 +487,9 @@ async fn a_store_binding_hides_secrets_without_the_type() {
         .unwrap();
     // ok (success), gw (denied: lacks the scope), and one key for every missing name.
     assert_eq!(entries.len(), 3, "{entries:?}");
+    // A store binding the service does not have is a missing binding, not a missing secret.
+    assert!(matches!(
+        f.coffer.read_store_binding(&who, "NOPE", "ok").await,
+        Err(CoreError::BindingNotFound(n)) if n == "NOPE"
+    ));
 }

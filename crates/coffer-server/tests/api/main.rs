@@ -9,6 +9,7 @@ mod auth;
 mod bad_body;
 mod bad_fields;
 mod bad_paths;
+mod binding_rules;
 mod bindings_audit;
 mod concurrency;
 mod limits;

@@ -85,7 +85,8 @@ async fn one_binding_reads_as_plain_text() {
     assert_eq!(assert_plain(&r), "välue \"two\"\nline 2 ✓");
     // Binding names are case-sensitive.
     let r = h.read_binding(rt.token(), "one").await;
-    assert_err(&r, ErrorCode::BindingNotFound, "Secret \"one\" not found");
+    let e = assert_err(&r, ErrorCode::BindingNotFound, "");
+    assert_eq!(e["message"], json!("binding \"one\" not found"));
 }
 
 #[tokio::test]
@@ -177,11 +178,14 @@ async fn a_store_binding_reads_the_secrets_that_carry_the_type() {
     }
     // The store binding name must exist, and is not a secret binding (nor the reverse).
     let r = h.runtime(rt.token(), "/stores/NOPE/secrets/one").await;
-    assert_err(&r, ErrorCode::BindingNotFound, "Secret \"NOPE\" not found");
+    let e = assert_err(&r, ErrorCode::BindingNotFound, "");
+    assert_eq!(e["message"], json!("binding \"NOPE\" not found"));
     let r = h.runtime(rt.token(), "/stores/ONE/secrets/one").await;
-    assert_err(&r, ErrorCode::BindingNotFound, "");
+    let e = assert_err(&r, ErrorCode::BindingNotFound, "");
+    assert_eq!(e["message"], json!("binding \"ONE\" not found"));
     let r = h.read_binding(rt.token(), "ALL").await;
-    assert_err(&r, ErrorCode::BindingNotFound, "Secret \"ALL\" not found");
+    let e = assert_err(&r, ErrorCode::BindingNotFound, "");
+    assert_eq!(e["message"], json!("binding \"ALL\" not found"));
     // A secret created after the deploy is readable at once; one deleted is gone at once.
     h.create_secret(&rt.store, "later", "value-later").await;
     assert_eq!(assert_plain(&read("later").await), "value-later");
@@ -293,10 +297,10 @@ async fn a_deleted_secret_is_not_found_by_its_secret_name() {
     let r = h.read_binding(rt.token(), "ONE").await;
     let e = assert_err(&r, ErrorCode::BindingNotFound, "");
     assert_eq!(e["message"], json!("Secret \"one\" not found"));
-    // A binding the service never had: named by the binding.
+    // A binding the service never had: a missing binding, named as asked for.
     let r = h.read_binding(rt.token(), "NEVER").await;
     let e = assert_err(&r, ErrorCode::BindingNotFound, "");
-    assert_eq!(e["message"], json!("Secret \"NEVER\" not found"));
+    assert_eq!(e["message"], json!("binding \"NEVER\" not found"));
     // The whole store deleted: every binding into it is gone.
     assert_deleted(&h.delete(&format!("/stores/{}?force=true", rt.store)).await);
     for (path, name) in [

@@ -114,7 +114,11 @@ async fn deploy_creates_then_a_redeploy_replaces_the_bindings() {
     assert_eq!(h.service_tokens(&first.id).await.len(), 1);
     assert_eq!(h.read_value(first.token(), "C_KEY").await, "value-c");
     let r = h.read_binding(first.token(), "A_KEY").await;
-    assert_err(&r, ErrorCode::BindingNotFound, "Secret \"A_KEY\" not found");
+    assert_err(
+        &r,
+        ErrorCode::BindingNotFound,
+        "binding \"A_KEY\" not found",
+    );
     let r = h.runtime(first.token(), "/stores/ALL/secrets/B").await;
     assert_eq!(assert_plain(&r), "value-b");
 
@@ -822,7 +826,11 @@ async fn a_refused_redeploy_keeps_the_old_bindings() {
     h.assert_unchanged(&before, "refused redeploys").await;
     assert_eq!(h.read_value(svc.token(), "A_KEY").await, "value-a");
     let r = h.read_binding(svc.token(), "B_KEY").await;
-    assert_err(&r, ErrorCode::BindingNotFound, "Secret \"B_KEY\" not found");
+    assert_err(
+        &r,
+        ErrorCode::BindingNotFound,
+        "binding \"B_KEY\" not found",
+    );
 }
 
 #[tokio::test]
