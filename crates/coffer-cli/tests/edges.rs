@@ -1300,20 +1300,20 @@ fn the_feed_refuses_bad_credentials_and_positions() {
     let r = snapshot(Some(&node.token));
     assert_eq!(r.status, 401, "a revoked node token: {r:?}");
 
-    // An edge with that token never gets a replica: 503 everywhere but /healthz, which says
-    // why.
+    // An edge with that token never gets a replica: it is told it is revoked, and answers 503
+    // everywhere but /healthz, which says why.
     let edge = Edge::start(&cp, "revoked-edge", &[&cp.url()], &node, &[]);
     let h = eventually(
         "the edge with a revoked token reports the refusal",
         WAIT,
         || match edge.healthz()? {
-            (503, h) if h["last_error"].as_str().is_some_and(|e| e.contains("401")) => Ok(h),
+            (503, h) if h["revoked"].as_str().is_some_and(|e| e.contains("401")) => Ok(h),
             (s, h) => Err(format!("{s} {h}")),
         },
         || edge.diag(),
     );
     assert_eq!(h["ready"], false, "{h}");
-    assert_eq!(h["status"], "syncing", "{h}");
+    assert_eq!(h["status"], "revoked", "{h}");
     assert_eq!(h["role"], "edge", "{h}");
     assert_eq!(h["cluster_id"], Value::Null, "{h}");
     for path in [
@@ -1860,7 +1860,10 @@ fn a_revoked_edge_stops_and_a_burst_of_failures_locks_out_no_valid_token() {
     // A burst of failures from this address (malformed tokens, unknown ids, forged secrets
     // of real ids) on both APIs; a valid token is served throughout.
     let forged = format!("{}{}", &token[..token.len() - 43], "A".repeat(43));
-    let quota = format!("/client/v4/accounts/{}/secrets_store/quota", cp.conn.account);
+    let quota = format!(
+        "/client/v4/accounts/{}/secrets_store/quota",
+        cp.conn.account
+    );
     let mut refused = 0;
     for i in 0..300 {
         let bad = match i % 3 {
@@ -1868,16 +1871,27 @@ fn a_revoked_edge_stops_and_a_burst_of_failures_locks_out_no_valid_token() {
             1 => format!("coffersvc_{}_{}", "ab".repeat(16), "Q".repeat(43)),
             _ => forged.clone(),
         };
-        let path = if i % 2 == 0 { binding_path("API_KEY") } else { quota.clone() };
+        let path = if i % 2 == 0 {
+            binding_path("API_KEY")
+        } else {
+            quota.clone()
+        };
         let status = cp.get(&path, &bad).status;
         assert!(status == 401 || status == 429, "failure {i}: {status}");
         refused += usize::from(status == 429);
         if i % 25 == 0 {
             let r = cp.get(&binding_path("API_KEY"), &token);
-            assert_eq!((r.status, r.body.as_str()), (200, "value-1"), "during the burst ({i})");
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, "value-1"),
+                "during the burst ({i})"
+            );
         }
     }
-    assert!(refused > 200, "the limit engaged: {refused} of 300 refused with 429");
+    assert!(
+        refused > 200,
+        "the limit engaged: {refused} of 300 refused with 429"
+    );
     // After it: the same service token, the operator's API token, and a service deployed now
     // (its token never seen before) are all served from this address.
     assert_eq!(cp.get(&binding_path("API_KEY"), &forged).status, 429);
@@ -1903,5 +1917,8 @@ fn a_revoked_edge_stops_and_a_burst_of_failures_locks_out_no_valid_token() {
         .args(["--listen", "127.0.0.1:0"]);
     let out = run_briefly(cmd);
     let line = out.one_error_line(1);
-    assert!(line.contains("revoked") && line.contains("empty data dir"), "{line}");
+    assert!(
+        line.contains("revoked") && line.contains("empty data dir"),
+        "{line}"
+    );
 }

@@ -157,7 +157,7 @@ impl Driver {
                     }
                     self.answered(from);
                     if from == *self.follower.current_upstream() {
-                        self.status.heard(answer.head_seq);
+                        self.status.heard(answer.head_seq, answer.origin_ms);
                         self.note_origin(answer.head_seq, answer.origin_ms);
                     }
                     let heartbeat = Input::Heartbeat {
@@ -193,7 +193,7 @@ impl Driver {
                     }
                     self.answered(from);
                     if from == *self.follower.current_upstream() {
-                        self.status.heard(staged.position.seq);
+                        self.status.heard(staged.position.seq, staged.origin_ms);
                         self.note_origin(staged.position.seq, staged.origin_ms);
                     }
                     let input = Input::StagedSnapshot {

@@ -176,6 +176,15 @@ pub async fn run(
         }
     }
     coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
+    if let Some(max) = opts.max_staleness
+        && max < opts.staleness
+    {
+        return Err(EdgeError::Config(format!(
+            "--max-staleness ({} s) must be at least --staleness ({} s): an edge is not stale before that",
+            max.as_secs(),
+            opts.staleness.as_secs()
+        )));
+    }
     let node = coffer_crypto::PresentedToken::parse(&opts.node_token)
         .ok()
         .filter(|t| t.kind() == coffer_crypto::TokenKind::Node)
@@ -188,7 +197,9 @@ pub async fn run(
         })?;
     let _lock = open_dir(&opts.data_dir)?;
     let marker = opts.data_dir.join(REVOKED_FILE);
-    if let Ok(detail) = std::fs::read_to_string(&marker) {
+    if marker.symlink_metadata().is_ok() {
+        let detail = std::fs::read_to_string(&marker)
+            .unwrap_or_else(|e| format!("the marker {} is unreadable: {e}", marker.display()));
         return Err(EdgeError::Revoked {
             path: opts.data_dir.clone(),
             detail: detail.trim().to_owned(),
@@ -211,6 +222,29 @@ pub async fn run(
         .log_state()
         .await
         .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?;
+    // A replica that already applied this node's revocation (the process stopped before it
+    // could discard it) is discarded now rather than served.
+    if let Some(record) = storage
+        .get_node(node)
+        .await
+        .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?
+        && record.revoked.is_some()
+    {
+        let status = EdgeStatus::new(opts.upstreams.clone(), None, opts.staleness, None);
+        status.revoke("the replica holds this node's revocation".to_owned());
+        discard(
+            &opts.data_dir,
+            &Serving::default(),
+            storage,
+            &status,
+            &opts.kek_file,
+        )
+        .await;
+        return Err(EdgeError::Revoked {
+            path: opts.data_dir.clone(),
+            detail: "the replica holds this node's revocation".to_owned(),
+        });
+    }
     let upstreams = upstream::Upstreams::new(
         opts.upstreams.clone(),
         opts.node_token.clone(),
@@ -366,18 +400,21 @@ pub async fn run(
             let _ = closing_tx.send(true);
         });
     tokio::pin!(server);
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = status.wait_revoked() => {
-            replicator.abort();
-            background.abort();
-            discard(&opts.data_dir, &serving, &storage, &status).await;
-            // Still answering: 503 `edge_revoked`, and `/healthz` says why.
-            server.await
-        }
+    let revoked = tokio::select! {
+        result = &mut server => Some(result),
+        () = status.wait_revoked() => None,
     };
+    // Stopped, not just told to stop: a task that is building the serving side must not put
+    // it back after a revocation emptied it.
     replicator.abort();
     background.abort();
+    let _ = replicator.await;
+    let _ = background.await;
+    let Some(result) = revoked else {
+        discard(&opts.data_dir, &serving, storage, &status, &opts.kek_file).await;
+        // Still answering: 503 `edge_revoked`, and `/healthz` says why.
+        return server.await.map_err(EdgeError::from);
+    };
     if let Some(c) = serving.coffer() {
         access::stash(&c, &storage).await;
     }
@@ -391,9 +428,32 @@ pub async fn run(
 /// marker, so that a restart refuses the dir instead of bootstrapping again. Access events
 /// not yet delivered are lost with the replica: the control plane no longer takes them from
 /// this node.
-async fn discard(dir: &Path, serving: &Serving, storage: &SqliteStorage, status: &EdgeStatus) {
-    drop(serving.take());
+async fn discard(
+    dir: &Path,
+    serving: &Serving,
+    storage: Arc<SqliteStorage>,
+    status: &EdgeStatus,
+    kek_file: &Path,
+) {
+    serving.close();
     storage.shutdown().await;
+    // Requests already past the front (a relay's snapshot stream, say) hold the storage a
+    // little longer; its reader connections close with the last of them. Give them a moment,
+    // so that no open descriptor keeps the deleted replica readable, then delete it anyway.
+    let deadline = tokio::time::Instant::now() + DISCARD_GRACE;
+    let mut storage = Some(storage);
+    while let Some(s) = storage.take() {
+        match Arc::try_unwrap(s) {
+            Ok(alone) => drop(alone),
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                storage = Some(shared);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => tracing::warn!(
+                "requests in flight still hold the replica; deleting it while they finish"
+            ),
+        }
+    }
     for name in [
         DB_FILE.to_owned(),
         format!("{DB_FILE}-wal"),
@@ -407,41 +467,70 @@ async fn discard(dir: &Path, serving: &Serving, storage: &SqliteStorage, status:
             }
         }
     }
-    let detail = format!(
-        "revoked at {}: {}",
-        coffer_types::Timestamp::now(),
-        status.revoked_reason().unwrap_or_default()
-    );
+    let reason = status.revoked_reason().unwrap_or_default();
+    let detail = format!("revoked at {}: {reason}", coffer_types::Timestamp::now());
     if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
         tracing::error!(error = %e, "cannot mark the data dir as revoked");
     }
-    tracing::error!("edge revoked: it serves nothing more and its replica is deleted ({detail})");
+    tracing::error!(
+        %reason,
+        kek_file = %kek_file.display(),
+        "edge revoked: it serves nothing more and its replica is deleted; the KEK file it was given is not its to delete: if this host is no longer trusted, destroy that copy (or rotate the KEK)"
+    );
 }
 
+/// How long a revoked edge waits for requests in flight to let go of its replica.
+const DISCARD_GRACE: Duration = Duration::from_secs(5);
+
 /// The serving side (the runtime API's router over the replica's `Coffer`), once the first
-/// sync built it; emptied when the edge is revoked, which drops the keys it holds.
+/// sync built it; emptied for good when the edge is revoked, which drops the keys it holds.
 #[derive(Debug, Default)]
-struct Serving(RwLock<Option<(Router, Arc<Coffer>)>>);
+struct Serving(RwLock<Slot>);
+
+#[derive(Debug, Default)]
+enum Slot {
+    #[default]
+    Empty,
+    Serving(Router, Arc<Coffer>),
+    /// Revoked: nothing is served or built again.
+    Closed,
+}
 
 impl Serving {
-    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Option<(Router, Arc<Coffer>)>> {
+    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
         self.0.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn router(&self) -> Option<Router> {
-        self.slot().as_ref().map(|(r, _)| r.clone())
+        match &*self.slot() {
+            Slot::Serving(router, _) => Some(router.clone()),
+            Slot::Empty | Slot::Closed => None,
+        }
     }
 
     fn coffer(&self) -> Option<Arc<Coffer>> {
-        self.slot().as_ref().map(|(_, c)| c.clone())
+        match &*self.slot() {
+            Slot::Serving(_, coffer) => Some(coffer.clone()),
+            Slot::Empty | Slot::Closed => None,
+        }
     }
 
+    /// Serves `router` from now on, unless the slot was closed.
     fn set(&self, router: Router, coffer: Arc<Coffer>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some((router, coffer));
+        let mut slot = self.write();
+        if !matches!(*slot, Slot::Closed) {
+            *slot = Slot::Serving(router, coffer);
+        }
     }
 
-    fn take(&self) -> Option<(Router, Arc<Coffer>)> {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).take()
+    /// Drops what is served, for good.
+    fn close(&self) {
+        let closed = std::mem::replace(&mut *self.write(), Slot::Closed);
+        drop(closed);
     }
 }
 

@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use coffer_replication::Phase;
 use coffer_replication::wire::ClusterId;
+use coffer_server::replication::unix_ms;
 
 /// How long a raised alarm keeps the health at `degraded`.
 pub const ALARM_MEMORY: Duration = Duration::from_secs(300);
@@ -68,12 +69,14 @@ pub struct EdgeStatus {
     pub(crate) access_batches_dropped: AtomicU64,
     /// The freshest heartbeat origin (Unix ms) received: a relay stamps its own heartbeats with it.
     pub(crate) freshest_origin: std::sync::Arc<AtomicU64>,
-    /// When this process started: the lag of an edge that has not heard from any upstream
+    /// When this process started (Unix ms): the lag of an edge that has heard from no upstream
     /// since it started counts from here.
-    started: Instant,
-    /// Milliseconds after `started` of the last answer from the current upstream, plus one
-    /// (0: none yet). An atomic, so that serving can check `max_staleness` per request.
-    last_heard_ms: AtomicU64,
+    started_ms: u64,
+    /// The newest origin (Unix ms, the root's clock, forwarded by relays) of an answer from
+    /// the current upstream; 0: none yet. So a relay that answers but is itself cut off from
+    /// the root does not make the edge look fresh. An atomic: serving checks it per request
+    /// when `max_staleness` is set.
+    heard_origin_ms: AtomicU64,
     /// Past this without an upstream, the edge is `stale`.
     staleness: Duration,
     /// Past this without an upstream, the edge stops serving (off by default).
@@ -115,8 +118,8 @@ impl EdgeStatus {
             alarms: AtomicU64::new(0),
             access_batches_dropped: AtomicU64::new(0),
             freshest_origin: std::sync::Arc::new(AtomicU64::new(0)),
-            started: Instant::now(),
-            last_heard_ms: AtomicU64::new(0),
+            started_ms: unix_ms(),
+            heard_origin_ms: AtomicU64::new(0),
             staleness,
             max_staleness,
             revoked: AtomicBool::new(false),
@@ -140,22 +143,23 @@ impl EdgeStatus {
         }
     }
 
-    pub(crate) fn heard(&self, head: u64) {
+    /// The current upstream answered, with its head and the origin time of its state (an
+    /// origin ahead of this node's clock counts as now).
+    pub(crate) fn heard(&self, head: u64, origin_ms: u64) {
         self.upstream_head.store(head, Ordering::Release);
-        let now = Instant::now();
-        let since_start =
-            u64::try_from(now.duration_since(self.started).as_millis()).unwrap_or(u64::MAX - 1);
-        self.last_heard_ms
-            .store(since_start.saturating_add(1), Ordering::Release);
+        self.heard_origin_ms
+            .fetch_max(origin_ms.min(unix_ms()), Ordering::AcqRel);
         let mut inner = self.inner();
         inner.last_error = None;
     }
 
-    /// How long since an upstream last answered (since the start, if none has yet).
+    /// How old the freshest state heard of is: the time since the origin of the newest answer
+    /// (the root's clock when it answered, or, through a relay, when the relay last heard from
+    /// the root); since the edge started, if nothing has answered yet.
     pub fn lag(&self) -> Duration {
-        let heard = self.last_heard_ms.load(Ordering::Acquire);
-        let since_start = self.started.elapsed();
-        since_start.saturating_sub(Duration::from_millis(heard.saturating_sub(1)))
+        let heard = self.heard_origin_ms.load(Ordering::Acquire);
+        let since = if heard == 0 { self.started_ms } else { heard };
+        Duration::from_millis(unix_ms().saturating_sub(since))
     }
 
     /// Cut off from every upstream for longer than `--max-staleness`: the edge stops serving

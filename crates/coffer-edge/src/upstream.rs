@@ -98,6 +98,9 @@ impl Upstreams {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("coffer-edge/", env!("CARGO_PKG_VERSION")))
+            // An upstream is a fixed URL: a redirect would hand its answers (a revocation
+            // verdict among them) to whoever answers at the target.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(path) = ca_cert {
             let pem = std::fs::read(path)
@@ -292,6 +295,36 @@ fn cause(e: &reqwest::Error) -> String {
     }
 }
 
+/// The most of an error answer's body read (a v4 envelope is a few hundred bytes).
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// The most of an upstream's error message kept (it goes into logs and `/healthz`).
+const MAX_ERROR_MESSAGE: usize = 300;
+
+/// An error answer's body, up to [`MAX_ERROR_BODY`] bytes (empty if unreadable).
+async fn error_body(mut res: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        if body.len() + chunk.len() > MAX_ERROR_BODY {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, control characters (a forged
+/// line break in a log) replaced.
+fn shorten(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The response if it is a 200; otherwise the error its v4 envelope describes.
 async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
     let status = res.status();
@@ -312,13 +345,14 @@ async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
     let retry_after = header(&axum::http::header::RETRY_AFTER)
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body = res.bytes().await.unwrap_or_default();
+    let body = error_body(res).await;
     let error = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .map(|v| v["errors"][0].clone());
     let message = error
         .as_ref()
-        .and_then(|e| e["message"].as_str().map(str::to_owned))
+        .and_then(|e| e["message"].as_str())
+        .map(|m| shorten(m, MAX_ERROR_MESSAGE))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
     let code = error
         .as_ref()
@@ -332,4 +366,18 @@ async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
         cluster,
         head,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten;
+
+    #[test]
+    fn upstream_messages_are_cut_short_and_kept_to_one_line() {
+        assert_eq!(shorten("plain", 300), "plain");
+        assert_eq!(shorten("a\nforged log line\r", 300), "a forged log line ");
+        assert_eq!(shorten(&"x".repeat(1_000), 300).len(), 300);
+        // Never inside a character.
+        assert_eq!(shorten("ééé", 3), "é");
+    }
 }

@@ -19,7 +19,7 @@ use coffer_client::{
 };
 use coffer_edge::{EdgeError, EdgeOptions, EdgeStatus};
 use coffer_replication::wire::{FeedAnswer, FeedBody, Frame, FrameDecoder};
-use coffer_storage::ChangeRecord;
+use coffer_storage::{ChangeRecord, Storage};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -451,6 +451,9 @@ struct ProxyState {
     authorization: Mutex<Option<String>>,
     /// Requests received.
     requests: AtomicU64,
+    /// Feed answers are passed on with their origin an hour older: a relay that answers but
+    /// is itself cut off from the root.
+    old_origin: std::sync::atomic::AtomicBool,
     faults: Mutex<(FeedFault, SnapshotFault)>,
     /// Answers corrupted (or refused) so far.
     corrupted: AtomicU64,
@@ -480,6 +483,7 @@ impl Proxy {
             down: std::sync::atomic::AtomicBool::new(false),
             authorization: Mutex::new(None),
             requests: AtomicU64::new(0),
+            old_origin: std::sync::atomic::AtomicBool::new(false),
             faults: Mutex::new((FeedFault::None, SnapshotFault::None)),
             corrupted: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -572,6 +576,13 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
     if status == StatusCode::OK {
         // The faults as they are now: a long-poll may have waited for the write under test.
         let (feed_fault, snapshot_fault) = *state.faults.lock().unwrap();
+        if is_feed
+            && state.old_origin.load(Ordering::SeqCst)
+            && let Ok(mut answer) = FeedAnswer::decode(&bytes)
+        {
+            answer.origin_ms = answer.origin_ms.saturating_sub(3_600_000);
+            bytes = answer.encode();
+        }
         if is_feed {
             bytes = corrupt_feed(&state, feed_fault, bytes);
         } else if is_snapshot {
@@ -943,6 +954,44 @@ async fn an_edge_revoked_through_the_feed_stops_serving() {
     cp.stop().await;
 }
 
+/// An edge whose replica already holds its own revocation (it stopped before it could discard
+/// it) discards it at start and refuses to serve, even with no upstream to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_whose_replica_holds_its_revocation_refuses_to_start() {
+    let World {
+        tmp,
+        mut cp,
+        b: _,
+        token,
+    } = world("value", "edge-c").await;
+    let dir = tmp.path().join("edge");
+    let mut edge = synced_edge(tmp.path(), &cp, &token).await;
+    edge.stop().await;
+    let node_id = &token["coffernode_".len().."coffernode_".len() + 32];
+    cp.client.revoke_node(node_id).await.unwrap();
+    // The revocation applied to the replica as the driver would, and nothing else done.
+    {
+        let replica = coffer_storage::SqliteStorage::open(&dir.join("replica.db")).unwrap();
+        let at = replica.log_state().await.unwrap().head_seq;
+        let FeedBody::Entries(entries) = cp.feed(at).await.body else {
+            panic!("entries after {at}");
+        };
+        replica.apply_entries(entries).await.unwrap();
+        replica.shutdown().await;
+    }
+    let err = coffer_edge::run(
+        edge_options(&["http://127.0.0.1:9"], &token, &dir, &cp.kek_file()),
+        |_, _| panic!("a revoked replica must not serve"),
+        std::future::pending(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, EdgeError::Revoked { .. }), "{err:?}");
+    assert!(!dir.join("replica.db").exists());
+    assert!(dir.join("revoked").exists());
+    cp.stop().await;
+}
+
 /// `/healthz` tells the truth about an edge cut off from its upstream: `degraded` once a
 /// request fails, `stale` past the staleness (still serving: static stability), and with
 /// `--max-staleness` it stops serving past that, until the upstream answers again.
@@ -1003,6 +1052,24 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
     // The upstream is back: serving again, and ok.
     proxy.state.down.store(false, Ordering::SeqCst);
     wait_until("ok again", PROMPTLY, move || async move {
+        e.health().await.1["status"] == "ok"
+    })
+    .await;
+    assert_eq!(edge.value(&b.token, "K").await, "value");
+
+    // An upstream that answers but whose state is old (a relay cut off from the root) does
+    // not make the edge fresh: the age of what it heard counts, not that it heard.
+    proxy.state.old_origin.store(true, Ordering::SeqCst);
+    wait_until(
+        "stale behind a cut-off relay",
+        PROMPTLY,
+        move || async move {
+            e.read(svc, "K").await.0 == 503 && e.health().await.1["status"] == "stale"
+        },
+    )
+    .await;
+    proxy.state.old_origin.store(false, Ordering::SeqCst);
+    wait_until("ok once fresh again", PROMPTLY, move || async move {
         e.health().await.1["status"] == "ok"
     })
     .await;

@@ -119,16 +119,17 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        // Every line of the header, in order, as one list; read from the right.
-        let hops: Vec<&str> = headers
+        // Every line of the header, in order, as one list; read from the right. Split as bytes:
+        // a client's own non-ASCII garbage at the left of a line must not hide the hops its
+        // proxies appended to the same line.
+        let hops: Vec<&[u8]> = headers
             .get_all(&self.header)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            match parse_hop(hop) {
+            match std::str::from_utf8(hop).ok().and_then(parse_hop) {
                 Some(ip) => {
                     client = ip;
                     if !self.trusts(ip) {
@@ -241,5 +242,12 @@ mod tests {
         // Garbage where a trusted proxy's report should be: the last hop known.
         let h = headers(&["198.51.100.9, garbage, 10.0.0.7"]);
         assert_eq!(p.client(ip("10.0.0.2"), &h), ip("10.0.0.7"));
+        // A client's non-ASCII bytes on the line its proxy appended to do not hide the client.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80\xff, 198.51.100.9").unwrap(),
+        );
+        assert_eq!(p.client(ip("10.0.0.2"), &h), ip("198.51.100.9"));
     }
 }

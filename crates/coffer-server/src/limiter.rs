@@ -1,5 +1,7 @@
-//! Slows down token guessing: an address that fails authentication too often within a window is
-//! refused (429) until the window passes, without even checking its token.
+//! Bounds the cost of failed authentications: an address that fails too often within a window
+//! has its further failures answered 429 (and not audited one by one) until the window passes.
+//! Its tokens are still checked, so a valid token is never refused because of other requests'
+//! failures from the same address (a proxy, a NAT).
 //!
 //! Kept in memory, per process: an attacker spreading guesses over many control-plane
 //! instances gets each instance's budget. Tokens carry 256 random bits, so the limiter is about
@@ -15,8 +17,9 @@ pub const MAX_FAILURES: u32 = 20;
 /// The window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at most; past this, windows that ended are dropped, and if every window is
-/// still live new addresses go untracked until some end (memory stays bounded; addresses
-/// already being slowed stay slowed).
+/// still live an address not tracked counts as over its budget until some end (memory stays
+/// bounded, and filling the table does not open a way around the limit: over the budget,
+/// valid tokens still work).
 const MAX_TRACKED: usize = 100_000;
 
 /// IPv6 clients usually hold a whole /64, so one /64 is one budget; IPv4-mapped addresses count
@@ -45,7 +48,10 @@ impl AuthLimiter {
         let addr = key(addr);
         let now = Instant::now();
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, count) = map.get(&addr)?;
+        let Some((start, count)) = map.get(&addr) else {
+            // Untracked because the table is full (see `MAX_TRACKED`): over the budget.
+            return (map.len() >= MAX_TRACKED).then_some(WINDOW);
+        };
         let elapsed = now.duration_since(*start);
         (elapsed < WINDOW && *count >= MAX_FAILURES).then(|| WINDOW - elapsed)
     }

@@ -427,7 +427,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// instance keys in [`REPLICATED_KEY_PURPOSES`] that are stored (no other purpose, ever),
     /// `AccountPut` per account, `DekPut` per DEK, `StorePut` per store, `SecretPut` per secret
     /// (with its current version only), `ServicePut` per service (with its bindings),
-    /// `ServiceTokenPut` per unrevoked service token, `NodePut` per unrevoked node. Returns
+    /// `ServiceTokenPut` per unrevoked service token; then, for the revoked nodes, a `NodePut`
+    /// each followed by a `NodeRevoked` each (so a relay recognises a revoked node's token and
+    /// can say so); then `NodePut` per unrevoked node. Returns
     /// once everything is sent. Items are produced as `out` takes them, so memory stays
     /// bounded whatever the size. `Invalid` (and nothing sent) when the log has no cluster id;
     /// `Unavailable` when the receiver is dropped before the end; a failed read is its error.

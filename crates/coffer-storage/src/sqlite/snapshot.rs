@@ -28,7 +28,8 @@ const COUNT: &str = "SELECT
   + (SELECT count(*) FROM secrets)
   + (SELECT count(*) FROM services)
   + (SELECT count(*) FROM service_tokens WHERE revoked IS NULL)
-  + (SELECT count(*) FROM nodes WHERE revoked IS NULL)";
+  + (SELECT count(*) FROM nodes WHERE revoked IS NULL)
+  + 2 * (SELECT count(*) FROM nodes WHERE revoked IS NOT NULL)";
 
 /// Sends the whole snapshot on `out` (see `Storage::snapshot`).
 pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) -> Result<()> {
@@ -146,6 +147,35 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
                 service_id: ServiceId::from_bytes(id_col(row, 1, "service_tokens.service_id")?),
                 token_id: TokenId::from_bytes(id_col(row, 2, "service_tokens.id")?),
                 hash_hex: to_hex(col::<[u8; 32]>(row, 3, "service_tokens.hash")?),
+            })
+        },
+    )?;
+    // Revoked nodes too, first (a `NodePut` each, then their `NodeRevoked`s): a relay that
+    // bootstraps from this snapshot must still recognise a revoked node's real token, to tell
+    // that edge it is revoked (401 `node_revoked`) rather than only that its token is unknown.
+    // Before the nodes in service, whose `NodePut`s would otherwise be revoked by an earlier
+    // holder's `NodePut` of the same name.
+    items.each(
+        &tx,
+        "SELECT id, name, hash FROM nodes WHERE revoked IS NOT NULL",
+        [],
+        "snapshot revoked nodes",
+        |row| {
+            Ok(Change::NodePut {
+                node_id: TokenId::from_bytes(id_col(row, 0, "nodes.id")?),
+                name: col(row, 1, "nodes.name")?,
+                hash_hex: to_hex(col::<[u8; 32]>(row, 2, "nodes.hash")?),
+            })
+        },
+    )?;
+    items.each(
+        &tx,
+        "SELECT id FROM nodes WHERE revoked IS NOT NULL",
+        [],
+        "snapshot node revocations",
+        |row| {
+            Ok(Change::NodeRevoked {
+                node_id: TokenId::from_bytes(id_col(row, 0, "nodes.id")?),
             })
         },
     )?;

@@ -1383,6 +1383,44 @@ async fn node_entries_apply_even_out_of_order() {
     assert!(active_nodes(&path).is_empty());
 }
 
+/// A snapshot carries revoked nodes as revoked (their token hashes included), so that a relay
+/// bootstrapped from it still recognises a revoked node's real token and can tell it so; a
+/// name revoked and registered again leaves its new holder active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_nodes_travel_in_snapshots_as_revoked() {
+    let Setup {
+        _dir,
+        source,
+        replica: _,
+        fx: _,
+        probe: _,
+    } = setup().await;
+    let path = source.path().to_owned();
+    let gone = TokenId::from_bytes(id());
+    let again = TokenId::from_bytes(id());
+    raw_node_put(&path, gone, "edge-9", [0x19; 32]);
+    raw_node_revoke(&path, gone);
+    raw_node_put(&path, again, "edge-9", [0x29; 32]);
+
+    let fresh_path = _dir.path().join("fresh.db");
+    let fresh = open(&fresh_path);
+    copy_snapshot(&source, &fresh).await.unwrap();
+    let revoked = fresh
+        .get_node(gone)
+        .await
+        .unwrap()
+        .expect("the revoked node");
+    assert!(revoked.revoked.is_some(), "{revoked:?}");
+    assert_eq!(revoked.hash, [0x19; 32]);
+    let active = fresh
+        .get_node(again)
+        .await
+        .unwrap()
+        .expect("the new holder");
+    assert!(active.revoked.is_none(), "{active:?}");
+    assert_eq!(active_nodes(&fresh_path), active_nodes(&path));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_keeps_batches_in_order_until_deleted() {
     let dir = tempfile::tempdir().unwrap();
