@@ -133,6 +133,14 @@ impl SqliteStorage {
         self.writer.close().await;
     }
 
+    /// Refuses every further read (`Unavailable`) and closes the read-only connections (those
+    /// in use when their read ends): for a replica about to be deleted, so that no open
+    /// connection keeps its file readable. Snapshots being streamed read on connections of
+    /// their own and finish. Call [`SqliteStorage::close`] first.
+    pub fn close_reads(&self) {
+        self.readers.close();
+    }
+
     /// Runs a mutation and then appends its audit entries, in one savepoint: if either fails,
     /// neither is written (see the `Storage` trait's "Audit entries carried by writes").
     async fn write_audited<T, F>(&self, audit: &[AuditEntry], op: F) -> Result<T>

@@ -75,6 +75,15 @@ impl Readers {
         .map_err(|e| StorageError::Unavailable(format!("read task failed: {e}")))?
     }
 
+    /// Refuses further reads and closes the idle connections; those in use close when their
+    /// read ends.
+    pub(super) fn close(&self) {
+        self.permits.close();
+        drop(std::mem::take(
+            &mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
+    }
+
     fn take(&self) -> Option<Connection> {
         // A panic while the lock was held cannot leave the Vec half-updated (push and pop are
         // the only operations), so a poisoned lock is still safe to use.
@@ -85,9 +94,11 @@ impl Readers {
     }
 
     fn give_back(&self, conn: Connection) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(conn);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock `close` drains under: a connection given back after `close`
+        // is dropped, not kept.
+        if !self.permits.is_closed() {
+            idle.push(conn);
+        }
     }
 }
