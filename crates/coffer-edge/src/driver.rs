@@ -72,7 +72,7 @@ impl Driver {
         status: Arc<EdgeStatus>,
         config: Config,
         long_poll: Duration,
-    ) -> Result<Driver, String> {
+    ) -> Result<Driver, StartError> {
         let (follower, cluster) =
             follower_from(&storage, upstreams.urls.len(), config, false).await?;
         status.set_applied(follower.applied().seq);
@@ -473,6 +473,15 @@ fn revokes_a_node(payload: &[u8]) -> bool {
     payload.windows(TAG.len()).any(|w| w == TAG)
 }
 
+/// Why replication cannot start from the replica as stored.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error("cannot read the replica's position: {0}")]
+    Position(#[from] coffer_storage::StorageError),
+    #[error(transparent)]
+    Follower(#[from] coffer_replication::Error),
+}
+
 /// A follower for the replica as stored: bootstrapping if it holds nothing, else resuming from
 /// its head (`resync`: fetching a snapshot first).
 async fn follower_from(
@@ -480,11 +489,8 @@ async fn follower_from(
     upstreams: usize,
     config: Config,
     resync: bool,
-) -> Result<(Follower<usize>, Option<ClusterId>), String> {
-    let state = storage
-        .log_state()
-        .await
-        .map_err(|e| format!("cannot read the replica's position: {e}"))?;
+) -> Result<(Follower<usize>, Option<ClusterId>), StartError> {
+    let state = storage.log_state().await?;
     let ids: Vec<usize> = (0..upstreams).collect();
     let position = Position {
         seq: state.head_seq,
@@ -494,8 +500,7 @@ async fn follower_from(
         (None, _) => Follower::new(ids, config, unix_ms()),
         (Some(_), false) => Follower::resume(ids, config, unix_ms(), position),
         (Some(_), true) => Follower::resync(ids, config, unix_ms(), position),
-    }
-    .map_err(|e| e.to_string())?
+    }?
     // Each node retries on its own schedule after failures it shares with others.
     .with_jitter_seed(u64::from_le_bytes(coffer_crypto::random_array()));
     Ok((follower, state.cluster_id))

@@ -18,33 +18,30 @@
 
 mod access;
 mod driver;
+mod serving;
 mod status;
 mod upstream;
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::Method;
-use axum::response::{IntoResponse, Response};
-use axum::routing::future::RouteFuture;
 use axum::routing::get;
 use coffer_core::Coffer;
 use coffer_crypto::{FileKek, KekProvider};
 use coffer_replication::Config;
 use coffer_server::replication::{Origin, Replication};
-use coffer_server::{ApiError, AppState, ServerError, TlsFiles, TrustedProxies, edge_router};
+use coffer_server::{AppState, ServerError, TlsFiles, TrustedProxies, edge_router};
 use coffer_storage::{SqliteOptions, SqliteStorage, Storage};
-use futures_util::future::Either;
-use tower::Service;
+use coffer_types::TokenId;
 use zeroize::Zeroizing;
 
+use crate::serving::{Front, Serving};
+use crate::upstream::Upstreams;
+
 pub use status::EdgeStatus;
+pub use upstream::ClientError;
 
 const DB_FILE: &str = "replica.db";
 /// Left in the data dir by an edge that learnt it was revoked (and deleted its replica): a
@@ -96,9 +93,28 @@ impl EdgeOptions {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EdgeError {
-    #[error("{0}")]
-    Config(String),
+    #[error("give at least one --upstream")]
+    NoUpstream,
+    #[error("upstream {url:?} {problem}")]
+    BadUpstream { url: String, problem: &'static str },
+    #[error(
+        "--max-staleness ({max} s) must be at least --staleness ({staleness} s): an edge is not stale before that"
+    )]
+    MaxStaleness { max: u64, staleness: u64 },
+    #[error(
+        "the node token is malformed (expected coffernode_..., as `coffer node create` printed it)"
+    )]
+    MalformedNodeToken,
+    #[error("KEK file {path}: {source}")]
+    Kek {
+        path: PathBuf,
+        #[source]
+        source: coffer_crypto::CryptoError,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error(
         "data dir {path}: this edge's node was revoked ({detail}) and it discarded its replica; register a new node (coffer node create) and start it with an empty data dir"
     )]
@@ -109,11 +125,385 @@ pub enum EdgeError {
     Server(#[from] ServerError),
 }
 
-fn data_dir_error(path: &Path, message: impl Into<String>) -> EdgeError {
+fn data_dir_error(path: &Path, message: impl std::fmt::Display) -> EdgeError {
     EdgeError::DataDir {
         path: path.to_owned(),
-        message: message.into(),
+        message: message.to_string(),
     }
+}
+
+/// Runs an edge until `shutdown` resolves. `on_ready` gets the bound address as soon as the
+/// listener is up (`/healthz` then says whether the replica is ready), and the edge's status.
+///
+/// The story: check the settings and open the replica ([`Edge::open`]); serve it at once if it
+/// holds one; start replication and housekeeping; serve until told to stop, or until the edge
+/// learns it was revoked, which discards the replica and leaves only refusals to serve.
+pub async fn run(
+    opts: EdgeOptions,
+    on_ready: impl FnOnce(SocketAddr, Arc<EdgeStatus>) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), EdgeError> {
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let (edge, _lock) = Edge::open(opts, closing).await?;
+    let edge = Arc::new(edge);
+    if edge.status.is_synced() {
+        edge.open_serving().await.map_err(|e| {
+            data_dir_error(&edge.opts.data_dir, format!("cannot open the replica: {e}"))
+        })?;
+    }
+    let replicator = tokio::spawn(edge.driver().await?.run());
+    let housekeeping = tokio::spawn(edge.clone().housekeeping());
+
+    let ready_status = edge.status.clone();
+    let server = coffer_server::serve_app(
+        Front {
+            status: edge.status.clone(),
+            serving: edge.serving.clone(),
+        },
+        edge.opts.listen,
+        edge.opts.tls.as_ref(),
+        move |addr| on_ready(addr, ready_status),
+        async move {
+            shutdown.await;
+            let _ = closing_tx.send(true);
+        },
+    );
+    tokio::pin!(server);
+    let stopped = tokio::select! {
+        result = &mut server => Some(result),
+        () = edge.status.wait_revoked() => None,
+    };
+    // Stopped, not just told to stop: a task that is building the serving side must not put
+    // it back after a revocation emptied it.
+    for task in [replicator, housekeeping] {
+        task.abort();
+        let _ = task.await;
+    }
+    match stopped {
+        Some(result) => {
+            edge.shut_down().await;
+            result.map_err(EdgeError::from)
+        }
+        None => {
+            edge.discard().await;
+            // Still answering: 503 `edge_revoked`, and `/healthz` says why.
+            server.await.map_err(EdgeError::from)
+        }
+    }
+}
+
+/// What an edge's tasks share, held once.
+struct Edge {
+    opts: EdgeOptions,
+    /// This edge's node (its token's id).
+    node: TokenId,
+    /// Until the serving side is built, or the edge is revoked (then dropped: the serving side
+    /// holds the only other reference).
+    kek: std::sync::Mutex<Option<Arc<dyn KekProvider>>>,
+    storage: Arc<SqliteStorage>,
+    status: Arc<EdgeStatus>,
+    upstreams: Upstreams,
+    serving: Arc<Serving>,
+    /// Turns true at shutdown: a relay's long-polls end then.
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("data_dir", &self.opts.data_dir)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// Checks the settings, takes the data dir (the lock is returned, held until dropped) and
+    /// opens the replica. A data dir marked revoked is refused; a replica that already holds
+    /// this node's revocation (the edge stopped before it could act on it) is discarded and
+    /// refused.
+    async fn open(
+        opts: EdgeOptions,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Edge, std::fs::File), EdgeError> {
+        check_upstreams(&opts.upstreams)?;
+        coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
+        if let Some(max) = opts.max_staleness
+            && max < opts.staleness
+        {
+            return Err(EdgeError::MaxStaleness {
+                max: max.as_secs(),
+                staleness: opts.staleness.as_secs(),
+            });
+        }
+        let node = coffer_crypto::PresentedToken::parse(&opts.node_token)
+            .ok()
+            .filter(|t| t.kind() == coffer_crypto::TokenKind::Node)
+            .map(|t| t.id())
+            .ok_or(EdgeError::MalformedNodeToken)?;
+        let lock = open_dir(&opts.data_dir)?;
+        refuse_if_marked_revoked(&opts.data_dir)?;
+        let kek: Arc<dyn KekProvider> = Arc::new(FileKek::open(&opts.kek_file).map_err(
+            |source| EdgeError::Kek {
+                path: opts.kek_file.clone(),
+                source,
+            },
+        )?);
+        // Commits are not synced one by one: the position is committed with the data, so what
+        // a power loss takes is fetched again (see `SqliteOptions::sync_commits`).
+        let mut sqlite = SqliteOptions::default();
+        sqlite.sync_commits = false;
+        let storage = Arc::new(
+            SqliteStorage::open_with(&opts.data_dir.join(DB_FILE), sqlite)
+                .map_err(|e| data_dir_error(&opts.data_dir, e))?,
+        );
+        let state = storage
+            .log_state()
+            .await
+            .map_err(|e| data_dir_error(&opts.data_dir, e))?;
+        let upstreams = Upstreams::new(
+            opts.upstreams.clone(),
+            opts.node_token.clone(),
+            opts.ca_cert.as_deref(),
+        )?;
+        let status = Arc::new(EdgeStatus::new(
+            opts.upstreams.clone(),
+            state.cluster_id,
+            opts.staleness,
+            opts.max_staleness,
+        ));
+        let edge = Edge {
+            node,
+            kek: std::sync::Mutex::new(Some(kek)),
+            storage,
+            status,
+            upstreams,
+            serving: Arc::new(Serving::default()),
+            closing,
+            opts,
+        };
+        if edge.replica_revokes_this_node().await? {
+            let why = "the replica holds this node's revocation";
+            edge.status.revoke(why.to_owned());
+            edge.discard().await;
+            return Err(EdgeError::Revoked {
+                path: edge.opts.data_dir.clone(),
+                detail: why.to_owned(),
+            });
+        }
+        match state.cluster_id {
+            Some(c) => tracing::info!(
+                cluster = %hex::encode(c),
+                applied_seq = state.head_seq,
+                "serving from the local replica while catching up"
+            ),
+            None => tracing::info!("empty replica: bootstrapping from an upstream snapshot"),
+        }
+        Ok((edge, lock))
+    }
+
+    async fn replica_revokes_this_node(&self) -> Result<bool, EdgeError> {
+        let node = self
+            .storage
+            .get_node(self.node)
+            .await
+            .map_err(|e| data_dir_error(&self.opts.data_dir, e))?;
+        Ok(node.is_some_and(|n| n.revoked.is_some()))
+    }
+
+    /// Builds the serving side over the replica: the runtime API (and, on a relay, the feed)
+    /// through the same core code as the control plane, DEKs unwrapped with this edge's KEK.
+    async fn open_serving(&self) -> Result<(), coffer_core::CoreError> {
+        let Some(kek) = self.kek.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            // Revoked: nothing is served again.
+            return Ok(());
+        };
+        let storage: Arc<dyn Storage> = self.storage.clone();
+        let coffer = Arc::new(Coffer::open_replica(storage, kek).await?);
+        let replication = self.opts.serve_feed.then(|| {
+            Arc::new(Replication::new(
+                Origin::Relay(self.status.freshest_origin.clone()),
+                Arc::new(access::RelayAccess {
+                    upstreams: self.upstreams.clone(),
+                    status: self.status.clone(),
+                }),
+                self.closing.clone(),
+            ))
+        });
+        let health = {
+            let status = self.status.clone();
+            get(move || {
+                let status = status.clone();
+                async move { status.report() }
+            })
+        };
+        let state = AppState::new(
+            coffer.clone(),
+            replication,
+            self.opts.trusted_proxies.clone(),
+        );
+        self.serving.set(edge_router(state, health), coffer);
+        // Built: the KEK lives on in the serving side only.
+        self.kek.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.status.mark_serving();
+        Ok(())
+    }
+
+    /// The replication driver, starting from the replica as stored.
+    async fn driver(&self) -> Result<driver::Driver, EdgeError> {
+        let long_poll = self.opts.effective_long_poll();
+        let staleness = self.opts.staleness;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = Config {
+            staleness_ms: ms(staleness),
+            // A feed request long-polls; the HTTP client gives up after its wait plus a grace
+            // (and reports a failure); the follower re-sends only after that. Snapshots report
+            // progress while they stream, so they are never cut short.
+            request_timeout_ms: ms(long_poll + upstream::FEED_GRACE + Duration::from_secs(5)),
+            // The upstream holds the request until there is something new: ask again at once.
+            poll_interval_ms: 0,
+            failure_backoff_ms: 1_000,
+            // Half the staleness at most: an upstream that is back is in use again well before
+            // the edge would count itself stale for want of trying.
+            max_backoff_ms: ms((staleness / 2).min(MAX_BACKOFF)),
+        };
+        driver::Driver::new(
+            self.node,
+            self.upstreams.clone(),
+            self.storage.clone(),
+            self.status.clone(),
+            config,
+            long_poll,
+        )
+        .await
+        .map_err(|e| data_dir_error(&self.opts.data_dir, e))
+    }
+
+    /// Builds the serving side once the first snapshot is in, then, every interval, ships
+    /// access events upstream and compacts the replica's log. Runs until aborted.
+    async fn housekeeping(self: Arc<Self>) {
+        while self.serving.coffer().is_none() {
+            self.status.wait_synced().await;
+            if let Err(e) = self.open_serving().await {
+                tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        tracing::info!("edge ready: serving runtime reads from the local replica");
+        // The replica's own log: a plain edge serves nobody from it, so it keeps none (the
+        // base keeps the position); a relay keeps enough for the edges below to catch up from.
+        let retain = if self.opts.serve_feed {
+            RELAY_RETENTION
+        } else {
+            0
+        };
+        let mut round = tokio::time::interval(access::INTERVAL);
+        round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            round.tick().await;
+            if let Some(c) = self.serving.coffer() {
+                access::stash(&c, &self.storage).await;
+            }
+            access::deliver(&self.storage, &self.upstreams, &self.status).await;
+            compact(&self.storage, retain).await;
+        }
+    }
+
+    /// After a normal stop: the reads not yet stashed go to the outbox, and the replica is
+    /// closed.
+    async fn shut_down(&self) {
+        if let Some(c) = self.serving.coffer() {
+            access::stash(&c, &self.storage).await;
+        }
+        self.storage.shutdown().await;
+    }
+
+    /// What a revoked edge does: it serves nothing more (the front answers 503), drops the
+    /// serving side and with it every key it had in memory (the KEK's copy, unwrapped DEKs and
+    /// MAC keys, all wiped on drop), closes and deletes its replica (sealed values and wrapped
+    /// keys) and leaves a marker, so that a restart refuses the dir instead of bootstrapping
+    /// again. Access events not yet delivered are lost with the replica: the control plane no
+    /// longer takes them from this node.
+    async fn discard(&self) {
+        self.serving.close();
+        self.kek.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.storage.shutdown().await;
+        // No open connection keeps the deleted file readable (a relay's snapshot stream in
+        // flight reads on its own and finishes).
+        self.storage.close_reads();
+        let dir = &self.opts.data_dir;
+        for name in [
+            DB_FILE.to_owned(),
+            format!("{DB_FILE}-wal"),
+            format!("{DB_FILE}-shm"),
+        ] {
+            match std::fs::remove_file(dir.join(&name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(file = %dir.join(&name).display(), error = %e, "cannot delete the revoked edge's replica")
+                }
+            }
+        }
+        let reason = self.status.revoked_reason().unwrap_or_default();
+        let detail = format!("revoked at {}: {reason}", coffer_types::Timestamp::now());
+        if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
+            tracing::error!(error = %e, "cannot mark the data dir as revoked");
+        }
+        tracing::error!(
+            %reason,
+            kek_file = %self.opts.kek_file.display(),
+            "edge revoked: it serves nothing more and its replica is deleted; the KEK file it was given is not its to delete: if this host is no longer trusted, destroy that copy (or rotate the KEK)"
+        );
+    }
+}
+
+/// Refuses upstream URLs an edge cannot or should not use; warns about plain HTTP off this
+/// machine (the node token would cross the network in clear).
+fn check_upstreams(urls: &[String]) -> Result<(), EdgeError> {
+    if urls.is_empty() {
+        return Err(EdgeError::NoUpstream);
+    }
+    for url in urls {
+        let bad = |problem| EdgeError::BadUpstream {
+            url: url.clone(),
+            problem,
+        };
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| bad("is not an http:// or https:// URL"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() {
+            return Err(bad("has no host"));
+        }
+        if host.contains('@') {
+            return Err(bad(
+                "carries credentials; an upstream URL must not (the node token authenticates the edge)",
+            ));
+        }
+        if url.starts_with("http://") && !is_loopback_host(host) {
+            tracing::warn!(
+                upstream = %url,
+                "plain HTTP to a non-loopback upstream: the node token crosses the network in clear (use https://)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a data dir whose edge was revoked (it left a marker when it discarded its replica).
+fn refuse_if_marked_revoked(dir: &Path) -> Result<(), EdgeError> {
+    let marker = dir.join(REVOKED_FILE);
+    if marker.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    let detail = std::fs::read_to_string(&marker)
+        .unwrap_or_else(|e| format!("the marker {} is unreadable: {e}", marker.display()));
+    Err(EdgeError::Revoked {
+        path: dir.to_owned(),
+        detail: detail.trim().to_owned(),
+    })
 }
 
 /// Creates (mode 0700) or opens the edge's data dir and takes its lock.
@@ -137,401 +527,6 @@ fn open_dir(path: &Path) -> Result<std::fs::File, EdgeError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| data_dir_error(path, format!("cannot set mode 0700: {e}")))?;
     coffer_server::lock_data_dir(path).map_err(EdgeError::from)
-}
-
-/// Runs an edge until `shutdown` resolves. `on_ready` gets the bound address as soon as the
-/// listener is up (`/healthz` then says whether the replica is ready), and the edge's status.
-pub async fn run(
-    opts: EdgeOptions,
-    on_ready: impl FnOnce(SocketAddr, Arc<EdgeStatus>) + Send + 'static,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), EdgeError> {
-    if opts.upstreams.is_empty() {
-        return Err(EdgeError::Config("give at least one --upstream".into()));
-    }
-    for url in &opts.upstreams {
-        let Some(rest) = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"))
-        else {
-            return Err(EdgeError::Config(format!(
-                "upstream {url:?} is not an http:// or https:// URL"
-            )));
-        };
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if host.is_empty() {
-            return Err(EdgeError::Config(format!("upstream {url:?} has no host")));
-        }
-        if host.contains('@') {
-            return Err(EdgeError::Config(
-                "an upstream URL must not carry credentials (the node token authenticates the edge)"
-                    .into(),
-            ));
-        }
-        if url.starts_with("http://") && !is_loopback_host(host) {
-            tracing::warn!(
-                upstream = %url,
-                "plain HTTP to a non-loopback upstream: the node token crosses the network in clear (use https://)"
-            );
-        }
-    }
-    coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
-    if let Some(max) = opts.max_staleness
-        && max < opts.staleness
-    {
-        return Err(EdgeError::Config(format!(
-            "--max-staleness ({} s) must be at least --staleness ({} s): an edge is not stale before that",
-            max.as_secs(),
-            opts.staleness.as_secs()
-        )));
-    }
-    let node = coffer_crypto::PresentedToken::parse(&opts.node_token)
-        .ok()
-        .filter(|t| t.kind() == coffer_crypto::TokenKind::Node)
-        .map(|t| t.id())
-        .ok_or_else(|| {
-            EdgeError::Config(
-                "the node token is malformed (expected coffernode_..., as `coffer node create` printed it)"
-                    .into(),
-            )
-        })?;
-    let _lock = open_dir(&opts.data_dir)?;
-    let marker = opts.data_dir.join(REVOKED_FILE);
-    if marker.symlink_metadata().is_ok() {
-        let detail = std::fs::read_to_string(&marker)
-            .unwrap_or_else(|e| format!("the marker {} is unreadable: {e}", marker.display()));
-        return Err(EdgeError::Revoked {
-            path: opts.data_dir.clone(),
-            detail: detail.trim().to_owned(),
-        });
-    }
-    let kek: Arc<dyn KekProvider> =
-        Arc::new(FileKek::open(&opts.kek_file).map_err(|e| {
-            EdgeError::Config(format!("KEK file {}: {e}", opts.kek_file.display()))
-        })?);
-    let db = opts.data_dir.join(DB_FILE);
-    // Commits are not synced one by one: the position is committed with the data, so what a
-    // power loss takes is fetched again (see `SqliteOptions::sync_commits`).
-    let mut sqlite = SqliteOptions::default();
-    sqlite.sync_commits = false;
-    let storage = Arc::new(
-        SqliteStorage::open_with(&db, sqlite)
-            .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?,
-    );
-    let state = storage
-        .log_state()
-        .await
-        .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?;
-    // A replica that already applied this node's revocation (the process stopped before it
-    // could discard it) is discarded now rather than served.
-    if let Some(record) = storage
-        .get_node(node)
-        .await
-        .map_err(|e| data_dir_error(&opts.data_dir, e.to_string()))?
-        && record.revoked.is_some()
-    {
-        let status = EdgeStatus::new(opts.upstreams.clone(), None, opts.staleness, None);
-        status.revoke("the replica holds this node's revocation".to_owned());
-        discard(
-            &opts.data_dir,
-            &Serving::default(),
-            storage,
-            &status,
-            &opts.kek_file,
-        )
-        .await;
-        return Err(EdgeError::Revoked {
-            path: opts.data_dir.clone(),
-            detail: "the replica holds this node's revocation".to_owned(),
-        });
-    }
-    let upstreams = upstream::Upstreams::new(
-        opts.upstreams.clone(),
-        opts.node_token.clone(),
-        opts.ca_cert.as_deref(),
-    )
-    .map_err(EdgeError::Config)?;
-    let status = Arc::new(EdgeStatus::new(
-        opts.upstreams.clone(),
-        state.cluster_id,
-        opts.staleness,
-        opts.max_staleness,
-    ));
-    match state.cluster_id {
-        Some(c) => tracing::info!(
-            cluster = %hex::encode(c),
-            applied_seq = state.head_seq,
-            "serving from the local replica while catching up"
-        ),
-        None => tracing::info!("empty replica: bootstrapping from an upstream snapshot"),
-    }
-
-    // The runtime API needs the replica's keys, which the first snapshot brings: until then
-    // everything but /healthz answers 503.
-    let serving = Arc::new(Serving::default());
-    let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let health = {
-        let status = status.clone();
-        get(move || {
-            let status = status.clone();
-            async move { status.report() }
-        })
-    };
-    let build = {
-        let storage = storage.clone();
-        let status = status.clone();
-        let serving = serving.clone();
-        let health = health.clone();
-        let serve_feed = opts.serve_feed;
-        let upstreams = upstreams.clone();
-        let trusted_proxies = opts.trusted_proxies.clone();
-        move || {
-            let storage = storage.clone();
-            let upstreams = upstreams.clone();
-            let kek = kek.clone();
-            let status = status.clone();
-            let serving = serving.clone();
-            let health = health.clone();
-            let closing = closing.clone();
-            let trusted_proxies = trusted_proxies.clone();
-            async move {
-                let dyn_storage: Arc<dyn Storage> = storage.clone();
-                let coffer = Arc::new(
-                    Coffer::open_replica(dyn_storage, kek)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
-                let replication = serve_feed.then(|| {
-                    Arc::new(Replication::new(
-                        Origin::Relay(status.freshest_origin.clone()),
-                        Arc::new(access::RelayAccess {
-                            upstreams: upstreams.clone(),
-                            status: status.clone(),
-                        }),
-                        closing,
-                    ))
-                });
-                let router = edge_router(
-                    AppState::new(coffer.clone(), replication, trusted_proxies),
-                    health,
-                );
-                serving.set(router, coffer);
-                status.mark_serving();
-                Ok::<(), String>(())
-            }
-        }
-    };
-    if state.cluster_id.is_some() {
-        build()
-            .await
-            .map_err(|e| data_dir_error(&opts.data_dir, format!("cannot open the replica: {e}")))?;
-    }
-
-    let long_poll = opts.effective_long_poll();
-    let config = Config {
-        staleness_ms: u64::try_from(opts.staleness.as_millis()).unwrap_or(u64::MAX),
-        // A feed request long-polls; the HTTP client gives up after its wait plus a grace
-        // (and reports a failure); the follower re-sends only after that. Snapshots report
-        // progress while they stream, so they are never cut short.
-        request_timeout_ms: u64::try_from(
-            (long_poll + upstream::FEED_GRACE + Duration::from_secs(5)).as_millis(),
-        )
-        .unwrap_or(u64::MAX),
-        // The upstream holds the request until there is something new: ask again at once.
-        poll_interval_ms: 0,
-        failure_backoff_ms: 1_000,
-        // Half the staleness at most: an upstream that is back is in use again well before
-        // the edge would count itself stale for want of trying.
-        max_backoff_ms: u64::try_from((opts.staleness / 2).min(MAX_BACKOFF).as_millis())
-            .unwrap_or(u64::MAX),
-    };
-    let driver = driver::Driver::new(
-        node,
-        upstreams.clone(),
-        storage.clone(),
-        status.clone(),
-        config,
-        long_poll,
-    )
-    .await
-    .map_err(EdgeError::Config)?;
-    let replicator = tokio::spawn(driver.run());
-
-    // The replica's own log: a plain edge serves nobody from it, so it keeps none (the base
-    // keeps the position); a relay keeps enough for the edges below to catch up from.
-    let retain = if opts.serve_feed { RELAY_RETENTION } else { 0 };
-    // Builds the serving side once the first snapshot is in, then ships access events and
-    // compacts the replica's log.
-    let background = {
-        let storage = storage.clone();
-        let status = status.clone();
-        let serving = serving.clone();
-        tokio::spawn(async move {
-            while serving.coffer().is_none() {
-                status.wait_synced().await;
-                if let Err(e) = build().await {
-                    tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            tracing::info!("edge ready: serving runtime reads from the local replica");
-            let mut round = tokio::time::interval(access::INTERVAL);
-            round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                round.tick().await;
-                if let Some(c) = serving.coffer() {
-                    access::stash(&c, &storage).await;
-                }
-                access::deliver(&storage, &upstreams, &status).await;
-                compact(&storage, retain).await;
-            }
-        })
-    };
-
-    let app = Front {
-        status: status.clone(),
-        serving: serving.clone(),
-    };
-    let ready_status = status.clone();
-    let on_ready = move |addr| on_ready(addr, ready_status);
-    let server =
-        coffer_server::serve_app(app, opts.listen, opts.tls.as_ref(), on_ready, async move {
-            shutdown.await;
-            let _ = closing_tx.send(true);
-        });
-    tokio::pin!(server);
-    let revoked = tokio::select! {
-        result = &mut server => Some(result),
-        () = status.wait_revoked() => None,
-    };
-    // Stopped, not just told to stop: a task that is building the serving side must not put
-    // it back after a revocation emptied it.
-    replicator.abort();
-    background.abort();
-    let _ = replicator.await;
-    let _ = background.await;
-    let Some(result) = revoked else {
-        discard(&opts.data_dir, &serving, storage, &status, &opts.kek_file).await;
-        // Still answering: 503 `edge_revoked`, and `/healthz` says why.
-        return server.await.map_err(EdgeError::from);
-    };
-    if let Some(c) = serving.coffer() {
-        access::stash(&c, &storage).await;
-    }
-    storage.shutdown().await;
-    result.map_err(EdgeError::from)
-}
-
-/// What a revoked edge does: it serves nothing more (the front answers 503), drops the serving
-/// side and with it every key it had in memory (the KEK's copy, unwrapped DEKs and MAC keys,
-/// all wiped on drop), deletes its replica (sealed values and wrapped keys) and leaves a
-/// marker, so that a restart refuses the dir instead of bootstrapping again. Access events
-/// not yet delivered are lost with the replica: the control plane no longer takes them from
-/// this node.
-async fn discard(
-    dir: &Path,
-    serving: &Serving,
-    storage: Arc<SqliteStorage>,
-    status: &EdgeStatus,
-    kek_file: &Path,
-) {
-    serving.close();
-    storage.shutdown().await;
-    // Requests already past the front (a relay's snapshot stream, say) hold the storage a
-    // little longer; its reader connections close with the last of them. Give them a moment,
-    // so that no open descriptor keeps the deleted replica readable, then delete it anyway.
-    let deadline = tokio::time::Instant::now() + DISCARD_GRACE;
-    let mut storage = Some(storage);
-    while let Some(s) = storage.take() {
-        match Arc::try_unwrap(s) {
-            Ok(alone) => drop(alone),
-            Err(shared) if tokio::time::Instant::now() < deadline => {
-                storage = Some(shared);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(_) => tracing::warn!(
-                "requests in flight still hold the replica; deleting it while they finish"
-            ),
-        }
-    }
-    for name in [
-        DB_FILE.to_owned(),
-        format!("{DB_FILE}-wal"),
-        format!("{DB_FILE}-shm"),
-    ] {
-        match std::fs::remove_file(dir.join(&name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::error!(file = %dir.join(&name).display(), error = %e, "cannot delete the revoked edge's replica")
-            }
-        }
-    }
-    let reason = status.revoked_reason().unwrap_or_default();
-    let detail = format!("revoked at {}: {reason}", coffer_types::Timestamp::now());
-    if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
-        tracing::error!(error = %e, "cannot mark the data dir as revoked");
-    }
-    tracing::error!(
-        %reason,
-        kek_file = %kek_file.display(),
-        "edge revoked: it serves nothing more and its replica is deleted; the KEK file it was given is not its to delete: if this host is no longer trusted, destroy that copy (or rotate the KEK)"
-    );
-}
-
-/// How long a revoked edge waits for requests in flight to let go of its replica.
-const DISCARD_GRACE: Duration = Duration::from_secs(5);
-
-/// The serving side (the runtime API's router over the replica's `Coffer`), once the first
-/// sync built it; emptied for good when the edge is revoked, which drops the keys it holds.
-#[derive(Debug, Default)]
-struct Serving(RwLock<Slot>);
-
-#[derive(Debug, Default)]
-enum Slot {
-    #[default]
-    Empty,
-    Serving(Router, Arc<Coffer>),
-    /// Revoked: nothing is served or built again.
-    Closed,
-}
-
-impl Serving {
-    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn router(&self) -> Option<Router> {
-        match &*self.slot() {
-            Slot::Serving(router, _) => Some(router.clone()),
-            Slot::Empty | Slot::Closed => None,
-        }
-    }
-
-    fn coffer(&self) -> Option<Arc<Coffer>> {
-        match &*self.slot() {
-            Slot::Serving(_, coffer) => Some(coffer.clone()),
-            Slot::Empty | Slot::Closed => None,
-        }
-    }
-
-    /// Serves `router` from now on, unless the slot was closed.
-    fn set(&self, router: Router, coffer: Arc<Coffer>) {
-        let mut slot = self.write();
-        if !matches!(*slot, Slot::Closed) {
-            *slot = Slot::Serving(router, coffer);
-        }
-    }
-
-    /// Drops what is served, for good.
-    fn close(&self) {
-        let closed = std::mem::replace(&mut *self.write(), Slot::Closed);
-        drop(closed);
-    }
 }
 
 /// Whether `host` (with an optional port) names this machine.
@@ -570,63 +565,6 @@ async fn compact(storage: &SqliteStorage, retain: u64) {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not read the replica's log state"),
-    }
-}
-
-/// The edge's HTTP front. `GET /healthz` (and `HEAD`) is answered here, before any middleware
-/// (no request log line for the health checks a load balancer sends every few seconds), and
-/// whether or not the replica is ready; every other request goes to the serving router once
-/// the first sync has built it, and is answered 503 until then. A plain service rather than a
-/// router in front of the router: a runtime read is routed once.
-#[derive(Clone)]
-struct Front {
-    status: Arc<EdgeStatus>,
-    serving: Arc<Serving>,
-}
-
-impl<B> Service<axum::http::Request<B>> for Front
-where
-    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<RouteFuture<Infallible>, Ready<Result<Response, Infallible>>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
-        // HEAD as well: a load balancer's probe; hyper sends no body for it.
-        if matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/healthz" {
-            return Either::Right(ready(Ok(self.status.report())));
-        }
-        if self.status.is_revoked() {
-            return Either::Right(ready(Ok(ApiError::new(
-                coffer_api::ErrorCode::EdgeRevoked,
-                "this edge node was revoked; it serves nothing and holds no replica",
-            )
-            .into_response())));
-        }
-        if let Some(lag) = self.status.cut_off() {
-            return Either::Right(ready(Ok(ApiError::new(
-                coffer_api::ErrorCode::Unavailable,
-                format!(
-                    "this edge has heard from no upstream for {} s, longer than its --max-staleness; it serves again once one answers",
-                    lag.as_secs()
-                ),
-            )
-            .into_response())));
-        }
-        match self.serving.router() {
-            Some(mut router) => Either::Left(router.call(req)),
-            None => Either::Right(ready(Ok(ApiError::new(
-                coffer_api::ErrorCode::Unavailable,
-                "this edge has no replica yet (first sync with an upstream in progress); retry later",
-            )
-            .into_response()))),
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Talking to upstreams: feed answers, streamed snapshots and access-event deliveries over
 //! HTTP(S), authenticated with the node token.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +70,15 @@ impl FetchError {
     }
 }
 
+/// Why the client for upstreams cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("CA certificate {path}: {message}")]
+    CaCert { path: PathBuf, message: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
 /// The upstreams of this node and how to reach them.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
@@ -94,7 +103,7 @@ impl Upstreams {
         urls: Vec<String>,
         token: Zeroizing<String>,
         ca_cert: Option<&Path>,
-    ) -> Result<Upstreams, String> {
+    ) -> Result<Upstreams, ClientError> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("coffer-edge/", env!("CARGO_PKG_VERSION")))
@@ -103,15 +112,18 @@ impl Upstreams {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90));
         if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("CA certificate {}: {e}", path.display()))?;
+            let ca_error = |message: String| ClientError::CaCert {
+                path: path.to_owned(),
+                message,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read: {e}")))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
             http = http.tls_certs_only(certs);
         }
         let client = http
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Upstreams {
             urls: urls
                 .into_iter()
