@@ -24,3 +24,4 @@ mod services;
 mod support;
 mod tcp;
 mod tokens;
+mod user;
