@@ -81,6 +81,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Show who the API token is: its name, role, account, expiry, and whether it is the
+    /// instance operator
+    Whoami {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Read the account's audit log and verify that it was not tampered with (super_admin)
     Audit {
         #[command(flatten)]
@@ -145,7 +151,7 @@ pub struct ConnArgs {
     )]
     pub api_token: Option<TokenArg>,
 
-    /// Account id (32 hex characters)
+    /// Account id (32 hex characters) [default: the API token's own account]
     #[arg(long, env = "COFFER_ACCOUNT_ID", global = true, value_name = "ID")]
     pub account_id: Option<String>,
 
@@ -356,16 +362,16 @@ pub struct StoreDeleteArgs {
     pub force: bool,
 }
 
-/// A store id, given positionally (as wrangler does) or with `--store-id`.
+/// A store, by name or id, given positionally (as wrangler does) or with `--store-id`.
 #[derive(Debug, Args)]
 #[group(id = "store", required = true, multiple = false)]
 pub struct StoreIdArg {
-    /// The store's id (same as --store-id)
-    #[arg(value_name = "STORE_ID")]
+    /// The store's name or id (same as --store-id)
+    #[arg(value_name = "STORE")]
     store_id_pos: Option<String>,
 
-    /// The store's id (32 hex characters)
-    #[arg(long = "store-id", value_name = "STORE_ID")]
+    /// The store's name, or its id (32 hex characters)
+    #[arg(long = "store-id", value_name = "STORE")]
     store_id: Option<String>,
 }
 
@@ -429,7 +435,7 @@ const SCOPES_HELP: &str = "Comma-separated scopes: workers, ai_gateway, dex, acc
 pub enum SecretCommand {
     /// Create a secret
     #[command(
-        after_help = "Example:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
+        after_help = "Example:\n  printf %s \"$TOKEN\" | coffer secret create STORE \
                             --name openai-key --scopes workers"
     )]
     Create(SecretCreateArgs),
@@ -495,8 +501,8 @@ pub struct SecretGetArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The secret's id
-    #[arg(long, value_name = "ID")]
+    /// The secret's name or id
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: String,
 }
 
@@ -505,8 +511,8 @@ pub struct SecretUpdateArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The secret's id
-    #[arg(long, value_name = "ID")]
+    /// The secret's name or id
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: String,
 
     #[arg(long, value_name = "VALUE", help = UPDATE_VALUE_HELP)]
@@ -526,8 +532,9 @@ pub struct SecretDeleteArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The secret's id; repeat the flag or separate ids with commas to delete several at once
-    #[arg(long, value_name = "ID", required = true, value_delimiter = ',')]
+    /// The secret's name or id; repeat the flag or separate them with commas to delete several
+    /// at once
+    #[arg(long, value_name = "SECRET", required = true, value_delimiter = ',')]
     pub secret_id: Vec<String>,
 }
 
@@ -536,8 +543,8 @@ pub struct SecretDuplicateArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The id of the secret to copy
-    #[arg(long, value_name = "ID")]
+    /// The name or id of the secret to copy
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: String,
 
     /// The new secret's name
@@ -636,8 +643,8 @@ impl AccountCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct AccountDeleteArgs {
-    /// The id of the account to delete (32 hex characters; not --account-id)
-    #[arg(value_name = "ID")]
+    /// The name or id of the account to delete (not --account-id)
+    #[arg(value_name = "ACCOUNT")]
     pub id: String,
 }
 
@@ -728,11 +735,12 @@ fn parse_duration(given: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-/// A token id, positional.
+/// A token, by name or id, positional.
 #[derive(Debug, Args)]
 pub struct TokenIdArg {
-    /// The token's id (32 hex characters)
-    #[arg(value_name = "TOKEN_ID")]
+    /// The token's name (tokens that still work are matched first), or its id (32 hex
+    /// characters)
+    #[arg(value_name = "TOKEN")]
     pub id: String,
 }
 
@@ -918,8 +926,8 @@ pub struct NodeCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct NodeRevokeArgs {
-    /// The id of the node to revoke (32 hex characters, as `node list` shows it)
-    #[arg(value_name = "ID")]
+    /// The node's name (nodes not revoked are matched first), or its id (32 hex characters)
+    #[arg(value_name = "NODE")]
     pub id: String,
 }
 

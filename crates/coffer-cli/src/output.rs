@@ -15,6 +15,10 @@ use zeroize::Zeroizing;
 
 use crate::table::{Table, one_line};
 
+mod whoami;
+
+pub use whoami::whoami;
+
 const STORE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Modified"];
 const SECRET_COLUMNS: [&str; 8] = [
     "Name", "ID", "StoreID", "Comment", "Scopes", "Status", "Created", "Modified",
@@ -33,6 +37,19 @@ const TOKEN_COLUMNS: [&str; 7] = [
 const AUDIT_COLUMNS: [&str; 7] = [
     "Seq", "Time", "Actor", "Action", "Outcome", "Resource", "Request",
 ];
+
+/// An RFC 3339 time to the second, in UTC as the server wrote it: `2025-01-31T23:30:00Z`
+/// (fractions of a second dropped). Anything else is shown as it came, made safe.
+pub fn time(at: &str) -> String {
+    use coffer_types::Timestamp;
+    match Timestamp::parse_rfc3339(at) {
+        Some(t) => {
+            let micros = t.unix_micros();
+            Timestamp::from_unix_micros(micros - micros.rem_euclid(1_000_000)).to_rfc3339()
+        }
+        None => one_line(at),
+    }
+}
 
 /// Writes `text` to standard output. Errors (a closed pipe) are returned, not panicked on.
 pub fn print(text: &str) -> std::io::Result<()> {
@@ -298,7 +315,7 @@ pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) ->
     text.push_str(
         "\n\n\
          The API token is shown only now and cannot be recovered: store it now, e.g. in a\n\
-         password manager. Use it with COFFER_API_TOKEN, and this account with COFFER_ACCOUNT_ID.\n",
+         password manager. Use it with COFFER_API_TOKEN (the account is the token's own).\n",
     );
     text
 }

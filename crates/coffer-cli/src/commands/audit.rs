@@ -24,11 +24,11 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 per_page: args.page.per_page,
                 direction: args.direction.map(direction),
             };
-            let page = connect(conn)?.list_audit(&filter).await?;
+            let page = connect(conn).await?.list_audit(&filter).await?;
             output::print(&output::audit_list(&page, json))?;
         }
         AuditCommand::Verify => {
-            let verification = connect(conn)?.verify_audit().await?;
+            let verification = connect(conn).await?.verify_audit().await?;
             // Under --json the result is printed whatever it says; a tampered log then still
             // fails the command, so that scripts can gate on the exit status alone.
             if json || verification.ok {

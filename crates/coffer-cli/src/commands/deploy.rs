@@ -29,7 +29,7 @@ pub async fn run(conn: &ConnArgs, args: DeployArgs) -> anyhow::Result<()> {
                 .collect(),
         )
     })?;
-    let client = connect(conn)?;
+    let client = connect(conn).await?;
     let deployed = client.deploy_service(&config.deploy).await?;
     // Zeroized on drop, like `deployed` itself.
     let text = output::service_deployed(&deployed, conn.json);

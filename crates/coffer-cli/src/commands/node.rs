@@ -5,7 +5,7 @@
 
 use super::connect_instance;
 use crate::args::{ConnArgs, NodeCommand};
-use crate::output;
+use crate::{output, resolve};
 
 pub async fn run(conn: &ConnArgs, command: NodeCommand) -> anyhow::Result<()> {
     let json = conn.json;
@@ -22,7 +22,8 @@ pub async fn run(conn: &ConnArgs, command: NodeCommand) -> anyhow::Result<()> {
             output::print(&output::node_list(&page, json))?;
         }
         NodeCommand::Revoke(args) => {
-            let node = client.revoke_node(&args.id).await?;
+            let id = resolve::node(&client, &args.id).await?;
+            let node = client.revoke_node(&id).await?;
             output::print(&output::node_revoked(&node, json))?;
         }
     }

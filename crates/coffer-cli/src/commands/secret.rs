@@ -1,23 +1,23 @@
 //! `coffer secret ...`. Values go from the user to the server and nowhere else.
 
-use coffer_client::{
-    Client, CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret,
-};
+use coffer_client::{CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret};
 
-use super::UsageError;
 use super::store::direction;
-use crate::args::{SecretCommand, SecretOrderArg};
-use crate::table::one_line;
-use crate::{output, value};
+use super::{UsageError, connect};
+use crate::args::{ConnArgs, SecretCommand, SecretOrderArg};
+use crate::{output, resolve, value};
 
-pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> {
+    let json = conn.json;
     let text = match command {
         SecretCommand::Create(args) => {
             // Read (and check) the value before any request is made.
             let value = value::obtain(args.value)?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
             let created = client
                 .create_secrets(
-                    args.store.id(),
+                    &store,
                     vec![CreateSecret {
                         name: args.name,
                         value,
@@ -37,11 +37,16 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
                 search: args.search,
                 scopes: args.scopes.map(|s| s.0),
             };
-            let page = client.list_secrets(args.store.id(), &params).await?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let page = client.list_secrets(&store, &params).await?;
             output::secret_list(&page, json)
         }
         SecretCommand::Get(args) => {
-            let secret = client.get_secret(args.store.id(), &args.secret_id).await?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
+            let secret = client.get_secret(&store, &id).await?;
             output::secret(&secret, json)
         }
         SecretCommand::Update(args) => {
@@ -55,35 +60,39 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
             }
             // Only `--value` changes the value; `--value -` prompts or reads standard input.
             let value = args.value.map(|arg| value::obtain(Some(arg))).transpose()?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
             let update = UpdateSecret {
                 value,
                 scopes: args.scopes.map(|s| s.0),
                 comment: args.comment,
             };
-            let secret = client
-                .update_secret(args.store.id(), &args.secret_id, update)
-                .await?;
+            let secret = client.update_secret(&store, &id, update).await?;
             output::secret(&secret, json)
         }
         SecretCommand::Delete(args) => {
-            let mut ids = args.secret_id;
+            let mut given = args.secret_id;
+            given.retain(|id| !id.trim().is_empty());
+            if given.is_empty() {
+                return Err(UsageError("--secret-id is empty".to_owned()).into());
+            }
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let mut ids = resolve::secrets(&client, &store, args.store.id(), &given).await?;
             let mut seen = std::collections::HashSet::new();
-            ids.retain(|id| !id.trim().is_empty() && seen.insert(id.clone()));
-            let store = args.store.id();
-            let message = match ids.as_slice() {
-                [] => return Err(UsageError("--secret-id is empty".to_owned()).into()),
-                [id] => {
-                    client.delete_secret(store, id).await?;
-                    format!(
-                        "Deleted secret {} from store {}.",
-                        one_line(id),
-                        one_line(store)
-                    )
+            ids.retain(|id| seen.insert(id.clone()));
+            let store_shown = resolve::shown(args.store.id(), &store);
+            let message = match (ids.as_slice(), given.as_slice()) {
+                ([id], [name, ..]) => {
+                    client.delete_secret(&store, id).await?;
+                    let secret = resolve::shown(name, id);
+                    format!("Deleted secret {secret} from store {store_shown}.")
                 }
                 _ => {
                     let n = ids.len();
-                    client.bulk_delete_secrets(store, ids).await?;
-                    format!("Deleted {n} secrets from store {}.", one_line(store))
+                    client.bulk_delete_secrets(&store, ids).await?;
+                    format!("Deleted {n} secrets from store {store_shown}.")
                 }
             };
             output::deleted(&message, json)
@@ -94,9 +103,10 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
                 scopes: args.scopes.0,
                 comment: args.comment,
             };
-            let secret = client
-                .duplicate_secret(args.store.id(), &args.secret_id, duplicate)
-                .await?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
+            let secret = client.duplicate_secret(&store, &id, duplicate).await?;
             output::secret(&secret, json)
         }
     };

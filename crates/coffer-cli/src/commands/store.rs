@@ -1,12 +1,15 @@
 //! `coffer store ...`
 
 use coffer_api::ErrorCode;
-use coffer_client::{Client, Direction, StoreOrder};
+use coffer_client::{Direction, StoreOrder};
 
-use crate::args::{DirectionArg, StoreCommand, StoreOrderArg};
-use crate::output;
+use super::connect;
+use crate::args::{ConnArgs, DirectionArg, StoreCommand, StoreOrderArg};
+use crate::{output, resolve};
 
-pub async fn run(client: &Client, command: StoreCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
+    let json = conn.json;
+    let client = &connect(conn).await?;
     let text = match command {
         StoreCommand::Create(args) => {
             let store = client.create_store(args.name()).await?;
@@ -23,15 +26,20 @@ pub async fn run(client: &Client, command: StoreCommand, json: bool) -> anyhow::
                 .await?;
             output::store_list(&page, json)
         }
-        StoreCommand::Get(store) => output::store(&client.get_store(store.id()).await?, json),
+        StoreCommand::Get(store) => {
+            let id = resolve::store(client, store.id()).await?;
+            output::store(&client.get_store(&id).await?, json)
+        }
         StoreCommand::Delete(args) => {
-            match client.delete_store(args.store.id(), args.force).await {
+            let id = resolve::store(client, args.store.id()).await?;
+            match client.delete_store(&id, args.force).await {
                 Err(e) if e.api_code() == Some(ErrorCode::StoreNotEmpty.code()) => {
                     anyhow::bail!("{e} (with coffer: --force)")
                 }
                 other => other?,
             }
-            output::deleted(&format!("Deleted store {}.", args.store.id()), json)
+            let store = resolve::shown(args.store.id(), &id);
+            output::deleted(&format!("Deleted store {store}."), json)
         }
     };
     output::print(&text)?;

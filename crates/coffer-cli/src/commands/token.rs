@@ -6,7 +6,7 @@ use coffer_types::Timestamp;
 
 use super::{UsageError, connect};
 use crate::args::{ConnArgs, TokenCommand};
-use crate::output;
+use crate::{output, resolve};
 
 pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
     let json = conn.json;
@@ -17,7 +17,7 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
                 .expires_in()
                 .map_err(UsageError)?
                 .map(|secs| expiry(Timestamp::now(), secs));
-            let client = connect(conn)?;
+            let client = connect(conn).await?;
             let created = client
                 .create_token(&args.name, &args.role, expires_on)
                 .await?;
@@ -26,16 +26,21 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
             output::print(&text)?;
         }
         TokenCommand::List => {
-            let page = connect(conn)?.list_tokens().await?;
+            let page = connect(conn).await?.list_tokens().await?;
             output::print(&output::token_list(&page, json))?;
         }
         TokenCommand::Get(token) => {
-            let token = connect(conn)?.get_token(&token.id).await?;
-            output::print(&output::token(&token, json))?;
+            let client = connect(conn).await?;
+            let id = resolve::token(&client, &token.id).await?;
+            output::print(&output::token(&client.get_token(&id).await?, json))?;
         }
         TokenCommand::Revoke(token) => {
-            let token = connect(conn)?.revoke_token(&token.id).await?;
-            output::print(&output::token_revoked(&token, json))?;
+            let client = connect(conn).await?;
+            let id = resolve::token(&client, &token.id).await?;
+            output::print(&output::token_revoked(
+                &client.revoke_token(&id).await?,
+                json,
+            ))?;
         }
     }
     Ok(())
