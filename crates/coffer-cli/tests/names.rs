@@ -281,7 +281,7 @@ fn the_account_comes_from_the_token() {
         ])
         .ok();
     let v = out.json();
-    let b_admin = conn.as_(v["value"].as_str().unwrap(), "");
+    let b_admin = conn.as_(v["token"].as_str().unwrap(), "");
     let b_admin_id = v["id"].as_str().unwrap().to_owned();
     let expires = v["expires_on"].as_str().unwrap().to_owned();
 

@@ -5,7 +5,8 @@
 
 use super::{UsageError, connect, connect_instance};
 use crate::args::{AccountCommand, ConnArgs, QuotaCommand};
-use crate::{output, resolve};
+use crate::output::{self, Format};
+use crate::resolve;
 
 /// `coffer quota`: the quota in force and its usage; `coffer quota set`: the account's own quota.
 pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Result<()> {
@@ -18,7 +19,7 @@ pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Re
             // The value is checked before the connection settings, and before any request.
             let quota = args.quota().map_err(UsageError)?;
             let client = connect(conn).await?;
-            output::account(&client.set_secrets_quota(quota).await?, conn.json)
+            output::account(&client.set_secrets_quota(quota).await?, Format::of(conn))
         }
     };
     output::print(&text)?;
@@ -28,14 +29,17 @@ pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Re
 pub async fn run(conn: &ConnArgs, command: AccountCommand) -> anyhow::Result<()> {
     let json = conn.json;
     let text = match command {
-        AccountCommand::Get => output::account(&connect(conn).await?.get_account().await?, json),
+        AccountCommand::Get => {
+            output::account(&connect(conn).await?.get_account().await?, Format::of(conn))
+        }
         AccountCommand::Create(args) => {
             let account = connect_instance(conn)?.create_account(args.name()).await?;
             output::account_created(&account, json)
         }
-        AccountCommand::List => {
-            output::account_list(&connect_instance(conn)?.list_accounts().await?, json)
-        }
+        AccountCommand::List => output::account_list(
+            &connect_instance(conn)?.list_accounts().await?,
+            Format::of(conn),
+        ),
         AccountCommand::Delete(args) => {
             let client = connect_instance(conn)?;
             let id = resolve::account(&client, &args.id).await?;

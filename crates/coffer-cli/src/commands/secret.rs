@@ -5,28 +5,30 @@ use coffer_client::{CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, Upd
 use super::store::direction;
 use super::{UsageError, connect};
 use crate::args::{ConnArgs, SecretCommand, SecretOrderArg};
-use crate::{output, resolve, value};
+use crate::output::{self, Format};
+use crate::{resolve, value};
 
 pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     let text = match command {
         SecretCommand::Create(args) => {
+            let (store, name) = args.target.get().map_err(UsageError)?;
             // Read (and check) the value before any request is made.
             let value = value::obtain(args.value)?;
             let client = connect(conn).await?;
-            let store = resolve::store(&client, args.store.id()).await?;
+            let store = resolve::store(&client, store).await?;
             let created = client
                 .create_secrets(
                     &store,
                     vec![CreateSecret {
-                        name: args.name,
+                        name: name.to_owned(),
                         value,
                         scopes: args.scopes.0,
                         comment: args.comment,
                     }],
                 )
                 .await?;
-            output::secrets_created(&created, json)
+            output::secrets_created(&created, format)
         }
         SecretCommand::List(args) => {
             let params = ListSecrets {
@@ -40,14 +42,14 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
             let page = client.list_secrets(&store, &params).await?;
-            output::secret_list(&page, json)
+            output::secret_list(&page, format)
         }
         SecretCommand::Get(args) => {
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
             let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
             let secret = client.get_secret(&store, &id).await?;
-            output::secret(&secret, json)
+            output::secret(&secret, format)
         }
         SecretCommand::Update(args) => {
             if args.value.is_none() && args.scopes.is_none() && args.comment.is_none() {
@@ -69,7 +71,7 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
                 comment: args.comment,
             };
             let secret = client.update_secret(&store, &id, update).await?;
-            output::secret(&secret, json)
+            output::secret(&secret, format)
         }
         SecretCommand::Delete(args) => {
             let mut given = args.secret_id;
@@ -95,19 +97,20 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
                     format!("Deleted {n} secrets from store {store_shown}.")
                 }
             };
-            output::deleted(&message, json)
+            output::deleted(&message, format.json())
         }
         SecretCommand::Duplicate(args) => {
+            let (given_store, name) = args.target.get().map_err(UsageError)?;
             let duplicate = DuplicateSecret {
-                name: args.name,
+                name: name.to_owned(),
                 scopes: args.scopes.0,
                 comment: args.comment,
             };
             let client = connect(conn).await?;
-            let store = resolve::store(&client, args.store.id()).await?;
-            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
+            let store = resolve::store(&client, given_store).await?;
+            let id = resolve::secret(&client, &store, given_store, &args.secret_id).await?;
             let secret = client.duplicate_secret(&store, &id, duplicate).await?;
-            output::secret(&secret, json)
+            output::secret(&secret, format)
         }
     };
     output::print(&text)?;

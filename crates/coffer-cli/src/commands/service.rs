@@ -5,8 +5,9 @@ use coffer_client::{Client, ListServices};
 
 use super::connect;
 use crate::args::{ConnArgs, ServiceCommand, ServiceTokenCommand};
+use crate::output::{self, Format};
+use crate::resolve;
 use crate::table::one_line;
-use crate::{output, resolve};
 
 pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()> {
     let json = conn.json;
@@ -19,11 +20,11 @@ pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()>
                 name: args.name,
             };
             let page = client.list_services(&params).await?;
-            output::print(&output::service_list(&page, json))?;
+            output::print(&output::service_list(&page, Format::of(conn)))?;
         }
         ServiceCommand::Get(arg) => {
             let service = resolve::service(&client, &arg.service).await?;
-            output::print(&output::service(&service, json))?;
+            output::print(&output::service(&service, Format::of(conn)))?;
         }
         ServiceCommand::Delete(arg) => {
             let service = resolve::service(&client, &arg.service).await?;
@@ -35,17 +36,22 @@ pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()>
             );
             output::print(&output::deleted(&message, json))?;
         }
-        ServiceCommand::Token { command } => token(&client, command, json).await?,
+        ServiceCommand::Token { command } => token(&client, command, Format::of(conn)).await?,
     }
     Ok(())
 }
 
-async fn token(client: &Client, command: ServiceTokenCommand, json: bool) -> anyhow::Result<()> {
+async fn token(
+    client: &Client,
+    command: ServiceTokenCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let json = format.json();
     match command {
         ServiceTokenCommand::List(arg) => {
             let service = resolve::service(client, &arg.service).await?;
             let page = client.list_service_tokens(&service.id).await?;
-            output::print(&output::service_token_list(&page, json))?;
+            output::print(&output::service_token_list(&page, format))?;
         }
         ServiceTokenCommand::Rotate(args) => {
             let service = resolve::service(client, &args.service.service).await?;

@@ -5,15 +5,16 @@ use coffer_client::{Direction, StoreOrder};
 
 use super::connect;
 use crate::args::{ConnArgs, DirectionArg, StoreCommand, StoreOrderArg};
-use crate::{output, resolve};
+use crate::output::{self, Format};
+use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     let client = &connect(conn).await?;
     let text = match command {
         StoreCommand::Create(args) => {
             let store = client.create_store(args.name()).await?;
-            output::store(&store, json)
+            output::store(&store, format)
         }
         StoreCommand::List(args) => {
             let page = client
@@ -24,11 +25,11 @@ pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
                     args.direction.map(direction),
                 )
                 .await?;
-            output::store_list(&page, json)
+            output::store_list(&page, format)
         }
         StoreCommand::Get(store) => {
             let id = resolve::store(client, store.id()).await?;
-            output::store(&client.get_store(&id).await?, json)
+            output::store(&client.get_store(&id).await?, format)
         }
         StoreCommand::Delete(args) => {
             let id = resolve::store(client, args.store.id()).await?;
@@ -39,7 +40,7 @@ pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
                 other => other?,
             }
             let store = resolve::shown(args.store.id(), &id);
-            output::deleted(&format!("Deleted store {store}."), json)
+            output::deleted(&format!("Deleted store {store}."), format.json())
         }
     };
     output::print(&text)?;

@@ -6,7 +6,8 @@ use coffer_types::Timestamp;
 
 use super::{UsageError, connect};
 use crate::args::{ConnArgs, TokenCommand};
-use crate::{output, resolve};
+use crate::output::{self, Format};
+use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
     let json = conn.json;
@@ -19,7 +20,7 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
                 .map(|secs| expiry(Timestamp::now(), secs));
             let client = connect(conn).await?;
             let created = client
-                .create_token(&args.name, &args.role, expires_on)
+                .create_token(args.name(), &args.role, expires_on)
                 .await?;
             // Zeroized on drop, like `created` itself.
             let text = output::token_created(&created, client.account_id(), json);
@@ -27,12 +28,13 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List => {
             let page = connect(conn).await?.list_tokens().await?;
-            output::print(&output::token_list(&page, json))?;
+            output::print(&output::token_list(&page, Format::of(conn)))?;
         }
         TokenCommand::Get(token) => {
             let client = connect(conn).await?;
             let id = resolve::token(&client, &token.id).await?;
-            output::print(&output::token(&client.get_token(&id).await?, json))?;
+            let token = client.get_token(&id).await?;
+            output::print(&output::token(&token, Format::of(conn)))?;
         }
         TokenCommand::Revoke(token) => {
             let client = connect(conn).await?;
