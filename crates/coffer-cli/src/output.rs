@@ -142,7 +142,8 @@ fn stores_table(stores: &[Store], format: Format) -> String {
     t.render(format.wide())
 }
 
-/// The store is left out by default: a list is of one store, and the command named it.
+/// The store (a list is of one store, which the command named), the status and the times are
+/// left out by default.
 fn secrets_table(secrets: &[Secret], format: Format) -> String {
     let mut t = Table::new(&SECRET_COLUMNS)
         .wide_only(&["StoreID", "Status", "Created", "Modified"])
@@ -357,7 +358,7 @@ pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) ->
     }
     let token = &created.token;
     let expires = match &token.expires_on {
-        Some(at) => format!("expires {}", one_line(at)),
+        Some(at) => format!("expires {}", time(at)),
         None => "does not expire".to_owned(),
     };
     let mut text = Zeroizing::new(format!(
