@@ -14,6 +14,7 @@ pub mod replication;
 mod secrets_store;
 mod service;
 mod token;
+mod user;
 mod value;
 
 pub use account::{Account, CreateAccount, UpdateAccount};
@@ -27,6 +28,10 @@ pub use service::{
     Service, ServiceToken, StoreBinding,
 };
 pub use token::{CreateToken, CreatedToken, Token};
+pub use user::{
+    Membership, MembershipAccount, PermissionGrant, TOKEN_VALID_CODE, TOKEN_VALID_MESSAGE,
+    TokenVerification,
+};
 pub use value::SecretValue;
 
 /// Path prefix of the Cloudflare-compatible API.

@@ -11,19 +11,26 @@ use std::str::FromStr;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
+mod audit;
+
+pub use audit::{AuditActionArg, AuditOutcomeArg};
+
 const ABOUT: &str = "Coffer: a self-hostable secrets store, wire-compatible with Cloudflare's \
                      Secrets Store API";
 
 const AFTER_HELP: &str = "\
 Getting started:
   coffer dev                      run a local server with a ready-made account and token
-  coffer store create --name s    then manage stores and secrets (see `coffer dev` output)
+  coffer store create s           then manage stores and secrets (see `coffer dev` output)
+
+Names work wherever ids are taken (an argument of 32 lowercase hex characters is an id).
 
 Exit status: 0 on success, 1 when the operation failed (server error, unreachable server, bad
 value), 2 on a usage error (bad flags, missing connection settings).";
 
 const JSON_HELP: &str = "Print JSON instead of tables: the API's `result` (for lists, an object \
-                         {\"result\": [...], \"result_info\": {...}}; for deletes, null)";
+                         {\"result\": [...], \"result_info\": {...}}; for deletes, null; a new \
+                         API, service or node token is also `token`)";
 
 #[derive(Debug, Parser)]
 #[command(name = "coffer", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -80,6 +87,12 @@ pub enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Show who the API token is: its name, role, account, expiry, and whether it is the
+    /// instance operator
+    Whoami {
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Read the account's audit log and verify that it was not tampered with (super_admin)
     Audit {
@@ -145,7 +158,7 @@ pub struct ConnArgs {
     )]
     pub api_token: Option<TokenArg>,
 
-    /// Account id (32 hex characters)
+    /// Account id (32 hex characters) [default: the API token's own account]
     #[arg(long, env = "COFFER_ACCOUNT_ID", global = true, value_name = "ID")]
     pub account_id: Option<String>,
 
@@ -155,6 +168,10 @@ pub struct ConnArgs {
 
     #[arg(long, global = true, help = JSON_HELP)]
     pub json: bool,
+
+    /// Show every column of a table, and every cell whole (by default tables fit 100 columns)
+    #[arg(long, global = true)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -257,25 +274,27 @@ Once listening, the edge prints `listening on http(s)://ADDR` on standard output
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
     /// Upstream base URL(s): the control plane, or relay edges; several separated by commas
-    /// (or the flag repeated); the edge starts with the first and fails over round robin
+    /// (or the flag repeated); the edge starts with the first and fails over round robin.
+    /// Required, as the flag or the variable
+    // Not `required` for clap: it may come from the environment, and the usage line should not
+    // suggest otherwise. `edge` checks that it is set.
     #[arg(
         long = "upstream",
         env = "COFFER_UPSTREAM",
         value_name = "URL",
-        value_delimiter = ',',
-        required = true
+        value_delimiter = ','
     )]
     pub upstreams: Vec<String>,
 
     /// The node token from `coffer node create` (prefer the environment variable: a flag is
-    /// visible to other local users)
+    /// visible to other local users). Required, as the flag or the variable
     #[arg(
         long,
         env = "COFFER_NODE_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub node_token: TokenArg,
+    pub node_token: Option<TokenArg>,
 
     /// The edge's own data dir (created if missing): its replica and lock
     #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
@@ -401,16 +420,16 @@ pub struct StoreDeleteArgs {
     pub force: bool,
 }
 
-/// A store id, given positionally (as wrangler does) or with `--store-id`.
+/// A store, by name or id, given positionally (as wrangler does) or with `--store-id`.
 #[derive(Debug, Args)]
 #[group(id = "store", required = true, multiple = false)]
 pub struct StoreIdArg {
-    /// The store's id (same as --store-id)
-    #[arg(value_name = "STORE_ID")]
+    /// The store's name or id (same as --store-id)
+    #[arg(value_name = "STORE")]
     store_id_pos: Option<String>,
 
-    /// The store's id (32 hex characters)
-    #[arg(long = "store-id", value_name = "STORE_ID")]
+    /// The store's name, or its id (32 hex characters)
+    #[arg(long = "store-id", value_name = "STORE")]
     store_id: Option<String>,
 }
 
@@ -421,6 +440,57 @@ impl StoreIdArg {
             .as_deref()
             .or(self.store_id_pos.as_deref())
             .unwrap_or_default()
+    }
+}
+
+/// A store and the name of a secret to make in it: `STORE NAME`, or either one as a flag
+/// (`--store-id`, `--name`), like every command that creates something.
+#[derive(Debug, Args)]
+pub struct StoreAndName {
+    /// The store's name or id (same as --store-id)
+    #[arg(value_name = "STORE")]
+    store_pos: Option<String>,
+
+    /// The new secret's name (same as --name); with --store-id, the only argument
+    #[arg(value_name = "NAME")]
+    name_pos: Option<String>,
+
+    /// The store's name, or its id (32 hex characters)
+    #[arg(long = "store-id", value_name = "STORE")]
+    store: Option<String>,
+
+    /// The new secret's name: letters, digits, `_` and `-`
+    #[arg(long = "name", value_name = "NAME")]
+    name: Option<String>,
+}
+
+impl StoreAndName {
+    /// `(store, name)`; otherwise a one-line message saying what is missing or given twice.
+    pub fn get(&self) -> Result<(&str, &str), String> {
+        let mut given = [self.store_pos.as_deref(), self.name_pos.as_deref()]
+            .into_iter()
+            .flatten();
+        let store = match self.store.as_deref() {
+            Some(store) => store,
+            None => given
+                .next()
+                .ok_or("give the store: STORE (its name or id) or --store-id")?,
+        };
+        let name = match (self.name.as_deref(), given.next()) {
+            (Some(_), Some(extra)) => {
+                return Err(format!(
+                    "the name is given twice, as {extra:?} and with --name: give one of them"
+                ));
+            }
+            (Some(name), None) | (None, Some(name)) => name,
+            (None, None) => return Err("give the new secret's name: NAME or --name".to_owned()),
+        };
+        if let Some(extra) = given.next() {
+            return Err(format!(
+                "unexpected argument {extra:?} (the store is given with --store-id)"
+            ));
+        }
+        Ok((store, name))
     }
 }
 
@@ -484,8 +554,8 @@ pub enum SecretCommand {
     #[command(
         after_help = "Values are stored byte for byte. From standard input, exactly one trailing \
                       newline is dropped (--keep-trailing-newline keeps it).\n\n\
-                      Examples:\n  printf %s \"$TOKEN\" | coffer secret create STORE_ID \
-                      --name openai-key --scopes workers\n  coffer secret create STORE_ID \
+                      Examples:\n  printf %s \"$TOKEN\" | coffer secret create STORE \
+                      --name openai-key --scopes workers\n  coffer secret create STORE \
                       --name tls-key --scopes workers --value-file key.pem"
     )]
     Create(SecretCreateArgs),
@@ -504,11 +574,7 @@ pub enum SecretCommand {
 #[derive(Debug, Args)]
 pub struct SecretCreateArgs {
     #[command(flatten)]
-    pub store: StoreIdArg,
-
-    /// The secret's name: letters, digits, `_` and `-`
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub target: StoreAndName,
 
     #[arg(long, value_name = "SCOPES", required = true, help = SCOPES_HELP)]
     pub scopes: ScopeList,
@@ -557,8 +623,8 @@ pub struct SecretGetArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The secret's id
-    #[arg(long, value_name = "ID")]
+    /// The secret's name or id
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: String,
 }
 
@@ -567,8 +633,8 @@ pub struct SecretUpdateArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The secret's id
-    #[arg(long, value_name = "ID")]
+    /// The secret's name or id
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: String,
 
     #[arg(long, value_name = "VALUE", help = UPDATE_VALUE_HELP)]
@@ -599,23 +665,20 @@ pub struct SecretDeleteArgs {
     #[command(flatten)]
     pub store: StoreIdArg,
 
-    /// The secret's id; repeat the flag or separate ids with commas to delete several at once
-    #[arg(long, value_name = "ID", required = true, value_delimiter = ',')]
+    /// The secret's name or id; repeat the flag or separate them with commas to delete several
+    /// at once
+    #[arg(long, value_name = "SECRET", required = true, value_delimiter = ',')]
     pub secret_id: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct SecretDuplicateArgs {
     #[command(flatten)]
-    pub store: StoreIdArg,
+    pub target: StoreAndName,
 
-    /// The id of the secret to copy
-    #[arg(long, value_name = "ID")]
+    /// The name or id of the secret to copy
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: String,
-
-    /// The new secret's name
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
 
     #[arg(long, value_name = "SCOPES", required = true, help = SCOPES_HELP)]
     pub scopes: ScopeList,
@@ -683,7 +746,7 @@ pub enum AccountCommand {
 
 const ACCOUNT_CREATE_AFTER_HELP: &str = "\
 Then create the account's first super_admin token, as the operator:
-  COFFER_ACCOUNT_ID=<new account id> coffer token create --name admin --role super_admin";
+  COFFER_ACCOUNT_ID=<new account id> coffer token create admin --role super_admin";
 
 #[derive(Debug, Args)]
 #[group(id = "account_name", required = true, multiple = false)]
@@ -709,8 +772,8 @@ impl AccountCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct AccountDeleteArgs {
-    /// The id of the account to delete (32 hex characters; not --account-id)
-    #[arg(value_name = "ID")]
+    /// The name or id of the account to delete (not --account-id)
+    #[arg(value_name = "ACCOUNT")]
     pub id: String,
 }
 
@@ -743,10 +806,21 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
+#[group(skip)]
+#[command(group(
+    clap::ArgGroup::new("token_name")
+        .args(["name_pos", "name"])
+        .required(true)
+        .multiple(false)
+))]
 pub struct TokenCreateArgs {
+    /// The token's name (same as --name)
+    #[arg(value_name = "NAME")]
+    name_pos: Option<String>,
+
     /// The token's name, e.g. what or who uses it
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
+    #[arg(long = "name", value_name = "NAME")]
+    name: Option<String>,
 
     #[arg(long, value_name = "ROLE", help = ROLE_HELP)]
     pub role: String,
@@ -759,6 +833,14 @@ pub struct TokenCreateArgs {
 }
 
 impl TokenCreateArgs {
+    pub fn name(&self) -> &str {
+        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
+        self.name
+            .as_deref()
+            .or(self.name_pos.as_deref())
+            .unwrap_or_default()
+    }
+
     /// `--expires-in` in seconds, if given; otherwise a one-line message naming the flag.
     pub fn expires_in(&self) -> Result<Option<u64>, String> {
         self.expires_in.as_deref().map(parse_duration).transpose()
@@ -801,11 +883,12 @@ fn parse_duration(given: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-/// A token id, positional.
+/// A token, by name or id, positional.
 #[derive(Debug, Args)]
 pub struct TokenIdArg {
-    /// The token's id (32 hex characters)
-    #[arg(value_name = "TOKEN_ID")]
+    /// The token's name (tokens that still work are matched first), or its id (32 hex
+    /// characters)
+    #[arg(value_name = "TOKEN")]
     pub id: String,
 }
 
@@ -843,24 +926,25 @@ pub struct AuditListArgs {
     #[arg(long, value_name = RFC3339_VALUE_NAME)]
     pub to: Option<String>,
 
-    /// Only entries of this actor (a token id)
-    #[arg(long, value_name = "TOKEN_ID")]
+    /// Only entries of this actor: an API token of the account, by name or id (a service's
+    /// reads: one of its tokens' ids)
+    #[arg(long, value_name = "TOKEN")]
     pub actor: Option<String>,
 
-    /// Only entries of this action, e.g. create, update, delete, duplicate, revoke, login
-    #[arg(long, value_name = "ACTION")]
-    pub action: Option<String>,
+    /// Only entries of this action (a duplicate is logged as a create)
+    #[arg(long, value_enum, value_name = "ACTION")]
+    pub action: Option<AuditActionArg>,
 
-    /// Only entries with this outcome: success or denied
-    #[arg(long, value_name = "OUTCOME")]
-    pub outcome: Option<String>,
+    /// Only entries with this outcome
+    #[arg(long, value_enum, value_name = "OUTCOME")]
+    pub outcome: Option<AuditOutcomeArg>,
 
-    /// Only entries about this store (and its secrets)
-    #[arg(long, value_name = "ID")]
+    /// Only entries about this store (and its secrets), by name or id
+    #[arg(long, value_name = "STORE")]
     pub store_id: Option<String>,
 
-    /// Only entries about this secret
-    #[arg(long, value_name = "ID")]
+    /// Only entries about this secret: its id, or its name with --store-id
+    #[arg(long, value_name = "SECRET")]
     pub secret_id: Option<String>,
 
     #[command(flatten)]
@@ -895,14 +979,19 @@ file that deploys the Worker to Cloudflare deploys its bindings to Coffer. Every
 file is reported before anything is sent. The first deploy of a service prints its service token,
 once: the service reads its bindings with it (`coffer run`, or the Rust SDK).
 
-Example:
-  coffer deploy --config wrangler.toml";
+Without --config, the file is ./wrangler.toml, ./wrangler.jsonc or ./wrangler.json, whichever
+exists (it is an error if none or several do).
+
+Examples:
+  coffer deploy
+  coffer deploy --config services/api/wrangler.jsonc";
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// wrangler.toml, wrangler.jsonc or wrangler.json (comments and trailing commas allowed)
+    /// [default: the one of ./wrangler.toml, ./wrangler.jsonc and ./wrangler.json that exists]
     #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -982,17 +1071,32 @@ pub enum NodeCommand {
 }
 
 #[derive(Debug, Args)]
+#[group(id = "node_name", required = true, multiple = false)]
 pub struct NodeCreateArgs {
+    /// The node's name (same as --name)
+    #[arg(value_name = "NAME")]
+    name_pos: Option<String>,
+
     /// The node's name: 1 to 63 ASCII letters, digits, '-', '_' and '.', unique among the nodes
     /// that are not revoked
-    #[arg(value_name = "NAME")]
-    pub name: String,
+    #[arg(long = "name", value_name = "NAME")]
+    name: Option<String>,
+}
+
+impl NodeCreateArgs {
+    pub fn name(&self) -> &str {
+        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
+        self.name
+            .as_deref()
+            .or(self.name_pos.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct NodeRevokeArgs {
-    /// The id of the node to revoke (32 hex characters, as `node list` shows it)
-    #[arg(value_name = "ID")]
+    /// The node's name (nodes not revoked are matched first), or its id (32 hex characters)
+    #[arg(value_name = "NODE")]
     pub id: String,
 }
 
@@ -1132,6 +1236,71 @@ mod tests {
         assert!(" , ".parse::<ScopeList>().is_err());
         assert!("".parse::<ScopeList>().is_err());
         assert!(parse(&["secret", "create", "s", "--name", "n", "--scopes", ","]).is_err());
+    }
+
+    #[test]
+    fn a_new_secret_is_named_positionally_or_with_name() {
+        let target = |args: &[&str]| -> Result<(String, String), String> {
+            let cli = parse(args).unwrap();
+            let t = match cli.command {
+                Command::Secret {
+                    command: SecretCommand::Create(c),
+                    ..
+                } => c.target,
+                Command::Secret {
+                    command: SecretCommand::Duplicate(d),
+                    ..
+                } => d.target,
+                other => panic!("{other:?}"),
+            };
+            t.get().map(|(s, n)| (s.to_owned(), n.to_owned()))
+        };
+        let ok = |s: &str, n: &str| Ok((s.to_owned(), n.to_owned()));
+        let scopes = ["--scopes", "workers"];
+        for args in [
+            &["secret", "create", "prod", "key"][..],
+            &["secret", "create", "prod", "--name", "key"],
+            &["secret", "create", "--store-id", "prod", "key"],
+            &["secret", "create", "--name", "key", "--store-id", "prod"],
+            &["secret", "duplicate", "prod", "key", "--secret-id", "old"],
+        ] {
+            assert_eq!(
+                target(&[args, &scopes].concat()),
+                ok("prod", "key"),
+                "{args:?}"
+            );
+        }
+        let err = |args: &[&str]| target(&[args, &scopes].concat()).unwrap_err();
+        assert_eq!(
+            err(&["secret", "create", "prod", "a", "--name", "b"]),
+            "the name is given twice, as \"a\" and with --name: give one of them"
+        );
+        assert_eq!(
+            err(&["secret", "create", "--store-id", "prod", "a", "b"]),
+            "unexpected argument \"b\" (the store is given with --store-id)"
+        );
+        assert_eq!(
+            err(&["secret", "create", "prod"]),
+            "give the new secret's name: NAME or --name"
+        );
+        assert_eq!(
+            err(&["secret", "create", "--name", "a"]),
+            "give the store: STORE (its name or id) or --store-id"
+        );
+        assert!(parse(&["secret", "create", "a", "b", "c", "--scopes", "workers"]).is_err());
+    }
+
+    #[test]
+    fn edge_connection_settings_are_checked_by_the_command() {
+        // So that the usage line does not show them as required: they may come from the
+        // environment.
+        assert!(parse(&["edge", "--data-dir", "d"]).is_ok());
+        let usage = Cli::command()
+            .find_subcommand_mut("edge")
+            .unwrap()
+            .render_usage()
+            .to_string();
+        assert_eq!(usage, "Usage: edge [OPTIONS] --data-dir <DIR>");
     }
 
     #[test]
@@ -1391,10 +1560,15 @@ mod tests {
         };
         let (c, json) = create(&["token", "create", "--name", "ci", "--role", "super_admin"]);
         assert_eq!(
-            (c.name.as_str(), c.role.as_str(), json),
+            (c.name(), c.role.as_str(), json),
             ("ci", "super_admin", false)
         );
         assert_eq!(c.expires_in(), Ok(None));
+        // The name positionally, as everywhere a name is given.
+        let (c, _) = create(&["token", "create", "ci", "--role", "super_admin"]);
+        assert_eq!(c.name(), "ci");
+        assert!(parse(&["token", "create", "a", "--name", "b", "--role", "x"]).is_err());
+        assert!(parse(&["token", "create", "a", "b", "--role", "x"]).is_err());
         let (c, json) = create(&[
             "token",
             "create",
@@ -1524,8 +1698,8 @@ mod tests {
         assert_eq!(
             (
                 l.actor.as_deref(),
-                l.action.as_deref(),
-                l.outcome.as_deref()
+                l.action.map(AuditActionArg::as_str),
+                l.outcome.map(AuditOutcomeArg::as_str)
             ),
             (Some("t"), Some("create"), Some("denied"))
         );
@@ -1553,6 +1727,32 @@ mod tests {
             assert!(!err.contains('\n'), "{err}");
         }
         assert!(parse(&["audit", "list", "--direction", "up"]).is_err());
+        // Actions and outcomes are the ones the log records, as it writes them.
+        let (l, _) = list(&[
+            "audit",
+            "list",
+            "--action",
+            "read_audit",
+            "--outcome",
+            "rate_limited",
+        ]);
+        assert_eq!(l.action.map(AuditActionArg::as_str), Some("read_audit"));
+        assert_eq!(l.outcome.map(AuditOutcomeArg::as_str), Some("rate_limited"));
+        for action in AuditActionArg::value_variants() {
+            let (l, _) = list(&["audit", "list", "--action", action.as_str()]);
+            assert_eq!(l.action, Some(*action));
+        }
+        let err = parse(&["audit", "list", "--action", "bogus"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "[possible values: access, bind, create, delete, list, login, read, read_audit, \
+                 revoke, unbind, update, verify_audit]"
+            ),
+            "{text}"
+        );
+        assert!(parse(&["audit", "list", "--outcome", "fine"]).is_err());
         assert!(parse(&["audit", "list", "--page", "0"]).is_err());
         assert!(matches!(
             parse(&["audit", "verify", "--json"]).unwrap().command,
@@ -1566,18 +1766,21 @@ mod tests {
     }
 
     #[test]
-    fn deploy_needs_a_config_file() {
+    fn deploy_takes_a_config_file_or_finds_it() {
         match parse(&["deploy", "--config", "wrangler.toml", "--json"])
             .unwrap()
             .command
         {
             Command::Deploy { conn, args } => {
                 assert!(conn.json);
-                assert_eq!(args.config, PathBuf::from("wrangler.toml"));
+                assert_eq!(args.config, Some(PathBuf::from("wrangler.toml")));
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse(&["deploy"]).is_err());
+        match parse(&["deploy"]).unwrap().command {
+            Command::Deploy { args, .. } => assert_eq!(args.config, None),
+            other => panic!("{other:?}"),
+        }
         assert!(parse(&["deploy", "wrangler.toml"]).is_err());
     }
 
@@ -1631,10 +1834,16 @@ mod tests {
             Command::Node { command, conn } => (command, conn.json),
             other => panic!("{other:?}"),
         };
-        match node(&["node", "create", "edge-1.fra", "--json"]) {
-            (NodeCommand::Create(c), true) => assert_eq!(c.name, "edge-1.fra"),
-            other => panic!("{other:?}"),
+        for args in [
+            &["node", "create", "edge-1.fra", "--json"][..],
+            &["node", "create", "--name", "edge-1.fra", "--json"],
+        ] {
+            match node(args) {
+                (NodeCommand::Create(c), true) => assert_eq!(c.name(), "edge-1.fra"),
+                other => panic!("{other:?}"),
+            }
         }
+        assert!(parse(&["node", "create", "a", "--name", "b"]).is_err());
         assert!(matches!(
             node(&["node", "list"]),
             (NodeCommand::List, false)

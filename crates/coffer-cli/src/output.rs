@@ -2,37 +2,89 @@
 //!
 //! `--json` prints the API's `result`: an object for one item, the array for `secret create`,
 //! `{"result": [...], "result_info": {...}}` for lists (so that scripts can page), and `null`
-//! for deletes.
+//! for deletes; a new token is also `token`, whatever its kind. Tables fit 100 columns unless
+//! `--wide` (see `table`).
 
 use std::io::Write;
 
 use coffer_client::{
-    Account, AuditLogEntry, AuditVerification, CreatedNode, CreatedToken, DeployedService, Node,
-    Page, Quota, ResultInfo, RotatedServiceToken, Secret, Service, ServiceToken, Store, Token,
+    Account, AuditVerification, CreatedNode, CreatedToken, DeployedService, Node, Page, Quota,
+    ResultInfo, RotatedServiceToken, Secret, SecretValue, Service, ServiceToken, Store, Token,
 };
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use crate::args::ConnArgs;
 use crate::table::{Table, one_line};
 
-const STORE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Modified"];
+mod audit;
+mod whoami;
+
+pub use audit::audit_list;
+pub use whoami::whoami;
+
+/// Every column: `--wide` (and wrangler's secret columns). A default table leaves out some and
+/// fits [`crate::table::WIDTH`].
+const STORE_COLUMNS: [&str; 5] = ["Name", "ID", "AccountID", "Created", "Modified"];
 const SECRET_COLUMNS: [&str; 8] = [
     "Name", "ID", "StoreID", "Comment", "Scopes", "Status", "Created", "Modified",
 ];
-const ACCOUNT_COLUMNS: [&str; 4] = ["ID", "Name", "Created", "Secrets quota"];
-const TOKEN_COLUMNS: [&str; 7] = [
-    "ID",
+const ACCOUNT_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Secrets quota"];
+const TOKEN_COLUMNS: [&str; 8] = [
     "Name",
+    "ID",
     "Role",
     "Status",
     "Issued",
     "Expires",
     "Last used",
+    "Revoked",
 ];
 
-const AUDIT_COLUMNS: [&str; 7] = [
-    "Seq", "Time", "Actor", "Action", "Outcome", "Resource", "Request",
-];
+/// How a result is shown: a table that fits 100 columns, every column (`--wide`), or the API's
+/// JSON (`--json`, which wins over `--wide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Wide,
+    Json,
+}
+
+impl Format {
+    pub fn of(conn: &ConnArgs) -> Format {
+        match (conn.json, conn.wide) {
+            (true, _) => Format::Json,
+            (false, true) => Format::Wide,
+            (false, false) => Format::Table,
+        }
+    }
+
+    pub fn json(self) -> bool {
+        self == Format::Json
+    }
+
+    fn wide(self) -> bool {
+        self == Format::Wide
+    }
+}
+
+/// An optional time to the second, or `none` for its absence.
+fn time_or(at: Option<&str>, none: &str) -> String {
+    at.map_or_else(|| none.to_owned(), time)
+}
+
+/// An RFC 3339 time to the second, in UTC as the server wrote it: `2025-01-31T23:30:00Z`
+/// (fractions of a second dropped). Anything else is shown as it came, made safe.
+pub fn time(at: &str) -> String {
+    use coffer_types::Timestamp;
+    match Timestamp::parse_rfc3339(at) {
+        Some(t) => {
+            let micros = t.unix_micros();
+            Timestamp::from_unix_micros(micros - micros.rem_euclid(1_000_000)).to_rfc3339()
+        }
+        None => one_line(at),
+    }
+}
 
 /// Writes `text` to standard output. Errors (a closed pipe) are returned, not panicked on.
 pub fn print(text: &str) -> std::io::Result<()> {
@@ -50,6 +102,23 @@ pub fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
     s
 }
 
+/// The `--json` form of a result holding a new token (API, service or node token): the API's
+/// result as it came, where the token has the name the API gives that kind (`value`,
+/// `service_token`, `node_token`, kept for the scripts that read them), and the token once more
+/// as `token`, the one name for every kind.
+#[derive(Serialize)]
+struct WithToken<'a, T> {
+    #[serde(flatten)]
+    result: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a SecretValue>,
+}
+
+/// [`WithToken`] as text, zeroized on drop.
+fn with_token<T: Serialize>(result: &T, token: Option<&SecretValue>) -> Zeroizing<String> {
+    Zeroizing::new(json_text(&WithToken { result, token }))
+}
+
 /// The `--json` form of a list.
 #[derive(Serialize)]
 struct ListJson<'a, T> {
@@ -57,21 +126,28 @@ struct ListJson<'a, T> {
     result_info: &'a ResultInfo,
 }
 
-pub fn stores_table(stores: &[Store]) -> String {
-    let mut t = Table::new(&STORE_COLUMNS);
+fn stores_table(stores: &[Store], format: Format) -> String {
+    let mut t = Table::new(&STORE_COLUMNS)
+        .wide_only(&["AccountID"])
+        .flexible(&["Name"]);
     for s in stores {
         t.row(vec![
             s.name.clone(),
             s.id.clone(),
-            s.created.clone(),
-            s.modified.clone(),
+            s.account_id.clone().unwrap_or_default(),
+            time(&s.created),
+            time(&s.modified),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
-pub fn secrets_table(secrets: &[Secret]) -> String {
-    let mut t = Table::new(&SECRET_COLUMNS);
+/// The store (a list is of one store, which the command named), the status and the times are
+/// left out by default.
+fn secrets_table(secrets: &[Secret], format: Format) -> String {
+    let mut t = Table::new(&SECRET_COLUMNS)
+        .wide_only(&["StoreID", "Status", "Created", "Modified"])
+        .flexible(&["Name", "Comment", "Scopes"]);
     for s in secrets {
         t.row(vec![
             s.name.clone(),
@@ -80,11 +156,11 @@ pub fn secrets_table(secrets: &[Secret]) -> String {
             s.comment.clone(),
             s.scopes.join(","),
             s.status.clone(),
-            s.created.clone(),
-            s.modified.clone(),
+            time(&s.created),
+            time(&s.modified),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
 /// `page 1 of 3 (10 per page, 25 secrets in all)`.
@@ -116,8 +192,8 @@ fn page_json<T: Serialize>(page: &Page<T>) -> String {
     })
 }
 
-pub fn store_list(page: &Page<Store>, as_json: bool) -> String {
-    if as_json {
+pub fn store_list(page: &Page<Store>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
     if page.items.is_empty() {
@@ -127,38 +203,38 @@ pub fn store_list(page: &Page<Store>, as_json: bool) -> String {
             page_footer(page, "stores")
         };
     }
-    stores_table(&page.items) + &page_footer(page, "stores")
+    stores_table(&page.items, format) + &page_footer(page, "stores")
 }
 
-pub fn secret_list(page: &Page<Secret>, as_json: bool) -> String {
-    if as_json {
+pub fn secret_list(page: &Page<Secret>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
     if page.items.is_empty() && page.result_info.total_count == 0 {
         return "No secrets found.\n".to_owned();
     }
-    secrets_table(&page.items) + &page_footer(page, "secrets")
+    secrets_table(&page.items, format) + &page_footer(page, "secrets")
 }
 
-pub fn store(store: &Store, as_json: bool) -> String {
-    if as_json {
+pub fn store(store: &Store, format: Format) -> String {
+    if format.json() {
         return json_text(store);
     }
-    stores_table(std::slice::from_ref(store))
+    stores_table(std::slice::from_ref(store), format)
 }
 
-pub fn secret(secret: &Secret, as_json: bool) -> String {
-    if as_json {
+pub fn secret(secret: &Secret, format: Format) -> String {
+    if format.json() {
         return json_text(secret);
     }
-    secrets_table(std::slice::from_ref(secret))
+    secrets_table(std::slice::from_ref(secret), format)
 }
 
-pub fn secrets_created(secrets: &[Secret], as_json: bool) -> String {
-    if as_json {
+pub fn secrets_created(secrets: &[Secret], format: Format) -> String {
+    if format.json() {
         return json_text(secrets);
     }
-    secrets_table(secrets)
+    secrets_table(secrets, format)
 }
 
 pub fn quota(quota: &Quota, as_json: bool) -> String {
@@ -174,27 +250,27 @@ pub fn quota(quota: &Quota, as_json: bool) -> String {
     )
 }
 
-fn accounts_table(accounts: &[Account]) -> String {
-    let mut t = Table::new(&ACCOUNT_COLUMNS);
+fn accounts_table(accounts: &[Account], format: Format) -> String {
+    let mut t = Table::new(&ACCOUNT_COLUMNS).flexible(&["Name"]);
     for a in accounts {
         t.row(vec![
-            a.id.clone(),
             a.name.clone(),
-            a.created.clone(),
+            a.id.clone(),
+            time(&a.created),
             a.secrets_quota
                 .map_or_else(|| "default".to_owned(), |q| q.to_string()),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
 /// `account get` and `quota set`: the account, its own quota shown as `default` when the server
 /// default applies.
-pub fn account(account: &Account, as_json: bool) -> String {
-    if as_json {
+pub fn account(account: &Account, format: Format) -> String {
+    if format.json() {
         return json_text(account);
     }
-    accounts_table(std::slice::from_ref(account))
+    accounts_table(std::slice::from_ref(account), format)
 }
 
 /// The `--json` form of `account create`: the account, and its id once more as `account_id`
@@ -221,54 +297,56 @@ pub fn account_created(account: &Account, as_json: bool) -> String {
          \x20 Account ID:  {id}\n\
          \n\
          It has no API token yet. Create its first super_admin with the operator token:\n\
-         \x20 COFFER_ACCOUNT_ID={id} coffer token create --name admin --role super_admin\n",
+         \x20 COFFER_ACCOUNT_ID={id} coffer token create admin --role super_admin\n",
         name = one_line(&account.name),
     )
 }
 
-pub fn account_list(page: &Page<Account>, as_json: bool) -> String {
-    if as_json {
+pub fn account_list(page: &Page<Account>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
-    accounts_table(&page.items)
+    accounts_table(&page.items, format)
 }
 
-fn tokens_table(tokens: &[Token]) -> String {
-    let never = |t: &Option<String>| t.clone().unwrap_or_else(|| "never".to_owned());
-    let mut t = Table::new(&TOKEN_COLUMNS);
+fn tokens_table(tokens: &[Token], format: Format) -> String {
+    let mut t = Table::new(&TOKEN_COLUMNS)
+        .wide_only(&["Issued", "Last used", "Revoked"])
+        .flexible(&["Name"]);
     for token in tokens {
         t.row(vec![
-            token.id.clone(),
             token.name.clone(),
+            token.id.clone(),
             if token.operator {
                 format!("{} (operator)", token.role)
             } else {
                 token.role.clone()
             },
             token.status.clone(),
-            token.issued_on.clone(),
-            never(&token.expires_on),
-            never(&token.last_used_on),
+            time(&token.issued_on),
+            time_or(token.expires_on.as_deref(), "never"),
+            time_or(token.last_used_on.as_deref(), "never"),
+            time_or(token.revoked_on.as_deref(), "-"),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
-pub fn token_list(page: &Page<Token>, as_json: bool) -> String {
-    if as_json {
+pub fn token_list(page: &Page<Token>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
     if page.items.is_empty() {
         return "No tokens in this account.\n".to_owned();
     }
-    tokens_table(&page.items)
+    tokens_table(&page.items, format)
 }
 
-pub fn token(token: &Token, as_json: bool) -> String {
-    if as_json {
+pub fn token(token: &Token, format: Format) -> String {
+    if format.json() {
         return json_text(token);
     }
-    tokens_table(std::slice::from_ref(token))
+    tokens_table(std::slice::from_ref(token), format)
 }
 
 /// `token create`: the only output that ever holds a token's value. Under `--json`, the token's
@@ -276,11 +354,11 @@ pub fn token(token: &Token, as_json: bool) -> String {
 /// The text is zeroized on drop.
 pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) -> Zeroizing<String> {
     if as_json {
-        return Zeroizing::new(json_text(created));
+        return with_token(created, Some(&created.value));
     }
     let token = &created.token;
     let expires = match &token.expires_on {
-        Some(at) => format!("expires {}", one_line(at)),
+        Some(at) => format!("expires {}", time(at)),
         None => "does not expire".to_owned(),
     };
     let mut text = Zeroizing::new(format!(
@@ -298,7 +376,7 @@ pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) ->
     text.push_str(
         "\n\n\
          The API token is shown only now and cannot be recovered: store it now, e.g. in a\n\
-         password manager. Use it with COFFER_API_TOKEN, and this account with COFFER_ACCOUNT_ID.\n",
+         password manager. Use it with COFFER_API_TOKEN (the account is the token's own).\n",
     );
     text
 }
@@ -313,82 +391,6 @@ pub fn token_revoked(token: &Token, as_json: bool) -> String {
         one_line(&token.id),
         one_line(&token.name)
     )
-}
-
-/// A string at `path` in an audit event (`None` if absent, null, empty or not a string).
-fn event_str<'a>(entry: &'a AuditLogEntry, path: &[&str]) -> Option<&'a str> {
-    let (first, rest) = path.split_first()?;
-    let mut value = entry.event.get(*first)?;
-    for key in rest {
-        value = value.get(key)?;
-    }
-    value.as_str().filter(|s| !s.is_empty())
-}
-
-/// Who acted: the token's name, else its id, else `-`.
-fn audit_actor(entry: &AuditLogEntry) -> String {
-    event_str(entry, &["actor", "token_name"])
-        .or_else(|| event_str(entry, &["actor", "token_id"]))
-        .unwrap_or("-")
-        .to_owned()
-}
-
-/// What was acted on: the resource's type and its name, else its id (`secret openai-key`,
-/// `store 0123...`, `account`).
-fn audit_resource(entry: &AuditLogEntry) -> String {
-    let field = |name: &str| event_str(entry, &["resource", name]);
-    let kind = field("type").unwrap_or("-");
-    let which = match kind {
-        "store" => field("store_name").or_else(|| field("store_id")),
-        "secret" => field("secret_name").or_else(|| field("secret_id")),
-        "token" => field("token_name").or_else(|| field("token_id")),
-        "account" => field("account_name"),
-        // A type this CLI does not know yet: the first name or id it carries.
-        _ => [
-            "secret_name",
-            "store_name",
-            "token_name",
-            "account_name",
-            "secret_id",
-            "store_id",
-            "token_id",
-        ]
-        .into_iter()
-        .find_map(field),
-    };
-    match which {
-        Some(w) => format!("{kind} {w}"),
-        None => kind.to_owned(),
-    }
-}
-
-fn audit_table(entries: &[AuditLogEntry]) -> String {
-    let mut t = Table::new(&AUDIT_COLUMNS);
-    for e in entries {
-        let text = |key: &str| event_str(e, &[key]).unwrap_or("-").to_owned();
-        t.row(vec![
-            e.seq.to_string(),
-            text("time"),
-            audit_actor(e),
-            text("action"),
-            text("outcome"),
-            audit_resource(e),
-            text("request_id"),
-        ]);
-    }
-    t.render()
-}
-
-/// `audit list`: a table of entries and a page footer, or `{result, result_info}` under `--json`
-/// (each entry exactly as the server sent it).
-pub fn audit_list(page: &Page<AuditLogEntry>, as_json: bool) -> String {
-    if as_json {
-        return page_json(page);
-    }
-    if page.items.is_empty() && page.result_info.total_count == 0 {
-        return "No audit entries found.\n".to_owned();
-    }
-    audit_table(&page.items) + &page_footer(page, "entries")
 }
 
 /// `audit verify` of a log that checks out: counts and the head to record elsewhere. Under
@@ -414,28 +416,30 @@ const SERVICE_COLUMNS: [&str; 6] = ["Name", "ID", "Type", "Bindings", "Created",
 const BINDING_COLUMNS: [&str; 3] = ["Binding", "Store", "Secret"];
 const SERVICE_TOKEN_COLUMNS: [&str; 4] = ["ID", "Status", "Issued", "Revoked"];
 
-fn services_table(services: &[Service]) -> String {
-    let mut t = Table::new(&SERVICE_COLUMNS);
+fn services_table(services: &[Service], format: Format) -> String {
+    let mut t = Table::new(&SERVICE_COLUMNS)
+        .wide_only(&["Created"])
+        .flexible(&["Name"]);
     for s in services {
         t.row(vec![
             s.name.clone(),
             s.id.clone(),
             s.kind.clone(),
             (s.secrets_store_secrets.len() + s.secrets_store_stores.len()).to_string(),
-            s.created.clone(),
-            s.modified.clone(),
+            time(&s.created),
+            time(&s.modified),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
 /// Each binding and what it reaches: a secret of a store, or every secret of a store that
 /// carries the service's type.
-fn bindings_table(service: &Service) -> String {
+fn bindings_table(service: &Service, format: Format) -> String {
     if service.secrets_store_secrets.is_empty() && service.secrets_store_stores.is_empty() {
         return "No bindings.\n".to_owned();
     }
-    let mut t = Table::new(&BINDING_COLUMNS);
+    let mut t = Table::new(&BINDING_COLUMNS).flexible(&["Binding", "Secret"]);
     for b in &service.secrets_store_secrets {
         t.row(vec![
             b.binding.clone(),
@@ -450,34 +454,34 @@ fn bindings_table(service: &Service) -> String {
             format!("(every secret with scope {})", service.kind),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
-pub fn service_list(page: &Page<Service>, as_json: bool) -> String {
-    if as_json {
+pub fn service_list(page: &Page<Service>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
     if page.items.is_empty() && page.result_info.total_count == 0 {
         return "No services found. Deploy one with `coffer deploy --config wrangler.toml`.\n"
             .to_owned();
     }
-    services_table(&page.items) + &page_footer(page, "services")
+    services_table(&page.items, format) + &page_footer(page, "services")
 }
 
 /// `service get`: the service, then its bindings.
-pub fn service(service: &Service, as_json: bool) -> String {
-    if as_json {
+pub fn service(service: &Service, format: Format) -> String {
+    if format.json() {
         return json_text(service);
     }
-    services_table(std::slice::from_ref(service)) + "\n" + &bindings_table(service)
+    services_table(std::slice::from_ref(service), format) + "\n" + &bindings_table(service, format)
 }
 
 /// `deploy`: what was deployed and, on the first deploy, the service token with a warning that
 /// it is shown once. Under `--json`, the API's result as it came (token included). The text is
 /// zeroized on drop.
-pub fn service_deployed(deployed: &DeployedService, as_json: bool) -> Zeroizing<String> {
-    if as_json {
-        return Zeroizing::new(json_text(deployed));
+pub fn service_deployed(deployed: &DeployedService, format: Format) -> Zeroizing<String> {
+    if format.json() {
+        return with_token(deployed, deployed.service_token.as_ref());
     }
     let service = &deployed.service;
     let count = service.secrets_store_secrets.len() + service.secrets_store_stores.len();
@@ -496,7 +500,7 @@ pub fn service_deployed(deployed: &DeployedService, as_json: bool) -> Zeroizing<
         s = if count == 1 { "" } else { "s" },
         id = one_line(&service.id),
     ));
-    text.push_str(&bindings_table(service));
+    text.push_str(&bindings_table(service, format));
     if let Some(token) = &deployed.service_token {
         text.push_str("\n  Service token:  ");
         text.push_str(&Zeroizing::new(one_line(token.expose_secret())));
@@ -511,27 +515,27 @@ pub fn service_deployed(deployed: &DeployedService, as_json: bool) -> Zeroizing<
     text
 }
 
-fn service_tokens_table(tokens: &[ServiceToken]) -> String {
+fn service_tokens_table(tokens: &[ServiceToken], format: Format) -> String {
     let mut t = Table::new(&SERVICE_TOKEN_COLUMNS);
     for token in tokens {
         t.row(vec![
             token.id.clone(),
             token.status.clone(),
-            token.issued_on.clone(),
-            token.revoked_on.clone().unwrap_or_else(|| "-".to_owned()),
+            time(&token.issued_on),
+            time_or(token.revoked_on.as_deref(), "-"),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
-pub fn service_token_list(page: &Page<ServiceToken>, as_json: bool) -> String {
-    if as_json {
+pub fn service_token_list(page: &Page<ServiceToken>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
     if page.items.is_empty() {
         return "No tokens for this service.\n".to_owned();
     }
-    service_tokens_table(&page.items)
+    service_tokens_table(&page.items, format)
 }
 
 /// `service token rotate`: the new token, once, and what was revoked. Zeroized on drop.
@@ -541,7 +545,7 @@ pub fn service_token_rotated(
     as_json: bool,
 ) -> Zeroizing<String> {
     if as_json {
-        return Zeroizing::new(json_text(rotated));
+        return with_token(rotated, Some(&rotated.service_token));
     }
     let previous = match rotated.revoked.len() {
         0 => "no other token was revoked".to_owned(),
@@ -596,29 +600,29 @@ pub fn service_token_revoked(token: &ServiceToken, service_name: &str, as_json: 
     )
 }
 
-const NODE_COLUMNS: [&str; 4] = ["ID", "Name", "Created", "Revoked"];
+const NODE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Revoked"];
 
-fn nodes_table(nodes: &[Node]) -> String {
-    let mut t = Table::new(&NODE_COLUMNS);
+fn nodes_table(nodes: &[Node], format: Format) -> String {
+    let mut t = Table::new(&NODE_COLUMNS).flexible(&["Name"]);
     for node in nodes {
         t.row(vec![
-            node.id.clone(),
             node.name.clone(),
-            node.created.clone(),
-            node.revoked.clone().unwrap_or_else(|| "-".to_owned()),
+            node.id.clone(),
+            time(&node.created),
+            time_or(node.revoked.as_deref(), "-"),
         ]);
     }
-    t.render()
+    t.render(format.wide())
 }
 
-pub fn node_list(page: &Page<Node>, as_json: bool) -> String {
-    if as_json {
+pub fn node_list(page: &Page<Node>, format: Format) -> String {
+    if format.json() {
         return page_json(page);
     }
     if page.items.is_empty() {
         return "No edge nodes registered.\n".to_owned();
     }
-    nodes_table(&page.items)
+    nodes_table(&page.items, format)
 }
 
 /// `node create`: the only output that ever holds a node's token. Under `--json`, the node's
@@ -626,7 +630,7 @@ pub fn node_list(page: &Page<Node>, as_json: bool) -> String {
 /// The text is zeroized on drop.
 pub fn node_created(created: &CreatedNode, as_json: bool) -> Zeroizing<String> {
     if as_json {
-        return Zeroizing::new(json_text(created));
+        return with_token(created, Some(&created.node_token));
     }
     let mut text = Zeroizing::new(format!(
         "Registered edge node {name}.\n\
@@ -701,22 +705,33 @@ mod tests {
     }
 
     #[test]
-    fn secret_table_has_wrangler_columns_and_escapes_comments() {
-        let out = secret(&sample_secret(), false);
+    fn secret_table_leaves_out_the_store_and_escapes_comments() {
+        let out = secret(&sample_secret(), Format::Table);
         let mut lines = out.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(header, SECRET_COLUMNS);
+        assert_eq!(header, ["Name", "ID", "Comment", "Scopes"]);
         lines.next();
-        let row = lines.next().unwrap();
-        assert!(row.contains("openai-key"));
-        assert!(row.contains("prod\\nkey"));
-        assert!(row.contains("workers,ai_gateway"));
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "openai-key",
+                &"b".repeat(32),
+                "prod\\nkey",
+                "workers,ai_gateway"
+            ]
+        );
         assert_eq!(lines.next(), None);
+        // --wide: wrangler's columns.
+        let out = secret(&sample_secret(), Format::Wide);
+        let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, SECRET_COLUMNS);
+        assert!(out.contains(&"a".repeat(32)), "{out}");
     }
 
     #[test]
     fn list_json_wraps_result_and_result_info() {
-        let out = secret_list(&page(vec![sample_secret()], 11), true);
+        let out = secret_list(&page(vec![sample_secret()], 11), Format::Json);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["result"][0]["name"], "openai-key");
         assert_eq!(v["result_info"]["total_count"], 11);
@@ -724,18 +739,21 @@ mod tests {
 
     #[test]
     fn list_footer_counts_pages() {
-        let out = secret_list(&page(vec![sample_secret()], 11), false);
+        let out = secret_list(&page(vec![sample_secret()], 11), Format::Table);
         assert!(
             out.ends_with("page 1 of 2 (10 per page, 11 secrets in all)\n"),
             "{out}"
         );
-        let out = secret_list(&page(vec![sample_secret()], 1), false);
+        let out = secret_list(&page(vec![sample_secret()], 1), Format::Table);
         assert!(
             out.ends_with("page 1 of 1 (10 per page, 1 secret in all)\n"),
             "{out}"
         );
-        assert_eq!(secret_list(&page(vec![], 0), false), "No secrets found.\n");
-        assert!(store_list(&page(vec![], 0), false).starts_with("No stores yet."));
+        assert_eq!(
+            secret_list(&page(vec![], 0), Format::Table),
+            "No secrets found.\n"
+        );
+        assert!(store_list(&page(vec![], 0), Format::Table).starts_with("No stores yet."));
     }
 
     #[test]
@@ -746,12 +764,12 @@ mod tests {
             created: "2025-01-01T00:00:00Z".into(),
             secrets_quota: None,
         };
-        let out = account(&a, false);
+        let out = account(&a, Format::Table);
         let mut lines = out.lines();
         assert_eq!(
             lines.next().unwrap(),
             format!(
-                "ID{}  Name     Created               Secrets quota",
+                "Name     ID{}  Created               Secrets quota",
                 " ".repeat(30)
             )
         );
@@ -760,20 +778,26 @@ mod tests {
         assert_eq!(
             row,
             [
-                &"c".repeat(32),
                 "default",
+                &"c".repeat(32),
                 "2025-01-01T00:00:00Z",
                 "default"
             ]
         );
         assert_eq!(lines.next(), None);
-        let v: serde_json::Value = serde_json::from_str(&account(&a, true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&account(&a, Format::Json)).unwrap();
         assert_eq!(v["secrets_quota"], serde_json::Value::Null);
         assert_eq!(v.as_object().unwrap().len(), 4);
 
         a.secrets_quota = Some(3);
-        assert!(account(&a, false).lines().nth(2).unwrap().ends_with("  3"));
-        let v: serde_json::Value = serde_json::from_str(&account(&a, true)).unwrap();
+        assert!(
+            account(&a, Format::Table)
+                .lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("  3")
+        );
+        let v: serde_json::Value = serde_json::from_str(&account(&a, Format::Json)).unwrap();
         assert_eq!(v["secrets_quota"], 3);
     }
 
@@ -809,53 +833,70 @@ mod tests {
         assert!(text.contains(&format!("Account ID:  {}\n", a.id)), "{text}");
         assert!(
             text.contains(&format!(
-                "COFFER_ACCOUNT_ID={} coffer token create --name admin --role super_admin",
+                "COFFER_ACCOUNT_ID={} coffer token create admin --role super_admin",
                 a.id
             )),
             "{text}"
         );
 
-        let list = account_list(&page(vec![a.clone(), a], 2), false);
+        let list = account_list(&page(vec![a.clone(), a], 2), Format::Table);
         assert_eq!(list.lines().count(), 4);
-        assert!(list.starts_with("ID"));
+        assert!(list.starts_with("Name"));
     }
 
     #[test]
     fn token_tables_say_never_and_escape_names() {
-        let out = token(&sample_token(None), false);
+        let out = token(&sample_token(None), Format::Table);
         let mut lines = out.lines();
         assert_eq!(
             lines.next().unwrap(),
             format!(
-                "ID{}  Name         Role                    Status  Issued                \
-                 Expires  Last used",
+                "Name         ID{}  Role                    Status  Expires",
                 " ".repeat(30)
             )
         );
         lines.next();
         let row = lines.next().unwrap();
-        assert!(row.contains("ci\\u{1b}[2J"), "{row}");
-        assert!(row.ends_with("never    never"), "{row}");
+        assert!(row.starts_with("ci\\u{1b}[2J  "), "{row}");
+        assert!(row.ends_with("active  never"), "{row}");
         assert_eq!(lines.next(), None);
+        // --wide: when it was issued, last used and revoked too.
+        let out = token(&sample_token(None), Format::Wide);
+        let header: Vec<&str> = out
+            .lines()
+            .next()
+            .unwrap()
+            .split("  ")
+            .filter(|c| !c.is_empty())
+            .map(str::trim)
+            .collect();
+        assert_eq!(header, TOKEN_COLUMNS);
+        assert!(
+            out.lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("2025-01-01T00:00:00Z  never    never      -"),
+            "{out}"
+        );
 
         let t = sample_token(Some("2025-02-01T00:00:00Z"));
-        assert!(token(&t, false).contains("2025-02-01T00:00:00Z"));
-        let v: serde_json::Value = serde_json::from_str(&token(&t, true)).unwrap();
+        assert!(token(&t, Format::Table).contains("2025-02-01T00:00:00Z"));
+        let v: serde_json::Value = serde_json::from_str(&token(&t, Format::Json)).unwrap();
         assert_eq!(v.as_object().unwrap().len(), 9);
         assert_eq!(v["operator"], false);
         let op = Token {
             operator: true,
             ..t.clone()
         };
-        assert!(token(&op, false).contains(" secrets_store_reporter (operator) "));
+        assert!(token(&op, Format::Table).contains(" secrets_store_reporter (operator) "));
         assert_eq!(v["last_used_on"], serde_json::Value::Null);
 
         assert_eq!(
-            token_list(&page(vec![], 0), false),
+            token_list(&page(vec![], 0), Format::Table),
             "No tokens in this account.\n"
         );
         let v: serde_json::Value =
-            serde_json::from_str(&token_list(&page(vec![t.clone()], 1), true)).unwrap();
+            serde_json::from_str(&token_list(&page(vec![t.clone()], 1), Format::Json)).unwrap();
         assert_eq!(v["result"][0]["id"], "d".repeat(32));
         assert_eq!(v["result_info"]["total_count"], 1);
 
@@ -874,8 +915,10 @@ mod tests {
             serde_json::from_str(&token_created(&created, "acc", true)).unwrap();
         assert_eq!(v["id"], "d".repeat(32));
         assert_eq!(v["value"], "coffer_x_s3cr3t");
+        // The one name every new token has, whatever its kind.
+        assert_eq!(v["token"], "coffer_x_s3cr3t");
         assert_eq!(v["role"], "secrets_store_reporter");
-        assert_eq!(v.as_object().unwrap().len(), 10);
+        assert_eq!(v.as_object().unwrap().len(), 11);
 
         let text = token_created(&created, "acc", false);
         assert_eq!(text.matches("coffer_x_s3cr3t").count(), 1, "{}", *text);
@@ -916,6 +959,7 @@ mod tests {
                 "created": "2025-01-01T00:00:00Z",
                 "revoked": null,
                 "node_token": "coffernode_x_s3cr3t",
+                "token": "coffernode_x_s3cr3t",
             })
         );
         let text = node_created(&created, false);
@@ -943,7 +987,7 @@ mod tests {
                 total_count: 2,
             },
         };
-        let table = node_list(&nodes, false);
+        let table = node_list(&nodes, Format::Table);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "header, rule, two rows: {table}");
         for column in NODE_COLUMNS {
@@ -952,7 +996,7 @@ mod tests {
         assert!(lines[2].contains("2025-01-02T00:00:00Z"), "{table}");
         assert!(lines[3].trim_end().ends_with(" -"), "not revoked: {table}");
         assert!(!table.contains('\u{1b}'), "control characters are escaped");
-        let v: serde_json::Value = serde_json::from_str(&node_list(&nodes, true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&node_list(&nodes, Format::Json)).unwrap();
         assert_eq!(v["result"][0]["revoked"], "2025-01-02T00:00:00Z");
         assert_eq!(v["result_info"]["total_count"], 2);
         let empty = Page {
@@ -963,7 +1007,10 @@ mod tests {
                 ..nodes.result_info
             },
         };
-        assert_eq!(node_list(&empty, false), "No edge nodes registered.\n");
+        assert_eq!(
+            node_list(&empty, Format::Table),
+            "No edge nodes registered.\n"
+        );
 
         let revoked = node_revoked(&sample_node(Some("2025-01-02T00:00:00Z")), false);
         assert_eq!(
@@ -976,125 +1023,6 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&node_revoked(&sample_node(Some("t")), true)).unwrap();
         assert_eq!(v["revoked"], "t");
-    }
-
-    fn audit_entry(seq: u64, event: serde_json::Value) -> AuditLogEntry {
-        AuditLogEntry {
-            seq,
-            hash: "ab".repeat(32),
-            event: event.as_object().unwrap().clone(),
-        }
-    }
-
-    fn audit_sample() -> Vec<AuditLogEntry> {
-        vec![
-            audit_entry(
-                2,
-                serde_json::json!({"time": "2025-01-01T00:00:01Z", "action": "create",
-                    "outcome": "success", "request_id": "req-2",
-                    "actor": {"token_id": "d".repeat(32), "token_name": "init", "operator": true},
-                    "resource": {"type": "secret", "store_id": "a".repeat(32),
-                        "secret_id": "b".repeat(32), "secret_name": "openai\u{1b}[2J"}}),
-            ),
-            audit_entry(
-                1,
-                serde_json::json!({"time": "2025-01-01T00:00:00Z", "action": "login",
-                    "outcome": "denied", "request_id": "",
-                    "actor": {"token_id": "e".repeat(32), "operator": false},
-                    "resource": {"type": "token", "token_id": "e".repeat(32)},
-                    "reason": "revoked"}),
-            ),
-        ]
-    }
-
-    #[test]
-    fn audit_table_names_actor_and_resource_and_escapes_them() {
-        let out = audit_list(&page(audit_sample(), 2), false);
-        let mut lines = out.lines();
-        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(header, AUDIT_COLUMNS);
-        lines.next();
-        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(
-            row,
-            [
-                "2",
-                "2025-01-01T00:00:01Z",
-                "init",
-                "create",
-                "success",
-                "secret",
-                "openai\\u{1b}[2J",
-                "req-2"
-            ]
-        );
-        // No token name: the id; no request id: a dash.
-        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        let e = "e".repeat(32);
-        assert_eq!(
-            row,
-            [
-                "1",
-                "2025-01-01T00:00:00Z",
-                &e,
-                "login",
-                "denied",
-                "token",
-                &e,
-                "-"
-            ]
-        );
-        assert_eq!(
-            lines.next(),
-            Some("page 1 of 1 (10 per page, 2 entries in all)")
-        );
-        assert_eq!(lines.next(), None);
-        assert!(!out.contains('\u{1b}'));
-
-        let one = audit_list(&page(audit_sample()[..1].to_vec(), 1), false);
-        assert!(one.ends_with("(10 per page, 1 entry in all)\n"), "{one}");
-        assert_eq!(
-            audit_list(&page(vec![], 0), false),
-            "No audit entries found.\n"
-        );
-    }
-
-    #[test]
-    fn audit_resources_fall_back_from_names_to_ids() {
-        let resource = |r: serde_json::Value| {
-            audit_resource(&audit_entry(1, serde_json::json!({"resource": r})))
-        };
-        let s = "a".repeat(32);
-        assert_eq!(
-            resource(serde_json::json!({"type": "store", "store_id": s, "store_name": "prod"})),
-            "store prod"
-        );
-        assert_eq!(
-            resource(serde_json::json!({"type": "store", "store_id": s})),
-            format!("store {s}")
-        );
-        assert_eq!(
-            resource(serde_json::json!({"type": "account", "account_name": "team-b"})),
-            "account team-b"
-        );
-        assert_eq!(resource(serde_json::json!({"type": "account"})), "account");
-        assert_eq!(
-            resource(serde_json::json!({"type": "binding", "store_id": s})),
-            format!("binding {s}")
-        );
-        assert_eq!(resource(serde_json::json!(null)), "-");
-        assert_eq!(audit_actor(&audit_entry(1, serde_json::json!({}))), "-");
-    }
-
-    #[test]
-    fn audit_list_json_keeps_entries_as_sent() {
-        let out = audit_list(&page(audit_sample(), 7), true);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["result"][0]["seq"], 2);
-        assert_eq!(v["result"][0]["hash"], "ab".repeat(32));
-        assert_eq!(v["result"][0]["actor"]["token_name"], "init");
-        assert_eq!(v["result"][1]["reason"], "revoked");
-        assert_eq!(v["result_info"]["total_count"], 7);
     }
 
     #[test]
@@ -1156,7 +1084,7 @@ mod tests {
             created: true,
             service_token: Some(coffer_client::SecretValue::new("coffersvc_x_s3cr3t".into())),
         };
-        let text = service_deployed(&deployed, false);
+        let text = service_deployed(&deployed, Format::Table);
         assert!(
             text.starts_with(
                 "Deployed service ai-gateway (created): type workers, 2 bindings.\n\n  Service ID:  "
@@ -1194,11 +1122,11 @@ mod tests {
             created: false,
             service_token: None,
         };
-        let text = service_deployed(&redeploy, false);
+        let text = service_deployed(&redeploy, Format::Table);
         assert!(text.starts_with("Deployed service ai-gateway (updated)"));
         assert!(!text.contains("token"), "{}", *text);
         let v: serde_json::Value =
-            serde_json::from_str(&service_deployed(&deployed, true)).unwrap();
+            serde_json::from_str(&service_deployed(&deployed, Format::Json)).unwrap();
         assert_eq!(v["service_token"], "coffersvc_x_s3cr3t");
         assert_eq!(v["name"], "ai-gateway");
         assert_eq!(v["first_deploy"], true);
@@ -1207,21 +1135,24 @@ mod tests {
 
     #[test]
     fn services_and_their_tokens_in_tables() {
-        let out = service_list(&page(vec![sample_service()], 1), false);
+        let out = service_list(&page(vec![sample_service()], 1), Format::Table);
         let mut lines = out.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(header, SERVICE_COLUMNS);
+        assert_eq!(header, ["Name", "ID", "Type", "Bindings", "Modified"]);
         lines.next();
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(row[..4], ["ai-gateway", &"c".repeat(32), "workers", "2"]);
+        let wide = service_list(&page(vec![sample_service()], 1), Format::Wide);
+        let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, SERVICE_COLUMNS);
         assert!(out.ends_with("(10 per page, 1 service in all)\n"), "{out}");
-        assert!(service_list(&page(vec![], 0), false).starts_with("No services found."));
-        let out = service(&sample_service(), false);
+        assert!(service_list(&page(vec![], 0), Format::Table).starts_with("No services found."));
+        let out = service(&sample_service(), Format::Table);
         assert!(out.contains("\nBinding "), "{out}");
         let mut bare = sample_service();
         bare.secrets_store_secrets.clear();
         bare.secrets_store_stores.clear();
-        assert!(service(&bare, false).ends_with("\nNo bindings.\n"));
+        assert!(service(&bare, Format::Table).ends_with("\nNo bindings.\n"));
 
         let token = ServiceToken {
             id: "d".repeat(32),
@@ -1230,7 +1161,7 @@ mod tests {
             issued_on: "2025-01-01T00:00:00Z".into(),
             revoked_on: Some("2025-01-02T00:00:00Z".into()),
         };
-        let out = service_token_list(&page(vec![token.clone()], 1), false);
+        let out = service_token_list(&page(vec![token.clone()], 1), Format::Table);
         assert!(
             out.lines()
                 .nth(2)
@@ -1238,7 +1169,7 @@ mod tests {
                 .ends_with("2025-01-02T00:00:00Z")
         );
         assert_eq!(
-            service_token_list(&page(vec![], 0), false),
+            service_token_list(&page(vec![], 0), Format::Table),
             "No tokens for this service.\n"
         );
         let rotated = RotatedServiceToken {

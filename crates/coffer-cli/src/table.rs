@@ -1,16 +1,27 @@
 //! A plain-text table: a header row, a rule, and left-aligned columns two spaces apart.
 //!
 //! Cells are made safe for a terminal first: control characters (which could move the cursor or
-//! recolour the screen when a comment holds escape sequences) are shown escaped, and long cells
-//! are cut with an ellipsis.
+//! recolour the screen when a comment holds escape sequences) are shown escaped. By default a
+//! table fits [`WIDTH`] columns: columns marked wide-only are left out, long cells are cut with
+//! an ellipsis, and flexible columns (names, comments) are narrowed if it is still too wide.
+//! `--wide` shows every column and every cell whole.
 
-/// Longest cell shown, in characters.
+/// Longest cell shown by default, in characters.
 const MAX_CELL_CHARS: usize = 48;
+
+/// The width a default table fits in.
+pub const WIDTH: usize = 100;
+
+/// A flexible column is narrowed to no less than this (or its header, if longer).
+const MIN_FLEXIBLE_CHARS: usize = 8;
 
 #[derive(Debug)]
 pub struct Table {
     headers: Vec<&'static str>,
+    /// Escaped, not cut.
     rows: Vec<Vec<String>>,
+    wide_only: Vec<bool>,
+    flexible: Vec<bool>,
 }
 
 impl Table {
@@ -18,37 +29,84 @@ impl Table {
         Table {
             headers: headers.to_vec(),
             rows: Vec::new(),
+            wide_only: vec![false; headers.len()],
+            flexible: vec![false; headers.len()],
         }
+    }
+
+    /// Columns shown only by `--wide`.
+    pub fn wide_only(mut self, headers: &[&str]) -> Table {
+        for (i, h) in self.headers.iter().enumerate() {
+            self.wide_only[i] |= headers.contains(h);
+        }
+        self
+    }
+
+    /// Columns that may be narrowed (their cells cut) to fit [`WIDTH`].
+    pub fn flexible(mut self, headers: &[&str]) -> Table {
+        for (i, h) in self.headers.iter().enumerate() {
+            self.flexible[i] |= headers.contains(h);
+        }
+        self
     }
 
     /// Adds a row; missing cells are blank and extra cells are ignored.
     pub fn row(&mut self, cells: Vec<String>) {
-        let mut cells: Vec<String> = cells.iter().map(|c| cell(c)).collect();
+        let mut cells: Vec<String> = cells.iter().map(|c| one_line(c)).collect();
         cells.resize(self.headers.len(), String::new());
         self.rows.push(cells);
     }
 
-    pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
+    /// The table: every column and cell whole if `wide`, else within [`WIDTH`] where the
+    /// flexible columns allow.
+    pub fn render(&self, wide: bool) -> String {
+        let shown: Vec<usize> = (0..self.headers.len())
+            .filter(|&i| wide || !self.wide_only[i])
+            .collect();
+        let count = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = shown
+            .iter()
+            .map(|&i| {
+                let cells = self.rows.iter().map(|r| {
+                    let n = count(&r[i]);
+                    if wide { n } else { n.min(MAX_CELL_CHARS) }
+                });
+                cells.fold(count(self.headers[i]), usize::max)
+            })
+            .collect();
+        if !wide {
+            let gaps = 2 * shown.len().saturating_sub(1);
+            while widths.iter().sum::<usize>() + gaps > WIDTH {
+                // Narrow the widest flexible column that can still give.
+                let Some(k) = (0..shown.len())
+                    .filter(|&k| {
+                        let i = shown[k];
+                        self.flexible[i]
+                            && widths[k] > MIN_FLEXIBLE_CHARS.max(count(self.headers[i]))
+                    })
+                    .max_by_key(|&k| (widths[k], std::cmp::Reverse(k)))
+                else {
+                    break;
+                };
+                widths[k] -= 1;
             }
         }
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        let headers: Vec<String> = self.headers.iter().map(|h| (*h).to_owned()).collect();
+        let headers: Vec<String> = shown.iter().map(|&i| self.headers[i].to_owned()).collect();
+        let body = self
+            .rows
+            .iter()
+            .map(|r| shown.iter().map(|&i| r[i].clone()).collect::<Vec<String>>());
         let mut out = String::new();
-        for row in std::iter::once(&headers)
-            .chain(std::iter::once(&rule))
-            .chain(&self.rows)
-        {
+        for row in [headers, rule].into_iter().chain(body) {
             let mut line = String::new();
-            for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
-                if i > 0 {
+            for (k, (c, w)) in row.iter().zip(&widths).enumerate() {
+                if k > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(c);
-                line.extend(std::iter::repeat_n(' ', w - c.chars().count()));
+                let c = cut(c, *w);
+                line.push_str(&c);
+                line.extend(std::iter::repeat_n(' ', w - count(&c)));
             }
             out.push_str(line.trim_end());
             out.push('\n');
@@ -57,13 +115,12 @@ impl Table {
     }
 }
 
-/// One line, no control characters, at most [`MAX_CELL_CHARS`] characters.
-pub fn cell(s: &str) -> String {
-    let safe = one_line(s);
-    if safe.chars().count() <= MAX_CELL_CHARS {
-        return safe;
+/// `s` in at most `width` characters, cut with an ellipsis.
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
     }
-    let mut cut: String = safe.chars().take(MAX_CELL_CHARS - 1).collect();
+    let mut cut: String = s.chars().take(width.saturating_sub(1)).collect();
     cut.push('…');
     cut
 }
@@ -91,22 +148,21 @@ mod tests {
         let mut t = Table::new(&["Name", "ID"]);
         t.row(vec!["prod".into(), "0123".into()]);
         t.row(vec!["a-much-longer-name".into(), "ab".into()]);
-        assert_eq!(
-            t.render(),
-            "Name                ID\n\
-             ------------------  ----\n\
-             prod                0123\n\
-             a-much-longer-name  ab\n"
-        );
+        let expected = "Name                ID\n\
+                        ------------------  ----\n\
+                        prod                0123\n\
+                        a-much-longer-name  ab\n";
+        assert_eq!(t.render(false), expected);
+        assert_eq!(t.render(true), expected);
     }
 
     #[test]
     fn empty_tables_still_have_headers_and_short_rows_are_padded() {
         let t = Table::new(&["Name", "Comment"]);
-        assert_eq!(t.render(), "Name  Comment\n----  -------\n");
+        assert_eq!(t.render(false), "Name  Comment\n----  -------\n");
         let mut t = Table::new(&["A", "B", "C"]);
         t.row(vec!["x".into()]);
-        assert_eq!(t.render(), "A  B  C\n-  -  -\nx\n");
+        assert_eq!(t.render(false), "A  B  C\n-  -  -\nx\n");
     }
 
     #[test]
@@ -114,18 +170,58 @@ mod tests {
         let mut t = Table::new(&["C", "D"]);
         t.row(vec!["héé".into(), "x".into()]);
         t.row(vec!["abc".into(), "y".into()]);
-        let out = t.render();
+        let out = t.render(false);
         assert!(out.contains("héé  x\n"), "{out}");
         assert!(out.contains("abc  y\n"), "{out}");
     }
 
     #[test]
-    fn cells_are_escaped_and_cut() {
-        assert_eq!(cell("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
-        let long = "x".repeat(100);
-        let c = cell(&long);
-        assert_eq!(c.chars().count(), MAX_CELL_CHARS);
-        assert!(c.ends_with('…'));
-        assert_eq!(cell("short"), "short");
+    fn cells_are_escaped_and_cut_unless_wide() {
+        let mut t = Table::new(&["C"]);
+        t.row(vec!["a\nb\u{1b}[31m".into()]);
+        t.row(vec!["x".repeat(100)]);
+        let out = t.render(false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[2], "a\\nb\\u{1b}[31m");
+        assert_eq!(lines[3].chars().count(), MAX_CELL_CHARS);
+        assert!(lines[3].ends_with('…'));
+        assert_eq!(
+            t.render(true).lines().nth(3),
+            Some("x".repeat(100).as_str())
+        );
+    }
+
+    #[test]
+    fn default_tables_fit_the_width_by_narrowing_flexible_columns() {
+        let mut t = Table::new(&["Name", "ID", "Comment", "Extra"])
+            .flexible(&["Name", "Comment"])
+            .wide_only(&["Extra"]);
+        t.row(vec![
+            "n".repeat(40),
+            "i".repeat(32),
+            "c".repeat(45),
+            "e".repeat(10),
+        ]);
+        let out = t.render(false);
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
+        let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(header, ["Name", "ID", "Comment"]);
+        let row = out.lines().nth(2).unwrap();
+        // The ID is whole; the two flexible columns gave up width, the wider one first.
+        assert!(row.contains(&"i".repeat(32)), "{row}");
+        assert_eq!(row.chars().count(), WIDTH);
+        assert!(row.contains("…"), "{row}");
+        // --wide: every column, every cell whole.
+        let wide = t.render(true);
+        assert!(wide.lines().next().unwrap().ends_with("Extra"), "{wide}");
+        let row = wide.lines().nth(2).unwrap();
+        for cell in ["n".repeat(40), "c".repeat(45), "e".repeat(10)] {
+            assert!(row.contains(&cell), "{row}");
+        }
+
+        // Without flexible columns a table is left as wide as it is.
+        let mut t = Table::new(&["A", "B", "C"]);
+        t.row(vec!["a".repeat(40), "b".repeat(40), "c".repeat(40)]);
+        assert_eq!(t.render(false).lines().nth(2).unwrap().chars().count(), 124);
     }
 }

@@ -224,9 +224,20 @@ impl Server {
 
     /// One authenticated request; the status and the body as JSON (`null` if it is not JSON).
     fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request_as(&self.token, method, path, body)
+    }
+
+    /// [`Server::request`] with another API token.
+    fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let token = self.token.clone();
+        let token = token.to_owned();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -486,6 +497,91 @@ impl Wrangler<'_> {
     fn value(&mut self, v: &str) -> String {
         self.values.push(v.to_owned());
         v.to_owned()
+    }
+}
+
+/// A `POST` that must succeed, as `token`; its `result`.
+fn post_ok(server: &Server, token: &str, path: &str, body: Value) -> Value {
+    let (status, answer) = server.request_as(token, "POST", path, Some(body));
+    assert_eq!(status, 200, "POST {path}: {answer}");
+    answer["result"].clone()
+}
+
+#[test]
+fn wrangler_finds_the_account_from_the_token() {
+    let Some((node, cli)) = require("wrangler", find_node_package("wrangler", "bin/wrangler.js"))
+    else {
+        return;
+    };
+    let server = Server::start();
+    // A second account with a store and a reporter token of its own; the operator's account
+    // has a store too. The operator acts on both but is a member of its own only.
+    let b = post_ok(
+        &server,
+        &server.token,
+        "/client/v4/accounts",
+        serde_json::json!({"name": "team-b"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_token = post_ok(
+        &server,
+        &server.token,
+        &format!("/client/v4/accounts/{b}/tokens"),
+        serde_json::json!({"name": "wr", "role": "secrets_store_reporter"}),
+    )["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = post_ok(
+        &server,
+        &server.token,
+        &format!("/client/v4/accounts/{b}/secrets_store/stores"),
+        serde_json::json!({"name": "theirs"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = post_ok(
+        &server,
+        &server.token,
+        &server.ss_path("/stores"),
+        serde_json::json!({"name": "mine"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // wrangler caches the account it found (here, in a directory of the test's choosing).
+    let cache_dir = server.dir.path().join("wrangler-cache");
+    let cache = cache_dir.join("wrangler-account.json");
+    for (token, account, store, other) in [
+        (&server.token, &server.account_id, &mine, &theirs),
+        (&b_token, &b, &theirs, &mine),
+    ] {
+        let _ = std::fs::remove_file(&cache);
+        let mut cmd = server.client_command(&node);
+        cmd.arg(&cli)
+            .args(["secrets-store", "store", "list", "--remote"])
+            .env("CLOUDFLARE_API_TOKEN", token)
+            .env("WRANGLER_CACHE_DIR", &cache_dir)
+            .env_remove("CLOUDFLARE_ACCOUNT_ID");
+        let out = run(cmd, None, WRANGLER_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "wrangler store list without an account id failed ({}):\n{}",
+            out.status,
+            out.all()
+        );
+        assert!(out.stdout.contains(store.as_str()), "{}", out.all());
+        assert!(!out.all().contains(other.as_str()), "{}", out.all());
+        let cached: Value = serde_json::from_slice(&std::fs::read(&cache).unwrap_or_else(|e| {
+            panic!("no account cache {}: {e}\n{}", cache.display(), out.all())
+        }))
+        .unwrap();
+        assert_eq!(cached["account"]["id"], account.as_str(), "{cached}");
+        assert!(!out.all().contains(token.as_str()), "the token was printed");
     }
 }
 

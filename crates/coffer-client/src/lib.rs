@@ -57,9 +57,10 @@ use zeroize::Zeroizing;
 
 pub use coffer_api::{
     Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret, CreatedNode,
-    CreatedToken, DeployService, DeployedService, DuplicateSecret, Node, Quota, QuotaDetail,
-    ResultInfo, RotatedServiceToken, Secret, SecretBinding, SecretValue, Service, ServiceToken,
-    Store, StoreBinding, Token, UpdateSecret,
+    CreatedToken, DeployService, DeployedService, DuplicateSecret, Membership, MembershipAccount,
+    Node, PermissionGrant, Quota, QuotaDetail, ResultInfo, RotatedServiceToken, Secret,
+    SecretBinding, SecretValue, Service, ServiceToken, Store, StoreBinding, Token,
+    TokenVerification, UpdateSecret,
 };
 use coffer_api::{
     CreateAccount, CreateNode, CreateStore, CreateToken, Envelope, RotateServiceToken,
@@ -205,6 +206,15 @@ impl Client {
         &self.account_id
     }
 
+    /// The same connection (server, token, settings, pool) for another account: e.g. the
+    /// token's own, found with [`Client::memberships`].
+    pub fn with_account(&self, account_id: &str) -> Client {
+        Client {
+            account_id: account_id.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// `GET /healthz`: succeeds when the server answers 2xx.
     pub async fn healthz(&self) -> Result<(), Error> {
         let url = base_url::join(&self.root, &["healthz"]);
@@ -234,6 +244,25 @@ impl Client {
         };
         let req = self.account_request(Method::PATCH, &[]).json(&body);
         self.one(req).await
+    }
+
+    // ---- the token itself ----
+
+    /// `GET /client/v4/user/tokens/verify`: the token's id, status and expiry, and (Coffer's)
+    /// its name, role, operator flag and account. Any valid API token may call it.
+    pub async fn verify_token(&self) -> Result<TokenVerification, Error> {
+        self.one(self.v4_request(Method::GET, &["user", "tokens", "verify"]))
+            .await
+    }
+
+    /// `GET /client/v4/memberships`: one page of the token's memberships. A Coffer token has
+    /// exactly one (its account; the operator's is its own, first account).
+    pub async fn memberships(&self, page: Option<u32>) -> Result<Page<Membership>, Error> {
+        let mut req = self.v4_request(Method::GET, &["memberships"]);
+        if let Some(page) = page {
+            req = req.query(&[("page", page)]);
+        }
+        self.page(req).await
     }
 
     // ---- accounts of the instance (instance operator) ----
@@ -641,7 +670,14 @@ impl Client {
 
     /// A request to `/client/v4/nodes/{rest...}`: the instance's edge nodes.
     fn nodes_request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
-        let mut segments = vec!["client", "v4", "nodes"];
+        let mut segments = vec!["nodes"];
+        segments.extend_from_slice(rest);
+        self.v4_request(method, &segments)
+    }
+
+    /// A request to `/client/v4/{rest...}`.
+    fn v4_request(&self, method: Method, rest: &[&str]) -> RequestBuilder {
+        let mut segments = vec!["client", "v4"];
         segments.extend_from_slice(rest);
         let url = base_url::join(&self.root, &segments);
         self.http

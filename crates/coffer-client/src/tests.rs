@@ -1209,3 +1209,51 @@ async fn a_created_node_token_never_reaches_an_error() {
         }
     }
 }
+
+#[tokio::test]
+async fn verify_and_memberships_are_outside_the_account() {
+    let account = serde_json::json!({"id": ACCOUNT, "name": "default", "type": "standard",
+        "created_on": "2025-01-01T00:00:00Z"});
+    let verified = serde_json::json!({"id": STORE, "status": "active", "name": "ci",
+        "role": "super_admin", "operator": false, "account": account});
+    let (url, seen) = respond_once(200, ok(verified));
+    // The account in the client plays no part: these describe the token.
+    let t = Client::new(&url, "coffer_tok", "").unwrap();
+    let v = t.verify_token().await.unwrap();
+    assert_eq!((v.name.as_str(), v.expires_on), ("ci", None));
+    assert_eq!(v.account.id, ACCOUNT);
+    let seen = seen.join().unwrap();
+    assert_eq!(
+        seen.request_line,
+        "GET /client/v4/user/tokens/verify HTTP/1.1"
+    );
+    assert!(seen.headers.contains("authorization: bearer coffer_tok"));
+
+    let membership = serde_json::json!({"id": STORE, "account": account, "status": "accepted",
+        "roles": ["Secrets Store Admin"],
+        "permissions": {"secrets_store": {"read": true, "write": true}}});
+    let (url, seen) = respond_once(200, ok_page(serde_json::json!([membership])));
+    let page = Client::new(&url, "coffer_tok", "")
+        .unwrap()
+        .memberships(Some(2))
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].account.name, "default");
+    assert!(page.items[0].permissions["secrets_store"].write);
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        "GET /client/v4/memberships?page=2 HTTP/1.1"
+    );
+
+    // Another account on the same connection.
+    let (url, seen) = respond_once(200, ok(account_json(None)));
+    let other = Client::new(&url, "coffer_tok", "")
+        .unwrap()
+        .with_account(ACCOUNT);
+    assert_eq!(other.account_id(), ACCOUNT);
+    other.get_account().await.unwrap();
+    assert_eq!(
+        seen.join().unwrap().request_line,
+        format!("GET /client/v4/accounts/{ACCOUNT} HTTP/1.1")
+    );
+}

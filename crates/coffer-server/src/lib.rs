@@ -21,6 +21,7 @@ mod services;
 mod state;
 mod tls;
 mod tokens;
+mod user;
 mod wire;
 
 use std::net::SocketAddr;

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, audit, nodes, replication, runtime, services, tokens};
+use crate::{accounts, audit, nodes, replication, runtime, services, tokens, user};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -131,6 +131,8 @@ fn control_plane_routes() -> Router<AppState> {
             "/client/v4/accounts/{account_id}/secrets_store",
             secrets_store,
         )
+        .route("/client/v4/user/tokens/verify", get(user::verify_token))
+        .route("/client/v4/memberships", get(user::memberships))
         .route("/client/v4/nodes", get(nodes::list).post(nodes::create))
         .route(
             "/client/v4/nodes/{node_id}",

@@ -5,21 +5,21 @@
 
 use super::{UsageError, connect, connect_instance};
 use crate::args::{AccountCommand, ConnArgs, QuotaCommand};
-use crate::output;
-use crate::table::one_line;
+use crate::output::{self, Format};
+use crate::resolve;
 
 /// `coffer quota`: the quota in force and its usage; `coffer quota set`: the account's own quota.
 pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Result<()> {
     let text = match command {
         None => {
-            let client = connect(conn)?;
+            let client = connect(conn).await?;
             output::quota(&client.quota().await?, conn.json)
         }
         Some(QuotaCommand::Set(args)) => {
             // The value is checked before the connection settings, and before any request.
             let quota = args.quota().map_err(UsageError)?;
-            let client = connect(conn)?;
-            output::account(&client.set_secrets_quota(quota).await?, conn.json)
+            let client = connect(conn).await?;
+            output::account(&client.set_secrets_quota(quota).await?, Format::of(conn))
         }
     };
     output::print(&text)?;
@@ -29,20 +29,25 @@ pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Re
 pub async fn run(conn: &ConnArgs, command: AccountCommand) -> anyhow::Result<()> {
     let json = conn.json;
     let text = match command {
-        AccountCommand::Get => output::account(&connect(conn)?.get_account().await?, json),
+        AccountCommand::Get => {
+            output::account(&connect(conn).await?.get_account().await?, Format::of(conn))
+        }
         AccountCommand::Create(args) => {
             let account = connect_instance(conn)?.create_account(args.name()).await?;
             output::account_created(&account, json)
         }
-        AccountCommand::List => {
-            output::account_list(&connect_instance(conn)?.list_accounts().await?, json)
-        }
+        AccountCommand::List => output::account_list(
+            &connect_instance(conn)?.list_accounts().await?,
+            Format::of(conn),
+        ),
         AccountCommand::Delete(args) => {
-            connect_instance(conn)?.delete_account(&args.id).await?;
+            let client = connect_instance(conn)?;
+            let id = resolve::account(&client, &args.id).await?;
+            client.delete_account(&id).await?;
             output::deleted(
                 &format!(
                     "Deleted account {} with its stores, secrets and tokens.",
-                    one_line(&args.id)
+                    resolve::shown(&args.id, &id)
                 ),
                 json,
             )

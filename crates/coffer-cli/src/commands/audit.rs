@@ -4,7 +4,8 @@ use coffer_client::{AuditFilter, AuditVerification};
 
 use super::{UsageError, connect, store::direction};
 use crate::args::{AuditCommand, ConnArgs};
-use crate::output;
+use crate::output::{self, Format};
+use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
     let json = conn.json;
@@ -12,23 +13,49 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::List(args) => {
             // The dates are checked before the connection settings, and before any request.
             let (from, to) = args.time_range().map_err(UsageError)?;
+            if let Some(secret) = &args.secret_id
+                && args.store_id.is_none()
+                && !resolve::is_id(secret)
+            {
+                return Err(UsageError(format!(
+                    "--secret-id {secret:?} is not an id: give the secret's id, or its store with \
+                     --store-id"
+                ))
+                .into());
+            }
+            let client = connect(conn).await?;
+            // Names are resolved to the ids the log records.
+            let actor = match &args.actor {
+                Some(a) => Some(resolve::token(&client, a).await?),
+                None => None,
+            };
+            let store_id = match &args.store_id {
+                Some(s) => Some(resolve::store(&client, s).await?),
+                None => None,
+            };
+            let secret_id = match (&args.secret_id, &store_id, &args.store_id) {
+                (Some(x), Some(store), Some(given)) => {
+                    Some(resolve::secret(&client, store, given, x).await?)
+                }
+                (x, _, _) => x.clone(),
+            };
             let filter = AuditFilter {
                 from,
                 to,
-                actor: args.actor,
-                action: args.action,
-                outcome: args.outcome,
-                store_id: args.store_id,
-                secret_id: args.secret_id,
+                actor,
+                action: args.action.map(|a| a.as_str().to_owned()),
+                outcome: args.outcome.map(|o| o.as_str().to_owned()),
+                store_id,
+                secret_id,
                 page: args.page.page,
                 per_page: args.page.per_page,
                 direction: args.direction.map(direction),
             };
-            let page = connect(conn)?.list_audit(&filter).await?;
-            output::print(&output::audit_list(&page, json))?;
+            let page = client.list_audit(&filter).await?;
+            output::print(&output::audit_list(&page, Format::of(conn)))?;
         }
         AuditCommand::Verify => {
-            let verification = connect(conn)?.verify_audit().await?;
+            let verification = connect(conn).await?.verify_audit().await?;
             // Under --json the result is printed whatever it says; a tampered log then still
             // fails the command, so that scripts can gate on the exit status alone.
             if json || verification.ok {

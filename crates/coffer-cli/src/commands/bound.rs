@@ -11,7 +11,7 @@ use coffer_client::{Client, ListServices, Secret, Service};
 use coffer_types::Scope;
 use serde::Serialize;
 
-use crate::output::json_text;
+use crate::output::{Format, json_text};
 use crate::table::{Table, one_line};
 
 /// Services listed per request (the API's largest page).
@@ -98,14 +98,14 @@ struct SecretJson<'a> {
     bound_by: &'a [Binder],
 }
 
-pub fn secret_with_binders(secret: &Secret, binders: &[Binder], as_json: bool) -> String {
-    if as_json {
+pub fn secret_with_binders(secret: &Secret, binders: &[Binder], format: Format) -> String {
+    if format.json() {
         return json_text(&SecretJson {
             secret,
             bound_by: binders,
         });
     }
-    let mut text = crate::output::secret(secret, false);
+    let mut text = crate::output::secret(secret, format);
     text.push('\n');
     if binders.is_empty() {
         text.push_str("Bound by no service.\n");
@@ -127,7 +127,7 @@ pub fn secret_with_binders(secret: &Secret, binders: &[Binder], as_json: bool) -
             },
         ]);
     }
-    text.push_str(&t.render());
+    text.push_str(&t.render(format == Format::Wide));
     text
 }
 
@@ -349,7 +349,7 @@ mod tests {
         let s = secret(&["workers"]);
         let found = binders(&services(), &s);
         let json: serde_json::Value =
-            serde_json::from_str(&secret_with_binders(&s, &found, true)).unwrap();
+            serde_json::from_str(&secret_with_binders(&s, &found, Format::Json)).unwrap();
         assert_eq!(json["name"], "openai-key");
         assert_eq!(json["scopes"], serde_json::json!(["workers"]));
         assert_eq!(
@@ -363,7 +363,7 @@ mod tests {
                  "binding": "K", "kind": "secret", "readable": false},
             ])
         );
-        let text = secret_with_binders(&s, &found, false);
+        let text = secret_with_binders(&s, &found, Format::Table);
         let rows: Vec<Vec<&str>> = text
             .lines()
             .skip_while(|l| !l.starts_with("Service"))
@@ -388,10 +388,10 @@ mod tests {
                 vec!["dex", "dex", "K", "no: the secret lacks scope dex"],
             ]
         );
-        let none = secret_with_binders(&s, &[], false);
+        let none = secret_with_binders(&s, &[], Format::Table);
         assert!(none.ends_with("\nBound by no service.\n"), "{none}");
         let json: serde_json::Value =
-            serde_json::from_str(&secret_with_binders(&s, &[], true)).unwrap();
+            serde_json::from_str(&secret_with_binders(&s, &[], Format::Json)).unwrap();
         assert_eq!(json["bound_by"], serde_json::json!([]));
     }
 

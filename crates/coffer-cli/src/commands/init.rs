@@ -23,13 +23,18 @@ pub async fn run(args: crate::args::InitArgs) -> anyhow::Result<()> {
 struct Credentials<'a> {
     account_id: &'a str,
     api_token: &'a str,
+    /// The same token under the name every new token has in `--json` output.
+    token: &'a str,
 }
 
-/// Exactly `{"account_id": ..., "api_token": ...}`; also the format of `dev-credentials.json`.
+/// Exactly `{"account_id": ..., "api_token": ..., "token": ...}` (the token twice: `token` is
+/// the name of every new token in `--json` output, `api_token` the name scripts used before);
+/// also the format of `dev-credentials.json`.
 pub fn credentials_json(account_id: &str, api_token: &str) -> String {
     output::json_text(&Credentials {
         account_id,
         api_token,
+        token: api_token,
     })
 }
 
@@ -54,13 +59,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_has_exactly_the_two_keys() {
+    fn json_has_exactly_the_three_keys() {
         let v: serde_json::Value =
             serde_json::from_str(&credentials_json("acc", "coffer_tok")).unwrap();
         let obj = v.as_object().unwrap();
-        assert_eq!(obj.len(), 2);
+        assert_eq!(obj.len(), 3);
         assert_eq!(obj["account_id"], "acc");
         assert_eq!(obj["api_token"], "coffer_tok");
+        assert_eq!(obj["token"], "coffer_tok");
     }
 
     #[test]

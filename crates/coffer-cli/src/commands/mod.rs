@@ -12,10 +12,12 @@ mod serve;
 mod service;
 mod store;
 mod token;
+mod whoami;
 
-use coffer_client::Client;
+use coffer_client::{Client, Membership, Page};
 
 use crate::args::{Command, ConnArgs};
+use crate::table::one_line;
 
 /// A mistake in how the command was called (exit status 2), as opposed to a failed operation.
 #[derive(Debug)]
@@ -48,14 +50,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => serve::server(args).await,
         Command::Dev(args) => serve::dev(args).await,
         Command::Edge(args) => serve::edge(args).await,
-        Command::Store { conn, command } => {
-            let client = connect(&conn)?;
-            store::run(&client, command, conn.json).await
-        }
-        Command::Secret { conn, command } => {
-            let client = connect(&conn)?;
-            secret::run(&client, command, conn.json).await
-        }
+        Command::Store { conn, command } => store::run(&conn, command).await,
+        Command::Secret { conn, command } => secret::run(&conn, command).await,
+        Command::Whoami { conn } => whoami::run(&conn).await,
         Command::Quota { conn, command } => account::quota(&conn, command).await,
         Command::Account { conn, command } => account::run(&conn, command).await,
         Command::Token { conn, command } => token::run(&conn, command).await,
@@ -69,36 +66,34 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The client for the connection settings, or a usage error naming every missing setting with
-/// its flag and environment variable.
-fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
-    connect_to(conn, true)
+/// its flag and environment variable. Without an account id, the account is the token's own,
+/// found with one request (`GET /client/v4/memberships`).
+async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
+    let client = connect_instance(conn)?;
+    if !client.account_id().is_empty() {
+        return Ok(client);
+    }
+    let account = token_account(&client).await?;
+    Ok(client.with_account(&account))
 }
 
 /// The client for a command that acts on the instance rather than on one account (`account
-/// create`, `list`, `delete`, and `node ...`): the account id is not needed, and not used if
-/// given.
+/// create`, `list`, `delete`, `node ...` and `whoami`): the account id is not needed, and not
+/// used if given.
 fn connect_instance(conn: &ConnArgs) -> anyhow::Result<Client> {
-    connect_to(conn, false)
-}
-
-fn connect_to(conn: &ConnArgs, need_account: bool) -> anyhow::Result<Client> {
     fn given(s: Option<&str>) -> Option<&str> {
         s.filter(|s| !s.trim().is_empty())
     }
     let url = given(conn.api_url.as_deref());
     let token = given(conn.api_token.as_ref().map(|t| t.0.as_str()));
     let account = given(conn.account_id.as_deref());
-    let account_missing = need_account && account.is_none();
-    let (Some(url), Some(token), false) = (url, token, account_missing) else {
+    let (Some(url), Some(token)) = (url, token) else {
         let mut missing = Vec::new();
         if url.is_none() {
             missing.push("--api-url (or COFFER_API_URL)");
         }
         if token.is_none() {
             missing.push("--api-token (or COFFER_API_TOKEN)");
-        }
-        if account_missing {
-            missing.push("--account-id (or COFFER_ACCOUNT_ID)");
         }
         return Err(UsageError(format!(
             "missing connection settings: {}; `coffer dev` prints them for a local server",
@@ -111,4 +106,113 @@ fn connect_to(conn: &ConnArgs, need_account: bool) -> anyhow::Result<Client> {
         builder = builder.root_ca_pem(ca);
     }
     Ok(builder.build()?)
+}
+
+/// The id of the one account the token is a member of.
+async fn token_account(client: &Client) -> anyhow::Result<String> {
+    let page = client.memberships(None).await.map_err(|e| {
+        anyhow::Error::new(e).context(
+            "cannot find the API token's account (give one with --account-id or \
+             COFFER_ACCOUNT_ID)",
+        )
+    })?;
+    one_account(&page)
+}
+
+/// The account of a token's memberships, or a one-line error when there is not exactly one.
+fn one_account(page: &Page<Membership>) -> anyhow::Result<String> {
+    let total = page.result_info.total_count.max(page.items.len() as u64);
+    match page.items.as_slice() {
+        [one] if total == 1 => Ok(one.account.id.clone()),
+        [] => anyhow::bail!(
+            "the API token is not a member of any account: give one with --account-id (or \
+             COFFER_ACCOUNT_ID)"
+        ),
+        some => {
+            let shown: Vec<String> = some
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} ({})",
+                        one_line(&m.account.id),
+                        one_line(&m.account.name)
+                    )
+                })
+                .collect();
+            let more = if total > some.len() as u64 {
+                ", ..."
+            } else {
+                ""
+            };
+            anyhow::bail!(
+                "the API token is a member of {total} accounts ({}{more}): choose one with \
+                 --account-id (or COFFER_ACCOUNT_ID)",
+                shown.join(", ")
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_client::{MembershipAccount, ResultInfo};
+
+    use super::*;
+
+    fn memberships(accounts: &[(&str, &str)], total: u64) -> Page<Membership> {
+        let items: Vec<Membership> = accounts
+            .iter()
+            .map(|(id, name)| Membership {
+                id: "t".repeat(32),
+                account: MembershipAccount {
+                    id: (*id).to_owned(),
+                    name: (*name).to_owned(),
+                    kind: "standard".into(),
+                    created_on: "2025-01-01T00:00:00Z".into(),
+                },
+                status: "accepted".into(),
+                roles: vec![],
+                permissions: Default::default(),
+            })
+            .collect();
+        Page {
+            result_info: ResultInfo {
+                page: 1,
+                per_page: 20,
+                count: items.len() as u64,
+                total_count: total,
+            },
+            items,
+        }
+    }
+
+    #[test]
+    fn the_token_must_have_exactly_one_account() {
+        assert_eq!(
+            one_account(&memberships(&[("a1", "one")], 1)).unwrap(),
+            "a1"
+        );
+        let err = one_account(&memberships(&[], 0)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the API token is not a member of any account"),
+            "{err}"
+        );
+        assert!(err.contains("COFFER_ACCOUNT_ID"), "{err}");
+        let err = one_account(&memberships(&[("a1", "one"), ("a2", "t\nwo")], 2))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the API token is a member of 2 accounts (a1 (one), a2 (t\\nwo)): choose one with \
+             --account-id (or COFFER_ACCOUNT_ID)"
+        );
+        // A first page that does not hold them all.
+        let err = one_account(&memberships(&[("a1", "one")], 3))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("member of 3 accounts (a1 (one), ...)"),
+            "{err}"
+        );
+    }
 }

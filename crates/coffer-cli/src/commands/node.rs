@@ -5,24 +5,26 @@
 
 use super::connect_instance;
 use crate::args::{ConnArgs, NodeCommand};
-use crate::output;
+use crate::output::{self, Format};
+use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: NodeCommand) -> anyhow::Result<()> {
     let json = conn.json;
     let client = connect_instance(conn)?;
     match command {
         NodeCommand::Create(args) => {
-            let created = client.create_node(&args.name).await?;
+            let created = client.create_node(args.name()).await?;
             // Zeroized on drop, like `created` itself.
             let text = output::node_created(&created, json);
             output::print(&text)?;
         }
         NodeCommand::List => {
             let page = client.list_nodes().await?;
-            output::print(&output::node_list(&page, json))?;
+            output::print(&output::node_list(&page, Format::of(conn)))?;
         }
         NodeCommand::Revoke(args) => {
-            let node = client.revoke_node(&args.id).await?;
+            let id = resolve::node(&client, &args.id).await?;
+            let node = client.revoke_node(&id).await?;
             output::print(&output::node_revoked(&node, json))?;
         }
     }

@@ -2,20 +2,20 @@
 
 use std::path::PathBuf;
 
-use coffer_client::{
-    Client, CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret,
-};
+use coffer_client::{CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret};
 
 use super::store::direction;
-use super::{UsageError, bound};
-use crate::args::{SecretCommand, SecretOrderArg, ValueArg};
-use crate::table::one_line;
+use super::{UsageError, bound, connect};
+use crate::args::{ConnArgs, SecretCommand, SecretOrderArg, ValueArg};
+use crate::output::{self, Format};
 use crate::value::Source;
-use crate::{output, value};
+use crate::{resolve, value};
 
-pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> {
+    let format = Format::of(conn);
     let text = match command {
         SecretCommand::Create(args) => {
+            let (store, name) = args.target.get().map_err(UsageError)?;
             // Read (and check) the value before any request is made.
             let source = value_source(
                 args.value,
@@ -25,18 +25,20 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
             )?
             .unwrap_or(Source::Input);
             let value = value::obtain(source, args.keep_trailing_newline)?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, store).await?;
             let created = client
                 .create_secrets(
-                    args.store.id(),
+                    &store,
                     vec![CreateSecret {
-                        name: args.name,
+                        name: name.to_owned(),
                         value,
                         scopes: args.scopes.0,
                         comment: args.comment,
                     }],
                 )
                 .await?;
-            output::secrets_created(&created, json)
+            output::secrets_created(&created, format)
         }
         SecretCommand::List(args) => {
             let params = ListSecrets {
@@ -47,13 +49,18 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
                 search: args.search,
                 scopes: args.scopes.map(|s| s.0),
             };
-            let page = client.list_secrets(args.store.id(), &params).await?;
-            output::secret_list(&page, json)
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let page = client.list_secrets(&store, &params).await?;
+            output::secret_list(&page, format)
         }
         SecretCommand::Get(args) => {
-            let secret = client.get_secret(args.store.id(), &args.secret_id).await?;
-            let binders = bound::find(client, &secret).await?;
-            bound::secret_with_binders(&secret, &binders, json)
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
+            let secret = client.get_secret(&store, &id).await?;
+            let binders = bound::find(&client, &secret).await?;
+            bound::secret_with_binders(&secret, &binders, format)
         }
         SecretCommand::Update(args) => {
             // Only `--value` or `--value-file` changes the value; `--value -` prompts or reads
@@ -75,59 +82,58 @@ pub async fn run(client: &Client, command: SecretCommand, json: bool) -> anyhow:
             let value = source
                 .map(|source| value::obtain(source, args.keep_trailing_newline))
                 .transpose()?;
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
             if let Some(scopes) = &args.scopes {
-                bound::check_scope_change(
-                    client,
-                    args.store.id(),
-                    &args.secret_id,
-                    &scopes.0,
-                    args.yes,
-                )
-                .await?;
+                bound::check_scope_change(&client, &store, &id, &scopes.0, args.yes).await?;
             }
             let update = UpdateSecret {
                 value,
                 scopes: args.scopes.map(|s| s.0),
                 comment: args.comment,
             };
-            let secret = client
-                .update_secret(args.store.id(), &args.secret_id, update)
-                .await?;
-            output::secret(&secret, json)
+            let secret = client.update_secret(&store, &id, update).await?;
+            output::secret(&secret, format)
         }
         SecretCommand::Delete(args) => {
-            let mut ids = args.secret_id;
+            let mut given = args.secret_id;
+            given.retain(|id| !id.trim().is_empty());
+            if given.is_empty() {
+                return Err(UsageError("--secret-id is empty".to_owned()).into());
+            }
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, args.store.id()).await?;
+            let mut ids = resolve::secrets(&client, &store, args.store.id(), &given).await?;
             let mut seen = std::collections::HashSet::new();
-            ids.retain(|id| !id.trim().is_empty() && seen.insert(id.clone()));
-            let store = args.store.id();
-            let message = match ids.as_slice() {
-                [] => return Err(UsageError("--secret-id is empty".to_owned()).into()),
-                [id] => {
-                    client.delete_secret(store, id).await?;
-                    format!(
-                        "Deleted secret {} from store {}.",
-                        one_line(id),
-                        one_line(store)
-                    )
+            ids.retain(|id| seen.insert(id.clone()));
+            let store_shown = resolve::shown(args.store.id(), &store);
+            let message = match (ids.as_slice(), given.as_slice()) {
+                ([id], [name, ..]) => {
+                    client.delete_secret(&store, id).await?;
+                    let secret = resolve::shown(name, id);
+                    format!("Deleted secret {secret} from store {store_shown}.")
                 }
                 _ => {
                     let n = ids.len();
-                    client.bulk_delete_secrets(store, ids).await?;
-                    format!("Deleted {n} secrets from store {}.", one_line(store))
+                    client.bulk_delete_secrets(&store, ids).await?;
+                    format!("Deleted {n} secrets from store {store_shown}.")
                 }
             };
-            output::deleted(&message, json)
+            output::deleted(&message, format.json())
         }
         SecretCommand::Duplicate(args) => {
+            let (given_store, name) = args.target.get().map_err(UsageError)?;
             let duplicate = DuplicateSecret {
-                name: args.name,
+                name: name.to_owned(),
                 scopes: args.scopes.0,
                 comment: args.comment,
             };
-            let secret = client
-                .duplicate_secret(args.store.id(), &args.secret_id, duplicate)
-                .await?;
-            output::secret(&secret, json)
+            let client = connect(conn).await?;
+            let store = resolve::store(&client, given_store).await?;
+            let id = resolve::secret(&client, &store, given_store, &args.secret_id).await?;
+            let secret = client.duplicate_secret(&store, &id, duplicate).await?;
+            output::secret(&secret, format)
         }
     };
     output::print(&text)?;

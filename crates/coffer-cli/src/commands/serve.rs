@@ -14,6 +14,7 @@ use coffer_server::{ServeOptions, ServerError, TlsFiles};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::UsageError;
 use super::init::credentials_json;
 use crate::args::{DevArgs, EdgeArgs, ServerArgs};
 use crate::output;
@@ -57,7 +58,29 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let node_token = args.node_token.0;
+    let upstreams: Vec<String> = args
+        .upstreams
+        .into_iter()
+        .filter(|u| !u.trim().is_empty())
+        .collect();
+    let node_token = args
+        .node_token
+        .map(|t| t.0)
+        .filter(|t| !t.trim().is_empty());
+    let mut missing = Vec::new();
+    if upstreams.is_empty() {
+        missing.push("--upstream (or COFFER_UPSTREAM)");
+    }
+    if node_token.is_none() {
+        missing.push("--node-token (or COFFER_NODE_TOKEN)");
+    }
+    let (true, Some(node_token)) = (missing.is_empty(), node_token) else {
+        return Err(UsageError(format!(
+            "missing connection settings: {}; `coffer node create NAME` makes a node token",
+            missing.join(", ")
+        ))
+        .into());
+    };
     if !node_token.starts_with("coffernode_") {
         anyhow::bail!(
             "--node-token is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
@@ -67,7 +90,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .kek_file
         .unwrap_or_else(|| args.data_dir.join("kek.key"));
     let opts = coffer_edge::EdgeOptions {
-        upstreams: args.upstreams,
+        upstreams,
         node_token,
         data_dir: args.data_dir,
         kek_file,

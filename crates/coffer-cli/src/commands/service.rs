@@ -1,17 +1,17 @@
 //! `coffer service ...`: the account's services and their tokens. A service is named by its
 //! name or its id.
 
-use coffer_client::{Client, ListServices, Service};
-use coffer_types::{ServiceId, ServiceName};
+use coffer_client::{Client, ListServices};
 
-use super::{UsageError, connect};
+use super::connect;
 use crate::args::{ConnArgs, ServiceCommand, ServiceTokenCommand};
-use crate::output;
+use crate::output::{self, Format};
+use crate::resolve;
 use crate::table::one_line;
 
 pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()> {
     let json = conn.json;
-    let client = connect(conn)?;
+    let client = connect(conn).await?;
     match command {
         ServiceCommand::List(args) => {
             let params = ListServices {
@@ -20,14 +20,14 @@ pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()>
                 name: args.name,
             };
             let page = client.list_services(&params).await?;
-            output::print(&output::service_list(&page, json))?;
+            output::print(&output::service_list(&page, Format::of(conn)))?;
         }
         ServiceCommand::Get(arg) => {
-            let service = resolve(&client, &arg.service).await?;
-            output::print(&output::service(&service, json))?;
+            let service = resolve::service(&client, &arg.service).await?;
+            output::print(&output::service(&service, Format::of(conn)))?;
         }
         ServiceCommand::Delete(arg) => {
-            let service = resolve(&client, &arg.service).await?;
+            let service = resolve::service(&client, &arg.service).await?;
             client.delete_service(&service.id).await?;
             let message = format!(
                 "Deleted service {} ({}) with its bindings; its tokens no longer work.",
@@ -36,20 +36,25 @@ pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()>
             );
             output::print(&output::deleted(&message, json))?;
         }
-        ServiceCommand::Token { command } => token(&client, command, json).await?,
+        ServiceCommand::Token { command } => token(&client, command, Format::of(conn)).await?,
     }
     Ok(())
 }
 
-async fn token(client: &Client, command: ServiceTokenCommand, json: bool) -> anyhow::Result<()> {
+async fn token(
+    client: &Client,
+    command: ServiceTokenCommand,
+    format: Format,
+) -> anyhow::Result<()> {
+    let json = format.json();
     match command {
         ServiceTokenCommand::List(arg) => {
-            let service = resolve(client, &arg.service).await?;
+            let service = resolve::service(client, &arg.service).await?;
             let page = client.list_service_tokens(&service.id).await?;
-            output::print(&output::service_token_list(&page, json))?;
+            output::print(&output::service_token_list(&page, format))?;
         }
         ServiceTokenCommand::Rotate(args) => {
-            let service = resolve(client, &args.service.service).await?;
+            let service = resolve::service(client, &args.service.service).await?;
             let rotated = client
                 .rotate_service_token(&service.id, !args.keep_previous)
                 .await?;
@@ -58,7 +63,7 @@ async fn token(client: &Client, command: ServiceTokenCommand, json: bool) -> any
             output::print(&text)?;
         }
         ServiceTokenCommand::Revoke(args) => {
-            let service = resolve(client, &args.service.service).await?;
+            let service = resolve::service(client, &args.service.service).await?;
             let text = match args.token_id {
                 Some(id) => {
                     // A token the service does not have (404) or already revoked (409) is an
@@ -82,34 +87,4 @@ async fn token(client: &Client, command: ServiceTokenCommand, json: bool) -> any
         }
     }
     Ok(())
-}
-
-/// The service named `given`, or else the service whose id is `given`.
-async fn resolve(client: &Client, given: &str) -> anyhow::Result<Service> {
-    let is_id = ServiceId::parse(given).is_ok();
-    if let Err(e) = ServiceName::parse(given)
-        && !is_id
-    {
-        return Err(UsageError(format!(
-            "{:?} is neither a service name ({e}) nor a service id (32 lowercase hex characters)",
-            one_line(given)
-        ))
-        .into());
-    }
-    let params = ListServices {
-        name: Some(given.to_owned()),
-        ..ListServices::default()
-    };
-    let page = client.list_services(&params).await?;
-    if let Some(service) = page.items.into_iter().find(|s| s.name == given) {
-        return Ok(service);
-    }
-    if is_id {
-        return Ok(client.get_service(given).await?);
-    }
-    anyhow::bail!(
-        "no service named {:?} in account {}; `coffer service list` shows them",
-        one_line(given),
-        one_line(client.account_id())
-    )
 }

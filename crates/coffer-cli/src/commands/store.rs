@@ -1,16 +1,20 @@
 //! `coffer store ...`
 
 use coffer_api::ErrorCode;
-use coffer_client::{Client, Direction, StoreOrder};
+use coffer_client::{Direction, StoreOrder};
 
-use crate::args::{DirectionArg, StoreCommand, StoreOrderArg};
-use crate::output;
+use super::connect;
+use crate::args::{ConnArgs, DirectionArg, StoreCommand, StoreOrderArg};
+use crate::output::{self, Format};
+use crate::resolve;
 
-pub async fn run(client: &Client, command: StoreCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
+    let format = Format::of(conn);
+    let client = &connect(conn).await?;
     let text = match command {
         StoreCommand::Create(args) => {
             let store = client.create_store(args.name()).await?;
-            output::store(&store, json)
+            output::store(&store, format)
         }
         StoreCommand::List(args) => {
             let page = client
@@ -21,17 +25,22 @@ pub async fn run(client: &Client, command: StoreCommand, json: bool) -> anyhow::
                     args.direction.map(direction),
                 )
                 .await?;
-            output::store_list(&page, json)
+            output::store_list(&page, format)
         }
-        StoreCommand::Get(store) => output::store(&client.get_store(store.id()).await?, json),
+        StoreCommand::Get(store) => {
+            let id = resolve::store(client, store.id()).await?;
+            output::store(&client.get_store(&id).await?, format)
+        }
         StoreCommand::Delete(args) => {
-            match client.delete_store(args.store.id(), args.force).await {
+            let id = resolve::store(client, args.store.id()).await?;
+            match client.delete_store(&id, args.force).await {
                 Err(e) if e.api_code() == Some(ErrorCode::StoreNotEmpty.code()) => {
                     anyhow::bail!("{e} (with coffer: --force)")
                 }
                 other => other?,
             }
-            output::deleted(&format!("Deleted store {}.", args.store.id()), json)
+            let store = resolve::shown(args.store.id(), &id);
+            output::deleted(&format!("Deleted store {store}."), format.json())
         }
     };
     output::print(&text)?;

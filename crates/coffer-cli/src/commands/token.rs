@@ -6,7 +6,8 @@ use coffer_types::Timestamp;
 
 use super::{UsageError, connect};
 use crate::args::{ConnArgs, TokenCommand};
-use crate::output;
+use crate::output::{self, Format};
+use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
     let json = conn.json;
@@ -17,25 +18,31 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
                 .expires_in()
                 .map_err(UsageError)?
                 .map(|secs| expiry(Timestamp::now(), secs));
-            let client = connect(conn)?;
+            let client = connect(conn).await?;
             let created = client
-                .create_token(&args.name, &args.role, expires_on)
+                .create_token(args.name(), &args.role, expires_on)
                 .await?;
             // Zeroized on drop, like `created` itself.
             let text = output::token_created(&created, client.account_id(), json);
             output::print(&text)?;
         }
         TokenCommand::List => {
-            let page = connect(conn)?.list_tokens().await?;
-            output::print(&output::token_list(&page, json))?;
+            let page = connect(conn).await?.list_tokens().await?;
+            output::print(&output::token_list(&page, Format::of(conn)))?;
         }
         TokenCommand::Get(token) => {
-            let token = connect(conn)?.get_token(&token.id).await?;
-            output::print(&output::token(&token, json))?;
+            let client = connect(conn).await?;
+            let id = resolve::token(&client, &token.id).await?;
+            let token = client.get_token(&id).await?;
+            output::print(&output::token(&token, Format::of(conn)))?;
         }
         TokenCommand::Revoke(token) => {
-            let token = connect(conn)?.revoke_token(&token.id).await?;
-            output::print(&output::token_revoked(&token, json))?;
+            let client = connect(conn).await?;
+            let id = resolve::token(&client, &token.id).await?;
+            output::print(&output::token_revoked(
+                &client.revoke_token(&id).await?,
+                json,
+            ))?;
         }
     }
     Ok(())

@@ -90,10 +90,12 @@ pub fn init(dir: &Path) -> (String, String) {
     let out = run(cmd, None).ok();
     let v = out.json();
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.len(), 2, "init --json has exactly two keys: {v}");
+    assert_eq!(obj.len(), 3, "init --json has exactly three keys: {v}");
+    // The token under its old name and under the name every new token has.
+    assert_eq!(obj["token"], obj["api_token"], "{v}");
     (
         obj["account_id"].as_str().unwrap().to_owned(),
-        obj["api_token"].as_str().unwrap().to_owned(),
+        obj["token"].as_str().unwrap().to_owned(),
     )
 }
 

@@ -518,6 +518,25 @@ impl Coffer {
         Ok(t)
     }
 
+    /// The caller's own token and the account it belongs to (`/user/tokens/verify` and
+    /// `/memberships`). Any valid API token may read these, whatever its role: they describe
+    /// the token itself, and are not audited (like every successful read). The operator's
+    /// account is its own, first one, although it acts on every account.
+    pub async fn whoami(&self, who: &Principal) -> Result<(TokenRecord, AccountRecord), CoreError> {
+        let mut token = self
+            .storage
+            .get_token(who.token_id)
+            .await?
+            .ok_or(CoreError::Unauthenticated(INVALID_TOKEN))?;
+        self.merge_usage(&mut token);
+        let account = self
+            .storage
+            .get_account(who.account_id)
+            .await?
+            .ok_or(CoreError::NotFound(Resource::Account))?;
+        Ok((token, account))
+    }
+
     // ---- last-used times ----
 
     /// Remembers that a token was used now. Writing on every request would put an fsync on

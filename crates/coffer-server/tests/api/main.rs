@@ -25,3 +25,4 @@ mod services;
 mod support;
 mod tcp;
 mod tokens;
+mod user;

@@ -361,7 +361,7 @@ fn keys(v: &Value) -> Vec<String> {
 }
 
 #[track_caller]
-fn assert_keys(v: &Value, expected: &[&str]) {
+pub fn assert_keys(v: &Value, expected: &[&str]) {
     let mut e: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     e.sort();
     assert_eq!(keys(v), e, "field names of {v}");
