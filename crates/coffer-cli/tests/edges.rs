@@ -1922,3 +1922,57 @@ fn a_revoked_edge_stops_and_a_burst_of_failures_locks_out_no_valid_token() {
         "{line}"
     );
 }
+
+/// `/healthz` tells the truth while the control plane is down, and the log says so once: an
+/// edge reports `degraded` once its requests fail, `stale` (still serving) past `--staleness`,
+/// and stops serving past `--max-staleness`; it logs one line naming the cause when it loses its
+/// upstream and one when it is back (not one per retry), and is `ok` and serving again after.
+#[test]
+fn an_edge_cut_off_says_degraded_then_stale_and_logs_the_loss_once() {
+    let mut cp = Cp::start();
+    let node = cp.node("health-e1");
+    cp.create_secret("api-key", "value-1");
+    let token = cp.deploy("app", &[("API_KEY", "api-key")], &[]).unwrap();
+    let edge = Edge::start(
+        &cp,
+        "health-e1",
+        &[&cp.url()],
+        &node,
+        &["--staleness", "2", "--max-staleness", "5"],
+    );
+    edge.wait_ready();
+    edge.wait_read("API_KEY", &token, Want::Value("value-1"));
+    let status_is = |want: &'static str, code: u16| {
+        eventually(
+            &format!("edge says {want} ({code})"),
+            WAIT,
+            || match edge.healthz()? {
+                (s, h) if s == code && h["status"] == want => Ok(h),
+                (s, h) => Err(format!("{s} {h}")),
+            },
+            || edge.diag(),
+        )
+    };
+    status_is("ok", 200);
+
+    cp.kill();
+    status_is("degraded", 200);
+    let h = status_is("stale", 200);
+    assert!(h["lag_seconds"].as_f64().unwrap() > 2.0, "{h}");
+    edge.wait_read("API_KEY", &token, Want::Value("value-1"));
+    status_is("stale", 503);
+    edge.wait_read("API_KEY", &token, Want::Status(503));
+
+    cp.restart();
+    status_is("ok", 200);
+    edge.wait_read("API_KEY", &token, Want::Value("value-1"));
+    let log = edge.log();
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lost the upstream"))
+        .collect();
+    assert_eq!(lost.len(), 1, "one line for the loss:\n{}", tail(&log));
+    assert!(lost[0].contains("error="), "the cause is named: {}", lost[0]);
+    let back = log.lines().filter(|l| l.contains("upstream is back")).count();
+    assert_eq!(back, 1, "one line for the return:\n{}", tail(&log));
+}

@@ -269,21 +269,25 @@ impl Driver {
                 tracing::error!(upstream = %url, "{why}");
             }
             _ => {
-                // Said once when the upstream is lost (or the cause changes), not every retry.
+                // Said once when the upstream is lost, not on every retry; a new cause while it
+                // stays lost is worth a quieter line.
                 let why = refined.clone().unwrap_or_else(|| e.to_string());
-                let again = self.lost[from].as_ref().is_some_and(|(was, _)| *was == why);
-                if again {
-                    tracing::debug!(upstream = %url, error = %why, "upstream still unreachable");
-                } else {
-                    if self.cluster.is_some() {
-                        tracing::warn!(upstream = %url, error = %why, "lost the upstream; serving from the local replica meanwhile, retrying with backoff");
-                    } else {
-                        tracing::warn!(upstream = %url, error = %why, "cannot reach the upstream for a first snapshot; retrying with backoff");
+                match &mut self.lost[from] {
+                    Some((was, _)) if *was == why => {
+                        tracing::debug!(upstream = %url, error = %why, "upstream still unreachable");
                     }
-                    let since = self.lost[from]
-                        .take()
-                        .map_or_else(Instant::now, |(_, at)| at);
-                    self.lost[from] = Some((why, since));
+                    Some((was, _)) => {
+                        tracing::info!(upstream = %url, error = %why, "upstream still unreachable, now for another reason");
+                        *was = why;
+                    }
+                    lost @ None => {
+                        if self.cluster.is_some() {
+                            tracing::warn!(upstream = %url, error = %why, "lost the upstream; serving from the local replica meanwhile, retrying with backoff");
+                        } else {
+                            tracing::warn!(upstream = %url, error = %why, "cannot reach the upstream for a first snapshot; retrying with backoff");
+                        }
+                        *lost = Some((why, Instant::now()));
+                    }
                 }
             }
         }
