@@ -37,23 +37,71 @@ fn key(addr: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthLimiter {
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    table: Mutex<Table>,
+    capacity: usize,
 }
 
+#[derive(Debug)]
+struct Table {
+    failures: HashMap<IpAddr, (Instant, u32)>,
+    /// When windows that ended were last dropped (while the table was full).
+    pruned: Instant,
+}
+
+impl Default for AuthLimiter {
+    fn default() -> AuthLimiter {
+        AuthLimiter::with_capacity(MAX_TRACKED)
+    }
+}
+
+impl Table {
+    /// Drops the windows that ended, at most once a second: the table is full only under a
+    /// flood from many addresses, when a scan per request would cost more than it saves.
+    fn prune(&mut self, now: Instant) {
+        if now.duration_since(self.pruned) >= PRUNE_EVERY {
+            self.pruned = now;
+            self.failures
+                .retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+    }
+}
+
+/// How often a full table drops its ended windows at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
 impl AuthLimiter {
+    fn with_capacity(capacity: usize) -> AuthLimiter {
+        AuthLimiter {
+            table: Mutex::new(Table {
+                failures: HashMap::new(),
+                pruned: Instant::now(),
+            }),
+            capacity,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// `Some(wait)` if `addr` is over its budget now.
     pub fn blocked(&self, addr: IpAddr) -> Option<Duration> {
         let addr = key(addr);
         let now = Instant::now();
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((start, count)) = map.get(&addr) else {
-            // Untracked because the table is full (see `MAX_TRACKED`): over the budget.
-            return (map.len() >= MAX_TRACKED).then_some(WINDOW);
-        };
-        let elapsed = now.duration_since(*start);
-        (elapsed < WINDOW && *count >= MAX_FAILURES).then(|| WINDOW - elapsed)
+        let mut table = self.table();
+        if let Some((start, count)) = table.failures.get(&addr) {
+            let elapsed = now.duration_since(*start);
+            return (elapsed < WINDOW && *count >= MAX_FAILURES).then(|| WINDOW - elapsed);
+        }
+        if table.failures.len() < self.capacity {
+            return None;
+        }
+        // Untracked because the table is full (see `MAX_TRACKED`): over the budget, unless
+        // windows that ended make room.
+        table.prune(now);
+        (table.failures.len() >= self.capacity).then_some(WINDOW)
     }
 
     /// Records a failed authentication; returns true when this failure used up the budget (the
@@ -61,21 +109,31 @@ impl AuthLimiter {
     pub fn failed(&self, addr: IpAddr) -> bool {
         let addr = key(addr);
         let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&addr) {
-            map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-            if map.len() >= MAX_TRACKED {
+        let mut table = self.table();
+        if table.failures.len() >= self.capacity && !table.failures.contains_key(&addr) {
+            table.prune(now);
+            if table.failures.len() >= self.capacity {
                 // Every tracked window is live: keep the addresses already being slowed and
-                // do not track this one, rather than forgetting them all.
+                // do not track this one (it counts as over the budget meanwhile).
                 return false;
             }
         }
-        let entry = map.entry(addr).or_insert((now, 0));
+        let entry = table.failures.entry(addr).or_insert((now, 0));
         if now.duration_since(entry.0) >= WINDOW {
             *entry = (now, 0);
         }
         entry.1 += 1;
         entry.1 == MAX_FAILURES
+    }
+
+    /// Ages every window by `by` (tests: the passing of time without waiting for it).
+    #[cfg(test)]
+    fn age(&self, by: Duration) {
+        let mut table = self.table();
+        for (start, _) in table.failures.values_mut() {
+            *start -= by;
+        }
+        table.pruned -= by;
     }
 }
 
@@ -95,6 +153,28 @@ mod tests {
         let wait = limiter.blocked(a).expect("blocked");
         assert!(wait <= WINDOW && wait > WINDOW - Duration::from_secs(5));
         assert!(limiter.blocked(b).is_none());
+    }
+
+    #[test]
+    fn a_full_table_counts_new_addresses_over_the_budget_until_windows_end() {
+        let limiter = AuthLimiter::with_capacity(3);
+        let addr = |i: u8| -> IpAddr { format!("192.0.2.{i}").parse().unwrap() };
+        for i in 1..=3 {
+            limiter.failed(addr(i));
+            assert!(
+                limiter.blocked(addr(i)).is_none(),
+                "one failure is within budget"
+            );
+        }
+        // Full: an address it cannot track counts as over the budget (never as unlimited).
+        assert!(limiter.blocked(addr(4)).is_some());
+        assert!(!limiter.failed(addr(4)));
+        assert!(limiter.blocked(addr(4)).is_some());
+        // Once the windows have ended, the table makes room again.
+        limiter.age(WINDOW + PRUNE_EVERY);
+        assert!(limiter.blocked(addr(4)).is_none());
+        limiter.failed(addr(4));
+        assert!(limiter.blocked(addr(5)).is_none(), "room for more");
     }
 
     #[test]
