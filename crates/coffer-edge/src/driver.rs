@@ -313,12 +313,14 @@ impl Driver {
                         continue;
                     };
                     let n = entries.len();
-                    let may_revoke_us = entries.iter().any(|e| revokes_a_node(&e.payload));
                     match self.storage.apply_entries(entries).await {
-                        Ok(()) => {
+                        Ok(revoked) => {
                             tracing::debug!(last, n, "applied feed entries");
                             self.status.set_applied(last);
-                            if may_revoke_us && self.revoked_by_the_feed().await {
+                            if revoked.contains(&self.node) {
+                                tracing::error!(node = %self.node, "the feed revoked this edge's node: it stops serving and discards its replica");
+                                self.status
+                                    .revoke("the change feed revoked this node".to_owned());
                                 return;
                             }
                             queue.extend(
@@ -382,23 +384,6 @@ impl Driver {
                         "switched upstream"
                     );
                 }
-            }
-        }
-    }
-
-    /// Whether the replica now holds this edge's own node as revoked (the feed said so).
-    async fn revoked_by_the_feed(&mut self) -> bool {
-        match self.storage.get_node(self.node).await {
-            Ok(Some(node)) if node.revoked.is_some() => {
-                tracing::error!(node = %self.node, "the feed revoked this edge's node: it stops serving and discards its replica");
-                self.status
-                    .revoke("the change feed revoked this node".to_owned());
-                true
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read this node's record from the replica");
-                false
             }
         }
     }
@@ -468,13 +453,6 @@ impl Driver {
             Err(e) => tracing::error!(error = %e, "cannot restart replication; retrying"),
         }
     }
-}
-
-/// Whether a change-log payload may revoke a node: a cheap filter on the bytes, so that only
-/// such batches cost a look-up of this node's record after they are applied.
-fn revokes_a_node(payload: &[u8]) -> bool {
-    const TAG: &[u8] = b"node_revoked";
-    payload.windows(TAG.len()).any(|w| w == TAG)
 }
 
 /// Why replication cannot start from the replica as stored.

@@ -4,9 +4,11 @@
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -20,53 +22,46 @@ use crate::status::EdgeStatus;
 
 /// The serving side (the runtime API's router over the replica's `Coffer`), once the first
 /// sync built it; emptied for good when the edge is revoked, which drops the keys it holds.
+/// Read on every request, so lock-free (`ArcSwapOption`: a load writes no cache line other
+/// threads read, unlike a lock's reader count).
 #[derive(Debug, Default)]
-pub(crate) struct Serving(RwLock<Slot>);
-
-#[derive(Debug, Default)]
-enum Slot {
-    #[default]
-    Empty,
-    Serving(Router, Arc<Coffer>),
+pub(crate) struct Serving {
+    slot: ArcSwapOption<Served>,
     /// Revoked: nothing is served or built again.
-    Closed,
+    closed: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Served {
+    router: Router,
+    coffer: Arc<Coffer>,
 }
 
 impl Serving {
-    fn slot(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub(crate) fn router(&self) -> Option<Router> {
-        match &*self.slot() {
-            Slot::Serving(router, _) => Some(router.clone()),
-            Slot::Empty | Slot::Closed => None,
-        }
+        self.slot.load().as_ref().map(|s| s.router.clone())
     }
 
     pub(crate) fn coffer(&self) -> Option<Arc<Coffer>> {
-        match &*self.slot() {
-            Slot::Serving(_, coffer) => Some(coffer.clone()),
-            Slot::Empty | Slot::Closed => None,
-        }
+        self.slot.load().as_ref().map(|s| s.coffer.clone())
     }
 
     /// Serves `router` from now on, unless the slot was closed.
     pub(crate) fn set(&self, router: Router, coffer: Arc<Coffer>) {
-        let mut slot = self.write();
-        if !matches!(*slot, Slot::Closed) {
-            *slot = Slot::Serving(router, coffer);
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.slot.store(Some(Arc::new(Served { router, coffer })));
+        // Closed meanwhile: what was just stored goes too.
+        if self.closed.load(Ordering::Acquire) {
+            self.slot.store(None);
         }
     }
 
-    /// Drops what is served, for good.
+    /// Drops what is served, for good (requests in flight finish with what they hold).
     pub(crate) fn close(&self) {
-        let closed = std::mem::replace(&mut *self.write(), Slot::Closed);
-        drop(closed);
+        self.closed.store(true, Ordering::Release);
+        self.slot.store(None);
     }
 }
 

@@ -305,7 +305,7 @@ impl EdgeStatus {
             "cluster_id": inner.cluster.map(hex::encode),
             "applied_seq": self.applied.load(Ordering::Acquire),
             "upstream_head": self.upstream_head.load(Ordering::Acquire),
-            // Seconds since the last answer from an upstream (since the start, if none yet).
+            // The age of the freshest state heard of (see `lag`).
             "lag_seconds": lag,
             "staleness_seconds": self.staleness.as_secs_f64(),
             "max_staleness_seconds": self.max_staleness.map(|d| d.as_secs_f64()),

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use coffer_types::{Scope, Scopes, Timestamp};
+use coffer_types::{Scope, Scopes, Timestamp, TokenId};
 use rusqlite::{Connection, Params, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -607,12 +607,13 @@ fn apply_service_put(conn: &Connection, change: &Change, at: i64, origin: Origin
 }
 
 /// The writer job of [`SqliteStorage::apply_entries`].
-fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<()> {
+fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<TokenId>> {
     if replication::base(cx.conn)?.is_none() {
         return Err(StorageError::Invalid(
             "the replica has no cluster id yet: install a snapshot first",
         ));
     }
+    let mut revoked_nodes = Vec::new();
     for record in records {
         // Checks the seq and the chain before anything of the entry is applied; an error
         // anywhere rolls the whole call back (the job's savepoint).
@@ -625,8 +626,11 @@ fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<()> {
             record.at.unix_micros(),
             Origin::Entry(record.seq),
         )?;
+        if let Change::NodeRevoked { node_id } = change {
+            revoked_nodes.push(node_id);
+        }
     }
-    Ok(())
+    Ok(revoked_nodes)
 }
 
 /// The header an install was started with.
@@ -967,10 +971,10 @@ impl SqliteStorage {
     /// for any append. `Invalid` before the first snapshot install (no cluster id). A change
     /// that does not fit the replica's rows (a secret whose DEK it does not hold, say) is
     /// `Corrupted`, naming the entry's seq; then nothing is applied either. An empty list
-    /// changes nothing.
-    pub async fn apply_entries(&self, records: Vec<ChangeRecord>) -> Result<()> {
+    /// changes nothing. Returns the nodes the entries revoked (an edge stops when it is one).
+    pub async fn apply_entries(&self, records: Vec<ChangeRecord>) -> Result<Vec<TokenId>> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.writer.run(move |cx| apply_entries(cx, &records)).await
     }

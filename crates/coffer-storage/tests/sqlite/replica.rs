@@ -1360,7 +1360,11 @@ async fn node_entries_apply_even_out_of_order() {
             hash_hex: hex::encode([0x44; 32]),
         }],
     );
-    replica.apply_entries(entries).await.unwrap();
+    assert_eq!(
+        replica.apply_entries(entries).await.unwrap(),
+        vec![],
+        "a registration revokes no node the caller is told of"
+    );
     assert_eq!(
         active_nodes(&path),
         vec![(
@@ -1379,7 +1383,11 @@ async fn node_entries_apply_even_out_of_order() {
             Change::NodeRevoked { node_id: successor },
         ],
     );
-    replica.apply_entries(entries).await.unwrap();
+    assert_eq!(
+        replica.apply_entries(entries).await.unwrap(),
+        vec![fx.nodes[0], successor],
+        "the nodes the entries revoked, in order"
+    );
     assert!(active_nodes(&path).is_empty());
 }
 
