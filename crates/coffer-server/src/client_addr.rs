@@ -122,13 +122,12 @@ impl TrustedProxies {
         // Every line of the header, in order, as one list; read from the right. Split as bytes:
         // a client's own non-ASCII garbage at the left of a line must not hide the hops its
         // proxies appended to the same line.
-        let hops: Vec<&[u8]> = headers
+        let hops = headers
             .get_all(&self.header)
             .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .collect();
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','));
         let mut client = peer;
-        for hop in hops.iter().rev() {
+        for hop in hops.rev() {
             match std::str::from_utf8(hop).ok().and_then(parse_hop) {
                 Some(ip) => {
                     client = ip;
