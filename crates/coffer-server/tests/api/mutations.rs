@@ -364,6 +364,11 @@ async fn store_delete_needs_force_when_not_empty() {
         assert_eq!(r.status.as_u16(), 409);
         assert_eq!(e["code"], json!(1302));
         assert_eq!(ErrorCode::StoreNotEmpty.name(), "store_not_empty");
+        // It says how to force the delete with each tool, wrangler's lack of one included.
+        let message = e["message"].as_str().unwrap();
+        for how in ["coffer store delete ID --force", "?force=true", "wrangler"] {
+            assert!(message.contains(how), "{how}: {message}");
+        }
         h.assert_unchanged(&before, q).await;
     }
 

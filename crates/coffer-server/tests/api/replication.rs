@@ -781,8 +781,10 @@ async fn a_snapshot_streams_every_live_row_with_its_digest_and_nothing_secret() 
             Change::ServicePut { .. } => "service",
             Change::ServiceTokenPut { .. } => "service_token",
             Change::NodePut { .. } => "node",
+            // Revoked nodes travel as revoked, so that a relay recognises their tokens.
+            Change::NodeRevoked { .. } => "node_revoked",
             Change::InstanceKeyPut { .. } => "instance_key",
-            other => panic!("a snapshot holds live rows only, not {other:?}"),
+            other => panic!("a snapshot holds rows only, not {other:?}"),
         }
     };
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -797,7 +799,11 @@ async fn a_snapshot_streams_every_live_row_with_its_digest_and_nothing_secret() 
         kinds["service_token"], 1,
         "only the unrevoked token: {kinds:?}"
     );
-    assert_eq!(kinds["node"], 1, "only the unrevoked node: {kinds:?}");
+    assert_eq!(
+        (kinds["node"], kinds["node_revoked"]),
+        (2, 1),
+        "the unrevoked node, and the revoked one as revoked: {kinds:?}"
+    );
     let purposes: BTreeSet<&str> = changes
         .iter()
         .filter_map(|c| match c {
