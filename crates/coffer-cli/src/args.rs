@@ -1001,8 +1001,9 @@ Reads every secret binding of the service in one request, puts each value in CMD
 under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
 standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
 CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding with a
-reserved name (PATH, LD_PRELOAD, NODE_OPTIONS...: docs/bindings.md lists them; deploys refuse
-them) is refused (exit status 1): it would change how CMD is found or loaded. Store bindings are
+reserved name, in any case (PATH, LD_PRELOAD, NODE_OPTIONS, JAVA_TOOL_OPTIONS, HTTPS_PROXY...:
+docs/bindings.md lists them; deploys refuse them) is refused (exit status 1): it would change
+how CMD is found, loaded or run. Store bindings are
 not exported (they give secrets by name, not a fixed set of variables); a note on standard error
 names them before CMD starts.
 
