@@ -667,7 +667,13 @@ impl Coffer {
 
     pub async fn quota(&self, who: &Principal, account: AccountId) -> Result<Quota, CoreError> {
         let account_rec = self
-            .require_account(who, account, Permission::Read, "read", Target::account())
+            .require_account(
+                who,
+                account,
+                Permission::ViewAccount,
+                "read",
+                Target::account(),
+            )
             .await?;
         let usage = self.storage.secret_count(account).await?;
         Ok(Quota {

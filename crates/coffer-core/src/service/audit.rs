@@ -24,6 +24,10 @@ use crate::{CoreError, Permission, Principal, RequestContext, Resource};
 pub struct Target {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The account acted on, in the entry the instance operator's own log keeps of an act on
+    /// another account (the acted-on account's log has its own entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<AccountId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -372,6 +376,30 @@ impl Coffer {
         )
     }
 
+    /// The entries of a change made by `who` in `account`: one in `account`'s log and, when the
+    /// instance operator acts on another account, one in the operator's own log naming the
+    /// account acted on. So an account's log shows everything done to it, and the operator's
+    /// log everything the operator did elsewhere.
+    pub(crate) fn change_entries(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        action: &'static str,
+        target: Target,
+        details: Details,
+    ) -> Result<Vec<AuditEntry>, CoreError> {
+        let mut entries =
+            vec![self.change_entry(who, account, action, target.clone(), details.clone())?];
+        if who.operator && who.account_id != account {
+            let target = Target {
+                account_id: Some(account),
+                ..target
+            };
+            entries.push(self.change_entry(who, who.account_id, action, target, details)?);
+        }
+        Ok(entries)
+    }
+
     /// Records a denied attempt and returns the denial. A caller probing another account is
     /// recorded in its own account's log, so the target account learns nothing and the probe
     /// is still visible to the prober's administrators.
@@ -385,6 +413,12 @@ impl Coffer {
     ) -> CoreError {
         let reason = match &error {
             CoreError::Forbidden(p) => format!("missing permission {p}"),
+            CoreError::OutsideOperatorReach(p) => {
+                format!("{p} in another account is outside the operator's reach")
+            }
+            CoreError::OperatorFirstTokenOnly => {
+                "the operator creates only an account's first token, a super_admin".to_owned()
+            }
             CoreError::NotFound(Resource::Account) => {
                 "account not visible to this token".to_owned()
             }
@@ -429,12 +463,10 @@ impl Coffer {
     ) -> Result<(), CoreError> {
         match who.require(account, need) {
             Ok(()) => Ok(()),
-            // The operator may not bind in other accounts, but an account that does not exist
-            // is still a plain 404 for it, as for everything else it does.
-            Err(CoreError::Forbidden(Permission::Bind))
-                if who.operator
-                    && account != who.account_id
-                    && self.storage.get_account(account).await?.is_none() =>
+            // Out of the operator's reach in another account, but an account that does not
+            // exist is still a plain 404 for it, as for everything else it does.
+            Err(CoreError::OutsideOperatorReach(_))
+                if self.storage.get_account(account).await?.is_none() =>
             {
                 Err(CoreError::NotFound(Resource::Account))
             }
