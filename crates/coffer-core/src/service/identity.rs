@@ -391,8 +391,10 @@ impl Coffer {
                 "the account holding the operator token cannot be deleted",
             ));
         }
-        // Barred before the write: see token_cache.rs.
-        self.token_cache.bar_account(account);
+        // Barred before the write (see token_cache.rs), if it exists: made-up ids add no bar.
+        if self.storage.get_account(account).await?.is_some() {
+            self.token_cache.bar_account(account);
+        }
         // Recorded in the deleted account's own log, which outlives it, and in the operator's.
         let entries = self.change_entries(
             who,
@@ -535,8 +537,12 @@ impl Coffer {
         }
         // Barred before the write (see token_cache.rs): from here on the token is read from
         // storage on every use, so the revocation acts on the very next request even if this
-        // request is cancelled after the write commits.
-        self.token_cache.bar_token(id);
+        // request is cancelled after the write commits. Only a token that exists in this
+        // account is barred (ids are random, so one that does not exist never will): asking to
+        // revoke made-up ids cannot grow the set of bars.
+        if existing.is_some() {
+            self.token_cache.bar_token(id);
+        }
         let name = existing.as_ref().map(|t| t.name.as_str());
         let entries = self.change_entries(
             who,

@@ -396,3 +396,53 @@ async fn shutdown_closes_storage() {
     // Idempotent.
     f.coffer.shutdown().await;
 }
+
+/// Revoking made-up token ids, or real ones in the wrong account, and deleting made-up
+/// accounts bar nothing: the set of bars grows only with tokens and accounts that exist.
+#[tokio::test]
+async fn only_existing_tokens_and_accounts_are_barred() {
+    let f = default_fixture().await;
+    let op = &f.operator;
+    let other = f.coffer.create_account(op, "other").await.unwrap().id;
+    let (in_other, _) = f
+        .coffer
+        .create_token(
+            op,
+            other,
+            crate::NewToken {
+                name: "first".into(),
+                role: Role::SuperAdmin,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let made_up = TokenId::from_bytes(random_id());
+        assert!(matches!(
+            f.coffer.revoke_token(op, f.account, made_up).await,
+            Err(CoreError::NotFound(Resource::Token))
+        ));
+        assert!(matches!(
+            f.coffer
+                .delete_account(op, AccountId::from_bytes(random_id()))
+                .await,
+            Err(CoreError::NotFound(Resource::Account))
+        ));
+    }
+    // A real token asked for in an account it is not in.
+    assert!(matches!(
+        f.coffer.revoke_token(op, f.account, in_other.id).await,
+        Err(CoreError::NotFound(Resource::Token))
+    ));
+    assert_eq!(f.coffer.token_cache.bars(), 0);
+    // A real revocation and a real deletion bar what they act on, once.
+    f.coffer.revoke_token(op, other, in_other.id).await.unwrap();
+    assert!(matches!(
+        f.coffer.revoke_token(op, other, in_other.id).await,
+        Err(CoreError::AlreadyRevoked)
+    ));
+    assert_eq!(f.coffer.token_cache.bars(), 1);
+    f.coffer.delete_account(op, other).await.unwrap();
+    assert_eq!(f.coffer.token_cache.bars(), 2);
+}
