@@ -37,6 +37,7 @@ pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use router::edge_router;
+pub use runtime::BATCH_BUDGET;
 pub use state::AppState;
 pub use tls::server_config as tls_server_config;
 

@@ -25,6 +25,8 @@ pub struct Shared {
     /// The replication API (`/replication/v1`): on the control plane and on relays; `None`
     /// elsewhere (its routes answer 404).
     pub replication: Option<Arc<Replication>>,
+    /// What batch reads may hold in memory at once ([`crate::runtime::BATCH_BUDGET`], in KiB).
+    pub batch_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -38,6 +40,9 @@ impl AppState {
             auth_limiter: AuthLimiter::default(),
             trusted_proxies,
             replication,
+            batch_budget: Arc::new(tokio::sync::Semaphore::new(
+                crate::runtime::BATCH_BUDGET_KIB,
+            )),
         }))
     }
 }

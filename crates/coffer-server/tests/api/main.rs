@@ -20,6 +20,7 @@ mod ops;
 mod permissions;
 mod replication;
 mod runtime;
+mod runtime_limits;
 mod secrecy;
 mod services;
 mod support;
