@@ -48,8 +48,9 @@ const HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// How often the change log is compacted.
 const COMPACTION: Duration = Duration::from_secs(3600);
 
-/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times and the
-/// runtime reads aggregated since the last round, and signs a checkpoint of every audit chain
+/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times, the runtime
+/// reads and the failed authentications aggregated since the last round, and signs a
+/// checkpoint of every audit chain
 /// that moved. Every [`COMPACTION`] interval, drops change-log entries older than the newest
 /// `feed_retention` (edges further behind resync from a snapshot).
 async fn housekeeping(coffer: Arc<Coffer>, feed_retention: u64) {
@@ -68,6 +69,9 @@ async fn housekeeping(coffer: Arc<Coffer>, feed_retention: u64) {
         // Before the checkpoints, so the access entries are signed in the same round.
         if let Err(e) = coffer.flush_access_events().await {
             tracing::error!(error = %e, "could not record runtime reads in the audit log; kept for the next round");
+        }
+        if let Err(e) = coffer.flush_auth_failures().await {
+            tracing::error!(error = %e, "could not record failed authentications in the audit log; kept for the next round");
         }
         if let Err(e) = coffer.checkpoint_audit().await {
             tracing::error!(error = %e, "could not write audit checkpoints");

@@ -19,7 +19,7 @@ use crate::{
 
 const INVALID_TOKEN: &str = "invalid API token";
 
-/// Whether a failed authentication with a token id that exists is written to the audit log.
+/// Whether a failed authentication with a token id that exists is noted for the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailedLogins {
     Audit,
@@ -148,7 +148,7 @@ impl Coffer {
 
     /// Authenticates a bearer token. Every failure is the same to the caller apart from its
     /// message, and no message contains the token. A failure with a token id that exists is
-    /// recorded in its account's audit log.
+    /// recorded in its account's audit log, aggregated (see `failures.rs`).
     pub async fn authenticate(
         &self,
         bearer: &str,
@@ -219,8 +219,7 @@ impl Coffer {
             Err(e) => {
                 // The token id exists, so the attempt has an account to be recorded in.
                 if let (CoreError::Unauthenticated(reason), FailedLogins::Audit) = (&e, failures) {
-                    self.record_failed_login(record.account_id, record.id, &context, reason)
-                        .await;
+                    self.note_failed_login(record.account_id, record.id, &context, reason);
                 }
                 Err(e)
             }
