@@ -48,7 +48,21 @@ impl FromRequestParts<AppState> for ServiceAuth {
             }
         };
         match result {
-            Ok(principal) => Ok(ServiceAuth(principal)),
+            Ok(principal) => {
+                if let Some(limiter) = &app.read_limiter
+                    && let Err(wait) = limiter.take(principal.token_id)
+                {
+                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    return Err(ApiError {
+                        retry_after: Some(secs),
+                        ..ApiError::new(
+                            ErrorCode::ReadRateLimited,
+                            format!("this service token is over its read rate; retry in {secs} s"),
+                        )
+                    });
+                }
+                Ok(ServiceAuth(principal))
+            }
             Err(e) => Err(refusal(app, e, client, over_limit).await),
         }
     }

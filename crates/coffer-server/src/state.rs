@@ -5,6 +5,7 @@ use coffer_core::Coffer;
 
 use crate::client_addr::TrustedProxies;
 use crate::limiter::AuthLimiter;
+use crate::rate::{ReadLimiter, RuntimeRate};
 use crate::replication::Replication;
 
 /// Shared by every handler. Configuration and keys live here, never in globals.
@@ -27,6 +28,8 @@ pub struct Shared {
     pub replication: Option<Arc<Replication>>,
     /// What batch reads may hold in memory at once ([`crate::runtime::BATCH_BUDGET`], in KiB).
     pub batch_budget: Arc<tokio::sync::Semaphore>,
+    /// The runtime API's per-service-token rate limit, if one is set.
+    pub(crate) read_limiter: Option<ReadLimiter>,
 }
 
 impl AppState {
@@ -34,6 +37,7 @@ impl AppState {
         coffer: Arc<Coffer>,
         replication: Option<Arc<Replication>>,
         trusted_proxies: TrustedProxies,
+        runtime_rate: Option<RuntimeRate>,
     ) -> AppState {
         AppState(Arc::new(Shared {
             coffer,
@@ -43,6 +47,7 @@ impl AppState {
             batch_budget: Arc::new(tokio::sync::Semaphore::new(
                 crate::runtime::BATCH_BUDGET_KIB,
             )),
+            read_limiter: runtime_rate.map(ReadLimiter::new),
         }))
     }
 }

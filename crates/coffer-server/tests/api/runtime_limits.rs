@@ -99,3 +99,53 @@ async fn batch_reads_held_by_slow_readers_share_a_bounded_budget() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["S15"].as_str().unwrap().len(), 65_536);
 }
+
+/// With `--runtime-rate-limit 1`, a service token reads a second's worth (one read) at once,
+/// then gets 429 `read_rate_limited` with `Retry-After` until its bucket refills; another token of
+/// the same service has its own bucket, and a token that does not verify is still 401 (the limit
+/// is applied to authenticated tokens only). Without the option nothing is limited.
+#[tokio::test]
+async fn the_runtime_rate_limit_is_per_service_token_and_off_by_default() {
+    let mut h = Harness::new().await;
+    let store = h.create_store("s").await;
+    h.create_secret(&store, "k", "the-value").await;
+    let svc = h.deploy_secrets("app", &[("K", &store, "k")]).await;
+    // Off by default: many reads, none refused.
+    for _ in 0..50 {
+        assert_eq!(h.read_value(svc.token(), "K").await, "the-value");
+    }
+    h.app = coffer_server::app_with_options(
+        h.coffer.clone(),
+        coffer_server::AppOptions {
+            runtime_rate: Some(coffer_server::RuntimeRate {
+                per_second: std::num::NonZeroU32::new(1).unwrap(),
+            }),
+            ..Default::default()
+        },
+    );
+    assert_eq!(h.read_value(svc.token(), "K").await, "the-value");
+    let r = h.read_binding(svc.token(), "K").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
+    let v = r.json();
+    assert_eq!(
+        v["errors"][0]["code"],
+        json!(ErrorCode::ReadRateLimited.code())
+    );
+    assert!(!r.text().contains("the-value"));
+    // The batch read and store reads share the token's bucket.
+    let r = h.runtime(svc.token(), "/bindings").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    // Another token of the same service reads on.
+    let rotated = h.rotate(&svc.id, None).await;
+    let other = rotated["service_token"].as_str().unwrap();
+    assert_eq!(h.read_value(other, "K").await, "the-value");
+    // A token that does not verify is refused for what it is.
+    let forged = format!(
+        "{}{}",
+        &svc.token()[..svc.token().len() - 43],
+        "A".repeat(43)
+    );
+    let r = h.read_binding(&forged, "K").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+}

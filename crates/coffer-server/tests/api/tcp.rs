@@ -20,6 +20,7 @@ pub(crate) struct Server {
     task: Option<tokio::task::JoinHandle<Result<(), coffer_server::ServerError>>>,
     data_dir: std::path::PathBuf,
     trusted_proxies: coffer_server::TrustedProxies,
+    http: coffer_server::HttpLimits,
     _dir: tempfile::TempDir,
 }
 
@@ -29,6 +30,18 @@ impl Server {
     }
 
     async fn start_behind(trusted_proxies: coffer_server::TrustedProxies) -> Server {
+        Server::start_with(trusted_proxies, coffer_server::HttpLimits::default()).await
+    }
+
+    /// A server whose listener applies `http`.
+    pub(crate) async fn start_limited(http: coffer_server::HttpLimits) -> Server {
+        Server::start_with(coffer_server::TrustedProxies::default(), http).await
+    }
+
+    async fn start_with(
+        trusted_proxies: coffer_server::TrustedProxies,
+        http: coffer_server::HttpLimits,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let init = coffer_server::init_data_dir(&data_dir).await.unwrap();
@@ -40,6 +53,7 @@ impl Server {
             task: None,
             data_dir,
             trusted_proxies,
+            http,
             _dir: dir,
         };
         server.launch().await;
@@ -59,6 +73,9 @@ impl Server {
             max_stores: 3,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
             trusted_proxies: self.trusted_proxies.clone(),
+            http: self.http,
+            snapshots: Default::default(),
+            runtime_rate: None,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -257,7 +274,7 @@ async fn body_limits_over_tcp() {
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -275,7 +292,7 @@ impl Server {
     }
 
     /// A JSON call as the operator; the `result`.
-    async fn operator(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+    pub(crate) async fn operator(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let r: Value = reqwest::Client::new()
             .request(method, self.account_url(path))
             .bearer_auth(&self.token)
