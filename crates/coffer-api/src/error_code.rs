@@ -29,6 +29,9 @@ pub enum ErrorCode {
     Forbidden,
     /// 429: too many failed authentications from this address; retry later.
     RateLimited,
+    /// 429: a service token read faster than the runtime API's rate limit allows
+    /// (`--runtime-rate-limit`); retry after `Retry-After`.
+    ReadRateLimited,
     /// 401: a node token that is valid but was revoked (`coffer node revoke`). Said only to the
     /// holder of the real token; an edge that gets it stops serving.
     NodeRevoked,
@@ -125,6 +128,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 1100,
             ErrorCode::Forbidden => 1101,
             ErrorCode::RateLimited => 1102,
+            ErrorCode::ReadRateLimited => 1106,
             ErrorCode::NodeRevoked => 1105,
             ErrorCode::AccountNotFound => 1200,
             ErrorCode::StoreNotFound => 1201,
@@ -166,7 +170,7 @@ impl ErrorCode {
             | ErrorCode::BindingAuthorizationFailed
             | ErrorCode::ScopeDenied
             | ErrorCode::WrongTokenKind => 403,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::ReadRateLimited => 429,
             ErrorCode::AccountNotFound
             | ErrorCode::StoreNotFound
             | ErrorCode::SecretNotFound
@@ -218,6 +222,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ReadRateLimited => "read_rate_limited",
             ErrorCode::NodeRevoked => "node_revoked",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::StoreNotFound => "store_not_found",

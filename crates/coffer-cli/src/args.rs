@@ -229,6 +229,56 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub proxies: ProxyArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one client may cost the listener, the runtime API and the snapshots served.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Connections open at once at most; more wait to be accepted. Lowered, with a warning, to
+    /// what fits in the open-file limit (ulimit -n)
+    #[arg(long, value_name = "N", default_value_t = coffer_server::HttpLimits::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Seconds a connection may take to send a request's headers, from being accepted or from
+    /// its previous response; a slower one is closed
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::HttpLimits::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout: u64,
+
+    /// Reads per second each service token may make on the runtime API, up to a second's worth
+    /// at once; over it, 429 with Retry-After [default: no limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub runtime_rate_limit: Option<u32>,
+
+    /// Seconds a snapshot may stream to an edge before it is abandoned (the edge asks again);
+    /// make it longer than a whole snapshot takes over the slowest edge's link
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::SnapshotLimits::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_deadline: u64,
+}
+
+impl LimitArgs {
+    pub fn http(&self) -> coffer_server::HttpLimits {
+        coffer_server::HttpLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_timeout: std::time::Duration::from_secs(self.header_timeout),
+            ..coffer_server::HttpLimits::default()
+        }
+    }
+
+    pub fn snapshots(&self) -> coffer_server::SnapshotLimits {
+        coffer_server::SnapshotLimits {
+            deadline: std::time::Duration::from_secs(self.snapshot_deadline),
+            ..coffer_server::SnapshotLimits::default()
+        }
+    }
+
+    pub fn runtime_rate(&self) -> Option<coffer_server::RuntimeRate> {
+        self.runtime_rate_limit
+            .and_then(std::num::NonZeroU32::new)
+            .map(|per_second| coffer_server::RuntimeRate { per_second })
+    }
 }
 
 /// Where client addresses come from behind a load balancer or reverse proxy.
@@ -347,6 +397,9 @@ pub struct EdgeArgs {
 
     #[command(flatten)]
     pub proxies: ProxyArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -1105,8 +1158,9 @@ Reads every secret binding of the service in one request, puts each value in CMD
 under its binding name (without COFFER_SERVICE_TOKEN), and then becomes CMD: CMD inherits the
 standard streams, receives signals directly, and its exit status is coffer's. Exit status 127 if
 CMD is not found, 126 if it cannot be run, 1 if the bindings cannot be read. A binding with a
-reserved name (PATH, LD_PRELOAD, NODE_OPTIONS...: docs/bindings.md lists them; deploys refuse
-them) is refused (exit status 1): it would change how CMD is found or loaded. Store bindings are
+reserved name, in any case (PATH, LD_PRELOAD, NODE_OPTIONS, JAVA_TOOL_OPTIONS, HTTPS_PROXY...:
+docs/bindings.md lists them; deploys refuse them) is refused (exit status 1): it would change
+how CMD is found, loaded or run. Store bindings are
 not exported (they give secrets by name, not a fixed set of variables); a note on standard error
 names them before CMD starts.
 

@@ -304,6 +304,8 @@ fn deploy_refuses_the_binding_names_run_refuses_naming_them() {
              secret_name = \"openai-key\"\n\
              [[secrets_store_secrets]]\nbinding = \"MY_PATH\"\nstore_id = \"{store}\"\n\
              secret_name = \"openai-key\"\n\
+             [[secrets_store_secrets]]\nbinding = \"java_tool_options\"\nstore_id = \"{store}\"\n\
+             secret_name = \"openai-key\"\n\
              [[secrets_store_stores]]\nbinding = \"LD_PRELOAD\"\nstore_id = \"{store}\"\n",
             store = f.store
         ),
@@ -313,14 +315,16 @@ fn deploy_refuses_the_binding_names_run_refuses_naming_them() {
     let out = f.conn.run(&["deploy", "--config", config]);
     assert_eq!(out.status.code(), Some(1), "{out:#?}");
     let lines: Vec<&str> = out.stderr.lines().collect();
-    let reserved = "is reserved: an environment variable of that name would change how a command \
-                    is found or loaded (PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, \
-                    PYTHONSTARTUP, PERL5OPT, RUBYOPT, LD_*, DYLD_*) (`coffer run` exports each \
-                    binding as an environment variable)";
+    let reserved = "is reserved: an environment variable of that name changes how a program \
+                    is found, loaded or run (docs/bindings.md lists the reserved names) (`coffer \
+                    run` exports each binding as an environment variable)";
     assert_eq!(
         lines,
         [
             format!("error: {config}: \"secrets_store_secrets[0]\" binding \"PATH\" {reserved}"),
+            format!(
+                "error: {config}: \"secrets_store_secrets[2]\" binding \"java_tool_options\" {reserved}"
+            ),
             format!(
                 "error: {config}: \"secrets_store_stores[0]\" binding \"LD_PRELOAD\" {reserved}"
             ),

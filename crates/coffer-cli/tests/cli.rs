@@ -1419,3 +1419,78 @@ fn the_operator_registers_lists_and_revokes_edge_nodes() {
         );
     }
 }
+
+/// The limit flags reach the server: with `--runtime-rate-limit 1` a service token's second
+/// read in a row is 429 `read_rate_limited` with `Retry-After`; with `--header-timeout 1` a
+/// connection that sends nothing is closed well before the default 5 s; a value out of range
+/// is refused naming the flag.
+#[test]
+fn limit_flags_reach_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (account, token) = init(&data);
+    let server = Server::start_with(
+        &data,
+        &[
+            "--runtime-rate-limit",
+            "1",
+            "--header-timeout",
+            "1",
+            "--max-connections",
+            "64",
+            "--snapshot-deadline",
+            "60",
+        ],
+    );
+    let conn = Conn {
+        url: server.url.clone(),
+        token,
+        account,
+    };
+    let store = create_store(&conn, "s");
+    conn.run(&[
+        "secret", "create", &store, "--name", "k", "--scopes", "workers", "--value", "v4lue",
+    ])
+    .ok();
+    let config = tmp.path().join("app.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"app\"\n[[secrets_store_secrets]]\nbinding = \"K\"\nstore_id = \"{store}\"\n\
+             secret_name = \"k\"\n"
+        ),
+    )
+    .unwrap();
+    let deployed = conn
+        .run(&["deploy", "--config", config.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    let svc = deployed["service_token"].as_str().unwrap();
+    let first = runtime_get(&server.url, svc, "/runtime/v1/bindings/K");
+    assert_eq!(first.status, 200, "{first:?}");
+    let second = runtime_get(&server.url, svc, "/runtime/v1/bindings/K");
+    assert_eq!(second.status, 429, "{second:?}");
+    assert!(second.headers.contains_key("retry-after"), "{second:?}");
+    assert_eq!(second.json()["errors"][0]["code"], 1106);
+
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(4)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut silent, &mut buf);
+    assert!(
+        matches!(read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a silent connection is closed at the 1 s header timeout: {read:?}"
+    );
+
+    let mut cmd = coffer_cmd();
+    cmd.args(["server", "--data-dir"])
+        .arg(&data)
+        .args(["--max-connections", "0"]);
+    let out = run(cmd, None);
+    assert_eq!(out.status.code(), Some(2), "{out:#?}");
+    assert!(out.stderr.contains("--max-connections"), "{out:#?}");
+}

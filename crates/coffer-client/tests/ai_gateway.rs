@@ -127,6 +127,9 @@ async fn the_example_sends_the_bound_key_as_a_bearer_token() {
         max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
         feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
         trusted_proxies: Default::default(),
+        http: Default::default(),
+        snapshots: Default::default(),
+        runtime_rate: None,
     };
     let server = tokio::spawn(coffer_server::serve(
         options,

@@ -53,6 +53,18 @@ pub enum CoreError {
     NodeRevoked,
     #[error("this token lacks the {0} permission")]
     Forbidden(crate::Permission),
+    /// The instance operator in another account, asking for what it may do only in its own
+    /// ([`crate::operator_reaches`]).
+    #[error(
+        "the instance operator administers other accounts, not their contents: {0} in this account is for the account's own tokens"
+    )]
+    OutsideOperatorReach(crate::Permission),
+    /// The instance operator creating a token in another account that already has one, or
+    /// one that is not a super_admin.
+    #[error(
+        "in another account the instance operator creates only the first token, a super_admin; more tokens are made by that account's super_admin (account:manage)"
+    )]
+    OperatorFirstTokenOnly,
     #[error("{0:?} not found")]
     NotFound(Resource),
     #[error("a {what} named {name:?} already exists{place}")]

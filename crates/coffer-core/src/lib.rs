@@ -18,7 +18,7 @@ pub use limits::{
     Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,
     MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
-pub use policy::{Permission, Principal, RequestContext, Role};
+pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::runtime::{
     AccessEvent, AccessOutcome, AccessRefusal, AllBindings, ServicePrincipal,

@@ -1,5 +1,6 @@
 //! Who may do what. Every operation of [`crate::Coffer`] asks [`Principal::require`] first; this
-//! is the one place the role table lives.
+//! is the one place the role table lives, with the instance operator's reach into other
+//! accounts ([`operator_reaches`]).
 
 use coffer_types::{AccountId, TokenId};
 
@@ -36,7 +37,7 @@ impl Role {
     /// The role table of Cloudflare's Secrets Store (contract section 7).
     pub fn allows(self, permission: Permission) -> bool {
         match permission {
-            Permission::Read => true,
+            Permission::ViewAccount | Permission::Read => true,
             Permission::Edit => matches!(self, Role::SuperAdmin | Role::SecretsStoreAdmin),
             Permission::Bind => matches!(self, Role::SuperAdmin | Role::SecretsStoreDeployer),
             Permission::ManageAccount => self == Role::SuperAdmin,
@@ -46,9 +47,25 @@ impl Role {
     }
 }
 
+/// What the instance operator may do in an account other than its own: administer the account,
+/// never its contents. It sees the account and its quota, manages its tokens (lists, reads and
+/// revokes them, and creates its *first* token, a super_admin: see
+/// [`crate::Coffer::create_token`]), reads and verifies its audit log, and creates, deletes and
+/// sets the quota of accounts. It does not see or change stores, secrets or services, and does
+/// not bind: binding hands a service the values, so an operator that could mint itself a
+/// super_admin in a working account, or bind there, could read that account's values.
+pub fn operator_reaches(permission: Permission) -> bool {
+    match permission {
+        Permission::ViewAccount | Permission::ManageAccount | Permission::Operator => true,
+        Permission::Read | Permission::Edit | Permission::Bind => false,
+    }
+}
+
 /// What an operation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
+    /// View the account itself: its record, quota and usage.
+    ViewAccount,
     /// View stores' and secrets' metadata ("Secrets Store Read").
     Read,
     /// Create, update, duplicate and delete stores and secrets ("Secrets Store Edit").
@@ -64,6 +81,7 @@ pub enum Permission {
 impl std::fmt::Display for Permission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Permission::ViewAccount => "account:read",
             Permission::Read => "secrets_store:read",
             Permission::Edit => "secrets_store:edit",
             Permission::Bind => "secrets_store:bind",
@@ -117,21 +135,21 @@ impl Principal {
 
     /// Checks that the caller may act on `account` with `permission`. A token of another account
     /// learns nothing: the answer is the same `NotFound(Account)` whether `account` exists or not.
+    /// The instance operator acts on other accounts within [`operator_reaches`] only.
     pub fn require(
         &self,
         account: AccountId,
         permission: Permission,
     ) -> Result<(), crate::CoreError> {
-        if !self.operator && self.account_id != account {
-            return Err(crate::CoreError::NotFound(crate::Resource::Account));
+        if self.account_id != account {
+            if !self.operator {
+                return Err(crate::CoreError::NotFound(crate::Resource::Account));
+            }
+            if !operator_reaches(permission) {
+                return Err(crate::CoreError::OutsideOperatorReach(permission));
+            }
         }
         if !self.role.allows(permission) {
-            return Err(crate::CoreError::Forbidden(permission));
-        }
-        // Binding hands a service the values of what it binds. The operator manages every
-        // account, but reading another account's values is not part of that: it binds only
-        // in its own account, like any super_admin.
-        if permission == Permission::Bind && self.account_id != account {
             return Err(crate::CoreError::Forbidden(permission));
         }
         Ok(())
@@ -146,19 +164,23 @@ mod tests {
     fn role_table_matches_the_contract() {
         use Permission::*;
         let table = [
-            (Role::SuperAdmin, [true, true, true, true, false]),
-            (Role::SecretsStoreAdmin, [true, true, false, false, false]),
+            (Role::SuperAdmin, [true, true, true, true, true, false]),
+            (
+                Role::SecretsStoreAdmin,
+                [true, true, true, false, false, false],
+            ),
             (
                 Role::SecretsStoreDeployer,
-                [true, false, true, false, false],
+                [true, true, false, true, false, false],
             ),
             (
                 Role::SecretsStoreReporter,
-                [true, false, false, false, false],
+                [true, true, false, false, false, false],
             ),
         ];
         for (role, expected) in table {
-            let got = [Read, Edit, Bind, ManageAccount, Operator].map(|p| role.allows(p));
+            let got =
+                [ViewAccount, Read, Edit, Bind, ManageAccount, Operator].map(|p| role.allows(p));
             assert_eq!(got, expected, "{role:?}");
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
@@ -185,12 +207,21 @@ mod tests {
             operator: true,
             ..p
         };
-        assert!(op.require(other, Permission::Edit).is_ok());
-        // The operator binds (and so could read values) in its own account only.
-        assert!(op.require(op.account_id, Permission::Bind).is_ok());
-        assert!(matches!(
-            op.require(other, Permission::Bind),
-            Err(crate::CoreError::Forbidden(Permission::Bind))
-        ));
+        // In another account the operator administers the account, not its contents.
+        for p in [Permission::ViewAccount, Permission::ManageAccount] {
+            assert!(op.require(other, p).is_ok(), "{p}");
+        }
+        assert!(op.require_operator_on(other).is_ok());
+        for p in [Permission::Read, Permission::Edit, Permission::Bind] {
+            assert!(
+                matches!(
+                    op.require(other, p),
+                    Err(crate::CoreError::OutsideOperatorReach(q)) if q == p
+                ),
+                "{p}"
+            );
+            // In its own account it is a super_admin like any other.
+            assert!(op.require(op.account_id, p).is_ok(), "{p}");
+        }
     }
 }

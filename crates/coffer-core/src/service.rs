@@ -114,6 +114,8 @@ pub struct Coffer {
     pub(crate) runtime_cache: self::runtime::RuntimeCache,
     /// Runtime reads not yet written to the audit log.
     pub(crate) access_log: self::runtime::AccessLog,
+    /// Failed authentications not yet written to the audit log (see `failures.rs`).
+    auth_failures: self::failures::FailureLog,
     /// Serialises deploys and service-token changes (see `services.rs`).
     service_writes: tokio::sync::Mutex<()>,
     /// Node rows for node-token authentication (see `nodes.rs`).
@@ -163,6 +165,7 @@ impl Coffer {
             operator_account: std::sync::OnceLock::new(),
             runtime_cache: self::runtime::RuntimeCache::default(),
             access_log: self::runtime::AccessLog::default(),
+            auth_failures: self::failures::FailureLog::default(),
             service_writes: tokio::sync::Mutex::new(()),
             node_cache: self::nodes::NodeCache::default(),
             replica,
@@ -190,6 +193,9 @@ impl Coffer {
         }
         if let Err(e) = self.flush_access_events().await {
             tracing::error!(error = %e, "could not record runtime reads in the audit log at shutdown");
+        }
+        if let Err(e) = self.flush_auth_failures().await {
+            tracing::error!(error = %e, "could not record failed authentications in the audit log at shutdown");
         }
         if let Err(e) = self.checkpoint_audit().await {
             tracing::error!(error = %e, "could not write audit checkpoints at shutdown");
@@ -667,7 +673,13 @@ impl Coffer {
 
     pub async fn quota(&self, who: &Principal, account: AccountId) -> Result<Quota, CoreError> {
         let account_rec = self
-            .require_account(who, account, Permission::Read, "read", Target::account())
+            .require_account(
+                who,
+                account,
+                Permission::ViewAccount,
+                "read",
+                Target::account(),
+            )
             .await?;
         let usage = self.storage.secret_count(account).await?;
         Ok(Quota {
@@ -769,6 +781,7 @@ impl Coffer {
 }
 
 pub(crate) mod audit;
+mod failures;
 pub use audit::AuditVerification;
 pub mod identity;
 pub mod nodes;

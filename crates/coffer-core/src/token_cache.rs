@@ -8,6 +8,10 @@
 //! already in place, whether or not the write commits) and even if a request that read the row
 //! before the revocation tries to cache it afterwards (the insert is refused under the same lock).
 //!
+//! Bars are never lifted (a row read before a revocation could otherwise be cached after it),
+//! so only ids that exist are barred: a token of the account asked about, an account that
+//! exists. Their number is bounded by the rows storage holds, whatever ids callers make up.
+//!
 //! Rows change only through this process (one process per data dir). A database shared by
 //! several instances will need invalidation from the change feed before it may use this cache.
 
@@ -66,6 +70,13 @@ impl TokenCache {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.rows.retain(|_, t| t.account_id != account);
         inner.barred_accounts.insert(account);
+    }
+
+    /// How many token and account ids are barred.
+    #[cfg(test)]
+    pub(crate) fn bars(&self) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.barred_tokens.len() + inner.barred_accounts.len()
     }
 }
 

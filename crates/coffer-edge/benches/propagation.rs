@@ -129,6 +129,7 @@ async fn bench(edges_n: usize, writes: usize) {
         coffer_server::app(coffer.clone()),
         "127.0.0.1:0".parse().unwrap(),
         None,
+        coffer_server::HttpLimits::default(),
         move |addr| {
             let _ = addr_tx.send(addr);
         },
@@ -199,6 +200,9 @@ async fn bench(edges_n: usize, writes: usize) {
             long_poll: EdgeOptions::DEFAULT_LONG_POLL,
             max_staleness: None,
             trusted_proxies: Default::default(),
+            http: Default::default(),
+            snapshots: Default::default(),
+            runtime_rate: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         handles.push(tokio::spawn(coffer_edge::run(

@@ -32,7 +32,10 @@ use coffer_core::Coffer;
 use coffer_crypto::{FileKek, KekProvider};
 use coffer_replication::Config;
 use coffer_server::replication::{Origin, Replication};
-use coffer_server::{AppState, ServerError, TlsFiles, TrustedProxies, edge_router};
+use coffer_server::{
+    AppState, HttpLimits, RuntimeRate, ServerError, SnapshotLimits, TlsFiles, TrustedProxies,
+    edge_router,
+};
 use coffer_storage::{SqliteOptions, SqliteStorage, Storage};
 use coffer_types::TokenId;
 use zeroize::Zeroizing;
@@ -77,6 +80,12 @@ pub struct EdgeOptions {
     pub max_staleness: Option<Duration>,
     /// Proxies whose client-address header is believed (none by default).
     pub trusted_proxies: TrustedProxies,
+    /// What the listener lets a client cost: connections, header and idle timeouts.
+    pub http: HttpLimits,
+    /// How many snapshots a relay serves at once, per node, and for how long at most.
+    pub snapshots: SnapshotLimits,
+    /// Reads per second one service token may make on the runtime API (none by default).
+    pub runtime_rate: Option<RuntimeRate>,
 }
 
 impl EdgeOptions {
@@ -162,6 +171,7 @@ pub async fn run(
         },
         edge.opts.listen,
         edge.opts.tls.as_ref(),
+        edge.opts.http,
         move |addr| on_ready(addr, ready_status),
         async move {
             shutdown.await;
@@ -321,13 +331,14 @@ impl Edge {
         let storage: Arc<dyn Storage> = self.storage.clone();
         let coffer = Arc::new(Coffer::open_replica(storage, kek).await?);
         let replication = self.opts.serve_feed.then(|| {
-            Arc::new(Replication::new(
+            Arc::new(Replication::with_limits(
                 Origin::Relay(self.status.freshest_origin.clone()),
                 Arc::new(access::RelayAccess {
                     upstreams: self.upstreams.clone(),
                     status: self.status.clone(),
                 }),
                 self.closing.clone(),
+                self.opts.snapshots,
             ))
         });
         let health = {
@@ -341,6 +352,7 @@ impl Edge {
             coffer.clone(),
             replication,
             self.opts.trusted_proxies.clone(),
+            self.opts.runtime_rate,
         );
         self.serving.set(edge_router(state, health), coffer);
         // Built: the KEK lives on in the serving side only.

@@ -92,6 +92,9 @@ impl ControlPlane {
             max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
             trusted_proxies: Default::default(),
+            http: Default::default(),
+            snapshots: Default::default(),
+            runtime_rate: None,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -268,6 +271,9 @@ fn edge_options(
         long_poll: LONG_POLL,
         max_staleness: None,
         trusted_proxies: Default::default(),
+        http: Default::default(),
+        snapshots: Default::default(),
+        runtime_rate: None,
     }
 }
 

@@ -134,6 +134,9 @@ fn main() {
             max_stores: 1000,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
             trusted_proxies: Default::default(),
+            http: Default::default(),
+            snapshots: Default::default(),
+            runtime_rate: None,
         };
         tokio::spawn(serve(
             opts,

@@ -101,6 +101,9 @@ impl From<CoreError> for ApiError {
                 ErrorCode::Forbidden,
                 format!("this token's role lacks the {p} permission"),
             ),
+            e @ (CoreError::OutsideOperatorReach(_) | CoreError::OperatorFirstTokenOnly) => {
+                ApiError::new(ErrorCode::Forbidden, e.to_string())
+            }
             CoreError::NotFound(Resource::Account) => {
                 ApiError::new(ErrorCode::AccountNotFound, "account not found")
             }

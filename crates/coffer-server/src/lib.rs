@@ -11,8 +11,10 @@ mod datadir;
 mod error;
 mod extract;
 mod limiter;
+mod listener;
 mod nodes;
 mod query;
+mod rate;
 pub mod replication;
 mod router;
 mod runtime;
@@ -37,7 +39,11 @@ pub use client_addr::{IpNet, TrustedProxies};
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
+pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
+pub use rate::RuntimeRate;
+pub use replication::SnapshotLimits;
 pub use router::edge_router;
+pub use runtime::BATCH_BUDGET;
 pub use state::AppState;
 pub use tls::server_config as tls_server_config;
 
@@ -48,8 +54,9 @@ const HOUSEKEEPING: Duration = Duration::from_secs(10);
 /// How often the change log is compacted.
 const COMPACTION: Duration = Duration::from_secs(3600);
 
-/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times and the
-/// runtime reads aggregated since the last round, and signs a checkpoint of every audit chain
+/// Every [`HOUSEKEEPING`] interval until aborted: writes tokens' last-used times, the runtime
+/// reads and the failed authentications aggregated since the last round, and signs a
+/// checkpoint of every audit chain
 /// that moved. Every [`COMPACTION`] interval, drops change-log entries older than the newest
 /// `feed_retention` (edges further behind resync from a snapshot).
 async fn housekeeping(coffer: Arc<Coffer>, feed_retention: u64) {
@@ -68,6 +75,9 @@ async fn housekeeping(coffer: Arc<Coffer>, feed_retention: u64) {
         // Before the checkpoints, so the access entries are signed in the same round.
         if let Err(e) = coffer.flush_access_events().await {
             tracing::error!(error = %e, "could not record runtime reads in the audit log; kept for the next round");
+        }
+        if let Err(e) = coffer.flush_auth_failures().await {
+            tracing::error!(error = %e, "could not record failed authentications in the audit log; kept for the next round");
         }
         if let Err(e) = coffer.checkpoint_audit().await {
             tracing::error!(error = %e, "could not write audit checkpoints");
@@ -151,6 +161,12 @@ pub struct ServeOptions {
     pub feed_retention: u64,
     /// Proxies whose client-address header is believed (none by default).
     pub trusted_proxies: TrustedProxies,
+    /// What the listener lets a client cost: connections, header and idle timeouts.
+    pub http: HttpLimits,
+    /// How many snapshots are served at once, per node, and for how long at most.
+    pub snapshots: SnapshotLimits,
+    /// Reads per second one service token may make on the runtime API (none by default).
+    pub runtime_rate: Option<RuntimeRate>,
 }
 
 impl ServeOptions {
@@ -159,32 +175,56 @@ impl ServeOptions {
     pub const DEFAULT_FEED_RETENTION: u64 = 1_000_000;
 }
 
+/// How a router is set up beyond its domain service; every field has a default.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Proxies whose client-address header is believed (none by default).
+    pub trusted_proxies: TrustedProxies,
+    /// The limits on the snapshots the replication API serves.
+    pub snapshots: SnapshotLimits,
+    /// Reads per second one service token may make on the runtime API (none by default).
+    pub runtime_rate: Option<RuntimeRate>,
+}
+
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
 /// replication API of a control plane (long-polls end when `closing` turns true).
 pub fn app(coffer: Arc<Coffer>) -> axum::Router {
-    app_with(coffer, TrustedProxies::default())
+    app_with_options(coffer, AppOptions::default())
 }
 
 /// [`app`] behind the given trusted proxies.
 pub fn app_with(coffer: Arc<Coffer>, trusted_proxies: TrustedProxies) -> axum::Router {
+    app_with_options(
+        coffer,
+        AppOptions {
+            trusted_proxies,
+            ..AppOptions::default()
+        },
+    )
+}
+
+/// [`app`] set up with `options`.
+pub fn app_with_options(coffer: Arc<Coffer>, options: AppOptions) -> axum::Router {
     let (_closing_tx, closing) = tokio::sync::watch::channel(false);
-    control_plane_app(coffer, closing, trusted_proxies)
+    control_plane_app(coffer, closing, options)
 }
 
 fn control_plane_app(
     coffer: Arc<Coffer>,
     closing: tokio::sync::watch::Receiver<bool>,
-    trusted_proxies: TrustedProxies,
+    options: AppOptions,
 ) -> axum::Router {
-    let replication = replication::Replication::new(
+    let replication = replication::Replication::with_limits(
         replication::Origin::Root,
         Arc::new(replication::RootAccess(coffer.clone())),
         closing,
+        options.snapshots,
     );
     router::router(AppState::new(
         coffer,
         Some(Arc::new(replication)),
-        trusted_proxies,
+        options.trusted_proxies,
+        options.runtime_rate,
     ))
 }
 
@@ -215,13 +255,25 @@ pub async fn serve(
         .await
         .map_err(|e| ServerError::Other(format!("cannot identify the change log: {e}")))?;
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let app = control_plane_app(coffer.clone(), closing, opts.trusted_proxies.clone());
+    let options = AppOptions {
+        trusted_proxies: opts.trusted_proxies.clone(),
+        snapshots: opts.snapshots,
+        runtime_rate: opts.runtime_rate,
+    };
+    let app = control_plane_app(coffer.clone(), closing, options);
     let flusher = tokio::spawn(housekeeping(coffer.clone(), opts.feed_retention));
-    let result = serve_app(app, opts.listen, opts.tls.as_ref(), on_ready, async move {
-        shutdown.await;
-        // Long-polling edges are answered now rather than holding the drain.
-        let _ = closing_tx.send(true);
-    })
+    let result = serve_app(
+        app,
+        opts.listen,
+        opts.tls.as_ref(),
+        opts.http,
+        on_ready,
+        async move {
+            shutdown.await;
+            // Long-polling edges are answered now rather than holding the drain.
+            let _ = closing_tx.send(true);
+        },
+    )
     .await;
     // Every connection is closed; let queued writes finish and the storage writer stop
     // (shutdown also writes the last token-usage times and audit checkpoints).
@@ -245,11 +297,15 @@ pub fn check_plain_http(
 }
 
 /// Serves `app` on `listen` (with TLS if given) until `shutdown` resolves, then drains
-/// in-flight requests for at most [`DRAIN_TIMEOUT`]. `on_ready` gets the bound address.
+/// in-flight requests for at most [`DRAIN_TIMEOUT`]. `on_ready` gets the bound address. The
+/// listener applies `limits` (see `listener.rs`): a cap on open connections (lowered to fit
+/// the open-file limit, which is raised to its hard limit first), header and idle timeouts,
+/// and limits on header sizes and HTTP/2 streams.
 pub async fn serve_app<S>(
     app: S,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
+    limits: HttpLimits,
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError>
@@ -264,22 +320,28 @@ where
     S::Future: Send + 'static,
 {
     let tls = tls.map(tls::server_config).transpose()?;
-    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind {
+    let bind_error = |source| ServerError::Bind {
         addr: listen,
         source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ServerError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: listen,
-        source,
-    })?;
+    };
+    let listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    let mut limits = limits;
+    if let Some(fit) = listener::connections_that_fit()
+        && limits.max_connections > fit
+    {
+        tracing::warn!(
+            configured = limits.max_connections,
+            allowed = fit,
+            "fewer connections fit in the open-file limit (ulimit -n) than configured; accepting at most the number that fit"
+        );
+        limits.max_connections = fit;
+    }
+    let listener = listener::Listener::new(listener, &limits);
 
-    let handle = axum_server::Handle::<SocketAddr>::new();
+    let handle = axum_server::Handle::<listener::Peer>::new();
     let shutdown_handle = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -294,18 +356,19 @@ where
     });
 
     let service = axum::ServiceExt::<axum::http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
+    let server = axum_server::Server::<listener::Peer>::from_listener(listener);
     let result = match tls {
         Some(config) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-            axum_server::from_tcp_rustls(listener, config)
-                .map_err(|source| ServerError::Bind { addr, source })?
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .handshake_timeout(limits.header_timeout);
+            listener::configure(server.acceptor(acceptor), &limits)
                 .handle(handle)
                 .serve(service)
                 .await
         }
         None => {
-            axum_server::from_tcp(listener)
-                .map_err(|source| ServerError::Bind { addr, source })?
+            listener::configure(server, &limits)
                 .handle(handle)
                 .serve(service)
                 .await

@@ -144,7 +144,12 @@ mod tests {
             .unwrap();
         let app = Router::new()
             .route("/whoami", get(whoami))
-            .with_state(AppState::new(coffer.clone(), None, Default::default()));
+            .with_state(AppState::new(
+                coffer.clone(),
+                None,
+                Default::default(),
+                None,
+            ));
         Fx {
             _dir: dir,
             coffer,

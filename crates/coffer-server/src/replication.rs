@@ -49,10 +49,8 @@ pub const HEAD_HEADER: HeaderName = HeaderName::from_static("coffer-log-head");
 const MAX_ENTRIES: usize = 1_000;
 /// Payload bytes per feed answer at most (past the first entry).
 const MAX_ANSWER_BYTES: usize = 4 << 20;
-/// Snapshots served at once at most; more are refused with 503 (the edge retries).
-const MAX_SNAPSHOTS: usize = 4;
-/// A snapshot whose reader takes nothing for this long is abandoned.
-const SNAPSHOT_STALL: Duration = Duration::from_secs(60);
+/// How long an edge is asked to wait before asking again for a snapshot it was refused.
+const SNAPSHOT_RETRY_SECS: u64 = 5;
 /// The longest long-poll a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Events per access batch at most (an edge sends one batch per interval, aggregated).
@@ -61,6 +59,60 @@ const MAX_EVENTS: usize = 100_000;
 pub const MAX_ACCESS_BODY: usize = 32 << 20;
 /// Snapshot bytes gathered into one body chunk.
 const SNAPSHOT_CHUNK: usize = 256 << 10;
+
+/// What snapshots may hold: each one streams from a read transaction (which keeps SQLite from
+/// checkpointing its WAL past it) and holds a slot, so neither may be held forever by a reader
+/// that is slow or stalled, and one node may not hold every slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotLimits {
+    /// Snapshots served at once at most; more are refused with 503 and `Retry-After` (the edge
+    /// retries).
+    pub max_concurrent: usize,
+    /// Of those, how many one node may hold at once.
+    pub per_node: usize,
+    /// A snapshot still streaming this long after it started is abandoned: its slot and read
+    /// transaction are released and its body ends without its closing frame, which the edge
+    /// refuses as truncated and asks again. Must exceed the time a whole snapshot takes over
+    /// the slowest link an edge has.
+    pub deadline: Duration,
+    /// A snapshot whose reader takes nothing for this long is abandoned the same way.
+    pub stall: Duration,
+}
+
+impl SnapshotLimits {
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15 * 60);
+}
+
+impl Default for SnapshotLimits {
+    fn default() -> SnapshotLimits {
+        SnapshotLimits {
+            max_concurrent: 4,
+            per_node: 1,
+            deadline: SnapshotLimits::DEFAULT_DEADLINE,
+            stall: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A snapshot's claim on the limits, released when the snapshot ends (or is abandoned).
+#[derive(Debug)]
+struct SnapshotSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    node: TokenId,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+}
+
+impl Drop for SnapshotSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.node);
+            }
+        }
+    }
+}
 
 /// Where this process's heartbeats come from.
 #[derive(Debug, Clone)]
@@ -142,7 +194,10 @@ pub struct Replication {
     access: Arc<dyn AccessSink>,
     /// Set to `true` at shutdown: pending long-polls answer at once.
     closing: tokio::sync::watch::Receiver<bool>,
+    limits: SnapshotLimits,
     snapshots: Arc<tokio::sync::Semaphore>,
+    /// Snapshots each node holds now.
+    per_node: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
 }
 
 impl Replication {
@@ -151,12 +206,51 @@ impl Replication {
         access: Arc<dyn AccessSink>,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Replication {
+        Replication::with_limits(origin, access, closing, SnapshotLimits::default())
+    }
+
+    pub fn with_limits(
+        origin: Origin,
+        access: Arc<dyn AccessSink>,
+        closing: tokio::sync::watch::Receiver<bool>,
+        limits: SnapshotLimits,
+    ) -> Replication {
         Replication {
             origin,
             access,
             closing,
-            snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
+            limits,
+            snapshots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
+            per_node: Arc::default(),
         }
+    }
+
+    /// A slot for `node`'s snapshot, or the 503 that says why there is none.
+    fn snapshot_slot(&self, node: TokenId) -> Result<SnapshotSlot, ApiError> {
+        let busy = |message: String| ApiError {
+            retry_after: Some(SNAPSHOT_RETRY_SECS),
+            ..ApiError::new(ErrorCode::Unavailable, message)
+        };
+        let mut held = self.per_node.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.get(&node).copied().unwrap_or(0);
+        if mine >= self.limits.per_node {
+            return Err(busy(format!(
+                "this node is receiving {mine} snapshot(s) already (at most {} at once); retry later",
+                self.limits.per_node
+            )));
+        }
+        let Ok(permit) = self.snapshots.clone().try_acquire_owned() else {
+            return Err(busy(format!(
+                "{} snapshots are being served already; retry later",
+                self.limits.max_concurrent
+            )));
+        };
+        *held.entry(node).or_default() += 1;
+        Ok(SnapshotSlot {
+            _permit: permit,
+            node,
+            held: self.per_node.clone(),
+        })
     }
 }
 
@@ -352,12 +446,9 @@ pub(crate) async fn snapshot(
     NodeAuth(node): NodeAuth,
 ) -> ApiResult<Response> {
     let repl = replication(&app)?.clone();
-    let Ok(slot) = repl.snapshots.clone().try_acquire_owned() else {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!("{MAX_SNAPSHOTS} snapshots are being served already; retry later"),
-        ));
-    };
+    let slot = repl.snapshot_slot(node.id)?;
+    let deadline = tokio::time::Instant::now() + repl.limits.deadline;
+    let stall = repl.limits.stall;
     let storage = app.coffer.storage().clone();
     let (tx, mut parts) = tokio::sync::mpsc::channel::<SnapshotPart>(4096);
     let producer = tokio::spawn(async move { storage.snapshot(tx).await });
@@ -383,9 +474,11 @@ pub(crate) async fn snapshot(
     let position = Position { seq, hash };
     let origin_ms = repl.origin.now_ms();
     let (chunks_tx, chunks) = tokio::sync::mpsc::channel::<Bytes>(8);
-    tokio::spawn(async move {
+    let stream_node = node_name.clone();
+    let stream = async move {
         // Held until the body is produced (or abandoned).
         let _slot = slot;
+        let node_name = stream_node;
         let mut digest = SnapshotDigest::new(position, count);
         let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
         Frame::SnapshotHeader {
@@ -404,8 +497,7 @@ pub(crate) async fn snapshot(
             Frame::Item(item).encode(&mut buf);
             if buf.len() >= SNAPSHOT_CHUNK {
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(SNAPSHOT_CHUNK + 4096));
-                match tokio::time::timeout(SNAPSHOT_STALL, chunks_tx.send(Bytes::from(chunk))).await
-                {
+                match tokio::time::timeout(stall, chunks_tx.send(Bytes::from(chunk))).await {
                     Ok(Ok(())) => {}
                     // The client went away, or stopped reading: dropping `parts` stops the
                     // producer and ends its read transaction.
@@ -435,7 +527,14 @@ pub(crate) async fn snapshot(
             return;
         };
         Frame::SnapshotEnd { digest }.encode(&mut buf);
-        let _ = chunks_tx.send(Bytes::from(buf)).await;
+        let _ = tokio::time::timeout(stall, chunks_tx.send(Bytes::from(buf))).await;
+    };
+    tokio::spawn(async move {
+        // Past the deadline the stream is dropped: with it the slot, and `parts`, which stops
+        // the producer and ends its read transaction.
+        if tokio::time::timeout_at(deadline, stream).await.is_err() {
+            tracing::warn!(node = %node_name, "a snapshot ran past its deadline; abandoning it");
+        }
     });
     let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use coffer_api::{ErrorCode, STORE_BINDINGS_HEADER};
 use coffer_core::{AllBindings, CoreError, ServicePrincipal};
 use coffer_crypto::Plaintext;
-use coffer_types::TokenId;
+use coffer_types::{BindingName, TokenId};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
@@ -48,7 +48,21 @@ impl FromRequestParts<AppState> for ServiceAuth {
             }
         };
         match result {
-            Ok(principal) => Ok(ServiceAuth(principal)),
+            Ok(principal) => {
+                if let Some(limiter) = &app.read_limiter
+                    && let Err(wait) = limiter.take(principal.token_id)
+                {
+                    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    return Err(ApiError {
+                        retry_after: Some(secs),
+                        ..ApiError::new(
+                            ErrorCode::ReadRateLimited,
+                            format!("this service token is over its read rate; retry in {secs} s"),
+                        )
+                    });
+                }
+                Ok(ServiceAuth(principal))
+            }
             Err(e) => Err(refusal(app, e, client, over_limit).await),
         }
     }
@@ -76,11 +90,29 @@ impl AsRef<[u8]> for Wiped<Plaintext> {
     }
 }
 
-impl AsRef<[u8]> for Wiped<Zeroizing<Vec<u8>>> {
+/// A batch read's body, holding its share of [`BATCH_BUDGET`] until it is sent (or dropped).
+struct BatchBody {
+    bytes: Zeroizing<Vec<u8>>,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Wiped<BatchBody> {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.0.bytes
     }
 }
+
+/// Bytes of batch reads (`GET /runtime/v1/bindings`: the values read and the JSON body made of
+/// them) held at once at most, per process, until they are sent; a batch read past it is
+/// answered 503 with `Retry-After` until earlier ones are sent. A slow reader holds its body's
+/// share until it has read it, so many concurrent or slow batch reads cost this much memory,
+/// not one body each. One batch is at most 256 values of 64 KiB and their JSON (over 6 times
+/// that if every byte is a control character); a batch larger than the whole budget takes all
+/// of it, so it is served when nothing else is.
+pub const BATCH_BUDGET: usize = 64 << 20;
+
+/// [`BATCH_BUDGET`] in the unit its semaphore counts (KiB).
+pub(crate) const BATCH_BUDGET_KIB: usize = BATCH_BUDGET >> 10;
 
 fn secret_response(bytes: Bytes, content_type: &'static str) -> Response {
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
@@ -147,16 +179,29 @@ async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Re
         values,
         store_bindings,
     } = app.coffer.read_all_bindings(who).await?;
-    // Sized for the worst case (every byte escaped as \uXXXX), so the buffer never grows and
-    // leaves no unwiped copy behind.
-    let capacity = 2 + values
-        .iter()
-        .map(|(b, v)| b.as_str().len() + 6 * v.len() + 6)
-        .sum::<usize>();
-    let mut body = Zeroizing::new(Vec::with_capacity(capacity));
-    {
+    // Sized exactly, so the buffer is allocated once, never grows (a reallocation would leave
+    // an unwiped copy) and costs no more than the answer.
+    let len = json_object_len(&values);
+    let held = values.iter().map(|(_, v)| v.len()).sum::<usize>() + len;
+    let need = u32::try_from(held.div_ceil(1024).clamp(1, BATCH_BUDGET_KIB)).unwrap_or(u32::MAX);
+    let Ok(budget) = app.batch_budget.clone().try_acquire_many_owned(need) else {
+        return Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "too many batch reads in flight (at most {} MiB at once); retry in 1 s",
+                    BATCH_BUDGET >> 20
+                ),
+            )
+        });
+    };
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    let written = {
         use serde::ser::{SerializeMap, Serializer};
-        let mut ser = serde_json::Serializer::new(&mut *body);
+        // A fixed slice: writing past its end fails rather than reallocating.
+        let mut out: &mut [u8] = &mut body;
+        let mut ser = serde_json::Serializer::new(&mut out);
         let mut map = ser.serialize_map(Some(values.len())).map_err(internal)?;
         for (binding, value) in &values {
             // Values arrive as JSON strings, so they are UTF-8.
@@ -166,9 +211,19 @@ async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Re
                 .map_err(internal)?;
         }
         map.end().map_err(internal)?;
+        len - out.len()
+    };
+    if written != len {
+        return Err(internal(format!("the body is {written} bytes, not {len}")));
     }
-    debug_assert!(body.len() <= capacity);
-    let mut response = secret_response(Bytes::from_owner(Wiped(body)), "application/json");
+    drop(values);
+    let mut response = secret_response(
+        Bytes::from_owner(Wiped(BatchBody {
+            bytes: body,
+            _budget: budget,
+        })),
+        "application/json",
+    );
     if !store_bindings.is_empty() {
         let names: Vec<&str> = store_bindings.iter().map(|b| b.as_str()).collect();
         // Binding names are `[A-Za-z_][A-Za-z0-9_]*`: always a valid header value.
@@ -180,6 +235,72 @@ async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Re
     Ok(response)
 }
 
+/// The length of `{"BINDING":"value",...}` as serde_json writes it.
+fn json_object_len(values: &[(BindingName, Plaintext)]) -> usize {
+    2 + values.len().saturating_sub(1)
+        + values
+            .iter()
+            .map(|(b, v)| {
+                json_string_len(b.as_str().as_bytes()) + 1 + json_string_len(v.expose_secret())
+            })
+            .sum::<usize>()
+}
+
+/// The length of `s` as a JSON string, quotes included, escaped as serde_json escapes: `"` and
+/// `\` and the control characters with a short form take two bytes, the other control
+/// characters six (`\u001f`), everything else (UTF-8 included) stays as it is.
+fn json_string_len(s: &[u8]) -> usize {
+    2 + s
+        .iter()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0x00..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::from(CoreError::Internal(format!("runtime response: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The computed length is the length serde_json writes, for every kind of byte.
+    #[test]
+    fn batch_bodies_are_sized_exactly() {
+        let all_ascii: String = (0u8..0x80).map(char::from).collect();
+        let cases: Vec<Vec<(&str, String)>> = vec![
+            vec![],
+            vec![("A", String::new())],
+            vec![
+                ("A", "plain".into()),
+                ("B_2", "with \"quotes\" and \\".into()),
+            ],
+            vec![
+                ("C", all_ascii.clone()),
+                ("D", "é€𝄞 \u{7f}\u{1f}\n\t".into()),
+            ],
+            vec![("E", "\u{0}".repeat(1000)), ("F", all_ascii.repeat(3))],
+        ];
+        for case in cases {
+            let values: Vec<(BindingName, Plaintext)> = case
+                .iter()
+                .map(|(b, v)| {
+                    (
+                        BindingName::parse(b).unwrap(),
+                        Plaintext::new(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect();
+            let map: serde_json::Map<String, serde_json::Value> = case
+                .iter()
+                .map(|(b, v)| ((*b).to_owned(), serde_json::Value::String(v.clone())))
+                .collect();
+            let expected = serde_json::to_vec(&map).unwrap().len();
+            assert_eq!(json_object_len(&values), expected, "{case:?}");
+        }
+    }
 }

@@ -5,6 +5,7 @@ use coffer_core::Coffer;
 
 use crate::client_addr::TrustedProxies;
 use crate::limiter::AuthLimiter;
+use crate::rate::{ReadLimiter, RuntimeRate};
 use crate::replication::Replication;
 
 /// Shared by every handler. Configuration and keys live here, never in globals.
@@ -25,6 +26,10 @@ pub struct Shared {
     /// The replication API (`/replication/v1`): on the control plane and on relays; `None`
     /// elsewhere (its routes answer 404).
     pub replication: Option<Arc<Replication>>,
+    /// What batch reads may hold in memory at once ([`crate::runtime::BATCH_BUDGET`], in KiB).
+    pub batch_budget: Arc<tokio::sync::Semaphore>,
+    /// The runtime API's per-service-token rate limit, if one is set.
+    pub(crate) read_limiter: Option<ReadLimiter>,
 }
 
 impl AppState {
@@ -32,12 +37,17 @@ impl AppState {
         coffer: Arc<Coffer>,
         replication: Option<Arc<Replication>>,
         trusted_proxies: TrustedProxies,
+        runtime_rate: Option<RuntimeRate>,
     ) -> AppState {
         AppState(Arc::new(Shared {
             coffer,
             auth_limiter: AuthLimiter::default(),
             trusted_proxies,
             replication,
+            batch_budget: Arc::new(tokio::sync::Semaphore::new(
+                crate::runtime::BATCH_BUDGET_KIB,
+            )),
+            read_limiter: runtime_rate.map(ReadLimiter::new),
         }))
     }
 }

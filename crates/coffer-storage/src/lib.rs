@@ -474,6 +474,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// `AlreadyExists(AuditCheckpoint)` if the account has one at that seq; `Invalid` for seq
     /// 0. Never deleted, not even with the account.
     async fn put_audit_checkpoint(&self, cp: AuditCheckpoint) -> Result<()>;
-    /// The account's checkpoints, ordered by seq.
-    async fn audit_checkpoints(&self, account: AccountId) -> Result<Vec<AuditCheckpoint>>;
+    /// Up to `limit` of the account's checkpoints with seq greater than `after_seq`, ordered by
+    /// seq (a verifier pages through them, so its memory does not grow with the log).
+    async fn audit_checkpoints(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditCheckpoint>>;
+    /// The account's checkpoint with the highest seq, if any.
+    async fn last_audit_checkpoint(&self, account: AccountId) -> Result<Option<AuditCheckpoint>>;
 }

@@ -639,8 +639,18 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn audit_checkpoints(&self, account: AccountId) -> Result<Vec<AuditCheckpoint>> {
-        self.read(move |c| audit::checkpoints(c, account)).await
+    async fn audit_checkpoints(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditCheckpoint>> {
+        self.read(move |c| audit::checkpoints(c, account, after_seq, limit))
+            .await
+    }
+
+    async fn last_audit_checkpoint(&self, account: AccountId) -> Result<Option<AuditCheckpoint>> {
+        self.read(move |c| audit::last_checkpoint(c, account)).await
     }
 }
 

@@ -13,8 +13,8 @@ mod timestamp;
 pub use id::{AccountId, DekId, IdError, SecretId, ServiceId, StoreId, TokenId};
 pub use name::{
     BindingName, BindingNameError, NAME_MAX_LEN, NODE_NAME_MAX_LEN, NameError, NameKind, NodeName,
-    NodeNameError, RESERVED_BINDING_NAMES, RESERVED_BINDING_PREFIXES, SERVICE_NAME_MAX_LEN,
-    SecretName, ServiceName, StoreName,
+    NodeNameError, RESERVED_BINDING_NAMES, RESERVED_BINDING_PREFIXES, RESERVED_BINDING_SUFFIXES,
+    SERVICE_NAME_MAX_LEN, SecretName, ServiceName, StoreName,
 };
 pub use scope::{Scope, ScopeError, Scopes};
 pub use timestamp::Timestamp;

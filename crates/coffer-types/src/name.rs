@@ -192,41 +192,164 @@ pub enum BindingNameError {
     BadCharacter,
     /// A well-formed name that [`BindingName::parse_exportable`] refuses.
     #[error(
-        "is reserved: an environment variable of that name would change how a command is found or loaded ({})",
-        reserved_list()
+        "is reserved: an environment variable of that name changes how a program is found, loaded or run (docs/bindings.md lists the reserved names)"
     )]
     Reserved,
 }
 
-/// Environment variables that decide which program runs, or what it loads before its own code.
-/// `coffer run` exports every binding as a variable, so no new binding may have one of these
-/// names ([`BindingName::parse_exportable`]). This list and [`RESERVED_BINDING_PREFIXES`] are
-/// the one place the rule lives: the server's deploy, `coffer deploy` and `coffer run` all ask
-/// [`BindingName::is_reserved`].
+/// Environment variables that decide which program runs, what it loads before or beside its
+/// own code, which hosts and certificates it trusts, or which commands it runs on its own
+/// behalf. `coffer run` exports every binding as a variable, so no new binding may have one of
+/// these names ([`BindingName::parse_exportable`]). This list, [`RESERVED_BINDING_PREFIXES`]
+/// and [`RESERVED_BINDING_SUFFIXES`] are the one place the rule lives: the server's deploy,
+/// `coffer deploy` and `coffer run` all ask [`BindingName::is_reserved`], which compares
+/// without regard to case (some programs read `http_proxy`, others `HTTP_PROXY`).
 pub const RESERVED_BINDING_NAMES: &[&str] = &[
+    // Shells: how a command is found and what a shell runs before or around it.
     "PATH",
     "IFS",
     "ENV",
     "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PROMPT_COMMAND",
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "CDPATH",
+    "GLOBIGNORE",
+    "FPATH",
+    "ZDOTDIR",
+    "INPUTRC",
+    "HOME",
+    "SHELL",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "TEMPDIR",
+    // The C library: files it loads and how it allocates.
+    "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    "LOCPATH",
+    "NLSPATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "RESOLV_HOST_CONF",
+    // Java and its launchers.
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "JAVA_OPTS",
+    "JAVA_HOME",
+    "CLASSPATH",
+    "MAVEN_OPTS",
+    "GRADLE_OPTS",
+    // Node.js.
     "NODE_OPTIONS",
+    "NODE_PATH",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_TLS_REJECT_UNAUTHORIZED",
+    "NODE_REPL_EXTERNAL_MODULE",
+    // Python.
     "PYTHONPATH",
+    "PYTHONHOME",
     "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONINSPECT",
+    "PYTHONWARNINGS",
+    "PYTHONBREAKPOINT",
+    "PYTHONEXECUTABLE",
+    "PYTHONPLATLIBDIR",
+    // Perl, Ruby, PHP.
+    "PERL5LIB",
     "PERL5OPT",
+    "PERLLIB",
+    "PERL5DB",
+    "RUBYLIB",
     "RUBYOPT",
+    "GEM_PATH",
+    "GEM_HOME",
+    "BUNDLE_GEMFILE",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    // Go, .NET, Erlang and Elixir.
+    "GOFLAGS",
+    "GOROOT",
+    "GOTOOLCHAIN",
+    "DOTNET_STARTUP_HOOKS",
+    "DOTNET_ROOT",
+    "COR_ENABLE_PROFILING",
+    "COR_PROFILER",
+    "COR_PROFILER_PATH",
+    "ERL_LIBS",
+    "ERL_FLAGS",
+    "ERL_AFLAGS",
+    "ERL_ZFLAGS",
+    "ELIXIR_ERL_OPTIONS",
+    // Which certificates are trusted, and where TLS secrets or engines come from.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "SSLKEYLOGFILE",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+    // Git and SSH: commands they run and where they read their configuration.
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "GIT_EXEC_PATH",
+    "GIT_PROXY_COMMAND",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_PAGER",
+    "GIT_EDITOR",
+    "GIT_SEQUENCE_EDITOR",
+    "GIT_TEMPLATE_DIR",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_NO_VERIFY",
+    // Commands that programs start for the user.
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "MANPAGER",
+    "BROWSER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    // Where packages are installed from.
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_CONFIG_FILE",
 ];
 
-/// Prefixes of reserved names: the dynamic loaders' variables (`LD_PRELOAD`, `DYLD_INSERT_...`).
-pub const RESERVED_BINDING_PREFIXES: &[&str] = &["LD_", "DYLD_"];
+/// Prefixes of reserved names: the dynamic loaders' variables (`LD_PRELOAD`,
+/// `DYLD_INSERT_LIBRARIES`), the C library's allocator settings (`MALLOC_CHECK_`), the .NET
+/// profiler's, Git's configuration (`GIT_CONFIG_COUNT`, `GIT_CONFIG_KEY_0`...), npm's, Lua's
+/// search paths and start-up code in every version (`LUA_PATH_5_4`), and the XDG base
+/// directories, where programs find their configuration.
+pub const RESERVED_BINDING_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "MALLOC_",
+    "CORECLR_",
+    "GIT_CONFIG",
+    "NPM_CONFIG_",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "LUA_INIT",
+    "XDG_",
+];
 
-/// `PATH, IFS, ..., LD_*, DYLD_*`, for messages.
-fn reserved_list() -> String {
-    RESERVED_BINDING_NAMES
-        .iter()
-        .map(|n| (*n).to_owned())
-        .chain(RESERVED_BINDING_PREFIXES.iter().map(|p| format!("{p}*")))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// Suffixes of reserved names: the proxies nearly every HTTP client obeys (`HTTPS_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`...).
+pub const RESERVED_BINDING_SUFFIXES: &[&str] = &["_PROXY"];
 
 /// The name under which a service sees a secret (`env.OPENAI_KEY`, or the environment variable
 /// `OPENAI_KEY` under `coffer run`). Because both uses must work, it must be a portable
@@ -262,11 +385,22 @@ impl BindingName {
         Ok(name)
     }
 
-    /// Whether `s` is a reserved name ([`RESERVED_BINDING_NAMES`], or a name starting with one
-    /// of [`RESERVED_BINDING_PREFIXES`]). Case-sensitive, like environment variables.
+    /// Whether `s` is a reserved name: one of [`RESERVED_BINDING_NAMES`], or a name starting
+    /// with one of [`RESERVED_BINDING_PREFIXES`] or ending with one of
+    /// [`RESERVED_BINDING_SUFFIXES`], in any case (`http_proxy` as well as `HTTP_PROXY`: programs
+    /// read one or the other, some both).
     pub fn is_reserved(s: &str) -> bool {
-        RESERVED_BINDING_NAMES.contains(&s)
-            || RESERVED_BINDING_PREFIXES.iter().any(|p| s.starts_with(p))
+        let starts = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+        let ends = |p: &str| {
+            s.len() >= p.len()
+                && s.get(s.len() - p.len()..)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(p))
+        };
+        RESERVED_BINDING_NAMES
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(s))
+            || RESERVED_BINDING_PREFIXES.iter().any(|p| starts(p))
+            || RESERVED_BINDING_SUFFIXES.iter().any(|p| ends(p))
     }
 
     pub fn as_str(&self) -> &str {
@@ -327,15 +461,51 @@ mod tests {
             "IFS",
             "ENV",
             "BASH_ENV",
+            "PROMPT_COMMAND",
+            "HOME",
+            "SHELL",
+            "TMPDIR",
             "NODE_OPTIONS",
+            "NODE_PATH",
+            "NODE_EXTRA_CA_CERTS",
             "PYTHONPATH",
+            "PYTHONHOME",
             "PYTHONSTARTUP",
+            "PERL5LIB",
             "PERL5OPT",
+            "RUBYLIB",
             "RUBYOPT",
+            "GEM_PATH",
+            "GEM_HOME",
+            "JAVA_TOOL_OPTIONS",
+            "_JAVA_OPTIONS",
+            "JDK_JAVA_OPTIONS",
+            "CLASSPATH",
+            "GCONV_PATH",
+            "GLIBC_TUNABLES",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "GIT_SSH_COMMAND",
             "LD_PRELOAD",
             "LD_LIBRARY_PATH",
             "LD_",
             "DYLD_INSERT_LIBRARIES",
+            "MALLOC_CHECK_",
+            "GIT_CONFIG_KEY_0",
+            "LUA_PATH",
+            "LUA_INIT_5_4",
+            "XDG_CONFIG_HOME",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            // In any case: programs read `http_proxy` as readily as `HTTP_PROXY`.
+            "http_proxy",
+            "Https_Proxy",
+            "path",
+            "Ld_x",
+            "java_tool_options",
+            "npm_config_registry",
         ] {
             assert!(BindingName::parse(reserved).is_ok(), "{reserved}");
             assert!(BindingName::is_reserved(reserved), "{reserved}");
@@ -345,31 +515,42 @@ mod tests {
                 "{reserved}"
             );
         }
-        // Names that merely look alike, and other cases, are ordinary names.
+        // Names that merely look alike are ordinary names.
         for ok in [
             "MY_PATH",
             "PATHS",
             "OLD_LD",
             "ENVIRONMENT",
-            "path",
-            "Ld_x",
+            "HOMEPAGE_KEY",
             "LD",
+            "PROXY",
+            "PROXY_URL",
+            "JAVA_KEY",
+            "NODE_ENV_SECRET",
+            "GIT_TOKEN",
+            "OPENAI_KEY",
         ] {
             assert_eq!(BindingName::parse_exportable(ok).unwrap().as_str(), ok);
+        }
+        // Every listed name and prefix is a well-formed, upper-case name: a typo would be a
+        // hole in the list.
+        for n in RESERVED_BINDING_NAMES
+            .iter()
+            .chain(RESERVED_BINDING_PREFIXES)
+            .chain(RESERVED_BINDING_SUFFIXES)
+        {
+            assert!(BindingName::parse(n).is_ok(), "{n}");
+            assert_eq!(n.to_ascii_uppercase(), *n, "{n}");
         }
         // Malformed names keep their own error.
         assert_eq!(
             BindingName::parse_exportable("LD-X"),
             Err(BindingNameError::BadCharacter)
         );
-        let text = BindingNameError::Reserved.to_string();
-        assert!(
-            text.starts_with("is reserved: an environment variable of that name would change"),
-            "{text}"
-        );
-        assert!(
-            text.ends_with("(PATH, IFS, ENV, BASH_ENV, NODE_OPTIONS, PYTHONPATH, PYTHONSTARTUP, PERL5OPT, RUBYOPT, LD_*, DYLD_*)"),
-            "{text}"
+        assert_eq!(
+            BindingNameError::Reserved.to_string(),
+            "is reserved: an environment variable of that name changes how a program is found, \
+             loaded or run (docs/bindings.md lists the reserved names)"
         );
     }
 

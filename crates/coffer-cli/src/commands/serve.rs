@@ -39,6 +39,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         max_stores: args.max_stores,
         feed_retention: args.feed_retention,
         trusted_proxies: args.proxies.trusted()?,
+        http: args.limits.http(),
+        snapshots: args.limits.snapshots(),
+        runtime_rate: args.limits.runtime_rate(),
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve(
@@ -103,6 +106,9 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         long_poll: coffer_edge::EdgeOptions::DEFAULT_LONG_POLL,
         max_staleness: args.max_staleness.map(std::time::Duration::from_secs),
         trusted_proxies: args.proxies.trusted()?,
+        http: args.limits.http(),
+        snapshots: args.limits.snapshots(),
+        runtime_rate: args.limits.runtime_rate(),
     };
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
@@ -145,6 +151,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         max_stores: ServeOptions::DEFAULT_MAX_STORES,
         feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
         trusted_proxies: Default::default(),
+        http: Default::default(),
+        snapshots: Default::default(),
+        runtime_rate: None,
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(

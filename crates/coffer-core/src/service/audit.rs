@@ -24,6 +24,10 @@ use crate::{CoreError, Permission, Principal, RequestContext, Resource};
 pub struct Target {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The account acted on, in the entry the instance operator's own log keeps of an act on
+    /// another account (the acted-on account's log has its own entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<AccountId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,6 +193,14 @@ pub struct Details {
     pub edge_relay_id: Option<TokenId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge_relay: Option<String>,
+    /// How many failed authentications a `login` entry stands for, and when the first and last
+    /// were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_attempt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -265,7 +277,7 @@ static NO_CONTEXT: RequestContext = RequestContext {
 const VERIFY_BATCH: usize = 1000;
 
 /// The message a checkpoint's MAC covers.
-fn checkpoint_message(account: AccountId, seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn checkpoint_message(account: AccountId, seq: u64, hash: &[u8; 32]) -> Vec<u8> {
     let mut m = Vec::with_capacity(19 + 16 + 8 + 32);
     m.extend_from_slice(b"coffer/audit-cp/v1");
     m.push(0);
@@ -372,6 +384,30 @@ impl Coffer {
         )
     }
 
+    /// The entries of a change made by `who` in `account`: one in `account`'s log and, when the
+    /// instance operator acts on another account, one in the operator's own log naming the
+    /// account acted on. So an account's log shows everything done to it, and the operator's
+    /// log everything the operator did elsewhere.
+    pub(crate) fn change_entries(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        action: &'static str,
+        target: Target,
+        details: Details,
+    ) -> Result<Vec<AuditEntry>, CoreError> {
+        let mut entries =
+            vec![self.change_entry(who, account, action, target.clone(), details.clone())?];
+        if who.operator && who.account_id != account {
+            let target = Target {
+                account_id: Some(account),
+                ..target
+            };
+            entries.push(self.change_entry(who, who.account_id, action, target, details)?);
+        }
+        Ok(entries)
+    }
+
     /// Records a denied attempt and returns the denial. A caller probing another account is
     /// recorded in its own account's log, so the target account learns nothing and the probe
     /// is still visible to the prober's administrators.
@@ -385,6 +421,12 @@ impl Coffer {
     ) -> CoreError {
         let reason = match &error {
             CoreError::Forbidden(p) => format!("missing permission {p}"),
+            CoreError::OutsideOperatorReach(p) => {
+                format!("{p} in another account is outside the operator's reach")
+            }
+            CoreError::OperatorFirstTokenOnly => {
+                "the operator creates only an account's first token, a super_admin".to_owned()
+            }
             CoreError::NotFound(Resource::Account) => {
                 "account not visible to this token".to_owned()
             }
@@ -429,12 +471,10 @@ impl Coffer {
     ) -> Result<(), CoreError> {
         match who.require(account, need) {
             Ok(()) => Ok(()),
-            // The operator may not bind in other accounts, but an account that does not exist
-            // is still a plain 404 for it, as for everything else it does.
-            Err(CoreError::Forbidden(Permission::Bind))
-                if who.operator
-                    && account != who.account_id
-                    && self.storage.get_account(account).await?.is_none() =>
+            // Out of the operator's reach in another account, but an account that does not
+            // exist is still a plain 404 for it, as for everything else it does.
+            Err(CoreError::OutsideOperatorReach(_))
+                if self.storage.get_account(account).await?.is_none() =>
             {
                 Err(CoreError::NotFound(Resource::Account))
             }
@@ -463,54 +503,8 @@ impl Coffer {
         }
     }
 
-    /// Records that an address used up its failed-authentication budget. Guesses with unknown
-    /// token ids belong to no account, so this goes to the instance's own log: the log of the
-    /// account holding the operator token.
-    pub async fn record_rate_limited(&self, client: &str, failures: u32) {
-        if self.replica {
-            // An edge keeps no audit log (and its replica holds no API tokens to find the
-            // operator by); the warning in its log is the record.
-            return;
-        }
-        let account = match self.operator_account().await {
-            Ok(Some(account)) => account,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "could not find the operator's account to audit a rate limit");
-                return;
-            }
-        };
-        let context = RequestContext {
-            request_id: String::new(),
-            client: Some(client.to_owned()),
-        };
-        let event = Event {
-            action: "login",
-            outcome: "rate_limited",
-            target: Target {
-                kind: "instance",
-                ..Target::default()
-            },
-            details: Details {
-                reason: Some(format!(
-                    "{failures} failed authentications from this address within a minute"
-                )),
-                ..Details::default()
-            },
-            who: Actorish::Anonymous { context: &context },
-        };
-        match self.audit_entry(account, event) {
-            Ok(entry) => {
-                if let Err(e) = self.storage.append_audit(&[entry]).await {
-                    tracing::error!(error = %e, "could not record a rate limit in the audit log");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not build an audit entry"),
-        }
-    }
-
     /// The account holding the operator token (found once, then remembered).
-    async fn operator_account(&self) -> Result<Option<AccountId>, CoreError> {
+    pub(crate) async fn operator_account(&self) -> Result<Option<AccountId>, CoreError> {
         if let Some(account) = self.operator_account.get() {
             return Ok(Some(*account));
         }
@@ -527,35 +521,6 @@ impl Coffer {
             }
         }
         Ok(None)
-    }
-
-    /// Records a failed login for a token id that exists (its account is known); unknown ids
-    /// have no account to record in and are only logged.
-    pub(crate) async fn record_failed_login(
-        &self,
-        account: AccountId,
-        token: TokenId,
-        context: &RequestContext,
-        reason: &str,
-    ) {
-        let event = Event {
-            action: "login",
-            outcome: "denied",
-            target: Target::token(Some(token), None),
-            details: Details {
-                reason: Some(reason.to_owned()),
-                ..Details::default()
-            },
-            who: Actorish::Token { id: token, context },
-        };
-        match self.audit_entry(account, event) {
-            Ok(entry) => {
-                if let Err(e) = self.storage.append_audit(&[entry]).await {
-                    tracing::error!(error = %e, "could not record a failed login in the audit log");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not build an audit entry"),
-        }
     }
 
     /// The account's audit log (super_admin of the account, or the operator). Reading it is not
@@ -588,9 +553,8 @@ impl Coffer {
             };
             let last = self
                 .storage
-                .audit_checkpoints(account)
+                .last_audit_checkpoint(account)
                 .await?
-                .last()
                 .map(|c| c.seq);
             if last == Some(seq) {
                 continue;
@@ -660,17 +624,29 @@ impl Coffer {
     /// The verification itself, without a permission check (for `coffer audit verify` run by
     /// the operator and for tests).
     pub async fn verify_chain(&self, account: AccountId) -> Result<AuditVerification, CoreError> {
+        self.verify_chain_paged(account, VERIFY_BATCH).await
+    }
+
+    /// [`Coffer::verify_chain`], reading entries and checkpoints `page` at a time: one pass over
+    /// both, in seq order, holding one page of each, so its memory does not grow with the log.
+    /// A broken chain is reported before any checkpoint problem (a checkpoint is only as good as
+    /// the chain it signs); otherwise the first checkpoint problem in seq order.
+    pub(crate) async fn verify_chain_paged(
+        &self,
+        account: AccountId,
+        page: usize,
+    ) -> Result<AuditVerification, CoreError> {
+        let page = page.max(1);
+        let mut checkpoints = Checkpoints::new(account, page);
         let mut expected_seq = 1u64;
         let mut prev = [0u8; 32];
-        let mut hashes: std::collections::HashMap<u64, [u8; 32]> = std::collections::HashMap::new();
-        let mut first_bad: Option<(u64, String)> = None;
+        let mut chain_bad: Option<(u64, String)> = None;
+        let mut checkpoint_bad: Option<(u64, String)> = None;
+        let mut checkpoints_checked = 0u64;
         let mut checked = 0u64;
         let mut after = 0u64;
         'outer: loop {
-            let batch = self
-                .storage
-                .audit_entries(account, after, VERIFY_BATCH)
-                .await?;
+            let batch = self.storage.audit_entries(account, after, page).await?;
             if batch.is_empty() {
                 break;
             }
@@ -694,51 +670,114 @@ impl Coffer {
                     None
                 };
                 if let Some(p) = problem {
-                    first_bad = Some((record.seq.min(expected_seq), p));
+                    chain_bad = Some((record.seq.min(expected_seq), p));
                     break 'outer;
                 }
-                hashes.insert(record.seq, record.hash);
+                // The checkpoints that sign this entry (seqs are unique, so at most one).
+                while checkpoint_bad.is_none()
+                    && let Some(cp) = checkpoints.next_at_most(self, record.seq).await?
+                {
+                    checkpoints_checked += 1;
+                    checkpoint_bad = self.checkpoint_problem(account, &cp, Some(&record.hash));
+                }
                 prev = record.hash;
                 expected_seq += 1;
             }
         }
         let head = (expected_seq > 1).then(|| (expected_seq - 1, prev));
-        let checkpoints = self.storage.audit_checkpoints(account).await?;
-        let mut checkpoints_checked = 0;
-        if first_bad.is_none() {
-            for cp in &checkpoints {
-                checkpoints_checked += 1;
-                let signed = self
-                    .keys
-                    .audit_mac()
-                    .verify(&checkpoint_message(account, cp.seq, &cp.hash), &cp.mac);
-                let problem = if !signed {
-                    Some(
-                        "checkpoint signature is invalid (forged or altered checkpoint)".to_owned(),
-                    )
-                } else {
-                    match hashes.get(&cp.seq) {
-                        None => Some(format!(
-                            "a signed checkpoint covers entry {} but the log ends before it (entries removed)",
-                            cp.seq
-                        )),
-                        Some(h) if h != &cp.hash => Some(
-                            "entry differs from the signed checkpoint (log rewritten)".to_owned(),
-                        ),
-                        Some(_) => None,
-                    }
-                };
-                if let Some(p) = problem {
-                    first_bad = Some((cp.seq, p));
-                    break;
-                }
-            }
+        if chain_bad.is_some() {
+            return Ok(AuditVerification {
+                entries_checked: checked,
+                checkpoints_checked: 0,
+                head,
+                first_bad: chain_bad,
+            });
+        }
+        // Checkpoints past the end of the log sign entries that are gone.
+        while checkpoint_bad.is_none()
+            && let Some(cp) = checkpoints.next_at_most(self, u64::MAX).await?
+        {
+            checkpoints_checked += 1;
+            checkpoint_bad = self.checkpoint_problem(account, &cp, None);
         }
         Ok(AuditVerification {
             entries_checked: checked,
             checkpoints_checked,
             head,
-            first_bad,
+            first_bad: checkpoint_bad,
         })
+    }
+
+    /// What is wrong with `cp`, given the hash of the entry at its seq (`None`: the log ends
+    /// before it).
+    fn checkpoint_problem(
+        &self,
+        account: AccountId,
+        cp: &AuditCheckpoint,
+        entry_hash: Option<&[u8; 32]>,
+    ) -> Option<(u64, String)> {
+        let signed = self
+            .keys
+            .audit_mac()
+            .verify(&checkpoint_message(account, cp.seq, &cp.hash), &cp.mac);
+        let problem = if !signed {
+            "checkpoint signature is invalid (forged or altered checkpoint)".to_owned()
+        } else {
+            match entry_hash {
+                None => format!(
+                    "a signed checkpoint covers entry {} but the log ends before it (entries removed)",
+                    cp.seq
+                ),
+                Some(h) if h != &cp.hash => {
+                    "entry differs from the signed checkpoint (log rewritten)".to_owned()
+                }
+                Some(_) => return None,
+            }
+        };
+        Some((cp.seq, problem))
+    }
+}
+
+/// An account's checkpoints, read a page at a time in seq order.
+struct Checkpoints {
+    account: AccountId,
+    page: usize,
+    buffer: std::collections::VecDeque<AuditCheckpoint>,
+    after: u64,
+    done: bool,
+}
+
+impl Checkpoints {
+    fn new(account: AccountId, page: usize) -> Checkpoints {
+        Checkpoints {
+            account,
+            page,
+            buffer: std::collections::VecDeque::new(),
+            after: 0,
+            done: false,
+        }
+    }
+
+    /// The next checkpoint if its seq is at most `seq` (taken), else `None` (left for later).
+    async fn next_at_most(
+        &mut self,
+        coffer: &Coffer,
+        seq: u64,
+    ) -> Result<Option<AuditCheckpoint>, CoreError> {
+        if self.buffer.is_empty() && !self.done {
+            let page = coffer
+                .storage
+                .audit_checkpoints(self.account, self.after, self.page)
+                .await?;
+            self.done = page.len() < self.page;
+            if let Some(last) = page.last() {
+                self.after = last.seq;
+            }
+            self.buffer.extend(page);
+        }
+        match self.buffer.front() {
+            Some(cp) if cp.seq <= seq => Ok(self.buffer.pop_front()),
+            _ => Ok(None),
+        }
     }
 }

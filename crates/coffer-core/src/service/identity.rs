@@ -1,8 +1,10 @@
 //! Identity: accounts, API tokens and authentication.
 //!
 //! Who may do what here: the instance operator (the token `coffer init` prints) creates, lists
-//! and deletes accounts, sets their quotas, and manages tokens in any account; an account's
-//! `super_admin` manages its own account's tokens. No token made through the API is an operator.
+//! and deletes accounts and sets their quotas; in any account it lists, reads and revokes tokens,
+//! and in another account it creates only the first token, a super_admin
+//! ([`crate::operator_reaches`]). An account's `super_admin` manages its own account's tokens. No
+//! token made through the API is an operator.
 
 use coffer_crypto::{ApiToken, PresentedToken, random_id};
 use coffer_storage::{AccountRecord, TokenRecord};
@@ -17,7 +19,7 @@ use crate::{
 
 const INVALID_TOKEN: &str = "invalid API token";
 
-/// Whether a failed authentication with a token id that exists is written to the audit log.
+/// Whether a failed authentication with a token id that exists is noted for the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FailedLogins {
     Audit,
@@ -122,24 +124,31 @@ impl Coffer {
             revoked: None,
             last_used: None,
         };
-        let event = Event {
-            action: "create",
-            outcome: "success",
-            target: Target::token(Some(id), Some(name)),
-            details: Details {
-                role: Some(role.as_str()),
-                ..Details::default()
-            },
-            who: who.map_or(Actorish::Instance, Actorish::Principal),
+        let target = Target::token(Some(id), Some(name));
+        let details = Details {
+            role: Some(role.as_str()),
+            ..Details::default()
         };
-        let entry = self.audit_entry(account, event)?;
-        self.storage.create_token(record.clone(), &[entry]).await?;
+        let entries = match who {
+            Some(who) => self.change_entries(who, account, "create", target, details)?,
+            None => vec![self.audit_entry(
+                account,
+                Event {
+                    action: "create",
+                    outcome: "success",
+                    target,
+                    details,
+                    who: Actorish::Instance,
+                },
+            )?],
+        };
+        self.storage.create_token(record.clone(), &entries).await?;
         Ok((record, token))
     }
 
     /// Authenticates a bearer token. Every failure is the same to the caller apart from its
     /// message, and no message contains the token. A failure with a token id that exists is
-    /// recorded in its account's audit log.
+    /// recorded in its account's audit log, aggregated (see `failures.rs`).
     pub async fn authenticate(
         &self,
         bearer: &str,
@@ -210,8 +219,7 @@ impl Coffer {
             Err(e) => {
                 // The token id exists, so the attempt has an account to be recorded in.
                 if let (CoreError::Unauthenticated(reason), FailedLogins::Audit) = (&e, failures) {
-                    self.record_failed_login(record.account_id, record.id, &context, reason)
-                        .await;
+                    self.note_failed_login(record.account_id, record.id, &context, reason);
                 }
                 Err(e)
             }
@@ -256,8 +264,14 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
     ) -> Result<AccountRecord, CoreError> {
-        self.require_account(who, account, Permission::Read, "read", Target::account())
-            .await
+        self.require_account(
+            who,
+            account,
+            Permission::ViewAccount,
+            "read",
+            Target::account(),
+        )
+        .await
     }
 
     /// Sets the account's own secrets quota, or with `None` returns it to the server default;
@@ -280,7 +294,7 @@ impl Coffer {
                 format!("must be at most {MAX_SECRETS_QUOTA}"),
             ));
         }
-        let entry = self.change_entry(
+        let entries = self.change_entries(
             who,
             account,
             "update",
@@ -291,7 +305,7 @@ impl Coffer {
             },
         )?;
         self.storage
-            .set_account_quota(account, quota, &[entry])
+            .set_account_quota(account, quota, &entries)
             .await?;
         let account_rec = self
             .storage
@@ -341,10 +355,10 @@ impl Coffer {
             created: Timestamp::now(),
             secrets_quota: None,
         };
-        // The new account's log starts with its creation.
-        let entry = self.change_entry(who, record.id, "create", target, Details::default())?;
+        // The new account's log starts with its creation; the operator's log says so too.
+        let entries = self.change_entries(who, record.id, "create", target, Details::default())?;
         self.storage
-            .create_account(record.clone(), &[entry])
+            .create_account(record.clone(), &entries)
             .await?;
         Ok(record)
     }
@@ -376,22 +390,29 @@ impl Coffer {
                 "the account holding the operator token cannot be deleted",
             ));
         }
-        // Barred before the write: see token_cache.rs.
-        self.token_cache.bar_account(account);
-        // Recorded in the deleted account's own log, which outlives it.
-        let entry = self.change_entry(
+        // Barred before the write (see token_cache.rs), if it exists: made-up ids add no bar.
+        if self.storage.get_account(account).await?.is_some() {
+            self.token_cache.bar_account(account);
+        }
+        // Recorded in the deleted account's own log, which outlives it, and in the operator's.
+        let entries = self.change_entries(
             who,
             account,
             "delete",
             Target::account(),
             Details::default(),
         )?;
-        Ok(self.storage.delete_account(account, &[entry]).await?)
+        Ok(self.storage.delete_account(account, &entries).await?)
     }
 
     // ---- tokens ----
 
     /// Creates an API token in `account`. The value is returned here and never again.
+    ///
+    /// In another account the instance operator creates only the first token, a super_admin
+    /// (how a new account gets its administrator): once an account has a token, its own
+    /// super_admins make the others, so the operator cannot give itself a way into an account
+    /// that is in use (see [`crate::operator_reaches`]).
     pub async fn create_token(
         &self,
         who: &Principal,
@@ -406,6 +427,21 @@ impl Coffer {
             Target::token(None, Some(&new.name)),
         )
         .await?;
+        if who.operator
+            && account != who.account_id
+            && (new.role != Role::SuperAdmin
+                || !self.storage.list_tokens(account).await?.is_empty())
+        {
+            return Err(self
+                .deny(
+                    who,
+                    account,
+                    "create",
+                    Target::token(None, Some(&new.name)),
+                    CoreError::OperatorFirstTokenOnly,
+                )
+                .await);
+        }
         check_label(&new.name, "/name")?;
         if new.expires.is_some_and(|at| at <= Timestamp::now()) {
             return Err(CoreError::invalid(
@@ -500,10 +536,14 @@ impl Coffer {
         }
         // Barred before the write (see token_cache.rs): from here on the token is read from
         // storage on every use, so the revocation acts on the very next request even if this
-        // request is cancelled after the write commits.
-        self.token_cache.bar_token(id);
+        // request is cancelled after the write commits. Only a token that exists in this
+        // account is barred (ids are random, so one that does not exist never will): asking to
+        // revoke made-up ids cannot grow the set of bars.
+        if existing.is_some() {
+            self.token_cache.bar_token(id);
+        }
         let name = existing.as_ref().map(|t| t.name.as_str());
-        let entry = self.change_entry(
+        let entries = self.change_entries(
             who,
             account,
             "revoke",
@@ -512,7 +552,7 @@ impl Coffer {
         )?;
         let mut t = self
             .storage
-            .revoke_token(account, id, Timestamp::now(), &[entry])
+            .revoke_token(account, id, Timestamp::now(), &entries)
             .await?;
         self.merge_usage(&mut t);
         Ok(t)

@@ -19,6 +19,9 @@ struct Fx {
     coffer: Coffer,
     op: Principal,
     account: AccountId,
+    /// A super_admin of each other account, made by the operator as that account's first
+    /// token (all the operator may create there).
+    admins: tokio::sync::Mutex<std::collections::HashMap<AccountId, Principal>>,
 }
 
 async fn fx() -> Fx {
@@ -38,6 +41,7 @@ async fn fx() -> Fx {
         coffer,
         op,
         account,
+        admins: Default::default(),
     }
 }
 
@@ -59,10 +63,35 @@ impl Fx {
 
     /// A real API token of `account` with `role` (never an operator), authenticated.
     async fn api_token(&self, account: AccountId, role: Role) -> (ApiToken, Principal) {
+        let creator = if account == self.account {
+            self.op.clone()
+        } else {
+            self.admin_of(account).await
+        };
+        self.token_by(&creator, account, role).await
+    }
+
+    /// The super_admin of another account that makes its tokens.
+    async fn admin_of(&self, account: AccountId) -> Principal {
+        let mut admins = self.admins.lock().await;
+        if let Some(admin) = admins.get(&account) {
+            return admin.clone();
+        }
+        let admin = self.token_by(&self.op, account, Role::SuperAdmin).await.1;
+        admins.insert(account, admin.clone());
+        admin
+    }
+
+    async fn token_by(
+        &self,
+        creator: &Principal,
+        account: AccountId,
+        role: Role,
+    ) -> (ApiToken, Principal) {
         let (_, token) = self
             .coffer
             .create_token(
-                &self.op,
+                creator,
                 account,
                 NewToken {
                     name: format!("t-{}", role.as_str()),

@@ -366,15 +366,52 @@ async fn an_api_token_is_refused_on_the_runtime_and_a_service_token_on_the_contr
 async fn the_operator_binds_only_in_its_own_account() {
     let f = fx().await;
     let other = f.coffer.create_account(&f.op, "team-b").await.unwrap().id;
+    // The operator gives the new account its first token, a super_admin, and no more.
+    let (_, admin) = f
+        .coffer
+        .create_token(
+            &f.op,
+            other,
+            crate::NewToken {
+                name: "b-admin".into(),
+                role: Role::SuperAdmin,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    let admin = f
+        .coffer
+        .authenticate(admin.expose_secret(), crate::RequestContext::default())
+        .await
+        .unwrap();
+    for role in [Role::SuperAdmin, Role::SecretsStoreDeployer] {
+        let second = f
+            .coffer
+            .create_token(
+                &f.op,
+                other,
+                crate::NewToken {
+                    name: "second".into(),
+                    role,
+                    expires: None,
+                },
+            )
+            .await;
+        assert!(
+            matches!(second, Err(CoreError::OperatorFirstTokenOnly)),
+            "{second:?}"
+        );
+    }
     let store = f
         .coffer
-        .create_store(&f.op, other, StoreName::parse("b").unwrap())
+        .create_store(&admin, other, StoreName::parse("b").unwrap())
         .await
         .unwrap()
         .id;
     f.coffer
         .create_secrets(
-            &f.op,
+            &admin,
             other,
             store,
             vec![CreateSecretItem {
@@ -412,6 +449,7 @@ async fn the_operator_binds_only_in_its_own_account() {
         f.coffer.deploy_service(&f.op, missing, deploy).await,
         Err(CoreError::NotFound(crate::Resource::Account))
     ));
+    // Nor does it see the account's stores or services.
     assert!(matches!(
         f.coffer
             .list_services(
@@ -423,10 +461,27 @@ async fn the_operator_binds_only_in_its_own_account() {
                     name: None
                 }
             )
-            .await
-            .map(|p| p.total_count),
-        Ok(0)
+            .await,
+        Err(CoreError::OutsideOperatorReach(crate::Permission::Read))
     ));
+    assert!(matches!(
+        f.coffer
+            .create_store(&f.op, other, StoreName::parse("c").unwrap())
+            .await,
+        Err(CoreError::OutsideOperatorReach(crate::Permission::Edit))
+    ));
+    // The account's own super_admin binds there.
+    let d = Deploy {
+        name: ServiceName::parse("own").unwrap(),
+        kind: Scope::Workers,
+        secrets: vec![SecretBindingRecord {
+            binding: BindingName::parse("K").unwrap(),
+            store_id: store,
+            secret_name: SecretName::parse("k").unwrap(),
+        }],
+        stores: vec![],
+    };
+    assert!(f.coffer.deploy_service(&admin, other, d).await.is_ok());
 }
 
 #[tokio::test]

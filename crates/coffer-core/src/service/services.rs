@@ -68,32 +68,33 @@ impl Coffer {
             .map(|b| b.binding.as_str())
             .or_else(|| deploy.stores.first().map(|b| b.binding.as_str()));
         let service_target = || Target::service(None, Some(deploy.name.as_str()));
-        // Another account stays invisible (404), as for every operation.
-        if let Err(e @ CoreError::NotFound(_)) = who.require(account, Permission::Read) {
-            return Err(self.deny(who, account, "bind", service_target(), e).await);
-        }
-        if who.operator
-            && account != who.account_id
-            && self.storage.get_account(account).await?.is_none()
-        {
-            return Err(CoreError::NotFound(Resource::Account));
-        }
-        if let Err(CoreError::Forbidden(_)) = who.require(account, Permission::Bind) {
-            let reason = if who.role.allows(Permission::Bind) {
-                "the instance operator binds secrets only in its own account (a binding gives a service the values); use a token of this account".to_owned()
-            } else {
-                format!(
-                    "the token's role {} may not bind secrets to services (that needs super_admin or secrets_store_deployer)",
-                    who.role.as_str()
-                )
-            };
-            let denial = CoreError::BindingDenied {
-                binding: first_binding.map(str::to_owned),
-                reason,
-            };
-            return Err(self
-                .deny(who, account, "bind", service_target(), denial)
-                .await);
+        match who.require(account, Permission::Bind) {
+            Ok(()) => {}
+            // Another account stays invisible (404), as for every operation.
+            Err(e @ CoreError::NotFound(_)) => {
+                return Err(self.deny(who, account, "bind", service_target(), e).await);
+            }
+            Err(e) => {
+                let reason = match e {
+                    CoreError::OutsideOperatorReach(_) => {
+                        if self.storage.get_account(account).await?.is_none() {
+                            return Err(CoreError::NotFound(Resource::Account));
+                        }
+                        "the instance operator binds secrets only in its own account (a binding gives a service the values); use a token of this account".to_owned()
+                    }
+                    _ => format!(
+                        "the token's role {} may not bind secrets to services (that needs super_admin or secrets_store_deployer)",
+                        who.role.as_str()
+                    ),
+                };
+                let denial = CoreError::BindingDenied {
+                    binding: first_binding.map(str::to_owned),
+                    reason,
+                };
+                return Err(self
+                    .deny(who, account, "bind", service_target(), denial)
+                    .await);
+            }
         }
         self.storage
             .get_account(account)

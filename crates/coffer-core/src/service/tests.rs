@@ -396,3 +396,269 @@ async fn shutdown_closes_storage() {
     // Idempotent.
     f.coffer.shutdown().await;
 }
+
+/// Revoking made-up token ids, or real ones in the wrong account, and deleting made-up
+/// accounts bar nothing: the set of bars grows only with tokens and accounts that exist.
+#[tokio::test]
+async fn only_existing_tokens_and_accounts_are_barred() {
+    let f = default_fixture().await;
+    let op = &f.operator;
+    let other = f.coffer.create_account(op, "other").await.unwrap().id;
+    let (in_other, _) = f
+        .coffer
+        .create_token(
+            op,
+            other,
+            crate::NewToken {
+                name: "first".into(),
+                role: Role::SuperAdmin,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let made_up = TokenId::from_bytes(random_id());
+        assert!(matches!(
+            f.coffer.revoke_token(op, f.account, made_up).await,
+            Err(CoreError::NotFound(Resource::Token))
+        ));
+        assert!(matches!(
+            f.coffer
+                .delete_account(op, AccountId::from_bytes(random_id()))
+                .await,
+            Err(CoreError::NotFound(Resource::Account))
+        ));
+    }
+    // A real token asked for in an account it is not in.
+    assert!(matches!(
+        f.coffer.revoke_token(op, f.account, in_other.id).await,
+        Err(CoreError::NotFound(Resource::Token))
+    ));
+    assert_eq!(f.coffer.token_cache.bars(), 0);
+    // A real revocation and a real deletion bar what they act on, once.
+    f.coffer.revoke_token(op, other, in_other.id).await.unwrap();
+    assert!(matches!(
+        f.coffer.revoke_token(op, other, in_other.id).await,
+        Err(CoreError::AlreadyRevoked)
+    ));
+    assert_eq!(f.coffer.token_cache.bars(), 1);
+    f.coffer.delete_account(op, other).await.unwrap();
+    assert_eq!(f.coffer.token_cache.bars(), 2);
+}
+
+/// The audit entries of `account`, decoded.
+async fn audit_payloads(coffer: &Coffer, account: AccountId) -> Vec<serde_json::Value> {
+    coffer
+        .storage()
+        .audit_entries(account, 0, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| serde_json::from_slice(&r.entry.payload).unwrap())
+        .collect()
+}
+
+fn from(client: &str) -> crate::RequestContext {
+    crate::RequestContext {
+        request_id: "r".into(),
+        client: Some(client.into()),
+    }
+}
+
+/// Failed logins cost no audit write each: they are counted per token, address and reason, and
+/// written at the flush as one entry per key with the number of attempts, in one transaction.
+/// Budgets used up are counted per address in the instance's log. Past the capacity, failures
+/// are counted per account as unrecorded.
+#[tokio::test]
+async fn failed_logins_are_aggregated_per_address_and_interval() {
+    let f = default_fixture().await;
+    let (real, token) = f
+        .coffer
+        .create_token(
+            &f.operator,
+            f.account,
+            crate::NewToken {
+                name: "target".into(),
+                role: Role::SecretsStoreReporter,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    let wrong = format!(
+        "{}{}",
+        &token.expose_secret()[..token.expose_secret().len() - 43],
+        "A".repeat(43)
+    );
+    let head = f.coffer.storage().audit_head(f.account).await.unwrap();
+    // Ten addresses, five failures each, and an unknown token id (no account: not recorded).
+    for i in 0..10 {
+        for _ in 0..5 {
+            assert!(matches!(
+                f.coffer
+                    .authenticate(&wrong, from(&format!("192.0.2.{i}")))
+                    .await,
+                Err(CoreError::Unauthenticated(_))
+            ));
+        }
+    }
+    let unknown = format!(
+        "coffer_{}_{}",
+        TokenId::from_bytes(random_id()),
+        "A".repeat(43)
+    );
+    assert!(
+        f.coffer
+            .authenticate(&unknown, from("192.0.2.1"))
+            .await
+            .is_err()
+    );
+    f.coffer.record_rate_limited("192.0.2.3", 20).await;
+    f.coffer.record_rate_limited("192.0.2.3", 20).await;
+    assert_eq!(
+        f.coffer.storage().audit_head(f.account).await.unwrap(),
+        head,
+        "no failure was written on its own"
+    );
+    assert_eq!(f.coffer.flush_auth_failures().await.unwrap(), 11);
+    assert_eq!(
+        f.coffer.flush_auth_failures().await.unwrap(),
+        0,
+        "taken once"
+    );
+    let entries = audit_payloads(&f.coffer, f.account).await;
+    let logins: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "login" && e["outcome"] == "denied")
+        .collect();
+    assert_eq!(logins.len(), 10, "{logins:#?}");
+    let mut clients: Vec<&str> = logins
+        .iter()
+        .map(|e| e["client"].as_str().unwrap())
+        .collect();
+    clients.sort();
+    assert_eq!(
+        clients,
+        (0..10).map(|i| format!("192.0.2.{i}")).collect::<Vec<_>>()
+    );
+    for e in &logins {
+        assert_eq!(e["attempts"], 5, "{e}");
+        assert_eq!(e["actor"]["token_id"], real.id.to_string(), "{e}");
+        assert_eq!(e["resource"]["token_id"], real.id.to_string(), "{e}");
+        assert_eq!(e["reason"], "invalid API token", "{e}");
+        assert!(e["first_attempt"].as_str().unwrap() <= e["last_attempt"].as_str().unwrap());
+        assert!(!e.to_string().contains(&wrong[40..]), "no token in the log");
+    }
+    let limited: Vec<_> = entries
+        .iter()
+        .filter(|e| e["outcome"] == "rate_limited")
+        .collect();
+    assert_eq!(limited.len(), 1, "{limited:#?}");
+    assert_eq!(limited[0]["client"], "192.0.2.3");
+    assert_eq!(limited[0]["attempts"], 2);
+
+    // Past the capacity: counted per account, one `unrecorded` entry.
+    let capacity = super::failures::CAPACITY;
+    for i in 0..capacity + 7 {
+        let _ = f
+            .coffer
+            .authenticate(
+                &wrong,
+                from(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)),
+            )
+            .await;
+    }
+    assert_eq!(f.coffer.auth_failures.len(), capacity);
+    assert_eq!(f.coffer.flush_auth_failures().await.unwrap(), capacity + 1);
+    let entries = audit_payloads(&f.coffer, f.account).await;
+    let unrecorded: Vec<_> = entries
+        .iter()
+        .filter(|e| e["outcome"] == "unrecorded")
+        .collect();
+    assert_eq!(unrecorded.len(), 1);
+    assert_eq!(unrecorded[0]["attempts"], 7);
+    assert!(
+        f.coffer
+            .verify_chain(f.account)
+            .await
+            .unwrap()
+            .first_bad
+            .is_none()
+    );
+}
+
+/// Verification reads entries and checkpoints a page at a time: whatever the page size, the
+/// result is the same, checkpoints on page boundaries included, and a bad checkpoint is found
+/// where it is.
+#[tokio::test]
+async fn verification_pages_through_entries_and_checkpoints() {
+    let f = default_fixture().await;
+    for i in 0..23 {
+        f.coffer
+            .create_store(
+                &f.operator,
+                f.account,
+                StoreName::parse(&format!("s{i}")).unwrap(),
+            )
+            .await
+            .unwrap();
+        if i % 3 == 0 {
+            f.coffer.checkpoint_audit().await.unwrap();
+        }
+    }
+    let whole = f.coffer.verify_chain_paged(f.account, 1_000).await.unwrap();
+    assert!(whole.first_bad.is_none(), "{whole:?}");
+    assert!(whole.checkpoints_checked >= 8, "{whole:?}");
+    for page in [1, 2, 3, 5, 7] {
+        assert_eq!(
+            f.coffer.verify_chain_paged(f.account, page).await.unwrap(),
+            whole,
+            "page {page}"
+        );
+    }
+    // A correctly signed checkpoint over a wrong hash, in the middle; and a forged one past the
+    // end: the first is reported, whatever the page size.
+    let (head, _) = whole.head.unwrap();
+    let signed: Vec<u64> = f
+        .coffer
+        .storage()
+        .audit_checkpoints(f.account, 0, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    let seq = (2..head - 2).rev().find(|s| !signed.contains(s)).unwrap();
+    let hash = [7u8; 32];
+    let mac = f
+        .coffer
+        .keys
+        .audit_mac()
+        .sign(&super::audit::checkpoint_message(f.account, seq, &hash))
+        .to_vec();
+    let at = Timestamp::now();
+    let put = |seq, hash, mac| coffer_storage::AuditCheckpoint {
+        account_id: f.account,
+        seq,
+        hash,
+        mac,
+        at,
+    };
+    f.coffer
+        .storage()
+        .put_audit_checkpoint(put(seq, hash, mac))
+        .await
+        .unwrap();
+    f.coffer
+        .storage()
+        .put_audit_checkpoint(put(head + 5, [0; 32], vec![0; 32]))
+        .await
+        .unwrap();
+    for page in [1, 2, 3, 1_000] {
+        let v = f.coffer.verify_chain_paged(f.account, page).await.unwrap();
+        let (at_seq, why) = v.first_bad.expect("a bad checkpoint");
+        assert_eq!(at_seq, seq, "page {page}");
+        assert!(why.contains("log rewritten"), "{why}");
+    }
+}

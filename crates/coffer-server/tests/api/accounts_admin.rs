@@ -106,7 +106,7 @@ async fn deleting_an_account_deletes_its_tokens_stores_and_secrets() {
     let b = h.create_account("b").await;
     let b_admin = h.issue_token(&b, "b admin", "super_admin").await;
     let b_reporter = h
-        .issue_token(&b, "b reporter", "secrets_store_reporter")
+        .issue_token_by(&b_admin, &b, "b reporter", "secrets_store_reporter")
         .await;
     let r = post_in(&h, &b_admin, &b, "/stores", &json!({ "name": "b-store" })).await;
     let b_store = assert_hex_id(&assert_ok(&r)["id"]);

@@ -37,16 +37,33 @@ async fn reserved_binding_names_are_refused_at_deploy_naming_the_binding() {
             json!({ "name": "svc", "secrets_store_secrets": [secret_binding("DYLD_INSERT_LIBRARIES", s, "A")] }),
             "/secrets_store_secrets/0/binding",
         ),
+        (
+            "JAVA_TOOL_OPTIONS",
+            json!({ "name": "svc", "secrets_store_secrets": [ok, secret_binding("JAVA_TOOL_OPTIONS", s, "A")] }),
+            "/secrets_store_secrets/1/binding",
+        ),
+        // In any case: programs read `https_proxy` as readily as `HTTPS_PROXY`.
+        (
+            "https_proxy",
+            json!({ "name": "svc", "secrets_store_secrets": [secret_binding("https_proxy", s, "A")] }),
+            "/secrets_store_secrets/0/binding",
+        ),
+        (
+            "Home",
+            json!({ "name": "svc", "secrets_store_stores": [store_binding("Home", s)] }),
+            "/secrets_store_stores/0/binding",
+        ),
     ] {
         let r = h.deploy(&body).await;
         let e = assert_err_at(&r, ErrorCode::InvalidBinding, pointer);
         let message = e["message"].as_str().unwrap();
-        assert!(
-            message.starts_with(&format!(
+        assert_eq!(
+            message,
+            format!(
                 "{pointer}: binding name \"{binding}\" is reserved: an environment variable of \
-                 that name would change how a command is found or loaded (PATH, "
-            )),
-            "{message}"
+                 that name changes how a program is found, loaded or run (docs/bindings.md lists \
+                 the reserved names)"
+            )
         );
     }
     h.assert_unchanged(&before, "refused deploys").await;

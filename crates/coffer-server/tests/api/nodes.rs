@@ -232,13 +232,17 @@ async fn only_the_operator_manages_nodes() {
     let h = Harness::new().await;
     let node = h.create_node("edge-1").await;
     let b = h.create_account("bee").await;
+    let b_admin = h.issue_token(&b, "b admin", "super_admin").await;
     let mut callers = Vec::new();
     for role in ROLES {
         callers.push((
             format!("A's {role}"),
             h.issue_token(&h.account, role, role).await,
         ));
-        callers.push((format!("B's {role}"), h.issue_token(&b, role, role).await));
+        callers.push((
+            format!("B's {role}"),
+            h.issue_token_by(&b_admin, &b, role, role).await,
+        ));
     }
     let before = node_state(&h).await;
     for (who, token) in &callers {

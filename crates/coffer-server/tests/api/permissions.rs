@@ -16,6 +16,8 @@ use crate::support::*;
 pub enum Need {
     /// Any member of the account (the answer is scoped to the caller, never refused).
     Member,
+    /// View the account itself: its record and its quota.
+    Account,
     /// View stores' and secrets' metadata.
     Read,
     /// Create, update, duplicate, delete stores and secrets.
@@ -33,6 +35,7 @@ impl Need {
     pub fn permission(self) -> &'static str {
         match self {
             Need::Member | Need::Read => "secrets_store:read",
+            Need::Account => "account:read",
             Need::Edit => "secrets_store:edit",
             Need::Bind => "secrets_store:bind",
             Need::Manage => "account:manage",
@@ -59,12 +62,24 @@ pub fn allowed(caller: Caller, need: Need) -> bool {
         return true;
     };
     match need {
-        Need::Member | Need::Read => true,
+        Need::Member | Need::Account | Need::Read => true,
         Need::Edit => matches!(role, "super_admin" | "secrets_store_admin"),
         Need::Bind => matches!(role, "super_admin" | "secrets_store_deployer"),
         Need::Manage => role == "super_admin",
         Need::Operator => false,
     }
+}
+
+/// The decision on the instance operator's reach (docs/threat-model.md), written out here
+/// rather than taken from core: in an account other than its own, the operator administers the
+/// account (sees it and its quota, manages its tokens, reads its audit log; creates, deletes and
+/// sets quotas of accounts), never its contents: no store, secret or service, read or written,
+/// and no binding. Of tokens it creates only an account's first, a super_admin.
+pub fn operator_reaches(need: Need) -> bool {
+    matches!(
+        need,
+        Need::Member | Need::Account | Need::Manage | Need::Operator
+    )
 }
 
 /// What a successful call consumes, so every allowed call gets its own.
@@ -236,7 +251,7 @@ pub fn routes() -> Vec<Route> {
             Operator,
             Nothing,
         ),
-        row("get account", Method::GET, "/{a}", None, Read, Nothing),
+        row("get account", Method::GET, "/{a}", None, Account, Nothing),
         row(
             "set account quota",
             Method::PATCH,
@@ -410,7 +425,7 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             "/{a}/secrets_store/quota",
             None,
-            Read,
+            Account,
             Nothing,
         ),
         // ---- services, bindings and service tokens ----
@@ -757,6 +772,135 @@ async fn every_role_on_every_endpoint() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// What the operator could change in B, as B's super_admin sees it.
+async fn b_state(w: &World) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    for rel in [
+        "/secrets_store/stores".to_owned(),
+        format!("/secrets_store/stores/{}/secrets", w.b_ids.s),
+        "/secrets_store/services".to_owned(),
+        "/tokens".to_owned(),
+    ] {
+        let r =
+            w.h.get_as(&w.b_admin.value, &format!("{V4}/{}{rel}", w.b))
+                .await;
+        let mut items = assert_ok_list(&r).0;
+        for t in &mut items {
+            if let Some(o) = t.as_object_mut() {
+                o.remove("last_used_on");
+            }
+        }
+        out.push(items);
+    }
+    out
+}
+
+/// Every endpoint that names an account, as the operator on another account (B, with its own
+/// super_admin, store, secret and service): what the operator may do there succeeds, the rest is
+/// refused with 403 naming the permission (a deploy: 10021 naming the binding) and writes
+/// nothing. Creating a token is the one special case: the operator makes an account's first
+/// token, a super_admin, and no other.
+#[tokio::test]
+async fn the_operator_administers_other_accounts_not_their_contents() {
+    let w = world().await;
+    let h = &w.h;
+    let operator = format!("Bearer {}", h.token);
+    let mut failures = Vec::new();
+    for route in routes().into_iter().filter(Route::has_account) {
+        let mut ids = Ids {
+            n: format!("n{}", random_tag()),
+            ..w.b_ids.clone()
+        };
+        match (route.name, route.fresh) {
+            // B itself stays: delete a fresh account instead.
+            ("delete account", _) => ids.a = h.create_account("to-delete").await,
+            (_, Fresh::Token) => {
+                ids.t = h
+                    .issue_token_by(&w.b_admin, &w.b, "to revoke", "secrets_store_reporter")
+                    .await
+                    .id;
+            }
+            _ => {}
+        }
+        let case = format!(
+            "operator on B: {} ({} {})",
+            route.name, route.method, route.template
+        );
+        let before = (w.state().await, b_state(&w).await);
+        let r = route.call(h, &ids, Some(&operator)).await;
+        if route.name == "create token" {
+            // B has tokens already: the operator makes no more of them.
+            let refused = error_of(&r).is_some_and(|(status, c, message)| {
+                status == StatusCode::FORBIDDEN && c == 1101 && message.contains("first token")
+            });
+            if !refused {
+                failures.push(format!(
+                    "{case}: expected 403 1101 (first token only), got {}",
+                    describe(&r)
+                ));
+            }
+        } else if operator_reaches(route.need) {
+            if !r.status.is_success() {
+                failures.push(format!("{case}: expected 2xx, got {}", describe(&r)));
+            }
+            continue;
+        } else {
+            let (code, needles) = match route.refusal {
+                Refusal::Forbidden => (1101, vec![route.need.permission().to_owned()]),
+                Refusal::Binding(binding) => (
+                    ErrorCode::BindingAuthorizationFailed.code(),
+                    vec![format!("binding {binding}"), "instance operator".to_owned()],
+                ),
+            };
+            let denied = error_of(&r).is_some_and(|(status, c, message)| {
+                status == StatusCode::FORBIDDEN
+                    && c == u64::from(code)
+                    && needles.iter().all(|n| message.contains(n.as_str()))
+            });
+            if !denied {
+                failures.push(format!(
+                    "{case}: expected 403 {code} naming {needles:?}, got {}",
+                    describe(&r)
+                ));
+            }
+        }
+        if (w.state().await, b_state(&w).await) != before {
+            failures.push(format!("{case}: a refused request wrote something"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of the operator-on-another-account cases are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // A new account gets its first token from the operator: a super_admin only, and only once.
+    let c = h.create_account("fresh").await;
+    let create = |role: &str| {
+        let body = json!({ "name": format!("first {role}"), "role": role });
+        let uri = tokens_uri(&c, None);
+        let auth = operator.clone();
+        async move {
+            h.send_as(Method::POST, &uri, Some(&auth), Some(&body))
+                .await
+        }
+    };
+    let r = create("secrets_store_deployer").await;
+    assert_err(&r, ErrorCode::Forbidden, "first token, a super_admin");
+    let first = issued(&create("super_admin").await);
+    let r = create("super_admin").await;
+    assert_err(&r, ErrorCode::Forbidden, "first token, a super_admin");
+    // That super_admin makes the rest, and works in its account.
+    let deployer = h
+        .issue_token_by(&first, &c, "deployer", "secrets_store_deployer")
+        .await;
+    let r = h
+        .get_as(&deployer.value, &format!("{V4}/{c}/secrets_store/stores"))
+        .await;
+    assert_ok_list(&r);
 }
 
 /// Every endpoint that names an account, with a token of another account: 404 account_not_found

@@ -782,6 +782,15 @@ pub fn tokens_uri(account: &str, token: Option<&str>) -> String {
     }
 }
 
+/// The token a successful create answered with.
+pub fn issued(r: &Resp) -> IssuedToken {
+    let t = assert_ok(r);
+    IssuedToken {
+        id: assert_hex_id(&t["id"]),
+        value: t["value"].as_str().expect("value").to_owned(),
+    }
+}
+
 /// A token made through the API: its id and its value (shown once).
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
@@ -860,6 +869,8 @@ impl Harness {
         (b, admin, store)
     }
 
+    /// Creates a token in `account` as the operator: any token in its own account, only the
+    /// first (a super_admin) in another; make the others with [`Harness::issue_token_by`].
     pub async fn issue_token(&self, account: &str, name: &str, role: &str) -> IssuedToken {
         let r = self
             .json_abs(
@@ -868,11 +879,26 @@ impl Harness {
                 &json!({ "name": name, "role": role }),
             )
             .await;
-        let t = assert_ok(&r);
-        IssuedToken {
-            id: assert_hex_id(&t["id"]),
-            value: t["value"].as_str().expect("value").to_owned(),
-        }
+        issued(&r)
+    }
+
+    /// Creates a token in `account` as `by` (a super_admin of that account).
+    pub async fn issue_token_by(
+        &self,
+        by: &IssuedToken,
+        account: &str,
+        name: &str,
+        role: &str,
+    ) -> IssuedToken {
+        let r = self
+            .send_as(
+                Method::POST,
+                &tokens_uri(account, None),
+                Some(&by.bearer()),
+                Some(&json!({ "name": name, "role": role })),
+            )
+            .await;
+        issued(&r)
     }
 
     /// Every account the operator sees with its tokens' metadata, minus `last_used_on` (which

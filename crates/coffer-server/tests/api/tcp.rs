@@ -12,35 +12,70 @@ use tokio::net::TcpStream;
 
 use crate::support::random_id;
 
-struct Server {
-    addr: SocketAddr,
-    token: String,
-    account: String,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) token: String,
+    pub(crate) account: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), coffer_server::ServerError>>,
+    task: Option<tokio::task::JoinHandle<Result<(), coffer_server::ServerError>>>,
+    data_dir: std::path::PathBuf,
+    trusted_proxies: coffer_server::TrustedProxies,
+    http: coffer_server::HttpLimits,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    async fn start() -> Server {
+    pub(crate) async fn start() -> Server {
         Server::start_behind(coffer_server::TrustedProxies::default()).await
     }
 
     async fn start_behind(trusted_proxies: coffer_server::TrustedProxies) -> Server {
+        Server::start_with(trusted_proxies, coffer_server::HttpLimits::default()).await
+    }
+
+    /// A server whose listener applies `http`.
+    pub(crate) async fn start_limited(http: coffer_server::HttpLimits) -> Server {
+        Server::start_with(coffer_server::TrustedProxies::default(), http).await
+    }
+
+    async fn start_with(
+        trusted_proxies: coffer_server::TrustedProxies,
+        http: coffer_server::HttpLimits,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let init = coffer_server::init_data_dir(&data_dir).await.unwrap();
+        let mut server = Server {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: init.api_token.expose_secret().to_owned(),
+            account: init.account_id.to_string(),
+            stop: None,
+            task: None,
+            data_dir,
+            trusted_proxies,
+            http,
+            _dir: dir,
+        };
+        server.launch().await;
+        server
+    }
+
+    /// Serves the data dir on a free port.
+    async fn launch(&mut self) {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let opts = ServeOptions {
-            data_dir,
+            data_dir: self.data_dir.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             insecure_http: false,
             secrets_quota: 10,
             max_stores: 3,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
-            trusted_proxies,
+            trusted_proxies: self.trusted_proxies.clone(),
+            http: self.http,
+            snapshots: Default::default(),
+            runtime_rate: None,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -51,27 +86,34 @@ impl Server {
                 let _ = stop_rx.await;
             },
         ));
-        let addr = tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        self.addr = tokio::time::timeout(Duration::from_secs(10), ready_rx)
             .await
             .expect("server ready in time")
             .expect("server started");
-        Server {
-            addr,
-            token: init.api_token.expose_secret().to_owned(),
-            account: init.account_id.to_string(),
-            stop: Some(stop_tx),
-            task,
-            _dir: dir,
-        }
+        self.stop = Some(stop_tx);
+        self.task = Some(task);
     }
 
-    async fn stop(mut self) {
+    /// Stops the server and waits for it: at shutdown it writes what it keeps in memory
+    /// (aggregated access events and failed authentications, last-used times).
+    async fn halt(&mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+        tokio::time::timeout(Duration::from_secs(15), self.task.take().unwrap())
             .await
             .expect("server stops in time")
             .unwrap()
             .unwrap();
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Stops the server and serves the same data dir again (on another port).
+    async fn restart(mut self) -> Server {
+        self.halt().await;
+        self.launch().await;
+        self
     }
 
     /// Sends `head` (without the blank line) and `body`, concurrently reading the response;
@@ -232,7 +274,7 @@ async fn body_limits_over_tcp() {
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
@@ -250,7 +292,7 @@ impl Server {
     }
 
     /// A JSON call as the operator; the `result`.
-    async fn operator(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+    pub(crate) async fn operator(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let r: Value = reqwest::Client::new()
             .request(method, self.account_url(path))
             .bearer_auth(&self.token)
@@ -369,11 +411,6 @@ async fn failed_authentications_are_limited_but_valid_tokens_never_are() {
         server.status_of(&quota, &real_id_wrong_secret, None).await,
         429
     );
-    assert_eq!(
-        server.audit("action=login&outcome=denied").await.len(),
-        denied_logins,
-        "a failure over the limit costs no audit write"
-    );
     // Valid tokens work from the refused address: the operator's, and tokens nothing has
     // cached yet, on the control-plane API and the runtime API.
     assert_eq!(server.status_of(&quota, &server.token, None).await, 200);
@@ -382,11 +419,24 @@ async fn failed_authentications_are_limited_but_valid_tokens_never_are() {
     // What a valid token is told still holds: an API token on the runtime API is the wrong kind.
     assert_eq!(server.status_of(&read, &fresh_api, None).await, 403);
 
-    // The moment the budget ran out is in the instance's audit log (the operator's account).
+    // The moment the budget ran out is in the instance's audit log (the operator's account),
+    // once the aggregated failures are written: at the next round, or at shutdown.
+    assert_eq!(
+        server.audit("outcome=rate_limited").await,
+        Vec::<Value>::new()
+    );
+    let server = server.restart().await;
     let entries = server.audit("outcome=rate_limited").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["action"], "login");
     assert_eq!(entries[0]["client"], "127.0.0.1");
+    assert_eq!(entries[0]["attempts"], 1);
+    // The failure over the limit with a real token id was checked but not counted.
+    assert_eq!(
+        server.audit("action=login&outcome=denied").await.len(),
+        denied_logins,
+        "a failure over the limit costs no audit entry"
+    );
     assert!(
         !serde_json::to_string(&entries).unwrap().contains(&bad),
         "the guessed token is not recorded"
@@ -419,6 +469,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_recorded() {
         401
     );
     assert_eq!(server.status_of(&quota, &bad, Some("6.6.6.6")).await, 401);
+    let server = server.restart().await;
     let entries = server.audit("outcome=rate_limited").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["client"], "198.51.100.1");
@@ -435,6 +486,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_recorded() {
         server.status_of(&quota, &bad, Some("203.0.113.9")).await,
         429
     );
+    let server = server.restart().await;
     let entries = server.audit("outcome=rate_limited").await;
     assert_eq!(entries[0]["client"], "127.0.0.1");
     server.stop().await;

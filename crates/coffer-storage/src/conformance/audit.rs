@@ -406,7 +406,11 @@ pub(super) async fn audit_survives_delete_account(s: Arc<dyn Storage>) {
         records[2].entry, e,
         "delete_account's own entry is recorded"
     );
-    assert_eq!(s.audit_checkpoints(a).await.unwrap(), vec![cp]);
+    assert_eq!(
+        s.audit_checkpoints(a, 0, 10).await.unwrap(),
+        vec![cp.clone()]
+    );
+    assert_eq!(s.last_audit_checkpoint(a).await.unwrap(), Some(cp));
     assert_eq!(s.audit_accounts().await.unwrap(), vec![a]);
     // Denials against the deleted account still join its chain.
     s.append_audit(&[entry(a, "access", "after")])
@@ -427,12 +431,14 @@ pub(super) async fn audit_survives_delete_account(s: Arc<dyn Storage>) {
     assert_eq!(page.total_count, 4);
 }
 
-/// Checkpoints round-trip, ordered by seq whatever the insertion order; one per (account, seq).
+/// Checkpoints round-trip, ordered by seq whatever the insertion order, paged by seq; one per
+/// (account, seq).
 pub(super) async fn audit_checkpoints_round_trip(s: Arc<dyn Storage>) {
     let s = &*s;
     let a = AccountId::from_bytes(id_bytes());
     let b = AccountId::from_bytes(id_bytes());
-    assert!(s.audit_checkpoints(a).await.unwrap().is_empty());
+    assert!(s.audit_checkpoints(a, 0, 10).await.unwrap().is_empty());
+    assert_eq!(s.last_audit_checkpoint(a).await.unwrap(), None);
     let cp = |account: AccountId, seq: u64| AuditCheckpoint {
         account_id: account,
         seq,
@@ -445,10 +451,19 @@ pub(super) async fn audit_checkpoints_round_trip(s: Arc<dyn Storage>) {
     }
     s.put_audit_checkpoint(cp(b, 5)).await.unwrap();
     assert_eq!(
-        s.audit_checkpoints(a).await.unwrap(),
+        s.audit_checkpoints(a, 0, 10).await.unwrap(),
         vec![cp(a, 2), cp(a, 5), cp(a, 9)]
     );
-    assert_eq!(s.audit_checkpoints(b).await.unwrap(), vec![cp(b, 5)]);
+    assert_eq!(s.audit_checkpoints(b, 0, 10).await.unwrap(), vec![cp(b, 5)]);
+    // Paged by seq.
+    assert_eq!(
+        s.audit_checkpoints(a, 0, 2).await.unwrap(),
+        vec![cp(a, 2), cp(a, 5)]
+    );
+    assert_eq!(s.audit_checkpoints(a, 5, 2).await.unwrap(), vec![cp(a, 9)]);
+    assert_eq!(s.audit_checkpoints(a, 2, 0).await.unwrap(), vec![]);
+    assert_eq!(s.audit_checkpoints(a, 9, 10).await.unwrap(), vec![]);
+    assert_eq!(s.last_audit_checkpoint(a).await.unwrap(), Some(cp(a, 9)));
 
     let mut again = cp(a, 5);
     again.mac = vec![0xFF];
@@ -459,7 +474,11 @@ pub(super) async fn audit_checkpoints_round_trip(s: Arc<dyn Storage>) {
     );
     let err = s.put_audit_checkpoint(cp(a, 0)).await.unwrap_err();
     assert!(matches!(err, StorageError::Invalid(_)), "{err:?}");
-    assert_eq!(s.audit_checkpoints(a).await.unwrap().len(), 3, "unchanged");
+    assert_eq!(
+        s.audit_checkpoints(a, 0, 10).await.unwrap().len(),
+        3,
+        "unchanged"
+    );
 
     // An account with checkpoints but no records still has a chain to verify (an empty one
     // that should not be).

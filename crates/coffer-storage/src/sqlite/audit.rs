@@ -300,24 +300,54 @@ pub(super) fn accounts(conn: &Connection) -> Result<Vec<AccountId>> {
     )
 }
 
-pub(super) fn checkpoints(conn: &Connection, account: AccountId) -> Result<Vec<AuditCheckpoint>> {
+pub(super) fn checkpoints(
+    conn: &Connection,
+    account: AccountId,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<AuditCheckpoint>> {
+    let Ok(after) = i64::try_from(after_seq) else {
+        return Ok(Vec::new());
+    };
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     query_all(
         conn,
         "SELECT account_id, seq, hash, mac, at FROM audit_checkpoints
-         WHERE account_id = ?1 ORDER BY seq",
-        [account.as_bytes()],
+         WHERE account_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        params![
+            account.as_bytes(),
+            after,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
         "read audit checkpoints",
-        |row| {
-            let raw: i64 = col(row, 1, "audit_checkpoints.seq")?;
-            Ok(AuditCheckpoint {
-                account_id: AccountId::from_bytes(id_col(row, 0, "audit_checkpoints.account_id")?),
-                seq: u64::try_from(raw).map_err(|_| {
-                    StorageError::Corrupted("audit_checkpoints.seq: negative".into())
-                })?,
-                hash: col(row, 2, "audit_checkpoints.hash")?,
-                mac: col(row, 3, "audit_checkpoints.mac")?,
-                at: ts_col(row, 4, "audit_checkpoints.at")?,
-            })
-        },
+        checkpoint_from_row,
     )
+}
+
+pub(super) fn last_checkpoint(
+    conn: &Connection,
+    account: AccountId,
+) -> Result<Option<AuditCheckpoint>> {
+    query_opt(
+        conn,
+        "SELECT account_id, seq, hash, mac, at FROM audit_checkpoints
+         WHERE account_id = ?1 ORDER BY seq DESC LIMIT 1",
+        [account.as_bytes()],
+        "read the last audit checkpoint",
+        checkpoint_from_row,
+    )
+}
+
+fn checkpoint_from_row(row: &Row<'_>) -> Result<AuditCheckpoint> {
+    let raw: i64 = col(row, 1, "audit_checkpoints.seq")?;
+    Ok(AuditCheckpoint {
+        account_id: AccountId::from_bytes(id_col(row, 0, "audit_checkpoints.account_id")?),
+        seq: u64::try_from(raw)
+            .map_err(|_| StorageError::Corrupted("audit_checkpoints.seq: negative".into()))?,
+        hash: col(row, 2, "audit_checkpoints.hash")?,
+        mac: col(row, 3, "audit_checkpoints.mac")?,
+        at: ts_col(row, 4, "audit_checkpoints.at")?,
+    })
 }
