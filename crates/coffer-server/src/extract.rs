@@ -36,18 +36,13 @@ where
         let token = bearer_token(parts, "API token")?;
         let client = client_addr(parts, &app);
         let context = request_context(parts, client);
-        let over_limit = over_limit(&app, client);
-        let result = match over_limit {
-            None => app.coffer.authenticate(token, context).await,
-            Some(_) => app.coffer.authenticate_over_limit(token, context).await,
-        };
-        match result {
+        match app.coffer.authenticate(token, context).await {
             Ok(principal) => {
                 tracing::Span::current()
                     .record("token_id", tracing::field::display(principal.token_id));
                 Ok(Auth(principal))
             }
-            Err(e) => Err(refusal(&app, e, client, over_limit).await),
+            Err(e) => Err(refusal(&app, e, client).await),
         }
     }
 }
@@ -72,21 +67,12 @@ where
         let token = bearer_token(parts, "node token")?;
         let client = client_addr(parts, &app);
         let context = request_context(parts, client);
-        let over_limit = over_limit(&app, client);
-        let result = match over_limit {
-            None => app.coffer.authenticate_node(token, context).await,
-            Some(_) => {
-                app.coffer
-                    .authenticate_node_over_limit(token, context)
-                    .await
-            }
-        };
-        match result {
+        match app.coffer.authenticate_node(token, context).await {
             Ok(node) => {
                 tracing::Span::current().record("token_id", tracing::field::display(node.id));
                 Ok(NodeAuth(node))
             }
-            Err(e) => Err(refusal(&app, e, client, over_limit).await),
+            Err(e) => Err(refusal(&app, e, client).await),
         }
     }
 }
@@ -112,33 +98,21 @@ pub(crate) fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestC
     }
 }
 
-/// How long `client` stays refused, if it used up its failed-authentication budget. Its
-/// tokens are still checked (without auditing each failure): the limit slows failures, never
-/// a valid token, so nobody sharing the address (a proxy, a NAT) is locked out by another's
-/// failures.
-pub(crate) fn over_limit(app: &AppState, client: Option<IpAddr>) -> Option<std::time::Duration> {
-    client.and_then(|ip| app.auth_limiter.blocked(ip))
-}
-
-/// The answer to a failed authentication. From an address over its budget, a token that does
-/// not verify gets 429 (nothing more is counted or audited); otherwise the failure counts
-/// against the address, and using up the budget is recorded once. What a verified token is
-/// told (a valid token of the wrong kind, a revoked node) and storage outages pass through.
-pub(crate) async fn refusal(
-    app: &AppState,
-    e: CoreError,
-    client: Option<IpAddr>,
-    over_limit: Option<std::time::Duration>,
-) -> ApiError {
-    let CoreError::Unauthenticated(_) = e else {
+/// The answer to a failed authentication, and the failed-authentication limit, applied only
+/// here, after a failure: a token that verifies is never refused because of other requests'
+/// failures from its address (a proxy, a NAT), and a successful request never touches the
+/// limiter. From an address over its budget, a token that does not verify gets 429; otherwise
+/// the failure counts against the address, and using up the budget is recorded once. What a
+/// verified token is told (a valid token of the wrong kind, a revoked node) and storage
+/// outages pass through.
+pub(crate) async fn refusal(app: &AppState, e: CoreError, client: Option<IpAddr>) -> ApiError {
+    let (CoreError::Unauthenticated(_), Some(ip)) = (&e, client) else {
         return e.into();
     };
-    if let Some(wait) = over_limit {
+    if let Some(wait) = app.auth_limiter.blocked(ip) {
         return rate_limited(wait);
     }
-    if let Some(ip) = client
-        && app.auth_limiter.failed(ip)
-    {
+    if app.auth_limiter.failed(ip) {
         tracing::warn!(client = %ip, "too many failed authentications; refusing this address's failures for a while");
         app.coffer
             .record_rate_limited(&ip.to_string(), crate::limiter::MAX_FAILURES)

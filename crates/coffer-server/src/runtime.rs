@@ -16,7 +16,7 @@ use coffer_types::{BindingName, TokenId};
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{bearer_token, client_addr, over_limit, refusal, request_context};
+use crate::extract::{bearer_token, client_addr, refusal, request_context};
 use crate::state::AppState;
 
 /// The authenticated bound service.
@@ -34,20 +34,11 @@ impl FromRequestParts<AppState> for ServiceAuth {
         let client = client_addr(parts, app);
         // The context is only built for an API token presented here (its audit entry).
         let context = || request_context(parts, client);
-        let over_limit = over_limit(app, client);
         // The token is named in the request's log line by the handler's response
         // ([`LoggedToken`]), not recorded in the span as the control-plane API does: a span
         // field recorded after the fact costs the fmt subscriber a span lookup and a re-format,
         // a measurable part of a read.
-        let result = match over_limit {
-            None => app.coffer.authenticate_service(token, context).await,
-            Some(_) => {
-                app.coffer
-                    .authenticate_service_over_limit(token, context)
-                    .await
-            }
-        };
-        match result {
+        match app.coffer.authenticate_service(token, context).await {
             Ok(principal) => {
                 if let Some(limiter) = &app.read_limiter
                     && let Err(wait) = limiter.take(principal.token_id)
@@ -63,7 +54,7 @@ impl FromRequestParts<AppState> for ServiceAuth {
                 }
                 Ok(ServiceAuth(principal))
             }
-            Err(e) => Err(refusal(app, e, client, over_limit).await),
+            Err(e) => Err(refusal(app, e, client).await),
         }
     }
 }

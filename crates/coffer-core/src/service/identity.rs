@@ -19,14 +19,6 @@ use crate::{
 
 const INVALID_TOKEN: &str = "invalid API token";
 
-/// Whether a failed authentication with a token id that exists is noted for the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailedLogins {
-    Audit,
-    /// The address is already refused for too many failures (that refusal is audited once).
-    Skip,
-}
-
 /// The longest account or token name, in bytes.
 pub const MAX_LABEL_BYTES: usize = 255;
 
@@ -148,34 +140,13 @@ impl Coffer {
 
     /// Authenticates a bearer token. Every failure is the same to the caller apart from its
     /// message, and no message contains the token. A failure with a token id that exists is
-    /// recorded in its account's audit log, aggregated (see `failures.rs`).
+    /// counted for its account's audit log (aggregated in memory, see `failures.rs`), whatever
+    /// the caller's address has done before: the server's failed-authentication limit is
+    /// applied after a failure, never to a token that verifies.
     pub async fn authenticate(
         &self,
         bearer: &str,
         context: RequestContext,
-    ) -> Result<Principal, CoreError> {
-        self.authenticate_with(bearer, context, FailedLogins::Audit)
-            .await
-    }
-
-    /// Authenticates as [`Coffer::authenticate`] does, every check included, but records no
-    /// failure in the audit log: for an address already refused for too many failures (its
-    /// refusal is recorded once), so that a flood of bad tokens costs no durable write each,
-    /// while a valid token from the same address still works.
-    pub async fn authenticate_over_limit(
-        &self,
-        bearer: &str,
-        context: RequestContext,
-    ) -> Result<Principal, CoreError> {
-        self.authenticate_with(bearer, context, FailedLogins::Skip)
-            .await
-    }
-
-    pub(crate) async fn authenticate_with(
-        &self,
-        bearer: &str,
-        context: RequestContext,
-        failures: FailedLogins,
     ) -> Result<Principal, CoreError> {
         let token =
             PresentedToken::parse(bearer).map_err(|_| CoreError::Unauthenticated(INVALID_TOKEN))?;
@@ -218,7 +189,7 @@ impl Coffer {
             }
             Err(e) => {
                 // The token id exists, so the attempt has an account to be recorded in.
-                if let (CoreError::Unauthenticated(reason), FailedLogins::Audit) = (&e, failures) {
+                if let CoreError::Unauthenticated(reason) = &e {
                     self.note_failed_login(record.account_id, record.id, &context, reason);
                 }
                 Err(e)

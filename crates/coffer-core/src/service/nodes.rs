@@ -25,7 +25,6 @@ use coffer_types::{NodeName, Timestamp, TokenId};
 
 use super::Coffer;
 use super::audit::{Details, Target};
-use super::identity::FailedLogins;
 use crate::{CoreError, Principal, RequestContext, Resource};
 
 const INVALID_NODE_TOKEN: &str = "invalid node token";
@@ -151,35 +150,13 @@ impl Coffer {
         bearer: &str,
         context: RequestContext,
     ) -> Result<NodeRecord, CoreError> {
-        self.authenticate_node_with(bearer, context, FailedLogins::Audit)
-            .await
-    }
-
-    /// [`Coffer::authenticate_node`] for an address already refused for too many failures:
-    /// every check, but a failed API-token attempt is not audited (see
-    /// [`Coffer::authenticate_over_limit`]).
-    pub async fn authenticate_node_over_limit(
-        &self,
-        bearer: &str,
-        context: RequestContext,
-    ) -> Result<NodeRecord, CoreError> {
-        self.authenticate_node_with(bearer, context, FailedLogins::Skip)
-            .await
-    }
-
-    async fn authenticate_node_with(
-        &self,
-        bearer: &str,
-        context: RequestContext,
-        failures: FailedLogins,
-    ) -> Result<NodeRecord, CoreError> {
         let token = PresentedToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_NODE_TOKEN))?;
         match token.kind() {
             TokenKind::Node => {}
             TokenKind::Api => {
                 // Checked as on the control plane (a failed attempt with a real id is audited).
-                self.authenticate_with(bearer, context, failures).await?;
+                self.authenticate(bearer, context).await?;
                 return Err(CoreError::WrongTokenKind(
                     "API tokens cannot read the replication feed; an edge node reads it with its node token (coffernode_...)",
                 ));

@@ -39,7 +39,6 @@ use coffer_types::{
 };
 
 use super::audit::{Actorish, Details, Event, Target};
-use super::identity::FailedLogins;
 use crate::{Coffer, CoreError, RequestContext};
 
 /// Entries of each map kept at most; past it the map is emptied (and refilled on demand).
@@ -482,34 +481,12 @@ impl Coffer {
         bearer: &str,
         context: impl FnOnce() -> RequestContext,
     ) -> Result<ServicePrincipal, CoreError> {
-        self.authenticate_service_with(bearer, context, FailedLogins::Audit)
-            .await
-    }
-
-    /// [`Coffer::authenticate_service`] for an address already refused for too many failures:
-    /// every check, but a failed API-token attempt is not audited (see
-    /// [`Coffer::authenticate_over_limit`]).
-    pub async fn authenticate_service_over_limit(
-        &self,
-        bearer: &str,
-        context: impl FnOnce() -> RequestContext,
-    ) -> Result<ServicePrincipal, CoreError> {
-        self.authenticate_service_with(bearer, context, FailedLogins::Skip)
-            .await
-    }
-
-    async fn authenticate_service_with(
-        &self,
-        bearer: &str,
-        context: impl FnOnce() -> RequestContext,
-        failures: FailedLogins,
-    ) -> Result<ServicePrincipal, CoreError> {
         let token = PresentedToken::parse(bearer)
             .map_err(|_| CoreError::Unauthenticated(INVALID_SERVICE_TOKEN))?;
         match token.kind() {
             TokenKind::Service => {}
             TokenKind::Api => {
-                self.authenticate_with(bearer, context(), failures).await?;
+                self.authenticate(bearer, context()).await?;
                 return Err(CoreError::WrongTokenKind(
                     "API tokens cannot read secret values; a bound service reads with its service token (coffersvc_...)",
                 ));

@@ -70,7 +70,9 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     let slow = h.create_node("slow").await;
     let other = h.create_node("other").await;
     let third = h.create_node("third").await;
-    let deadline = Duration::from_secs(2);
+    // Long enough for a whole snapshot of this size to be read in a debug build on a busy
+    // machine: the other nodes' snapshots must finish within it.
+    let deadline = Duration::from_secs(10);
     h.app = coffer_server::app_with_options(
         h.coffer.clone(),
         AppOptions {

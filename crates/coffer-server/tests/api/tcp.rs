@@ -358,7 +358,6 @@ async fn failed_authentications_are_limited_but_valid_tokens_never_are() {
         .await;
     let fresh_api = fresh_api["value"]
         .as_str()
-        .or(fresh_api["token"].as_str())
         .unwrap_or_else(|| panic!("a token value: {fresh_api}"))
         .to_owned();
     let svc = server
@@ -431,12 +430,15 @@ async fn failed_authentications_are_limited_but_valid_tokens_never_are() {
     assert_eq!(entries[0]["action"], "login");
     assert_eq!(entries[0]["client"], "127.0.0.1");
     assert_eq!(entries[0]["attempts"], 1);
-    // The failure over the limit with a real token id was checked but not counted.
-    assert_eq!(
-        server.audit("action=login&outcome=denied").await.len(),
-        denied_logins,
-        "a failure over the limit costs no audit entry"
-    );
+    // The failure over the limit with a real token id is counted, not written on its own:
+    // one aggregated entry for that token and address.
+    let denied: Vec<Value> = server.audit("action=login&outcome=denied").await;
+    assert_eq!(denied.len(), denied_logins + 1, "{denied:?}");
+    let late = denied
+        .iter()
+        .find(|e| e["resource"]["token_id"] == fresh_api[7..39])
+        .unwrap_or_else(|| panic!("the forged secret of a real id: {denied:?}"));
+    assert_eq!(late["attempts"], 1, "{late}");
     assert!(
         !serde_json::to_string(&entries).unwrap().contains(&bad),
         "the guessed token is not recorded"

@@ -56,12 +56,15 @@ async fn verify_names_the_token_its_role_and_its_account() {
 
     // A token of another account, with an expiry and a lesser role.
     let b = h.create_account("team-b").await;
+    // (The operator makes only an account's first token, its super_admin; that one the rest.)
+    let admin = h.issue_token(&b, "admin", "super_admin").await;
     let expires = "2999-01-01T00:00:00Z";
     let r = h
-        .json_abs(
+        .send_as(
             Method::POST,
             &tokens_uri(&b, None),
-            &json!({ "name": "ci", "role": "secrets_store_reporter", "expires_on": expires }),
+            Some(&admin.bearer()),
+            Some(&json!({ "name": "ci", "role": "secrets_store_reporter", "expires_on": expires })),
         )
         .await;
     let created = assert_ok(&r);
@@ -99,6 +102,7 @@ async fn memberships_list_the_tokens_one_account_in_pages() {
     let h = Harness::new().await;
     let b = h.create_account("team-b").await;
     h.create_account("team-c").await;
+    let admin = h.issue_token(&b, "admin", "super_admin").await;
     for (role, title, grants) in [
         (
             "super_admin",
@@ -121,7 +125,7 @@ async fn memberships_list_the_tokens_one_account_in_pages() {
             [true, false, false, false, true, false],
         ),
     ] {
-        let token = h.issue_token(&b, role, role).await;
+        let token = h.issue_token_by(&admin, &b, role, role).await;
         let r = h.get_as(&token.value, MEMBERSHIPS).await;
         let (items, (page, per_page, count, total)) = assert_ok_list(&r);
         assert_eq!((page, count, total), (1, 1, 1), "{role}");
@@ -147,7 +151,9 @@ async fn memberships_list_the_tokens_one_account_in_pages() {
     }
 
     // The SDKs and wrangler page until a page is empty, or by total_count.
-    let token = h.issue_token(&b, "pager", "secrets_store_reporter").await;
+    let token = h
+        .issue_token_by(&admin, &b, "pager", "secrets_store_reporter")
+        .await;
     let r = h
         .get_as(&token.value, &format!("{MEMBERSHIPS}?page=2&per_page=5"))
         .await;
