@@ -238,6 +238,45 @@ fn every_table_fits_100_columns_and_wide_shows_everything() {
 }
 
 #[test]
+fn text_that_would_not_show_as_itself_is_escaped() {
+    let (_tmp, _data, _server, conn) = setup();
+    create_store(&conn, "prod");
+    // A right-to-left override makes `report\u{202e}fdp.exe` read as `reportexe.pdf`.
+    let comment = "report\u{202e}fdp.exe \u{200b}\u{feff}";
+    conn.run_with_stdin(
+        &[
+            "secret",
+            "create",
+            "prod",
+            "k",
+            "--scopes",
+            "workers",
+            "--comment",
+            comment,
+        ],
+        "v",
+    )
+    .ok();
+    for args in [
+        &["secret", "list", "prod"][..],
+        &["secret", "list", "prod", "--wide"],
+        &["secret", "get", "prod", "--secret-id", "k"],
+    ] {
+        let out = conn.run(args).ok().stdout;
+        assert!(
+            out.contains("report\\u{202e}fdp.exe \\u{200b}\\u{feff}"),
+            "{args:?}: {out}"
+        );
+        for c in ['\u{202e}', '\u{200b}', '\u{feff}'] {
+            assert!(!out.contains(c), "{args:?}: {c:?} in {out}");
+        }
+    }
+    // --json is data: the comment as it is.
+    let v = conn.run(&["secret", "list", "prod", "--json"]).ok().json();
+    assert_eq!(v["result"][0]["comment"], comment);
+}
+
+#[test]
 fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     let (tmp, _data, _server, conn) = setup();
     let store = create_store(&conn, "prod");
