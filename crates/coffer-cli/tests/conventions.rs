@@ -493,6 +493,22 @@ fn deploy_reads_the_wrangler_file_in_the_current_directory() {
         out.one_error_line(1).starts_with("error: wrangler.toml: "),
         "{out:#?}"
     );
+    // A wrangler.toml that is too large, or a link to a device: refused at once, in one line.
+    std::fs::write(dir.join("wrangler.toml"), "#".repeat(1024 * 1024 + 1)).unwrap();
+    let out = run_in(&conn, &dir, &["deploy"]);
+    assert_eq!(
+        out.one_error_line(1),
+        "error: wrangler.toml: is larger than 1 MiB (1048576 bytes), the most a configuration \
+         file may hold"
+    );
+    std::fs::remove_file(dir.join("wrangler.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("wrangler.toml")).unwrap();
+    let out = run_in(&conn, &dir, &["deploy"]);
+    assert_eq!(
+        out.one_error_line(1),
+        "error: wrangler.toml: is not a regular file (a device, FIFO or socket): give the \
+         configuration file itself"
+    );
 }
 
 #[test]
