@@ -267,12 +267,31 @@ fn removing_a_scope_a_service_needs_is_refused_without_yes() {
     f.update_scopes(&f.key_id, "ai_gateway,workers", &[]).ok();
     // A secret whose scope no service reads through can lose it: gw cannot read `lonely`.
     f.update_scopes(&f.lonely_id, "dex", &[]).ok();
-    // A scope the server refuses is the server's error, with nothing asked.
+    // A scope this CLI does not know does not turn the check off: the others are still
+    // checked, and the server says what it makes of the unknown one.
     let line = f
-        .update_scopes(&f.key_id, "bogus", &[])
+        .update_scopes(&f.key_id, "ai_gateway,bogus", &[])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.starts_with(
+            "error: removing scope workers from secret \"openai-key\" takes it away from \
+             deployed services: app (binding OPENAI_KEY, type workers)"
+        ),
+        "{line}"
+    );
+    assert_eq!(f.scopes_of(&f.key_id), json!(["workers", "ai_gateway"]));
+    let line = f
+        .update_scopes(&f.key_id, "workers,ai_gateway,bogus", &[])
         .one_error_line(1)
         .to_owned();
     assert!(line.contains("bogus") && !line.contains("--yes"), "{line}");
+    let line = f
+        .update_scopes(&f.key_id, "ai_gateway,bogus", &["--yes"])
+        .one_error_line(1)
+        .to_owned();
+    assert!(line.contains("bogus"), "{line}");
+    assert_eq!(f.scopes_of(&f.key_id), json!(["workers", "ai_gateway"]));
 
     // --yes: done, with a warning naming the service that lost access; it cannot read now.
     let out = f

@@ -8,7 +8,6 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use coffer_client::{Client, ListServices, Secret, Service};
-use coffer_types::Scope;
 use serde::Serialize;
 
 use crate::output::{Format, json_text};
@@ -155,37 +154,34 @@ fn needed(losing: &[&Binder]) -> Vec<String> {
 
 /// Before `secret update --scopes NEW`: when NEW drops a scope that a deployed service needs to
 /// read the secret, the services are named and, without `yes`, the question is asked on a
-/// terminal; without a terminal the update is refused. `Ok` means go ahead.
+/// terminal; without a terminal the update is refused. `Ok` means go ahead, with, under `yes`,
+/// the warning to give once the update is done.
 pub async fn check_scope_change(
     client: &Client,
     store_id: &str,
     secret_id: &str,
     new_scopes: &[String],
     yes: bool,
-) -> anyhow::Result<()> {
-    // Scopes the server will refuse anyway: let it say so, with nothing asked first.
-    if new_scopes.iter().any(|s| Scope::parse(s).is_err()) {
-        return Ok(());
-    }
+) -> anyhow::Result<Option<String>> {
+    // Every scope is compared as given, one this CLI does not know too (the server refuses it
+    // if it does not know it either): an unknown scope does not turn the check off.
     let secret = client.get_secret(store_id, secret_id).await?;
     if secret.scopes.iter().all(|s| new_scopes.contains(s)) {
-        return Ok(());
+        return Ok(None);
     }
     let binders = find(client, &secret).await?;
     let losing = losing_access(&binders, new_scopes);
     if losing.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let services: Vec<String> = losing.iter().map(|b| describe(b)).collect();
     let scopes = needed(&losing).join(", ");
     let name = one_line(&secret.name);
     if yes {
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: secret {name:?} no longer carries scope {scopes}: {} cannot read it any more",
+        return Ok(Some(format!(
+            "secret {name:?} no longer carries scope {scopes}: {} cannot read it any more",
             services.join(", ")
-        );
-        return Ok(());
+        )));
     }
     let stdin = std::io::stdin();
     if !(stdin.is_terminal() && std::io::stderr().is_terminal()) {
@@ -203,7 +199,7 @@ pub async fn check_scope_change(
         services.join("\n  ")
     );
     if confirm(&question, &mut stdin.lock(), &mut std::io::stderr())? {
-        Ok(())
+        Ok(None)
     } else {
         anyhow::bail!("not confirmed: secret {name:?} left unchanged")
     }

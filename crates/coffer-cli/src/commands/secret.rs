@@ -1,5 +1,6 @@
 //! `coffer secret ...`. Values go from the user to the server and nowhere else.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use coffer_client::{CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret};
@@ -85,15 +86,22 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
             let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
-            if let Some(scopes) = &args.scopes {
-                bound::check_scope_change(&client, &store, &id, &scopes.0, args.yes).await?;
-            }
+            let warning = match &args.scopes {
+                Some(scopes) => {
+                    bound::check_scope_change(&client, &store, &id, &scopes.0, args.yes).await?
+                }
+                None => None,
+            };
             let update = UpdateSecret {
                 value,
                 scopes: args.scopes.map(|s| s.0),
                 comment: args.comment,
             };
             let secret = client.update_secret(&store, &id, update).await?;
+            // Once done: a refused update took nothing away.
+            if let Some(warning) = warning {
+                let _ = writeln!(std::io::stderr(), "warning: {warning}");
+            }
             output::secret(&secret, format)
         }
         SecretCommand::Delete(args) => {
