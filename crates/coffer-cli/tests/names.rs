@@ -255,11 +255,33 @@ fn the_account_comes_from_the_token() {
     let (_tmp, _data, _server, conn) = setup();
     let operator = conn.as_(&conn.token, "");
 
-    // The operator without an account id: its own account.
+    // The operator without an account id: its own account, and a note saying so, since it
+    // acts on every account. With the account id, nothing is said.
     let out = operator.run(&["store", "create", "mine", "--json"]).ok();
     let mine = out.json()["id"].as_str().unwrap().to_owned();
+    let note = format!(
+        "note: the operator token acts on its own account default ({}); give another with \
+         --account-id (or COFFER_ACCOUNT_ID)\n",
+        conn.account
+    );
+    assert_eq!(out.stderr, note);
     let out = conn.run(&["store", "get", &mine, "--json"]).ok();
     assert_eq!(out.json()["account_id"], conn.account.as_str());
+    assert_eq!(out.stderr, "");
+    // A token created in the operator's own account for want of an account id.
+    let out = operator
+        .run(&[
+            "token",
+            "create",
+            "admin",
+            "--role",
+            "super_admin",
+            "--json",
+        ])
+        .ok();
+    assert_eq!(out.stderr, note);
+    let out = conn.run(&["token", "get", "admin", "--json"]).ok();
+    assert_eq!(out.json()["role"], "super_admin");
 
     // A second account with a super_admin that expires.
     let out = operator
@@ -287,6 +309,8 @@ fn the_account_comes_from_the_token() {
 
     let out = b_admin.run(&["store", "create", "theirs", "--json"]).ok();
     let theirs = out.json()["id"].as_str().unwrap().to_owned();
+    // Not the operator: its account is the only one it can act on, nothing to say.
+    assert_eq!(out.stderr, "");
     let out = b_admin.run(&["store", "list", "--json"]).ok();
     let v = out.json();
     let ids: Vec<&str> = v["result"]
