@@ -23,7 +23,8 @@ Getting started:
   coffer dev                      run a local server with a ready-made account and token
   coffer store create s           then manage stores and secrets (see `coffer dev` output)
 
-Names work wherever ids are taken (an argument of 32 lowercase hex characters is an id).
+Names work wherever ids are taken (an argument of 32 lowercase hex characters is an id, and
+refused if it is also another object's name).
 
 Exit status: 0 on success, 1 when the operation failed (server error, unreachable server, bad
 value), 2 on a usage error (bad flags, missing connection settings).";

@@ -668,9 +668,10 @@ fn the_operator_creates_accounts_whose_tokens_are_scoped_and_revocable() {
 
     // The operator deletes account b: its tokens die with it.
     let out = instance.run(&["account", "delete", &b]).ok();
-    assert!(
-        out.stdout.contains(&format!("Deleted account {b}")),
-        "{out:#?}"
+    // Given by id, named by its name too.
+    assert_eq!(
+        out.stdout,
+        format!("Deleted account team-b ({b}) with its stores, secrets and tokens.\n")
     );
     outputs.push(out);
     let out = b_admin.run(&["store", "list"]);

@@ -153,6 +153,155 @@ fn stores_and_secrets_by_name() {
 }
 
 #[test]
+fn a_name_that_is_another_objects_id_is_refused_as_ambiguous() {
+    let (tmp, _data, _server, conn) = setup();
+    // An attacker names a store after the id of another: deleting "by that name" must not
+    // delete the other store.
+    let prod = create_store(&conn, "prod");
+    let decoy = create_store(&conn, &prod);
+    let ambiguous = format!(
+        "error: \"{prod}\" is ambiguous: it is the id of store \"prod\" and the name of store \
+         {decoy}; give \"prod\" to mean the first, or the id of the store named \"{prod}\""
+    );
+    for args in [
+        &["store", "delete", &prod, "--force"][..],
+        &["store", "get", &prod],
+        &["secret", "list", &prod],
+    ] {
+        assert_eq!(conn.run(args).one_error_line(1), ambiguous, "{args:?}");
+    }
+    // Both are still there, and each is reached without ambiguity.
+    assert_eq!(id_of(conn.run(&["store", "get", "prod", "--json"])), prod);
+    assert_eq!(id_of(conn.run(&["store", "get", &decoy, "--json"])), decoy);
+    // An id names the object's real name in the confirmation.
+    let out = conn.run(&["store", "delete", &decoy]).ok();
+    assert_eq!(out.stdout, format!("Deleted store {prod} ({decoy}).\n"));
+    // With the decoy gone, the id is the store's id again.
+    assert_eq!(id_of(conn.run(&["store", "get", &prod, "--json"])), prod);
+
+    // Secrets in a store, the same way; also a name that looks like an id nothing has.
+    let secret = |name: &str| {
+        let out = conn
+            .run_with_stdin(
+                &[
+                    "secret", "create", &prod, "--name", name, "--scopes", "workers", "--json",
+                ],
+                "v",
+            )
+            .ok();
+        out.json()[0]["id"].as_str().unwrap().to_owned()
+    };
+    let key = secret("key");
+    let decoy = secret(&key);
+    let nobody = "f".repeat(32);
+    let lone = secret(&nobody);
+    let line = conn
+        .run(&["secret", "delete", "prod", "--secret-id", &key])
+        .one_error_line(1)
+        .to_owned();
+    assert_eq!(
+        line,
+        format!(
+            "error: \"{key}\" is ambiguous in store \"prod\": it is the id of secret \"key\" and \
+             the name of secret {decoy}; give \"key\" to mean the first, or the id of the secret \
+             named \"{key}\""
+        )
+    );
+    let line = conn
+        .run(&["secret", "get", "prod", "--secret-id", &nobody])
+        .one_error_line(1)
+        .to_owned();
+    assert_eq!(
+        line,
+        format!(
+            "error: \"{nobody}\" is ambiguous in store \"prod\": no secret has that id, but it is \
+             the name of secret {lone}; give the id of the secret named \"{nobody}\" to mean it"
+        )
+    );
+    let out = conn
+        .run(&["secret", "delete", "prod", "--secret-id", &decoy])
+        .ok();
+    assert_eq!(
+        out.stdout,
+        format!("Deleted secret {key} ({decoy}) from store prod ({prod}).\n")
+    );
+    let v = conn.run(&["secret", "list", "prod", "--json"]).ok().json();
+    assert_eq!(v["result_info"]["total_count"], 2, "{v}");
+
+    // Services (deployed by name from a file), tokens and nodes: one rule for all.
+    let deploy = |name: &str| {
+        let path = tmp.path().join("wrangler.toml");
+        std::fs::write(&path, format!("name = \"{name}\"\n")).unwrap();
+        let out = conn
+            .run(&["deploy", "--config", path.to_str().unwrap(), "--json"])
+            .ok();
+        out.json()["id"].as_str().unwrap().to_owned()
+    };
+    let api = deploy("api");
+    let decoy = deploy(&api);
+    let line = conn
+        .run(&["service", "delete", &api])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.starts_with(&format!(
+            "error: \"{api}\" is ambiguous: it is the id of service \"api\" and the name of \
+             service {decoy}; "
+        )),
+        "{line}"
+    );
+    let out = conn.run(&["service", "get", &decoy, "--json"]).ok();
+    assert_eq!(out.json()["name"], api.as_str());
+
+    let token = |name: &str| {
+        let out = conn
+            .run(&[
+                "token",
+                "create",
+                name,
+                "--role",
+                "secrets_store_reporter",
+                "--json",
+            ])
+            .ok();
+        out.json()["id"].as_str().unwrap().to_owned()
+    };
+    let ci = token("ci");
+    let decoy = token(&ci);
+    let line = conn
+        .run(&["token", "revoke", &ci])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.contains(&format!(
+            "it is the id of token \"ci\" and the name of token {decoy}"
+        )),
+        "{line}"
+    );
+    let out = conn.run(&["token", "get", "ci", "--json"]).ok();
+    assert_eq!(out.json()["status"], "active");
+
+    let out = conn.run(&["node", "create", "edge-1", "--json"]).ok();
+    let edge = out.json()["id"].as_str().unwrap().to_owned();
+    let out = conn.run(&["node", "create", &edge, "--json"]).ok();
+    let decoy = out.json()["id"].as_str().unwrap().to_owned();
+    let line = conn
+        .run(&["node", "revoke", &edge])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.contains(&format!(
+            "it is the id of node \"edge-1\" and the name of node {decoy}"
+        )),
+        "{line}"
+    );
+    // Revoked, the decoy still keeps its name: still refused.
+    conn.run(&["node", "revoke", &decoy]).ok();
+    conn.run(&["node", "revoke", &edge]).one_error_line(1);
+    conn.run(&["node", "revoke", "edge-1"]).ok();
+}
+
+#[test]
 fn store_names_are_found_on_every_page() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

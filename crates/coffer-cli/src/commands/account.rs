@@ -42,12 +42,12 @@ pub async fn run(conn: &ConnArgs, command: AccountCommand) -> anyhow::Result<()>
         ),
         AccountCommand::Delete(args) => {
             let client = connect_instance(conn)?;
-            let id = resolve::account(&client, &args.id).await?;
-            client.delete_account(&id).await?;
+            let account = resolve::account(&client, &args.id).await?;
+            client.delete_account(&account.id).await?;
             output::deleted(
                 &format!(
                     "Deleted account {} with its stores, secrets and tokens.",
-                    resolve::shown(&args.id, &id)
+                    account.shown()
                 ),
                 json,
             )

@@ -26,19 +26,18 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
             let client = connect(conn).await?;
             // Names are resolved to the ids the log records.
             let actor = match &args.actor {
-                Some(a) => Some(resolve::token(&client, a).await?),
+                Some(a) => Some(resolve::token(&client, a).await?.id),
                 None => None,
             };
-            let store_id = match &args.store_id {
+            let store = match &args.store_id {
                 Some(s) => Some(resolve::store(&client, s).await?),
                 None => None,
             };
-            let secret_id = match (&args.secret_id, &store_id, &args.store_id) {
-                (Some(x), Some(store), Some(given)) => {
-                    Some(resolve::secret(&client, store, given, x).await?)
-                }
-                (x, _, _) => x.clone(),
+            let secret_id = match (&args.secret_id, &store) {
+                (Some(x), Some(store)) => Some(resolve::secret(&client, store, x).await?.id),
+                (x, _) => x.clone(),
             };
+            let store_id = store.map(|s| s.id);
             let filter = AuditFilter {
                 from,
                 to,

@@ -23,8 +23,8 @@ pub async fn run(conn: &ConnArgs, command: NodeCommand) -> anyhow::Result<()> {
             output::print(&output::node_list(&page, Format::of(conn)))?;
         }
         NodeCommand::Revoke(args) => {
-            let id = resolve::node(&client, &args.id).await?;
-            let node = client.revoke_node(&id).await?;
+            let node = resolve::node(&client, &args.id).await?;
+            let node = client.revoke_node(&node.id).await?;
             output::print(&output::node_revoked(&node, json))?;
         }
     }

@@ -30,7 +30,7 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             let store = resolve::store(&client, store).await?;
             let created = client
                 .create_secrets(
-                    &store,
+                    &store.id,
                     vec![CreateSecret {
                         name: name.to_owned(),
                         value,
@@ -52,14 +52,14 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             };
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let page = client.list_secrets(&store, &params).await?;
+            let page = client.list_secrets(&store.id, &params).await?;
             output::secret_list(&page, format)
         }
         SecretCommand::Get(args) => {
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
-            let secret = client.get_secret(&store, &id).await?;
+            let secret = resolve::secret(&client, &store, &args.secret_id).await?;
+            let secret = client.get_secret(&store.id, &secret.id).await?;
             let binders = bound::find(&client, &secret).await?;
             bound::secret_with_binders(&secret, &binders, format)
         }
@@ -85,7 +85,8 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
                 .transpose()?;
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
+            let secret = resolve::secret(&client, &store, &args.secret_id).await?;
+            let (store, id) = (store.id, secret.id);
             let warning = match &args.scopes {
                 Some(scopes) => {
                     bound::check_scope_change(&client, &store, &id, &scopes.0, args.yes).await?
@@ -112,20 +113,23 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             }
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let mut ids = resolve::secrets(&client, &store, args.store.id(), &given).await?;
+            let mut secrets = resolve::secrets(&client, &store, &given).await?;
             let mut seen = std::collections::HashSet::new();
-            ids.retain(|id| seen.insert(id.clone()));
-            let store_shown = resolve::shown(args.store.id(), &store);
-            let message = match (ids.as_slice(), given.as_slice()) {
-                ([id], [name, ..]) => {
-                    client.delete_secret(&store, id).await?;
-                    let secret = resolve::shown(name, id);
-                    format!("Deleted secret {secret} from store {store_shown}.")
+            secrets.retain(|s| seen.insert(s.id.clone()));
+            let message = match secrets.as_slice() {
+                [secret] => {
+                    client.delete_secret(&store.id, &secret.id).await?;
+                    format!(
+                        "Deleted secret {} from store {}.",
+                        secret.shown(),
+                        store.shown()
+                    )
                 }
                 _ => {
-                    let n = ids.len();
-                    client.bulk_delete_secrets(&store, ids).await?;
-                    format!("Deleted {n} secrets from store {store_shown}.")
+                    let n = secrets.len();
+                    let ids = secrets.into_iter().map(|s| s.id).collect();
+                    client.bulk_delete_secrets(&store.id, ids).await?;
+                    format!("Deleted {n} secrets from store {}.", store.shown())
                 }
             };
             output::deleted(&message, format.json())
@@ -139,8 +143,10 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             };
             let client = connect(conn).await?;
             let store = resolve::store(&client, given_store).await?;
-            let id = resolve::secret(&client, &store, given_store, &args.secret_id).await?;
-            let secret = client.duplicate_secret(&store, &id, duplicate).await?;
+            let secret = resolve::secret(&client, &store, &args.secret_id).await?;
+            let secret = client
+                .duplicate_secret(&store.id, &secret.id, duplicate)
+                .await?;
             output::secret(&secret, format)
         }
     };

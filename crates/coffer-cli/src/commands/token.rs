@@ -32,15 +32,15 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Get(token) => {
             let client = connect(conn).await?;
-            let id = resolve::token(&client, &token.id).await?;
-            let token = client.get_token(&id).await?;
+            let token = resolve::token(&client, &token.id).await?;
+            let token = client.get_token(&token.id).await?;
             output::print(&output::token(&token, Format::of(conn)))?;
         }
         TokenCommand::Revoke(token) => {
             let client = connect(conn).await?;
-            let id = resolve::token(&client, &token.id).await?;
+            let token = resolve::token(&client, &token.id).await?;
             output::print(&output::token_revoked(
-                &client.revoke_token(&id).await?,
+                &client.revoke_token(&token.id).await?,
                 json,
             ))?;
         }
