@@ -927,8 +927,8 @@ pub struct AuditListArgs {
     #[arg(long, value_name = RFC3339_VALUE_NAME)]
     pub to: Option<String>,
 
-    /// Only entries of this actor: an API token of the account, by name or id (a service's
-    /// reads: one of its tokens' ids)
+    /// Only entries of this actor: an API token of the account, by id, or by name if no other
+    /// token, revoked or not, has that name (a service's reads: one of its tokens' ids)
     #[arg(long, value_name = "TOKEN")]
     pub actor: Option<String>,
 

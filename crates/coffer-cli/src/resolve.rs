@@ -243,6 +243,23 @@ pub async fn token(client: &Client, given: &str) -> anyhow::Result<Resolved> {
     )
 }
 
+/// The API token `given` (a name or an id) in the client's account, revoked or not: for the
+/// audit log, which records every token's actions. Several of that name is an error listing
+/// them.
+pub async fn any_token(client: &Client, given: &str) -> anyhow::Result<Resolved> {
+    let tokens = client.list_tokens().await?;
+    pick(
+        "token",
+        given,
+        "",
+        tokens.items.into_iter().map(|t| Candidate {
+            active: true,
+            id: t.id,
+            name: t.name,
+        }),
+    )
+}
+
 /// The edge node `given` (a name or an id); nodes not revoked are matched first.
 pub async fn node(client: &Client, given: &str) -> anyhow::Result<Resolved> {
     let nodes = client.list_nodes().await?;

@@ -331,10 +331,19 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
             .collect();
         cells[2..7].to_vec()
     };
+    // Actors by name and id (names are not unique), the operator marked.
+    let init = conn.token.split('_').nth(1).unwrap();
+    let init = format!("init ({init}, operator)");
+    let viewer_id = v["id"].as_str().unwrap();
+    let viewer_actor = format!("viewer ({viewer_id})");
+    assert!(
+        out.contains(&format!("viewer ({}…)", &viewer_id[..8])),
+        "{out}"
+    );
     assert_eq!(
         row(&wide, "binding ai-gateway.OPENAI_KEY"),
         [
-            "init",
+            init.as_str(),
             "bind",
             "success",
             "secret openai-key",
@@ -344,7 +353,7 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     assert_eq!(
         row(&wide, "binding ai-gateway.SHARED"),
         [
-            "init",
+            init.as_str(),
             "bind",
             "success",
             &format!("store {store}"),
@@ -353,12 +362,12 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     );
     assert_eq!(
         row(&wide, "node edge-1.fra"),
-        ["init", "create", "success", "node edge-1.fra", "-"]
+        [init.as_str(), "create", "success", "node edge-1.fra", "-"]
     );
     assert_eq!(
         row(&wide, "store nope"),
         [
-            "viewer",
+            viewer_actor.as_str(),
             "create",
             "denied",
             "store nope",
@@ -422,6 +431,37 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     );
     let out = conn.run(&["audit", "list", "--actor", "nobody"]);
     assert_eq!(out.one_error_line(1), "error: no token named \"nobody\"");
+
+    // --actor by name means every token of that name, revoked ones too: several is an error
+    // listing them; the id says which.
+    conn.run(&["token", "revoke", "viewer"]).ok();
+    let again = conn
+        .run(&[
+            "token",
+            "create",
+            "viewer",
+            "--role",
+            "secrets_store_reporter",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let again = again["id"].as_str().unwrap();
+    let out = conn.run(&["audit", "list", "--actor", "viewer"]);
+    assert_eq!(
+        out.one_error_line(1),
+        format!("error: 2 tokens are named \"viewer\": {viewer_id}, {again}; give the id instead")
+    );
+    let v = conn
+        .run(&["audit", "list", "--actor", viewer_id, "--json"])
+        .ok()
+        .json();
+    let entries = v["result"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|e| e["actor"]["token_id"] == viewer_id),
+        "{v}"
+    );
 }
 
 #[test]

@@ -24,9 +24,10 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 .into());
             }
             let client = connect(conn).await?;
-            // Names are resolved to the ids the log records.
+            // Names are resolved to the ids the log records; an actor's name, among every
+            // token of the account, revoked ones included.
             let actor = match &args.actor {
-                Some(a) => Some(resolve::token(&client, a).await?.id),
+                Some(a) => Some(resolve::any_token(&client, a).await?.id),
                 None => None,
             };
             let store = match &args.store_id {

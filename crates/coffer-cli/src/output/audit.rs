@@ -45,19 +45,40 @@ fn is_service_read(entry: &AuditLogEntry) -> bool {
     event_str(entry, &["action"]) == Some("access")
 }
 
-/// Who acted: the token's name; for runtime reads, the service; else the token's id, unless it
-/// is the resource itself (a failed login names the token it tried in the resource); else `-`.
+/// Who acted: the token's name and id, `ci (0123abcd…)` (names are not unique; `--actor` takes
+/// the id), marked `operator` for the instance operator's token; for runtime reads, the service
+/// and the id of the token it read with. A token's id alone when it has no name, unless it is
+/// the resource itself (a failed login names the token it tried in the resource); else `-`.
 fn audit_actor(entry: &AuditLogEntry, wide: bool) -> String {
-    if let Some(name) = event_str(entry, &["actor", "token_name"]) {
-        return name.to_owned();
-    }
-    if is_service_read(entry)
-        && let Some(service) = resource_str(entry, "service_name")
-    {
-        return service.to_owned();
-    }
-    match event_str(entry, &["actor", "token_id"]) {
-        Some(id) if resource_str(entry, "token_id") != Some(id) => short_id(id, wide),
+    let id = event_str(entry, &["actor", "token_id"]);
+    let name = event_str(entry, &["actor", "token_name"]).or_else(|| {
+        is_service_read(entry)
+            .then(|| resource_str(entry, "service_name"))
+            .flatten()
+    });
+    let operator = entry
+        .event
+        .get("actor")
+        .and_then(|a| a.get("operator"))
+        .and_then(|o| o.as_bool())
+        == Some(true);
+    let marks: Vec<String> = [
+        name.and(id).map(|id| short_id(id, wide)),
+        operator.then(|| "operator".to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let marks = if marks.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", marks.join(", "))
+    };
+    match (name, id) {
+        (Some(name), _) => format!("{name}{marks}"),
+        (None, Some(id)) if resource_str(entry, "token_id") != Some(id) => {
+            format!("{}{marks}", short_id(id, wide))
+        }
         _ => "-".to_owned(),
     }
 }
@@ -295,42 +316,43 @@ mod tests {
             .collect()
     }
 
-    /// Each sample entry as its own one-row table: every cell whole within 100 columns.
+    /// Each sample entry as its own one-row table within 100 columns: every cell whole but the
+    /// longest details (whole with `--wide`).
     #[test]
     fn each_row_names_actor_resource_binding_and_reason_in_100_columns() {
         let expected: [&[&str]; 6] = [
-            // A runtime read at an edge: the service reads through its binding.
+            // A runtime read at an edge: the service reads through its binding, with a token.
             &[
                 "2025-01-01T00:00:05Z",
-                "ai-gateway",
+                "ai-gateway (ffffffff…)",
                 "access",
                 "secret openai-key",
-                "via OPENAI_KEY, 3 reads at edge-1.fra",
+                "via OPENAI_KEY, 3 reads at…",
             ],
             &[
                 "2025-01-01T00:00:04Z",
-                "deployer",
+                "deployer (dddddddd…)",
                 "bind",
                 "secret openai-key",
                 "binding ai-gateway.OPENAI_KEY",
             ],
             &[
                 "2025-01-01T00:00:03Z",
-                "ci",
+                "ci (eeeeeeee…)",
                 "create denied",
                 "secret stripe-key",
-                "missing permission secrets_store:edit",
+                "missing permission secrets_…",
             ],
             &[
                 "2025-01-01T00:00:02Z",
-                "init",
+                "init (11111111…, operator)",
                 "create",
                 "node edge-1.fra",
                 "-",
             ],
             &[
                 "2025-01-01T00:00:01Z",
-                "init",
+                "init (11111111…, operator)",
                 "create",
                 "secret openai\\u{1b}[2J",
                 "-",
@@ -464,6 +486,26 @@ mod tests {
             "ffffffff…"
         );
         assert_eq!(audit_actor(&audit_entry(1, other), true), "f".repeat(32));
+    }
+
+    #[test]
+    fn actors_are_named_with_their_id_and_the_operator_marked() {
+        let actor = |a: serde_json::Value, wide: bool| {
+            audit_actor(&audit_entry(1, json!({"actor": a})), wide)
+        };
+        let (d, f) = ("d".repeat(32), "f".repeat(32));
+        // Two tokens of one name are told apart by their ids.
+        let ci = json!({"token_id": d, "token_name": "ci", "operator": false});
+        assert_eq!(actor(ci.clone(), false), "ci (dddddddd…)");
+        assert_eq!(actor(ci, true), format!("ci ({d})"));
+        let other = json!({"token_id": f, "token_name": "ci", "operator": false});
+        assert_eq!(actor(other, false), "ci (ffffffff…)");
+        let op = json!({"token_id": d, "token_name": "init", "operator": true});
+        assert_eq!(actor(op.clone(), false), "init (dddddddd…, operator)");
+        assert_eq!(actor(op, true), format!("init ({d}, operator)"));
+        let nameless = json!({"token_id": d, "operator": true});
+        assert_eq!(actor(nameless, false), "dddddddd… (operator)");
+        assert_eq!(actor(json!({"operator": true}), false), "-");
     }
 
     #[test]
