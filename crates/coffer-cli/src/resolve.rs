@@ -20,12 +20,10 @@ const PER_PAGE: u32 = 100;
 /// Longest `search` the server takes; a longer name is looked up without it.
 const MAX_SEARCH_BYTES: usize = 256;
 
-/// An id, as the API writes them: 32 lowercase hexadecimal characters.
+/// An id, as the API writes them: 32 lowercase hexadecimal characters (every kind of id parses
+/// alike).
 pub fn is_id(given: &str) -> bool {
-    given.len() == 32
-        && given
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    coffer_types::StoreId::parse(given).is_ok()
 }
 
 /// What an argument names: the object's id and, when it is known, its name.

@@ -17,15 +17,14 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
     let text = match command {
         SecretCommand::Create(args) => {
             let (store, name) = args.target.get().map_err(UsageError)?;
-            // Read (and check) the value before any request is made.
-            let source = value_source(
-                args.value,
-                args.value_file,
-                args.keep_trailing_newline,
-                true,
-            )?
-            .unwrap_or(Source::Input);
-            let value = value::obtain(source, args.keep_trailing_newline)?;
+            // Read (and check) the value before any request is made. Without a flag that gives
+            // it, it is prompted for or read from standard input.
+            let keep_trailing_newline = args.keep_trailing_newline;
+            let source = value_source(args.value, args.value_file, keep_trailing_newline)?
+                .unwrap_or(Source::Input {
+                    keep_trailing_newline,
+                });
+            let value = value::obtain(source)?;
             let client = connect(conn).await?;
             let store = resolve::store(&client, store).await?;
             let created = client
@@ -66,12 +65,10 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
         SecretCommand::Update(args) => {
             // Only `--value` or `--value-file` changes the value; `--value -` prompts or reads
             // standard input.
-            let source = value_source(
-                args.value,
-                args.value_file,
-                args.keep_trailing_newline,
-                false,
-            )?;
+            let source = value_source(args.value, args.value_file, args.keep_trailing_newline)?;
+            if source.is_none() && args.keep_trailing_newline {
+                return Err(keep_without_input().into());
+            }
             if source.is_none() && args.scopes.is_none() && args.comment.is_none() {
                 return Err(UsageError(
                     "nothing to update: pass --value (or `--value -` to be prompted), \
@@ -80,9 +77,7 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
                 )
                 .into());
             }
-            let value = source
-                .map(|source| value::obtain(source, args.keep_trailing_newline))
-                .transpose()?;
+            let value = source.map(value::obtain).transpose()?;
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
             let secret = resolve::secret(&client, &store, &args.secret_id).await?;
@@ -154,30 +149,35 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Where the value comes from, as the flags say. Without a flag that gives one, `secret create`
-/// (`prompt_by_default`) prompts or reads standard input, and `secret update` leaves the value
-/// as it is (`None`).
+/// Where the value comes from, as the flags say; `None` without a flag that gives one (`secret
+/// create` then prompts or reads standard input, `secret update` leaves the value as it is).
 fn value_source(
     value: Option<ValueArg>,
     file: Option<PathBuf>,
     keep_trailing_newline: bool,
-    prompt_by_default: bool,
 ) -> Result<Option<Source>, UsageError> {
     let source = match (value, file) {
         // clap refuses --value with --value-file.
-        (_, Some(path)) => Some(Source::File(path)),
-        (Some(ValueArg::Given(value)), None) => Some(Source::Given(value)),
-        (Some(ValueArg::Interactive), None) => Some(Source::Input),
-        (None, None) => prompt_by_default.then_some(Source::Input),
+        (_, Some(path)) => Source::File(path),
+        (Some(ValueArg::Given(value)), None) => Source::Given(value),
+        (Some(ValueArg::Interactive), None) => Source::Input {
+            keep_trailing_newline,
+        },
+        (None, None) => return Ok(None),
     };
-    if keep_trailing_newline && !matches!(source, Some(Source::Input)) {
-        return Err(UsageError(
-            "--keep-trailing-newline applies to a value read from standard input (`--value -`); \
-             --value and --value-file values are stored exactly as given"
-                .to_owned(),
-        ));
+    if keep_trailing_newline && !matches!(source, Source::Input { .. }) {
+        return Err(keep_without_input());
     }
-    Ok(source)
+    Ok(Some(source))
+}
+
+/// `--keep-trailing-newline` for a value that is not read from standard input.
+fn keep_without_input() -> UsageError {
+    UsageError(
+        "--keep-trailing-newline applies to a value read from standard input (`--value -`); \
+         --value and --value-file values are stored exactly as given"
+            .to_owned(),
+    )
 }
 
 fn secret_order(o: SecretOrderArg) -> SecretOrder {
