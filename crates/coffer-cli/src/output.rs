@@ -237,8 +237,8 @@ pub fn secrets_created(secrets: &[Secret], format: Format) -> String {
     secrets_table(secrets, format)
 }
 
-pub fn quota(quota: &Quota, as_json: bool) -> String {
-    if as_json {
+pub fn quota(quota: &Quota, format: Format) -> String {
+    if format.json() {
         return json_text(quota);
     }
     let q = quota.secrets;
@@ -283,8 +283,8 @@ struct CreatedAccountJson<'a> {
 }
 
 /// `account create`: the new id, and how to give the account its first super_admin.
-pub fn account_created(account: &Account, as_json: bool) -> String {
-    if as_json {
+pub fn account_created(account: &Account, format: Format) -> String {
+    if format.json() {
         return json_text(&CreatedAccountJson {
             account_id: &account.id,
             account,
@@ -352,8 +352,12 @@ pub fn token(token: &Token, format: Format) -> String {
 /// `token create`: the only output that ever holds a token's value. Under `--json`, the token's
 /// fields and `value`; otherwise the metadata, the value, and a warning that it is shown once.
 /// The text is zeroized on drop.
-pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) -> Zeroizing<String> {
-    if as_json {
+pub fn token_created(
+    created: &CreatedToken,
+    account_id: &str,
+    format: Format,
+) -> Zeroizing<String> {
+    if format.json() {
         return with_token(created, Some(&created.value));
     }
     let token = &created.token;
@@ -382,8 +386,8 @@ pub fn token_created(created: &CreatedToken, account_id: &str, as_json: bool) ->
 }
 
 /// `token revoke`: a confirmation, or the token (now `revoked`) under `--json`.
-pub fn token_revoked(token: &Token, as_json: bool) -> String {
-    if as_json {
+pub fn token_revoked(token: &Token, format: Format) -> String {
+    if format.json() {
         return json_text(token);
     }
     format!(
@@ -395,8 +399,8 @@ pub fn token_revoked(token: &Token, as_json: bool) -> String {
 
 /// `audit verify` of a log that checks out: counts and the head to record elsewhere. Under
 /// `--json`, the verification result whatever it says.
-pub fn audit_verification(v: &AuditVerification, as_json: bool) -> String {
-    if as_json {
+pub fn audit_verification(v: &AuditVerification, format: Format) -> String {
+    if format.json() {
         return json_text(v);
     }
     let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -542,9 +546,9 @@ pub fn service_token_list(page: &Page<ServiceToken>, format: Format) -> String {
 pub fn service_token_rotated(
     rotated: &RotatedServiceToken,
     service_name: &str,
-    as_json: bool,
+    format: Format,
 ) -> Zeroizing<String> {
-    if as_json {
+    if format.json() {
         return with_token(rotated, Some(&rotated.service_token));
     }
     let previous = match rotated.revoked.len() {
@@ -575,9 +579,9 @@ pub fn service_token_rotated(
 pub fn service_tokens_revoked(
     revoked: &[ServiceToken],
     service_name: &str,
-    as_json: bool,
+    format: Format,
 ) -> String {
-    if as_json {
+    if format.json() {
         return json_text(revoked);
     }
     let name = one_line(service_name);
@@ -589,8 +593,8 @@ pub fn service_tokens_revoked(
 }
 
 /// `service token revoke --token-id`: a confirmation, or the token under `--json`.
-pub fn service_token_revoked(token: &ServiceToken, service_name: &str, as_json: bool) -> String {
-    if as_json {
+pub fn service_token_revoked(token: &ServiceToken, service_name: &str, format: Format) -> String {
+    if format.json() {
         return json_text(token);
     }
     format!(
@@ -628,8 +632,8 @@ pub fn node_list(page: &Page<Node>, format: Format) -> String {
 /// `node create`: the only output that ever holds a node's token. Under `--json`, the node's
 /// fields and `node_token`; otherwise the node, the token, and a warning that it is shown once.
 /// The text is zeroized on drop.
-pub fn node_created(created: &CreatedNode, as_json: bool) -> Zeroizing<String> {
-    if as_json {
+pub fn node_created(created: &CreatedNode, format: Format) -> Zeroizing<String> {
+    if format.json() {
         return with_token(created, Some(&created.node_token));
     }
     let mut text = Zeroizing::new(format!(
@@ -653,8 +657,8 @@ pub fn node_created(created: &CreatedNode, as_json: bool) -> Zeroizing<String> {
 }
 
 /// `node revoke`: a confirmation, or the node (now with its `revoked` time) under `--json`.
-pub fn node_revoked(node: &Node, as_json: bool) -> String {
-    if as_json {
+pub fn node_revoked(node: &Node, format: Format) -> String {
+    if format.json() {
         return json_text(node);
     }
     format!(
@@ -665,8 +669,8 @@ pub fn node_revoked(node: &Node, as_json: bool) -> String {
 }
 
 /// A delete's confirmation, or `null` under `--json`.
-pub fn deleted(message: &str, as_json: bool) -> String {
-    if as_json {
+pub fn deleted(message: &str, format: Format) -> String {
+    if format.json() {
         "null\n".to_owned()
     } else {
         format!("{message}\n")
@@ -823,13 +827,14 @@ mod tests {
             created: "2025-01-01T00:00:00Z".into(),
             secrets_quota: None,
         };
-        let v: serde_json::Value = serde_json::from_str(&account_created(&a, true)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&account_created(&a, Format::Json)).unwrap();
         assert_eq!(v["account_id"], "c".repeat(32));
         assert_eq!(v["id"], "c".repeat(32));
         assert_eq!(v["name"], "team-b");
         assert_eq!(v["secrets_quota"], serde_json::Value::Null);
         assert_eq!(v.as_object().unwrap().len(), 5);
-        let text = account_created(&a, false);
+        let text = account_created(&a, Format::Table);
         assert!(text.contains(&format!("Account ID:  {}\n", a.id)), "{text}");
         assert!(
             text.contains(&format!(
@@ -900,7 +905,7 @@ mod tests {
         assert_eq!(v["result"][0]["id"], "d".repeat(32));
         assert_eq!(v["result_info"]["total_count"], 1);
 
-        let revoked = token_revoked(&t, false);
+        let revoked = token_revoked(&t, Format::Table);
         assert!(revoked.starts_with(&format!("Revoked token {} (ci", t.id)));
         assert_eq!(revoked.lines().count(), 1);
     }
@@ -912,7 +917,7 @@ mod tests {
             value: coffer_client::SecretValue::new("coffer_x_s3cr3t".into()),
         };
         let v: serde_json::Value =
-            serde_json::from_str(&token_created(&created, "acc", true)).unwrap();
+            serde_json::from_str(&token_created(&created, "acc", Format::Json)).unwrap();
         assert_eq!(v["id"], "d".repeat(32));
         assert_eq!(v["value"], "coffer_x_s3cr3t");
         // The one name every new token has, whatever its kind.
@@ -920,7 +925,7 @@ mod tests {
         assert_eq!(v["role"], "secrets_store_reporter");
         assert_eq!(v.as_object().unwrap().len(), 11);
 
-        let text = token_created(&created, "acc", false);
+        let text = token_created(&created, "acc", Format::Table);
         assert_eq!(text.matches("coffer_x_s3cr3t").count(), 1, "{}", *text);
         assert!(text.contains("  API token:  coffer_x_s3cr3t\n"));
         assert!(text.contains("shown only now"));
@@ -932,7 +937,7 @@ mod tests {
             token: sample_token(None),
             value: coffer_client::SecretValue::new("coffer_y".into()),
         };
-        assert!(token_created(&never, "acc", false).contains("does not expire"));
+        assert!(token_created(&never, "acc", Format::Table).contains("does not expire"));
     }
 
     fn sample_node(revoked: Option<&str>) -> Node {
@@ -950,7 +955,8 @@ mod tests {
             node: sample_node(None),
             node_token: coffer_client::SecretValue::new("coffernode_x_s3cr3t".into()),
         };
-        let v: serde_json::Value = serde_json::from_str(&node_created(&created, true)).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&node_created(&created, Format::Json)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -962,7 +968,7 @@ mod tests {
                 "token": "coffernode_x_s3cr3t",
             })
         );
-        let text = node_created(&created, false);
+        let text = node_created(&created, Format::Table);
         assert_eq!(text.matches("coffernode_x_s3cr3t").count(), 1, "{}", *text);
         assert!(
             text.contains("  Node token:  coffernode_x_s3cr3t\n"),
@@ -1012,7 +1018,7 @@ mod tests {
             "No edge nodes registered.\n"
         );
 
-        let revoked = node_revoked(&sample_node(Some("2025-01-02T00:00:00Z")), false);
+        let revoked = node_revoked(&sample_node(Some("2025-01-02T00:00:00Z")), Format::Table);
         assert_eq!(
             revoked,
             format!(
@@ -1021,7 +1027,7 @@ mod tests {
             )
         );
         let v: serde_json::Value =
-            serde_json::from_str(&node_revoked(&sample_node(Some("t")), true)).unwrap();
+            serde_json::from_str(&node_revoked(&sample_node(Some("t")), Format::Json)).unwrap();
         assert_eq!(v["revoked"], "t");
     }
 
@@ -1036,13 +1042,14 @@ mod tests {
             first_bad: None,
         };
         assert_eq!(
-            audit_verification(&v, false),
+            audit_verification(&v, Format::Table),
             format!(
                 "audit log OK: 12 entries, 1 checkpoint; head #12 {}\n",
                 "cd".repeat(32)
             )
         );
-        let j: serde_json::Value = serde_json::from_str(&audit_verification(&v, true)).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&audit_verification(&v, Format::Json)).unwrap();
         assert_eq!(j["ok"], true);
         assert_eq!(j["entries_checked"], 12);
         assert_eq!(j["head_hash"], "cd".repeat(32));
@@ -1053,7 +1060,7 @@ mod tests {
         v.head_seq = None;
         v.head_hash = None;
         assert_eq!(
-            audit_verification(&v, false),
+            audit_verification(&v, Format::Table),
             "audit log OK: 0 entries, 0 checkpoints; no head (the log is empty)\n"
         );
     }
@@ -1181,7 +1188,7 @@ mod tests {
             service_token: coffer_client::SecretValue::new("coffersvc_y_n3w".into()),
             revoked: vec![token.clone(), token.clone()],
         };
-        let text = service_token_rotated(&rotated, "ai-gateway", false);
+        let text = service_token_rotated(&rotated, "ai-gateway", Format::Table);
         assert!(
             text.starts_with(
                 "Issued a new token for service ai-gateway; revoked 2 previous tokens."
@@ -1189,19 +1196,19 @@ mod tests {
         );
         assert_eq!(text.matches("coffersvc_y_n3w").count(), 1);
         let v: serde_json::Value =
-            serde_json::from_str(&service_token_rotated(&rotated, "x", true)).unwrap();
+            serde_json::from_str(&service_token_rotated(&rotated, "x", Format::Json)).unwrap();
         assert_eq!(v["service_token"], "coffersvc_y_n3w");
         assert_eq!(v["revoked"].as_array().unwrap().len(), 2);
         assert_eq!(
-            service_tokens_revoked(&[], "app", false),
+            service_tokens_revoked(&[], "app", Format::Table),
             "Service app had no active token; nothing was revoked.\n"
         );
         assert!(
-            service_tokens_revoked(std::slice::from_ref(&token), "app", false)
+            service_tokens_revoked(std::slice::from_ref(&token), "app", Format::Table)
                 .starts_with("Revoked 1 token")
         );
         assert!(
-            service_token_revoked(&token, "app", false)
+            service_token_revoked(&token, "app", Format::Table)
                 .starts_with(&format!("Revoked token {}", token.id))
         );
     }
@@ -1214,10 +1221,13 @@ mod tests {
                 usage: 3,
             },
         };
-        assert_eq!(quota(&q, false), "secrets: 3 used of 100 (97 left)\n");
-        let v: serde_json::Value = serde_json::from_str(&quota(&q, true)).unwrap();
+        assert_eq!(
+            quota(&q, Format::Table),
+            "secrets: 3 used of 100 (97 left)\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&quota(&q, Format::Json)).unwrap();
         assert_eq!(v["secrets"]["usage"], 3);
-        assert_eq!(deleted("Deleted.", true), "null\n");
-        assert_eq!(deleted("Deleted.", false), "Deleted.\n");
+        assert_eq!(deleted("Deleted.", Format::Json), "null\n");
+        assert_eq!(deleted("Deleted.", Format::Table), "Deleted.\n");
     }
 }

@@ -8,7 +8,7 @@ use crate::output::{self, Format};
 use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     match command {
         AuditCommand::List(args) => {
             // The dates are checked before the connection settings, and before any request.
@@ -52,14 +52,14 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 direction: args.direction.map(direction),
             };
             let page = client.list_audit(&filter).await?;
-            output::print(&output::audit_list(&page, Format::of(conn)))?;
+            output::print(&output::audit_list(&page, format))?;
         }
         AuditCommand::Verify => {
             let verification = connect(conn).await?.verify_audit().await?;
             // Under --json the result is printed whatever it says; a tampered log then still
             // fails the command, so that scripts can gate on the exit status alone.
-            if json || verification.ok {
-                output::print(&output::audit_verification(&verification, json))?;
+            if format.json() || verification.ok {
+                output::print(&output::audit_verification(&verification, format))?;
             }
             if let Some(line) = tampered(&verification) {
                 anyhow::bail!(line);

@@ -127,7 +127,7 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
                     format!("Deleted {n} secrets from store {}.", store.shown())
                 }
             };
-            output::deleted(&message, format.json())
+            output::deleted(&message, format)
         }
         SecretCommand::Duplicate(args) => {
             let (given_store, name) = args.target.get().map_err(UsageError)?;

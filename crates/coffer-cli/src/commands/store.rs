@@ -40,7 +40,7 @@ pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
                 other => other?,
             }
             let message = format!("Deleted store {}.", store.shown());
-            output::deleted(&message, format.json())
+            output::deleted(&message, format)
         }
     };
     output::print(&text)?;

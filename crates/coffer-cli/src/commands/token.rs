@@ -10,7 +10,7 @@ use crate::output::{self, Format};
 use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     match command {
         TokenCommand::Create(args) => {
             // The expiry is checked before the connection settings, and before any request.
@@ -23,25 +23,25 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
                 .create_token(args.name(), &args.role, expires_on)
                 .await?;
             // Zeroized on drop, like `created` itself.
-            let text = output::token_created(&created, client.account_id(), json);
+            let text = output::token_created(&created, client.account_id(), format);
             output::print(&text)?;
         }
         TokenCommand::List => {
             let page = connect(conn).await?.list_tokens().await?;
-            output::print(&output::token_list(&page, Format::of(conn)))?;
+            output::print(&output::token_list(&page, format))?;
         }
         TokenCommand::Get(token) => {
             let client = connect(conn).await?;
             let token = resolve::token(&client, &token.id).await?;
             let token = client.get_token(&token.id).await?;
-            output::print(&output::token(&token, Format::of(conn)))?;
+            output::print(&output::token(&token, format))?;
         }
         TokenCommand::Revoke(token) => {
             let client = connect(conn).await?;
             let token = resolve::token(&client, &token.id).await?;
             output::print(&output::token_revoked(
                 &client.revoke_token(&token.id).await?,
-                json,
+                format,
             ))?;
         }
     }
