@@ -6,10 +6,10 @@
 //! service as its actor, and ids cut to their first 8 characters; `--wide` shows every field
 //! whole, the outcome in a column of its own.
 
-use coffer_client::{AuditLogEntry, Page};
+use coffer_client::{AuditLogEntry, AuditVerification, Page};
 
-use super::{Format, page_footer, page_json, time};
-use crate::table::Table;
+use super::{Format, json_text, page_footer, page_json, time};
+use crate::table::{Table, one_line};
 
 /// Every column (`--wide`); the default leaves out `Seq`, `Outcome` (shown with the action),
 /// `Request` and `Client`.
@@ -215,6 +215,25 @@ pub fn audit_list(page: &Page<AuditLogEntry>, format: Format) -> String {
         return "No audit entries found.\n".to_owned();
     }
     audit_table(&page.items, format) + &page_footer(page, "entries")
+}
+
+/// `audit verify` of a log that checks out: counts and the head to record elsewhere. Under
+/// `--json`, the verification result whatever it says.
+pub fn audit_verification(v: &AuditVerification, format: Format) -> String {
+    if format.json() {
+        return json_text(v);
+    }
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let head = match (v.head_seq, &v.head_hash) {
+        (Some(seq), Some(hash)) => format!("head #{seq} {}", one_line(hash)),
+        (Some(seq), None) => format!("head #{seq}"),
+        _ => "no head (the log is empty)".to_owned(),
+    };
+    format!(
+        "audit log OK: {}, {}; {head}\n",
+        plural(v.entries_checked, "entry", "entries"),
+        plural(v.checkpoints_checked, "checkpoint", "checkpoints"),
+    )
 }
 
 #[cfg(test)]
@@ -545,5 +564,39 @@ mod tests {
         assert_eq!(v["result"][1]["actor"]["token_name"], "deployer");
         assert_eq!(v["result"][5]["reason"], "API token has been revoked");
         assert_eq!(v["result_info"]["total_count"], 7);
+    }
+
+    #[test]
+    fn audit_verification_states_counts_and_head() {
+        let mut v = AuditVerification {
+            ok: true,
+            entries_checked: 12,
+            checkpoints_checked: 1,
+            head_seq: Some(12),
+            head_hash: Some("cd".repeat(32)),
+            first_bad: None,
+        };
+        assert_eq!(
+            audit_verification(&v, Format::Table),
+            format!(
+                "audit log OK: 12 entries, 1 checkpoint; head #12 {}\n",
+                "cd".repeat(32)
+            )
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&audit_verification(&v, Format::Json)).unwrap();
+        assert_eq!(j["ok"], true);
+        assert_eq!(j["entries_checked"], 12);
+        assert_eq!(j["head_hash"], "cd".repeat(32));
+        assert_eq!(j["first_bad"], serde_json::Value::Null);
+
+        v.entries_checked = 0;
+        v.checkpoints_checked = 0;
+        v.head_seq = None;
+        v.head_hash = None;
+        assert_eq!(
+            audit_verification(&v, Format::Table),
+            "audit log OK: 0 entries, 0 checkpoints; no head (the log is empty)\n"
+        );
     }
 }
