@@ -29,7 +29,7 @@ pub use services::{
     service, service_deployed, service_list, service_token_list, service_token_revoked,
     service_token_rotated, service_tokens_revoked,
 };
-pub use stores::{secret, secret_list, secrets_created, store, store_list};
+pub use stores::{secret, secret_list, secret_with_binders, secrets_created, store, store_list};
 pub use tokens::{token, token_created, token_list, token_revoked};
 pub use whoami::whoami;
 

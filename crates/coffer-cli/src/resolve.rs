@@ -142,7 +142,7 @@ fn found<T>(looked_up: Result<T, coffer_client::Error>) -> anyhow::Result<Option
 
 /// Every item of a paged list: pages are asked for from 1 until one is empty or the total is
 /// reached.
-async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
 where
     F: FnMut(u32) -> Fut,
     Fut: std::future::Future<Output = Result<Page<T>, coffer_client::Error>>,

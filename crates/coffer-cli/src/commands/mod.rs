@@ -2,7 +2,7 @@
 
 mod account;
 mod audit;
-mod bound;
+pub mod bound;
 mod deploy;
 mod init;
 mod node;

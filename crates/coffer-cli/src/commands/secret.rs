@@ -60,7 +60,7 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             let secret = resolve::secret(&client, &store, &args.secret_id).await?;
             let secret = client.get_secret(&store.id, &secret.id).await?;
             let binders = bound::find(&client, &secret).await?;
-            bound::secret_with_binders(&secret, &binders, format)
+            output::secret_with_binders(&secret, &binders, format)
         }
         SecretCommand::Update(args) => {
             // Only `--value` or `--value-file` changes the value; `--value -` prompts or reads

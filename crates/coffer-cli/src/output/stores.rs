@@ -1,8 +1,10 @@
 //! Stores and secrets: their tables, lists, and what `secret create` made.
 
 use coffer_client::{Page, Secret, Store};
+use serde::Serialize;
 
 use super::{Format, json_text, page_footer, page_json, time};
+use crate::commands::bound::{Binder, BindingKind};
 use crate::table::Table;
 
 /// Every column: `--wide` (and wrangler's secret columns). A default table leaves out some and
@@ -92,6 +94,47 @@ pub fn secrets_created(secrets: &[Secret], format: Format) -> String {
         return json_text(secrets);
     }
     secrets_table(secrets, format)
+}
+
+/// `secret get`: the secret's metadata and the services that bind it.
+#[derive(Serialize)]
+struct SecretJson<'a> {
+    #[serde(flatten)]
+    secret: &'a Secret,
+    bound_by: &'a [Binder],
+}
+
+pub fn secret_with_binders(secret: &Secret, binders: &[Binder], format: Format) -> String {
+    if format.json() {
+        return json_text(&SecretJson {
+            secret,
+            bound_by: binders,
+        });
+    }
+    let mut text = self::secret(secret, format);
+    text.push('\n');
+    if binders.is_empty() {
+        text.push_str("Bound by no service.\n");
+        return text;
+    }
+    let mut t = Table::new(&["Service", "Type", "Binding", "Reads it"]);
+    for b in binders {
+        t.row(vec![
+            b.service.clone(),
+            b.service_type.clone(),
+            match b.kind {
+                BindingKind::Store => format!("{} (store)", b.binding),
+                BindingKind::Secret => b.binding.clone(),
+            },
+            if b.readable {
+                "yes".to_owned()
+            } else {
+                format!("no: the secret lacks scope {}", b.service_type)
+            },
+        ]);
+    }
+    text.push_str(&t.render(format.wide()));
+    text
 }
 
 #[cfg(test)]
