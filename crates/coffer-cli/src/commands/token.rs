@@ -48,8 +48,9 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `now + secs` as RFC 3339 in UTC. `secs` is at most [`crate::args::MAX_EXPIRES_IN_SECS`], so
-/// the sum stays far inside what RFC 3339 can write.
+/// `now + secs` as RFC 3339 in UTC. `secs` is at most
+/// [`crate::args::token::MAX_EXPIRES_IN_SECS`], so the sum stays far inside what RFC 3339 can
+/// write.
 fn expiry(now: Timestamp, secs: u64) -> String {
     let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     now.plus_seconds(secs).to_rfc3339()
@@ -58,7 +59,7 @@ fn expiry(now: Timestamp, secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::MAX_EXPIRES_IN_SECS;
+    use crate::args::token::MAX_EXPIRES_IN_SECS;
 
     #[test]
     fn expiry_is_now_plus_the_duration_in_utc() {
