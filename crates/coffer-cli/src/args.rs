@@ -181,6 +181,15 @@ pub struct ConnArgs {
     pub wide: bool,
 }
 
+/// What was given of two arguments a required, exclusive group joins (a name positionally or
+/// with `--name`, a store positionally or with `--store-id`): exactly one is set, so "" cannot
+/// be reached.
+fn one_of<'a>(flag: &'a Option<String>, positional: &'a Option<String>) -> &'a str {
+    flag.as_deref()
+        .or(positional.as_deref())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Args)]
 pub struct PageArgs {
     /// Page number, from 1

@@ -2,6 +2,8 @@
 
 use clap::{Args, Subcommand};
 
+use super::one_of;
+
 #[derive(Debug, Subcommand)]
 pub enum QuotaCommand {
     /// Set the account's secrets quota, or return it to the server default (instance operator
@@ -74,11 +76,7 @@ pub struct AccountCreateArgs {
 
 impl AccountCreateArgs {
     pub fn name(&self) -> &str {
-        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
-        self.name
-            .as_deref()
-            .or(self.name_pos.as_deref())
-            .unwrap_or_default()
+        one_of(&self.name, &self.name_pos)
     }
 }
 

@@ -2,6 +2,8 @@
 
 use clap::{Args, Subcommand};
 
+use super::one_of;
+
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Register an edge node and print its node token, once (instance operator token only;
@@ -28,11 +30,7 @@ pub struct NodeCreateArgs {
 
 impl NodeCreateArgs {
     pub fn name(&self) -> &str {
-        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
-        self.name
-            .as_deref()
-            .or(self.name_pos.as_deref())
-            .unwrap_or_default()
+        one_of(&self.name, &self.name_pos)
     }
 }
 

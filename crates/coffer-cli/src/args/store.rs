@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{DirectionArg, PageArgs};
+use super::{DirectionArg, PageArgs, one_of};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -30,11 +30,7 @@ pub struct StoreCreateArgs {
 
 impl StoreCreateArgs {
     pub fn name(&self) -> &str {
-        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
-        self.name
-            .as_deref()
-            .or(self.name_pos.as_deref())
-            .unwrap_or_default()
+        one_of(&self.name, &self.name_pos)
     }
 }
 
@@ -77,11 +73,7 @@ pub struct StoreIdArg {
 
 impl StoreIdArg {
     pub fn id(&self) -> &str {
-        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
-        self.store_id
-            .as_deref()
-            .or(self.store_id_pos.as_deref())
-            .unwrap_or_default()
+        one_of(&self.store_id, &self.store_id_pos)
     }
 }
 

@@ -2,6 +2,8 @@
 
 use clap::{Args, Subcommand};
 
+use super::one_of;
+
 const ROLE_HELP: &str = "The token's role: super_admin (everything, tokens included), \
     secrets_store_admin (create, change and delete stores and secrets), secrets_store_deployer \
     (view and bind), secrets_store_reporter (view metadata only)";
@@ -29,21 +31,9 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(skip)]
-#[command(group(
-    clap::ArgGroup::new("token_name")
-        .args(["name_pos", "name"])
-        .required(true)
-        .multiple(false)
-))]
 pub struct TokenCreateArgs {
-    /// The token's name (same as --name)
-    #[arg(value_name = "NAME")]
-    name_pos: Option<String>,
-
-    /// The token's name, e.g. what or who uses it
-    #[arg(long = "name", value_name = "NAME")]
-    name: Option<String>,
+    #[command(flatten)]
+    name: TokenName,
 
     #[arg(long, value_name = "ROLE", help = ROLE_HELP)]
     pub role: String,
@@ -55,13 +45,21 @@ pub struct TokenCreateArgs {
     pub expires_in: Option<String>,
 }
 
+#[derive(Debug, Args)]
+#[group(id = "token_name", required = true, multiple = false)]
+struct TokenName {
+    /// The token's name (same as --name)
+    #[arg(value_name = "NAME")]
+    name_pos: Option<String>,
+
+    /// The token's name, e.g. what or who uses it
+    #[arg(long = "name", value_name = "NAME")]
+    name: Option<String>,
+}
+
 impl TokenCreateArgs {
     pub fn name(&self) -> &str {
-        // The group is required and exclusive, so exactly one is set; "" cannot be reached.
-        self.name
-            .as_deref()
-            .or(self.name_pos.as_deref())
-            .unwrap_or_default()
+        one_of(&self.name.name, &self.name.name_pos)
     }
 
     /// `--expires-in` in seconds, if given; otherwise a one-line message naming the flag.
