@@ -2,13 +2,11 @@
 //! created, `coffer deploy` finding its file, the audit table, and one JSON name for every new
 //! token. `coffer` against a real `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::path::Path;
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 const WIDTH: usize = 100;
 

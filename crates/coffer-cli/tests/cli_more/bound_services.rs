@@ -3,12 +3,11 @@
 //! deploy` refuses the binding names `coffer run` refuses, and `coffer run` says what it does
 //! not export. Against a real `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
 use serde_json::{Value, json};
+
+use crate::common::*;
 
 const KEY_VALUE: &str = "sk-bound-v4lue-7Hq";
 
@@ -308,7 +307,6 @@ fn removing_a_scope_a_service_needs_is_refused_without_yes() {
     // gw no longer reads it, so removing ai_gateway again (it is gone) asks nothing.
     f.update_scopes(&f.key_id, "workers", &[]).ok();
     assert!(!f.server.log().contains(KEY_VALUE));
-    let _ = &f.dir;
 }
 
 #[test]

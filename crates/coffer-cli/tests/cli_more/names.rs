@@ -1,13 +1,11 @@
 //! Names wherever ids are taken, and the account from the token: `coffer` against a real
 //! `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 fn id_of(out: Out) -> String {
     out.ok().json()["id"].as_str().unwrap().to_owned()
