@@ -29,15 +29,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let (tmp, _data, server, conn) = setup();
     let store = create_store(&conn, "prod");
-    let create = |name: &str, scopes: &str| {
-        let out = conn
-            .run(&[
-                "secret", "create", &store, "--name", name, "--scopes", scopes, "--value",
-                KEY_VALUE, "--json",
-            ])
-            .ok();
-        out.json()[0]["id"].as_str().unwrap().to_owned()
-    };
+    let create = |name: &str, scopes: &str| create_secret(&conn, &store, name, scopes, KEY_VALUE);
     let key_id = create("openai-key", "workers,ai_gateway");
     let lonely_id = create("lonely", "workers");
     let dir = tmp.path().to_owned();
@@ -177,18 +169,7 @@ fn secret_get_names_the_services_that_bind_the_secret() {
         .conn
         .run(&["secret", "get", &f.store, "--secret-id", &f.key_id])
         .ok();
-    let rows: Vec<Vec<&str>> = out
-        .stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("Service "))
-        .skip(2)
-        .map(|l| {
-            l.split("  ")
-                .filter(|c| !c.is_empty())
-                .map(str::trim)
-                .collect()
-        })
-        .collect();
+    let rows = &table_rows(&out.stdout, "Service ")[1..];
     assert_eq!(
         rows,
         [
@@ -200,22 +181,7 @@ fn secret_get_names_the_services_that_bind_the_secret() {
 
     // A secret in another store that nothing binds.
     let other = create_store(&f.conn, "other");
-    let out = f
-        .conn
-        .run(&[
-            "secret",
-            "create",
-            &other,
-            "--name",
-            "openai-key",
-            "--scopes",
-            "workers",
-            "--value",
-            "x",
-            "--json",
-        ])
-        .ok();
-    let id = out.json()[0]["id"].as_str().unwrap().to_owned();
+    let id = create_secret(&f.conn, &other, "openai-key", "workers", "x");
     let out = f
         .conn
         .run(&["secret", "get", &other, "--secret-id", &id])

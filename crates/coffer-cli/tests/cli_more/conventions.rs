@@ -29,14 +29,7 @@ fn fits(out: Out) -> String {
 
 /// The header of the first table in `text`, split into column names.
 fn header(text: &str, line: usize) -> Vec<String> {
-    text.lines()
-        .nth(line)
-        .unwrap()
-        .split("  ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned)
-        .collect()
+    cells(text.lines().nth(line).unwrap())
 }
 
 fn wrangler_toml(dir: &Path, file: &str, store: &str) {
@@ -278,18 +271,7 @@ fn text_that_would_not_show_as_itself_is_escaped() {
 fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     let (tmp, _data, _server, conn) = setup();
     let store = create_store(&conn, "prod");
-    conn.run_with_stdin(
-        &[
-            "secret",
-            "create",
-            "prod",
-            "openai-key",
-            "--scopes",
-            "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, "prod", "openai-key", "workers", "v");
     wrangler_toml(tmp.path(), "wrangler.toml", &store);
     run_in(&conn, tmp.path(), &["deploy"]).ok();
     conn.run(&["node", "create", "edge-1.fra"]).ok();
@@ -321,13 +303,7 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
             .lines()
             .find(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no row with {needle:?}:\n{text}"));
-        let cells: Vec<String> = line
-            .split("  ")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect();
-        cells[2..7].to_vec()
+        cells(line)[2..7].to_vec()
     };
     // Actors by name and id (names are not unique), the operator marked.
     let init = conn.token.split('_').nth(1).unwrap();
@@ -466,18 +442,7 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
 fn deploy_reads_the_wrangler_file_in_the_current_directory() {
     let (tmp, _data, _server, conn) = setup();
     let store = create_store(&conn, "prod");
-    conn.run_with_stdin(
-        &[
-            "secret",
-            "create",
-            "prod",
-            "openai-key",
-            "--scopes",
-            "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, "prod", "openai-key", "workers", "v");
     let dir = tmp.path().join("app");
     std::fs::create_dir(&dir).unwrap();
     let shown = dir.display().to_string();
@@ -652,18 +617,7 @@ fn token_named(v: &Value, key: &str) -> String {
 fn every_new_token_is_named_token_in_json() {
     let (tmp, _data, server, conn) = setup();
     let store = create_store(&conn, "prod");
-    conn.run_with_stdin(
-        &[
-            "secret",
-            "create",
-            "prod",
-            "openai-key",
-            "--scopes",
-            "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, "prod", "openai-key", "workers", "v");
     // An API token (and its old name, `value`).
     let v = conn
         .run(&[

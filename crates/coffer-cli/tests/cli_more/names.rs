@@ -17,24 +17,7 @@ fn stores_and_secrets_by_name() {
     let prod = create_store(&conn, "prod");
     let staging = create_store(&conn, "staging");
     let value = "n4me-value-Qx71";
-    let create = |store: &str| {
-        let out = conn
-            .run_with_stdin(
-                &[
-                    "secret",
-                    "create",
-                    store,
-                    "--name",
-                    "openai-key",
-                    "--scopes",
-                    "workers",
-                    "--json",
-                ],
-                value,
-            )
-            .ok();
-        out.json()[0]["id"].as_str().unwrap().to_owned()
-    };
+    let create = |store: &str| create_secret(&conn, store, "openai-key", "workers", value);
     let in_prod = create("prod");
     let in_staging = create("staging");
     assert_ne!(in_prod, in_staging);
@@ -178,17 +161,7 @@ fn a_name_that_is_another_objects_id_is_refused_as_ambiguous() {
     assert_eq!(id_of(conn.run(&["store", "get", &prod, "--json"])), prod);
 
     // Secrets in a store, the same way; also a name that looks like an id nothing has.
-    let secret = |name: &str| {
-        let out = conn
-            .run_with_stdin(
-                &[
-                    "secret", "create", &prod, "--name", name, "--scopes", "workers", "--json",
-                ],
-                "v",
-            )
-            .ok();
-        out.json()[0]["id"].as_str().unwrap().to_owned()
-    };
+    let secret = |name: &str| create_secret(&conn, &prod, name, "workers", "v");
     let key = secret("key");
     let decoy = secret(&key);
     let nobody = "f".repeat(32);
