@@ -1953,7 +1953,14 @@ fn an_edge_cut_off_says_degraded_then_stale_and_logs_the_loss_once() {
         .filter(|l| l.contains("lost the upstream"))
         .collect();
     assert_eq!(lost.len(), 1, "one line for the loss:\n{}", tail(&log));
-    assert!(lost[0].contains("error="), "the cause is named: {}", lost[0]);
-    let back = log.lines().filter(|l| l.contains("upstream is back")).count();
+    assert!(
+        lost[0].contains("error="),
+        "the cause is named: {}",
+        lost[0]
+    );
+    let back = log
+        .lines()
+        .filter(|l| l.contains("upstream is back"))
+        .count();
     assert_eq!(back, 1, "one line for the return:\n{}", tail(&log));
 }
