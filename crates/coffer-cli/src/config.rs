@@ -9,6 +9,7 @@
 //! and service names are names, the type is a scope. Every problem is collected, so that one run
 //! shows them all.
 
+use std::io::Read;
 use std::path::Path;
 
 use coffer_api::{DeployService, SecretBinding, StoreBinding};
@@ -64,8 +65,51 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
                 .to_owned(),
         ));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| only(format!("cannot read it: {e}")))?;
+    let text = read(path).map_err(only)?;
     parse(&text, format)
+}
+
+/// The largest configuration file read: far more than any wrangler file needs, and little
+/// enough that a path to something else (a device, a log) is refused rather than read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The text of the regular file at `path`, at most [`MAX_CONFIG_BYTES`]; otherwise the problem,
+/// phrased to follow the file's name.
+fn read(path: &Path) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("cannot read it: {e}");
+    // Checked before opening, since opening a FIFO waits for a writer; and again once open, in
+    // case the path was replaced in between.
+    is_regular(&std::fs::metadata(path).map_err(cannot)?)?;
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    is_regular(&file.metadata().map_err(cannot)?)?;
+    let text = std::io::read_to_string(file.take(MAX_CONFIG_BYTES + 1)).map_err(cannot)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// A regular file of at most [`MAX_CONFIG_BYTES`] (symbolic links are followed).
+fn is_regular(meta: &std::fs::Metadata) -> Result<(), String> {
+    if meta.is_dir() {
+        return Err("is a directory, not a configuration file".to_owned());
+    }
+    if !meta.is_file() {
+        return Err(
+            "is not a regular file (a device, FIFO or socket): give the configuration file itself"
+                .to_owned(),
+        );
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    Ok(())
+}
+
+fn too_large() -> String {
+    format!(
+        "is larger than 1 MiB ({MAX_CONFIG_BYTES} bytes), the most a configuration file may hold"
+    )
 }
 
 /// Parses `text` and checks it.

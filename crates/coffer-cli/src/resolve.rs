@@ -1,10 +1,14 @@
 //! Names wherever ids are taken: the one place that turns what the user typed into an id.
 //!
-//! An argument of 32 lowercase hex characters is an id and is used as it is (no request). Any
-//! other argument is a name, looked up by exact match through the list APIs, every page of
-//! them. Where revoked items keep their names (tokens, nodes), the active items are matched
-//! first, so `token revoke ci` means the `ci` token that still works. No match is an error
-//! `no store named "x"`; several are an error listing their ids.
+//! One rule for every kind of object. An argument of 32 lowercase hex characters is an id; since
+//! a name may look like one too, the objects are looked up both ways, and an id-shaped argument
+//! that is also the exact name of another object (or the name of one while nothing has that id)
+//! is refused as ambiguous, naming both, rather than acting on either: an object named after
+//! another's id cannot stand in for it. Any other argument is a name, looked up by exact match
+//! through the list APIs, every page of them. Where revoked items keep their names (tokens,
+//! nodes), the active items are matched first, so `token revoke ci` means the `ci` token that
+//! still works. No match is an error `no store named "x"`; several are an error listing their
+//! ids. An id that matches nothing is passed on as it is, for the server to answer.
 
 use coffer_client::{Client, ListSecrets, ListServices, Page, Service};
 
@@ -16,21 +20,28 @@ const PER_PAGE: u32 = 100;
 /// Longest `search` the server takes; a longer name is looked up without it.
 const MAX_SEARCH_BYTES: usize = 256;
 
-/// An id, as the API writes them: 32 lowercase hexadecimal characters.
+/// An id, as the API writes them: 32 lowercase hexadecimal characters (every kind of id parses
+/// alike).
 pub fn is_id(given: &str) -> bool {
-    given.len() == 32
-        && given
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    coffer_types::StoreId::parse(given).is_ok()
 }
 
-/// How to name in a message what the user called `given` and resolved to `id`: `prod (0123...)`
-/// for a name, the id alone for an id.
-pub fn shown(given: &str, id: &str) -> String {
-    if given == id {
-        one_line(id)
-    } else {
-        format!("{} ({})", one_line(given), one_line(id))
+/// What an argument names: the object's id and, when it is known, its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub id: String,
+    /// `None` only for an id that matched nothing this side (the server answers for it).
+    pub name: Option<String>,
+}
+
+impl Resolved {
+    /// How to name the object in a message: `prod (0123...)`, or the id alone when its name is
+    /// not known.
+    pub fn shown(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{} ({})", one_line(name), one_line(&self.id)),
+            None => one_line(&self.id),
+        }
     }
 }
 
@@ -42,36 +53,96 @@ struct Candidate {
     active: bool,
 }
 
-/// The id of the one candidate named `given` (the active ones first). `kind` names what is
-/// looked for (`store`), `place` where (`" in store prod"`, or `""`).
+/// The one candidate `given` names (by id, or by name with the active ones first), by the
+/// rule above. `kind` names what is looked for (`store`), `place` where (`" in store prod"`,
+/// or `""`).
 fn pick(
     kind: &str,
     given: &str,
     place: &str,
     candidates: impl IntoIterator<Item = Candidate>,
-) -> anyhow::Result<String> {
-    let named: Vec<Candidate> = candidates.into_iter().filter(|c| c.name == given).collect();
-    let active = named.iter().filter(|c| c.active).count();
-    let chosen: Vec<&Candidate> = named.iter().filter(|c| c.active || active == 0).collect();
+) -> anyhow::Result<Resolved> {
+    let candidates: Vec<Candidate> = candidates.into_iter().collect();
     // Debug quoting escapes control characters: the line stays one inert line.
     let shown = format!("{given:?}");
+    if is_id(given) {
+        return by_id(kind, given, &shown, place, &candidates);
+    }
+    let named: Vec<&Candidate> = candidates.iter().filter(|c| c.name == given).collect();
+    let active = named.iter().filter(|c| c.active).count();
+    let chosen: Vec<&Candidate> = named
+        .into_iter()
+        .filter(|c| c.active || active == 0)
+        .collect();
     match chosen.as_slice() {
         [] => anyhow::bail!("no {kind} named {shown}{place}"),
-        [one] => Ok(one.id.clone()),
-        several => {
-            let ids: Vec<String> = several.iter().map(|c| one_line(&c.id)).collect();
-            anyhow::bail!(
-                "{} {kind}s are named {shown}{place}: {}; give the id instead",
-                several.len(),
-                ids.join(", ")
-            )
-        }
+        [one] => Ok(Resolved {
+            id: one.id.clone(),
+            name: Some(one.name.clone()),
+        }),
+        several => anyhow::bail!(
+            "{} {kind}s are named {shown}{place}: {}; give the id instead",
+            several.len(),
+            ids(several)
+        ),
+    }
+}
+
+/// An id-shaped `given`: the candidate with that id, unless another candidate has it as its
+/// name (revoked or not: either way, one could be taken for the other).
+fn by_id(
+    kind: &str,
+    given: &str,
+    shown: &str,
+    place: &str,
+    candidates: &[Candidate],
+) -> anyhow::Result<Resolved> {
+    let with_id = candidates.iter().find(|c| c.id == given);
+    let named: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.name == given && c.id != given)
+        .collect();
+    if named.is_empty() {
+        return Ok(Resolved {
+            id: given.to_owned(),
+            name: with_id.map(|c| c.name.clone()),
+        });
+    }
+    let of_name = match named.as_slice() {
+        [_] => format!("{kind} {}", ids(&named)),
+        several => format!("{} {kind}s ({})", several.len(), ids(several)),
+    };
+    match with_id {
+        Some(c) => anyhow::bail!(
+            "{shown} is ambiguous{place}: it is the id of {kind} {:?} and the name of {of_name}; \
+             give {:?} to mean the first, or the id of the {kind} named {shown}",
+            one_line(&c.name),
+            one_line(&c.name)
+        ),
+        None => anyhow::bail!(
+            "{shown} is ambiguous{place}: no {kind} has that id, but it is the name of \
+             {of_name}; give the id of the {kind} named {shown} to mean it"
+        ),
+    }
+}
+
+fn ids(candidates: &[&Candidate]) -> String {
+    let ids: Vec<String> = candidates.iter().map(|c| one_line(&c.id)).collect();
+    ids.join(", ")
+}
+
+/// `Some` of what a lookup by id found, `None` for a 404 (nothing has that id).
+fn found<T>(looked_up: Result<T, coffer_client::Error>) -> anyhow::Result<Option<T>> {
+    match looked_up {
+        Ok(item) => Ok(Some(item)),
+        Err(e) if e.status() == Some(404) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Every item of a paged list: pages are asked for from 1 until one is empty or the total is
 /// reached.
-async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> anyhow::Result<Vec<T>>
 where
     F: FnMut(u32) -> Fut,
     Fut: std::future::Future<Output = Result<Page<T>, coffer_client::Error>>,
@@ -89,11 +160,8 @@ where
     Ok(items)
 }
 
-/// The id of the store `given` (a name or an id).
-pub async fn store(client: &Client, given: &str) -> anyhow::Result<String> {
-    if is_id(given) {
-        return Ok(given.to_owned());
-    }
+/// The store `given` (a name or an id).
+pub async fn store(client: &Client, given: &str) -> anyhow::Result<Resolved> {
     let stores =
         all_pages(|page| client.list_stores(Some(page), Some(PER_PAGE), None, None)).await?;
     pick(
@@ -108,17 +176,14 @@ pub async fn store(client: &Client, given: &str) -> anyhow::Result<String> {
     )
 }
 
-/// The id of the secret `given` (a name or an id) in the store `store_id`; `store` is what the
-/// user called the store, for messages.
-pub async fn secret(
-    client: &Client,
-    store_id: &str,
-    store: &str,
-    given: &str,
-) -> anyhow::Result<String> {
-    if is_id(given) {
-        return Ok(given.to_owned());
-    }
+/// The secret `given` (a name or an id) in `store`.
+pub async fn secret(client: &Client, store: &Resolved, given: &str) -> anyhow::Result<Resolved> {
+    // An id is looked up as one too: the search below finds names (and comments) only.
+    let with_id = if is_id(given) {
+        found(client.get_secret(&store.id, given).await)?
+    } else {
+        None
+    };
     // The server narrows by substring (name or comment); the match is exact here.
     let search = (!given.is_empty() && given.len() <= MAX_SEARCH_BYTES).then(|| given.to_owned());
     let secrets = all_pages(|page| {
@@ -128,41 +193,41 @@ pub async fn secret(
             search: search.clone(),
             ..ListSecrets::default()
         };
-        async move { client.list_secrets(store_id, &params).await }
+        async move { client.list_secrets(&store.id, &params).await }
     })
     .await?;
+    let place = format!(" in store {:?}", store.name.as_deref().unwrap_or(&store.id));
     pick(
         "secret",
         given,
-        &format!(" in store {store:?}"),
-        secrets.into_iter().map(|s| Candidate {
-            id: s.id,
-            name: s.name,
-            active: true,
-        }),
+        &place,
+        with_id
+            .into_iter()
+            .chain(secrets.into_iter().filter(|s| s.id != given))
+            .map(|s| Candidate {
+                id: s.id,
+                name: s.name,
+                active: true,
+            }),
     )
 }
 
-/// The ids of the secrets `given` in the store, in order, each resolved as by [`secret`].
+/// The secrets `given` in the store, in order, each resolved as by [`secret`].
 pub async fn secrets(
     client: &Client,
-    store_id: &str,
-    store: &str,
+    store: &Resolved,
     given: &[String],
-) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::with_capacity(given.len());
+) -> anyhow::Result<Vec<Resolved>> {
+    let mut found = Vec::with_capacity(given.len());
     for g in given {
-        ids.push(secret(client, store_id, store, g).await?);
+        found.push(secret(client, store, g).await?);
     }
-    Ok(ids)
+    Ok(found)
 }
 
-/// The id of the API token `given` (a name or an id) in the client's account; tokens that
-/// still work are matched first.
-pub async fn token(client: &Client, given: &str) -> anyhow::Result<String> {
-    if is_id(given) {
-        return Ok(given.to_owned());
-    }
+/// The API token `given` (a name or an id) in the client's account; tokens that still work
+/// are matched first.
+pub async fn token(client: &Client, given: &str) -> anyhow::Result<Resolved> {
     let tokens = client.list_tokens().await?;
     pick(
         "token",
@@ -176,11 +241,25 @@ pub async fn token(client: &Client, given: &str) -> anyhow::Result<String> {
     )
 }
 
-/// The id of the edge node `given` (a name or an id); nodes not revoked are matched first.
-pub async fn node(client: &Client, given: &str) -> anyhow::Result<String> {
-    if is_id(given) {
-        return Ok(given.to_owned());
-    }
+/// The API token `given` (a name or an id) in the client's account, revoked or not: for the
+/// audit log, which records every token's actions. Several of that name is an error listing
+/// them.
+pub async fn any_token(client: &Client, given: &str) -> anyhow::Result<Resolved> {
+    let tokens = client.list_tokens().await?;
+    pick(
+        "token",
+        given,
+        "",
+        tokens.items.into_iter().map(|t| Candidate {
+            active: true,
+            id: t.id,
+            name: t.name,
+        }),
+    )
+}
+
+/// The edge node `given` (a name or an id); nodes not revoked are matched first.
+pub async fn node(client: &Client, given: &str) -> anyhow::Result<Resolved> {
     let nodes = client.list_nodes().await?;
     pick(
         "node",
@@ -194,11 +273,8 @@ pub async fn node(client: &Client, given: &str) -> anyhow::Result<String> {
     )
 }
 
-/// The id of the account `given` (a name or an id), among the accounts the token sees.
-pub async fn account(client: &Client, given: &str) -> anyhow::Result<String> {
-    if is_id(given) {
-        return Ok(given.to_owned());
-    }
+/// The account `given` (a name or an id), among the accounts the token sees.
+pub async fn account(client: &Client, given: &str) -> anyhow::Result<Resolved> {
     let accounts = client.list_accounts().await?;
     pick(
         "account",
@@ -214,11 +290,13 @@ pub async fn account(client: &Client, given: &str) -> anyhow::Result<String> {
 
 /// The service `given` (a name or an id) of the client's account.
 pub async fn service(client: &Client, given: &str) -> anyhow::Result<Service> {
-    if is_id(given) {
-        return Ok(client.get_service(given).await?);
-    }
+    let with_id = if is_id(given) {
+        found(client.get_service(given).await)?
+    } else {
+        None
+    };
     // The server filters by exact name; names are unique in an account.
-    let services = all_pages(|page| {
+    let named = all_pages(|page| {
         let params = ListServices {
             page: Some(page),
             per_page: Some(PER_PAGE),
@@ -227,7 +305,11 @@ pub async fn service(client: &Client, given: &str) -> anyhow::Result<Service> {
         async move { client.list_services(&params).await }
     })
     .await?;
-    let id = pick(
+    let services: Vec<Service> = with_id
+        .into_iter()
+        .chain(named.into_iter().filter(|s| s.id != given))
+        .collect();
+    let resolved = pick(
         "service",
         given,
         "",
@@ -237,10 +319,11 @@ pub async fn service(client: &Client, given: &str) -> anyhow::Result<Service> {
             active: true,
         }),
     )?;
-    services
-        .into_iter()
-        .find(|s| s.id == id)
-        .ok_or_else(|| anyhow::anyhow!("service {id} vanished from its own list"))
+    match services.into_iter().find(|s| s.id == resolved.id) {
+        Some(service) => Ok(service),
+        // An id nothing has: the server says so.
+        None => Ok(client.get_service(&resolved.id).await?),
+    }
 }
 
 #[cfg(test)]
@@ -255,11 +338,22 @@ mod tests {
         }
     }
 
+    fn id(digit: char) -> String {
+        digit.to_string().repeat(32)
+    }
+
     #[test]
-    fn names_are_shown_with_their_id() {
-        let id = "a".repeat(32);
-        assert_eq!(shown(&id, &id), id);
-        assert_eq!(shown("prod", &id), format!("prod ({id})"));
+    fn objects_are_shown_with_their_name_and_id() {
+        let shown = |name: Option<&str>| {
+            Resolved {
+                id: id('a'),
+                name: name.map(str::to_owned),
+            }
+            .shown()
+        };
+        assert_eq!(shown(None), id('a'));
+        assert_eq!(shown(Some("prod")), format!("prod ({})", id('a')));
+        assert_eq!(shown(Some("p\u{1b}")), format!("p\\u{{1b}} ({})", id('a')));
     }
 
     #[test]
@@ -289,10 +383,15 @@ mod tests {
                 c("6", "x", true),
             ]
         };
-        assert_eq!(pick("token", "ci", "", all()).unwrap(), "2");
+        let id_of = |given: &str| pick("token", given, "", all()).unwrap().id;
+        assert_eq!(id_of("ci"), "2");
         // Only revoked ones: the revoked one (the server then says it is revoked).
-        assert_eq!(pick("token", "deploy", "", all()).unwrap(), "4");
-        assert_eq!(pick("token", "CI", "", all()).unwrap(), "3");
+        assert_eq!(id_of("deploy"), "4");
+        assert_eq!(id_of("CI"), "3");
+        assert_eq!(
+            pick("token", "CI", "", all()).unwrap().name.as_deref(),
+            Some("CI")
+        );
         let err = pick("token", "c", "", all()).unwrap_err().to_string();
         assert_eq!(err, "no token named \"c\"");
         let err = pick("token", "x", "", all()).unwrap_err().to_string();
@@ -301,5 +400,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "no secret named \"a\\nb\" in store \"prod\"");
+    }
+
+    #[test]
+    fn an_id_is_refused_when_it_is_also_the_name_of_another_object() {
+        let (a, b, c2) = (id('a'), id('b'), id('c'));
+        // The id of one, and nobody's name: that one, with its real name.
+        let found = pick("store", &a, "", vec![c(&a, "prod", true), c(&b, "x", true)]).unwrap();
+        assert_eq!(found.id, a);
+        assert_eq!(found.shown(), format!("prod ({a})"));
+        // An object named after its own id is not ambiguous.
+        let found = pick("store", &a, "", vec![c(&a, &a, true)]).unwrap();
+        assert_eq!(found.name.as_deref(), Some(a.as_str()));
+        // Nothing has it: passed on as it is, for the server to answer.
+        let found = pick("store", &a, "", vec![c(&b, "x", true)]).unwrap();
+        assert_eq!((found.id.as_str(), found.name), (a.as_str(), None));
+
+        // Another object is named after the id: refused, naming both.
+        let err = pick("store", &a, "", vec![c(&a, "prod", true), c(&b, &a, true)])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "\"{a}\" is ambiguous: it is the id of store \"prod\" and the name of store {b}; \
+                 give \"prod\" to mean the first, or the id of the store named \"{a}\""
+            )
+        );
+        // ... revoked or not, one or several.
+        let err = pick(
+            "token",
+            &a,
+            "",
+            vec![c(&a, "ci", true), c(&b, &a, false), c(&c2, &a, true)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("the name of 2 tokens ({b}, {c2})")),
+            "{err}"
+        );
+        // Nothing has the id, but something has it as its name: refused too.
+        let err = pick(
+            "secret",
+            &a,
+            " in store \"prod\"",
+            vec![c(&b, &a, true), c(&c2, "y", true)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "\"{a}\" is ambiguous in store \"prod\": no secret has that id, but it is the \
+                 name of secret {b}; give the id of the secret named \"{a}\" to mean it"
+            )
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! A plain-text table: a header row, a rule, and left-aligned columns two spaces apart.
 //!
 //! Cells are made safe for a terminal first: control characters (which could move the cursor or
-//! recolour the screen when a comment holds escape sequences) are shown escaped. By default a
+//! recolour the screen when a comment holds escape sequences) and the characters a terminal
+//! does not show as themselves (a bidi override that reverses what follows, zero-width
+//! characters, ...) are shown escaped. By default a
 //! table fits [`WIDTH`] columns: columns marked wide-only are left out, long cells are cut with
 //! an ellipsis, and flexible columns (names, comments) are narrowed if it is still too wide.
 //! `--wide` shows every column and every cell whole.
@@ -125,18 +127,32 @@ fn cut(s: &str, width: usize) -> String {
     cut
 }
 
-/// Escapes control characters (`\n`, `\u{1b}`, ...) so that text from the server prints as one
-/// inert line.
+/// Escapes control characters (`\n`, `\u{1b}`, ...) and the other characters a terminal does not
+/// show as themselves (bidi overrides and isolates, zero-width characters, line and paragraph
+/// separators, soft hyphens, ...), so that text from the server prints as one inert line that
+/// reads as what it is. Ordinary printable Unicode is kept.
 pub fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        if c.is_control() || (!c.is_ascii() && !is_printable(c)) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Whether `c` is printable by Rust's table (the one `{:?}` uses): not a format character,
+/// separator, private-use, surrogate or unassigned code point. Asked of `c` after another
+/// character, where `escape_debug` escapes only what is not printable (first in a string, a
+/// combining mark would be escaped too).
+fn is_printable(c: char) -> bool {
+    let mut buf = [0u8; 5];
+    buf[0] = b'a';
+    let len = 1 + c.encode_utf8(&mut buf[1..]).len();
+    let pair = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+    pair.escape_debug().nth(1) != Some('\\')
 }
 
 #[cfg(test)]
@@ -189,6 +205,43 @@ mod tests {
             t.render(true).lines().nth(3),
             Some("x".repeat(100).as_str())
         );
+    }
+
+    #[test]
+    fn characters_a_terminal_would_not_show_as_themselves_are_escaped() {
+        // Bidi overrides and isolates, zero-width characters, BOM, line and paragraph
+        // separators, soft hyphen, no-break space, a tag character, C1 controls.
+        for (c, shown) in [
+            ('\u{202e}', "\\u{202e}"),
+            ('\u{202a}', "\\u{202a}"),
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2069}', "\\u{2069}"),
+            ('\u{200b}', "\\u{200b}"),
+            ('\u{200f}', "\\u{200f}"),
+            ('\u{feff}', "\\u{feff}"),
+            ('\u{2028}', "\\u{2028}"),
+            ('\u{2029}', "\\u{2029}"),
+            ('\u{ad}', "\\u{ad}"),
+            ('\u{a0}', "\\u{a0}"),
+            ('\u{e0041}', "\\u{e0041}"),
+            ('\u{9b}', "\\u{9b}"),
+        ] {
+            assert_eq!(one_line(&format!("a{c}b")), format!("a{shown}b"), "{c:?}");
+            assert_eq!(one_line(&format!("{c}")), shown, "{c:?}");
+        }
+        // Printable Unicode is kept, combining marks included, first or not.
+        for kept in [
+            "naïve ✓ 日本語 🔑",
+            "e\u{301}",
+            "\u{301}e",
+            "Ωmega",
+            "\"quoted\" 'single' back\\slash",
+        ] {
+            assert_eq!(one_line(kept), kept);
+        }
+        let mut t = Table::new(&["Comment"]);
+        t.row(vec!["evil\u{202e}txt.exe".into()]);
+        assert_eq!(t.render(false).lines().nth(2), Some("evil\\u{202e}txt.exe"));
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub enum Source {
     Given(Zeroizing<String>),
     /// `--value-file FILE`: exactly the file's bytes.
     File(PathBuf),
-    /// A hidden prompt on a terminal, otherwise all of standard input.
-    Input,
+    /// A hidden prompt on a terminal, otherwise all of standard input (less one trailing
+    /// newline unless `keep_trailing_newline`).
+    Input { keep_trailing_newline: bool },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -69,15 +70,17 @@ impl std::fmt::Display for ValueError {
 
 impl std::error::Error for ValueError {}
 
-/// The value from `source`, checked. `keep_trailing_newline` applies to standard input only.
-pub fn obtain(source: Source, keep_trailing_newline: bool) -> Result<SecretValue, ValueError> {
+/// The value from `source`, checked.
+pub fn obtain(source: Source) -> Result<SecretValue, ValueError> {
     match source {
         Source::Given(value) => {
             warn_about_history();
             exact(value)
         }
         Source::File(path) => from_file(&path),
-        Source::Input => {
+        Source::Input {
+            keep_trailing_newline,
+        } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
                 let line = rpassword::prompt_password("Secret value (input hidden): ")

@@ -30,13 +30,7 @@ fn fixture() -> Fixture {
         ("db-url", "workers,ai_gateway", DB_VALUE),
         ("gateway-only", "ai_gateway", "gateway-v4lue"),
     ] {
-        conn.run_with_stdin(
-            &[
-                "secret", "create", &store, "--name", name, "--scopes", scopes,
-            ],
-            value,
-        )
-        .ok();
+        create_secret(&conn, &store, name, scopes, value);
     }
     let dir = tmp.path().to_owned();
     Fixture {
@@ -142,8 +136,10 @@ fn deploy_from_toml_and_jsonc_and_redeploy_updates() {
         .lines()
         .find(|l| l.starts_with("OPENAI_KEY"))
         .unwrap_or_else(|| panic!("{out:#?}"));
-    let cells: Vec<&str> = binding_row.split_whitespace().collect();
-    assert_eq!(cells, ["OPENAI_KEY", f.store.as_str(), "openai-key"]);
+    assert_eq!(
+        cells(binding_row),
+        ["OPENAI_KEY", f.store.as_str(), "openai-key"]
+    );
     let token = out
         .stdout
         .lines()

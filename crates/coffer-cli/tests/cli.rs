@@ -198,13 +198,7 @@ fn full_flow_with_json_never_shows_a_value() {
     outputs.push(out);
 
     // A store with a secret needs --force.
-    conn.run_with_stdin(
-        &[
-            "secret", "create", &store, "--name", "last", "--scopes", "dex",
-        ],
-        create_value,
-    )
-    .ok();
+    create_secret(&conn, &store, "last", "dex", create_value);
     let out = conn.run(&["store", "delete", &store]);
     let line = out.one_error_line(1);
     assert!(line.contains("1302 store_not_empty"), "{line}");
@@ -295,13 +289,7 @@ fn empty_and_oversized_values_are_refused_before_any_request() {
 fn server_errors_are_one_line_with_code_and_name() {
     let (_tmp, _data, _server, conn) = setup();
     let store = create_store(&conn, "s");
-    conn.run_with_stdin(
-        &[
-            "secret", "create", &store, "--name", "x", "--scopes", "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, &store, "x", "workers", "v");
 
     let out = conn.run_with_stdin(
         &[
@@ -668,9 +656,10 @@ fn the_operator_creates_accounts_whose_tokens_are_scoped_and_revocable() {
 
     // The operator deletes account b: its tokens die with it.
     let out = instance.run(&["account", "delete", &b]).ok();
-    assert!(
-        out.stdout.contains(&format!("Deleted account {b}")),
-        "{out:#?}"
+    // Given by id, named by its name too.
+    assert_eq!(
+        out.stdout,
+        format!("Deleted account team-b ({b}) with its stores, secrets and tokens.\n")
     );
     outputs.push(out);
     let out = b_admin.run(&["store", "list"]);
@@ -838,13 +827,7 @@ fn init_refuses_an_existing_data_dir() {
 fn a_secret_survives_kill_9_and_restart() {
     let (_tmp, data, server, conn) = setup();
     let store = create_store(&conn, "durable");
-    conn.run_with_stdin(
-        &[
-            "secret", "create", &store, "--name", "kept", "--scopes", "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, &store, "kept", "workers", "v");
     server.kill_9();
 
     let server = Server::start(&data);
@@ -1071,15 +1054,7 @@ fn the_audit_log_records_changes_verifies_and_is_for_super_admins_only() {
     let (_tmp, _data, _server, conn) = setup();
     let value = "v4lue-in-audit-Hq55t";
     let store = create_store(&conn, "audited");
-    let out = conn
-        .run_with_stdin(
-            &[
-                "secret", "create", &store, "--name", "db-pass", "--scopes", "workers", "--json",
-            ],
-            value,
-        )
-        .ok();
-    let secret = out.json()[0]["id"].as_str().unwrap().to_owned();
+    let secret = create_secret(&conn, &store, "db-pass", "workers", value);
     conn.run(&[
         "secret",
         "update",
@@ -1156,13 +1131,7 @@ fn the_audit_log_records_changes_verifies_and_is_for_super_admins_only() {
 
     // The table names the actor and the resource.
     let out = conn.run(&["audit", "list", "--action", "create"]).ok();
-    let header: Vec<&str> = out
-        .stdout
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
+    let header = cells(out.stdout.lines().next().unwrap());
     assert_eq!(header, ["Time", "Actor", "Action", "Resource", "Detail"]);
     assert!(
         out.stdout

@@ -525,9 +525,19 @@ fn wrangler_finds_the_account_from_the_token() {
         .as_str()
         .unwrap()
         .to_owned();
-    let b_token = post_ok(
+    // (The operator makes only the account's first token, a super_admin; it makes the rest.)
+    let b_admin = post_ok(
         &server,
         &server.token,
+        &format!("/client/v4/accounts/{b}/tokens"),
+        serde_json::json!({"name": "admin", "role": "super_admin"}),
+    )["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_token = post_ok(
+        &server,
+        &b_admin,
         &format!("/client/v4/accounts/{b}/tokens"),
         serde_json::json!({"name": "wr", "role": "secrets_store_reporter"}),
     )["value"]
@@ -536,7 +546,7 @@ fn wrangler_finds_the_account_from_the_token() {
         .to_owned();
     let theirs = post_ok(
         &server,
-        &server.token,
+        &b_admin,
         &format!("/client/v4/accounts/{b}/secrets_store/stores"),
         serde_json::json!({"name": "theirs"}),
     )["id"]

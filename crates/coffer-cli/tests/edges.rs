@@ -250,26 +250,7 @@ impl Cp {
 
     /// Creates a secret (scope workers) in the store; its id.
     fn create_secret(&self, name: &str, value: &str) -> String {
-        let out = self
-            .conn
-            .run_with_stdin(
-                &[
-                    "secret",
-                    "create",
-                    &self.store,
-                    "--name",
-                    name,
-                    "--scopes",
-                    "workers",
-                    "--json",
-                ],
-                value,
-            )
-            .ok();
-        out.json()[0]["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no id: {out:#?}"))
-            .to_owned()
+        create_secret(&self.conn, &self.store, name, "workers", value)
     }
 
     fn update_secret(&self, id: &str, value: &str) {

@@ -703,8 +703,8 @@ impl Client {
                 ),
             });
         }
-        let body = resp.bytes().await.map_err(|e| self.transport(e))?;
-        Ok((status.as_u16(), body.to_vec()))
+        let body = read_body(resp).await.map_err(|e| self.transport(e))?;
+        Ok((status.as_u16(), body))
     }
 
     fn transport(&self, source: reqwest::Error) -> Error {
@@ -789,6 +789,13 @@ fn decode<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<Envelope<T>, 
         result,
         result_info: envelope.result_info,
     })
+}
+
+/// The whole body of `resp`, taken over rather than copied: `Vec::from` keeps the buffer the
+/// bytes were received in when nothing else shares it, where `to_vec()` would leave that buffer
+/// behind, unwiped, next to the copy (the answer to a token create holds the new token).
+async fn read_body(resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    Ok(Vec::from(resp.bytes().await?))
 }
 
 /// Reads the answer to a token create: see [`decode_secret_bearing`].

@@ -631,6 +631,18 @@ async fn create_token_sends_name_role_and_expiry_and_redacts_the_value() {
 }
 
 #[tokio::test]
+async fn a_body_is_taken_over_not_copied() {
+    // The buffer the answer arrived in is the one returned: no unwiped copy of a new token's
+    // answer is left behind when it is wrapped to be wiped on drop.
+    let sent = ok(created_token_json()).into_bytes();
+    let at = sent.as_ptr();
+    let resp = reqwest::Response::from(http::Response::new(reqwest::Body::from(sent)));
+    let body = read_body(resp).await.unwrap();
+    assert_eq!(body.as_ptr(), at);
+    assert_eq!(body, ok(created_token_json()).into_bytes());
+}
+
+#[tokio::test]
 async fn a_created_token_never_reaches_an_error() {
     // A result of the wrong shape, a truncated body and a body that is not JSON at all: each
     // holds the value, and no error (message or Debug) repeats it.

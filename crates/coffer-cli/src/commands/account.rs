@@ -13,7 +13,7 @@ pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Re
     let text = match command {
         None => {
             let client = connect(conn).await?;
-            output::quota(&client.quota().await?, conn.json)
+            output::quota(&client.quota().await?, Format::of(conn))
         }
         Some(QuotaCommand::Set(args)) => {
             // The value is checked before the connection settings, and before any request.
@@ -27,29 +27,26 @@ pub async fn quota(conn: &ConnArgs, command: Option<QuotaCommand>) -> anyhow::Re
 }
 
 pub async fn run(conn: &ConnArgs, command: AccountCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     let text = match command {
-        AccountCommand::Get => {
-            output::account(&connect(conn).await?.get_account().await?, Format::of(conn))
-        }
+        AccountCommand::Get => output::account(&connect(conn).await?.get_account().await?, format),
         AccountCommand::Create(args) => {
             let account = connect_instance(conn)?.create_account(args.name()).await?;
-            output::account_created(&account, json)
+            output::account_created(&account, format)
         }
-        AccountCommand::List => output::account_list(
-            &connect_instance(conn)?.list_accounts().await?,
-            Format::of(conn),
-        ),
+        AccountCommand::List => {
+            output::account_list(&connect_instance(conn)?.list_accounts().await?, format)
+        }
         AccountCommand::Delete(args) => {
             let client = connect_instance(conn)?;
-            let id = resolve::account(&client, &args.id).await?;
-            client.delete_account(&id).await?;
+            let account = resolve::account(&client, &args.id).await?;
+            client.delete_account(&account.id).await?;
             output::deleted(
                 &format!(
                     "Deleted account {} with its stores, secrets and tokens.",
-                    resolve::shown(&args.id, &id)
+                    account.shown()
                 ),
-                json,
+                format,
             )
         }
     };

@@ -8,7 +8,7 @@ use crate::output::{self, Format};
 use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     match command {
         AuditCommand::List(args) => {
             // The dates are checked before the connection settings, and before any request.
@@ -24,21 +24,21 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 .into());
             }
             let client = connect(conn).await?;
-            // Names are resolved to the ids the log records.
+            // Names are resolved to the ids the log records; an actor's name, among every
+            // token of the account, revoked ones included.
             let actor = match &args.actor {
-                Some(a) => Some(resolve::token(&client, a).await?),
+                Some(a) => Some(resolve::any_token(&client, a).await?.id),
                 None => None,
             };
-            let store_id = match &args.store_id {
+            let store = match &args.store_id {
                 Some(s) => Some(resolve::store(&client, s).await?),
                 None => None,
             };
-            let secret_id = match (&args.secret_id, &store_id, &args.store_id) {
-                (Some(x), Some(store), Some(given)) => {
-                    Some(resolve::secret(&client, store, given, x).await?)
-                }
-                (x, _, _) => x.clone(),
+            let secret_id = match (&args.secret_id, &store) {
+                (Some(x), Some(store)) => Some(resolve::secret(&client, store, x).await?.id),
+                (x, _) => x.clone(),
             };
+            let store_id = store.map(|s| s.id);
             let filter = AuditFilter {
                 from,
                 to,
@@ -52,14 +52,14 @@ pub async fn run(conn: &ConnArgs, command: AuditCommand) -> anyhow::Result<()> {
                 direction: args.direction.map(direction),
             };
             let page = client.list_audit(&filter).await?;
-            output::print(&output::audit_list(&page, Format::of(conn)))?;
+            output::print(&output::audit_list(&page, format))?;
         }
         AuditCommand::Verify => {
             let verification = connect(conn).await?.verify_audit().await?;
             // Under --json the result is printed whatever it says; a tampered log then still
             // fails the command, so that scripts can gate on the exit status alone.
-            if json || verification.ok {
-                output::print(&output::audit_verification(&verification, json))?;
+            if format.json() || verification.ok {
+                output::print(&output::audit_verification(&verification, format))?;
             }
             if let Some(line) = tampered(&verification) {
                 anyhow::bail!(line);

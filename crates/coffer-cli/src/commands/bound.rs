@@ -8,11 +8,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use coffer_client::{Client, ListServices, Secret, Service};
-use coffer_types::Scope;
 use serde::Serialize;
 
-use crate::output::{Format, json_text};
-use crate::table::{Table, one_line};
+use crate::resolve::all_pages;
+use crate::table::one_line;
 
 /// Services listed per request (the API's largest page).
 const PAGE: u32 = 100;
@@ -25,29 +24,43 @@ pub struct Binder {
     /// The service's type: the scope the secret must carry for the service to read it.
     pub service_type: String,
     pub binding: String,
-    /// `secret` (the secret by name) or `store` (every secret of its store with the type).
-    pub kind: &'static str,
+    pub kind: BindingKind,
     /// Whether the service can read the secret now (it carries the service's type).
     pub readable: bool,
 }
 
+/// How a binding reaches the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BindingKind {
+    /// A secret binding: the secret, by name.
+    Secret,
+    /// A store binding: every secret of its store that carries the service's type.
+    Store,
+}
+
+impl BindingKind {
+    /// As in `--json`: `secret` or `store`.
+    #[cfg(test)]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingKind::Secret => "secret",
+            BindingKind::Store => "store",
+        }
+    }
+}
+
 /// Every service of the account, all pages.
 async fn all_services(client: &Client) -> anyhow::Result<Vec<Service>> {
-    let mut services = Vec::new();
-    for page in 1.. {
+    all_pages(|page| {
         let params = ListServices {
             page: Some(page),
             per_page: Some(PAGE),
             name: None,
         };
-        let got = client.list_services(&params).await?;
-        let n = got.items.len();
-        services.extend(got.items);
-        if n == 0 || n < PAGE as usize || services.len() as u64 >= got.result_info.total_count {
-            break;
-        }
-    }
-    Ok(services)
+        async move { client.list_services(&params).await }
+    })
+    .await
 }
 
 /// The bindings of `services` that reach `secret`, service by service in list order.
@@ -65,12 +78,12 @@ pub fn binders(services: &[Service], secret: &Secret) -> Vec<Binder> {
         };
         for b in &service.secrets_store_secrets {
             if b.store_id == secret.store_id && b.secret_name == secret.name {
-                out.push(binder(&b.binding, "secret"));
+                out.push(binder(&b.binding, BindingKind::Secret));
             }
         }
         for b in &service.secrets_store_stores {
             if b.store_id == secret.store_id {
-                out.push(binder(&b.binding, "store"));
+                out.push(binder(&b.binding, BindingKind::Store));
             }
         }
     }
@@ -90,53 +103,16 @@ pub fn losing_access<'a>(binders: &'a [Binder], new_scopes: &[String]) -> Vec<&'
         .collect()
 }
 
-/// `secret get`: the secret's metadata and the services that bind it.
-#[derive(Serialize)]
-struct SecretJson<'a> {
-    #[serde(flatten)]
-    secret: &'a Secret,
-    bound_by: &'a [Binder],
-}
-
-pub fn secret_with_binders(secret: &Secret, binders: &[Binder], format: Format) -> String {
-    if format.json() {
-        return json_text(&SecretJson {
-            secret,
-            bound_by: binders,
-        });
-    }
-    let mut text = crate::output::secret(secret, format);
-    text.push('\n');
-    if binders.is_empty() {
-        text.push_str("Bound by no service.\n");
-        return text;
-    }
-    let mut t = Table::new(&["Service", "Type", "Binding", "Reads it"]);
-    for b in binders {
-        t.row(vec![
-            b.service.clone(),
-            b.service_type.clone(),
-            match b.kind {
-                "store" => format!("{} (store)", b.binding),
-                _ => b.binding.clone(),
-            },
-            if b.readable {
-                "yes".to_owned()
-            } else {
-                format!("no: the secret lacks scope {}", b.service_type)
-            },
-        ]);
-    }
-    text.push_str(&t.render(format == Format::Wide));
-    text
-}
-
 /// `name (binding B)` or `name (store binding B)`, for a message.
 fn describe(b: &Binder) -> String {
     format!(
         "{} ({}binding {}, type {})",
         one_line(&b.service),
-        if b.kind == "store" { "store " } else { "" },
+        if b.kind == BindingKind::Store {
+            "store "
+        } else {
+            ""
+        },
         one_line(&b.binding),
         one_line(&b.service_type)
     )
@@ -155,37 +131,34 @@ fn needed(losing: &[&Binder]) -> Vec<String> {
 
 /// Before `secret update --scopes NEW`: when NEW drops a scope that a deployed service needs to
 /// read the secret, the services are named and, without `yes`, the question is asked on a
-/// terminal; without a terminal the update is refused. `Ok` means go ahead.
+/// terminal; without a terminal the update is refused. `Ok` means go ahead, with, under `yes`,
+/// the warning to give once the update is done.
 pub async fn check_scope_change(
     client: &Client,
     store_id: &str,
     secret_id: &str,
     new_scopes: &[String],
     yes: bool,
-) -> anyhow::Result<()> {
-    // Scopes the server will refuse anyway: let it say so, with nothing asked first.
-    if new_scopes.iter().any(|s| Scope::parse(s).is_err()) {
-        return Ok(());
-    }
+) -> anyhow::Result<Option<String>> {
+    // Every scope is compared as given, one this CLI does not know too (the server refuses it
+    // if it does not know it either): an unknown scope does not turn the check off.
     let secret = client.get_secret(store_id, secret_id).await?;
     if secret.scopes.iter().all(|s| new_scopes.contains(s)) {
-        return Ok(());
+        return Ok(None);
     }
     let binders = find(client, &secret).await?;
     let losing = losing_access(&binders, new_scopes);
     if losing.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let services: Vec<String> = losing.iter().map(|b| describe(b)).collect();
     let scopes = needed(&losing).join(", ");
     let name = one_line(&secret.name);
     if yes {
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: secret {name:?} no longer carries scope {scopes}: {} cannot read it any more",
+        return Ok(Some(format!(
+            "secret {name:?} no longer carries scope {scopes}: {} cannot read it any more",
             services.join(", ")
-        );
-        return Ok(());
+        )));
     }
     let stdin = std::io::stdin();
     if !(stdin.is_terminal() && std::io::stderr().is_terminal()) {
@@ -203,7 +176,7 @@ pub async fn check_scope_change(
         services.join("\n  ")
     );
     if confirm(&question, &mut stdin.lock(), &mut std::io::stderr())? {
-        Ok(())
+        Ok(None)
     } else {
         anyhow::bail!("not confirmed: secret {name:?} left unchanged")
     }
@@ -225,6 +198,7 @@ mod tests {
     use coffer_client::{SecretBinding, StoreBinding};
 
     use super::*;
+    use crate::output::{Format, secret_with_binders};
 
     const STORE: &str = "0123456789abcdef0123456789abcdef";
     const OTHER: &str = "fedcba9876543210fedcba9876543210";
@@ -295,7 +269,14 @@ mod tests {
     fn summary(binders: &[Binder]) -> Vec<(String, String, &'static str, bool)> {
         binders
             .iter()
-            .map(|b| (b.service.clone(), b.binding.clone(), b.kind, b.readable))
+            .map(|b| {
+                (
+                    b.service.clone(),
+                    b.binding.clone(),
+                    b.kind.as_str(),
+                    b.readable,
+                )
+            })
             .collect()
     }
 

@@ -2,7 +2,7 @@
 
 mod account;
 mod audit;
-mod bound;
+pub mod bound;
 mod deploy;
 mod init;
 mod node;
@@ -14,7 +14,9 @@ mod store;
 mod token;
 mod whoami;
 
-use coffer_client::{Client, Membership, Page};
+use std::io::Write;
+
+use coffer_client::{Client, Membership, MembershipAccount, Page};
 
 use crate::args::{Command, ConnArgs};
 use crate::table::one_line;
@@ -67,14 +69,32 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 
 /// The client for the connection settings, or a usage error naming every missing setting with
 /// its flag and environment variable. Without an account id, the account is the token's own,
-/// found with one request (`GET /client/v4/memberships`).
+/// found with one request (`GET /client/v4/memberships`), and a second (`GET
+/// /client/v4/user/tokens/verify`) says whether the token is the operator's: the operator acts
+/// on every account, so a note on standard error names the one it falls back to, its own.
 async fn connect(conn: &ConnArgs) -> anyhow::Result<Client> {
     let client = connect_instance(conn)?;
     if !client.account_id().is_empty() {
         return Ok(client);
     }
     let account = token_account(&client).await?;
-    Ok(client.with_account(&account))
+    let verified = client.verify_token().await.map_err(|e| {
+        anyhow::Error::new(e).context("cannot tell whether the API token is the operator's")
+    })?;
+    if verified.operator {
+        let _ = writeln!(std::io::stderr(), "note: {}", operator_note(&account));
+    }
+    Ok(client.with_account(&account.id))
+}
+
+/// What the operator's token is told when it acts on its own account for want of another.
+fn operator_note(account: &MembershipAccount) -> String {
+    format!(
+        "the operator token acts on its own account {} ({}); give another with --account-id (or \
+         COFFER_ACCOUNT_ID)",
+        one_line(&account.name),
+        one_line(&account.id)
+    )
 }
 
 /// The client for a command that acts on the instance rather than on one account (`account
@@ -108,8 +128,8 @@ fn connect_instance(conn: &ConnArgs) -> anyhow::Result<Client> {
     Ok(builder.build()?)
 }
 
-/// The id of the one account the token is a member of.
-async fn token_account(client: &Client) -> anyhow::Result<String> {
+/// The one account the token is a member of.
+async fn token_account(client: &Client) -> anyhow::Result<MembershipAccount> {
     let page = client.memberships(None).await.map_err(|e| {
         anyhow::Error::new(e).context(
             "cannot find the API token's account (give one with --account-id or \
@@ -120,10 +140,10 @@ async fn token_account(client: &Client) -> anyhow::Result<String> {
 }
 
 /// The account of a token's memberships, or a one-line error when there is not exactly one.
-fn one_account(page: &Page<Membership>) -> anyhow::Result<String> {
+fn one_account(page: &Page<Membership>) -> anyhow::Result<MembershipAccount> {
     let total = page.result_info.total_count.max(page.items.len() as u64);
     match page.items.as_slice() {
-        [one] if total == 1 => Ok(one.account.id.clone()),
+        [one] if total == 1 => Ok(one.account.clone()),
         [] => anyhow::bail!(
             "the API token is not a member of any account: give one with --account-id (or \
              COFFER_ACCOUNT_ID)"
@@ -155,7 +175,7 @@ fn one_account(page: &Page<Membership>) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use coffer_client::{MembershipAccount, ResultInfo};
+    use coffer_client::ResultInfo;
 
     use super::*;
 
@@ -188,10 +208,8 @@ mod tests {
 
     #[test]
     fn the_token_must_have_exactly_one_account() {
-        assert_eq!(
-            one_account(&memberships(&[("a1", "one")], 1)).unwrap(),
-            "a1"
-        );
+        let one = one_account(&memberships(&[("a1", "one")], 1)).unwrap();
+        assert_eq!((one.id.as_str(), one.name.as_str()), ("a1", "one"));
         let err = one_account(&memberships(&[], 0)).unwrap_err().to_string();
         assert!(
             err.starts_with("the API token is not a member of any account"),

@@ -9,23 +9,23 @@ use crate::output::{self, Format};
 use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: NodeCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     let client = connect_instance(conn)?;
     match command {
         NodeCommand::Create(args) => {
             let created = client.create_node(args.name()).await?;
             // Zeroized on drop, like `created` itself.
-            let text = output::node_created(&created, json);
+            let text = output::node_created(&created, format);
             output::print(&text)?;
         }
         NodeCommand::List => {
             let page = client.list_nodes().await?;
-            output::print(&output::node_list(&page, Format::of(conn)))?;
+            output::print(&output::node_list(&page, format))?;
         }
         NodeCommand::Revoke(args) => {
-            let id = resolve::node(&client, &args.id).await?;
-            let node = client.revoke_node(&id).await?;
-            output::print(&output::node_revoked(&node, json))?;
+            let node = resolve::node(&client, &args.id).await?;
+            let node = client.revoke_node(&node.id).await?;
+            output::print(&output::node_revoked(&node, format))?;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `coffer secret ...`. Values go from the user to the server and nowhere else.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use coffer_client::{CreateSecret, DuplicateSecret, ListSecrets, SecretOrder, UpdateSecret};
@@ -16,20 +17,19 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
     let text = match command {
         SecretCommand::Create(args) => {
             let (store, name) = args.target.get().map_err(UsageError)?;
-            // Read (and check) the value before any request is made.
-            let source = value_source(
-                args.value,
-                args.value_file,
-                args.keep_trailing_newline,
-                true,
-            )?
-            .unwrap_or(Source::Input);
-            let value = value::obtain(source, args.keep_trailing_newline)?;
+            // Read (and check) the value before any request is made. Without a flag that gives
+            // it, it is prompted for or read from standard input.
+            let keep_trailing_newline = args.keep_trailing_newline;
+            let source = value_source(args.value, args.value_file, keep_trailing_newline)?
+                .unwrap_or(Source::Input {
+                    keep_trailing_newline,
+                });
+            let value = value::obtain(source)?;
             let client = connect(conn).await?;
             let store = resolve::store(&client, store).await?;
             let created = client
                 .create_secrets(
-                    &store,
+                    &store.id,
                     vec![CreateSecret {
                         name: name.to_owned(),
                         value,
@@ -51,26 +51,24 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             };
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let page = client.list_secrets(&store, &params).await?;
+            let page = client.list_secrets(&store.id, &params).await?;
             output::secret_list(&page, format)
         }
         SecretCommand::Get(args) => {
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
-            let secret = client.get_secret(&store, &id).await?;
+            let secret = resolve::secret(&client, &store, &args.secret_id).await?;
+            let secret = client.get_secret(&store.id, &secret.id).await?;
             let binders = bound::find(&client, &secret).await?;
-            bound::secret_with_binders(&secret, &binders, format)
+            output::secret_with_binders(&secret, &binders, format)
         }
         SecretCommand::Update(args) => {
             // Only `--value` or `--value-file` changes the value; `--value -` prompts or reads
             // standard input.
-            let source = value_source(
-                args.value,
-                args.value_file,
-                args.keep_trailing_newline,
-                false,
-            )?;
+            let source = value_source(args.value, args.value_file, args.keep_trailing_newline)?;
+            if source.is_none() && args.keep_trailing_newline {
+                return Err(keep_without_input().into());
+            }
             if source.is_none() && args.scopes.is_none() && args.comment.is_none() {
                 return Err(UsageError(
                     "nothing to update: pass --value (or `--value -` to be prompted), \
@@ -79,21 +77,27 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
                 )
                 .into());
             }
-            let value = source
-                .map(|source| value::obtain(source, args.keep_trailing_newline))
-                .transpose()?;
+            let value = source.map(value::obtain).transpose()?;
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let id = resolve::secret(&client, &store, args.store.id(), &args.secret_id).await?;
-            if let Some(scopes) = &args.scopes {
-                bound::check_scope_change(&client, &store, &id, &scopes.0, args.yes).await?;
-            }
+            let secret = resolve::secret(&client, &store, &args.secret_id).await?;
+            let (store, id) = (store.id, secret.id);
+            let warning = match &args.scopes {
+                Some(scopes) => {
+                    bound::check_scope_change(&client, &store, &id, &scopes.0, args.yes).await?
+                }
+                None => None,
+            };
             let update = UpdateSecret {
                 value,
                 scopes: args.scopes.map(|s| s.0),
                 comment: args.comment,
             };
             let secret = client.update_secret(&store, &id, update).await?;
+            // Once done: a refused update took nothing away.
+            if let Some(warning) = warning {
+                let _ = writeln!(std::io::stderr(), "warning: {warning}");
+            }
             output::secret(&secret, format)
         }
         SecretCommand::Delete(args) => {
@@ -104,23 +108,26 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             }
             let client = connect(conn).await?;
             let store = resolve::store(&client, args.store.id()).await?;
-            let mut ids = resolve::secrets(&client, &store, args.store.id(), &given).await?;
+            let mut secrets = resolve::secrets(&client, &store, &given).await?;
             let mut seen = std::collections::HashSet::new();
-            ids.retain(|id| seen.insert(id.clone()));
-            let store_shown = resolve::shown(args.store.id(), &store);
-            let message = match (ids.as_slice(), given.as_slice()) {
-                ([id], [name, ..]) => {
-                    client.delete_secret(&store, id).await?;
-                    let secret = resolve::shown(name, id);
-                    format!("Deleted secret {secret} from store {store_shown}.")
+            secrets.retain(|s| seen.insert(s.id.clone()));
+            let message = match secrets.as_slice() {
+                [secret] => {
+                    client.delete_secret(&store.id, &secret.id).await?;
+                    format!(
+                        "Deleted secret {} from store {}.",
+                        secret.shown(),
+                        store.shown()
+                    )
                 }
                 _ => {
-                    let n = ids.len();
-                    client.bulk_delete_secrets(&store, ids).await?;
-                    format!("Deleted {n} secrets from store {store_shown}.")
+                    let n = secrets.len();
+                    let ids = secrets.into_iter().map(|s| s.id).collect();
+                    client.bulk_delete_secrets(&store.id, ids).await?;
+                    format!("Deleted {n} secrets from store {}.", store.shown())
                 }
             };
-            output::deleted(&message, format.json())
+            output::deleted(&message, format)
         }
         SecretCommand::Duplicate(args) => {
             let (given_store, name) = args.target.get().map_err(UsageError)?;
@@ -131,8 +138,10 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
             };
             let client = connect(conn).await?;
             let store = resolve::store(&client, given_store).await?;
-            let id = resolve::secret(&client, &store, given_store, &args.secret_id).await?;
-            let secret = client.duplicate_secret(&store, &id, duplicate).await?;
+            let secret = resolve::secret(&client, &store, &args.secret_id).await?;
+            let secret = client
+                .duplicate_secret(&store.id, &secret.id, duplicate)
+                .await?;
             output::secret(&secret, format)
         }
     };
@@ -140,30 +149,35 @@ pub async fn run(conn: &ConnArgs, command: SecretCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Where the value comes from, as the flags say. Without a flag that gives one, `secret create`
-/// (`prompt_by_default`) prompts or reads standard input, and `secret update` leaves the value
-/// as it is (`None`).
+/// Where the value comes from, as the flags say; `None` without a flag that gives one (`secret
+/// create` then prompts or reads standard input, `secret update` leaves the value as it is).
 fn value_source(
     value: Option<ValueArg>,
     file: Option<PathBuf>,
     keep_trailing_newline: bool,
-    prompt_by_default: bool,
 ) -> Result<Option<Source>, UsageError> {
     let source = match (value, file) {
         // clap refuses --value with --value-file.
-        (_, Some(path)) => Some(Source::File(path)),
-        (Some(ValueArg::Given(value)), None) => Some(Source::Given(value)),
-        (Some(ValueArg::Interactive), None) => Some(Source::Input),
-        (None, None) => prompt_by_default.then_some(Source::Input),
+        (_, Some(path)) => Source::File(path),
+        (Some(ValueArg::Given(value)), None) => Source::Given(value),
+        (Some(ValueArg::Interactive), None) => Source::Input {
+            keep_trailing_newline,
+        },
+        (None, None) => return Ok(None),
     };
-    if keep_trailing_newline && !matches!(source, Some(Source::Input)) {
-        return Err(UsageError(
-            "--keep-trailing-newline applies to a value read from standard input (`--value -`); \
-             --value and --value-file values are stored exactly as given"
-                .to_owned(),
-        ));
+    if keep_trailing_newline && !matches!(source, Source::Input { .. }) {
+        return Err(keep_without_input());
     }
-    Ok(source)
+    Ok(Some(source))
+}
+
+/// `--keep-trailing-newline` for a value that is not read from standard input.
+fn keep_without_input() -> UsageError {
+    UsageError(
+        "--keep-trailing-newline applies to a value read from standard input (`--value -`); \
+         --value and --value-file values are stored exactly as given"
+            .to_owned(),
+    )
 }
 
 fn secret_order(o: SecretOrderArg) -> SecretOrder {

@@ -10,7 +10,7 @@ use crate::resolve;
 use crate::table::one_line;
 
 pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     let client = connect(conn).await?;
     match command {
         ServiceCommand::List(args) => {
@@ -20,11 +20,11 @@ pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()>
                 name: args.name,
             };
             let page = client.list_services(&params).await?;
-            output::print(&output::service_list(&page, Format::of(conn)))?;
+            output::print(&output::service_list(&page, format))?;
         }
         ServiceCommand::Get(arg) => {
             let service = resolve::service(&client, &arg.service).await?;
-            output::print(&output::service(&service, Format::of(conn)))?;
+            output::print(&output::service(&service, format))?;
         }
         ServiceCommand::Delete(arg) => {
             let service = resolve::service(&client, &arg.service).await?;
@@ -34,9 +34,9 @@ pub async fn run(conn: &ConnArgs, command: ServiceCommand) -> anyhow::Result<()>
                 one_line(&service.name),
                 one_line(&service.id)
             );
-            output::print(&output::deleted(&message, json))?;
+            output::print(&output::deleted(&message, format))?;
         }
-        ServiceCommand::Token { command } => token(&client, command, Format::of(conn)).await?,
+        ServiceCommand::Token { command } => token(&client, command, format).await?,
     }
     Ok(())
 }
@@ -46,7 +46,6 @@ async fn token(
     command: ServiceTokenCommand,
     format: Format,
 ) -> anyhow::Result<()> {
-    let json = format.json();
     match command {
         ServiceTokenCommand::List(arg) => {
             let service = resolve::service(client, &arg.service).await?;
@@ -59,7 +58,7 @@ async fn token(
                 .rotate_service_token(&service.id, !args.keep_previous)
                 .await?;
             // Zeroized on drop, like `rotated` itself.
-            let text = output::service_token_rotated(&rotated, &service.name, json);
+            let text = output::service_token_rotated(&rotated, &service.name, format);
             output::print(&text)?;
         }
         ServiceTokenCommand::Revoke(args) => {
@@ -76,11 +75,11 @@ async fn token(
                             one_line(&id)
                         )
                     })?;
-                    output::service_token_revoked(token, &service.name, json)
+                    output::service_token_revoked(token, &service.name, format)
                 }
                 None => {
                     let revoked = client.revoke_service_tokens(&service.id).await?;
-                    output::service_tokens_revoked(&revoked, &service.name, json)
+                    output::service_tokens_revoked(&revoked, &service.name, format)
                 }
             };
             output::print(&text)?;

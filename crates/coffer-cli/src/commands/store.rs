@@ -28,19 +28,19 @@ pub async fn run(conn: &ConnArgs, command: StoreCommand) -> anyhow::Result<()> {
             output::store_list(&page, format)
         }
         StoreCommand::Get(store) => {
-            let id = resolve::store(client, store.id()).await?;
-            output::store(&client.get_store(&id).await?, format)
+            let store = resolve::store(client, store.id()).await?;
+            output::store(&client.get_store(&store.id).await?, format)
         }
         StoreCommand::Delete(args) => {
-            let id = resolve::store(client, args.store.id()).await?;
-            match client.delete_store(&id, args.force).await {
+            let store = resolve::store(client, args.store.id()).await?;
+            match client.delete_store(&store.id, args.force).await {
                 Err(e) if e.api_code() == Some(ErrorCode::StoreNotEmpty.code()) => {
                     anyhow::bail!("{e} (with coffer: --force)")
                 }
                 other => other?,
             }
-            let store = resolve::shown(args.store.id(), &id);
-            output::deleted(&format!("Deleted store {store}."), format.json())
+            let message = format!("Deleted store {}.", store.shown());
+            output::deleted(&message, format)
         }
     };
     output::print(&text)?;

@@ -10,7 +10,7 @@ use crate::output::{self, Format};
 use crate::resolve;
 
 pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
-    let json = conn.json;
+    let format = Format::of(conn);
     match command {
         TokenCommand::Create(args) => {
             // The expiry is checked before the connection settings, and before any request.
@@ -23,33 +23,34 @@ pub async fn run(conn: &ConnArgs, command: TokenCommand) -> anyhow::Result<()> {
                 .create_token(args.name(), &args.role, expires_on)
                 .await?;
             // Zeroized on drop, like `created` itself.
-            let text = output::token_created(&created, client.account_id(), json);
+            let text = output::token_created(&created, client.account_id(), format);
             output::print(&text)?;
         }
         TokenCommand::List => {
             let page = connect(conn).await?.list_tokens().await?;
-            output::print(&output::token_list(&page, Format::of(conn)))?;
+            output::print(&output::token_list(&page, format))?;
         }
         TokenCommand::Get(token) => {
             let client = connect(conn).await?;
-            let id = resolve::token(&client, &token.id).await?;
-            let token = client.get_token(&id).await?;
-            output::print(&output::token(&token, Format::of(conn)))?;
+            let token = resolve::token(&client, &token.id).await?;
+            let token = client.get_token(&token.id).await?;
+            output::print(&output::token(&token, format))?;
         }
         TokenCommand::Revoke(token) => {
             let client = connect(conn).await?;
-            let id = resolve::token(&client, &token.id).await?;
+            let token = resolve::token(&client, &token.id).await?;
             output::print(&output::token_revoked(
-                &client.revoke_token(&id).await?,
-                json,
+                &client.revoke_token(&token.id).await?,
+                format,
             ))?;
         }
     }
     Ok(())
 }
 
-/// `now + secs` as RFC 3339 in UTC. `secs` is at most [`crate::args::MAX_EXPIRES_IN_SECS`], so
-/// the sum stays far inside what RFC 3339 can write.
+/// `now + secs` as RFC 3339 in UTC. `secs` is at most
+/// [`crate::args::token::MAX_EXPIRES_IN_SECS`], so the sum stays far inside what RFC 3339 can
+/// write.
 fn expiry(now: Timestamp, secs: u64) -> String {
     let secs = i64::try_from(secs).unwrap_or(i64::MAX);
     now.plus_seconds(secs).to_rfc3339()
@@ -58,7 +59,7 @@ fn expiry(now: Timestamp, secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::MAX_EXPIRES_IN_SECS;
+    use crate::args::token::MAX_EXPIRES_IN_SECS;
 
     #[test]
     fn expiry_is_now_plus_the_duration_in_utc() {

@@ -131,6 +131,48 @@ fn formats_are_chosen_by_extension() {
 }
 
 #[test]
+fn only_a_regular_file_of_at_most_1_mib_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let problem = |path: &Path| {
+        let err = load(path).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err:?}");
+        err.problems[0].clone()
+    };
+    let not_regular =
+        "is not a regular file (a device, FIFO or socket): give the configuration file itself";
+    // A link to a device: /dev/null reads as empty, /dev/zero never ends.
+    for device in ["/dev/null", "/dev/zero"] {
+        let link = tmp.path().join(format!("{}.toml", &device[5..]));
+        std::os::unix::fs::symlink(device, &link).unwrap();
+        assert_eq!(problem(&link), not_regular);
+    }
+    // A FIFO: opening it would wait for a writer.
+    let fifo = tmp.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_eq!(problem(&fifo), not_regular);
+    let dir = tmp.path().join("dir.toml");
+    std::fs::create_dir(&dir).unwrap();
+    assert_eq!(problem(&dir), "is a directory, not a configuration file");
+
+    let too_large = format!(
+        "is larger than 1 MiB ({MAX_CONFIG_BYTES} bytes), the most a configuration file may hold"
+    );
+    // A comment just past the limit, and one that is exactly at it.
+    let path = tmp.path().join("big.toml");
+    let mut text = "name = \"big\"\n#".to_owned();
+    text.push_str(&"x".repeat(MAX_CONFIG_BYTES as usize + 1 - text.len()));
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(problem(&path), too_large);
+    text.pop();
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(load(&path).unwrap().deploy.name, "big");
+}
+
+#[test]
 fn syntax_errors_name_the_line_and_column() {
     let p = toml_problems("name = \"x\"\n\n[[secrets_store_secrets]]\nbinding = OPENAI_KEY\n");
     assert_eq!(p.len(), 1);

@@ -6,10 +6,10 @@
 //! service as its actor, and ids cut to their first 8 characters; `--wide` shows every field
 //! whole, the outcome in a column of its own.
 
-use coffer_client::{AuditLogEntry, Page};
+use coffer_client::{AuditLogEntry, AuditVerification, Page};
 
-use super::{Format, page_footer, page_json, time};
-use crate::table::Table;
+use super::{Format, json_text, page_footer, page_json, time};
+use crate::table::{Table, one_line};
 
 /// Every column (`--wide`); the default leaves out `Seq`, `Outcome` (shown with the action),
 /// `Request` and `Client`.
@@ -45,19 +45,40 @@ fn is_service_read(entry: &AuditLogEntry) -> bool {
     event_str(entry, &["action"]) == Some("access")
 }
 
-/// Who acted: the token's name; for runtime reads, the service; else the token's id, unless it
-/// is the resource itself (a failed login names the token it tried in the resource); else `-`.
+/// Who acted: the token's name and id, `ci (0123abcd…)` (names are not unique; `--actor` takes
+/// the id), marked `operator` for the instance operator's token; for runtime reads, the service
+/// and the id of the token it read with. A token's id alone when it has no name, unless it is
+/// the resource itself (a failed login names the token it tried in the resource); else `-`.
 fn audit_actor(entry: &AuditLogEntry, wide: bool) -> String {
-    if let Some(name) = event_str(entry, &["actor", "token_name"]) {
-        return name.to_owned();
-    }
-    if is_service_read(entry)
-        && let Some(service) = resource_str(entry, "service_name")
-    {
-        return service.to_owned();
-    }
-    match event_str(entry, &["actor", "token_id"]) {
-        Some(id) if resource_str(entry, "token_id") != Some(id) => short_id(id, wide),
+    let id = event_str(entry, &["actor", "token_id"]);
+    let name = event_str(entry, &["actor", "token_name"]).or_else(|| {
+        is_service_read(entry)
+            .then(|| resource_str(entry, "service_name"))
+            .flatten()
+    });
+    let operator = entry
+        .event
+        .get("actor")
+        .and_then(|a| a.get("operator"))
+        .and_then(|o| o.as_bool())
+        == Some(true);
+    let marks: Vec<String> = [
+        name.and(id).map(|id| short_id(id, wide)),
+        operator.then(|| "operator".to_owned()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let marks = if marks.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", marks.join(", "))
+    };
+    match (name, id) {
+        (Some(name), _) => format!("{name}{marks}"),
+        (None, Some(id)) if resource_str(entry, "token_id") != Some(id) => {
+            format!("{}{marks}", short_id(id, wide))
+        }
         _ => "-".to_owned(),
     }
 }
@@ -196,6 +217,25 @@ pub fn audit_list(page: &Page<AuditLogEntry>, format: Format) -> String {
     audit_table(&page.items, format) + &page_footer(page, "entries")
 }
 
+/// `audit verify` of a log that checks out: counts and the head to record elsewhere. Under
+/// `--json`, the verification result whatever it says.
+pub fn audit_verification(v: &AuditVerification, format: Format) -> String {
+    if format.json() {
+        return json_text(v);
+    }
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let head = match (v.head_seq, &v.head_hash) {
+        (Some(seq), Some(hash)) => format!("head #{seq} {}", one_line(hash)),
+        (Some(seq), None) => format!("head #{seq}"),
+        _ => "no head (the log is empty)".to_owned(),
+    };
+    format!(
+        "audit log OK: {}, {}; {head}\n",
+        plural(v.entries_checked, "entry", "entries"),
+        plural(v.checkpoints_checked, "checkpoint", "checkpoints"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use coffer_client::ResultInfo;
@@ -295,42 +335,43 @@ mod tests {
             .collect()
     }
 
-    /// Each sample entry as its own one-row table: every cell whole within 100 columns.
+    /// Each sample entry as its own one-row table within 100 columns: every cell whole but the
+    /// longest details (whole with `--wide`).
     #[test]
     fn each_row_names_actor_resource_binding_and_reason_in_100_columns() {
         let expected: [&[&str]; 6] = [
-            // A runtime read at an edge: the service reads through its binding.
+            // A runtime read at an edge: the service reads through its binding, with a token.
             &[
                 "2025-01-01T00:00:05Z",
-                "ai-gateway",
+                "ai-gateway (ffffffff…)",
                 "access",
                 "secret openai-key",
-                "via OPENAI_KEY, 3 reads at edge-1.fra",
+                "via OPENAI_KEY, 3 reads at…",
             ],
             &[
                 "2025-01-01T00:00:04Z",
-                "deployer",
+                "deployer (dddddddd…)",
                 "bind",
                 "secret openai-key",
                 "binding ai-gateway.OPENAI_KEY",
             ],
             &[
                 "2025-01-01T00:00:03Z",
-                "ci",
+                "ci (eeeeeeee…)",
                 "create denied",
                 "secret stripe-key",
-                "missing permission secrets_store:edit",
+                "missing permission secrets_…",
             ],
             &[
                 "2025-01-01T00:00:02Z",
-                "init",
+                "init (11111111…, operator)",
                 "create",
                 "node edge-1.fra",
                 "-",
             ],
             &[
                 "2025-01-01T00:00:01Z",
-                "init",
+                "init (11111111…, operator)",
                 "create",
                 "secret openai\\u{1b}[2J",
                 "-",
@@ -467,6 +508,26 @@ mod tests {
     }
 
     #[test]
+    fn actors_are_named_with_their_id_and_the_operator_marked() {
+        let actor = |a: serde_json::Value, wide: bool| {
+            audit_actor(&audit_entry(1, json!({"actor": a})), wide)
+        };
+        let (d, f) = ("d".repeat(32), "f".repeat(32));
+        // Two tokens of one name are told apart by their ids.
+        let ci = json!({"token_id": d, "token_name": "ci", "operator": false});
+        assert_eq!(actor(ci.clone(), false), "ci (dddddddd…)");
+        assert_eq!(actor(ci, true), format!("ci ({d})"));
+        let other = json!({"token_id": f, "token_name": "ci", "operator": false});
+        assert_eq!(actor(other, false), "ci (ffffffff…)");
+        let op = json!({"token_id": d, "token_name": "init", "operator": true});
+        assert_eq!(actor(op.clone(), false), "init (dddddddd…, operator)");
+        assert_eq!(actor(op, true), format!("init ({d}, operator)"));
+        let nameless = json!({"token_id": d, "operator": true});
+        assert_eq!(actor(nameless, false), "dddddddd… (operator)");
+        assert_eq!(actor(json!({"operator": true}), false), "-");
+    }
+
+    #[test]
     fn details_say_what_changed() {
         let detail = |e: serde_json::Value| audit_detail(&audit_entry(1, e), true);
         assert_eq!(detail(json!({"value_modified": true})), "value changed");
@@ -503,5 +564,39 @@ mod tests {
         assert_eq!(v["result"][1]["actor"]["token_name"], "deployer");
         assert_eq!(v["result"][5]["reason"], "API token has been revoked");
         assert_eq!(v["result_info"]["total_count"], 7);
+    }
+
+    #[test]
+    fn audit_verification_states_counts_and_head() {
+        let mut v = AuditVerification {
+            ok: true,
+            entries_checked: 12,
+            checkpoints_checked: 1,
+            head_seq: Some(12),
+            head_hash: Some("cd".repeat(32)),
+            first_bad: None,
+        };
+        assert_eq!(
+            audit_verification(&v, Format::Table),
+            format!(
+                "audit log OK: 12 entries, 1 checkpoint; head #12 {}\n",
+                "cd".repeat(32)
+            )
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&audit_verification(&v, Format::Json)).unwrap();
+        assert_eq!(j["ok"], true);
+        assert_eq!(j["entries_checked"], 12);
+        assert_eq!(j["head_hash"], "cd".repeat(32));
+        assert_eq!(j["first_bad"], serde_json::Value::Null);
+
+        v.entries_checked = 0;
+        v.checkpoints_checked = 0;
+        v.head_seq = None;
+        v.head_hash = None;
+        assert_eq!(
+            audit_verification(&v, Format::Table),
+            "audit log OK: 0 entries, 0 checkpoints; no head (the log is empty)\n"
+        );
     }
 }

@@ -2,12 +2,12 @@
 
 use coffer_client::TokenVerification;
 
-use super::json_text;
+use super::{Format, json_text};
 use crate::table::one_line;
 
 /// Label and value lines, or under `--json` the API's result as it came.
-pub fn whoami(v: &TokenVerification, as_json: bool) -> String {
-    if as_json {
+pub fn whoami(v: &TokenVerification, format: Format) -> String {
+    if format.json() {
         return json_text(v);
     }
     let expires = match &v.expires_on {
@@ -62,7 +62,7 @@ mod tests {
     fn whoami_names_token_role_account_expiry_and_operator() {
         let text = whoami(
             &verification(Some("2025-03-02T23:30:00.123456Z"), false),
-            false,
+            Format::Table,
         );
         let expected = format!(
             "Token:      ci\\u{{1b}}[2J\n\
@@ -76,14 +76,14 @@ mod tests {
             b = "b".repeat(32)
         );
         assert_eq!(text, expected);
-        let text = whoami(&verification(None, true), false);
+        let text = whoami(&verification(None, true), Format::Table);
         assert!(text.contains("Expires:    never\n"), "{text}");
         assert!(
             text.ends_with("Operator:   yes (acts on every account)\n"),
             "{text}"
         );
         let v: serde_json::Value =
-            serde_json::from_str(&whoami(&verification(None, true), true)).unwrap();
+            serde_json::from_str(&whoami(&verification(None, true), Format::Json)).unwrap();
         assert_eq!(v["operator"], true);
         assert_eq!(v["account"]["name"], "team-b");
         assert_eq!(v["role"], "secrets_store_deployer");

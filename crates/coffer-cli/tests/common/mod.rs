@@ -258,6 +258,41 @@ pub fn create_store(conn: &Conn, name: &str) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
+/// `coffer secret create STORE --name NAME --scopes SCOPES --json` with `value` on standard
+/// input (less one trailing newline, if it has one); the new secret's id.
+pub fn create_secret(conn: &Conn, store: &str, name: &str, scopes: &str, value: &str) -> String {
+    let args = [
+        "secret", "create", store, "--name", name, "--scopes", scopes, "--json",
+    ];
+    let out = conn.run_with_stdin(&args, value).ok();
+    let v = out.json();
+    assert_eq!(v[0]["name"], name, "{v}");
+    v[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// The cells of one line of a table: columns are two or more spaces apart (a cell may hold
+/// single spaces).
+pub fn cells(line: &str) -> Vec<String> {
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The table in `text` whose header line starts with `header`, as rows of [`cells`]: the header,
+/// then every line after the rule under it.
+pub fn table_rows(text: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(header));
+    let head = lines
+        .next()
+        .unwrap_or_else(|| panic!("no table headed {header:?} in:\n{text}"));
+    std::iter::once(head)
+        .chain(lines.skip(1))
+        .map(cells)
+        .collect()
+}
+
 /// `coffer run -- CMD...` against `url` with the service token in the environment.
 pub fn coffer_run(url: &str, service_token: &str, cmd: &[&str]) -> Command {
     let mut c = coffer_cmd();

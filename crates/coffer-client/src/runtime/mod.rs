@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use coffer_api::{Envelope, ErrorCode, STORE_BINDINGS_HEADER, SecretValue};
 use coffer_types::{BindingName, SecretName};
-use reqwest::header::{AUTHORIZATION, HeaderValue, LOCATION};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
 use zeroize::Zeroizing;
 
@@ -730,7 +730,9 @@ fn echo(name: &str) -> String {
 
 /// One value: the body of a 2xx answer, as text.
 async fn fetch_one(inner: &Inner, url: Url, name: &str) -> Result<SecretValue, RuntimeError> {
-    let (status, body, _) = send(inner, url.clone()).await?;
+    let resp = send(inner, &url).await?;
+    let status = resp.status();
+    let body = read(resp, &url).await?;
     if !status.is_success() {
         return Err(answer_error(&url, status, &body, name));
     }
@@ -749,19 +751,29 @@ async fn fetch_one(inner: &Inner, url: Url, name: &str) -> Result<SecretValue, R
 
 /// Every secret binding: a 2xx answer's JSON object of names and values.
 async fn fetch_all(inner: &Inner) -> Result<Values, RuntimeError> {
-    fetch_all_with_stores(inner).await.map(|(values, _)| values)
+    let url = bindings_url(inner);
+    let resp = send(inner, &url).await?;
+    all_values(resp, &url).await
 }
 
-/// [`fetch_all`], and the store bindings' names from the `coffer-store-bindings` header (names
-/// that are not binding names are left out: they are only ever shown).
+/// [`fetch_all`], and the store bindings' names from the `coffer-store-bindings` header.
 async fn fetch_all_with_stores(inner: &Inner) -> Result<(Values, Vec<String>), RuntimeError> {
-    let url = base_url::join(&inner.root, &["runtime", "v1", "bindings"]);
-    let (status, body, stores) = send(inner, url.clone()).await?;
-    if !status.is_success() {
-        return Err(answer_error(&url, status, &body, ""));
-    }
-    let stores = stores
-        .as_ref()
+    let url = bindings_url(inner);
+    let resp = send(inner, &url).await?;
+    let stores = store_bindings(resp.headers());
+    Ok((all_values(resp, &url).await?, stores))
+}
+
+/// `/runtime/v1/bindings`: every secret binding at once.
+fn bindings_url(inner: &Inner) -> Url {
+    base_url::join(&inner.root, &["runtime", "v1", "bindings"])
+}
+
+/// The store bindings' names in the `coffer-store-bindings` header (names that are not binding
+/// names are left out: they are only ever shown); none without the header.
+fn store_bindings(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get(STORE_BINDINGS_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
             v.split(',')
@@ -770,28 +782,33 @@ async fn fetch_all_with_stores(inner: &Inner) -> Result<(Values, Vec<String>), R
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The values in an answer to [`bindings_url`].
+async fn all_values(resp: reqwest::Response, url: &Url) -> Result<Values, RuntimeError> {
+    let status = resp.status();
+    let body = read(resp, url).await?;
+    if !status.is_success() {
+        return Err(answer_error(url, status, &body, ""));
+    }
     // Not the parse error's text: it can quote part of the body.
-    let values = serde_json::from_slice::<Values>(&body).map_err(|_| RuntimeError::Decode {
+    serde_json::from_slice::<Values>(&body).map_err(|_| RuntimeError::Decode {
         url: url.to_string(),
         status: status.as_u16(),
         detail: "the answer is not a JSON object of binding names and values (the body is not \
                  shown: it may hold values)"
             .to_owned(),
-    })?;
-    Ok((values, stores))
+    })
 }
 
-/// Sends a GET with the service token and reads the whole answer into a buffer wiped on drop;
-/// with the `coffer-store-bindings` header, if any.
-async fn send(
-    inner: &Inner,
-    url: Url,
-) -> Result<(StatusCode, Body, Option<HeaderValue>), RuntimeError> {
+/// Sends a GET with the service token; a redirect is an error. The answer's headers and body
+/// are left to the caller.
+async fn send(inner: &Inner, url: &Url) -> Result<reqwest::Response, RuntimeError> {
     let shown = url.to_string();
     let resp = inner
         .http
-        .get(url)
+        .get(url.clone())
         .header(AUTHORIZATION, inner.auth.clone())
         .send()
         .await
@@ -812,10 +829,15 @@ async fn send(
             ),
         });
     }
-    let stores = resp.headers().get(STORE_BINDINGS_HEADER).cloned();
-    let bytes = resp.bytes().await.map_err(|e| transport(&shown, e))?;
-    // `Vec::from(Bytes)` reuses the buffer when it is not shared, so no other copy is left.
-    Ok((status, Body(Zeroizing::new(Vec::from(bytes))), stores))
+    Ok(resp)
+}
+
+/// The whole body of `resp` (an answer to `url`), in a buffer wiped on drop.
+async fn read(resp: reqwest::Response, url: &Url) -> Result<Body, RuntimeError> {
+    let bytes = crate::read_body(resp)
+        .await
+        .map_err(|e| transport(url.as_str(), e))?;
+    Ok(Body(Zeroizing::new(bytes)))
 }
 
 /// A response body, wiped on drop.

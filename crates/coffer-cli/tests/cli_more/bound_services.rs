@@ -3,12 +3,11 @@
 //! deploy` refuses the binding names `coffer run` refuses, and `coffer run` says what it does
 //! not export. Against a real `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
 use serde_json::{Value, json};
+
+use crate::common::*;
 
 const KEY_VALUE: &str = "sk-bound-v4lue-7Hq";
 
@@ -30,15 +29,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let (tmp, _data, server, conn) = setup();
     let store = create_store(&conn, "prod");
-    let create = |name: &str, scopes: &str| {
-        let out = conn
-            .run(&[
-                "secret", "create", &store, "--name", name, "--scopes", scopes, "--value",
-                KEY_VALUE, "--json",
-            ])
-            .ok();
-        out.json()[0]["id"].as_str().unwrap().to_owned()
-    };
+    let create = |name: &str, scopes: &str| create_secret(&conn, &store, name, scopes, KEY_VALUE);
     let key_id = create("openai-key", "workers,ai_gateway");
     let lonely_id = create("lonely", "workers");
     let dir = tmp.path().to_owned();
@@ -178,18 +169,7 @@ fn secret_get_names_the_services_that_bind_the_secret() {
         .conn
         .run(&["secret", "get", &f.store, "--secret-id", &f.key_id])
         .ok();
-    let rows: Vec<Vec<&str>> = out
-        .stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("Service "))
-        .skip(2)
-        .map(|l| {
-            l.split("  ")
-                .filter(|c| !c.is_empty())
-                .map(str::trim)
-                .collect()
-        })
-        .collect();
+    let rows = &table_rows(&out.stdout, "Service ")[1..];
     assert_eq!(
         rows,
         [
@@ -201,22 +181,7 @@ fn secret_get_names_the_services_that_bind_the_secret() {
 
     // A secret in another store that nothing binds.
     let other = create_store(&f.conn, "other");
-    let out = f
-        .conn
-        .run(&[
-            "secret",
-            "create",
-            &other,
-            "--name",
-            "openai-key",
-            "--scopes",
-            "workers",
-            "--value",
-            "x",
-            "--json",
-        ])
-        .ok();
-    let id = out.json()[0]["id"].as_str().unwrap().to_owned();
+    let id = create_secret(&f.conn, &other, "openai-key", "workers", "x");
     let out = f
         .conn
         .run(&["secret", "get", &other, "--secret-id", &id])
@@ -267,12 +232,31 @@ fn removing_a_scope_a_service_needs_is_refused_without_yes() {
     f.update_scopes(&f.key_id, "ai_gateway,workers", &[]).ok();
     // A secret whose scope no service reads through can lose it: gw cannot read `lonely`.
     f.update_scopes(&f.lonely_id, "dex", &[]).ok();
-    // A scope the server refuses is the server's error, with nothing asked.
+    // A scope this CLI does not know does not turn the check off: the others are still
+    // checked, and the server says what it makes of the unknown one.
     let line = f
-        .update_scopes(&f.key_id, "bogus", &[])
+        .update_scopes(&f.key_id, "ai_gateway,bogus", &[])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.starts_with(
+            "error: removing scope workers from secret \"openai-key\" takes it away from \
+             deployed services: app (binding OPENAI_KEY, type workers)"
+        ),
+        "{line}"
+    );
+    assert_eq!(f.scopes_of(&f.key_id), json!(["workers", "ai_gateway"]));
+    let line = f
+        .update_scopes(&f.key_id, "workers,ai_gateway,bogus", &[])
         .one_error_line(1)
         .to_owned();
     assert!(line.contains("bogus") && !line.contains("--yes"), "{line}");
+    let line = f
+        .update_scopes(&f.key_id, "ai_gateway,bogus", &["--yes"])
+        .one_error_line(1)
+        .to_owned();
+    assert!(line.contains("bogus"), "{line}");
+    assert_eq!(f.scopes_of(&f.key_id), json!(["workers", "ai_gateway"]));
 
     // --yes: done, with a warning naming the service that lost access; it cannot read now.
     let out = f
@@ -289,7 +273,6 @@ fn removing_a_scope_a_service_needs_is_refused_without_yes() {
     // gw no longer reads it, so removing ai_gateway again (it is gone) asks nothing.
     f.update_scopes(&f.key_id, "workers", &[]).ok();
     assert!(!f.server.log().contains(KEY_VALUE));
-    let _ = &f.dir;
 }
 
 #[test]

@@ -1,13 +1,11 @@
 //! Names wherever ids are taken, and the account from the token: `coffer` against a real
 //! `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 fn id_of(out: Out) -> String {
     out.ok().json()["id"].as_str().unwrap().to_owned()
@@ -19,24 +17,7 @@ fn stores_and_secrets_by_name() {
     let prod = create_store(&conn, "prod");
     let staging = create_store(&conn, "staging");
     let value = "n4me-value-Qx71";
-    let create = |store: &str| {
-        let out = conn
-            .run_with_stdin(
-                &[
-                    "secret",
-                    "create",
-                    store,
-                    "--name",
-                    "openai-key",
-                    "--scopes",
-                    "workers",
-                    "--json",
-                ],
-                value,
-            )
-            .ok();
-        out.json()[0]["id"].as_str().unwrap().to_owned()
-    };
+    let create = |store: &str| create_secret(&conn, store, "openai-key", "workers", value);
     let in_prod = create("prod");
     let in_staging = create("staging");
     assert_ne!(in_prod, in_staging);
@@ -153,6 +134,145 @@ fn stores_and_secrets_by_name() {
 }
 
 #[test]
+fn a_name_that_is_another_objects_id_is_refused_as_ambiguous() {
+    let (tmp, _data, _server, conn) = setup();
+    // An attacker names a store after the id of another: deleting "by that name" must not
+    // delete the other store.
+    let prod = create_store(&conn, "prod");
+    let decoy = create_store(&conn, &prod);
+    let ambiguous = format!(
+        "error: \"{prod}\" is ambiguous: it is the id of store \"prod\" and the name of store \
+         {decoy}; give \"prod\" to mean the first, or the id of the store named \"{prod}\""
+    );
+    for args in [
+        &["store", "delete", &prod, "--force"][..],
+        &["store", "get", &prod],
+        &["secret", "list", &prod],
+    ] {
+        assert_eq!(conn.run(args).one_error_line(1), ambiguous, "{args:?}");
+    }
+    // Both are still there, and each is reached without ambiguity.
+    assert_eq!(id_of(conn.run(&["store", "get", "prod", "--json"])), prod);
+    assert_eq!(id_of(conn.run(&["store", "get", &decoy, "--json"])), decoy);
+    // An id names the object's real name in the confirmation.
+    let out = conn.run(&["store", "delete", &decoy]).ok();
+    assert_eq!(out.stdout, format!("Deleted store {prod} ({decoy}).\n"));
+    // With the decoy gone, the id is the store's id again.
+    assert_eq!(id_of(conn.run(&["store", "get", &prod, "--json"])), prod);
+
+    // Secrets in a store, the same way; also a name that looks like an id nothing has.
+    let secret = |name: &str| create_secret(&conn, &prod, name, "workers", "v");
+    let key = secret("key");
+    let decoy = secret(&key);
+    let nobody = "f".repeat(32);
+    let lone = secret(&nobody);
+    let line = conn
+        .run(&["secret", "delete", "prod", "--secret-id", &key])
+        .one_error_line(1)
+        .to_owned();
+    assert_eq!(
+        line,
+        format!(
+            "error: \"{key}\" is ambiguous in store \"prod\": it is the id of secret \"key\" and \
+             the name of secret {decoy}; give \"key\" to mean the first, or the id of the secret \
+             named \"{key}\""
+        )
+    );
+    let line = conn
+        .run(&["secret", "get", "prod", "--secret-id", &nobody])
+        .one_error_line(1)
+        .to_owned();
+    assert_eq!(
+        line,
+        format!(
+            "error: \"{nobody}\" is ambiguous in store \"prod\": no secret has that id, but it is \
+             the name of secret {lone}; give the id of the secret named \"{nobody}\" to mean it"
+        )
+    );
+    let out = conn
+        .run(&["secret", "delete", "prod", "--secret-id", &decoy])
+        .ok();
+    assert_eq!(
+        out.stdout,
+        format!("Deleted secret {key} ({decoy}) from store prod ({prod}).\n")
+    );
+    let v = conn.run(&["secret", "list", "prod", "--json"]).ok().json();
+    assert_eq!(v["result_info"]["total_count"], 2, "{v}");
+
+    // Services (deployed by name from a file), tokens and nodes: one rule for all.
+    let deploy = |name: &str| {
+        let path = tmp.path().join("wrangler.toml");
+        std::fs::write(&path, format!("name = \"{name}\"\n")).unwrap();
+        let out = conn
+            .run(&["deploy", "--config", path.to_str().unwrap(), "--json"])
+            .ok();
+        out.json()["id"].as_str().unwrap().to_owned()
+    };
+    let api = deploy("api");
+    let decoy = deploy(&api);
+    let line = conn
+        .run(&["service", "delete", &api])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.starts_with(&format!(
+            "error: \"{api}\" is ambiguous: it is the id of service \"api\" and the name of \
+             service {decoy}; "
+        )),
+        "{line}"
+    );
+    let out = conn.run(&["service", "get", &decoy, "--json"]).ok();
+    assert_eq!(out.json()["name"], api.as_str());
+
+    let token = |name: &str| {
+        let out = conn
+            .run(&[
+                "token",
+                "create",
+                name,
+                "--role",
+                "secrets_store_reporter",
+                "--json",
+            ])
+            .ok();
+        out.json()["id"].as_str().unwrap().to_owned()
+    };
+    let ci = token("ci");
+    let decoy = token(&ci);
+    let line = conn
+        .run(&["token", "revoke", &ci])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.contains(&format!(
+            "it is the id of token \"ci\" and the name of token {decoy}"
+        )),
+        "{line}"
+    );
+    let out = conn.run(&["token", "get", "ci", "--json"]).ok();
+    assert_eq!(out.json()["status"], "active");
+
+    let out = conn.run(&["node", "create", "edge-1", "--json"]).ok();
+    let edge = out.json()["id"].as_str().unwrap().to_owned();
+    let out = conn.run(&["node", "create", &edge, "--json"]).ok();
+    let decoy = out.json()["id"].as_str().unwrap().to_owned();
+    let line = conn
+        .run(&["node", "revoke", &edge])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.contains(&format!(
+            "it is the id of node \"edge-1\" and the name of node {decoy}"
+        )),
+        "{line}"
+    );
+    // Revoked, the decoy still keeps its name: still refused.
+    conn.run(&["node", "revoke", &decoy]).ok();
+    conn.run(&["node", "revoke", &edge]).one_error_line(1);
+    conn.run(&["node", "revoke", "edge-1"]).ok();
+}
+
+#[test]
 fn store_names_are_found_on_every_page() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -255,11 +375,33 @@ fn the_account_comes_from_the_token() {
     let (_tmp, _data, _server, conn) = setup();
     let operator = conn.as_(&conn.token, "");
 
-    // The operator without an account id: its own account.
+    // The operator without an account id: its own account, and a note saying so, since it
+    // acts on every account. With the account id, nothing is said.
     let out = operator.run(&["store", "create", "mine", "--json"]).ok();
     let mine = out.json()["id"].as_str().unwrap().to_owned();
+    let note = format!(
+        "note: the operator token acts on its own account default ({}); give another with \
+         --account-id (or COFFER_ACCOUNT_ID)\n",
+        conn.account
+    );
+    assert_eq!(out.stderr, note);
     let out = conn.run(&["store", "get", &mine, "--json"]).ok();
     assert_eq!(out.json()["account_id"], conn.account.as_str());
+    assert_eq!(out.stderr, "");
+    // A token created in the operator's own account for want of an account id.
+    let out = operator
+        .run(&[
+            "token",
+            "create",
+            "admin",
+            "--role",
+            "super_admin",
+            "--json",
+        ])
+        .ok();
+    assert_eq!(out.stderr, note);
+    let out = conn.run(&["token", "get", "admin", "--json"]).ok();
+    assert_eq!(out.json()["role"], "super_admin");
 
     // A second account with a super_admin that expires.
     let out = operator
@@ -287,6 +429,8 @@ fn the_account_comes_from_the_token() {
 
     let out = b_admin.run(&["store", "create", "theirs", "--json"]).ok();
     let theirs = out.json()["id"].as_str().unwrap().to_owned();
+    // Not the operator: its account is the only one it can act on, nothing to say.
+    assert_eq!(out.stderr, "");
     let out = b_admin.run(&["store", "list", "--json"]).ok();
     let v = out.json();
     let ids: Vec<&str> = v["result"]
@@ -296,12 +440,17 @@ fn the_account_comes_from_the_token() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [theirs.as_str()]);
-    // The operator reaches it with the account id.
+    // The operator reaches the account with its id, to administer it, not its contents.
     let out = conn
         .as_(&conn.token, &b)
-        .run(&["store", "get", "theirs", "--json"])
+        .run(&["token", "list", "--json"])
         .ok();
-    assert_eq!(out.json()["id"], theirs.as_str());
+    assert!(out.stdout.contains(&b_admin_id), "{}", out.stdout);
+    let out = conn
+        .as_(&conn.token, &b)
+        .run(&["store", "get", &theirs, "--json"]);
+    let line = out.one_error_line(1);
+    assert!(line.contains("1101 forbidden"), "{line}");
 
     // whoami: name, role, account, expiry, operator; table and --json.
     let out = b_admin.run(&["whoami", "--json"]).ok();

@@ -2,11 +2,9 @@
 //! input is exactly what a bound service reads back, through the runtime API and through
 //! `coffer run`. Against a real `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// How a test value is given to `secret create` / `secret update`.
 enum How<'a> {

@@ -2,13 +2,11 @@
 //! created, `coffer deploy` finding its file, the audit table, and one JSON name for every new
 //! token. `coffer` against a real `coffer server` (helpers in `common`).
 
-mod common;
-
 use std::path::Path;
 
 use serde_json::Value;
 
-use common::*;
+use crate::common::*;
 
 const WIDTH: usize = 100;
 
@@ -31,14 +29,7 @@ fn fits(out: Out) -> String {
 
 /// The header of the first table in `text`, split into column names.
 fn header(text: &str, line: usize) -> Vec<String> {
-    text.lines()
-        .nth(line)
-        .unwrap()
-        .split("  ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned)
-        .collect()
+    cells(text.lines().nth(line).unwrap())
 }
 
 fn wrangler_toml(dir: &Path, file: &str, store: &str) {
@@ -238,21 +229,49 @@ fn every_table_fits_100_columns_and_wide_shows_everything() {
 }
 
 #[test]
-fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
-    let (tmp, _data, _server, conn) = setup();
-    let store = create_store(&conn, "prod");
+fn text_that_would_not_show_as_itself_is_escaped() {
+    let (_tmp, _data, _server, conn) = setup();
+    create_store(&conn, "prod");
+    // A right-to-left override makes `report\u{202e}fdp.exe` read as `reportexe.pdf`.
+    let comment = "report\u{202e}fdp.exe \u{200b}\u{feff}";
     conn.run_with_stdin(
         &[
             "secret",
             "create",
             "prod",
-            "openai-key",
+            "k",
             "--scopes",
             "workers",
+            "--comment",
+            comment,
         ],
         "v",
     )
     .ok();
+    for args in [
+        &["secret", "list", "prod"][..],
+        &["secret", "list", "prod", "--wide"],
+        &["secret", "get", "prod", "--secret-id", "k"],
+    ] {
+        let out = conn.run(args).ok().stdout;
+        assert!(
+            out.contains("report\\u{202e}fdp.exe \\u{200b}\\u{feff}"),
+            "{args:?}: {out}"
+        );
+        for c in ['\u{202e}', '\u{200b}', '\u{feff}'] {
+            assert!(!out.contains(c), "{args:?}: {c:?} in {out}");
+        }
+    }
+    // --json is data: the comment as it is.
+    let v = conn.run(&["secret", "list", "prod", "--json"]).ok().json();
+    assert_eq!(v["result"][0]["comment"], comment);
+}
+
+#[test]
+fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
+    let (tmp, _data, _server, conn) = setup();
+    let store = create_store(&conn, "prod");
+    create_secret(&conn, "prod", "openai-key", "workers", "v");
     wrangler_toml(tmp.path(), "wrangler.toml", &store);
     run_in(&conn, tmp.path(), &["deploy"]).ok();
     conn.run(&["node", "create", "edge-1.fra"]).ok();
@@ -284,18 +303,21 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
             .lines()
             .find(|l| l.contains(needle))
             .unwrap_or_else(|| panic!("no row with {needle:?}:\n{text}"));
-        let cells: Vec<String> = line
-            .split("  ")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect();
-        cells[2..7].to_vec()
+        cells(line)[2..7].to_vec()
     };
+    // Actors by name and id (names are not unique), the operator marked.
+    let init = conn.token.split('_').nth(1).unwrap();
+    let init = format!("init ({init}, operator)");
+    let viewer_id = v["id"].as_str().unwrap();
+    let viewer_actor = format!("viewer ({viewer_id})");
+    assert!(
+        out.contains(&format!("viewer ({}…)", &viewer_id[..8])),
+        "{out}"
+    );
     assert_eq!(
         row(&wide, "binding ai-gateway.OPENAI_KEY"),
         [
-            "init",
+            init.as_str(),
             "bind",
             "success",
             "secret openai-key",
@@ -305,7 +327,7 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     assert_eq!(
         row(&wide, "binding ai-gateway.SHARED"),
         [
-            "init",
+            init.as_str(),
             "bind",
             "success",
             &format!("store {store}"),
@@ -314,12 +336,12 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     );
     assert_eq!(
         row(&wide, "node edge-1.fra"),
-        ["init", "create", "success", "node edge-1.fra", "-"]
+        [init.as_str(), "create", "success", "node edge-1.fra", "-"]
     );
     assert_eq!(
         row(&wide, "store nope"),
         [
-            "viewer",
+            viewer_actor.as_str(),
             "create",
             "denied",
             "store nope",
@@ -383,24 +405,44 @@ fn the_audit_table_names_bindings_nodes_actors_and_reasons() {
     );
     let out = conn.run(&["audit", "list", "--actor", "nobody"]);
     assert_eq!(out.one_error_line(1), "error: no token named \"nobody\"");
+
+    // --actor by name means every token of that name, revoked ones too: several is an error
+    // listing them; the id says which.
+    conn.run(&["token", "revoke", "viewer"]).ok();
+    let again = conn
+        .run(&[
+            "token",
+            "create",
+            "viewer",
+            "--role",
+            "secrets_store_reporter",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let again = again["id"].as_str().unwrap();
+    let out = conn.run(&["audit", "list", "--actor", "viewer"]);
+    assert_eq!(
+        out.one_error_line(1),
+        format!("error: 2 tokens are named \"viewer\": {viewer_id}, {again}; give the id instead")
+    );
+    let v = conn
+        .run(&["audit", "list", "--actor", viewer_id, "--json"])
+        .ok()
+        .json();
+    let entries = v["result"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|e| e["actor"]["token_id"] == viewer_id),
+        "{v}"
+    );
 }
 
 #[test]
 fn deploy_reads_the_wrangler_file_in_the_current_directory() {
     let (tmp, _data, _server, conn) = setup();
     let store = create_store(&conn, "prod");
-    conn.run_with_stdin(
-        &[
-            "secret",
-            "create",
-            "prod",
-            "openai-key",
-            "--scopes",
-            "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, "prod", "openai-key", "workers", "v");
     let dir = tmp.path().join("app");
     std::fs::create_dir(&dir).unwrap();
     let shown = dir.display().to_string();
@@ -453,6 +495,22 @@ fn deploy_reads_the_wrangler_file_in_the_current_directory() {
     assert!(
         out.one_error_line(1).starts_with("error: wrangler.toml: "),
         "{out:#?}"
+    );
+    // A wrangler.toml that is too large, or a link to a device: refused at once, in one line.
+    std::fs::write(dir.join("wrangler.toml"), "#".repeat(1024 * 1024 + 1)).unwrap();
+    let out = run_in(&conn, &dir, &["deploy"]);
+    assert_eq!(
+        out.one_error_line(1),
+        "error: wrangler.toml: is larger than 1 MiB (1048576 bytes), the most a configuration \
+         file may hold"
+    );
+    std::fs::remove_file(dir.join("wrangler.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("wrangler.toml")).unwrap();
+    let out = run_in(&conn, &dir, &["deploy"]);
+    assert_eq!(
+        out.one_error_line(1),
+        "error: wrangler.toml: is not a regular file (a device, FIFO or socket): give the \
+         configuration file itself"
     );
 }
 
@@ -559,18 +617,7 @@ fn token_named(v: &Value, key: &str) -> String {
 fn every_new_token_is_named_token_in_json() {
     let (tmp, _data, server, conn) = setup();
     let store = create_store(&conn, "prod");
-    conn.run_with_stdin(
-        &[
-            "secret",
-            "create",
-            "prod",
-            "openai-key",
-            "--scopes",
-            "workers",
-        ],
-        "v",
-    )
-    .ok();
+    create_secret(&conn, "prod", "openai-key", "workers", "v");
     // An API token (and its old name, `value`).
     let v = conn
         .run(&[

@@ -1,0 +1,328 @@
+//! `coffer init`, `server`, `dev` and `edge`: the commands that make or serve a data dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::TokenArg;
+
+pub(super) const DEV_LONG_ABOUT: &str = "\
+Run a local development server in one command.
+
+On first use (the data dir does not exist, or is empty), creates the data dir like `coffer init`
+and saves the account id and API token to DATA_DIR/dev-credentials.json (mode 0600). On every
+start, reads that file, starts the server, and prints the URL, the credentials and a first command
+to try, for both coffer and wrangler.
+
+dev-credentials.json holds a full-rights API token in clear: it is meant for local development
+only. For anything else, use `coffer init` (which shows the token once and saves it nowhere) and
+`coffer server`.";
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create (it must not exist, or be empty)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Print exactly {"account_id": ..., "api_token": ...}
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Data dir made by `coffer init`
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on; port 0 picks a free port. Once ready, the server prints
+    /// `listening on http(s)://ADDR` on standard output
+    #[arg(
+        long,
+        env = "COFFER_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM); requires --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); requires --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow plain HTTP on a non-loopback address (tokens and values then cross the network in
+    /// clear)
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
+
+    /// Secrets an account may hold, unless overridden for that account
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA)]
+    pub secrets_quota: u64,
+
+    /// Stores an account may hold
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_MAX_STORES)]
+    pub max_stores: u64,
+
+    /// Change-log entries kept for edges to catch up from; older ones are compacted hourly and
+    /// an edge further behind resyncs from a snapshot
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_FEED_RETENTION)]
+    pub feed_retention: u64,
+
+    #[command(flatten)]
+    pub proxies: ProxyArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one client may cost the listener, the runtime API and the snapshots served.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Connections open at once at most; more wait to be accepted. Lowered, with a warning, to
+    /// what fits in the open-file limit (ulimit -n)
+    #[arg(long, value_name = "N", default_value_t = coffer_server::HttpLimits::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Seconds a connection may take to send a request's headers, from being accepted or from
+    /// its previous response; a slower one is closed
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::HttpLimits::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout: u64,
+
+    /// Reads per second each service token may make on the runtime API, up to a second's worth
+    /// at once; over it, 429 with Retry-After [default: no limit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub runtime_rate_limit: Option<u32>,
+
+    /// Seconds a snapshot may stream to an edge before it is abandoned (the edge asks again);
+    /// make it longer than a whole snapshot takes over the slowest edge's link
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::SnapshotLimits::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_deadline: u64,
+}
+
+impl LimitArgs {
+    pub fn http(&self) -> coffer_server::HttpLimits {
+        coffer_server::HttpLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            header_timeout: std::time::Duration::from_secs(self.header_timeout),
+            ..coffer_server::HttpLimits::default()
+        }
+    }
+
+    pub fn snapshots(&self) -> coffer_server::SnapshotLimits {
+        coffer_server::SnapshotLimits {
+            deadline: std::time::Duration::from_secs(self.snapshot_deadline),
+            ..coffer_server::SnapshotLimits::default()
+        }
+    }
+
+    pub fn runtime_rate(&self) -> Option<coffer_server::RuntimeRate> {
+        self.runtime_rate_limit
+            .and_then(std::num::NonZeroU32::new)
+            .map(|per_second| coffer_server::RuntimeRate { per_second })
+    }
+}
+
+/// Where client addresses come from behind a load balancer or reverse proxy.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Proxies (addresses or CIDR ranges, comma-separated or repeated) whose client-address
+    /// header is believed. The address keys the failed-authentication limit and the audit log;
+    /// a header from any other peer is ignored [default: none]
+    #[arg(
+        long = "trusted-proxy",
+        env = "COFFER_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<coffer_server::IpNet>,
+
+    /// The header in which trusted proxies name the client (each appends the address it was
+    /// connected from, as X-Forwarded-For does)
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "x-forwarded-for",
+        requires = "trusted_proxies"
+    )]
+    pub client_ip_header: String,
+}
+
+impl ProxyArgs {
+    pub fn trusted(self) -> anyhow::Result<coffer_server::TrustedProxies> {
+        coffer_server::TrustedProxies::with_header(self.trusted_proxies, &self.client_ip_header)
+            .map_err(|e| anyhow::anyhow!("--client-ip-header: {e}"))
+    }
+}
+
+pub(super) const EDGE_LONG_ABOUT: &str = "Run an edge node: a local replica of every secret (sealed), kept current from an upstream's change feed, serving the runtime API (/runtime/v1) from the replica alone.
+
+Register the node first on the control plane (`coffer node create NAME`) and give the edge the node token it prints, and a copy of the control plane's KEK file (the edge unwraps keys with it; values never leave the replica in clear).
+
+The edge bootstraps from a snapshot, then follows the feed. Once it holds a replica it keeps serving it with every upstream down, and after a restart it serves from disk at once. With several --upstream URLs it fails over when the current one is unreachable or its heartbeats are older than --staleness. With --serve-feed it also serves the feed to other edges (a relay).
+
+Once listening, the edge prints `listening on http(s)://ADDR` on standard output; `GET /healthz` answers 200 once the replica is ready (503 before), with the applied sequence number and the lag.";
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Upstream base URL(s): the control plane, or relay edges; several separated by commas
+    /// (or the flag repeated); the edge starts with the first and fails over round robin.
+    /// Required, as the flag or the variable
+    // Not `required` for clap: it may come from the environment, and the usage line should not
+    // suggest otherwise. `edge` checks that it is set.
+    #[arg(
+        long = "upstream",
+        env = "COFFER_UPSTREAM",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub upstreams: Vec<String>,
+
+    /// The node token from `coffer node create` (prefer the environment variable: a flag is
+    /// visible to other local users). Required, as the flag or the variable
+    #[arg(
+        long,
+        env = "COFFER_NODE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub node_token: Option<TokenArg>,
+
+    /// The edge's own data dir (created if missing): its replica and lock
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// The KEK file to unwrap keys with: a copy of the control plane's kek.key [default: DIR/kek.key]
+    #[arg(long, env = "COFFER_KEK_FILE", value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
+
+    /// Address to listen on; port 0 picks a free port
+    #[arg(
+        long,
+        env = "COFFER_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM) to serve with; requires --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM); requires --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow plain HTTP on a non-loopback address
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_http: bool,
+
+    /// PEM bundle to trust for upstreams instead of the system roots (a private CA)
+    #[arg(long, env = "COFFER_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Serve the feed to other edges (a relay)
+    #[arg(long)]
+    pub serve_feed: bool,
+
+    /// Leave an upstream whose heartbeats are older than this many seconds (the edge long-polls
+    /// for at most a quarter of it, so a healthy idle upstream always looks fresh)
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub staleness: u64,
+
+    /// Stop serving (503) once cut off from every upstream for this many seconds, and serve
+    /// again when one answers. Off by default: an edge keeps serving what it has however long
+    /// it is cut off (static stability), which also means that a revocation it cannot hear of
+    /// does not stop it. See docs/edges.md
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness: Option<u64>,
+
+    #[command(flatten)]
+    pub proxies: ProxyArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data dir for development (created on first use)
+    #[arg(long, value_name = "DIR", default_value = "./coffer-dev")]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on (loopback only: the dev server speaks plain HTTP)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use crate::args::Cli;
+    use crate::args::tests::parse;
+
+    #[test]
+    fn edge_connection_settings_are_checked_by_the_command() {
+        // So that the usage line does not show them as required: they may come from the
+        // environment.
+        assert!(parse(&["edge", "--data-dir", "d"]).is_ok());
+        let usage = Cli::command()
+            .find_subcommand_mut("edge")
+            .unwrap()
+            .render_usage()
+            .to_string();
+        assert_eq!(usage, "Usage: edge [OPTIONS] --data-dir <DIR>");
+    }
+
+    #[test]
+    fn the_node_token_is_redacted_in_debug_output() {
+        let cli = parse(&[
+            "edge",
+            "--upstream",
+            "http://127.0.0.1:8080",
+            "--node-token",
+            "coffernode_sekrit",
+            "--data-dir",
+            "d",
+        ])
+        .unwrap();
+        let dbg = format!("{cli:?}");
+        assert!(!dbg.contains("sekrit"), "{dbg}");
+        assert!(dbg.contains("[redacted]"), "{dbg}");
+    }
+
+    #[test]
+    fn server_tls_flags_come_in_pairs() {
+        assert!(parse(&["server", "--data-dir", "d", "--tls-cert", "c"]).is_err());
+        assert!(
+            parse(&[
+                "server",
+                "--data-dir",
+                "d",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k"
+            ])
+            .is_ok()
+        );
+        assert!(
+            parse(&[
+                "server",
+                "--data-dir",
+                "d",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--insecure-http"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["server", "--data-dir", "d", "--listen", "nope"]).is_err());
+    }
+}

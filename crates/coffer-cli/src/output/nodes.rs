@@ -1,0 +1,169 @@
+//! Edge nodes: their table, and the one output that shows a new node's token.
+
+use coffer_client::{CreatedNode, Node, Page};
+use zeroize::Zeroizing;
+
+use super::{Format, json_text, page_json, time, time_or, with_token};
+use crate::table::{Table, one_line};
+
+const NODE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Revoked"];
+
+fn nodes_table(nodes: &[Node], format: Format) -> String {
+    let mut t = Table::new(&NODE_COLUMNS).flexible(&["Name"]);
+    for node in nodes {
+        t.row(vec![
+            node.name.clone(),
+            node.id.clone(),
+            time(&node.created),
+            time_or(node.revoked.as_deref(), "-"),
+        ]);
+    }
+    t.render(format.wide())
+}
+
+pub fn node_list(page: &Page<Node>, format: Format) -> String {
+    if format.json() {
+        return page_json(page);
+    }
+    if page.items.is_empty() {
+        return "No edge nodes registered.\n".to_owned();
+    }
+    nodes_table(&page.items, format)
+}
+
+/// `node create`: the only output that ever holds a node's token. Under `--json`, the node's
+/// fields and `node_token`; otherwise the node, the token, and a warning that it is shown once.
+/// The text is zeroized on drop.
+pub fn node_created(created: &CreatedNode, format: Format) -> Zeroizing<String> {
+    if format.json() {
+        return with_token(created, Some(&created.node_token));
+    }
+    let mut text = Zeroizing::new(format!(
+        "Registered edge node {name}.\n\
+         \n\
+         \x20 Node ID:     {id}\n\
+         \x20 Node token:  ",
+        name = one_line(&created.node.name),
+        id = one_line(&created.node.id),
+    ));
+    // Escaped like everything else from the server, in case it is not a plain token.
+    text.push_str(&Zeroizing::new(one_line(
+        created.node_token.expose_secret(),
+    )));
+    text.push_str(
+        "\n\n\
+         The node token is shown only now and cannot be recovered: store it now, in the edge\n\
+         node's configuration. It can read the replication feed and nothing else.\n",
+    );
+    text
+}
+
+/// `node revoke`: a confirmation, or the node (now with its `revoked` time) under `--json`.
+pub fn node_revoked(node: &Node, format: Format) -> String {
+    if format.json() {
+        return json_text(node);
+    }
+    format!(
+        "Revoked edge node {} ({}); its token no longer works.\n",
+        one_line(&node.name),
+        one_line(&node.id)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_client::ResultInfo;
+
+    use super::*;
+
+    fn sample_node(revoked: Option<&str>) -> Node {
+        Node {
+            id: "e".repeat(32),
+            name: "edge-1".into(),
+            created: "2025-01-01T00:00:00Z".into(),
+            revoked: revoked.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn nodes_show_their_token_once_and_list_with_their_revocation() {
+        let created = CreatedNode {
+            node: sample_node(None),
+            node_token: coffer_client::SecretValue::new("coffernode_x_s3cr3t".into()),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&node_created(&created, Format::Json)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "e".repeat(32),
+                "name": "edge-1",
+                "created": "2025-01-01T00:00:00Z",
+                "revoked": null,
+                "node_token": "coffernode_x_s3cr3t",
+                "token": "coffernode_x_s3cr3t",
+            })
+        );
+        let text = node_created(&created, Format::Table);
+        assert_eq!(text.matches("coffernode_x_s3cr3t").count(), 1, "{}", *text);
+        assert!(
+            text.contains("  Node token:  coffernode_x_s3cr3t\n"),
+            "{}",
+            *text
+        );
+        assert!(text.contains(&format!("  Node ID:     {}\n", "e".repeat(32))));
+        assert!(text.contains("store it now"), "{}", *text);
+
+        let nodes = Page {
+            items: vec![
+                sample_node(Some("2025-01-02T00:00:00Z")),
+                Node {
+                    name: "edge-\u{1b}[31m2".into(),
+                    ..sample_node(None)
+                },
+            ],
+            result_info: ResultInfo {
+                page: 1,
+                per_page: 2,
+                count: 2,
+                total_count: 2,
+            },
+        };
+        let table = node_list(&nodes, Format::Table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "header, rule, two rows: {table}");
+        for column in NODE_COLUMNS {
+            assert!(lines[0].contains(column), "{table}");
+        }
+        assert!(lines[2].contains("2025-01-02T00:00:00Z"), "{table}");
+        assert!(lines[3].trim_end().ends_with(" -"), "not revoked: {table}");
+        assert!(!table.contains('\u{1b}'), "control characters are escaped");
+        let v: serde_json::Value = serde_json::from_str(&node_list(&nodes, Format::Json)).unwrap();
+        assert_eq!(v["result"][0]["revoked"], "2025-01-02T00:00:00Z");
+        assert_eq!(v["result_info"]["total_count"], 2);
+        let empty = Page {
+            items: vec![],
+            result_info: ResultInfo {
+                count: 0,
+                total_count: 0,
+                ..nodes.result_info
+            },
+        };
+        assert_eq!(
+            node_list(&empty, Format::Table),
+            "No edge nodes registered.\n"
+        );
+
+        let revoked = node_revoked(&sample_node(Some("2025-01-02T00:00:00Z")), Format::Table);
+        assert_eq!(
+            revoked,
+            format!(
+                "Revoked edge node edge-1 ({}); its token no longer works.\n",
+                "e".repeat(32)
+            )
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&node_revoked(&sample_node(Some("t")), Format::Json)).unwrap();
+        assert_eq!(v["revoked"], "t");
+    }
+}
