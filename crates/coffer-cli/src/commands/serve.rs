@@ -40,8 +40,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         trusted_proxies: args.proxies.trusted()?,
     };
     let shutdown = shutdown_signal()?;
-    coffer_server::serve(
+    coffer_server::serve_with(
         opts,
+        super::init::kek_secrets(),
         move |addr| announce(&format!("listening on {scheme}://{addr}\n")),
         shutdown,
     )
