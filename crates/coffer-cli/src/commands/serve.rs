@@ -23,6 +23,9 @@ pub const DEV_CREDENTIALS: &str = "dev-credentials.json";
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     init_logging();
+    // Before any key is loaded: no core dumps, no ptrace by the same user, memory locked
+    // where that is safe.
+    coffer_server::harden_process();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         // clap makes each flag require the other.
@@ -53,6 +56,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 
 pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     init_logging();
+    coffer_server::harden_process();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -95,6 +99,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging();
+    coffer_server::harden_process();
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
         let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
