@@ -391,7 +391,8 @@ impl fmt::Display for Pkcs11Uri {
             b"/:",
         );
         if let Some(pin) = &self.pin_source {
-            query.push_str("&pin-source=file:");
+            // `file://` and an empty host: a path starting with `//` must not read as a host.
+            query.push_str("&pin-source=file://");
             encode(&mut query, pin.as_os_str().as_encoded_bytes(), b"/:");
         }
         write!(f, "{SCHEME}{}?{query}", path.join(";"))
@@ -560,6 +561,34 @@ mod tests {
                 "pkcs11:token=t;object=k?module-path=/m&pin-source={given}"
             ));
             assert_eq!(uri.pin_source, Some(PathBuf::from(path)), "{given}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the labels, ids and paths hold, the canonical form parses back to them.
+        #[test]
+        fn any_uri_round_trips_through_its_canonical_form(
+            token in "[^\\p{Cc}]{1,24}",
+            object in "[^\\p{Cc}]{1,24}",
+            serial in proptest::option::of("[0-9a-f]{1,16}"),
+            id in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..8)),
+            slot in proptest::option::of(proptest::prelude::any::<u64>()),
+            module in "/[^\\p{Cc}]{1,32}",
+            pin in proptest::option::of("/[^\\p{Cc}]{1,32}"),
+        ) {
+            let uri = Pkcs11Uri {
+                token: Some(token),
+                manufacturer: None,
+                serial,
+                model: None,
+                slot_id: slot,
+                object,
+                id,
+                module_path: PathBuf::from(module),
+                pin_source: pin.map(PathBuf::from),
+            };
+            let shown = uri.to_string();
+            proptest::prop_assert_eq!(Pkcs11Uri::parse(&shown), Ok(uri), "{}", shown);
         }
     }
 

@@ -250,6 +250,16 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_dir_naming_two_keks_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        FileKek::create(&dir.path().join(KEK_FILE)).unwrap();
+        assert!(open(dir.path(), KekSecrets::default()).await.is_ok());
+        fs::write(dir.path().join(KEK_CONFIG), "provider = \"pkcs11\"\n").unwrap();
+        let msg = open(dir.path(), KekSecrets::default()).await.err().unwrap();
+        assert!(msg.contains("both kek.key and kek.toml"), "{msg}");
+    }
+
     #[test]
     fn secrets_debug_is_redacted() {
         let secrets = KekSecrets {
