@@ -9,9 +9,9 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -24,12 +24,18 @@ fn running_as_root() -> bool {
 }
 
 /// `coffer ARGS` through `sh`, with the soft core-file limit raised to the hard one; as
-/// `nobody` (owning `dirs`) when the tests run as root.
+/// `nobody` (owning `dirs`, the first of which may receive a copy of the binary) when the
+/// tests run as root.
 fn hardened_cmd(args: &[&str], dirs: &[&Path]) -> Command {
+    let binary = if running_as_root() {
+        binary_for_others(dirs[0])
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_coffer"))
+    };
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("ulimit -S -c \"$(ulimit -H -c)\" && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_coffer"))
+        .arg(binary)
         .args(args);
     for var in CONN_VARS {
         cmd.env_remove(var);
@@ -44,12 +50,40 @@ fn hardened_cmd(args: &[&str], dirs: &[&Path]) -> Command {
     cmd
 }
 
-/// `chown -R nobody:nobody path`.
+/// Where [`binary_for_others`] puts its link or copy; left to root by [`give_to_nobody`].
+const BIN_DIR: &str = ".bin";
+
+/// The `coffer` binary where another user can run it: where it is, if every directory above
+/// it lets others through (a checkout under `/root` does not), else linked (or copied) into
+/// `dir/.bin`, which stays root's and readable by all.
+fn binary_for_others(dir: &Path) -> PathBuf {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_coffer"));
+    let reachable = binary
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if reachable {
+        return binary;
+    }
+    let bin = dir.join(BIN_DIR);
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = bin.join("coffer");
+    if !copy.exists() && std::fs::hard_link(&binary, &copy).is_err() {
+        std::fs::copy(&binary, &copy).unwrap();
+    }
+    copy
+}
+
+/// `chown -R nobody:nobody path`, but for [`BIN_DIR`].
 fn give_to_nobody(path: &Path) {
     std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
     if path.is_dir() {
         for entry in std::fs::read_dir(path).unwrap() {
-            give_to_nobody(&entry.unwrap().path());
+            let entry = entry.unwrap();
+            if entry.file_name() != BIN_DIR {
+                give_to_nobody(&entry.path());
+            }
         }
     }
 }
@@ -68,8 +102,34 @@ fn limit(limits: &str, name: &str) -> (String, String) {
     (fields[0].to_owned(), fields[1].to_owned())
 }
 
-/// Fails unless `pid` runs as a non-root user, is not dumpable and may not write core files.
-fn assert_hardened(pid: u32, what: &str, log: &str) {
+/// The server's log once it holds its hardening report (logged as it starts serving, on
+/// standard error, which is read by another thread than the `listening on` line).
+fn hardening_report(server: &Server) -> String {
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let log = server.log();
+        let reported = [
+            "process hardened",
+            "memory not locked",
+            "stays dumpable",
+            "core files stay possible",
+        ];
+        if reported.iter().any(|line| log.contains(line)) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hardening report in the log:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Fails unless `server` runs as a non-root user, is not dumpable and may not write core
+/// files.
+fn assert_hardened(server: &Server, what: &str) {
+    let pid = server.child.id();
+    let log = hardening_report(server);
     let status = proc_file(pid, "status");
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
@@ -88,7 +148,6 @@ fn assert_hardened(pid: u32, what: &str, log: &str) {
         ("0".to_owned(), "0".to_owned()),
         "{what}: {limits}"
     );
-    assert!(log.contains("INFO"), "{what} logged nothing: {log}");
 }
 
 /// The hard core-file limit this test may give its children: if it is 0 already, a 0 in a
@@ -119,10 +178,10 @@ fn server_and_dev_are_not_dumpable_and_write_no_core_files() {
         &[tmp.path()],
     );
     let server = Server::spawn(cmd);
-    assert_hardened(server.child.id(), "coffer server", &server.log());
+    assert_hardened(&server, "coffer server");
     // The default RLIMIT_MEMLOCK (8 MiB on most systems) is finite: the server started anyway
     // and said why it did not lock its memory.
-    let log = server.log();
+    let log = hardening_report(&server);
     if !log.contains("memory locked") {
         assert!(
             log.contains("memory not locked") && log.contains("RLIMIT_MEMLOCK"),
@@ -144,7 +203,7 @@ fn server_and_dev_are_not_dumpable_and_write_no_core_files() {
         &[dev_tmp.path()],
     );
     let dev = Server::spawn(cmd);
-    assert_hardened(dev.child.id(), "coffer dev", &dev.log());
+    assert_hardened(&dev, "coffer dev");
 }
 
 #[test]
@@ -154,7 +213,7 @@ fn an_edge_is_not_dumpable_and_writes_no_core_files() {
     std::fs::create_dir(&data).unwrap();
     let kek = tmp.path().join("kek.key");
     std::fs::write(&kek, [7u8; 32]).unwrap();
-    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
     // Nothing listens on the upstream: the edge serves /healthz (503) and keeps retrying.
     let upstream = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -177,7 +236,7 @@ fn an_edge_is_not_dumpable_and_writes_no_core_files() {
     );
     cmd.env("COFFER_NODE_TOKEN", token);
     let edge = Server::spawn(cmd);
-    assert_hardened(edge.child.id(), "coffer edge", &edge.log());
+    assert_hardened(&edge, "coffer edge");
 }
 
 /// Where the process may lock memory without a limit (root has CAP_IPC_LOCK), it does.
@@ -202,7 +261,8 @@ fn with_cap_ipc_lock_the_server_locks_its_memory() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     assert!(locked_kb > 0, "{status}");
-    assert!(server.log().contains("memory locked"), "{}", server.log());
+    let log = hardening_report(&server);
+    assert!(log.contains("memory locked"), "{log}");
 }
 
 fn in_ci() -> bool {

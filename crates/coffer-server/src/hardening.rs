@@ -25,31 +25,37 @@ pub struct Hardening {
 }
 
 /// Makes the process non-dumpable, turns core files off and, where that is safe, locks its
-/// memory; logs the outcome. Never fails: a step that cannot be done is logged and skipped,
-/// so a host without the means still runs the server.
+/// memory. Never fails: a step that cannot be done is skipped, so a host without the means
+/// still runs the server. Logs nothing itself: the caller logs the report with
+/// [`Hardening::log`] once the process is up, so that a start that fails still says one line.
 pub fn harden_process() -> Hardening {
-    let report = Hardening {
+    Hardening {
         non_dumpable: non_dumpable(),
         core_limit_zero: core_limit_zero(),
         memory_locked: lock_memory(),
-    };
-    let ok = |r: &Result<(), String>| r.is_ok();
-    if ok(&report.non_dumpable) && ok(&report.core_limit_zero) && ok(&report.memory_locked) {
-        tracing::info!("process hardened: not dumpable, no core files, memory locked");
-    } else {
+    }
+}
+
+impl Hardening {
+    /// One line if every step was done, else a line per step that was not, saying why.
+    pub fn log(&self) {
+        let done = [&self.non_dumpable, &self.core_limit_zero, &self.memory_locked];
+        if done.iter().all(|r| r.is_ok()) {
+            tracing::info!("process hardened: not dumpable, no core files, memory locked");
+            return;
+        }
         for (what, result) in [
-            ("the process stays dumpable", &report.non_dumpable),
-            ("core files stay possible", &report.core_limit_zero),
+            ("the process stays dumpable", &self.non_dumpable),
+            ("core files stay possible", &self.core_limit_zero),
         ] {
             if let Err(why) = result {
                 tracing::warn!(reason = %why, "{what}");
             }
         }
-        if let Err(why) = &report.memory_locked {
+        if let Err(why) = &self.memory_locked {
             tracing::info!(reason = %why, "memory not locked: key material may reach swap");
         }
     }
-    report
 }
 
 #[cfg(target_os = "linux")]

@@ -22,10 +22,10 @@ use crate::output;
 pub const DEV_CREDENTIALS: &str = "dev-credentials.json";
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
-    init_logging();
     // Before any key is loaded: no core dumps, no ptrace by the same user, memory locked
-    // where that is safe.
-    coffer_server::harden_process();
+    // where that is safe. Reported once serving, so that a failed start stays one line.
+    let hardening = coffer_server::harden_process();
+    init_logging();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         // clap makes each flag require the other.
@@ -46,7 +46,10 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     coffer_server::serve_with(
         opts,
         super::init::kek_secrets(),
-        move |addr| announce(&format!("listening on {scheme}://{addr}\n")),
+        move |addr| {
+            hardening.log();
+            announce(&format!("listening on {scheme}://{addr}\n"));
+        },
         shutdown,
     )
     .await?;
@@ -55,8 +58,8 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let hardening = coffer_server::harden_process();
     init_logging();
-    coffer_server::harden_process();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -89,7 +92,10 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
         opts,
-        move |addr, _| announce(&format!("listening on {scheme}://{addr}\n")),
+        move |addr, _| {
+            hardening.log();
+            announce(&format!("listening on {scheme}://{addr}\n"));
+        },
         shutdown,
     )
     .await?;
@@ -98,8 +104,8 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let hardening = coffer_server::harden_process();
     init_logging();
-    coffer_server::harden_process();
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
         let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
@@ -133,6 +139,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let result = coffer_server::serve(
         opts,
         move |addr| {
+            hardening.log();
             announce(&format!("listening on http://{addr}\n"));
             announce(&dev_banner(addr, &creds, &creds_path));
         },
