@@ -39,7 +39,11 @@ pub fn harden_process() -> Hardening {
 impl Hardening {
     /// One line if every step was done, else a line per step that was not, saying why.
     pub fn log(&self) {
-        let done = [&self.non_dumpable, &self.core_limit_zero, &self.memory_locked];
+        let done = [
+            &self.non_dumpable,
+            &self.core_limit_zero,
+            &self.memory_locked,
+        ];
         if done.iter().all(|r| r.is_ok()) {
             tracing::info!("process hardened: not dumpable, no core files, memory locked");
             return;
