@@ -53,6 +53,14 @@ pub struct DekContext<'a> {
     pub purpose: &'a str,
 }
 
+impl DekContext<'_> {
+    /// The AAD a wrapped key is bound to (docs/envelope-format.md, "AAD of a wrapped key"), for
+    /// KEK providers that wrap elsewhere (inside an HSM) and must feed the same context in.
+    pub fn aad(&self) -> Result<Vec<u8>, CryptoError> {
+        dek_aad(self)
+    }
+}
+
 /// A sealed value as stored: format byte, nonce, ciphertext and tag. Not secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedValue(pub Vec<u8>);

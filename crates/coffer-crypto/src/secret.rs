@@ -108,6 +108,18 @@ impl DataKey {
         DataKey::from_boxed(boxed)
     }
 
+    /// Copies a key out of `bytes` (which the caller wipes: typically a zeroizing buffer a KEK
+    /// provider decrypted into) straight into the key's wiping heap storage. Fails unless
+    /// `bytes` is exactly [`DATA_KEY_LEN`] long.
+    pub fn from_slice(bytes: &[u8]) -> Result<DataKey, CryptoError> {
+        if bytes.len() != DATA_KEY_LEN {
+            return Err(CryptoError::Malformed("data key (not 32 bytes)"));
+        }
+        let mut boxed = Box::new(Zeroizing::new([0u8; DATA_KEY_LEN]));
+        boxed.copy_from_slice(bytes);
+        Ok(DataKey::from_boxed(boxed))
+    }
+
     /// Builds the key schedule for bytes that are already in zeroizing heap storage, so that
     /// generation and unwrapping never hold the key anywhere else.
     pub(crate) fn from_boxed(bytes: Box<Zeroizing<[u8; DATA_KEY_LEN]>>) -> DataKey {
@@ -398,6 +410,21 @@ mod tests {
         wipe(&mut v);
         assert_eq!(v, [0; 40]);
         assert_eq!(v.capacity(), 64);
+    }
+
+    #[test]
+    fn data_key_from_a_slice_takes_exactly_32_bytes() {
+        let bytes: Vec<u8> = (0..32).collect();
+        assert_eq!(
+            &DataKey::from_slice(&bytes).unwrap().expose_secret()[..],
+            &bytes[..]
+        );
+        for len in [0, 31, 33] {
+            assert!(matches!(
+                DataKey::from_slice(&vec![1; len]),
+                Err(CryptoError::Malformed(_))
+            ));
+        }
     }
 
     #[test]

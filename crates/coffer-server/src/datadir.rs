@@ -3,7 +3,8 @@
 //! ```text
 //! DIR/            mode 0700
 //!   lock          held (flock) by the one process serving this dir
-//!   kek.key       the file KEK, mode 0600
+//!   kek.key       the file KEK, mode 0600 (the default), or
+//!   kek.toml      the PKCS#11 URI and id of a KEK held in an HSM (`kek.rs`), mode 0600
 //!   coffer.db     SQLite database, mode 0600 (+ -wal, -shm, which SQLite creates alike)
 //! ```
 //!
@@ -18,13 +19,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use coffer_core::{Coffer, DekPolicy, Limits};
-use coffer_crypto::{FileKek, KekProvider};
+use coffer_crypto::KekProvider;
 use coffer_storage::{SqliteStorage, Storage};
 
+use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::{InitOutcome, ServerError};
 
 const LOCK_FILE: &str = "lock";
-const KEK_FILE: &str = "kek.key";
 const DB_FILE: &str = "coffer.db";
 
 fn data_dir_error(path: &Path, message: impl Into<String>) -> ServerError {
@@ -62,16 +63,24 @@ pub fn lock(path: &Path) -> Result<File, ServerError> {
     }
 }
 
-/// Opens an initialised data dir.
-pub async fn open(path: &Path, limits: Limits) -> Result<DataDir, ServerError> {
-    if !path.join(KEK_FILE).exists() || !path.join(DB_FILE).exists() {
+/// Opens an initialised data dir; `secrets` unlock its KEK if it is in an HSM.
+pub async fn open(
+    path: &Path,
+    limits: Limits,
+    secrets: KekSecrets,
+) -> Result<DataDir, ServerError> {
+    let has_kek = path.join(KEK_FILE).exists() || path.join(KEK_CONFIG).exists();
+    if !has_kek || !path.join(DB_FILE).exists() {
         return Err(data_dir_error(
             path,
             "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
         ));
     }
     let lock = lock(path)?;
-    let coffer = open_coffer(path, FileKek::open(&path.join(KEK_FILE)), limits).await?;
+    let kek = kek::open(path, secrets)
+        .await
+        .map_err(|e| data_dir_error(path, e))?;
+    let coffer = open_coffer(path, kek, limits).await?;
     Ok(DataDir {
         coffer,
         _lock: lock,
@@ -80,10 +89,9 @@ pub async fn open(path: &Path, limits: Limits) -> Result<DataDir, ServerError> {
 
 async fn open_coffer(
     path: &Path,
-    kek: Result<FileKek, coffer_crypto::CryptoError>,
+    kek: Arc<dyn KekProvider>,
     limits: Limits,
 ) -> Result<Coffer, ServerError> {
-    let kek: Arc<dyn KekProvider> = Arc::new(kek.map_err(|e| data_dir_error(path, e.to_string()))?);
     let storage: Arc<dyn Storage> = Arc::new(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
@@ -93,8 +101,13 @@ async fn open_coffer(
         .map_err(|e| data_dir_error(path, e.to_string()))
 }
 
-/// Creates and initialises a data dir. On failure, removes exactly what this call created.
-pub async fn init(path: &Path) -> Result<InitOutcome, ServerError> {
+/// Creates and initialises a data dir with the chosen KEK. On failure, removes exactly what this
+/// call created in the dir (a key it generated in an HSM stays there, and a retry uses it).
+pub async fn init(
+    path: &Path,
+    choice: KekChoice,
+    secrets: KekSecrets,
+) -> Result<InitOutcome, ServerError> {
     let created_dir = match fs::read_dir(path) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -132,11 +145,12 @@ pub async fn init(path: &Path) -> Result<InitOutcome, ServerError> {
             return Err(e);
         }
     };
-    let result = init_contents(path).await;
+    let result = init_contents(path, choice, secrets).await;
     if result.is_err() {
         // We hold the lock and the dir was empty (or ours), so everything in it is ours.
         for f in [
             KEK_FILE,
+            KEK_CONFIG,
             DB_FILE,
             "coffer.db-wal",
             "coffer.db-shm",
@@ -153,7 +167,11 @@ pub async fn init(path: &Path) -> Result<InitOutcome, ServerError> {
     result
 }
 
-async fn init_contents(path: &Path) -> Result<InitOutcome, ServerError> {
+async fn init_contents(
+    path: &Path,
+    choice: KekChoice,
+    secrets: KekSecrets,
+) -> Result<InitOutcome, ServerError> {
     // Create the database file 0600 before SQLite opens it: SQLite gives its -wal and -shm
     // files the database file's mode.
     OpenOptions::new()
@@ -162,12 +180,10 @@ async fn init_contents(path: &Path) -> Result<InitOutcome, ServerError> {
         .mode(0o600)
         .open(path.join(DB_FILE))
         .map_err(|e| data_dir_error(path, format!("cannot create {DB_FILE}: {e}")))?;
-    let coffer = open_coffer(
-        path,
-        FileKek::create(&path.join(KEK_FILE)),
-        Limits::default(),
-    )
-    .await?;
+    let (kek, summary) = kek::create(path, choice, secrets)
+        .await
+        .map_err(|e| data_dir_error(path, e))?;
+    let coffer = open_coffer(path, kek, Limits::default()).await?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await
@@ -175,6 +191,7 @@ async fn init_contents(path: &Path) -> Result<InitOutcome, ServerError> {
     Ok(InitOutcome {
         account_id,
         api_token,
+        kek: summary,
     })
 }
 
@@ -192,7 +209,9 @@ mod tests {
         let dir = tmp.path().join("d");
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        init(&dir).await.unwrap();
+        init(&dir, KekChoice::File, KekSecrets::default())
+            .await
+            .unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(KEK_FILE)), 0o600);
         assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
@@ -205,27 +224,39 @@ mod tests {
     async fn one_process_per_data_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        init(&dir).await.unwrap();
-        let first = open(&dir, Limits::default()).await.unwrap();
-        let err = open(&dir, Limits::default()).await.unwrap_err();
+        init(&dir, KekChoice::File, KekSecrets::default())
+            .await
+            .unwrap();
+        let first = open(&dir, Limits::default(), KekSecrets::default())
+            .await
+            .unwrap();
+        let err = open(&dir, Limits::default(), KekSecrets::default())
+            .await
+            .unwrap_err();
         assert!(
             err.to_string().contains("in use by another coffer process"),
             "{err}"
         );
         drop(first);
-        open(&dir, Limits::default()).await.unwrap();
+        open(&dir, Limits::default(), KekSecrets::default())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn a_failed_init_leaves_an_existing_dir_as_it_was() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        init(&dir).await.unwrap();
+        init(&dir, KekChoice::File, KekSecrets::default())
+            .await
+            .unwrap();
         let before: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        let err = init(&dir).await.unwrap_err();
+        let err = init(&dir, KekChoice::File, KekSecrets::default())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
         let after: Vec<_> = fs::read_dir(&dir)
             .unwrap()
@@ -233,7 +264,9 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         // The original is intact and still opens.
-        open(&dir, Limits::default()).await.unwrap();
+        open(&dir, Limits::default(), KekSecrets::default())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -241,7 +274,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("f");
         fs::write(&file, b"x").unwrap();
-        assert!(init(&file).await.is_err());
+        assert!(
+            init(&file, KekChoice::File, KekSecrets::default())
+                .await
+                .is_err()
+        );
         assert_eq!(fs::read(&file).unwrap(), b"x");
     }
 }

@@ -10,6 +10,8 @@ mod client_addr;
 mod datadir;
 mod error;
 mod extract;
+mod hardening;
+mod kek;
 mod limiter;
 mod listener;
 mod nodes;
@@ -39,6 +41,8 @@ pub use client_addr::{IpNet, TrustedProxies};
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
+pub use hardening::{Hardening, harden_process};
+pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
 pub use rate::RuntimeRate;
 pub use replication::SnapshotLimits;
@@ -129,13 +133,25 @@ pub struct InitOutcome {
     pub account_id: AccountId,
     /// Full rights on the first account (and, as the instance operator, on every account).
     pub api_token: ApiToken,
+    /// The KEK the data dir was given.
+    pub kek: KekSummary,
 }
 
 /// Creates a data dir: the directory (mode 0700), the KEK file, the SQLite database, the first
 /// account and a full-rights API token. Refuses a path that exists and is not an empty dir; on
 /// failure leaves nothing behind.
 pub async fn init_data_dir(path: &Path) -> Result<InitOutcome, ServerError> {
-    datadir::init(path).await
+    init_data_dir_with(path, KekChoice::File, KekSecrets::default()).await
+}
+
+/// [`init_data_dir`] with the KEK chosen: a key file, or a key in a PKCS#11 token (generated
+/// there if the token lacks it; `kek.toml` records where it is).
+pub async fn init_data_dir_with(
+    path: &Path,
+    kek: KekChoice,
+    secrets: KekSecrets,
+) -> Result<InitOutcome, ServerError> {
+    datadir::init(path, kek, secrets).await
 }
 
 #[derive(Debug, Clone)]
@@ -231,7 +247,16 @@ fn control_plane_app(
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
 /// domain service. The lock is held until the returned value is dropped.
 pub async fn open_data_dir(path: &Path, limits: Limits) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits).await
+    open_data_dir_with(path, limits, KekSecrets::default()).await
+}
+
+/// [`open_data_dir`] with the secrets that unlock an HSM-held KEK.
+pub async fn open_data_dir_with(
+    path: &Path,
+    limits: Limits,
+    secrets: KekSecrets,
+) -> Result<DataDir, ServerError> {
+    datadir::open(path, limits, secrets).await
 }
 
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
@@ -241,12 +266,23 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(opts, KekSecrets::default(), on_ready, shutdown).await
+}
+
+/// [`serve`] with the secrets that unlock an HSM-held KEK (the data dir's `kek.toml` says
+/// where it is). A KEK that cannot be reached stops the start with an error naming the setting.
+pub async fn serve_with(
+    opts: ServeOptions,
+    secrets: KekSecrets,
+    on_ready: impl FnOnce(SocketAddr) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
     let limits = Limits {
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
-    let data_dir = datadir::open(&opts.data_dir, limits).await?;
+    let data_dir = datadir::open(&opts.data_dir, limits, secrets).await?;
     let coffer = Arc::new(data_dir.coffer);
     // Edges refuse an upstream of another cluster; the id is made once and kept.
     coffer

@@ -28,6 +28,14 @@ pub struct InitArgs {
     /// Print exactly {"account_id": ..., "api_token": ...}
     #[arg(long)]
     pub json: bool,
+
+    /// Keep the KEK in a PKCS#11 token (an HSM) instead of a key file: an RFC 7512 URI such as
+    /// 'pkcs11:token=coffer;object=coffer-kek?module-path=/usr/lib/softhsm/libsofthsm2.so'.
+    /// A key is generated in the token if none has that label. The user PIN comes from
+    /// COFFER_PKCS11_PIN or the URI's pin-source=file:/path, never from the command line; the
+    /// data dir records the URI (kek.toml), so `coffer server` needs no flag for it
+    #[arg(long, value_name = "URI")]
+    pub kek: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -2,18 +2,39 @@
 
 use std::path::Path;
 
+use coffer_hsm::{PIN_ENV, Pkcs11Uri};
+use coffer_server::{KekChoice, KekSecrets};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
+use crate::commands::UsageError;
 use crate::output;
 
+/// The PKCS#11 user PIN from the environment (`COFFER_PKCS11_PIN`), for a KEK in an HSM. The
+/// PIN is never a command-line argument: arguments are visible to every local user.
+pub fn kek_secrets() -> KekSecrets {
+    KekSecrets {
+        pkcs11_pin: std::env::var(PIN_ENV).ok().map(Zeroizing::new),
+    }
+}
+
 pub async fn run(args: crate::args::InitArgs) -> anyhow::Result<()> {
-    let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
+    let kek = match &args.kek {
+        None => KekChoice::File,
+        // Parsed here rather than by clap, whose error would quote the value (which may hold a
+        // PIN the parser refuses).
+        Some(uri) => {
+            let uri = Pkcs11Uri::parse(uri).map_err(|e| UsageError(format!("--kek: {e}")))?;
+            KekChoice::Pkcs11(Box::new(uri))
+        }
+    };
+    let outcome = coffer_server::init_data_dir_with(&args.data_dir, kek, kek_secrets()).await?;
     let account_id = outcome.account_id.to_string();
     let token = outcome.api_token.expose_secret();
     let text = if args.json {
         credentials_json(&account_id, token)
     } else {
-        human(&args.data_dir, &account_id, token)
+        human(&args.data_dir, &account_id, token, &outcome.kek.description)
     };
     output::print(&text)?;
     Ok(())
@@ -38,13 +59,14 @@ pub fn credentials_json(account_id: &str, api_token: &str) -> String {
     })
 }
 
-fn human(data_dir: &Path, account_id: &str, token: &str) -> String {
+fn human(data_dir: &Path, account_id: &str, token: &str, kek: &str) -> String {
     let dir = data_dir.display();
     format!(
         "Initialised data dir {dir}\n\
          \n\
          \x20 Account ID:  {account_id}\n\
          \x20 API token:   {token}\n\
+         \x20 KEK:         {kek}\n\
          \n\
          The API token is shown only this once and cannot be recovered: store it now, e.g. in a\n\
          password manager.\n\
@@ -71,8 +93,9 @@ mod tests {
 
     #[test]
     fn human_output_says_the_token_is_shown_once() {
-        let text = human(Path::new("/d"), "acc", "coffer_tok");
+        let text = human(Path::new("/d"), "acc", "coffer_tok", "key file /d/kek.key");
         assert!(text.contains("acc") && text.contains("coffer_tok"));
+        assert!(text.contains("KEK:         key file /d/kek.key"));
         assert!(text.contains("shown only this once"));
         assert!(text.contains("coffer server --data-dir /d"));
     }

@@ -23,6 +23,9 @@ use crate::output;
 pub const DEV_CREDENTIALS: &str = "dev-credentials.json";
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    // Before any key is loaded: no core dumps, no ptrace by the same user, memory locked
+    // where that is safe. Reported once serving, so that a failed start stays one line.
+    let hardening = coffer_server::harden_process();
     init_logging();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -44,9 +47,13 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         runtime_rate: args.limits.runtime_rate(),
     };
     let shutdown = shutdown_signal()?;
-    coffer_server::serve(
+    coffer_server::serve_with(
         opts,
-        move |addr| announce(&format!("listening on {scheme}://{addr}\n")),
+        super::init::kek_secrets(),
+        move |addr| {
+            hardening.log();
+            announce(&format!("listening on {scheme}://{addr}\n"));
+        },
         shutdown,
     )
     .await?;
@@ -55,6 +62,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let hardening = coffer_server::harden_process();
     init_logging();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -113,7 +121,10 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
         opts,
-        move |addr, _| announce(&format!("listening on {scheme}://{addr}\n")),
+        move |addr, _| {
+            hardening.log();
+            announce(&format!("listening on {scheme}://{addr}\n"));
+        },
         shutdown,
     )
     .await?;
@@ -122,6 +133,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let hardening = coffer_server::harden_process();
     init_logging();
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
@@ -159,6 +171,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let result = coffer_server::serve(
         opts,
         move |addr| {
+            hardening.log();
             announce(&format!("listening on http://{addr}\n"));
             announce(&dev_banner(addr, &creds, &creds_path));
         },

@@ -1,0 +1,287 @@
+//! The session pool: up to `max` sessions with the token, logged in once, so that concurrent
+//! KEK calls do not queue on one session; and the reconnection to a token that went away.
+//!
+//! States. *Connected*: sessions are opened on demand up to `max` and handed out one per call
+//! (a PKCS#11 session runs one operation at a time). *Broken*: a call failed and the health
+//! probe (`provider.rs`) found the token gone; every idle session is closed at once and each
+//! checked-out one when it comes back, and calls fail fast (the caller answers 503). The first
+//! call after `backoff` with no session checked out reconnects: it finalizes and initialises
+//! the module again, finds the token, logs in and checks that the key under the label is still
+//! the same KEK. Only one thread reconnects; the others keep failing fast meanwhile rather than
+//! queueing behind a token that may take long to answer.
+//!
+//! Why no session may be checked out while reconnecting: `C_Finalize` invalidates every session
+//! handle and the module reuses handle numbers afterwards, so a stale session closed after the
+//! reconnect could close a new one. Sessions of an old connection are therefore always dropped
+//! (and closed) before the `out` count that gates the reconnect goes down.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::Pkcs11;
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+
+use coffer_crypto::KekId;
+
+use crate::error::short;
+use crate::token::{self, Want};
+use crate::{HsmError, Pin, Pkcs11Uri};
+
+pub(crate) struct Pool {
+    module: Pkcs11,
+    uri: Pkcs11Uri,
+    pin: Pin,
+    /// The KEK's id, fixed at open: a reconnect that finds another key under the label fails.
+    id: KekId,
+    max: usize,
+    backoff: Duration,
+    state: Mutex<State>,
+    /// Signalled when a session is returned or the pool breaks.
+    changed: Condvar,
+}
+
+struct State {
+    /// Bumped when the connection breaks; sessions carry the generation they were opened in.
+    generation: u64,
+    /// The token's slot and the key's handle in the current connection; `None` while broken.
+    live: Option<(Slot, ObjectHandle)>,
+    idle: Vec<Session>,
+    /// Sessions of the current generation, idle or checked out.
+    open: usize,
+    /// Sessions checked out, of any generation.
+    out: usize,
+    /// Why the pool is broken, while it is.
+    broken: Option<String>,
+    reconnecting: bool,
+    /// No reconnect before this.
+    next_attempt: Instant,
+    /// Most sessions ever open at once (for tests and benchmarks).
+    high_water: usize,
+}
+
+/// A session lent to one call. Must go back through [`Pool::give_back`].
+pub(crate) struct Lease {
+    pub session: Session,
+    pub key: ObjectHandle,
+    generation: u64,
+}
+
+impl Pool {
+    /// Loads nothing itself: `module` is loaded and initialised, `first` is the connection
+    /// [`token::connect`] made.
+    pub(crate) fn new(
+        module: Pkcs11,
+        uri: Pkcs11Uri,
+        pin: Pin,
+        first: token::Connected,
+        max: usize,
+        backoff: Duration,
+    ) -> Pool {
+        let state = State {
+            generation: 0,
+            live: Some((first.slot, first.key)),
+            idle: vec![first.session],
+            open: 1,
+            out: 0,
+            broken: None,
+            reconnecting: false,
+            next_attempt: Instant::now(),
+            high_water: 1,
+        };
+        Pool {
+            module,
+            uri,
+            pin,
+            id: first.id,
+            max: max.max(1),
+            backoff,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &KekId {
+        &self.id
+    }
+
+    pub(crate) fn uri(&self) -> &Pkcs11Uri {
+        &self.uri
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update of the state is a few field writes with no call that can panic in
+        // between, so a poisoned lock holds a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A session for one call: an idle one, a new one while fewer than `max` are open, or the
+    /// next one returned. Fails at once while the token is unavailable.
+    pub(crate) fn take(&self) -> Result<Lease, String> {
+        self.take_or(true)
+    }
+
+    /// [`Pool::take`], failing instead of waiting when every session is busy.
+    #[cfg(feature = "test-support")]
+    pub(crate) fn take_now(&self) -> Result<Lease, String> {
+        self.take_or(false)
+    }
+
+    fn take_or(&self, wait: bool) -> Result<Lease, String> {
+        let mut st = self.lock();
+        loop {
+            if st.broken.is_some() {
+                st = self.try_reconnect(st)?;
+                continue;
+            }
+            let Some((slot, key)) = st.live else {
+                // Invariant: `live` is `None` only while `broken` is set.
+                return Err("the token connection is not established".into());
+            };
+            if let Some(session) = st.idle.pop() {
+                st.out += 1;
+                return Ok(Lease {
+                    session,
+                    key,
+                    generation: st.generation,
+                });
+            }
+            if st.open < self.max {
+                st.open += 1;
+                st.out += 1;
+                st.high_water = st.high_water.max(st.open);
+                let generation = st.generation;
+                drop(st);
+                // Sessions opened after the login share it (PKCS#11 login is per application
+                // and token), so a new session needs no login of its own.
+                return match self.module.open_ro_session(slot) {
+                    Ok(session) => Ok(Lease {
+                        session,
+                        key,
+                        generation,
+                    }),
+                    Err(e) => {
+                        let reason = format!("cannot open a session: {}", short(&e));
+                        let mut st = self.lock();
+                        st.out -= 1;
+                        if st.generation == generation {
+                            st.open -= 1;
+                        }
+                        self.mark_broken(&mut st, reason.clone());
+                        Err(reason)
+                    }
+                };
+            }
+            if !wait {
+                return Err(format!("all {} sessions are busy", self.max));
+            }
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Returns a lease. `healthy: false` (the token failed during the call) breaks the pool.
+    pub(crate) fn give_back(&self, lease: Lease, healthy: Result<(), String>) {
+        let mut st = self.lock();
+        let current = lease.generation == st.generation;
+        match healthy {
+            Ok(()) if current && st.broken.is_none() => st.idle.push(lease.session),
+            result => {
+                // Closed before `out` goes down: see the module comment.
+                drop(lease.session);
+                if current {
+                    st.open -= 1;
+                }
+                if let Err(reason) = result {
+                    self.mark_broken(&mut st, reason);
+                }
+            }
+        }
+        st.out -= 1;
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    fn mark_broken(&self, st: &mut State, reason: String) {
+        if st.broken.is_none() {
+            tracing::error!(
+                token = %self.uri.token_description(),
+                reason = %reason,
+                "the PKCS#11 token is unavailable; calls that need the KEK fail until it is back"
+            );
+            st.generation += 1;
+            st.live = None;
+            st.open = 0;
+            st.idle.clear();
+            st.broken = Some(reason);
+        }
+        self.changed.notify_all();
+    }
+
+    /// While broken: reconnects if this thread may (nothing checked out, nobody else at it,
+    /// backoff over), else fails fast with why the token is unavailable.
+    fn try_reconnect<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, String> {
+        let reason = st.broken.clone().unwrap_or_default();
+        if st.reconnecting || st.out > 0 || Instant::now() < st.next_attempt {
+            return Err(reason);
+        }
+        st.reconnecting = true;
+        drop(st);
+        let result = token::reinitialize(&self.module, &self.uri).and_then(|()| {
+            token::connect(
+                &self.module,
+                &self.uri,
+                &self.pin,
+                Want::Existing(Some(&self.id)),
+            )
+        });
+        let mut st = self.lock();
+        st.reconnecting = false;
+        match result {
+            Ok(connected) => {
+                tracing::info!(
+                    token = %self.uri.token_description(),
+                    "the PKCS#11 token is back; logged in again"
+                );
+                st.generation += 1;
+                st.live = Some((connected.slot, connected.key));
+                st.idle.push(connected.session);
+                st.open = 1;
+                st.broken = None;
+                Ok(st)
+            }
+            Err(e) => {
+                st.next_attempt = Instant::now() + self.backoff;
+                let reason = reconnect_failure(&e);
+                tracing::warn!(reason = %reason, "could not reconnect to the PKCS#11 token");
+                st.broken = Some(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// Sessions open now, and the most ever open at once.
+    pub(crate) fn sessions(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.open, st.high_water)
+    }
+}
+
+fn reconnect_failure(e: &HsmError) -> String {
+    format!("reconnecting failed: {e}")
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Sessions first, then the module: nothing may use a session after C_Finalize.
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        st.idle.clear();
+        let _ = self.module.clone().finalize();
+    }
+}

@@ -1,0 +1,286 @@
+//! [`Pkcs11Kek`]: the [`KekProvider`] whose KEK is an AES-256 key inside a PKCS#11 token.
+//!
+//! DEKs are wrapped and unwrapped by the token itself with CKM_AES_GCM, the DEK's context as
+//! AAD (the same AAD as a file KEK's wrap, docs/envelope-format.md). The wrapped form:
+//!
+//! ```text
+//! 0x02 || nonce (12) || ciphertext (32) || tag (16)      61 bytes
+//! ```
+//!
+//! The nonce is drawn here from the system CSPRNG (never the all-zero nonce of the key check
+//! value), since PKCS#11 2.40 has the caller supply GCM's IV.
+//!
+//! Failures are told apart by asking the token: when a call fails, the same session computes
+//! the key check value. If that works, the token is fine and the failure was the input's (a
+//! corrupt or foreign wrapped key: the one opaque error); if it does not, the token is gone,
+//! the pool breaks and reconnects later (`pool.rs`). Tokens differ in which CKR code a failed
+//! tag check returns (SoftHSM says CKR_GENERAL_ERROR), so the code alone cannot decide.
+
+use std::fmt;
+use std::time::Duration;
+
+use coffer_crypto::{CryptoError, DataKey, DekContext, KekId, KekProvider, WrappedDataKey};
+use cryptoki::context::Pkcs11;
+use zeroize::Zeroizing;
+
+use crate::error::short;
+use crate::pool::{Lease, Pool};
+use crate::token::{self, KeyOrigin, NONCE_LEN, Want};
+use crate::{HsmError, Pin, Pkcs11Uri};
+
+/// The format byte of a DEK wrapped inside a PKCS#11 token.
+pub const FORMAT_PKCS11: u8 = 0x02;
+const TAG_LEN: usize = 16;
+const DEK_LEN: usize = coffer_crypto::DATA_KEY_LEN;
+/// The exact length of a wrapped DEK.
+pub const WRAPPED_LEN: usize = 1 + NONCE_LEN + DEK_LEN + TAG_LEN;
+
+/// How to reach the KEK.
+#[derive(Debug)]
+pub struct Pkcs11Config {
+    pub uri: Pkcs11Uri,
+    pub pin: Pin,
+    /// Sessions in the pool: concurrent KEK calls beyond this wait for a free session.
+    pub sessions: usize,
+    /// While the token is unavailable, the least time between two reconnection attempts.
+    pub reconnect_backoff: Duration,
+}
+
+impl Pkcs11Config {
+    pub const DEFAULT_SESSIONS: usize = 4;
+    pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+    pub fn new(uri: Pkcs11Uri, pin: Pin) -> Pkcs11Config {
+        Pkcs11Config {
+            uri,
+            pin,
+            sessions: Self::DEFAULT_SESSIONS,
+            reconnect_backoff: Self::DEFAULT_RECONNECT_BACKOFF,
+        }
+    }
+}
+
+/// A KEK held in a PKCS#11 token. Its value never exists outside the token: Coffer holds a
+/// handle and the token's user PIN (for logging in again after the token comes back).
+pub struct Pkcs11Kek {
+    pool: Pool,
+}
+
+impl fmt::Debug for Pkcs11Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Kek")
+            .field("uri", &self.pool.uri().to_string())
+            .field("id", self.pool.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Kek {
+    /// Opens the KEK, which must exist in the token. With `expected`, also checks that it is
+    /// that KEK (the one a data dir was initialised with).
+    pub fn open(config: Pkcs11Config, expected: Option<&KekId>) -> Result<Pkcs11Kek, HsmError> {
+        Self::connect(config, Want::Existing(expected)).map(|(kek, _)| kek)
+    }
+
+    /// Opens the KEK, generating it inside the token if the token has no object under the
+    /// label (`coffer init`).
+    pub fn open_or_generate(config: Pkcs11Config) -> Result<(Pkcs11Kek, KeyOrigin), HsmError> {
+        Self::connect(config, Want::CreateIfMissing)
+    }
+
+    fn connect(config: Pkcs11Config, want: Want<'_>) -> Result<(Pkcs11Kek, KeyOrigin), HsmError> {
+        let path = &config.uri.module_path;
+        if !path.is_file() && path.is_absolute() {
+            return Err(HsmError::Module(format!(
+                "the PKCS#11 module {} does not exist or is not a file (check module-path in the \
+                 KEK's URI)",
+                path.display()
+            )));
+        }
+        // Loading runs the module's initialisers: it must be a PKCS#11 module the operator
+        // trusts, which is what naming it in the configuration says.
+        let module = Pkcs11::new(path).map_err(|e| {
+            HsmError::Module(format!(
+                "cannot load the PKCS#11 module {} ({}); check module-path in the KEK's URI",
+                path.display(),
+                short(&e)
+            ))
+        })?;
+        token::initialize(&module, &config.uri)?;
+        let connected = match token::connect(&module, &config.uri, &config.pin, want) {
+            Ok(connected) => connected,
+            Err(e) => {
+                let _ = module.finalize();
+                return Err(e);
+            }
+        };
+        let origin = connected.origin;
+        let pool = Pool::new(
+            module,
+            config.uri,
+            config.pin,
+            connected,
+            config.sessions,
+            config.reconnect_backoff,
+        );
+        Ok((Pkcs11Kek { pool }, origin))
+    }
+
+    /// The URI this KEK was opened with, in canonical form.
+    pub fn uri(&self) -> &Pkcs11Uri {
+        self.pool.uri()
+    }
+
+    /// Sessions open now, and the most that were ever open at once.
+    pub fn sessions(&self) -> (usize, usize) {
+        self.pool.sessions()
+    }
+
+    /// Takes a session out of the pool until the returned guard drops, as a concurrent call
+    /// would; fails rather than waits when every session is busy. For tests of the pool.
+    #[cfg(feature = "test-support")]
+    pub fn hold_session(&self) -> Result<HeldSession<'_>, CryptoError> {
+        let lease = self.pool.take_now().map_err(|e| self.unavailable(&e))?;
+        Ok(HeldSession {
+            pool: &self.pool,
+            lease: Some(lease),
+        })
+    }
+
+    fn unavailable(&self, reason: &str) -> CryptoError {
+        CryptoError::KeyUnavailable(format!(
+            "the PKCS#11 {} is unavailable: {reason}",
+            self.pool.uri().token_description()
+        ))
+    }
+
+    /// Runs `op` on a pooled session. On failure, probes the token on the same session: a
+    /// healthy token means the failure was the input's (`Ok(Err(e))`), a failed probe breaks
+    /// the pool (`Err`).
+    fn call<T>(
+        &self,
+        op: impl FnOnce(&Lease) -> Result<T, cryptoki::error::Error>,
+    ) -> Result<Result<T, cryptoki::error::Error>, CryptoError> {
+        let lease = self.pool.take().map_err(|e| self.unavailable(&e))?;
+        match op(&lease) {
+            Ok(value) => {
+                self.pool.give_back(lease, Ok(()));
+                Ok(Ok(value))
+            }
+            Err(e) => match token::key_id(&lease.session, lease.key) {
+                Ok(id) if id == *self.pool.id() => {
+                    self.pool.give_back(lease, Ok(()));
+                    Ok(Err(e))
+                }
+                probe => {
+                    let reason = match probe {
+                        Ok(other) => format!("the key under the label is now KEK {other}"),
+                        Err(probe) => format!("{} (then {})", short(&e), short(&probe)),
+                    };
+                    self.pool.give_back(lease, Err(reason.clone()));
+                    Err(self.unavailable(&reason))
+                }
+            },
+        }
+    }
+}
+
+/// A session held out of the pool (see [`Pkcs11Kek::hold_session`]).
+#[cfg(feature = "test-support")]
+pub struct HeldSession<'a> {
+    pool: &'a Pool,
+    lease: Option<Lease>,
+}
+
+#[cfg(feature = "test-support")]
+impl fmt::Debug for HeldSession<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeldSession")
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl Drop for HeldSession<'_> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.pool.give_back(lease, Ok(()));
+        }
+    }
+}
+
+impl KekProvider for Pkcs11Kek {
+    fn current_kek_id(&self) -> KekId {
+        self.pool.id().clone()
+    }
+
+    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
+        let aad = ctx.aad()?;
+        let mut nonce: [u8; NONCE_LEN] = coffer_crypto::random_array();
+        while nonce == token::CHECK_NONCE {
+            nonce = coffer_crypto::random_array();
+        }
+        let sealed = self.call(|lease| {
+            let mut iv = nonce;
+            token::encrypt(
+                &lease.session,
+                lease.key,
+                &mut iv,
+                &aad,
+                key.expose_secret(),
+            )
+        })?;
+        let sealed = sealed.map_err(|e| {
+            // The token is healthy but would not encrypt: a mechanism or policy problem, not
+            // something a retry fixes.
+            CryptoError::KeyUnavailable(format!(
+                "the PKCS#11 token refused to wrap a key: {}",
+                short(&e)
+            ))
+        })?;
+        if sealed.len() != DEK_LEN + TAG_LEN {
+            return Err(CryptoError::KeyUnavailable(format!(
+                "the PKCS#11 token returned {} bytes for a wrapped key, not {}",
+                sealed.len(),
+                DEK_LEN + TAG_LEN
+            )));
+        }
+        let mut bytes = Vec::with_capacity(WRAPPED_LEN);
+        bytes.push(FORMAT_PKCS11);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&sealed);
+        Ok(WrappedDataKey {
+            kek_id: self.pool.id().clone(),
+            bytes,
+        })
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &WrappedDataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<DataKey, CryptoError> {
+        if wrapped.kek_id != *self.pool.id() {
+            return Err(CryptoError::KeyUnavailable(format!(
+                "key was wrapped by KEK {}, but only KEK {} (PKCS#11 {}) is loaded",
+                wrapped.kek_id,
+                self.pool.id(),
+                self.pool.uri().token_description()
+            )));
+        }
+        let aad = ctx.aad()?;
+        let bytes = &wrapped.bytes;
+        if bytes.len() != WRAPPED_LEN || bytes[0] != FORMAT_PKCS11 {
+            return Err(CryptoError::Opaque);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[1..1 + NONCE_LEN]);
+        let body = &bytes[1 + NONCE_LEN..];
+        let opened = self.call(|lease| {
+            let mut iv = nonce;
+            token::decrypt(&lease.session, lease.key, &mut iv, &aad, body).map(Zeroizing::new)
+        })?;
+        // A healthy token that would not open it: wrong context, tampered, another key.
+        let plain = opened.map_err(|_| CryptoError::Opaque)?;
+        DataKey::from_slice(&plain).map_err(|_| CryptoError::Opaque)
+    }
+}

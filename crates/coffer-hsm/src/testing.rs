@@ -1,0 +1,211 @@
+//! A throwaway SoftHSM2 token for tests and benchmarks (feature `test-support`).
+//!
+//! SoftHSM reads its configuration (`SOFTHSM2_CONF`: where the token directory is) once per
+//! process, when the module is initialised. So every test gets its own token directory and
+//! runs the code under test in a process started with `SOFTHSM2_CONF` pointing there: a spawned
+//! `coffer` binary, or the test binary itself re-run for one test ([`in_own_process`]).
+//!
+//! A test that needs SoftHSM skips (printing why) when the module or `softhsm2-util` is
+//! missing, except under `CI=true`, where it fails: CI must never pass by skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Overrides where the SoftHSM2 module is looked for.
+pub const MODULE_ENV: &str = "COFFER_TEST_SOFTHSM_MODULE";
+/// Set in the child process [`in_own_process`] starts: the SoftHSM root directory.
+const CHILD_ENV: &str = "COFFER_TEST_SOFTHSM_CHILD";
+
+/// Where distributions put the module.
+const CANDIDATES: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/lib/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// The label of the token every [`SoftHsm`] starts with.
+pub const TOKEN: &str = "coffer";
+/// The label the tests give the KEK.
+pub const OBJECT: &str = "coffer-kek";
+pub const USER_PIN: &str = "1234-user";
+pub const SO_PIN: &str = "5678-so";
+
+const INSTALL_HINT: &str = "install SoftHSM2 (Debian: apt-get install softhsm2)";
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// The SoftHSM2 module, if it and `softhsm2-util` are installed.
+pub fn find_module() -> Result<PathBuf, String> {
+    let module = match std::env::var_os(MODULE_ENV) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                return Err(format!("{MODULE_ENV}={} is not a file", path.display()));
+            }
+            path
+        }
+        None => CANDIDATES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("no libsofthsm2.so in {}", CANDIDATES.join(", ")))?,
+    };
+    match Command::new("softhsm2-util").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(module),
+        Ok(out) => Err(format!("softhsm2-util --version failed: {}", out.status)),
+        Err(e) => Err(format!("cannot run softhsm2-util: {e}")),
+    }
+}
+
+/// A token directory with one initialised token labelled [`TOKEN`], and the configuration file
+/// that points SoftHSM at it. The directory is deleted on drop (by the process that made it).
+#[derive(Debug)]
+pub struct SoftHsm {
+    _owned: Option<tempfile::TempDir>,
+    root: PathBuf,
+    module: PathBuf,
+}
+
+impl SoftHsm {
+    /// A fresh SoftHSM with its [`TOKEN`]; `None` (after printing why) if SoftHSM is not
+    /// installed. Panics under `CI=true` instead of skipping.
+    pub fn new(test: &str) -> Option<SoftHsm> {
+        let module = match find_module() {
+            Ok(module) => module,
+            Err(reason) if in_ci() => panic!(
+                "{test}: SoftHSM2 is not available and CI=true, so this test may not be \
+                 skipped: {reason}; {INSTALL_HINT}"
+            ),
+            Err(reason) => {
+                eprintln!("SKIPPED {test}: SoftHSM2 is not available: {reason}; {INSTALL_HINT}");
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().to_owned();
+        std::fs::create_dir(root.join("tokens")).expect("tokens dir");
+        std::fs::write(
+            root.join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n\
+                 slots.removable = false\n",
+                root.join("tokens").display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let hsm = SoftHsm {
+            _owned: Some(dir),
+            root,
+            module,
+        };
+        hsm.init_token(TOKEN);
+        Some(hsm)
+    }
+
+    /// The configuration file; give it to a process as `SOFTHSM2_CONF`.
+    pub fn conf(&self) -> PathBuf {
+        self.root.join("softhsm2.conf")
+    }
+
+    pub fn module(&self) -> &Path {
+        &self.module
+    }
+
+    /// `pkcs11:token=coffer;object=coffer-kek?module-path=…`
+    pub fn uri(&self) -> String {
+        self.uri_for(TOKEN, OBJECT)
+    }
+
+    pub fn uri_for(&self, token: &str, object: &str) -> String {
+        format!(
+            "pkcs11:token={token};object={object}?module-path={}",
+            self.module.display()
+        )
+    }
+
+    /// Points `cmd` at this SoftHSM.
+    pub fn configure(&self, cmd: &mut Command) {
+        cmd.env("SOFTHSM2_CONF", self.conf());
+    }
+
+    /// Initialises another token in the next free slot.
+    pub fn init_token(&self, label: &str) {
+        let mut cmd = Command::new("softhsm2-util");
+        cmd.args(["--init-token", "--free", "--label", label])
+            .args(["--pin", USER_PIN, "--so-pin", SO_PIN]);
+        self.configure(&mut cmd);
+        let out = cmd.output().expect("run softhsm2-util");
+        assert!(
+            out.status.success(),
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Takes every token away, as if the HSM were disconnected: their directories move out of
+    /// the token directory until [`SoftHsm::plug`].
+    pub fn unplug(&self) {
+        let away = self.root.join("unplugged");
+        std::fs::create_dir_all(&away).expect("unplugged dir");
+        for entry in std::fs::read_dir(self.root.join("tokens")).expect("tokens dir") {
+            let entry = entry.expect("token entry");
+            std::fs::rename(entry.path(), away.join(entry.file_name())).expect("unplug");
+        }
+    }
+
+    /// Brings back what [`SoftHsm::unplug`] took away.
+    pub fn plug(&self) {
+        let away = self.root.join("unplugged");
+        for entry in std::fs::read_dir(&away).expect("unplugged dir") {
+            let entry = entry.expect("token entry");
+            std::fs::rename(
+                entry.path(),
+                self.root.join("tokens").join(entry.file_name()),
+            )
+            .expect("plug");
+        }
+    }
+}
+
+/// Runs `body` with a fresh [`SoftHsm`] in a new process: the current test binary re-run for
+/// the one test named `test` (its full path as the test harness shows it), with `SOFTHSM2_CONF`
+/// set. In that child this function runs `body`; in the parent it waits for the child and
+/// fails with its output if the child failed. Skips like [`SoftHsm::new`].
+pub fn in_own_process(test: &str, body: impl FnOnce(&SoftHsm)) {
+    if let Some(root) = std::env::var_os(CHILD_ENV) {
+        let root = PathBuf::from(root);
+        let module = find_module().expect("the parent found SoftHSM");
+        body(&SoftHsm {
+            _owned: None,
+            root,
+            module,
+        });
+        return;
+    }
+    let Some(hsm) = SoftHsm::new(test) else {
+        return;
+    };
+    let exe = std::env::current_exe().expect("current test binary");
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &hsm.root);
+    hsm.configure(&mut cmd);
+    let out = cmd.output().expect("re-run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{test} failed in its own process ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The child must really have run the test (a wrong name would run nothing and pass).
+    assert!(
+        stdout.contains("1 passed"),
+        "{test} did not run in the child process:\n{stdout}\n{stderr}"
+    );
+}
