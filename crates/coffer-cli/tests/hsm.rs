@@ -41,7 +41,12 @@ fn init_hsm(hsm: &SoftHsm, data: &Path) -> (String, String) {
     let out = run(hsm_cmd(hsm, Some(USER_PIN), &init_args(dir, &uri)), None).ok();
     let v = out.json();
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.len(), 2, "init --json has exactly two keys: {v}");
+    assert_eq!(
+        obj.len(),
+        3,
+        "init --json: account_id, api_token and token: {v}"
+    );
+    assert_eq!(obj["token"], obj["api_token"], "{v}");
     (
         obj["account_id"].as_str().unwrap().to_owned(),
         obj["api_token"].as_str().unwrap().to_owned(),

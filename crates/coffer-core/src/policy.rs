@@ -109,7 +109,8 @@ pub struct Principal {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestContext {
     pub request_id: String,
-    /// The peer address (never a header a client could set).
+    /// The client's address: the TCP peer, or the address a `--trusted-proxy` peer names in its
+    /// header (never a header just any client could set).
     pub client: Option<String>,
 }
 

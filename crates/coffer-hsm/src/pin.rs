@@ -103,6 +103,11 @@ impl Pin {
 fn read_pin_file(path: &Path) -> Result<Pin, HsmError> {
     let shown = path.display();
     let fail = |what: String| HsmError::Pin(format!("PIN file {shown} (pin-source): {what}"));
+    // Checked before it is opened: opening a FIFO would wait for a writer.
+    let before = path.symlink_metadata().map_err(|e| fail(e.to_string()))?;
+    if !before.is_file() {
+        return Err(fail("not a regular file (links are not followed)".into()));
+    }
     let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
     if !meta.is_file() {

@@ -66,6 +66,38 @@ pub struct Pkcs11Kek {
     pool: Pool,
 }
 
+/// Refuses a module that is not an absolute path to a file, or that someone other than its
+/// owner could have replaced: loading it runs its code in the server, with the PIN and a
+/// logged-in session at hand, so the path in the data dir's `kek.toml` must not be a way for
+/// whoever can write elsewhere to run code here.
+fn check_module(path: &std::path::Path) -> Result<(), HsmError> {
+    use std::os::unix::fs::PermissionsExt;
+    let refuse = |why: &str| {
+        Err(HsmError::Module(format!(
+            "the PKCS#11 module {} {why} (check module-path in the KEK's URI)",
+            path.display()
+        )))
+    };
+    if !path.is_absolute() {
+        return refuse("is not an absolute path");
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {
+            if m.permissions().mode() & 0o022 != 0 {
+                return refuse("is writable by its group or by others");
+            }
+        }
+        _ => return refuse("does not exist or is not a file"),
+    }
+    // A directory anyone may write to, without the sticky bit, lets anyone swap the file.
+    if let Some(dir) = path.parent()
+        && std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o1002 == 0o002)
+    {
+        return refuse("is in a directory anyone may write to");
+    }
+    Ok(())
+}
+
 impl fmt::Debug for Pkcs11Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pkcs11Kek")
@@ -90,13 +122,7 @@ impl Pkcs11Kek {
 
     fn connect(config: Pkcs11Config, want: Want<'_>) -> Result<(Pkcs11Kek, KeyOrigin), HsmError> {
         let path = &config.uri.module_path;
-        if !path.is_file() && path.is_absolute() {
-            return Err(HsmError::Module(format!(
-                "the PKCS#11 module {} does not exist or is not a file (check module-path in the \
-                 KEK's URI)",
-                path.display()
-            )));
-        }
+        check_module(path)?;
         // Loading runs the module's initialisers: it must be a PKCS#11 module the operator
         // trusts, which is what naming it in the configuration says.
         let module = Pkcs11::new(path).map_err(|e| {
@@ -282,5 +308,36 @@ impl KekProvider for Pkcs11Kek {
         // A healthy token that would not open it: wrong context, tampered, another key.
         let plain = opened.map_err(|_| CryptoError::Opaque)?;
         DataKey::from_slice(&plain).map_err(|_| CryptoError::Opaque)
+    }
+}
+
+#[cfg(test)]
+mod module_checks {
+    use super::check_module;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_an_absolute_file_only_its_owner_may_write_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("p11.so");
+        std::fs::write(&module, b"not really a module").unwrap();
+        std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_module(&module).is_ok());
+        for bad in [
+            std::path::PathBuf::from("p11.so"),
+            std::path::PathBuf::from("./p11.so"),
+            dir.path().join("missing.so"),
+            dir.path().to_owned(),
+        ] {
+            assert!(check_module(&bad).is_err(), "{}", bad.display());
+        }
+        std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = check_module(&module).unwrap_err().to_string();
+        assert!(err.contains("writable by its group"), "{err}");
+        std::fs::set_permissions(&module, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_module(&module).unwrap_err().to_string();
+        assert!(err.contains("anyone may write"), "{err}");
     }
 }
