@@ -160,13 +160,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
         "SELECT id, name, hash FROM nodes WHERE revoked IS NOT NULL",
         [],
         "snapshot revoked nodes",
-        |row| {
-            Ok(Change::NodePut {
-                node_id: TokenId::from_bytes(id_col(row, 0, "nodes.id")?),
-                name: col(row, 1, "nodes.name")?,
-                hash_hex: to_hex(col::<[u8; 32]>(row, 2, "nodes.hash")?),
-            })
-        },
+        node_put,
     )?;
     items.each(
         &tx,
@@ -184,13 +178,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
         "SELECT id, name, hash FROM nodes WHERE revoked IS NULL",
         [],
         "snapshot nodes",
-        |row| {
-            Ok(Change::NodePut {
-                node_id: TokenId::from_bytes(id_col(row, 0, "nodes.id")?),
-                name: col(row, 1, "nodes.name")?,
-                hash_hex: to_hex(col::<[u8; 32]>(row, 2, "nodes.hash")?),
-            })
-        },
+        node_put,
     )?;
     if items.sent != count {
         // One read transaction counted and read: only a bug gets here. The receiver must not
@@ -237,6 +225,15 @@ impl Items<'_> {
         }
         Ok(())
     }
+}
+
+/// A node's row (`id, name, hash`) as the change that registers it.
+fn node_put(row: &Row<'_>) -> Result<Change> {
+    Ok(Change::NodePut {
+        node_id: TokenId::from_bytes(id_col(row, 0, "nodes.id")?),
+        name: col(row, 1, "nodes.name")?,
+        hash_hex: to_hex(col::<[u8; 32]>(row, 2, "nodes.hash")?),
+    })
 }
 
 fn secret_put(row: &Row<'_>) -> Result<Change> {
