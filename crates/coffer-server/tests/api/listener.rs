@@ -154,18 +154,20 @@ async fn a_thousand_trickling_connections_starve_nobody_and_are_closed_at_the_he
 #[cfg(target_os = "linux")]
 fn accepted_on(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
+    // By inode: the kernel's table is read while it changes, so a socket can be listed twice.
+    let inodes: std::collections::HashSet<String> = table
         .lines()
         .skip(1)
-        .filter(|line| {
+        .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             let local_port = f[1]
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             // 0A: listening.
-            local_port == Some(port) && f[3] != "0A" && f[9] != "0"
+            (local_port == Some(port) && f[3] != "0A" && f[9] != "0").then(|| f[9].to_owned())
         })
-        .count()
+        .collect();
+    inodes.len()
 }
 
 /// Past the cap, connections wait in the kernel's queue: the server never holds more than the
