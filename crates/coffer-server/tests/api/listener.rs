@@ -217,8 +217,11 @@ async fn connections_past_the_cap_wait_unaccepted_and_are_served_in_turn() {
     }
     done.store(true, std::sync::atomic::Ordering::Release);
     let most = sampler.await.unwrap();
+    // A read of the kernel's table is not one instant: a socket closed while it is read and
+    // its successor accepted further on can both be seen, so allow two beyond the cap; without
+    // a cap all of them would be. The timing below is the exact test of waiting in turn.
     assert!(
-        (1..=CAP).contains(&most),
+        (1..=CAP + 2).contains(&most),
         "the server held {most} connections at once (cap {CAP})"
     );
     // In turn: N silent connections through CAP slots take N/CAP header timeouts.
