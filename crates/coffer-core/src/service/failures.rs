@@ -136,6 +136,21 @@ impl FailureLog {
     }
 }
 
+/// The client a failure is counted under: an IPv4 address as it is, an IPv6 address as its /64
+/// (`2001:db8:1:2::/64`), which a client usually holds whole, like the failed-authentication
+/// limit: otherwise one host with a /48 could write an entry per address into an account's log
+/// every interval.
+fn grouped(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+        _ => client.to_owned(),
+    }
+}
+
 impl Coffer {
     /// Notes a failed login with the id of a token that exists (its account is known).
     pub(crate) fn note_failed_login(
@@ -148,7 +163,7 @@ impl Coffer {
         self.auth_failures.note(FailureKey {
             account: Some(account),
             kind: FailureKind::Login { token, reason },
-            client: context.client.clone(),
+            client: context.client.as_deref().map(grouped),
         });
     }
 
@@ -165,7 +180,7 @@ impl Coffer {
         self.auth_failures.note(FailureKey {
             account: None,
             kind: FailureKind::RateLimited { budget: failures },
-            client: Some(client.to_owned()),
+            client: Some(grouped(client)),
         });
     }
 

@@ -466,6 +466,61 @@ fn from(client: &str) -> crate::RequestContext {
     }
 }
 
+/// IPv6 failures are counted per /64, as the failed-authentication limit counts them: many
+/// addresses of one network make one entry an interval, not one each.
+#[tokio::test]
+async fn ipv6_failures_are_counted_per_slash_64() {
+    let f = default_fixture().await;
+    let (_, token) = f
+        .coffer
+        .create_token(
+            &f.operator,
+            f.account,
+            crate::NewToken {
+                name: "target".into(),
+                role: Role::SecretsStoreReporter,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    let wrong = format!(
+        "{}{}",
+        &token.expose_secret()[..token.expose_secret().len() - 43],
+        "A".repeat(43)
+    );
+    for i in 1..=10 {
+        let client = format!("2001:db8:1:2::{i:x}");
+        assert!(f.coffer.authenticate(&wrong, from(&client)).await.is_err());
+    }
+    assert!(
+        f.coffer
+            .authenticate(&wrong, from("2001:db8:1:3::1"))
+            .await
+            .is_err()
+    );
+    f.coffer.flush_auth_failures().await.unwrap();
+    let entries = audit_payloads(&f.coffer, f.account).await;
+    let mut logins: Vec<(String, u64)> = entries
+        .iter()
+        .filter(|e| e["action"] == "login" && e["outcome"] == "denied")
+        .map(|e| {
+            (
+                e["client"].as_str().unwrap().to_owned(),
+                e["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    logins.sort();
+    assert_eq!(
+        logins,
+        vec![
+            ("2001:db8:1:2::/64".to_owned(), 10),
+            ("2001:db8:1:3::/64".to_owned(), 1)
+        ]
+    );
+}
+
 /// Failed logins cost no audit write each: they are counted per token, address and reason, and
 /// written at the flush as one entry per key with the number of attempts, in one transaction.
 /// Budgets used up are counted per address in the instance's log. Past the capacity, failures
