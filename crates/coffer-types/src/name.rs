@@ -299,21 +299,7 @@ pub const RESERVED_BINDING_NAMES: &[&str] = &[
     "OPENSSL_ENGINES",
     "OPENSSL_MODULES",
     // Git and SSH: commands they run and where they read their configuration.
-    "GIT_SSH",
-    "GIT_SSH_COMMAND",
-    "GIT_ASKPASS",
     "SSH_ASKPASS",
-    "GIT_EXEC_PATH",
-    "GIT_PROXY_COMMAND",
-    "GIT_EXTERNAL_DIFF",
-    "GIT_PAGER",
-    "GIT_EDITOR",
-    "GIT_SEQUENCE_EDITOR",
-    "GIT_TEMPLATE_DIR",
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_SSL_CAINFO",
-    "GIT_SSL_NO_VERIFY",
     // Commands that programs start for the user.
     "EDITOR",
     "VISUAL",
@@ -323,15 +309,36 @@ pub const RESERVED_BINDING_NAMES: &[&str] = &[
     "LESSOPEN",
     "LESSCLOSE",
     // Where packages are installed from.
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_FIND_LINKS",
-    "PIP_CONFIG_FILE",
+    // Commands that privileged and everyday tools start on their own, build tools, package
+    // sources and the hosts and clusters clients talk to.
+    "SUDO_ASKPASS",
+    "SUDO_EDITOR",
+    "EXINIT",
+    "VIMINIT",
+    "RUSTC",
+    "RUSTC_WRAPPER",
+    "CARGO_HOME",
+    "RUSTDOC",
+    "CC",
+    "CXX",
+    "GOPROXY",
+    "GONOSUMDB",
+    "GONOSUMCHECK",
+    "GOPRIVATE",
+    "GOINSECURE",
+    "GOSUMDB",
+    "KUBECONFIG",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "CURL_HOME",
+    "TERMINFO",
 ];
 
 /// Prefixes of reserved names: the dynamic loaders' variables (`LD_PRELOAD`,
 /// `DYLD_INSERT_LIBRARIES`), the C library's allocator settings (`MALLOC_CHECK_`), the .NET
-/// profiler's, Git's configuration (`GIT_CONFIG_COUNT`, `GIT_CONFIG_KEY_0`...), npm's, Lua's
+/// profiler's, every Git setting (`GIT_CONFIG_KEY_0`, `GIT_TRACE` writes to any path...), the
+/// package tools' (npm, pip, uv, and Cargo's build and registry settings: where packages come
+/// from and what builds them; `CARGO_REGISTRY_TOKEN` stays a plain secret), Lua's
 /// search paths and start-up code in every version (`LUA_PATH_5_4`), and the XDG base
 /// directories, where programs find their configuration.
 pub const RESERVED_BINDING_PREFIXES: &[&str] = &[
@@ -339,8 +346,12 @@ pub const RESERVED_BINDING_PREFIXES: &[&str] = &[
     "DYLD_",
     "MALLOC_",
     "CORECLR_",
-    "GIT_CONFIG",
+    "GIT_",
     "NPM_CONFIG_",
+    "PIP_",
+    "UV_",
+    "CARGO_BUILD_",
+    "CARGO_REGISTRIES_",
     "LUA_PATH",
     "LUA_CPATH",
     "LUA_INIT",
@@ -486,6 +497,19 @@ mod tests {
             "SSL_CERT_FILE",
             "SSL_CERT_DIR",
             "GIT_SSH_COMMAND",
+            "GIT_TRACE",
+            "PIP_TRUSTED_HOST",
+            "UV_INDEX_URL",
+            "CARGO_HOME",
+            "CARGO_BUILD_RUSTC_WRAPPER",
+            "CARGO_REGISTRIES_CRATES_IO_INDEX",
+            "GIT_TOKEN",
+            "SUDO_ASKPASS",
+            "RUSTC_WRAPPER",
+            "CC",
+            "GOPROXY",
+            "KUBECONFIG",
+            "DOCKER_HOST",
             "LD_PRELOAD",
             "LD_LIBRARY_PATH",
             "LD_",
@@ -527,7 +551,8 @@ mod tests {
             "PROXY_URL",
             "JAVA_KEY",
             "NODE_ENV_SECRET",
-            "GIT_TOKEN",
+            "GITHUB_TOKEN",
+            "CARGO_REGISTRY_TOKEN",
             "OPENAI_KEY",
         ] {
             assert_eq!(BindingName::parse_exportable(ok).unwrap().as_str(), ok);
