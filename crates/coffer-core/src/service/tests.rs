@@ -466,12 +466,10 @@ fn from(client: &str) -> crate::RequestContext {
     }
 }
 
-/// IPv6 failures are counted per /64, as the failed-authentication limit counts them: many
-/// addresses of one network make one entry an interval, not one each.
-#[tokio::test]
-async fn ipv6_failures_are_counted_per_slash_64() {
-    let f = default_fixture().await;
-    let (_, token) = f
+/// A reporter token `target` of the fixture's account, and that token with a wrong secret (its
+/// id is real, so a failure with it is counted for the account).
+async fn token_with_a_wrong_secret(f: &Fixture) -> (coffer_storage::TokenRecord, String) {
+    let (real, token) = f
         .coffer
         .create_token(
             &f.operator,
@@ -489,6 +487,15 @@ async fn ipv6_failures_are_counted_per_slash_64() {
         &token.expose_secret()[..token.expose_secret().len() - 43],
         "A".repeat(43)
     );
+    (real, wrong)
+}
+
+/// IPv6 failures are counted per /64, as the failed-authentication limit counts them: many
+/// addresses of one network make one entry an interval, not one each.
+#[tokio::test]
+async fn ipv6_failures_are_counted_per_slash_64() {
+    let f = default_fixture().await;
+    let (_, wrong) = token_with_a_wrong_secret(&f).await;
     for i in 1..=10 {
         let client = format!("2001:db8:1:2::{i:x}");
         assert!(f.coffer.authenticate(&wrong, from(&client)).await.is_err());
@@ -528,24 +535,7 @@ async fn ipv6_failures_are_counted_per_slash_64() {
 #[tokio::test]
 async fn failed_logins_are_aggregated_per_address_and_interval() {
     let f = default_fixture().await;
-    let (real, token) = f
-        .coffer
-        .create_token(
-            &f.operator,
-            f.account,
-            crate::NewToken {
-                name: "target".into(),
-                role: Role::SecretsStoreReporter,
-                expires: None,
-            },
-        )
-        .await
-        .unwrap();
-    let wrong = format!(
-        "{}{}",
-        &token.expose_secret()[..token.expose_secret().len() - 43],
-        "A".repeat(43)
-    );
+    let (real, wrong) = token_with_a_wrong_secret(&f).await;
     let head = f.coffer.storage().audit_head(f.account).await.unwrap();
     // Ten addresses, five failures each, and an unknown token id (no account: not recorded).
     for i in 0..10 {
