@@ -108,8 +108,18 @@ struct WithToken<'a, T> {
 
 /// [`WithToken`] as text, zeroized on drop.
 fn with_token<T: Serialize>(result: &T, token: Option<&SecretValue>) -> Zeroizing<String> {
-    Zeroizing::new(json_text(&WithToken { result, token }))
+    // Written into one buffer large enough from the start, so that no reallocation leaves an
+    // unwiped copy of the token behind.
+    let mut buf = Zeroizing::new(Vec::with_capacity(TOKEN_OUTPUT_CAPACITY));
+    // Serializing these types cannot fail (see `json_text`).
+    let _ = serde_json::to_writer_pretty(&mut *buf, &WithToken { result, token });
+    buf.push(b'\n');
+    // serde_json writes UTF-8; the bytes move into the String without a copy.
+    Zeroizing::new(String::from_utf8(std::mem::take(&mut *buf)).unwrap_or_default())
 }
+
+/// Room for a created token's output (its metadata and value are a few hundred bytes).
+const TOKEN_OUTPUT_CAPACITY: usize = 8 << 10;
 
 /// The `--json` form of a list.
 #[derive(Serialize)]

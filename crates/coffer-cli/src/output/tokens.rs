@@ -73,7 +73,9 @@ pub fn token_created(
         Some(at) => format!("expires {}", time(at)),
         None => "does not expire".to_owned(),
     };
-    let mut text = Zeroizing::new(format!(
+    // One buffer large enough from the start: no reallocation leaves a copy of the value.
+    let mut text = Zeroizing::new(String::with_capacity(8 << 10));
+    text.push_str(&format!(
         "Created token {name} in account {account}: role {role}, {expires}.\n\
          \n\
          \x20 Token ID:   {id}\n\
