@@ -57,6 +57,10 @@ struct State {
     reconnecting: bool,
     /// No reconnect before this.
     next_attempt: Instant,
+    /// The token refused our PIN while reconnecting: never log in with it again. Each refused
+    /// login counts towards the token's lockout, and the PIN cannot change without a restart,
+    /// so retrying could only lock the user PIN (say, after an administrator changed it).
+    pin_refused: bool,
     /// Most sessions ever open at once (for tests and benchmarks).
     high_water: usize,
 }
@@ -88,6 +92,7 @@ impl Pool {
             broken: None,
             reconnecting: false,
             next_attempt: Instant::now(),
+            pin_refused: false,
             high_water: 1,
         };
         Pool {
@@ -228,7 +233,7 @@ impl Pool {
         mut st: MutexGuard<'a, State>,
     ) -> Result<MutexGuard<'a, State>, String> {
         let reason = st.broken.clone().unwrap_or_default();
-        if st.reconnecting || st.out > 0 || Instant::now() < st.next_attempt {
+        if st.pin_refused || st.reconnecting || st.out > 0 || Instant::now() < st.next_attempt {
             return Err(reason);
         }
         st.reconnecting = true;
@@ -255,6 +260,17 @@ impl Pool {
                 st.open = 1;
                 st.broken = None;
                 Ok(st)
+            }
+            Err(HsmError::Pin(why)) => {
+                let reason = format!(
+                    "reconnecting failed: {why}; no further login is tried with this PIN (each \
+                     refusal brings the token closer to locking it): restart the server with \
+                     the right PIN"
+                );
+                tracing::error!(reason = %reason, "the PKCS#11 token refused the PIN");
+                st.pin_refused = true;
+                st.broken = Some(reason.clone());
+                Err(reason)
             }
             Err(e) => {
                 st.next_attempt = Instant::now() + self.backoff;

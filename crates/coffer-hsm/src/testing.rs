@@ -135,9 +135,14 @@ impl SoftHsm {
 
     /// Initialises another token in the next free slot.
     pub fn init_token(&self, label: &str) {
+        self.init_token_with_pin(label, USER_PIN);
+    }
+
+    /// Initialises another token in the next free slot, with `pin` as its user PIN.
+    pub fn init_token_with_pin(&self, label: &str, pin: &str) {
         let mut cmd = Command::new("softhsm2-util");
         cmd.args(["--init-token", "--free", "--label", label])
-            .args(["--pin", USER_PIN, "--so-pin", SO_PIN]);
+            .args(["--pin", pin, "--so-pin", SO_PIN]);
         self.configure(&mut cmd);
         let out = cmd.output().expect("run softhsm2-util");
         assert!(
@@ -155,6 +160,13 @@ impl SoftHsm {
         for entry in std::fs::read_dir(self.root.join("tokens")).expect("tokens dir") {
             let entry = entry.expect("token entry");
             std::fs::rename(entry.path(), away.join(entry.file_name())).expect("unplug");
+        }
+    }
+
+    /// Deletes every token now in the token directory (not those unplugged).
+    pub fn remove_tokens(&self) {
+        for entry in std::fs::read_dir(self.root.join("tokens")).expect("tokens dir") {
+            std::fs::remove_dir_all(entry.expect("token entry").path()).expect("remove token");
         }
     }
 

@@ -608,6 +608,41 @@ fn a_token_that_goes_away_fails_fast_and_comes_back() {
 }
 
 #[test]
+fn a_pin_refused_on_reconnect_is_never_tried_again() {
+    testing::in_own_process("a_pin_refused_on_reconnect_is_never_tried_again", |hsm| {
+        let kek = generate(hsm, OBJECT);
+        let wrapped = kek.wrap(&DataKey::generate(), &ctx(1)).unwrap();
+        hsm.unplug();
+        assert!(kek.unwrap(&wrapped, &ctx(1)).is_err());
+        // In its place a token of the same label whose user PIN is not ours, as after an
+        // administrator changed it: the reconnect finds it and its login is refused.
+        hsm.init_token_with_pin(testing::TOKEN, "a-changed-pin");
+        match kek.unwrap(&wrapped, &ctx(1)) {
+            Err(CryptoError::KeyUnavailable(msg)) => {
+                assert!(msg.contains("refused the user PIN"), "{msg}");
+                assert!(msg.contains("no further login is tried"), "{msg}");
+            }
+            other => panic!("unwrap after the PIN changed: {other:?}"),
+        }
+        // The real token comes back, with our PIN: a pool that logged in again would now
+        // succeed. It does not try: only a restart (with the right PIN) brings it back.
+        hsm.remove_tokens();
+        hsm.plug();
+        for _ in 0..3 {
+            match kek.unwrap(&wrapped, &ctx(1)) {
+                Err(CryptoError::KeyUnavailable(msg)) => {
+                    assert!(
+                        msg.contains("restart the server with the right PIN"),
+                        "{msg}"
+                    )
+                }
+                other => panic!("unwrap after a refused PIN: {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
 fn reconnects_wait_for_the_backoff() {
     testing::in_own_process("reconnects_wait_for_the_backoff", |hsm| {
         let mut cfg = config(hsm, OBJECT, USER_PIN);
