@@ -23,8 +23,8 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 100_000;
 
 /// IPv6 clients usually hold a whole /64, so one /64 is one budget; IPv4-mapped addresses count
-/// as their IPv4 address.
-fn key(addr: IpAddr) -> IpAddr {
+/// as their IPv4 address. The listener groups connections the same way.
+pub(crate) fn key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

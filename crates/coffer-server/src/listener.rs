@@ -6,6 +6,11 @@
 //!   holding no file descriptor of this process (past the queue, the kernel drops new
 //!   handshakes and clients retry). The cap is lowered to fit the open-file limit, which is
 //!   raised to its hard limit at start.
+//! - **A cap per client address.** One address (an IPv6 /64) holds at most
+//!   [`HttpLimits::max_connections_per_address`] of the slots; a connection past it is closed
+//!   as soon as it is accepted, before a byte is read. So one client, however it keeps its
+//!   connections busy (HTTP/2 pings, trickled bodies), cannot take every slot: it takes its
+//!   share. Loopback is not capped (local tools, and a proxy on the same host).
 //! - **A header timeout.** A connection must send a whole request head within
 //!   [`HttpLimits::header_timeout`] of being accepted (axum-server's first-request timeout,
 //!   which also covers the protocol detection and, with TLS, the handshake), and within the
@@ -21,11 +26,12 @@
 //! HTTP itself is hyper's (through axum-server); this module only counts connections and
 //! watches for silence on the socket.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,6 +55,8 @@ const RESERVED_FDS: u64 = 256;
 pub struct HttpLimits {
     /// Connections open at once at most; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold at once; loopback is not capped.
+    pub max_connections_per_address: usize,
     /// How long a connection may take to send a request head, from being accepted or from
     /// the end of its previous response.
     pub header_timeout: Duration,
@@ -59,6 +67,8 @@ pub struct HttpLimits {
 
 impl HttpLimits {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// An eighth of the default cap: a load balancer's pool fits, one client cannot fill it.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 512;
     pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 }
@@ -67,6 +77,7 @@ impl Default for HttpLimits {
     fn default() -> HttpLimits {
         HttpLimits {
             max_connections: HttpLimits::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: HttpLimits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             header_timeout: HttpLimits::DEFAULT_HEADER_TIMEOUT,
             idle_timeout: HttpLimits::DEFAULT_IDLE_TIMEOUT,
         }
@@ -111,11 +122,13 @@ impl axum::extract::connect_info::Connected<Peer> for SocketAddr {
     }
 }
 
-/// A TCP listener that accepts a connection only when one of its slots is free.
+/// A TCP listener that accepts a connection only when one of its slots is free, and keeps
+/// one client address from holding more than its share.
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
     idle: Duration,
 }
 
@@ -124,7 +137,54 @@ impl Listener {
         Listener {
             inner,
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            per_address: Arc::new(PerAddress {
+                max: limits.max_connections_per_address.max(1),
+                open: Mutex::new(HashMap::new()),
+            }),
             idle: limits.idle_timeout,
+        }
+    }
+}
+
+/// Open connections by client group ([`crate::limiter::key`]). Holds an entry only while the
+/// group has a connection open, so it is never larger than the connection cap.
+#[derive(Debug)]
+struct PerAddress {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Counts a connection from `peer`, or `None` if its group holds `max` already.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<AddressShare> {
+        if peer.to_canonical().is_loopback() {
+            return Some(AddressShare(None));
+        }
+        let group = crate::limiter::key(peer);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(group).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressShare(Some((Arc::clone(self), group))))
+    }
+}
+
+/// One connection's place in its address's count, given back on drop.
+#[derive(Debug)]
+struct AddressShare(Option<(Arc<PerAddress>, IpAddr)>);
+
+impl Drop for AddressShare {
+    fn drop(&mut self) {
+        if let Some((table, group)) = self.0.take() {
+            let mut open = table.open.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = open.get_mut(&group) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&group);
+                }
+            }
         }
     }
 }
@@ -146,8 +206,15 @@ impl axum_server::AddrListener<Conn, Peer> for Listener {
             .acquire_owned()
             .await
             .map_err(|_| io::Error::other("the listener is closed"))?;
-        let (io, peer) = self.inner.accept().await?;
-        Ok((Conn::new(io, slot, self.idle), Peer(peer)))
+        loop {
+            let (io, peer) = self.inner.accept().await?;
+            match self.per_address.admit(peer.ip()) {
+                Some(share) => return Ok((Conn::new(io, slot, share, self.idle), Peer(peer))),
+                // Closed unread; the slot stays for the next connection. Not logged per
+                // connection: a client over its share would write a line for each attempt.
+                None => drop(io),
+            }
+        }
     }
 
     fn get_local_addr(&self) -> io::Result<Peer> {
@@ -161,6 +228,7 @@ impl axum_server::AddrListener<Conn, Peer> for Listener {
 pub struct Conn {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _share: AddressShare,
     idle: Idle,
 }
 
@@ -193,10 +261,16 @@ fn idle_error() -> io::Error {
 }
 
 impl Conn {
-    fn new(io: TcpStream, slot: OwnedSemaphorePermit, period: Duration) -> Conn {
+    fn new(
+        io: TcpStream,
+        slot: OwnedSemaphorePermit,
+        share: AddressShare,
+        period: Duration,
+    ) -> Conn {
         Conn {
             io,
             _slot: slot,
+            _share: share,
             idle: Idle {
                 period,
                 timer: Box::pin(tokio::time::sleep(period)),
@@ -331,6 +405,65 @@ mod tests {
         drop(first);
         let (_second, peer) = second.await.unwrap();
         assert!(peer.0.ip().is_loopback());
+    }
+
+    /// One address (an IPv6 /64) holds at most its share of the slots; closing one makes
+    /// room for the next, and other addresses are not affected.
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let table = Arc::new(PerAddress {
+            max: 2,
+            open: Mutex::new(HashMap::new()),
+        });
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = table.admit(ip("192.0.2.7")).expect("first");
+        let a2 = table.admit(ip("192.0.2.7")).expect("second");
+        assert!(
+            table.admit(ip("192.0.2.7")).is_none(),
+            "third from one address"
+        );
+        // The same client as an IPv4-mapped address is the same client.
+        assert!(table.admit(ip("::ffff:192.0.2.7")).is_none());
+        let other = table.admit(ip("192.0.2.8")).expect("another address");
+        drop(a1);
+        let a3 = table
+            .admit(ip("192.0.2.7"))
+            .expect("room again after a close");
+        // Addresses of one /64 share one count.
+        let v6a = table.admit(ip("2001:db8:1:2::1")).unwrap();
+        let v6b = table.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(table.admit(ip("2001:db8:1:2::42")).is_none());
+        assert!(table.admit(ip("2001:db8:1:3::1")).is_some());
+        // Loopback is not counted.
+        let local: Vec<_> = (0..5)
+            .map(|_| table.admit(ip("127.0.0.1")).unwrap())
+            .collect();
+        assert!(table.admit(ip("::1")).is_some());
+        drop((a2, a3, other, v6a, v6b, local));
+        assert!(
+            table.open.lock().unwrap().is_empty(),
+            "entries go when their last connection closes"
+        );
+    }
+
+    /// Loopback connections are not capped per address (only by the listener's own cap).
+    #[tokio::test]
+    async fn loopback_is_not_capped_per_address() {
+        let (listener, addr) = listener(HttpLimits {
+            max_connections_per_address: 1,
+            ..HttpLimits::default()
+        })
+        .await;
+        let _clients = (
+            TcpStream::connect(addr).await.unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        );
+        let _first = listener.accept_stream().await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(5), listener.accept_stream()).await;
+        assert!(
+            matches!(second, Ok(Ok(_))),
+            "a second loopback connection is accepted"
+        );
     }
 
     /// A connection on which bytes keep moving stays open however long it lasts; one silent

@@ -95,6 +95,11 @@ pub struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = coffer_server::HttpLimits::DEFAULT_MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
+    /// Connections one client address (an IPv6 /64) may hold at once; more are closed as they
+    /// are accepted. Loopback is not capped. Raise it behind a load balancer that pools more
+    #[arg(long, value_name = "N", default_value_t = coffer_server::HttpLimits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_address: u64,
+
     /// Seconds a connection may take to send a request's headers, from being accepted or from
     /// its previous response; a slower one is closed
     #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::HttpLimits::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -115,6 +120,8 @@ impl LimitArgs {
     pub fn http(&self) -> coffer_server::HttpLimits {
         coffer_server::HttpLimits {
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_connections_per_address: usize::try_from(self.max_connections_per_address)
+                .unwrap_or(usize::MAX),
             header_timeout: std::time::Duration::from_secs(self.header_timeout),
             ..coffer_server::HttpLimits::default()
         }
