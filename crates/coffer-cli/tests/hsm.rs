@@ -396,3 +396,96 @@ fn with_the_token_gone_cached_keys_still_serve_new_unwraps_answer_503_until_it_i
     conn_c.run_with_stdin(&create, "v").ok();
     assert!(server.log().contains("the PKCS#11 token is back"));
 }
+
+/// The break-glass procedure of docs/key-hierarchy.md: the HSM is lost, and the KEK comes back
+/// from the HSM's own backup of the key object (here a copy of SoftHSM's token directory, as a
+/// vendor backup restores the object under its label). A token that holds another key under the
+/// label (a new key made in a hurry) is refused by its id, never used to wrap new DEKs.
+#[test]
+fn a_lost_hsm_is_restored_from_its_backup_and_no_other_key_is_taken_for_it() {
+    let Some(hsm) =
+        SoftHsm::new("a_lost_hsm_is_restored_from_its_backup_and_no_other_key_is_taken_for_it")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (account, token) = init_hsm(&hsm, &data);
+    let backup = tmp.path().join("hsm-backup");
+    let copy = |from: &Path, to: &Path| {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cp -a {} {}",
+            from.display(),
+            to.display()
+        );
+    };
+    // The backup is taken once, after init made the key: values written later need nothing
+    // more from it (DEKs live wrapped in the database).
+    copy(&hsm.tokens_dir(), &backup);
+
+    let server = start_server(&hsm, &data);
+    let conn = Conn {
+        url: server.url.clone(),
+        token,
+        account,
+    };
+    let svc = bound_secret(&conn, tmp.path(), "svc", VALUE_A);
+    assert_eq!(read_binding(&server, &svc), (200, VALUE_A.to_owned()));
+    drop(server);
+
+    // The HSM is lost: the server refuses to start, naming the token.
+    hsm.remove_tokens();
+    let dir = data.to_str().unwrap();
+    let start = || {
+        run_to_exit(hsm_cmd(
+            &hsm,
+            Some(USER_PIN),
+            &["server", "--data-dir", dir, "--listen", "127.0.0.1:0"],
+        ))
+    };
+    let out = start();
+    let line = out.one_error_line(1);
+    assert!(line.contains("no token \"coffer\""), "{line}");
+
+    // A new token with a new key under the same label is not the KEK: refused by its id.
+    hsm.init_token(TOKEN);
+    let uri = hsm.uri();
+    run(
+        hsm_cmd(
+            &hsm,
+            Some(USER_PIN),
+            &[
+                "init",
+                "--data-dir",
+                tmp.path().join("scratch").to_str().unwrap(),
+                "--kek",
+                &uri,
+            ],
+        ),
+        None,
+    )
+    .ok();
+    let out = start();
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("kek.toml") && line.contains("but this data dir was initialised with KEK"),
+        "{line}"
+    );
+    assert!(!line.contains(USER_PIN), "{line}");
+
+    // The backup restored in its place: the server starts and opens what it sealed before.
+    hsm.remove_tokens();
+    for entry in std::fs::read_dir(&backup).unwrap() {
+        let entry = entry.unwrap();
+        copy(&entry.path(), &hsm.tokens_dir().join(entry.file_name()));
+    }
+    let server = start_server(&hsm, &data);
+    assert_eq!(read_binding(&server, &svc), (200, VALUE_A.to_owned()));
+}

@@ -163,6 +163,12 @@ impl SoftHsm {
         }
     }
 
+    /// The directory that holds the tokens (one subdirectory each): what a backup of this
+    /// SoftHSM copies.
+    pub fn tokens_dir(&self) -> PathBuf {
+        self.root.join("tokens")
+    }
+
     /// Deletes every token now in the token directory (not those unplugged).
     pub fn remove_tokens(&self) {
         for entry in std::fs::read_dir(self.root.join("tokens")).expect("tokens dir") {
