@@ -18,11 +18,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use coffer_core::{Coffer, DekPolicy, Limits};
-use coffer_crypto::KekProvider;
+use coffer_core::{Coffer, DekPolicy, Limits, RewrapSettings};
 use coffer_storage::{SqliteStorage, Storage};
 
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
+use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
 
 const LOCK_FILE: &str = "lock";
@@ -68,8 +68,11 @@ pub async fn open(
     path: &Path,
     limits: Limits,
     secrets: KekSecrets,
+    rewrap: RewrapSettings,
 ) -> Result<DataDir, ServerError> {
-    let has_kek = path.join(KEK_FILE).exists() || path.join(KEK_CONFIG).exists();
+    let has_kek = path.join(KEK_FILE).exists()
+        || path.join(KEK_CONFIG).exists()
+        || path.join(VERSIONS_FILE).exists();
     if !has_kek || !path.join(DB_FILE).exists() {
         return Err(data_dir_error(
             path,
@@ -80,7 +83,7 @@ pub async fn open(
     let kek = kek::open(path, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, limits).await?;
+    let coffer = open_coffer(path, kek, limits, rewrap).await?;
     Ok(DataDir {
         coffer,
         _lock: lock,
@@ -89,14 +92,15 @@ pub async fn open(
 
 async fn open_coffer(
     path: &Path,
-    kek: Arc<dyn KekProvider>,
+    kek: Arc<KekRing>,
     limits: Limits,
+    rewrap: RewrapSettings,
 ) -> Result<Coffer, ServerError> {
     let storage: Arc<dyn Storage> = Arc::new(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
     );
-    Coffer::open(storage, kek, limits, DekPolicy::default())
+    Coffer::open_rotating(storage, kek, limits, DekPolicy::default(), rewrap)
         .await
         .map_err(|e| data_dir_error(path, e.to_string()))
 }
@@ -183,7 +187,7 @@ async fn init_contents(
     let (kek, summary) = kek::create(path, choice, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, Limits::default()).await?;
+    let coffer = open_coffer(path, kek, Limits::default(), RewrapSettings::default()).await?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await

@@ -12,6 +12,8 @@ mod error;
 mod extract;
 mod hardening;
 mod kek;
+mod kek_routes;
+mod kek_versions;
 mod limiter;
 mod listener;
 mod nodes;
@@ -44,6 +46,7 @@ pub use extract::MAX_BODY_BYTES;
 pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
+pub use coffer_core::RewrapSettings;
 pub use rate::RuntimeRate;
 pub use replication::SnapshotLimits;
 pub use router::edge_router;
@@ -183,6 +186,8 @@ pub struct ServeOptions {
     pub snapshots: SnapshotLimits,
     /// Reads per second one service token may make on the runtime API (none by default).
     pub runtime_rate: Option<RuntimeRate>,
+    /// The pace of the rewrap after a KEK rotation.
+    pub kek_rewrap: RewrapSettings,
 }
 
 impl ServeOptions {
@@ -256,7 +261,17 @@ pub async fn open_data_dir_with(
     limits: Limits,
     secrets: KekSecrets,
 ) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits, secrets).await
+    datadir::open(path, limits, secrets, RewrapSettings::default()).await
+}
+
+/// [`open_data_dir_with`], rewrapping keys after a KEK rotation at the pace `rewrap` sets.
+pub async fn open_data_dir_rewrapping(
+    path: &Path,
+    limits: Limits,
+    secrets: KekSecrets,
+    rewrap: RewrapSettings,
+) -> Result<DataDir, ServerError> {
+    datadir::open(path, limits, secrets, rewrap).await
 }
 
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
@@ -282,7 +297,7 @@ pub async fn serve_with(
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
-    let data_dir = datadir::open(&opts.data_dir, limits, secrets).await?;
+    let data_dir = datadir::open(&opts.data_dir, limits, secrets, opts.kek_rewrap).await?;
     let coffer = Arc::new(data_dir.coffer);
     // Edges refuse an upstream of another cluster; the id is made once and kept.
     coffer

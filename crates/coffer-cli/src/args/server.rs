@@ -80,11 +80,35 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_FEED_RETENTION)]
     pub feed_retention: u64,
 
+    /// Keys a second at most that the rewrap after a KEK rotation (`coffer kek rotate`) rewraps
+    /// [default: about 12,800, in batches of 256]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub kek_rewrap_rate: Option<u32>,
+
+    /// Seconds storage must hold no key of a retiring KEK version before it is retired and its
+    /// key destroyed (time for writes begun before the rotation to commit)
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::RewrapSettings::DEFAULT_GRACE.as_secs())]
+    pub kek_retire_grace: u64,
+
     #[command(flatten)]
     pub proxies: ProxyArgs,
 
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+impl ServerArgs {
+    /// The pace of the rewrap after a KEK rotation.
+    pub fn kek_rewrap(&self) -> coffer_server::RewrapSettings {
+        let base = match self.kek_rewrap_rate {
+            Some(rate) => coffer_server::RewrapSettings::with_rate(rate),
+            None => coffer_server::RewrapSettings::default(),
+        };
+        coffer_server::RewrapSettings {
+            grace: std::time::Duration::from_secs(self.kek_retire_grace),
+            ..base
+        }
+    }
 }
 
 /// What one client may cost the listener, the runtime API and the snapshots served.
