@@ -95,7 +95,7 @@ impl ControlPlane {
             http: Default::default(),
             snapshots: Default::default(),
             runtime_rate: None,
-            kek_rewrap: Default::default(),
+            keys: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,

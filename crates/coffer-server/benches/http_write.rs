@@ -137,7 +137,7 @@ fn main() {
             http: Default::default(),
             snapshots: Default::default(),
             runtime_rate: None,
-            kek_rewrap: Default::default(),
+            keys: Default::default(),
         };
         tokio::spawn(serve(
             opts,

@@ -18,11 +18,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use coffer_core::{Coffer, DekPolicy, Limits, RewrapSettings};
+use coffer_core::{Coffer, Limits};
 use coffer_storage::{SqliteStorage, Storage};
 
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
+use crate::KeyOptions;
 use crate::{InitOutcome, ServerError};
 
 const LOCK_FILE: &str = "lock";
@@ -68,7 +69,7 @@ pub async fn open(
     path: &Path,
     limits: Limits,
     secrets: KekSecrets,
-    rewrap: RewrapSettings,
+    keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
     let has_kek = path.join(KEK_FILE).exists()
         || path.join(KEK_CONFIG).exists()
@@ -83,7 +84,7 @@ pub async fn open(
     let kek = kek::open(path, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, limits, rewrap).await?;
+    let coffer = open_coffer(path, kek, limits, keys).await?;
     Ok(DataDir {
         coffer,
         _lock: lock,
@@ -94,13 +95,13 @@ async fn open_coffer(
     path: &Path,
     kek: Arc<KekRing>,
     limits: Limits,
-    rewrap: RewrapSettings,
+    keys: KeyOptions,
 ) -> Result<Coffer, ServerError> {
     let storage: Arc<dyn Storage> = Arc::new(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
     );
-    Coffer::open_rotating(storage, kek, limits, DekPolicy::default(), rewrap)
+    Coffer::open_rotating(storage, kek, limits, keys.dek_policy, keys.rewrap)
         .await
         .map_err(|e| data_dir_error(path, e.to_string()))
 }
@@ -187,7 +188,7 @@ async fn init_contents(
     let (kek, summary) = kek::create(path, choice, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, Limits::default(), RewrapSettings::default()).await?;
+    let coffer = open_coffer(path, kek, Limits::default(), KeyOptions::default()).await?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await
@@ -231,10 +232,10 @@ mod tests {
         init(&dir, KekChoice::File, KekSecrets::default())
             .await
             .unwrap();
-        let first = open(&dir, Limits::default(), KekSecrets::default())
+        let first = open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
             .await
             .unwrap();
-        let err = open(&dir, Limits::default(), KekSecrets::default())
+        let err = open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
             .await
             .unwrap_err();
         assert!(
@@ -242,7 +243,7 @@ mod tests {
             "{err}"
         );
         drop(first);
-        open(&dir, Limits::default(), KekSecrets::default())
+        open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
             .await
             .unwrap();
     }
@@ -268,7 +269,7 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         // The original is intact and still opens.
-        open(&dir, Limits::default(), KekSecrets::default())
+        open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
             .await
             .unwrap();
     }

@@ -463,3 +463,6 @@ impl KekVersions for KekRing {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,7 +46,7 @@ pub use extract::MAX_BODY_BYTES;
 pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
-pub use coffer_core::RewrapSettings;
+pub use coffer_core::{DekPolicy, RewrapSettings};
 pub use rate::RuntimeRate;
 pub use replication::SnapshotLimits;
 pub use router::edge_router;
@@ -186,8 +186,17 @@ pub struct ServeOptions {
     pub snapshots: SnapshotLimits,
     /// Reads per second one service token may make on the runtime API (none by default).
     pub runtime_rate: Option<RuntimeRate>,
+    /// How DEKs are refreshed, and the pace of the rewrap after a KEK rotation.
+    pub keys: KeyOptions,
+}
+
+/// How a control plane handles its keys; every field has a default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyOptions {
+    /// When an account's DEK is replaced by a new one.
+    pub dek_policy: DekPolicy,
     /// The pace of the rewrap after a KEK rotation.
-    pub kek_rewrap: RewrapSettings,
+    pub rewrap: RewrapSettings,
 }
 
 impl ServeOptions {
@@ -261,17 +270,17 @@ pub async fn open_data_dir_with(
     limits: Limits,
     secrets: KekSecrets,
 ) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits, secrets, RewrapSettings::default()).await
+    datadir::open(path, limits, secrets, KeyOptions::default()).await
 }
 
-/// [`open_data_dir_with`], rewrapping keys after a KEK rotation at the pace `rewrap` sets.
-pub async fn open_data_dir_rewrapping(
+/// [`open_data_dir_with`] with key options (DEK refresh, the pace of a KEK rotation's rewrap).
+pub async fn open_data_dir_tuned(
     path: &Path,
     limits: Limits,
     secrets: KekSecrets,
-    rewrap: RewrapSettings,
+    keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits, secrets, rewrap).await
+    datadir::open(path, limits, secrets, keys).await
 }
 
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
@@ -297,7 +306,7 @@ pub async fn serve_with(
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
-    let data_dir = datadir::open(&opts.data_dir, limits, secrets, opts.kek_rewrap).await?;
+    let data_dir = datadir::open(&opts.data_dir, limits, secrets, opts.keys).await?;
     let coffer = Arc::new(data_dir.coffer);
     // Edges refuse an upstream of another cluster; the id is made once and kept.
     coffer

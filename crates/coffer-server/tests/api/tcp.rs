@@ -76,7 +76,7 @@ impl Server {
             http: self.http,
             snapshots: Default::default(),
             runtime_rate: None,
-            kek_rewrap: Default::default(),
+            keys: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
