@@ -21,8 +21,8 @@ pub use limits::{
 };
 pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
 pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationStatus};
-pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
+pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::runtime::{
     AccessEvent, AccessOutcome, AccessRefusal, AllBindings, ServicePrincipal,
 };

@@ -315,11 +315,9 @@ fn rewrap_one(kek: &dyn KekVersions, stored: &StoredKey) -> Result<Rewrap, Step>
             crate::keyring::DEK_PURPOSE,
             format!("DEK {} of account {account}", stored.key.id),
         ),
-        KeyOwner::Instance(purpose) => (
-            None,
-            purpose.as_str(),
-            format!("instance key {purpose:?}"),
-        ),
+        KeyOwner::Instance(purpose) => {
+            (None, purpose.as_str(), format!("instance key {purpose:?}"))
+        }
     };
     let ctx = DekContext {
         account,

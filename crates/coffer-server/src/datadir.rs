@@ -21,9 +21,9 @@ use std::sync::Arc;
 use coffer_core::{Coffer, Limits};
 use coffer_storage::{SqliteStorage, Storage};
 
+use crate::KeyOptions;
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
-use crate::KeyOptions;
 use crate::{InitOutcome, ServerError};
 
 const LOCK_FILE: &str = "lock";
@@ -232,20 +232,35 @@ mod tests {
         init(&dir, KekChoice::File, KekSecrets::default())
             .await
             .unwrap();
-        let first = open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
-            .await
-            .unwrap();
-        let err = open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
-            .await
-            .unwrap_err();
+        let first = open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let err = open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.to_string().contains("in use by another coffer process"),
             "{err}"
         );
         drop(first);
-        open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
-            .await
-            .unwrap();
+        open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -269,9 +284,14 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         // The original is intact and still opens.
-        open(&dir, Limits::default(), KekSecrets::default(), KeyOptions::default())
-            .await
-            .unwrap();
+        open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

@@ -158,8 +158,7 @@ pub(crate) async fn create(
                         config_path.display()
                     ),
                 };
-                let ring =
-                    KekRing::single(&dir, Provider::Pkcs11, Arc::new(kek), Timestamp::now());
+                let ring = KekRing::single(&dir, Provider::Pkcs11, Arc::new(kek), Timestamp::now());
                 Ok((Arc::new(ring), summary))
             })
             .await

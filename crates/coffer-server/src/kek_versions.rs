@@ -38,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use coffer_core::{CoreError, KekState, KekVersion, KekVersions};
-use coffer_crypto::{CryptoError, DataKey, DekContext, FileKek, KekId, KekProvider, WrappedDataKey};
+use coffer_crypto::{
+    CryptoError, DataKey, DekContext, FileKek, KekId, KekProvider, WrappedDataKey,
+};
 use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -182,12 +184,8 @@ impl KekRing {
                 versions.push(Loaded { meta, key: None });
                 continue;
             }
-            let kek = FileKek::open(&path).map_err(|e| {
-                format!(
-                    "KEK version {} (recorded in {shown}): {e}",
-                    meta.version
-                )
-            })?;
+            let kek = FileKek::open(&path)
+                .map_err(|e| format!("KEK version {} (recorded in {shown}): {e}", meta.version))?;
             if kek.current_kek_id() != meta.kek_id {
                 return Err(format!(
                     "{} is KEK {}, but {shown} records version {} as KEK {}",
@@ -241,7 +239,8 @@ impl KekRing {
                 })
                 .collect(),
         };
-        let body = toml::to_string(&record).map_err(|e| format!("cannot encode the record: {e}"))?;
+        let body =
+            toml::to_string(&record).map_err(|e| format!("cannot encode the record: {e}"))?;
         let text = format!(
             "# The KEK versions of this data dir, written by `coffer kek rotate`. No key here.\n{body}"
         );
@@ -423,7 +422,10 @@ impl KekVersions for KekRing {
             let _ = remove_key_file(&path);
             return Err(CoreError::Unavailable(e));
         }
-        let mut versions = self.versions.write().unwrap_or_else(PoisonError::into_inner);
+        let mut versions = self
+            .versions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         for v in versions.iter_mut() {
             if v.meta.state == KekState::Active {
                 v.meta.state = KekState::Retiring;
@@ -442,14 +444,15 @@ impl KekVersions for KekRing {
         let entry = next
             .iter_mut()
             .find(|v| v.version == version && v.state == KekState::Retiring)
-            .ok_or_else(|| {
-                CoreError::Internal(format!("KEK version {version} is not retiring"))
-            })?;
+            .ok_or_else(|| CoreError::Internal(format!("KEK version {version} is not retiring")))?;
         entry.state = KekState::Retired;
         // 3. The record says retired before the key is destroyed.
         self.write_record(&next).map_err(CoreError::Unavailable)?;
         {
-            let mut versions = self.versions.write().unwrap_or_else(PoisonError::into_inner);
+            let mut versions = self
+                .versions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(v) = versions.iter_mut().find(|v| v.meta.version == version) {
                 v.meta.state = KekState::Retired;
                 v.key = None;

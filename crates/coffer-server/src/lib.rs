@@ -40,13 +40,13 @@ use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
 
 pub use client_addr::{IpNet, TrustedProxies};
+pub use coffer_core::{DekPolicy, RewrapSettings};
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
-pub use coffer_core::{DekPolicy, RewrapSettings};
 pub use rate::RuntimeRate;
 pub use replication::SnapshotLimits;
 pub use router::edge_router;

@@ -303,7 +303,6 @@ pub(crate) fn checkpoint_message(account: AccountId, seq: u64, hash: &[u8; 32]) 
     m
 }
 
-
 /// Builds the entry for `event` in `account`'s chain.
 pub(crate) fn build_entry(account: AccountId, event: Event<'_>) -> Result<AuditEntry, CoreError> {
     let at = Timestamp::now();

@@ -67,9 +67,11 @@ impl Coffer {
     }
 
     fn kek_rotation(&self) -> Result<&Arc<Rotation>, CoreError> {
-        self.rotation.as_ref().ok_or(CoreError::KekRotationUnsupported(
-            "this server's KEK has no versions (an edge, or a server opened without rotation)",
-        ))
+        self.rotation
+            .as_ref()
+            .ok_or(CoreError::KekRotationUnsupported(
+                "this server's KEK has no versions (an edge, or a server opened without rotation)",
+            ))
     }
 
     /// The KEK's versions, the keys each wraps, and the progress of a rotation (instance

@@ -59,11 +59,12 @@ fn a_new_version_wraps_and_the_old_still_unwraps() {
     assert_eq!(mode(&path), 0o600);
     assert_eq!(fs::read(&path).unwrap().len(), 32);
     assert_eq!(mode(&dir.path().join(VERSIONS_FILE)), 0o600);
-    let states: Vec<_> = ring.versions().iter().map(|v| (v.version, v.state)).collect();
-    assert_eq!(
-        states,
-        vec![(1, KekState::Retiring), (2, KekState::Active)]
-    );
+    let states: Vec<_> = ring
+        .versions()
+        .iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(states, vec![(1, KekState::Retiring), (2, KekState::Active)]);
 
     let new = ring.wrap(&dek, &ctx()).unwrap();
     assert_eq!(new.kek_id, v2.kek_id);
@@ -83,7 +84,10 @@ fn a_new_version_wraps_and_the_old_still_unwraps() {
     );
     let text = fs::read_to_string(dir.path().join(VERSIONS_FILE)).unwrap();
     assert!(text.contains("active = 2"), "{text}");
-    assert!(!text.contains(&hex::encode(fs::read(&path).unwrap())), "{text}");
+    assert!(
+        !text.contains(&hex::encode(fs::read(&path).unwrap())),
+        "{text}"
+    );
 }
 
 #[test]
@@ -154,7 +158,10 @@ fn a_record_that_does_not_match_the_files_is_refused_by_name() {
     let record = dir.path().join(VERSIONS_FILE);
     for (text, expect) in [
         ("format = 9\nactive = 1\nversions = []\n", "format 9"),
-        ("format = 1\nactive = 1\nversions = []\n", "exactly one version"),
+        (
+            "format = 1\nactive = 1\nversions = []\n",
+            "exactly one version",
+        ),
         ("format = 1\nactive = 1\n", "is not valid"),
         (
             "format = 1\nactive = 1\n[[versions]]\nversion = 1\nkek_id = \"x\"\nstate = \"odd\"\ncreated = \"2026-01-01T00:00:00Z\"\n",
@@ -195,7 +202,12 @@ fn an_unknown_kek_id_is_key_unavailable_naming_the_versions() {
 fn a_pkcs11_kek_refuses_to_rotate_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let key = FileKek::create(&dir.path().join("stand-in")).unwrap();
-    let ring = KekRing::single(dir.path(), Provider::Pkcs11, Arc::new(key), Timestamp::now());
+    let ring = KekRing::single(
+        dir.path(),
+        Provider::Pkcs11,
+        Arc::new(key),
+        Timestamp::now(),
+    );
     let before = ring.versions();
     assert!(matches!(
         ring.add_version(),

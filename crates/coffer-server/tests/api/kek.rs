@@ -65,7 +65,11 @@ async fn status_and_rotation_are_operator_only_and_one_at_a_time() {
     assert_eq!(versions.len(), 1, "{s}");
     let v1 = &versions[0];
     assert_eq!(
-        (v1["version"].clone(), v1["provider"].clone(), v1["state"].clone()),
+        (
+            v1["version"].clone(),
+            v1["provider"].clone(),
+            v1["state"].clone()
+        ),
         (json!(1), json!("file"), json!("active"))
     );
     assert_eq!(v1["deks"], 1, "{s}");
@@ -86,7 +90,9 @@ async fn status_and_rotation_are_operator_only_and_one_at_a_time() {
     assert_eq!(status(&h).await["active_version"], 1);
     assert!(!h.data_dir.join("kek-2.key").exists());
 
-    let r = h.send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None).await;
+    let r = h
+        .send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None)
+        .await;
     let started = assert_ok(&r);
     assert_eq!(started["active_version"], 2, "{started}");
     assert_eq!(started["from_version"], 1, "{started}");
@@ -94,7 +100,9 @@ async fn status_and_rotation_are_operator_only_and_one_at_a_time() {
     assert!(h.data_dir.join("kek-2.key").exists());
 
     // The default grace keeps version 1 retiring for 30 s: a second start is refused.
-    let r = h.send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None).await;
+    let r = h
+        .send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None)
+        .await;
     let e = assert_err(&r, ErrorCode::KekRotationRunning, "version 1");
     assert_eq!(e["code"], 1310);
     let s = status(&h).await;
@@ -181,7 +189,9 @@ async fn reads_stay_right_during_a_rotation_and_every_key_moves_to_the_new_versi
         }));
     }
 
-    let r = h.send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None).await;
+    let r = h
+        .send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None)
+        .await;
     assert_eq!(assert_ok(&r)["active_version"], 2);
     // Writes go on during the rotation too: each makes a DEK under the new version.
     let extra = h
@@ -200,7 +210,10 @@ async fn reads_stay_right_during_a_rotation_and_every_key_moves_to_the_new_versi
     assert_eq!(versions[0]["version"], 2);
     assert_eq!(versions[0]["deks"], N as u64 + 1, "{after}");
     assert_eq!(versions[0]["instance_keys"], 4, "{after}");
-    assert!(!h.data_dir.join("kek.key").exists(), "version 1's key is gone");
+    assert!(
+        !h.data_dir.join("kek.key").exists(),
+        "version 1's key is gone"
+    );
     assert!(h.data_dir.join("kek-2.key").exists());
     let record = std::fs::read_to_string(h.data_dir.join("kek-versions.toml")).unwrap();
     assert!(record.contains("state = \"retired\""), "{record}");
@@ -236,4 +249,57 @@ async fn reads_stay_right_during_a_rotation_and_every_key_moves_to_the_new_versi
     }
     assert_eq!(extra.len(), 1);
     reopened.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_unwrap_stops_the_rewrap_and_keeps_the_old_version() {
+    const N: usize = 5;
+    let h = Harness::with_keys(fast_keys(1)).await;
+    let store = h.create_store("bad").await;
+    let items: Vec<Value> = (0..N)
+        .map(|i| secret_item(&format!("s{i}"), &format!("v{i}"), &["workers"]))
+        .collect();
+    h.create_secrets(&store, &items).await;
+    // One DEK's wrapped bytes damaged at rest.
+    let db = rusqlite::Connection::open(h.data_dir.join("coffer.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE deks SET wrapped = CAST(zeroblob(length(wrapped)) AS BLOB)
+             WHERE id = (SELECT id FROM deks ORDER BY id LIMIT 1)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let r = h
+        .send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None)
+        .await;
+    assert_eq!(assert_ok(&r)["active_version"], 2);
+    let mut s = status(&h).await;
+    for _ in 0..POLLS {
+        if s["rotation"]["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        s = status(&h).await;
+    }
+    let rotation = &s["rotation"];
+    assert_eq!(rotation["state"], "failed", "{s}");
+    let error = rotation["error"].as_str().unwrap();
+    assert!(error.contains("does not unwrap"), "{error}");
+    assert!(error.contains("DEK "), "{error}");
+    assert!(rotation["remaining"].as_u64().unwrap() >= 1, "{s}");
+    // Nothing is retired while a key still needs version 1.
+    assert!(h.data_dir.join("kek.key").exists());
+    assert_eq!(s["versions"][0]["state"], "retiring", "{s}");
+    let r = h
+        .send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None)
+        .await;
+    let e = assert_err(&r, ErrorCode::KekRotationRunning, "stopped");
+    assert!(
+        e["message"].as_str().unwrap().contains("does not unwrap"),
+        "{e}"
+    );
+    assert!(!h.data_dir.join("kek-3.key").exists());
 }
