@@ -303,3 +303,22 @@ async fn a_key_that_does_not_unwrap_stops_the_rewrap_and_keeps_the_old_version()
     );
     assert!(!h.data_dir.join("kek-3.key").exists());
 }
+
+#[tokio::test]
+async fn two_rotations_started_at_once_make_one_version() {
+    let h = Harness::new().await;
+    let bearer = h.bearer();
+    let (a, b) = tokio::join!(
+        h.send_as(Method::POST, ROTATIONS, Some(&bearer), None),
+        h.send_as(Method::POST, ROTATIONS, Some(&bearer), None),
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.text(), b.text());
+    let refused = if a.status == StatusCode::OK { &b } else { &a };
+    assert_err(refused, ErrorCode::KekRotationRunning, "");
+    let s = status(&h).await;
+    assert_eq!(s["active_version"], 2, "{s}");
+    assert_eq!(s["versions"].as_array().unwrap().len(), 2, "{s}");
+    assert!(!h.data_dir.join("kek-3.key").exists());
+}
