@@ -25,7 +25,7 @@ use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::kek_versions::{KekRing, Provider, VERSIONS_FILE};
+use crate::kek_versions::{KekRing, Provider, VERSIONS_FILE, file_time};
 
 pub(crate) const KEK_FILE: &str = "kek.key";
 pub(crate) const KEK_CONFIG: &str = "kek.toml";
@@ -107,17 +107,6 @@ pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>
         )))
     })
     .await
-}
-
-/// When `path` was last modified (now if that cannot be read).
-fn file_time(path: &Path) -> Timestamp {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(Timestamp::now, |d| {
-            Timestamp::from_unix_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        })
 }
 
 /// Makes the KEK of a new data dir: a key file, or the token's key and `kek.toml`.

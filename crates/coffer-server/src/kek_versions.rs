@@ -160,13 +160,7 @@ impl KekRing {
         if !record_path.exists() {
             let path = dir.join(KEK_FILE);
             let kek = FileKek::open(&path).map_err(|e| e.to_string())?;
-            let created = fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or_else(Timestamp::now, |d| {
-                    Timestamp::from_unix_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-                });
+            let created = file_time(&path);
             return Ok(KekRing::single(dir, Provider::File, Arc::new(kek), created));
         }
         let entries = read_record(&record_path)?;
@@ -246,6 +240,18 @@ impl KekRing {
         );
         write_atomically(&self.dir.join(VERSIONS_FILE), text.as_bytes())
     }
+}
+
+/// When `path` was last modified (now if that cannot be read): the creation time shown for a
+/// version made before versions were recorded.
+pub(crate) fn file_time(path: &Path) -> Timestamp {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(Timestamp::now, |d| {
+            Timestamp::from_unix_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        })
 }
 
 fn read_record(path: &Path) -> Result<Vec<KekVersion>, String> {
