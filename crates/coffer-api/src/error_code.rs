@@ -68,6 +68,10 @@ pub enum ErrorCode {
     TokenAlreadyRevoked,
     /// 409: the operator's token and account cannot be revoked or deleted through the API.
     OperatorProtected,
+    /// 409: a KEK rotation is still rewrapping keys (or stopped on a key it cannot rewrap).
+    KekRotationRunning,
+    /// 409: this server's KEK cannot be rotated (an edge, or a provider without rotation).
+    KekRotationUnsupported,
     /// 415: the body is multipart, which is never JSON.
     UnsupportedMediaType,
     /// 400: a binding is malformed: a bad binding name, a name used twice, a bad service type.
@@ -125,6 +129,8 @@ impl ErrorCode {
             ErrorCode::TokenNotFound => 1205,
             ErrorCode::TokenAlreadyRevoked => 1304,
             ErrorCode::OperatorProtected => 1305,
+            ErrorCode::KekRotationRunning => 1310,
+            ErrorCode::KekRotationUnsupported => 1311,
             ErrorCode::Unauthenticated => 1100,
             ErrorCode::Forbidden => 1101,
             ErrorCode::RateLimited => 1102,
@@ -186,6 +192,8 @@ impl ErrorCode {
             | ErrorCode::StoreNotEmpty
             | ErrorCode::TokenAlreadyRevoked
             | ErrorCode::OperatorProtected
+            | ErrorCode::KekRotationRunning
+            | ErrorCode::KekRotationUnsupported
             | ErrorCode::Conflict => 409,
             ErrorCode::Unavailable | ErrorCode::EdgeRevoked => 503,
             ErrorCode::Internal => 500,
@@ -219,6 +227,8 @@ impl ErrorCode {
             ErrorCode::TokenNotFound => "token_not_found",
             ErrorCode::TokenAlreadyRevoked => "token_already_revoked",
             ErrorCode::OperatorProtected => "operator_protected",
+            ErrorCode::KekRotationRunning => "kek_rotation_running",
+            ErrorCode::KekRotationUnsupported => "kek_rotation_unsupported",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",

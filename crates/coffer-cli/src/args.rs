@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 mod account;
 mod audit;
+mod kek;
 mod node;
 mod run;
 mod secret;
@@ -21,6 +22,7 @@ pub mod token;
 
 pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
+pub use kek::KekCommand;
 pub use node::NodeCommand;
 pub use run::RunArgs;
 pub use secret::{SecretCommand, SecretOrderArg, ValueArg};
@@ -141,6 +143,13 @@ pub enum Command {
         conn: ConnArgs,
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Rotate the instance's key-encryption key and follow the rewrap (instance operator)
+    Kek {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: KekCommand,
     },
     /// Run a command with the service's secret bindings in its environment
     #[command(after_help = RUN_AFTER_HELP)]

@@ -16,6 +16,7 @@ use crate::table::one_line;
 
 mod accounts;
 mod audit;
+mod kek;
 mod nodes;
 mod services;
 mod stores;
@@ -24,6 +25,7 @@ mod whoami;
 
 pub use accounts::{account, account_created, account_list, quota};
 pub use audit::{audit_list, audit_verification};
+pub use kek::{kek_rotated, kek_status};
 pub use nodes::{node_created, node_list, node_revoked};
 pub use services::{
     service, service_deployed, service_list, service_token_list, service_token_revoked,

@@ -57,10 +57,10 @@ use zeroize::Zeroizing;
 
 pub use coffer_api::{
     Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret, CreatedNode,
-    CreatedToken, DeployService, DeployedService, DuplicateSecret, Membership, MembershipAccount,
-    Node, PermissionGrant, Quota, QuotaDetail, ResultInfo, RotatedServiceToken, Secret,
-    SecretBinding, SecretValue, Service, ServiceToken, Store, StoreBinding, Token,
-    TokenVerification, UpdateSecret,
+    CreatedToken, DeployService, DeployedService, DuplicateSecret, KekRotation, KekRotationStarted,
+    KekStatus, KekVersion, Membership, MembershipAccount, Node, PermissionGrant, Quota,
+    QuotaDetail, ResultInfo, RotatedServiceToken, Secret, SecretBinding, SecretValue, Service,
+    ServiceToken, Store, StoreBinding, Token, TokenVerification, UpdateSecret,
 };
 use coffer_api::{
     CreateAccount, CreateNode, CreateStore, CreateToken, Envelope, RotateServiceToken,
@@ -479,6 +479,22 @@ impl Client {
     /// (`token_already_revoked`).
     pub async fn revoke_node(&self, node_id: &str) -> Result<Node, Error> {
         self.one(self.nodes_request(Method::DELETE, &[node_id]))
+            .await
+    }
+
+    // ---- the KEK ----
+
+    /// `GET /client/v4/kek`: the KEK's versions and the progress of a rotation (instance
+    /// operator).
+    pub async fn kek_status(&self) -> Result<KekStatus, Error> {
+        self.one(self.v4_request(Method::GET, &["kek"])).await
+    }
+
+    /// `POST /client/v4/kek/rotations`: makes a new KEK version active; the keys of the previous
+    /// one are rewrapped in the background. 409 `kek_rotation_running` while an earlier
+    /// rotation has keys left.
+    pub async fn rotate_kek(&self) -> Result<KekRotationStarted, Error> {
+        self.one(self.v4_request(Method::POST, &["kek", "rotations"]))
             .await
     }
 

@@ -120,6 +120,12 @@ pub enum CoreError {
     ScopeDenied(String),
     #[error("the secret was modified concurrently; retry")]
     Conflict,
+    /// A KEK rotation has keys left to rewrap (or stopped on one it cannot rewrap).
+    #[error("{0}")]
+    KekRotationRunning(String),
+    /// This server's KEK cannot be rotated.
+    #[error("{0}")]
+    KekRotationUnsupported(&'static str),
     /// A key or the storage backend is unavailable. The detail is for logs only.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -28,7 +28,7 @@ use coffer_types::{AccountId, DekId, Timestamp};
 
 use crate::CoreError;
 
-const DEK_PURPOSE: &str = "dek";
+pub(crate) const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";
@@ -233,6 +233,7 @@ impl Keyring {
         if !known
             && let Some(record) = self.storage.latest_dek(account).await?
             && self.fresh(record.key.created, now)
+            && record.key.kek_id == self.kek.current_kek_id().0
         {
             let key = self.unwrap_dek(&record).await?;
             candidate = Some((record, key));
@@ -271,8 +272,14 @@ impl Keyring {
         Some(dek.sealing_key())
     }
 
+    /// Whether `dek` may seal one more value: under its budgets, and wrapped by the KEK version
+    /// that wraps new keys (after a KEK rotation, a DEK wrapped by the old version is not
+    /// handed out again, so that no write stores a key the old version wraps long after the
+    /// switch; see `rotation.rs`).
     fn usable(&self, dek: &ActiveDek, now: Timestamp) -> bool {
-        dek.seals < self.policy.max_seals && self.fresh(dek.record.key.created, now)
+        dek.seals < self.policy.max_seals
+            && self.fresh(dek.record.key.created, now)
+            && dek.record.key.kek_id == self.kek.current_kek_id().0
     }
 
     fn fresh(&self, created: Timestamp, now: Timestamp) -> bool {

@@ -9,6 +9,7 @@ mod error;
 mod keyring;
 mod limits;
 mod policy;
+mod rotation;
 mod service;
 mod token_cache;
 
@@ -19,7 +20,9 @@ pub use limits::{
     MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
 pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
+pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationStatus};
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
+pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::runtime::{
     AccessEvent, AccessOutcome, AccessRefusal, AllBindings, ServicePrincipal,
 };

@@ -123,6 +123,8 @@ pub struct Coffer {
     /// Opened over an edge replica: it serves runtime reads and node authentication only, and
     /// keeps no audit log of its own (access events travel upstream).
     replica: bool,
+    /// The KEK's versions and the rewrap job, on a control plane opened with them.
+    rotation: Option<Arc<crate::rotation::Rotation>>,
 }
 
 impl Coffer {
@@ -169,6 +171,7 @@ impl Coffer {
             service_writes: tokio::sync::Mutex::new(()),
             node_cache: self::nodes::NodeCache::default(),
             replica,
+            rotation: None,
         }
     }
 
@@ -188,6 +191,7 @@ impl Coffer {
             self.storage.shutdown().await;
             return;
         }
+        self.stop_rotation();
         if let Err(e) = self.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times at shutdown");
         }
@@ -784,6 +788,7 @@ pub(crate) mod audit;
 mod failures;
 pub use audit::AuditVerification;
 pub mod identity;
+pub mod kek;
 pub mod nodes;
 #[cfg(test)]
 mod nodes_tests;

@@ -95,6 +95,7 @@ impl ControlPlane {
             http: Default::default(),
             snapshots: Default::default(),
             runtime_rate: None,
+            keys: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,

@@ -137,6 +137,7 @@ fn main() {
             http: Default::default(),
             snapshots: Default::default(),
             runtime_rate: None,
+            keys: Default::default(),
         };
         tokio::spawn(serve(
             opts,

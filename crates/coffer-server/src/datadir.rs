@@ -18,11 +18,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use coffer_core::{Coffer, DekPolicy, Limits};
-use coffer_crypto::KekProvider;
+use coffer_core::{Coffer, Limits};
 use coffer_storage::{SqliteStorage, Storage};
 
+use crate::KeyOptions;
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
+use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
 
 const LOCK_FILE: &str = "lock";
@@ -68,8 +69,11 @@ pub async fn open(
     path: &Path,
     limits: Limits,
     secrets: KekSecrets,
+    keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
-    let has_kek = path.join(KEK_FILE).exists() || path.join(KEK_CONFIG).exists();
+    let has_kek = path.join(KEK_FILE).exists()
+        || path.join(KEK_CONFIG).exists()
+        || path.join(VERSIONS_FILE).exists();
     if !has_kek || !path.join(DB_FILE).exists() {
         return Err(data_dir_error(
             path,
@@ -80,7 +84,7 @@ pub async fn open(
     let kek = kek::open(path, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, limits).await?;
+    let coffer = open_coffer(path, kek, limits, keys).await?;
     Ok(DataDir {
         coffer,
         _lock: lock,
@@ -89,14 +93,15 @@ pub async fn open(
 
 async fn open_coffer(
     path: &Path,
-    kek: Arc<dyn KekProvider>,
+    kek: Arc<KekRing>,
     limits: Limits,
+    keys: KeyOptions,
 ) -> Result<Coffer, ServerError> {
     let storage: Arc<dyn Storage> = Arc::new(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
     );
-    Coffer::open(storage, kek, limits, DekPolicy::default())
+    Coffer::open_rotating(storage, kek, limits, keys.dek_policy, keys.rewrap)
         .await
         .map_err(|e| data_dir_error(path, e.to_string()))
 }
@@ -183,7 +188,7 @@ async fn init_contents(
     let (kek, summary) = kek::create(path, choice, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, Limits::default()).await?;
+    let coffer = open_coffer(path, kek, Limits::default(), KeyOptions::default()).await?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await
@@ -227,20 +232,35 @@ mod tests {
         init(&dir, KekChoice::File, KekSecrets::default())
             .await
             .unwrap();
-        let first = open(&dir, Limits::default(), KekSecrets::default())
-            .await
-            .unwrap();
-        let err = open(&dir, Limits::default(), KekSecrets::default())
-            .await
-            .unwrap_err();
+        let first = open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let err = open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.to_string().contains("in use by another coffer process"),
             "{err}"
         );
         drop(first);
-        open(&dir, Limits::default(), KekSecrets::default())
-            .await
-            .unwrap();
+        open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
@@ -264,9 +284,14 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         // The original is intact and still opens.
-        open(&dir, Limits::default(), KekSecrets::default())
-            .await
-            .unwrap();
+        open(
+            &dir,
+            Limits::default(),
+            KekSecrets::default(),
+            KeyOptions::default(),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

@@ -157,6 +157,10 @@ impl From<CoreError> for ApiError {
                 ApiError::new(ErrorCode::StoreLimitExceeded, e.to_string())
             }
             e @ CoreError::Conflict => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            CoreError::KekRotationRunning(m) => ApiError::new(ErrorCode::KekRotationRunning, m),
+            CoreError::KekRotationUnsupported(m) => {
+                ApiError::new(ErrorCode::KekRotationUnsupported, m)
+            }
             CoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "unavailable");
                 ApiError::new(

@@ -21,8 +21,11 @@ use std::sync::Arc;
 
 use coffer_crypto::{FileKek, KekId, KekProvider};
 use coffer_hsm::{KeyOrigin, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
+use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+use crate::kek_versions::{KekRing, Provider, VERSIONS_FILE, file_time};
 
 pub(crate) const KEK_FILE: &str = "kek.key";
 pub(crate) const KEK_CONFIG: &str = "kek.toml";
@@ -73,28 +76,35 @@ struct KekConfig {
 
 const PROVIDER_PKCS11: &str = "pkcs11";
 
-/// The KEK of an initialised data dir, as `kek.toml` (or its absence) says.
-pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<dyn KekProvider>, String> {
+/// The KEK of an initialised data dir, as `kek.toml` (or its absence) and `kek-versions.toml`
+/// say.
+pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>, String> {
     let config_path = dir.join(KEK_CONFIG);
     let key_path = dir.join(KEK_FILE);
     if !config_path.exists() {
-        return Ok(Arc::new(
-            FileKek::open(&key_path).map_err(|e| e.to_string())?,
-        ));
+        return Ok(Arc::new(KekRing::open_files(dir)?));
     }
-    if key_path.exists() {
+    if key_path.exists() || dir.join(VERSIONS_FILE).exists() {
         return Err(format!(
-            "holds both {KEK_FILE} and {KEK_CONFIG}; only one may name the KEK"
+            "holds both {KEK_CONFIG} and a key file ({KEK_FILE} or {VERSIONS_FILE}); only one \
+             may name the KEK"
         ));
     }
     let (uri, expected) = read_config(&config_path)?;
     let shown = config_path.display().to_string();
+    let created = file_time(&config_path);
+    let dir = dir.to_owned();
     blocking(move || {
         let pin = Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| format!("KEK: {e}"))?;
         let kek = Pkcs11Kek::open(Pkcs11Config::new(uri, pin), Some(&expected))
             .map_err(|e| format!("KEK (configured in {shown}): {e}"))?;
         tracing::info!(kek = %kek.current_kek_id(), "the KEK is in a PKCS#11 token");
-        Ok(Arc::new(kek) as Arc<dyn KekProvider>)
+        Ok(Arc::new(KekRing::single(
+            &dir,
+            Provider::Pkcs11,
+            Arc::new(kek),
+            created,
+        )))
     })
     .await
 }
@@ -104,7 +114,7 @@ pub(crate) async fn create(
     dir: &Path,
     choice: KekChoice,
     secrets: KekSecrets,
-) -> Result<(Arc<dyn KekProvider>, KekSummary), String> {
+) -> Result<(Arc<KekRing>, KekSummary), String> {
     match choice {
         KekChoice::File => {
             let kek = FileKek::create(&dir.join(KEK_FILE)).map_err(|e| e.to_string())?;
@@ -112,10 +122,12 @@ pub(crate) async fn create(
                 id: kek.current_kek_id(),
                 description: format!("key file {}", dir.join(KEK_FILE).display()),
             };
-            Ok((Arc::new(kek), summary))
+            let ring = KekRing::single(dir, Provider::File, Arc::new(kek), Timestamp::now());
+            Ok((Arc::new(ring), summary))
         }
         KekChoice::Pkcs11(uri) => {
             let config_path = dir.join(KEK_CONFIG);
+            let dir = dir.to_owned();
             blocking(move || {
                 let pin =
                     Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| format!("--kek: {e}"))?;
@@ -135,7 +147,8 @@ pub(crate) async fn create(
                         config_path.display()
                     ),
                 };
-                Ok((Arc::new(kek) as Arc<dyn KekProvider>, summary))
+                let ring = KekRing::single(&dir, Provider::Pkcs11, Arc::new(kek), Timestamp::now());
+                Ok((Arc::new(ring), summary))
             })
             .await
         }
@@ -257,7 +270,7 @@ mod tests {
         assert!(open(dir.path(), KekSecrets::default()).await.is_ok());
         fs::write(dir.path().join(KEK_CONFIG), "provider = \"pkcs11\"\n").unwrap();
         let msg = open(dir.path(), KekSecrets::default()).await.err().unwrap();
-        assert!(msg.contains("both kek.key and kek.toml"), "{msg}");
+        assert!(msg.contains("both kek.toml and a key file"), "{msg}");
     }
 
     #[test]

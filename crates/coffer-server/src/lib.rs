@@ -12,6 +12,8 @@ mod error;
 mod extract;
 mod hardening;
 mod kek;
+mod kek_routes;
+mod kek_versions;
 mod limiter;
 mod listener;
 mod nodes;
@@ -38,6 +40,7 @@ use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
 
 pub use client_addr::{IpNet, TrustedProxies};
+pub use coffer_core::{DekPolicy, RewrapSettings};
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
@@ -183,6 +186,17 @@ pub struct ServeOptions {
     pub snapshots: SnapshotLimits,
     /// Reads per second one service token may make on the runtime API (none by default).
     pub runtime_rate: Option<RuntimeRate>,
+    /// How DEKs are refreshed, and the pace of the rewrap after a KEK rotation.
+    pub keys: KeyOptions,
+}
+
+/// How a control plane handles its keys; every field has a default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyOptions {
+    /// When an account's DEK is replaced by a new one.
+    pub dek_policy: DekPolicy,
+    /// The pace of the rewrap after a KEK rotation.
+    pub rewrap: RewrapSettings,
 }
 
 impl ServeOptions {
@@ -256,7 +270,17 @@ pub async fn open_data_dir_with(
     limits: Limits,
     secrets: KekSecrets,
 ) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits, secrets).await
+    datadir::open(path, limits, secrets, KeyOptions::default()).await
+}
+
+/// [`open_data_dir_with`] with key options (DEK refresh, the pace of a KEK rotation's rewrap).
+pub async fn open_data_dir_tuned(
+    path: &Path,
+    limits: Limits,
+    secrets: KekSecrets,
+    keys: KeyOptions,
+) -> Result<DataDir, ServerError> {
+    datadir::open(path, limits, secrets, keys).await
 }
 
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
@@ -282,7 +306,7 @@ pub async fn serve_with(
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
-    let data_dir = datadir::open(&opts.data_dir, limits, secrets).await?;
+    let data_dir = datadir::open(&opts.data_dir, limits, secrets, opts.keys).await?;
     let coffer = Arc::new(data_dir.coffer);
     // Edges refuse an upstream of another cluster; the id is made once and kept.
     coffer

@@ -18,7 +18,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, audit, nodes, replication, runtime, services, tokens, user};
+use crate::{accounts, audit, kek_routes, nodes, replication, runtime, services, tokens, user};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -134,6 +134,8 @@ fn control_plane_routes() -> Router<AppState> {
         .route("/client/v4/user/tokens/verify", get(user::verify_token))
         .route("/client/v4/memberships", get(user::memberships))
         .route("/client/v4/nodes", get(nodes::list).post(nodes::create))
+        .route("/client/v4/kek", get(kek_routes::status))
+        .route("/client/v4/kek/rotations", post(kek_routes::rotate))
         .route(
             "/client/v4/nodes/{node_id}",
             get(nodes::get).delete(nodes::revoke),

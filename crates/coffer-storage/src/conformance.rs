@@ -66,6 +66,7 @@ mod fixtures;
 mod listing;
 mod nodes;
 mod replication;
+mod rewrap;
 mod secrets;
 mod services;
 mod stores;
@@ -190,6 +191,7 @@ const CHECKS: &[Check] = checks![
     nodes::node_changes_are_logged,
     nodes::node_writes_append_audit_only_on_success,
     nodes::concurrent_creates_of_one_node_name_admit_one,
+    rewrap::rewrap_counts_finds_and_compare_and_sets,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

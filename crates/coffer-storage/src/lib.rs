@@ -27,6 +27,7 @@ mod change;
 mod error;
 mod records;
 mod replication;
+mod rewrap;
 mod sqlite;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -37,6 +38,7 @@ pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use error::{Entity, StorageError};
 pub use records::*;
 pub use replication::{LogState, REPLICATED_KEY_PURPOSES, SnapshotPart};
+pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteStats};
 
 use async_trait::async_trait;
@@ -168,6 +170,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>>;
     /// The most recently created DEK of the account, if any.
     async fn latest_dek(&self, account: AccountId) -> Result<Option<DekRecord>>;
+
+    // ---- KEK rotation (rewrap.rs) ----
+
+    /// How many DEKs and instance keys each KEK wraps, for every KEK id that wraps at least
+    /// one, ordered by KEK id.
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>>;
+    /// Up to `limit` stored keys wrapped by `kek_id`: instance keys first, then DEKs (of live
+    /// accounts; a deleted account's DEKs are gone with it).
+    async fn keys_wrapped_by(&self, kek_id: &str, limit: usize) -> Result<Vec<StoredKey>>;
+    /// Rewraps keys in one transaction: each row is updated only if it still holds the KEK id
+    /// and wrapped bytes of [`Rewrap::old`] (compare-and-set); returns how many were. Appends
+    /// nothing to the change log: rewrapping changes no value and no key, only the KEK that
+    /// protects it at rest here.
+    async fn rewrap_keys(&self, rewraps: Vec<Rewrap>) -> Result<u64>;
 
     // ---- stores ----
 

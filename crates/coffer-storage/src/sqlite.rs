@@ -13,6 +13,7 @@ mod readers;
 mod reads;
 mod replica;
 mod replication;
+mod rewrap;
 mod schema;
 mod snapshot;
 mod writer;
@@ -35,9 +36,9 @@ pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
-    LogState, NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery,
-    ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    KekUsage, LogState, NewSecret, Page, Result, Rewrap, SecretQuery, SecretRecord, SecretUpdate,
+    ServiceQuery, ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery,
+    StoreRecord, StoredKey, TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
@@ -283,6 +284,22 @@ impl Storage for SqliteStorage {
 
     async fn latest_dek(&self, account: AccountId) -> Result<Option<DekRecord>> {
         self.read(move |c| reads::latest_dek(c, account)).await
+    }
+
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>> {
+        self.read(rewrap::kek_usage).await
+    }
+
+    async fn keys_wrapped_by(&self, kek_id: &str, limit: usize) -> Result<Vec<StoredKey>> {
+        let kek_id = kek_id.to_owned();
+        self.read(move |c| rewrap::keys_wrapped_by(c, &kek_id, limit))
+            .await
+    }
+
+    async fn rewrap_keys(&self, rewraps: Vec<Rewrap>) -> Result<u64> {
+        self.writer
+            .run(move |cx| rewrap::rewrap_keys(cx, &rewraps))
+            .await
     }
 
     async fn create_store(

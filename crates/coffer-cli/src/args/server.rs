@@ -80,11 +80,46 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_FEED_RETENTION)]
     pub feed_retention: u64,
 
+    /// Values sealed under one data-encryption key before a new one is made for the account
+    /// (per process; a DEK is also replaced after an hour)
+    #[arg(long, value_name = "N", default_value_t = coffer_server::DekPolicy::default().max_seals, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dek_max_seals: u64,
+
+    /// Keys a second at most that the rewrap after a KEK rotation (`coffer kek rotate`) rewraps
+    /// [default: about 12,800, in batches of 256]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub kek_rewrap_rate: Option<u32>,
+
+    /// Seconds storage must hold no key of a retiring KEK version before it is retired and its
+    /// key destroyed (time for writes begun before the rotation to commit)
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::RewrapSettings::DEFAULT_GRACE.as_secs())]
+    pub kek_retire_grace: u64,
+
     #[command(flatten)]
     pub proxies: ProxyArgs,
 
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+impl ServerArgs {
+    /// How DEKs are refreshed, and the pace of the rewrap after a KEK rotation.
+    pub fn keys(&self) -> coffer_server::KeyOptions {
+        let base = match self.kek_rewrap_rate {
+            Some(rate) => coffer_server::RewrapSettings::with_rate(rate),
+            None => coffer_server::RewrapSettings::default(),
+        };
+        coffer_server::KeyOptions {
+            dek_policy: coffer_server::DekPolicy {
+                max_seals: self.dek_max_seals,
+                ..coffer_server::DekPolicy::default()
+            },
+            rewrap: coffer_server::RewrapSettings {
+                grace: std::time::Duration::from_secs(self.kek_retire_grace),
+                ..base
+            },
+        }
+    }
 }
 
 /// What one client may cost the listener, the runtime API and the snapshots served.

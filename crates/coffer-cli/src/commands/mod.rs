@@ -5,6 +5,7 @@ mod audit;
 pub mod bound;
 mod deploy;
 mod init;
+mod kek;
 mod node;
 pub mod run;
 mod secret;
@@ -62,6 +63,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Deploy { conn, args } => deploy::run(&conn, args).await,
         Command::Service { conn, command } => service::run(&conn, command).await,
         Command::Node { conn, command } => node::run(&conn, command).await,
+        Command::Kek { conn, command } => kek::run(&conn, command).await,
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }

@@ -27,6 +27,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // where that is safe. Reported once serving, so that a failed start stays one line.
     let hardening = coffer_server::harden_process();
     init_logging();
+    let keys = args.keys();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         // clap makes each flag require the other.
@@ -45,6 +46,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         http: args.limits.http(),
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
+        keys,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve_with(
@@ -166,6 +168,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         http: Default::default(),
         snapshots: Default::default(),
         runtime_rate: None,
+        keys: Default::default(),
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(

@@ -7,5 +7,6 @@ mod common;
 
 mod bound_services;
 mod conventions;
+mod kek;
 mod names;
 mod values;

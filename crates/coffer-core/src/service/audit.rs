@@ -147,6 +147,14 @@ impl Target {
         }
     }
 
+    /// The instance's key-encryption key (recorded in the operator's account).
+    pub fn kek() -> Target {
+        Target {
+            kind: "kek",
+            ..Target::default()
+        }
+    }
+
     pub fn token(id: Option<TokenId>, name: Option<&str>) -> Target {
         Target {
             kind: "token",
@@ -201,6 +209,12 @@ pub struct Details {
     pub first_attempt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_attempt: Option<String>,
+    /// The KEK version a `kek_rotate` entry made active, or a `kek_retire` entry retired, and
+    /// its public id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kek_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kek_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -257,6 +271,8 @@ pub(crate) enum Actorish<'a> {
     },
     /// The instance itself (`coffer init` creating the first account and operator token).
     Instance,
+    /// A background job of the instance (named), e.g. the KEK rotation retiring a version.
+    Job(&'static str),
     /// A bound service reading at runtime, through one of its tokens. Its reads are
     /// aggregated, so no single request id or address is recorded.
     Service {
@@ -287,6 +303,85 @@ pub(crate) fn checkpoint_message(account: AccountId, seq: u64, hash: &[u8; 32]) 
     m
 }
 
+/// Builds the entry for `event` in `account`'s chain.
+pub(crate) fn build_entry(account: AccountId, event: Event<'_>) -> Result<AuditEntry, CoreError> {
+    let at = Timestamp::now();
+    let (actor, context) = match event.who {
+        Actorish::Principal(p) => (
+            Actor {
+                token_id: Some(p.token_id),
+                token_name: Some(&p.token_name),
+                operator: p.operator,
+            },
+            &p.context,
+        ),
+        Actorish::Token { id, context } => (
+            Actor {
+                token_id: Some(id),
+                token_name: None,
+                operator: false,
+            },
+            context,
+        ),
+        Actorish::Anonymous { context } => (
+            Actor {
+                token_id: None,
+                token_name: None,
+                operator: false,
+            },
+            context,
+        ),
+        Actorish::Service { token_id } => (
+            Actor {
+                token_id: Some(token_id),
+                token_name: None,
+                operator: false,
+            },
+            &NO_CONTEXT,
+        ),
+        Actorish::Instance => (
+            Actor {
+                token_id: None,
+                token_name: Some("coffer init"),
+                operator: true,
+            },
+            &NO_CONTEXT,
+        ),
+        Actorish::Job(name) => (
+            Actor {
+                token_id: None,
+                token_name: Some(name),
+                operator: true,
+            },
+            &NO_CONTEXT,
+        ),
+    };
+    let actor_token = actor.token_id;
+    let payload = Payload {
+        time: at.to_rfc3339(),
+        account_id: account,
+        actor,
+        action: event.action,
+        outcome: event.outcome,
+        resource: &event.target,
+        request_id: &context.request_id,
+        client: context.client.as_deref(),
+        details: &event.details,
+    };
+    let payload = serde_json::to_vec(&payload)
+        .map_err(|e| CoreError::Internal(format!("audit payload: {e}")))?;
+    Ok(AuditEntry {
+        account_id: account,
+        at,
+        action: event.action.to_owned(),
+        outcome: event.outcome.to_owned(),
+        actor_token,
+        store_id: event.target.store_id,
+        secret_id: event.target.secret_id,
+        payload,
+    })
+}
+
 impl Coffer {
     /// Builds the entry for `event` in `account`'s chain.
     pub(crate) fn audit_entry(
@@ -294,73 +389,7 @@ impl Coffer {
         account: AccountId,
         event: Event<'_>,
     ) -> Result<AuditEntry, CoreError> {
-        let at = Timestamp::now();
-        let (actor, context) = match event.who {
-            Actorish::Principal(p) => (
-                Actor {
-                    token_id: Some(p.token_id),
-                    token_name: Some(&p.token_name),
-                    operator: p.operator,
-                },
-                &p.context,
-            ),
-            Actorish::Token { id, context } => (
-                Actor {
-                    token_id: Some(id),
-                    token_name: None,
-                    operator: false,
-                },
-                context,
-            ),
-            Actorish::Anonymous { context } => (
-                Actor {
-                    token_id: None,
-                    token_name: None,
-                    operator: false,
-                },
-                context,
-            ),
-            Actorish::Service { token_id } => (
-                Actor {
-                    token_id: Some(token_id),
-                    token_name: None,
-                    operator: false,
-                },
-                &NO_CONTEXT,
-            ),
-            Actorish::Instance => (
-                Actor {
-                    token_id: None,
-                    token_name: Some("coffer init"),
-                    operator: true,
-                },
-                &NO_CONTEXT,
-            ),
-        };
-        let actor_token = actor.token_id;
-        let payload = Payload {
-            time: at.to_rfc3339(),
-            account_id: account,
-            actor,
-            action: event.action,
-            outcome: event.outcome,
-            resource: &event.target,
-            request_id: &context.request_id,
-            client: context.client.as_deref(),
-            details: &event.details,
-        };
-        let payload = serde_json::to_vec(&payload)
-            .map_err(|e| CoreError::Internal(format!("audit payload: {e}")))?;
-        Ok(AuditEntry {
-            account_id: account,
-            at,
-            action: event.action.to_owned(),
-            outcome: event.outcome.to_owned(),
-            actor_token,
-            store_id: event.target.store_id,
-            secret_id: event.target.secret_id,
-            payload,
-        })
+        build_entry(account, event)
     }
 
     /// A change's entry, attributed to `who`.
@@ -508,19 +537,11 @@ impl Coffer {
         if let Some(account) = self.operator_account.get() {
             return Ok(Some(*account));
         }
-        for account in self.storage.list_accounts().await? {
-            if self
-                .storage
-                .list_tokens(account.id)
-                .await?
-                .iter()
-                .any(|t| t.operator)
-            {
-                let _ = self.operator_account.set(account.id);
-                return Ok(Some(account.id));
-            }
+        let found = crate::rotation::find_operator_account(&*self.storage).await?;
+        if let Some(account) = found {
+            let _ = self.operator_account.set(account);
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// The account's audit log (super_admin of the account, or the operator). Reading it is not

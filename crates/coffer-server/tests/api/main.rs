@@ -12,6 +12,7 @@ mod bad_paths;
 mod binding_rules;
 mod bindings_audit;
 mod concurrency;
+mod kek;
 mod limits;
 mod listener;
 mod lists;

@@ -73,13 +73,22 @@ impl Harness {
     }
 
     pub async fn with_limits(limits: Limits) -> Harness {
+        Harness::with_options(limits, coffer_server::KeyOptions::default()).await
+    }
+
+    /// An instance whose keys are handled as `keys` says (DEK refresh, KEK rewrap pace).
+    pub async fn with_keys(keys: coffer_server::KeyOptions) -> Harness {
+        Harness::with_options(Limits::default(), keys).await
+    }
+
+    async fn with_options(limits: Limits, keys: coffer_server::KeyOptions) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
         let init = coffer_server::init_data_dir(&data_dir)
             .await
             .expect("init data dir");
         let coffer = Arc::new(
-            coffer_server::open_data_dir(&data_dir, limits)
+            coffer_server::open_data_dir_tuned(&data_dir, limits, Default::default(), keys)
                 .await
                 .expect("open data dir")
                 .coffer,

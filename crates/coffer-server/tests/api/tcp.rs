@@ -76,6 +76,7 @@ impl Server {
             http: self.http,
             snapshots: Default::default(),
             runtime_rate: None,
+            keys: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -422,6 +422,12 @@ fn v5(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 6: KEK rotation finds the keys an old KEK wraps through an index, not a scan of every
+/// DEK per batch.
+fn v6(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE INDEX deks_by_kek ON deks (kek_id);")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,7 +511,13 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
+        // Version 6: KEK rotation looks up DEKs by KEK id through an index.
+        let by_kek = plan(&conn, "SELECT id FROM deks WHERE kek_id = ?1 LIMIT 5");
+        assert!(
+            by_kek.iter().any(|p| p.contains("deks_by_kek")),
+            "{by_kek:?}"
+        );
         let tokens: i64 = conn
             .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
             .unwrap();

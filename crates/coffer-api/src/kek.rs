@@ -1,0 +1,60 @@
+//! The key-encryption key (`/client/v4/kek`): Coffer's own, instance-level and operator-only.
+//! Its status names KEK versions by number and public id; no key material is ever part of it.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /client/v4/kek`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekStatus {
+    /// The version that wraps new keys. Each rotation raises it by one.
+    pub active_version: u32,
+    /// Every version not yet retired, oldest first.
+    pub versions: Vec<KekVersion>,
+    /// The rewrap of a rotation that has not finished; `null` when none.
+    pub rotation: Option<KekRotation>,
+}
+
+/// One KEK version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekVersion {
+    pub version: u32,
+    /// The KEK's public fingerprint, as recorded beside every key it wraps.
+    pub kek_id: String,
+    /// `file` or `pkcs11`.
+    pub provider: String,
+    /// `active`, or `retiring` while keys it wraps remain to be rewrapped.
+    pub state: String,
+    /// Data-encryption keys it wraps now.
+    pub deks: u64,
+    /// Instance keys (token, audit, ... MAC keys) it wraps now.
+    pub instance_keys: u64,
+    /// RFC 3339: when the version was made.
+    pub created: String,
+}
+
+/// Progress of a rotation's rewrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekRotation {
+    /// `running`, or `failed` (stopped on a key it cannot rewrap; `error` says which).
+    pub state: String,
+    /// The oldest version still being rewrapped away from.
+    pub from_version: u32,
+    pub to_version: u32,
+    /// Keys rewrapped by this process since the rewrap (re)started.
+    pub rewrapped: u64,
+    /// Keys still wrapped by a retiring version.
+    pub remaining: u64,
+    /// RFC 3339: when the rotation began.
+    pub started: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `POST /client/v4/kek/rotations`: the new active version; the rewrap runs in
+/// the background (follow it with `GET /client/v4/kek`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekRotationStarted {
+    pub active_version: u32,
+    pub kek_id: String,
+    pub from_version: u32,
+}

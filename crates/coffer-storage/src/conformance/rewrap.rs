@@ -1,0 +1,125 @@
+//! KEK rotation: counting keys per KEK, finding the keys a KEK wraps, and the compare-and-set
+//! rewrap, which appends nothing to the change log.
+
+use std::sync::Arc;
+
+use super::fixtures::{tenant, wrapped_key};
+use crate::{DekRecord, KekUsage, KeyOwner, Rewrap, Storage, StoredKey};
+
+fn usage(kek_id: &str, deks: u64, instance_keys: u64) -> KekUsage {
+    KekUsage {
+        kek_id: kek_id.to_owned(),
+        deks,
+        instance_keys,
+    }
+}
+
+fn rewrap(old: &StoredKey, kek_id: &str, tag: u8) -> Rewrap {
+    Rewrap {
+        old: old.clone(),
+        new_kek_id: kek_id.to_owned(),
+        new_wrapped: vec![tag; 44],
+    }
+}
+
+pub(super) async fn rewrap_counts_finds_and_compare_and_sets(s: Arc<dyn Storage>) {
+    let a = tenant(&*s, "a").await;
+    let b = tenant(&*s, "b").await;
+    let other = DekRecord {
+        account_id: a.account,
+        key: wrapped_key(2),
+    };
+    s.put_dek(other.clone()).await.unwrap();
+    let token_mac = s
+        .put_instance_key_if_absent("token-mac", wrapped_key(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.kek_usage().await.unwrap(),
+        vec![usage("kek-1", 2, 1), usage("kek-2", 1, 0)]
+    );
+
+    // Instance keys come first; the limit holds across both kinds.
+    let one = s.keys_wrapped_by("kek-1", 1).await.unwrap();
+    assert_eq!(
+        one,
+        vec![StoredKey {
+            owner: KeyOwner::Instance("token-mac".into()),
+            key: token_mac.clone(),
+        }]
+    );
+    assert_eq!(s.keys_wrapped_by("kek-1", 2).await.unwrap().len(), 2);
+    let all = s.keys_wrapped_by("kek-1", 100).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let mut dek_ids: Vec<_> = all
+        .iter()
+        .filter_map(|k| match k.owner {
+            KeyOwner::Account(account) => Some((account, k.key.id)),
+            KeyOwner::Instance(_) => None,
+        })
+        .collect();
+    dek_ids.sort();
+    let mut expected = vec![(a.account, a.dek), (b.account, b.dek)];
+    expected.sort();
+    assert_eq!(dek_ids, expected);
+    assert!(s.keys_wrapped_by("kek-3", 100).await.unwrap().is_empty());
+
+    let head = s.change_head().await.unwrap();
+    let rewraps: Vec<Rewrap> = all.iter().map(|k| rewrap(k, "kek-9", 9)).collect();
+    assert_eq!(s.rewrap_keys(rewraps.clone()).await.unwrap(), 3);
+    assert_eq!(
+        s.change_head().await.unwrap(),
+        head,
+        "rewrapping appends nothing to the change log"
+    );
+    let dek = s.get_dek(a.dek).await.unwrap().unwrap();
+    assert_eq!(
+        (dek.key.kek_id.as_str(), dek.key.wrapped.as_slice()),
+        ("kek-9", &[9u8; 44][..])
+    );
+    assert_eq!(
+        dek.key.created,
+        wrapped_key(1).created,
+        "only the wrapping changes"
+    );
+    let mac = s.get_instance_key("token-mac").await.unwrap().unwrap();
+    assert_eq!((mac.kek_id.as_str(), mac.id), ("kek-9", token_mac.id));
+    assert_eq!(s.get_dek(other.key.id).await.unwrap().unwrap(), other);
+    assert_eq!(
+        s.kek_usage().await.unwrap(),
+        vec![usage("kek-2", 1, 0), usage("kek-9", 2, 1)]
+    );
+    assert!(s.keys_wrapped_by("kek-1", 100).await.unwrap().is_empty());
+
+    // Compare-and-set: a rewrap read before another one changed the row does nothing.
+    let stale: Vec<Rewrap> = all.iter().map(|k| rewrap(k, "kek-8", 8)).collect();
+    assert_eq!(s.rewrap_keys(stale).await.unwrap(), 0);
+    assert_eq!(s.get_dek(a.dek).await.unwrap().unwrap().key.kek_id, "kek-9");
+    // The right KEK id with other bytes is a mismatch too.
+    let current = s.keys_wrapped_by("kek-9", 100).await.unwrap();
+    let mut forged = current[0].clone();
+    forged.key.wrapped = vec![7; 44];
+    assert_eq!(
+        s.rewrap_keys(vec![rewrap(&forged, "kek-8", 8)])
+            .await
+            .unwrap(),
+        0
+    );
+    // A key of another owner with the same id is not touched either.
+    let mut wrong_owner = current
+        .iter()
+        .find(|k| k.owner == KeyOwner::Account(a.account) && k.key.id == a.dek)
+        .unwrap()
+        .clone();
+    wrong_owner.owner = KeyOwner::Account(b.account);
+    assert_eq!(
+        s.rewrap_keys(vec![rewrap(&wrong_owner, "kek-8", 8)])
+            .await
+            .unwrap(),
+        0
+    );
+    // The current form rewraps, and a batch mixes applied and stale items.
+    let mixed = vec![rewrap(&current[0], "kek-10", 10), rewraps[1].clone()];
+    assert_eq!(s.rewrap_keys(mixed).await.unwrap(), 1);
+    assert_eq!(s.change_head().await.unwrap(), head);
+}

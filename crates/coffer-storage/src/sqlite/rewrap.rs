@@ -1,0 +1,153 @@
+//! KEK rotation's storage side: counting keys per KEK, finding those a KEK wraps, and the
+//! compare-and-set that rewraps them. Nothing here appends to the change log.
+
+use coffer_types::{AccountId, DekId};
+use rusqlite::{Connection, params};
+
+use super::codec::{DbResultExt, col, id_col, ts_col};
+use super::reads::query_all;
+use super::writer::WriteCx;
+use crate::{KekUsage, KeyOwner, Result, Rewrap, StoredKey, WrappedKeyRecord};
+
+pub(super) fn kek_usage(conn: &Connection) -> Result<Vec<KekUsage>> {
+    let mut usage: Vec<KekUsage> = Vec::new();
+    let mut add = |kek_id: String, count: i64, deks: bool| {
+        let count = u64::try_from(count).unwrap_or(0);
+        let at = match usage.iter().position(|u| u.kek_id == kek_id) {
+            Some(at) => at,
+            None => {
+                usage.push(KekUsage {
+                    kek_id,
+                    ..KekUsage::default()
+                });
+                usage.len() - 1
+            }
+        };
+        if deks {
+            usage[at].deks += count;
+        } else {
+            usage[at].instance_keys += count;
+        }
+    };
+    let deks = query_all(
+        conn,
+        "SELECT kek_id, count(*) FROM deks GROUP BY kek_id",
+        [],
+        "count deks per kek",
+        |row| Ok((col(row, 0, "deks.kek_id")?, col(row, 1, "count")?)),
+    )?;
+    for (kek_id, count) in deks {
+        add(kek_id, count, true);
+    }
+    let instance = query_all(
+        conn,
+        "SELECT kek_id, count(*) FROM instance_keys GROUP BY kek_id",
+        [],
+        "count instance keys per kek",
+        |row| Ok((col(row, 0, "instance_keys.kek_id")?, col(row, 1, "count")?)),
+    )?;
+    for (kek_id, count) in instance {
+        add(kek_id, count, false);
+    }
+    usage.sort_by(|a, b| a.kek_id.cmp(&b.kek_id));
+    Ok(usage)
+}
+
+pub(super) fn keys_wrapped_by(
+    conn: &Connection,
+    kek_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredKey>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Instance keys first: a handful, and the ones every start needs.
+    let mut keys = query_all(
+        conn,
+        "SELECT purpose, key_id, kek_id, wrapped, created FROM instance_keys
+         WHERE kek_id = ?1 ORDER BY purpose LIMIT ?2",
+        params![kek_id, limit],
+        "instance keys wrapped by a kek",
+        |row| {
+            Ok(StoredKey {
+                owner: KeyOwner::Instance(col(row, 0, "instance_keys.purpose")?),
+                key: WrappedKeyRecord {
+                    id: DekId::from_bytes(id_col(row, 1, "instance_keys.key_id")?),
+                    kek_id: col(row, 2, "instance_keys.kek_id")?,
+                    wrapped: col(row, 3, "instance_keys.wrapped")?,
+                    created: ts_col(row, 4, "instance_keys.created")?,
+                },
+            })
+        },
+    )?;
+    let left = limit - i64::try_from(keys.len()).unwrap_or(limit);
+    if left > 0 {
+        keys.extend(query_all(
+            conn,
+            "SELECT id, account_id, kek_id, wrapped, created FROM deks
+             WHERE kek_id = ?1 LIMIT ?2",
+            params![kek_id, left],
+            "deks wrapped by a kek",
+            |row| {
+                Ok(StoredKey {
+                    owner: KeyOwner::Account(AccountId::from_bytes(id_col(
+                        row,
+                        1,
+                        "deks.account_id",
+                    )?)),
+                    key: WrappedKeyRecord {
+                        id: DekId::from_bytes(id_col(row, 0, "deks.id")?),
+                        kek_id: col(row, 2, "deks.kek_id")?,
+                        wrapped: col(row, 3, "deks.wrapped")?,
+                        created: ts_col(row, 4, "deks.created")?,
+                    },
+                })
+            },
+        )?);
+    }
+    Ok(keys)
+}
+
+/// Applies each rewrap whose row still holds the bytes it was read with; returns how many did.
+pub(super) fn rewrap_keys(cx: &mut WriteCx<'_>, rewraps: &[Rewrap]) -> Result<u64> {
+    let mut done = 0;
+    for rewrap in rewraps {
+        let old = &rewrap.old.key;
+        let changed = match &rewrap.old.owner {
+            KeyOwner::Account(account) => cx
+                .conn
+                .prepare_cached(
+                    "UPDATE deks SET kek_id = ?1, wrapped = ?2
+                     WHERE id = ?3 AND account_id = ?4 AND kek_id = ?5 AND wrapped = ?6",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        rewrap.new_kek_id,
+                        rewrap.new_wrapped,
+                        old.id.as_bytes(),
+                        account.as_bytes(),
+                        old.kek_id,
+                        old.wrapped
+                    ])
+                })
+                .db("rewrap dek")?,
+            KeyOwner::Instance(purpose) => cx
+                .conn
+                .prepare_cached(
+                    "UPDATE instance_keys SET kek_id = ?1, wrapped = ?2
+                     WHERE purpose = ?3 AND key_id = ?4 AND kek_id = ?5 AND wrapped = ?6",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        rewrap.new_kek_id,
+                        rewrap.new_wrapped,
+                        purpose,
+                        old.id.as_bytes(),
+                        old.kek_id,
+                        old.wrapped
+                    ])
+                })
+                .db("rewrap instance key")?,
+        };
+        done += changed as u64;
+    }
+    Ok(done)
+}
