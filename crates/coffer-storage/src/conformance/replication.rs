@@ -438,6 +438,7 @@ pub(super) async fn snapshot_holds_exactly_the_live_replicated_rows(s: Arc<dyn S
     let dek2 = DekRecord {
         account_id: a.account,
         key: wrapped_key(7),
+        rk: None,
     };
     let v3 = VersionRecord {
         version: Version(3),
