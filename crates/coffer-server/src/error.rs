@@ -157,6 +157,10 @@ impl From<CoreError> for ApiError {
                 ApiError::new(ErrorCode::StoreLimitExceeded, e.to_string())
             }
             e @ CoreError::Conflict => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            CoreError::InvalidNodeKey(m) => ApiError::new(ErrorCode::InvalidNodeKey, m),
+            e @ CoreError::NodeKeyConflict => {
+                ApiError::new(ErrorCode::NodeKeyConflict, e.to_string())
+            }
             CoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "unavailable");
                 ApiError::new(
