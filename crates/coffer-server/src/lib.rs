@@ -14,6 +14,7 @@ mod hardening;
 mod kek;
 mod limiter;
 mod listener;
+pub mod node_keys;
 mod nodes;
 mod query;
 mod rate;
