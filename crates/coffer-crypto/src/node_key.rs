@@ -2,7 +2,8 @@
 //! node's own X25519 key pair, and grants (an RK version sealed to one node's public key).
 //!
 //! The control plane holds the KEK and the RK; an edge holds only its node key and the RK
-//! versions granted to it. Formats (docs/key-hierarchy-edges.md has the byte diagrams):
+//! versions granted to it. Formats (byte layouts in docs/envelope-format.md, "Replication-key
+//! wraps and grants"):
 //! - an **RK wrap** is a wrapped key in the KEK's format (docs/envelope-format.md) under the RK
 //!   of its version, with the wrapped key's context as AAD but the purpose suffixed with
 //!   `@rk<version>`, so a wrap cannot be moved to another key, account, purpose or RK version.
