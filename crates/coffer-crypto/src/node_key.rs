@@ -330,12 +330,16 @@ fn io_error(path: &Path, source: std::io::Error) -> CryptoError {
     }
 }
 
-/// Finds the grant of an RK version for this node (the edge reads it from its replica).
-pub type GrantSource = dyn Fn(u32) -> Result<Option<Grant>, CryptoError> + Send + Sync;
+/// The grants of an RK version held in the replica, with the node each names (the edge reads
+/// them from its replica). Every grant of the version is offered: the key opens only those
+/// sealed to it.
+pub type GrantSource = dyn Fn(u32) -> Result<Vec<(TokenId, Grant)>, CryptoError> + Send + Sync;
 
 /// An edge's [`KekProvider`]: it opens RK wraps (`rk:<version>`) with the RK versions granted
-/// to its node, each opened once from its grant and then kept in memory (wiped on drop). It
-/// never wraps: an edge makes no keys.
+/// to its node key, each opened once from its grant and then kept in memory (wiped on drop).
+/// It tries its own node's grant first, then any other grant of the version (a data dir whose
+/// replica was made under another node token, kept serving while the edge refuses another
+/// cluster: the grant is still sealed to this key). It never wraps: an edge makes no keys.
 pub struct GrantedKeys {
     node: TokenId,
     key: NodeKey,
@@ -369,7 +373,7 @@ impl GrantedKeys {
         }
     }
 
-    /// RK `version`, opened from this node's grant (once).
+    /// RK `version`, opened from a grant sealed to this key (once).
     fn rk(&self, version: u32) -> Result<Arc<DataKey>, CryptoError> {
         if let Some(rk) = self
             .opened
@@ -379,17 +383,24 @@ impl GrantedKeys {
         {
             return Ok(rk.clone());
         }
-        let grant = (self.grants)(version)?.ok_or_else(|| {
-            CryptoError::KeyUnavailable(format!(
+        let mut grants = (self.grants)(version)?;
+        if grants.is_empty() {
+            return Err(CryptoError::KeyUnavailable(format!(
                 "this node holds no grant of replication key version {version} (yet)"
-            ))
-        })?;
-        let rk = Arc::new(self.key.open_grant(self.node, version, &grant).map_err(|_| {
-            CryptoError::KeyUnavailable(format!(
-                "the grant of replication key version {version} does not open with this node's key \
-                 (was the node key file replaced?)"
-            ))
-        })?);
+            )));
+        }
+        // Its own node's first; the others only open if sealed to this key too.
+        grants.sort_by_key(|(node, _)| *node != self.node);
+        let rk = grants
+            .iter()
+            .find_map(|(node, grant)| self.key.open_grant(*node, version, grant).ok())
+            .ok_or_else(|| {
+                CryptoError::KeyUnavailable(format!(
+                    "no grant of replication key version {version} opens with this node's key \
+                     (was the node key file replaced?)"
+                ))
+            })?;
+        let rk = Arc::new(rk);
         self.opened
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -50,18 +50,24 @@ pub(crate) fn open(dir: &Path) -> Result<NodeKey, EdgeError> {
 
 /// The KEK provider of this edge: RK versions opened from this node's grants in the replica.
 pub(crate) fn provider(node: TokenId, key: NodeKey, storage: Arc<SqliteStorage>) -> GrantedKeys {
-    let find = move |version: u32| -> Result<Option<Grant>, CryptoError> {
+    let find = move |version: u32| -> Result<Vec<(TokenId, Grant)>, CryptoError> {
         // Called from the keyring's unwrap, which runs on tokio's blocking pool: waiting on
         // the runtime from there is allowed.
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
-        let grant = runtime
-            .block_on(storage.node_grant(node, version))
-            .map_err(|e| CryptoError::KeyUnavailable(format!("reading this node's grants: {e}")))?;
-        Ok(grant.map(|g| Grant {
-            ephemeral_public: g.ephemeral_public,
-            sealed: g.sealed,
-        }))
+        let grants = runtime
+            .block_on(storage.grants_of_version(version))
+            .map_err(|e| CryptoError::KeyUnavailable(format!("reading the grants: {e}")))?;
+        Ok(grants
+            .into_iter()
+            .map(|g| {
+                let grant = Grant {
+                    ephemeral_public: g.ephemeral_public,
+                    sealed: g.sealed,
+                };
+                (g.node_id, grant)
+            })
+            .collect())
     };
     GrantedKeys::new(node, key, Box::new(find))
 }

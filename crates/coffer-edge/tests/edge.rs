@@ -70,7 +70,6 @@ where
 
 struct ControlPlane {
     url: String,
-    data_dir: PathBuf,
     client: Client,
     /// A node token used by the test itself to read the feed (the head, the cluster id).
     probe: String,
@@ -118,7 +117,6 @@ impl ControlPlane {
         .unwrap();
         let mut cp = ControlPlane {
             url,
-            data_dir,
             client,
             probe: String::new(),
             stop: Some(stop_tx),

@@ -262,13 +262,16 @@ async fn what_the_copy_opens(copy: &Path, node: TokenId) -> HashMap<DekId, DataK
     let replica = SqliteStorage::open(&copy.join("replica.db")).unwrap();
     let mut rks = HashMap::new();
     for version in 1..=16 {
-        if let Some(g) = replica.node_grant(node, version).await.unwrap() {
+        // Every grant the copy holds, whoever it names: only those sealed to this key open.
+        for g in replica.grants_of_version(version).await.unwrap() {
             let grant = Grant {
                 ephemeral_public: g.ephemeral_public,
                 sealed: g.sealed,
             };
-            if let Ok(rk) = key.open_grant(node, version, &grant) {
-                rks.insert(version, rk);
+            for as_node in [g.node_id, node] {
+                if let Ok(rk) = key.open_grant(as_node, version, &grant) {
+                    rks.insert(version, rk);
+                }
             }
         }
     }

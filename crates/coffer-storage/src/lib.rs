@@ -137,6 +137,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn node_public_keys(&self) -> Result<Vec<(TokenId, [u8; 32])>>;
     /// The grant of RK `version` to `node`, if stored.
     async fn node_grant(&self, node: TokenId, version: u32) -> Result<Option<NodeGrant>>;
+    /// Every grant of RK `version` stored, in node id order.
+    async fn grants_of_version(&self, version: u32) -> Result<Vec<NodeGrant>>;
     /// [`Storage::revoke_node`], and in the same transaction: stores `rotation.key` as
     /// replication key `rotation.version` (which must be the current version + 1, else
     /// `Conflict`), its grants (`NodeKeyGrant` each), and the rewrap of every replicated

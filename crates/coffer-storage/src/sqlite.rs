@@ -547,6 +547,11 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn grants_of_version(&self, version: u32) -> Result<Vec<crate::NodeGrant>> {
+        self.read(move |c| node_keys::grants_of_version(c, version))
+            .await
+    }
+
     async fn revoke_node_rotating(
         &self,
         id: TokenId,

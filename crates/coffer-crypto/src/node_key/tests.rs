@@ -95,10 +95,18 @@ fn granted_keys_open_rk_wraps_from_their_own_grants_and_never_wrap() {
     let key = NodeKey::create(&dir.path().join("k")).unwrap();
     let rk = DataKey::generate();
     let grant = seal_grant(key.public_key(), node(1), 2, &rk).unwrap();
+    let stranger = NodeKey::create(&dir.path().join("s")).unwrap();
+    let not_mine = seal_grant(stranger.public_key(), node(9), 2, &DataKey::generate()).unwrap();
     let provider = GrantedKeys::new(
         node(1),
         key,
-        Box::new(move |v| Ok((v == 2).then(|| grant.clone()))),
+        Box::new(move |v| {
+            Ok(if v == 2 {
+                vec![(node(9), not_mine.clone()), (node(1), grant.clone())]
+            } else {
+                vec![]
+            })
+        }),
     );
     let dek = DataKey::generate();
     let wrapped = rk_wrap(&rk, 2, &dek, &ctx()).unwrap();
@@ -115,4 +123,28 @@ fn granted_keys_open_rk_wraps_from_their_own_grants_and_never_wrap() {
     let err = provider.unwrap(&kek, &ctx()).unwrap_err().to_string();
     assert!(err.contains("resynced"), "{err}");
     assert!(provider.wrap(&dek, &ctx()).is_err());
+}
+
+#[test]
+fn granted_keys_open_a_grant_of_another_node_id_only_if_sealed_to_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::create(&dir.path().join("k")).unwrap();
+    let public = key.public_key().clone();
+    let rk = DataKey::generate();
+    // The replica was made under node 5's token, with this very key; the edge now runs as 1.
+    let grant = seal_grant(&public, node(5), 1, &rk).unwrap();
+    let provider = GrantedKeys::new(node(1), key, Box::new(move |_| Ok(vec![(node(5), grant.clone())])));
+    let dek = DataKey::generate();
+    let wrapped = rk_wrap(&rk, 1, &dek, &ctx()).unwrap();
+    assert_eq!(
+        provider.unwrap(&wrapped, &ctx()).unwrap().expose_secret(),
+        dek.expose_secret()
+    );
+    // Grants sealed to other keys open nothing, whatever node they name.
+    let other = NodeKey::create(&dir.path().join("o")).unwrap();
+    let foreign = seal_grant(other.public_key(), node(1), 1, &rk).unwrap();
+    let key2 = NodeKey::create(&dir.path().join("k2")).unwrap();
+    let provider = GrantedKeys::new(node(1), key2, Box::new(move |_| Ok(vec![(node(1), foreign.clone())])));
+    let err = provider.unwrap(&wrapped, &ctx()).unwrap_err().to_string();
+    assert!(err.contains("opens with this node's key"), "{err}");
 }

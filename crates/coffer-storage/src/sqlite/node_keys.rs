@@ -218,6 +218,17 @@ pub(super) fn node_grant(conn: &Connection, node: TokenId, version: u32) -> Resu
     )
 }
 
+pub(super) fn grants_of_version(conn: &Connection, version: u32) -> Result<Vec<NodeGrant>> {
+    query_all(
+        conn,
+        "SELECT node_id, rk_version, ephemeral, sealed FROM node_grants
+         WHERE rk_version = ?1 ORDER BY node_id",
+        [version],
+        "grants of version",
+        grant_from_row,
+    )
+}
+
 pub(super) fn revoke_rotating(
     cx: &mut WriteCx<'_>,
     id: TokenId,
