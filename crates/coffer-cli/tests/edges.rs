@@ -351,13 +351,7 @@ impl Edge {
         Edge::start_in(&cp.path(name), name, upstreams, node, extra)
     }
 
-    fn start_in(
-        dir: &Path,
-        name: &str,
-        upstreams: &[&str],
-        node: &Node,
-        extra: &[&str],
-    ) -> Edge {
+    fn start_in(dir: &Path, name: &str, upstreams: &[&str], node: &Node, extra: &[&str]) -> Edge {
         let mut edge = Edge {
             name: name.to_owned(),
             server: None,

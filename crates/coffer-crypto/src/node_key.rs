@@ -66,7 +66,10 @@ pub fn rk_wrap(
     ctx: &DekContext<'_>,
 ) -> Result<WrappedDataKey, CryptoError> {
     let purpose = rk_purpose(ctx.purpose, version);
-    let ctx = DekContext { purpose: &purpose, ..*ctx };
+    let ctx = DekContext {
+        purpose: &purpose,
+        ..*ctx
+    };
     Ok(WrappedDataKey {
         kek_id: rk_kek_id(version),
         bytes: wrap_key(rk.aead(), key, &ctx)?,
@@ -81,7 +84,10 @@ pub fn rk_unwrap(
     ctx: &DekContext<'_>,
 ) -> Result<DataKey, CryptoError> {
     let purpose = rk_purpose(ctx.purpose, version);
-    let ctx = DekContext { purpose: &purpose, ..*ctx };
+    let ctx = DekContext {
+        purpose: &purpose,
+        ..*ctx
+    };
     unwrap_key(rk.aead(), wrapped, &ctx)
 }
 
@@ -217,7 +223,9 @@ impl NodeKey {
     /// is no file.
     pub fn open_or_create(path: &Path) -> Result<NodeKey, CryptoError> {
         match NodeKey::open(path) {
-            Err(CryptoError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(CryptoError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 NodeKey::create(path)
             }
             other => other,
@@ -281,9 +289,9 @@ impl NodeKey {
     }
 
     fn from_private(path: &Path, private: PrivateKey) -> Result<NodeKey, CryptoError> {
-        let public = private
-            .compute_public_key()
-            .map_err(|_| CryptoError::KeyUnavailable("cannot compute an X25519 public key".into()))?;
+        let public = private.compute_public_key().map_err(|_| {
+            CryptoError::KeyUnavailable("cannot compute an X25519 public key".into())
+        })?;
         let public = NodePublicKey::parse(public.as_ref())?;
         Ok(NodeKey {
             path: path.to_owned(),

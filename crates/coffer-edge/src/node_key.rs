@@ -94,7 +94,11 @@ pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, publ
                 );
                 return;
             }
-            Err(e @ FetchError::Status { status: 400..=499, .. }) => {
+            Err(
+                e @ FetchError::Status {
+                    status: 400..=499, ..
+                },
+            ) => {
                 tracing::error!(error = %e, "the upstream refused this node's key");
                 wait = Duration::from_secs(30);
             }

@@ -245,11 +245,7 @@ struct Bound {
 // ---- edges ----
 
 /// The options the tests' edges start with.
-fn edge_options(
-    upstreams: &[&str],
-    node_token: &str,
-    data_dir: &Path,
-) -> EdgeOptions {
+fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> EdgeOptions {
     EdgeOptions {
         upstreams: upstreams.iter().map(|u| (*u).to_owned()).collect(),
         node_token: Zeroizing::new(node_token.to_owned()),
@@ -1002,11 +998,7 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
         token,
     } = world("value", "edge-h").await;
     let proxy = Proxy::start(&cp.url).await;
-    let mut opts = edge_options(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-    );
+    let mut opts = edge_options(&[&proxy.url], &token, &tmp.path().join("edge"));
     opts.staleness = Duration::from_secs(2);
     opts.max_staleness = Some(Duration::from_secs(5));
     let mut edge = Edge::start_with(opts).await;
@@ -1175,12 +1167,7 @@ async fn a_corrupted_feed_is_never_applied_and_the_edge_recovers() {
         token,
     } = world("value-0", "edge-c").await;
     let proxy = Proxy::start(&cp.url).await;
-    let mut edge = Edge::start(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-    )
-    .await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &tmp.path().join("edge")).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
     assert_eq!(edge.value(&b.token, "K").await, "value-0");
@@ -1217,12 +1204,7 @@ async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
     // A fresh edge bootstrapping from a corrupted snapshot: refused with an alarm, never
     // ready, nothing installed.
     proxy.set(FeedFault::None, SnapshotFault::FlipItem);
-    let mut edge = Edge::start(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-    )
-    .await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &tmp.path().join("edge")).await;
     let (e, p) = (&edge, &proxy);
     wait_until(
         "an alarm for the corrupted snapshot",
@@ -1512,12 +1494,7 @@ async fn a_corrupt_snapshot_is_asked_for_again_only_after_a_backoff() {
     } = world("backoff-value", "edge-b").await;
     let proxy = Proxy::start(&cp.url).await;
     proxy.set(FeedFault::None, SnapshotFault::FlipItem);
-    let mut edge = Edge::start(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-    )
-    .await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &tmp.path().join("edge")).await;
     let e = &edge;
     wait_until(
         "an alarm for the corrupted snapshot",

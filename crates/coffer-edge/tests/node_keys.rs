@@ -206,11 +206,7 @@ async fn bind(client: &Client, value: &str) -> Bound {
     Bound {
         store,
         secret,
-        token: deployed
-            .service_token
-            .unwrap()
-            .expose_secret()
-            .to_owned(),
+        token: deployed.service_token.unwrap().expose_secret().to_owned(),
     }
 }
 
@@ -279,7 +275,9 @@ async fn what_the_copy_opens(copy: &Path, node: TokenId) -> HashMap<DekId, DataK
     let mut deks = HashMap::new();
     for dek in replica.list_deks().await.unwrap() {
         let version = coffer_crypto::rk_version_of(&dek.key.kek_id).unwrap();
-        let Some(rk) = rks.get(&version) else { continue };
+        let Some(rk) = rks.get(&version) else {
+            continue;
+        };
         let ctx = DekContext {
             account: Some(dek.account_id),
             dek: dek.key.id,
@@ -348,7 +346,9 @@ async fn a_revoked_nodes_copied_files_open_nothing_written_after_its_revocation(
     let feed = whole_feed(&cp, &token(&probe)).await;
     let opened = what_the_copy_opens(&copy, a_id).await;
     let (ctx, sealed) = last_sealed(&feed, &b.secret);
-    let dek = opened.get(&ctx.dek).expect("the copy holds the old value's DEK");
+    let dek = opened
+        .get(&ctx.dek)
+        .expect("the copy holds the old value's DEK");
     let plain = coffer_crypto::open(dek, &ctx, &sealed).unwrap();
     assert_eq!(plain.expose_secret(), b"before");
 
@@ -401,7 +401,10 @@ async fn a_revoked_nodes_copied_files_open_nothing_written_after_its_revocation(
             && *rk_version == version
         {
             let grant = Grant {
-                ephemeral_public: hex::decode(ephemeral_public_hex).unwrap().try_into().unwrap(),
+                ephemeral_public: hex::decode(ephemeral_public_hex)
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
                 sealed: hex::decode(sealed_hex).unwrap(),
             };
             assert!(stolen_key.open_grant(*node_id, version, &grant).is_err());

@@ -54,9 +54,7 @@ pub(crate) async fn register(
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::Unauthenticated, "missing bearer token")
-                })?;
+                .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
             forward.forward(bearer, registration).await?
         }
         (Origin::Root, None) => NodeKeyReceipt {

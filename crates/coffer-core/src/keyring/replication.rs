@@ -53,7 +53,8 @@ async fn new_rk(
     kek: &Arc<dyn coffer_crypto::KekProvider>,
 ) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
     let id = DekId::from_bytes(random_id());
-    let (key, wrapped) = kek_wrap(kek, DataKey::generate(), instance_context(id, RK_PURPOSE)).await?;
+    let (key, wrapped) =
+        kek_wrap(kek, DataKey::generate(), instance_context(id, RK_PURPOSE)).await?;
     Ok((
         key,
         WrappedKeyRecord {
@@ -76,7 +77,10 @@ impl ReplicationKeys {
             None => {
                 let (_, record) = new_rk(kek).await?;
                 let purpose = format!("{REPLICATION_KEY_PURPOSE_PREFIX}1");
-                (1, storage.put_instance_key_if_absent(&purpose, record).await?)
+                (
+                    1,
+                    storage.put_instance_key_if_absent(&purpose, record).await?,
+                )
             }
         };
         let key = kek_unwrap(kek, &record, instance_context(record.id, RK_PURPOSE)).await?;
@@ -134,7 +138,10 @@ impl Keyring {
             return true;
         };
         let current = repl.current();
-        record.rk.as_ref().is_some_and(|rk| rk.version == current.version)
+        record
+            .rk
+            .as_ref()
+            .is_some_and(|rk| rk.version == current.version)
             && record.key.created >= current.created
     }
 
@@ -162,9 +169,11 @@ impl Keyring {
             if self.storage.instance_key_rk(purpose).await?.is_some() {
                 continue;
             }
-            let stored = self.storage.get_instance_key(purpose).await?.ok_or_else(|| {
-                CoreError::Internal(format!("instance key {purpose} vanished"))
-            })?;
+            let stored = self
+                .storage
+                .get_instance_key(purpose)
+                .await?
+                .ok_or_else(|| CoreError::Internal(format!("instance key {purpose} vanished")))?;
             let ctx = instance_context(stored.id, purpose);
             keys.push((
                 purpose.to_owned(),
@@ -260,9 +269,10 @@ impl Keyring {
         keys: &[(TokenId, [u8; 32])],
     ) -> Result<(DataKey, RkRotation), CoreError> {
         let current = repl.current();
-        let version = current.version.checked_add(1).ok_or_else(|| {
-            CoreError::Internal("replication key versions are used up".into())
-        })?;
+        let version = current
+            .version
+            .checked_add(1)
+            .ok_or_else(|| CoreError::Internal("replication key versions are used up".into()))?;
         let (next, record) = new_rk(&self.kek).await?;
         let mut grants = Vec::new();
         for (id, public) in keys.iter().filter(|(id, _)| *id != revoked) {
@@ -298,7 +308,10 @@ impl Keyring {
                 }
                 _ => kek_unwrap(&self.kek, &stored, ctx).await?,
             };
-            instance_keys.push((purpose.to_owned(), rk_wrap(&next, version, &key, &ctx)?.bytes));
+            instance_keys.push((
+                purpose.to_owned(),
+                rk_wrap(&next, version, &key, &ctx)?.bytes,
+            ));
         }
         Ok((
             next,

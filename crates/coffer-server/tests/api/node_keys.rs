@@ -68,7 +68,10 @@ async fn malformed_keys_and_wrong_tokens_are_refused_in_the_envelope() {
         ("not hex", json!({ "public_key": "zz" })),
         ("31 bytes", json!({ "public_key": "07".repeat(31) })),
         ("33 bytes", json!({ "public_key": "07".repeat(33) })),
-        ("a low-order point", json!({ "public_key": "00".repeat(32) })),
+        (
+            "a low-order point",
+            json!({ "public_key": "00".repeat(32) }),
+        ),
     ] {
         let r = register(&h, &node.token, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text());
@@ -82,9 +85,7 @@ async fn malformed_keys_and_wrong_tokens_are_refused_in_the_envelope() {
     // An API token is the wrong kind; no token, or a revoked node's, is refused.
     let r = register(&h, &h.token, body.clone()).await;
     assert_err(&r, ErrorCode::WrongTokenKind, "node token");
-    let r = h
-        .send_as(Method::PUT, NODE_KEY, None, Some(&body))
-        .await;
+    let r = h.send_as(Method::PUT, NODE_KEY, None, Some(&body)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let revoked = h.create_node("revoked").await;
     assert_ok(
@@ -113,22 +114,38 @@ async fn revoking_a_node_with_a_key_rotates_the_replication_key_for_the_others()
     );
     let keys = tempfile::tempdir().unwrap();
     for (n, name) in [(&a, "a"), (&b, "b")] {
-        let r = register(&h, &n.token, json!({ "public_key": public_hex(&keys, name) })).await;
+        let r = register(
+            &h,
+            &n.token,
+            json!({ "public_key": public_hex(&keys, name) }),
+        )
+        .await;
         assert_ok(&r);
     }
     let storage = h.coffer.storage();
     // A node that never registered held nothing: no rotation.
     assert_ok(
-        &h.raw_abs(Method::DELETE, &nodes_uri(Some(&quiet.id)), None, Body::empty())
-            .await,
+        &h.raw_abs(
+            Method::DELETE,
+            &nodes_uri(Some(&quiet.id)),
+            None,
+            Body::empty(),
+        )
+        .await,
     );
-    assert_eq!(storage.latest_replication_key().await.unwrap().unwrap().0, 1);
+    assert_eq!(
+        storage.latest_replication_key().await.unwrap().unwrap().0,
+        1
+    );
 
     assert_ok(
         &h.raw_abs(Method::DELETE, &nodes_uri(Some(&a.id)), None, Body::empty())
             .await,
     );
-    assert_eq!(storage.latest_replication_key().await.unwrap().unwrap().0, 2);
+    assert_eq!(
+        storage.latest_replication_key().await.unwrap().unwrap().0,
+        2
+    );
     let (a_id, b_id): (TokenId, TokenId) = (a.id.parse().unwrap(), b.id.parse().unwrap());
     assert!(storage.node_grant(b_id, 2).await.unwrap().is_some());
     assert!(storage.node_grant(a_id, 2).await.unwrap().is_none());
@@ -137,6 +154,14 @@ async fn revoking_a_node_with_a_key_rotates_the_replication_key_for_the_others()
         assert_eq!(dek.rk.unwrap().version, 2);
     }
     for purpose in coffer_storage::REPLICATED_KEY_PURPOSES {
-        assert_eq!(storage.instance_key_rk(purpose).await.unwrap().unwrap().version, 2);
+        assert_eq!(
+            storage
+                .instance_key_rk(purpose)
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
     }
 }

@@ -68,7 +68,11 @@ pub(super) async fn node_keys_register_once_with_a_grant_of_the_current_key(s: A
         Err(StorageError::Conflict)
     ));
     let before = head(s).await;
-    assert!(s.register_node_key(a, [1; 32], grant(a, 2, 1), &[]).await.unwrap());
+    assert!(
+        s.register_node_key(a, [1; 32], grant(a, 2, 1), &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(head(s).await, before + 1);
     let log = all_changes(s).await;
     assert_chain(&log);
@@ -84,7 +88,11 @@ pub(super) async fn node_keys_register_once_with_a_grant_of_the_current_key(s: A
     assert_eq!(s.node_grant(a, 2).await.unwrap(), Some(grant(a, 2, 1)));
     assert_eq!(s.grants_of_version(2).await.unwrap(), vec![grant(a, 2, 1)]);
     // The same key again: nothing written.
-    assert!(!s.register_node_key(a, [1; 32], grant(a, 2, 9), &[]).await.unwrap());
+    assert!(
+        !s.register_node_key(a, [1; 32], grant(a, 2, 9), &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(head(s).await, before + 1);
     assert_eq!(s.node_grant(a, 2).await.unwrap(), Some(grant(a, 2, 1)));
     // Another key: refused, first registration wins.
@@ -100,7 +108,8 @@ pub(super) async fn node_keys_register_once_with_a_grant_of_the_current_key(s: A
     ));
     let unknown = TokenId::from_bytes(id_bytes());
     assert!(matches!(
-        s.register_node_key(unknown, [3; 32], grant(unknown, 2, 3), &[]).await,
+        s.register_node_key(unknown, [3; 32], grant(unknown, 2, 3), &[])
+            .await,
         Err(StorageError::NotFound(Entity::Node))
     ));
     s.revoke_node(b, ts(5), &[]).await.unwrap();
@@ -174,8 +183,12 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
     );
 
     let (a, b) = (node(s, "a").await, node(s, "b").await);
-    s.register_node_key(a, [1; 32], grant(a, 1, 1), &[]).await.unwrap();
-    s.register_node_key(b, [2; 32], grant(b, 1, 2), &[]).await.unwrap();
+    s.register_node_key(a, [1; 32], grant(a, 1, 1), &[])
+        .await
+        .unwrap();
+    s.register_node_key(b, [2; 32], grant(b, 1, 2), &[])
+        .await
+        .unwrap();
     let rotation = |deks: Vec<(DekId, Vec<u8>)>, version: u32| RkRotation {
         version,
         key: wrapped_key(50),
@@ -237,7 +250,11 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
                 wrapped: wrapped.clone()
             })
         );
-        assert_eq!(stored.key.kek_id, "kek-".to_owned() + &stored.key.wrapped[0].to_string(), "the KEK wrap stays");
+        assert_eq!(
+            stored.key.kek_id,
+            "kek-".to_owned() + &stored.key.wrapped[0].to_string(),
+            "the KEK wrap stays"
+        );
     }
     // A DEK made under the replaced key is refused: it would reach the feed openable with
     // what the revoked node held.

@@ -10,9 +10,8 @@ use super::reads::{self, query_all, query_opt};
 use super::writer::WriteCx;
 use super::{nodes, writes};
 use crate::{
-    Change, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
-    REPLICATION_KEY_PURPOSE_PREFIX, Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord,
-    rk_kek_id,
+    Change, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
+    Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord, rk_kek_id,
 };
 
 /// The current replication key version, if any (purposes `replication-key:<n>`).
@@ -45,15 +44,12 @@ fn purpose(version: u32) -> String {
     format!("{REPLICATION_KEY_PURPOSE_PREFIX}{version}")
 }
 
-pub(super) fn latest_replication_key(
-    conn: &Connection,
-) -> Result<Option<(u32, WrappedKeyRecord)>> {
+pub(super) fn latest_replication_key(conn: &Connection) -> Result<Option<(u32, WrappedKeyRecord)>> {
     let Some(version) = current_version(conn)? else {
         return Ok(None);
     };
-    let key = reads::get_instance_key(conn, &purpose(version))?.ok_or_else(|| {
-        StorageError::Corrupted(format!("replication key {version} vanished"))
-    })?;
+    let key = reads::get_instance_key(conn, &purpose(version))?
+        .ok_or_else(|| StorageError::Corrupted(format!("replication key {version} vanished")))?;
     Ok(Some((version, key)))
 }
 
@@ -207,7 +203,11 @@ pub(super) fn grant_from_row(row: &Row<'_>) -> Result<NodeGrant> {
     })
 }
 
-pub(super) fn node_grant(conn: &Connection, node: TokenId, version: u32) -> Result<Option<NodeGrant>> {
+pub(super) fn node_grant(
+    conn: &Connection,
+    node: TokenId,
+    version: u32,
+) -> Result<Option<NodeGrant>> {
     query_opt(
         conn,
         "SELECT node_id, rk_version, ephemeral, sealed FROM node_grants
@@ -254,8 +254,9 @@ pub(super) fn revoke_rotating(
     }
     for (purpose, wrapped) in &rotation.instance_keys {
         check_replicated(purpose)?;
-        let key = reads::get_instance_key(cx.conn, purpose)?
-            .ok_or(StorageError::Invalid("rewrap of an instance key that is not stored"))?;
+        let key = reads::get_instance_key(cx.conn, purpose)?.ok_or(StorageError::Invalid(
+            "rewrap of an instance key that is not stored",
+        ))?;
         cx.conn
             .prepare_cached(
                 "UPDATE instance_keys SET rk_version = ?1, rk_wrapped = ?2 WHERE purpose = ?3",

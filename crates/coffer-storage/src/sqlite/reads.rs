@@ -16,10 +16,9 @@ use super::codec::{
 };
 use crate::{
     AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, RkWrap,
-    SecretBindingRecord,
-    SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord, ServiceTokenRecord,
-    StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    SecretBindingRecord, SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord,
+    ServiceTokenRecord, StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord,
+    TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 // Column lists shared by the queries and the decoders below; a decoder reads columns by
@@ -148,7 +147,11 @@ fn dek_from_row(row: &Row<'_>) -> Result<DekRecord> {
 }
 
 /// An RK version and wrap in columns `idx` and `idx + 1` (both NULL: none).
-pub(super) fn rk_wrap_cols(row: &Row<'_>, idx: usize, what: &'static str) -> Result<Option<RkWrap>> {
+pub(super) fn rk_wrap_cols(
+    row: &Row<'_>,
+    idx: usize,
+    what: &'static str,
+) -> Result<Option<RkWrap>> {
     let version: Option<i64> = col(row, idx, what)?;
     let wrapped: Option<Vec<u8>> = col(row, idx + 1, what)?;
     match (version, wrapped) {
