@@ -298,7 +298,8 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     if let Some(rk) = &dek.rk {
         // A DEK wrapped by a replication key that a node's revocation has since replaced
         // would reach the feed openable with what the revoked node held: the caller retries
-        // with a new DEK.
+        // with a new DEK. Also when the DEK is already stored (and so rewrapped): a value
+        // written after the revocation must not be sealed under a DEK the revoked node had.
         if super::node_keys::current_version(cx.conn)? != Some(rk.version) {
             return Err(StorageError::Conflict);
         }
