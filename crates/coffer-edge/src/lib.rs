@@ -403,10 +403,15 @@ impl Edge {
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
     /// access events upstream and compacts the replica's log. Runs until aborted.
     async fn housekeeping(self: Arc<Self>) {
+        let mut failures = 0u64;
         while self.serving.coffer().is_none() {
             self.status.wait_synced().await;
             if let Err(e) = self.open_serving().await {
-                tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
+                // Said once a minute: waiting for this node's grant can take a while.
+                if failures % 60 == 0 {
+                    tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
+                }
+                failures += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
