@@ -408,7 +408,7 @@ impl Edge {
             self.status.wait_synced().await;
             if let Err(e) = self.open_serving().await {
                 // Said once a minute: waiting for this node's grant can take a while.
-                if failures % 60 == 0 {
+                if failures.is_multiple_of(60) {
                     tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
                 }
                 failures += 1;
