@@ -53,6 +53,10 @@ pub enum ErrorCode {
     StoreNotEmpty,
     /// 409: the secret changed concurrently too many times; retry.
     Conflict,
+    /// 400: a node registered a public key that is not a usable X25519 key.
+    InvalidNodeKey,
+    /// 409: the node registered another public key before (first registration wins).
+    NodeKeyConflict,
     /// 400: the account's secrets quota would be exceeded (Cloudflare answers quota errors with
     /// 400 too).
     QuotaExceeded,
@@ -145,6 +149,8 @@ impl ErrorCode {
             ErrorCode::SecretNameTaken => 1301,
             ErrorCode::StoreNotEmpty => 1302,
             ErrorCode::Conflict => 1303,
+            ErrorCode::InvalidNodeKey => 1015,
+            ErrorCode::NodeKeyConflict => 1307,
             ErrorCode::QuotaExceeded => 1400,
             ErrorCode::StoreLimitExceeded => 1401,
             ErrorCode::Unavailable => 1500,
@@ -156,6 +162,7 @@ impl ErrorCode {
     pub const fn http_status(self) -> u16 {
         match self {
             ErrorCode::MalformedJson
+            | ErrorCode::InvalidNodeKey
             | ErrorCode::InvalidField
             | ErrorCode::InvalidId
             | ErrorCode::InvalidName
@@ -194,6 +201,7 @@ impl ErrorCode {
             | ErrorCode::OperatorProtected
             | ErrorCode::KekRotationRunning
             | ErrorCode::KekRotationUnsupported
+            | ErrorCode::NodeKeyConflict
             | ErrorCode::Conflict => 409,
             ErrorCode::Unavailable | ErrorCode::EdgeRevoked => 503,
             ErrorCode::Internal => 500,
@@ -243,6 +251,8 @@ impl ErrorCode {
             ErrorCode::SecretNameTaken => "secret_name_taken",
             ErrorCode::StoreNotEmpty => "store_not_empty",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::InvalidNodeKey => "invalid_node_key",
+            ErrorCode::NodeKeyConflict => "node_key_conflict",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::StoreLimitExceeded => "store_limit_exceeded",
             ErrorCode::Unavailable => "unavailable",

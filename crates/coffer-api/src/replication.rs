@@ -64,3 +64,19 @@ pub struct AccessReceipt {
     /// `false` when the batch had been delivered before (nothing was recorded twice).
     pub recorded: bool,
 }
+
+/// `PUT /replication/v1/node-key`: the X25519 public key an edge made at its first start,
+/// registered with its node token. The control plane answers with a grant of the replication
+/// key in the feed (`NodeKeyGrant`); a relay forwards the request upstream unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeKeyRegistration {
+    /// 64 hex digits.
+    pub public_key: String,
+}
+
+/// The answer to a node-key registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeKeyReceipt {
+    /// `false` when the node had registered this very key before (nothing was written).
+    pub registered: bool,
+}

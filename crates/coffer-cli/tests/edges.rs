@@ -170,15 +170,11 @@ struct Cp {
     data: PathBuf,
     conn: Conn,
     store: String,
-    /// A copy of the control plane's KEK file, for its edges.
-    kek: PathBuf,
 }
 
 impl Cp {
     fn start() -> Cp {
         let (tmp, data, server, conn) = setup();
-        let kek = tmp.path().join("kek-copy.key");
-        std::fs::copy(data.join("kek.key"), &kek).expect("copy the control plane's kek.key");
         let store = create_store(&conn, "edge-store");
         Cp {
             tmp,
@@ -186,7 +182,6 @@ impl Cp {
             server: Some(server),
             conn,
             store,
-            kek,
         }
     }
 
@@ -345,7 +340,6 @@ struct Edge {
     dir: PathBuf,
     upstreams: Vec<String>,
     token: String,
-    kek: PathBuf,
     extra: Vec<String>,
     /// The logs of its previous runs.
     past_logs: String,
@@ -354,17 +348,10 @@ struct Edge {
 impl Edge {
     /// Starts an edge named `name` (for messages) with its data dir in the scenario's temp dir.
     fn start(cp: &Cp, name: &str, upstreams: &[&str], node: &Node, extra: &[&str]) -> Edge {
-        Edge::start_in(&cp.path(name), &cp.kek, name, upstreams, node, extra)
+        Edge::start_in(&cp.path(name), name, upstreams, node, extra)
     }
 
-    fn start_in(
-        dir: &Path,
-        kek: &Path,
-        name: &str,
-        upstreams: &[&str],
-        node: &Node,
-        extra: &[&str],
-    ) -> Edge {
+    fn start_in(dir: &Path, name: &str, upstreams: &[&str], node: &Node, extra: &[&str]) -> Edge {
         let mut edge = Edge {
             name: name.to_owned(),
             server: None,
@@ -372,7 +359,6 @@ impl Edge {
             dir: dir.to_owned(),
             upstreams: upstreams.iter().map(|s| (*s).to_owned()).collect(),
             token: node.token.clone(),
-            kek: kek.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             past_logs: String::new(),
         };
@@ -397,8 +383,6 @@ impl Edge {
             .env("COFFER_NODE_TOKEN", &self.token)
             .arg("--data-dir")
             .arg(&self.dir)
-            .arg("--kek-file")
-            .arg(&self.kek)
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra)
             .env(
@@ -1438,8 +1422,6 @@ fn edge_settings_that_cannot_work_are_refused_at_start() {
             .env("COFFER_NODE_TOKEN", token)
             .arg("--data-dir")
             .arg(dir)
-            .arg("--kek-file")
-            .arg(&cp.kek)
             .args(["--listen", "127.0.0.1:0"]);
         cmd
     };
@@ -1461,6 +1443,21 @@ fn edge_settings_that_cannot_work_are_refused_at_start() {
     let out = run_briefly(edge_cmd(&node.token, &first.dir, &cp.url()));
     let line = out.one_error_line(1);
     assert!(line.contains("in use"), "{line}");
+    // Edges take no KEK any more: the flag (or its variable) is refused, saying what to do,
+    // before anything is made in the data dir.
+    let mut cmd = edge_cmd(&node.token, &cp.path("with-kek"), &cp.url());
+    cmd.arg("--kek-file").arg(cp.data.join("kek.key"));
+    let out = run_briefly(cmd);
+    let line = out.one_error_line(2);
+    assert!(
+        line.contains("edges no longer take a KEK file") && line.contains("docs/edges.md"),
+        "{line}"
+    );
+    let mut cmd = edge_cmd(&node.token, &cp.path("with-kek"), &cp.url());
+    cmd.env("COFFER_KEK_FILE", cp.data.join("kek.key"));
+    let line = run_briefly(cmd).one_error_line(2).to_owned();
+    assert!(line.contains("edges no longer take a KEK file"), "{line}");
+    assert!(!cp.path("with-kek").join("node.key").exists());
 }
 
 #[test]
@@ -1893,8 +1890,6 @@ fn a_revoked_edge_stops_and_a_burst_of_failures_locks_out_no_valid_token() {
         .env("COFFER_NODE_TOKEN", &node.token)
         .arg("--data-dir")
         .arg(&edge.dir)
-        .arg("--kek-file")
-        .arg(&cp.kek)
         .args(["--listen", "127.0.0.1:0"]);
     let out = run_briefly(cmd);
     let line = out.one_error_line(1);

@@ -211,9 +211,6 @@ fn an_edge_is_not_dumpable_and_writes_no_core_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("edge");
     std::fs::create_dir(&data).unwrap();
-    let kek = tmp.path().join("kek.key");
-    std::fs::write(&kek, [7u8; 32]).unwrap();
-    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
     // Nothing listens on the upstream: the edge serves /healthz (503) and keeps retrying.
     let upstream = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -227,8 +224,6 @@ fn an_edge_is_not_dumpable_and_writes_no_core_files() {
             &upstream,
             "--data-dir",
             data.to_str().unwrap(),
-            "--kek-file",
-            kek.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
         ],

@@ -126,6 +126,14 @@ pub enum CoreError {
     /// This server's KEK cannot be rotated.
     #[error("{0}")]
     KekRotationUnsupported(&'static str),
+    /// A node registered a public key that is not a usable X25519 key.
+    #[error("{0}")]
+    InvalidNodeKey(&'static str),
+    /// A node registered another public key before: first registration wins.
+    #[error(
+        "this node registered another public key before (first registration wins): if the edge's node key file was replaced or another machine uses this node token, register a new node (coffer node create) for it"
+    )]
+    NodeKeyConflict,
     /// A key or the storage backend is unavailable. The detail is for logs only.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -201,6 +209,7 @@ impl From<StorageError> for CoreError {
             },
             StorageError::LimitExceeded { limit, .. } => CoreError::StoreLimitExceeded { limit },
             StorageError::Conflict => CoreError::Conflict,
+            StorageError::AlreadyExists(Entity::NodeKey) => CoreError::NodeKeyConflict,
             StorageError::Corrupted(m) => CoreError::Internal(m),
             StorageError::Unavailable(m) => CoreError::Unavailable(m),
             other => CoreError::Internal(other.to_string()),

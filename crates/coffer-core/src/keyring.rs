@@ -144,6 +144,8 @@ pub struct Keyring {
     audit_mac: MacKey,
     service_mac: MacKey,
     node_mac: MacKey,
+    /// The replication key (control plane only; `None` on an edge, which never wraps).
+    replication: Option<replication::ReplicationKeys>,
 }
 
 impl Keyring {
@@ -156,9 +158,10 @@ impl Keyring {
     ) -> Result<Keyring, CoreError> {
         let mac = instance_mac_key(&kek, &storage, TOKEN_MAC_PURPOSE).await?;
         let audit_mac = instance_mac_key(&kek, &storage, AUDIT_MAC_PURPOSE).await?;
-        let service_mac = instance_mac_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
-        let node_mac = instance_mac_key(&kek, &storage, NODE_TOKEN_MAC_PURPOSE).await?;
-        Ok(Keyring {
+        let service_key = instance_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
+        let node_key = instance_key(&kek, &storage, NODE_TOKEN_MAC_PURPOSE).await?;
+        let keyring = Keyring {
+            replication: Some(replication::ReplicationKeys::open(&kek, &storage).await?),
             kek,
             storage,
             policy,
@@ -166,9 +169,16 @@ impl Keyring {
             active: Mutex::new(HashMap::new()),
             mac,
             audit_mac,
-            service_mac,
-            node_mac,
-        })
+            service_mac: MacKey::from_data_key(&service_key),
+            node_mac: MacKey::from_data_key(&node_key),
+        };
+        keyring
+            .backfill_rk_wraps(&[
+                (SERVICE_TOKEN_MAC_PURPOSE, &service_key),
+                (NODE_TOKEN_MAC_PURPOSE, &node_key),
+            ])
+            .await?;
+        Ok(keyring)
     }
 
     /// The keyring of an edge replica: the service- and node-token keys come from the replica
@@ -192,6 +202,7 @@ impl Keyring {
             audit_mac: MacKey::from_data_key(&DataKey::generate()),
             service_mac,
             node_mac,
+            replication: None,
         })
     }
 
@@ -234,6 +245,7 @@ impl Keyring {
             && let Some(record) = self.storage.latest_dek(account).await?
             && self.fresh(record.key.created, now)
             && record.key.kek_id == self.kek.current_kek_id().0
+            && self.made_under_current_rk(&record)
         {
             let key = self.unwrap_dek(&record).await?;
             candidate = Some((record, key));
@@ -325,6 +337,7 @@ impl Keyring {
         let id = DekId::from_bytes(random_id());
         let (key, wrapped) =
             kek_wrap(&self.kek, DataKey::generate(), dek_context(account, id)).await?;
+        let rk = self.rk_wrap(&key, &dek_context(account, id))?;
         let record = DekRecord {
             account_id: account,
             key: WrappedKeyRecord {
@@ -333,6 +346,7 @@ impl Keyring {
                 wrapped: wrapped.bytes,
                 created: Timestamp::now(),
             },
+            rk,
         };
         let key = Arc::new(key);
         self.insert_cached(account, id, Arc::clone(&key));
@@ -387,6 +401,17 @@ async fn instance_mac_key(
     storage: &Arc<dyn Storage>,
     purpose: &'static str,
 ) -> Result<MacKey, CoreError> {
+    Ok(MacKey::from_data_key(
+        &instance_key(kek, storage, purpose).await?,
+    ))
+}
+
+/// The instance key for `purpose`, loaded or (on first start) created.
+async fn instance_key(
+    kek: &Arc<dyn KekProvider>,
+    storage: &Arc<dyn Storage>,
+    purpose: &'static str,
+) -> Result<DataKey, CoreError> {
     let stored = match storage.get_instance_key(purpose).await? {
         Some(record) => record,
         None => {
@@ -404,8 +429,7 @@ async fn instance_mac_key(
             storage.put_instance_key_if_absent(purpose, record).await?
         }
     };
-    let key = kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await?;
-    Ok(MacKey::from_data_key(&key))
+    kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await
 }
 
 /// Loads an instance key that an edge receives from its upstream; a replica without it has not
@@ -476,5 +500,6 @@ async fn kek_unwrap(
     .await
 }
 
+mod replication;
 #[cfg(test)]
 mod tests;

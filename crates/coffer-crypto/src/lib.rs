@@ -21,6 +21,7 @@ mod envelope;
 mod error;
 mod kek;
 mod mac;
+mod node_key;
 mod random;
 mod secret;
 
@@ -31,5 +32,9 @@ pub use envelope::{
 pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};
 pub use mac::{MacKey, TokenHash};
+pub use node_key::{
+    GRANT_SALT, Grant, GrantSource, GrantedKeys, NODE_KEY_LEN, NodeKey, NodePublicKey,
+    RK_KEK_ID_PREFIX, rk_kek_id, rk_unwrap, rk_version_of, rk_wrap, seal_grant,
+};
 pub use random::{random_array, random_id};
 pub use secret::{ApiToken, DATA_KEY_LEN, DataKey, Plaintext, PresentedToken, TokenKind};

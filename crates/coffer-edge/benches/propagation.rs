@@ -190,7 +190,6 @@ async fn bench(edges_n: usize, writes: usize) {
             upstreams: vec![cp_url.clone()],
             node_token: Zeroizing::new(node.node_token.expose_secret().to_owned()),
             data_dir: dir.path().join(format!("edge-{i}")),
-            kek_file: cp_dir.join("kek.key"),
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             insecure_http: false,

@@ -18,6 +18,7 @@
 
 mod access;
 mod driver;
+mod node_key;
 mod serving;
 mod status;
 mod upstream;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use coffer_core::Coffer;
-use coffer_crypto::{FileKek, KekProvider};
+use coffer_crypto::KekProvider;
 use coffer_replication::Config;
 use coffer_server::replication::{Origin, Replication};
 use coffer_server::{
@@ -59,8 +60,6 @@ pub struct EdgeOptions {
     pub upstreams: Vec<String>,
     pub node_token: Zeroizing<String>,
     pub data_dir: PathBuf,
-    /// The KEK this edge unwraps DEKs with: the same key as the control plane's.
-    pub kek_file: PathBuf,
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub insecure_http: bool,
@@ -116,12 +115,6 @@ pub enum EdgeError {
         "the node token is malformed (expected coffernode_..., as `coffer node create` printed it)"
     )]
     MalformedNodeToken,
-    #[error("KEK file {path}: {source}")]
-    Kek {
-        path: PathBuf,
-        #[source]
-        source: coffer_crypto::CryptoError,
-    },
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(
@@ -155,11 +148,19 @@ pub async fn run(
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let (edge, _lock) = Edge::open(opts, closing).await?;
     let edge = Arc::new(edge);
-    if edge.status.is_synced() {
-        edge.open_serving().await.map_err(|e| {
-            data_dir_error(&edge.opts.data_dir, format!("cannot open the replica: {e}"))
-        })?;
+    if edge.status.is_synced()
+        && let Err(e) = edge.open_serving().await
+    {
+        // Not fatal: the replica may not hold this node's grant yet (registered, then stopped
+        // before the grant arrived), which only the feed can bring. Housekeeping builds the
+        // serving side once it opens.
+        tracing::warn!(error = %e, "cannot serve the replica yet; serving once the feed brings what it lacks");
     }
+    let registration = tokio::spawn(node_key::register(
+        edge.upstreams.clone(),
+        edge.status.clone(),
+        edge.public_hex.clone(),
+    ));
     let replicator = tokio::spawn(edge.driver().await?.run());
     let housekeeping = tokio::spawn(edge.clone().housekeeping());
 
@@ -185,7 +186,7 @@ pub async fn run(
     };
     // Stopped, not just told to stop: a task that is building the serving side must not put
     // it back after a revocation emptied it.
-    for task in [replicator, housekeeping] {
+    for task in [registration, replicator, housekeeping] {
         task.abort();
         let _ = task.await;
     }
@@ -207,6 +208,8 @@ struct Edge {
     opts: EdgeOptions,
     /// This edge's node (its token's id).
     node: TokenId,
+    /// Its X25519 public key, in hex, as registered.
+    public_hex: String,
     /// Until the serving side is built, or the edge is revoked (then dropped: the serving side
     /// holds the only other reference).
     kek: std::sync::Mutex<Option<Arc<dyn KekProvider>>>,
@@ -253,12 +256,9 @@ impl Edge {
             .ok_or(EdgeError::MalformedNodeToken)?;
         let lock = open_dir(&opts.data_dir)?;
         refuse_if_marked_revoked(&opts.data_dir)?;
-        let kek: Arc<dyn KekProvider> = Arc::new(FileKek::open(&opts.kek_file).map_err(
-            |source| EdgeError::Kek {
-                path: opts.kek_file.clone(),
-                source,
-            },
-        )?);
+        // No KEK: this node's own key, and the replication keys granted to it.
+        let node_key = node_key::open(&opts.data_dir)?;
+        let public_hex = hex::encode(node_key.public_key().as_bytes());
         // Commits are not synced one by one: the position is committed with the data, so what
         // a power loss takes is fetched again (see `SqliteOptions::sync_commits`).
         let mut sqlite = SqliteOptions::default();
@@ -282,8 +282,11 @@ impl Edge {
             opts.staleness,
             opts.max_staleness,
         ));
+        let kek: Arc<dyn KekProvider> =
+            Arc::new(node_key::provider(node, node_key, storage.clone()));
         let edge = Edge {
             node,
+            public_hex,
             kek: std::sync::Mutex::new(Some(kek)),
             storage,
             status,
@@ -331,15 +334,21 @@ impl Edge {
         let storage: Arc<dyn Storage> = self.storage.clone();
         let coffer = Arc::new(Coffer::open_replica(storage, kek).await?);
         let replication = self.opts.serve_feed.then(|| {
-            Arc::new(Replication::with_limits(
-                Origin::Relay(self.status.freshest_origin.clone()),
-                Arc::new(access::RelayAccess {
+            Arc::new(
+                Replication::with_limits(
+                    Origin::Relay(self.status.freshest_origin.clone()),
+                    Arc::new(access::RelayAccess {
+                        upstreams: self.upstreams.clone(),
+                        status: self.status.clone(),
+                    }),
+                    self.closing.clone(),
+                    self.opts.snapshots,
+                )
+                .forwarding_node_keys(Arc::new(node_key::RelayNodeKeys {
                     upstreams: self.upstreams.clone(),
                     status: self.status.clone(),
-                }),
-                self.closing.clone(),
-                self.opts.snapshots,
-            ))
+                })),
+            )
         });
         let health = {
             let status = self.status.clone();
@@ -394,10 +403,15 @@ impl Edge {
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
     /// access events upstream and compacts the replica's log. Runs until aborted.
     async fn housekeeping(self: Arc<Self>) {
+        let mut failures = 0u64;
         while self.serving.coffer().is_none() {
             self.status.wait_synced().await;
             if let Err(e) = self.open_serving().await {
-                tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
+                // Said once a minute: waiting for this node's grant can take a while.
+                if failures.is_multiple_of(60) {
+                    tracing::error!(error = %e, "cannot open the replica after its first sync; retrying");
+                }
+                failures += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -431,8 +445,8 @@ impl Edge {
     }
 
     /// What a revoked edge does: it serves nothing more (the front answers 503), drops the
-    /// serving side and with it every key it had in memory (the KEK's copy, unwrapped DEKs and
-    /// MAC keys, all wiped on drop), closes and deletes its replica (sealed values and wrapped
+    /// serving side and with it every key it had in memory (the replication keys opened from
+    /// its grants, unwrapped DEKs and MAC keys, all wiped on drop), closes and deletes its replica (sealed values and wrapped
     /// keys) and leaves a marker, so that a restart refuses the dir instead of bootstrapping
     /// again. Access events not yet delivered are lost with the replica: the control plane no
     /// longer takes them from this node.
@@ -462,10 +476,11 @@ impl Edge {
         if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
             tracing::error!(error = %e, "cannot mark the data dir as revoked");
         }
+        // The node key stays: it opens only grants this node had, and the control plane
+        // rotated the replication key when it revoked the node.
         tracing::error!(
             %reason,
-            kek_file = %self.opts.kek_file.display(),
-            "edge revoked: it serves nothing more and its replica is deleted; the KEK file it was given is not its to delete: if this host is no longer trusted, destroy that copy (or rotate the KEK)"
+            "edge revoked: it serves nothing more and its replica is deleted; what it held opens nothing written from now on (the control plane rotated the replication key)"
         );
     }
 }

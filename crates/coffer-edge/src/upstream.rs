@@ -258,6 +258,32 @@ impl Upstreams {
         }
     }
 
+    /// Registers a node's public key (`PUT /replication/v1/node-key`) with `bearer`: this
+    /// edge's own node token, or (on a relay) the token of the node below that registers.
+    pub async fn register_node_key(
+        &self,
+        upstream: usize,
+        bearer: Option<&str>,
+        registration: &coffer_api::replication::NodeKeyRegistration,
+    ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
+        let res = self
+            .client
+            .put(format!("{}/replication/v1/node-key", self.urls[upstream]))
+            .bearer_auth(bearer.unwrap_or(self.token.as_str()))
+            .json(registration)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = ok(res).await?.bytes().await.map_err(transport)?;
+        serde_json::from_slice::<coffer_api::Envelope<coffer_api::replication::NodeKeyReceipt>>(
+            &body,
+        )
+        .ok()
+        .and_then(|e| e.result)
+        .ok_or_else(|| FetchError::Transport("unreadable node-key receipt".into()))
+    }
+
     /// Delivers one access batch; `Ok(())` once the upstream has it durably.
     pub async fn deliver_access(&self, upstream: usize, body: Vec<u8>) -> Result<(), FetchError> {
         let res = self

@@ -70,7 +70,6 @@ where
 
 struct ControlPlane {
     url: String,
-    data_dir: PathBuf,
     client: Client,
     /// A node token used by the test itself to read the feed (the head, the cluster id).
     probe: String,
@@ -119,7 +118,6 @@ impl ControlPlane {
         .unwrap();
         let mut cp = ControlPlane {
             url,
-            data_dir,
             client,
             probe: String::new(),
             stop: Some(stop_tx),
@@ -127,10 +125,6 @@ impl ControlPlane {
         };
         cp.probe = cp.node("probe").await;
         cp
-    }
-
-    fn kek_file(&self) -> PathBuf {
-        self.data_dir.join("kek.key")
     }
 
     /// Registers a node; its token.
@@ -252,17 +246,11 @@ struct Bound {
 // ---- edges ----
 
 /// The options the tests' edges start with.
-fn edge_options(
-    upstreams: &[&str],
-    node_token: &str,
-    data_dir: &Path,
-    kek_file: &Path,
-) -> EdgeOptions {
+fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> EdgeOptions {
     EdgeOptions {
         upstreams: upstreams.iter().map(|u| (*u).to_owned()).collect(),
         node_token: Zeroizing::new(node_token.to_owned()),
         data_dir: data_dir.to_owned(),
-        kek_file: kek_file.to_owned(),
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         insecure_http: false,
@@ -286,8 +274,8 @@ struct Edge {
 }
 
 impl Edge {
-    async fn start(upstreams: &[&str], node_token: &str, data_dir: &Path, kek_file: &Path) -> Edge {
-        Edge::start_with(edge_options(upstreams, node_token, data_dir, kek_file)).await
+    async fn start(upstreams: &[&str], node_token: &str, data_dir: &Path) -> Edge {
+        Edge::start_with(edge_options(upstreams, node_token, data_dir)).await
     }
 
     async fn start_with(opts: EdgeOptions) -> Edge {
@@ -726,7 +714,7 @@ async fn world(value: &str, node: &str) -> World {
 
 /// An edge in `tmp/edge` following the control plane directly, serving and caught up.
 async fn synced_edge(tmp: &Path, cp: &ControlPlane, token: &str) -> Edge {
-    let edge = Edge::start(&[&cp.url], token, &tmp.join("edge"), &cp.kek_file()).await;
+    let edge = Edge::start(&[&cp.url], token, &tmp.join("edge")).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
     edge
@@ -889,7 +877,7 @@ async fn a_revoked_edge_stops_serving_discards_its_replica_and_does_not_restart(
     } = world("before-revocation", "edge-r").await;
     let dir = tmp.path().join("edge");
     let proxy = Proxy::start(&cp.url).await;
-    let mut edge = Edge::start(&[&proxy.url], &token, &dir, &cp.kek_file()).await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &dir).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
     assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
@@ -899,7 +887,7 @@ async fn a_revoked_edge_stops_serving_discards_its_replica_and_does_not_restart(
     // stability), until its upstream tells it.
     let node_id = &token["coffernode_".len().."coffernode_".len() + 32];
     cp.client.revoke_node(node_id).await.unwrap();
-    let mut edge = Edge::start(&[&proxy.url], &token, &dir, &cp.kek_file()).await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &dir).await;
     assert_revoked(&edge, &b, &dir, "refused the node token").await;
 
     // It asks its upstream nothing more (no retries to wear down anyone's budget).
@@ -910,7 +898,7 @@ async fn a_revoked_edge_stops_serving_discards_its_replica_and_does_not_restart(
 
     // The data dir is refused, saying why and what to do.
     let err = coffer_edge::run(
-        edge_options(&[&cp.url], &token, &dir, &cp.kek_file()),
+        edge_options(&[&cp.url], &token, &dir),
         |_, _| panic!("a revoked data dir must not serve"),
         std::future::pending(),
     )
@@ -939,7 +927,7 @@ async fn an_edge_revoked_through_the_feed_stops_serving() {
     let proxy = Proxy::start(&cp.url).await;
     *proxy.state.authorization.lock().unwrap() = Some(cp.probe.clone());
     let dir = tmp.path().join("edge");
-    let mut edge = Edge::start(&[&proxy.url], &token, &dir, &cp.kek_file()).await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &dir).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
     assert_eq!(edge.value(&b.token, "K").await, "before-revocation");
@@ -987,7 +975,7 @@ async fn an_edge_whose_replica_holds_its_revocation_refuses_to_start() {
         replica.shutdown().await;
     }
     let err = coffer_edge::run(
-        edge_options(&["http://127.0.0.1:9"], &token, &dir, &cp.kek_file()),
+        edge_options(&["http://127.0.0.1:9"], &token, &dir),
         |_, _| panic!("a revoked replica must not serve"),
         std::future::pending(),
     )
@@ -1011,12 +999,7 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
         token,
     } = world("value", "edge-h").await;
     let proxy = Proxy::start(&cp.url).await;
-    let mut opts = edge_options(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-        &cp.kek_file(),
-    );
+    let mut opts = edge_options(&[&proxy.url], &token, &tmp.path().join("edge"));
     opts.staleness = Duration::from_secs(2);
     opts.max_staleness = Some(Duration::from_secs(5));
     let mut edge = Edge::start_with(opts).await;
@@ -1185,13 +1168,7 @@ async fn a_corrupted_feed_is_never_applied_and_the_edge_recovers() {
         token,
     } = world("value-0", "edge-c").await;
     let proxy = Proxy::start(&cp.url).await;
-    let mut edge = Edge::start(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-        &cp.kek_file(),
-    )
-    .await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &tmp.path().join("edge")).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
     assert_eq!(edge.value(&b.token, "K").await, "value-0");
@@ -1228,13 +1205,7 @@ async fn a_corrupted_or_truncated_snapshot_is_never_installed() {
     // A fresh edge bootstrapping from a corrupted snapshot: refused with an alarm, never
     // ready, nothing installed.
     proxy.set(FeedFault::None, SnapshotFault::FlipItem);
-    let mut edge = Edge::start(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-        &cp.kek_file(),
-    )
-    .await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &tmp.path().join("edge")).await;
     let (e, p) = (&edge, &proxy);
     wait_until(
         "an alarm for the corrupted snapshot",
@@ -1321,9 +1292,8 @@ async fn an_edge_serves_with_its_upstream_down_and_after_a_restart() {
         b,
         token,
     } = world("stable-value", "edge-st").await;
-    let kek = cp.kek_file();
     let edge_dir = tmp.path().join("edge");
-    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &kek).await;
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
     let head = cp.head().await;
@@ -1346,7 +1316,7 @@ async fn an_edge_serves_with_its_upstream_down_and_after_a_restart() {
 
     // Restarted with every upstream still down: ready at once, serving from disk.
     edge.stop().await;
-    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &kek).await;
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir).await;
     assert!(edge.status.is_ready(), "ready before reaching any upstream");
     assert_eq!(edge.status.applied_seq(), head);
     assert_eq!(edge.value(&b.token, "K").await, "stable-value");
@@ -1370,7 +1340,7 @@ async fn an_edge_refuses_an_upstream_of_another_cluster() {
         .await;
     let token_a = a.node("edge-x").await;
     let edge_dir = tmp.path().join("edge");
-    let mut edge = Edge::start(&[&a.url], &token_a, &edge_dir, &a.kek_file()).await;
+    let mut edge = Edge::start(&[&a.url], &token_a, &edge_dir).await;
     edge.wait_serving().await;
     edge.wait_applied(a.head().await).await;
     let head_a = a.head().await;
@@ -1387,7 +1357,7 @@ async fn an_edge_refuses_an_upstream_of_another_cluster() {
     // B's log is shorter than what the edge holds: its refusal of the edge's position names its
     // cluster, and the edge refuses it as another cluster's (not as merely behind).
     assert!(b.head().await < head_a);
-    let mut edge = Edge::start(&[&b.url], &token_b, &edge_dir, &a.kek_file()).await;
+    let mut edge = Edge::start(&[&b.url], &token_b, &edge_dir).await;
     let watch = AppliedWatch::new(&edge.status);
     let e = &edge;
     let ours = &cluster_a;
@@ -1435,7 +1405,7 @@ async fn reads_at_an_edge_reach_the_audit_log_once_naming_the_edge() {
         token,
     } = world("audited-value", "edge-audit").await;
     let edge_dir = tmp.path().join("edge");
-    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &cp.kek_file()).await;
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
 
@@ -1493,7 +1463,7 @@ async fn reads_at_an_edge_reach_the_audit_log_once_naming_the_edge() {
         assert_eq!(edge.value(&b.token, "K").await, "audited-value");
     }
     edge.stop().await;
-    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir, &cp.kek_file()).await;
+    let mut edge = Edge::start(&[&cp.url], &token, &edge_dir).await;
     wait_until(
         "the outbox's delivery",
         Duration::from_secs(30),
@@ -1525,13 +1495,7 @@ async fn a_corrupt_snapshot_is_asked_for_again_only_after_a_backoff() {
     } = world("backoff-value", "edge-b").await;
     let proxy = Proxy::start(&cp.url).await;
     proxy.set(FeedFault::None, SnapshotFault::FlipItem);
-    let mut edge = Edge::start(
-        &[&proxy.url],
-        &token,
-        &tmp.path().join("edge"),
-        &cp.kek_file(),
-    )
-    .await;
+    let mut edge = Edge::start(&[&proxy.url], &token, &tmp.path().join("edge")).await;
     let e = &edge;
     wait_until(
         "an alarm for the corrupted snapshot",

@@ -161,6 +161,10 @@ impl From<CoreError> for ApiError {
             CoreError::KekRotationUnsupported(m) => {
                 ApiError::new(ErrorCode::KekRotationUnsupported, m)
             }
+            CoreError::InvalidNodeKey(m) => ApiError::new(ErrorCode::InvalidNodeKey, m),
+            e @ CoreError::NodeKeyConflict => {
+                ApiError::new(ErrorCode::NodeKeyConflict, e.to_string())
+            }
             CoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "unavailable");
                 ApiError::new(

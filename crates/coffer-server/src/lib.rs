@@ -16,6 +16,7 @@ mod kek_routes;
 mod kek_versions;
 mod limiter;
 mod listener;
+pub mod node_keys;
 mod nodes;
 mod query;
 mod rate;

@@ -198,6 +198,8 @@ pub struct Replication {
     snapshots: Arc<tokio::sync::Semaphore>,
     /// Snapshots each node holds now.
     per_node: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+    /// On a relay: where node-key registrations go (`crate::node_keys`).
+    node_keys: Option<Arc<dyn crate::node_keys::NodeKeyForward>>,
 }
 
 impl Replication {
@@ -222,7 +224,25 @@ impl Replication {
             limits,
             snapshots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
             per_node: Arc::default(),
+            node_keys: None,
         }
+    }
+
+    /// A relay forwards the node-key registrations of the nodes below it to `forward`.
+    pub fn forwarding_node_keys(
+        mut self,
+        forward: Arc<dyn crate::node_keys::NodeKeyForward>,
+    ) -> Replication {
+        self.node_keys = Some(forward);
+        self
+    }
+
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub(crate) fn node_keys(&self) -> Option<&Arc<dyn crate::node_keys::NodeKeyForward>> {
+        self.node_keys.as_ref()
     }
 
     /// A slot for `node`'s snapshot, or the 503 that says why there is none.
@@ -254,7 +274,7 @@ impl Replication {
     }
 }
 
-fn replication(app: &AppState) -> Result<&Arc<Replication>, ApiError> {
+pub(crate) fn replication(app: &AppState) -> Result<&Arc<Replication>, ApiError> {
     app.replication
         .as_ref()
         .ok_or_else(|| ApiError::new(ErrorCode::RouteNotFound, "no such route"))

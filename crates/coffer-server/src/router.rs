@@ -7,7 +7,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use coffer_api::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -18,7 +18,9 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
-use crate::{accounts, audit, kek_routes, nodes, replication, runtime, services, tokens, user};
+use crate::{
+    accounts, audit, kek_routes, node_keys, nodes, replication, runtime, services, tokens, user,
+};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -54,6 +56,10 @@ fn edge_routes() -> Router<AppState> {
         )
         .route("/replication/v1/feed", get(replication::feed))
         .route("/replication/v1/snapshot", get(replication::snapshot))
+        .route(
+            "/replication/v1/node-key",
+            put(node_keys::register).layer(DefaultBodyLimit::max(node_keys::MAX_NODE_KEY_BODY)),
+        )
         .route(
             "/replication/v1/access",
             post(replication::access).layer(DefaultBodyLimit::max(replication::MAX_ACCESS_BODY)),

@@ -14,6 +14,9 @@ pub enum Change {
         account_id: AccountId,
         name: String,
     },
+    /// A DEK wrapped by the replication key (`kek_id` is `rk:<version>`; entries written
+    /// before replication keys existed carry the KEK's id and wrap). Appended when a DEK is
+    /// made, and again, rewrapped, when a node's revocation rotates the replication key.
     DekPut {
         account_id: AccountId,
         dek_id: DekId,
@@ -92,9 +95,17 @@ pub enum Change {
     NodeRevoked {
         node_id: TokenId,
     },
+    /// A replication-key version sealed to one node's X25519 public key. Every edge stores
+    /// every grant; only the node's private key opens it.
+    NodeKeyGrant {
+        node_id: TokenId,
+        rk_version: u32,
+        ephemeral_public_hex: String,
+        sealed_hex: String,
+    },
     /// An instance key an edge needs (the service- and node-token MAC keys), wrapped by the
-    /// KEK exactly as stored. Only snapshots carry it: these keys are made before any edge
-    /// can follow and never change.
+    /// replication key (`kek_id` is `rk:<version>`), never by the KEK. Snapshots carry it, and
+    /// the feed when a node's revocation rewraps it under the next replication key.
     InstanceKeyPut {
         purpose: String,
         key_id: DekId,
@@ -119,9 +130,10 @@ impl Change {
             | Change::ServiceTokenPut { account_id, .. }
             | Change::ServiceTokenRevoked { account_id, .. }
             | Change::AccountDeleted { account_id } => Some(*account_id),
-            Change::NodePut { .. } | Change::NodeRevoked { .. } | Change::InstanceKeyPut { .. } => {
-                None
-            }
+            Change::NodePut { .. }
+            | Change::NodeRevoked { .. }
+            | Change::NodeKeyGrant { .. }
+            | Change::InstanceKeyPut { .. } => None,
         }
     }
 }

@@ -49,7 +49,12 @@
 //!   in the order instance keys, accounts, DEKs, stores, secrets (current version), services,
 //!   unrevoked service tokens, unrevoked nodes; only the "service-token-mac" and
 //!   "node-token-mac" instance keys; each item serialized like a log payload;
-//! - `record_access_batch` records a batch id once, across nodes, with its audit entries.
+//! - `record_access_batch` records a batch id once, across nodes, with its audit entries;
+//! - a DEK with an RK wrap is logged (and snapshotted) with it as `kek_id` `rk:<version>`,
+//!   never with its KEK wrap, and only under the current replication key (`Conflict`);
+//!   a node registers one public key (the same again is `Ok(false)`, another is
+//!   `AlreadyExists(NodeKey)`) with a grant of the current version; a rotating revocation
+//!   rewraps every DEK or writes nothing; snapshots carry the grants of nodes in service.
 //!
 //! The checks need a tokio runtime that can spawn tasks (a multi-threaded one exercises more
 //! interleavings in the concurrency checks). This module is test code, compiled into the
@@ -64,6 +69,7 @@ mod change_log;
 mod concurrency;
 mod fixtures;
 mod listing;
+mod node_keys;
 mod nodes;
 mod replication;
 mod rewrap;
@@ -192,6 +198,8 @@ const CHECKS: &[Check] = checks![
     nodes::node_writes_append_audit_only_on_success,
     nodes::concurrent_creates_of_one_node_name_admit_one,
     rewrap::rewrap_counts_finds_and_compare_and_sets,
+    node_keys::node_keys_register_once_with_a_grant_of_the_current_key,
+    node_keys::revocation_rotates_every_replicated_wrap_in_one_write,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

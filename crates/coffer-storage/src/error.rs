@@ -11,6 +11,8 @@ pub enum Entity {
     Service,
     ServiceToken,
     Node,
+    /// A node's registered public key.
+    NodeKey,
 }
 
 /// Storage errors in domain terms. Never carries a value (storage never has one) and never a

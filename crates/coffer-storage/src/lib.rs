@@ -37,7 +37,9 @@ pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use error::{Entity, StorageError};
 pub use records::*;
-pub use replication::{LogState, REPLICATED_KEY_PURPOSES, SnapshotPart};
+pub use replication::{
+    LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, rk_kek_id,
+};
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteStats};
 
@@ -101,6 +103,57 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         purpose: &str,
         key: WrappedKeyRecord,
     ) -> Result<WrappedKeyRecord>;
+
+    // ---- replication keys (edges hold no KEK) ----
+
+    /// The current replication key (the highest version stored under
+    /// [`REPLICATION_KEY_PURPOSE_PREFIX`]), wrapped by the KEK, with its version.
+    async fn latest_replication_key(&self) -> Result<Option<(u32, WrappedKeyRecord)>>;
+    /// The RK wrap stored beside the instance key of `purpose`, if any.
+    async fn instance_key_rk(&self, purpose: &str) -> Result<Option<RkWrap>>;
+    /// Every DEK, with its RK wrap where it has one, in id order.
+    async fn list_deks(&self) -> Result<Vec<DekRecord>>;
+    /// Stores RK wraps of `version` beside DEKs and instance keys stored without one (a data
+    /// dir made before replication keys existed). Appends nothing: edges made by an older
+    /// version resync from a snapshot, which carries these. `Conflict` if `version` is not the
+    /// current replication key's.
+    async fn backfill_rk_wraps(
+        &self,
+        version: u32,
+        deks: Vec<(DekId, Vec<u8>)>,
+        instance_keys: Vec<(String, Vec<u8>)>,
+    ) -> Result<()>;
+    /// Records `public_key` as the node's and stores `grant` (appending `NodeKeyGrant`).
+    /// `Ok(true)` when it did; `Ok(false)` when the node had registered this very key before
+    /// (nothing written). `NotFound(Node)` for an unknown node, `AlreadyRevoked` for a revoked
+    /// one, `AlreadyExists(NodeKey)` if it registered another key, `Conflict` if the
+    /// grant is not of the current replication key (retry with the new one).
+    async fn register_node_key(
+        &self,
+        node: TokenId,
+        public_key: [u8; 32],
+        grant: NodeGrant,
+        audit: &[AuditEntry],
+    ) -> Result<bool>;
+    /// The public keys of the nodes not revoked that registered one.
+    async fn node_public_keys(&self) -> Result<Vec<(TokenId, [u8; 32])>>;
+    /// The grant of RK `version` to `node`, if stored.
+    async fn node_grant(&self, node: TokenId, version: u32) -> Result<Option<NodeGrant>>;
+    /// Every grant of RK `version` stored, in node id order.
+    async fn grants_of_version(&self, version: u32) -> Result<Vec<NodeGrant>>;
+    /// [`Storage::revoke_node`], and in the same transaction: stores `rotation.key` as
+    /// replication key `rotation.version` (which must be the current version + 1, else
+    /// `Conflict`), its grants (`NodeKeyGrant` each), and the rewrap of every replicated
+    /// instance key (`InstanceKeyPut` each) and of every DEK (`DekPut` each, after the
+    /// grants). `Conflict` if a DEK is stored that the rotation does not rewrap (one was made
+    /// meanwhile: retry).
+    async fn revoke_node_rotating(
+        &self,
+        id: TokenId,
+        at: Timestamp,
+        rotation: RkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<NodeRecord>;
 
     // ---- accounts ----
 

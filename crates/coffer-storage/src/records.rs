@@ -44,7 +44,40 @@ pub struct WrappedKeyRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DekRecord {
     pub account_id: AccountId,
+    /// The KEK wrap (on the control plane; on an edge, the replicated RK wrap, `kek_id`
+    /// `rk:<version>`).
     pub key: WrappedKeyRecord,
+    /// The control plane's RK wrap of the same key, the form the feed carries. `None` on an
+    /// edge, and for a DEK stored before replication keys existed (until backfilled).
+    pub rk: Option<RkWrap>,
+}
+
+/// A key wrapped by the replication key of `version`. Opaque bytes to storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RkWrap {
+    pub version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+/// A replication-key version sealed to one node's X25519 public key. Opaque bytes to storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeGrant {
+    pub node_id: TokenId,
+    pub rk_version: u32,
+    pub ephemeral_public: [u8; 32],
+    pub sealed: Vec<u8>,
+}
+
+/// Everything a node's revocation writes besides the revocation: the next replication key
+/// (wrapped by the KEK), its grants to the remaining nodes, and every DEK and replicated
+/// instance key wrapped by it. See `Storage::revoke_node_rotating`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RkRotation {
+    pub version: u32,
+    pub key: WrappedKeyRecord,
+    pub grants: Vec<NodeGrant>,
+    pub deks: Vec<(DekId, Vec<u8>)>,
+    pub instance_keys: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -48,3 +48,13 @@ pub enum SnapshotPart {
 /// replica accepts: the MAC keys of service tokens and of node tokens, which edges and relays
 /// verify tokens with. No other instance key ever leaves the control plane.
 pub const REPLICATED_KEY_PURPOSES: [&str; 2] = ["service-token-mac", "node-token-mac"];
+
+/// The instance-key purpose of replication key `version` is this prefix and the version in
+/// decimal; the highest version is the current one. Never replicated.
+pub const REPLICATION_KEY_PURPOSE_PREFIX: &str = "replication-key:";
+
+/// The key id an RK wrap of `version` carries in the feed and in an edge's replica (the same
+/// form as `coffer_crypto::rk_kek_id`).
+pub fn rk_kek_id(version: u32) -> String {
+    format!("rk:{version}")
+}

@@ -8,6 +8,7 @@
 
 mod audit;
 mod codec;
+mod node_keys;
 mod nodes;
 mod readers;
 mod reads;
@@ -514,6 +515,71 @@ impl Storage for SqliteStorage {
     async fn create_node(&self, node: crate::NodeRecord, audit: &[AuditEntry]) -> Result<()> {
         self.write_audited(audit, move |cx| nodes::create_node(cx, &node))
             .await
+    }
+
+    async fn latest_replication_key(&self) -> Result<Option<(u32, WrappedKeyRecord)>> {
+        self.read(node_keys::latest_replication_key).await
+    }
+
+    async fn instance_key_rk(&self, purpose: &str) -> Result<Option<crate::RkWrap>> {
+        let purpose = purpose.to_owned();
+        self.read(move |c| node_keys::instance_key_rk(c, &purpose))
+            .await
+    }
+
+    async fn list_deks(&self) -> Result<Vec<DekRecord>> {
+        self.read(reads::list_deks).await
+    }
+
+    async fn backfill_rk_wraps(
+        &self,
+        version: u32,
+        deks: Vec<(DekId, Vec<u8>)>,
+        instance_keys: Vec<(String, Vec<u8>)>,
+    ) -> Result<()> {
+        self.writer
+            .run(move |cx| node_keys::backfill(cx, version, &deks, &instance_keys))
+            .await
+    }
+
+    async fn register_node_key(
+        &self,
+        node: TokenId,
+        public_key: [u8; 32],
+        grant: crate::NodeGrant,
+        audit: &[AuditEntry],
+    ) -> Result<bool> {
+        self.write_audited(audit, move |cx| {
+            node_keys::register(cx, node, public_key, &grant)
+        })
+        .await
+    }
+
+    async fn node_public_keys(&self) -> Result<Vec<(TokenId, [u8; 32])>> {
+        self.read(node_keys::node_public_keys).await
+    }
+
+    async fn node_grant(&self, node: TokenId, version: u32) -> Result<Option<crate::NodeGrant>> {
+        self.read(move |c| node_keys::node_grant(c, node, version))
+            .await
+    }
+
+    async fn grants_of_version(&self, version: u32) -> Result<Vec<crate::NodeGrant>> {
+        self.read(move |c| node_keys::grants_of_version(c, version))
+            .await
+    }
+
+    async fn revoke_node_rotating(
+        &self,
+        id: TokenId,
+        at: Timestamp,
+        rotation: crate::RkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<crate::NodeRecord> {
+        self.write_audited(audit, move |cx| {
+            node_keys::revoke_rotating(cx, id, at, &rotation)
+        })
+        .await
     }
 
     async fn get_node(&self, id: TokenId) -> Result<Option<crate::NodeRecord>> {

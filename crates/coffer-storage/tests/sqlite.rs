@@ -91,6 +91,7 @@ async fn world(s: &SqliteStorage, name: &str) -> World {
             wrapped: vec![1; 40],
             created: ts(2),
         },
+        rk: None,
     })
     .await
     .unwrap();

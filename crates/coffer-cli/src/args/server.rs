@@ -210,7 +210,7 @@ impl ProxyArgs {
 
 pub(super) const EDGE_LONG_ABOUT: &str = "Run an edge node: a local replica of every secret (sealed), kept current from an upstream's change feed, serving the runtime API (/runtime/v1) from the replica alone.
 
-Register the node first on the control plane (`coffer node create NAME`) and give the edge the node token it prints, and a copy of the control plane's KEK file (the edge unwraps keys with it; values never leave the replica in clear).
+Register the node first on the control plane (`coffer node create NAME`) and give the edge the node token it prints. The edge takes no KEK: at its first start it makes an X25519 key pair (DIR/node.key, mode 0600) and registers the public key with its node token; the control plane then grants it the replication key, sealed to that key, through the feed (docs/edges.md, section Keys). Values never leave the replica in clear.
 
 The edge bootstraps from a snapshot, then follows the feed. Once it holds a replica it keeps serving it with every upstream down, and after a restart it serves from disk at once. With several --upstream URLs it fails over when the current one is unreachable or its heartbeats are older than --staleness. With --serve-feed it also serves the feed to other edges (a relay).
 
@@ -245,8 +245,8 @@ pub struct EdgeArgs {
     #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
     pub data_dir: PathBuf,
 
-    /// The KEK file to unwrap keys with: a copy of the control plane's kek.key [default: DIR/kek.key]
-    #[arg(long, env = "COFFER_KEK_FILE", value_name = "FILE")]
+    /// Removed: edges no longer take a KEK file. Kept only to say so (hidden)
+    #[arg(long, env = "COFFER_KEK_FILE", value_name = "FILE", hide = true)]
     pub kek_file: Option<PathBuf>,
 
     /// Address to listen on; port 0 picks a free port

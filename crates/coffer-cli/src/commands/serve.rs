@@ -64,6 +64,12 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    if args.kek_file.is_some() {
+        return Err(UsageError(
+            "edges no longer take a KEK file (--kek-file, COFFER_KEK_FILE): an edge makes its own node key and is granted the replication key by the control plane; delete the edge's copy of the KEK file and start it without the flag (see docs/edges.md, \"Upgrading from --kek-file\")".into(),
+        )
+        .into());
+    }
     let hardening = coffer_server::harden_process();
     init_logging();
     let tls = match (args.tls_cert, args.tls_key) {
@@ -99,14 +105,10 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             "--node-token is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
         );
     }
-    let kek_file = args
-        .kek_file
-        .unwrap_or_else(|| args.data_dir.join("kek.key"));
     let opts = coffer_edge::EdgeOptions {
         upstreams,
         node_token,
         data_dir: args.data_dir,
-        kek_file,
         listen: args.listen,
         tls,
         insecure_http: args.insecure_http,

@@ -134,10 +134,35 @@ impl Coffer {
             Target::node(Some(id), name),
             Details::default(),
         )?;
-        Ok(self
-            .storage
-            .revoke_node(id, Timestamp::now(), &[entry])
-            .await?)
+        // A node that registered a key also rotates the replication key, in the same
+        // transaction (keyring/replication.rs).
+        self.keys.revoke_node(id, Timestamp::now(), &[entry]).await
+    }
+
+    /// Records `public_key_hex` (64 hex digits: an X25519 public key) as the public key of
+    /// `node` (authenticated by its node token) and grants the node the current replication
+    /// key through the feed. `Ok(true)` when recorded, `Ok(false)` when the node had
+    /// registered this very key before (nothing written). `InvalidNodeKey` for a malformed
+    /// key, `NodeKeyConflict` if the node registered another one. Control plane only.
+    pub async fn register_node_key(
+        &self,
+        node: &NodeRecord,
+        public_key_hex: &str,
+    ) -> Result<bool, CoreError> {
+        const MALFORMED: &str = "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)";
+        let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
+        hex::decode_to_slice(public_key_hex, &mut bytes)
+            .map_err(|_| CoreError::InvalidNodeKey(MALFORMED))?;
+        let public = coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
+            CoreError::InvalidNodeKey(
+                "public_key is not a usable X25519 public key (a low-order point)",
+            )
+        })?;
+        let recorded = self.keys.register_node_key(node.id, &public, &[]).await?;
+        if recorded {
+            tracing::info!(node = %node.id, name = %node.name, "node key registered; replication key granted");
+        }
+        Ok(recorded)
     }
 
     /// Authenticates a node token: parsed, looked up by id, its keyed hash compared in

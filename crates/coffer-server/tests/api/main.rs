@@ -17,6 +17,7 @@ mod limits;
 mod listener;
 mod lists;
 mod mutations;
+mod node_keys;
 mod nodes;
 mod ops;
 mod permissions;

@@ -39,11 +39,13 @@ async fn populate(s: &dyn Storage, name: &str) -> Holdings {
     let stored_dek = DekRecord {
         account_id: account.id,
         key: wrapped_key(1),
+        rk: None,
     };
     s.put_dek(stored_dek.clone()).await.unwrap();
     let carried_dek = DekRecord {
         account_id: account.id,
         key: wrapped_key(2),
+        rk: None,
     };
     let t = Tenant {
         account: account.id,
@@ -382,6 +384,7 @@ pub(super) async fn delete_account_of_a_missing_account_writes_nothing(s: Arc<dy
         .put_dek(DekRecord {
             account_id: id,
             key: wrapped_key(5),
+            rk: None,
         })
         .await
         .unwrap_err();

@@ -154,6 +154,7 @@ pub(super) async fn deks(s: Arc<dyn Storage>) {
         DekRecord {
             account_id: account,
             key,
+            rk: None,
         }
     };
     let older = dek(a.id, 1, 100);

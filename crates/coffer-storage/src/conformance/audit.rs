@@ -100,6 +100,7 @@ pub(super) async fn every_mutation_appends_its_entries(s: Arc<dyn Storage>) {
     s.put_dek(crate::DekRecord {
         account_id: a,
         key: key.clone(),
+        rk: None,
     })
     .await
     .unwrap();

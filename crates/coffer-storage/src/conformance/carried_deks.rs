@@ -19,6 +19,7 @@ fn new_dek(t: Tenant, tag: u8) -> DekRecord {
     DekRecord {
         account_id: t.account,
         key: wrapped_key(tag),
+        rk: None,
     }
 }
 
@@ -226,6 +227,7 @@ pub(super) async fn a_failed_write_stores_no_carried_dek(s: Arc<dyn Storage>) {
     let stolen = DekRecord {
         account_id: t.account,
         key: s.get_dek(other.dek).await.unwrap().unwrap().key,
+        rk: None,
     };
     let err = s
         .create_secrets(

@@ -22,6 +22,7 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
     s.put_dek(DekRecord {
         account_id: account.id,
         key: key.clone(),
+        rk: None,
     })
     .await
     .unwrap();
@@ -309,6 +310,7 @@ pub(super) async fn failed_operations_append_nothing(s: Arc<dyn Storage>) {
             s.put_dek(DekRecord {
                 account_id: account_record("ghost").id,
                 key: wrapped_key(4),
+                rk: None,
             })
             .await,
         ),

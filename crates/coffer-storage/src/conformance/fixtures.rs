@@ -73,6 +73,7 @@ pub(super) async fn tenant(s: &dyn Storage, name: &str) -> Tenant {
     s.put_dek(DekRecord {
         account_id: account.id,
         key,
+        rk: None,
     })
     .await
     .expect("fixture: put_dek");

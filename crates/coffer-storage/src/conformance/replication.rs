@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Every part `snapshot` sends, or its error.
-async fn take_snapshot(s: &dyn Storage) -> crate::Result<Vec<SnapshotPart>> {
+pub(super) async fn take_snapshot(s: &dyn Storage) -> crate::Result<Vec<SnapshotPart>> {
     // A small channel, so the producer has to wait for the consumer (as with a slow edge).
     let (tx, mut rx) = mpsc::channel(2);
     let consume = async {
@@ -37,7 +37,7 @@ async fn take_snapshot(s: &dyn Storage) -> crate::Result<Vec<SnapshotPart>> {
 
 /// The header's fields and the items decoded, after checking that the parts are one header
 /// followed by exactly `count` items, each the log's own serialization of its change.
-fn split_snapshot(parts: Vec<SnapshotPart>) -> ([u8; 16], u64, [u8; 32], Vec<Change>) {
+pub(super) fn split_snapshot(parts: Vec<SnapshotPart>) -> ([u8; 16], u64, [u8; 32], Vec<Change>) {
     let mut parts = parts.into_iter();
     let Some(SnapshotPart::Header {
         cluster_id,
@@ -438,6 +438,7 @@ pub(super) async fn snapshot_holds_exactly_the_live_replicated_rows(s: Arc<dyn S
     let dek2 = DekRecord {
         account_id: a.account,
         key: wrapped_key(7),
+        rk: None,
     };
     let v3 = VersionRecord {
         version: Version(3),

@@ -28,6 +28,7 @@ pub(super) async fn rewrap_counts_finds_and_compare_and_sets(s: Arc<dyn Storage>
     let other = DekRecord {
         account_id: a.account,
         key: wrapped_key(2),
+        rk: None,
     };
     s.put_dek(other.clone()).await.unwrap();
     let token_mac = s

@@ -15,10 +15,10 @@ use super::codec::{
     scope_needle, scopes_col, ts_col, u64_col, version_col,
 };
 use crate::{
-    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, SecretBindingRecord,
-    SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord, ServiceTokenRecord,
-    StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, RkWrap,
+    SecretBindingRecord, SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord,
+    ServiceTokenRecord, StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord,
+    TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 // Column lists shared by the queries and the decoders below; a decoder reads columns by
@@ -35,7 +35,7 @@ macro_rules! token_cols {
 }
 macro_rules! dek_cols {
     () => {
-        "id, account_id, kek_id, wrapped, created"
+        "id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped"
     };
 }
 macro_rules! store_cols {
@@ -142,7 +142,39 @@ fn dek_from_row(row: &Row<'_>) -> Result<DekRecord> {
             wrapped: col(row, 3, "deks.wrapped")?,
             created: ts_col(row, 4, "deks.created")?,
         },
+        rk: rk_wrap_cols(row, 5, "deks.rk_version")?,
     })
+}
+
+/// An RK version and wrap in columns `idx` and `idx + 1` (both NULL: none).
+pub(super) fn rk_wrap_cols(
+    row: &Row<'_>,
+    idx: usize,
+    what: &'static str,
+) -> Result<Option<RkWrap>> {
+    let version: Option<i64> = col(row, idx, what)?;
+    let wrapped: Option<Vec<u8>> = col(row, idx + 1, what)?;
+    match (version, wrapped) {
+        (None, None) => Ok(None),
+        (Some(v), Some(wrapped)) => Ok(Some(RkWrap {
+            version: u32::try_from(v)
+                .map_err(|_| StorageError::Corrupted(format!("{what}: {v} out of range")))?,
+            wrapped,
+        })),
+        _ => Err(StorageError::Corrupted(format!(
+            "{what}: version and wrap are not both set"
+        ))),
+    }
+}
+
+pub(super) fn list_deks(conn: &Connection) -> Result<Vec<DekRecord>> {
+    query_all(
+        conn,
+        concat!("SELECT ", dek_cols!(), " FROM deks ORDER BY id"),
+        [],
+        "list deks",
+        dek_from_row,
+    )
 }
 
 fn store_from_row(row: &Row<'_>) -> Result<StoreRecord> {

@@ -138,11 +138,14 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
             wrapped_hex,
         } => {
             let wrapped = unhex(origin, wrapped_hex, "wrapped_hex")?;
-            // A DEK never changes: one already held is kept as it is.
+            // A DEK's key never changes, but its wrap does: a node's revocation rewraps every
+            // DEK under the next replication key.
             exec(
                 conn,
                 "INSERT INTO deks (id, account_id, kek_id, wrapped, created)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET kek_id = excluded.kek_id,
+                     wrapped = excluded.wrapped",
                 params![
                     dek_id.as_bytes(),
                     account_id.as_bytes(),
@@ -365,6 +368,25 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
                 params![at, node_id.as_bytes()],
                 origin,
                 "revoke node",
+            )?;
+        }
+        Change::NodeKeyGrant {
+            node_id,
+            rk_version,
+            ephemeral_public_hex,
+            sealed_hex,
+        } => {
+            let ephemeral = unhex(origin, ephemeral_public_hex, "ephemeral_public_hex")?;
+            let sealed = unhex(origin, sealed_hex, "sealed_hex")?;
+            exec(
+                conn,
+                "INSERT INTO node_grants (node_id, rk_version, ephemeral, sealed)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (node_id, rk_version) DO UPDATE
+                     SET ephemeral = excluded.ephemeral, sealed = excluded.sealed",
+                params![node_id.as_bytes(), rk_version, ephemeral, sealed],
+                origin,
+                "put node grant",
             )?;
         }
         Change::InstanceKeyPut {
@@ -710,7 +732,8 @@ fn clear_replica(cx: &WriteCx<'_>, header: &InstallHeader, now: i64) -> Result<(
              DELETE FROM deks;
              DELETE FROM tokens;
              DELETE FROM accounts;
-             DELETE FROM nodes;",
+             DELETE FROM nodes;
+             DELETE FROM node_grants;",
         )
         .db("clear replicated rows")?;
     cx.conn

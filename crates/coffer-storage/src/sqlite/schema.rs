@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -428,6 +428,31 @@ fn v6(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("CREATE INDEX deks_by_kek ON deks (kek_id);")
 }
 
+/// Version 7: edges hold no KEK. The control plane keeps, beside each DEK's and each replicated
+/// instance key's KEK wrap (`kek_id`, `wrapped`, which only it can open), the same key wrapped
+/// by the replication key (RK) of `rk_version`: the form the feed and snapshots carry. A node
+/// records the X25519 public key it registered, and `node_grants` holds the RK versions sealed
+/// to each node's key (replicated: every edge stores all grants, opens only its own).
+fn v7(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        ALTER TABLE deks ADD COLUMN rk_version INTEGER CHECK (rk_version > 0);
+        ALTER TABLE deks ADD COLUMN rk_wrapped BLOB;
+        ALTER TABLE instance_keys ADD COLUMN rk_version INTEGER CHECK (rk_version > 0);
+        ALTER TABLE instance_keys ADD COLUMN rk_wrapped BLOB;
+        ALTER TABLE nodes ADD COLUMN public_key BLOB CHECK (length(public_key) = 32);
+
+        CREATE TABLE node_grants (
+            node_id    BLOB    NOT NULL CHECK (length(node_id) = 16),
+            rk_version INTEGER NOT NULL CHECK (rk_version > 0),
+            ephemeral  BLOB    NOT NULL CHECK (length(ephemeral) = 32),
+            sealed     BLOB    NOT NULL,
+            PRIMARY KEY (node_id, rk_version)
+        ) STRICT;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,7 +536,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
         // Version 6: KEK rotation looks up DEKs by KEK id through an index.
         let by_kek = plan(&conn, "SELECT id FROM deks WHERE kek_id = ?1 LIMIT 5");
         assert!(

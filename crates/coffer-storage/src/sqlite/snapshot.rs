@@ -29,7 +29,9 @@ const COUNT: &str = "SELECT
   + (SELECT count(*) FROM services)
   + (SELECT count(*) FROM service_tokens WHERE revoked IS NULL)
   + (SELECT count(*) FROM nodes WHERE revoked IS NULL)
-  + 2 * (SELECT count(*) FROM nodes WHERE revoked IS NOT NULL)";
+  + 2 * (SELECT count(*) FROM nodes WHERE revoked IS NOT NULL)
+  + (SELECT count(*) FROM node_grants AS g JOIN nodes AS n ON n.id = g.node_id
+     WHERE n.revoked IS NULL)";
 
 /// Sends the whole snapshot on `out` (see `Storage::snapshot`).
 pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) -> Result<()> {
@@ -61,8 +63,11 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
     // in order (as it applies log entries).
     items.each(
         &tx,
-        "SELECT purpose, key_id, kek_id, wrapped FROM instance_keys
-         WHERE purpose IN (?1, ?2) ORDER BY purpose",
+        // The replication-key wrap where this side holds one (the control plane), else the
+        // row as replicated (a relay holds the RK wrap as its only wrap): never the KEK's.
+        "SELECT purpose, key_id, COALESCE('rk:' || rk_version, kek_id),
+                COALESCE(rk_wrapped, wrapped)
+         FROM instance_keys WHERE purpose IN (?1, ?2) ORDER BY purpose",
         REPLICATED_KEY_PURPOSES,
         "snapshot instance keys",
         |row| {
@@ -88,7 +93,10 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
     )?;
     items.each(
         &tx,
-        "SELECT account_id, id, kek_id, wrapped FROM deks",
+        // As for the instance keys: the RK wrap, never the KEK's.
+        "SELECT account_id, id, COALESCE('rk:' || rk_version, kek_id),
+                COALESCE(rk_wrapped, wrapped)
+         FROM deks",
         [],
         "snapshot deks",
         |row| {
@@ -179,6 +187,24 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
         [],
         "snapshot nodes",
         node_put,
+    )?;
+    // The grants of the nodes in service, after them.
+    items.each(
+        &tx,
+        "SELECT g.node_id, g.rk_version, g.ephemeral, g.sealed
+         FROM node_grants AS g JOIN nodes AS n ON n.id = g.node_id
+         WHERE n.revoked IS NULL ORDER BY g.node_id, g.rk_version",
+        [],
+        "snapshot node grants",
+        |row| {
+            let grant = super::node_keys::grant_from_row(row)?;
+            Ok(Change::NodeKeyGrant {
+                node_id: grant.node_id,
+                rk_version: grant.rk_version,
+                ephemeral_public_hex: to_hex(grant.ephemeral_public),
+                sealed_hex: to_hex(&grant.sealed),
+            })
+        },
     )?;
     if items.sent != count {
         // One read transaction counted and read: only a bug gets here. The receiver must not

@@ -295,16 +295,28 @@ pub(super) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
 /// appended its `DekPut`).
 fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
+    if let Some(rk) = &dek.rk {
+        // A DEK wrapped by a replication key that a node's revocation has since replaced
+        // would reach the feed openable with what the revoked node held: the caller retries
+        // with a new DEK. Also when the DEK is already stored (and so rewrapped): a value
+        // written after the revocation must not be sealed under a DEK the revoked node had.
+        if super::node_keys::current_version(cx.conn)? != Some(rk.version) {
+            return Err(StorageError::Conflict);
+        }
+    }
     let inserted = execute(
         cx,
-        "INSERT INTO deks (id, account_id, kek_id, wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO deks (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO NOTHING",
         params![
             dek.key.id.as_bytes(),
             dek.account_id.as_bytes(),
             dek.key.kek_id,
             dek.key.wrapped,
-            dek.key.created.unix_micros()
+            dek.key.created.unix_micros(),
+            dek.rk.as_ref().map(|rk| rk.version),
+            dek.rk.as_ref().map(|rk| &rk.wrapped),
         ],
         "put dek",
         |c| (c == Constraint::ForeignKey).then_some(StorageError::NotFound(Entity::Account)),
@@ -312,11 +324,17 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     if inserted == 0 {
         return Ok(false);
     }
+    // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
+    // from a caller that has no replication key: tests of storage alone).
+    let (kek_id, wrapped) = match &dek.rk {
+        Some(rk) => (crate::rk_kek_id(rk.version), &rk.wrapped),
+        None => (dek.key.kek_id.clone(), &dek.key.wrapped),
+    };
     cx.append(&Change::DekPut {
         account_id: dek.account_id,
         dek_id: dek.key.id,
-        kek_id: dek.key.kek_id.clone(),
-        wrapped_hex: to_hex(&dek.key.wrapped),
+        kek_id,
+        wrapped_hex: to_hex(wrapped),
     })?;
     Ok(true)
 }

@@ -623,6 +623,7 @@ async fn populate(s: &SqliteStorage, probe: &mut Probe) -> Fixture {
     let dek2 = DekRecord {
         account_id: a.account,
         key: key(60),
+        rk: None,
     };
     probe.deks.push(dek2.key.id);
     s.update_secret(
@@ -685,6 +686,7 @@ async fn more_writes(s: &SqliteStorage, fx: &Fixture, probe: &mut Probe) {
     let dek3 = DekRecord {
         account_id: fx.a.account,
         key: key(70),
+        rk: None,
     };
     probe.deks.push(dek3.key.id);
     s.update_secret(

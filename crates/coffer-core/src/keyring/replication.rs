@@ -1,0 +1,327 @@
+//! The replication key (RK): what edges open the feed's keys with, so that no edge holds the
+//! KEK (docs/edges.md, "Keys").
+//!
+//! The control plane keeps the RK wrapped by the KEK, as instance key `replication-key:<n>`,
+//! and holds the current version unwrapped. Every DEK is stored wrapped twice: by the KEK (the
+//! control plane's own copy, what its reads use) and by the RK (what the feed carries). A node
+//! registers an X25519 public key and gets the current RK sealed to it (a grant, in the feed).
+//! Revoking a node that registered a key makes RK `n + 1`, grants it to every remaining node
+//! with a key, rewraps every DEK and replicated instance key under it, all in the revocation's
+//! own transaction, and makes every account start a new DEK: what is written afterwards is
+//! sealed under a DEK the revoked node never saw, wrapped by an RK it never got.
+//!
+//! Why in the revocation's transaction rather than a background job: the revoked node must
+//! not be able to open anything written after the revocation is acknowledged, and a DEK is
+//! rewrapped from the RK's wrap (software AES, no KEK call), so even 100,000 DEKs take well
+//! under a second; one transaction also leaves nothing half-rotated to resume.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use coffer_crypto::{DataKey, NodePublicKey, random_id, rk_unwrap, rk_wrap, seal_grant};
+use coffer_storage::{
+    AuditEntry, DekRecord, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
+    REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError, WrappedKeyRecord,
+};
+use coffer_types::{DekId, Timestamp, TokenId};
+
+use super::{Keyring, dek_context, instance_context, kek_unwrap, kek_wrap};
+use crate::CoreError;
+
+/// The purpose an RK's KEK wrap is bound to (its AAD; the key id is the RK's own).
+const RK_PURPOSE: &str = "replication-key";
+/// Rotations retried when a DEK was made while one was being prepared.
+const ROTATION_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+struct Current {
+    version: u32,
+    key: Arc<DataKey>,
+    created: Timestamp,
+}
+
+/// The control plane's replication key, current version.
+#[derive(Debug)]
+pub(crate) struct ReplicationKeys {
+    current: RwLock<Current>,
+    /// Held by a registration or a rotation for its whole course, so that a grant is never
+    /// made of a version a rotation is replacing.
+    ops: tokio::sync::Mutex<()>,
+}
+
+/// A new RK, and its KEK wrap as stored.
+async fn new_rk(
+    kek: &Arc<dyn coffer_crypto::KekProvider>,
+) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
+    let id = DekId::from_bytes(random_id());
+    let (key, wrapped) =
+        kek_wrap(kek, DataKey::generate(), instance_context(id, RK_PURPOSE)).await?;
+    Ok((
+        key,
+        WrappedKeyRecord {
+            id,
+            kek_id: wrapped.kek_id.0,
+            wrapped: wrapped.bytes,
+            created: Timestamp::now(),
+        },
+    ))
+}
+
+impl ReplicationKeys {
+    /// Loads the current RK, or makes version 1 on first start.
+    pub(super) async fn open(
+        kek: &Arc<dyn coffer_crypto::KekProvider>,
+        storage: &Arc<dyn Storage>,
+    ) -> Result<ReplicationKeys, CoreError> {
+        let (version, record) = match storage.latest_replication_key().await? {
+            Some(found) => found,
+            None => {
+                let (_, record) = new_rk(kek).await?;
+                let purpose = format!("{REPLICATION_KEY_PURPOSE_PREFIX}1");
+                (
+                    1,
+                    storage.put_instance_key_if_absent(&purpose, record).await?,
+                )
+            }
+        };
+        let key = kek_unwrap(kek, &record, instance_context(record.id, RK_PURPOSE)).await?;
+        Ok(ReplicationKeys {
+            current: RwLock::new(Current {
+                version,
+                key: Arc::new(key),
+                created: record.created,
+            }),
+            ops: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn current(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Keyring {
+    fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
+        self.replication.as_ref().ok_or_else(|| {
+            CoreError::Internal("only the control plane holds a replication key".into())
+        })
+    }
+
+    /// The current replication key version (`None` on an edge).
+    pub fn replication_key_version(&self) -> Option<u32> {
+        self.replication.as_ref().map(|r| r.current().version)
+    }
+
+    /// `key`'s RK wrap under the current RK (`None` on an edge).
+    pub(super) fn rk_wrap(
+        &self,
+        key: &DataKey,
+        ctx: &coffer_crypto::DekContext<'_>,
+    ) -> Result<Option<RkWrap>, CoreError> {
+        let Some(repl) = &self.replication else {
+            return Ok(None);
+        };
+        let current = repl.current();
+        let wrapped = rk_wrap(&current.key, current.version, key, ctx)?;
+        Ok(Some(RkWrap {
+            version: current.version,
+            wrapped: wrapped.bytes,
+        }))
+    }
+
+    /// Whether a stored DEK may seal new values: it was made under the current RK (so after
+    /// the last revocation), not merely rewrapped by it.
+    pub(super) fn made_under_current_rk(&self, record: &DekRecord) -> bool {
+        let Some(repl) = &self.replication else {
+            return true;
+        };
+        let current = repl.current();
+        record
+            .rk
+            .as_ref()
+            .is_some_and(|rk| rk.version == current.version)
+            && record.key.created >= current.created
+    }
+
+    /// Wraps, under the current RK, the DEKs and replicated instance keys stored without an
+    /// RK wrap (a data dir made before replication keys existed). Done once, at start.
+    pub(super) async fn backfill_rk_wraps(
+        &self,
+        instance_keys: &[(&'static str, &DataKey)],
+    ) -> Result<(), CoreError> {
+        let current = self.replication()?.current();
+        let mut deks = Vec::new();
+        for record in self.storage.list_deks().await? {
+            if record.rk.is_some() {
+                continue;
+            }
+            let ctx = dek_context(record.account_id, record.key.id);
+            let key = kek_unwrap(&self.kek, &record.key, ctx).await?;
+            deks.push((
+                record.key.id,
+                rk_wrap(&current.key, current.version, &key, &ctx)?.bytes,
+            ));
+        }
+        let mut keys = Vec::new();
+        for &(purpose, key) in instance_keys {
+            if self.storage.instance_key_rk(purpose).await?.is_some() {
+                continue;
+            }
+            let stored = self
+                .storage
+                .get_instance_key(purpose)
+                .await?
+                .ok_or_else(|| CoreError::Internal(format!("instance key {purpose} vanished")))?;
+            let ctx = instance_context(stored.id, purpose);
+            keys.push((
+                purpose.to_owned(),
+                rk_wrap(&current.key, current.version, key, &ctx)?.bytes,
+            ));
+        }
+        if deks.is_empty() && keys.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            deks = deks.len(),
+            instance_keys = keys.len(),
+            "wrapping the keys edges need under the replication key"
+        );
+        Ok(self
+            .storage
+            .backfill_rk_wraps(current.version, deks, keys)
+            .await?)
+    }
+
+    /// Records `public` as `node`'s key and grants it the current RK. `Ok(false)`: the node
+    /// had registered this very key before.
+    pub(crate) async fn register_node_key(
+        &self,
+        node: TokenId,
+        public: &NodePublicKey,
+        audit: &[AuditEntry],
+    ) -> Result<bool, CoreError> {
+        let repl = self.replication()?;
+        let _ops = repl.ops.lock().await;
+        let current = repl.current();
+        let grant = seal_grant(public, node, current.version, &current.key)?;
+        let grant = NodeGrant {
+            node_id: node,
+            rk_version: current.version,
+            ephemeral_public: grant.ephemeral_public,
+            sealed: grant.sealed,
+        };
+        Ok(self
+            .storage
+            .register_node_key(node, *public.as_bytes(), grant, audit)
+            .await?)
+    }
+
+    /// Revokes `node` and rotates the RK (see the module comment). For a node that never
+    /// registered a key there is nothing to rotate: `Storage::revoke_node` alone.
+    pub(crate) async fn revoke_node(
+        &self,
+        node: TokenId,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<NodeRecord, CoreError> {
+        let Some(repl) = &self.replication else {
+            return Ok(self.storage.revoke_node(node, at, audit).await?);
+        };
+        let _ops = repl.ops.lock().await;
+        let keys = self.storage.node_public_keys().await?;
+        if !keys.iter().any(|(id, _)| *id == node) {
+            return Ok(self.storage.revoke_node(node, at, audit).await?);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (key, rotation) = self.prepare_rotation(repl, node, &keys).await?;
+            let created = rotation.key.created;
+            let version = rotation.version;
+            match self
+                .storage
+                .revoke_node_rotating(node, at, rotation, audit)
+                .await
+            {
+                Ok(record) => {
+                    *repl.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
+                        version,
+                        key: Arc::new(key),
+                        created,
+                    };
+                    // Every account starts a new DEK for its next seal.
+                    self.lock_active().clear();
+                    tracing::info!(node = %node, version, "node revoked; replication key rotated");
+                    return Ok(record);
+                }
+                Err(StorageError::Conflict) if attempt < ROTATION_ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn prepare_rotation(
+        &self,
+        repl: &ReplicationKeys,
+        revoked: TokenId,
+        keys: &[(TokenId, [u8; 32])],
+    ) -> Result<(DataKey, RkRotation), CoreError> {
+        let current = repl.current();
+        let version = current
+            .version
+            .checked_add(1)
+            .ok_or_else(|| CoreError::Internal("replication key versions are used up".into()))?;
+        let (next, record) = new_rk(&self.kek).await?;
+        let mut grants = Vec::new();
+        for (id, public) in keys.iter().filter(|(id, _)| *id != revoked) {
+            let public = NodePublicKey::parse(public)?;
+            let grant = seal_grant(&public, *id, version, &next)?;
+            grants.push(NodeGrant {
+                node_id: *id,
+                rk_version: version,
+                ephemeral_public: grant.ephemeral_public,
+                sealed: grant.sealed,
+            });
+        }
+        let mut deks = Vec::new();
+        for record in self.storage.list_deks().await? {
+            let ctx = dek_context(record.account_id, record.key.id);
+            let key = match &record.rk {
+                Some(rk) if rk.version == current.version => {
+                    rk_unwrap(&current.key, current.version, &rk.wrapped, &ctx)?
+                }
+                _ => kek_unwrap(&self.kek, &record.key, ctx).await?,
+            };
+            deks.push((record.key.id, rk_wrap(&next, version, &key, &ctx)?.bytes));
+        }
+        let mut instance_keys = Vec::new();
+        for purpose in REPLICATED_KEY_PURPOSES {
+            let Some(stored) = self.storage.get_instance_key(purpose).await? else {
+                continue;
+            };
+            let ctx = instance_context(stored.id, purpose);
+            let key = match self.storage.instance_key_rk(purpose).await? {
+                Some(rk) if rk.version == current.version => {
+                    rk_unwrap(&current.key, current.version, &rk.wrapped, &ctx)?
+                }
+                _ => kek_unwrap(&self.kek, &stored, ctx).await?,
+            };
+            instance_keys.push((
+                purpose.to_owned(),
+                rk_wrap(&next, version, &key, &ctx)?.bytes,
+            ));
+        }
+        Ok((
+            next,
+            RkRotation {
+                version,
+                key: record,
+                grants,
+                deks,
+                instance_keys,
+            },
+        ))
+    }
+}

@@ -1,0 +1,174 @@
+//! The edge's own key material: no KEK, only the X25519 key pair it makes at its first start
+//! (`node.key` in the data dir, mode 0600) and the replication-key versions granted to it in
+//! the feed. The node registers its public key with its node token (`register`), retrying
+//! until an upstream answers; the grant then arrives like any other feed entry, and DEKs are
+//! unwrapped through [`GrantedKeys`] (see `coffer_crypto::node_key`).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration};
+use coffer_crypto::{CryptoError, Grant, GrantedKeys, NodeKey};
+use coffer_server::ApiError;
+use coffer_server::node_keys::NodeKeyForward;
+use coffer_storage::{SqliteStorage, Storage};
+use coffer_types::TokenId;
+
+use crate::upstream::{FetchError, Upstreams};
+use crate::{DB_FILE, EdgeError, EdgeStatus, data_dir_error};
+
+/// The node's key pair in the data dir.
+pub(crate) const NODE_KEY_FILE: &str = "node.key";
+
+/// Opens (or at first start makes) the node key. A data dir that holds a replica but no node
+/// key was made by a version whose edges took the KEK (`--kek-file`): that replica's keys are
+/// wrapped by the KEK, which this edge no longer has, so it is deleted and the edge resyncs
+/// from a snapshot (docs/edges.md, "Upgrading from --kek-file").
+pub(crate) fn open(dir: &Path) -> Result<NodeKey, EdgeError> {
+    let path = dir.join(NODE_KEY_FILE);
+    if !path.exists() && dir.join(DB_FILE).exists() {
+        tracing::warn!(
+            "the replica was made by an edge that held the KEK; deleting it and resyncing from a snapshot"
+        );
+        for name in [
+            DB_FILE.to_owned(),
+            format!("{DB_FILE}-wal"),
+            format!("{DB_FILE}-shm"),
+        ] {
+            match std::fs::remove_file(dir.join(&name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(data_dir_error(dir, format!("cannot delete {name}: {e}"))),
+            }
+        }
+    }
+    NodeKey::open_or_create(&path).map_err(|e| data_dir_error(dir, e))
+}
+
+/// The KEK provider of this edge: RK versions opened from this node's grants in the replica.
+pub(crate) fn provider(node: TokenId, key: NodeKey, storage: Arc<SqliteStorage>) -> GrantedKeys {
+    let find = move |version: u32| -> Result<Vec<(TokenId, Grant)>, CryptoError> {
+        // Called from the keyring's unwrap, which runs on tokio's blocking pool: waiting on
+        // the runtime from there is allowed.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
+        let grants = runtime
+            .block_on(storage.grants_of_version(version))
+            .map_err(|e| CryptoError::KeyUnavailable(format!("reading the grants: {e}")))?;
+        Ok(grants
+            .into_iter()
+            .map(|g| {
+                let grant = Grant {
+                    ephemeral_public: g.ephemeral_public,
+                    sealed: g.sealed,
+                };
+                (g.node_id, grant)
+            })
+            .collect())
+    };
+    GrantedKeys::new(node, key, Box::new(find))
+}
+
+/// Registers this node's public key, trying the upstreams in turn until one answers (a
+/// node that registered the same key before is answered as registered). A refusal (a
+/// malformed key, another key registered for this node, a revoked node) is logged and tried
+/// again later: the edge cannot open what the feed carries without a grant.
+pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, public_hex: String) {
+    let registration = NodeKeyRegistration {
+        public_key: public_hex,
+    };
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let upstream = status.current.load(Ordering::Acquire) % upstreams.urls.len().max(1);
+        match upstreams
+            .register_node_key(upstream, None, &registration)
+            .await
+        {
+            Ok(receipt) => {
+                tracing::info!(
+                    new = receipt.registered,
+                    "node key registered; the replication key is granted through the feed"
+                );
+                return;
+            }
+            Err(
+                e @ FetchError::Status {
+                    status: 400..=499, ..
+                },
+            ) => {
+                tracing::error!(error = %e, "the upstream refused this node's key");
+                wait = Duration::from_secs(30);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register this node's key yet; retrying");
+                status.current.store(
+                    (upstream + 1) % upstreams.urls.len().max(1),
+                    Ordering::Release,
+                );
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// A relay's forwarder of the registrations of the nodes below it: sent to this relay's
+/// current upstream with the node's own token, answered as that upstream answered.
+#[derive(Debug)]
+pub(crate) struct RelayNodeKeys {
+    pub upstreams: Upstreams,
+    pub status: Arc<EdgeStatus>,
+}
+
+impl NodeKeyForward for RelayNodeKeys {
+    fn forward<'a>(
+        &'a self,
+        bearer: &'a str,
+        registration: NodeKeyRegistration,
+    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>> {
+        Box::pin(async move {
+            let upstream = self.status.current.load(Ordering::Acquire);
+            match self
+                .upstreams
+                .register_node_key(upstream, Some(bearer), &registration)
+                .await
+            {
+                Ok(receipt) => Ok(receipt),
+                Err(FetchError::Status {
+                    status: 400..=499,
+                    code,
+                    message,
+                    ..
+                }) => Err(upstream_refusal(code, message)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot forward a node-key registration upstream");
+                    Err(ApiError::new(
+                        coffer_api::ErrorCode::Unavailable,
+                        "cannot forward the registration upstream right now; retry later",
+                    ))
+                }
+            }
+        })
+    }
+}
+
+/// The upstream's refusal, passed down with its code.
+fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
+    use coffer_api::ErrorCode as C;
+    let known = [
+        C::InvalidNodeKey,
+        C::NodeKeyConflict,
+        C::NodeRevoked,
+        C::Unauthenticated,
+        C::WrongTokenKind,
+        C::MalformedJson,
+    ];
+    let code = known
+        .into_iter()
+        .find(|c| Some(c.code()) == code)
+        .unwrap_or(C::Unavailable);
+    ApiError::new(code, message)
+}

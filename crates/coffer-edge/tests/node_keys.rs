@@ -1,0 +1,432 @@
+//! Edges hold no KEK: each makes its own X25519 key, registers it with its node token, and
+//! opens what the feed carries with the replication keys granted to it. The test that matters:
+//! the files of a node copied before its revocation open nothing written after it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coffer_client::{
+    Client, CreateSecret, DeployService, SecretBinding, SecretValue, UpdateSecret,
+};
+use coffer_crypto::{DataKey, DekContext, Grant, NodeKey, SealedValue, ValueContext};
+use coffer_edge::{EdgeError, EdgeOptions, EdgeStatus};
+use coffer_replication::wire::{FeedAnswer, FeedBody};
+use coffer_storage::{Change, SqliteStorage, Storage};
+use coffer_types::{DekId, TokenId, Version};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+const PROMPTLY: Duration = Duration::from_secs(20);
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+struct ControlPlane {
+    url: String,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), coffer_server::ServerError>>,
+}
+
+async fn control_plane(dir: &Path) -> ControlPlane {
+    let init = coffer_server::init_data_dir(dir).await.unwrap();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let opts = coffer_server::ServeOptions {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        insecure_http: false,
+        secrets_quota: coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA,
+        max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
+        feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
+        trusted_proxies: Default::default(),
+        http: Default::default(),
+        snapshots: Default::default(),
+        runtime_rate: None,
+        keys: Default::default(),
+    };
+    let task = tokio::spawn(coffer_server::serve(
+        opts,
+        move |addr| {
+            let _ = ready_tx.send(addr);
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let client = Client::new(
+        &url,
+        init.api_token.expose_secret(),
+        &init.account_id.to_string(),
+    )
+    .unwrap();
+    ControlPlane {
+        url,
+        client,
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+struct Edge {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), EdgeError>>,
+    _status: Arc<EdgeStatus>,
+}
+
+async fn edge(upstream: &str, token: &str, dir: &Path, serve_feed: bool) -> Edge {
+    let opts = EdgeOptions {
+        upstreams: vec![upstream.to_owned()],
+        node_token: Zeroizing::new(token.to_owned()),
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        insecure_http: false,
+        ca_cert: None,
+        serve_feed,
+        staleness: EdgeOptions::DEFAULT_STALENESS,
+        long_poll: Duration::from_secs(1),
+        max_staleness: None,
+        trusted_proxies: Default::default(),
+        http: Default::default(),
+        snapshots: Default::default(),
+        runtime_rate: None,
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(coffer_edge::run(
+        opts,
+        move |addr, status| {
+            let _ = ready_tx.send((addr, status));
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let (addr, status) = tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    Edge {
+        url: format!("http://{addr}"),
+        stop: Some(stop_tx),
+        task,
+        _status: status,
+    }
+}
+
+impl Edge {
+    async fn read(&self, token: &str) -> (u16, String) {
+        let r = http()
+            .get(format!("{}/runtime/v1/bindings/K", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Waits until the edge serves `value` for binding `K`.
+    async fn wait_value(&self, token: &str, value: &str) {
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            let (status, body) = self.read(token).await;
+            if status == 200 && body == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edge {} never served {value:?}; last {status} {body}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+struct Bound {
+    store: String,
+    secret: String,
+    token: String,
+}
+
+async fn bind(client: &Client, value: &str) -> Bound {
+    let store = client.create_store("prod").await.unwrap().id;
+    let secret = client
+        .create_secrets(
+            &store,
+            vec![CreateSecret {
+                name: "k".into(),
+                value: SecretValue::new(value.into()),
+                scopes: vec!["workers".into()],
+                comment: None,
+            }],
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let deployed = client
+        .deploy_service(&DeployService {
+            name: "svc".into(),
+            kind: None,
+            secrets_store_secrets: vec![SecretBinding {
+                binding: "K".into(),
+                store_id: store.clone(),
+                secret_name: "k".into(),
+            }],
+            secrets_store_stores: vec![],
+        })
+        .await
+        .unwrap();
+    Bound {
+        store,
+        secret,
+        token: deployed.service_token.unwrap().expose_secret().to_owned(),
+    }
+}
+
+async fn set_value(client: &Client, b: &Bound, value: &str) {
+    client
+        .update_secret(
+            &b.store,
+            &b.secret,
+            UpdateSecret {
+                value: Some(SecretValue::new(value.into())),
+                scopes: None,
+                comment: None,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// Every entry of the control plane's feed, as any node (or any edge's disk) holds it.
+async fn whole_feed(cp: &ControlPlane, probe: &str) -> Vec<Change> {
+    let r = http()
+        .get(format!("{}/replication/v1/feed?after=0", cp.url))
+        .bearer_auth(probe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = FeedAnswer::decode(&r.bytes().await.unwrap()).unwrap();
+    let FeedBody::Entries(entries) = answer.body else {
+        panic!("the feed is not compacted in this test");
+    };
+    entries.iter().map(|e| e.change().unwrap()).collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Everything the copied files of `node` open: its grants (every grant in its replica tried
+/// with its key) give replication keys, which give the DEKs its replica holds.
+async fn what_the_copy_opens(copy: &Path, node: TokenId) -> HashMap<DekId, DataKey> {
+    let key = NodeKey::open(&copy.join("node.key")).unwrap();
+    let replica = SqliteStorage::open(&copy.join("replica.db")).unwrap();
+    let mut rks = HashMap::new();
+    for version in 1..=16 {
+        // Every grant the copy holds, whoever it names: only those sealed to this key open.
+        for g in replica.grants_of_version(version).await.unwrap() {
+            let grant = Grant {
+                ephemeral_public: g.ephemeral_public,
+                sealed: g.sealed,
+            };
+            for as_node in [g.node_id, node] {
+                if let Ok(rk) = key.open_grant(as_node, version, &grant) {
+                    rks.insert(version, rk);
+                }
+            }
+        }
+    }
+    assert!(!rks.is_empty(), "the copy holds at least its first grant");
+    let mut deks = HashMap::new();
+    for dek in replica.list_deks().await.unwrap() {
+        let version = coffer_crypto::rk_version_of(&dek.key.kek_id).unwrap();
+        let Some(rk) = rks.get(&version) else {
+            continue;
+        };
+        let ctx = DekContext {
+            account: Some(dek.account_id),
+            dek: dek.key.id,
+            purpose: "dek",
+        };
+        if let Ok(k) = coffer_crypto::rk_unwrap(rk, version, &dek.key.wrapped, &ctx) {
+            deks.insert(dek.key.id, k);
+        }
+    }
+    replica.shutdown().await;
+    deks
+}
+
+/// The sealed current value of `secret` as the feed last carried it, with its context.
+fn last_sealed(feed: &[Change], secret: &str) -> (ValueContext, SealedValue) {
+    feed.iter()
+        .rev()
+        .find_map(|c| match c {
+            Change::SecretPut {
+                account_id,
+                store_id,
+                secret_id,
+                version,
+                dek_id,
+                sealed_hex,
+                ..
+            } if secret_id.to_string() == secret => Some((
+                ValueContext {
+                    account: *account_id,
+                    store: *store_id,
+                    secret: *secret_id,
+                    version: Version(*version),
+                    dek: *dek_id,
+                },
+                SealedValue(hex::decode(sealed_hex).unwrap()),
+            )),
+            _ => None,
+        })
+        .expect("the feed carries the secret")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_nodes_copied_files_open_nothing_written_after_its_revocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = control_plane(&tmp.path().join("cp")).await;
+    let b = bind(&cp.client, "before").await;
+    let node_a = cp.client.create_node("edge-a").await.unwrap();
+    let node_b = cp.client.create_node("edge-b").await.unwrap();
+    let probe = cp.client.create_node("probe").await.unwrap();
+    let token = |n: &coffer_client::CreatedNode| n.node_token.expose_secret().to_owned();
+
+    // Neither edge has any key file of the control plane's.
+    let a = edge(&cp.url, &token(&node_a), &tmp.path().join("a"), false).await;
+    let e_b = edge(&cp.url, &token(&node_b), &tmp.path().join("b"), false).await;
+    a.wait_value(&b.token, "before").await;
+    e_b.wait_value(&b.token, "before").await;
+    assert!(!tmp.path().join("a").join("kek.key").exists());
+
+    // The thief's copy: everything on A's disk (stopped, so the copy is whole).
+    a.stop().await;
+    let copy = tmp.path().join("stolen");
+    copy_dir(&tmp.path().join("a"), &copy);
+    let a_id: TokenId = node_a.node.id.parse().unwrap();
+
+    // Control: the copy opens what was written before the revocation.
+    let feed = whole_feed(&cp, &token(&probe)).await;
+    let opened = what_the_copy_opens(&copy, a_id).await;
+    let (ctx, sealed) = last_sealed(&feed, &b.secret);
+    let dek = opened
+        .get(&ctx.dek)
+        .expect("the copy holds the old value's DEK");
+    let plain = coffer_crypto::open(dek, &ctx, &sealed).unwrap();
+    assert_eq!(plain.expose_secret(), b"before");
+
+    cp.client.revoke_node(&node_a.node.id).await.unwrap();
+    set_value(&cp.client, &b, "after").await;
+    e_b.wait_value(&b.token, "after").await;
+
+    // The new value, as the feed (and so every other edge's disk) carries it.
+    let feed = whole_feed(&cp, &token(&probe)).await;
+    let (ctx, sealed) = last_sealed(&feed, &b.secret);
+    assert!(
+        !opened.contains_key(&ctx.dek),
+        "the new value is sealed under a DEK the revoked node never had"
+    );
+    for key in opened.values() {
+        assert!(coffer_crypto::open(key, &ctx, &sealed).is_err());
+    }
+    // Its DEK travels wrapped by a replication key the copy cannot open, and the grants of
+    // that key are to the remaining nodes only.
+    let new_dek = feed
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Change::DekPut { dek_id, kek_id, .. } if *dek_id == ctx.dek => Some(kek_id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let version = coffer_crypto::rk_version_of(&new_dek).unwrap();
+    assert!(version >= 2, "the revocation rotated the replication key");
+    let granted: Vec<TokenId> = feed
+        .iter()
+        .filter_map(|c| match c {
+            Change::NodeKeyGrant {
+                node_id,
+                rk_version,
+                ..
+            } if *rk_version == version => Some(*node_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(granted, vec![node_b.node.id.parse::<TokenId>().unwrap()]);
+    let stolen_key = NodeKey::open(&copy.join("node.key")).unwrap();
+    for c in &feed {
+        if let Change::NodeKeyGrant {
+            node_id,
+            rk_version,
+            ephemeral_public_hex,
+            sealed_hex,
+        } = c
+            && *rk_version == version
+        {
+            let grant = Grant {
+                ephemeral_public: hex::decode(ephemeral_public_hex)
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+                sealed: hex::decode(sealed_hex).unwrap(),
+            };
+            assert!(stolen_key.open_grant(*node_id, version, &grant).is_err());
+            assert!(stolen_key.open_grant(a_id, version, &grant).is_err());
+        }
+    }
+
+    // A, restarted with its own (revoked) token, is told so and serves nothing.
+    let a = edge(&cp.url, &token(&node_a), &tmp.path().join("a"), false).await;
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let (status, _) = a.read(&b.token).await;
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the revoked edge kept serving");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+    e_b.stop().await;
+    let ControlPlane { stop, task, .. } = cp;
+    let _ = stop.unwrap().send(());
+    task.await.unwrap().unwrap();
+}

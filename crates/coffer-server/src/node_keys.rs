@@ -1,0 +1,74 @@
+//! `PUT /replication/v1/node-key`: an edge registers the X25519 public key it made at its
+//! first start, with its node token. The control plane records it and grants the node the
+//! current replication key through the feed (`Coffer::register_node_key`); a relay forwards
+//! the request, with the node's own token, to its upstream ([`NodeKeyForward`]), so the
+//! control plane checks the node itself and no relay can register a key for another node.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration};
+use coffer_api::{Envelope, ErrorCode};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::NodeAuth;
+use crate::replication::Origin;
+use crate::state::AppState;
+
+/// A registration body is one short JSON object.
+pub const MAX_NODE_KEY_BODY: usize = 1024;
+
+/// Where a relay sends the registrations of the nodes below it.
+pub trait NodeKeyForward: Send + Sync + std::fmt::Debug {
+    /// Sends `registration` upstream with `bearer` (the registering node's own token);
+    /// answers what the upstream answered, its refusals included.
+    fn forward<'a>(
+        &'a self,
+        bearer: &'a str,
+        registration: NodeKeyRegistration,
+    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>>;
+}
+
+/// `PUT /replication/v1/node-key`.
+pub(crate) async fn register(
+    State(app): State<AppState>,
+    NodeAuth(node): NodeAuth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let repl = crate::replication::replication(&app)?.clone();
+    let registration: NodeKeyRegistration = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("not a node-key registration ({{\"public_key\": \"<64 hex digits>\"}}): {e}"),
+        )
+    })?;
+    let receipt = match (repl.origin(), repl.node_keys()) {
+        (_, Some(forward)) => {
+            let bearer = headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
+            forward.forward(bearer, registration).await?
+        }
+        (Origin::Root, None) => NodeKeyReceipt {
+            registered: app
+                .coffer
+                .register_node_key(&node, &registration.public_key)
+                .await?,
+        },
+        (Origin::Relay(_), None) => {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this relay cannot forward node-key registrations",
+            ));
+        }
+    };
+    Ok(axum::Json(Envelope::ok(receipt)).into_response())
+}
