@@ -656,3 +656,78 @@ fn revoked_rotated_and_deleted_tokens_stop_working() {
     f.conn.run(&["service", "delete", "gone"]).ok();
     ok(&token).one_error_line(1);
 }
+
+/// Waits until `server`'s log has a line for which `found` holds; the log is written by a
+/// thread of its own, so a line may arrive shortly after its response.
+fn wait_for_line(server: &Server, found: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = server.log();
+        if log.lines().any(&found) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no such line in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Successful runtime reads write no request line unless the server runs with `--access-log`;
+/// refused ones are logged either way (a bad token, a binding the service lacks).
+#[test]
+fn successful_runtime_reads_are_logged_only_with_access_log_and_refusals_always() {
+    let f = fixture();
+    let token = token_of(&f.deploy(&f.toml("logged", "openai-key")));
+    let ok_line =
+        |l: &str| l.contains("path=/runtime/v1/bindings/OPENAI_KEY") && l.contains("status=200");
+    let refused_line =
+        |l: &str| l.contains("path=/runtime/v1/bindings/NOT_BOUND") && l.contains("status=404");
+    let bad_token_line =
+        |l: &str| l.contains("path=/runtime/v1/bindings/OPENAI_KEY") && l.contains("status=401");
+    let read_all = |url: &str| {
+        let ok = runtime_get(url, &token, "/runtime/v1/bindings/OPENAI_KEY");
+        assert_eq!(
+            (ok.status, ok.body.as_slice()),
+            (200, OPENAI_VALUE.as_bytes())
+        );
+        let refused = runtime_get(url, &token, "/runtime/v1/bindings/NOT_BOUND");
+        assert_eq!(refused.status, 404, "{refused:?}");
+        let bad = runtime_get(
+            url,
+            "coffersvc_00000000000000000000000000000000_x",
+            "/runtime/v1/bindings/OPENAI_KEY",
+        );
+        assert_eq!(bad.status, 401, "{bad:?}");
+    };
+
+    // Default: the refusals are logged, the successful read is not. The lines are written in
+    // order, so once the last refusal's line is there, the read's would be too.
+    read_all(&f.server.url);
+    let log = wait_for_line(&f.server, bad_token_line);
+    assert!(log.lines().any(refused_line), "{log}");
+    assert!(
+        !log.lines().any(ok_line),
+        "a successful read was logged:\n{log}"
+    );
+    // Other requests keep their lines (here the deploy's).
+    assert!(
+        log.lines()
+            .any(|l| l.contains("method=POST") && l.contains("status=")),
+        "{log}"
+    );
+
+    // With --access-log (same data dir, so the old server must go first): every read is logged.
+    let data = f.dir.join("data");
+    drop(f.server);
+    let server = Server::start_with(&data, &["--access-log"]);
+    read_all(&server.url);
+    let log = wait_for_line(&server, bad_token_line);
+    assert!(log.lines().any(refused_line), "{log}");
+    assert!(
+        log.lines().any(ok_line),
+        "the successful read was not logged:\n{log}"
+    );
+    assert!(
+        !log.contains(OPENAI_VALUE) && !log.contains(&token),
+        "{log}"
+    );
+}

@@ -14,32 +14,59 @@ use coffer_types::{
 use self::audit::{Details, Target};
 use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
-/// How many times an update re-reads and retries when another writer changed the secret first.
-/// Within one process updates of a secret are serialised (see [`UpdateLocks`]), so conflicts
-/// come only from other control-plane instances sharing the database.
+/// How many times an update re-reads and retries when the secret changed first: another
+/// control-plane instance sharing the database wrote it, or an update queued before this one
+/// failed (see [`UpdateLocks`]).
 const UPDATE_RETRIES: usize = 8;
 /// Lock stripes for [`UpdateLocks`]: enough that unrelated secrets rarely share one.
 const UPDATE_STRIPES: usize = 256;
 
-/// Serialises updates of the same secret within this process. An update is read, seal, then
-/// compare-and-swap on the version; without this, concurrent updates of one secret landing in
-/// one group commit would all but one fail the swap, over and over. Striped by secret id
-/// (random, so uniformly spread) to bound memory.
+/// Orders the updates of each secret within this process. An update is read, seal (the
+/// version number is part of the sealed value's AAD), then compare-and-swap on the version;
+/// without an order, concurrent updates of one secret landing in one group commit would all
+/// but one fail the swap, over and over.
+///
+/// The lock is held only until the update is *queued* in storage, not until it commits:
+/// storage applies queued writes in order, so the next update of the secret is sealed as the
+/// version after the last queued one ([`QueuedUpdate`]) and queued behind it, and a burst of
+/// updates of one secret shares one commit (one fsync) instead of paying one each. Striped by
+/// secret id (random, so uniformly spread) to bound memory; a stripe lists the queued updates
+/// of its secrets that have not been answered yet.
 #[derive(Debug)]
-struct UpdateLocks(Vec<tokio::sync::Mutex<()>>);
+struct UpdateLocks {
+    stripes: Vec<tokio::sync::Mutex<Vec<QueuedUpdate>>>,
+    tickets: std::sync::atomic::AtomicU64,
+}
+
+/// The last update of a secret queued in storage and not answered yet: the state the next
+/// update of the secret builds on.
+#[derive(Debug)]
+struct QueuedUpdate {
+    secret: SecretId,
+    ticket: u64,
+    name: SecretName,
+    /// The secret's version once this update is applied.
+    version: Version,
+}
 
 impl UpdateLocks {
     fn new() -> UpdateLocks {
-        UpdateLocks(
-            (0..UPDATE_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
+        UpdateLocks {
+            stripes: (0..UPDATE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(Vec::new()))
                 .collect(),
-        )
+            tickets: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
-    fn of(&self, secret: SecretId) -> &tokio::sync::Mutex<()> {
+    fn of(&self, secret: SecretId) -> &tokio::sync::Mutex<Vec<QueuedUpdate>> {
         let b = secret.as_bytes();
-        &self.0[usize::from(u16::from_le_bytes([b[0], b[1]])) % self.0.len()]
+        &self.stripes[usize::from(u16::from_le_bytes([b[0], b[1]])) % self.stripes.len()]
+    }
+
+    fn ticket(&self) -> u64 {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -496,59 +523,90 @@ impl Coffer {
             // Nothing to change: no write, no change-log entry, `modified` stays.
             return self.find_secret(account, store, secret).await;
         }
-        let _serialised = self.update_locks.of(secret).lock().await;
+        let stripe = self.update_locks.of(secret);
         for attempt in 0..UPDATE_RETRIES {
             if attempt > 0 {
-                // Another instance won the race; back off a random 1-16 ms before re-reading.
+                // The secret changed under this update; back off a random 1-16 ms before
+                // re-reading.
                 let jitter = u64::from(random_array::<1>()[0] % 16) + 1;
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
-            let current = self.find_secret(account, store, secret).await?;
-            let now = Timestamp::now();
-            let (value, dek) = match &update.value {
-                Some(v) => {
-                    let next = current.version.next().ok_or_else(|| {
-                        CoreError::invalid(
-                            crate::InvalidKind::Value,
-                            "/value",
-                            "this secret has reached the maximum number of versions",
-                        )
-                    })?;
-                    let (value, dek) = self
-                        .seal_version(account, store, secret, next, v, now)
-                        .await?;
-                    (Some(value), Some(dek))
-                }
-                None => (None, None),
-            };
-            let entry = self.change_entry(
-                who,
-                account,
-                "update",
-                self.secret_target(account, store, secret, current.name.as_str())
-                    .await?,
-                Details {
-                    value_modified: Some(update.value.is_some()),
-                    ..Details::default()
-                },
-            )?;
-            let result = self
-                .storage
-                .update_secret(
-                    SecretUpdate {
-                        account_id: account,
-                        store_id: store,
-                        secret_id: secret,
-                        expected_version: current.version,
-                        value,
-                        scopes: update.scopes.clone(),
-                        comment: update.comment.clone().map(Comment::into_string),
-                        modified: now,
-                        dek,
+            let (ticket, pending) = {
+                let mut queued = stripe.lock().await;
+                // Build on the last queued update of this secret if one is pending, else on
+                // what storage holds (everything queued before has been answered).
+                let (name, version) = match queued.iter().find(|q| q.secret == secret) {
+                    Some(q) => (q.name.clone(), q.version),
+                    None => {
+                        let current = self.find_secret(account, store, secret).await?;
+                        (current.name, current.version)
+                    }
+                };
+                let now = Timestamp::now();
+                let (value, dek, new_version) = match &update.value {
+                    Some(v) => {
+                        let next = version.next().ok_or_else(|| {
+                            CoreError::invalid(
+                                crate::InvalidKind::Value,
+                                "/value",
+                                "this secret has reached the maximum number of versions",
+                            )
+                        })?;
+                        let (value, dek) = self
+                            .seal_version(account, store, secret, next, v, now)
+                            .await?;
+                        (Some(value), Some(dek), next)
+                    }
+                    None => (None, None, version),
+                };
+                let entry = self.change_entry(
+                    who,
+                    account,
+                    "update",
+                    self.secret_target(account, store, secret, name.as_str())
+                        .await?,
+                    Details {
+                        value_modified: Some(update.value.is_some()),
+                        ..Details::default()
                     },
-                    &[entry],
-                )
-                .await;
+                )?;
+                let pending = self
+                    .storage
+                    .queue_update_secret(
+                        SecretUpdate {
+                            account_id: account,
+                            store_id: store,
+                            secret_id: secret,
+                            expected_version: version,
+                            value,
+                            scopes: update.scopes.clone(),
+                            comment: update.comment.clone().map(Comment::into_string),
+                            modified: now,
+                            dek,
+                        },
+                        &[entry],
+                    )
+                    .await?;
+                let ticket = self.update_locks.ticket();
+                queued.retain(|q| q.secret != secret);
+                queued.push(QueuedUpdate {
+                    secret,
+                    ticket,
+                    name,
+                    version: new_version,
+                });
+                (ticket, pending)
+            };
+            let result = pending.await;
+            // Once the last queued update of the secret is answered, storage holds everything
+            // queued before it. After a failure, the updates queued behind this one fail too
+            // (`Conflict`, and retry): the next one reads storage. A request cancelled while
+            // waiting leaves its entry; if its update failed, the next update meets `Conflict`
+            // and clears it.
+            stripe
+                .lock()
+                .await
+                .retain(|q| q.secret != secret || (result.is_ok() && q.ticket != ticket));
             match result {
                 Err(coffer_storage::StorageError::Conflict) => continue,
                 other => return Ok(other?),

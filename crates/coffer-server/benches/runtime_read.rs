@@ -1,9 +1,11 @@
 //! What a runtime read costs the server beyond a trivial request, measured in-process: the
-//! control plane's router (every middleware layer, a request-line log written to a sink as the
-//! server writes it to stderr) answering `GET /healthz`, the same with the runtime read's
-//! `Authorization` header, and `GET /runtime/v1/bindings/KEY`; then the core's part of the read
-//! alone (service-token check and the read). No sockets: the difference between rows is the
-//! request's own CPU, without the loopback and load-generator noise of `scripts/bench-edge-reads`.
+//! control plane's router (every middleware layer, request lines written to a sink as the
+//! server writes them to stderr: none for a successful runtime read unless
+//! BENCH_ACCESS_LOG=1, as `--access-log`) answering `GET /healthz`, the same with the runtime
+//! read's `Authorization` header, and `GET /runtime/v1/bindings/KEY`; then the core's part of
+//! the read alone (service-token check and the read). No sockets: the difference between rows
+//! is the request's own CPU, without the loopback and load-generator noise of
+//! `scripts/bench-edge-reads`.
 //!
 //! Run: `cargo bench -p coffer-server --bench runtime_read`
 
@@ -83,9 +85,18 @@ async fn rows(router: &axum::Router, name: &str, uri: &str, bearer: Option<&str>
 }
 
 fn main() {
-    // As `coffer server` logs: info, one line per request, formatted in full.
+    // As `coffer server` logs: info, one line per request formatted in full, but none for
+    // successful runtime reads unless BENCH_ACCESS_LOG=1 (`--access-log`).
+    let access = if std::env::var_os("BENCH_ACCESS_LOG").is_some_and(|v| v == "1") {
+        "info"
+    } else {
+        "off"
+    };
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "info,{}={access}",
+            coffer_server::ACCESS_LOG_TARGET
+        )))
         .with_writer(std::io::sink)
         .init();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,7 +1,5 @@
 //! The route table and the middleware every request passes through.
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
@@ -13,7 +11,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::secrets_store as ss;
@@ -159,20 +156,7 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
             // A panic is a bug; the client learns nothing but that it happened.
             ApiError::new(ErrorCode::Internal, "internal error").into_response()
         }))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    // The path holds ids only; query strings and bodies are never logged.
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, token_id = tracing::field::Empty)
-                })
-                .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
-                    // A runtime read names its service token here rather than in the span (see
-                    // `runtime::LoggedToken`); other requests carry no such extension.
-                    let token = res.extensions().get::<crate::runtime::LoggedToken>().map(|t| tracing::field::display(t.0));
-                    tracing::info!(status = res.status().as_u16(), micros = latency.as_micros() as u64, token_id = token, "response");
-                }),
-        )
+        .layer(axum::middleware::from_fn(crate::request_log::log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
         .layer(axum::middleware::map_request(drop_unsafe_request_id))

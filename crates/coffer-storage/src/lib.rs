@@ -41,6 +41,8 @@ pub use replication::{
     LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, rk_kek_id,
 };
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
+#[cfg(feature = "test-support")]
+pub use sqlite::WriterHold;
 pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteStats};
 
 use async_trait::async_trait;
@@ -50,6 +52,9 @@ use coffer_types::{
 };
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The outcome of a write that is already queued (see [`Storage::queue_update_secret`]).
+pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 
 /// Everything Coffer persists. Implemented by [`SqliteStorage`] and (later) PostgreSQL; both must
 /// pass [`conformance`].
@@ -303,6 +308,19 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         update: SecretUpdate,
         audit: &[AuditEntry],
     ) -> Result<SecretRecord>;
+    /// [`Storage::update_secret`] in two steps: returns once the update has its place in the
+    /// order of writes, with the future of its outcome (the update is applied whether or not
+    /// that future is awaited). Updates are applied in the order they were queued, each
+    /// all-or-nothing with its own audit entries and change-log entry, and may share one
+    /// commit. So an update queued with `expected_version` set to the version that an earlier,
+    /// still pending update of the same secret makes is applied right after it; if the earlier
+    /// one fails, the later one fails with `Conflict`. This is how concurrent updates of one
+    /// secret share a commit instead of waiting for each other's.
+    async fn queue_update_secret(
+        &self,
+        update: SecretUpdate,
+        audit: &[AuditEntry],
+    ) -> Result<Pending<SecretRecord>>;
     /// Deletes every listed secret or none (`NotFound(Secret)` if any is missing). An id listed
     /// twice is deleted once. Service bindings that name a deleted secret are left as they are
     /// (see "Services and bindings").

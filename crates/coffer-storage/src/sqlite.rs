@@ -95,6 +95,22 @@ impl std::fmt::Debug for SqliteStorage {
     }
 }
 
+/// Test support: see [`SqliteStorage::hold_writer`].
+#[cfg(feature = "test-support")]
+#[derive(Debug)]
+pub struct WriterHold {
+    release: std::sync::mpsc::Sender<()>,
+    _done: tokio::sync::oneshot::Receiver<crate::Result<()>>,
+}
+
+#[cfg(feature = "test-support")]
+impl WriterHold {
+    /// Lets the writer go on.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
 impl SqliteStorage {
     /// Opens (creating if needed) the database at `path` and migrates its schema.
     pub fn open(path: &Path) -> crate::Result<SqliteStorage> {
@@ -128,6 +144,35 @@ impl SqliteStorage {
         self.writer.stats()
     }
 
+    /// Test support: holds the writer inside a transaction until the returned hold is released
+    /// (or dropped), so that a test can queue writes behind it and see what one batch does.
+    #[cfg(feature = "test-support")]
+    pub async fn hold_writer(&self) -> crate::Result<WriterHold> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let done = self
+            .writer
+            .submit(move |_cx| {
+                let _ = started_tx.send(());
+                // Returns on release or when the hold is dropped.
+                let _ = held.recv();
+                Ok(())
+            })
+            .await?;
+        // Once the writer runs the hold, it has taken its batch; what is queued now waits.
+        let _ = started.await;
+        Ok(WriterHold {
+            release,
+            _done: done,
+        })
+    }
+
+    /// Test support: how many write jobs are queued and not yet taken by the writer.
+    #[cfg(feature = "test-support")]
+    pub fn queued_writes(&self) -> usize {
+        self.writer.queued()
+    }
+
     /// Stops accepting writes, finishes the queued ones, stops the writer thread and closes the
     /// read-write connection. Later writes fail with `Unavailable`; reads keep working (they use
     /// their own read-only connections). Idempotent.
@@ -150,16 +195,36 @@ impl SqliteStorage {
         T: Send + 'static,
         F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send + 'static,
     {
+        self.submit_audited(audit, op).await?.await
+    }
+
+    /// [`SqliteStorage::write_audited`], returning once the job is queued, with its outcome to
+    /// come. Jobs run in the order they were queued.
+    async fn submit_audited<T, F>(
+        &self,
+        audit: &[AuditEntry],
+        op: F,
+    ) -> Result<impl Future<Output = Result<T>> + Send + 'static>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCx<'_>) -> Result<T> + Send + 'static,
+    {
         // Refused before the job is queued; `append` checks again on the writer.
         audit::check(audit)?;
         let audit = audit.to_vec();
-        self.writer
-            .run(move |cx| {
+        let answer = self
+            .writer
+            .submit(move |cx| {
                 let out = op(cx)?;
                 audit::append(cx, &audit)?;
                 Ok(out)
             })
-            .await
+            .await?;
+        Ok(async move {
+            answer.await.map_err(|_| {
+                crate::StorageError::Unavailable("the writer stopped before answering".into())
+            })?
+        })
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -384,6 +449,17 @@ impl Storage for SqliteStorage {
     ) -> Result<SecretRecord> {
         self.write_audited(audit, move |cx| writes::update_secret(cx, update))
             .await
+    }
+
+    async fn queue_update_secret(
+        &self,
+        update: SecretUpdate,
+        audit: &[AuditEntry],
+    ) -> Result<crate::Pending<SecretRecord>> {
+        let answer = self
+            .submit_audited(audit, move |cx| writes::update_secret(cx, update))
+            .await?;
+        Ok(Box::pin(answer))
     }
 
     async fn delete_secrets(

@@ -419,6 +419,93 @@ async fn concurrent_writers_all_commit_and_see_their_writes() {
     assert_eq!(s.list_accounts().await.unwrap().len(), WRITERS);
 }
 
+/// The update of `w`'s secret `secret` from `expected` to the next version.
+fn chained_update(w: &World, secret: &NewSecret, expected: u32) -> SecretUpdate {
+    SecretUpdate {
+        account_id: w.account,
+        store_id: w.store,
+        secret_id: secret.record.id,
+        expected_version: Version(expected),
+        value: Some(VersionRecord {
+            version: Version(expected + 1),
+            sealed: format!("v{}", expected + 1).into_bytes(),
+            ..secret.value.clone()
+        }),
+        scopes: None,
+        comment: None,
+        modified: ts(10 + i64::from(expected)),
+        dek: None,
+    }
+}
+
+/// Updates of one secret queued one behind the other, each expecting the version the one
+/// before makes, are applied in queue order in one commit; when one of them fails, those
+/// queued behind it fail with `Conflict` and the others are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_updates_of_one_secret_chain_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::open(&db_path(&dir)).unwrap();
+    let w = world(&s, "acme").await;
+    let a = new_secret(&w, "A");
+    s.create_secrets(w.account, w.store, vec![a.clone()], 10, &[])
+        .await
+        .unwrap();
+    let head = s.change_head().await.unwrap();
+    let before = s.write_stats();
+
+    let hold = s.hold_writer().await.unwrap();
+    let mut pending = Vec::new();
+    for expected in 1..=5 {
+        pending.push(
+            s.queue_update_secret(chained_update(&w, &a, expected), &[])
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(s.queued_writes(), 5);
+    hold.release();
+    let mut versions = Vec::new();
+    for p in pending {
+        versions.push(p.await.unwrap().version.0);
+    }
+    assert_eq!(versions, [2, 3, 4, 5, 6]);
+    let after = s.write_stats();
+    assert_eq!(
+        (after.jobs - before.jobs, after.commits - before.commits),
+        (6, 2)
+    );
+    let log = all_changes(&s).await;
+    assert_eq!(log.len() as u64, head + 5);
+    assert_chain(&log);
+
+    // A failing update (it expects a version that is not current) takes down the ones chained
+    // on it, not the one before it.
+    let hold = s.hold_writer().await.unwrap();
+    let ok = s
+        .queue_update_secret(chained_update(&w, &a, 6), &[])
+        .await
+        .unwrap();
+    let bad = s
+        .queue_update_secret(chained_update(&w, &a, 9), &[])
+        .await
+        .unwrap();
+    let behind = s
+        .queue_update_secret(chained_update(&w, &a, 10), &[])
+        .await
+        .unwrap();
+    hold.release();
+    assert_eq!(ok.await.unwrap().version, Version(7));
+    assert!(matches!(bad.await, Err(StorageError::Conflict)));
+    assert!(matches!(behind.await, Err(StorageError::Conflict)));
+    let current = s
+        .get_secret(w.account, w.store, a.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.version, Version(7));
+    assert_eq!(all_changes(&s).await.len() as u64, head + 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_writes_do_not_disturb_concurrent_ones() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,6 +95,12 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::RewrapSettings::DEFAULT_GRACE.as_secs())]
     pub kek_retire_grace: u64,
 
+    /// Log a request line for every successful runtime read too (off by default: a busy
+    /// service reads thousands of times a second). Refused and failed reads, and every other
+    /// request, are logged either way; the audit log counts every read regardless
+    #[arg(long)]
+    pub access_log: bool,
+
     #[command(flatten)]
     pub proxies: ProxyArgs,
 
@@ -290,6 +296,12 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_staleness: Option<u64>,
 
+    /// Log a request line for every successful runtime read too (off by default: a busy
+    /// service reads thousands of times a second). Refused and failed reads, and every other
+    /// request, are logged either way; the audit log counts every read regardless
+    #[arg(long)]
+    pub access_log: bool,
+
     #[command(flatten)]
     pub proxies: ProxyArgs,
 
@@ -306,6 +318,12 @@ pub struct DevArgs {
     /// Address to listen on (loopback only: the dev server speaks plain HTTP)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Log a request line for every successful runtime read too (off by default: a busy
+    /// service reads thousands of times a second). Refused and failed reads, and every other
+    /// request, are logged either way; the audit log counts every read regardless
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // Before any key is loaded: no core dumps, no ptrace by the same user, memory locked
     // where that is safe. Reported once serving, so that a failed start stays one line.
     let hardening = coffer_server::harden_process();
-    init_logging();
+    // Held until the command returns, so that every line queued to the log writer is written.
+    let _log = init_logging(args.access_log);
     let keys = args.keys();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -71,7 +72,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .into());
     }
     let hardening = coffer_server::harden_process();
-    init_logging();
+    let _log = init_logging(args.access_log);
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -138,7 +139,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let hardening = coffer_server::harden_process();
-    init_logging();
+    let _log = init_logging(args.access_log);
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
         let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
@@ -198,10 +199,17 @@ fn announce(text: &str) {
     let _ = output::print(text);
 }
 
-/// Logs to standard error; `RUST_LOG` overrides the default level, `info`.
-fn init_logging() {
+/// Logs to standard error through a writer thread, so that no request waits for the write
+/// of its log line; `RUST_LOG` overrides the default level, `info`. The request lines of
+/// successful runtime reads (target [`coffer_server::ACCESS_LOG_TARGET`]) are written only with
+/// `access_log` (`--access-log`), whatever `RUST_LOG` says.
+///
+/// The writer never drops a line (`lossy(false)`): refusals and errors are always logged, and
+/// a request waits for the log only once 128,000 lines are queued behind a stalled standard
+/// error. The returned guard flushes the queue when dropped: keep it until the command ends.
+fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
-    let filter = match EnvFilter::try_from_default_env() {
+    let mut filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
             if std::env::var_os("RUST_LOG").is_some() {
@@ -213,13 +221,28 @@ fn init_logging() {
             EnvFilter::new("info")
         }
     };
+    filter = filter.add_directive(access_log_directive(access_log));
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("coffer-log")
+        .finish(std::io::stderr());
     // `try_init` fails only if a subscriber is already installed, which cannot happen: each
     // process runs one command.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_ansi(ansi)
         .try_init();
+    guard
+}
+
+/// The filter directive that turns the request lines of successful runtime reads on or off.
+fn access_log_directive(on: bool) -> tracing_subscriber::filter::Directive {
+    let level = if on { "info" } else { "off" };
+    format!("{}={level}", coffer_server::ACCESS_LOG_TARGET)
+        .parse()
+        .expect("a target and a level make a valid directive")
 }
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, so a
@@ -368,6 +391,14 @@ fn dev_banner(addr: SocketAddr, creds: &DevCredentials, creds_path: &Path) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_log_directive_names_the_access_target() {
+        let on = access_log_directive(true).to_string();
+        let off = access_log_directive(false).to_string();
+        assert_eq!(on, format!("{}=info", coffer_server::ACCESS_LOG_TARGET));
+        assert_eq!(off, format!("{}=off", coffer_server::ACCESS_LOG_TARGET));
+    }
 
     #[test]
     fn client_url_replaces_unspecified_addresses() {

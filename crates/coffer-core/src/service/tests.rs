@@ -11,6 +11,8 @@ use super::*;
 struct Fixture {
     _dir: tempfile::TempDir,
     coffer: Coffer,
+    /// The storage under `coffer`, for its write counters and hooks.
+    sqlite: Arc<SqliteStorage>,
     /// The operator (`coffer init`'s token) of `account`.
     operator: Principal,
     account: AccountId,
@@ -20,7 +22,8 @@ struct Fixture {
 async fn fixture(limits: Limits, policy: DekPolicy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
-    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let sqlite = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let storage: Arc<dyn Storage> = sqlite.clone();
     let coffer = Coffer::open(storage, kek, limits, policy).await.unwrap();
     let (account, token) = coffer.bootstrap("acme").await.unwrap();
     let operator = coffer
@@ -35,6 +38,7 @@ async fn fixture(limits: Limits, policy: DekPolicy) -> Fixture {
     Fixture {
         _dir: dir,
         coffer,
+        sqlite,
         operator,
         account,
         store,
@@ -708,4 +712,81 @@ async fn verification_pages_through_entries_and_checkpoints() {
         assert_eq!(at_seq, seq, "page {page}");
         assert!(why.contains("log rewritten"), "{why}");
     }
+}
+
+/// Concurrent updates of one secret are queued one behind the other without waiting for each
+/// other's commit: with the writer held, all 16 queue, and one commit then applies them all,
+/// each as its own version with its own change-log and audit entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_one_secret_share_one_commit_with_consecutive_versions() {
+    const N: usize = 16;
+    let f = default_fixture().await;
+    let secret = f.create(&["hot"]).await.unwrap().remove(0);
+    assert_eq!(secret.version, Version(1));
+    let head = f.head().await;
+    let audit_before = audit_payloads(&f.coffer, f.account).await.len();
+    let before = f.sqlite.write_stats();
+
+    let hold = f.sqlite.hold_writer().await.unwrap();
+    let coffer = Arc::new(f.coffer);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (coffer, who) = (Arc::clone(&coffer), f.operator.clone());
+        let (account, store, id) = (f.account, f.store, secret.id);
+        tasks.spawn(async move {
+            let update = UpdateSecret {
+                value: Some(Plaintext::new(format!("value-{i}").into_bytes())),
+                ..UpdateSecret::default()
+            };
+            coffer.update_secret(&who, account, store, id, update).await
+        });
+    }
+    // Every update reaches the writer's queue while the writer is held: none waits for
+    // another's commit. (Before, each held the secret's lock until its commit.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while f.sqlite.queued_writes() < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {N} updates were queued",
+            f.sqlite.queued_writes()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hold.release();
+    let mut versions = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        versions.push(done.unwrap().unwrap().version.0);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=1 + N as u32).collect::<Vec<_>>());
+
+    // The hold's transaction, then one for all the updates.
+    let after = f.sqlite.write_stats();
+    assert_eq!(after.jobs - before.jobs, N as u64 + 1);
+    assert_eq!(after.commits - before.commits, 2);
+
+    // Each update has its change-log entry, in version order, and its audit entry.
+    let changes = coffer.storage().changes_after(head, 10_000).await.unwrap();
+    let put_versions: Vec<u32> = changes
+        .iter()
+        .filter_map(|c| match c.change().unwrap() {
+            Change::SecretPut {
+                secret_id, version, ..
+            } if secret_id == secret.id => Some(version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(put_versions, (2..=1 + N as u32).collect::<Vec<_>>());
+    let audit = audit_payloads(&coffer, f.account).await;
+    let updates = audit[audit_before..]
+        .iter()
+        .filter(|e| e["action"] == "update")
+        .count();
+    assert_eq!(updates, N, "{audit:#?}");
+    // And the current value is the last one queued (versions follow the queue's order).
+    let current = coffer
+        .get_secret(&f.operator, f.account, f.store, secret.id)
+        .await
+        .unwrap();
+    assert_eq!(current.version, Version(1 + N as u32));
 }

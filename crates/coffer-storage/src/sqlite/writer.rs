@@ -310,7 +310,7 @@ impl WriterHandle {
     }
 
     /// How many jobs are queued and not yet taken by the writer.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-support"))]
     pub(super) fn queued(&self) -> usize {
         self.sender()
             .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
