@@ -166,12 +166,19 @@ impl Driver {
                         origin_ms: answer.origin_ms,
                     };
                     let body = match answer.body {
-                        FeedBody::Entries(entries) => {
+                        FeedBody::Entries {
+                            entries,
+                            signatures,
+                        } => {
                             if entries.is_empty() && self.follower.applied().seq >= answer.head_seq
                             {
                                 self.status.mark_synced();
                             }
-                            Input::Entries { from, entries }
+                            Input::Entries {
+                                from,
+                                entries,
+                                signatures,
+                            }
                         }
                         FeedBody::Compacted { base_seq } => {
                             tracing::warn!(
@@ -200,6 +207,7 @@ impl Driver {
                         from,
                         position: staged.position,
                         intact: staged.intact,
+                        seal: staged.seal,
                     };
                     let heartbeat = Input::Heartbeat {
                         from,
@@ -308,7 +316,7 @@ impl Driver {
         let mut queue: VecDeque<Output<usize>> = outputs.into();
         while let Some(output) = queue.pop_front() {
             match output {
-                Output::Apply(entries) => {
+                Output::Apply { entries, .. } => {
                     let Some(last) = entries.last().map(|e| e.seq) else {
                         continue;
                     };

@@ -265,6 +265,7 @@ fn edge_options(
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         insecure_http: false,
+        insecure_http_upstream: false,
         ca_cert: None,
         serve_feed: false,
         staleness: EdgeOptions::DEFAULT_STALENESS,
@@ -626,7 +627,7 @@ fn corrupt_feed(state: &ProxyState, fault: FeedFault, bytes: Vec<u8>) -> Vec<u8>
     let Ok(mut answer) = FeedAnswer::decode(&bytes) else {
         return bytes;
     };
-    let FeedBody::Entries(entries) = &mut answer.body else {
+    let FeedBody::Entries { entries, .. } = &mut answer.body else {
         return bytes;
     };
     if entries.is_empty() {
@@ -979,7 +980,7 @@ async fn an_edge_whose_replica_holds_its_revocation_refuses_to_start() {
     {
         let replica = coffer_storage::SqliteStorage::open(&dir.join("replica.db")).unwrap();
         let at = replica.log_state().await.unwrap().head_seq;
-        let FeedBody::Entries(entries) = cp.feed(at).await.body else {
+        let FeedBody::Entries { entries, .. } = cp.feed(at).await.body else {
             panic!("entries after {at}");
         };
         replica.apply_entries(entries).await.unwrap();

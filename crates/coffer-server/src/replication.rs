@@ -393,16 +393,22 @@ pub(crate) async fn feed(
                             .count()
                             .max(1);
                         entries.truncate(keep);
-                        FeedBody::Entries(entries)
+                        FeedBody::Entries {
+                            entries,
+                            signatures: Vec::new(),
+                        }
                     }
                     Err(StorageError::Compacted { base }) => FeedBody::Compacted { base_seq: base },
                     Err(e) => return Err(storage_error(e)),
                 }
             } else {
-                FeedBody::Entries(Vec::new())
+                FeedBody::Entries {
+                    entries: Vec::new(),
+                    signatures: Vec::new(),
+                }
             };
             let last = match &body {
-                FeedBody::Entries(v) => v.last().map_or(head, |e| e.seq.max(head)),
+                FeedBody::Entries { entries: v, .. } => v.last().map_or(head, |e| e.seq.max(head)),
                 FeedBody::Compacted { .. } => head,
             };
             let answer = FeedAnswer {
@@ -526,7 +532,11 @@ pub(crate) async fn snapshot(
             );
             return;
         };
-        Frame::SnapshotEnd { digest }.encode(&mut buf);
+        Frame::SnapshotEnd {
+            digest,
+            signature: None,
+        }
+        .encode(&mut buf);
         let _ = tokio::time::timeout(stall, chunks_tx.send(Bytes::from(buf))).await;
     };
     tokio::spawn(async move {

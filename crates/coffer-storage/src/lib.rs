@@ -24,6 +24,7 @@
 
 mod audit;
 mod change;
+mod checkpoint;
 mod error;
 mod records;
 mod replication;
@@ -33,6 +34,9 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
+pub use checkpoint::{
+    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
+};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use error::{Entity, StorageError};
 pub use records::*;

@@ -59,7 +59,7 @@ fn decode_answer(r: &Resp) -> FeedAnswer {
 #[track_caller]
 fn entries_of(a: &FeedAnswer) -> &[ChangeRecord] {
     match &a.body {
-        FeedBody::Entries(e) => e,
+        FeedBody::Entries { entries: e, .. } => e,
         FeedBody::Compacted { base_seq } => panic!("compacted at {base_seq}, expected entries"),
     }
 }
@@ -756,7 +756,7 @@ async fn a_snapshot_streams_every_live_row_with_its_digest_and_nothing_secret() 
             other => panic!("expected an item, got {other:?}"),
         })
         .collect();
-    let Some(Frame::SnapshotEnd { digest }) = frames.last().cloned() else {
+    let Some(Frame::SnapshotEnd { digest, .. }) = frames.last().cloned() else {
         panic!("a snapshot ends with its digest");
     };
     assert_eq!(digest, Snapshot::digest_of(position, &items));
