@@ -22,7 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use coffer_crypto::{DataKey, DekContext, KekId, KekProvider, MacKey, WrappedDataKey, random_id};
+use coffer_crypto::{
+    DataKey, DekContext, KekId, KekProvider, MacKey, SigningKey, WrappedDataKey, random_id,
+};
 use coffer_storage::{DekRecord, Storage, WrappedKeyRecord};
 use coffer_types::{AccountId, DekId, Timestamp};
 
@@ -33,6 +35,9 @@ const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";
 const NODE_TOKEN_MAC_PURPOSE: &str = "node-token-mac";
+/// The seed of the control plane's Ed25519 feed-signing key. Never replicated (it is not in
+/// `coffer_storage::REPLICATED_KEY_PURPOSES`): only the control plane can sign the feed.
+const FEED_SIGNING_PURPOSE: &str = "feed-signing";
 
 /// Unwrapped DEKs kept in memory at most. Past it the oldest entries are dropped; they are
 /// unwrapped again (one KEK call) if used again.
@@ -144,6 +149,8 @@ pub struct Keyring {
     audit_mac: MacKey,
     service_mac: MacKey,
     node_mac: MacKey,
+    /// The feed-signing key: the control plane's only (`None` on a replica).
+    feed_signing: Option<Arc<SigningKey>>,
 }
 
 impl Keyring {
@@ -158,6 +165,8 @@ impl Keyring {
         let audit_mac = instance_mac_key(&kek, &storage, AUDIT_MAC_PURPOSE).await?;
         let service_mac = instance_mac_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
         let node_mac = instance_mac_key(&kek, &storage, NODE_TOKEN_MAC_PURPOSE).await?;
+        let seed = instance_key(&kek, &storage, FEED_SIGNING_PURPOSE).await?;
+        let feed_signing = SigningKey::from_data_key(&seed).map_err(CoreError::from)?;
         Ok(Keyring {
             kek,
             storage,
@@ -168,6 +177,7 @@ impl Keyring {
             audit_mac,
             service_mac,
             node_mac,
+            feed_signing: Some(Arc::new(feed_signing)),
         })
     }
 
@@ -192,7 +202,13 @@ impl Keyring {
             audit_mac: MacKey::from_data_key(&DataKey::generate()),
             service_mac,
             node_mac,
+            feed_signing: None,
         })
+    }
+
+    /// The control plane's feed-signing key (`None` on a replica, which never has it).
+    pub fn feed_signing(&self) -> Option<&Arc<SigningKey>> {
+        self.feed_signing.as_ref()
     }
 
     pub fn mac(&self) -> &MacKey {
@@ -380,6 +396,17 @@ async fn instance_mac_key(
     storage: &Arc<dyn Storage>,
     purpose: &'static str,
 ) -> Result<MacKey, CoreError> {
+    Ok(MacKey::from_data_key(
+        &instance_key(kek, storage, purpose).await?,
+    ))
+}
+
+/// Loads (or on first start creates) the instance key for `purpose`, unwrapped.
+async fn instance_key(
+    kek: &Arc<dyn KekProvider>,
+    storage: &Arc<dyn Storage>,
+    purpose: &'static str,
+) -> Result<DataKey, CoreError> {
     let stored = match storage.get_instance_key(purpose).await? {
         Some(record) => record,
         None => {
@@ -397,8 +424,7 @@ async fn instance_mac_key(
             storage.put_instance_key_if_absent(purpose, record).await?
         }
     };
-    let key = kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await?;
-    Ok(MacKey::from_data_key(&key))
+    kek_unwrap(kek, &stored, instance_context(stored.id, purpose)).await
 }
 
 /// Loads an instance key that an edge receives from its upstream; a replica without it has not

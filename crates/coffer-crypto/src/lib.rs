@@ -23,6 +23,7 @@ mod kek;
 mod mac;
 mod random;
 mod secret;
+mod signing;
 
 pub use envelope::{
     DekContext, ENVELOPE_OVERHEAD, SealedValue, ValueContext, WrappedDataKey, open, open_bytes,
@@ -32,4 +33,5 @@ pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};
 pub use mac::{MacKey, TokenHash};
 pub use random::{random_array, random_id};
+pub use signing::SigningKey;
 pub use secret::{ApiToken, DATA_KEY_LEN, DataKey, Plaintext, PresentedToken, TokenKind};

@@ -316,12 +316,20 @@ impl Driver {
         let mut queue: VecDeque<Output<usize>> = outputs.into();
         while let Some(output) = queue.pop_front() {
             match output {
-                Output::Apply { entries, .. } => {
+                Output::Apply {
+                    entries,
+                    signatures,
+                } => {
                     let Some(last) = entries.last().map(|e| e.seq) else {
                         continue;
                     };
                     let n = entries.len();
-                    match self.storage.apply_entries(entries).await {
+                    // The signatures are kept with the entries: a relay serves both on.
+                    match self
+                        .storage
+                        .apply_signed_entries(entries, signatures)
+                        .await
+                    {
                         Ok(revoked) => {
                             tracing::debug!(last, n, "applied feed entries");
                             self.status.set_applied(last);

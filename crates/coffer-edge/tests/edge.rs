@@ -1549,3 +1549,43 @@ async fn a_corrupt_snapshot_is_asked_for_again_only_after_a_backoff() {
     edge.stop().await;
     cp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_serves_the_control_planes_signatures_with_its_entries() {
+    let World {
+        tmp, cp, b, token, ..
+    } = world("value-1", "relay").await;
+    let mut opts = edge_options(&[&cp.url], &token, &tmp.path().join("relay"), &cp.kek_file());
+    opts.serve_feed = true;
+    let relay = Edge::start_with(opts).await;
+    relay.wait_serving().await;
+    let base = cp.head().await;
+    relay.wait_applied(base).await;
+    // Written after the relay's snapshot: the relay holds these entries in its own log.
+    cp.create_secrets(&b.store, &[("a", "1"), ("b", "2")]).await;
+    cp.create_secret(&b.store, "c", "3").await;
+    let head = cp.head().await;
+    relay.wait_applied(head).await;
+    let from_relay = {
+        let r = http()
+            .get(format!("{}/replication/v1/feed?after={base}", relay.url))
+            .bearer_auth(&cp.probe)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        FeedAnswer::decode(&r.bytes().await.unwrap()).unwrap()
+    };
+    let from_root = cp.feed(base).await;
+    let FeedBody::Entries {
+        entries,
+        signatures,
+    } = &from_relay.body
+    else {
+        panic!("entries from the relay");
+    };
+    assert_eq!(entries.last().map(|e| e.seq), Some(head));
+    // Two write batches after the base: two signatures, the root's own, byte for byte.
+    assert_eq!(signatures.len(), 2, "{signatures:?}");
+    assert_eq!(from_relay.body, from_root.body);
+}

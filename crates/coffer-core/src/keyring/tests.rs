@@ -292,8 +292,8 @@ async fn kek_calls_happen_once_per_key() {
     let keys = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (4, 4),
-        "first open: the four instance MAC keys (API tokens, audit, service tokens, node tokens) are made (a wrap each) and read back (an unwrap each)"
+        (5, 5),
+        "first open: the five instance keys (the MAC keys of API tokens, audit, service tokens and node tokens, and the feed-signing seed) are made (a wrap each) and read back (an unwrap each)"
     );
     let sealing = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &sealing).await;
@@ -303,27 +303,27 @@ async fn kek_calls_happen_once_per_key() {
     }
     assert_eq!(
         f.kek.counts(),
-        (5, 4),
+        (6, 5),
         "one wrap for the new DEK; it is cached, so opening it needs no unwrap"
     );
 
     let restarted = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (5, 8),
-        "a later open unwraps the four stored MAC keys once each and wraps nothing"
+        (6, 10),
+        "a later open unwraps the five stored instance keys once each and wraps nothing"
     );
     for _ in 0..10 {
         restarted.opening_key(f.account, sealing.id).await.unwrap();
     }
-    assert_eq!(f.kek.counts(), (5, 9), "10 opens, one unwrap");
+    assert_eq!(f.kek.counts(), (6, 11), "10 opens, one unwrap");
     assert_eq!(
         restarted.sealing_key(f.account).await.unwrap().id,
         sealing.id
     );
     assert_eq!(
         f.kek.counts(),
-        (5, 9),
+        (6, 11),
         "reusing the stored DEK for sealing is served from the cache too"
     );
 }

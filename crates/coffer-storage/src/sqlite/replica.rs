@@ -26,8 +26,8 @@ use super::reads::{query_all, query_opt};
 use super::replication;
 use super::writer::{WriteCx, WriterHandle};
 use crate::{
-    Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding, REPLICATED_KEY_PURPOSES, Result,
-    StorageError,
+    Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding, FeedSignature,
+    REPLICATED_KEY_PURPOSES, Result, StorageError,
 };
 
 /// Snapshot items handed to the writer in one message: one wake-up of the writer thread per
@@ -693,6 +693,10 @@ fn clear_replica(cx: &WriteCx<'_>, header: &InstallHeader, now: i64) -> Result<(
         .and_then(|mut stmt| stmt.execute([]))
         .db("drop replaced log")?;
     cx.conn
+        .prepare_cached("DELETE FROM change_signatures")
+        .and_then(|mut stmt| stmt.execute([]))
+        .db("drop replaced signatures")?;
+    cx.conn
         .prepare_cached("UPDATE replication SET base_seq = ?1 WHERE id = 1")
         .and_then(|mut stmt| stmt.execute([seq]))
         .db("set log base")?;
@@ -973,10 +977,31 @@ impl SqliteStorage {
     /// `Corrupted`, naming the entry's seq; then nothing is applied either. An empty list
     /// changes nothing. Returns the nodes the entries revoked (an edge stops when it is one).
     pub async fn apply_entries(&self, records: Vec<ChangeRecord>) -> Result<Vec<TokenId>> {
-        if records.is_empty() {
+        self.apply_signed_entries(records, Vec::new()).await
+    }
+
+    /// [`SqliteStorage::apply_entries`], also keeping the control plane's signatures that
+    /// came with the entries (those of seqs among them; others are ignored), in the same
+    /// transaction, so that a relay serves them on byte for byte. Storage does not check
+    /// them: the follower verified them before the driver got here.
+    pub async fn apply_signed_entries(
+        &self,
+        records: Vec<ChangeRecord>,
+        signatures: Vec<FeedSignature>,
+    ) -> Result<Vec<TokenId>> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(Vec::new());
-        }
-        self.writer.run(move |cx| apply_entries(cx, &records)).await
+        };
+        let range = first.seq..=last.seq;
+        self.writer
+            .run(move |cx| {
+                let revoked = apply_entries(cx, &records)?;
+                for s in signatures.iter().filter(|s| range.contains(&s.seq)) {
+                    cx.store_signature(s)?;
+                }
+                Ok(revoked)
+            })
+            .await
     }
 
     /// Starts replacing the whole replicated state with a snapshot whose header is (`cluster_id`,
