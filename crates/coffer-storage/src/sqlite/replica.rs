@@ -21,7 +21,7 @@ use rusqlite::{Connection, Params, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SqliteStorage;
-use super::codec::{DbResultExt, constraint, db_error, encode_scopes, id_col};
+use super::codec::{DbResultExt, col, constraint, db_error, encode_scopes, id_col};
 use super::reads::{query_all, query_opt};
 use super::replication;
 use super::writer::{WriteCx, WriterHandle};
@@ -455,23 +455,34 @@ fn apply_secret_put(conn: &Connection, change: &Change, at: i64, origin: Origin)
     } else {
         query_opt(
             conn,
-            "SELECT store_id, account_id FROM secrets WHERE id = ?1",
+            "SELECT store_id, account_id, version FROM secrets WHERE id = ?1",
             [id],
             "check secret",
             |row| {
                 Ok((
                     id_col(row, 0, "secrets.store_id")?,
                     id_col(row, 1, "secrets.account_id")?,
+                    col::<i64>(row, 2, "secrets.version")?,
                 ))
             },
         )?
     };
     let version = i64::from(*version);
     match held {
-        Some((s, a)) if (&s, &a) != (store, account) => {
+        Some((s, a, _)) if (&s, &a) != (store, account) => {
             return Err(corrupted(
                 origin,
                 "the secret belongs to another store or account",
+            ));
+        }
+        // The control plane only ever raises a secret's version (a change of metadata keeps
+        // it): an entry that lowers it is a replayed or forged one, whatever its chain.
+        Some((_, _, held_version)) if version < held_version => {
+            return Err(corrupted(
+                origin,
+                &format!(
+                    "it would move the secret's version backwards (from {held_version} to {version})"
+                ),
             ));
         }
         Some(_) => {
