@@ -1456,7 +1456,11 @@ fn edge_settings_that_cannot_work_are_refused_at_start() {
     let line = out.one_error_line(1);
     assert!(line.contains("upstream"), "{line}");
     // Plain HTTP to an upstream off loopback, without --insecure-http-upstream.
-    let out = run_briefly(edge_cmd(&node.token, &cp.path("e"), "http://192.0.2.1:8080"));
+    let out = run_briefly(edge_cmd(
+        &node.token,
+        &cp.path("e"),
+        "http://192.0.2.1:8080",
+    ));
     let line = out.one_error_line(1);
     assert!(
         line.contains("plain HTTP") && line.contains("--insecure-http-upstream"),

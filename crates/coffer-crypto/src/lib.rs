@@ -33,5 +33,5 @@ pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};
 pub use mac::{MacKey, TokenHash};
 pub use random::{random_array, random_id};
-pub use signing::SigningKey;
 pub use secret::{ApiToken, DATA_KEY_LEN, DataKey, Plaintext, PresentedToken, TokenKind};
+pub use signing::SigningKey;

@@ -32,7 +32,8 @@ enum Msg {
     },
     Snapshot {
         from: usize,
-        staged: Result<Staged, FetchError>,
+        /// Boxed: a staged snapshot (its install and seal) is much larger than the rest.
+        staged: Result<Box<Staged>, FetchError>,
     },
     /// A snapshot is still streaming in.
     Progress { from: usize },
@@ -214,7 +215,7 @@ impl Driver {
                         head_seq: staged.position.seq,
                         origin_ms: staged.origin_ms,
                     };
-                    self.staged = Some(staged);
+                    self.staged = Some(*staged);
                     vec![heartbeat, input]
                 }
             },
@@ -325,11 +326,7 @@ impl Driver {
                     };
                     let n = entries.len();
                     // The signatures are kept with the entries: a relay serves both on.
-                    match self
-                        .storage
-                        .apply_signed_entries(entries, signatures)
-                        .await
-                    {
+                    match self.storage.apply_signed_entries(entries, signatures).await {
                         Ok(revoked) => {
                             tracing::debug!(last, n, "applied feed entries");
                             self.status.set_applied(last);
@@ -426,7 +423,10 @@ impl Driver {
                     let progress = || {
                         let _ = tx.send(Msg::Progress { from: to });
                     };
-                    let staged = upstreams.snapshot(to, &storage, expected, progress).await;
+                    let staged = upstreams
+                        .snapshot(to, &storage, expected, progress)
+                        .await
+                        .map(Box::new);
                     let _ = tx.send(Msg::Snapshot { from: to, staged });
                 })
             }

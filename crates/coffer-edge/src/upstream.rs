@@ -193,8 +193,14 @@ impl Upstreams {
         let mut res = ok(res).await?;
         let mut decoder = FrameDecoder::new();
         let mut last_progress = tokio::time::Instant::now();
-        let mut header: Option<(ClusterId, Position, u64, u64, SnapshotDigest, SnapshotInstall)> =
-            None;
+        let mut header: Option<(
+            ClusterId,
+            Position,
+            u64,
+            u64,
+            SnapshotDigest,
+            SnapshotInstall,
+        )> = None;
         loop {
             let chunk = tokio::time::timeout(SNAPSHOT_STALL, res.chunk())
                 .await

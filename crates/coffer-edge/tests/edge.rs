@@ -1555,7 +1555,12 @@ async fn a_relay_serves_the_control_planes_signatures_with_its_entries() {
     let World {
         tmp, cp, b, token, ..
     } = world("value-1", "relay").await;
-    let mut opts = edge_options(&[&cp.url], &token, &tmp.path().join("relay"), &cp.kek_file());
+    let mut opts = edge_options(
+        &[&cp.url],
+        &token,
+        &tmp.path().join("relay"),
+        &cp.kek_file(),
+    );
     opts.serve_feed = true;
     let relay = Edge::start_with(opts).await;
     relay.wait_serving().await;

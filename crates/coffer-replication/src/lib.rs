@@ -91,8 +91,8 @@ use coffer_storage::ChangeRecord;
 pub use follower::{
     Alarm, AlarmKind, Config, Follower, Input, Output, Phase, SnapshotSeal, SwitchReason,
 };
-pub use sign::{FeedKey, FeedKeyPair};
 pub use log::Log;
+pub use sign::{FeedKey, FeedKeyPair};
 pub use snapshot::{Snapshot, SnapshotDigest};
 
 /// A position in the log: the last entry's seq and hash.

@@ -160,7 +160,11 @@ impl Log {
         limit: usize,
     ) -> Result<(Vec<ChangeRecord>, Vec<FeedSignature>), Error> {
         let mut entries = self.entries_after(after, limit)?;
-        let signed = |seq: u64| self.signatures.binary_search_by_key(&seq, |s| s.seq).is_ok();
+        let signed = |seq: u64| {
+            self.signatures
+                .binary_search_by_key(&seq, |s| s.seq)
+                .is_ok()
+        };
         if !self.signatures.is_empty()
             && let Some(last) = entries.last()
             && !signed(last.seq)

@@ -205,11 +205,21 @@ mod tests {
         let key = pair.public_key();
         let sig = pair.sign_checkpoint(&[1; 16], 5, &[9; 32]);
         assert!(key.verifies_checkpoint(&[1; 16], 5, &[9; 32], &sig));
-        assert!(!key.verifies_checkpoint(&[2; 16], 5, &[9; 32], &sig), "cluster");
+        assert!(
+            !key.verifies_checkpoint(&[2; 16], 5, &[9; 32], &sig),
+            "cluster"
+        );
         assert!(!key.verifies_checkpoint(&[1; 16], 6, &[9; 32], &sig), "seq");
-        assert!(!key.verifies_checkpoint(&[1; 16], 5, &[8; 32], &sig), "hash");
+        assert!(
+            !key.verifies_checkpoint(&[1; 16], 5, &[8; 32], &sig),
+            "hash"
+        );
         let (other, _) = FeedKeyPair::generate().unwrap();
-        assert!(!other.public_key().verifies_checkpoint(&[1; 16], 5, &[9; 32], &sig));
+        assert!(
+            !other
+                .public_key()
+                .verifies_checkpoint(&[1; 16], 5, &[9; 32], &sig)
+        );
         // The same key back from its document.
         assert_eq!(FeedKeyPair::from_pkcs8(&doc).unwrap().public_key(), key);
         assert!(FeedKeyPair::from_pkcs8(b"not a key").is_err());
@@ -221,7 +231,10 @@ mod tests {
         assert!(!key.verifies_snapshot(&[1; 16], pos, 0, &[0; 32], &sig));
         let snap = pair.sign_snapshot(&[1; 16], pos, 3, &[4; 32]);
         assert!(key.verifies_snapshot(&[1; 16], pos, 3, &[4; 32], &snap));
-        assert!(!key.verifies_snapshot(&[1; 16], pos, 4, &[4; 32], &snap), "count");
+        assert!(
+            !key.verifies_snapshot(&[1; 16], pos, 4, &[4; 32], &snap),
+            "count"
+        );
         assert!(!key.verifies_checkpoint(&[1; 16], 5, &[9; 32], &snap));
     }
 

@@ -51,7 +51,10 @@ fn following(root: &Root) -> Follower<u32> {
     let mut f = Follower::resume(vec![A, B], config(root), 0, Position::GENESIS)
         .unwrap()
         .with_cluster_id(CLUSTER);
-    assert_eq!(f.handle(0, Input::Tick), vec![Output::Fetch { to: A, after: 0 }]);
+    assert_eq!(
+        f.handle(0, Input::Tick),
+        vec![Output::Fetch { to: A, after: 0 }]
+    );
     f
 }
 
@@ -192,7 +195,10 @@ fn only_signed_snapshots_are_installed_and_they_name_the_cluster() {
     assert!(good.signature.is_some());
     let bootstrap = || {
         let mut f = Follower::new(vec![A, B], config(&root), 0).unwrap();
-        assert_eq!(f.handle(0, Input::Tick), vec![Output::FetchSnapshot { to: A }]);
+        assert_eq!(
+            f.handle(0, Input::Tick),
+            vec![Output::FetchSnapshot { to: A }]
+        );
         f
     };
     let refused = |out: &[Output<u32>]| {
@@ -208,10 +214,8 @@ fn only_signed_snapshots_are_installed_and_they_name_the_cluster() {
             "{out:?}"
         );
         assert!(
-            !out.iter().any(|o| matches!(
-                o,
-                Output::InstallSnapshot(_) | Output::InstallStaged(_)
-            )),
+            !out.iter()
+                .any(|o| matches!(o, Output::InstallSnapshot(_) | Output::InstallStaged(_))),
             "{out:?}"
         );
     };
@@ -221,7 +225,13 @@ fn only_signed_snapshots_are_installed_and_they_name_the_cluster() {
         signature: None,
         ..good.clone()
     };
-    refused(&f.handle(1, Input::Snapshot { from: A, snapshot: unsigned }));
+    refused(&f.handle(
+        1,
+        Input::Snapshot {
+            from: A,
+            snapshot: unsigned,
+        },
+    ));
     // Items rewritten, digest recomputed: intact, but the signature is over the old digest.
     let mut f = bootstrap();
     let mut items = good.items.clone();
@@ -232,11 +242,23 @@ fn only_signed_snapshots_are_installed_and_they_name_the_cluster() {
         ..good.clone()
     };
     assert!(forged.verify());
-    refused(&f.handle(1, Input::Snapshot { from: A, snapshot: forged }));
+    refused(&f.handle(
+        1,
+        Input::Snapshot {
+            from: A,
+            snapshot: forged,
+        },
+    ));
     // Signed by another key.
     let mut f = bootstrap();
     let other = self::root(4).log.snapshot();
-    refused(&f.handle(1, Input::Snapshot { from: A, snapshot: other }));
+    refused(&f.handle(
+        1,
+        Input::Snapshot {
+            from: A,
+            snapshot: other,
+        },
+    ));
     // The same, staged: the follower checks the seal the driver read.
     let mut f = bootstrap();
     let staged_forgery = Input::StagedSnapshot {
@@ -260,7 +282,10 @@ fn only_signed_snapshots_are_installed_and_they_name_the_cluster() {
             seal: seal(&good),
         },
     );
-    assert!(out.contains(&Output::InstallStaged(good.position)), "{out:?}");
+    assert!(
+        out.contains(&Output::InstallStaged(good.position)),
+        "{out:?}"
+    );
     f.handle(2, Input::Applied { seq: 4 });
     let mut root = root;
     root.log.append(payload(5), Timestamp::from_unix_micros(0));

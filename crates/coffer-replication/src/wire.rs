@@ -151,11 +151,7 @@ impl Frame {
                 out.extend_from_slice(item);
             }
             Frame::SnapshotEnd { digest, signature } => {
-                header(
-                    out,
-                    TAG_SNAPSHOT_END,
-                    32 + signature.map_or(0, |s| s.len()),
-                );
+                header(out, TAG_SNAPSHOT_END, 32 + signature.map_or(0, |s| s.len()));
                 out.extend_from_slice(digest);
                 if let Some(s) = signature {
                     out.extend_from_slice(s);
@@ -337,7 +333,9 @@ pub enum FeedBody {
         entries: Vec<ChangeRecord>,
         signatures: Vec<FeedSignature>,
     },
-    Compacted { base_seq: u64 },
+    Compacted {
+        base_seq: u64,
+    },
 }
 
 impl FeedAnswer {

@@ -629,8 +629,8 @@ impl Sim {
                         .log
                         .extend_signed(&entries, &signatures)
                         .unwrap_or_else(|err| {
-                        panic!("t={now} node {n}: apply not contiguous: {err}")
-                    });
+                            panic!("t={now} node {n}: apply not contiguous: {err}")
+                        });
                     self.confirm(n, last);
                 }
                 Output::InstallStaged(pos) => {

@@ -470,7 +470,11 @@ pub(crate) async fn snapshot(
     let deadline = tokio::time::Instant::now() + repl.limits.deadline;
     let stall = repl.limits.stall;
     let storage = app.coffer.storage().clone();
-    let signer = app.coffer.feed_public_key().is_some().then(|| app.coffer.clone());
+    let signer = app
+        .coffer
+        .feed_public_key()
+        .is_some()
+        .then(|| app.coffer.clone());
     let (tx, mut parts) = tokio::sync::mpsc::channel::<SnapshotPart>(4096);
     let producer = tokio::spawn(async move { storage.snapshot(tx).await });
     let Some(SnapshotPart::Header {
@@ -557,8 +561,7 @@ pub(crate) async fn snapshot(
                 &digest,
             ))
         });
-        Frame::SnapshotEnd { digest, signature }
-        .encode(&mut buf);
+        Frame::SnapshotEnd { digest, signature }.encode(&mut buf);
         let _ = tokio::time::timeout(stall, chunks_tx.send(Bytes::from(buf))).await;
     };
     tokio::spawn(async move {

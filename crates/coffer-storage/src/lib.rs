@@ -34,10 +34,10 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
+pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };
-pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use error::{Entity, StorageError};
 pub use records::*;
 pub use replication::{LogState, REPLICATED_KEY_PURPOSES, SnapshotPart};

@@ -34,10 +34,10 @@ pub use self::replica::SnapshotInstall;
 pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
-    AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord, FeedSignature, FeedSigner,
-    LogState, NewSecret, Page, Result, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery,
-    ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
+    FeedSignature, FeedSigner, LogState, NewSecret, Page, Result, SecretQuery, SecretRecord,
+    SecretUpdate, ServiceQuery, ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage,
+    StoreQuery, StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.

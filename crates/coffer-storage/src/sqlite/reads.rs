@@ -15,10 +15,10 @@ use super::codec::{
     scope_needle, scopes_col, ts_col, u64_col, version_col,
 };
 use crate::{
-    AccountRecord, ChangeRecord, DekRecord, FeedSignature, Direction, Entity, Page, Result, SecretBindingRecord,
-    SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord, ServiceTokenRecord,
-    StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, FeedSignature, Page, Result,
+    SecretBindingRecord, SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord,
+    ServiceTokenRecord, StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord,
+    TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 // Column lists shared by the queries and the decoders below; a decoder reads columns by
