@@ -219,10 +219,8 @@ pub enum SwitchReason {
     BadSignature,
 }
 
-/// What a signature says about one entry.
+/// What the signature of one entry says.
 enum Checkpoint {
-    /// None came with it.
-    None,
     Good,
     Bad(String),
 }
@@ -539,10 +537,8 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         out: &mut Vec<Output<U>>,
     ) {
         let mut prev = self.verified;
-        // Verified and signed (or no key is pinned): to be applied.
-        let mut batch = Vec::new();
-        // Verified but not yet covered by a signature.
-        let mut unsigned: Vec<ChangeRecord> = Vec::new();
+        // Seq, chain and payload verified, in order.
+        let mut chained: Vec<ChangeRecord> = Vec::new();
         let mut alarm = None;
         let start = self.verified.seq;
         let mut fresh = entries
@@ -575,27 +571,36 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 break;
             }
             prev = Position::of(&e);
-            unsigned.push(e);
-            match self.checkpoint(prev, signatures) {
-                Checkpoint::None => {}
-                Checkpoint::Good => batch.append(&mut unsigned),
-                Checkpoint::Bad(detail) => {
-                    alarm = Some((AlarmKind::BadSignature, detail));
-                    break;
-                }
-            }
+            chained.push(e);
         }
-        if alarm.is_none()
-            && let (Some(first), Some(last)) = (unsigned.first(), unsigned.last())
-        {
-            // An honest upstream ends every answer on a signed entry.
-            alarm = Some((
-                AlarmKind::BadSignature,
-                format!(
-                    "entries {}..={} carry no signature that covers them",
-                    first.seq, last.seq
-                ),
-            ));
+        // What is applied: with no key, everything chained; with one, everything up to the
+        // last signed entry, if its signature verifies. The chain makes that one signature
+        // vouch for every entry before it, so the others need no check (one Ed25519
+        // verification per answer, however many write batches it spans).
+        let mut batch = chained;
+        if self.config.feed_key.is_some() {
+            let signed =
+                |e: &ChangeRecord| signatures.binary_search_by_key(&e.seq, |s| s.seq).is_ok();
+            let covered = batch.iter().rposition(signed).map_or(0, |i| i + 1);
+            let unsigned = batch.split_off(covered);
+            if let Some(last) = batch.last()
+                && let Checkpoint::Bad(detail) = self.checkpoint(Position::of(last), signatures)
+            {
+                batch.clear();
+                alarm = alarm.or(Some((AlarmKind::BadSignature, detail)));
+            }
+            if alarm.is_none()
+                && let (Some(first), Some(last)) = (unsigned.first(), unsigned.last())
+            {
+                // An honest upstream ends every answer on a signed entry.
+                alarm = Some((
+                    AlarmKind::BadSignature,
+                    format!(
+                        "entries {}..={} carry no signature that covers them",
+                        first.seq, last.seq
+                    ),
+                ));
+            }
         }
         if let Some(last) = batch.last() {
             let end = Position::of(last);
@@ -623,14 +628,14 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         }
     }
 
-    /// Whether the entry at `pos` is a checkpoint, and if so whether its signature holds. With
-    /// no key pinned, every entry counts as a good checkpoint.
+    /// Whether the signature of the entry at `pos` holds. With no key pinned, every entry
+    /// counts as a good checkpoint.
     fn checkpoint(&self, pos: Position, signatures: &[FeedSignature]) -> Checkpoint {
         let Some(key) = self.config.feed_key else {
             return Checkpoint::Good;
         };
         let Ok(i) = signatures.binary_search_by_key(&pos.seq, |s| s.seq) else {
-            return Checkpoint::None;
+            return Checkpoint::Bad(format!("entry {} carries no signature", pos.seq));
         };
         let Some(cluster) = self.cluster else {
             return Checkpoint::Bad(format!(
