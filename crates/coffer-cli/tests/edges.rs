@@ -1437,6 +1437,17 @@ fn edge_settings_that_cannot_work_are_refused_at_start() {
     let out = run_briefly(edge_cmd(&node.token, &cp.path("e"), "127.0.0.1:1"));
     let line = out.one_error_line(1);
     assert!(line.contains("upstream"), "{line}");
+    // Plain HTTP to an upstream off loopback, without --insecure-http-upstream.
+    let out = run_briefly(edge_cmd(
+        &node.token,
+        &cp.path("e"),
+        "http://192.0.2.1:8080",
+    ));
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("plain HTTP") && line.contains("--insecure-http-upstream"),
+        "{line}"
+    );
     // Two edges on one data dir.
     let first = Edge::start(&cp, "e", &[&cp.url()], &node, &[]);
     first.wait_ready();

@@ -22,7 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use coffer_crypto::{DataKey, DekContext, KekId, KekProvider, MacKey, WrappedDataKey, random_id};
+use coffer_crypto::{
+    DataKey, DekContext, KekId, KekProvider, MacKey, SigningKey, WrappedDataKey, random_id,
+};
 use coffer_storage::{DekRecord, Storage, WrappedKeyRecord};
 use coffer_types::{AccountId, DekId, Timestamp};
 
@@ -33,6 +35,9 @@ const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";
 const NODE_TOKEN_MAC_PURPOSE: &str = "node-token-mac";
+/// The seed of the control plane's Ed25519 feed-signing key. Never replicated (it is not in
+/// `coffer_storage::REPLICATED_KEY_PURPOSES`): only the control plane can sign the feed.
+const FEED_SIGNING_PURPOSE: &str = "feed-signing";
 
 /// Unwrapped DEKs kept in memory at most. Past it the oldest entries are dropped; they are
 /// unwrapped again (one KEK call) if used again.
@@ -146,6 +151,8 @@ pub struct Keyring {
     node_mac: MacKey,
     /// The replication key (control plane only; `None` on an edge, which never wraps).
     replication: Option<replication::ReplicationKeys>,
+    /// The feed-signing key: the control plane's only (`None` on a replica).
+    feed_signing: Option<Arc<SigningKey>>,
 }
 
 impl Keyring {
@@ -160,6 +167,8 @@ impl Keyring {
         let audit_mac = instance_mac_key(&kek, &storage, AUDIT_MAC_PURPOSE).await?;
         let service_key = instance_key(&kek, &storage, SERVICE_TOKEN_MAC_PURPOSE).await?;
         let node_key = instance_key(&kek, &storage, NODE_TOKEN_MAC_PURPOSE).await?;
+        let seed = instance_key(&kek, &storage, FEED_SIGNING_PURPOSE).await?;
+        let feed_signing = SigningKey::from_data_key(&seed).map_err(CoreError::from)?;
         let keyring = Keyring {
             replication: Some(replication::ReplicationKeys::open(&kek, &storage).await?),
             kek,
@@ -171,6 +180,7 @@ impl Keyring {
             audit_mac,
             service_mac: MacKey::from_data_key(&service_key),
             node_mac: MacKey::from_data_key(&node_key),
+            feed_signing: Some(Arc::new(feed_signing)),
         };
         keyring
             .backfill_rk_wraps(&[
@@ -203,7 +213,13 @@ impl Keyring {
             service_mac,
             node_mac,
             replication: None,
+            feed_signing: None,
         })
+    }
+
+    /// The control plane's feed-signing key (`None` on a replica, which never has it).
+    pub fn feed_signing(&self) -> Option<&Arc<SigningKey>> {
+        self.feed_signing.as_ref()
     }
 
     pub fn mac(&self) -> &MacKey {
@@ -406,7 +422,7 @@ async fn instance_mac_key(
     ))
 }
 
-/// The instance key for `purpose`, loaded or (on first start) created.
+/// Loads (or on first start creates) the instance key for `purpose`, unwrapped.
 async fn instance_key(
     kek: &Arc<dyn KekProvider>,
     storage: &Arc<dyn Storage>,

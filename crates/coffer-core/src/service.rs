@@ -154,6 +154,16 @@ pub struct Coffer {
     rotation: Option<Arc<crate::rotation::Rotation>>,
 }
 
+/// The keyring's feed-signing key, as storage's writer signs with it.
+#[derive(Debug)]
+struct FeedSigner(Arc<coffer_crypto::SigningKey>);
+
+impl coffer_storage::FeedSigner for FeedSigner {
+    fn sign(&self, message: &[u8]) -> [u8; coffer_storage::SIGNATURE_LEN] {
+        self.0.sign(message)
+    }
+}
+
 impl Coffer {
     pub async fn open(
         storage: Arc<dyn Storage>,
@@ -164,7 +174,25 @@ impl Coffer {
         let keys = Keyring::open(kek, storage.clone(), dek_policy).await?;
         // The control plane's log is named once, so that edges can refuse another cluster's.
         storage.ensure_cluster_id().await?;
+        // From here on every write batch signs its last entry; the head is signed now, so
+        // that entries written before the key or the cluster id existed (`coffer init`, an
+        // instance upgraded to signed feeds) are covered too.
+        if let Some(key) = keys.feed_signing() {
+            storage.set_feed_signer(Arc::new(FeedSigner(Arc::clone(key))));
+            storage.sign_head().await?;
+        }
         Ok(Coffer::with_keys(storage, keys, limits, false))
+    }
+
+    /// The public half of the feed-signing key, which edges pin (`None` on a replica).
+    pub fn feed_public_key(&self) -> Option<[u8; 32]> {
+        self.keys.feed_signing().map(|k| k.public_key())
+    }
+
+    /// The feed-signing key's signature over `message` (a snapshot's, as
+    /// `coffer_replication::sign::snapshot_message` builds it); `None` on a replica.
+    pub fn feed_signature(&self, message: &[u8]) -> Option<[u8; coffer_storage::SIGNATURE_LEN]> {
+        self.keys.feed_signing().map(|k| k.sign(message))
     }
 
     /// The domain service over an edge replica (see [`Keyring::open_replica`]): what it serves

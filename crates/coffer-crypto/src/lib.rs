@@ -24,6 +24,7 @@ mod mac;
 mod node_key;
 mod random;
 mod secret;
+mod signing;
 
 pub use envelope::{
     DekContext, ENVELOPE_OVERHEAD, SealedValue, ValueContext, WrappedDataKey, open, open_bytes,
@@ -38,3 +39,4 @@ pub use node_key::{
 };
 pub use random::{random_array, random_id};
 pub use secret::{ApiToken, DATA_KEY_LEN, DataKey, Plaintext, PresentedToken, TokenKind};
+pub use signing::SigningKey;

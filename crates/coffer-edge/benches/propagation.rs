@@ -193,6 +193,7 @@ async fn bench(edges_n: usize, writes: usize) {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             insecure_http: false,
+            insecure_http_upstream: false,
             ca_cert: None,
             serve_feed: false,
             staleness: EdgeOptions::DEFAULT_STALENESS,

@@ -32,7 +32,8 @@ enum Msg {
     },
     Snapshot {
         from: usize,
-        staged: Result<Staged, FetchError>,
+        /// Boxed: a staged snapshot (its install and seal) is much larger than the rest.
+        staged: Result<Box<Staged>, FetchError>,
     },
     /// A snapshot is still streaming in.
     Progress { from: usize },
@@ -166,12 +167,19 @@ impl Driver {
                         origin_ms: answer.origin_ms,
                     };
                     let body = match answer.body {
-                        FeedBody::Entries(entries) => {
+                        FeedBody::Entries {
+                            entries,
+                            signatures,
+                        } => {
                             if entries.is_empty() && self.follower.applied().seq >= answer.head_seq
                             {
                                 self.status.mark_synced();
                             }
-                            Input::Entries { from, entries }
+                            Input::Entries {
+                                from,
+                                entries,
+                                signatures,
+                            }
                         }
                         FeedBody::Compacted { base_seq } => {
                             tracing::warn!(
@@ -200,13 +208,14 @@ impl Driver {
                         from,
                         position: staged.position,
                         intact: staged.intact,
+                        seal: staged.seal,
                     };
                     let heartbeat = Input::Heartbeat {
                         from,
                         head_seq: staged.position.seq,
                         origin_ms: staged.origin_ms,
                     };
-                    self.staged = Some(staged);
+                    self.staged = Some(*staged);
                     vec![heartbeat, input]
                 }
             },
@@ -308,12 +317,16 @@ impl Driver {
         let mut queue: VecDeque<Output<usize>> = outputs.into();
         while let Some(output) = queue.pop_front() {
             match output {
-                Output::Apply(entries) => {
+                Output::Apply {
+                    entries,
+                    signatures,
+                } => {
                     let Some(last) = entries.last().map(|e| e.seq) else {
                         continue;
                     };
                     let n = entries.len();
-                    match self.storage.apply_entries(entries).await {
+                    // The signatures are kept with the entries: a relay serves both on.
+                    match self.storage.apply_signed_entries(entries, signatures).await {
                         Ok(revoked) => {
                             tracing::debug!(last, n, "applied feed entries");
                             self.status.set_applied(last);
@@ -410,7 +423,10 @@ impl Driver {
                     let progress = || {
                         let _ = tx.send(Msg::Progress { from: to });
                     };
-                    let staged = upstreams.snapshot(to, &storage, expected, progress).await;
+                    let staged = upstreams
+                        .snapshot(to, &storage, expected, progress)
+                        .await
+                        .map(Box::new);
                     let _ = tx.send(Msg::Snapshot { from: to, staged });
                 })
             }

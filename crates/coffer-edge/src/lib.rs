@@ -63,6 +63,11 @@ pub struct EdgeOptions {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub insecure_http: bool,
+    /// Allow an `http://` upstream that is not loopback (127.0.0.0/8, ::1, localhost); without
+    /// it such an upstream is refused at start. Plain HTTP lets anyone on the path read the
+    /// node token and see which secrets change, even though a signed feed keeps them from
+    /// forging what the edge applies.
+    pub insecure_http_upstream: bool,
     /// A PEM bundle to trust for upstreams instead of the system roots.
     pub ca_cert: Option<PathBuf>,
     /// Serve the feed to other edges (a relay).
@@ -107,6 +112,10 @@ pub enum EdgeError {
     NoUpstream,
     #[error("upstream {url:?} {problem}")]
     BadUpstream { url: String, problem: &'static str },
+    #[error(
+        "upstream {url:?} is plain HTTP to a non-loopback host: use https://, or give --insecure-http-upstream to allow it"
+    )]
+    PlainHttpUpstream { url: String },
     #[error(
         "--max-staleness ({max} s) must be at least --staleness ({staleness} s): an edge is not stale before that"
     )]
@@ -239,7 +248,7 @@ impl Edge {
         opts: EdgeOptions,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(Edge, std::fs::File), EdgeError> {
-        check_upstreams(&opts.upstreams)?;
+        check_upstreams(&opts.upstreams, opts.insecure_http_upstream)?;
         coffer_server::check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
         if let Some(max) = opts.max_staleness
             && max < opts.staleness
@@ -387,6 +396,9 @@ impl Edge {
             // Half the staleness at most: an upstream that is back is in use again well before
             // the edge would count itself stale for want of trying.
             max_backoff_ms: ms((staleness / 2).min(MAX_BACKOFF)),
+            // The control plane does not sign its feed yet (issue 12 item 3 is being built
+            // bottom-up): the edge verifies chain and digest only, as before.
+            feed_key: None,
         };
         driver::Driver::new(
             self.node,
@@ -487,7 +499,7 @@ impl Edge {
 
 /// Refuses upstream URLs an edge cannot or should not use; warns about plain HTTP off this
 /// machine (the node token would cross the network in clear).
-fn check_upstreams(urls: &[String]) -> Result<(), EdgeError> {
+fn check_upstreams(urls: &[String], insecure_http_upstream: bool) -> Result<(), EdgeError> {
     if urls.is_empty() {
         return Err(EdgeError::NoUpstream);
     }
@@ -510,6 +522,9 @@ fn check_upstreams(urls: &[String]) -> Result<(), EdgeError> {
             ));
         }
         if url.starts_with("http://") && !is_loopback_host(host) {
+            if !insecure_http_upstream {
+                return Err(EdgeError::PlainHttpUpstream { url: url.clone() });
+            }
             tracing::warn!(
                 upstream = %url,
                 "plain HTTP to a non-loopback upstream: the node token crosses the network in clear (use https://)"
@@ -597,7 +612,36 @@ async fn compact(storage: &SqliteStorage, retain: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use super::{EdgeError, check_upstreams, is_loopback_host};
+
+    #[test]
+    fn a_plain_http_upstream_off_loopback_needs_the_flag() {
+        let urls = |u: &str| vec![u.to_owned()];
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:8080/",
+            "https://edge.example.com",
+        ] {
+            assert!(check_upstreams(&urls(ok), false).is_ok(), "{ok}");
+        }
+        let refused = check_upstreams(&urls("http://10.0.0.1:8080"), false).unwrap_err();
+        assert!(
+            matches!(&refused, EdgeError::PlainHttpUpstream { url } if url == "http://10.0.0.1:8080"),
+            "{refused:?}"
+        );
+        assert!(refused.to_string().contains("--insecure-http-upstream"));
+        // One bad upstream among good ones is enough to refuse.
+        let mixed = vec![
+            "https://a.example.com".to_owned(),
+            "http://b.example.com".to_owned(),
+        ];
+        assert!(matches!(
+            check_upstreams(&mixed, false),
+            Err(EdgeError::PlainHttpUpstream { .. })
+        ));
+        assert!(check_upstreams(&mixed, true).is_ok());
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {

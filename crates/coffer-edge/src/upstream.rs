@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_replication::wire::{ClusterId, FeedAnswer, Frame, FrameDecoder, WireError};
-use coffer_replication::{Position, SnapshotDigest};
+use coffer_replication::{Position, SnapshotDigest, SnapshotSeal};
 use coffer_storage::{SnapshotInstall, SqliteStorage, StorageError};
 use zeroize::Zeroizing;
 
@@ -93,6 +93,8 @@ pub struct Staged {
     pub cluster_id: ClusterId,
     pub position: Position,
     pub intact: bool,
+    /// What the follower checks the signature against: header and end as received.
+    pub seal: SnapshotSeal,
     pub origin_ms: u64,
     pub install: SnapshotInstall,
 }
@@ -191,7 +193,14 @@ impl Upstreams {
         let mut res = ok(res).await?;
         let mut decoder = FrameDecoder::new();
         let mut last_progress = tokio::time::Instant::now();
-        let mut header: Option<(ClusterId, Position, u64, SnapshotDigest, SnapshotInstall)> = None;
+        let mut header: Option<(
+            ClusterId,
+            Position,
+            u64,
+            u64,
+            SnapshotDigest,
+            SnapshotInstall,
+        )> = None;
         loop {
             let chunk = tokio::time::timeout(SNAPSHOT_STALL, res.chunk())
                 .await
@@ -228,16 +237,23 @@ impl Upstreams {
                             cluster_id,
                             position,
                             origin_ms,
+                            count,
                             SnapshotDigest::new(position, count),
                             install,
                         ));
                     }
-                    (Frame::Item(item), Some((_, _, _, digest, install))) => {
+                    (Frame::Item(item), Some((_, _, _, _, digest, install))) => {
                         digest.update(&item);
                         install.push(item).await?;
                     }
-                    (Frame::SnapshotEnd { digest: sent }, Some(_)) => {
-                        let Some((cluster_id, position, origin_ms, digest, install)) =
+                    (
+                        Frame::SnapshotEnd {
+                            digest: sent,
+                            signature,
+                        },
+                        Some(_),
+                    ) => {
+                        let Some((cluster_id, position, origin_ms, count, digest, install)) =
                             header.take()
                         else {
                             return Err(WireError::Protocol("snapshot without header").into());
@@ -246,6 +262,12 @@ impl Upstreams {
                             cluster_id,
                             position,
                             intact: digest.finish() == Some(sent),
+                            seal: SnapshotSeal {
+                                cluster_id,
+                                count,
+                                digest: sent,
+                                signature,
+                            },
                             origin_ms,
                             install,
                         });

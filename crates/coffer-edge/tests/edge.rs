@@ -254,6 +254,7 @@ fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> EdgeOp
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         insecure_http: false,
+        insecure_http_upstream: false,
         ca_cert: None,
         serve_feed: false,
         staleness: EdgeOptions::DEFAULT_STALENESS,
@@ -615,7 +616,7 @@ fn corrupt_feed(state: &ProxyState, fault: FeedFault, bytes: Vec<u8>) -> Vec<u8>
     let Ok(mut answer) = FeedAnswer::decode(&bytes) else {
         return bytes;
     };
-    let FeedBody::Entries(entries) = &mut answer.body else {
+    let FeedBody::Entries { entries, .. } = &mut answer.body else {
         return bytes;
     };
     if entries.is_empty() {
@@ -968,7 +969,7 @@ async fn an_edge_whose_replica_holds_its_revocation_refuses_to_start() {
     {
         let replica = coffer_storage::SqliteStorage::open(&dir.join("replica.db")).unwrap();
         let at = replica.log_state().await.unwrap().head_seq;
-        let FeedBody::Entries(entries) = cp.feed(at).await.body else {
+        let FeedBody::Entries { entries, .. } = cp.feed(at).await.body else {
             panic!("entries after {at}");
         };
         replica.apply_entries(entries).await.unwrap();
@@ -1512,4 +1513,44 @@ async fn a_corrupt_snapshot_is_asked_for_again_only_after_a_backoff() {
     );
     edge.stop().await;
     cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_serves_the_control_planes_signatures_with_its_entries() {
+    let World {
+        tmp, cp, b, token, ..
+    } = world("value-1", "relay").await;
+    let mut opts = edge_options(&[&cp.url], &token, &tmp.path().join("relay"));
+    opts.serve_feed = true;
+    let relay = Edge::start_with(opts).await;
+    relay.wait_serving().await;
+    let base = cp.head().await;
+    relay.wait_applied(base).await;
+    // Written after the relay's snapshot: the relay holds these entries in its own log.
+    cp.create_secrets(&b.store, &[("a", "1"), ("b", "2")]).await;
+    cp.create_secret(&b.store, "c", "3").await;
+    let head = cp.head().await;
+    relay.wait_applied(head).await;
+    let from_relay = {
+        let r = http()
+            .get(format!("{}/replication/v1/feed?after={base}", relay.url))
+            .bearer_auth(&cp.probe)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        FeedAnswer::decode(&r.bytes().await.unwrap()).unwrap()
+    };
+    let from_root = cp.feed(base).await;
+    let FeedBody::Entries {
+        entries,
+        signatures,
+    } = &from_relay.body
+    else {
+        panic!("entries from the relay");
+    };
+    assert_eq!(entries.last().map(|e| e.seq), Some(head));
+    // Two write batches after the base: two signatures, the root's own, byte for byte.
+    assert_eq!(signatures.len(), 2, "{signatures:?}");
+    assert_eq!(from_relay.body, from_root.body);
 }

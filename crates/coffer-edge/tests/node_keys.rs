@@ -98,6 +98,7 @@ async fn edge(upstream: &str, token: &str, dir: &Path, serve_feed: bool) -> Edge
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         insecure_http: false,
+        insecure_http_upstream: false,
         ca_cert: None,
         serve_feed,
         staleness: EdgeOptions::DEFAULT_STALENESS,
@@ -236,7 +237,7 @@ async fn whole_feed(cp: &ControlPlane, probe: &str) -> Vec<Change> {
         .unwrap();
     assert_eq!(r.status(), 200);
     let answer = FeedAnswer::decode(&r.bytes().await.unwrap()).unwrap();
-    let FeedBody::Entries(entries) = answer.body else {
+    let FeedBody::Entries { entries, .. } = answer.body else {
         panic!("the feed is not compacted in this test");
     };
     entries.iter().map(|e| e.change().unwrap()).collect()

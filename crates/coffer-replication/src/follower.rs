@@ -3,8 +3,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use coffer_storage::ChangeRecord;
+use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 
+use crate::sign::FeedKey;
+use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
 
 /// Timing knobs, all in milliseconds of the caller's clock.
@@ -30,6 +32,11 @@ pub struct Config {
     /// The longest wait after failures in a row, and the most of an upstream's `Retry-After`
     /// that is honoured (so an upstream cannot park its followers for longer). Default 30 s.
     pub max_backoff_ms: u64,
+    /// The control plane's feed-signing public key, pinned. With it, entries are applied only
+    /// up to a checkpoint whose signature verifies and only signed snapshots are installed.
+    /// `None` accepts unsigned data (corruption is still caught, forgery is not): for tests of
+    /// the rest of the protocol only; an edge always pins a key.
+    pub feed_key: Option<FeedKey>,
 }
 
 impl Default for Config {
@@ -40,6 +47,7 @@ impl Default for Config {
             poll_interval_ms: 1_000,
             failure_backoff_ms: 1_000,
             max_backoff_ms: 30_000,
+            feed_key: None,
         }
     }
 }
@@ -61,8 +69,13 @@ pub enum Phase {
 pub enum Input<U> {
     /// Time passed; check timeouts and health. Call it regularly (e.g. every 100 ms).
     Tick,
-    /// An answer to [`Output::Fetch`]: entries in seq order (possibly none: up to date).
-    Entries { from: U, entries: Vec<ChangeRecord> },
+    /// An answer to [`Output::Fetch`]: entries in seq order (possibly none: up to date), and
+    /// the signatures that came with them (in seq order).
+    Entries {
+        from: U,
+        entries: Vec<ChangeRecord>,
+        signatures: Vec<FeedSignature>,
+    },
     /// The upstream is alive; its head is `head_seq`. `origin_ms` is when the root stamped the
     /// freshest heartbeat this upstream has seen (the root's own clock for the root; a relay
     /// forwards its follower's [`Follower::freshest_origin_ms`]), so a relay cut off from the
@@ -83,6 +96,7 @@ pub enum Input<U> {
         from: U,
         position: Position,
         intact: bool,
+        seal: SnapshotSeal,
     },
     /// The upstream no longer holds the entries right after our position (its log was
     /// compacted past it): follow from one of its snapshots instead.
@@ -110,8 +124,13 @@ pub enum Input<U> {
 pub enum Output<U> {
     /// Apply these entries, and record the last one's seq and hash, in one local transaction;
     /// then report [`Input::Applied`]. They are verified (seq, chain, payload parses) and
-    /// start right after the previous `Apply` or `InstallSnapshot`.
-    Apply(Vec<ChangeRecord>),
+    /// start right after the previous `Apply` or `InstallSnapshot`. `signatures` are those
+    /// among the entries (the last entry is always signed when a key is pinned): store them
+    /// with the entries, so that a relay serves them on.
+    Apply {
+        entries: Vec<ChangeRecord>,
+        signatures: Vec<FeedSignature>,
+    },
     /// Replace the local state with this verified snapshot and record its position, in one
     /// transaction; then report [`Input::Applied`] with its seq.
     InstallSnapshot(Snapshot),
@@ -127,6 +146,25 @@ pub enum Output<U> {
     Alarm(Alarm<U>),
     /// The follower moved to another upstream.
     Switched { from: U, to: U, why: SwitchReason },
+}
+
+/// What a streamed snapshot's header and end said, for the follower to check its signature:
+/// the cluster id and count from the header, the digest and signature from the end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSeal {
+    pub cluster_id: ClusterId,
+    pub count: u64,
+    pub digest: [u8; 32],
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
+}
+
+impl fmt::Debug for SnapshotSeal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotSeal")
+            .field("count", &self.count)
+            .field("signed", &self.signature.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A refused message: what was wrong and who sent it.
@@ -158,6 +196,9 @@ pub enum AlarmKind {
     CorruptPayload,
     /// A snapshot's digest does not match its position and items.
     CorruptSnapshot,
+    /// Entries or a snapshot without a signature that verifies under the pinned key: none, one
+    /// by another key, or one over another cluster, seq or hash (a forged or rewritten feed).
+    BadSignature,
 }
 
 /// Why the follower left an upstream.
@@ -174,6 +215,14 @@ pub enum SwitchReason {
     NoProgress,
     /// It sent a snapshot whose digest does not match.
     CorruptSnapshot,
+    /// It sent a snapshot without a signature that verifies under the pinned key.
+    BadSignature,
+}
+
+/// What the signature of one entry says.
+enum Checkpoint {
+    Good,
+    Bad(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,6 +268,9 @@ pub struct Follower<U> {
     /// State of the jitter's pseudo-random sequence (seeded by the driver; the jitter need not
     /// be unpredictable, only different from node to node).
     jitter: u64,
+    /// The cluster whose log this follower holds: from the driver on resume, or from the first
+    /// verified snapshot. Checkpoint signatures are checked against it.
+    cluster: Option<ClusterId>,
 }
 
 impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
@@ -284,7 +336,16 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             freshest_origin: None,
             failures: 0,
             jitter: 0x9E37_79B9_7F4A_7C15,
+            cluster: None,
         })
+    }
+
+    /// The cluster of the replica the driver holds (resuming or resyncing): signatures over
+    /// another cluster's checkpoints are refused.
+    #[must_use]
+    pub fn with_cluster_id(mut self, cluster_id: ClusterId) -> Self {
+        self.cluster = Some(cluster_id);
+        self
     }
 
     /// Seeds the backoff's jitter; give each node its own seed (e.g. random bytes), so that
@@ -346,13 +407,17 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         let mut out = Vec::new();
         match input {
             Input::Tick => {}
-            Input::Entries { from, entries } => {
+            Input::Entries {
+                from,
+                entries,
+                signatures,
+            } => {
                 if self.is_current(&from) {
                     self.heard(now);
                     if self.phase == Phase::Following {
                         self.request = None;
                         self.last_answer_ms = now;
-                        self.on_entries(now, entries, &mut out);
+                        self.on_entries(now, entries, &signatures, &mut out);
                     }
                 }
             }
@@ -385,12 +450,13 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 from,
                 position,
                 intact,
+                seal,
             } => {
                 if self.is_current(&from) {
                     self.heard(now);
                     if self.phase != Phase::Following {
                         self.request = None;
-                        if self.accept_snapshot(now, position, intact, &mut out) {
+                        if self.accept_snapshot(now, position, intact, &seal, &mut out) {
                             out.push(Output::InstallStaged(position));
                         }
                     }
@@ -463,9 +529,16 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         })
     }
 
-    fn on_entries(&mut self, now: u64, entries: Vec<ChangeRecord>, out: &mut Vec<Output<U>>) {
+    fn on_entries(
+        &mut self,
+        now: u64,
+        entries: Vec<ChangeRecord>,
+        signatures: &[FeedSignature],
+        out: &mut Vec<Output<U>>,
+    ) {
         let mut prev = self.verified;
-        let mut batch = Vec::new();
+        // Seq, chain and payload verified, in order.
+        let mut chained: Vec<ChangeRecord> = Vec::new();
         let mut alarm = None;
         let start = self.verified.seq;
         let mut fresh = entries
@@ -498,13 +571,52 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 break;
             }
             prev = Position::of(&e);
-            batch.push(e);
+            chained.push(e);
         }
-        if !batch.is_empty() {
-            out.push(Output::Apply(batch));
-            self.in_flight.push_back(prev);
-            self.verified = prev;
-            self.known_head = self.known_head.max(prev.seq);
+        // What is applied: with no key, everything chained; with one, everything up to the
+        // last signed entry, if its signature verifies. The chain makes that one signature
+        // vouch for every entry before it, so the others need no check (one Ed25519
+        // verification per answer, however many write batches it spans).
+        let mut batch = chained;
+        if self.config.feed_key.is_some() {
+            let signed =
+                |e: &ChangeRecord| signatures.binary_search_by_key(&e.seq, |s| s.seq).is_ok();
+            let covered = batch.iter().rposition(signed).map_or(0, |i| i + 1);
+            let unsigned = batch.split_off(covered);
+            if let Some(last) = batch.last()
+                && let Checkpoint::Bad(detail) = self.checkpoint(Position::of(last), signatures)
+            {
+                batch.clear();
+                alarm = alarm.or(Some((AlarmKind::BadSignature, detail)));
+            }
+            if alarm.is_none()
+                && let (Some(first), Some(last)) = (unsigned.first(), unsigned.last())
+            {
+                // An honest upstream ends every answer on a signed entry.
+                alarm = Some((
+                    AlarmKind::BadSignature,
+                    format!(
+                        "entries {}..={} carry no signature that covers them",
+                        first.seq, last.seq
+                    ),
+                ));
+            }
+        }
+        if let Some(last) = batch.last() {
+            let end = Position::of(last);
+            let first = batch[0].seq;
+            let signatures = signatures
+                .iter()
+                .filter(|s| (first..=end.seq).contains(&s.seq))
+                .copied()
+                .collect();
+            out.push(Output::Apply {
+                entries: batch,
+                signatures,
+            });
+            self.in_flight.push_back(end);
+            self.verified = end;
+            self.known_head = self.known_head.max(end.seq);
             self.last_progress_ms = now;
             // There may be more: ask right away (an empty answer means we are caught up).
             self.fetch_now = true;
@@ -516,9 +628,63 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         }
     }
 
+    /// Whether the signature of the entry at `pos` holds. With no key pinned, every entry
+    /// counts as a good checkpoint.
+    fn checkpoint(&self, pos: Position, signatures: &[FeedSignature]) -> Checkpoint {
+        let Some(key) = self.config.feed_key else {
+            return Checkpoint::Good;
+        };
+        let Ok(i) = signatures.binary_search_by_key(&pos.seq, |s| s.seq) else {
+            return Checkpoint::Bad(format!("entry {} carries no signature", pos.seq));
+        };
+        let Some(cluster) = self.cluster else {
+            return Checkpoint::Bad(format!(
+                "entry {} is signed, but this follower knows no cluster to check it against",
+                pos.seq
+            ));
+        };
+        if key.verifies_checkpoint(&cluster, pos.seq, &pos.hash, &signatures[i].signature) {
+            Checkpoint::Good
+        } else {
+            Checkpoint::Bad(format!(
+                "the signature of entry {} does not verify under the pinned key {}",
+                pos.seq,
+                key.fingerprint()
+            ))
+        }
+    }
+
+    /// Why a snapshot's signature is not acceptable (`None`: it is, or no key is pinned).
+    fn snapshot_refusal(&self, pos: Position, seal: &SnapshotSeal) -> Option<String> {
+        let key = self.config.feed_key?;
+        let Some(sig) = seal.signature else {
+            return Some(format!("snapshot at seq {} carries no signature", pos.seq));
+        };
+        if !key.verifies_snapshot(&seal.cluster_id, pos, seal.count, &seal.digest, &sig) {
+            return Some(format!(
+                "the signature of the snapshot at seq {} does not verify under the pinned key {}",
+                pos.seq,
+                key.fingerprint()
+            ));
+        }
+        if self.cluster.is_some_and(|c| c != seal.cluster_id) {
+            return Some(format!(
+                "the snapshot at seq {} is of another cluster",
+                pos.seq
+            ));
+        }
+        None
+    }
+
     fn on_snapshot(&mut self, now: u64, snapshot: Snapshot, out: &mut Vec<Output<U>>) {
         let intact = snapshot.verify();
-        if self.accept_snapshot(now, snapshot.position, intact, out) {
+        let seal = SnapshotSeal {
+            cluster_id: snapshot.cluster_id,
+            count: snapshot.items.len() as u64,
+            digest: snapshot.digest,
+            signature: snapshot.signature,
+        };
+        if self.accept_snapshot(now, snapshot.position, intact, &seal, out) {
             out.push(Output::InstallSnapshot(snapshot));
         }
     }
@@ -530,20 +696,31 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         now: u64,
         pos: Position,
         intact: bool,
+        seal: &SnapshotSeal,
         out: &mut Vec<Output<U>>,
     ) -> bool {
-        if !intact || (pos.seq == 0 && pos.hash != ChangeRecord::GENESIS_HASH) {
-            out.push(self.alarm(
+        let refusal = if !intact || (pos.seq == 0 && pos.hash != ChangeRecord::GENESIS_HASH) {
+            Some((
                 AlarmKind::CorruptSnapshot,
+                SwitchReason::CorruptSnapshot,
                 format!("snapshot at seq {} fails its digest", pos.seq),
-            ));
-            self.switch(now, SwitchReason::CorruptSnapshot, out);
+            ))
+        } else {
+            self.snapshot_refusal(pos, seal)
+                .map(|why| (AlarmKind::BadSignature, SwitchReason::BadSignature, why))
+        };
+        if let Some((kind, reason, detail)) = refusal {
+            out.push(self.alarm(kind, detail));
+            self.switch(now, reason, out);
             // A snapshot is large: do not ask for the next one in a tight loop (with a single
             // upstream the switch above changes nothing).
             self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
             return false;
         }
         self.phase = Phase::Following;
+        if self.config.feed_key.is_some() {
+            self.cluster = Some(seal.cluster_id);
+        }
         self.last_progress_ms = now;
         self.fetch_now = true;
         // It answered with a usable snapshot: no reason to hold back the next request.

@@ -69,20 +69,30 @@
 //! - Once the network heals and writes stop, every follower reaches the root's head.
 //!
 //! What it does not guarantee: `ChangeRecord::at` is not covered by the hash, so a corrupted
-//! time is not detected here; and the snapshot digest and the hash chain catch corruption,
-//! not a malicious upstream, which could recompute both (authenticate upstreams with TLS).
+//! time is not detected here. The snapshot digest and the hash chain catch corruption, not a
+//! malicious upstream, which could recompute both: that is what signatures are for. A follower
+//! given the control plane's public key ([`Config::feed_key`]) applies entries only up to a
+//! checkpoint whose signature verifies ([`sign`]), and installs only signed snapshots; a
+//! missing or bad signature is an alarm ([`AlarmKind::BadSignature`]) and a resync, exactly
+//! like a hash mismatch.
 
 mod follower;
 mod log;
+pub mod sign;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_signed;
 pub mod wire;
 
 use coffer_storage::ChangeRecord;
 
-pub use follower::{Alarm, AlarmKind, Config, Follower, Input, Output, Phase, SwitchReason};
+pub use follower::{
+    Alarm, AlarmKind, Config, Follower, Input, Output, Phase, SnapshotSeal, SwitchReason,
+};
 pub use log::Log;
+pub use sign::{FeedKey, FeedKeyPair};
 pub use snapshot::{Snapshot, SnapshotDigest};
 
 /// A position in the log: the last entry's seq and hash.

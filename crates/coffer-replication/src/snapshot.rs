@@ -1,9 +1,11 @@
 //! Snapshots: the state at one log position, with an integrity digest.
 
 use aws_lc_rs::digest;
-use coffer_storage::ChangeRecord;
+use coffer_storage::{ChangeRecord, SIGNATURE_LEN};
 
 use crate::Position;
+use crate::sign::FeedKeyPair;
+use crate::wire::ClusterId;
 
 /// The replicated state as of one log position, for bootstrapping and resyncing.
 ///
@@ -13,8 +15,9 @@ use crate::Position;
 /// follower installs a snapshot only if [`Snapshot::verify`] holds.
 ///
 /// The digest catches corruption (a flipped byte, a truncated item, a lost item), not a
-/// malicious upstream: anyone can recompute it. Authenticating upstreams is the transport's
-/// job (TLS with pinned peers).
+/// malicious upstream: anyone can recompute it. What a malicious upstream cannot make is the
+/// control plane's `signature` over cluster id, position, count and digest
+/// ([`crate::sign::snapshot_message`]), which a follower with a pinned key requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// The last log entry the state reflects (`seq` 0 and the genesis hash for an empty log).
@@ -22,6 +25,10 @@ pub struct Snapshot {
     pub items: Vec<Vec<u8>>,
     /// [`Snapshot::digest_of`] `(position, items)`.
     pub digest: [u8; 32],
+    /// The cluster whose log it reflects (all zeros for an unsigned test snapshot).
+    pub cluster_id: ClusterId,
+    /// The control plane's signature, if the producer holds the key.
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
 /// Separates snapshot digests from log entry hashes computed with the same primitive.
@@ -35,6 +42,26 @@ impl Snapshot {
             position,
             items,
             digest,
+            cluster_id: [0; 16],
+            signature: None,
+        }
+    }
+
+    /// A snapshot of `items` at `position` in `cluster_id`'s log, signed with `key`.
+    pub fn signed(
+        cluster_id: ClusterId,
+        position: Position,
+        items: Vec<Vec<u8>>,
+        key: &FeedKeyPair,
+    ) -> Snapshot {
+        let digest = Snapshot::digest_of(position, &items);
+        let signature = key.sign_snapshot(&cluster_id, position, items.len() as u64, &digest);
+        Snapshot {
+            position,
+            items,
+            digest,
+            cluster_id,
+            signature: Some(signature),
         }
     }
 

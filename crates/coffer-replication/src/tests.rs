@@ -5,12 +5,19 @@ use coffer_types::{AccountId, Timestamp};
 
 use crate::{
     AlarmKind, Config, Error, Follower, Input, Log, Output, Phase, Position, Snapshot,
-    SnapshotDigest, SwitchReason,
+    SnapshotDigest, SnapshotSeal, SwitchReason,
 };
 
 const A: u32 = 1;
 const B: u32 = 2;
 const STALE: u64 = 30_000;
+/// What an unsigned staged snapshot says (no key is pinned in these tests).
+const UNSIGNED: SnapshotSeal = SnapshotSeal {
+    cluster_id: [0; 16],
+    count: 0,
+    digest: [0; 32],
+    signature: None,
+};
 
 fn payload(i: u64) -> Vec<u8> {
     let mut id = [0u8; 16];
@@ -51,7 +58,7 @@ fn following(pos: Position) -> Follower<u32> {
 fn applies(out: &[Output<u32>]) -> Vec<u64> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Apply(v) => Some(v.iter().map(|e| e.seq)),
+            Output::Apply { entries: v, .. } => Some(v.iter().map(|e| e.seq)),
             _ => None,
         })
         .flatten()
@@ -121,6 +128,7 @@ fn applies_verified_entries_and_advances_only_when_confirmed() {
         Input::Entries {
             from: A,
             entries: entries(&log, 0, 3),
+            signatures: vec![],
         },
     );
     assert_eq!(applies(&out), vec![1, 2, 3]);
@@ -132,6 +140,7 @@ fn applies_verified_entries_and_advances_only_when_confirmed() {
         Input::Entries {
             from: A,
             entries: entries(&log, 3, 3),
+            signatures: vec![],
         },
     );
     assert_eq!(applies(&out), vec![4, 5, 6]);
@@ -146,6 +155,7 @@ fn applies_verified_entries_and_advances_only_when_confirmed() {
         Input::Entries {
             from: A,
             entries: entries(&log, 0, 6),
+            signatures: vec![],
         },
     );
     assert_eq!(applies(&out), vec![1, 2, 3, 4, 5, 6]);
@@ -165,6 +175,7 @@ fn duplicates_are_skipped() {
         Input::Entries {
             from: A,
             entries: entries(&log, 0, 3),
+            signatures: vec![],
         },
     );
     assert_eq!(applies(&out), vec![1, 2, 3]);
@@ -173,6 +184,7 @@ fn duplicates_are_skipped() {
         Input::Entries {
             from: A,
             entries: entries(&log, 0, 3),
+            signatures: vec![],
         },
     );
     assert!(applies(&out).is_empty() && alarm_kind(&out).is_none());
@@ -181,6 +193,7 @@ fn duplicates_are_skipped() {
         Input::Entries {
             from: A,
             entries: entries(&log, 1, 4),
+            signatures: vec![],
         },
     );
     assert_eq!(applies(&out), vec![4, 5]);
@@ -195,6 +208,7 @@ fn out_of_order_batch_is_not_applied_and_refetched() {
         Input::Entries {
             from: A,
             entries: entries(&log, 3, 3),
+            signatures: vec![],
         },
     );
     assert!(applies(&out).is_empty());
@@ -210,6 +224,7 @@ fn assert_refused(batch: Vec<ChangeRecord>, applied: &[u64], kind: AlarmKind) {
         Input::Entries {
             from: A,
             entries: batch,
+            signatures: vec![],
         },
     );
     assert_eq!(applies(&out), applied, "{out:?}");
@@ -223,6 +238,7 @@ fn assert_refused(batch: Vec<ChangeRecord>, applied: &[u64], kind: AlarmKind) {
         Input::Entries {
             from: A,
             entries: entries(&log_of(5), 0, 5),
+            signatures: vec![],
         },
     );
     assert!(applies(&out).is_empty());
@@ -272,6 +288,7 @@ fn messages_from_other_upstreams_are_ignored() {
         Input::Entries {
             from: B,
             entries: entries(&log, 0, 3),
+            signatures: vec![],
         },
     );
     assert!(out.is_empty());
@@ -379,6 +396,7 @@ fn connection_failure_switches_with_backoff_and_continues_from_position() {
         Input::Entries {
             from: A,
             entries: entries(&log, 0, 3),
+            signatures: vec![],
         },
     );
     let out = f.handle(
@@ -416,6 +434,7 @@ fn healthy_upstream_is_never_left() {
         Input::Entries {
             from: A,
             entries: entries(&log, 0, 1),
+            signatures: vec![],
         },
     );
     // Ten minutes of heartbeats, every request unanswered (lost): re-sent, never switched.
@@ -517,6 +536,7 @@ fn new_upstream_that_does_not_chain_triggers_resync_from_it() {
         Input::Entries {
             from: B,
             entries: entries(&theirs, 3, 2),
+            signatures: vec![],
         },
     );
     assert!(applies(&out).is_empty());
@@ -626,6 +646,7 @@ fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
             from: A,
             position: head,
             intact: false,
+            seal: UNSIGNED,
         },
     );
     assert_eq!(alarm_kind(&out), Some(AlarmKind::CorruptSnapshot));
@@ -642,6 +663,7 @@ fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
             from: A,
             position: head,
             intact: true,
+            seal: UNSIGNED,
         },
     );
     assert!(out.is_empty(), "{out:?}");
@@ -652,6 +674,7 @@ fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
             from: B,
             position: head,
             intact: true,
+            seal: UNSIGNED,
         },
     );
     assert_eq!(
@@ -672,6 +695,7 @@ fn a_staged_snapshot_is_installed_only_if_intact_and_newer() {
             from: B,
             position: older,
             intact: true,
+            seal: UNSIGNED,
         },
     );
     assert!(

@@ -5,7 +5,7 @@
 //! are big-endian. A feed answer (`GET /replication/v1/feed?after=N`) is
 //!
 //! ```text
-//! Hello, then either Entry* or Compacted, then End
+//! Hello, then either (Entry Signature?)* or Compacted, then End
 //! ```
 //!
 //! and a snapshot (`GET /replication/v1/snapshot`) is
@@ -14,6 +14,11 @@
 //! SnapshotHeader, Item * count, SnapshotEnd
 //! ```
 //!
+//! A `Signature` frame follows the entry it signs (same seq): the control plane's signature
+//! over that entry's checkpoint (`crate::sign`), forwarded unchanged by relays. `SnapshotEnd`
+//! carries the snapshot's digest and the control plane's signature over it. Version 2 of both
+//! media types added them; a v1 peer is refused by its content type rather than misparsed.
+//!
 //! `Hello` carries the cluster id (an edge refuses an upstream of another cluster), the
 //! upstream's head and the origin time of its freshest heartbeat: every answer is a heartbeat.
 //! The closing frame makes truncation visible: a body that stops early has no `End` (or
@@ -21,15 +26,15 @@
 //! them (seq, time, hash, payload), so a relay's downstream sees the root's log exactly and
 //! verifies the chain itself; frames only carry them.
 
-use coffer_storage::ChangeRecord;
+use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 use coffer_types::Timestamp;
 
 use crate::Position;
 
 /// The media type of feed answers.
-pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v1";
+pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v2";
 /// The media type of snapshots.
-pub const SNAPSHOT_CONTENT_TYPE: &str = "application/vnd.coffer.snapshot.v1";
+pub const SNAPSHOT_CONTENT_TYPE: &str = "application/vnd.coffer.snapshot.v2";
 
 /// The largest frame body a decoder accepts (a change payload is a few KiB at most; a
 /// service with 256 bindings is the largest).
@@ -39,6 +44,7 @@ const TAG_HELLO: u8 = 0x01;
 const TAG_ENTRY: u8 = 0x02;
 const TAG_COMPACTED: u8 = 0x03;
 const TAG_END: u8 = 0x04;
+const TAG_SIGNATURE: u8 = 0x05;
 const TAG_SNAPSHOT_HEADER: u8 = 0x11;
 const TAG_ITEM: u8 = 0x12;
 const TAG_SNAPSHOT_END: u8 = 0x13;
@@ -58,6 +64,8 @@ pub enum Frame {
         origin_ms: u64,
     },
     Entry(ChangeRecord),
+    /// The signature of the entry just before it (same seq).
+    Signature(FeedSignature),
     /// The entries after the asked position are no longer held: fetch a snapshot.
     Compacted {
         base_seq: u64,
@@ -73,6 +81,9 @@ pub enum Frame {
     Item(Vec<u8>),
     SnapshotEnd {
         digest: [u8; 32],
+        /// The control plane's signature over the snapshot (`crate::sign::snapshot_message`);
+        /// `None` from a producer without the key (tests, and what an edge refuses).
+        signature: Option<[u8; SIGNATURE_LEN]>,
     },
 }
 
@@ -112,6 +123,11 @@ impl Frame {
                 out.extend_from_slice(&r.hash);
                 out.extend_from_slice(&r.payload);
             }
+            Frame::Signature(s) => {
+                header(out, TAG_SIGNATURE, 8 + SIGNATURE_LEN);
+                out.extend_from_slice(&s.seq.to_be_bytes());
+                out.extend_from_slice(&s.signature);
+            }
             Frame::Compacted { base_seq } => {
                 header(out, TAG_COMPACTED, 8);
                 out.extend_from_slice(&base_seq.to_be_bytes());
@@ -134,9 +150,12 @@ impl Frame {
                 header(out, TAG_ITEM, item.len());
                 out.extend_from_slice(item);
             }
-            Frame::SnapshotEnd { digest } => {
-                header(out, TAG_SNAPSHOT_END, 32);
+            Frame::SnapshotEnd { digest, signature } => {
+                header(out, TAG_SNAPSHOT_END, 32 + signature.map_or(0, |s| s.len()));
                 out.extend_from_slice(digest);
+                if let Some(s) = signature {
+                    out.extend_from_slice(s);
+                }
             }
         }
     }
@@ -175,6 +194,15 @@ impl Frame {
                     payload: body[48..].to_vec(),
                 })
             }
+            TAG_SIGNATURE => {
+                if body.len() != 8 + SIGNATURE_LEN {
+                    return Err(malformed("signature"));
+                }
+                Frame::Signature(FeedSignature {
+                    seq: u64_at(body, 0),
+                    signature: array(&body[8..]),
+                })
+            }
             TAG_COMPACTED => {
                 if body.len() != 8 {
                     return Err(malformed("compacted"));
@@ -204,14 +232,17 @@ impl Frame {
                 }
             }
             TAG_ITEM => Frame::Item(body.to_vec()),
-            TAG_SNAPSHOT_END => {
-                if body.len() != 32 {
-                    return Err(malformed("snapshot end"));
-                }
-                Frame::SnapshotEnd {
+            TAG_SNAPSHOT_END => match body.len() {
+                32 => Frame::SnapshotEnd {
                     digest: array(body),
-                }
-            }
+                    signature: None,
+                },
+                96 => Frame::SnapshotEnd {
+                    digest: array(body),
+                    signature: Some(array(&body[32..])),
+                },
+                _ => return Err(malformed("snapshot end")),
+            },
             other => return Err(WireError::UnknownTag(other)),
         })
     }
@@ -296,8 +327,15 @@ pub struct FeedAnswer {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedBody {
-    Entries(Vec<ChangeRecord>),
-    Compacted { base_seq: u64 },
+    /// Entries in order, and the signatures among them (each of an entry of the answer, in
+    /// order; an honest upstream's last entry is always signed).
+    Entries {
+        entries: Vec<ChangeRecord>,
+        signatures: Vec<FeedSignature>,
+    },
+    Compacted {
+        base_seq: u64,
+    },
 }
 
 impl FeedAnswer {
@@ -311,9 +349,18 @@ impl FeedAnswer {
         }
         .encode(&mut out);
         match &self.body {
-            FeedBody::Entries(entries) => {
+            FeedBody::Entries {
+                entries,
+                signatures,
+            } => {
+                let mut sigs = signatures.iter().peekable();
                 for e in entries {
                     Frame::Entry(e.clone()).encode(&mut out);
+                    while let Some(s) = sigs.next_if(|s| s.seq <= e.seq) {
+                        if s.seq == e.seq {
+                            Frame::Signature(*s).encode(&mut out);
+                        }
+                    }
                 }
             }
             FeedBody::Compacted { base_seq } => Frame::Compacted {
@@ -342,12 +389,24 @@ impl FeedAnswer {
                 WireError::Protocol("a feed answer starts with hello")
             });
         };
-        let mut entries = Vec::new();
+        let mut entries: Vec<ChangeRecord> = Vec::new();
+        let mut signatures: Vec<FeedSignature> = Vec::new();
         let mut compacted = None;
         loop {
             match dec.next_frame()? {
                 None => return Err(WireError::Truncated),
                 Some(Frame::Entry(e)) if compacted.is_none() => entries.push(e),
+                Some(Frame::Signature(s)) => {
+                    // Right after the entry it signs, once.
+                    let signs_last = entries.last().is_some_and(|e| e.seq == s.seq)
+                        && signatures.last().is_none_or(|p| p.seq < s.seq);
+                    if !signs_last {
+                        return Err(WireError::Protocol(
+                            "a signature frame does not follow the entry it signs",
+                        ));
+                    }
+                    signatures.push(s);
+                }
                 Some(Frame::Compacted { base_seq })
                     if compacted.is_none() && entries.is_empty() =>
                 {
@@ -366,7 +425,10 @@ impl FeedAnswer {
             origin_ms,
             body: match compacted {
                 Some(base_seq) => FeedBody::Compacted { base_seq },
-                None => FeedBody::Entries(entries),
+                None => FeedBody::Entries {
+                    entries,
+                    signatures,
+                },
             },
         })
     }
@@ -385,12 +447,22 @@ mod tests {
         }
     }
 
+    fn sig(seq: u64) -> FeedSignature {
+        FeedSignature {
+            seq,
+            signature: [seq as u8 ^ 0x5a; 64],
+        }
+    }
+
     fn answer() -> FeedAnswer {
         FeedAnswer {
             cluster_id: [7; 16],
             head_seq: 9,
             origin_ms: 1_700_000_000_123,
-            body: FeedBody::Entries(vec![record(4, b"{\"a\":1}"), record(5, b"")]),
+            body: FeedBody::Entries {
+                entries: vec![record(4, b"{\"a\":1}"), record(5, b"")],
+                signatures: vec![sig(4), sig(5)],
+            },
         }
     }
 
@@ -453,6 +525,77 @@ mod tests {
     }
 
     #[test]
+    fn signatures_must_follow_the_entry_they_sign() {
+        let hello = Frame::Hello {
+            cluster_id: [7; 16],
+            head_seq: 9,
+            origin_ms: 1,
+        };
+        let bytes = |frames: &[Frame]| -> Vec<u8> {
+            std::iter::once(&hello)
+                .chain(frames)
+                .chain(std::iter::once(&Frame::End))
+                .flat_map(Frame::to_bytes)
+                .collect()
+        };
+        let bad = WireError::Protocol("a signature frame does not follow the entry it signs");
+        // Before any entry; after another entry; twice.
+        assert_eq!(
+            FeedAnswer::decode(&bytes(&[Frame::Signature(sig(4))])),
+            Err(bad.clone())
+        );
+        assert_eq!(
+            FeedAnswer::decode(&bytes(&[
+                Frame::Entry(record(4, b"x")),
+                Frame::Signature(sig(5))
+            ])),
+            Err(bad.clone())
+        );
+        assert_eq!(
+            FeedAnswer::decode(&bytes(&[
+                Frame::Entry(record(4, b"x")),
+                Frame::Signature(sig(4)),
+                Frame::Signature(sig(4))
+            ])),
+            Err(bad)
+        );
+        // An unsigned entry is well formed on the wire (the follower judges it).
+        let unsigned = FeedAnswer::decode(&bytes(&[Frame::Entry(record(4, b"x"))])).unwrap();
+        assert_eq!(
+            unsigned.body,
+            FeedBody::Entries {
+                entries: vec![record(4, b"x")],
+                signatures: vec![]
+            }
+        );
+        // A short signature, and a snapshot end of the wrong length.
+        let mut short = vec![TAG_SIGNATURE];
+        short.extend_from_slice(&9u32.to_be_bytes());
+        short.extend_from_slice(&[0; 9]);
+        let mut dec = FrameDecoder::new();
+        dec.push(&short);
+        assert!(matches!(
+            dec.next_frame(),
+            Err(WireError::Malformed {
+                what: "signature",
+                ..
+            })
+        ));
+        let mut end = vec![TAG_SNAPSHOT_END];
+        end.extend_from_slice(&40u32.to_be_bytes());
+        end.extend_from_slice(&[0; 40]);
+        let mut dec = FrameDecoder::new();
+        dec.push(&end);
+        assert!(matches!(
+            dec.next_frame(),
+            Err(WireError::Malformed {
+                what: "snapshot end",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn the_decoder_reassembles_frames_from_any_chunking() {
         let frames = vec![
             Frame::SnapshotHeader {
@@ -466,7 +609,10 @@ mod tests {
             },
             Frame::Item(b"first".to_vec()),
             Frame::Item(Vec::new()),
-            Frame::SnapshotEnd { digest: [3; 32] },
+            Frame::SnapshotEnd {
+                digest: [3; 32],
+                signature: Some([4; 64]),
+            },
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(Frame::to_bytes).collect();
         for chunk in [1, 2, 3, 7, 64, bytes.len()] {

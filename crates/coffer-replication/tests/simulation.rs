@@ -2,13 +2,20 @@
 //! that drops, duplicates, delays, reorders and corrupts messages, cuts nodes off and takes
 //! upstreams down. Every step checks that what each node applied is a prefix of the root's
 //! log; after healing, every node must reach the root's head within a bounded time.
+//!
+//! The root signs its log and snapshots; every follower pins its key, relays forward the
+//! signatures and serve the root's snapshot they installed. Among the corruptions is what a
+//! Byzantine upstream would do (rewrite a payload or a snapshot item and recompute the hashes
+//! and digest): it must be refused like any other, and never applied.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use coffer_replication::{
-    Config, Follower, Input, Log, Output, Phase, Position, Snapshot, SwitchReason,
+    Config, FeedKeyPair, Follower, Input, Log, Output, Phase, Position, Snapshot, SnapshotSeal,
+    SwitchReason,
 };
-use coffer_storage::{Change, ChangeRecord};
+use coffer_storage::{Change, ChangeRecord, FeedSignature};
 use coffer_types::{AccountId, Timestamp};
 
 /// splitmix64: tiny, deterministic, good enough for fault injection.
@@ -41,13 +48,16 @@ const CONFIG: Config = Config {
     poll_interval_ms: 300,
     failure_backoff_ms: 200,
     max_backoff_ms: 1_600,
+    // Set per simulation: the root's key.
+    feed_key: None,
 };
+const CLUSTER: [u8; 16] = [0x5e; 16];
 
 #[derive(Clone, Debug)]
 enum Msg {
     Fetch { after: u64 },
     FetchSnapshot,
-    Entries(Vec<ChangeRecord>),
+    Entries(Vec<ChangeRecord>, Vec<FeedSignature>),
     Snapshot(Snapshot),
     NeedSnapshot,
     Heartbeat { head: u64, origin: u64 },
@@ -130,6 +140,8 @@ struct Stats {
 }
 
 struct Sim {
+    /// `CONFIG` with the root's key pinned.
+    config: Config,
     now: u64,
     rng: Rng,
     faults: Faults,
@@ -157,13 +169,22 @@ impl Sim {
         // Root 0; relays 1 and 2 follow the root; leaves follow relays and the root.
         let topology: [&[usize]; 8] =
             [&[], &[0], &[0], &[1, 2], &[2, 1], &[1, 0], &[2, 0], &[0, 1]];
+        let key = Arc::new(FeedKeyPair::generate().expect("a key").0);
+        let config = Config {
+            feed_key: Some(key.public_key()),
+            ..CONFIG
+        };
         let nodes = topology
             .iter()
             .map(|ups| Node {
                 upstreams: ups.to_vec(),
                 follower: (!ups.is_empty())
-                    .then(|| Follower::new(ups.to_vec(), CONFIG, 0).expect("has upstreams")),
-                log: Log::new(),
+                    .then(|| Follower::new(ups.to_vec(), config, 0).expect("has upstreams")),
+                log: if ups.is_empty() {
+                    Log::signed(CLUSTER, key.clone())
+                } else {
+                    Log::new()
+                },
                 installed: ups.is_empty(),
                 staged: None,
                 pending_applied: VecDeque::new(),
@@ -173,7 +194,8 @@ impl Sim {
                 last_reset: 0,
             })
             .collect();
-        Sim {
+        let mut sim = Sim {
+            config,
             now: 0,
             rng: Rng(seed),
             faults,
@@ -183,7 +205,15 @@ impl Sim {
             history: Vec::new(),
             stats: Stats::default(),
             trace: std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok()),
-        }
+        };
+        // The root's log is never empty (a real one holds `coffer init`'s entries), so every
+        // relay installs a signed snapshot it can serve on.
+        let first = sim.nodes[0]
+            .log
+            .append(payload(1), Timestamp::from_unix_micros(0))
+            .clone();
+        sim.history.push(first);
+        sim
     }
 
     fn position(&self, seq: u64) -> Position {
@@ -208,7 +238,7 @@ impl Sim {
                 "t={} send {from}->{to} {:?}",
                 self.now,
                 match &msg {
-                    Msg::Entries(v) =>
+                    Msg::Entries(v, _) =>
                         format!("entries {:?}", v.iter().map(|e| e.seq).collect::<Vec<_>>()),
                     m => format!("{m:?}"),
                 }
@@ -257,10 +287,10 @@ impl Sim {
     /// Corrupts entries or a snapshot; `None` for messages it leaves alone.
     fn corrupt(&mut self, msg: Msg) -> Option<(Msg, u64)> {
         match msg {
-            Msg::Entries(mut v) if !v.is_empty() => {
+            Msg::Entries(mut v, sigs) if !v.is_empty() => {
                 let i = usize::try_from(self.rng.below(v.len() as u64)).unwrap();
                 let seq = v[i].seq;
-                match self.rng.below(5) {
+                match self.rng.below(6) {
                     0 => {
                         let j = usize::try_from(self.rng.below(v[i].payload.len() as u64)).unwrap();
                         v[i].payload[j] ^= 1 << self.rng.below(8);
@@ -279,12 +309,25 @@ impl Sim {
                     }
                     // Two entries swapped.
                     4 if i + 1 < v.len() => v.swap(i, i + 1),
+                    // A Byzantine upstream: another change in place of entry i, the chain
+                    // recomputed from there on so that every hash checks out.
+                    5 => {
+                        v[i].payload = payload(1_000_000 + seq);
+                        for k in i..v.len() {
+                            let prev = if k == 0 {
+                                self.position(v[0].seq - 1).hash
+                            } else {
+                                v[k - 1].hash
+                            };
+                            v[k].hash = ChangeRecord::chain_hash(&prev, v[k].seq, &v[k].payload);
+                        }
+                    }
                     _ => v[i].payload.push(b' '),
                 }
-                Some((Msg::Entries(v), seq))
+                Some((Msg::Entries(v, sigs), seq))
             }
             Msg::Snapshot(mut s) => {
-                match self.rng.below(4) {
+                match self.rng.below(5) {
                     0 if !s.items.is_empty() => {
                         let i = usize::try_from(self.rng.below(s.items.len() as u64)).unwrap();
                         s.items[i][0] ^= 0x20;
@@ -293,6 +336,13 @@ impl Sim {
                         s.items.pop();
                     }
                     2 => s.position.seq += 1,
+                    // Byzantine: an item replaced and the digest recomputed (the snapshot is
+                    // intact; only its signature gives it away).
+                    3 if !s.items.is_empty() => {
+                        let i = usize::try_from(self.rng.below(s.items.len() as u64)).unwrap();
+                        s.items[i] = payload(2_000_000 + s.position.seq);
+                        s.digest = Snapshot::digest_of(s.position, &s.items);
+                    }
                     _ => s.digest[7] ^= 0x01,
                 }
                 Some((Msg::Snapshot(s), 0))
@@ -324,9 +374,11 @@ impl Sim {
             let nd = &mut self.nodes[node];
             nd.pending_applied.clear();
             nd.follower = Some(if nd.installed || nd.log.head().seq > 0 {
-                Follower::resume(nd.upstreams.clone(), CONFIG, now, nd.log.head()).unwrap()
+                Follower::resume(nd.upstreams.clone(), self.config, now, nd.log.head())
+                    .unwrap()
+                    .with_cluster_id(CLUSTER)
             } else {
-                Follower::new(nd.upstreams.clone(), CONFIG, now).unwrap()
+                Follower::new(nd.upstreams.clone(), self.config, now).unwrap()
             });
             nd.last_reset = now;
             self.stats.restarts += 1;
@@ -440,8 +492,8 @@ impl Sim {
         }
         let input = match env.msg {
             Msg::Fetch { after } => {
-                let reply = match self.nodes[to].log.entries_after(after, BATCH) {
-                    Ok(entries) => Msg::Entries(entries),
+                let reply = match self.nodes[to].log.feed_after(after, BATCH) {
+                    Ok((entries, sigs)) => Msg::Entries(entries, sigs),
                     Err(_) => Msg::NeedSnapshot,
                 };
                 self.send(to, from, reply);
@@ -449,15 +501,30 @@ impl Sim {
             }
             Msg::FetchSnapshot => {
                 let snap = self.nodes[to].log.snapshot();
+                if snap.signature.is_none() {
+                    // A relay that has not installed the root's snapshot yet has none to
+                    // serve (the real one answers 503); the request is sent again.
+                    return;
+                }
                 self.send(to, from, Msg::Snapshot(snap));
                 return;
             }
-            Msg::Entries(entries) => Input::Entries { from, entries },
+            Msg::Entries(entries, signatures) => Input::Entries {
+                from,
+                entries,
+                signatures,
+            },
             Msg::Snapshot(snapshot) if to % 2 == 1 => {
                 let input = Input::StagedSnapshot {
                     from,
                     position: snapshot.position,
                     intact: snapshot.verify(),
+                    seal: SnapshotSeal {
+                        cluster_id: snapshot.cluster_id,
+                        count: snapshot.items.len() as u64,
+                        digest: snapshot.digest,
+                        signature: snapshot.signature,
+                    },
                 };
                 self.nodes[to].staged = Some(snapshot);
                 input
@@ -512,7 +579,7 @@ impl Sim {
         if trace {
             let f = self.nodes[n].follower.as_ref().unwrap();
             let shown = match &input {
-                Input::Entries { from, entries } => format!(
+                Input::Entries { from, entries, .. } => format!(
                     "Entries from {from}: {:?}",
                     entries.iter().map(|e| e.seq).collect::<Vec<_>>()
                 ),
@@ -537,7 +604,7 @@ impl Sim {
         for out in outs {
             if trace {
                 match &out {
-                    Output::Apply(v) => eprintln!(
+                    Output::Apply { entries: v, .. } => eprintln!(
                         "   -> Apply {:?}",
                         v.iter().map(|e| e.seq).collect::<Vec<_>>()
                     ),
@@ -546,7 +613,10 @@ impl Sim {
                 }
             }
             match out {
-                Output::Apply(entries) => {
+                Output::Apply {
+                    entries,
+                    signatures,
+                } => {
                     for e in &entries {
                         let want = &self.history[usize::try_from(e.seq - 1).unwrap()];
                         assert_eq!(
@@ -555,9 +625,12 @@ impl Sim {
                         );
                     }
                     let last = entries.last().expect("never empty").seq;
-                    self.nodes[n].log.extend(&entries).unwrap_or_else(|err| {
-                        panic!("t={now} node {n}: apply not contiguous: {err}")
-                    });
+                    self.nodes[n]
+                        .log
+                        .extend_signed(&entries, &signatures)
+                        .unwrap_or_else(|err| {
+                            panic!("t={now} node {n}: apply not contiguous: {err}")
+                        });
                     self.confirm(n, last);
                 }
                 Output::InstallStaged(pos) => {

@@ -401,10 +401,10 @@ pub(crate) async fn feed(
                 ));
             };
             let body = if after < head {
-                match storage.changes_after(after, MAX_ENTRIES).await {
-                    Ok(mut entries) => {
+                match storage.feed_after(after, MAX_ENTRIES).await {
+                    Ok((mut entries, mut signatures)) => {
                         let mut bytes = 0;
-                        let keep = entries
+                        let mut keep = entries
                             .iter()
                             .take_while(|e| {
                                 bytes += e.payload.len();
@@ -412,17 +412,37 @@ pub(crate) async fn feed(
                             })
                             .count()
                             .max(1);
+                        // End on a signed entry: a follower applies nothing past its last
+                        // checkpoint. (One write batch at most past the byte budget.)
+                        let signed =
+                            |seq: u64| signatures.binary_search_by_key(&seq, |s| s.seq).is_ok();
+                        keep = entries
+                            .iter()
+                            .enumerate()
+                            .skip(keep.saturating_sub(1))
+                            .find(|(_, e)| signed(e.seq))
+                            .map_or(entries.len(), |(i, _)| i + 1);
                         entries.truncate(keep);
-                        FeedBody::Entries(entries)
+                        if let Some(last) = entries.last() {
+                            let last = last.seq;
+                            signatures.retain(|s| s.seq <= last);
+                        }
+                        FeedBody::Entries {
+                            entries,
+                            signatures,
+                        }
                     }
                     Err(StorageError::Compacted { base }) => FeedBody::Compacted { base_seq: base },
                     Err(e) => return Err(storage_error(e)),
                 }
             } else {
-                FeedBody::Entries(Vec::new())
+                FeedBody::Entries {
+                    entries: Vec::new(),
+                    signatures: Vec::new(),
+                }
             };
             let last = match &body {
-                FeedBody::Entries(v) => v.last().map_or(head, |e| e.seq.max(head)),
+                FeedBody::Entries { entries: v, .. } => v.last().map_or(head, |e| e.seq.max(head)),
                 FeedBody::Compacted { .. } => head,
             };
             let answer = FeedAnswer {
@@ -470,6 +490,11 @@ pub(crate) async fn snapshot(
     let deadline = tokio::time::Instant::now() + repl.limits.deadline;
     let stall = repl.limits.stall;
     let storage = app.coffer.storage().clone();
+    let signer = app
+        .coffer
+        .feed_public_key()
+        .is_some()
+        .then(|| app.coffer.clone());
     let (tx, mut parts) = tokio::sync::mpsc::channel::<SnapshotPart>(4096);
     let producer = tokio::spawn(async move { storage.snapshot(tx).await });
     let Some(SnapshotPart::Header {
@@ -546,7 +571,17 @@ pub(crate) async fn snapshot(
             );
             return;
         };
-        Frame::SnapshotEnd { digest }.encode(&mut buf);
+        // The control plane signs; a relay has no key and serves its snapshot unsigned (an
+        // edge that pins the key refuses it: see docs/edges.md).
+        let signature = signer.as_ref().and_then(|c| {
+            c.feed_signature(&coffer_replication::sign::snapshot_message(
+                &cluster_id,
+                position,
+                count,
+                &digest,
+            ))
+        });
+        Frame::SnapshotEnd { digest, signature }.encode(&mut buf);
         let _ = tokio::time::timeout(stall, chunks_tx.send(Bytes::from(buf))).await;
     };
     tokio::spawn(async move {

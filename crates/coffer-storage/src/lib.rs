@@ -24,6 +24,7 @@
 
 mod audit;
 mod change;
+mod checkpoint;
 mod error;
 mod records;
 mod replication;
@@ -35,6 +36,9 @@ pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
+pub use checkpoint::{
+    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
+};
 pub use error::{Entity, StorageError};
 pub use records::*;
 pub use replication::{
@@ -485,6 +489,25 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// == base` is fine, the first entry chains onto the base hash). Empty when `after` is at
     /// or beyond the head.
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>>;
+    /// What a feed answer serves: [`Storage::changes_after`] read in one snapshot with the
+    /// signatures of the entries returned. If the last entry returned is unsigned and a later
+    /// one is signed, the answer goes on to that one (past `limit`: one write batch at most),
+    /// so a follower can apply all of it. A log with no later signature (written before the
+    /// control plane had a key) is served unsigned, as it is.
+    async fn feed_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<ChangeRecord>, Vec<FeedSignature>)>;
+    /// Sets the signer of the control plane's feed (once; `false`, and the first kept, if one
+    /// is set already). From then on the last entry of every write batch that appends is
+    /// signed in the batch's transaction ([`checkpoint_message`]) once the log has a cluster
+    /// id; a batch whose signature cannot be stored is not committed.
+    fn set_feed_signer(&self, signer: std::sync::Arc<dyn FeedSigner>) -> bool;
+    /// Signs the current head now (with the signer set; otherwise nothing happens): a control
+    /// plane does it at start, so that entries written before it had a key or a cluster id
+    /// (`coffer init`, an upgrade) are covered.
+    async fn sign_head(&self) -> Result<()>;
     /// The log's identity, base and head, read in one snapshot.
     async fn log_state(&self) -> Result<LogState>;
     /// The cluster id: the stored one, or, if the database has none, 16 random bytes (from the

@@ -37,9 +37,9 @@ pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
-    KekUsage, LogState, NewSecret, Page, Result, Rewrap, SecretQuery, SecretRecord, SecretUpdate,
-    ServiceQuery, ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery,
-    StoreRecord, StoredKey, TokenRecord, VersionRecord, WrappedKeyRecord,
+    FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Result, Rewrap, SecretQuery,
+    SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord, ServiceTokenRecord, SnapshotPart,
+    Storage, StoreQuery, StoreRecord, StoredKey, TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
@@ -709,6 +709,28 @@ impl Storage for SqliteStorage {
 
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         self.read_snapshot(move |c| reads::changes_after(c, after, limit))
+            .await
+    }
+
+    async fn feed_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<ChangeRecord>, Vec<FeedSignature>)> {
+        self.read_snapshot(move |c| reads::feed_after(c, after, limit))
+            .await
+    }
+
+    fn set_feed_signer(&self, signer: Arc<dyn FeedSigner>) -> bool {
+        self.writer.set_signer(signer)
+    }
+
+    async fn sign_head(&self) -> Result<()> {
+        self.writer
+            .run(|cx| {
+                cx.sign_head();
+                Ok(())
+            })
             .await
     }
 

@@ -276,6 +276,11 @@ pub struct EdgeArgs {
     #[arg(long, conflicts_with = "tls_cert")]
     pub insecure_http: bool,
 
+    /// Allow an http:// upstream that is not loopback (refused without it: the node token and
+    /// the feed would cross the network in clear)
+    #[arg(long)]
+    pub insecure_http_upstream: bool,
+
     /// PEM bundle to trust for upstreams instead of the system roots (a private CA)
     #[arg(long, env = "COFFER_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,

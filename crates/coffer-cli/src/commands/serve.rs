@@ -113,6 +113,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         tls,
         insecure_http: args.insecure_http,
+        insecure_http_upstream: args.insecure_http_upstream,
         ca_cert: args.ca_cert,
         serve_feed: args.serve_feed,
         staleness: std::time::Duration::from_secs(args.staleness),

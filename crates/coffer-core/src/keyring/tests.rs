@@ -292,8 +292,8 @@ async fn kek_calls_happen_once_per_key() {
     let keys = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (5, 5),
-        "first open: the four instance MAC keys (API tokens, audit, service tokens, node tokens) and the replication key are made (a wrap each) and read back (an unwrap each)"
+        (6, 6),
+        "first open: the six instance keys (the MAC keys of API tokens, audit, service tokens and node tokens, the replication key and the feed-signing seed) are made (a wrap each) and read back (an unwrap each)"
     );
     let sealing = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &sealing).await;
@@ -310,8 +310,8 @@ async fn kek_calls_happen_once_per_key() {
     let restarted = keyring(&f, DekPolicy::default()).await;
     assert_eq!(
         f.kek.counts(),
-        (6, 10),
-        "a later open unwraps the four stored MAC keys and the replication key once each and wraps nothing"
+        (7, 12),
+        "a later open unwraps the six stored instance keys once each and wraps nothing"
     );
     for _ in 0..10 {
         restarted.opening_key(f.account, sealing.id).await.unwrap();

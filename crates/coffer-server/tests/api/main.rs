@@ -26,6 +26,7 @@ mod runtime;
 mod runtime_limits;
 mod secrecy;
 mod services;
+mod signed_feed;
 mod snapshot_limits;
 mod support;
 mod tcp;

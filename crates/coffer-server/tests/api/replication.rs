@@ -59,7 +59,7 @@ fn decode_answer(r: &Resp) -> FeedAnswer {
 #[track_caller]
 fn entries_of(a: &FeedAnswer) -> &[ChangeRecord] {
     match &a.body {
-        FeedBody::Entries(e) => e,
+        FeedBody::Entries { entries: e, .. } => e,
         FeedBody::Compacted { base_seq } => panic!("compacted at {base_seq}, expected entries"),
     }
 }
@@ -398,32 +398,53 @@ async fn the_feed_serves_every_entry_in_order_chained_with_the_cluster_id() {
 }
 
 #[tokio::test]
-async fn a_long_log_is_served_in_answers_of_at_most_1000_entries() {
+async fn a_long_log_is_served_in_answers_of_at_most_1000_entries_or_one_write_batch() {
     let (h, node) = replicating().await;
     let store = h.create_store("bulk").await;
     let items: Vec<Value> = (0..1000)
         .map(|i| secret_item(&format!("S{i:04}"), "v", &["workers"]))
         .collect();
     h.create_secrets(&store, &items).await;
+    let bulk_end = head_position(&h).await;
+    assert!(bulk_end.seq > 1000, "{bulk_end:?}");
+    // Three more writes, a batch each.
+    for i in 0..3 {
+        h.create_secret(&store, &format!("T{i}"), "v").await;
+    }
     let head = head_position(&h).await;
-    assert!(head.seq > 1000, "{head:?}");
 
     let mut pos = Position::GENESIS;
-    let mut answers = 0;
+    let mut ends = Vec::new();
     while pos.seq < head.seq {
         let a = decode_answer(&feed(&h, &node.token, &format!("after={}", pos.seq)).await);
-        let entries = entries_of(&a);
-        assert!(
-            !entries.is_empty() && entries.len() <= 1000,
-            "{}",
-            entries.len()
-        );
+        let FeedBody::Entries {
+            entries,
+            signatures,
+        } = &a.body
+        else {
+            panic!("entries expected");
+        };
+        assert!(!entries.is_empty());
         assert_eq!(a.head_seq, head.seq, "the heartbeat says there is more");
+        // Every answer ends on a signed entry (a follower applies nothing past its last
+        // checkpoint). Past 1000 entries only to finish the write batch under way: no
+        // checkpoint between the 1000th entry and the last.
+        let last = entries.last().unwrap().seq;
+        assert_eq!(signatures.last().map(|s| s.seq), Some(last));
+        if entries.len() > 1000 {
+            let limit = entries[999].seq;
+            assert!(
+                signatures.iter().all(|s| s.seq < limit || s.seq == last),
+                "an answer of {} entries goes past a checkpoint after its 1000th",
+                entries.len()
+            );
+        }
         pos = check_chain(pos, entries);
-        answers += 1;
+        ends.push(pos.seq);
     }
     assert_eq!(pos, head);
-    assert_eq!(answers, 2);
+    // The bulk create is one write batch, so the first answer ends with it.
+    assert_eq!(ends, vec![bulk_end.seq, head.seq]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -756,7 +777,7 @@ async fn a_snapshot_streams_every_live_row_with_its_digest_and_nothing_secret() 
             other => panic!("expected an item, got {other:?}"),
         })
         .collect();
-    let Some(Frame::SnapshotEnd { digest }) = frames.last().cloned() else {
+    let Some(Frame::SnapshotEnd { digest, .. }) = frames.last().cloned() else {
         panic!("a snapshot ends with its digest");
     };
     assert_eq!(digest, Snapshot::digest_of(position, &items));

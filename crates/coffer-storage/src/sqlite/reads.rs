@@ -15,7 +15,7 @@ use super::codec::{
     scope_needle, scopes_col, ts_col, u64_col, version_col,
 };
 use crate::{
-    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, Page, Result, RkWrap,
+    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, FeedSignature, Page, Result, RkWrap,
     SecretBindingRecord, SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord,
     ServiceTokenRecord, StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord,
     TokenRecord, VersionRecord, WrappedKeyRecord,
@@ -590,6 +590,51 @@ pub(super) fn change_head(conn: &Connection) -> Result<u64> {
 /// entry at `after` (or the log's base, when `after` is the base) is the anchor the first
 /// returned entry must chain onto, and every entry must follow its predecessor with no gap.
 /// Run inside one read transaction by the caller, so the entries and the base agree.
+/// See `Storage::feed_after`.
+pub(super) fn feed_after(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<ChangeRecord>, Vec<FeedSignature>)> {
+    let mut entries = changes_after(conn, after, limit)?;
+    let Some(last) = entries.last().map(|e| e.seq) else {
+        return Ok((entries, Vec::new()));
+    };
+    let seq_sql = |seq: u64| {
+        i64::try_from(seq).map_err(|_| StorageError::Corrupted("a seq beyond range".into()))
+    };
+    let next_signed: Option<i64> = query_opt(
+        conn,
+        "SELECT seq FROM change_signatures WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+        [seq_sql(last)?],
+        "find next signature",
+        |row| col(row, 0, "change_signatures.seq"),
+    )?;
+    if let Some(next) = next_signed.and_then(|n| u64::try_from(n).ok())
+        && next > last
+    {
+        let more = usize::try_from(next - last).unwrap_or(usize::MAX);
+        entries.extend(changes_after(conn, last, more)?);
+    }
+    let (first, last) = match (entries.first(), entries.last()) {
+        (Some(f), Some(l)) => (f.seq, l.seq),
+        _ => return Ok((entries, Vec::new())),
+    };
+    let signatures = query_all(
+        conn,
+        "SELECT seq, signature FROM change_signatures WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        params![seq_sql(first)?, seq_sql(last)?],
+        "read signatures",
+        |row| {
+            Ok(FeedSignature {
+                seq: u64_col(row, 0, "change_signatures.seq")?,
+                signature: col(row, 1, "change_signatures.signature")?,
+            })
+        },
+    )?;
+    Ok((entries, signatures))
+}
+
 pub(super) fn changes_after(
     conn: &Connection,
     after: u64,

@@ -21,13 +21,13 @@ use rusqlite::{Connection, Params, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::SqliteStorage;
-use super::codec::{DbResultExt, constraint, db_error, encode_scopes, id_col};
+use super::codec::{DbResultExt, col, constraint, db_error, encode_scopes, id_col};
 use super::reads::{query_all, query_opt};
 use super::replication;
 use super::writer::{WriteCx, WriterHandle};
 use crate::{
-    Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding, REPLICATED_KEY_PURPOSES, Result,
-    StorageError,
+    Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding, FeedSignature,
+    REPLICATED_KEY_PURPOSES, Result, StorageError,
 };
 
 /// Snapshot items handed to the writer in one message: one wake-up of the writer thread per
@@ -477,23 +477,34 @@ fn apply_secret_put(conn: &Connection, change: &Change, at: i64, origin: Origin)
     } else {
         query_opt(
             conn,
-            "SELECT store_id, account_id FROM secrets WHERE id = ?1",
+            "SELECT store_id, account_id, version FROM secrets WHERE id = ?1",
             [id],
             "check secret",
             |row| {
                 Ok((
                     id_col(row, 0, "secrets.store_id")?,
                     id_col(row, 1, "secrets.account_id")?,
+                    col::<i64>(row, 2, "secrets.version")?,
                 ))
             },
         )?
     };
     let version = i64::from(*version);
     match held {
-        Some((s, a)) if (&s, &a) != (store, account) => {
+        Some((s, a, _)) if (&s, &a) != (store, account) => {
             return Err(corrupted(
                 origin,
                 "the secret belongs to another store or account",
+            ));
+        }
+        // The control plane only ever raises a secret's version (a change of metadata keeps
+        // it): an entry that lowers it is a replayed or forged one, whatever its chain.
+        Some((_, _, held_version)) if version < held_version => {
+            return Err(corrupted(
+                origin,
+                &format!(
+                    "it would move the secret's version backwards (from {held_version} to {version})"
+                ),
             ));
         }
         Some(_) => {
@@ -714,6 +725,10 @@ fn clear_replica(cx: &WriteCx<'_>, header: &InstallHeader, now: i64) -> Result<(
         .prepare_cached("DELETE FROM changes")
         .and_then(|mut stmt| stmt.execute([]))
         .db("drop replaced log")?;
+    cx.conn
+        .prepare_cached("DELETE FROM change_signatures")
+        .and_then(|mut stmt| stmt.execute([]))
+        .db("drop replaced signatures")?;
     cx.conn
         .prepare_cached("UPDATE replication SET base_seq = ?1 WHERE id = 1")
         .and_then(|mut stmt| stmt.execute([seq]))
@@ -996,10 +1011,31 @@ impl SqliteStorage {
     /// `Corrupted`, naming the entry's seq; then nothing is applied either. An empty list
     /// changes nothing. Returns the nodes the entries revoked (an edge stops when it is one).
     pub async fn apply_entries(&self, records: Vec<ChangeRecord>) -> Result<Vec<TokenId>> {
-        if records.is_empty() {
+        self.apply_signed_entries(records, Vec::new()).await
+    }
+
+    /// [`SqliteStorage::apply_entries`], also keeping the control plane's signatures that
+    /// came with the entries (those of seqs among them; others are ignored), in the same
+    /// transaction, so that a relay serves them on byte for byte. Storage does not check
+    /// them: the follower verified them before the driver got here.
+    pub async fn apply_signed_entries(
+        &self,
+        records: Vec<ChangeRecord>,
+        signatures: Vec<FeedSignature>,
+    ) -> Result<Vec<TokenId>> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(Vec::new());
-        }
-        self.writer.run(move |cx| apply_entries(cx, &records)).await
+        };
+        let range = first.seq..=last.seq;
+        self.writer
+            .run(move |cx| {
+                let revoked = apply_entries(cx, &records)?;
+                for s in signatures.iter().filter(|s| range.contains(&s.seq)) {
+                    cx.store_signature(s)?;
+                }
+                Ok(revoked)
+            })
+            .await
     }
 
     /// Starts replacing the whole replicated state with a snapshot whose header is (`cluster_id`,

@@ -136,6 +136,10 @@ pub(super) fn compact_log(cx: &mut WriteCx<'_>, through: u64) -> Result<()> {
         .and_then(|mut stmt| stmt.execute(params![through_sql, hash, at]))
         .db("move log base")?;
     cx.conn
+        .prepare_cached("DELETE FROM change_signatures WHERE seq <= ?1")
+        .and_then(|mut stmt| stmt.execute([through_sql]))
+        .db("drop compacted signatures")?;
+    cx.conn
         .prepare_cached("DELETE FROM changes WHERE seq <= ?1")
         .and_then(|mut stmt| stmt.execute([through_sql]))
         .db("compact log")?;

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -453,6 +453,22 @@ fn v7(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 8: the control plane signs its feed. `change_signatures` holds its signatures over
+/// log checkpoints (cluster id, seq, hash; see `coffer_storage::checkpoint_message`): one per
+/// committed write batch, over its last entry, written in the batch's transaction. A replica
+/// keeps the ones it received so a relay serves them on. Dropped with the entries they sign
+/// (compaction, installs).
+fn v8(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        CREATE TABLE change_signatures (
+            seq       INTEGER PRIMARY KEY CHECK (seq > 0),
+            signature BLOB    NOT NULL CHECK (length(signature) = 64)
+        ) STRICT;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +552,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(SCHEMA_VERSION, 8);
         // Version 6: KEK rotation looks up DEKs by KEK id through an index.
         let by_kek = plan(&conn, "SELECT id FROM deks WHERE kek_id = ?1 LIMIT 5");
         assert!(

@@ -297,3 +297,117 @@ async fn close_waits_for_queued_writes() {
     let s = SqliteStorage::open(&path).unwrap();
     assert_eq!(s.list_accounts().await.unwrap().len(), 20);
 }
+
+// ---- signed checkpoints ----
+
+/// A stand-in signer: the "signature" is SHA-256 of the message, twice, so a test can tell
+/// exactly what was signed.
+#[derive(Debug)]
+struct DigestSigner;
+
+impl crate::FeedSigner for DigestSigner {
+    fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(d.as_ref());
+        out[32..].copy_from_slice(d.as_ref());
+        out
+    }
+}
+
+fn signed_by_digest(cluster: &[u8; 16], e: &ChangeRecord) -> crate::FeedSignature {
+    use crate::FeedSigner as _;
+    crate::FeedSignature {
+        seq: e.seq,
+        signature: DigestSigner.sign(&crate::checkpoint_message(cluster, e.seq, &e.hash)),
+    }
+}
+
+#[tokio::test]
+async fn each_committed_batch_signs_its_last_entry_once() {
+    let (_dir, s) = open();
+    // Written before the signer and the cluster id exist (as `coffer init` does): unsigned.
+    s.create_account(account(1), &[]).await.unwrap();
+    let cluster = s.ensure_cluster_id().await.unwrap();
+    assert!(s.set_feed_signer(Arc::new(DigestSigner)));
+    assert!(!s.set_feed_signer(Arc::new(DigestSigner)), "set once");
+    let (entries, sigs) = s.feed_after(0, 100).await.unwrap();
+    assert_eq!((entries.len(), sigs.len()), (1, 0));
+    // Signing the head at start covers it.
+    s.sign_head().await.unwrap();
+    let (entries, sigs) = s.feed_after(0, 100).await.unwrap();
+    assert_eq!(sigs, vec![signed_by_digest(&cluster, &entries[0])]);
+
+    // Three writes in one group commit: one signature, over the last of their entries.
+    let (release, held) = hold_writer(&s).await;
+    let mut tasks = JoinSet::new();
+    for n in 2..=4 {
+        let s = Arc::clone(&s);
+        tasks.spawn(async move { s.create_account(account(n), &[]).await });
+    }
+    wait_until_queued(&s, 3).await;
+    release.send(()).unwrap();
+    held.await.unwrap();
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    // A write on its own: its own signature.
+    s.create_account(account(5), &[]).await.unwrap();
+    let (entries, sigs) = s.feed_after(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(
+        sigs,
+        vec![
+            signed_by_digest(&cluster, &entries[0]),
+            signed_by_digest(&cluster, &entries[3]),
+            signed_by_digest(&cluster, &entries[4]),
+        ]
+    );
+    // An answer cut inside the group commit goes on to its signed entry.
+    let (cut, cut_sigs) = s.feed_after(1, 1).await.unwrap();
+    assert_eq!(cut.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(cut_sigs, vec![signed_by_digest(&cluster, &entries[3])]);
+
+    // Compaction drops the signatures of the entries it drops, and keeps the others.
+    s.compact_log(4).await.unwrap();
+    let (kept, kept_sigs) = s.feed_after(4, 100).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept_sigs, vec![signed_by_digest(&cluster, &entries[4])]);
+    let rows: i64 = s
+        .writer
+        .run(|cx| {
+            cx.conn
+                .query_row("SELECT count(*) FROM change_signatures", [], |r| r.get(0))
+                .db("count")
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[tokio::test]
+async fn a_write_whose_job_fails_signs_nothing_and_a_failed_signature_commits_nothing() {
+    let (_dir, s) = open();
+    s.ensure_cluster_id().await.unwrap();
+    s.set_feed_signer(Arc::new(DigestSigner));
+    s.create_account(account(1), &[]).await.unwrap();
+    // A job that fails alone (a duplicate) appends nothing and adds no signature.
+    assert!(s.create_account(account(1), &[]).await.is_err());
+    let (entries, sigs) = s.feed_after(0, 100).await.unwrap();
+    assert_eq!((entries.len(), sigs.len()), (1, 1));
+    // A signature that cannot be stored (the table made to refuse it) fails the batch whole.
+    s.writer
+        .run(|cx| {
+            cx.conn
+                .execute_batch(
+                    "CREATE TRIGGER no_signatures BEFORE INSERT ON change_signatures
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                )
+                .db("trigger")
+        })
+        .await
+        .unwrap();
+    assert!(s.create_account(account(2), &[]).await.is_err());
+    assert!(s.get_account(account(2).id).await.unwrap().is_none());
+    assert_eq!(s.feed_after(0, 100).await.unwrap().0.len(), 1);
+}

@@ -18,7 +18,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,7 +28,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{DbResultExt, col};
 use super::replication;
-use crate::{Change, ChangeRecord, Result, StorageError};
+use crate::{
+    Change, ChangeRecord, FeedSignature, FeedSigner, Result, StorageError, checkpoint_message,
+};
+
+/// The control plane's feed signer, set once after open (`SqliteStorage::set_feed_signer`).
+pub(super) type SignerSlot = Arc<OnceLock<Arc<dyn FeedSigner>>>;
 
 /// How many queued jobs wait for a free slot before `submit` waits (backpressure).
 const QUEUE_DEPTH: usize = 1024;
@@ -72,6 +77,9 @@ struct Head {
     /// Whether the batch has replaced the whole state (a snapshot install): after its COMMIT
     /// the WAL, as large as the install, is checkpointed and truncated.
     replaced: bool,
+    /// Whether the batch's head is to be signed at COMMIT (it appended entries of its own, or
+    /// a job asked for it): with a signer set, the batch's last entry gets a signature.
+    sign: bool,
 }
 
 /// What a write operation sees: the connection inside its savepoint, and the change log.
@@ -101,8 +109,20 @@ impl WriteCx<'_> {
             at,
             moved: true,
             replaced: self.head.replaced,
+            sign: true,
         };
         Ok(())
+    }
+
+    /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
+    /// gained its key signs the head it already has). No effect without a signer.
+    pub(super) fn sign_head(&mut self) {
+        self.head.sign = true;
+    }
+
+    /// Stores a signature received from upstream with the entries it signs (a replica).
+    pub(super) fn store_signature(&mut self, s: &FeedSignature) -> Result<()> {
+        insert_signature(self.conn, s)
     }
 
     /// The log head as of this point of the transaction: seq and hash.
@@ -139,6 +159,7 @@ impl WriteCx<'_> {
             at: at.max(self.head.at),
             moved: true,
             replaced: self.head.replaced,
+            sign: self.head.sign,
         };
         Ok(())
     }
@@ -152,6 +173,7 @@ impl WriteCx<'_> {
             at,
             moved: true,
             replaced: true,
+            sign: self.head.sign,
         };
     }
 }
@@ -219,11 +241,13 @@ pub(super) struct WriterHandle {
     /// waits for that join rather than returning while the writer still runs.
     thread: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    signer: SignerSlot,
 }
 
 impl WriterHandle {
     /// Starts the writer thread on `conn` (already migrated).
     pub(super) fn start(conn: Connection, max_batch: usize) -> Result<WriterHandle> {
+        let signer = SignerSlot::default();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         // Read outside any transaction: nothing else writes through this connection yet.
         let head = read_head(&conn)?;
@@ -237,6 +261,8 @@ impl WriterHandle {
             conn,
             max_batch: max_batch.max(1),
             counters: Arc::clone(&counters),
+            signer: Arc::clone(&signer),
+            cluster: None,
         };
         let thread = std::thread::Builder::new()
             .name("coffer-sqlite-writer".into())
@@ -246,7 +272,13 @@ impl WriterHandle {
             jobs: Mutex::new(Some(tx)),
             thread: tokio::sync::Mutex::new(Some(thread)),
             counters,
+            signer,
         })
+    }
+
+    /// Sets the feed signer; `false` if one was set already (it is kept).
+    pub(super) fn set_signer(&self, signer: Arc<dyn FeedSigner>) -> bool {
+        self.signer.set(signer).is_ok()
     }
 
     fn sender(&self) -> Option<mpsc::Sender<Box<dyn Job>>> {
@@ -357,6 +389,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             at: col(row, 2, "changes.at")?,
             moved: false,
             replaced: false,
+            sign: false,
         });
     }
     Ok(match replication::base(conn)? {
@@ -366,6 +399,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             at: base.at,
             moved: false,
             replaced: false,
+            sign: false,
         },
         None => Head {
             seq: 0,
@@ -373,6 +407,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             at: i64::MIN,
             moved: false,
             replaced: false,
+            sign: false,
         },
     })
 }
@@ -381,6 +416,9 @@ struct Writer {
     conn: Connection,
     max_batch: usize,
     counters: Arc<Counters>,
+    signer: SignerSlot,
+    /// The log's cluster id, once read (it never changes once made).
+    cluster: Option<[u8; 16]>,
 }
 
 /// The transaction cannot continue (SQLite rolled it back itself, or a savepoint statement
@@ -435,6 +473,15 @@ impl Writer {
         if waiting.is_empty() {
             // Every job rolled back to its savepoint: there is nothing to make durable.
             self.rollback();
+            return;
+        }
+        if let Err(e) = self.sign(&head) {
+            // Signed or not written: an unsigned head would keep every edge from applying
+            // this batch's entries.
+            tracing::error!(error = %e, "storage writer cannot sign a batch");
+            self.rollback();
+            let e = StorageError::Unavailable(format!("not committed: {e}"));
+            fail_all(waiting.into_iter(), &e);
             return;
         }
         match exec(&self.conn, "COMMIT", "commit") {
@@ -495,6 +542,37 @@ impl Writer {
         }
     }
 
+    /// Signs the batch's last entry (one signature per group commit), in its transaction, if
+    /// the batch asked for it and this storage has a signer. A log without a cluster id yet
+    /// (the very first writes of `coffer init`) is signed later: the server signs its head at
+    /// start, once the cluster id exists.
+    fn sign(&mut self, head: &Head) -> Result<()> {
+        if !head.sign || head.seq == 0 {
+            return Ok(());
+        }
+        let Some(signer) = self.signer.get() else {
+            return Ok(());
+        };
+        let cluster = match self.cluster {
+            Some(c) => c,
+            None => match replication::base(&self.conn)? {
+                Some(base) => {
+                    self.cluster = Some(base.cluster_id);
+                    base.cluster_id
+                }
+                None => return Ok(()),
+            },
+        };
+        let signature = signer.sign(&checkpoint_message(&cluster, head.seq, &head.hash));
+        insert_signature(
+            &self.conn,
+            &FeedSignature {
+                seq: head.seq,
+                signature,
+            },
+        )
+    }
+
     /// Begins the batch's transaction and reads the log head inside it.
     fn begin(&self) -> Result<Head> {
         // A transaction left open by a failed ROLLBACK would make BEGIN fail forever; close it.
@@ -543,6 +621,18 @@ impl Writer {
             tracing::error!(error = %e, "storage writer failed to roll back");
         }
     }
+}
+
+fn insert_signature(conn: &Connection, s: &FeedSignature) -> Result<()> {
+    let seq = i64::try_from(s.seq)
+        .map_err(|_| StorageError::Invalid("a signature's seq is beyond storage's range"))?;
+    conn.prepare_cached(
+        "INSERT INTO change_signatures (seq, signature) VALUES (?1, ?2)
+         ON CONFLICT (seq) DO UPDATE SET signature = excluded.signature",
+    )
+    .and_then(|mut stmt| stmt.execute(params![seq, s.signature.as_slice()]))
+    .map(drop)
+    .db("store signature")
 }
 
 fn exec(conn: &Connection, sql: &'static str, context: &'static str) -> Result<()> {

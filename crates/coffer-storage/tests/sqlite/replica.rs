@@ -1119,6 +1119,62 @@ async fn a_replica_refuses_bad_feeds_and_keeps_its_state() {
     replica.apply_entries(feed.clone()).await.unwrap();
     assert_same(&source, &replica, &probe, "after the refusals").await;
 
+    // A change that would move a secret's version backwards is refused, however well it
+    // chains (an upstream replaying an older `SecretPut`); the same version (a change of
+    // metadata) is not.
+    let newest = feed
+        .iter()
+        .rev()
+        .filter_map(|e| match e.change().unwrap() {
+            c @ Change::SecretPut { version, .. } if version >= 2 => Some(c),
+            _ => None,
+        })
+        .next()
+        .expect("the feed updates a secret's value");
+    let Change::SecretPut {
+        secret_id, version, ..
+    } = &newest
+    else {
+        unreachable!()
+    };
+    let (secret_id, version) = (*secret_id, *version);
+    let older = match newest.clone() {
+        Change::SecretPut {
+            account_id,
+            store_id,
+            name,
+            scopes,
+            dek_id,
+            sealed_hex,
+            ..
+        } => Change::SecretPut {
+            account_id,
+            store_id,
+            secret_id,
+            name,
+            scopes,
+            version: version - 1,
+            dek_id,
+            sealed_hex,
+        },
+        _ => unreachable!(),
+    };
+    let state = replica.log_state().await.unwrap();
+    let before = fingerprint(&replica, &source, &probe).await;
+    match replica
+        .apply_entries(chained(&state, &[older]))
+        .await
+        .unwrap_err()
+    {
+        StorageError::Corrupted(m) => assert!(m.contains("backwards"), "{m}"),
+        other => panic!("a version moving backwards is Corrupted: {other:?}"),
+    }
+    assert_eq!(fingerprint(&replica, &source, &probe).await, before);
+    replica
+        .apply_entries(chained(&state, &[newest]))
+        .await
+        .unwrap();
+
     // Entries need a cluster id: a fresh database is not a replica yet.
     let fresh = open(&_dir.path().join("fresh.db"));
     let first = source.changes_after(0, 1).await.unwrap();

@@ -1,0 +1,256 @@
+//! Signed feeds: the control plane's Ed25519 feed-signing key, the public half an edge pins,
+//! and what is signed.
+//!
+//! - A **checkpoint** ([`coffer_storage::checkpoint_message`]) names one log entry by cluster
+//!   id, seq and chain hash. The control plane signs the last entry of every committed write
+//!   batch; the chain makes one signature vouch for every entry up to it.
+//! - A **snapshot** is signed over [`snapshot_message`]: cluster id, position, item count and
+//!   digest. The origin time in its header is not signed: relays re-stamp freshness, and
+//!   freshness is never what decides what an edge applies.
+//!
+//! Relays forward signatures unchanged and hold no key, so a relay (or anyone between an edge
+//! and its upstream) cannot make the edge apply anything the control plane did not sign.
+
+use aws_lc_rs::digest;
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};
+use coffer_storage::{FeedSigner, SIGNATURE_LEN, checkpoint_message};
+
+use crate::Position;
+use crate::wire::ClusterId;
+
+/// Separates snapshot signatures from checkpoint signatures.
+pub const SNAPSHOT_SIGNATURE_DOMAIN: &[u8] = b"coffer snapshot v1\0";
+
+/// The bytes signed for a snapshot: the domain, the cluster id, the position (seq 8 bytes
+/// big-endian, hash), the item count (8 bytes big-endian) and the digest
+/// ([`crate::Snapshot::digest_of`]). Fixed length.
+pub fn snapshot_message(
+    cluster_id: &ClusterId,
+    position: Position,
+    count: u64,
+    digest: &[u8; 32],
+) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SNAPSHOT_SIGNATURE_DOMAIN.len() + 16 + 40 + 8 + 32);
+    msg.extend_from_slice(SNAPSHOT_SIGNATURE_DOMAIN);
+    msg.extend_from_slice(cluster_id);
+    msg.extend_from_slice(&position.seq.to_be_bytes());
+    msg.extend_from_slice(&position.hash);
+    msg.extend_from_slice(&count.to_be_bytes());
+    msg.extend_from_slice(digest);
+    msg
+}
+
+/// The public half of a feed-signing key: what an edge pins. Written as 64 lowercase hex
+/// digits (`coffer edge --feed-key`, `feed_public_key` in `coffer node create --json`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FeedKey([u8; 32]);
+
+/// A feed key that is not 64 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a feed key is 64 hex digits (32 bytes, as `coffer node create` prints it)")]
+pub struct BadFeedKey;
+
+impl FeedKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> FeedKey {
+        FeedKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex digits (either case; surrounding whitespace is ignored).
+    pub fn parse(text: &str) -> Result<FeedKey, BadFeedKey> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut out).map_err(|_| BadFeedKey)?;
+        Ok(FeedKey(out))
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A short name for logs: the first 8 bytes of the key's SHA-256, in hex.
+    pub fn fingerprint(&self) -> String {
+        let d = digest::digest(&digest::SHA256, &self.0);
+        hex::encode(&d.as_ref()[..8])
+    }
+
+    fn verify(&self, message: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
+        signature::UnparsedPublicKey::new(&signature::ED25519, &self.0)
+            .verify(message, sig)
+            .is_ok()
+    }
+
+    /// Whether `sig` signs the checkpoint (cluster, seq, hash) under this key.
+    pub fn verifies_checkpoint(
+        &self,
+        cluster_id: &ClusterId,
+        seq: u64,
+        hash: &[u8; 32],
+        sig: &[u8; SIGNATURE_LEN],
+    ) -> bool {
+        self.verify(&checkpoint_message(cluster_id, seq, hash), sig)
+    }
+
+    /// Whether `sig` signs the snapshot (cluster, position, count, digest) under this key.
+    pub fn verifies_snapshot(
+        &self,
+        cluster_id: &ClusterId,
+        position: Position,
+        count: u64,
+        digest: &[u8; 32],
+        sig: &[u8; SIGNATURE_LEN],
+    ) -> bool {
+        self.verify(&snapshot_message(cluster_id, position, count, digest), sig)
+    }
+}
+
+impl std::fmt::Display for FeedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for FeedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FeedKey({})", self.fingerprint())
+    }
+}
+
+impl std::str::FromStr for FeedKey {
+    type Err = BadFeedKey;
+    fn from_str(s: &str) -> Result<FeedKey, BadFeedKey> {
+        FeedKey::parse(s)
+    }
+}
+
+/// The private feed-signing key (the control plane's only; never in a snapshot or on an edge).
+pub struct FeedKeyPair(Ed25519KeyPair);
+
+/// A feed-signing key document that does not parse (or a key that cannot be made).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the feed-signing key is unusable: {0}")]
+pub struct BadKeyPair(String);
+
+impl FeedKeyPair {
+    /// A new key and its PKCS#8 v2 document (to be stored wrapped by the KEK). The document is
+    /// the caller's to zeroize.
+    pub fn generate() -> Result<(FeedKeyPair, Vec<u8>), BadKeyPair> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| BadKeyPair(e.to_string()))?;
+        let bytes = doc.as_ref().to_vec();
+        Ok((FeedKeyPair::from_pkcs8(&bytes)?, bytes))
+    }
+
+    /// The key in a PKCS#8 (v1 or v2) document.
+    pub fn from_pkcs8(document: &[u8]) -> Result<FeedKeyPair, BadKeyPair> {
+        Ed25519KeyPair::from_pkcs8(document)
+            .map(FeedKeyPair)
+            .map_err(|e| BadKeyPair(e.to_string()))
+    }
+
+    pub fn public_key(&self) -> FeedKey {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.public_key().as_ref());
+        FeedKey(out)
+    }
+
+    fn sign_bytes(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(self.0.sign(message).as_ref());
+        out
+    }
+
+    pub fn sign_checkpoint(
+        &self,
+        cluster_id: &ClusterId,
+        seq: u64,
+        hash: &[u8; 32],
+    ) -> [u8; SIGNATURE_LEN] {
+        self.sign_bytes(&checkpoint_message(cluster_id, seq, hash))
+    }
+
+    pub fn sign_snapshot(
+        &self,
+        cluster_id: &ClusterId,
+        position: Position,
+        count: u64,
+        digest: &[u8; 32],
+    ) -> [u8; SIGNATURE_LEN] {
+        self.sign_bytes(&snapshot_message(cluster_id, position, count, digest))
+    }
+}
+
+impl FeedSigner for FeedKeyPair {
+    fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.sign_bytes(message)
+    }
+}
+
+impl std::fmt::Debug for FeedKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FeedKeyPair({:?}, [redacted])", self.public_key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_verify_only_under_their_key_cluster_seq_and_hash() {
+        let (pair, doc) = FeedKeyPair::generate().unwrap();
+        let key = pair.public_key();
+        let sig = pair.sign_checkpoint(&[1; 16], 5, &[9; 32]);
+        assert!(key.verifies_checkpoint(&[1; 16], 5, &[9; 32], &sig));
+        assert!(
+            !key.verifies_checkpoint(&[2; 16], 5, &[9; 32], &sig),
+            "cluster"
+        );
+        assert!(!key.verifies_checkpoint(&[1; 16], 6, &[9; 32], &sig), "seq");
+        assert!(
+            !key.verifies_checkpoint(&[1; 16], 5, &[8; 32], &sig),
+            "hash"
+        );
+        let (other, _) = FeedKeyPair::generate().unwrap();
+        assert!(
+            !other
+                .public_key()
+                .verifies_checkpoint(&[1; 16], 5, &[9; 32], &sig)
+        );
+        // The same key back from its document.
+        assert_eq!(FeedKeyPair::from_pkcs8(&doc).unwrap().public_key(), key);
+        assert!(FeedKeyPair::from_pkcs8(b"not a key").is_err());
+        // A checkpoint signature is no snapshot signature, and the other way round.
+        let pos = Position {
+            seq: 5,
+            hash: [9; 32],
+        };
+        assert!(!key.verifies_snapshot(&[1; 16], pos, 0, &[0; 32], &sig));
+        let snap = pair.sign_snapshot(&[1; 16], pos, 3, &[4; 32]);
+        assert!(key.verifies_snapshot(&[1; 16], pos, 3, &[4; 32], &snap));
+        assert!(
+            !key.verifies_snapshot(&[1; 16], pos, 4, &[4; 32], &snap),
+            "count"
+        );
+        assert!(!key.verifies_checkpoint(&[1; 16], 5, &[9; 32], &snap));
+    }
+
+    #[test]
+    fn feed_keys_parse_from_hex_and_never_print_the_private_half() {
+        let (pair, _) = FeedKeyPair::generate().unwrap();
+        let key = pair.public_key();
+        assert_eq!(FeedKey::parse(&key.to_hex()).unwrap(), key);
+        assert_eq!(
+            FeedKey::parse(&format!(" {} \n", key.to_hex().to_uppercase())).unwrap(),
+            key
+        );
+        assert_eq!(FeedKey::parse("abcd"), Err(BadFeedKey));
+        assert_eq!(FeedKey::parse(&"zz".repeat(32)), Err(BadFeedKey));
+        assert_eq!(key.fingerprint().len(), 16);
+        let shown = format!("{pair:?}");
+        assert!(shown.contains("[redacted]") && shown.contains(&key.fingerprint()));
+    }
+}

@@ -1,0 +1,124 @@
+//! The control plane signs what it publishes: every feed answer ends on an entry whose
+//! checkpoint signature verifies under the instance's feed key (entries written before the key
+//! existed included), and every snapshot ends with a signature over its digest.
+
+use axum::http::StatusCode;
+use coffer_replication::wire::{FeedAnswer, FeedBody, Frame, FrameDecoder};
+use coffer_replication::{FeedKey, Position, Snapshot};
+
+use crate::support::*;
+
+async fn replicating() -> (Harness, IssuedNode, FeedKey) {
+    let h = Harness::new().await;
+    h.coffer.storage().ensure_cluster_id().await.unwrap();
+    let node = h.create_node("edge-signed").await;
+    let key = FeedKey::from_bytes(h.coffer.feed_public_key().expect("the control plane's key"));
+    (h, node, key)
+}
+
+async fn cluster(h: &Harness) -> [u8; 16] {
+    h.coffer
+        .storage()
+        .log_state()
+        .await
+        .unwrap()
+        .cluster_id
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_feed_answer_ends_on_a_checkpoint_the_instance_key_signed() {
+    let (h, node, key) = replicating().await;
+    let store = h.create_store("prod").await;
+    for i in 0..5 {
+        h.create_secret(&store, &format!("s{i}"), "v").await;
+    }
+    let cluster = cluster(&h).await;
+    let head = h.coffer.storage().log_state().await.unwrap().head_seq;
+    let mut after = 0;
+    let mut signed = 0;
+    while after < head {
+        let r = h
+            .get_as(&node.token, &format!("/replication/v1/feed?after={after}"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let answer = FeedAnswer::decode(&r.bytes).unwrap();
+        let FeedBody::Entries {
+            entries,
+            signatures,
+        } = answer.body
+        else {
+            panic!("entries expected");
+        };
+        let last = entries.last().expect("entries up to the head");
+        let end = signatures.last().expect("a signed answer");
+        assert_eq!(end.seq, last.seq, "the answer ends on a signed entry");
+        for s in &signatures {
+            let e = entries.iter().find(|e| e.seq == s.seq).unwrap();
+            assert!(
+                key.verifies_checkpoint(&cluster, e.seq, &e.hash, &s.signature),
+                "entry {}'s signature",
+                e.seq
+            );
+            // Not a signature over another cluster, seq or hash.
+            assert!(!key.verifies_checkpoint(&[0; 16], e.seq, &e.hash, &s.signature));
+            assert!(!key.verifies_checkpoint(&cluster, e.seq + 1, &e.hash, &s.signature));
+            signed += 1;
+        }
+        after = last.seq;
+    }
+    // `coffer init`'s entries (signed at start, as a batch) and one per write since.
+    assert!(signed >= 7, "{signed} signatures");
+}
+
+#[tokio::test]
+async fn snapshots_end_with_the_instance_keys_signature() {
+    let (h, node, key) = replicating().await;
+    let store = h.create_store("prod").await;
+    h.create_secret(&store, "k", "v").await;
+    let cluster = cluster(&h).await;
+    let r = h.get_as(&node.token, "/replication/v1/snapshot").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let mut dec = FrameDecoder::new();
+    dec.push(&r.bytes);
+    let mut frames = Vec::new();
+    while let Some(f) = dec.next_frame().unwrap() {
+        frames.push(f);
+    }
+    let Some(Frame::SnapshotHeader {
+        cluster_id,
+        position,
+        count,
+        ..
+    }) = frames.first().cloned()
+    else {
+        panic!("a header first");
+    };
+    let items: Vec<Vec<u8>> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Item(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(Frame::SnapshotEnd {
+        digest,
+        signature: Some(sig),
+    }) = frames.last().cloned()
+    else {
+        panic!("a signed end");
+    };
+    assert_eq!(cluster_id, cluster);
+    assert_eq!(digest, Snapshot::digest_of(position, &items));
+    assert!(key.verifies_snapshot(&cluster, position, count, &digest, &sig));
+    // Another digest (items rewritten, digest recomputed) is not what was signed.
+    let mut forged = items.clone();
+    forged[0].push(b' ');
+    let forged_digest = Snapshot::digest_of(position, &forged);
+    assert!(!key.verifies_snapshot(&cluster, position, count, &forged_digest, &sig));
+    let moved = Position {
+        seq: position.seq + 1,
+        ..position
+    };
+    assert!(!key.verifies_snapshot(&cluster, moved, count, &digest, &sig));
+}
