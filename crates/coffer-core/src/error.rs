@@ -129,9 +129,10 @@ pub enum CoreError {
     /// A node registered a public key that is not a usable X25519 key.
     #[error("{0}")]
     InvalidNodeKey(&'static str),
-    /// A node registered another public key before: first registration wins.
+    /// A node registered another public key before (first registration wins), or another node,
+    /// revoked ones included, registered this one (a key is never shared between nodes).
     #[error(
-        "this node registered another public key before (first registration wins): if the edge's node key file was replaced or another machine uses this node token, register a new node (coffer node create) for it"
+        "this node registered another public key before, or another node (possibly revoked) registered this one: first registration wins and no two nodes share a key. If the edge's node key was replaced or copied from another edge, or another machine uses this node token, register a new node (coffer node create) and start its edge on a fresh data dir"
     )]
     NodeKeyConflict,
     /// A key or the storage backend is unavailable. The detail is for logs only.

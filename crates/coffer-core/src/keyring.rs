@@ -308,6 +308,9 @@ impl Keyring {
         dek.seals < self.policy.max_seals
             && self.fresh(dek.record.key.created, now)
             && dek.record.key.kek_id == self.kek.current_kek_id().0
+            // A DEK a slow path installed across a node's revocation was made under the old
+            // replication key, which the revoked node holds.
+            && self.made_under_current_rk(&dek.record)
     }
 
     fn fresh(&self, created: Timestamp, now: Timestamp) -> bool {

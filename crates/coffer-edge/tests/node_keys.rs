@@ -1,6 +1,8 @@
 //! Edges hold no KEK: each makes its own X25519 key, registers it with its node token, and
 //! opens what the feed carries with the replication keys granted to it. The test that matters:
-//! the files of a node copied before its revocation open nothing written after it.
+//! the files of a node copied before its revocation open nothing written after it. And since
+//! edges hold no KEK, a KEK rotation on the control plane does not reach them: they serve
+//! throughout.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +40,10 @@ struct ControlPlane {
 }
 
 async fn control_plane(dir: &Path) -> ControlPlane {
+    control_plane_with(dir, Default::default()).await
+}
+
+async fn control_plane_with(dir: &Path, keys: coffer_server::KeyOptions) -> ControlPlane {
     let init = coffer_server::init_data_dir(dir).await.unwrap();
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -53,7 +59,7 @@ async fn control_plane(dir: &Path) -> ControlPlane {
         http: Default::default(),
         snapshots: Default::default(),
         runtime_rate: None,
-        keys: Default::default(),
+        keys,
     };
     let task = tokio::spawn(coffer_server::serve(
         opts,
@@ -430,4 +436,101 @@ async fn a_revoked_nodes_copied_files_open_nothing_written_after_its_revocation(
     let ControlPlane { stop, task, .. } = cp;
     let _ = stop.unwrap().send(());
     task.await.unwrap().unwrap();
+}
+
+/// A KEK rotation rewraps the control plane's copies of every key; edges hold only
+/// replication-key wraps, so they serve the right value throughout, a value written after the
+/// rotation reaches them, and an edge bootstrapping afterwards opens everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_serve_the_right_values_through_a_kek_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One DEK per value, and a slow rewrap, so that reads run while keys move.
+    let keys = coffer_server::KeyOptions {
+        dek_policy: coffer_server::DekPolicy {
+            max_seals: 1,
+            ..Default::default()
+        },
+        rewrap: coffer_server::RewrapSettings {
+            batch: 4,
+            pause: Duration::from_millis(50),
+            grace: Duration::ZERO,
+            ..coffer_server::RewrapSettings::with_rate(80)
+        },
+    };
+    let cp = control_plane_with(&tmp.path().join("cp"), keys).await;
+    let b = bind(&cp.client, "v0").await;
+    for i in 1..=40 {
+        set_value(&cp.client, &b, &format!("v{i}")).await;
+    }
+    let node = cp.client.create_node("e1").await.unwrap();
+    let e1 = edge(
+        &cp.url,
+        node.node_token.expose_secret(),
+        &tmp.path().join("e1"),
+        false,
+    )
+    .await;
+    e1.wait_value(&b.token, "v40").await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, token, stop) = (e1.url.clone(), b.token.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut reads, client) = (0u64, http());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .get(format!("{url}/runtime/v1/bindings/K"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap();
+                assert!(
+                    status == 200 && (body == "v40" || body == "v41"),
+                    "read {reads} during the rotation: {status} {body}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let started = cp.client.rotate_kek().await.unwrap();
+    let mut during = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cp.client.kek_status().await.unwrap();
+        if status.rotation.is_none() && status.versions.len() == 1 {
+            assert_eq!(status.active_version, 2);
+            break;
+        }
+        during += 1;
+        assert!(
+            Instant::now() < deadline,
+            "the rotation never ended: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        during > 0,
+        "the rotation was over before it could be watched: {started:?}"
+    );
+    set_value(&cp.client, &b, "v41").await;
+    e1.wait_value(&b.token, "v41").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.await.unwrap();
+    assert!(reads > 0, "no read ran during the rotation");
+
+    // An edge that bootstraps after the rotation opens what the snapshot carries.
+    let node = cp.client.create_node("e2").await.unwrap();
+    let e2 = edge(
+        &cp.url,
+        node.node_token.expose_secret(),
+        &tmp.path().join("e2"),
+        false,
+    )
+    .await;
+    e2.wait_value(&b.token, "v41").await;
+    e2.stop().await;
+    e1.stop().await;
 }

@@ -17,18 +17,18 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use coffer_crypto::{DataKey, NodePublicKey, random_id, rk_unwrap, rk_wrap, seal_grant};
+use coffer_crypto::{
+    DataKey, DekContext, NodePublicKey, random_id, rk_unwrap, rk_wrap, seal_grant,
+};
 use coffer_storage::{
     AuditEntry, DekRecord, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
     REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError, WrappedKeyRecord,
 };
 use coffer_types::{DekId, Timestamp, TokenId};
 
-use super::{Keyring, dek_context, instance_context, kek_unwrap, kek_wrap};
+use super::{Keyring, dek_context, instance_context, kek_unwrap, on_blocking_pool};
 use crate::CoreError;
 
-/// The purpose an RK's KEK wrap is bound to (its AAD; the key id is the RK's own).
-const RK_PURPOSE: &str = "replication-key";
 /// Rotations retried when a DEK was made while one was being prepared.
 const ROTATION_ATTEMPTS: usize = 3;
 
@@ -48,13 +48,36 @@ pub(crate) struct ReplicationKeys {
     ops: tokio::sync::Mutex<()>,
 }
 
-/// A new RK, and its KEK wrap as stored.
+/// The instance-key purpose an RK version is stored under, `replication-key:<version>`. Its KEK
+/// wrap is bound to it (the AAD names it, as every instance key's names its purpose), so a KEK
+/// rotation rewraps RK versions like any other instance key.
+fn rk_purpose(version: u32) -> String {
+    format!("{REPLICATION_KEY_PURPOSE_PREFIX}{version}")
+}
+
+/// The AAD of RK `version`'s KEK wrap: an instance key of its purpose, with its own id.
+fn rk_context(id: DekId, purpose: &str) -> DekContext<'_> {
+    DekContext {
+        account: None,
+        dek: id,
+        purpose,
+    }
+}
+
+/// A new RK of `version`, and its KEK wrap as stored.
 async fn new_rk(
     kek: &Arc<dyn coffer_crypto::KekProvider>,
+    version: u32,
 ) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
     let id = DekId::from_bytes(random_id());
-    let (key, wrapped) =
-        kek_wrap(kek, DataKey::generate(), instance_context(id, RK_PURPOSE)).await?;
+    let kek = Arc::clone(kek);
+    let (key, wrapped) = on_blocking_pool(move || {
+        let key = DataKey::generate();
+        let purpose = rk_purpose(version);
+        let wrapped = kek.wrap(&key, &rk_context(id, &purpose))?;
+        Ok((key, wrapped))
+    })
+    .await?;
     Ok((
         key,
         WrappedKeyRecord {
@@ -66,6 +89,34 @@ async fn new_rk(
     ))
 }
 
+/// Opens RK `version`'s KEK wrap.
+async fn open_rk(
+    kek: &Arc<dyn coffer_crypto::KekProvider>,
+    version: u32,
+    record: &WrappedKeyRecord,
+) -> Result<DataKey, CoreError> {
+    let kek = Arc::clone(kek);
+    let (id, wrapped) = (
+        record.id,
+        coffer_crypto::WrappedDataKey {
+            kek_id: coffer_crypto::KekId(record.kek_id.clone()),
+            bytes: record.wrapped.clone(),
+        },
+    );
+    on_blocking_pool(move || {
+        let purpose = rk_purpose(version);
+        kek.unwrap(&wrapped, &rk_context(id, &purpose))
+            .map_err(|e| match e {
+                coffer_crypto::CryptoError::Opaque => CoreError::Unavailable(format!(
+                    "replication key version {version} does not open with KEK {}",
+                    wrapped.kek_id
+                )),
+                other => other.into(),
+            })
+    })
+    .await
+}
+
 impl ReplicationKeys {
     /// Loads the current RK, or makes version 1 on first start.
     pub(super) async fn open(
@@ -75,15 +126,16 @@ impl ReplicationKeys {
         let (version, record) = match storage.latest_replication_key().await? {
             Some(found) => found,
             None => {
-                let (_, record) = new_rk(kek).await?;
-                let purpose = format!("{REPLICATION_KEY_PURPOSE_PREFIX}1");
+                let (_, record) = new_rk(kek, 1).await?;
                 (
                     1,
-                    storage.put_instance_key_if_absent(&purpose, record).await?,
+                    storage
+                        .put_instance_key_if_absent(&rk_purpose(1), record)
+                        .await?,
                 )
             }
         };
-        let key = kek_unwrap(kek, &record, instance_context(record.id, RK_PURPOSE)).await?;
+        let key = open_rk(kek, version, &record).await?;
         Ok(ReplicationKeys {
             current: RwLock::new(Current {
                 version,
@@ -142,7 +194,7 @@ impl Keyring {
             .rk
             .as_ref()
             .is_some_and(|rk| rk.version == current.version)
-            && record.key.created >= current.created
+            && record.key.created > current.created
     }
 
     /// Wraps, under the current RK, the DEKs and replicated instance keys stored without an
@@ -273,7 +325,7 @@ impl Keyring {
             .version
             .checked_add(1)
             .ok_or_else(|| CoreError::Internal("replication key versions are used up".into()))?;
-        let (next, record) = new_rk(&self.kek).await?;
+        let (next, record) = new_rk(&self.kek, version).await?;
         let mut grants = Vec::new();
         for (id, public) in keys.iter().filter(|(id, _)| *id != revoked) {
             let public = NodePublicKey::parse(public)?;
@@ -313,6 +365,14 @@ impl Keyring {
                 rk_wrap(&next, version, &key, &ctx)?.bytes,
             ));
         }
+        // Stamped after the DEKs were listed: a DEK made before this instant may have reached
+        // the node being revoked (under the old RK), so `made_under_current_rk` refuses to seal
+        // with it; one made between the listing and the commit is missing from the rotation,
+        // which storage refuses (Conflict, and another attempt).
+        let record = WrappedKeyRecord {
+            created: Timestamp::now(),
+            ..record
+        };
         Ok((
             next,
             RkRotation {

@@ -73,7 +73,9 @@ async fn status_and_rotation_are_operator_only_and_one_at_a_time() {
         (json!(1), json!("file"), json!("active"))
     );
     assert_eq!(v1["deks"], 1, "{s}");
-    assert_eq!(v1["instance_keys"], 4, "{s}");
+    // The four MAC keys (API tokens, audit, service tokens, node tokens), the replication key
+    // and the feed-signing seed.
+    assert_eq!(v1["instance_keys"], 6, "{s}");
     let v1_id = v1["kek_id"].as_str().unwrap().to_owned();
     assert!(v1_id.starts_with("file:"), "{v1_id}");
 
@@ -209,7 +211,8 @@ async fn reads_stay_right_during_a_rotation_and_every_key_moves_to_the_new_versi
     assert_eq!(versions.len(), 1, "version 1 is retired: {after}");
     assert_eq!(versions[0]["version"], 2);
     assert_eq!(versions[0]["deks"], N as u64 + 1, "{after}");
-    assert_eq!(versions[0]["instance_keys"], 4, "{after}");
+    // Every instance key moved, the replication key and the feed-signing seed included.
+    assert_eq!(versions[0]["instance_keys"], 6, "{after}");
     assert!(
         !h.data_dir.join("kek.key").exists(),
         "version 1's key is gone"

@@ -165,3 +165,40 @@ async fn revoking_a_node_with_a_key_rotates_the_replication_key_for_the_others()
         );
     }
 }
+
+/// No two nodes share a key, revoked ones included: grants sealed to a key open with one
+/// private key, so a revoked node's key registered again (its data dir enrolled under a new
+/// node, a cloned edge image) would hand the revoked holder every new grant.
+#[tokio::test]
+async fn a_key_another_node_registered_is_refused_even_after_its_revocation() {
+    let h = Harness::new().await;
+    h.coffer.storage().ensure_cluster_id().await.unwrap();
+    let (a, b, c) = (
+        h.create_node("edge-a").await,
+        h.create_node("edge-b").await,
+        h.create_node("edge-c").await,
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let shared = public_hex(&keys, "a");
+    assert_ok(&register(&h, &a.token, json!({ "public_key": shared })).await);
+
+    let head = h.change_head().await;
+    let r = register(&h, &b.token, json!({ "public_key": shared })).await;
+    assert_err(&r, ErrorCode::NodeKeyConflict, "no two nodes share a key");
+    assert_eq!(h.change_head().await, head, "a refusal writes nothing");
+
+    assert_ok(
+        &h.raw_abs(Method::DELETE, &nodes_uri(Some(&a.id)), None, Body::empty())
+            .await,
+    );
+    let head = h.change_head().await;
+    let r = register(&h, &c.token, json!({ "public_key": shared })).await;
+    assert_err(&r, ErrorCode::NodeKeyConflict, "possibly revoked");
+    assert_eq!(h.change_head().await, head, "a refusal writes nothing");
+    // A key of its own is accepted.
+    let own = public_hex(&keys, "c");
+    assert_eq!(
+        assert_ok(&register(&h, &c.token, json!({ "public_key": own })).await)["registered"],
+        true
+    );
+}

@@ -163,6 +163,17 @@ pub(super) fn register(
         Some(_) => return Err(StorageError::AlreadyExists(Entity::NodeKey)),
         None => {}
     }
+    // A key is never shared between nodes, revoked ones included: grants sealed to it open
+    // with one private key, so a second node with the same key (a cloned edge image, a
+    // revoked node's data dir enrolled again) would hand the revoked one every new grant.
+    let taken: bool = cx
+        .conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = ?1 AND id != ?2)")
+        .and_then(|mut stmt| stmt.query_row(params![public_key, node.as_bytes()], |r| r.get(0)))
+        .db("check node key")?;
+    if taken {
+        return Err(StorageError::AlreadyExists(Entity::NodeKey));
+    }
     check_current(cx.conn, grant.rk_version)?;
     cx.conn
         .prepare_cached("UPDATE nodes SET public_key = ?1 WHERE id = ?2")

@@ -449,6 +449,9 @@ fn v7(conn: &Connection) -> rusqlite::Result<()> {
             sealed     BLOB    NOT NULL,
             PRIMARY KEY (node_id, rk_version)
         ) STRICT;
+        -- No two nodes, revoked ones included, share a key (grants to it open with one key).
+        CREATE UNIQUE INDEX nodes_by_public_key ON nodes (public_key)
+            WHERE public_key IS NOT NULL;
         "#,
     )
 }
