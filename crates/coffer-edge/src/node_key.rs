@@ -45,7 +45,14 @@ pub(crate) fn open(dir: &Path) -> Result<NodeKey, EdgeError> {
             }
         }
     }
-    NodeKey::open_or_create(&path).map_err(|e| data_dir_error(dir, e))
+    let key = NodeKey::open_or_create(&path).map_err(|e| data_dir_error(dir, e))?;
+    // Not secret, and what an operator compares with the control plane's record of the node
+    // (a key put in its place on the way there would differ).
+    tracing::info!(
+        public_key = %hex::encode(key.public_key().as_bytes()),
+        "this node's X25519 key"
+    );
+    Ok(key)
 }
 
 /// The KEK provider of this edge: RK versions opened from this node's grants in the replica.
@@ -73,16 +80,20 @@ pub(crate) fn provider(node: TokenId, key: NodeKey, storage: Arc<SqliteStorage>)
 }
 
 /// Registers this node's public key, trying the upstreams in turn until one answers (a
-/// node that registered the same key before is answered as registered). A refusal (a
-/// malformed key, another key registered for this node, a revoked node) is logged and tried
-/// again later: the edge cannot open what the feed carries without a grant.
+/// node that registered the same key before is answered as registered), starting from the
+/// follower's current upstream but never moving it (that is the driver's). A refused token
+/// (401: revoked or unknown) ends the attempts: the driver hears of a revocation on its own.
+/// Another refusal (another key registered for this node, or this key for another node) is
+/// logged and tried again every 30 s: the edge cannot open what the feed carries without a
+/// grant, and the operator may resolve it.
 pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, public_hex: String) {
     let registration = NodeKeyRegistration {
         public_key: public_hex,
     };
+    let count = upstreams.urls.len().max(1);
+    let mut upstream = status.current.load(Ordering::Acquire) % count;
     let mut wait = Duration::from_millis(200);
     loop {
-        let upstream = status.current.load(Ordering::Acquire) % upstreams.urls.len().max(1);
         match upstreams
             .register_node_key(upstream, None, &registration)
             .await
@@ -92,6 +103,10 @@ pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, publ
                     new = receipt.registered,
                     "node key registered; the replication key is granted through the feed"
                 );
+                return;
+            }
+            Err(e @ FetchError::Status { status: 401, .. }) => {
+                tracing::error!(error = %e, "the upstream refused this node's token; not registering its key");
                 return;
             }
             Err(
@@ -104,10 +119,7 @@ pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, publ
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot register this node's key yet; retrying");
-                status.current.store(
-                    (upstream + 1) % upstreams.urls.len().max(1),
-                    Ordering::Release,
-                );
+                upstream = (upstream + 1) % count;
             }
         }
         tokio::time::sleep(wait).await;

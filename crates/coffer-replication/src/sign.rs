@@ -8,8 +8,10 @@
 //!   digest. The origin time in its header is not signed: relays re-stamp freshness, and
 //!   freshness is never what decides what an edge applies.
 //!
-//! Relays forward signatures unchanged and hold no key, so a relay (or anyone between an edge
-//! and its upstream) cannot make the edge apply anything the control plane did not sign.
+//! Relays forward signatures unchanged and hold no key, so once a follower is given the key
+//! (`Config::feed_key`) a relay, or anyone between it and its upstream, cannot make it apply
+//! anything the control plane did not sign. Edges do not pin the key yet (issue 12, item 3):
+//! their followers run without one and accept unsigned data, as before signing existed.
 
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};
@@ -40,8 +42,8 @@ pub fn snapshot_message(
     msg
 }
 
-/// The public half of a feed-signing key: what an edge pins. Written as 64 lowercase hex
-/// digits (`coffer edge --feed-key`, `feed_public_key` in `coffer node create --json`).
+/// The public half of a feed-signing key: what an edge will pin. Written as 64 lowercase hex
+/// digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FeedKey([u8; 32]);
 

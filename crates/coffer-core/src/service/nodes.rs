@@ -160,7 +160,12 @@ impl Coffer {
         })?;
         let recorded = self.keys.register_node_key(node.id, &public, &[]).await?;
         if recorded {
-            tracing::info!(node = %node.id, name = %node.name, "node key registered; replication key granted");
+            tracing::info!(
+                node = %node.id,
+                name = %node.name,
+                public_key = %public_key_hex,
+                "node key registered; replication key granted"
+            );
         }
         Ok(recorded)
     }
