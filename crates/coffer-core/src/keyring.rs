@@ -469,7 +469,7 @@ async fn replicated_mac_key(
 
 /// A KEK call on the blocking pool. A provider that panicked is a bug (`Internal`); a task that
 /// never ran means the runtime is shutting down (`Unavailable`).
-async fn on_blocking_pool<T, F>(call: F) -> Result<T, CoreError>
+pub(crate) async fn on_blocking_pool<T, F>(call: F) -> Result<T, CoreError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, CoreError> + Send + 'static,

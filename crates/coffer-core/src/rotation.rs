@@ -22,6 +22,7 @@ use coffer_storage::{KeyOwner, Rewrap, Storage, StoredKey};
 use coffer_types::{AccountId, Timestamp};
 
 use crate::CoreError;
+use crate::keyring::on_blocking_pool;
 
 /// The lifecycle of one KEK version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +244,7 @@ impl Rotation {
             }
             let kek = Arc::clone(&self.kek);
             let number = version.version;
-            match blocking(move || kek.retire(number)).await {
+            match on_blocking_pool(move || kek.retire(number)).await {
                 Ok(()) => {
                     tracing::info!(version = number, kek = %version.kek_id, "KEK version retired");
                     on_retired(version).await;
@@ -268,7 +269,7 @@ impl Rotation {
                 return Ok(());
             }
             let kek = Arc::clone(&self.kek);
-            let (rewraps, failure) = blocking(move || Ok(rewrap_batch(&*kek, batch)))
+            let (rewraps, failure) = on_blocking_pool(move || Ok(rewrap_batch(&*kek, batch)))
                 .await
                 .map_err(|e| Step::Retry(e.to_string()))?;
             let done = if rewraps.is_empty() {
@@ -343,21 +344,6 @@ fn rewrap_one(kek: &dyn KekVersions, stored: &StoredKey) -> Result<Rewrap, Step>
         new_kek_id: new.kek_id.0,
         new_wrapped: new.bytes,
     })
-}
-
-/// A KEK call on the blocking pool.
-pub(crate) async fn blocking<T, F>(call: F) -> Result<T, CoreError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, CoreError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(call).await.map_err(|e| {
-        if e.is_panic() {
-            CoreError::Internal("the KEK provider panicked".into())
-        } else {
-            CoreError::Unavailable(format!("KEK call did not run: {e}"))
-        }
-    })?
 }
 
 /// The account the operator's token belongs to, where instance-level acts are audited.

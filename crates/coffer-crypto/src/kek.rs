@@ -107,40 +107,7 @@ impl FileKek {
 
     /// Opens an existing KEK file; refuses a file readable by group or others.
     pub fn open(path: &Path) -> Result<FileKek, CryptoError> {
-        let shown = path.display();
-        let mut file = File::open(path).map_err(|e| io_error(path, e))?;
-        // Checks the metadata of the handle that is then read, so the file cannot be swapped
-        // between the check and the read.
-        let meta = file.metadata().map_err(|e| io_error(path, e))?;
-        if !meta.is_file() {
-            return Err(CryptoError::KeyUnavailable(format!(
-                "KEK file {shown} is not a regular file"
-            )));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(CryptoError::KeyUnavailable(format!(
-                "KEK file {shown} has mode {mode:03o}, which lets group or others access it; \
-                 restrict it with `chmod 600 {shown}`"
-            )));
-        }
-        let wrong_size = |found: &dyn fmt::Display| {
-            CryptoError::KeyUnavailable(format!(
-                "KEK file {shown} must hold exactly {KEK_LEN} bytes, but holds {found}"
-            ))
-        };
-        if meta.len() != KEK_LEN as u64 {
-            return Err(wrong_size(&meta.len()));
-        }
-        let mut bytes = Zeroizing::new([0u8; KEK_LEN]);
-        file.read_exact(&mut bytes[..])
-            .map_err(|_| wrong_size(&"fewer"))?;
-        // The size was checked before reading; a file that grew since is refused too rather
-        // than silently using its first 32 bytes.
-        let mut probe = [0u8; 1];
-        if file.read(&mut probe).map_err(|e| io_error(path, e))? != 0 {
-            return Err(wrong_size(&"more"));
-        }
+        let bytes = read_key_file(path, "KEK file")?;
         Ok(FileKek::from_bytes(path, &bytes))
     }
 
@@ -225,7 +192,50 @@ impl KekProvider for FileKek {
     }
 }
 
-fn io_error(path: &Path, source: io::Error) -> CryptoError {
+/// Reads a 32-byte key file, refusing anything but a regular file of exactly 32 bytes that
+/// only its owner may access; `what` names the file in errors ("KEK file", "node key file").
+pub(crate) fn read_key_file(
+    path: &Path,
+    what: &str,
+) -> Result<Zeroizing<[u8; KEK_LEN]>, CryptoError> {
+    let shown = path.display();
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    // Checks the metadata of the handle that is then read, so the file cannot be swapped
+    // between the check and the read.
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    if !meta.is_file() {
+        return Err(CryptoError::KeyUnavailable(format!(
+            "{what} {shown} is not a regular file"
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CryptoError::KeyUnavailable(format!(
+            "{what} {shown} has mode {mode:03o}, which lets group or others access it; \
+             restrict it with `chmod 600 {shown}`"
+        )));
+    }
+    let wrong_size = |found: &dyn fmt::Display| {
+        CryptoError::KeyUnavailable(format!(
+            "{what} {shown} must hold exactly {KEK_LEN} bytes, but holds {found}"
+        ))
+    };
+    if meta.len() != KEK_LEN as u64 {
+        return Err(wrong_size(&meta.len()));
+    }
+    let mut bytes = Zeroizing::new([0u8; KEK_LEN]);
+    file.read_exact(&mut bytes[..])
+        .map_err(|_| wrong_size(&"fewer"))?;
+    // The size was checked before reading; a file that grew since is refused too rather
+    // than silently using its first 32 bytes.
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe).map_err(|e| io_error(path, e))? != 0 {
+        return Err(wrong_size(&"more"));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn io_error(path: &Path, source: io::Error) -> CryptoError {
     CryptoError::Io {
         path: path.display().to_string(),
         source,

@@ -15,9 +15,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -29,6 +29,7 @@ use coffer_types::{DekId, TokenId};
 use zeroize::Zeroizing;
 
 use crate::envelope::{unwrap_key, wrap_key};
+use crate::kek::io_error;
 use crate::{CryptoError, DataKey, DekContext, KekId, KekProvider, WrappedDataKey};
 
 /// Length of an X25519 public (and private) key.
@@ -257,33 +258,12 @@ impl NodeKey {
     /// Opens an existing key file; refuses one that group or others can access, or of the
     /// wrong size.
     pub fn open(path: &Path) -> Result<NodeKey, CryptoError> {
-        let shown = path.display();
-        let mut file = File::open(path).map_err(|e| io_error(path, e))?;
-        let meta = file.metadata().map_err(|e| io_error(path, e))?;
-        if !meta.is_file() {
-            return Err(CryptoError::KeyUnavailable(format!(
-                "node key file {shown} is not a regular file"
-            )));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(CryptoError::KeyUnavailable(format!(
-                "node key file {shown} has mode {mode:03o}, which lets group or others access it; \
-                 restrict it with `chmod 600 {shown}`"
-            )));
-        }
-        let mut bytes = Zeroizing::new(Vec::with_capacity(NODE_KEY_LEN + 1));
-        Read::by_ref(&mut file)
-            .take(NODE_KEY_LEN as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_error(path, e))?;
-        if bytes.len() != NODE_KEY_LEN {
-            return Err(CryptoError::KeyUnavailable(format!(
-                "node key file {shown} must hold exactly {NODE_KEY_LEN} bytes"
-            )));
-        }
-        let private = PrivateKey::from_private_key(&X25519, &bytes).map_err(|_| {
-            CryptoError::KeyUnavailable(format!("node key file {shown} holds no X25519 key"))
+        let bytes = crate::kek::read_key_file(path, "node key file")?;
+        let private = PrivateKey::from_private_key(&X25519, &bytes[..]).map_err(|_| {
+            CryptoError::KeyUnavailable(format!(
+                "node key file {} holds no X25519 key",
+                path.display()
+            ))
         })?;
         NodeKey::from_private(path, private)
     }
@@ -328,13 +308,6 @@ impl NodeKey {
         )?;
         let purpose = rk_purpose(GRANT_PURPOSE, version);
         unwrap_key(&key, &grant.sealed, &grant_context(node, &purpose))
-    }
-}
-
-fn io_error(path: &Path, source: std::io::Error) -> CryptoError {
-    CryptoError::Io {
-        path: path.display().to_string(),
-        source,
     }
 }
 

@@ -12,11 +12,12 @@ use coffer_storage::{AuditEntry, Storage};
 
 use super::Coffer;
 use super::audit::{Actorish, Details, Event, Target, build_entry};
+use crate::keyring::on_blocking_pool;
 use crate::rotation::{
     KekState, KekVersion, KekVersions, OnRetired, RewrapSettings, Rotation, RotationStatus,
-    blocking, find_operator_account,
+    find_operator_account,
 };
-use crate::{CoreError, DekPolicy, Keyring, Limits, Principal};
+use crate::{CoreError, DekPolicy, Limits, Principal};
 
 /// One version with the keys it wraps now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,9 +55,7 @@ impl Coffer {
         dek_policy: DekPolicy,
         rewrap: RewrapSettings,
     ) -> Result<Coffer, CoreError> {
-        let keys = Keyring::open(kek.clone(), storage.clone(), dek_policy).await?;
-        storage.ensure_cluster_id().await?;
-        let mut coffer = Coffer::with_keys(storage.clone(), keys, limits, false);
+        let mut coffer = Coffer::open(storage.clone(), kek.clone(), limits, dek_policy).await?;
         let rotation = Arc::new(Rotation::new(kek, storage, rewrap));
         if !rotation.retiring().is_empty() {
             tracing::info!("a KEK rotation had not finished: resuming it");
@@ -70,7 +69,7 @@ impl Coffer {
         self.rotation
             .as_ref()
             .ok_or(CoreError::KekRotationUnsupported(
-                "this server's KEK has no versions (an edge, or a server opened without rotation)",
+                "this server's KEK has no versions (a control plane opened without rotation)",
             ))
     }
 
@@ -152,7 +151,7 @@ impl Coffer {
             .find(|v| v.state == KekState::Active)
             .ok_or_else(|| CoreError::Internal("the KEK has no active version".into()))?;
         let kek = Arc::clone(&rotation.kek);
-        let new = blocking(move || kek.add_version()).await?;
+        let new = on_blocking_pool(move || kek.add_version()).await?;
         // From here on, keys are wrapped by the new version; the keyring drops sealing DEKs
         // wrapped by another.
         tracing::info!(version = new.version, kek = %new.kek_id, "new KEK version active; rewrapping keys");
