@@ -413,15 +413,20 @@ pub(crate) async fn feed(
                             .count()
                             .max(1);
                         // End on a signed entry: a follower applies nothing past its last
-                        // checkpoint. (One write batch at most past the byte budget.)
+                        // checkpoint. The last one within the budget; past it only when the
+                        // budget holds none (the writer signs often enough that this reaches
+                        // at most one job's entries past the budget).
                         let signed =
                             |seq: u64| signatures.binary_search_by_key(&seq, |s| s.seq).is_ok();
-                        keep = entries
-                            .iter()
-                            .enumerate()
-                            .skip(keep.saturating_sub(1))
-                            .find(|(_, e)| signed(e.seq))
-                            .map_or(entries.len(), |(i, _)| i + 1);
+                        keep = match entries[..keep].iter().rposition(|e| signed(e.seq)) {
+                            Some(i) => i + 1,
+                            None => entries
+                                .iter()
+                                .enumerate()
+                                .skip(keep)
+                                .find(|(_, e)| signed(e.seq))
+                                .map_or(entries.len(), |(i, _)| i + 1),
+                        };
                         entries.truncate(keep);
                         if let Some(last) = entries.last() {
                             let last = last.seq;

@@ -385,6 +385,43 @@ async fn each_committed_batch_signs_its_last_entry_once() {
     assert_eq!(rows, 1);
 }
 
+/// A batch of many jobs gets a checkpoint every `SIGN_EVERY_ENTRIES` (4 in tests) entries
+/// between jobs, and one at its end, so a feed answer never has to run far past its budget to
+/// end on a signed entry.
+#[tokio::test]
+async fn a_long_batch_is_signed_between_jobs_too() {
+    let (_dir, s) = open();
+    s.create_account(account(1), &[]).await.unwrap();
+    let cluster = s.ensure_cluster_id().await.unwrap();
+    s.set_feed_signer(Arc::new(DigestSigner));
+    s.sign_head().await.unwrap();
+    let (release, held) = hold_writer(&s).await;
+    let mut tasks = JoinSet::new();
+    for n in 2..=11 {
+        let writer = Arc::clone(&s);
+        tasks.spawn(async move { writer.create_account(account(n), &[]).await });
+        // One at a time into the queue, so that the batch runs them in this order.
+        wait_until_queued(&s, usize::from(n - 1)).await;
+    }
+    release.send(()).unwrap();
+    held.await.unwrap();
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let (entries, sigs) = s.feed_after(0, 100).await.unwrap();
+    assert_eq!(entries.len(), 11);
+    let signed: Vec<u64> = sigs.iter().map(|s| s.seq).collect();
+    assert_eq!(
+        signed,
+        vec![1, 5, 9, 11],
+        "the head at start, every 4 entries, the batch's end"
+    );
+    for s in &sigs {
+        let e = &entries[usize::try_from(s.seq).unwrap() - 1];
+        assert_eq!(*s, signed_by_digest(&cluster, e));
+    }
+}
+
 #[tokio::test]
 async fn a_write_whose_job_fails_signs_nothing_and_a_failed_signature_commits_nothing() {
     let (_dir, s) = open();

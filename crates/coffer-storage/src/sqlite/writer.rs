@@ -32,6 +32,15 @@ use crate::{
     Change, ChangeRecord, FeedSignature, FeedSigner, Result, StorageError, checkpoint_message,
 };
 
+/// Entries after which the writer signs a checkpoint between two jobs of one batch, rather
+/// than only at the batch's end. Feed answers stop at about 4 MiB; a job's entries are at most
+/// a few MiB (a bulk create's body is 1 MiB), so this keeps checkpoints within reach.
+#[cfg(not(test))]
+const SIGN_EVERY_ENTRIES: u64 = 256;
+/// Small in tests, so that a batch of a few jobs shows the checkpoints between them.
+#[cfg(test)]
+const SIGN_EVERY_ENTRIES: u64 = 4;
+
 /// The control plane's feed signer, set once after open (`SqliteStorage::set_feed_signer`).
 pub(super) type SignerSlot = Arc<OnceLock<Arc<dyn FeedSigner>>>;
 
@@ -454,10 +463,27 @@ impl Writer {
         };
         let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
         let mut queue = batch.drain(..);
+        let mut signed_through = head.seq;
         while let Some(mut job) = queue.next() {
             self.counters.jobs.fetch_add(1, Ordering::Relaxed);
             match self.run_in_savepoint(job.as_mut(), &mut head) {
-                Ok(true) => waiting.push(job),
+                Ok(true) => {
+                    // A checkpoint between jobs once enough entries went by, so that no feed
+                    // answer has to reach far past its byte budget for a signed entry (a
+                    // batch of many bulk writes would otherwise be one checkpoint apart).
+                    if head.seq.saturating_sub(signed_through) >= SIGN_EVERY_ENTRIES {
+                        if let Err(e) = self.sign(&head) {
+                            tracing::error!(error = %e, "storage writer cannot sign a batch");
+                            self.rollback();
+                            let e = StorageError::Unavailable(format!("not committed: {e}"));
+                            job.answer(Some(copy_error(&e)));
+                            fail_all(waiting.into_iter().chain(queue), &e);
+                            return;
+                        }
+                        signed_through = head.seq;
+                    }
+                    waiting.push(job)
+                }
                 // Rolled back to its savepoint; its error does not depend on the COMMIT.
                 Ok(false) => job.answer(None),
                 Err(Abandon(e)) => {
@@ -542,7 +568,7 @@ impl Writer {
         }
     }
 
-    /// Signs the batch's last entry (one signature per group commit), in its transaction, if
+    /// Signs the batch's last entry (and, between jobs, one every [`SIGN_EVERY_ENTRIES`]), in its transaction, if
     /// the batch asked for it and this storage has a signer. A log without a cluster id yet
     /// (the very first writes of `coffer init`) is signed later: the server signs its head at
     /// start, once the cluster id exists.
