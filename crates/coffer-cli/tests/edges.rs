@@ -332,6 +332,9 @@ impl Cp {
 // ---------------------------------------------------------------------------------------------
 // Edges
 
+/// Where the edges' environment points HTTP proxies: nothing listens there.
+const DEAD_PROXY: &str = "http://127.0.0.1:9";
+
 /// A `coffer edge` process and what it takes to start it again on the same data dir.
 struct Edge {
     name: String,
@@ -385,6 +388,12 @@ impl Edge {
             .arg(&self.dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.extra)
+            // A proxy that answers nothing: an edge must not send its plain-HTTP upstream's
+            // traffic (and node token) to a proxy named in its environment.
+            .env("HTTP_PROXY", DEAD_PROXY)
+            .env("http_proxy", DEAD_PROXY)
+            .env("ALL_PROXY", DEAD_PROXY)
+            .env("all_proxy", DEAD_PROXY)
             .env(
                 "RUST_LOG",
                 "info,coffer_edge=debug,coffer_replication=debug,coffer_server=debug",

@@ -113,6 +113,11 @@ impl Upstreams {
             // verdict among them) to whoever answers at the target.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90));
+        // A proxy named in the environment would see a plain-HTTP upstream's traffic, the
+        // node token included; over HTTPS a proxy only relays the TLS stream, so it may stay.
+        if urls.iter().any(|u| u.starts_with("http://")) {
+            http = http.no_proxy();
+        }
         if let Some(path) = ca_cert {
             let ca_error = |message: String| ClientError::CaCert {
                 path: path.to_owned(),
