@@ -95,11 +95,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::RewrapSettings::DEFAULT_GRACE.as_secs())]
     pub kek_retire_grace: u64,
 
-    /// Log a request line for every successful runtime read too (off by default: a busy
-    /// service reads thousands of times a second). Refused and failed reads, and every other
-    /// request, are logged either way; the audit log counts every read regardless
-    #[arg(long)]
-    pub access_log: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 
     #[command(flatten)]
     pub proxies: ProxyArgs,
@@ -126,6 +123,16 @@ impl ServerArgs {
             },
         }
     }
+}
+
+/// What the process logs beyond its level (`RUST_LOG`).
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log a request line for every successful runtime read too (off by default: a busy
+    /// service reads thousands of times a second). Refused and failed reads, and every other
+    /// request, are logged either way; the audit log counts every read regardless
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 /// What one client may cost the listener, the runtime API and the snapshots served.
@@ -301,11 +308,8 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_staleness: Option<u64>,
 
-    /// Log a request line for every successful runtime read too (off by default: a busy
-    /// service reads thousands of times a second). Refused and failed reads, and every other
-    /// request, are logged either way; the audit log counts every read regardless
-    #[arg(long)]
-    pub access_log: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 
     #[command(flatten)]
     pub proxies: ProxyArgs,
@@ -324,11 +328,8 @@ pub struct DevArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Log a request line for every successful runtime read too (off by default: a busy
-    /// service reads thousands of times a second). Refused and failed reads, and every other
-    /// request, are logged either way; the audit log counts every read regardless
-    #[arg(long)]
-    pub access_log: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // where that is safe. Reported once serving, so that a failed start stays one line.
     let hardening = coffer_server::harden_process();
     // Held until the command returns, so that every line queued to the log writer is written.
-    let _log = init_logging(args.access_log);
+    let _log = init_logging(args.log.access_log);
     let keys = args.keys();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -72,7 +72,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .into());
     }
     let hardening = coffer_server::harden_process();
-    let _log = init_logging(args.access_log);
+    let _log = init_logging(args.log.access_log);
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -140,7 +140,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let hardening = coffer_server::harden_process();
-    let _log = init_logging(args.access_log);
+    let _log = init_logging(args.log.access_log);
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
         let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
