@@ -14,7 +14,7 @@ use coffer_types::{AccountId, IdError, SecretId, ServiceId, StoreId, TokenId};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::router::REQUEST_ID;
+use crate::frame::REQUEST_ID;
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused before parsing.

@@ -10,6 +10,7 @@ mod client_addr;
 mod datadir;
 mod error;
 mod extract;
+mod frame;
 mod hardening;
 mod kek;
 mod kek_routes;

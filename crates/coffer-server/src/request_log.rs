@@ -9,15 +9,14 @@
 //! rate-limited, failed). The audit log's access events do not depend on any of this: core
 //! counts every read (`Coffer::read_binding`), logged or not.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, Method, Uri};
 use axum::response::Response;
 use tracing::Instrument;
-
-use crate::router::REQUEST_ID;
+use tracing::instrument::Instrumented;
 
 /// The tracing target that, enabled at `info`, turns on the request lines of successful runtime
 /// reads. The CLI enables it with `--access-log` and disables it otherwise.
@@ -26,29 +25,49 @@ pub const ACCESS_LOG_TARGET: &str = "coffer::access";
 /// The prefix of the runtime API's paths.
 const RUNTIME_PREFIX: &str = "/runtime/";
 
-/// The middleware (`axum::middleware::from_fn`).
-pub(crate) async fn log_request(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    if req.uri().path().starts_with(RUNTIME_PREFIX) && !access_log_enabled() {
-        // Cheap copies (an enum, reference-counted bytes), kept for the line of a refusal.
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let id = req.headers().get(&REQUEST_ID).cloned();
-        let res = next.run(req).await;
-        if !res.status().is_success() {
-            let span = request_span(&method, uri.path(), id.as_ref());
-            span.in_scope(|| log_response(&res, start.elapsed()));
+/// One request's log line, from the moment the request arrives ([`crate::frame`]).
+pub(crate) struct RequestLog {
+    start: Instant,
+    /// The request's span; `Span::none()` for a runtime read that is logged only if refused.
+    span: tracing::Span,
+    /// For such a read: what its span needs, kept until the answer says whether to log it.
+    /// Cheap copies (an enum, reference-counted bytes).
+    deferred: Option<(Method, Uri, HeaderValue)>,
+}
+
+impl RequestLog {
+    pub(crate) fn start(req: &Request, id: &HeaderValue, start: Instant) -> RequestLog {
+        if req.uri().path().starts_with(RUNTIME_PREFIX) && !access_log_enabled() {
+            return RequestLog {
+                start,
+                span: tracing::Span::none(),
+                deferred: Some((req.method().clone(), req.uri().clone(), id.clone())),
+            };
         }
-        return res;
+        RequestLog {
+            start,
+            span: request_span(req.method(), req.uri().path(), id),
+            deferred: None,
+        }
     }
-    let span = request_span(
-        req.method(),
-        req.uri().path(),
-        req.headers().get(&REQUEST_ID),
-    );
-    let res = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| log_response(&res, start.elapsed()));
-    res
+
+    /// Runs `future` (the handler) in the request's span, so its own events name the request.
+    pub(crate) fn instrument<F: Future>(&self, future: F) -> Instrumented<F> {
+        future.instrument(self.span.clone())
+    }
+
+    /// Writes the request's line, unless it is a successful runtime read without
+    /// `--access-log`.
+    pub(crate) fn finish(&self, res: &Response) {
+        let latency = self.start.elapsed();
+        match &self.deferred {
+            None => self.span.in_scope(|| log_response(res, latency)),
+            Some(_) if res.status().is_success() => {}
+            Some((method, uri, id)) => {
+                request_span(method, uri.path(), id).in_scope(|| log_response(res, latency))
+            }
+        }
+    }
 }
 
 /// Whether successful runtime reads are logged (a check of the subscriber's cached interest).
@@ -56,8 +75,8 @@ fn access_log_enabled() -> bool {
     tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO)
 }
 
-fn request_span(method: &Method, path: &str, id: Option<&HeaderValue>) -> tracing::Span {
-    let id = id.and_then(|v| v.to_str().ok()).unwrap_or("-");
+fn request_span(method: &Method, path: &str, id: &HeaderValue) -> tracing::Span {
+    let id = id.to_str().unwrap_or("-");
     // The path holds ids only; query strings and bodies are never logged.
     tracing::info_span!("request", method = %method, path = %path, request_id = %id, token_id = tracing::field::Empty)
 }

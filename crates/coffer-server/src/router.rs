@@ -2,15 +2,10 @@
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get, post, put};
 use coffer_api::ErrorCode;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 
 use crate::error::ApiError;
 use crate::secrets_store as ss;
@@ -18,8 +13,6 @@ use crate::state::AppState;
 use crate::{
     accounts, audit, kek_routes, node_keys, nodes, replication, runtime, services, tokens, user,
 };
-
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The control plane: the v4 API, the runtime API and the replication API.
 pub fn router(state: AppState) -> Router {
@@ -151,15 +144,7 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(axum::middleware::map_response(no_store))
-        .layer(CatchPanicLayer::custom(|_| {
-            // A panic is a bug; the client learns nothing but that it happened.
-            ApiError::new(ErrorCode::Internal, "internal error").into_response()
-        }))
-        .layer(axum::middleware::from_fn(crate::request_log::log_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
-        .layer(axum::middleware::map_request(drop_unsafe_request_id))
+        .layer(crate::frame::FrameLayer::new())
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -178,37 +163,4 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
-}
-
-/// A client may send its own `x-request-id` to correlate logs, but it lands in log lines: keep
-/// it only if it is short and plain (so it cannot forge log lines), otherwise make our own.
-async fn drop_unsafe_request_id(mut req: Request) -> Request {
-    let safe = req.headers().get(&REQUEST_ID).is_none_or(|v| {
-        let b = v.as_bytes();
-        !b.is_empty()
-            && b.len() <= 64
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-    });
-    if !safe {
-        req.headers_mut().remove(&REQUEST_ID);
-    }
-    req
-}
-
-/// Responses about secrets must not be cached by proxies or clients.
-async fn no_store(mut res: Response) -> Response {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-#[derive(Clone, Copy, Debug)]
-struct RandomRequestId;
-
-impl MakeRequestId for RandomRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = hex::encode(coffer_crypto::random_array::<12>());
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
 }
