@@ -294,7 +294,9 @@ async fn deleting_an_account_with_its_own_kek_leaves_a_prior_copy_that_nothing_h
     assert_eq!(opened, 11);
 
     // Every key file the running instance still holds: the instance KEK (every version) and
-    // the remaining account KEKs.
+    // the remaining account KEKs. This covers the KEK wraps (`deks.wrapped`); the replication-key
+    // wraps of the same DEKs (`deks.rk_wrapped`, for edges) are not shredded, and the instance KEK
+    // still reaches them through the RK versions: docs/key-hierarchy.md, "Shredding an account".
     let mut held = Vec::new();
     for entry in std::fs::read_dir(&h.data_dir).unwrap() {
         let path = entry.unwrap().path();
