@@ -160,6 +160,9 @@ pub struct Coffer {
     )>,
     /// The jobs moving accounts' DEKs onto their own KEKs.
     account_rewraps: crate::account_kek::RewrapJobs,
+    /// Serialises giving an account its KEK with deleting an account, so that a key is never
+    /// recorded for an account deleted meanwhile, nor two keys for one account.
+    pub(crate) account_kek_changes: tokio::sync::Mutex<()>,
 }
 
 /// The keyring's feed-signing key, as storage's writer signs with it.
@@ -237,6 +240,7 @@ impl Coffer {
             rotation: None,
             account_kek_store: std::sync::OnceLock::new(),
             account_rewraps: crate::account_kek::RewrapJobs::default(),
+            account_kek_changes: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -129,6 +129,7 @@ impl Coffer {
         self.check_operator(who, Some(account), "set_kek", Target::account())
             .await?;
         let (store, settings) = self.account_kek_store()?.clone();
+        let _changes = self.account_kek_changes.lock().await;
         if self.storage.get_account(account).await?.is_none() {
             return Err(CoreError::NotFound(Resource::Account));
         }

@@ -373,6 +373,7 @@ impl Coffer {
             Target::account(),
             Details::default(),
         )?;
+        let _changes = self.account_kek_changes.lock().await;
         self.storage.delete_account(account, &entries).await?;
         // Only once the account's rows (its DEKs among them) are gone is its own KEK destroyed.
         self.shred_account_kek(account).await;
