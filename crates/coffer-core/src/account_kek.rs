@@ -130,12 +130,10 @@ impl AccountKeks {
         &self,
         account: AccountId,
     ) -> Option<Result<Arc<dyn KekProvider>, CoreError>> {
+        // The reason was logged once, when the key failed to open; not again per request.
         self.read().get(&account).map(|s| match &s.kek {
             Ok(kek) => Ok(Arc::clone(kek)),
-            Err(reason) => {
-                tracing::error!(account = %account, kek = %s.info.kek_id, %reason, "the account's KEK is unavailable");
-                Err(AccountKeks::unavailable(account, &s.info.kek_id))
-            }
+            Err(_) => Err(AccountKeks::unavailable(account, &s.info.kek_id)),
         })
     }
 

@@ -198,24 +198,45 @@ impl AccountKekStore for AccountKeyFiles {
             AccountKekSpec::NewFile => {
                 self.ensure_dir()?;
                 let path = self.dir.join(format!("{account}.key"));
+                // A key file without a record was left by a create that crashed before
+                // recording it: nothing was ever wrapped by it (the record comes first).
+                if !self.record_path(account).exists() {
+                    match remove_key_file(&path) {
+                        Ok(()) => {
+                            tracing::warn!(file = %path.display(), "removed an unrecorded account key file")
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(CoreError::Unavailable(format!(
+                                "cannot remove the unrecorded {}: {e}",
+                                path.display()
+                            )));
+                        }
+                    }
+                }
                 let kek = FileKek::create(&path).map_err(|e| {
                     CoreError::Unavailable(format!("cannot make the account's key file: {e}"))
                 })?;
                 (path, kek, true)
             }
             AccountKekSpec::File(path) => {
-                if path.starts_with(&self.data_dir) {
+                let invalid = |e: String| CoreError::invalid(InvalidKind::Field, "/kek", e);
+                // Resolved first, so that `..` or a symlink cannot lead into the data dir.
+                let path = fs::canonicalize(path)
+                    .map_err(|e| invalid(format!("cannot open {}: {e}", path.display())))?;
+                let data_dir =
+                    fs::canonicalize(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+                if path.starts_with(&data_dir) {
                     return Err(CoreError::invalid(
                         InvalidKind::Field,
                         "/kek",
                         "an existing key file must live outside the data dir (use `file` to have Coffer make one in it)",
                     ));
                 }
-                let kek = FileKek::open(path)
-                    .map_err(|e| CoreError::invalid(InvalidKind::Field, "/kek", e.to_string()))?;
+                let kek = FileKek::open(&path).map_err(|e| invalid(e.to_string()))?;
                 self.check_unused(account, &kek.current_kek_id())?;
                 self.ensure_dir()?;
-                (path.clone(), kek, false)
+                (path, kek, false)
             }
             AccountKekSpec::Pkcs11(_) => {
                 return Err(CoreError::invalid(

@@ -481,7 +481,11 @@ async fn bad_account_kek_requests_are_refused_clearly_and_change_nothing() {
     let copied_instance = dir.path().join("instance-copy.key");
     std::fs::copy(&instance, &copied_instance).unwrap();
     std::fs::set_permissions(&copied_instance, std::fs::Permissions::from_mode(0o600)).unwrap();
-    for path in [&loose, &short, &instance, &copied_instance] {
+    // The instance's key reached through `..` and through a symlink.
+    let dotted = h.data_dir.join("..").join("data").join("kek.key");
+    let link = dir.path().join("link.key");
+    std::os::unix::fs::symlink(&instance, &link).unwrap();
+    for path in [&loose, &short, &instance, &copied_instance, &dotted, &link] {
         let r = set_kek(&h, &b, &format!("file:{}", path.display())).await;
         assert_err_at(&r, ErrorCode::InvalidField, "/kek");
     }
