@@ -539,3 +539,85 @@ async fn bad_account_kek_requests_are_refused_clearly_and_change_nothing() {
     let key_bytes = std::fs::read(&own).unwrap();
     assert!(!contains(&raw, &key_bytes));
 }
+
+#[tokio::test]
+async fn a_dek_that_does_not_unwrap_stops_the_move_and_is_refused_safely() {
+    let h = Harness::with_keys(fast_keys()).await;
+    let store = h.create_store("s").await;
+    for name in ["a", "b", "c"] {
+        h.create_secret(&store, name, &format!("value-{name}"))
+            .await;
+    }
+    let svc = h
+        .deploy_ok(&deploy_body(
+            "app",
+            &[("A", &store, "a"), ("B", &store, "b"), ("C", &store, "c")],
+        ))
+        .await;
+    let token = svc.token().to_owned();
+
+    // Damage the wrapped form of b's DEK in the database, before the account gets its KEK.
+    let account: AccountId = h.account.parse().unwrap();
+    let conn = rusqlite::Connection::open(h.data_dir.join("coffer.db")).unwrap();
+    let b_dek: Vec<u8> = conn
+        .query_row(
+            "SELECT v.dek_id FROM versions v JOIN secrets s ON s.id = v.secret_id WHERE s.name = 'b'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE deks SET wrapped = zeroblob(length(wrapped)) WHERE id = ?1 AND account_id = ?2",
+            rusqlite::params![b_dek, account.as_bytes().to_vec()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    assert_ok(&set_kek(&h, &h.account, "file").await);
+    // The move stops on that DEK, naming it; the others are moved.
+    let dek_hex = hex::encode(&b_dek);
+    let mut status = Value::Null;
+    for _ in 0..POLLS {
+        status = assert_ok(
+            &h.send_as(Method::GET, &kek_uri(&h.account), Some(&h.bearer()), None)
+                .await,
+        );
+        if status["rewrap"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status["rewrap"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains(&dek_hex) && error.contains("does not unwrap"),
+        "{error}"
+    );
+
+    // A fresh process (no DEK in memory): the server starts, b is refused with a 503 in the
+    // envelope (never a 500 or a panic), a and c read.
+    h.coffer.shutdown().await;
+    let reopened = Arc::new(
+        coffer_server::open_data_dir_tuned(
+            &h.data_dir,
+            Default::default(),
+            Default::default(),
+            fast_keys(),
+        )
+        .await
+        .expect("a damaged DEK does not stop the server")
+        .coffer,
+    );
+    let app = coffer_server::app(reopened.clone());
+    let (status, body) = read(&app, &token, "B").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    for (binding, value) in [("A", "value-a"), ("C", "value-c")] {
+        let (status, body) = read(&app, &token, binding).await;
+        assert_eq!(status, StatusCode::OK, "{binding}: {body}");
+        assert_eq!(body, Value::String(value.to_owned()), "{binding}");
+    }
+    reopened.shutdown().await;
+}
