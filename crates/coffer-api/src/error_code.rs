@@ -76,6 +76,11 @@ pub enum ErrorCode {
     KekRotationRunning,
     /// 409: this server's KEK cannot be rotated (an edge, or a provider without rotation).
     KekRotationUnsupported,
+    /// 409: the account already has a KEK of its own.
+    AccountKekExists,
+    /// 503: the account has a KEK of its own and it is unavailable (removed, or its token
+    /// unreachable): its values cannot be opened; other accounts are not affected.
+    AccountKekUnavailable,
     /// 415: the body is multipart, which is never JSON.
     UnsupportedMediaType,
     /// 400: a binding is malformed: a bad binding name, a name used twice, a bad service type.
@@ -135,6 +140,8 @@ impl ErrorCode {
             ErrorCode::OperatorProtected => 1305,
             ErrorCode::KekRotationRunning => 1310,
             ErrorCode::KekRotationUnsupported => 1311,
+            ErrorCode::AccountKekExists => 1312,
+            ErrorCode::AccountKekUnavailable => 1503,
             ErrorCode::Unauthenticated => 1100,
             ErrorCode::Forbidden => 1101,
             ErrorCode::RateLimited => 1102,
@@ -201,9 +208,12 @@ impl ErrorCode {
             | ErrorCode::OperatorProtected
             | ErrorCode::KekRotationRunning
             | ErrorCode::KekRotationUnsupported
+            | ErrorCode::AccountKekExists
             | ErrorCode::NodeKeyConflict
             | ErrorCode::Conflict => 409,
-            ErrorCode::Unavailable | ErrorCode::EdgeRevoked => 503,
+            ErrorCode::Unavailable | ErrorCode::EdgeRevoked | ErrorCode::AccountKekUnavailable => {
+                503
+            }
             ErrorCode::Internal => 500,
         }
     }
@@ -237,6 +247,8 @@ impl ErrorCode {
             ErrorCode::OperatorProtected => "operator_protected",
             ErrorCode::KekRotationRunning => "kek_rotation_running",
             ErrorCode::KekRotationUnsupported => "kek_rotation_unsupported",
+            ErrorCode::AccountKekExists => "account_kek_exists",
+            ErrorCode::AccountKekUnavailable => "account_kek_unavailable",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",

@@ -58,3 +58,43 @@ pub struct KekRotationStarted {
     pub kek_id: String,
     pub from_version: u32,
 }
+
+/// The body of `PUT /client/v4/accounts/{account_id}/kek`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAccountKek {
+    /// `file` (a new key file in the data dir), `file:/path` (an existing 32-byte key file,
+    /// mode 0600) or a `pkcs11:` URI.
+    pub kek: String,
+}
+
+/// `GET` / `PUT /client/v4/accounts/{account_id}/kek`: which KEK wraps an account's DEKs.
+/// Public ids and locations only, never key material or a PIN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountKek {
+    pub account_id: String,
+    /// `account` (a KEK of its own) or `instance` (the instance KEK).
+    pub wrapped_by: String,
+    /// The id of the KEK that wraps the account's new DEKs.
+    pub kek_id: String,
+    /// `file` or `pkcs11` for an account KEK; `null` for the instance KEK.
+    pub provider: Option<String>,
+    /// Where the account KEK lives (a path, or a URI without PIN); `null` for the instance KEK.
+    pub location: Option<String>,
+    /// `available`, or `unavailable` when the account KEK could not be opened (its values
+    /// answer 503 `account_kek_unavailable`).
+    pub state: String,
+    /// How many of the account's DEKs each KEK wraps, by KEK id.
+    pub deks: Vec<AccountKekUsage>,
+    /// `running` while DEKs made before the account KEK are being rewrapped onto it, `failed`
+    /// if that stopped (`error` says why), `done` otherwise.
+    pub rewrap: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountKekUsage {
+    pub kek_id: String,
+    pub deks: u64,
+}

@@ -25,7 +25,7 @@ mod whoami;
 
 pub use accounts::{account, account_created, account_list, quota};
 pub use audit::{audit_list, audit_verification};
-pub use kek::{kek_rotated, kek_status};
+pub use kek::{account_kek, kek_rotated, kek_status};
 pub use nodes::{node_created, node_list, node_revoked};
 pub use services::{
     service, service_deployed, service_list, service_token_list, service_token_revoked,

@@ -107,7 +107,7 @@ fn format_api(code: u32, message: &str, count: usize) -> String {
 
 /// The stable short name of a Coffer error code, if it is one of ours.
 pub fn code_name(code: u32) -> Option<&'static str> {
-    const KNOWN: [ErrorCode; 40] = [
+    const KNOWN: [ErrorCode; 42] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::BodyTooLarge,
@@ -146,7 +146,9 @@ pub fn code_name(code: u32) -> Option<&'static str> {
         ErrorCode::Conflict,
         ErrorCode::QuotaExceeded,
         ErrorCode::StoreLimitExceeded,
+        ErrorCode::AccountKekExists,
         ErrorCode::Unavailable,
+        ErrorCode::AccountKekUnavailable,
         ErrorCode::Internal,
     ];
     KNOWN.iter().find(|c| c.code() == code).map(|c| c.name())

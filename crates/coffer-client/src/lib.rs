@@ -56,15 +56,16 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 pub use coffer_api::{
-    Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret, CreatedNode,
-    CreatedToken, DeployService, DeployedService, DuplicateSecret, KekRotation, KekRotationStarted,
-    KekStatus, KekVersion, Membership, MembershipAccount, Node, PermissionGrant, Quota,
-    QuotaDetail, ResultInfo, RotatedServiceToken, Secret, SecretBinding, SecretValue, Service,
-    ServiceToken, Store, StoreBinding, Token, TokenVerification, UpdateSecret,
+    Account, AccountKek, AccountKekUsage, ApiMessage, AuditLogEntry, AuditProblem,
+    AuditVerification, CreateSecret, CreatedNode, CreatedToken, DeployService, DeployedService,
+    DuplicateSecret, KekRotation, KekRotationStarted, KekStatus, KekVersion, Membership,
+    MembershipAccount, Node, PermissionGrant, Quota, QuotaDetail, ResultInfo, RotatedServiceToken,
+    Secret, SecretBinding, SecretValue, Service, ServiceToken, Store, StoreBinding, Token,
+    TokenVerification, UpdateSecret,
 };
 use coffer_api::{
     CreateAccount, CreateNode, CreateStore, CreateToken, Envelope, RotateServiceToken,
-    UpdateAccount,
+    SetAccountKek, UpdateAccount,
 };
 pub use error::{Error, code_name};
 pub use params::{AuditFilter, Direction, ListSecrets, ListServices, SecretOrder, StoreOrder};
@@ -290,6 +291,25 @@ impl Client {
     pub async fn delete_account(&self, account_id: &str) -> Result<(), Error> {
         self.none(self.instance_request(Method::DELETE, &[account_id]))
             .await
+    }
+
+    /// `GET /client/v4/accounts/{account_id}/kek` of the account `account_id`: which KEK wraps
+    /// its DEKs (its own or the instance's). Only the instance operator may.
+    pub async fn account_kek(&self, account_id: &str) -> Result<AccountKek, Error> {
+        self.one(self.instance_request(Method::GET, &[account_id, "kek"]))
+            .await
+    }
+
+    /// `PUT /client/v4/accounts/{account_id}/kek`: gives the account a KEK of its own (`file`,
+    /// `file:/path` or a `pkcs11:` URI). Only the instance operator may.
+    pub async fn set_account_kek(&self, account_id: &str, kek: &str) -> Result<AccountKek, Error> {
+        let body = SetAccountKek {
+            kek: kek.to_owned(),
+        };
+        let req = self
+            .instance_request(Method::PUT, &[account_id, "kek"])
+            .json(&body);
+        self.one(req).await
     }
 
     // ---- API tokens of the account ----

@@ -1,4 +1,5 @@
 use coffer_storage::{Entity, StorageError};
+use coffer_types::AccountId;
 
 /// What kind of input was invalid; the server maps each to a stable API error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +136,15 @@ pub enum CoreError {
         "this node registered another public key before, or another node (possibly revoked) registered this one: first registration wins and no two nodes share a key. If the edge's node key was replaced or copied from another edge, or another machine uses this node token, register a new node (coffer node create) and start its edge on a fresh data dir"
     )]
     NodeKeyConflict,
+    /// The account has a KEK of its own and it cannot be used (the key file or token object
+    /// was removed, or the token is unreachable): the account's DEKs are wrapped by it alone.
+    #[error(
+        "the account's own KEK ({kek_id}) is unavailable: the values of account {account} cannot be read or written until the operator restores that key; other accounts are not affected"
+    )]
+    AccountKekUnavailable { account: AccountId, kek_id: String },
+    /// The account already has a KEK of its own.
+    #[error("{0}")]
+    AccountKekExists(String),
     /// A key or the storage backend is unavailable. The detail is for logs only.
     #[error("service unavailable: {0}")]
     Unavailable(String),

@@ -29,6 +29,7 @@ use coffer_storage::{DekRecord, Storage, WrappedKeyRecord};
 use coffer_types::{AccountId, DekId, Timestamp};
 
 use crate::CoreError;
+use crate::account_kek::AccountKeks;
 
 pub(crate) const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
@@ -126,6 +127,11 @@ impl DekCache {
         self.order.push_back((account, dek));
     }
 
+    fn remove_account(&mut self, account: AccountId) {
+        self.order.retain(|(owner, _)| *owner != account);
+        self.keys.retain(|(owner, _), _| *owner != account);
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.keys.len()
@@ -153,6 +159,8 @@ pub struct Keyring {
     replication: Option<replication::ReplicationKeys>,
     /// The feed-signing key: the control plane's only (`None` on a replica).
     feed_signing: Option<Arc<SigningKey>>,
+    /// Accounts with a KEK of their own (control plane only; see `account_kek.rs`).
+    accounts: AccountKeks,
 }
 
 impl Keyring {
@@ -181,6 +189,7 @@ impl Keyring {
             service_mac: MacKey::from_data_key(&service_key),
             node_mac: MacKey::from_data_key(&node_key),
             feed_signing: Some(Arc::new(feed_signing)),
+            accounts: AccountKeks::default(),
         };
         keyring
             .backfill_rk_wraps(&[
@@ -214,6 +223,7 @@ impl Keyring {
             node_mac,
             replication: None,
             feed_signing: None,
+            accounts: AccountKeks::default(),
         })
     }
 
@@ -260,7 +270,7 @@ impl Keyring {
         if !known
             && let Some(record) = self.storage.latest_dek(account).await?
             && self.fresh(record.key.created, now)
-            && record.key.kek_id == self.kek.current_kek_id().0
+            && record.key.kek_id == self.wrapping_kek_id(account)
             && self.made_under_current_rk(&record)
         {
             let key = self.unwrap_dek(&record).await?;
@@ -300,14 +310,14 @@ impl Keyring {
         Some(dek.sealing_key())
     }
 
-    /// Whether `dek` may seal one more value: under its budgets, and wrapped by the KEK version
-    /// that wraps new keys (after a KEK rotation, a DEK wrapped by the old version is not
-    /// handed out again, so that no write stores a key the old version wraps long after the
-    /// switch; see `rotation.rs`).
+    /// Whether `dek` may seal one more value: under its budgets, and wrapped by the KEK that
+    /// wraps the account's new keys (after a KEK rotation, or once the account has a KEK of its
+    /// own, a DEK wrapped by the previous KEK is not handed out again, so that no write stores
+    /// a key it wraps long after the switch; see `rotation.rs` and `account_kek.rs`).
     fn usable(&self, dek: &ActiveDek, now: Timestamp) -> bool {
         dek.seals < self.policy.max_seals
             && self.fresh(dek.record.key.created, now)
-            && dek.record.key.kek_id == self.kek.current_kek_id().0
+            && dek.record.key.kek_id == self.wrapping_kek_id(dek.record.account_id)
             // A DEK a slow path installed across a node's revocation was made under the old
             // replication key, which the revoked node holds.
             && self.made_under_current_rk(&dek.record)
@@ -354,8 +364,8 @@ impl Keyring {
     /// Makes and wraps a DEK for `account`. It is not stored: see the module comment.
     async fn new_dek(&self, account: AccountId) -> Result<(DekRecord, Arc<DataKey>), CoreError> {
         let id = DekId::from_bytes(random_id());
-        let (key, wrapped) =
-            kek_wrap(&self.kek, DataKey::generate(), dek_context(account, id)).await?;
+        let kek = self.wrapping_kek(account)?;
+        let (key, wrapped) = kek_wrap(&kek, DataKey::generate(), dek_context(account, id)).await?;
         let rk = self.rk_wrap(&key, &dek_context(account, id))?;
         let record = DekRecord {
             account_id: account,
@@ -379,9 +389,61 @@ impl Keyring {
         if let Some(key) = self.cached(account, id) {
             return Ok(key);
         }
-        let key = Arc::new(kek_unwrap(&self.kek, &record.key, dek_context(account, id)).await?);
+        let kek = self.unwrapping_kek(record)?;
+        let key = Arc::new(kek_unwrap(&kek, &record.key, dek_context(account, id)).await?);
         self.insert_cached(account, id, Arc::clone(&key));
         Ok(key)
+    }
+
+    // ---- which KEK wraps an account's DEKs: the one place that decides ----
+
+    /// The accounts that have a KEK of their own.
+    pub(crate) fn account_keks(&self) -> &AccountKeks {
+        &self.accounts
+    }
+
+    /// The instance KEK (the rotation's and the account-KEK rewrap's source).
+    pub(crate) fn instance_kek(&self) -> &Arc<dyn KekProvider> {
+        &self.kek
+    }
+
+    /// The id of the KEK that wraps `account`'s new DEKs: its own KEK's if it has one
+    /// (available or not), the instance KEK's otherwise.
+    fn wrapping_kek_id(&self, account: AccountId) -> String {
+        match self.accounts.kek_id(account) {
+            Some(id) => id.0,
+            None => self.kek.current_kek_id().0,
+        }
+    }
+
+    /// The KEK that wraps `account`'s new DEKs. An account whose own KEK is unavailable gets
+    /// `AccountKekUnavailable`, never the instance KEK: its DEKs are wrapped by its key alone.
+    fn wrapping_kek(&self, account: AccountId) -> Result<Arc<dyn KekProvider>, CoreError> {
+        match self.accounts.provider(account) {
+            None => Ok(Arc::clone(&self.kek)),
+            Some(found) => found,
+        }
+    }
+
+    /// The KEK that unwraps `record`: the account's own KEK if that is the KEK it names, the
+    /// instance KEK otherwise (a DEK made before the account had its own KEK, until the rewrap
+    /// job moves it).
+    fn unwrapping_kek(&self, record: &DekRecord) -> Result<Arc<dyn KekProvider>, CoreError> {
+        match self.accounts.kek_id(record.account_id) {
+            Some(id) if id.0 == record.key.kek_id => self
+                .accounts
+                .provider(record.account_id)
+                .unwrap_or_else(|| Err(AccountKeks::unavailable(record.account_id, &id))),
+            _ => Ok(Arc::clone(&self.kek)),
+        }
+    }
+
+    /// Drops every unwrapped DEK of `account` this process holds (its KEK is being destroyed,
+    /// or the account deleted).
+    pub(crate) fn forget_account(&self, account: AccountId) {
+        self.lock_active().remove(&account);
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.remove_account(account);
     }
 
     fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {

@@ -5,6 +5,7 @@
 //! already-validated command. Core knows nothing of HTTP or JSON: the server parses the wire
 //! format into these types and maps [`CoreError`] to responses.
 
+mod account_kek;
 mod error;
 mod keyring;
 mod limits;
@@ -13,6 +14,7 @@ mod rotation;
 mod service;
 mod token_cache;
 
+pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
 pub use error::{CoreError, Invalid, InvalidKind, Resource};
 pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring, SealingKey};
 pub use limits::{
@@ -21,6 +23,7 @@ pub use limits::{
 };
 pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
 pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationStatus};
+pub use service::account_kek::AccountKekReport;
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::runtime::{

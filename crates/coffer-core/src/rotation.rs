@@ -269,9 +269,10 @@ impl Rotation {
                 return Ok(());
             }
             let kek = Arc::clone(&self.kek);
-            let (rewraps, failure) = on_blocking_pool(move || Ok(rewrap_batch(&*kek, batch)))
-                .await
-                .map_err(|e| Step::Retry(e.to_string()))?;
+            let (rewraps, failure) =
+                on_blocking_pool(move || Ok(rewrap_batch(&*kek, &*kek, batch)))
+                    .await
+                    .map_err(|e| Step::Retry(e.to_string()))?;
             let done = if rewraps.is_empty() {
                 0
             } else {
@@ -289,19 +290,25 @@ impl Rotation {
     }
 }
 
-enum Step {
+pub(crate) enum Step {
     /// The KEK or storage is unavailable for now.
     Retry(String),
     /// A key that will never rewrap (corrupt, or wrapped by another KEK).
     Stop(String),
 }
 
-/// Rewraps what it can of `batch`, stopping at the first key that fails; the keys before it
-/// are returned to be stored.
-fn rewrap_batch(kek: &dyn KekVersions, batch: Vec<StoredKey>) -> (Vec<Rewrap>, Option<Step>) {
+/// Rewraps what it can of `batch` from the KEK `from` (which unwraps them) to `to` (which
+/// wraps them now), stopping at the first key that fails; the keys before it are returned to be
+/// stored. A KEK rotation passes the versioned KEK as both; an account given its own KEK passes
+/// the instance KEK and the account's.
+pub(crate) fn rewrap_batch(
+    from: &dyn KekProvider,
+    to: &dyn KekProvider,
+    batch: Vec<StoredKey>,
+) -> (Vec<Rewrap>, Option<Step>) {
     let mut out = Vec::with_capacity(batch.len());
     for stored in batch {
-        match rewrap_one(kek, &stored) {
+        match rewrap_one(from, to, &stored) {
             Ok(rewrap) => out.push(rewrap),
             Err(e) => return (out, Some(e)),
         }
@@ -309,7 +316,11 @@ fn rewrap_batch(kek: &dyn KekVersions, batch: Vec<StoredKey>) -> (Vec<Rewrap>, O
     (out, None)
 }
 
-fn rewrap_one(kek: &dyn KekVersions, stored: &StoredKey) -> Result<Rewrap, Step> {
+fn rewrap_one(
+    from: &dyn KekProvider,
+    to: &dyn KekProvider,
+    stored: &StoredKey,
+) -> Result<Rewrap, Step> {
     let (account, purpose, what) = match &stored.owner {
         KeyOwner::Account(account) => (
             Some(*account),
@@ -329,14 +340,14 @@ fn rewrap_one(kek: &dyn KekVersions, stored: &StoredKey) -> Result<Rewrap, Step>
         kek_id: KekId(stored.key.kek_id.clone()),
         bytes: stored.key.wrapped.clone(),
     };
-    let key = kek.unwrap(&wrapped, &ctx).map_err(|e| match e {
+    let key = from.unwrap(&wrapped, &ctx).map_err(|e| match e {
         CryptoError::Opaque => Step::Stop(format!(
             "{what} does not unwrap with KEK {} (corrupt, or wrapped by another KEK); it was left as it is",
             stored.key.kek_id
         )),
         other => Step::Retry(format!("{what}: {other}")),
     })?;
-    let new = kek
+    let new = to
         .wrap(&key, &ctx)
         .map_err(|e| Step::Retry(format!("{what}: {e}")))?;
     Ok(Rewrap {

@@ -152,6 +152,17 @@ pub struct Coffer {
     replica: bool,
     /// The KEK's versions and the rewrap job, on a control plane opened with them.
     rotation: Option<Arc<crate::rotation::Rotation>>,
+    /// Where account KEKs are made and kept, and how fast DEKs move onto them, once the server
+    /// installed it (`Coffer::install_account_keks`).
+    account_kek_store: std::sync::OnceLock<(
+        Arc<dyn crate::account_kek::AccountKekStore>,
+        crate::RewrapSettings,
+    )>,
+    /// The jobs moving accounts' DEKs onto their own KEKs.
+    account_rewraps: crate::account_kek::RewrapJobs,
+    /// Serialises giving an account its KEK with deleting an account, so that a key is never
+    /// recorded for an account deleted meanwhile, nor two keys for one account.
+    pub(crate) account_kek_changes: tokio::sync::Mutex<()>,
 }
 
 /// The keyring's feed-signing key, as storage's writer signs with it.
@@ -227,6 +238,9 @@ impl Coffer {
             node_cache: self::nodes::NodeCache::default(),
             replica,
             rotation: None,
+            account_kek_store: std::sync::OnceLock::new(),
+            account_rewraps: crate::account_kek::RewrapJobs::default(),
+            account_kek_changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -247,6 +261,7 @@ impl Coffer {
             return;
         }
         self.stop_rotation();
+        self.account_rewraps.stop(None);
         if let Err(e) = self.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times at shutdown");
         }
@@ -870,6 +885,7 @@ impl Coffer {
     }
 }
 
+pub mod account_kek;
 pub(crate) mod audit;
 mod failures;
 pub use audit::AuditVerification;

@@ -22,6 +22,7 @@ use coffer_core::{Coffer, Limits};
 use coffer_storage::{SqliteStorage, Storage};
 
 use crate::KeyOptions;
+use crate::account_keks::AccountKeyFiles;
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
@@ -101,9 +102,17 @@ async fn open_coffer(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
     );
-    Coffer::open_rotating(storage, kek, limits, keys.dek_policy, keys.rewrap)
+    let account_keks = Arc::new(AccountKeyFiles::new(path, Arc::clone(&kek)));
+    let coffer = Coffer::open_rotating(storage, kek, limits, keys.dek_policy, keys.rewrap)
         .await
-        .map_err(|e| data_dir_error(path, e.to_string()))
+        .map_err(|e| data_dir_error(path, e.to_string()))?;
+    // An account whose own KEK cannot be opened does not stop the start: it alone is
+    // unavailable (see account_keks.rs).
+    coffer
+        .install_account_keks(account_keks, keys.rewrap)
+        .await
+        .map_err(|e| data_dir_error(path, e.to_string()))?;
+    Ok(coffer)
 }
 
 /// Creates and initialises a data dir with the chosen KEK. On failure, removes exactly what this

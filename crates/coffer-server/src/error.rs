@@ -161,6 +161,10 @@ impl From<CoreError> for ApiError {
             CoreError::KekRotationUnsupported(m) => {
                 ApiError::new(ErrorCode::KekRotationUnsupported, m)
             }
+            CoreError::AccountKekExists(m) => ApiError::new(ErrorCode::AccountKekExists, m),
+            e @ CoreError::AccountKekUnavailable { .. } => {
+                ApiError::new(ErrorCode::AccountKekUnavailable, e.to_string())
+            }
             CoreError::InvalidNodeKey(m) => ApiError::new(ErrorCode::InvalidNodeKey, m),
             e @ CoreError::NodeKeyConflict => {
                 ApiError::new(ErrorCode::NodeKeyConflict, e.to_string())

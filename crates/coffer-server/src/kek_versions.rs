@@ -304,7 +304,7 @@ fn read_record(path: &Path) -> Result<Vec<KekVersion>, String> {
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file: a
 /// private temporary file, synced, renamed over it, and the directory synced.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let shown = path.display();
     let tmp = path.with_extension("toml.tmp");
     let written = (|| {
@@ -331,7 +331,7 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 
 /// Unlinks a key file and syncs the directory. On SSDs and copy-on-write filesystems the
 /// bytes may survive on the device; only the directory entry is gone for sure.
-fn remove_key_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_key_file(path: &Path) -> std::io::Result<()> {
     fs::remove_file(path)?;
     sync_dir(path)
 }

@@ -4,6 +4,8 @@
 //! This is the only crate that knows HTTP. Handlers parse requests into core commands and map
 //! [`coffer_core::CoreError`] to v4 error envelopes in one place (`error.rs`).
 
+mod account_kek_routes;
+mod account_keks;
 mod accounts;
 mod audit;
 mod client_addr;

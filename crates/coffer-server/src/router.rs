@@ -11,7 +11,8 @@ use crate::error::ApiError;
 use crate::secrets_store as ss;
 use crate::state::AppState;
 use crate::{
-    accounts, audit, kek_routes, node_keys, nodes, replication, runtime, services, tokens, user,
+    account_kek_routes, accounts, audit, kek_routes, node_keys, nodes, replication, runtime,
+    services, tokens, user,
 };
 
 /// The control plane: the v4 API, the runtime API and the replication API.
@@ -106,6 +107,10 @@ fn control_plane_routes() -> Router<AppState> {
             get(accounts::get_account)
                 .patch(accounts::update_account)
                 .delete(accounts::delete_account),
+        )
+        .route(
+            "/client/v4/accounts/{account_id}/kek",
+            get(account_kek_routes::get).put(account_kek_routes::set),
         )
         .route(
             "/client/v4/accounts/{account_id}/audit_logs",

@@ -246,6 +246,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// nothing to the change log: rewrapping changes no value and no key, only the KEK that
     /// protects it at rest here.
     async fn rewrap_keys(&self, rewraps: Vec<Rewrap>) -> Result<u64>;
+    /// How many DEKs of `account` each KEK wraps (an account given a KEK of its own moves
+    /// from the instance KEK to it), ordered by KEK id.
+    async fn account_dek_usage(&self, account: AccountId) -> Result<Vec<KekUsage>>;
+    /// Up to `limit` DEKs of `account` that `kek_id` does not wrap: what is left to rewrap onto
+    /// an account's own KEK.
+    async fn account_deks_not_wrapped_by(
+        &self,
+        account: AccountId,
+        kek_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredKey>>;
 
     // ---- stores ----
 

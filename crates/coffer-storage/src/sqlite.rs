@@ -368,6 +368,22 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn account_dek_usage(&self, account: AccountId) -> Result<Vec<KekUsage>> {
+        self.read(move |c| rewrap::account_dek_usage(c, account))
+            .await
+    }
+
+    async fn account_deks_not_wrapped_by(
+        &self,
+        account: AccountId,
+        kek_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredKey>> {
+        let kek_id = kek_id.to_owned();
+        self.read(move |c| rewrap::account_deks_not_wrapped_by(c, account, &kek_id, limit))
+            .await
+    }
+
     async fn create_store(
         &self,
         store: StoreRecord,

@@ -54,8 +54,42 @@ pub enum AccountCommand {
     Create(AccountCreateArgs),
     /// List the instance's accounts (instance operator token; any other token sees its own)
     List,
-    /// Delete an account with all its stores, secrets and tokens (instance operator token only)
+    /// Delete an account with all its stores, secrets and tokens (instance operator token only);
+    /// an account KEK of its own is destroyed with it
     Delete(AccountDeleteArgs),
+    /// Give an account a KEK of its own, which alone wraps its DEKs from then on (instance
+    /// operator token only)
+    #[command(name = "set-kek", after_help = ACCOUNT_SET_KEK_AFTER_HELP)]
+    SetKek(AccountSetKekArgs),
+    /// Show which KEK wraps an account's DEKs: its own or the instance's (instance operator
+    /// token only)
+    Kek(AccountKekArgs),
+}
+
+const ACCOUNT_SET_KEK_AFTER_HELP: &str = "\
+Examples:
+  coffer account set-kek team-b --kek file
+  coffer account set-kek team-b --kek file:/etc/coffer/team-b.key
+
+Deleting the account destroys its KEK (the key file is unlinked). Removing the key makes the
+account's values unreadable on the control plane (503 account_kek_unavailable), and nothing else.";
+
+#[derive(Debug, Args)]
+pub struct AccountSetKekArgs {
+    /// The name or id of the account (not --account-id)
+    #[arg(value_name = "ACCOUNT")]
+    pub id: String,
+    /// `file` (Coffer makes a key file in the data dir), `file:/path` (an existing 32-byte key
+    /// file, mode 0600, outside the data dir)
+    #[arg(long, value_name = "file|file:PATH")]
+    pub kek: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountKekArgs {
+    /// The name or id of the account (not --account-id)
+    #[arg(value_name = "ACCOUNT")]
+    pub id: String,
 }
 
 const ACCOUNT_CREATE_AFTER_HELP: &str = "\
@@ -178,5 +212,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["account", "delete"]).is_err());
+        match parse(&["account", "set-kek", "abc", "--kek", "file"])
+            .unwrap()
+            .command
+        {
+            Command::Account {
+                command: AccountCommand::SetKek(a),
+                ..
+            } => assert_eq!((a.id.as_str(), a.kek.as_str()), ("abc", "file")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["account", "set-kek", "abc"]).is_err());
+        assert!(matches!(
+            parse(&["account", "kek", "abc"]).unwrap().command,
+            Command::Account {
+                command: AccountCommand::Kek(_),
+                ..
+            }
+        ));
     }
 }

@@ -49,6 +49,19 @@ pub async fn run(conn: &ConnArgs, command: AccountCommand) -> anyhow::Result<()>
                 format,
             )
         }
+        AccountCommand::SetKek(args) => {
+            let client = connect_instance(conn)?;
+            let account = resolve::account(&client, &args.id).await?;
+            output::account_kek(
+                &client.set_account_kek(&account.id, &args.kek).await?,
+                format,
+            )
+        }
+        AccountCommand::Kek(args) => {
+            let client = connect_instance(conn)?;
+            let account = resolve::account(&client, &args.id).await?;
+            output::account_kek(&client.account_kek(&account.id).await?, format)
+        }
     };
     output::print(&text)?;
     Ok(())

@@ -78,6 +78,43 @@ pub fn kek_rotated(started: &KekRotationStarted, waited: bool, format: Format) -
     }
 }
 
+/// `account kek` / `account set-kek`: which KEK wraps an account's DEKs. Ids and locations only.
+pub fn account_kek(kek: &coffer_client::AccountKek, format: Format) -> String {
+    if format.json() {
+        return json_text(kek);
+    }
+    let mut out = match (&kek.provider, &kek.location) {
+        (Some(provider), Some(location)) => format!(
+            "Account {} has its own KEK {} ({}, {}), {}.\n",
+            kek.account_id,
+            one_line(&kek.kek_id),
+            one_line(provider),
+            one_line(location),
+            one_line(&kek.state)
+        ),
+        _ => format!(
+            "Account {} is wrapped by the instance KEK {}.\n",
+            kek.account_id,
+            one_line(&kek.kek_id)
+        ),
+    };
+    for u in &kek.deks {
+        out.push_str(&format!(
+            "  {} DEKs wrapped by {}\n",
+            u.deks,
+            one_line(&u.kek_id)
+        ));
+    }
+    out.push_str(&format!(
+        "Rewrap onto the account KEK: {}\n",
+        one_line(&kek.rewrap)
+    ));
+    if let Some(e) = &kek.error {
+        out.push_str(&format!("Error: {}\n", one_line(e)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use coffer_client::{KekRotation, KekVersion};

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account_kek;
 mod bound_services;
 mod conventions;
 mod kek;

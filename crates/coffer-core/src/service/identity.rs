@@ -373,7 +373,11 @@ impl Coffer {
             Target::account(),
             Details::default(),
         )?;
-        Ok(self.storage.delete_account(account, &entries).await?)
+        let _changes = self.account_kek_changes.lock().await;
+        self.storage.delete_account(account, &entries).await?;
+        // Only once the account's rows (its DEKs among them) are gone is its own KEK destroyed.
+        self.shred_account_kek(account).await;
+        Ok(())
     }
 
     // ---- tokens ----

@@ -1,6 +1,7 @@
 //! The server's integration tests: the router in-process (`tower::ServiceExt::oneshot`) over a
 //! real data dir (file KEK, SQLite), one module per concern, plus a few over real TCP.
 
+mod account_kek;
 mod accounts;
 mod accounts_admin;
 mod at_rest;

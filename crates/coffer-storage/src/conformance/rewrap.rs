@@ -124,3 +124,70 @@ pub(super) async fn rewrap_counts_finds_and_compare_and_sets(s: Arc<dyn Storage>
     assert_eq!(s.rewrap_keys(mixed).await.unwrap(), 1);
     assert_eq!(s.change_head().await.unwrap(), head);
 }
+
+/// An account given a KEK of its own: its DEKs per KEK, and the ones another KEK still wraps,
+/// of that account only.
+pub(super) async fn account_deks_are_counted_and_found_per_account(s: Arc<dyn Storage>) {
+    let a = tenant(&*s, "a").await;
+    let b = tenant(&*s, "b").await;
+    let second = DekRecord {
+        account_id: a.account,
+        key: wrapped_key(2),
+        rk: None,
+    };
+    s.put_dek(second.clone()).await.unwrap();
+    assert_eq!(
+        s.account_dek_usage(a.account).await.unwrap(),
+        vec![usage("kek-1", 1, 0), usage("kek-2", 1, 0)]
+    );
+    assert_eq!(
+        s.account_dek_usage(b.account).await.unwrap(),
+        vec![usage("kek-1", 1, 0)]
+    );
+
+    // "Not wrapped by kek-2" in account a: its kek-1 DEK only, never b's.
+    let left = s
+        .account_deks_not_wrapped_by(a.account, "kek-2", 100)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].owner, KeyOwner::Account(a.account));
+    assert_eq!(left[0].key.id, a.dek);
+    assert_eq!(
+        s.account_deks_not_wrapped_by(a.account, "none", 1)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the limit holds"
+    );
+    assert_eq!(
+        s.account_deks_not_wrapped_by(a.account, "none", 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Moved with the compare-and-set rewrap, nothing is left.
+    assert_eq!(
+        s.rewrap_keys(vec![rewrap(&left[0], "kek-2", 2)])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        s.account_deks_not_wrapped_by(a.account, "kek-2", 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.account_dek_usage(a.account).await.unwrap(),
+        vec![usage("kek-2", 2, 0)]
+    );
+    assert_eq!(
+        s.account_dek_usage(b.account).await.unwrap(),
+        vec![usage("kek-1", 1, 0)]
+    );
+}

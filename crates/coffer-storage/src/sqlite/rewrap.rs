@@ -106,6 +106,50 @@ pub(super) fn keys_wrapped_by(
     Ok(keys)
 }
 
+pub(super) fn account_dek_usage(conn: &Connection, account: AccountId) -> Result<Vec<KekUsage>> {
+    query_all(
+        conn,
+        "SELECT kek_id, count(*) FROM deks WHERE account_id = ?1 GROUP BY kek_id ORDER BY kek_id",
+        params![account.as_bytes()],
+        "count an account's deks per kek",
+        |row| {
+            let count: i64 = col(row, 1, "count")?;
+            Ok(KekUsage {
+                kek_id: col(row, 0, "deks.kek_id")?,
+                deks: u64::try_from(count).unwrap_or(0),
+                instance_keys: 0,
+            })
+        },
+    )
+}
+
+pub(super) fn account_deks_not_wrapped_by(
+    conn: &Connection,
+    account: AccountId,
+    kek_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredKey>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    query_all(
+        conn,
+        "SELECT id, kek_id, wrapped, created FROM deks
+         WHERE account_id = ?1 AND kek_id <> ?2 LIMIT ?3",
+        params![account.as_bytes(), kek_id, limit],
+        "an account's deks not wrapped by a kek",
+        |row| {
+            Ok(StoredKey {
+                owner: KeyOwner::Account(account),
+                key: WrappedKeyRecord {
+                    id: DekId::from_bytes(id_col(row, 0, "deks.id")?),
+                    kek_id: col(row, 1, "deks.kek_id")?,
+                    wrapped: col(row, 2, "deks.wrapped")?,
+                    created: ts_col(row, 3, "deks.created")?,
+                },
+            })
+        },
+    )
+}
+
 /// Applies each rewrap whose row still holds the bytes it was read with; returns how many did.
 pub(super) fn rewrap_keys(cx: &mut WriteCx<'_>, rewraps: &[Rewrap]) -> Result<u64> {
     let mut done = 0;
