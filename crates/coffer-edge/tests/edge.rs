@@ -256,6 +256,7 @@ fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> EdgeOp
         insecure_http: false,
         insecure_http_upstream: false,
         ca_cert: None,
+        feed_key: None,
         serve_feed: false,
         staleness: EdgeOptions::DEFAULT_STALENESS,
         long_poll: LONG_POLL,
