@@ -661,8 +661,9 @@ pub(crate) async fn snapshot(
             );
             return;
         };
-        // The control plane signs; a relay has no key and serves its snapshot unsigned (an
-        // edge that pins the key refuses it: see docs/edges.md).
+        // The control plane signs. A relay has no key: `coffer edge` relays forward their
+        // upstream's snapshot instead (above); one that did not would serve this unsigned,
+        // and every edge would refuse it.
         let signature = signer.as_ref().and_then(|c| {
             c.feed_signature(&coffer_replication::sign::snapshot_message(
                 &cluster_id,
