@@ -30,6 +30,10 @@ pub struct CreatedNode {
     #[serde(flatten)]
     pub node: Node,
     pub node_token: SecretValue,
+    /// The control plane's feed-signing public key (64 hex digits): what the edge is to pin
+    /// (`coffer edge --feed-key`). Absent from a server that does not sign its feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_public_key: Option<String>,
 }
 
 #[cfg(test)]
@@ -46,6 +50,7 @@ mod tests {
                 revoked: None,
             },
             node_token: SecretValue::new("coffernode_hunter2".into()),
+            feed_public_key: Some("b".repeat(64)),
         };
         let v = serde_json::to_value(&created).unwrap();
         assert_eq!(
@@ -56,10 +61,12 @@ mod tests {
                 "created": "2025-01-01T00:00:00Z",
                 "revoked": null,
                 "node_token": "coffernode_hunter2",
+                "feed_public_key": "b".repeat(64),
             })
         );
         let back: CreatedNode = serde_json::from_value(v).unwrap();
         assert_eq!(back.node, created.node);
+        assert_eq!(back.feed_public_key, created.feed_public_key);
         assert!(!format!("{created:?}").contains("hunter2"));
         assert!(serde_json::from_str::<CreateNode>(r#"{"name":"a","x":1}"#).is_err());
     }

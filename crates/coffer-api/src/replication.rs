@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 /// Path prefix of the replication API.
 pub const REPLICATION_PREFIX: &str = "/replication/v1";
 
+/// `GET /replication/v1/feed-key`: the control plane's feed-signing public key, which an edge
+/// pins (a relay answers with the key it pinned itself: the root's, never one of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedKeyInfo {
+    /// 64 lowercase hex digits (an Ed25519 public key).
+    pub public_key: String,
+}
+
 /// A batch of runtime reads observed at an edge, sent upstream until acknowledged. `batch_id`
 /// (32 hex characters, random) makes a retried delivery a no-op.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

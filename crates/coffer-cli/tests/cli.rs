@@ -1227,10 +1227,25 @@ fn the_operator_registers_lists_and_revokes_edge_nodes() {
     keys.sort();
     assert_eq!(
         keys,
-        ["created", "id", "name", "node_token", "revoked", "token"],
+        [
+            "created",
+            "feed_public_key",
+            "id",
+            "name",
+            "node_token",
+            "revoked",
+            "token"
+        ],
         "{v}"
     );
     assert_eq!(v["token"], v["node_token"], "{v}");
+    // The key an edge pins (`coffer edge --feed-key`): the control plane's, the same for
+    // every node.
+    let feed_key = v["feed_public_key"].as_str().unwrap().to_owned();
+    assert!(
+        feed_key.len() == 64 && feed_key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{v}"
+    );
     let edge1 = v["id"].as_str().unwrap().to_owned();
     assert_eq!(edge1.len(), 32);
     assert_eq!(v["name"], "edge-1");
@@ -1259,6 +1274,8 @@ fn the_operator_registers_lists_and_revokes_edge_nodes() {
     );
     assert_eq!(out.stdout.matches(&token2).count(), 1, "{out:#?}");
     assert!(out.stdout.contains("store it now"), "{out:#?}");
+    assert_eq!(field("Feed key:"), feed_key, "{out:#?}");
+    assert!(out.stdout.contains("--feed-key KEY"), "{out:#?}");
     assert!(out.stderr.is_empty(), "{out:#?}");
 
     // The list: a table with both, and the JSON list.

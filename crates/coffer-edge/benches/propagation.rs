@@ -195,6 +195,7 @@ async fn bench(edges_n: usize, writes: usize) {
             insecure_http: false,
             insecure_http_upstream: false,
             ca_cert: None,
+            feed_key: None,
             serve_feed: false,
             staleness: EdgeOptions::DEFAULT_STALENESS,
             long_poll: EdgeOptions::DEFAULT_LONG_POLL,

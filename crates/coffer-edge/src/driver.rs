@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 use crate::status::EdgeStatus;
 use crate::upstream::{FetchError, Staged, Upstreams, check_cluster};
 
+/// The same alarm from the same upstream is logged again after this long at most.
+const ALARM_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// How often the follower is given the time.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -61,6 +64,8 @@ pub(crate) struct Driver {
     request: Option<JoinHandle<()>>,
     staged: Option<Staged>,
     pending_origins: VecDeque<(u64, u64)>,
+    /// The last alarm logged and when (see `alarm_is_new`).
+    last_alarm_logged: Option<(String, Instant)>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
 }
@@ -91,6 +96,7 @@ impl Driver {
             request: None,
             staged: None,
             pending_origins: VecDeque::new(),
+            last_alarm_logged: None,
             tx,
             rx,
         })
@@ -234,7 +240,7 @@ impl Driver {
     }
 
     fn failed(&mut self, from: usize, e: &FetchError) -> Vec<Input<usize>> {
-        let url = &self.upstreams.urls[from];
+        let url = &self.upstreams.urls[from].clone();
         if e.is_revocation() {
             // Only the holder of the real node token is told this, by an upstream of this
             // edge's own cluster (its TLS certificate, when https). The edge stops serving
@@ -263,11 +269,14 @@ impl Driver {
             _ => None,
         };
         match (e, &refined) {
-            (FetchError::Wire(_), _) => {
-                // Bytes that are not a well-formed answer (truncated, malformed): refused
-                // whole, nothing of it applied.
-                tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: refused a malformed answer; nothing of it was applied");
-                self.status.alarm(format!("{url}: {e}"));
+            (FetchError::Wire(_) | FetchError::MediaType { .. }, _) => {
+                // Bytes that are not a well-formed answer (truncated, malformed, or not of the
+                // signed format): refused whole, nothing of it applied.
+                let what = format!("{url}: {e}");
+                if self.alarm_is_new(&what) {
+                    tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: refused a malformed answer; nothing of it was applied");
+                }
+                self.status.alarm(what);
             }
             (FetchError::Storage(_), _) => {
                 tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: a snapshot could not be applied locally; nothing of it was installed");
@@ -378,12 +387,15 @@ impl Driver {
                 Output::Fetch { to, after } => self.fetch(to, Some(after)),
                 Output::FetchSnapshot { to } => self.fetch(to, None),
                 Output::Alarm(alarm) => {
-                    tracing::error!(
-                        upstream = %self.upstreams.urls[alarm.upstream],
-                        kind = ?alarm.kind,
-                        detail = %alarm.detail,
-                        "REPLICATION ALARM: refused what the upstream sent; nothing of it was applied; resyncing from a snapshot"
-                    );
+                    let url = self.upstreams.urls[alarm.upstream].clone();
+                    if self.alarm_is_new(&format!("{url}: {:?}", alarm.kind)) {
+                        tracing::error!(
+                            upstream = %url,
+                            kind = ?alarm.kind,
+                            detail = %alarm.detail,
+                            "REPLICATION ALARM: refused what the upstream sent; nothing of it was applied; resyncing from a snapshot"
+                        );
+                    }
                     self.status.alarm(format!(
                         "{}: {:?}: {}",
                         self.upstreams.urls[alarm.upstream], alarm.kind, alarm.detail
@@ -397,6 +409,22 @@ impl Driver {
                         "switched upstream"
                     );
                 }
+            }
+        }
+    }
+
+    /// Whether an alarm of this kind from this upstream is worth a log line: the first one, or
+    /// the first after [`ALARM_LOG_EVERY`] of the same. An upstream that keeps sending forged
+    /// data is then said once a while, not on every retry (`/healthz` counts them all).
+    fn alarm_is_new(&mut self, what: &str) -> bool {
+        match &self.last_alarm_logged {
+            Some((was, at)) if was == what && at.elapsed() < ALARM_LOG_EVERY => {
+                tracing::debug!(alarm = %what, "the same alarm again");
+                false
+            }
+            _ => {
+                self.last_alarm_logged = Some((what.to_owned(), Instant::now()));
+                true
             }
         }
     }
@@ -495,10 +523,11 @@ async fn follower_from(
         hash: state.head_hash,
     };
     let follower = match (state.cluster_id, resync) {
-        (None, _) => Follower::new(ids, config, unix_ms()),
-        (Some(_), false) => Follower::resume(ids, config, unix_ms(), position),
-        (Some(_), true) => Follower::resync(ids, config, unix_ms(), position),
-    }?
+        (None, _) => Follower::new(ids, config, unix_ms())?,
+        // Checkpoints are verified against the cluster the replica holds.
+        (Some(c), false) => Follower::resume(ids, config, unix_ms(), position)?.with_cluster_id(c),
+        (Some(c), true) => Follower::resync(ids, config, unix_ms(), position)?.with_cluster_id(c),
+    }
     // Each node retries on its own schedule after failures it shares with others.
     .with_jitter_seed(u64::from_le_bytes(coffer_crypto::random_array()));
     Ok((follower, state.cluster_id))

@@ -18,7 +18,9 @@
 
 mod access;
 mod driver;
+mod feed_pin;
 mod node_key;
+mod relay;
 mod serving;
 mod status;
 mod upstream;
@@ -44,6 +46,7 @@ use zeroize::Zeroizing;
 use crate::serving::{Front, Serving};
 use crate::upstream::Upstreams;
 
+pub use coffer_replication::sign::FeedKey;
 pub use status::EdgeStatus;
 pub use upstream::ClientError;
 
@@ -70,6 +73,10 @@ pub struct EdgeOptions {
     pub insecure_http_upstream: bool,
     /// A PEM bundle to trust for upstreams instead of the system roots.
     pub ca_cert: Option<PathBuf>,
+    /// The control plane's feed-signing public key (as `coffer node create` printed it). Given,
+    /// it is pinned from the start; otherwise the edge pins the key its first upstream names
+    /// (trust on first use). Either way it is kept in `DIR/feed.pub` and never changes.
+    pub feed_key: Option<FeedKey>,
     /// Serve the feed to other edges (a relay).
     pub serve_feed: bool,
     /// An upstream whose heartbeats are older than this is left for the next one.
@@ -132,11 +139,19 @@ pub enum EdgeError {
     Revoked { path: PathBuf, detail: String },
     #[error("data dir {path}: {message}")]
     DataDir { path: PathBuf, message: String },
+    #[error(
+        "--feed-key {given} is not the key this data dir pinned ({pinned}, in {path}); an edge never changes its feed key: give it an empty data dir to follow another control plane"
+    )]
+    FeedKeyMismatch {
+        path: PathBuf,
+        given: String,
+        pinned: String,
+    },
     #[error(transparent)]
     Server(#[from] ServerError),
 }
 
-fn data_dir_error(path: &Path, message: impl std::fmt::Display) -> EdgeError {
+pub(crate) fn data_dir_error(path: &Path, message: impl std::fmt::Display) -> EdgeError {
     EdgeError::DataDir {
         path: path.to_owned(),
         message: message.to_string(),
@@ -170,7 +185,11 @@ pub async fn run(
         edge.status.clone(),
         edge.public_hex.clone(),
     ));
-    let replicator = tokio::spawn(edge.driver().await?.run());
+    let replicator = match edge.status.feed_key.get() {
+        Some(key) => tokio::spawn(edge.driver(FeedKey::from_bytes(*key)).await?.run()),
+        // Trust on first use: replication starts once an upstream named the key.
+        None => tokio::spawn(edge.clone().learn_then_replicate()),
+    };
     let housekeeping = tokio::spawn(edge.clone().housekeeping());
 
     let ready_status = edge.status.clone();
@@ -265,6 +284,7 @@ impl Edge {
             .ok_or(EdgeError::MalformedNodeToken)?;
         let lock = open_dir(&opts.data_dir)?;
         refuse_if_marked_revoked(&opts.data_dir)?;
+        let pinned = feed_pin::resolve(&opts.data_dir, opts.feed_key)?;
         // No KEK: this node's own key, and the replication keys granted to it.
         let node_key = node_key::open(&opts.data_dir)?;
         let public_hex = hex::encode(node_key.public_key().as_bytes());
@@ -291,6 +311,10 @@ impl Edge {
             opts.staleness,
             opts.max_staleness,
         ));
+        if let Some(key) = pinned {
+            let _ = status.feed_key.set(*key.as_bytes());
+            tracing::info!(feed_key = %key, "verifying the feed under the pinned key");
+        }
         let kek: Arc<dyn KekProvider> =
             Arc::new(node_key::provider(node, node_key, storage.clone()));
         let edge = Edge {
@@ -356,6 +380,11 @@ impl Edge {
                 .forwarding_node_keys(Arc::new(node_key::RelayNodeKeys {
                     upstreams: self.upstreams.clone(),
                     status: self.status.clone(),
+                }))
+                .serving_feed_key(self.status.feed_key.clone())
+                .forwarding_snapshots(Arc::new(relay::RelaySnapshots {
+                    upstreams: self.upstreams.clone(),
+                    status: self.status.clone(),
                 })),
             )
         });
@@ -379,8 +408,19 @@ impl Edge {
         Ok(())
     }
 
-    /// The replication driver, starting from the replica as stored.
-    async fn driver(&self) -> Result<driver::Driver, EdgeError> {
+    /// Trust on first use: learns the feed key from the first upstream that names it, pins
+    /// it, then replicates under it. Runs until aborted.
+    async fn learn_then_replicate(self: Arc<Self>) {
+        let key = feed_pin::learn(&self.opts.data_dir, &self.upstreams, &self.status).await;
+        let _ = self.status.feed_key.set(*key.as_bytes());
+        match self.driver(key).await {
+            Ok(driver) => driver.run().await,
+            Err(e) => tracing::error!(error = %e, "cannot start replication"),
+        }
+    }
+
+    /// The replication driver, starting from the replica as stored, verifying under `key`.
+    async fn driver(&self, key: FeedKey) -> Result<driver::Driver, EdgeError> {
         let long_poll = self.opts.effective_long_poll();
         let staleness = self.opts.staleness;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -396,9 +436,9 @@ impl Edge {
             // Half the staleness at most: an upstream that is back is in use again well before
             // the edge would count itself stale for want of trying.
             max_backoff_ms: ms((staleness / 2).min(MAX_BACKOFF)),
-            // The control plane does not sign its feed yet (issue 12 item 3 is being built
-            // bottom-up): the edge verifies chain and digest only, as before.
-            feed_key: None,
+            // Only what the control plane signed is applied: a relay, or anyone between, can
+            // withhold entries but not forge or rewrite them.
+            feed_key: Some(key),
         };
         driver::Driver::new(
             self.node,

@@ -168,7 +168,7 @@ impl NodeKeyForward for RelayNodeKeys {
 }
 
 /// The upstream's refusal, passed down with its code.
-fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
+pub(crate) fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
     use coffer_api::ErrorCode as C;
     let known = [
         C::InvalidNodeKey,

@@ -84,6 +84,9 @@ pub struct EdgeStatus {
     /// Told that its node was revoked: serves nothing from then on.
     revoked: AtomicBool,
     revoked_notify: tokio::sync::Notify,
+    /// The root's feed-signing key this edge pinned (given, stored, or learnt at its first
+    /// connection); a relay tells it to the nodes below.
+    pub(crate) feed_key: std::sync::Arc<std::sync::OnceLock<[u8; 32]>>,
     inner: Mutex<Inner>,
 }
 
@@ -124,6 +127,7 @@ impl EdgeStatus {
             max_staleness,
             revoked: AtomicBool::new(false),
             revoked_notify: tokio::sync::Notify::new(),
+            feed_key: std::sync::Arc::default(),
             inner: Mutex::new(Inner {
                 cluster,
                 ..Inner::default()
@@ -303,6 +307,8 @@ impl EdgeStatus {
             "ready": ready,
             "revoked": inner.revoked,
             "cluster_id": inner.cluster.map(hex::encode),
+            // The pinned key: everything applied verified under it (null until it is known).
+            "feed_key": self.feed_key.get().map(hex::encode),
             "applied_seq": self.applied.load(Ordering::Acquire),
             "upstream_head": self.upstream_head.load(Ordering::Acquire),
             // The age of the freshest state heard of (see `lag`).

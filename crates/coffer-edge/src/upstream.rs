@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_replication::wire::{ClusterId, FeedAnswer, Frame, FrameDecoder, WireError};
+use coffer_replication::sign::FeedKey;
+use coffer_replication::wire::{
+    ClusterId, FEED_CONTENT_TYPE, FeedAnswer, Frame, FrameDecoder, SNAPSHOT_CONTENT_TYPE, WireError,
+};
 use coffer_replication::{Position, SnapshotDigest, SnapshotSeal};
 use coffer_storage::{SnapshotInstall, SqliteStorage, StorageError};
 use zeroize::Zeroizing;
@@ -45,6 +48,10 @@ pub enum FetchError {
     OtherCluster { ours: String, theirs: String },
     #[error("storing the snapshot failed: {0}")]
     Storage(#[from] StorageError),
+    /// A feed or snapshot answer not of the signed media type (an older, unsigned format, or
+    /// something else altogether): refused, never read as another format.
+    #[error("answered with media type {got:?}, not {expected}; refusing it")]
+    MediaType { expected: &'static str, got: String },
 }
 
 impl FetchError {
@@ -166,7 +173,7 @@ impl Upstreams {
             .send()
             .await
             .map_err(transport)?;
-        let mut res = ok(res).await?;
+        let mut res = media(ok(res).await?, FEED_CONTENT_TYPE)?;
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > MAX_FEED_BODY {
@@ -195,7 +202,7 @@ impl Upstreams {
             .send()
             .await
             .map_err(transport)?;
-        let mut res = ok(res).await?;
+        let mut res = media(ok(res).await?, SNAPSHOT_CONTENT_TYPE)?;
         let mut decoder = FrameDecoder::new();
         let mut last_progress = tokio::time::Instant::now();
         let mut header: Option<(
@@ -283,6 +290,40 @@ impl Upstreams {
                 }
             }
         }
+    }
+
+    /// The feed-signing key the upstream names (`GET /replication/v1/feed-key`): the root's
+    /// own, or the one a relay pinned.
+    pub async fn feed_key(&self, upstream: usize) -> Result<FeedKey, FetchError> {
+        let res = self
+            .get(upstream, "/replication/v1/feed-key")
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = ok(res).await?.bytes().await.map_err(transport)?;
+        serde_json::from_slice::<coffer_api::Envelope<coffer_api::replication::FeedKeyInfo>>(&body)
+            .ok()
+            .and_then(|e| e.result)
+            .and_then(|k| FeedKey::parse(&k.public_key).ok())
+            .ok_or_else(|| FetchError::Transport("unreadable feed-key answer".into()))
+    }
+
+    /// A relay's request for a snapshot on behalf of a node below (with that node's token):
+    /// the answer, checked for status and media type, its body not yet read.
+    pub async fn forward_snapshot(
+        &self,
+        upstream: usize,
+        bearer: &str,
+    ) -> Result<reqwest::Response, FetchError> {
+        let res = self
+            .client
+            .get(format!("{}/replication/v1/snapshot", self.urls[upstream]))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .map_err(transport)?;
+        media(ok(res).await?, SNAPSHOT_CONTENT_TYPE)
     }
 
     /// Registers a node's public key (`PUT /replication/v1/node-key`) with `bearer`: this
@@ -388,6 +429,24 @@ fn shorten(text: &str, max: usize) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// The response if its media type is `expected` (parameters aside).
+fn media(res: reqwest::Response, expected: &'static str) -> Result<reqwest::Response, FetchError> {
+    let got = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let essence = got.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case(expected) {
+        Ok(res)
+    } else {
+        Err(FetchError::MediaType {
+            expected,
+            got: shorten(&got, 100),
+        })
+    }
 }
 
 /// The response if it is a 200; otherwise the error its v4 envelope describes.

@@ -106,6 +106,7 @@ async fn edge(upstream: &str, token: &str, dir: &Path, serve_feed: bool) -> Edge
         insecure_http: false,
         insecure_http_upstream: false,
         ca_cert: None,
+        feed_key: None,
         serve_feed,
         staleness: EdgeOptions::DEFAULT_STALENESS,
         long_poll: Duration::from_secs(1),

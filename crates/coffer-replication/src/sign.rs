@@ -10,8 +10,8 @@
 //!
 //! Relays forward signatures unchanged and hold no key, so once a follower is given the key
 //! (`Config::feed_key`) a relay, or anyone between it and its upstream, cannot make it apply
-//! anything the control plane did not sign. Edges do not pin the key yet (issue 12, item 3):
-//! their followers run without one and accept unsigned data, as before signing existed.
+//! anything the control plane did not sign. Edges always pin it (`coffer edge --feed-key`, or
+//! on first use; `coffer-edge`'s `feed_pin`).
 
 use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};

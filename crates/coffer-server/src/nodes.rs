@@ -66,6 +66,7 @@ pub async fn create(
     Ok(Json(Envelope::ok(CreatedNode {
         node: node(&record),
         node_token: SecretValue::new(token.expose_secret().to_owned()),
+        feed_public_key: app.coffer.feed_public_key().map(hex::encode),
     })))
 }
 

@@ -200,6 +200,24 @@ pub struct Replication {
     per_node: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
     /// On a relay: where node-key registrations go (`crate::node_keys`).
     node_keys: Option<Arc<dyn crate::node_keys::NodeKeyForward>>,
+    /// On a relay: the root's feed key it pinned (set once it knows it), served to the nodes
+    /// below as the root's.
+    feed_key: Option<Arc<std::sync::OnceLock<[u8; 32]>>>,
+    /// On a relay: where snapshots come from (its own upstream's, passed on byte for byte, so
+    /// that they carry the root's signature).
+    snapshots_from: Option<Arc<dyn SnapshotForward>>,
+}
+
+/// Where a relay gets the snapshots it serves: a relay cannot sign, so it passes on a snapshot
+/// its upstream signed (ultimately the root), unchanged.
+pub trait SnapshotForward: Send + Sync + std::fmt::Debug {
+    /// A snapshot answer from upstream, asked for with `bearer` (the requesting node's own
+    /// token, so that the root checks the node itself): its body streamed as it arrives. An
+    /// upstream that cannot give one is an error to answer the node with.
+    fn snapshot<'a>(
+        &'a self,
+        bearer: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Body, ApiError>> + Send + 'a>>;
 }
 
 impl Replication {
@@ -225,7 +243,23 @@ impl Replication {
             snapshots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
             per_node: Arc::default(),
             node_keys: None,
+            feed_key: None,
+            snapshots_from: None,
         }
+    }
+
+    /// A relay serves `key` (the root's, which it pinned, once it is known) at
+    /// `/replication/v1/feed-key`.
+    pub fn serving_feed_key(mut self, key: Arc<std::sync::OnceLock<[u8; 32]>>) -> Replication {
+        self.feed_key = Some(key);
+        self
+    }
+
+    /// A relay serves the snapshots `from` gives it (its upstream's, root-signed) instead of
+    /// its own unsigned ones.
+    pub fn forwarding_snapshots(mut self, from: Arc<dyn SnapshotForward>) -> Replication {
+        self.snapshots_from = Some(from);
+        self
     }
 
     /// A relay forwards the node-key registrations of the nodes below it to `forward`.
@@ -373,7 +407,12 @@ pub(crate) async fn feed(
                 head = head.max(state.head_seq);
             }
         }
-        if after > head {
+        // A relay whose node got a snapshot forwarded from upstream (ahead of this relay's
+        // head) is asked for what follows it: wait for the relay to catch up, up to the
+        // long-poll, before refusing.
+        let waiting_for_head =
+            after > head && matches!(repl.origin, Origin::Relay(_)) && !timed_out;
+        if after > head && !waiting_for_head {
             // Named in headers too, so that an edge can tell an upstream of another cluster
             // (refused) from one that is merely behind it.
             let cluster = storage.log_state().await.ok().and_then(|s| s.cluster_id);
@@ -392,7 +431,7 @@ pub(crate) async fn feed(
             }
             return Ok(res);
         }
-        if after < head || timed_out || *closing.borrow() {
+        if !waiting_for_head && (after < head || timed_out || *closing.borrow()) {
             let state = storage.log_state().await.map_err(storage_error)?;
             let Some(cluster_id) = state.cluster_id else {
                 return Err(ApiError::new(
@@ -483,15 +522,61 @@ async fn closed(mut closing: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// `GET /replication/v1/feed-key`: the key edges pin. The control plane answers with its own
+/// feed-signing public key; a relay with the key it pinned (the root's: it has none).
+pub(crate) async fn feed_key(
+    State(app): State<AppState>,
+    NodeAuth(_node): NodeAuth,
+) -> ApiResult<Response> {
+    let repl = replication(&app)?.clone();
+    let key = match repl.origin {
+        Origin::Root => app.coffer.feed_public_key(),
+        Origin::Relay(_) => repl.feed_key.as_ref().and_then(|k| k.get().copied()),
+    };
+    let Some(key) = key else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "this node has no feed-signing key to tell; retry later",
+        ));
+    };
+    Ok(
+        axum::Json(Envelope::ok(coffer_api::replication::FeedKeyInfo {
+            public_key: hex::encode(key),
+        }))
+        .into_response(),
+    )
+}
+
+/// The bearer token of a request (already authenticated by `NodeAuth`).
+fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))
+}
+
 /// `GET /replication/v1/snapshot`: streamed as it is read, so its size is not bounded by
 /// memory. A read failure midway ends the body without its closing frame, which the edge
 /// refuses as truncated.
 pub(crate) async fn snapshot(
     State(app): State<AppState>,
     NodeAuth(node): NodeAuth,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let repl = replication(&app)?.clone();
     let slot = repl.snapshot_slot(node.id)?;
+    if let Some(from) = &repl.snapshots_from {
+        // A relay's own snapshot would be unsigned, which every edge refuses: it passes on
+        // its upstream's, signed by the root, holding the slot while it streams.
+        tracing::info!(node = %node.name, "forwarding a snapshot from upstream");
+        let body = from.snapshot(bearer(&headers)?).await?;
+        let stream = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+            let _held = &slot;
+            chunk
+        });
+        return Ok(binary(SNAPSHOT_CONTENT_TYPE, Body::from_stream(stream)));
+    }
     let deadline = tokio::time::Instant::now() + repl.limits.deadline;
     let stall = repl.limits.stall;
     let storage = app.coffer.storage().clone();
@@ -576,8 +661,9 @@ pub(crate) async fn snapshot(
             );
             return;
         };
-        // The control plane signs; a relay has no key and serves its snapshot unsigned (an
-        // edge that pins the key refuses it: see docs/edges.md).
+        // The control plane signs. A relay has no key: `coffer edge` relays forward their
+        // upstream's snapshot instead (above); one that did not would serve this unsigned,
+        // and every edge would refuse it.
         let signature = signer.as_ref().and_then(|c| {
             c.feed_signature(&coffer_replication::sign::snapshot_message(
                 &cluster_id,

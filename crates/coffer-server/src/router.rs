@@ -47,6 +47,7 @@ fn edge_routes() -> Router<AppState> {
         )
         .route("/replication/v1/feed", get(replication::feed))
         .route("/replication/v1/snapshot", get(replication::snapshot))
+        .route("/replication/v1/feed-key", get(replication::feed_key))
         .route(
             "/replication/v1/node-key",
             put(node_keys::register).layer(DefaultBodyLimit::max(node_keys::MAX_NODE_KEY_BODY)),

@@ -292,6 +292,12 @@ pub struct EdgeArgs {
     #[arg(long, env = "COFFER_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
+    /// The control plane's feed-signing public key (64 hex digits, as `coffer node create`
+    /// prints it): the edge applies only what it signed. Without it the edge pins the key its
+    /// first upstream names. Either way it is kept in DIR/feed.pub and never changes
+    #[arg(long, env = "COFFER_FEED_KEY", value_name = "HEX")]
+    pub feed_key: Option<String>,
+
     /// Serve the feed to other edges (a relay)
     #[arg(long)]
     pub serve_feed: bool,

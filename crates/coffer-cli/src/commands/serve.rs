@@ -106,6 +106,17 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             "--node-token is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
         );
     }
+    let feed_key = args
+        .feed_key
+        .as_deref()
+        .map(coffer_edge::FeedKey::parse)
+        .transpose()
+        .map_err(|_| {
+            UsageError(
+                "--feed-key is not a feed key: 64 hex digits, as `coffer node create` printed it"
+                    .into(),
+            )
+        })?;
     let opts = coffer_edge::EdgeOptions {
         upstreams,
         node_token,
@@ -115,6 +126,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         insecure_http: args.insecure_http,
         insecure_http_upstream: args.insecure_http_upstream,
         ca_cert: args.ca_cert,
+        feed_key,
         serve_feed: args.serve_feed,
         staleness: std::time::Duration::from_secs(args.staleness),
         long_poll: coffer_edge::EdgeOptions::DEFAULT_LONG_POLL,

@@ -50,11 +50,21 @@ pub fn node_created(created: &CreatedNode, format: Format) -> Zeroizing<String> 
     text.push_str(&Zeroizing::new(one_line(
         created.node_token.expose_secret(),
     )));
+    text.push('\n');
+    if let Some(key) = &created.feed_public_key {
+        text.push_str(&format!("  Feed key:    {}\n", one_line(key)));
+    }
     text.push_str(
-        "\n\n\
+        "\n\
          The node token is shown only now and cannot be recovered: store it now, in the edge\n\
          node's configuration. It can read the replication feed and nothing else.\n",
     );
+    if created.feed_public_key.is_some() {
+        text.push_str(
+            "Give the edge the feed key too (coffer edge --feed-key KEY): it then applies only\n\
+             what this control plane signed, from its first connection on.\n",
+        );
+    }
     text
 }
 
@@ -90,6 +100,7 @@ mod tests {
         let created = CreatedNode {
             node: sample_node(None),
             node_token: coffer_client::SecretValue::new("coffernode_x_s3cr3t".into()),
+            feed_public_key: Some("f".repeat(64)),
         };
         let v: serde_json::Value =
             serde_json::from_str(&node_created(&created, Format::Json)).unwrap();
@@ -101,6 +112,7 @@ mod tests {
                 "created": "2025-01-01T00:00:00Z",
                 "revoked": null,
                 "node_token": "coffernode_x_s3cr3t",
+                "feed_public_key": "f".repeat(64),
                 "token": "coffernode_x_s3cr3t",
             })
         );
@@ -113,6 +125,13 @@ mod tests {
         );
         assert!(text.contains(&format!("  Node ID:     {}\n", "e".repeat(32))));
         assert!(text.contains("store it now"), "{}", *text);
+        assert!(
+            text.contains(&format!("  Feed key:    {}\n", "f".repeat(64))),
+            "{}",
+            *text
+        );
+        assert!(text.contains("--feed-key KEY"), "{}", *text);
+        assert!(text.lines().all(|l| l.len() <= 100), "{}", *text);
 
         let nodes = Page {
             items: vec![

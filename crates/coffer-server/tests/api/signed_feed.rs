@@ -122,3 +122,33 @@ async fn snapshots_end_with_the_instance_keys_signature() {
     };
     assert!(!key.verifies_snapshot(&cluster, moved, count, &digest, &sig));
 }
+
+/// `GET /replication/v1/feed-key`: the key an edge pins, to node tokens only; the same key
+/// `POST /client/v4/nodes` shows the operator.
+#[tokio::test]
+async fn the_feed_key_is_told_to_nodes_and_shown_when_a_node_is_made() {
+    let (h, node, key) = replicating().await;
+    assert_eq!(node.result["feed_public_key"], key.to_hex());
+    let r = h.get_as(&node.token, "/replication/v1/feed-key").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let result = assert_ok(&r);
+    assert_keys(&result, &["public_key"]);
+    assert_eq!(
+        FeedKey::parse(result["public_key"].as_str().unwrap()),
+        Ok(key)
+    );
+    // API tokens are refused (a node's business only), and so is no token.
+    let r = h.get_as(&h.token, "/replication/v1/feed-key").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_err(&r, coffer_api::ErrorCode::WrongTokenKind, "node token");
+    let r = h
+        .send_as(
+            axum::http::Method::GET,
+            "/replication/v1/feed-key",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert_err(&r, coffer_api::ErrorCode::Unauthenticated, "");
+}

@@ -1309,7 +1309,17 @@ impl Harness {
             .json_abs(Method::POST, &nodes_uri(None), &json!({ "name": name }))
             .await;
         let result = assert_ok(&r);
-        assert_keys(&result, &["id", "name", "created", "revoked", "node_token"]);
+        assert_keys(
+            &result,
+            &[
+                "id",
+                "name",
+                "created",
+                "revoked",
+                "node_token",
+                "feed_public_key",
+            ],
+        );
         assert_eq!(duplicate_key(&r.bytes), None, "{}", r.text());
         let id = assert_hex_id(&result["id"]);
         let token = assert_node_token(&result["node_token"]);
