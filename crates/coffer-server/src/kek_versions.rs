@@ -120,7 +120,7 @@ enum Backend {
     /// named after it).
     Pkcs11 {
         kek: Arc<Pkcs11Kek>,
-        base: Pkcs11Uri,
+        base: Box<Pkcs11Uri>,
     },
 }
 
@@ -312,7 +312,10 @@ impl KekRing {
         Ok(KekRing {
             dir: dir.to_owned(),
             provider: Provider::Pkcs11,
-            backend: Backend::Pkcs11 { kek, base },
+            backend: Backend::Pkcs11 {
+                kek,
+                base: Box::new(base),
+            },
             versions: RwLock::new(versions),
             changing: Mutex::new(()),
         })
@@ -341,7 +344,10 @@ impl KekRing {
             v.meta.provider = Provider::Pkcs11.name();
         }
         ring.provider = Provider::Pkcs11;
-        ring.backend = Backend::Pkcs11 { kek, base };
+        ring.backend = Backend::Pkcs11 {
+            kek,
+            base: Box::new(base),
+        };
         ring
     }
 
