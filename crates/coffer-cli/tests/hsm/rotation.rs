@@ -69,6 +69,19 @@ fn delete_object(hsm: &SoftHsm, label: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 fn start_server_with(hsm: &SoftHsm, data: &Path, args: &[&str]) -> Server {
     let mut cmd = hsm_cmd(
         hsm,
@@ -210,6 +223,9 @@ fn a_pkcs11_kek_rotates_online_resumes_after_kill_9_and_destroys_the_old_object(
     assert_eq!(mid["rotation"]["state"], "running", "{mid}");
     let versions = mid["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 2, "{mid}");
+    // A backup of the token taken mid-rotation holds both objects.
+    let backup = tmp.path().join("token-backup");
+    copy_dir(&hsm.tokens_dir(), &backup);
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().unwrap();
     let written = writer.join().unwrap();
@@ -272,6 +288,27 @@ fn a_pkcs11_kek_rotates_online_resumes_after_kill_9_and_destroys_the_old_object(
         assert_eq!(answer.status, 200, "{answer:?}");
         assert_eq!(answer.body, format!("written-{i}").into_bytes());
     }
+    drop(server);
+
+    // The token restored from the mid-rotation backup holds version 1's object again, which the
+    // record says is retired: the next start destroys it, and serves.
+    std::fs::remove_dir_all(hsm.tokens_dir()).unwrap();
+    copy_dir(&backup, &hsm.tokens_dir());
+    let mut labels = token_labels(&hsm);
+    labels.sort();
+    assert_eq!(labels, vec![OBJECT.to_owned(), v2_label.clone()]);
+    let server = start_server_with(&hsm, &data, &[]);
+    assert_eq!(token_labels(&hsm), vec![v2_label.clone()]);
+    assert!(
+        server
+            .log()
+            .contains("destroyed the key object of a retired KEK version"),
+        "{}",
+        server.log()
+    );
+    let answer = runtime_get(&server.url, &svc_token, "/runtime/v1/bindings/B0");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, b"value-0".to_vec());
     drop(server);
 
     // A token that lost the active version's object: the server refuses to start, naming it.
