@@ -489,3 +489,6 @@ fn a_lost_hsm_is_restored_from_its_backup_and_no_other_key_is_taken_for_it() {
     let server = start_server(&hsm, &data);
     assert_eq!(read_binding(&server, &svc), (200, VALUE_A.to_owned()));
 }
+
+#[path = "hsm/rotation.rs"]
+mod rotation;

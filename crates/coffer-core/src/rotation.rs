@@ -10,15 +10,19 @@
 //! (compare-and-set). Values are never touched, and nothing is appended to the change log.
 //!
 //! Retiring a version (the provider destroys its key) happens only once storage holds no key
-//! wrapped by it, checked twice [`RewrapSettings::grace`] apart: a write that took a DEK wrapped
-//! by the old version just before the switch (the keyring hands out no such DEK after it) has
-//! that long to commit, and the job rewraps it if it does.
+//! wrapped by it. A write that took a DEK wrapped by the old version just before the switch
+//! (the keyring hands out no such DEK after it) may commit at any time, so storage decides:
+//! `Storage::retire_kek` marks the KEK id retired in the transaction that finds no key wrapped
+//! by it, and from then on refuses to store a key wrapped by it (`Conflict`: the write seals
+//! again under a fresh DEK). Only then is the key destroyed. [`RewrapSettings::grace`] is a
+//! pause before that, so writes in flight at the switch commit (and are rewrapped) rather than
+//! retry; safety does not depend on its length.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use coffer_crypto::{CryptoError, DekContext, KekId, KekProvider, WrappedDataKey};
-use coffer_storage::{KeyOwner, Rewrap, Storage, StoredKey};
+use coffer_storage::{KeyOwner, Rewrap, Storage, StorageError, StoredKey};
 use coffer_types::{AccountId, Timestamp};
 
 use crate::CoreError;
@@ -77,7 +81,8 @@ pub struct RewrapSettings {
     /// The pause after each batch, so the job does not starve requests of the writer and the
     /// KEK.
     pub pause: Duration,
-    /// How long storage must stay without keys of a retiring version before it is retired.
+    /// The pause between the end of the rewrap and the retirement, for writes in flight at the
+    /// switch to commit (a later one is refused by storage and retries; see the module comment).
     pub grace: Duration,
     /// The pause before retrying after the KEK or storage was unavailable.
     pub retry: Duration,
@@ -232,10 +237,13 @@ impl Rotation {
                 Err(Step::Stop(e)) => return Err(e),
             }
             tokio::time::sleep(self.settings.grace).await;
-            match self.storage.keys_wrapped_by(&version.kek_id.0, 1).await {
-                Ok(left) if left.is_empty() => {}
+            // Storage marks the id retired in the transaction that finds no key wrapped by it;
+            // from then on it refuses to store one. Before the key is destroyed, and idempotent
+            // (a crash between this and the destruction repeats it).
+            match self.storage.retire_kek(&version.kek_id.0).await {
+                Ok(()) => {}
                 // A late write stored a key under it: rewrap that too.
-                Ok(_) => continue,
+                Err(StorageError::Conflict) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "KEK rotation: will retry");
                     tokio::time::sleep(self.settings.retry).await;

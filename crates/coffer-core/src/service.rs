@@ -440,6 +440,29 @@ impl Coffer {
             .get_store(account, store)
             .await?
             .ok_or(CoreError::NotFound(Resource::Store))?;
+        // A DEK wrapped by a KEK version retired after it was taken is refused by storage
+        // (`Conflict`); sealing again takes a DEK of the active version.
+        for attempt in 1.. {
+            match self
+                .try_create_secrets(who, account, store, &account_rec, &store_rec, &items)
+                .await
+            {
+                Err(CoreError::Conflict) if attempt < UPDATE_RETRIES => continue,
+                other => return other,
+            }
+        }
+        Err(CoreError::Conflict)
+    }
+
+    async fn try_create_secrets(
+        &self,
+        who: &Principal,
+        account: AccountId,
+        store: StoreId,
+        account_rec: &AccountRecord,
+        store_rec: &StoreRecord,
+        items: &[CreateSecretItem],
+    ) -> Result<Vec<SecretRecord>, CoreError> {
         let now = Timestamp::now();
         let mut new = Vec::with_capacity(items.len());
         for item in items {
@@ -448,9 +471,9 @@ impl Coffer {
                 id,
                 store_id: store,
                 account_id: account,
-                name: item.name,
-                comment: item.comment.into_string(),
-                scopes: item.scopes,
+                name: item.name.clone(),
+                comment: item.comment.clone().into_string(),
+                scopes: item.scopes.clone(),
                 created: now,
                 modified: now,
                 version: Version::FIRST,
@@ -474,7 +497,7 @@ impl Coffer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.storage
-            .create_secrets(account, store, new, self.quota_of(&account_rec), &entries)
+            .create_secrets(account, store, new, self.quota_of(account_rec), &entries)
             .await?;
         Ok(records)
     }

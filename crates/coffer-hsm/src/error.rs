@@ -26,6 +26,10 @@ pub enum HsmError {
     /// the key the data was wrapped with.
     #[error("{0}")]
     WrongKey(String),
+    /// The token does not let Coffer create or destroy key objects (write-protected), so the
+    /// KEK cannot get a new version there.
+    #[error("{0}")]
+    ReadOnly(String),
     /// Any other failure of the token.
     #[error("{0}")]
     Unavailable(String),

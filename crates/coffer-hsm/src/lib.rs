@@ -25,6 +25,6 @@ pub use error::HsmError;
 pub use pin::{PIN_ENV, Pin};
 #[cfg(feature = "test-support")]
 pub use provider::HeldSession;
-pub use provider::{FORMAT_PKCS11, Pkcs11Config, Pkcs11Kek, WRAPPED_LEN};
-pub use token::KeyOrigin;
+pub use provider::{FORMAT_PKCS11, Pkcs11Config, Pkcs11Kek, Pkcs11KeyVersion, WRAPPED_LEN};
+pub use token::{KeyObject, KeyOrigin};
 pub use uri::{Pkcs11Uri, TokenFields, UriError};

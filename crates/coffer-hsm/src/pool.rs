@@ -10,6 +10,11 @@
 //! the same KEK. Only one thread reconnects; the others keep failing fast meanwhile rather than
 //! queueing behind a token that may take long to answer.
 //!
+//! Keys. The pool holds every key object of the KEK that is in use (its versions, see
+//! [`KeyObject`]) and finds each again on a reconnect, checking its id: a call names the key it
+//! needs by id. Versions are added (generated in the token) and removed (before the object is
+//! destroyed) while the pool runs.
+//!
 //! Why no session may be checked out while reconnecting: `C_Finalize` invalidates every session
 //! handle and the module reuses handle numbers afterwards, so a stale session closed after the
 //! reconnect could close a new one. Sessions of an old connection are therefore always dropped
@@ -26,15 +31,13 @@ use cryptoki::slot::Slot;
 use coffer_crypto::KekId;
 
 use crate::error::short;
-use crate::token::{self, Want};
+use crate::token::{self, KeyObject};
 use crate::{HsmError, Pin, Pkcs11Uri};
 
 pub(crate) struct Pool {
     module: Pkcs11,
     uri: Pkcs11Uri,
     pin: Pin,
-    /// The KEK's id, fixed at open: a reconnect that finds another key under the label fails.
-    id: KekId,
     max: usize,
     backoff: Duration,
     state: Mutex<State>,
@@ -45,8 +48,11 @@ pub(crate) struct Pool {
 struct State {
     /// Bumped when the connection breaks; sessions carry the generation they were opened in.
     generation: u64,
-    /// The token's slot and the key's handle in the current connection; `None` while broken.
-    live: Option<(Slot, ObjectHandle)>,
+    /// The token's slot in the current connection; `None` while broken.
+    live: Option<Slot>,
+    /// The key objects in use, each with its handle in the current connection (stale while
+    /// broken: a reconnect finds each again and fails if one is gone or another key).
+    keys: Vec<(KeyObject, ObjectHandle)>,
     idle: Vec<Session>,
     /// Sessions of the current generation, idle or checked out.
     open: usize,
@@ -73,20 +79,24 @@ pub(crate) struct Lease {
 }
 
 impl Pool {
-    /// Loads nothing itself: `module` is loaded and initialised, `first` is the connection
-    /// [`token::connect`] made.
+    /// Loads nothing itself: `module` is loaded and initialised, `session` is logged in to the
+    /// token in `slot`, and `keys` were found through it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         module: Pkcs11,
         uri: Pkcs11Uri,
         pin: Pin,
-        first: token::Connected,
+        slot: Slot,
+        session: Session,
+        keys: Vec<(KeyObject, ObjectHandle)>,
         max: usize,
         backoff: Duration,
     ) -> Pool {
         let state = State {
             generation: 0,
-            live: Some((first.slot, first.key)),
-            idle: vec![first.session],
+            live: Some(slot),
+            keys,
+            idle: vec![session],
             open: 1,
             out: 0,
             broken: None,
@@ -99,7 +109,6 @@ impl Pool {
             module,
             uri,
             pin,
-            id: first.id,
             max: max.max(1),
             backoff,
             state: Mutex::new(state),
@@ -107,8 +116,14 @@ impl Pool {
         }
     }
 
-    pub(crate) fn id(&self) -> &KekId {
-        &self.id
+    /// The key objects in use.
+    pub(crate) fn keys(&self) -> Vec<KeyObject> {
+        self.lock().keys.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Whether the key `id` is in use.
+    pub(crate) fn has(&self, id: &KekId) -> bool {
+        self.lock().keys.iter().any(|(k, _)| k.kek_id == *id)
     }
 
     pub(crate) fn uri(&self) -> &Pkcs11Uri {
@@ -123,26 +138,36 @@ impl Pool {
 
     /// A session for one call: an idle one, a new one while fewer than `max` are open, or the
     /// next one returned. Fails at once while the token is unavailable.
-    pub(crate) fn take(&self) -> Result<Lease, String> {
-        self.take_or(true)
+    pub(crate) fn take(&self, id: &KekId) -> Result<Lease, String> {
+        self.take_or(id, true)
     }
 
     /// [`Pool::take`], failing instead of waiting when every session is busy.
     #[cfg(feature = "test-support")]
-    pub(crate) fn take_now(&self) -> Result<Lease, String> {
-        self.take_or(false)
+    pub(crate) fn take_now(&self, id: &KekId) -> Result<Lease, String> {
+        self.take_or(id, false)
     }
 
-    fn take_or(&self, wait: bool) -> Result<Lease, String> {
+    fn take_or(&self, id: &KekId, wait: bool) -> Result<Lease, String> {
         let mut st = self.lock();
         loop {
             if st.broken.is_some() {
                 st = self.try_reconnect(st)?;
                 continue;
             }
-            let Some((slot, key)) = st.live else {
+            let Some(slot) = st.live else {
                 // Invariant: `live` is `None` only while `broken` is set.
                 return Err("the token connection is not established".into());
+            };
+            let Some(key) = st
+                .keys
+                .iter()
+                .find(|(k, _)| k.kek_id == *id)
+                .map(|(_, h)| *h)
+            else {
+                return Err(format!(
+                    "KEK {id} is not one of the token's key objects in use"
+                ));
             };
             if let Some(session) = st.idle.pop() {
                 st.out += 1;
@@ -237,26 +262,34 @@ impl Pool {
             return Err(reason);
         }
         st.reconnecting = true;
+        let wanted: Vec<KeyObject> = st.keys.iter().map(|(k, _)| k.clone()).collect();
         drop(st);
         let result = token::reinitialize(&self.module, &self.uri).and_then(|()| {
-            token::connect(
-                &self.module,
-                &self.uri,
-                &self.pin,
-                Want::Existing(Some(&self.id)),
-            )
+            let (slot, session) = token::open_session(&self.module, &self.uri, &self.pin, false)?;
+            let token = self.uri.token_description();
+            let keys = wanted
+                .into_iter()
+                .map(|k| token::load(&session, &k, &token).map(|h| (k, h)))
+                .collect::<Result<Vec<_>, HsmError>>()?;
+            Ok((slot, session, keys))
         });
         let mut st = self.lock();
         st.reconnecting = false;
         match result {
-            Ok(connected) => {
+            Ok((slot, session, keys)) => {
                 tracing::info!(
                     token = %self.uri.token_description(),
                     "the PKCS#11 token is back; logged in again"
                 );
                 st.generation += 1;
-                st.live = Some((connected.slot, connected.key));
-                st.idle.push(connected.session);
+                st.live = Some(slot);
+                // Keys added or removed while reconnecting are kept as they now are.
+                for (object, handle) in keys {
+                    if let Some(entry) = st.keys.iter_mut().find(|(k, _)| *k == object) {
+                        entry.1 = handle;
+                    }
+                }
+                st.idle.push(session);
                 st.open = 1;
                 st.broken = None;
                 Ok(st)
@@ -280,6 +313,63 @@ impl Pool {
                 Err(reason)
             }
         }
+    }
+
+    /// Runs `op` on a new read-write session (to create or destroy objects), counted as checked
+    /// out so that no reconnect invalidates it meanwhile. Fails while the token is unavailable.
+    pub(crate) fn with_rw_session<T>(
+        &self,
+        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let mut st = self.lock();
+        if st.broken.is_some() {
+            st = self.try_reconnect(st).map_err(HsmError::Unavailable)?;
+        }
+        let Some(slot) = st.live else {
+            return Err(HsmError::Unavailable(
+                "the token connection is not established".into(),
+            ));
+        };
+        st.out += 1;
+        drop(st);
+        let result = self
+            .module
+            .open_rw_session(slot)
+            .map_err(|e| match e {
+                cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::TokenWriteProtected,
+                    _,
+                ) => HsmError::ReadOnly(format!(
+                    "{} is write-protected: no key object can be created or destroyed in it",
+                    self.uri.token_description()
+                )),
+                e => HsmError::Unavailable(format!(
+                    "cannot open a read-write session with {}: {}",
+                    self.uri.token_description(),
+                    short(&e)
+                )),
+            })
+            .and_then(|session| op(&session));
+        // The session is closed (dropped above) before `out` goes down.
+        let mut st = self.lock();
+        st.out -= 1;
+        drop(st);
+        self.changed.notify_all();
+        result
+    }
+
+    /// Starts using `object` (found or generated through a session of this connection).
+    pub(crate) fn add_key(&self, object: KeyObject, handle: ObjectHandle) {
+        let mut st = self.lock();
+        st.keys.retain(|(k, _)| k.kek_id != object.kek_id);
+        st.keys.push((object, handle));
+    }
+
+    /// Stops using the key `id`; returns its object and handle.
+    pub(crate) fn remove_key(&self, id: &KekId) -> Option<(KeyObject, ObjectHandle)> {
+        let mut st = self.lock();
+        let at = st.keys.iter().position(|(k, _)| k.kek_id == *id)?;
+        Some(st.keys.remove(at))
     }
 
     /// Sessions open now, and the most ever open at once.

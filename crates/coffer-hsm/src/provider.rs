@@ -17,6 +17,7 @@
 //! tag check returns (SoftHSM says CKR_GENERAL_ERROR), so the code alone cannot decide.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_crypto::{CryptoError, DataKey, DekContext, KekId, KekProvider, WrappedDataKey};
@@ -25,7 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::error::short;
 use crate::pool::{Lease, Pool};
-use crate::token::{self, KeyOrigin, NONCE_LEN, Want};
+use crate::token::{self, KeyObject, KeyOrigin, NONCE_LEN, Want};
 use crate::{HsmError, Pin, Pkcs11Uri};
 
 /// The format byte of a DEK wrapped inside a PKCS#11 token.
@@ -62,8 +63,14 @@ impl Pkcs11Config {
 
 /// A KEK held in a PKCS#11 token. Its value never exists outside the token: Coffer holds a
 /// handle and the token's user PIN (for logging in again after the token comes back).
+///
+/// It may hold several key objects (the KEK's versions, [`KeyObject`]): the
+/// [`KekProvider`] of `Pkcs11Kek` itself wraps with the one it was opened with (the URI's, or
+/// the last of [`Pkcs11Kek::open_versions`]) and unwraps with whichever a wrapped key names;
+/// [`Pkcs11Kek::version`] gives a provider bound to one object.
 pub struct Pkcs11Kek {
     pool: Pool,
+    primary: KekId,
 }
 
 /// Refuses a module that is not an absolute path to a file, or that someone other than its
@@ -98,11 +105,28 @@ fn check_module(path: &std::path::Path) -> Result<(), HsmError> {
     Ok(())
 }
 
+/// Loads and initialises the URI's module.
+fn load_module(uri: &Pkcs11Uri) -> Result<Pkcs11, HsmError> {
+    let path = &uri.module_path;
+    check_module(path)?;
+    // Loading runs the module's initialisers: it must be a PKCS#11 module the operator
+    // trusts, which is what naming it in the configuration says.
+    let module = Pkcs11::new(path).map_err(|e| {
+        HsmError::Module(format!(
+            "cannot load the PKCS#11 module {} ({}); check module-path in the KEK's URI",
+            path.display(),
+            short(&e)
+        ))
+    })?;
+    token::initialize(&module, uri)?;
+    Ok(module)
+}
+
 impl fmt::Debug for Pkcs11Kek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pkcs11Kek")
             .field("uri", &self.pool.uri().to_string())
-            .field("id", self.pool.id())
+            .field("id", &self.primary)
             .finish_non_exhaustive()
     }
 }
@@ -120,19 +144,49 @@ impl Pkcs11Kek {
         Self::connect(config, Want::CreateIfMissing)
     }
 
+    /// Opens the key objects `objects` (every live version of a KEK, oldest first), each of
+    /// which must exist in the token and be the key its id names. The last one wraps.
+    pub fn open_versions(
+        config: Pkcs11Config,
+        objects: &[KeyObject],
+    ) -> Result<Pkcs11Kek, HsmError> {
+        let Some(last) = objects.last() else {
+            return Err(HsmError::KeyNotFound("no KEK version to open".into()));
+        };
+        let primary = last.kek_id.clone();
+        let module = load_module(&config.uri)?;
+        let token = config.uri.token_description();
+        let opened = token::open_session(&module, &config.uri, &config.pin, false).and_then(
+            |(slot, session)| {
+                let keys = objects
+                    .iter()
+                    .map(|k| token::load(&session, k, &token).map(|h| (k.clone(), h)))
+                    .collect::<Result<Vec<_>, HsmError>>()?;
+                Ok((slot, session, keys))
+            },
+        );
+        let (slot, session, keys) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = module.finalize();
+                return Err(e);
+            }
+        };
+        let pool = Pool::new(
+            module,
+            config.uri,
+            config.pin,
+            slot,
+            session,
+            keys,
+            config.sessions,
+            config.reconnect_backoff,
+        );
+        Ok(Pkcs11Kek { pool, primary })
+    }
+
     fn connect(config: Pkcs11Config, want: Want<'_>) -> Result<(Pkcs11Kek, KeyOrigin), HsmError> {
-        let path = &config.uri.module_path;
-        check_module(path)?;
-        // Loading runs the module's initialisers: it must be a PKCS#11 module the operator
-        // trusts, which is what naming it in the configuration says.
-        let module = Pkcs11::new(path).map_err(|e| {
-            HsmError::Module(format!(
-                "cannot load the PKCS#11 module {} ({}); check module-path in the KEK's URI",
-                path.display(),
-                short(&e)
-            ))
-        })?;
-        token::initialize(&module, &config.uri)?;
+        let module = load_module(&config.uri)?;
         let connected = match token::connect(&module, &config.uri, &config.pin, want) {
             Ok(connected) => connected,
             Err(e) => {
@@ -141,15 +195,107 @@ impl Pkcs11Kek {
             }
         };
         let origin = connected.origin;
+        let object = KeyObject {
+            label: config.uri.object.clone(),
+            cka_id: config.uri.id.clone(),
+            kek_id: connected.id.clone(),
+        };
         let pool = Pool::new(
             module,
             config.uri,
             config.pin,
-            connected,
+            connected.slot,
+            connected.session,
+            vec![(object, connected.key)],
             config.sessions,
             config.reconnect_backoff,
         );
-        Ok((Pkcs11Kek { pool }, origin))
+        Ok((
+            Pkcs11Kek {
+                pool,
+                primary: connected.id,
+            },
+            origin,
+        ))
+    }
+
+    /// The key objects in use (versions not destroyed), in the order they were added.
+    pub fn objects(&self) -> Vec<KeyObject> {
+        self.pool.keys()
+    }
+
+    /// A provider bound to the key object `id` (which must be in use): wraps and unwraps with
+    /// it only.
+    pub fn version(self: &Arc<Self>, id: &KekId) -> Option<Pkcs11KeyVersion> {
+        self.pool.has(id).then(|| Pkcs11KeyVersion {
+            kek: Arc::clone(self),
+            id: id.clone(),
+        })
+    }
+
+    /// Generates a new key object labelled `label` with CKA_ID `cka_id` in the token (AES-256,
+    /// sensitive, never extractable) and starts using it. Objects already labelled `label` are
+    /// destroyed first, unless one is a key in use (refused): they are what an interrupted
+    /// earlier attempt left, and nothing was ever wrapped by them.
+    pub fn generate_version(&self, label: &str, cka_id: &[u8]) -> Result<KeyObject, HsmError> {
+        let token = self.pool.uri().token_description();
+        let in_use = self.pool.keys();
+        let (handle, object) = self.pool.with_rw_session(|session| {
+            for leftover in token::find_labelled(session, label, None, &token)? {
+                let id = token::key_id(session, leftover).ok();
+                if let Some(id) = id.filter(|id| in_use.iter().any(|k| k.kek_id == *id)) {
+                    return Err(HsmError::WrongKey(format!(
+                        "{token} already has an object labelled {label:?} that is KEK {id}, \
+                         which is in use; it is left as it is"
+                    )));
+                }
+                token::destroy(session, leftover, label, &token)?;
+                tracing::info!(label = %label, "destroyed a key object left by an interrupted KEK rotation");
+            }
+            token::generate_object(session, label, cka_id, &token)
+        })?;
+        self.pool.add_key(object.clone(), handle);
+        Ok(object)
+    }
+
+    /// Stops using `object` and destroys it in the token (C_DestroyObject). Returns whether
+    /// the token held it. An object under its label and CKA_ID that is another key is refused,
+    /// not destroyed.
+    pub fn destroy_version(&self, object: &KeyObject) -> Result<bool, HsmError> {
+        self.pool.remove_key(&object.kek_id);
+        let token = self.pool.uri().token_description();
+        self.pool.with_rw_session(|session| {
+            let found =
+                token::find_labelled(session, &object.label, object.cka_id.as_deref(), &token)?;
+            let mut destroyed = false;
+            for key in found {
+                match token::key_id(session, key) {
+                    Ok(id) if id == object.kek_id => {
+                        token::destroy(session, key, &object.label, &token)?;
+                        destroyed = true;
+                    }
+                    _ => {
+                        return Err(HsmError::WrongKey(format!(
+                            "the object {} in {token} is not KEK {}; it is left as it is",
+                            object.describe(),
+                            object.kek_id
+                        )));
+                    }
+                }
+            }
+            Ok(destroyed)
+        })
+    }
+
+    /// Whether the token holds an object under `object`'s label and CKA_ID.
+    pub fn holds(&self, object: &KeyObject) -> Result<bool, HsmError> {
+        let token = self.pool.uri().token_description();
+        self.pool.with_rw_session(|session| {
+            Ok(
+                !token::find_labelled(session, &object.label, object.cka_id.as_deref(), &token)?
+                    .is_empty(),
+            )
+        })
     }
 
     /// The URI this KEK was opened with, in canonical form.
@@ -166,7 +312,10 @@ impl Pkcs11Kek {
     /// would; fails rather than waits when every session is busy. For tests of the pool.
     #[cfg(feature = "test-support")]
     pub fn hold_session(&self) -> Result<HeldSession<'_>, CryptoError> {
-        let lease = self.pool.take_now().map_err(|e| self.unavailable(&e))?;
+        let lease = self
+            .pool
+            .take_now(&self.primary)
+            .map_err(|e| self.unavailable(&e))?;
         Ok(HeldSession {
             pool: &self.pool,
             lease: Some(lease),
@@ -185,22 +334,23 @@ impl Pkcs11Kek {
     /// the pool (`Err`).
     fn call<T>(
         &self,
+        key: &KekId,
         op: impl FnOnce(&Lease) -> Result<T, cryptoki::error::Error>,
     ) -> Result<Result<T, cryptoki::error::Error>, CryptoError> {
-        let lease = self.pool.take().map_err(|e| self.unavailable(&e))?;
+        let lease = self.pool.take(key).map_err(|e| self.unavailable(&e))?;
         match op(&lease) {
             Ok(value) => {
                 self.pool.give_back(lease, Ok(()));
                 Ok(Ok(value))
             }
             Err(e) => match token::key_id(&lease.session, lease.key) {
-                Ok(id) if id == *self.pool.id() => {
+                Ok(id) if id == *key => {
                     self.pool.give_back(lease, Ok(()));
                     Ok(Err(e))
                 }
                 probe => {
                     let reason = match probe {
-                        Ok(other) => format!("the key under the label is now KEK {other}"),
+                        Ok(other) => format!("the key object of KEK {key} is now KEK {other}"),
                         Err(probe) => format!("{} (then {})", short(&e), short(&probe)),
                     };
                     self.pool.give_back(lease, Err(reason.clone()));
@@ -234,18 +384,19 @@ impl Drop for HeldSession<'_> {
     }
 }
 
-impl KekProvider for Pkcs11Kek {
-    fn current_kek_id(&self) -> KekId {
-        self.pool.id().clone()
-    }
-
-    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
+impl Pkcs11Kek {
+    fn wrap_with(
+        &self,
+        id: &KekId,
+        key: &DataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<WrappedDataKey, CryptoError> {
         let aad = ctx.aad()?;
         let mut nonce: [u8; NONCE_LEN] = coffer_crypto::random_array();
         while nonce == token::CHECK_NONCE {
             nonce = coffer_crypto::random_array();
         }
-        let sealed = self.call(|lease| {
+        let sealed = self.call(id, |lease| {
             let mut iv = nonce;
             token::encrypt(
                 &lease.session,
@@ -275,21 +426,27 @@ impl KekProvider for Pkcs11Kek {
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&sealed);
         Ok(WrappedDataKey {
-            kek_id: self.pool.id().clone(),
+            kek_id: id.clone(),
             bytes,
         })
     }
 
-    fn unwrap(
+    fn unwrap_known(
         &self,
         wrapped: &WrappedDataKey,
         ctx: &DekContext<'_>,
     ) -> Result<DataKey, CryptoError> {
-        if wrapped.kek_id != *self.pool.id() {
+        if !self.pool.has(&wrapped.kek_id) {
+            let loaded: Vec<String> = self
+                .pool
+                .keys()
+                .iter()
+                .map(|k| k.kek_id.to_string())
+                .collect();
             return Err(CryptoError::KeyUnavailable(format!(
                 "key was wrapped by KEK {}, but only KEK {} (PKCS#11 {}) is loaded",
                 wrapped.kek_id,
-                self.pool.id(),
+                loaded.join(", "),
                 self.pool.uri().token_description()
             )));
         }
@@ -301,13 +458,69 @@ impl KekProvider for Pkcs11Kek {
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&bytes[1..1 + NONCE_LEN]);
         let body = &bytes[1 + NONCE_LEN..];
-        let opened = self.call(|lease| {
+        let opened = self.call(&wrapped.kek_id, |lease| {
             let mut iv = nonce;
             token::decrypt(&lease.session, lease.key, &mut iv, &aad, body).map(Zeroizing::new)
         })?;
         // A healthy token that would not open it: wrong context, tampered, another key.
         let plain = opened.map_err(|_| CryptoError::Opaque)?;
         DataKey::from_slice(&plain).map_err(|_| CryptoError::Opaque)
+    }
+}
+
+impl KekProvider for Pkcs11Kek {
+    fn current_kek_id(&self) -> KekId {
+        self.primary.clone()
+    }
+
+    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
+        self.wrap_with(&self.primary, key, ctx)
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &WrappedDataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<DataKey, CryptoError> {
+        self.unwrap_known(wrapped, ctx)
+    }
+}
+
+/// One key object of a [`Pkcs11Kek`] as a [`KekProvider`]: a KEK version.
+pub struct Pkcs11KeyVersion {
+    kek: Arc<Pkcs11Kek>,
+    id: KekId,
+}
+
+impl fmt::Debug for Pkcs11KeyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11KeyVersion")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KekProvider for Pkcs11KeyVersion {
+    fn current_kek_id(&self) -> KekId {
+        self.id.clone()
+    }
+
+    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
+        self.kek.wrap_with(&self.id, key, ctx)
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &WrappedDataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<DataKey, CryptoError> {
+        if wrapped.kek_id != self.id {
+            return Err(CryptoError::KeyUnavailable(format!(
+                "key was wrapped by KEK {}, not by KEK {}",
+                wrapped.kek_id, self.id
+            )));
+        }
+        self.kek.unwrap_known(wrapped, ctx)
     }
 }
 

@@ -53,6 +53,28 @@ pub(crate) struct Connected {
     pub session: Session,
 }
 
+/// One AES key object of the KEK in the token: a version. Found by label (and CKA_ID when
+/// given), and checked to be the key `kek_id` names before it is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyObject {
+    /// CKA_LABEL.
+    pub label: String,
+    /// CKA_ID, when the object has one to tell it apart.
+    pub cka_id: Option<Vec<u8>>,
+    /// Its key check value (see [`CHECK_NONCE`]).
+    pub kek_id: KekId,
+}
+
+impl KeyObject {
+    /// The object for messages: `"coffer-kek.v2" (id 0a1b…)`.
+    pub fn describe(&self) -> String {
+        match &self.cka_id {
+            Some(id) => format!("{:?} (id {})", self.label, hex::encode(id)),
+            None => format!("{:?}", self.label),
+        }
+    }
+}
+
 pub(crate) fn initialize(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<(), HsmError> {
     match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) => Ok(()),
@@ -80,6 +102,27 @@ pub(crate) fn reinitialize(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<(), HsmEr
     initialize(module, uri)
 }
 
+/// Finds the token and logs in on a new session (read-write to create or destroy objects).
+pub(crate) fn open_session(
+    module: &Pkcs11,
+    uri: &Pkcs11Uri,
+    pin: &Pin,
+    rw: bool,
+) -> Result<(Slot, Session), HsmError> {
+    let token = uri.token_description();
+    let slot = find_slot(module, uri)?;
+    let session = if rw {
+        module.open_rw_session(slot)
+    } else {
+        module.open_ro_session(slot)
+    }
+    .map_err(|e| {
+        HsmError::Unavailable(format!("cannot open a session with {token}: {}", short(&e)))
+    })?;
+    login(&session, pin, &token)?;
+    Ok((slot, session))
+}
+
 /// Finds the token, logs in and finds (or generates) the KEK. The module must be initialised.
 pub(crate) fn connect(
     module: &Pkcs11,
@@ -88,21 +131,14 @@ pub(crate) fn connect(
     want: Want<'_>,
 ) -> Result<Connected, HsmError> {
     let token = uri.token_description();
-    let slot = find_slot(module, uri)?;
-    let session = match want {
-        // Generating a token object needs a read-write session; using a key does not.
-        Want::CreateIfMissing => module.open_rw_session(slot),
-        Want::Existing(_) => module.open_ro_session(slot),
-    }
-    .map_err(|e| {
-        HsmError::Unavailable(format!("cannot open a session with {token}: {}", short(&e)))
-    })?;
-    login(&session, pin, &token)?;
+    // Generating a token object needs a read-write session; using a key does not.
+    let (slot, session) = open_session(module, uri, pin, want == Want::CreateIfMissing)?;
     let (key, origin) = match find_key(&session, uri, &token)? {
         Some(key) => (key, KeyOrigin::Existing),
-        None if want == Want::CreateIfMissing => {
-            (generate(&session, uri, &token)?, KeyOrigin::Generated)
-        }
+        None if want == Want::CreateIfMissing => (
+            generate(&session, &uri.object, uri.id.as_deref(), &token)?,
+            KeyOrigin::Generated,
+        ),
         None => {
             return Err(HsmError::KeyNotFound(format!(
                 "{token} has no key labelled {:?}{} (object= in the KEK's URI); `coffer init \
@@ -112,15 +148,7 @@ pub(crate) fn connect(
             )));
         }
     };
-    check_attributes(&session, key, uri, &token)?;
-    let id = key_id(&session, key).map_err(|e| {
-        HsmError::WrongKey(format!(
-            "the key labelled {:?} in {token} cannot encrypt with AES-GCM ({}); it must allow \
-             CKM_AES_GCM with a caller-supplied IV",
-            uri.object,
-            short(&e)
-        ))
-    })?;
+    let id = checked_id(&session, key, &uri.object, &token)?;
     if let Want::Existing(Some(expected)) = want
         && *expected != id
     {
@@ -136,6 +164,112 @@ pub(crate) fn connect(
         id,
         origin,
         session,
+    })
+}
+
+/// Checks that `key` is a usable KEK and computes its id.
+fn checked_id(
+    session: &Session,
+    key: ObjectHandle,
+    label: &str,
+    token: &str,
+) -> Result<KekId, HsmError> {
+    check_attributes(session, key, label, token)?;
+    key_id(session, key).map_err(|e| {
+        HsmError::WrongKey(format!(
+            "the key labelled {label:?} in {token} cannot encrypt with AES-GCM ({}); it must \
+             allow CKM_AES_GCM with a caller-supplied IV",
+            short(&e)
+        ))
+    })
+}
+
+/// The objects labelled `label` (with CKA_ID `id` when given).
+pub(crate) fn find_labelled(
+    session: &Session,
+    label: &str,
+    id: Option<&[u8]>,
+    token: &str,
+) -> Result<Vec<ObjectHandle>, HsmError> {
+    let mut template = vec![Attribute::Label(label.as_bytes().to_vec())];
+    if let Some(id) = id {
+        template.push(Attribute::Id(id.to_vec()));
+    }
+    session.find_objects(&template).map_err(|e| {
+        HsmError::Unavailable(format!(
+            "cannot search {token} for objects labelled {label:?}: {}",
+            short(&e)
+        ))
+    })
+}
+
+/// Finds `object` in the token and checks that it is the key its id names.
+pub(crate) fn load(
+    session: &Session,
+    object: &KeyObject,
+    token: &str,
+) -> Result<ObjectHandle, HsmError> {
+    let found = find_labelled(session, &object.label, object.cka_id.as_deref(), token)?;
+    let key = match found.as_slice() {
+        [key] => *key,
+        [] => {
+            return Err(HsmError::KeyNotFound(format!(
+                "{token} has no key object {} (KEK {}); restore it from the token's backup \
+                 (docs/key-hierarchy.md, \"Break-glass\")",
+                object.describe(),
+                object.kek_id
+            )));
+        }
+        many => {
+            return Err(HsmError::WrongKey(format!(
+                "{} objects in {token} match {}; only one may",
+                many.len(),
+                object.describe()
+            )));
+        }
+    };
+    let id = checked_id(session, key, &object.label, token)?;
+    if id != object.kek_id {
+        return Err(HsmError::WrongKey(format!(
+            "the key object {} in {token} is KEK {id}, but this data dir records it as KEK {}",
+            object.describe(),
+            object.kek_id
+        )));
+    }
+    Ok(key)
+}
+
+/// Generates a new KEK object labelled `label` with CKA_ID `id` and returns it checked.
+pub(crate) fn generate_object(
+    session: &Session,
+    label: &str,
+    id: &[u8],
+    token: &str,
+) -> Result<(ObjectHandle, KeyObject), HsmError> {
+    let key = generate(session, label, Some(id), token)?;
+    let kek_id = checked_id(session, key, label, token)?;
+    Ok((
+        key,
+        KeyObject {
+            label: label.to_owned(),
+            cka_id: Some(id.to_vec()),
+            kek_id,
+        },
+    ))
+}
+
+/// Destroys a key object (C_DestroyObject).
+pub(crate) fn destroy(
+    session: &Session,
+    key: ObjectHandle,
+    label: &str,
+    token: &str,
+) -> Result<(), HsmError> {
+    session.destroy_object(key).map_err(|e| {
+        HsmError::Unavailable(format!(
+            "cannot destroy the key object labelled {label:?} in {token}: {}",
+            short(&e)
+        ))
     })
 }
 
@@ -250,7 +384,12 @@ fn find_key(
 
 /// Generates the KEK inside the token: AES-256, a token object, sensitive and never
 /// extractable, usable only to encrypt and decrypt. Its value never leaves the token.
-fn generate(session: &Session, uri: &Pkcs11Uri, token: &str) -> Result<ObjectHandle, HsmError> {
+fn generate(
+    session: &Session,
+    label: &str,
+    id: Option<&[u8]>,
+    token: &str,
+) -> Result<ObjectHandle, HsmError> {
     let mut template = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -266,21 +405,20 @@ fn generate(session: &Session, uri: &Pkcs11Uri, token: &str) -> Result<ObjectHan
         Attribute::Sign(false),
         Attribute::Verify(false),
         Attribute::Derive(false),
-        Attribute::Label(uri.object.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
     ];
-    if let Some(id) = &uri.id {
-        template.push(Attribute::Id(id.clone()));
+    if let Some(id) = id {
+        template.push(Attribute::Id(id.to_vec()));
     }
     let key = session
         .generate_key(&Mechanism::AesKeyGen, &template)
         .map_err(|e| {
             HsmError::Unavailable(format!(
-                "cannot generate an AES-256 key labelled {:?} in {token}: {}",
-                uri.object,
+                "cannot generate an AES-256 key labelled {label:?} in {token}: {}",
                 short(&e)
             ))
         })?;
-    tracing::info!(label = %uri.object, "generated the KEK inside the token");
+    tracing::info!(label = %label, "generated a KEK inside the token");
     Ok(key)
 }
 
@@ -289,7 +427,7 @@ fn generate(session: &Session, uri: &Pkcs11Uri, token: &str) -> Result<ObjectHan
 fn check_attributes(
     session: &Session,
     key: ObjectHandle,
-    uri: &Pkcs11Uri,
+    label: &str,
     token: &str,
 ) -> Result<(), HsmError> {
     let attrs = session
@@ -325,7 +463,7 @@ fn check_attributes(
             _ => {}
         }
     }
-    let what = format!("the object labelled {:?} in {token}", uri.object);
+    let what = format!("the object labelled {label:?} in {token}");
     let fix = "give another object= in the KEK's URI (`coffer init --kek` generates a fitting \
                key when the label is free)";
     if class != Some(ObjectClass::SECRET_KEY) {
@@ -363,7 +501,7 @@ fn check_attributes(
         // Allowed: an HSM's backup procedure may need the key wrappable under a backup key.
         // Its value still never reaches Coffer (it is sensitive).
         tracing::warn!(
-            label = %uri.object,
+            label = %label,
             "the KEK is extractable (CKA_EXTRACTABLE true): whoever holds the PIN can wrap it \
              out of the token under another key"
         );

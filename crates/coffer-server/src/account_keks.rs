@@ -130,6 +130,7 @@ impl AccountKeyFiles {
             &self.record_path(account),
             format!("{header}{text}").as_bytes(),
         )
+        .durable()
         .map_err(CoreError::Unavailable)
     }
 }

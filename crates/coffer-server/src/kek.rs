@@ -19,13 +19,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use coffer_core::KekState;
 use coffer_crypto::{FileKek, KekId, KekProvider};
-use coffer_hsm::{KeyOrigin, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
+use coffer_hsm::{KeyObject, KeyOrigin, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
 use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::kek_versions::{KekRing, Provider, VERSIONS_FILE, file_time};
+use crate::kek_versions::{KekRing, Provider, VERSIONS_FILE, file_time, read_record};
 
 pub(crate) const KEK_FILE: &str = "kek.key";
 pub(crate) const KEK_CONFIG: &str = "kek.toml";
@@ -84,27 +85,58 @@ pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>
     if !config_path.exists() {
         return Ok(Arc::new(KekRing::open_files(dir)?));
     }
-    if key_path.exists() || dir.join(VERSIONS_FILE).exists() {
+    if key_path.exists() {
         return Err(format!(
-            "holds both {KEK_CONFIG} and a key file ({KEK_FILE} or {VERSIONS_FILE}); only one \
-             may name the KEK"
+            "holds both {KEK_CONFIG} and a key file ({KEK_FILE}); only one may name the KEK"
         ));
     }
     let (uri, expected) = read_config(&config_path)?;
     let shown = config_path.display().to_string();
     let created = file_time(&config_path);
+    let record_path = dir.join(VERSIONS_FILE);
     let dir = dir.to_owned();
     blocking(move || {
         let pin = Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| format!("KEK: {e}"))?;
-        let kek = Pkcs11Kek::open(Pkcs11Config::new(uri, pin), Some(&expected))
-            .map_err(|e| format!("KEK (configured in {shown}): {e}"))?;
-        tracing::info!(kek = %kek.current_kek_id(), "the KEK is in a PKCS#11 token");
-        Ok(Arc::new(KekRing::single(
+        if !record_path.exists() {
+            // Never rotated: version 1, the object the URI names.
+            let kek = Pkcs11Kek::open(Pkcs11Config::new(uri.clone(), pin), Some(&expected))
+                .map_err(|e| format!("KEK (configured in {shown}): {e}"))?;
+            tracing::info!(kek = %kek.current_kek_id(), "the KEK is in a PKCS#11 token");
+            return Ok(Arc::new(KekRing::single_pkcs11(
+                &dir,
+                Arc::new(kek),
+                uri,
+                created,
+            )));
+        }
+        let entries = read_record(&record_path, Provider::Pkcs11)?;
+        let record_shown = record_path.display();
+        if entries.first().is_none_or(|v| v.meta.kek_id != expected) {
+            return Err(format!(
+                "{record_shown} does not start with the KEK {shown} names ({expected})"
+            ));
+        }
+        let live: Vec<KeyObject> = entries
+            .iter()
+            .filter(|e| e.meta.state != KekState::Retired)
+            .map(|e| {
+                e.object.clone().ok_or_else(|| {
+                    format!(
+                        "{record_shown}: version {} names no key object (uri)",
+                        e.meta.version
+                    )
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let kek = Pkcs11Kek::open_versions(Pkcs11Config::new(uri.clone(), pin), &live)
+            .map_err(|e| format!("KEK (versions recorded in {record_shown}): {e}"))?;
+        tracing::info!(kek = %kek.current_kek_id(), versions = live.len(), "the KEK is in a PKCS#11 token");
+        Ok(Arc::new(KekRing::open_pkcs11(
             &dir,
-            Provider::Pkcs11,
             Arc::new(kek),
-            created,
-        )))
+            uri,
+            entries,
+        )?))
     })
     .await
 }
@@ -122,7 +154,7 @@ pub(crate) async fn create(
                 id: kek.current_kek_id(),
                 description: format!("key file {}", dir.join(KEK_FILE).display()),
             };
-            let ring = KekRing::single(dir, Provider::File, Arc::new(kek), Timestamp::now());
+            let ring = KekRing::single(dir, Arc::new(kek), Timestamp::now());
             Ok((Arc::new(ring), summary))
         }
         KekChoice::Pkcs11(uri) => {
@@ -147,7 +179,8 @@ pub(crate) async fn create(
                         config_path.display()
                     ),
                 };
-                let ring = KekRing::single(&dir, Provider::Pkcs11, Arc::new(kek), Timestamp::now());
+                let base = kek.uri().clone();
+                let ring = KekRing::single_pkcs11(&dir, Arc::new(kek), base, Timestamp::now());
                 Ok((Arc::new(ring), summary))
             })
             .await

@@ -28,7 +28,20 @@
 //!    start). Unlinking does not erase the bytes from an SSD or a backup: docs/operations.md
 //!    says what an operator must keep or destroy.
 //!
-//! A PKCS#11 KEK (`kek.toml`) is version 1 and cannot be rotated yet: `add_version` refuses it.
+//! A PKCS#11 KEK (`kek.toml`) keeps one AES-256 key object per version in its token. Version
+//! 1 is the object `kek.toml`'s URI names; version N is generated in the same token, labelled
+//! `LABEL.vN` (LABEL: version 1's label) with a random 16-byte CKA_ID, sensitive and never
+//! extractable, and the record names it by `uri` (the version's own URI: label and CKA_ID;
+//! never a PIN). The same order holds: the object exists before the record names it (an
+//! object under the label without a record entry is destroyed by the next rotation before it
+//! generates the version again); the record says retired before C_DestroyObject (a retired
+//! version whose object is still in the token is destroyed at the next start); and a version
+//! the record names that the token lacks stops the start, naming the object.
+//!
+//! A record whose rename succeeded but whose directory sync failed may or may not survive a
+//! power loss: the change is then treated as not made in memory (nothing is wrapped by a new
+//! version, no key is destroyed), the new key is kept, and the next change writes the record
+//! again (see [`Written`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -41,6 +54,7 @@ use coffer_core::{CoreError, KekState, KekVersion, KekVersions};
 use coffer_crypto::{
     CryptoError, DataKey, DekContext, FileKek, KekId, KekProvider, WrappedDataKey,
 };
+use coffer_hsm::{HsmError, KeyObject, Pkcs11Kek, Pkcs11Uri};
 use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -79,18 +93,64 @@ struct RecordEntry {
     kek_id: String,
     state: String,
     created: String,
+    /// PKCS#11: the version's key object (its URI: object= label, id= CKA_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uri: Option<String>,
+}
+
+/// One version as the record holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) meta: KekVersion,
+    /// PKCS#11: its key object.
+    pub(crate) object: Option<KeyObject>,
 }
 
 struct Loaded {
     meta: KekVersion,
+    object: Option<KeyObject>,
     /// `None` once retired.
     key: Option<Arc<dyn KekProvider>>,
+}
+
+/// What makes new versions.
+enum Backend {
+    File,
+    /// The token's KEK with every live version's object, and version 1's URI (new versions are
+    /// named after it).
+    Pkcs11 {
+        kek: Arc<Pkcs11Kek>,
+        base: Box<Pkcs11Uri>,
+    },
+}
+
+/// How far a record write got.
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// Renamed into place and the directory synced: the record says what was written.
+    Durable,
+    /// Not renamed: the old record stands.
+    Not(String),
+    /// Renamed, but the directory could not be synced: either record may be what a power loss
+    /// leaves. The change is not made in memory, and no key it would free is destroyed.
+    Unsure(String),
+}
+
+impl Written {
+    /// Durable, or why not (a write whose directory sync failed counts as not made).
+    pub(crate) fn durable(self) -> Result<(), String> {
+        match self {
+            Written::Durable => Ok(()),
+            Written::Not(e) | Written::Unsure(e) => Err(e),
+        }
+    }
 }
 
 /// The KEK versions of a data dir; see the module comment.
 pub(crate) struct KekRing {
     dir: PathBuf,
     provider: Provider,
+    backend: Backend,
     versions: RwLock<Vec<Loaded>>,
     /// Serialises the calls that change versions (and their record).
     changing: Mutex<()>,
@@ -128,13 +188,9 @@ fn parse_state(s: &str) -> Option<KekState> {
 }
 
 impl KekRing {
-    /// A ring of one version (a data dir without a record, or a PKCS#11 KEK).
-    pub(crate) fn single(
-        dir: &Path,
-        provider: Provider,
-        key: Arc<dyn KekProvider>,
-        created: Timestamp,
-    ) -> KekRing {
+    /// A file KEK of one version (a data dir without a record).
+    pub(crate) fn single(dir: &Path, key: Arc<dyn KekProvider>, created: Timestamp) -> KekRing {
+        let provider = Provider::File;
         let meta = KekVersion {
             version: 1,
             kek_id: key.current_kek_id(),
@@ -145,8 +201,10 @@ impl KekRing {
         KekRing {
             dir: dir.to_owned(),
             provider,
+            backend: Backend::File,
             versions: RwLock::new(vec![Loaded {
                 meta,
+                object: None,
                 key: Some(key),
             }]),
             changing: Mutex::new(()),
@@ -161,12 +219,19 @@ impl KekRing {
             let path = dir.join(KEK_FILE);
             let kek = FileKek::open(&path).map_err(|e| e.to_string())?;
             let created = file_time(&path);
-            return Ok(KekRing::single(dir, Provider::File, Arc::new(kek), created));
+            return Ok(KekRing::single(dir, Arc::new(kek), created));
         }
-        let entries = read_record(&record_path)?;
+        let entries = read_record(&record_path, Provider::File)?;
         let shown = record_path.display();
         let mut versions = Vec::with_capacity(entries.len());
-        for meta in entries {
+        for Entry { meta, object } in entries {
+            if object.is_some() {
+                return Err(format!(
+                    "{shown}: version {} names a PKCS#11 key object, but this data dir's KEK is \
+                     a key file",
+                    meta.version
+                ));
+            }
             let path = dir.join(file_name(meta.version));
             if meta.state == KekState::Retired {
                 // Recorded retired, then a crash before the unlink.
@@ -175,7 +240,11 @@ impl KekRing {
                         .map_err(|e| format!("cannot remove retired {}: {e}", path.display()))?;
                     tracing::info!(file = %path.display(), "removed the key file of a retired KEK version");
                 }
-                versions.push(Loaded { meta, key: None });
+                versions.push(Loaded {
+                    meta,
+                    object: None,
+                    key: None,
+                });
                 continue;
             }
             let kek = FileKek::open(&path)
@@ -191,15 +260,116 @@ impl KekRing {
             }
             versions.push(Loaded {
                 meta,
+                object: None,
                 key: Some(Arc::new(kek)),
             });
         }
         Ok(KekRing {
             dir: dir.to_owned(),
             provider: Provider::File,
+            backend: Backend::File,
             versions: RwLock::new(versions),
             changing: Mutex::new(()),
         })
+    }
+
+    /// A PKCS#11 KEK's versions: `kek` holds the object of every version `entries` does not
+    /// record as retired. A retired version whose object is still in the token (a crash
+    /// between the record and C_DestroyObject) is destroyed now.
+    pub(crate) fn open_pkcs11(
+        dir: &Path,
+        kek: Arc<Pkcs11Kek>,
+        base: Pkcs11Uri,
+        entries: Vec<Entry>,
+    ) -> Result<KekRing, String> {
+        let mut versions = Vec::with_capacity(entries.len());
+        for Entry { meta, object } in entries {
+            let object = object.ok_or_else(|| {
+                format!("KEK version {} has no key object recorded", meta.version)
+            })?;
+            let key: Option<Arc<dyn KekProvider>> = if meta.state == KekState::Retired {
+                match kek.destroy_version(&object) {
+                    Ok(true) => tracing::info!(
+                        version = meta.version,
+                        object = %object.describe(),
+                        "destroyed the key object of a retired KEK version"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot destroy the key object of retired KEK version {}: {e}",
+                            meta.version
+                        ));
+                    }
+                }
+                None
+            } else {
+                let version = kek.version(&object.kek_id).ok_or_else(|| {
+                    format!(
+                        "KEK version {} ({}) is not loaded from the token",
+                        meta.version,
+                        object.describe()
+                    )
+                })?;
+                Some(Arc::new(version))
+            };
+            versions.push(Loaded {
+                meta,
+                object: Some(object),
+                key,
+            });
+        }
+        Ok(KekRing {
+            dir: dir.to_owned(),
+            provider: Provider::Pkcs11,
+            backend: Backend::Pkcs11 {
+                kek,
+                base: Box::new(base),
+            },
+            versions: RwLock::new(versions),
+            changing: Mutex::new(()),
+        })
+    }
+
+    /// A PKCS#11 KEK of one version without a record, as [`KekRing::single`], able to rotate.
+    pub(crate) fn single_pkcs11(
+        dir: &Path,
+        kek: Arc<Pkcs11Kek>,
+        base: Pkcs11Uri,
+        created: Timestamp,
+    ) -> KekRing {
+        let object = KeyObject {
+            label: base.object.clone(),
+            cka_id: base.id.clone(),
+            kek_id: kek.current_kek_id(),
+        };
+        let mut ring = KekRing::single(dir, kek.clone(), created);
+        if let Some(v) = ring
+            .versions
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first_mut()
+        {
+            v.object = Some(object);
+            v.meta.provider = Provider::Pkcs11.name();
+        }
+        ring.provider = Provider::Pkcs11;
+        ring.backend = Backend::Pkcs11 {
+            kek,
+            base: Box::new(base),
+        };
+        ring
+    }
+
+    /// The current versions with their objects, to build the next record from.
+    fn entries(&self) -> Vec<Entry> {
+        self.read()
+            .iter()
+            .map(|v| Entry {
+                meta: v.meta.clone(),
+                object: v.object.clone(),
+            })
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Loaded>> {
@@ -215,31 +385,49 @@ impl KekRing {
             .ok_or_else(|| CryptoError::KeyUnavailable("no active KEK version".into()))
     }
 
-    fn write_record(&self, versions: &[KekVersion]) -> Result<(), String> {
+    fn write_record(&self, versions: &[Entry]) -> Written {
         let active = versions
             .iter()
-            .find(|v| v.state == KekState::Active)
-            .map_or(0, |v| v.version);
+            .find(|v| v.meta.state == KekState::Active)
+            .map_or(0, |v| v.meta.version);
+        let base = match &self.backend {
+            Backend::Pkcs11 { base, .. } => Some(base),
+            Backend::File => None,
+        };
         let record = Record {
             format: FORMAT,
             active,
             versions: versions
                 .iter()
-                .map(|v| RecordEntry {
+                .map(|Entry { meta: v, object }| RecordEntry {
                     version: v.version,
                     kek_id: v.kek_id.0.clone(),
                     state: state_name(v.state).to_owned(),
                     created: v.created.to_rfc3339(),
+                    uri: object
+                        .as_ref()
+                        .zip(base)
+                        .map(|(o, base)| object_uri(base, o).to_string()),
                 })
                 .collect(),
         };
-        let body =
-            toml::to_string(&record).map_err(|e| format!("cannot encode the record: {e}"))?;
+        let body = match toml::to_string(&record) {
+            Ok(body) => body,
+            Err(e) => return Written::Not(format!("cannot encode the record: {e}")),
+        };
         let text = format!(
             "# The KEK versions of this data dir, written by `coffer kek rotate`. No key here.\n{body}"
         );
         write_atomically(&self.dir.join(VERSIONS_FILE), text.as_bytes())
     }
+}
+
+/// The URI of a version's key object: version 1's URI with its label and CKA_ID.
+fn object_uri(base: &Pkcs11Uri, object: &KeyObject) -> Pkcs11Uri {
+    let mut uri = base.clone();
+    uri.object = object.label.clone();
+    uri.id = object.cka_id.clone();
+    uri
 }
 
 /// When `path` was last modified (now if that cannot be read): the creation time shown for a
@@ -254,7 +442,7 @@ pub(crate) fn file_time(path: &Path) -> Timestamp {
         })
 }
 
-fn read_record(path: &Path) -> Result<Vec<KekVersion>, String> {
+pub(crate) fn read_record(path: &Path, provider: Provider) -> Result<Vec<Entry>, String> {
     let shown = path.display();
     let text = fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let record: Record =
@@ -265,7 +453,7 @@ fn read_record(path: &Path) -> Result<Vec<KekVersion>, String> {
             record.format
         ));
     }
-    let mut out: Vec<KekVersion> = Vec::with_capacity(record.versions.len());
+    let mut out: Vec<Entry> = Vec::with_capacity(record.versions.len());
     for entry in record.versions {
         let state = parse_state(&entry.state).ok_or_else(|| {
             format!(
@@ -279,20 +467,40 @@ fn read_record(path: &Path) -> Result<Vec<KekVersion>, String> {
                 entry.version, entry.created
             )
         })?;
-        if entry.version == 0 || out.last().is_some_and(|v| v.version >= entry.version) {
+        if entry.version == 0 || out.last().is_some_and(|v| v.meta.version >= entry.version) {
             return Err(format!(
                 "{shown}: versions must be listed in increasing order from 1"
             ));
         }
-        out.push(KekVersion {
-            version: entry.version,
-            kek_id: KekId(entry.kek_id),
-            provider: Provider::File.name(),
-            state,
-            created,
+        let kek_id = KekId(entry.kek_id);
+        let object = match entry.uri {
+            None => None,
+            Some(text) => {
+                let uri = Pkcs11Uri::parse(&text)
+                    .map_err(|e| format!("{shown}: version {}: {e}", entry.version))?;
+                Some(KeyObject {
+                    label: uri.object,
+                    cka_id: uri.id,
+                    kek_id: kek_id.clone(),
+                })
+            }
+        };
+        out.push(Entry {
+            meta: KekVersion {
+                version: entry.version,
+                kek_id,
+                provider: provider.name(),
+                state,
+                created,
+            },
+            object,
         });
     }
-    let active: Vec<&KekVersion> = out.iter().filter(|v| v.state == KekState::Active).collect();
+    let active: Vec<&KekVersion> = out
+        .iter()
+        .map(|e| &e.meta)
+        .filter(|v| v.state == KekState::Active)
+        .collect();
     match active.as_slice() {
         [one] if one.version == record.active => Ok(out),
         _ => Err(format!(
@@ -304,10 +512,10 @@ fn read_record(path: &Path) -> Result<Vec<KekVersion>, String> {
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file: a
 /// private temporary file, synced, renamed over it, and the directory synced.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Written {
     let shown = path.display();
     let tmp = path.with_extension("toml.tmp");
-    let written = (|| {
+    let renamed = (|| {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -316,16 +524,26 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> 
             .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(path)
+        fs::rename(&tmp, path)
     })();
-    written.map_err(|e| {
+    if let Err(e) = renamed {
         let _ = fs::remove_file(&tmp);
-        format!("cannot write {shown}: {e}")
-    })
+        return Written::Not(format!("cannot write {shown}: {e}"));
+    }
+    match sync_dir(path) {
+        Ok(()) => Written::Durable,
+        Err(e) => Written::Unsure(format!(
+            "wrote {shown} but could not sync its directory ({e}); the change is not made, \
+             and the next one writes the record again"
+        )),
+    }
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if tests::FAIL_DIR_SYNC.with(std::cell::Cell::get) {
+        return Err(std::io::Error::other("injected sync failure"));
+    }
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
@@ -390,43 +608,37 @@ impl KekVersions for KekRing {
     }
 
     fn add_version(&self) -> Result<KekVersion, CoreError> {
-        if self.provider != Provider::File {
-            return Err(CoreError::KekRotationUnsupported(
-                "this data dir's KEK is in a PKCS#11 token, and rotating a PKCS#11 KEK is not \
-                 supported yet",
-            ));
-        }
         let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.versions();
-        let number = current.last().map_or(1, |v| v.version + 1);
-        let path = self.dir.join(file_name(number));
-        if path.exists() {
-            // Made by a rotation that crashed before recording it: nothing was wrapped by it.
-            remove_key_file(&path).map_err(|e| {
-                CoreError::Unavailable(format!("cannot remove unrecorded {}: {e}", path.display()))
-            })?;
-        }
-        // 1. The key exists (synced) before the record names it.
-        let kek = FileKek::create(&path)
-            .map_err(|e| CoreError::Unavailable(format!("cannot make a new KEK version: {e}")))?;
+        let current = self.entries();
+        let number = current.last().map_or(1, |v| v.meta.version + 1);
+        // 1. The key exists (synced, or generated in the token) before the record names it.
+        let (key, object, undo) = self.make_version(number)?;
         let new = KekVersion {
             version: number,
-            kek_id: kek.current_kek_id(),
-            provider: Provider::File.name(),
+            kek_id: key.current_kek_id(),
+            provider: self.provider.name(),
             state: KekState::Active,
             created: Timestamp::now(),
         };
-        let mut next = current.clone();
+        let mut next = current;
         for v in &mut next {
-            if v.state == KekState::Active {
-                v.state = KekState::Retiring;
+            if v.meta.state == KekState::Active {
+                v.meta.state = KekState::Retiring;
             }
         }
-        next.push(new.clone());
+        next.push(Entry {
+            meta: new.clone(),
+            object: object.clone(),
+        });
         // 2. Recorded before anything is wrapped with it.
-        if let Err(e) = self.write_record(&next) {
-            let _ = remove_key_file(&path);
-            return Err(CoreError::Unavailable(e));
+        match self.write_record(&next) {
+            Written::Durable => {}
+            Written::Not(e) => {
+                undo();
+                return Err(CoreError::Unavailable(e));
+            }
+            // The record may name the new key: keep it, but wrap nothing with it.
+            Written::Unsure(e) => return Err(CoreError::Unavailable(e)),
         }
         let mut versions = self
             .versions
@@ -439,21 +651,27 @@ impl KekVersions for KekRing {
         }
         versions.push(Loaded {
             meta: new.clone(),
-            key: Some(Arc::new(kek)),
+            object,
+            key: Some(key),
         });
         Ok(new)
     }
 
     fn retire(&self, version: u32) -> Result<(), CoreError> {
         let _changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = self.versions();
+        let mut next = self.entries();
         let entry = next
             .iter_mut()
-            .find(|v| v.version == version && v.state == KekState::Retiring)
+            .find(|v| v.meta.version == version && v.meta.state == KekState::Retiring)
             .ok_or_else(|| CoreError::Internal(format!("KEK version {version} is not retiring")))?;
-        entry.state = KekState::Retired;
-        // 3. The record says retired before the key is destroyed.
-        self.write_record(&next).map_err(CoreError::Unavailable)?;
+        entry.meta.state = KekState::Retired;
+        let object = entry.object.clone();
+        // 3. The record says retired before the key is destroyed. If that is not certain, the
+        // key stays (the version stays retiring here, and the job tries again).
+        match self.write_record(&next) {
+            Written::Durable => {}
+            Written::Not(e) | Written::Unsure(e) => return Err(CoreError::Unavailable(e)),
+        }
         {
             let mut versions = self
                 .versions
@@ -464,12 +682,78 @@ impl KekVersions for KekRing {
                 v.key = None;
             }
         }
-        let path = self.dir.join(file_name(version));
-        if let Err(e) = remove_key_file(&path) {
-            // Removed at the next start.
-            tracing::warn!(file = %path.display(), error = %e, "could not remove a retired KEK file");
+        match (&self.backend, object) {
+            (Backend::Pkcs11 { kek, .. }, Some(object)) => {
+                if let Err(e) = kek.destroy_version(&object) {
+                    // Destroyed at the next start.
+                    tracing::warn!(object = %object.describe(), error = %e, "could not destroy a retired KEK's key object");
+                }
+            }
+            _ => {
+                let path = self.dir.join(file_name(version));
+                if let Err(e) = remove_key_file(&path) {
+                    // Removed at the next start.
+                    tracing::warn!(file = %path.display(), error = %e, "could not remove a retired KEK file");
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// Undoes the making of a version the record could not name.
+type Undo = Box<dyn FnOnce()>;
+
+impl KekRing {
+    /// Makes version `number`'s key: a key file, or an object in the token.
+    #[allow(clippy::type_complexity)]
+    fn make_version(
+        &self,
+        number: u32,
+    ) -> Result<(Arc<dyn KekProvider>, Option<KeyObject>, Undo), CoreError> {
+        match &self.backend {
+            Backend::File => {
+                let path = self.dir.join(file_name(number));
+                if path.exists() {
+                    // Made by a rotation that crashed before recording it: nothing was wrapped
+                    // by it.
+                    remove_key_file(&path).map_err(|e| {
+                        CoreError::Unavailable(format!(
+                            "cannot remove unrecorded {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                }
+                let kek = FileKek::create(&path).map_err(|e| {
+                    CoreError::Unavailable(format!("cannot make a new KEK version: {e}"))
+                })?;
+                let undo: Undo = Box::new(move || {
+                    let _ = remove_key_file(&path);
+                });
+                Ok((Arc::new(kek), None, undo))
+            }
+            Backend::Pkcs11 { kek, base } => {
+                let label = format!("{}.v{number}", base.object);
+                let cka_id: [u8; 16] = coffer_crypto::random_array();
+                let object = kek.generate_version(&label, &cka_id).map_err(|e| match e {
+                    HsmError::ReadOnly(_) => CoreError::KekRotationUnsupported(
+                        "the PKCS#11 token holding the KEK is write-protected, so no new KEK \
+                         version can be generated in it",
+                    ),
+                    other => CoreError::Unavailable(format!(
+                        "cannot make a new KEK version in the token: {other}"
+                    )),
+                })?;
+                let version = kek.version(&object.kek_id).ok_or_else(|| {
+                    CoreError::Internal("the new key object is not in use".into())
+                })?;
+                let (kek, made) = (Arc::clone(kek), object.clone());
+                let undo: Undo = Box::new(move || {
+                    let _ = kek.destroy_version(&made);
+                });
+                Ok((Arc::new(version), Some(object), undo))
+            }
+        }
     }
 }
 

@@ -199,6 +199,7 @@ const CHECKS: &[Check] = checks![
     nodes::concurrent_creates_of_one_node_name_admit_one,
     rewrap::rewrap_counts_finds_and_compare_and_sets,
     rewrap::account_deks_are_counted_and_found_per_account,
+    rewrap::a_retired_kek_wraps_nothing_stored_after_it,
     node_keys::node_keys_register_once_with_a_grant_of_the_current_key,
     node_keys::revocation_rotates_every_replicated_wrap_in_one_write,
     accounts::shutdown_finishes_writes_then_refuses_more,

@@ -257,6 +257,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         kek_id: &str,
         limit: usize,
     ) -> Result<Vec<StoredKey>>;
+    /// Marks `kek_id` retired, in the transaction that finds no stored key wrapped by it
+    /// (`Conflict` if one is). From then on a DEK or instance key wrapped by it is refused with
+    /// `Conflict` (a write that took a DEK before the rotation retries with a fresh one), so no
+    /// key whose KEK is destroyed is ever stored. Idempotent.
+    async fn retire_kek(&self, kek_id: &str) -> Result<()>;
+    /// Whether [`Storage::retire_kek`] marked `kek_id`.
+    async fn is_kek_retired(&self, kek_id: &str) -> Result<bool>;
 
     // ---- stores ----
 

@@ -384,6 +384,19 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn retire_kek(&self, kek_id: &str) -> Result<()> {
+        let kek_id = kek_id.to_owned();
+        let at = Timestamp::now().unix_micros();
+        self.writer
+            .run(move |cx| rewrap::retire_kek(cx, &kek_id, at))
+            .await
+    }
+
+    async fn is_kek_retired(&self, kek_id: &str) -> Result<bool> {
+        let kek_id = kek_id.to_owned();
+        self.read(move |c| rewrap::is_retired(c, &kek_id)).await
+    }
+
     async fn create_store(
         &self,
         store: StoreRecord,

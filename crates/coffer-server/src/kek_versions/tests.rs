@@ -198,21 +198,62 @@ fn an_unknown_kek_id_is_key_unavailable_naming_the_versions() {
     ));
 }
 
+thread_local! {
+    /// Makes `sync_dir` fail on this thread (tests run one per thread).
+    pub(super) static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn failing_dir_sync<T>(f: impl FnOnce() -> T) -> T {
+    FAIL_DIR_SYNC.with(|c| c.set(true));
+    let out = f();
+    FAIL_DIR_SYNC.with(|c| c.set(false));
+    out
+}
+
 #[test]
-fn a_pkcs11_kek_refuses_to_rotate_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = FileKek::create(&dir.path().join("stand-in")).unwrap();
-    let ring = KekRing::single(
-        dir.path(),
-        Provider::Pkcs11,
-        Arc::new(key),
-        Timestamp::now(),
+fn a_record_not_synced_after_its_rename_makes_no_change_and_keeps_the_key() {
+    let (dir, ring) = fresh_dir();
+    let dek = DataKey::generate();
+    let v1 = ring.current_kek_id();
+    // The rename happens, the directory sync fails: nothing wraps with version 2, and its key
+    // file stays (the record on disk may name it).
+    let err = failing_dir_sync(|| ring.add_version()).unwrap_err();
+    assert!(
+        matches!(&err, CoreError::Unavailable(m) if m.contains("could not sync")),
+        "{err:?}"
     );
-    let before = ring.versions();
-    assert!(matches!(
-        ring.add_version(),
-        Err(CoreError::KekRotationUnsupported(m)) if m.contains("PKCS#11")
-    ));
-    assert_eq!(ring.versions(), before);
-    assert!(!dir.path().join(VERSIONS_FILE).exists());
+    assert_eq!(ring.current_kek_id(), v1);
+    assert_eq!(ring.wrap(&dek, &ctx()).unwrap().kek_id, v1);
+    assert!(dir.path().join("kek-2.key").exists());
+    // A restart reads whichever record survived; here the new one, and both keys are there.
+    let reopened = KekRing::open_files(dir.path()).unwrap();
+    assert_eq!(reopened.versions().len(), 2);
+    // The next change writes the record again, and works.
+    let v2 = ring.add_version().unwrap();
+    assert_eq!(ring.current_kek_id(), v2.kek_id);
+
+    // Retiring: the record's sync fails, so the key is not removed and the version stays
+    // retiring here; the next attempt retires it.
+    let err = failing_dir_sync(|| ring.retire(1)).unwrap_err();
+    assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+    assert!(dir.path().join(KEK_FILE).exists());
+    assert_eq!(ring.versions()[0].state, KekState::Retiring);
+    ring.retire(1).unwrap();
+    assert!(!dir.path().join(KEK_FILE).exists());
+    assert_eq!(ring.versions()[0].state, KekState::Retired);
+}
+
+#[test]
+fn a_record_of_a_file_kek_naming_a_token_object_is_refused() {
+    let (dir, ring) = fresh_dir();
+    ring.add_version().unwrap();
+    let record = dir.path().join(VERSIONS_FILE);
+    let text = fs::read_to_string(&record).unwrap().replacen(
+        "version = 2\n",
+        "version = 2\nuri = \"pkcs11:token=t;object=o?module-path=/m.so\"\n",
+        1,
+    );
+    fs::write(&record, text).unwrap();
+    let msg = KekRing::open_files(dir.path()).err().unwrap();
+    assert!(msg.contains("names a PKCS#11 key object"), "{msg}");
 }

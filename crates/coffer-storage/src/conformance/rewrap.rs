@@ -191,3 +191,67 @@ pub(super) async fn account_deks_are_counted_and_found_per_account(s: Arc<dyn St
         vec![usage("kek-1", 1, 0)]
     );
 }
+
+/// Retiring a KEK id: refused while any key is wrapped by it, and afterwards no key wrapped by
+/// it is stored, whether carried by a write, put alone or as an instance key.
+pub(super) async fn a_retired_kek_wraps_nothing_stored_after_it(s: Arc<dyn Storage>) {
+    use super::fixtures::{assert_head, secret, store};
+    use crate::{NewSecret, StorageError};
+
+    let t = tenant(&*s, "a").await;
+    let st = store(&*s, t, "s").await;
+    // The tenant's DEK is wrapped by kek-1: not yet.
+    assert!(matches!(
+        s.retire_kek("kek-1").await,
+        Err(StorageError::Conflict)
+    ));
+    assert!(!s.is_kek_retired("kek-1").await.unwrap());
+    // Rewrapped away, it may retire (twice is fine).
+    let all = s.keys_wrapped_by("kek-1", 100).await.unwrap();
+    let rewraps: Vec<Rewrap> = all.iter().map(|k| rewrap(k, "kek-2", 2)).collect();
+    assert_eq!(s.rewrap_keys(rewraps).await.unwrap(), 1);
+    s.retire_kek("kek-1").await.unwrap();
+    s.retire_kek("kek-1").await.unwrap();
+    assert!(s.is_kek_retired("kek-1").await.unwrap());
+    assert!(!s.is_kek_retired("kek-2").await.unwrap());
+
+    // A write that took a DEK wrapped by kek-1 before the retirement commits after it.
+    let head = s.change_head().await.unwrap();
+    let late = DekRecord {
+        account_id: t.account,
+        key: wrapped_key(1),
+        rk: None,
+    };
+    let mut new: NewSecret = secret(t, st, "LATE");
+    new.value.dek_id = late.key.id;
+    new.dek = Some(late.clone());
+    assert!(matches!(
+        s.create_secrets(t.account, st, vec![new.clone()], 10, &[])
+            .await,
+        Err(StorageError::Conflict)
+    ));
+    assert!(s.get_dek(late.key.id).await.unwrap().is_none());
+    assert_head(&*s, head, "a write carrying a DEK of a retired KEK").await;
+    assert!(matches!(
+        s.put_dek(late.clone()).await,
+        Err(StorageError::Conflict)
+    ));
+    assert!(matches!(
+        s.put_instance_key_if_absent("audit-mac", wrapped_key(1))
+            .await,
+        Err(StorageError::Conflict)
+    ));
+    assert!(s.get_instance_key("audit-mac").await.unwrap().is_none());
+    // The retry, with a DEK of the active KEK, goes through.
+    let fresh = DekRecord {
+        account_id: t.account,
+        key: wrapped_key(2),
+        rk: None,
+    };
+    new.value.dek_id = fresh.key.id;
+    new.dek = Some(fresh.clone());
+    s.create_secrets(t.account, st, vec![new], 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(s.get_dek(fresh.key.id).await.unwrap().unwrap(), fresh);
+}

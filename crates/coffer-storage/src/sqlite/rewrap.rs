@@ -1,5 +1,6 @@
 //! KEK rotation's storage side: counting keys per KEK, finding those a KEK wraps, and the
-//! compare-and-set that rewraps them. Nothing here appends to the change log.
+//! compare-and-set that rewraps them, and the retired KEK ids no key may be stored under.
+//! Nothing here appends to the change log.
 
 use coffer_types::{AccountId, DekId};
 use rusqlite::{Connection, params};
@@ -7,7 +8,7 @@ use rusqlite::{Connection, params};
 use super::codec::{DbResultExt, col, id_col, ts_col};
 use super::reads::query_all;
 use super::writer::WriteCx;
-use crate::{KekUsage, KeyOwner, Result, Rewrap, StoredKey, WrappedKeyRecord};
+use crate::{KekUsage, KeyOwner, Result, Rewrap, StorageError, StoredKey, WrappedKeyRecord};
 
 pub(super) fn kek_usage(conn: &Connection) -> Result<Vec<KekUsage>> {
     let mut usage: Vec<KekUsage> = Vec::new();
@@ -194,4 +195,44 @@ pub(super) fn rewrap_keys(cx: &mut WriteCx<'_>, rewraps: &[Rewrap]) -> Result<u6
         done += changed as u64;
     }
     Ok(done)
+}
+
+/// Whether `kek_id` was retired ([`retire_kek`]).
+pub(super) fn is_retired(conn: &Connection, kek_id: &str) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM retired_keks WHERE kek_id = ?1")
+        .and_then(|mut stmt| stmt.exists(params![kek_id]))
+        .db("check retired kek")
+}
+
+/// Refuses a key wrapped by a retired KEK (`Conflict`): its KEK is destroyed, so storing it
+/// would store a key nothing can open.
+pub(super) fn refuse_retired(conn: &Connection, kek_id: &str) -> Result<()> {
+    if is_retired(conn, kek_id)? {
+        return Err(StorageError::Conflict);
+    }
+    Ok(())
+}
+
+/// Records `kek_id` as retired if no stored key is wrapped by it (else `Conflict`). In one
+/// writer transaction, so no insert of a key it wraps can come between the check and the mark.
+pub(super) fn retire_kek(cx: &mut WriteCx<'_>, kek_id: &str, at: i64) -> Result<()> {
+    let used: bool = cx
+        .conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deks WHERE kek_id = ?1)
+                 OR EXISTS (SELECT 1 FROM instance_keys WHERE kek_id = ?1)",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![kek_id], |row| row.get(0)))
+        .db("check keys of a kek")?;
+    if used {
+        return Err(StorageError::Conflict);
+    }
+    cx.conn
+        .prepare_cached(
+            "INSERT INTO retired_keks (kek_id, retired) VALUES (?1, ?2)
+             ON CONFLICT (kek_id) DO NOTHING",
+        )
+        .and_then(|mut stmt| stmt.execute(params![kek_id, at]))
+        .db("retire kek")?;
+    Ok(())
 }

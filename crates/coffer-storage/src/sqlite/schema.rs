@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -472,6 +472,21 @@ fn v8(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 9: KEK ids whose version was retired (its key destroyed). A DEK or instance key
+/// wrapped by one of them is refused on insert (`Conflict`: the write retries with a fresh
+/// DEK), and an id enters the table only in the transaction that finds no key wrapped by it:
+/// so no write that took a DEK before a rotation can store it after its KEK is gone.
+fn v9(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        CREATE TABLE retired_keks (
+            kek_id  TEXT    PRIMARY KEY NOT NULL,
+            retired INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,7 +570,11 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 8);
+        assert_eq!(SCHEMA_VERSION, 9);
+        let retired: i64 = conn
+            .query_row("SELECT count(*) FROM retired_keks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(retired, 0, "version 9 adds the retired KEK ids, empty");
         // Version 6: KEK rotation looks up DEKs by KEK id through an index.
         let by_kek = plan(&conn, "SELECT id FROM deks WHERE kek_id = ?1 LIMIT 5");
         assert!(

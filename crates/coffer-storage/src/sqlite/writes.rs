@@ -45,6 +45,7 @@ pub(super) fn put_instance_key_if_absent(
     purpose: &str,
     key: &WrappedKeyRecord,
 ) -> Result<WrappedKeyRecord> {
+    super::rewrap::refuse_retired(cx.conn, &key.kek_id)?;
     // The writer applies jobs one at a time, so between this insert and the read below no
     // other initialiser can run: whoever's insert came first is what both read back.
     execute(
@@ -304,6 +305,10 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
             return Err(StorageError::Conflict);
         }
     }
+    // A DEK wrapped by a KEK version retired since the write took it (its key is destroyed):
+    // the caller retries with a new DEK, which the active version wraps. Refused even when the
+    // DEK is stored already (rewrapped): the retry costs one DEK, and the check stays simple.
+    super::rewrap::refuse_retired(cx.conn, &dek.key.kek_id)?;
     let inserted = execute(
         cx,
         "INSERT INTO deks (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped)
