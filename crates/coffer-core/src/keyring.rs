@@ -126,6 +126,12 @@ impl DekCache {
         self.order.push_back((account, dek));
     }
 
+    fn remove(&mut self, account: AccountId, dek: DekId) {
+        if self.keys.remove(&(account, dek)).is_some() {
+            self.order.retain(|entry| *entry != (account, dek));
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.keys.len()
@@ -145,6 +151,9 @@ pub struct Keyring {
     /// across storage or the KEK: two tasks that find no usable DEK at once may both make one,
     /// and the one installed second is dropped unused (it was never stored).
     active: Mutex<HashMap<AccountId, ActiveDek>>,
+    /// When each account last gave up its sealing DEK ([`Keyring::retire_sealing`]): DEKs
+    /// made before it are re-sealed away from. In memory only (see `reseal.rs`).
+    retired: Mutex<HashMap<AccountId, Timestamp>>,
     mac: MacKey,
     audit_mac: MacKey,
     service_mac: MacKey,
@@ -176,6 +185,7 @@ impl Keyring {
             policy,
             cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
             active: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             mac,
             audit_mac,
             service_mac: MacKey::from_data_key(&service_key),
@@ -208,6 +218,7 @@ impl Keyring {
             policy: DekPolicy::default(),
             cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
             active: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             mac: MacKey::from_data_key(&DataKey::generate()),
             audit_mac: MacKey::from_data_key(&DataKey::generate()),
             service_mac,
@@ -344,6 +355,66 @@ impl Keyring {
             )));
         }
         self.unwrap_dek(&record).await
+    }
+
+    /// The DEK `account` seals with now, if it has a usable one in memory (counts no seal).
+    pub(crate) fn current_dek(&self, account: AccountId) -> Option<DekId> {
+        let now = Timestamp::now();
+        let active = self.lock_active();
+        active
+            .get(&account)
+            .filter(|dek| self.usable(dek, now))
+            .map(|dek| dek.record.key.id)
+    }
+
+    /// Every DEK the keyring may still hand out for sealing: never destroyed, even while no
+    /// value references it yet.
+    pub(crate) fn sealing_deks(&self) -> Vec<DekId> {
+        self.lock_active()
+            .values()
+            .map(|dek| dek.record.key.id)
+            .collect()
+    }
+
+    /// Makes `account` seal with a new DEK from its next seal on (a store's deletion: the DEK
+    /// its values shared with other stores is then re-sealed away from and destroyed). The
+    /// entry stays, spent, so the slow path makes a new DEK rather than reusing the stored
+    /// one.
+    pub(crate) fn retire_sealing(&self, account: AccountId) {
+        if let Some(dek) = self.lock_active().get_mut(&account) {
+            dek.seals = u64::MAX;
+        }
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account, Timestamp::now());
+    }
+
+    /// Values of `account` sealed under DEKs created before this are re-sealed: DEKs past
+    /// their age, made before the last node revocation (under an older replication key), or
+    /// before the account last gave up its sealing DEK. A DEK merely out of seals is not
+    /// re-sealed away from: moving its values would spend other DEKs' seals for no gain.
+    pub(crate) fn reseal_cutoff(&self, account: AccountId) -> Timestamp {
+        let max_age = i64::try_from(self.policy.max_age.as_micros()).unwrap_or(i64::MAX);
+        let mut cutoff = Timestamp::now().unix_micros().saturating_sub(max_age);
+        if let Some(repl) = &self.replication {
+            cutoff = cutoff.max(repl.current().created.unix_micros());
+        }
+        if let Some(at) = self
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&account)
+        {
+            cutoff = cutoff.max(at.unix_micros());
+        }
+        Timestamp::from_unix_micros(cutoff)
+    }
+
+    /// Drops a destroyed DEK's unwrapped copy.
+    pub(crate) fn forget(&self, account: AccountId, dek: DekId) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.remove(account, dek);
     }
 
     /// The KEK that wraps new keys now.

@@ -33,10 +33,10 @@ use crate::CoreError;
 const ROTATION_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone)]
-struct Current {
+pub(super) struct Current {
     version: u32,
     key: Arc<DataKey>,
-    created: Timestamp,
+    pub(super) created: Timestamp,
 }
 
 /// The control plane's replication key, current version.
@@ -146,7 +146,7 @@ impl ReplicationKeys {
         })
     }
 
-    fn current(&self) -> Current {
+    pub(super) fn current(&self) -> Current {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -468,6 +468,22 @@ fn v8(conn: &Connection) -> rusqlite::Result<()> {
             seq       INTEGER PRIMARY KEY CHECK (seq > 0),
             signature BLOB    NOT NULL CHECK (length(signature) = 64)
         ) STRICT;
+        "#,
+    )
+}
+
+/// Version 9: values are re-sealed onto an account's current DEK (core's `reseal.rs`). A
+/// version row keeps its secret, number and creation time for good; only its DEK and sealed
+/// bytes may be replaced (together, compare-and-set, by `reseal_values` and the replica's
+/// `ValueResealed`).
+fn v9(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        DROP TRIGGER versions_immutable;
+        CREATE TRIGGER versions_immutable BEFORE UPDATE OF secret_id, version, created ON versions
+        BEGIN
+            SELECT RAISE(ABORT, 'a value version keeps its secret, number and creation time');
+        END;
         "#,
     )
 }

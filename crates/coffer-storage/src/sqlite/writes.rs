@@ -180,6 +180,13 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     )?;
     // Every version of the account is gone by now, and no other account's version can name
     // one of its DEKs (writes check that), so a reference still found is damage, not a race.
+    let deks = query_all(
+        cx.conn,
+        "SELECT id FROM deks WHERE account_id = ?1",
+        [account.as_bytes()],
+        "list account deks",
+        |row| id_col(row, 0, "deks.id").map(DekId::from_bytes),
+    )?;
     execute(
         cx,
         "DELETE FROM deks WHERE account_id = ?1",
@@ -201,6 +208,9 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         "delete account",
         |_| None,
     )?;
+    // Its DEKs are destroyed with it: no retained entry may still carry one (the
+    // `AccountDeleted` below tells replicas to drop theirs).
+    super::lifecycle::compact_past(cx, deks)?;
     cx.append(&Change::AccountDeleted {
         account_id: account,
     })
@@ -357,7 +367,7 @@ fn check_carried_dek(
 }
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
-fn insert_carried_deks<'a>(
+pub(super) fn insert_carried_deks<'a>(
     cx: &mut WriteCx<'_>,
     deks: impl IntoIterator<Item = &'a DekRecord>,
 ) -> Result<()> {
