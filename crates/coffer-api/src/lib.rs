@@ -22,7 +22,7 @@ pub use account::{Account, CreateAccount, UpdateAccount};
 pub use audit::{AuditLogEntry, AuditProblem, AuditVerification};
 pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
-pub use kek::{KekRotation, KekRotationStarted, KekStatus, KekVersion};
+pub use kek::{KekReseal, KekRotation, KekRotationStarted, KekStatus, KekVersion};
 pub use node::{CreateNode, CreatedNode, Node};
 pub use secrets_store::*;
 pub use service::{

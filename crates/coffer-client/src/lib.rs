@@ -57,10 +57,11 @@ use zeroize::Zeroizing;
 
 pub use coffer_api::{
     Account, ApiMessage, AuditLogEntry, AuditProblem, AuditVerification, CreateSecret, CreatedNode,
-    CreatedToken, DeployService, DeployedService, DuplicateSecret, KekRotation, KekRotationStarted,
-    KekStatus, KekVersion, Membership, MembershipAccount, Node, PermissionGrant, Quota,
-    QuotaDetail, ResultInfo, RotatedServiceToken, Secret, SecretBinding, SecretValue, Service,
-    ServiceToken, Store, StoreBinding, Token, TokenVerification, UpdateSecret,
+    CreatedToken, DeployService, DeployedService, DuplicateSecret, KekReseal, KekRotation,
+    KekRotationStarted, KekStatus, KekVersion, Membership, MembershipAccount, Node,
+    PermissionGrant, Quota, QuotaDetail, ResultInfo, RotatedServiceToken, Secret, SecretBinding,
+    SecretValue, Service, ServiceToken, Store, StoreBinding, Token, TokenVerification,
+    UpdateSecret,
 };
 use coffer_api::{
     CreateAccount, CreateNode, CreateStore, CreateToken, Envelope, RotateServiceToken,

@@ -456,6 +456,7 @@ async fn edges_serve_the_right_values_through_a_kek_rotation() {
             grace: Duration::ZERO,
             ..coffer_server::RewrapSettings::with_rate(80)
         },
+        reseal: Default::default(),
     };
     let cp = control_plane_with(&tmp.path().join("cp"), keys).await;
     let b = bind(&cp.client, "v0").await;

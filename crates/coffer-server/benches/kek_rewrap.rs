@@ -119,6 +119,7 @@ fn main() {
                 grace: Duration::ZERO,
                 ..RewrapSettings::default()
             },
+            reseal: Default::default(),
         };
         let coffer = coffer_server::open_data_dir_tuned(&data, Default::default(), Default::default(), keys)
             .await

@@ -522,3 +522,69 @@ async fn after_a_store_delete_no_live_dek_opens_the_deleted_ciphertexts() {
     }
     f.coffer.shutdown().await;
 }
+
+/// Re-seal throughput for 100,000 values (docs/benchmarks.md). Ignored: run it with
+/// `cargo test -p coffer-core --release --lib -- --ignored --nocapture reseal_throughput`.
+/// The values are made under one DEK, which the account then gives up (as on a store's
+/// deletion), so the pass moves all of them; no pause between batches, so the figure is what
+/// the job can do, not what its default pacing (about 12,800 values/s) allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: 100,000 values"]
+async fn reseal_throughput_100k() {
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let coffer = Coffer::open(
+        storage,
+        kek,
+        Limits {
+            default_secrets_quota: N as u64,
+            ..Limits::default()
+        },
+        DekPolicy::default(),
+    )
+    .await
+    .unwrap();
+    let (account, token) = coffer.bootstrap("acme").await.unwrap();
+    let op = coffer
+        .authenticate(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    let store = coffer
+        .create_store(&op, account, StoreName::parse("prod").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let made = std::time::Instant::now();
+    for chunk in 0..N / crate::limits::MAX_BATCH {
+        let items = (0..crate::limits::MAX_BATCH)
+            .map(|i| item(&format!("S{chunk}_{i}"), "a value of about thirty bytes.."))
+            .collect();
+        coffer
+            .create_secrets(&op, account, store, items)
+            .await
+            .unwrap();
+    }
+    eprintln!("made {N} values in {:.1?}", made.elapsed());
+    coffer.keys.retire_sealing(account);
+    let settings = ResealSettings {
+        batch: ResealSettings::DEFAULT_BATCH,
+        pause: Duration::ZERO,
+        interval: Duration::from_secs(3600),
+        keep_versions: 1,
+    };
+    let start = std::time::Instant::now();
+    coffer.run_dek_lifecycle_pass(settings).await.unwrap();
+    let took = start.elapsed();
+    let left = coffer
+        .storage()
+        .count_sealed_before(account, coffer.keys.reseal_cutoff(account))
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every value re-sealed");
+    eprintln!(
+        "re-sealed {N} values (and destroyed the old DEK) in {took:.2?}: {:.0} values/s",
+        N as f64 / took.as_secs_f64()
+    );
+}

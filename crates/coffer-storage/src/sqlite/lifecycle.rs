@@ -186,7 +186,7 @@ pub(super) fn destroy_unreferenced_deks(
             .and_then(|mut stmt| stmt.execute([d.dek_id.as_bytes()]))
             .db("destroy dek")?;
     }
-    compact_past(cx, destroy.iter().map(|d| d.dek_id))?;
+    compact_past(cx, destroy.iter().map(|d| d.dek_id), u64::MAX)?;
     for d in &destroy {
         cx.append(&Change::DekDestroyed {
             account_id: d.account_id,
@@ -196,13 +196,14 @@ pub(super) fn destroy_unreferenced_deks(
     Ok(destroy)
 }
 
-/// Compacts the log through the last entry that names one of `deks` (their `DekPut`s, values
-/// sealed under them), so no retained entry carries them. Entries are matched by the exact
+/// Compacts the log through the last entry before seq `before` that names one of `deks`
+/// (their `DekPut`s, values sealed under them), so no retained entry carries them. Entries are matched by the exact
 /// `"dek_id":"<hex>"` their JSON holds. Edges behind the new base catch up from a snapshot,
 /// which holds no destroyed DEK.
 pub(super) fn compact_past(
     cx: &mut WriteCx<'_>,
     deks: impl IntoIterator<Item = DekId>,
+    before: u64,
 ) -> Result<()> {
     let (base, _) = replication::base_position(cx.conn)?;
     let mut through = base;
@@ -210,8 +211,13 @@ pub(super) fn compact_past(
         let needle = format!("\"dek_id\":\"{dek}\"");
         let last = query_opt(
             cx.conn,
-            "SELECT max(seq) FROM changes WHERE seq > ?1 AND instr(payload, CAST(?2 AS BLOB)) > 0",
-            params![i64::try_from(base).unwrap_or(i64::MAX), needle],
+            "SELECT max(seq) FROM changes
+             WHERE seq > ?1 AND seq < ?2 AND instr(payload, CAST(?3 AS BLOB)) > 0",
+            params![
+                i64::try_from(base).unwrap_or(i64::MAX),
+                i64::try_from(before).unwrap_or(i64::MAX),
+                needle
+            ],
             "find entries naming a dek",
             |row| {
                 let seq: Option<i64> = super::codec::col(row, 0, "max(seq)")?;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use coffer_types::{Scope, Scopes, Timestamp, TokenId};
+use coffer_types::{DekId, Scope, Scopes, Timestamp, TokenId};
 use rusqlite::{Connection, Params, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -708,12 +708,28 @@ fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<T
         cx.append_verbatim(record)?;
         let change: Change = serde_json::from_slice(&record.payload)
             .map_err(|_| StorageError::Invalid("a feed entry's payload is not a change"))?;
+        // A relay serves its log on: entries carrying a destroyed DEK (or a deleted account's)
+        // leave it too, as they left the control plane's.
+        let destroyed: Vec<DekId> = match &change {
+            Change::DekDestroyed { dek_id, .. } => vec![*dek_id],
+            Change::AccountDeleted { account_id } => query_all(
+                cx.conn,
+                "SELECT id FROM deks WHERE account_id = ?1",
+                [account_id.as_bytes()],
+                "list account deks",
+                |row| id_col(row, 0, "deks.id").map(DekId::from_bytes),
+            )?,
+            _ => Vec::new(),
+        };
         apply(
             cx.conn,
             &change,
             record.at.unix_micros(),
             Origin::Entry(record.seq),
         )?;
+        if !destroyed.is_empty() {
+            super::lifecycle::compact_past(cx, destroyed, record.seq)?;
+        }
         if let Change::NodeRevoked { node_id } = change {
             revoked_nodes.push(node_id);
         }

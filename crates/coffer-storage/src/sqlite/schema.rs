@@ -571,7 +571,26 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 8);
+        assert_eq!(SCHEMA_VERSION, 9);
+        // Version 9: a version's DEK and sealed bytes may be replaced (re-seal), nothing else.
+        conn.execute_batch(
+            "INSERT INTO stores (id, account_id, name, created, modified)
+             SELECT x'0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c', id, 'st', 1, 1 FROM accounts LIMIT 1;
+             INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                                  modified, version)
+             SELECT x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', id, account_id, 'S', '', ',', 1, 1, 1
+             FROM stores LIMIT 1;
+             INSERT INTO deks (id, account_id, kek_id, wrapped, created)
+             SELECT x'0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b', id, 'k', x'00', 1 FROM accounts LIMIT 1;
+             INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+             VALUES (x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 1,
+                     x'0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b', x'01', 1);",
+        )
+        .unwrap();
+        conn.execute("UPDATE versions SET sealed = x'02'", [])
+            .unwrap();
+        let moved = conn.execute("UPDATE versions SET version = 2", []);
+        assert!(moved.is_err(), "a version's number must not change");
         // Version 6: KEK rotation looks up DEKs by KEK id through an index.
         let by_kek = plan(&conn, "SELECT id FROM deks WHERE kek_id = ?1 LIMIT 5");
         assert!(

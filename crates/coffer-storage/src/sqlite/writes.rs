@@ -210,7 +210,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     )?;
     // Its DEKs are destroyed with it: no retained entry may still carry one (the
     // `AccountDeleted` below tells replicas to drop theirs).
-    super::lifecycle::compact_past(cx, deks)?;
+    super::lifecycle::compact_past(cx, deks, u64::MAX)?;
     cx.append(&Change::AccountDeleted {
         account_id: account,
     })
