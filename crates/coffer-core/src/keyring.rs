@@ -411,6 +411,29 @@ impl Keyring {
         Timestamp::from_unix_micros(cutoff)
     }
 
+    /// Drops the unwrapped copies of DEKs storage no longer holds (destroyed, or gone with
+    /// their account); returns how many. An edge runs it after applying the feed, since it
+    /// learns of destructions only through its replica.
+    pub async fn forget_destroyed(&self) -> Result<usize, CoreError> {
+        let cached: Vec<(AccountId, DekId)> = {
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            cache.order.iter().copied().collect()
+        };
+        let mut gone = 0;
+        for (account, dek) in cached {
+            let held = self
+                .storage
+                .get_dek(dek)
+                .await?
+                .is_some_and(|r| r.account_id == account);
+            if !held {
+                self.forget(account, dek);
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Drops a destroyed DEK's unwrapped copy.
     pub(crate) fn forget(&self, account: AccountId, dek: DekId) {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
@@ -455,7 +478,7 @@ impl Keyring {
         Ok(key)
     }
 
-    fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {
+    pub(crate) fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {
         // A poisoned lock only means another thread panicked mid-insert; the cache's map and
         // order list are updated together without any call that can panic in between.
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);

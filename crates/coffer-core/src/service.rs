@@ -265,6 +265,12 @@ impl Coffer {
             .await
     }
 
+    /// Drops unwrapped DEKs the storage no longer holds from memory (an edge, after its
+    /// replica applied `DekDestroyed` or `AccountDeleted`).
+    pub async fn forget_destroyed_deks(&self) -> Result<usize, CoreError> {
+        self.keys.forget_destroyed().await
+    }
+
     /// The DEK lifecycle job's progress; `None` when it was not started.
     pub async fn reseal_status(&self) -> Result<Option<crate::ResealStatus>, CoreError> {
         match self.lifecycle.get() {

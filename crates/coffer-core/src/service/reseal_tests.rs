@@ -200,8 +200,9 @@ async fn values_under_aged_deks_are_resealed_and_the_old_dek_destroyed_everywher
             .unwrap();
         assert_eq!((now.version, now.modified), (b.version, b.modified));
     }
-    // Destroyed on the control plane, and no retained entry names it.
+    // Destroyed on the control plane (and out of its memory), and no retained entry names it.
     assert!(f.coffer.storage().get_dek(old).await.unwrap().is_none());
+    assert!(f.coffer.keys.cached(f.account, old).is_none());
     let log = f.log().await;
     let destroyed = log
         .iter()
@@ -254,6 +255,42 @@ async fn values_under_aged_deks_are_resealed_and_the_old_dek_destroyed_everywher
     let head = f.coffer.storage().change_head().await.unwrap();
     f.coffer.run_dek_lifecycle_pass(fast(1)).await.unwrap();
     assert_eq!(f.coffer.storage().change_head().await.unwrap(), head);
+}
+
+/// What an edge runs after applying the feed: unwrapped DEKs its storage no longer holds leave
+/// memory.
+#[tokio::test]
+async fn destroyed_deks_are_swept_from_memory() {
+    let f = fx(Duration::from_secs(3600), 1).await;
+    let secrets = f.create_in(f.store, &["A", "B"]).await;
+    let (a, b) = (f.dek_of(&secrets[0]).await, f.dek_of(&secrets[1]).await);
+    assert_ne!(a, b, "one DEK per seal");
+    assert_eq!(f.value(&secrets[0]).await, "value of A");
+    assert!(f.coffer.keys.cached(f.account, a).is_some());
+    // Storage alone destroys A's DEK (as a replica applying `DekDestroyed` does).
+    f.coffer
+        .delete_secrets(&f.op, f.account, f.store, &[secrets[0].id])
+        .await
+        .unwrap();
+    let keep = f.coffer.keys.sealing_deks();
+    let destroyed = f
+        .coffer
+        .storage()
+        .destroy_unreferenced_deks(keep, 100)
+        .await
+        .unwrap();
+    assert!(destroyed.iter().any(|d| d.dek_id == a));
+    assert!(
+        f.coffer.keys.cached(f.account, a).is_some(),
+        "still in memory"
+    );
+    assert!(f.coffer.forget_destroyed_deks().await.unwrap() >= 1);
+    assert!(f.coffer.keys.cached(f.account, a).is_none());
+    assert!(
+        f.coffer.keys.cached(f.account, b).is_some(),
+        "a live DEK stays"
+    );
+    assert_eq!(f.value(&secrets[1]).await, "value of B");
 }
 
 #[tokio::test]
