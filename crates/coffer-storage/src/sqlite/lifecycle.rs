@@ -205,30 +205,46 @@ pub(super) fn compact_past(
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<()> {
+    let needles: Vec<String> = deks
+        .into_iter()
+        .map(|dek| format!("\"dek_id\":\"{dek}\""))
+        .collect();
+    if needles.is_empty() {
+        return Ok(());
+    }
     let (base, _) = replication::base_position(cx.conn)?;
+    // One backward walk for all of them, stopping at the newest entry naming any: that is
+    // the compaction point. It reads only the entries after it (usually the recent ones);
+    // the whole retained log only when no entry names them.
+    let mut stmt = cx
+        .conn
+        .prepare_cached(
+            "SELECT seq, payload FROM changes WHERE seq > ?1 AND seq < ?2 ORDER BY seq DESC",
+        )
+        .db("find entries naming a dek")?;
+    let mut rows = stmt
+        .query(params![
+            i64::try_from(base).unwrap_or(i64::MAX),
+            i64::try_from(before).unwrap_or(i64::MAX)
+        ])
+        .db("find entries naming a dek")?;
     let mut through = base;
-    for dek in deks {
-        let needle = format!("\"dek_id\":\"{dek}\"");
-        let last = query_opt(
-            cx.conn,
-            "SELECT max(seq) FROM changes
-             WHERE seq > ?1 AND seq < ?2 AND instr(payload, CAST(?3 AS BLOB)) > 0",
-            params![
-                i64::try_from(base).unwrap_or(i64::MAX),
-                i64::try_from(before).unwrap_or(i64::MAX),
-                needle
-            ],
-            "find entries naming a dek",
-            |row| {
-                let seq: Option<i64> = super::codec::col(row, 0, "max(seq)")?;
-                Ok(seq.and_then(|s| u64::try_from(s).ok()))
-            },
-        )?
-        .flatten();
-        if let Some(seq) = last {
-            through = through.max(seq);
+    while let Some(row) = rows.next().db("find entries naming a dek")? {
+        let payload = row
+            .get_ref(1)
+            .db("find entries naming a dek")?
+            .as_bytes()
+            .map_err(|_| StorageError::Corrupted("a change payload is not a blob".into()))?;
+        // Payloads are JSON, so UTF-8; one that is not cannot name a DEK.
+        let text = std::str::from_utf8(payload).unwrap_or("");
+        if needles.iter().any(|n| text.contains(n.as_str())) {
+            let seq: i64 = row.get(0).db("find entries naming a dek")?;
+            through = u64::try_from(seq).unwrap_or(base);
+            break;
         }
     }
+    drop(rows);
+    drop(stmt);
     if through > base {
         replication::ensure_cluster_id(cx)?;
         replication::compact_log(cx, through)?;
