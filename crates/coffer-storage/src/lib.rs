@@ -232,7 +232,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// stores new DEKs through the writes that use them instead (see "DEKs carried by writes").
     async fn put_dek(&self, dek: DekRecord) -> Result<()>;
     async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>>;
-    /// The most recently created DEK of the account, if any.
+    /// The most recently created DEK of the account that no store's deletion retired, if any
+    /// (`delete_store` retires every DEK of the account when the store held values).
     async fn latest_dek(&self, account: AccountId) -> Result<Option<DekRecord>>;
 
     // ---- KEK rotation (rewrap.rs) ----
@@ -252,7 +253,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // ---- DEK lifecycle (lifecycle.rs) ----
 
     /// Up to `limit` stored value versions of `account` (past versions included) sealed
-    /// under a DEK created before `cutoff`, other than `current`: the re-seal job's to-do list.
+    /// under a DEK created before `cutoff` or retired by a store's deletion, other than
+    /// `current`: the re-seal job's to-do list.
     async fn values_sealed_before(
         &self,
         account: AccountId,
@@ -261,7 +263,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<SealedValue>>;
     /// How many stored value versions of `account` are sealed under a DEK created before
-    /// `cutoff`.
+    /// `cutoff` or retired.
     async fn count_sealed_before(&self, account: AccountId, cutoff: Timestamp) -> Result<u64>;
     /// Re-seals values in one transaction, after inserting `dek` if it is carried (like
     /// `SecretUpdate::dek`; its `DekPut` comes first). Each row is replaced only if it still

@@ -257,6 +257,50 @@ async fn values_under_aged_deks_are_resealed_and_the_old_dek_destroyed_everywher
     assert_eq!(f.coffer.storage().change_head().await.unwrap(), head);
 }
 
+/// A store's deletion is stored work: a process stopped right after it (before any pass) and
+/// started again still moves the other stores' values off the shared DEK and destroys it, and
+/// never seals with that DEK again.
+#[tokio::test]
+async fn a_store_delete_is_finished_after_a_restart() {
+    let f = fx(Duration::from_secs(3600), 1 << 20).await;
+    let other = f
+        .coffer
+        .create_store(&f.op, f.account, StoreName::parse("other").unwrap())
+        .await
+        .unwrap()
+        .id;
+    f.create_in(f.store, &["A"]).await;
+    let kept = f.create_in(other, &["K"]).await;
+    let shared = f.dek_of(&kept[0]).await;
+    f.coffer
+        .delete_store(&f.op, f.account, f.store, true)
+        .await
+        .unwrap();
+    let again = open_coffer(&f.dir, &f.kek, Duration::from_secs(3600), 1 << 20).await;
+    // A new value after the restart is not sealed under the given-up DEK.
+    let items = vec![item("N", "new")];
+    let made = again
+        .create_secrets(&f.op, f.account, other, items)
+        .await
+        .unwrap();
+    let v = again
+        .storage()
+        .get_version(made[0].id, made[0].version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(v.dek_id, shared);
+    again.run_dek_lifecycle_pass(fast(1)).await.unwrap();
+    assert!(again.storage().get_dek(shared).await.unwrap().is_none());
+    let k = again
+        .storage()
+        .get_version(kept[0].id, kept[0].version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(k.dek_id, v.dek_id, "moved onto the DEK sealing now");
+}
+
 /// What an edge runs after applying the feed: unwrapped DEKs its storage no longer holds leave
 /// memory.
 #[tokio::test]

@@ -33,7 +33,7 @@ pub(super) fn values_sealed_before(
          FROM deks d
          JOIN versions v ON v.dek_id = d.id
          JOIN secrets s ON s.id = v.secret_id
-         WHERE d.account_id = ?1 AND d.created < ?2 AND d.id != ?3
+         WHERE d.account_id = ?1 AND (d.created < ?2 OR d.retired = 1) AND d.id != ?3
          LIMIT ?4",
         params![
             account.as_bytes(),
@@ -63,7 +63,7 @@ pub(super) fn count_sealed_before(
     query_opt(
         conn,
         "SELECT count(*) FROM deks d JOIN versions v ON v.dek_id = d.id
-         WHERE d.account_id = ?1 AND d.created < ?2",
+         WHERE d.account_id = ?1 AND (d.created < ?2 OR d.retired = 1)",
         params![account.as_bytes(), cutoff.unix_micros()],
         "count values to reseal",
         |row| u64_col(row, 0, "count"),

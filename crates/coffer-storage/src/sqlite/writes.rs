@@ -483,6 +483,17 @@ pub(super) fn delete_store(
     if !secrets.is_empty() && !force {
         return Err(StorageError::NotEmpty);
     }
+    if !secrets.is_empty() {
+        // The DEKs its values used may be shared with the account's other stores: none seals
+        // again, the others' values are re-sealed away from them, and they are destroyed.
+        execute(
+            cx,
+            "UPDATE deks SET retired = 1 WHERE account_id = ?1",
+            [account.as_bytes()],
+            "retire account deks",
+            |_| None,
+        )?;
+    }
     delete_store_secrets(cx, account, id, secrets)?;
     execute(
         cx,
