@@ -391,15 +391,14 @@ impl Keyring {
     }
 
     /// Values of `account` sealed under DEKs created before this are re-sealed: DEKs past
-    /// their age, made before the last node revocation (under an older replication key), or
-    /// before the account last gave up its sealing DEK. A DEK merely out of seals is not
+    /// their age, or made before the account last gave up its sealing DEK (storage's
+    /// `retired` flag adds those given up by a store's deletion or a node's revocation). A DEK merely out of seals is not
     /// re-sealed away from: moving its values would spend other DEKs' seals for no gain.
     pub(crate) fn reseal_cutoff(&self, account: AccountId) -> Timestamp {
         let max_age = i64::try_from(self.policy.max_age.as_micros()).unwrap_or(i64::MAX);
+        // DEKs made before the last revocation are retired in storage, which the re-seal
+        // query reads beside this cutoff.
         let mut cutoff = Timestamp::now().unix_micros().saturating_sub(max_age);
-        if let Some(repl) = &self.replication {
-            cutoff = cutoff.max(repl.current().created.unix_micros());
-        }
         if let Some(at) = self
             .retired
             .lock()

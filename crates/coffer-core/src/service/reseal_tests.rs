@@ -301,6 +301,53 @@ async fn a_store_delete_is_finished_after_a_restart() {
     assert_eq!(k.dek_id, v.dek_id, "moved onto the DEK sealing now");
 }
 
+/// A node's revocation retires every DEK made under the old replication key, by a stored flag
+/// (not by comparing creation times): none seals again, also after a restart, and their values
+/// are re-sealed onto a DEK made under the new key.
+#[tokio::test]
+async fn deks_made_before_a_revocation_are_retired_and_resealed_away_from() {
+    let f = fx(Duration::from_secs(3600), 1 << 20).await;
+    let secrets = f.create_in(f.store, &["A", "B"]).await;
+    let before = f.dek_of(&secrets[0]).await;
+    let (node, _token) = f
+        .coffer
+        .create_node(&f.op, coffer_types::NodeName::parse("e1").unwrap())
+        .await
+        .unwrap();
+    let key = coffer_crypto::NodeKey::create(&f.dir.path().join("node.key")).unwrap();
+    let public = hex::encode(key.public_key().as_bytes());
+    assert!(f.coffer.register_node_key(&node, &public).await.unwrap());
+    f.coffer.revoke_node(&f.op, node.id).await.unwrap();
+
+    let again = open_coffer(&f.dir, &f.kek, Duration::from_secs(3600), 1 << 20).await;
+    let made = again
+        .create_secrets(&f.op, f.account, f.store, vec![item("C", "c")])
+        .await
+        .unwrap();
+    let c = again
+        .storage()
+        .get_version(made[0].id, made[0].version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        c.dek_id, before,
+        "a DEK made before the revocation seals nothing more"
+    );
+    again.run_dek_lifecycle_pass(fast(1)).await.unwrap();
+    assert!(again.storage().get_dek(before).await.unwrap().is_none());
+    for s in &secrets {
+        let v = again
+            .storage()
+            .get_version(s.id, s.version)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.dek_id, c.dek_id);
+    }
+    assert_eq!(f.value(&secrets[1]).await, "value of B");
+}
+
 /// What an edge runs after applying the feed: unwrapped DEKs its storage no longer holds leave
 /// memory.
 #[tokio::test]

@@ -475,13 +475,19 @@ fn v8(conn: &Connection) -> rusqlite::Result<()> {
 /// Version 9: values are re-sealed onto an account's current DEK (core's `reseal.rs`). A
 /// version row keeps its secret, number and creation time for good; only its DEK and sealed
 /// bytes may be replaced (together, compare-and-set, by `reseal_values` and the replica's
-/// `ValueResealed`). `deks.retired` marks the DEKs of an account that a store's deletion gave
-/// up: never handed out for sealing again (`latest_dek` skips them), their values re-sealed
-/// away from, then destroyed. Stored, so a restart in between changes nothing.
+/// `ValueResealed`). `deks.retired` marks DEKs that never seal again: those of an account
+/// whose store's deletion gave them up, and every DEK that existed when a node's revocation
+/// rotated the replication key (made under the old one). `latest_dek` skips them, their
+/// values are re-sealed away from, then they are destroyed. Stored, so a restart in between
+/// changes nothing. DEKs made before the newest replication key (the rule was their creation
+/// time until now) are marked once here.
 fn v9(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         r#"
         ALTER TABLE deks ADD COLUMN retired INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1));
+        UPDATE deks SET retired = 1
+        WHERE created <= (SELECT max(created) FROM instance_keys
+                          WHERE purpose LIKE 'replication-key:%');
         DROP TRIGGER versions_immutable;
         CREATE TRIGGER versions_immutable BEFORE UPDATE OF secret_id, version, created ON versions
         BEGIN
