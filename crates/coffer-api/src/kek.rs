@@ -12,6 +12,28 @@ pub struct KekStatus {
     pub versions: Vec<KekVersion>,
     /// The rewrap of a rotation that has not finished; `null` when none.
     pub rotation: Option<KekRotation>,
+    /// The DEK lifecycle job (values re-sealed onto current DEKs, unreferenced DEKs
+    /// destroyed); absent when the server does not run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseal: Option<KekReseal>,
+}
+
+/// Progress of the DEK lifecycle job since the server started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekReseal {
+    /// A pass is under way now.
+    pub running: bool,
+    /// Values re-sealed onto their account's current DEK.
+    pub resealed: u64,
+    /// Values still sealed under a DEK due to be re-sealed away from.
+    pub remaining: u64,
+    /// DEKs destroyed once no value referenced them.
+    pub destroyed_deks: u64,
+    /// Superseded versions deleted (beyond `--keep-versions`).
+    pub pruned_versions: u64,
+    /// Why the last pass stopped early (the next pass retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One KEK version.

@@ -23,7 +23,7 @@ pub use audit::{AuditLogEntry, AuditProblem, AuditVerification};
 pub use envelope::{ApiMessage, Envelope, ErrorSource, ResultInfo};
 pub use error_code::ErrorCode;
 pub use kek::{
-    AccountKek, AccountKekUsage, KekRotation, KekRotationStarted, KekStatus, KekVersion,
+    AccountKek, AccountKekUsage, KekReseal, KekRotation, KekRotationStarted, KekStatus, KekVersion,
     SetAccountKek,
 };
 pub use node::{CreateNode, CreatedNode, Node};

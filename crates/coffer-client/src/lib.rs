@@ -58,7 +58,7 @@ use zeroize::Zeroizing;
 pub use coffer_api::{
     Account, AccountKek, AccountKekUsage, ApiMessage, AuditLogEntry, AuditProblem,
     AuditVerification, CreateSecret, CreatedNode, CreatedToken, DeployService, DeployedService,
-    DuplicateSecret, KekRotation, KekRotationStarted, KekStatus, KekVersion, Membership,
+    DuplicateSecret, KekReseal, KekRotation, KekRotationStarted, KekStatus, KekVersion, Membership,
     MembershipAccount, Node, PermissionGrant, Quota, QuotaDetail, ResultInfo, RotatedServiceToken,
     Secret, SecretBinding, SecretValue, Service, ServiceToken, Store, StoreBinding, Token,
     TokenVerification, UpdateSecret,

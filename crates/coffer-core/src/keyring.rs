@@ -132,6 +132,12 @@ impl DekCache {
         self.keys.retain(|(owner, _), _| *owner != account);
     }
 
+    fn remove(&mut self, account: AccountId, dek: DekId) {
+        if self.keys.remove(&(account, dek)).is_some() {
+            self.order.retain(|entry| *entry != (account, dek));
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.keys.len()
@@ -151,6 +157,9 @@ pub struct Keyring {
     /// across storage or the KEK: two tasks that find no usable DEK at once may both make one,
     /// and the one installed second is dropped unused (it was never stored).
     active: Mutex<HashMap<AccountId, ActiveDek>>,
+    /// When each account last gave up its sealing DEK ([`Keyring::retire_sealing`]): DEKs
+    /// made before it are re-sealed away from. In memory only (see `reseal.rs`).
+    retired: Mutex<HashMap<AccountId, Timestamp>>,
     mac: MacKey,
     audit_mac: MacKey,
     service_mac: MacKey,
@@ -184,6 +193,7 @@ impl Keyring {
             policy,
             cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
             active: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             mac,
             audit_mac,
             service_mac: MacKey::from_data_key(&service_key),
@@ -217,6 +227,7 @@ impl Keyring {
             policy: DekPolicy::default(),
             cache: RwLock::new(DekCache::new(DEK_CACHE_CAPACITY)),
             active: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
             mac: MacKey::from_data_key(&DataKey::generate()),
             audit_mac: MacKey::from_data_key(&DataKey::generate()),
             service_mac,
@@ -356,6 +367,88 @@ impl Keyring {
         self.unwrap_dek(&record).await
     }
 
+    /// The DEK `account` seals with now, if it has a usable one in memory (counts no seal).
+    pub(crate) fn current_dek(&self, account: AccountId) -> Option<DekId> {
+        let now = Timestamp::now();
+        let active = self.lock_active();
+        active
+            .get(&account)
+            .filter(|dek| self.usable(dek, now))
+            .map(|dek| dek.record.key.id)
+    }
+
+    /// Every DEK the keyring may still hand out for sealing: never destroyed, even while no
+    /// value references it yet.
+    pub(crate) fn sealing_deks(&self) -> Vec<DekId> {
+        self.lock_active()
+            .values()
+            .map(|dek| dek.record.key.id)
+            .collect()
+    }
+
+    /// Makes `account` seal with a new DEK from its next seal on (a store's deletion: the DEK
+    /// its values shared with other stores is then re-sealed away from and destroyed). The
+    /// entry stays, spent, so the slow path makes a new DEK rather than reusing the stored
+    /// one.
+    pub(crate) fn retire_sealing(&self, account: AccountId) {
+        if let Some(dek) = self.lock_active().get_mut(&account) {
+            dek.seals = u64::MAX;
+        }
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(account, Timestamp::now());
+    }
+
+    /// Values of `account` sealed under DEKs created before this are re-sealed: DEKs past
+    /// their age, or made before the account last gave up its sealing DEK (storage's
+    /// `retired` flag adds those given up by a store's deletion or a node's revocation). A DEK merely out of seals is not
+    /// re-sealed away from: moving its values would spend other DEKs' seals for no gain.
+    pub(crate) fn reseal_cutoff(&self, account: AccountId) -> Timestamp {
+        let max_age = i64::try_from(self.policy.max_age.as_micros()).unwrap_or(i64::MAX);
+        // DEKs made before the last revocation are retired in storage, which the re-seal
+        // query reads beside this cutoff.
+        let mut cutoff = Timestamp::now().unix_micros().saturating_sub(max_age);
+        if let Some(at) = self
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&account)
+        {
+            cutoff = cutoff.max(at.unix_micros());
+        }
+        Timestamp::from_unix_micros(cutoff)
+    }
+
+    /// Drops the unwrapped copies of DEKs storage no longer holds (destroyed, or gone with
+    /// their account); returns how many. An edge runs it after applying the feed, since it
+    /// learns of destructions only through its replica.
+    pub async fn forget_destroyed(&self) -> Result<usize, CoreError> {
+        let cached: Vec<(AccountId, DekId)> = {
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            cache.order.iter().copied().collect()
+        };
+        let mut gone = 0;
+        for (account, dek) in cached {
+            let held = self
+                .storage
+                .get_dek(dek)
+                .await?
+                .is_some_and(|r| r.account_id == account);
+            if !held {
+                self.forget(account, dek);
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Drops a destroyed DEK's unwrapped copy.
+    pub(crate) fn forget(&self, account: AccountId, dek: DekId) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.remove(account, dek);
+    }
+
     /// The KEK that wraps new keys now.
     pub fn current_kek_id(&self) -> KekId {
         self.kek.current_kek_id()
@@ -446,7 +539,7 @@ impl Keyring {
         cache.remove_account(account);
     }
 
-    fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {
+    pub(crate) fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {
         // A poisoned lock only means another thread panicked mid-insert; the cache's map and
         // order list are updated together without any call that can panic in between.
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);

@@ -10,6 +10,7 @@ mod error;
 mod keyring;
 mod limits;
 mod policy;
+mod reseal;
 mod rotation;
 mod service;
 mod token_cache;
@@ -22,6 +23,7 @@ pub use limits::{
     MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
 pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
+pub use reseal::{ResealSettings, ResealStatus};
 pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationStatus};
 pub use service::account_kek::AccountKekReport;
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};

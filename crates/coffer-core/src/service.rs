@@ -128,7 +128,7 @@ pub struct Quota {
 #[derive(Debug)]
 pub struct Coffer {
     storage: Arc<dyn Storage>,
-    keys: Keyring,
+    keys: Arc<Keyring>,
     limits: Limits,
     update_locks: UpdateLocks,
     /// Last-used times of tokens seen since the last flush (see `identity.rs`).
@@ -163,6 +163,8 @@ pub struct Coffer {
     /// Serialises giving an account its KEK with deleting an account, so that a key is never
     /// recorded for an account deleted meanwhile, nor two keys for one account.
     pub(crate) account_kek_changes: tokio::sync::Mutex<()>,
+    /// The DEK lifecycle job (re-seal, prune, destroy), once started.
+    lifecycle: std::sync::OnceLock<Arc<crate::reseal::Lifecycle>>,
 }
 
 /// The keyring's feed-signing key, as storage's writer signs with it.
@@ -225,7 +227,7 @@ impl Coffer {
     ) -> Coffer {
         Coffer {
             storage,
-            keys,
+            keys: Arc::new(keys),
             limits,
             update_locks: UpdateLocks::new(),
             token_usage: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -241,6 +243,53 @@ impl Coffer {
             account_kek_store: std::sync::OnceLock::new(),
             account_rewraps: crate::account_kek::RewrapJobs::default(),
             account_kek_changes: tokio::sync::Mutex::new(()),
+            lifecycle: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts the DEK lifecycle job (control plane only; a second call changes nothing):
+    /// superseded versions pruned, values re-sealed onto current DEKs, unreferenced DEKs
+    /// destroyed (`reseal.rs`).
+    pub fn start_dek_lifecycle(&self, settings: crate::ResealSettings) {
+        if self.replica {
+            return;
+        }
+        let mut started = false;
+        let job = self.lifecycle.get_or_init(|| {
+            started = true;
+            Arc::new(crate::reseal::Lifecycle::new(
+                Arc::clone(&self.storage),
+                Arc::clone(&self.keys),
+                settings,
+            ))
+        });
+        if started {
+            job.spawn();
+        }
+    }
+
+    /// Runs one pass of the DEK lifecycle now and waits for it (tests, benchmarks), with
+    /// `settings` (no pauses needed). `Err` says what stopped it.
+    pub async fn run_dek_lifecycle_pass(
+        &self,
+        settings: crate::ResealSettings,
+    ) -> Result<(), String> {
+        crate::reseal::Lifecycle::new(Arc::clone(&self.storage), Arc::clone(&self.keys), settings)
+            .pass()
+            .await
+    }
+
+    /// Drops unwrapped DEKs the storage no longer holds from memory (an edge, after its
+    /// replica applied `DekDestroyed` or `AccountDeleted`).
+    pub async fn forget_destroyed_deks(&self) -> Result<usize, CoreError> {
+        self.keys.forget_destroyed().await
+    }
+
+    /// The DEK lifecycle job's progress; `None` when it was not started.
+    pub async fn reseal_status(&self) -> Result<Option<crate::ResealStatus>, CoreError> {
+        match self.lifecycle.get() {
+            Some(job) => Ok(Some(job.status().await?)),
+            None => Ok(None),
         }
     }
 
@@ -262,6 +311,9 @@ impl Coffer {
         }
         self.stop_rotation();
         self.account_rewraps.stop(None);
+        if let Some(job) = self.lifecycle.get() {
+            job.stop();
+        }
         if let Err(e) = self.flush_token_usage().await {
             tracing::warn!(error = %e, "could not record token last-used times at shutdown");
         }
@@ -403,10 +455,17 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        Ok(self
-            .storage
+        self.storage
             .delete_store(account, store, force, &[entry])
-            .await?)
+            .await?;
+        // The store's values are gone; the DEKs they used may be shared with the account's
+        // other stores. A new DEK seals from now on, the lifecycle job re-seals the other
+        // stores' values onto it, and the old DEKs, then unreferenced, are destroyed.
+        self.keys.retire_sealing(account);
+        if let Some(job) = self.lifecycle.get() {
+            job.wake();
+        }
+        Ok(())
     }
 
     // ---- secrets ----
@@ -917,6 +976,8 @@ pub mod kek;
 pub mod nodes;
 #[cfg(test)]
 mod nodes_tests;
+#[cfg(test)]
+mod reseal_tests;
 pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;

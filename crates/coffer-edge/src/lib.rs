@@ -453,7 +453,8 @@ impl Edge {
     }
 
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
-    /// access events upstream and compacts the replica's log. Runs until aborted.
+    /// access events upstream, drops destroyed DEKs from memory and compacts the replica's
+    /// log. Runs until aborted.
     async fn housekeeping(self: Arc<Self>) {
         let mut failures = 0u64;
         while self.serving.coffer().is_none() {
@@ -481,6 +482,10 @@ impl Edge {
             round.tick().await;
             if let Some(c) = self.serving.coffer() {
                 access::stash(&c, &self.storage).await;
+                // DEKs the feed destroyed leave memory too, not only the replica.
+                if let Err(e) = c.forget_destroyed_deks().await {
+                    tracing::warn!(error = %e, "could not sweep destroyed DEKs from memory");
+                }
             }
             access::deliver(&self.storage, &self.upstreams, &self.status).await;
             compact(&self.storage, retain).await;

@@ -457,6 +457,7 @@ async fn edges_serve_the_right_values_through_a_kek_rotation() {
             grace: Duration::ZERO,
             ..coffer_server::RewrapSettings::with_rate(80)
         },
+        reseal: Default::default(),
     };
     let cp = control_plane_with(&tmp.path().join("cp"), keys).await;
     let b = bind(&cp.client, "v0").await;
@@ -534,4 +535,145 @@ async fn edges_serve_the_right_values_through_a_kek_rotation() {
     e2.wait_value(&b.token, "v41").await;
     e2.stop().await;
     e1.stop().await;
+}
+
+/// Deleting a store shreds its keys at the edges too: the account's other values are re-sealed
+/// off the DEK they shared with it (the edge serves the right value throughout), the DEK is
+/// destroyed, and no DEK the edge still holds opens the deleted values, taken from a copy of
+/// the edge's files made before the delete. The copy itself still opens them with its own node
+/// key (the documented limit, docs/key-hierarchy.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_store_delete_no_dek_an_edge_holds_opens_the_deleted_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = coffer_server::KeyOptions {
+        reseal: coffer_server::ResealSettings {
+            pause: Duration::ZERO,
+            interval: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cp = control_plane_with(&tmp.path().join("cp"), keys).await;
+    let doomed = cp.client.create_store("doomed").await.unwrap().id;
+    let gone = cp
+        .client
+        .create_secrets(
+            &doomed,
+            vec![CreateSecret {
+                name: "gone".into(),
+                value: SecretValue::new("the deleted value".into()),
+                scopes: vec!["workers".into()],
+                comment: None,
+            }],
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let b = bind(&cp.client, "v1").await;
+    let node = cp.client.create_node("e1").await.unwrap();
+    let node_id: TokenId = node.node.id.parse().unwrap();
+    let e1_dir = tmp.path().join("e1");
+    let e1 = edge(&cp.url, node.node_token.expose_secret(), &e1_dir, false).await;
+    e1.wait_value(&b.token, "v1").await;
+
+    // The edge's files before the delete, and the deleted value as they hold it.
+    let before = tmp.path().join("e1-before");
+    copy_dir(&e1_dir, &before);
+    let (ctx, sealed) = {
+        let replica = SqliteStorage::open(&before.join("replica.db")).unwrap();
+        let secret = gone.id.parse().unwrap();
+        let v = replica
+            .get_version(secret, Version::FIRST)
+            .await
+            .unwrap()
+            .expect("the edge holds the value before the delete");
+        let accounts = replica.list_accounts().await.unwrap();
+        assert_eq!(accounts.len(), 1);
+        replica.shutdown().await;
+        (
+            ValueContext {
+                account: accounts[0].id,
+                store: doomed.parse().unwrap(),
+                secret,
+                version: Version::FIRST,
+                dek: v.dek_id,
+            },
+            SealedValue(v.sealed),
+        )
+    };
+    let opened = what_the_copy_opens(&before, node_id).await;
+    let shared = opened.get(&ctx.dek).expect("the copy opens the DEK");
+    assert_eq!(
+        coffer_crypto::open(shared, &ctx, &sealed)
+            .unwrap()
+            .expose_secret(),
+        b"the deleted value",
+        "the check below can fail: before the delete, the edge's DEK opens it"
+    );
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, token, stop) = (e1.url.clone(), b.token.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut reads, client) = (0u64, http());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .get(format!("{url}/runtime/v1/bindings/K"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap();
+                assert!(
+                    status == 200 && (body == "v1" || body == "v2"),
+                    "read {reads} during the re-seal: {status} {body}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    cp.client.delete_store(&doomed, true).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = cp.client.kek_status().await.unwrap();
+        let r = status.reseal.clone().expect("the server runs the job");
+        if r.resealed >= 1 && r.remaining == 0 && r.destroyed_deks >= 1 && !r.running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the re-seal never ended: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Written after the destruction: once the edge serves it, it applied everything before.
+    set_value(&cp.client, &b, "v2").await;
+    e1.wait_value(&b.token, "v2").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.await.unwrap() > 0, "no read ran during the re-seal");
+    e1.stop().await;
+
+    // Everything the edge holds now (its live replica, opened with its live node key).
+    let after = tmp.path().join("e1-after");
+    copy_dir(&e1_dir, &after);
+    let live = what_the_copy_opens(&after, node_id).await;
+    assert!(!live.is_empty(), "the edge still holds the current DEK");
+    assert!(
+        !live.contains_key(&ctx.dek),
+        "the shared DEK is gone from the edge"
+    );
+    for (id, key) in &live {
+        for claimed in [ctx.dek, *id] {
+            let try_ctx = ValueContext {
+                dek: claimed,
+                ..ctx
+            };
+            assert!(
+                coffer_crypto::open(key, &try_ctx, &sealed).is_err(),
+                "DEK {id} the edge holds opens the deleted value"
+            );
+        }
+    }
 }

@@ -155,6 +155,7 @@ fn main() {
                 grace: Duration::ZERO,
                 ..RewrapSettings::default()
             },
+            reseal: Default::default(),
         };
         let coffer = coffer_server::open_data_dir_tuned(&data, Default::default(), secrets(), keys)
             .await

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use coffer_api::{Envelope, KekRotation, KekRotationStarted, KekStatus, KekVersion};
+use coffer_api::{Envelope, KekReseal, KekRotation, KekRotationStarted, KekStatus, KekVersion};
 use coffer_core::{KekState, KekVersionUsage};
 
 use crate::error::ApiResult;
@@ -52,6 +52,14 @@ pub async fn status(State(app): State<AppState>, Auth(who): Auth) -> Reply<KekSt
             .map(version)
             .collect(),
         rotation,
+        reseal: report.reseal.map(|r| KekReseal {
+            running: r.running,
+            resealed: r.resealed,
+            remaining: r.remaining,
+            destroyed_deks: r.destroyed_deks,
+            pruned_versions: r.pruned_versions,
+            error: r.error,
+        }),
     })))
 }
 

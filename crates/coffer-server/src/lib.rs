@@ -45,7 +45,7 @@ use coffer_crypto::ApiToken;
 use coffer_types::AccountId;
 
 pub use client_addr::{IpNet, TrustedProxies};
-pub use coffer_core::{DekPolicy, RewrapSettings};
+pub use coffer_core::{DekPolicy, ResealSettings, RewrapSettings};
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
@@ -203,6 +203,8 @@ pub struct KeyOptions {
     pub dek_policy: DekPolicy,
     /// The pace of the rewrap after a KEK rotation.
     pub rewrap: RewrapSettings,
+    /// The DEK lifecycle job (re-seal, superseded versions kept, DEK destruction).
+    pub reseal: ResealSettings,
 }
 
 impl ServeOptions {
@@ -326,6 +328,7 @@ pub async fn serve_with(
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
     };
+    coffer.start_dek_lifecycle(opts.keys.reseal);
     let app = control_plane_app(coffer.clone(), closing, options);
     let flusher = tokio::spawn(housekeeping(coffer.clone(), opts.feed_retention));
     let result = serve_app(

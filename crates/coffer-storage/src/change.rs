@@ -112,6 +112,27 @@ pub enum Change {
         kek_id: String,
         wrapped_hex: String,
     },
+    /// The value of a secret's `version` was re-sealed under `dek_id` (the account's current
+    /// DEK) by the control plane's re-seal job: same plaintext, same version, new ciphertext.
+    /// It changes neither the version nor the secret's `modified`. A replica replaces the
+    /// sealed bytes only if it holds that very version; otherwise (a later `SecretPut`, or a
+    /// deletion, superseded it) it does nothing. The `DekPut` of `dek_id` comes before it.
+    ValueResealed {
+        account_id: AccountId,
+        store_id: StoreId,
+        secret_id: SecretId,
+        version: u32,
+        dek_id: DekId,
+        sealed_hex: String,
+    },
+    /// The DEK is destroyed: no stored value references it any more. A replica deletes it
+    /// (and an edge forgets any unwrapped copy). Every earlier entry that carried it (its
+    /// `DekPut`, values sealed under it) is compacted away in the same transaction, so no
+    /// feed, relay or snapshot hands it out again.
+    DekDestroyed {
+        account_id: AccountId,
+        dek_id: DekId,
+    },
 }
 
 impl Change {
@@ -129,6 +150,8 @@ impl Change {
             | Change::ServiceDeleted { account_id, .. }
             | Change::ServiceTokenPut { account_id, .. }
             | Change::ServiceTokenRevoked { account_id, .. }
+            | Change::ValueResealed { account_id, .. }
+            | Change::DekDestroyed { account_id, .. }
             | Change::AccountDeleted { account_id } => Some(*account_id),
             Change::NodePut { .. }
             | Change::NodeRevoked { .. }

@@ -26,6 +26,7 @@ mod audit;
 mod change;
 mod checkpoint;
 mod error;
+mod lifecycle;
 mod records;
 mod replication;
 mod rewrap;
@@ -40,6 +41,7 @@ pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };
 pub use error::{Entity, StorageError};
+pub use lifecycle::{DestroyedDek, Reseal, SealedValue};
 pub use records::*;
 pub use replication::{
     LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, rk_kek_id,
@@ -230,7 +232,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// stores new DEKs through the writes that use them instead (see "DEKs carried by writes").
     async fn put_dek(&self, dek: DekRecord) -> Result<()>;
     async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>>;
-    /// The most recently created DEK of the account, if any.
+    /// The most recently created DEK of the account that no store's deletion retired, if any
+    /// (`delete_store` retires every DEK of the account when the store held values).
     async fn latest_dek(&self, account: AccountId) -> Result<Option<DekRecord>>;
 
     // ---- KEK rotation (rewrap.rs) ----
@@ -264,6 +267,43 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     async fn retire_kek(&self, kek_id: &str) -> Result<()>;
     /// Whether [`Storage::retire_kek`] marked `kek_id`.
     async fn is_kek_retired(&self, kek_id: &str) -> Result<bool>;
+
+    // ---- DEK lifecycle (lifecycle.rs) ----
+
+    /// Up to `limit` stored value versions of `account` (past versions included) sealed
+    /// under a DEK created before `cutoff` or retired by a store's deletion, other than
+    /// `current`: the re-seal job's to-do list.
+    async fn values_sealed_before(
+        &self,
+        account: AccountId,
+        cutoff: Timestamp,
+        current: Option<DekId>,
+        limit: usize,
+    ) -> Result<Vec<SealedValue>>;
+    /// How many stored value versions of `account` are sealed under a DEK created before
+    /// `cutoff` or retired.
+    async fn count_sealed_before(&self, account: AccountId, cutoff: Timestamp) -> Result<u64>;
+    /// Re-seals values in one transaction, after inserting `dek` if it is carried (like
+    /// `SecretUpdate::dek`; its `DekPut` comes first). Each row is replaced only if it still
+    /// holds [`Reseal::old`]'s DEK and bytes (compare-and-set); a re-sealed current version
+    /// appends [`Change::ValueResealed`] (past versions are not replicated). The secret's
+    /// version and `modified` stay. Returns how many rows were re-sealed. `Invalid` when a
+    /// new DEK is not the value's account's (nothing written).
+    async fn reseal_values(&self, dek: Option<DekRecord>, reseals: Vec<Reseal>) -> Result<u64>;
+    /// Deletes up to `limit` past versions beyond the newest `keep` of each secret (`keep` at
+    /// least 1: the current version always stays); returns how many. Appends nothing: replicas
+    /// hold current versions only.
+    async fn prune_versions(&self, keep: u32, limit: usize) -> Result<u64>;
+    /// Destroys, in one transaction, up to `limit` DEKs that no stored value references and
+    /// that are not in `keep` (the keyring's sealing DEKs): deletes each row, appends a
+    /// [`Change::DekDestroyed`] each, and compacts the change log through the last entry that
+    /// still names one of them (so the log keeps no wrap of a destroyed DEK and no value
+    /// sealed under it). Returns what it destroyed.
+    async fn destroy_unreferenced_deks(
+        &self,
+        keep: Vec<DekId>,
+        limit: usize,
+    ) -> Result<Vec<DestroyedDek>>;
 
     // ---- stores ----
 

@@ -8,6 +8,7 @@
 
 mod audit;
 mod codec;
+mod lifecycle;
 mod node_keys;
 mod nodes;
 mod readers;
@@ -37,9 +38,10 @@ pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
-    FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Result, Rewrap, SecretQuery,
-    SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord, ServiceTokenRecord, SnapshotPart,
-    Storage, StoreQuery, StoreRecord, StoredKey, TokenRecord, VersionRecord, WrappedKeyRecord,
+    DestroyedDek, FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Reseal, Result,
+    Rewrap, SealedValue, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord,
+    ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, StoredKey, TokenRecord,
+    VersionRecord, WrappedKeyRecord,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.
@@ -395,6 +397,44 @@ impl Storage for SqliteStorage {
     async fn is_kek_retired(&self, kek_id: &str) -> Result<bool> {
         let kek_id = kek_id.to_owned();
         self.read(move |c| rewrap::is_retired(c, &kek_id)).await
+    }
+
+    async fn values_sealed_before(
+        &self,
+        account: AccountId,
+        cutoff: Timestamp,
+        current: Option<DekId>,
+        limit: usize,
+    ) -> Result<Vec<SealedValue>> {
+        self.read(move |c| lifecycle::values_sealed_before(c, account, cutoff, current, limit))
+            .await
+    }
+
+    async fn count_sealed_before(&self, account: AccountId, cutoff: Timestamp) -> Result<u64> {
+        self.read(move |c| lifecycle::count_sealed_before(c, account, cutoff))
+            .await
+    }
+
+    async fn reseal_values(&self, dek: Option<DekRecord>, reseals: Vec<Reseal>) -> Result<u64> {
+        self.writer
+            .run(move |cx| lifecycle::reseal_values(cx, dek.as_ref(), &reseals))
+            .await
+    }
+
+    async fn prune_versions(&self, keep: u32, limit: usize) -> Result<u64> {
+        self.writer
+            .run(move |cx| lifecycle::prune_versions(cx, keep, limit))
+            .await
+    }
+
+    async fn destroy_unreferenced_deks(
+        &self,
+        keep: Vec<DekId>,
+        limit: usize,
+    ) -> Result<Vec<DestroyedDek>> {
+        self.writer
+            .run(move |cx| lifecycle::destroy_unreferenced_deks(cx, &keep, limit))
+            .await
     }
 
     async fn create_store(

@@ -735,7 +735,9 @@ async fn versions_and_the_log_cannot_be_rewritten() {
     s.close().await;
     let conn = raw(&path);
     for sql in [
-        "UPDATE versions SET sealed = x'00'",
+        // A re-seal may replace a version's DEK and sealed bytes, never what it is.
+        "UPDATE versions SET version = 7",
+        "UPDATE versions SET secret_id = x'00000000000000000000000000000000'",
         "UPDATE changes SET at = 0",
         "DELETE FROM changes",
         "UPDATE secrets SET store_id = x'00000000000000000000000000000000'",

@@ -95,6 +95,16 @@ pub struct ServerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::RewrapSettings::DEFAULT_GRACE.as_secs())]
     pub kek_retire_grace: u64,
 
+    /// Versions of each secret's value kept: 1 keeps only the current one; older versions are
+    /// deleted, and their data-encryption keys destroyed once nothing else uses them
+    #[arg(long, value_name = "N", default_value_t = coffer_server::ResealSettings::default().keep_versions, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_versions: u32,
+
+    /// Values a second at most that the background re-seal moves onto their account's current
+    /// data-encryption key [default: about 12,800, in batches of 256]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub reseal_rate: Option<u32>,
+
     #[command(flatten)]
     pub log: LogArgs,
 
@@ -120,6 +130,13 @@ impl ServerArgs {
             rewrap: coffer_server::RewrapSettings {
                 grace: std::time::Duration::from_secs(self.kek_retire_grace),
                 ..base
+            },
+            reseal: coffer_server::ResealSettings {
+                keep_versions: self.keep_versions,
+                ..match self.reseal_rate {
+                    Some(rate) => coffer_server::ResealSettings::with_rate(rate),
+                    None => coffer_server::ResealSettings::default(),
+                }
             },
         }
     }

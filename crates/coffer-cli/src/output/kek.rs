@@ -51,6 +51,19 @@ pub fn kek_status(status: &KekStatus, format: Format) -> String {
             }
         }
     }
+    if let Some(r) = &status.reseal {
+        out.push_str(&format!(
+            "Re-seal ({}): {} values re-sealed, {} remaining; {} DEKs destroyed, {} superseded versions deleted.\n",
+            if r.running { "running" } else { "idle" },
+            r.resealed,
+            r.remaining,
+            r.destroyed_deks,
+            r.pruned_versions
+        ));
+        if let Some(e) = &r.error {
+            out.push_str(&format!("Last pass stopped: {}\n", one_line(e)));
+        }
+    }
     out
 }
 
@@ -117,7 +130,7 @@ pub fn account_kek(kek: &coffer_client::AccountKek, format: Format) -> String {
 
 #[cfg(test)]
 mod tests {
-    use coffer_client::{KekRotation, KekVersion};
+    use coffer_client::{KekReseal, KekRotation, KekVersion};
 
     use super::*;
 
@@ -145,6 +158,7 @@ mod tests {
                 },
             ],
             rotation,
+            reseal: None,
         }
     }
 
@@ -177,6 +191,29 @@ mod tests {
         assert_eq!(json["active_version"], 2);
         assert_eq!(json["versions"][0]["deks"], 40);
         assert!(json["rotation"].is_null());
+        assert!(json.get("reseal").is_none());
+    }
+
+    #[test]
+    fn status_shows_the_reseal_progress() {
+        let mut s = status(None);
+        s.reseal = Some(KekReseal {
+            running: true,
+            resealed: 120,
+            remaining: 30,
+            destroyed_deks: 2,
+            pruned_versions: 5,
+            error: None,
+        });
+        let text = kek_status(&s, Format::Table);
+        assert!(
+            text.contains("Re-seal (running): 120 values re-sealed, 30 remaining; 2 DEKs destroyed, 5 superseded versions deleted."),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&kek_status(&s, Format::Json)).unwrap();
+        assert_eq!(json["reseal"]["running"], true);
+        assert_eq!(json["reseal"]["resealed"], 120);
+        assert_eq!(json["reseal"]["remaining"], 30);
     }
 
     #[test]

@@ -36,7 +36,6 @@ const ROTATION_ATTEMPTS: usize = 3;
 struct Current {
     version: u32,
     key: Arc<DataKey>,
-    created: Timestamp,
 }
 
 /// The control plane's replication key, current version.
@@ -140,7 +139,6 @@ impl ReplicationKeys {
             current: RwLock::new(Current {
                 version,
                 key: Arc::new(key),
-                created: record.created,
             }),
             ops: tokio::sync::Mutex::new(()),
         })
@@ -183,8 +181,10 @@ impl Keyring {
         }))
     }
 
-    /// Whether a stored DEK may seal new values: it was made under the current RK (so after
-    /// the last revocation), not merely rewrapped by it.
+    /// Whether a DEK may seal new values: it was made under the current RK (so after the last
+    /// revocation). An in-memory record keeps the RK version it was made under; a stored DEK
+    /// made before a revocation was rewrapped to the current version but marked retired in the
+    /// revocation's transaction, and `latest_dek` never returns a retired DEK.
     pub(super) fn made_under_current_rk(&self, record: &DekRecord) -> bool {
         let Some(repl) = &self.replication else {
             return true;
@@ -194,7 +194,6 @@ impl Keyring {
             .rk
             .as_ref()
             .is_some_and(|rk| rk.version == current.version)
-            && record.key.created > current.created
     }
 
     /// Wraps, under the current RK, the DEKs and replicated instance keys stored without an
@@ -290,7 +289,6 @@ impl Keyring {
         loop {
             attempt += 1;
             let (key, rotation) = self.prepare_rotation(repl, node, &keys).await?;
-            let created = rotation.key.created;
             let version = rotation.version;
             match self
                 .storage
@@ -301,7 +299,6 @@ impl Keyring {
                     *repl.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
                         version,
                         key: Arc::new(key),
-                        created,
                     };
                     // Every account starts a new DEK for its next seal.
                     self.lock_active().clear();
@@ -365,10 +362,10 @@ impl Keyring {
                 rk_wrap(&next, version, &key, &ctx)?.bytes,
             ));
         }
-        // Stamped after the DEKs were listed: a DEK made before this instant may have reached
-        // the node being revoked (under the old RK), so `made_under_current_rk` refuses to seal
-        // with it; one made between the listing and the commit is missing from the rotation,
-        // which storage refuses (Conflict, and another attempt).
+        // Every DEK listed is retired by storage in the rotation's transaction (it may have
+        // reached the node being revoked, under the old RK); one made between the listing and
+        // the commit is missing from the rotation, which storage refuses (Conflict, and
+        // another attempt).
         let record = WrappedKeyRecord {
             created: Timestamp::now(),
             ..record

@@ -35,6 +35,8 @@ pub struct KekStatusReport {
     pub versions: Vec<KekVersionUsage>,
     /// Present while a version is retiring.
     pub rotation: Option<RotationReport>,
+    /// The DEK lifecycle job's progress, when it runs.
+    pub reseal: Option<crate::ResealStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,7 @@ impl Coffer {
             active,
             versions,
             rotation,
+            reseal: self.reseal_status().await?,
         })
     }
 

@@ -35,6 +35,7 @@ fn fast_keys() -> coffer_server::KeyOptions {
             max_seals: 1,
             ..coffer_server::DekPolicy::default()
         },
+        reseal: Default::default(),
         rewrap: coffer_server::RewrapSettings {
             batch: 4,
             pause: Duration::from_millis(2),

@@ -49,6 +49,7 @@ fn fast_keys(max_seals: u64) -> coffer_server::KeyOptions {
             grace: Duration::from_millis(50),
             retry: Duration::from_millis(50),
         },
+        reseal: Default::default(),
     }
 }
 

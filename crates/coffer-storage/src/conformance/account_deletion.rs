@@ -6,8 +6,9 @@ use coffer_types::{SecretId, StoreId, Version};
 use tokio::task::JoinSet;
 
 use super::fixtures::{
-    Tenant, account_record, all_changes, assert_chain, assert_head, secret, secret_query,
-    store_query, store_record, token_record, ts, wrapped_key,
+    Tenant, account_record, all_changes, assert_chain, assert_chain_from, assert_head,
+    retained_changes, secret, secret_query, store_query, store_record, token_record, ts,
+    wrapped_key,
 };
 use crate::{
     AccountRecord, Change, DekRecord, Direction, Entity, Page, SecretRecord, SecretUpdate, Storage,
@@ -270,9 +271,24 @@ pub(super) async fn delete_account_removes_exactly_its_rows(s: Arc<dyn Storage>)
     );
     assert_eq!(s.list_accounts().await.unwrap(), vec![kept.account.clone()]);
 
-    let log = all_changes(s).await;
-    assert_chain(&log);
-    let appended: Vec<Change> = log[head as usize..]
+    let (base, base_hash, log) = retained_changes(s).await;
+    assert_chain_from(base, base_hash, &log);
+    // The deleted account's DEKs went with it from the log too: it is compacted past every
+    // entry naming one (their DekPuts, the values sealed under them).
+    assert!(
+        base > 0 && base <= head,
+        "compacted to {base}, head was {head}"
+    );
+    for dek in &gone.deks {
+        let needle = format!("\"dek_id\":\"{}\"", dek.key.id);
+        assert!(
+            log.iter()
+                .all(|r| !String::from_utf8_lossy(&r.payload).contains(&needle)),
+            "a retained entry names deleted DEK {}",
+            dek.key.id
+        );
+    }
+    let appended: Vec<Change> = log[(head - base) as usize..]
         .iter()
         .map(|c| c.change().unwrap())
         .collect();
@@ -467,8 +483,8 @@ pub(super) async fn delete_account_racing_creates_leaves_nothing(s: Arc<dyn Stor
     assert_eq!(s.get_account(g.account).await.unwrap(), None);
     assert_eq!(s.secret_count(g.account).await.unwrap(), 0);
 
-    let log = all_changes(&*s).await;
-    assert_chain(&log);
+    let (base, base_hash, log) = retained_changes(&*s).await;
+    assert_chain_from(base, base_hash, &log);
     let changes: Vec<Change> = log.iter().map(|c| c.change().unwrap()).collect();
     let end = changes
         .iter()

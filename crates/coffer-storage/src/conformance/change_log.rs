@@ -5,8 +5,8 @@ use std::sync::Arc;
 use coffer_types::{Scope, Scopes, SecretId, Version};
 
 use super::fixtures::{
-    account_record, all_changes, assert_chain, assert_head, create_secret, id_bytes, secret, store,
-    store_record, tenant, token_record, ts, wrapped_key,
+    account_record, all_changes, assert_chain, assert_chain_from, assert_head, create_secret,
+    id_bytes, retained_changes, secret, store, store_record, tenant, token_record, ts, wrapped_key,
 };
 use crate::{Change, DekRecord, SecretUpdate, Storage, StorageError, VersionRecord};
 
@@ -95,6 +95,8 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
     s.create_secrets(t.account, gone.id, vec![z.clone()], 10, &[])
         .await
         .unwrap();
+    // Read before the deletion compacts it away.
+    let before_delete = all_changes(s).await;
     s.delete_account(account.id, &[]).await.unwrap();
 
     let put =
@@ -168,15 +170,32 @@ pub(super) async fn log_records_each_mutation(s: Arc<dyn Storage>) {
         },
     ];
 
-    let log = all_changes(s).await;
-    assert_chain(&log);
+    // Deleting the account compacted the log through the last entry naming its DEK (Z's
+    // SecretPut, seq 12): what is retained is the rest, exactly.
+    let (base, base_hash, log) = retained_changes(s).await;
+    assert_eq!(
+        base, 12,
+        "compacted through the last entry naming the deleted DEK"
+    );
+    assert_chain_from(base, base_hash, &log);
     let changes: Vec<Change> = log
         .iter()
         .map(|r| r.change().expect("every payload decodes to a Change"))
         .collect();
     assert_eq!(
-        changes, expected,
+        changes,
+        expected[base as usize..],
         "the log holds exactly one entry per change, in order"
+    );
+    assert_chain(&before_delete);
+    let earlier: Vec<Change> = before_delete
+        .iter()
+        .map(|r| r.change().expect("every payload decodes to a Change"))
+        .collect();
+    assert_eq!(
+        earlier,
+        expected[..before_delete.len()],
+        "the log held exactly one entry per change, in order, before the deletion"
     );
     assert_eq!(s.change_head().await.unwrap(), expected.len() as u64);
 }

@@ -192,12 +192,28 @@ pub(super) async fn all_changes(s: &dyn Storage) -> Vec<ChangeRecord> {
 /// Asserts that `log` is the whole log: seq 1, 2, 3, ... and each hash recomputed here,
 /// independently of the backend's code, from the documented formula.
 pub(super) fn assert_chain(log: &[ChangeRecord]) {
-    let mut prev = [0u8; 32];
+    assert_chain_from(0, [0u8; 32], log);
+}
+
+/// The entries retained after the log's base (compaction drops those at or below it), with
+/// the base's seq and hash.
+pub(super) async fn retained_changes(s: &dyn Storage) -> (u64, [u8; 32], Vec<ChangeRecord>) {
+    let state = s.log_state().await.expect("log_state");
+    let log = s
+        .changes_after(state.base_seq, 1_000_000)
+        .await
+        .expect("changes_after(base)");
+    (state.base_seq, state.base_hash, log)
+}
+
+/// [`assert_chain`] for a log whose base is at `base` with hash `base_hash`.
+pub(super) fn assert_chain_from(base: u64, base_hash: [u8; 32], log: &[ChangeRecord]) {
+    let mut prev = base_hash;
     for (i, record) in log.iter().enumerate() {
         assert_eq!(
             record.seq,
-            i as u64 + 1,
-            "change log seqs must be 1, 2, 3, ... without gaps"
+            base + i as u64 + 1,
+            "change log seqs must follow the base without gaps"
         );
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(&prev);

@@ -290,8 +290,12 @@ pub(super) fn revoke_rotating(
             |row| id_col(row, 0, "deks.account_id"),
         )?
         .ok_or(StorageError::Conflict)?;
+        // Made under the old RK, which the revoked node holds: it never seals again, and its
+        // values are re-sealed onto a DEK made under the new one (`deks.retired`).
         cx.conn
-            .prepare_cached("UPDATE deks SET rk_version = ?1, rk_wrapped = ?2 WHERE id = ?3")
+            .prepare_cached(
+                "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, retired = 1 WHERE id = ?3",
+            )
             .and_then(|mut stmt| stmt.execute(params![rotation.version, wrapped, dek.as_bytes()]))
             .db("rewrap dek")?;
         cx.append(&Change::DekPut {

@@ -337,7 +337,8 @@ pub(super) fn latest_dek(conn: &Connection, account: AccountId) -> Result<Option
         concat!(
             "SELECT ",
             dek_cols!(),
-            " FROM deks WHERE account_id = ?1 ORDER BY created DESC, rowid DESC LIMIT 1"
+            " FROM deks WHERE account_id = ?1 AND retired = 0
+              ORDER BY created DESC, rowid DESC LIMIT 1"
         ),
         [account.as_bytes()],
         "latest dek",

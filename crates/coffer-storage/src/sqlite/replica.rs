@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use coffer_types::{Scope, Scopes, Timestamp, TokenId};
+use coffer_types::{DekId, Scope, Scopes, Timestamp, TokenId};
 use rusqlite::{Connection, Params, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -213,6 +213,61 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
             )?;
         }
         Change::SecretPut { .. } => apply_secret_put(conn, change, at, origin)?,
+        Change::ValueResealed {
+            account_id,
+            store_id,
+            secret_id,
+            version,
+            dek_id,
+            sealed_hex,
+        } => {
+            let sealed = unhex(origin, sealed_hex, "sealed_hex")?;
+            match owner(
+                conn,
+                "SELECT account_id FROM deks WHERE id = ?1",
+                dek_id.as_bytes(),
+                "deks.account_id",
+            )? {
+                Some(owner) if owner == *account_id.as_bytes() => {}
+                _ => {
+                    return Err(corrupted(
+                        origin,
+                        "a value re-sealed under a DEK the account does not hold here",
+                    ));
+                }
+            }
+            // Only the very version it names: a later version (or a deletion) supersedes it,
+            // and then it changes nothing. Neither the version nor `modified` moves.
+            exec(
+                conn,
+                "UPDATE versions SET dek_id = ?1, sealed = ?2
+                 WHERE secret_id = ?3 AND version = ?4
+                   AND EXISTS (SELECT 1 FROM secrets
+                               WHERE id = ?3 AND store_id = ?5 AND account_id = ?6)",
+                params![
+                    dek_id.as_bytes(),
+                    sealed,
+                    secret_id.as_bytes(),
+                    i64::from(*version),
+                    store_id.as_bytes(),
+                    account_id.as_bytes()
+                ],
+                origin,
+                "reseal value",
+            )?;
+        }
+        Change::DekDestroyed { account_id, dek_id } => {
+            // The control plane destroys a DEK only once no value references it; the values a
+            // replica holds are a subset of its, so a reference left here is a foreign-key
+            // refusal (`Corrupted`), never a silent keep.
+            exec(
+                conn,
+                "DELETE FROM deks WHERE id = ?1 AND account_id = ?2",
+                [dek_id.as_bytes(), account_id.as_bytes()],
+                origin,
+                "destroy dek",
+            )?;
+        }
         Change::SecretDeleted {
             account_id,
             store_id,
@@ -653,12 +708,28 @@ fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<T
         cx.append_verbatim(record)?;
         let change: Change = serde_json::from_slice(&record.payload)
             .map_err(|_| StorageError::Invalid("a feed entry's payload is not a change"))?;
+        // A relay serves its log on: entries carrying a destroyed DEK (or a deleted account's)
+        // leave it too, as they left the control plane's.
+        let destroyed: Vec<DekId> = match &change {
+            Change::DekDestroyed { dek_id, .. } => vec![*dek_id],
+            Change::AccountDeleted { account_id } => query_all(
+                cx.conn,
+                "SELECT id FROM deks WHERE account_id = ?1",
+                [account_id.as_bytes()],
+                "list account deks",
+                |row| id_col(row, 0, "deks.id").map(DekId::from_bytes),
+            )?,
+            _ => Vec::new(),
+        };
         apply(
             cx.conn,
             &change,
             record.at.unix_micros(),
             Origin::Entry(record.seq),
         )?;
+        if !destroyed.is_empty() {
+            super::lifecycle::compact_past(cx, destroyed, record.seq)?;
+        }
         if let Change::NodeRevoked { node_id } = change {
             revoked_nodes.push(node_id);
         }

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -487,6 +487,31 @@ fn v9(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 10: values are re-sealed onto an account's current DEK (core's `reseal.rs`). A
+/// version row keeps its secret, number and creation time for good; only its DEK and sealed
+/// bytes may be replaced (together, compare-and-set, by `reseal_values` and the replica's
+/// `ValueResealed`). `deks.retired` marks DEKs that never seal again: those of an account
+/// whose store's deletion gave them up, and every DEK that existed when a node's revocation
+/// rotated the replication key (made under the old one). `latest_dek` skips them, their
+/// values are re-sealed away from, then they are destroyed. Stored, so a restart in between
+/// changes nothing. DEKs made before the newest replication key (the rule was their creation
+/// time until now) are marked once here.
+fn v10(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        ALTER TABLE deks ADD COLUMN retired INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1));
+        UPDATE deks SET retired = 1
+        WHERE created <= (SELECT max(created) FROM instance_keys
+                          WHERE purpose LIKE 'replication-key:%');
+        DROP TRIGGER versions_immutable;
+        CREATE TRIGGER versions_immutable BEFORE UPDATE OF secret_id, version, created ON versions
+        BEGIN
+            SELECT RAISE(ABORT, 'a value version keeps its secret, number and creation time');
+        END;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,11 +595,30 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 9);
+        assert_eq!(SCHEMA_VERSION, 10);
         let retired: i64 = conn
             .query_row("SELECT count(*) FROM retired_keks", [], |r| r.get(0))
             .unwrap();
         assert_eq!(retired, 0, "version 9 adds the retired KEK ids, empty");
+        // Version 10: a version's DEK and sealed bytes may be replaced (re-seal), nothing else.
+        conn.execute_batch(
+            "INSERT INTO stores (id, account_id, name, created, modified)
+             SELECT x'0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c', id, 'st', 1, 1 FROM accounts LIMIT 1;
+             INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                                  modified, version)
+             SELECT x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', id, account_id, 'S', '', ',', 1, 1, 1
+             FROM stores LIMIT 1;
+             INSERT INTO deks (id, account_id, kek_id, wrapped, created)
+             SELECT x'0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b', id, 'k', x'00', 1 FROM accounts LIMIT 1;
+             INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+             VALUES (x'0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a', 1,
+                     x'0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b', x'01', 1);",
+        )
+        .unwrap();
+        conn.execute("UPDATE versions SET sealed = x'02'", [])
+            .unwrap();
+        let moved = conn.execute("UPDATE versions SET version = 2", []);
+        assert!(moved.is_err(), "a version's number must not change");
         // Version 6: KEK rotation looks up DEKs by KEK id through an index.
         let by_kek = plan(&conn, "SELECT id FROM deks WHERE kek_id = ?1 LIMIT 5");
         assert!(

@@ -181,6 +181,13 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     )?;
     // Every version of the account is gone by now, and no other account's version can name
     // one of its DEKs (writes check that), so a reference still found is damage, not a race.
+    let deks = query_all(
+        cx.conn,
+        "SELECT id FROM deks WHERE account_id = ?1",
+        [account.as_bytes()],
+        "list account deks",
+        |row| id_col(row, 0, "deks.id").map(DekId::from_bytes),
+    )?;
     execute(
         cx,
         "DELETE FROM deks WHERE account_id = ?1",
@@ -202,6 +209,9 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         "delete account",
         |_| None,
     )?;
+    // Its DEKs are destroyed with it: no retained entry may still carry one (the
+    // `AccountDeleted` below tells replicas to drop theirs).
+    super::lifecycle::compact_past(cx, deks, u64::MAX)?;
     cx.append(&Change::AccountDeleted {
         account_id: account,
     })
@@ -362,7 +372,7 @@ fn check_carried_dek(
 }
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
-fn insert_carried_deks<'a>(
+pub(super) fn insert_carried_deks<'a>(
     cx: &mut WriteCx<'_>,
     deks: impl IntoIterator<Item = &'a DekRecord>,
 ) -> Result<()> {
@@ -477,6 +487,17 @@ pub(super) fn delete_store(
     let secrets = store_secret_ids(cx, id)?;
     if !secrets.is_empty() && !force {
         return Err(StorageError::NotEmpty);
+    }
+    if !secrets.is_empty() {
+        // The DEKs its values used may be shared with the account's other stores: none seals
+        // again, the others' values are re-sealed away from them, and they are destroyed.
+        execute(
+            cx,
+            "UPDATE deks SET retired = 1 WHERE account_id = ?1",
+            [account.as_bytes()],
+            "retire account deks",
+            |_| None,
+        )?;
     }
     delete_store_secrets(cx, account, id, secrets)?;
     execute(

@@ -1177,7 +1177,8 @@ async fn a_replica_refuses_bad_feeds_and_keeps_its_state() {
 
     // Entries need a cluster id: a fresh database is not a replica yet.
     let fresh = open(&_dir.path().join("fresh.db"));
-    let first = source.changes_after(0, 1).await.unwrap();
+    let base = source.log_state().await.unwrap().base_seq;
+    let first = source.changes_after(base, 1).await.unwrap();
     assert!(matches!(
         fresh.apply_entries(first).await,
         Err(StorageError::Invalid(_))

@@ -1,0 +1,299 @@
+//! The DEK lifecycle job of a control plane: re-seals values onto their account's current
+//! DEK, prunes superseded versions past the configured number, and destroys the DEKs nothing
+//! references any more.
+//!
+//! Each pass, in order:
+//! 1. **prune**: past versions beyond the newest [`ResealSettings::keep_versions`] of each
+//!    secret are deleted (replicas hold only current versions, so nothing is logged);
+//! 2. **re-seal**: for each account, the values (past versions included) sealed under a DEK
+//!    made before the account's cutoff (`Keyring::reseal_cutoff`: past its age, made before
+//!    a node's revocation, or before a store's deletion gave it up) are opened and sealed
+//!    again under the DEK the keyring seals with now, in batches of [`ResealSettings::batch`] paced by [`ResealSettings::pause`]. Storage
+//!    replaces a row only if it still holds the bytes read (compare-and-set), so a concurrent
+//!    PATCH or delete wins; a re-sealed current version appends `ValueResealed`, which edges
+//!    apply without moving the version or `modified`;
+//! 3. **destroy**: DEKs no stored value references, other than the keyring's sealing DEKs,
+//!    are deleted in the transaction that finds them unreferenced, with a `DekDestroyed` entry
+//!    each and the compaction of every earlier entry that carried them; their unwrapped
+//!    copies leave the cache.
+//!
+//! No cursor: the to-do list is the storage query "values under another DEK", so a job
+//! stopped anywhere (shutdown, `kill -9`) resumes from what is stored.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use coffer_crypto::{Plaintext, SealedValue as Sealed, ValueContext, open, seal};
+use coffer_storage::{Reseal, SealedValue, Storage};
+use coffer_types::AccountId;
+
+use crate::keyring::{Keyring, SealingKey};
+
+/// How the DEK lifecycle job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResealSettings {
+    /// Values per storage transaction.
+    pub batch: usize,
+    /// The pause after each batch, so the job leaves the writer to requests.
+    pub pause: Duration,
+    /// The time between passes (a store's deletion starts one at once).
+    pub interval: Duration,
+    /// How many versions of a value are kept: 1 keeps only the current one.
+    pub keep_versions: u32,
+}
+
+impl ResealSettings {
+    pub const DEFAULT_BATCH: usize = 256;
+
+    /// At most `values_per_second` values a second (at least one).
+    pub fn with_rate(values_per_second: u32) -> ResealSettings {
+        let rate = values_per_second.max(1);
+        let batch = Self::DEFAULT_BATCH.min(rate as usize);
+        ResealSettings {
+            batch,
+            pause: Duration::from_secs_f64(batch as f64 / f64::from(rate)),
+            ..ResealSettings::default()
+        }
+    }
+}
+
+impl Default for ResealSettings {
+    /// 256 values per batch, 20 ms apart (about 12,800 values a second at most), a pass every
+    /// 10 s, only the current version kept.
+    fn default() -> ResealSettings {
+        ResealSettings {
+            batch: Self::DEFAULT_BATCH,
+            pause: Duration::from_millis(20),
+            interval: Duration::from_secs(10),
+            keep_versions: 1,
+        }
+    }
+}
+
+/// What the job has done since the process started, as status reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResealStatus {
+    /// A pass is under way.
+    pub running: bool,
+    pub resealed: u64,
+    /// Values still sealed under a DEK due to be re-sealed away from.
+    pub remaining: u64,
+    pub destroyed_deks: u64,
+    pub pruned_versions: u64,
+    /// Why the last pass stopped early, if it did (the next pass tries again).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    running: bool,
+    resealed: u64,
+    destroyed: u64,
+    pruned: u64,
+    error: Option<String>,
+}
+
+/// The DEK lifecycle of one control plane.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    storage: Arc<dyn Storage>,
+    keys: Arc<Keyring>,
+    settings: ResealSettings,
+    progress: Mutex<Progress>,
+    wake: tokio::sync::Notify,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        keys: Arc<Keyring>,
+        settings: ResealSettings,
+    ) -> Lifecycle {
+        Lifecycle {
+            storage,
+            keys,
+            settings,
+            progress: Mutex::new(Progress::default()),
+            wake: tokio::sync::Notify::new(),
+            task: Mutex::new(None),
+        }
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        // Every update is a plain assignment or addition.
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) async fn status(&self) -> Result<ResealStatus, crate::CoreError> {
+        let mut remaining = 0;
+        for account in self.storage.list_accounts().await? {
+            let cutoff = self.keys.reseal_cutoff(account.id);
+            remaining += self.storage.count_sealed_before(account.id, cutoff).await?;
+        }
+        let p = self.progress();
+        Ok(ResealStatus {
+            running: p.running,
+            resealed: p.resealed,
+            remaining,
+            destroyed_deks: p.destroyed,
+            pruned_versions: p.pruned,
+            error: p.error.clone(),
+        })
+    }
+
+    /// Starts the background loop: a pass at once, then one per interval or wake-up.
+    pub(crate) fn spawn(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            loop {
+                let outcome = this.pass().await;
+                {
+                    let mut p = this.progress();
+                    p.running = false;
+                    p.error = outcome.err();
+                    if let Some(e) = &p.error {
+                        tracing::warn!(error = %e, "DEK lifecycle pass stopped early; the next pass retries");
+                    }
+                }
+                let _ = tokio::time::timeout(this.settings.interval, this.wake.notified()).await;
+            }
+        });
+        let mut slot = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Asks for a pass now (a store was deleted).
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn stop(&self) {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+
+    /// One pass: prune, re-seal, destroy. `Err` says what stopped it.
+    pub(crate) async fn pass(&self) -> Result<(), String> {
+        self.progress().running = true;
+        let batch = self.settings.batch.max(1);
+        loop {
+            let n = self
+                .storage
+                .prune_versions(self.settings.keep_versions, batch)
+                .await
+                .map_err(|e| format!("pruning versions: {e}"))?;
+            self.progress().pruned += n;
+            if n < batch as u64 {
+                break;
+            }
+            tokio::time::sleep(self.settings.pause).await;
+        }
+        let accounts = self
+            .storage
+            .list_accounts()
+            .await
+            .map_err(|e| format!("listing accounts: {e}"))?;
+        for account in accounts {
+            self.reseal_account(account.id, batch).await?;
+        }
+        loop {
+            let destroyed = self
+                .storage
+                .destroy_unreferenced_deks(self.keys.sealing_deks(), batch)
+                .await
+                .map_err(|e| format!("destroying DEKs: {e}"))?;
+            for d in &destroyed {
+                self.keys.forget(d.account_id, d.dek_id);
+                tracing::info!(account = %d.account_id, dek = %d.dek_id, "DEK destroyed: no value references it");
+            }
+            self.progress().destroyed += destroyed.len() as u64;
+            if destroyed.len() < batch {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn reseal_account(&self, account: AccountId, batch: usize) -> Result<(), String> {
+        loop {
+            let current = self.keys.current_dek(account);
+            let cutoff = self.keys.reseal_cutoff(account);
+            let values = self
+                .storage
+                .values_sealed_before(account, cutoff, current, batch)
+                .await
+                .map_err(|e| format!("reading values of account {account}: {e}"))?;
+            if values.is_empty() {
+                return Ok(());
+            }
+            // One seal counted per value, like any write; a DEK that runs out of seals (or
+            // ages out) mid-batch ends the batch, and the next one goes on with its successor.
+            let mut first: Option<SealingKey> = None;
+            let mut reseals = Vec::with_capacity(values.len());
+            for value in values {
+                let sealing = self
+                    .keys
+                    .sealing_key(account)
+                    .await
+                    .map_err(|e| format!("a DEK for account {account}: {e}"))?;
+                if first.as_ref().is_some_and(|f| f.id != sealing.id) {
+                    break;
+                }
+                if value.dek_id != sealing.id {
+                    reseals.push(self.reseal_one(&sealing, value).await?);
+                }
+                first.get_or_insert(sealing);
+            }
+            let Some(sealing) = first else {
+                continue;
+            };
+            if reseals.is_empty() {
+                // Every value read is under the DEK the keyring now seals with.
+                continue;
+            }
+            let done = self
+                .storage
+                .reseal_values(Some(sealing.record), reseals)
+                .await
+                .map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
+            self.progress().resealed += done;
+            tokio::time::sleep(self.settings.pause).await;
+        }
+    }
+
+    async fn reseal_one(&self, sealing: &SealingKey, value: SealedValue) -> Result<Reseal, String> {
+        let what = format!(
+            "secret {} version {} of account {}",
+            value.secret_id, value.version, value.account_id
+        );
+        let old_key = self
+            .keys
+            .opening_key(value.account_id, value.dek_id)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let mut ctx = ValueContext {
+            account: value.account_id,
+            store: value.store_id,
+            secret: value.secret_id,
+            version: value.version,
+            dek: value.dek_id,
+        };
+        let plain: Plaintext = open(&old_key, &ctx, &Sealed(value.sealed.clone()))
+            .map_err(|_| format!("{what} does not open under its DEK; left as it is"))?;
+        ctx.dek = sealing.id;
+        let sealed = seal(&sealing.key, &ctx, &plain).map_err(|e| format!("{what}: {e}"))?;
+        Ok(Reseal {
+            dek_id: sealing.id,
+            sealed: sealed.0,
+            old: value,
+        })
+    }
+}
