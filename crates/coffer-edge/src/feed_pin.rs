@@ -45,8 +45,9 @@ pub(crate) fn load(dir: &Path) -> Result<Option<FeedKey>, EdgeError> {
     })
 }
 
-/// Writes the pin (mode 0644: it is a public key) through a temporary file, so that a crash
-/// leaves the old state or the new one.
+/// Writes the pin (mode 0644: it is a public key) through a temporary file, then syncs the
+/// directory, so that a crash or power loss leaves no pin or the whole pin, and a pin once
+/// reported written stays.
 pub(crate) fn store(dir: &Path, key: &FeedKey) -> Result<(), EdgeError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -60,15 +61,23 @@ pub(crate) fn store(dir: &Path, key: &FeedKey) -> Result<(), EdgeError> {
             .open(&tmp)?;
         f.write_all(format!("{}\n", key.to_hex()).as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(FEED_KEY_FILE))
+        std::fs::rename(&tmp, dir.join(FEED_KEY_FILE))?;
+        std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| data_dir_error(dir, format!("cannot write {FEED_KEY_FILE}: {e}")))
 }
 
 /// The key to pin at start: the stored one, the given one (stored now), or `None` (to be
 /// learnt from the first upstream that answers). A given key that disagrees with the stored
-/// one is refused.
-pub(crate) fn resolve(dir: &Path, given: Option<FeedKey>) -> Result<Option<FeedKey>, EdgeError> {
+/// one is refused. Trust on first use is for a first start only: a data dir that already
+/// holds a replica (`has_replica`) but no pin (an edge from before pinning, or a pin lost)
+/// needs `--feed-key`, or whoever answered the next request could name a key of its own and
+/// sign whatever it likes over the replica's cluster.
+pub(crate) fn resolve(
+    dir: &Path,
+    given: Option<FeedKey>,
+    has_replica: bool,
+) -> Result<Option<FeedKey>, EdgeError> {
     match (load(dir)?, given) {
         (Some(pinned), Some(given)) if pinned != given => Err(EdgeError::FeedKeyMismatch {
             path: dir.join(FEED_KEY_FILE),
@@ -80,6 +89,9 @@ pub(crate) fn resolve(dir: &Path, given: Option<FeedKey>) -> Result<Option<FeedK
             store(dir, &given)?;
             Ok(Some(given))
         }
+        (None, None) if has_replica => Err(EdgeError::FeedKeyRequired {
+            path: dir.join(FEED_KEY_FILE),
+        }),
         (None, None) => Ok(None),
     }
 }
@@ -95,8 +107,13 @@ pub(crate) async fn learn(dir: &Path, upstreams: &Upstreams, status: &Arc<EdgeSt
         match upstreams.feed_key(upstream).await {
             Ok(key) => {
                 if let Err(e) = store(dir, &key) {
-                    // Pinned for this run all the same; the next start learns it again.
-                    tracing::error!(error = %e, "cannot store the pinned feed key");
+                    // Never used unpinned: the next start would ask again, and could be told
+                    // another key while the replica holds what this one verified.
+                    tracing::error!(error = %e, "cannot store the pinned feed key; retrying");
+                    status.set_error(format!("cannot pin the feed key: {e}"));
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                    continue;
                 }
                 tracing::warn!(
                     upstream = %upstreams.urls[upstream],
@@ -139,8 +156,12 @@ mod tests {
     fn a_pin_is_stored_once_and_a_different_key_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        assert_eq!(resolve(dir, None).unwrap(), None, "nothing pinned yet");
-        assert_eq!(resolve(dir, Some(key(1))).unwrap(), Some(key(1)));
+        assert_eq!(
+            resolve(dir, None, false).unwrap(),
+            None,
+            "nothing pinned yet"
+        );
+        assert_eq!(resolve(dir, Some(key(1)), false).unwrap(), Some(key(1)));
         assert_eq!(load(dir).unwrap(), Some(key(1)), "stored");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join(FEED_KEY_FILE))
@@ -149,9 +170,9 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o644);
         // Without --feed-key, and with the same key: the pin.
-        assert_eq!(resolve(dir, None).unwrap(), Some(key(1)));
-        assert_eq!(resolve(dir, Some(key(1))).unwrap(), Some(key(1)));
-        let refused = resolve(dir, Some(key(2))).unwrap_err();
+        assert_eq!(resolve(dir, None, true).unwrap(), Some(key(1)));
+        assert_eq!(resolve(dir, Some(key(1)), true).unwrap(), Some(key(1)));
+        let refused = resolve(dir, Some(key(2)), true).unwrap_err();
         let text = refused.to_string();
         assert!(
             matches!(refused, EdgeError::FeedKeyMismatch { .. }),
@@ -171,12 +192,32 @@ mod tests {
         let dir = tmp.path();
         std::fs::write(dir.join(FEED_KEY_FILE), "not a key\n").unwrap();
         for given in [None, Some(key(3))] {
-            let e = resolve(dir, given).unwrap_err();
+            let e = resolve(dir, given, false).unwrap_err();
             assert!(e.to_string().contains("feed.pub is not a feed key"), "{e}");
         }
         assert_eq!(
             std::fs::read_to_string(dir.join(FEED_KEY_FILE)).unwrap(),
             "not a key\n"
         );
+    }
+
+    #[test]
+    fn a_replica_without_a_pin_needs_the_key_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let refused = resolve(dir, None, true).unwrap_err();
+        let text = refused.to_string();
+        assert!(
+            matches!(refused, EdgeError::FeedKeyRequired { .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("--feed-key") && !text.contains('\n'),
+            "{text}"
+        );
+        assert_eq!(load(dir).unwrap(), None, "nothing pinned by the refusal");
+        // Given, it is pinned and used.
+        assert_eq!(resolve(dir, Some(key(4)), true).unwrap(), Some(key(4)));
+        assert_eq!(load(dir).unwrap(), Some(key(4)));
     }
 }

@@ -147,6 +147,10 @@ pub enum EdgeError {
         given: String,
         pinned: String,
     },
+    #[error(
+        "this data dir holds a replica but no pinned feed key ({path}); give --feed-key with the control plane's feed key (`coffer node create` prints it, the control plane logs it at start as feed_key), since learning it now would trust whoever answers first"
+    )]
+    FeedKeyRequired { path: PathBuf },
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -284,7 +288,6 @@ impl Edge {
             .ok_or(EdgeError::MalformedNodeToken)?;
         let lock = open_dir(&opts.data_dir)?;
         refuse_if_marked_revoked(&opts.data_dir)?;
-        let pinned = feed_pin::resolve(&opts.data_dir, opts.feed_key)?;
         // No KEK: this node's own key, and the replication keys granted to it.
         let node_key = node_key::open(&opts.data_dir)?;
         let public_hex = hex::encode(node_key.public_key().as_bytes());
@@ -300,6 +303,7 @@ impl Edge {
             .log_state()
             .await
             .map_err(|e| data_dir_error(&opts.data_dir, e))?;
+        let pinned = feed_pin::resolve(&opts.data_dir, opts.feed_key, state.cluster_id.is_some())?;
         let upstreams = Upstreams::new(
             opts.upstreams.clone(),
             opts.node_token.clone(),

@@ -633,6 +633,22 @@ async fn a_pin_learnt_on_first_use_survives_a_restart_and_is_never_replaced() {
         "{text}"
     );
     assert!(!text.contains('\n'));
+    // A replica whose pin is gone is not pinned again on first use: whoever answered could
+    // name its own key. Refused at start; the key given, it serves.
+    std::fs::remove_file(dir.join("feed.pub")).unwrap();
+    let started = tokio::time::timeout(
+        Duration::from_secs(10),
+        coffer_edge::run(options(&w.cp.url, &token, &dir, None), |_, _| {}, async {}),
+    )
+    .await
+    .expect("refused at once");
+    let e = started.unwrap_err();
+    assert!(matches!(e, EdgeError::FeedKeyRequired { .. }), "{e}");
+    assert!(e.to_string().contains("--feed-key"), "{e}");
+    assert!(
+        !dir.join("feed.pub").exists(),
+        "nothing pinned by the refusal"
+    );
     // The same key as the pin is fine, and it still serves.
     let mut edge = Edge::start_with(options(&w.cp.url, &token, &dir, Some(key))).await;
     edge.wait_serving().await;

@@ -269,7 +269,22 @@ impl AccountKekStore for AccountKeyFiles {
             Err(_) if !record_path.exists() => return Ok(()),
             Err(e) => return Err(CoreError::Unavailable(e)),
         };
-        match remove_key_file(&record.path) {
+        // Only a key file Coffer made (`--kek file`, in `account-keks/`) is unlinked. One the
+        // operator named (`--kek file:PATH`) stays where it is, for the operator to destroy:
+        // the operator API must not become a way to delete any file the server may remove.
+        let made_here = record.path == self.dir.join(format!("{account}.key"));
+        if !made_here {
+            tracing::warn!(
+                account = %account,
+                file = %record.path.display(),
+                "the deleted account's KEK is a key file the operator gave; it is left in place: destroy it to finish shredding the account"
+            );
+        }
+        match if made_here {
+            remove_key_file(&record.path)
+        } else {
+            Ok(())
+        } {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {

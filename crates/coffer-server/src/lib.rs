@@ -329,6 +329,11 @@ pub async fn serve_with(
         runtime_rate: opts.runtime_rate,
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
+    if let Some(key) = coffer.feed_public_key() {
+        // What an edge pins (`coffer edge --feed-key`); public, and needed again for an edge
+        // whose data dir holds a replica but lost its pin.
+        tracing::info!(feed_key = %hex::encode(key), "signing the change feed");
+    }
     let app = control_plane_app(coffer.clone(), closing, options);
     let flusher = tokio::spawn(housekeeping(coffer.clone(), opts.feed_retention));
     let result = serve_app(

@@ -539,6 +539,15 @@ async fn bad_account_kek_requests_are_refused_clearly_and_change_nothing() {
     );
     let key_bytes = std::fs::read(&own).unwrap();
     assert!(!contains(&raw, &key_bytes));
+
+    // Deleting the account leaves a key file the operator named where it is (the API never
+    // deletes a file Coffer did not make), and forgets the record.
+    let r = h
+        .raw_abs(Method::DELETE, &format!("{V4}/{b}"), None, Body::empty())
+        .await;
+    assert_deleted(&r);
+    assert!(own.exists(), "the operator's key file is not unlinked");
+    assert!(!h.data_dir.join(format!("account-keks/{b}.toml")).exists());
 }
 
 #[tokio::test]
