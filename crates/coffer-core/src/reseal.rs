@@ -181,7 +181,8 @@ impl Lifecycle {
         }
     }
 
-    /// One pass: prune, re-seal, destroy. `Err` says what stopped it.
+    /// One pass: prune, re-seal, destroy. `Err` says what stopped it, or the first account that
+    /// could not be re-sealed (the others, and the destruction, went on).
     pub(crate) async fn pass(&self) -> Result<(), String> {
         self.progress().running = true;
         let batch = self.settings.batch.max(1);
@@ -202,8 +203,15 @@ impl Lifecycle {
             .list_accounts()
             .await
             .map_err(|e| format!("listing accounts: {e}"))?;
+        // One account that cannot be re-sealed (its own KEK unavailable, a value that does not
+        // open) must not hold up the others, nor the destruction of what nothing references:
+        // its failure is reported, and the pass goes on.
+        let mut failed = None;
         for account in accounts {
-            self.reseal_account(account.id, batch).await?;
+            if let Err(e) = self.reseal_account(account.id, batch).await {
+                tracing::warn!(account = %account.id, error = %e, "cannot re-seal this account's values yet");
+                failed.get_or_insert(e);
+            }
         }
         loop {
             let destroyed = self
@@ -217,8 +225,9 @@ impl Lifecycle {
             }
             self.progress().destroyed += destroyed.len() as u64;
             if destroyed.len() < batch {
-                return Ok(());
+                return failed.map_or(Ok(()), Err);
             }
+            tokio::time::sleep(self.settings.pause).await;
         }
     }
 

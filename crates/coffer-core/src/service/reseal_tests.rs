@@ -716,3 +716,104 @@ async fn reseal_throughput_100k() {
         N as f64 / took.as_secs_f64()
     );
 }
+
+/// An account whose values cannot be re-sealed (here: a value that no longer opens) holds up
+/// neither the accounts after it nor the destruction of DEKs nothing references; the pass
+/// reports it.
+#[tokio::test]
+async fn an_account_that_cannot_be_resealed_holds_up_no_other() {
+    let f = fx(Duration::from_millis(300), 1 << 20).await;
+    let broken = f.create_in(f.store, &["A"]).await;
+    // A second account, made after (accounts are visited in order of creation).
+    let other = f.coffer.create_account(&f.op, "zeta").await.unwrap().id;
+    let (_, token) = f
+        .coffer
+        .create_token(
+            &f.op,
+            other,
+            crate::NewToken {
+                name: "admin".into(),
+                role: crate::Role::SuperAdmin,
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    let admin = f
+        .coffer
+        .authenticate(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    let store = f
+        .coffer
+        .create_store(&admin, other, StoreName::parse("prod").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let good = f
+        .coffer
+        .create_secrets(&admin, other, store, vec![item("B", "value of B")])
+        .await
+        .unwrap();
+    let good_dek = f.dek_of(&good[0]).await;
+    // The first account's value is damaged in place (same DEK, bytes that do not open).
+    let read = f
+        .coffer
+        .storage()
+        .values_sealed_before(f.account, Timestamp::now(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    let damaged = Reseal {
+        dek_id: read[0].dek_id,
+        sealed: vec![7; 60],
+        old: read[0].clone(),
+    };
+    f.coffer
+        .storage()
+        .reseal_values(None, vec![damaged])
+        .await
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let result = f.coffer.run_dek_lifecycle_pass(fast(1)).await;
+    let error = result.expect_err("the damaged account is reported");
+    assert!(error.contains(&f.account.to_string()), "{error}");
+    // The other account was re-sealed all the same, and its old DEK destroyed.
+    let moved = f.dek_of(&good[0]).await;
+    assert_ne!(
+        moved, good_dek,
+        "the account after the broken one was re-sealed"
+    );
+    assert!(
+        f.coffer
+            .storage()
+            .get_dek(good_dek)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let plain = f
+        .coffer
+        .open_current(
+            &f.coffer
+                .storage()
+                .get_secret(other, store, good[0].id)
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.expose_secret(), b"value of B");
+    // The broken value stays where it was, under its DEK, which is kept.
+    assert_eq!(f.dek_of(&broken[0]).await, read[0].dek_id);
+    assert!(
+        f.coffer
+            .storage()
+            .get_dek(read[0].dek_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
