@@ -91,8 +91,8 @@ pub trait AccountKekStore: Send + Sync + std::fmt::Debug {
         account: AccountId,
         spec: &AccountKekSpec,
     ) -> Result<(AccountKekInfo, Arc<dyn KekProvider>), CoreError>;
-    /// Destroys `account`'s key (a file is unlinked, a token object destroyed), then its
-    /// record. Nothing recorded is not an error.
+    /// Destroys `account`'s key (a key file the store made is unlinked; one the operator named
+    /// is left in place and logged), then its record. Nothing recorded is not an error.
     fn destroy(&self, account: AccountId) -> Result<(), CoreError>;
 }
 

@@ -42,7 +42,7 @@ pub fn snapshot_message(
     msg
 }
 
-/// The public half of a feed-signing key: what an edge will pin. Written as 64 lowercase hex
+/// The public half of a feed-signing key: what an edge pins (`DIR/feed.pub`). Written as 64 lowercase hex
 /// digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FeedKey([u8; 32]);

@@ -11,7 +11,9 @@
 //! Order of writes: the key exists before its record, and the record before anything is
 //! wrapped by the key; destroying goes the other way round, key first, so a crash between the
 //! two leaves a record whose key is gone (the account is unavailable, or, if it was deleted, the
-//! record is removed at the next start), never a key nobody knows about.
+//! record is removed at the next start), never a key nobody knows about. Only a key file made
+//! here (`account-keks/<id>.key`) is ever unlinked: one the operator named with `file:PATH` is
+//! left where it is, so the operator API cannot delete files Coffer did not make.
 
 use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
@@ -27,7 +29,7 @@ use coffer_crypto::{FileKek, KekId, KekProvider};
 use coffer_types::AccountId;
 use serde::{Deserialize, Serialize};
 
-use crate::kek_versions::{KekRing, remove_key_file, write_atomically};
+use crate::kek_versions::{KekRing, Written, remove_key_file, write_atomically};
 
 pub(crate) const ACCOUNT_KEKS_DIR: &str = "account-keks";
 const PROVIDER_FILE: &str = "file";
@@ -122,16 +124,14 @@ impl AccountKeyFiles {
         Ok(())
     }
 
-    fn record(&self, account: AccountId, record: &Record) -> Result<(), CoreError> {
+    fn record(&self, account: AccountId, record: &Record) -> Result<Written, CoreError> {
         let text = toml::to_string(record)
             .map_err(|e| CoreError::Internal(format!("cannot encode account KEK record: {e}")))?;
         let header = "# written by `coffer account set-kek`; the key's public id, no secret\n";
-        write_atomically(
+        Ok(write_atomically(
             &self.record_path(account),
             format!("{header}{text}").as_bytes(),
-        )
-        .durable()
-        .map_err(CoreError::Unavailable)
+        ))
     }
 }
 
@@ -252,12 +252,18 @@ impl AccountKekStore for AccountKeyFiles {
             path: path.clone(),
             kek_id: kek.current_kek_id().0,
         };
-        if let Err(e) = self.record(account, &record) {
-            if made {
-                // Nothing was wrapped by it yet, so removing it loses nothing.
-                let _ = remove_key_file(&path);
+        match self.record(account, &record)? {
+            Written::Durable => {}
+            Written::Not(e) => {
+                if made {
+                    // Not recorded, so nothing was wrapped by it: removing it loses nothing.
+                    let _ = remove_key_file(&path);
+                }
+                return Err(CoreError::Unavailable(e));
             }
-            return Err(e);
+            // The record may be on disk after all (renamed, its directory not synced): the
+            // key it names stays, so that a restart finds the key the record names.
+            Written::Unsure(e) => return Err(CoreError::Unavailable(e)),
         }
         Ok((info(&record), Arc::new(kek)))
     }

@@ -136,16 +136,6 @@ pub(crate) enum Written {
     Unsure(String),
 }
 
-impl Written {
-    /// Durable, or why not (a write whose directory sync failed counts as not made).
-    pub(crate) fn durable(self) -> Result<(), String> {
-        match self {
-            Written::Durable => Ok(()),
-            Written::Not(e) | Written::Unsure(e) => Err(e),
-        }
-    }
-}
-
 /// The KEK versions of a data dir; see the module comment.
 pub(crate) struct KekRing {
     dir: PathBuf,

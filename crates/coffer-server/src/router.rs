@@ -1,4 +1,5 @@
-//! The route table and the middleware every request passes through.
+//! The route table, its fallbacks, and the frame every routed request passes through
+//! (`frame.rs`).
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -144,7 +145,7 @@ fn control_plane_routes() -> Router<AppState> {
         )
 }
 
-/// The fallbacks and the middleware every request passes through.
+/// The fallbacks and the frame every routed request passes through.
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(not_found)

@@ -55,7 +55,7 @@ pub enum AccountCommand {
     /// List the instance's accounts (instance operator token; any other token sees its own)
     List,
     /// Delete an account with all its stores, secrets and tokens (instance operator token only);
-    /// an account KEK of its own is destroyed with it
+    /// an account KEK Coffer made for it (`--kek file`) is destroyed with it
     Delete(AccountDeleteArgs),
     /// Give an account a KEK of its own, which alone wraps its DEKs from then on (instance
     /// operator token only)
@@ -71,7 +71,8 @@ Examples:
   coffer account set-kek team-b --kek file
   coffer account set-kek team-b --kek file:/etc/coffer/team-b.key
 
-Deleting the account destroys its KEK (the key file is unlinked). Removing the key makes the
+Deleting the account destroys a key file Coffer made (`--kek file`); one given as file:PATH is
+left in place, for the operator to destroy. Removing the key makes the
 account's values unreadable on the control plane (503 account_kek_unavailable), and nothing else.";
 
 #[derive(Debug, Args)]
