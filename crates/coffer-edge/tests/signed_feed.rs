@@ -318,7 +318,7 @@ fn forge_snapshot(state: &ProxyState, bytes: Vec<u8>) -> Vec<u8> {
         cluster_id,
         position,
         count,
-        ..
+        origin_ms,
     }) = frames.first().cloned()
     else {
         return bytes;
@@ -349,7 +349,13 @@ fn forge_snapshot(state: &ProxyState, bytes: Vec<u8>) -> Vec<u8> {
         }
     }
     let digest = digest.finish().unwrap();
-    let resigned = forged_seal(state, mode, &cluster_id, position, count, &digest);
+    let resigned = forged_seal(
+        state,
+        mode,
+        &cluster_id,
+        (position, count, origin_ms),
+        &digest,
+    );
     if let Some(Frame::SnapshotEnd {
         digest: d,
         signature,
@@ -368,8 +374,7 @@ fn forged_seal(
     state: &ProxyState,
     mode: Signatures,
     cluster: &[u8; 16],
-    position: Position,
-    count: u64,
+    (position, count, origin_ms): (Position, u64, u64),
     digest: &[u8; 32],
 ) -> Option<[u8; 64]> {
     match mode {
@@ -377,7 +382,7 @@ fn forged_seal(
         Signatures::Resign => Some(
             state
                 .impostor
-                .sign_snapshot(cluster, position, count, digest),
+                .sign_snapshot(cluster, position, count, digest, origin_ms),
         ),
     }
 }

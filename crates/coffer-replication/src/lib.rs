@@ -92,7 +92,7 @@ pub use follower::{
     Alarm, AlarmKind, Config, Follower, Input, Output, Phase, SnapshotSeal, SwitchReason,
 };
 pub use log::Log;
-pub use sign::{FeedKey, FeedKeyPair};
+pub use sign::{FeedKey, FeedKeyPair, Freshness};
 pub use snapshot::{Snapshot, SnapshotDigest};
 
 /// A position in the log: the last entry's seq and hash.

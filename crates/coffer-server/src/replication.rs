@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -31,6 +31,7 @@ use coffer_api::{Envelope, ErrorCode};
 use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal, Coffer};
 use coffer_replication::Position;
 use coffer_replication::SnapshotDigest;
+use coffer_replication::sign::{Freshness, freshness_message};
 use coffer_replication::wire::{
     FEED_CONTENT_TYPE, FeedAnswer, FeedBody, Frame, SNAPSHOT_CONTENT_TYPE,
 };
@@ -114,24 +115,41 @@ impl Drop for SnapshotSlot {
     }
 }
 
+/// The newest freshness statement a relay's follower verified, shared with what it serves.
+pub type SharedFreshness = Arc<std::sync::RwLock<Option<Freshness>>>;
+
 /// Where this process's heartbeats come from.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// The control plane: its own clock.
+    /// The control plane: its own clock, and its own signed freshness statements.
     Root,
-    /// A relay: the origin time of the freshest heartbeat its follower received (Unix ms; 0
-    /// until the first), so an edge below a relay cut off from the root sees it go stale.
-    Relay(Arc<AtomicU64>),
+    /// A relay: the newest statement its follower verified, forwarded unchanged (it cannot
+    /// make one), so an edge below a relay cut off from the root, or one that withholds, sees
+    /// it go stale.
+    Relay(SharedFreshness),
 }
 
 impl Origin {
     fn now_ms(&self) -> u64 {
         match self {
             Origin::Root => unix_ms(),
-            Origin::Relay(freshest) => freshest.load(Ordering::Acquire),
+            Origin::Relay(_) => self.relayed().map_or(0, |f| f.origin_ms),
+        }
+    }
+
+    fn relayed(&self) -> Option<Freshness> {
+        match self {
+            Origin::Root => None,
+            Origin::Relay(latest) => *latest.read().unwrap_or_else(|p| p.into_inner()),
         }
     }
 }
+
+/// How long the control plane reuses a freshness statement for the same head: one signature a
+/// second at most while idle, however many edges long-poll.
+const FRESHNESS_REUSE: Duration = Duration::from_secs(1);
+/// Feed long-polls one node may hold at once; more are answered at once (no wait).
+pub const MAX_LONG_POLLS_PER_NODE: usize = 4;
 
 /// Unix milliseconds of the wall clock (0 if it is before 1970).
 pub fn unix_ms() -> u64 {
@@ -206,6 +224,29 @@ pub struct Replication {
     /// On a relay: where snapshots come from (its own upstream's, passed on byte for byte, so
     /// that they carry the root's signature).
     snapshots_from: Option<Arc<dyn SnapshotForward>>,
+    /// The control plane's latest freshness statement and when it was signed.
+    freshness: std::sync::Mutex<Option<(std::time::Instant, Freshness)>>,
+    /// Feed long-polls each node holds now.
+    long_polls: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+}
+
+/// A node's claim on a long-poll, released when the request ends.
+#[derive(Debug)]
+struct LongPollSlot {
+    node: TokenId,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+}
+
+impl Drop for LongPollSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// Where a relay gets the snapshots it serves: a relay cannot sign, so it passes on a snapshot
@@ -245,7 +286,56 @@ impl Replication {
             node_keys: None,
             feed_key: None,
             snapshots_from: None,
+            freshness: std::sync::Mutex::new(None),
+            long_polls: Arc::default(),
         }
+    }
+
+    /// A long-poll slot for `node`, or `None` if it holds [`MAX_LONG_POLLS_PER_NODE`] already
+    /// (its request is then answered without waiting).
+    fn long_poll_slot(&self, node: TokenId) -> Option<LongPollSlot> {
+        let mut held = self.long_polls.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.entry(node).or_default();
+        if *mine >= MAX_LONG_POLLS_PER_NODE {
+            return None;
+        }
+        *mine += 1;
+        Some(LongPollSlot {
+            node,
+            held: self.long_polls.clone(),
+        })
+    }
+
+    /// The statement to put on a feed answer: on the control plane, its own for `head` (reused
+    /// for up to [`FRESHNESS_REUSE`] while the head stays; `None` without a key); on a relay,
+    /// the newest its follower verified.
+    fn statement(
+        &self,
+        coffer: &Coffer,
+        cluster_id: [u8; 16],
+        head: Position,
+    ) -> Option<Freshness> {
+        if let Origin::Relay(_) = self.origin {
+            return self.origin.relayed();
+        }
+        let mut cache = self.freshness.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, f)) = *cache
+            && f.head == head
+            && f.cluster_id == cluster_id
+            && at.elapsed() < FRESHNESS_REUSE
+        {
+            return Some(f);
+        }
+        let origin_ms = unix_ms();
+        let signature = coffer.feed_signature(&freshness_message(&cluster_id, head, origin_ms))?;
+        let f = Freshness {
+            cluster_id,
+            head,
+            origin_ms,
+            signature,
+        };
+        *cache = Some((std::time::Instant::now(), f));
+        Some(f)
     }
 
     /// A relay serves `key` (the root's, which it pinned, once it is known) at
@@ -388,11 +478,21 @@ fn binary(content_type: &'static str, body: Body) -> Response {
 /// `GET /replication/v1/feed`.
 pub(crate) async fn feed(
     State(app): State<AppState>,
-    NodeAuth(_node): NodeAuth,
+    NodeAuth(node): NodeAuth,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let repl = replication(&app)?.clone();
-    let (after, wait) = feed_query(raw.as_deref())?;
+    let (after, mut wait) = feed_query(raw.as_deref())?;
+    // Held for the whole request; a node past its cap is answered without waiting.
+    let _slot = if wait.is_zero() {
+        None
+    } else {
+        let slot = repl.long_poll_slot(node.id);
+        if slot.is_none() {
+            wait = Duration::ZERO;
+        }
+        slot
+    };
     let storage = app.coffer.storage().clone();
     let mut heads = storage.subscribe_head();
     let closing = repl.closing.clone();
@@ -409,9 +509,12 @@ pub(crate) async fn feed(
         }
         // A relay whose node got a snapshot forwarded from upstream (ahead of this relay's
         // head) is asked for what follows it: wait for the relay to catch up, up to the
-        // long-poll, before refusing.
-        let waiting_for_head =
-            after > head && matches!(repl.origin, Origin::Relay(_)) && !timed_out;
+        // long-poll, before refusing; but only up to the head the root's newest verified
+        // statement names (a position past it cannot be caught up with, so it is refused at
+        // once rather than holding the request).
+        let waiting_for_head = after > head
+            && !timed_out
+            && repl.origin.relayed().is_some_and(|f| after <= f.head.seq);
         if after > head && !waiting_for_head {
             // Named in headers too, so that an edge can tell an upstream of another cluster
             // (refused) from one that is merely behind it.
@@ -489,10 +592,19 @@ pub(crate) async fn feed(
                 FeedBody::Entries { entries: v, .. } => v.last().map_or(head, |e| e.seq.max(head)),
                 FeedBody::Compacted { .. } => head,
             };
+            let freshness = repl.statement(
+                &app.coffer,
+                cluster_id,
+                Position {
+                    seq: state.head_seq,
+                    hash: state.head_hash,
+                },
+            );
             let answer = FeedAnswer {
                 cluster_id,
                 head_seq: last.max(state.head_seq),
                 origin_ms: repl.origin.now_ms(),
+                freshness,
                 body,
             };
             return Ok(binary(FEED_CONTENT_TYPE, Body::from(answer.encode())));
@@ -670,6 +782,7 @@ pub(crate) async fn snapshot(
                 position,
                 count,
                 &digest,
+                origin_ms,
             ))
         });
         Frame::SnapshotEnd { digest, signature }.encode(&mut buf);
