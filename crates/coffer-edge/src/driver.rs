@@ -122,8 +122,20 @@ impl Driver {
     /// the freshness of the applied state and the newest signed statement, which a relay
     /// forwards unchanged.
     fn publish_freshness(&mut self) {
-        self.status
-            .set_fresh(self.follower.fresh_as_of_ms(), self.follower.known_head());
+        let as_of = self.follower.fresh_as_of_ms();
+        self.status.set_fresh(as_of, self.follower.known_head());
+        // Half the staleness without newer signed state applied (statements that stop
+        // advancing, or name a head that is not delivered): said in `/healthz` (degraded)
+        // before the edge counts as stale.
+        if let Some(age) = as_of.map(|t| unix_ms().saturating_sub(t))
+            && age > self.config.staleness_ms / 2
+        {
+            self.status.set_error(format!(
+                "{}: no newer signed state for {} s (withheld, or the upstream is cut off from the root)",
+                self.upstreams.urls[*self.follower.current_upstream()],
+                age / 1_000
+            ));
+        }
         if let Some(latest) = self.follower.latest_freshness() {
             let mut shared = self
                 .status
