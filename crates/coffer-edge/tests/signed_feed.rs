@@ -759,6 +759,51 @@ async fn a_relay_tier_verifies_end_to_end_and_a_malicious_relay_is_refused() {
     assert_eq!(edge.value(&w.b.token, "K").await, "v2");
     assert_eq!(edge.alarms().await, 0, "{:?}", edge.health().await);
 
+    // The relay forwards the root's freshness statement, unchanged (it cannot make one).
+    let feed = |after: u64, wait_ms: u64| {
+        let url = format!(
+            "{}/replication/v1/feed?after={after}&wait_ms={wait_ms}",
+            relay.url
+        );
+        // A node with no edge running yet: it holds no long-poll but these.
+        let token = edge2_token.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let res = http().get(url).bearer_auth(token).send().await.unwrap();
+            let status = res.status().as_u16();
+            let body = res.bytes().await.unwrap();
+            (status, body, started.elapsed())
+        }
+    };
+    let (status, body, _) = feed(relay.status.applied_seq(), 0).await;
+    assert_eq!(status, 200);
+    let answer = FeedAnswer::decode(&body).unwrap();
+    let head = answer.head_seq;
+    let statement = answer.freshness.expect("forwarded");
+    assert!(statement.verifies(&key));
+    // (L3) A position past every head the relay knows of is refused at once, not held for
+    // the long-poll.
+    let (status, _, took) = feed(u64::MAX, 30_000).await;
+    assert_eq!(status, 400);
+    assert!(took < Duration::from_secs(5), "held {took:?}");
+    // At most 4 long-polls per node: a fifth is answered without waiting.
+    let held: Vec<_> = (0..4).map(|_| tokio::spawn(feed(head, 8_000))).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, took) = feed(head, 8_000).await;
+    assert_eq!(status, 200);
+    assert!(
+        took < Duration::from_secs(4),
+        "a fifth long-poll waited {took:?}"
+    );
+    for h in held {
+        let (status, _, took) = h.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            took >= Duration::from_secs(4),
+            "the first four wait: {took:?}"
+        );
+    }
+
     // A malicious relay: rewrites what the honest relay serves.
     let proxy = Proxy::start(&relay.url).await;
     let mut edge2 = Edge::start_with(options(
@@ -899,4 +944,34 @@ async fn a_replayed_old_snapshot_is_refused_by_a_fresh_edge() {
     edge.wait_serving().await;
     edge.wait_applied(w.cp.head().await).await;
     edge.stop().await;
+}
+
+/// (L4) A snapshot over the edge's bounds (item count announced, or item bytes) is refused as
+/// an alarm before it is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_over_the_bounds_are_refused() {
+    let w = world("v1", "probe-only").await;
+    for (name, items, bytes, what) in [
+        ("edge-l4a", 2, u64::MAX, "items"),
+        ("edge-l4b", u64::MAX, 64, "bytes"),
+    ] {
+        let (token, key) = node_with_key(&w.cp, name).await;
+        let mut opts = options(&w.cp.url, &token, &w.tmp.path().join(name), Some(key));
+        opts.snapshot_bounds.max_items = items;
+        opts.snapshot_bounds.max_bytes = bytes;
+        let mut edge = Edge::start_with(opts).await;
+        wait_until("an oversized snapshot refused", PROMPTLY, || async {
+            edge.alarms().await >= 1
+        })
+        .await;
+        let (status, health) = edge.health().await;
+        assert_eq!(status, 503, "{health}");
+        let last = health["last_alarm"].as_str().unwrap_or_default();
+        assert!(
+            last.contains("over the bound") && last.contains(what),
+            "{health}"
+        );
+        assert_eq!(edge.status.applied_seq(), 0);
+        edge.stop().await;
+    }
 }
