@@ -200,6 +200,7 @@ async fn bench(edges_n: usize, writes: usize) {
             staleness: EdgeOptions::DEFAULT_STALENESS,
             long_poll: EdgeOptions::DEFAULT_LONG_POLL,
             max_staleness: None,
+            snapshot_bounds: coffer_edge::SnapshotBounds::default(),
             trusted_proxies: Default::default(),
             http: Default::default(),
             snapshots: Default::default(),

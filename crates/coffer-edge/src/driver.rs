@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use coffer_replication::wire::{ClusterId, FeedAnswer, FeedBody};
-use coffer_replication::{Config, Follower, Input, Output, Position};
+use coffer_replication::{Config, Follower, Input, Output, Position, SwitchReason};
 use coffer_server::replication::unix_ms;
 use coffer_storage::{SqliteStorage, Storage};
 use coffer_types::TokenId;
@@ -42,11 +42,6 @@ enum Msg {
     Progress { from: usize },
 }
 
-/// Heartbeats (head, origin) not yet covered by what is applied, newest last: a relay stamps
-/// its own heartbeats only with the origin of state it holds, so a relay that is stuck (or
-/// slow) does not look fresh to the edges below it.
-const PENDING_ORIGINS: usize = 64;
-
 pub(crate) struct Driver {
     follower: Follower<usize>,
     /// This edge's node (its token's id): the feed's revocation of it stops the edge.
@@ -63,7 +58,6 @@ pub(crate) struct Driver {
     long_poll: Duration,
     request: Option<JoinHandle<()>>,
     staged: Option<Staged>,
-    pending_origins: VecDeque<(u64, u64)>,
     /// The last alarm logged and when (see `alarm_is_new`).
     last_alarm_logged: Option<(String, Instant)>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -95,7 +89,6 @@ impl Driver {
             long_poll,
             request: None,
             staged: None,
-            pending_origins: VecDeque::new(),
             last_alarm_logged: None,
             tx,
             rx,
@@ -117,7 +110,7 @@ impl Driver {
             }
             // A staged snapshot the follower did not take is rolled back now.
             self.staged = None;
-            self.promote_origins();
+            self.publish_freshness();
             self.status
                 .current
                 .store(*self.follower.current_upstream(), Ordering::Release);
@@ -125,31 +118,33 @@ impl Driver {
         }
     }
 
-    /// Records a heartbeat for relaying once the state it describes is applied. An origin
-    /// ahead of this node's clock (a root clock jump) is clamped to now.
-    fn note_origin(&mut self, head: u64, origin_ms: u64) {
-        let origin = origin_ms.min(unix_ms());
-        if self.pending_origins.len() >= PENDING_ORIGINS {
-            self.pending_origins.pop_front();
+    /// Tells `/healthz` (and, on a relay, the feed it serves) what the follower verified:
+    /// the freshness of the applied state and the newest signed statement, which a relay
+    /// forwards unchanged.
+    fn publish_freshness(&mut self) {
+        let as_of = self.follower.fresh_as_of_ms();
+        self.status.set_fresh(as_of, self.follower.known_head());
+        // Half the staleness without newer signed state applied (statements that stop
+        // advancing, or name a head that is not delivered): said in `/healthz` (degraded)
+        // before the edge counts as stale.
+        if let Some(age) = as_of.map(|t| unix_ms().saturating_sub(t))
+            && age > self.config.staleness_ms / 2
+        {
+            self.status.set_error(format!(
+                "{}: no newer signed state for {} s (withheld, or the upstream is cut off from the root)",
+                self.upstreams.urls[*self.follower.current_upstream()],
+                age / 1_000
+            ));
         }
-        self.pending_origins.push_back((head, origin));
-    }
-
-    /// Moves the relayed origin to the newest heartbeat whose head is applied here.
-    fn promote_origins(&mut self) {
-        let applied = self.follower.applied().seq;
-        let mut newest: Option<u64> = None;
-        while let Some(&(head, origin)) = self.pending_origins.front() {
-            if head > applied {
-                break;
+        if let Some(latest) = self.follower.latest_freshness() {
+            let mut shared = self
+                .status
+                .latest_freshness
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if shared.is_none_or(|s| s.origin_ms < latest.origin_ms) {
+                *shared = Some(latest);
             }
-            newest = Some(newest.map_or(origin, |n| n.max(origin)));
-            self.pending_origins.pop_front();
-        }
-        if let Some(origin) = newest {
-            self.status
-                .freshest_origin
-                .fetch_max(origin, Ordering::AcqRel);
         }
     }
 
@@ -163,21 +158,32 @@ impl Driver {
                         return self.failed(from, &e);
                     }
                     self.answered(from);
-                    if from == *self.follower.current_upstream() {
-                        self.status.heard(answer.head_seq, answer.origin_ms);
-                        self.note_origin(answer.head_seq, answer.origin_ms);
+                    let current = from == *self.follower.current_upstream();
+                    if current {
+                        self.status.heard();
                     }
-                    let heartbeat = Input::Heartbeat {
+                    // The unsigned head and origin only say the upstream is alive: with the
+                    // key pinned, the follower goes by the signed statement alone.
+                    let mut inputs = vec![Input::Heartbeat {
                         from,
                         head_seq: answer.head_seq,
                         origin_ms: answer.origin_ms,
-                    };
+                    }];
+                    match answer.freshness {
+                        Some(statement) => inputs.push(Input::Freshness { from, statement }),
+                        None if current => self.status.set_error(format!(
+                            "{}: the answer carries no signed freshness statement; the edge counts as fresh only as of the last one",
+                            self.upstreams.urls[from]
+                        )),
+                        None => {}
+                    }
                     let body = match answer.body {
                         FeedBody::Entries {
                             entries,
                             signatures,
                         } => {
-                            if entries.is_empty() && self.follower.applied().seq >= answer.head_seq
+                            if entries.is_empty()
+                                && self.follower.applied().seq >= self.follower.known_head()
                             {
                                 self.status.mark_synced();
                             }
@@ -196,7 +202,8 @@ impl Driver {
                             Input::NeedSnapshot { from }
                         }
                     };
-                    vec![heartbeat, body]
+                    inputs.push(body);
+                    inputs
                 }
             },
             Msg::Snapshot { from, staged } => match staged {
@@ -207,8 +214,7 @@ impl Driver {
                     }
                     self.answered(from);
                     if from == *self.follower.current_upstream() {
-                        self.status.heard(staged.position.seq, staged.origin_ms);
-                        self.note_origin(staged.position.seq, staged.origin_ms);
+                        self.status.heard();
                     }
                     let input = Input::StagedSnapshot {
                         from,
@@ -275,6 +281,13 @@ impl Driver {
                 let what = format!("{url}: {e}");
                 if self.alarm_is_new(&what) {
                     tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: refused a malformed answer; nothing of it was applied");
+                }
+                self.status.alarm(what);
+            }
+            (FetchError::SnapshotTooLarge { .. }, _) => {
+                let what = format!("{url}: {e}");
+                if self.alarm_is_new(&what) {
+                    tracing::error!(upstream = %url, error = %e, "REPLICATION ALARM: refused an oversized snapshot; nothing of it was installed");
                 }
                 self.status.alarm(what);
             }
@@ -402,6 +415,14 @@ impl Driver {
                     ));
                 }
                 Output::Switched { from, to, why } => {
+                    if matches!(why, SwitchReason::Stale | SwitchReason::NoProgress) {
+                        // Withheld or cut off: said in `/healthz` (degraded) until a good
+                        // answer.
+                        self.status.set_error(format!(
+                            "{}: no signed progress for longer than the staleness ({why:?}); switched upstream",
+                            self.upstreams.urls[from]
+                        ));
+                    }
                     tracing::warn!(
                         from = %self.upstreams.urls[from],
                         to = %self.upstreams.urls[to],

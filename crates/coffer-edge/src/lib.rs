@@ -48,7 +48,7 @@ use crate::upstream::Upstreams;
 
 pub use coffer_replication::sign::FeedKey;
 pub use status::EdgeStatus;
-pub use upstream::ClientError;
+pub use upstream::{ClientError, SnapshotBounds};
 
 const DB_FILE: &str = "replica.db";
 /// Left in the data dir by an edge that learnt it was revoked (and deleted its replica): a
@@ -97,6 +97,8 @@ pub struct EdgeOptions {
     pub snapshots: SnapshotLimits,
     /// Reads per second one service token may make on the runtime API (none by default).
     pub runtime_rate: Option<RuntimeRate>,
+    /// What a snapshot from upstream may be: how old, how many items, how many bytes.
+    pub snapshot_bounds: upstream::SnapshotBounds,
 }
 
 impl EdgeOptions {
@@ -308,7 +310,8 @@ impl Edge {
             opts.upstreams.clone(),
             opts.node_token.clone(),
             opts.ca_cert.as_deref(),
-        )?;
+        )?
+        .with_snapshot_bounds(opts.snapshot_bounds);
         let status = Arc::new(EdgeStatus::new(
             opts.upstreams.clone(),
             state.cluster_id,
@@ -373,7 +376,7 @@ impl Edge {
         let replication = self.opts.serve_feed.then(|| {
             Arc::new(
                 Replication::with_limits(
-                    Origin::Relay(self.status.freshest_origin.clone()),
+                    Origin::Relay(self.status.latest_freshness.clone()),
                     Arc::new(access::RelayAccess {
                         upstreams: self.upstreams.clone(),
                         status: self.status.clone(),
@@ -443,6 +446,7 @@ impl Edge {
             // Only what the control plane signed is applied: a relay, or anyone between, can
             // withhold entries but not forge or rewrite them.
             feed_key: Some(key),
+            max_snapshot_age_ms: ms(self.opts.snapshot_bounds.max_age),
         };
         driver::Driver::new(
             self.node,

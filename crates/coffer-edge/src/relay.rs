@@ -40,7 +40,15 @@ impl SnapshotForward for RelaySnapshots {
             // The relay's current upstream first, then the others.
             for upstream in (0..count).map(|i| (first + i) % count) {
                 match self.upstreams.forward_snapshot(upstream, bearer).await {
-                    Ok(res) => return Ok(stream(res)),
+                    Ok(res) => {
+                        let bounds = self.upstreams.snapshot_bounds();
+                        // Item bytes plus each frame's 5-byte head, and the header and end.
+                        let cap = bounds
+                            .max_bytes
+                            .saturating_add(bounds.max_items.saturating_mul(5))
+                            .saturating_add(4096);
+                        return Ok(stream(res, cap));
+                    }
                     // The upstream refuses the node itself (revoked, unknown token): said
                     // as the upstream said it.
                     Err(FetchError::Status {
@@ -69,13 +77,27 @@ impl SnapshotForward for RelaySnapshots {
     }
 }
 
-/// The upstream's body, passed on as it arrives. A failure midway ends the body early, which
-/// the node below refuses as truncated.
-fn stream(res: reqwest::Response) -> Body {
-    let chunks = futures_util::stream::unfold(Some(res), |res| async move {
-        let mut res = res?;
+/// The upstream's body, passed on as it arrives, up to `cap` bytes (this relay's own snapshot
+/// bounds: a snapshot it would refuse itself is not passed on whole). A failure midway, or
+/// the cap, ends the body early, which the node below refuses as truncated.
+fn stream(res: reqwest::Response, cap: u64) -> Body {
+    let chunks = futures_util::stream::unfold(Some((res, 0u64)), move |state| async move {
+        let (mut res, sent) = state?;
         match res.chunk().await {
-            Ok(Some(chunk)) => Some((Ok(chunk), Some(res))),
+            Ok(Some(chunk)) => {
+                let sent = sent.saturating_add(chunk.len() as u64);
+                if sent > cap {
+                    tracing::error!(
+                        cap,
+                        "REPLICATION ALARM: the upstream's snapshot is over this relay's snapshot bounds; cutting it off"
+                    );
+                    return Some((
+                        Err(std::io::Error::other("snapshot over the relay's bounds")),
+                        None,
+                    ));
+                }
+                Some((Ok(chunk), Some((res, sent))))
+            }
             Ok(None) => None,
             Err(e) => Some((Err(std::io::Error::other(e)), None)),
         }

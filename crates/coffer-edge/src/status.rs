@@ -67,15 +67,16 @@ pub struct EdgeStatus {
     pub(crate) alarms: AtomicU64,
     /// Access batches an upstream refused as malformed (dropped rather than retried forever).
     pub(crate) access_batches_dropped: AtomicU64,
-    /// The freshest heartbeat origin (Unix ms) received: a relay stamps its own heartbeats with it.
-    pub(crate) freshest_origin: std::sync::Arc<AtomicU64>,
+    /// The newest freshness statement the follower verified: a relay forwards it unchanged.
+    pub(crate) latest_freshness: coffer_server::replication::SharedFreshness,
     /// When this process started (Unix ms): the lag of an edge that has heard from no upstream
     /// since it started counts from here.
     started_ms: u64,
-    /// The newest origin (Unix ms, the root's clock, forwarded by relays) of an answer from
-    /// the current upstream; 0: none yet. So a relay that answers but is itself cut off from
-    /// the root does not make the edge look fresh. An atomic: serving checks it per request
-    /// when `max_staleness` is set.
+    /// The root's clock (Unix ms) as of which the applied replica is known current: the origin
+    /// of the newest verified freshness statement (or signed snapshot) whose head is applied;
+    /// 0: none yet. Only signed statements move it, so neither a relay cut off from the root
+    /// nor one (or anyone on the path) that withholds entries makes the edge look fresh. An
+    /// atomic: serving checks it per request when `max_staleness` is set.
     heard_origin_ms: AtomicU64,
     /// Past this without an upstream, the edge is `stale`.
     staleness: Duration,
@@ -120,7 +121,7 @@ impl EdgeStatus {
             synced_notify: tokio::sync::Notify::new(),
             alarms: AtomicU64::new(0),
             access_batches_dropped: AtomicU64::new(0),
-            freshest_origin: std::sync::Arc::new(AtomicU64::new(0)),
+            latest_freshness: std::sync::Arc::default(),
             started_ms: unix_ms(),
             heard_origin_ms: AtomicU64::new(0),
             staleness,
@@ -147,19 +148,25 @@ impl EdgeStatus {
         }
     }
 
-    /// The current upstream answered, with its head and the origin time of its state (an
-    /// origin ahead of this node's clock counts as now).
-    pub(crate) fn heard(&self, head: u64, origin_ms: u64) {
-        self.upstream_head.store(head, Ordering::Release);
-        self.heard_origin_ms
-            .fetch_max(origin_ms.min(unix_ms()), Ordering::AcqRel);
-        let mut inner = self.inner();
-        inner.last_error = None;
+    /// The current upstream gave a well-formed answer.
+    pub(crate) fn heard(&self) {
+        self.inner().last_error = None;
     }
 
-    /// How old the freshest state heard of is: the time since the origin of the newest answer
-    /// (the root's clock when it answered, or, through a relay, when the relay last heard from
-    /// the root); since the edge started, if nothing has answered yet.
+    /// What the follower verified: the origin as of which the applied state is current (an
+    /// origin ahead of this node's clock counts as now), and the head the newest statement
+    /// names.
+    pub(crate) fn set_fresh(&self, as_of_ms: Option<u64>, head: u64) {
+        self.upstream_head.store(head, Ordering::Release);
+        if let Some(origin) = as_of_ms {
+            self.heard_origin_ms
+                .fetch_max(origin.min(unix_ms()), Ordering::AcqRel);
+        }
+    }
+
+    /// How old the replica's state is known to be: the time since the origin of the newest
+    /// signed freshness statement whose head is applied; since the edge started, if none is
+    /// yet.
     pub fn lag(&self) -> Duration {
         let heard = self.heard_origin_ms.load(Ordering::Acquire);
         let since = if heard == 0 { self.started_ms } else { heard };

@@ -22,6 +22,31 @@ const MAX_FEED_BODY: usize = 64 << 20;
 /// How often a streaming answer reports progress to the follower.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
+/// What a snapshot from upstream may be. Items are staged to disk before the snapshot's
+/// signature (at its end) can be checked, so an upstream could otherwise fill the disk with a
+/// count and items it makes up: past either bound the snapshot is refused (an alarm) and its
+/// staging rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotBounds {
+    /// A signed snapshot made longer ago than this is refused: a recorded one replayed. Must
+    /// exceed the longest a snapshot takes to stream plus the clock skew. Default 30 min.
+    pub max_age: Duration,
+    /// Items at most (one per live replicated row). Default 10 million.
+    pub max_items: u64,
+    /// Item bytes at most. Default 16 GiB.
+    pub max_bytes: u64,
+}
+
+impl Default for SnapshotBounds {
+    fn default() -> SnapshotBounds {
+        SnapshotBounds {
+            max_age: Duration::from_secs(30 * 60),
+            max_items: 10_000_000,
+            max_bytes: 16 << 30,
+        }
+    }
+}
+
 /// Why a request to an upstream did not give a usable answer. None of these is data to apply:
 /// the follower treats them as a connection-level failure of that upstream.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +73,9 @@ pub enum FetchError {
     OtherCluster { ours: String, theirs: String },
     #[error("storing the snapshot failed: {0}")]
     Storage(#[from] StorageError),
+    /// A snapshot over [`SnapshotBounds`]: refused before (or while) staging it.
+    #[error("the snapshot is over the bound of {limit} {what}; refusing it")]
+    SnapshotTooLarge { what: &'static str, limit: u64 },
     /// A feed or snapshot answer not of the signed media type (an older, unsigned format, or
     /// something else altogether): refused, never read as another format.
     #[error("answered with media type {got:?}, not {expected}; refusing it")]
@@ -92,6 +120,7 @@ pub struct Upstreams {
     pub urls: Vec<String>,
     client: reqwest::Client,
     token: Arc<Zeroizing<String>>,
+    bounds: SnapshotBounds,
 }
 
 /// A snapshot streamed into an open install transaction, awaiting the follower's verdict.
@@ -145,7 +174,19 @@ impl Upstreams {
                 .collect(),
             client,
             token: Arc::new(token),
+            bounds: SnapshotBounds::default(),
         })
+    }
+
+    /// Snapshots beyond `bounds` are refused.
+    #[must_use]
+    pub fn with_snapshot_bounds(mut self, bounds: SnapshotBounds) -> Upstreams {
+        self.bounds = bounds;
+        self
+    }
+
+    pub fn snapshot_bounds(&self) -> SnapshotBounds {
+        self.bounds
     }
 
     fn get(&self, upstream: usize, path: &str) -> reqwest::RequestBuilder {
@@ -205,6 +246,7 @@ impl Upstreams {
         let mut res = media(ok(res).await?, SNAPSHOT_CONTENT_TYPE)?;
         let mut decoder = FrameDecoder::new();
         let mut last_progress = tokio::time::Instant::now();
+        let mut bytes: u64 = 0;
         let mut header: Option<(
             ClusterId,
             Position,
@@ -239,6 +281,12 @@ impl Upstreams {
                         None,
                     ) => {
                         check_cluster(expected, cluster_id)?;
+                        if count > self.bounds.max_items {
+                            return Err(FetchError::SnapshotTooLarge {
+                                what: "items",
+                                limit: self.bounds.max_items,
+                            });
+                        }
                         let install = storage.install_snapshot(
                             cluster_id,
                             position.seq,
@@ -254,7 +302,20 @@ impl Upstreams {
                             install,
                         ));
                     }
-                    (Frame::Item(item), Some((_, _, _, _, digest, install))) => {
+                    (Frame::Item(item), Some((_, _, _, count, digest, install))) => {
+                        if digest.items() >= *count {
+                            return Err(WireError::Protocol(
+                                "a snapshot holds more items than its header announced",
+                            )
+                            .into());
+                        }
+                        bytes = bytes.saturating_add(item.len() as u64);
+                        if bytes > self.bounds.max_bytes {
+                            return Err(FetchError::SnapshotTooLarge {
+                                what: "bytes",
+                                limit: self.bounds.max_bytes,
+                            });
+                        }
                         digest.update(&item);
                         install.push(item).await?;
                     }
@@ -278,6 +339,7 @@ impl Upstreams {
                                 cluster_id,
                                 count,
                                 digest: sent,
+                                origin_ms,
                                 signature,
                             },
                             origin_ms,

@@ -57,9 +57,11 @@ struct ProxyState {
     authorization: Mutex<Option<String>>,
     /// Requests received.
     requests: AtomicU64,
-    /// Feed answers are passed on with their origin an hour older: a relay that answers but
-    /// is itself cut off from the root.
+    /// Feed answers are passed on with the last freshness statement seen before this was set
+    /// (and their unsigned origin an hour older): a relay that answers but is itself cut off
+    /// from the root, its statements no longer advancing.
     old_origin: std::sync::atomic::AtomicBool,
+    last_statement: Mutex<Option<coffer_replication::Freshness>>,
     faults: Mutex<(FeedFault, SnapshotFault)>,
     /// Answers corrupted (or refused) so far.
     corrupted: AtomicU64,
@@ -90,6 +92,7 @@ impl Proxy {
             authorization: Mutex::new(None),
             requests: AtomicU64::new(0),
             old_origin: std::sync::atomic::AtomicBool::new(false),
+            last_statement: Mutex::new(None),
             faults: Mutex::new((FeedFault::None, SnapshotFault::None)),
             corrupted: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
@@ -182,12 +185,15 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
     if status == StatusCode::OK {
         // The faults as they are now: a long-poll may have waited for the write under test.
         let (feed_fault, snapshot_fault) = *state.faults.lock().unwrap();
-        if is_feed
-            && state.old_origin.load(Ordering::SeqCst)
-            && let Ok(mut answer) = FeedAnswer::decode(&bytes)
-        {
-            answer.origin_ms = answer.origin_ms.saturating_sub(3_600_000);
-            bytes = answer.encode();
+        if is_feed && let Ok(mut answer) = FeedAnswer::decode(&bytes) {
+            let mut last = state.last_statement.lock().unwrap();
+            if state.old_origin.load(Ordering::SeqCst) {
+                answer.origin_ms = answer.origin_ms.saturating_sub(3_600_000);
+                answer.freshness = *last;
+                bytes = answer.encode();
+            } else if answer.freshness.is_some() {
+                *last = answer.freshness;
+            }
         }
         if is_feed {
             bytes = corrupt_feed(&state, feed_fault, bytes);

@@ -111,6 +111,7 @@ async fn edge(upstream: &str, token: &str, dir: &Path, serve_feed: bool) -> Edge
         staleness: EdgeOptions::DEFAULT_STALENESS,
         long_poll: Duration::from_secs(1),
         max_staleness: None,
+        snapshot_bounds: coffer_edge::SnapshotBounds::default(),
         trusted_proxies: Default::default(),
         http: Default::default(),
         snapshots: Default::default(),

@@ -55,6 +55,10 @@ enum Attack {
     RepointServiceToken,
     /// Feed answers passed on as the unsigned v1 media type.
     DowngradeMediaType,
+    /// The edge frozen: every feed answer replaced by an empty one claiming that the asked
+    /// position is the head, with a fresh unsigned origin time, and carrying the last genuine
+    /// freshness statement seen before the freeze (replayed) or none.
+    Freeze,
 }
 
 struct ProxyState {
@@ -74,6 +78,12 @@ struct ProxyState {
     /// Feed answers rewritten, and snapshots forged.
     rewritten: AtomicU64,
     forged: AtomicU64,
+    /// The last genuine freshness statement passed on.
+    last_statement: Mutex<Option<coffer_replication::Freshness>>,
+    /// The first snapshot passed on, as it was.
+    recorded_snapshot: Mutex<Option<Vec<u8>>>,
+    /// Answer snapshot requests with the recorded snapshot.
+    replay_snapshot: std::sync::atomic::AtomicBool,
 }
 
 struct Proxy {
@@ -100,6 +110,9 @@ impl Proxy {
             puts: Mutex::default(),
             rewritten: AtomicU64::new(0),
             forged: AtomicU64::new(0),
+            last_statement: Mutex::default(),
+            recorded_snapshot: Mutex::default(),
+            replay_snapshot: Default::default(),
         });
         let app = {
             let state = state.clone();
@@ -172,14 +185,26 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
     if status == StatusCode::OK {
         let (attack, signatures) = *state.attack.lock().unwrap();
         if path.starts_with("/replication/v1/feed?") {
-            if attack == Attack::DowngradeMediaType {
+            if attack == Attack::Freeze {
+                bytes = freeze_feed(&state, &path, bytes);
+            } else if attack == Attack::DowngradeMediaType {
                 state.rewritten.fetch_add(1, Ordering::SeqCst);
                 content_type = Some("application/vnd.coffer.feed.v1".parse().unwrap());
             } else {
                 bytes = rewrite_feed(&state, attack, signatures, bytes);
             }
         } else if path.starts_with("/replication/v1/snapshot") {
-            bytes = forge_snapshot(&state, bytes);
+            let mut recorded = state.recorded_snapshot.lock().unwrap();
+            if state.replay_snapshot.load(Ordering::SeqCst)
+                && let Some(old) = recorded.clone()
+            {
+                state.forged.fetch_add(1, Ordering::SeqCst);
+                bytes = old;
+            } else {
+                recorded.get_or_insert_with(|| bytes.clone());
+                drop(recorded);
+                bytes = forge_snapshot(&state, bytes);
+            }
         }
     }
     let mut out = Response::new(Body::from(bytes));
@@ -188,6 +213,31 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     out
+}
+
+/// An empty answer claiming the asked position is the head, stamped now (unsigned), with the
+/// last genuine statement seen before the freeze.
+fn freeze_feed(state: &ProxyState, path: &str, bytes: Vec<u8>) -> Vec<u8> {
+    let Ok(answer) = FeedAnswer::decode(&bytes) else {
+        return bytes;
+    };
+    let after: u64 = path
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    state.rewritten.fetch_add(1, Ordering::SeqCst);
+    FeedAnswer {
+        head_seq: after,
+        origin_ms: coffer_server::replication::unix_ms(),
+        freshness: *state.last_statement.lock().unwrap(),
+        body: FeedBody::Entries {
+            entries: Vec::new(),
+            signatures: Vec::new(),
+        },
+        ..answer
+    }
+    .encode()
 }
 
 /// Applies the attack to a feed answer (re-chaining the entries, so the hash chain holds).
@@ -201,6 +251,9 @@ fn rewrite_feed(
     let Ok(mut answer) = FeedAnswer::decode(&bytes) else {
         return bytes;
     };
+    if answer.freshness.is_some() {
+        *state.last_statement.lock().unwrap() = answer.freshness;
+    }
     let cluster = answer.cluster_id;
     let FeedBody::Entries {
         entries,
@@ -214,7 +267,7 @@ fn rewrite_feed(
         match attack {
             Attack::ReplayOlderPut | Attack::WidenScopes => v["type"] == "secret_put",
             Attack::RepointServiceToken => v["type"] == "service_token_put",
-            Attack::None | Attack::DowngradeMediaType => false,
+            Attack::None | Attack::DowngradeMediaType | Attack::Freeze => false,
         }
     });
     let rewritten = target.and_then(|i| {
@@ -242,7 +295,7 @@ fn rewrite_feed(
             Attack::RepointServiceToken => {
                 v["account_id"] = Value::String("0123456789abcdef0123456789abcdef".into());
             }
-            Attack::None | Attack::DowngradeMediaType => return None,
+            Attack::None | Attack::DowngradeMediaType | Attack::Freeze => return None,
         }
         Some((i, serde_json::to_vec(&v).unwrap()))
     });
@@ -318,7 +371,7 @@ fn forge_snapshot(state: &ProxyState, bytes: Vec<u8>) -> Vec<u8> {
         cluster_id,
         position,
         count,
-        ..
+        origin_ms,
     }) = frames.first().cloned()
     else {
         return bytes;
@@ -349,7 +402,13 @@ fn forge_snapshot(state: &ProxyState, bytes: Vec<u8>) -> Vec<u8> {
         }
     }
     let digest = digest.finish().unwrap();
-    let resigned = forged_seal(state, mode, &cluster_id, position, count, &digest);
+    let resigned = forged_seal(
+        state,
+        mode,
+        &cluster_id,
+        (position, count, origin_ms),
+        &digest,
+    );
     if let Some(Frame::SnapshotEnd {
         digest: d,
         signature,
@@ -368,8 +427,7 @@ fn forged_seal(
     state: &ProxyState,
     mode: Signatures,
     cluster: &[u8; 16],
-    position: Position,
-    count: u64,
+    (position, count, origin_ms): (Position, u64, u64),
     digest: &[u8; 32],
 ) -> Option<[u8; 64]> {
     match mode {
@@ -377,7 +435,7 @@ fn forged_seal(
         Signatures::Resign => Some(
             state
                 .impostor
-                .sign_snapshot(cluster, position, count, digest),
+                .sign_snapshot(cluster, position, count, digest, origin_ms),
         ),
     }
 }
@@ -717,6 +775,51 @@ async fn a_relay_tier_verifies_end_to_end_and_a_malicious_relay_is_refused() {
     assert_eq!(edge.value(&w.b.token, "K").await, "v2");
     assert_eq!(edge.alarms().await, 0, "{:?}", edge.health().await);
 
+    // The relay forwards the root's freshness statement, unchanged (it cannot make one).
+    let feed = |after: u64, wait_ms: u64| {
+        let url = format!(
+            "{}/replication/v1/feed?after={after}&wait_ms={wait_ms}",
+            relay.url
+        );
+        // A node with no edge running yet: it holds no long-poll but these.
+        let token = edge2_token.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let res = http().get(url).bearer_auth(token).send().await.unwrap();
+            let status = res.status().as_u16();
+            let body = res.bytes().await.unwrap();
+            (status, body, started.elapsed())
+        }
+    };
+    let (status, body, _) = feed(relay.status.applied_seq(), 0).await;
+    assert_eq!(status, 200);
+    let answer = FeedAnswer::decode(&body).unwrap();
+    let head = answer.head_seq;
+    let statement = answer.freshness.expect("forwarded");
+    assert!(statement.verifies(&key));
+    // (L3) A position past every head the relay knows of is refused at once, not held for
+    // the long-poll.
+    let (status, _, took) = feed(u64::MAX, 30_000).await;
+    assert_eq!(status, 400);
+    assert!(took < Duration::from_secs(5), "held {took:?}");
+    // At most 4 long-polls per node: a fifth is answered without waiting.
+    let held: Vec<_> = (0..4).map(|_| tokio::spawn(feed(head, 8_000))).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, took) = feed(head, 8_000).await;
+    assert_eq!(status, 200);
+    assert!(
+        took < Duration::from_secs(4),
+        "a fifth long-poll waited {took:?}"
+    );
+    for h in held {
+        let (status, _, took) = h.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            took >= Duration::from_secs(4),
+            "the first four wait: {took:?}"
+        );
+    }
+
     // A malicious relay: rewrites what the honest relay serves.
     let proxy = Proxy::start(&relay.url).await;
     let mut edge2 = Edge::start_with(options(
@@ -741,5 +844,150 @@ async fn a_relay_tier_verifies_end_to_end_and_a_malicious_relay_is_refused() {
     assert_eq!(edge2.value(&w.b.token, "K").await, "v3");
     for e in [&mut edge2, &mut edge, &mut relay] {
         e.stop().await;
+    }
+}
+
+// ---- freshness: withholding and replays ----
+
+/// (H1) A proxy that freezes the edge (empty answers, a fresh unsigned origin, the last
+/// genuine statement replayed): the edge says so (degraded), goes stale, and stops serving
+/// past `--max-staleness`; never fresh on the proxy's word. Then (with a second upstream) it
+/// fails over and the write withheld arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freezing_proxy_makes_the_edge_go_stale_and_fail_over() {
+    let w = world("v1", "probe-only").await;
+    let (token, key) = node_with_key(&w.cp, "edge-h1").await;
+    let proxy = Proxy::start(&w.cp.url).await;
+    let mut opts = options(&proxy.url, &token, &w.tmp.path().join("edge"), Some(key));
+    opts.staleness = Duration::from_secs(3);
+    opts.max_staleness = Some(Duration::from_secs(6));
+    let mut edge = Edge::start_with(opts).await;
+    edge.wait_serving().await;
+    edge.wait_applied(w.cp.head().await).await;
+    assert_eq!(edge.health().await.1["status"], "ok");
+    proxy.attack(Attack::Freeze, Signatures::Keep, Signatures::Keep);
+    w.cp.set_value(&w.b, "withheld").await;
+    wait_until("degraded", PROMPTLY, || async {
+        edge.health().await.1["status"] == "degraded"
+    })
+    .await;
+    assert!(proxy.rewritten() >= 1);
+    wait_until("stale", PROMPTLY, || async {
+        edge.health().await.1["status"] == "stale"
+    })
+    .await;
+    wait_until("cut off", PROMPTLY, || async {
+        edge.health().await.0 == 503
+    })
+    .await;
+    let (status, body) = edge.read(&w.b.token, "K").await;
+    assert_ne!(
+        status, 200,
+        "a frozen edge stops serving past --max-staleness: {body}"
+    );
+    assert!(edge.status.applied_seq() < w.cp.head().await);
+    edge.stop().await;
+
+    // The same proxy first, the control plane second: the edge leaves the proxy and the
+    // withheld write arrives.
+    let (token, key) = node_with_key(&w.cp, "edge-h1b").await;
+    let proxy = Proxy::start(&w.cp.url).await;
+    let mut opts = edge_options(
+        &[&proxy.url, &w.cp.url],
+        &token,
+        &w.tmp.path().join("edge-b"),
+    );
+    opts.feed_key = Some(key);
+    opts.staleness = Duration::from_secs(3);
+    let mut edge = Edge::start_with(opts).await;
+    edge.wait_serving().await;
+    edge.wait_applied(w.cp.head().await).await;
+    proxy.attack(Attack::Freeze, Signatures::Keep, Signatures::Keep);
+    let frozen = proxy.rewritten();
+    wait_until("a frozen answer", PROMPTLY, || async {
+        proxy.rewritten() > frozen
+    })
+    .await;
+    w.cp.set_value(&w.b, "after the freeze").await;
+    edge.wait_applied(w.cp.head().await).await;
+    assert_eq!(edge.value(&w.b.token, "K").await, "after the freeze");
+    let (_, health) = edge.health().await;
+    assert_eq!(health["upstream"], w.cp.url.as_str(), "{health}");
+    edge.stop().await;
+}
+
+/// (M1) A snapshot recorded and replayed later to a fresh edge is refused as stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_old_snapshot_is_refused_by_a_fresh_edge() {
+    let w = world("v1", "probe-only").await;
+    let (token, key) = node_with_key(&w.cp, "edge-m1").await;
+    let proxy = Proxy::start(&w.cp.url).await;
+    // A first edge through the proxy: the proxy records the snapshot it passes on.
+    let mut first = Edge::start_with(options(
+        &proxy.url,
+        &token,
+        &w.tmp.path().join("first"),
+        Some(key),
+    ))
+    .await;
+    first.wait_serving().await;
+    first.stop().await;
+    assert!(proxy.state.recorded_snapshot.lock().unwrap().is_some());
+    proxy.state.replay_snapshot.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A fresh edge (another node) that accepts snapshots up to 2 s old is offered the
+    // recorded one.
+    let (token, key) = node_with_key(&w.cp, "edge-m1b").await;
+    let mut opts = options(&proxy.url, &token, &w.tmp.path().join("fresh"), Some(key));
+    opts.snapshot_bounds.max_age = Duration::from_secs(2);
+    let mut edge = Edge::start_with(opts).await;
+    wait_until("a replayed snapshot refused", PROMPTLY, || async {
+        edge.alarms().await >= 1
+    })
+    .await;
+    let (status, health) = edge.health().await;
+    assert_eq!(status, 503, "{health}");
+    assert!(
+        health["last_alarm"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("StaleSnapshot"),
+        "{health}"
+    );
+    assert_eq!(edge.status.applied_seq(), 0);
+    // Honest again: a current snapshot is installed.
+    proxy.state.replay_snapshot.store(false, Ordering::SeqCst);
+    edge.wait_serving().await;
+    edge.wait_applied(w.cp.head().await).await;
+    edge.stop().await;
+}
+
+/// (L4) A snapshot over the edge's bounds (item count announced, or item bytes) is refused as
+/// an alarm before it is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_over_the_bounds_are_refused() {
+    let w = world("v1", "probe-only").await;
+    for (name, items, bytes, what) in [
+        ("edge-l4a", 2, u64::MAX, "items"),
+        ("edge-l4b", u64::MAX, 64, "bytes"),
+    ] {
+        let (token, key) = node_with_key(&w.cp, name).await;
+        let mut opts = options(&w.cp.url, &token, &w.tmp.path().join(name), Some(key));
+        opts.snapshot_bounds.max_items = items;
+        opts.snapshot_bounds.max_bytes = bytes;
+        let mut edge = Edge::start_with(opts).await;
+        wait_until("an oversized snapshot refused", PROMPTLY, || async {
+            edge.alarms().await >= 1
+        })
+        .await;
+        let (status, health) = edge.health().await;
+        assert_eq!(status, 503, "{health}");
+        let last = health["last_alarm"].as_str().unwrap_or_default();
+        assert!(
+            last.contains("over the bound") && last.contains(what),
+            "{health}"
+        );
+        assert_eq!(edge.status.applied_seq(), 0);
+        edge.stop().await;
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 
-use crate::sign::FeedKey;
+use crate::sign::{FeedKey, Freshness};
 use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
 
@@ -37,6 +37,11 @@ pub struct Config {
     /// `None` accepts unsigned data (corruption is still caught, forgery is not): for tests of
     /// the rest of the protocol only; an edge always pins a key.
     pub feed_key: Option<FeedKey>,
+    /// With a key pinned: a snapshot whose signed origin time is older than this (against the
+    /// caller's clock) is refused, so that a recorded snapshot cannot be replayed to a fresh
+    /// follower long after. It must exceed the longest a snapshot takes to stream (the control
+    /// plane stamps it when it starts) plus the clock skew between the two. Default 30 min.
+    pub max_snapshot_age_ms: u64,
 }
 
 impl Default for Config {
@@ -48,6 +53,7 @@ impl Default for Config {
             failure_backoff_ms: 1_000,
             max_backoff_ms: 30_000,
             feed_key: None,
+            max_snapshot_age_ms: 30 * 60 * 1_000,
         }
     }
 }
@@ -80,11 +86,20 @@ pub enum Input<U> {
     /// freshest heartbeat this upstream has seen (the root's own clock for the root; a relay
     /// forwards its follower's [`Follower::freshest_origin_ms`]), so a relay cut off from the
     /// root looks stale even though it answers.
+    ///
+    /// With a key pinned, a heartbeat only says the upstream is alive: its head and origin are
+    /// unsigned (anyone on the path could make them up), so they are ignored, and only
+    /// [`Input::Freshness`] statements say how far the log goes and how fresh it is.
     Heartbeat {
         from: U,
         head_seq: u64,
         origin_ms: u64,
     },
+    /// A freshness statement signed by the control plane (forwarded unchanged by relays). With
+    /// a key pinned it sets the known head and the freshness, once verified, and only if newer
+    /// than every statement verified before (a replayed one changes nothing). Without a key it
+    /// is ignored.
+    Freshness { from: U, statement: Freshness },
     /// An answer to [`Output::FetchSnapshot`].
     Snapshot { from: U, snapshot: Snapshot },
     /// An answer to [`Output::FetchSnapshot`] that the driver streamed into a staging
@@ -155,6 +170,8 @@ pub struct SnapshotSeal {
     pub cluster_id: ClusterId,
     pub count: u64,
     pub digest: [u8; 32],
+    /// When the control plane started producing it (Unix ms; signed).
+    pub origin_ms: u64,
     pub signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
@@ -197,8 +214,12 @@ pub enum AlarmKind {
     /// A snapshot's digest does not match its position and items.
     CorruptSnapshot,
     /// Entries or a snapshot without a signature that verifies under the pinned key: none, one
-    /// by another key, or one over another cluster, seq or hash (a forged or rewritten feed).
+    /// by another key, or one over another cluster, seq or hash (a forged or rewritten feed);
+    /// also a freshness statement whose signature does not verify.
     BadSignature,
+    /// A signed snapshot older than [`Config::max_snapshot_age_ms`]: a recorded snapshot
+    /// replayed.
+    StaleSnapshot,
 }
 
 /// Why the follower left an upstream.
@@ -217,6 +238,8 @@ pub enum SwitchReason {
     CorruptSnapshot,
     /// It sent a snapshot without a signature that verifies under the pinned key.
     BadSignature,
+    /// It sent a signed snapshot older than [`Config::max_snapshot_age_ms`].
+    StaleSnapshot,
 }
 
 /// What the signature of one entry says.
@@ -261,8 +284,16 @@ pub struct Follower<U> {
     fetch_now: bool,
     /// The current upstream's advertised head.
     known_head: u64,
-    /// Newest heartbeat origin ever received, from any upstream.
+    /// Newest heartbeat origin ever received, from any upstream (with a key pinned: of a
+    /// verified statement or snapshot only).
     freshest_origin: Option<u64>,
+    /// The newest verified freshness statement (key pinned only): what a relay forwards.
+    statement: Option<Freshness>,
+    /// Verified (head seq, origin) not yet covered by what is applied, oldest first.
+    fresh_pending: VecDeque<(u64, u64)>,
+    /// The origin of the newest verified statement (or snapshot) whose head is applied: the
+    /// replica holds the root's state as of then.
+    fresh_as_of: Option<u64>,
     /// Connection failures since the last answer: the exponent of the backoff.
     failures: u32,
     /// State of the jitter's pseudo-random sequence (seeded by the driver; the jitter need not
@@ -334,6 +365,9 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             fetch_now: true,
             known_head: position.seq,
             freshest_origin: None,
+            statement: None,
+            fresh_pending: VecDeque::new(),
+            fresh_as_of: None,
             failures: 0,
             jitter: 0x9E37_79B9_7F4A_7C15,
             cluster: None,
@@ -401,6 +435,86 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         self.freshest_origin
     }
 
+    /// The newest verified freshness statement: a relay puts it, unchanged, on its answers.
+    pub fn latest_freshness(&self) -> Option<Freshness> {
+        self.statement
+    }
+
+    /// The root's clock (Unix ms) as of which the applied state is known current: the origin
+    /// of the newest verified freshness statement (or signed snapshot) whose head is applied.
+    /// `None` until one is. Only meaningful with a key pinned.
+    pub fn fresh_as_of_ms(&self) -> Option<u64> {
+        self.fresh_as_of
+    }
+
+    /// The head of the newest verified freshness statement (key pinned), else the newest
+    /// advertised head.
+    pub fn known_head(&self) -> u64 {
+        self.statement
+            .map_or(self.known_head, |s| s.head.seq.max(self.verified.seq))
+    }
+
+    /// Records a verified (head, origin) pair: freshness once `head` is applied.
+    fn note_fresh(&mut self, head: u64, origin_ms: u64) {
+        self.freshest_origin = Some(self.freshest_origin.map_or(origin_ms, |o| o.max(origin_ms)));
+        if self.fresh_pending.len() >= 64 {
+            self.fresh_pending.pop_front();
+        }
+        self.fresh_pending.push_back((head, origin_ms));
+        self.promote_fresh();
+    }
+
+    fn promote_fresh(&mut self) {
+        let applied = self.applied.seq;
+        while let Some(&(head, origin)) = self.fresh_pending.front() {
+            if head > applied {
+                break;
+            }
+            self.fresh_as_of = Some(self.fresh_as_of.map_or(origin, |o| o.max(origin)));
+            self.fresh_pending.pop_front();
+        }
+    }
+
+    fn on_freshness(&mut self, now: u64, statement: Freshness, out: &mut Vec<Output<U>>) {
+        let Some(key) = self.config.feed_key else {
+            return;
+        };
+        if !statement.verifies(&key) {
+            out.push(self.alarm(
+                AlarmKind::BadSignature,
+                format!(
+                    "a freshness statement (head {}) does not verify under the pinned key {}",
+                    statement.head.seq,
+                    key.fingerprint()
+                ),
+            ));
+            return;
+        }
+        if self.cluster.is_some_and(|c| c != statement.cluster_id) {
+            out.push(self.alarm(
+                AlarmKind::BadSignature,
+                "a freshness statement is of another cluster".to_owned(),
+            ));
+            return;
+        }
+        if self
+            .statement
+            .is_some_and(|s| statement.origin_ms <= s.origin_ms)
+        {
+            // Not newer than what we know: a replay (or a relay that heard nothing new) says
+            // nothing about the upstream's freshness.
+            return;
+        }
+        self.statement = Some(statement);
+        // An origin ahead of our clock (clock skew) counts as now.
+        self.last_origin_ms = self.last_origin_ms.max(statement.origin_ms.min(now));
+        self.known_head = self.known_head.max(statement.head.seq);
+        if self.phase == Phase::Following && statement.head.seq <= self.verified.seq {
+            self.last_progress_ms = now;
+        }
+        self.note_fresh(statement.head.seq, statement.origin_ms);
+    }
+
     /// Feeds one input at time `now_ms`; returns what to do, in order.
     pub fn handle(&mut self, now_ms: u64, input: Input<U>) -> Vec<Output<U>> {
         let now = now_ms;
@@ -426,7 +540,9 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 head_seq,
                 origin_ms,
             } => {
-                if self.is_current(&from) {
+                if self.is_current(&from) && self.config.feed_key.is_some() {
+                    self.heard(now);
+                } else if self.is_current(&from) {
                     self.heard(now);
                     self.last_origin_ms = self.last_origin_ms.max(origin_ms);
                     self.freshest_origin =
@@ -435,6 +551,11 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     if self.phase == Phase::Following && head_seq <= self.verified.seq {
                         self.last_progress_ms = now;
                     }
+                }
+            }
+            Input::Freshness { from, statement } => {
+                if self.is_current(&from) {
+                    self.on_freshness(now, statement, &mut out);
                 }
             }
             Input::Snapshot { from, snapshot } => {
@@ -505,6 +626,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 {
                     self.applied = p;
                 }
+                self.promote_fresh();
             }
         }
         self.poll(now, &mut out);
@@ -660,7 +782,14 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         let Some(sig) = seal.signature else {
             return Some(format!("snapshot at seq {} carries no signature", pos.seq));
         };
-        if !key.verifies_snapshot(&seal.cluster_id, pos, seal.count, &seal.digest, &sig) {
+        if !key.verifies_snapshot(
+            &seal.cluster_id,
+            pos,
+            seal.count,
+            &seal.digest,
+            seal.origin_ms,
+            &sig,
+        ) {
             return Some(format!(
                 "the signature of the snapshot at seq {} does not verify under the pinned key {}",
                 pos.seq,
@@ -682,6 +811,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             cluster_id: snapshot.cluster_id,
             count: snapshot.items.len() as u64,
             digest: snapshot.digest,
+            origin_ms: snapshot.origin_ms,
             signature: snapshot.signature,
         };
         if self.accept_snapshot(now, snapshot.position, intact, &seal, out) {
@@ -705,9 +835,23 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 SwitchReason::CorruptSnapshot,
                 format!("snapshot at seq {} fails its digest", pos.seq),
             ))
+        } else if let Some(why) = self.snapshot_refusal(pos, seal) {
+            Some((AlarmKind::BadSignature, SwitchReason::BadSignature, why))
+        } else if self.config.feed_key.is_some()
+            && now.saturating_sub(seal.origin_ms) > self.config.max_snapshot_age_ms
+        {
+            Some((
+                AlarmKind::StaleSnapshot,
+                SwitchReason::StaleSnapshot,
+                format!(
+                    "the snapshot at seq {} was made {} s ago, more than the {} s a snapshot may be old (a recorded snapshot replayed?)",
+                    pos.seq,
+                    now.saturating_sub(seal.origin_ms) / 1_000,
+                    self.config.max_snapshot_age_ms / 1_000
+                ),
+            ))
         } else {
-            self.snapshot_refusal(pos, seal)
-                .map(|why| (AlarmKind::BadSignature, SwitchReason::BadSignature, why))
+            None
         };
         if let Some((kind, reason, detail)) = refusal {
             out.push(self.alarm(kind, detail));
@@ -720,6 +864,9 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         self.phase = Phase::Following;
         if self.config.feed_key.is_some() {
             self.cluster = Some(seal.cluster_id);
+            // A signed snapshot is a signed statement of the root's state as of its origin.
+            self.last_origin_ms = self.last_origin_ms.max(seal.origin_ms.min(now));
+            self.note_fresh(pos.seq, seal.origin_ms);
         }
         self.last_progress_ms = now;
         self.fetch_now = true;

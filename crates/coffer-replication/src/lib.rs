@@ -58,7 +58,16 @@
 //! 7. **Relays** are a follower plus a [`Log`]: installed snapshots become the log's base
 //!    ([`Log::from_snapshot`]) and applied entries are appended unchanged ([`Log::extend`]),
 //!    hashes included, so the tiers below see the root's log exactly. A relay stamps its own
-//!    heartbeats with [`Follower::freshest_origin_ms`].
+//!    heartbeats with [`Follower::freshest_origin_ms`] and forwards the newest signed
+//!    freshness statement it verified ([`Follower::latest_freshness`]) unchanged.
+//! 8. **Freshness.** With a key pinned, heartbeats only say an upstream is alive: the head it
+//!    is held to and the staleness come from the root's signed freshness statements alone
+//!    ([`Input::Freshness`], [`sign::Freshness`]), each accepted only if newer than every one
+//!    verified before, so an upstream that withholds entries (answering "nothing new", or
+//!    replaying old statements) is left as stale, or for no progress towards the head it
+//!    names. [`Follower::fresh_as_of_ms`] is the root's time as of which the applied state is
+//!    known current. A signed snapshot counts as a statement of its origin time, and one
+//!    older than [`Config::max_snapshot_age_ms`] is refused ([`AlarmKind::StaleSnapshot`]).
 //!
 //! # Guarantees
 //!
@@ -92,7 +101,7 @@ pub use follower::{
     Alarm, AlarmKind, Config, Follower, Input, Output, Phase, SnapshotSeal, SwitchReason,
 };
 pub use log::Log;
-pub use sign::{FeedKey, FeedKeyPair};
+pub use sign::{FeedKey, FeedKeyPair, Freshness};
 pub use snapshot::{Snapshot, SnapshotDigest};
 
 /// A position in the log: the last entry's seq and hash.

@@ -212,6 +212,11 @@ impl Log {
     /// A snapshot at the head: the base items followed by every held entry's payload; signed
     /// on a root with a key. A relay that installed a signed snapshot serves that one instead.
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_at(0)
+    }
+
+    /// [`Log::snapshot`], made (and on a root signed) as of `origin_ms`.
+    pub fn snapshot_at(&self, origin_ms: u64) -> Snapshot {
         if self.signer.is_none()
             && let Some(base) = &self.base_snapshot
         {
@@ -220,9 +225,19 @@ impl Log {
         let mut items = self.base_items.clone();
         items.extend(self.entries.iter().map(|e| e.payload.clone()));
         match &self.signer {
-            Some((cluster, key)) => Snapshot::signed(*cluster, self.head(), items, key),
-            None => Snapshot::new(self.head(), items),
+            Some((cluster, key)) => Snapshot::signed(*cluster, self.head(), items, origin_ms, key),
+            None => Snapshot {
+                origin_ms,
+                ..Snapshot::new(self.head(), items)
+            },
         }
+    }
+
+    /// On a root with a key: its signed statement that its head is current as of `origin_ms`.
+    pub fn freshness(&self, origin_ms: u64) -> Option<crate::sign::Freshness> {
+        self.signer.as_ref().map(|(cluster, key)| {
+            crate::sign::Freshness::sign(key, *cluster, self.head(), origin_ms)
+        })
     }
 
     /// Drops the held entries, folding them into the base: afterwards only positions at the

@@ -4,9 +4,15 @@
 //! - A **checkpoint** ([`coffer_storage::checkpoint_message`]) names one log entry by cluster
 //!   id, seq and chain hash. The control plane signs the last entry of every committed write
 //!   batch; the chain makes one signature vouch for every entry up to it.
-//! - A **snapshot** is signed over [`snapshot_message`]: cluster id, position, item count and
-//!   digest. The origin time in its header is not signed: relays re-stamp freshness, and
-//!   freshness is never what decides what an edge applies.
+//! - A **snapshot** is signed over [`snapshot_message`]: cluster id, position, item count,
+//!   digest and origin time (when the control plane started producing it), so that a recorded
+//!   snapshot replayed later is recognisably old.
+//! - A **freshness statement** ([`Freshness`], signed over [`freshness_message`]) says "at
+//!   origin time T the head of this cluster's log was (seq, hash)". The control plane makes
+//!   one at most about once a second (and whenever its head moved) and puts it on every feed
+//!   answer; relays forward the newest one they verified unchanged. Edges measure staleness
+//!   and learn the head only from these, so a relay or anyone on the path can withhold
+//!   entries only by withholding statements too, which makes the edge go stale and fail over.
 //!
 //! Relays forward signatures unchanged and hold no key, so once a follower is given the key
 //! (`Config::feed_key`) a relay, or anyone between it and its upstream, cannot make it apply
@@ -20,26 +26,90 @@ use coffer_storage::{FeedSigner, SIGNATURE_LEN, checkpoint_message};
 use crate::Position;
 use crate::wire::ClusterId;
 
-/// Separates snapshot signatures from checkpoint signatures.
-pub const SNAPSHOT_SIGNATURE_DOMAIN: &[u8] = b"coffer snapshot v1\0";
+/// Separates snapshot signatures from checkpoint and freshness signatures. Version 2 added
+/// the origin time.
+pub const SNAPSHOT_SIGNATURE_DOMAIN: &[u8] = b"coffer snapshot v2\0";
+
+/// Separates freshness statements from checkpoint and snapshot signatures.
+pub const FRESHNESS_SIGNATURE_DOMAIN: &[u8] = b"coffer feed freshness v1\0";
 
 /// The bytes signed for a snapshot: the domain, the cluster id, the position (seq 8 bytes
-/// big-endian, hash), the item count (8 bytes big-endian) and the digest
-/// ([`crate::Snapshot::digest_of`]). Fixed length.
+/// big-endian, hash), the item count (8 bytes big-endian), the digest
+/// ([`crate::Snapshot::digest_of`]) and the origin time (Unix ms, 8 bytes big-endian).
+/// Fixed length.
 pub fn snapshot_message(
     cluster_id: &ClusterId,
     position: Position,
     count: u64,
     digest: &[u8; 32],
+    origin_ms: u64,
 ) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(SNAPSHOT_SIGNATURE_DOMAIN.len() + 16 + 40 + 8 + 32);
+    let mut msg = Vec::with_capacity(SNAPSHOT_SIGNATURE_DOMAIN.len() + 16 + 40 + 8 + 32 + 8);
     msg.extend_from_slice(SNAPSHOT_SIGNATURE_DOMAIN);
     msg.extend_from_slice(cluster_id);
     msg.extend_from_slice(&position.seq.to_be_bytes());
     msg.extend_from_slice(&position.hash);
     msg.extend_from_slice(&count.to_be_bytes());
     msg.extend_from_slice(digest);
+    msg.extend_from_slice(&origin_ms.to_be_bytes());
     msg
+}
+
+/// The bytes signed for a freshness statement: the domain, the cluster id, the head (seq 8
+/// bytes big-endian, hash 32 bytes) and the origin time (Unix ms of the control plane's
+/// clock, 8 bytes big-endian). Fixed length.
+pub fn freshness_message(cluster_id: &ClusterId, head: Position, origin_ms: u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(FRESHNESS_SIGNATURE_DOMAIN.len() + 16 + 40 + 8);
+    msg.extend_from_slice(FRESHNESS_SIGNATURE_DOMAIN);
+    msg.extend_from_slice(cluster_id);
+    msg.extend_from_slice(&head.seq.to_be_bytes());
+    msg.extend_from_slice(&head.hash);
+    msg.extend_from_slice(&origin_ms.to_be_bytes());
+    msg
+}
+
+/// The control plane's signed statement that at `origin_ms` its log's head was `head`. Only
+/// the holder of the feed-signing key can make one; relays pass them on unchanged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub cluster_id: ClusterId,
+    pub head: Position,
+    pub origin_ms: u64,
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl Freshness {
+    /// A statement signed with `key`.
+    pub fn sign(
+        key: &FeedKeyPair,
+        cluster_id: ClusterId,
+        head: Position,
+        origin_ms: u64,
+    ) -> Freshness {
+        Freshness {
+            cluster_id,
+            head,
+            origin_ms,
+            signature: key.sign_bytes(&freshness_message(&cluster_id, head, origin_ms)),
+        }
+    }
+
+    /// Whether the signature verifies under `key`.
+    pub fn verifies(&self, key: &FeedKey) -> bool {
+        key.verify(
+            &freshness_message(&self.cluster_id, self.head, self.origin_ms),
+            &self.signature,
+        )
+    }
+}
+
+impl std::fmt::Debug for Freshness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Freshness")
+            .field("head_seq", &self.head.seq)
+            .field("origin_ms", &self.origin_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The public half of a feed-signing key: what an edge pins (`DIR/feed.pub`). Written as 64 lowercase hex
@@ -96,16 +166,21 @@ impl FeedKey {
         self.verify(&checkpoint_message(cluster_id, seq, hash), sig)
     }
 
-    /// Whether `sig` signs the snapshot (cluster, position, count, digest) under this key.
+    /// Whether `sig` signs the snapshot (cluster, position, count, digest, origin) under this
+    /// key.
     pub fn verifies_snapshot(
         &self,
         cluster_id: &ClusterId,
         position: Position,
         count: u64,
         digest: &[u8; 32],
+        origin_ms: u64,
         sig: &[u8; SIGNATURE_LEN],
     ) -> bool {
-        self.verify(&snapshot_message(cluster_id, position, count, digest), sig)
+        self.verify(
+            &snapshot_message(cluster_id, position, count, digest, origin_ms),
+            sig,
+        )
     }
 }
 
@@ -180,8 +255,11 @@ impl FeedKeyPair {
         position: Position,
         count: u64,
         digest: &[u8; 32],
+        origin_ms: u64,
     ) -> [u8; SIGNATURE_LEN] {
-        self.sign_bytes(&snapshot_message(cluster_id, position, count, digest))
+        self.sign_bytes(&snapshot_message(
+            cluster_id, position, count, digest, origin_ms,
+        ))
     }
 }
 
@@ -230,14 +308,54 @@ mod tests {
             seq: 5,
             hash: [9; 32],
         };
-        assert!(!key.verifies_snapshot(&[1; 16], pos, 0, &[0; 32], &sig));
-        let snap = pair.sign_snapshot(&[1; 16], pos, 3, &[4; 32]);
-        assert!(key.verifies_snapshot(&[1; 16], pos, 3, &[4; 32], &snap));
+        assert!(!key.verifies_snapshot(&[1; 16], pos, 0, &[0; 32], 7, &sig));
+        let snap = pair.sign_snapshot(&[1; 16], pos, 3, &[4; 32], 7);
+        assert!(key.verifies_snapshot(&[1; 16], pos, 3, &[4; 32], 7, &snap));
         assert!(
-            !key.verifies_snapshot(&[1; 16], pos, 4, &[4; 32], &snap),
+            !key.verifies_snapshot(&[1; 16], pos, 4, &[4; 32], 7, &snap),
             "count"
         );
+        assert!(
+            !key.verifies_snapshot(&[1; 16], pos, 3, &[4; 32], 8, &snap),
+            "origin"
+        );
         assert!(!key.verifies_checkpoint(&[1; 16], 5, &[9; 32], &snap));
+        // Freshness statements: their own domain, every field covered.
+        let fresh = Freshness::sign(&pair, [1; 16], pos, 1_000);
+        assert!(fresh.verifies(&key));
+        assert!(
+            !Freshness {
+                origin_ms: 1_001,
+                ..fresh
+            }
+            .verifies(&key),
+            "origin"
+        );
+        assert!(
+            !Freshness {
+                head: Position { seq: 6, ..pos },
+                ..fresh
+            }
+            .verifies(&key),
+            "head"
+        );
+        assert!(
+            !Freshness {
+                cluster_id: [2; 16],
+                ..fresh
+            }
+            .verifies(&key),
+            "cluster"
+        );
+        assert!(
+            !Freshness {
+                signature: snap,
+                ..fresh
+            }
+            .verifies(&key),
+            "a snapshot signature"
+        );
+        assert!(!fresh.verifies(&other.public_key()), "another key");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::wire::ClusterId;
 ///
 /// The digest catches corruption (a flipped byte, a truncated item, a lost item), not a
 /// malicious upstream: anyone can recompute it. What a malicious upstream cannot make is the
-/// control plane's `signature` over cluster id, position, count and digest
+/// control plane's `signature` over cluster id, position, count, digest and origin time
 /// ([`crate::sign::snapshot_message`]), which a follower with a pinned key requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub digest: [u8; 32],
     /// The cluster whose log it reflects (all zeros for an unsigned test snapshot).
     pub cluster_id: ClusterId,
+    /// When the producer started making it (Unix ms of the control plane's clock; signed).
+    pub origin_ms: u64,
     /// The control plane's signature, if the producer holds the key.
     pub signature: Option<[u8; SIGNATURE_LEN]>,
 }
@@ -43,24 +45,34 @@ impl Snapshot {
             items,
             digest,
             cluster_id: [0; 16],
+            origin_ms: 0,
             signature: None,
         }
     }
 
-    /// A snapshot of `items` at `position` in `cluster_id`'s log, signed with `key`.
+    /// A snapshot of `items` at `position` in `cluster_id`'s log, made at `origin_ms`, signed
+    /// with `key`.
     pub fn signed(
         cluster_id: ClusterId,
         position: Position,
         items: Vec<Vec<u8>>,
+        origin_ms: u64,
         key: &FeedKeyPair,
     ) -> Snapshot {
         let digest = Snapshot::digest_of(position, &items);
-        let signature = key.sign_snapshot(&cluster_id, position, items.len() as u64, &digest);
+        let signature = key.sign_snapshot(
+            &cluster_id,
+            position,
+            items.len() as u64,
+            &digest,
+            origin_ms,
+        );
         Snapshot {
             position,
             items,
             digest,
             cluster_id,
+            origin_ms,
             signature: Some(signature),
         }
     }

@@ -16,6 +16,7 @@ const UNSIGNED: SnapshotSeal = SnapshotSeal {
     cluster_id: [0; 16],
     count: 0,
     digest: [0; 32],
+    origin_ms: 0,
     signature: None,
 };
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use coffer_storage::{Change, ChangeRecord, FeedSignature};
 use coffer_types::{AccountId, Timestamp};
 
-use crate::sign::FeedKeyPair;
+use crate::sign::{FeedKeyPair, Freshness};
 use crate::{
     AlarmKind, Config, Follower, Input, Log, Output, Phase, Position, Snapshot, SnapshotSeal,
     SwitchReason,
@@ -186,6 +186,7 @@ fn seal(s: &Snapshot) -> SnapshotSeal {
         cluster_id: s.cluster_id,
         count: s.items.len() as u64,
         digest: s.digest,
+        origin_ms: s.origin_ms,
         signature: s.signature,
     }
 }
@@ -347,4 +348,224 @@ fn a_feed_answer_goes_on_to_the_next_signed_entry() {
     assert_eq!(seqs(got), vec![1, 2, 3, 4, 5]);
     assert_eq!(got_sigs, kept);
     assert_eq!(seqs(relay.feed_after(0, 1).unwrap().0), vec![1, 2]);
+}
+
+// ---- freshness (H1, M1) ----
+
+/// Minutes in ms, for readable times.
+const MIN: u64 = 60_000;
+
+/// Feeds a heartbeat with the given unsigned head and origin, and optionally a statement.
+fn beat(
+    f: &mut Follower<u32>,
+    now: u64,
+    head: u64,
+    statement: Option<Freshness>,
+) -> Vec<Output<u32>> {
+    let mut out = f.handle(
+        now,
+        Input::Heartbeat {
+            from: A,
+            head_seq: head,
+            origin_ms: now,
+        },
+    );
+    if let Some(statement) = statement {
+        out.extend(f.handle(now, Input::Freshness { from: A, statement }));
+    }
+    // An empty feed answer, as a withholding upstream sends.
+    out.extend(f.handle(
+        now,
+        Input::Entries {
+            from: A,
+            entries: Vec::new(),
+            signatures: Vec::new(),
+        },
+    ));
+    out
+}
+
+fn stale_switch(out: &[Output<u32>]) -> bool {
+    out.iter().any(|o| {
+        matches!(
+            o,
+            Output::Switched {
+                why: SwitchReason::Stale,
+                ..
+            }
+        )
+    })
+}
+
+/// Runs a follower against an upstream that answers every second with fresh-looking unsigned
+/// heartbeats (and `statement(now)`) for `secs`; returns whether it left for staleness.
+fn withheld(
+    root: &Root,
+    secs: u64,
+    statement: impl Fn(u64) -> Option<Freshness>,
+) -> (Follower<u32>, bool) {
+    let mut f = following(root);
+    let mut left = false;
+    for s in 1..=secs {
+        let now = s * 1_000;
+        left |= stale_switch(&beat(&mut f, now, 0, statement(now)));
+        if left {
+            break;
+        }
+    }
+    (f, left)
+}
+
+#[test]
+fn unsigned_heartbeats_never_make_a_pinned_follower_fresh() {
+    let root = root(3);
+    // Claims "head 0, origin now" every second: nothing signed, so never fresh.
+    let (f, left) = withheld(&root, 40, |_| None);
+    assert!(left, "a withholding upstream was never left");
+    assert_eq!(f.fresh_as_of_ms(), None);
+    assert_eq!(f.latest_freshness(), None);
+    // The same with a signed statement every second: never left, and fresh.
+    let (f, left) = withheld(&root, 40, |now| {
+        Some(Freshness::sign(&root.key, CLUSTER, Position::GENESIS, now))
+    });
+    assert!(!left, "an honest idle upstream was left");
+    assert_eq!(f.fresh_as_of_ms(), Some(40_000));
+}
+
+#[test]
+fn forged_freshness_is_an_alarm_and_counts_for_nothing() {
+    let root = root(3);
+    let impostor = FeedKeyPair::generate().unwrap().0;
+    let mut f = following(&root);
+    let forged = Freshness::sign(&impostor, CLUSTER, Position::GENESIS, 1_000);
+    let out = beat(&mut f, 1_000, 0, Some(forged));
+    assert_eq!(alarm(&out), Some(AlarmKind::BadSignature));
+    // A genuine statement with its origin moved forward.
+    let genuine = Freshness::sign(&root.key, CLUSTER, Position::GENESIS, 1_000);
+    let moved = Freshness {
+        origin_ms: 5_000,
+        ..genuine
+    };
+    let out = beat(&mut f, 2_000, 0, Some(moved));
+    assert_eq!(alarm(&out), Some(AlarmKind::BadSignature));
+    // Of another cluster, under the right key.
+    let other = Freshness::sign(&root.key, [0xc2; 16], Position::GENESIS, 3_000);
+    let out = beat(&mut f, 3_000, 0, Some(other));
+    assert_eq!(alarm(&out), Some(AlarmKind::BadSignature));
+    assert_eq!(f.fresh_as_of_ms(), None);
+    assert_eq!(f.latest_freshness(), None);
+    // Forged statements every second: left for staleness all the same.
+    let (_, left) = withheld(&root, 40, |now| {
+        Some(Freshness::sign(&impostor, CLUSTER, Position::GENESIS, now))
+    });
+    assert!(left);
+}
+
+#[test]
+fn a_replayed_old_statement_does_not_reset_staleness() {
+    let root = root(3);
+    // One genuine statement at t=1 s, then only replays of it (or of older ones).
+    let first = Freshness::sign(&root.key, CLUSTER, Position::GENESIS, 1_000);
+    let older = Freshness::sign(&root.key, CLUSTER, Position::GENESIS, 500);
+    let (f, left) = withheld(&root, 40, |now| {
+        Some(if now % 2_000 == 0 { older } else { first })
+    });
+    assert!(left, "replays kept the upstream looking fresh");
+    assert_eq!(f.fresh_as_of_ms(), Some(1_000));
+    assert_eq!(f.latest_freshness(), Some(first));
+}
+
+#[test]
+fn a_statement_of_a_head_not_delivered_is_no_freshness_and_no_progress() {
+    let root = root(3);
+    let mut f = following(&root);
+    let head = root.log.head();
+    // The root says its head is 3; the upstream delivers nothing, forever, with fresh
+    // statements (a relay withholding the entries but passing statements on).
+    let mut left = None;
+    for s in 1..=40 {
+        let now = s * 1_000;
+        let st = Freshness::sign(&root.key, CLUSTER, head, now);
+        let out = beat(&mut f, now, 3, Some(st));
+        left = left.or(out.iter().find_map(|o| match o {
+            Output::Switched { why, .. } => Some(*why),
+            _ => None,
+        }));
+    }
+    assert_eq!(left, Some(SwitchReason::NoProgress));
+    assert_eq!(f.known_head(), 3);
+    // The replica is not known fresh as of any of them: it does not hold their head.
+    assert_eq!(f.fresh_as_of_ms(), None);
+    // Once the entries are applied, it is.
+    let (entries, sigs) = root.log.feed_after(0, 10).unwrap();
+    let mut g = following(&root);
+    g.handle(
+        1_000,
+        Input::Freshness {
+            from: A,
+            statement: Freshness::sign(&root.key, CLUSTER, head, 1_000),
+        },
+    );
+    assert_eq!(applied(&feed(&mut g, entries, sigs)), vec![1, 2, 3]);
+    assert_eq!(g.fresh_as_of_ms(), None, "not before the apply is durable");
+    g.handle(1_500, Input::Applied { seq: 3 });
+    assert_eq!(g.fresh_as_of_ms(), Some(1_000));
+}
+
+#[test]
+fn an_old_signed_snapshot_is_refused_by_a_fresh_follower() {
+    let root = root(4);
+    let now = 90 * MIN;
+    let bootstrap = || {
+        let mut f = Follower::new(vec![A, B], config(&root), now).unwrap();
+        f.handle(now, Input::Tick);
+        f
+    };
+    // Made an hour ago (recorded, replayed): refused, whole, with an alarm.
+    let old = root.log.snapshot_at(now - 60 * MIN);
+    let mut f = bootstrap();
+    let out = f.handle(
+        now,
+        Input::StagedSnapshot {
+            from: A,
+            position: old.position,
+            intact: true,
+            seal: seal(&old),
+        },
+    );
+    assert_eq!(alarm(&out), Some(AlarmKind::StaleSnapshot), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::InstallStaged(_))));
+    assert_eq!(f.phase(), Phase::NeedsSnapshot);
+    // Its origin moved forward: the signature no longer verifies.
+    let out = f.handle(
+        now + 2_000,
+        Input::StagedSnapshot {
+            from: B,
+            position: old.position,
+            intact: true,
+            seal: SnapshotSeal {
+                origin_ms: now,
+                ..seal(&old)
+            },
+        },
+    );
+    assert_eq!(alarm(&out), Some(AlarmKind::BadSignature), "{out:?}");
+    // A recent one is installed, and counts as a statement of its origin.
+    let recent = root.log.snapshot_at(now - 1_000);
+    let mut f = bootstrap();
+    let out = f.handle(
+        now,
+        Input::StagedSnapshot {
+            from: A,
+            position: recent.position,
+            intact: true,
+            seal: seal(&recent),
+        },
+    );
+    assert!(
+        out.contains(&Output::InstallStaged(recent.position)),
+        "{out:?}"
+    );
+    f.handle(now, Input::Applied { seq: 4 });
+    assert_eq!(f.fresh_as_of_ms(), Some(now - 1_000));
 }

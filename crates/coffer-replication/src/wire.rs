@@ -5,7 +5,7 @@
 //! are big-endian. A feed answer (`GET /replication/v1/feed?after=N`) is
 //!
 //! ```text
-//! Hello, then either (Entry Signature?)* or Compacted, then End
+//! Hello, Freshness?, then either (Entry Signature?)* or Compacted, then End
 //! ```
 //!
 //! and a snapshot (`GET /replication/v1/snapshot`) is
@@ -16,11 +16,16 @@
 //!
 //! A `Signature` frame follows the entry it signs (same seq): the control plane's signature
 //! over that entry's checkpoint (`crate::sign`), forwarded unchanged by relays. `SnapshotEnd`
-//! carries the snapshot's digest and the control plane's signature over it. Version 2 of both
-//! media types added them; a v1 peer is refused by its content type rather than misparsed.
+//! carries the snapshot's digest and the control plane's signature over it (and over the
+//! header's origin time). Version 2 of both media types added the signatures; version 3 added
+//! the `Freshness` frame and signs the snapshot's origin time. An older peer is refused by its
+//! content type rather than misparsed.
 //!
 //! `Hello` carries the cluster id (an edge refuses an upstream of another cluster), the
 //! upstream's head and the origin time of its freshest heartbeat: every answer is a heartbeat.
+//! Those two are unsigned, informational only. `Freshness` is the control plane's signed
+//! statement of its head and clock (`crate::sign::Freshness`), forwarded unchanged by relays:
+//! it is what a follower with a pinned key measures staleness and the head by.
 //! The closing frame makes truncation visible: a body that stops early has no `End` (or
 //! `SnapshotEnd`) and is refused as a whole. Entries travel byte for byte as the log holds
 //! them (seq, time, hash, payload), so a relay's downstream sees the root's log exactly and
@@ -30,11 +35,12 @@ use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 use coffer_types::Timestamp;
 
 use crate::Position;
+use crate::sign::Freshness;
 
 /// The media type of feed answers.
-pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v2";
+pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v3";
 /// The media type of snapshots.
-pub const SNAPSHOT_CONTENT_TYPE: &str = "application/vnd.coffer.snapshot.v2";
+pub const SNAPSHOT_CONTENT_TYPE: &str = "application/vnd.coffer.snapshot.v3";
 
 /// The largest frame body a decoder accepts (a change payload is a few KiB at most; a
 /// service with 256 bindings is the largest).
@@ -45,6 +51,9 @@ const TAG_ENTRY: u8 = 0x02;
 const TAG_COMPACTED: u8 = 0x03;
 const TAG_END: u8 = 0x04;
 const TAG_SIGNATURE: u8 = 0x05;
+const TAG_FRESHNESS: u8 = 0x06;
+/// cluster id, head seq, head hash, origin ms, signature.
+const FRESHNESS_LEN: usize = 16 + 8 + 32 + 8 + SIGNATURE_LEN;
 const TAG_SNAPSHOT_HEADER: u8 = 0x11;
 const TAG_ITEM: u8 = 0x12;
 const TAG_SNAPSHOT_END: u8 = 0x13;
@@ -63,6 +72,8 @@ pub enum Frame {
         /// Unix milliseconds.
         origin_ms: u64,
     },
+    /// The control plane's signed statement of its head and clock, right after `Hello`.
+    Freshness(Freshness),
     Entry(ChangeRecord),
     /// The signature of the entry just before it (same seq).
     Signature(FeedSignature),
@@ -115,6 +126,14 @@ impl Frame {
                 out.extend_from_slice(cluster_id);
                 out.extend_from_slice(&head_seq.to_be_bytes());
                 out.extend_from_slice(&origin_ms.to_be_bytes());
+            }
+            Frame::Freshness(f) => {
+                header(out, TAG_FRESHNESS, FRESHNESS_LEN);
+                out.extend_from_slice(&f.cluster_id);
+                out.extend_from_slice(&f.head.seq.to_be_bytes());
+                out.extend_from_slice(&f.head.hash);
+                out.extend_from_slice(&f.origin_ms.to_be_bytes());
+                out.extend_from_slice(&f.signature);
             }
             Frame::Entry(r) => {
                 header(out, TAG_ENTRY, 8 + 8 + 32 + r.payload.len());
@@ -182,6 +201,20 @@ impl Frame {
                     head_seq: u64_at(body, 16),
                     origin_ms: u64_at(body, 24),
                 }
+            }
+            TAG_FRESHNESS => {
+                if body.len() != FRESHNESS_LEN {
+                    return Err(malformed("freshness"));
+                }
+                Frame::Freshness(Freshness {
+                    cluster_id: array(&body[..16]),
+                    head: Position {
+                        seq: u64_at(body, 16),
+                        hash: array(&body[24..56]),
+                    },
+                    origin_ms: u64_at(body, 56),
+                    signature: array(&body[64..]),
+                })
             }
             TAG_ENTRY => {
                 if body.len() < 48 {
@@ -322,6 +355,8 @@ pub struct FeedAnswer {
     pub cluster_id: ClusterId,
     pub head_seq: u64,
     pub origin_ms: u64,
+    /// The control plane's signed statement, if the upstream has one.
+    pub freshness: Option<Freshness>,
     pub body: FeedBody,
 }
 
@@ -348,6 +383,9 @@ impl FeedAnswer {
             origin_ms: self.origin_ms,
         }
         .encode(&mut out);
+        if let Some(f) = &self.freshness {
+            Frame::Freshness(*f).encode(&mut out);
+        }
         match &self.body {
             FeedBody::Entries {
                 entries,
@@ -392,9 +430,14 @@ impl FeedAnswer {
         let mut entries: Vec<ChangeRecord> = Vec::new();
         let mut signatures: Vec<FeedSignature> = Vec::new();
         let mut compacted = None;
+        let mut freshness = None;
+        let mut first = true;
         loop {
-            match dec.next_frame()? {
+            let frame = dec.next_frame()?;
+            let was_first = std::mem::replace(&mut first, false);
+            match frame {
                 None => return Err(WireError::Truncated),
+                Some(Frame::Freshness(f)) if was_first => freshness = Some(f),
                 Some(Frame::Entry(e)) if compacted.is_none() => entries.push(e),
                 Some(Frame::Signature(s)) => {
                     // Right after the entry it signs, once.
@@ -423,6 +466,7 @@ impl FeedAnswer {
             cluster_id,
             head_seq,
             origin_ms,
+            freshness,
             body: match compacted {
                 Some(base_seq) => FeedBody::Compacted { base_seq },
                 None => FeedBody::Entries {
@@ -459,6 +503,15 @@ mod tests {
             cluster_id: [7; 16],
             head_seq: 9,
             origin_ms: 1_700_000_000_123,
+            freshness: Some(Freshness {
+                cluster_id: [7; 16],
+                head: Position {
+                    seq: 9,
+                    hash: [8; 32],
+                },
+                origin_ms: 1_700_000_000_100,
+                signature: [6; 64],
+            }),
             body: FeedBody::Entries {
                 entries: vec![record(4, b"{\"a\":1}"), record(5, b"")],
                 signatures: vec![sig(4), sig(5)],
@@ -476,6 +529,46 @@ mod tests {
             ..answer()
         };
         assert_eq!(FeedAnswer::decode(&c.encode()).unwrap(), c);
+        let bare = FeedAnswer {
+            freshness: None,
+            ..answer()
+        };
+        assert_eq!(FeedAnswer::decode(&bare.encode()).unwrap(), bare);
+    }
+
+    #[test]
+    fn a_freshness_frame_comes_right_after_hello_or_not_at_all() {
+        let f = answer().freshness.unwrap();
+        let hello = Frame::Hello {
+            cluster_id: [7; 16],
+            head_seq: 9,
+            origin_ms: 1,
+        };
+        let late: Vec<u8> = [
+            hello,
+            Frame::Entry(record(4, b"x")),
+            Frame::Freshness(f),
+            Frame::End,
+        ]
+        .iter()
+        .flat_map(Frame::to_bytes)
+        .collect();
+        assert_eq!(
+            FeedAnswer::decode(&late),
+            Err(WireError::Protocol("unexpected frame in a feed answer"))
+        );
+        let mut short = vec![TAG_FRESHNESS];
+        short.extend_from_slice(&10u32.to_be_bytes());
+        short.extend_from_slice(&[0; 10]);
+        let mut dec = FrameDecoder::new();
+        dec.push(&short);
+        assert!(matches!(
+            dec.next_frame(),
+            Err(WireError::Malformed {
+                what: "freshness",
+                ..
+            })
+        ));
     }
 
     #[test]

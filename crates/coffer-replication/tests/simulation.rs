@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use coffer_replication::{
-    Config, FeedKeyPair, Follower, Input, Log, Output, Phase, Position, Snapshot, SnapshotSeal,
-    SwitchReason,
+    Config, FeedKeyPair, Follower, Freshness, Input, Log, Output, Phase, Position, Snapshot,
+    SnapshotSeal, SwitchReason,
 };
 use coffer_storage::{Change, ChangeRecord, FeedSignature};
 use coffer_types::{AccountId, Timestamp};
@@ -50,17 +50,27 @@ const CONFIG: Config = Config {
     max_backoff_ms: 1_600,
     // Set per simulation: the root's key.
     feed_key: None,
+    // Relays here serve the root snapshot they installed as it is (the real ones forward a
+    // fresh one): long enough for every run.
+    max_snapshot_age_ms: 3_600_000,
 };
 const CLUSTER: [u8; 16] = [0x5e; 16];
 
 #[derive(Clone, Debug)]
 enum Msg {
-    Fetch { after: u64 },
+    Fetch {
+        after: u64,
+    },
     FetchSnapshot,
     Entries(Vec<ChangeRecord>, Vec<FeedSignature>),
     Snapshot(Snapshot),
     NeedSnapshot,
-    Heartbeat { head: u64, origin: u64 },
+    /// With the root's signed statement (the root's own; a relay's newest verified one).
+    Heartbeat {
+        head: u64,
+        origin: u64,
+        freshness: Option<Freshness>,
+    },
     Failed,
 }
 
@@ -456,9 +466,21 @@ impl Sim {
                 };
                 let Some(origin) = origin else { continue };
                 let head = self.nodes[up].log.head().seq;
+                let freshness = match &self.nodes[up].follower {
+                    None => self.nodes[up].log.freshness(now),
+                    Some(f) => f.latest_freshness(),
+                };
                 for down in 0..self.nodes.len() {
                     if self.nodes[down].upstreams.contains(&up) {
-                        self.send(up, down, Msg::Heartbeat { head, origin });
+                        self.send(
+                            up,
+                            down,
+                            Msg::Heartbeat {
+                                head,
+                                origin,
+                                freshness,
+                            },
+                        );
                     }
                 }
             }
@@ -500,7 +522,7 @@ impl Sim {
                 return;
             }
             Msg::FetchSnapshot => {
-                let snap = self.nodes[to].log.snapshot();
+                let snap = self.nodes[to].log.snapshot_at(self.now);
                 if snap.signature.is_none() {
                     // A relay that has not installed the root's snapshot yet has none to
                     // serve (the real one answers 503); the request is sent again.
@@ -523,6 +545,7 @@ impl Sim {
                         cluster_id: snapshot.cluster_id,
                         count: snapshot.items.len() as u64,
                         digest: snapshot.digest,
+                        origin_ms: snapshot.origin_ms,
                         signature: snapshot.signature,
                     },
                 };
@@ -531,11 +554,26 @@ impl Sim {
             }
             Msg::Snapshot(snapshot) => Input::Snapshot { from, snapshot },
             Msg::NeedSnapshot => Input::NeedSnapshot { from },
-            Msg::Heartbeat { head, origin } => Input::Heartbeat {
-                from,
-                head_seq: head,
-                origin_ms: origin,
-            },
+            Msg::Heartbeat {
+                head,
+                origin,
+                freshness,
+            } => {
+                let beat = Input::Heartbeat {
+                    from,
+                    head_seq: head,
+                    origin_ms: origin,
+                };
+                match freshness {
+                    Some(statement) => {
+                        if self.nodes[to].follower.is_some() {
+                            self.feed(to, beat);
+                        }
+                        Input::Freshness { from, statement }
+                    }
+                    None => beat,
+                }
+            }
             Msg::Failed => Input::Failed {
                 from,
                 retry_after_ms: None,

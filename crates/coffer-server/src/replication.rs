@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -26,16 +26,17 @@ use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, AccessReceipt, ObservedBy};
+use coffer_api::replication::{AccessBatch, AccessReceipt};
 use coffer_api::{Envelope, ErrorCode};
-use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal, Coffer};
+use coffer_core::{AccessEvent, Coffer};
 use coffer_replication::Position;
 use coffer_replication::SnapshotDigest;
+use coffer_replication::sign::{Freshness, freshness_message};
 use coffer_replication::wire::{
     FEED_CONTENT_TYPE, FeedAnswer, FeedBody, Frame, SNAPSHOT_CONTENT_TYPE,
 };
 use coffer_storage::{NodeRecord, SnapshotPart, StorageError};
-use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
+use coffer_types::TokenId;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::NodeAuth;
@@ -114,24 +115,41 @@ impl Drop for SnapshotSlot {
     }
 }
 
+/// The newest freshness statement a relay's follower verified, shared with what it serves.
+pub type SharedFreshness = Arc<std::sync::RwLock<Option<Freshness>>>;
+
 /// Where this process's heartbeats come from.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// The control plane: its own clock.
+    /// The control plane: its own clock, and its own signed freshness statements.
     Root,
-    /// A relay: the origin time of the freshest heartbeat its follower received (Unix ms; 0
-    /// until the first), so an edge below a relay cut off from the root sees it go stale.
-    Relay(Arc<AtomicU64>),
+    /// A relay: the newest statement its follower verified, forwarded unchanged (it cannot
+    /// make one), so an edge below a relay cut off from the root, or one that withholds, sees
+    /// it go stale.
+    Relay(SharedFreshness),
 }
 
 impl Origin {
     fn now_ms(&self) -> u64 {
         match self {
             Origin::Root => unix_ms(),
-            Origin::Relay(freshest) => freshest.load(Ordering::Acquire),
+            Origin::Relay(_) => self.relayed().map_or(0, |f| f.origin_ms),
+        }
+    }
+
+    fn relayed(&self) -> Option<Freshness> {
+        match self {
+            Origin::Root => None,
+            Origin::Relay(latest) => *latest.read().unwrap_or_else(|p| p.into_inner()),
         }
     }
 }
+
+/// How long the control plane reuses a freshness statement for the same head: one signature a
+/// second at most while idle, however many edges long-poll.
+const FRESHNESS_REUSE: Duration = Duration::from_secs(1);
+/// Feed long-polls one node may hold at once; more are answered at once (no wait).
+pub const MAX_LONG_POLLS_PER_NODE: usize = 4;
 
 /// Unix milliseconds of the wall clock (0 if it is before 1970).
 pub fn unix_ms() -> u64 {
@@ -206,6 +224,29 @@ pub struct Replication {
     /// On a relay: where snapshots come from (its own upstream's, passed on byte for byte, so
     /// that they carry the root's signature).
     snapshots_from: Option<Arc<dyn SnapshotForward>>,
+    /// The control plane's latest freshness statement and when it was signed.
+    freshness: std::sync::Mutex<Option<(std::time::Instant, Freshness)>>,
+    /// Feed long-polls each node holds now.
+    long_polls: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+}
+
+/// A node's claim on a long-poll, released when the request ends.
+#[derive(Debug)]
+struct LongPollSlot {
+    node: TokenId,
+    held: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+}
+
+impl Drop for LongPollSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// Where a relay gets the snapshots it serves: a relay cannot sign, so it passes on a snapshot
@@ -245,7 +286,56 @@ impl Replication {
             node_keys: None,
             feed_key: None,
             snapshots_from: None,
+            freshness: std::sync::Mutex::new(None),
+            long_polls: Arc::default(),
         }
+    }
+
+    /// A long-poll slot for `node`, or `None` if it holds [`MAX_LONG_POLLS_PER_NODE`] already
+    /// (its request is then answered without waiting).
+    fn long_poll_slot(&self, node: TokenId) -> Option<LongPollSlot> {
+        let mut held = self.long_polls.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.entry(node).or_default();
+        if *mine >= MAX_LONG_POLLS_PER_NODE {
+            return None;
+        }
+        *mine += 1;
+        Some(LongPollSlot {
+            node,
+            held: self.long_polls.clone(),
+        })
+    }
+
+    /// The statement to put on a feed answer: on the control plane, its own for `head` (reused
+    /// for up to [`FRESHNESS_REUSE`] while the head stays; `None` without a key); on a relay,
+    /// the newest its follower verified.
+    fn statement(
+        &self,
+        coffer: &Coffer,
+        cluster_id: [u8; 16],
+        head: Position,
+    ) -> Option<Freshness> {
+        if let Origin::Relay(_) = self.origin {
+            return self.origin.relayed();
+        }
+        let mut cache = self.freshness.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, f)) = *cache
+            && f.head == head
+            && f.cluster_id == cluster_id
+            && at.elapsed() < FRESHNESS_REUSE
+        {
+            return Some(f);
+        }
+        let origin_ms = unix_ms();
+        let signature = coffer.feed_signature(&freshness_message(&cluster_id, head, origin_ms))?;
+        let f = Freshness {
+            cluster_id,
+            head,
+            origin_ms,
+            signature,
+        };
+        *cache = Some((std::time::Instant::now(), f));
+        Some(f)
     }
 
     /// A relay serves `key` (the root's, which it pinned, once it is known) at
@@ -388,11 +478,21 @@ fn binary(content_type: &'static str, body: Body) -> Response {
 /// `GET /replication/v1/feed`.
 pub(crate) async fn feed(
     State(app): State<AppState>,
-    NodeAuth(_node): NodeAuth,
+    NodeAuth(node): NodeAuth,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let repl = replication(&app)?.clone();
-    let (after, wait) = feed_query(raw.as_deref())?;
+    let (after, mut wait) = feed_query(raw.as_deref())?;
+    // Held for the whole request; a node past its cap is answered without waiting.
+    let _slot = if wait.is_zero() {
+        None
+    } else {
+        let slot = repl.long_poll_slot(node.id);
+        if slot.is_none() {
+            wait = Duration::ZERO;
+        }
+        slot
+    };
     let storage = app.coffer.storage().clone();
     let mut heads = storage.subscribe_head();
     let closing = repl.closing.clone();
@@ -409,9 +509,12 @@ pub(crate) async fn feed(
         }
         // A relay whose node got a snapshot forwarded from upstream (ahead of this relay's
         // head) is asked for what follows it: wait for the relay to catch up, up to the
-        // long-poll, before refusing.
-        let waiting_for_head =
-            after > head && matches!(repl.origin, Origin::Relay(_)) && !timed_out;
+        // long-poll, before refusing; but only up to the head the root's newest verified
+        // statement names (a position past it cannot be caught up with, so it is refused at
+        // once rather than holding the request).
+        let waiting_for_head = after > head
+            && !timed_out
+            && repl.origin.relayed().is_some_and(|f| after <= f.head.seq);
         if after > head && !waiting_for_head {
             // Named in headers too, so that an edge can tell an upstream of another cluster
             // (refused) from one that is merely behind it.
@@ -489,10 +592,19 @@ pub(crate) async fn feed(
                 FeedBody::Entries { entries: v, .. } => v.last().map_or(head, |e| e.seq.max(head)),
                 FeedBody::Compacted { .. } => head,
             };
+            let freshness = repl.statement(
+                &app.coffer,
+                cluster_id,
+                Position {
+                    seq: state.head_seq,
+                    hash: state.head_hash,
+                },
+            );
             let answer = FeedAnswer {
                 cluster_id,
                 head_seq: last.max(state.head_seq),
                 origin_ms: repl.origin.now_ms(),
+                freshness,
                 body,
             };
             return Ok(binary(FEED_CONTENT_TYPE, Body::from(answer.encode())));
@@ -670,6 +782,7 @@ pub(crate) async fn snapshot(
                 position,
                 count,
                 &digest,
+                origin_ms,
             ))
         });
         Frame::SnapshotEnd { digest, signature }.encode(&mut buf);
@@ -719,258 +832,12 @@ pub(crate) async fn access(
     Ok(axum::Json(Envelope::ok(AccessReceipt { recorded })).into_response())
 }
 
-fn bad(pointer: String, message: impl Into<String>) -> ApiError {
-    ApiError::at(ErrorCode::InvalidField, pointer, message)
-}
-
-/// The edge a forwarded batch names as having served its reads, checked for shape.
-pub fn observer(batch: &AccessBatch) -> Result<Option<Observer>, ApiError> {
-    let Some(o) = &batch.observed_by else {
-        return Ok(None);
-    };
-    let node_id = parse_hex16(&o.node_id).ok_or_else(|| {
-        bad(
-            "/observed_by/node_id".into(),
-            "node_id must be 32 hex characters",
-        )
-    })?;
-    if o.node_name.is_empty() || o.node_name.len() > 63 {
-        return Err(bad(
-            "/observed_by/node_name".into(),
-            "node_name must be 1 to 63 characters",
-        ));
-    }
-    Ok(Some(Observer {
-        node_id: TokenId::from_bytes(node_id),
-        node_name: o.node_name.clone(),
-    }))
-}
-
-/// Names the edge that served a batch's reads (what a relay adds when it forwards it).
-pub fn set_observer(batch: &mut AccessBatch, observer: &Observer) {
-    batch.observed_by = Some(ObservedBy {
-        node_id: observer.node_id.to_string(),
-        node_name: observer.node_name.clone(),
-    });
-}
-
-/// Parses and bounds a delivered batch: every id well formed, every outcome and reason one
-/// that edges produce, names no longer than the API allows.
-pub fn decode_batch(batch: AccessBatch) -> Result<([u8; 16], Vec<AccessEvent>), ApiError> {
-    let batch_id = parse_hex16(&batch.batch_id)
-        .ok_or_else(|| bad("/batch_id".into(), "batch_id must be 32 hex characters"))?;
-    if batch.events.len() > MAX_EVENTS {
-        return Err(ApiError::new(
-            ErrorCode::InvalidBatch,
-            format!("an access batch holds at most {MAX_EVENTS} events"),
-        ));
-    }
-    let mut events = Vec::with_capacity(batch.events.len());
-    for (i, e) in batch.events.into_iter().enumerate() {
-        let at = |field: &str| format!("/events/{i}/{field}");
-        let id = |field: &str, v: &Option<String>| -> Result<Option<[u8; 16]>, ApiError> {
-            v.as_deref()
-                .map(|s| {
-                    parse_hex16(s)
-                        .ok_or_else(|| bad(at(field), format!("{field} must be 32 hex characters")))
-                })
-                .transpose()
-        };
-        let account = parse_hex16(&e.account_id)
-            .ok_or_else(|| bad(at("account_id"), "account_id must be 32 hex characters"))?;
-        let outcome = match (e.outcome.as_str(), e.reason.as_deref()) {
-            ("success", None) => AccessOutcome::Served,
-            ("denied", Some(r)) => AccessOutcome::Refused(
-                AccessRefusal::parse(r)
-                    .ok_or_else(|| bad(at("reason"), "not a reason an edge records"))?,
-            ),
-            ("unrecorded", _) => AccessOutcome::Unrecorded,
-            _ => {
-                return Err(bad(
-                    at("outcome"),
-                    "outcome must be success, denied (with a reason) or unrecorded",
-                ));
-            }
-        };
-        for (field, v) in [
-            ("service_name", &e.service_name),
-            ("binding", &e.binding),
-            ("secret_name", &e.secret_name),
-        ] {
-            if v.len() > 255 {
-                return Err(bad(at(field), format!("{field} is longer than 255 bytes")));
-            }
-        }
-        if e.reads == 0 {
-            return Err(bad(at("reads"), "reads must be at least 1"));
-        }
-        let service = id("service_id", &e.service_id)?.map(ServiceId::from_bytes);
-        let token = id("token_id", &e.token_id)?.map(TokenId::from_bytes);
-        if outcome != AccessOutcome::Unrecorded && (service.is_none() || token.is_none()) {
-            return Err(bad(
-                at("token_id"),
-                "a success or denied event names its service and token",
-            ));
-        }
-        events.push(AccessEvent {
-            account: AccountId::from_bytes(account),
-            service,
-            service_name: e.service_name,
-            token,
-            binding: e.binding,
-            store: id("store_id", &e.store_id)?.map(StoreId::from_bytes),
-            secret: id("secret_id", &e.secret_id)?.map(SecretId::from_bytes),
-            secret_name: e.secret_name,
-            outcome,
-            reads: e.reads,
-            first: Timestamp::from_unix_micros(e.first_read_us),
-            last: Timestamp::from_unix_micros(e.last_read_us.max(e.first_read_us)),
-        });
-    }
-    Ok((batch_id, events))
-}
-
-/// The wire form of access events (what an edge sends).
-pub fn encode_batch(batch_id: [u8; 16], events: &[AccessEvent]) -> AccessBatch {
-    AccessBatch {
-        batch_id: hex::encode(batch_id),
-        observed_by: None,
-        events: events
-            .iter()
-            .map(|e| WireEvent {
-                account_id: e.account.to_string(),
-                service_id: e.service.map(|s| s.to_string()),
-                service_name: e.service_name.clone(),
-                token_id: e.token.map(|t| t.to_string()),
-                binding: e.binding.clone(),
-                store_id: e.store.map(|s| s.to_string()),
-                secret_id: e.secret.map(|s| s.to_string()),
-                secret_name: e.secret_name.clone(),
-                outcome: match e.outcome {
-                    AccessOutcome::Served => "success",
-                    AccessOutcome::Refused(_) => "denied",
-                    AccessOutcome::Unrecorded => "unrecorded",
-                }
-                .to_owned(),
-                reason: match e.outcome {
-                    AccessOutcome::Refused(r) => Some(r.as_str().to_owned()),
-                    _ => None,
-                },
-                reads: e.reads,
-                first_read_us: e.first.unix_micros(),
-                last_read_us: e.last.unix_micros(),
-            })
-            .collect(),
-    }
-}
-
-fn parse_hex16(s: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    (s.len() == 32
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(())?;
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
-}
+mod batch;
+pub use batch::{decode_batch, encode_batch, observer, set_observer};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event() -> AccessEvent {
-        AccessEvent {
-            account: AccountId::from_bytes([1; 16]),
-            service: Some(ServiceId::from_bytes([2; 16])),
-            service_name: "gateway".into(),
-            token: Some(TokenId::from_bytes([3; 16])),
-            binding: "OPENAI".into(),
-            store: Some(StoreId::from_bytes([4; 16])),
-            secret: Some(SecretId::from_bytes([5; 16])),
-            secret_name: "openai".into(),
-            outcome: AccessOutcome::Refused(AccessRefusal::ScopeMissing),
-            reads: 7,
-            first: Timestamp::from_unix_micros(10),
-            last: Timestamp::from_unix_micros(20),
-        }
-    }
-
-    #[test]
-    fn access_batches_round_trip() {
-        let events = vec![
-            event(),
-            AccessEvent {
-                outcome: AccessOutcome::Served,
-                ..event()
-            },
-        ];
-        let wire = encode_batch([9; 16], &events);
-        let json = serde_json::to_vec(&wire).unwrap();
-        let back: AccessBatch = serde_json::from_slice(&json).unwrap();
-        assert_eq!(decode_batch(back).unwrap(), ([9; 16], events));
-    }
-
-    #[test]
-    fn malformed_access_batches_name_the_problem() {
-        type Breaker = fn(&mut AccessBatch);
-        let cases: Vec<(Breaker, &str)> = vec![
-            (|b| b.batch_id = "xyz".into(), "/batch_id"),
-            (
-                |b| b.events[0].account_id = "ABC".into(),
-                "/events/0/account_id",
-            ),
-            (
-                |b| b.events[0].outcome = "maybe".into(),
-                "/events/0/outcome",
-            ),
-            (
-                |b| b.events[0].reason = Some("I said so".into()),
-                "/events/0/reason",
-            ),
-            (|b| b.events[0].reads = 0, "/events/0/reads"),
-            (
-                |b| b.events[0].binding = "x".repeat(256),
-                "/events/0/binding",
-            ),
-            (|b| b.events[0].token_id = None, "/events/0/token_id"),
-            (
-                |b| b.events[0].store_id = Some("1".into()),
-                "/events/0/store_id",
-            ),
-        ];
-        for (break_it, pointer) in cases {
-            let mut b = encode_batch([9; 16], &[event()]);
-            break_it(&mut b);
-            let err = decode_batch(b).unwrap_err();
-            assert_eq!(err.pointer.as_deref(), Some(pointer), "{}", err.message);
-        }
-    }
-
-    #[test]
-    fn a_forwarded_batch_keeps_naming_the_edge_that_served_it() {
-        let mut b = encode_batch([9; 16], &[event()]);
-        assert_eq!(observer(&b).unwrap(), None);
-        let edge = Observer {
-            node_id: TokenId::from_bytes([8; 16]),
-            node_name: "edge-fra-1".into(),
-        };
-        set_observer(&mut b, &edge);
-        let json = serde_json::to_vec(&b).unwrap();
-        let back: AccessBatch = serde_json::from_slice(&json).unwrap();
-        assert_eq!(observer(&back).unwrap(), Some(edge));
-        let mut bad_id = back.clone();
-        bad_id.observed_by.as_mut().unwrap().node_id = "zz".into();
-        assert_eq!(
-            observer(&bad_id).unwrap_err().pointer.as_deref(),
-            Some("/observed_by/node_id")
-        );
-        let mut bad_name = back;
-        bad_name.observed_by.as_mut().unwrap().node_name = String::new();
-        assert_eq!(
-            observer(&bad_name).unwrap_err().pointer.as_deref(),
-            Some("/observed_by/node_name")
-        );
-    }
 
     #[test]
     fn feed_queries_are_checked() {

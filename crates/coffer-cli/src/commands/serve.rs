@@ -131,6 +131,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         staleness: std::time::Duration::from_secs(args.staleness),
         long_poll: coffer_edge::EdgeOptions::DEFAULT_LONG_POLL,
         max_staleness: args.max_staleness.map(std::time::Duration::from_secs),
+        snapshot_bounds: coffer_edge::SnapshotBounds::default(),
         trusted_proxies: args.proxies.trusted()?,
         http: args.limits.http(),
         snapshots: args.limits.snapshots(),

@@ -255,6 +255,7 @@ pub fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> Ed
         staleness: EdgeOptions::DEFAULT_STALENESS,
         long_poll: LONG_POLL,
         max_staleness: None,
+        snapshot_bounds: coffer_edge::SnapshotBounds::default(),
         trusted_proxies: Default::default(),
         http: Default::default(),
         snapshots: Default::default(),

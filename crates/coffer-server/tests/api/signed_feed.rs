@@ -89,7 +89,7 @@ async fn snapshots_end_with_the_instance_keys_signature() {
         cluster_id,
         position,
         count,
-        ..
+        origin_ms,
     }) = frames.first().cloned()
     else {
         panic!("a header first");
@@ -110,17 +110,19 @@ async fn snapshots_end_with_the_instance_keys_signature() {
     };
     assert_eq!(cluster_id, cluster);
     assert_eq!(digest, Snapshot::digest_of(position, &items));
-    assert!(key.verifies_snapshot(&cluster, position, count, &digest, &sig));
+    assert!(key.verifies_snapshot(&cluster, position, count, &digest, origin_ms, &sig));
+    // The origin time is signed: a replayed snapshot cannot be made to look recent.
+    assert!(!key.verifies_snapshot(&cluster, position, count, &digest, origin_ms + 1, &sig));
     // Another digest (items rewritten, digest recomputed) is not what was signed.
     let mut forged = items.clone();
     forged[0].push(b' ');
     let forged_digest = Snapshot::digest_of(position, &forged);
-    assert!(!key.verifies_snapshot(&cluster, position, count, &forged_digest, &sig));
+    assert!(!key.verifies_snapshot(&cluster, position, count, &forged_digest, origin_ms, &sig));
     let moved = Position {
         seq: position.seq + 1,
         ..position
     };
-    assert!(!key.verifies_snapshot(&cluster, moved, count, &digest, &sig));
+    assert!(!key.verifies_snapshot(&cluster, moved, count, &digest, origin_ms, &sig));
 }
 
 /// `GET /replication/v1/feed-key`: the key an edge pins, to node tokens only; the same key
@@ -151,4 +153,50 @@ async fn the_feed_key_is_told_to_nodes_and_shown_when_a_node_is_made() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
     assert_err(&r, coffer_api::ErrorCode::Unauthenticated, "");
+}
+
+#[tokio::test]
+async fn every_feed_answer_carries_a_signed_freshness_statement_of_the_head() {
+    let (h, node, key) = replicating().await;
+    let store = h.create_store("prod").await;
+    h.create_secret(&store, "k", "v").await;
+    let cluster = cluster(&h).await;
+    let state = h.coffer.storage().log_state().await.unwrap();
+    let before = coffer_server::replication::unix_ms();
+    let get = |after: u64| {
+        let h = &h;
+        let token = node.token.clone();
+        async move {
+            let r = h
+                .get_as(&token, &format!("/replication/v1/feed?after={after}"))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            FeedAnswer::decode(&r.bytes).unwrap()
+        }
+    };
+    let first = get(state.head_seq).await;
+    let f = first.freshness.expect("a statement on every answer");
+    assert!(f.verifies(&key));
+    assert_eq!(f.cluster_id, cluster);
+    assert_eq!(
+        f.head,
+        Position {
+            seq: state.head_seq,
+            hash: state.head_hash
+        }
+    );
+    assert!(f.origin_ms >= before && f.origin_ms <= coffer_server::replication::unix_ms());
+    // Within a second, at the same head, the same statement: not one signature per request.
+    let again = get(0).await;
+    assert_eq!(again.freshness, Some(f));
+    // A write moves the head: the next answer states the new one.
+    h.create_secret(&store, "k2", "v").await;
+    let moved = get(0).await.freshness.unwrap();
+    assert!(moved.verifies(&key));
+    assert!(moved.head.seq > f.head.seq, "{moved:?}");
+    // After a second, a newer statement even with the head unchanged.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let later = get(0).await.freshness.unwrap();
+    assert!(later.verifies(&key));
+    assert!(later.origin_ms > moved.origin_ms);
 }
