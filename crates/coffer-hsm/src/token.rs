@@ -367,10 +367,9 @@ fn find_key(
     uri: &Pkcs11Uri,
     token: &str,
 ) -> Result<Option<ObjectHandle>, HsmError> {
-    let mut template = vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Label(uri.object.as_bytes().to_vec()),
-    ];
+    // Any class: an object of another kind under the configured label is refused by name
+    // (check_attributes), never generated over.
+    let mut template = vec![Attribute::Label(uri.object.as_bytes().to_vec())];
     if let Some(id) = &uri.id {
         template.push(Attribute::Id(id.clone()));
     }
