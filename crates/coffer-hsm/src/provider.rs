@@ -234,23 +234,44 @@ impl Pkcs11Kek {
     }
 
     /// Generates a new key object labelled `label` with CKA_ID `cka_id` in the token (AES-256,
-    /// sensitive, never extractable) and starts using it. Objects already labelled `label` are
-    /// destroyed first, unless one is a key in use (refused): they are what an interrupted
-    /// earlier attempt left, and nothing was ever wrapped by them.
+    /// sensitive, never extractable) and starts using it. Nothing already in the token is
+    /// destroyed: an object under `label` may belong to another deployment sharing the label
+    /// (kept apart by CKA_ID), and one left by an interrupted earlier attempt is an unused key
+    /// that nothing was wrapped by. Every later lookup is by label, CKA_ID and class, so such
+    /// objects coexist with the new one. Refused when a key in use is under `label` (a second
+    /// object there would make it ambiguous or shadow it).
     pub fn generate_version(&self, label: &str, cka_id: &[u8]) -> Result<KeyObject, HsmError> {
         let token = self.pool.uri().token_description();
         let in_use = self.pool.keys();
+        if let Some(k) = in_use
+            .iter()
+            .find(|k| k.label == label && k.cka_id.is_none())
+        {
+            return Err(HsmError::WrongKey(format!(
+                "{token} has KEK {} labelled {label:?} in use without a CKA_ID; no other \
+                 object is made under that label",
+                k.kek_id
+            )));
+        }
         let (handle, object) = self.pool.with_rw_session(|session| {
-            for leftover in token::find_labelled(session, label, None, &token)? {
-                let id = token::key_id(session, leftover).ok();
+            let present = token::find_labelled(session, label, None, &token)?;
+            for &found in &present {
+                let id = token::key_id(session, found).ok();
                 if let Some(id) = id.filter(|id| in_use.iter().any(|k| k.kek_id == *id)) {
                     return Err(HsmError::WrongKey(format!(
                         "{token} already has an object labelled {label:?} that is KEK {id}, \
                          which is in use; it is left as it is"
                     )));
                 }
-                token::destroy(session, leftover, label, &token)?;
-                tracing::info!(label = %label, "destroyed a key object left by an interrupted KEK rotation");
+            }
+            if !present.is_empty() {
+                tracing::info!(
+                    label = %label,
+                    objects = present.len(),
+                    "the token already holds key objects under the new KEK version's label \
+                     (another deployment's, or unused ones of an interrupted rotation); they \
+                     are left as they are"
+                );
             }
             token::generate_object(session, label, cka_id, &token)
         })?;
@@ -258,32 +279,40 @@ impl Pkcs11Kek {
         Ok(object)
     }
 
+    /// Stops using `object` without touching the token: for a version whose record is
+    /// uncertain, so that the pool holds only what the ring uses (a later start loads it
+    /// again if the record names it).
+    pub fn forget_version(&self, id: &KekId) {
+        self.pool.remove_key(id);
+    }
+
     /// Stops using `object` and destroys it in the token (C_DestroyObject). Returns whether
-    /// the token held it. An object under its label and CKA_ID that is another key is refused,
-    /// not destroyed.
+    /// the token held it. Only a secret key under its label (and CKA_ID, when recorded) whose
+    /// key check value is `object`'s KEK id is destroyed; any other object there (another
+    /// deployment's key, a certificate, a data object) is left as it is. The token is
+    /// searched before the key leaves the pool, so a failed search changes nothing.
     pub fn destroy_version(&self, object: &KeyObject) -> Result<bool, HsmError> {
-        self.pool.remove_key(&object.kek_id);
         let token = self.pool.uri().token_description();
         self.pool.with_rw_session(|session| {
             let found =
                 token::find_labelled(session, &object.label, object.cka_id.as_deref(), &token)?;
-            let mut destroyed = false;
+            let mut ours = Vec::new();
             for key in found {
                 match token::key_id(session, key) {
-                    Ok(id) if id == object.kek_id => {
-                        token::destroy(session, key, &object.label, &token)?;
-                        destroyed = true;
-                    }
-                    _ => {
-                        return Err(HsmError::WrongKey(format!(
-                            "the object {} in {token} is not KEK {}; it is left as it is",
-                            object.describe(),
-                            object.kek_id
-                        )));
-                    }
+                    Ok(id) if id == object.kek_id => ours.push(key),
+                    _ => tracing::warn!(
+                        object = %object.describe(),
+                        kek = %object.kek_id,
+                        "a key object under this KEK version's label is not its key (or cannot be \
+                         checked); it is left as it is"
+                    ),
                 }
             }
-            Ok(destroyed)
+            self.pool.remove_key(&object.kek_id);
+            for &key in &ours {
+                token::destroy(session, key, &object.label, &token)?;
+            }
+            Ok(!ours.is_empty())
         })
     }
 

@@ -184,14 +184,18 @@ fn checked_id(
     })
 }
 
-/// The objects labelled `label` (with CKA_ID `id` when given).
+/// The secret-key objects labelled `label` (with CKA_ID `id` when given). Objects of other
+/// classes under the label (certificates, data objects) are never Coffer's.
 pub(crate) fn find_labelled(
     session: &Session,
     label: &str,
     id: Option<&[u8]>,
     token: &str,
 ) -> Result<Vec<ObjectHandle>, HsmError> {
-    let mut template = vec![Attribute::Label(label.as_bytes().to_vec())];
+    let mut template = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
     if let Some(id) = id {
         template.push(Attribute::Id(id.to_vec()));
     }
@@ -363,6 +367,8 @@ fn find_key(
     uri: &Pkcs11Uri,
     token: &str,
 ) -> Result<Option<ObjectHandle>, HsmError> {
+    // Any class: an object of another kind under the configured label is refused by name
+    // (check_attributes), never generated over.
     let mut template = vec![Attribute::Label(uri.object.as_bytes().to_vec())];
     if let Some(id) = &uri.id {
         template.push(Attribute::Id(id.clone()));

@@ -627,8 +627,16 @@ impl KekVersions for KekRing {
                 undo();
                 return Err(CoreError::Unavailable(e));
             }
-            // The record may name the new key: keep it, but wrap nothing with it.
-            Written::Unsure(e) => return Err(CoreError::Unavailable(e)),
+            // The record may name the new key: keep it (a start that reads such a record loads
+            // it), but this process wraps nothing with it and stops using it, as it does for
+            // every version its ring does not hold. The next rotation makes another object
+            // under the same label with a new CKA_ID; the two coexist.
+            Written::Unsure(e) => {
+                if let (Backend::Pkcs11 { kek, .. }, Some(made)) = (&self.backend, &object) {
+                    kek.forget_version(&made.kek_id);
+                }
+                return Err(CoreError::Unavailable(e));
+            }
         }
         let mut versions = self
             .versions

@@ -257,3 +257,42 @@ fn a_record_of_a_file_kek_naming_a_token_object_is_refused() {
     let msg = KekRing::open_files(dir.path()).err().unwrap();
     assert!(msg.contains("names a PKCS#11 key object"), "{msg}");
 }
+
+#[test]
+fn a_pkcs11_record_left_unsure_stops_using_the_new_object_and_the_next_rotation_works() {
+    use coffer_hsm::testing::{self, OBJECT, USER_PIN};
+    use coffer_hsm::{Pin, Pkcs11Config};
+    testing::in_own_process(
+        "kek_versions::tests::a_pkcs11_record_left_unsure_stops_using_the_new_object_and_the_next_rotation_works",
+        |hsm| {
+            let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, OBJECT)).unwrap();
+            let pin =
+                Pin::resolve(&uri, Some(zeroize::Zeroizing::new(USER_PIN.to_owned()))).unwrap();
+            let mut config = Pkcs11Config::new(uri.clone(), pin);
+            config.reconnect_backoff = std::time::Duration::ZERO;
+            let (kek, _) = Pkcs11Kek::open_or_generate(config).unwrap();
+            let kek = Arc::new(kek);
+            let dir = tempfile::tempdir().unwrap();
+            let ring = KekRing::single_pkcs11(dir.path(), kek.clone(), uri, Timestamp::now());
+            let v1 = ring.current_kek_id();
+
+            let err = failing_dir_sync(|| ring.add_version()).unwrap_err();
+            assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+            assert_eq!(ring.current_kek_id(), v1);
+            // The object the record may name stays in the token, unused by this process.
+            let made: Vec<_> = kek.objects();
+            assert_eq!(made.len(), 1, "{made:?}");
+            assert_eq!(made[0].kek_id, v1);
+
+            // The next rotation makes another object under the same label and works.
+            let v2 = ring.add_version().unwrap();
+            assert_ne!(v2.kek_id, v1);
+            assert_eq!(ring.current_kek_id(), v2.kek_id);
+            let dek = DataKey::generate();
+            assert_eq!(ring.wrap(&dek, &ctx()).unwrap().kek_id, v2.kek_id);
+            let objects = kek.objects();
+            assert_eq!(objects.len(), 2, "{objects:?}");
+            assert_eq!(objects[1].label, format!("{OBJECT}.v2"));
+        },
+    );
+}
