@@ -12,10 +12,11 @@
 //!    replaces a row only if it still holds the bytes read (compare-and-set), so a concurrent
 //!    PATCH or delete wins; a re-sealed current version appends `ValueResealed`, which edges
 //!    apply without moving the version or `modified`;
-//! 3. **destroy**: DEKs no stored value references, other than the keyring's sealing DEKs,
-//!    are deleted in the transaction that finds them unreferenced, with a `DekDestroyed` entry
-//!    each and the compaction of every earlier entry that carried them; their unwrapped
-//!    copies leave the cache.
+//! 3. **destroy**: DEKs no stored value references, other than those the keyring may still
+//!    hand out, are deleted in the transaction that finds them unreferenced, with a
+//!    `DekDestroyed` entry each and the compaction of every earlier entry that carried them;
+//!    their unwrapped copies leave the cache. Storage remembers their ids and refuses to
+//!    store them again (a write that took one earlier seals again under a fresh DEK).
 //!
 //! No cursor: the to-do list is the storage query "values under another DEK", so a job
 //! stopped anywhere (shutdown, `kill -9`) resumes from what is stored.

@@ -301,6 +301,40 @@ async fn a_store_delete_is_finished_after_a_restart() {
     assert_eq!(k.dek_id, v.dek_id, "moved onto the DEK sealing now");
 }
 
+/// A store force-deleted while it holds the account's only values: its DEK, the keyring's
+/// active one until then, is given up and so destroyed by the next pass, not kept as a
+/// sealing DEK that nothing will ever seal with again.
+#[tokio::test]
+async fn deleting_the_only_store_with_values_destroys_its_dek() {
+    let f = fx(Duration::from_secs(3600), 1 << 20).await;
+    let secrets = f.create_in(f.store, &["A", "B"]).await;
+    let dek = f.dek_of(&secrets[0]).await;
+    assert!(f.coffer.keys.cached(f.account, dek).is_some());
+    f.coffer
+        .delete_store(&f.op, f.account, f.store, true)
+        .await
+        .unwrap();
+    f.coffer.run_dek_lifecycle_pass(fast(1)).await.unwrap();
+
+    assert!(f.coffer.storage().get_dek(dek).await.unwrap().is_none());
+    assert!(f.coffer.keys.cached(f.account, dek).is_none());
+    assert!(!f.coffer.keys.sealing_deks().contains(&dek));
+    assert!(f.log().await.iter().any(|r| matches!(
+        r.change().unwrap(),
+        Change::DekDestroyed { dek_id, .. } if dek_id == dek
+    )));
+    // The account writes on, under a new DEK.
+    let other = f
+        .coffer
+        .create_store(&f.op, f.account, StoreName::parse("other").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let made = f.create_in(other, &["N"]).await;
+    assert_ne!(f.dek_of(&made[0]).await, dek);
+    assert_eq!(f.value(&made[0]).await, "value of N");
+}
+
 /// A node's revocation retires every DEK made under the old replication key, by a stored flag
 /// (not by comparing creation times): none seals again, also after a restart, and their values
 /// are re-sealed onto a DEK made under the new key.

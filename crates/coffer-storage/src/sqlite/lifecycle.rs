@@ -185,6 +185,16 @@ pub(super) fn destroy_unreferenced_deks(
             .prepare_cached("DELETE FROM deks WHERE id = ?1")
             .and_then(|mut stmt| stmt.execute([d.dek_id.as_bytes()]))
             .db("destroy dek")?;
+        // Remembered for good, so no write that took it earlier can store it again.
+        cx.conn
+            .prepare_cached(
+                "INSERT INTO destroyed_deks (id, destroyed) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![d.dek_id.as_bytes(), Timestamp::now().unix_micros()])
+            })
+            .db("record destroyed dek")?;
     }
     compact_past(cx, destroy.iter().map(|d| d.dek_id), u64::MAX)?;
     for d in &destroy {
