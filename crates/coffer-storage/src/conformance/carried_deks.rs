@@ -303,6 +303,33 @@ pub(super) async fn a_destroyed_dek_is_never_stored_again(s: Arc<dyn Storage>) {
         destroyed.iter().any(|x| x.dek_id == d.key.id),
         "the unreferenced DEK is destroyed: {destroyed:?}"
     );
+    // Destroying does not compact; `compact_destroyed_deks` does, once, keeping the
+    // `DekDestroyed` entry.
+    let puts_of_d = |log: &[crate::ChangeRecord]| {
+        log.iter()
+            .filter(|r| {
+                matches!(
+                    r.change().expect("every payload decodes"),
+                    Change::DekPut { dek_id, .. } if dek_id == d.key.id
+                )
+            })
+            .count()
+    };
+    let (base, _, retained) = super::fixtures::retained_changes(s).await;
+    assert_eq!(puts_of_d(&retained), 1, "destroying compacts nothing");
+    let new_base = s.compact_destroyed_deks().await.unwrap();
+    assert!(new_base.is_some_and(|b| b > base), "{new_base:?}");
+    let (_, _, retained) = super::fixtures::retained_changes(s).await;
+    assert_eq!(puts_of_d(&retained), 0);
+    assert!(retained.iter().any(|r| matches!(
+        r.change().expect("every payload decodes"),
+        Change::DekDestroyed { dek_id, .. } if dek_id == d.key.id
+    )));
+    assert_eq!(
+        s.compact_destroyed_deks().await.unwrap(),
+        None,
+        "nothing due"
+    );
     let head = s.change_head().await.unwrap();
 
     let err = s
@@ -321,11 +348,9 @@ pub(super) async fn a_destroyed_dek_is_never_stored_again(s: Arc<dyn Storage>) {
     assert_no_dek(s, d.key.id, "a write carrying a destroyed DEK").await;
     assert_head(s, head, "a write carrying a destroyed DEK").await;
     let (_, _, retained) = super::fixtures::retained_changes(s).await;
-    assert!(
-        !retained.iter().any(|r| matches!(
-            r.change().expect("every payload decodes"),
-            Change::DekPut { dek_id, .. } if dek_id == d.key.id
-        )),
+    assert_eq!(
+        puts_of_d(&retained),
+        0,
         "no retained entry stores the destroyed DEK"
     );
     // A fresh DEK is still accepted.

@@ -516,12 +516,15 @@ fn v10(conn: &Connection) -> rusqlite::Result<()> {
 /// write that took a DEK before its destruction (a bulk create, a queued PATCH) must not store
 /// it again: inserting one of these ids is refused (`Conflict`: the write retries with a fresh
 /// DEK), so a destroyed DEK never comes back, on the control plane or in the feed.
+/// `compacted` is 0 until the change log has been compacted past every entry carrying the DEK
+/// (which the lifecycle job does at most once per its minimum gap, not per destruction).
 fn v11(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         r#"
         CREATE TABLE destroyed_deks (
             id        BLOB    PRIMARY KEY NOT NULL CHECK (length(id) = 16),
-            destroyed INTEGER NOT NULL
+            destroyed INTEGER NOT NULL,
+            compacted INTEGER NOT NULL DEFAULT 0 CHECK (compacted IN (0, 1))
         ) STRICT, WITHOUT ROWID;
         "#,
     )
