@@ -378,10 +378,14 @@ impl Keyring {
     }
 
     /// Every DEK the keyring may still hand out for sealing: never destroyed, even while no
-    /// value references it yet.
+    /// value references it yet. An entry that is spent (out of seals, aged out, given up by a
+    /// store's deletion) is never handed out again, so it is not kept: a write that took it
+    /// earlier and commits after its destruction is refused by storage and seals again.
     pub(crate) fn sealing_deks(&self) -> Vec<DekId> {
+        let now = Timestamp::now();
         self.lock_active()
             .values()
+            .filter(|dek| self.usable(dek, now))
             .map(|dek| dek.record.key.id)
             .collect()
     }
@@ -443,8 +447,15 @@ impl Keyring {
         Ok(gone)
     }
 
-    /// Drops a destroyed DEK's unwrapped copy.
+    /// Drops a destroyed DEK's unwrapped copy, and stops sealing with it if it is still the
+    /// account's active DEK (storage refuses to store it again).
     pub(crate) fn forget(&self, account: AccountId, dek: DekId) {
+        {
+            let mut active = self.lock_active();
+            if active.get(&account).is_some_and(|a| a.record.key.id == dek) {
+                active.remove(&account);
+            }
+        }
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.remove(account, dek);
     }

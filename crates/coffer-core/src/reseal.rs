@@ -12,10 +12,18 @@
 //!    replaces a row only if it still holds the bytes read (compare-and-set), so a concurrent
 //!    PATCH or delete wins; a re-sealed current version appends `ValueResealed`, which edges
 //!    apply without moving the version or `modified`;
-//! 3. **destroy**: DEKs no stored value references, other than the keyring's sealing DEKs,
-//!    are deleted in the transaction that finds them unreferenced, with a `DekDestroyed` entry
-//!    each and the compaction of every earlier entry that carried them; their unwrapped
-//!    copies leave the cache.
+//! 3. **destroy**: DEKs no stored value references, other than those the keyring may still
+//!    hand out, are deleted in the transaction that finds them unreferenced, with a
+//!    `DekDestroyed` entry each; their unwrapped copies leave the cache. Storage remembers
+//!    their ids and refuses to store them again (a write that took one earlier seals again
+//!    under a fresh DEK);
+//! 4. **compact**: at most once per [`ResealSettings::compaction_gap`], the change log is
+//!    compacted through its newest `DekDestroyed`, taking out every earlier entry that
+//!    carried a destroyed DEK (its wrap, values sealed under it). Not per destruction: edges
+//!    behind the new base resync from a snapshot, and must not be sent back to one faster
+//!    than they finish it;
+//! 5. **sweep**: unwrapped DEKs storage no longer holds (one an in-flight read put back into
+//!    the cache after its destruction) leave memory.
 //!
 //! No cursor: the to-do list is the storage query "values under another DEK", so a job
 //! stopped anywhere (shutdown, `kill -9`) resumes from what is stored.
@@ -40,6 +48,12 @@ pub struct ResealSettings {
     pub interval: Duration,
     /// How many versions of a value are kept: 1 keeps only the current one.
     pub keep_versions: u32,
+    /// The least time between two compactions of the change log through the newest
+    /// `DekDestroyed` (the first comes on the first pass). Destructions in between only wait
+    /// for the next: edges behind the base need a snapshot, and a compaction per destruction
+    /// (which a tenant can force: write, delete the store) could send them to snapshots
+    /// faster than they finish one.
+    pub compaction_gap: Duration,
 }
 
 impl ResealSettings {
@@ -59,13 +73,15 @@ impl ResealSettings {
 
 impl Default for ResealSettings {
     /// 256 values per batch, 20 ms apart (about 12,800 values a second at most), a pass every
-    /// 10 s, only the current version kept.
+    /// 10 s, only the current version kept, the log compacted past destroyed DEKs at most every
+    /// 10 minutes.
     fn default() -> ResealSettings {
         ResealSettings {
             batch: Self::DEFAULT_BATCH,
             pause: Duration::from_millis(20),
             interval: Duration::from_secs(10),
             keep_versions: 1,
+            compaction_gap: Duration::from_secs(600),
         }
     }
 }
@@ -91,6 +107,10 @@ struct Progress {
     destroyed: u64,
     pruned: u64,
     error: Option<String>,
+    /// A `DekDestroyed` may be retained: true at start (one may have been left by an earlier
+    /// process), set by each destruction, cleared by a compaction.
+    compaction_due: bool,
+    last_compaction: Option<std::time::Instant>,
 }
 
 /// The DEK lifecycle of one control plane.
@@ -114,7 +134,10 @@ impl Lifecycle {
             storage,
             keys,
             settings,
-            progress: Mutex::new(Progress::default()),
+            progress: Mutex::new(Progress {
+                compaction_due: true,
+                ..Progress::default()
+            }),
             wake: tokio::sync::Notify::new(),
             task: Mutex::new(None),
         }
@@ -223,12 +246,48 @@ impl Lifecycle {
                 self.keys.forget(d.account_id, d.dek_id);
                 tracing::info!(account = %d.account_id, dek = %d.dek_id, "DEK destroyed: no value references it");
             }
-            self.progress().destroyed += destroyed.len() as u64;
+            {
+                let mut p = self.progress();
+                p.destroyed += destroyed.len() as u64;
+                p.compaction_due |= !destroyed.is_empty();
+            }
             if destroyed.len() < batch {
-                return failed.map_or(Ok(()), Err);
+                break;
             }
             tokio::time::sleep(self.settings.pause).await;
         }
+        self.compact_if_due().await?;
+        // A DEK an in-flight read unwrapped again after its destruction leaves memory too.
+        if let Err(e) = self.keys.forget_destroyed().await {
+            tracing::warn!(error = %e, "cannot sweep destroyed DEKs from memory");
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Compacts the log through the newest `DekDestroyed` if a destruction may be retained
+    /// and the last compaction is at least [`ResealSettings::compaction_gap`] old.
+    async fn compact_if_due(&self) -> Result<(), String> {
+        {
+            let p = self.progress();
+            let recent = p
+                .last_compaction
+                .is_some_and(|at| at.elapsed() < self.settings.compaction_gap);
+            if !p.compaction_due || recent {
+                return Ok(());
+            }
+        }
+        let compacted = self
+            .storage
+            .compact_destroyed_deks()
+            .await
+            .map_err(|e| format!("compacting the log past destroyed DEKs: {e}"))?;
+        let mut p = self.progress();
+        p.compaction_due = false;
+        if let Some(base) = compacted {
+            p.last_compaction = Some(std::time::Instant::now());
+            tracing::info!(base, "change log compacted past destroyed DEKs");
+        }
+        Ok(())
     }
 
     async fn reseal_account(&self, account: AccountId, batch: usize) -> Result<(), String> {

@@ -127,8 +127,9 @@ pub enum Change {
     },
     /// The DEK is destroyed: no stored value references it any more. A replica deletes it
     /// (and an edge forgets any unwrapped copy). Every earlier entry that carried it (its
-    /// `DekPut`, values sealed under it) is compacted away in the same transaction, so no
-    /// feed, relay or snapshot hands it out again.
+    /// `DekPut`, values sealed under it) is compacted away by the lifecycle job's next
+    /// compaction (at most one per its minimum gap), so no feed or relay hands it out after
+    /// that; snapshots never do.
     DekDestroyed {
         account_id: AccountId,
         dek_id: DekId,

@@ -164,6 +164,7 @@ const CHECKS: &[Check] = checks![
     concurrency::concurrent_creates_of_one_name_admit_one,
     concurrency::concurrent_writers_keep_the_log_gap_free,
     carried_deks::racing_writes_carrying_one_dek_store_it_once,
+    carried_deks::a_destroyed_dek_is_never_stored_again,
     account_deletion::delete_account_racing_creates_leaves_nothing,
     audit::every_mutation_appends_its_entries,
     audit::failed_operations_append_no_audit,

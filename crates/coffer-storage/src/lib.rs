@@ -295,15 +295,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// hold current versions only.
     async fn prune_versions(&self, keep: u32, limit: usize) -> Result<u64>;
     /// Destroys, in one transaction, up to `limit` DEKs that no stored value references and
-    /// that are not in `keep` (the keyring's sealing DEKs): deletes each row, appends a
-    /// [`Change::DekDestroyed`] each, and compacts the change log through the last entry that
-    /// still names one of them (so the log keeps no wrap of a destroyed DEK and no value
-    /// sealed under it). Returns what it destroyed.
+    /// that are not in `keep` (the keyring's sealing DEKs): deletes each row, records its id
+    /// (a DEK destroyed is refused on insert from then on: `Conflict`) and appends a
+    /// [`Change::DekDestroyed`] each. It does not compact the change log: see
+    /// [`Storage::compact_destroyed_deks`]. Returns what it destroyed.
     async fn destroy_unreferenced_deks(
         &self,
         keep: Vec<DekId>,
         limit: usize,
     ) -> Result<Vec<DestroyedDek>>;
+    /// Compacts the change log through the newest entry that carries a DEK destroyed since the
+    /// last call (its `DekPut`, a value sealed under it; [`Change::DekDestroyed`] entries
+    /// carry only the id and stay), so the log keeps no wrap of a destroyed DEK and no value
+    /// sealed under one. Returns the new base, `None` when it did not move. The lifecycle job
+    /// calls it at most once per its minimum gap, so edges behind the base are not sent to
+    /// snapshots on every destruction.
+    async fn compact_destroyed_deks(&self) -> Result<Option<u64>>;
 
     // ---- stores ----
 

@@ -437,6 +437,10 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn compact_destroyed_deks(&self) -> Result<Option<u64>> {
+        self.writer.run(lifecycle::compact_destroyed_deks).await
+    }
+
     async fn create_store(
         &self,
         store: StoreRecord,

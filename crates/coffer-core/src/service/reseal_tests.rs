@@ -67,6 +67,7 @@ fn fast(keep_versions: u32) -> ResealSettings {
         pause: Duration::ZERO,
         interval: Duration::from_secs(3600),
         keep_versions,
+        compaction_gap: Duration::ZERO,
     }
 }
 
@@ -153,6 +154,15 @@ async fn copy_snapshot(from: &dyn Storage, to: &SqliteStorage) {
     };
     let (produced, ()) = tokio::join!(from.snapshot(tx), consume);
     produced.unwrap();
+}
+
+/// The retained entries that carry `dek` (its wrap, values sealed under it): every entry
+/// naming it but its `DekDestroyed`.
+fn carried(log: &[ChangeRecord], dek: DekId) -> Vec<&ChangeRecord> {
+    log.iter()
+        .filter(|r| !matches!(r.change().unwrap(), Change::DekDestroyed { .. }))
+        .filter(|r| names_dek(r, dek))
+        .collect()
 }
 
 fn names_dek(record: &ChangeRecord, dek: DekId) -> bool {
@@ -299,6 +309,100 @@ async fn a_store_delete_is_finished_after_a_restart() {
         .unwrap()
         .unwrap();
     assert_eq!(k.dek_id, v.dek_id, "moved onto the DEK sealing now");
+}
+
+/// A store force-deleted while it holds the account's only values: its DEK, the keyring's
+/// active one until then, is given up and so destroyed by the next pass, not kept as a
+/// sealing DEK that nothing will ever seal with again.
+#[tokio::test]
+async fn deleting_the_only_store_with_values_destroys_its_dek() {
+    let f = fx(Duration::from_secs(3600), 1 << 20).await;
+    let secrets = f.create_in(f.store, &["A", "B"]).await;
+    let dek = f.dek_of(&secrets[0]).await;
+    assert!(f.coffer.keys.cached(f.account, dek).is_some());
+    f.coffer
+        .delete_store(&f.op, f.account, f.store, true)
+        .await
+        .unwrap();
+    f.coffer.run_dek_lifecycle_pass(fast(1)).await.unwrap();
+
+    assert!(f.coffer.storage().get_dek(dek).await.unwrap().is_none());
+    assert!(f.coffer.keys.cached(f.account, dek).is_none());
+    assert!(!f.coffer.keys.sealing_deks().contains(&dek));
+    assert!(f.log().await.iter().any(|r| matches!(
+        r.change().unwrap(),
+        Change::DekDestroyed { dek_id, .. } if dek_id == dek
+    )));
+    // The account writes on, under a new DEK.
+    let other = f
+        .coffer
+        .create_store(&f.op, f.account, StoreName::parse("other").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let made = f.create_in(other, &["N"]).await;
+    assert_ne!(f.dek_of(&made[0]).await, dek);
+    assert_eq!(f.value(&made[0]).await, "value of N");
+}
+
+/// The change log is compacted past destroyed DEKs at most once per `compaction_gap`, not
+/// per destruction (which a tenant can force), so edges behind are not sent to snapshots
+/// over and over; the compaction that comes leaves no retained entry naming a destroyed DEK.
+#[tokio::test]
+async fn compaction_past_destroyed_deks_waits_for_its_gap() {
+    let f = fx(Duration::from_secs(3600), 1).await;
+    let job = crate::reseal::Lifecycle::new(
+        Arc::clone(f.coffer.storage()),
+        Arc::clone(&f.coffer.keys),
+        ResealSettings {
+            compaction_gap: Duration::from_secs(3600),
+            ..fast(1)
+        },
+    );
+    let base = || async { f.coffer.storage().log_state().await.unwrap().base_seq };
+
+    let a = f.create_in(f.store, &["A"]).await;
+    let dek_a = f.dek_of(&a[0]).await;
+    f.coffer
+        .delete_secrets(&f.op, f.account, f.store, &[a[0].id])
+        .await
+        .unwrap();
+    job.pass().await.unwrap();
+    assert!(f.coffer.storage().get_dek(dek_a).await.unwrap().is_none());
+    assert!(
+        carried(&f.log().await, dek_a).is_empty(),
+        "the first destruction is compacted at once"
+    );
+    let first = base().await;
+    assert!(first > 0);
+
+    let b = f.create_in(f.store, &["B"]).await;
+    let dek_b = f.dek_of(&b[0]).await;
+    f.coffer
+        .delete_secrets(&f.op, f.account, f.store, &[b[0].id])
+        .await
+        .unwrap();
+    job.pass().await.unwrap();
+    assert!(f.coffer.storage().get_dek(dek_b).await.unwrap().is_none());
+    assert!(f.coffer.keys.cached(f.account, dek_b).is_none());
+    assert_eq!(base().await, first, "no second compaction within the gap");
+    let log = f.log().await;
+    assert!(
+        !carried(&log, dek_b).is_empty(),
+        "its DekPut is still retained"
+    );
+    assert!(log.iter().any(|r| matches!(
+        r.change().unwrap(),
+        Change::DekDestroyed { dek_id, .. } if dek_id == dek_b
+    )));
+
+    // Once the gap has passed (here: a job without one), the destructions since are
+    // compacted.
+    f.coffer.run_dek_lifecycle_pass(fast(1)).await.unwrap();
+    assert!(base().await > first);
+    assert!(carried(&f.log().await, dek_b).is_empty());
+    let c = f.create_in(f.store, &["C"]).await;
+    assert_eq!(f.value(&c[0]).await, "value of C");
 }
 
 /// A node's revocation retires every DEK made under the old replication key, by a stored flag
@@ -701,6 +805,7 @@ async fn reseal_throughput_100k() {
         pause: Duration::ZERO,
         interval: Duration::from_secs(3600),
         keep_versions: 1,
+        compaction_gap: Duration::ZERO,
     };
     let start = std::time::Instant::now();
     coffer.run_dek_lifecycle_pass(settings).await.unwrap();

@@ -287,3 +287,81 @@ pub(super) async fn racing_writes_carrying_one_dek_store_it_once(s: Arc<dyn Stor
     );
     assert_chain(&all_changes(&*s).await);
 }
+
+/// A write that took a DEK before the lifecycle destroyed it (a bulk create, a queued PATCH)
+/// must not store it again: it is refused with `Conflict` (the caller seals again with a
+/// fresh DEK), and the log holds no `DekPut` of it after its `DekDestroyed`.
+pub(super) async fn a_destroyed_dek_is_never_stored_again(s: Arc<dyn Storage>) {
+    let s = &*s;
+    let t = tenant(s, "acme").await;
+    let st = store(s, t, "prod").await;
+    let existing = create_secret(s, t, st, "EXISTS").await;
+    let d = new_dek(t, 9);
+    s.put_dek(d.clone()).await.unwrap();
+    let destroyed = s.destroy_unreferenced_deks(vec![], 100).await.unwrap();
+    assert!(
+        destroyed.iter().any(|x| x.dek_id == d.key.id),
+        "the unreferenced DEK is destroyed: {destroyed:?}"
+    );
+    // Destroying does not compact; `compact_destroyed_deks` does, once, keeping the
+    // `DekDestroyed` entry.
+    let puts_of_d = |log: &[crate::ChangeRecord]| {
+        log.iter()
+            .filter(|r| {
+                matches!(
+                    r.change().expect("every payload decodes"),
+                    Change::DekPut { dek_id, .. } if dek_id == d.key.id
+                )
+            })
+            .count()
+    };
+    let (base, _, retained) = super::fixtures::retained_changes(s).await;
+    assert_eq!(puts_of_d(&retained), 1, "destroying compacts nothing");
+    let new_base = s.compact_destroyed_deks().await.unwrap();
+    assert!(new_base.is_some_and(|b| b > base), "{new_base:?}");
+    let (_, _, retained) = super::fixtures::retained_changes(s).await;
+    assert_eq!(puts_of_d(&retained), 0);
+    assert!(retained.iter().any(|r| matches!(
+        r.change().expect("every payload decodes"),
+        Change::DekDestroyed { dek_id, .. } if dek_id == d.key.id
+    )));
+    assert_eq!(
+        s.compact_destroyed_deks().await.unwrap(),
+        None,
+        "nothing due"
+    );
+    let head = s.change_head().await.unwrap();
+
+    let err = s
+        .create_secrets(t.account, st, vec![carrying(t, st, "LATE", &d)], 10, &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict), "{err:?}");
+    let err = s
+        .update_secret(update_carrying(&existing, &d), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict), "{err:?}");
+    let err = s.put_dek(d.clone()).await.unwrap_err();
+    assert!(matches!(err, StorageError::Conflict), "{err:?}");
+
+    assert_no_dek(s, d.key.id, "a write carrying a destroyed DEK").await;
+    assert_head(s, head, "a write carrying a destroyed DEK").await;
+    let (_, _, retained) = super::fixtures::retained_changes(s).await;
+    assert_eq!(
+        puts_of_d(&retained),
+        0,
+        "no retained entry stores the destroyed DEK"
+    );
+    // A fresh DEK is still accepted.
+    let fresh = new_dek(t, 10);
+    s.create_secrets(
+        t.account,
+        st,
+        vec![carrying(t, st, "LATE", &fresh)],
+        10,
+        &[],
+    )
+    .await
+    .unwrap();
+}

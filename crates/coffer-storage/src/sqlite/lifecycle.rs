@@ -1,6 +1,6 @@
 //! The DEK lifecycle's storage side: values under old DEKs, their compare-and-set re-seal,
-//! pruning superseded versions, and destroying DEKs nothing references (with the compaction
-//! that takes their wraps out of the change log).
+//! pruning superseded versions, and destroying DEKs nothing references (and, rate-limited by
+//! the caller, the compaction that takes their wraps out of the change log).
 
 use std::collections::HashSet;
 
@@ -185,8 +185,22 @@ pub(super) fn destroy_unreferenced_deks(
             .prepare_cached("DELETE FROM deks WHERE id = ?1")
             .and_then(|mut stmt| stmt.execute([d.dek_id.as_bytes()]))
             .db("destroy dek")?;
+        // Remembered for good, so no write that took it earlier can store it again.
+        cx.conn
+            .prepare_cached(
+                "INSERT INTO destroyed_deks (id, destroyed, compacted) VALUES (?1, ?2, 0)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![d.dek_id.as_bytes(), Timestamp::now().unix_micros()])
+            })
+            .db("record destroyed dek")?;
     }
-    compact_past(cx, destroy.iter().map(|d| d.dek_id), u64::MAX)?;
+    // No compaction here: each destruction compacting at once would push the log's base
+    // forward as often as a tenant can force it, and edges behind it would resync from
+    // snapshots without end. The lifecycle job compacts through the newest `DekDestroyed` at
+    // most once per its minimum gap, past the entries carrying the DEKs destroyed since
+    // (`compact_destroyed_deks`).
     for d in &destroy {
         cx.append(&Change::DekDestroyed {
             account_id: d.account_id,
@@ -196,21 +210,46 @@ pub(super) fn destroy_unreferenced_deks(
     Ok(destroy)
 }
 
+/// Compacts the log through the newest entry that carries a DEK destroyed since the last such
+/// compaction (its `DekPut`, a value sealed under it; `DekDestroyed` entries carry only its id
+/// and stay), then marks those DEKs compacted. Returns the new base, `None` when nothing was
+/// due or no retained entry carried them. A destroyed DEK is never stored again, so after it
+/// no retained entry carries a destroyed DEK.
+pub(super) fn compact_destroyed_deks(cx: &mut WriteCx<'_>) -> Result<Option<u64>> {
+    let pending = query_all(
+        cx.conn,
+        "SELECT id FROM destroyed_deks WHERE compacted = 0",
+        [],
+        "list destroyed deks to compact",
+        |row| Ok(DekId::from_bytes(id_col(row, 0, "destroyed_deks.id")?)),
+    )?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let compacted = compact_past(cx, pending, u64::MAX)?;
+    cx.conn
+        .prepare_cached("UPDATE destroyed_deks SET compacted = 1 WHERE compacted = 0")
+        .and_then(|mut stmt| stmt.execute([]))
+        .db("mark destroyed deks compacted")?;
+    Ok(compacted)
+}
+
 /// Compacts the log through the last entry before seq `before` that names one of `deks`
-/// (their `DekPut`s, values sealed under them), so no retained entry carries them. Entries are matched by the exact
-/// `"dek_id":"<hex>"` their JSON holds. Edges behind the new base catch up from a snapshot,
-/// which holds no destroyed DEK.
+/// (their `DekPut`s, values sealed under them), so no retained entry carries them; returns
+/// the new base if it moved. Entries are matched by the exact `"dek_id":"<hex>"` their JSON
+/// holds; `DekDestroyed` entries, which carry only the id, are not. Edges behind the new base
+/// catch up from a snapshot, which holds no destroyed DEK.
 pub(super) fn compact_past(
     cx: &mut WriteCx<'_>,
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let needles: Vec<String> = deks
         .into_iter()
         .map(|dek| format!("\"dek_id\":\"{dek}\""))
         .collect();
     if needles.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let (base, _) = replication::base_position(cx.conn)?;
     // One backward walk for all of them, stopping at the newest entry naming any: that is
@@ -237,6 +276,11 @@ pub(super) fn compact_past(
             .map_err(|_| StorageError::Corrupted("a change payload is not a blob".into()))?;
         // Payloads are JSON, so UTF-8; one that is not cannot name a DEK.
         let text = std::str::from_utf8(payload).unwrap_or("");
+        // JSON escapes the quotes of any such text inside a string, so only an entry's own
+        // type matches.
+        if text.contains("\"type\":\"dek_destroyed\"") {
+            continue;
+        }
         if needles.iter().any(|n| text.contains(n.as_str())) {
             let seq: i64 = row.get(0).db("find entries naming a dek")?;
             through = u64::try_from(seq).unwrap_or(base);
@@ -248,6 +292,7 @@ pub(super) fn compact_past(
     if through > base {
         replication::ensure_cluster_id(cx)?;
         replication::compact_log(cx, through)?;
+        return Ok(Some(through));
     }
-    Ok(())
+    Ok(None)
 }

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -512,6 +512,24 @@ fn v10(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 11: the ids of destroyed DEKs, entered in the transaction that destroys them. A
+/// write that took a DEK before its destruction (a bulk create, a queued PATCH) must not store
+/// it again: inserting one of these ids is refused (`Conflict`: the write retries with a fresh
+/// DEK), so a destroyed DEK never comes back, on the control plane or in the feed.
+/// `compacted` is 0 until the change log has been compacted past every entry carrying the DEK
+/// (which the lifecycle job does at most once per its minimum gap, not per destruction).
+fn v11(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        CREATE TABLE destroyed_deks (
+            id        BLOB    PRIMARY KEY NOT NULL CHECK (length(id) = 16),
+            destroyed INTEGER NOT NULL,
+            compacted INTEGER NOT NULL DEFAULT 0 CHECK (compacted IN (0, 1))
+        ) STRICT, WITHOUT ROWID;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,11 +613,15 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 10);
+        assert_eq!(SCHEMA_VERSION, 11);
         let retired: i64 = conn
             .query_row("SELECT count(*) FROM retired_keks", [], |r| r.get(0))
             .unwrap();
         assert_eq!(retired, 0, "version 9 adds the retired KEK ids, empty");
+        let destroyed: i64 = conn
+            .query_row("SELECT count(*) FROM destroyed_deks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(destroyed, 0, "version 11 adds the destroyed DEK ids, empty");
         // Version 10: a version's DEK and sealed bytes may be replaced (re-seal), nothing else.
         conn.execute_batch(
             "INSERT INTO stores (id, account_id, name, created, modified)

@@ -319,6 +319,19 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     // the caller retries with a new DEK, which the active version wraps. Refused even when the
     // DEK is stored already (rewrapped): the retry costs one DEK, and the check stays simple.
     super::rewrap::refuse_retired(cx.conn, &dek.key.kek_id)?;
+    // A destroyed DEK that a write took before its destruction: storing it again would bring
+    // it back (with a new `DekPut`) after its `DekDestroyed`. The write retries with a fresh
+    // DEK.
+    let destroyed = query_opt(
+        cx.conn,
+        "SELECT 1 FROM destroyed_deks WHERE id = ?1",
+        [dek.key.id.as_bytes()],
+        "check destroyed dek",
+        |_| Ok(()),
+    )?;
+    if destroyed.is_some() {
+        return Err(StorageError::Conflict);
+    }
     let inserted = execute(
         cx,
         "INSERT INTO deks (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped)
