@@ -208,6 +208,20 @@ impl Lifecycle {
     /// could not be re-sealed (the others, and the destruction, went on).
     pub(crate) async fn pass(&self) -> Result<(), String> {
         self.progress().running = true;
+        let work = self.prune_reseal_destroy().await;
+        // Whatever stopped the work, the log is still compacted past what was destroyed
+        // before (a recurring error must not keep destroyed DEKs' wraps in the log for good).
+        let compacted = self.compact_if_due().await;
+        // A DEK an in-flight read unwrapped again after its destruction leaves memory too.
+        if let Err(e) = self.keys.forget_destroyed().await {
+            tracing::warn!(error = %e, "cannot sweep destroyed DEKs from memory");
+        }
+        work.and(compacted)
+    }
+
+    /// Prunes superseded versions, re-seals every account it can, destroys what nothing
+    /// references. `Err`: what stopped it, or the first account that could not be re-sealed.
+    async fn prune_reseal_destroy(&self) -> Result<(), String> {
         let batch = self.settings.batch.max(1);
         loop {
             let n = self
@@ -255,11 +269,6 @@ impl Lifecycle {
                 break;
             }
             tokio::time::sleep(self.settings.pause).await;
-        }
-        self.compact_if_due().await?;
-        // A DEK an in-flight read unwrapped again after its destruction leaves memory too.
-        if let Err(e) = self.keys.forget_destroyed().await {
-            tracing::warn!(error = %e, "cannot sweep destroyed DEKs from memory");
         }
         failed.map_or(Ok(()), Err)
     }

@@ -9,6 +9,11 @@ use crate::sign::{FeedKey, Freshness};
 use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
 
+/// How far ahead of this node's clock a signed origin time (a freshness statement's, a
+/// snapshot's) may be: clocks must agree within the staleness anyway; a time further ahead is
+/// refused, since kept it would make every genuine time after it look old.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 60_000;
+
 /// Timing knobs, all in milliseconds of the caller's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -497,12 +502,25 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             ));
             return;
         }
+        if statement.origin_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS) {
+            // Kept, a statement from the future would make every genuine one after it look
+            // old (a root whose clock stepped forward, or one recorded and replayed).
+            out.push(self.alarm(
+                AlarmKind::BadSignature,
+                format!(
+                    "a freshness statement is dated {} s ahead of this node's clock",
+                    (statement.origin_ms - now) / 1_000
+                ),
+            ));
+            return;
+        }
         if self
             .statement
-            .is_some_and(|s| statement.origin_ms <= s.origin_ms)
+            .is_some_and(|s| statement.origin_ms <= s.origin_ms && statement.head.seq <= s.head.seq)
         {
             // Not newer than what we know: a replay (or a relay that heard nothing new) says
-            // nothing about the upstream's freshness.
+            // nothing about the upstream's freshness. A later head counts even with an
+            // earlier time (the root's clock stepped back).
             return;
         }
         self.statement = Some(statement);
@@ -837,6 +855,18 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             ))
         } else if let Some(why) = self.snapshot_refusal(pos, seal) {
             Some((AlarmKind::BadSignature, SwitchReason::BadSignature, why))
+        } else if self.config.feed_key.is_some()
+            && seal.origin_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS)
+        {
+            Some((
+                AlarmKind::StaleSnapshot,
+                SwitchReason::StaleSnapshot,
+                format!(
+                    "the snapshot at seq {} is dated {} s ahead of this node's clock",
+                    pos.seq,
+                    (seal.origin_ms - now) / 1_000
+                ),
+            ))
         } else if self.config.feed_key.is_some()
             && now.saturating_sub(seal.origin_ms) > self.config.max_snapshot_age_ms
         {

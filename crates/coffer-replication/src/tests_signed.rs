@@ -569,3 +569,46 @@ fn an_old_signed_snapshot_is_refused_by_a_fresh_follower() {
     f.handle(now, Input::Applied { seq: 4 });
     assert_eq!(f.fresh_as_of_ms(), Some(now - 1_000));
 }
+
+#[test]
+fn a_statement_from_the_future_is_refused_and_a_later_head_counts_after_a_clock_step_back() {
+    let root = root(3);
+    let mut f = following(&root);
+    // Dated an hour ahead: an alarm, and it is not kept.
+    let ahead = Freshness::sign(&root.key, CLUSTER, Position::GENESIS, 3_600_000 + 1_000);
+    let out = f.handle(
+        1_000,
+        Input::Freshness {
+            from: A,
+            statement: ahead,
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Alarm(a) if a.kind == AlarmKind::BadSignature)),
+        "{out:?}"
+    );
+    assert_eq!(f.latest_freshness(), None);
+    // A genuine statement afterwards is taken.
+    let now = Freshness::sign(&root.key, CLUSTER, Position::GENESIS, 2_000);
+    f.handle(
+        2_000,
+        Input::Freshness {
+            from: A,
+            statement: now,
+        },
+    );
+    assert_eq!(f.latest_freshness(), Some(now));
+    // The root's clock steps back: a statement of a later head with an earlier time counts.
+    let head = root.log.head();
+    let later = Freshness::sign(&root.key, CLUSTER, head, 1_500);
+    f.handle(
+        3_000,
+        Input::Freshness {
+            from: A,
+            statement: later,
+        },
+    );
+    assert_eq!(f.latest_freshness(), Some(later));
+    assert_eq!(f.known_head(), head.seq);
+}
