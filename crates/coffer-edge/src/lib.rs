@@ -99,6 +99,9 @@ pub struct EdgeOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// What a snapshot from upstream may be: how old, how many items, how many bytes.
     pub snapshot_bounds: upstream::SnapshotBounds,
+    /// Reloads the TLS certificate and key, and the upstreams' CA bundle, when asked (SIGHUP)
+    /// or when the files change.
+    pub reload: coffer_server::Reload,
 }
 
 impl EdgeOptions {
@@ -197,6 +200,11 @@ pub async fn run(
         None => tokio::spawn(edge.clone().learn_then_replicate()),
     };
     let housekeeping = tokio::spawn(edge.clone().housekeeping());
+    let ca_reloading = tokio::spawn(
+        edge.upstreams
+            .clone()
+            .keep_ca_current(edge.opts.reload.clone()),
+    );
 
     let ready_status = edge.status.clone();
     let server = coffer_server::serve_app(
@@ -207,6 +215,7 @@ pub async fn run(
         edge.opts.listen,
         edge.opts.tls.as_ref(),
         edge.opts.http,
+        edge.opts.reload.clone(),
         move |addr| on_ready(addr, ready_status),
         async move {
             shutdown.await;
@@ -220,7 +229,7 @@ pub async fn run(
     };
     // Stopped, not just told to stop: a task that is building the serving side must not put
     // it back after a revocation emptied it.
-    for task in [registration, replicator, housekeeping] {
+    for task in [registration, replicator, housekeeping, ca_reloading] {
         task.abort();
         let _ = task.await;
     }

@@ -23,6 +23,7 @@ pub mod node_keys;
 mod nodes;
 mod query;
 mod rate;
+mod reload;
 pub mod replication;
 mod request_log;
 mod router;
@@ -53,6 +54,7 @@ pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
 pub use rate::RuntimeRate;
+pub use reload::Reload;
 pub use replication::SnapshotLimits;
 pub use request_log::ACCESS_LOG_TARGET;
 pub use router::edge_router;
@@ -194,6 +196,8 @@ pub struct ServeOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// How DEKs are refreshed, and the pace of the rewrap after a KEK rotation.
     pub keys: KeyOptions,
+    /// Reloads the TLS certificate and key when asked (SIGHUP) or when the files change.
+    pub reload: Reload,
 }
 
 /// How a control plane handles its keys; every field has a default.
@@ -341,6 +345,7 @@ pub async fn serve_with(
         opts.listen,
         opts.tls.as_ref(),
         opts.http,
+        opts.reload.clone(),
         on_ready,
         async move {
             shutdown.await;
@@ -374,12 +379,14 @@ pub fn check_plain_http(
 /// in-flight requests for at most [`DRAIN_TIMEOUT`]. `on_ready` gets the bound address. The
 /// listener applies `limits` (see `listener.rs`): a cap on open connections (lowered to fit
 /// the open-file limit, which is raised to its hard limit first), header and idle timeouts,
-/// and limits on header sizes and HTTP/2 streams.
+/// and limits on header sizes and HTTP/2 streams. With TLS, `reload` replaces the certificate
+/// while serving (see `reload.rs`).
 pub async fn serve_app<S>(
     app: S,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: HttpLimits,
+    reload: Reload,
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError>
@@ -393,7 +400,9 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let tls = tls.map(tls::server_config).transpose()?;
+    let tls = tls
+        .map(|files| tls::server_config(files).map(|config| (files.clone(), config)))
+        .transpose()?;
     let bind_error = |source| ServerError::Bind {
         addr: listen,
         source,
@@ -432,14 +441,17 @@ where
     let service = axum::ServiceExt::<axum::http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
     let server = axum_server::Server::<listener::Peer>::from_listener(listener);
     let result = match tls {
-        Some(config) => {
+        Some((files, config)) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+            let reloading = tokio::spawn(tls::keep_current(config.clone(), files, reload));
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
                 .handshake_timeout(limits.header_timeout);
-            listener::configure(server.acceptor(acceptor), &limits)
+            let served = listener::configure(server.acceptor(acceptor), &limits)
                 .handle(handle)
                 .serve(service)
-                .await
+                .await;
+            reloading.abort();
+            served
         }
         None => {
             listener::configure(server, &limits)

@@ -89,6 +89,7 @@ impl ControlPlane {
             snapshots: Default::default(),
             runtime_rate: None,
             keys: Default::default(),
+            reload: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -260,6 +261,7 @@ pub fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> Ed
         http: Default::default(),
         snapshots: Default::default(),
         runtime_rate: None,
+        reload: Default::default(),
     }
 }
 

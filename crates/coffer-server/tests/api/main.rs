@@ -31,5 +31,6 @@ mod signed_feed;
 mod snapshot_limits;
 mod support;
 mod tcp;
+mod tls_reload;
 mod tokens;
 mod user;
