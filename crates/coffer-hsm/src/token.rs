@@ -168,7 +168,7 @@ pub(crate) fn connect(
 }
 
 /// Checks that `key` is a usable KEK and computes its id.
-fn checked_id(
+pub(crate) fn checked_id(
     session: &Session,
     key: ObjectHandle,
     label: &str,
@@ -284,7 +284,7 @@ fn id_suffix(uri: &Pkcs11Uri) -> String {
     }
 }
 
-fn find_slot(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, HsmError> {
+pub(crate) fn find_slot(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, HsmError> {
     let token = uri.token_description();
     let module_path = uri.module_path.display();
     let slots = module.get_slots_with_token().map_err(|e| {
@@ -362,7 +362,7 @@ fn login(session: &Session, pin: &Pin, token: &str) -> Result<(), HsmError> {
     }
 }
 
-fn find_key(
+pub(crate) fn find_key(
     session: &Session,
     uri: &Pkcs11Uri,
     token: &str,
