@@ -33,7 +33,6 @@ impl Pkcs11Kek {
     /// when it has one, so that it is found again by label and id.
     pub fn open_account_key(&self, uri: &Pkcs11Uri) -> Result<KeyObject, HsmError> {
         let ours = self.pool.uri();
-        let (module, live) = self.pool.module_and_slot();
         let same_module = match (
             std::fs::canonicalize(&uri.module_path),
             std::fs::canonicalize(&ours.module_path),
@@ -56,23 +55,23 @@ impl Pkcs11Kek {
                     .to_owned(),
             )));
         }
-        let Some(live) = live else {
-            return Err(HsmError::Unavailable(format!(
-                "the instance KEK's PKCS#11 {} is unavailable",
-                ours.token_description()
-            )));
-        };
-        let slot = token::find_slot(module, uri)?;
-        if slot != live {
-            return Err(HsmError::TokenNotFound(format!(
-                "the key's URI names {}, which is not the instance KEK's {}: an account's key \
-                 must be in the instance KEK's token",
-                uri.token_description(),
-                ours.token_description()
-            )));
-        }
         let token = uri.token_description();
         let (handle, object) = self.pool.with_ro_session(|session| {
+            // Under a session of the pool, so no reconnect re-initialises the module meanwhile.
+            let (module, live) = self.pool.module_and_slot();
+            let Some(live) = live else {
+                return Err(HsmError::Unavailable(format!(
+                    "the instance KEK's PKCS#11 {} is unavailable",
+                    ours.token_description()
+                )));
+            };
+            if token::find_slot(module, uri)? != live {
+                return Err(HsmError::TokenNotFound(format!(
+                    "the key's URI names {token}, which is not the instance KEK's {}: an \
+                     account's key must be in the instance KEK's token",
+                    ours.token_description()
+                )));
+            }
             let Some(key) = token::find_key(session, uri, &token)? else {
                 return Err(HsmError::KeyNotFound(format!(
                     "{token} has no object labelled {:?}{} (object= and id= in the key's URI)",
