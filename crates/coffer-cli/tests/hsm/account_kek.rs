@@ -190,10 +190,26 @@ fn a_pkcs11_account_kek_alone_wraps_the_accounts_deks_and_its_loss_fails_that_ac
     assert_eq!(read_binding(&server, &svc_a), (200, VALUE_A.to_owned()));
     drop(server);
 
-    // The object is destroyed behind Coffer's back: the server still starts; that account
-    // alone answers 503 account_kek_unavailable.
+    // The object is destroyed behind a running server's back: the account's next unwrap fails
+    // (503), and the token's session pool stays up: the instance KEK unwraps another account's
+    // DEK afresh.
+    let server = start_server_with(&hsm, &data, &ARGS);
     delete_object(&hsm, &label);
     assert!(!token_labels(&hsm).contains(&label));
+    let (status, body) = read_binding(&server, &svc_b);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body.contains(USER_PIN) && !body.contains(VALUE_B),
+        "{body}"
+    );
+    assert_eq!(read_binding(&server, &svc_a), (200, VALUE_A.to_owned()));
+    let log = server.log();
+    assert!(log.contains("gone from the token"), "{log}");
+    assert!(!log.contains("the PKCS#11 token is unavailable"), "{log}");
+    drop(server);
+
+    // A start without the object: the server still starts; that account alone answers 503
+    // account_kek_unavailable.
     let server = start_server_with(&hsm, &data, &ARGS);
     let op = with_url(&op, &server);
     let b = with_url(&b, &server);
