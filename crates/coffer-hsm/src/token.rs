@@ -471,7 +471,8 @@ fn check_attributes(
     }
     let what = format!("the object labelled {label:?} in {token}");
     let fix = "give another object= in the KEK's URI (`coffer init --kek` generates a fitting \
-               key when the label is free)";
+               key when the label is free; for an account, `coffer account set-kek --kek \
+               pkcs11` does)";
     if class != Some(ObjectClass::SECRET_KEY) {
         let class = class.map_or("an unknown kind of".to_owned(), |c| format!("a {c}"));
         return Err(HsmError::WrongKey(format!(
