@@ -5,6 +5,7 @@
 //! [`coffer_core::CoreError`] to v4 error envelopes in one place (`error.rs`).
 
 mod account_kek_routes;
+mod account_kek_tokens;
 mod account_keks;
 mod accounts;
 mod audit;
