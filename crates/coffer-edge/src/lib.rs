@@ -17,6 +17,7 @@
 //! - **Access events** go upstream through a durable outbox ([`access`]).
 
 mod access;
+mod compaction;
 mod driver;
 mod feed_pin;
 mod node_key;
@@ -462,7 +463,8 @@ impl Edge {
 
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
     /// access events upstream, drops destroyed DEKs from memory and compacts the replica's
-    /// log. Runs until aborted.
+    /// log (past destroyed DEKs at most once per [`compaction::DEK_COMPACTION_GAP`]). Runs
+    /// until aborted.
     async fn housekeeping(self: Arc<Self>) {
         let mut failures = 0u64;
         while self.serving.coffer().is_none() {
@@ -484,6 +486,7 @@ impl Edge {
         } else {
             0
         };
+        let mut dek_compaction = compaction::DekCompaction::new(compaction::DEK_COMPACTION_GAP);
         let mut round = tokio::time::interval(access::INTERVAL);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -497,6 +500,9 @@ impl Edge {
             }
             access::deliver(&self.storage, &self.upstreams, &self.status).await;
             compact(&self.storage, retain).await;
+            dek_compaction
+                .run(&self.storage, std::time::Instant::now())
+                .await;
         }
     }
 
