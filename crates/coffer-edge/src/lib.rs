@@ -448,6 +448,9 @@ impl Edge {
             // withhold entries but not forge or rewrite them.
             feed_key: Some(key),
             max_snapshot_age_ms: ms(self.opts.snapshot_bounds.max_age),
+            // The deadline it serves snapshots by (`--snapshot-deadline`) bounds the ones it
+            // takes too: an upstream trickling one holds a failover off this long at most.
+            snapshot_deadline_ms: ms(self.opts.snapshots.deadline),
         };
         driver::Driver::new(
             self.node,

@@ -82,6 +82,10 @@ struct ProxyState {
     last_statement: Mutex<Option<coffer_replication::Freshness>>,
     /// The first snapshot passed on, as it was.
     recorded_snapshot: Mutex<Option<Vec<u8>>>,
+    /// Answer snapshot requests with the upstream's, a byte every 100 ms.
+    trickle_snapshots: std::sync::atomic::AtomicBool,
+    /// Snapshots trickled (started).
+    trickled: AtomicU64,
     /// Answer snapshot requests with the recorded snapshot.
     replay_snapshot: std::sync::atomic::AtomicBool,
 }
@@ -112,6 +116,8 @@ impl Proxy {
             forged: AtomicU64::new(0),
             last_statement: Mutex::default(),
             recorded_snapshot: Mutex::default(),
+            trickle_snapshots: Default::default(),
+            trickled: AtomicU64::new(0),
             replay_snapshot: Default::default(),
         });
         let app = {
@@ -193,6 +199,20 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
             } else {
                 bytes = rewrite_feed(&state, attack, signatures, bytes);
             }
+        } else if path.starts_with("/replication/v1/snapshot")
+            && state.trickle_snapshots.load(Ordering::SeqCst)
+        {
+            state.trickled.fetch_add(1, Ordering::SeqCst);
+            let trickle = futures_util::stream::unfold(bytes.into_iter(), |mut rest| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let byte = rest.next()?;
+                Some((Ok::<_, std::io::Error>(vec![byte]), rest))
+            });
+            let mut out = Response::new(Body::from_stream(trickle));
+            if let Some(ct) = content_type {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            return out;
         } else if path.starts_with("/replication/v1/snapshot") {
             let mut recorded = state.recorded_snapshot.lock().unwrap();
             if state.replay_snapshot.load(Ordering::SeqCst)
@@ -632,6 +652,39 @@ async fn forged_snapshots_are_never_installed() {
     }
     proxy.honest();
     edge.wait_serving().await;
+    assert_eq!(edge.value(&w.b.token, "K").await, "v1");
+    edge.stop().await;
+}
+
+/// An upstream that sends its (genuine) snapshot a byte every 100 ms, for ever, is left at the
+/// edge's snapshot deadline for the next upstream, though bytes keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_snapshot_is_left_at_the_snapshot_deadline() {
+    let w = world("v1", "probe-only").await;
+    let (token, key) = node_with_key(&w.cp, "edge-t").await;
+    let proxy = Proxy::start(&w.cp.url).await;
+    proxy.state.trickle_snapshots.store(true, Ordering::SeqCst);
+    let deadline = Duration::from_secs(4);
+    let mut opts = edge_options(&[&proxy.url, &w.cp.url], &token, &w.tmp.path().join("edge"));
+    opts.staleness = Duration::from_secs(8);
+    opts.feed_key = Some(key);
+    opts.snapshots.deadline = deadline;
+    let started = std::time::Instant::now();
+    let mut edge = Edge::start_with(opts).await;
+    wait_until("a trickled snapshot", PROMPTLY, || async {
+        proxy.state.trickled.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    // The whole snapshot would take minutes at this rate (the edge would wait for ever);
+    // served, the edge has its state from the control plane, after the deadline.
+    edge.wait_serving_within(Duration::from_secs(120)).await;
+    assert!(started.elapsed() > deadline);
+    let (_, health) = edge.health().await;
+    assert_eq!(
+        health["upstream"].as_str().map(|u| u.trim_end_matches('/')),
+        Some(w.cp.url.trim_end_matches('/')),
+        "{health}"
+    );
     assert_eq!(edge.value(&w.b.token, "K").await, "v1");
     edge.stop().await;
 }
