@@ -17,6 +17,7 @@
 //! - **Access events** go upstream through a durable outbox ([`access`]).
 
 mod access;
+mod compaction;
 mod driver;
 mod feed_pin;
 mod node_key;
@@ -456,6 +457,9 @@ impl Edge {
             // withhold entries but not forge or rewrite them.
             feed_key: Some(key),
             max_snapshot_age_ms: ms(self.opts.snapshot_bounds.max_age),
+            // The deadline it serves snapshots by (`--snapshot-deadline`) bounds the ones it
+            // takes too: an upstream trickling one holds a failover off this long at most.
+            snapshot_deadline_ms: ms(self.opts.snapshots.deadline),
         };
         driver::Driver::new(
             self.node,
@@ -471,7 +475,8 @@ impl Edge {
 
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
     /// access events upstream, drops destroyed DEKs from memory and compacts the replica's
-    /// log. Runs until aborted.
+    /// log (past destroyed DEKs at most once per [`compaction::DEK_COMPACTION_GAP`]). Runs
+    /// until aborted.
     async fn housekeeping(self: Arc<Self>) {
         let mut failures = 0u64;
         while self.serving.coffer().is_none() {
@@ -493,6 +498,7 @@ impl Edge {
         } else {
             0
         };
+        let mut dek_compaction = compaction::DekCompaction::new(compaction::DEK_COMPACTION_GAP);
         let mut round = tokio::time::interval(access::INTERVAL);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -506,6 +512,9 @@ impl Edge {
             }
             access::deliver(&self.storage, &self.upstreams, &self.status).await;
             compact(&self.storage, retain).await;
+            dek_compaction
+                .run(&self.storage, std::time::Instant::now())
+                .await;
         }
     }
 

@@ -361,7 +361,12 @@ impl Edge {
     /// Waits until the edge is ready and its routes answer (not 503). Asks for a route that
     /// does not exist, so that no read is counted and no token is tried.
     pub async fn wait_serving(&self) {
-        wait_until("the edge to serve", PROMPTLY, move || async move {
+        self.wait_serving_within(PROMPTLY).await;
+    }
+
+    /// [`Self::wait_serving`], for up to `within`.
+    pub async fn wait_serving_within(&self, within: Duration) {
+        wait_until("the edge to serve", within, move || async move {
             if !self.status.is_ready() {
                 return false;
             }
