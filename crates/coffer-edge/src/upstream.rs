@@ -135,6 +135,11 @@ fn http_client(urls: &[String], ca_cert: Option<&Path>) -> Result<reqwest::Clien
             path: path.to_owned(),
             message,
         };
+        // A FIFO or a device would block the read, or never end it.
+        let meta = std::fs::metadata(path).map_err(|e| ca_error(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(ca_error("not a regular file".to_owned()));
+        }
         let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read: {e}")))?;
         let certs =
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
@@ -189,9 +194,10 @@ impl Upstreams {
         })
     }
 
-    /// Trusts the CA bundle as it is now in its file, for every request made from now on
-    /// (connections already open are left to finish). A bundle that does not load is refused
-    /// and the one in use stays. Without `ca_cert` there is nothing to reload.
+    /// Trusts the CA bundle as it is now in its file, for every request made from now on: a new
+    /// client, with new connections (requests in flight finish on the old one; its idle
+    /// connections are dropped with it). A bundle that does not load is refused and the one in
+    /// use stays. Without `ca_cert` there is nothing to reload.
     pub fn reload_ca(&self) -> Result<(), ClientError> {
         if let Some(path) = &self.ca_cert {
             self.client
@@ -201,7 +207,7 @@ impl Upstreams {
     }
 
     /// Reloads the CA bundle when `reload` asks or the file changes (see
-    /// [`coffer_server::Reload`]); until every `Reload` is dropped.
+    /// [`coffer_server::Reload`]); the edge aborts it when it stops.
     pub async fn keep_ca_current(self, reload: coffer_server::Reload) {
         let Some(path) = self.ca_cert.clone() else {
             return;

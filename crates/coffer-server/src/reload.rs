@@ -8,19 +8,27 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-/// How often the files are looked at when no one asks: two `stat` calls each time.
-pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
+/// How often the files are looked at when no one asks: a `stat` per file each time.
+const DEFAULT_POLL: Duration = Duration::from_secs(10);
 
 /// Asks the holders of file-backed settings to read them again. Cloned into each of them;
-/// every clone shares the requests.
+/// every clone shares the requests and the counts.
 #[derive(Clone, Debug)]
 pub struct Reload {
     requests: Arc<watch::Sender<u64>>,
     poll: Duration,
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    done: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Default for Reload {
@@ -39,6 +47,7 @@ impl Reload {
         Reload {
             requests: Arc::new(watch::Sender::new(0)),
             poll,
+            counts: Arc::default(),
         }
     }
 
@@ -47,22 +56,26 @@ impl Reload {
         self.requests.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// How often the files are looked at.
-    pub fn poll(&self) -> Duration {
-        self.poll
+    /// How many reloads were done and how many refused so far, by every holder.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts.done.load(Ordering::Acquire),
+            self.counts.refused.load(Ordering::Acquire),
+        )
     }
 
     /// Runs `load` whenever a reload is asked for, or when one of `files` changed since the
-    /// last look, until every [`Reload`] is dropped. `load` says what went wrong, if anything;
-    /// `what` names the setting in the log lines.
-    pub async fn watch<F>(self, what: &'static str, files: Vec<PathBuf>, mut load: F)
+    /// last look. `load` says what went wrong, if anything; `what` names the setting in the log
+    /// lines. Ends once every other [`Reload`] is dropped; a server's watch, whose `Reload` the
+    /// CLI keeps for SIGHUP, is aborted when the server stops.
+    pub async fn watch<F>(self, what: &'static str, files: Vec<PathBuf>, load: F)
     where
-        F: FnMut() -> Result<(), String> + Send,
+        F: Fn() -> Result<(), String> + Clone + Send + 'static,
     {
         let mut requests = self.requests.subscribe();
-        let poll = self.poll;
-        // Only the sender's handle is needed to receive: without this, the watch would keep
-        // every `Reload` alive and never end.
+        let (poll, counts) = (self.poll, self.counts.clone());
+        // Only a receiver is needed from here: holding `self` would keep the requests' sender
+        // alive, and the watch would never see the last `Reload` go.
         drop(self);
         let mut seen = stamps(&files);
         let mut ticker = tokio::time::interval(poll);
@@ -82,11 +95,39 @@ impl Reload {
             }
             seen = now;
             let why = if asked { "asked" } else { "files changed" };
-            match load() {
-                Ok(()) => tracing::info!(what, why, "reloaded; new connections use it"),
-                Err(e) => tracing::error!(what, why, "reload refused, keeping the one in use: {e}"),
+            // On the blocking pool: loading reads files, and a file that blocks (a FIFO named
+            // in place of a certificate) must not hold a runtime worker.
+            let outcome = match tokio::task::spawn_blocking({
+                let load = load.clone();
+                move || load()
+            })
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => Err(format!("the reload task failed: {e}")),
+            };
+            match outcome {
+                Ok(()) => {
+                    counts.done.fetch_add(1, Ordering::AcqRel);
+                    tracing::info!(what, why, "reloaded; new connections use it");
+                }
+                Err(e) => {
+                    counts.refused.fetch_add(1, Ordering::AcqRel);
+                    tracing::error!(what, why, "reload refused, keeping the one in use: {e}");
+                }
             }
         }
+    }
+}
+
+/// Refuses what is not a regular file (a FIFO or a device would block or never end a read).
+pub(crate) fn regular_file(path: &Path) -> Result<(), String> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(format!("{}: not a regular file", path.display()))
     }
 }
 

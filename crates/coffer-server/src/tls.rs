@@ -21,6 +21,8 @@ pub(crate) async fn keep_current(
     let paths = vec![files.cert.clone(), files.key.clone()];
     reload
         .watch("TLS certificate", paths, move || {
+            crate::reload::regular_file(&files.cert)?;
+            crate::reload::regular_file(&files.key)?;
             let config = server_config(&files).map_err(|e| e.to_string())?;
             serving.reload_from_config(Arc::new(config));
             Ok(())

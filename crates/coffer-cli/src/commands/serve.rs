@@ -275,7 +275,10 @@ fn reload_on_sighup() -> anyhow::Result<coffer_server::Reload> {
         let asked = reload.clone();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP received, reloading the TLS certificate and CA files");
+                // Plain HTTP and no CA bundle: nothing watches, and nothing is reloaded.
+                tracing::info!(
+                    "SIGHUP received: reloading the TLS certificate and CA files, if any"
+                );
                 asked.request();
             }
         });

@@ -188,6 +188,18 @@ async fn asked_to_reload_new_connections_get_the_new_certificate_and_none_fails(
     served.stop().await;
 }
 
+/// Asks for a reload and waits until it was refused, the `refused`th time.
+async fn refused_after_request(reload: &Reload, refused: u64) {
+    reload.request();
+    for _ in 0..400 {
+        if reload.counts().1 >= refused {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the reload was not refused: {:?}", reload.counts());
+}
+
 #[tokio::test]
 async fn a_pair_that_does_not_load_is_refused_and_the_certificate_in_use_stays() {
     let dir = tempfile::tempdir().unwrap();
@@ -197,25 +209,33 @@ async fn a_pair_that_does_not_load_is_refused_and_the_certificate_in_use_stays()
     let served = serve(&files, reload.clone()).await;
     let client = client(&[&first, &second]);
 
-    // The second certificate with the first one's key: they do not match.
+    // Refused, each: the second certificate with the first one's key (they do not match), a
+    // key file that is not a key, no key file at all, a FIFO.
     replace(&files.cert, &second.cert_pem);
-    reload.request();
-    // Not garbage either: a key file that is not a key, and then no key file at all.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    refused_after_request(&reload, 1).await;
     assert_eq!(shown(&client, &served.url).await, first.der);
     replace(&files.key, "not a key");
-    reload.request();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    refused_after_request(&reload, 2).await;
     assert_eq!(shown(&client, &served.url).await, first.der);
     std::fs::remove_file(&files.key).unwrap();
-    reload.request();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    refused_after_request(&reload, 3).await;
     assert_eq!(shown(&client, &served.url).await, first.der);
+    // A FIFO in the key's place: refused, not read (a read would block until a writer came).
+    let made = std::process::Command::new("mkfifo")
+        .arg(&files.key)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    refused_after_request(&reload, 4).await;
+    assert_eq!(shown(&client, &served.url).await, first.der);
+    std::fs::remove_file(&files.key).unwrap();
+    assert_eq!(reload.counts().0, 0, "nothing was reloaded");
 
     // Mended: the next reload takes it.
     replace(&files.key, &second.key_pem);
     reload.request();
     until_shown(&client, &served.url, &second).await;
+    assert_eq!(reload.counts(), (1, 4));
     served.stop().await;
 }
 
