@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use coffer_core::{Coffer, Limits};
 use coffer_crypto::ApiToken;
-use coffer_types::AccountId;
+use coffer_types::{AccountId, TokenId};
 
 pub use client_addr::{IpNet, TrustedProxies};
 pub use coffer_core::{DekPolicy, ResealSettings, RewrapSettings};
@@ -129,6 +129,9 @@ pub enum ServerError {
     Config(String),
     #[error("data dir {path}: {message}")]
     DataDir { path: PathBuf, message: String },
+    /// Another process (a running server, most likely) holds the data dir's lock.
+    #[error("data dir {}: is in use by another coffer process (one process per data dir)", path.display())]
+    DataDirInUse { path: PathBuf },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -164,6 +167,38 @@ pub async fn init_data_dir_with(
     secrets: KekSecrets,
 ) -> Result<InitOutcome, ServerError> {
     datadir::init(path, kek, secrets).await
+}
+
+/// What `coffer operator rotate --data-dir` prints.
+#[derive(Debug)]
+pub struct RotatedOperatorToken {
+    pub account_id: AccountId,
+    pub token_id: TokenId,
+    /// The new operator token; its value is shown once and stored only as a keyed hash.
+    pub api_token: ApiToken,
+}
+
+/// Replaces the instance-operator token on a data dir no server is running on: takes the lock
+/// ([`ServerError::DataDirInUse`] while a server holds it), issues a new operator token, revokes
+/// the old one and audits it in the operator's account, then closes the data dir (writing the
+/// audit checkpoints). `secrets` unlock an HSM-held KEK.
+pub async fn rotate_operator_token(
+    path: &Path,
+    secrets: KekSecrets,
+) -> Result<RotatedOperatorToken, ServerError> {
+    let data_dir = datadir::open(path, Limits::default(), secrets, KeyOptions::default()).await?;
+    let coffer = data_dir.coffer;
+    let result = coffer.rotate_operator_token(None).await;
+    coffer.shutdown().await;
+    let (record, api_token) = result.map_err(|e| ServerError::DataDir {
+        path: path.to_owned(),
+        message: format!("cannot rotate the operator token: {e}"),
+    })?;
+    Ok(RotatedOperatorToken {
+        account_id: record.account_id,
+        token_id: record.id,
+        api_token,
+    })
 }
 
 #[derive(Debug, Clone)]
