@@ -138,10 +138,10 @@ impl Pkcs11Kek {
         self.destroy_version(object)
     }
 
-    /// If the account key `id` is lost (its object was missing or another key), looks for it
-    /// again on a new session and uses it again when it is back.
+    /// If the account key `id` is lost (its object was missing or another key) and due for a
+    /// look, looks for it again on a new session and uses it again when it is back.
     pub(crate) fn retry_lost(&self, id: &KekId) {
-        let Some(object) = self.pool.lost(id) else {
+        let Some(object) = self.pool.lost_due(id) else {
             return;
         };
         let token = self.pool.uri().token_description();

@@ -62,8 +62,10 @@ struct State {
     /// KEKs): a reconnect that does not find one drops it, and only its calls fail.
     detachable: Vec<KekId>,
     /// Detachable keys set aside because their object was missing or another key: not in
-    /// `keys`, looked for again at each reconnect and at their next call.
-    lost: Vec<KeyObject>,
+    /// `keys`, looked for again at each reconnect and at their next call, at most once per
+    /// `backoff` (the instant: no call looks before it), so that an account's stream of
+    /// failing requests does not become a stream of searches in the token.
+    lost: Vec<(KeyObject, Instant)>,
     idle: Vec<Session>,
     /// Sessions of the current generation, idle or checked out.
     open: usize,
@@ -152,12 +154,29 @@ impl Pool {
     /// Whether `id` is a detachable key, in use or lost.
     pub(crate) fn is_detachable(&self, id: &KekId) -> bool {
         let st = self.lock();
-        st.detachable.contains(id) || st.lost.iter().any(|k| k.kek_id == *id)
+        st.detachable.contains(id) || st.lost.iter().any(|(k, _)| k.kek_id == *id)
     }
 
     /// The object of the lost key `id`, if it is lost.
     pub(crate) fn lost(&self, id: &KekId) -> Option<KeyObject> {
-        self.lock().lost.iter().find(|k| k.kek_id == *id).cloned()
+        self.lock()
+            .lost
+            .iter()
+            .find(|(k, _)| k.kek_id == *id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The object of the lost key `id` if a call may look for it now; the next may look only
+    /// after `backoff`.
+    pub(crate) fn lost_due(&self, id: &KekId) -> Option<KeyObject> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let (object, next) = st
+            .lost
+            .iter_mut()
+            .find(|(k, next)| k.kek_id == *id && now >= *next)?;
+        *next = now + self.backoff;
+        Some(object.clone())
     }
 
     /// Sets the detachable key `id` aside as lost (see `State::lost`).
@@ -169,7 +188,7 @@ impl Pool {
         st.detachable.retain(|d| d != id);
         if let Some(at) = st.keys.iter().position(|(k, _)| k.kek_id == *id) {
             let (object, _) = st.keys.remove(at);
-            st.lost.push(object);
+            st.lost.push((object, Instant::now() + self.backoff));
         }
     }
 
@@ -177,10 +196,10 @@ impl Pool {
     /// connection. Nothing happens if it was removed (or restored) meanwhile.
     pub(crate) fn restore(&self, object: &KeyObject, handle: ObjectHandle) -> bool {
         let mut st = self.lock();
-        let Some(at) = st.lost.iter().position(|k| k == object) else {
+        let Some(at) = st.lost.iter().position(|(k, _)| k == object) else {
             return false;
         };
-        let object = st.lost.remove(at);
+        let (object, _) = st.lost.remove(at);
         st.detachable.push(object.kek_id.clone());
         st.keys.push((object, handle));
         true
@@ -327,7 +346,7 @@ impl Pool {
             .iter()
             .map(|(k, _)| (k.clone(), st.detachable.contains(&k.kek_id)))
             .collect();
-        let lost_before = st.lost.clone();
+        let lost_before: Vec<KeyObject> = st.lost.iter().map(|(k, _)| k.clone()).collect();
         drop(st);
         let result = token::reinitialize(&self.module, &self.uri).and_then(|()| {
             let (slot, session) = token::open_session(&self.module, &self.uri, &self.pin, false)?;
@@ -380,9 +399,10 @@ impl Pool {
                     .collect();
                 st.keys.retain(|(k, _)| !lost.contains(&k.kek_id));
                 st.detachable.retain(|id| !lost.contains(id));
-                st.lost.extend(now_lost);
+                let next = Instant::now() + self.backoff;
+                st.lost.extend(now_lost.into_iter().map(|k| (k, next)));
                 for (object, handle) in back {
-                    if let Some(at) = st.lost.iter().position(|k| *k == object) {
+                    if let Some(at) = st.lost.iter().position(|(k, _)| *k == object) {
                         st.lost.remove(at);
                         tracing::info!(object = %object.describe(), kek = %object.kek_id, "an account's key object is back in the token; that account's values open again");
                         st.detachable.push(object.kek_id.clone());
@@ -502,7 +522,7 @@ impl Pool {
             )));
         }
         st.keys.retain(|(k, _)| k.kek_id != *id);
-        st.lost.retain(|k| k.kek_id != *id);
+        st.lost.retain(|(k, _)| k.kek_id != *id);
         st.detachable.retain(|d| d != id);
         st.detachable.push(id.clone());
         st.keys.push((object, handle));
@@ -513,7 +533,7 @@ impl Pool {
     /// which is left in use (nothing changed).
     pub(crate) fn remove_detachable(&self, id: &KekId) -> Result<(), ()> {
         let mut st = self.lock();
-        st.lost.retain(|k| k.kek_id != *id);
+        st.lost.retain(|(k, _)| k.kek_id != *id);
         if !st.detachable.contains(id) {
             return if st.keys.iter().any(|(k, _)| k.kek_id == *id) {
                 Err(())
@@ -542,7 +562,7 @@ impl Pool {
     pub(crate) fn remove_key(&self, id: &KekId) -> Option<(KeyObject, ObjectHandle)> {
         let mut st = self.lock();
         st.detachable.retain(|d| d != id);
-        st.lost.retain(|k| k.kek_id != *id);
+        st.lost.retain(|(k, _)| k.kek_id != *id);
         let at = st.keys.iter().position(|(k, _)| k.kek_id == *id)?;
         Some(st.keys.remove(at))
     }

@@ -351,3 +351,37 @@ fn an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart
         },
     );
 }
+
+#[test]
+fn a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconnect() {
+    testing::in_own_process(
+        "a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconnect",
+        |hsm| {
+            const LABEL: &str = "team-x";
+            let value = [9u8; 32];
+            write_key(hsm, LABEL, "0b", &value);
+            let mut config = config(hsm);
+            config.reconnect_backoff = Duration::from_secs(3600);
+            let (kek, _) = Pkcs11Kek::open_or_generate(config).unwrap();
+            let kek = Arc::new(kek);
+            let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, LABEL)).unwrap();
+            let object = kek.open_account_key(&uri).unwrap();
+            let acc = kek.version(&object.kek_id).unwrap();
+            round_trip(&acc).unwrap();
+
+            delete_key(hsm, LABEL);
+            assert!(round_trip(&acc).is_err());
+            write_key(hsm, LABEL, "0b", &value);
+            // Back in the token, but not looked for again before the backoff is over.
+            assert!(round_trip(&acc).is_err());
+            assert!(kek.account_objects().is_empty());
+            // A reconnect (here: the login lost, so the next instance call breaks the pool and
+            // the one after logs in again) looks for it regardless.
+            kek.log_out().unwrap();
+            assert!(round_trip(&*kek).is_err());
+            round_trip(&*kek).unwrap();
+            assert_eq!(kek.account_objects(), vec![object]);
+            round_trip(&acc).unwrap();
+        },
+    );
+}
