@@ -933,6 +933,42 @@ fn dev_initialises_once_saves_private_credentials_and_reuses_them() {
     };
     let v = conn.run(&["store", "get", &store, "--json"]).ok().json();
     assert_eq!(v["name"], "my-store");
+
+    // An offline operator-token rotation puts the new token in the credentials file, so the
+    // next start's banner shows a token that works.
+    assert!(terminate(server).success());
+    let mut cmd = coffer_cmd();
+    cmd.args(["operator", "rotate", "--data-dir"]).arg(&data);
+    let out = run(cmd, None).ok();
+    assert!(
+        out.stdout
+            .contains("dev-credentials.json now holds this token"),
+        "{out:#?}"
+    );
+    let rotated = banner_field(&out.stdout, "API token:");
+    assert_ne!(rotated, token);
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds_path).unwrap()).unwrap();
+    assert_eq!(creds["api_token"], rotated.as_str());
+    assert_eq!(creds["account_id"], account.as_str());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let server = dev();
+    let banner = read_banner(&server);
+    assert_eq!(banner_field(&banner, "API token:"), rotated);
+    let conn = Conn {
+        url: server.url.clone(),
+        token: rotated,
+        ..conn
+    };
+    let v = conn.run(&["store", "get", &store, "--json"]).ok().json();
+    assert_eq!(v["name"], "my-store");
+    let old = conn.as_(&token, &account).run(&["whoami"]);
+    assert!(old.one_error_line(1).contains("revoked"), "{old:#?}");
 }
 
 #[test]

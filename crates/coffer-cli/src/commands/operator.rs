@@ -12,6 +12,7 @@ use crate::output::{self, Format};
 pub async fn run(conn: &ConnArgs, command: OperatorCommand) -> anyhow::Result<()> {
     let OperatorCommand::Rotate(args) = command;
     let format = Format::of(conn);
+    let mut note = None;
     let text = match &args.data_dir {
         Some(dir) => {
             let rotated = match coffer_server::rotate_operator_token(dir, kek_secrets()).await {
@@ -27,12 +28,16 @@ pub async fn run(conn: &ConnArgs, command: OperatorCommand) -> anyhow::Result<()
             };
             let token_id = rotated.token_id.to_string();
             let account_id = rotated.account_id.to_string();
-            render(
-                &token_id,
-                Some(&account_id),
-                rotated.api_token.expose_secret(),
-                format,
-            )
+            let token = rotated.api_token.expose_secret();
+            // A `coffer dev` data dir keeps its operator token in dev-credentials.json.
+            let dev_file = crate::commands::serve::replace_dev_token(dir, token)?;
+            if dev_file && format != Format::Json {
+                note = Some(format!(
+                    "{} now holds this token.\n",
+                    dir.join(crate::commands::serve::DEV_CREDENTIALS).display()
+                ));
+            }
+            render(&token_id, Some(&account_id), token, format)
         }
         None => {
             let client = connect_instance(conn)?;
@@ -48,6 +53,9 @@ pub async fn run(conn: &ConnArgs, command: OperatorCommand) -> anyhow::Result<()
     // `text` holds the token: wiped once printed.
     let text = zeroize::Zeroizing::new(text);
     output::print(&text)?;
+    if let Some(note) = note {
+        output::print(&note)?;
+    }
     Ok(())
 }
 

@@ -348,6 +348,28 @@ fn write_credentials(path: &Path, creds: &DevCredentials) -> std::io::Result<()>
     file.sync_all()
 }
 
+/// After an offline operator-token rotation of a `coffer dev` data dir: its
+/// `dev-credentials.json` holds the operator token, now revoked, so it gets the new one
+/// (written beside it, then renamed over it). Returns whether there was one to replace.
+pub fn replace_dev_token(data_dir: &Path, api_token: &str) -> anyhow::Result<bool> {
+    let path = data_dir.join(DEV_CREDENTIALS);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let old = read_credentials(&path, data_dir)?;
+    let next = data_dir.join(format!("{DEV_CREDENTIALS}.new"));
+    // A leftover from an interrupted replacement would make create_new fail.
+    let _ = std::fs::remove_file(&next);
+    let creds = DevCredentials {
+        account_id: old.account_id,
+        api_token: Zeroizing::new(api_token.to_owned()),
+    };
+    write_credentials(&next, &creds)
+        .and_then(|()| std::fs::rename(&next, &path))
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(true)
+}
+
 fn read_credentials(path: &Path, data_dir: &Path) -> anyhow::Result<DevCredentials> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => Zeroizing::new(text),
