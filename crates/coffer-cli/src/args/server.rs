@@ -334,7 +334,7 @@ pub struct EdgeArgs {
     /// The control plane's feed-signing public key (64 hex digits, as `coffer node create`
     /// prints it): the edge applies only what it signed. Without it the edge pins the key its
     /// first upstream names. Either way it is kept in DIR/feed.pub and never changes
-    #[arg(long, env = "COFFER_FEED_KEY", value_name = "HEX")]
+    #[arg(long, env = "COFFER_FEED_KEY", value_name = "HEX", value_parser = feed_key)]
     pub feed_key: Option<String>,
 
     /// Serve the feed to other edges (a relay)
@@ -361,6 +361,14 @@ pub struct EdgeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// `--feed-key`, checked when parsed (so that a config file's `feed-key` is checked by
+/// `coffer config check` too); kept as the text, which `edge` parses again.
+fn feed_key(text: &str) -> Result<String, String> {
+    coffer_edge::FeedKey::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|_| "not a feed key: 64 hex digits, as `coffer node create` printed it".to_owned())
 }
 
 #[derive(Debug, Args)]

@@ -380,6 +380,12 @@ fn bad_values_are_refused_by_the_flags_parser() {
         check_text(Kind::Edge, "staleness = 1\n").unwrap_err(),
         "key `staleness`: invalid value \"1\": 1 is not in 2..=3600"
     );
+    assert_eq!(
+        check_text(Kind::Edge, "feed-key = \"abc\"\n").unwrap_err(),
+        "key `feed-key`: invalid value \"abc\": not a feed key: 64 hex digits, as `coffer node create` printed it"
+    );
+    let good = format!("feed-key = \"{}\"\n", "ab".repeat(32));
+    assert_eq!(check_text(Kind::Edge, &good), Ok(()));
     let err = check_text(
         Kind::Server,
         "trusted-proxy = [\"10.0.0.0/8\", \"nonsense\"]\n",
