@@ -127,10 +127,15 @@ pub fn parse(text: &str, format: Format) -> Result<Config, Problems> {
 
 /// `line L, column C: message`, from a byte offset.
 pub(crate) fn at(text: &str, offset: usize, message: &str) -> String {
+    format!("{}: {}", place(text, offset), one_line(message))
+}
+
+/// `line L, column C` of a byte offset.
+pub(crate) fn place(text: &str, offset: usize) -> String {
     let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("line {line}, column {column}: {}", one_line(message))
+    format!("line {line}, column {column}")
 }
 
 fn one_line(message: &str) -> String {

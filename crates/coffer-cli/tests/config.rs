@@ -166,7 +166,7 @@ fn bad_config_files_stop_the_start_with_one_line() {
         ),
         (
             "listen = \"localhost\"\n",
-            "key `listen`: invalid value \"localhost\": invalid socket address syntax",
+            "line 1, column 1: key `listen`: invalid value \"localhost\": invalid socket address syntax",
         ),
         (
             "[kek]\nretire-grace = \"30s\"\n",
@@ -174,7 +174,7 @@ fn bad_config_files_stop_the_start_with_one_line() {
         ),
         (
             "[limits]\nheader-timeout = 301\n",
-            "key `limits.header-timeout`: invalid value \"301\": 301 is not in 1..=300",
+            "line 2, column 1: key `limits.header-timeout`: invalid value \"301\": 301 is not in 1..=300",
         ),
         (
             "[tls]\ncert = \"missing.pem\"\nkey = \"cert.pem\"\n",
@@ -182,7 +182,7 @@ fn bad_config_files_stop_the_start_with_one_line() {
         ),
         (
             "[tls]\ncert = \"cert.pem\"\n",
-            "key `tls.cert` requires key `tls.key` (or --tls-key) too",
+            "line 2, column 1: key `tls.cert` requires key `tls.key` (or --tls-key) too",
         ),
         (
             "insecure-http = true\n[tls]\ncert = \"cert.pem\"\nkey = \"cert.pem\"\n",

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue};
 
 use super::Kind;
 use super::keys::Key;
@@ -13,8 +14,17 @@ use super::schema::SECRET_KEYS;
 /// A config file that parsed and matched its kind's schema.
 #[derive(Debug)]
 pub struct Loaded {
-    /// Every key the file sets, in the schema's order, with its value.
-    pub values: Vec<(Key, toml::Value)>,
+    /// Every key the file sets, in the schema's order.
+    pub entries: Vec<Entry>,
+}
+
+/// One key the file sets.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: Key,
+    pub value: toml::Value,
+    /// Where the key is written: `line L, column C`.
+    pub place: String,
 }
 
 /// Reads and parses the file at `path`; the error is one line, without the file's name.
@@ -30,18 +40,49 @@ pub fn parse(kind: Kind, text: &str) -> Result<Loaded, String> {
         Kind::Edge => typed::<super::schema::EdgeFile>(kind, text),
         Kind::Dev => typed::<super::schema::DevFile>(kind, text),
     }?;
-    let mut values = Vec::new();
+    let mut keys = Vec::new();
     for (name, value) in table {
         match value {
             toml::Value::Table(inner) => {
                 for (inner_name, value) in inner {
-                    values.push((Key::in_table(&name, &inner_name), value));
+                    keys.push((Key::in_table(&name, &inner_name), value));
                 }
             }
-            value => values.push((Key::top(&name), value)),
+            value => keys.push((Key::top(&name), value)),
         }
     }
-    Ok(Loaded { values })
+    // Parsed again for the keys' places: the schema's table keeps none, and the text is small.
+    let spans = DeTable::parse(text)
+        .map(|t| t.into_inner())
+        .unwrap_or_default();
+    let entries = keys
+        .into_iter()
+        .map(|(key, value)| Entry {
+            place: crate::config::place(text, offset_of(&spans, &key).unwrap_or(0)),
+            key,
+            value,
+        })
+        .collect();
+    Ok(Loaded { entries })
+}
+
+/// The byte offset at which `key` is written.
+fn offset_of(document: &DeTable<'_>, key: &Key) -> Option<usize> {
+    match &key.table {
+        None => entry(document, &key.name).map(|(at, _)| at),
+        Some(table) => match entry(document, table)? {
+            (_, DeValue::Table(inner)) => entry(inner, &key.name).map(|(at, _)| at),
+            _ => None,
+        },
+    }
+}
+
+/// The offset and value of `name` in `table`.
+fn entry<'a, 'i>(table: &'a DeTable<'i>, name: &str) -> Option<(usize, &'a DeValue<'i>)> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == name)
+        .map(|(k, v)| (k.span().start, v.get_ref()))
 }
 
 /// Deserializes `text` into the schema `T`, and back into a table holding only what was set.

@@ -11,7 +11,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command, ValueHint};
 
 use super::keys::Key;
-use super::load::Loaded;
+use super::load::{Entry, Loaded};
 use super::{Failure, Kind};
 
 /// The file's keys that the command takes from it, as flags.
@@ -19,11 +19,21 @@ use super::{Failure, Kind};
 pub struct Applied {
     kind: Kind,
     file: PathBuf,
-    /// Each key used, the id of its flag, and the flag's arguments (`--name=value`, once per
-    /// value; a switch set to false adds nothing).
-    used: Vec<(Key, String, Vec<OsString>)>,
+    used: Vec<Used>,
     /// The ids of the flags the environment gave.
     from_env: Vec<String>,
+}
+
+/// A key the command takes from the file.
+#[derive(Debug)]
+struct Used {
+    key: Key,
+    /// Where it is written: `line L, column C`.
+    place: String,
+    /// Its flag's id.
+    id: String,
+    /// The flag's arguments: `--name=value` once per value (a switch set to false adds none).
+    flags: Vec<OsString>,
 }
 
 /// Which of `loaded`'s keys `sub` (the subcommand, parsed leniently as `matches`) takes: those
@@ -35,17 +45,23 @@ pub fn apply(
     sub: &Command,
     matches: &ArgMatches,
 ) -> Result<Applied, Failure> {
-    let here = |key: &Key, problem: String| {
-        Failure::File(format!("{}: key `{key}`: {problem}", file.display()))
+    let here = |entry: &Entry, problem: String| {
+        Failure::File(format!(
+            "{}: {}: key `{}`: {problem}",
+            file.display(),
+            entry.place,
+            entry.key
+        ))
     };
     let base = file.parent().unwrap_or(Path::new(""));
     let mut used = Vec::new();
-    for (key, value) in &loaded.values {
+    for entry in &loaded.entries {
+        let (key, value) = (&entry.key, &entry.value);
         // The schema and the flags are kept in step by a test; a key without a flag is a bug
         // here, not in the file.
         let Some(arg) = key.arg(sub) else {
             return Err(here(
-                key,
+                entry,
                 format!("no `coffer {}` flag takes it", kind.name()),
             ));
         };
@@ -73,7 +89,7 @@ pub fn apply(
                 toml::Value::Integer(i) => i.to_string(),
                 other => {
                     return Err(here(
-                        key,
+                        entry,
                         format!("a {} is not a value of --{long}", other.type_str()),
                     ));
                 }
@@ -82,14 +98,19 @@ pub fn apply(
             match path_kind(arg) {
                 Some(must_be) => {
                     let path = base.join(&text);
-                    must_be.check(&path).map_err(|p| here(key, p))?;
+                    must_be.check(&path).map_err(|p| here(entry, p))?;
                     flag.push(path);
                 }
                 None => flag.push(text),
             }
             flags.push(flag);
         }
-        used.push((key.clone(), id, flags));
+        used.push(Used {
+            key: key.clone(),
+            place: entry.place.clone(),
+            id,
+            flags,
+        });
     }
     let from_env = sub
         .get_arguments()
@@ -147,20 +168,23 @@ fn path_kind(arg: &Arg) -> Option<MustBe> {
 impl Applied {
     /// The flags to append to the command line.
     pub fn args(&self) -> impl Iterator<Item = OsString> + '_ {
-        self.used
-            .iter()
-            .flat_map(|(_, _, flags)| flags.iter().cloned())
+        self.used.iter().flat_map(|u| u.flags.iter().cloned())
+    }
+
+    fn used(&self, id: &str) -> Option<&Used> {
+        self.used.iter().find(|u| u.id == id)
     }
 
     fn key_of(&self, id: &str) -> Option<&Key> {
-        self.used
-            .iter()
-            .find(|(_, i, _)| i == id)
-            .map(|(k, _, _)| k)
+        self.used(id).map(|u| &u.key)
     }
 
-    fn prefix(&self) -> String {
-        self.file.display().to_string()
+    /// `FILE: line L, column C` where the first of `ids` that came from the file is written.
+    fn at(&self, ids: &[&str]) -> String {
+        match ids.iter().find_map(|id| self.used(id)) {
+            Some(used) => format!("{}: {}", self.file.display(), used.place),
+            None => self.file.display().to_string(),
+        }
     }
 
     /// How a message names `arg`: by where its value came from (the file's key, the
@@ -200,7 +224,6 @@ impl Applied {
         let Some(sub) = built.find_subcommand(self.kind.name()) else {
             return Failure::Clap(e);
         };
-        let file = self.prefix();
         let invalid = Self::args_named(&e, ContextKind::InvalidArg, sub);
         let from_file = |a: &&Arg| self.key_of(a.get_id().as_str()).is_some();
         match e.kind() {
@@ -223,7 +246,8 @@ impl Applied {
                     _ => super::first_line(&e),
                 };
                 Failure::File(format!(
-                    "{file}: {}: invalid value {value:?}: {why}",
+                    "{}: {}: invalid value {value:?}: {why}",
+                    self.at(&[arg.get_id().as_str()]),
                     self.name(arg)
                 ))
             }
@@ -236,7 +260,8 @@ impl Applied {
                     return Failure::Clap(e);
                 }
                 Failure::File(format!(
-                    "{file}: {} cannot be used with {}",
+                    "{}: {} cannot be used with {}",
+                    self.at(&[a.get_id().as_str(), b.get_id().as_str()]),
                     self.name(a),
                     self.name(b)
                 ))
@@ -257,7 +282,10 @@ impl Applied {
                 let flag = format!("--{}", missing.get_long().unwrap_or_default());
                 if let Some(needs_it) = self.requirer(missing, command, args) {
                     return Failure::File(format!(
-                        "{file}: key `{needs_it}` requires {as_key} (or {flag}) too"
+                        "{}: {}: key `{}` requires {as_key} (or {flag}) too",
+                        self.file.display(),
+                        needs_it.place,
+                        needs_it.key
                     ));
                 }
                 if !missing.is_required_set() {
@@ -267,7 +295,10 @@ impl Applied {
                     .get_env()
                     .map(|v| format!(", or {}", v.to_string_lossy()))
                     .unwrap_or_default();
-                Failure::File(format!("{file}: {as_key} is required (or {flag}{env})"))
+                Failure::File(format!(
+                    "{}: {as_key} is required (or {flag}{env})",
+                    self.file.display()
+                ))
             }
             _ => Failure::Clap(e),
         }
@@ -275,15 +306,15 @@ impl Applied {
 
     /// The key whose flag makes `missing` required: the one without which the parse no longer
     /// asks for it.
-    fn requirer(&self, missing: &Arg, command: &Command, args: &[OsString]) -> Option<&Key> {
+    fn requirer(&self, missing: &Arg, command: &Command, args: &[OsString]) -> Option<&Used> {
         let wanted = missing.to_string();
-        self.used.iter().map(|(key, _, _)| key).find(|key| {
+        self.used.iter().find(|candidate| {
             let mut all = args.to_vec();
             all.extend(
                 self.used
                     .iter()
-                    .filter(|(k, _, _)| k != *key)
-                    .flat_map(|(_, _, flags)| flags.iter().cloned()),
+                    .filter(|u| u.id != candidate.id)
+                    .flat_map(|u| u.flags.iter().cloned()),
             );
             match command.clone().try_get_matches_from(&all) {
                 Ok(_) => true,
@@ -309,15 +340,16 @@ impl Applied {
             .try_get_one::<bool>("insecure_http")
             .is_ok_and(|b| b == Some(&true));
         if let Err(e) = coffer_server::check_plain_http(*listen, tls, insecure) {
-            let keys: Vec<String> = ["listen", "tls_cert", "insecure_http"]
-                .into_iter()
+            let involved = ["listen", "tls_cert", "insecure_http"];
+            let keys: Vec<String> = involved
+                .iter()
                 .filter_map(|id| self.key_of(id))
                 .map(|k| format!("key `{k}`"))
                 .collect();
             if !keys.is_empty() {
                 return Err(Failure::File(format!(
                     "{}: {}: {e}",
-                    self.prefix(),
+                    self.at(&involved),
                     keys.join(", ")
                 )));
             }

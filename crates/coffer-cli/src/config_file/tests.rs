@@ -213,7 +213,7 @@ fn pairs_may_be_split_between_the_file_and_the_command_line() {
     let file = file.to_str().unwrap();
     let err = parse(&["server", "--config", file]).unwrap_err();
     assert!(
-        err.ends_with("key `tls.cert` requires key `tls.key` (or --tls-key) too"),
+        err.ends_with("line 3, column 1: key `tls.cert` requires key `tls.key` (or --tls-key) too"),
         "{err}"
     );
     let key = dir.path().join("key.pem");
@@ -240,7 +240,7 @@ fn pairs_may_be_split_between_the_file_and_the_command_line() {
     ])
     .unwrap_err();
     assert!(
-        err.ends_with("--insecure-http cannot be used with key `tls.cert`"),
+        err.ends_with(": line 3, column 1: --insecure-http cannot be used with key `tls.cert`"),
         "{err}"
     );
 }
@@ -370,19 +370,19 @@ fn wrong_types_name_the_key_and_the_type_expected() {
 fn bad_values_are_refused_by_the_flags_parser() {
     assert_eq!(
         check_text(Kind::Server, "listen = \"nope\"\n").unwrap_err(),
-        "key `listen`: invalid value \"nope\": invalid socket address syntax"
+        "line 1, column 1: key `listen`: invalid value \"nope\": invalid socket address syntax"
     );
     assert_eq!(
         check_text(Kind::Server, "[limits]\nheader-timeout = 0\n").unwrap_err(),
-        "key `limits.header-timeout`: invalid value \"0\": 0 is not in 1..=300"
+        "line 2, column 1: key `limits.header-timeout`: invalid value \"0\": 0 is not in 1..=300"
     );
     assert_eq!(
         check_text(Kind::Edge, "staleness = 1\n").unwrap_err(),
-        "key `staleness`: invalid value \"1\": 1 is not in 2..=3600"
+        "line 1, column 1: key `staleness`: invalid value \"1\": 1 is not in 2..=3600"
     );
     assert_eq!(
         check_text(Kind::Edge, "feed-key = \"abc\"\n").unwrap_err(),
-        "key `feed-key`: invalid value \"abc\": not a feed key: 64 hex digits, as `coffer node create` printed it"
+        "line 1, column 1: key `feed-key`: invalid value \"abc\": not a feed key: 64 hex digits, as `coffer node create` printed it"
     );
     let good = format!("feed-key = \"{}\"\n", "ab".repeat(32));
     assert_eq!(check_text(Kind::Edge, &good), Ok(()));
@@ -392,7 +392,7 @@ fn bad_values_are_refused_by_the_flags_parser() {
     )
     .unwrap_err();
     assert!(
-        err.starts_with("key `trusted-proxy`: invalid value \"nonsense\""),
+        err.starts_with("line 1, column 1: key `trusted-proxy`: invalid value \"nonsense\""),
         "{err}"
     );
 }
@@ -409,7 +409,10 @@ fn paths_must_exist_relative_to_the_file() {
     let err = check(&file, Kind::Server).unwrap_err();
     let key = dir.path().join("key.pem");
     assert!(
-        err.ends_with(&format!("key `tls.key`: {} does not exist", key.display())),
+        err.ends_with(&format!(
+            "line 3, column 1: key `tls.key`: {} does not exist",
+            key.display()
+        )),
         "{err}"
     );
     write(dir.path(), "key.pem", "x");
@@ -428,7 +431,7 @@ fn plain_http_off_loopback_needs_the_explicit_key() {
     let err = check_text(Kind::Server, "listen = \"0.0.0.0:8080\"\n").unwrap_err();
     assert!(
         err.starts_with(
-            "key `listen`: refusing to serve plain HTTP on non-loopback address 0.0.0.0:8080"
+            "line 1, column 1: key `listen`: refusing to serve plain HTTP on non-loopback address 0.0.0.0:8080"
         ),
         "{err}"
     );
@@ -447,7 +450,7 @@ fn plain_http_off_loopback_needs_the_explicit_key() {
             "insecure-http = true\n[tls]\ncert = \"/dev/null\"\nkey = \"/dev/null\"\n"
         )
         .unwrap_err(),
-        "key `tls.cert`: /dev/null is not a file"
+        "line 3, column 1: key `tls.cert`: /dev/null is not a file"
     );
 }
 
@@ -463,7 +466,7 @@ fn conflicting_keys_are_named() {
     );
     let err = check(&file, Kind::Server).unwrap_err();
     assert!(
-        err.ends_with("key `insecure-http` cannot be used with key `tls.cert`"),
+        err.ends_with(": line 1, column 1: key `insecure-http` cannot be used with key `tls.cert`"),
         "{err}"
     );
     let file = write(dir.path(), "t.toml", "node-token-file = \"cert.pem\"\n");
@@ -481,7 +484,7 @@ fn the_example_files_set_every_key_and_the_docs_show_them() {
             "docs/configuration.md shows dist/config/{name} verbatim"
         );
         let loaded = load::parse(kind, &text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let set: Vec<&Key> = loaded.values.iter().map(|(k, _)| k).collect();
+        let set: Vec<&Key> = loaded.entries.iter().map(|e| &e.key).collect();
         for key in kind.keys() {
             assert!(set.contains(&&key), "dist/config/{name} shows `{key}`");
             assert!(
