@@ -28,7 +28,7 @@ pub use node::NodeCommand;
 pub use operator::OperatorCommand;
 pub use run::RunArgs;
 pub use secret::{SecretCommand, SecretOrderArg, ValueArg};
-pub use server::{DevArgs, EdgeArgs, InitArgs, ServerArgs};
+pub use server::{ConfigCheckArgs, ConfigCommand, DevArgs, EdgeArgs, InitArgs, ServerArgs};
 pub use service::{DeployArgs, ServiceCommand, ServiceTokenCommand};
 pub use store::{StoreCommand, StoreOrderArg};
 pub use token::TokenCommand;
@@ -75,6 +75,11 @@ pub enum Command {
     /// upstream's change feed, serving the runtime API from the replica alone
     #[command(long_about = EDGE_LONG_ABOUT)]
     Edge(EdgeArgs),
+    /// Check a config file for `coffer server`, `edge` or `dev` without starting anything
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Create, list, show and delete stores
     Store {
         #[command(flatten)]

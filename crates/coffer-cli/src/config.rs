@@ -75,7 +75,7 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// The text of the regular file at `path`, at most [`MAX_CONFIG_BYTES`]; otherwise the problem,
 /// phrased to follow the file's name.
-fn read(path: &Path) -> Result<String, String> {
+pub(crate) fn read(path: &Path) -> Result<String, String> {
     let cannot = |e: std::io::Error| format!("cannot read it: {e}");
     // Checked before opening, since opening a FIFO waits for a writer; and again once open, in
     // case the path was replaced in between.
@@ -126,11 +126,16 @@ pub fn parse(text: &str, format: Format) -> Result<Config, Problems> {
 }
 
 /// `line L, column C: message`, from a byte offset.
-fn at(text: &str, offset: usize, message: &str) -> String {
+pub(crate) fn at(text: &str, offset: usize, message: &str) -> String {
+    format!("{}: {}", place(text, offset), one_line(message))
+}
+
+/// `line L, column C` of a byte offset.
+pub(crate) fn place(text: &str, offset: usize) -> String {
     let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("line {line}, column {column}: {}", one_line(message))
+    format!("line {line}, column {column}")
 }
 
 fn one_line(message: &str) -> String {

@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod config;
+mod config_file;
 mod manpages;
 mod output;
 mod resolve;
@@ -16,13 +17,12 @@ mod value;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::commands::{Problems, UsageError};
 
 fn main() -> ExitCode {
-    // Exits with status 2 and clap's own message on a parse error, 0 for --help/--version.
-    let cli = args::Cli::parse();
+    // Exits with status 2 and clap's own message on a parse error or one line on a bad config
+    // file, 0 for --help/--version.
+    let cli = config_file::parse_command_line();
     if let args::Command::Run(run) = cli.command {
         // Before any multi-threaded runtime: on success this process becomes the command.
         let failure = commands::run::run(run);

@@ -20,7 +20,7 @@ use std::io::Write;
 
 use coffer_client::{Client, Membership, MembershipAccount, Page};
 
-use crate::args::{Command, ConnArgs};
+use crate::args::{Command, ConfigCheckArgs, ConfigCommand, ConnArgs};
 use crate::table::one_line;
 
 /// A mistake in how the command was called (exit status 2), as opposed to a failed operation.
@@ -54,6 +54,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => serve::server(args).await,
         Command::Dev(args) => serve::dev(args).await,
         Command::Edge(args) => serve::edge(args).await,
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => config_check(&args),
         Command::Store { conn, command } => store::run(&conn, command).await,
         Command::Secret { conn, command } => secret::run(&conn, command).await,
         Command::Whoami { conn } => whoami::run(&conn).await,
@@ -71,6 +74,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }
+}
+
+/// `coffer config check`: `ok: FILE`, or the file's first problem as a usage error.
+fn config_check(args: &ConfigCheckArgs) -> anyhow::Result<()> {
+    crate::config_file::check(&args.config, args.kind).map_err(UsageError)?;
+    crate::output::print(&format!("ok: {}\n", args.config.display()))?;
+    Ok(())
 }
 
 /// The client for the connection settings, or a usage error naming every missing setting with

@@ -84,16 +84,19 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|u| !u.trim().is_empty())
         .collect();
-    let node_token = args
-        .node_token
-        .map(|t| t.0)
-        .filter(|t| !t.trim().is_empty());
+    let from_file = args.node_token.is_none();
+    let node_token = match (args.node_token, &args.node_token_file) {
+        (Some(token), _) => Some(token.0),
+        (None, Some(path)) => Some(read_token_file(path)?),
+        (None, None) => None,
+    }
+    .filter(|t| !t.trim().is_empty());
     let mut missing = Vec::new();
     if upstreams.is_empty() {
         missing.push("--upstream (or COFFER_UPSTREAM)");
     }
     if node_token.is_none() {
-        missing.push("--node-token (or COFFER_NODE_TOKEN)");
+        missing.push("--node-token (or COFFER_NODE_TOKEN, or --node-token-file)");
     }
     let (true, Some(node_token)) = (missing.is_empty(), node_token) else {
         return Err(UsageError(format!(
@@ -103,8 +106,12 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .into());
     };
     if !node_token.starts_with("coffernode_") {
+        let given = match &args.node_token_file {
+            Some(path) if from_file => format!("the node token in {}", path.display()),
+            _ => "--node-token".to_owned(),
+        };
         anyhow::bail!(
-            "--node-token is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
+            "{given} is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
         );
     }
     let feed_key = args
@@ -208,6 +215,26 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The node token in the file at `path` (`--node-token-file`), without surrounding whitespace.
+fn read_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    /// Far more than a token; a path to something else is refused rather than read.
+    const MAX_BYTES: u64 = 4096;
+    let cannot = |e: std::io::Error| {
+        anyhow::anyhow!("cannot read the node token file {}: {e}", path.display())
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_BYTES {
+        anyhow::bail!(
+            "the node token file {} is larger than {MAX_BYTES} bytes: it should hold the token alone",
+            path.display()
+        );
+    }
+    Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
 /// Prints to standard output and flushes, ignoring a closed stdout: the server keeps running
