@@ -29,6 +29,7 @@ pub use operator::OperatorCommand;
 pub use run::RunArgs;
 pub use secret::{SecretCommand, SecretOrderArg, ValueArg};
 pub use server::{DevArgs, EdgeArgs, InitArgs, ServerArgs};
+pub use server::{LogArgs, LogFormat};
 pub use service::{DeployArgs, ServiceCommand, ServiceTokenCommand};
 pub use store::{StoreCommand, StoreOrderArg};
 pub use token::TokenCommand;
