@@ -21,6 +21,9 @@ mod service;
 mod store;
 pub mod token;
 
+#[cfg(test)]
+mod systemd_units;
+
 pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
 pub use kek::KekCommand;
