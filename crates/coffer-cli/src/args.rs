@@ -21,6 +21,9 @@ mod service;
 mod store;
 pub mod token;
 
+#[cfg(test)]
+mod systemd_units;
+
 pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
 pub use kek::KekCommand;
@@ -29,6 +32,7 @@ pub use operator::OperatorCommand;
 pub use run::RunArgs;
 pub use secret::{SecretCommand, SecretOrderArg, ValueArg};
 pub use server::{ConfigCheckArgs, ConfigCommand, DevArgs, EdgeArgs, InitArgs, ServerArgs};
+pub use server::{LogArgs, LogFormat};
 pub use service::{DeployArgs, ServiceCommand, ServiceTokenCommand};
 pub use store::{StoreCommand, StoreOrderArg};
 pub use token::TokenCommand;

@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::response::Response;
 use tracing::Instrument;
@@ -31,22 +31,30 @@ pub(crate) struct RequestLog {
     /// The request's span; `Span::none()` for a runtime read that is logged only if refused.
     span: tracing::Span,
     /// For such a read: what its span needs, kept until the answer says whether to log it.
-    /// Cheap copies (an enum, reference-counted bytes).
-    deferred: Option<(Method, Uri, HeaderValue)>,
+    /// Cheap copies (an enum, reference-counted bytes and strings).
+    deferred: Option<(Method, Uri, Option<MatchedPath>, HeaderValue)>,
 }
 
 impl RequestLog {
     pub(crate) fn start(req: &Request, id: &HeaderValue, start: Instant) -> RequestLog {
+        // The route's template (`/runtime/v1/bindings/{binding}`), set by the router before the
+        // frame runs; none for a path no route matches.
+        let route = req.extensions().get::<MatchedPath>();
         if req.uri().path().starts_with(RUNTIME_PREFIX) && !access_log_enabled() {
             return RequestLog {
                 start,
                 span: tracing::Span::none(),
-                deferred: Some((req.method().clone(), req.uri().clone(), id.clone())),
+                deferred: Some((
+                    req.method().clone(),
+                    req.uri().clone(),
+                    route.cloned(),
+                    id.clone(),
+                )),
             };
         }
         RequestLog {
             start,
-            span: request_span(req.method(), req.uri().path(), id),
+            span: request_span(req.method(), req.uri().path(), route, id),
             deferred: None,
         }
     }
@@ -63,9 +71,8 @@ impl RequestLog {
         match &self.deferred {
             None => self.span.in_scope(|| log_response(res, latency)),
             Some(_) if res.status().is_success() => {}
-            Some((method, uri, id)) => {
-                request_span(method, uri.path(), id).in_scope(|| log_response(res, latency))
-            }
+            Some((method, uri, route, id)) => request_span(method, uri.path(), route.as_ref(), id)
+                .in_scope(|| log_response(res, latency)),
         }
     }
 }
@@ -75,10 +82,25 @@ fn access_log_enabled() -> bool {
     tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO)
 }
 
-fn request_span(method: &Method, path: &str, id: &HeaderValue) -> tracing::Span {
+/// The request's span: its fields are on every line logged while it is handled (`route` is
+/// absent for a path no route matches; `token_id` is recorded once a token verifies).
+fn request_span(
+    method: &Method,
+    path: &str,
+    route: Option<&MatchedPath>,
+    id: &HeaderValue,
+) -> tracing::Span {
     let id = id.to_str().unwrap_or("-");
-    // The path holds ids only; query strings and bodies are never logged.
-    tracing::info_span!("request", method = %method, path = %path, request_id = %id, token_id = tracing::field::Empty)
+    let route = route.map(|r| tracing::field::display(r.as_str()));
+    // The path holds ids and names only; query strings and bodies are never logged.
+    tracing::info_span!(
+        "request",
+        method = %method,
+        path = %path,
+        route,
+        request_id = %id,
+        token_id = tracing::field::Empty
+    )
 }
 
 fn log_response(res: &Response, latency: Duration) {
@@ -89,10 +111,12 @@ fn log_response(res: &Response, latency: Duration) {
         .get::<crate::runtime::LoggedToken>()
         .map(|t| tracing::field::display(t.0));
     let status = res.status().as_u16();
-    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    // Microseconds from the request's arrival to its answer's headers (a streamed body may
+    // take longer to send).
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     if res.status().is_server_error() {
-        tracing::error!(status, micros, token_id = token, "response");
+        tracing::error!(status, latency_us, token_id = token, "response");
     } else {
-        tracing::info!(status, micros, token_id = token, "response");
+        tracing::info!(status, latency_us, token_id = token, "response");
     }
 }

@@ -149,7 +149,7 @@ impl ServerArgs {
     }
 }
 
-/// What the process logs beyond its level (`RUST_LOG`).
+/// What the process logs beyond its level (`RUST_LOG`), and how.
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log a request line for every successful runtime read too (off by default: a busy
@@ -157,6 +157,26 @@ pub struct LogArgs {
     /// request, are logged either way; the audit log counts every read regardless
     #[arg(long)]
     pub access_log: bool,
+
+    /// How log lines are written to standard error: text, for people, or json, one object per
+    /// line (timestamp, level, target, message, and the request's fields) for a log collector
+    #[arg(
+        long,
+        env = "COFFER_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, in colour on a terminal
+    Text,
+    /// One JSON object per line (docs/operations.md, "Logging")
+    Json,
 }
 
 /// What one client may cost the listener, the runtime API and the snapshots served.

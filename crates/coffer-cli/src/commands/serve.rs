@@ -14,9 +14,11 @@ use coffer_server::{ServeOptions, ServerError, TlsFiles};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+mod json_log;
+
 use super::UsageError;
 use super::init::credentials_json;
-use crate::args::{DevArgs, EdgeArgs, ServerArgs};
+use crate::args::{DevArgs, EdgeArgs, LogArgs, LogFormat, ServerArgs};
 use crate::output;
 
 /// Name of the file, inside a `coffer dev` data dir, that holds the dev account's credentials.
@@ -27,7 +29,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // where that is safe. Reported once serving, so that a failed start stays one line.
     let hardening = coffer_server::harden_process();
     // Held until the command returns, so that every line queued to the log writer is written.
-    let _log = init_logging(args.log.access_log);
+    let _log = init_logging(&args.log);
     let keys = args.keys();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -73,7 +75,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .into());
     }
     let hardening = coffer_server::harden_process();
-    let _log = init_logging(args.log.access_log);
+    let _log = init_logging(&args.log);
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -162,7 +164,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let hardening = coffer_server::harden_process();
-    let _log = init_logging(args.log.access_log);
+    let _log = init_logging(&args.log);
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
         let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
@@ -246,38 +248,48 @@ fn announce(text: &str) {
 /// Logs to standard error through a writer thread, so that no request waits for the write
 /// of its log line; `RUST_LOG` overrides the default level, `info`. The request lines of
 /// successful runtime reads (target [`coffer_server::ACCESS_LOG_TARGET`]) are written only with
-/// `access_log` (`--access-log`), whatever `RUST_LOG` says.
+/// `--access-log`, whatever `RUST_LOG` says. `--log-format json` writes each line as one JSON
+/// object ([`json_log`]).
 ///
 /// The writer never drops a line (`lossy(false)`): refusals and errors are always logged, and
 /// a request waits for the log only once 128,000 lines are queued behind a stalled standard
 /// error. The returned guard flushes the queue when dropped: keep it until the command ends.
-fn init_logging(access_log: bool) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(args: &LogArgs) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let mut filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(e) => {
             if std::env::var_os("RUST_LOG").is_some() {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "warning: ignoring RUST_LOG ({e}); logging at info"
-                );
+                let warning = format!("ignoring RUST_LOG ({e}); logging at info");
+                let line = match args.log_format {
+                    LogFormat::Text => format!("warning: {warning}"),
+                    LogFormat::Json => json_log::early_warning(&warning),
+                };
+                let _ = writeln!(std::io::stderr(), "{line}");
             }
             EnvFilter::new("info")
         }
     };
-    filter = filter.add_directive(access_log_directive(access_log));
-    let ansi = std::io::stderr().is_terminal();
+    filter = filter.add_directive(access_log_directive(args.access_log));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("coffer-log")
         .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     // `try_init` fails only if a subscriber is already installed, which cannot happen: each
     // process runs one command.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .try_init();
+    let _ = match args.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json_log::FlatJson)
+            .try_init(),
+    };
     guard
 }
 

@@ -29,6 +29,7 @@ pub fn coffer_cmd() -> Command {
         cmd.env_remove(var);
     }
     cmd.env_remove("RUST_LOG");
+    cmd.env_remove("COFFER_LOG_FORMAT");
     cmd
 }
 
@@ -107,6 +108,9 @@ pub struct Server {
     pub lines: Receiver<String>,
     /// Everything the server wrote to standard error.
     pub log: Arc<Mutex<String>>,
+    /// The thread that copies standard error into `log`; it ends when the process's standard
+    /// error closes.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -135,7 +139,7 @@ impl Server {
         let log = Arc::new(Mutex::new(String::new()));
         let mut stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             while let Ok(n) = stderr.read(&mut buf) {
                 if n == 0 {
@@ -178,11 +182,27 @@ impl Server {
             url,
             lines,
             log,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, as a service manager stops it: waits for the process to exit and for the last
+    /// of its standard error to be read; its exit status and whole log.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().unwrap();
+        }
+        (status, self.log())
     }
 
     /// SIGKILL: no shutdown code runs.
