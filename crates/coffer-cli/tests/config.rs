@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use common::*;
 
 /// Variables that would give a setting these tests give in the file.
-const SETTING_VARS: [&str; 7] = [
+const SETTING_VARS: [&str; 9] = [
     "COFFER_CONFIG",
+    "COFFER_LOG_FORMAT",
+    "RUST_LOG",
     "COFFER_DATA_DIR",
     "COFFER_LISTEN",
     "COFFER_UPSTREAM",
@@ -88,6 +92,39 @@ fn a_config_file_alone_starts_a_server_that_serves() {
     }
     let out = conn.run(&["store", "create", "--name", "s4"]);
     assert!(!out.status.success(), "max-stores = 3 holds: {out:#?}");
+}
+
+/// `[log] level` and `format` choose what is logged and how; a request line is at `info`.
+#[test]
+fn the_file_sets_the_log_level_and_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut conn = initialised(tmp.path());
+    for (level, request_lines) in [("info", true), ("warn", false)] {
+        let file = write(
+            tmp.path(),
+            "coffer.toml",
+            &format!(
+                "data-dir = \"data\"\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"{level}\"\nformat = \"json\"\n"
+            ),
+        );
+        let server = Server::spawn(with_config("server", &file));
+        conn.url = server.url.clone();
+        conn.run(&["store", "list", "--json"]).ok();
+        let (status, log) = server.terminate();
+        assert!(status.success(), "{log}");
+        let lines: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let responses = lines.iter().filter(|l| l["message"] == "response").count();
+        assert_eq!(responses > 0, request_lines, "level {level}: {log}");
+        if level == "warn" {
+            assert!(
+                lines.iter().all(|l| l["level"] != "INFO"),
+                "level warn: {log}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -195,6 +232,14 @@ fn bad_config_files_stop_the_start_with_one_line() {
         (
             "[kek]\npin = \"1234\"\n",
             "key `kek.pin` is refused: secrets are never read",
+        ),
+        (
+            "[log]\nlevel = \"coffer=loud\"\n",
+            "line 2, column 1: key `log.level`: invalid value \"coffer=loud\": error parsing level filter",
+        ),
+        (
+            "[log]\nformat = \"yaml\"\n",
+            "line 2, column 1: key `log.format`: invalid value \"yaml\"",
         ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {

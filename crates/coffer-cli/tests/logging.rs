@@ -525,3 +525,29 @@ fn an_unknown_format_is_refused_in_one_line() {
         assert!(!data.exists(), "{command} did something");
     }
 }
+
+/// A log filter that does not parse, from the flag or from `RUST_LOG`, stops the command
+/// before it starts, naming the flag.
+#[test]
+fn a_bad_log_level_is_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for (flags, env) in [
+        (vec!["--log-level", "coffer=loud"], None),
+        (vec![], Some("coffer=loud")),
+    ] {
+        let mut cmd = coffer_cmd();
+        cmd.arg("dev").arg("--data-dir").arg(&data).args(&flags);
+        if let Some(value) = env {
+            cmd.env("RUST_LOG", value);
+        }
+        let out = run(cmd, None);
+        assert_eq!(out.status.code(), Some(2), "{out:#?}");
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: invalid value 'coffer=loud' for '--log-level <FILTER>'"),
+            "{out:#?}"
+        );
+        assert!(!data.exists(), "dev did something: {out:#?}");
+    }
+}

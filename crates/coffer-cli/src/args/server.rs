@@ -149,9 +149,15 @@ impl ServerArgs {
     }
 }
 
-/// What the process logs beyond its level (`RUST_LOG`), and how.
+/// What the process logs, and how.
 #[derive(Debug, Args)]
 pub struct LogArgs {
+    /// What to log: a level (error, warn, info, debug, trace) or a filter in tracing's
+    /// EnvFilter syntax, such as `info,coffer_edge=debug`. A filter that does not parse stops
+    /// the command before it starts [default: info]
+    #[arg(long, env = "RUST_LOG", value_name = "FILTER", value_parser = parse_log_filter)]
+    pub log_level: Option<String>,
+
     /// Log a request line for every successful runtime read too (off by default: a busy
     /// service reads thousands of times a second). Refused and failed reads, and every other
     /// request, are logged either way; the audit log counts every read regardless
@@ -168,6 +174,15 @@ pub struct LogArgs {
         default_value_t = LogFormat::Text
     )]
     pub log_format: LogFormat,
+}
+
+/// `--log-level`: a filter tracing's `EnvFilter` accepts, kept as text (the filter is built
+/// when logging starts).
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `--log-format`.

@@ -256,20 +256,11 @@ fn announce(text: &str) {
 /// error. The returned guard flushes the queue when dropped: keep it until the command ends.
 fn init_logging(args: &LogArgs) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
-    let mut filter = match EnvFilter::try_from_default_env() {
-        Ok(filter) => filter,
-        Err(e) => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                let warning = format!("ignoring RUST_LOG ({e}); logging at info");
-                let line = match args.log_format {
-                    LogFormat::Text => format!("warning: {warning}"),
-                    LogFormat::Json => json_log::early_warning(&warning),
-                };
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }
-            EnvFilter::new("info")
-        }
-    };
+    // `--log-level` (or `RUST_LOG`, or the config file's `[log] level`) was checked when the
+    // command line was parsed.
+    let mut filter = EnvFilter::builder()
+        .parse(args.log_level.as_deref().unwrap_or("info"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     filter = filter.add_directive(access_log_directive(args.access_log));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)

@@ -105,10 +105,12 @@ struct Limits {
     snapshot_deadline: Option<u64>,
 }
 
-/// `[log]`: what is logged beyond the level (`RUST_LOG`).
+/// `[log]`: what is logged (`level`, `access-log`) and how (`format`).
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Log {
+    level: Option<String>,
+    format: Option<String>,
     access_log: Option<bool>,
 }
 

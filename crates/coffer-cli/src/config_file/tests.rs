@@ -101,7 +101,16 @@ fn keys_are_read_from_the_schema() {
         "{keys:?}"
     );
     let dev: Vec<String> = Kind::Dev.keys().iter().map(|k| k.to_string()).collect();
-    assert_eq!(dev, ["data-dir", "listen", "log.access-log"]);
+    assert_eq!(
+        dev,
+        [
+            "data-dir",
+            "listen",
+            "log.level",
+            "log.format",
+            "log.access-log"
+        ]
+    );
 }
 
 #[test]

@@ -107,14 +107,6 @@ fn line(timestamp: &str, level: &str, target: &str, fields: Map<String, Value>) 
     text
 }
 
-/// A warning written before logging is set up (a `RUST_LOG` that does not parse), in the same
-/// shape as every other line.
-pub(super) fn early_warning(message: &str) -> String {
-    let mut fields = Map::new();
-    fields.insert("message".into(), message.into());
-    line(&timestamp(), "WARN", "coffer", fields)
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -237,16 +229,5 @@ mod tests {
         assert_eq!(line.len(), 5, "{line:?}");
         assert_eq!(line["level"], "ERROR");
         assert_eq!(line["path"], "/d");
-    }
-
-    #[test]
-    fn the_early_warning_has_the_same_shape() {
-        let Value::Object(line) = serde_json::from_str(&early_warning("bad \"RUST_LOG\"")).unwrap()
-        else {
-            panic!("not an object")
-        };
-        assert_eq!(line["level"], "WARN");
-        assert_eq!(line["message"], "bad \"RUST_LOG\"");
-        assert!(line["timestamp"].is_string());
     }
 }
