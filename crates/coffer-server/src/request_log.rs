@@ -9,6 +9,7 @@
 //! rate-limited, failed). The audit log's access events do not depend on any of this: core
 //! counts every read (`Coffer::read_binding`), logged or not.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,20 @@ pub const ACCESS_LOG_TARGET: &str = "coffer::access";
 
 /// The prefix of the runtime API's paths.
 const RUNTIME_PREFIX: &str = "/runtime/";
+
+/// What of a path is percent-encoded in the log: controls and everything outside ASCII (line and
+/// paragraph separators, no-break and zero-width spaces, bidi overrides: what could make a line
+/// read otherwise than it is), and what JSON or text logs escape or quote (`"`, `\`), plus
+/// space, `{` and `}` (the route templates' braces).
+const LOGGED_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'\\')
+    .add(b'{')
+    .add(b'}');
+
+/// The longest path logged whole, once encoded; a longer one is cut there and marked.
+const MAX_LOGGED_PATH: usize = 1024;
 
 /// One request's log line, from the moment the request arrives ([`crate::frame`]).
 pub(crate) struct RequestLog {
@@ -96,7 +111,7 @@ fn request_span(
     tracing::info_span!(
         "request",
         method = %method,
-        path = %path,
+        path = %logged_path(path),
         route,
         request_id = %id,
         token_id = tracing::field::Empty
@@ -118,5 +133,73 @@ fn log_response(res: &Response, latency: Duration) {
         tracing::error!(status, latency_us, token_id = token, "response");
     } else {
         tracing::info!(status, latency_us, token_id = token, "response");
+    }
+}
+
+/// `path` as it is logged: percent-encoded where [`LOGGED_PATH_ESCAPES`] says (a path is sent
+/// percent-encoded, so most are logged as they came, without a copy), and cut after
+/// [`MAX_LOGGED_PATH`] bytes with a marker saying how long it was, so that a line stays well
+/// under journald's line limit even JSON-escaped.
+fn logged_path(path: &str) -> Cow<'_, str> {
+    let encoded: Cow<'_, str> =
+        percent_encoding::utf8_percent_encode(path, LOGGED_PATH_ESCAPES).into();
+    if encoded.len() <= MAX_LOGGED_PATH {
+        return encoded;
+    }
+    // The encoded path is ASCII: any byte is a boundary. A cut `%XX` is dropped whole.
+    let mut cut = &encoded[..MAX_LOGGED_PATH];
+    if let Some(at) = cut
+        .len()
+        .checked_sub(2)
+        .and_then(|from| cut[from..].find('%'))
+    {
+        cut = &cut[..cut.len() - 2 + at];
+    }
+    Cow::Owned(format!("{cut}...[cut: {} bytes]", encoded.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_path_is_logged_as_it_came_without_a_copy() {
+        let path = "/client/v4/accounts/0123abcd/secrets_store/stores/%22x%22/secrets?";
+        assert!(matches!(logged_path(path), Cow::Borrowed(p) if p == path));
+        let path = "/runtime/v1/bindings/API_KEY-1.b~c_d";
+        assert!(matches!(logged_path(path), Cow::Borrowed(p) if p == path));
+    }
+
+    #[test]
+    fn what_could_fool_a_reader_or_an_escaper_is_percent_encoded() {
+        for (path, logged) in [
+            ("/a\u{2028}b", "/a%E2%80%A8b"),            // line separator
+            ("/a\u{a0}b", "/a%C2%A0b"),                 // no-break space
+            ("/a\u{202e}b", "/a%E2%80%AEb"),            // right-to-left override
+            ("/a\u{200b}b", "/a%E2%80%8Bb"),            // zero-width space
+            ("/a\nb\rc\td\u{7f}", "/a%0Ab%0Dc%09d%7F"), // controls
+            ("/a b\"c\\d{e}", "/a%20b%22c%5Cd%7Be%7D"),
+            ("/caf\u{e9}", "/caf%C3%A9"),
+        ] {
+            assert_eq!(logged_path(path), logged, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_path_is_cut_and_marked() {
+        // 4,000 quotes: 12,000 bytes encoded, twice that had they been JSON-escaped.
+        let path = format!("/a{}", "\"".repeat(4000));
+        let logged = logged_path(&path);
+        assert!(logged.len() <= MAX_LOGGED_PATH + 40, "{}", logged.len());
+        assert!(logged.ends_with("...[cut: 12002 bytes]"), "{logged}");
+        // The limit falls inside a `%22`, which is dropped rather than cut in two.
+        let kept = logged.split("...").next().unwrap();
+        assert!(kept.ends_with("%22"), "{kept}");
+        assert_eq!(kept.len(), 2 + 3 * 340, "{kept}");
+        // A path just at the limit is whole.
+        let path = format!("/{}", "a".repeat(MAX_LOGGED_PATH - 1));
+        assert_eq!(logged_path(&path), path.as_str());
+        let path = format!("/{}", "a".repeat(MAX_LOGGED_PATH));
+        assert!(logged_path(&path).ends_with(&format!("a...[cut: {} bytes]", MAX_LOGGED_PATH + 1)));
     }
 }
