@@ -258,12 +258,14 @@ fn bad_kek_settings_fail_with_one_line_naming_the_setting() {
         tmp.path().join("libnope.so").display()
     );
     let bad_token = hsm.uri_for("not-there", OBJECT);
+    // A failed login, or a token that is not there, exits with 78 (EX_CONFIG), which the
+    // systemd units never restart on; anything else with 1 (or 2 for a usage error).
     for (pin, uri, status, expect) in [
-        (None, uri.as_str(), 1, "set COFFER_PKCS11_PIN"),
+        (None, uri.as_str(), 78, "set COFFER_PKCS11_PIN"),
         (
             Some("wrong-pin"),
             &uri,
-            1,
+            78,
             "refused the user PIN (PinIncorrect); check COFFER_PKCS11_PIN",
         ),
         (Some(USER_PIN), &with_pin_value, 2, "`pin-value` is refused"),
@@ -275,7 +277,7 @@ fn bad_kek_settings_fail_with_one_line_naming_the_setting() {
             "names no key object: add object=",
         ),
         (Some(USER_PIN), &bad_module, 1, "check module-path"),
-        (Some(USER_PIN), &bad_token, 1, "no token \"not-there\""),
+        (Some(USER_PIN), &bad_token, 78, "no token \"not-there\""),
         (
             Some(USER_PIN),
             "pkcs11:token=a;object=b?module-path=/x&pin-value=zz",
@@ -303,16 +305,16 @@ fn bad_kek_settings_fail_with_one_line_naming_the_setting() {
         ))
     };
     let out = server(Some("wrong-pin"));
-    let line = out.one_error_line(1);
+    let line = out.one_error_line(78);
     assert!(
         line.contains("kek.toml") && line.contains("check COFFER_PKCS11_PIN"),
         "{line}"
     );
-    let line = server(None).one_error_line(1).to_owned();
+    let line = server(None).one_error_line(78).to_owned();
     assert!(line.contains("set COFFER_PKCS11_PIN"), "{line}");
     hsm.unplug();
     let out = server(Some(USER_PIN));
-    let line = out.one_error_line(1);
+    let line = out.one_error_line(78);
     assert!(
         line.contains("no token \"coffer\"") && line.contains("HSM is connected"),
         "{line}"
@@ -451,7 +453,7 @@ fn a_lost_hsm_is_restored_from_its_backup_and_no_other_key_is_taken_for_it() {
         ))
     };
     let out = start();
-    let line = out.one_error_line(1);
+    let line = out.one_error_line(78);
     assert!(line.contains("no token \"coffer\""), "{line}");
 
     // A new token with a new key under the same label is not the KEK: refused by its id.

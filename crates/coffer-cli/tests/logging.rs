@@ -182,6 +182,26 @@ impl Scenario {
         assert_eq!(status, 400, "{body}");
     }
 
+    /// Requests with a token that does not verify (request ids `flood-N`) until the server
+    /// answers 429: the request that uses up the address's budget logs a warning in its span.
+    fn fail_authentication_until_refused(&self) {
+        for n in 0..100 {
+            let (status, body) = send(
+                reqwest::Method::GET,
+                &format!("{}/client/v4/user/tokens/verify", self.conn.url),
+                "coffer_00000000000000000000000000000000_x",
+                Some(&format!("flood-{n}")),
+                None,
+            );
+            match status {
+                401 => {}
+                429 => return,
+                other => panic!("{other}: {body}"),
+            }
+        }
+        panic!("never refused with 429");
+    }
+
     /// Stops the server with SIGTERM (so that every queued line is written); its whole log.
     fn stop(&mut self) -> String {
         let (status, log) = self.server.take().expect("running").terminate();
@@ -276,6 +296,7 @@ fn the_line<'a>(
 fn json_lines_carry_the_request_fields_and_nothing_secret() {
     let mut s = start(&["--log-format", "json", "--access-log"]);
     s.exercise();
+    s.fail_authentication_until_refused();
     let log = s.stop();
     for forbidden in s.forbidden() {
         assert!(!log.contains(&forbidden), "{forbidden} in the log:\n{log}");
@@ -328,12 +349,30 @@ fn json_lines_carry_the_request_fields_and_nothing_secret() {
     assert!(refused.iter().all(|l| l["route"]
         == "/client/v4/accounts/{account_id}/secrets_store/stores/{store_id}/secrets"));
 
-    // Events logged while a request is handled carry its fields too.
-    let in_request = lines
+    // Events logged while a request is handled carry its fields too: here, the warning of the
+    // request that used up its address's failed-authentication budget.
+    let warned: Vec<_> = lines
         .iter()
-        .filter(|l| l["message"] != "response" && l.get("request_id").is_some())
-        .count();
-    assert!(in_request > 0, "no event inside a request:\n{log}");
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("too many failed authentications"))
+        })
+        .collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    let line = warned[0];
+    assert_eq!(line["level"], "WARN", "{line:?}");
+    assert_eq!(line["client"], "127.0.0.1", "{line:?}");
+    assert_eq!(line["path"], "/client/v4/user/tokens/verify", "{line:?}");
+    assert_eq!(line["route"], "/client/v4/user/tokens/verify", "{line:?}");
+    let flood = &line["request_id"];
+    assert!(flood.as_str().unwrap().starts_with("flood-"), "{line:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|l| &l["request_id"] == flood && l["status"] == 401),
+        "{requests:#?}"
+    );
     // And the shutdown is logged like everything else.
     assert!(lines.iter().any(|l| l["message"] == "stopped"), "{log}");
 }
@@ -482,21 +521,18 @@ fn an_edge_logs_json_lines_with_the_request_fields() {
         "no line of the edge's own:\n{log}"
     );
     // Records of the `log` crate (rustls and reqwest log through it at debug) keep their own
-    // target, without tracing-log's `log.*` fields.
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["target"].as_str().unwrap().starts_with("rustls")),
-        "no line of rustls at debug:\n{log}"
-    );
+    // target, without tracing-log's `log.*` fields (whether there are any here depends on the
+    // libraries; json_log's unit tests log one for certain).
     for line in &lines {
         assert_ne!(line["target"], "log", "{line:?}");
         assert!(line.keys().all(|k| !k.starts_with("log.")), "{line:?}");
     }
 }
 
+/// A bad `--log-format` (or `COFFER_LOG_FORMAT`) is clap's error: its first line names the
+/// flag and the value, and the values it takes follow.
 #[test]
-fn an_unknown_format_is_refused_in_one_line() {
+fn an_unknown_format_is_refused_by_clap_naming_the_flag_and_its_values() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     for (command, flags, env) in [
@@ -549,5 +585,76 @@ fn a_bad_log_level_is_refused_before_anything_starts() {
             "{out:#?}"
         );
         assert!(!data.exists(), "dev did something: {out:#?}");
+    }
+}
+
+/// `coffer server|dev|edge --log-format json` that cannot start: standard error is JSON to its
+/// last line, the fatal error included (text mode keeps its `error: ` line).
+#[test]
+fn a_fatal_error_is_a_json_line_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let missing_s = missing.to_str().unwrap();
+    for (args, status, expect) in [
+        (
+            vec!["server", "--data-dir", missing_s],
+            1,
+            "not an initialised Coffer data dir",
+        ),
+        (
+            vec!["edge", "--data-dir", missing_s],
+            2,
+            "missing connection settings: --upstream",
+        ),
+    ] {
+        let mut cmd = coffer_cmd();
+        cmd.env_remove("COFFER_UPSTREAM")
+            .env_remove("COFFER_NODE_TOKEN")
+            .env_remove("COFFER_NODE_TOKEN_FILE")
+            .env("RUST_LOG", "debug")
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+        let out = run(cmd, None);
+        assert_eq!(out.status.code(), Some(status), "{out:#?}");
+        let lines = json_lines(&out.stderr);
+        let last = lines.last().unwrap();
+        assert_eq!(last["level"], "ERROR", "{out:#?}");
+        assert_eq!(last["target"], "coffer", "{out:#?}");
+        let message = last["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{out:#?}");
+        assert!(!message.starts_with("error:"), "{out:#?}");
+        assert_eq!(last.len(), 4, "timestamp, level, target, message: {last:?}");
+
+        // The same in text: the `error: ` line.
+        let mut cmd = coffer_cmd();
+        cmd.env_remove("COFFER_UPSTREAM")
+            .env_remove("COFFER_NODE_TOKEN")
+            .env_remove("COFFER_NODE_TOKEN_FILE")
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0"]);
+        let out = run(cmd, None);
+        let line = out.one_error_line(status);
+        assert!(line.contains(expect), "{line}");
+    }
+}
+
+/// At `trace`, the most verbose level, no value or token is written either (the other tests
+/// read `debug`). Coffer and the libraries on this path write little more at trace than at
+/// info today; the test is there for the line someone adds.
+#[test]
+fn nothing_secret_is_logged_even_at_trace() {
+    let mut s = start(&["--log-level", "trace", "--access-log"]);
+    s.exercise();
+    let log = s.stop();
+    assert!(log.contains("status=200"), "no request line:\n{log}");
+    for forbidden in s.forbidden() {
+        assert!(
+            !log.contains(&forbidden),
+            "{forbidden} in the log at trace: {}",
+            log.lines()
+                .filter(|l| l.contains(&forbidden))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }

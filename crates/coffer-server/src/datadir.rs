@@ -37,6 +37,17 @@ fn data_dir_error(path: &Path, message: impl Into<String>) -> ServerError {
     }
 }
 
+fn kek_error(path: &Path, error: kek::KekError) -> ServerError {
+    if error.login {
+        ServerError::HsmLogin {
+            path: path.to_owned(),
+            message: error.message,
+        }
+    } else {
+        data_dir_error(path, error.message)
+    }
+}
+
 /// An open data dir: the domain service and the lock that keeps other processes out. Dropping
 /// it releases the lock.
 #[derive(Debug)]
@@ -83,7 +94,7 @@ pub async fn open(
     let lock = lock(path)?;
     let kek = kek::open(path, secrets)
         .await
-        .map_err(|e| data_dir_error(path, e))?;
+        .map_err(|e| kek_error(path, e))?;
     let coffer = open_coffer(path, kek, limits, keys).await?;
     Ok(DataDir {
         coffer,
@@ -195,7 +206,7 @@ async fn init_contents(
         .map_err(|e| data_dir_error(path, format!("cannot create {DB_FILE}: {e}")))?;
     let (kek, summary) = kek::create(path, choice, secrets)
         .await
-        .map_err(|e| data_dir_error(path, e))?;
+        .map_err(|e| kek_error(path, e))?;
     let coffer = open_coffer(path, kek, Limits::default(), KeyOptions::default()).await?;
     let (account_id, api_token) = coffer
         .bootstrap("default")

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use coffer_core::KekState;
 use coffer_crypto::{FileKek, KekId, KekProvider};
-use coffer_hsm::{KeyObject, KeyOrigin, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
+use coffer_hsm::{HsmError, KeyObject, KeyOrigin, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
 use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -77,9 +77,37 @@ struct KekConfig {
 
 const PROVIDER_PKCS11: &str = "pkcs11";
 
+/// Why a data dir's KEK could not be opened or made.
+#[derive(Debug)]
+pub(crate) struct KekError {
+    pub(crate) message: String,
+    /// The PKCS#11 login failed (no PIN, a PIN the token refused or locked) or the token is not
+    /// there: a setting must change before a start can succeed, and trying again may lock the
+    /// PIN ([`crate::ServerError::HsmLogin`]).
+    pub(crate) login: bool,
+}
+
+impl From<String> for KekError {
+    fn from(message: String) -> KekError {
+        KekError {
+            message,
+            login: false,
+        }
+    }
+}
+
+/// `error` of the PKCS#11 provider, after `context`.
+fn hsm_error(context: &str, error: HsmError) -> KekError {
+    let login = matches!(error, HsmError::Pin(_) | HsmError::TokenNotFound(_));
+    KekError {
+        message: format!("{context}: {error}"),
+        login,
+    }
+}
+
 /// The KEK of an initialised data dir, as `kek.toml` (or its absence) and `kek-versions.toml`
 /// say.
-pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>, String> {
+pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>, KekError> {
     let config_path = dir.join(KEK_CONFIG);
     let key_path = dir.join(KEK_FILE);
     if !config_path.exists() {
@@ -88,7 +116,8 @@ pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>
     if key_path.exists() {
         return Err(format!(
             "holds both {KEK_CONFIG} and a key file ({KEK_FILE}); only one may name the KEK"
-        ));
+        )
+        .into());
     }
     let (uri, expected) = read_config(&config_path)?;
     let shown = config_path.display().to_string();
@@ -96,11 +125,11 @@ pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>
     let record_path = dir.join(VERSIONS_FILE);
     let dir = dir.to_owned();
     blocking(move || {
-        let pin = Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| format!("KEK: {e}"))?;
+        let pin = Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| hsm_error("KEK", e))?;
         if !record_path.exists() {
             // Never rotated: version 1, the object the URI names.
             let kek = Pkcs11Kek::open(Pkcs11Config::new(uri.clone(), pin), Some(&expected))
-                .map_err(|e| format!("KEK (configured in {shown}): {e}"))?;
+                .map_err(|e| hsm_error(&format!("KEK (configured in {shown})"), e))?;
             tracing::info!(kek = %kek.current_kek_id(), "the KEK is in a PKCS#11 token");
             return Ok(Arc::new(KekRing::single_pkcs11(
                 &dir,
@@ -114,7 +143,8 @@ pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>
         if entries.first().is_none_or(|v| v.meta.kek_id != expected) {
             return Err(format!(
                 "{record_shown} does not start with the KEK {shown} names ({expected})"
-            ));
+            )
+            .into());
         }
         let live: Vec<KeyObject> = entries
             .iter()
@@ -129,7 +159,7 @@ pub(crate) async fn open(dir: &Path, secrets: KekSecrets) -> Result<Arc<KekRing>
             })
             .collect::<Result<_, String>>()?;
         let kek = Pkcs11Kek::open_versions(Pkcs11Config::new(uri.clone(), pin), &live)
-            .map_err(|e| format!("KEK (versions recorded in {record_shown}): {e}"))?;
+            .map_err(|e| hsm_error(&format!("KEK (versions recorded in {record_shown})"), e))?;
         tracing::info!(kek = %kek.current_kek_id(), versions = live.len(), "the KEK is in a PKCS#11 token");
         Ok(Arc::new(KekRing::open_pkcs11(
             &dir,
@@ -146,7 +176,7 @@ pub(crate) async fn create(
     dir: &Path,
     choice: KekChoice,
     secrets: KekSecrets,
-) -> Result<(Arc<KekRing>, KekSummary), String> {
+) -> Result<(Arc<KekRing>, KekSummary), KekError> {
     match choice {
         KekChoice::File => {
             let kek = FileKek::create(&dir.join(KEK_FILE)).map_err(|e| e.to_string())?;
@@ -162,9 +192,9 @@ pub(crate) async fn create(
             let dir = dir.to_owned();
             blocking(move || {
                 let pin =
-                    Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| format!("--kek: {e}"))?;
+                    Pin::resolve(&uri, secrets.pkcs11_pin).map_err(|e| hsm_error("--kek", e))?;
                 let (kek, origin) = Pkcs11Kek::open_or_generate(Pkcs11Config::new(*uri, pin))
-                    .map_err(|e| format!("--kek: {e}"))?;
+                    .map_err(|e| hsm_error("--kek", e))?;
                 write_config(&config_path, kek.uri(), &kek.current_kek_id())?;
                 let how = match origin {
                     KeyOrigin::Generated => "generated in",
@@ -190,8 +220,8 @@ pub(crate) async fn create(
 
 /// A blocking KEK call (loading a module, logging in) off the async workers.
 async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    call: impl FnOnce() -> Result<T, KekError> + Send + 'static,
+) -> Result<T, KekError> {
     tokio::task::spawn_blocking(call)
         .await
         .map_err(|e| format!("the KEK could not be opened: {e}"))?
@@ -302,8 +332,11 @@ mod tests {
         FileKek::create(&dir.path().join(KEK_FILE)).unwrap();
         assert!(open(dir.path(), KekSecrets::default()).await.is_ok());
         fs::write(dir.path().join(KEK_CONFIG), "provider = \"pkcs11\"\n").unwrap();
-        let msg = open(dir.path(), KekSecrets::default()).await.err().unwrap();
-        assert!(msg.contains("both kek.toml and a key file"), "{msg}");
+        let err = open(dir.path(), KekSecrets::default()).await.err().unwrap();
+        assert!(
+            err.message.contains("both kek.toml and a key file") && !err.login,
+            "{err:?}"
+        );
     }
 
     #[test]

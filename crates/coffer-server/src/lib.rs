@@ -129,6 +129,11 @@ pub enum ServerError {
     Config(String),
     #[error("data dir {path}: {message}")]
     DataDir { path: PathBuf, message: String },
+    /// The KEK's PKCS#11 token refused the login (no PIN, a wrong or locked one) or is not
+    /// there. Unlike other start failures, starting again unchanged cannot succeed and may lock
+    /// the PIN: the CLI exits with its own status for it.
+    #[error("data dir {path}: {message}")]
+    HsmLogin { path: PathBuf, message: String },
     /// Another process (a running server, most likely) holds the data dir's lock.
     #[error("data dir {}: is in use by another coffer process (one process per data dir)", path.display())]
     DataDirInUse { path: PathBuf },

@@ -40,10 +40,16 @@ fn exec_start(unit: &str) -> Vec<String> {
     words
 }
 
-fn parse_unit(unit: &str) -> Cli {
+/// The unit's `ExecStart=` line parsed by the CLI's definitions.
+fn try_parse_unit(unit: &str) -> Result<Cli, clap::Error> {
     let words = exec_start(unit);
     let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-    parse(&args).unwrap_or_else(|e| panic!("`{}` is refused:\n{e}", words.join(" ")))
+    parse(&args)
+}
+
+fn parse_unit(unit: &str) -> Cli {
+    try_parse_unit(unit)
+        .unwrap_or_else(|e| panic!("`{}` is refused:\n{e}", exec_start(unit).join(" ")))
 }
 
 #[test]
@@ -82,6 +88,11 @@ fn the_units_agree_with_themselves() {
         assert_eq!(words[at + 1], format!("/var/lib/{state}"));
         assert_eq!(settings(unit, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
         assert_eq!(settings(unit, "User"), [state]);
+        // What the CLI exits with when restarting cannot help (a failed HSM login).
+        assert_eq!(
+            settings(unit, "RestartPreventExitStatus"),
+            [crate::EXIT_HSM_LOGIN.to_string()]
+        );
     }
 }
 
@@ -89,7 +100,8 @@ fn the_units_agree_with_themselves() {
 #[test]
 fn an_unknown_flag_in_a_unit_is_caught() {
     let broken = SERVER_UNIT.replace("--tls-key", "--tls-private-key");
-    let words = exec_start(&broken);
-    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-    assert!(parse(&args).is_err());
+    let err = try_parse_unit(&broken)
+        .err()
+        .expect("an unknown flag is refused");
+    assert!(err.to_string().contains("--tls-private-key"), "{err}");
 }

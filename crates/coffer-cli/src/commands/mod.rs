@@ -23,6 +23,8 @@ use coffer_client::{Client, Membership, MembershipAccount, Page};
 use crate::args::{Command, ConfigCheckArgs, ConfigCommand, ConnArgs};
 use crate::table::one_line;
 
+pub(crate) use serve::json_log;
+
 /// A mistake in how the command was called (exit status 2), as opposed to a failed operation.
 #[derive(Debug)]
 pub struct UsageError(pub String);

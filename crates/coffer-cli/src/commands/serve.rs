@@ -14,7 +14,7 @@ use coffer_server::{ServeOptions, ServerError, TlsFiles};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-mod json_log;
+pub(crate) mod json_log;
 
 use super::UsageError;
 use super::init::credentials_json;
@@ -30,6 +30,8 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let hardening = coffer_server::harden_process();
     // Held until the command returns, so that every line queued to the log writer is written.
     let _log = init_logging(&args.log);
+    // First: until it is installed, a SIGHUP (`systemctl reload` during a slow start) kills.
+    let reload = reload_on_sighup()?;
     let keys = args.keys();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -50,7 +52,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
         keys,
-        reload: reload_on_sighup()?,
+        reload,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve_with(
@@ -76,6 +78,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     }
     let hardening = coffer_server::harden_process();
     let _log = init_logging(&args.log);
+    let reload = reload_on_sighup()?;
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
@@ -146,7 +149,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         http: args.limits.http(),
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
-        reload: reload_on_sighup()?,
+        reload,
     };
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
@@ -165,6 +168,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let hardening = coffer_server::harden_process();
     let _log = init_logging(&args.log);
+    let reload = reload_on_sighup()?;
     let creds_path = args.data_dir.join(DEV_CREDENTIALS);
     let creds = if needs_init(&args.data_dir)? {
         let outcome = coffer_server::init_data_dir(&args.data_dir).await?;
@@ -197,7 +201,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         snapshots: Default::default(),
         runtime_rate: None,
         keys: Default::default(),
-        reload: reload_on_sighup()?,
+        reload,
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(

@@ -6,15 +6,20 @@
 //! the response event holds `status`, `latency_us` and, on the runtime API, `token_id` (a span
 //! field recorded late costs the read path; see `coffer_server::request_log`). So a collector
 //! would have to look for the same field in two places. This format puts every field at the
-//! top level: `timestamp` (RFC 3339, UTC), `level`, `target`, then the fields of the spans the
-//! event is in, outermost first, then the event's own (`message` among them), a later one
-//! replacing an earlier one of the same name.
+//! top level: `timestamp` (RFC 3339, UTC), `level`, `target`, then every other field in name
+//! order, the fields of the spans the event is in and the event's own (`message` among them).
+//! Where two have the same name the innermost wins: the event's over its spans', an inner
+//! span's over an outer one's (the spans are merged outermost first for that alone).
+//!
+//! A command that logs JSON also writes its fatal error ([`error_line`]) and any panic
+//! ([`log_panics_as_json`]) as such a line, so that standard error stays all JSON.
 //!
 //! Only the assembly is ours: the spans' fields are formatted by tracing-subscriber's
 //! [`JsonFields`] (kept in each span's extensions, as its JSON format does) and the event's by
 //! its [`JsonVisitor`], and the time by its [`SystemTime`] timer.
 
 use std::fmt;
+use std::io::Write;
 
 use serde_json::{Map, Value};
 use tracing::{Event, Subscriber};
@@ -70,9 +75,53 @@ where
     }
 }
 
+/// The line that ends a command logging JSON when it fails: like every log line, at `ERROR`,
+/// target `coffer` (text mode writes `error: MESSAGE` instead).
+pub(crate) fn error_line(message: &str) -> String {
+    let mut fields = Map::new();
+    fields.insert("message".to_owned(), message.into());
+    line(&timestamp(), "ERROR", "coffer", fields)
+}
+
+/// From now on a panic writes one JSON line (target `coffer::panic`, its location and thread)
+/// instead of the default hook's text. Its message goes in only if it is a literal of the code
+/// (`panic!("...")`): a formatted one (`expect`, `unwrap` on an error) may quote what was being
+/// parsed, a secret among others; the location names the line that panicked.
+pub(crate) fn log_panics_as_json() {
+    std::panic::set_hook(Box::new(|info| {
+        let literal = info.payload().downcast_ref::<&'static str>().copied();
+        let location = info.location().map(ToString::to_string);
+        let thread = std::thread::current();
+        let text = panic_line(literal, location, thread.name());
+        // One write of the whole line, as the log writer's lines are.
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(format!("{text}\n").as_bytes());
+    }));
+}
+
+fn panic_line(literal: Option<&str>, location: Option<String>, thread: Option<&str>) -> String {
+    let mut fields = Map::new();
+    let message = match literal {
+        Some(text) => format!("panicked: {text}"),
+        None => "panicked (its message is not logged in JSON: it may quote input)".to_owned(),
+    };
+    fields.insert("message".to_owned(), message.into());
+    if let Some(location) = location {
+        fields.insert("location".to_owned(), location.into());
+    }
+    if let Some(thread) = thread {
+        fields.insert("thread".to_owned(), thread.into());
+    }
+    line(&timestamp(), "ERROR", "coffer::panic", fields)
+}
+
 /// Adds the fields of `object` (a JSON object as [`JsonFields`] and [`JsonVisitor`] write it)
 /// to `fields`, replacing any of the same name.
 fn merge(fields: &mut Map<String, Value>, object: &str) {
+    // tracing-subscriber's JSON visitor wrote `object`, so it parses. Should it not (a field
+    // formatter that failed midway leaves a partial object), its fields are left out and the
+    // line is still written: losing the line, or the event, would be worse.
     if let Ok(Value::Object(more)) = serde_json::from_str::<Value>(object) {
         fields.extend(more);
     }
@@ -220,6 +269,103 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().count(), 1);
+    }
+
+    /// A record of the `log` crate arrives as tracing-log makes it (target `log`, `log.*`
+    /// fields) and is written with its own target and no `log.*` field.
+    #[test]
+    fn a_log_crate_record_keeps_its_own_target() {
+        let lines = logged(|| {
+            tracing_log::format_trace(
+                &log::Record::builder()
+                    .args(format_args!("sending ClientHello"))
+                    .level(log::Level::Warn)
+                    .target("rustls::client::hs")
+                    .module_path_static(Some("rustls::client::hs"))
+                    .file_static(Some("src/client/hs.rs"))
+                    .line(Some(12))
+                    .build(),
+            )
+            .unwrap();
+        });
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line["target"], "rustls::client::hs", "{line:?}");
+        assert_eq!(line["level"], "WARN", "{line:?}");
+        assert_eq!(line["message"], "sending ClientHello", "{line:?}");
+        assert_eq!(line.len(), 4, "{line:?}");
+    }
+
+    #[test]
+    fn the_fatal_error_line_is_a_log_line() {
+        let text = error_line("data dir /d: not \"initialised\"\nat all");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(&text) else {
+            panic!("{text}");
+        };
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["target"], "coffer");
+        assert_eq!(line["message"], "data dir /d: not \"initialised\"\nat all");
+        assert!(
+            coffer_types::Timestamp::parse_rfc3339(line["timestamp"].as_str().unwrap()).is_some()
+        );
+    }
+
+    /// The test binary runs itself with `COFFER_TEST_PANIC` set, and that run panics under
+    /// [`log_panics_as_json`]: with a message formatted from a value (`formatted`), which is
+    /// left out, or a literal one (`literal`), which is kept.
+    #[test]
+    fn a_panic_is_one_json_line_without_a_formatted_message() {
+        const SECRET: &str = "s3cret-in-a-panic";
+        match std::env::var("COFFER_TEST_PANIC").as_deref() {
+            Ok("formatted") => {
+                log_panics_as_json();
+                let value = String::from(SECRET);
+                panic!("cannot parse {value}");
+            }
+            Ok("literal") => {
+                log_panics_as_json();
+                panic!("a literal message");
+            }
+            _ => {}
+        }
+        let name = concat!(
+            module_path!(),
+            "::a_panic_is_one_json_line_without_a_formatted_message"
+        );
+        let name = name.split_once("::").unwrap().1;
+        for (mode, message) in [
+            (
+                "formatted",
+                "panicked (its message is not logged in JSON: it may quote input)",
+            ),
+            ("literal", "panicked: a literal message"),
+        ] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .env("COFFER_TEST_PANIC", mode)
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !stderr.contains(SECRET) && !stdout.contains(SECRET),
+                "{stderr}{stdout}"
+            );
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(lines.len(), 1, "one line, JSON: {stderr}");
+            let Ok(Value::Object(line)) = serde_json::from_str::<Value>(lines[0]) else {
+                panic!("not JSON: {stderr}");
+            };
+            assert_eq!(line["level"], "ERROR", "{line:?}");
+            assert_eq!(line["target"], "coffer::panic", "{line:?}");
+            assert_eq!(line["message"], message, "{line:?}");
+            assert!(
+                line["location"].as_str().unwrap().contains("json_log.rs:"),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
