@@ -7,6 +7,8 @@
 //! `MANPATH` pointing at the pages in `dist/man/`. Without `systemd-analyze` the test is skipped,
 //! except under `CI=true`, where it fails.
 //!
+//! Their `Type=notify` is checked by standing in for systemd's notification socket.
+//!
 //! The units' `MemoryDenyWriteExecute=yes` is checked by running the server under the kernel's
 //! own form of it, with a KEK in SoftHSM2. That needs Linux 6.3 or later, which CI's machines
 //! have: under `CI=true` an older kernel fails the test rather than skipping it.
@@ -133,6 +135,87 @@ fn verify_reports_what_is_wrong_with_a_unit() {
     .unwrap();
     let (ok, said) = verify(tool, std::slice::from_ref(unit), &man);
     assert!(!ok && said.contains("no-such-coffer"), "{said}");
+}
+
+/// The units are `Type=notify`: `coffer server` and `coffer edge` send `READY=1` to the socket
+/// `NOTIFY_SOCKET` names once they listen, and nothing when they cannot start. The test is the
+/// service manager: a datagram socket it binds.
+#[test]
+fn the_server_and_the_edge_tell_the_service_manager_once_they_listen() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("notify");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let told = || {
+        let mut buf = [0u8; 512];
+        let n = manager.recv(&mut buf).expect("no notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let nothing_more = || {
+        manager.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        let more = manager.recv(&mut buf).map(|n| buf[..n].to_vec());
+        manager.set_nonblocking(false).unwrap();
+        assert_eq!(
+            more.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::WouldBlock),
+            "told more"
+        );
+    };
+
+    // A server that cannot start says nothing.
+    let data = tmp.path().join("data");
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path);
+    run(cmd, None).one_error_line(1);
+    nothing_more();
+
+    let (account, token) = init(&data);
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path);
+    let server = Server::spawn(cmd);
+    assert_eq!(told(), "READY=1\n");
+    nothing_more();
+
+    let conn = Conn {
+        url: server.url.clone(),
+        token,
+        account,
+    };
+    let node = conn
+        .run(&["node", "create", "edge-1", "--json"])
+        .ok()
+        .json();
+    let mut cmd = coffer_cmd();
+    for var in [
+        "COFFER_NODE_TOKEN_FILE",
+        "COFFER_UPSTREAM",
+        "COFFER_FEED_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.arg("edge")
+        .args(["--upstream", &conn.url, "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(tmp.path().join("edge"))
+        .env("COFFER_NODE_TOKEN", node["node_token"].as_str().unwrap())
+        .env("NOTIFY_SOCKET", &path);
+    let edge = Server::spawn(cmd);
+    assert_eq!(told(), "READY=1\n");
+    nothing_more();
+    let (status, log) = edge.terminate();
+    assert!(status.success(), "{status:?}\n{log}");
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{status:?}\n{log}");
 }
 
 /// Run by `python3 -c` before the command in its arguments: `prctl(PR_SET_MDWE,

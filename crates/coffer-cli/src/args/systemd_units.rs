@@ -88,6 +88,8 @@ fn the_units_agree_with_themselves() {
         assert_eq!(words[at + 1], format!("/var/lib/{state}"));
         assert_eq!(settings(unit, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
         assert_eq!(settings(unit, "User"), [state]);
+        // `coffer server|edge` send READY=1 once listening (tests/systemd.rs).
+        assert_eq!(settings(unit, "Type"), ["notify"]);
         // What the CLI exits with when restarting cannot help (a failed HSM login).
         assert_eq!(
             settings(unit, "RestartPreventExitStatus"),

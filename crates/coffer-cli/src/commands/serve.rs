@@ -2,7 +2,8 @@
 //!
 //! Readiness is announced on standard output with one line, `listening on http(s)://ADDR`,
 //! printed (and flushed) once the server answers `/healthz`. With `--listen 127.0.0.1:0` this is
-//! how a supervisor or a test learns the port. Logs go to standard error.
+//! how a supervisor or a test learns the port. Under systemd (`Type=notify`, `NOTIFY_SOCKET` set)
+//! the service manager is told `READY=1` at the same moment. Logs go to standard error.
 
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
@@ -61,6 +62,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         move |addr| {
             hardening.log();
             announce(&format!("listening on {scheme}://{addr}\n"));
+            notify_ready();
         },
         shutdown,
     )
@@ -157,6 +159,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         move |addr, _| {
             hardening.log();
             announce(&format!("listening on {scheme}://{addr}\n"));
+            notify_ready();
         },
         shutdown,
     )
@@ -210,6 +213,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             hardening.log();
             announce(&format!("listening on http://{addr}\n"));
             announce(&dev_banner(addr, &creds, &creds_path));
+            notify_ready();
         },
         shutdown,
     )
@@ -247,6 +251,15 @@ fn read_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
 /// even if nobody reads its announcements.
 fn announce(text: &str) {
     let _ = output::print(text);
+}
+
+/// Tells the service manager that the service is up (`READY=1` to `NOTIFY_SOCKET`, what
+/// `Type=notify` waits for); nothing when the variable is unset. A failure is logged: systemd then
+/// fails the start when its timeout runs out, which says the same.
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::error!(error = %e, "cannot tell the service manager that the service is ready (NOTIFY_SOCKET)");
+    }
 }
 
 /// Logs to standard error through a writer thread, so that no request waits for the write
