@@ -190,6 +190,24 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once it holds `needle`: lines reach it through the server's writer thread and
+    /// this test's reader, a little after the request that caused them was answered. Fails
+    /// after 10 s, showing the log.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the log:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, as a service manager stops it: waits for the process to exit and for the last
     /// of its standard error to be read; its exit status and whole log.
     pub fn terminate(mut self) -> (ExitStatus, String) {

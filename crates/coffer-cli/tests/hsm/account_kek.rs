@@ -204,8 +204,7 @@ fn a_pkcs11_account_kek_alone_wraps_the_accounts_deks_and_its_loss_fails_that_ac
         "{body}"
     );
     assert_eq!(read_binding(&server, &svc_a), (200, VALUE_A.to_owned()));
-    let log = server.log();
-    assert!(log.contains("gone from the token"), "{log}");
+    let log = server.log_with("gone from the token");
     assert!(!log.contains("the PKCS#11 token is unavailable"), "{log}");
     drop(server);
 
