@@ -132,7 +132,7 @@ pub struct Grant {
     pub sealed: Vec<u8>,
 }
 
-struct Len32;
+pub(crate) struct Len32;
 
 impl hkdf::KeyType for Len32 {
     fn len(&self) -> usize {
@@ -425,6 +425,8 @@ impl KekProvider for GrantedKeys {
         rk_unwrap(&rk, version, &wrapped.bytes, ctx)
     }
 }
+
+pub mod account;
 
 #[cfg(test)]
 mod tests;

@@ -96,9 +96,14 @@ pub enum Change {
         node_id: TokenId,
     },
     /// A replication-key version sealed to one node's X25519 public key. Every edge stores
-    /// every grant; only the node's private key opens it.
+    /// every grant; only the node's private key opens it. With `account_id`, an account grant:
+    /// version `rk_version` of that account's replication key (ARK), sealed to the key the node
+    /// registered for that account alone (absent from node grants, so their encoding is
+    /// unchanged).
     NodeKeyGrant {
         node_id: TokenId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_id: Option<AccountId>,
         rk_version: u32,
         ephemeral_public_hex: String,
         sealed_hex: String,
@@ -137,8 +142,8 @@ pub enum Change {
 }
 
 impl Change {
-    /// The account the change belongs to; `None` for instance-level changes (nodes, instance
-    /// keys).
+    /// The account the change belongs to; `None` for instance-level changes (nodes, node
+    /// grants, instance keys). An account grant belongs to its account.
     pub fn account_id(&self) -> Option<AccountId> {
         match self {
             Change::AccountPut { account_id, .. }
@@ -154,10 +159,10 @@ impl Change {
             | Change::ValueResealed { account_id, .. }
             | Change::DekDestroyed { account_id, .. }
             | Change::AccountDeleted { account_id } => Some(*account_id),
-            Change::NodePut { .. }
-            | Change::NodeRevoked { .. }
-            | Change::NodeKeyGrant { .. }
-            | Change::InstanceKeyPut { .. } => None,
+            Change::NodeKeyGrant { account_id, .. } => *account_id,
+            Change::NodePut { .. } | Change::NodeRevoked { .. } | Change::InstanceKeyPut { .. } => {
+                None
+            }
         }
     }
 }
@@ -218,5 +223,43 @@ impl ChangeRecord {
     pub fn change(&self) -> Result<Change, crate::StorageError> {
         serde_json::from_slice(&self.payload)
             .map_err(|e| crate::StorageError::Corrupted(format!("change {}: {e}", self.seq)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_grant_keeps_its_encoding_and_an_account_grant_names_its_account() {
+        let old = format!(
+            r#"{{"type":"node_key_grant","node_id":"{}","rk_version":2,"ephemeral_public_hex":"aa","sealed_hex":"bb"}}"#,
+            "01".repeat(16)
+        );
+        let parsed: Change = serde_json::from_str(&old).unwrap();
+        let grant = Change::NodeKeyGrant {
+            node_id: TokenId::from_bytes([1; 16]),
+            account_id: None,
+            rk_version: 2,
+            ephemeral_public_hex: "aa".into(),
+            sealed_hex: "bb".into(),
+        };
+        assert_eq!(parsed, grant);
+        assert_eq!(serde_json::to_string(&grant).unwrap(), old);
+        assert_eq!(grant.account_id(), None);
+        let account = Change::NodeKeyGrant {
+            node_id: TokenId::from_bytes([1; 16]),
+            account_id: Some(AccountId::from_bytes([4; 16])),
+            rk_version: 2,
+            ephemeral_public_hex: "aa".into(),
+            sealed_hex: "bb".into(),
+        };
+        let text = serde_json::to_string(&account).unwrap();
+        assert!(
+            text.contains(&format!(r#""account_id":"{}""#, "04".repeat(16))),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), account);
+        assert_eq!(account.account_id(), Some(AccountId::from_bytes([4; 16])));
     }
 }

@@ -178,6 +178,7 @@ impl Keyring {
         Ok(Some(RkWrap {
             version: current.version,
             wrapped: wrapped.bytes,
+            ark: false,
         }))
     }
 
@@ -378,6 +379,7 @@ impl Keyring {
                 grants,
                 deks,
                 instance_keys,
+                accounts: Vec::new(),
             },
         ))
     }

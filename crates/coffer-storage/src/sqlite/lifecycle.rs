@@ -248,6 +248,31 @@ pub(super) fn compact_past(
         .into_iter()
         .map(|dek| format!("\"dek_id\":\"{dek}\""))
         .collect();
+    compact_past_needles(cx, needles, before)
+}
+
+/// [`compact_past`] for a deleted account: also past its account grants (`node_key_grant`
+/// entries naming it, which carry its replication key sealed to the nodes' keys for it).
+pub(super) fn compact_past_account(
+    cx: &mut WriteCx<'_>,
+    account: coffer_types::AccountId,
+    deks: impl IntoIterator<Item = DekId>,
+    before: u64,
+) -> Result<Option<u64>> {
+    let mut needles: Vec<String> = deks
+        .into_iter()
+        .map(|dek| format!("\"dek_id\":\"{dek}\""))
+        .collect();
+    // Only an account grant (`Change::NodeKeyGrant`) has the version right after the account.
+    needles.push(format!("\"account_id\":\"{account}\",\"rk_version\":"));
+    compact_past_needles(cx, needles, before)
+}
+
+fn compact_past_needles(
+    cx: &mut WriteCx<'_>,
+    needles: Vec<String>,
+    before: u64,
+) -> Result<Option<u64>> {
     if needles.is_empty() {
         return Ok(None);
     }

@@ -316,6 +316,10 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
                     "delete account deks (a value of another account under one?)",
                 ),
                 ("DELETE FROM accounts WHERE id = ?1", "delete account"),
+                (
+                    "DELETE FROM account_grants WHERE account_id = ?1",
+                    "delete account grants",
+                ),
             ] {
                 exec(conn, sql, [account], origin, context)?;
             }
@@ -427,6 +431,7 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
         }
         Change::NodeKeyGrant {
             node_id,
+            account_id: None,
             rk_version,
             ephemeral_public_hex,
             sealed_hex,
@@ -442,6 +447,26 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
                 params![node_id.as_bytes(), rk_version, ephemeral, sealed],
                 origin,
                 "put node grant",
+            )?;
+        }
+        Change::NodeKeyGrant {
+            node_id,
+            account_id: Some(account_id),
+            rk_version,
+            ephemeral_public_hex,
+            sealed_hex,
+        } => {
+            let ephemeral = hash32(origin, ephemeral_public_hex, "ephemeral_public_hex")?;
+            let sealed = unhex(origin, sealed_hex, "sealed_hex")?;
+            super::account_keys::store_grant(
+                conn,
+                &crate::AccountGrant {
+                    account_id: *account_id,
+                    node_id: *node_id,
+                    ark_version: *rk_version,
+                    ephemeral_public: ephemeral,
+                    sealed,
+                },
             )?;
         }
         Change::InstanceKeyPut {
@@ -819,7 +844,8 @@ fn clear_replica(cx: &WriteCx<'_>, header: &InstallHeader, now: i64) -> Result<(
              DELETE FROM tokens;
              DELETE FROM accounts;
              DELETE FROM nodes;
-             DELETE FROM node_grants;",
+             DELETE FROM node_grants;
+             DELETE FROM account_grants;",
         )
         .db("clear replicated rows")?;
     cx.conn
