@@ -170,6 +170,9 @@ pub struct Keyring {
     feed_signing: Option<Arc<SigningKey>>,
     /// Accounts with a KEK of their own (control plane only; see `account_kek.rs`).
     accounts: AccountKeks,
+    /// The current replication key of each such account (control plane only; see
+    /// `keyring/account_replication.rs`).
+    arks: account_replication::AccountArks,
 }
 
 impl Keyring {
@@ -200,6 +203,7 @@ impl Keyring {
             node_mac: MacKey::from_data_key(&node_key),
             feed_signing: Some(Arc::new(feed_signing)),
             accounts: AccountKeks::default(),
+            arks: Default::default(),
         };
         keyring
             .backfill_rk_wraps(&[
@@ -235,6 +239,7 @@ impl Keyring {
             replication: None,
             feed_signing: None,
             accounts: AccountKeks::default(),
+            arks: Default::default(),
         })
     }
 
@@ -470,7 +475,11 @@ impl Keyring {
         let id = DekId::from_bytes(random_id());
         let kek = self.wrapping_kek(account)?;
         let (key, wrapped) = kek_wrap(&kek, DataKey::generate(), dek_context(account, id)).await?;
-        let rk = self.rk_wrap(&key, &dek_context(account, id))?;
+        let ctx = dek_context(account, id);
+        let rk = match self.ark_wrap(account, &key, &ctx)? {
+            Some(ark) => Some(ark),
+            None => self.rk_wrap(&key, &ctx)?,
+        };
         let record = DekRecord {
             account_id: account,
             key: WrappedKeyRecord {
@@ -545,6 +554,7 @@ impl Keyring {
     /// Drops every unwrapped DEK of `account` this process holds (its KEK is being destroyed,
     /// or the account deleted).
     pub(crate) fn forget_account(&self, account: AccountId) {
+        self.forget_account_rk(account);
         self.lock_active().remove(&account);
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.remove_account(account);
@@ -685,6 +695,7 @@ async fn kek_unwrap(
     .await
 }
 
+mod account_replication;
 mod replication;
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ use coffer_storage::{
     AuditEntry, DekRecord, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
     REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError, WrappedKeyRecord,
 };
-use coffer_types::{DekId, Timestamp, TokenId};
+use coffer_types::{AccountId, DekId, Timestamp, TokenId};
 
 use super::{Keyring, dek_context, instance_context, kek_unwrap, on_blocking_pool};
 use crate::CoreError;
@@ -43,8 +43,8 @@ struct Current {
 pub(crate) struct ReplicationKeys {
     current: RwLock<Current>,
     /// Held by a registration or a rotation for its whole course, so that a grant is never
-    /// made of a version a rotation is replacing.
-    ops: tokio::sync::Mutex<()>,
+    /// made of a version a rotation is replacing (account replication keys' too).
+    pub(super) ops: tokio::sync::Mutex<()>,
 }
 
 /// The instance-key purpose an RK version is stored under, `replication-key:<version>`. Its KEK
@@ -153,7 +153,7 @@ impl ReplicationKeys {
 }
 
 impl Keyring {
-    fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
+    pub(super) fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
         self.replication.as_ref().ok_or_else(|| {
             CoreError::Internal("only the control plane holds a replication key".into())
         })
@@ -190,6 +190,11 @@ impl Keyring {
         let Some(repl) = &self.replication else {
             return true;
         };
+        // An account with its own replication key seals only under DEKs its current version
+        // wraps.
+        if let Some(current) = self.ark_current_for(record) {
+            return current;
+        }
         let current = repl.current();
         record
             .rk
@@ -289,7 +294,7 @@ impl Keyring {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (key, rotation) = self.prepare_rotation(repl, node, &keys).await?;
+            let (key, (rotation, arks)) = self.prepare_rotation(repl, node, &keys).await?;
             let version = rotation.version;
             match self
                 .storage
@@ -301,6 +306,7 @@ impl Keyring {
                         version,
                         key: Arc::new(key),
                     };
+                    self.install_ark_rotations(arks);
                     // Every account starts a new DEK for its next seal.
                     self.lock_active().clear();
                     tracing::info!(node = %node, version, "node revoked; replication key rotated");
@@ -317,7 +323,7 @@ impl Keyring {
         repl: &ReplicationKeys,
         revoked: TokenId,
         keys: &[(TokenId, [u8; 32])],
-    ) -> Result<(DataKey, RkRotation), CoreError> {
+    ) -> Result<(DataKey, (RkRotation, Vec<(AccountId, u32, DataKey)>)), CoreError> {
         let current = repl.current();
         let version = current
             .version
@@ -336,13 +342,18 @@ impl Keyring {
             });
         }
         let mut deks = Vec::new();
-        for record in self.storage.list_deks().await? {
+        let stored = self.storage.list_deks().await?;
+        for record in &stored {
+            // Wrapped by its account's own replication key: rotated with that below.
+            if record.rk.as_ref().is_some_and(|rk| rk.ark) {
+                continue;
+            }
             let ctx = dek_context(record.account_id, record.key.id);
             let key = match &record.rk {
                 Some(rk) if rk.version == current.version => {
                     rk_unwrap(&current.key, current.version, &rk.wrapped, &ctx)?
                 }
-                _ => kek_unwrap(&self.kek, &record.key, ctx).await?,
+                _ => kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await?,
             };
             deks.push((record.key.id, rk_wrap(&next, version, &key, &ctx)?.bytes));
         }
@@ -367,20 +378,29 @@ impl Keyring {
         // reached the node being revoked, under the old RK); one made between the listing and
         // the commit is missing from the rotation, which storage refuses (Conflict, and
         // another attempt).
+        let mut accounts = Vec::new();
+        let mut arks = Vec::new();
+        for (rotation, key) in self.prepare_ark_rotations(revoked, &stored).await? {
+            arks.push((rotation.account_id, rotation.version, key));
+            accounts.push(rotation);
+        }
         let record = WrappedKeyRecord {
             created: Timestamp::now(),
             ..record
         };
         Ok((
             next,
-            RkRotation {
-                version,
-                key: record,
-                grants,
-                deks,
-                instance_keys,
-                accounts: Vec::new(),
-            },
+            (
+                RkRotation {
+                    version,
+                    key: record,
+                    grants,
+                    deks,
+                    instance_keys,
+                    accounts,
+                },
+                arks,
+            ),
         ))
     }
 }

@@ -71,6 +71,15 @@ impl Coffer {
                     tracing::info!(account = %account, kek = %found.info.kek_id, "account KEK loaded");
                     self.start_account_rewrap(account, Arc::clone(kek), settings)
                         .await?;
+                    // Registered first: its DEKs are wrapped by it from then on.
+                    self.keys.account_keks().insert(
+                        account,
+                        found.info.clone(),
+                        Ok(Arc::clone(kek)),
+                    );
+                    if let Err(e) = self.keys.ensure_account_rk(account, Arc::clone(kek)).await {
+                        tracing::error!(account = %account, error = %e, "the account's replication key could not be opened or made: its values cannot be written until this is fixed");
+                    }
                 }
                 Err(reason) => {
                     tracing::error!(account = %account, kek = %found.info.kek_id, %reason, "the account's own KEK is unavailable: the account's values cannot be opened until it is restored; every other account serves");
@@ -158,6 +167,11 @@ impl Coffer {
             // The key is in use: refusing now would not undo it.
             tracing::error!(error = %e, "setting an account KEK could not be audited");
         }
+        // Its DEKs are RK-wrapped by a replication key of the account's own, wrapped by it alone; its
+        // DEKs under the instance RK are retired (re-sealed away from, then destroyed).
+        self.keys
+            .ensure_account_rk(account, Arc::clone(&kek))
+            .await?;
         self.start_account_rewrap(account, kek, settings).await?;
         self.account_kek_report(account).await
     }

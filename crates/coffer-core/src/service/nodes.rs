@@ -170,6 +170,41 @@ impl Coffer {
         Ok(recorded)
     }
 
+    /// Records the X25519 public key `node` made for `account` alone and grants it the
+    /// account's current replication key (ARK), if it has one (docs/edges.md, "Per-account
+    /// keys"). `Ok(false)`: this very key was registered before. First registration wins
+    /// (`AlreadyExists(NodeKey)` for another key, or a key in use anywhere else).
+    pub async fn register_account_node_key(
+        &self,
+        node: &NodeRecord,
+        account: coffer_types::AccountId,
+        public_key_hex: &str,
+    ) -> Result<bool, CoreError> {
+        const MALFORMED: &str = "public_key must be 64 hex digits: the X25519 public key the edge made for this account (its data dir's account-keys/<account>.key)";
+        let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
+        hex::decode_to_slice(public_key_hex, &mut bytes)
+            .map_err(|_| CoreError::InvalidNodeKey(MALFORMED))?;
+        let public = coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
+            CoreError::InvalidNodeKey(
+                "public_key is not a usable X25519 public key (a low-order point)",
+            )
+        })?;
+        let recorded = self
+            .keys
+            .register_account_node_key(node.id, account, &public, &[])
+            .await?;
+        if recorded {
+            tracing::info!(
+                node = %node.id,
+                name = %node.name,
+                account = %account,
+                public_key = %public_key_hex,
+                "account node key registered"
+            );
+        }
+        Ok(recorded)
+    }
+
     /// Authenticates a node token: parsed, looked up by id, its keyed hash compared in
     /// constant time, refused if revoked (`NodeRevoked`, said only of a token that verifies).
     /// A valid token of another kind gets `WrongTokenKind` (and an invalid one the usual

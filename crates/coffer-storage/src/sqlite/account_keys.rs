@@ -350,12 +350,13 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, revoked: TokenId, rotation: &ArkRotat
             wrapped_hex: to_hex(wrapped),
         })?;
     }
-    // Every DEK of the account must now be under the new version: one made meanwhile would
-    // still open with what the revoked node held.
+    // Every ARK-wrapped DEK of the account must now be under the new version: one made
+    // meanwhile would still open with what the revoked node held. (Its DEKs still under the
+    // instance RK, retired and awaiting re-seal, are the instance rotation's.)
     let left = query_opt(
         cx.conn,
         "SELECT count(*) FROM deks WHERE account_id = ?1
-             AND NOT (rk_account = 1 AND rk_version = ?2)",
+             AND rk_account = 1 AND rk_version != ?2",
         params![account.as_bytes(), rotation.version],
         "count account deks left",
         |row| col::<i64>(row, 0, "count"),
