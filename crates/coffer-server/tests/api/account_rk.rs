@@ -8,13 +8,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::Method;
+use axum::http::{Method, Request, StatusCode, header};
 use coffer_crypto::{
-    CryptoError, DataKey, DekContext, FileKek, KekProvider, WrappedDataKey, ark_context,
-    ark_purpose, ark_unwrap, rk_unwrap,
+    CryptoError, DataKey, DekContext, FileKek, Grant, KekProvider, NodeKey, WrappedDataKey,
+    ark_context, ark_purpose, ark_unwrap, rk_unwrap,
 };
-use coffer_types::{AccountId, DekId};
-use serde_json::json;
+use coffer_types::{AccountId, DekId, TokenId};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
 
 use crate::account_kek::{
     copied_rows, copy_tree, dek_ctx, fast_keys, id16, open_value, put_secrets, restore, set_kek,
@@ -305,4 +307,237 @@ async fn deleting_an_account_leaves_a_prior_copy_whose_replication_wraps_nothing
     // The other accounts serve on.
     h.create_secret(&own_store, "own2", "v").await;
     put_secrets(&h, &kept, &kept_admin, &kept_store, "k-after", 1).await;
+}
+
+const NODE_KEY: &str = "/replication/v1/node-key";
+
+fn account_key_uri(account: &str) -> String {
+    format!("{NODE_KEY}/accounts/{account}")
+}
+
+async fn put_key(
+    app: &axum::Router,
+    uri: &str,
+    token: &str,
+    public: &NodeKey,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({ "public_key": hex::encode(public.public_key().as_bytes()) }).to_string(),
+        ))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn delete_node(app: &axum::Router, token: &str, node: &str) -> StatusCode {
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri(nodes_uri(Some(node)))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+/// The ARK of `account` opened from its grant to `node`'s key for the account.
+async fn granted_ark(
+    h: &Harness,
+    account: AccountId,
+    node: TokenId,
+    version: u32,
+    key: &NodeKey,
+) -> Option<DataKey> {
+    let grants = h
+        .coffer
+        .storage()
+        .account_grants(account, version)
+        .await
+        .unwrap();
+    let grant = grants.iter().find(|g| g.node_id == node)?;
+    key.open_account_grant(
+        node,
+        account,
+        version,
+        &Grant {
+            ephemeral_public: grant.ephemeral_public,
+            sealed: grant.sealed.clone(),
+        },
+    )
+    .ok()
+}
+
+/// Opens every ARK-wrapped DEK of `account` in the live database with `ark` of `version`.
+async fn opens_every_dek(h: &Harness, account: AccountId, version: u32, ark: &DataKey) -> usize {
+    let mut opened = 0;
+    for dek in h.coffer.storage().list_deks().await.unwrap() {
+        let Some(rk) = dek.rk.filter(|rk| rk.ark && dek.account_id == account) else {
+            continue;
+        };
+        assert_eq!(rk.version, version);
+        ark_unwrap(ark, version, &rk.wrapped, &dek_ctx(account, dek.key.id)).unwrap();
+        opened += 1;
+    }
+    opened
+}
+
+#[tokio::test]
+async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_key() {
+    let h = Harness::with_keys(fast_keys()).await;
+    h.coffer.storage().ensure_cluster_id().await.unwrap();
+    let (acct, admin, store) = h.other_account_with_secret("v").await;
+    let account: AccountId = acct.parse().unwrap();
+    let (a, b) = (h.create_node("edge-a").await, h.create_node("edge-b").await);
+    let (a_id, b_id): (TokenId, TokenId) = (a.id.parse().unwrap(), b.id.parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| NodeKey::create(&dir.path().join(name)).unwrap();
+    let (node_a, node_b) = (key("node-a"), key("node-b"));
+    let (acct_a, acct_b) = (key("acct-a"), key("acct-b"));
+    for (n, k) in [(&a, &node_a), (&b, &node_b)] {
+        assert_eq!(
+            put_key(&h.app, NODE_KEY, &n.token, k).await.0,
+            StatusCode::OK
+        );
+    }
+    // Before the account has a replication key of its own: recorded, nothing granted.
+    let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &acct_a).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["registered"], true, "{body}");
+    // Setting its KEK makes ARK 1 and grants it to the key already registered.
+    assert_ok(&set_kek(&h, &acct, "file").await);
+    let ark = granted_ark(&h, account, a_id, 1, &acct_a)
+        .await
+        .expect("granted");
+    // Node b registers after: granted at once.
+    let (status, _) = put_key(&h.app, &account_key_uri(&acct), &b.token, &acct_b).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(granted_ark(&h, account, b_id, 1, &acct_b).await.is_some());
+    // Neither node key opens an account grant, nor an account key another node's grant.
+    assert!(granted_ark(&h, account, a_id, 1, &node_a).await.is_none());
+    assert!(granted_ark(&h, account, b_id, 1, &acct_a).await.is_none());
+    // New values are sealed under DEKs the ARK wraps; the per-account key opens them.
+    put_secrets(&h, &acct, &admin, &store, "late", 2).await;
+    assert_eq!(opens_every_dek(&h, account, 1, &ark).await, 2);
+
+    // Refusals: another key (first wins), a key in use (as a node key, or for the account by
+    // another node), an unknown account, a malformed key. None writes.
+    let other = h.create_account("other").await;
+    let head = h.change_head().await;
+    let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &key("x")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["errors"][0]["code"], 1307, "{body}");
+    for (token, k) in [(&a.token, &node_a), (&a.token, &acct_b)] {
+        let (status, _) = put_key(&h.app, &account_key_uri(&other), token, k).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+    let (status, body) = put_key(
+        &h.app,
+        &account_key_uri(&"0".repeat(32)),
+        &a.token,
+        &key("y"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let r = h
+        .send_as(
+            Method::PUT,
+            &account_key_uri(&acct),
+            Some(&format!("Bearer {}", b.token)),
+            Some(&json!({ "public_key": "00".repeat(32) })),
+        )
+        .await;
+    assert_err(&r, coffer_api::ErrorCode::InvalidNodeKey, "public_key");
+    assert_eq!(h.change_head().await, head, "refusals write nothing");
+
+    // Revoking a: ARK 2, granted to b's account key only; every ARK-wrapped DEK moves to it.
+    assert_eq!(delete_node(&h.app, &h.token, &a.id).await, StatusCode::OK);
+    let storage = h.coffer.storage();
+    assert_eq!(
+        storage
+            .account_replication_key_versions(account)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(granted_ark(&h, account, a_id, 2, &acct_a).await.is_none());
+    let next = granted_ark(&h, account, b_id, 2, &acct_b)
+        .await
+        .expect("b is granted ARK 2");
+    assert_eq!(opens_every_dek(&h, account, 2, &next).await, 2);
+    // What a held opens none of them any more.
+    for dek in storage.list_deks().await.unwrap() {
+        if let Some(rk) = dek.rk.filter(|rk| rk.ark) {
+            assert!(ark_unwrap(&ark, 2, &rk.wrapped, &dek_ctx(account, dek.key.id)).is_err());
+        }
+    }
+    // The account keeps serving: a new value lands under ARK 2.
+    put_secrets(&h, &acct, &admin, &store, "after", 1).await;
+    assert_eq!(opens_every_dek(&h, account, 2, &next).await, 3);
+}
+
+/// An account whose KEK is unavailable when a node is revoked keeps its ARK version (nothing of
+/// it can be written meanwhile); the revocation goes through and rotates every other key.
+#[tokio::test]
+async fn a_revocation_skips_the_account_key_of_an_account_whose_kek_is_unavailable() {
+    let h = Harness::with_keys(fast_keys()).await;
+    h.coffer.storage().ensure_cluster_id().await.unwrap();
+    let (lost, lost_admin, lost_store) = h.other_account_with_secret("l").await;
+    let (kept, _, _) = h.other_account_with_secret("k").await;
+    let (lost_id, kept_id): (AccountId, AccountId) = (lost.parse().unwrap(), kept.parse().unwrap());
+    assert_ok(&set_kek(&h, &lost, "file").await);
+    assert_ok(&set_kek(&h, &kept, "file").await);
+    put_secrets(&h, &lost, &lost_admin, &lost_store, "x", 1).await;
+    let (a, b) = (h.create_node("edge-a").await, h.create_node("edge-b").await);
+    let dir = tempfile::tempdir().unwrap();
+    for (n, name) in [(&a, "a"), (&b, "b")] {
+        let k = NodeKey::create(&dir.path().join(name)).unwrap();
+        assert_eq!(
+            put_key(&h.app, NODE_KEY, &n.token, &k).await.0,
+            StatusCode::OK
+        );
+    }
+
+    h.coffer.shutdown().await;
+    std::fs::remove_file(h.data_dir.join(format!("account-keks/{lost}.key"))).unwrap();
+    let reopened = std::sync::Arc::new(
+        coffer_server::open_data_dir_tuned(
+            &h.data_dir,
+            Default::default(),
+            Default::default(),
+            fast_keys(),
+        )
+        .await
+        .unwrap()
+        .coffer,
+    );
+    let app = coffer_server::app(reopened.clone());
+    // A key for the unavailable account cannot be granted anything: 503, naming it.
+    let k = NodeKey::create(&dir.path().join("acct")).unwrap();
+    let (status, body) = put_key(&app, &account_key_uri(&lost), &b.token, &k).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["errors"][0]["code"], 1503, "{body}");
+
+    assert_eq!(delete_node(&app, &h.token, &a.id).await, StatusCode::OK);
+    let storage = reopened.storage();
+    let versions: Vec<(AccountId, u32)> = storage
+        .account_replication_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, v, _)| (a, v))
+        .collect();
+    assert!(versions.contains(&(lost_id, 1)), "{versions:?}");
+    assert!(versions.contains(&(kept_id, 2)), "{versions:?}");
+    assert_eq!(
+        storage.latest_replication_key().await.unwrap().unwrap().0,
+        2
+    );
+    reopened.shutdown().await;
 }
