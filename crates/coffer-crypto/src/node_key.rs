@@ -316,6 +316,12 @@ impl NodeKey {
 /// sealed to it.
 pub type GrantSource = dyn Fn(u32) -> Result<Vec<(TokenId, Grant)>, CryptoError> + Send + Sync;
 
+/// Version `n` of an account's replication key (ARK), opened by the edge from its grant to the
+/// key this node made for that account (the edge keeps those keys and what they opened, so that
+/// it can forget them when the account is deleted).
+pub type ArkSource =
+    dyn Fn(coffer_types::AccountId, u32) -> Result<Arc<DataKey>, CryptoError> + Send + Sync;
+
 /// An edge's [`KekProvider`]: it opens RK wraps (`rk:<version>`) with the RK versions granted
 /// to its node key, each opened once from its grant and then kept in memory (wiped on drop).
 /// It tries its own node's grant first, then any other grant of the version (a data dir whose
@@ -325,6 +331,8 @@ pub struct GrantedKeys {
     node: TokenId,
     key: NodeKey,
     grants: Box<GrantSource>,
+    /// Opens `ark:<n>` wraps; `None`: such wraps are refused.
+    arks: Option<Box<ArkSource>>,
     opened: RwLock<BTreeMap<u32, Arc<DataKey>>>,
 }
 
@@ -350,8 +358,16 @@ impl GrantedKeys {
             node,
             key,
             grants,
+            arks: None,
             opened: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// Opens `ark:<n>` wraps (DEKs of an account with a replication key of its own) with the
+    /// ARK versions `arks` yields for the DEK's account.
+    pub fn with_account_keys(mut self, arks: Box<ArkSource>) -> GrantedKeys {
+        self.arks = Some(arks);
+        self
     }
 
     /// RK `version`, opened from a grant sealed to this key (once).
@@ -414,6 +430,17 @@ impl KekProvider for GrantedKeys {
         wrapped: &WrappedDataKey,
         ctx: &DekContext<'_>,
     ) -> Result<DataKey, CryptoError> {
+        if let Some(version) = account::ark_version_of(&wrapped.kek_id.0) {
+            let (Some(arks), Some(account)) = (&self.arks, ctx.account) else {
+                return Err(CryptoError::KeyUnavailable(format!(
+                    "key is wrapped by {}, an account's replication key, which this node does \
+                     not open",
+                    wrapped.kek_id
+                )));
+            };
+            let ark = arks(account, version)?;
+            return account::ark_unwrap(&ark, version, &wrapped.bytes, ctx);
+        }
         let version = rk_version_of(&wrapped.kek_id.0).ok_or_else(|| {
             CryptoError::KeyUnavailable(format!(
                 "key is wrapped by {}, not by a replication key: the replica was made by an older \

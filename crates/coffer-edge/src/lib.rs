@@ -17,6 +17,7 @@
 //! - **Access events** go upstream through a durable outbox ([`access`]).
 
 mod access;
+mod account_keys;
 mod driver;
 mod feed_pin;
 mod node_key;
@@ -248,6 +249,8 @@ struct Edge {
     /// holds the only other reference).
     kek: std::sync::Mutex<Option<Arc<dyn KekProvider>>>,
     storage: Arc<SqliteStorage>,
+    /// This node's keys for accounts with a replication key of their own.
+    account_keys: Arc<account_keys::AccountKeys>,
     status: Arc<EdgeStatus>,
     upstreams: Upstreams,
     serving: Arc<Serving>,
@@ -322,12 +325,21 @@ impl Edge {
             let _ = status.feed_key.set(*key.as_bytes());
             tracing::info!(feed_key = %key, "verifying the feed under the pinned key");
         }
-        let kek: Arc<dyn KekProvider> =
-            Arc::new(node_key::provider(node, node_key, storage.clone()));
+        let account_keys = Arc::new(account_keys::AccountKeys::new(
+            &opts.data_dir,
+            node,
+            storage.clone(),
+        ));
+        let arks = Arc::clone(&account_keys);
+        let kek: Arc<dyn KekProvider> = Arc::new(
+            node_key::provider(node, node_key, storage.clone())
+                .with_account_keys(Box::new(move |account, version| arks.ark(account, version))),
+        );
         let edge = Edge {
             node,
             public_hex,
             kek: std::sync::Mutex::new(Some(kek)),
+            account_keys,
             storage,
             status,
             upstreams,
@@ -496,6 +508,12 @@ impl Edge {
                 }
             }
             access::deliver(&self.storage, &self.upstreams, &self.status).await;
+            let upstream = self
+                .status
+                .current
+                .load(std::sync::atomic::Ordering::Acquire)
+                % self.upstreams.urls.len().max(1);
+            self.account_keys.housekeep(&self.upstreams, upstream).await;
             compact(&self.storage, retain).await;
         }
     }

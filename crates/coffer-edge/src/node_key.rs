@@ -165,6 +165,41 @@ impl NodeKeyForward for RelayNodeKeys {
             }
         })
     }
+
+    fn forward_account<'a>(
+        &'a self,
+        bearer: &'a str,
+        account: coffer_types::AccountId,
+        registration: NodeKeyRegistration,
+    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>> {
+        Box::pin(async move {
+            let upstream = self.status.current.load(Ordering::Acquire);
+            self.upstreams
+                .register_account_key(upstream, Some(bearer), account, &registration)
+                .await
+                .map_err(RelayNodeKeys::refusal_or_unavailable)
+        })
+    }
+}
+
+impl RelayNodeKeys {
+    fn refusal_or_unavailable(e: FetchError) -> ApiError {
+        match e {
+            FetchError::Status {
+                status: 400..=499,
+                code,
+                message,
+                ..
+            } => upstream_refusal(code, message),
+            e => {
+                tracing::warn!(error = %e, "cannot forward a key registration upstream");
+                ApiError::new(
+                    coffer_api::ErrorCode::Unavailable,
+                    "cannot forward the registration upstream right now; retry later",
+                )
+            }
+        }
+    }
 }
 
 /// The upstream's refusal, passed down with its code.
@@ -173,6 +208,8 @@ pub(crate) fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
     let known = [
         C::InvalidNodeKey,
         C::NodeKeyConflict,
+        C::AccountNotFound,
+        C::AccountKekUnavailable,
         C::NodeRevoked,
         C::Unauthenticated,
         C::WrongTokenKind,

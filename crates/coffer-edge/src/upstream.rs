@@ -414,6 +414,36 @@ impl Upstreams {
         .ok_or_else(|| FetchError::Transport("unreadable node-key receipt".into()))
     }
 
+    /// Registers a key for `account` (`PUT /replication/v1/node-key/accounts/{account}`), with
+    /// `bearer` (a relay forwarding a node's) or this node's token.
+    pub async fn register_account_key(
+        &self,
+        upstream: usize,
+        bearer: Option<&str>,
+        account: coffer_types::AccountId,
+        registration: &coffer_api::replication::NodeKeyRegistration,
+    ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
+        let res = self
+            .client
+            .put(format!(
+                "{}/replication/v1/node-key/accounts/{account}",
+                self.urls[upstream]
+            ))
+            .bearer_auth(bearer.unwrap_or(self.token.as_str()))
+            .json(registration)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = ok(res).await?.bytes().await.map_err(transport)?;
+        serde_json::from_slice::<coffer_api::Envelope<coffer_api::replication::NodeKeyReceipt>>(
+            &body,
+        )
+        .ok()
+        .and_then(|e| e.result)
+        .ok_or_else(|| FetchError::Transport("unreadable node-key receipt".into()))
+    }
+
     /// Delivers one access batch; `Ok(())` once the upstream has it durably.
     pub async fn deliver_access(&self, upstream: usize, body: Vec<u8>) -> Result<(), FetchError> {
         let res = self

@@ -208,6 +208,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         grant: Option<AccountGrant>,
         audit: &[AuditEntry],
     ) -> Result<bool>;
+    /// The accounts some of whose DEKs are wrapped by their account's replication key (on a
+    /// replica: `kek_id` `ark:<n>`), in id order: those an edge needs a per-account key for.
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>>;
+    /// The ARK versions of `account` granted to `node`, oldest first (an edge checks it was
+    /// granted; a rotation grants each new version to every key registered for the account).
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>>;
     /// The keys registered for `account` by nodes not revoked, in node id order.
     async fn account_node_keys(&self, account: AccountId) -> Result<Vec<(TokenId, [u8; 32])>>;
     /// Every grant of `account`'s ARK `version`, in node id order.

@@ -760,6 +760,15 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
+        self.read(move |c| account_keys::grant_versions(c, account, node))
+            .await
+    }
+
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>> {
+        self.read(account_keys::ark_accounts).await
+    }
+
     async fn account_node_keys(&self, account: AccountId) -> Result<Vec<(TokenId, [u8; 32])>> {
         self.read(move |c| account_keys::node_keys(c, account))
             .await

@@ -391,3 +391,29 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     }
     Ok(())
 }
+
+pub(super) fn ark_accounts(conn: &Connection) -> Result<Vec<AccountId>> {
+    query_all(
+        conn,
+        "SELECT DISTINCT account_id FROM deks WHERE rk_account = 1 OR kek_id LIKE 'ark:%'
+         ORDER BY account_id",
+        [],
+        "accounts with account replication keys",
+        |row| id_col(row, 0, "deks.account_id").map(AccountId::from_bytes),
+    )
+}
+
+pub(super) fn grant_versions(
+    conn: &Connection,
+    account: AccountId,
+    node: TokenId,
+) -> Result<Vec<u32>> {
+    query_all(
+        conn,
+        "SELECT ark_version FROM account_grants WHERE account_id = ?1 AND node_id = ?2
+         ORDER BY ark_version",
+        params![account.as_bytes(), node.as_bytes()],
+        "account grant versions",
+        |row| version_col(row, 0, "account_grants.ark_version"),
+    )
+}
