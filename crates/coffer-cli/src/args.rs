@@ -13,6 +13,7 @@ mod account;
 mod audit;
 mod kek;
 mod node;
+mod operator;
 mod run;
 mod secret;
 mod server;
@@ -24,6 +25,7 @@ pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
 pub use kek::KekCommand;
 pub use node::NodeCommand;
+pub use operator::OperatorCommand;
 pub use run::RunArgs;
 pub use secret::{SecretCommand, SecretOrderArg, ValueArg};
 pub use server::{DevArgs, EdgeArgs, InitArgs, ServerArgs};
@@ -151,9 +153,54 @@ pub enum Command {
         #[command(subcommand)]
         command: KekCommand,
     },
+    /// Issue a new instance-operator token and retire the old one, offline on a stopped
+    /// server's data dir or through the running server (instance operator)
+    Operator {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Run a command with the service's secret bindings in its environment
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
+    /// Print the shell completion script for bash, zsh or fish
+    #[command(after_help = COMPLETIONS_AFTER_HELP)]
+    Completions {
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Write the man pages, one per command (coffer.1, coffer-store-create.1, ...), into a
+    /// directory
+    Man {
+        /// The directory to write into (it must exist)
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+const COMPLETIONS_AFTER_HELP: &str = "\
+Install, e.g.:
+  coffer completions bash > ~/.local/share/bash-completion/completions/coffer
+  coffer completions zsh > ~/.zfunc/_coffer      (with fpath+=(~/.zfunc) before compinit)
+  coffer completions fish > ~/.config/fish/completions/coffer.fish";
+
+/// The shells `coffer completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<ShellArg> for clap_complete::Shell {
+    fn from(shell: ShellArg) -> clap_complete::Shell {
+        match shell {
+            ShellArg::Bash => clap_complete::Shell::Bash,
+            ShellArg::Zsh => clap_complete::Shell::Zsh,
+            ShellArg::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 /// Where the server is and who we are. Each can also come from the environment.
@@ -268,6 +315,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn completions_take_one_of_three_shells() {
+        for (name, shell) in [
+            ("bash", ShellArg::Bash),
+            ("zsh", ShellArg::Zsh),
+            ("fish", ShellArg::Fish),
+        ] {
+            match parse(&["completions", name]).unwrap().command {
+                Command::Completions { shell: got } => assert_eq!(got, shell),
+                other => panic!("{other:?}"),
+            }
+        }
+        let err = parse(&["completions", "powershell"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(parse(&["completions"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod config;
+mod manpages;
 mod output;
 mod resolve;
 mod table;

@@ -492,3 +492,6 @@ fn a_lost_hsm_is_restored_from_its_backup_and_no_other_key_is_taken_for_it() {
 
 #[path = "hsm/rotation.rs"]
 mod rotation;
+
+#[path = "hsm/account_kek.rs"]
+mod account_kek;

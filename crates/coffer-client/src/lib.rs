@@ -518,6 +518,17 @@ impl Client {
             .await
     }
 
+    // ---- the operator token ----
+
+    /// `POST /client/v4/operator/token/rotate` (instance operator): a new operator token; the
+    /// one this client holds stops working as soon as the server answers. The value is read
+    /// straight into a [`SecretValue`], as for [`Client::create_token`].
+    pub async fn rotate_operator_token(&self) -> Result<CreatedToken, Error> {
+        let req = self.v4_request(Method::POST, &["operator", "token", "rotate"]);
+        let (status, body) = self.send(req).await?;
+        decode_created_token(status, Zeroizing::new(body))
+    }
+
     // ---- the audit log ----
 
     /// `GET /audit_logs`: one page of the account's audit log, newest first unless

@@ -131,6 +131,7 @@ async fn the_example_sends_the_bound_key_as_a_bearer_token() {
         snapshots: Default::default(),
         runtime_rate: None,
         keys: Default::default(),
+        reload: Default::default(),
     };
     let server = tokio::spawn(coffer_server::serve(
         options,

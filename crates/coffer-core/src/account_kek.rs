@@ -5,7 +5,8 @@
 //! moved the DEKs made before it), so nothing the instance still holds opens them.
 //!
 //! Core decides *which* KEK wraps; the server makes, records, opens and destroys the keys
-//! ([`AccountKekStore`]: key files in the data dir). The registry ([`AccountKeks`]) maps an
+//! ([`AccountKekStore`]: key files in the data dir, or key objects in the instance KEK's
+//! PKCS#11 token). The registry ([`AccountKeks`]) maps an
 //! account to its KEK, or to the reason it could not be opened: an account whose key is
 //! missing answers `AccountKekUnavailable` for every operation that needs one of its DEKs
 //! unwrapped, and everything else serves.
@@ -29,7 +30,9 @@ pub enum AccountKekSpec {
     NewFile,
     /// `file:PATH`: an existing key file (32 bytes, mode 0600).
     File(PathBuf),
-    /// `pkcs11:…`: an AES-256 key in a PKCS#11 token.
+    /// `pkcs11`: a new AES-256 key that Coffer generates in the instance KEK's token.
+    NewPkcs11,
+    /// `pkcs11:…`: an existing AES-256 key in the instance KEK's token.
     Pkcs11(String),
 }
 
@@ -50,12 +53,16 @@ impl AccountKekSpec {
             }
             return Ok(AccountKekSpec::File(path));
         }
+        if text == "pkcs11" {
+            return Ok(AccountKekSpec::NewPkcs11);
+        }
         if text.starts_with("pkcs11:") {
             return Ok(AccountKekSpec::Pkcs11(text.to_owned()));
         }
         Err(invalid(
             "expected `file` (a new key file in the data dir), `file:/path` (an existing 32-byte \
-             key file) or a `pkcs11:` URI"
+             key file), `pkcs11` (a new key in the instance KEK's token) or a `pkcs11:` URI (an \
+             existing AES-256 key there)"
                 .to_owned(),
         ))
     }
@@ -330,7 +337,18 @@ mod tests {
             AccountKekSpec::parse("pkcs11:token=t;object=o").unwrap(),
             AccountKekSpec::Pkcs11(_)
         ));
-        for bad in ["", "files", "file:relative.key", "kms:x"] {
+        assert_eq!(
+            AccountKekSpec::parse("pkcs11").unwrap(),
+            AccountKekSpec::NewPkcs11
+        );
+        for bad in [
+            "",
+            "files",
+            "file:relative.key",
+            "kms:x",
+            "pkcs11x",
+            "PKCS11",
+        ] {
             match AccountKekSpec::parse(bad) {
                 Err(CoreError::Invalid(i)) => assert_eq!(i.field, "/kek", "{bad}"),
                 other => panic!("{bad}: {other:?}"),

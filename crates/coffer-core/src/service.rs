@@ -976,6 +976,9 @@ pub mod kek;
 pub mod nodes;
 #[cfg(test)]
 mod nodes_tests;
+pub mod operator_token;
+#[cfg(test)]
+mod operator_token_tests;
 #[cfg(test)]
 mod reseal_tests;
 pub mod runtime;

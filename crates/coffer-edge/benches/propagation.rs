@@ -130,6 +130,7 @@ async fn bench(edges_n: usize, writes: usize) {
         "127.0.0.1:0".parse().unwrap(),
         None,
         coffer_server::HttpLimits::default(),
+        coffer_server::Reload::new(),
         move |addr| {
             let _ = addr_tx.send(addr);
         },
@@ -205,6 +206,7 @@ async fn bench(edges_n: usize, writes: usize) {
             http: Default::default(),
             snapshots: Default::default(),
             runtime_rate: None,
+            reload: Default::default(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         handles.push(tokio::spawn(coffer_edge::run(

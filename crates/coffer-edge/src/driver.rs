@@ -422,6 +422,12 @@ impl Driver {
                             "{}: no signed progress for longer than the staleness ({why:?}); switched upstream",
                             self.upstreams.urls[from]
                         ));
+                    } else if why == SwitchReason::SnapshotDeadline {
+                        self.status.set_error(format!(
+                            "{}: its snapshot was still streaming at the snapshot deadline ({} s); switched upstream",
+                            self.upstreams.urls[from],
+                            self.config.snapshot_deadline_ms / 1_000
+                        ));
                     }
                     tracing::warn!(
                         from = %self.upstreams.urls[from],

@@ -18,6 +18,7 @@
 
 mod access;
 mod account_keys;
+mod compaction;
 mod driver;
 mod feed_pin;
 mod node_key;
@@ -100,6 +101,9 @@ pub struct EdgeOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// What a snapshot from upstream may be: how old, how many items, how many bytes.
     pub snapshot_bounds: upstream::SnapshotBounds,
+    /// Reloads the TLS certificate and key, and the upstreams' CA bundle, when asked (SIGHUP)
+    /// or when the files change.
+    pub reload: coffer_server::Reload,
 }
 
 impl EdgeOptions {
@@ -198,6 +202,11 @@ pub async fn run(
         None => tokio::spawn(edge.clone().learn_then_replicate()),
     };
     let housekeeping = tokio::spawn(edge.clone().housekeeping());
+    let ca_reloading = tokio::spawn(
+        edge.upstreams
+            .clone()
+            .keep_ca_current(edge.opts.reload.clone()),
+    );
 
     let ready_status = edge.status.clone();
     let server = coffer_server::serve_app(
@@ -208,6 +217,7 @@ pub async fn run(
         edge.opts.listen,
         edge.opts.tls.as_ref(),
         edge.opts.http,
+        edge.opts.reload.clone(),
         move |addr| on_ready(addr, ready_status),
         async move {
             shutdown.await;
@@ -221,7 +231,7 @@ pub async fn run(
     };
     // Stopped, not just told to stop: a task that is building the serving side must not put
     // it back after a revocation emptied it.
-    for task in [registration, replicator, housekeeping] {
+    for task in [registration, replicator, housekeeping, ca_reloading] {
         task.abort();
         let _ = task.await;
     }
@@ -459,6 +469,9 @@ impl Edge {
             // withhold entries but not forge or rewrite them.
             feed_key: Some(key),
             max_snapshot_age_ms: ms(self.opts.snapshot_bounds.max_age),
+            // The deadline it serves snapshots by (`--snapshot-deadline`) bounds the ones it
+            // takes too: an upstream trickling one holds a failover off this long at most.
+            snapshot_deadline_ms: ms(self.opts.snapshots.deadline),
         };
         driver::Driver::new(
             self.node,
@@ -474,7 +487,8 @@ impl Edge {
 
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
     /// access events upstream, drops destroyed DEKs from memory and compacts the replica's
-    /// log. Runs until aborted.
+    /// log (past destroyed DEKs at most once per [`compaction::DEK_COMPACTION_GAP`]). Runs
+    /// until aborted.
     async fn housekeeping(self: Arc<Self>) {
         let mut failures = 0u64;
         while self.serving.coffer().is_none() {
@@ -496,6 +510,7 @@ impl Edge {
         } else {
             0
         };
+        let mut dek_compaction = compaction::DekCompaction::new(compaction::DEK_COMPACTION_GAP);
         let mut round = tokio::time::interval(access::INTERVAL);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -515,6 +530,9 @@ impl Edge {
                 % self.upstreams.urls.len().max(1);
             self.account_keys.housekeep(&self.upstreams, upstream).await;
             compact(&self.storage, retain).await;
+            dek_compaction
+                .run(&self.storage, std::time::Instant::now())
+                .await;
         }
     }
 

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use coffer_replication::sign::FeedKey;
 use coffer_replication::wire::{
     ClusterId, FEED_CONTENT_TYPE, FeedAnswer, Frame, FrameDecoder, SNAPSHOT_CONTENT_TYPE, WireError,
@@ -114,11 +116,48 @@ pub enum ClientError {
     Build(String),
 }
 
+/// The HTTP client for `urls`, trusting `ca_cert` instead of the system roots if given.
+fn http_client(urls: &[String], ca_cert: Option<&Path>) -> Result<reqwest::Client, ClientError> {
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("coffer-edge/", env!("CARGO_PKG_VERSION")))
+        // An upstream is a fixed URL: a redirect would hand its answers (a revocation verdict
+        // among them) to whoever answers at the target.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90));
+    // A proxy named in the environment would see a plain-HTTP upstream's traffic, the node
+    // token included; over HTTPS a proxy only relays the TLS stream, so it may stay.
+    if urls.iter().any(|u| u.starts_with("http://")) {
+        http = http.no_proxy();
+    }
+    if let Some(path) = ca_cert {
+        let ca_error = |message: String| ClientError::CaCert {
+            path: path.to_owned(),
+            message,
+        };
+        // A FIFO or a device would block the read, or never end it.
+        let meta = std::fs::metadata(path).map_err(|e| ca_error(format!("cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(ca_error("not a regular file".to_owned()));
+        }
+        let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read: {e}")))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_error("no certificate in the file".to_owned()));
+        }
+        http = http.tls_certs_only(certs);
+    }
+    http.build().map_err(|e| ClientError::Build(e.to_string()))
+}
+
 /// The upstreams of this node and how to reach them.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     pub urls: Vec<String>,
-    client: reqwest::Client,
+    /// Replaced whole when the CA bundle is reloaded; requests load the current one.
+    client: Arc<ArcSwap<reqwest::Client>>,
+    ca_cert: Option<PathBuf>,
     token: Arc<Zeroizing<String>>,
     bounds: SnapshotBounds,
 }
@@ -142,40 +181,42 @@ impl Upstreams {
         token: Zeroizing<String>,
         ca_cert: Option<&Path>,
     ) -> Result<Upstreams, ClientError> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("coffer-edge/", env!("CARGO_PKG_VERSION")))
-            // An upstream is a fixed URL: a redirect would hand its answers (a revocation
-            // verdict among them) to whoever answers at the target.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90));
-        // A proxy named in the environment would see a plain-HTTP upstream's traffic, the
-        // node token included; over HTTPS a proxy only relays the TLS stream, so it may stay.
-        if urls.iter().any(|u| u.starts_with("http://")) {
-            http = http.no_proxy();
-        }
-        if let Some(path) = ca_cert {
-            let ca_error = |message: String| ClientError::CaCert {
-                path: path.to_owned(),
-                message,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(format!("cannot read: {e}")))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
-            http = http.tls_certs_only(certs);
-        }
-        let client = http
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let client = http_client(&urls, ca_cert)?;
         Ok(Upstreams {
             urls: urls
                 .into_iter()
                 .map(|u| u.trim_end_matches('/').to_owned())
                 .collect(),
-            client,
+            client: Arc::new(ArcSwap::from_pointee(client)),
+            ca_cert: ca_cert.map(Path::to_owned),
             token: Arc::new(token),
             bounds: SnapshotBounds::default(),
         })
+    }
+
+    /// Trusts the CA bundle as it is now in its file, for every request made from now on: a new
+    /// client, with new connections (requests in flight finish on the old one; its idle
+    /// connections are dropped with it). A bundle that does not load is refused and the one in
+    /// use stays. Without `ca_cert` there is nothing to reload.
+    pub fn reload_ca(&self) -> Result<(), ClientError> {
+        if let Some(path) = &self.ca_cert {
+            self.client
+                .store(Arc::new(http_client(&self.urls, Some(path))?));
+        }
+        Ok(())
+    }
+
+    /// Reloads the CA bundle when `reload` asks or the file changes (see
+    /// [`coffer_server::Reload`]); the edge aborts it when it stops.
+    pub async fn keep_ca_current(self, reload: coffer_server::Reload) {
+        let Some(path) = self.ca_cert.clone() else {
+            return;
+        };
+        reload
+            .watch("upstream CA", vec![path], move || {
+                self.reload_ca().map_err(|e| e.to_string())
+            })
+            .await;
     }
 
     /// Snapshots beyond `bounds` are refused.
@@ -191,6 +232,7 @@ impl Upstreams {
 
     fn get(&self, upstream: usize, path: &str) -> reqwest::RequestBuilder {
         self.client
+            .load()
             .get(format!("{}{path}", self.urls[upstream]))
             .bearer_auth(self.token.as_str())
     }
@@ -380,6 +422,7 @@ impl Upstreams {
     ) -> Result<reqwest::Response, FetchError> {
         let res = self
             .client
+            .load()
             .get(format!("{}/replication/v1/snapshot", self.urls[upstream]))
             .bearer_auth(bearer)
             .send()
@@ -396,22 +439,8 @@ impl Upstreams {
         bearer: Option<&str>,
         registration: &coffer_api::replication::NodeKeyRegistration,
     ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
-        let res = self
-            .client
-            .put(format!("{}/replication/v1/node-key", self.urls[upstream]))
-            .bearer_auth(bearer.unwrap_or(self.token.as_str()))
-            .json(registration)
-            .timeout(Duration::from_secs(30))
-            .send()
+        self.put_key(upstream, bearer, "/replication/v1/node-key".into(), registration)
             .await
-            .map_err(transport)?;
-        let body = ok(res).await?.bytes().await.map_err(transport)?;
-        serde_json::from_slice::<coffer_api::Envelope<coffer_api::replication::NodeKeyReceipt>>(
-            &body,
-        )
-        .ok()
-        .and_then(|e| e.result)
-        .ok_or_else(|| FetchError::Transport("unreadable node-key receipt".into()))
     }
 
     /// Registers a key for `account` (`PUT /replication/v1/node-key/accounts/{account}`), with
@@ -423,12 +452,22 @@ impl Upstreams {
         account: coffer_types::AccountId,
         registration: &coffer_api::replication::NodeKeyRegistration,
     ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
+        let path = format!("/replication/v1/node-key/accounts/{account}");
+        self.put_key(upstream, bearer, path, registration).await
+    }
+
+    /// One key registration: PUT `registration` to `path` and read the receipt.
+    async fn put_key(
+        &self,
+        upstream: usize,
+        bearer: Option<&str>,
+        path: String,
+        registration: &coffer_api::replication::NodeKeyRegistration,
+    ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
         let res = self
             .client
-            .put(format!(
-                "{}/replication/v1/node-key/accounts/{account}",
-                self.urls[upstream]
-            ))
+            .load()
+            .put(format!("{}{path}", self.urls[upstream]))
             .bearer_auth(bearer.unwrap_or(self.token.as_str()))
             .json(registration)
             .timeout(Duration::from_secs(30))
@@ -448,6 +487,7 @@ impl Upstreams {
     pub async fn deliver_access(&self, upstream: usize, body: Vec<u8>) -> Result<(), FetchError> {
         let res = self
             .client
+            .load()
             .post(format!("{}/replication/v1/access", self.urls[upstream]))
             .bearer_auth(self.token.as_str())
             .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -62,6 +62,7 @@ async fn control_plane_with(dir: &Path, keys: coffer_server::KeyOptions) -> Cont
         snapshots: Default::default(),
         runtime_rate: None,
         keys,
+        reload: Default::default(),
     };
     let task = tokio::spawn(coffer_server::serve(
         opts,
@@ -119,6 +120,7 @@ async fn edge(upstream: &str, token: &str, dir: &Path, serve_feed: bool) -> Edge
         http: Default::default(),
         snapshots: Default::default(),
         runtime_rate: None,
+        reload: Default::default(),
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

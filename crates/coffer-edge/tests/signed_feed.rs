@@ -78,10 +78,16 @@ struct ProxyState {
     /// Feed answers rewritten, and snapshots forged.
     rewritten: AtomicU64,
     forged: AtomicU64,
+    /// How each snapshot forged by `forge_snapshot` was signed, in order.
+    forged_as: Mutex<Vec<Signatures>>,
     /// The last genuine freshness statement passed on.
     last_statement: Mutex<Option<coffer_replication::Freshness>>,
     /// The first snapshot passed on, as it was.
     recorded_snapshot: Mutex<Option<Vec<u8>>>,
+    /// Answer snapshot requests with the upstream's, a byte every 100 ms.
+    trickle_snapshots: std::sync::atomic::AtomicBool,
+    /// Snapshots trickled (started).
+    trickled: AtomicU64,
     /// Answer snapshot requests with the recorded snapshot.
     replay_snapshot: std::sync::atomic::AtomicBool,
 }
@@ -110,8 +116,11 @@ impl Proxy {
             puts: Mutex::default(),
             rewritten: AtomicU64::new(0),
             forged: AtomicU64::new(0),
+            forged_as: Mutex::default(),
             last_statement: Mutex::default(),
             recorded_snapshot: Mutex::default(),
+            trickle_snapshots: Default::default(),
+            trickled: AtomicU64::new(0),
             replay_snapshot: Default::default(),
         });
         let app = {
@@ -144,6 +153,12 @@ impl Proxy {
 
     fn forged(&self) -> u64 {
         self.state.forged.load(Ordering::SeqCst)
+    }
+
+    /// Snapshots forged so far with their signature made as `mode` says.
+    fn forged_as(&self, mode: Signatures) -> usize {
+        let modes = self.state.forged_as.lock().unwrap();
+        modes.iter().filter(|m| **m == mode).count()
     }
 }
 
@@ -193,6 +208,20 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
             } else {
                 bytes = rewrite_feed(&state, attack, signatures, bytes);
             }
+        } else if path.starts_with("/replication/v1/snapshot")
+            && state.trickle_snapshots.load(Ordering::SeqCst)
+        {
+            state.trickled.fetch_add(1, Ordering::SeqCst);
+            let trickle = futures_util::stream::unfold(bytes.into_iter(), |mut rest| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let byte = rest.next()?;
+                Some((Ok::<_, std::io::Error>(vec![byte]), rest))
+            });
+            let mut out = Response::new(Body::from_stream(trickle));
+            if let Some(ct) = content_type {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            return out;
         } else if path.starts_with("/replication/v1/snapshot") {
             let mut recorded = state.recorded_snapshot.lock().unwrap();
             if state.replay_snapshot.load(Ordering::SeqCst)
@@ -419,6 +448,7 @@ fn forge_snapshot(state: &ProxyState, bytes: Vec<u8>) -> Vec<u8> {
             *signature = resigned;
         }
     }
+    state.forged_as.lock().unwrap().push(mode);
     state.forged.fetch_add(1, Ordering::SeqCst);
     frames.iter().flat_map(Frame::to_bytes).collect()
 }
@@ -594,11 +624,18 @@ async fn a_rewriting_proxy_is_refused_and_the_edge_keeps_its_last_good_state() {
 
 /// (d) A fresh edge offered only forged snapshots (digest recomputed; signed by another key,
 /// unsigned, or with the root's signature over the genuine digest) installs none of them.
+///
+/// Every wait is for an event, with a bound generous enough for a loaded CI machine (a slow
+/// round costs only time); the forgery is on before the edge starts, so no genuine snapshot
+/// can slip in first however the start is scheduled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_snapshots_are_never_installed() {
+    const UNDER_LOAD: Duration = Duration::from_secs(180);
     let w = world("v1", "probe-only").await;
     let (token, key) = node_with_key(&w.cp, "edge-d").await;
     let proxy = Proxy::start(&w.cp.url).await;
+    let modes = [Signatures::Resign, Signatures::Strip, Signatures::Keep];
+    proxy.attack(Attack::None, Signatures::Keep, modes[0]);
     let mut edge = Edge::start_with(options(
         &proxy.url,
         &token,
@@ -606,15 +643,16 @@ async fn forged_snapshots_are_never_installed() {
         Some(key),
     ))
     .await;
-    for mode in [Signatures::Resign, Signatures::Strip, Signatures::Keep] {
+    for mode in modes {
         let before = edge.alarms().await;
-        let forged = proxy.forged();
         proxy.attack(Attack::None, Signatures::Keep, mode);
-        wait_until("a forged snapshot", PROMPTLY, || async {
-            proxy.forged() > forged
+        // The edge asks for the next snapshot only once it has judged the one before: a
+        // second one forged this way means the first reached it and was refused.
+        wait_until("two snapshots forged this way", UNDER_LOAD, || async {
+            proxy.forged_as(mode) >= 2
         })
         .await;
-        wait_until("its refusal", PROMPTLY, || async {
+        wait_until("their refusal", UNDER_LOAD, || async {
             edge.alarms().await > before
         })
         .await;
@@ -631,7 +669,40 @@ async fn forged_snapshots_are_never_installed() {
         assert_eq!(edge.status.applied_seq(), 0);
     }
     proxy.honest();
-    edge.wait_serving().await;
+    edge.wait_serving_within(UNDER_LOAD).await;
+    assert_eq!(edge.value(&w.b.token, "K").await, "v1");
+    edge.stop().await;
+}
+
+/// An upstream that sends its (genuine) snapshot a byte every 100 ms, for ever, is left at the
+/// edge's snapshot deadline for the next upstream, though bytes keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_snapshot_is_left_at_the_snapshot_deadline() {
+    let w = world("v1", "probe-only").await;
+    let (token, key) = node_with_key(&w.cp, "edge-t").await;
+    let proxy = Proxy::start(&w.cp.url).await;
+    proxy.state.trickle_snapshots.store(true, Ordering::SeqCst);
+    let deadline = Duration::from_secs(4);
+    let mut opts = edge_options(&[&proxy.url, &w.cp.url], &token, &w.tmp.path().join("edge"));
+    opts.staleness = Duration::from_secs(8);
+    opts.feed_key = Some(key);
+    opts.snapshots.deadline = deadline;
+    let started = std::time::Instant::now();
+    let mut edge = Edge::start_with(opts).await;
+    wait_until("a trickled snapshot", PROMPTLY, || async {
+        proxy.state.trickled.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    // The whole snapshot would take minutes at this rate (the edge would wait for ever);
+    // served, the edge has its state from the control plane, after the deadline.
+    edge.wait_serving_within(Duration::from_secs(120)).await;
+    assert!(started.elapsed() > deadline);
+    let (_, health) = edge.health().await;
+    assert_eq!(
+        health["upstream"].as_str().map(|u| u.trim_end_matches('/')),
+        Some(w.cp.url.trim_end_matches('/')),
+        "{health}"
+    );
     assert_eq!(edge.value(&w.b.token, "K").await, "v1");
     edge.stop().await;
 }

@@ -1,5 +1,6 @@
 //! DEK unwrap latency: the file KEK (in process, aws-lc) against the PKCS#11 KEK (SoftHSM2),
-//! one caller and several at once (the session pool).
+//! one caller and several at once (the session pool), and an account's own key in the same
+//! token and pool.
 //!
 //! `cargo bench -p coffer-hsm --bench unwrap [-- --rounds N]`
 //!
@@ -74,8 +75,31 @@ fn softhsm_rows(uri: &str, rounds: usize) {
                 rounds,
             );
         }
+        // Accounts' own keys in the same token and pool (`set-kek --kek pkcs11`): 16 of them
+        // loaded beside the instance KEK, one unwrapping.
+        let mut last = None;
+        for n in 0..ACCOUNT_KEYS {
+            let label = format!("coffer-kek.account.bench{sessions}.{n}");
+            let object = kek
+                .generate_account_key(&label, &[n as u8; 16])
+                .expect("account key");
+            last = Some(object.kek_id);
+        }
+        let account = Arc::new(kek.version(&last.expect("an account key")).expect("in use"));
+        for threads in THREADS {
+            row(
+                "account",
+                &sessions.to_string(),
+                account.clone(),
+                threads,
+                rounds,
+            );
+        }
     }
 }
+
+/// Account keys in the pool for the `account` rows.
+const ACCOUNT_KEYS: usize = 16;
 
 fn ctx(i: usize) -> DekContext<'static> {
     let mut account = [0u8; 16];

@@ -11,6 +11,7 @@
 //! loader; the file KEK stays the default. The wrapped form is specified in
 //! docs/envelope-format.md.
 
+mod account;
 mod error;
 mod pin;
 mod pool;

@@ -13,7 +13,9 @@
 //! Keys. The pool holds every key object of the KEK that is in use (its versions, see
 //! [`KeyObject`]) and finds each again on a reconnect, checking its id: a call names the key it
 //! needs by id. Versions are added (generated in the token) and removed (before the object is
-//! destroyed) while the pool runs.
+//! destroyed) while the pool runs. Accounts' own KEKs in the same token share the pool (one
+//! module per process) but are *detachable*: one that is gone from the token is dropped, on a
+//! reconnect or when a call finds its object missing, and fails its account alone.
 //!
 //! Why no session may be checked out while reconnecting: `C_Finalize` invalidates every session
 //! handle and the module reuses handle numbers afterwards, so a stale session closed after the
@@ -53,6 +55,9 @@ struct State {
     /// The key objects in use, each with its handle in the current connection (stale while
     /// broken: a reconnect finds each again and fails if one is gone or another key).
     keys: Vec<(KeyObject, ObjectHandle)>,
+    /// The keys among `keys` that may go missing without the pool failing (accounts' own
+    /// KEKs): a reconnect that does not find one drops it, and only its calls fail.
+    detachable: Vec<KekId>,
     idle: Vec<Session>,
     /// Sessions of the current generation, idle or checked out.
     open: usize,
@@ -96,6 +101,7 @@ impl Pool {
             generation: 0,
             live: Some(slot),
             keys,
+            detachable: Vec::new(),
             idle: vec![session],
             open: 1,
             out: 0,
@@ -262,21 +268,34 @@ impl Pool {
             return Err(reason);
         }
         st.reconnecting = true;
-        let wanted: Vec<KeyObject> = st.keys.iter().map(|(k, _)| k.clone()).collect();
+        let wanted: Vec<(KeyObject, bool)> = st
+            .keys
+            .iter()
+            .map(|(k, _)| (k.clone(), st.detachable.contains(&k.kek_id)))
+            .collect();
         drop(st);
         let result = token::reinitialize(&self.module, &self.uri).and_then(|()| {
             let (slot, session) = token::open_session(&self.module, &self.uri, &self.pin, false)?;
             let token = self.uri.token_description();
-            let keys = wanted
-                .into_iter()
-                .map(|k| token::load(&session, &k, &token).map(|h| (k, h)))
-                .collect::<Result<Vec<_>, HsmError>>()?;
-            Ok((slot, session, keys))
+            let mut keys = Vec::with_capacity(wanted.len());
+            let mut lost = Vec::new();
+            for (k, detachable) in wanted {
+                match token::load(&session, &k, &token) {
+                    Ok(h) => keys.push((k, h)),
+                    // An account's key that is gone (or replaced) fails that account alone.
+                    Err(e @ (HsmError::KeyNotFound(_) | HsmError::WrongKey(_))) if detachable => {
+                        tracing::error!(object = %k.describe(), kek = %k.kek_id, error = %e, "an account's key object is no longer usable in the token; that account's values cannot be opened until it is restored");
+                        lost.push(k.kek_id);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((slot, session, keys, lost))
         });
         let mut st = self.lock();
         st.reconnecting = false;
         match result {
-            Ok((slot, session, keys)) => {
+            Ok((slot, session, keys, lost)) => {
                 tracing::info!(
                     token = %self.uri.token_description(),
                     "the PKCS#11 token is back; logged in again"
@@ -289,6 +308,8 @@ impl Pool {
                         entry.1 = handle;
                     }
                 }
+                st.keys.retain(|(k, _)| !lost.contains(&k.kek_id));
+                st.detachable.retain(|id| !lost.contains(id));
                 st.idle.push(session);
                 st.open = 1;
                 st.broken = None;
@@ -321,6 +342,23 @@ impl Pool {
         &self,
         op: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        self.with_session(true, op)
+    }
+
+    /// [`Pool::with_rw_session`] on a read-only session: to find objects, even in a
+    /// write-protected token.
+    pub(crate) fn with_ro_session<T>(
+        &self,
+        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        self.with_session(false, op)
+    }
+
+    fn with_session<T>(
+        &self,
+        rw: bool,
+        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
         let mut st = self.lock();
         if st.broken.is_some() {
             st = self.try_reconnect(st).map_err(HsmError::Unavailable)?;
@@ -332,9 +370,12 @@ impl Pool {
         };
         st.out += 1;
         drop(st);
-        let result = self
-            .module
-            .open_rw_session(slot)
+        let opened = if rw {
+            self.module.open_rw_session(slot)
+        } else {
+            self.module.open_ro_session(slot)
+        };
+        let result = opened
             .map_err(|e| match e {
                 cryptoki::error::Error::Pkcs11(
                     cryptoki::error::RvError::TokenWriteProtected,
@@ -344,7 +385,7 @@ impl Pool {
                     self.uri.token_description()
                 )),
                 e => HsmError::Unavailable(format!(
-                    "cannot open a read-write session with {}: {}",
+                    "cannot open a session with {}: {}",
                     self.uri.token_description(),
                     short(&e)
                 )),
@@ -365,11 +406,38 @@ impl Pool {
         st.keys.push((object, handle));
     }
 
+    /// Starts using `object` as a detachable key (see `State::detachable`).
+    pub(crate) fn add_detachable_key(&self, object: KeyObject, handle: ObjectHandle) {
+        let mut st = self.lock();
+        st.keys.retain(|(k, _)| k.kek_id != object.kek_id);
+        st.detachable.retain(|id| *id != object.kek_id);
+        st.detachable.push(object.kek_id.clone());
+        st.keys.push((object, handle));
+    }
+
+    /// The object of key `id` if it is in use and detachable.
+    pub(crate) fn detachable(&self, id: &KekId) -> Option<KeyObject> {
+        let st = self.lock();
+        if !st.detachable.contains(id) {
+            return None;
+        }
+        st.keys
+            .iter()
+            .find(|(k, _)| k.kek_id == *id)
+            .map(|(k, _)| k.clone())
+    }
+
     /// Stops using the key `id`; returns its object and handle.
     pub(crate) fn remove_key(&self, id: &KekId) -> Option<(KeyObject, ObjectHandle)> {
         let mut st = self.lock();
+        st.detachable.retain(|d| d != id);
         let at = st.keys.iter().position(|(k, _)| k.kek_id == *id)?;
         Some(st.keys.remove(at))
+    }
+
+    /// The module, and the token's slot while connected.
+    pub(crate) fn module_and_slot(&self) -> (&Pkcs11, Option<Slot>) {
+        (&self.module, self.lock().live)
     }
 
     /// Sessions open now, and the most ever open at once.

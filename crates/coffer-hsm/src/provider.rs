@@ -69,7 +69,7 @@ impl Pkcs11Config {
 /// the last of [`Pkcs11Kek::open_versions`]) and unwraps with whichever a wrapped key names;
 /// [`Pkcs11Kek::version`] gives a provider bound to one object.
 pub struct Pkcs11Kek {
-    pool: Pool,
+    pub(crate) pool: Pool,
     primary: KekId,
 }
 
@@ -241,6 +241,17 @@ impl Pkcs11Kek {
     /// objects coexist with the new one. Refused when a key in use is under `label` (a second
     /// object there would make it ambiguous or shadow it).
     pub fn generate_version(&self, label: &str, cka_id: &[u8]) -> Result<KeyObject, HsmError> {
+        let (handle, object) = self.generate_object(label, cka_id)?;
+        self.pool.add_key(object.clone(), handle);
+        Ok(object)
+    }
+
+    /// [`Pkcs11Kek::generate_version`]'s checks and generation, without using the key yet.
+    pub(crate) fn generate_object(
+        &self,
+        label: &str,
+        cka_id: &[u8],
+    ) -> Result<(cryptoki::object::ObjectHandle, KeyObject), HsmError> {
         let token = self.pool.uri().token_description();
         let in_use = self.pool.keys();
         if let Some(k) = in_use
@@ -253,7 +264,7 @@ impl Pkcs11Kek {
                 k.kek_id
             )));
         }
-        let (handle, object) = self.pool.with_rw_session(|session| {
+        self.pool.with_rw_session(|session| {
             let present = token::find_labelled(session, label, None, &token)?;
             for &found in &present {
                 let id = token::key_id(session, found).ok();
@@ -274,9 +285,7 @@ impl Pkcs11Kek {
                 );
             }
             token::generate_object(session, label, cka_id, &token)
-        })?;
-        self.pool.add_key(object.clone(), handle);
-        Ok(object)
+        })
     }
 
     /// Stops using `object` without touching the token: for a version whose record is
@@ -378,6 +387,10 @@ impl Pkcs11Kek {
                     Ok(Err(e))
                 }
                 probe => {
+                    if let Some(gone) = self.detached_if_gone(&lease, key) {
+                        self.pool.give_back(lease, Ok(()));
+                        return Err(gone);
+                    }
                     let reason = match probe {
                         Ok(other) => format!("the key object of KEK {key} is now KEK {other}"),
                         Err(probe) => format!("{} (then {})", short(&e), short(&probe)),

@@ -168,7 +168,7 @@ pub(crate) fn connect(
 }
 
 /// Checks that `key` is a usable KEK and computes its id.
-fn checked_id(
+pub(crate) fn checked_id(
     session: &Session,
     key: ObjectHandle,
     label: &str,
@@ -284,7 +284,7 @@ fn id_suffix(uri: &Pkcs11Uri) -> String {
     }
 }
 
-fn find_slot(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, HsmError> {
+pub(crate) fn find_slot(module: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, HsmError> {
     let token = uri.token_description();
     let module_path = uri.module_path.display();
     let slots = module.get_slots_with_token().map_err(|e| {
@@ -362,7 +362,7 @@ fn login(session: &Session, pin: &Pin, token: &str) -> Result<(), HsmError> {
     }
 }
 
-fn find_key(
+pub(crate) fn find_key(
     session: &Session,
     uri: &Pkcs11Uri,
     token: &str,
@@ -471,7 +471,8 @@ fn check_attributes(
     }
     let what = format!("the object labelled {label:?} in {token}");
     let fix = "give another object= in the KEK's URI (`coffer init --kek` generates a fitting \
-               key when the label is free)";
+               key when the label is free; for an account, `coffer account set-kek --kek \
+               pkcs11` does)";
     if class != Some(ObjectClass::SECRET_KEY) {
         let class = class.map_or("an unknown kind of".to_owned(), |c| format!("a {c}"));
         return Err(HsmError::WrongKey(format!(

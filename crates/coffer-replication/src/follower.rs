@@ -5,6 +5,7 @@ use std::fmt;
 
 use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 
+pub use crate::alarm::{Alarm, AlarmKind, SwitchReason};
 use crate::sign::{FeedKey, Freshness};
 use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
@@ -47,6 +48,13 @@ pub struct Config {
     /// follower long after. It must exceed the longest a snapshot takes to stream (the control
     /// plane stamps it when it starts) plus the clock skew between the two. Default 30 min.
     pub max_snapshot_age_ms: u64,
+    /// The longest a snapshot may take to stream in, from the first request for it. While
+    /// it streams (the driver reports [`Input::Progress`]) the staleness checks wait for its
+    /// end, so that a large snapshot on a slow link is not cut short; this deadline bounds
+    /// that wait, so an upstream that trickles a snapshot a few bytes at a time holds a
+    /// failover off for this long at most. Make it at least what the upstream allows a
+    /// snapshot (the control plane's snapshot deadline). Default 15 min.
+    pub snapshot_deadline_ms: u64,
 }
 
 impl Default for Config {
@@ -59,6 +67,7 @@ impl Default for Config {
             max_backoff_ms: 30_000,
             feed_key: None,
             max_snapshot_age_ms: 30 * 60 * 1_000,
+            snapshot_deadline_ms: 15 * 60 * 1_000,
         }
     }
 }
@@ -129,9 +138,12 @@ pub enum Input<U> {
         retry_after_ms: Option<u64>,
     },
     /// The answer to the outstanding request is still arriving (a large snapshot streams for
-    /// a while): the upstream is alive and making progress, so the request is neither sent
-    /// again nor judged silent. The driver reports it every second or so while bytes arrive,
-    /// and reports [`Input::Failed`] itself if they stop.
+    /// a while): the request is not sent again, and a snapshot streaming in is judged when it
+    /// ends, within [`Config::snapshot_deadline_ms`] of the first request for it, not by the
+    /// staleness meanwhile. With a key pinned that is all it does: bytes arriving are no
+    /// signed state, so they make the upstream neither fresh nor progressing (a trickle
+    /// cannot hold a failover off past the deadline). The driver reports it every second or so
+    /// while bytes arrive, and reports [`Input::Failed`] itself if they stop.
     Progress { from: U },
     /// The driver has durably applied everything up to `seq`: the last entry of an
     /// [`Output::Apply`], or the position of an [`Output::InstallSnapshot`], in the order they
@@ -189,64 +201,6 @@ impl fmt::Debug for SnapshotSeal {
     }
 }
 
-/// A refused message: what was wrong and who sent it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Alarm<U> {
-    pub upstream: U,
-    pub kind: AlarmKind,
-    pub detail: String,
-}
-
-impl<U: fmt::Debug> fmt::Display for Alarm<U> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} from {:?}: {}",
-            self.kind, self.upstream, self.detail
-        )
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AlarmKind {
-    /// Inside a batch, an entry does not have the next seq.
-    Gap,
-    /// An entry does not chain onto its predecessor (flipped byte, truncated payload, forged
-    /// or diverged history), or a snapshot at our own seq carries another hash.
-    HashMismatch,
-    /// An entry chains but its payload is not a `Change`.
-    CorruptPayload,
-    /// A snapshot's digest does not match its position and items.
-    CorruptSnapshot,
-    /// Entries or a snapshot without a signature that verifies under the pinned key: none, one
-    /// by another key, or one over another cluster, seq or hash (a forged or rewritten feed);
-    /// also a freshness statement whose signature does not verify.
-    BadSignature,
-    /// A signed snapshot older than [`Config::max_snapshot_age_ms`]: a recorded snapshot
-    /// replayed.
-    StaleSnapshot,
-}
-
-/// Why the follower left an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SwitchReason {
-    /// A connection-level failure ([`Input::Failed`]).
-    Failed,
-    /// Nothing heard from it for longer than the staleness.
-    Silent,
-    /// Its heartbeats' origin time is older than the staleness.
-    Stale,
-    /// It advertised entries (or we needed a snapshot) and delivered nothing usable for
-    /// longer than the staleness.
-    NoProgress,
-    /// It sent a snapshot whose digest does not match.
-    CorruptSnapshot,
-    /// It sent a snapshot without a signature that verifies under the pinned key.
-    BadSignature,
-    /// It sent a signed snapshot older than [`Config::max_snapshot_age_ms`].
-    StaleSnapshot,
-}
-
 /// What the signature of one entry says.
 enum Checkpoint {
     Good,
@@ -255,8 +209,15 @@ enum Checkpoint {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Request {
-    Entries { after: u64 },
-    Snapshot,
+    Entries {
+        after: u64,
+    },
+    /// `since`: when this upstream was first asked for it (a re-send keeps it: the deadline
+    /// bounds the whole); `streaming`: progress was reported since it was last sent.
+    Snapshot {
+        since: u64,
+        streaming: bool,
+    },
 }
 
 /// The replication state machine of one edge (or relay). See the crate docs for the protocol.
@@ -484,6 +445,20 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         let Some(key) = self.config.feed_key else {
             return;
         };
+        // The cluster first: a statement is believed only of the cluster whose log this
+        // follower holds. Before the first snapshot there is none to check it against, so it
+        // says nothing yet (kept, another cluster's head and time would count as ours: a head
+        // to wait for, a freshness to serve on as a relay and to promote once applied).
+        let Some(cluster) = self.cluster else {
+            return;
+        };
+        if cluster != statement.cluster_id {
+            out.push(self.alarm(
+                AlarmKind::BadSignature,
+                "a freshness statement is of another cluster".to_owned(),
+            ));
+            return;
+        }
         if !statement.verifies(&key) {
             out.push(self.alarm(
                 AlarmKind::BadSignature,
@@ -492,13 +467,6 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     statement.head.seq,
                     key.fingerprint()
                 ),
-            ));
-            return;
-        }
-        if self.cluster.is_some_and(|c| c != statement.cluster_id) {
-            out.push(self.alarm(
-                AlarmKind::BadSignature,
-                "a freshness statement is of another cluster".to_owned(),
             ));
             return;
         }
@@ -613,13 +581,24 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             }
             Input::Progress { from } => {
                 if self.is_current(&from) {
-                    // Judged when it completes (its heartbeat comes with it); meanwhile the
-                    // upstream counts as alive, fresh and progressing.
-                    self.heard(now);
-                    self.last_origin_ms = self.last_origin_ms.max(now);
-                    self.last_progress_ms = self.last_progress_ms.max(now);
+                    // Judged when it completes; meanwhile not sent again, and a snapshot is
+                    // bounded by its deadline rather than the staleness (see `poll`).
                     if let Some((req, _)) = self.request {
+                        let req = match req {
+                            Request::Snapshot { since, .. } => Request::Snapshot {
+                                since,
+                                streaming: true,
+                            },
+                            entries @ Request::Entries { .. } => entries,
+                        };
                         self.request = Some((req, now));
+                    }
+                    if self.config.feed_key.is_none() {
+                        // Unsigned (protocol tests only): the upstream counts as alive, fresh
+                        // and progressing, as its unsigned heartbeats would make it.
+                        self.heard(now);
+                        self.last_origin_ms = self.last_origin_ms.max(now);
+                        self.last_progress_ms = self.last_progress_ms.max(now);
                     }
                 }
             }
@@ -894,8 +873,10 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         self.phase = Phase::Following;
         if self.config.feed_key.is_some() {
             self.cluster = Some(seal.cluster_id);
-            // A signed snapshot is a signed statement of the root's state as of its origin.
-            self.last_origin_ms = self.last_origin_ms.max(seal.origin_ms.min(now));
+            // A signed snapshot is a signed statement of the root's state as of its origin
+            // (`note_fresh`). The upstream's statements are judged from its end: the time it
+            // took to stream was bounded by its deadline, not by the staleness.
+            self.last_origin_ms = now;
             self.note_fresh(pos.seq, seal.origin_ms);
         }
         self.last_progress_ms = now;
@@ -943,7 +924,20 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
     fn poll(&mut self, now: u64, out: &mut Vec<Output<U>>) {
         let stale = self.config.staleness_ms;
         let behind = self.phase != Phase::Following || self.known_head > self.verified.seq;
-        if now.saturating_sub(self.last_heard_ms) > stale {
+        let streaming = match self.request {
+            Some((Request::Snapshot { since, streaming }, _)) => streaming.then_some(since),
+            _ => None,
+        };
+        if let Some(since) = streaming {
+            // A snapshot streaming in: judged when it ends, not by the staleness meanwhile (a
+            // large one on a slow link takes longer), but within its deadline, which progress
+            // does not extend.
+            if now.saturating_sub(since) > self.config.snapshot_deadline_ms {
+                self.switch(now, SwitchReason::SnapshotDeadline, out);
+                // Not asked again in a tight loop (with one upstream, it is the same one).
+                self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
+            }
+        } else if now.saturating_sub(self.last_heard_ms) > stale {
             self.switch(now, SwitchReason::Silent, out);
         } else if now.saturating_sub(self.last_origin_ms) > stale {
             self.switch(now, SwitchReason::Stale, out);
@@ -957,14 +951,25 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         match self.request {
             Some((req, sent)) => {
                 if now.saturating_sub(sent) >= self.config.request_timeout_ms {
+                    let (req, output) = match req {
+                        Request::Entries { .. } => (
+                            req,
+                            Output::Fetch {
+                                to,
+                                after: self.verified.seq,
+                            },
+                        ),
+                        // Sent again: no longer streaming, but the same deadline.
+                        Request::Snapshot { since, .. } => (
+                            Request::Snapshot {
+                                since,
+                                streaming: false,
+                            },
+                            Output::FetchSnapshot { to },
+                        ),
+                    };
                     self.request = Some((req, now));
-                    out.push(match req {
-                        Request::Entries { .. } => Output::Fetch {
-                            to,
-                            after: self.verified.seq,
-                        },
-                        Request::Snapshot => Output::FetchSnapshot { to },
-                    });
+                    out.push(output);
                 }
             }
             None => match self.phase {
@@ -980,7 +985,11 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     }
                 }
                 Phase::NeedsSnapshot | Phase::Resyncing => {
-                    self.request = Some((Request::Snapshot, now));
+                    let req = Request::Snapshot {
+                        since: now,
+                        streaming: false,
+                    };
+                    self.request = Some((req, now));
                     out.push(Output::FetchSnapshot { to });
                 }
             },

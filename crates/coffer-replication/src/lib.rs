@@ -85,6 +85,7 @@
 //! missing or bad signature is an alarm ([`AlarmKind::BadSignature`]) and a resync, exactly
 //! like a hash mismatch.
 
+mod alarm;
 mod follower;
 mod log;
 pub mod sign;

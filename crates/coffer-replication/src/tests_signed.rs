@@ -612,3 +612,184 @@ fn a_statement_from_the_future_is_refused_and_a_later_head_counts_after_a_clock_
     assert_eq!(f.latest_freshness(), Some(later));
     assert_eq!(f.known_head(), head.seq);
 }
+
+#[test]
+fn a_statement_before_the_first_snapshot_is_not_believed_whatever_its_cluster() {
+    let root = root(4);
+    let now = 10 * MIN;
+    let mut f = Follower::new(vec![A, B], config(&root), now).unwrap();
+    assert_eq!(
+        f.handle(now, Input::Tick),
+        vec![Output::FetchSnapshot { to: A }]
+    );
+    // Another cluster's statement, under the pinned key, with a later head and time than
+    // anything of ours: the follower holds no cluster yet to check it against.
+    let other = Log::signed([0xc2; 16], root.key.clone());
+    let mut other = other;
+    for i in 1..=50 {
+        other.append(payload(i), Timestamp::from_unix_micros(0));
+    }
+    let foreign = Freshness::sign(&root.key, [0xc2; 16], other.head(), now + 1_000);
+    let out = f.handle(
+        now + 1_000,
+        Input::Freshness {
+            from: A,
+            statement: foreign,
+        },
+    );
+    assert_eq!(alarm(&out), None, "{out:?}");
+    assert_eq!(f.latest_freshness(), None, "a relay would serve it on");
+    assert_eq!(f.known_head(), 0, "a head of another cluster to wait for");
+    assert_eq!(f.freshest_origin_ms(), None);
+    // Our cluster's snapshot comes: it sets the cluster, and only its own origin counts.
+    let snap = root.log.snapshot_at(now - 2_000);
+    let out = f.handle(
+        now + 2_000,
+        Input::StagedSnapshot {
+            from: A,
+            position: snap.position,
+            intact: true,
+            seal: seal(&snap),
+        },
+    );
+    assert!(
+        out.contains(&Output::InstallStaged(snap.position)),
+        "{out:?}"
+    );
+    f.handle(now + 2_000, Input::Applied { seq: 4 });
+    assert_eq!(f.fresh_as_of_ms(), Some(now - 2_000));
+    assert_eq!(f.known_head(), 4);
+    // From then on, another cluster's statement is an alarm, and ours are believed.
+    let out = f.handle(
+        now + 3_000,
+        Input::Freshness {
+            from: A,
+            statement: Freshness::sign(&root.key, [0xc2; 16], other.head(), now + 3_000),
+        },
+    );
+    assert_eq!(alarm(&out), Some(AlarmKind::BadSignature));
+    assert_eq!(f.latest_freshness(), None);
+    let ours = Freshness::sign(&root.key, CLUSTER, root.log.head(), now + 4_000);
+    f.handle(
+        now + 4_000,
+        Input::Freshness {
+            from: A,
+            statement: ours,
+        },
+    );
+    assert_eq!(f.latest_freshness(), Some(ours));
+    assert_eq!(f.fresh_as_of_ms(), Some(now + 4_000));
+}
+
+/// A pinned follower bootstrapping from `A`, its snapshot request sent at `now`.
+fn bootstrapping(root: &Root, deadline_ms: u64, now: u64) -> Follower<u32> {
+    let config = Config {
+        snapshot_deadline_ms: deadline_ms,
+        ..config(root)
+    };
+    let mut f = Follower::new(vec![A, B], config, now).unwrap();
+    assert_eq!(
+        f.handle(now, Input::Tick),
+        vec![Output::FetchSnapshot { to: A }]
+    );
+    f
+}
+
+#[test]
+fn a_trickled_snapshot_holds_a_failover_off_until_its_deadline_only() {
+    let root = root(4);
+    let deadline = 5 * MIN;
+    let mut f = bootstrapping(&root, deadline, 0);
+    // Progress every second, ticks in between: a few bytes at a time, forever. Past the
+    // staleness it is still waited for (a large snapshot on a slow link), never sent again;
+    // at the deadline it is left.
+    let mut left = None;
+    for s in 1..=(2 * deadline / 1_000) {
+        for (now, input) in [
+            (s * 1_000, Input::Progress { from: A }),
+            (s * 1_000 + 500, Input::Tick),
+        ] {
+            let out = f.handle(now, input);
+            for o in &out {
+                match o {
+                    Output::Switched { to, why, .. } => left = Some((now, *to, *why)),
+                    Output::FetchSnapshot { .. } => {
+                        assert!(
+                            left.is_some(),
+                            "sent again while streaming at {now}: {out:?}"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if left.is_some() {
+            break;
+        }
+    }
+    let (at, to, why) = left.expect("a trickling upstream was never left");
+    assert_eq!((to, why), (B, SwitchReason::SnapshotDeadline));
+    assert!(
+        at > deadline && at <= deadline + 500,
+        "left at {at} ms, the deadline is {deadline} ms"
+    );
+    // Progress never made it fresh: only signed state does.
+    assert_eq!(f.fresh_as_of_ms(), None);
+    assert_eq!(f.freshest_origin_ms(), None);
+    // The next upstream is asked, after a pause.
+    let out = f.handle(at + 2_000, Input::Tick);
+    assert_eq!(out, vec![Output::FetchSnapshot { to: B }]);
+}
+
+#[test]
+fn a_streaming_snapshot_within_its_deadline_is_installed_and_progress_keeps_nothing_else_alive() {
+    let root = root(4);
+    let start = 60 * MIN;
+    // Streams for twice the staleness, then completes: installed, never sent again.
+    let mut f = bootstrapping(&root, 15 * MIN, start);
+    for s in 1..=60 {
+        let now = start + s * 1_000;
+        let mut out = f.handle(now, Input::Progress { from: A });
+        out.extend(f.handle(now + 500, Input::Tick));
+        assert!(out.is_empty(), "{s} s: {out:?}");
+    }
+    let snap = root.log.snapshot_at(start);
+    let out = f.handle(
+        start + 61_000,
+        Input::StagedSnapshot {
+            from: A,
+            position: snap.position,
+            intact: true,
+            seal: seal(&snap),
+        },
+    );
+    assert!(
+        out.contains(&Output::InstallStaged(snap.position)),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Switched { .. })),
+        "an upstream that delivered a snapshot is not left for the time it took: {out:?}"
+    );
+    // It follows on from there, from the same upstream.
+    assert!(out.contains(&Output::Fetch { to: A, after: 4 }), "{out:?}");
+    f.handle(start + 61_000, Input::Applied { seq: 4 });
+    assert_eq!(f.fresh_as_of_ms(), Some(start));
+    // Progress on a stream that then stops: once the request is sent again, the upstream is
+    // judged by what it said before the stream (nothing signed for longer than the
+    // staleness), not kept alive by the bytes it sent.
+    let mut f = bootstrapping(&root, 15 * MIN, start);
+    for s in 1..=40 {
+        let out = f.handle(start + s * 1_000, Input::Progress { from: A });
+        assert!(out.is_empty(), "{out:?}");
+    }
+    let stopped = start + 40_000 + Config::default().request_timeout_ms;
+    let out = f.handle(stopped, Input::Tick);
+    assert_eq!(out, vec![Output::FetchSnapshot { to: A }]);
+    let out = f.handle(stopped + 100, Input::Tick);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Switched { to: B, .. })),
+        "{out:?}"
+    );
+}

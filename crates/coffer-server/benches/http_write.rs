@@ -138,6 +138,7 @@ fn main() {
             snapshots: Default::default(),
             runtime_rate: None,
             keys: Default::default(),
+            reload: Default::default(),
         };
         tokio::spawn(serve(
             opts,

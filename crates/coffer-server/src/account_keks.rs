@@ -8,6 +8,16 @@
 //! kek_id = "file:83167eb1597a88c2"
 //! ```
 //!
+//! A key in the instance KEK's PKCS#11 token (`--kek pkcs11`, `--kek pkcs11:…`) is recorded by
+//! its object's URI instead, and whether Coffer made it (`account_kek_tokens.rs`):
+//!
+//! ```toml
+//! provider = "pkcs11"
+//! uri = "pkcs11:token=coffer;object=coffer-kek.account.0123…;id=%1F…?module-path=…"
+//! kek_id = "pkcs11:5b0e35a1c2d3e4f5"
+//! made_by_coffer = true
+//! ```
+//!
 //! Order of writes: the key exists before its record, and the record before anything is
 //! wrapped by the key; destroying goes the other way round, key first, so a crash between the
 //! two leaves a record whose key is gone (the account is unavailable, or, if it was deleted, the
@@ -29,6 +39,7 @@ use coffer_crypto::{FileKek, KekId, KekProvider};
 use coffer_types::AccountId;
 use serde::{Deserialize, Serialize};
 
+use crate::account_kek_tokens::{self as tokens, PROVIDER_PKCS11};
 use crate::kek_versions::{KekRing, Written, remove_key_file, write_atomically};
 
 pub(crate) const ACCOUNT_KEKS_DIR: &str = "account-keks";
@@ -38,8 +49,52 @@ const PROVIDER_FILE: &str = "file";
 #[serde(deny_unknown_fields)]
 struct Record {
     provider: String,
-    path: PathBuf,
+    /// `file`: the key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    /// `pkcs11`: the key object's URI (label and CKA_ID; no PIN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uri: Option<String>,
     kek_id: String,
+    /// `pkcs11`: whether Coffer generated the object (then deleting the account destroys it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    made_by_coffer: Option<bool>,
+}
+
+/// Where a record's key is.
+enum Key<'a> {
+    File(&'a Path),
+    Token { uri: &'a str, made_by_coffer: bool },
+}
+
+impl Record {
+    fn key(&self) -> Result<Key<'_>, String> {
+        match (self.provider.as_str(), &self.path, &self.uri) {
+            (PROVIDER_FILE, Some(path), None) => Ok(Key::File(path)),
+            (PROVIDER_PKCS11, None, Some(uri)) => Ok(Key::Token {
+                uri,
+                made_by_coffer: self.made_by_coffer.unwrap_or(false),
+            }),
+            (PROVIDER_FILE | PROVIDER_PKCS11, _, _) => Err(format!(
+                "a {:?} record names its key by {}",
+                self.provider,
+                if self.provider == PROVIDER_FILE {
+                    "path"
+                } else {
+                    "uri"
+                }
+            )),
+            (other, _, _) => Err(format!("unknown provider {other:?}")),
+        }
+    }
+
+    fn location(&self) -> String {
+        match (&self.path, &self.uri) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(uri)) => uri.clone(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// The account KEKs of one data dir.
@@ -70,22 +125,22 @@ impl AccountKeyFiles {
             fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let record: Record = toml::from_str(&text)
             .map_err(|e| format!("{} is not a valid account KEK record: {e}", path.display()))?;
-        if record.provider != PROVIDER_FILE {
-            return Err(format!(
-                "{}: unknown provider {:?}",
-                path.display(),
-                record.provider
-            ));
+        if let Err(e) = record.key() {
+            return Err(format!("{}: {e}", path.display()));
         }
         Ok(record)
     }
 
-    fn open(record: &Record) -> Result<Arc<dyn KekProvider>, String> {
-        let kek = FileKek::open(&record.path).map_err(|e| e.to_string())?;
+    fn open(&self, record: &Record) -> Result<Arc<dyn KekProvider>, String> {
+        let path = match record.key()? {
+            Key::File(path) => path,
+            Key::Token { uri, .. } => return tokens::open(&self.instance, uri, &record.kek_id),
+        };
+        let kek = FileKek::open(path).map_err(|e| e.to_string())?;
         if kek.current_kek_id().0 != record.kek_id {
             return Err(format!(
                 "the key file {} holds KEK {}, but the account's DEKs are wrapped by KEK {}",
-                record.path.display(),
+                path.display(),
                 kek.current_kek_id(),
                 record.kek_id
             ));
@@ -93,58 +148,8 @@ impl AccountKeyFiles {
         Ok(Arc::new(kek))
     }
 
-    fn ensure_dir(&self) -> Result<(), CoreError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| {
-                CoreError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
-            })
-    }
-
-    /// Refuses a key the instance KEK or another account already uses: deleting the account
-    /// would destroy it.
-    fn check_unused(&self, account: AccountId, id: &KekId) -> Result<(), CoreError> {
-        let taken = |what: String| {
-            CoreError::invalid(
-                InvalidKind::Field,
-                "/kek",
-                format!("that key file is {what}'s KEK; an account needs a key of its own"),
-            )
-        };
-        if self.instance.versions().iter().any(|v| &v.kek_id == id) {
-            return Err(taken("the instance".to_owned()));
-        }
-        for loaded in self.load() {
-            if loaded.account != account && &loaded.info.kek_id == id {
-                return Err(taken(format!("account {}", loaded.account)));
-            }
-        }
-        Ok(())
-    }
-
-    fn record(&self, account: AccountId, record: &Record) -> Result<Written, CoreError> {
-        let text = toml::to_string(record)
-            .map_err(|e| CoreError::Internal(format!("cannot encode account KEK record: {e}")))?;
-        let header = "# written by `coffer account set-kek`; the key's public id, no secret\n";
-        Ok(write_atomically(
-            &self.record_path(account),
-            format!("{header}{text}").as_bytes(),
-        ))
-    }
-}
-
-fn info(record: &Record) -> AccountKekInfo {
-    AccountKekInfo {
-        kek_id: KekId(record.kek_id.clone()),
-        provider: record.provider.clone(),
-        location: record.path.display().to_string(),
-    }
-}
-
-impl AccountKekStore for AccountKeyFiles {
-    fn load(&self) -> Vec<LoadedAccountKek> {
+    /// Every record in the directory, by account (without opening any key).
+    fn records(&self) -> Vec<(AccountId, PathBuf, Result<Record, String>)> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Vec::new(),
@@ -167,15 +172,76 @@ impl AccountKekStore for AccountKeyFiles {
                 tracing::warn!(file = %path.display(), "ignoring a file not named after an account id");
                 continue;
             };
-            match self.read_record(&path) {
-                Ok(record) => out.push(LoadedAccountKek {
+            let record = self.read_record(&path);
+            out.push((account, path, record));
+        }
+        out.sort_by_key(|(account, _, _)| *account);
+        out
+    }
+
+    fn ensure_dir(&self) -> Result<(), CoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| {
+                CoreError::Unavailable(format!("cannot create {}: {e}", self.dir.display()))
+            })
+    }
+
+    /// Refuses a key the instance KEK or another account already uses: deleting the account
+    /// would destroy it.
+    fn check_unused(&self, account: AccountId, id: &KekId) -> Result<(), CoreError> {
+        let taken = |what: String| {
+            CoreError::invalid(
+                InvalidKind::Field,
+                "/kek",
+                format!("that key is {what}'s KEK; an account needs a key of its own"),
+            )
+        };
+        if self.instance.versions().iter().any(|v| &v.kek_id == id) {
+            return Err(taken("the instance".to_owned()));
+        }
+        for (other, _, record) in self.records() {
+            if other != account && record.is_ok_and(|r| r.kek_id == id.0) {
+                return Err(taken(format!("account {other}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&self, account: AccountId, record: &Record) -> Result<Written, CoreError> {
+        let text = toml::to_string(record)
+            .map_err(|e| CoreError::Internal(format!("cannot encode account KEK record: {e}")))?;
+        let header = "# written by `coffer account set-kek`; the key's public id, no secret\n";
+        Ok(write_atomically(
+            &self.record_path(account),
+            format!("{header}{text}").as_bytes(),
+        ))
+    }
+}
+
+fn info(record: &Record) -> AccountKekInfo {
+    AccountKekInfo {
+        kek_id: KekId(record.kek_id.clone()),
+        provider: record.provider.clone(),
+        location: record.location(),
+    }
+}
+
+impl AccountKekStore for AccountKeyFiles {
+    fn load(&self) -> Vec<LoadedAccountKek> {
+        self.records()
+            .into_iter()
+            .map(|(account, path, record)| match record {
+                Ok(record) => LoadedAccountKek {
                     account,
                     info: info(&record),
-                    kek: Self::open(&record),
-                }),
+                    kek: self.open(&record),
+                },
                 // The account's DEKs may be wrapped by a key whose id is unreadable here: the
                 // account is unavailable rather than silently served by the instance KEK.
-                Err(reason) => out.push(LoadedAccountKek {
+                Err(reason) => LoadedAccountKek {
                     account,
                     info: AccountKekInfo {
                         kek_id: KekId("unknown".to_owned()),
@@ -183,11 +249,9 @@ impl AccountKekStore for AccountKeyFiles {
                         location: path.display().to_string(),
                     },
                     kek: Err(reason),
-                }),
-            }
-        }
-        out.sort_by_key(|l| l.account);
-        out
+                },
+            })
+            .collect()
     }
 
     fn create(
@@ -196,6 +260,9 @@ impl AccountKekStore for AccountKeyFiles {
         spec: &AccountKekSpec,
     ) -> Result<(AccountKekInfo, Arc<dyn KekProvider>), CoreError> {
         let (path, kek, made) = match spec {
+            AccountKekSpec::NewPkcs11 | AccountKekSpec::Pkcs11(_) => {
+                return self.create_in_token(account, spec);
+            }
             AccountKekSpec::NewFile => {
                 self.ensure_dir()?;
                 let path = self.dir.join(format!("{account}.key"));
@@ -239,18 +306,13 @@ impl AccountKekStore for AccountKeyFiles {
                 self.ensure_dir()?;
                 (path, kek, false)
             }
-            AccountKekSpec::Pkcs11(_) => {
-                return Err(CoreError::invalid(
-                    InvalidKind::Field,
-                    "/kek",
-                    "account KEKs in a PKCS#11 token are not supported yet; use `file` or `file:/path`",
-                ));
-            }
         };
         let record = Record {
             provider: PROVIDER_FILE.to_owned(),
-            path: path.clone(),
+            path: Some(path.clone()),
+            uri: None,
             kek_id: kek.current_kek_id().0,
+            made_by_coffer: None,
         };
         match self.record(account, &record)? {
             Written::Durable => {}
@@ -275,19 +337,31 @@ impl AccountKekStore for AccountKeyFiles {
             Err(_) if !record_path.exists() => return Ok(()),
             Err(e) => return Err(CoreError::Unavailable(e)),
         };
+        let path = match record.key().map_err(CoreError::Unavailable)? {
+            Key::File(path) => path,
+            Key::Token {
+                uri,
+                made_by_coffer,
+            } => {
+                tokens::destroy(&self.instance, account, uri, &record.kek_id, made_by_coffer)?;
+                return remove_key_file(&record_path).map_err(|e| {
+                    CoreError::Unavailable(format!("cannot remove {}: {e}", record_path.display()))
+                });
+            }
+        };
         // Only a key file Coffer made (`--kek file`, in `account-keks/`) is unlinked. One the
         // operator named (`--kek file:PATH`) stays where it is, for the operator to destroy:
         // the operator API must not become a way to delete any file the server may remove.
-        let made_here = record.path == self.dir.join(format!("{account}.key"));
+        let made_here = path == self.dir.join(format!("{account}.key"));
         if !made_here {
             tracing::warn!(
                 account = %account,
-                file = %record.path.display(),
+                file = %path.display(),
                 "the deleted account's KEK is a key file the operator gave; it is left in place: destroy it to finish shredding the account"
             );
         }
         match if made_here {
-            remove_key_file(&record.path)
+            remove_key_file(path)
         } else {
             Ok(())
         } {
@@ -296,12 +370,117 @@ impl AccountKekStore for AccountKeyFiles {
             Err(e) => {
                 return Err(CoreError::Unavailable(format!(
                     "cannot remove {}: {e}",
-                    record.path.display()
+                    path.display()
                 )));
             }
         }
         remove_key_file(&record_path).map_err(|e| {
             CoreError::Unavailable(format!("cannot remove {}: {e}", record_path.display()))
         })
+    }
+}
+
+impl AccountKeyFiles {
+    /// `--kek pkcs11` and `--kek pkcs11:…`: the key object in the instance KEK's token, then
+    /// its record. A object this call generated is destroyed again if the record could not be
+    /// written; a taken one is only no longer used.
+    fn create_in_token(
+        &self,
+        account: AccountId,
+        spec: &AccountKekSpec,
+    ) -> Result<(AccountKekInfo, Arc<dyn KekProvider>), CoreError> {
+        let (made, made_here) = match spec {
+            AccountKekSpec::NewPkcs11 => (tokens::generate(&self.instance, account)?, true),
+            AccountKekSpec::Pkcs11(text) => (tokens::take(&self.instance, text)?, false),
+            AccountKekSpec::NewFile | AccountKekSpec::File(_) => {
+                return Err(CoreError::Internal("not a PKCS#11 account key".into()));
+            }
+        };
+        let undo = |made: &tokens::Made| tokens::undo(&self.instance, &made.object, made_here);
+        if !made_here && let Err(e) = self.check_unused(account, &made.object.kek_id) {
+            undo(&made);
+            return Err(e);
+        }
+        if let Err(e) = self.ensure_dir() {
+            undo(&made);
+            return Err(e);
+        }
+        let record = Record {
+            provider: PROVIDER_PKCS11.to_owned(),
+            path: None,
+            uri: Some(made.uri.clone()),
+            kek_id: made.object.kek_id.0.clone(),
+            made_by_coffer: Some(made_here),
+        };
+        let written = match self.record(account, &record) {
+            Ok(written) => written,
+            Err(e) => {
+                undo(&made);
+                return Err(e);
+            }
+        };
+        match written {
+            Written::Durable => {}
+            Written::Not(e) => {
+                // Not recorded, so nothing was wrapped by it.
+                undo(&made);
+                return Err(CoreError::Unavailable(e));
+            }
+            // The record may be on disk after all: the object it names stays in the token.
+            Written::Unsure(e) => return Err(CoreError::Unavailable(e)),
+        }
+        Ok((info(&record), made.kek))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_name_their_key_by_path_or_uri_as_their_provider_says() {
+        let token = Record {
+            provider: PROVIDER_PKCS11.to_owned(),
+            path: None,
+            uri: Some("pkcs11:token=t;object=o;id=%01?module-path=/m.so".to_owned()),
+            kek_id: "pkcs11:0011223344556677".to_owned(),
+            made_by_coffer: Some(true),
+        };
+        let text = toml::to_string(&token).unwrap();
+        assert!(!text.lines().any(|l| l.starts_with("path")), "{text}");
+        let back: Record = toml::from_str(&text).unwrap();
+        assert!(matches!(
+            back.key(),
+            Ok(Key::Token {
+                made_by_coffer: true,
+                ..
+            })
+        ));
+        assert_eq!(info(&back).location, token.uri.clone().unwrap());
+        // A record written before PKCS#11 account keys (no uri, no made_by_coffer) still reads.
+        let file: Record =
+            toml::from_str("provider = \"file\"\npath = \"/k/a.key\"\nkek_id = \"file:00\"\n")
+                .unwrap();
+        assert!(matches!(file.key(), Ok(Key::File(p)) if p == Path::new("/k/a.key")));
+        for bad in [
+            "provider = \"pkcs11\"\npath = \"/k/a.key\"\nkek_id = \"x\"\n",
+            "provider = \"file\"\nuri = \"pkcs11:token=t;object=o\"\nkek_id = \"x\"\n",
+            "provider = \"vault\"\npath = \"/k\"\nkek_id = \"x\"\n",
+        ] {
+            let record: Record = toml::from_str(bad).unwrap();
+            assert!(record.key().is_err(), "{bad}");
+        }
+        // A token key Coffer did not make is never destroyed: the flag defaults to false.
+        let taken: Record = toml::from_str(
+            "provider = \"pkcs11\"\nuri = \"pkcs11:token=t;object=o?module-path=/m.so\"\nkek_id = \"x\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            taken.key(),
+            Ok(Key::Token {
+                made_by_coffer: false,
+                ..
+            })
+        ));
     }
 }

@@ -57,10 +57,9 @@ pub fn lock(path: &Path) -> Result<File, ServerError> {
         .map_err(|e| data_dir_error(path, format!("cannot open lock file: {e}")))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(data_dir_error(
-            path,
-            "is in use by another coffer process (one process per data dir)",
-        )),
+        Err(fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse {
+            path: path.to_owned(),
+        }),
         Err(fs::TryLockError::Error(e)) => Err(data_dir_error(path, format!("cannot lock: {e}"))),
     }
 }

@@ -351,6 +351,15 @@ impl KekRing {
         ring
     }
 
+    /// The token's KEK (every version's object, and the pool accounts' keys share) and
+    /// version 1's URI, when the KEK is in a PKCS#11 token.
+    pub(crate) fn pkcs11(&self) -> Option<(&Arc<Pkcs11Kek>, &Pkcs11Uri)> {
+        match &self.backend {
+            Backend::Pkcs11 { kek, base } => Some((kek, &**base)),
+            Backend::File => None,
+        }
+    }
+
     /// The current versions with their objects, to build the next record from.
     fn entries(&self) -> Vec<Entry> {
         self.read()

@@ -5,6 +5,7 @@
 //! [`coffer_core::CoreError`] to v4 error envelopes in one place (`error.rs`).
 
 mod account_kek_routes;
+mod account_kek_tokens;
 mod account_keks;
 mod accounts;
 mod audit;
@@ -23,6 +24,7 @@ pub mod node_keys;
 mod nodes;
 mod query;
 mod rate;
+mod reload;
 pub mod replication;
 mod request_log;
 mod router;
@@ -42,7 +44,7 @@ use std::time::Duration;
 
 use coffer_core::{Coffer, Limits};
 use coffer_crypto::ApiToken;
-use coffer_types::AccountId;
+use coffer_types::{AccountId, TokenId};
 
 pub use client_addr::{IpNet, TrustedProxies};
 pub use coffer_core::{DekPolicy, ResealSettings, RewrapSettings};
@@ -53,6 +55,7 @@ pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
 pub use rate::RuntimeRate;
+pub use reload::Reload;
 pub use replication::SnapshotLimits;
 pub use request_log::ACCESS_LOG_TARGET;
 pub use router::edge_router;
@@ -126,6 +129,9 @@ pub enum ServerError {
     Config(String),
     #[error("data dir {path}: {message}")]
     DataDir { path: PathBuf, message: String },
+    /// Another process (a running server, most likely) holds the data dir's lock.
+    #[error("data dir {}: is in use by another coffer process (one process per data dir)", path.display())]
+    DataDirInUse { path: PathBuf },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -163,6 +169,38 @@ pub async fn init_data_dir_with(
     datadir::init(path, kek, secrets).await
 }
 
+/// What `coffer operator rotate --data-dir` prints.
+#[derive(Debug)]
+pub struct RotatedOperatorToken {
+    pub account_id: AccountId,
+    pub token_id: TokenId,
+    /// The new operator token; its value is shown once and stored only as a keyed hash.
+    pub api_token: ApiToken,
+}
+
+/// Replaces the instance-operator token on a data dir no server is running on: takes the lock
+/// ([`ServerError::DataDirInUse`] while a server holds it), issues a new operator token, revokes
+/// the old one and audits it in the operator's account, then closes the data dir (writing the
+/// audit checkpoints). `secrets` unlock an HSM-held KEK.
+pub async fn rotate_operator_token(
+    path: &Path,
+    secrets: KekSecrets,
+) -> Result<RotatedOperatorToken, ServerError> {
+    let data_dir = datadir::open(path, Limits::default(), secrets, KeyOptions::default()).await?;
+    let coffer = data_dir.coffer;
+    let result = coffer.rotate_operator_token(None).await;
+    coffer.shutdown().await;
+    let (record, api_token) = result.map_err(|e| ServerError::DataDir {
+        path: path.to_owned(),
+        message: format!("cannot rotate the operator token: {e}"),
+    })?;
+    Ok(RotatedOperatorToken {
+        account_id: record.account_id,
+        token_id: record.id,
+        api_token,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -194,6 +232,8 @@ pub struct ServeOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// How DEKs are refreshed, and the pace of the rewrap after a KEK rotation.
     pub keys: KeyOptions,
+    /// Reloads the TLS certificate and key when asked (SIGHUP) or when the files change.
+    pub reload: Reload,
 }
 
 /// How a control plane handles its keys; every field has a default.
@@ -341,6 +381,7 @@ pub async fn serve_with(
         opts.listen,
         opts.tls.as_ref(),
         opts.http,
+        opts.reload.clone(),
         on_ready,
         async move {
             shutdown.await;
@@ -374,12 +415,14 @@ pub fn check_plain_http(
 /// in-flight requests for at most [`DRAIN_TIMEOUT`]. `on_ready` gets the bound address. The
 /// listener applies `limits` (see `listener.rs`): a cap on open connections (lowered to fit
 /// the open-file limit, which is raised to its hard limit first), header and idle timeouts,
-/// and limits on header sizes and HTTP/2 streams.
+/// and limits on header sizes and HTTP/2 streams. With TLS, `reload` replaces the certificate
+/// while serving (see `reload.rs`).
 pub async fn serve_app<S>(
     app: S,
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     limits: HttpLimits,
+    reload: Reload,
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError>
@@ -393,7 +436,9 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let tls = tls.map(tls::server_config).transpose()?;
+    let tls = tls
+        .map(|files| tls::server_config(files).map(|config| (files.clone(), config)))
+        .transpose()?;
     let bind_error = |source| ServerError::Bind {
         addr: listen,
         source,
@@ -432,14 +477,17 @@ where
     let service = axum::ServiceExt::<axum::http::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
     let server = axum_server::Server::<listener::Peer>::from_listener(listener);
     let result = match tls {
-        Some(config) => {
+        Some((files, config)) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+            let reloading = tokio::spawn(tls::keep_current(config.clone(), files, reload));
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
                 .handshake_timeout(limits.header_timeout);
-            listener::configure(server.acceptor(acceptor), &limits)
+            let served = listener::configure(server.acceptor(acceptor), &limits)
                 .handle(handle)
                 .serve(service)
-                .await
+                .await;
+            reloading.abort();
+            served
         }
         None => {
             listener::configure(server, &limits)

@@ -145,6 +145,10 @@ fn control_plane_routes() -> Router<AppState> {
         .route("/client/v4/kek", get(kek_routes::status))
         .route("/client/v4/kek/rotations", post(kek_routes::rotate))
         .route(
+            "/client/v4/operator/token/rotate",
+            post(tokens::rotate_operator_token),
+        )
+        .route(
             "/client/v4/nodes/{node_id}",
             get(nodes::get).delete(nodes::revoke),
         )

@@ -6,7 +6,29 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::reload::Reload;
 use crate::{ServerError, TlsFiles};
+
+/// Keeps `serving` current with `files`: a new certificate and key once a reload is asked for
+/// or the files change (see [`crate::reload`]). A pair that does not load, or whose key does not
+/// match its certificate, is refused and the one in use stays. Connections already open keep
+/// the certificate they were made with.
+pub(crate) async fn keep_current(
+    serving: axum_server::tls_rustls::RustlsConfig,
+    files: TlsFiles,
+    reload: Reload,
+) {
+    let paths = vec![files.cert.clone(), files.key.clone()];
+    reload
+        .watch("TLS certificate", paths, move || {
+            crate::reload::regular_file(&files.cert)?;
+            crate::reload::regular_file(&files.key)?;
+            let config = server_config(&files).map_err(|e| e.to_string())?;
+            serving.reload_from_config(Arc::new(config));
+            Ok(())
+        })
+        .await;
+}
 
 pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, ServerError> {
     let certs = read_certs(&files.cert)?;

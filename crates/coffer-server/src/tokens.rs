@@ -120,3 +120,17 @@ pub async fn revoke_token(
         .await?;
     Ok(Json(Envelope::ok(token(&record))))
 }
+
+/// `POST /client/v4/operator/token/rotate` (instance operator only): a new operator token,
+/// whose value is in this answer and never again; every earlier operator token, the caller's
+/// own included, stops working at once.
+pub async fn rotate_operator_token(
+    State(app): State<AppState>,
+    Auth(who): Auth,
+) -> ApiResult<Json<Envelope<CreatedToken>>> {
+    let (record, value) = app.coffer.rotate_operator_token(Some(&who)).await?;
+    Ok(Json(Envelope::ok(CreatedToken {
+        token: token(&record),
+        value: SecretValue::new(value.expose_secret().to_owned()),
+    })))
+}

@@ -24,6 +24,7 @@
 //! - deleting a store or a secret leaves the bindings that name it; `current_value` finds
 //!   nothing through them until a secret of that name exists again;
 //! - another account's token is `NotFound(Token)` to `revoke_token`, revoked or not;
+//! - `replace_tokens` creates one token and revokes others in one transaction, all or nothing;
 //! - nodes list by `created`, then id byte-wise, revoked ones included; a node's name is
 //!   unique among the nodes not revoked (names compare exactly, byte-wise), and a new node
 //!   must not be revoked (`Invalid`); no account's deletion touches them;
@@ -136,6 +137,7 @@ const CHECKS: &[Check] = checks![
     tokens::list_tokens_orders_by_created_then_id,
     tokens::revoke_token_once_and_only_in_its_account,
     tokens::touch_tokens_only_moves_last_used_forward,
+    tokens::replace_tokens_is_all_or_nothing,
     account_deletion::delete_account_removes_exactly_its_rows,
     account_deletion::delete_account_of_an_empty_account,
     account_deletion::delete_account_of_a_missing_account_writes_nothing,

@@ -280,6 +280,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// batch; appends nothing to the log. Meant for a periodic flusher that coalesces uses in
     /// memory: one call per flush, one entry per token.
     async fn touch_tokens(&self, used: Vec<(TokenId, Timestamp)>) -> Result<()>;
+    /// Replaces tokens in one transaction: creates `token` and sets `revoked` to `at` on each
+    /// of `revoke` (tokens of the same account not yet revoked). All or nothing: if any listed
+    /// token is missing, in another account or already revoked, nothing is written
+    /// (`NotFound(Token)` / `AlreadyRevoked`); a used id for `token` is `AlreadyExists(Token)`.
+    /// Appends nothing to the log.
+    async fn replace_tokens(
+        &self,
+        token: TokenRecord,
+        revoke: Vec<TokenId>,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
 
     // ---- data-encryption keys ----
 

@@ -343,6 +343,22 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn replace_tokens(
+        &self,
+        token: TokenRecord,
+        revoke: Vec<TokenId>,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            for id in revoke {
+                writes::revoke_token(cx, token.account_id, id, at)?;
+            }
+            writes::create_token(cx, &token)
+        })
+        .await
+    }
+
     async fn put_dek(&self, dek: DekRecord) -> Result<()> {
         self.writer.run(move |cx| writes::put_dek(cx, &dek)).await
     }

@@ -55,7 +55,7 @@ pub enum AccountCommand {
     /// List the instance's accounts (instance operator token; any other token sees its own)
     List,
     /// Delete an account with all its stores, secrets and tokens (instance operator token only);
-    /// an account KEK Coffer made for it (`--kek file`) is destroyed with it
+    /// an account KEK Coffer made for it (`--kek file`, `--kek pkcs11`) is destroyed with it
     Delete(AccountDeleteArgs),
     /// Give an account a KEK of its own, which alone wraps its DEKs from then on (instance
     /// operator token only)
@@ -70,10 +70,15 @@ const ACCOUNT_SET_KEK_AFTER_HELP: &str = "\
 Examples:
   coffer account set-kek team-b --kek file
   coffer account set-kek team-b --kek file:/etc/coffer/team-b.key
+  coffer account set-kek team-b --kek pkcs11
+  coffer account set-kek team-b --kek 'pkcs11:token=coffer;object=team-b-kek'
 
-Deleting the account destroys a key file Coffer made (`--kek file`); one given as file:PATH is
-left in place, for the operator to destroy. Removing the key makes the
-account's values unreadable on the control plane (503 account_kek_unavailable), and nothing else.";
+`pkcs11` generates an AES-256 key in the instance KEK's token (the instance KEK must be in a
+PKCS#11 token); `pkcs11:URI` takes an existing AES-256 key object of that same token
+(module-path may be left out). Deleting the account destroys a key Coffer made (`--kek file`,
+`--kek pkcs11`); one given as file:PATH or pkcs11:URI is left in place, for the operator to
+destroy. Removing the key makes the account's values unreadable on the control plane (503
+account_kek_unavailable), and nothing else.";
 
 #[derive(Debug, Args)]
 pub struct AccountSetKekArgs {
@@ -81,8 +86,9 @@ pub struct AccountSetKekArgs {
     #[arg(value_name = "ACCOUNT")]
     pub id: String,
     /// `file` (Coffer makes a key file in the data dir), `file:/path` (an existing 32-byte key
-    /// file, mode 0600, outside the data dir)
-    #[arg(long, value_name = "file|file:PATH")]
+    /// file, mode 0600, outside the data dir), `pkcs11` (Coffer generates a key in the instance
+    /// KEK's token), `pkcs11:URI` (an existing AES-256 key object in that token)
+    #[arg(long, value_name = "file|file:PATH|pkcs11|pkcs11:URI")]
     pub kek: String,
 }
 

@@ -176,7 +176,8 @@ pub struct LimitArgs {
     pub runtime_rate_limit: Option<u32>,
 
     /// Seconds a snapshot may stream to an edge before it is abandoned (the edge asks again);
-    /// make it longer than a whole snapshot takes over the slowest edge's link
+    /// make it longer than a whole snapshot takes over the slowest edge's link. On an edge,
+    /// also how long a snapshot from its upstream may stream in before it moves on
     #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::SnapshotLimits::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_deadline: u64,
 }

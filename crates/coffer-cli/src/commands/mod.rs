@@ -7,6 +7,7 @@ mod deploy;
 mod init;
 mod kek;
 mod node;
+mod operator;
 pub mod run;
 mod secret;
 mod serve;
@@ -64,6 +65,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Service { conn, command } => service::run(&conn, command).await,
         Command::Node { conn, command } => node::run(&conn, command).await,
         Command::Kek { conn, command } => kek::run(&conn, command).await,
+        Command::Operator { conn, command } => operator::run(&conn, command).await,
+        Command::Completions { shell } => crate::manpages::completions(shell),
+        Command::Man { out_dir } => crate::manpages::write(&out_dir),
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }

@@ -48,6 +48,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
         keys,
+        reload: reload_on_sighup()?,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve_with(
@@ -136,6 +137,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         http: args.limits.http(),
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
+        reload: reload_on_sighup()?,
     };
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
@@ -186,6 +188,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         snapshots: Default::default(),
         runtime_rate: None,
         keys: Default::default(),
+        reload: reload_on_sighup()?,
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(
@@ -257,6 +260,30 @@ fn access_log_directive(on: bool) -> tracing_subscriber::filter::Directive {
     format!("{}={level}", coffer_server::ACCESS_LOG_TARGET)
         .parse()
         .expect("a target and a level make a valid directive")
+}
+
+/// A [`coffer_server::Reload`] asked for on every SIGHUP (what `systemctl reload` sends): the
+/// TLS certificate and key, and an edge's upstream CA bundle, are read again. The handler is
+/// installed now, so SIGHUP no longer ends the process.
+fn reload_on_sighup() -> anyhow::Result<coffer_server::Reload> {
+    let reload = coffer_server::Reload::new();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup =
+            signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let asked = reload.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                // Plain HTTP and no CA bundle: nothing watches, and nothing is reloaded.
+                tracing::info!(
+                    "SIGHUP received: reloading the TLS certificate and CA files, if any"
+                );
+                asked.request();
+            }
+        });
+    }
+    Ok(reload)
 }
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, so a

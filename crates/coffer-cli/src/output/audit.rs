@@ -162,6 +162,17 @@ fn audit_detail(entry: &AuditLogEntry, wide: bool) -> String {
     if let Some(role) = event_str(entry, &["role"]) {
         parts.push(format!("role {role}"));
     }
+    // An operator-token rotation: the tokens it retired.
+    if let Some(ids) = top("revoked_token_ids").and_then(|v| v.as_array()) {
+        let ids: Vec<String> = ids
+            .iter()
+            .filter_map(|id| id.as_str())
+            .map(|id| short_id(id, wide))
+            .collect();
+        if !ids.is_empty() {
+            parts.push(format!("revoked {}", ids.join(" ")));
+        }
+    }
     if top("force").and_then(|v| v.as_bool()) == Some(true) {
         parts.push("forced".to_owned());
     }
@@ -537,6 +548,20 @@ mod tests {
             format!("copy of {}", "b".repeat(32))
         );
         assert_eq!(detail(json!({"role": "super_admin"})), "role super_admin");
+        assert_eq!(
+            detail(json!({"role": "super_admin", "revoked_token_ids": ["c".repeat(32)]})),
+            format!("role super_admin, revoked {}", "c".repeat(32))
+        );
+        assert_eq!(
+            audit_detail(
+                &audit_entry(
+                    1,
+                    json!({"revoked_token_ids": ["c".repeat(32), "d".repeat(32)]})
+                ),
+                false
+            ),
+            "revoked cccccccc… dddddddd…"
+        );
         assert_eq!(detail(json!({"force": true})), "forced");
         assert_eq!(detail(json!({"secrets_quota": 5})), "quota 5");
         assert_eq!(detail(json!({"secrets_quota": null})), "quota default");

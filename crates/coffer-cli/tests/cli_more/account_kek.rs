@@ -30,7 +30,9 @@ fn an_account_kek_is_set_shown_refused_when_bad_and_destroyed_with_the_account()
     for (kek, needle) in [
         ("nope", "[1002 invalid_field]"),
         ("file:relative.key", "absolute path"),
-        ("pkcs11:token=t;object=o", "not supported yet"),
+        // The instance KEK is a key file: no token for an account key to live in.
+        ("pkcs11:token=t;object=o", "instance's KEK is a key file"),
+        ("pkcs11", "instance's KEK is a key file"),
         ("file:/nonexistent/coffer.key", "/nonexistent/coffer.key"),
     ] {
         let out = op.run(&["account", "set-kek", "team-b", "--kek", kek]);

@@ -10,4 +10,5 @@ mod bound_services;
 mod conventions;
 mod kek;
 mod names;
+mod operator;
 mod values;

@@ -43,7 +43,7 @@ fn kek_status(conn: &Conn) -> Value {
 }
 
 /// The labels of the secret-key objects in the token, as pkcs11-tool (not Coffer) sees them.
-fn token_labels(hsm: &SoftHsm) -> Vec<String> {
+pub(super) fn token_labels(hsm: &SoftHsm) -> Vec<String> {
     let mut cmd = Command::new("pkcs11-tool");
     hsm.configure(&mut cmd);
     cmd.args(["--module", hsm.module().to_str().unwrap()])
@@ -59,7 +59,7 @@ fn token_labels(hsm: &SoftHsm) -> Vec<String> {
         .collect()
 }
 
-fn delete_object(hsm: &SoftHsm, label: &str) {
+pub(super) fn delete_object(hsm: &SoftHsm, label: &str) {
     let mut cmd = Command::new("pkcs11-tool");
     hsm.configure(&mut cmd);
     cmd.args(["--module", hsm.module().to_str().unwrap()])
@@ -69,7 +69,7 @@ fn delete_object(hsm: &SoftHsm, label: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -82,7 +82,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn start_server_with(hsm: &SoftHsm, data: &Path, args: &[&str]) -> Server {
+pub(super) fn start_server_with(hsm: &SoftHsm, data: &Path, args: &[&str]) -> Server {
     let mut cmd = hsm_cmd(
         hsm,
         Some(USER_PIN),

@@ -215,6 +215,9 @@ pub struct Details {
     pub kek_version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kek_id: Option<String>,
+    /// The operator tokens a `rotate` of the operator token revoked (ids only, never values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_token_ids: Option<Vec<TokenId>>,
 }
 
 #[derive(Serialize)]

@@ -89,6 +89,7 @@ impl ControlPlane {
             snapshots: Default::default(),
             runtime_rate: None,
             keys: Default::default(),
+            reload: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -260,6 +261,7 @@ pub fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> Ed
         http: Default::default(),
         snapshots: Default::default(),
         runtime_rate: None,
+        reload: Default::default(),
     }
 }
 
@@ -359,7 +361,12 @@ impl Edge {
     /// Waits until the edge is ready and its routes answer (not 503). Asks for a route that
     /// does not exist, so that no read is counted and no token is tried.
     pub async fn wait_serving(&self) {
-        wait_until("the edge to serve", PROMPTLY, move || async move {
+        self.wait_serving_within(PROMPTLY).await;
+    }
+
+    /// [`Self::wait_serving`], for up to `within`.
+    pub async fn wait_serving_within(&self, within: Duration) {
+        wait_until("the edge to serve", within, move || async move {
             if !self.status.is_ready() {
                 return false;
             }

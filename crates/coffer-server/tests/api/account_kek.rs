@@ -454,10 +454,12 @@ async fn bad_account_kek_requests_are_refused_clearly_and_change_nothing() {
     for (body, needle) in [
         (json!({ "kek": "nope" }), "expected `file`"),
         (json!({ "kek": "file:relative.key" }), "absolute path"),
+        // A file instance KEK: no PKCS#11 token for an account key to share.
         (
             json!({ "kek": "pkcs11:token=t;object=o" }),
-            "not supported yet",
+            "instance's KEK is a key file",
         ),
+        (json!({ "kek": "pkcs11" }), "instance's KEK is a key file"),
         (
             json!({ "kek": "file:/nonexistent/coffer/key" }),
             "/nonexistent/coffer/key",

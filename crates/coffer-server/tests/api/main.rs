@@ -32,5 +32,6 @@ mod signed_feed;
 mod snapshot_limits;
 mod support;
 mod tcp;
+mod tls_reload;
 mod tokens;
 mod user;

@@ -77,6 +77,7 @@ impl Server {
             snapshots: Default::default(),
             runtime_rate: None,
             keys: Default::default(),
+            reload: Default::default(),
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,

@@ -256,3 +256,70 @@ pub(super) async fn touch_tokens_only_moves_last_used_forward(s: Arc<dyn Storage
     );
     assert_unlogged(s, head, "touch_tokens").await;
 }
+
+pub(super) async fn replace_tokens_is_all_or_nothing(s: Arc<dyn Storage>) {
+    let s = &*s;
+    let a = account_record("a");
+    let b = account_record("b");
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
+    let old = token(s, a.id, 5, |_| {}).await;
+    let elsewhere = token(s, b.id, 6, |_| {}).await;
+    let head = s.change_head().await.unwrap();
+
+    // A token of another account among those to revoke: nothing is written.
+    let mut new = token_record(a.id);
+    new.created = ts(20);
+    let err = s
+        .replace_tokens(new.clone(), vec![old.id, elsewhere.id], ts(20), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::NotFound(Entity::Token)),
+        "replacing another account's token: {err:?}"
+    );
+    assert_eq!(
+        stored(s, old.id).await,
+        old,
+        "the refused call revoked nothing"
+    );
+    assert_eq!(
+        s.get_token(new.id).await.unwrap(),
+        None,
+        "nor created the new token"
+    );
+
+    s.replace_tokens(new.clone(), vec![old.id], ts(20), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(s, new.id).await,
+        new,
+        "the new token is stored as given"
+    );
+    assert_eq!(
+        stored(s, old.id).await.revoked,
+        Some(ts(20)),
+        "the replaced token is revoked at the given time"
+    );
+    assert_eq!(stored(s, elsewhere.id).await, elsewhere);
+
+    // Replacing an already revoked token: refused, and the second new token is not created.
+    let mut again = token_record(a.id);
+    again.created = ts(30);
+    let err = s
+        .replace_tokens(again.clone(), vec![old.id], ts(30), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::AlreadyRevoked),
+        "replacing a revoked token: {err:?}"
+    );
+    assert_eq!(s.get_token(again.id).await.unwrap(), None);
+    assert_eq!(
+        stored(s, old.id).await.revoked,
+        Some(ts(20)),
+        "first time stays"
+    );
+    assert_unlogged(s, head, "replacing tokens").await;
+}

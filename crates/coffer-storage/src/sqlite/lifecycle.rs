@@ -186,15 +186,7 @@ pub(super) fn destroy_unreferenced_deks(
             .and_then(|mut stmt| stmt.execute([d.dek_id.as_bytes()]))
             .db("destroy dek")?;
         // Remembered for good, so no write that took it earlier can store it again.
-        cx.conn
-            .prepare_cached(
-                "INSERT INTO destroyed_deks (id, destroyed, compacted) VALUES (?1, ?2, 0)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![d.dek_id.as_bytes(), Timestamp::now().unix_micros()])
-            })
-            .db("record destroyed dek")?;
+        record_destroyed(cx, d.dek_id)?;
     }
     // No compaction here: each destruction compacting at once would push the log's base
     // forward as often as a tenant can force it, and edges behind it would resync from
@@ -208,6 +200,21 @@ pub(super) fn destroy_unreferenced_deks(
         })?;
     }
     Ok(destroy)
+}
+
+/// Enters a destroyed DEK in `destroyed_deks`, not yet compacted past: the next
+/// [`compact_destroyed_deks`] compacts the log past the entries carrying it. A replica applying
+/// `DekDestroyed` does the same, so a relay compacts past destroyed DEKs on the same schedule
+/// as the control plane (at most once per gap), not once per destruction.
+pub(super) fn record_destroyed(cx: &WriteCx<'_>, dek: DekId) -> Result<()> {
+    cx.conn
+        .prepare_cached(
+            "INSERT INTO destroyed_deks (id, destroyed, compacted) VALUES (?1, ?2, 0)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut stmt| stmt.execute(params![dek.as_bytes(), Timestamp::now().unix_micros()]))
+        .db("record destroyed dek")?;
+    Ok(())
 }
 
 /// Compacts the log through the newest entry that carries a DEK destroyed since the last such

@@ -733,10 +733,15 @@ fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<T
         cx.append_verbatim(record)?;
         let change: Change = serde_json::from_slice(&record.payload)
             .map_err(|_| StorageError::Invalid("a feed entry's payload is not a change"))?;
-        // A relay serves its log on: entries carrying a destroyed DEK (or a deleted account's)
-        // leave it too, as they left the control plane's.
+        // A relay serves its log on: entries carrying a deleted account's DEKs leave it at
+        // once, as they left the control plane's. A destroyed DEK is only entered as such:
+        // compacting past each one as it comes would send the edges below back to a snapshot
+        // as often as a tenant can force destructions; the relay compacts past them at most
+        // once per gap (`Storage::compact_destroyed_deks`), as the control plane does.
+        if let Change::DekDestroyed { dek_id, .. } = &change {
+            super::lifecycle::record_destroyed(cx, *dek_id)?;
+        }
         let destroyed: Vec<DekId> = match &change {
-            Change::DekDestroyed { dek_id, .. } => vec![*dek_id],
             Change::AccountDeleted { account_id } => query_all(
                 cx.conn,
                 "SELECT id FROM deks WHERE account_id = ?1",

@@ -1,0 +1,267 @@
+//! Account KEKs in the instance KEK's PKCS#11 token (`--kek pkcs11`, `--kek pkcs11:…`).
+//!
+//! A process loads a PKCS#11 module once, so an account's key object must be in the token the
+//! instance KEK is in: it joins the instance's session pool (coffer-hsm, `account.rs`) and is
+//! used through it like a KEK version, with the same wrap format. A data dir whose instance KEK
+//! is a key file therefore refuses PKCS#11 account keys (400, naming why).
+//!
+//! `--kek pkcs11` generates the key in the token: AES-256, CKA_SENSITIVE, never extractable,
+//! CKA_TOKEN, labelled `<instance KEK label>.account.<account id>` with a random 16-byte
+//! CKA_ID. `--kek pkcs11:token=…;object=…[;id=…]` takes an existing AES-256 key object of the
+//! same token (module-path may be left out: the instance's is meant). The record names the
+//! object by URI (label and CKA_ID, never a PIN) and says whether Coffer made it: only an
+//! object Coffer made, under the label it gives, is destroyed (C_DestroyObject) when the
+//! account is deleted; one the operator named is left in place, and logged.
+
+use std::sync::Arc;
+
+use coffer_core::{CoreError, InvalidKind};
+use coffer_crypto::{KekId, KekProvider};
+use coffer_hsm::{HsmError, KeyObject, Pkcs11Kek, Pkcs11Uri};
+use coffer_types::AccountId;
+
+use crate::kek_versions::KekRing;
+
+pub(crate) const PROVIDER_PKCS11: &str = "pkcs11";
+
+/// The label `--kek pkcs11` gives the account's key object.
+pub(crate) fn label(base: &Pkcs11Uri, account: AccountId) -> String {
+    format!("{}.account.{account}", base.object)
+}
+
+/// The URI recorded for an account's key object: the instance KEK's module and token, the
+/// object's label and CKA_ID, and no pin-source (the token is logged in with the instance's
+/// PIN).
+fn object_uri(base: &Pkcs11Uri, object: &KeyObject) -> Pkcs11Uri {
+    let mut uri = base.clone();
+    uri.object = object.label.clone();
+    uri.id = object.cka_id.clone();
+    uri.pin_source = None;
+    uri
+}
+
+fn invalid(message: String) -> CoreError {
+    CoreError::invalid(InvalidKind::Field, "/kek", message)
+}
+
+/// The instance KEK's token, or why an account key cannot be in a token here.
+fn token(instance: &KekRing) -> Result<(&Arc<Pkcs11Kek>, &Pkcs11Uri), CoreError> {
+    instance.pkcs11().ok_or_else(|| {
+        invalid(
+            "this instance's KEK is a key file, so it has no PKCS#11 token for an account key: \
+             an account key in a token must share the instance KEK's token (a process loads one \
+             PKCS#11 module); use `file` or `file:/path`"
+                .to_owned(),
+        )
+    })
+}
+
+/// What a token refused, as the operator's request error: the URI or the object named is not
+/// usable (400), the token is write-protected (409), or the token is unavailable (503).
+fn refused(e: HsmError) -> CoreError {
+    match e {
+        HsmError::Uri(_)
+        | HsmError::Module(_)
+        | HsmError::TokenNotFound(_)
+        | HsmError::KeyNotFound(_)
+        | HsmError::WrongKey(_) => invalid(e.to_string()),
+        HsmError::ReadOnly(_) => CoreError::KekRotationUnsupported(
+            "the PKCS#11 token holding the instance KEK is write-protected, so no account key \
+             can be generated in it",
+        ),
+        other => CoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// A made or taken key object: its record's URI, and the provider that uses it.
+pub(crate) struct Made {
+    pub(crate) uri: String,
+    pub(crate) object: KeyObject,
+    pub(crate) kek: Arc<dyn KekProvider>,
+}
+
+fn made(kek: &Arc<Pkcs11Kek>, base: &Pkcs11Uri, object: KeyObject) -> Result<Made, CoreError> {
+    let provider = kek
+        .version(&object.kek_id)
+        .ok_or_else(|| CoreError::Internal("the account's key object is not in use".into()))?;
+    Ok(Made {
+        uri: object_uri(base, &object).to_string(),
+        object,
+        kek: Arc::new(provider),
+    })
+}
+
+/// `--kek pkcs11`: generates the account's key object in the instance KEK's token.
+pub(crate) fn generate(instance: &KekRing, account: AccountId) -> Result<Made, CoreError> {
+    let (kek, base) = token(instance)?;
+    let cka_id: [u8; 16] = coffer_crypto::random_array();
+    let object = kek
+        .generate_account_key(&label(base, account), &cka_id)
+        .map_err(refused)?;
+    made(kek, base, object)
+}
+
+/// `--kek pkcs11:…`: takes the existing key object the URI names, in the instance KEK's token.
+pub(crate) fn take(instance: &KekRing, text: &str) -> Result<Made, CoreError> {
+    let (kek, base) = token(instance)?;
+    let uri = parse(text, base)?;
+    let object = kek.open_account_key(&uri).map_err(refused)?;
+    made(kek, base, object)
+}
+
+/// Parses an operator's URI; without `module-path` it means the instance KEK's module.
+fn parse(text: &str, base: &Pkcs11Uri) -> Result<Pkcs11Uri, CoreError> {
+    let with_module;
+    let text = if text.contains("module-path=") {
+        text
+    } else {
+        // The instance URI's own encoding of its module path.
+        let shown = base.to_string();
+        let module = shown
+            .split(['?', '&'])
+            .find(|part| part.starts_with("module-path="))
+            .unwrap_or_default();
+        let sep = if text.contains('?') { '&' } else { '?' };
+        with_module = format!("{text}{sep}{module}");
+        &with_module
+    };
+    Pkcs11Uri::parse(text).map_err(|e| invalid(e.to_string()))
+}
+
+/// Stops using a key object taken or made for a request that then failed; destroys it if
+/// this request made it (nothing was wrapped by it: it was never recorded).
+pub(crate) fn undo(instance: &KekRing, object: &KeyObject, made_here: bool) {
+    let Some((kek, _)) = instance.pkcs11() else {
+        return;
+    };
+    if made_here {
+        if let Err(e) = kek.destroy_version(object) {
+            tracing::warn!(object = %object.describe(), error = %e, "could not destroy an unrecorded account key object");
+        }
+    } else {
+        kek.forget_version(&object.kek_id);
+    }
+}
+
+/// The recorded object: label and CKA_ID from the URI, and the id it must have.
+fn recorded(uri: &str, kek_id: &str) -> Result<KeyObject, String> {
+    let uri = Pkcs11Uri::parse(uri).map_err(|e| e.to_string())?;
+    Ok(KeyObject {
+        label: uri.object,
+        cka_id: uri.id,
+        kek_id: KekId(kek_id.to_owned()),
+    })
+}
+
+/// Opens a recorded account key object in the instance KEK's token. `Err`: why the account
+/// is unavailable (its object is gone or another key, the token is unavailable, or the
+/// instance KEK is not in a token).
+pub(crate) fn open(
+    instance: &KekRing,
+    uri: &str,
+    kek_id: &str,
+) -> Result<Arc<dyn KekProvider>, String> {
+    let Some((kek, _)) = instance.pkcs11() else {
+        return Err(
+            "the account's key is in a PKCS#11 token, but this instance's KEK is a key file, so \
+             no PKCS#11 module is loaded"
+                .to_owned(),
+        );
+    };
+    let object = recorded(uri, kek_id)?;
+    kek.load_account_key(&object).map_err(|e| e.to_string())?;
+    let version = kek
+        .version(&object.kek_id)
+        .ok_or_else(|| "the account's key object is not in use".to_owned())?;
+    Ok(Arc::new(version))
+}
+
+/// Destroys the account's key object if Coffer made it (and it is under the label Coffer gives
+/// it); otherwise stops using it and leaves it in the token, logged.
+pub(crate) fn destroy(
+    instance: &KekRing,
+    account: AccountId,
+    uri: &str,
+    kek_id: &str,
+    made_by_coffer: bool,
+) -> Result<(), CoreError> {
+    let object = recorded(uri, kek_id).map_err(CoreError::Unavailable)?;
+    let Some((kek, base)) = instance.pkcs11() else {
+        return Err(CoreError::Unavailable(format!(
+            "cannot destroy the key object {}: this instance's KEK is not in a PKCS#11 token",
+            object.describe()
+        )));
+    };
+    if !made_by_coffer || object.label != label(base, account) {
+        kek.forget_version(&object.kek_id);
+        tracing::warn!(
+            account = %account,
+            object = %object.describe(),
+            kek = %object.kek_id,
+            "the deleted account's KEK is a key object the operator named; it is left in the token: destroy it to finish shredding the account"
+        );
+        return Ok(());
+    }
+    match kek.destroy_version(&object) {
+        Ok(true) => {
+            tracing::info!(account = %account, object = %object.describe(), "destroyed the deleted account's key object in the token");
+            Ok(())
+        }
+        Ok(false) => {
+            tracing::warn!(account = %account, object = %object.describe(), "the deleted account's key object was not in the token");
+            Ok(())
+        }
+        Err(e) => Err(CoreError::Unavailable(format!(
+            "cannot destroy the key object {}: {e}",
+            object.describe()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Pkcs11Uri {
+        Pkcs11Uri::parse(
+            "pkcs11:token=coffer;object=coffer-kek?module-path=/usr/lib/my%20hsm/p11.so&pin-source=file:/etc/pin",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_operator_uri_without_a_module_means_the_instances() {
+        let uri = parse("pkcs11:token=coffer;object=team-b", &base()).unwrap();
+        assert_eq!(uri.module_path, base().module_path);
+        assert_eq!(uri.object, "team-b");
+        assert_eq!(uri.pin_source, None);
+        let uri = parse(
+            "pkcs11:token=coffer;object=b?module-path=/other.so",
+            &base(),
+        )
+        .unwrap();
+        assert_eq!(uri.module_path, std::path::PathBuf::from("/other.so"));
+        let e = parse("pkcs11:object=b", &base()).unwrap_err();
+        assert!(e.to_string().contains("names no token"), "{e}");
+    }
+
+    #[test]
+    fn the_recorded_uri_names_label_and_id_and_no_pin_source() {
+        let account = AccountId::from_bytes([7; 16]);
+        let object = KeyObject {
+            label: label(&base(), account),
+            cka_id: Some(vec![0xab, 0x01]),
+            kek_id: KekId("pkcs11:0011223344556677".into()),
+        };
+        assert_eq!(object.label, format!("coffer-kek.account.{account}"));
+        let shown = object_uri(&base(), &object).to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "pkcs11:token=coffer;object=coffer-kek.account.{account};id=%AB%01?"
+            )),
+            "{shown}"
+        );
+        assert!(!shown.contains("pin-source"), "{shown}");
+        assert_eq!(recorded(&shown, "pkcs11:0011223344556677").unwrap(), object);
+    }
+}
