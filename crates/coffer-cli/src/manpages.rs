@@ -68,7 +68,20 @@ pub fn write(dir: &Path) -> anyhow::Result<()> {
         ))
         .into());
     }
-    for (name, text) in pages()? {
+    let pages = pages()?;
+    // Pages of commands that are gone: a `coffer*.1` in the directory that was not rendered.
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("coffer")
+            && name.ends_with(".1")
+            && !pages.iter().any(|(page, _)| *page == name)
+        {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    for (name, text) in pages {
         let path = dir.join(&name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -81,7 +94,8 @@ mod tests {
 
     use super::*;
 
-    /// The command to run (from the repository's root) to bring `dist/man/` up to date.
+    /// The command to run (from the repository's root) to bring `dist/man/` up to date; also
+    /// after a version bump, since each page names the version.
     const REGENERATE: &str = "cargo run -p coffer-cli -- man --out-dir dist/man";
 
     /// CI's check that `dist/man/` is what the definitions render: same files, same bytes.
@@ -113,25 +127,39 @@ mod tests {
         );
     }
 
+    /// Every visible command and subcommand has its page, and the page names each of its
+    /// visible long options.
     #[test]
     fn every_command_has_a_page_with_its_options() {
+        fn check(cmd: &clap::Command, prefix: &str, pages: &BTreeMap<String, String>) {
+            let name = if prefix.is_empty() {
+                cmd.get_name().to_owned()
+            } else {
+                format!("{prefix}-{}", cmd.get_name())
+            };
+            let page = pages
+                .get(&format!("{name}.1"))
+                .unwrap_or_else(|| panic!("no page for {name} in {:?}", pages.keys()));
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if let Some(long) = arg.get_long() {
+                    // roff escapes every hyphen.
+                    let shown = format!("\\-\\-{}", long.replace('-', "\\-"));
+                    assert!(page.contains(&shown), "{name}.1 does not name --{long}");
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                check(sub, &name, pages);
+            }
+        }
         let pages: BTreeMap<String, String> = pages()
             .unwrap()
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
             .collect();
-        for name in [
-            "coffer.1",
-            "coffer-init.1",
-            "coffer-store-create.1",
-            "coffer-operator-rotate.1",
-            "coffer-completions.1",
-        ] {
-            assert!(pages.contains_key(name), "no {name} in {:?}", pages.keys());
-        }
-        let rotate = &pages["coffer-operator-rotate.1"];
-        assert!(rotate.contains("coffer\\-operator\\-rotate"), "{rotate}");
-        assert!(rotate.contains("data\\-dir"), "{rotate}");
+        let mut cmd = Cli::command().disable_help_subcommand(true);
+        cmd.build();
+        check(&cmd, "", &pages);
+        assert!(pages.contains_key("coffer-operator-rotate.1"));
         assert!(!pages.contains_key("coffer-help.1"));
     }
 }

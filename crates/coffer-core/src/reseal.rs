@@ -58,6 +58,10 @@ pub struct ResealSettings {
 
 impl ResealSettings {
     pub const DEFAULT_BATCH: usize = 256;
+    /// The default [`ResealSettings::compaction_gap`]: at most one compaction past destroyed
+    /// DEKs per 10 minutes. A relay compacts its own log on the same gap (coffer-edge), so
+    /// the edges below it are sent to a snapshot no more often than by the control plane.
+    pub const DEFAULT_COMPACTION_GAP: Duration = Duration::from_secs(600);
 
     /// At most `values_per_second` values a second (at least one).
     pub fn with_rate(values_per_second: u32) -> ResealSettings {
@@ -81,7 +85,7 @@ impl Default for ResealSettings {
             pause: Duration::from_millis(20),
             interval: Duration::from_secs(10),
             keep_versions: 1,
-            compaction_gap: Duration::from_secs(600),
+            compaction_gap: Self::DEFAULT_COMPACTION_GAP,
         }
     }
 }

@@ -5,16 +5,14 @@
 //! every `DekDestroyed` applied would move the log's base as often as a tenant can force
 //! destructions (store deletes), and every edge below that lags would be sent back to a
 //! snapshot each time. So the replica only enters destroyed DEKs as such when it applies
-//! them, and the edge compacts past them here at most once per gap, as the control plane
-//! does (`ResealSettings::compaction_gap`).
+//! them, and the edge compacts past them here at most once per gap: the control plane's
+//! default gap, [`ResealSettings::DEFAULT_COMPACTION_GAP`] (one constant, so the two cannot
+//! drift apart).
 
 use std::time::{Duration, Instant};
 
+use coffer_core::ResealSettings;
 use coffer_storage::{SqliteStorage, Storage};
-
-/// The least time between two compactions past destroyed DEKs: the control plane's default
-/// `ResealSettings::compaction_gap`.
-pub(crate) const DEK_COMPACTION_GAP: Duration = Duration::from_secs(600);
 
 /// When the log was last compacted past destroyed DEKs, to keep to the gap.
 #[derive(Debug)]
@@ -25,6 +23,11 @@ pub(crate) struct DekCompaction {
 }
 
 impl DekCompaction {
+    /// A relay's: at most once per the control plane's default gap.
+    pub(crate) fn relay() -> DekCompaction {
+        DekCompaction::new(ResealSettings::DEFAULT_COMPACTION_GAP)
+    }
+
     pub(crate) fn new(gap: Duration) -> DekCompaction {
         DekCompaction { gap, last: None }
     }
@@ -98,6 +101,16 @@ mod tests {
             })
             .map(|r| r.seq)
             .collect()
+    }
+
+    /// A relay keeps to the control plane's default gap: 10 minutes.
+    #[test]
+    fn a_relay_compacts_on_the_control_planes_default_gap() {
+        assert_eq!(
+            DekCompaction::relay().gap,
+            ResealSettings::default().compaction_gap
+        );
+        assert_eq!(DekCompaction::relay().gap, Duration::from_secs(600));
     }
 
     /// Many `DekDestroyed` in a row (a tenant deleting store after store) move a relay's log

@@ -487,7 +487,8 @@ impl Edge {
 
     /// Builds the serving side once the first snapshot is in, then, every interval, ships
     /// access events upstream, drops destroyed DEKs from memory and compacts the replica's
-    /// log (past destroyed DEKs at most once per [`compaction::DEK_COMPACTION_GAP`]). Runs
+    /// log (past destroyed DEKs at most once per the control plane's default gap,
+    /// `ResealSettings::DEFAULT_COMPACTION_GAP`). Runs
     /// until aborted.
     async fn housekeeping(self: Arc<Self>) {
         let mut failures = 0u64;
@@ -510,7 +511,7 @@ impl Edge {
         } else {
             0
         };
-        let mut dek_compaction = compaction::DekCompaction::new(compaction::DEK_COMPACTION_GAP);
+        let mut dek_compaction = compaction::DekCompaction::relay();
         let mut round = tokio::time::interval(access::INTERVAL);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use coffer_client::{DeployService, SecretBinding};
 use coffer_edge::{EdgeError, EdgeOptions, FeedKey};
@@ -25,9 +25,9 @@ use coffer_replication::wire::{FeedAnswer, FeedBody, Frame, FrameDecoder};
 use coffer_replication::{FeedKeyPair, Position, SnapshotDigest};
 use coffer_storage::{ChangeRecord, FeedSignature};
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
 mod common;
+use common::proxy::{Answer, Served, ask_upstream, node_with_key, read_request, respond, serve};
 use common::*;
 
 // ---- a rewriting proxy ----
@@ -84,10 +84,6 @@ struct ProxyState {
     last_statement: Mutex<Option<coffer_replication::Freshness>>,
     /// The first snapshot passed on, as it was.
     recorded_snapshot: Mutex<Option<Vec<u8>>>,
-    /// Answer snapshot requests with the upstream's, a byte every 100 ms.
-    trickle_snapshots: std::sync::atomic::AtomicBool,
-    /// Snapshots trickled (started).
-    trickled: AtomicU64,
     /// Answer snapshot requests with the recorded snapshot.
     replay_snapshot: std::sync::atomic::AtomicBool,
 }
@@ -95,13 +91,7 @@ struct ProxyState {
 struct Proxy {
     url: String,
     state: Arc<ProxyState>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _served: Served,
 }
 
 impl Proxy {
@@ -119,20 +109,18 @@ impl Proxy {
             forged_as: Mutex::default(),
             last_statement: Mutex::default(),
             recorded_snapshot: Mutex::default(),
-            trickle_snapshots: Default::default(),
-            trickled: AtomicU64::new(0),
             replay_snapshot: Default::default(),
         });
         let app = {
             let state = state.clone();
             axum::Router::new().fallback(move |req: Request| forward(state.clone(), req))
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Proxy { url, state, task }
+        let served = serve(app).await;
+        Proxy {
+            url: served.url.clone(),
+            state,
+            _served: served,
+        }
     }
 
     /// Turns an attack on: feed answers rewritten, and snapshots forged (so that the edge
@@ -163,15 +151,8 @@ impl Proxy {
 }
 
 async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let body = axum::body::to_bytes(body, 64 << 20)
-        .await
-        .unwrap_or_default();
+    let asked = read_request(req).await;
+    let path = asked.path.as_str();
     if path.starts_with("/replication/v1/feed-key") && state.impostor_key.load(Ordering::SeqCst) {
         return axum::Json(serde_json::json!({
             "success": true, "errors": [], "messages": [],
@@ -179,49 +160,25 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
         }))
         .into_response();
     }
-    let mut upstream = http()
-        .request(parts.method.clone(), format!("{}{path}", state.upstream))
-        .body(body);
-    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-        if let Some(v) = parts.headers.get(&name) {
-            upstream = upstream.header(name, v.clone());
-        }
-    }
-    let res = match upstream.send().await {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    };
-    let status = res.status();
-    let mut content_type = res.headers().get(header::CONTENT_TYPE).cloned();
-    let mut bytes = match res.bytes().await {
-        Ok(b) => b.to_vec(),
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    let Answer {
+        status,
+        mut content_type,
+        mut bytes,
+    } = match ask_upstream(&state.upstream, &asked).await {
+        Ok(answer) => answer,
+        Err(failed) => return failed,
     };
     if status == StatusCode::OK {
         let (attack, signatures) = *state.attack.lock().unwrap();
         if path.starts_with("/replication/v1/feed?") {
             if attack == Attack::Freeze {
-                bytes = freeze_feed(&state, &path, bytes);
+                bytes = freeze_feed(&state, path, bytes);
             } else if attack == Attack::DowngradeMediaType {
                 state.rewritten.fetch_add(1, Ordering::SeqCst);
                 content_type = Some("application/vnd.coffer.feed.v1".parse().unwrap());
             } else {
                 bytes = rewrite_feed(&state, attack, signatures, bytes);
             }
-        } else if path.starts_with("/replication/v1/snapshot")
-            && state.trickle_snapshots.load(Ordering::SeqCst)
-        {
-            state.trickled.fetch_add(1, Ordering::SeqCst);
-            let trickle = futures_util::stream::unfold(bytes.into_iter(), |mut rest| async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let byte = rest.next()?;
-                Some((Ok::<_, std::io::Error>(vec![byte]), rest))
-            });
-            let mut out = Response::new(Body::from_stream(trickle));
-            if let Some(ct) = content_type {
-                out.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            return out;
         } else if path.starts_with("/replication/v1/snapshot") {
             let mut recorded = state.recorded_snapshot.lock().unwrap();
             if state.replay_snapshot.load(Ordering::SeqCst)
@@ -236,12 +193,7 @@ async fn forward(state: Arc<ProxyState>, req: Request) -> Response {
             }
         }
     }
-    let mut out = Response::new(Body::from(bytes));
-    *out.status_mut() = status;
-    if let Some(ct) = content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    out
+    respond(status, content_type, Body::from(bytes))
 }
 
 /// An empty answer claiming the asked position is the head, stamped now (unsigned), with the
@@ -480,18 +432,6 @@ fn options(upstream: &str, token: &str, dir: &Path, key: Option<FeedKey>) -> Edg
     opts
 }
 
-/// A node, its token and the feed key `coffer node create` showed with it.
-async fn node_with_key(cp: &ControlPlane, name: &str) -> (String, FeedKey) {
-    let made = cp.client.create_node(name).await.unwrap();
-    let key = FeedKey::parse(
-        made.feed_public_key
-            .as_deref()
-            .expect("the control plane signs"),
-    )
-    .unwrap();
-    (made.node_token.expose_secret().to_owned(), key)
-}
-
 /// Waits until the edge counts more alarms than `before` and its health says why.
 async fn wait_alarm(edge: &Edge, before: u64, kind: &str) -> Value {
     wait_until("an alarm", PROMPTLY, || async {
@@ -670,39 +610,6 @@ async fn forged_snapshots_are_never_installed() {
     }
     proxy.honest();
     edge.wait_serving_within(UNDER_LOAD).await;
-    assert_eq!(edge.value(&w.b.token, "K").await, "v1");
-    edge.stop().await;
-}
-
-/// An upstream that sends its (genuine) snapshot a byte every 100 ms, for ever, is left at the
-/// edge's snapshot deadline for the next upstream, though bytes keep arriving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickled_snapshot_is_left_at_the_snapshot_deadline() {
-    let w = world("v1", "probe-only").await;
-    let (token, key) = node_with_key(&w.cp, "edge-t").await;
-    let proxy = Proxy::start(&w.cp.url).await;
-    proxy.state.trickle_snapshots.store(true, Ordering::SeqCst);
-    let deadline = Duration::from_secs(4);
-    let mut opts = edge_options(&[&proxy.url, &w.cp.url], &token, &w.tmp.path().join("edge"));
-    opts.staleness = Duration::from_secs(8);
-    opts.feed_key = Some(key);
-    opts.snapshots.deadline = deadline;
-    let started = std::time::Instant::now();
-    let mut edge = Edge::start_with(opts).await;
-    wait_until("a trickled snapshot", PROMPTLY, || async {
-        proxy.state.trickled.load(Ordering::SeqCst) >= 1
-    })
-    .await;
-    // The whole snapshot would take minutes at this rate (the edge would wait for ever);
-    // served, the edge has its state from the control plane, after the deadline.
-    edge.wait_serving_within(Duration::from_secs(120)).await;
-    assert!(started.elapsed() > deadline);
-    let (_, health) = edge.health().await;
-    assert_eq!(
-        health["upstream"].as_str().map(|u| u.trim_end_matches('/')),
-        Some(w.cp.url.trim_end_matches('/')),
-        "{health}"
-    );
     assert_eq!(edge.value(&w.b.token, "K").await, "v1");
     edge.stop().await;
 }

@@ -6,13 +6,12 @@
 //! pool, reached through [`Pkcs11Kek::version`] by its id like a KEK version, but *detachable*:
 //! when it goes missing from the token, only the calls that need it fail (the pool stays up
 //! for the instance KEK and every other account), where a missing KEK version breaks the pool.
-
-use cryptoki::object::{Attribute, AttributeType};
-use cryptoki::session::Session;
+//! A missing one is set aside as lost and looked for again (`pool.rs`), so it serves again
+//! once its object is back. The instance's own [`KekProvider`](coffer_crypto::KekProvider)
+//! never opens an account key's wraps, and no account call removes or destroys an instance key.
 
 use coffer_crypto::{CryptoError, KekId};
 
-use crate::pool::Lease;
 use crate::token::{self, KeyObject};
 use crate::{HsmError, Pkcs11Kek, Pkcs11Uri};
 
@@ -22,15 +21,16 @@ impl Pkcs11Kek {
     /// using it as a detachable key. Nothing already in the token is destroyed.
     pub fn generate_account_key(&self, label: &str, cka_id: &[u8]) -> Result<KeyObject, HsmError> {
         let (handle, object) = self.generate_object(label, cka_id)?;
-        self.pool.add_detachable_key(object.clone(), handle);
+        self.pool.add_detachable_key(object.clone(), handle)?;
         Ok(object)
     }
 
     /// Takes an existing key object an operator named as an account's KEK. It must be in the
     /// instance KEK's module and token (one module per process, one login), be a usable
-    /// AES-256 key (as the instance KEK: sensitive, may encrypt and decrypt with AES-GCM), and
-    /// not be a key this instance already uses. The returned object carries the key's CKA_ID
-    /// when it has one, so that it is found again by label and id.
+    /// AES-256 key (as the instance KEK: sensitive, may encrypt and decrypt with AES-GCM),
+    /// private (CKA_PRIVATE: only a logged-in session sees or uses it), have a CKA_ID (so that
+    /// it is found again by label and id, never confused with another object under its label),
+    /// and not be a key this instance already uses.
     pub fn open_account_key(&self, uri: &Pkcs11Uri) -> Result<KeyObject, HsmError> {
         let ours = self.pool.uri();
         let same_module = match (
@@ -83,10 +83,16 @@ impl Pkcs11Kek {
                 )));
             };
             let kek_id = token::checked_id(session, key, &uri.object, &token)?;
-            let cka_id = match &uri.id {
-                Some(id) => Some(id.clone()),
-                None => object_id(session, key),
-            };
+            if self.pool.has(&kek_id) {
+                return Err(HsmError::WrongKey(format!(
+                    "the object labelled {:?} in {token} is KEK {kek_id}, which this instance \
+                     already uses (its KEK or another account's); an account needs a key of its \
+                     own",
+                    uri.object
+                )));
+            }
+            let cka_id = token::check_account_key(session, key, &uri.object, &token)?;
+            let cka_id = Some(uri.id.clone().unwrap_or(cka_id));
             Ok((
                 key,
                 KeyObject {
@@ -96,14 +102,7 @@ impl Pkcs11Kek {
                 },
             ))
         })?;
-        if self.pool.has(&object.kek_id) {
-            return Err(HsmError::WrongKey(format!(
-                "the object labelled {:?} in {token} is KEK {}, which this instance already \
-                 uses (its KEK or another account's); an account needs a key of its own",
-                object.label, object.kek_id
-            )));
-        }
-        self.pool.add_detachable_key(object.clone(), handle);
+        self.pool.add_detachable_key(object.clone(), handle)?;
         Ok(object)
     }
 
@@ -114,46 +113,90 @@ impl Pkcs11Kek {
         let handle = self
             .pool
             .with_ro_session(|session| token::load(session, object, &token))?;
-        self.pool.add_detachable_key(object.clone(), handle);
-        Ok(())
+        self.pool.add_detachable_key(object.clone(), handle)
+    }
+
+    /// Stops using an account's key without touching the token. A key of the instance KEK is
+    /// never affected (logged).
+    pub fn forget_account_key(&self, id: &KekId) {
+        if self.pool.remove_detachable(id).is_err() {
+            tracing::warn!(kek = %id, "not forgetting KEK {id}: it is the instance KEK's, not an account's");
+        }
+    }
+
+    /// [`Pkcs11Kek::destroy_version`] for an account's key: refused (nothing changes) when the
+    /// key is one of the instance KEK's.
+    pub fn destroy_account_key(&self, object: &KeyObject) -> Result<bool, HsmError> {
+        if self.pool.has(&object.kek_id) && !self.pool.is_detachable(&object.kek_id) {
+            return Err(HsmError::WrongKey(format!(
+                "the key object {} is KEK {}, which is the instance KEK's; it is not an \
+                 account's to destroy",
+                object.describe(),
+                object.kek_id
+            )));
+        }
+        self.destroy_version(object)
+    }
+
+    /// If the account key `id` is lost (its object was missing or another key) and due for a
+    /// look, looks for it again on a new session and uses it again when it is back.
+    pub(crate) fn retry_lost(&self, id: &KekId) {
+        let Some(object) = self.pool.lost_due(id) else {
+            return;
+        };
+        let token = self.pool.uri().token_description();
+        if let Ok(handle) = self
+            .pool
+            .with_ro_session(|session| token::load(session, &object, &token))
+            && self.pool.restore(&object, handle)
+        {
+            tracing::info!(object = %object.describe(), kek = %id, "an account's key object is back in the token; that account's values open again");
+        }
     }
 
     /// After a call with the key `key` failed and the probe on the same key failed too: if
-    /// `key` is an account's (detachable) and the token, still answering on this session, no
-    /// longer holds its object, the key is dropped and the error says so; the pool stays up.
-    /// `None`: not such a case (the caller treats the token as gone).
-    pub(crate) fn detached_if_gone(&self, lease: &Lease, key: &KekId) -> Option<CryptoError> {
+    /// `key` is an account's (detachable) and a new logged-in session confirms that the token
+    /// no longer holds its object, or that the object under its label and CKA_ID is now another
+    /// key, the key is set aside as lost and the error says so; the pool stays up. The call's
+    /// own session cannot tell: one that lost its login (token reset, HA failover) sees no
+    /// private object at all.
+    /// `None`: not such a case, or not confirmed (the caller breaks the pool, and the reconnect,
+    /// logged in again, decides).
+    pub(crate) fn detached_if_gone(&self, key: &KekId) -> Option<CryptoError> {
         let object = self.pool.detachable(key)?;
         let token = self.pool.uri().token_description();
-        match token::find_labelled(
-            &lease.session,
-            &object.label,
-            object.cka_id.as_deref(),
-            &token,
-        ) {
-            Ok(found) if found.is_empty() => {
-                self.pool.remove_key(key);
-                tracing::error!(
-                    object = %object.describe(),
-                    kek = %key,
-                    "an account's key object is gone from the token; that account's values \
-                     cannot be opened until it is restored"
-                );
-                Some(CryptoError::KeyUnavailable(format!(
-                    "the key object {} (KEK {key}) is no longer in the PKCS#11 {token}",
-                    object.describe()
-                )))
+        let verdict = self.pool.with_ro_session(|session| {
+            if !token::logged_in(session) {
+                return Ok(None);
             }
-            _ => None,
-        }
+            let found =
+                token::find_labelled(session, &object.label, object.cka_id.as_deref(), &token)?;
+            if found.is_empty() {
+                return Ok(Some("is no longer in"));
+            }
+            for handle in found {
+                match token::key_id(session, handle) {
+                    Ok(id) if id != *key => {}
+                    // Still there (under a new handle), or the token cannot tell.
+                    _ => return Ok(None),
+                }
+            }
+            Ok(Some("holds another key in"))
+        });
+        let Ok(Some(what)) = verdict else {
+            return None;
+        };
+        self.pool.detach(key);
+        tracing::error!(
+            object = %object.describe(),
+            kek = %key,
+            "an account's key object is gone from the token or holds another key; that \
+             account's values cannot be opened until it is back (it is looked for again at \
+             the account's next call and at each reconnect)"
+        );
+        Some(CryptoError::KeyUnavailable(format!(
+            "the key object {} (KEK {key}) {what} the PKCS#11 {token}",
+            object.describe()
+        )))
     }
-}
-
-/// The object's CKA_ID, if it has a non-empty one.
-fn object_id(session: &Session, key: cryptoki::object::ObjectHandle) -> Option<Vec<u8>> {
-    let attrs = session.get_attributes(key, &[AttributeType::Id]).ok()?;
-    attrs.into_iter().find_map(|a| match a {
-        Attribute::Id(id) if !id.is_empty() => Some(id),
-        _ => None,
-    })
 }

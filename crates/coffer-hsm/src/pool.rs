@@ -14,8 +14,11 @@
 //! [`KeyObject`]) and finds each again on a reconnect, checking its id: a call names the key it
 //! needs by id. Versions are added (generated in the token) and removed (before the object is
 //! destroyed) while the pool runs. Accounts' own KEKs in the same token share the pool (one
-//! module per process) but are *detachable*: one that is gone from the token is dropped, on a
-//! reconnect or when a call finds its object missing, and fails its account alone.
+//! module per process) but are *detachable*: one that is gone from the token (or whose object
+//! now holds another key) is set aside as *lost*, on a reconnect or when a call finds it so on
+//! a logged-in session, and fails its account alone. A lost key is looked for again at every
+//! reconnect and at its account's next call, so one that comes back serves again without a
+//! restart.
 //!
 //! Why no session may be checked out while reconnecting: `C_Finalize` invalidates every session
 //! handle and the module reuses handle numbers afterwards, so a stale session closed after the
@@ -58,6 +61,11 @@ struct State {
     /// The keys among `keys` that may go missing without the pool failing (accounts' own
     /// KEKs): a reconnect that does not find one drops it, and only its calls fail.
     detachable: Vec<KekId>,
+    /// Detachable keys set aside because their object was missing or another key: not in
+    /// `keys`, looked for again at each reconnect and at their next call, at most once per
+    /// `backoff` (the instant: no call looks before it), so that an account's stream of
+    /// failing requests does not become a stream of searches in the token.
+    lost: Vec<(KeyObject, Instant)>,
     idle: Vec<Session>,
     /// Sessions of the current generation, idle or checked out.
     open: usize,
@@ -102,6 +110,7 @@ impl Pool {
             live: Some(slot),
             keys,
             detachable: Vec::new(),
+            lost: Vec::new(),
             idle: vec![session],
             open: 1,
             out: 0,
@@ -127,9 +136,73 @@ impl Pool {
         self.lock().keys.iter().map(|(k, _)| k.clone()).collect()
     }
 
+    /// The key objects in use that are not detachable: the instance KEK's versions.
+    pub(crate) fn instance_keys(&self) -> Vec<KeyObject> {
+        let st = self.lock();
+        st.keys
+            .iter()
+            .filter(|(k, _)| !st.detachable.contains(&k.kek_id))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Whether the key `id` is in use.
     pub(crate) fn has(&self, id: &KekId) -> bool {
         self.lock().keys.iter().any(|(k, _)| k.kek_id == *id)
+    }
+
+    /// Whether `id` is a detachable key, in use or lost.
+    pub(crate) fn is_detachable(&self, id: &KekId) -> bool {
+        let st = self.lock();
+        st.detachable.contains(id) || st.lost.iter().any(|(k, _)| k.kek_id == *id)
+    }
+
+    /// The object of the lost key `id`, if it is lost.
+    pub(crate) fn lost(&self, id: &KekId) -> Option<KeyObject> {
+        self.lock()
+            .lost
+            .iter()
+            .find(|(k, _)| k.kek_id == *id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The object of the lost key `id` if a call may look for it now; the next may look only
+    /// after `backoff`.
+    pub(crate) fn lost_due(&self, id: &KekId) -> Option<KeyObject> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let (object, next) = st
+            .lost
+            .iter_mut()
+            .find(|(k, next)| k.kek_id == *id && now >= *next)?;
+        *next = now + self.backoff;
+        Some(object.clone())
+    }
+
+    /// Sets the detachable key `id` aside as lost (see `State::lost`).
+    pub(crate) fn detach(&self, id: &KekId) {
+        let mut st = self.lock();
+        if !st.detachable.contains(id) {
+            return;
+        }
+        st.detachable.retain(|d| d != id);
+        if let Some(at) = st.keys.iter().position(|(k, _)| k.kek_id == *id) {
+            let (object, _) = st.keys.remove(at);
+            st.lost.push((object, Instant::now() + self.backoff));
+        }
+    }
+
+    /// Uses the lost key `object` again, with `handle` found through a session of this
+    /// connection. Nothing happens if it was removed (or restored) meanwhile.
+    pub(crate) fn restore(&self, object: &KeyObject, handle: ObjectHandle) -> bool {
+        let mut st = self.lock();
+        let Some(at) = st.lost.iter().position(|(k, _)| k == object) else {
+            return false;
+        };
+        let (object, _) = st.lost.remove(at);
+        st.detachable.push(object.kek_id.clone());
+        st.keys.push((object, handle));
+        true
     }
 
     pub(crate) fn uri(&self) -> &Pkcs11Uri {
@@ -273,6 +346,7 @@ impl Pool {
             .iter()
             .map(|(k, _)| (k.clone(), st.detachable.contains(&k.kek_id)))
             .collect();
+        let lost_before: Vec<KeyObject> = st.lost.iter().map(|(k, _)| k.clone()).collect();
         drop(st);
         let result = token::reinitialize(&self.module, &self.uri).and_then(|()| {
             let (slot, session) = token::open_session(&self.module, &self.uri, &self.pin, false)?;
@@ -282,20 +356,29 @@ impl Pool {
             for (k, detachable) in wanted {
                 match token::load(&session, &k, &token) {
                     Ok(h) => keys.push((k, h)),
-                    // An account's key that is gone (or replaced) fails that account alone.
+                    // An account's key that is gone (or replaced) fails that account alone,
+                    // on this freshly logged-in session, so its absence is the token's word.
                     Err(e @ (HsmError::KeyNotFound(_) | HsmError::WrongKey(_))) if detachable => {
-                        tracing::error!(object = %k.describe(), kek = %k.kek_id, error = %e, "an account's key object is no longer usable in the token; that account's values cannot be opened until it is restored");
+                        tracing::error!(object = %k.describe(), kek = %k.kek_id, error = %e, "an account's key object is no longer usable in the token; that account's values cannot be opened until it is back (it is looked for again at each reconnect and at the account's next call)");
                         lost.push(k.kek_id);
                     }
                     Err(e) => return Err(e),
                 }
             }
-            Ok((slot, session, keys, lost))
+            // Lost keys that are back. One still missing stays lost; any other failure of
+            // its lookup is left to its next call.
+            let mut back = Vec::new();
+            for k in lost_before {
+                if let Ok(h) = token::load(&session, &k, &token) {
+                    back.push((k, h));
+                }
+            }
+            Ok((slot, session, keys, lost, back))
         });
         let mut st = self.lock();
         st.reconnecting = false;
         match result {
-            Ok((slot, session, keys, lost)) => {
+            Ok((slot, session, keys, lost, back)) => {
                 tracing::info!(
                     token = %self.uri.token_description(),
                     "the PKCS#11 token is back; logged in again"
@@ -308,8 +391,24 @@ impl Pool {
                         entry.1 = handle;
                     }
                 }
+                let now_lost: Vec<KeyObject> = st
+                    .keys
+                    .iter()
+                    .filter(|(k, _)| lost.contains(&k.kek_id) && st.detachable.contains(&k.kek_id))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 st.keys.retain(|(k, _)| !lost.contains(&k.kek_id));
                 st.detachable.retain(|id| !lost.contains(id));
+                let next = Instant::now() + self.backoff;
+                st.lost.extend(now_lost.into_iter().map(|k| (k, next)));
+                for (object, handle) in back {
+                    if let Some(at) = st.lost.iter().position(|(k, _)| *k == object) {
+                        st.lost.remove(at);
+                        tracing::info!(object = %object.describe(), kek = %object.kek_id, "an account's key object is back in the token; that account's values open again");
+                        st.detachable.push(object.kek_id.clone());
+                        st.keys.push((object, handle));
+                    }
+                }
                 st.idle.push(session);
                 st.open = 1;
                 st.broken = None;
@@ -406,13 +505,45 @@ impl Pool {
         st.keys.push((object, handle));
     }
 
-    /// Starts using `object` as a detachable key (see `State::detachable`).
-    pub(crate) fn add_detachable_key(&self, object: KeyObject, handle: ObjectHandle) {
+    /// Starts using `object` as a detachable key (see `State::detachable`). Refused when the
+    /// instance KEK uses that key (a version): an account's key never takes its place.
+    pub(crate) fn add_detachable_key(
+        &self,
+        object: KeyObject,
+        handle: ObjectHandle,
+    ) -> Result<(), HsmError> {
         let mut st = self.lock();
-        st.keys.retain(|(k, _)| k.kek_id != object.kek_id);
-        st.detachable.retain(|id| *id != object.kek_id);
-        st.detachable.push(object.kek_id.clone());
+        let id = &object.kek_id;
+        if st.keys.iter().any(|(k, _)| k.kek_id == *id) && !st.detachable.contains(id) {
+            return Err(HsmError::WrongKey(format!(
+                "the key object {} is KEK {id}, which is the instance KEK's; an account needs a \
+                 key of its own",
+                object.describe()
+            )));
+        }
+        st.keys.retain(|(k, _)| k.kek_id != *id);
+        st.lost.retain(|(k, _)| k.kek_id != *id);
+        st.detachable.retain(|d| d != id);
+        st.detachable.push(id.clone());
         st.keys.push((object, handle));
+        Ok(())
+    }
+
+    /// Stops using the detachable (or lost) key `id`. `Err`: `id` is a key of the instance KEK,
+    /// which is left in use (nothing changed).
+    pub(crate) fn remove_detachable(&self, id: &KekId) -> Result<(), ()> {
+        let mut st = self.lock();
+        st.lost.retain(|(k, _)| k.kek_id != *id);
+        if !st.detachable.contains(id) {
+            return if st.keys.iter().any(|(k, _)| k.kek_id == *id) {
+                Err(())
+            } else {
+                Ok(())
+            };
+        }
+        st.detachable.retain(|d| d != id);
+        st.keys.retain(|(k, _)| k.kek_id != *id);
+        Ok(())
     }
 
     /// The object of key `id` if it is in use and detachable.
@@ -431,6 +562,7 @@ impl Pool {
     pub(crate) fn remove_key(&self, id: &KekId) -> Option<(KeyObject, ObjectHandle)> {
         let mut st = self.lock();
         st.detachable.retain(|d| d != id);
+        st.lost.retain(|(k, _)| k.kek_id != *id);
         let at = st.keys.iter().position(|(k, _)| k.kek_id == *id)?;
         Some(st.keys.remove(at))
     }

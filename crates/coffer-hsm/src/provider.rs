@@ -66,7 +66,8 @@ impl Pkcs11Config {
 ///
 /// It may hold several key objects (the KEK's versions, [`KeyObject`]): the
 /// [`KekProvider`] of `Pkcs11Kek` itself wraps with the one it was opened with (the URI's, or
-/// the last of [`Pkcs11Kek::open_versions`]) and unwraps with whichever a wrapped key names;
+/// the last of [`Pkcs11Kek::open_versions`]) and unwraps with whichever of the KEK's versions a
+/// wrapped key names, never with an account's key in the same pool (`account.rs`);
 /// [`Pkcs11Kek::version`] gives a provider bound to one object.
 pub struct Pkcs11Kek {
     pub(crate) pool: Pool,
@@ -219,9 +220,20 @@ impl Pkcs11Kek {
         ))
     }
 
-    /// The key objects in use (versions not destroyed), in the order they were added.
+    /// The KEK's key objects in use (versions not destroyed), in the order they were added;
+    /// accounts' keys in the same token are not among them.
     pub fn objects(&self) -> Vec<KeyObject> {
-        self.pool.keys()
+        self.pool.instance_keys()
+    }
+
+    /// The accounts' key objects in use (not those lost from the token).
+    pub fn account_objects(&self) -> Vec<KeyObject> {
+        let instance = self.pool.instance_keys();
+        self.pool
+            .keys()
+            .into_iter()
+            .filter(|k| !instance.contains(k))
+            .collect()
     }
 
     /// A provider bound to the key object `id` (which must be in use): wraps and unwraps with
@@ -360,6 +372,17 @@ impl Pkcs11Kek {
         })
     }
 
+    /// Logs the process out of the token (C_Logout: every session loses the login), as a
+    /// token reset or an HA failover would. For tests of what a call then concludes.
+    #[cfg(feature = "test-support")]
+    pub fn log_out(&self) -> Result<(), HsmError> {
+        self.pool.with_ro_session(|session| {
+            session
+                .logout()
+                .map_err(|e| HsmError::Unavailable(format!("cannot log out: {}", short(&e))))
+        })
+    }
+
     fn unavailable(&self, reason: &str) -> CryptoError {
         CryptoError::KeyUnavailable(format!(
             "the PKCS#11 {} is unavailable: {reason}",
@@ -375,6 +398,7 @@ impl Pkcs11Kek {
         key: &KekId,
         op: impl FnOnce(&Lease) -> Result<T, cryptoki::error::Error>,
     ) -> Result<Result<T, cryptoki::error::Error>, CryptoError> {
+        self.retry_lost(key);
         let lease = self.pool.take(key).map_err(|e| self.unavailable(&e))?;
         match op(&lease) {
             Ok(value) => {
@@ -387,7 +411,7 @@ impl Pkcs11Kek {
                     Ok(Err(e))
                 }
                 probe => {
-                    if let Some(gone) = self.detached_if_gone(&lease, key) {
+                    if let Some(gone) = self.detached_if_gone(key) {
                         self.pool.give_back(lease, Ok(()));
                         return Err(gone);
                     }
@@ -478,19 +502,29 @@ impl Pkcs11Kek {
         wrapped: &WrappedDataKey,
         ctx: &DekContext<'_>,
     ) -> Result<DataKey, CryptoError> {
+        self.retry_lost(&wrapped.kek_id);
         if !self.pool.has(&wrapped.kek_id) {
-            let loaded: Vec<String> = self
-                .pool
-                .keys()
-                .iter()
-                .map(|k| k.kek_id.to_string())
-                .collect();
-            return Err(CryptoError::KeyUnavailable(format!(
-                "key was wrapped by KEK {}, but only KEK {} (PKCS#11 {}) is loaded",
-                wrapped.kek_id,
-                loaded.join(", "),
-                self.pool.uri().token_description()
-            )));
+            return Err(CryptoError::KeyUnavailable(
+                match self.pool.lost(&wrapped.kek_id) {
+                    Some(object) => format!(
+                        "key was wrapped by KEK {}, whose key object {} is not usable in the \
+                     PKCS#11 {} (missing or another key)",
+                        wrapped.kek_id,
+                        object.describe(),
+                        self.pool.uri().token_description()
+                    ),
+                    None => format!(
+                        "key was wrapped by KEK {}, but only KEK {} (PKCS#11 {}) is loaded",
+                        wrapped.kek_id,
+                        self.objects()
+                            .iter()
+                            .map(|k| k.kek_id.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        self.pool.uri().token_description()
+                    ),
+                },
+            ));
         }
         let aad = ctx.aad()?;
         let bytes = &wrapped.bytes;
@@ -524,6 +558,20 @@ impl KekProvider for Pkcs11Kek {
         wrapped: &WrappedDataKey,
         ctx: &DekContext<'_>,
     ) -> Result<DataKey, CryptoError> {
+        // An account's key shares the pool, but its wraps are opened only through its own
+        // provider (`version`): the instance KEK opening them would bypass the account's KEK.
+        if self.pool.is_detachable(&wrapped.kek_id) {
+            let loaded: Vec<String> = self
+                .objects()
+                .iter()
+                .map(|k| k.kek_id.to_string())
+                .collect();
+            return Err(CryptoError::KeyUnavailable(format!(
+                "key was wrapped by KEK {}, an account's key, not by the instance KEK ({})",
+                wrapped.kek_id,
+                loaded.join(", ")
+            )));
+        }
         self.unwrap_known(wrapped, ctx)
     }
 }

@@ -516,6 +516,60 @@ fn check_attributes(
     Ok(())
 }
 
+/// The extra demands on a key object an operator names as an account's KEK: it must be
+/// private (CKA_PRIVATE true: a session that is not logged in neither sees nor uses it) and
+/// have a non-empty CKA_ID (so that it is found again by label and id, and another object
+/// under its label is never taken for it). Returns the CKA_ID.
+pub(crate) fn check_account_key(
+    session: &Session,
+    key: ObjectHandle,
+    label: &str,
+    token: &str,
+) -> Result<Vec<u8>, HsmError> {
+    let attrs = session
+        .get_attributes(key, &[AttributeType::Private, AttributeType::Id])
+        .map_err(|e| {
+            HsmError::Unavailable(format!(
+                "cannot read the attributes of the object labelled {label:?} in {token}: {}",
+                short(&e)
+            ))
+        })?;
+    let (mut private, mut id) = (None, None);
+    for attr in attrs {
+        match attr {
+            Attribute::Private(b) => private = Some(b),
+            Attribute::Id(i) if !i.is_empty() => id = Some(i),
+            _ => {}
+        }
+    }
+    let what = format!("the object labelled {label:?} in {token}");
+    let fix = "name another object, or let `coffer account set-kek --kek pkcs11` generate one";
+    if private != Some(true) {
+        return Err(HsmError::WrongKey(format!(
+            "{what} is not private (CKA_PRIVATE is not true), so a session that is not logged \
+             in may use it; {fix}"
+        )));
+    }
+    id.ok_or_else(|| {
+        HsmError::WrongKey(format!(
+            "{what} has no CKA_ID; an account's key object must have one so that it is found \
+             again exactly; {fix}"
+        ))
+    })
+}
+
+/// Whether `session` is logged in as the user: a session that is not sees no private object,
+/// so an empty search on it says nothing about what the token holds.
+pub(crate) fn logged_in(session: &Session) -> bool {
+    use cryptoki::session::SessionState;
+    session.get_session_info().is_ok_and(|info| {
+        matches!(
+            info.session_state(),
+            SessionState::RoUser | SessionState::RwUser
+        )
+    })
+}
+
 /// The KEK's id: see [`CHECK_NONCE`].
 pub(crate) fn key_id(session: &Session, key: ObjectHandle) -> Result<KekId, CkError> {
     let mut nonce = CHECK_NONCE;

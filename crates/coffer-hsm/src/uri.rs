@@ -50,6 +50,22 @@ const SCHEME: &str = "pkcs11:";
 impl Pkcs11Uri {
     /// Parses `text`. See the module documentation for what is accepted.
     pub fn parse(text: &str) -> Result<Pkcs11Uri, UriError> {
+        Self::parse_or(text, None)
+    }
+
+    /// Parses `text`, which may leave out `module-path`: then `module` is meant (an account
+    /// key's URI, whose module can only be the instance KEK's). Otherwise as [`Pkcs11Uri::parse`].
+    pub fn parse_with_default_module(
+        text: &str,
+        module: &std::path::Path,
+    ) -> Result<Pkcs11Uri, UriError> {
+        Self::parse_or(text, Some(module))
+    }
+
+    fn parse_or(
+        text: &str,
+        default_module: Option<&std::path::Path>,
+    ) -> Result<Pkcs11Uri, UriError> {
         let rest = match text.get(..SCHEME.len()) {
             Some(scheme) if scheme.eq_ignore_ascii_case(SCHEME) => &text[SCHEME.len()..],
             _ => return Err(err("it must start with `pkcs11:`")),
@@ -75,6 +91,9 @@ impl Pkcs11Uri {
         {
             let (name, value) = split_attr(attr)?;
             b.query_attr(name, value)?;
+        }
+        if b.module_path.is_none() {
+            b.module_path = default_module.map(std::path::Path::to_path_buf);
         }
         b.finish()
     }
@@ -414,6 +433,45 @@ mod tests {
             Ok(uri) => panic!("{s} was accepted: {uri:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn a_default_module_fills_in_only_a_missing_module_path() {
+        let default = std::path::Path::new("/usr/lib/my hsm/p11.so");
+        let uri = Pkcs11Uri::parse_with_default_module("pkcs11:token=t;object=k", default).unwrap();
+        assert_eq!(uri.module_path, default);
+        // Given, it wins; a query with other attributes still gets the default.
+        let uri = Pkcs11Uri::parse_with_default_module(
+            "pkcs11:token=t;object=k?module-path=/other.so",
+            default,
+        )
+        .unwrap();
+        assert_eq!(uri.module_path, PathBuf::from("/other.so"));
+        let uri = Pkcs11Uri::parse_with_default_module(
+            "pkcs11:token=t;object=k?pin-source=file:/p",
+            default,
+        )
+        .unwrap();
+        assert_eq!(uri.module_path, default);
+        // The text `module-path=` inside a value is not a module path.
+        let uri =
+            Pkcs11Uri::parse_with_default_module("pkcs11:token=t;object=module-path=x", default)
+                .unwrap();
+        assert_eq!(
+            (uri.object.as_str(), uri.module_path.as_path()),
+            ("module-path=x", default)
+        );
+        // Still strict: twice, or empty, is refused.
+        for bad in [
+            "pkcs11:token=t;object=k?module-path=/a.so&module-path=/b.so",
+            "pkcs11:token=t;object=k?module-path=",
+        ] {
+            assert!(
+                Pkcs11Uri::parse_with_default_module(bad, default).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Pkcs11Uri::parse("pkcs11:token=t;object=k").is_err());
     }
 
     #[test]

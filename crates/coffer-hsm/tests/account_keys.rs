@@ -78,6 +78,11 @@ fn an_account_key_that_goes_missing_fails_alone_and_the_pool_stays_up() {
                 acc_two.unwrap(&as_two, &ctx()),
                 Err(CryptoError::Opaque)
             ));
+            // The instance KEK's own provider does not open an account key's wraps, nor lists
+            // the accounts' keys among its versions.
+            assert!(kek.unwrap(&wrapped, &ctx()).is_err());
+            assert_eq!(kek.objects().len(), 1, "{:?}", kek.objects());
+            assert_eq!(kek.account_objects().len(), 2);
 
             // Account one's object is destroyed behind the pool's back: its calls fail, the
             // key is dropped, and the instance KEK and account two go on, pool unbroken.
@@ -127,7 +132,11 @@ fn an_account_key_that_goes_missing_fails_alone_and_the_pool_stays_up() {
                 acc_two.wrap(&DataKey::generate(), &ctx()),
                 Err(CryptoError::KeyUnavailable(_))
             ));
-            assert_eq!(kek.objects().len(), 1, "{:?}", kek.objects());
+            assert!(
+                kek.account_objects().is_empty(),
+                "{:?}",
+                kek.account_objects()
+            );
 
             // A recorded object that is gone is refused by name when loaded.
             match kek.load_account_key(&two) {
@@ -145,23 +154,19 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
     testing::in_own_process(
         "an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token",
         |hsm| {
+            let keygen_with = |token: &str, kind: &str, label: &str, extra: &[&str]| {
+                let mut args = vec!["--keygen", "--key-type", kind, "--label", label];
+                args.push("--sensitive");
+                args.extend_from_slice(extra);
+                pkcs11_tool(hsm, token, &args);
+            };
             let keygen = |token: &str, kind: &str, label: &str| {
-                pkcs11_tool(
-                    hsm,
-                    token,
-                    &[
-                        "--keygen",
-                        "--key-type",
-                        kind,
-                        "--label",
-                        label,
-                        "--sensitive",
-                        "--id",
-                        "a1",
-                    ],
-                );
+                keygen_with(token, kind, label, &["--private", "--id", "a1"]);
             };
             keygen(testing::TOKEN, "AES:32", "named");
+            // pkcs11-tool makes an object public unless told --private.
+            keygen_with(testing::TOKEN, "AES:32", "public", &["--id", "a2"]);
+            keygen_with(testing::TOKEN, "AES:32", "no-id", &["--private"]);
             keygen(testing::TOKEN, "AES:16", "short");
             keygen(testing::TOKEN, "GENERIC:32", "generic");
             hsm.init_token("other");
@@ -180,6 +185,8 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
                 (uri(testing::TOKEN, "short"), "16 bytes long"),
                 (uri(testing::TOKEN, "generic"), "not AES"),
                 (uri(testing::TOKEN, OBJECT), "already uses"),
+                (uri(testing::TOKEN, "public"), "is not private (CKA_PRIVATE"),
+                (uri(testing::TOKEN, "no-id"), "has no CKA_ID"),
                 (
                     Pkcs11Uri::parse(
                         "pkcs11:token=coffer;object=named?module-path=/nonexistent/p11.so",
@@ -207,6 +214,174 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("already uses"), "{e}");
+
+            // No account path takes over, forgets or destroys the instance KEK's own key.
+            let instance = kek.objects().remove(0);
+            let e = kek.load_account_key(&instance).unwrap_err().to_string();
+            assert!(e.contains("instance KEK's"), "{e}");
+            kek.forget_account_key(&instance.kek_id);
+            let e = kek.destroy_account_key(&instance).unwrap_err().to_string();
+            assert!(e.contains("instance KEK's"), "{e}");
+            assert_eq!(kek.objects(), vec![instance.clone()]);
+            assert!(kek.holds(&instance).unwrap());
+            let wrapped = kek.wrap(&DataKey::generate(), &ctx()).unwrap();
+            kek.unwrap(&wrapped, &ctx()).unwrap();
+            // An account's own key is forgotten by the account path.
+            kek.forget_account_key(&named.kek_id);
+            assert!(kek.account_objects().is_empty());
+        },
+    );
+}
+
+/// Writes a private AES-256 key object with the value `key` under `label` and CKA_ID `id`.
+fn write_key(hsm: &SoftHsm, label: &str, id: &str, key: &[u8; 32]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, key).unwrap();
+    pkcs11_tool(
+        hsm,
+        testing::TOKEN,
+        &[
+            "--write-object",
+            file.to_str().unwrap(),
+            "--type",
+            "secrkey",
+            "--key-type",
+            "AES:32",
+            "--label",
+            label,
+            "--id",
+            id,
+            "--private",
+            "--sensitive",
+            "--usage-decrypt",
+        ],
+    );
+}
+
+fn delete_key(hsm: &SoftHsm, label: &str) {
+    pkcs11_tool(
+        hsm,
+        testing::TOKEN,
+        &["--delete-object", "--type", "secrkey", "--label", label],
+    );
+}
+
+#[test]
+fn an_account_key_is_not_dropped_for_a_lost_login() {
+    testing::in_own_process("an_account_key_is_not_dropped_for_a_lost_login", |hsm| {
+        let (kek, _) = Pkcs11Kek::open_or_generate(config(hsm)).unwrap();
+        let kek = Arc::new(kek);
+        let one = kek
+            .generate_account_key("coffer-kek.account.one", &[1; 16])
+            .unwrap();
+        let acc_one = kek.version(&one.kek_id).unwrap();
+        round_trip(&acc_one).unwrap();
+        // The token forgets the login (a reset, a failover): the call's session sees no
+        // private object, which must not pass for the account's object being gone.
+        kek.log_out().unwrap();
+        let wrapped = acc_one.wrap(&DataKey::generate(), &ctx());
+        assert!(wrapped.is_err(), "a call without a login succeeded");
+        // The pool broke and reconnects (logged in again): the account's key serves.
+        round_trip(&acc_one).unwrap();
+        round_trip(&*kek).unwrap();
+        assert_eq!(kek.account_objects(), vec![one]);
+    });
+}
+
+#[test]
+fn an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart() {
+    testing::in_own_process(
+        "an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart",
+        |hsm| {
+            const LABEL: &str = "team-w";
+            let value = [7u8; 32];
+            write_key(hsm, LABEL, "0a", &value);
+            let (kek, _) = Pkcs11Kek::open_or_generate(config(hsm)).unwrap();
+            let kek = Arc::new(kek);
+            let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, LABEL)).unwrap();
+            let object = kek.open_account_key(&uri).unwrap();
+            let acc = kek.version(&object.kek_id).unwrap();
+            round_trip(&acc).unwrap();
+            let wrapped = acc.wrap(&DataKey::generate(), &ctx()).unwrap();
+
+            // Gone: the account fails alone, by name; back: it serves at its next call.
+            delete_key(hsm, LABEL);
+            match acc.unwrap(&wrapped, &ctx()) {
+                Err(CryptoError::KeyUnavailable(m)) => {
+                    assert!(m.contains("team-w") && m.contains("no longer in"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+            round_trip(&*kek).unwrap();
+            assert!(acc.unwrap(&wrapped, &ctx()).is_err());
+            write_key(hsm, LABEL, "0a", &value);
+            round_trip(&acc).unwrap();
+            acc.unwrap(&wrapped, &ctx()).unwrap();
+
+            // Gone, then back while the token is away: the reconnect takes it up again.
+            delete_key(hsm, LABEL);
+            assert!(round_trip(&acc).is_err());
+            assert!(kek.account_objects().is_empty());
+            write_key(hsm, LABEL, "0a", &value);
+            hsm.unplug();
+            assert!(round_trip(&*kek).is_err());
+            hsm.plug();
+            round_trip(&*kek).unwrap();
+            assert_eq!(kek.account_objects(), vec![object.clone()]);
+            acc.unwrap(&wrapped, &ctx()).unwrap();
+
+            // Replaced by another key under the same label and CKA_ID: that account fails by
+            // name, the pool stays up for the instance KEK; the right key back serves again.
+            delete_key(hsm, LABEL);
+            write_key(hsm, LABEL, "0a", &[8u8; 32]);
+            match acc.unwrap(&wrapped, &ctx()) {
+                Err(CryptoError::KeyUnavailable(m)) => {
+                    assert!(m.contains("team-w") && m.contains("another key"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+            let (open, _) = kek.sessions();
+            round_trip(&*kek).unwrap();
+            assert!(kek.sessions().0 >= open, "the pool was rebuilt");
+            assert!(kek.account_objects().is_empty());
+            delete_key(hsm, LABEL);
+            write_key(hsm, LABEL, "0a", &value);
+            acc.unwrap(&wrapped, &ctx()).unwrap();
+        },
+    );
+}
+
+#[test]
+fn a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconnect() {
+    testing::in_own_process(
+        "a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconnect",
+        |hsm| {
+            const LABEL: &str = "team-x";
+            let value = [9u8; 32];
+            write_key(hsm, LABEL, "0b", &value);
+            let mut config = config(hsm);
+            config.reconnect_backoff = Duration::from_secs(3600);
+            let (kek, _) = Pkcs11Kek::open_or_generate(config).unwrap();
+            let kek = Arc::new(kek);
+            let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, LABEL)).unwrap();
+            let object = kek.open_account_key(&uri).unwrap();
+            let acc = kek.version(&object.kek_id).unwrap();
+            round_trip(&acc).unwrap();
+
+            delete_key(hsm, LABEL);
+            assert!(round_trip(&acc).is_err());
+            write_key(hsm, LABEL, "0b", &value);
+            // Back in the token, but not looked for again before the backoff is over.
+            assert!(round_trip(&acc).is_err());
+            assert!(kek.account_objects().is_empty());
+            // A reconnect (here: the login lost, so the next instance call breaks the pool and
+            // the one after logs in again) looks for it regardless.
+            kek.log_out().unwrap();
+            assert!(round_trip(&*kek).is_err());
+            round_trip(&*kek).unwrap();
+            assert_eq!(kek.account_objects(), vec![object]);
+            round_trip(&acc).unwrap();
         },
     );
 }

@@ -10,6 +10,8 @@ use crate::sign::{FeedKey, Freshness};
 use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
 
+mod snapshots;
+
 /// How far ahead of this node's clock a signed origin time (a freshness statement's, a
 /// snapshot's) may be: clocks must agree within the staleness anyway; a time further ahead is
 /// refused, since kept it would make every genuine time after it look old.
@@ -548,8 +550,8 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 if self.is_current(&from) {
                     self.heard(now);
                     if self.phase != Phase::Following {
-                        self.request = None;
-                        self.on_snapshot(now, snapshot, &mut out);
+                        let asked = self.take_snapshot_request();
+                        self.on_snapshot(now, snapshot, asked, &mut out);
                     }
                 }
             }
@@ -562,8 +564,8 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 if self.is_current(&from) {
                     self.heard(now);
                     if self.phase != Phase::Following {
-                        self.request = None;
-                        if self.accept_snapshot(now, position, intact, &seal, &mut out) {
+                        let asked = self.take_snapshot_request();
+                        if self.accept_snapshot(now, position, intact, &seal, asked, &mut out) {
                             out.push(Output::InstallStaged(position));
                         }
                     }
@@ -575,7 +577,11 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     if self.phase == Phase::Following {
                         self.request = None;
                         self.phase = Phase::Resyncing;
-                        self.last_progress_ms = now;
+                        // Behind from now on, unless already: then the clock runs on (an
+                        // upstream answering every fetch so must deliver within the staleness).
+                        if self.known_head <= self.verified.seq {
+                            self.last_progress_ms = now;
+                        }
                     }
                 }
             }
@@ -628,6 +634,14 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         }
         self.poll(now, &mut out);
         out
+    }
+
+    /// Clears the outstanding request; `since` of a snapshot request (see [`Request`]).
+    fn take_snapshot_request(&mut self) -> Option<u64> {
+        match self.request.take() {
+            Some((Request::Snapshot { since, .. }, _)) => Some(since),
+            _ => None,
+        }
     }
 
     /// The current upstream answered: it is alive, and the backoff starts over.
@@ -771,136 +785,6 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 key.fingerprint()
             ))
         }
-    }
-
-    /// Why a snapshot's signature is not acceptable (`None`: it is, or no key is pinned).
-    fn snapshot_refusal(&self, pos: Position, seal: &SnapshotSeal) -> Option<String> {
-        let key = self.config.feed_key?;
-        let Some(sig) = seal.signature else {
-            return Some(format!("snapshot at seq {} carries no signature", pos.seq));
-        };
-        if !key.verifies_snapshot(
-            &seal.cluster_id,
-            pos,
-            seal.count,
-            &seal.digest,
-            seal.origin_ms,
-            &sig,
-        ) {
-            return Some(format!(
-                "the signature of the snapshot at seq {} does not verify under the pinned key {}",
-                pos.seq,
-                key.fingerprint()
-            ));
-        }
-        if self.cluster.is_some_and(|c| c != seal.cluster_id) {
-            return Some(format!(
-                "the snapshot at seq {} is of another cluster",
-                pos.seq
-            ));
-        }
-        None
-    }
-
-    fn on_snapshot(&mut self, now: u64, snapshot: Snapshot, out: &mut Vec<Output<U>>) {
-        let intact = snapshot.verify();
-        let seal = SnapshotSeal {
-            cluster_id: snapshot.cluster_id,
-            count: snapshot.items.len() as u64,
-            digest: snapshot.digest,
-            origin_ms: snapshot.origin_ms,
-            signature: snapshot.signature,
-        };
-        if self.accept_snapshot(now, snapshot.position, intact, &seal, out) {
-            out.push(Output::InstallSnapshot(snapshot));
-        }
-    }
-
-    /// Judges a snapshot answer; `true` if it is to be installed (the caller emits the install,
-    /// which must come after any alarm pushed here).
-    fn accept_snapshot(
-        &mut self,
-        now: u64,
-        pos: Position,
-        intact: bool,
-        seal: &SnapshotSeal,
-        out: &mut Vec<Output<U>>,
-    ) -> bool {
-        let refusal = if !intact || (pos.seq == 0 && pos.hash != ChangeRecord::GENESIS_HASH) {
-            Some((
-                AlarmKind::CorruptSnapshot,
-                SwitchReason::CorruptSnapshot,
-                format!("snapshot at seq {} fails its digest", pos.seq),
-            ))
-        } else if let Some(why) = self.snapshot_refusal(pos, seal) {
-            Some((AlarmKind::BadSignature, SwitchReason::BadSignature, why))
-        } else if self.config.feed_key.is_some()
-            && seal.origin_ms > now.saturating_add(MAX_CLOCK_AHEAD_MS)
-        {
-            Some((
-                AlarmKind::StaleSnapshot,
-                SwitchReason::StaleSnapshot,
-                format!(
-                    "the snapshot at seq {} is dated {} s ahead of this node's clock",
-                    pos.seq,
-                    (seal.origin_ms - now) / 1_000
-                ),
-            ))
-        } else if self.config.feed_key.is_some()
-            && now.saturating_sub(seal.origin_ms) > self.config.max_snapshot_age_ms
-        {
-            Some((
-                AlarmKind::StaleSnapshot,
-                SwitchReason::StaleSnapshot,
-                format!(
-                    "the snapshot at seq {} was made {} s ago, more than the {} s a snapshot may be old (a recorded snapshot replayed?)",
-                    pos.seq,
-                    now.saturating_sub(seal.origin_ms) / 1_000,
-                    self.config.max_snapshot_age_ms / 1_000
-                ),
-            ))
-        } else {
-            None
-        };
-        if let Some((kind, reason, detail)) = refusal {
-            out.push(self.alarm(kind, detail));
-            self.switch(now, reason, out);
-            // A snapshot is large: do not ask for the next one in a tight loop (with a single
-            // upstream the switch above changes nothing).
-            self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
-            return false;
-        }
-        self.phase = Phase::Following;
-        if self.config.feed_key.is_some() {
-            self.cluster = Some(seal.cluster_id);
-            // A signed snapshot is a signed statement of the root's state as of its origin
-            // (`note_fresh`). The upstream's statements are judged from its end: the time it
-            // took to stream was bounded by its deadline, not by the staleness.
-            self.last_origin_ms = now;
-            self.note_fresh(pos.seq, seal.origin_ms);
-        }
-        self.last_progress_ms = now;
-        self.fetch_now = true;
-        // It answered with a usable snapshot: no reason to hold back the next request.
-        self.next_request_ms = 0;
-        if pos.seq < self.verified.seq || pos == self.verified {
-            // Older than (or the same as) what we hold: refused; our verified state stands and
-            // we follow on from it.
-            return false;
-        }
-        if pos.seq == self.verified.seq {
-            out.push(self.alarm(
-                AlarmKind::HashMismatch,
-                format!(
-                    "snapshot at our seq {} carries another hash; installing it",
-                    pos.seq
-                ),
-            ));
-        }
-        self.in_flight.push_back(pos);
-        self.verified = pos;
-        self.known_head = self.known_head.max(pos.seq);
-        true
     }
 
     fn switch(&mut self, now: u64, why: SwitchReason, out: &mut Vec<Output<U>>) {

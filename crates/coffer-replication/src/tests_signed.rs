@@ -793,3 +793,113 @@ fn a_streaming_snapshot_within_its_deadline_is_installed_and_progress_keeps_noth
         "{out:?}"
     );
 }
+
+/// A withholding upstream that recorded `recorded` once: every 10 s it answers the feed with
+/// `Compacted` (the driver's `NeedSnapshot`) and serves the recording when asked; in between,
+/// empty feed answers, with `statement(now)` if any. Runs from `start` for two minutes at most;
+/// returns when and why the follower left it, if it did.
+fn replayed(
+    f: &mut Follower<u32>,
+    start: u64,
+    recorded: &Snapshot,
+    statement: impl Fn(u64) -> Option<Freshness>,
+) -> Option<(u64, SwitchReason)> {
+    let switched = |out: &[Output<u32>]| {
+        out.iter().find_map(|o| match o {
+            Output::Switched { why, .. } => Some(*why),
+            _ => None,
+        })
+    };
+    for s in 1..=120 {
+        let now = start + s * 1_000;
+        if s % 10 == 0 {
+            let out = f.handle(now, Input::NeedSnapshot { from: A });
+            if let Some(why) = switched(&out) {
+                return Some((now, why));
+            }
+            assert!(out.contains(&Output::FetchSnapshot { to: A }), "{out:?}");
+            let out = f.handle(
+                now + 500,
+                Input::StagedSnapshot {
+                    from: A,
+                    position: recorded.position,
+                    intact: true,
+                    seal: seal(recorded),
+                },
+            );
+            if let Some(why) = switched(&out) {
+                return Some((now + 500, why));
+            }
+            if out.contains(&Output::InstallStaged(recorded.position)) {
+                f.handle(
+                    now + 600,
+                    Input::Applied {
+                        seq: recorded.position.seq,
+                    },
+                );
+            }
+        } else {
+            let out = beat(f, now, 0, statement(now));
+            if let Some(why) = switched(&out) {
+                return Some((now, why));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_replayed_snapshot_after_compacted_holds_no_failover_off() {
+    let root = root(4);
+    // Recorded at 1 s, then replayed after every Compacted answer, as not newer than what the
+    // follower holds: it is no freshness, and the follower leaves when the staleness runs out.
+    let recorded = root.log.snapshot_at(1_000);
+    let mut f = following(&root);
+    let (entries, sigs) = root.log.feed_after(0, 10).unwrap();
+    assert_eq!(applied(&feed(&mut f, entries, sigs)), vec![1, 2, 3, 4]);
+    f.handle(2, Input::Applied { seq: 4 });
+    let head = root.log.head();
+    f.handle(
+        1_000,
+        Input::Freshness {
+            from: A,
+            statement: Freshness::sign(&root.key, CLUSTER, head, 1_000),
+        },
+    );
+    let (at, why) = replayed(&mut f, 1_000, &recorded, |_| None).expect("never left");
+    assert_eq!(why, SwitchReason::Stale);
+    assert!(at <= 1_000 + 30_000 + 1_000, "left at {at} ms");
+    assert_eq!(f.current_upstream(), &B);
+
+    // The same recording installed once (the follower was behind it): credited with its
+    // origin, not with its arrival, so the staleness runs from 1 s all the same.
+    let mut f = following(&root);
+    let (entries, sigs) = root.log.feed_after(0, 2).unwrap();
+    assert_eq!(applied(&feed(&mut f, entries, sigs)), vec![1, 2]);
+    f.handle(2, Input::Applied { seq: 2 });
+    let (at, why) = replayed(&mut f, 1_000, &recorded, |_| None).expect("never left");
+    assert_eq!(why, SwitchReason::Stale);
+    assert!(at <= 1_000 + 30_000 + 1_000, "left at {at} ms");
+    assert_eq!(f.verified(), head, "it was installed");
+}
+
+#[test]
+fn a_replayed_snapshot_after_compacted_is_no_progress_towards_a_newer_head() {
+    let mut root = root(4);
+    let recorded = root.log.snapshot_at(1_000);
+    let mut f = following(&root);
+    let (entries, sigs) = root.log.feed_after(0, 10).unwrap();
+    assert_eq!(applied(&feed(&mut f, entries, sigs)), vec![1, 2, 3, 4]);
+    f.handle(2, Input::Applied { seq: 4 });
+    // The root moves on to 5; the upstream passes its fresh statements on, withholds entry 5,
+    // answers Compacted and serves the recording at 4: neither makes progress towards 5.
+    root.log.append(payload(5), Timestamp::from_unix_micros(0));
+    let head = root.log.head();
+    let (at, why) = replayed(&mut f, 1_000, &recorded, |now| {
+        Some(Freshness::sign(&root.key, CLUSTER, head, now))
+    })
+    .expect("never left");
+    assert_eq!(why, SwitchReason::NoProgress);
+    assert!(at <= 2_000 + 30_000 + 1_000, "left at {at} ms");
+    assert_eq!(f.current_upstream(), &B);
+}

@@ -102,30 +102,48 @@ pub(crate) fn generate(instance: &KekRing, account: AccountId) -> Result<Made, C
 }
 
 /// `--kek pkcs11:…`: takes the existing key object the URI names, in the instance KEK's token.
-pub(crate) fn take(instance: &KekRing, text: &str) -> Result<Made, CoreError> {
+/// `recorded`: the label of the object this account's record names now, if any.
+pub(crate) fn take(
+    instance: &KekRing,
+    text: &str,
+    recorded: Option<&str>,
+) -> Result<Made, CoreError> {
     let (kek, base) = token(instance)?;
     let uri = parse(text, base)?;
+    check_label(base, &uri.object, recorded)?;
     let object = kek.open_account_key(&uri).map_err(refused)?;
     made(kek, base, object)
 }
 
 /// Parses an operator's URI; without `module-path` it means the instance KEK's module.
 fn parse(text: &str, base: &Pkcs11Uri) -> Result<Pkcs11Uri, CoreError> {
-    let with_module;
-    let text = if text.contains("module-path=") {
-        text
-    } else {
-        // The instance URI's own encoding of its module path.
-        let shown = base.to_string();
-        let module = shown
-            .split(['?', '&'])
-            .find(|part| part.starts_with("module-path="))
-            .unwrap_or_default();
-        let sep = if text.contains('?') { '&' } else { '?' };
-        with_module = format!("{text}{sep}{module}");
-        &with_module
+    Pkcs11Uri::parse_with_default_module(text, &base.module_path)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// Refuses an operator's object under a label Coffer gives its own objects in the instance
+/// KEK's token (`<label>.v<n>`: the instance KEK's versions; `<label>.account.<id>`: accounts'
+/// generated keys), unless it is the object already recorded for this account (`recorded`):
+/// Coffer destroys objects under those labels when it retires a version or deletes an account,
+/// so another account's key would go with them.
+fn check_label(base: &Pkcs11Uri, object: &str, recorded: Option<&str>) -> Result<(), CoreError> {
+    if recorded == Some(object) {
+        return Ok(());
+    }
+    let Some(rest) = object.strip_prefix(base.object.as_str()) else {
+        return Ok(());
     };
-    Pkcs11Uri::parse(text).map_err(|e| invalid(e.to_string()))
+    let whose = if rest.starts_with(".account.") {
+        "an account's generated key"
+    } else if rest.starts_with(".v") {
+        "a version of the instance KEK"
+    } else {
+        return Ok(());
+    };
+    Err(invalid(format!(
+        "the object label {object:?} is the label Coffer gives {whose} in this token; name an \
+         object under a label of its own"
+    )))
 }
 
 /// Stops using a key object taken or made for a request that then failed; destroys it if
@@ -135,16 +153,16 @@ pub(crate) fn undo(instance: &KekRing, object: &KeyObject, made_here: bool) {
         return;
     };
     if made_here {
-        if let Err(e) = kek.destroy_version(object) {
+        if let Err(e) = kek.destroy_account_key(object) {
             tracing::warn!(object = %object.describe(), error = %e, "could not destroy an unrecorded account key object");
         }
     } else {
-        kek.forget_version(&object.kek_id);
+        kek.forget_account_key(&object.kek_id);
     }
 }
 
 /// The recorded object: label and CKA_ID from the URI, and the id it must have.
-fn recorded(uri: &str, kek_id: &str) -> Result<KeyObject, String> {
+pub(crate) fn recorded(uri: &str, kek_id: &str) -> Result<KeyObject, String> {
     let uri = Pkcs11Uri::parse(uri).map_err(|e| e.to_string())?;
     Ok(KeyObject {
         label: uri.object,
@@ -193,7 +211,7 @@ pub(crate) fn destroy(
         )));
     };
     if !made_by_coffer || object.label != label(base, account) {
-        kek.forget_version(&object.kek_id);
+        kek.forget_account_key(&object.kek_id);
         tracing::warn!(
             account = %account,
             object = %object.describe(),
@@ -202,7 +220,7 @@ pub(crate) fn destroy(
         );
         return Ok(());
     }
-    match kek.destroy_version(&object) {
+    match kek.destroy_account_key(&object) {
         Ok(true) => {
             tracing::info!(account = %account, object = %object.describe(), "destroyed the deleted account's key object in the token");
             Ok(())
@@ -243,6 +261,28 @@ mod tests {
         assert_eq!(uri.module_path, std::path::PathBuf::from("/other.so"));
         let e = parse("pkcs11:object=b", &base()).unwrap_err();
         assert!(e.to_string().contains("names no token"), "{e}");
+        // `module-path=` as text in a value names no module: the instance's is still meant.
+        let uri = parse("pkcs11:token=coffer;object=module-path=x", &base()).unwrap();
+        assert_eq!(uri.module_path, base().module_path);
+        let uri = parse("pkcs11:token=coffer;object=b?pin-source=file:/p", &base()).unwrap();
+        assert_eq!(uri.module_path, base().module_path);
+    }
+
+    #[test]
+    fn labels_coffer_gives_its_own_objects_are_not_taken() {
+        let account = AccountId::from_bytes([7; 16]);
+        let own = label(&base(), account);
+        for object in ["coffer-kek.v2", "coffer-kek.account.x", own.as_str()] {
+            let e = check_label(&base(), object, None).unwrap_err();
+            assert!(
+                e.to_string().contains("label Coffer gives"),
+                "{object}: {e}"
+            );
+        }
+        check_label(&base(), &own, Some(&own)).unwrap();
+        for object in ["team-b", "coffer-kek", "coffer-kekv2", "other.v2"] {
+            check_label(&base(), object, None).unwrap();
+        }
     }
 
     #[test]

@@ -75,15 +75,12 @@ impl Record {
                 uri,
                 made_by_coffer: self.made_by_coffer.unwrap_or(false),
             }),
-            (PROVIDER_FILE | PROVIDER_PKCS11, _, _) => Err(format!(
-                "a {:?} record names its key by {}",
-                self.provider,
-                if self.provider == PROVIDER_FILE {
-                    "path"
-                } else {
-                    "uri"
-                }
-            )),
+            (PROVIDER_FILE, _, _) => {
+                Err("a \"file\" record must name its key by path, not uri".to_owned())
+            }
+            (PROVIDER_PKCS11, _, _) => {
+                Err("a \"pkcs11\" record must name its key by uri, not path".to_owned())
+            }
             (other, _, _) => Err(format!("unknown provider {other:?}")),
         }
     }
@@ -97,9 +94,9 @@ impl Record {
     }
 }
 
-/// The account KEKs of one data dir.
+/// The account KEKs of one data dir: their records (and the key files Coffer made).
 #[derive(Debug)]
-pub(crate) struct AccountKeyFiles {
+pub(crate) struct AccountKekRecords {
     data_dir: PathBuf,
     dir: PathBuf,
     /// The instance KEK, whose versions' ids an account KEK may never have (destroying an
@@ -107,9 +104,9 @@ pub(crate) struct AccountKeyFiles {
     instance: Arc<KekRing>,
 }
 
-impl AccountKeyFiles {
-    pub(crate) fn new(data_dir: &Path, instance: Arc<KekRing>) -> AccountKeyFiles {
-        AccountKeyFiles {
+impl AccountKekRecords {
+    pub(crate) fn new(data_dir: &Path, instance: Arc<KekRing>) -> AccountKekRecords {
+        AccountKekRecords {
             data_dir: data_dir.to_owned(),
             dir: data_dir.join(ACCOUNT_KEKS_DIR),
             instance,
@@ -229,15 +226,55 @@ fn info(record: &Record) -> AccountKekInfo {
     }
 }
 
-impl AccountKekStore for AccountKeyFiles {
+/// Why `record` (of `account`) may not be opened: its key is one of the instance KEK's
+/// versions, or another account's record names the same key. Such a record was not written by
+/// `set-kek` (which refuses both); opening it would let the account's calls (and its deletion)
+/// reach a key that is not its own.
+fn claimed_elsewhere(
+    instance: &KekRing,
+    all: &[(AccountId, PathBuf, Result<Record, String>)],
+    account: AccountId,
+    record: &Record,
+) -> Option<String> {
+    if instance
+        .versions()
+        .iter()
+        .any(|v| v.kek_id.0 == record.kek_id)
+    {
+        return Some(format!(
+            "its KEK {} is the instance KEK's; an account's record may not name it",
+            record.kek_id
+        ));
+    }
+    let others: Vec<String> = all
+        .iter()
+        .filter(|(other, _, r)| {
+            *other != account && r.as_ref().is_ok_and(|r| r.kek_id == record.kek_id)
+        })
+        .map(|(other, _, _)| other.to_string())
+        .collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "its KEK {} is also recorded for account {}; an account's key is its own",
+            record.kek_id,
+            others.join(", ")
+        )
+    })
+}
+
+impl AccountKekStore for AccountKekRecords {
     fn load(&self) -> Vec<LoadedAccountKek> {
-        self.records()
-            .into_iter()
+        let all = self.records();
+        all.iter()
+            .map(|(account, path, record)| (*account, path, record))
             .map(|(account, path, record)| match record {
                 Ok(record) => LoadedAccountKek {
                     account,
-                    info: info(&record),
-                    kek: self.open(&record),
+                    info: info(record),
+                    kek: match claimed_elsewhere(&self.instance, &all, account, record) {
+                        Some(why) => Err(format!("{}: {why}", path.display())),
+                        None => self.open(record),
+                    },
                 },
                 // The account's DEKs may be wrapped by a key whose id is unreadable here: the
                 // account is unavailable rather than silently served by the instance KEK.
@@ -248,7 +285,7 @@ impl AccountKekStore for AccountKeyFiles {
                         provider: "unknown".to_owned(),
                         location: path.display().to_string(),
                     },
-                    kek: Err(reason),
+                    kek: Err(reason.clone()),
                 },
             })
             .collect()
@@ -337,6 +374,14 @@ impl AccountKekStore for AccountKeyFiles {
             Err(_) if !record_path.exists() => return Ok(()),
             Err(e) => return Err(CoreError::Unavailable(e)),
         };
+        // A record naming a key that is not the account's own (see `claimed_elsewhere`):
+        // only the record goes; the key stays with its owner.
+        if let Some(why) = claimed_elsewhere(&self.instance, &self.records(), account, &record) {
+            tracing::warn!(account = %account, reason = %why, "the deleted account's KEK record names a key that is not its own; the key is left as it is");
+            return remove_key_file(&record_path).map_err(|e| {
+                CoreError::Unavailable(format!("cannot remove {}: {e}", record_path.display()))
+            });
+        }
         let path = match record.key().map_err(CoreError::Unavailable)? {
             Key::File(path) => path,
             Key::Token {
@@ -380,9 +425,18 @@ impl AccountKekStore for AccountKeyFiles {
     }
 }
 
-impl AccountKeyFiles {
+impl AccountKekRecords {
+    /// The label of the token object this account's record names now, if any.
+    fn recorded_label(&self, account: AccountId) -> Option<String> {
+        let record = self.read_record(&self.record_path(account)).ok()?;
+        match record.key().ok()? {
+            Key::Token { uri, .. } => tokens::recorded(uri, &record.kek_id).ok().map(|o| o.label),
+            Key::File(_) => None,
+        }
+    }
+
     /// `--kek pkcs11` and `--kek pkcs11:…`: the key object in the instance KEK's token, then
-    /// its record. A object this call generated is destroyed again if the record could not be
+    /// its record. An object this call generated is destroyed again if the record could not be
     /// written; a taken one is only no longer used.
     fn create_in_token(
         &self,
@@ -391,7 +445,13 @@ impl AccountKeyFiles {
     ) -> Result<(AccountKekInfo, Arc<dyn KekProvider>), CoreError> {
         let (made, made_here) = match spec {
             AccountKekSpec::NewPkcs11 => (tokens::generate(&self.instance, account)?, true),
-            AccountKekSpec::Pkcs11(text) => (tokens::take(&self.instance, text)?, false),
+            AccountKekSpec::Pkcs11(text) => {
+                let recorded = self.recorded_label(account);
+                (
+                    tokens::take(&self.instance, text, recorded.as_deref())?,
+                    false,
+                )
+            }
             AccountKekSpec::NewFile | AccountKekSpec::File(_) => {
                 return Err(CoreError::Internal("not a PKCS#11 account key".into()));
             }

@@ -22,7 +22,7 @@ use coffer_core::{Coffer, Limits};
 use coffer_storage::{SqliteStorage, Storage};
 
 use crate::KeyOptions;
-use crate::account_keks::AccountKeyFiles;
+use crate::account_keks::AccountKekRecords;
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
@@ -101,7 +101,7 @@ async fn open_coffer(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,
     );
-    let account_keks = Arc::new(AccountKeyFiles::new(path, Arc::clone(&kek)));
+    let account_keks = Arc::new(AccountKekRecords::new(path, Arc::clone(&kek)));
     let coffer = Coffer::open_rotating(storage, kek, limits, keys.dek_policy, keys.rewrap)
         .await
         .map_err(|e| data_dir_error(path, e.to_string()))?;

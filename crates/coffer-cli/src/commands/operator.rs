@@ -18,7 +18,7 @@ pub async fn run(conn: &ConnArgs, command: OperatorCommand) -> anyhow::Result<()
                 Ok(rotated) => rotated,
                 Err(coffer_server::ServerError::DataDirInUse { path }) => {
                     return Err(UsageError(format!(
-                        "data dir {} is in use by a running coffer server: stop it first, or rotate through it with `coffer operator rotate` (no --data-dir) and the current operator token",
+                        "data dir {} is in use by another coffer process (a running server?): stop it first, or rotate through it with `coffer operator rotate` (no --data-dir) and the current operator token",
                         path.display()
                     ))
                     .into());

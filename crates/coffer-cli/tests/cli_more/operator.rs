@@ -25,6 +25,17 @@ fn rotations(conn: &Conn) -> Vec<Value> {
         .collect()
 }
 
+/// The first field named `key` anywhere in `v`.
+fn find<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(map) => map
+            .get(key)
+            .or_else(|| map.values().find_map(|inner| find(inner, key))),
+        Value::Array(items) => items.iter().find_map(|inner| find(inner, key)),
+        _ => None,
+    }
+}
+
 /// Fails unless `conn`'s token is refused by the server.
 fn assert_refused(conn: &Conn) {
     let out = conn.run(&["whoami"]);
@@ -71,6 +82,13 @@ fn offline_rotation_retires_the_old_token_and_audits_the_new_id() {
     let text = entries[0].to_string();
     assert!(text.contains(&new_id), "{text}");
     assert!(!text.contains(&new) && !text.contains(&old), "{text}");
+    // Done offline, by the command itself, and naming the tokens it revoked.
+    assert!(text.contains("coffer operator rotate"), "{text}");
+    let revoked = find(&entries[0], "revoked_token_ids")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("no revoked ids: {text}"));
+    assert_eq!(revoked.len(), 1, "{text}");
+    assert_ne!(revoked[0], new_id.as_str(), "{text}");
     assert_verifies(&conn);
     let listed = conn.run(&["audit", "list", "--json"]).ok();
     assert!(
@@ -154,7 +172,7 @@ fn offline_rotation_while_the_server_runs_says_so_and_changes_nothing() {
     let (_tmp, data, _server, conn) = setup();
     let out = rotate_offline(&data);
     let line = out.one_error_line(2);
-    assert!(line.contains("in use by a running coffer server"), "{line}");
+    assert!(line.contains("in use by another coffer process"), "{line}");
     assert!(line.contains("`coffer operator rotate`"), "{line}");
     assert!(out.stdout.is_empty(), "{out:#?}");
     let me = conn.run(&["whoami", "--json"]).ok().json();

@@ -78,22 +78,23 @@ fn listing(hsm: &SoftHsm, label: &str) -> String {
         .unwrap_or_else(|| panic!("no key labelled {label} in:\n{text}"))
 }
 
-/// An AES key the operator makes in `token` with pkcs11-tool (sensitive, never extractable).
+/// An AES key the operator makes in `token` with pkcs11-tool (private, sensitive, never
+/// extractable, with a CKA_ID).
 fn operator_key(hsm: &SoftHsm, token: &str, kind: &str, label: &str) {
-    let (ok, text) = pkcs11_tool(
-        hsm,
-        token,
-        &[
-            "--keygen",
-            "--key-type",
-            kind,
-            "--label",
-            label,
-            "--id",
-            "c0ffee",
-            "--sensitive",
-        ],
-    );
+    operator_key_with(hsm, token, kind, label, &["--private", "--id", "c0ffee"]);
+}
+
+fn operator_key_with(hsm: &SoftHsm, token: &str, kind: &str, label: &str, extra: &[&str]) {
+    let mut args = vec![
+        "--keygen",
+        "--key-type",
+        kind,
+        "--label",
+        label,
+        "--sensitive",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, text) = pkcs11_tool(hsm, token, &args);
     assert!(ok, "{text}");
 }
 
@@ -259,6 +260,12 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
     operator_key(&hsm, TOKEN, "AES:32", "team-c-kek");
     operator_key(&hsm, TOKEN, "AES:16", "short-kek");
     operator_key(&hsm, TOKEN, "GENERIC:32", "generic-kek");
+    // pkcs11-tool makes an object public unless told --private.
+    operator_key_with(&hsm, TOKEN, "AES:32", "public-kek", &["--id", "c1"]);
+    operator_key_with(&hsm, TOKEN, "AES:32", "no-id-kek", &["--private"]);
+    // Under labels Coffer gives its own objects in the token.
+    operator_key(&hsm, TOKEN, "AES:32", "coffer-kek.v7");
+    operator_key(&hsm, TOKEN, "AES:32", "coffer-kek.account.someone");
     hsm.init_token("other");
     operator_key(&hsm, "other", "AES:32", "elsewhere");
     let server = start_server_with(&hsm, &data, &ARGS);
@@ -290,6 +297,16 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
             "/nonexistent/p11.so",
         ),
         ("pkcs11:object=team-c-kek", "names no token"),
+        ("pkcs11:token=coffer;object=public-kek", "is not private"),
+        ("pkcs11:token=coffer;object=no-id-kek", "has no CKA_ID"),
+        (
+            "pkcs11:token=coffer;object=coffer-kek.v7",
+            "a version of the instance KEK",
+        ),
+        (
+            "pkcs11:token=coffer;object=coffer-kek.account.someone",
+            "an account's generated key",
+        ),
     ] {
         let out = op.run(&["account", "set-kek", "team-c", "--kek", kek]);
         let line = out.one_error_line(1);

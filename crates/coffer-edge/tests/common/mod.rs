@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+pub mod proxy;
+
 pub const LONG_POLL: Duration = Duration::from_secs(2);
 /// How long anything that should happen promptly may take.
 pub const PROMPTLY: Duration = Duration::from_secs(20);

@@ -446,6 +446,72 @@ async fn a_removed_account_key_makes_that_account_unavailable_and_nothing_else()
 }
 
 #[tokio::test]
+async fn an_account_record_naming_a_key_that_is_not_the_accounts_own_is_refused_at_start() {
+    let h = Harness::with_keys(fast_keys()).await;
+    let store = h.create_store("s").await;
+    h.create_secret(&store, "a", "value-a").await;
+    let (other, _, _) = h.other_account_with_secret("other-value").await;
+    let third = h.create_account("third").await;
+    assert_ok(&set_kek(&h, &h.account, "file").await);
+    wait_moved(&h, &h.account).await;
+    h.coffer.shutdown().await;
+
+    // Records `set-kek` would refuse, written into the data dir: `other` names the operator
+    // account's key, `third` the instance KEK's own key file.
+    let dir = h.data_dir.join("account-keks");
+    let own = std::fs::read_to_string(dir.join(format!("{}.toml", h.account))).unwrap();
+    std::fs::write(dir.join(format!("{other}.toml")), &own).unwrap();
+    let instance = FileKek::open(&h.data_dir.join("kek.key")).unwrap();
+    std::fs::write(
+        dir.join(format!("{third}.toml")),
+        format!(
+            "provider = \"file\"\npath = {:?}\nkek_id = \"{}\"\n",
+            h.data_dir.join("kek.key").display().to_string(),
+            instance.current_kek_id()
+        ),
+    )
+    .unwrap();
+
+    let reopened = Arc::new(
+        coffer_server::open_data_dir_tuned(
+            &h.data_dir,
+            Default::default(),
+            Default::default(),
+            fast_keys(),
+        )
+        .await
+        .expect("a refused record does not stop the server")
+        .coffer,
+    );
+    let app = coffer_server::app(reopened.clone());
+    let status = |account: String| {
+        let app = app.clone();
+        let token = h.token.clone();
+        async move {
+            let req = Request::builder()
+                .method(Method::GET)
+                .uri(kek_uri(&account))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            let res = app.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&bytes).unwrap()["result"].clone()
+        }
+    };
+    for account in [other.clone(), h.account.clone()] {
+        let s = status(account.clone()).await;
+        assert_eq!(s["state"], "unavailable", "{account}: {s}");
+    }
+    let s = status(third.clone()).await;
+    assert_eq!(s["state"], "unavailable", "{s}");
+    // Nothing of the refused records' keys moved anywhere: the key file is still there.
+    assert!(dir.join(format!("{}.key", h.account)).exists());
+    reopened.shutdown().await;
+}
+
+#[tokio::test]
 async fn bad_account_kek_requests_are_refused_clearly_and_change_nothing() {
     let h = Harness::new().await;
     let b = h.create_account("b").await;
