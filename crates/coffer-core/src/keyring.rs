@@ -478,6 +478,16 @@ impl Keyring {
         let ctx = dek_context(account, id);
         let rk = match self.ark_wrap(account, &key, &ctx)? {
             Some(ark) => Some(ark),
+            // An account with a KEK of its own has its DEKs RK-wrapped by its own replication
+            // key alone: without it in memory (not opened yet, or set aside while a rotation
+            // is owed) no DEK of it is made, rather than one the instance RK wraps, which its
+            // deletion would not shred.
+            None if self.replication.is_some() && self.accounts.kek_id(account).is_some() => {
+                return Err(CoreError::Unavailable(format!(
+                    "account {account}'s replication key is not open (its KEK is unavailable, \
+                     or a rotation is owed): its values cannot be written until it is"
+                )));
+            }
             None => self.rk_wrap(&key, &ctx)?,
         };
         let record = DekRecord {
@@ -554,7 +564,7 @@ impl Keyring {
     /// Drops every unwrapped DEK of `account` this process holds (its KEK is being destroyed,
     /// or the account deleted).
     pub(crate) fn forget_account(&self, account: AccountId) {
-        self.forget_account_rk(account);
+        self.forget_deleted_account_rk(account);
         self.lock_active().remove(&account);
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.remove_account(account);
@@ -657,6 +667,70 @@ where
             CoreError::Unavailable(format!("KEK call did not run: {e}"))
         }
     })?
+}
+
+/// A new random key of `purpose` (bound to `account` when it is one's), wrapped by `kek`, and
+/// its record as stored, with a fresh random id: how RK and ARK versions are made.
+async fn new_wrapped_key(
+    kek: &Arc<dyn KekProvider>,
+    account: Option<AccountId>,
+    purpose: String,
+) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
+    let id = DekId::from_bytes(random_id());
+    let kek = Arc::clone(kek);
+    let (key, wrapped) = on_blocking_pool(move || {
+        let key = DataKey::generate();
+        let ctx = DekContext {
+            account,
+            dek: id,
+            purpose: &purpose,
+        };
+        let wrapped = kek.wrap(&key, &ctx)?;
+        Ok((key, wrapped))
+    })
+    .await?;
+    Ok((
+        key,
+        WrappedKeyRecord {
+            id,
+            kek_id: wrapped.kek_id.0,
+            wrapped: wrapped.bytes,
+            created: Timestamp::now(),
+        },
+    ))
+}
+
+/// Opens a key [`new_wrapped_key`] made, from its record. A wrap the KEK does not open is
+/// `Unavailable`, naming `what` and the KEK.
+async fn open_wrapped_key(
+    kek: &Arc<dyn KekProvider>,
+    account: Option<AccountId>,
+    purpose: String,
+    record: &WrappedKeyRecord,
+    what: String,
+) -> Result<DataKey, CoreError> {
+    let kek = Arc::clone(kek);
+    let (id, wrapped) = (
+        record.id,
+        WrappedDataKey {
+            kek_id: KekId(record.kek_id.clone()),
+            bytes: record.wrapped.clone(),
+        },
+    );
+    on_blocking_pool(move || {
+        let ctx = DekContext {
+            account,
+            dek: id,
+            purpose: &purpose,
+        };
+        kek.unwrap(&wrapped, &ctx).map_err(|e| match e {
+            coffer_crypto::CryptoError::Opaque => {
+                CoreError::Unavailable(format!("{what} does not open with KEK {}", wrapped.kek_id))
+            }
+            other => other.into(),
+        })
+    })
+    .await
 }
 
 /// Wraps `key` under the current KEK; hands the key back with its wrapped form.

@@ -34,8 +34,8 @@ pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};
 pub use mac::{MacKey, TokenHash};
 pub use node_key::account::{
-    ACCOUNT_GRANT_SALT, ARK_KEK_ID_PREFIX, ARK_PURPOSE_PREFIX, ark_context, ark_kek_id,
-    ark_purpose, ark_unwrap, ark_version_of, ark_wrap, seal_account_grant,
+    ACCOUNT_GRANT_SALT, ARK_KEK_ID_PREFIX, ARK_PURPOSE_PREFIX, AccountGrantRecipient, ark_context,
+    ark_kek_id, ark_purpose, ark_unwrap, ark_version_of, ark_wrap, seal_account_grant,
 };
 pub use node_key::{
     ArkSource, GRANT_SALT, Grant, GrantSource, GrantedKeys, NODE_KEY_LEN, NodeKey, NodePublicKey,

@@ -117,6 +117,14 @@ impl NodePublicKey {
     pub fn as_bytes(&self) -> &[u8; NODE_KEY_LEN] {
         &self.0
     }
+
+    /// A short name of the key for logs and audit entries: `sha256:` and the first 16 bytes
+    /// of the SHA-256 of its 32 bytes, in hex. Enough to tell registered keys apart and to
+    /// compare with an edge's own log, without recording the key itself.
+    pub fn fingerprint(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
+        format!("sha256:{}", hex::encode(&digest.as_ref()[..16]))
+    }
 }
 
 impl fmt::Debug for NodePublicKey {
@@ -329,7 +337,8 @@ pub type ArkSource =
 /// cluster: the grant is still sealed to this key). It never wraps: an edge makes no keys.
 pub struct GrantedKeys {
     node: TokenId,
-    key: NodeKey,
+    /// Shared with what opens the account grants, which need the node key too.
+    key: Arc<NodeKey>,
     grants: Box<GrantSource>,
     /// Opens `ark:<n>` wraps; `None`: such wraps are refused.
     arks: Option<Box<ArkSource>>,
@@ -353,10 +362,14 @@ impl fmt::Debug for GrantedKeys {
 }
 
 impl GrantedKeys {
-    pub fn new(node: TokenId, key: NodeKey, grants: Box<GrantSource>) -> GrantedKeys {
+    pub fn new(
+        node: TokenId,
+        key: impl Into<Arc<NodeKey>>,
+        grants: Box<GrantSource>,
+    ) -> GrantedKeys {
         GrantedKeys {
             node,
-            key,
+            key: key.into(),
             grants,
             arks: None,
             opened: RwLock::new(BTreeMap::new()),

@@ -304,7 +304,7 @@ impl Edge {
         let lock = open_dir(&opts.data_dir)?;
         refuse_if_marked_revoked(&opts.data_dir)?;
         // No KEK: this node's own key, and the replication keys granted to it.
-        let node_key = node_key::open(&opts.data_dir)?;
+        let node_key = Arc::new(node_key::open(&opts.data_dir)?);
         let public_hex = hex::encode(node_key.public_key().as_bytes());
         // Commits are not synced one by one: the position is committed with the data, so what
         // a power loss takes is fetched again (see `SqliteOptions::sync_commits`).
@@ -338,6 +338,7 @@ impl Edge {
         let account_keys = Arc::new(account_keys::AccountKeys::new(
             &opts.data_dir,
             node,
+            Arc::clone(&node_key),
             storage.clone(),
         ));
         let arks = Arc::clone(&account_keys);

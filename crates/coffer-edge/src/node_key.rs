@@ -56,7 +56,11 @@ pub(crate) fn open(dir: &Path) -> Result<NodeKey, EdgeError> {
 }
 
 /// The KEK provider of this edge: RK versions opened from this node's grants in the replica.
-pub(crate) fn provider(node: TokenId, key: NodeKey, storage: Arc<SqliteStorage>) -> GrantedKeys {
+pub(crate) fn provider(
+    node: TokenId,
+    key: Arc<NodeKey>,
+    storage: Arc<SqliteStorage>,
+) -> GrantedKeys {
     let find = move |version: u32| -> Result<Vec<(TokenId, Grant)>, CryptoError> {
         // Called from the keyring's unwrap, which runs on tokio's blocking pool: waiting on
         // the runtime from there is allowed.

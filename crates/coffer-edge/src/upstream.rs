@@ -439,8 +439,13 @@ impl Upstreams {
         bearer: Option<&str>,
         registration: &coffer_api::replication::NodeKeyRegistration,
     ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
-        self.put_key(upstream, bearer, "/replication/v1/node-key".into(), registration)
-            .await
+        self.put_key(
+            upstream,
+            bearer,
+            "/replication/v1/node-key".into(),
+            registration,
+        )
+        .await
     }
 
     /// Registers a key for `account` (`PUT /replication/v1/node-key/accounts/{account}`), with

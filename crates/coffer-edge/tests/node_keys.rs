@@ -699,7 +699,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The account replication keys of `account` that `keys` open from the grants in `replica`.
+/// The account replication keys of `account` that `keys` open from the grants in `replica`:
+/// every pair of them is tried (an account grant needs the node's key for the account and its
+/// node key together), a key with itself too.
 async fn arks_opened(
     replica: &Path,
     account: coffer_types::AccountId,
@@ -714,8 +716,12 @@ async fn arks_opened(
                 sealed: g.sealed,
             };
             for key in keys {
-                if let Ok(ark) = key.open_account_grant(g.node_id, account, version, &grant) {
-                    out.insert(version, ark);
+                for with in keys {
+                    if let Ok(ark) =
+                        key.open_account_grant(with, g.node_id, account, version, &grant)
+                    {
+                        out.insert(version, ark);
+                    }
                 }
                 assert!(
                     key.open_grant(g.node_id, version, &grant).is_err(),
@@ -763,12 +769,15 @@ async fn after_an_account_delete_no_key_an_edge_holds_opens_the_copied_account_g
     let copied_node_key = NodeKey::open(&before.join("node.key")).unwrap();
     let copied_account_key =
         NodeKey::open(&before.join(format!("account-keys/{account}.key"))).unwrap();
-    // Positive control: the copied account key opens the copied grant, and the ARK the
-    // account's DEKs in the copy; the node key opens none of the account grants.
+    // Positive control: the copied account key with the copied node key opens the copied
+    // grant, and the ARK the account's DEKs in the copy; either key alone opens none.
     let opened = arks_opened(
         &before.join("replica.db"),
         account,
-        std::slice::from_ref(&copied_account_key),
+        &[
+            copied_account_key,
+            NodeKey::open(&before.join("node.key")).unwrap(),
+        ],
     )
     .await;
     let (version, ark) = opened
@@ -796,16 +805,17 @@ async fn after_an_account_delete_no_key_an_edge_holds_opens_the_copied_account_g
         }
         replica.shutdown().await;
     }
-    assert!(
-        arks_opened(
-            &before.join("replica.db"),
-            account,
-            std::slice::from_ref(&copied_node_key)
-        )
-        .await
-        .is_empty(),
-        "the node key opens no account grant"
-    );
+    for alone in [
+        copied_node_key,
+        NodeKey::open(&before.join(format!("account-keys/{account}.key"))).unwrap(),
+    ] {
+        assert!(
+            arks_opened(&before.join("replica.db"), account, &[alone])
+                .await
+                .is_empty(),
+            "one of the two keys alone opens no account grant"
+        );
+    }
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {

@@ -36,7 +36,9 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
-pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
+pub use change::{
+    AccountGrantChange, Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding,
+};
 pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };
@@ -172,7 +174,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     // ---- account replication keys (ARKs) ----
 
     /// Stores `key` as version `version` of `account`'s replication key (wrapped by the
-    /// account's KEK) with its `grants` (`NodeKeyGrant` with the account, each). `version` must
+    /// account's KEK) with its `grants` (`AccountKeyGrant` each). `version` must
     /// be the account's current version + 1 (1 for its first), else `Conflict`;
     /// `NotFound(Account)` for an unknown account. The first version also marks every DEK of
     /// the account retired (`deks.retired`): they carry instance-RK wraps, so their values are
@@ -194,9 +196,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         account: AccountId,
     ) -> Result<Vec<(u32, WrappedKeyRecord)>>;
     /// Records `public_key` as `node`'s key for `account` and stores `grant` (appending
-    /// `NodeKeyGrant` with the account). `grant` must be of the account's current ARK version,
-    /// or `None` for an account without one (else `Conflict`: retry). `Ok(false)`: this very
-    /// key was registered before (nothing written). `NotFound(Node)` / `NotFound(Account)`,
+    /// `AccountKeyGrant`), with `audit` (written only when something is recorded). `grant`
+    /// must be of the account's current ARK version, or `None` for an account without one
+    /// (else `Conflict`: retry). `Ok(false)`: this very key was registered before (nothing
+    /// written). `NotFound(Node)` / `NotFound(Account)`, `NotFound(NodeKey)` if the node has
+    /// not registered its node key (account grants are sealed to both keys),
     /// `AlreadyRevoked` for a revoked node, `AlreadyExists(NodeKey)` if the node registered
     /// another key for the account or the key is in use anywhere else (a node key, another
     /// account's or node's).
@@ -214,8 +218,24 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// The ARK versions of `account` granted to `node`, oldest first (an edge checks it was
     /// granted; a rotation grants each new version to every key registered for the account).
     async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>>;
-    /// The keys registered for `account` by nodes not revoked, in node id order.
-    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<(TokenId, [u8; 32])>>;
+    /// The keys registered for `account` by nodes not revoked that have a node key, each with
+    /// that node key, in node id order.
+    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<AccountNodeKey>>;
+    /// Rotates one account's ARK outside a revocation (one owed by a revocation that could not
+    /// rotate it): stores `rotation.key` as the next version, its grants (`AccountKeyGrant`
+    /// each; none to a revoked node, else `Invalid`) and the rewrap of every ARK-wrapped DEK of
+    /// the account (`DekPut` each, retired), with `audit`, in one transaction. `Conflict` if the
+    /// version is not the current + 1, the account has no ARK (deleted meanwhile), or one of
+    /// its ARK-wrapped DEKs is left out (retry).
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+    /// The accounts whose current ARK version was granted to a node that is now revoked: a
+    /// revocation could not rotate it (its KEK was unavailable), so the revoked node may hold
+    /// it. Core rotates them as soon as their KEK is back and makes no DEK under them meanwhile.
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>>;
     /// Every grant of `account`'s ARK `version`, in node id order.
     async fn account_grants(&self, account: AccountId, version: u32) -> Result<Vec<AccountGrant>>;
 

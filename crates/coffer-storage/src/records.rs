@@ -84,6 +84,17 @@ pub struct AccountGrant {
     pub sealed: Vec<u8>,
 }
 
+/// A key a node registered for one account, with the node's own key: an account grant is
+/// sealed to both (docs/envelope-format.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountNodeKey {
+    pub node_id: TokenId,
+    /// The X25519 public key the node made for the account alone.
+    pub account_key: [u8; 32],
+    /// The node's own X25519 public key (`nodes.public_key`).
+    pub node_key: [u8; 32],
+}
+
 /// What a node's revocation does to one account's ARK: version `version` (wrapped by the
 /// account's KEK), its grants to the remaining nodes' keys for the account, and every DEK of
 /// the account rewrapped by it. Part of an [`RkRotation`].

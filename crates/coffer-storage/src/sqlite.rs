@@ -770,10 +770,33 @@ impl Storage for SqliteStorage {
         grant: Option<crate::AccountGrant>,
         audit: &[AuditEntry],
     ) -> Result<bool> {
-        self.write_audited(audit, move |cx| {
-            account_keys::register(cx, node, account, public_key, grant.as_ref())
-        })
-        .await
+        // Audited only when it records something: a repeated registration of the same key
+        // (an edge retrying) writes nothing.
+        audit::check(audit)?;
+        let audit = audit.to_vec();
+        self.writer
+            .run(move |cx| {
+                let recorded =
+                    account_keys::register(cx, node, account, public_key, grant.as_ref())?;
+                if recorded {
+                    audit::append(cx, &audit)?;
+                }
+                Ok(recorded)
+            })
+            .await
+    }
+
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: crate::ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| account_keys::rotate(cx, &rotation))
+            .await
+    }
+
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>> {
+        self.read(account_keys::owing_rotation).await
     }
 
     async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
@@ -785,7 +808,7 @@ impl Storage for SqliteStorage {
         self.read(account_keys::ark_accounts).await
     }
 
-    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<(TokenId, [u8; 32])>> {
+    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<crate::AccountNodeKey>> {
         self.read(move |c| account_keys::node_keys(c, account))
             .await
     }

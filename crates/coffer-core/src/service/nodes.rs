@@ -24,7 +24,7 @@ use coffer_storage::NodeRecord;
 use coffer_types::{NodeName, Timestamp, TokenId};
 
 use super::Coffer;
-use super::audit::{Details, Target};
+use super::audit::{Actorish, Details, Event, Target};
 use crate::{CoreError, Principal, RequestContext, Resource};
 
 const INVALID_NODE_TOKEN: &str = "invalid node token";
@@ -189,16 +189,45 @@ impl Coffer {
                 "public_key is not a usable X25519 public key (a low-order point)",
             )
         })?;
+        // Audited (only when recorded) in the account's log, which shows every node holding a
+        // key to it, and in the operator's: who registered which key, by fingerprint only.
+        let fingerprint = public.fingerprint();
+        let mut entries = Vec::new();
+        let operator = self.operator_account().await?;
+        for (log, in_other) in [(Some(account), false), (operator, true)] {
+            let Some(log) = log.filter(|l| !in_other || *l != account) else {
+                continue;
+            };
+            entries.push(self.audit_entry(
+                log,
+                Event {
+                    action: "register_key",
+                    outcome: "success",
+                    target: Target {
+                        account_id: in_other.then_some(account),
+                        ..Target::node(Some(node.id), Some(&node.name))
+                    },
+                    details: Details {
+                        key_fingerprint: Some(fingerprint.clone()),
+                        ..Details::default()
+                    },
+                    who: Actorish::Node {
+                        id: node.id,
+                        name: &node.name,
+                    },
+                },
+            )?);
+        }
         let recorded = self
             .keys
-            .register_account_node_key(node.id, account, &public, &[])
+            .register_account_node_key(node.id, account, &public, &entries)
             .await?;
         if recorded {
             tracing::info!(
                 node = %node.id,
                 name = %node.name,
                 account = %account,
-                public_key = %public_key_hex,
+                key = %fingerprint,
                 "account node key registered"
             );
         }

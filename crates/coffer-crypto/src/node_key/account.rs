@@ -10,10 +10,13 @@
 //!   wrapped key's context names the account (every DEK's does), so a wrap is bound to it;
 //! - an ARK version's own **KEK wrap** (under the account's KEK) has the purpose
 //!   `account-replication-key:<n>`, the account flag set and the ARK version's id;
-//! - an **account grant** seals an ARK version to one node's *per-account* X25519 key, with
-//!   its own HKDF salt ([`ACCOUNT_GRANT_SALT`]) and an info naming node, account and version,
-//!   and the AAD purpose `ark-grant@ark<n>` with the account flag and id: one grant can pass
-//!   neither for a node grant nor for another account's.
+//! - an **account grant** seals an ARK version to one node's *per-account* X25519 key and its
+//!   node key together (scheme v2): one ephemeral key, agreed with both, and HKDF over both
+//!   shared secrets (salt [`ACCOUNT_GRANT_SALT`], info naming node, account, version and the
+//!   three public keys), with the AAD purpose `ark-grant@ark<n>` with the account flag and id:
+//!   one grant can pass neither for a node grant nor for another account's, and opening it
+//!   takes both private keys, so a node token alone (which can register a per-account key)
+//!   captures nothing.
 
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use aws_lc_rs::hkdf;
@@ -27,7 +30,7 @@ use crate::{CryptoError, DataKey, DekContext, KekId, WrappedDataKey};
 /// The `KekId` prefix of ARK wraps: `ark:<version>`.
 pub const ARK_KEK_ID_PREFIX: &str = "ark:";
 /// HKDF salt of account grants: names the scheme and its version (not the node grants').
-pub const ACCOUNT_GRANT_SALT: &[u8] = b"coffer/account-grant/v1";
+pub const ACCOUNT_GRANT_SALT: &[u8] = b"coffer/account-grant/v2";
 /// The purpose prefix of an ARK version's KEK wrap: `account-replication-key:<n>`.
 pub const ARK_PURPOSE_PREFIX: &str = "account-replication-key:";
 const ACCOUNT_GRANT_PURPOSE: &str = "ark-grant";
@@ -103,24 +106,56 @@ pub fn ark_unwrap(
     unwrap_key(ark.aead(), wrapped, &ctx)
 }
 
-/// The 32 key bytes of an account grant, from the X25519 shared secret and everything the
-/// grant is for (docs/envelope-format.md).
-pub(super) fn account_grant_key_bytes(
-    shared: &[u8],
+/// The two X25519 agreements an account grant is sealed under, concatenated: with the
+/// per-account key and with the node key. Needing both is the point of scheme v2: whoever
+/// holds a node's token but not its private node key (a stolen token, a plain-HTTP path at
+/// registration) can register a per-account key of its own, but what is sealed to it also
+/// needs the node key, which only the real edge holds.
+type SharedSecrets = Zeroizing<[u8; 2 * NODE_KEY_LEN]>;
+
+/// `X25519(private, peer)`, into `out` (32 bytes).
+fn agree_into(private: &PrivateKey, peer: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+    agreement::agree(
+        private,
+        UnparsedPublicKey::new(&X25519, peer),
+        CryptoError::Opaque,
+        |shared| {
+            if shared.len() != out.len() {
+                return Err(CryptoError::Opaque);
+            }
+            out.copy_from_slice(shared);
+            Ok(())
+        },
+    )
+}
+
+/// What an account grant is for; every field is bound into the derived key.
+#[derive(Clone, Copy)]
+struct GrantFor<'a> {
     node: TokenId,
     account: AccountId,
     version: u32,
-    ephemeral_public: &[u8],
-    recipient: &[u8],
+    ephemeral_public: &'a [u8; NODE_KEY_LEN],
+    account_public: &'a [u8; NODE_KEY_LEN],
+    node_public: &'a [u8; NODE_KEY_LEN],
+}
+
+/// The 32 key bytes of an account grant (docs/envelope-format.md): HKDF-SHA256 over both
+/// shared secrets, salt [`ACCOUNT_GRANT_SALT`], info naming node, account, version and the
+/// three public keys.
+fn account_grant_key_bytes(
+    shared: &SharedSecrets,
+    grant: GrantFor<'_>,
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, ACCOUNT_GRANT_SALT).extract(shared);
-    let version = version.to_be_bytes();
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, ACCOUNT_GRANT_SALT).extract(&shared[..]);
+    let version = grant.version.to_be_bytes();
     let info = [
-        node.as_bytes().as_slice(),
-        account.as_bytes().as_slice(),
+        grant.node.as_bytes().as_slice(),
+        grant.account.as_bytes().as_slice(),
         &version[..],
-        ephemeral_public,
-        recipient,
+        grant.ephemeral_public,
+        grant.account_public,
+        grant.node_public,
     ];
     let mut key = Zeroizing::new([0u8; 32]);
     prk.expand(&info, Len32)
@@ -130,14 +165,10 @@ pub(super) fn account_grant_key_bytes(
 }
 
 fn account_grant_key(
-    shared: &[u8],
-    node: TokenId,
-    account: AccountId,
-    version: u32,
-    ephemeral_public: &[u8],
-    recipient: &[u8],
+    shared: &SharedSecrets,
+    grant: GrantFor<'_>,
 ) -> Result<aws_lc_rs::aead::LessSafeKey, CryptoError> {
-    let key = account_grant_key_bytes(shared, node, account, version, ephemeral_public, recipient)?;
+    let key = account_grant_key_bytes(shared, grant)?;
     let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &key[..])
         .map_err(|_| CryptoError::Opaque)?;
     Ok(aws_lc_rs::aead::LessSafeKey::new(unbound))
@@ -151,10 +182,19 @@ fn account_grant_context(node: TokenId, account: AccountId, purpose: &str) -> De
     }
 }
 
-/// Seals ARK `version` of `account` to `recipient`, the per-account key `node` registered for
-/// that account.
+/// The two public keys an account grant is sealed to: the key `node` registered for the
+/// account, and the node's own key.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountGrantRecipient<'a> {
+    pub account_key: &'a NodePublicKey,
+    pub node_key: &'a NodePublicKey,
+}
+
+/// Seals ARK `version` of `account` to `node`: to the key it registered for the account AND
+/// its node key (one ephemeral key, both agreements in the derivation), so that opening it
+/// needs both private keys.
 pub fn seal_account_grant(
-    recipient: &NodePublicKey,
+    to: AccountGrantRecipient<'_>,
     node: TokenId,
     account: AccountId,
     version: u32,
@@ -162,17 +202,23 @@ pub fn seal_account_grant(
 ) -> Result<Grant, CryptoError> {
     let ephemeral = PrivateKey::generate(&X25519)
         .map_err(|_| CryptoError::KeyUnavailable("cannot make an X25519 key".into()))?;
-    seal_account_grant_with(&ephemeral, recipient, node, account, version, ark)
+    seal_account_grant_with(&ephemeral, to, node, account, version, ark)
 }
 
 pub(super) fn seal_account_grant_with(
     ephemeral: &PrivateKey,
-    recipient: &NodePublicKey,
+    to: AccountGrantRecipient<'_>,
     node: TokenId,
     account: AccountId,
     version: u32,
     ark: &DataKey,
 ) -> Result<Grant, CryptoError> {
+    if to.account_key == to.node_key {
+        // Both agreements would be one: the grant would need one private key only.
+        return Err(CryptoError::Malformed(
+            "an account grant needs a per-account key that is not the node key",
+        ));
+    }
     let public = ephemeral
         .compute_public_key()
         .map_err(|_| CryptoError::KeyUnavailable("cannot compute an X25519 public key".into()))?;
@@ -180,19 +226,19 @@ pub(super) fn seal_account_grant_with(
         .as_ref()
         .try_into()
         .map_err(|_| CryptoError::Malformed("X25519 public key"))?;
-    let key = agreement::agree(
-        ephemeral,
-        UnparsedPublicKey::new(&X25519, &recipient.0[..]),
-        CryptoError::Opaque,
-        |shared| {
-            account_grant_key(
-                shared,
-                node,
-                account,
-                version,
-                &ephemeral_public,
-                &recipient.0,
-            )
+    let mut shared: SharedSecrets = Zeroizing::new([0; 2 * NODE_KEY_LEN]);
+    let (with_account, with_node) = shared.split_at_mut(NODE_KEY_LEN);
+    agree_into(ephemeral, to.account_key.as_bytes(), with_account)?;
+    agree_into(ephemeral, to.node_key.as_bytes(), with_node)?;
+    let key = account_grant_key(
+        &shared,
+        GrantFor {
+            node,
+            account,
+            version,
+            ephemeral_public: &ephemeral_public,
+            account_public: to.account_key.as_bytes(),
+            node_public: to.node_key.as_bytes(),
         },
     )?;
     let purpose = suffixed(ACCOUNT_GRANT_PURPOSE, version);
@@ -204,29 +250,31 @@ pub(super) fn seal_account_grant_with(
 }
 
 impl NodeKey {
-    /// Opens a grant of `account`'s ARK `version` made for `node` and sealed to this key (a
-    /// per-account key of that node). A grant for another node, account, version or key, or a
-    /// node grant, fails with [`CryptoError::Opaque`].
+    /// Opens a grant of `account`'s ARK `version` made for `node`, with this key (the key the
+    /// node made for that account) and `node_key` (the node's own key): the grant opens only
+    /// with both. A grant for another node, account, version or key pair, or a node grant,
+    /// fails with [`CryptoError::Opaque`].
     pub fn open_account_grant(
         &self,
+        node_key: &NodeKey,
         node: TokenId,
         account: AccountId,
         version: u32,
         grant: &Grant,
     ) -> Result<DataKey, CryptoError> {
-        let key = agreement::agree(
-            &self.private,
-            UnparsedPublicKey::new(&X25519, &grant.ephemeral_public[..]),
-            CryptoError::Opaque,
-            |shared| {
-                account_grant_key(
-                    shared,
-                    node,
-                    account,
-                    version,
-                    &grant.ephemeral_public,
-                    &self.public.0,
-                )
+        let mut shared: SharedSecrets = Zeroizing::new([0; 2 * NODE_KEY_LEN]);
+        let (with_account, with_node) = shared.split_at_mut(NODE_KEY_LEN);
+        agree_into(&self.private, &grant.ephemeral_public, with_account)?;
+        agree_into(&node_key.private, &grant.ephemeral_public, with_node)?;
+        let key = account_grant_key(
+            &shared,
+            GrantFor {
+                node,
+                account,
+                version,
+                ephemeral_public: &grant.ephemeral_public,
+                account_public: self.public.as_bytes(),
+                node_public: node_key.public.as_bytes(),
             },
         )?;
         let purpose = suffixed(ACCOUNT_GRANT_PURPOSE, version);

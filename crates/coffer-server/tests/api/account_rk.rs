@@ -346,13 +346,15 @@ async fn delete_node(app: &axum::Router, token: &str, node: &str) -> StatusCode 
     app.clone().oneshot(req).await.unwrap().status()
 }
 
-/// The ARK of `account` opened from its grant to `node`'s key for the account.
+/// The ARK of `account` opened from its grant to `node`, with `key` as the node's key for the
+/// account and `node_key` as its node key.
 async fn granted_ark(
     h: &Harness,
     account: AccountId,
     node: TokenId,
     version: u32,
     key: &NodeKey,
+    node_key: &NodeKey,
 ) -> Option<DataKey> {
     let grants = h
         .coffer
@@ -362,6 +364,7 @@ async fn granted_ark(
         .unwrap();
     let grant = grants.iter().find(|g| g.node_id == node)?;
     key.open_account_grant(
+        node_key,
         node,
         account,
         version,
@@ -409,18 +412,92 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
     let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &acct_a).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["registered"], true, "{body}");
+    // Audited in the account's log by the key's fingerprint, never the key itself.
+    let audit = h
+        .coffer
+        .storage()
+        .audit_entries(account, 0, 1000)
+        .await
+        .unwrap();
+    let registered = audit
+        .iter()
+        .find(|r| r.entry.action == "register_key")
+        .expect("the registration is audited in the account's log");
+    let payload = String::from_utf8(registered.entry.payload.clone()).unwrap();
+    let public_hex = hex::encode(acct_a.public_key().as_bytes());
+    assert!(
+        payload.contains(&acct_a.public_key().fingerprint()),
+        "{payload}"
+    );
+    assert!(payload.contains(&a.id), "{payload}");
+    assert!(!payload.contains(&public_hex), "{payload}");
     // Setting its KEK makes ARK 1 and grants it to the key already registered.
     assert_ok(&set_kek(&h, &acct, "file").await);
-    let ark = granted_ark(&h, account, a_id, 1, &acct_a)
+    let ark = granted_ark(&h, account, a_id, 1, &acct_a, &node_a)
         .await
         .expect("granted");
     // Node b registers after: granted at once.
     let (status, _) = put_key(&h.app, &account_key_uri(&acct), &b.token, &acct_b).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(granted_ark(&h, account, b_id, 1, &acct_b).await.is_some());
-    // Neither node key opens an account grant, nor an account key another node's grant.
-    assert!(granted_ark(&h, account, a_id, 1, &node_a).await.is_none());
-    assert!(granted_ark(&h, account, b_id, 1, &acct_a).await.is_none());
+    assert!(
+        granted_ark(&h, account, b_id, 1, &acct_b, &node_b)
+            .await
+            .is_some()
+    );
+    // A grant needs both of its node's keys: neither alone opens it, nor another node's.
+    for (node, key, with) in [
+        (a_id, &node_a, &node_a),
+        (a_id, &acct_a, &acct_a),
+        (a_id, &acct_a, &node_b),
+        (b_id, &acct_a, &node_b),
+    ] {
+        assert!(granted_ark(&h, account, node, 1, key, with).await.is_none());
+    }
+
+    // A node token alone captures nothing: whoever holds c's token (not its node key)
+    // registers a key of its own for the account first, and is granted the ARK, sealed to
+    // that key and c's node key, which it cannot open.
+    let c = h.create_node("edge-c").await;
+    let c_id: TokenId = c.id.parse().unwrap();
+    let node_c = key("node-c");
+    // Not before the node key is registered: the grant is sealed to both.
+    let (status, body) = put_key(&h.app, &account_key_uri(&acct), &c.token, &key("early")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["code"], 1015, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node key first"),
+        "{body}"
+    );
+    assert_eq!(
+        put_key(&h.app, NODE_KEY, &c.token, &node_c).await.0,
+        StatusCode::OK
+    );
+    let thief = key("thief");
+    let (status, _) = put_key(&h.app, &account_key_uri(&acct), &c.token, &thief).await;
+    assert_eq!(status, StatusCode::OK);
+    let thief_other = key("thief-other");
+    for with in [&thief, &thief_other] {
+        assert!(
+            granted_ark(&h, account, c_id, 1, &thief, with)
+                .await
+                .is_none(),
+            "a per-account key registered with a node token alone opens its grant"
+        );
+    }
+    // The real edge's node key is needed (the thief's key is then useless to the edge too:
+    // it reports the grant it cannot open).
+    assert!(
+        granted_ark(&h, account, c_id, 1, &thief, &node_c)
+            .await
+            .is_some()
+    );
+    // A key registered for an account is no node key, and the other way round.
+    let d = h.create_node("edge-d").await;
+    let (status, _) = put_key(&h.app, NODE_KEY, &d.token, &thief).await;
+    assert_eq!(status, StatusCode::CONFLICT);
     // New values are sealed under DEKs the ARK wraps; the per-account key opens them.
     put_secrets(&h, &acct, &admin, &store, "late", 2).await;
     assert_eq!(opens_every_dek(&h, account, 1, &ark).await, 2);
@@ -466,8 +543,12 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
             .len(),
         2
     );
-    assert!(granted_ark(&h, account, a_id, 2, &acct_a).await.is_none());
-    let next = granted_ark(&h, account, b_id, 2, &acct_b)
+    assert!(
+        granted_ark(&h, account, a_id, 2, &acct_a, &node_a)
+            .await
+            .is_none()
+    );
+    let next = granted_ark(&h, account, b_id, 2, &acct_b, &node_b)
         .await
         .expect("b is granted ARK 2");
     assert_eq!(opens_every_dek(&h, account, 2, &next).await, 2);

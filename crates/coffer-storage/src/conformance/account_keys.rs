@@ -9,7 +9,7 @@ use super::fixtures::{
 };
 use super::replication::{split_snapshot, take_snapshot};
 use crate::{
-    AccountGrant, ArkRotation, Change, DekRecord, Entity, NodeGrant, NodeRecord,
+    AccountGrant, AccountNodeKey, ArkRotation, Change, DekRecord, Entity, NodeGrant, NodeRecord,
     REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError,
 };
 
@@ -28,6 +28,22 @@ async fn node(s: &dyn Storage, name: &str) -> TokenId {
     .await
     .unwrap();
     id
+}
+
+async fn register_node_key(s: &dyn Storage, node: TokenId, tag: u8) {
+    s.register_node_key(
+        node,
+        [tag; 32],
+        NodeGrant {
+            node_id: node,
+            rk_version: 1,
+            ephemeral_public: [tag; 32],
+            sealed: vec![tag; 60],
+        },
+        &[],
+    )
+    .await
+    .unwrap();
 }
 
 fn agrant(account: AccountId, node: TokenId, version: u32, tag: u8) -> AccountGrant {
@@ -161,19 +177,14 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     let s = &*s;
     let (a, b) = setup(s).await;
     let (n, m) = (node(s, "n").await, node(s, "m").await);
-    s.register_node_key(
-        n,
-        [1; 32],
-        NodeGrant {
-            node_id: n,
-            rk_version: 1,
-            ephemeral_public: [1; 32],
-            sealed: vec![1; 60],
-        },
-        &[],
-    )
-    .await
-    .unwrap();
+    // A node without a node key registers no key for an account: its grants would be sealed
+    // to both.
+    assert!(matches!(
+        s.register_account_node_key(n, b, [2; 32], None, &[]).await,
+        Err(StorageError::NotFound(Entity::NodeKey))
+    ));
+    register_node_key(s, n, 1).await;
+    register_node_key(s, m, 7).await;
     // Without an ARK: no grant.
     assert!(matches!(
         s.register_account_node_key(n, b, [2; 32], Some(agrant(b, n, 1, 2)), &[])
@@ -206,6 +217,23 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
             Err(StorageError::AlreadyExists(Entity::NodeKey))
         ));
     }
+    // Nor, the other way round, is a key registered for an account taken as a node key.
+    let fresh = node(s, "fresh").await;
+    assert!(matches!(
+        s.register_node_key(
+            fresh,
+            [2; 32],
+            NodeGrant {
+                node_id: fresh,
+                rk_version: 1,
+                ephemeral_public: [2; 32],
+                sealed: vec![2; 60],
+            },
+            &[],
+        )
+        .await,
+        Err(StorageError::AlreadyExists(Entity::NodeKey))
+    ));
     let before = s.change_head().await.unwrap();
     assert!(
         s.register_account_node_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
@@ -217,10 +245,10 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     assert_eq!(log.len() as u64, before + 1);
     assert_eq!(
         log.last().unwrap().change().unwrap(),
-        Change::NodeKeyGrant {
+        Change::AccountKeyGrant {
+            account_id: a,
             node_id: n,
-            account_id: Some(a),
-            rk_version: 1,
+            ark_version: 1,
             ephemeral_public_hex: "03".repeat(32),
             sealed_hex: "03".repeat(60),
         }
@@ -237,7 +265,14 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
         Err(StorageError::AlreadyExists(Entity::NodeKey))
     ));
     assert_eq!(s.change_head().await.unwrap(), before + 1);
-    assert_eq!(s.account_node_keys(a).await.unwrap(), vec![(n, [3; 32])]);
+    assert_eq!(
+        s.account_node_keys(a).await.unwrap(),
+        vec![AccountNodeKey {
+            node_id: n,
+            account_key: [3; 32],
+            node_key: [1; 32],
+        }]
+    );
     assert_eq!(
         s.account_grants(a, 1).await.unwrap(),
         vec![agrant(a, n, 1, 3)]
@@ -248,13 +283,7 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     s.revoke_node(n, ts(9), &[]).await.unwrap();
     assert!(s.account_node_keys(a).await.unwrap().is_empty());
     let (_, _, _, items) = split_snapshot(take_snapshot(s).await.unwrap());
-    assert!(!items.iter().any(|c| matches!(
-        c,
-        Change::NodeKeyGrant {
-            account_id: Some(_),
-            ..
-        }
-    )));
+    assert!(!items.iter().any(|c| c.account_grant().is_some()));
     assert!(matches!(
         s.register_account_node_key(n, b, [6; 32], None, &[]).await,
         Err(StorageError::AlreadyRevoked)
@@ -294,6 +323,15 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
     let theirs = dek(b, 6, 1, false);
     s.put_dek(mine.clone()).await.unwrap();
     s.put_dek(theirs.clone()).await.unwrap();
+    // `b` gets an ARK too, granted to n, which the revocation leaves out (its KEK was
+    // unavailable, say): its rotation is owed from then on.
+    s.put_account_replication_key(b, 1, wrapped_key(63), Vec::new(), &[])
+        .await
+        .unwrap();
+    s.register_account_node_key(n, b, [10; 32], Some(agrant(b, n, 1, 10)), &[])
+        .await
+        .unwrap();
+    assert!(s.accounts_owing_ark_rotation().await.unwrap().is_empty());
     let rotation = |accounts: Vec<ArkRotation>| RkRotation {
         version: 2,
         key: wrapped_key(42),
@@ -327,7 +365,10 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
     wrong.deks.push((mine.key.id, vec![1; 60]));
     assert!(s.revoke_node_rotating(n, ts(5), wrong, &[]).await.is_err());
     assert_eq!(s.change_head().await.unwrap(), at);
-    assert_eq!(s.account_replication_keys().await.unwrap()[0].1, 1);
+    assert_eq!(
+        s.account_replication_key_versions(a).await.unwrap().len(),
+        1
+    );
     s.revoke_node_rotating(
         n,
         ts(5),
@@ -336,9 +377,11 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
     )
     .await
     .unwrap();
-    assert_eq!(
-        s.account_replication_keys().await.unwrap(),
-        vec![(a, 2, next.clone())]
+    assert!(
+        s.account_replication_keys()
+            .await
+            .unwrap()
+            .contains(&(a, 2, next.clone()))
     );
     assert_eq!(
         s.get_dek(mine.key.id).await.unwrap().unwrap().rk,
@@ -360,13 +403,43 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
         .collect();
     assert_eq!(dek_put_kek_id(&log, mine.key.id).as_deref(), Some("ark:2"));
     assert_eq!(dek_put_kek_id(&log, theirs.key.id).as_deref(), Some("rk:2"));
-    assert!(log.contains(&Change::NodeKeyGrant {
+    assert!(log.contains(&Change::AccountKeyGrant {
+        account_id: a,
         node_id: m,
-        account_id: Some(a),
-        rk_version: 2,
+        ark_version: 2,
         ephemeral_public_hex: "08".repeat(32),
         sealed_hex: "08".repeat(60),
     }));
+
+    // `b`'s current version is granted to the revoked n: owed (`a`'s is not, rotated).
+    assert_eq!(s.accounts_owing_ark_rotation().await.unwrap(), vec![b]);
+    let owed = |grants: Vec<AccountGrant>| ArkRotation {
+        account_id: b,
+        version: 2,
+        key: wrapped_key(64),
+        grants,
+        deks: Vec::new(),
+    };
+    // Never to a revoked node.
+    assert!(matches!(
+        s.rotate_account_replication_key(owed(vec![agrant(b, n, 2, 11)]), &[])
+            .await,
+        Err(StorageError::Invalid(_))
+    ));
+    s.rotate_account_replication_key(owed(Vec::new()), &[])
+        .await
+        .unwrap();
+    assert!(s.accounts_owing_ark_rotation().await.unwrap().is_empty());
+    assert_eq!(
+        s.account_replication_key_versions(b).await.unwrap().len(),
+        2
+    );
+    // Only the next version: a stale rotation is refused.
+    assert!(matches!(
+        s.rotate_account_replication_key(owed(Vec::new()), &[])
+            .await,
+        Err(StorageError::Conflict)
+    ));
 }
 
 /// Deleting the account removes its ARK versions, grants and node keys, and compacts the log
@@ -375,6 +448,7 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
     let s = &*s;
     let (a, b) = setup(s).await;
     let n = node(s, "n").await;
+    register_node_key(s, n, 1).await;
     s.put_account_replication_key(a, 1, wrapped_key(60), Vec::new(), &[])
         .await
         .unwrap();
@@ -406,15 +480,21 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
     );
     assert!(s.account_grants(a, 1).await.unwrap().is_empty());
     assert!(s.account_node_keys(a).await.unwrap().is_empty());
-    assert_eq!(s.account_node_keys(b).await.unwrap(), vec![(n, [4; 32])]);
+    assert_eq!(
+        s.account_node_keys(b).await.unwrap(),
+        vec![AccountNodeKey {
+            node_id: n,
+            account_key: [4; 32],
+            node_key: [1; 32],
+        }]
+    );
     let (base, _, log) = retained_changes(s).await;
     assert!(base > 0, "the delete compacted the log");
     let log: Vec<Change> = log.iter().map(|r| r.change().unwrap()).collect();
     assert!(
-        !log.iter().any(|c| matches!(
-            c,
-            Change::NodeKeyGrant { account_id: Some(x), .. } if *x == a
-        ) || matches!(c, Change::DekPut { account_id, .. } if *account_id == a)),
+        !log.iter()
+            .any(|c| c.account_grant().is_some_and(|g| g.account_id == a)
+                || matches!(c, Change::DekPut { account_id, .. } if *account_id == a)),
         "no retained entry carries the deleted account's grants or DEKs: {log:?}"
     );
     assert!(log.contains(&Change::AccountDeleted { account_id: a }));

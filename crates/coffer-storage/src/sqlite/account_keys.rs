@@ -9,7 +9,8 @@ use super::codec::{DbResultExt, col, id_col, to_hex, ts_col};
 use super::reads::{query_all, query_opt};
 use super::writer::WriteCx;
 use crate::{
-    AccountGrant, ArkRotation, Change, Entity, Result, StorageError, WrappedKeyRecord, ark_kek_id,
+    AccountGrant, AccountNodeKey, ArkRotation, Change, Entity, Result, StorageError,
+    WrappedKeyRecord, ark_kek_id,
 };
 
 /// `account`'s current ARK version, if it has an ARK.
@@ -73,16 +74,21 @@ fn insert_key(
     Ok(())
 }
 
-/// Stores `grant` and appends its `NodeKeyGrant` (with the account).
-pub(super) fn insert_grant(cx: &mut WriteCx<'_>, grant: &AccountGrant) -> Result<()> {
-    store_grant(cx.conn, grant)?;
-    cx.append(&Change::NodeKeyGrant {
+/// The change a stored account grant travels as (its own variant, never a node grant's).
+pub(super) fn grant_change(grant: &AccountGrant) -> Change {
+    Change::AccountKeyGrant {
+        account_id: grant.account_id,
         node_id: grant.node_id,
-        account_id: Some(grant.account_id),
-        rk_version: grant.ark_version,
+        ark_version: grant.ark_version,
         ephemeral_public_hex: to_hex(grant.ephemeral_public),
         sealed_hex: to_hex(&grant.sealed),
-    })
+    }
+}
+
+/// Stores `grant` and appends its `AccountKeyGrant`.
+pub(super) fn insert_grant(cx: &mut WriteCx<'_>, grant: &AccountGrant) -> Result<()> {
+    store_grant(cx.conn, grant)?;
+    cx.append(&grant_change(grant))
 }
 
 /// Stores `grant` (a replica's apply and the control plane's writes alike).
@@ -198,16 +204,23 @@ pub(super) fn register(
     if grant.is_some_and(|g| g.node_id != node || g.account_id != account) {
         return Err(StorageError::Invalid("a grant for another node or account"));
     }
-    let revoked: Option<Option<i64>> = cx
+    let row: Option<(Option<i64>, Option<Vec<u8>>)> = cx
         .conn
-        .prepare_cached("SELECT revoked FROM nodes WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row([node.as_bytes()], |r| r.get(0)).optional())
+        .prepare_cached("SELECT revoked, public_key FROM nodes WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([node.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .db("read node")?;
-    if revoked
-        .ok_or(StorageError::NotFound(Entity::Node))?
-        .is_some()
-    {
+    let (revoked, node_key) = row.ok_or(StorageError::NotFound(Entity::Node))?;
+    if revoked.is_some() {
         return Err(StorageError::AlreadyRevoked);
+    }
+    // Account grants are sealed to the per-account key and the node key together, so that a
+    // node token alone (which is all a registration proves) captures nothing: a node that has
+    // no node key yet cannot be granted anything for an account.
+    if node_key.is_none() {
+        return Err(StorageError::NotFound(Entity::NodeKey));
     }
     let account_exists = query_opt(
         cx.conn,
@@ -259,23 +272,26 @@ pub(super) fn register(
     Ok(true)
 }
 
-pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<(TokenId, [u8; 32])>> {
+pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<AccountNodeKey>> {
+    let key32 = |row: &Row<'_>, idx: usize, what: &'static str| -> Result<[u8; 32]> {
+        let key: Vec<u8> = col(row, idx, what)?;
+        key.try_into()
+            .map_err(|_| StorageError::Corrupted(format!("{what}: not 32 bytes")))
+    };
     query_all(
         conn,
-        "SELECT k.node_id, k.public_key FROM account_node_keys AS k
+        "SELECT k.node_id, k.public_key, n.public_key FROM account_node_keys AS k
          JOIN nodes AS n ON n.id = k.node_id
-         WHERE k.account_id = ?1 AND n.revoked IS NULL ORDER BY k.node_id",
+         WHERE k.account_id = ?1 AND n.revoked IS NULL AND n.public_key IS NOT NULL
+         ORDER BY k.node_id",
         [account.as_bytes()],
         "account node keys",
         |row| {
-            let key: Vec<u8> = col(row, 1, "account_node_keys.public_key")?;
-            let key = key.try_into().map_err(|_| {
-                StorageError::Corrupted("account_node_keys.public_key: not 32 bytes".into())
-            })?;
-            Ok((
-                TokenId::from_bytes(id_col(row, 0, "account_node_keys.node_id")?),
-                key,
-            ))
+            Ok(AccountNodeKey {
+                node_id: TokenId::from_bytes(id_col(row, 0, "account_node_keys.node_id")?),
+                account_key: key32(row, 1, "account_node_keys.public_key")?,
+                node_key: key32(row, 2, "nodes.public_key")?,
+            })
         },
     )
 }
@@ -308,14 +324,25 @@ pub(super) fn grants(
     )
 }
 
-/// One account's part of a node's revocation (see `Storage::revoke_node_rotating`).
-pub(super) fn rotate(cx: &mut WriteCx<'_>, revoked: TokenId, rotation: &ArkRotation) -> Result<()> {
+/// One account's ARK rotation: its part of a node's revocation (see
+/// `Storage::revoke_node_rotating`, which revokes the node first in the same transaction), or a
+/// rotation a revocation owed (`Storage::rotate_account_replication_key`).
+pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()> {
     let account = rotation.account_id;
     check_grants(&rotation.grants, account, rotation.version)?;
-    if rotation.grants.iter().any(|g| g.node_id == revoked) {
-        return Err(StorageError::Invalid(
-            "a rotation's grants must not go to the revoked node",
-        ));
+    for grant in &rotation.grants {
+        let revoked: Option<Option<i64>> = query_opt(
+            cx.conn,
+            "SELECT revoked FROM nodes WHERE id = ?1",
+            [grant.node_id.as_bytes()],
+            "check a grant's node",
+            |row| col(row, 0, "nodes.revoked"),
+        )?;
+        if !matches!(revoked, Some(None)) {
+            return Err(StorageError::Invalid(
+                "a rotation's grants must go to nodes in service only",
+            ));
+        }
     }
     if current_version(cx.conn, account)?.is_none() {
         return Err(StorageError::Conflict);
@@ -366,6 +393,23 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, revoked: TokenId, rotation: &ArkRotat
         return Err(StorageError::Conflict);
     }
     Ok(())
+}
+
+/// The accounts whose current ARK version is granted to a revoked node (see
+/// `Storage::accounts_owing_ark_rotation`).
+pub(super) fn owing_rotation(conn: &Connection) -> Result<Vec<AccountId>> {
+    query_all(
+        conn,
+        "SELECT DISTINCT g.account_id FROM account_grants AS g
+         JOIN nodes AS n ON n.id = g.node_id
+         WHERE n.revoked IS NOT NULL
+           AND g.ark_version = (SELECT max(version) FROM account_replication_keys
+                                WHERE account_id = g.account_id)
+         ORDER BY g.account_id",
+        [],
+        "accounts owing a replication key rotation",
+        |row| id_col(row, 0, "account_grants.account_id").map(AccountId::from_bytes),
+    )
 }
 
 /// Removes `account`'s ARK versions, grants and node keys (its deletion).

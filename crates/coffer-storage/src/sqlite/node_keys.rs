@@ -167,9 +167,14 @@ pub(super) fn register(
     // A key is never shared between nodes, revoked ones included: grants sealed to it open
     // with one private key, so a second node with the same key (a cloned edge image, a
     // revoked node's data dir enrolled again) would hand the revoked one every new grant.
+    // Nor between a node key and a key registered for an account: the account grants sealed
+    // to that key need a node key besides, and one private key must not stand for both.
     let taken: bool = cx
         .conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = ?1 AND id != ?2)")
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = ?1 AND id != ?2)
+                 OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = ?1)",
+        )
         .and_then(|mut stmt| stmt.query_row(params![public_key, node.as_bytes()], |r| r.get(0)))
         .db("check node key")?;
     if taken {
@@ -307,7 +312,7 @@ pub(super) fn revoke_rotating(
         })?;
     }
     for account in &rotation.accounts {
-        super::account_keys::rotate(cx, id, account)?;
+        super::account_keys::rotate(cx, account)?;
     }
     // Every DEK must now be under the new key (or its account's new ARK version, checked
     // above): one made meanwhile would still be readable with what the revoked node held. The

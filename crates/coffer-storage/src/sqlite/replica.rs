@@ -450,20 +450,21 @@ fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin) -> Result<
             )?;
         }
         Change::NodeKeyGrant {
-            node_id,
-            account_id: Some(account_id),
-            rk_version,
-            ephemeral_public_hex,
-            sealed_hex,
-        } => {
-            let ephemeral = hash32(origin, ephemeral_public_hex, "ephemeral_public_hex")?;
-            let sealed = unhex(origin, sealed_hex, "sealed_hex")?;
+            account_id: Some(_),
+            ..
+        }
+        | Change::AccountKeyGrant { .. } => {
+            let Some(grant) = change.account_grant() else {
+                return Ok(());
+            };
+            let ephemeral = hash32(origin, grant.ephemeral_public_hex, "ephemeral_public_hex")?;
+            let sealed = unhex(origin, grant.sealed_hex, "sealed_hex")?;
             super::account_keys::store_grant(
                 conn,
                 &crate::AccountGrant {
-                    account_id: *account_id,
-                    node_id: *node_id,
-                    ark_version: *rk_version,
+                    account_id: grant.account_id,
+                    node_id: grant.node_id,
+                    ark_version: grant.ark_version,
                     ephemeral_public: ephemeral,
                     sealed,
                 },
@@ -741,7 +742,8 @@ fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<T
         if let Change::DekDestroyed { dek_id, .. } = &change {
             super::lifecycle::record_destroyed(cx, *dek_id)?;
         }
-        let destroyed: Vec<DekId> = match &change {
+        // Listed before the apply deletes them.
+        let deleted_deks: Vec<DekId> = match &change {
             Change::AccountDeleted { account_id } => query_all(
                 cx.conn,
                 "SELECT id FROM deks WHERE account_id = ?1",
@@ -757,8 +759,10 @@ fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<T
             record.at.unix_micros(),
             Origin::Entry(record.seq),
         )?;
-        if !destroyed.is_empty() {
-            super::lifecycle::compact_past(cx, destroyed, record.seq)?;
+        // A deleted account's entries leave too: its DEKs' and its account grants (which
+        // carry its replication key sealed to the nodes' keys for it), as on the control plane.
+        if let Change::AccountDeleted { account_id } = &change {
+            super::lifecycle::compact_past_account(cx, *account_id, deleted_deks, record.seq)?;
         }
         if let Change::NodeRevoked { node_id } = change {
             revoked_nodes.push(node_id);

@@ -221,13 +221,7 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
         "snapshot account grants",
         |row| {
             let grant = super::account_keys::grant_from_row(row)?;
-            Ok(Change::NodeKeyGrant {
-                node_id: grant.node_id,
-                account_id: Some(grant.account_id),
-                rk_version: grant.ark_version,
-                ephemeral_public_hex: to_hex(grant.ephemeral_public),
-                sealed_hex: to_hex(&grant.sealed),
-            })
+            Ok(super::account_keys::grant_change(&grant))
         },
     )?;
     if items.sent != count {

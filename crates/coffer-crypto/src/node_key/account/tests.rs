@@ -28,26 +28,40 @@ fn node_key(seed: u8) -> NodeKey {
     NodeKey::from_private(std::path::Path::new("/nonexistent/kat.key"), x25519(seed)).unwrap()
 }
 
+fn to<'a>(account_key: &'a NodeKey, node_key: &'a NodeKey) -> AccountGrantRecipient<'a> {
+    AccountGrantRecipient {
+        account_key: account_key.public_key(),
+        node_key: node_key.public_key(),
+    }
+}
+
 #[test]
-fn an_account_grant_opens_only_for_its_key_node_account_and_version() {
+fn an_account_grant_opens_only_with_both_keys_for_its_node_account_and_version() {
     let dir = tempfile::tempdir().unwrap();
-    let mine = NodeKey::create(&dir.path().join("a")).unwrap();
-    let other = NodeKey::create(&dir.path().join("b")).unwrap();
+    let key = |name: &str| NodeKey::create(&dir.path().join(name)).unwrap();
+    let (mine, node_key, other, other_node) = (key("a"), key("n"), key("b"), key("m"));
     let ark = DataKey::generate();
-    let grant = seal_account_grant(mine.public_key(), node(1), account(7), 3, &ark).unwrap();
+    let grant = seal_account_grant(to(&mine, &node_key), node(1), account(7), 3, &ark).unwrap();
     let opened = mine
-        .open_account_grant(node(1), account(7), 3, &grant)
+        .open_account_grant(&node_key, node(1), account(7), 3, &grant)
         .unwrap();
     assert_eq!(opened.expose_secret(), ark.expose_secret());
-    for (key, n, a, v) in [
-        (&other, 1, 7, 3),
-        (&mine, 2, 7, 3),
-        (&mine, 1, 8, 3),
-        (&mine, 1, 7, 4),
+    for (key, with, n, a, v) in [
+        // The per-account key alone (with any other key as the node's) opens nothing: what a
+        // node token alone can register captures no ARK.
+        (&mine, &other_node, 1, 7, 3),
+        (&mine, &mine, 1, 7, 3),
+        // Nor the node key alone, nor the two swapped.
+        (&node_key, &node_key, 1, 7, 3),
+        (&node_key, &mine, 1, 7, 3),
+        (&other, &node_key, 1, 7, 3),
+        (&mine, &node_key, 2, 7, 3),
+        (&mine, &node_key, 1, 8, 3),
+        (&mine, &node_key, 1, 7, 4),
     ] {
         assert!(
             matches!(
-                key.open_account_grant(node(n), account(a), v, &grant),
+                key.open_account_grant(with, node(n), account(a), v, &grant),
                 Err(CryptoError::Opaque)
             ),
             "node {n} account {a} version {v}"
@@ -55,11 +69,17 @@ fn an_account_grant_opens_only_for_its_key_node_account_and_version() {
     }
     // An account grant is no node grant, and a node grant no account grant.
     assert!(mine.open_grant(node(1), 3, &grant).is_err());
+    assert!(node_key.open_grant(node(1), 3, &grant).is_err());
     let node_grant = seal_grant(mine.public_key(), node(1), 3, &ark).unwrap();
     assert!(
-        mine.open_account_grant(node(1), account(7), 3, &node_grant)
+        mine.open_account_grant(&node_key, node(1), account(7), 3, &node_grant)
             .is_err()
     );
+    // A grant sealed to one key twice would need only one private key: refused.
+    assert!(matches!(
+        seal_account_grant(to(&mine, &mine), node(1), account(7), 3, &ark),
+        Err(CryptoError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -120,27 +140,39 @@ fn rfc5869(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
     okm.as_ref().try_into().unwrap()
 }
 
-/// Known answers for the account grant of docs/envelope-format.md: fixed X25519 keys (node key
-/// seed 0x11, ephemeral 0x22), node 0x33.., account 0x44.., ARK version 5, ARK 0x55...
+/// Known answers for the account grant of docs/envelope-format.md: fixed X25519 keys
+/// (per-account key seed 0x11, node key seed 0x66, ephemeral 0x22), node 0x33.., account
+/// 0x44.., ARK version 5, ARK 0x55...
 #[test]
 fn known_answer_account_grant() {
-    let recipient = node_key(0x11);
+    let account_key = node_key(0x11);
+    let own_node_key = node_key(0x66);
     let ephemeral = x25519(0x22);
     let e_pub = ephemeral.compute_public_key().unwrap();
-    let shared = agreement::agree(
-        &ephemeral,
-        UnparsedPublicKey::new(&X25519, &recipient.public_key().as_bytes()[..]),
-        CryptoError::Opaque,
-        |s| Ok(s.to_vec()),
-    )
-    .unwrap();
+    let dh = |public: &NodePublicKey| {
+        agreement::agree(
+            &ephemeral,
+            UnparsedPublicKey::new(&X25519, &public.as_bytes()[..]),
+            CryptoError::Opaque,
+            |s| Ok(s.to_vec()),
+        )
+        .unwrap()
+    };
+    let mut ikm = dh(account_key.public_key());
+    ikm.extend_from_slice(&dh(own_node_key.public_key()));
+    let mut shared = Zeroizing::new([0u8; 64]);
+    shared.copy_from_slice(&ikm);
+    let e_pub_bytes: [u8; 32] = e_pub.as_ref().try_into().unwrap();
     let derived = account_grant_key_bytes(
         &shared,
-        node(0x33),
-        account(0x44),
-        5,
-        e_pub.as_ref(),
-        recipient.public_key().as_bytes(),
+        GrantFor {
+            node: node(0x33),
+            account: account(0x44),
+            version: 5,
+            ephemeral_public: &e_pub_bytes,
+            account_public: account_key.public_key().as_bytes(),
+            node_public: own_node_key.public_key().as_bytes(),
+        },
     )
     .unwrap();
     let mut info = Vec::new();
@@ -148,15 +180,13 @@ fn known_answer_account_grant() {
     info.extend_from_slice(&[0x44; 16]);
     info.extend_from_slice(&5u32.to_be_bytes());
     info.extend_from_slice(e_pub.as_ref());
-    info.extend_from_slice(recipient.public_key().as_bytes());
-    assert_eq!(
-        *derived,
-        rfc5869(b"coffer/account-grant/v1", &shared, &info)
-    );
+    info.extend_from_slice(account_key.public_key().as_bytes());
+    info.extend_from_slice(own_node_key.public_key().as_bytes());
+    assert_eq!(*derived, rfc5869(b"coffer/account-grant/v2", &ikm, &info));
     let mut bytes = [0x55; 32];
     let again = seal_account_grant_with(
         &ephemeral,
-        recipient.public_key(),
+        to(&account_key, &own_node_key),
         node(0x33),
         account(0x44),
         5,
@@ -165,18 +195,18 @@ fn known_answer_account_grant() {
     .unwrap();
     assert_eq!(hex::encode(*derived), KAT_GRANT_KEY);
 
-    // A grant sealed once with these inputs (its nonce was random then) opens to the ARK.
+    // A grant sealed with these inputs by another implementation opens to the ARK.
     let grant = Grant {
-        ephemeral_public: e_pub.as_ref().try_into().unwrap(),
+        ephemeral_public: e_pub_bytes,
         sealed: hex::decode(KAT_SEALED).unwrap(),
     };
-    let ark = recipient
-        .open_account_grant(node(0x33), account(0x44), 5, &grant)
+    let ark = account_key
+        .open_account_grant(&own_node_key, node(0x33), account(0x44), 5, &grant)
         .unwrap();
     assert_eq!(ark.expose_secret(), &[0x55; 32]);
     assert!(
-        recipient
-            .open_account_grant(node(0x33), account(0x45), 5, &grant)
+        account_key
+            .open_account_grant(&own_node_key, node(0x33), account(0x45), 5, &grant)
             .is_err()
     );
     assert_eq!(again.ephemeral_public, grant.ephemeral_public);
@@ -184,5 +214,7 @@ fn known_answer_account_grant() {
     assert_eq!(again.sealed[0], 0x01);
 }
 
-const KAT_GRANT_KEY: &str = "6aacb01490d3e756249499f9c437d09a54f5d683972fb10d19e9cfae6875d84d";
-const KAT_SEALED: &str = "0117d10c029483487d7330a27f76e472bdcd03c85e7d996ac65a69f3e49a1c862605ac5cf2c67ec0d442f670d5505650d0ab3ecae379d6566cf872e694";
+const KAT_GRANT_KEY: &str = "2fc6d216cfa3a3529178ba3e2d77d9dae97ed9bbc3155bcccc6129f4c92a6f8d";
+/// Sealed outside this code (Python `cryptography`, docs/envelope-format.md) with the nonce
+/// b0 b1 .. bb.
+const KAT_SEALED: &str = "01b0b1b2b3b4b5b6b7b8b9babbdbfefb8380b938ab097eeb506a14787949a7f27755ddd2b1cbae15089b1e6be26466243fe2bd483dc486e4be18996317";
