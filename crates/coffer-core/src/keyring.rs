@@ -561,6 +561,28 @@ impl Keyring {
         }
     }
 
+    /// A DEK in clear for a rotation to rewrap: from its replication wrap when `current` (the
+    /// replication-key version being replaced: the RK's, or the account's ARK's when `ark`)
+    /// made it, as nearly every DEK's is (software AES, no KEK call, which is what lets a
+    /// revocation rewrap every DEK in its transaction), else from its KEK wrap.
+    async fn dek_to_rewrap(
+        &self,
+        record: &DekRecord,
+        ark: bool,
+        current: (u32, &DataKey),
+    ) -> Result<DataKey, CoreError> {
+        let ctx = dek_context(record.account_id, record.key.id);
+        let (version, key) = current;
+        match &record.rk {
+            Some(rk) if rk.ark == ark && rk.version == version => Ok(if ark {
+                coffer_crypto::ark_unwrap(key, version, &rk.wrapped, &ctx)?
+            } else {
+                coffer_crypto::rk_unwrap(key, version, &rk.wrapped, &ctx)?
+            }),
+            _ => kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await,
+        }
+    }
+
     /// Drops every unwrapped DEK of `account` this process holds (its KEK is being destroyed,
     /// or the account deleted).
     pub(crate) fn forget_account(&self, account: AccountId) {

@@ -47,15 +47,68 @@ pub fn rk_kek_id(version: u32) -> KekId {
 
 /// The RK version a `KekId` names, if it names one.
 pub fn rk_version_of(kek_id: &str) -> Option<u32> {
-    let digits = kek_id.strip_prefix(RK_KEK_ID_PREFIX)?;
+    version_after(kek_id, RK_KEK_ID_PREFIX)
+}
+
+/// The decimal version after `prefix` in a `KekId` (`rk:3`, `ark:3`); `None` for another
+/// prefix, no digits, a sign or anything else after them, or a version beyond `u32`.
+pub(crate) fn version_after(kek_id: &str, prefix: &str) -> Option<u32> {
+    let digits = kek_id.strip_prefix(prefix)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-fn rk_purpose(purpose: &str, version: u32) -> String {
-    format!("{purpose}@rk{version}")
+/// The two kinds of replication key: the instance's (RK) and an account's own (ARK). Their
+/// wraps and grants differ only in the suffix their purposes get (`@rk<n>`, `@ark<n>`), which
+/// keeps a wrap from moving between versions or between the two kinds of key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplicationKeyKind {
+    Instance,
+    Account,
+}
+
+impl ReplicationKeyKind {
+    /// `purpose` bound to version `version` of this kind of key.
+    pub(crate) fn purpose(self, purpose: &str, version: u32) -> String {
+        match self {
+            ReplicationKeyKind::Instance => format!("{purpose}@rk{version}"),
+            ReplicationKeyKind::Account => format!("{purpose}@ark{version}"),
+        }
+    }
+
+    /// `key`'s wrap (bound to `ctx`) under `wrapping`, version `version` of this kind.
+    pub(crate) fn wrap(
+        self,
+        wrapping: &DataKey,
+        version: u32,
+        key: &DataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let purpose = self.purpose(ctx.purpose, version);
+        let ctx = DekContext {
+            purpose: &purpose,
+            ..*ctx
+        };
+        wrap_key(wrapping.aead(), key, &ctx)
+    }
+
+    /// Opens a wrap [`ReplicationKeyKind::wrap`] made.
+    pub(crate) fn unwrap(
+        self,
+        wrapping: &DataKey,
+        version: u32,
+        wrapped: &[u8],
+        ctx: &DekContext<'_>,
+    ) -> Result<DataKey, CryptoError> {
+        let purpose = self.purpose(ctx.purpose, version);
+        let ctx = DekContext {
+            purpose: &purpose,
+            ..*ctx
+        };
+        unwrap_key(wrapping.aead(), wrapped, &ctx)
+    }
 }
 
 /// Wraps `key` (bound to `ctx`) under the replication key `rk` of `version`. Only the control
@@ -66,14 +119,9 @@ pub fn rk_wrap(
     key: &DataKey,
     ctx: &DekContext<'_>,
 ) -> Result<WrappedDataKey, CryptoError> {
-    let purpose = rk_purpose(ctx.purpose, version);
-    let ctx = DekContext {
-        purpose: &purpose,
-        ..*ctx
-    };
     Ok(WrappedDataKey {
         kek_id: rk_kek_id(version),
-        bytes: wrap_key(rk.aead(), key, &ctx)?,
+        bytes: ReplicationKeyKind::Instance.wrap(rk, version, key, ctx)?,
     })
 }
 
@@ -84,12 +132,7 @@ pub fn rk_unwrap(
     wrapped: &[u8],
     ctx: &DekContext<'_>,
 ) -> Result<DataKey, CryptoError> {
-    let purpose = rk_purpose(ctx.purpose, version);
-    let ctx = DekContext {
-        purpose: &purpose,
-        ..*ctx
-    };
-    unwrap_key(rk.aead(), wrapped, &ctx)
+    ReplicationKeyKind::Instance.unwrap(rk, version, wrapped, ctx)
 }
 
 /// A node's X25519 public key, checked: 32 bytes and usable in an agreement (not a low-order
@@ -202,7 +245,7 @@ pub fn seal_grant(
         CryptoError::Opaque,
         |shared| grant_key(shared, node, version, &ephemeral_public, &recipient.0),
     )?;
-    let purpose = rk_purpose(GRANT_PURPOSE, version);
+    let purpose = ReplicationKeyKind::Instance.purpose(GRANT_PURPOSE, version);
     let sealed = wrap_key(&key, rk, &grant_context(node, &purpose))?;
     Ok(Grant {
         ephemeral_public,
@@ -314,7 +357,7 @@ impl NodeKey {
                 )
             },
         )?;
-        let purpose = rk_purpose(GRANT_PURPOSE, version);
+        let purpose = ReplicationKeyKind::Instance.purpose(GRANT_PURPOSE, version);
         unwrap_key(&key, &grant.sealed, &grant_context(node, &purpose))
     }
 }

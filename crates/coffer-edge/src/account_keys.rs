@@ -120,11 +120,7 @@ impl AccountKeys {
             }
             Err(e) => return Err(e),
         };
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
-        let grants = runtime
-            .block_on(self.storage.account_grants(account, version))
-            .map_err(|e| CryptoError::KeyUnavailable(format!("reading the account grants: {e}")))?;
+        let grants = crate::node_key::read_grants(self.storage.account_grants(account, version))?;
         let ark = self
             .open_own(&key, account, version, &grants)
             .ok_or_else(|| {

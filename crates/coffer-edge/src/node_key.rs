@@ -62,13 +62,7 @@ pub(crate) fn provider(
     storage: Arc<SqliteStorage>,
 ) -> GrantedKeys {
     let find = move |version: u32| -> Result<Vec<(TokenId, Grant)>, CryptoError> {
-        // Called from the keyring's unwrap, which runs on tokio's blocking pool: waiting on
-        // the runtime from there is allowed.
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
-        let grants = runtime
-            .block_on(storage.grants_of_version(version))
-            .map_err(|e| CryptoError::KeyUnavailable(format!("reading the grants: {e}")))?;
+        let grants = read_grants(storage.grants_of_version(version))?;
         Ok(grants
             .into_iter()
             .map(|g| {
@@ -81,6 +75,18 @@ pub(crate) fn provider(
             .collect())
     };
     GrantedKeys::new(node, key, Box::new(find))
+}
+
+/// Reads grants from the replica for a KEK provider's unwrap. That runs on tokio's blocking
+/// pool (the keyring's unwrap), so waiting on the runtime from there is allowed.
+pub(crate) fn read_grants<T>(
+    read: impl Future<Output = coffer_storage::Result<T>>,
+) -> Result<T, CryptoError> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
+    runtime
+        .block_on(read)
+        .map_err(|e| CryptoError::KeyUnavailable(format!("reading the grants: {e}")))
 }
 
 /// Registers this node's public key, trying the upstreams in turn until one answers (a

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use coffer_crypto::{
-    AccountGrantRecipient, DataKey, KekProvider, NodePublicKey, ark_purpose, ark_unwrap, ark_wrap,
+    AccountGrantRecipient, DataKey, KekProvider, NodePublicKey, ark_purpose, ark_wrap,
     seal_account_grant,
 };
 use coffer_storage::{
@@ -28,7 +28,7 @@ use coffer_storage::{
 };
 use coffer_types::{AccountId, TokenId};
 
-use super::{Keyring, dek_context, kek_unwrap, new_wrapped_key, open_wrapped_key};
+use super::{Keyring, dek_context, new_wrapped_key, open_wrapped_key};
 use crate::CoreError;
 use crate::service::audit::{Actorish, Details, Event, Target, build_entry};
 
@@ -306,9 +306,11 @@ impl Keyring {
         }))
     }
 
-    /// Whether `record`'s replication wrap is the one its account's new DEKs get now: by the
-    /// account's current ARK version if it has one, else by the current instance RK.
-    pub(super) fn ark_current_for(&self, record: &DekRecord) -> Option<bool> {
+    /// For an account that has an ARK in memory, or a DEK wrapped by one: whether `record` is
+    /// wrapped by the account's current ARK version (a DEK that may seal). `None`: neither, so
+    /// the instance RK decides (`made_under_current_rk`). An ARK-wrapped DEK of an account whose
+    /// ARK is not in memory (set aside while a rotation is owed) is never current.
+    pub(super) fn is_under_current_ark(&self, record: &DekRecord) -> Option<bool> {
         let current = self.arks.get(record.account_id);
         match (&record.rk, current) {
             (Some(rk), Some(current)) => Some(rk.ark && rk.version == current.version),
@@ -409,12 +411,9 @@ impl Keyring {
             .filter(|d| d.account_id == account && d.rk.as_ref().is_some_and(|rk| rk.ark))
         {
             let ctx = dek_context(account, record.key.id);
-            let dek = match &record.rk {
-                Some(rk) if rk.version == current.version => {
-                    ark_unwrap(&current.key, current.version, &rk.wrapped, &ctx)?
-                }
-                _ => kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await?,
-            };
+            let dek = self
+                .dek_to_rewrap(record, true, (current.version, &current.key))
+                .await?;
             rewrapped.push((record.key.id, ark_wrap(&next, version, &dek, &ctx)?.bytes));
         }
         Ok((

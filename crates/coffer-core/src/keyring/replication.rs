@@ -148,7 +148,7 @@ impl Keyring {
         };
         // An account with its own replication key seals only under DEKs its current version
         // wraps.
-        if let Some(current) = self.ark_current_for(record) {
+        if let Some(current) = self.is_under_current_ark(record) {
             return current;
         }
         let current = repl.current();
@@ -309,12 +309,9 @@ impl Keyring {
                 continue;
             }
             let ctx = dek_context(record.account_id, record.key.id);
-            let key = match &record.rk {
-                Some(rk) if rk.version == current.version => {
-                    rk_unwrap(&current.key, current.version, &rk.wrapped, &ctx)?
-                }
-                _ => kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await?,
-            };
+            let key = self
+                .dek_to_rewrap(record, false, (current.version, &current.key))
+                .await?;
             deks.push((record.key.id, rk_wrap(&next, version, &key, &ctx)?.bytes));
         }
         let mut instance_keys = Vec::new();

@@ -23,7 +23,9 @@ use aws_lc_rs::hkdf;
 use coffer_types::{AccountId, DekId, TokenId};
 use zeroize::Zeroizing;
 
-use super::{Grant, Len32, NODE_KEY_LEN, NodeKey, NodePublicKey};
+use super::{
+    Grant, Len32, NODE_KEY_LEN, NodeKey, NodePublicKey, ReplicationKeyKind, version_after,
+};
 use crate::envelope::{unwrap_key, wrap_key};
 use crate::{CryptoError, DataKey, DekContext, KekId, WrappedDataKey};
 
@@ -42,11 +44,7 @@ pub fn ark_kek_id(version: u32) -> KekId {
 
 /// The ARK version a `KekId` names, if it names one.
 pub fn ark_version_of(kek_id: &str) -> Option<u32> {
-    let digits = kek_id.strip_prefix(ARK_KEK_ID_PREFIX)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    version_after(kek_id, ARK_KEK_ID_PREFIX)
 }
 
 /// The purpose an ARK version's KEK wrap is bound to.
@@ -63,10 +61,6 @@ pub fn ark_context<'a>(account: AccountId, id: DekId, purpose: &'a str) -> DekCo
     }
 }
 
-fn suffixed(purpose: &str, version: u32) -> String {
-    format!("{purpose}@ark{version}")
-}
-
 /// Wraps `key` (an account's DEK, bound to `ctx`) under ARK `version`. `ctx` must name the
 /// account: an ARK wraps nothing of the instance.
 pub fn ark_wrap(
@@ -80,14 +74,9 @@ pub fn ark_wrap(
             "an account replication key wraps only keys of its account",
         ));
     }
-    let purpose = suffixed(ctx.purpose, version);
-    let ctx = DekContext {
-        purpose: &purpose,
-        ..*ctx
-    };
     Ok(WrappedDataKey {
         kek_id: ark_kek_id(version),
-        bytes: wrap_key(ark.aead(), key, &ctx)?,
+        bytes: ReplicationKeyKind::Account.wrap(ark, version, key, ctx)?,
     })
 }
 
@@ -98,12 +87,7 @@ pub fn ark_unwrap(
     wrapped: &[u8],
     ctx: &DekContext<'_>,
 ) -> Result<DataKey, CryptoError> {
-    let purpose = suffixed(ctx.purpose, version);
-    let ctx = DekContext {
-        purpose: &purpose,
-        ..*ctx
-    };
-    unwrap_key(ark.aead(), wrapped, &ctx)
+    ReplicationKeyKind::Account.unwrap(ark, version, wrapped, ctx)
 }
 
 /// The two X25519 agreements an account grant is sealed under, concatenated: with the
@@ -241,7 +225,7 @@ pub(super) fn seal_account_grant_with(
             node_public: to.node_key.as_bytes(),
         },
     )?;
-    let purpose = suffixed(ACCOUNT_GRANT_PURPOSE, version);
+    let purpose = ReplicationKeyKind::Account.purpose(ACCOUNT_GRANT_PURPOSE, version);
     let sealed = wrap_key(&key, ark, &account_grant_context(node, account, &purpose))?;
     Ok(Grant {
         ephemeral_public,
@@ -277,7 +261,7 @@ impl NodeKey {
                 node_public: node_key.public.as_bytes(),
             },
         )?;
-        let purpose = suffixed(ACCOUNT_GRANT_PURPOSE, version);
+        let purpose = ReplicationKeyKind::Account.purpose(ACCOUNT_GRANT_PURPOSE, version);
         unwrap_key(
             &key,
             &grant.sealed,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use coffer_crypto::{
-    CryptoError, DekContext, FileKek, Grant, KekId, NodeKey, WrappedDataKey, random_id,
+    CryptoError, DekContext, FileKek, Grant, KekId, NodeKey, WrappedDataKey, ark_unwrap, random_id,
 };
 use coffer_storage::{AccountRecord, NodeRecord, SqliteStorage, Storage};
 use coffer_types::{AccountId, Timestamp, TokenId};
