@@ -881,3 +881,96 @@ async fn after_an_account_delete_no_key_an_edge_holds_opens_the_copied_account_g
     }
     replica.shutdown().await;
 }
+
+/// Every log line of this test binary from the first call on (one global subscriber).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init()
+            .expect("no other subscriber in this test binary");
+        logs
+    })
+    .clone()
+}
+
+/// Whoever holds a node's token but not its node key registers a key for an account before
+/// the node's edge does (first wins). The grant made to it is sealed to that key and the
+/// node's key together: the edge cannot open it either, says so once in its log, and serves
+/// the account nothing, while another account's reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_key_registered_with_the_node_token_alone_is_reported_by_the_edge() {
+    let logs = captured_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = control_plane(&tmp.path().join("cp")).await;
+    let kept = bind(&cp.client, "kept-value").await;
+    let victim = cp.client.create_account("victim").await.unwrap();
+    let admin = Client::new(&cp.url, &cp.token, &victim.id)
+        .unwrap()
+        .create_token("admin", "super_admin", None)
+        .await
+        .unwrap();
+    let victim_client = Client::new(&cp.url, admin.value.expose_secret(), &victim.id).unwrap();
+    cp.client.set_account_kek(&victim.id, "file").await.unwrap();
+    let node = cp.client.create_node("e1").await.unwrap();
+    let e1 = edge(
+        &cp.url,
+        node.node_token.expose_secret(),
+        &tmp.path().join("e1"),
+        false,
+    )
+    .await;
+    // Serving: the edge has registered its node key.
+    e1.wait_value(&kept.token, "kept-value").await;
+
+    // The thief's key, with the node token alone, before the account has a value.
+    let thief = NodeKey::create(&tmp.path().join("thief.key")).unwrap();
+    let r = http()
+        .put(format!(
+            "{}/replication/v1/node-key/accounts/{}",
+            cp.url, victim.id
+        ))
+        .bearer_auth(node.node_token.expose_secret())
+        .json(&serde_json::json!({ "public_key": hex::encode(thief.public_key().as_bytes()) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let victim_value = bind(&victim_client, "the victim's value").await;
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let reported = loop {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains(&victim.id) && l.contains("cannot be read on this edge"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge never reported the grant it cannot open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reported.contains("ERROR"), "{reported}");
+    let (status, body) = e1.read(&victim_value.token).await;
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.contains("the victim's value"), "{body}");
+    e1.wait_value(&kept.token, "kept-value").await;
+    e1.stop().await;
+}
