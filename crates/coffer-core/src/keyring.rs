@@ -170,6 +170,9 @@ pub struct Keyring {
     feed_signing: Option<Arc<SigningKey>>,
     /// Accounts with a KEK of their own (control plane only; see `account_kek.rs`).
     accounts: AccountKeks,
+    /// The current replication key of each such account (control plane only; see
+    /// `keyring/account_replication.rs`).
+    arks: account_replication::AccountArks,
 }
 
 impl Keyring {
@@ -200,6 +203,7 @@ impl Keyring {
             node_mac: MacKey::from_data_key(&node_key),
             feed_signing: Some(Arc::new(feed_signing)),
             accounts: AccountKeks::default(),
+            arks: Default::default(),
         };
         keyring
             .backfill_rk_wraps(&[
@@ -235,6 +239,7 @@ impl Keyring {
             replication: None,
             feed_signing: None,
             accounts: AccountKeks::default(),
+            arks: Default::default(),
         })
     }
 
@@ -470,7 +475,21 @@ impl Keyring {
         let id = DekId::from_bytes(random_id());
         let kek = self.wrapping_kek(account)?;
         let (key, wrapped) = kek_wrap(&kek, DataKey::generate(), dek_context(account, id)).await?;
-        let rk = self.rk_wrap(&key, &dek_context(account, id))?;
+        let ctx = dek_context(account, id);
+        let rk = match self.ark_wrap(account, &key, &ctx)? {
+            Some(ark) => Some(ark),
+            // An account with a KEK of its own has its DEKs RK-wrapped by its own replication
+            // key alone: without it in memory (not opened yet, or set aside while a rotation
+            // is owed) no DEK of it is made, rather than one the instance RK wraps, which its
+            // deletion would not shred.
+            None if self.replication.is_some() && self.accounts.kek_id(account).is_some() => {
+                return Err(CoreError::Unavailable(format!(
+                    "account {account}'s replication key is not open (its KEK is unavailable, \
+                     or a rotation is owed): its values cannot be written until it is"
+                )));
+            }
+            None => self.rk_wrap(&key, &ctx)?,
+        };
         let record = DekRecord {
             account_id: account,
             key: WrappedKeyRecord {
@@ -542,9 +561,32 @@ impl Keyring {
         }
     }
 
+    /// A DEK in clear for a rotation to rewrap: from its replication wrap when `current` (the
+    /// replication-key version being replaced: the RK's, or the account's ARK's when `ark`)
+    /// made it, as nearly every DEK's is (software AES, no KEK call, which is what lets a
+    /// revocation rewrap every DEK in its transaction), else from its KEK wrap.
+    async fn dek_to_rewrap(
+        &self,
+        record: &DekRecord,
+        ark: bool,
+        current: (u32, &DataKey),
+    ) -> Result<DataKey, CoreError> {
+        let ctx = dek_context(record.account_id, record.key.id);
+        let (version, key) = current;
+        match &record.rk {
+            Some(rk) if rk.ark == ark && rk.version == version => Ok(if ark {
+                coffer_crypto::ark_unwrap(key, version, &rk.wrapped, &ctx)?
+            } else {
+                coffer_crypto::rk_unwrap(key, version, &rk.wrapped, &ctx)?
+            }),
+            _ => kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await,
+        }
+    }
+
     /// Drops every unwrapped DEK of `account` this process holds (its KEK is being destroyed,
     /// or the account deleted).
     pub(crate) fn forget_account(&self, account: AccountId) {
+        self.forget_deleted_account_rk(account);
         self.lock_active().remove(&account);
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.remove_account(account);
@@ -649,6 +691,70 @@ where
     })?
 }
 
+/// A new random key of `purpose` (bound to `account` when it is one's), wrapped by `kek`, and
+/// its record as stored, with a fresh random id: how RK and ARK versions are made.
+async fn new_wrapped_key(
+    kek: &Arc<dyn KekProvider>,
+    account: Option<AccountId>,
+    purpose: String,
+) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
+    let id = DekId::from_bytes(random_id());
+    let kek = Arc::clone(kek);
+    let (key, wrapped) = on_blocking_pool(move || {
+        let key = DataKey::generate();
+        let ctx = DekContext {
+            account,
+            dek: id,
+            purpose: &purpose,
+        };
+        let wrapped = kek.wrap(&key, &ctx)?;
+        Ok((key, wrapped))
+    })
+    .await?;
+    Ok((
+        key,
+        WrappedKeyRecord {
+            id,
+            kek_id: wrapped.kek_id.0,
+            wrapped: wrapped.bytes,
+            created: Timestamp::now(),
+        },
+    ))
+}
+
+/// Opens a key [`new_wrapped_key`] made, from its record. A wrap the KEK does not open is
+/// `Unavailable`, naming `what` and the KEK.
+async fn open_wrapped_key(
+    kek: &Arc<dyn KekProvider>,
+    account: Option<AccountId>,
+    purpose: String,
+    record: &WrappedKeyRecord,
+    what: String,
+) -> Result<DataKey, CoreError> {
+    let kek = Arc::clone(kek);
+    let (id, wrapped) = (
+        record.id,
+        WrappedDataKey {
+            kek_id: KekId(record.kek_id.clone()),
+            bytes: record.wrapped.clone(),
+        },
+    );
+    on_blocking_pool(move || {
+        let ctx = DekContext {
+            account,
+            dek: id,
+            purpose: &purpose,
+        };
+        kek.unwrap(&wrapped, &ctx).map_err(|e| match e {
+            coffer_crypto::CryptoError::Opaque => {
+                CoreError::Unavailable(format!("{what} does not open with KEK {}", wrapped.kek_id))
+            }
+            other => other.into(),
+        })
+    })
+    .await
+}
+
 /// Wraps `key` under the current KEK; hands the key back with its wrapped form.
 async fn kek_wrap(
     kek: &Arc<dyn KekProvider>,
@@ -685,6 +791,7 @@ async fn kek_unwrap(
     .await
 }
 
+mod account_replication;
 mod replication;
 #[cfg(test)]
 mod tests;

@@ -212,6 +212,11 @@ impl Lifecycle {
     /// could not be re-sealed (the others, and the destruction, went on).
     pub(crate) async fn pass(&self) -> Result<(), String> {
         self.progress().running = true;
+        // Accounts' replication keys a revocation could not rotate, or that could not be
+        // opened, are rotated or opened first: their values are re-sealed only once they are.
+        if let Err(e) = self.keys.catch_up_account_rks().await {
+            tracing::warn!(error = %e, "cannot catch up on accounts' replication keys; the next pass retries");
+        }
         let work = self.prune_reseal_destroy().await;
         // Whatever stopped the work, the log is still compacted past what was destroyed
         // before (a recurring error must not keep destroyed DEKs' wraps in the log for good).

@@ -971,6 +971,8 @@ pub mod account_kek;
 pub(crate) mod audit;
 mod failures;
 pub use audit::AuditVerification;
+#[cfg(test)]
+mod account_kek_tests;
 pub mod identity;
 pub mod kek;
 pub mod nodes;

@@ -33,8 +33,12 @@ pub use envelope::{
 pub use error::CryptoError;
 pub use kek::{FileKek, KekId, KekProvider};
 pub use mac::{MacKey, TokenHash};
+pub use node_key::account::{
+    ACCOUNT_GRANT_SALT, ARK_KEK_ID_PREFIX, ARK_PURPOSE_PREFIX, AccountGrantRecipient, ark_context,
+    ark_kek_id, ark_purpose, ark_unwrap, ark_version_of, ark_wrap, seal_account_grant,
+};
 pub use node_key::{
-    GRANT_SALT, Grant, GrantSource, GrantedKeys, NODE_KEY_LEN, NodeKey, NodePublicKey,
+    ArkSource, GRANT_SALT, Grant, GrantSource, GrantedKeys, NODE_KEY_LEN, NodeKey, NodePublicKey,
     RK_KEK_ID_PREFIX, rk_kek_id, rk_unwrap, rk_version_of, rk_wrap, seal_grant,
 };
 pub use random::{random_array, random_id};

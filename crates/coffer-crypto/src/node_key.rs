@@ -47,15 +47,68 @@ pub fn rk_kek_id(version: u32) -> KekId {
 
 /// The RK version a `KekId` names, if it names one.
 pub fn rk_version_of(kek_id: &str) -> Option<u32> {
-    let digits = kek_id.strip_prefix(RK_KEK_ID_PREFIX)?;
+    version_after(kek_id, RK_KEK_ID_PREFIX)
+}
+
+/// The decimal version after `prefix` in a `KekId` (`rk:3`, `ark:3`); `None` for another
+/// prefix, no digits, a sign or anything else after them, or a version beyond `u32`.
+pub(crate) fn version_after(kek_id: &str, prefix: &str) -> Option<u32> {
+    let digits = kek_id.strip_prefix(prefix)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-fn rk_purpose(purpose: &str, version: u32) -> String {
-    format!("{purpose}@rk{version}")
+/// The two kinds of replication key: the instance's (RK) and an account's own (ARK). Their
+/// wraps and grants differ only in the suffix their purposes get (`@rk<n>`, `@ark<n>`), which
+/// keeps a wrap from moving between versions or between the two kinds of key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplicationKeyKind {
+    Instance,
+    Account,
+}
+
+impl ReplicationKeyKind {
+    /// `purpose` bound to version `version` of this kind of key.
+    pub(crate) fn purpose(self, purpose: &str, version: u32) -> String {
+        match self {
+            ReplicationKeyKind::Instance => format!("{purpose}@rk{version}"),
+            ReplicationKeyKind::Account => format!("{purpose}@ark{version}"),
+        }
+    }
+
+    /// `key`'s wrap (bound to `ctx`) under `wrapping`, version `version` of this kind.
+    pub(crate) fn wrap(
+        self,
+        wrapping: &DataKey,
+        version: u32,
+        key: &DataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let purpose = self.purpose(ctx.purpose, version);
+        let ctx = DekContext {
+            purpose: &purpose,
+            ..*ctx
+        };
+        wrap_key(wrapping.aead(), key, &ctx)
+    }
+
+    /// Opens a wrap [`ReplicationKeyKind::wrap`] made.
+    pub(crate) fn unwrap(
+        self,
+        wrapping: &DataKey,
+        version: u32,
+        wrapped: &[u8],
+        ctx: &DekContext<'_>,
+    ) -> Result<DataKey, CryptoError> {
+        let purpose = self.purpose(ctx.purpose, version);
+        let ctx = DekContext {
+            purpose: &purpose,
+            ..*ctx
+        };
+        unwrap_key(wrapping.aead(), wrapped, &ctx)
+    }
 }
 
 /// Wraps `key` (bound to `ctx`) under the replication key `rk` of `version`. Only the control
@@ -66,14 +119,9 @@ pub fn rk_wrap(
     key: &DataKey,
     ctx: &DekContext<'_>,
 ) -> Result<WrappedDataKey, CryptoError> {
-    let purpose = rk_purpose(ctx.purpose, version);
-    let ctx = DekContext {
-        purpose: &purpose,
-        ..*ctx
-    };
     Ok(WrappedDataKey {
         kek_id: rk_kek_id(version),
-        bytes: wrap_key(rk.aead(), key, &ctx)?,
+        bytes: ReplicationKeyKind::Instance.wrap(rk, version, key, ctx)?,
     })
 }
 
@@ -84,12 +132,7 @@ pub fn rk_unwrap(
     wrapped: &[u8],
     ctx: &DekContext<'_>,
 ) -> Result<DataKey, CryptoError> {
-    let purpose = rk_purpose(ctx.purpose, version);
-    let ctx = DekContext {
-        purpose: &purpose,
-        ..*ctx
-    };
-    unwrap_key(rk.aead(), wrapped, &ctx)
+    ReplicationKeyKind::Instance.unwrap(rk, version, wrapped, ctx)
 }
 
 /// A node's X25519 public key, checked: 32 bytes and usable in an agreement (not a low-order
@@ -117,6 +160,14 @@ impl NodePublicKey {
     pub fn as_bytes(&self) -> &[u8; NODE_KEY_LEN] {
         &self.0
     }
+
+    /// A short name of the key for logs and audit entries: `sha256:` and the first 16 bytes
+    /// of the SHA-256 of its 32 bytes, in hex. Enough to tell registered keys apart and to
+    /// compare with an edge's own log, without recording the key itself.
+    pub fn fingerprint(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
+        format!("sha256:{}", hex::encode(&digest.as_ref()[..16]))
+    }
 }
 
 impl fmt::Debug for NodePublicKey {
@@ -132,7 +183,7 @@ pub struct Grant {
     pub sealed: Vec<u8>,
 }
 
-struct Len32;
+pub(crate) struct Len32;
 
 impl hkdf::KeyType for Len32 {
     fn len(&self) -> usize {
@@ -194,7 +245,7 @@ pub fn seal_grant(
         CryptoError::Opaque,
         |shared| grant_key(shared, node, version, &ephemeral_public, &recipient.0),
     )?;
-    let purpose = rk_purpose(GRANT_PURPOSE, version);
+    let purpose = ReplicationKeyKind::Instance.purpose(GRANT_PURPOSE, version);
     let sealed = wrap_key(&key, rk, &grant_context(node, &purpose))?;
     Ok(Grant {
         ephemeral_public,
@@ -306,7 +357,7 @@ impl NodeKey {
                 )
             },
         )?;
-        let purpose = rk_purpose(GRANT_PURPOSE, version);
+        let purpose = ReplicationKeyKind::Instance.purpose(GRANT_PURPOSE, version);
         unwrap_key(&key, &grant.sealed, &grant_context(node, &purpose))
     }
 }
@@ -316,6 +367,12 @@ impl NodeKey {
 /// sealed to it.
 pub type GrantSource = dyn Fn(u32) -> Result<Vec<(TokenId, Grant)>, CryptoError> + Send + Sync;
 
+/// Version `n` of an account's replication key (ARK), opened by the edge from its grant to the
+/// key this node made for that account (the edge keeps those keys and what they opened, so that
+/// it can forget them when the account is deleted).
+pub type ArkSource =
+    dyn Fn(coffer_types::AccountId, u32) -> Result<Arc<DataKey>, CryptoError> + Send + Sync;
+
 /// An edge's [`KekProvider`]: it opens RK wraps (`rk:<version>`) with the RK versions granted
 /// to its node key, each opened once from its grant and then kept in memory (wiped on drop).
 /// It tries its own node's grant first, then any other grant of the version (a data dir whose
@@ -323,8 +380,11 @@ pub type GrantSource = dyn Fn(u32) -> Result<Vec<(TokenId, Grant)>, CryptoError>
 /// cluster: the grant is still sealed to this key). It never wraps: an edge makes no keys.
 pub struct GrantedKeys {
     node: TokenId,
-    key: NodeKey,
+    /// Shared with what opens the account grants, which need the node key too.
+    key: Arc<NodeKey>,
     grants: Box<GrantSource>,
+    /// Opens `ark:<n>` wraps; `None`: such wraps are refused.
+    arks: Option<Box<ArkSource>>,
     opened: RwLock<BTreeMap<u32, Arc<DataKey>>>,
 }
 
@@ -345,13 +405,25 @@ impl fmt::Debug for GrantedKeys {
 }
 
 impl GrantedKeys {
-    pub fn new(node: TokenId, key: NodeKey, grants: Box<GrantSource>) -> GrantedKeys {
+    pub fn new(
+        node: TokenId,
+        key: impl Into<Arc<NodeKey>>,
+        grants: Box<GrantSource>,
+    ) -> GrantedKeys {
         GrantedKeys {
             node,
-            key,
+            key: key.into(),
             grants,
+            arks: None,
             opened: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// Opens `ark:<n>` wraps (DEKs of an account with a replication key of its own) with the
+    /// ARK versions `arks` yields for the DEK's account.
+    pub fn with_account_keys(mut self, arks: Box<ArkSource>) -> GrantedKeys {
+        self.arks = Some(arks);
+        self
     }
 
     /// RK `version`, opened from a grant sealed to this key (once).
@@ -414,6 +486,17 @@ impl KekProvider for GrantedKeys {
         wrapped: &WrappedDataKey,
         ctx: &DekContext<'_>,
     ) -> Result<DataKey, CryptoError> {
+        if let Some(version) = account::ark_version_of(&wrapped.kek_id.0) {
+            let (Some(arks), Some(account)) = (&self.arks, ctx.account) else {
+                return Err(CryptoError::KeyUnavailable(format!(
+                    "key is wrapped by {}, an account's replication key, which this node does \
+                     not open",
+                    wrapped.kek_id
+                )));
+            };
+            let ark = arks(account, version)?;
+            return account::ark_unwrap(&ark, version, &wrapped.bytes, ctx);
+        }
         let version = rk_version_of(&wrapped.kek_id.0).ok_or_else(|| {
             CryptoError::KeyUnavailable(format!(
                 "key is wrapped by {}, not by a replication key: the replica was made by an older \
@@ -425,6 +508,8 @@ impl KekProvider for GrantedKeys {
         rk_unwrap(&rk, version, &wrapped.bytes, ctx)
     }
 }
+
+pub mod account;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 //! - **Access events** go upstream through a durable outbox ([`access`]).
 
 mod access;
+mod account_keys;
 mod compaction;
 mod driver;
 mod feed_pin;
@@ -258,6 +259,8 @@ struct Edge {
     /// holds the only other reference).
     kek: std::sync::Mutex<Option<Arc<dyn KekProvider>>>,
     storage: Arc<SqliteStorage>,
+    /// This node's keys for accounts with a replication key of their own.
+    account_keys: Arc<account_keys::AccountKeys>,
     status: Arc<EdgeStatus>,
     upstreams: Upstreams,
     serving: Arc<Serving>,
@@ -301,7 +304,7 @@ impl Edge {
         let lock = open_dir(&opts.data_dir)?;
         refuse_if_marked_revoked(&opts.data_dir)?;
         // No KEK: this node's own key, and the replication keys granted to it.
-        let node_key = node_key::open(&opts.data_dir)?;
+        let node_key = Arc::new(node_key::open(&opts.data_dir)?);
         let public_hex = hex::encode(node_key.public_key().as_bytes());
         // Commits are not synced one by one: the position is committed with the data, so what
         // a power loss takes is fetched again (see `SqliteOptions::sync_commits`).
@@ -332,12 +335,22 @@ impl Edge {
             let _ = status.feed_key.set(*key.as_bytes());
             tracing::info!(feed_key = %key, "verifying the feed under the pinned key");
         }
-        let kek: Arc<dyn KekProvider> =
-            Arc::new(node_key::provider(node, node_key, storage.clone()));
+        let account_keys = Arc::new(account_keys::AccountKeys::new(
+            &opts.data_dir,
+            node,
+            Arc::clone(&node_key),
+            storage.clone(),
+        ));
+        let arks = Arc::clone(&account_keys);
+        let kek: Arc<dyn KekProvider> = Arc::new(
+            node_key::provider(node, node_key, storage.clone())
+                .with_account_keys(Box::new(move |account, version| arks.ark(account, version))),
+        );
         let edge = Edge {
             node,
             public_hex,
             kek: std::sync::Mutex::new(Some(kek)),
+            account_keys,
             storage,
             status,
             upstreams,
@@ -512,6 +525,12 @@ impl Edge {
                 }
             }
             access::deliver(&self.storage, &self.upstreams, &self.status).await;
+            let upstream = self
+                .status
+                .current
+                .load(std::sync::atomic::Ordering::Acquire)
+                % self.upstreams.urls.len().max(1);
+            self.account_keys.housekeep(&self.upstreams, upstream).await;
             compact(&self.storage, retain).await;
             dek_compaction
                 .run(&self.storage, std::time::Instant::now())

@@ -56,15 +56,13 @@ pub(crate) fn open(dir: &Path) -> Result<NodeKey, EdgeError> {
 }
 
 /// The KEK provider of this edge: RK versions opened from this node's grants in the replica.
-pub(crate) fn provider(node: TokenId, key: NodeKey, storage: Arc<SqliteStorage>) -> GrantedKeys {
+pub(crate) fn provider(
+    node: TokenId,
+    key: Arc<NodeKey>,
+    storage: Arc<SqliteStorage>,
+) -> GrantedKeys {
     let find = move |version: u32| -> Result<Vec<(TokenId, Grant)>, CryptoError> {
-        // Called from the keyring's unwrap, which runs on tokio's blocking pool: waiting on
-        // the runtime from there is allowed.
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
-        let grants = runtime
-            .block_on(storage.grants_of_version(version))
-            .map_err(|e| CryptoError::KeyUnavailable(format!("reading the grants: {e}")))?;
+        let grants = read_grants(storage.grants_of_version(version))?;
         Ok(grants
             .into_iter()
             .map(|g| {
@@ -77,6 +75,18 @@ pub(crate) fn provider(node: TokenId, key: NodeKey, storage: Arc<SqliteStorage>)
             .collect())
     };
     GrantedKeys::new(node, key, Box::new(find))
+}
+
+/// Reads grants from the replica for a KEK provider's unwrap. That runs on tokio's blocking
+/// pool (the keyring's unwrap), so waiting on the runtime from there is allowed.
+pub(crate) fn read_grants<T>(
+    read: impl Future<Output = coffer_storage::Result<T>>,
+) -> Result<T, CryptoError> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| CryptoError::KeyUnavailable("no runtime to read grants with".into()))?;
+    runtime
+        .block_on(read)
+        .map_err(|e| CryptoError::KeyUnavailable(format!("reading the grants: {e}")))
 }
 
 /// Registers this node's public key, trying the upstreams in turn until one answers (a
@@ -165,6 +175,41 @@ impl NodeKeyForward for RelayNodeKeys {
             }
         })
     }
+
+    fn forward_account<'a>(
+        &'a self,
+        bearer: &'a str,
+        account: coffer_types::AccountId,
+        registration: NodeKeyRegistration,
+    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>> {
+        Box::pin(async move {
+            let upstream = self.status.current.load(Ordering::Acquire);
+            self.upstreams
+                .register_account_key(upstream, Some(bearer), account, &registration)
+                .await
+                .map_err(RelayNodeKeys::refusal_or_unavailable)
+        })
+    }
+}
+
+impl RelayNodeKeys {
+    fn refusal_or_unavailable(e: FetchError) -> ApiError {
+        match e {
+            FetchError::Status {
+                status: 400..=499,
+                code,
+                message,
+                ..
+            } => upstream_refusal(code, message),
+            e => {
+                tracing::warn!(error = %e, "cannot forward a key registration upstream");
+                ApiError::new(
+                    coffer_api::ErrorCode::Unavailable,
+                    "cannot forward the registration upstream right now; retry later",
+                )
+            }
+        }
+    }
 }
 
 /// The upstream's refusal, passed down with its code.
@@ -173,6 +218,8 @@ pub(crate) fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
     let known = [
         C::InvalidNodeKey,
         C::NodeKeyConflict,
+        C::AccountNotFound,
+        C::AccountKekUnavailable,
         C::NodeRevoked,
         C::Unauthenticated,
         C::WrongTokenKind,

@@ -439,10 +439,40 @@ impl Upstreams {
         bearer: Option<&str>,
         registration: &coffer_api::replication::NodeKeyRegistration,
     ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
+        self.put_key(
+            upstream,
+            bearer,
+            "/replication/v1/node-key".into(),
+            registration,
+        )
+        .await
+    }
+
+    /// Registers a key for `account` (`PUT /replication/v1/node-key/accounts/{account}`), with
+    /// `bearer` (a relay forwarding a node's) or this node's token.
+    pub async fn register_account_key(
+        &self,
+        upstream: usize,
+        bearer: Option<&str>,
+        account: coffer_types::AccountId,
+        registration: &coffer_api::replication::NodeKeyRegistration,
+    ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
+        let path = format!("/replication/v1/node-key/accounts/{account}");
+        self.put_key(upstream, bearer, path, registration).await
+    }
+
+    /// One key registration: PUT `registration` to `path` and read the receipt.
+    async fn put_key(
+        &self,
+        upstream: usize,
+        bearer: Option<&str>,
+        path: String,
+        registration: &coffer_api::replication::NodeKeyRegistration,
+    ) -> Result<coffer_api::replication::NodeKeyReceipt, FetchError> {
         let res = self
             .client
             .load()
-            .put(format!("{}/replication/v1/node-key", self.urls[upstream]))
+            .put(format!("{}{path}", self.urls[upstream]))
             .bearer_auth(bearer.unwrap_or(self.token.as_str()))
             .json(registration)
             .timeout(Duration::from_secs(30))

@@ -35,6 +35,8 @@ fn http() -> reqwest::Client {
 struct ControlPlane {
     url: String,
     client: Client,
+    /// The operator's API token.
+    token: String,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), coffer_server::ServerError>>,
 }
@@ -85,6 +87,7 @@ async fn control_plane_with(dir: &Path, keys: coffer_server::KeyOptions) -> Cont
     ControlPlane {
         url,
         client,
+        token: init.api_token.expose_secret().to_owned(),
         stop: Some(stop_tx),
         task,
     }
@@ -406,6 +409,7 @@ async fn a_revoked_nodes_copied_files_open_nothing_written_after_its_revocation(
     for c in &feed {
         if let Change::NodeKeyGrant {
             node_id,
+            account_id: None,
             rk_version,
             ephemeral_public_hex,
             sealed_hex,
@@ -679,4 +683,294 @@ async fn after_a_store_delete_no_dek_an_edge_holds_opens_the_deleted_values() {
             );
         }
     }
+}
+
+/// Every file under `from`, subdirectories included (the per-account keys).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The account replication keys of `account` that `keys` open from the grants in `replica`:
+/// every pair of them is tried (an account grant needs the node's key for the account and its
+/// node key together), a key with itself too.
+async fn arks_opened(
+    replica: &Path,
+    account: coffer_types::AccountId,
+    keys: &[NodeKey],
+) -> HashMap<u32, DataKey> {
+    let replica = SqliteStorage::open(replica).unwrap();
+    let mut out = HashMap::new();
+    for version in 1..=16 {
+        for g in replica.account_grants(account, version).await.unwrap() {
+            let grant = Grant {
+                ephemeral_public: g.ephemeral_public,
+                sealed: g.sealed,
+            };
+            for key in keys {
+                for with in keys {
+                    if let Ok(ark) =
+                        key.open_account_grant(with, g.node_id, account, version, &grant)
+                    {
+                        out.insert(version, ark);
+                    }
+                }
+                assert!(
+                    key.open_grant(g.node_id, version, &grant).is_err(),
+                    "an account grant never opens as a node grant"
+                );
+            }
+        }
+    }
+    replica.shutdown().await;
+    out
+}
+
+/// An account with its own KEK has its own replication key: the edge makes a key for the
+/// account, registers it, opens the account's DEKs through it and serves the account's values.
+/// After the account's delete the edge deletes that key, and neither its node key nor any key
+/// it still holds opens the account grants of a copy of its files made before the delete;
+/// another account's reads go on throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_account_delete_no_key_an_edge_holds_opens_the_copied_account_grants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = control_plane(&tmp.path().join("cp")).await;
+    let kept = bind(&cp.client, "kept-value").await;
+    let doomed = cp.client.create_account("doomed").await.unwrap();
+    let account: coffer_types::AccountId = doomed.id.parse().unwrap();
+    let admin = Client::new(&cp.url, &cp.token, &doomed.id)
+        .unwrap()
+        .create_token("admin", "super_admin", None)
+        .await
+        .unwrap();
+    let doomed_client = Client::new(&cp.url, admin.value.expose_secret(), &doomed.id).unwrap();
+    cp.client.set_account_kek(&doomed.id, "file").await.unwrap();
+    let gone = bind(&doomed_client, "the doomed value").await;
+
+    let node = cp.client.create_node("e1").await.unwrap();
+    let e1_dir = tmp.path().join("e1");
+    let e1 = edge(&cp.url, node.node_token.expose_secret(), &e1_dir, false).await;
+    e1.wait_value(&kept.token, "kept-value").await;
+    // Served once the edge has registered its key for the account and been granted its ARK.
+    e1.wait_value(&gone.token, "the doomed value").await;
+    let account_key = e1_dir.join(format!("account-keys/{account}.key"));
+    assert!(account_key.exists());
+
+    let before = tmp.path().join("e1-before");
+    copy_tree(&e1_dir, &before);
+    let copied_node_key = NodeKey::open(&before.join("node.key")).unwrap();
+    let copied_account_key =
+        NodeKey::open(&before.join(format!("account-keys/{account}.key"))).unwrap();
+    // Positive control: the copied account key with the copied node key opens the copied
+    // grant, and the ARK the account's DEKs in the copy; either key alone opens none.
+    let opened = arks_opened(
+        &before.join("replica.db"),
+        account,
+        &[
+            copied_account_key,
+            NodeKey::open(&before.join("node.key")).unwrap(),
+        ],
+    )
+    .await;
+    let (version, ark) = opened
+        .iter()
+        .next()
+        .expect("the copy opens its account grant");
+    {
+        let replica = SqliteStorage::open(&before.join("replica.db")).unwrap();
+        let deks: Vec<_> = replica
+            .list_deks()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.account_id == account)
+            .collect();
+        assert!(!deks.is_empty());
+        for d in &deks {
+            assert_eq!(d.key.kek_id, format!("ark:{version}"));
+            let ctx = DekContext {
+                account: Some(account),
+                dek: d.key.id,
+                purpose: "dek",
+            };
+            coffer_crypto::ark_unwrap(ark, *version, &d.key.wrapped, &ctx).unwrap();
+        }
+        replica.shutdown().await;
+    }
+    for alone in [
+        copied_node_key,
+        NodeKey::open(&before.join(format!("account-keys/{account}.key"))).unwrap(),
+    ] {
+        assert!(
+            arks_opened(&before.join("replica.db"), account, &[alone])
+                .await
+                .is_empty(),
+            "one of the two keys alone opens no account grant"
+        );
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, token, stop) = (e1.url.clone(), kept.token.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut reads, client) = (0u64, http());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client
+                    .get(format!("{url}/runtime/v1/bindings/K"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap();
+                assert!(
+                    status == 200 && (body == "kept-value" || body == "kept-after"),
+                    "read {reads} across the delete: {status} {body}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    cp.client.delete_account(&doomed.id).await.unwrap();
+    set_value(&cp.client, &kept, "kept-after").await;
+    e1.wait_value(&kept.token, "kept-after").await;
+    // Within a housekeeping round (10 s) the edge deletes its key for the account.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while account_key.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the account key was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.await.unwrap() > 0, "no read ran across the delete");
+    let (status, _) = e1.read(&gone.token).await;
+    assert_ne!(
+        status, 200,
+        "the deleted account's value is no longer served"
+    );
+    e1.stop().await;
+
+    // Every key the edge holds now: its node key and whatever per-account keys are left.
+    let mut live = vec![NodeKey::open(&e1_dir.join("node.key")).unwrap()];
+    if let Ok(dir) = std::fs::read_dir(e1_dir.join("account-keys")) {
+        for entry in dir {
+            live.push(NodeKey::open(&entry.unwrap().path()).unwrap());
+        }
+    }
+    assert!(
+        arks_opened(&before.join("replica.db"), account, &live)
+            .await
+            .is_empty(),
+        "a key the edge still holds opens the deleted account's copied grants"
+    );
+    // And its live replica holds nothing of the account.
+    let replica = SqliteStorage::open(&e1_dir.join("replica.db")).unwrap();
+    for v in 1..=16 {
+        assert!(replica.account_grants(account, v).await.unwrap().is_empty());
+    }
+    replica.shutdown().await;
+}
+
+/// Every log line of this test binary from the first call on (one global subscriber).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init()
+            .expect("no other subscriber in this test binary");
+        logs
+    })
+    .clone()
+}
+
+/// Whoever holds a node's token but not its node key registers a key for an account before
+/// the node's edge does (first wins). The grant made to it is sealed to that key and the
+/// node's key together: the edge cannot open it either, says so once in its log, and serves
+/// the account nothing, while another account's reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_key_registered_with_the_node_token_alone_is_reported_by_the_edge() {
+    let logs = captured_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = control_plane(&tmp.path().join("cp")).await;
+    let kept = bind(&cp.client, "kept-value").await;
+    let victim = cp.client.create_account("victim").await.unwrap();
+    let admin = Client::new(&cp.url, &cp.token, &victim.id)
+        .unwrap()
+        .create_token("admin", "super_admin", None)
+        .await
+        .unwrap();
+    let victim_client = Client::new(&cp.url, admin.value.expose_secret(), &victim.id).unwrap();
+    cp.client.set_account_kek(&victim.id, "file").await.unwrap();
+    let node = cp.client.create_node("e1").await.unwrap();
+    let e1 = edge(
+        &cp.url,
+        node.node_token.expose_secret(),
+        &tmp.path().join("e1"),
+        false,
+    )
+    .await;
+    // Serving: the edge has registered its node key.
+    e1.wait_value(&kept.token, "kept-value").await;
+
+    // The thief's key, with the node token alone, before the account has a value.
+    let thief = NodeKey::create(&tmp.path().join("thief.key")).unwrap();
+    let r = http()
+        .put(format!(
+            "{}/replication/v1/node-key/accounts/{}",
+            cp.url, victim.id
+        ))
+        .bearer_auth(node.node_token.expose_secret())
+        .json(&serde_json::json!({ "public_key": hex::encode(thief.public_key().as_bytes()) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let victim_value = bind(&victim_client, "the victim's value").await;
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let reported = loop {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains(&victim.id) && l.contains("cannot be read on this edge"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge never reported the grant it cannot open"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reported.contains("ERROR"), "{reported}");
+    let (status, body) = e1.read(&victim_value.token).await;
+    assert_ne!(status, 200, "{body}");
+    assert!(!body.contains("the victim's value"), "{body}");
+    e1.wait_value(&kept.token, "kept-value").await;
+    e1.stop().await;
 }

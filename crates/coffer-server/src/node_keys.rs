@@ -3,6 +3,11 @@
 //! current replication key through the feed (`Coffer::register_node_key`); a relay forwards
 //! the request, with the node's own token, to its upstream ([`NodeKeyForward`]), so the
 //! control plane checks the node itself and no relay can register a key for another node.
+//!
+//! `PUT /replication/v1/node-key/accounts/{account_id}`: the key an edge made for one account
+//! that has a replication key of its own (ARK), granted that account's ARK alone
+//! (`Coffer::register_account_node_key`; docs/edges.md, "Per-account keys"). Same body,
+//! answers and forwarding.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,8 +20,10 @@ use axum::response::{IntoResponse, Response};
 use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration};
 use coffer_api::{Envelope, ErrorCode};
 
+use coffer_types::AccountId;
+
 use crate::error::{ApiError, ApiResult};
-use crate::extract::NodeAuth;
+use crate::extract::{NodeAuth, PathIds};
 use crate::replication::Origin;
 use crate::state::AppState;
 
@@ -32,6 +39,23 @@ pub trait NodeKeyForward: Send + Sync + std::fmt::Debug {
         bearer: &'a str,
         registration: NodeKeyRegistration,
     ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>>;
+
+    /// Sends the registration of a node's key for `account` upstream, as [`Self::forward`].
+    /// A forwarder that cannot answers 503 (the node retries).
+    fn forward_account<'a>(
+        &'a self,
+        bearer: &'a str,
+        account: AccountId,
+        registration: NodeKeyRegistration,
+    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>> {
+        let _ = (bearer, account, registration);
+        Box::pin(async {
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this relay cannot forward account key registrations",
+            ))
+        })
+    }
 }
 
 /// `PUT /replication/v1/node-key`.
@@ -67,6 +91,53 @@ pub(crate) async fn register(
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "this relay cannot forward node-key registrations",
+            ));
+        }
+    };
+    Ok(axum::Json(Envelope::ok(receipt)).into_response())
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))
+}
+
+/// `PUT /replication/v1/node-key/accounts/{account_id}`.
+pub(crate) async fn register_account(
+    State(app): State<AppState>,
+    NodeAuth(node): NodeAuth,
+    ids: PathIds,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let repl = crate::replication::replication(&app)?.clone();
+    let registration: NodeKeyRegistration = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!(
+                "not an account key registration ({{\"public_key\": \"<64 hex digits>\"}}): {e}"
+            ),
+        )
+    })?;
+    let receipt = match (repl.origin(), repl.node_keys()) {
+        (_, Some(forward)) => {
+            forward
+                .forward_account(bearer(&headers)?, ids.account, registration)
+                .await?
+        }
+        (Origin::Root, None) => NodeKeyReceipt {
+            registered: app
+                .coffer
+                .register_account_node_key(&node, ids.account, &registration.public_key)
+                .await?,
+        },
+        (Origin::Relay(_), None) => {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this relay cannot forward account key registrations",
             ));
         }
     };

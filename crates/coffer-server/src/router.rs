@@ -54,6 +54,11 @@ fn edge_routes() -> Router<AppState> {
             put(node_keys::register).layer(DefaultBodyLimit::max(node_keys::MAX_NODE_KEY_BODY)),
         )
         .route(
+            "/replication/v1/node-key/accounts/{account_id}",
+            put(node_keys::register_account)
+                .layer(DefaultBodyLimit::max(node_keys::MAX_NODE_KEY_BODY)),
+        )
+        .route(
             "/replication/v1/access",
             post(replication::access).layer(DefaultBodyLimit::max(replication::MAX_ACCESS_BODY)),
         )

@@ -96,10 +96,28 @@ pub enum Change {
         node_id: TokenId,
     },
     /// A replication-key version sealed to one node's X25519 public key. Every edge stores
-    /// every grant; only the node's private key opens it.
+    /// every grant; only the node's private key opens it. Never written with `account_id`:
+    /// entries written before [`Change::AccountKeyGrant`] existed carried account grants this
+    /// way, and are still read as account grants (`account_grant`).
     NodeKeyGrant {
         node_id: TokenId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_id: Option<AccountId>,
         rk_version: u32,
+        ephemeral_public_hex: String,
+        sealed_hex: String,
+    },
+    /// Version `ark_version` of an account's replication key (ARK), sealed to the key `node_id`
+    /// registered for that account together with the node's own key
+    /// (docs/envelope-format.md, "Account replication keys and account grants"). A variant of
+    /// its own rather than a `NodeKeyGrant` with an account: a replica built before account
+    /// grants existed would read such an entry as the node's grant of RK `ark_version` (serde
+    /// ignores the unknown field) and overwrite the node's real grant with it; an unknown
+    /// variant is refused instead (the replica stops and says so).
+    AccountKeyGrant {
+        account_id: AccountId,
+        node_id: TokenId,
+        ark_version: u32,
         ephemeral_public_hex: String,
         sealed_hex: String,
     },
@@ -137,8 +155,8 @@ pub enum Change {
 }
 
 impl Change {
-    /// The account the change belongs to; `None` for instance-level changes (nodes, instance
-    /// keys).
+    /// The account the change belongs to; `None` for instance-level changes (nodes, node
+    /// grants, instance keys). An account grant belongs to its account.
     pub fn account_id(&self) -> Option<AccountId> {
         match self {
             Change::AccountPut { account_id, .. }
@@ -153,11 +171,53 @@ impl Change {
             | Change::ServiceTokenRevoked { account_id, .. }
             | Change::ValueResealed { account_id, .. }
             | Change::DekDestroyed { account_id, .. }
+            | Change::AccountKeyGrant { account_id, .. }
             | Change::AccountDeleted { account_id } => Some(*account_id),
-            Change::NodePut { .. }
-            | Change::NodeRevoked { .. }
-            | Change::NodeKeyGrant { .. }
-            | Change::InstanceKeyPut { .. } => None,
+            Change::NodeKeyGrant { account_id, .. } => *account_id,
+            Change::NodePut { .. } | Change::NodeRevoked { .. } | Change::InstanceKeyPut { .. } => {
+                None
+            }
+        }
+    }
+}
+
+/// An account grant as a change carries it, in either form ([`Change::account_grant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountGrantChange<'a> {
+    pub account_id: AccountId,
+    pub node_id: TokenId,
+    pub ark_version: u32,
+    pub ephemeral_public_hex: &'a str,
+    pub sealed_hex: &'a str,
+}
+
+impl Change {
+    /// The account grant this change carries: an [`Change::AccountKeyGrant`], or a
+    /// [`Change::NodeKeyGrant`] naming an account (the form written before the variant
+    /// existed). `None` for every other change, node grants included.
+    pub fn account_grant(&self) -> Option<AccountGrantChange<'_>> {
+        match self {
+            Change::AccountKeyGrant {
+                account_id,
+                node_id,
+                ark_version,
+                ephemeral_public_hex,
+                sealed_hex,
+            }
+            | Change::NodeKeyGrant {
+                account_id: Some(account_id),
+                node_id,
+                rk_version: ark_version,
+                ephemeral_public_hex,
+                sealed_hex,
+            } => Some(AccountGrantChange {
+                account_id: *account_id,
+                node_id: *node_id,
+                ark_version: *ark_version,
+                ephemeral_public_hex,
+                sealed_hex,
+            }),
+            _ => None,
         }
     }
 }
@@ -218,5 +278,70 @@ impl ChangeRecord {
     pub fn change(&self) -> Result<Change, crate::StorageError> {
         serde_json::from_slice(&self.payload)
             .map_err(|e| crate::StorageError::Corrupted(format!("change {}: {e}", self.seq)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_grant_keeps_its_encoding_and_account_grants_have_their_own_variant() {
+        let old = format!(
+            r#"{{"type":"node_key_grant","node_id":"{}","rk_version":2,"ephemeral_public_hex":"aa","sealed_hex":"bb"}}"#,
+            "01".repeat(16)
+        );
+        let parsed: Change = serde_json::from_str(&old).unwrap();
+        let grant = Change::NodeKeyGrant {
+            node_id: TokenId::from_bytes([1; 16]),
+            account_id: None,
+            rk_version: 2,
+            ephemeral_public_hex: "aa".into(),
+            sealed_hex: "bb".into(),
+        };
+        assert_eq!(parsed, grant);
+        assert_eq!(serde_json::to_string(&grant).unwrap(), old);
+        assert_eq!(grant.account_id(), None);
+        assert_eq!(grant.account_grant(), None);
+
+        let account = Change::AccountKeyGrant {
+            account_id: AccountId::from_bytes([4; 16]),
+            node_id: TokenId::from_bytes([1; 16]),
+            ark_version: 2,
+            ephemeral_public_hex: "aa".into(),
+            sealed_hex: "bb".into(),
+        };
+        let text = serde_json::to_string(&account).unwrap();
+        // Not a node grant's type: a replica that reads only node grants must not take it for
+        // one (it would overwrite the node's grant of RK 2).
+        assert!(
+            text.starts_with(r#"{"type":"account_key_grant","#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("node_key_grant") && !text.contains("\"rk_version\""),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), account);
+        assert_eq!(account.account_id(), Some(AccountId::from_bytes([4; 16])));
+        let carried = account.account_grant().unwrap();
+        assert_eq!(
+            (carried.account_id, carried.node_id, carried.ark_version),
+            (
+                AccountId::from_bytes([4; 16]),
+                TokenId::from_bytes([1; 16]),
+                2
+            )
+        );
+
+        // The form written before the variant existed still reads as the same account grant.
+        let older = format!(
+            r#"{{"type":"node_key_grant","node_id":"{}","account_id":"{}","rk_version":2,"ephemeral_public_hex":"aa","sealed_hex":"bb"}}"#,
+            "01".repeat(16),
+            "04".repeat(16)
+        );
+        let older: Change = serde_json::from_str(&older).unwrap();
+        assert_eq!(older.account_grant(), Some(carried));
+        assert_eq!(older.account_id(), Some(AccountId::from_bytes([4; 16])));
     }
 }

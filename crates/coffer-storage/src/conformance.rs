@@ -62,6 +62,7 @@
 //! library only for tests or with the `conformance` feature: it asserts and unwraps by design.
 
 mod account_deletion;
+mod account_keys;
 mod accounts;
 mod audit;
 mod audit_listing;
@@ -205,6 +206,10 @@ const CHECKS: &[Check] = checks![
     rewrap::a_retired_kek_wraps_nothing_stored_after_it,
     node_keys::node_keys_register_once_with_a_grant_of_the_current_key,
     node_keys::revocation_rotates_every_replicated_wrap_in_one_write,
+    account_keys::an_account_replication_key_retires_old_deks_and_binds_new_ones,
+    account_keys::account_node_keys_register_once_and_are_granted_the_current_ark,
+    account_keys::revocation_rotates_account_replication_keys,
+    account_keys::account_delete_removes_its_replication_keys_and_grants,
     accounts::shutdown_finishes_writes_then_refuses_more,
 ];
 

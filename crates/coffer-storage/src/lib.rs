@@ -36,7 +36,9 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
-pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
+pub use change::{
+    AccountGrantChange, Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding,
+};
 pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };
@@ -44,7 +46,8 @@ pub use error::{Entity, StorageError};
 pub use lifecycle::{DestroyedDek, Reseal, SealedValue};
 pub use records::*;
 pub use replication::{
-    LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, rk_kek_id,
+    LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, ark_kek_id,
+    rk_kek_id,
 };
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
@@ -157,7 +160,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// `Conflict`), its grants (`NodeKeyGrant` each), and the rewrap of every replicated
     /// instance key (`InstanceKeyPut` each) and of every DEK (`DekPut` each, after the
     /// grants). `Conflict` if a DEK is stored that the rotation does not rewrap (one was made
-    /// meanwhile: retry).
+    /// meanwhile: retry). Each of `rotation.accounts` likewise: the ARK's next version, its
+    /// grants and the rewrap of every DEK of the account under it (retired); an account with
+    /// an ARK left out keeps its version (its KEK is unavailable: see core).
     async fn revoke_node_rotating(
         &self,
         id: TokenId,
@@ -165,6 +170,74 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         rotation: RkRotation,
         audit: &[AuditEntry],
     ) -> Result<NodeRecord>;
+
+    // ---- account replication keys (ARKs) ----
+
+    /// Stores `key` as version `version` of `account`'s replication key (wrapped by the
+    /// account's KEK) with its `grants` (`AccountKeyGrant` each). `version` must
+    /// be the account's current version + 1 (1 for its first), else `Conflict`;
+    /// `NotFound(Account)` for an unknown account. The first version also marks every DEK of
+    /// the account retired (`deks.retired`): they carry instance-RK wraps, so their values are
+    /// re-sealed onto DEKs the ARK wraps and they are destroyed. A DEK of an account with an
+    /// ARK is stored only with an ARK wrap of its current version (else `Conflict`).
+    async fn put_account_replication_key(
+        &self,
+        account: AccountId,
+        version: u32,
+        key: WrappedKeyRecord,
+        grants: Vec<AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+    /// The current version of each account's replication key, wrapped by the account's KEK.
+    async fn account_replication_keys(&self) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>>;
+    /// Every stored version of `account`'s replication key, oldest first.
+    async fn account_replication_key_versions(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(u32, WrappedKeyRecord)>>;
+    /// Records `public_key` as `node`'s key for `account` and stores `grant` (appending
+    /// `AccountKeyGrant`), with `audit` (written only when something is recorded). `grant`
+    /// must be of the account's current ARK version, or `None` for an account without one
+    /// (else `Conflict`: retry). `Ok(false)`: this very key was registered before (nothing
+    /// written). `NotFound(Node)` / `NotFound(Account)`, `NotFound(NodeKey)` if the node has
+    /// not registered its node key (account grants are sealed to both keys),
+    /// `AlreadyRevoked` for a revoked node, `AlreadyExists(NodeKey)` if the node registered
+    /// another key for the account or the key is in use anywhere else (a node key, another
+    /// account's or node's).
+    async fn register_account_node_key(
+        &self,
+        node: TokenId,
+        account: AccountId,
+        public_key: [u8; 32],
+        grant: Option<AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<bool>;
+    /// The accounts some of whose DEKs are wrapped by their account's replication key (on a
+    /// replica: `kek_id` `ark:<n>`), in id order: those an edge needs a per-account key for.
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>>;
+    /// The ARK versions of `account` granted to `node`, oldest first (an edge checks it was
+    /// granted; a rotation grants each new version to every key registered for the account).
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>>;
+    /// The keys registered for `account` by nodes not revoked that have a node key, each with
+    /// that node key, in node id order.
+    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<AccountNodeKey>>;
+    /// Rotates one account's ARK outside a revocation (one owed by a revocation that could not
+    /// rotate it): stores `rotation.key` as the next version, its grants (`AccountKeyGrant`
+    /// each; none to a revoked node, else `Invalid`) and the rewrap of every ARK-wrapped DEK of
+    /// the account (`DekPut` each, retired), with `audit`, in one transaction. `Conflict` if the
+    /// version is not the current + 1, the account has no ARK (deleted meanwhile), or one of
+    /// its ARK-wrapped DEKs is left out (retry).
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+    /// The accounts whose current ARK version was granted to a node that is now revoked: a
+    /// revocation could not rotate it (its KEK was unavailable), so the revoked node may hold
+    /// it. Core rotates them as soon as their KEK is back and makes no DEK under them meanwhile.
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>>;
+    /// Every grant of `account`'s ARK `version`, in node id order.
+    async fn account_grants(&self, account: AccountId, version: u32) -> Result<Vec<AccountGrant>>;
 
     // ---- accounts ----
 
@@ -197,7 +270,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Earlier change-log entries are not touched (the log is append-only), so the
     /// `DekPut` and `SecretPut` entries the account produced keep their wrapped keys and sealed
     /// values; see docs/storage-format.md. The account's audit records and checkpoints are
-    /// kept too: the audit log outlives the account.
+    /// kept too: the audit log outlives the account. Its replication-key versions (ARK),
+    /// their grants and the nodes' keys for it go too, and the log is compacted past every
+    /// entry carrying one of its DEKs or grants.
     async fn delete_account(&self, id: AccountId, audit: &[AuditEntry]) -> Result<()>;
 
     // ---- API tokens ----

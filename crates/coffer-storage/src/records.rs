@@ -57,6 +57,54 @@ pub struct DekRecord {
 pub struct RkWrap {
     pub version: u32,
     pub wrapped: Vec<u8>,
+    /// `true`: wrapped by version `version` of the DEK's account's own replication key (ARK,
+    /// `ark:<version>`), not by the instance RK (`rk:<version>`). Only DEKs have ARK wraps.
+    pub ark: bool,
+}
+
+impl RkWrap {
+    /// The key id the feed carries for this wrap: `rk:<n>` or `ark:<n>`.
+    pub fn kek_id(&self) -> String {
+        if self.ark {
+            crate::ark_kek_id(self.version)
+        } else {
+            crate::rk_kek_id(self.version)
+        }
+    }
+}
+
+/// A version of an account's replication key (ARK) sealed to the X25519 key one node
+/// registered for that account. Opaque bytes to storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountGrant {
+    pub account_id: AccountId,
+    pub node_id: TokenId,
+    pub ark_version: u32,
+    pub ephemeral_public: [u8; 32],
+    pub sealed: Vec<u8>,
+}
+
+/// A key a node registered for one account, with the node's own key: an account grant is
+/// sealed to both (docs/envelope-format.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountNodeKey {
+    pub node_id: TokenId,
+    /// The X25519 public key the node made for the account alone.
+    pub account_key: [u8; 32],
+    /// The node's own X25519 public key (`nodes.public_key`).
+    pub node_key: [u8; 32],
+}
+
+/// What a node's revocation does to one account's ARK: version `version` (wrapped by the
+/// account's KEK), its grants to the remaining nodes' keys for the account, and every DEK of
+/// the account rewrapped by it. Part of an [`RkRotation`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArkRotation {
+    pub account_id: AccountId,
+    pub version: u32,
+    pub key: WrappedKeyRecord,
+    pub grants: Vec<AccountGrant>,
+    pub deks: Vec<(DekId, Vec<u8>)>,
 }
 
 /// A replication-key version sealed to one node's X25519 public key. Opaque bytes to storage.
@@ -78,6 +126,9 @@ pub struct RkRotation {
     pub grants: Vec<NodeGrant>,
     pub deks: Vec<(DekId, Vec<u8>)>,
     pub instance_keys: Vec<(String, Vec<u8>)>,
+    /// The accounts with an ARK whose ARK rotates too (every one whose KEK is available).
+    /// `deks` holds no DEK of theirs.
+    pub accounts: Vec<ArkRotation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -58,3 +58,9 @@ pub const REPLICATION_KEY_PURPOSE_PREFIX: &str = "replication-key:";
 pub fn rk_kek_id(version: u32) -> String {
     format!("rk:{version}")
 }
+
+/// The key id an ARK wrap of `version` carries in the feed and in an edge's replica (the same
+/// form as `coffer_crypto::ark_kek_id`).
+pub fn ark_kek_id(version: u32) -> String {
+    format!("ark:{version}")
+}

@@ -6,6 +6,7 @@
 //! every read sees exactly the transactions committed before it started. The on-disk layout is
 //! in docs/storage-format.md.
 
+mod account_keys;
 mod audit;
 mod codec;
 mod lifecycle;
@@ -731,6 +732,93 @@ impl Storage for SqliteStorage {
 
     async fn grants_of_version(&self, version: u32) -> Result<Vec<crate::NodeGrant>> {
         self.read(move |c| node_keys::grants_of_version(c, version))
+            .await
+    }
+
+    async fn put_account_replication_key(
+        &self,
+        account: AccountId,
+        version: u32,
+        key: crate::WrappedKeyRecord,
+        grants: Vec<crate::AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            account_keys::put_key(cx, account, version, &key, &grants)
+        })
+        .await
+    }
+
+    async fn account_replication_keys(
+        &self,
+    ) -> Result<Vec<(AccountId, u32, crate::WrappedKeyRecord)>> {
+        self.read(account_keys::current_keys).await
+    }
+
+    async fn account_replication_key_versions(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(u32, crate::WrappedKeyRecord)>> {
+        self.read(move |c| account_keys::versions(c, account)).await
+    }
+
+    async fn register_account_node_key(
+        &self,
+        node: TokenId,
+        account: AccountId,
+        public_key: [u8; 32],
+        grant: Option<crate::AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<bool> {
+        // Audited only when it records something: a repeated registration of the same key
+        // (an edge retrying) writes nothing.
+        audit::check(audit)?;
+        let audit = audit.to_vec();
+        self.writer
+            .run(move |cx| {
+                let recorded =
+                    account_keys::register(cx, node, account, public_key, grant.as_ref())?;
+                if recorded {
+                    audit::append(cx, &audit)?;
+                }
+                Ok(recorded)
+            })
+            .await
+    }
+
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: crate::ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| account_keys::rotate(cx, &rotation))
+            .await
+    }
+
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>> {
+        self.read(account_keys::owing_rotation).await
+    }
+
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
+        self.read(move |c| account_keys::grant_versions(c, account, node))
+            .await
+    }
+
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>> {
+        self.read(account_keys::ark_accounts).await
+    }
+
+    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<crate::AccountNodeKey>> {
+        self.read(move |c| account_keys::node_keys(c, account))
+            .await
+    }
+
+    async fn account_grants(
+        &self,
+        account: AccountId,
+        version: u32,
+    ) -> Result<Vec<crate::AccountGrant>> {
+        self.read(move |c| account_keys::grants(c, account, version))
             .await
     }
 

@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 mod audit;
 #[path = "sqlite/replica.rs"]
 mod replica;
+#[path = "sqlite/replica_accounts.rs"]
+mod replica_accounts;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passes_the_conformance_suite() {

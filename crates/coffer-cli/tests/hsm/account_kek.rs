@@ -39,6 +39,23 @@ fn wait_moved(op: &Conn, account: &str) -> Value {
     panic!("the DEKs of {account} were not moved onto its KEK");
 }
 
+/// Waits until the DEK lifecycle job has re-sealed every value under a retired DEK (set-kek
+/// retires the account's DEKs under the instance replication key) and finished its pass, so
+/// the retired DEKs are destroyed too: a restart before that would race the job's next pass
+/// (at start) against what the test does next.
+fn wait_resealed(op: &Conn) {
+    for _ in 0..POLLS {
+        let s = op.run(&["kek", "status", "--json"]).ok().json();
+        let reseal = &s["reseal"];
+        assert!(reseal.is_object(), "{s}");
+        if reseal["remaining"] == 0 && reseal["running"] == false {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the values under the account's retired DEKs were not re-sealed");
+}
+
 /// pkcs11-tool on the test token, logged in: (success, stdout + stderr).
 fn pkcs11_tool(hsm: &SoftHsm, token: &str, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new("pkcs11-tool");
@@ -179,6 +196,7 @@ fn a_pkcs11_account_kek_alone_wraps_the_accounts_deks_and_its_loss_fails_that_ac
     assert_eq!(own["wrapped_by"], "instance", "{own}");
     assert_ne!(own["kek_id"], kek_id.as_str(), "{own}");
     assert_eq!(read_binding(&server, &svc_b), (200, VALUE_B.to_owned()));
+    wait_resealed(&op);
     drop(server);
 
     // After a restart nothing is cached: the DEKs are unwrapped by the object in the token.

@@ -17,16 +17,16 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use coffer_crypto::{
-    DataKey, DekContext, NodePublicKey, random_id, rk_unwrap, rk_wrap, seal_grant,
-};
+use coffer_crypto::{DataKey, NodePublicKey, rk_unwrap, rk_wrap, seal_grant};
 use coffer_storage::{
     AuditEntry, DekRecord, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
     REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError, WrappedKeyRecord,
 };
-use coffer_types::{DekId, Timestamp, TokenId};
+use coffer_types::{AccountId, Timestamp, TokenId};
 
-use super::{Keyring, dek_context, instance_context, kek_unwrap, on_blocking_pool};
+use super::{
+    Keyring, dek_context, instance_context, kek_unwrap, new_wrapped_key, open_wrapped_key,
+};
 use crate::CoreError;
 
 /// Rotations retried when a DEK was made while one was being prepared.
@@ -43,8 +43,8 @@ struct Current {
 pub(crate) struct ReplicationKeys {
     current: RwLock<Current>,
     /// Held by a registration or a rotation for its whole course, so that a grant is never
-    /// made of a version a rotation is replacing.
-    ops: tokio::sync::Mutex<()>,
+    /// made of a version a rotation is replacing (account replication keys' too).
+    pub(super) ops: tokio::sync::Mutex<()>,
 }
 
 /// The instance-key purpose an RK version is stored under, `replication-key:<version>`. Its KEK
@@ -54,38 +54,12 @@ fn rk_purpose(version: u32) -> String {
     format!("{REPLICATION_KEY_PURPOSE_PREFIX}{version}")
 }
 
-/// The AAD of RK `version`'s KEK wrap: an instance key of its purpose, with its own id.
-fn rk_context(id: DekId, purpose: &str) -> DekContext<'_> {
-    DekContext {
-        account: None,
-        dek: id,
-        purpose,
-    }
-}
-
-/// A new RK of `version`, and its KEK wrap as stored.
+/// A new RK of `version`, and its KEK wrap as stored (an instance key: no account).
 async fn new_rk(
     kek: &Arc<dyn coffer_crypto::KekProvider>,
     version: u32,
 ) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
-    let id = DekId::from_bytes(random_id());
-    let kek = Arc::clone(kek);
-    let (key, wrapped) = on_blocking_pool(move || {
-        let key = DataKey::generate();
-        let purpose = rk_purpose(version);
-        let wrapped = kek.wrap(&key, &rk_context(id, &purpose))?;
-        Ok((key, wrapped))
-    })
-    .await?;
-    Ok((
-        key,
-        WrappedKeyRecord {
-            id,
-            kek_id: wrapped.kek_id.0,
-            wrapped: wrapped.bytes,
-            created: Timestamp::now(),
-        },
-    ))
+    new_wrapped_key(kek, None, rk_purpose(version)).await
 }
 
 /// Opens RK `version`'s KEK wrap.
@@ -94,26 +68,8 @@ async fn open_rk(
     version: u32,
     record: &WrappedKeyRecord,
 ) -> Result<DataKey, CoreError> {
-    let kek = Arc::clone(kek);
-    let (id, wrapped) = (
-        record.id,
-        coffer_crypto::WrappedDataKey {
-            kek_id: coffer_crypto::KekId(record.kek_id.clone()),
-            bytes: record.wrapped.clone(),
-        },
-    );
-    on_blocking_pool(move || {
-        let purpose = rk_purpose(version);
-        kek.unwrap(&wrapped, &rk_context(id, &purpose))
-            .map_err(|e| match e {
-                coffer_crypto::CryptoError::Opaque => CoreError::Unavailable(format!(
-                    "replication key version {version} does not open with KEK {}",
-                    wrapped.kek_id
-                )),
-                other => other.into(),
-            })
-    })
-    .await
+    let what = format!("replication key version {version}");
+    open_wrapped_key(kek, None, rk_purpose(version), record, what).await
 }
 
 impl ReplicationKeys {
@@ -153,7 +109,7 @@ impl ReplicationKeys {
 }
 
 impl Keyring {
-    fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
+    pub(super) fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
         self.replication.as_ref().ok_or_else(|| {
             CoreError::Internal("only the control plane holds a replication key".into())
         })
@@ -178,6 +134,7 @@ impl Keyring {
         Ok(Some(RkWrap {
             version: current.version,
             wrapped: wrapped.bytes,
+            ark: false,
         }))
     }
 
@@ -189,6 +146,11 @@ impl Keyring {
         let Some(repl) = &self.replication else {
             return true;
         };
+        // An account with its own replication key seals only under DEKs its current version
+        // wraps.
+        if let Some(current) = self.is_under_current_ark(record) {
+            return current;
+        }
         let current = repl.current();
         record
             .rk
@@ -288,18 +250,23 @@ impl Keyring {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (key, rotation) = self.prepare_rotation(repl, node, &keys).await?;
-            let version = rotation.version;
+            let prepared = self.prepare_rotation(repl, node, &keys).await?;
+            let version = prepared.rotation.version;
+            // An account left out of the rotation is audited in its own log, with the
+            // revocation.
+            let mut entries = audit.to_vec();
+            entries.extend(prepared.deferred);
             match self
                 .storage
-                .revoke_node_rotating(node, at, rotation, audit)
+                .revoke_node_rotating(node, at, prepared.rotation, &entries)
                 .await
             {
                 Ok(record) => {
                     *repl.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
                         version,
-                        key: Arc::new(key),
+                        key: Arc::new(prepared.key),
                     };
+                    self.install_ark_rotations(prepared.arks);
                     // Every account starts a new DEK for its next seal.
                     self.lock_active().clear();
                     tracing::info!(node = %node, version, "node revoked; replication key rotated");
@@ -316,7 +283,7 @@ impl Keyring {
         repl: &ReplicationKeys,
         revoked: TokenId,
         keys: &[(TokenId, [u8; 32])],
-    ) -> Result<(DataKey, RkRotation), CoreError> {
+    ) -> Result<PreparedRotation, CoreError> {
         let current = repl.current();
         let version = current
             .version
@@ -335,14 +302,16 @@ impl Keyring {
             });
         }
         let mut deks = Vec::new();
-        for record in self.storage.list_deks().await? {
+        let stored = self.storage.list_deks().await?;
+        for record in &stored {
+            // Wrapped by its account's own replication key: rotated with that below.
+            if record.rk.as_ref().is_some_and(|rk| rk.ark) {
+                continue;
+            }
             let ctx = dek_context(record.account_id, record.key.id);
-            let key = match &record.rk {
-                Some(rk) if rk.version == current.version => {
-                    rk_unwrap(&current.key, current.version, &rk.wrapped, &ctx)?
-                }
-                _ => kek_unwrap(&self.kek, &record.key, ctx).await?,
-            };
+            let key = self
+                .dek_to_rewrap(record, false, (current.version, &current.key))
+                .await?;
             deks.push((record.key.id, rk_wrap(&next, version, &key, &ctx)?.bytes));
         }
         let mut instance_keys = Vec::new();
@@ -366,19 +335,38 @@ impl Keyring {
         // reached the node being revoked, under the old RK); one made between the listing and
         // the commit is missing from the rotation, which storage refuses (Conflict, and
         // another attempt).
+        let ark_rotations = self.prepare_ark_rotations(revoked, &stored).await?;
+        let mut accounts = Vec::new();
+        let mut arks = Vec::new();
+        for (rotation, key) in ark_rotations.rotations {
+            arks.push((rotation.account_id, rotation.version, key));
+            accounts.push(rotation);
+        }
         let record = WrappedKeyRecord {
             created: Timestamp::now(),
             ..record
         };
-        Ok((
-            next,
-            RkRotation {
+        Ok(PreparedRotation {
+            key: next,
+            rotation: RkRotation {
                 version,
                 key: record,
                 grants,
                 deks,
                 instance_keys,
+                accounts,
             },
-        ))
+            arks,
+            deferred: ark_rotations.deferred,
+        })
     }
+}
+
+/// A revocation's rotation, prepared: the new RK, what storage commits, the new ARK versions
+/// to install once it has, and the audit entries of the accounts left out.
+struct PreparedRotation {
+    key: DataKey,
+    rotation: RkRotation,
+    arks: Vec<(AccountId, u32, DataKey)>,
+    deferred: Vec<AuditEntry>,
 }

@@ -71,6 +71,15 @@ impl Coffer {
                     tracing::info!(account = %account, kek = %found.info.kek_id, "account KEK loaded");
                     self.start_account_rewrap(account, Arc::clone(kek), settings)
                         .await?;
+                    // Registered first: its DEKs are wrapped by it from then on.
+                    self.keys.account_keks().insert(
+                        account,
+                        found.info.clone(),
+                        Ok(Arc::clone(kek)),
+                    );
+                    if let Err(e) = self.keys.ensure_account_rk(account, Arc::clone(kek)).await {
+                        tracing::error!(account = %account, error = %e, "the account's replication key could not be opened or made: its values cannot be written until this is fixed");
+                    }
                 }
                 Err(reason) => {
                     tracing::error!(account = %account, kek = %found.info.kek_id, %reason, "the account's own KEK is unavailable: the account's values cannot be opened until it is restored; every other account serves");
@@ -138,7 +147,19 @@ impl Coffer {
                 "account {account} already has its own KEK ({id}); replacing it is not supported"
             )));
         }
+        let destroyer = Arc::clone(&store);
         let (info, kek) = on_blocking_pool(move || store.create(account, &spec)).await?;
+        // The account's replication key first, wrapped by the new KEK: its DEKs are RK-wrapped
+        // by it alone from the moment the KEK is in use, so the KEK never serves without it. If
+        // it cannot be made, the new key was never used: it is destroyed and the account keeps
+        // the instance KEK, as before the call.
+        if let Err(e) = self.keys.ensure_account_rk(account, Arc::clone(&kek)).await {
+            tracing::error!(account = %account, kek = %info.kek_id, error = %e, "the account's replication key could not be made: its new KEK is not used and is destroyed");
+            if let Err(destroy) = on_blocking_pool(move || destroyer.destroy(account)).await {
+                tracing::error!(account = %account, error = %destroy, "the unused account KEK could not be destroyed; the next start loads it and makes its replication key then");
+            }
+            return Err(e);
+        }
         let entries = self.change_entries(
             who,
             account,
@@ -149,7 +170,8 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        // The key and its record exist: from here on the account's new DEKs are wrapped by it.
+        // The key, its record and the account's replication key exist: from here on the
+        // account's new DEKs are wrapped by it.
         self.keys
             .account_keks()
             .insert(account, info.clone(), Ok(Arc::clone(&kek)));

@@ -215,6 +215,13 @@ pub struct Details {
     pub kek_version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kek_id: Option<String>,
+    /// The replication-key version a `rotate_replication_key` entry is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_key_version: Option<u32>,
+    /// The fingerprint of a public key a `register_key` entry recorded
+    /// (`NodePublicKey::fingerprint`), never the key itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
     /// The operator tokens a `rotate` of the operator token revoked (ids only, never values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_token_ids: Option<Vec<TokenId>>,
@@ -281,6 +288,11 @@ pub(crate) enum Actorish<'a> {
     Service {
         token_id: TokenId,
     },
+    /// An edge node, through its node token.
+    Node {
+        id: TokenId,
+        name: &'a str,
+    },
     /// Someone unidentified (guessing tokens).
     Anonymous {
         context: &'a RequestContext,
@@ -338,6 +350,14 @@ pub(crate) fn build_entry(account: AccountId, event: Event<'_>) -> Result<AuditE
             Actor {
                 token_id: Some(token_id),
                 token_name: None,
+                operator: false,
+            },
+            &NO_CONTEXT,
+        ),
+        Actorish::Node { id, name } => (
+            Actor {
+                token_id: Some(id),
+                token_name: Some(name),
                 operator: false,
             },
             &NO_CONTEXT,

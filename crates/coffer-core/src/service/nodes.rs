@@ -24,7 +24,7 @@ use coffer_storage::NodeRecord;
 use coffer_types::{NodeName, Timestamp, TokenId};
 
 use super::Coffer;
-use super::audit::{Details, Target};
+use super::audit::{Actorish, Details, Event, Target};
 use crate::{CoreError, Principal, RequestContext, Resource};
 
 const INVALID_NODE_TOKEN: &str = "invalid node token";
@@ -165,6 +165,70 @@ impl Coffer {
                 name = %node.name,
                 public_key = %public_key_hex,
                 "node key registered; replication key granted"
+            );
+        }
+        Ok(recorded)
+    }
+
+    /// Records the X25519 public key `node` made for `account` alone and grants it the
+    /// account's current replication key (ARK), if it has one (docs/edges.md, "Per-account
+    /// keys"). `Ok(false)`: this very key was registered before. First registration wins
+    /// (`AlreadyExists(NodeKey)` for another key, or a key in use anywhere else).
+    pub async fn register_account_node_key(
+        &self,
+        node: &NodeRecord,
+        account: coffer_types::AccountId,
+        public_key_hex: &str,
+    ) -> Result<bool, CoreError> {
+        const MALFORMED: &str = "public_key must be 64 hex digits: the X25519 public key the edge made for this account (its data dir's account-keys/<account>.key)";
+        let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
+        hex::decode_to_slice(public_key_hex, &mut bytes)
+            .map_err(|_| CoreError::InvalidNodeKey(MALFORMED))?;
+        let public = coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
+            CoreError::InvalidNodeKey(
+                "public_key is not a usable X25519 public key (a low-order point)",
+            )
+        })?;
+        // Audited (only when recorded) in the account's log, which shows every node holding a
+        // key to it, and in the operator's: who registered which key, by fingerprint only.
+        let fingerprint = public.fingerprint();
+        let mut entries = Vec::new();
+        let operator = self.operator_account().await?;
+        for (log, in_other) in [(Some(account), false), (operator, true)] {
+            let Some(log) = log.filter(|l| !in_other || *l != account) else {
+                continue;
+            };
+            entries.push(self.audit_entry(
+                log,
+                Event {
+                    action: "register_key",
+                    outcome: "success",
+                    target: Target {
+                        account_id: in_other.then_some(account),
+                        ..Target::node(Some(node.id), Some(&node.name))
+                    },
+                    details: Details {
+                        key_fingerprint: Some(fingerprint.clone()),
+                        ..Details::default()
+                    },
+                    who: Actorish::Node {
+                        id: node.id,
+                        name: &node.name,
+                    },
+                },
+            )?);
+        }
+        let recorded = self
+            .keys
+            .register_account_node_key(node.id, account, &public, &entries)
+            .await?;
+        if recorded {
+            tracing::info!(
+                node = %node.id,
+                name = %node.name,
+                account = %account,
+                key = %fingerprint,
+                "account node key registered"
             );
         }
         Ok(recorded)

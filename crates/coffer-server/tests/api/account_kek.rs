@@ -28,7 +28,7 @@ fn kek_uri(account: &str) -> String {
     format!("{V4}/{account}/kek")
 }
 
-fn fast_keys() -> coffer_server::KeyOptions {
+pub(super) fn fast_keys() -> coffer_server::KeyOptions {
     coffer_server::KeyOptions {
         // One DEK per value, so every account has many DEKs to move and to shred.
         dek_policy: coffer_server::DekPolicy {
@@ -45,13 +45,13 @@ fn fast_keys() -> coffer_server::KeyOptions {
     }
 }
 
-async fn set_kek(h: &Harness, account: &str, kek: &str) -> Resp {
+pub(super) async fn set_kek(h: &Harness, account: &str, kek: &str) -> Resp {
     h.json_abs(Method::PUT, &kek_uri(account), &json!({ "kek": kek }))
         .await
 }
 
 /// Polls the account's KEK status until no DEK is left to move; panics on a failed rewrap.
-async fn wait_moved(h: &Harness, account: &str) -> Value {
+pub(super) async fn wait_moved(h: &Harness, account: &str) -> Value {
     for _ in 0..POLLS {
         let s = assert_ok(
             &h.send_as(Method::GET, &kek_uri(account), Some(&h.bearer()), None)
@@ -68,7 +68,7 @@ async fn wait_moved(h: &Harness, account: &str) -> Value {
 }
 
 /// Creates `n` secrets in `store` of `account` through `admin` (a token of that account).
-async fn put_secrets(
+pub(super) async fn put_secrets(
     h: &Harness,
     account: &str,
     admin: &IssuedToken,
@@ -97,7 +97,7 @@ async fn put_secrets(
 }
 
 /// Every file under `dir`, recursively, with its path relative to `dir` and its bytes.
-fn copy_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(super) fn copy_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -114,7 +114,7 @@ fn copy_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn restore(files: &[(PathBuf, Vec<u8>)], root: &Path) {
+pub(super) fn restore(files: &[(PathBuf, Vec<u8>)], root: &Path) {
     for (rel, bytes) in files {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -123,26 +123,26 @@ fn restore(files: &[(PathBuf, Vec<u8>)], root: &Path) {
     }
 }
 
-struct CopiedDek {
+pub(super) struct CopiedDek {
     id: DekId,
     kek_id: String,
     wrapped: Vec<u8>,
 }
 
-struct CopiedValue {
-    store: StoreId,
-    secret: SecretId,
-    version: u32,
-    dek: DekId,
-    sealed: Vec<u8>,
+pub(super) struct CopiedValue {
+    pub(super) store: StoreId,
+    pub(super) secret: SecretId,
+    pub(super) version: u32,
+    pub(super) dek: DekId,
+    pub(super) sealed: Vec<u8>,
 }
 
-fn id16(bytes: Vec<u8>) -> [u8; 16] {
+pub(super) fn id16(bytes: Vec<u8>) -> [u8; 16] {
     bytes.try_into().unwrap()
 }
 
 /// The deleted account's wrapped DEKs and sealed values, read from the copied database.
-fn copied_rows(db: &Path, account: AccountId) -> (Vec<CopiedDek>, Vec<CopiedValue>) {
+pub(super) fn copied_rows(db: &Path, account: AccountId) -> (Vec<CopiedDek>, Vec<CopiedValue>) {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, kek_id, wrapped FROM deks WHERE account_id = ?1")
@@ -180,7 +180,7 @@ fn copied_rows(db: &Path, account: AccountId) -> (Vec<CopiedDek>, Vec<CopiedValu
     (deks, values)
 }
 
-fn dek_ctx(account: AccountId, dek: DekId) -> DekContext<'static> {
+pub(super) fn dek_ctx(account: AccountId, dek: DekId) -> DekContext<'static> {
     DekContext {
         account: Some(account),
         dek,
@@ -198,7 +198,7 @@ fn try_unwrap(kek: &FileKek, account: AccountId, dek: &CopiedDek) -> Result<Data
     kek.unwrap(&wrapped, &dek_ctx(account, dek.id))
 }
 
-fn open_value(key: &DataKey, account: AccountId, v: &CopiedValue) -> Option<Vec<u8>> {
+pub(super) fn open_value(key: &DataKey, account: AccountId, v: &CopiedValue) -> Option<Vec<u8>> {
     let ctx = ValueContext {
         account,
         store: v.store,

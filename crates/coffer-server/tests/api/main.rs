@@ -2,6 +2,7 @@
 //! real data dir (file KEK, SQLite), one module per concern, plus a few over real TCP.
 
 mod account_kek;
+mod account_rk;
 mod accounts;
 mod accounts_admin;
 mod at_rest;

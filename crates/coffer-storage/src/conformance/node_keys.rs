@@ -80,6 +80,7 @@ pub(super) async fn node_keys_register_once_with_a_grant_of_the_current_key(s: A
         log.last().unwrap().change().unwrap(),
         Change::NodeKeyGrant {
             node_id: a,
+            account_id: None,
             rk_version: 2,
             ephemeral_public_hex: "01".repeat(32),
             sealed_hex: "01".repeat(60),
@@ -139,6 +140,7 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
         rk: Some(RkWrap {
             version,
             wrapped: vec![tag; 60],
+            ark: false,
         }),
     };
     let first = dek(1, 1);
@@ -178,7 +180,8 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
         s.get_dek(legacy.key.id).await.unwrap().unwrap().rk,
         Some(RkWrap {
             version: 1,
-            wrapped: vec![2; 60]
+            wrapped: vec![2; 60],
+            ark: false,
         })
     );
 
@@ -194,6 +197,7 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
         key: wrapped_key(50),
         grants: vec![grant(b, version, 5)],
         deks,
+        accounts: Vec::new(),
         instance_keys: REPLICATED_KEY_PURPOSES
             .iter()
             .map(|p| ((*p).to_owned(), vec![6; 60]))
@@ -247,7 +251,8 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
             stored.rk,
             Some(RkWrap {
                 version: 2,
-                wrapped: wrapped.clone()
+                wrapped: wrapped.clone(),
+                ark: false,
             })
         );
         assert_eq!(

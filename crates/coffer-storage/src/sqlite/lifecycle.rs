@@ -251,13 +251,58 @@ pub(super) fn compact_past(
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<Option<u64>> {
-    let needles: Vec<String> = deks
-        .into_iter()
-        .map(|dek| format!("\"dek_id\":\"{dek}\""))
-        .collect();
+    let needles = dek_needles(deks);
     if needles.is_empty() {
         return Ok(None);
     }
+    compact_past_matching(cx, before, |text| {
+        Ok(needles.iter().any(|n| text.contains(n.as_str())))
+    })
+}
+
+fn dek_needles(deks: impl IntoIterator<Item = DekId>) -> Vec<String> {
+    deks.into_iter()
+        .map(|dek| format!("\"dek_id\":\"{dek}\""))
+        .collect()
+}
+
+/// [`compact_past`] for a deleted account: also past its account grants (which carry its
+/// replication key sealed to the nodes' keys for it), on the control plane and on a replica
+/// applying the deletion alike. A grant is recognised by parsing the entry, not by its text:
+/// only entries that mention the account's id at all are parsed.
+pub(super) fn compact_past_account(
+    cx: &mut WriteCx<'_>,
+    account: AccountId,
+    deks: impl IntoIterator<Item = DekId>,
+    before: u64,
+) -> Result<Option<u64>> {
+    let needles = dek_needles(deks);
+    let account_hex = account.to_string();
+    compact_past_matching(cx, before, |text| {
+        if needles.iter().any(|n| text.contains(n.as_str())) {
+            return Ok(true);
+        }
+        if !text.contains(&account_hex) {
+            return Ok(false);
+        }
+        // An entry that names the account but does not parse (none should: the log holds
+        // what was appended or applied after parsing) is compacted past too: erring that way
+        // costs a lagging edge a snapshot, the other way a key left in the log.
+        Ok(serde_json::from_str::<Change>(text).map_or(true, |change| {
+            change
+                .account_grant()
+                .is_some_and(|g| g.account_id == account)
+        }))
+    })
+}
+
+/// Compacts the log through the newest entry before seq `before` for which `carries` is true
+/// (given the entry's JSON), skipping `DekDestroyed` entries (they carry only an id).
+fn compact_past_matching(
+    cx: &mut WriteCx<'_>,
+    before: u64,
+    carries: impl Fn(&str) -> Result<bool>,
+) -> Result<Option<u64>> {
     let (base, _) = replication::base_position(cx.conn)?;
     // One backward walk for all of them, stopping at the newest entry naming any: that is
     // the compaction point. It reads only the entries after it (usually the recent ones);
@@ -288,7 +333,7 @@ pub(super) fn compact_past(
         if text.contains("\"type\":\"dek_destroyed\"") {
             continue;
         }
-        if needles.iter().any(|n| text.contains(n.as_str())) {
+        if carries(text)? {
             let seq: i64 = row.get(0).db("find entries naming a dek")?;
             through = u64::try_from(seq).unwrap_or(base);
             break;

@@ -131,6 +131,7 @@ fn insert_grant(cx: &mut WriteCx<'_>, grant: &NodeGrant) -> Result<()> {
         .db("store node grant")?;
     cx.append(&Change::NodeKeyGrant {
         node_id: grant.node_id,
+        account_id: None,
         rk_version: grant.rk_version,
         ephemeral_public_hex: to_hex(grant.ephemeral_public),
         sealed_hex: to_hex(&grant.sealed),
@@ -166,9 +167,14 @@ pub(super) fn register(
     // A key is never shared between nodes, revoked ones included: grants sealed to it open
     // with one private key, so a second node with the same key (a cloned edge image, a
     // revoked node's data dir enrolled again) would hand the revoked one every new grant.
+    // Nor between a node key and a key registered for an account: the account grants sealed
+    // to that key need a node key besides, and one private key must not stand for both.
     let taken: bool = cx
         .conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = ?1 AND id != ?2)")
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = ?1 AND id != ?2)
+                 OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = ?1)",
+        )
         .and_then(|mut stmt| stmt.query_row(params![public_key, node.as_bytes()], |r| r.get(0)))
         .db("check node key")?;
     if taken {
@@ -284,7 +290,7 @@ pub(super) fn revoke_rotating(
     for (dek, wrapped) in &rotation.deks {
         let account = query_opt(
             cx.conn,
-            "SELECT account_id FROM deks WHERE id = ?1",
+            "SELECT account_id FROM deks WHERE id = ?1 AND rk_account = 0",
             [dek.as_bytes()],
             "rewrap dek",
             |row| id_col(row, 0, "deks.account_id"),
@@ -305,11 +311,15 @@ pub(super) fn revoke_rotating(
             wrapped_hex: to_hex(wrapped),
         })?;
     }
-    // Every DEK must now be under the new key: one made meanwhile would still be readable
-    // with what the revoked node held.
+    for account in &rotation.accounts {
+        super::account_keys::rotate(cx, account)?;
+    }
+    // Every DEK must now be under the new key (or its account's new ARK version, checked
+    // above): one made meanwhile would still be readable with what the revoked node held. The
+    // DEKs of an account left out of the rotation (its KEK unavailable) keep their ARK wrap.
     let left = query_opt(
         cx.conn,
-        "SELECT count(*) FROM deks WHERE rk_version IS NOT ?1",
+        "SELECT count(*) FROM deks WHERE rk_account = 0 AND rk_version IS NOT ?1",
         [rotation.version],
         "count deks left",
         |row| col::<i64>(row, 0, "count"),

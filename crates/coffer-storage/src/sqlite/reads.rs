@@ -35,7 +35,7 @@ macro_rules! token_cols {
 }
 macro_rules! dek_cols {
     () => {
-        "id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped"
+        "id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account"
     };
 }
 macro_rules! store_cols {
@@ -134,6 +134,7 @@ fn token_from_row(row: &Row<'_>) -> Result<TokenRecord> {
 }
 
 fn dek_from_row(row: &Row<'_>) -> Result<DekRecord> {
+    let ark: bool = col(row, 7, "deks.rk_account")?;
     Ok(DekRecord {
         account_id: AccountId::from_bytes(id_col(row, 1, "deks.account_id")?),
         key: WrappedKeyRecord {
@@ -142,7 +143,7 @@ fn dek_from_row(row: &Row<'_>) -> Result<DekRecord> {
             wrapped: col(row, 3, "deks.wrapped")?,
             created: ts_col(row, 4, "deks.created")?,
         },
-        rk: rk_wrap_cols(row, 5, "deks.rk_version")?,
+        rk: rk_wrap_cols(row, 5, "deks.rk_version")?.map(|rk| RkWrap { ark, ..rk }),
     })
 }
 
@@ -160,6 +161,7 @@ pub(super) fn rk_wrap_cols(
             version: u32::try_from(v)
                 .map_err(|_| StorageError::Corrupted(format!("{what}: {v} out of range")))?,
             wrapped,
+            ark: false,
         })),
         _ => Err(StorageError::Corrupted(format!(
             "{what}: version and wrap are not both set"

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -530,6 +530,46 @@ fn v11(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 12: a replication key per account with a KEK of its own (ARK), so that deleting
+/// the account shreds its replication-key wraps too (docs/key-hierarchy.md, "Shredding an
+/// account"). `account_replication_keys` holds its versions wrapped by the *account's* KEK
+/// (never the instance KEK; control plane only). `deks.rk_account` = 1: the DEK's
+/// `rk_version`/`rk_wrapped` are a wrap by its account's ARK of that version (`ark:<n>` in the
+/// feed), not by the instance RK. `account_node_keys` are the X25519 keys nodes registered for
+/// one account each (never a node key, never shared), and `account_grants` the ARK versions
+/// sealed to them (replicated: an edge stores every account grant, opens its own).
+fn v12(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        ALTER TABLE deks ADD COLUMN rk_account INTEGER NOT NULL DEFAULT 0
+            CHECK (rk_account IN (0, 1));
+        CREATE TABLE account_replication_keys (
+            account_id BLOB    NOT NULL REFERENCES accounts (id) CHECK (length(account_id) = 16),
+            version    INTEGER NOT NULL CHECK (version > 0),
+            key_id     BLOB    NOT NULL CHECK (length(key_id) = 16),
+            kek_id     TEXT    NOT NULL,
+            wrapped    BLOB    NOT NULL,
+            created    INTEGER NOT NULL,
+            PRIMARY KEY (account_id, version)
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE account_node_keys (
+            account_id BLOB    NOT NULL CHECK (length(account_id) = 16),
+            node_id    BLOB    NOT NULL CHECK (length(node_id) = 16),
+            public_key BLOB    NOT NULL UNIQUE CHECK (length(public_key) = 32),
+            PRIMARY KEY (account_id, node_id)
+        ) STRICT, WITHOUT ROWID;
+        CREATE TABLE account_grants (
+            account_id  BLOB    NOT NULL CHECK (length(account_id) = 16),
+            node_id     BLOB    NOT NULL CHECK (length(node_id) = 16),
+            ark_version INTEGER NOT NULL CHECK (ark_version > 0),
+            ephemeral   BLOB    NOT NULL CHECK (length(ephemeral) = 32),
+            sealed      BLOB    NOT NULL,
+            PRIMARY KEY (account_id, node_id, ark_version)
+        ) STRICT, WITHOUT ROWID;
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,7 +653,26 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 11);
+        assert_eq!(SCHEMA_VERSION, 12);
+        let ark_deks: i64 = conn
+            .query_row("SELECT count(*) FROM deks WHERE rk_account != 0", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            ark_deks, 0,
+            "version 12: every existing DEK is under the instance RK"
+        );
+        for table in [
+            "account_replication_keys",
+            "account_node_keys",
+            "account_grants",
+        ] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0, "version 12 adds {table}, empty");
+        }
         let retired: i64 = conn
             .query_row("SELECT count(*) FROM retired_keks", [], |r| r.get(0))
             .unwrap();

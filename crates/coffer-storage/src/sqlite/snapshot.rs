@@ -31,6 +31,8 @@ const COUNT: &str = "SELECT
   + (SELECT count(*) FROM nodes WHERE revoked IS NULL)
   + 2 * (SELECT count(*) FROM nodes WHERE revoked IS NOT NULL)
   + (SELECT count(*) FROM node_grants AS g JOIN nodes AS n ON n.id = g.node_id
+     WHERE n.revoked IS NULL)
+  + (SELECT count(*) FROM account_grants AS g JOIN nodes AS n ON n.id = g.node_id
      WHERE n.revoked IS NULL)";
 
 /// Sends the whole snapshot on `out` (see `Storage::snapshot`).
@@ -93,8 +95,10 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
     )?;
     items.each(
         &tx,
-        // As for the instance keys: the RK wrap, never the KEK's.
-        "SELECT account_id, id, COALESCE('rk:' || rk_version, kek_id),
+        // As for the instance keys: the RK wrap (or the account's ARK wrap), never the KEK's.
+        "SELECT account_id, id,
+                CASE WHEN rk_account = 1 THEN 'ark:' || rk_version
+                     ELSE COALESCE('rk:' || rk_version, kek_id) END,
                 COALESCE(rk_wrapped, wrapped)
          FROM deks",
         [],
@@ -200,10 +204,24 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
             let grant = super::node_keys::grant_from_row(row)?;
             Ok(Change::NodeKeyGrant {
                 node_id: grant.node_id,
+                account_id: None,
                 rk_version: grant.rk_version,
                 ephemeral_public_hex: to_hex(grant.ephemeral_public),
                 sealed_hex: to_hex(&grant.sealed),
             })
+        },
+    )?;
+    // The account grants of the nodes in service, after the accounts they name.
+    items.each(
+        &tx,
+        "SELECT g.account_id, g.node_id, g.ark_version, g.ephemeral, g.sealed
+         FROM account_grants AS g JOIN nodes AS n ON n.id = g.node_id
+         WHERE n.revoked IS NULL ORDER BY g.account_id, g.node_id, g.ark_version",
+        [],
+        "snapshot account grants",
+        |row| {
+            let grant = super::account_keys::grant_from_row(row)?;
+            Ok(super::account_keys::grant_change(&grant))
         },
     )?;
     if items.sent != count {

@@ -202,6 +202,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
             })
         },
     )?;
+    super::account_keys::delete_account(cx, account)?;
     execute(
         cx,
         "DELETE FROM accounts WHERE id = ?1",
@@ -209,9 +210,9 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         "delete account",
         |_| None,
     )?;
-    // Its DEKs are destroyed with it: no retained entry may still carry one (the
-    // `AccountDeleted` below tells replicas to drop theirs).
-    super::lifecycle::compact_past(cx, deks, u64::MAX)?;
+    // Its DEKs are destroyed with it: no retained entry may still carry one, nor one of its
+    // account grants (the `AccountDeleted` below tells replicas to drop theirs).
+    super::lifecycle::compact_past_account(cx, account, deks, u64::MAX)?;
     cx.append(&Change::AccountDeleted {
         account_id: account,
     })
@@ -311,7 +312,18 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         // would reach the feed openable with what the revoked node held: the caller retries
         // with a new DEK. Also when the DEK is already stored (and so rewrapped): a value
         // written after the revocation must not be sealed under a DEK the revoked node had.
-        if super::node_keys::current_version(cx.conn)? != Some(rk.version) {
+        // An account with its own replication key (ARK) takes only DEKs its current version
+        // wraps: one under the instance RK (taken before the ARK was made) would reach the
+        // feed openable with keys that outlive the account.
+        let ark = super::account_keys::current_version(cx.conn, dek.account_id)?;
+        let current = if rk.ark {
+            ark
+        } else if ark.is_some() {
+            None
+        } else {
+            super::node_keys::current_version(cx.conn)?
+        };
+        if current != Some(rk.version) {
             return Err(StorageError::Conflict);
         }
     }
@@ -334,8 +346,9 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     }
     let inserted = execute(
         cx,
-        "INSERT INTO deks (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO deks
+             (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (id) DO NOTHING",
         params![
             dek.key.id.as_bytes(),
@@ -345,6 +358,7 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
             dek.key.created.unix_micros(),
             dek.rk.as_ref().map(|rk| rk.version),
             dek.rk.as_ref().map(|rk| &rk.wrapped),
+            dek.rk.as_ref().is_some_and(|rk| rk.ark),
         ],
         "put dek",
         |c| (c == Constraint::ForeignKey).then_some(StorageError::NotFound(Entity::Account)),
@@ -355,7 +369,7 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
     // from a caller that has no replication key: tests of storage alone).
     let (kek_id, wrapped) = match &dek.rk {
-        Some(rk) => (crate::rk_kek_id(rk.version), &rk.wrapped),
+        Some(rk) => (rk.kek_id(), &rk.wrapped),
         None => (dek.key.kek_id.clone(), &dek.key.wrapped),
     };
     cx.append(&Change::DekPut {

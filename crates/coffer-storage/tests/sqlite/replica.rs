@@ -22,7 +22,10 @@ use super::{World, deploy, id, new_secret, store_record, ts, world};
 // ---- moving snapshots ----
 
 /// Streams `from`'s snapshot straight into an install on `to` and commits it.
-async fn copy_snapshot(from: &SqliteStorage, to: &SqliteStorage) -> coffer_storage::Result<()> {
+pub(super) async fn copy_snapshot(
+    from: &SqliteStorage,
+    to: &SqliteStorage,
+) -> coffer_storage::Result<()> {
     let (tx, mut rx) = mpsc::channel(8);
     let consume = async {
         let Some(SnapshotPart::Header {
@@ -192,7 +195,7 @@ fn active_nodes(path: &Path) -> Vec<(Vec<u8>, String, Vec<u8>)> {
 }
 
 /// Entries chained onto `state`'s head, as an upstream would send them.
-fn chained(state: &LogState, changes: &[Change]) -> Vec<ChangeRecord> {
+pub(super) fn chained(state: &LogState, changes: &[Change]) -> Vec<ChangeRecord> {
     let (mut seq, mut prev) = (state.head_seq, state.head_hash);
     changes
         .iter()
@@ -471,7 +474,7 @@ async fn assert_same(source: &SqliteStorage, replica: &SqliteStorage, probe: &Pr
 
 // ---- the source ----
 
-fn key(tag: u8) -> WrappedKeyRecord {
+pub(super) fn key(tag: u8) -> WrappedKeyRecord {
     WrappedKeyRecord {
         id: DekId::from_bytes(id()),
         kek_id: format!("kek-{tag}"),
@@ -749,7 +752,7 @@ async fn more_writes(s: &SqliteStorage, fx: &Fixture, probe: &mut Probe) {
     raw_node_revoke(s.path(), fx.nodes[0]);
 }
 
-fn open(path: &Path) -> SqliteStorage {
+pub(super) fn open(path: &Path) -> SqliteStorage {
     SqliteStorage::open(path).unwrap()
 }
 

@@ -1,0 +1,496 @@
+//! Account replication keys (ARKs): the replication key of one account that has a KEK of its
+//! own, so that deleting the account shreds the wraps edges use too (docs/key-hierarchy.md,
+//! "Shredding an account").
+//!
+//! An ARK version is stored wrapped by the account's KEK alone (never the instance KEK), and
+//! the control plane holds the current version of each such account unwrapped. The account's
+//! DEKs are RK-wrapped by it (`ark:<n>`) instead of the instance RK, and it is granted only to
+//! the keys nodes registered for that account, each grant sealed to that key *and* the node's
+//! own key (so a node token alone, which is all a registration proves, captures nothing).
+//!
+//! A node's revocation rotates every ARK in the revocation's transaction (see
+//! `replication.rs`). An account whose rotation cannot be prepared (its KEK unavailable, or
+//! failing) is left out rather than failing the revocation: the others are rotated, the account
+//! is logged and audited, and its ARK leaves memory, so no DEK of it is made under the version
+//! the revoked node may hold. The rotation is then owed (storage:
+//! `accounts_owing_ark_rotation`) and made as soon as the account's KEK is back: at start, and
+//! at each pass of the DEK lifecycle job ([`Keyring::catch_up_account_rks`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use coffer_crypto::{
+    AccountGrantRecipient, DataKey, KekProvider, NodePublicKey, ark_purpose, ark_wrap,
+    seal_account_grant,
+};
+use coffer_storage::{
+    AccountGrant, AccountNodeKey, ArkRotation, AuditEntry, DekRecord, RkWrap, WrappedKeyRecord,
+};
+use coffer_types::{AccountId, TokenId};
+
+use super::{Keyring, dek_context, new_wrapped_key, open_wrapped_key};
+use crate::CoreError;
+use crate::service::audit::{Actorish, Details, Event, Target, build_entry};
+
+/// The audit action of an ARK rotation (made, deferred, or caught up).
+const ROTATE_ACTION: &str = "rotate_replication_key";
+
+#[derive(Debug, Clone)]
+pub(super) struct CurrentArk {
+    pub(super) version: u32,
+    pub(super) key: Arc<DataKey>,
+}
+
+#[derive(Debug, Default)]
+struct ArkMap {
+    current: HashMap<AccountId, CurrentArk>,
+    /// Accounts deleted in this process (ids are never reused). A revocation prepared before
+    /// a delete may install its new ARK version after the delete forgot the account: the
+    /// install must not bring the deleted account's key back into memory.
+    deleted: HashSet<AccountId>,
+}
+
+/// The current ARK of each account that has one and whose KEK opened it.
+#[derive(Debug, Default)]
+pub(crate) struct AccountArks {
+    map: RwLock<ArkMap>,
+}
+
+impl AccountArks {
+    pub(super) fn get(&self, account: AccountId) -> Option<CurrentArk> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .get(&account)
+            .cloned()
+    }
+
+    /// Makes `version` the account's current ARK in memory; nothing for a deleted account.
+    pub(super) fn set(&self, account: AccountId, version: u32, key: Arc<DataKey>) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.deleted.contains(&account) {
+            return;
+        }
+        map.current.insert(account, CurrentArk { version, key });
+    }
+
+    /// Drops the account's ARK from memory until it is opened again (its rotation is owed).
+    fn set_aside(&self, account: AccountId) {
+        self.map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .remove(&account);
+    }
+
+    /// Drops the deleted account's ARK for good.
+    pub(super) fn forget_deleted(&self, account: AccountId) {
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        map.current.remove(&account);
+        map.deleted.insert(account);
+    }
+}
+
+/// Opens ARK `version` of `account` from its wrap under the account's KEK.
+async fn open_ark(
+    kek: &Arc<dyn KekProvider>,
+    account: AccountId,
+    version: u32,
+    record: &WrappedKeyRecord,
+) -> Result<DataKey, CoreError> {
+    let what = format!("replication key version {version} of account {account}");
+    open_wrapped_key(kek, Some(account), ark_purpose(version), record, what).await
+}
+
+/// A new ARK version for `account`, and its wrap under the account's KEK as stored.
+async fn new_ark(
+    kek: &Arc<dyn KekProvider>,
+    account: AccountId,
+    version: u32,
+) -> Result<(DataKey, WrappedKeyRecord), CoreError> {
+    new_wrapped_key(kek, Some(account), ark_purpose(version)).await
+}
+
+/// Grants of ARK `version` to each of `keys` (the per-account key with the node's key), but
+/// `skip`'s.
+fn seal_grants(
+    keys: &[AccountNodeKey],
+    skip: Option<TokenId>,
+    account: AccountId,
+    version: u32,
+    ark: &DataKey,
+) -> Result<Vec<AccountGrant>, CoreError> {
+    let mut grants = Vec::new();
+    for key in keys.iter().filter(|k| Some(k.node_id) != skip) {
+        let (account_key, node_key) = (
+            NodePublicKey::parse(&key.account_key)?,
+            NodePublicKey::parse(&key.node_key)?,
+        );
+        let to = AccountGrantRecipient {
+            account_key: &account_key,
+            node_key: &node_key,
+        };
+        let grant = seal_account_grant(to, key.node_id, account, version, ark)?;
+        grants.push(AccountGrant {
+            account_id: account,
+            node_id: key.node_id,
+            ark_version: version,
+            ephemeral_public: grant.ephemeral_public,
+            sealed: grant.sealed,
+        });
+    }
+    Ok(grants)
+}
+
+/// An audit entry of the instance's own about `account`'s ARK.
+fn rotation_entry(
+    account: AccountId,
+    outcome: &'static str,
+    actor: &'static str,
+    node: Option<TokenId>,
+    version: u32,
+    reason: String,
+) -> Result<AuditEntry, CoreError> {
+    build_entry(
+        account,
+        Event {
+            action: ROTATE_ACTION,
+            outcome,
+            target: Target {
+                kind: "account_replication_key",
+                node_id: node,
+                ..Target::default()
+            },
+            details: Details {
+                replication_key_version: Some(version),
+                reason: Some(reason),
+                ..Details::default()
+            },
+            who: Actorish::Job(actor),
+        },
+    )
+}
+
+/// What a node's revocation does to the ARKs: the rotations prepared, and the accounts left
+/// out (with their audit entries, written in the revocation's transaction).
+pub(super) struct ArkRotations {
+    pub(super) rotations: Vec<(ArkRotation, DataKey)>,
+    pub(super) deferred: Vec<AuditEntry>,
+}
+
+impl Keyring {
+    /// Opens `account`'s current ARK with `kek` (the account's own KEK), or makes its first
+    /// version (granted to the keys nodes registered for the account), which retires the
+    /// account's DEKs made under the instance RK: the lifecycle job re-seals their values onto
+    /// DEKs the ARK wraps and destroys them. A version a revocation could not rotate (owed) is
+    /// rotated first. Called when the account gets its KEK (before the KEK is put in use), at
+    /// start, and by [`Keyring::catch_up_account_rks`].
+    pub(crate) async fn ensure_account_rk(
+        &self,
+        account: AccountId,
+        kek: Arc<dyn KekProvider>,
+    ) -> Result<(), CoreError> {
+        let repl = self.replication()?;
+        let _ops = repl.ops.lock().await;
+        let stored = self
+            .storage
+            .account_replication_key_versions(account)
+            .await?
+            .pop();
+        let (version, key) = match stored {
+            Some((version, record)) => {
+                let key = open_ark(&kek, account, version, &record).await?;
+                let owed = self
+                    .storage
+                    .accounts_owing_ark_rotation()
+                    .await?
+                    .contains(&account);
+                if owed {
+                    self.rotate_owed(account, &kek, version, key).await?
+                } else {
+                    (version, key)
+                }
+            }
+            None => {
+                let (key, record) = new_ark(&kek, account, 1).await?;
+                let keys = self.storage.account_node_keys(account).await?;
+                let grants = seal_grants(&keys, None, account, 1, &key)?;
+                self.storage
+                    .put_account_replication_key(account, 1, record, grants, &[])
+                    .await?;
+                tracing::info!(account = %account, "account replication key made; the account's DEKs under the instance replication key are retired");
+                (1, key)
+            }
+        };
+        self.arks.set(account, version, Arc::new(key));
+        // Its DEK in use was made under the instance RK (or an older ARK version): the next
+        // seal makes one under the ARK's current version.
+        self.lock_active().remove(&account);
+        Ok(())
+    }
+
+    /// Makes the rotation a revocation owed `account` (its current `version` was granted to a
+    /// node since revoked): the next version, granted to the keys of the nodes in service, and
+    /// every ARK-wrapped DEK of the account rewrapped under it (and retired), audited.
+    async fn rotate_owed(
+        &self,
+        account: AccountId,
+        kek: &Arc<dyn KekProvider>,
+        version: u32,
+        key: DataKey,
+    ) -> Result<(u32, DataKey), CoreError> {
+        let current = CurrentArk {
+            version,
+            key: Arc::new(key),
+        };
+        let deks = self.storage.list_deks().await?;
+        let (rotation, next) = self
+            .prepare_ark_rotation(account, kek, &current, None, &deks)
+            .await?;
+        let next_version = rotation.version;
+        let entry = rotation_entry(
+            account,
+            "success",
+            "account replication key catch-up",
+            None,
+            next_version,
+            "owed by a node revocation that could not rotate it".into(),
+        )?;
+        self.storage
+            .rotate_account_replication_key(rotation, &[entry])
+            .await?;
+        tracing::info!(account = %account, version = next_version, "account replication key rotated: the rotation a node revocation owed it is made");
+        Ok((next_version, next))
+    }
+
+    /// Opens the ARK of every account whose KEK is available but whose ARK is not in memory (a
+    /// KEK that was unavailable at start, a rotation a revocation had to leave out), making the
+    /// rotations owed first. Run by each pass of the DEK lifecycle job; an account that still
+    /// fails is logged and tried again at the next pass.
+    pub(crate) async fn catch_up_account_rks(&self) -> Result<(), CoreError> {
+        if self.replication.is_none() {
+            return Ok(());
+        }
+        let owed = self.storage.accounts_owing_ark_rotation().await?;
+        for (account, _, _) in self.storage.account_replication_keys().await? {
+            if self.arks.get(account).is_some() && !owed.contains(&account) {
+                continue;
+            }
+            // Still unavailable: it was logged when it became so.
+            let Some(Ok(kek)) = self.account_keks().provider(account) else {
+                continue;
+            };
+            if let Err(e) = self.ensure_account_rk(account, kek).await {
+                tracing::warn!(account = %account, error = %e, "the account's replication key cannot be opened or rotated yet; its values cannot be written meanwhile");
+            }
+        }
+        Ok(())
+    }
+
+    /// `key`'s wrap by `account`'s current ARK, if it has one in memory.
+    pub(super) fn ark_wrap(
+        &self,
+        account: AccountId,
+        key: &DataKey,
+        ctx: &coffer_crypto::DekContext<'_>,
+    ) -> Result<Option<RkWrap>, CoreError> {
+        let Some(current) = self.arks.get(account) else {
+            return Ok(None);
+        };
+        let wrapped = ark_wrap(&current.key, current.version, key, ctx)?;
+        Ok(Some(RkWrap {
+            version: current.version,
+            wrapped: wrapped.bytes,
+            ark: true,
+        }))
+    }
+
+    /// For an account that has an ARK in memory, or a DEK wrapped by one: whether `record` is
+    /// wrapped by the account's current ARK version (a DEK that may seal). `None`: neither, so
+    /// the instance RK decides (`made_under_current_rk`). An ARK-wrapped DEK of an account whose
+    /// ARK is not in memory (set aside while a rotation is owed) is never current.
+    pub(super) fn is_under_current_ark(&self, record: &DekRecord) -> Option<bool> {
+        let current = self.arks.get(record.account_id);
+        match (&record.rk, current) {
+            (Some(rk), Some(current)) => Some(rk.ark && rk.version == current.version),
+            (_, Some(_)) => Some(false),
+            (Some(rk), None) if rk.ark => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The current ARK version of `account` (`None`: it has none in memory).
+    pub fn account_replication_key_version(&self, account: AccountId) -> Option<u32> {
+        self.arks.get(account).map(|c| c.version)
+    }
+
+    /// Drops the deleted `account`'s ARK from memory, for good (see [`ArkMap::deleted`]).
+    pub(crate) fn forget_deleted_account_rk(&self, account: AccountId) {
+        self.arks.forget_deleted(account);
+    }
+
+    /// Records `public` as `node`'s key for `account` and grants it the account's current ARK
+    /// (if it has one), sealed to that key and the node's own key together; `audit` is written
+    /// with it. `Ok(false)`: this very key was registered before. A node without a node key yet
+    /// answers `InvalidNodeKey`; an account whose ARK exists but could not be opened (its KEK
+    /// unavailable) `AccountKekUnavailable`.
+    pub(crate) async fn register_account_node_key(
+        &self,
+        node: TokenId,
+        account: AccountId,
+        public: &NodePublicKey,
+        audit: &[AuditEntry],
+    ) -> Result<bool, CoreError> {
+        let repl = self.replication()?;
+        let _ops = repl.ops.lock().await;
+        // Checked here for a clear answer, and again by storage in the write (a node key, once
+        // registered, never changes).
+        let node_key = self
+            .storage
+            .node_public_keys()
+            .await?
+            .into_iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, key)| key)
+            .ok_or(CoreError::InvalidNodeKey(NO_NODE_KEY))?;
+        if node_key == *public.as_bytes() {
+            return Err(CoreError::NodeKeyConflict);
+        }
+        let grant = match self.arks.get(account) {
+            Some(current) => {
+                let keys = [AccountNodeKey {
+                    node_id: node,
+                    account_key: *public.as_bytes(),
+                    node_key,
+                }];
+                seal_grants(&keys, None, account, current.version, &current.key)?.pop()
+            }
+            None => {
+                if let Some(kek_id) = self.account_keks().kek_id(account) {
+                    return Err(crate::account_kek::AccountKeks::unavailable(
+                        account, &kek_id,
+                    ));
+                }
+                None
+            }
+        };
+        let recorded = self
+            .storage
+            .register_account_node_key(node, account, *public.as_bytes(), grant, audit)
+            .await
+            .map_err(|e| match e {
+                coffer_storage::StorageError::NotFound(coffer_storage::Entity::NodeKey) => {
+                    CoreError::InvalidNodeKey(NO_NODE_KEY)
+                }
+                other => other.into(),
+            })?;
+        Ok(recorded)
+    }
+
+    /// One account's ARK rotation: version `current.version + 1` wrapped by `kek`, granted to
+    /// the account keys of the nodes in service but `revoked`, and every ARK-wrapped DEK of the
+    /// account among `deks` rewrapped under it.
+    async fn prepare_ark_rotation(
+        &self,
+        account: AccountId,
+        kek: &Arc<dyn KekProvider>,
+        current: &CurrentArk,
+        revoked: Option<TokenId>,
+        deks: &[DekRecord],
+    ) -> Result<(ArkRotation, DataKey), CoreError> {
+        let version = current.version.checked_add(1).ok_or_else(|| {
+            CoreError::Internal("account replication key versions are used up".into())
+        })?;
+        let (next, key) = new_ark(kek, account, version).await?;
+        let keys = self.storage.account_node_keys(account).await?;
+        let grants = seal_grants(&keys, revoked, account, version, &next)?;
+        let mut rewrapped = Vec::new();
+        for record in deks
+            .iter()
+            .filter(|d| d.account_id == account && d.rk.as_ref().is_some_and(|rk| rk.ark))
+        {
+            let ctx = dek_context(account, record.key.id);
+            let dek = self
+                .dek_to_rewrap(record, true, (current.version, &current.key))
+                .await?;
+            rewrapped.push((record.key.id, ark_wrap(&next, version, &dek, &ctx)?.bytes));
+        }
+        Ok((
+            ArkRotation {
+                account_id: account,
+                version,
+                key,
+                grants,
+                deks: rewrapped,
+            },
+            next,
+        ))
+    }
+
+    /// The ARK rotations of `revoked`'s revocation: one per account with a stored ARK. An
+    /// account whose rotation cannot be prepared (its KEK unavailable or failing, a DEK that
+    /// does not open) is left out, so that one account cannot stop or roll back the others': it
+    /// is logged, gets an audit entry in its own log (written with the revocation), and its
+    /// ARK leaves memory until the owed rotation is made (see the module comment).
+    pub(super) async fn prepare_ark_rotations(
+        &self,
+        revoked: TokenId,
+        deks: &[DekRecord],
+    ) -> Result<ArkRotations, CoreError> {
+        let mut out = ArkRotations {
+            rotations: Vec::new(),
+            deferred: Vec::new(),
+        };
+        // Storage's list, not memory's: an account deleted meanwhile is not in it.
+        for (account, version, _) in self.storage.account_replication_keys().await? {
+            let prepared = match (
+                self.arks.get(account),
+                self.account_keks().provider(account),
+            ) {
+                (Some(current), Some(Ok(kek))) => {
+                    self.prepare_ark_rotation(account, &kek, &current, Some(revoked), deks)
+                        .await
+                }
+                (_, Some(Err(e))) => Err(e),
+                (None, Some(Ok(_))) => Err(CoreError::Unavailable(
+                    "its replication key is not open (its KEK failed earlier)".into(),
+                )),
+                (_, None) => Err(CoreError::Unavailable(
+                    "no KEK of its own is loaded for it".into(),
+                )),
+            };
+            match prepared {
+                Ok(rotation) => out.rotations.push(rotation),
+                Err(e) => {
+                    // No DEK of the account is made under the version the revoked node may
+                    // hold, from before the revocation commits.
+                    self.arks.set_aside(account);
+                    tracing::error!(account = %account, node = %revoked, version, error = %e, "the account's replication key cannot be rotated by this revocation: its values cannot be written until its KEK is back, and then it is rotated");
+                    out.deferred.push(rotation_entry(
+                        account,
+                        "failure",
+                        "node revocation",
+                        Some(revoked),
+                        version,
+                        format!("not rotated: {e}; rotated once its KEK is available"),
+                    )?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Installs the ARK versions a committed revocation made (never for an account deleted
+    /// meanwhile: see [`AccountArks::set`]).
+    pub(super) fn install_ark_rotations(&self, done: Vec<(AccountId, u32, DataKey)>) {
+        for (account, version, key) in done {
+            self.arks.set(account, version, Arc::new(key));
+        }
+    }
+}
+
+const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): an account key's grants are sealed to both keys, so register the node key first";
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! Account replication keys in the keyring: a revocation rotates what it can and owes the
+//! rest, a deleted account's key stays forgotten, and an account with a KEK of its own never
+//! seals under a DEK its replication key does not wrap.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use coffer_crypto::{
+    CryptoError, DekContext, FileKek, Grant, KekId, NodeKey, WrappedDataKey, ark_unwrap, random_id,
+};
+use coffer_storage::{AccountRecord, NodeRecord, SqliteStorage, Storage};
+use coffer_types::{AccountId, Timestamp, TokenId};
+
+use super::*;
+use crate::DekPolicy;
+use crate::account_kek::AccountKekInfo;
+
+/// An account KEK that fails every call while `failing` is set (a token object gone missing,
+/// a key file that cannot be read).
+#[derive(Debug)]
+struct FlakyKek {
+    inner: FileKek,
+    failing: AtomicBool,
+}
+
+impl KekProvider for FlakyKek {
+    fn current_kek_id(&self) -> KekId {
+        self.inner.current_kek_id()
+    }
+
+    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(CryptoError::KeyUnavailable(
+                "the test's KEK is failing".into(),
+            ));
+        }
+        self.inner.wrap(key, ctx)
+    }
+
+    fn unwrap(
+        &self,
+        wrapped: &WrappedDataKey,
+        ctx: &DekContext<'_>,
+    ) -> Result<DataKey, CryptoError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(CryptoError::KeyUnavailable(
+                "the test's KEK is failing".into(),
+            ));
+        }
+        self.inner.unwrap(wrapped, ctx)
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    storage: Arc<dyn Storage>,
+    keys: Keyring,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    storage.ensure_cluster_id().await.unwrap();
+    let keys = Keyring::open(kek, storage.clone(), DekPolicy::default())
+        .await
+        .unwrap();
+    Fixture { dir, storage, keys }
+}
+
+impl Fixture {
+    async fn account(&self, name: &str) -> AccountId {
+        let id = AccountId::from_bytes(random_id());
+        self.storage
+            .create_account(
+                AccountRecord {
+                    id,
+                    name: name.into(),
+                    created: Timestamp::now(),
+                    secrets_quota: None,
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Gives `account` a KEK of its own (registered, and its ARK made).
+    async fn own_kek(&self, account: AccountId, name: &str) -> Arc<FlakyKek> {
+        let kek = Arc::new(FlakyKek {
+            inner: FileKek::create(&self.dir.path().join(name)).unwrap(),
+            failing: AtomicBool::new(false),
+        });
+        self.keys
+            .ensure_account_rk(account, kek.clone())
+            .await
+            .unwrap();
+        let info = AccountKekInfo {
+            kek_id: kek.current_kek_id(),
+            provider: "file".into(),
+            location: name.into(),
+        };
+        self.keys
+            .account_keks()
+            .insert(account, info, Ok(kek.clone() as Arc<dyn KekProvider>));
+        kek
+    }
+
+    /// A node with a node key registered; its keys.
+    async fn node(&self, name: &str) -> (TokenId, NodeKey) {
+        let id = TokenId::from_bytes(random_id());
+        self.storage
+            .create_node(
+                NodeRecord {
+                    id,
+                    name: name.into(),
+                    hash: [7; 32],
+                    created: Timestamp::now(),
+                    revoked: None,
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        let key = NodeKey::create(&self.dir.path().join(format!("{name}.node"))).unwrap();
+        self.keys
+            .register_node_key(id, key.public_key(), &[])
+            .await
+            .unwrap();
+        (id, key)
+    }
+
+    /// `node`'s key for `account`, registered.
+    async fn account_key(&self, node: TokenId, account: AccountId, name: &str) -> NodeKey {
+        let key = NodeKey::create(&self.dir.path().join(format!("{name}.account"))).unwrap();
+        assert!(
+            self.keys
+                .register_account_node_key(node, account, key.public_key(), &[])
+                .await
+                .unwrap()
+        );
+        key
+    }
+
+    /// Seals one value of `account` and stores its DEK, as a write would.
+    async fn seal(&self, account: AccountId) -> DekRecord {
+        let key = self.keys.sealing_key(account).await.unwrap();
+        if self.storage.get_dek(key.id).await.unwrap().is_none() {
+            self.storage.put_dek(key.record.clone()).await.unwrap();
+        }
+        key.record
+    }
+
+    /// ARK `version` of `account` as `node` opens it from its grant with both of its keys.
+    async fn granted(
+        &self,
+        account: AccountId,
+        version: u32,
+        node: TokenId,
+        keys: (&NodeKey, &NodeKey),
+    ) -> Option<DataKey> {
+        let grants = self.storage.account_grants(account, version).await.unwrap();
+        let grant = grants.iter().find(|g| g.node_id == node)?;
+        let grant = Grant {
+            ephemeral_public: grant.ephemeral_public,
+            sealed: grant.sealed.clone(),
+        };
+        keys.0
+            .open_account_grant(keys.1, node, account, version, &grant)
+            .ok()
+    }
+
+    async fn stored_version(&self, account: AccountId) -> u32 {
+        self.storage
+            .account_replication_key_versions(account)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .0
+    }
+}
+
+/// One account's KEK failing during a revocation neither stops it nor rolls back the other
+/// accounts' rotations; the failing account writes nothing meanwhile, is audited, and is
+/// rotated (with grants to the remaining node only) once its KEK works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_is_back() {
+    let f = fixture().await;
+    let (healthy, flaky) = (f.account("healthy").await, f.account("flaky").await);
+    f.own_kek(healthy, "healthy.kek").await;
+    let flaky_kek = f.own_kek(flaky, "flaky.kek").await;
+    let (n, n_key) = f.node("n").await;
+    let (m, m_key) = f.node("m").await;
+    for account in [healthy, flaky] {
+        f.account_key(n, account, &format!("n-{account}")).await;
+    }
+    let m_flaky = f.account_key(m, flaky, "m-flaky").await;
+    f.account_key(m, healthy, "m-healthy").await;
+    let sealed = f.seal(flaky).await;
+    f.seal(healthy).await;
+
+    flaky_kek.failing.store(true, Ordering::SeqCst);
+    f.keys
+        .revoke_node(n, Timestamp::now(), &[])
+        .await
+        .expect("one account's failing KEK does not stop the revocation");
+    assert_eq!(f.stored_version(healthy).await, 2, "rotated");
+    assert_eq!(f.keys.account_replication_key_version(healthy), Some(2));
+    assert_eq!(f.stored_version(flaky).await, 1, "left out");
+    assert_eq!(
+        f.storage.accounts_owing_ark_rotation().await.unwrap(),
+        vec![flaky]
+    );
+    // Nothing of it is written under the version the revoked node holds.
+    assert_eq!(f.keys.account_replication_key_version(flaky), None);
+    flaky_kek.failing.store(false, Ordering::SeqCst);
+    assert!(f.keys.sealing_key(flaky).await.is_err());
+    let audit = f.storage.audit_entries(flaky, 0, 100).await.unwrap();
+    let deferred = audit
+        .iter()
+        .find(|r| r.entry.action == ROTATE_ACTION)
+        .expect("the left-out rotation is audited in the account's log");
+    assert_eq!(deferred.entry.outcome, "failure");
+    let payload = String::from_utf8(deferred.entry.payload.clone()).unwrap();
+    assert!(payload.contains(&n.to_string()), "{payload}");
+
+    // The next catch-up (the lifecycle job's pass) makes the owed rotation.
+    f.keys.catch_up_account_rks().await.unwrap();
+    assert_eq!(f.stored_version(flaky).await, 2);
+    assert_eq!(f.keys.account_replication_key_version(flaky), Some(2));
+    assert!(
+        f.storage
+            .accounts_owing_ark_rotation()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let next = f
+        .granted(flaky, 2, m, (&m_flaky, &m_key))
+        .await
+        .expect("the remaining node is granted the new version");
+    assert!(
+        f.storage
+            .account_grants(flaky, 2)
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.node_id != n),
+        "the revoked node is granted nothing"
+    );
+    assert!(f.granted(flaky, 2, n, (&m_flaky, &n_key)).await.is_none());
+    let rewrapped = f.storage.get_dek(sealed.key.id).await.unwrap().unwrap();
+    let rk = rewrapped.rk.unwrap();
+    assert!(rk.ark && rk.version == 2, "{rk:?}");
+    ark_unwrap(&next, 2, &rk.wrapped, &dek_context(flaky, sealed.key.id)).unwrap();
+    let caught_up = f
+        .storage
+        .audit_entries(flaky, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == ROTATE_ACTION)
+        .map(|r| r.entry.outcome)
+        .collect::<Vec<_>>();
+    assert_eq!(caught_up, ["failure", "success"]);
+    // It writes again, under the new version.
+    let after = f.seal(flaky).await;
+    assert_eq!(after.rk.map(|rk| (rk.ark, rk.version)), Some((true, 2)));
+}
+
+/// A revocation prepared while an account is being deleted neither fails on the deleted
+/// account nor brings its replication key back into memory after the delete forgot it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_is_not_rotated_nor_brought_back_by_a_revocation() {
+    let f = fixture().await;
+    let (gone, kept) = (f.account("gone").await, f.account("kept").await);
+    f.own_kek(gone, "gone.kek").await;
+    f.own_kek(kept, "kept.kek").await;
+    let (n, _) = f.node("n").await;
+    f.node("m").await;
+    f.account_key(n, gone, "n-gone").await;
+    f.seal(gone).await;
+    // The delete has committed; the process has not forgotten the key yet.
+    f.storage.delete_account(gone, &[]).await.unwrap();
+    f.keys
+        .revoke_node(n, Timestamp::now(), &[])
+        .await
+        .expect("a deleted account is not part of the rotation");
+    assert_eq!(f.stored_version(kept).await, 2);
+    // A rotation's install after the delete's forget: the key stays forgotten.
+    f.keys.forget_account(gone);
+    f.keys
+        .install_ark_rotations(vec![(gone, 3, DataKey::generate())]);
+    assert_eq!(f.keys.account_replication_key_version(gone), None);
+}
+
+/// An account whose KEK is in use but whose replication key is not open makes no DEK: one
+/// under the instance RK would outlive the account's deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_kek_without_its_replication_key_seals_nothing() {
+    let f = fixture().await;
+    let account = f.account("a").await;
+    let kek = Arc::new(FlakyKek {
+        inner: FileKek::create(&f.dir.path().join("a.kek")).unwrap(),
+        failing: AtomicBool::new(false),
+    });
+    let info = AccountKekInfo {
+        kek_id: kek.current_kek_id(),
+        provider: "file".into(),
+        location: "a.kek".into(),
+    };
+    f.keys
+        .account_keks()
+        .insert(account, info, Ok(kek.clone() as Arc<dyn KekProvider>));
+    let err = f.keys.sealing_key(account).await.unwrap_err();
+    assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
+    assert!(f.storage.latest_dek(account).await.unwrap().is_none());
+    f.keys.ensure_account_rk(account, kek).await.unwrap();
+    let record = f.seal(account).await;
+    assert_eq!(record.rk.map(|rk| (rk.ark, rk.version)), Some((true, 1)));
+}
