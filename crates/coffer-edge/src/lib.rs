@@ -579,8 +579,9 @@ impl Edge {
         if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
             tracing::error!(error = %e, "cannot mark the data dir as revoked");
         }
-        // The node key stays: it opens only grants this node had, and the control plane
-        // rotated the replication key when it revoked the node.
+        // The node key and the per-account keys (`account-keys/`) stay: they open only grants
+        // this node had, and the control plane rotated the replication key and every
+        // account's ARK when it revoked the node.
         tracing::error!(
             %reason,
             "edge revoked: it serves nothing more and its replica is deleted; what it held opens nothing written from now on (the control plane rotated the replication key)"
