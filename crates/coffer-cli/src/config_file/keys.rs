@@ -3,9 +3,11 @@
 //!
 //! A derived `Deserialize` of a struct names its fields when it asks for a struct
 //! (`deserialize_struct`); [`Probe`] is a deserializer that records those names and offers one
-//! field at a time, so that a field holding a table shows its own fields too. No value is ever
-//! produced: a field that is not a table fails its pass, which only ends that pass. One level of
-//! tables is explored, which is all a config file has.
+//! field at a time, so that a field holding a table shows its own fields too. A value that is
+//! not a table is asked for through its type's visitor, whose words (serde's "path string" for
+//! a `PathBuf`) tell the path keys apart. No value is ever produced: a field that is not a
+//! table fails its pass, which only ends that pass. One level of tables is explored, which is
+//! all a config file has.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -89,9 +91,9 @@ pub fn keys_of<T: DeserializeOwned>() -> Vec<Key> {
     keys
 }
 
-#[cfg(test)]
 /// The keys of `T` whose value is a path (a `PathBuf` field): the ones whose relative paths are
 /// relative to the file, as their flags' value hints say (a test keeps the two in step).
+#[cfg(test)]
 pub fn paths_of<T: DeserializeOwned>() -> Vec<Key> {
     keys_of::<T>()
         .into_iter()
