@@ -125,6 +125,14 @@ pub fn parse(text: &str, format: Format) -> Result<Config, Problems> {
     check(&root)
 }
 
+/// `text` cut to `max` characters, `…` marking the cut: how a value is repeated in a message.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// `line L, column C: message`, from a byte offset.
 pub(crate) fn at(text: &str, offset: usize, message: &str) -> String {
     format!("{}: {}", place(text, offset), one_line(message))
@@ -216,11 +224,7 @@ impl Value {
     fn echo(&self) -> String {
         let mut out = String::new();
         self.stringify(&mut out);
-        if out.chars().count() > ECHO_MAX_CHARS {
-            out = out.chars().take(ECHO_MAX_CHARS).collect();
-            out.push('…');
-        }
-        out
+        clip(&out, ECHO_MAX_CHARS)
     }
 
     fn stringify(&self, out: &mut String) {

@@ -26,9 +26,17 @@ const SETTING_VARS: [&str; 9] = [
     "COFFER_TRUSTED_PROXIES",
 ];
 
+/// Writes a file that only its owner may change (0644, whatever the umask): config files that
+/// others may write are refused.
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    write_mode(dir, name, text, 0o644)
+}
+
+fn write_mode(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     path
 }
 
@@ -241,6 +249,14 @@ fn bad_config_files_stop_the_start_with_one_line() {
             "[log]\nformat = \"yaml\"\n",
             "line 2, column 1: key `log.format`: invalid value \"yaml\"",
         ),
+        (
+            "[tls]\ncert = \"cert.pem\"\nkey = \"\"\"-----BEGIN PRIVATE KEY-----\nMIIE1234\n-----END PRIVATE KEY-----\"\"\"\n",
+            "line 3, column 7: key `tls.key`: its value looks like a PEM block",
+        ),
+        (
+            "[tls]\ncert = \"cert.pem\"\nkey = \"1234-pasted-by-mistake\"\n",
+            "line 3, column 1: key `tls.key`: names no file",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let file = write(tmp.path(), &format!("bad-{i}.toml"), text);
@@ -276,7 +292,7 @@ fn config_check_says_ok_or_the_problem() {
     write(tmp.path(), "cert.pem", "x");
     write(tmp.path(), "key.pem", "x");
     write(tmp.path(), "ca.pem", "x");
-    write(tmp.path(), "token", "coffernode_x\n");
+    write_mode(tmp.path(), "token", "coffernode_x\n", 0o600);
     std::fs::create_dir(tmp.path().join("data")).unwrap();
     let server = write(
         tmp.path(),
@@ -341,7 +357,7 @@ fn an_edge_starts_from_a_config_file_with_its_token_in_a_file() {
         .ok()
         .json();
     let token = node["node_token"].as_str().unwrap();
-    write(tmp.path(), "node-token", &format!("{token}\n"));
+    write_mode(tmp.path(), "node-token", &format!("{token}\n"), 0o600);
     let file = write(
         tmp.path(),
         "edge.toml",
@@ -368,4 +384,82 @@ fn an_edge_starts_from_a_config_file_with_its_token_in_a_file() {
     }
     assert!(tmp.path().join("edge/node.key").exists(), "{}", edge.log());
     assert!(!edge.log().contains(token), "the node token is not logged");
+}
+
+#[test]
+fn a_config_file_others_may_write_stops_the_start_and_the_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_mode(
+        tmp.path(),
+        "coffer.toml",
+        "listen = \"127.0.0.1:0\"\n",
+        0o664,
+    );
+    let mut cmd = with_config("server", &file);
+    cmd.arg("--data-dir").arg(tmp.path());
+    let line = run(cmd, None).one_error_line(2).to_owned();
+    assert_eq!(
+        line,
+        format!(
+            "error: {}: has mode 664, which lets group or others write it (and so redirect an edge's upstream and collect its token); restrict it with `chmod go-w {}`",
+            file.display(),
+            file.display()
+        )
+    );
+    let mut cmd = coffer_cmd();
+    cmd.args(["config", "check", "--config"]).arg(&file);
+    assert_eq!(run(cmd, None).one_error_line(2), line);
+}
+
+#[test]
+fn config_check_and_the_edge_agree_on_upstreams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write(
+        tmp.path(),
+        "edge.toml",
+        "upstream = [\"http://192.0.2.1:8080\"]\ndata-dir = \"edge\"\n",
+    );
+    let mut cmd = coffer_cmd();
+    cmd.args(["config", "check", "--for", "edge", "--config"])
+        .arg(&file);
+    let line = run(cmd, None).one_error_line(2).to_owned();
+    assert!(
+        line.ends_with("key `upstream`: upstream \"http://192.0.2.1:8080\" is plain HTTP to a non-loopback host: use https://, or give --insecure-http-upstream to allow it"),
+        "{line}"
+    );
+    // The start says the same, before it needs a node token.
+    let mut cmd = with_config("edge", &file);
+    cmd.env("COFFER_NODE_TOKEN", "coffernode_x");
+    assert_eq!(run(cmd, None).one_error_line(2), line);
+}
+
+#[test]
+fn a_node_token_file_others_may_read_stops_the_edge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = write_mode(tmp.path(), "node-token", "coffernode_s3cret\n", 0o644);
+    let file = write(
+        tmp.path(),
+        "edge.toml",
+        "upstream = [\"http://127.0.0.1:9\"]\nnode-token-file = \"node-token\"\ndata-dir = \"edge\"\n",
+    );
+    let line = run(with_config("edge", &file), None)
+        .one_error_line(2)
+        .to_owned();
+    assert!(
+        line.starts_with(&format!(
+            "error: the node token file {} has mode 644",
+            token.display()
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("s3cret"), "{line}");
+    std::fs::write(&token, "").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let line = run(with_config("edge", &file), None)
+        .one_error_line(2)
+        .to_owned();
+    assert_eq!(
+        line,
+        format!("error: the node token file {} is empty", token.display())
+    );
 }

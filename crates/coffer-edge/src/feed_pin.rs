@@ -35,11 +35,11 @@ pub(crate) fn load(dir: &Path) -> Result<Option<FeedKey>, EdgeError> {
             ));
         }
     };
-    FeedKey::parse(&text).map(Some).map_err(|_| {
+    FeedKey::parse(&text).map(Some).map_err(|e| {
         data_dir_error(
             dir,
             format!(
-                "{FEED_KEY_FILE} is not a feed key (64 hex digits); restore it, or give the data dir up (an edge pins the key once)"
+                "{FEED_KEY_FILE} is not a feed key ({e}); restore it, or give the data dir up (an edge pins the key once)"
             ),
         )
     })

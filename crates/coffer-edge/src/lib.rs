@@ -48,7 +48,7 @@ use zeroize::Zeroizing;
 use crate::serving::{Front, Serving};
 use crate::upstream::Upstreams;
 
-pub use coffer_replication::sign::FeedKey;
+pub use coffer_replication::sign::{BadFeedKey, FeedKey};
 pub use status::EdgeStatus;
 pub use upstream::{ClientError, SnapshotBounds};
 
@@ -590,14 +590,16 @@ impl Edge {
 }
 
 /// Refuses upstream URLs an edge cannot or should not use; warns about plain HTTP off this
-/// machine (the node token would cross the network in clear).
-fn check_upstreams(urls: &[String], insecure_http_upstream: bool) -> Result<(), EdgeError> {
+/// machine (the node token would cross the network in clear). `coffer config check` runs it
+/// on a config file's upstreams too, so the check and the start agree. An error names the URL
+/// without any credentials it carries, and cut to [`URL_ECHO_MAX_CHARS`].
+pub fn check_upstreams(urls: &[String], insecure_http_upstream: bool) -> Result<(), EdgeError> {
     if urls.is_empty() {
         return Err(EdgeError::NoUpstream);
     }
     for url in urls {
         let bad = |problem| EdgeError::BadUpstream {
-            url: url.clone(),
+            url: shown_url(url),
             problem,
         };
         let rest = url
@@ -615,7 +617,9 @@ fn check_upstreams(urls: &[String], insecure_http_upstream: bool) -> Result<(), 
         }
         if url.starts_with("http://") && !is_loopback_host(host) {
             if !insecure_http_upstream {
-                return Err(EdgeError::PlainHttpUpstream { url: url.clone() });
+                return Err(EdgeError::PlainHttpUpstream {
+                    url: shown_url(url),
+                });
             }
             tracing::warn!(
                 upstream = %url,
@@ -624,6 +628,24 @@ fn check_upstreams(urls: &[String], insecure_http_upstream: bool) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Longest rendering of an upstream URL in an error, in characters.
+const URL_ECHO_MAX_CHARS: usize = 100;
+
+/// `url` as an error names it: credentials (`user:secret@`) replaced by `…@`, cut to
+/// [`URL_ECHO_MAX_CHARS`].
+fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let shown = match rest[..end].rfind('@') {
+        Some(at) if !scheme.is_empty() => format!("{scheme}://…{}", &rest[at..]),
+        _ => url.to_owned(),
+    };
+    match shown.char_indices().nth(URL_ECHO_MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &shown[..cut]),
+        None => shown,
+    }
 }
 
 /// Refuses a data dir whose edge was revoked (it left a marker when it discarded its replica).
@@ -733,6 +755,22 @@ mod tests {
             Err(EdgeError::PlainHttpUpstream { .. })
         ));
         assert!(check_upstreams(&mixed, true).is_ok());
+    }
+
+    #[test]
+    fn an_upstream_error_names_the_url_without_its_credentials_and_cut_short() {
+        let refused = check_upstreams(&["https://edge:coffernode_s3cret@cp.example".into()], false)
+            .unwrap_err();
+        let shown = refused.to_string();
+        assert!(shown.contains("carries credentials"), "{shown}");
+        assert!(shown.contains("https://…@cp.example"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let long = format!("ftp://{}", "a".repeat(5000));
+        let shown = check_upstreams(&[long], false).unwrap_err().to_string();
+        assert!(shown.len() < 300, "{shown}");
+        let long = format!("http://{}.example", "b".repeat(5000));
+        let shown = check_upstreams(&[long], false).unwrap_err().to_string();
+        assert!(shown.len() < 300, "{shown}");
     }
 
     #[test]

@@ -3,9 +3,6 @@
 //! argument, never written anywhere by Coffer.
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -98,52 +95,15 @@ impl Pin {
     }
 }
 
-/// Reads a PIN file: private to its owner (like the KEK file), at most [`MAX_PIN_FILE`] bytes,
-/// UTF-8, one trailing newline dropped.
+/// Reads a PIN file by the rules of every secret file ([`crate::read_secret_file`]): private
+/// to its owner (like the KEK file), a regular file, at most [`MAX_PIN_FILE`] bytes, UTF-8, one
+/// trailing newline dropped.
 fn read_pin_file(path: &Path) -> Result<Pin, HsmError> {
-    let shown = path.display();
-    let fail = |what: String| HsmError::Pin(format!("PIN file {shown} (pin-source): {what}"));
-    // Checked before it is opened: opening a FIFO would wait for a writer.
-    let before = path.symlink_metadata().map_err(|e| fail(e.to_string()))?;
-    if !before.is_file() {
-        return Err(fail("not a regular file (links are not followed)".into()));
-    }
-    let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(fail(format!(
-            "has mode {mode:03o}, which lets group or others read it; restrict it with \
-             `chmod 600 {shown}`"
-        )));
-    }
-    if meta.len() > MAX_PIN_FILE {
-        return Err(fail(format!(
-            "is over {MAX_PIN_FILE} bytes; it should hold only the PIN"
-        )));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE as usize + 1));
-    (&mut file)
-        .take(MAX_PIN_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    // Read into a buffer that never grows (capacity above the cap), so no copy is left behind.
-    let mut len = bytes.len();
-    if bytes[..len].ends_with(b"\n") {
-        len -= 1;
-        if bytes[..len].ends_with(b"\r") {
-            len -= 1;
-        }
-    }
-    let text = std::str::from_utf8(&bytes[..len]).map_err(|_| fail("is not UTF-8".into()))?;
-    if text.is_empty() {
-        return Err(fail("is empty".into()));
-    }
+    let value = crate::read_secret_file(path, MAX_PIN_FILE).map_err(|what| {
+        HsmError::Pin(format!("PIN file {} (pin-source): {what}", path.display()))
+    })?;
     Ok(Pin {
-        value: Zeroizing::new(text.to_owned()),
+        value,
         source: PinSource::File(path.to_owned()),
     })
 }
@@ -151,6 +111,7 @@ fn read_pin_file(path: &Path) -> Result<Pin, HsmError> {
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 

@@ -117,10 +117,63 @@ impl std::fmt::Debug for Freshness {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FeedKey([u8; 32]);
 
-/// A feed key that is not 64 hex digits.
+/// A feed key that cannot be pinned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("a feed key is 64 hex digits (32 bytes, as `coffer node create` prints it)")]
-pub struct BadFeedKey;
+pub enum BadFeedKey {
+    #[error("a feed key is 64 hex digits (32 bytes, as `coffer node create` prints it)")]
+    NotHex,
+    /// One of the [`SMALL_ORDER_KEYS`]: under such a key anyone can forge signatures (the
+    /// all-zero key is one of them, so a placeholder cannot be pinned by mistake).
+    #[error(
+        "not a usable feed key: it is a point of small order (such as all zeros), under which anyone can forge signatures; give the key `coffer node create` printed"
+    )]
+    SmallOrder,
+}
+
+/// The eight canonical encodings of the Ed25519 points of small order (the identity, the
+/// point of order 2, two of order 4 and four of order 8). aws-lc's verification accepts them
+/// as public keys, and under each some signature (R the identity, S zero) verifies for a
+/// fraction of all messages (all of them, for the identity), so the feed key parser refuses
+/// them. Their non-canonical encodings (y at least p) are refused by aws-lc itself; the tests
+/// check both.
+pub const SMALL_ORDER_KEYS: [[u8; 32]; 8] = {
+    const fn y(low: u8, high: u8) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[0] = low;
+        out[31] = high;
+        out
+    }
+    const fn order2() -> [u8; 32] {
+        let mut out = [0xff; 32];
+        out[0] = 0xec;
+        out[31] = 0x7f;
+        out
+    }
+    const ORDER8_A: [u8; 32] = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ];
+    const ORDER8_B: [u8; 32] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ];
+    const fn negated(mut point: [u8; 32]) -> [u8; 32] {
+        point[31] |= 0x80;
+        point
+    }
+    [
+        y(1, 0),
+        order2(),
+        y(0, 0),
+        y(0, 0x80),
+        ORDER8_A,
+        negated(ORDER8_A),
+        ORDER8_B,
+        negated(ORDER8_B),
+    ]
+};
 
 impl FeedKey {
     pub fn from_bytes(bytes: [u8; 32]) -> FeedKey {
@@ -131,10 +184,14 @@ impl FeedKey {
         &self.0
     }
 
-    /// Parses 64 hex digits (either case; surrounding whitespace is ignored).
+    /// Parses 64 hex digits (either case; surrounding whitespace is ignored), refusing the
+    /// [`SMALL_ORDER_KEYS`].
     pub fn parse(text: &str) -> Result<FeedKey, BadFeedKey> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut out).map_err(|_| BadFeedKey)?;
+        hex::decode_to_slice(text.trim(), &mut out).map_err(|_| BadFeedKey::NotHex)?;
+        if SMALL_ORDER_KEYS.contains(&out) {
+            return Err(BadFeedKey::SmallOrder);
+        }
         Ok(FeedKey(out))
     }
 
@@ -367,10 +424,75 @@ mod tests {
             FeedKey::parse(&format!(" {} \n", key.to_hex().to_uppercase())).unwrap(),
             key
         );
-        assert_eq!(FeedKey::parse("abcd"), Err(BadFeedKey));
-        assert_eq!(FeedKey::parse(&"zz".repeat(32)), Err(BadFeedKey));
+        assert_eq!(FeedKey::parse("abcd"), Err(BadFeedKey::NotHex));
+        assert_eq!(FeedKey::parse(&"zz".repeat(32)), Err(BadFeedKey::NotHex));
         assert_eq!(key.fingerprint().len(), 16);
         let shown = format!("{pair:?}");
         assert!(shown.contains("[redacted]") && shown.contains(&key.fingerprint()));
+    }
+
+    /// A signature whose R is the identity and whose S is zero: it verifies under a key of
+    /// small order A whenever H(R, A, message) times A is the identity.
+    fn forged() -> [u8; SIGNATURE_LEN] {
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig[0] = 1;
+        sig
+    }
+
+    fn forges(key: &[u8; 32]) -> bool {
+        (0u32..64).any(|i| {
+            signature::UnparsedPublicKey::new(&signature::ED25519, key)
+                .verify(&i.to_be_bytes(), &forged())
+                .is_ok()
+        })
+    }
+
+    #[test]
+    fn small_order_keys_are_refused_since_aws_lc_verifies_forgeries_under_them() {
+        for key in SMALL_ORDER_KEYS {
+            // What the parser protects against: aws-lc takes the key, and the forgery verifies.
+            assert!(forges(&key), "{}", hex::encode(key));
+            assert_eq!(
+                FeedKey::parse(&hex::encode(key)),
+                Err(BadFeedKey::SmallOrder),
+                "{}",
+                hex::encode(key)
+            );
+        }
+        assert_eq!(
+            FeedKey::parse(&"0".repeat(64)),
+            Err(BadFeedKey::SmallOrder),
+            "the all-zero placeholder"
+        );
+        let message = FeedKey::parse(&"0".repeat(64)).unwrap_err().to_string();
+        assert!(message.contains("small order"), "{message}");
+        // A real key forges nothing.
+        let (pair, _) = FeedKeyPair::generate().unwrap();
+        assert!(!forges(pair.public_key().as_bytes()));
+    }
+
+    #[test]
+    fn aws_lc_refuses_non_canonical_small_order_encodings_itself() {
+        // y = p and y = p + 1 (the order-4 point and the identity, written past the field),
+        // with either sign, and the identity and order-2 point with the sign bit set.
+        let mut non_canonical = Vec::new();
+        for low in [0xed, 0xee] {
+            for high in [0x7f, 0xff] {
+                let mut key = [0xff; 32];
+                key[0] = low;
+                key[31] = high;
+                non_canonical.push(key);
+            }
+        }
+        let mut identity_negated = [0u8; 32];
+        identity_negated[0] = 1;
+        identity_negated[31] = 0x80;
+        non_canonical.push(identity_negated);
+        let mut order2_negated = [0xff; 32];
+        order2_negated[0] = 0xec;
+        non_canonical.push(order2_negated);
+        for key in non_canonical {
+            assert!(!forges(&key), "{}", hex::encode(key));
+        }
     }
 }

@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand, ValueHint};
+use clap::{ArgAction, Args, Subcommand, ValueHint};
 
 use super::TokenArg;
 use crate::config_file::Kind;
 
 const CONFIG_HELP: &str = "TOML file of settings, one key per flag (docs/configuration.md); a flag \
-                           or environment variable given as well overrides its key";
+                           or environment variable given as well overrides its key (a switch \
+                           too: --serve-feed=false turns off the file's serve-feed = true)";
 
 pub(super) const DEV_LONG_ABOUT: &str = "\
 Run a local development server in one command.
@@ -70,8 +71,10 @@ pub struct ServerArgs {
     pub tls_key: Option<PathBuf>,
 
     /// Allow plain HTTP on a non-loopback address (tokens and values then cross the network in
-    /// clear)
-    #[arg(long, conflicts_with = "tls_cert")]
+    /// clear). Not with --tls-cert
+    // Not `conflicts_with = "tls_cert"`: `--insecure-http=false` is no conflict; the config
+    // file's parse checks it (`config_file::merge::insecure_with_tls`).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, value_name = "BOOL")]
     pub insecure_http: bool,
 
     /// Secrets an account may hold, unless overridden for that account
@@ -161,7 +164,7 @@ pub struct LogArgs {
     /// Log a request line for every successful runtime read too (off by default: a busy
     /// service reads thousands of times a second). Refused and failed reads, and every other
     /// request, are logged either way; the audit log counts every read regardless
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, value_name = "BOOL")]
     pub access_log: bool,
 
     /// How log lines are written to standard error: text, for people, or json, one object per
@@ -353,13 +356,14 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// Allow plain HTTP on a non-loopback address
-    #[arg(long, conflicts_with = "tls_cert")]
+    /// Allow plain HTTP on a non-loopback address. Not with --tls-cert
+    // Not `conflicts_with`: see `ServerArgs::insecure_http`.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, value_name = "BOOL")]
     pub insecure_http: bool,
 
     /// Allow an http:// upstream that is not loopback (refused without it: the node token and
     /// the feed would cross the network in clear)
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, value_name = "BOOL")]
     pub insecure_http_upstream: bool,
 
     /// PEM bundle to trust for upstreams instead of the system roots (a private CA)
@@ -370,10 +374,10 @@ pub struct EdgeArgs {
     /// prints it): the edge applies only what it signed. Without it the edge pins the key its
     /// first upstream names. Either way it is kept in DIR/feed.pub and never changes
     #[arg(long, env = "COFFER_FEED_KEY", value_name = "HEX", value_parser = feed_key)]
-    pub feed_key: Option<String>,
+    pub feed_key: Option<coffer_edge::FeedKey>,
 
     /// Serve the feed to other edges (a relay)
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, value_name = "BOOL")]
     pub serve_feed: bool,
 
     /// Leave an upstream whose heartbeats are older than this many seconds (the edge long-polls
@@ -398,12 +402,15 @@ pub struct EdgeArgs {
     pub limits: LimitArgs,
 }
 
-/// `--feed-key`, checked when parsed (so that a config file's `feed-key` is checked by
-/// `coffer config check` too); kept as the text, which `edge` parses again.
-fn feed_key(text: &str) -> Result<String, String> {
-    coffer_edge::FeedKey::parse(text)
-        .map(|_| text.to_owned())
-        .map_err(|_| "not a feed key: 64 hex digits, as `coffer node create` printed it".to_owned())
+/// `--feed-key`, parsed with the command line (so that a config file's `feed-key` is checked
+/// by `coffer config check` too).
+fn feed_key(text: &str) -> Result<coffer_edge::FeedKey, String> {
+    coffer_edge::FeedKey::parse(text).map_err(|e| match e {
+        coffer_edge::BadFeedKey::NotHex => {
+            "not a feed key: 64 hex digits, as `coffer node create` printed it".to_owned()
+        }
+        small_order => small_order.to_string(),
+    })
 }
 
 #[derive(Debug, Args)]
@@ -496,19 +503,46 @@ mod tests {
             ])
             .is_ok()
         );
-        assert!(
-            parse(&[
-                "server",
-                "--data-dir",
-                "d",
-                "--tls-cert",
-                "c",
-                "--tls-key",
-                "k",
-                "--insecure-http"
-            ])
-            .is_err()
-        );
+        // `--insecure-http` with them is refused by `config_file` (a conflict only when true).
         assert!(parse(&["server", "--data-dir", "d", "--listen", "nope"]).is_err());
+    }
+
+    #[test]
+    fn switches_take_an_optional_value_after_an_equals_sign() {
+        let server = |args: &[&str]| {
+            let mut all = vec!["server", "--data-dir", "d"];
+            all.extend_from_slice(args);
+            match parse(&all).unwrap().command {
+                crate::args::Command::Server(a) => (a.insecure_http, a.log.access_log),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(server(&[]), (false, false));
+        assert_eq!(server(&["--insecure-http", "--access-log"]), (true, true));
+        assert_eq!(
+            server(&["--insecure-http=true", "--access-log=false"]),
+            (true, false)
+        );
+        assert_eq!(server(&["--insecure-http=false"]), (false, false));
+        // No value without `=`: the next word stays an argument of its own.
+        assert!(parse(&["server", "--data-dir", "d", "--insecure-http", "false"]).is_err());
+        assert!(parse(&["server", "--data-dir", "d", "--insecure-http=yes"]).is_err());
+        let edge = |args: &[&str]| {
+            let mut all = vec!["edge", "--data-dir", "d"];
+            all.extend_from_slice(args);
+            match parse(&all).unwrap().command {
+                crate::args::Command::Edge(a) => (a.serve_feed, a.insecure_http_upstream),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(edge(&[]), (false, false));
+        assert_eq!(
+            edge(&["--serve-feed", "--insecure-http-upstream"]),
+            (true, true)
+        );
+        assert_eq!(
+            edge(&["--serve-feed=false", "--insecure-http-upstream=false"]),
+            (false, false)
+        );
     }
 }

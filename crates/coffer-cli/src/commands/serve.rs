@@ -121,17 +121,6 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             "{given} is not a node token (they start with coffernode_; make one with `coffer node create NAME`)"
         );
     }
-    let feed_key = args
-        .feed_key
-        .as_deref()
-        .map(coffer_edge::FeedKey::parse)
-        .transpose()
-        .map_err(|_| {
-            UsageError(
-                "--feed-key is not a feed key: 64 hex digits, as `coffer node create` printed it"
-                    .into(),
-            )
-        })?;
     let opts = coffer_edge::EdgeOptions {
         upstreams,
         node_token,
@@ -141,7 +130,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         insecure_http: args.insecure_http,
         insecure_http_upstream: args.insecure_http_upstream,
         ca_cert: args.ca_cert,
-        feed_key,
+        feed_key: args.feed_key,
         serve_feed: args.serve_feed,
         staleness: std::time::Duration::from_secs(args.staleness),
         long_poll: coffer_edge::EdgeOptions::DEFAULT_LONG_POLL,
@@ -227,24 +216,26 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The node token in the file at `path` (`--node-token-file`), without surrounding whitespace.
+/// The node token in the file at `path` (`--node-token-file`), without surrounding whitespace,
+/// read by the rules every secret file is read by ([`coffer_hsm::read_secret_file`]: a private
+/// regular file, a FIFO refused rather than read, of at most 4096 bytes, not empty). A path
+/// that looks like a token itself is refused without being repeated.
 fn read_token_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     /// Far more than a token; a path to something else is refused rather than read.
     const MAX_BYTES: u64 = 4096;
-    let cannot = |e: std::io::Error| {
-        anyhow::anyhow!("cannot read the node token file {}: {e}", path.display())
-    };
-    let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut text = Zeroizing::new(String::new());
-    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut text)
-        .map_err(cannot)?;
-    if text.len() as u64 > MAX_BYTES {
-        anyhow::bail!(
-            "the node token file {} is larger than {MAX_BYTES} bytes: it should hold the token alone",
-            path.display()
-        );
+    if let Some(what) = crate::config_file::looks_like_secret(&path.to_string_lossy()) {
+        return Err(UsageError(format!(
+            "--node-token-file names no file: its value looks like {what} (not repeated here); give the path of a file holding the token, or the token itself as COFFER_NODE_TOKEN"
+        ))
+        .into());
     }
-    Ok(Zeroizing::new(text.trim().to_owned()))
+    let text = coffer_hsm::read_secret_file(path, MAX_BYTES)
+        .map_err(|what| UsageError(format!("the node token file {} {what}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(UsageError(format!("the node token file {} is empty", path.display())).into());
+    }
+    Ok(Zeroizing::new(token.to_owned()))
 }
 
 /// Prints to standard output and flushes, ignoring a closed stdout: the server keeps running
@@ -561,6 +552,65 @@ mod tests {
             err.to_string().contains("is not a `coffer dev` data dir"),
             "{err}"
         );
+    }
+
+    fn token_file(dir: &Path, bytes: &[u8], mode: u32) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("node-token");
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_node_token_file_is_read_by_the_pin_files_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = token_file(dir.path(), b"  coffernode_s3cret \n", 0o600);
+        assert_eq!(
+            read_token_file(&path).unwrap().as_str(),
+            "coffernode_s3cret"
+        );
+        for (bytes, mode, expect) in [
+            (&b"coffernode_s3cret"[..], 0o644, "has mode 644"),
+            (b"coffernode_s3cret", 0o640, "`chmod 600"),
+            (b"", 0o600, "is empty"),
+            (b" \n\n", 0o600, "is empty"),
+            (&[b'a'; 5000], 0o600, "over 4096 bytes"),
+        ] {
+            let path = token_file(dir.path(), bytes, mode);
+            let message = read_token_file(&path).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("the node token file {} ", path.display())),
+                "{message}"
+            );
+            assert!(message.contains(expect), "{mode:o}: {message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_as_the_node_token_file_is_refused_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Nothing writes to it: reading it would hang the test.
+        let message = read_token_file(&fifo).unwrap_err().to_string();
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+
+    #[test]
+    fn a_token_given_as_the_token_files_path_is_not_repeated() {
+        let message = read_token_file(Path::new("coffernode_0123abcd_s3cret"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("names no file"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! A derived `Deserialize` of a struct names its fields when it asks for a struct
 //! (`deserialize_struct`); [`Probe`] is a deserializer that records those names and offers one
-//! field at a time, so that a field holding a table shows its own fields too. No value is ever
-//! produced: a field that is not a table fails its pass, which only ends that pass. One level of
-//! tables is explored, which is all a config file has.
+//! field at a time, so that a field holding a table shows its own fields too. A value that is
+//! not a table is asked for through its type's visitor, whose words (serde's "path string" for
+//! a `PathBuf`) tell the path keys apart. No value is ever produced: a field that is not a
+//! table fails its pass, which only ends that pass. One level of tables is explored, which is
+//! all a config file has.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -62,25 +64,19 @@ impl fmt::Display for Key {
 pub fn keys_of<T: DeserializeOwned>() -> Vec<Key> {
     let found = Found::default();
     // The first pass offers no field, and records the top-level names.
-    let _ = T::deserialize(Probe {
-        found: &found,
-        table: None,
-        offer: None,
-    });
+    probe::<T>(&found, &[]);
     let top: Vec<&'static str> = found
         .borrow()
+        .structs
         .first()
         .map(|(_, fields)| fields.to_vec())
         .unwrap_or_default();
     for field in &top {
-        let _ = T::deserialize(Probe {
-            found: &found,
-            table: None,
-            offer: Some(field),
-        });
+        probe::<T>(&found, &[field]);
     }
     let found = found.into_inner();
     let tables: Vec<(&'static str, &'static [&'static str])> = found
+        .structs
         .iter()
         .filter_map(|(table, fields)| table.map(|t| (t, *fields)))
         .collect();
@@ -95,21 +91,63 @@ pub fn keys_of<T: DeserializeOwned>() -> Vec<Key> {
     keys
 }
 
-/// What the passes saw: (the field holding the struct, if any; the struct's fields).
-type Found = RefCell<Vec<(Option<&'static str>, &'static [&'static str])>>;
+/// The keys of `T` whose value is a path (a `PathBuf` field): the ones whose relative paths are
+/// relative to the file, as their flags' value hints say (a test keeps the two in step).
+#[cfg(test)]
+pub fn paths_of<T: DeserializeOwned>() -> Vec<Key> {
+    keys_of::<T>()
+        .into_iter()
+        .filter(|key| {
+            let found = Found::default();
+            let path: Vec<&str> = match &key.table {
+                Some(table) => vec![table, &key.name],
+                None => vec![&key.name],
+            };
+            probe::<T>(&found, &path);
+            let found = found.into_inner();
+            found
+                .leaves
+                .iter()
+                .any(|(at, expected)| *at == path && expected == "path string")
+        })
+        .collect()
+}
+
+/// One pass of `T`'s `Deserialize` over [`Probe`], offering the fields `path` leads to.
+fn probe<T: DeserializeOwned>(found: &Found, path: &[&str]) {
+    let _ = T::deserialize(Probe {
+        found,
+        at: Vec::new(),
+        offer: path,
+    });
+}
+
+/// What the passes saw.
+#[derive(Default)]
+struct Seen {
+    /// (the field holding the struct, if any; the struct's fields).
+    structs: Vec<(Option<&'static str>, &'static [&'static str])>,
+    /// (the fields leading to a value that is not a struct; what its type expects, as serde
+    /// words it: "path string", "a string", ...).
+    leaves: Vec<(Vec<String>, String)>,
+}
+
+type Found = RefCell<Seen>;
 
 struct Probe<'a> {
     found: &'a Found,
-    /// The field whose value this deserializer stands for (None: the document).
-    table: Option<&'static str>,
-    /// The one field to offer, if this is asked for a struct.
-    offer: Option<&'static str>,
+    /// The fields leading to the value this deserializer stands for (none: the document).
+    at: Vec<String>,
+    /// The fields to offer below it, one a level, if it is asked for a struct.
+    offer: &'a [&'a str],
 }
 
 impl<'de> de::Deserializer<'de> for Probe<'_> {
     type Error = de::value::Error;
 
-    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        let expected = (&visitor as &dyn de::Expected).to_string();
+        self.found.borrow_mut().leaves.push((self.at, expected));
         Err(de::Error::custom("not a table"))
     }
 
@@ -123,14 +161,31 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
+        let table = self.at.last().map(|field| {
+            // The field holding this struct, as its parent struct named it.
+            let found = self.found.borrow();
+            found
+                .structs
+                .iter()
+                .flat_map(|(_, fields)| fields.iter())
+                .find(|f| *f == field)
+                .copied()
+        });
+        let table = table.flatten();
         let mut found = self.found.borrow_mut();
-        if !found.iter().any(|(t, _)| *t == self.table) {
-            found.push((self.table, fields));
+        if !found.structs.iter().any(|(t, _)| *t == table) {
+            found.structs.push((table, fields));
         }
         drop(found);
+        let (next, rest) = match self.offer.split_first() {
+            Some((first, rest)) => (Some(*first), rest),
+            None => (None, &[][..]),
+        };
         visitor.visit_map(Offer {
             found: self.found,
-            next: self.offer,
+            at: self.at,
+            next,
+            rest,
             current: None,
         })
     }
@@ -144,8 +199,10 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
 /// A map of at most one field, whose value is probed in turn.
 struct Offer<'a> {
     found: &'a Found,
-    next: Option<&'static str>,
-    current: Option<&'static str>,
+    at: Vec<String>,
+    next: Option<&'a str>,
+    rest: &'a [&'a str],
+    current: Option<&'a str>,
 }
 
 impl<'de> MapAccess<'de> for Offer<'_> {
@@ -166,10 +223,12 @@ impl<'de> MapAccess<'de> for Offer<'_> {
         &mut self,
         seed: V,
     ) -> Result<V::Value, Self::Error> {
+        let mut at = self.at.clone();
+        at.extend(self.current.take().map(str::to_owned));
         seed.deserialize(Probe {
             found: self.found,
-            table: self.current.take(),
-            offer: None,
+            at,
+            offer: self.rest,
         })
     }
 }

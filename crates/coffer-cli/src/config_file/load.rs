@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::Kind;
 use super::keys::Key;
-use super::schema::SECRET_KEYS;
+use super::schema::{SECRET_KEYS, looks_like_secret};
 
 /// A config file that parsed and matched its kind's schema.
 #[derive(Debug)]
@@ -29,8 +29,28 @@ pub struct Entry {
 
 /// Reads and parses the file at `path`; the error is one line, without the file's name.
 pub fn load(kind: Kind, path: &Path) -> Result<Loaded, String> {
+    refuse_if_writable_by_others(path)?;
     let text = crate::config::read(path)?;
     parse(kind, &text)
+}
+
+/// Refuses a file its group or others may write: whoever can write it could point an edge at
+/// an upstream of their own and collect its node token, or turn TLS off, so it must be the
+/// owner's alone (as a PKCS#11 module must be). Links are followed, as when it is read.
+fn refuse_if_writable_by_others(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        // `read` says why it cannot be read.
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o022 != 0 {
+        return Err(format!(
+            "has mode {mode:03o}, which lets group or others write it (and so redirect an edge's upstream and collect its token); restrict it with `chmod go-w {}`",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Parses `text` as a `kind` file.
@@ -91,12 +111,54 @@ fn typed<T: DeserializeOwned + Serialize>(kind: Kind, text: &str) -> Result<toml
         let offset = e.span().map_or(0, |s| s.start);
         crate::config::at(text, offset, &format!("not TOML: {}", e.message()))
     })?;
+    if let Ok(table) = DeTable::parse(text) {
+        refuse_secrets(text, None, table.get_ref())?;
+    }
     let typed: T = serde_path_to_error::deserialize(document).map_err(|e| {
         let offset = e.inner().span().map_or(0, |s| s.start);
         let message = explain(kind, e.path(), e.inner().message());
         crate::config::at(text, offset, &message)
     })?;
     toml::Table::try_from(&typed).map_err(|e| format!("cannot read it back: {e}"))
+}
+
+/// Refuses any string value, under any key, that looks like a secret (a token, a PEM block),
+/// with the key and the value's place but not the value: a secret pasted into the wrong key
+/// (a path, an address) would otherwise be repeated in the error, and so in the journal.
+fn refuse_secrets(text: &str, table: Option<&str>, document: &DeTable<'_>) -> Result<(), String> {
+    for (name, value) in document.iter() {
+        let name = name.get_ref().as_ref();
+        if SECRET_KEYS.iter().any(|(secret, _)| *secret == name) {
+            // Refused by the schema, with what to use instead.
+            continue;
+        }
+        let key = match table {
+            Some(t) => Key::in_table(t, name),
+            None => Key::top(name),
+        };
+        let values = match value.get_ref() {
+            DeValue::Table(inner) if table.is_none() => {
+                refuse_secrets(text, Some(name), inner)?;
+                continue;
+            }
+            DeValue::Array(items) => items.iter().collect(),
+            _ => vec![value],
+        };
+        for value in values {
+            if let DeValue::String(s) = value.get_ref()
+                && let Some(what) = looks_like_secret(s)
+            {
+                return Err(crate::config::at(
+                    text,
+                    value.span().start,
+                    &format!(
+                        "key `{key}`: its value looks like {what}, which is refused and not repeated here: secrets are never read from a config file (name the file that holds it instead)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// serde's message about the value at `path`, in the file's terms: an unknown key with the
@@ -120,7 +182,26 @@ fn explain(kind: Kind, path: &serde_path_to_error::Path, message: &str) -> Strin
         [name] => Key::top(name),
         [table, name, ..] => Key::in_table(table, name),
     };
-    format!("key `{key}`: {}", toml_types(message))
+    format!("key `{key}`: {}", toml_types(&clip_string(message)))
+}
+
+/// serde's message with the string it quotes (`invalid type: string "...", expected ...`)
+/// cut to [`super::ECHO_MAX_CHARS`].
+fn clip_string(message: &str) -> String {
+    const OPEN: &str = "string \"";
+    let (Some(start), Some(end)) = (message.find(OPEN), message.rfind("\", expected")) else {
+        return message.to_owned();
+    };
+    let start = start + OPEN.len();
+    if end < start {
+        return message.to_owned();
+    }
+    format!(
+        "{}{}{}",
+        &message[..start],
+        super::echo(&message[start..end]),
+        &message[end..]
+    )
 }
 
 /// The key serde's "unknown field `x`, expected ..." names.

@@ -12,6 +12,7 @@ use clap::{Arg, ArgMatches, Command, ValueHint};
 
 use super::keys::Key;
 use super::load::{Entry, Loaded};
+use super::schema::SECRET_PATH_KEYS;
 use super::{Failure, Kind};
 
 /// The file's keys that the command takes from it, as flags.
@@ -78,13 +79,12 @@ pub fn apply(
             toml::Value::Array(items) => items.as_slice(),
             single => std::slice::from_ref(single),
         };
+        let secret_path = SECRET_PATH_KEYS.contains(&key.to_string().as_str());
         for item in items {
             let text = match item {
-                toml::Value::Boolean(true) if !arg.get_action().takes_values() => {
-                    flags.push(OsString::from(format!("--{long}")));
-                    continue;
-                }
-                toml::Value::Boolean(false) if !arg.get_action().takes_values() => continue,
+                // Switches take `--flag=true` or `--flag=false`, so the file's `false` is
+                // written out too (a test keeps every switch with a key taking a value).
+                toml::Value::Boolean(b) => b.to_string(),
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 other => {
@@ -98,7 +98,9 @@ pub fn apply(
             match path_kind(arg) {
                 Some(must_be) => {
                     let path = base.join(&text);
-                    must_be.check(&path).map_err(|p| here(entry, p))?;
+                    must_be
+                        .check(&path)
+                        .map_err(|p| here(entry, p.told(&path, secret_path)))?;
                     flag.push(path);
                 }
                 None => flag.push(text),
@@ -135,8 +137,37 @@ enum MustBe {
     Anything,
 }
 
+/// Why a path a key names cannot be used.
+#[derive(Debug)]
+enum PathProblem {
+    Missing,
+    NotA(&'static str),
+    Unreadable(std::io::Error),
+}
+
+impl PathProblem {
+    /// The problem with `path`, which is named (cut short) unless it is `secret`: the value of
+    /// a key naming key material or a token is never repeated, as the secret itself may have
+    /// been pasted in its place.
+    fn told(&self, path: &Path, secret: bool) -> String {
+        if secret {
+            return match self {
+                PathProblem::Missing => "names no file".to_owned(),
+                PathProblem::NotA(what) => format!("names something that is not {what}"),
+                PathProblem::Unreadable(e) => format!("names a file that cannot be read: {e}"),
+            };
+        }
+        let shown = super::echo(&path.display().to_string());
+        match self {
+            PathProblem::Missing => format!("{shown} does not exist"),
+            PathProblem::NotA(what) => format!("{shown} is not {what}"),
+            PathProblem::Unreadable(e) => format!("cannot read {shown}: {e}"),
+        }
+    }
+}
+
 impl MustBe {
-    fn check(self, path: &Path) -> Result<(), String> {
+    fn check(self, path: &Path) -> Result<(), PathProblem> {
         let what = match self {
             MustBe::Anything => return Ok(()),
             MustBe::File => "a file",
@@ -145,11 +176,9 @@ impl MustBe {
         match std::fs::metadata(path) {
             Ok(meta) if meta.is_dir() && matches!(self, MustBe::Dir) => Ok(()),
             Ok(meta) if meta.is_file() && matches!(self, MustBe::File) => Ok(()),
-            Ok(_) => Err(format!("{} is not {what}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(format!("{} does not exist", path.display()))
-            }
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Ok(_) => Err(PathProblem::NotA(what)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(PathProblem::Missing),
+            Err(e) => Err(PathProblem::Unreadable(e)),
         }
     }
 }
@@ -235,6 +264,14 @@ impl Applied {
                     Some(ContextValue::String(v)) => v.clone(),
                     _ => String::new(),
                 };
+                let secret = self
+                    .key_of(arg.get_id().as_str())
+                    .is_some_and(|k| SECRET_PATH_KEYS.contains(&k.to_string().as_str()));
+                let value = if secret {
+                    String::new()
+                } else {
+                    format!(" {:?}", super::echo(&value))
+                };
                 let why = match (
                     std::error::Error::source(&e),
                     e.get(ContextKind::ValidValue),
@@ -246,9 +283,10 @@ impl Applied {
                     _ => super::first_line(&e),
                 };
                 Failure::File(format!(
-                    "{}: {}: invalid value {value:?}: {why}",
+                    "{}: {}: invalid value{value}: {}",
                     self.at(&[arg.get_id().as_str()]),
-                    self.name(arg)
+                    self.name(arg),
+                    crate::config::clip(&why, 2 * super::ECHO_MAX_CHARS)
                 ))
             }
             ErrorKind::ArgumentConflict => {
@@ -275,14 +313,18 @@ impl Applied {
                     .keys()
                     .into_iter()
                     .find(|k| k.arg(sub).is_some_and(|a| a.get_id() == missing.get_id()));
+                let flag = format!("--{}", missing.get_long().unwrap_or_default());
                 let as_key = match &missing_key {
                     Some(key) => format!("key `{key}`"),
-                    None => "(no key)".to_owned(),
+                    None => flag.clone(),
                 };
-                let flag = format!("--{}", missing.get_long().unwrap_or_default());
                 if let Some(needs_it) = self.requirer(missing, command, args) {
+                    let or_flag = match &missing_key {
+                        Some(_) => format!(" (or {flag})"),
+                        None => String::new(),
+                    };
                     return Failure::File(format!(
-                        "{}: {}: key `{}` requires {as_key} (or {flag}) too",
+                        "{}: {}: key `{}` requires {as_key}{or_flag} too",
                         self.file.display(),
                         needs_it.place,
                         needs_it.key
@@ -295,8 +337,14 @@ impl Applied {
                     .get_env()
                     .map(|v| format!(", or {}", v.to_string_lossy()))
                     .unwrap_or_default();
+                let alternatives = match &missing_key {
+                    Some(_) => format!(" (or {flag}{env})"),
+                    // A setting no file holds (a secret).
+                    None if env.is_empty() => String::new(),
+                    None => format!(" (or {})", &env[", or ".len()..]),
+                };
                 Failure::File(format!(
-                    "{}: {as_key} is required (or {flag}{env})",
+                    "{}: {as_key} is required{alternatives}",
                     self.file.display()
                 ))
             }
@@ -327,9 +375,46 @@ impl Applied {
         })
     }
 
-    /// The checks made once every value is known, for those the file took part in: plain HTTP
-    /// off loopback needs TLS or `insecure-http` (the server's own rule).
-    pub fn check(&self, matches: &ArgMatches) -> Result<(), Failure> {
+    /// The checks made once every value is known, for those the file took part in:
+    /// `insecure-http = true` with a TLS certificate (a conflict clap cannot express, since
+    /// `--insecure-http=false` is none); plain HTTP off loopback needs TLS or `insecure-http`
+    /// (the server's own rule); an edge's upstreams are checked by the edge's own rule (no
+    /// credentials in them, no plain HTTP off loopback without `insecure-http-upstream`).
+    /// Whatever the file had no part in is left to clap's conflicts and to the start.
+    pub fn check(&self, sub: &Command, matches: &ArgMatches) -> Result<(), Failure> {
+        let named = |id: &str| sub.get_arguments().find(|a| a.get_id() == id);
+        if insecure_with_tls(matches)
+            && let (Some(a), Some(b)) = (named("insecure_http"), named("tls_cert"))
+            && (self.key_of("insecure_http").is_some() || self.key_of("tls_cert").is_some())
+        {
+            return Err(Failure::File(format!(
+                "{}: {} cannot be used with {}",
+                self.at(&["insecure_http", "tls_cert"]),
+                self.name(a),
+                self.name(b)
+            )));
+        }
+        self.check_plain_http(matches)?;
+        self.check_upstreams(matches)
+    }
+
+    /// The file's part in a problem, told with its keys.
+    fn file_problem(&self, involved: &[&str], problem: &dyn std::fmt::Display) -> Option<Failure> {
+        let keys: Vec<String> = involved
+            .iter()
+            .filter_map(|id| self.key_of(id))
+            .map(|k| format!("key `{k}`"))
+            .collect();
+        (!keys.is_empty()).then(|| {
+            Failure::File(format!(
+                "{}: {}: {problem}",
+                self.at(involved),
+                keys.join(", ")
+            ))
+        })
+    }
+
+    fn check_plain_http(&self, matches: &ArgMatches) -> Result<(), Failure> {
         let Ok(Some(listen)) = matches.try_get_one::<SocketAddr>("listen") else {
             return Ok(());
         };
@@ -339,21 +424,44 @@ impl Applied {
         let insecure = matches
             .try_get_one::<bool>("insecure_http")
             .is_ok_and(|b| b == Some(&true));
-        if let Err(e) = coffer_server::check_plain_http(*listen, tls, insecure) {
-            let involved = ["listen", "tls_cert", "insecure_http"];
-            let keys: Vec<String> = involved
-                .iter()
-                .filter_map(|id| self.key_of(id))
-                .map(|k| format!("key `{k}`"))
-                .collect();
-            if !keys.is_empty() {
-                return Err(Failure::File(format!(
-                    "{}: {}: {e}",
-                    self.at(&involved),
-                    keys.join(", ")
-                )));
-            }
+        if let Err(e) = coffer_server::check_plain_http(*listen, tls, insecure)
+            && let Some(failure) = self.file_problem(&["listen", "tls_cert", "insecure_http"], &e)
+        {
+            return Err(failure);
         }
         Ok(())
     }
+
+    fn check_upstreams(&self, matches: &ArgMatches) -> Result<(), Failure> {
+        let Ok(Some(upstreams)) = matches.try_get_many::<String>("upstreams") else {
+            return Ok(());
+        };
+        let upstreams: Vec<String> = upstreams
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect();
+        if upstreams.is_empty() {
+            return Ok(());
+        }
+        let insecure = matches
+            .try_get_one::<bool>("insecure_http_upstream")
+            .is_ok_and(|b| b == Some(&true));
+        if let Err(e) = coffer_edge::check_upstreams(&upstreams, insecure)
+            && let Some(failure) = self.file_problem(&["upstreams", "insecure_http_upstream"], &e)
+        {
+            return Err(failure);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `--insecure-http` is true while a TLS certificate is given: refused, as clap would
+/// refuse a conflict (see [`Applied::check`]).
+pub fn insecure_with_tls(matches: &ArgMatches) -> bool {
+    matches
+        .try_get_one::<bool>("insecure_http")
+        .is_ok_and(|b| b == Some(&true))
+        && matches
+            .try_get_one::<PathBuf>("tls_cert")
+            .is_ok_and(|c| c.is_some())
 }

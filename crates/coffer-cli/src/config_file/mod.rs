@@ -30,6 +30,15 @@ use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, ValueEnum};
 use crate::args::Cli;
 
 pub use keys::Key;
+pub use schema::looks_like_secret;
+
+/// Longest rendering of a file's value repeated in a message, in characters.
+const ECHO_MAX_CHARS: usize = 100;
+
+/// `text` as a message repeats it: cut to [`ECHO_MAX_CHARS`].
+fn echo(text: &str) -> String {
+    crate::config::clip(text, ECHO_MAX_CHARS)
+}
 
 /// The commands that take `--config`, each with its own kind of file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,22 +134,52 @@ fn first_line(e: &clap::Error) -> String {
 }
 
 /// `args` parsed by `command`, the config file's keys added as flags where the command line and
-/// the environment did not give them.
+/// the environment did not give them; then the one conflict clap cannot express, between
+/// `--insecure-http=true` and `--tls-cert` (`--insecure-http=false` is no conflict), for a
+/// command line that the file had no part in.
 fn matches(command: Command, args: &[OsString]) -> Result<ArgMatches, Failure> {
+    let matches = with_file(&command, args)?;
+    if let Some((name, sub)) = matches.subcommand()
+        && Kind::of_command(name).is_some()
+        && merge::insecure_with_tls(sub)
+    {
+        let mut built = command;
+        built.build();
+        if let Some(sub) = built.find_subcommand_mut(name) {
+            return Err(Failure::Clap(sub.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the argument '--insecure-http' cannot be used with '--tls-cert <FILE>'",
+            )));
+        }
+    }
+    Ok(matches)
+}
+
+/// [`matches`] but for the conflict it checks last.
+fn with_file(command: &Command, args: &[OsString]) -> Result<ArgMatches, Failure> {
     // Pairs, conflicts and required flags wait for the file: a pair may be split between it
     // and the command line. Anything else wrong on the command line is clap's to report.
     let lenient = relax(command.clone());
     let Ok(first) = lenient.try_get_matches_from(args) else {
-        return command.try_get_matches_from(args).map_err(Failure::Clap);
+        return command
+            .clone()
+            .try_get_matches_from(args)
+            .map_err(Failure::Clap);
     };
     let Some((name, sub)) = first.subcommand() else {
-        return command.try_get_matches_from(args).map_err(Failure::Clap);
+        return command
+            .clone()
+            .try_get_matches_from(args)
+            .map_err(Failure::Clap);
     };
     let (Some(kind), Some(path)) = (
         Kind::of_command(name),
         sub.try_get_one::<PathBuf>("config").ok().flatten(),
     ) else {
-        return command.try_get_matches_from(args).map_err(Failure::Clap);
+        return command
+            .clone()
+            .try_get_matches_from(args)
+            .map_err(Failure::Clap);
     };
     let file =
         load::load(kind, path).map_err(|e| Failure::File(format!("{}: {e}", path.display())))?;
@@ -153,9 +192,9 @@ fn matches(command: Command, args: &[OsString]) -> Result<ArgMatches, Failure> {
     let matches = command
         .clone()
         .try_get_matches_from(&all)
-        .map_err(|e| applied.explain(e, &command, args))?;
+        .map_err(|e| applied.explain(e, command, args))?;
     let (_, sub) = matches.subcommand().expect("parsed with its subcommand");
-    applied.check(sub)?;
+    applied.check(subcommand, sub)?;
     Ok(matches)
 }
 

@@ -6,7 +6,7 @@
 //! A key is the long flag's name (kebab-case). In a table, a flag that begins with the table's
 //! name loses it: `[tls] cert` is `--tls-cert`, `[kek] rewrap-rate` is `--kek-rewrap-rate`,
 //! while `[limits] max-connections` is `--max-connections`. A new flag is one new field here
-//! (the test `every_flag_has_a_key` fails until it has one), and one line in
+//! (the test `every_flag_has_a_key_and_every_key_a_flag` fails until it has one), and one line in
 //! docs/configuration.md.
 //!
 //! Values keep the TOML type the flag's value suggests (integers for counts and seconds,
@@ -114,6 +114,10 @@ struct Log {
     access_log: Option<bool>,
 }
 
+/// Where a PKCS#11 PIN comes from instead.
+const PIN_INSTEAD: &str =
+    "the PKCS#11 PIN comes from COFFER_PKCS11_PIN or the KEK URI's pin-source=file:/path";
+
 /// Keys refused whatever the kind of file, with what to use instead: config files get
 /// committed, copied and shown around, so a secret is never read from one.
 pub const SECRET_KEYS: &[(&str, &str)] = &[
@@ -125,12 +129,27 @@ pub const SECRET_KEYS: &[(&str, &str)] = &[
         "api-token",
         "give it as COFFER_API_TOKEN to the commands that take one",
     ),
-    (
-        "pin",
-        "the PKCS#11 PIN comes from COFFER_PKCS11_PIN or the KEK URI's pin-source=file:/path",
-    ),
-    (
-        "pkcs11-pin",
-        "the PKCS#11 PIN comes from COFFER_PKCS11_PIN or the KEK URI's pin-source=file:/path",
-    ),
+    ("pin", PIN_INSTEAD),
+    ("pkcs11-pin", PIN_INSTEAD),
 ];
+
+/// Keys naming a file of key material or a token: their value is never repeated in a message,
+/// since the secret itself may have been pasted in place of its path.
+pub const SECRET_PATH_KEYS: &[&str] = &["tls.key", "node-token-file"];
+
+/// What `text` (any string value of a config file, or a path given for a secret file) looks
+/// like if it looks like a secret: a Coffer token (by its prefix) or a PEM block. Such a value
+/// is refused without being repeated.
+pub fn looks_like_secret(text: &str) -> Option<&'static str> {
+    let text = text.trim_start();
+    if ["coffer_", "coffersvc_", "coffernode_"]
+        .iter()
+        .any(|prefix| text.starts_with(prefix))
+    {
+        return Some("a Coffer token");
+    }
+    if text.contains("-----BEGIN") {
+        return Some("a PEM block (a key or certificate itself)");
+    }
+    None
+}

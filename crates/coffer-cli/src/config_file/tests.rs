@@ -16,9 +16,12 @@ const NOT_IN_FILES: &[(&str, &str)] = &[
     ("kek_file", "removed, hidden; kept as a flag only to say so"),
 ];
 
+/// Writes a file its owner alone may change (whatever the umask), as config files must be.
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     path
 }
 
@@ -409,22 +412,22 @@ fn bad_values_are_refused_by_the_flags_parser() {
 #[test]
 fn paths_must_exist_relative_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "cert.pem", "x");
+    write(dir.path(), "key.pem", "x");
     let file = write(
         dir.path(),
         "c.toml",
         "[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
     );
     let err = check(&file, Kind::Server).unwrap_err();
-    let key = dir.path().join("key.pem");
+    let cert = dir.path().join("cert.pem");
     assert!(
         err.ends_with(&format!(
-            "line 3, column 1: key `tls.key`: {} does not exist",
-            key.display()
+            "line 2, column 1: key `tls.cert`: {} does not exist",
+            cert.display()
         )),
         "{err}"
     );
-    write(dir.path(), "key.pem", "x");
+    write(dir.path(), "cert.pem", "x");
     assert_eq!(check(&file, Kind::Server), Ok(()));
     // A directory is not a file, nor a file a data dir.
     let file = write(dir.path(), "d.toml", "data-dir = \"cert.pem\"\n");
@@ -453,6 +456,10 @@ fn plain_http_off_loopback_needs_the_explicit_key() {
     );
     let err = check_text(Kind::Dev, "listen = \"0.0.0.0:8080\"\n").unwrap_err();
     assert!(err.contains("refusing to serve plain HTTP"), "{err}");
+}
+
+#[test]
+fn a_path_that_is_not_a_file_is_refused_before_conflicts() {
     assert_eq!(
         check_text(
             Kind::Server,
@@ -478,12 +485,38 @@ fn conflicting_keys_are_named() {
         err.ends_with(": line 1, column 1: key `insecure-http` cannot be used with key `tls.cert`"),
         "{err}"
     );
-    let file = write(dir.path(), "t.toml", "node-token-file = \"cert.pem\"\n");
-    assert_eq!(check(&file, Kind::Edge), Ok(()));
 }
 
 #[test]
-fn the_example_files_set_every_key_and_the_docs_show_them() {
+fn a_node_token_file_that_exists_passes_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "token", "coffernode_x");
+    let file = write(dir.path(), "t.toml", "node-token-file = \"token\"\n");
+    assert_eq!(check(&file, Kind::Edge), Ok(()));
+}
+
+/// `text` with every commented-out key (`# key = value`) written in.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if rest.split_once(" = ").is_some_and(|(key, _)| {
+                    !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '-' || c == '.')
+                }) =>
+            {
+                rest
+            }
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_example_files_show_every_key_and_the_docs_show_them() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
     for (kind, name) in [(Kind::Server, "coffer.toml"), (Kind::Edge, "edge.toml")] {
@@ -492,14 +525,423 @@ fn the_example_files_set_every_key_and_the_docs_show_them() {
             docs.contains(&text),
             "docs/configuration.md shows dist/config/{name} verbatim"
         );
-        let loaded = load::parse(kind, &text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let set: Vec<&Key> = loaded.entries.iter().map(|e| &e.key).collect();
+        // As shipped, and with the keys it shows commented out written in.
+        load::parse(kind, &text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let loaded =
+            load::parse(kind, &uncommented(&text)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let shown: Vec<&Key> = loaded.entries.iter().map(|e| &e.key).collect();
         for key in kind.keys() {
-            assert!(set.contains(&&key), "dist/config/{name} shows `{key}`");
+            assert!(
+                shown.contains(&&key),
+                "dist/config/{name} shows `{key}`, set or as `# {} = ...`",
+                key.name
+            );
             assert!(
                 docs.contains(&format!("`{key}`")),
                 "docs/configuration.md documents `{key}`"
             );
         }
     }
+}
+
+#[test]
+fn the_example_files_leave_risky_and_placeholder_keys_commented_out() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (kind, name, commented) in [
+        (
+            Kind::Server,
+            "coffer.toml",
+            &[
+                "trusted-proxy",
+                "client-ip-header",
+                "limits.runtime-rate-limit",
+            ][..],
+        ),
+        (
+            Kind::Edge,
+            "edge.toml",
+            &[
+                "feed-key",
+                "max-staleness",
+                "trusted-proxy",
+                "client-ip-header",
+                "limits.runtime-rate-limit",
+            ][..],
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join("dist/config").join(name)).unwrap();
+        let set: Vec<String> = load::parse(kind, &text)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.key.to_string())
+            .collect();
+        for key in commented {
+            assert!(
+                !set.iter().any(|k| k == key),
+                "dist/config/{name} sets `{key}`: show it commented out"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_commented_out_key_counts_as_shown() {
+    let text = "# feed-key = \"abc\"\n# a comment = not a key\nlisten = \"x\"\n";
+    assert_eq!(
+        uncommented(text),
+        "feed-key = \"abc\"\n# a comment = not a key\nlisten = \"x\""
+    );
+}
+
+#[test]
+fn an_all_zero_or_small_order_feed_key_is_refused() {
+    let err = check_text(Kind::Edge, &format!("feed-key = \"{}\"\n", "0".repeat(64))).unwrap_err();
+    assert!(
+        err.starts_with("line 1, column 1: key `feed-key`: invalid value "),
+        "{err}"
+    );
+    assert!(err.contains("small order"), "{err}");
+    let identity = format!("01{}", "0".repeat(62));
+    let err = check_text(Kind::Edge, &format!("feed-key = \"{identity}\"\n")).unwrap_err();
+    assert!(err.contains("small order"), "{err}");
+}
+
+#[test]
+fn a_secret_pasted_into_a_key_naming_its_file_is_not_repeated() {
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+    let err = check_text(
+        Kind::Server,
+        &format!("[tls]\ncert = \"c.toml\"\nkey = \"\"\"{pem}\"\"\"\n"),
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("line 3, column 7: key `tls.key`: its value looks like a PEM block"),
+        "{err}"
+    );
+    assert!(!err.contains("MIIE") && !err.contains("BEGIN"), "{err}");
+    let err = check_text(
+        Kind::Edge,
+        "node-token-file = \"coffernode_0123abcd_s3cret\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with(
+            "line 1, column 19: key `node-token-file`: its value looks like a Coffer token"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    // Not a token, but still never repeated: a key naming a secret file names no file.
+    let err = check_text(Kind::Edge, "node-token-file = \"hunter2-not-a-path\"\n").unwrap_err();
+    assert_eq!(
+        err,
+        "line 1, column 1: key `node-token-file`: names no file"
+    );
+    let err = check_text(
+        Kind::Server,
+        // The file itself is a file, which is all `tls.cert` is checked for here.
+        "[tls]\ncert = \"c.toml\"\nkey = \"hunter2-not-a-path\"\n",
+    )
+    .unwrap_err();
+    assert!(err.ends_with("key `tls.key`: names no file"), "{err}");
+    let err = check_text(Kind::Edge, "node-token-file = \"/\"\n").unwrap_err();
+    assert!(
+        err.ends_with("key `node-token-file`: names something that is not a file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_secret_under_any_key_is_refused_without_being_repeated() {
+    for (kind, text, key) in [
+        (
+            Kind::Server,
+            "listen = \"coffer_0123abcd_s3cret\"\n",
+            "listen",
+        ),
+        (
+            Kind::Server,
+            "trusted-proxy = [\"10.0.0.0/8\", \"coffersvc_s3cret\"]\n",
+            "trusted-proxy",
+        ),
+        (
+            Kind::Edge,
+            "[limits]\nheader-timeout = \"-----BEGIN CERTIFICATE-----s3cret\"\n",
+            "limits.header-timeout",
+        ),
+        (Kind::Edge, "unknown = \"coffernode_s3cret\"\n", "unknown"),
+    ] {
+        let err = check_text(kind, text).unwrap_err();
+        assert!(
+            err.contains(&format!("key `{key}`: its value looks like")),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}
+
+#[test]
+fn long_values_are_cut_short_in_messages() {
+    let long = "x".repeat(5000);
+    for (kind, text) in [
+        (Kind::Server, format!("listen = \"{long}\"\n")),
+        (Kind::Server, format!("data-dir = \"{long}\"\n")),
+        (
+            Kind::Server,
+            format!("[limits]\nmax-connections = \"{long}\"\n"),
+        ),
+        (Kind::Edge, format!("feed-key = \"{long}\"\n")),
+        (Kind::Edge, format!("upstream = [\"ftp://{long}\"]\n")),
+        (
+            Kind::Server,
+            format!("[log]\nlevel = \"{long}=notalevel\"\n"),
+        ),
+    ] {
+        let Err(err) = check_text(kind, &text) else {
+            panic!("{} passes", &text[..40]);
+        };
+        assert!(err.len() < 500, "{} chars: {}", err.len(), &err[..600]);
+        assert!(err.contains("xxxxx…"), "{err}");
+    }
+}
+
+#[test]
+fn a_config_file_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "c.toml", "listen = \"127.0.0.1:0\"\n");
+    for mode in [0o664, 0o646, 0o666, 0o620] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = check(&file, Kind::Server).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{}: has mode {mode:03o}", file.display())),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(&format!("`chmod go-w {}`", file.display())),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+    for mode in [0o644, 0o600, 0o400] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(check(&file, Kind::Server), Ok(()));
+    }
+}
+
+#[test]
+fn an_edge_files_upstreams_are_checked_by_the_edges_own_rule() {
+    let err = check_text(Kind::Edge, "upstream = [\"http://10.0.0.1:8080\"]\n").unwrap_err();
+    assert!(
+        err.starts_with(
+            "line 1, column 1: key `upstream`: upstream \"http://10.0.0.1:8080\" is plain HTTP"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        check_text(
+            Kind::Edge,
+            "upstream = [\"http://10.0.0.1:8080\"]\ninsecure-http-upstream = true\n"
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        check_text(Kind::Edge, "upstream = [\"http://127.0.0.1:8080\"]\n"),
+        Ok(())
+    );
+    let err = check_text(
+        Kind::Edge,
+        "upstream = [\"https://edge:s3cret@cp.example:8443\"]\n",
+    )
+    .unwrap_err();
+    assert!(err.contains("key `upstream`"), "{err}");
+    assert!(err.contains("carries credentials"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    let err = check_text(Kind::Edge, "upstream = [\"cp.example:8443\"]\n").unwrap_err();
+    assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+}
+
+#[test]
+fn a_flag_turns_a_files_switch_off_or_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = write(
+        dir.path(),
+        "on.toml",
+        "data-dir = \".\"\nserve-feed = true\ninsecure-http = true\ninsecure-http-upstream = true\n[log]\naccess-log = true\n",
+    );
+    let on = on.to_str().unwrap();
+    let m = parse(&["edge", "--config", on]).unwrap();
+    for id in [
+        "serve_feed",
+        "insecure_http",
+        "insecure_http_upstream",
+        "access_log",
+    ] {
+        assert_eq!(m.get_one::<bool>(id), Some(&true), "{id}");
+    }
+    let m = parse(&[
+        "edge",
+        "--config",
+        on,
+        "--serve-feed=false",
+        "--insecure-http=false",
+        "--insecure-http-upstream=false",
+        "--access-log=false",
+    ])
+    .unwrap();
+    for id in [
+        "serve_feed",
+        "insecure_http",
+        "insecure_http_upstream",
+        "access_log",
+    ] {
+        assert_eq!(m.get_one::<bool>(id), Some(&false), "{id}");
+    }
+    let off = write(
+        dir.path(),
+        "off.toml",
+        "data-dir = \".\"\nserve-feed = false\n[log]\naccess-log = false\n",
+    );
+    let off = off.to_str().unwrap();
+    let m = parse(&["edge", "--config", off, "--serve-feed", "--access-log=true"]).unwrap();
+    assert_eq!(m.get_one::<bool>("serve_feed"), Some(&true));
+    assert_eq!(m.get_one::<bool>("access_log"), Some(&true));
+    let m = parse(&["edge", "--config", off]).unwrap();
+    assert_eq!(m.get_one::<bool>("serve_feed"), Some(&false));
+}
+
+#[test]
+fn insecure_http_conflicts_with_tls_only_when_true() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "cert.pem", "x");
+    let key = write(dir.path(), "key.pem", "x");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls = ["--tls-cert", cert, "--tls-key", key];
+    let server = |extra: &[&str]| {
+        let mut args = vec!["server", "--data-dir", "d"];
+        args.extend_from_slice(&tls);
+        args.extend_from_slice(extra);
+        parse(&args)
+    };
+    let err = server(&["--insecure-http"]).unwrap_err();
+    assert_eq!(
+        err,
+        "clap: the argument '--insecure-http' cannot be used with '--tls-cert <FILE>'"
+    );
+    assert!(server(&["--insecure-http=true"]).is_err());
+    assert!(server(&["--insecure-http=false"]).is_ok());
+    assert!(server(&[]).is_ok());
+    // The file's `insecure-http = true`, turned off by the flag so that TLS may be used.
+    let file = write(
+        dir.path(),
+        "c.toml",
+        "data-dir = \".\"\ninsecure-http = true\n",
+    );
+    let file = file.to_str().unwrap();
+    let mut args = vec!["server", "--config", file];
+    args.extend_from_slice(&tls);
+    let err = parse(&args).unwrap_err();
+    assert!(
+        err.ends_with(": line 2, column 1: key `insecure-http` cannot be used with --tls-cert"),
+        "{err}"
+    );
+    args.push("--insecure-http=false");
+    assert!(parse(&args).is_ok());
+    // And the file's `insecure-http = false` beside TLS is no conflict.
+    let file = write(
+        dir.path(),
+        "d.toml",
+        &format!(
+            "data-dir = \".\"\ninsecure-http = false\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n"
+        ),
+    );
+    assert_eq!(check(&file, Kind::Server), Ok(()));
+}
+
+#[test]
+fn every_switch_with_a_key_takes_true_or_false() {
+    let cli = Cli::command();
+    for kind in Kind::value_variants() {
+        let sub = cli.find_subcommand(kind.name()).unwrap();
+        for key in kind.keys() {
+            let arg = key.arg(sub).unwrap();
+            assert!(
+                !matches!(
+                    arg.get_action(),
+                    clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+                ),
+                "--{} is an on-only switch: a flag could not turn off the file's key",
+                arg.get_long().unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_path_keys_of_the_schema_are_the_flags_hinted_as_paths() {
+    let cli = Cli::command();
+    for kind in Kind::value_variants() {
+        let sub = cli.find_subcommand(kind.name()).unwrap();
+        let from_schema: Vec<String> = match kind {
+            Kind::Server => keys::paths_of::<schema::ServerFile>(),
+            Kind::Edge => keys::paths_of::<schema::EdgeFile>(),
+            Kind::Dev => keys::paths_of::<schema::DevFile>(),
+        }
+        .iter()
+        .map(Key::to_string)
+        .collect();
+        let hinted: Vec<String> = kind
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                matches!(
+                    k.arg(sub).unwrap().get_value_hint(),
+                    clap::ValueHint::FilePath | clap::ValueHint::DirPath | clap::ValueHint::AnyPath
+                )
+            })
+            .map(|k| k.to_string())
+            .collect();
+        assert!(!hinted.is_empty());
+        assert_eq!(from_schema, hinted, "{}", kind.name());
+    }
+}
+
+#[test]
+fn a_required_setting_without_a_key_is_named_by_its_flag() {
+    use clap::{Arg, Command};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "c.toml", "listen = \"127.0.0.1:0\"\n");
+    let command = Command::new("coffer")
+        .subcommand(Command::new("edge"))
+        .subcommand(Command::new("dev"))
+        .subcommand(
+            Command::new("server")
+                .arg(
+                    Arg::new("config")
+                        .long("config")
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(Arg::new("listen").long("listen"))
+                .arg(
+                    Arg::new("secret")
+                        .long("secret")
+                        .env("COFFER_TEST_SECRET_NEVER_SET")
+                        .required(true),
+                ),
+        );
+    let args: Vec<OsString> = ["coffer", "server", "--config", file.to_str().unwrap()]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    let Err(Failure::File(err)) = matches(command, &args) else {
+        panic!("a file failure");
+    };
+    assert_eq!(
+        err,
+        format!(
+            "{}: --secret is required (or COFFER_TEST_SECRET_NEVER_SET)",
+            file.display()
+        )
+    );
 }
