@@ -138,14 +138,19 @@ pub const SECRET_KEYS: &[(&str, &str)] = &[
 pub const SECRET_PATH_KEYS: &[&str] = &["tls.key", "node-token-file"];
 
 /// What `text` (any string value of a config file, or a path given for a secret file) looks
-/// like if it looks like a secret: a Coffer token (by its prefix) or a PEM block. Such a value
-/// is refused without being repeated.
+/// like if it looks like a secret: a Coffer token (its prefix, then the hex of its id: a path
+/// such as `coffer_data` is not one) or a PEM block. Such a value is refused without being
+/// repeated.
 pub fn looks_like_secret(text: &str) -> Option<&'static str> {
     let text = text.trim_start();
-    if ["coffer_", "coffersvc_", "coffernode_"]
+    let token = ["coffer_", "coffersvc_", "coffernode_"]
         .iter()
-        .any(|prefix| text.starts_with(prefix))
-    {
+        .any(|prefix| {
+            text.strip_prefix(prefix).is_some_and(|rest| {
+                rest.len() >= 8 && rest.bytes().take(8).all(|b| b.is_ascii_hexdigit())
+            })
+        });
+    if token {
         return Some("a Coffer token");
     }
     if text.contains("-----BEGIN") {

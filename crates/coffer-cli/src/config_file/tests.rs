@@ -662,7 +662,7 @@ fn a_secret_under_any_key_is_refused_without_being_repeated() {
         ),
         (
             Kind::Server,
-            "trusted-proxy = [\"10.0.0.0/8\", \"coffersvc_s3cret\"]\n",
+            "trusted-proxy = [\"10.0.0.0/8\", \"coffersvc_0123abcd_s3cret\"]\n",
             "trusted-proxy",
         ),
         (
@@ -670,7 +670,11 @@ fn a_secret_under_any_key_is_refused_without_being_repeated() {
             "[limits]\nheader-timeout = \"-----BEGIN CERTIFICATE-----s3cret\"\n",
             "limits.header-timeout",
         ),
-        (Kind::Edge, "unknown = \"coffernode_s3cret\"\n", "unknown"),
+        (
+            Kind::Edge,
+            "unknown = \"coffernode_0123abcd_s3cret\"\n",
+            "unknown",
+        ),
     ] {
         let err = check_text(kind, text).unwrap_err();
         assert!(
@@ -679,6 +683,18 @@ fn a_secret_under_any_key_is_refused_without_being_repeated() {
         );
         assert!(!err.contains("s3cret"), "{err}");
     }
+}
+
+/// A path that merely begins like a token (`coffer_data`) is a path: a token's prefix is
+/// followed by the hex of its id.
+#[test]
+fn a_path_named_like_a_token_prefix_is_not_a_secret() {
+    assert_eq!(looks_like_secret("coffer_data"), None);
+    assert_eq!(looks_like_secret("coffernode_keys/edge"), None);
+    assert_eq!(
+        looks_like_secret(&format!("coffer_{}_{}", "ab".repeat(16), "A".repeat(43))),
+        Some("a Coffer token")
+    );
 }
 
 #[test]
