@@ -11,6 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+
+use crate::{HsmError, Pkcs11Kek};
+
 /// Overrides where the SoftHSM2 module is looked for.
 pub const MODULE_ENV: &str = "COFFER_TEST_SOFTHSM_MODULE";
 /// Set in the child process [`in_own_process`] starts: the SoftHSM root directory.
@@ -226,4 +230,63 @@ pub fn in_own_process(test: &str, body: impl FnOnce(&SoftHsm)) {
         stdout.contains("1 passed"),
         "{test} did not run in the child process:\n{stdout}\n{stderr}"
     );
+}
+
+/// An AES-256 key object with the value and attributes a test chooses, for
+/// [`Pkcs11Kek::create_test_key`] (pkcs11-tool cannot clear CKA_WRAP, which SoftHSM sets by
+/// default).
+#[derive(Debug, Clone)]
+pub struct TestKey<'a> {
+    pub label: &'a str,
+    pub id: &'a [u8],
+    pub value: [u8; 32],
+    pub private: bool,
+    pub extractable: bool,
+    pub wrap: bool,
+    pub derive: bool,
+}
+
+impl<'a> TestKey<'a> {
+    /// A key that meets an account key's demands: private, sensitive, never extractable, no
+    /// wrapping, no derivation; it may encrypt and decrypt.
+    pub fn account(label: &'a str, id: &'a [u8], value: [u8; 32]) -> TestKey<'a> {
+        TestKey {
+            label,
+            id,
+            value,
+            private: true,
+            extractable: false,
+            wrap: false,
+            derive: false,
+        }
+    }
+}
+
+impl Pkcs11Kek {
+    /// Creates `key` in this KEK's token, through its own session pool (a process may
+    /// initialise the module once, so a test cannot open another connection to it).
+    pub fn create_test_key(&self, key: &TestKey<'_>) -> Result<(), HsmError> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Private(key.private),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(key.extractable),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(key.wrap),
+            Attribute::Unwrap(false),
+            Attribute::Derive(key.derive),
+            Attribute::Label(key.label.as_bytes().to_vec()),
+            Attribute::Id(key.id.to_vec()),
+            Attribute::Value(key.value.to_vec()),
+        ];
+        self.pool.with_rw_session(|session| {
+            session.create_object(&template).map_err(|e| {
+                HsmError::Unavailable(format!("cannot create {:?}: {e}", key.label))
+            })?;
+            Ok(())
+        })
+    }
 }
