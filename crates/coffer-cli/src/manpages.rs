@@ -176,7 +176,10 @@ mod tests {
         let files = [
             // Ours, for commands that are gone: removed.
             ("coffer-gone.1", ours("coffer-gone", "0.0.1")),
-            ("coffer-old-cmd.1", ours("coffer-old-cmd", env!("CARGO_PKG_VERSION"))),
+            (
+                "coffer-old-cmd.1",
+                ours("coffer-old-cmd", env!("CARGO_PKG_VERSION")),
+            ),
             // Not ours: kept.
             (
                 "coffer-tools.1",

@@ -124,9 +124,9 @@ impl Pkcs11Kek {
             )));
         }
         let token = self.pool.uri().token_description();
-        let (handle, generation) = self.pool.with_ro_session_at(|session| {
-            token::load(session, object, &token, Holder::Account)
-        })?;
+        let (handle, generation) = self
+            .pool
+            .with_ro_session_at(|session| token::load(session, object, &token, Holder::Account))?;
         self.pool
             .add_detachable_key(object.clone(), handle, generation)
     }
@@ -160,9 +160,10 @@ impl Pkcs11Kek {
             return;
         };
         let token = self.pool.uri().token_description();
-        if let Ok((handle, generation)) = self.pool.with_ro_session_at(|session| {
-            token::load(session, &object, &token, Holder::Account)
-        }) {
+        if let Ok((handle, generation)) = self
+            .pool
+            .with_ro_session_at(|session| token::load(session, &object, &token, Holder::Account))
+        {
             self.pool.restore(&object, handle, generation);
         }
     }

@@ -473,8 +473,11 @@ impl Pool {
                 st.keys.retain(|(k, _)| !lost.contains(&k.kek_id));
                 st.detachable.retain(|id| !lost.contains(id));
                 let next_look = Instant::now() + self.backoff;
-                st.lost
-                    .extend(now_lost.into_iter().map(|object| LostKey { object, next_look }));
+                st.lost.extend(
+                    now_lost
+                        .into_iter()
+                        .map(|object| LostKey { object, next_look }),
+                );
                 for (object, handle) in back {
                     st.restore(&object, handle);
                 }

@@ -179,18 +179,30 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
             kek.create_test_key(&TestKey::account("named", &[0xa1], [1; 32]))
                 .unwrap();
             for (label, id, key) in [
-                ("extractable", 0xb1, TestKey {
-                    extractable: true,
-                    ..TestKey::account("extractable", &[], [2; 32])
-                }),
-                ("wraps", 0xb2, TestKey {
-                    wrap: true,
-                    ..TestKey::account("wraps", &[], [3; 32])
-                }),
-                ("derives", 0xb3, TestKey {
-                    derive: true,
-                    ..TestKey::account("derives", &[], [4; 32])
-                }),
+                (
+                    "extractable",
+                    0xb1,
+                    TestKey {
+                        extractable: true,
+                        ..TestKey::account("extractable", &[], [2; 32])
+                    },
+                ),
+                (
+                    "wraps",
+                    0xb2,
+                    TestKey {
+                        wrap: true,
+                        ..TestKey::account("wraps", &[], [3; 32])
+                    },
+                ),
+                (
+                    "derives",
+                    0xb3,
+                    TestKey {
+                        derive: true,
+                        ..TestKey::account("derives", &[], [4; 32])
+                    },
+                ),
             ] {
                 kek.create_test_key(&TestKey {
                     label,
@@ -212,9 +224,18 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
                 (uri(testing::TOKEN, "public"), "is not private (CKA_PRIVATE"),
                 (uri(testing::TOKEN, "no-id"), "has no CKA_ID"),
                 // The value must stay in the token.
-                (uri(testing::TOKEN, "extractable"), "is extractable (CKA_EXTRACTABLE"),
-                (uri(testing::TOKEN, "wraps"), "may wrap other keys (CKA_WRAP"),
-                (uri(testing::TOKEN, "derives"), "may derive keys (CKA_DERIVE"),
+                (
+                    uri(testing::TOKEN, "extractable"),
+                    "is extractable (CKA_EXTRACTABLE",
+                ),
+                (
+                    uri(testing::TOKEN, "wraps"),
+                    "may wrap other keys (CKA_WRAP",
+                ),
+                (
+                    uri(testing::TOKEN, "derives"),
+                    "may derive keys (CKA_DERIVE",
+                ),
                 (
                     Pkcs11Uri::parse(
                         "pkcs11:token=coffer;object=named?module-path=/nonexistent/p11.so",

@@ -54,7 +54,9 @@ fn trickled(f: &mut Follower<u32>, root: &Root, now: u64, d: u64) -> (u64, Vec<O
     let installed = out
         .iter()
         .position(|o| matches!(o, Output::InstallStaged(_)));
-    let left = out.iter().position(|o| matches!(o, Output::Switched { .. }));
+    let left = out
+        .iter()
+        .position(|o| matches!(o, Output::Switched { .. }));
     assert!(left.is_none_or(|l| installed < Some(l)), "{out:?}");
     f.handle(
         t,
@@ -81,7 +83,8 @@ fn chained_trickled_snapshots_fail_over_within_two_deadlines() {
     let mut worst_lag = 0;
     let mut left = None;
     for cycle in 0..10 {
-        root.log.append(payload(100 + cycle), Timestamp::from_unix_micros(0));
+        root.log
+            .append(payload(100 + cycle), Timestamp::from_unix_micros(0));
         let out = f.handle(now, Input::NeedSnapshot { from: A });
         assert_eq!(switched(&out), None, "{out:?}");
         assert!(out.contains(&Output::FetchSnapshot { to: A }), "{out:?}");
@@ -139,7 +142,8 @@ fn trickled_snapshots_after_alarms_fail_over_too() {
             "{out:?}"
         );
         assert!(out.contains(&Output::FetchSnapshot { to: A }), "{out:?}");
-        root.log.append(payload(200 + cycle), Timestamp::from_unix_micros(0));
+        root.log
+            .append(payload(200 + cycle), Timestamp::from_unix_micros(0));
         let (at, out) = trickled(&mut f, &root, now, d);
         if let Some(why) = switched(&out) {
             left = Some((cycle, why));
@@ -166,7 +170,8 @@ fn a_slow_snapshot_is_credited_once_per_gap_and_quick_ones_always() {
     let until = now + 12 * MIN;
     while now < until {
         now += 1_000;
-        root.log.append(payload(now), Timestamp::from_unix_micros(0));
+        root.log
+            .append(payload(now), Timestamp::from_unix_micros(0));
         let after = f.verified().seq;
         let (entries, sigs) = root.log.feed_after(after, 100).unwrap();
         let out = feed_at(&mut f, now, entries, sigs);

@@ -289,7 +289,13 @@ mod tests {
         let account = AccountId::from_bytes([7; 16]);
         let own = label(&base(), account);
         let other = format!("coffer-kek.account.{}", "0a".repeat(16));
-        for object in ["coffer-kek", "coffer-kek.v2", "coffer-kek.v17", &other, &own] {
+        for object in [
+            "coffer-kek",
+            "coffer-kek.v2",
+            "coffer-kek.v17",
+            &other,
+            &own,
+        ] {
             let e = check_label(&base(), object, None).unwrap_err();
             assert!(
                 e.to_string().contains("label Coffer gives"),

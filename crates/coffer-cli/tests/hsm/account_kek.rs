@@ -311,7 +311,10 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
         ("pkcs11:object=team-c-kek", "names no token"),
         ("pkcs11:token=coffer;object=public-kek", "is not private"),
         ("pkcs11:token=coffer;object=no-id-kek", "has no CKA_ID"),
-        ("pkcs11:token=coffer;object=wrapping-kek", "may wrap other keys"),
+        (
+            "pkcs11:token=coffer;object=wrapping-kek",
+            "may wrap other keys",
+        ),
         (
             "pkcs11:token=coffer;object=coffer-kek.v7",
             "a version of the instance KEK",
