@@ -181,12 +181,19 @@ pub enum Command {
     },
     /// Write the man pages, one per command (coffer.1, coffer-store-create.1, ...), into a
     /// directory
+    #[command(after_help = MAN_AFTER_HELP)]
     Man {
         /// The directory to write into (it must exist)
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
     },
 }
+
+const MAN_AFTER_HELP: &str = "\
+Pages of commands that no longer exist are removed: a coffer*.1 in DIR that this run did not
+write, and whose .TH line shows `coffer man` wrote it (a \"coffer VERSION\" source and the
+\"Coffer Manual\"). Any other file is left alone, so DIR may be shared, e.g.
+/usr/local/share/man/man1.";
 
 const COMPLETIONS_AFTER_HELP: &str = "\
 Install, e.g.:

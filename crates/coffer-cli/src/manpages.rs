@@ -25,6 +25,37 @@ pub fn completions(shell: ShellArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The manual every page names in its `.TH` line: how `coffer man` tells its own pages apart.
+const MANUAL: &str = "Coffer Manual";
+
+/// Whether `text` is a page `coffer man` wrote for `name` (`coffer-x.1`): its `.TH` line, as
+/// clap_mangen writes it, names the page, section 1, a `coffer VERSION` source (of any
+/// version) and Coffer's manual. Another program's `coffer*.1` is not.
+fn is_our_page(name: &str, text: &[u8]) -> bool {
+    let Some(stem) = name.strip_suffix(".1") else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(text);
+    let Some(th) = text.lines().take(20).find_map(|l| l.strip_prefix(".TH ")) else {
+        return false;
+    };
+    let mut words = th.split_whitespace();
+    if words.next() != Some(stem) || words.next() != Some("1") {
+        return false;
+    }
+    // The quoted fields, in order: the source, then the manual.
+    let quoted: Vec<&str> = th.split('"').skip(1).step_by(2).collect();
+    match quoted.as_slice() {
+        [.., source, manual] => {
+            *manual == MANUAL
+                && source
+                    .strip_prefix("coffer ")
+                    .is_some_and(|v| !v.is_empty() && !v.contains(' '))
+        }
+        _ => false,
+    }
+}
+
 /// Every man page: (file name, roff text), one per visible command and subcommand, in a fixed
 /// order (the top page first, then depth-first in definition order).
 pub fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -43,7 +74,7 @@ pub fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let mut text = Vec::new();
         clap_mangen::Man::new(page)
             .source(concat!("coffer ", env!("CARGO_PKG_VERSION")))
-            .manual("Coffer Manual")
+            .manual(MANUAL)
             .render(&mut text)
             .with_context(|| format!("cannot render the man page of {name}"))?;
         out.push((format!("{name}.1"), text));
@@ -59,7 +90,10 @@ pub fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-/// `coffer man --out-dir DIR`: writes every page into `DIR`.
+/// `coffer man --out-dir DIR`: writes every page into `DIR`, and removes the pages of commands
+/// that are gone: a `coffer*.1` that was not rendered now and whose `.TH` line shows
+/// `coffer man` wrote it ([`is_our_page`]). Any other file is left alone, so the directory may
+/// be a shared one (`/usr/local/share/man/man1`).
 pub fn write(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         return Err(crate::commands::UsageError(format!(
@@ -76,6 +110,8 @@ pub fn write(dir: &Path) -> anyhow::Result<()> {
         if name.starts_with("coffer")
             && name.ends_with(".1")
             && !pages.iter().any(|(page, _)| *page == name)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::read(entry.path()).is_ok_and(|text| is_our_page(&name, &text))
         {
             std::fs::remove_file(entry.path())
                 .with_context(|| format!("cannot remove {}", entry.path().display()))?;
@@ -125,6 +161,64 @@ mod tests {
             "dist/man is out of date (missing or different: {changed:?}; no longer made: \
              {stale:?}); run `{REGENERATE}` (delete dist/man/*.1 first if pages are gone)"
         );
+    }
+
+    /// A regeneration removes the pages `coffer man` wrote for commands that are gone (of any
+    /// version), and nothing else: not another program's `coffer*.1`, not other files.
+    #[test]
+    fn only_stale_pages_of_coffers_own_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = |name: &str, version: &str| {
+            format!(
+                ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n.TH {name} 1  \"coffer {version}\" \"Coffer Manual\"\n.SH NAME\n"
+            )
+        };
+        let files = [
+            // Ours, for commands that are gone: removed.
+            ("coffer-gone.1", ours("coffer-gone", "0.0.1")),
+            (
+                "coffer-old-cmd.1",
+                ours("coffer-old-cmd", env!("CARGO_PKG_VERSION")),
+            ),
+            // Not ours: kept.
+            (
+                "coffer-tools.1",
+                ".TH coffer-tools 1 \"2024\" \"coffer-tools 2.0\" \"Coffer Tools Manual\"\n"
+                    .to_owned(),
+            ),
+            (
+                "coffeemaker.1",
+                ".TH coffeemaker 1 \"\" \"coffee 1\" \"User Commands\"\n".to_owned(),
+            ),
+            ("coffer-misnamed.1", ours("coffer-other", "0.1.0")),
+            ("coffer-empty.1", String::new()),
+            ("notes.txt", "coffer".to_owned()),
+        ];
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        write(dir.path()).unwrap();
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        for gone in ["coffer-gone.1", "coffer-old-cmd.1"] {
+            assert!(!left.contains(gone), "{gone} kept: {left:?}");
+        }
+        for kept in [
+            "coffer-tools.1",
+            "coffeemaker.1",
+            "coffer-misnamed.1",
+            "coffer-empty.1",
+            "notes.txt",
+            "coffer.1",
+            "coffer-store-create.1",
+        ] {
+            assert!(left.contains(kept), "{kept} removed: {left:?}");
+        }
+        // What it writes is recognised as its own.
+        let (name, text) = pages().unwrap().remove(0);
+        assert!(is_our_page(&name, &text));
     }
 
     /// Every visible command and subcommand has its page, and the page names each of its

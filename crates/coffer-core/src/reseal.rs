@@ -60,8 +60,10 @@ impl ResealSettings {
     pub const DEFAULT_BATCH: usize = 256;
     /// The default [`ResealSettings::compaction_gap`]: at most one compaction past destroyed
     /// DEKs per 10 minutes. A relay compacts its own log on the same gap (coffer-edge), so
-    /// the edges below it are sent to a snapshot no more often than by the control plane.
-    pub const DEFAULT_COMPACTION_GAP: Duration = Duration::from_secs(600);
+    /// the edges below it are sent to a snapshot no more often than by the control plane, and
+    /// followers credit a slow snapshot's streaming time at most once per upstream per gap
+    /// (coffer-replication): one constant, [`coffer_storage::DEFAULT_COMPACTION_GAP`].
+    pub const DEFAULT_COMPACTION_GAP: Duration = coffer_storage::DEFAULT_COMPACTION_GAP;
 
     /// At most `values_per_second` values a second (at least one).
     pub fn with_rate(values_per_second: u32) -> ResealSettings {

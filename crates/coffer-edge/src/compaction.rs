@@ -23,8 +23,9 @@ pub(crate) struct DekCompaction {
 }
 
 impl DekCompaction {
-    /// A relay's: at most once per the control plane's default gap.
-    pub(crate) fn relay() -> DekCompaction {
+    /// At most once per the control plane's default gap (every edge's; only a relay serves
+    /// its log on).
+    pub(crate) fn on_default_gap() -> DekCompaction {
         DekCompaction::new(ResealSettings::DEFAULT_COMPACTION_GAP)
     }
 
@@ -103,14 +104,13 @@ mod tests {
             .collect()
     }
 
-    /// A relay keeps to the control plane's default gap: 10 minutes.
+    /// An edge keeps to the control plane's default gap.
     #[test]
-    fn a_relay_compacts_on_the_control_planes_default_gap() {
+    fn an_edge_compacts_on_the_control_planes_default_gap() {
         assert_eq!(
-            DekCompaction::relay().gap,
+            DekCompaction::on_default_gap().gap,
             ResealSettings::default().compaction_gap
         );
-        assert_eq!(DekCompaction::relay().gap, Duration::from_secs(600));
     }
 
     /// Many `DekDestroyed` in a row (a tenant deleting store after store) move a relay's log

@@ -422,6 +422,13 @@ impl Driver {
                             "{}: no signed progress for longer than the staleness ({why:?}); switched upstream",
                             self.upstreams.urls[from]
                         ));
+                    } else if why == SwitchReason::RepeatedSlowSnapshot {
+                        self.status.set_error(format!(
+                            "{}: sent a second slow snapshot within the compaction gap of one \
+                             whose streaming time was credited ({why:?}); installed it, then \
+                             switched upstream",
+                            self.upstreams.urls[from]
+                        ));
                     } else if why == SwitchReason::SnapshotDeadline {
                         self.status.set_error(format!(
                             "{}: its snapshot was still streaming at the snapshot deadline ({} s); switched upstream",

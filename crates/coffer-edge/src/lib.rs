@@ -473,6 +473,9 @@ impl Edge {
             // The deadline it serves snapshots by (`--snapshot-deadline`) bounds the ones it
             // takes too: an upstream trickling one holds a failover off this long at most.
             snapshot_deadline_ms: ms(self.opts.snapshots.deadline),
+            // The gap the control plane and relays compact on: a slow snapshot's streaming
+            // time is credited at most once per upstream per gap.
+            compaction_gap_ms: ms(coffer_core::ResealSettings::DEFAULT_COMPACTION_GAP),
         };
         driver::Driver::new(
             self.node,
@@ -512,7 +515,7 @@ impl Edge {
         } else {
             0
         };
-        let mut dek_compaction = compaction::DekCompaction::relay();
+        let mut dek_compaction = compaction::DekCompaction::on_default_gap();
         let mut round = tokio::time::interval(access::INTERVAL);
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

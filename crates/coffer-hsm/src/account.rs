@@ -12,7 +12,7 @@
 
 use coffer_crypto::{CryptoError, KekId};
 
-use crate::token::{self, KeyObject};
+use crate::token::{self, Holder, KeyObject};
 use crate::{HsmError, Pkcs11Kek, Pkcs11Uri};
 
 impl Pkcs11Kek {
@@ -20,8 +20,9 @@ impl Pkcs11Kek {
     /// CKA_ID `cka_id` (AES-256, sensitive, never extractable, as a KEK version), and starts
     /// using it as a detachable key. Nothing already in the token is destroyed.
     pub fn generate_account_key(&self, label: &str, cka_id: &[u8]) -> Result<KeyObject, HsmError> {
-        let (handle, object) = self.generate_object(label, cka_id)?;
-        self.pool.add_detachable_key(object.clone(), handle)?;
+        let (handle, object, generation) = self.generate_object(label, cka_id, Holder::Account)?;
+        self.pool
+            .add_detachable_key(object.clone(), handle, generation)?;
         Ok(object)
     }
 
@@ -30,7 +31,10 @@ impl Pkcs11Kek {
     /// AES-256 key (as the instance KEK: sensitive, may encrypt and decrypt with AES-GCM),
     /// private (CKA_PRIVATE: only a logged-in session sees or uses it), have a CKA_ID (so that
     /// it is found again by label and id, never confused with another object under its label),
-    /// and not be a key this instance already uses.
+    /// keep its value in the token (not extractable, no CKA_WRAP, no CKA_DERIVE: see
+    /// `token::check_account_key`), and not be a key this instance already uses or is looking
+    /// for again (another account's lost key: taking it, even for a request refused later,
+    /// would end that account's recovery).
     pub fn open_account_key(&self, uri: &Pkcs11Uri) -> Result<KeyObject, HsmError> {
         let ours = self.pool.uri();
         let same_module = match (
@@ -56,7 +60,7 @@ impl Pkcs11Kek {
             )));
         }
         let token = uri.token_description();
-        let (handle, object) = self.pool.with_ro_session(|session| {
+        let ((handle, object), generation) = self.pool.with_ro_session_at(|session| {
             // Under a session of the pool, so no reconnect re-initialises the module meanwhile.
             let (module, live) = self.pool.module_and_slot();
             let Some(live) = live else {
@@ -82,12 +86,12 @@ impl Pkcs11Kek {
                         .unwrap_or_default()
                 )));
             };
-            let kek_id = token::checked_id(session, key, &uri.object, &token)?;
-            if self.pool.has(&kek_id) {
+            let kek_id = token::checked_id(session, key, &uri.object, &token, Holder::Account)?;
+            if self.pool.has(&kek_id) || self.pool.is_detachable(&kek_id) {
                 return Err(HsmError::WrongKey(format!(
                     "the object labelled {:?} in {token} is KEK {kek_id}, which this instance \
-                     already uses (its KEK or another account's); an account needs a key of its \
-                     own",
+                     already uses (its KEK, or another account's key, in use or being looked for \
+                     again after it went missing); an account needs a key of its own",
                     uri.object
                 )));
             }
@@ -102,18 +106,29 @@ impl Pkcs11Kek {
                 },
             ))
         })?;
-        self.pool.add_detachable_key(object.clone(), handle)?;
+        self.pool
+            .add_detachable_key(object.clone(), handle, generation)?;
         Ok(object)
     }
 
     /// Finds a recorded account key object in the token (by label and CKA_ID, checked to be the
-    /// key its id names) and starts using it as a detachable key.
+    /// key its id names and to meet an account key's demands, as at set-kek) and starts using
+    /// it as a detachable key.
     pub fn load_account_key(&self, object: &KeyObject) -> Result<(), HsmError> {
+        if self.pool.has(&object.kek_id) && !self.pool.is_detachable(&object.kek_id) {
+            return Err(HsmError::WrongKey(format!(
+                "the key object {} is KEK {}, which is the instance KEK's; an account needs a \
+                 key of its own",
+                object.describe(),
+                object.kek_id
+            )));
+        }
         let token = self.pool.uri().token_description();
-        let handle = self
+        let (handle, generation) = self
             .pool
-            .with_ro_session(|session| token::load(session, object, &token))?;
-        self.pool.add_detachable_key(object.clone(), handle)
+            .with_ro_session_at(|session| token::load(session, object, &token, Holder::Account))?;
+        self.pool
+            .add_detachable_key(object.clone(), handle, generation)
     }
 
     /// Stops using an account's key without touching the token. A key of the instance KEK is
@@ -145,12 +160,11 @@ impl Pkcs11Kek {
             return;
         };
         let token = self.pool.uri().token_description();
-        if let Ok(handle) = self
+        if let Ok((handle, generation)) = self
             .pool
-            .with_ro_session(|session| token::load(session, &object, &token))
-            && self.pool.restore(&object, handle)
+            .with_ro_session_at(|session| token::load(session, &object, &token, Holder::Account))
         {
-            tracing::info!(object = %object.describe(), kek = %id, "an account's key object is back in the token; that account's values open again");
+            self.pool.restore(&object, handle, generation);
         }
     }
 

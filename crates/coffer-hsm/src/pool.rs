@@ -20,6 +20,18 @@
 //! reconnect and at its account's next call, so one that comes back serves again without a
 //! restart.
 //!
+//! Which removals clear a lost key: [`Pool::add_detachable_key`] (the key is used again, found
+//! anew), [`Pool::remove_detachable`] (an account stops using its key) and
+//! [`Pool::remove_key`] (a key destroyed or forgotten) drop its `lost` entry; a reconnect and
+//! [`Pool::restore`] move it back into use when its object is found again. Nothing else
+//! touches `lost`, so a refused request never ends another account's recovery.
+//!
+//! Handles are valid only in the connection they were found in: a reconnect finalizes the
+//! module, after which the same number may name another object. So whatever finds a handle
+//! on a session of [`Pool::with_ro_session_at`] (or `_rw_`) gets the connection's
+//! [`Generation`], and [`Pool::add_key`], [`Pool::add_detachable_key`] and [`Pool::restore`]
+//! refuse a handle of another generation.
+//!
 //! Why no session may be checked out while reconnecting: `C_Finalize` invalidates every session
 //! handle and the module reuses handle numbers afterwards, so a stale session closed after the
 //! reconnect could close a new one. Sessions of an old connection are therefore always dropped
@@ -36,8 +48,24 @@ use cryptoki::slot::Slot;
 use coffer_crypto::KekId;
 
 use crate::error::short;
-use crate::token::{self, KeyObject};
+use crate::token::{self, Holder, KeyObject};
 use crate::{HsmError, Pin, Pkcs11Uri};
+
+/// Which connection a handle was found in: see the module comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Generation(u64);
+
+/// [`Pool::remove_detachable`] was asked to remove a key of the instance KEK: refused, the
+/// key stays in use.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct InstanceKey;
+
+/// A detachable key set aside because its object was missing or another key.
+struct LostKey {
+    object: KeyObject,
+    /// No call looks for it before this.
+    next_look: Instant,
+}
 
 pub(crate) struct Pool {
     module: Pkcs11,
@@ -65,7 +93,7 @@ struct State {
     /// `keys`, looked for again at each reconnect and at their next call, at most once per
     /// `backoff` (the instant: no call looks before it), so that an account's stream of
     /// failing requests does not become a stream of searches in the token.
-    lost: Vec<(KeyObject, Instant)>,
+    lost: Vec<LostKey>,
     idle: Vec<Session>,
     /// Sessions of the current generation, idle or checked out.
     open: usize,
@@ -82,6 +110,43 @@ struct State {
     pin_refused: bool,
     /// Most sessions ever open at once (for tests and benchmarks).
     high_water: usize,
+    /// Successful reconnects (for tests: a pool rebuilt or not).
+    reconnects: u64,
+}
+
+impl State {
+    /// Uses the lost key `object` again with `handle`; `false` if it is not lost (removed or
+    /// restored meanwhile).
+    fn restore(&mut self, object: &KeyObject, handle: ObjectHandle) -> bool {
+        let Some(at) = self.lost.iter().position(|l| l.object == *object) else {
+            return false;
+        };
+        let LostKey { object, .. } = self.lost.remove(at);
+        back_in_token(&object);
+        self.detachable.push(object.kek_id.clone());
+        self.keys.push((object, handle));
+        true
+    }
+
+    fn is_lost(&self, id: &KekId) -> bool {
+        self.lost.iter().any(|l| l.object.kek_id == *id)
+    }
+
+    /// Whether a handle found in `generation` is valid now.
+    fn current(&self, generation: Generation) -> bool {
+        self.broken.is_none() && self.generation == generation.0
+    }
+}
+
+fn back_in_token(object: &KeyObject) {
+    tracing::info!(object = %object.describe(), kek = %object.kek_id, "an account's key object is back in the token; that account's values open again");
+}
+
+fn stale_handle(object: &KeyObject) -> HsmError {
+    HsmError::Unavailable(format!(
+        "the token reconnected while the key object {} was being looked up; try again",
+        object.describe()
+    ))
 }
 
 /// A session lent to one call. Must go back through [`Pool::give_back`].
@@ -119,6 +184,7 @@ impl Pool {
             next_attempt: Instant::now(),
             pin_refused: false,
             high_water: 1,
+            reconnects: 0,
         };
         Pool {
             module,
@@ -154,7 +220,7 @@ impl Pool {
     /// Whether `id` is a detachable key, in use or lost.
     pub(crate) fn is_detachable(&self, id: &KekId) -> bool {
         let st = self.lock();
-        st.detachable.contains(id) || st.lost.iter().any(|(k, _)| k.kek_id == *id)
+        st.detachable.contains(id) || st.is_lost(id)
     }
 
     /// The object of the lost key `id`, if it is lost.
@@ -162,8 +228,8 @@ impl Pool {
         self.lock()
             .lost
             .iter()
-            .find(|(k, _)| k.kek_id == *id)
-            .map(|(k, _)| k.clone())
+            .find(|l| l.object.kek_id == *id)
+            .map(|l| l.object.clone())
     }
 
     /// The object of the lost key `id` if a call may look for it now; the next may look only
@@ -171,12 +237,12 @@ impl Pool {
     pub(crate) fn lost_due(&self, id: &KekId) -> Option<KeyObject> {
         let mut st = self.lock();
         let now = Instant::now();
-        let (object, next) = st
+        let lost = st
             .lost
             .iter_mut()
-            .find(|(k, next)| k.kek_id == *id && now >= *next)?;
-        *next = now + self.backoff;
-        Some(object.clone())
+            .find(|l| l.object.kek_id == *id && now >= l.next_look)?;
+        lost.next_look = now + self.backoff;
+        Some(lost.object.clone())
     }
 
     /// Sets the detachable key `id` aside as lost (see `State::lost`).
@@ -188,21 +254,22 @@ impl Pool {
         st.detachable.retain(|d| d != id);
         if let Some(at) = st.keys.iter().position(|(k, _)| k.kek_id == *id) {
             let (object, _) = st.keys.remove(at);
-            st.lost.push((object, Instant::now() + self.backoff));
+            let next_look = Instant::now() + self.backoff;
+            st.lost.push(LostKey { object, next_look });
         }
     }
 
-    /// Uses the lost key `object` again, with `handle` found through a session of this
-    /// connection. Nothing happens if it was removed (or restored) meanwhile.
-    pub(crate) fn restore(&self, object: &KeyObject, handle: ObjectHandle) -> bool {
+    /// Uses the lost key `object` again, with `handle` found in connection `generation`.
+    /// Nothing happens if it was removed (or restored) meanwhile, or if the token reconnected
+    /// since (the handle may name another object now; a reconnect looks for lost keys itself).
+    pub(crate) fn restore(
+        &self,
+        object: &KeyObject,
+        handle: ObjectHandle,
+        generation: Generation,
+    ) -> bool {
         let mut st = self.lock();
-        let Some(at) = st.lost.iter().position(|(k, _)| k == object) else {
-            return false;
-        };
-        let (object, _) = st.lost.remove(at);
-        st.detachable.push(object.kek_id.clone());
-        st.keys.push((object, handle));
-        true
+        st.current(generation) && st.restore(object, handle)
     }
 
     pub(crate) fn uri(&self) -> &Pkcs11Uri {
@@ -346,7 +413,7 @@ impl Pool {
             .iter()
             .map(|(k, _)| (k.clone(), st.detachable.contains(&k.kek_id)))
             .collect();
-        let lost_before: Vec<KeyObject> = st.lost.iter().map(|(k, _)| k.clone()).collect();
+        let lost_before: Vec<KeyObject> = st.lost.iter().map(|l| l.object.clone()).collect();
         drop(st);
         let result = token::reinitialize(&self.module, &self.uri).and_then(|()| {
             let (slot, session) = token::open_session(&self.module, &self.uri, &self.pin, false)?;
@@ -354,7 +421,12 @@ impl Pool {
             let mut keys = Vec::with_capacity(wanted.len());
             let mut lost = Vec::new();
             for (k, detachable) in wanted {
-                match token::load(&session, &k, &token) {
+                let holder = if detachable {
+                    Holder::Account
+                } else {
+                    Holder::Instance
+                };
+                match token::load(&session, &k, &token, holder) {
                     Ok(h) => keys.push((k, h)),
                     // An account's key that is gone (or replaced) fails that account alone,
                     // on this freshly logged-in session, so its absence is the token's word.
@@ -369,7 +441,7 @@ impl Pool {
             // its lookup is left to its next call.
             let mut back = Vec::new();
             for k in lost_before {
-                if let Ok(h) = token::load(&session, &k, &token) {
+                if let Ok(h) = token::load(&session, &k, &token, Holder::Account) {
                     back.push((k, h));
                 }
             }
@@ -384,6 +456,7 @@ impl Pool {
                     "the PKCS#11 token is back; logged in again"
                 );
                 st.generation += 1;
+                st.reconnects += 1;
                 st.live = Some(slot);
                 // Keys added or removed while reconnecting are kept as they now are.
                 for (object, handle) in keys {
@@ -399,15 +472,14 @@ impl Pool {
                     .collect();
                 st.keys.retain(|(k, _)| !lost.contains(&k.kek_id));
                 st.detachable.retain(|id| !lost.contains(id));
-                let next = Instant::now() + self.backoff;
-                st.lost.extend(now_lost.into_iter().map(|k| (k, next)));
+                let next_look = Instant::now() + self.backoff;
+                st.lost.extend(
+                    now_lost
+                        .into_iter()
+                        .map(|object| LostKey { object, next_look }),
+                );
                 for (object, handle) in back {
-                    if let Some(at) = st.lost.iter().position(|(k, _)| *k == object) {
-                        st.lost.remove(at);
-                        tracing::info!(object = %object.describe(), kek = %object.kek_id, "an account's key object is back in the token; that account's values open again");
-                        st.detachable.push(object.kek_id.clone());
-                        st.keys.push((object, handle));
-                    }
+                    st.restore(&object, handle);
                 }
                 st.idle.push(session);
                 st.open = 1;
@@ -441,7 +513,7 @@ impl Pool {
         &self,
         op: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
-        self.with_session(true, op)
+        self.with_session(true, op).map(|(value, _)| value)
     }
 
     /// [`Pool::with_rw_session`] on a read-only session: to find objects, even in a
@@ -450,6 +522,23 @@ impl Pool {
         &self,
         op: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
+        self.with_session(false, op).map(|(value, _)| value)
+    }
+
+    /// [`Pool::with_rw_session`], also returning the connection's generation: for a handle
+    /// to add to the pool.
+    pub(crate) fn with_rw_session_at<T>(
+        &self,
+        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<(T, Generation), HsmError> {
+        self.with_session(true, op)
+    }
+
+    /// [`Pool::with_ro_session`], also returning the connection's generation.
+    pub(crate) fn with_ro_session_at<T>(
+        &self,
+        op: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<(T, Generation), HsmError> {
         self.with_session(false, op)
     }
 
@@ -457,7 +546,7 @@ impl Pool {
         &self,
         rw: bool,
         op: impl FnOnce(&Session) -> Result<T, HsmError>,
-    ) -> Result<T, HsmError> {
+    ) -> Result<(T, Generation), HsmError> {
         let mut st = self.lock();
         if st.broken.is_some() {
             st = self.try_reconnect(st).map_err(HsmError::Unavailable)?;
@@ -467,6 +556,7 @@ impl Pool {
                 "the token connection is not established".into(),
             ));
         };
+        let generation = Generation(st.generation);
         st.out += 1;
         drop(st);
         let opened = if rw {
@@ -495,24 +585,40 @@ impl Pool {
         st.out -= 1;
         drop(st);
         self.changed.notify_all();
-        result
+        result.map(|value| (value, generation))
     }
 
-    /// Starts using `object` (found or generated through a session of this connection).
-    pub(crate) fn add_key(&self, object: KeyObject, handle: ObjectHandle) {
+    /// Starts using `object`, with `handle` found in connection `generation`; refused if the
+    /// token reconnected since.
+    pub(crate) fn add_key(
+        &self,
+        object: KeyObject,
+        handle: ObjectHandle,
+        generation: Generation,
+    ) -> Result<(), HsmError> {
         let mut st = self.lock();
+        if !st.current(generation) {
+            return Err(stale_handle(&object));
+        }
         st.keys.retain(|(k, _)| k.kek_id != object.kek_id);
         st.keys.push((object, handle));
+        Ok(())
     }
 
-    /// Starts using `object` as a detachable key (see `State::detachable`). Refused when the
-    /// instance KEK uses that key (a version): an account's key never takes its place.
+    /// Starts using `object` as a detachable key (see `State::detachable`), with `handle`
+    /// found in connection `generation`. Refused when the instance KEK uses that key (a
+    /// version): an account's key never takes its place; and when the token reconnected
+    /// since. A lost entry of the key is dropped: it is in use again.
     pub(crate) fn add_detachable_key(
         &self,
         object: KeyObject,
         handle: ObjectHandle,
+        generation: Generation,
     ) -> Result<(), HsmError> {
         let mut st = self.lock();
+        if !st.current(generation) {
+            return Err(stale_handle(&object));
+        }
         let id = &object.kek_id;
         if st.keys.iter().any(|(k, _)| k.kek_id == *id) && !st.detachable.contains(id) {
             return Err(HsmError::WrongKey(format!(
@@ -522,24 +628,23 @@ impl Pool {
             )));
         }
         st.keys.retain(|(k, _)| k.kek_id != *id);
-        st.lost.retain(|(k, _)| k.kek_id != *id);
+        st.lost.retain(|l| l.object.kek_id != *id);
         st.detachable.retain(|d| d != id);
         st.detachable.push(id.clone());
         st.keys.push((object, handle));
         Ok(())
     }
 
-    /// Stops using the detachable (or lost) key `id`. `Err`: `id` is a key of the instance KEK,
+    /// Stops using the detachable (or lost) key `id`. Refused for a key of the instance KEK,
     /// which is left in use (nothing changed).
-    pub(crate) fn remove_detachable(&self, id: &KekId) -> Result<(), ()> {
+    pub(crate) fn remove_detachable(&self, id: &KekId) -> Result<(), InstanceKey> {
         let mut st = self.lock();
-        st.lost.retain(|(k, _)| k.kek_id != *id);
+        if !st.detachable.contains(id) && st.keys.iter().any(|(k, _)| k.kek_id == *id) {
+            return Err(InstanceKey);
+        }
+        st.lost.retain(|l| l.object.kek_id != *id);
         if !st.detachable.contains(id) {
-            return if st.keys.iter().any(|(k, _)| k.kek_id == *id) {
-                Err(())
-            } else {
-                Ok(())
-            };
+            return Ok(());
         }
         st.detachable.retain(|d| d != id);
         st.keys.retain(|(k, _)| k.kek_id != *id);
@@ -562,7 +667,7 @@ impl Pool {
     pub(crate) fn remove_key(&self, id: &KekId) -> Option<(KeyObject, ObjectHandle)> {
         let mut st = self.lock();
         st.detachable.retain(|d| d != id);
-        st.lost.retain(|(k, _)| k.kek_id != *id);
+        st.lost.retain(|l| l.object.kek_id != *id);
         let at = st.keys.iter().position(|(k, _)| k.kek_id == *id)?;
         Some(st.keys.remove(at))
     }
@@ -577,7 +682,16 @@ impl Pool {
         let st = self.lock();
         (st.open, st.high_water)
     }
+
+    /// How many times the pool reconnected to the token.
+    #[cfg(feature = "test-support")]
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.lock().reconnects
+    }
 }
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests;
 
 fn reconnect_failure(e: &HsmError) -> String {
     format!("reconnecting failed: {e}")

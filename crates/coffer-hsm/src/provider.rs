@@ -25,8 +25,8 @@ use cryptoki::context::Pkcs11;
 use zeroize::Zeroizing;
 
 use crate::error::short;
-use crate::pool::{Lease, Pool};
-use crate::token::{self, KeyObject, KeyOrigin, NONCE_LEN, Want};
+use crate::pool::{Generation, Lease, Pool};
+use crate::token::{self, Holder, KeyObject, KeyOrigin, NONCE_LEN, Want};
 use crate::{HsmError, Pin, Pkcs11Uri};
 
 /// The format byte of a DEK wrapped inside a PKCS#11 token.
@@ -161,7 +161,9 @@ impl Pkcs11Kek {
             |(slot, session)| {
                 let keys = objects
                     .iter()
-                    .map(|k| token::load(&session, k, &token).map(|h| (k.clone(), h)))
+                    .map(|k| {
+                        token::load(&session, k, &token, Holder::Instance).map(|h| (k.clone(), h))
+                    })
                     .collect::<Result<Vec<_>, HsmError>>()?;
                 Ok((slot, session, keys))
             },
@@ -253,8 +255,8 @@ impl Pkcs11Kek {
     /// objects coexist with the new one. Refused when a key in use is under `label` (a second
     /// object there would make it ambiguous or shadow it).
     pub fn generate_version(&self, label: &str, cka_id: &[u8]) -> Result<KeyObject, HsmError> {
-        let (handle, object) = self.generate_object(label, cka_id)?;
-        self.pool.add_key(object.clone(), handle);
+        let (handle, object, generation) = self.generate_object(label, cka_id, Holder::Instance)?;
+        self.pool.add_key(object.clone(), handle, generation)?;
         Ok(object)
     }
 
@@ -263,7 +265,8 @@ impl Pkcs11Kek {
         &self,
         label: &str,
         cka_id: &[u8],
-    ) -> Result<(cryptoki::object::ObjectHandle, KeyObject), HsmError> {
+        holder: Holder,
+    ) -> Result<(cryptoki::object::ObjectHandle, KeyObject, Generation), HsmError> {
         let token = self.pool.uri().token_description();
         let in_use = self.pool.keys();
         if let Some(k) = in_use
@@ -276,7 +279,7 @@ impl Pkcs11Kek {
                 k.kek_id
             )));
         }
-        self.pool.with_rw_session(|session| {
+        let ((handle, object), generation) = self.pool.with_rw_session_at(|session| {
             let present = token::find_labelled(session, label, None, &token)?;
             for &found in &present {
                 let id = token::key_id(session, found).ok();
@@ -296,8 +299,9 @@ impl Pkcs11Kek {
                      are left as they are"
                 );
             }
-            token::generate_object(session, label, cka_id, &token)
-        })
+            token::generate_object(session, label, cka_id, &token, holder)
+        })?;
+        Ok((handle, object, generation))
     }
 
     /// Stops using `object` without touching the token: for a version whose record is
@@ -356,6 +360,13 @@ impl Pkcs11Kek {
     /// Sessions open now, and the most that were ever open at once.
     pub fn sessions(&self) -> (usize, usize) {
         self.pool.sessions()
+    }
+
+    /// How many times the session pool reconnected to the token (logged in again, every key
+    /// object found anew). For tests that a failure did or did not rebuild the pool.
+    #[cfg(feature = "test-support")]
+    pub fn reconnects(&self) -> u64 {
+        self.pool.reconnects()
     }
 
     /// Takes a session out of the pool until the returned guard drops, as a concurrent call

@@ -11,10 +11,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+
+use crate::{HsmError, Pkcs11Kek};
+
 /// Overrides where the SoftHSM2 module is looked for.
 pub const MODULE_ENV: &str = "COFFER_TEST_SOFTHSM_MODULE";
 /// Set in the child process [`in_own_process`] starts: the SoftHSM root directory.
 const CHILD_ENV: &str = "COFFER_TEST_SOFTHSM_CHILD";
+/// Set in the child process [`SoftHsm::create_key`] starts: the key to make.
+const KEY_ENV: &str = "COFFER_TEST_SOFTHSM_KEY";
 
 /// Where distributions put the module.
 const CANDIDATES: &[&str] = &[
@@ -226,4 +235,157 @@ pub fn in_own_process(test: &str, body: impl FnOnce(&SoftHsm)) {
         stdout.contains("1 passed"),
         "{test} did not run in the child process:\n{stdout}\n{stderr}"
     );
+}
+
+/// An AES-256 key object with the value and attributes a test chooses, for
+/// [`Pkcs11Kek::create_test_key`] (pkcs11-tool cannot clear CKA_WRAP, which SoftHSM sets by
+/// default).
+#[derive(Debug, Clone)]
+pub struct TestKey<'a> {
+    pub label: &'a str,
+    pub id: &'a [u8],
+    pub value: [u8; 32],
+    pub private: bool,
+    pub extractable: bool,
+    pub wrap: bool,
+    pub derive: bool,
+}
+
+impl<'a> TestKey<'a> {
+    /// A key that meets an account key's demands: private, sensitive, never extractable, no
+    /// wrapping, no derivation; it may encrypt and decrypt.
+    pub fn account(label: &'a str, id: &'a [u8], value: [u8; 32]) -> TestKey<'a> {
+        TestKey {
+            label,
+            id,
+            value,
+            private: true,
+            extractable: false,
+            wrap: false,
+            derive: false,
+        }
+    }
+}
+
+impl TestKey<'_> {
+    fn template(&self) -> Vec<Attribute> {
+        let key = self;
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Private(key.private),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(key.extractable),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(key.wrap),
+            Attribute::Unwrap(false),
+            Attribute::Derive(key.derive),
+            Attribute::Label(key.label.as_bytes().to_vec()),
+            Attribute::Id(key.id.to_vec()),
+            Attribute::Value(key.value.to_vec()),
+        ]
+    }
+
+    /// One line of tab-separated fields, for the child process of [`SoftHsm::create_key`].
+    fn encode(&self, token: &str) -> String {
+        let flag = |b: bool| if b { "1" } else { "0" };
+        [
+            token.to_owned(),
+            self.label.to_owned(),
+            hex::encode(self.id),
+            hex::encode(self.value),
+            flag(self.private).to_owned(),
+            flag(self.extractable).to_owned(),
+            flag(self.wrap).to_owned(),
+            flag(self.derive).to_owned(),
+        ]
+        .join("\t")
+    }
+}
+
+impl SoftHsm {
+    /// Creates `key` in `token` (logged in with [`USER_PIN`]) in a child process: the test
+    /// binary re-run for the test `helper` (its full path, as for [`in_own_process`]), whose
+    /// body is [`create_key_in_child`]. SoftHSM reads its configuration from the environment
+    /// once per process, so a test process serving several SoftHSMs cannot use the module
+    /// itself; and pkcs11-tool cannot clear CKA_WRAP, which SoftHSM sets by default.
+    pub fn create_key(&self, token: &str, key: &TestKey<'_>, helper: &str) {
+        let exe = std::env::current_exe().expect("current test binary");
+        let mut cmd = Command::new(exe);
+        cmd.args([helper, "--exact", "--nocapture", "--test-threads=1"])
+            .env(KEY_ENV, key.encode(token));
+        self.configure(&mut cmd);
+        let out = cmd.output().expect("re-run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed") && stdout.contains("made key"),
+            "creating {:?} in {helper} failed: {stdout}\n{}",
+            key.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The body of the helper test [`SoftHsm::create_key`] runs: makes the key it was asked for;
+/// run as an ordinary test (without the request in the environment), nothing.
+pub fn create_key_in_child() {
+    let Ok(spec) = std::env::var(KEY_ENV) else {
+        return;
+    };
+    let fields: Vec<&str> = spec.split('\t').collect();
+    let [token, label, id, value, private, extractable, wrap, derive] = fields[..] else {
+        panic!("malformed {KEY_ENV}: {spec}");
+    };
+    let id = hex::decode(id).expect("id");
+    let value: [u8; 32] = hex::decode(value)
+        .expect("value")
+        .try_into()
+        .expect("32 bytes");
+    let key = TestKey {
+        label,
+        id: &id,
+        value,
+        private: private == "1",
+        extractable: extractable == "1",
+        wrap: wrap == "1",
+        derive: derive == "1",
+    };
+    let module = Pkcs11::new(find_module().expect("SoftHSM")).expect("load SoftHSM");
+    module
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("initialise SoftHSM");
+    let slot = module
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| {
+            module
+                .get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == token)
+        })
+        .expect("the token");
+    let session = module.open_rw_session(slot).expect("session");
+    session
+        .login(UserType::User, Some(&AuthPin::from(USER_PIN.to_owned())))
+        .expect("login");
+    session.create_object(&key.template()).expect("create");
+    drop(session);
+    module.finalize().expect("finalize");
+    println!("made key {label:?}");
+}
+
+impl Pkcs11Kek {
+    /// Creates `key` in this KEK's token, through its own session pool (a process may
+    /// initialise the module once, so a test cannot open another connection to it).
+    pub fn create_test_key(&self, key: &TestKey<'_>) -> Result<(), HsmError> {
+        let template = key.template();
+        self.pool.with_rw_session(|session| {
+            session.create_object(&template).map_err(|e| {
+                HsmError::Unavailable(format!("cannot create {:?}: {e}", key.label))
+            })?;
+            Ok(())
+        })
+    }
 }

@@ -36,6 +36,14 @@ pub(crate) enum Want<'a> {
     CreateIfMissing,
 }
 
+/// Whose key an object is, for the checks it must pass: the instance KEK's versions, or an
+/// account's own key (which must also pass [`check_account_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    Instance,
+    Account,
+}
+
 /// Whether `coffer init` found the key or made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyOrigin {
@@ -148,7 +156,7 @@ pub(crate) fn connect(
             )));
         }
     };
-    let id = checked_id(&session, key, &uri.object, &token)?;
+    let id = checked_id(&session, key, &uri.object, &token, Holder::Instance)?;
     if let Want::Existing(Some(expected)) = want
         && *expected != id
     {
@@ -167,14 +175,26 @@ pub(crate) fn connect(
     })
 }
 
-/// Checks that `key` is a usable KEK and computes its id.
+/// Checks that `key` is a usable KEK and computes its id. An instance KEK that is
+/// extractable is allowed, with a warning; an account's key is refused for it by
+/// [`check_account_key`], which the caller runs.
 pub(crate) fn checked_id(
     session: &Session,
     key: ObjectHandle,
     label: &str,
     token: &str,
+    holder: Holder,
 ) -> Result<KekId, HsmError> {
-    check_attributes(session, key, label, token)?;
+    let extractable = check_attributes(session, key, label, token)?;
+    if extractable && holder == Holder::Instance {
+        // Allowed: an HSM's backup procedure may need the key wrappable under a backup key.
+        // Its value still never reaches Coffer (it is sensitive).
+        tracing::warn!(
+            label = %label,
+            "the KEK is extractable (CKA_EXTRACTABLE true): whoever holds the PIN can wrap it \
+             out of the token under another key"
+        );
+    }
     key_id(session, key).map_err(|e| {
         HsmError::WrongKey(format!(
             "the key labelled {label:?} in {token} cannot encrypt with AES-GCM ({}); it must \
@@ -207,11 +227,14 @@ pub(crate) fn find_labelled(
     })
 }
 
-/// Finds `object` in the token and checks that it is the key its id names.
+/// Finds `object` in the token and checks that it is the key its id names, and, for an
+/// account's key, that it still meets an account key's demands ([`check_account_key`]): at
+/// start, at each reconnect and whenever a lost one is looked for again.
 pub(crate) fn load(
     session: &Session,
     object: &KeyObject,
     token: &str,
+    holder: Holder,
 ) -> Result<ObjectHandle, HsmError> {
     let found = find_labelled(session, &object.label, object.cka_id.as_deref(), token)?;
     let key = match found.as_slice() {
@@ -232,7 +255,10 @@ pub(crate) fn load(
             )));
         }
     };
-    let id = checked_id(session, key, &object.label, token)?;
+    let id = checked_id(session, key, &object.label, token, holder)?;
+    if holder == Holder::Account {
+        check_account_key(session, key, &object.label, token)?;
+    }
     if id != object.kek_id {
         return Err(HsmError::WrongKey(format!(
             "the key object {} in {token} is KEK {id}, but this data dir records it as KEK {}",
@@ -249,9 +275,13 @@ pub(crate) fn generate_object(
     label: &str,
     id: &[u8],
     token: &str,
+    holder: Holder,
 ) -> Result<(ObjectHandle, KeyObject), HsmError> {
     let key = generate(session, label, Some(id), token)?;
-    let kek_id = checked_id(session, key, label, token)?;
+    let kek_id = checked_id(session, key, label, token, holder)?;
+    if holder == Holder::Account {
+        check_account_key(session, key, label, token)?;
+    }
     Ok((
         key,
         KeyObject {
@@ -429,13 +459,14 @@ fn generate(
 }
 
 /// Refuses an object that is not an AES-256 secret key allowed to encrypt and decrypt, or whose
-/// value the token would reveal (CKA_SENSITIVE false).
+/// value the token would reveal (CKA_SENSITIVE false). Returns whether it is extractable
+/// (CKA_EXTRACTABLE not false), which the caller judges.
 fn check_attributes(
     session: &Session,
     key: ObjectHandle,
     label: &str,
     token: &str,
-) -> Result<(), HsmError> {
+) -> Result<bool, HsmError> {
     let attrs = session
         .get_attributes(
             key,
@@ -504,22 +535,17 @@ fn check_attributes(
             "{what} may not encrypt and decrypt (CKA_ENCRYPT and CKA_DECRYPT must be true); {fix}"
         )));
     }
-    if extractable != Some(false) {
-        // Allowed: an HSM's backup procedure may need the key wrappable under a backup key.
-        // Its value still never reaches Coffer (it is sensitive).
-        tracing::warn!(
-            label = %label,
-            "the KEK is extractable (CKA_EXTRACTABLE true): whoever holds the PIN can wrap it \
-             out of the token under another key"
-        );
-    }
-    Ok(())
+    Ok(extractable != Some(false))
 }
 
-/// The extra demands on a key object an operator names as an account's KEK: it must be
-/// private (CKA_PRIVATE true: a session that is not logged in neither sees nor uses it) and
-/// have a non-empty CKA_ID (so that it is found again by label and id, and another object
-/// under its label is never taken for it). Returns the CKA_ID.
+/// The extra demands on an account's key object (one an operator names, checked again
+/// whenever it is loaded): it must be private (CKA_PRIVATE true: a session that is not logged
+/// in neither sees nor uses it); have a non-empty CKA_ID (so that it is found again by label
+/// and id, and another object under its label is never taken for it); and keep its value in
+/// the token: not extractable (CKA_EXTRACTABLE: it could be wrapped out under another key),
+/// not a wrapping key (CKA_WRAP: any extractable key wrapped under it could then be decrypted
+/// with it, since it may decrypt), not a base for derivation (CKA_DERIVE: a derived key may be
+/// made readable). Returns the CKA_ID.
 pub(crate) fn check_account_key(
     session: &Session,
     key: ObjectHandle,
@@ -527,7 +553,16 @@ pub(crate) fn check_account_key(
     token: &str,
 ) -> Result<Vec<u8>, HsmError> {
     let attrs = session
-        .get_attributes(key, &[AttributeType::Private, AttributeType::Id])
+        .get_attributes(
+            key,
+            &[
+                AttributeType::Private,
+                AttributeType::Id,
+                AttributeType::Extractable,
+                AttributeType::Wrap,
+                AttributeType::Derive,
+            ],
+        )
         .map_err(|e| {
             HsmError::Unavailable(format!(
                 "cannot read the attributes of the object labelled {label:?} in {token}: {}",
@@ -535,10 +570,14 @@ pub(crate) fn check_account_key(
             ))
         })?;
     let (mut private, mut id) = (None, None);
+    let (mut extractable, mut wrap, mut derive) = (None, None, None);
     for attr in attrs {
         match attr {
             Attribute::Private(b) => private = Some(b),
             Attribute::Id(i) if !i.is_empty() => id = Some(i),
+            Attribute::Extractable(b) => extractable = Some(b),
+            Attribute::Wrap(b) => wrap = Some(b),
+            Attribute::Derive(b) => derive = Some(b),
             _ => {}
         }
     }
@@ -550,12 +589,31 @@ pub(crate) fn check_account_key(
              in may use it; {fix}"
         )));
     }
-    id.ok_or_else(|| {
-        HsmError::WrongKey(format!(
+    let Some(id) = id else {
+        return Err(HsmError::WrongKey(format!(
             "{what} has no CKA_ID; an account's key object must have one so that it is found \
              again exactly; {fix}"
-        ))
-    })
+        )));
+    };
+    if extractable != Some(false) {
+        return Err(HsmError::WrongKey(format!(
+            "{what} is extractable (CKA_EXTRACTABLE is not false), so whoever holds the PIN \
+             could wrap its value out of the token; {fix}"
+        )));
+    }
+    if wrap != Some(false) {
+        return Err(HsmError::WrongKey(format!(
+            "{what} may wrap other keys (CKA_WRAP is not false), so whoever holds the PIN could \
+             wrap any extractable key under it and decrypt that key's value with it; {fix}"
+        )));
+    }
+    if derive != Some(false) {
+        return Err(HsmError::WrongKey(format!(
+            "{what} may derive keys (CKA_DERIVE is not false), and a key derived from it may be \
+             made readable; {fix}"
+        )));
+    }
+    Ok(id)
 }
 
 /// Whether `session` is logged in as the user: a session that is not sees no private object,

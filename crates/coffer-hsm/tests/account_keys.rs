@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_crypto::{CryptoError, DataKey, DekContext, KekProvider};
-use coffer_hsm::testing::{self, OBJECT, SoftHsm, USER_PIN};
+use coffer_hsm::testing::{self, OBJECT, SoftHsm, TestKey, USER_PIN};
 use coffer_hsm::{HsmError, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
 use coffer_types::{AccountId, DekId};
 use zeroize::Zeroizing;
@@ -103,7 +103,8 @@ fn an_account_key_that_goes_missing_fails_alone_and_the_pool_stays_up() {
                 }
                 other => panic!("{other:?}"),
             }
-            assert!(!kek.objects().iter().any(|o| o.kek_id == one.kek_id));
+            assert!(!kek.account_objects().iter().any(|o| o.kek_id == one.kek_id));
+            assert!(kek.account_objects().iter().any(|o| o.kek_id == two.kek_id));
             round_trip(&*kek).unwrap();
             round_trip(&acc_two).unwrap();
             assert!(matches!(
@@ -163,7 +164,6 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
             let keygen = |token: &str, kind: &str, label: &str| {
                 keygen_with(token, kind, label, &["--private", "--id", "a1"]);
             };
-            keygen(testing::TOKEN, "AES:32", "named");
             // pkcs11-tool makes an object public unless told --private.
             keygen_with(testing::TOKEN, "AES:32", "public", &["--id", "a2"]);
             keygen_with(testing::TOKEN, "AES:32", "no-id", &["--private"]);
@@ -175,6 +175,42 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
             let (kek, _) = Pkcs11Kek::open_or_generate(config(hsm)).unwrap();
             let kek = Arc::new(kek);
             let uri = |token: &str, object: &str| Pkcs11Uri::parse(&hsm.uri_for(token, object));
+            // pkcs11-tool cannot clear CKA_WRAP (SoftHSM's default is true): made here.
+            kek.create_test_key(&TestKey::account("named", &[0xa1], [1; 32]))
+                .unwrap();
+            for (label, id, key) in [
+                (
+                    "extractable",
+                    0xb1,
+                    TestKey {
+                        extractable: true,
+                        ..TestKey::account("extractable", &[], [2; 32])
+                    },
+                ),
+                (
+                    "wraps",
+                    0xb2,
+                    TestKey {
+                        wrap: true,
+                        ..TestKey::account("wraps", &[], [3; 32])
+                    },
+                ),
+                (
+                    "derives",
+                    0xb3,
+                    TestKey {
+                        derive: true,
+                        ..TestKey::account("derives", &[], [4; 32])
+                    },
+                ),
+            ] {
+                kek.create_test_key(&TestKey {
+                    label,
+                    id: &[id],
+                    ..key
+                })
+                .unwrap();
+            }
 
             for (uri, expect) in [
                 (uri("other", "elsewhere"), "not the instance KEK's"),
@@ -187,6 +223,19 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
                 (uri(testing::TOKEN, OBJECT), "already uses"),
                 (uri(testing::TOKEN, "public"), "is not private (CKA_PRIVATE"),
                 (uri(testing::TOKEN, "no-id"), "has no CKA_ID"),
+                // The value must stay in the token.
+                (
+                    uri(testing::TOKEN, "extractable"),
+                    "is extractable (CKA_EXTRACTABLE",
+                ),
+                (
+                    uri(testing::TOKEN, "wraps"),
+                    "may wrap other keys (CKA_WRAP",
+                ),
+                (
+                    uri(testing::TOKEN, "derives"),
+                    "may derive keys (CKA_DERIVE",
+                ),
                 (
                     Pkcs11Uri::parse(
                         "pkcs11:token=coffer;object=named?module-path=/nonexistent/p11.so",
@@ -233,30 +282,11 @@ fn an_operator_named_account_key_must_be_an_aes_256_key_of_the_instance_token() 
     );
 }
 
-/// Writes a private AES-256 key object with the value `key` under `label` and CKA_ID `id`.
-fn write_key(hsm: &SoftHsm, label: &str, id: &str, key: &[u8; 32]) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("key");
-    std::fs::write(&file, key).unwrap();
-    pkcs11_tool(
-        hsm,
-        testing::TOKEN,
-        &[
-            "--write-object",
-            file.to_str().unwrap(),
-            "--type",
-            "secrkey",
-            "--key-type",
-            "AES:32",
-            "--label",
-            label,
-            "--id",
-            id,
-            "--private",
-            "--sensitive",
-            "--usage-decrypt",
-        ],
-    );
+/// Writes an AES-256 key object fit for an account with the value `key` under `label` and
+/// CKA_ID `id`.
+fn write_key(kek: &Pkcs11Kek, label: &str, id: u8, key: &[u8; 32]) {
+    kek.create_test_key(&TestKey::account(label, &[id], *key))
+        .unwrap();
 }
 
 fn delete_key(hsm: &SoftHsm, label: &str) {
@@ -296,9 +326,9 @@ fn an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart
         |hsm| {
             const LABEL: &str = "team-w";
             let value = [7u8; 32];
-            write_key(hsm, LABEL, "0a", &value);
             let (kek, _) = Pkcs11Kek::open_or_generate(config(hsm)).unwrap();
             let kek = Arc::new(kek);
+            write_key(&kek, LABEL, 0x0a, &value);
             let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, LABEL)).unwrap();
             let object = kek.open_account_key(&uri).unwrap();
             let acc = kek.version(&object.kek_id).unwrap();
@@ -315,7 +345,7 @@ fn an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart
             }
             round_trip(&*kek).unwrap();
             assert!(acc.unwrap(&wrapped, &ctx()).is_err());
-            write_key(hsm, LABEL, "0a", &value);
+            write_key(&kek, LABEL, 0x0a, &value);
             round_trip(&acc).unwrap();
             acc.unwrap(&wrapped, &ctx()).unwrap();
 
@@ -323,7 +353,7 @@ fn an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart
             delete_key(hsm, LABEL);
             assert!(round_trip(&acc).is_err());
             assert!(kek.account_objects().is_empty());
-            write_key(hsm, LABEL, "0a", &value);
+            write_key(&kek, LABEL, 0x0a, &value);
             hsm.unplug();
             assert!(round_trip(&*kek).is_err());
             hsm.plug();
@@ -334,19 +364,19 @@ fn an_account_key_that_comes_back_or_is_replaced_is_told_apart_without_a_restart
             // Replaced by another key under the same label and CKA_ID: that account fails by
             // name, the pool stays up for the instance KEK; the right key back serves again.
             delete_key(hsm, LABEL);
-            write_key(hsm, LABEL, "0a", &[8u8; 32]);
+            write_key(&kek, LABEL, 0x0a, &[8u8; 32]);
             match acc.unwrap(&wrapped, &ctx()) {
                 Err(CryptoError::KeyUnavailable(m)) => {
                     assert!(m.contains("team-w") && m.contains("another key"), "{m}")
                 }
                 other => panic!("{other:?}"),
             }
-            let (open, _) = kek.sessions();
+            let reconnects = kek.reconnects();
             round_trip(&*kek).unwrap();
-            assert!(kek.sessions().0 >= open, "the pool was rebuilt");
+            assert_eq!(kek.reconnects(), reconnects, "the pool was rebuilt");
             assert!(kek.account_objects().is_empty());
             delete_key(hsm, LABEL);
-            write_key(hsm, LABEL, "0a", &value);
+            write_key(&kek, LABEL, 0x0a, &value);
             acc.unwrap(&wrapped, &ctx()).unwrap();
         },
     );
@@ -359,11 +389,11 @@ fn a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconne
         |hsm| {
             const LABEL: &str = "team-x";
             let value = [9u8; 32];
-            write_key(hsm, LABEL, "0b", &value);
             let mut config = config(hsm);
             config.reconnect_backoff = Duration::from_secs(3600);
             let (kek, _) = Pkcs11Kek::open_or_generate(config).unwrap();
             let kek = Arc::new(kek);
+            write_key(&kek, LABEL, 0x0b, &value);
             let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, LABEL)).unwrap();
             let object = kek.open_account_key(&uri).unwrap();
             let acc = kek.version(&object.kek_id).unwrap();
@@ -371,10 +401,14 @@ fn a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconne
 
             delete_key(hsm, LABEL);
             assert!(round_trip(&acc).is_err());
-            write_key(hsm, LABEL, "0b", &value);
+            write_key(&kek, LABEL, 0x0b, &value);
             // Back in the token, but not looked for again before the backoff is over.
             assert!(round_trip(&acc).is_err());
             assert!(kek.account_objects().is_empty());
+            // Meanwhile no other account (set-kek naming the same object) may take it: that
+            // would end this account's recovery even if the request were refused later.
+            let e = kek.open_account_key(&uri).unwrap_err().to_string();
+            assert!(e.contains("looked for"), "{e}");
             // A reconnect (here: the login lost, so the next instance call breaks the pool and
             // the one after logs in again) looks for it regardless.
             kek.log_out().unwrap();
@@ -382,6 +416,61 @@ fn a_lost_account_key_is_looked_for_at_most_once_per_backoff_and_at_each_reconne
             round_trip(&*kek).unwrap();
             assert_eq!(kek.account_objects(), vec![object]);
             round_trip(&acc).unwrap();
+        },
+    );
+}
+
+#[test]
+fn an_account_key_is_checked_as_an_account_key_whenever_it_is_loaded() {
+    testing::in_own_process(
+        "an_account_key_is_checked_as_an_account_key_whenever_it_is_loaded",
+        |hsm| {
+            const LABEL: &str = "team-v";
+            let value = [5u8; 32];
+            let (kek, _) = Pkcs11Kek::open_or_generate(config(hsm)).unwrap();
+            let kek = Arc::new(kek);
+            write_key(&kek, LABEL, 0x0c, &value);
+            let uri = Pkcs11Uri::parse(&hsm.uri_for(testing::TOKEN, LABEL)).unwrap();
+            let object = kek.open_account_key(&uri).unwrap();
+            let acc = kek.version(&object.kek_id).unwrap();
+            round_trip(&acc).unwrap();
+
+            // The same key value comes back as a wrapping key (CKA_WRAP): the reconnect that
+            // follows (its old handle fails, the token says the key is still there) sets it
+            // aside, and a load (at a start) refuses it, as set-kek would.
+            delete_key(hsm, LABEL);
+            kek.create_test_key(&TestKey {
+                wrap: true,
+                ..TestKey::account(LABEL, &[0x0c], value)
+            })
+            .unwrap();
+            assert!(round_trip(&acc).is_err());
+            round_trip(&*kek).unwrap();
+            match round_trip(&acc) {
+                Err(CryptoError::KeyUnavailable(_)) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(kek.account_objects().is_empty());
+            kek.forget_account_key(&object.kek_id);
+            let e = kek.load_account_key(&object).unwrap_err().to_string();
+            assert!(e.contains("may wrap other keys"), "{e}");
+            assert!(kek.account_objects().is_empty());
+
+            // Public: refused too.
+            delete_key(hsm, LABEL);
+            kek.create_test_key(&TestKey {
+                private: false,
+                ..TestKey::account(LABEL, &[0x0c], value)
+            })
+            .unwrap();
+            let e = kek.load_account_key(&object).unwrap_err().to_string();
+            assert!(e.contains("is not private"), "{e}");
+
+            // Fit again: loaded.
+            delete_key(hsm, LABEL);
+            write_key(&kek, LABEL, 0x0c, &value);
+            kek.load_account_key(&object).unwrap();
+            round_trip(&kek.version(&object.kek_id).unwrap()).unwrap();
         },
     );
 }

@@ -60,4 +60,11 @@ pub enum SwitchReason {
     StaleSnapshot,
     /// Its snapshot was still streaming in at [`crate::Config::snapshot_deadline_ms`].
     SnapshotDeadline,
+    /// It sent a second slow snapshot (one it would be stale on but for the time it
+    /// streamed) asked for within [`crate::Config::compaction_gap_ms`] of one whose
+    /// streaming time was credited: installed, but counted as fresh as of its signed origin
+    /// only, so the upstream is stale on it and left (an upstream that answers `Compacted`
+    /// after every install and trickles each snapshot would otherwise hold the follower
+    /// behind the root forever).
+    RepeatedSlowSnapshot,
 }

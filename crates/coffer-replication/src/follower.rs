@@ -57,6 +57,17 @@ pub struct Config {
     /// failover off for this long at most. Make it at least what the upstream allows a
     /// snapshot (the control plane's snapshot deadline). Default 15 min.
     pub snapshot_deadline_ms: u64,
+    /// The upstreams' compaction gap: an honest log moves its base past destroyed DEKs at most
+    /// once per this long, so an upstream sends a follower back to a snapshot at most about
+    /// that often. A slow snapshot (one that would leave the upstream stale on arrival but for
+    /// the time it streamed) is credited with its streaming time at most once per upstream
+    /// per gap: the next slow one from the same upstream, asked for within the gap, counts as
+    /// fresh as of its signed origin only, and the upstream is left once it is installed
+    /// ([`SwitchReason::RepeatedSlowSnapshot`]). So an upstream that answers `Compacted`
+    /// after every install and trickles a fresh snapshot each time holds a failover off for
+    /// two deadlines at most, not forever. Default: the control plane's and relays' gap,
+    /// [`coffer_storage::DEFAULT_COMPACTION_GAP`] (10 min).
+    pub compaction_gap_ms: u64,
 }
 
 impl Default for Config {
@@ -70,6 +81,8 @@ impl Default for Config {
             feed_key: None,
             max_snapshot_age_ms: 30 * 60 * 1_000,
             snapshot_deadline_ms: 15 * 60 * 1_000,
+            compaction_gap_ms: u64::try_from(coffer_storage::DEFAULT_COMPACTION_GAP.as_millis())
+                .unwrap_or(u64::MAX),
         }
     }
 }
@@ -270,6 +283,9 @@ pub struct Follower<U> {
     /// The cluster whose log this follower holds: from the driver on resume, or from the first
     /// verified snapshot. Checkpoint signatures are checked against it.
     cluster: Option<ClusterId>,
+    /// Per upstream (by index): when a slow snapshot of its was last credited with the time
+    /// it streamed (see [`Config::compaction_gap_ms`]).
+    stream_credited_ms: Vec<Option<u64>>,
 }
 
 impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
@@ -318,6 +334,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         }
         Ok(Follower {
             config,
+            stream_credited_ms: vec![None; upstreams.len()],
             upstreams,
             current: 0,
             phase,
@@ -550,8 +567,8 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 if self.is_current(&from) {
                     self.heard(now);
                     if self.phase != Phase::Following {
-                        let asked = self.take_snapshot_request();
-                        self.on_snapshot(now, snapshot, asked, &mut out);
+                        let requested_at = self.take_snapshot_request();
+                        self.on_snapshot(now, snapshot, requested_at, &mut out);
                     }
                 }
             }
@@ -564,10 +581,17 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                 if self.is_current(&from) {
                     self.heard(now);
                     if self.phase != Phase::Following {
-                        let asked = self.take_snapshot_request();
-                        if self.accept_snapshot(now, position, intact, &seal, asked, &mut out) {
-                            out.push(Output::InstallStaged(position));
-                        }
+                        let requested_at = self.take_snapshot_request();
+                        let install = Output::InstallStaged(position);
+                        self.accept_snapshot(
+                            now,
+                            position,
+                            intact,
+                            &seal,
+                            requested_at,
+                            install,
+                            &mut out,
+                        );
                     }
                 }
             }
@@ -577,8 +601,9 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
                     if self.phase == Phase::Following {
                         self.request = None;
                         self.phase = Phase::Resyncing;
-                        // Behind from now on, unless already: then the clock runs on (an
-                        // upstream answering every fetch so must deliver within the staleness).
+                        // If we are already behind a signed head, keep the no-progress
+                        // clock running, so an upstream that answers Compacted to every fetch
+                        // is still left after the staleness.
                         if self.known_head <= self.verified.seq {
                             self.last_progress_ms = now;
                         }

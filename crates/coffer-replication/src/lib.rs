@@ -94,6 +94,8 @@ mod snapshot;
 mod tests;
 #[cfg(test)]
 mod tests_signed;
+#[cfg(test)]
+mod tests_snapshot_credit;
 pub mod wire;
 
 use coffer_storage::ChangeRecord;

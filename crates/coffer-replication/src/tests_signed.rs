@@ -11,11 +11,11 @@ use crate::{
     SwitchReason,
 };
 
-const A: u32 = 1;
-const B: u32 = 2;
-const CLUSTER: [u8; 16] = [0xc1; 16];
+pub(crate) const A: u32 = 1;
+pub(crate) const B: u32 = 2;
+pub(crate) const CLUSTER: [u8; 16] = [0xc1; 16];
 
-fn payload(i: u64) -> Vec<u8> {
+pub(crate) fn payload(i: u64) -> Vec<u8> {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&i.to_be_bytes());
     serde_json::to_vec(&Change::AccountPut {
@@ -25,12 +25,12 @@ fn payload(i: u64) -> Vec<u8> {
     .unwrap()
 }
 
-struct Root {
-    key: Arc<FeedKeyPair>,
-    log: Log,
+pub(crate) struct Root {
+    pub(crate) key: Arc<FeedKeyPair>,
+    pub(crate) log: Log,
 }
 
-fn root(n: u64) -> Root {
+pub(crate) fn root(n: u64) -> Root {
     let key = Arc::new(FeedKeyPair::generate().unwrap().0);
     let mut log = Log::signed(CLUSTER, key.clone());
     for i in 1..=n {
@@ -39,7 +39,7 @@ fn root(n: u64) -> Root {
     Root { key, log }
 }
 
-fn config(root: &Root) -> Config {
+pub(crate) fn config(root: &Root) -> Config {
     Config {
         feed_key: Some(root.key.public_key()),
         ..Config::default()
@@ -47,7 +47,7 @@ fn config(root: &Root) -> Config {
 }
 
 /// A follower pinned to `root`'s key, resumed at genesis of `CLUSTER`, its first fetch drained.
-fn following(root: &Root) -> Follower<u32> {
+pub(crate) fn following(root: &Root) -> Follower<u32> {
     let mut f = Follower::resume(vec![A, B], config(root), 0, Position::GENESIS)
         .unwrap()
         .with_cluster_id(CLUSTER);
@@ -58,7 +58,7 @@ fn following(root: &Root) -> Follower<u32> {
     f
 }
 
-fn feed(
+pub(crate) fn feed(
     f: &mut Follower<u32>,
     entries: Vec<ChangeRecord>,
     signatures: Vec<FeedSignature>,
@@ -73,7 +73,7 @@ fn feed(
     )
 }
 
-fn applied(out: &[Output<u32>]) -> Vec<u64> {
+pub(crate) fn applied(out: &[Output<u32>]) -> Vec<u64> {
     out.iter()
         .filter_map(|o| match o {
             Output::Apply { entries: v, .. } => Some(v.iter().map(|e| e.seq)),
@@ -83,7 +83,7 @@ fn applied(out: &[Output<u32>]) -> Vec<u64> {
         .collect()
 }
 
-fn alarm(out: &[Output<u32>]) -> Option<AlarmKind> {
+pub(crate) fn alarm(out: &[Output<u32>]) -> Option<AlarmKind> {
     out.iter().find_map(|o| match o {
         Output::Alarm(a) => Some(a.kind),
         _ => None,
@@ -181,7 +181,7 @@ fn a_rewritten_entry_with_a_recomputed_chain_is_refused() {
     assert_eq!(f.verified(), Position::GENESIS);
 }
 
-fn seal(s: &Snapshot) -> SnapshotSeal {
+pub(crate) fn seal(s: &Snapshot) -> SnapshotSeal {
     SnapshotSeal {
         cluster_id: s.cluster_id,
         count: s.items.len() as u64,
@@ -353,7 +353,7 @@ fn a_feed_answer_goes_on_to_the_next_signed_entry() {
 // ---- freshness (H1, M1) ----
 
 /// Minutes in ms, for readable times.
-const MIN: u64 = 60_000;
+pub(crate) const MIN: u64 = 60_000;
 
 /// Feeds a heartbeat with the given unsigned head and origin, and optionally a statement.
 fn beat(

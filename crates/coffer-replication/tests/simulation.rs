@@ -54,6 +54,7 @@ const CONFIG: Config = Config {
     // fresh one): long enough for every run.
     max_snapshot_age_ms: 3_600_000,
     snapshot_deadline_ms: 60_000,
+    compaction_gap_ms: 600_000,
 };
 const CLUSTER: [u8; 16] = [0x5e; 16];
 

@@ -122,10 +122,11 @@ fn parse(text: &str, base: &Pkcs11Uri) -> Result<Pkcs11Uri, CoreError> {
 }
 
 /// Refuses an operator's object under a label Coffer gives its own objects in the instance
-/// KEK's token (`<label>.v<n>`: the instance KEK's versions; `<label>.account.<id>`: accounts'
-/// generated keys), unless it is the object already recorded for this account (`recorded`):
-/// Coffer destroys objects under those labels when it retires a version or deletes an account,
-/// so another account's key would go with them.
+/// KEK's token (`<label>`: the instance KEK's first version; `<label>.v<n>`: its later
+/// versions; `<label>.account.<32 hex digits>`: accounts' generated keys), unless it is the
+/// object already recorded for this account (`recorded`): Coffer destroys objects under those
+/// labels when it retires a version or deletes an account, so another account's key would go
+/// with them. Other labels that merely start alike (`<label>.vault`) are the operator's.
 fn check_label(base: &Pkcs11Uri, object: &str, recorded: Option<&str>) -> Result<(), CoreError> {
     if recorded == Some(object) {
         return Ok(());
@@ -133,10 +134,25 @@ fn check_label(base: &Pkcs11Uri, object: &str, recorded: Option<&str>) -> Result
     let Some(rest) = object.strip_prefix(base.object.as_str()) else {
         return Ok(());
     };
-    let whose = if rest.starts_with(".account.") {
-        "an account's generated key"
-    } else if rest.starts_with(".v") {
+    let digits = |s: &str, hex: bool| {
+        !s.is_empty()
+            && s.bytes().all(|b| {
+                if hex {
+                    b.is_ascii_hexdigit()
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    };
+    let whose = if rest.is_empty() {
+        "the instance KEK's first version"
+    } else if rest.strip_prefix(".v").is_some_and(|n| digits(n, false)) {
         "a version of the instance KEK"
+    } else if rest
+        .strip_prefix(".account.")
+        .is_some_and(|id| id.len() == 32 && digits(id, true))
+    {
+        "an account's generated key"
     } else {
         return Ok(());
     };
@@ -272,7 +288,14 @@ mod tests {
     fn labels_coffer_gives_its_own_objects_are_not_taken() {
         let account = AccountId::from_bytes([7; 16]);
         let own = label(&base(), account);
-        for object in ["coffer-kek.v2", "coffer-kek.account.x", own.as_str()] {
+        let other = format!("coffer-kek.account.{}", "0a".repeat(16));
+        for object in [
+            "coffer-kek",
+            "coffer-kek.v2",
+            "coffer-kek.v17",
+            &other,
+            &own,
+        ] {
             let e = check_label(&base(), object, None).unwrap_err();
             assert!(
                 e.to_string().contains("label Coffer gives"),
@@ -280,7 +303,18 @@ mod tests {
             );
         }
         check_label(&base(), &own, Some(&own)).unwrap();
-        for object in ["team-b", "coffer-kek", "coffer-kekv2", "other.v2"] {
+        for object in [
+            "team-b",
+            "coffer-kekv2",
+            "other.v2",
+            "coffer-kek.vault",
+            "coffer-kek.v",
+            "coffer-kek.v2x",
+            "coffer-kek.account.x",
+            "coffer-kek.account.",
+            &format!("coffer-kek.account.{}", "0g".repeat(16)),
+            &format!("coffer-kek.account.{}", "0a".repeat(17)),
+        ] {
             check_label(&base(), object, None).unwrap();
         }
     }

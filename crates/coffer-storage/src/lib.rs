@@ -43,7 +43,7 @@ pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };
 pub use error::{Entity, StorageError};
-pub use lifecycle::{DestroyedDek, Reseal, SealedValue};
+pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use records::*;
 pub use replication::{
     LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, ark_kek_id,

@@ -4,7 +4,16 @@
 //! The to-do list of the re-seal job is a query ("values of the account under another DEK"),
 //! so the job keeps no cursor: whatever it did is stored, and a restart finds what is left.
 
+use std::time::Duration;
+
 use coffer_types::{AccountId, DekId, SecretId, StoreId, Version};
+
+/// The default least time between two compactions of a change log past destroyed DEKs: the
+/// control plane's lifecycle job (`coffer_core::ResealSettings::DEFAULT_COMPACTION_GAP`) and a
+/// relay (coffer-edge) both keep to it, so an honest upstream sends the followers below it
+/// back to a snapshot no more often; a follower (coffer-replication) credits a slow snapshot's
+/// streaming time at most once per upstream per this gap. One constant, so they cannot drift.
+pub const DEFAULT_COMPACTION_GAP: Duration = Duration::from_secs(600);
 
 /// One stored value version, as [`crate::Storage::values_sealed_before`] reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]

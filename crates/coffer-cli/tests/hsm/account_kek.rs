@@ -7,7 +7,7 @@
 use coffer_crypto::{
     CryptoError, DataKey, DekContext, KekId, KekProvider, SealedValue, ValueContext, WrappedDataKey,
 };
-use coffer_hsm::testing::in_own_process;
+use coffer_hsm::testing::{TestKey, in_own_process};
 use coffer_hsm::{KeyObject, Pin, Pkcs11Config, Pkcs11Kek, Pkcs11Uri};
 use coffer_types::{AccountId, DekId, SecretId, StoreId, Version};
 use std::sync::Arc;
@@ -274,7 +274,14 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let (account, token) = init_hsm(&hsm, &data);
-    operator_key(&hsm, TOKEN, "AES:32", "team-c-kek");
+    // pkcs11-tool cannot clear CKA_WRAP (SoftHSM's default), which an account's key may not
+    // have: made through the module in a child process.
+    hsm.create_key(
+        TOKEN,
+        &TestKey::account("team-c-kek", &[0xc0, 0xff, 0xee], [7; 32]),
+        "account_kek::make_test_key",
+    );
+    operator_key(&hsm, TOKEN, "AES:32", "wrapping-kek");
     operator_key(&hsm, TOKEN, "AES:16", "short-kek");
     operator_key(&hsm, TOKEN, "GENERIC:32", "generic-kek");
     // pkcs11-tool makes an object public unless told --private.
@@ -282,7 +289,12 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
     operator_key_with(&hsm, TOKEN, "AES:32", "no-id-kek", &["--private"]);
     // Under labels Coffer gives its own objects in the token.
     operator_key(&hsm, TOKEN, "AES:32", "coffer-kek.v7");
-    operator_key(&hsm, TOKEN, "AES:32", "coffer-kek.account.someone");
+    operator_key(
+        &hsm,
+        TOKEN,
+        "AES:32",
+        "coffer-kek.account.0123456789abcdef0123456789abcdef",
+    );
     hsm.init_token("other");
     operator_key(&hsm, "other", "AES:32", "elsewhere");
     let server = start_server_with(&hsm, &data, &ARGS);
@@ -307,7 +319,7 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
         ("pkcs11:token=coffer;object=generic-kek", "not AES"),
         (
             "pkcs11:token=coffer;object=coffer-kek",
-            "already uses (its KEK",
+            "the instance KEK's first version",
         ),
         (
             "pkcs11:token=coffer;object=team-c-kek?module-path=/nonexistent/p11.so",
@@ -317,11 +329,15 @@ fn bad_pkcs11_account_keks_are_refused_in_one_line_and_an_operators_object_is_ke
         ("pkcs11:token=coffer;object=public-kek", "is not private"),
         ("pkcs11:token=coffer;object=no-id-kek", "has no CKA_ID"),
         (
+            "pkcs11:token=coffer;object=wrapping-kek",
+            "may wrap other keys",
+        ),
+        (
             "pkcs11:token=coffer;object=coffer-kek.v7",
             "a version of the instance KEK",
         ),
         (
-            "pkcs11:token=coffer;object=coffer-kek.account.someone",
+            "pkcs11:token=coffer;object=coffer-kek.account.0123456789abcdef0123456789abcdef",
             "an account's generated key",
         ),
     ] {
@@ -637,4 +653,10 @@ fn deleting_an_account_destroys_its_token_key_and_a_prior_copy_opens_nothing_wit
             );
         },
     );
+}
+
+/// The child-process helper of `SoftHsm::create_key` (nothing when run as a test).
+#[test]
+fn make_test_key() {
+    coffer_hsm::testing::create_key_in_child();
 }

@@ -44,7 +44,7 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         &mut self,
         now: u64,
         snapshot: Snapshot,
-        asked: Option<u64>,
+        requested_at: Option<u64>,
         out: &mut Vec<Output<U>>,
     ) {
         let intact = snapshot.verify();
@@ -55,23 +55,25 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             origin_ms: snapshot.origin_ms,
             signature: snapshot.signature,
         };
-        if self.accept_snapshot(now, snapshot.position, intact, &seal, asked, out) {
-            out.push(Output::InstallSnapshot(snapshot));
-        }
+        let position = snapshot.position;
+        let install = Output::InstallSnapshot(snapshot);
+        self.accept_snapshot(now, position, intact, &seal, requested_at, install, out);
     }
 
-    /// Judges a snapshot answer; `true` if it is to be installed (the caller emits the install,
-    /// which must come after any alarm pushed here). `asked`: when the request it answers was
-    /// first sent, if one was outstanding.
+    /// Judges a snapshot answer and emits `install` if it is to be installed (after any alarm,
+    /// and before a switch, pushed here). `requested_at`: when the request it answers was first
+    /// sent, if one was outstanding.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn accept_snapshot(
         &mut self,
         now: u64,
         pos: Position,
         intact: bool,
         seal: &SnapshotSeal,
-        asked: Option<u64>,
+        requested_at: Option<u64>,
+        install: Output<U>,
         out: &mut Vec<Output<U>>,
-    ) -> bool {
+    ) {
         let refusal = if !intact || (pos.seq == 0 && pos.hash != ChangeRecord::GENESIS_HASH) {
             Some((
                 AlarmKind::CorruptSnapshot,
@@ -114,35 +116,27 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
             // A snapshot is large: do not ask for the next one in a tight loop (with a single
             // upstream the switch above changes nothing).
             self.next_request_ms = now.saturating_add(self.config.failure_backoff_ms);
-            return false;
+            return;
         }
         self.phase = Phase::Following;
         if self.config.feed_key.is_some() {
             self.cluster = Some(seal.cluster_id);
-            // A signed snapshot is a signed statement of the root's state as of its origin.
-            self.note_fresh(pos.seq, seal.origin_ms);
         }
         self.fetch_now = true;
         // It answered with a usable snapshot: no reason to hold back the next request.
         self.next_request_ms = 0;
         if pos.seq < self.verified.seq || pos == self.verified {
             // Older than (or the same as) what we hold: refused; our verified state stands and
-            // we follow on from it. It is no progress, and no freshness of the upstream: a
-            // recorded snapshot replayed must not reset the staleness clocks.
-            return false;
+            // we follow on from it. It is no progress, and no freshness of the upstream (nor
+            // of the replica): a recorded snapshot replayed must not reset the staleness
+            // clocks or move the freshness a relay passes on.
+            return;
         }
+        let mut repeated = false;
         if self.config.feed_key.is_some() {
-            // Freshness from the seal only, not from its arrival (a recorded snapshot replayed
-            // arrives now too). The root stamps its origin when it starts streaming, so one
-            // made for this request is credited with the time it streamed, bounded by the
-            // deadline: a long snapshot does not make the upstream stale the moment it ends,
-            // while a recording is as old as it was when asked for.
-            let streamed = asked.map_or(0, |since| {
-                now.saturating_sub(since)
-                    .min(self.config.snapshot_deadline_ms)
-            });
-            let credit = seal.origin_ms.saturating_add(streamed).min(now);
-            self.last_origin_ms = self.last_origin_ms.max(credit);
+            // A signed snapshot is a signed statement of the root's state as of its origin.
+            self.note_fresh(pos.seq, seal.origin_ms);
+            repeated = self.credit_snapshot(now, seal.origin_ms, requested_at);
         }
         self.last_progress_ms = now;
         if pos.seq == self.verified.seq {
@@ -157,6 +151,50 @@ impl<U: Clone + PartialEq + fmt::Debug> Follower<U> {
         self.in_flight.push_back(pos);
         self.verified = pos;
         self.known_head = self.known_head.max(pos.seq);
-        true
+        out.push(install);
+        if repeated {
+            // Installed (it is signed and newer), but the upstream is left: see
+            // `credit_snapshot`.
+            self.switch(now, SwitchReason::RepeatedSlowSnapshot, out);
+        }
+    }
+
+    /// Makes the upstream as fresh as a newer signed snapshot from it says, from the seal
+    /// only, not from its arrival (a recorded snapshot replayed arrives now too). The root
+    /// stamps the origin when it starts streaming, so one made for this request is credited
+    /// with the time it streamed, bounded by the deadline: a long snapshot does not make the
+    /// upstream stale the moment it ends, while a recording is as old as it was when asked
+    /// for.
+    ///
+    /// That credit is given to a slow snapshot (one the upstream would be stale on without
+    /// it) at most once per upstream per [`super::Config::compaction_gap_ms`], counted from the
+    /// credited one's arrival to the next one's request. An honest upstream sends a follower
+    /// back to a snapshot at most about once per gap, after a compaction; one that does so
+    /// right after every install and trickles each snapshot for just under the deadline would
+    /// otherwise be credited each time, and hold the follower up to two deadlines behind the
+    /// root forever. `true`: the credit was refused (the snapshot counts as fresh as of its
+    /// origin only) and the upstream, stale on it, is to be left.
+    fn credit_snapshot(&mut self, now: u64, origin_ms: u64, requested_at: Option<u64>) -> bool {
+        let streamed = requested_at.map_or(0, |since| {
+            now.saturating_sub(since)
+                .min(self.config.snapshot_deadline_ms)
+        });
+        let slow =
+            now.saturating_sub(self.last_origin_ms.max(origin_ms)) > self.config.staleness_ms;
+        let gap = self.config.compaction_gap_ms;
+        let credited = &mut self.stream_credited_ms[self.current];
+        let refused = slow
+            && requested_at
+                .is_some_and(|since| credited.is_some_and(|at| since < at.saturating_add(gap)));
+        let credit = if refused {
+            origin_ms
+        } else {
+            if slow {
+                *credited = Some(now);
+            }
+            origin_ms.saturating_add(streamed)
+        };
+        self.last_origin_ms = self.last_origin_ms.max(credit.min(now));
+        refused
     }
 }
