@@ -135,8 +135,9 @@ pub fn rk_unwrap(
     ReplicationKeyKind::Instance.unwrap(rk, version, wrapped, ctx)
 }
 
-/// A node's X25519 public key, checked: 32 bytes and usable in an agreement (not a low-order
-/// point, whose shared secret would be all zeros). Not secret.
+/// A node's X25519 public key, checked: 32 bytes, in its one canonical encoding, and usable
+/// in an agreement (not a low-order point, whose shared secret would be all zeros). Not
+/// secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NodePublicKey([u8; NODE_KEY_LEN]);
 
@@ -145,6 +146,14 @@ impl NodePublicKey {
         let key: [u8; NODE_KEY_LEN] = bytes
             .try_into()
             .map_err(|_| CryptoError::Malformed("node public key (not 32 bytes)"))?;
+        // X25519 ignores the top bit and reduces u modulo p = 2^255 - 19, so one key has
+        // several encodings. Only the canonical one is accepted: the checks that two
+        // registered keys differ (a node's key and its per-account keys) compare bytes.
+        if !is_canonical_u(&key) {
+            return Err(CryptoError::Malformed(
+                "node public key (not the canonical encoding of an X25519 key)",
+            ));
+        }
         // A trial agreement rejects the keys no grant could ever be sealed to.
         let probe = PrivateKey::generate(&X25519)
             .map_err(|_| CryptoError::KeyUnavailable("cannot make an X25519 key".into()))?;
@@ -168,6 +177,17 @@ impl NodePublicKey {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
         format!("sha256:{}", hex::encode(&digest.as_ref()[..16]))
     }
+}
+
+/// Whether `u` (little-endian) is below p = 2^255 - 19 with its top bit clear: the one
+/// encoding of its X25519 point. The values from p to 2^255 - 1 are 0x7f, thirty 0xff and a
+/// first byte of at least 0xed, read from the last byte down.
+fn is_canonical_u(u: &[u8; NODE_KEY_LEN]) -> bool {
+    if u[31] & 0x80 != 0 {
+        return false;
+    }
+    let at_least_p = u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed;
+    !at_least_p
 }
 
 impl fmt::Debug for NodePublicKey {

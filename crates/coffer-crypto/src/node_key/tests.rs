@@ -95,6 +95,33 @@ fn malformed_public_keys_are_refused() {
         NodePublicKey::parse(key.public_key().as_bytes()).unwrap(),
         *key.public_key()
     );
+    // The same point with the top bit set: X25519 would agree with it, so a node could
+    // register its node key again as an account key that compares unequal.
+    let mut high = *key.public_key().as_bytes();
+    high[31] |= 0x80;
+    assert!(matches!(
+        NodePublicKey::parse(&high),
+        Err(CryptoError::Malformed(m)) if m.contains("canonical")
+    ));
+    // u = p + 9 encodes the base point (u = 9) a second time.
+    let mut p_plus_9 = [0xff; 32];
+    p_plus_9[31] = 0x7f;
+    p_plus_9[0] = 0xed + 9;
+    assert!(matches!(
+        NodePublicKey::parse(&p_plus_9),
+        Err(CryptoError::Malformed(m)) if m.contains("canonical")
+    ));
+    // Just below p is canonical (and refused, if at all, only as a point).
+    let mut below_p = [0xff; 32];
+    below_p[31] = 0x7f;
+    below_p[0] = 0xec;
+    assert!(!matches!(
+        NodePublicKey::parse(&below_p),
+        Err(CryptoError::Malformed(m)) if m.contains("canonical")
+    ));
+    let mut nine = [0u8; 32];
+    nine[0] = 9;
+    NodePublicKey::parse(&nine).unwrap();
 }
 
 #[test]
