@@ -42,6 +42,8 @@ fn data_dir_error(path: &Path, message: impl Into<String>) -> ServerError {
 #[derive(Debug)]
 pub struct DataDir {
     pub coffer: Coffer,
+    /// The instance KEK's versions (the server times its calls with metrics).
+    pub(crate) kek: Arc<KekRing>,
     _lock: File,
 }
 
@@ -84,9 +86,10 @@ pub async fn open(
     let kek = kek::open(path, secrets)
         .await
         .map_err(|e| data_dir_error(path, e))?;
-    let coffer = open_coffer(path, kek, limits, keys).await?;
+    let coffer = open_coffer(path, Arc::clone(&kek), limits, keys).await?;
     Ok(DataDir {
         coffer,
+        kek,
         _lock: lock,
     })
 }

@@ -34,7 +34,7 @@ use coffer_types::{
 use self::codec::DbResultExt;
 use self::readers::Readers;
 pub use self::replica::SnapshotInstall;
-pub use self::writer::WriteStats;
+pub use self::writer::{WriteObserver, WriteStats};
 use self::writer::{WriteCx, WriterHandle};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
@@ -812,6 +812,14 @@ impl Storage for SqliteStorage {
 
     fn set_feed_signer(&self, signer: Arc<dyn FeedSigner>) -> bool {
         self.writer.set_signer(signer)
+    }
+
+    fn set_write_observer(&self, observer: Arc<dyn WriteObserver>) -> bool {
+        self.writer.set_observer(observer)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
     }
 
     async fn sign_head(&self) -> Result<()> {

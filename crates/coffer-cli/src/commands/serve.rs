@@ -49,6 +49,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         runtime_rate: args.limits.runtime_rate(),
         keys,
         reload: reload_on_sighup()?,
+        metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve_with(
@@ -138,6 +139,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
         reload: reload_on_sighup()?,
+        metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
@@ -189,6 +191,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         runtime_rate: None,
         keys: Default::default(),
         reload: reload_on_sighup()?,
+        metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(

@@ -92,6 +92,7 @@ impl ControlPlane {
             runtime_rate: None,
             keys: Default::default(),
             reload: Default::default(),
+            metrics_listen: None,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -264,6 +265,7 @@ pub fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> Ed
         snapshots: Default::default(),
         runtime_rate: None,
         reload: Default::default(),
+        metrics_listen: None,
     }
 }
 
