@@ -157,11 +157,32 @@ async fn both_processes_expose_what_happened_and_nothing_secret() {
 
     // ---- the edge ----
     let (text, s) = scrape(edge_metrics).await;
-    assert_eq!(value(&s, "coffer_runtime_reads_total", &[("outcome", "served")]), 2.0);
-    assert_eq!(value(&s, "coffer_runtime_reads_total", &[("outcome", "denied")]), 1.0);
-    assert_eq!(value(&s, "coffer_runtime_reads_total", &[("outcome", "not_found")]), 1.0);
-    let hits = value(&s, "coffer_runtime_cache_lookups_total", &[("result", "hit")]);
-    let misses = value(&s, "coffer_runtime_cache_lookups_total", &[("result", "miss")]);
+    assert_eq!(
+        value(&s, "coffer_runtime_reads_total", &[("outcome", "served")]),
+        2.0
+    );
+    assert_eq!(
+        value(&s, "coffer_runtime_reads_total", &[("outcome", "denied")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "coffer_runtime_reads_total",
+            &[("outcome", "not_found")]
+        ),
+        1.0
+    );
+    let hits = value(
+        &s,
+        "coffer_runtime_cache_lookups_total",
+        &[("result", "hit")],
+    );
+    let misses = value(
+        &s,
+        "coffer_runtime_cache_lookups_total",
+        &[("result", "miss")],
+    );
     assert!(hits >= 1.0 && misses >= 1.0, "hits {hits}, misses {misses}");
     let route = "/runtime/v1/bindings/:binding";
     assert_eq!(requests(&s, route, "GET", "2xx"), 2.0, "{text}");
@@ -181,21 +202,46 @@ async fn both_processes_expose_what_happened_and_nothing_secret() {
     assert!(histogram_count(&s, "coffer_storage_commit_batch_jobs") >= 0.0);
     // An edge keeps no audit log.
     assert!(!text.contains("coffer_audit_entries_written"), "{text}");
-    assert_secret_free(&text, &[VALUE, SECRET, GONE, &svc_token, &node_token, &account, &store]);
+    assert_secret_free(
+        &text,
+        &[
+            VALUE,
+            SECRET,
+            GONE,
+            &svc_token,
+            &node_token,
+            &account,
+            &store,
+        ],
+    );
 
     // ---- the control plane ----
     let (text, s) = scrape(cp_metrics).await;
-    assert_eq!(value(&s, "coffer_runtime_reads_total", &[("outcome", "served")]), 1.0);
+    assert_eq!(
+        value(&s, "coffer_runtime_reads_total", &[("outcome", "served")]),
+        1.0
+    );
     assert_eq!(value(&s, "coffer_change_log_head", &[]), head as f64);
-    assert!(value(&s, "coffer_audit_entries_written_total", &[]) >= 4.0, "{text}");
-    assert_eq!(value(&s, "coffer_audit_write_failures_total", &[]), 0.0);
-    assert!(histogram_count(&s, "coffer_storage_commit_batch_jobs") >= 4.0, "{text}");
-    assert!(histogram_count(&s, "coffer_storage_commit_seconds") >= 4.0, "{text}");
     assert!(
-        s.samples.iter().any(|x| x.metric == "coffer_kek_operation_seconds"
-            && x.labels.get("backend") == Some("file")
-            && x.labels.get("op") == Some("wrap")
-            && x.labels.get("outcome") == Some("ok")),
+        value(&s, "coffer_audit_entries_written_total", &[]) >= 4.0,
+        "{text}"
+    );
+    assert_eq!(value(&s, "coffer_audit_write_failures_total", &[]), 0.0);
+    assert!(
+        histogram_count(&s, "coffer_storage_commit_batch_jobs") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        histogram_count(&s, "coffer_storage_commit_seconds") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        s.samples
+            .iter()
+            .any(|x| x.metric == "coffer_kek_operation_seconds"
+                && x.labels.get("backend") == Some("file")
+                && x.labels.get("op") == Some("wrap")
+                && x.labels.get("outcome") == Some("ok")),
         "a new DEK was wrapped by the file KEK: {text}"
     );
     assert_eq!(
@@ -208,13 +254,35 @@ async fn both_processes_expose_what_happened_and_nothing_secret() {
         1.0,
         "{text}"
     );
-    assert!(requests(&s, "/replication/v1/feed", "GET", "2xx") >= 1.0, "{text}");
-    assert_secret_free(&text, &[VALUE, SECRET, GONE, &svc_token, &node_token, &account, &store]);
+    assert!(
+        requests(&s, "/replication/v1/feed", "GET", "2xx") >= 1.0,
+        "{text}"
+    );
+    assert_secret_free(
+        &text,
+        &[
+            VALUE,
+            SECRET,
+            GONE,
+            &svc_token,
+            &node_token,
+            &account,
+            &store,
+        ],
+    );
 
     // The public ports do not serve metrics; the metrics port serves nothing else.
-    let r = http().get(format!("{}/metrics", edge.url)).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/metrics", edge.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = http().get(format!("{}/metrics", cp.url)).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/metrics", cp.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = http()
         .get(format!("http://{cp_metrics}/client/v4/accounts"))
@@ -244,12 +312,18 @@ async fn a_metrics_address_in_use_stops_the_start() {
     let addr = taken.local_addr().unwrap();
     let tmp = tempfile::tempdir().unwrap();
 
-    let mut opts = edge_options(&["http://127.0.0.1:9"], "coffernode_x", &tmp.path().join("e"));
+    let mut opts = edge_options(
+        &["http://127.0.0.1:9"],
+        "coffernode_x",
+        &tmp.path().join("e"),
+    );
     opts.metrics_listen = Some(addr);
     let result = coffer_edge::run(opts, |_, _| {}, std::future::pending()).await;
     let message = result.expect_err("the edge does not start").to_string();
     assert!(
-        message.contains(&format!("cannot listen on {addr} for metrics (--metrics-listen)")),
+        message.contains(&format!(
+            "cannot listen on {addr} for metrics (--metrics-listen)"
+        )),
         "{message}"
     );
 
@@ -274,7 +348,9 @@ async fn a_metrics_address_in_use_stops_the_start() {
     let result = coffer_server::serve(opts, |_| {}, std::future::pending()).await;
     let message = result.expect_err("the server does not start").to_string();
     assert!(
-        message.contains(&format!("cannot listen on {addr} for metrics (--metrics-listen)")),
+        message.contains(&format!(
+            "cannot listen on {addr} for metrics (--metrics-listen)"
+        )),
         "{message}"
     );
     drop(taken);

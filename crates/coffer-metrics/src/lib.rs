@@ -43,14 +43,14 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 /// Request latency buckets, in seconds: a cached runtime read takes tens of microseconds, a
 /// write waits for a group commit's fsync, a snapshot may stream for minutes.
 const HTTP_BUCKETS: [f64; 16] = [
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// KEK call buckets, in seconds: a file KEK wraps in microseconds, an HSM in milliseconds.
 const KEK_BUCKETS: [f64; 14] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.1, 0.5, 2.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.1, 0.5, 2.0,
 ];
 
 /// Commit (fsync) buckets, in seconds.
@@ -145,10 +145,7 @@ impl StatusClass {
 
 impl EncodeLabelValue for StatusClass {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
-        label(
-            encoder,
-            ["1xx", "2xx", "3xx", "4xx", "5xx"][self.index()],
-        )
+        label(encoder, ["1xx", "2xx", "3xx", "4xx", "5xx"][self.index()])
     }
 }
 
@@ -178,12 +175,11 @@ impl RouteMetrics {
     pub fn observe(&self, method: Method, status: u16, elapsed: Duration) {
         let class = StatusClass::of(status);
         let histogram = self.resolved[method as usize][class.index()].get_or_init(|| {
-            self.family
-                .get_or_create_owned(&HttpLabels {
-                    method,
-                    route: Arc::clone(&self.route),
-                    status: class,
-                })
+            self.family.get_or_create_owned(&HttpLabels {
+                method,
+                route: Arc::clone(&self.route),
+                status: class,
+            })
         });
         histogram.observe(elapsed.as_secs_f64());
     }
@@ -470,8 +466,7 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail, and every value encoded is a number or a fixed
         // label; an error would be a bug in the encoder.
-        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err()
-        {
+        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out

@@ -14,12 +14,7 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<Value> 
     scrape
         .samples
         .iter()
-        .find(|s| {
-            s.metric == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| s.value.clone())
 }
 
@@ -69,8 +64,14 @@ fn requests_are_counted_per_route_method_and_status_class() {
                 other => panic!("not a histogram: {other:?}"),
             })
     };
-    assert_eq!(count("/runtime/v1/bindings/:binding", "GET", "2xx"), Some(2.0));
-    assert_eq!(count("/runtime/v1/bindings/:binding", "GET", "4xx"), Some(1.0));
+    assert_eq!(
+        count("/runtime/v1/bindings/:binding", "GET", "2xx"),
+        Some(2.0)
+    );
+    assert_eq!(
+        count("/runtime/v1/bindings/:binding", "GET", "4xx"),
+        Some(1.0)
+    );
     assert_eq!(count("/runtime/v1/bindings/:binding", "GET", "5xx"), None);
     assert_eq!(count("unmatched", "other", "4xx"), Some(1.0));
 }
@@ -131,19 +132,33 @@ fn events_and_a_sample_are_exposed() {
     assert_eq!(number(value(&s, "coffer_http_connections_open", &[])), 1.0);
     for (outcome, n) in [("served", 5.0), ("denied", 1.0), ("not_found", 2.0)] {
         assert_eq!(
-            number(value(&s, "coffer_runtime_reads_total", &[("outcome", outcome)])),
+            number(value(
+                &s,
+                "coffer_runtime_reads_total",
+                &[("outcome", outcome)]
+            )),
             n,
             "{outcome}"
         );
     }
     assert_eq!(
-        number(value(&s, "coffer_runtime_cache_lookups_total", &[("result", "hit")])),
+        number(value(
+            &s,
+            "coffer_runtime_cache_lookups_total",
+            &[("result", "hit")]
+        )),
         7.0
     );
     assert_eq!(number(value(&s, "coffer_change_log_head", &[])), 42.0);
     assert_eq!(number(value(&s, "coffer_dek_cache_keys", &[])), 4.0);
-    assert_eq!(number(value(&s, "coffer_audit_entries_written_total", &[])), 9.0);
-    assert_eq!(number(value(&s, "coffer_audit_write_failures_total", &[])), 1.0);
+    assert_eq!(
+        number(value(&s, "coffer_audit_entries_written_total", &[])),
+        9.0
+    );
+    assert_eq!(
+        number(value(&s, "coffer_audit_write_failures_total", &[])),
+        1.0
+    );
     assert_eq!(number(value(&s, "coffer_edge_applied_seq", &[])), 40.0);
     assert_eq!(number(value(&s, "coffer_edge_lag_seconds", &[])), 1.5);
     assert_eq!(number(value(&s, "coffer_edge_alarms_total", &[])), 2.0);
@@ -151,9 +166,11 @@ fn events_and_a_sample_are_exposed() {
     assert_eq!(number(value(&s, "coffer_edge_upstream_index", &[])), 1.0);
     assert_eq!(number(value(&s, "coffer_edge_serving", &[])), 1.0);
     assert!(
-        s.samples.iter().any(|x| x.metric == "coffer_kek_operation_seconds"
-            && x.labels.get("backend") == Some("pkcs11")
-            && x.labels.get("outcome") == Some("error")),
+        s.samples
+            .iter()
+            .any(|x| x.metric == "coffer_kek_operation_seconds"
+                && x.labels.get("backend") == Some("pkcs11")
+                && x.labels.get("outcome") == Some("error")),
         "{text}"
     );
     assert!(

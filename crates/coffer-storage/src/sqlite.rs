@@ -34,8 +34,8 @@ use coffer_types::{
 use self::codec::DbResultExt;
 use self::readers::Readers;
 pub use self::replica::SnapshotInstall;
-pub use self::writer::{WriteObserver, WriteStats};
 use self::writer::{WriteCx, WriterHandle};
+pub use self::writer::{WriteObserver, WriteStats};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
     DestroyedDek, FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Reseal, Result,

@@ -30,22 +30,33 @@ fn the_server_serves_metrics_on_its_own_address() {
         text.contains("coffer_http_request_duration_seconds_count{method=\"GET\",route=\"/healthz\",status=\"2xx\"} 1"),
         "{text}"
     );
-    assert!(text.contains("# TYPE coffer_runtime_reads_total counter"), "{text}");
-    assert!(server.log().contains("serving metrics on http://"), "{}", server.log());
+    assert!(
+        text.contains("# TYPE coffer_runtime_reads_total counter"),
+        "{text}"
+    );
+    assert!(
+        server.log().contains("serving metrics on http://"),
+        "{}",
+        server.log()
+    );
 }
 
 fn assert_metrics_address_refused(args: &[&str], data: &Path) {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let mut cmd = coffer_cmd();
-    cmd.args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", &addr]);
+    cmd.args(args).arg("--data-dir").arg(data).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        &addr,
+    ]);
     let out = run(cmd, None);
     let line = out.one_error_line(1).to_owned();
     assert!(
-        line.contains(&format!("cannot listen on {addr} for metrics (--metrics-listen)")),
+        line.contains(&format!(
+            "cannot listen on {addr} for metrics (--metrics-listen)"
+        )),
         "{line}"
     );
 }
