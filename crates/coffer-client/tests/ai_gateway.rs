@@ -132,6 +132,7 @@ async fn the_example_sends_the_bound_key_as_a_bearer_token() {
         runtime_rate: None,
         keys: Default::default(),
         reload: Default::default(),
+        metrics_listen: None,
     };
     let server = tokio::spawn(coffer_server::serve(
         options,

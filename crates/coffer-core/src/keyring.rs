@@ -138,7 +138,6 @@ impl DekCache {
         }
     }
 
-    #[cfg(test)]
     fn len(&self) -> usize {
         self.keys.len()
     }
@@ -590,6 +589,14 @@ impl Keyring {
         self.lock_active().remove(&account);
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.remove_account(account);
+    }
+
+    /// Unwrapped DEKs held in the cache now (for metrics).
+    pub fn cached_keys(&self) -> usize {
+        self.cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub(crate) fn cached(&self, account: AccountId, id: DekId) -> Option<Arc<DataKey>> {

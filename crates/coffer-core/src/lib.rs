@@ -29,7 +29,7 @@ pub use service::account_kek::AccountKekReport;
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::runtime::{
-    AccessEvent, AccessOutcome, AccessRefusal, AllBindings, ServicePrincipal,
+    AccessEvent, AccessOutcome, AccessRefusal, AllBindings, RuntimeStats, ServicePrincipal,
 };
 pub use service::services::{Deploy, Deployed, MAX_BINDINGS, ServiceListQuery};
 pub use service::{

@@ -301,6 +301,11 @@ impl Coffer {
         &self.storage
     }
 
+    /// Unwrapped DEKs held in the keyring's cache now (for metrics).
+    pub fn dek_cache_keys(&self) -> usize {
+        self.keys.cached_keys()
+    }
+
     /// Stops storage: writes submitted before this finish, later ones fail (`Unavailable`).
     /// Call it once the server has stopped taking requests; it returns when storage is closed.
     pub async fn shutdown(&self) {

@@ -207,6 +207,7 @@ async fn bench(edges_n: usize, writes: usize) {
             snapshots: Default::default(),
             runtime_rate: None,
             reload: Default::default(),
+            metrics_listen: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         handles.push(tokio::spawn(coffer_edge::run(

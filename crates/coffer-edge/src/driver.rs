@@ -111,9 +111,10 @@ impl Driver {
             // A staged snapshot the follower did not take is rolled back now.
             self.staged = None;
             self.publish_freshness();
-            self.status
-                .current
-                .store(*self.follower.current_upstream(), Ordering::Release);
+            let current = *self.follower.current_upstream();
+            if self.status.current.swap(current, Ordering::AcqRel) != current {
+                self.status.failovers.fetch_add(1, Ordering::Relaxed);
+            }
             self.status.set_phase(self.follower.phase());
         }
     }

@@ -21,6 +21,7 @@ mod account_keys;
 mod compaction;
 mod driver;
 mod feed_pin;
+mod metrics;
 mod node_key;
 mod relay;
 mod serving;
@@ -104,6 +105,9 @@ pub struct EdgeOptions {
     /// Reloads the TLS certificate and key, and the upstreams' CA bundle, when asked (SIGHUP)
     /// or when the files change.
     pub reload: coffer_server::Reload,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, its own listener); off
+    /// when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl EdgeOptions {
@@ -181,8 +185,33 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), EdgeError> {
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    // Bound first: an address in use stops the start before the data dir is touched.
+    let metrics_listener = opts
+        .metrics_listen
+        .map(coffer_server::bind_metrics)
+        .transpose()?;
     let (edge, _lock) = Edge::open(opts, closing).await?;
     let edge = Arc::new(edge);
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match (metrics_listener, &edge.metrics) {
+        (Some(listener), Some(metrics)) => {
+            metrics.set_source(Arc::new(metrics::EdgeSource {
+                status: edge.status.clone(),
+                storage: edge.storage.clone(),
+                serving: edge.serving.clone(),
+            }));
+            edge.storage
+                .set_write_observer(Arc::new(coffer_server::StorageObserver(metrics.clone())));
+            Some(tokio::spawn(coffer_server::serve_metrics(
+                listener,
+                metrics.clone(),
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        _ => None,
+    };
     if edge.status.is_synced()
         && let Err(e) = edge.open_serving().await
     {
@@ -209,7 +238,7 @@ pub async fn run(
     );
 
     let ready_status = edge.status.clone();
-    let server = coffer_server::serve_app(
+    let server = coffer_server::serve_app_observed(
         Front {
             status: edge.status.clone(),
             serving: edge.serving.clone(),
@@ -218,6 +247,7 @@ pub async fn run(
         edge.opts.tls.as_ref(),
         edge.opts.http,
         edge.opts.reload.clone(),
+        edge.metrics.clone(),
         move |addr| on_ready(addr, ready_status),
         async move {
             shutdown.await;
@@ -235,7 +265,7 @@ pub async fn run(
         task.abort();
         let _ = task.await;
     }
-    match stopped {
+    let result = match stopped {
         Some(result) => {
             edge.shut_down().await;
             result.map_err(EdgeError::from)
@@ -245,7 +275,12 @@ pub async fn run(
             // Still answering: 503 `edge_revoked`, and `/healthz` says why.
             server.await.map_err(EdgeError::from)
         }
+    };
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_server {
+        let _ = task.await;
     }
+    result
 }
 
 /// What an edge's tasks share, held once.
@@ -266,6 +301,8 @@ struct Edge {
     serving: Arc<Serving>,
     /// Turns true at shutdown: a relay's long-polls end then.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// With `--metrics-listen`: where requests, connections and commits are counted.
+    metrics: Option<Arc<coffer_metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -356,6 +393,9 @@ impl Edge {
             upstreams,
             serving: Arc::new(Serving::default()),
             closing,
+            metrics: opts
+                .metrics_listen
+                .map(|_| Arc::new(coffer_metrics::Metrics::new())),
             opts,
         };
         if edge.replica_revokes_this_node().await? {
@@ -425,11 +465,12 @@ impl Edge {
                 async move { status.report() }
             })
         };
-        let state = AppState::new(
+        let state = AppState::with_metrics(
             coffer.clone(),
             replication,
             self.opts.trusted_proxies.clone(),
             self.opts.runtime_rate,
+            self.metrics.clone(),
         );
         self.serving.set(edge_router(state, health), coffer);
         // Built: the KEK lives on in the serving side only.

@@ -64,6 +64,8 @@ pub struct EdgeStatus {
     /// Signalled when the replica becomes synced, to build the serving side at once.
     synced_notify: tokio::sync::Notify,
     pub(crate) alarms: AtomicU64,
+    /// Switches from one upstream to another.
+    pub(crate) failovers: AtomicU64,
     /// Access batches an upstream refused as malformed (dropped rather than retried forever).
     pub(crate) access_batches_dropped: AtomicU64,
     /// The newest freshness statement the follower verified: a relay forwards it unchanged.
@@ -119,6 +121,7 @@ impl EdgeStatus {
             serving: AtomicBool::new(false),
             synced_notify: tokio::sync::Notify::new(),
             alarms: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
             access_batches_dropped: AtomicU64::new(0),
             latest_freshness: std::sync::Arc::default(),
             started_ms: unix_ms(),

@@ -63,6 +63,7 @@ async fn control_plane_with(dir: &Path, keys: coffer_server::KeyOptions) -> Cont
         runtime_rate: None,
         keys,
         reload: Default::default(),
+        metrics_listen: None,
     };
     let task = tokio::spawn(coffer_server::serve(
         opts,
@@ -121,6 +122,7 @@ async fn edge(upstream: &str, token: &str, dir: &Path, serve_feed: bool) -> Edge
         snapshots: Default::default(),
         runtime_rate: None,
         reload: Default::default(),
+        metrics_listen: None,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -139,6 +139,7 @@ fn main() {
             runtime_rate: None,
             keys: Default::default(),
             reload: Default::default(),
+            metrics_listen: None,
         };
         tokio::spawn(serve(
             opts,

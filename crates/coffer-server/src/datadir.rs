@@ -53,6 +53,8 @@ fn kek_error(path: &Path, error: kek::KekError) -> ServerError {
 #[derive(Debug)]
 pub struct DataDir {
     pub coffer: Coffer,
+    /// The instance KEK's versions (the server times its calls with metrics).
+    pub(crate) kek: Arc<KekRing>,
     _lock: File,
 }
 
@@ -95,9 +97,10 @@ pub async fn open(
     let kek = kek::open(path, secrets)
         .await
         .map_err(|e| kek_error(path, e))?;
-    let coffer = open_coffer(path, kek, limits, keys).await?;
+    let coffer = open_coffer(path, Arc::clone(&kek), limits, keys).await?;
     Ok(DataDir {
         coffer,
+        kek,
         _lock: lock,
     })
 }

@@ -106,10 +106,16 @@ pub(crate) fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestC
 /// verified token is told (a valid token of the wrong kind, a revoked node) and storage
 /// outages pass through.
 pub(crate) async fn refusal(app: &AppState, e: CoreError, client: Option<IpAddr>) -> ApiError {
+    if let (CoreError::Unauthenticated(_), Some(metrics)) = (&e, &app.metrics) {
+        metrics.auth_failure();
+    }
     let (CoreError::Unauthenticated(_), Some(ip)) = (&e, client) else {
         return e.into();
     };
     if let Some(wait) = app.auth_limiter.blocked(ip) {
+        if let Some(metrics) = &app.metrics {
+            metrics.rate_limited(coffer_metrics::Limit::AuthFailures);
+        }
         return rate_limited(wait);
     }
     if app.auth_limiter.failed(ip) {

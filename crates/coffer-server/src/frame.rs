@@ -1,5 +1,6 @@
 //! The frame every routed request passes through, as one layer: its request id, its log line,
-//! a panic turned into a 500, and `Cache-Control: no-store` on the answer.
+//! its metrics (with `--metrics-listen`), a panic turned into a 500, and `Cache-Control:
+//! no-store` on the answer.
 //!
 //! One hand-written service instead of a stack of six (`map_request`, tower-http's
 //! `SetRequestId`, `PropagateRequestId` and `CatchPanic`, `from_fn`, `map_response`): each of
@@ -9,13 +10,15 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use coffer_api::ErrorCode;
+use coffer_metrics::{Method, Metrics, UNMATCHED_ROUTE};
 use futures_util::FutureExt;
 use tower::{Layer, Service};
 
@@ -61,11 +64,13 @@ fn make_request_id() -> HeaderValue {
 
 /// The layer ([`axum::Router::layer`]).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct FrameLayer;
+pub(crate) struct FrameLayer {
+    metrics: Option<Arc<Metrics>>,
+}
 
 impl FrameLayer {
-    pub(crate) fn new() -> FrameLayer {
-        FrameLayer
+    pub(crate) fn new(metrics: Option<Arc<Metrics>>) -> FrameLayer {
+        FrameLayer { metrics }
     }
 }
 
@@ -73,13 +78,17 @@ impl<S> Layer<S> for FrameLayer {
     type Service = Frame<S>;
 
     fn layer(&self, inner: S) -> Frame<S> {
-        Frame { inner }
+        Frame {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Frame<S> {
     inner: S,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> Service<Request> for Frame<S>
@@ -106,6 +115,18 @@ where
             }
         };
         let log = request_log::RequestLog::start(&req, &id, start);
+        // The route's histograms are resolved before the request moves into the handler: by
+        // its template (the router put it in the extensions), never by its path.
+        let observed = self.metrics.as_ref().map(|metrics| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            (
+                metrics.route(route),
+                Method::from_name(req.method().as_str()),
+            )
+        });
         // A panic is a bug; the client learns nothing but that it happened. Caught whether it
         // happens while the handler's future is made or while it runs.
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
@@ -122,6 +143,9 @@ where
             };
             finish_headers(res.headers_mut(), id);
             log.finish(&res);
+            if let Some((route, method)) = observed {
+                route.observe(method, res.status().as_u16(), start.elapsed());
+            }
             Ok(res)
         })
     }
@@ -168,7 +192,7 @@ mod tests {
                     "unreachable"
                 }),
             )
-            .layer(FrameLayer::new())
+            .layer(FrameLayer::new(None))
     }
 
     async fn get_with(uri: &str, id: Option<&str>) -> Response {

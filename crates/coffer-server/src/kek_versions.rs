@@ -48,7 +48,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use coffer_core::{CoreError, KekState, KekVersion, KekVersions};
 use coffer_crypto::{
@@ -144,6 +145,8 @@ pub(crate) struct KekRing {
     versions: RwLock<Vec<Loaded>>,
     /// Serialises the calls that change versions (and their record).
     changing: Mutex<()>,
+    /// Where wraps and unwraps are timed, once the server has metrics.
+    metrics: OnceLock<Arc<coffer_metrics::Metrics>>,
 }
 
 impl fmt::Debug for KekRing {
@@ -198,6 +201,7 @@ impl KekRing {
                 key: Some(key),
             }]),
             changing: Mutex::new(()),
+            metrics: OnceLock::new(),
         }
     }
 
@@ -260,6 +264,7 @@ impl KekRing {
             backend: Backend::File,
             versions: RwLock::new(versions),
             changing: Mutex::new(()),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -318,6 +323,7 @@ impl KekRing {
             },
             versions: RwLock::new(versions),
             changing: Mutex::new(()),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -565,7 +571,11 @@ impl KekProvider for KekRing {
     }
 
     fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
-        self.active_key()?.wrap(key, ctx)
+        let key_provider = self.active_key()?;
+        let start = Instant::now();
+        let wrapped = key_provider.wrap(key, ctx);
+        self.observe(coffer_metrics::KekOp::Wrap, wrapped.is_ok(), start);
+        wrapped
     }
 
     fn unwrap(
@@ -597,7 +607,32 @@ impl KekProvider for KekRing {
                 }
             }
         };
-        key.unwrap(wrapped, ctx)
+        let start = Instant::now();
+        let unwrapped = key.unwrap(wrapped, ctx);
+        self.observe(coffer_metrics::KekOp::Unwrap, unwrapped.is_ok(), start);
+        unwrapped
+    }
+}
+
+impl KekRing {
+    /// Times every later wrap and unwrap in `metrics`; once.
+    pub(crate) fn observe_with(&self, metrics: Arc<coffer_metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn observe(&self, op: coffer_metrics::KekOp, ok: bool, start: Instant) {
+        if let Some(metrics) = self.metrics.get() {
+            let backend = match self.backend {
+                Backend::File => coffer_metrics::KekBackend::File,
+                Backend::Pkcs11 { .. } => coffer_metrics::KekBackend::Pkcs11,
+            };
+            let outcome = if ok {
+                coffer_metrics::Outcome::Ok
+            } else {
+                coffer_metrics::Outcome::Error
+            };
+            metrics.kek_call(backend, op, outcome, start.elapsed());
+        }
     }
 }
 

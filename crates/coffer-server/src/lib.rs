@@ -20,6 +20,7 @@ mod kek_routes;
 mod kek_versions;
 mod limiter;
 mod listener;
+mod metrics;
 pub mod node_keys;
 mod nodes;
 mod query;
@@ -54,6 +55,7 @@ pub use extract::MAX_BODY_BYTES;
 pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
+pub use metrics::{StorageObserver, bind_metrics, runtime_sample, serve_metrics};
 pub use rate::RuntimeRate;
 pub use reload::Reload;
 pub use replication::SnapshotLimits;
@@ -139,6 +141,13 @@ pub enum ServerError {
     DataDirInUse { path: PathBuf },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics listener's address (`--metrics-listen`) cannot be bound.
+    #[error("cannot listen on {addr} for metrics (--metrics-listen): {source}")]
+    MetricsBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -239,6 +248,9 @@ pub struct ServeOptions {
     pub keys: KeyOptions,
     /// Reloads the TLS certificate and key when asked (SIGHUP) or when the files change.
     pub reload: Reload,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, its own listener); off
+    /// when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How a control plane handles its keys; every field has a default.
@@ -267,6 +279,8 @@ pub struct AppOptions {
     pub snapshots: SnapshotLimits,
     /// Reads per second one service token may make on the runtime API (none by default).
     pub runtime_rate: Option<RuntimeRate>,
+    /// Where requests, refusals and limits are counted (none by default).
+    pub metrics: Option<Arc<coffer_metrics::Metrics>>,
 }
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
@@ -303,11 +317,12 @@ fn control_plane_app(
         closing,
         options.snapshots,
     );
-    router::router(AppState::new(
+    router::router(AppState::with_metrics(
         coffer,
         Some(Arc::new(replication)),
         options.trusted_proxies,
         options.runtime_rate,
+        options.metrics,
     ))
 }
 
@@ -355,12 +370,26 @@ pub async fn serve_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
+    // Bound first: an address in use stops the start before the data dir is opened.
+    let metrics_listener = opts.metrics_listen.map(bind_metrics).transpose()?;
     let limits = Limits {
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
     let data_dir = datadir::open(&opts.data_dir, limits, secrets, opts.keys).await?;
+    let metrics = metrics_listener
+        .as_ref()
+        .map(|_| Arc::new(coffer_metrics::Metrics::new()));
+    if let Some(metrics) = &metrics {
+        data_dir.kek.observe_with(Arc::clone(metrics));
+    }
     let coffer = Arc::new(data_dir.coffer);
+    if let Some(metrics) = &metrics {
+        metrics.set_source(Arc::new(metrics::ControlPlane(Arc::clone(&coffer))));
+        coffer
+            .storage()
+            .set_write_observer(Arc::new(StorageObserver(Arc::clone(metrics))));
+    }
     // Edges refuse an upstream of another cluster; the id is made once and kept.
     coffer
         .storage()
@@ -372,6 +401,7 @@ pub async fn serve_with(
         trusted_proxies: opts.trusted_proxies.clone(),
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
+        metrics: metrics.clone(),
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {
@@ -381,12 +411,24 @@ pub async fn serve_with(
     }
     let app = control_plane_app(coffer.clone(), closing, options);
     let flusher = tokio::spawn(housekeeping(coffer.clone(), opts.feed_retention));
-    let result = serve_app(
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match (metrics_listener, &metrics) {
+        (Some(listener), Some(metrics)) => Some(tokio::spawn(serve_metrics(
+            listener,
+            Arc::clone(metrics),
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ))),
+        _ => None,
+    };
+    let result = serve_app_observed(
         app,
         opts.listen,
         opts.tls.as_ref(),
         opts.http,
         opts.reload.clone(),
+        metrics,
         on_ready,
         async move {
             shutdown.await;
@@ -398,6 +440,10 @@ pub async fn serve_with(
     // Every connection is closed; let queued writes finish and the storage writer stop
     // (shutdown also writes the last token-usage times and audit checkpoints).
     flusher.abort();
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     coffer.shutdown().await;
     result
 }
@@ -441,6 +487,31 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_app_observed(app, listen, tls, limits, reload, None, on_ready, shutdown).await
+}
+
+/// [`serve_app`], counting open connections in `metrics`.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_app_observed<S>(
+    app: S,
+    listen: SocketAddr,
+    tls: Option<&TlsFiles>,
+    limits: HttpLimits,
+    reload: Reload,
+    metrics: Option<Arc<coffer_metrics::Metrics>>,
+    on_ready: impl FnOnce(SocketAddr) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError>
+where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let tls = tls
         .map(|files| tls::server_config(files).map(|config| (files.clone(), config)))
         .transpose()?;
@@ -463,7 +534,8 @@ where
         );
         limits.max_connections = fit;
     }
-    let listener = listener::Listener::new(listener, &limits);
+    let listener = listener::Listener::new(listener, &limits)
+        .counting(metrics.as_ref().map(|m| m.connections()));
 
     let handle = axum_server::Handle::<listener::Peer>::new();
     let shutdown_handle = handle.clone();

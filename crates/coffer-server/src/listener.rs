@@ -130,6 +130,8 @@ pub struct Listener {
     slots: Arc<Semaphore>,
     per_address: Arc<PerAddress>,
     idle: Duration,
+    /// Counts open connections, with `--metrics-listen`.
+    connections: Option<coffer_metrics::Connections>,
 }
 
 impl Listener {
@@ -142,7 +144,14 @@ impl Listener {
                 open: Mutex::new(HashMap::new()),
             }),
             idle: limits.idle_timeout,
+            connections: None,
         }
+    }
+
+    /// Counts every open connection in `connections`.
+    pub(crate) fn counting(mut self, connections: Option<coffer_metrics::Connections>) -> Listener {
+        self.connections = connections;
+        self
     }
 }
 
@@ -209,7 +218,11 @@ impl axum_server::AddrListener<Conn, Peer> for Listener {
         loop {
             let (io, peer) = self.inner.accept().await?;
             match self.per_address.admit(peer.ip()) {
-                Some(share) => return Ok((Conn::new(io, slot, share, self.idle), Peer(peer))),
+                Some(share) => {
+                    let mut conn = Conn::new(io, slot, share, self.idle);
+                    conn._counted = self.connections.as_ref().map(|c| c.open());
+                    return Ok((conn, Peer(peer)));
+                }
                 // Closed unread; the slot stays for the next connection. Not logged per
                 // connection: a client over its share would write a line for each attempt.
                 None => drop(io),
@@ -229,6 +242,8 @@ pub struct Conn {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
     _share: AddressShare,
+    /// Counted among the open connections until dropped (with metrics).
+    _counted: Option<coffer_metrics::ConnectionGuard>,
     idle: Idle,
 }
 
@@ -271,6 +286,7 @@ impl Conn {
             io,
             _slot: slot,
             _share: share,
+            _counted: None,
             idle: Idle {
                 period,
                 timer: Box::pin(tokio::time::sleep(period)),

@@ -156,11 +156,12 @@ fn control_plane_routes() -> Router<AppState> {
 
 /// The fallbacks and the frame every routed request passes through.
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(crate::frame::FrameLayer::new())
+        .layer(crate::frame::FrameLayer::new(metrics))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -43,6 +43,9 @@ impl FromRequestParts<AppState> for ServiceAuth {
                 if let Some(limiter) = &app.read_limiter
                     && let Err(wait) = limiter.take(principal.token_id)
                 {
+                    if let Some(metrics) = &app.metrics {
+                        metrics.rate_limited(coffer_metrics::Limit::RuntimeReads);
+                    }
                     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                     return Err(ApiError {
                         retry_after: Some(secs),

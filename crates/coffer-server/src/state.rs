@@ -2,6 +2,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use coffer_core::Coffer;
+use coffer_metrics::Metrics;
 
 use crate::client_addr::TrustedProxies;
 use crate::limiter::AuthLimiter;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub batch_budget: Arc<tokio::sync::Semaphore>,
     /// The runtime API's per-service-token rate limit, if one is set.
     pub(crate) read_limiter: Option<ReadLimiter>,
+    /// Where requests, refusals and limits are counted, when `--metrics-listen` is given.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl AppState {
@@ -38,6 +41,17 @@ impl AppState {
         replication: Option<Arc<Replication>>,
         trusted_proxies: TrustedProxies,
         runtime_rate: Option<RuntimeRate>,
+    ) -> AppState {
+        AppState::with_metrics(coffer, replication, trusted_proxies, runtime_rate, None)
+    }
+
+    /// [`AppState::new`], counting into `metrics`.
+    pub fn with_metrics(
+        coffer: Arc<Coffer>,
+        replication: Option<Arc<Replication>>,
+        trusted_proxies: TrustedProxies,
+        runtime_rate: Option<RuntimeRate>,
+        metrics: Option<Arc<Metrics>>,
     ) -> AppState {
         AppState(Arc::new(Shared {
             coffer,
@@ -48,6 +62,7 @@ impl AppState {
                 crate::runtime::BATCH_BUDGET_KIB,
             )),
             read_limiter: runtime_rate.map(ReadLimiter::new),
+            metrics,
         }))
     }
 }

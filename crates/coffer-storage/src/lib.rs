@@ -52,7 +52,7 @@ pub use replication::{
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
 pub use sqlite::WriterHold;
-pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteStats};
+pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteObserver, WriteStats};
 
 use async_trait::async_trait;
 use coffer_types::{
@@ -656,6 +656,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// signed in the batch's transaction ([`checkpoint_message`]) once the log has a cluster
     /// id; a batch whose signature cannot be stored is not committed.
     fn set_feed_signer(&self, signer: std::sync::Arc<dyn FeedSigner>) -> bool;
+    /// Sets who is told of every group commit (once; `false`, and the first kept, if one is
+    /// set already, or if the backend tells nobody). For metrics.
+    fn set_write_observer(&self, observer: std::sync::Arc<dyn WriteObserver>) -> bool {
+        let _ = observer;
+        false
+    }
+    /// The writer's counters (commits, jobs, audit entries written and not written); zeros
+    /// for a backend that keeps none.
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
     /// Signs the current head now (with the signer set; otherwise nothing happens): a control
     /// plane does it at start, so that entries written before it had a key or a cluster id
     /// (`coffer init`, an upgrade) are covered.

@@ -35,8 +35,8 @@ use coffer_types::{
 use self::codec::DbResultExt;
 use self::readers::Readers;
 pub use self::replica::SnapshotInstall;
-pub use self::writer::WriteStats;
 use self::writer::{WriteCx, WriterHandle};
+pub use self::writer::{WriteObserver, WriteStats};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
     DestroyedDek, FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Reseal, Result,
@@ -900,6 +900,14 @@ impl Storage for SqliteStorage {
 
     fn set_feed_signer(&self, signer: Arc<dyn FeedSigner>) -> bool {
         self.writer.set_signer(signer)
+    }
+
+    fn set_write_observer(&self, observer: Arc<dyn WriteObserver>) -> bool {
+        self.writer.set_observer(observer)
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
     }
 
     async fn sign_head(&self) -> Result<()> {

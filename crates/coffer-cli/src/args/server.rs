@@ -119,6 +119,9 @@ pub struct ServerArgs {
     pub log: LogArgs,
 
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    #[command(flatten)]
     pub proxies: ProxyArgs,
 
     #[command(flatten)]
@@ -195,6 +198,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (docs/operations.md, "Logging")
     Json,
+}
+
+/// Prometheus metrics, on a listener of their own.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (GET /metrics, plain HTTP) on this address, apart from the
+    /// public listener (off by default). Keep it on loopback or a private network: a
+    /// non-loopback address is warned about. Labels name route templates and outcomes, never
+    /// a secret, token or account
+    #[arg(long, env = "COFFER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What one client may cost the listener, the runtime API and the snapshots served.
@@ -396,6 +410,9 @@ pub struct EdgeArgs {
     pub log: LogArgs,
 
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+
+    #[command(flatten)]
     pub proxies: ProxyArgs,
 
     #[command(flatten)]
@@ -428,6 +445,9 @@ pub struct DevArgs {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// `coffer config`.

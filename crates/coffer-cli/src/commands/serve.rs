@@ -54,6 +54,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         runtime_rate: args.limits.runtime_rate(),
         keys,
         reload,
+        metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
     coffer_server::serve_with(
@@ -141,6 +142,7 @@ pub async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         snapshots: args.limits.snapshots(),
         runtime_rate: args.limits.runtime_rate(),
         reload,
+        metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
     coffer_edge::run(
@@ -194,6 +196,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         runtime_rate: None,
         keys: Default::default(),
         reload,
+        metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
     let result = coffer_server::serve(

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub struct ServerFile {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    metrics_listen: Option<String>,
     insecure_http: Option<bool>,
     secrets_quota: Option<u64>,
     max_stores: Option<u64>,
@@ -46,6 +47,7 @@ pub struct EdgeFile {
     node_token_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    metrics_listen: Option<String>,
     insecure_http: Option<bool>,
     insecure_http_upstream: Option<bool>,
     feed_key: Option<String>,
@@ -65,6 +67,7 @@ pub struct EdgeFile {
 pub struct DevFile {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    metrics_listen: Option<String>,
     log: Option<Log>,
 }
 

@@ -109,6 +109,7 @@ fn keys_are_read_from_the_schema() {
         [
             "data-dir",
             "listen",
+            "metrics-listen",
             "log.level",
             "log.format",
             "log.access-log"
@@ -334,7 +335,7 @@ fn unknown_keys_get_the_nearest_one() {
     let err = check_text(Kind::Dev, "zzz = 1\n").unwrap_err();
     assert!(
         err.ends_with(
-            "unknown key `zzz` in a dev file (keys and tables at the top: data-dir, listen, log)"
+            "unknown key `zzz` in a dev file (keys and tables at the top: data-dir, listen, metrics-listen, log)"
         ),
         "{err}"
     );

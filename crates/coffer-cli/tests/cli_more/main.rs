@@ -9,6 +9,7 @@ mod account_kek;
 mod bound_services;
 mod conventions;
 mod kek;
+mod metrics;
 mod names;
 mod operator;
 mod values;

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap as StdHashMap;
 use std::hash::{Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hashbrown::{Equivalent, HashMap};
@@ -119,15 +120,24 @@ impl Equivalent<ValueKey> for ValueKeyRef<'_> {
 #[derive(Debug, Default)]
 pub(crate) struct RuntimeCache {
     inner: RwLock<CacheInner>,
+    /// Look-ups answered from the cache, and those that were not (for metrics).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl RuntimeCache {
     fn read<T>(&self, head: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        if inner.head != head {
-            return None;
-        }
-        f(&inner)
+        let found = {
+            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            if inner.head == head { f(&inner) } else { None }
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Stores what was read from storage after observing `head`. If the cache has moved past
@@ -315,6 +325,26 @@ struct AccessCount {
 #[derive(Debug, Default)]
 pub(crate) struct AccessLog {
     inner: Mutex<AccessInner>,
+    /// Reads noted since start, by outcome (for metrics; never reset).
+    served: AtomicU64,
+    denied: AtomicU64,
+    not_found: AtomicU64,
+}
+
+/// Runtime reads since start, by outcome, and the runtime cache's look-ups; see
+/// [`Coffer::runtime_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Secrets served (a batch read counts each).
+    pub served: u64,
+    /// Reads of a binding the service lacks, or of a secret without the service's scope.
+    pub denied: u64,
+    /// Reads of a bound secret that does not exist (any more).
+    pub not_found: u64,
+    /// Look-ups (token, service, value) the runtime cache answered.
+    pub cache_hits: u64,
+    /// Look-ups that went to storage.
+    pub cache_misses: u64,
 }
 
 #[derive(Debug, Default)]
@@ -326,6 +356,12 @@ struct AccessInner {
 
 impl AccessLog {
     fn note(&self, key: AccessKeyRef<'_>, service_name: &str) {
+        let outcome = match key.refused {
+            None => &self.served,
+            Some(AccessRefusal::SecretNotFound) => &self.not_found,
+            Some(AccessRefusal::NoSuchBinding | AccessRefusal::ScopeMissing) => &self.denied,
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
         let now = Timestamp::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = inner.counts.get_mut(&key) {
@@ -621,6 +657,19 @@ impl Coffer {
             });
         }
         Ok(value)
+    }
+
+    /// Runtime reads since start, by outcome, and the runtime cache's hits and misses. Plain
+    /// counters, read by the server's metrics at scrape time.
+    pub fn runtime_stats(&self) -> RuntimeStats {
+        let (log, cache) = (&self.access_log, &self.runtime_cache);
+        RuntimeStats {
+            served: log.served.load(Ordering::Relaxed),
+            denied: log.denied.load(Ordering::Relaxed),
+            not_found: log.not_found.load(Ordering::Relaxed),
+            cache_hits: cache.hits.load(Ordering::Relaxed),
+            cache_misses: cache.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// Reads the secret bound as `binding`.

@@ -75,6 +75,14 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start(data_dir: PathBuf) -> ControlPlane {
+        ControlPlane::start_with_metrics(data_dir, None).await
+    }
+
+    /// A control plane serving metrics on `metrics_listen`.
+    pub async fn start_with_metrics(
+        data_dir: PathBuf,
+        metrics_listen: Option<SocketAddr>,
+    ) -> ControlPlane {
         let init = coffer_server::init_data_dir(&data_dir).await.unwrap();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -92,6 +100,7 @@ impl ControlPlane {
             runtime_rate: None,
             keys: Default::default(),
             reload: Default::default(),
+            metrics_listen,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,
@@ -264,6 +273,7 @@ pub fn edge_options(upstreams: &[&str], node_token: &str, data_dir: &Path) -> Ed
         snapshots: Default::default(),
         runtime_rate: None,
         reload: Default::default(),
+        metrics_listen: None,
     }
 }
 

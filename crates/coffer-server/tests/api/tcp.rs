@@ -78,6 +78,7 @@ impl Server {
             runtime_rate: None,
             keys: Default::default(),
             reload: Default::default(),
+            metrics_listen: None,
         };
         let task = tokio::spawn(coffer_server::serve(
             opts,

@@ -61,7 +61,7 @@ pub(super) fn append(cx: &mut WriteCx<'_>, entries: &[AuditEntry]) -> Result<()>
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))
             .db("append audit entry")?;
-        stmt.execute(params![
+        let inserted = stmt.execute(params![
             entry.account_id.as_bytes(),
             seq_sql,
             entry.at.unix_micros(),
@@ -73,9 +73,13 @@ pub(super) fn append(cx: &mut WriteCx<'_>, entries: &[AuditEntry]) -> Result<()>
             entry.payload,
             prev_hash,
             hash,
-        ])
-        .db("append audit entry")?;
+        ]);
+        if inserted.is_err() {
+            cx.audit_failed();
+        }
+        inserted.db("append audit entry")?;
     }
+    cx.audit_appended(entries.len());
     Ok(())
 }
 

@@ -448,3 +448,73 @@ async fn a_write_whose_job_fails_signs_nothing_and_a_failed_signature_commits_no
     assert!(s.get_account(account(2).id).await.unwrap().is_none());
     assert_eq!(s.feed_after(0, 100).await.unwrap().0.len(), 1);
 }
+
+#[derive(Debug, Default)]
+struct SeenCommits {
+    committed: std::sync::Mutex<Vec<usize>>,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::WriteObserver for SeenCommits {
+    fn committed(&self, jobs: usize, _took: Duration) {
+        self.committed.lock().unwrap().push(jobs);
+    }
+
+    fn failed(&self, _jobs: usize) {
+        self.failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn audit_entry(action: &str) -> crate::AuditEntry {
+    crate::AuditEntry {
+        account_id: AccountId::from_bytes([7; 16]),
+        at: Timestamp::from_unix_micros(1),
+        action: action.to_owned(),
+        outcome: "success".to_owned(),
+        actor_token: None,
+        store_id: None,
+        secret_id: None,
+        payload: b"{}".to_vec(),
+    }
+}
+
+/// Audit entries are counted once committed; one the database refuses is counted as a
+/// failure (and its write fails); the observer hears of every group commit.
+#[tokio::test]
+async fn audit_entries_and_commits_are_counted() {
+    let (_dir, s) = open();
+    let seen = Arc::new(SeenCommits::default());
+    assert!(s.set_write_observer(seen.clone()));
+    assert!(!s.set_write_observer(seen.clone()), "set once");
+
+    s.append_audit(&[audit_entry("create"), audit_entry("update")])
+        .await
+        .unwrap();
+    let stats = Storage::write_stats(&*s);
+    assert_eq!((stats.audit_entries, stats.audit_failures), (2, 0));
+    assert_eq!(*seen.committed.lock().unwrap(), vec![1]);
+
+    // The database refuses the next insert (as a full disk would).
+    s.writer
+        .run(|cx| {
+            cx.conn
+                .execute_batch(
+                    "CREATE TEMP TRIGGER refuse BEFORE INSERT ON audit
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                )
+                .db("trigger")
+        })
+        .await
+        .unwrap();
+    assert!(s.append_audit(&[audit_entry("delete")]).await.is_err());
+    let stats = Storage::write_stats(&*s);
+    assert_eq!((stats.audit_entries, stats.audit_failures), (2, 1));
+    s.writer
+        .run(|cx| cx.conn.execute_batch("DROP TRIGGER refuse").db("trigger"))
+        .await
+        .unwrap();
+    s.append_audit(&[audit_entry("delete")]).await.unwrap();
+    assert_eq!(Storage::write_stats(&*s).audit_entries, 3);
+    assert_eq!(seen.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

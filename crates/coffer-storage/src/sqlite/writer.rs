@@ -20,7 +20,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coffer_types::Timestamp;
 use rusqlite::{Connection, params};
@@ -44,6 +44,20 @@ const SIGN_EVERY_ENTRIES: u64 = 4;
 /// The control plane's feed signer, set once after open (`SqliteStorage::set_feed_signer`).
 pub(super) type SignerSlot = Arc<OnceLock<Arc<dyn FeedSigner>>>;
 
+/// Who is told of each group commit, set once after open (`Storage::set_write_observer`).
+type ObserverSlot = Arc<OnceLock<Arc<dyn WriteObserver>>>;
+
+/// Told of every group commit, on the writer thread, after the batch is answered: keep it
+/// cheap (an atomic add, a histogram's observation). The server's metrics implement it, so
+/// that storage needs no metrics library.
+pub trait WriteObserver: Send + Sync + std::fmt::Debug {
+    /// A batch of `jobs` writes committed; its COMMIT (the fsync that makes it durable) took
+    /// `took`.
+    fn committed(&self, jobs: usize, took: Duration);
+    /// A batch could not begin, be signed or commit: each of its writes was refused.
+    fn failed(&self, jobs: usize);
+}
+
 /// How many queued jobs wait for a free slot before `submit` waits (backpressure).
 const QUEUE_DEPTH: usize = 1024;
 
@@ -51,19 +65,26 @@ const QUEUE_DEPTH: usize = 1024;
 /// snapshot install.
 const TRUNCATE_WAIT: Duration = Duration::from_millis(200);
 
-/// Counters of the writer's work, for benchmarks and tests of group commit.
+/// Counters of the writer's work, for benchmarks, tests of group commit, and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
     /// Transactions committed.
     pub commits: u64,
     /// Jobs run (successful or not).
     pub jobs: u64,
+    /// Audit entries committed.
+    pub audit_entries: u64,
+    /// Audit entries that were not written: an insert the database refused (its write is
+    /// refused with it), or entries in a batch that did not commit.
+    pub audit_failures: u64,
 }
 
 #[derive(Debug)]
 struct Counters {
     commits: AtomicU64,
     jobs: AtomicU64,
+    audit_entries: AtomicU64,
+    audit_failures: AtomicU64,
     /// `Storage::committed_head`: moved after every COMMIT that appended to (or replaced) the
     /// log, before any job of the batch is answered. Only the writer thread stores it.
     committed_seq: AtomicU64,
@@ -89,12 +110,15 @@ struct Head {
     /// Whether the batch's head is to be signed at COMMIT (it appended entries of its own, or
     /// a job asked for it): with a signer set, the batch's last entry gets a signature.
     sign: bool,
+    /// Audit entries the batch has appended so far (taken back with a rolled-back job's work).
+    audit: u64,
 }
 
 /// What a write operation sees: the connection inside its savepoint, and the change log.
 pub(super) struct WriteCx<'a> {
     pub(super) conn: &'a Connection,
     head: &'a mut Head,
+    counters: &'a Counters,
 }
 
 impl WriteCx<'_> {
@@ -119,12 +143,23 @@ impl WriteCx<'_> {
             moved: true,
             replaced: self.head.replaced,
             sign: true,
+            audit: self.head.audit,
         };
         Ok(())
     }
 
     /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
     /// gained its key signs the head it already has). No effect without a signer.
+    /// Counts audit entries appended in this savepoint.
+    pub(super) fn audit_appended(&mut self, entries: usize) {
+        self.head.audit += entries as u64;
+    }
+
+    /// Counts an audit entry the database refused (the job fails with it).
+    pub(super) fn audit_failed(&self) {
+        self.counters.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn sign_head(&mut self) {
         self.head.sign = true;
     }
@@ -169,6 +204,7 @@ impl WriteCx<'_> {
             moved: true,
             replaced: self.head.replaced,
             sign: self.head.sign,
+            audit: self.head.audit,
         };
         Ok(())
     }
@@ -183,6 +219,7 @@ impl WriteCx<'_> {
             moved: true,
             replaced: true,
             sign: self.head.sign,
+            audit: self.head.audit,
         };
     }
 }
@@ -251,18 +288,22 @@ pub(super) struct WriterHandle {
     thread: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     signer: SignerSlot,
+    observer: ObserverSlot,
 }
 
 impl WriterHandle {
     /// Starts the writer thread on `conn` (already migrated).
     pub(super) fn start(conn: Connection, max_batch: usize) -> Result<WriterHandle> {
         let signer = SignerSlot::default();
+        let observer = ObserverSlot::default();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         // Read outside any transaction: nothing else writes through this connection yet.
         let head = read_head(&conn)?;
         let counters = Arc::new(Counters {
             commits: AtomicU64::new(0),
             jobs: AtomicU64::new(0),
+            audit_entries: AtomicU64::new(0),
+            audit_failures: AtomicU64::new(0),
             committed_seq: AtomicU64::new(head.seq),
             head: watch::Sender::new(head.seq),
         });
@@ -271,6 +312,7 @@ impl WriterHandle {
             max_batch: max_batch.max(1),
             counters: Arc::clone(&counters),
             signer: Arc::clone(&signer),
+            observer: Arc::clone(&observer),
             cluster: None,
         };
         let thread = std::thread::Builder::new()
@@ -282,7 +324,13 @@ impl WriterHandle {
             thread: tokio::sync::Mutex::new(Some(thread)),
             counters,
             signer,
+            observer,
         })
+    }
+
+    /// Sets the write observer; `false` if one was set already (it is kept).
+    pub(super) fn set_observer(&self, observer: Arc<dyn WriteObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Sets the feed signer; `false` if one was set already (it is kept).
@@ -347,6 +395,8 @@ impl WriterHandle {
         WriteStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             jobs: self.counters.jobs.load(Ordering::Relaxed),
+            audit_entries: self.counters.audit_entries.load(Ordering::Relaxed),
+            audit_failures: self.counters.audit_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -399,6 +449,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             moved: false,
             replaced: false,
             sign: false,
+            audit: 0,
         });
     }
     Ok(match replication::base(conn)? {
@@ -409,6 +460,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             moved: false,
             replaced: false,
             sign: false,
+            audit: 0,
         },
         None => Head {
             seq: 0,
@@ -417,6 +469,7 @@ fn read_head(conn: &Connection) -> Result<Head> {
             moved: false,
             replaced: false,
             sign: false,
+            audit: 0,
         },
     })
 }
@@ -426,6 +479,7 @@ struct Writer {
     max_batch: usize,
     counters: Arc<Counters>,
     signer: SignerSlot,
+    observer: ObserverSlot,
     /// The log's cluster id, once read (it never changes once made).
     cluster: Option<[u8; 16]>,
 }
@@ -457,10 +511,12 @@ impl Writer {
             Ok(head) => head,
             Err(e) => {
                 tracing::error!(error = %e, "storage writer cannot begin a transaction");
+                self.observe_failure(None, batch.len());
                 fail_all(batch.drain(..), &e);
                 return;
             }
         };
+        let jobs = batch.len();
         let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
         let mut queue = batch.drain(..);
         let mut signed_through = head.seq;
@@ -475,6 +531,7 @@ impl Writer {
                         if let Err(e) = self.sign(&head) {
                             tracing::error!(error = %e, "storage writer cannot sign a batch");
                             self.rollback();
+                            self.observe_failure(Some(&head), jobs);
                             let e = StorageError::Unavailable(format!("not committed: {e}"));
                             job.answer(Some(copy_error(&e)));
                             fail_all(waiting.into_iter().chain(queue), &e);
@@ -489,6 +546,7 @@ impl Writer {
                 Err(Abandon(e)) => {
                     tracing::error!(error = %e, "storage writer abandons a batch");
                     self.rollback();
+                    self.observe_failure(Some(&head), jobs);
                     job.answer(Some(copy_error(&e)));
                     fail_all(waiting.into_iter().chain(queue), &e);
                     return;
@@ -506,13 +564,19 @@ impl Writer {
             // this batch's entries.
             tracing::error!(error = %e, "storage writer cannot sign a batch");
             self.rollback();
+            self.observe_failure(Some(&head), jobs);
             let e = StorageError::Unavailable(format!("not committed: {e}"));
             fail_all(waiting.into_iter(), &e);
             return;
         }
+        let committing = Instant::now();
         match exec(&self.conn, "COMMIT", "commit") {
             Ok(()) => {
+                let took = committing.elapsed();
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .audit_entries
+                    .fetch_add(head.audit, Ordering::Relaxed);
                 if head.moved {
                     // Strictly past the previous value even when an install put the head at
                     // or below it; equal to the head's seq while the log only grows.
@@ -526,16 +590,33 @@ impl Writer {
                 if head.replaced {
                     self.truncate_wal();
                 }
+                let committed = waiting.len();
                 for job in waiting {
                     job.answer(None);
+                }
+                if let Some(observer) = self.observer.get() {
+                    observer.committed(committed, took);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage writer failed to commit a batch");
                 self.rollback();
+                self.observe_failure(Some(&head), jobs);
                 let e = StorageError::Unavailable(format!("not committed: {e}"));
                 fail_all(waiting.into_iter(), &e);
             }
+        }
+    }
+
+    /// Counts a batch of `jobs` that did not commit, and the audit entries it had appended.
+    fn observe_failure(&self, head: Option<&Head>, jobs: usize) {
+        if let Some(head) = head {
+            self.counters
+                .audit_failures
+                .fetch_add(head.audit, Ordering::Relaxed);
+        }
+        if let Some(observer) = self.observer.get() {
+            observer.failed(jobs);
         }
     }
 
@@ -620,6 +701,7 @@ impl Writer {
         let ok = job.run(&mut WriteCx {
             conn: &self.conn,
             head,
+            counters: &self.counters,
         });
         if ok {
             exec(&self.conn, "RELEASE job", "release savepoint").map_err(Abandon)?;

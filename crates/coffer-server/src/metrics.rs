@@ -1,0 +1,115 @@
+//! The metrics listener (`--metrics-listen`): plain HTTP on its own address, answering
+//! `GET /metrics` and nothing else, never on the public port. Also what the control plane
+//! reads at scrape time, and the storage writer's observer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use coffer_core::Coffer;
+use coffer_metrics::{Metrics, RuntimeSample, Sample, Source, StorageSample};
+
+use crate::ServerError;
+
+/// Binds the metrics listener now, so that an address in use stops the start with one line
+/// naming it. Warns when the address is not loopback: metrics hold no secret, but route
+/// timings and counts are nobody else's business.
+pub fn bind_metrics(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let error = |source| ServerError::MetricsBind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "--metrics-listen is not a loopback address: whoever reaches it reads the metrics (no secrets, but request counts and timings); keep it behind a firewall"
+        );
+    }
+    Ok(listener)
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves. Every other request is a
+/// plain 404 (405 for another method on `/metrics`).
+pub async fn serve_metrics(
+    listener: std::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Other(format!("metrics listener: {e}")))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| ServerError::MetricsBind { addr, source })?;
+    tracing::info!(%addr, "serving metrics on http://{addr}/metrics");
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics is served here\n") })
+        .with_state(metrics);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServerError::Other(format!("metrics listener on {addr} failed: {e}")))
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, coffer_metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics.encode(),
+    )
+}
+
+/// Tells the metrics of every group commit of the storage writer.
+#[derive(Debug)]
+pub struct StorageObserver(pub Arc<Metrics>);
+
+impl coffer_storage::WriteObserver for StorageObserver {
+    fn committed(&self, jobs: usize, took: Duration) {
+        self.0.committed(jobs, took);
+    }
+
+    fn failed(&self, _jobs: usize) {
+        self.0.commit_failed();
+    }
+}
+
+/// The runtime reads and cache look-ups of `coffer`, as metrics read them.
+pub fn runtime_sample(coffer: &Coffer) -> RuntimeSample {
+    let r = coffer.runtime_stats();
+    RuntimeSample {
+        served: r.served,
+        denied: r.denied,
+        not_found: r.not_found,
+        cache_hits: r.cache_hits,
+        cache_misses: r.cache_misses,
+    }
+}
+
+/// What the control plane reports at scrape time.
+#[derive(Debug)]
+pub(crate) struct ControlPlane(pub(crate) Arc<Coffer>);
+
+impl Source for ControlPlane {
+    fn sample(&self) -> Sample {
+        let coffer = &self.0;
+        let storage = coffer.storage();
+        let writes = storage.write_stats();
+        Sample {
+            runtime: Some(runtime_sample(coffer)),
+            change_log_head: Some(storage.committed_head()),
+            dek_cache_keys: Some(coffer.dek_cache_keys() as u64),
+            storage: Some(StorageSample {
+                audit_entries: writes.audit_entries,
+                audit_failures: writes.audit_failures,
+            }),
+            edge: None,
+        }
+    }
+}
