@@ -409,7 +409,6 @@ async fn a_revoked_nodes_copied_files_open_nothing_written_after_its_revocation(
     for c in &feed {
         if let Change::NodeKeyGrant {
             node_id,
-            account_id: None,
             rk_version,
             ephemeral_public_hex,
             sealed_hex,

@@ -36,9 +36,7 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
-pub use change::{
-    AccountGrantChange, Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding,
-};
+pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };

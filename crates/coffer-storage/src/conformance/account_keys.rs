@@ -283,7 +283,11 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     s.revoke_node(n, ts(9), &[]).await.unwrap();
     assert!(s.account_node_keys(a).await.unwrap().is_empty());
     let (_, _, _, items) = split_snapshot(take_snapshot(s).await.unwrap());
-    assert!(!items.iter().any(|c| c.account_grant().is_some()));
+    assert!(
+        !items
+            .iter()
+            .any(|c| matches!(c, Change::AccountKeyGrant { .. }))
+    );
     assert!(matches!(
         s.register_account_node_key(n, b, [6; 32], None, &[]).await,
         Err(StorageError::AlreadyRevoked)
@@ -492,9 +496,10 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
     assert!(base > 0, "the delete compacted the log");
     let log: Vec<Change> = log.iter().map(|r| r.change().unwrap()).collect();
     assert!(
-        !log.iter()
-            .any(|c| c.account_grant().is_some_and(|g| g.account_id == a)
-                || matches!(c, Change::DekPut { account_id, .. } if *account_id == a)),
+        !log.iter().any(
+            |c| matches!(c, Change::AccountKeyGrant { account_id, .. } if *account_id == a)
+                || matches!(c, Change::DekPut { account_id, .. } if *account_id == a)
+        ),
         "no retained entry carries the deleted account's grants or DEKs: {log:?}"
     );
     assert!(log.contains(&Change::AccountDeleted { account_id: a }));

@@ -131,7 +131,6 @@ fn insert_grant(cx: &mut WriteCx<'_>, grant: &NodeGrant) -> Result<()> {
         .db("store node grant")?;
     cx.append(&Change::NodeKeyGrant {
         node_id: grant.node_id,
-        account_id: None,
         rk_version: grant.rk_version,
         ephemeral_public_hex: to_hex(grant.ephemeral_public),
         sealed_hex: to_hex(&grant.sealed),

@@ -204,7 +204,6 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
             let grant = super::node_keys::grant_from_row(row)?;
             Ok(Change::NodeKeyGrant {
                 node_id: grant.node_id,
-                account_id: None,
                 rk_version: grant.rk_version,
                 ephemeral_public_hex: to_hex(grant.ephemeral_public),
                 sealed_hex: to_hex(&grant.sealed),
