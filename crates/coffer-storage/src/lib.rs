@@ -44,8 +44,8 @@ pub use error::{Entity, StorageError};
 pub use lifecycle::{DestroyedDek, Reseal, SealedValue};
 pub use records::*;
 pub use replication::{
-    LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, ark_kek_id,
-    rk_kek_id,
+    ARK_KEK_ID_PREFIX, LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
+    SnapshotPart, ark_kek_id, rk_kek_id,
 };
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]

@@ -6,11 +6,12 @@ use coffer_types::{AccountId, DekId, TokenId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::codec::{DbResultExt, col, id_col, to_hex, ts_col};
-use super::reads::{query_all, query_opt};
+use super::reads::{self, query_all, query_opt};
 use super::writer::WriteCx;
+use crate::ARK_KEK_ID_PREFIX;
 use crate::{
     AccountGrant, AccountNodeKey, ArkRotation, Change, Entity, Result, StorageError,
-    WrappedKeyRecord, ark_kek_id,
+    WrappedKeyRecord,
 };
 
 /// `account`'s current ARK version, if it has an ARK.
@@ -131,14 +132,7 @@ pub(super) fn put_key(
     key: &WrappedKeyRecord,
     grants: &[AccountGrant],
 ) -> Result<()> {
-    let exists = query_opt(
-        cx.conn,
-        "SELECT 1 FROM accounts WHERE id = ?1",
-        [account.as_bytes()],
-        "check account",
-        |_| Ok(()),
-    )?;
-    exists.ok_or(StorageError::NotFound(Entity::Account))?;
+    reads::require_account(cx.conn, account)?;
     check_grants(grants, account, version)?;
     insert_key(cx, account, version, key)?;
     if version == 1 {
@@ -222,14 +216,7 @@ pub(super) fn register(
     if node_key.is_none() {
         return Err(StorageError::NotFound(Entity::NodeKey));
     }
-    let account_exists = query_opt(
-        cx.conn,
-        "SELECT 1 FROM accounts WHERE id = ?1",
-        [account.as_bytes()],
-        "check account",
-        |_| Ok(()),
-    )?;
-    account_exists.ok_or(StorageError::NotFound(Entity::Account))?;
+    reads::require_account(cx.conn, account)?;
     let known: Option<Vec<u8>> = query_opt(
         cx.conn,
         "SELECT public_key FROM account_node_keys WHERE account_id = ?1 AND node_id = ?2",
@@ -351,32 +338,7 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()>
     for grant in &rotation.grants {
         insert_grant(cx, grant)?;
     }
-    for (dek, wrapped) in &rotation.deks {
-        let updated = cx
-            .conn
-            .prepare_cached(
-                "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, rk_account = 1, retired = 1
-                 WHERE id = ?3 AND account_id = ?4",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    rotation.version,
-                    wrapped,
-                    dek.as_bytes(),
-                    account.as_bytes()
-                ])
-            })
-            .db("rewrap account dek")?;
-        if updated != 1 {
-            return Err(StorageError::Conflict);
-        }
-        cx.append(&Change::DekPut {
-            account_id: account,
-            dek_id: *dek,
-            kek_id: ark_kek_id(rotation.version),
-            wrapped_hex: to_hex(wrapped),
-        })?;
-    }
+    super::node_keys::rewrap_deks(cx, &rotation.deks, rotation.version, Some(account))?;
     // Every ARK-wrapped DEK of the account must now be under the new version: one made
     // meanwhile would still open with what the revoked node held. (Its DEKs still under the
     // instance RK, retired and awaiting re-seal, are the instance rotation's.)
@@ -436,12 +398,15 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     Ok(())
 }
 
+/// The accounts with ARK-wrapped DEKs (see `Storage::ark_accounts`). `rk_account = 1` finds
+/// them on the control plane; on a replica the `rk_` columns are NULL and the feed's wrap is
+/// in `kek_id`/`wrapped` (`ark:<n>`), hence `OR kek_id LIKE 'ark:%'`.
 pub(super) fn ark_accounts(conn: &Connection) -> Result<Vec<AccountId>> {
     query_all(
         conn,
-        "SELECT DISTINCT account_id FROM deks WHERE rk_account = 1 OR kek_id LIKE 'ark:%'
+        "SELECT DISTINCT account_id FROM deks WHERE rk_account = 1 OR kek_id LIKE ?1 || '%'
          ORDER BY account_id",
-        [],
+        [ARK_KEK_ID_PREFIX],
         "accounts with account replication keys",
         |row| id_col(row, 0, "deks.account_id").map(AccountId::from_bytes),
     )

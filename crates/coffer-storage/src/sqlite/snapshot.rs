@@ -97,11 +97,11 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
         &tx,
         // As for the instance keys: the RK wrap (or the account's ARK wrap), never the KEK's.
         "SELECT account_id, id,
-                CASE WHEN rk_account = 1 THEN 'ark:' || rk_version
+                CASE WHEN rk_account = 1 THEN ?1 || rk_version
                      ELSE COALESCE('rk:' || rk_version, kek_id) END,
                 COALESCE(rk_wrapped, wrapped)
          FROM deks",
-        [],
+        [crate::ARK_KEK_ID_PREFIX],
         "snapshot deks",
         |row| {
             Ok(Change::DekPut {

@@ -320,3 +320,21 @@ async fn an_account_kek_without_its_replication_key_seals_nothing() {
     let record = f.seal(account).await;
     assert_eq!(record.rk.map(|rk| (rk.ark, rk.version)), Some((true, 1)));
 }
+
+#[test]
+fn storage_and_crypto_name_ark_wraps_alike() {
+    // Storage does not depend on crypto, so each has the `ark:` prefix; they must agree, or an
+    // edge would not recognise the wraps the feed carries.
+    assert_eq!(
+        coffer_storage::ARK_KEK_ID_PREFIX,
+        coffer_crypto::ARK_KEK_ID_PREFIX
+    );
+    assert_eq!(
+        coffer_storage::ark_kek_id(7),
+        coffer_crypto::ark_kek_id(7).0
+    );
+    assert_eq!(
+        coffer_crypto::ark_version_of(&coffer_storage::ark_kek_id(7)),
+        Some(7)
+    );
+}
