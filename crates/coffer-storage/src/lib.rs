@@ -202,7 +202,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// `AlreadyRevoked` for a revoked node, `AlreadyExists(NodeKey)` if the node registered
     /// another key for the account or the key is in use anywhere else (a node key, another
     /// account's or node's).
-    async fn register_account_node_key(
+    async fn register_node_account_key(
         &self,
         node: TokenId,
         account: AccountId,
@@ -211,14 +211,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         audit: &[AuditEntry],
     ) -> Result<bool>;
     /// The accounts some of whose DEKs are wrapped by their account's replication key (on a
-    /// replica: `kek_id` `ark:<n>`), in id order: those an edge needs a per-account key for.
+    /// replica: `kek_id` `ark:<n>`), in id order: those an edge needs a node account key for.
     async fn ark_accounts(&self) -> Result<Vec<AccountId>>;
     /// The ARK versions of `account` granted to `node`, oldest first (an edge checks it was
     /// granted; a rotation grants each new version to every key registered for the account).
     async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>>;
     /// The keys registered for `account` by nodes not revoked that have a node key, each with
     /// that node key, in node id order.
-    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<AccountNodeKey>>;
+    async fn node_account_keys(&self, account: AccountId) -> Result<Vec<NodeAccountKey>>;
     /// Rotates one account's ARK outside a revocation (one owed by a revocation that could not
     /// rotate it): stores `rotation.key` as the next version, its grants (`AccountKeyGrant`
     /// each; none to a revoked node, else `Invalid`) and the rewrap of every ARK-wrapped DEK of

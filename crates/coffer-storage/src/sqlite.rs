@@ -762,7 +762,7 @@ impl Storage for SqliteStorage {
         self.read(move |c| account_keys::versions(c, account)).await
     }
 
-    async fn register_account_node_key(
+    async fn register_node_account_key(
         &self,
         node: TokenId,
         account: AccountId,
@@ -808,7 +808,7 @@ impl Storage for SqliteStorage {
         self.read(account_keys::ark_accounts).await
     }
 
-    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<crate::AccountNodeKey>> {
+    async fn node_account_keys(&self, account: AccountId) -> Result<Vec<crate::NodeAccountKey>> {
         self.read(move |c| account_keys::node_keys(c, account))
             .await
     }

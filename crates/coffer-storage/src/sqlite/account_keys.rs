@@ -10,7 +10,7 @@ use super::reads::{self, query_all, query_opt};
 use super::writer::WriteCx;
 use crate::ARK_KEK_ID_PREFIX;
 use crate::{
-    AccountGrant, AccountNodeKey, ArkRotation, Change, Entity, Result, StorageError,
+    AccountGrant, ArkRotation, Change, Entity, NodeAccountKey, Result, StorageError,
     WrappedKeyRecord,
 };
 
@@ -43,6 +43,8 @@ fn key_from_row(row: &Row<'_>, at: usize) -> Result<WrappedKeyRecord> {
     })
 }
 
+/// Stores `key` as `account`'s ARK `version`, which must be its current version + 1 (1 for
+/// its first), else `Conflict`.
 fn insert_key(
     cx: &mut WriteCx<'_>,
     account: AccountId,
@@ -125,6 +127,10 @@ fn check_grants(grants: &[AccountGrant], account: AccountId, version: u32) -> Re
     Ok(())
 }
 
+/// Stores `key` as version `version` of `account`'s ARK with its `grants` (see
+/// `Storage::put_account_replication_key`): `NotFound(Account)` for an unknown account,
+/// `Invalid` for a grant of another account or version, `Conflict` unless `version` is the
+/// current + 1. The first version retires the account's DEKs still under the instance RK.
 pub(super) fn put_key(
     cx: &mut WriteCx<'_>,
     account: AccountId,
@@ -149,6 +155,8 @@ pub(super) fn put_key(
     Ok(())
 }
 
+/// The current (highest) version of every account's ARK, wrapped by the account's KEK, in
+/// account id order; accounts without an ARK are absent.
 pub(super) fn current_keys(conn: &Connection) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>> {
     query_all(
         conn,
@@ -169,6 +177,7 @@ pub(super) fn current_keys(conn: &Connection) -> Result<Vec<(AccountId, u32, Wra
     )
 }
 
+/// Every stored version of `account`'s ARK, oldest first (empty for an account without one).
 pub(super) fn versions(
     conn: &Connection,
     account: AccountId,
@@ -188,6 +197,9 @@ pub(super) fn versions(
     )
 }
 
+/// Records `public_key` as `node`'s node account key for `account` and stores `grant` (see
+/// `Storage::register_node_account_key` for the answers). `Ok(false)`: this very key was
+/// registered before, nothing written.
 pub(super) fn register(
     cx: &mut WriteCx<'_>,
     node: TokenId,
@@ -210,7 +222,7 @@ pub(super) fn register(
     if revoked.is_some() {
         return Err(StorageError::AlreadyRevoked);
     }
-    // Account grants are sealed to the per-account key and the node key together, so that a
+    // Account grants are sealed to the node account key and the node key together, so that a
     // node token alone (which is all a registration proves) captures nothing: a node that has
     // no node key yet cannot be granted anything for an account.
     if node_key.is_none() {
@@ -221,7 +233,7 @@ pub(super) fn register(
         cx.conn,
         "SELECT public_key FROM account_node_keys WHERE account_id = ?1 AND node_id = ?2",
         params![account.as_bytes(), node.as_bytes()],
-        "read account node key",
+        "read node account key",
         |row| col(row, 0, "account_node_keys.public_key"),
     )?;
     match known {
@@ -239,7 +251,7 @@ pub(super) fn register(
                  OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = ?1)",
         )
         .and_then(|mut stmt| stmt.query_row([public_key], |r| r.get(0)))
-        .db("check account node key")?;
+        .db("check node account key")?;
     if taken {
         return Err(StorageError::AlreadyExists(Entity::NodeKey));
     }
@@ -252,14 +264,16 @@ pub(super) fn register(
             "INSERT INTO account_node_keys (account_id, node_id, public_key) VALUES (?1, ?2, ?3)",
         )
         .and_then(|mut stmt| stmt.execute(params![account.as_bytes(), node.as_bytes(), public_key]))
-        .db("record account node key")?;
+        .db("record node account key")?;
     if let Some(grant) = grant {
         insert_grant(cx, grant)?;
     }
     Ok(true)
 }
 
-pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<AccountNodeKey>> {
+/// The node account keys registered for `account` by nodes in service that have a node key,
+/// each with that node key (a grant is sealed to both), in node id order.
+pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<NodeAccountKey>> {
     let key32 = |row: &Row<'_>, idx: usize, what: &'static str| -> Result<[u8; 32]> {
         let key: Vec<u8> = col(row, idx, what)?;
         key.try_into()
@@ -272,9 +286,9 @@ pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<Acc
          WHERE k.account_id = ?1 AND n.revoked IS NULL AND n.public_key IS NOT NULL
          ORDER BY k.node_id",
         [account.as_bytes()],
-        "account node keys",
+        "node account keys",
         |row| {
-            Ok(AccountNodeKey {
+            Ok(NodeAccountKey {
                 node_id: TokenId::from_bytes(id_col(row, 0, "account_node_keys.node_id")?),
                 account_key: key32(row, 1, "account_node_keys.public_key")?,
                 node_key: key32(row, 2, "nodes.public_key")?,
@@ -387,7 +401,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         ),
         (
             "DELETE FROM account_node_keys WHERE account_id = ?1",
-            "delete account node keys",
+            "delete node account keys",
         ),
     ] {
         cx.conn

@@ -87,7 +87,7 @@ async fn account_grants_have_their_own_variant_and_leave_a_relays_log_with_their
         .await
         .unwrap();
     source
-        .register_account_node_key(
+        .register_node_account_key(
             node,
             own.account,
             [3; 32],
