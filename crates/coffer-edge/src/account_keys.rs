@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use coffer_api::replication::NodeKeyRegistration;
 use coffer_crypto::{CryptoError, DataKey, Grant, NodeKey};
+use coffer_storage::ArkStorage;
 use coffer_storage::{AccountGrant, SqliteStorage, Storage};
 use coffer_types::{AccountId, TokenId};
 

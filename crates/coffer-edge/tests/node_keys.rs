@@ -16,6 +16,7 @@ use coffer_client::{
 use coffer_crypto::{DataKey, DekContext, Grant, NodeKey, SealedValue, ValueContext};
 use coffer_edge::{EdgeError, EdgeOptions, EdgeStatus};
 use coffer_replication::wire::{FeedAnswer, FeedBody};
+use coffer_storage::ArkStorage;
 use coffer_storage::{Change, SqliteStorage, Storage};
 use coffer_types::{DekId, TokenId, Version};
 use tokio::sync::oneshot;

@@ -2,16 +2,18 @@
 //! replication-key side of an account with a KEK of its own (schema version 12). Opaque bytes
 //! here as everywhere: the wrapping and sealing are core's and crypto's.
 
+use async_trait::async_trait;
 use coffer_types::{AccountId, DekId, TokenId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::codec::{DbResultExt, col, id_col, to_hex, ts_col};
 use super::reads::{self, query_all, query_opt};
 use super::writer::WriteCx;
+use super::{SqliteStorage, audit};
 use crate::ARK_KEK_ID_PREFIX;
 use crate::{
-    AccountGrant, ArkRotation, Change, Entity, NodeAccountKey, Result, StorageError,
-    WrappedKeyRecord,
+    AccountGrant, ArkRotation, ArkStorage, AuditEntry, Change, Entity, NodeAccountKey, Result,
+    StorageError, WrappedKeyRecord,
 };
 
 /// `account`'s current ARK version, if it has an ARK.
@@ -128,7 +130,7 @@ fn check_grants(grants: &[AccountGrant], account: AccountId, version: u32) -> Re
 }
 
 /// Stores `key` as version `version` of `account`'s ARK with its `grants` (see
-/// `Storage::put_account_replication_key`): `NotFound(Account)` for an unknown account,
+/// `ArkStorage::put_account_replication_key`): `NotFound(Account)` for an unknown account,
 /// `Invalid` for a grant of another account or version, `Conflict` unless `version` is the
 /// current + 1. The first version retires the account's DEKs still under the instance RK.
 pub(super) fn put_key(
@@ -198,7 +200,7 @@ pub(super) fn versions(
 }
 
 /// Records `public_key` as `node`'s node account key for `account` and stores `grant` (see
-/// `Storage::register_node_account_key` for the answers). `Ok(false)`: this very key was
+/// `ArkStorage::register_node_account_key` for the answers). `Ok(false)`: this very key was
 /// registered before, nothing written.
 pub(super) fn register(
     cx: &mut WriteCx<'_>,
@@ -327,7 +329,7 @@ pub(super) fn grants(
 
 /// One account's ARK rotation: its part of a node's revocation (see
 /// `Storage::revoke_node_rotating`, which revokes the node first in the same transaction), or a
-/// rotation a revocation owed (`Storage::rotate_account_replication_key`).
+/// rotation a revocation owed (`ArkStorage::rotate_account_replication_key`).
 pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()> {
     let account = rotation.account_id;
     check_grants(&rotation.grants, account, rotation.version)?;
@@ -372,7 +374,7 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()>
 }
 
 /// The accounts whose current ARK version is granted to a revoked node (see
-/// `Storage::accounts_owing_ark_rotation`).
+/// `ArkStorage::accounts_owing_ark_rotation`).
 pub(super) fn owing_rotation(conn: &Connection) -> Result<Vec<AccountId>> {
     query_all(
         conn,
@@ -412,7 +414,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     Ok(())
 }
 
-/// The accounts with ARK-wrapped DEKs (see `Storage::ark_accounts`). `rk_account = 1` finds
+/// The accounts with ARK-wrapped DEKs (see `ArkStorage::ark_accounts`). `rk_account = 1` finds
 /// them on the control plane; on a replica the `rk_` columns are NULL and the feed's wrap is
 /// in `kek_id`/`wrapped` (`ark:<n>`), hence `OR kek_id LIKE 'ark:%'`.
 pub(super) fn ark_accounts(conn: &Connection) -> Result<Vec<AccountId>> {
@@ -439,4 +441,91 @@ pub(super) fn grant_versions(
         "account grant versions",
         |row| version_col(row, 0, "account_grants.ark_version"),
     )
+}
+
+/// The ARK half of the storage trait, delegating to the functions above.
+#[async_trait]
+impl ArkStorage for SqliteStorage {
+    async fn put_account_replication_key(
+        &self,
+        account: AccountId,
+        version: u32,
+        key: crate::WrappedKeyRecord,
+        grants: Vec<crate::AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            put_key(cx, account, version, &key, &grants)
+        })
+        .await
+    }
+
+    async fn account_replication_keys(
+        &self,
+    ) -> Result<Vec<(AccountId, u32, crate::WrappedKeyRecord)>> {
+        self.read(current_keys).await
+    }
+
+    async fn account_replication_key_versions(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(u32, crate::WrappedKeyRecord)>> {
+        self.read(move |c| versions(c, account)).await
+    }
+
+    async fn register_node_account_key(
+        &self,
+        node: TokenId,
+        account: AccountId,
+        public_key: [u8; 32],
+        grant: Option<crate::AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<bool> {
+        // Audited only when it records something: a repeated registration of the same key
+        // (an edge retrying) writes nothing.
+        audit::check(audit)?;
+        let audit = audit.to_vec();
+        self.writer
+            .run(move |cx| {
+                let recorded = register(cx, node, account, public_key, grant.as_ref())?;
+                if recorded {
+                    audit::append(cx, &audit)?;
+                }
+                Ok(recorded)
+            })
+            .await
+    }
+
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: crate::ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| rotate(cx, &rotation))
+            .await
+    }
+
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>> {
+        self.read(owing_rotation).await
+    }
+
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
+        self.read(move |c| grant_versions(c, account, node)).await
+    }
+
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>> {
+        self.read(ark_accounts).await
+    }
+
+    async fn node_account_keys(&self, account: AccountId) -> Result<Vec<crate::NodeAccountKey>> {
+        self.read(move |c| node_keys(c, account)).await
+    }
+
+    async fn account_grants(
+        &self,
+        account: AccountId,
+        version: u32,
+    ) -> Result<Vec<crate::AccountGrant>> {
+        self.read(move |c| grants(c, account, version)).await
+    }
 }

@@ -2,6 +2,7 @@
 //! node grant naming an account, still reads as one), never touch the node grants, and leave
 //! a relay's log with their account's deletion.
 
+use coffer_storage::ArkStorage;
 use coffer_storage::{
     AccountGrant, Change, NodeGrant, NodeRecord, REPLICATION_KEY_PURPOSE_PREFIX, SqliteStorage,
     Storage,
