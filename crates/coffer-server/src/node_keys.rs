@@ -82,13 +82,13 @@ async fn register_key(
 ) -> ApiResult<Response> {
     let repl = crate::replication::replication(&app)?.clone();
     let what = match account {
-        None => "a node-key registration",
-        Some(_) => "a node account key registration",
+        None => "node-key registration",
+        Some(_) => "node account key registration",
     };
     let registration: NodeKeyRegistration = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedJson,
-            format!("not {what} ({{\"public_key\": \"<64 hex digits>\"}}): {e}"),
+            format!("not a {what} ({{\"public_key\": \"<64 hex digits>\"}}): {e}"),
         )
     })?;
     let receipt = match (repl.origin(), repl.node_keys(), account) {
