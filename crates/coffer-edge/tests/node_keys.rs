@@ -769,7 +769,7 @@ async fn after_an_account_delete_no_key_an_edge_holds_opens_the_copied_account_g
     let copied_node_key = NodeKey::open(&before.join("node.key")).unwrap();
     let copied_account_key =
         NodeKey::open(&before.join(format!("node-account-keys/{account}.key"))).unwrap();
-    // Positive control: the copied account key with the copied node key opens the copied
+    // Positive control: the copied node account key with the copied node key opens the copied
     // grant, and the ARK the account's DEKs in the copy; either key alone opens none.
     let opened = arks_opened(
         &before.join("replica.db"),

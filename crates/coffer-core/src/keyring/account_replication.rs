@@ -490,7 +490,7 @@ impl Keyring {
     }
 }
 
-const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): an account key's grants are sealed to both keys, so register the node key first";
+const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first";
 
 #[cfg(test)]
 mod tests;
