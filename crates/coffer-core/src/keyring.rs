@@ -582,10 +582,12 @@ impl Keyring {
         }
     }
 
-    /// Drops every unwrapped DEK of `account` this process holds (its KEK is being destroyed,
-    /// or the account deleted).
-    pub(crate) fn forget_account(&self, account: AccountId) {
-        self.forget_deleted_account_rk(account);
+    /// After `account` was deleted: drops its ARK from memory for good (nothing brings it
+    /// back, see [`Keyring::forget_deleted_ark`]), its active DEK and every unwrapped DEK of
+    /// it this process holds. Only for a deleted account: one merely losing its KEK keeps
+    /// its ARK.
+    pub(crate) fn forget_deleted_account(&self, account: AccountId) {
+        self.forget_deleted_ark(account);
         self.lock_active().remove(&account);
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.remove_account(account);

@@ -13,6 +13,8 @@ mod policy;
 mod reseal;
 mod rotation;
 mod service;
+#[cfg(test)]
+mod test_keks;
 mod token_cache;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};

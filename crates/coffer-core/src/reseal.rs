@@ -216,7 +216,7 @@ impl Lifecycle {
         self.progress().running = true;
         // Accounts' replication keys a revocation could not rotate, or that could not be
         // opened, are rotated or opened first: their values are re-sealed only once they are.
-        if let Err(e) = self.keys.catch_up_account_rks().await {
+        if let Err(e) = self.keys.catch_up_arks().await {
             tracing::warn!(error = %e, "cannot catch up on accounts' replication keys; the next pass retries");
         }
         let work = self.prune_reseal_destroy().await;

@@ -1,11 +1,11 @@
-//! Per-account keys: an X25519 key this node makes for each account that has a replication key
-//! of its own (ARK), kept in `DIR/account-keys/<account>.key` (mode 0600, the directory 0700),
+//! Node account keys: an X25519 key this node makes for each account that has a replication key
+//! of its own (ARK), kept in `DIR/node-account-keys/<account>.key` (mode 0600, the directory 0700),
 //! registered with the node token (`PUT /replication/v1/node-key/accounts/{account}`). The
 //! account's ARK versions are granted to it alone, never to the node key alone: each grant is
-//! sealed to the per-account key and the node key together (docs/envelope-format.md), so that
-//! a per-account key registered by someone holding only the node token opens nothing, and
+//! sealed to the node account key and the node key together (docs/envelope-format.md), so that
+//! a node account key registered by someone holding only the node token opens nothing, and
 //! deleting the key when the account is deleted leaves nothing on this node that opens the
-//! account's DEKs (docs/edges.md, "Per-account keys").
+//! account's DEKs (docs/edges.md, "Node account keys").
 //!
 //! Housekeeping (each round): accounts whose DEKs in the replica are ARK-wrapped get a key, and
 //! it is registered until the replica holds a grant to this node; a grant that does not open
@@ -20,20 +20,21 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use coffer_api::replication::NodeKeyRegistration;
 use coffer_crypto::{CryptoError, DataKey, Grant, NodeKey};
+use coffer_storage::ArkStorage;
 use coffer_storage::{AccountGrant, SqliteStorage, Storage};
 use coffer_types::{AccountId, TokenId};
 
 use crate::upstream::{FetchError, Upstreams};
 
-/// The directory of the per-account keys, in the data dir.
-pub(crate) const ACCOUNT_KEYS_DIR: &str = "account-keys";
+/// The directory of the node account keys, in the data dir.
+pub(crate) const NODE_ACCOUNT_KEYS_DIR: &str = "node-account-keys";
 
-/// This node's per-account keys and the ARK versions opened with them.
+/// This node's node account keys and the ARK versions opened with them.
 #[derive(Debug)]
 pub(crate) struct AccountKeys {
     dir: PathBuf,
     node: TokenId,
-    /// The node's own key: every account grant needs it besides the per-account key.
+    /// The node's own key: every account grant needs it besides the node account key.
     node_key: Arc<NodeKey>,
     storage: Arc<SqliteStorage>,
     opened: RwLock<HashMap<(AccountId, u32), Arc<DataKey>>>,
@@ -59,7 +60,7 @@ impl AccountKeys {
         storage: Arc<SqliteStorage>,
     ) -> AccountKeys {
         AccountKeys {
-            dir: data_dir.join(ACCOUNT_KEYS_DIR),
+            dir: data_dir.join(NODE_ACCOUNT_KEYS_DIR),
             node,
             node_key,
             storage,
@@ -68,7 +69,7 @@ impl AccountKeys {
         }
     }
 
-    /// Opens the grant to this node among `grants` with `key` (the per-account key) and the
+    /// Opens the grant to this node among `grants` with `key` (the node account key) and the
     /// node key.
     fn open_own(
         &self,
@@ -155,10 +156,10 @@ impl AccountKeys {
     /// grant to it yet, and deletes the keys of accounts the replica no longer holds.
     pub(crate) async fn housekeep(&self, upstreams: &Upstreams, upstream: usize) {
         if let Err(e) = self.register_missing(upstreams, upstream).await {
-            tracing::warn!(error = %e, "per-account keys: will retry");
+            tracing::warn!(error = %e, "node account keys: will retry");
         }
         if let Err(e) = self.delete_unused().await {
-            tracing::warn!(error = %e, "per-account keys of deleted accounts: will retry");
+            tracing::warn!(error = %e, "node account keys of deleted accounts: will retry");
         }
     }
 

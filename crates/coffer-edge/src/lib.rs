@@ -623,7 +623,7 @@ impl Edge {
         if let Err(e) = std::fs::write(dir.join(REVOKED_FILE), format!("{detail}\n")) {
             tracing::error!(error = %e, "cannot mark the data dir as revoked");
         }
-        // The node key and the per-account keys (`account-keys/`) stay: they open only grants
+        // The node key and the node account keys (`node-account-keys/`) stay: they open only grants
         // this node had, and the control plane rotated the replication key and every
         // account's ARK when it revoked the node.
         tracing::error!(

@@ -153,26 +153,10 @@ impl NodeKeyForward for RelayNodeKeys {
     ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>> {
         Box::pin(async move {
             let upstream = self.status.current.load(Ordering::Acquire);
-            match self
-                .upstreams
+            self.upstreams
                 .register_node_key(upstream, Some(bearer), &registration)
                 .await
-            {
-                Ok(receipt) => Ok(receipt),
-                Err(FetchError::Status {
-                    status: 400..=499,
-                    code,
-                    message,
-                    ..
-                }) => Err(upstream_refusal(code, message)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot forward a node-key registration upstream");
-                    Err(ApiError::new(
-                        coffer_api::ErrorCode::Unavailable,
-                        "cannot forward the registration upstream right now; retry later",
-                    ))
-                }
-            }
+                .map_err(RelayNodeKeys::refusal_or_unavailable)
         })
     }
 
@@ -193,6 +177,8 @@ impl NodeKeyForward for RelayNodeKeys {
 }
 
 impl RelayNodeKeys {
+    /// The upstream's refusal (a 4xx, or the 503 of an account whose KEK is unavailable) with
+    /// its code; anything else is this relay's 503 (the node retries).
     fn refusal_or_unavailable(e: FetchError) -> ApiError {
         match e {
             FetchError::Status {
@@ -201,6 +187,14 @@ impl RelayNodeKeys {
                 message,
                 ..
             } => upstream_refusal(code, message),
+            FetchError::Status {
+                status: 503,
+                code: Some(code),
+                message,
+                ..
+            } if code == coffer_api::ErrorCode::AccountKekUnavailable.code() => {
+                upstream_refusal(Some(code), message)
+            }
             e => {
                 tracing::warn!(error = %e, "cannot forward a key registration upstream");
                 ApiError::new(
@@ -212,7 +206,7 @@ impl RelayNodeKeys {
     }
 }
 
-/// The upstream's refusal, passed down with its code.
+/// The upstream's refusal, passed down with its code (one not listed becomes `Unavailable`).
 pub(crate) fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
     use coffer_api::ErrorCode as C;
     let known = [
@@ -230,4 +224,39 @@ pub(crate) fn upstream_refusal(code: Option<u32>, message: String) -> ApiError {
         .find(|c| Some(c.code()) == code)
         .unwrap_or(C::Unavailable);
     ApiError::new(code, message)
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use coffer_api::ErrorCode;
+
+    use super::*;
+
+    fn status(status: u16, code: ErrorCode) -> FetchError {
+        FetchError::Status {
+            status,
+            message: "upstream says".into(),
+            code: Some(code.code()),
+            retry_after: None,
+            cluster: None,
+            head: None,
+        }
+    }
+
+    #[test]
+    fn a_relay_passes_the_upstreams_refusals_and_its_account_kek_503_down() {
+        let passed =
+            RelayNodeKeys::refusal_or_unavailable(status(503, ErrorCode::AccountKekUnavailable));
+        assert_eq!(passed.code, ErrorCode::AccountKekUnavailable);
+        assert_eq!(passed.message, "upstream says");
+        let passed = RelayNodeKeys::refusal_or_unavailable(status(409, ErrorCode::NodeKeyConflict));
+        assert_eq!(passed.code, ErrorCode::NodeKeyConflict);
+        // Any other failure is the relay's own 503, not the upstream's words.
+        let own = RelayNodeKeys::refusal_or_unavailable(status(503, ErrorCode::Unavailable));
+        assert_eq!(own.code, ErrorCode::Unavailable);
+        assert_ne!(own.message, "upstream says");
+        let own =
+            RelayNodeKeys::refusal_or_unavailable(status(500, ErrorCode::AccountKekUnavailable));
+        assert_eq!(own.code, ErrorCode::Unavailable);
+    }
 }

@@ -6,7 +6,7 @@
 //!
 //! `PUT /replication/v1/node-key/accounts/{account_id}`: the key an edge made for one account
 //! that has a replication key of its own (ARK), granted that account's ARK alone
-//! (`Coffer::register_account_node_key`; docs/edges.md, "Per-account keys"). Same body,
+//! (`Coffer::register_node_account_key`; docs/edges.md, "Node account keys"). Same body,
 //! answers and forwarding.
 
 use std::future::Future;
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration};
 use coffer_api::{Envelope, ErrorCode};
 
+use coffer_storage::NodeRecord;
 use coffer_types::AccountId;
 
 use crate::error::{ApiError, ApiResult};
@@ -41,21 +42,12 @@ pub trait NodeKeyForward: Send + Sync + std::fmt::Debug {
     ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>>;
 
     /// Sends the registration of a node's key for `account` upstream, as [`Self::forward`].
-    /// A forwarder that cannot answers 503 (the node retries).
     fn forward_account<'a>(
         &'a self,
         bearer: &'a str,
         account: AccountId,
         registration: NodeKeyRegistration,
-    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>> {
-        let _ = (bearer, account, registration);
-        Box::pin(async {
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "this relay cannot forward account key registrations",
-            ))
-        })
-    }
+    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>>;
 }
 
 /// `PUT /replication/v1/node-key`.
@@ -65,32 +57,63 @@ pub(crate) async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    register_key(app, node, None, &headers, &body).await
+}
+
+/// `PUT /replication/v1/node-key/accounts/{account_id}`.
+pub(crate) async fn register_account(
+    State(app): State<AppState>,
+    NodeAuth(node): NodeAuth,
+    ids: PathIds,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    register_key(app, node, Some(ids.account), &headers, &body).await
+}
+
+/// Registers the node's key (`account` `None`) or its node account key for `account`: on the
+/// root, with core; on a relay, forwarded upstream with the node's own token.
+async fn register_key(
+    app: AppState,
+    node: NodeRecord,
+    account: Option<AccountId>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let repl = crate::replication::replication(&app)?.clone();
-    let registration: NodeKeyRegistration = serde_json::from_slice(&body).map_err(|e| {
+    let what = match account {
+        None => "node-key registration",
+        Some(_) => "node account key registration",
+    };
+    let registration: NodeKeyRegistration = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedJson,
-            format!("not a node-key registration ({{\"public_key\": \"<64 hex digits>\"}}): {e}"),
+            format!("not a {what} ({{\"public_key\": \"<64 hex digits>\"}}): {e}"),
         )
     })?;
-    let receipt = match (repl.origin(), repl.node_keys()) {
-        (_, Some(forward)) => {
-            let bearer = headers
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))?;
-            forward.forward(bearer, registration).await?
+    let receipt = match (repl.origin(), repl.node_keys(), account) {
+        (_, Some(forward), None) => forward.forward(bearer(headers)?, registration).await?,
+        (_, Some(forward), Some(account)) => {
+            forward
+                .forward_account(bearer(headers)?, account, registration)
+                .await?
         }
-        (Origin::Root, None) => NodeKeyReceipt {
+        (Origin::Root, None, None) => NodeKeyReceipt {
             registered: app
                 .coffer
                 .register_node_key(&node, &registration.public_key)
                 .await?,
         },
-        (Origin::Relay(_), None) => {
+        (Origin::Root, None, Some(account)) => NodeKeyReceipt {
+            registered: app
+                .coffer
+                .register_node_account_key(&node, account, &registration.public_key)
+                .await?,
+        },
+        (Origin::Relay(_), None, _) => {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
-                "this relay cannot forward node-key registrations",
+                format!("this relay cannot forward {what}s"),
             ));
         }
     };
@@ -103,43 +126,4 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing bearer token"))
-}
-
-/// `PUT /replication/v1/node-key/accounts/{account_id}`.
-pub(crate) async fn register_account(
-    State(app): State<AppState>,
-    NodeAuth(node): NodeAuth,
-    ids: PathIds,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let repl = crate::replication::replication(&app)?.clone();
-    let registration: NodeKeyRegistration = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::MalformedJson,
-            format!(
-                "not an account key registration ({{\"public_key\": \"<64 hex digits>\"}}): {e}"
-            ),
-        )
-    })?;
-    let receipt = match (repl.origin(), repl.node_keys()) {
-        (_, Some(forward)) => {
-            forward
-                .forward_account(bearer(&headers)?, ids.account, registration)
-                .await?
-        }
-        (Origin::Root, None) => NodeKeyReceipt {
-            registered: app
-                .coffer
-                .register_account_node_key(&node, ids.account, &registration.public_key)
-                .await?,
-        },
-        (Origin::Relay(_), None) => {
-            return Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "this relay cannot forward account key registrations",
-            ));
-        }
-    };
-    Ok(axum::Json(Envelope::ok(receipt)).into_response())
 }

@@ -96,13 +96,10 @@ pub enum Change {
         node_id: TokenId,
     },
     /// A replication-key version sealed to one node's X25519 public key. Every edge stores
-    /// every grant; only the node's private key opens it. Never written with `account_id`:
-    /// entries written before [`Change::AccountKeyGrant`] existed carried account grants this
-    /// way, and are still read as account grants (`account_grant`).
+    /// every grant; only the node's private key opens it. Account grants have their own
+    /// variant, [`Change::AccountKeyGrant`].
     NodeKeyGrant {
         node_id: TokenId,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        account_id: Option<AccountId>,
         rk_version: u32,
         ephemeral_public_hex: String,
         sealed_hex: String,
@@ -173,51 +170,10 @@ impl Change {
             | Change::DekDestroyed { account_id, .. }
             | Change::AccountKeyGrant { account_id, .. }
             | Change::AccountDeleted { account_id } => Some(*account_id),
-            Change::NodeKeyGrant { account_id, .. } => *account_id,
-            Change::NodePut { .. } | Change::NodeRevoked { .. } | Change::InstanceKeyPut { .. } => {
-                None
-            }
-        }
-    }
-}
-
-/// An account grant as a change carries it, in either form ([`Change::account_grant`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AccountGrantChange<'a> {
-    pub account_id: AccountId,
-    pub node_id: TokenId,
-    pub ark_version: u32,
-    pub ephemeral_public_hex: &'a str,
-    pub sealed_hex: &'a str,
-}
-
-impl Change {
-    /// The account grant this change carries: an [`Change::AccountKeyGrant`], or a
-    /// [`Change::NodeKeyGrant`] naming an account (the form written before the variant
-    /// existed). `None` for every other change, node grants included.
-    pub fn account_grant(&self) -> Option<AccountGrantChange<'_>> {
-        match self {
-            Change::AccountKeyGrant {
-                account_id,
-                node_id,
-                ark_version,
-                ephemeral_public_hex,
-                sealed_hex,
-            }
-            | Change::NodeKeyGrant {
-                account_id: Some(account_id),
-                node_id,
-                rk_version: ark_version,
-                ephemeral_public_hex,
-                sealed_hex,
-            } => Some(AccountGrantChange {
-                account_id: *account_id,
-                node_id: *node_id,
-                ark_version: *ark_version,
-                ephemeral_public_hex,
-                sealed_hex,
-            }),
-            _ => None,
+            Change::NodePut { .. }
+            | Change::NodeRevoked { .. }
+            | Change::NodeKeyGrant { .. }
+            | Change::InstanceKeyPut { .. } => None,
         }
     }
 }
@@ -294,7 +250,6 @@ mod tests {
         let parsed: Change = serde_json::from_str(&old).unwrap();
         let grant = Change::NodeKeyGrant {
             node_id: TokenId::from_bytes([1; 16]),
-            account_id: None,
             rk_version: 2,
             ephemeral_public_hex: "aa".into(),
             sealed_hex: "bb".into(),
@@ -302,7 +257,6 @@ mod tests {
         assert_eq!(parsed, grant);
         assert_eq!(serde_json::to_string(&grant).unwrap(), old);
         assert_eq!(grant.account_id(), None);
-        assert_eq!(grant.account_grant(), None);
 
         let account = Change::AccountKeyGrant {
             account_id: AccountId::from_bytes([4; 16]),
@@ -324,24 +278,5 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), account);
         assert_eq!(account.account_id(), Some(AccountId::from_bytes([4; 16])));
-        let carried = account.account_grant().unwrap();
-        assert_eq!(
-            (carried.account_id, carried.node_id, carried.ark_version),
-            (
-                AccountId::from_bytes([4; 16]),
-                TokenId::from_bytes([1; 16]),
-                2
-            )
-        );
-
-        // The form written before the variant existed still reads as the same account grant.
-        let older = format!(
-            r#"{{"type":"node_key_grant","node_id":"{}","account_id":"{}","rk_version":2,"ephemeral_public_hex":"aa","sealed_hex":"bb"}}"#,
-            "01".repeat(16),
-            "04".repeat(16)
-        );
-        let older: Change = serde_json::from_str(&older).unwrap();
-        assert_eq!(older.account_grant(), Some(carried));
-        assert_eq!(older.account_id(), Some(AccountId::from_bytes([4; 16])));
     }
 }

@@ -207,7 +207,7 @@ const CHECKS: &[Check] = checks![
     node_keys::node_keys_register_once_with_a_grant_of_the_current_key,
     node_keys::revocation_rotates_every_replicated_wrap_in_one_write,
     account_keys::an_account_replication_key_retires_old_deks_and_binds_new_ones,
-    account_keys::account_node_keys_register_once_and_are_granted_the_current_ark,
+    account_keys::node_account_keys_register_once_and_are_granted_the_current_ark,
     account_keys::revocation_rotates_account_replication_keys,
     account_keys::account_delete_removes_its_replication_keys_and_grants,
     accounts::shutdown_finishes_writes_then_refuses_more,

@@ -36,9 +36,7 @@ mod sqlite;
 pub mod conformance;
 
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
-pub use change::{
-    AccountGrantChange, Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding,
-};
+pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use checkpoint::{
     CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
 };
@@ -46,8 +44,8 @@ pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use records::*;
 pub use replication::{
-    LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX, SnapshotPart, ark_kek_id,
-    rk_kek_id,
+    ARK_KEK_ID_PREFIX, LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
+    SnapshotPart, ark_kek_id, rk_kek_id,
 };
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
@@ -96,7 +94,7 @@ pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 /// ([`Storage::current_value`] is `None`). Core checks bindings against stores and secrets at
 /// deploy.
 #[async_trait]
-pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
+pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     // ---- lifecycle ----
 
     /// Stops accepting writes (later ones fail with `Unavailable`), finishes the writes already
@@ -170,74 +168,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
         rotation: RkRotation,
         audit: &[AuditEntry],
     ) -> Result<NodeRecord>;
-
-    // ---- account replication keys (ARKs) ----
-
-    /// Stores `key` as version `version` of `account`'s replication key (wrapped by the
-    /// account's KEK) with its `grants` (`AccountKeyGrant` each). `version` must
-    /// be the account's current version + 1 (1 for its first), else `Conflict`;
-    /// `NotFound(Account)` for an unknown account. The first version also marks every DEK of
-    /// the account retired (`deks.retired`): they carry instance-RK wraps, so their values are
-    /// re-sealed onto DEKs the ARK wraps and they are destroyed. A DEK of an account with an
-    /// ARK is stored only with an ARK wrap of its current version (else `Conflict`).
-    async fn put_account_replication_key(
-        &self,
-        account: AccountId,
-        version: u32,
-        key: WrappedKeyRecord,
-        grants: Vec<AccountGrant>,
-        audit: &[AuditEntry],
-    ) -> Result<()>;
-    /// The current version of each account's replication key, wrapped by the account's KEK.
-    async fn account_replication_keys(&self) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>>;
-    /// Every stored version of `account`'s replication key, oldest first.
-    async fn account_replication_key_versions(
-        &self,
-        account: AccountId,
-    ) -> Result<Vec<(u32, WrappedKeyRecord)>>;
-    /// Records `public_key` as `node`'s key for `account` and stores `grant` (appending
-    /// `AccountKeyGrant`), with `audit` (written only when something is recorded). `grant`
-    /// must be of the account's current ARK version, or `None` for an account without one
-    /// (else `Conflict`: retry). `Ok(false)`: this very key was registered before (nothing
-    /// written). `NotFound(Node)` / `NotFound(Account)`, `NotFound(NodeKey)` if the node has
-    /// not registered its node key (account grants are sealed to both keys),
-    /// `AlreadyRevoked` for a revoked node, `AlreadyExists(NodeKey)` if the node registered
-    /// another key for the account or the key is in use anywhere else (a node key, another
-    /// account's or node's).
-    async fn register_account_node_key(
-        &self,
-        node: TokenId,
-        account: AccountId,
-        public_key: [u8; 32],
-        grant: Option<AccountGrant>,
-        audit: &[AuditEntry],
-    ) -> Result<bool>;
-    /// The accounts some of whose DEKs are wrapped by their account's replication key (on a
-    /// replica: `kek_id` `ark:<n>`), in id order: those an edge needs a per-account key for.
-    async fn ark_accounts(&self) -> Result<Vec<AccountId>>;
-    /// The ARK versions of `account` granted to `node`, oldest first (an edge checks it was
-    /// granted; a rotation grants each new version to every key registered for the account).
-    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>>;
-    /// The keys registered for `account` by nodes not revoked that have a node key, each with
-    /// that node key, in node id order.
-    async fn account_node_keys(&self, account: AccountId) -> Result<Vec<AccountNodeKey>>;
-    /// Rotates one account's ARK outside a revocation (one owed by a revocation that could not
-    /// rotate it): stores `rotation.key` as the next version, its grants (`AccountKeyGrant`
-    /// each; none to a revoked node, else `Invalid`) and the rewrap of every ARK-wrapped DEK of
-    /// the account (`DekPut` each, retired), with `audit`, in one transaction. `Conflict` if the
-    /// version is not the current + 1, the account has no ARK (deleted meanwhile), or one of
-    /// its ARK-wrapped DEKs is left out (retry).
-    async fn rotate_account_replication_key(
-        &self,
-        rotation: ArkRotation,
-        audit: &[AuditEntry],
-    ) -> Result<()>;
-    /// The accounts whose current ARK version was granted to a node that is now revoked: a
-    /// revocation could not rotate it (its KEK was unavailable), so the revoked node may hold
-    /// it. Core rotates them as soon as their KEK is back and makes no DEK under them meanwhile.
-    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>>;
-    /// Every grant of `account`'s ARK `version`, in node id order.
-    async fn account_grants(&self, account: AccountId, version: u32) -> Result<Vec<AccountGrant>>;
 
     // ---- accounts ----
 
@@ -757,4 +687,77 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<AuditCheckpoint>>;
     /// The account's checkpoint with the highest seq, if any.
     async fn last_audit_checkpoint(&self, account: AccountId) -> Result<Option<AuditCheckpoint>>;
+}
+
+/// Account replication keys (ARKs), node account keys and account grants: the part of
+/// [`Storage`] for accounts with a KEK of their own (docs/key-hierarchy.md). A supertrait of
+/// `Storage`, so every backend has it (and a `dyn Storage` its methods); import it to call
+/// them on a concrete backend such as `SqliteStorage`.
+#[async_trait]
+pub trait ArkStorage: Send + Sync {
+    /// Stores `key` as version `version` of `account`'s replication key (wrapped by the
+    /// account's KEK) with its `grants` (`AccountKeyGrant` each). `version` must
+    /// be the account's current version + 1 (1 for its first), else `Conflict`;
+    /// `NotFound(Account)` for an unknown account. The first version also marks every DEK of
+    /// the account retired (`deks.retired`): they carry instance-RK wraps, so their values are
+    /// re-sealed onto DEKs the ARK wraps and they are destroyed. A DEK of an account with an
+    /// ARK is stored only with an ARK wrap of its current version (else `Conflict`).
+    async fn put_account_replication_key(
+        &self,
+        account: AccountId,
+        version: u32,
+        key: WrappedKeyRecord,
+        grants: Vec<AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+    /// The current version of each account's replication key, wrapped by the account's KEK.
+    async fn account_replication_keys(&self) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>>;
+    /// Every stored version of `account`'s replication key, oldest first.
+    async fn account_replication_key_versions(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(u32, WrappedKeyRecord)>>;
+    /// Records `public_key` as `node`'s key for `account` and stores `grant` (appending
+    /// `AccountKeyGrant`), with `audit` (written only when something is recorded). `grant`
+    /// must be of the account's current ARK version, or `None` for an account without one
+    /// (else `Conflict`: retry). `Ok(false)`: this very key was registered before (nothing
+    /// written). `NotFound(Node)` / `NotFound(Account)`, `NotFound(NodeKey)` if the node has
+    /// not registered its node key (account grants are sealed to both keys),
+    /// `AlreadyRevoked` for a revoked node, `AlreadyExists(NodeKey)` if the node registered
+    /// another key for the account or the key is in use anywhere else (a node key, another
+    /// account's or node's).
+    async fn register_node_account_key(
+        &self,
+        node: TokenId,
+        account: AccountId,
+        public_key: [u8; 32],
+        grant: Option<AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<bool>;
+    /// The accounts some of whose DEKs are wrapped by their account's replication key (on a
+    /// replica: `kek_id` `ark:<n>`), in id order: those an edge needs a node account key for.
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>>;
+    /// The ARK versions of `account` granted to `node`, oldest first (an edge checks it was
+    /// granted; a rotation grants each new version to every key registered for the account).
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>>;
+    /// The keys registered for `account` by nodes not revoked that have a node key, each with
+    /// that node key, in node id order.
+    async fn node_account_keys(&self, account: AccountId) -> Result<Vec<NodeAccountKey>>;
+    /// Rotates one account's ARK outside a revocation (one owed by a revocation that could not
+    /// rotate it): stores `rotation.key` as the next version, its grants (`AccountKeyGrant`
+    /// each; none to a revoked node, else `Invalid`) and the rewrap of every ARK-wrapped DEK of
+    /// the account (`DekPut` each, retired), with `audit`, in one transaction. `Conflict` if the
+    /// version is not the current + 1, the account has no ARK (deleted meanwhile), or one of
+    /// its ARK-wrapped DEKs is left out (retry).
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()>;
+    /// The accounts whose current ARK version was granted to a node that is now revoked: a
+    /// revocation could not rotate it (its KEK was unavailable), so the revoked node may hold
+    /// it. Core rotates them as soon as their KEK is back and makes no DEK under them meanwhile.
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>>;
+    /// Every grant of `account`'s ARK `version`, in node id order.
+    async fn account_grants(&self, account: AccountId, version: u32) -> Result<Vec<AccountGrant>>;
 }

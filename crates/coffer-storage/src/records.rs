@@ -87,7 +87,7 @@ pub struct AccountGrant {
 /// A key a node registered for one account, with the node's own key: an account grant is
 /// sealed to both (docs/envelope-format.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountNodeKey {
+pub struct NodeAccountKey {
     pub node_id: TokenId,
     /// The X25519 public key the node made for the account alone.
     pub account_key: [u8; 32],

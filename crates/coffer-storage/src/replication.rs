@@ -59,8 +59,12 @@ pub fn rk_kek_id(version: u32) -> String {
     format!("rk:{version}")
 }
 
-/// The key id an ARK wrap of `version` carries in the feed and in an edge's replica (the same
-/// form as `coffer_crypto::ark_kek_id`).
+/// The prefix of the key id an ARK wrap carries: `ark:<version>`. Storage does not depend on
+/// coffer-crypto, so this is the storage side of `coffer_crypto::ARK_KEK_ID_PREFIX` (core's
+/// tests check the two agree); every `ark:` in storage's code and SQL comes from here.
+pub const ARK_KEK_ID_PREFIX: &str = "ark:";
+
+/// The key id an ARK wrap of `version` carries in the feed and in an edge's replica.
 pub fn ark_kek_id(version: u32) -> String {
-    format!("ark:{version}")
+    format!("{ARK_KEK_ID_PREFIX}{version}")
 }

@@ -14,7 +14,7 @@
 //! is logged and audited, and its ARK leaves memory, so no DEK of it is made under the version
 //! the revoked node may hold. The rotation is then owed (storage:
 //! `accounts_owing_ark_rotation`) and made as soon as the account's KEK is back: at start, and
-//! at each pass of the DEK lifecycle job ([`Keyring::catch_up_account_rks`]).
+//! at each pass of the DEK lifecycle job ([`Keyring::catch_up_arks`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -24,7 +24,7 @@ use coffer_crypto::{
     seal_account_grant,
 };
 use coffer_storage::{
-    AccountGrant, AccountNodeKey, ArkRotation, AuditEntry, DekRecord, RkWrap, WrappedKeyRecord,
+    AccountGrant, ArkRotation, AuditEntry, DekRecord, NodeAccountKey, RkWrap, WrappedKeyRecord,
 };
 use coffer_types::{AccountId, TokenId};
 
@@ -112,10 +112,10 @@ async fn new_ark(
     new_wrapped_key(kek, Some(account), ark_purpose(version)).await
 }
 
-/// Grants of ARK `version` to each of `keys` (the per-account key with the node's key), but
+/// Grants of ARK `version` to each of `keys` (the node account key with the node's key), but
 /// `skip`'s.
 fn seal_grants(
-    keys: &[AccountNodeKey],
+    keys: &[NodeAccountKey],
     skip: Option<TokenId>,
     account: AccountId,
     version: u32,
@@ -185,8 +185,8 @@ impl Keyring {
     /// account's DEKs made under the instance RK: the lifecycle job re-seals their values onto
     /// DEKs the ARK wraps and destroys them. A version a revocation could not rotate (owed) is
     /// rotated first. Called when the account gets its KEK (before the KEK is put in use), at
-    /// start, and by [`Keyring::catch_up_account_rks`].
-    pub(crate) async fn ensure_account_rk(
+    /// start, and by [`Keyring::catch_up_arks`].
+    pub(crate) async fn ensure_ark(
         &self,
         account: AccountId,
         kek: Arc<dyn KekProvider>,
@@ -214,7 +214,7 @@ impl Keyring {
             }
             None => {
                 let (key, record) = new_ark(&kek, account, 1).await?;
-                let keys = self.storage.account_node_keys(account).await?;
+                let keys = self.storage.node_account_keys(account).await?;
                 let grants = seal_grants(&keys, None, account, 1, &key)?;
                 self.storage
                     .put_account_replication_key(account, 1, record, grants, &[])
@@ -268,7 +268,7 @@ impl Keyring {
     /// KEK that was unavailable at start, a rotation a revocation had to leave out), making the
     /// rotations owed first. Run by each pass of the DEK lifecycle job; an account that still
     /// fails is logged and tried again at the next pass.
-    pub(crate) async fn catch_up_account_rks(&self) -> Result<(), CoreError> {
+    pub(crate) async fn catch_up_arks(&self) -> Result<(), CoreError> {
         if self.replication.is_none() {
             return Ok(());
         }
@@ -281,7 +281,7 @@ impl Keyring {
             let Some(Ok(kek)) = self.account_keks().provider(account) else {
                 continue;
             };
-            if let Err(e) = self.ensure_account_rk(account, kek).await {
+            if let Err(e) = self.ensure_ark(account, kek).await {
                 tracing::warn!(account = %account, error = %e, "the account's replication key cannot be opened or rotated yet; its values cannot be written meanwhile");
             }
         }
@@ -326,7 +326,7 @@ impl Keyring {
     }
 
     /// Drops the deleted `account`'s ARK from memory, for good (see [`ArkMap::deleted`]).
-    pub(crate) fn forget_deleted_account_rk(&self, account: AccountId) {
+    pub(crate) fn forget_deleted_ark(&self, account: AccountId) {
         self.arks.forget_deleted(account);
     }
 
@@ -335,7 +335,7 @@ impl Keyring {
     /// with it. `Ok(false)`: this very key was registered before. A node without a node key yet
     /// answers `InvalidNodeKey`; an account whose ARK exists but could not be opened (its KEK
     /// unavailable) `AccountKekUnavailable`.
-    pub(crate) async fn register_account_node_key(
+    pub(crate) async fn register_node_account_key(
         &self,
         node: TokenId,
         account: AccountId,
@@ -359,7 +359,7 @@ impl Keyring {
         }
         let grant = match self.arks.get(account) {
             Some(current) => {
-                let keys = [AccountNodeKey {
+                let keys = [NodeAccountKey {
                     node_id: node,
                     account_key: *public.as_bytes(),
                     node_key,
@@ -377,7 +377,7 @@ impl Keyring {
         };
         let recorded = self
             .storage
-            .register_account_node_key(node, account, *public.as_bytes(), grant, audit)
+            .register_node_account_key(node, account, *public.as_bytes(), grant, audit)
             .await
             .map_err(|e| match e {
                 coffer_storage::StorageError::NotFound(coffer_storage::Entity::NodeKey) => {
@@ -403,7 +403,7 @@ impl Keyring {
             CoreError::Internal("account replication key versions are used up".into())
         })?;
         let (next, key) = new_ark(kek, account, version).await?;
-        let keys = self.storage.account_node_keys(account).await?;
+        let keys = self.storage.node_account_keys(account).await?;
         let grants = seal_grants(&keys, revoked, account, version, &next)?;
         let mut rewrapped = Vec::new();
         for record in deks
@@ -490,7 +490,7 @@ impl Keyring {
     }
 }
 
-const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): an account key's grants are sealed to both keys, so register the node key first";
+const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first";
 
 #[cfg(test)]
 mod tests;

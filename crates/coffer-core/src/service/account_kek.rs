@@ -77,7 +77,7 @@ impl Coffer {
                         found.info.clone(),
                         Ok(Arc::clone(kek)),
                     );
-                    if let Err(e) = self.keys.ensure_account_rk(account, Arc::clone(kek)).await {
+                    if let Err(e) = self.keys.ensure_ark(account, Arc::clone(kek)).await {
                         tracing::error!(account = %account, error = %e, "the account's replication key could not be opened or made: its values cannot be written until this is fixed");
                     }
                 }
@@ -153,7 +153,7 @@ impl Coffer {
         // by it alone from the moment the KEK is in use, so the KEK never serves without it. If
         // it cannot be made, the new key was never used: it is destroyed and the account keeps
         // the instance KEK, as before the call.
-        if let Err(e) = self.keys.ensure_account_rk(account, Arc::clone(&kek)).await {
+        if let Err(e) = self.keys.ensure_ark(account, Arc::clone(&kek)).await {
             tracing::error!(account = %account, kek = %info.kek_id, error = %e, "the account's replication key could not be made: its new KEK is not used and is destroyed");
             if let Err(destroy) = on_blocking_pool(move || destroyer.destroy(account)).await {
                 tracing::error!(account = %account, error = %destroy, "the unused account KEK could not be destroyed; the next start loads it and makes its replication key then");
@@ -225,7 +225,7 @@ impl Coffer {
     /// logged and the key is destroyed at the next start instead.
     pub(crate) async fn shred_account_kek(&self, account: AccountId) {
         self.account_rewraps.stop(Some(account));
-        self.keys.forget_account(account);
+        self.keys.forget_deleted_account(account);
         if !self.keys.account_keks().remove(account) {
             return;
         }

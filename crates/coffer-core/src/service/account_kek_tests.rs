@@ -3,51 +3,22 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use coffer_crypto::{
-    CryptoError, DataKey, DekContext, FileKek, KekId, KekProvider, WrappedDataKey,
-};
+use coffer_crypto::{FileKek, KekProvider};
 use coffer_storage::{SqliteStorage, Storage};
 use coffer_types::AccountId;
 
+use crate::test_keks::FlakyKek;
 use crate::{
     AccountKekInfo, AccountKekSpec, AccountKekStore, Coffer, CoreError, DekPolicy, Limits,
     LoadedAccountKek, RequestContext, RewrapSettings,
 };
-
-/// A KEK that refuses to wrap while `failing` is set.
-#[derive(Debug)]
-struct Refusing {
-    inner: FileKek,
-    failing: AtomicBool,
-}
-
-impl KekProvider for Refusing {
-    fn current_kek_id(&self) -> KekId {
-        self.inner.current_kek_id()
-    }
-
-    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(CryptoError::KeyUnavailable("the test's KEK refuses".into()));
-        }
-        self.inner.wrap(key, ctx)
-    }
-
-    fn unwrap(
-        &self,
-        wrapped: &WrappedDataKey,
-        ctx: &DekContext<'_>,
-    ) -> Result<DataKey, CryptoError> {
-        self.inner.unwrap(wrapped, ctx)
-    }
-}
 
 /// Makes one key per call (failing ones while `failing` is set), counts destructions.
 #[derive(Debug)]
 struct Store {
     dir: std::path::PathBuf,
     failing: AtomicBool,
-    made: Mutex<Vec<Arc<Refusing>>>,
+    made: Mutex<Vec<Arc<FlakyKek>>>,
     destroyed: AtomicUsize,
 }
 
@@ -63,9 +34,10 @@ impl AccountKekStore for Store {
     ) -> Result<(AccountKekInfo, Arc<dyn KekProvider>), CoreError> {
         let mut made = self.made.lock().unwrap();
         let path = self.dir.join(format!("account-{}.key", made.len()));
-        let kek = Arc::new(Refusing {
+        let kek = Arc::new(FlakyKek {
             inner: FileKek::create(&path).unwrap(),
             failing: AtomicBool::new(self.failing.load(Ordering::SeqCst)),
+            unwraps_while_failing: true,
         });
         made.push(kek.clone());
         let info = AccountKekInfo {

@@ -149,15 +149,10 @@ impl Coffer {
         node: &NodeRecord,
         public_key_hex: &str,
     ) -> Result<bool, CoreError> {
-        const MALFORMED: &str = "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)";
-        let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
-        hex::decode_to_slice(public_key_hex, &mut bytes)
-            .map_err(|_| CoreError::InvalidNodeKey(MALFORMED))?;
-        let public = coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
-            CoreError::InvalidNodeKey(
-                "public_key is not a usable X25519 public key (a low-order point)",
-            )
-        })?;
+        let public = parse_public_key(
+            public_key_hex,
+            "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)",
+        )?;
         let recorded = self.keys.register_node_key(node.id, &public, &[]).await?;
         if recorded {
             tracing::info!(
@@ -170,25 +165,20 @@ impl Coffer {
         Ok(recorded)
     }
 
-    /// Records the X25519 public key `node` made for `account` alone and grants it the
-    /// account's current replication key (ARK), if it has one (docs/edges.md, "Per-account
-    /// keys"). `Ok(false)`: this very key was registered before. First registration wins
+    /// Records the node account key `node` made for `account` (an X25519 public key) and
+    /// grants it the account's current replication key (ARK), if it has one (docs/edges.md,
+    /// "Node account keys"). `Ok(false)`: this very key was registered before. First registration wins
     /// (`AlreadyExists(NodeKey)` for another key, or a key in use anywhere else).
-    pub async fn register_account_node_key(
+    pub async fn register_node_account_key(
         &self,
         node: &NodeRecord,
         account: coffer_types::AccountId,
         public_key_hex: &str,
     ) -> Result<bool, CoreError> {
-        const MALFORMED: &str = "public_key must be 64 hex digits: the X25519 public key the edge made for this account (its data dir's account-keys/<account>.key)";
-        let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
-        hex::decode_to_slice(public_key_hex, &mut bytes)
-            .map_err(|_| CoreError::InvalidNodeKey(MALFORMED))?;
-        let public = coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
-            CoreError::InvalidNodeKey(
-                "public_key is not a usable X25519 public key (a low-order point)",
-            )
-        })?;
+        let public = parse_public_key(
+            public_key_hex,
+            "public_key must be 64 hex digits: the X25519 public key the edge made for this account (its data dir's node-account-keys/<account>.key)",
+        )?;
         // Audited (only when recorded) in the account's log, which shows every node holding a
         // key to it, and in the operator's: who registered which key, by fingerprint only.
         let fingerprint = public.fingerprint();
@@ -220,7 +210,7 @@ impl Coffer {
         }
         let recorded = self
             .keys
-            .register_account_node_key(node.id, account, &public, &entries)
+            .register_node_account_key(node.id, account, &public, &entries)
             .await?;
         if recorded {
             tracing::info!(
@@ -228,7 +218,7 @@ impl Coffer {
                 name = %node.name,
                 account = %account,
                 key = %fingerprint,
-                "account node key registered"
+                "node account key registered"
             );
         }
         Ok(recorded)
@@ -291,6 +281,23 @@ impl Coffer {
         }
         Ok(row)
     }
+}
+
+/// Parses `public_key_hex` (64 hex digits) as an X25519 public key; `malformed` is the
+/// `InvalidNodeKey` message when it is not 64 hex digits (it names the key the edge should
+/// send).
+fn parse_public_key(
+    public_key_hex: &str,
+    malformed: &'static str,
+) -> Result<coffer_crypto::NodePublicKey, CoreError> {
+    let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
+    hex::decode_to_slice(public_key_hex, &mut bytes)
+        .map_err(|_| CoreError::InvalidNodeKey(malformed))?;
+    coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
+        CoreError::InvalidNodeKey(
+            "public_key is not a usable X25519 public key (a low-order point)",
+        )
+    })
 }
 
 fn check_node_token(

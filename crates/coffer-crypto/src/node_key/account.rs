@@ -3,7 +3,7 @@
 //!
 //! An ARK version is an AES-256 key that RK-wraps the account's DEKs in place of the instance
 //! RK (`kek_id` `ark:<n>`), so that destroying the account's KEK (which alone wraps its ARK
-//! versions on the control plane) and the per-account node keys (which alone open its grants
+//! versions on the control plane) and the per-node account keys (which alone open its grants
 //! on edges) leaves nothing that opens the account's DEKs. Formats (docs/envelope-format.md,
 //! "Account replication keys"):
 //! - an **ARK wrap** is an RK wrap whose purpose is suffixed `@ark<n>` instead of `@rk<n>`; the
@@ -15,7 +15,7 @@
 //!   shared secrets (salt [`ACCOUNT_GRANT_SALT`], info naming node, account, version and the
 //!   three public keys), with the AAD purpose `ark-grant@ark<n>` with the account flag and id:
 //!   one grant can pass neither for a node grant nor for another account's, and opening it
-//!   takes both private keys, so a node token alone (which can register a per-account key)
+//!   takes both private keys, so a node token alone (which can register a node account key)
 //!   captures nothing.
 
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
@@ -91,9 +91,9 @@ pub fn ark_unwrap(
 }
 
 /// The two X25519 agreements an account grant is sealed under, concatenated: with the
-/// per-account key and with the node key. Needing both is the point of scheme v2: whoever
+/// node account key and with the node key. Needing both is the point of scheme v2: whoever
 /// holds a node's token but not its private node key (a stolen token, a plain-HTTP path at
-/// registration) can register a per-account key of its own, but what is sealed to it also
+/// registration) can register a node account key of its own, but what is sealed to it also
 /// needs the node key, which only the real edge holds.
 type SharedSecrets = Zeroizing<[u8; 2 * NODE_KEY_LEN]>;
 
@@ -200,7 +200,7 @@ pub(super) fn seal_account_grant_with(
     if to.account_key == to.node_key {
         // Both agreements would be one: the grant would need one private key only.
         return Err(CryptoError::Malformed(
-            "an account grant needs a per-account key that is not the node key",
+            "an account grant needs a node account key that is not the node key",
         ));
     }
     let public = ephemeral

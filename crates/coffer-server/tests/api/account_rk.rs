@@ -484,7 +484,7 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
             granted_ark(&h, account, c_id, 1, &thief, with)
                 .await
                 .is_none(),
-            "a per-account key registered with a node token alone opens its grant"
+            "a node account key registered with a node token alone opens its grant"
         );
     }
     // The real edge's node key is needed (the thief's key is then useless to the edge too:
@@ -498,7 +498,7 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
     let d = h.create_node("edge-d").await;
     let (status, _) = put_key(&h.app, NODE_KEY, &d.token, &thief).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    // New values are sealed under DEKs the ARK wraps; the per-account key opens them.
+    // New values are sealed under DEKs the ARK wraps; the node account key opens them.
     put_secrets(&h, &acct, &admin, &store, "late", 2).await;
     assert_eq!(opens_every_dek(&h, account, 1, &ark).await, 2);
 

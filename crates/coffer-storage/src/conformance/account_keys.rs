@@ -9,7 +9,7 @@ use super::fixtures::{
 };
 use super::replication::{split_snapshot, take_snapshot};
 use crate::{
-    AccountGrant, AccountNodeKey, ArkRotation, Change, DekRecord, Entity, NodeGrant, NodeRecord,
+    AccountGrant, ArkRotation, Change, DekRecord, Entity, NodeAccountKey, NodeGrant, NodeRecord,
     REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError,
 };
 
@@ -171,7 +171,7 @@ pub(super) async fn an_account_replication_key_retires_old_deks_and_binds_new_on
 
 /// A node registers one key per account, never one in use elsewhere; its grant is of the
 /// account's current ARK version and reaches the feed and snapshots as an account grant.
-pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_ark(
+pub(super) async fn node_account_keys_register_once_and_are_granted_the_current_ark(
     s: Arc<dyn Storage>,
 ) {
     let s = &*s;
@@ -180,19 +180,19 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     // A node without a node key registers no key for an account: its grants would be sealed
     // to both.
     assert!(matches!(
-        s.register_account_node_key(n, b, [2; 32], None, &[]).await,
+        s.register_node_account_key(n, b, [2; 32], None, &[]).await,
         Err(StorageError::NotFound(Entity::NodeKey))
     ));
     register_node_key(s, n, 1).await;
     register_node_key(s, m, 7).await;
     // Without an ARK: no grant.
     assert!(matches!(
-        s.register_account_node_key(n, b, [2; 32], Some(agrant(b, n, 1, 2)), &[])
+        s.register_node_account_key(n, b, [2; 32], Some(agrant(b, n, 1, 2)), &[])
             .await,
         Err(StorageError::Conflict)
     ));
     assert!(
-        s.register_account_node_key(n, b, [2; 32], None, &[])
+        s.register_node_account_key(n, b, [2; 32], None, &[])
             .await
             .unwrap()
     );
@@ -201,18 +201,18 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
         .unwrap();
     // With one: a grant of its current version, to this node for this account.
     assert!(matches!(
-        s.register_account_node_key(n, a, [3; 32], None, &[]).await,
+        s.register_node_account_key(n, a, [3; 32], None, &[]).await,
         Err(StorageError::Conflict)
     ));
     assert!(matches!(
-        s.register_account_node_key(n, a, [3; 32], Some(agrant(b, n, 1, 3)), &[])
+        s.register_node_account_key(n, a, [3; 32], Some(agrant(b, n, 1, 3)), &[])
             .await,
         Err(StorageError::Invalid(_))
     ));
     // A key in use as a node key or for another account is refused.
     for taken in [[1; 32], [2; 32]] {
         assert!(matches!(
-            s.register_account_node_key(m, a, taken, Some(agrant(a, m, 1, 4)), &[])
+            s.register_node_account_key(m, a, taken, Some(agrant(a, m, 1, 4)), &[])
                 .await,
             Err(StorageError::AlreadyExists(Entity::NodeKey))
         ));
@@ -236,7 +236,7 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     ));
     let before = s.change_head().await.unwrap();
     assert!(
-        s.register_account_node_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
+        s.register_node_account_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
             .await
             .unwrap()
     );
@@ -255,19 +255,19 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     );
     // The same key again writes nothing; another is refused (first registration wins).
     assert!(
-        !s.register_account_node_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
+        !s.register_node_account_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
             .await
             .unwrap()
     );
     assert!(matches!(
-        s.register_account_node_key(n, a, [5; 32], Some(agrant(a, n, 1, 5)), &[])
+        s.register_node_account_key(n, a, [5; 32], Some(agrant(a, n, 1, 5)), &[])
             .await,
         Err(StorageError::AlreadyExists(Entity::NodeKey))
     ));
     assert_eq!(s.change_head().await.unwrap(), before + 1);
     assert_eq!(
-        s.account_node_keys(a).await.unwrap(),
-        vec![AccountNodeKey {
+        s.node_account_keys(a).await.unwrap(),
+        vec![NodeAccountKey {
             node_id: n,
             account_key: [3; 32],
             node_key: [1; 32],
@@ -281,11 +281,15 @@ pub(super) async fn account_node_keys_register_once_and_are_granted_the_current_
     assert!(items.contains(&log.last().unwrap().change().unwrap()));
     // A revoked node's keys are no longer listed, nor its grants snapshotted.
     s.revoke_node(n, ts(9), &[]).await.unwrap();
-    assert!(s.account_node_keys(a).await.unwrap().is_empty());
+    assert!(s.node_account_keys(a).await.unwrap().is_empty());
     let (_, _, _, items) = split_snapshot(take_snapshot(s).await.unwrap());
-    assert!(!items.iter().any(|c| c.account_grant().is_some()));
+    assert!(
+        !items
+            .iter()
+            .any(|c| matches!(c, Change::AccountKeyGrant { .. }))
+    );
     assert!(matches!(
-        s.register_account_node_key(n, b, [6; 32], None, &[]).await,
+        s.register_node_account_key(n, b, [6; 32], None, &[]).await,
         Err(StorageError::AlreadyRevoked)
     ));
 }
@@ -315,7 +319,7 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
         .await
         .unwrap();
     for (id, k) in [(n, 3), (m, 4)] {
-        s.register_account_node_key(id, a, [k; 32], Some(agrant(a, id, 1, k)), &[])
+        s.register_node_account_key(id, a, [k; 32], Some(agrant(a, id, 1, k)), &[])
             .await
             .unwrap();
     }
@@ -328,7 +332,7 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
     s.put_account_replication_key(b, 1, wrapped_key(63), Vec::new(), &[])
         .await
         .unwrap();
-    s.register_account_node_key(n, b, [10; 32], Some(agrant(b, n, 1, 10)), &[])
+    s.register_node_account_key(n, b, [10; 32], Some(agrant(b, n, 1, 10)), &[])
         .await
         .unwrap();
     assert!(s.accounts_owing_ark_rotation().await.unwrap().is_empty());
@@ -459,10 +463,10 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
     // The grant comes after the account's last DEK: compacting past its DEKs alone would
     // leave the grant in the log.
     s.put_dek(dek(a, 5, 1, true)).await.unwrap();
-    s.register_account_node_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
+    s.register_node_account_key(n, a, [3; 32], Some(agrant(a, n, 1, 3)), &[])
         .await
         .unwrap();
-    s.register_account_node_key(n, b, [4; 32], Some(agrant(b, n, 1, 4)), &[])
+    s.register_node_account_key(n, b, [4; 32], Some(agrant(b, n, 1, 4)), &[])
         .await
         .unwrap();
     // Later entries of another account, so compaction has something to keep.
@@ -479,10 +483,10 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
             .is_empty()
     );
     assert!(s.account_grants(a, 1).await.unwrap().is_empty());
-    assert!(s.account_node_keys(a).await.unwrap().is_empty());
+    assert!(s.node_account_keys(a).await.unwrap().is_empty());
     assert_eq!(
-        s.account_node_keys(b).await.unwrap(),
-        vec![AccountNodeKey {
+        s.node_account_keys(b).await.unwrap(),
+        vec![NodeAccountKey {
             node_id: n,
             account_key: [4; 32],
             node_key: [1; 32],
@@ -492,9 +496,10 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
     assert!(base > 0, "the delete compacted the log");
     let log: Vec<Change> = log.iter().map(|r| r.change().unwrap()).collect();
     assert!(
-        !log.iter()
-            .any(|c| c.account_grant().is_some_and(|g| g.account_id == a)
-                || matches!(c, Change::DekPut { account_id, .. } if *account_id == a)),
+        !log.iter().any(
+            |c| matches!(c, Change::AccountKeyGrant { account_id, .. } if *account_id == a)
+                || matches!(c, Change::DekPut { account_id, .. } if *account_id == a)
+        ),
         "no retained entry carries the deleted account's grants or DEKs: {log:?}"
     );
     assert!(log.contains(&Change::AccountDeleted { account_id: a }));

@@ -80,7 +80,6 @@ pub(super) async fn node_keys_register_once_with_a_grant_of_the_current_key(s: A
         log.last().unwrap().change().unwrap(),
         Change::NodeKeyGrant {
             node_id: a,
-            account_id: None,
             rk_version: 2,
             ephemeral_public_hex: "01".repeat(32),
             sealed_hex: "01".repeat(60),

@@ -2,15 +2,18 @@
 //! replication-key side of an account with a KEK of its own (schema version 12). Opaque bytes
 //! here as everywhere: the wrapping and sealing are core's and crypto's.
 
+use async_trait::async_trait;
 use coffer_types::{AccountId, DekId, TokenId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::codec::{DbResultExt, col, id_col, to_hex, ts_col};
-use super::reads::{query_all, query_opt};
+use super::reads::{self, query_all, query_opt};
 use super::writer::WriteCx;
+use super::{SqliteStorage, audit};
+use crate::ARK_KEK_ID_PREFIX;
 use crate::{
-    AccountGrant, AccountNodeKey, ArkRotation, Change, Entity, Result, StorageError,
-    WrappedKeyRecord, ark_kek_id,
+    AccountGrant, ArkRotation, ArkStorage, AuditEntry, Change, Entity, NodeAccountKey, Result,
+    StorageError, WrappedKeyRecord,
 };
 
 /// `account`'s current ARK version, if it has an ARK.
@@ -42,6 +45,8 @@ fn key_from_row(row: &Row<'_>, at: usize) -> Result<WrappedKeyRecord> {
     })
 }
 
+/// Stores `key` as `account`'s ARK `version`, which must be its current version + 1 (1 for
+/// its first), else `Conflict`.
 fn insert_key(
     cx: &mut WriteCx<'_>,
     account: AccountId,
@@ -124,6 +129,10 @@ fn check_grants(grants: &[AccountGrant], account: AccountId, version: u32) -> Re
     Ok(())
 }
 
+/// Stores `key` as version `version` of `account`'s ARK with its `grants` (see
+/// `ArkStorage::put_account_replication_key`): `NotFound(Account)` for an unknown account,
+/// `Invalid` for a grant of another account or version, `Conflict` unless `version` is the
+/// current + 1. The first version retires the account's DEKs still under the instance RK.
 pub(super) fn put_key(
     cx: &mut WriteCx<'_>,
     account: AccountId,
@@ -131,14 +140,7 @@ pub(super) fn put_key(
     key: &WrappedKeyRecord,
     grants: &[AccountGrant],
 ) -> Result<()> {
-    let exists = query_opt(
-        cx.conn,
-        "SELECT 1 FROM accounts WHERE id = ?1",
-        [account.as_bytes()],
-        "check account",
-        |_| Ok(()),
-    )?;
-    exists.ok_or(StorageError::NotFound(Entity::Account))?;
+    reads::require_account(cx.conn, account)?;
     check_grants(grants, account, version)?;
     insert_key(cx, account, version, key)?;
     if version == 1 {
@@ -155,6 +157,8 @@ pub(super) fn put_key(
     Ok(())
 }
 
+/// The current (highest) version of every account's ARK, wrapped by the account's KEK, in
+/// account id order; accounts without an ARK are absent.
 pub(super) fn current_keys(conn: &Connection) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>> {
     query_all(
         conn,
@@ -175,6 +179,7 @@ pub(super) fn current_keys(conn: &Connection) -> Result<Vec<(AccountId, u32, Wra
     )
 }
 
+/// Every stored version of `account`'s ARK, oldest first (empty for an account without one).
 pub(super) fn versions(
     conn: &Connection,
     account: AccountId,
@@ -194,6 +199,9 @@ pub(super) fn versions(
     )
 }
 
+/// Records `public_key` as `node`'s node account key for `account` and stores `grant` (see
+/// `ArkStorage::register_node_account_key` for the answers). `Ok(false)`: this very key was
+/// registered before, nothing written.
 pub(super) fn register(
     cx: &mut WriteCx<'_>,
     node: TokenId,
@@ -216,25 +224,18 @@ pub(super) fn register(
     if revoked.is_some() {
         return Err(StorageError::AlreadyRevoked);
     }
-    // Account grants are sealed to the per-account key and the node key together, so that a
+    // Account grants are sealed to the node account key and the node key together, so that a
     // node token alone (which is all a registration proves) captures nothing: a node that has
     // no node key yet cannot be granted anything for an account.
     if node_key.is_none() {
         return Err(StorageError::NotFound(Entity::NodeKey));
     }
-    let account_exists = query_opt(
-        cx.conn,
-        "SELECT 1 FROM accounts WHERE id = ?1",
-        [account.as_bytes()],
-        "check account",
-        |_| Ok(()),
-    )?;
-    account_exists.ok_or(StorageError::NotFound(Entity::Account))?;
+    reads::require_account(cx.conn, account)?;
     let known: Option<Vec<u8>> = query_opt(
         cx.conn,
         "SELECT public_key FROM account_node_keys WHERE account_id = ?1 AND node_id = ?2",
         params![account.as_bytes(), node.as_bytes()],
-        "read account node key",
+        "read node account key",
         |row| col(row, 0, "account_node_keys.public_key"),
     )?;
     match known {
@@ -252,7 +253,7 @@ pub(super) fn register(
                  OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = ?1)",
         )
         .and_then(|mut stmt| stmt.query_row([public_key], |r| r.get(0)))
-        .db("check account node key")?;
+        .db("check node account key")?;
     if taken {
         return Err(StorageError::AlreadyExists(Entity::NodeKey));
     }
@@ -265,14 +266,16 @@ pub(super) fn register(
             "INSERT INTO account_node_keys (account_id, node_id, public_key) VALUES (?1, ?2, ?3)",
         )
         .and_then(|mut stmt| stmt.execute(params![account.as_bytes(), node.as_bytes(), public_key]))
-        .db("record account node key")?;
+        .db("record node account key")?;
     if let Some(grant) = grant {
         insert_grant(cx, grant)?;
     }
     Ok(true)
 }
 
-pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<AccountNodeKey>> {
+/// The node account keys registered for `account` by nodes in service that have a node key,
+/// each with that node key (a grant is sealed to both), in node id order.
+pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<NodeAccountKey>> {
     let key32 = |row: &Row<'_>, idx: usize, what: &'static str| -> Result<[u8; 32]> {
         let key: Vec<u8> = col(row, idx, what)?;
         key.try_into()
@@ -285,9 +288,9 @@ pub(super) fn node_keys(conn: &Connection, account: AccountId) -> Result<Vec<Acc
          WHERE k.account_id = ?1 AND n.revoked IS NULL AND n.public_key IS NOT NULL
          ORDER BY k.node_id",
         [account.as_bytes()],
-        "account node keys",
+        "node account keys",
         |row| {
-            Ok(AccountNodeKey {
+            Ok(NodeAccountKey {
                 node_id: TokenId::from_bytes(id_col(row, 0, "account_node_keys.node_id")?),
                 account_key: key32(row, 1, "account_node_keys.public_key")?,
                 node_key: key32(row, 2, "nodes.public_key")?,
@@ -326,7 +329,7 @@ pub(super) fn grants(
 
 /// One account's ARK rotation: its part of a node's revocation (see
 /// `Storage::revoke_node_rotating`, which revokes the node first in the same transaction), or a
-/// rotation a revocation owed (`Storage::rotate_account_replication_key`).
+/// rotation a revocation owed (`ArkStorage::rotate_account_replication_key`).
 pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()> {
     let account = rotation.account_id;
     check_grants(&rotation.grants, account, rotation.version)?;
@@ -351,32 +354,7 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()>
     for grant in &rotation.grants {
         insert_grant(cx, grant)?;
     }
-    for (dek, wrapped) in &rotation.deks {
-        let updated = cx
-            .conn
-            .prepare_cached(
-                "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, rk_account = 1, retired = 1
-                 WHERE id = ?3 AND account_id = ?4",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    rotation.version,
-                    wrapped,
-                    dek.as_bytes(),
-                    account.as_bytes()
-                ])
-            })
-            .db("rewrap account dek")?;
-        if updated != 1 {
-            return Err(StorageError::Conflict);
-        }
-        cx.append(&Change::DekPut {
-            account_id: account,
-            dek_id: *dek,
-            kek_id: ark_kek_id(rotation.version),
-            wrapped_hex: to_hex(wrapped),
-        })?;
-    }
+    super::node_keys::rewrap_deks(cx, &rotation.deks, rotation.version, Some(account))?;
     // Every ARK-wrapped DEK of the account must now be under the new version: one made
     // meanwhile would still open with what the revoked node held. (Its DEKs still under the
     // instance RK, retired and awaiting re-seal, are the instance rotation's.)
@@ -396,7 +374,7 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()>
 }
 
 /// The accounts whose current ARK version is granted to a revoked node (see
-/// `Storage::accounts_owing_ark_rotation`).
+/// `ArkStorage::accounts_owing_ark_rotation`).
 pub(super) fn owing_rotation(conn: &Connection) -> Result<Vec<AccountId>> {
     query_all(
         conn,
@@ -425,7 +403,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         ),
         (
             "DELETE FROM account_node_keys WHERE account_id = ?1",
-            "delete account node keys",
+            "delete node account keys",
         ),
     ] {
         cx.conn
@@ -436,12 +414,15 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     Ok(())
 }
 
+/// The accounts with ARK-wrapped DEKs (see `ArkStorage::ark_accounts`). `rk_account = 1` finds
+/// them on the control plane; on a replica the `rk_` columns are NULL and the feed's wrap is
+/// in `kek_id`/`wrapped` (`ark:<n>`), hence `OR kek_id LIKE 'ark:%'`.
 pub(super) fn ark_accounts(conn: &Connection) -> Result<Vec<AccountId>> {
     query_all(
         conn,
-        "SELECT DISTINCT account_id FROM deks WHERE rk_account = 1 OR kek_id LIKE 'ark:%'
+        "SELECT DISTINCT account_id FROM deks WHERE rk_account = 1 OR kek_id LIKE ?1 || '%'
          ORDER BY account_id",
-        [],
+        [ARK_KEK_ID_PREFIX],
         "accounts with account replication keys",
         |row| id_col(row, 0, "deks.account_id").map(AccountId::from_bytes),
     )
@@ -460,4 +441,91 @@ pub(super) fn grant_versions(
         "account grant versions",
         |row| version_col(row, 0, "account_grants.ark_version"),
     )
+}
+
+/// The ARK half of the storage trait, delegating to the functions above.
+#[async_trait]
+impl ArkStorage for SqliteStorage {
+    async fn put_account_replication_key(
+        &self,
+        account: AccountId,
+        version: u32,
+        key: crate::WrappedKeyRecord,
+        grants: Vec<crate::AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| {
+            put_key(cx, account, version, &key, &grants)
+        })
+        .await
+    }
+
+    async fn account_replication_keys(
+        &self,
+    ) -> Result<Vec<(AccountId, u32, crate::WrappedKeyRecord)>> {
+        self.read(current_keys).await
+    }
+
+    async fn account_replication_key_versions(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(u32, crate::WrappedKeyRecord)>> {
+        self.read(move |c| versions(c, account)).await
+    }
+
+    async fn register_node_account_key(
+        &self,
+        node: TokenId,
+        account: AccountId,
+        public_key: [u8; 32],
+        grant: Option<crate::AccountGrant>,
+        audit: &[AuditEntry],
+    ) -> Result<bool> {
+        // Audited only when it records something: a repeated registration of the same key
+        // (an edge retrying) writes nothing.
+        audit::check(audit)?;
+        let audit = audit.to_vec();
+        self.writer
+            .run(move |cx| {
+                let recorded = register(cx, node, account, public_key, grant.as_ref())?;
+                if recorded {
+                    audit::append(cx, &audit)?;
+                }
+                Ok(recorded)
+            })
+            .await
+    }
+
+    async fn rotate_account_replication_key(
+        &self,
+        rotation: crate::ArkRotation,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write_audited(audit, move |cx| rotate(cx, &rotation))
+            .await
+    }
+
+    async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>> {
+        self.read(owing_rotation).await
+    }
+
+    async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
+        self.read(move |c| grant_versions(c, account, node)).await
+    }
+
+    async fn ark_accounts(&self) -> Result<Vec<AccountId>> {
+        self.read(ark_accounts).await
+    }
+
+    async fn node_account_keys(&self, account: AccountId) -> Result<Vec<crate::NodeAccountKey>> {
+        self.read(move |c| node_keys(c, account)).await
+    }
+
+    async fn account_grants(
+        &self,
+        account: AccountId,
+        version: u32,
+    ) -> Result<Vec<crate::AccountGrant>> {
+        self.read(move |c| grants(c, account, version)).await
+    }
 }

@@ -289,9 +289,7 @@ pub(super) fn compact_past_account(
         // what was appended or applied after parsing) is compacted past too: erring that way
         // costs a lagging edge a snapshot, the other way a key left in the log.
         Ok(serde_json::from_str::<Change>(text).map_or(true, |change| {
-            change
-                .account_grant()
-                .is_some_and(|g| g.account_id == account)
+            matches!(change, Change::AccountKeyGrant { account_id, .. } if account_id == account)
         }))
     })
 }

@@ -2,7 +2,7 @@
 //! carries without ever holding the KEK. Storage sees only opaque wrapped bytes here, as
 //! everywhere: the wrapping and sealing are core's and crypto's.
 
-use coffer_types::{DekId, Timestamp, TokenId};
+use coffer_types::{AccountId, DekId, Timestamp, TokenId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::codec::{DbResultExt, col, id_col, to_hex};
@@ -11,8 +11,52 @@ use super::writer::WriteCx;
 use super::{nodes, writes};
 use crate::{
     Change, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
-    Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord, rk_kek_id,
+    Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord, ark_kek_id, rk_kek_id,
 };
+
+/// Rewraps each of `deks` by version `version` of a replication key (the RK wrap an edge
+/// reads) and appends its `DekPut`: with `ark_of`, that account's ARK (`ark:<n>`; each DEK must
+/// be the account's), else the instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK
+/// that is not found so is a `Conflict`. Rewrapped because the old version reached a revoked
+/// node: the DEK never seals again, and its values are re-sealed onto a DEK made under the new
+/// version (`deks.retired`).
+pub(super) fn rewrap_deks(
+    cx: &mut WriteCx<'_>,
+    deks: &[(DekId, Vec<u8>)],
+    version: u32,
+    ark_of: Option<AccountId>,
+) -> Result<()> {
+    for (dek, wrapped) in deks {
+        let account = query_opt(
+            cx.conn,
+            "SELECT account_id FROM deks
+             WHERE id = ?1 AND (CASE WHEN ?2 IS NULL THEN rk_account = 0 ELSE account_id = ?2 END)",
+            params![dek.as_bytes(), ark_of.as_ref().map(AccountId::as_bytes)],
+            "rewrap dek",
+            |row| id_col(row, 0, "deks.account_id"),
+        )?
+        .ok_or(StorageError::Conflict)?;
+        cx.conn
+            .prepare_cached(
+                "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, rk_account = ?3, retired = 1
+                 WHERE id = ?4",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![version, wrapped, ark_of.is_some(), dek.as_bytes()])
+            })
+            .db("rewrap dek")?;
+        cx.append(&Change::DekPut {
+            account_id: AccountId::from_bytes(account),
+            dek_id: *dek,
+            kek_id: match ark_of {
+                Some(_) => ark_kek_id(version),
+                None => rk_kek_id(version),
+            },
+            wrapped_hex: to_hex(wrapped),
+        })?;
+    }
+    Ok(())
+}
 
 /// The current replication key version, if any (purposes `replication-key:<n>`).
 pub(super) fn current_version(conn: &Connection) -> Result<Option<u32>> {
@@ -131,7 +175,6 @@ fn insert_grant(cx: &mut WriteCx<'_>, grant: &NodeGrant) -> Result<()> {
         .db("store node grant")?;
     cx.append(&Change::NodeKeyGrant {
         node_id: grant.node_id,
-        account_id: None,
         rk_version: grant.rk_version,
         ephemeral_public_hex: to_hex(grant.ephemeral_public),
         sealed_hex: to_hex(&grant.sealed),
@@ -287,30 +330,7 @@ pub(super) fn revoke_rotating(
             wrapped_hex: to_hex(wrapped),
         })?;
     }
-    for (dek, wrapped) in &rotation.deks {
-        let account = query_opt(
-            cx.conn,
-            "SELECT account_id FROM deks WHERE id = ?1 AND rk_account = 0",
-            [dek.as_bytes()],
-            "rewrap dek",
-            |row| id_col(row, 0, "deks.account_id"),
-        )?
-        .ok_or(StorageError::Conflict)?;
-        // Made under the old RK, which the revoked node holds: it never seals again, and its
-        // values are re-sealed onto a DEK made under the new one (`deks.retired`).
-        cx.conn
-            .prepare_cached(
-                "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, retired = 1 WHERE id = ?3",
-            )
-            .and_then(|mut stmt| stmt.execute(params![rotation.version, wrapped, dek.as_bytes()]))
-            .db("rewrap dek")?;
-        cx.append(&Change::DekPut {
-            account_id: coffer_types::AccountId::from_bytes(account),
-            dek_id: *dek,
-            kek_id: rk_kek_id(rotation.version),
-            wrapped_hex: to_hex(wrapped),
-        })?;
-    }
+    rewrap_deks(cx, &rotation.deks, rotation.version, None)?;
     for account in &rotation.accounts {
         super::account_keys::rotate(cx, account)?;
     }

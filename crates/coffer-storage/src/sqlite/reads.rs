@@ -380,6 +380,18 @@ pub(super) fn get_store(
 
 /// `NotFound(Store)` unless `id` is a store of `account`: another account's store is
 /// indistinguishable from a missing one.
+/// `NotFound(Account)` unless `account` exists.
+pub(super) fn require_account(conn: &Connection, account: AccountId) -> Result<()> {
+    let found = query_opt(
+        conn,
+        "SELECT 1 FROM accounts WHERE id = ?1",
+        [account.as_bytes()],
+        "check account",
+        |_| Ok(()),
+    )?;
+    found.ok_or(StorageError::NotFound(Entity::Account))
+}
+
 pub(super) fn require_store(conn: &Connection, account: AccountId, id: StoreId) -> Result<()> {
     let found = query_opt(
         conn,

@@ -97,11 +97,11 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
         &tx,
         // As for the instance keys: the RK wrap (or the account's ARK wrap), never the KEK's.
         "SELECT account_id, id,
-                CASE WHEN rk_account = 1 THEN 'ark:' || rk_version
+                CASE WHEN rk_account = 1 THEN ?1 || rk_version
                      ELSE COALESCE('rk:' || rk_version, kek_id) END,
                 COALESCE(rk_wrapped, wrapped)
          FROM deks",
-        [],
+        [crate::ARK_KEK_ID_PREFIX],
         "snapshot deks",
         |row| {
             Ok(Change::DekPut {
@@ -204,7 +204,6 @@ pub(super) fn stream(conn: &mut Connection, out: &mpsc::Sender<SnapshotPart>) ->
             let grant = super::node_keys::grant_from_row(row)?;
             Ok(Change::NodeKeyGrant {
                 node_id: grant.node_id,
-                account_id: None,
                 rk_version: grant.rk_version,
                 ephemeral_public_hex: to_hex(grant.ephemeral_public),
                 sealed_hex: to_hex(&grant.sealed),

@@ -112,14 +112,7 @@ pub(super) fn set_account_quota(
 }
 
 pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result<()> {
-    let found = query_opt(
-        cx.conn,
-        "SELECT 1 FROM accounts WHERE id = ?1",
-        [account.as_bytes()],
-        "check account",
-        |_| Ok(()),
-    )?;
-    found.ok_or(StorageError::NotFound(Entity::Account))?;
+    reads::require_account(cx.conn, account)?;
 
     // Id order for stores and secrets, so every backend logs the same entries in the same
     // order.

@@ -2,6 +2,7 @@
 //! node grant naming an account, still reads as one), never touch the node grants, and leave
 //! a relay's log with their account's deletion.
 
+use coffer_storage::ArkStorage;
 use coffer_storage::{
     AccountGrant, Change, NodeGrant, NodeRecord, REPLICATION_KEY_PURPOSE_PREFIX, SqliteStorage,
     Storage,
@@ -36,9 +37,14 @@ fn logged_account_grants(replica: &SqliteStorage) -> Vec<(AccountId, u32)> {
         .iter()
         .filter_map(|p| {
             let change: Change = serde_json::from_slice(p).unwrap();
-            change
-                .account_grant()
-                .map(|g| (g.account_id, g.ark_version))
+            match change {
+                Change::AccountKeyGrant {
+                    account_id,
+                    ark_version,
+                    ..
+                } => Some((account_id, ark_version)),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -82,7 +88,7 @@ async fn account_grants_have_their_own_variant_and_leave_a_relays_log_with_their
         .await
         .unwrap();
     source
-        .register_account_node_key(
+        .register_node_account_key(
             node,
             own.account,
             [3; 32],
@@ -105,12 +111,12 @@ async fn account_grants_have_their_own_variant_and_leave_a_relays_log_with_their
         Some(node_grant.clone())
     );
 
-    // The feed: an entry in the older form (a node grant naming an account), a grant in its
-    // own variant, a later entry of another account, then the account's deletion.
-    let older = Change::NodeKeyGrant {
+    // The feed: another account's grant of the same version as the node's grant, this
+    // account's next grant, a later entry of the other account, then the account's deletion.
+    let older = Change::AccountKeyGrant {
+        account_id: other.account,
         node_id: node,
-        account_id: Some(other.account),
-        rk_version: 1,
+        ark_version: 1,
         ephemeral_public_hex: hex::encode([4; 32]),
         sealed_hex: hex::encode([4; 60]),
     };
@@ -129,8 +135,7 @@ async fn account_grants_have_their_own_variant_and_leave_a_relays_log_with_their
     replica.apply_entries(entries).await.unwrap();
     assert_eq!(
         replica.account_grants(other.account, 1).await.unwrap(),
-        vec![grant(other.account, node, 1, 4)],
-        "the older form is still an account grant"
+        vec![grant(other.account, node, 1, 4)]
     );
     assert_eq!(
         replica.account_grants(own.account, 2).await.unwrap(),

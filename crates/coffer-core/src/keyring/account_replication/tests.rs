@@ -4,51 +4,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use coffer_crypto::{
-    CryptoError, DekContext, FileKek, Grant, KekId, NodeKey, WrappedDataKey, ark_unwrap, random_id,
-};
+use coffer_crypto::{FileKek, Grant, NodeKey, ark_unwrap, random_id};
 use coffer_storage::{AccountRecord, NodeRecord, SqliteStorage, Storage};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
 use super::*;
 use crate::DekPolicy;
 use crate::account_kek::AccountKekInfo;
-
-/// An account KEK that fails every call while `failing` is set (a token object gone missing,
-/// a key file that cannot be read).
-#[derive(Debug)]
-struct FlakyKek {
-    inner: FileKek,
-    failing: AtomicBool,
-}
-
-impl KekProvider for FlakyKek {
-    fn current_kek_id(&self) -> KekId {
-        self.inner.current_kek_id()
-    }
-
-    fn wrap(&self, key: &DataKey, ctx: &DekContext<'_>) -> Result<WrappedDataKey, CryptoError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(CryptoError::KeyUnavailable(
-                "the test's KEK is failing".into(),
-            ));
-        }
-        self.inner.wrap(key, ctx)
-    }
-
-    fn unwrap(
-        &self,
-        wrapped: &WrappedDataKey,
-        ctx: &DekContext<'_>,
-    ) -> Result<DataKey, CryptoError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(CryptoError::KeyUnavailable(
-                "the test's KEK is failing".into(),
-            ));
-        }
-        self.inner.unwrap(wrapped, ctx)
-    }
-}
+use crate::test_keks::FlakyKek;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -90,11 +53,9 @@ impl Fixture {
         let kek = Arc::new(FlakyKek {
             inner: FileKek::create(&self.dir.path().join(name)).unwrap(),
             failing: AtomicBool::new(false),
+            unwraps_while_failing: false,
         });
-        self.keys
-            .ensure_account_rk(account, kek.clone())
-            .await
-            .unwrap();
+        self.keys.ensure_ark(account, kek.clone()).await.unwrap();
         let info = AccountKekInfo {
             kek_id: kek.current_kek_id(),
             provider: "file".into(),
@@ -135,7 +96,7 @@ impl Fixture {
         let key = NodeKey::create(&self.dir.path().join(format!("{name}.account"))).unwrap();
         assert!(
             self.keys
-                .register_account_node_key(node, account, key.public_key(), &[])
+                .register_node_account_key(node, account, key.public_key(), &[])
                 .await
                 .unwrap()
         );
@@ -226,7 +187,7 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     assert!(payload.contains(&n.to_string()), "{payload}");
 
     // The next catch-up (the lifecycle job's pass) makes the owed rotation.
-    f.keys.catch_up_account_rks().await.unwrap();
+    f.keys.catch_up_arks().await.unwrap();
     assert_eq!(f.stored_version(flaky).await, 2);
     assert_eq!(f.keys.account_replication_key_version(flaky), Some(2));
     assert!(
@@ -269,10 +230,11 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     assert_eq!(after.rk.map(|rk| (rk.ark, rk.version)), Some((true, 2)));
 }
 
-/// A revocation prepared while an account is being deleted neither fails on the deleted
-/// account nor brings its replication key back into memory after the delete forgot it.
+/// A revocation after an account's delete committed (before the process forgot its key) does
+/// not fail on the deleted account and rotates only the others; a rotation installed after the
+/// delete's forget does not bring the deleted account's replication key back into memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_account_is_not_rotated_nor_brought_back_by_a_revocation() {
+async fn a_revocation_skips_a_deleted_account_and_a_late_install_does_not_bring_its_key_back() {
     let f = fixture().await;
     let (gone, kept) = (f.account("gone").await, f.account("kept").await);
     f.own_kek(gone, "gone.kek").await;
@@ -288,8 +250,16 @@ async fn a_deleted_account_is_not_rotated_nor_brought_back_by_a_revocation() {
         .await
         .expect("a deleted account is not part of the rotation");
     assert_eq!(f.stored_version(kept).await, 2);
+    assert!(
+        f.storage
+            .account_replication_key_versions(gone)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing stored for the deleted account"
+    );
     // A rotation's install after the delete's forget: the key stays forgotten.
-    f.keys.forget_account(gone);
+    f.keys.forget_deleted_account(gone);
     f.keys
         .install_ark_rotations(vec![(gone, 3, DataKey::generate())]);
     assert_eq!(f.keys.account_replication_key_version(gone), None);
@@ -304,6 +274,7 @@ async fn an_account_kek_without_its_replication_key_seals_nothing() {
     let kek = Arc::new(FlakyKek {
         inner: FileKek::create(&f.dir.path().join("a.kek")).unwrap(),
         failing: AtomicBool::new(false),
+        unwraps_while_failing: false,
     });
     let info = AccountKekInfo {
         kek_id: kek.current_kek_id(),
@@ -316,7 +287,25 @@ async fn an_account_kek_without_its_replication_key_seals_nothing() {
     let err = f.keys.sealing_key(account).await.unwrap_err();
     assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
     assert!(f.storage.latest_dek(account).await.unwrap().is_none());
-    f.keys.ensure_account_rk(account, kek).await.unwrap();
+    f.keys.ensure_ark(account, kek).await.unwrap();
     let record = f.seal(account).await;
     assert_eq!(record.rk.map(|rk| (rk.ark, rk.version)), Some((true, 1)));
+}
+
+#[test]
+fn storage_and_crypto_name_ark_wraps_alike() {
+    // Storage does not depend on crypto, so each has the `ark:` prefix; they must agree, or an
+    // edge would not recognise the wraps the feed carries.
+    assert_eq!(
+        coffer_storage::ARK_KEK_ID_PREFIX,
+        coffer_crypto::ARK_KEK_ID_PREFIX
+    );
+    assert_eq!(
+        coffer_storage::ark_kek_id(7),
+        coffer_crypto::ark_kek_id(7).0
+    );
+    assert_eq!(
+        coffer_crypto::ark_version_of(&coffer_storage::ark_kek_id(7)),
+        Some(7)
+    );
 }

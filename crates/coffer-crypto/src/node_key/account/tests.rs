@@ -47,7 +47,7 @@ fn an_account_grant_opens_only_with_both_keys_for_its_node_account_and_version()
         .unwrap();
     assert_eq!(opened.expose_secret(), ark.expose_secret());
     for (key, with, n, a, v) in [
-        // The per-account key alone (with any other key as the node's) opens nothing: what a
+        // The node account key alone (with any other key as the node's) opens nothing: what a
         // node token alone can register captures no ARK.
         (&mine, &other_node, 1, 7, 3),
         (&mine, &mine, 1, 7, 3),
@@ -141,7 +141,7 @@ fn rfc5869(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
 }
 
 /// Known answers for the account grant of docs/envelope-format.md: fixed X25519 keys
-/// (per-account key seed 0x11, node key seed 0x66, ephemeral 0x22), node 0x33.., account
+/// (node account key seed 0x11, node key seed 0x66, ephemeral 0x22), node 0x33.., account
 /// 0x44.., ARK version 5, ARK 0x55...
 #[test]
 fn known_answer_account_grant() {

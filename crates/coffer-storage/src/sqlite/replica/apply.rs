@@ -405,7 +405,6 @@ pub(super) fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin)
         }
         Change::NodeKeyGrant {
             node_id,
-            account_id: None,
             rk_version,
             ephemeral_public_hex,
             sealed_hex,
@@ -423,22 +422,21 @@ pub(super) fn apply(conn: &Connection, change: &Change, at: i64, origin: Origin)
                 "put node grant",
             )?;
         }
-        Change::NodeKeyGrant {
-            account_id: Some(_),
-            ..
-        }
-        | Change::AccountKeyGrant { .. } => {
-            let Some(grant) = change.account_grant() else {
-                return Ok(());
-            };
-            let ephemeral = hash32(origin, grant.ephemeral_public_hex, "ephemeral_public_hex")?;
-            let sealed = unhex(origin, grant.sealed_hex, "sealed_hex")?;
+        Change::AccountKeyGrant {
+            account_id,
+            node_id,
+            ark_version,
+            ephemeral_public_hex,
+            sealed_hex,
+        } => {
+            let ephemeral = hash32(origin, ephemeral_public_hex, "ephemeral_public_hex")?;
+            let sealed = unhex(origin, sealed_hex, "sealed_hex")?;
             super::super::account_keys::store_grant(
                 conn,
                 &crate::AccountGrant {
-                    account_id: grant.account_id,
-                    node_id: grant.node_id,
-                    ark_version: grant.ark_version,
+                    account_id: *account_id,
+                    node_id: *node_id,
+                    ark_version: *ark_version,
                     ephemeral_public: ephemeral,
                     sealed,
                 },
