@@ -473,7 +473,11 @@ impl Keyring {
                         "node revocation",
                         Some(revoked),
                         version,
-                        format!("not rotated: {e}; rotated once its KEK is available"),
+                        // Fixed words: this entry is in the tenant's own log, and the
+                        // provider's error may name token labels or paths (the operator has
+                        // it in the log line above).
+                        "not rotated: the account's KEK is unavailable; rotated once it is back"
+                            .to_owned(),
                     )?);
                 }
             }

@@ -185,6 +185,9 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     assert_eq!(deferred.entry.outcome, "failure");
     let payload = String::from_utf8(deferred.entry.payload.clone()).unwrap();
     assert!(payload.contains(&n.to_string()), "{payload}");
+    // The tenant's log says what happened in fixed words, never the provider's error.
+    assert!(payload.contains("KEK is unavailable"), "{payload}");
+    assert!(!payload.contains("the test's KEK is failing"), "{payload}");
 
     // The next catch-up (the lifecycle job's pass) makes the owed rotation.
     f.keys.catch_up_arks().await.unwrap();
