@@ -355,3 +355,42 @@ async fn a_metrics_address_in_use_stops_the_start() {
     );
     drop(taken);
 }
+
+/// A connection to the metrics port that sent half a request head and then nothing (no final
+/// CRLF) does not hold up shutdown: the control plane and the edge both stop in bounded time
+/// (the header timeout closes it, and the drain is bounded), so the control plane's queued
+/// writes and audit checkpoints are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_scrape_does_not_hold_up_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let cp_metrics = free_addr();
+    let mut cp = ControlPlane::start_with_metrics(tmp.path().join("cp"), Some(cp_metrics)).await;
+    let node_token = cp.node("edge-stalled").await;
+    let edge_metrics = free_addr();
+    let mut opts = edge_options(&[&cp.url], &node_token, &tmp.path().join("edge"));
+    opts.metrics_listen = Some(edge_metrics);
+    let mut edge = Edge::start_with(opts).await;
+
+    let mut stalled = Vec::new();
+    for addr in [cp_metrics, edge_metrics] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n")
+            .await
+            .unwrap();
+        stalled.push(conn);
+    }
+    // Let both servers read the partial head.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Header timeout (5 s) or the drain (10 s) at most, with room for a loaded machine.
+    let bound = std::time::Duration::from_secs(20);
+    tokio::time::timeout(bound, edge.stop())
+        .await
+        .expect("the edge stops although a scrape is stalled");
+    tokio::time::timeout(bound, cp.stop())
+        .await
+        .expect("the control plane stops although a scrape is stalled");
+    drop(stalled);
+}
