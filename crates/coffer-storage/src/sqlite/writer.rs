@@ -148,8 +148,6 @@ impl WriteCx<'_> {
         Ok(())
     }
 
-    /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
-    /// gained its key signs the head it already has). No effect without a signer.
     /// Counts audit entries appended in this savepoint.
     pub(super) fn audit_appended(&mut self, entries: usize) {
         self.head.audit += entries as u64;
@@ -160,6 +158,8 @@ impl WriteCx<'_> {
         self.counters.audit_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
+    /// gained its key signs the head it already has). No effect without a signer.
     pub(super) fn sign_head(&mut self) {
         self.head.sign = true;
     }
