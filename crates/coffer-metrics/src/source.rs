@@ -161,7 +161,7 @@ impl Sample {
             gauge(
                 encoder,
                 "coffer_edge_serving",
-                "1 while the edge serves the runtime API from its replica (synced and not revoked), else 0",
+                "1 while the edge serves the runtime API from its replica (synced, not revoked, not cut off past --max-staleness; as /healthz ready), else 0",
                 i64::from(e.serving),
             )?;
         }
