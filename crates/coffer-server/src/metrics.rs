@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use coffer_core::Coffer;
 use coffer_metrics::{Metrics, RuntimeSample, Sample, Source, StorageSample};
@@ -95,14 +95,32 @@ pub async fn stop_metrics(task: tokio::task::JoinHandle<Result<(), ServerError>>
     }
 }
 
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, coffer_metrics::CONTENT_TYPE),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        metrics.encode(),
-    )
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    scrape_answer(metrics.encode())
+}
+
+/// A scrape's answer: the text, or a 500 if it could not be encoded (never an empty 200,
+/// which a Prometheus server would take for a target with no metrics).
+fn scrape_answer(encoded: Result<String, std::fmt::Error>) -> Response {
+    match encoded {
+        Ok(text) => (
+            [
+                (header::CONTENT_TYPE, coffer_metrics::CONTENT_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(_) => {
+            tracing::error!("the metrics could not be encoded");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CACHE_CONTROL, "no-store")],
+                "the metrics could not be encoded\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Tells the metrics of every group commit of the storage writer.
@@ -150,5 +168,25 @@ impl Source for ControlPlane {
             }),
             edge: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scrape that cannot be encoded is a 500, not an empty 200.
+    #[test]
+    fn an_encoding_error_is_a_500() {
+        assert_eq!(
+            scrape_answer(Err(std::fmt::Error)).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let ok = scrape_answer(Ok("# EOF\n".into()));
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(
+            ok.headers()[header::CONTENT_TYPE],
+            coffer_metrics::CONTENT_TYPE
+        );
     }
 }
