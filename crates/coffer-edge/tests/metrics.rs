@@ -409,3 +409,51 @@ async fn a_stalled_scrape_does_not_hold_up_shutdown() {
         .expect("the control plane stops although a scrape is stalled");
     drop(stalled);
 }
+
+/// Every refused credential counts as a failed authentication: a malformed `Authorization`
+/// header (not `Bearer`, not text) and a valid token of the wrong kind for the API, as well as
+/// an unknown token; a request without the header does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_credential_counts_as_an_auth_failure() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics = free_addr();
+    let mut cp = ControlPlane::start_with_metrics(tmp.path().join("cp"), Some(metrics)).await;
+    let runtime = format!("{}/runtime/v1/bindings/DB", cp.url);
+    let api = format!("{}/client/v4/user/tokens/verify", cp.url);
+    let send = |url: &str, auth: Option<reqwest::header::HeaderValue>| {
+        let mut r = http().get(url);
+        if let Some(auth) = auth {
+            r = r.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        r.send()
+    };
+    let value = |s: &[u8]| Some(reqwest::header::HeaderValue::from_bytes(s).unwrap());
+    let node = format!("Bearer {}", cp.probe);
+    let refused = [
+        send(&runtime, value(b"Basic dXNlcjpwYXNz")).await.unwrap(),
+        send(&runtime, value(b"Bearer caf\xe9")).await.unwrap(),
+        // A node token is valid, but not on the runtime API nor the control-plane API.
+        send(&runtime, value(node.as_bytes())).await.unwrap(),
+        send(&api, value(node.as_bytes())).await.unwrap(),
+        send(&api, value(b"Bearer cofferapi_not_a_token"))
+            .await
+            .unwrap(),
+    ];
+    for r in &refused {
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    // No header at all: not counted.
+    assert_eq!(send(&runtime, None).await.unwrap().status(), 401);
+    let (text, s) = scrape(metrics).await;
+    assert_eq!(
+        value_of(&s, "coffer_auth_failures_total"),
+        refused.len() as f64,
+        "{text}"
+    );
+    cp.stop().await;
+}
+
+fn value_of(s: &Scrape, name: &str) -> f64 {
+    value(s, name, &[])
+}

@@ -350,7 +350,7 @@ impl Metrics {
         let auth_failures = Counter::default();
         registry.register(
             "coffer_auth_failures",
-            "Requests refused because their token did not authenticate (unknown, revoked, malformed or of the wrong kind)",
+            "Requests refused because their credential did not authenticate (an unknown, revoked or wrong-kind token, or a malformed Authorization header; a 429 of the failed-authentication limit is counted here too)",
             auth_failures.clone(),
         );
         let limited = Family::<LimitLabels, Counter>::default();
