@@ -279,15 +279,24 @@ struct LimitLabels {
     limit: Limit,
 }
 
-/// Open connections on the public listener: counted while a [`ConnectionGuard`] lives.
+/// Open connections on the public listener: counted while a [`ConnectionGuard`] lives; and
+/// those it closed unread because their client address held its share.
 #[derive(Debug, Clone)]
-pub struct Connections(Gauge);
+pub struct Connections {
+    open: Gauge,
+    refused: Counter,
+}
 
 impl Connections {
     /// Counts one connection until the guard is dropped.
     pub fn open(&self) -> ConnectionGuard {
-        self.0.inc();
-        ConnectionGuard(self.0.clone())
+        self.open.inc();
+        ConnectionGuard(self.open.clone())
+    }
+
+    /// Counts a connection closed unread by the per-address cap.
+    pub fn refused(&self) {
+        self.refused.inc();
     }
 }
 
@@ -309,6 +318,7 @@ pub struct Metrics {
     /// [`UNMATCHED_ROUTE`]).
     routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
     connections: Gauge,
+    connections_refused: Counter,
     auth_failures: Counter,
     limited: Family<LimitLabels, Counter>,
     kek: Family<KekLabels, Histogram, fn() -> Histogram>,
@@ -346,6 +356,12 @@ impl Metrics {
             "coffer_http_connections_open",
             "Connections open on the public listener",
             connections.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "coffer_http_connections_refused",
+            "Connections the public listener closed unread because their client address (an IPv6 /64) held its share already (--max-connections-per-address)",
+            connections_refused.clone(),
         );
         let auth_failures = Counter::default();
         registry.register(
@@ -392,6 +408,7 @@ impl Metrics {
             http,
             routes: RwLock::default(),
             connections,
+            connections_refused,
             auth_failures,
             limited,
             kek,
@@ -430,7 +447,10 @@ impl Metrics {
 
     /// The gauge of open connections, for the listener.
     pub fn connections(&self) -> Connections {
-        Connections(self.connections.clone())
+        Connections {
+            open: self.connections.clone(),
+            refused: self.connections_refused.clone(),
+        }
     }
 
     /// A request was refused because its token did not authenticate.
