@@ -357,6 +357,8 @@ impl Metrics {
             "Connections open on the public listener",
             connections.clone(),
         );
+        // Counters are registered without `_total`: the text encoder appends it to the name of
+        // every counter (`coffer_auth_failures` is scraped as `coffer_auth_failures_total`).
         let connections_refused = Counter::default();
         registry.register(
             "coffer_http_connections_refused",

@@ -137,7 +137,7 @@ impl Sample {
             counter(
                 encoder,
                 "coffer_edge_alarms",
-                "Replication alarms: refused upstream data (gap, hash, signature, digest, truncation) and local failures to apply verified data",
+                "Replication alarms: refused upstream data (gap, hash, payload, signature, digest, truncation, media type) and local failures to apply verified data",
                 e.alarms,
             )?;
             gauge(

@@ -153,9 +153,11 @@ impl WriteCx<'_> {
         self.head.audit += entries as u64;
     }
 
-    /// Counts an audit entry the database refused (the job fails with it).
-    pub(super) fn audit_failed(&self) {
-        self.counters.audit_failures.fetch_add(1, Ordering::Relaxed);
+    /// Counts audit entries lost to a refusal by the database (the job fails with them).
+    pub(super) fn audit_failed(&self, entries: usize) {
+        self.counters
+            .audit_failures
+            .fetch_add(entries as u64, Ordering::Relaxed);
     }
 
     /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
