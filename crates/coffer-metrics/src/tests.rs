@@ -226,3 +226,59 @@ fn every_method_and_class_has_a_slot() {
         "{text}"
     );
 }
+
+/// The docs' table of every metric (docs/operations.md, "Every metric") names exactly the
+/// families a scrape with every source present declares, with the same types: a metric added,
+/// renamed or retyped without its row fails here.
+#[test]
+fn the_docs_table_matches_the_scrape() {
+    let m = Metrics::new();
+    assert!(m.set_source(Arc::new(Fixed(Sample {
+        runtime: Some(RuntimeSample::default()),
+        change_log_head: Some(0),
+        dek_cache_keys: Some(0),
+        storage: Some(StorageSample::default()),
+        edge: Some(EdgeSample::default()),
+    }))));
+    // A labelled family declares itself once it has a series.
+    m.route("/r")
+        .observe(Method::Get, 200, Duration::from_micros(1));
+    m.kek_call(
+        KekBackend::File,
+        KekOp::Wrap,
+        Outcome::Ok,
+        Duration::from_micros(1),
+    );
+    m.rate_limited(Limit::AuthFailures);
+    let text = m.encode().unwrap();
+    let mut scraped: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').expect("# TYPE name type");
+            (name.to_owned(), kind.to_owned())
+        })
+        .collect();
+    scraped.sort();
+
+    let docs = include_str!("../../../docs/operations.md");
+    let table = docs
+        .split("### Every metric")
+        .nth(1)
+        .expect("docs/operations.md has the table");
+    let mut documented: Vec<(String, String)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| name"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+        })
+        .collect();
+    documented.sort();
+    assert_eq!(
+        scraped, documented,
+        "# TYPE lines (left) against the docs' table (right)"
+    );
+}
