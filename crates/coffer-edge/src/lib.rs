@@ -276,9 +276,10 @@ pub async fn run(
             server.await.map_err(EdgeError::from)
         }
     };
+    // Bounded: a scrape held open does not keep the edge from stopping.
     let _ = metrics_stop.send(());
     if let Some(task) = metrics_server {
-        let _ = task.await;
+        coffer_server::stop_metrics(task).await;
     }
     result
 }

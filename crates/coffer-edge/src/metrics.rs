@@ -34,7 +34,7 @@ impl Source for EdgeSource {
                 upstream_index: status.current.load(Ordering::Relaxed) as u64,
                 upstreams: status.upstreams.len() as u64,
                 failovers: status.failovers.load(Ordering::Relaxed),
-                serving: status.is_ready() && !status.is_revoked(),
+                serving: status.serves(),
             }),
         }
     }

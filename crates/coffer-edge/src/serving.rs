@@ -94,22 +94,26 @@ where
         if matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/healthz" {
             return Either::Right(ready(Ok(self.status.report())));
         }
-        if self.status.is_revoked() {
-            return Either::Right(ready(Ok(ApiError::new(
-                coffer_api::ErrorCode::EdgeRevoked,
-                "this edge node was revoked; it serves nothing and holds no replica",
-            )
-            .into_response())));
-        }
-        if let Some(lag) = self.status.cut_off() {
-            return Either::Right(ready(Ok(ApiError::new(
-                coffer_api::ErrorCode::Unavailable,
-                format!(
-                    "this edge has heard from no upstream for {} s, longer than its --max-staleness; it serves again once one answers",
-                    lag.as_secs()
-                ),
-            )
-            .into_response())));
+        // One predicate for serving, as `/healthz` and the metric report it; the refusal says
+        // why. (Not ready: the router is not built yet, answered below.)
+        if !self.status.serves() {
+            if self.status.is_revoked() {
+                return Either::Right(ready(Ok(ApiError::new(
+                    coffer_api::ErrorCode::EdgeRevoked,
+                    "this edge node was revoked; it serves nothing and holds no replica",
+                )
+                .into_response())));
+            }
+            if let Some(lag) = self.status.cut_off() {
+                return Either::Right(ready(Ok(ApiError::new(
+                    coffer_api::ErrorCode::Unavailable,
+                    format!(
+                        "this edge has heard from no upstream for {} s, longer than its --max-staleness; it serves again once one answers",
+                        lag.as_secs()
+                    ),
+                )
+                .into_response())));
+            }
         }
         match self.serving.router() {
             Some(mut router) => Either::Left(router.call(req)),

@@ -175,6 +175,13 @@ impl EdgeStatus {
         Duration::from_millis(unix_ms().saturating_sub(since))
     }
 
+    /// Whether the edge answers runtime reads now: its replica is ready, it is not revoked,
+    /// and it is not cut off past `--max-staleness`. What `/healthz` reports as `ready`, what
+    /// the front checks before it serves, and the `coffer_edge_serving` metric.
+    pub fn serves(&self) -> bool {
+        self.is_ready() && !self.is_revoked() && self.cut_off().is_none()
+    }
+
     /// Cut off from every upstream for longer than `--max-staleness`: the edge stops serving
     /// until an upstream answers again.
     pub fn cut_off(&self) -> Option<Duration> {
@@ -306,8 +313,7 @@ impl EdgeStatus {
     /// it does not (`syncing`, `revoked`, or `stale` past `--max-staleness`).
     pub fn report(&self) -> Response {
         let health = self.health();
-        let cut_off = self.cut_off();
-        let ready = self.is_ready() && !self.is_revoked() && cut_off.is_none();
+        let ready = self.serves();
         let lag = self.lag().as_secs_f64();
         let inner = self.inner();
         let report = Report {

@@ -593,6 +593,12 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
     let mut opts = edge_options(&[&proxy.url], &token, &tmp.path().join("edge"));
     opts.staleness = Duration::from_secs(2);
     opts.max_staleness = Some(Duration::from_secs(5));
+    // The metric tells what /healthz tells (bound and released: nothing else binds here).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    opts.metrics_listen = Some(metrics);
     let mut edge = Edge::start_with(opts).await;
     edge.wait_serving().await;
     edge.wait_applied(cp.head().await).await;
@@ -629,6 +635,11 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["status"], "stale", "{health}");
     assert_eq!(health["ready"], false, "{health}");
+    assert_eq!(
+        serving_metric(metrics).await,
+        "0",
+        "refusing past --max-staleness"
+    );
 
     // The upstream is back: serving again, and ok.
     proxy.state.down.store(false, Ordering::SeqCst);
@@ -637,6 +648,7 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
     })
     .await;
     assert_eq!(edge.value(&b.token, "K").await, "value");
+    assert_eq!(serving_metric(metrics).await, "1", "serving again");
 
     // An upstream that answers but whose state is old (a relay cut off from the root) does
     // not make the edge fresh: the age of what it heard counts, not that it heard.
@@ -657,6 +669,23 @@ async fn health_reports_degraded_stale_and_max_staleness_stops_serving() {
     assert_eq!(edge.value(&b.token, "K").await, "value");
     edge.stop().await;
     cp.stop().await;
+}
+
+/// The value of `coffer_edge_serving` in a scrape of `addr`.
+async fn serving_metric(addr: std::net::SocketAddr) -> String {
+    let text = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("coffer_edge_serving "))
+        .unwrap_or_else(|| panic!("no coffer_edge_serving in {text}"))
+        .trim()
+        .to_owned()
 }
 
 /// One round of feed corruption against a following edge; see the test below.

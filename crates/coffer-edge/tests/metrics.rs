@@ -198,8 +198,16 @@ async fn both_processes_expose_what_happened_and_nothing_secret() {
     let lag = value(&s, "coffer_edge_lag_seconds", &[]);
     assert!((0.0..30.0).contains(&lag), "{lag}");
     assert!(value(&s, "coffer_dek_cache_keys", &[]) >= 1.0);
-    assert!(value(&s, "coffer_http_connections_open", &[]) >= 0.0);
-    assert!(histogram_count(&s, "coffer_storage_commit_batch_jobs") >= 0.0);
+    // The test's client keeps its connection to the public port open (keep-alive).
+    assert!(
+        value(&s, "coffer_http_connections_open", &[]) >= 1.0,
+        "{text}"
+    );
+    // The replica's writer committed what it applied.
+    assert!(
+        histogram_count(&s, "coffer_storage_commit_batch_jobs") >= 1.0,
+        "{text}"
+    );
     // An edge keeps no audit log.
     assert!(!text.contains("coffer_audit_entries_written"), "{text}");
     assert_secret_free(
@@ -254,10 +262,17 @@ async fn both_processes_expose_what_happened_and_nothing_secret() {
         1.0,
         "{text}"
     );
-    assert!(
-        requests(&s, "/replication/v1/feed", "GET", "2xx") >= 1.0,
-        "{text}"
-    );
+    // The edge's first feed answer may still be held in its long poll at the first scrape
+    // (a request is counted when its response head is sent): wait for it.
+    wait_until("a feed answer counted", PROMPTLY, || async {
+        requests(
+            &scrape(cp_metrics).await.1,
+            "/replication/v1/feed",
+            "GET",
+            "2xx",
+        ) >= 1.0
+    })
+    .await;
     assert_secret_free(
         &text,
         &[
@@ -354,4 +369,91 @@ async fn a_metrics_address_in_use_stops_the_start() {
         "{message}"
     );
     drop(taken);
+}
+
+/// A connection to the metrics port that sent half a request head and then nothing (no final
+/// CRLF) does not hold up shutdown: the control plane and the edge both stop in bounded time
+/// (the header timeout closes it, and the drain is bounded), so the control plane's queued
+/// writes and audit checkpoints are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_scrape_does_not_hold_up_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let cp_metrics = free_addr();
+    let mut cp = ControlPlane::start_with_metrics(tmp.path().join("cp"), Some(cp_metrics)).await;
+    let node_token = cp.node("edge-stalled").await;
+    let edge_metrics = free_addr();
+    let mut opts = edge_options(&[&cp.url], &node_token, &tmp.path().join("edge"));
+    opts.metrics_listen = Some(edge_metrics);
+    let mut edge = Edge::start_with(opts).await;
+
+    let mut stalled = Vec::new();
+    for addr in [cp_metrics, edge_metrics] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n")
+            .await
+            .unwrap();
+        stalled.push(conn);
+    }
+    // Let both servers read the partial head.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Header timeout (5 s) or the drain (10 s) at most, with room for a loaded machine.
+    let bound = std::time::Duration::from_secs(20);
+    tokio::time::timeout(bound, edge.stop())
+        .await
+        .expect("the edge stops although a scrape is stalled");
+    tokio::time::timeout(bound, cp.stop())
+        .await
+        .expect("the control plane stops although a scrape is stalled");
+    drop(stalled);
+}
+
+/// Every refused credential counts as a failed authentication: a malformed `Authorization`
+/// header (not `Bearer`, not text) and a valid token of the wrong kind for the API, as well as
+/// an unknown token; a request without the header does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refused_credential_counts_as_an_auth_failure() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics = free_addr();
+    let mut cp = ControlPlane::start_with_metrics(tmp.path().join("cp"), Some(metrics)).await;
+    let runtime = format!("{}/runtime/v1/bindings/DB", cp.url);
+    let api = format!("{}/client/v4/user/tokens/verify", cp.url);
+    let send = |url: &str, auth: Option<reqwest::header::HeaderValue>| {
+        let mut r = http().get(url);
+        if let Some(auth) = auth {
+            r = r.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        r.send()
+    };
+    let value = |s: &[u8]| Some(reqwest::header::HeaderValue::from_bytes(s).unwrap());
+    let node = format!("Bearer {}", cp.probe);
+    let refused = [
+        send(&runtime, value(b"Basic dXNlcjpwYXNz")).await.unwrap(),
+        send(&runtime, value(b"Bearer caf\xe9")).await.unwrap(),
+        // A node token is valid, but not on the runtime API nor the control-plane API.
+        send(&runtime, value(node.as_bytes())).await.unwrap(),
+        send(&api, value(node.as_bytes())).await.unwrap(),
+        send(&api, value(b"Bearer cofferapi_not_a_token"))
+            .await
+            .unwrap(),
+    ];
+    for r in &refused {
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    // No header at all: not counted.
+    assert_eq!(send(&runtime, None).await.unwrap().status(), 401);
+    let (text, s) = scrape(metrics).await;
+    assert_eq!(
+        value_of(&s, "coffer_auth_failures_total"),
+        refused.len() as f64,
+        "{text}"
+    );
+    cp.stop().await;
+}
+
+fn value_of(s: &Scrape, name: &str) -> f64 {
+    value(s, name, &[])
 }

@@ -41,7 +41,8 @@ pub use source::{EdgeSample, RuntimeSample, Sample, Source, StorageSample};
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Request latency buckets, in seconds: a cached runtime read takes tens of microseconds, a
-/// write waits for a group commit's fsync, a snapshot may stream for minutes.
+/// write waits for a group commit's fsync. Timed to the response's head, so a snapshot that
+/// streams for minutes counts the time before its first byte, not its body.
 const HTTP_BUCKETS: [f64; 16] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -58,7 +59,8 @@ const COMMIT_BUCKETS: [f64; 13] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
 
-/// Jobs per group commit: powers of two up to the writer's largest batch.
+/// Jobs per group commit: powers of two, past the writer's default largest batch (256,
+/// `SqliteOptions::max_batch`) so that a raised one still lands in a bucket of its own.
 const BATCH_BUCKETS: [f64; 11] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
@@ -76,7 +78,8 @@ fn label(encoder: &mut LabelValueEncoder, value: &str) -> fmt::Result {
     fmt::Write::write_str(encoder, value)
 }
 
-/// An HTTP method, as a label: the usual ones by name, anything else as `other`.
+/// An HTTP method, as a label: the usual ones by name, anything else as `other`. `Other` stays
+/// the last variant (`Method::COUNT` is derived from it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Get,
@@ -90,7 +93,8 @@ pub enum Method {
 }
 
 impl Method {
-    const COUNT: usize = 8;
+    /// Derived from the last variant: a method added before it moves the count with it.
+    const COUNT: usize = Method::Other as usize + 1;
 
     /// The label for a method given by name (`http::Method::as_str`).
     pub fn from_name(name: &str) -> Method {
@@ -275,15 +279,24 @@ struct LimitLabels {
     limit: Limit,
 }
 
-/// Open connections on the public listener: counted while a [`ConnectionGuard`] lives.
+/// Open connections on the public listener: counted while a [`ConnectionGuard`] lives; and
+/// those it closed unread because their client address held its share.
 #[derive(Debug, Clone)]
-pub struct Connections(Gauge);
+pub struct Connections {
+    open: Gauge,
+    refused: Counter,
+}
 
 impl Connections {
     /// Counts one connection until the guard is dropped.
     pub fn open(&self) -> ConnectionGuard {
-        self.0.inc();
-        ConnectionGuard(self.0.clone())
+        self.open.inc();
+        ConnectionGuard(self.open.clone())
+    }
+
+    /// Counts a connection closed unread by the per-address cap.
+    pub fn refused(&self) {
+        self.refused.inc();
     }
 }
 
@@ -305,6 +318,7 @@ pub struct Metrics {
     /// [`UNMATCHED_ROUTE`]).
     routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
     connections: Gauge,
+    connections_refused: Counter,
     auth_failures: Counter,
     limited: Family<LimitLabels, Counter>,
     kek: Family<KekLabels, Histogram, fn() -> Histogram>,
@@ -343,10 +357,18 @@ impl Metrics {
             "Connections open on the public listener",
             connections.clone(),
         );
+        // Counters are registered without `_total`: the text encoder appends it to the name of
+        // every counter (`coffer_auth_failures` is scraped as `coffer_auth_failures_total`).
+        let connections_refused = Counter::default();
+        registry.register(
+            "coffer_http_connections_refused",
+            "Connections the public listener closed unread because their client address (an IPv6 /64) held its share already (--max-connections-per-address)",
+            connections_refused.clone(),
+        );
         let auth_failures = Counter::default();
         registry.register(
             "coffer_auth_failures",
-            "Requests refused because their token did not authenticate (unknown, revoked, malformed or of the wrong kind)",
+            "Requests refused because their credential did not authenticate (an unknown, revoked or wrong-kind token, or a malformed Authorization header; a 429 of the failed-authentication limit is counted here too)",
             auth_failures.clone(),
         );
         let limited = Family::<LimitLabels, Counter>::default();
@@ -388,6 +410,7 @@ impl Metrics {
             http,
             routes: RwLock::default(),
             connections,
+            connections_refused,
             auth_failures,
             limited,
             kek,
@@ -426,7 +449,10 @@ impl Metrics {
 
     /// The gauge of open connections, for the listener.
     pub fn connections(&self) -> Connections {
-        Connections(self.connections.clone())
+        Connections {
+            open: self.connections.clone(),
+            refused: self.connections_refused.clone(),
+        }
     }
 
     /// A request was refused because its token did not authenticate.
@@ -461,15 +487,14 @@ impl Metrics {
         self.commits_failed.inc();
     }
 
-    /// Everything, in the Prometheus text format ([`CONTENT_TYPE`]).
-    pub fn encode(&self) -> String {
+    /// Everything, in the Prometheus text format ([`CONTENT_TYPE`]). Writing into a String
+    /// cannot fail and every value is a number or a fixed label, so an error is a bug in an
+    /// encoder; it is returned (the listener answers 500), never a partial or empty scrape
+    /// that would read as "no data".
+    pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::with_capacity(16 * 1024);
-        // Writing into a String cannot fail, and every value encoded is a number or a fixed
-        // label; an error would be a bug in the encoder.
-        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
     }
 }
 

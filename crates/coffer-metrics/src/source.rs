@@ -137,7 +137,7 @@ impl Sample {
             counter(
                 encoder,
                 "coffer_edge_alarms",
-                "Replication alarms: refused upstream data (gap, hash, signature, digest, truncation) and local failures to apply verified data",
+                "Replication alarms: refused upstream data (gap, hash, payload, signature, digest, truncation, media type) and local failures to apply verified data",
                 e.alarms,
             )?;
             gauge(
@@ -161,7 +161,7 @@ impl Sample {
             gauge(
                 encoder,
                 "coffer_edge_serving",
-                "1 while the edge serves the runtime API from its replica (synced and not revoked), else 0",
+                "1 while the edge serves the runtime API from its replica (synced, not revoked, not cut off past --max-staleness; as /healthz ready), else 0",
                 i64::from(e.serving),
             )?;
         }

@@ -48,7 +48,7 @@ fn requests_are_counted_per_route_method_and_status_class() {
         "a route is resolved once"
     );
 
-    let scrape = parse(&m.encode());
+    let scrape = parse(&m.encode().unwrap());
     let count = |route: &str, method: &str, status: &str| {
         scrape
             .samples
@@ -118,7 +118,7 @@ fn events_and_a_sample_are_exposed() {
         }),
     }))));
 
-    let text = m.encode();
+    let text = m.encode().unwrap();
     let s = parse(&text);
     assert_eq!(number(value(&s, "coffer_auth_failures_total", &[])), 2.0);
     assert_eq!(
@@ -183,7 +183,7 @@ fn events_and_a_sample_are_exposed() {
 
 #[test]
 fn without_a_source_only_the_event_metrics_appear() {
-    let text = Metrics::new().encode();
+    let text = Metrics::new().encode().unwrap();
     let s = parse(&text);
     assert!(
         !s.samples
@@ -201,4 +201,84 @@ fn status_classes_are_bounded() {
     assert_eq!(StatusClass::of(599).index(), 4);
     assert_eq!(StatusClass::of(999).index(), 4);
     assert_eq!(Method::from_name("BREW"), Method::Other);
+}
+
+/// Every method and status class has a histogram slot of its own: `Method::COUNT` covers every
+/// variant (an index past it would panic here).
+#[test]
+fn every_method_and_class_has_a_slot() {
+    let m = Metrics::new();
+    let route = m.route("/every");
+    let methods = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW",
+    ];
+    for name in methods {
+        for status in [101, 200, 302, 404, 503] {
+            route.observe(Method::from_name(name), status, Duration::from_micros(1));
+        }
+    }
+    let text = m.encode().unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("coffer_http_request_duration_seconds_count{"))
+            .count(),
+        methods.len() * 5,
+        "{text}"
+    );
+}
+
+/// The docs' table of every metric (docs/operations.md, "Every metric") names exactly the
+/// families a scrape with every source present declares, with the same types: a metric added,
+/// renamed or retyped without its row fails here.
+#[test]
+fn the_docs_table_matches_the_scrape() {
+    let m = Metrics::new();
+    assert!(m.set_source(Arc::new(Fixed(Sample {
+        runtime: Some(RuntimeSample::default()),
+        change_log_head: Some(0),
+        dek_cache_keys: Some(0),
+        storage: Some(StorageSample::default()),
+        edge: Some(EdgeSample::default()),
+    }))));
+    // A labelled family declares itself once it has a series.
+    m.route("/r")
+        .observe(Method::Get, 200, Duration::from_micros(1));
+    m.kek_call(
+        KekBackend::File,
+        KekOp::Wrap,
+        Outcome::Ok,
+        Duration::from_micros(1),
+    );
+    m.rate_limited(Limit::AuthFailures);
+    let text = m.encode().unwrap();
+    let mut scraped: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').expect("# TYPE name type");
+            (name.to_owned(), kind.to_owned())
+        })
+        .collect();
+    scraped.sort();
+
+    let docs = include_str!("../../../docs/operations.md");
+    let table = docs
+        .split("### Every metric")
+        .nth(1)
+        .expect("docs/operations.md has the table");
+    let mut documented: Vec<(String, String)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| name"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+        })
+        .collect();
+    documented.sort();
+    assert_eq!(
+        scraped, documented,
+        "# TYPE lines (left) against the docs' table (right)"
+    );
 }

@@ -33,7 +33,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auth, ApiError> {
         let app = AppState::from_ref(state);
-        let token = bearer_token(parts, "API token")?;
+        let token = bearer_token(parts, "API token", &app)?;
         let client = client_addr(parts, &app);
         let context = request_context(parts, client);
         match app.coffer.authenticate(token, context).await {
@@ -64,7 +64,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<NodeAuth, ApiError> {
         let app = AppState::from_ref(state);
-        let token = bearer_token(parts, "node token")?;
+        let token = bearer_token(parts, "node token", &app)?;
         let client = client_addr(parts, &app);
         let context = request_context(parts, client);
         match app.coffer.authenticate_node(token, context).await {
@@ -106,7 +106,14 @@ pub(crate) fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestC
 /// verified token is told (a valid token of the wrong kind, a revoked node) and storage
 /// outages pass through.
 pub(crate) async fn refusal(app: &AppState, e: CoreError, client: Option<IpAddr>) -> ApiError {
-    if let (CoreError::Unauthenticated(_), Some(metrics)) = (&e, &app.metrics) {
+    // Every token refused is counted: unknown, revoked (a node too), or of the wrong kind for
+    // this API. The answer to an address over its budget (429 below) is counted here as well
+    // as among the rate-limited.
+    if let (
+        CoreError::Unauthenticated(_) | CoreError::WrongTokenKind(_) | CoreError::NodeRevoked,
+        Some(metrics),
+    ) = (&e, &app.metrics)
+    {
         metrics.auth_failure();
     }
     let (CoreError::Unauthenticated(_), Some(ip)) = (&e, client) else {
@@ -140,25 +147,29 @@ pub(crate) fn rate_limited(wait: std::time::Duration) -> ApiError {
 }
 
 /// The bearer token of the request, or why there is none.
-pub(crate) fn bearer_token<'p>(parts: &'p Parts, kind: &str) -> Result<&'p str, ApiError> {
+/// A malformed header (not text, not `Bearer`) counts as a failed authentication in the
+/// metrics; a missing one does not (a probe, or a client that was not given a token).
+pub(crate) fn bearer_token<'p>(
+    parts: &'p Parts,
+    kind: &str,
+    app: &AppState,
+) -> Result<&'p str, ApiError> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthenticated,
             format!("missing Authorization header (expected \"Bearer <{kind}>\")"),
         )
     })?;
-    let value = header.to_str().map_err(|_| {
-        ApiError::new(
-            ErrorCode::Unauthenticated,
-            "Authorization header is not valid text",
-        )
-    })?;
-    bearer(value).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthenticated,
-            "Authorization header must use the Bearer scheme",
-        )
-    })
+    let malformed = |message: &'static str| {
+        if let Some(metrics) = &app.metrics {
+            metrics.auth_failure();
+        }
+        ApiError::new(ErrorCode::Unauthenticated, message)
+    };
+    let value = header
+        .to_str()
+        .map_err(|_| malformed("Authorization header is not valid text"))?;
+    bearer(value).ok_or_else(|| malformed("Authorization header must use the Bearer scheme"))
 }
 
 /// The credentials of a `Bearer` authorization value (scheme case-insensitive, RFC 9110).

@@ -55,7 +55,9 @@ pub use extract::MAX_BODY_BYTES;
 pub use hardening::{Hardening, harden_process};
 pub use kek::{KekChoice, KekSecrets, KekSummary};
 pub use listener::{HttpLimits, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES};
-pub use metrics::{StorageObserver, bind_metrics, runtime_sample, serve_metrics};
+pub use metrics::{
+    METRICS_LIMITS, StorageObserver, bind_metrics, runtime_sample, serve_metrics, stop_metrics,
+};
 pub use rate::RuntimeRate;
 pub use reload::Reload;
 pub use replication::SnapshotLimits;
@@ -121,7 +123,7 @@ async fn compact_log(coffer: &Coffer, retain: u64) {
 }
 
 /// How long in-flight requests may run after shutdown is requested.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of starting or initialising a server. Messages name the file or address involved.
 #[derive(Debug, thiserror::Error)]
@@ -439,12 +441,15 @@ pub async fn serve_with(
     .await;
     // Every connection is closed; let queued writes finish and the storage writer stop
     // (shutdown also writes the last token-usage times and audit checkpoints).
+    // The metrics listener is stopped beside, not before: a scrape held open delays nothing.
     flusher.abort();
     let _ = metrics_stop.send(());
-    if let Some(task) = metrics_server {
-        let _ = task.await;
-    }
-    coffer.shutdown().await;
+    let metrics_stopped = async {
+        if let Some(task) = metrics_server {
+            metrics::stop_metrics(task).await;
+        }
+    };
+    tokio::join!(coffer.shutdown(), metrics_stopped);
     result
 }
 

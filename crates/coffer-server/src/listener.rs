@@ -148,7 +148,18 @@ impl Listener {
         }
     }
 
-    /// Counts every open connection in `connections`.
+    /// [`PerAddress::admit`], counting a refusal in the metrics.
+    fn admit(&self, peer: IpAddr) -> Option<AddressShare> {
+        let share = self.per_address.admit(peer);
+        if share.is_none()
+            && let Some(connections) = &self.connections
+        {
+            connections.refused();
+        }
+        share
+    }
+
+    /// Counts every open connection in `connections`, and those refused per address.
     pub(crate) fn counting(mut self, connections: Option<coffer_metrics::Connections>) -> Listener {
         self.connections = connections;
         self
@@ -217,7 +228,7 @@ impl axum_server::AddrListener<Conn, Peer> for Listener {
             .map_err(|_| io::Error::other("the listener is closed"))?;
         loop {
             let (io, peer) = self.inner.accept().await?;
-            match self.per_address.admit(peer.ip()) {
+            match self.admit(peer.ip()) {
                 Some(share) => {
                     let mut conn = Conn::new(io, slot, share, self.idle);
                     conn._counted = self.connections.as_ref().map(|c| c.open());
@@ -459,6 +470,28 @@ mod tests {
         assert!(
             table.open.lock().unwrap().is_empty(),
             "entries go when their last connection closes"
+        );
+    }
+
+    /// A connection past its address's share is counted as refused in the metrics.
+    #[tokio::test]
+    async fn a_refusal_per_address_is_counted() {
+        let metrics = coffer_metrics::Metrics::new();
+        let (listener, _) = listener(HttpLimits {
+            max_connections_per_address: 1,
+            ..HttpLimits::default()
+        })
+        .await;
+        let listener = listener.counting(Some(metrics.connections()));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let _first = listener.admit(ip).expect("within its share");
+        assert!(listener.admit(ip).is_none());
+        assert!(listener.admit(ip).is_none());
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == "coffer_http_connections_refused_total 2"),
+            "{text}"
         );
     }
 

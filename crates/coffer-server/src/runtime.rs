@@ -30,7 +30,7 @@ impl FromRequestParts<AppState> for ServiceAuth {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<ServiceAuth, ApiError> {
-        let token = bearer_token(parts, "service token")?;
+        let token = bearer_token(parts, "service token", app)?;
         let client = client_addr(parts, app);
         // The context is only built for an API token presented here (its audit entry).
         let context = || request_context(parts, client);

@@ -127,10 +127,7 @@ pub(crate) struct RuntimeCache {
 
 impl RuntimeCache {
     fn read<T>(&self, head: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
-        let found = {
-            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-            if inner.head == head { f(&inner) } else { None }
-        };
+        let found = self.read_uncounted(head, f);
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -138,6 +135,13 @@ impl RuntimeCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// [`RuntimeCache::read`] without counting the look-up in the metrics: for look-ups
+    /// whose hit or miss would tell something the answer does not (see `current`).
+    fn read_uncounted<T>(&self, head: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        if inner.head == head { f(&inner) } else { None }
     }
 
     /// Stores what was read from storage after observing `head`. If the cache has moved past
@@ -356,7 +360,19 @@ struct AccessInner {
 
 impl AccessLog {
     fn note(&self, key: AccessKeyRef<'_>, service_name: &str) {
-        let outcome = match key.refused {
+        self.note_counted_as(key, service_name, key.refused);
+    }
+
+    /// Notes `key` in the access log, counted in the metrics as `counted` (what the caller
+    /// was told, which may say less than the key: a store binding's scope miss is answered,
+    /// and so counted, as not found).
+    fn note_counted_as(
+        &self,
+        key: AccessKeyRef<'_>,
+        service_name: &str,
+        counted: Option<AccessRefusal>,
+    ) {
+        let outcome = match counted {
             None => &self.served,
             Some(AccessRefusal::SecretNotFound) => &self.not_found,
             Some(AccessRefusal::NoSuchBinding | AccessRefusal::ScopeMissing) => &self.denied,
@@ -633,10 +649,16 @@ impl Coffer {
             store,
             name: name.as_str(),
         };
-        if let Some(v) = self
-            .runtime_cache
-            .read(head, |c| c.values.get(&key).cloned())
-        {
+        // Through a store binding the name is the caller's and a missing one is not cached, so
+        // a hit would tell that the name exists where the answer does not: such look-ups are
+        // not counted.
+        let lookup = |c: &CacheInner| c.values.get(&key).cloned();
+        let cached = if cache_missing {
+            self.runtime_cache.read(head, lookup)
+        } else {
+            self.runtime_cache.read_uncounted(head, lookup)
+        };
+        if let Some(v) = cached {
             return Ok(v);
         }
         let value = self
@@ -823,9 +845,17 @@ impl Coffer {
         };
         let (secret, version) = &*value;
         if !secret.scopes.contains(r.service.kind) {
-            self.access_log.note(
+            // Through a store binding it is answered as not found, and counted so in the
+            // metrics: counting it denied would tell which names exist.
+            let counted = if r.via_store {
+                AccessRefusal::SecretNotFound
+            } else {
+                AccessRefusal::ScopeMissing
+            };
+            self.access_log.note_counted_as(
                 key(Some(secret.id), Some(AccessRefusal::ScopeMissing)),
                 r.service.name.as_str(),
+                Some(counted),
             );
             if r.via_store {
                 // A store binding gives the secrets that carry the type; the others are not

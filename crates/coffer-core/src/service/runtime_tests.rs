@@ -548,3 +548,54 @@ async fn a_store_binding_hides_secrets_without_the_type() {
         Err(CoreError::BindingNotFound(n)) if n == "NOPE"
     ));
 }
+
+/// Through a store binding, a secret without the service's type and a name that does not
+/// exist are answered alike, and the metrics' counters move alike for them: reading either
+/// (twice, so a cached value would count a hit) changes the runtime stats the same way.
+#[tokio::test]
+async fn store_binding_counters_do_not_tell_which_names_exist() {
+    let f = fx().await;
+    f.secret("gw", "v2", &[Scope::AiGateway]).await;
+    let mut d = f.deploy("svc", &[]);
+    d.stores.push(StoreBindingRecord {
+        binding: BindingName::parse("ALL").unwrap(),
+        store_id: f.store,
+    });
+    let token = f
+        .coffer
+        .deploy_service(&f.op, f.account, d)
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let who = f
+        .coffer
+        .authenticate_service(token.expose_secret(), crate::RequestContext::default)
+        .await
+        .unwrap();
+    // Warms the token and service look-ups, which both reads share.
+    let _ = f.coffer.read_store_binding(&who, "ALL", "warm-up").await;
+    let mut deltas = Vec::new();
+    for name in ["gw", "missing"] {
+        let before = f.coffer.runtime_stats();
+        for _ in 0..2 {
+            assert!(matches!(
+                f.coffer.read_store_binding(&who, "ALL", name).await,
+                Err(CoreError::BoundSecretNotFound(_))
+            ));
+        }
+        let after = f.coffer.runtime_stats();
+        deltas.push((
+            after.served - before.served,
+            after.denied - before.denied,
+            after.not_found - before.not_found,
+            after.cache_hits - before.cache_hits,
+            after.cache_misses - before.cache_misses,
+        ));
+    }
+    assert_eq!(
+        deltas[0], deltas[1],
+        "(served, denied, not_found, hits, misses)"
+    );
+    assert_eq!(deltas[0].2, 2, "both counted not found");
+}

@@ -46,6 +46,17 @@ pub(super) fn check(entries: &[AuditEntry]) -> Result<()> {
 /// list never commits.
 pub(super) fn append(cx: &mut WriteCx<'_>, entries: &[AuditEntry]) -> Result<()> {
     check(entries)?;
+    if let Err(e) = append_each(cx, entries) {
+        // The savepoint is rolled back: every entry of the list is lost, not only the one
+        // the database refused.
+        cx.audit_failed(entries.len());
+        return Err(e);
+    }
+    cx.audit_appended(entries.len());
+    Ok(())
+}
+
+fn append_each(cx: &mut WriteCx<'_>, entries: &[AuditEntry]) -> Result<()> {
     for entry in entries {
         let (last, prev_hash) =
             head(cx.conn, entry.account_id)?.unwrap_or((0, AuditRecord::GENESIS_HASH));
@@ -74,12 +85,8 @@ pub(super) fn append(cx: &mut WriteCx<'_>, entries: &[AuditEntry]) -> Result<()>
             prev_hash,
             hash,
         ]);
-        if inserted.is_err() {
-            cx.audit_failed();
-        }
         inserted.db("append audit entry")?;
     }
-    cx.audit_appended(entries.len());
     Ok(())
 }
 

@@ -479,8 +479,8 @@ fn audit_entry(action: &str) -> crate::AuditEntry {
     }
 }
 
-/// Audit entries are counted once committed; one the database refuses is counted as a
-/// failure (and its write fails); the observer hears of every group commit.
+/// Audit entries are counted once committed; when the database refuses one, every entry of
+/// that append is counted as a failure (and its write fails); the observer hears of every group commit.
 #[tokio::test]
 async fn audit_entries_and_commits_are_counted() {
     let (_dir, s) = open();
@@ -507,9 +507,14 @@ async fn audit_entries_and_commits_are_counted() {
         })
         .await
         .unwrap();
-    assert!(s.append_audit(&[audit_entry("delete")]).await.is_err());
+    // Both entries of the refused append are lost, and counted.
+    assert!(
+        s.append_audit(&[audit_entry("delete"), audit_entry("purge")])
+            .await
+            .is_err()
+    );
     let stats = Storage::write_stats(&*s);
-    assert_eq!((stats.audit_entries, stats.audit_failures), (2, 1));
+    assert_eq!((stats.audit_entries, stats.audit_failures), (2, 2));
     s.writer
         .run(|cx| cx.conn.execute_batch("DROP TRIGGER refuse").db("trigger"))
         .await

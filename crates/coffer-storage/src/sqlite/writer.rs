@@ -148,18 +148,20 @@ impl WriteCx<'_> {
         Ok(())
     }
 
-    /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
-    /// gained its key signs the head it already has). No effect without a signer.
     /// Counts audit entries appended in this savepoint.
     pub(super) fn audit_appended(&mut self, entries: usize) {
         self.head.audit += entries as u64;
     }
 
-    /// Counts an audit entry the database refused (the job fails with it).
-    pub(super) fn audit_failed(&self) {
-        self.counters.audit_failures.fetch_add(1, Ordering::Relaxed);
+    /// Counts audit entries lost to a refusal by the database (the job fails with them).
+    pub(super) fn audit_failed(&self, entries: usize) {
+        self.counters
+            .audit_failures
+            .fetch_add(entries as u64, Ordering::Relaxed);
     }
 
+    /// Has the head signed at COMMIT even if the batch appends nothing (a control plane that
+    /// gained its key signs the head it already has). No effect without a signer.
     pub(super) fn sign_head(&mut self) {
         self.head.sign = true;
     }
