@@ -292,7 +292,7 @@ impl Keyring {
         let (next, record) = new_rk(&self.kek, version).await?;
         let mut grants = Vec::new();
         for (id, public) in keys.iter().filter(|(id, _)| *id != revoked) {
-            let public = NodePublicKey::parse(public)?;
+            let public = stored_public_key(public, *id)?;
             let grant = seal_grant(&public, *id, version, &next)?;
             grants.push(NodeGrant {
                 node_id: *id,
@@ -369,4 +369,15 @@ struct PreparedRotation {
     rotation: RkRotation,
     arks: Vec<(AccountId, u32, DataKey)>,
     deferred: Vec<AuditEntry>,
+}
+
+/// A node's registered public key, parsed again to seal to it. Registration accepts only
+/// canonical, usable keys, so a failure here is a key stored by an older build: the error names
+/// the node, which the operator revokes (its key is then skipped).
+pub(super) fn stored_public_key(bytes: &[u8], node: TokenId) -> Result<NodePublicKey, CoreError> {
+    NodePublicKey::parse(bytes).map_err(|e| {
+        CoreError::Internal(format!(
+            "node {node}'s registered key cannot be sealed to ({e}): revoke that node"
+        ))
+    })
 }

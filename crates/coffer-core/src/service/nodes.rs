@@ -295,7 +295,7 @@ fn parse_public_key(
         .map_err(|_| CoreError::InvalidNodeKey(malformed))?;
     coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
         CoreError::InvalidNodeKey(
-            "public_key is not a usable X25519 public key (a low-order point)",
+            "public_key is not a usable X25519 public key (a low-order point, or not its canonical encoding)",
         )
     })
 }
