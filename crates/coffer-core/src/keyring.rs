@@ -77,6 +77,9 @@ struct ActiveDek {
     record: DekRecord,
     key: Arc<DataKey>,
     seals: u64,
+    /// Whether a write that carried it has committed (or it was read from storage): a write
+    /// sealing under a stored DEK inserts nothing, so it needs no hold on the DEK gate.
+    stored: bool,
 }
 
 impl ActiveDek {
@@ -172,6 +175,9 @@ pub struct Keyring {
     /// The current replication key of each such account (control plane only; see
     /// `keyring/account_replication.rs`).
     arks: account_replication::AccountArks,
+    /// Taken shared by every write carrying a DEK that may not be stored yet, exclusive by a
+    /// node's revocation while it lists, rewraps and commits (`keyring/gate.rs`).
+    dek_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Keyring {
@@ -203,6 +209,7 @@ impl Keyring {
             feed_signing: Some(Arc::new(feed_signing)),
             accounts: AccountKeks::default(),
             arks: Default::default(),
+            dek_gate: Default::default(),
         };
         keyring
             .backfill_rk_wraps(&[
@@ -239,6 +246,7 @@ impl Keyring {
             feed_signing: None,
             accounts: AccountKeks::default(),
             arks: Default::default(),
+            dek_gate: Default::default(),
         })
     }
 
@@ -271,58 +279,85 @@ impl Keyring {
     }
 
     /// The DEK to seal one new value of `account` with. The write storing the value must carry
-    /// [`SealingKey::record`].
-    pub async fn sealing_key(&self, account: AccountId) -> Result<SealingKey, CoreError> {
-        let now = Timestamp::now();
-        if let Some(key) = self.take_seal(account, now) {
-            return Ok(key);
-        }
-        // Slow path: no usable DEK in memory. Nothing is locked while storage and the KEK work.
-        let known = self.lock_active().contains_key(&account);
-        // After a restart, reuse the account's newest DEK while it is still fresh rather than
-        // making one per restart.
-        let mut candidate = None;
-        if !known
-            && let Some(record) = self.storage.latest_dek(account).await?
-            && self.fresh(record.key.created, now)
-            && record.key.kek_id == self.wrapping_kek_id(account)
-            && self.made_under_current_rk(&record)
-        {
-            let key = self.unwrap_dek(&record).await?;
-            candidate = Some((record, key));
-        }
-        let (record, key) = match candidate {
-            Some(found) => found,
-            None => self.new_dek(account).await?,
-        };
+    /// [`SealingKey::record`], and hold `gate` until storage has answered it (then
+    /// [`Keyring::written`] on success): a DEK that may not be stored yet is handed out only
+    /// under the DEK gate (`keyring/gate.rs`), which a node's revocation waits for. A write
+    /// sealing several values passes the same `gate` each time.
+    pub async fn sealing_key(
+        &self,
+        account: AccountId,
+        gate: &mut DekGate,
+    ) -> Result<SealingKey, CoreError> {
+        loop {
+            let now = Timestamp::now();
+            if let Some(taken) = self.take_seal(account, now) {
+                match self.hold_for(taken, gate).await {
+                    Some(key) => return Ok(key),
+                    // A revocation replaced the RK while this write waited: seal again.
+                    None => continue,
+                }
+            }
+            // Slow path: no usable DEK in memory. Nothing is locked while storage and the KEK
+            // work (the DEK gate is taken after the KEK call, see `hold_for`).
+            let known = self.lock_active().contains_key(&account);
+            // After a restart, reuse the account's newest DEK while it is still fresh rather
+            // than making one per restart.
+            let mut candidate = None;
+            if !known
+                && let Some(record) = self.storage.latest_dek(account).await?
+                && self.fresh(record.key.created, now)
+                && record.key.kek_id == self.wrapping_kek_id(account)
+                && self.made_under_current_rk(&record)
+            {
+                let key = self.unwrap_dek(&record).await?;
+                candidate = Some((record, key, true));
+            }
+            let (record, key, stored) = match candidate {
+                Some(found) => found,
+                None => {
+                    let (record, key) = self.new_dek(account).await?;
+                    (record, key, false)
+                }
+            };
 
-        let mut active = self.lock_active();
-        // Another task may have installed a usable DEK meanwhile: use that one, and drop ours.
-        if let Some(dek) = active.get_mut(&account)
-            && self.usable(dek, now)
-        {
-            dek.seals += 1;
-            return Ok(dek.sealing_key());
+            let taken = {
+                let mut active = self.lock_active();
+                // Another task may have installed a usable DEK meanwhile: use that one, and
+                // drop ours.
+                match active.get_mut(&account) {
+                    Some(dek) if self.usable(dek, now) => {
+                        dek.seals += 1;
+                        (dek.sealing_key(), dek.stored)
+                    }
+                    _ => {
+                        let dek = ActiveDek {
+                            record,
+                            key,
+                            seals: 1,
+                            stored,
+                        };
+                        let out = (dek.sealing_key(), stored);
+                        active.insert(account, dek);
+                        out
+                    }
+                }
+            };
+            if let Some(key) = self.hold_for(taken, gate).await {
+                return Ok(key);
+            }
         }
-        let dek = ActiveDek {
-            record,
-            key,
-            seals: 1,
-        };
-        let out = dek.sealing_key();
-        active.insert(account, dek);
-        Ok(out)
     }
 
-    /// Counts one seal against the account's active DEK, if it has a usable one.
-    fn take_seal(&self, account: AccountId, now: Timestamp) -> Option<SealingKey> {
+    /// Counts one seal against the account's active DEK, if it has a usable one; with whether
+    /// that DEK is known to be stored.
+    fn take_seal(&self, account: AccountId, now: Timestamp) -> Option<(SealingKey, bool)> {
         let mut active = self.lock_active();
         let dek = active.get_mut(&account)?;
         if !self.usable(dek, now) {
             return None;
         }
         dek.seals += 1;
-        Some(dek.sealing_key())
+        Some((dek.sealing_key(), dek.stored))
     }
 
     /// Whether `dek` may seal one more value: under its budgets, and wrapped by the KEK that
@@ -801,6 +836,9 @@ async fn kek_unwrap(
 }
 
 mod account_replication;
+mod gate;
 mod replication;
+
+pub use gate::DekGate;
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,7 @@ use coffer_crypto::{Plaintext, SealedValue as Sealed, ValueContext, open, seal};
 use coffer_storage::{Reseal, SealedValue, Storage};
 use coffer_types::AccountId;
 
-use crate::keyring::{Keyring, SealingKey};
+use crate::keyring::{DekGate, Keyring, SealingKey};
 
 /// How the DEK lifecycle job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,11 +325,13 @@ impl Lifecycle {
             // One seal counted per value, like any write; a DEK that runs out of seals (or
             // ages out) mid-batch ends the batch, and the next one goes on with its successor.
             let mut first: Option<SealingKey> = None;
+            // Held until storage answers: the batch carries its DEK, which may not be stored.
+            let mut gate = DekGate::default();
             let mut reseals = Vec::with_capacity(values.len());
             for value in values {
                 let sealing = self
                     .keys
-                    .sealing_key(account)
+                    .sealing_key(account, &mut gate)
                     .await
                     .map_err(|e| format!("a DEK for account {account}: {e}"))?;
                 if first.as_ref().is_some_and(|f| f.id != sealing.id) {
@@ -352,6 +354,7 @@ impl Lifecycle {
                 .reseal_values(Some(sealing.record), reseals)
                 .await
                 .map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
+            self.keys.written(gate);
             self.progress().resealed += done;
             tokio::time::sleep(self.settings.pause).await;
         }

@@ -12,6 +12,7 @@ use coffer_types::{
 };
 
 use self::audit::{Details, Target};
+use crate::keyring::DekGate;
 use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
 /// How many times an update re-reads and retries when the secret changed first: another
@@ -528,6 +529,7 @@ impl Coffer {
         items: &[CreateSecretItem],
     ) -> Result<Vec<SecretRecord>, CoreError> {
         let now = Timestamp::now();
+        let mut gate = DekGate::default();
         let mut new = Vec::with_capacity(items.len());
         for item in items {
             let id = SecretId::from_bytes(random_id());
@@ -543,7 +545,15 @@ impl Coffer {
                 version: Version::FIRST,
             };
             let (value, dek) = self
-                .seal_version(account, store, id, Version::FIRST, &item.value, now)
+                .seal_version(
+                    account,
+                    store,
+                    id,
+                    Version::FIRST,
+                    &item.value,
+                    now,
+                    &mut gate,
+                )
                 .await?;
             new.push(NewSecret {
                 record,
@@ -563,6 +573,7 @@ impl Coffer {
         self.storage
             .create_secrets(account, store, new, self.quota_of(account_rec), &entries)
             .await?;
+        self.keys.written(gate);
         Ok(records)
     }
 
@@ -661,6 +672,7 @@ impl Coffer {
                 let jitter = u64::from(random_array::<1>()[0] % 16) + 1;
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
+            let mut gate = DekGate::default();
             let (ticket, pending) = {
                 let mut queued = stripe.lock().await;
                 // Build on the last queued update of this secret if one is pending, else on
@@ -683,7 +695,7 @@ impl Coffer {
                             )
                         })?;
                         let (value, dek) = self
-                            .seal_version(account, store, secret, next, v, now)
+                            .seal_version(account, store, secret, next, v, now, &mut gate)
                             .await?;
                         (Some(value), Some(dek), next)
                     }
@@ -728,6 +740,13 @@ impl Coffer {
                 (ticket, pending)
             };
             let result = pending.await;
+            // Released before the stripe is locked again: another update of the stripe may be
+            // waiting for the gate while holding the stripe.
+            if result.is_ok() {
+                self.keys.written(gate);
+            } else {
+                drop(gate);
+            }
             // Once the last queued update of the secret is answered, storage holds everything
             // queued before it. After a failure, the updates queued behind this one fail too
             // (`Conflict`, and retry): the next one reads storage. A request cancelled while
@@ -831,8 +850,17 @@ impl Coffer {
             modified: now,
             version: Version::FIRST,
         };
+        let mut gate = DekGate::default();
         let (value, dek) = self
-            .seal_version(account, store, id, Version::FIRST, &plaintext, now)
+            .seal_version(
+                account,
+                store,
+                id,
+                Version::FIRST,
+                &plaintext,
+                now,
+                &mut gate,
+            )
             .await?;
         // Cloudflare logs a duplicate as a create that names its source.
         let entry = self.change_entry(
@@ -860,6 +888,7 @@ impl Coffer {
                 &[entry],
             )
             .await?;
+        self.keys.written(gate);
         Ok(record)
     }
 
@@ -902,7 +931,9 @@ impl Coffer {
     // ---- values ----
 
     /// Seals `value` as this version; returns it with the DEK it is sealed under, which the
-    /// write must carry (the DEK may not be stored yet).
+    /// write must carry (the DEK may not be stored yet), holding `gate` until storage answers
+    /// (see `Keyring::sealing_key`).
+    #[allow(clippy::too_many_arguments)]
     async fn seal_version(
         &self,
         account: AccountId,
@@ -911,8 +942,9 @@ impl Coffer {
         version: Version,
         value: &Plaintext,
         now: Timestamp,
+        gate: &mut DekGate,
     ) -> Result<(VersionRecord, DekRecord), CoreError> {
-        let sealing = self.keys.sealing_key(account).await?;
+        let sealing = self.keys.sealing_key(account, gate).await?;
         let (dek_id, key) = (sealing.id, sealing.key);
         let ctx = ValueContext {
             account,
@@ -988,6 +1020,8 @@ pub mod operator_token;
 mod operator_token_tests;
 #[cfg(test)]
 mod reseal_tests;
+#[cfg(test)]
+mod revoke_tests;
 pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;

@@ -172,10 +172,11 @@ fn rotation_entry(
     )
 }
 
-/// What a node's revocation does to the ARKs: the rotations prepared, and the accounts left
-/// out (with their audit entries, written in the revocation's transaction).
+/// What a node's revocation does to the ARKs, before the DEKs are listed: the new versions
+/// prepared, and the accounts left out (with their audit entries, written in the revocation's
+/// transaction).
 pub(super) struct ArkRotations {
-    pub(super) rotations: Vec<(ArkRotation, DataKey)>,
+    next: Vec<NextArk>,
     pub(super) deferred: Vec<AuditEntry>,
 }
 
@@ -399,12 +400,55 @@ impl Keyring {
         revoked: Option<TokenId>,
         deks: &[DekRecord],
     ) -> Result<(ArkRotation, DataKey), CoreError> {
+        let next = self.new_ark_version(account, kek, current, revoked).await?;
+        let deks = self.rewrap_ark_deks(&next, deks).await?;
+        let key = Arc::try_unwrap(next.key)
+            .map_err(|_| CoreError::Internal("a new ARK version is shared".into()))?;
+        Ok((
+            ArkRotation {
+                account_id: account,
+                version: next.version,
+                key: next.record,
+                grants: next.grants,
+                deks,
+            },
+            key,
+        ))
+    }
+
+    /// The part of an ARK rotation that does not depend on the account's DEKs (and may call its
+    /// KEK, possibly an HSM): version `current.version + 1`, its wrap and its grants.
+    async fn new_ark_version(
+        &self,
+        account: AccountId,
+        kek: &Arc<dyn KekProvider>,
+        current: &CurrentArk,
+        revoked: Option<TokenId>,
+    ) -> Result<NextArk, CoreError> {
         let version = current.version.checked_add(1).ok_or_else(|| {
             CoreError::Internal("account replication key versions are used up".into())
         })?;
-        let (next, key) = new_ark(kek, account, version).await?;
+        let (next, record) = new_ark(kek, account, version).await?;
         let keys = self.storage.node_account_keys(account).await?;
         let grants = seal_grants(&keys, revoked, account, version, &next)?;
+        Ok(NextArk {
+            account,
+            current: current.clone(),
+            version,
+            key: Arc::new(next),
+            record,
+            grants,
+        })
+    }
+
+    /// The account's ARK-wrapped DEKs among `deks`, rewrapped under `next` (from their wraps by
+    /// the version it replaces: software AES; a KEK call only for a DEK without one).
+    async fn rewrap_ark_deks(
+        &self,
+        next: &NextArk,
+        deks: &[DekRecord],
+    ) -> Result<Vec<(coffer_types::DekId, Vec<u8>)>, CoreError> {
+        let account = next.account;
         let mut rewrapped = Vec::new();
         for record in deks
             .iter()
@@ -412,34 +456,28 @@ impl Keyring {
         {
             let ctx = dek_context(account, record.key.id);
             let dek = self
-                .dek_to_rewrap(record, true, (current.version, &current.key))
+                .dek_to_rewrap(record, true, (next.current.version, &next.current.key))
                 .await?;
-            rewrapped.push((record.key.id, ark_wrap(&next, version, &dek, &ctx)?.bytes));
+            rewrapped.push((
+                record.key.id,
+                ark_wrap(&next.key, next.version, &dek, &ctx)?.bytes,
+            ));
         }
-        Ok((
-            ArkRotation {
-                account_id: account,
-                version,
-                key,
-                grants,
-                deks: rewrapped,
-            },
-            next,
-        ))
+        Ok(rewrapped)
     }
 
-    /// The ARK rotations of `revoked`'s revocation: one per account with a stored ARK. An
-    /// account whose rotation cannot be prepared (its KEK unavailable or failing, a DEK that
-    /// does not open) is left out, so that one account cannot stop or roll back the others': it
-    /// is logged, gets an audit entry in its own log (written with the revocation), and its
-    /// ARK leaves memory until the owed rotation is made (see the module comment).
+    /// The first part of `revoked`'s ARK rotations, before the DEKs are listed: a new version
+    /// per account with a stored ARK, wrapped by the account's KEK and granted. An account
+    /// whose version cannot be made (its KEK unavailable or failing) is left out, so that one
+    /// account cannot stop or roll back the others': it is logged, gets an audit entry in its
+    /// own log (written with the revocation), and its ARK leaves memory until the owed
+    /// rotation is made (see the module comment).
     pub(super) async fn prepare_ark_rotations(
         &self,
         revoked: TokenId,
-        deks: &[DekRecord],
     ) -> Result<ArkRotations, CoreError> {
         let mut out = ArkRotations {
-            rotations: Vec::new(),
+            next: Vec::new(),
             deferred: Vec::new(),
         };
         // Storage's list, not memory's: an account deleted meanwhile is not in it.
@@ -449,49 +487,123 @@ impl Keyring {
                 self.account_keks().provider(account),
             ) {
                 (Some(current), Some(Ok(kek))) => {
-                    self.prepare_ark_rotation(account, &kek, &current, Some(revoked), deks)
+                    self.new_ark_version(account, &kek, &current, Some(revoked))
                         .await
                 }
                 (_, Some(Err(e))) => Err(e),
                 (None, Some(Ok(_))) => Err(CoreError::Unavailable(
                     "its replication key is not open (its KEK failed earlier)".into(),
                 )),
-                (_, None) => Err(CoreError::Unavailable(
-                    "no KEK of its own is loaded for it".into(),
-                )),
+                (_, None) => Err(CoreError::AccountKekUnavailable {
+                    account,
+                    kek_id: "(none loaded)".into(),
+                }),
             };
             match prepared {
-                Ok(rotation) => out.rotations.push(rotation),
-                Err(e) => {
-                    // No DEK of the account is made under the version the revoked node may
-                    // hold, from before the revocation commits.
-                    self.arks.set_aside(account);
-                    tracing::error!(account = %account, node = %revoked, version, error = %e, "the account's replication key cannot be rotated by this revocation: its values cannot be written until its KEK is back, and then it is rotated");
-                    out.deferred.push(rotation_entry(
-                        account,
-                        "failure",
-                        "node revocation",
-                        Some(revoked),
-                        version,
-                        // Fixed words: this entry is in the tenant's own log, and the
-                        // provider's error may name token labels or paths (the operator has
-                        // it in the log line above).
-                        "not rotated: the account's KEK is unavailable; rotated once it is back"
-                            .to_owned(),
-                    )?);
-                }
+                Ok(next) => out.next.push(next),
+                Err(e) => out
+                    .deferred
+                    .push(self.leave_out(account, revoked, version, &e)?),
             }
         }
         Ok(out)
     }
 
+    /// The second part, under the DEK gate: each prepared version with the account's DEKs
+    /// among `deks` rewrapped under it, and the keys to install once the revocation commits.
+    /// An account whose DEK does not open is left out (and its entry added to `deferred`).
+    pub(super) async fn finish_ark_rotations(
+        &self,
+        revoked: TokenId,
+        prepared: &ArkRotations,
+        deks: &[DekRecord],
+        deferred: &mut Vec<AuditEntry>,
+    ) -> Result<(Vec<ArkRotation>, Vec<(AccountId, u32, Arc<DataKey>)>), CoreError> {
+        let mut rotations = Vec::new();
+        let mut install = Vec::new();
+        for next in &prepared.next {
+            match self.rewrap_ark_deks(next, deks).await {
+                Ok(rewrapped) => {
+                    rotations.push(ArkRotation {
+                        account_id: next.account,
+                        version: next.version,
+                        key: next.record.clone(),
+                        grants: next.grants.clone(),
+                        deks: rewrapped,
+                    });
+                    install.push((next.account, next.version, Arc::clone(&next.key)));
+                }
+                Err(e) => deferred.push(self.leave_out(
+                    next.account,
+                    revoked,
+                    next.current.version,
+                    &e,
+                )?),
+            }
+        }
+        Ok((rotations, install))
+    }
+
+    /// Leaves `account` out of `revoked`'s revocation: no DEK of it is made under `version`
+    /// (which the revoked node may hold) from now on; logged, and the audit entry for the
+    /// account's own log returned.
+    fn leave_out(
+        &self,
+        account: AccountId,
+        revoked: TokenId,
+        version: u32,
+        error: &CoreError,
+    ) -> Result<AuditEntry, CoreError> {
+        self.arks.set_aside(account);
+        tracing::error!(account = %account, node = %revoked, version, error = %error, "the account's replication key cannot be rotated by this revocation: its values cannot be written until its KEK is back, and then it is rotated");
+        rotation_entry(
+            account,
+            "failure",
+            "node revocation",
+            Some(revoked),
+            version,
+            left_out_reason(error).to_owned(),
+        )
+    }
+
     /// Installs the ARK versions a committed revocation made (never for an account deleted
     /// meanwhile: see [`AccountArks::set`]).
-    pub(super) fn install_ark_rotations(&self, done: Vec<(AccountId, u32, DataKey)>) {
+    pub(super) fn install_ark_rotations(&self, done: Vec<(AccountId, u32, Arc<DataKey>)>) {
         for (account, version, key) in done {
-            self.arks.set(account, version, Arc::new(key));
+            self.arks.set(account, version, key);
         }
     }
+}
+
+/// The reason a tenant's log gives for its account left out of a revocation: its KEK is
+/// missing (not loaded, or its key file or token object gone).
+const LEFT_OUT_MISSING: &str =
+    "not rotated: the account's KEK is missing; rotated once the operator restores it";
+/// ... its KEK could not be used (the HSM or key store unreachable or failing).
+const LEFT_OUT_UNREACHABLE: &str = "not rotated: the account's KEK could not be reached (its HSM or key store is unavailable); rotated once it is back";
+/// ... anything else (a DEK that does not open, say).
+const LEFT_OUT_OTHER: &str =
+    "not rotated: the rotation failed on the control plane; retried by its DEK lifecycle job";
+
+/// Why an account was left out of a revocation, in fixed words by the kind of failure: the
+/// entry is in the tenant's own log, and the provider's error may name token labels, slots or
+/// paths (the operator has it in the control plane's log line).
+fn left_out_reason(error: &CoreError) -> &'static str {
+    match error {
+        CoreError::AccountKekUnavailable { .. } => LEFT_OUT_MISSING,
+        CoreError::Unavailable(_) => LEFT_OUT_UNREACHABLE,
+        _ => LEFT_OUT_OTHER,
+    }
+}
+
+/// A new ARK version prepared for a revocation, before the account's DEKs are rewrapped.
+pub(super) struct NextArk {
+    account: AccountId,
+    current: CurrentArk,
+    version: u32,
+    key: Arc<DataKey>,
+    record: WrappedKeyRecord,
+    grants: Vec<AccountGrant>,
 }
 
 const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first";

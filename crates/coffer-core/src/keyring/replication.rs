@@ -14,6 +14,10 @@
 //! not be able to open anything written after the revocation is acknowledged, and a DEK is
 //! rewrapped from the RK's wrap (software AES, no KEK call), so even 100,000 DEKs take well
 //! under a second; one transaction also leaves nothing half-rotated to resume.
+//!
+//! A revocation cannot be starved by writes making new DEKs: it makes every KEK call that does
+//! not depend on the DEKs first, then takes the keyring's DEK gate for the listing, rewrap and
+//! commit alone (`keyring/gate.rs`).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -29,7 +33,8 @@ use super::{
 };
 use crate::CoreError;
 
-/// Rotations retried when a DEK was made while one was being prepared.
+/// Attempts at a revocation's commit. Under the DEK gate a second one always succeeds (see
+/// `keyring/gate.rs`); one more for margin.
 const ROTATION_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone)]
@@ -247,37 +252,50 @@ impl Keyring {
         if !keys.iter().any(|(id, _)| *id == node) {
             return Ok(self.storage.revoke_node(node, at, audit).await?);
         }
+        // The slow part first, outside the DEK gate: every KEK (possibly HSM) call that does not
+        // depend on which DEKs exist.
+        let prepared = self.prepare_rotation(repl, node, &keys).await?;
+        // Then the gate, held across the attempts (see `keyring/gate.rs` for why the second
+        // attempt always succeeds): no write is handed a DEK storage may not hold until the
+        // new RK is installed.
+        let _gate = self.close_dek_gate().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let prepared = self.prepare_rotation(repl, node, &keys).await?;
-            let version = prepared.rotation.version;
+            let (rotation, arks, deferred) = self.finish_rotation(node, &prepared).await?;
             // An account left out of the rotation is audited in its own log, with the
             // revocation.
             let mut entries = audit.to_vec();
-            entries.extend(prepared.deferred);
+            entries.extend(deferred);
             match self
                 .storage
-                .revoke_node_rotating(node, at, prepared.rotation, &entries)
+                .revoke_node_rotating(node, at, rotation, &entries)
                 .await
             {
                 Ok(record) => {
+                    let version = prepared.version;
                     *repl.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
                         version,
-                        key: Arc::new(prepared.key),
+                        key: Arc::clone(&prepared.key),
                     };
-                    self.install_ark_rotations(prepared.arks);
+                    self.install_ark_rotations(arks);
                     // Every account starts a new DEK for its next seal.
                     self.lock_active().clear();
-                    tracing::info!(node = %node, version, "node revoked; replication key rotated");
+                    tracing::info!(node = %node, version, attempt, "node revoked; replication key rotated");
                     return Ok(record);
                 }
-                Err(StorageError::Conflict) if attempt < ROTATION_ATTEMPTS => continue,
+                Err(StorageError::Conflict) if attempt < ROTATION_ATTEMPTS => {
+                    tracing::warn!(node = %node, attempt, "a node revocation's rotation met a DEK stored meanwhile; listing again");
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
+    /// The part of a revocation's rotation that does not depend on the DEKs, with every KEK
+    /// call it needs: the new RK and its wrap, its grants, the replicated instance keys
+    /// rewrapped, and each account's new ARK version (`prepare_ark_rotations`).
     async fn prepare_rotation(
         &self,
         repl: &ReplicationKeys,
@@ -301,19 +319,6 @@ impl Keyring {
                 sealed: grant.sealed,
             });
         }
-        let mut deks = Vec::new();
-        let stored = self.storage.list_deks().await?;
-        for record in &stored {
-            // Wrapped by its account's own replication key: rotated with that below.
-            if record.rk.as_ref().is_some_and(|rk| rk.ark) {
-                continue;
-            }
-            let ctx = dek_context(record.account_id, record.key.id);
-            let key = self
-                .dek_to_rewrap(record, false, (current.version, &current.key))
-                .await?;
-            deks.push((record.key.id, rk_wrap(&next, version, &key, &ctx)?.bytes));
-        }
         let mut instance_keys = Vec::new();
         for purpose in REPLICATED_KEY_PURPOSES {
             let Some(stored) = self.storage.get_instance_key(purpose).await? else {
@@ -331,45 +336,84 @@ impl Keyring {
                 rk_wrap(&next, version, &key, &ctx)?.bytes,
             ));
         }
-        // Every DEK listed is retired by storage in the rotation's transaction (it may have
-        // reached the node being revoked, under the old RK); one made between the listing and
-        // the commit is missing from the rotation, which storage refuses (Conflict, and
-        // another attempt).
-        let ark_rotations = self.prepare_ark_rotations(revoked, &stored).await?;
-        let mut accounts = Vec::new();
-        let mut arks = Vec::new();
-        for (rotation, key) in ark_rotations.rotations {
-            arks.push((rotation.account_id, rotation.version, key));
-            accounts.push(rotation);
-        }
-        let record = WrappedKeyRecord {
-            created: Timestamp::now(),
-            ..record
-        };
+        let arks = self.prepare_ark_rotations(revoked).await?;
         Ok(PreparedRotation {
-            key: next,
-            rotation: RkRotation {
-                version,
-                key: record,
-                grants,
-                deks,
-                instance_keys,
-                accounts,
-            },
+            current,
+            version,
+            key: Arc::new(next),
+            record,
+            grants,
+            instance_keys,
             arks,
-            deferred: ark_rotations.deferred,
         })
+    }
+
+    /// The part that depends on the DEKs, under the DEK gate: every DEK listed and rewrapped
+    /// from its RK (or ARK) wrap in memory. Every DEK listed is retired by storage in the
+    /// rotation's transaction (it may have reached the node being revoked, under the old RK);
+    /// one stored between the listing and the commit is missing from the rotation, which
+    /// storage refuses (`Conflict`, and another attempt).
+    async fn finish_rotation(
+        &self,
+        revoked: TokenId,
+        prepared: &PreparedRotation,
+    ) -> Result<FinishedRotation, CoreError> {
+        let (current, version) = (&prepared.current, prepared.version);
+        let stored = self.storage.list_deks().await?;
+        let mut deks = Vec::new();
+        for record in &stored {
+            // Wrapped by its account's own replication key: rotated with that below.
+            if record.rk.as_ref().is_some_and(|rk| rk.ark) {
+                continue;
+            }
+            let ctx = dek_context(record.account_id, record.key.id);
+            let key = self
+                .dek_to_rewrap(record, false, (current.version, &current.key))
+                .await?;
+            deks.push((
+                record.key.id,
+                rk_wrap(&prepared.key, version, &key, &ctx)?.bytes,
+            ));
+        }
+        let mut deferred = prepared.arks.deferred.clone();
+        let (accounts, arks) = self
+            .finish_ark_rotations(revoked, &prepared.arks, &stored, &mut deferred)
+            .await?;
+        let rotation = RkRotation {
+            version,
+            key: WrappedKeyRecord {
+                created: Timestamp::now(),
+                ..prepared.record.clone()
+            },
+            grants: prepared.grants.clone(),
+            deks,
+            instance_keys: prepared.instance_keys.clone(),
+            accounts,
+        };
+        Ok((rotation, arks, deferred))
     }
 }
 
-/// A revocation's rotation, prepared: the new RK, what storage commits, the new ARK versions
-/// to install once it has, and the audit entries of the accounts left out.
+/// A revocation's rotation, prepared before the DEKs are listed: the RK it replaces, the new
+/// one with its wrap and grants, the replicated instance keys rewrapped, and the new ARK
+/// versions (with the accounts left out).
 struct PreparedRotation {
-    key: DataKey,
-    rotation: RkRotation,
-    arks: Vec<(AccountId, u32, DataKey)>,
-    deferred: Vec<AuditEntry>,
+    current: Current,
+    version: u32,
+    key: Arc<DataKey>,
+    record: WrappedKeyRecord,
+    grants: Vec<NodeGrant>,
+    instance_keys: Vec<(String, Vec<u8>)>,
+    arks: super::account_replication::ArkRotations,
 }
+
+/// What storage commits, the new ARK versions to install once it has, and the audit entries
+/// of the accounts left out.
+type FinishedRotation = (
+    RkRotation,
+    Vec<(AccountId, u32, Arc<DataKey>)>,
+    Vec<AuditEntry>,
+);
 
 /// A node's registered public key, parsed again to seal to it. Registration accepts only
 /// canonical, usable keys, so a failure here is a key stored by an older build: the error names

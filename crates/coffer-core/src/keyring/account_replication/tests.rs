@@ -9,9 +9,9 @@ use coffer_storage::{AccountRecord, NodeRecord, SqliteStorage, Storage};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
 use super::*;
-use crate::DekPolicy;
 use crate::account_kek::AccountKekInfo;
 use crate::test_keks::FlakyKek;
+use crate::{DekGate, DekPolicy};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -105,7 +105,11 @@ impl Fixture {
 
     /// Seals one value of `account` and stores its DEK, as a write would.
     async fn seal(&self, account: AccountId) -> DekRecord {
-        let key = self.keys.sealing_key(account).await.unwrap();
+        let key = self
+            .keys
+            .sealing_key(account, &mut DekGate::default())
+            .await
+            .unwrap();
         if self.storage.get_dek(key.id).await.unwrap().is_none() {
             self.storage.put_dek(key.record.clone()).await.unwrap();
         }
@@ -176,7 +180,12 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     // Nothing of it is written under the version the revoked node holds.
     assert_eq!(f.keys.account_replication_key_version(flaky), None);
     flaky_kek.failing.store(false, Ordering::SeqCst);
-    assert!(f.keys.sealing_key(flaky).await.is_err());
+    assert!(
+        f.keys
+            .sealing_key(flaky, &mut DekGate::default())
+            .await
+            .is_err()
+    );
     let audit = f.storage.audit_entries(flaky, 0, 100).await.unwrap();
     let deferred = audit
         .iter()
@@ -186,7 +195,7 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     let payload = String::from_utf8(deferred.entry.payload.clone()).unwrap();
     assert!(payload.contains(&n.to_string()), "{payload}");
     // The tenant's log says what happened in fixed words, never the provider's error.
-    assert!(payload.contains("KEK is unavailable"), "{payload}");
+    assert!(payload.contains(LEFT_OUT_UNREACHABLE), "{payload}");
     assert!(!payload.contains("the test's KEK is failing"), "{payload}");
 
     // The next catch-up (the lifecycle job's pass) makes the owed rotation.
@@ -264,7 +273,7 @@ async fn a_revocation_skips_a_deleted_account_and_a_late_install_does_not_bring_
     // A rotation's install after the delete's forget: the key stays forgotten.
     f.keys.forget_deleted_account(gone);
     f.keys
-        .install_ark_rotations(vec![(gone, 3, DataKey::generate())]);
+        .install_ark_rotations(vec![(gone, 3, Arc::new(DataKey::generate()))]);
     assert_eq!(f.keys.account_replication_key_version(gone), None);
 }
 
@@ -287,7 +296,11 @@ async fn an_account_kek_without_its_replication_key_seals_nothing() {
     f.keys
         .account_keks()
         .insert(account, info, Ok(kek.clone() as Arc<dyn KekProvider>));
-    let err = f.keys.sealing_key(account).await.unwrap_err();
+    let err = f
+        .keys
+        .sealing_key(account, &mut DekGate::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
     assert!(f.storage.latest_dek(account).await.unwrap().is_none());
     f.keys.ensure_ark(account, kek).await.unwrap();
@@ -311,4 +324,24 @@ fn storage_and_crypto_name_ark_wraps_alike() {
         coffer_crypto::ark_version_of(&coffer_storage::ark_kek_id(7)),
         Some(7)
     );
+}
+
+/// The tenant's log names the kind of failure that left its account out of a revocation, in
+/// one of a few fixed phrases, whatever the error's own text.
+#[test]
+fn a_left_out_rotation_is_explained_by_kind_in_fixed_words() {
+    let account = AccountId::from_bytes([3; 16]);
+    let missing = crate::account_kek::AccountKeks::unavailable(
+        account,
+        &coffer_crypto::KekId("file:secret-path".into()),
+    );
+    assert_eq!(left_out_reason(&missing), LEFT_OUT_MISSING);
+    let hsm = CoreError::Unavailable("slot 3 label coffer-acct: CKR_DEVICE_ERROR".into());
+    assert_eq!(left_out_reason(&hsm), LEFT_OUT_UNREACHABLE);
+    let other = CoreError::Internal("a DEK failed to open".into());
+    assert_eq!(left_out_reason(&other), LEFT_OUT_OTHER);
+    assert_ne!(LEFT_OUT_MISSING, LEFT_OUT_UNREACHABLE);
+    for phrase in [LEFT_OUT_MISSING, LEFT_OUT_UNREACHABLE, LEFT_OUT_OTHER] {
+        assert!(!phrase.contains("secret-path") && !phrase.contains("CKR_"));
+    }
 }

@@ -1,0 +1,143 @@
+//! A node's revocation under DEK churn: writes that each make a new DEK, run concurrently
+//! and without pause, never make the revocation's rotation fail (`keyring/gate.rs`).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use coffer_crypto::{FileKek, NodeKey};
+use coffer_storage::SqliteStorage;
+use coffer_types::NodeName;
+
+use super::*;
+use crate::CreateSecretItem;
+
+/// Writers churning DEKs, each in its own store.
+const CHURNERS: usize = 6;
+/// Upper bound of each writer's loop, so the test ends whatever happens.
+const MAX_WRITES: usize = 2_000;
+
+fn item(name: String) -> CreateSecretItem {
+    CreateSecretItem {
+        name: SecretName::parse(&name).unwrap(),
+        value: Plaintext::new(b"v".to_vec()),
+        scopes: Scopes::default(),
+        comment: Comment::default(),
+    }
+}
+
+/// Every seal makes a new DEK (a budget of one seal each): six writers creating secrets (and
+/// one of them deleting and re-creating its store, which gives up the account's DEK too) keep
+/// new DEKs reaching storage while a node is revoked. The revocation succeeds, the writes all
+/// succeed, and every DEK is under the new replication key afterwards. Before the DEK gate,
+/// each of the rotation's attempts met a DEK stored between its listing and its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_not_starved_by_writes_making_new_deks() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let policy = DekPolicy {
+        max_age: Duration::from_secs(3600),
+        max_seals: 1,
+    };
+    let coffer = Arc::new(
+        Coffer::open(storage, kek, Limits::default(), policy)
+            .await
+            .unwrap(),
+    );
+    let (account, token) = coffer.bootstrap("acme").await.unwrap();
+    let op = coffer
+        .authenticate(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    // Two nodes with keys: one revoked, one kept (granted the new key).
+    let mut nodes = Vec::new();
+    for n in ["e1", "e2"] {
+        let (node, _) = coffer
+            .create_node(&op, NodeName::parse(n).unwrap())
+            .await
+            .unwrap();
+        let key = NodeKey::create(&dir.path().join(format!("{n}.key"))).unwrap();
+        let public = hex::encode(key.public_key().as_bytes());
+        assert!(coffer.register_node_key(&node, &public).await.unwrap());
+        nodes.push(node);
+    }
+    // Some DEKs stored before, so that the rotation has work between listing and commit.
+    let seed = coffer
+        .create_store(&op, account, StoreName::parse("seed").unwrap())
+        .await
+        .unwrap()
+        .id;
+    coffer
+        .create_secrets(
+            &op,
+            account,
+            seed,
+            (0..200).map(|i| item(format!("S{i}"))).collect(),
+        )
+        .await
+        .unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let mut churners = Vec::new();
+    for c in 0..CHURNERS {
+        let (coffer, op, done, writes) = (
+            Arc::clone(&coffer),
+            op.clone(),
+            Arc::clone(&done),
+            Arc::clone(&writes),
+        );
+        churners.push(tokio::spawn(async move {
+            let name = StoreName::parse(&format!("churn-{c}")).unwrap();
+            let mut store = coffer
+                .create_store(&op, account, name.clone())
+                .await
+                .unwrap()
+                .id;
+            for i in 0..MAX_WRITES {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                // The first writer also deletes its store and makes it again now and then.
+                if c == 0 && i % 5 == 4 {
+                    coffer
+                        .delete_store(&op, account, store, true)
+                        .await
+                        .map_err(|e| format!("delete store: {e}"))?;
+                    store = coffer
+                        .create_store(&op, account, name.clone())
+                        .await
+                        .map_err(|e| format!("create store: {e}"))?
+                        .id;
+                }
+                coffer
+                    .create_secrets(&op, account, store, vec![item(format!("K{i}"))])
+                    .await
+                    .map_err(|e| format!("write {i} of writer {c}: {e}"))?;
+                writes.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    // The writers are under way (bounded: they stop after MAX_WRITES each).
+    while writes.load(Ordering::SeqCst) < 2 * CHURNERS && !churners.iter().all(|c| c.is_finished())
+    {
+        tokio::task::yield_now().await;
+    }
+    let revoked = coffer.revoke_node(&op, nodes[0].id).await;
+    let during = writes.load(Ordering::SeqCst);
+    done.store(true, Ordering::SeqCst);
+    for churner in churners {
+        churner.await.unwrap().unwrap();
+    }
+    revoked.expect("the revocation succeeds while new DEKs are being made");
+    assert!(
+        during < CHURNERS * MAX_WRITES,
+        "the writers were still writing when the revocation returned"
+    );
+    assert_eq!(coffer.keys.replication_key_version(), Some(2));
+    for dek in coffer.storage().list_deks().await.unwrap() {
+        let rk = dek.rk.expect("every DEK has an RK wrap");
+        assert_eq!(rk.version, 2, "DEK {} is under the new RK", dek.key.id);
+    }
+}
