@@ -14,6 +14,9 @@
 //! with its wrapped record, and the write that uses it carries the record (`NewSecret::dek`,
 //! `SecretUpdate::dek`) so that storage inserts it in the same transaction: a write that fails
 //! leaves no DEK behind, and a DEK made for it is simply carried again by the next write.
+//! Such a write holds the DEK gate shared until storage answers it ([`DekGate`]), so that a
+//! node's revocation, which takes it exclusive, lists every DEK that can reach storage
+//! (`keyring/gate.rs`).
 //!
 //! KEK calls are synchronous (an HSM round trip can take milliseconds), so they run on tokio's
 //! blocking pool and no lock is held across them.
