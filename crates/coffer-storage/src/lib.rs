@@ -76,7 +76,12 @@ pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 /// with that id is stored yet, appending `DekPut` (before the entries that use it) only when it
 /// did insert. Several items of one write, or several writes, may carry the same DEK: it is
 /// inserted once. A carried DEK must be the one its value names and belong to the call's account
-/// (`Invalid` otherwise); a DEK already stored under that id is kept as it is.
+/// (`Invalid` otherwise); a DEK already stored under that id is kept as it is. A carried (or
+/// put) DEK is refused with `Conflict`, stored already or not, when its replication wrap is not
+/// of the current RK (or of its account's current ARK version), when its account owes an ARK
+/// rotation (`ArkStorage::accounts_owing_ark_rotation`: the revoked node may hold that
+/// version), when its KEK version is retired, or when it was destroyed: the write seals again
+/// under a new DEK.
 ///
 /// **Audit entries carried by writes.** Every mutating method takes `audit: &[AuditEntry]`: the
 /// entries core records for the operation. They are appended, in the order given, in the same
@@ -158,7 +163,8 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     /// `Conflict`), its grants (`NodeKeyGrant` each), and the rewrap of every replicated
     /// instance key (`InstanceKeyPut` each) and of every DEK (`DekPut` each, after the
     /// grants). `Conflict` if a DEK is stored that the rotation does not rewrap (one was made
-    /// meanwhile: retry). Each of `rotation.accounts` likewise: the ARK's next version, its
+    /// meanwhile: retry); a DEK it rewraps that was destroyed meanwhile is skipped. Each of
+    /// `rotation.accounts` likewise: the ARK's next version, its
     /// grants and the rewrap of every DEK of the account under it (retired); an account with
     /// an ARK left out keeps its version (its KEK is unavailable: see core).
     async fn revoke_node_rotating(

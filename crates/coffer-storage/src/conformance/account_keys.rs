@@ -335,6 +335,9 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
     s.register_node_account_key(n, b, [10; 32], Some(agrant(b, n, 1, 10)), &[])
         .await
         .unwrap();
+    // A DEK of `b` under its ARK, stored before the revocation.
+    let b_before = dek(b, 12, 1, true);
+    s.put_dek(b_before.clone()).await.unwrap();
     assert!(s.accounts_owing_ark_rotation().await.unwrap().is_empty());
     let rotation = |accounts: Vec<ArkRotation>| RkRotation {
         version: 2,
@@ -417,6 +420,16 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
 
     // `b`'s current version is granted to the revoked n: owed (`a`'s is not, rotated).
     assert_eq!(s.accounts_owing_ark_rotation().await.unwrap(), vec![b]);
+    // Meanwhile no DEK under the owed version is stored, nor carried again by a write (a
+    // write that took it before the revocation): the revoked node may hold that version.
+    let at = s.change_head().await.unwrap();
+    for carried in [dek(b, 13, 1, true), b_before.clone()] {
+        assert!(
+            matches!(s.put_dek(carried).await, Err(StorageError::Conflict)),
+            "an ARK-wrapped DEK of an account owing a rotation is refused"
+        );
+    }
+    assert_eq!(s.change_head().await.unwrap(), at);
     let owed = |grants: Vec<AccountGrant>| ArkRotation {
         account_id: b,
         version: 2,
@@ -430,10 +443,18 @@ pub(super) async fn revocation_rotates_account_replication_keys(s: Arc<dyn Stora
             .await,
         Err(StorageError::Invalid(_))
     ));
-    s.rotate_account_replication_key(owed(Vec::new()), &[])
-        .await
-        .unwrap();
+    s.rotate_account_replication_key(
+        ArkRotation {
+            deks: vec![(b_before.key.id, vec![12; 60])],
+            ..owed(Vec::new())
+        },
+        &[],
+    )
+    .await
+    .unwrap();
     assert!(s.accounts_owing_ark_rotation().await.unwrap().is_empty());
+    // Once rotated, the account's DEKs under the new version are stored again.
+    s.put_dek(dek(b, 14, 2, true)).await.unwrap();
     assert_eq!(
         s.account_replication_key_versions(b).await.unwrap().len(),
         2

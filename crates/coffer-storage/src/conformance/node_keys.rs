@@ -203,6 +203,17 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
             .collect(),
     };
     let all = vec![(first.key.id, vec![8; 60]), (legacy.key.id, vec![9; 60])];
+    // A DEK the rotation listed and the lifecycle job destroyed before it committed: nothing
+    // to rewrap, and no reason to refuse the revocation.
+    let gone = dek(7, 1);
+    s.put_dek(gone.clone()).await.unwrap();
+    let destroyed = s
+        .destroy_unreferenced_deks(vec![first.key.id, legacy.key.id], 100)
+        .await
+        .unwrap();
+    assert_eq!(destroyed.len(), 1);
+    let mut listed = all.clone();
+    listed.push((gone.key.id, vec![7; 60]));
     let at = head(s).await;
     // A rotation that misses a DEK, or skips a version: refused, nothing written.
     for bad in [
@@ -219,9 +230,13 @@ pub(super) async fn revocation_rotates_every_replicated_wrap_in_one_write(s: Arc
     assert_eq!(s.latest_replication_key().await.unwrap().unwrap().0, 1);
 
     let revoked = s
-        .revoke_node_rotating(a, ts(9), rotation(all.clone(), 2), &[])
+        .revoke_node_rotating(a, ts(9), rotation(listed, 2), &[])
         .await
         .unwrap();
+    assert!(
+        s.get_dek(gone.key.id).await.unwrap().is_none(),
+        "stays destroyed"
+    );
     assert_eq!(revoked.revoked, Some(ts(9)));
     assert_eq!(s.latest_replication_key().await.unwrap().unwrap().0, 2);
     let log = all_changes(s).await;

@@ -390,6 +390,20 @@ pub(super) fn owing_rotation(conn: &Connection) -> Result<Vec<AccountId>> {
     )
 }
 
+/// Whether `account`'s current ARK version is granted to a revoked node (its rotation owed,
+/// as `owing_rotation` lists).
+pub(super) fn owes_rotation(conn: &Connection, account: AccountId) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM account_grants AS g
+             JOIN nodes AS n ON n.id = g.node_id
+             WHERE g.account_id = ?1 AND n.revoked IS NOT NULL
+               AND g.ark_version = (SELECT max(version) FROM account_replication_keys
+                                    WHERE account_id = ?1))",
+    )
+    .and_then(|mut stmt| stmt.query_row([account.as_bytes()], |row| row.get(0)))
+    .db("account owing a replication key rotation")
+}
+
 /// Removes `account`'s ARK versions, grants and node keys (its deletion).
 pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result<()> {
     for (sql, context) in [

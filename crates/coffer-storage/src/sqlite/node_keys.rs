@@ -17,9 +17,11 @@ use crate::{
 /// Rewraps each of `deks` by version `version` of a replication key (the RK wrap an edge
 /// reads) and appends its `DekPut`: with `ark_of`, that account's ARK (`ark:<n>`; each DEK must
 /// be the account's), else the instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK
-/// that is not found so is a `Conflict`. Rewrapped because the old version reached a revoked
-/// node: the DEK never seals again, and its values are re-sealed onto a DEK made under the new
-/// version (`deks.retired`).
+/// that is not found so is a `Conflict`, but for one destroyed since the rotation listed it
+/// (the DEK lifecycle job runs beside a revocation): there is nothing left to rewrap, and
+/// refusing would let destructions starve the revocation. Rewrapped because the old version
+/// reached a revoked node: the DEK never seals again, and its values are re-sealed onto a DEK
+/// made under the new version (`deks.retired`).
 pub(super) fn rewrap_deks(
     cx: &mut WriteCx<'_>,
     deks: &[(DekId, Vec<u8>)],
@@ -34,8 +36,13 @@ pub(super) fn rewrap_deks(
             params![dek.as_bytes(), ark_of.as_ref().map(AccountId::as_bytes)],
             "rewrap dek",
             |row| id_col(row, 0, "deks.account_id"),
-        )?
-        .ok_or(StorageError::Conflict)?;
+        )?;
+        let Some(account) = account else {
+            if writes::is_destroyed(cx.conn, dek)? {
+                continue;
+            }
+            return Err(StorageError::Conflict);
+        };
         cx.conn
             .prepare_cached(
                 "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, rk_account = ?3, retired = 1

@@ -297,6 +297,18 @@ pub(super) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
     }
 }
 
+/// Whether DEK `id` was destroyed (its id is remembered, `destroyed_deks`).
+pub(super) fn is_destroyed(conn: &rusqlite::Connection, id: &DekId) -> Result<bool> {
+    Ok(query_opt(
+        conn,
+        "SELECT 1 FROM destroyed_deks WHERE id = ?1",
+        [id.as_bytes()],
+        "check destroyed dek",
+        |_| Ok(()),
+    )?
+    .is_some())
+}
+
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
 /// appended its `DekPut`).
 fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
@@ -319,6 +331,12 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         if current != Some(rk.version) {
             return Err(StorageError::Conflict);
         }
+        // An account left out of a revocation (its KEK was unavailable) keeps its ARK version,
+        // which the revoked node may hold, until the owed rotation is made: a write that took
+        // a DEK under it before the revocation must not store a value under it afterwards.
+        if rk.ark && super::account_keys::owes_rotation(cx.conn, dek.account_id)? {
+            return Err(StorageError::Conflict);
+        }
     }
     // A DEK wrapped by a KEK version retired since the write took it (its key is destroyed):
     // the caller retries with a new DEK, which the active version wraps. Refused even when the
@@ -327,14 +345,7 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     // A destroyed DEK that a write took before its destruction: storing it again would bring
     // it back (with a new `DekPut`) after its `DekDestroyed`. The write retries with a fresh
     // DEK.
-    let destroyed = query_opt(
-        cx.conn,
-        "SELECT 1 FROM destroyed_deks WHERE id = ?1",
-        [dek.key.id.as_bytes()],
-        "check destroyed dek",
-        |_| Ok(()),
-    )?;
-    if destroyed.is_some() {
+    if is_destroyed(cx.conn, &dek.key.id)? {
         return Err(StorageError::Conflict);
     }
     let inserted = execute(
