@@ -141,3 +141,77 @@ async fn a_revocation_is_not_starved_by_writes_making_new_deks() {
         assert_eq!(rk.version, 2, "DEK {} is under the new RK", dek.key.id);
     }
 }
+
+/// A node key stored that no longer parses (a non-canonical encoding an older build accepted)
+/// cannot be sealed to: a revocation's rotation fails naming that node, which the operator
+/// then revokes (its key is skipped from then on, and the first revocation goes through).
+#[tokio::test]
+async fn a_stored_node_key_that_does_not_parse_names_the_node_to_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let coffer = Coffer::open(
+        Arc::clone(&storage),
+        kek,
+        Limits::default(),
+        DekPolicy::default(),
+    )
+    .await
+    .unwrap();
+    let (_, token) = coffer.bootstrap("acme").await.unwrap();
+    let op = coffer
+        .authenticate(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    let (good, _) = coffer
+        .create_node(&op, NodeName::parse("good").unwrap())
+        .await
+        .unwrap();
+    let key = NodeKey::create(&dir.path().join("good.key")).unwrap();
+    let public = hex::encode(key.public_key().as_bytes());
+    assert!(coffer.register_node_key(&good, &public).await.unwrap());
+
+    // The same point with the top bit set: X25519 reads it as the same key, parsing refuses it.
+    let (old, _) = coffer
+        .create_node(&op, NodeName::parse("old").unwrap())
+        .await
+        .unwrap();
+    let other = NodeKey::create(&dir.path().join("old.key")).unwrap();
+    let mut stored = *other.public_key().as_bytes();
+    stored[31] |= 0x80;
+    assert!(coffer_crypto::NodePublicKey::parse(&stored).is_err());
+    storage
+        .register_node_key(
+            old.id,
+            stored,
+            coffer_storage::NodeGrant {
+                node_id: old.id,
+                rk_version: 1,
+                ephemeral_public: [1; 32],
+                sealed: vec![1; 60],
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let err = coffer.revoke_node(&op, good.id).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(&old.id.to_string()) && message.contains("revoke that node"),
+        "{message}"
+    );
+    assert!(
+        storage
+            .get_node(good.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_none(),
+        "nothing revoked"
+    );
+    coffer.revoke_node(&op, old.id).await.unwrap();
+    coffer.revoke_node(&op, good.id).await.unwrap();
+    assert_eq!(coffer.keys.replication_key_version(), Some(3));
+}
