@@ -842,6 +842,7 @@ mod account_replication;
 mod gate;
 mod replication;
 
+pub(crate) use account_replication::{NO_ARK, NO_NODE_KEY};
 pub use gate::DekGate;
 #[cfg(test)]
 mod tests;

@@ -331,11 +331,11 @@ impl Keyring {
         self.arks.forget_deleted(account);
     }
 
-    /// Records `public` as `node`'s key for `account` and grants it the account's current ARK
-    /// (if it has one), sealed to that key and the node's own key together; `audit` is written
-    /// with it. `Ok(false)`: this very key was registered before. A node without a node key yet
-    /// answers `InvalidNodeKey`; an account whose ARK exists but could not be opened (its KEK
-    /// unavailable) `AccountKekUnavailable`.
+    /// Records `public` as `node`'s key for `account` and grants it the account's current ARK,
+    /// sealed to that key and the node's own key together; `audit` is written
+    /// with it. `Ok(false)`: this very key was registered before. A node without a node key yet,
+    /// or an account without an ARK, answers `InvalidNodeKey`; an account whose ARK exists but
+    /// could not be opened (its KEK unavailable) `AccountKekUnavailable`.
     pub(crate) async fn register_node_account_key(
         &self,
         node: TokenId,
@@ -367,13 +367,19 @@ impl Keyring {
                 }];
                 seal_grants(&keys, None, account, current.version, &current.key)?.pop()
             }
+            // Not before the account has an ARK: nothing is granted then, and whoever holds
+            // the node token could take the node's place for the account ahead of its edge,
+            // which registers only for accounts whose DEKs its replica holds ARK-wrapped.
             None => {
                 if let Some(kek_id) = self.account_keks().kek_id(account) {
                     return Err(crate::account_kek::AccountKeks::unavailable(
                         account, &kek_id,
                     ));
                 }
-                None
+                if self.storage.get_account(account).await?.is_none() {
+                    return Err(CoreError::NotFound(crate::Resource::Account));
+                }
+                return Err(CoreError::InvalidNodeKey(NO_ARK));
             }
         };
         let recorded = self
@@ -606,7 +612,10 @@ pub(super) struct NextArk {
     grants: Vec<AccountGrant>,
 }
 
-const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first";
+/// The refusal of a node account key for an account without an ARK.
+pub(crate) const NO_ARK: &str = "this account has no replication key of its own (it has no KEK of its own): node account keys are registered only for accounts that have one";
+
+pub(crate) const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first";
 
 #[cfg(test)]
 mod tests;

@@ -149,11 +149,20 @@ impl Coffer {
         node: &NodeRecord,
         public_key_hex: &str,
     ) -> Result<bool, CoreError> {
-        let public = parse_public_key(
-            public_key_hex,
-            "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)",
-        )?;
-        let recorded = self.keys.register_node_key(node.id, &public, &[]).await?;
+        let registered = async {
+            let public = parse_public_key(
+                public_key_hex,
+                "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)",
+            )?;
+            self.keys.register_node_key(node.id, &public, &[]).await
+        };
+        let recorded = match registered.await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                self.audit_refused_key(node, None, public_key_hex, &e).await;
+                return Err(e);
+            }
+        };
         if recorded {
             tracing::info!(
                 node = %node.id,
@@ -175,10 +184,17 @@ impl Coffer {
         account: coffer_types::AccountId,
         public_key_hex: &str,
     ) -> Result<bool, CoreError> {
-        let public = parse_public_key(
+        let public = match parse_public_key(
             public_key_hex,
             "public_key must be 64 hex digits: the X25519 public key the edge made for this account (its data dir's node-account-keys/<account>.key)",
-        )?;
+        ) {
+            Ok(public) => public,
+            Err(e) => {
+                self.audit_refused_key(node, Some(account), public_key_hex, &e)
+                    .await;
+                return Err(e);
+            }
+        };
         // Audited (only when recorded) in the account's log, which shows every node holding a
         // key to it, and in the operator's: who registered which key, by fingerprint only.
         let fingerprint = public.fingerprint();
@@ -208,10 +224,18 @@ impl Coffer {
                 },
             )?);
         }
-        let recorded = self
+        let recorded = match self
             .keys
             .register_node_account_key(node.id, account, &public, &entries)
-            .await?;
+            .await
+        {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                self.audit_refused_key(node, Some(account), public_key_hex, &e)
+                    .await;
+                return Err(e);
+            }
+        };
         if recorded {
             tracing::info!(
                 node = %node.id,
@@ -222,6 +246,69 @@ impl Coffer {
             );
         }
         Ok(recorded)
+    }
+
+    /// Audits a refused registration of `node`'s key (for `account`, when a node account key):
+    /// in the operator's log, and in the account's when the account exists, with fixed words by
+    /// the kind of refusal and the key's fingerprint when it parses, never the key. Errors that
+    /// are not the key's refusal (storage unavailable, say) are not audited here; a refusal
+    /// that cannot be audited is logged.
+    async fn audit_refused_key(
+        &self,
+        node: &NodeRecord,
+        account: Option<coffer_types::AccountId>,
+        public_key_hex: &str,
+        error: &CoreError,
+    ) {
+        let Some(reason) = refusal_reason(error) else {
+            return;
+        };
+        let fingerprint = parse_public_key(public_key_hex, "")
+            .ok()
+            .map(|k| k.fingerprint());
+        let mut logs = Vec::new();
+        if let Some(account) = account
+            && !matches!(error, CoreError::NotFound(Resource::Account))
+        {
+            logs.push((account, false));
+        }
+        match self.operator_account().await {
+            Ok(Some(operator)) if Some(operator) != account => logs.push((operator, true)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot find the operator's account to audit a refused node key")
+            }
+        }
+        let mut entries = Vec::new();
+        for (log, in_other) in logs {
+            let entry = self.audit_entry(
+                log,
+                Event {
+                    action: "register_key",
+                    outcome: "failure",
+                    target: Target {
+                        account_id: account.filter(|_| in_other),
+                        ..Target::node(Some(node.id), Some(&node.name))
+                    },
+                    details: Details {
+                        key_fingerprint: fingerprint.clone(),
+                        reason: Some(reason.to_owned()),
+                        ..Details::default()
+                    },
+                    who: Actorish::Node {
+                        id: node.id,
+                        name: &node.name,
+                    },
+                },
+            );
+            match entry {
+                Ok(entry) => entries.push(entry),
+                Err(e) => tracing::error!(error = %e, "could not build an audit entry"),
+            }
+        }
+        if let Err(e) = self.storage.append_audit(&entries).await {
+            tracing::error!(node = %node.id, error = %e, "could not record a refused node key registration in the audit log");
+        }
     }
 
     /// Authenticates a node token: parsed, looked up by id, its keyed hash compared in
@@ -281,6 +368,28 @@ impl Coffer {
         }
         Ok(row)
     }
+}
+
+/// The audit log's words for a refused key registration, by kind (`None`: not a refusal of
+/// the key). Fixed phrases: the error's own text may carry more than an account's log should.
+fn refusal_reason(error: &CoreError) -> Option<&'static str> {
+    Some(match error {
+        CoreError::InvalidNodeKey(m) if *m == crate::keyring::NO_NODE_KEY => {
+            "refused: the node has not registered its node key"
+        }
+        CoreError::InvalidNodeKey(m) if *m == crate::keyring::NO_ARK => {
+            "refused: the account has no replication key of its own"
+        }
+        CoreError::InvalidNodeKey(_) => {
+            "refused: not the canonical encoding of a usable X25519 public key"
+        }
+        CoreError::NodeKeyConflict => {
+            "refused: another key is registered for this node, or this key is in use elsewhere"
+        }
+        CoreError::AccountKekUnavailable { .. } => "refused: the account's KEK is unavailable",
+        CoreError::NotFound(Resource::Account) => "refused: no such account",
+        _ => return None,
+    })
 }
 
 /// Parses `public_key_hex` (64 hex digits) as an X25519 public key; `malformed` is the

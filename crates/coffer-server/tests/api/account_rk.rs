@@ -408,31 +408,51 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
             StatusCode::OK
         );
     }
-    // Before the account has a replication key of its own: recorded, nothing granted.
+    // Not before the account has a replication key of its own: nothing would be granted, and
+    // a node token alone could take the key's place ahead of the edge. Refused, nothing
+    // written, and the refusal audited in the account's log (fixed words, the key's
+    // fingerprint, never the key).
+    let head = h.change_head().await;
+    let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &acct_a).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["code"], 1015, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no replication key of its own"),
+        "{body}"
+    );
+    assert_eq!(h.change_head().await, head);
+    let public_hex = hex::encode(acct_a.public_key().as_bytes());
+    let refused = key_registrations(&h, account, "failure").await;
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].contains("no replication key of its own"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[0].contains(&acct_a.public_key().fingerprint()),
+        "{}",
+        refused[0]
+    );
+    assert!(!refused[0].contains(&public_hex), "{}", refused[0]);
+    // Once its KEK is set (ARK 1): recorded and granted at once.
+    assert_ok(&set_kek(&h, &acct, "file").await);
     let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &acct_a).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["registered"], true, "{body}");
     // Audited in the account's log by the key's fingerprint, never the key itself.
-    let audit = h
-        .coffer
-        .storage()
-        .audit_entries(account, 0, 1000)
-        .await
-        .unwrap();
-    let registered = audit
-        .iter()
-        .find(|r| r.entry.action == "register_key")
-        .expect("the registration is audited in the account's log");
-    let payload = String::from_utf8(registered.entry.payload.clone()).unwrap();
-    let public_hex = hex::encode(acct_a.public_key().as_bytes());
+    let registered = key_registrations(&h, account, "success").await;
+    assert_eq!(registered.len(), 1);
+    let payload = &registered[0];
     assert!(
         payload.contains(&acct_a.public_key().fingerprint()),
         "{payload}"
     );
     assert!(payload.contains(&a.id), "{payload}");
     assert!(!payload.contains(&public_hex), "{payload}");
-    // Setting its KEK makes ARK 1 and grants it to the key already registered.
-    assert_ok(&set_kek(&h, &acct, "file").await);
     let ark = granted_ark(&h, account, a_id, 1, &acct_a, &node_a)
         .await
         .expect("granted");
@@ -505,6 +525,7 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
     // Refusals: another key (first wins), a key in use (as a node key, or for the account by
     // another node), an unknown account, a malformed key. None writes.
     let other = h.create_account("other").await;
+    assert_ok(&set_kek(&h, &other, "file").await);
     let head = h.change_head().await;
     let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &key("x")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -561,6 +582,19 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
     // The account keeps serving: a new value lands under ARK 2.
     put_secrets(&h, &acct, &admin, &store, "after", 1).await;
     assert_eq!(opens_every_dek(&h, account, 2, &next).await, 3);
+}
+
+/// The payloads of `account`'s audited key registrations with `outcome`.
+async fn key_registrations(h: &Harness, account: AccountId, outcome: &str) -> Vec<String> {
+    h.coffer
+        .storage()
+        .audit_entries(account, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == "register_key" && r.entry.outcome == outcome)
+        .map(|r| String::from_utf8(r.entry.payload).unwrap())
+        .collect()
 }
 
 /// An account whose KEK is unavailable when a node is revoked keeps its ARK version (nothing of

@@ -56,6 +56,37 @@ async fn a_node_registers_its_key_once_and_is_granted_the_replication_key() {
     assert_err(&r, ErrorCode::NodeKeyConflict, "first registration wins");
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(h.change_head().await, head + 1, "a refusal writes nothing");
+    // ... but is audited in the operator's log: fixed words, the key's fingerprint, never the
+    // key.
+    let refused = refused_registrations(&h).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let theirs_key = coffer_crypto::NodePublicKey::parse(&hex::decode(&theirs).unwrap()).unwrap();
+    assert!(
+        refused[0].contains(&theirs_key.fingerprint()),
+        "{}",
+        refused[0]
+    );
+    assert!(refused[0].contains(&node.id), "{}", refused[0]);
+    assert!(
+        refused[0].contains("another key is registered"),
+        "{}",
+        refused[0]
+    );
+    assert!(!refused[0].contains(&theirs), "{}", refused[0]);
+}
+
+/// The payloads of the refused key registrations audited in the operator's log.
+async fn refused_registrations(h: &Harness) -> Vec<String> {
+    let operator = h.account.parse().unwrap();
+    h.coffer
+        .storage()
+        .audit_entries(operator, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.action == "register_key" && r.entry.outcome == "failure")
+        .map(|r| String::from_utf8(r.entry.payload).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -79,6 +110,14 @@ async fn malformed_keys_and_wrong_tokens_are_refused_in_the_envelope() {
     }
     let r = register(&h, &node.token, json!({ "key": "00" })).await;
     assert_err(&r, ErrorCode::MalformedJson, "public_key");
+    // Each refused key is audited (a body that does not parse never reaches core); with no
+    // fingerprint, since none of them is a key.
+    let refused = refused_registrations(&h).await;
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    for payload in &refused {
+        assert!(payload.contains("not the canonical encoding"), "{payload}");
+        assert!(!payload.contains("sha256:"), "{payload}");
+    }
 
     let keys = tempfile::tempdir().unwrap();
     let body = json!({ "public_key": public_hex(&keys, "a") });
