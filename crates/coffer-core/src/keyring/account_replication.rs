@@ -527,7 +527,16 @@ impl Keyring {
     ) -> Result<(Vec<ArkRotation>, Vec<(AccountId, u32, Arc<DataKey>)>), CoreError> {
         let mut rotations = Vec::new();
         let mut install = Vec::new();
-        for next in &prepared.next {
+        // An account deleted since its version was prepared has nothing left to rotate (and
+        // storage would refuse its rotation).
+        let live: HashSet<AccountId> = self
+            .storage
+            .account_replication_keys()
+            .await?
+            .into_iter()
+            .map(|(account, _, _)| account)
+            .collect();
+        for next in prepared.next.iter().filter(|n| live.contains(&n.account)) {
             match self.rewrap_ark_deks(next, deks).await {
                 Ok(rewrapped) => {
                     rotations.push(ArkRotation {

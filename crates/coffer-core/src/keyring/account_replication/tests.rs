@@ -345,3 +345,57 @@ fn a_left_out_rotation_is_explained_by_kind_in_fixed_words() {
         assert!(!phrase.contains("secret-path") && !phrase.contains("CKR_"));
     }
 }
+
+/// A revocation waits at the DEK gate for a write that carries a DEK not stored yet, after
+/// preparing the new ARK versions; an account deleted meanwhile is skipped when it goes on,
+/// not a reason to fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_writes_holding_the_gate_and_skips_an_account_deleted_meanwhile() {
+    let f = Arc::new(fixture().await);
+    let (gone, kept) = (f.account("gone").await, f.account("kept").await);
+    f.own_kek(gone, "gone.kek").await;
+    f.own_kek(kept, "kept.kek").await;
+    let (n, _) = f.node("n").await;
+    f.node("m").await;
+    f.account_key(n, gone, "n-gone").await;
+    f.seal(gone).await;
+
+    // A write in flight: handed a DEK storage does not hold yet, so it holds the gate.
+    let mut write = DekGate::default();
+    let carried = f.keys.sealing_key(kept, &mut write).await.unwrap();
+    let revocation = tokio::spawn({
+        let f = Arc::clone(&f);
+        async move { f.keys.revoke_node(n, Timestamp::now(), &[]).await }
+    });
+    // The revocation has made its slow part and asks for the gate: from then on, no write is
+    // let in ahead of it (a fair lock).
+    let mut polls = 0;
+    while Arc::clone(&f.keys.dek_gate).try_read_owned().is_ok() {
+        polls += 1;
+        assert!(polls < 1_000_000, "the revocation never asked for the gate");
+        assert!(!revocation.is_finished(), "{:?}", revocation.await);
+        tokio::task::yield_now().await;
+    }
+    assert!(!revocation.is_finished(), "it waits for the write");
+    f.storage.delete_account(gone, &[]).await.unwrap();
+    // The write commits, then releases the gate.
+    f.storage.put_dek(carried.record.clone()).await.unwrap();
+    f.keys.written(write);
+    revocation
+        .await
+        .unwrap()
+        .expect("the deleted account is skipped");
+    assert_eq!(f.stored_version(kept).await, 2);
+    let rk = f
+        .storage
+        .get_dek(carried.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .rk
+        .unwrap();
+    assert!(
+        rk.ark && rk.version == 2,
+        "the write's DEK is rotated too: {rk:?}"
+    );
+}
