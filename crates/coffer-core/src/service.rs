@@ -933,6 +933,8 @@ impl Coffer {
     /// Seals `value` as this version; returns it with the DEK it is sealed under, which the
     /// write must carry (the DEK may not be stored yet), holding `gate` until storage answers
     /// (see `Keyring::sealing_key`).
+    // Each argument is a part of the value's context or of the write; bundling them would
+    // only rename them.
     #[allow(clippy::too_many_arguments)]
     async fn seal_version(
         &self,

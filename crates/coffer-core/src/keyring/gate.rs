@@ -72,8 +72,13 @@ impl Keyring {
                 Err(_) => Arc::clone(&self.dek_gate).read_owned().await,
             };
             gate.held = Some(held);
-            // Taken after the DEK was: a revocation may have committed in between.
+            // Taken after the DEK was: a revocation may have committed in between. Then the
+            // hold is given back unless an earlier DEK of this write needs it, so the KEK call
+            // that makes the next DEK is not made under it.
             if !self.made_under_current_rk(&key.record) {
+                if gate.fresh.is_empty() {
+                    gate.held = None;
+                }
                 return None;
             }
         }
