@@ -10,13 +10,13 @@
 //! [`DEK_CACHE_CAPACITY`] of them, so the KEK (possibly an HSM) is off the read path after the
 //! first use of each DEK.
 //!
-//! The keyring never writes a DEK to storage. A new DEK comes back from [`Keyring::sealing_key`]
+//! The keyring never writes a DEK to storage. A new DEK comes back from [`DekWrite::seal`]
 //! with its wrapped record, and the write that uses it carries the record (`NewSecret::dek`,
 //! `SecretUpdate::dek`) so that storage inserts it in the same transaction: a write that fails
 //! leaves no DEK behind, and a DEK made for it is simply carried again by the next write.
-//! Such a write holds the DEK gate shared until storage answers it ([`DekGate`]), so that a
-//! node's revocation, which takes it exclusive, lists every DEK that can reach storage
-//! (`keyring/gate.rs`).
+//! Such a write goes through a [`DekWrite`], which holds the DEK gate shared from just before
+//! its storage call until storage answers it, so that a node's revocation, which takes it
+//! exclusive, lists every DEK that can reach storage (`keyring/gate.rs`).
 //!
 //! KEK calls are synchronous (an HSM round trip can take milliseconds), so they run on tokio's
 //! blocking pool and no lock is held across them.
@@ -65,14 +65,17 @@ impl Default for DekPolicy {
     }
 }
 
-/// The DEK to seal one value with.
+/// The DEK to seal one value with, from [`DekWrite::seal`].
 #[derive(Debug)]
-pub struct SealingKey {
-    pub id: DekId,
-    pub key: Arc<DataKey>,
-    /// The DEK as storage holds it. The write that stores the value must carry it
-    /// (`NewSecret::dek` / `SecretUpdate::dek`): it may not be stored yet.
-    pub record: DekRecord,
+pub(crate) struct SealingKey {
+    pub(crate) id: DekId,
+    pub(crate) key: Arc<DataKey>,
+    /// The DEK as storage holds it. The write that stores the value carries it
+    /// ([`DekWrite::carry`]): it may not be stored yet.
+    record: DekRecord,
+    /// Whether storage holds it (a write that carried it committed, or it was read from
+    /// storage): a write carrying only stored DEKs never touches the DEK gate.
+    stored: bool,
 }
 
 #[derive(Debug)]
@@ -91,6 +94,7 @@ impl ActiveDek {
             id: self.record.key.id,
             key: Arc::clone(&self.key),
             record: self.record.clone(),
+            stored: self.stored,
         }
     }
 }
@@ -281,86 +285,64 @@ impl Keyring {
         &self.node_mac
     }
 
-    /// The DEK to seal one new value of `account` with. The write storing the value must carry
-    /// [`SealingKey::record`], and hold `gate` until storage has answered it (then
-    /// [`Keyring::written`] on success): a DEK that may not be stored yet is handed out only
-    /// under the DEK gate (`keyring/gate.rs`), which a node's revocation waits for. A write
-    /// sealing several values passes the same `gate` each time.
-    pub async fn sealing_key(
-        &self,
-        account: AccountId,
-        gate: &mut DekGate,
-    ) -> Result<SealingKey, CoreError> {
-        loop {
-            let now = Timestamp::now();
-            if let Some(taken) = self.take_seal(account, now) {
-                match self.hold_for(taken, gate).await {
-                    Some(key) => return Ok(key),
-                    // A revocation replaced the RK while this write waited: seal again.
-                    None => continue,
-                }
-            }
-            // Slow path: no usable DEK in memory. Nothing is locked while storage and the KEK
-            // work (the DEK gate is taken after the KEK call, see `hold_for`).
-            let known = self.lock_active().contains_key(&account);
-            // After a restart, reuse the account's newest DEK while it is still fresh rather
-            // than making one per restart.
-            let mut candidate = None;
-            if !known
-                && let Some(record) = self.storage.latest_dek(account).await?
-                && self.fresh(record.key.created, now)
-                && record.key.kek_id == self.wrapping_kek_id(account)
-                && self.made_under_current_rk(&record)
-            {
-                let key = self.unwrap_dek(&record).await?;
-                candidate = Some((record, key, true));
-            }
-            let (record, key, stored) = match candidate {
-                Some(found) => found,
-                None => {
-                    let (record, key) = self.new_dek(account).await?;
-                    (record, key, false)
-                }
-            };
-
-            let taken = {
-                let mut active = self.lock_active();
-                // Another task may have installed a usable DEK meanwhile: use that one, and
-                // drop ours.
-                match active.get_mut(&account) {
-                    Some(dek) if self.usable(dek, now) => {
-                        dek.seals += 1;
-                        (dek.sealing_key(), dek.stored)
-                    }
-                    _ => {
-                        let dek = ActiveDek {
-                            record,
-                            key,
-                            seals: 1,
-                            stored,
-                        };
-                        let out = (dek.sealing_key(), stored);
-                        active.insert(account, dek);
-                        out
-                    }
-                }
-            };
-            if let Some(key) = self.hold_for(taken, gate).await {
-                return Ok(key);
-            }
+    /// The DEK to seal one new value of `account` with, counting one seal against it. Writes
+    /// reach it through [`DekWrite::seal`], which ties the DEK to the write that carries it
+    /// (`keyring/gate.rs`). May make a DEK (a KEK call); nothing is locked meanwhile.
+    async fn sealing_key(&self, account: AccountId) -> Result<SealingKey, CoreError> {
+        let now = Timestamp::now();
+        if let Some(key) = self.take_seal(account, now) {
+            return Ok(key);
         }
+        // Slow path: no usable DEK in memory. Nothing is locked while storage and the KEK work.
+        let known = self.lock_active().contains_key(&account);
+        // After a restart, reuse the account's newest DEK while it is still fresh rather than
+        // making one per restart.
+        let mut candidate = None;
+        if !known
+            && let Some(record) = self.storage.latest_dek(account).await?
+            && self.fresh(record.key.created, now)
+            && record.key.kek_id == self.wrapping_kek_id(account)
+            && self.made_under_current_rk(&record)
+        {
+            let key = self.unwrap_dek(&record).await?;
+            candidate = Some((record, key, true));
+        }
+        let (record, key, stored) = match candidate {
+            Some(found) => found,
+            None => {
+                let (record, key) = self.new_dek(account).await?;
+                (record, key, false)
+            }
+        };
+
+        let mut active = self.lock_active();
+        // Another task may have installed a usable DEK meanwhile: use that one, and drop ours.
+        if let Some(dek) = active.get_mut(&account)
+            && self.usable(dek, now)
+        {
+            dek.seals += 1;
+            return Ok(dek.sealing_key());
+        }
+        let dek = ActiveDek {
+            record,
+            key,
+            seals: 1,
+            stored,
+        };
+        let out = dek.sealing_key();
+        active.insert(account, dek);
+        Ok(out)
     }
 
-    /// Counts one seal against the account's active DEK, if it has a usable one; with whether
-    /// that DEK is known to be stored.
-    fn take_seal(&self, account: AccountId, now: Timestamp) -> Option<(SealingKey, bool)> {
+    /// Counts one seal against the account's active DEK, if it has a usable one.
+    fn take_seal(&self, account: AccountId, now: Timestamp) -> Option<SealingKey> {
         let mut active = self.lock_active();
         let dek = active.get_mut(&account)?;
         if !self.usable(dek, now) {
             return None;
         }
         dek.seals += 1;
-        Some((dek.sealing_key(), dek.stored))
+        Some(dek.sealing_key())
     }
 
     /// Whether `dek` may seal one more value: under its budgets, and wrapped by the KEK that
@@ -843,6 +825,6 @@ mod gate;
 mod replication;
 
 pub(crate) use account_replication::{NO_ARK, NO_NODE_KEY};
-pub use gate::DekGate;
+pub(crate) use gate::DekWrite;
 #[cfg(test)]
 mod tests;

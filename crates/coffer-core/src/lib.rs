@@ -19,7 +19,7 @@ mod token_cache;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
 pub use error::{CoreError, Invalid, InvalidKind, Resource};
-pub use keyring::{DEK_CACHE_CAPACITY, DekGate, DekPolicy, Keyring, SealingKey};
+pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring};
 pub use limits::{
     Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,
     MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,

@@ -35,7 +35,7 @@ use coffer_crypto::{Plaintext, SealedValue as Sealed, ValueContext, open, seal};
 use coffer_storage::{Reseal, SealedValue, Storage};
 use coffer_types::AccountId;
 
-use crate::keyring::{DekGate, Keyring, SealingKey};
+use crate::keyring::{Keyring, SealingKey};
 
 /// How the DEK lifecycle job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,21 +323,22 @@ impl Lifecycle {
                 return Ok(());
             }
             // One seal counted per value, like any write; a DEK that runs out of seals (or
-            // ages out) mid-batch ends the batch, and the next one goes on with its successor.
+            // ages out) mid-batch ends the batch, and the next one goes on with its successor
+            // (that successor is not carried by this batch).
+            let mut write = self.keys.dek_write();
             let mut first: Option<SealingKey> = None;
-            // Held until storage answers: the batch carries its DEK, which may not be stored.
-            let mut gate = DekGate::default();
             let mut reseals = Vec::with_capacity(values.len());
             for value in values {
-                let sealing = self
-                    .keys
-                    .sealing_key(account, &mut gate)
+                let sealing = write
+                    .seal(account)
                     .await
                     .map_err(|e| format!("a DEK for account {account}: {e}"))?;
                 if first.as_ref().is_some_and(|f| f.id != sealing.id) {
                     break;
                 }
                 if value.dek_id != sealing.id {
+                    // Opens the old value (a KEK call for a DEK not cached): all before the
+                    // batch enters the DEK gate.
                     reseals.push(self.reseal_one(&sealing, value).await?);
                 }
                 first.get_or_insert(sealing);
@@ -349,12 +350,17 @@ impl Lifecycle {
                 // Every value read is under the DEK the keyring now seals with.
                 continue;
             }
+            let carried = write.carry(&sealing);
+            if write.enter().await.is_err() {
+                // A node's revocation replaced the keys meanwhile: read the batch again.
+                continue;
+            }
             let done = self
                 .storage
-                .reseal_values(Some(sealing.record), reseals)
+                .reseal_values(Some(carried), reseals)
                 .await
                 .map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
-            self.keys.written(gate);
+            write.committed();
             self.progress().resealed += done;
             tokio::time::sleep(self.settings.pause).await;
         }

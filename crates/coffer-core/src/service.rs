@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{KekProvider, Plaintext, ValueContext, open, random_array, random_id, seal};
+use coffer_crypto::{KekProvider, Plaintext, random_array, random_id};
 use coffer_storage::{
-    AccountRecord, DekRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
-    SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord, VersionRecord,
+    AccountRecord, Direction, NewSecret, Page, SecretOrder, SecretQuery, SecretRecord,
+    SecretUpdate, Storage, StoreOrder, StoreQuery, StoreRecord,
 };
 use coffer_types::{
     AccountId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
 };
 
 use self::audit::{Details, Target};
-use crate::keyring::DekGate;
+use self::values::VersionSlot;
 use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
 /// How many times an update re-reads and retries when the secret changed first: another
@@ -529,7 +529,7 @@ impl Coffer {
         items: &[CreateSecretItem],
     ) -> Result<Vec<SecretRecord>, CoreError> {
         let now = Timestamp::now();
-        let mut gate = DekGate::default();
+        let mut write = self.keys.dek_write();
         let mut new = Vec::with_capacity(items.len());
         for item in items {
             let id = SecretId::from_bytes(random_id());
@@ -544,16 +544,14 @@ impl Coffer {
                 modified: now,
                 version: Version::FIRST,
             };
+            let slot = VersionSlot {
+                account,
+                store,
+                secret: id,
+                version: Version::FIRST,
+            };
             let (value, dek) = self
-                .seal_version(
-                    account,
-                    store,
-                    id,
-                    Version::FIRST,
-                    &item.value,
-                    now,
-                    &mut gate,
-                )
+                .seal_version(&mut write, slot, &item.value, now)
                 .await?;
             new.push(NewSecret {
                 record,
@@ -570,10 +568,13 @@ impl Coffer {
                 self.change_entry(who, account, "create", target, Details::default())
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A node's revocation replaced the keys while this batch was sealed: the caller's
+        // retry seals it again under new DEKs.
+        write.enter().await.map_err(|_| CoreError::Conflict)?;
         self.storage
             .create_secrets(account, store, new, self.quota_of(account_rec), &entries)
             .await?;
-        self.keys.written(gate);
+        write.committed();
         Ok(records)
     }
 
@@ -672,7 +673,7 @@ impl Coffer {
                 let jitter = u64::from(random_array::<1>()[0] % 16) + 1;
                 tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
             }
-            let mut gate = DekGate::default();
+            let mut write = self.keys.dek_write();
             let (ticket, pending) = {
                 let mut queued = stripe.lock().await;
                 // Build on the last queued update of this secret if one is pending, else on
@@ -694,9 +695,13 @@ impl Coffer {
                                 "this secret has reached the maximum number of versions",
                             )
                         })?;
-                        let (value, dek) = self
-                            .seal_version(account, store, secret, next, v, now, &mut gate)
-                            .await?;
+                        let slot = VersionSlot {
+                            account,
+                            store,
+                            secret,
+                            version: next,
+                        };
+                        let (value, dek) = self.seal_version(&mut write, slot, v, now).await?;
                         (Some(value), Some(dek), next)
                     }
                     None => (None, None, version),
@@ -712,6 +717,11 @@ impl Coffer {
                         ..Details::default()
                     },
                 )?;
+                // A node's revocation replaced the keys while the value was sealed: sealed
+                // again by the next attempt.
+                if write.enter().await.is_err() {
+                    continue;
+                }
                 let pending = self
                     .storage
                     .queue_update_secret(
@@ -743,9 +753,7 @@ impl Coffer {
             // Released before the stripe is locked again: another update of the stripe may be
             // waiting for the gate while holding the stripe.
             if result.is_ok() {
-                self.keys.written(gate);
-            } else {
-                drop(gate);
+                write.committed();
             }
             // Once the last queued update of the secret is answered, storage holds everything
             // queued before it. After a failure, the updates queued behind this one fail too
@@ -850,18 +858,20 @@ impl Coffer {
             modified: now,
             version: Version::FIRST,
         };
-        let mut gate = DekGate::default();
-        let (value, dek) = self
-            .seal_version(
-                account,
-                store,
-                id,
-                Version::FIRST,
-                &plaintext,
-                now,
-                &mut gate,
-            )
-            .await?;
+        let slot = VersionSlot {
+            account,
+            store,
+            secret: id,
+            version: Version::FIRST,
+        };
+        // A node's revocation replacing the keys while the value is sealed: sealed again.
+        let (value, dek, write) = loop {
+            let mut write = self.keys.dek_write();
+            let (value, dek) = self.seal_version(&mut write, slot, &plaintext, now).await?;
+            if write.enter().await.is_ok() {
+                break (value, dek, write);
+            }
+        };
         // Cloudflare logs a duplicate as a create that names its source.
         let entry = self.change_entry(
             who,
@@ -888,7 +898,7 @@ impl Coffer {
                 &[entry],
             )
             .await?;
-        self.keys.written(gate);
+        write.committed();
         Ok(record)
     }
 
@@ -927,83 +937,6 @@ impl Coffer {
             ..Target::secret(store, Some(secret), Some(name))
         })
     }
-
-    // ---- values ----
-
-    /// Seals `value` as this version; returns it with the DEK it is sealed under, which the
-    /// write must carry (the DEK may not be stored yet), holding `gate` until storage answers
-    /// (see `Keyring::sealing_key`).
-    // Each argument is a part of the value's context or of the write; bundling them would
-    // only rename them.
-    #[allow(clippy::too_many_arguments)]
-    async fn seal_version(
-        &self,
-        account: AccountId,
-        store: StoreId,
-        secret: SecretId,
-        version: Version,
-        value: &Plaintext,
-        now: Timestamp,
-        gate: &mut DekGate,
-    ) -> Result<(VersionRecord, DekRecord), CoreError> {
-        let sealing = self.keys.sealing_key(account, gate).await?;
-        let (dek_id, key) = (sealing.id, sealing.key);
-        let ctx = ValueContext {
-            account,
-            store,
-            secret,
-            version,
-            dek: dek_id,
-        };
-        let sealed = seal(&key, &ctx, value)?;
-        let record = VersionRecord {
-            secret_id: secret,
-            version,
-            dek_id,
-            sealed: sealed.0,
-            created: now,
-        };
-        Ok((record, sealing.record))
-    }
-
-    /// Opens a secret's current value. Only for server-side operations (duplicate) and, later,
-    /// runtime reads by bound services: never for an admin API response.
-    async fn open_current(&self, secret: &SecretRecord) -> Result<Plaintext, CoreError> {
-        let Some(version) = self.storage.get_version(secret.id, secret.version).await? else {
-            // `secret` was read a moment ago. A version row only disappears with its secret,
-            // so the secret has most likely been deleted since (a duplicate racing a delete
-            // of its source): that is a plain 404. Only a secret still there without its
-            // current version is damage.
-            let now = self
-                .storage
-                .get_secret(secret.account_id, secret.store_id, secret.id)
-                .await?;
-            return Err(match now {
-                None => CoreError::NotFound(Resource::Secret),
-                Some(_) => CoreError::Internal(format!(
-                    "secret {} lacks version {}",
-                    secret.id, secret.version
-                )),
-            });
-        };
-        let key = self
-            .keys
-            .opening_key(secret.account_id, version.dek_id)
-            .await?;
-        let ctx = ValueContext {
-            account: secret.account_id,
-            store: secret.store_id,
-            secret: secret.id,
-            version: version.version,
-            dek: version.dek_id,
-        };
-        open(&key, &ctx, &coffer_crypto::SealedValue(version.sealed)).map_err(|_| {
-            CoreError::Internal(format!(
-                "secret {} version {} failed to open",
-                secret.id, secret.version
-            ))
-        })
-    }
 }
 
 pub mod account_kek;
@@ -1030,3 +963,4 @@ mod runtime_tests;
 pub mod services;
 #[cfg(test)]
 mod tests;
+mod values;

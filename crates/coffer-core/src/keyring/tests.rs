@@ -148,12 +148,7 @@ async fn reuses_a_dek_until_its_seal_budget_is_spent() {
     .await;
     let mut ids = Vec::new();
     for _ in 0..7 {
-        ids.push(
-            keys.sealing_key(f.account, &mut DekGate::default())
-                .await
-                .unwrap()
-                .id,
-        );
+        ids.push(keys.sealing_key(f.account).await.unwrap().id);
     }
     assert!(ids[..3].iter().all(|id| *id == ids[0]));
     assert!(ids[3..6].iter().all(|id| *id == ids[3]));
@@ -172,16 +167,8 @@ async fn an_expired_dek_is_replaced() {
         },
     )
     .await;
-    let a = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap()
-        .id;
-    let b = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap()
-        .id;
+    let a = keys.sealing_key(f.account).await.unwrap().id;
+    let b = keys.sealing_key(f.account).await.unwrap().id;
     assert_ne!(a, b);
 }
 
@@ -190,10 +177,7 @@ async fn a_new_dek_is_returned_wrapped_and_not_stored() {
     let f = fixture().await;
     let keys = keyring(&f, DekPolicy::default()).await;
     let head = f.storage.change_head().await.unwrap();
-    let sealing = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let sealing = keys.sealing_key(f.account).await.unwrap();
     assert_eq!(sealing.record.account_id, f.account);
     assert_eq!(sealing.record.key.id, sealing.id);
     assert_eq!(sealing.record.key.kek_id, keys.current_kek_id().0);
@@ -222,14 +206,8 @@ async fn accounts_never_share_a_dek_and_cannot_open_each_others() {
     let f = fixture().await;
     let other = new_account(&f.storage).await;
     let keys = keyring(&f, DekPolicy::default()).await;
-    let mine = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
-    let theirs = keys
-        .sealing_key(other, &mut DekGate::default())
-        .await
-        .unwrap();
+    let mine = keys.sealing_key(f.account).await.unwrap();
+    let theirs = keys.sealing_key(other).await.unwrap();
     assert_ne!(mine.id, theirs.id);
     commit(&f, &mine).await;
     commit(&f, &theirs).await;
@@ -246,10 +224,7 @@ async fn a_warm_cache_still_checks_the_owner() {
     let f = fixture().await;
     let other = new_account(&f.storage).await;
     let keys = keyring(&f, DekPolicy::default()).await;
-    let mine = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let mine = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &mine).await;
     // The DEK is cached now (it was made here), so no lookup in storage happens.
     assert!(keys.opening_key(f.account, mine.id).await.is_ok());
@@ -275,16 +250,10 @@ async fn old_deks_still_open_after_rotation_and_restart() {
         },
     )
     .await;
-    let first = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let first = keys.sealing_key(f.account).await.unwrap();
     let sealed = seal(&first.key, &ctx(f.account, first.id), &value).unwrap();
     commit(&f, &first).await;
-    let second = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let second = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &second).await;
     assert_ne!(first.id, second.id);
     drop(keys);
@@ -300,10 +269,7 @@ async fn old_deks_still_open_after_rotation_and_restart() {
     .unwrap();
     assert_eq!(opened.expose_secret(), b"rotate me");
     // And it keeps sealing with the newest DEK rather than making one per restart.
-    let again = restarted
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let again = restarted.sealing_key(f.account).await.unwrap();
     assert_eq!(again.id, second.id);
     assert_eq!(again.record, second.record);
 }
@@ -314,14 +280,8 @@ async fn a_dek_made_for_a_failed_write_is_carried_again() {
     let keys = keyring(&f, DekPolicy::default()).await;
     // The first write using the DEK failed, so nothing was stored: the next seal still
     // returns the record for the next write to carry.
-    let first = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
-    let second = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let first = keys.sealing_key(f.account).await.unwrap();
+    let second = keys.sealing_key(f.account).await.unwrap();
     assert_eq!(second.id, first.id);
     assert_eq!(second.record, first.record);
 }
@@ -335,15 +295,10 @@ async fn kek_calls_happen_once_per_key() {
         (6, 6),
         "first open: the six instance keys (the MAC keys of API tokens, audit, service tokens and node tokens, the replication key and the feed-signing seed) are made (a wrap each) and read back (an unwrap each)"
     );
-    let sealing = keys
-        .sealing_key(f.account, &mut DekGate::default())
-        .await
-        .unwrap();
+    let sealing = keys.sealing_key(f.account).await.unwrap();
     commit(&f, &sealing).await;
     for _ in 0..10 {
-        keys.sealing_key(f.account, &mut DekGate::default())
-            .await
-            .unwrap();
+        keys.sealing_key(f.account).await.unwrap();
         keys.opening_key(f.account, sealing.id).await.unwrap();
     }
     assert_eq!(
@@ -363,11 +318,7 @@ async fn kek_calls_happen_once_per_key() {
     }
     assert_eq!(f.kek.counts(), (7, 13), "10 opens, one unwrap");
     assert_eq!(
-        restarted
-            .sealing_key(f.account, &mut DekGate::default())
-            .await
-            .unwrap()
-            .id,
+        restarted.sealing_key(f.account).await.unwrap().id,
         sealing.id
     );
     assert_eq!(
@@ -410,9 +361,7 @@ async fn the_keyring_cache_is_bounded() {
     )
     .await;
     for _ in 0..DEK_CACHE_CAPACITY + 10 {
-        keys.sealing_key(f.account, &mut DekGate::default())
-            .await
-            .unwrap();
+        keys.sealing_key(f.account).await.unwrap();
     }
     let cached = keys.cache.read().unwrap().len();
     assert_eq!(cached, DEK_CACHE_CAPACITY);
@@ -425,16 +374,13 @@ async fn a_slow_kek_call_blocks_neither_the_runtime_nor_other_accounts() {
     let f = fixture().await;
     let other = new_account(&f.storage).await;
     let keys = Arc::new(keyring(&f, DekPolicy::default()).await);
-    let warm = keys
-        .sealing_key(other, &mut DekGate::default())
-        .await
-        .unwrap();
+    let warm = keys.sealing_key(other).await.unwrap();
 
     f.kek.armed.store(true, Ordering::SeqCst);
     let slow = tokio::spawn({
         let keys = Arc::clone(&keys);
         let account = f.account;
-        async move { keys.sealing_key(account, &mut DekGate::default()).await }
+        async move { keys.sealing_key(account).await }
     });
     tokio::time::timeout(Duration::from_secs(10), async {
         while !f.kek.entered.load(Ordering::SeqCst) {
@@ -444,13 +390,10 @@ async fn a_slow_kek_call_blocks_neither_the_runtime_nor_other_accounts() {
     .await
     .expect("the KEK call started");
 
-    let meanwhile = tokio::time::timeout(
-        Duration::from_secs(2),
-        keys.sealing_key(other, &mut DekGate::default()),
-    )
-    .await
-    .expect("another account seals while a KEK call is in progress")
-    .unwrap();
+    let meanwhile = tokio::time::timeout(Duration::from_secs(2), keys.sealing_key(other))
+        .await
+        .expect("another account seals while a KEK call is in progress")
+        .unwrap();
     assert_eq!(meanwhile.id, warm.id);
     f.kek.open_gate();
     let slow = slow.await.unwrap().unwrap();
@@ -516,54 +459,89 @@ async fn node_mac_key_is_its_own_and_survives_restart() {
     }
 }
 
-/// The DEK gate (`gate.rs`): a write handed a DEK storage may not hold keeps the gate shared
-/// (so a revocation cannot list and commit until it has answered), and holds it once however
-/// many values it seals; once such a write committed, writes sealing under the stored DEK
-/// never touch the gate.
+/// The DEK gate (`gate.rs`): a write enters it only when it carries a DEK storage may not
+/// hold, and only at `enter`, after every seal (so never across a KEK call), once however many
+/// values it seals; once such a write committed, writes carrying the stored DEK never touch it.
 #[tokio::test]
-async fn only_writes_carrying_an_unstored_dek_hold_the_dek_gate() {
+async fn only_writes_carrying_an_unstored_dek_enter_the_dek_gate() {
     let f = fixture().await;
     let keys = keyring(&f, DekPolicy::default()).await;
-    let mut first = DekGate::default();
-    let a = keys.sealing_key(f.account, &mut first).await.unwrap();
-    let b = keys.sealing_key(f.account, &mut first).await.unwrap();
+    let mut first = keys.dek_write();
+    let a = first.seal(f.account).await.unwrap();
+    let b = first.seal(f.account).await.unwrap();
     assert_eq!(a.id, b.id);
+    first.carry(&a);
+    first.carry(&b);
+    assert!(
+        keys.dek_gate.try_write().is_ok(),
+        "sealing takes no hold: a DEK's KEK call is never made under it"
+    );
+    first.enter().await.unwrap();
     assert!(
         keys.dek_gate.try_write().is_err(),
         "the write carrying a new DEK holds the gate"
     );
-    // Another write sealing under the same, still unstored, DEK holds it too.
-    let mut second = DekGate::default();
-    assert_eq!(
-        keys.sealing_key(f.account, &mut second).await.unwrap().id,
-        a.id
+    assert!(
+        matches!(first.seal(f.account).await, Err(CoreError::Internal(_))),
+        "no DEK is handed out after entering"
     );
+    // Another write carrying the same, still unstored, DEK holds it too.
+    let mut second = keys.dek_write();
+    let c = second.seal(f.account).await.unwrap();
+    assert_eq!(c.id, a.id);
+    second.carry(&c);
+    second.enter().await.unwrap();
     drop(first);
     assert!(
         keys.dek_gate.try_write().is_err(),
         "the second write still holds it"
     );
     commit(&f, &a).await;
-    keys.written(second);
+    second.committed();
     assert!(keys.dek_gate.try_write().is_ok(), "both holds released");
 
-    let mut third = DekGate::default();
-    let c = keys.sealing_key(f.account, &mut third).await.unwrap();
-    assert_eq!(c.id, a.id);
-    assert!(
-        keys.dek_gate.try_write().is_ok(),
-        "a write under a stored DEK leaves the gate alone"
-    );
-
-    // While a revocation holds the gate, a write under a stored DEK does not wait for it.
+    // While a revocation holds the gate, a write carrying a stored DEK does not wait for it.
     let closed = keys.close_dek_gate().await;
-    let d = tokio::time::timeout(
-        Duration::from_secs(10),
-        keys.sealing_key(f.account, &mut third),
-    )
-    .await
-    .expect("no wait for the gate")
-    .unwrap();
+    let mut third = keys.dek_write();
+    let d = third.seal(f.account).await.unwrap();
     assert_eq!(d.id, a.id);
+    third.carry(&d);
+    tokio::time::timeout(Duration::from_secs(10), third.enter())
+        .await
+        .expect("no wait for the gate")
+        .unwrap();
+    third.committed();
     drop(closed);
+}
+
+/// Only the DEKs a write carries are marked stored when it commits: a DEK it was handed but
+/// did not carry (a reseal batch ends where its DEK runs out) still makes the next write that
+/// carries it enter the gate.
+#[tokio::test]
+async fn a_dek_handed_out_but_not_carried_is_not_marked_stored() {
+    let f = fixture().await;
+    let policy = DekPolicy {
+        max_seals: 2,
+        ..DekPolicy::default()
+    };
+    let keys = keyring(&f, policy).await;
+    let mut write = keys.dek_write();
+    let a = write.seal(f.account).await.unwrap();
+    assert_eq!(write.seal(f.account).await.unwrap().id, a.id);
+    let b = write.seal(f.account).await.unwrap();
+    assert_ne!(b.id, a.id, "a ran out of seals");
+    write.carry(&a);
+    write.enter().await.unwrap();
+    commit(&f, &a).await;
+    write.committed();
+
+    let mut next = keys.dek_write();
+    let again = next.seal(f.account).await.unwrap();
+    assert_eq!(again.id, b.id);
+    next.carry(&again);
+    next.enter().await.unwrap();
+    assert!(
+        keys.dek_gate.try_write().is_err(),
+        "b is not stored: the write carrying it holds the gate"
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use coffer_crypto::{FileKek, SealedValue as Sealed, open};
+use coffer_crypto::{FileKek, SealedValue as Sealed, ValueContext, open};
 use coffer_storage::{Change, ChangeRecord, Reseal, SqliteStorage};
 use coffer_types::DekId;
 

@@ -9,9 +9,10 @@ use coffer_storage::{AccountRecord, NodeRecord, SqliteStorage, Storage};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
 use super::*;
+use crate::DekPolicy;
 use crate::account_kek::AccountKekInfo;
+use crate::keyring::gate::StaleDeks;
 use crate::test_keks::FlakyKek;
-use crate::{DekGate, DekPolicy};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -105,11 +106,7 @@ impl Fixture {
 
     /// Seals one value of `account` and stores its DEK, as a write would.
     async fn seal(&self, account: AccountId) -> DekRecord {
-        let key = self
-            .keys
-            .sealing_key(account, &mut DekGate::default())
-            .await
-            .unwrap();
+        let key = self.keys.sealing_key(account).await.unwrap();
         if self.storage.get_dek(key.id).await.unwrap().is_none() {
             self.storage.put_dek(key.record.clone()).await.unwrap();
         }
@@ -180,12 +177,7 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     // Nothing of it is written under the version the revoked node holds.
     assert_eq!(f.keys.account_replication_key_version(flaky), None);
     flaky_kek.failing.store(false, Ordering::SeqCst);
-    assert!(
-        f.keys
-            .sealing_key(flaky, &mut DekGate::default())
-            .await
-            .is_err()
-    );
+    assert!(f.keys.sealing_key(flaky).await.is_err());
     let audit = f.storage.audit_entries(flaky, 0, 100).await.unwrap();
     let deferred = audit
         .iter()
@@ -296,11 +288,7 @@ async fn an_account_kek_without_its_replication_key_seals_nothing() {
     f.keys
         .account_keks()
         .insert(account, info, Ok(kek.clone() as Arc<dyn KekProvider>));
-    let err = f
-        .keys
-        .sealing_key(account, &mut DekGate::default())
-        .await
-        .unwrap_err();
+    let err = f.keys.sealing_key(account).await.unwrap_err();
     assert!(matches!(err, CoreError::Unavailable(_)), "{err:?}");
     assert!(f.storage.latest_dek(account).await.unwrap().is_none());
     f.keys.ensure_ark(account, kek).await.unwrap();
@@ -360,9 +348,11 @@ async fn a_revocation_waits_for_writes_holding_the_gate_and_skips_an_account_del
     f.account_key(n, gone, "n-gone").await;
     f.seal(gone).await;
 
-    // A write in flight: handed a DEK storage does not hold yet, so it holds the gate.
-    let mut write = DekGate::default();
-    let carried = f.keys.sealing_key(kept, &mut write).await.unwrap();
+    // A write in flight: it carries a DEK storage does not hold yet, so it holds the gate.
+    let mut write = f.keys.dek_write();
+    let carried = write.seal(kept).await.unwrap();
+    let record = write.carry(&carried);
+    write.enter().await.unwrap();
     let revocation = tokio::spawn({
         let f = Arc::clone(&f);
         async move { f.keys.revoke_node(n, Timestamp::now(), &[]).await }
@@ -377,10 +367,24 @@ async fn a_revocation_waits_for_writes_holding_the_gate_and_skips_an_account_del
         tokio::task::yield_now().await;
     }
     assert!(!revocation.is_finished(), "it waits for the write");
+    // A write that needs a new DEK now makes it at once (no hold, so its KEK call waits for
+    // nothing), but cannot enter the gate ahead of the queued revocation.
+    f.keys.lock_active().remove(&kept);
+    let mut late = f.keys.dek_write();
+    let late_key = late.seal(kept).await.unwrap();
+    assert_ne!(late_key.id, carried.id, "a new DEK");
+    late.carry(&late_key);
+    let mut entering = std::pin::pin!(late.enter());
+    assert!(
+        std::future::poll_fn(|cx| std::task::Poll::Ready(entering.as_mut().poll(cx)))
+            .await
+            .is_pending(),
+        "a write carrying a new DEK waits behind the queued revocation"
+    );
     f.storage.delete_account(gone, &[]).await.unwrap();
     // The write commits, then releases the gate.
-    f.storage.put_dek(carried.record.clone()).await.unwrap();
-    f.keys.written(write);
+    f.storage.put_dek(record).await.unwrap();
+    write.committed();
     revocation
         .await
         .unwrap()
@@ -398,4 +402,10 @@ async fn a_revocation_waits_for_writes_holding_the_gate_and_skips_an_account_del
         rk.ark && rk.version == 2,
         "the write's DEK is rotated too: {rk:?}"
     );
+    // The late write's DEK was made under the replaced ARK version: it seals again.
+    assert_eq!(entering.await, Err(StaleDeks));
+    let mut again = f.keys.dek_write();
+    let key = again.seal(kept).await.unwrap();
+    assert!(f.keys.made_under_current_rk(&again.carry(&key)));
+    again.enter().await.unwrap();
 }
