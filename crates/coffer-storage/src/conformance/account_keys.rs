@@ -493,6 +493,20 @@ pub(super) async fn account_delete_removes_its_replication_keys_and_grants(s: Ar
     // Later entries of another account, so compaction has something to keep.
     s.put_dek(dek(b, 6, 1, true)).await.unwrap();
     s.delete_account(a, &[]).await.unwrap();
+    // A rotation prepared before the delete (a revocation's, an owed one) skips the account:
+    // nothing of it is stored again, and the rotation is not refused.
+    s.rotate_account_replication_key(
+        ArkRotation {
+            account_id: a,
+            version: 2,
+            key: wrapped_key(62),
+            grants: vec![agrant(a, n, 2, 7)],
+            deks: vec![(dek(a, 5, 1, true).key.id, vec![13; 60])],
+        },
+        &[],
+    )
+    .await
+    .expect("a deleted account's rotation is skipped");
     assert_eq!(
         s.account_replication_keys().await.unwrap(),
         vec![(b, 1, kept)]
