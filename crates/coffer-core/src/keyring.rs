@@ -99,6 +99,10 @@ impl ActiveDek {
     }
 }
 
+/// DEKs in clear by id, unwrapped by their KEK before a revocation takes the DEK gate: those
+/// without a wrap by the replication key the revocation replaces (see `dek_to_rewrap`).
+type Unwrapped = std::collections::HashMap<DekId, Arc<DataKey>>;
+
 /// Unwrapped DEKs by (owner, id), first in first out past `capacity`. Keyed by the owner too,
 /// so a hit for one account can never hand out another account's key.
 #[derive(Debug)]
@@ -583,22 +587,34 @@ impl Keyring {
     /// A DEK in clear for a rotation to rewrap: from its replication wrap when `current` (the
     /// replication-key version being replaced: the RK's, or the account's ARK's when `ark`)
     /// made it, as nearly every DEK's is (software AES, no KEK call, which is what lets a
-    /// revocation rewrap every DEK in its transaction), else from its KEK wrap.
+    /// revocation rewrap every DEK in its transaction), else from `unwrapped` (unwrapped by
+    /// its KEK before the revocation took the DEK gate), else from its KEK wrap.
     async fn dek_to_rewrap(
         &self,
         record: &DekRecord,
         ark: bool,
         current: (u32, &DataKey),
-    ) -> Result<DataKey, CoreError> {
+        unwrapped: &Unwrapped,
+    ) -> Result<Arc<DataKey>, CoreError> {
         let ctx = dek_context(record.account_id, record.key.id);
         let (version, key) = current;
         match &record.rk {
-            Some(rk) if rk.ark == ark && rk.version == version => Ok(if ark {
+            Some(rk) if rk.ark == ark && rk.version == version => Ok(Arc::new(if ark {
                 coffer_crypto::ark_unwrap(key, version, &rk.wrapped, &ctx)?
             } else {
                 coffer_crypto::rk_unwrap(key, version, &rk.wrapped, &ctx)?
-            }),
-            _ => kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await,
+            })),
+            _ => match unwrapped.get(&record.key.id) {
+                Some(key) => Ok(Arc::clone(key)),
+                None => {
+                    // Only a DEK stored since the revocation's first listing without such a
+                    // wrap, which no build since replication wraps makes.
+                    tracing::warn!(dek = %record.key.id, "a DEK without a replication wrap is unwrapped by its KEK under the DEK gate");
+                    Ok(Arc::new(
+                        kek_unwrap(&self.unwrapping_kek(record)?, &record.key, ctx).await?,
+                    ))
+                }
+            },
         }
     }
 

@@ -180,6 +180,16 @@ pub(super) struct ArkRotations {
     pub(super) deferred: Vec<AuditEntry>,
 }
 
+impl ArkRotations {
+    /// The ARK version `account`'s prepared rotation replaces (`None`: left out, or no ARK).
+    pub(super) fn replaced_version(&self, account: AccountId) -> Option<u32> {
+        self.next
+            .iter()
+            .find(|n| n.account == account)
+            .map(|n| n.current.version)
+    }
+}
+
 impl Keyring {
     /// Opens `account`'s current ARK with `kek` (the account's own KEK), or makes its first
     /// version (granted to the keys nodes registered for the account), which retires the
@@ -210,7 +220,7 @@ impl Keyring {
                 if owed {
                     self.rotate_owed(account, &kek, version, key).await?
                 } else {
-                    (version, key)
+                    (version, Arc::new(key))
                 }
             }
             None => {
@@ -221,10 +231,10 @@ impl Keyring {
                     .put_account_replication_key(account, 1, record, grants, &[])
                     .await?;
                 tracing::info!(account = %account, "account replication key made; the account's DEKs under the instance replication key are retired");
-                (1, key)
+                (1, Arc::new(key))
             }
         };
-        self.arks.set(account, version, Arc::new(key));
+        self.arks.set(account, version, key);
         // Its DEK in use was made under the instance RK (or an older ARK version): the next
         // seal makes one under the ARK's current version.
         self.lock_active().remove(&account);
@@ -240,15 +250,17 @@ impl Keyring {
         kek: &Arc<dyn KekProvider>,
         version: u32,
         key: DataKey,
-    ) -> Result<(u32, DataKey), CoreError> {
+    ) -> Result<(u32, Arc<DataKey>), CoreError> {
         let current = CurrentArk {
             version,
             key: Arc::new(key),
         };
+        let next = self.new_ark_version(account, kek, &current, None).await?;
         let deks = self.storage.list_deks().await?;
-        let (rotation, next) = self
-            .prepare_ark_rotation(account, kek, &current, None, &deks)
+        let rewrapped = self
+            .rewrap_ark_deks(&next, &deks, &super::Unwrapped::new())
             .await?;
+        let rotation = next.rotation(rewrapped);
         let next_version = rotation.version;
         let entry = rotation_entry(
             account,
@@ -262,7 +274,7 @@ impl Keyring {
             .rotate_account_replication_key(rotation, &[entry])
             .await?;
         tracing::info!(account = %account, version = next_version, "account replication key rotated: the rotation a node revocation owed it is made");
-        Ok((next_version, next))
+        Ok((next_version, next.key))
     }
 
     /// Opens the ARK of every account whose KEK is available but whose ARK is not in memory (a
@@ -395,33 +407,6 @@ impl Keyring {
         Ok(recorded)
     }
 
-    /// One account's ARK rotation: version `current.version + 1` wrapped by `kek`, granted to
-    /// the account keys of the nodes in service but `revoked`, and every ARK-wrapped DEK of the
-    /// account among `deks` rewrapped under it.
-    async fn prepare_ark_rotation(
-        &self,
-        account: AccountId,
-        kek: &Arc<dyn KekProvider>,
-        current: &CurrentArk,
-        revoked: Option<TokenId>,
-        deks: &[DekRecord],
-    ) -> Result<(ArkRotation, DataKey), CoreError> {
-        let next = self.new_ark_version(account, kek, current, revoked).await?;
-        let deks = self.rewrap_ark_deks(&next, deks).await?;
-        let key = Arc::try_unwrap(next.key)
-            .map_err(|_| CoreError::Internal("a new ARK version is shared".into()))?;
-        Ok((
-            ArkRotation {
-                account_id: account,
-                version: next.version,
-                key: next.record,
-                grants: next.grants,
-                deks,
-            },
-            key,
-        ))
-    }
-
     /// The part of an ARK rotation that does not depend on the account's DEKs (and may call its
     /// KEK, possibly an HSM): version `current.version + 1`, its wrap and its grants.
     async fn new_ark_version(
@@ -453,6 +438,7 @@ impl Keyring {
         &self,
         next: &NextArk,
         deks: &[DekRecord],
+        unwrapped: &super::Unwrapped,
     ) -> Result<Vec<(coffer_types::DekId, Vec<u8>)>, CoreError> {
         let account = next.account;
         let mut rewrapped = Vec::new();
@@ -462,7 +448,12 @@ impl Keyring {
         {
             let ctx = dek_context(account, record.key.id);
             let dek = self
-                .dek_to_rewrap(record, true, (next.current.version, &next.current.key))
+                .dek_to_rewrap(
+                    record,
+                    true,
+                    (next.current.version, &next.current.key),
+                    unwrapped,
+                )
                 .await?;
             rewrapped.push((
                 record.key.id,
@@ -517,16 +508,19 @@ impl Keyring {
 
     /// The second part, under the DEK gate: each prepared version with the account's DEKs
     /// among `deks` rewrapped under it, and the keys to install once the revocation commits.
-    /// An account whose DEK does not open is left out (and its entry added to `deferred`).
+    /// An account whose DEK does not open is left out (its entry joins `prepared.deferred`).
     pub(super) async fn finish_ark_rotations(
         &self,
         revoked: TokenId,
         prepared: &ArkRotations,
         deks: &[DekRecord],
-        deferred: &mut Vec<AuditEntry>,
-    ) -> Result<(Vec<ArkRotation>, Vec<(AccountId, u32, Arc<DataKey>)>), CoreError> {
-        let mut rotations = Vec::new();
-        let mut install = Vec::new();
+        unwrapped: &super::Unwrapped,
+    ) -> Result<FinishedArks, CoreError> {
+        let mut out = FinishedArks {
+            rotations: Vec::new(),
+            install: Vec::new(),
+            deferred: prepared.deferred.clone(),
+        };
         // An account deleted since its version was prepared has nothing left to rotate (and
         // storage would refuse its rotation).
         let live: HashSet<AccountId> = self
@@ -537,18 +531,13 @@ impl Keyring {
             .map(|(account, _, _)| account)
             .collect();
         for next in prepared.next.iter().filter(|n| live.contains(&n.account)) {
-            match self.rewrap_ark_deks(next, deks).await {
+            match self.rewrap_ark_deks(next, deks, unwrapped).await {
                 Ok(rewrapped) => {
-                    rotations.push(ArkRotation {
-                        account_id: next.account,
-                        version: next.version,
-                        key: next.record.clone(),
-                        grants: next.grants.clone(),
-                        deks: rewrapped,
-                    });
-                    install.push((next.account, next.version, Arc::clone(&next.key)));
+                    out.rotations.push(next.rotation(rewrapped));
+                    out.install
+                        .push((next.account, next.version, Arc::clone(&next.key)));
                 }
-                Err(e) => deferred.push(self.leave_out(
+                Err(e) => out.deferred.push(self.leave_out(
                     next.account,
                     revoked,
                     next.current.version,
@@ -556,7 +545,7 @@ impl Keyring {
                 )?),
             }
         }
-        Ok((rotations, install))
+        Ok(out)
     }
 
     /// Leaves `account` out of `revoked`'s revocation: no DEK of it is made under `version`
@@ -611,7 +600,7 @@ fn left_out_reason(error: &CoreError) -> &'static str {
     }
 }
 
-/// A new ARK version prepared for a revocation, before the account's DEKs are rewrapped.
+/// A new ARK version prepared for a rotation, before the account's DEKs are rewrapped.
 pub(super) struct NextArk {
     account: AccountId,
     current: CurrentArk,
@@ -619,6 +608,27 @@ pub(super) struct NextArk {
     key: Arc<DataKey>,
     record: WrappedKeyRecord,
     grants: Vec<AccountGrant>,
+}
+
+impl NextArk {
+    /// The rotation storage commits: this version with the account's DEKs rewrapped under it.
+    fn rotation(&self, deks: Vec<(coffer_types::DekId, Vec<u8>)>) -> ArkRotation {
+        ArkRotation {
+            account_id: self.account,
+            version: self.version,
+            key: self.record.clone(),
+            grants: self.grants.clone(),
+            deks,
+        }
+    }
+}
+
+/// The ARK part of a revocation's rotation, under the DEK gate: what storage commits, the
+/// versions to install once it has, and the audit entries of the accounts left out.
+pub(super) struct FinishedArks {
+    pub(super) rotations: Vec<ArkRotation>,
+    pub(super) install: Vec<(AccountId, u32, Arc<DataKey>)>,
+    pub(super) deferred: Vec<AuditEntry>,
 }
 
 /// The refusal of a node account key for an account without an ARK.

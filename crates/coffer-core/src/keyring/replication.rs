@@ -26,16 +26,19 @@ use coffer_storage::{
     AuditEntry, DekRecord, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
     REPLICATION_KEY_PURPOSE_PREFIX, RkRotation, RkWrap, Storage, StorageError, WrappedKeyRecord,
 };
-use coffer_types::{AccountId, Timestamp, TokenId};
+use coffer_types::{AccountId, DekId, Timestamp, TokenId};
 
+use super::account_replication::ArkRotations;
 use super::{
-    Keyring, dek_context, instance_context, kek_unwrap, new_wrapped_key, open_wrapped_key,
+    Keyring, Unwrapped, dek_context, instance_context, kek_unwrap, new_wrapped_key,
+    open_wrapped_key,
 };
 use crate::CoreError;
 
-/// Attempts at a revocation's commit. Under the DEK gate a second one always succeeds (see
-/// `keyring/gate.rs`); one more for margin.
-const ROTATION_ATTEMPTS: usize = 3;
+/// Attempts at a revocation's commit, at most. Under the DEK gate another attempt follows a
+/// refused one only while each listing differs from the one before (a DEK a cancelled write
+/// stored, an account deleted): see `keyring/gate.rs`. This bounds it whatever happens.
+const ROTATION_ATTEMPTS: usize = 16;
 
 #[derive(Debug, Clone)]
 struct Current {
@@ -253,23 +256,25 @@ impl Keyring {
             return Ok(self.storage.revoke_node(node, at, audit).await?);
         }
         // The slow part first, outside the DEK gate: every KEK (possibly HSM) call that does not
-        // depend on which DEKs exist.
+        // depend on which DEKs exist, and the KEK unwraps of the DEKs stored now that have no
+        // wrap by the keys being replaced.
         let prepared = self.prepare_rotation(repl, node, &keys).await?;
-        // Then the gate, held across the attempts (see `keyring/gate.rs` for why the second
-        // attempt always succeeds): no write is handed a DEK storage may not hold until the
-        // new RK is installed.
+        // Then the gate, held across the attempts (see `keyring/gate.rs` for why they end):
+        // no write carrying a DEK storage may not hold reaches storage until the new RK is
+        // installed.
         let _gate = self.close_dek_gate().await;
+        let mut listed = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (rotation, arks, deferred) = self.finish_rotation(node, &prepared).await?;
+            let finished = self.finish_rotation(node, &prepared).await?;
             // An account left out of the rotation is audited in its own log, with the
             // revocation.
             let mut entries = audit.to_vec();
-            entries.extend(deferred);
+            entries.extend(finished.deferred);
             match self
                 .storage
-                .revoke_node_rotating(node, at, rotation, &entries)
+                .revoke_node_rotating(node, at, finished.rotation, &entries)
                 .await
             {
                 Ok(record) => {
@@ -278,15 +283,19 @@ impl Keyring {
                         version,
                         key: Arc::clone(&prepared.key),
                     };
-                    self.install_ark_rotations(arks);
+                    self.install_ark_rotations(finished.install);
                     // Every account starts a new DEK for its next seal.
                     self.lock_active().clear();
                     tracing::info!(node = %node, version, attempt, "node revoked; replication key rotated");
                     return Ok(record);
                 }
-                Err(StorageError::Conflict) if attempt < ROTATION_ATTEMPTS => {
-                    tracing::warn!(node = %node, attempt, "a node revocation's rotation met a DEK stored meanwhile; listing again");
-                    continue;
+                // Something changed since this listing: go on while each listing differs from
+                // the one before (progress), which under the gate comes to an end.
+                Err(StorageError::Conflict)
+                    if attempt < ROTATION_ATTEMPTS && listed.as_ref() != Some(&finished.listed) =>
+                {
+                    tracing::warn!(node = %node, attempt, "a node revocation's rotation met a DEK stored or an account deleted meanwhile; listing again");
+                    listed = Some(finished.listed);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -337,6 +346,7 @@ impl Keyring {
             ));
         }
         let arks = self.prepare_ark_rotations(revoked).await?;
+        let unwrapped = self.unwrap_unwrapped_deks(&current, &arks).await?;
         Ok(PreparedRotation {
             current,
             version,
@@ -345,7 +355,44 @@ impl Keyring {
             grants,
             instance_keys,
             arks,
+            unwrapped,
         })
+    }
+
+    /// The DEKs stored now that have no wrap by the RK (or their account's ARK version) being
+    /// replaced, unwrapped by their KEK before the DEK gate is taken, so that the rewrap under
+    /// it is software AES only. One that does not unwrap is left to the rewrap, which fails
+    /// the revocation (or leaves its account out) as it would have.
+    async fn unwrap_unwrapped_deks(
+        &self,
+        current: &Current,
+        arks: &ArkRotations,
+    ) -> Result<Unwrapped, CoreError> {
+        let mut unwrapped = Unwrapped::new();
+        for record in self.storage.list_deks().await? {
+            let replaced = match &record.rk {
+                Some(rk) if rk.ark => match arks.replaced_version(record.account_id) {
+                    Some(version) => (true, version),
+                    None => continue,
+                },
+                _ => (false, current.version),
+            };
+            if record
+                .rk
+                .as_ref()
+                .is_some_and(|rk| (rk.ark, rk.version) == replaced)
+            {
+                continue;
+            }
+            let ctx = dek_context(record.account_id, record.key.id);
+            let Ok(kek) = self.unwrapping_kek(&record) else {
+                continue;
+            };
+            if let Ok(key) = kek_unwrap(&kek, &record.key, ctx).await {
+                unwrapped.insert(record.key.id, Arc::new(key));
+            }
+        }
+        Ok(unwrapped)
     }
 
     /// The part that depends on the DEKs, under the DEK gate: every DEK listed and rewrapped
@@ -368,35 +415,48 @@ impl Keyring {
             }
             let ctx = dek_context(record.account_id, record.key.id);
             let key = self
-                .dek_to_rewrap(record, false, (current.version, &current.key))
+                .dek_to_rewrap(
+                    record,
+                    false,
+                    (current.version, &current.key),
+                    &prepared.unwrapped,
+                )
                 .await?;
             deks.push((
                 record.key.id,
                 rk_wrap(&prepared.key, version, &key, &ctx)?.bytes,
             ));
         }
-        let mut deferred = prepared.arks.deferred.clone();
-        let (accounts, arks) = self
-            .finish_ark_rotations(revoked, &prepared.arks, &stored, &mut deferred)
+        let arks = self
+            .finish_ark_rotations(revoked, &prepared.arks, &stored, &prepared.unwrapped)
             .await?;
-        let rotation = RkRotation {
-            version,
-            key: WrappedKeyRecord {
-                created: Timestamp::now(),
-                ..prepared.record.clone()
+        let mut listed_deks: Vec<DekId> = stored.iter().map(|d| d.key.id).collect();
+        listed_deks.sort_unstable();
+        let mut listed_accounts: Vec<AccountId> =
+            arks.rotations.iter().map(|r| r.account_id).collect();
+        listed_accounts.sort_unstable();
+        Ok(FinishedRotation {
+            rotation: RkRotation {
+                version,
+                key: WrappedKeyRecord {
+                    created: Timestamp::now(),
+                    ..prepared.record.clone()
+                },
+                grants: prepared.grants.clone(),
+                deks,
+                instance_keys: prepared.instance_keys.clone(),
+                accounts: arks.rotations,
             },
-            grants: prepared.grants.clone(),
-            deks,
-            instance_keys: prepared.instance_keys.clone(),
-            accounts,
-        };
-        Ok((rotation, arks, deferred))
+            install: arks.install,
+            deferred: arks.deferred,
+            listed: (listed_deks, listed_accounts),
+        })
     }
 }
 
 /// A revocation's rotation, prepared before the DEKs are listed: the RK it replaces, the new
-/// one with its wrap and grants, the replicated instance keys rewrapped, and the new ARK
-/// versions (with the accounts left out).
+/// one with its wrap and grants, the replicated instance keys rewrapped, the new ARK versions
+/// (with the accounts left out), and the DEKs that needed their KEK to be unwrapped.
 struct PreparedRotation {
     current: Current,
     version: u32,
@@ -404,16 +464,19 @@ struct PreparedRotation {
     record: WrappedKeyRecord,
     grants: Vec<NodeGrant>,
     instance_keys: Vec<(String, Vec<u8>)>,
-    arks: super::account_replication::ArkRotations,
+    arks: ArkRotations,
+    unwrapped: Unwrapped,
 }
 
-/// What storage commits, the new ARK versions to install once it has, and the audit entries
-/// of the accounts left out.
-type FinishedRotation = (
-    RkRotation,
-    Vec<(AccountId, u32, Arc<DataKey>)>,
-    Vec<AuditEntry>,
-);
+/// One attempt's part under the DEK gate: what storage commits, the new ARK versions to
+/// install once it has, the audit entries of the accounts left out, and what was listed (to
+/// tell whether another attempt makes progress).
+struct FinishedRotation {
+    rotation: RkRotation,
+    install: Vec<(AccountId, u32, Arc<DataKey>)>,
+    deferred: Vec<AuditEntry>,
+    listed: (Vec<DekId>, Vec<AccountId>),
+}
 
 /// A node's registered public key, parsed again to seal to it. Registration accepts only
 /// canonical, usable keys, so a failure here is a key stored by an older build: the error names
