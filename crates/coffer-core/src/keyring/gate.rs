@@ -80,6 +80,12 @@ impl Keyring {
         }
     }
 
+    /// Whether a node's revocation holds the DEK gate or waits for it (for tests).
+    #[cfg(test)]
+    pub(crate) fn dek_gate_wanted(&self) -> bool {
+        self.dek_gate.try_read().is_err()
+    }
+
     /// The exclusive hold a revocation takes for its listing, rewrap and commit.
     pub(super) async fn close_dek_gate(&self) -> OwnedRwLockWriteGuard<()> {
         Arc::clone(&self.dek_gate).write_owned().await

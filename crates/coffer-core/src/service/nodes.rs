@@ -17,7 +17,7 @@
 //! revocation acts on the very next request.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use coffer_crypto::{ApiToken, PresentedToken, TokenHash, TokenKind, random_id};
 use coffer_storage::NodeRecord;
@@ -135,8 +135,13 @@ impl Coffer {
             Details::default(),
         )?;
         // A node that registered a key also rotates the replication key, in the same
-        // transaction (keyring/replication.rs).
-        self.keys.revoke_node(id, Timestamp::now(), &[entry]).await
+        // transaction (keyring/replication.rs). In a task of its own, which the request does
+        // not cancel: a revocation dropped once storage has its commit queued would leave the
+        // keyring on the replaced keys (every new DEK then refused) until a restart.
+        let keys = Arc::clone(&self.keys);
+        tokio::spawn(async move { keys.revoke_node(id, Timestamp::now(), &[entry]).await })
+            .await
+            .map_err(|e| CoreError::Internal(format!("a node revocation's task failed: {e}")))?
     }
 
     /// Records `public_key_hex` (64 hex digits: an X25519 public key) as the public key of

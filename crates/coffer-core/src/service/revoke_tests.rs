@@ -215,3 +215,80 @@ async fn a_stored_node_key_that_does_not_parse_names_the_node_to_revoke() {
     coffer.revoke_node(&op, good.id).await.unwrap();
     assert_eq!(coffer.keys.replication_key_version(), Some(3));
 }
+
+/// A revocation is not cancelled with its request: dropped while it waits at the DEK gate (a
+/// client gone, a timeout), it still commits, and the keyring moves to the new keys with it,
+/// so that writes go on under them.
+#[tokio::test]
+async fn a_revocation_dropped_by_its_request_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek: Arc<dyn KekProvider> = Arc::new(FileKek::create(&dir.path().join("kek")).unwrap());
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&dir.path().join("db")).unwrap());
+    let coffer = Coffer::open(
+        Arc::clone(&storage),
+        kek,
+        Limits::default(),
+        DekPolicy::default(),
+    )
+    .await
+    .unwrap();
+    let (account, token) = coffer.bootstrap("acme").await.unwrap();
+    let op = coffer
+        .authenticate(token.expose_secret(), Default::default())
+        .await
+        .unwrap();
+    let (node, _) = coffer
+        .create_node(&op, NodeName::parse("e1").unwrap())
+        .await
+        .unwrap();
+    let key = NodeKey::create(&dir.path().join("e1.key")).unwrap();
+    let public = hex::encode(key.public_key().as_bytes());
+    assert!(coffer.register_node_key(&node, &public).await.unwrap());
+
+    // A write carrying a new DEK holds the gate, so the revocation waits there.
+    let mut write = coffer.keys.dek_write();
+    let sealing = write.seal(account).await.unwrap();
+    write.carry(&sealing);
+    write.enter().await.unwrap();
+    {
+        let mut request = std::pin::pin!(coffer.revoke_node(&op, node.id));
+        let mut polls = 0;
+        while !coffer.keys.dek_gate_wanted() {
+            polls += 1;
+            assert!(polls < 100_000, "the revocation never asked for the gate");
+            let poll = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(request.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            assert!(!poll, "the revocation cannot finish before the write");
+            tokio::task::yield_now().await;
+        }
+        // The request is dropped here.
+    }
+    drop(write);
+    let mut waits = 0;
+    while coffer.keys.replication_key_version() != Some(2) {
+        waits += 1;
+        assert!(waits < 1_000, "the dropped revocation never completed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        storage
+            .get_node(node.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_some(),
+        "revoked in storage"
+    );
+    let store = coffer
+        .create_store(&op, account, StoreName::parse("after").unwrap())
+        .await
+        .unwrap()
+        .id;
+    coffer
+        .create_secrets(&op, account, store, vec![item("AFTER".into())])
+        .await
+        .expect("writes go on under the new keys");
+}
