@@ -127,9 +127,10 @@ pub enum CoreError {
     /// This server's KEK cannot be rotated.
     #[error("{0}")]
     KekRotationUnsupported(&'static str),
-    /// A node registered a public key that is not a usable X25519 key.
-    #[error("{0}")]
-    InvalidNodeKey(&'static str),
+    /// A node's key registration refused: the key is not a usable X25519 key, or it cannot be
+    /// registered yet.
+    #[error("{}", .0.message())]
+    InvalidNodeKey(NodeKeyRefusal),
     /// A node registered another public key before (first registration wins), or another node,
     /// revoked ones included, registered this one (a key is never shared between nodes).
     #[error(
@@ -233,6 +234,51 @@ impl From<coffer_crypto::CryptoError> for CoreError {
         match e {
             coffer_crypto::CryptoError::KeyUnavailable(m) => CoreError::Unavailable(m),
             other => CoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Why a node's key registration was refused ([`CoreError::InvalidNodeKey`]): the kind decides
+/// the answer's words and the audit log's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKeyRefusal {
+    /// Not 64 hex digits; the message names the key the edge should send.
+    Malformed(&'static str),
+    /// A low-order point, or not the canonical encoding of one.
+    Unusable,
+    /// The node has not registered its node key yet (a node account key needs it).
+    NoNodeKey,
+    /// No account by this id has a replication key of its own: none at all, or no such
+    /// account (the same answer, so a node token cannot tell which accounts exist).
+    NoArk,
+}
+
+impl NodeKeyRefusal {
+    /// The answer's message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            NodeKeyRefusal::Malformed(message) => message,
+            NodeKeyRefusal::Unusable => {
+                "public_key is not a usable X25519 public key (a low-order point, or not its canonical encoding)"
+            }
+            NodeKeyRefusal::NoNodeKey => {
+                "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first"
+            }
+            NodeKeyRefusal::NoArk => {
+                "there is no replication key of its own for this account id (an account gets one with a KEK of its own; the same answer when no such account exists): node account keys are registered only for accounts that have one"
+            }
+        }
+    }
+
+    /// The audit log's fixed words for it.
+    pub(crate) fn audit_reason(&self) -> &'static str {
+        match self {
+            NodeKeyRefusal::Malformed(_) => "refused: not 64 hex digits",
+            NodeKeyRefusal::Unusable => {
+                "refused: not the canonical encoding of a usable X25519 public key"
+            }
+            NodeKeyRefusal::NoNodeKey => "refused: the node has not registered its node key",
+            NodeKeyRefusal::NoArk => "refused: the account has no replication key of its own",
         }
     }
 }

@@ -840,7 +840,6 @@ mod account_replication;
 mod gate;
 mod replication;
 
-pub(crate) use account_replication::{NO_ARK, NO_NODE_KEY};
 pub(crate) use gate::DekWrite;
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ mod test_keks;
 mod token_cache;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
-pub use error::{CoreError, Invalid, InvalidKind, Resource};
+pub use error::{CoreError, Invalid, InvalidKind, NodeKeyRefusal, Resource};
 pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring};
 pub use limits::{
     Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,

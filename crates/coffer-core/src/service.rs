@@ -148,6 +148,8 @@ pub struct Coffer {
     service_writes: tokio::sync::Mutex<()>,
     /// Node rows for node-token authentication (see `nodes.rs`).
     node_cache: self::nodes::NodeCache,
+    /// Refused node key registrations audited lately (see `nodes.rs`).
+    key_refusals: self::nodes::KeyRefusals,
     /// Opened over an edge replica: it serves runtime reads and node authentication only, and
     /// keeps no audit log of its own (access events travel upstream).
     replica: bool,
@@ -239,6 +241,7 @@ impl Coffer {
             auth_failures: self::failures::FailureLog::default(),
             service_writes: tokio::sync::Mutex::new(()),
             node_cache: self::nodes::NodeCache::default(),
+            key_refusals: self::nodes::KeyRefusals::default(),
             replica,
             rotation: None,
             account_kek_store: std::sync::OnceLock::new(),

@@ -165,7 +165,7 @@ impl From<CoreError> for ApiError {
             e @ CoreError::AccountKekUnavailable { .. } => {
                 ApiError::new(ErrorCode::AccountKekUnavailable, e.to_string())
             }
-            CoreError::InvalidNodeKey(m) => ApiError::new(ErrorCode::InvalidNodeKey, m),
+            CoreError::InvalidNodeKey(m) => ApiError::new(ErrorCode::InvalidNodeKey, m.message()),
             e @ CoreError::NodeKeyConflict => {
                 ApiError::new(ErrorCode::NodeKeyConflict, e.to_string())
             }

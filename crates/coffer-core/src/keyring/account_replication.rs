@@ -29,8 +29,8 @@ use coffer_storage::{
 use coffer_types::{AccountId, TokenId};
 
 use super::{Keyring, dek_context, new_wrapped_key, open_wrapped_key};
-use crate::CoreError;
 use crate::service::audit::{Actorish, Details, Event, Target, build_entry};
+use crate::{CoreError, NodeKeyRefusal};
 
 /// The audit action of an ARK rotation (made, deferred, or caught up).
 const ROTATE_ACTION: &str = "rotate_replication_key";
@@ -366,7 +366,7 @@ impl Keyring {
             .into_iter()
             .find(|(id, _)| *id == node)
             .map(|(_, key)| key)
-            .ok_or(CoreError::InvalidNodeKey(NO_NODE_KEY))?;
+            .ok_or(CoreError::InvalidNodeKey(NodeKeyRefusal::NoNodeKey))?;
         if node_key == *public.as_bytes() {
             return Err(CoreError::NodeKeyConflict);
         }
@@ -388,10 +388,8 @@ impl Keyring {
                         account, &kek_id,
                     ));
                 }
-                if self.storage.get_account(account).await?.is_none() {
-                    return Err(CoreError::NotFound(crate::Resource::Account));
-                }
-                return Err(CoreError::InvalidNodeKey(NO_ARK));
+                // The same answer for an account that does not exist.
+                return Err(CoreError::InvalidNodeKey(NodeKeyRefusal::NoArk));
             }
         };
         let recorded = self
@@ -400,7 +398,7 @@ impl Keyring {
             .await
             .map_err(|e| match e {
                 coffer_storage::StorageError::NotFound(coffer_storage::Entity::NodeKey) => {
-                    CoreError::InvalidNodeKey(NO_NODE_KEY)
+                    CoreError::InvalidNodeKey(NodeKeyRefusal::NoNodeKey)
                 }
                 other => other.into(),
             })?;
@@ -630,11 +628,6 @@ pub(super) struct FinishedArks {
     pub(super) install: Vec<(AccountId, u32, Arc<DataKey>)>,
     pub(super) deferred: Vec<AuditEntry>,
 }
-
-/// The refusal of a node account key for an account without an ARK.
-pub(crate) const NO_ARK: &str = "this account has no replication key of its own (it has no KEK of its own): node account keys are registered only for accounts that have one";
-
-pub(crate) const NO_NODE_KEY: &str = "this node has not registered its node key yet (PUT /replication/v1/node-key): a node account key's grants are sealed to both keys, so register the node key first";
 
 #[cfg(test)]
 mod tests;

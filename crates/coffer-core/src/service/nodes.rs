@@ -17,15 +17,17 @@
 //! revocation acts on the very next request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use coffer_crypto::{ApiToken, PresentedToken, TokenHash, TokenKind, random_id};
 use coffer_storage::NodeRecord;
-use coffer_types::{NodeName, Timestamp, TokenId};
+use coffer_types::{AccountId, NodeName, Timestamp, TokenId};
 
 use super::Coffer;
 use super::audit::{Actorish, Details, Event, Target};
-use crate::{CoreError, Principal, RequestContext, Resource};
+use crate::{CoreError, NodeKeyRefusal, Principal, RequestContext, Resource};
 
 const INVALID_NODE_TOKEN: &str = "invalid node token";
 
@@ -154,20 +156,16 @@ impl Coffer {
         node: &NodeRecord,
         public_key_hex: &str,
     ) -> Result<bool, CoreError> {
-        let registered = async {
-            let public = parse_public_key(
-                public_key_hex,
-                "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)",
-            )?;
-            self.keys.register_node_key(node.id, &public, &[]).await
-        };
-        let recorded = match registered.await {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                self.audit_refused_key(node, None, public_key_hex, &e).await;
-                return Err(e);
-            }
-        };
+        let public = parse_public_key(
+            public_key_hex,
+            "public_key must be 64 hex digits: the X25519 public key the edge made (its data dir's node.key)",
+        );
+        let public = self.audited(node, None, None, public).await?;
+        let registered = self.keys.register_node_key(node.id, &public, &[]).await;
+        let fingerprint = public.fingerprint();
+        let recorded = self
+            .audited(node, None, Some(&fingerprint), registered)
+            .await?;
         if recorded {
             tracing::info!(
                 node = %node.id,
@@ -186,20 +184,14 @@ impl Coffer {
     pub async fn register_node_account_key(
         &self,
         node: &NodeRecord,
-        account: coffer_types::AccountId,
+        account: AccountId,
         public_key_hex: &str,
     ) -> Result<bool, CoreError> {
-        let public = match parse_public_key(
+        let public = parse_public_key(
             public_key_hex,
             "public_key must be 64 hex digits: the X25519 public key the edge made for this account (its data dir's node-account-keys/<account>.key)",
-        ) {
-            Ok(public) => public,
-            Err(e) => {
-                self.audit_refused_key(node, Some(account), public_key_hex, &e)
-                    .await;
-                return Err(e);
-            }
-        };
+        );
+        let public = self.audited(node, Some(account), None, public).await?;
         // Audited (only when recorded) in the account's log, which shows every node holding a
         // key to it, and in the operator's: who registered which key, by fingerprint only.
         let fingerprint = public.fingerprint();
@@ -229,18 +221,13 @@ impl Coffer {
                 },
             )?);
         }
-        let recorded = match self
+        let registered = self
             .keys
             .register_node_account_key(node.id, account, &public, &entries)
-            .await
-        {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                self.audit_refused_key(node, Some(account), public_key_hex, &e)
-                    .await;
-                return Err(e);
-            }
-        };
+            .await;
+        let recorded = self
+            .audited(node, Some(account), Some(&fingerprint), registered)
+            .await?;
         if recorded {
             tracing::info!(
                 node = %node.id,
@@ -253,28 +240,61 @@ impl Coffer {
         Ok(recorded)
     }
 
-    /// Audits a refused registration of `node`'s key (for `account`, when a node account key):
-    /// in the operator's log, and in the account's when the account exists, with fixed words by
-    /// the kind of refusal and the key's fingerprint when it parses, never the key. Errors that
-    /// are not the key's refusal (storage unavailable, say) are not audited here; a refusal
-    /// that cannot be audited is logged.
+    /// `result` of a registration of `node`'s key (for `account`, when a node account key),
+    /// its refusal audited first (see [`Coffer::audit_refused_key`]).
+    async fn audited<T>(
+        &self,
+        node: &NodeRecord,
+        account: Option<AccountId>,
+        fingerprint: Option<&str>,
+        result: Result<T, CoreError>,
+    ) -> Result<T, CoreError> {
+        if let Err(e) = &result {
+            self.audit_refused_key(node, account, fingerprint, e).await;
+        }
+        result
+    }
+
+    /// Audits a refused registration of `node`'s key, with fixed words by the kind of refusal
+    /// and the key's fingerprint when it parsed, never the key; once per window for each node,
+    /// kind and log (the rest are counted: [`Coffer::unaudited_key_refusals`]), so that a
+    /// node token looping bad registrations cannot flood a log. In the operator's log; in the
+    /// account's too only when the node already holds a key for that account (so neither an
+    /// account the node has nothing to do with, nor whether it exists, shows). Errors that are
+    /// not the key's refusal (storage unavailable, the account's KEK unavailable for now:
+    /// transient, and retried by the edge) are not audited; a refusal that cannot be audited
+    /// is logged.
     async fn audit_refused_key(
         &self,
         node: &NodeRecord,
-        account: Option<coffer_types::AccountId>,
-        public_key_hex: &str,
+        account: Option<AccountId>,
+        fingerprint: Option<&str>,
         error: &CoreError,
     ) {
-        let Some(reason) = refusal_reason(error) else {
-            return;
+        let reason = match error {
+            CoreError::InvalidNodeKey(refusal) => refusal.audit_reason(),
+            CoreError::NodeKeyConflict => {
+                "refused: another key is registered for this node, or this key is in use elsewhere"
+            }
+            _ => return,
         };
-        let fingerprint = parse_public_key(public_key_hex, "")
-            .ok()
-            .map(|k| k.fingerprint());
+        // The account's log is a concern only where the node holds a key already.
+        let account = match account {
+            Some(account) => match self.storage.node_account_keys(account).await {
+                Ok(keys) if keys.iter().any(|k| k.node_id == node.id) => Some(account),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(node = %node.id, error = %e, "cannot read node account keys to audit a refused node key");
+                    None
+                }
+            },
+            None => None,
+        };
+        if !self.key_refusals.admit(node.id, account, reason) {
+            return;
+        }
         let mut logs = Vec::new();
-        if let Some(account) = account
-            && !matches!(error, CoreError::NotFound(Resource::Account))
-        {
+        if let Some(account) = account {
             logs.push((account, false));
         }
         match self.operator_account().await {
@@ -296,7 +316,7 @@ impl Coffer {
                         ..Target::node(Some(node.id), Some(&node.name))
                     },
                     details: Details {
-                        key_fingerprint: fingerprint.clone(),
+                        key_fingerprint: fingerprint.map(str::to_owned),
                         reason: Some(reason.to_owned()),
                         ..Details::default()
                     },
@@ -314,6 +334,12 @@ impl Coffer {
         if let Err(e) = self.storage.append_audit(&entries).await {
             tracing::error!(node = %node.id, error = %e, "could not record a refused node key registration in the audit log");
         }
+    }
+
+    /// Refused node key registrations not audited since this process started: repeats of one
+    /// audited within [`REFUSAL_AUDIT_WINDOW`].
+    pub fn unaudited_key_refusals(&self) -> u64 {
+        self.key_refusals.suppressed.load(Ordering::Relaxed)
     }
 
     /// Authenticates a node token: parsed, looked up by id, its keyed hash compared in
@@ -375,26 +401,38 @@ impl Coffer {
     }
 }
 
-/// The audit log's words for a refused key registration, by kind (`None`: not a refusal of
-/// the key). Fixed phrases: the error's own text may carry more than an account's log should.
-fn refusal_reason(error: &CoreError) -> Option<&'static str> {
-    Some(match error {
-        CoreError::InvalidNodeKey(m) if *m == crate::keyring::NO_NODE_KEY => {
-            "refused: the node has not registered its node key"
+/// How long one refused key registration (by node, kind of refusal, and account when the node
+/// holds a key there) is audited once: the edge retries every 10 s, and a node token can loop.
+pub(crate) const REFUSAL_AUDIT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Refused key registrations audited lately (see [`Coffer::audit_refused_key`]). Bounded: its
+/// keys are nodes (made by the operator), fixed reasons, and accounts where a node holds a
+/// key; entries past the window are dropped as it grows.
+#[derive(Debug, Default)]
+pub(crate) struct KeyRefusals {
+    audited: std::sync::Mutex<HashMap<(TokenId, Option<AccountId>, &'static str), Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl KeyRefusals {
+    /// Whether this refusal is audited: not if the same was within the window (then counted).
+    fn admit(&self, node: TokenId, account: Option<AccountId>, reason: &'static str) -> bool {
+        let now = Instant::now();
+        let mut audited = self.audited.lock().unwrap_or_else(PoisonError::into_inner);
+        if audited.len() >= 1024 {
+            audited.retain(|_, at| now.duration_since(*at) < REFUSAL_AUDIT_WINDOW);
         }
-        CoreError::InvalidNodeKey(m) if *m == crate::keyring::NO_ARK => {
-            "refused: the account has no replication key of its own"
+        match audited.get(&(node, account, reason)) {
+            Some(at) if now.duration_since(*at) < REFUSAL_AUDIT_WINDOW => {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => {
+                audited.insert((node, account, reason), now);
+                true
+            }
         }
-        CoreError::InvalidNodeKey(_) => {
-            "refused: not the canonical encoding of a usable X25519 public key"
-        }
-        CoreError::NodeKeyConflict => {
-            "refused: another key is registered for this node, or this key is in use elsewhere"
-        }
-        CoreError::AccountKekUnavailable { .. } => "refused: the account's KEK is unavailable",
-        CoreError::NotFound(Resource::Account) => "refused: no such account",
-        _ => return None,
-    })
+    }
 }
 
 /// Parses `public_key_hex` (64 hex digits) as an X25519 public key; `malformed` is the
@@ -406,12 +444,9 @@ fn parse_public_key(
 ) -> Result<coffer_crypto::NodePublicKey, CoreError> {
     let mut bytes = [0u8; coffer_crypto::NODE_KEY_LEN];
     hex::decode_to_slice(public_key_hex, &mut bytes)
-        .map_err(|_| CoreError::InvalidNodeKey(malformed))?;
-    coffer_crypto::NodePublicKey::parse(&bytes).map_err(|_| {
-        CoreError::InvalidNodeKey(
-            "public_key is not a usable X25519 public key (a low-order point, or not its canonical encoding)",
-        )
-    })
+        .map_err(|_| CoreError::InvalidNodeKey(NodeKeyRefusal::Malformed(malformed)))?;
+    coffer_crypto::NodePublicKey::parse(&bytes)
+        .map_err(|_| CoreError::InvalidNodeKey(NodeKeyRefusal::Unusable))
 }
 
 fn check_node_token(

@@ -410,8 +410,8 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
     }
     // Not before the account has a replication key of its own: nothing would be granted, and
     // a node token alone could take the key's place ahead of the edge. Refused, nothing
-    // written, and the refusal audited in the account's log (fixed words, the key's
-    // fingerprint, never the key).
+    // written, and the refusal audited in the operator's log only (the node holds no key for
+    // the account): fixed words, the key's fingerprint, never the key.
     let head = h.change_head().await;
     let (status, body) = put_key(&h.app, &account_key_uri(&acct), &a.token, &acct_a).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -425,7 +425,9 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
     );
     assert_eq!(h.change_head().await, head);
     let public_hex = hex::encode(acct_a.public_key().as_bytes());
-    let refused = key_registrations(&h, account, "failure").await;
+    assert!(key_registrations(&h, account, "failure").await.is_empty());
+    let operator: AccountId = h.account.parse().unwrap();
+    let refused = key_registrations(&h, operator, "failure").await;
     assert_eq!(refused.len(), 1);
     assert!(
         refused[0].contains("no replication key of its own"),
@@ -534,6 +536,8 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
         let (status, _) = put_key(&h.app, &account_key_uri(&other), token, k).await;
         assert_eq!(status, StatusCode::CONFLICT);
     }
+    // No such account: the same answer as an account without a replication key of its own,
+    // so a node token cannot tell which accounts exist.
     let (status, body) = put_key(
         &h.app,
         &account_key_uri(&"0".repeat(32)),
@@ -541,7 +545,8 @@ async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_
         &key("y"),
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errors"][0]["code"], 1015, "{body}");
     let r = h
         .send_as(
             Method::PUT,
