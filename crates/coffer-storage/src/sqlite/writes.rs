@@ -18,10 +18,14 @@ use super::reads::{
 };
 use super::writer::WriteCx;
 use crate::{
-    AccountRecord, Change, ChangeSecretBinding, ChangeStoreBinding, DekRecord, Entity, NewSecret,
-    Result, SecretRecord, SecretUpdate, ServiceRecord, ServiceTokenRecord, StorageError,
-    StoreRecord, TokenRecord, VersionRecord, WrappedKeyRecord,
+    AccountRecord, Change, ChangeSecretBinding, ChangeStoreBinding, Entity, NewSecret, Result,
+    SecretRecord, SecretUpdate, ServiceRecord, ServiceTokenRecord, StorageError, StoreRecord,
+    TokenRecord, VersionRecord, WrappedKeyRecord,
 };
+
+mod deks;
+use deks::check_carried_dek;
+pub(super) use deks::{insert_carried_deks, is_destroyed, put_dek};
 
 /// Runs one cached statement, translating the constraint violations `on_constraint` knows
 /// (returning `None` for the others, which become `Unavailable` like any database failure).
@@ -286,133 +290,6 @@ pub(super) fn touch_tokens(cx: &mut WriteCx<'_>, used: &[(TokenId, Timestamp)]) 
             .db("touch tokens")?;
     }
     // Last-used times are control-plane only: nothing is logged.
-    Ok(())
-}
-
-pub(super) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
-    if insert_dek(cx, dek)? {
-        Ok(())
-    } else {
-        Err(StorageError::AlreadyExists(Entity::Dek))
-    }
-}
-
-/// Whether DEK `id` was destroyed (its id is remembered, `destroyed_deks`).
-pub(super) fn is_destroyed(conn: &rusqlite::Connection, id: &DekId) -> Result<bool> {
-    Ok(query_opt(
-        conn,
-        "SELECT 1 FROM destroyed_deks WHERE id = ?1",
-        [id.as_bytes()],
-        "check destroyed dek",
-        |_| Ok(()),
-    )?
-    .is_some())
-}
-
-/// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
-/// appended its `DekPut`).
-fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
-    if let Some(rk) = &dek.rk {
-        // A DEK wrapped by a replication key that a node's revocation has since replaced
-        // would reach the feed openable with what the revoked node held: the caller retries
-        // with a new DEK. Also when the DEK is already stored (and so rewrapped): a value
-        // written after the revocation must not be sealed under a DEK the revoked node had.
-        // An account with its own replication key (ARK) takes only DEKs its current version
-        // wraps: one under the instance RK (taken before the ARK was made) would reach the
-        // feed openable with keys that outlive the account.
-        let ark = super::account_keys::current_version(cx.conn, dek.account_id)?;
-        let current = if rk.ark {
-            ark
-        } else if ark.is_some() {
-            None
-        } else {
-            super::node_keys::current_version(cx.conn)?
-        };
-        if current != Some(rk.version) {
-            return Err(StorageError::Conflict);
-        }
-        // An account left out of a revocation (its KEK was unavailable) keeps its ARK version,
-        // which the revoked node may hold, until the owed rotation is made: a write that took
-        // a DEK under it before the revocation must not store a value under it afterwards.
-        if rk.ark && super::account_keys::owes_rotation(cx.conn, dek.account_id)? {
-            return Err(StorageError::Conflict);
-        }
-    }
-    // A DEK wrapped by a KEK version retired since the write took it (its key is destroyed):
-    // the caller retries with a new DEK, which the active version wraps. Refused even when the
-    // DEK is stored already (rewrapped): the retry costs one DEK, and the check stays simple.
-    super::rewrap::refuse_retired(cx.conn, &dek.key.kek_id)?;
-    // A destroyed DEK that a write took before its destruction: storing it again would bring
-    // it back (with a new `DekPut`) after its `DekDestroyed`. The write retries with a fresh
-    // DEK.
-    if is_destroyed(cx.conn, &dek.key.id)? {
-        return Err(StorageError::Conflict);
-    }
-    let inserted = execute(
-        cx,
-        "INSERT INTO deks
-             (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO NOTHING",
-        params![
-            dek.key.id.as_bytes(),
-            dek.account_id.as_bytes(),
-            dek.key.kek_id,
-            dek.key.wrapped,
-            dek.key.created.unix_micros(),
-            dek.rk.as_ref().map(|rk| rk.version),
-            dek.rk.as_ref().map(|rk| &rk.wrapped),
-            dek.rk.as_ref().is_some_and(|rk| rk.ark),
-        ],
-        "put dek",
-        |c| (c == Constraint::ForeignKey).then_some(StorageError::NotFound(Entity::Account)),
-    )?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
-    // from a caller that has no replication key: tests of storage alone).
-    let (kek_id, wrapped) = match &dek.rk {
-        Some(rk) => (rk.kek_id(), &rk.wrapped),
-        None => (dek.key.kek_id.clone(), &dek.key.wrapped),
-    };
-    cx.append(&Change::DekPut {
-        account_id: dek.account_id,
-        dek_id: dek.key.id,
-        kek_id,
-        wrapped_hex: to_hex(wrapped),
-    })?;
-    Ok(true)
-}
-
-/// Checks a DEK carried with `value` (see the `Storage` trait's "DEKs carried by writes").
-fn check_carried_dek(
-    dek: Option<&DekRecord>,
-    value: &VersionRecord,
-    account: AccountId,
-) -> Result<()> {
-    match dek {
-        Some(dek) if dek.key.id != value.dek_id => Err(StorageError::Invalid(
-            "a carried DEK is not the one its value is sealed under",
-        )),
-        Some(dek) if dek.account_id != account => Err(StorageError::Invalid(
-            "a carried DEK belongs to another account than the call",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
-pub(super) fn insert_carried_deks<'a>(
-    cx: &mut WriteCx<'_>,
-    deks: impl IntoIterator<Item = &'a DekRecord>,
-) -> Result<()> {
-    let mut seen: HashSet<DekId> = HashSet::new();
-    for dek in deks {
-        if seen.insert(dek.key.id) {
-            insert_dek(cx, dek)?;
-        }
-    }
     Ok(())
 }
 
