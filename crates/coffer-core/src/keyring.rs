@@ -189,7 +189,17 @@ pub struct Keyring {
     /// Taken shared by every write carrying a DEK that may not be stored yet, exclusive by a
     /// node's revocation while it lists, rewraps and commits (`keyring/gate.rs`).
     dek_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Tests: a revocation's next listing says so and waits (`replication.rs`).
+    #[cfg(test)]
+    after_listing: std::sync::Mutex<Option<ListingPause>>,
 }
+
+/// Tells a test that a revocation has listed the DEKs, then waits for its go.
+#[cfg(test)]
+type ListingPause = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 impl Keyring {
     /// Loads (or on first start creates) the instance MAC key, so that a missing or wrong KEK is
@@ -221,6 +231,8 @@ impl Keyring {
             accounts: AccountKeks::default(),
             arks: Default::default(),
             dek_gate: Default::default(),
+            #[cfg(test)]
+            after_listing: Default::default(),
         };
         keyring
             .backfill_rk_wraps(&[
@@ -258,6 +270,8 @@ impl Keyring {
             accounts: AccountKeks::default(),
             arks: Default::default(),
             dek_gate: Default::default(),
+            #[cfg(test)]
+            after_listing: Default::default(),
         })
     }
 

@@ -407,6 +407,18 @@ impl Keyring {
     ) -> Result<FinishedRotation, CoreError> {
         let (current, version) = (&prepared.current, prepared.version);
         let stored = self.storage.list_deks().await?;
+        #[cfg(test)]
+        {
+            let pause = self
+                .after_listing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some((listed, go)) = pause {
+                let _ = listed.send(());
+                let _ = go.await;
+            }
+        }
         let mut deks = Vec::new();
         for record in &stored {
             // Wrapped by its account's own replication key: rotated with that below.

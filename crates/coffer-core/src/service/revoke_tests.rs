@@ -124,17 +124,25 @@ async fn a_revocation_is_not_starved_by_writes_making_new_deks() {
     {
         tokio::task::yield_now().await;
     }
+    let before = writes.load(Ordering::SeqCst);
     let revoked = coffer.revoke_node(&op, nodes[0].id).await;
+    // The churn overlapped the revocation: writers were still running when it returned (none
+    // had reached its bound), and writes went on after it, under the new keys.
+    let running = churners.iter().filter(|c| !c.is_finished()).count();
     let during = writes.load(Ordering::SeqCst);
+    let mut polls = 0;
+    while writes.load(Ordering::SeqCst) < during + CHURNERS {
+        polls += 1;
+        assert!(polls < 10_000_000, "no write after the revocation");
+        tokio::task::yield_now().await;
+    }
     done.store(true, Ordering::SeqCst);
     for churner in churners {
         churner.await.unwrap().unwrap();
     }
     revoked.expect("the revocation succeeds while new DEKs are being made");
-    assert!(
-        during < CHURNERS * MAX_WRITES,
-        "the writers were still writing when the revocation returned"
-    );
+    assert!(before >= 2 * CHURNERS, "writers under way before it");
+    assert!(running > 0, "writers were still writing when it returned");
     assert_eq!(coffer.keys.replication_key_version(), Some(2));
     for dek in coffer.storage().list_deks().await.unwrap() {
         let rk = dek.rk.expect("every DEK has an RK wrap");

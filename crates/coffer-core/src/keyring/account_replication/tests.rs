@@ -409,3 +409,59 @@ async fn a_revocation_waits_for_writes_holding_the_gate_and_skips_an_account_del
     assert!(f.keys.made_under_current_rk(&again.carry(&key)));
     again.enter().await.unwrap();
 }
+
+/// A write cancelled after its job reached the storage writer has given up its hold, so its
+/// DEK can be stored after a revocation's listing: that commit is refused, and the next
+/// attempt lists the DEK and rotates it (`keyring/gate.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dek_a_cancelled_write_stores_after_the_listing_is_rotated_by_the_next_attempt() {
+    let f = Arc::new(fixture().await);
+    let account = f.account("a").await;
+    let (n, _) = f.node("n").await;
+    f.node("m").await;
+    // Another account's DEK, stored before: the first listing is not empty.
+    let other = f.account("b").await;
+    f.seal(other).await;
+
+    // A write carrying a new DEK of the account.
+    let mut write = f.keys.dek_write();
+    let key = write.seal(account).await.unwrap();
+    assert!(
+        f.storage.get_dek(key.id).await.unwrap().is_none(),
+        "a new DEK"
+    );
+    let record = write.carry(&key);
+    write.enter().await.unwrap();
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
+    *f.keys.after_listing.lock().unwrap() = Some((listed_tx, go_rx));
+    let revocation = tokio::spawn({
+        let f = Arc::clone(&f);
+        async move { f.keys.revoke_node(n, Timestamp::now(), &[]).await }
+    });
+    let mut polls = 0;
+    while !f.keys.dek_gate_wanted() {
+        polls += 1;
+        assert!(polls < 1_000_000, "the revocation never asked for the gate");
+        tokio::task::yield_now().await;
+    }
+    // The write is cancelled: its hold is gone, its job still queued at the storage writer.
+    drop(write);
+    listed.await.unwrap();
+    // The queued job commits after the listing.
+    f.storage.put_dek(record).await.unwrap();
+    go.send(()).unwrap();
+    revocation
+        .await
+        .unwrap()
+        .expect("the next attempt lists the DEK");
+    let rk = f
+        .storage
+        .get_dek(key.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .rk
+        .unwrap();
+    assert_eq!(rk.version, 2, "the late DEK is rotated: {rk:?}");
+}
