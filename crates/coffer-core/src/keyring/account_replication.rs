@@ -477,28 +477,31 @@ impl Keyring {
         };
         // Storage's list, not memory's: an account deleted meanwhile is not in it.
         for (account, version, _) in self.storage.account_replication_keys().await? {
+            // Left out: the reason in the tenant's log (fixed words by kind), and the cause
+            // for the operator's.
             let prepared = match (
                 self.arks.get(account),
                 self.account_keks().provider(account),
             ) {
-                (Some(current), Some(Ok(kek))) => {
-                    self.new_ark_version(account, &kek, &current, Some(revoked))
-                        .await
-                }
-                (_, Some(Err(e))) => Err(e),
-                (None, Some(Ok(_))) => Err(CoreError::Unavailable(
-                    "its replication key is not open (its KEK failed earlier)".into(),
+                (Some(current), Some(Ok(kek))) => self
+                    .new_ark_version(account, &kek, &current, Some(revoked))
+                    .await
+                    .map_err(|e| (left_out_reason(&e), e.to_string())),
+                (_, Some(Err(e))) => Err((left_out_reason(&e), e.to_string())),
+                (None, Some(Ok(_))) => Err((
+                    LEFT_OUT_UNREACHABLE,
+                    "its replication key is not open (its KEK failed earlier)".to_owned(),
                 )),
-                (_, None) => Err(CoreError::AccountKekUnavailable {
-                    account,
-                    kek_id: "(none loaded)".into(),
-                }),
+                (_, None) => Err((
+                    LEFT_OUT_MISSING,
+                    "no KEK of its own is loaded for it".to_owned(),
+                )),
             };
             match prepared {
                 Ok(next) => out.next.push(next),
-                Err(e) => out
+                Err((reason, cause)) => out
                     .deferred
-                    .push(self.leave_out(account, revoked, version, &e)?),
+                    .push(self.leave_out(account, revoked, version, reason, &cause)?),
             }
         }
         Ok(out)
@@ -539,7 +542,8 @@ impl Keyring {
                     next.account,
                     revoked,
                     next.current.version,
-                    &e,
+                    left_out_reason(&e),
+                    &e.to_string(),
                 )?),
             }
         }
@@ -547,24 +551,25 @@ impl Keyring {
     }
 
     /// Leaves `account` out of `revoked`'s revocation: no DEK of it is made under `version`
-    /// (which the revoked node may hold) from now on; logged, and the audit entry for the
-    /// account's own log returned.
+    /// (which the revoked node may hold) from now on; logged with its `cause`, and the audit
+    /// entry for the account's own log, with the fixed `reason`, returned.
     fn leave_out(
         &self,
         account: AccountId,
         revoked: TokenId,
         version: u32,
-        error: &CoreError,
+        reason: &'static str,
+        cause: &str,
     ) -> Result<AuditEntry, CoreError> {
         self.arks.set_aside(account);
-        tracing::error!(account = %account, node = %revoked, version, error = %error, "the account's replication key cannot be rotated by this revocation: its values cannot be written until its KEK is back, and then it is rotated");
+        tracing::error!(account = %account, node = %revoked, version, error = %cause, "the account's replication key cannot be rotated by this revocation: its values cannot be written until its KEK is back, and then it is rotated");
         rotation_entry(
             account,
             "failure",
             "node revocation",
             Some(revoked),
             version,
-            left_out_reason(error).to_owned(),
+            reason.to_owned(),
         )
     }
 
