@@ -405,12 +405,16 @@ impl Coffer {
 /// holds a key there) is audited once: the edge retries every 10 s, and a node token can loop.
 pub(crate) const REFUSAL_AUDIT_WINDOW: Duration = Duration::from_secs(3600);
 
+/// One refused key registration's kind: the node, the account whose log it goes to (`None`:
+/// the operator's only), and the fixed reason.
+type RefusalKey = (TokenId, Option<AccountId>, &'static str);
+
 /// Refused key registrations audited lately (see [`Coffer::audit_refused_key`]). Bounded: its
 /// keys are nodes (made by the operator), fixed reasons, and accounts where a node holds a
 /// key; entries past the window are dropped as it grows.
 #[derive(Debug, Default)]
 pub(crate) struct KeyRefusals {
-    audited: std::sync::Mutex<HashMap<(TokenId, Option<AccountId>, &'static str), Instant>>,
+    audited: std::sync::Mutex<HashMap<RefusalKey, Instant>>,
     suppressed: AtomicU64,
 }
 
