@@ -29,7 +29,11 @@ fn item(name: String) -> CreateSecretItem {
 /// one of them deleting and re-creating its store, which gives up the account's DEK too) keep
 /// new DEKs reaching storage while a node is revoked. The revocation succeeds, the writes all
 /// succeed, and every DEK is under the new replication key afterwards. Before the DEK gate,
-/// each of the rotation's attempts met a DEK stored between its listing and its commit.
+/// each of three attempts met a DEK stored between its listing and its commit. A stress test:
+/// with attempts now going on while listings progress (at most 16), it can pass by luck
+/// without the gate; the deterministic ones are in `keyring/tests.rs` and
+/// `keyring/account_replication/tests.rs` (a write behind a queued revocation waits, a late
+/// DEK is rotated by the next attempt).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_is_not_starved_by_writes_making_new_deks() {
     let dir = tempfile::tempdir().unwrap();
