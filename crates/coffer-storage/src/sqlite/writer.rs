@@ -592,12 +592,13 @@ impl Writer {
                 if head.replaced {
                     self.truncate_wal();
                 }
-                let committed = waiting.len();
+                // The observer hears of the commit before anyone is answered, so a caller
+                // that reads metrics after its write returns sees the write counted.
+                if let Some(observer) = self.observer.get() {
+                    observer.committed(waiting.len(), took);
+                }
                 for job in waiting {
                     job.answer(None);
-                }
-                if let Some(observer) = self.observer.get() {
-                    observer.committed(committed, took);
                 }
             }
             Err(e) => {
