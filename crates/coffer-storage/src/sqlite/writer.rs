@@ -330,6 +330,26 @@ impl WriterHandle {
         })
     }
 
+    /// A handle with no writer thread, for a read-only [`super::SqliteStorage`]: every write
+    /// fails with `Unavailable`. The head is read from `conn` (a read-only connection).
+    pub(super) fn read_only(conn: &Connection) -> Result<WriterHandle> {
+        let head = read_head(conn)?;
+        Ok(WriterHandle {
+            jobs: Mutex::new(None),
+            thread: tokio::sync::Mutex::new(None),
+            counters: Arc::new(Counters {
+                commits: AtomicU64::new(0),
+                jobs: AtomicU64::new(0),
+                audit_entries: AtomicU64::new(0),
+                audit_failures: AtomicU64::new(0),
+                committed_seq: AtomicU64::new(head.seq),
+                head: watch::Sender::new(head.seq),
+            }),
+            signer: SignerSlot::default(),
+            observer: ObserverSlot::default(),
+        })
+    }
+
     /// Sets the write observer; `false` if one was set already (it is kept).
     pub(super) fn set_observer(&self, observer: Arc<dyn WriteObserver>) -> bool {
         self.observer.set(observer).is_ok()
