@@ -27,8 +27,8 @@ use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
 
-const LOCK_FILE: &str = "lock";
-const DB_FILE: &str = "coffer.db";
+pub(crate) const LOCK_FILE: &str = "lock";
+pub(crate) const DB_FILE: &str = "coffer.db";
 
 fn data_dir_error(path: &Path, message: impl Into<String>) -> ServerError {
     ServerError::DataDir {
@@ -77,6 +77,22 @@ pub fn lock(path: &Path) -> Result<File, ServerError> {
     }
 }
 
+/// Whether `path` is an initialised data dir (its KEK configuration and database are there);
+/// returns the database's path. Takes no lock and reads nothing.
+pub(crate) fn check_initialised(path: &Path) -> Result<std::path::PathBuf, ServerError> {
+    let has_kek = path.join(KEK_FILE).exists()
+        || path.join(KEK_CONFIG).exists()
+        || path.join(VERSIONS_FILE).exists();
+    let db = path.join(DB_FILE);
+    if !has_kek || !db.exists() {
+        return Err(data_dir_error(
+            path,
+            "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
+        ));
+    }
+    Ok(db)
+}
+
 /// Opens an initialised data dir; `secrets` unlock its KEK if it is in an HSM.
 pub async fn open(
     path: &Path,
@@ -84,15 +100,7 @@ pub async fn open(
     secrets: KekSecrets,
     keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
-    let has_kek = path.join(KEK_FILE).exists()
-        || path.join(KEK_CONFIG).exists()
-        || path.join(VERSIONS_FILE).exists();
-    if !has_kek || !path.join(DB_FILE).exists() {
-        return Err(data_dir_error(
-            path,
-            "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
-        ));
-    }
+    check_initialised(path)?;
     let lock = lock(path)?;
     let kek = kek::open(path, secrets)
         .await

@@ -9,6 +9,7 @@ mod account_kek_tokens;
 mod account_keks;
 mod accounts;
 mod audit;
+pub mod backup;
 mod client_addr;
 mod datadir;
 mod error;

@@ -2,6 +2,7 @@
 
 mod account;
 mod audit;
+mod backup;
 pub mod bound;
 mod deploy;
 mod init;
@@ -74,6 +75,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Completions { shell } => crate::manpages::completions(shell),
         Command::Man { out_dir } => crate::manpages::write(&out_dir),
         // `main` runs it before any runtime is started.
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
+        Command::Verify(args) => backup::verify(args).await,
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }
 }
