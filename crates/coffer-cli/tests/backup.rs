@@ -432,3 +432,78 @@ fn verify_names_the_first_broken_link_of_a_data_dir() {
         "{out:?}"
     );
 }
+
+/// `--kek-from` copies an account's own KEK too, and its record then names the copy: the old
+/// data dir moved away, the restored server opens the account's key.
+#[test]
+fn kek_from_copies_account_keks_and_the_restored_dir_stands_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (account, token) = init(&data);
+    let server = Server::start(&data);
+    let op = Conn {
+        url: server.url.clone(),
+        token,
+        account,
+    };
+    let b = op
+        .run(&["account", "create", "team-b", "--json"])
+        .ok()
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    op.run(&["account", "set-kek", "team-b", "--kek", "file", "--json"])
+        .ok();
+    let file = tmp.path().join("b.backup");
+    coffer(&["backup", "--data-dir", p(&data), "--out", p(&file)]).ok();
+    let bytes = std::fs::read(&file).unwrap();
+    let account_key = std::fs::read(data.join(format!("account-keks/{b}.key"))).unwrap();
+    assert!(!bytes.windows(account_key.len()).any(|w| w == account_key));
+    drop(server);
+
+    let new = tmp.path().join("new");
+    let out = coffer(&[
+        "restore",
+        "--from",
+        p(&file),
+        "--data-dir",
+        p(&new),
+        "--kek-from",
+        p(&data),
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(
+        out["kek_files"],
+        serde_json::json!([
+            "kek.key",
+            format!("account-keks/{b}.key"),
+            format!("account-keks/{b}.toml")
+        ]),
+    );
+    let record = std::fs::read_to_string(new.join(format!("account-keks/{b}.toml"))).unwrap();
+    let copied_key = std::path::absolute(&new)
+        .unwrap()
+        .join(format!("account-keks/{b}.key"));
+    assert!(record.contains(copied_key.to_str().unwrap()), "{record}");
+    assert_eq!(std::fs::read(&copied_key).unwrap(), account_key);
+
+    let moved = tmp.path().join("old-moved-away");
+    std::fs::rename(&data, &moved).unwrap();
+    let server = Server::start(&new);
+    let v = op.as_(&op.token, &op.account);
+    let v = Conn {
+        url: server.url.clone(),
+        ..v
+    }
+    .run(&["account", "kek", "team-b", "--json"])
+    .ok()
+    .json();
+    assert_eq!(
+        (v["wrapped_by"].as_str(), v["state"].as_str()),
+        (Some("account"), Some("available")),
+        "{v}"
+    );
+}
