@@ -270,7 +270,18 @@ fn bad_input_is_refused_in_one_line_and_leaves_nothing_behind() {
     let out = coffer(&["backup", "--data-dir", p(&data), "--out", p(&nowhere)]);
     let line = out.one_error_line(1);
     assert!(
-        line.contains(&format!("cannot write {}", nowhere.display())),
+        line.contains(&format!(
+            "cannot write {}: its directory {} does not exist",
+            nowhere.display(),
+            nowhere.parent().unwrap().display()
+        )),
+        "{line}"
+    );
+    // A directory no one may create files in, whoever runs the test (root included).
+    let out = coffer(&["backup", "--data-dir", p(&data), "--out", "/proc/coffer.backup"]);
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("cannot write /proc/coffer.backup: cannot create a file in /proc"),
         "{line}"
     );
     let out = coffer(&["backup", "--data-dir", p(&data), "--out", p(t)]);

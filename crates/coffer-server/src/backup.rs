@@ -114,6 +114,12 @@ pub async fn backup(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    if !parent.is_dir() {
+        return Err(write_err(format!(
+            "its directory {} does not exist",
+            parent.display()
+        )));
+    }
     // The copy SQLite writes, beside the file (same filesystem, same disk space), 0600 and
     // removed when dropped.
     let copy = tempfile::Builder::new()
