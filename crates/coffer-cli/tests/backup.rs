@@ -278,7 +278,13 @@ fn bad_input_is_refused_in_one_line_and_leaves_nothing_behind() {
         "{line}"
     );
     // A directory no one may create files in, whoever runs the test (root included).
-    let out = coffer(&["backup", "--data-dir", p(&data), "--out", "/proc/coffer.backup"]);
+    let out = coffer(&[
+        "backup",
+        "--data-dir",
+        p(&data),
+        "--out",
+        "/proc/coffer.backup",
+    ]);
     let line = out.one_error_line(1);
     assert!(
         line.contains("cannot write /proc/coffer.backup: cannot create a file in /proc"),
