@@ -10,7 +10,9 @@
 //!
 //! One process at a time: the embedded database has one writer, so a second `coffer server`
 //! (or `coffer init`) on the same dir is refused rather than left to fight over it. Several
-//! control-plane instances are what the PostgreSQL backend is for.
+//! control-plane instances are what the PostgreSQL backend is for. `coffer backup` and `coffer
+//! verify` read the database without the lock, read-only (`backup.rs`); `coffer restore` takes
+//! the lock of the dir it restores into.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
