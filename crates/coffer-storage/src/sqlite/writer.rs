@@ -291,6 +291,8 @@ pub(super) struct WriterHandle {
     counters: Arc<Counters>,
     signer: SignerSlot,
     observer: ObserverSlot,
+    /// Made by [`WriterHandle::read_only`]: there never was a writer, and a write says so.
+    read_only: bool,
 }
 
 impl WriterHandle {
@@ -327,6 +329,7 @@ impl WriterHandle {
             counters,
             signer,
             observer,
+            read_only: false,
         })
     }
 
@@ -347,6 +350,7 @@ impl WriterHandle {
             }),
             signer: SignerSlot::default(),
             observer: ObserverSlot::default(),
+            read_only: true,
         })
     }
 
@@ -395,7 +399,13 @@ impl WriterHandle {
             output: None,
             reply,
         });
-        let stopped = || StorageError::Unavailable("the writer has stopped".into());
+        let stopped = || {
+            StorageError::Unavailable(if self.read_only {
+                "the database was opened read-only".into()
+            } else {
+                "the writer has stopped".into()
+            })
+        };
         let jobs = self.sender().ok_or_else(stopped)?;
         jobs.send(job).await.map_err(|_| stopped())?;
         // Not held while waiting for the answer: only queued jobs keep the writer alive.
