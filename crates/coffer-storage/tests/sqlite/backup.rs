@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use coffer_storage::{AuditEntry, ChainError, SqliteStorage, Storage, StorageError, verify_chains};
+use coffer_storage::{
+    AuditCheckpoint, AuditEntry, ChainError, SqliteStorage, Storage, StorageError, verify_chains,
+};
 use coffer_types::{AccountId, TokenId};
 
 use super::{db_path, id, new_secret, raw, ts, world};
@@ -54,8 +56,11 @@ async fn verify_chains_reports_the_heads_of_an_intact_store() {
     let report = verify_chains(&s).await.unwrap();
     let state = s.log_state().await.unwrap();
     assert_eq!(report.log, state);
-    assert!(report.changes_checked >= 5, "{report:?}");
-    assert_eq!(report.changes_checked, state.head_seq - state.base_seq);
+    let rows: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows >= 5);
+    assert_eq!(report.changes_checked, rows as u64, "every entry read");
     let heads: Vec<_> = report
         .audit_heads
         .iter()
@@ -85,12 +90,167 @@ async fn verify_chains_starts_from_the_base_after_compaction() {
     s.compact_log(3).await.unwrap();
     let report = verify_chains(&s).await.unwrap();
     assert_eq!(report.log.base_seq, 3);
+    s.close().await;
+    let above: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM changes WHERE seq > 3", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(
-        report.changes_checked,
-        report.log.head_seq - 3,
+        report.changes_checked, above as u64,
         "entries above the base only"
     );
+}
+
+/// A crafted database whose log head is below its base fails as a broken chain, not an
+/// arithmetic overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_below_the_base_is_a_broken_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    populated(&path).await;
+    let s = SqliteStorage::open(&path).unwrap();
+    s.ensure_cluster_id().await.unwrap();
     s.close().await;
+    drop(s);
+    raw(&path)
+        .execute("UPDATE replication SET base_seq = 1000", [])
+        .unwrap();
+    let s = SqliteStorage::open_read_only(&path).unwrap();
+    let err = verify_chains(&s).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the log's head is below its base (seq 1000)"),
+        "{err}"
+    );
+}
+
+/// Checkpoints are compared with the chain (their MACs need the KEK, not checked here): one
+/// naming another hash fails, and so does an account whose entries were all deleted while its
+/// checkpoints remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_must_name_entries_of_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let (a, b) = populated(&path).await;
+    let s = SqliteStorage::open(&path).unwrap();
+    for account in [a, b] {
+        let (seq, hash) = s.audit_head(account).await.unwrap().unwrap();
+        s.put_audit_checkpoint(AuditCheckpoint {
+            account_id: account,
+            seq,
+            hash,
+            mac: vec![0; 32],
+            at: ts(6),
+        })
+        .await
+        .unwrap();
+    }
+    let report = verify_chains(&s).await.unwrap();
+    assert_eq!(report.audit_checkpoints_checked, 2);
+    s.put_audit_checkpoint(AuditCheckpoint {
+        account_id: a,
+        seq: 2,
+        hash: [9; 32],
+        mac: vec![0; 32],
+        at: ts(6),
+    })
+    .await
+    .unwrap();
+    let err = verify_chains(&s).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "audit chain of account {a} broken at seq 2: its checkpoint records another hash for \
+             this entry"
+        )
+    );
+    s.close().await;
+    drop(s);
+    raw(&path)
+        .execute_batch(
+            "DROP TRIGGER audit_checkpoints_no_delete;
+             DELETE FROM audit_checkpoints WHERE hash = zeroblob(32) OR seq = 2 AND mac = zeroblob(32) AND hash <> (SELECT hash FROM audit WHERE audit.account_id = audit_checkpoints.account_id AND audit.seq = 2);
+             DROP TRIGGER audit_no_delete;",
+        )
+        .unwrap();
+    raw(&path)
+        .execute(
+            "DELETE FROM audit WHERE account_id = ?1",
+            [b.as_bytes().to_vec()],
+        )
+        .unwrap();
+    let s = SqliteStorage::open_read_only(&path).unwrap();
+    let err = verify_chains(&s).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "audit chain of account {b} broken at seq 2: a checkpoint covers this entry but the \
+             chain ends at seq 0: entries were removed"
+        )
+    );
+}
+
+/// What restore checks before it opens a backup's database read-write: the schema must be
+/// exactly this build's (no extra trigger, no dropped guard) and the file intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_copy_must_have_the_expected_schema_and_integrity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    populated(&path).await;
+    SqliteStorage::check_untrusted(&path).unwrap();
+
+    let copy = |name: &str, sql: &str| {
+        let p = dir.path().join(name);
+        std::fs::copy(&path, &p).unwrap();
+        raw(&p).execute_batch(sql).unwrap();
+        p
+    };
+    let extra = copy(
+        "extra.db",
+        "CREATE TRIGGER keep_deks BEFORE DELETE ON deks BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let err = SqliteStorage::check_untrusted(&extra).unwrap_err();
+    assert!(
+        err.to_string().contains("unexpected trigger keep_deks"),
+        "{err}"
+    );
+    let dropped = copy("dropped.db", "DROP TRIGGER audit_no_update;");
+    let err = SqliteStorage::check_untrusted(&dropped).unwrap_err();
+    assert!(
+        err.to_string().contains("missing trigger audit_no_update"),
+        "{err}"
+    );
+    let view = copy(
+        "view.db",
+        "DROP TABLE nodes; CREATE VIEW nodes AS WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL \
+         SELECT x + 1 FROM r) SELECT x FROM r;",
+    );
+    assert!(SqliteStorage::check_untrusted(&view).is_err());
+    let newer = copy("newer.db", "PRAGMA user_version = 999;");
+    let err = SqliteStorage::check_untrusted(&newer).unwrap_err();
+    assert!(err.to_string().contains("schema version 999"), "{err}");
+
+    // An index that no longer matches its table: the schema is right, the file is not.
+    let broken = copy("broken.db", "");
+    let bytes = std::fs::read(&broken).unwrap();
+    let page_size = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    let root: i64 = raw(&broken)
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'audit' \
+             AND sql IS NOT NULL LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut bytes = bytes;
+    let end = root as usize * page_size;
+    for b in &mut bytes[end - 40..end - 8] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&broken, &bytes).unwrap();
+    let err = SqliteStorage::check_untrusted(&broken).unwrap_err();
+    assert!(err.to_string().contains("integrity check failed"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,6 +336,7 @@ async fn the_read_only_handle_writes_nothing_and_refuses_other_schemas() {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("opened read-only"), "{err}");
     s.close().await;
     drop(s);
     assert_eq!(std::fs::read(&path).unwrap(), before);
