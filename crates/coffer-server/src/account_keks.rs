@@ -535,7 +535,8 @@ pub(crate) fn copy_account_keks(old: &Path, new: &Path) -> Result<Vec<String>, S
         }
         let (src, dst) = (from.join(name), to.join(name));
         if is_record {
-            let text = fs::read_to_string(&src)
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut crate::fsio::open_regular(&src, false)?, &mut text)
                 .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
             let mut record: Record = toml::from_str(&text)
                 .map_err(|e| format!("{} is not a valid account KEK record: {e}", src.display()))?;
@@ -547,14 +548,15 @@ pub(crate) fn copy_account_keks(old: &Path, new: &Path) -> Result<Vec<String>, S
             }
             let text = toml::to_string(&record)
                 .map_err(|e| format!("cannot encode {}: {e}", dst.display()))?;
-            crate::backup::write_new(&dst, &mut text.as_bytes())?;
+            crate::fsio::write_new(&dst, &mut text.as_bytes())?;
         } else {
-            let mut file =
-                fs::File::open(&src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-            crate::backup::write_new(&dst, &mut file)?;
+            // A key file: regular, not a symlink, private (as `read_key_file` wants it).
+            let mut file = crate::fsio::open_regular(&src, true)?;
+            crate::fsio::write_new(&dst, &mut file)?;
         }
         written.push(format!("{ACCOUNT_KEKS_DIR}/{name}"));
     }
+    crate::fsio::sync_dir(&to).map_err(|e| format!("cannot sync {}: {e}", to.display()))?;
     Ok(written)
 }
 

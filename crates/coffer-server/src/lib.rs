@@ -15,6 +15,7 @@ mod datadir;
 mod error;
 mod extract;
 mod frame;
+mod fsio;
 mod hardening;
 mod kek;
 mod kek_routes;
