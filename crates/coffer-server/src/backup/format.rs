@@ -11,9 +11,12 @@
 //! ```
 //!
 //! Nothing follows the database. So a truncated file (it ends before its header, manifest,
-//! checksum or database is complete), trailing bytes, an altered manifest or header (its
-//! checksum), and an altered database (its SHA-256) are each told apart before anything is
-//! restored.
+//! checksum or database is complete), trailing bytes and an altered manifest or header (its
+//! checksum) are told apart before anything is written; an altered database (its SHA-256) is
+//! found while restore writes it, and what was written is then removed.
+//!
+//! These checksums are unkeyed: they detect damage, not someone who rewrites the file and
+//! recomputes them (docs/operations.md, "What a restore proves").
 
 use std::io::{self, Read, Write};
 
@@ -22,158 +25,193 @@ use coffer_storage::{AuditHead, ChainReport};
 use coffer_types::AccountId;
 use serde::{Deserialize, Serialize};
 
-pub(crate) const MAGIC: &[u8; 8] = b"COFFERBK";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"COFFERBK";
+const FORMAT_VERSION: u32 = 1;
 /// Bounds what a damaged length field makes us read: a manifest lists one audit head per
 /// account (about 150 bytes each).
 const MAX_MANIFEST: u32 = 64 << 20;
 const HEADER_LEN: u64 = 8 + 4 + 4;
 const CHECKSUM_LEN: u64 = 32;
 
-/// What the file says about the database it holds.
+/// What the file says about the database it holds. The format version is the header's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The file's format version (also in the header).
-    pub format: u32,
     /// When the backup was taken (RFC 3339, UTC).
     pub created_at: String,
     /// The version of Coffer that took it.
     pub coffer_version: String,
-    /// The change log's cluster id (32 hex), if the store has one.
-    pub cluster_id: Option<String>,
-    pub change_log: LogHead,
-    /// Every account with audit entries, ordered by id.
-    pub audit_heads: Vec<AuditHeadEntry>,
+    #[serde(flatten)]
+    pub heads: Heads,
     pub database: DatabasePart,
 }
 
+/// The chains' heads of a store, as a chain check found them: what a backup records, what a
+/// restore compares, what `coffer verify` prints. Hashes are hex in JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogHead {
+pub struct Heads {
+    /// The change log's cluster id, if the store has one.
+    #[serde(with = "hex_opt16")]
+    pub cluster_id: Option<[u8; 16]>,
+    pub change_log: ChangeLog,
+    /// Every account with audit entries, ordered by id.
+    pub audit_heads: Vec<AuditHeadEntry>,
+}
+
+/// The change log from its base (after any compaction) to its head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeLog {
     pub base_seq: u64,
-    /// 64 hex.
-    pub base_hash: String,
+    #[serde(with = "hex32")]
+    pub base_hash: [u8; 32],
     pub head_seq: u64,
-    /// 64 hex.
-    pub head_hash: String,
+    #[serde(with = "hex32")]
+    pub head_hash: [u8; 32],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditHeadEntry {
     pub account_id: AccountId,
     pub seq: u64,
-    /// 64 hex.
-    pub hash: String,
+    #[serde(with = "hex32")]
+    pub hash: [u8; 32],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabasePart {
     pub length: u64,
-    /// 64 hex.
-    pub sha256: String,
+    #[serde(with = "hex32")]
+    pub sha256: [u8; 32],
+}
+
+impl Heads {
+    pub fn of(report: &ChainReport) -> Heads {
+        let log = &report.log;
+        Heads {
+            cluster_id: log.cluster_id,
+            change_log: ChangeLog {
+                base_seq: log.base_seq,
+                base_hash: log.base_hash,
+                head_seq: log.head_seq,
+                head_hash: log.head_hash,
+            },
+            audit_heads: report
+                .audit_heads
+                .iter()
+                .map(|h: &AuditHead| AuditHeadEntry {
+                    account_id: h.account,
+                    seq: h.seq,
+                    hash: h.hash,
+                })
+                .collect(),
+        }
+    }
+
+    /// The first difference between these heads (the manifest's) and `restored`, as "WHAT:
+    /// manifest X, restored Y"; `None` when they are equal.
+    pub(crate) fn mismatch(&self, restored: &Heads) -> Option<String> {
+        if self == restored {
+            return None;
+        }
+        let hex_id = |id: &Option<[u8; 16]>| id.map_or_else(|| "none".to_owned(), hex::encode);
+        if self.cluster_id != restored.cluster_id {
+            return Some(format!(
+                "cluster id: manifest {}, restored {}",
+                hex_id(&self.cluster_id),
+                hex_id(&restored.cluster_id)
+            ));
+        }
+        let (m, r) = (&self.change_log, &restored.change_log);
+        if m != r {
+            return Some(format!(
+                "change log: manifest base seq {} head seq {} hash {}, restored base seq {} head \
+                 seq {} hash {}",
+                m.base_seq,
+                m.head_seq,
+                hex::encode(m.head_hash),
+                r.base_seq,
+                r.head_seq,
+                hex::encode(r.head_hash)
+            ));
+        }
+        let show = |h: Option<&AuditHeadEntry>| {
+            h.map_or_else(
+                || "none".to_owned(),
+                |h| format!("seq {} hash {}", h.seq, hex::encode(h.hash)),
+            )
+        };
+        let accounts = self
+            .audit_heads
+            .iter()
+            .chain(&restored.audit_heads)
+            .map(|h| h.account_id);
+        for account in accounts {
+            let find =
+                |heads: &[AuditHeadEntry]| heads.iter().find(|h| h.account_id == account).cloned();
+            let (m, r) = (find(&self.audit_heads), find(&restored.audit_heads));
+            if m != r {
+                return Some(format!(
+                    "audit head of account {account}: manifest {}, restored {}",
+                    show(m.as_ref()),
+                    show(r.as_ref())
+                ));
+            }
+        }
+        Some("the audit heads are listed in another order".to_owned())
+    }
 }
 
 impl Manifest {
     /// The manifest of a database copy whose chains gave `report`.
     pub(crate) fn new(report: &ChainReport, length: u64, sha256: &Digest) -> Manifest {
-        let (cluster_id, change_log, audit_heads) = Manifest::heads_of(report);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(sha256.as_ref());
         Manifest {
-            format: FORMAT_VERSION,
             created_at: coffer_types::Timestamp::now().to_rfc3339(),
             coffer_version: env!("CARGO_PKG_VERSION").to_owned(),
-            cluster_id,
-            change_log,
-            audit_heads,
+            heads: Heads::of(report),
             database: DatabasePart {
                 length,
-                sha256: hex::encode(sha256.as_ref()),
+                sha256: digest,
             },
         }
-    }
-
-    /// A chain check's cluster id and heads in the manifest's shapes (hex strings).
-    pub fn heads_of(report: &ChainReport) -> (Option<String>, LogHead, Vec<AuditHeadEntry>) {
-        let log = &report.log;
-        (
-            log.cluster_id.map(hex::encode),
-            LogHead {
-                base_seq: log.base_seq,
-                base_hash: hex::encode(log.base_hash),
-                head_seq: log.head_seq,
-                head_hash: hex::encode(log.head_hash),
-            },
-            report.audit_heads.iter().map(AuditHeadEntry::of).collect(),
-        )
-    }
-
-    /// The first difference between what this manifest recorded and what the restored copy's
-    /// chains gave, as "WHAT: manifest X, restored Y".
-    pub(crate) fn mismatch(&self, report: &ChainReport) -> Option<String> {
-        let log = &report.log;
-        let cluster = log.cluster_id.map(hex::encode);
-        if self.cluster_id != cluster {
-            return Some(format!(
-                "cluster id: manifest {}, restored {}",
-                self.cluster_id.as_deref().unwrap_or("none"),
-                cluster.as_deref().unwrap_or("none")
-            ));
-        }
-        let ours = (log.head_seq, hex::encode(log.head_hash));
-        let theirs = (self.change_log.head_seq, self.change_log.head_hash.clone());
-        if ours != theirs {
-            return Some(format!(
-                "change-log head: manifest seq {} hash {}, restored seq {} hash {}",
-                theirs.0, theirs.1, ours.0, ours.1
-            ));
-        }
-        if (log.base_seq, hex::encode(log.base_hash))
-            != (self.change_log.base_seq, self.change_log.base_hash.clone())
-        {
-            return Some(format!(
-                "change-log base: manifest seq {}, restored seq {}",
-                self.change_log.base_seq, log.base_seq
-            ));
-        }
-        let restored: Vec<AuditHeadEntry> =
-            report.audit_heads.iter().map(AuditHeadEntry::of).collect();
-        for want in &self.audit_heads {
-            match restored.iter().find(|h| h.account_id == want.account_id) {
-                None => {
-                    return Some(format!(
-                        "audit head of account {}: manifest seq {}, restored none",
-                        want.account_id, want.seq
-                    ));
-                }
-                Some(got) if got != want => {
-                    return Some(format!(
-                        "audit head of account {}: manifest seq {} hash {}, restored seq {} hash {}",
-                        want.account_id, want.seq, want.hash, got.seq, got.hash
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some(extra) = restored.iter().find(|h| {
-            !self
-                .audit_heads
-                .iter()
-                .any(|w| w.account_id == h.account_id)
-        }) {
-            return Some(format!(
-                "audit head of account {}: manifest none, restored seq {}",
-                extra.account_id, extra.seq
-            ));
-        }
-        None
     }
 }
 
-impl AuditHeadEntry {
-    fn of(head: &AuditHead) -> AuditHeadEntry {
-        AuditHeadEntry {
-            account_id: head.account,
-            seq: head.seq,
-            hash: hex::encode(head.hash),
+/// `[u8; 32]` as 64 hex digits.
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out).map_err(D::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// `Option<[u8; 16]>` as 32 hex digits or null.
+mod hex_opt16 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<[u8; 16]>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&hex::encode(b)),
+            None => s.serialize_none(),
         }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 16]>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                let mut out = [0u8; 16];
+                hex::decode_to_slice(&text, &mut out).map(|()| out)
+            })
+            .transpose()
+            .map_err(D::Error::custom)
     }
 }
 
@@ -196,7 +234,7 @@ pub enum FormatError {
         "truncated file: {actual} bytes, its manifest accounts for {expected} (the database part \
          is cut short)"
     )]
-    TooShort { actual: u64, expected: u64 },
+    DatabaseCutShort { actual: u64, expected: u128 },
     #[error(
         "{extra} bytes after the database part: the file was altered or is not one backup file"
     )]
@@ -261,22 +299,19 @@ pub(crate) fn read_head(input: &mut impl Read, file_len: u64) -> Result<Manifest
     }
     let manifest: Manifest =
         serde_json::from_slice(&json).map_err(|e| FormatError::Manifest(e.to_string()))?;
-    if manifest.format != FORMAT_VERSION {
-        return Err(FormatError::Manifest(format!(
-            "it says format {}, the header {FORMAT_VERSION}",
-            manifest.format
-        )));
-    }
-    let expected = HEADER_LEN + u64::from(len) + CHECKSUM_LEN + manifest.database.length;
-    if file_len < expected {
-        return Err(FormatError::TooShort {
+    // In u128: a damaged or crafted length (up to u64::MAX) cannot overflow the sum.
+    let expected = u128::from(HEADER_LEN + u64::from(len) + CHECKSUM_LEN)
+        + u128::from(manifest.database.length);
+    let actual = u128::from(file_len);
+    if actual < expected {
+        return Err(FormatError::DatabaseCutShort {
             actual: file_len,
             expected,
         });
     }
-    if file_len > expected {
+    if actual > expected {
         return Err(FormatError::TooLong {
-            extra: file_len - expected,
+            extra: file_len - u64::try_from(expected).unwrap_or(file_len),
         });
     }
     Ok(manifest)
@@ -339,6 +374,7 @@ mod tests {
                 hash: [2; 32],
             }],
             audit_entries_checked: 2,
+            audit_checkpoints_checked: 0,
         };
         Manifest::new(
             &report,
@@ -393,8 +429,20 @@ mod tests {
         }
         assert!(matches!(
             read(&good[..good.len() - 1]),
-            Err(FormatError::TooShort { .. })
+            Err(FormatError::DatabaseCutShort { .. })
         ));
+        // A database length near u64::MAX (a crafted manifest with a right checksum) is a cut
+        // short file, not an overflow.
+        let mut huge = manifest(&db);
+        huge.database.length = u64::MAX - 8;
+        let mut crafted = Vec::new();
+        write_head(&mut crafted, &huge).unwrap();
+        crafted.extend_from_slice(&db);
+        assert!(
+            matches!(read(&crafted), Err(FormatError::DatabaseCutShort { .. })),
+            "{:?}",
+            read(&crafted)
+        );
         let mut long = good.clone();
         long.push(0);
         assert!(matches!(
@@ -405,36 +453,24 @@ mod tests {
 
     #[test]
     fn the_manifest_names_the_first_head_that_differs() {
-        let m = manifest(b"x");
-        let mut report = ChainReport {
-            log: LogState {
-                cluster_id: Some([7; 16]),
-                base_seq: 0,
-                base_hash: [0; 32],
-                head_seq: 3,
-                head_hash: [3; 32],
-            },
-            changes_checked: 3,
-            audit_heads: vec![AuditHead {
-                account: AccountId::from_bytes([1; 16]),
-                seq: 2,
-                hash: [2; 32],
-            }],
-            audit_entries_checked: 2,
-        };
-        assert_eq!(m.mismatch(&report), None);
-        report.audit_heads[0].seq = 1;
+        let m = manifest(b"x").heads;
+        let mut restored = m.clone();
+        assert_eq!(m.mismatch(&restored), None);
+        restored.audit_heads[0].seq = 1;
         assert!(
-            m.mismatch(&report)
+            m.mismatch(&restored)
                 .unwrap()
                 .starts_with("audit head of account 01010101"),
         );
-        report.log.head_seq = 2;
+        restored.change_log.head_seq = 2;
         assert!(
-            m.mismatch(&report)
+            m.mismatch(&restored)
                 .unwrap()
-                .starts_with("change-log head: manifest seq 3"),
+                .starts_with("change log: manifest base seq 0 head seq 3"),
         );
+        restored.audit_heads.clear();
+        restored.change_log.head_seq = 3;
+        assert!(m.mismatch(&restored).unwrap().ends_with("restored none"),);
     }
 
     impl Manifest {
