@@ -58,8 +58,39 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `db` after `sql` ran on it (in a scratch file).
+/// `db` after `sql` ran on it (in a scratch file), with every trigger `sql` dropped put back
+/// as it was: the schema is this build's again, only the rows changed.
 fn tampered(db: &[u8], sql: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scratch.db");
+    std::fs::write(&path, db).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let triggers: Vec<(String, String)> = conn
+        .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'trigger'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    conn.execute_batch(sql).unwrap();
+    for (name, sql) in triggers {
+        let there: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if !there {
+            conn.execute_batch(&sql).unwrap();
+        }
+    }
+    drop(conn);
+    std::fs::read(&path).unwrap()
+}
+
+/// `db` after `sql` ran on it, the schema left as `sql` made it.
+fn restructured(db: &[u8], sql: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scratch.db");
     std::fs::write(&path, db).unwrap();
@@ -162,7 +193,11 @@ fn a_backup_taken_during_writes_restores_into_a_server_that_serves_the_same_valu
     assert_eq!(mode, 0o600);
     let (inside, db) = split(&bytes);
     assert_eq!(inside, manifest);
-    for key in ["format", "created_at", "coffer_version", "cluster_id"] {
+    assert!(
+        manifest.get("format").is_none(),
+        "the header holds the version"
+    );
+    for key in ["created_at", "coffer_version", "cluster_id"] {
         assert!(!manifest[key].is_null(), "{key}: {manifest}");
     }
     assert_eq!(manifest["database"]["length"], db.len());
@@ -371,8 +406,26 @@ fn bad_input_is_refused_in_one_line_and_leaves_nothing_behind() {
     other_head["change_log"]["head_seq"] = 99.into();
     refuse(
         &reseal(other_head, &db),
-        "the restored copy does not match the backup's manifest: change-log head: manifest seq 99",
+        "the restored copy does not match the backup's manifest: change log: manifest base seq 0 \
+         head seq 99",
     );
+    // A database with a schema of its own (a trigger that keeps DEKs from being destroyed, a
+    // guard dropped) is refused before anything opens it read-write.
+    let extra_trigger = restructured(
+        &db,
+        "CREATE TRIGGER keep_deks BEFORE DELETE ON deks BEGIN SELECT RAISE(IGNORE); END;",
+    );
+    let line = refuse(
+        &reseal(manifest.clone(), &extra_trigger),
+        "refused before opening it",
+    );
+    assert!(line.contains("unexpected trigger keep_deks"), "{line}");
+    let dropped_guard = restructured(&db, "DROP TRIGGER audit_no_delete;");
+    let line = refuse(
+        &reseal(manifest.clone(), &dropped_guard),
+        "refused before opening it",
+    );
+    assert!(line.contains("missing trigger audit_no_delete"), "{line}");
     assert_eq!(listing(), clean);
 
     // An existing empty dir is used, and left empty (and there) after a failure.
@@ -381,6 +434,31 @@ fn bad_input_is_refused_in_one_line_and_leaves_nothing_behind() {
     std::fs::write(&bad, &altered_db).unwrap();
     coffer(&["restore", "--from", p(&bad), "--data-dir", p(&new)]).one_error_line(1);
     assert_eq!(std::fs::read_dir(&new).unwrap().count(), 0);
+    // --kek-from a key file that is a symlink, or that others may read, is refused before
+    // anything is written.
+    let linked = t.join("linked");
+    std::fs::create_dir(&linked).unwrap();
+    std::os::unix::fs::symlink(data.join("kek.key"), linked.join("kek.key")).unwrap();
+    let loose = t.join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::copy(data.join("kek.key"), loose.join("kek.key")).unwrap();
+    std::fs::set_permissions(loose.join("kek.key"), PermissionsExt::from_mode(0o644)).unwrap();
+    for (old, expect) in [(&linked, "is a symbolic link"), (&loose, "has mode 644")] {
+        let out = coffer(&[
+            "restore",
+            "--from",
+            p(&file),
+            "--data-dir",
+            p(&new),
+            "--kek-from",
+            p(old),
+        ]);
+        let line = out.one_error_line(1);
+        assert!(line.contains(expect), "{line}");
+        assert_eq!(std::fs::read_dir(&new).unwrap().count(), 0);
+    }
+    std::fs::remove_dir_all(&linked).unwrap();
+    std::fs::remove_dir_all(&loose).unwrap();
     // --kek-from a dir without a KEK is refused before anything is written.
     let out = coffer(&[
         "restore",
@@ -402,7 +480,7 @@ fn bad_input_is_refused_in_one_line_and_leaves_nothing_behind() {
     let line = out.one_error_line(1);
     assert!(
         line.contains(&format!(
-            "{}: is not empty; restore needs an absent or empty dir",
+            "{}: already exists and is not empty; refusing to overwrite it",
             new.display()
         )),
         "{line}"
@@ -412,7 +490,93 @@ fn bad_input_is_refused_in_one_line_and_leaves_nothing_behind() {
     let fresh = t.join("fresh");
     let out = coffer(&["restore", "--from", p(&file), "--data-dir", p(&fresh)]).ok();
     assert!(out.stdout.contains("needs the instance KEK"), "{out:?}");
+    assert!(out.stdout.contains("run `coffer audit verify`"), "{out:?}");
     assert!(!fresh.join("kek.key").exists());
+}
+
+/// The unkeyed checks pass a database whose checkpoint was forged with its hashes right; with
+/// the KEK at hand (--kek-from) restore checks the checkpoint's MAC and refuses it.
+#[test]
+fn kek_from_verifies_audit_checkpoint_macs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("data");
+    let (account, _) = init(&data);
+    let file = t.join("b.backup");
+    coffer(&["backup", "--data-dir", p(&data), "--out", p(&file)]).ok();
+    let (manifest, db) = split(&std::fs::read(&file).unwrap());
+    let head = &manifest["audit_heads"][0];
+    assert_eq!(head["account_id"], account.as_str());
+    let forged = tampered(
+        &db,
+        &format!(
+            "INSERT INTO audit_checkpoints (account_id, seq, hash, mac, at) SELECT account_id, \
+             seq, hash, zeroblob(32), 0 FROM audit WHERE seq = {} AND hex(account_id) = \
+             upper(replace('{account}', '-', ''));",
+            head["seq"]
+        ),
+    );
+    let bad = t.join("forged.backup");
+    std::fs::write(&bad, reseal(manifest.clone(), &forged)).unwrap();
+
+    let unkeyed = t.join("unkeyed");
+    let out = coffer(&["restore", "--from", p(&bad), "--data-dir", p(&unkeyed)]).ok();
+    assert!(out.stdout.contains("run `coffer audit verify`"), "{out:?}");
+
+    let keyed = t.join("keyed");
+    let out = coffer(&[
+        "restore",
+        "--from",
+        p(&bad),
+        "--data-dir",
+        p(&keyed),
+        "--kek-from",
+        p(&data),
+    ]);
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains(&format!(
+            "keyed check of the restored copy: audit of account {account} at seq {}: checkpoint \
+             signature is invalid",
+            head["seq"]
+        )),
+        "{line}"
+    );
+    assert!(!keyed.exists(), "removed");
+
+    let good = t.join("good");
+    let out = coffer(&[
+        "restore",
+        "--from",
+        p(&file),
+        "--data-dir",
+        p(&good),
+        "--kek-from",
+        p(&data),
+    ])
+    .ok();
+    assert!(
+        out.stdout.contains("audit checkpoint MACs verified"),
+        "{out:?}"
+    );
+}
+
+/// A data dir named `file:...` (relative) is a file name, never an SQLite URI.
+#[test]
+fn a_relative_path_starting_with_file_is_a_file_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let in_tmp = |args: &[&str]| {
+        let mut cmd = coffer_cmd();
+        cmd.current_dir(tmp.path()).args(args);
+        run(cmd, None)
+    };
+    in_tmp(&["init", "--data-dir", "file:d"]).ok();
+    assert!(tmp.path().join("file:d").join("coffer.db").is_file());
+    in_tmp(&["backup", "--data-dir", "file:d", "--out", "file:b"]).ok();
+    in_tmp(&["verify", "--data-dir", "file:d"]).ok();
+    in_tmp(&["restore", "--from", "file:b", "--data-dir", "file:n"]).ok();
+    assert!(tmp.path().join("file:n").join("coffer.db").is_file());
+    assert!(!tmp.path().join("d").exists() && !tmp.path().join("n").exists());
 }
 
 #[test]

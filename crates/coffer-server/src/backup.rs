@@ -4,14 +4,20 @@
 //! - **Backup** runs beside a serving process and never takes the data dir's lock: it copies
 //!   `coffer.db` through a read-only connection with `VACUUM INTO` (one read transaction, so a
 //!   point-in-time copy that does not block the writer; `SqliteStorage::copy_consistent` says
-//!   why this and not the backup API), checks the copy's chains, and writes the file beside
-//!   its destination (a temp file, fsynced, then linked or renamed into place, mode 0600).
+//!   why this and not the backup API) into a private (0700) temp dir beside the destination,
+//!   checks the copy's chains, hashes it and writes the file from one handle (a temp file,
+//!   fsynced, then linked or renamed into place, mode 0600). It needs free space for the copy
+//!   and the file (twice the database) and reads the copy three times (chains, hash, write).
 //!   The file holds the database only: ciphertexts and wrapped keys. Never the KEK file, the
 //!   KEK versions' keys, `kek.toml`, a PIN or an account KEK.
-//! - **Restore** checks the file (header, manifest checksum, length, database SHA-256) before
-//!   and while writing `NEW/coffer.db`, opens the copy, recomputes its chains and compares their
-//!   heads with the manifest's. Any failure removes everything it wrote. With `--kek-from` it
-//!   copies the KEK configuration files (never anything from an HSM).
+//! - **Restore** checks the header, manifest checksum and length before writing anything, and
+//!   the database's SHA-256 while writing `NEW/coffer.db`; then checks that untrusted file
+//!   defensively (schema exactly this build's, `integrity_check`) before opening it read-write,
+//!   recomputes its chains and compares their heads with the manifest's. With `--kek-from` it
+//!   copies the KEK configuration the KEK versions file names (never anything from an HSM),
+//!   opens the restored dir with that KEK, and verifies every audit checkpoint's MAC: the one
+//!   keyed check, which someone who rewrote the file without the KEK cannot pass. Any failure
+//!   removes everything it wrote (`datadir::NewDir`).
 //! - **Verify** recomputes the chains of a data dir's database read-only, with or without a
 //!   server on it.
 //!
@@ -19,25 +25,28 @@
 
 mod format;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, ErrorKind, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use coffer_storage::{ChainError, ChainReport, SqliteStorage, verify_chains};
+use coffer_storage::{ChainError, ChainReport, SqliteStorage, StorageError, verify_chains};
+use serde::Serialize;
 
-pub use self::format::{AuditHeadEntry, DatabasePart, FormatError, LogHead, Manifest};
-use crate::datadir::{self, DB_FILE, LOCK_FILE};
-use crate::kek::{KEK_CONFIG, KEK_FILE};
-use crate::kek_versions::VERSIONS_FILE;
+pub use self::format::{AuditHeadEntry, ChangeLog, DatabasePart, FormatError, Heads, Manifest};
+use crate::datadir::{self, DB_FILE};
+use crate::kek::{KEK_CONFIG, KEK_FILE, KekSecrets};
+use crate::kek_versions::{self, Provider, VERSIONS_FILE};
+use crate::{KeyOptions, fsio};
 
 /// Why a backup, restore or verification failed. One line each, naming the file or check.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
-    /// The data dir is not one (`coffer init` was not run), or cannot be read.
-    #[error("{0}")]
-    DataDir(String),
+    /// A data dir (the one backed up or verified, the one restored into, or `--kek-from`'s)
+    /// is not usable: not initialised, not empty, its KEK files unreadable.
+    #[error("{}: {message}", path.display())]
+    DataDir { path: PathBuf, message: String },
     #[error("{}: exists; refusing to overwrite it (--force replaces it)", .0.display())]
     OutExists(PathBuf),
     #[error("cannot write {}: {message}", path.display())]
@@ -49,13 +58,22 @@ pub enum BackupError {
         source: FormatError,
     },
     #[error(
-        "{}: database checksum mismatch: the database part was altered or damaged (SHA-256 {actual}, the manifest says {expected})",
+        "{}: database checksum mismatch: the database part was damaged (SHA-256 {actual}, the \
+         manifest says {expected})",
         path.display()
     )]
     DatabaseChecksum {
         path: PathBuf,
         actual: String,
         expected: String,
+    },
+    /// The database (in the data dir, the copy, or the restored file) cannot be opened or read,
+    /// or is not a database this build accepts as it is.
+    #[error("{what}: {source}")]
+    Database {
+        what: String,
+        #[source]
+        source: StorageError,
     },
     /// A chain does not verify: in the data dir (backup, verify) or in the restored copy.
     #[error("{what}: {source}")]
@@ -66,19 +84,19 @@ pub enum BackupError {
     },
     #[error("the restored copy does not match the backup's manifest: {0}")]
     Mismatch(String),
-    #[error("{}: {message}", path.display())]
-    Target { path: PathBuf, message: String },
-    #[error("{0}")]
-    Storage(String),
+    /// `--kek-from`: the restored dir does not open with the KEK copied, or an audit
+    /// checkpoint's MAC does not verify with it.
+    #[error("keyed check of the restored copy: {0}")]
+    Keyed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// What a backup wrote.
 #[derive(Debug)]
 pub struct BackupSummary {
-    pub path: PathBuf,
     pub manifest: Manifest,
-    pub changes_checked: u64,
-    pub audit_entries_checked: u64,
+    pub report: ChainReport,
 }
 
 /// What a restore wrote and checked.
@@ -88,22 +106,59 @@ pub struct RestoreSummary {
     pub report: ChainReport,
     /// The KEK configuration files copied by `--kek-from`, relative to the restored dir.
     pub kek_files: Vec<String>,
+    /// With `--kek-from`: the audit checkpoints whose MAC was verified with the KEK.
+    pub checkpoint_macs_checked: Option<u64>,
+    /// What the restored dir still needs, or must still be checked with, before it serves:
+    /// one line for the operator.
+    pub next: String,
+}
+
+/// What `coffer verify` found: the heads (the manifest's shapes, so the two compare) and how
+/// much was checked.
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    #[serde(flatten)]
+    pub heads: Heads,
+    pub changes_checked: u64,
+    pub audit_entries_checked: u64,
+    pub audit_checkpoints_checked: u64,
+}
+
+impl Verified {
+    fn of(report: &ChainReport) -> Verified {
+        Verified {
+            heads: Heads::of(report),
+            changes_checked: report.changes_checked,
+            audit_entries_checked: report.audit_entries_checked,
+            audit_checkpoints_checked: report.audit_checkpoints_checked,
+        }
+    }
+}
+
+fn not_initialised(path: &Path, e: crate::ServerError) -> BackupError {
+    BackupError::DataDir {
+        path: path.to_owned(),
+        message: match e {
+            crate::ServerError::DataDir { message, .. } => message,
+            other => other.to_string(),
+        },
+    }
 }
 
 /// Backs up `data_dir`'s database into `out` (see the module's comment). `out` may exist only
-/// with `force`; its directory must exist. A server may be serving `data_dir` meanwhile.
+/// with `force`; its directory must exist, and should be writable by no one else (the file is
+/// put in place by name there). A server may be serving `data_dir` meanwhile.
 pub async fn backup(
     data_dir: &Path,
     out: &Path,
     force: bool,
 ) -> Result<BackupSummary, BackupError> {
-    let db =
-        datadir::check_initialised(data_dir).map_err(|e| BackupError::DataDir(e.to_string()))?;
+    let db = datadir::check_initialised(data_dir).map_err(|e| not_initialised(data_dir, e))?;
     let write_err = |message: String| BackupError::Write {
         path: out.to_owned(),
         message,
     };
-    match fs::symlink_metadata(out) {
+    match std::fs::symlink_metadata(out) {
         Ok(m) if m.is_dir() => return Err(write_err("it is a directory".into())),
         Ok(_) if !force => return Err(BackupError::OutExists(out.to_owned())),
         Ok(_) => {}
@@ -120,28 +175,31 @@ pub async fn backup(
             parent.display()
         )));
     }
-    // The copy SQLite writes, beside the file (same filesystem, same disk space), 0600 and
-    // removed when dropped.
-    let copy = tempfile::Builder::new()
+    // The copy SQLite writes goes in a private dir (0700) beside the file (same filesystem):
+    // no one else can swap it between the steps below. Removed when dropped.
+    let scratch = tempfile::Builder::new()
         .prefix(".coffer-backup-")
-        .suffix(".db.tmp")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(&parent)
+        .tempdir_in(&parent)
         .map_err(|e| write_err(format!("cannot create a file in {}: {e}", parent.display())))?;
-    let copy_path = copy.path().to_owned();
+    let copy_path = scratch.path().join(DB_FILE);
     blocking({
         let (db, copy_path) = (db.clone(), copy_path.clone());
         move || SqliteStorage::copy_consistent(&db, &copy_path)
     })
-    .await
-    .map_err(|e| BackupError::Storage(format!("cannot copy {}: {e}", db.display())))?;
-
+    .await?
+    .map_err(|source| BackupError::Database {
+        what: format!("cannot copy {}", db.display()),
+        source,
+    })?;
     let storage = blocking({
         let copy_path = copy_path.clone();
         move || SqliteStorage::open_read_only(&copy_path)
     })
-    .await
-    .map_err(|e| BackupError::Storage(format!("cannot open the copy: {e}")))?;
+    .await?
+    .map_err(|source| BackupError::Database {
+        what: format!("the copy of {}", db.display()),
+        source,
+    })?;
     let report = verify_chains(&storage).await;
     storage.close_reads();
     drop(storage);
@@ -152,24 +210,19 @@ pub async fn backup(
         ),
         source,
     })?;
-
     let out_owned = out.to_owned();
-    let manifest = tokio::task::spawn_blocking(move || {
-        write_file(&copy_path, &parent, &out_owned, force, &report)
+    let manifest = blocking({
+        let report = report.clone();
+        move || write_file(&copy_path, &parent, &out_owned, force, &report)
     })
-    .await
-    .map_err(|e| write_err(format!("the writing task failed: {e}")))??;
-    drop(copy);
-    Ok(BackupSummary {
-        path: out.to_owned(),
-        changes_checked: manifest.change_log.head_seq - manifest.change_log.base_seq,
-        audit_entries_checked: manifest.audit_heads.iter().map(|h| h.seq).sum(),
-        manifest,
-    })
+    .await??;
+    drop(scratch);
+    Ok(BackupSummary { manifest, report })
 }
 
-/// Writes the backup file from the database copy at `copy`: a temp file in `parent`, synced,
-/// then put in place (replacing an existing file only with `force`), and the directory synced.
+/// Writes the backup file from the database copy at `copy`, read through one handle (hashed,
+/// then copied): a temp file in `parent`, synced, then put in place (replacing an existing
+/// file only with `force`), and the directory synced.
 fn write_file(
     copy: &Path,
     parent: &Path,
@@ -182,35 +235,30 @@ fn write_file(
         message,
     };
     let io_err = |e: io::Error| write_err(e.to_string());
-    let length = fs::metadata(copy).map_err(io_err)?.len();
-    let sha256 = format::copy_hashing(
-        &mut BufReader::new(File::open(copy).map_err(io_err)?),
-        &mut io::sink(),
-        length,
-    )
-    .map_err(io_err)?;
+    let mut source = File::open(copy).map_err(io_err)?;
+    let length = source.metadata().map_err(io_err)?.len();
+    let sha256 = format::copy_hashing(&mut BufReader::new(&mut source), &mut io::sink(), length)
+        .map_err(io_err)?;
+    source.rewind().map_err(io_err)?;
     let manifest = Manifest::new(report, length, &sha256);
 
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
-        .permissions(fs::Permissions::from_mode(0o600))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .tempfile_in(parent)
         .map_err(|e| write_err(format!("cannot create a file in {}: {e}", parent.display())))?;
     {
         let mut w = BufWriter::new(tmp.as_file_mut());
         format::write_head(&mut w, &manifest).map_err(io_err)?;
-        let again = format::copy_hashing(
-            &mut BufReader::new(File::open(copy).map_err(io_err)?),
+        let copied = io::copy(
+            &mut io::Read::take(BufReader::new(&mut source), length),
             &mut w,
-            length,
         )
         .map_err(io_err)?;
-        if again.as_ref() != sha256.as_ref() {
-            return Err(write_err(
-                "the database copy changed while it was being written".into(),
-            ));
+        if copied != length {
+            return Err(write_err("the database copy ended early".into()));
         }
         w.flush().map_err(io_err)?;
     }
@@ -226,17 +274,20 @@ fn write_file(
             }
         })?;
     }
-    sync_dir(parent).map_err(|e| write_err(format!("written, but syncing its directory: {e}")))?;
+    fsio::sync_dir(parent)
+        .map_err(|e| write_err(format!("written, but syncing its directory: {e}")))?;
     Ok(manifest)
 }
 
 /// Restores the backup `from` into `data_dir`, which must be absent or an empty dir, and, with
-/// `kek_from`, copies the KEK configuration of that data dir into it. On any failure, removes
-/// what it wrote (and the dir, if it made it).
+/// `kek_from`, copies the KEK configuration of that data dir into it and checks the audit
+/// checkpoints' MACs with it (`secrets` unlock a KEK in an HSM). On any failure, removes what
+/// it wrote (and the dir, if it made it).
 pub async fn restore(
     from: &Path,
     data_dir: &Path,
     kek_from: Option<&Path>,
+    secrets: KekSecrets,
 ) -> Result<RestoreSummary, BackupError> {
     let format_err = |source| BackupError::Format {
         path: from.to_owned(),
@@ -249,104 +300,101 @@ pub async fn restore(
         .len();
     let mut reader = BufReader::new(file);
     let manifest = format::read_head(&mut reader, file_len).map_err(format_err)?;
-    if let Some(old) = kek_from {
-        kek_files(old)?;
-    }
-    let created = prepare_target(data_dir)?;
-    let lock = match datadir::lock(data_dir) {
-        Ok(lock) => lock,
-        Err(e) => {
-            if created {
-                let _ = fs::remove_dir(data_dir);
-            }
-            return Err(BackupError::Target {
-                path: data_dir.to_owned(),
-                message: e.to_string(),
-            });
-        }
+    let kek_files = match kek_from {
+        Some(old) => Some(kek_files(old)?),
+        None => None,
     };
-    let result = restore_into(from, reader, &manifest, data_dir, kek_from).await;
-    if result.is_err() {
-        // The dir was empty (or ours) and we hold its lock: everything in it is ours.
-        if let Ok(entries) = fs::read_dir(data_dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if entry.file_name() == LOCK_FILE {
-                    continue;
-                }
-                let _ = if path.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-            }
+    let target = datadir::prepare_new(data_dir).map_err(|e| not_initialised(data_dir, e))?;
+    let result = restore_into(
+        from,
+        reader,
+        &manifest,
+        data_dir,
+        kek_from.zip(kek_files),
+        secrets,
+    )
+    .await;
+    match result {
+        Ok((report, kek_files, macs)) => {
+            drop(target);
+            let next = next_steps(data_dir, kek_from, &kek_files, macs);
+            Ok(RestoreSummary {
+                manifest,
+                report,
+                kek_files,
+                checkpoint_macs_checked: macs,
+                next,
+            })
         }
-        let _ = fs::remove_file(data_dir.join(LOCK_FILE));
-        drop(lock);
-        if created {
-            let _ = fs::remove_dir(data_dir);
+        Err(e) => {
+            target.abandon();
+            Err(e)
         }
     }
-    result.map(|(report, kek_files)| RestoreSummary {
-        manifest,
-        report,
-        kek_files,
-    })
+}
+
+/// The operator's next step after a restore, in one line.
+fn next_steps(
+    data_dir: &Path,
+    kek_from: Option<&Path>,
+    kek_files: &[String],
+    macs: Option<u64>,
+) -> String {
+    let dir = data_dir.display();
+    match (kek_from, macs) {
+        (Some(old), Some(macs)) => format!(
+            "copied {} from {}; {macs} audit checkpoint MACs verified with that KEK; `coffer \
+             server --data-dir {dir}` can start",
+            kek_files.join(", "),
+            old.display()
+        ),
+        _ => format!(
+            "before `coffer server --data-dir {dir}` starts, {dir} needs the instance KEK from \
+             its own backup: {KEK_FILE} (or {KEK_CONFIG}, with the HSM holding its key objects), \
+             {VERSIONS_FILE} and every key file it names, and account-keks/ if accounts have \
+             their own KEKs (or run restore again with --kek-from OLD_DIR); then run `coffer \
+             audit verify` for every account before trusting it: the checks made so far are \
+             unkeyed"
+        ),
+    }
 }
 
 async fn restore_into(
     from: &Path,
-    mut reader: BufReader<File>,
+    reader: BufReader<File>,
     manifest: &Manifest,
     data_dir: &Path,
-    kek_from: Option<&Path>,
-) -> Result<(ChainReport, Vec<String>), BackupError> {
+    kek_from: Option<(&Path, Vec<String>)>,
+    secrets: KekSecrets,
+) -> Result<(ChainReport, Vec<String>, Option<u64>), BackupError> {
     let db = data_dir.join(DB_FILE);
-    let target_err = |message: String| BackupError::Target {
-        path: data_dir.to_owned(),
-        message,
-    };
-    let sha256 = {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&db)
-            .map_err(|e| target_err(format!("cannot create {DB_FILE}: {e}")))?;
-        let sha256 = {
-            let mut w = BufWriter::new(&mut out);
-            let sha256 = format::copy_hashing(&mut reader, &mut w, manifest.database.length)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::UnexpectedEof => BackupError::Format {
-                        path: from.to_owned(),
-                        source: FormatError::Truncated("database part"),
-                    },
-                    _ => target_err(format!("cannot write {DB_FILE}: {e}")),
-                })?;
-            w.flush()
-                .map_err(|e| target_err(format!("cannot write {DB_FILE}: {e}")))?;
-            sha256
-        };
-        out.sync_all()
-            .map_err(|e| target_err(format!("cannot sync {DB_FILE}: {e}")))?;
-        hex::encode(sha256.as_ref())
-    };
-    if sha256 != manifest.database.sha256 {
-        return Err(BackupError::DatabaseChecksum {
-            path: from.to_owned(),
-            actual: sha256,
-            expected: manifest.database.sha256.clone(),
-        });
-    }
-
-    // Opened the way the server opens it (a copy from an older build is migrated here, one
-    // from a newer build refused), then closed before anything else touches it.
+    let what = |message: &str| format!("the restored copy {}: {message}", db.display());
+    blocking({
+        let (from, db, manifest) = (from.to_owned(), db.clone(), manifest.clone());
+        move || write_database(&from, reader, &manifest, &db)
+    })
+    .await??;
+    // Checked as an untrusted file before anything opens it read-write.
+    blocking({
+        let db = db.clone();
+        move || SqliteStorage::check_untrusted(&db)
+    })
+    .await?
+    .map_err(|source| BackupError::Database {
+        what: what("refused before opening it"),
+        source,
+    })?;
+    // Opened the way the server opens it (a copy from an older build is migrated here), then
+    // closed before anything else touches it.
     let storage = blocking({
         let db = db.clone();
         move || SqliteStorage::open(&db)
     })
-    .await
-    .map_err(|e| BackupError::Storage(format!("the restored database does not open: {e}")))?;
+    .await?
+    .map_err(|source| BackupError::Database {
+        what: what("does not open"),
+        source,
+    })?;
     let report = verify_chains(&storage).await;
     storage.close().await;
     storage.close_reads();
@@ -355,142 +403,210 @@ async fn restore_into(
         what: "the restored copy".to_owned(),
         source,
     })?;
-    if let Some(difference) = manifest.mismatch(&report) {
+    if let Some(difference) = manifest.heads.mismatch(&Heads::of(&report)) {
         return Err(BackupError::Mismatch(difference));
     }
-    let kek_files = match kek_from {
-        Some(old) => copy_kek(old, data_dir)?,
-        None => Vec::new(),
+    let Some((old, names)) = kek_from else {
+        fsio::sync_dir(data_dir).map_err(|e| BackupError::DataDir {
+            path: data_dir.to_owned(),
+            message: format!("cannot sync: {e}"),
+        })?;
+        return Ok((report, Vec::new(), None));
     };
-    sync_dir(data_dir).map_err(|e| target_err(format!("cannot sync: {e}")))?;
-    Ok((report, kek_files))
+    let copied = blocking({
+        let (old, new) = (old.to_owned(), data_dir.to_owned());
+        move || copy_kek(&old, &names, &new)
+    })
+    .await??;
+    let macs = check_macs(data_dir, secrets).await?;
+    Ok((report, copied, Some(macs)))
+}
+
+/// Writes `db` (new, 0600) from the database part at `reader`, synced, and checks its SHA-256.
+fn write_database(
+    from: &Path,
+    mut reader: BufReader<File>,
+    manifest: &Manifest,
+    db: &Path,
+) -> Result<(), BackupError> {
+    let dir = db.parent().unwrap_or(Path::new("."));
+    let target_err = |message: String| BackupError::DataDir {
+        path: dir.to_owned(),
+        message,
+    };
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+        .map_err(|e| target_err(format!("cannot create {DB_FILE}: {e}")))?;
+    let sha256 = {
+        let mut w = BufWriter::new(&mut out);
+        let sha256 = format::copy_hashing(&mut reader, &mut w, manifest.database.length).map_err(
+            |e| match e.kind() {
+                // The file shrank after its length was checked.
+                ErrorKind::UnexpectedEof => BackupError::Format {
+                    path: from.to_owned(),
+                    source: FormatError::Truncated("database part"),
+                },
+                _ => target_err(format!("cannot write {DB_FILE}: {e}")),
+            },
+        )?;
+        w.flush()
+            .map_err(|e| target_err(format!("cannot write {DB_FILE}: {e}")))?;
+        sha256
+    };
+    out.sync_all()
+        .map_err(|e| target_err(format!("cannot sync {DB_FILE}: {e}")))?;
+    if sha256.as_ref() != manifest.database.sha256 {
+        return Err(BackupError::DatabaseChecksum {
+            path: from.to_owned(),
+            actual: hex::encode(sha256.as_ref()),
+            expected: hex::encode(manifest.database.sha256),
+        });
+    }
+    Ok(())
+}
+
+/// Opens the restored dir with the KEK just copied, as the server would (its instance keys must
+/// unwrap), and verifies every account's audit checkpoints' MACs against the restored chains.
+/// The number of checkpoints verified.
+async fn check_macs(data_dir: &Path, secrets: KekSecrets) -> Result<u64, BackupError> {
+    let keyed = BackupError::Keyed;
+    let kek = crate::kek::open(data_dir, secrets)
+        .await
+        .map_err(|e| keyed(format!("the KEK copied does not open: {}", e.message)))?;
+    let coffer = datadir::open_coffer(
+        data_dir,
+        kek,
+        coffer_core::Limits::default(),
+        KeyOptions::default(),
+    )
+    .await
+    .map_err(|e| {
+        keyed(format!(
+            "the restored dir does not open with the KEK copied: {e}"
+        ))
+    })?;
+    let storage = coffer.storage();
+    let result = async {
+        let mut checked = 0u64;
+        for account in storage
+            .audit_accounts()
+            .await
+            .map_err(|e| keyed(e.to_string()))?
+        {
+            let v = coffer
+                .verify_chain(account)
+                .await
+                .map_err(|e| keyed(format!("account {account}: {e}")))?;
+            if let Some((seq, problem)) = v.first_bad {
+                return Err(keyed(format!(
+                    "audit of account {account} at seq {seq}: {problem}"
+                )));
+            }
+            checked += v.checkpoints_checked;
+        }
+        Ok(checked)
+    }
+    .await;
+    coffer.shutdown().await;
+    result
 }
 
 /// Checks the chains of `data_dir`'s database, read-only (no lock: a server may be serving it).
-pub async fn verify(data_dir: &Path) -> Result<ChainReport, BackupError> {
-    let db =
-        datadir::check_initialised(data_dir).map_err(|e| BackupError::DataDir(e.to_string()))?;
+pub async fn verify(data_dir: &Path) -> Result<Verified, BackupError> {
+    let db = datadir::check_initialised(data_dir).map_err(|e| not_initialised(data_dir, e))?;
     let storage = blocking({
         let db = db.clone();
         move || SqliteStorage::open_read_only(&db)
     })
-    .await
-    .map_err(|e| BackupError::Storage(format!("data dir {}: {e}", data_dir.display())))?;
-    let report = verify_chains(&storage).await;
-    storage.close_reads();
-    report.map_err(|source| BackupError::Chain {
+    .await?
+    .map_err(|source| BackupError::Database {
         what: format!("data dir {}", data_dir.display()),
         source,
-    })
+    })?;
+    let report = verify_chains(&storage).await;
+    storage.close_reads();
+    let report = report.map_err(|source| BackupError::Chain {
+        what: format!("data dir {}", data_dir.display()),
+        source,
+    })?;
+    Ok(Verified::of(&report))
 }
 
-/// Makes `path` ready to restore into: created (0700) when absent, else it must be an empty
-/// dir (its mode set to 0700). Whether it was created here.
-fn prepare_target(path: &Path) -> Result<bool, BackupError> {
-    let target_err = |message: String| BackupError::Target {
-        path: path.to_owned(),
-        message,
-    };
-    match fs::symlink_metadata(path) {
-        Ok(m) if !m.is_dir() => Err(target_err(
-            "exists and is not a directory; restore needs an absent or empty dir".into(),
-        )),
-        Ok(_) => {
-            let mut entries = fs::read_dir(path).map_err(|e| target_err(e.to_string()))?;
-            if entries.next().is_some() {
-                return Err(target_err(
-                    "is not empty; restore needs an absent or empty dir".into(),
-                ));
-            }
-            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-                .map_err(|e| target_err(format!("cannot set mode 0700: {e}")))?;
-            Ok(false)
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::create_dir_all(parent)
-                    .map_err(|e| target_err(format!("cannot create its parent: {e}")))?;
-            }
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(path)
-                .map_err(|e| target_err(format!("cannot create: {e}")))?;
-            Ok(true)
-        }
-        Err(e) => Err(target_err(e.to_string())),
-    }
-}
-
-/// The instance KEK's configuration files in `old`: `kek.key` or `kek.toml`, `kek-versions.toml`
-/// and the versions' `kek-N.key`. An error if it holds none of the first three.
+/// The instance KEK's configuration files in `old`, as its KEK versions file names them:
+/// `kek.key` or `kek.toml`, `kek-versions.toml`, and the key file of every version that is not
+/// retired (a key in an HSM has none). Checked readable here, before anything is written.
 fn kek_files(old: &Path) -> Result<Vec<String>, BackupError> {
-    let err =
-        |message: String| BackupError::DataDir(format!("--kek-from {}: {message}", old.display()));
-    let entries = fs::read_dir(old).map_err(|e| err(e.to_string()))?;
+    let err = |message: String| BackupError::DataDir {
+        path: old.to_owned(),
+        message: format!("--kek-from: {message}"),
+    };
+    let exists = |name: &str| std::fs::symlink_metadata(old.join(name)).is_ok();
+    let pkcs11 = exists(KEK_CONFIG);
     let mut names = Vec::new();
-    for entry in entries {
-        let name = entry.map_err(|e| err(e.to_string()))?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let version_key = name
-            .strip_prefix("kek-")
-            .and_then(|n| n.strip_suffix(".key"))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if version_key || [KEK_FILE, KEK_CONFIG, VERSIONS_FILE].contains(&name) {
-            names.push(name.to_owned());
-        }
+    if pkcs11 {
+        names.push(KEK_CONFIG.to_owned());
     }
-    if !names
-        .iter()
-        .any(|n| [KEK_FILE, KEK_CONFIG, VERSIONS_FILE].contains(&n.as_str()))
-    {
+    if exists(VERSIONS_FILE) {
+        names.push(VERSIONS_FILE.to_owned());
+        let provider = if pkcs11 {
+            Provider::Pkcs11
+        } else {
+            Provider::File
+        };
+        for entry in kek_versions::read_record(&old.join(VERSIONS_FILE), provider).map_err(err)? {
+            if entry.object.is_none() && entry.meta.state != coffer_core::KekState::Retired {
+                names.push(kek_versions::file_name(entry.meta.version));
+            }
+        }
+    } else if !pkcs11 && exists(KEK_FILE) {
+        names.push(KEK_FILE.to_owned());
+    }
+    if names.is_empty() {
         return Err(err(format!(
             "holds no KEK configuration ({KEK_FILE}, {KEK_CONFIG} or {VERSIONS_FILE})"
         )));
     }
     names.sort();
+    names.dedup();
+    for name in &names {
+        let private = name.ends_with(".key");
+        fsio::open_regular(&old.join(name), private).map_err(err)?;
+    }
     Ok(names)
 }
 
-/// Copies `old`'s KEK configuration (see [`kek_files`]) and its account KEKs (records and the
-/// key files Coffer made) into `new`. Nothing from an HSM: `kek.toml` and account records only
+/// Copies `names` (see [`kek_files`]) and `old`'s account KEKs (records and the key files Coffer
+/// made) into `new`, then syncs `new`. Nothing from an HSM: `kek.toml` and account records only
 /// name their objects.
-fn copy_kek(old: &Path, new: &Path) -> Result<Vec<String>, BackupError> {
+fn copy_kek(old: &Path, names: &[String], new: &Path) -> Result<Vec<String>, BackupError> {
+    let err = |message: String| BackupError::DataDir {
+        path: old.to_owned(),
+        message: format!("--kek-from: {message}"),
+    };
     let mut copied = Vec::new();
-    for name in kek_files(old)? {
-        let src = old.join(&name);
-        let mut file = File::open(&src)
-            .map_err(|e| BackupError::DataDir(format!("cannot read {}: {e}", src.display())))?;
-        write_new(&new.join(&name), &mut file).map_err(BackupError::DataDir)?;
-        copied.push(name);
+    for name in names {
+        let mut file = fsio::open_regular(&old.join(name), name.ends_with(".key")).map_err(err)?;
+        fsio::write_new(&new.join(name), &mut file).map_err(err)?;
+        copied.push(name.clone());
     }
-    copied.extend(crate::account_keks::copy_account_keks(old, new).map_err(BackupError::DataDir)?);
+    copied.extend(crate::account_keks::copy_account_keks(old, new).map_err(err)?);
+    fsio::sync_dir(new).map_err(|e| BackupError::DataDir {
+        path: new.to_owned(),
+        message: format!("cannot sync: {e}"),
+    })?;
     Ok(copied)
 }
 
-/// Creates `path` (it must not exist) with mode 0600 and the bytes of `from`, synced.
-pub(crate) fn write_new(path: &Path, from: &mut impl Read) -> Result<(), String> {
-    let fail = |e: io::Error| format!("cannot write {}: {e}", path.display());
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
-    io::copy(from, &mut out).map_err(fail)?;
-    out.sync_all().map_err(fail)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Runs blocking storage work (opening, copying) off the runtime's threads.
-async fn blocking<T, F>(f: F) -> coffer_storage::Result<T>
+/// Runs blocking work (SQLite, file copies) off the runtime's threads.
+async fn blocking<T, F>(f: F) -> Result<T, BackupError>
 where
     T: Send + 'static,
-    F: FnOnce() -> coffer_storage::Result<T> + Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        coffer_storage::StorageError::Unavailable(format!("the blocking task failed: {e}"))
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackupError::Internal(format!("a blocking task failed: {e}")))
 }

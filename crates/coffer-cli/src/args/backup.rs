@@ -22,28 +22,34 @@ pub const RESTORE_LONG_ABOUT: &str = "\
 Restore a backup file into a new data dir (absent or empty).
 
 Before and while writing, the file is checked: its format, the manifest's checksum, its \
-length, and the database's SHA-256. The restored database is then opened, its change-log \
-chain (from its base) and every account's audit chain are recomputed, and their heads \
-compared with the manifest's. Any failed check removes everything restore wrote and names \
-the check.
+length, and the database's SHA-256. The restored database is then checked as an untrusted \
+file (its schema must be exactly this build's, and pass SQLite's integrity check) before it \
+is opened; its change-log chain (from its base) and every account's audit chain are \
+recomputed, and their heads compared with the manifest's. Any failed check removes \
+everything restore wrote and names the check.
 
-The restored dir still needs the instance's KEK before `coffer server` starts on it: \
---kek-from copies it from a data dir (kek.key or kek.toml, kek-versions.toml, kek-N.key, \
-account-keks/); a KEK in an HSM stays in the HSM, which must hold the key objects kek.toml \
-and kek-versions.toml name.";
+These checks are unkeyed: they find damage, not someone who rewrote the file and recomputed \
+its hashes. The keyed check is the audit checkpoints' MACs, made with a key the KEK wraps: \
+with --kek-from, restore copies the KEK configuration the KEK versions file names \
+(kek.key or kek.toml, kek-versions.toml, kek-N.key, account-keks/; key files must be \
+private regular files), opens the restored dir with it and verifies every checkpoint's MAC. \
+Without --kek-from, copy the KEK from its own backup and run `coffer audit verify` for every \
+account before trusting the restored dir. A KEK in an HSM stays in the HSM (the PIN is read \
+from COFFER_PKCS11_PIN, as for `coffer server`).";
 
 pub const VERIFY_LONG_ABOUT: &str = "\
 Recompute a data dir's change-log chain (from its base) and every account's audit chain, \
-read-only, with or without a server running on it, and print their heads. Exits non-zero \
-naming the first broken link. Audit checkpoints (signed with a key the KEK wraps) are \
-checked by `coffer audit verify` through the server.";
+read-only, with or without a server running on it, compare every audit checkpoint with the \
+entry it names, and print the heads. Exits non-zero naming the first broken link. These \
+checks are unkeyed: they find damage, not a deliberate rewrite. The checkpoints' MACs (a key \
+the KEK wraps) are checked by `coffer audit verify` through the server.";
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// The data dir to back up (a server may be running on it)
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// The backup file to write (its directory must exist)
+    /// The backup file to write (its directory must exist and be writable by no one else)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Replace FILE if it exists
@@ -62,9 +68,9 @@ pub struct RestoreArgs {
     /// The data dir to restore into: absent, or an empty dir
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Copy the KEK configuration (kek.key or kek.toml, kek-versions.toml, kek-N.key,
-    /// account-keks/) from this data dir, e.g. the old one or a restored copy of its KEK
-    /// backup; nothing is taken from an HSM
+    /// Copy the KEK configuration (kek.key or kek.toml, kek-versions.toml and the key files it
+    /// names, account-keks/) from this data dir, e.g. the old one or a restored copy of its KEK
+    /// backup, and verify the audit checkpoints' MACs with it; nothing is taken from an HSM
     #[arg(long, value_name = "OLD_DIR")]
     pub kek_from: Option<PathBuf>,
     /// Print what was restored as JSON
@@ -80,57 +86,4 @@ pub struct VerifyArgs {
     /// Print the heads as JSON
     #[arg(long)]
     pub json: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::Command;
-    use crate::args::tests::parse;
-
-    #[test]
-    fn backup_restore_and_verify_parse() {
-        match parse(&["backup", "--data-dir", "/d", "--out", "/b", "--force"])
-            .unwrap()
-            .command
-        {
-            Command::Backup(a) => {
-                assert_eq!(
-                    (a.data_dir, a.out, a.force),
-                    ("/d".into(), "/b".into(), true)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            parse(&["backup", "--data-dir", "/d"]).is_err(),
-            "--out is required"
-        );
-        match parse(&[
-            "restore",
-            "--from",
-            "/b",
-            "--data-dir",
-            "/n",
-            "--kek-from",
-            "/o",
-        ])
-        .unwrap()
-        .command
-        {
-            Command::Restore(a) => assert_eq!(a.kek_from, Some("/o".into())),
-            other => panic!("{other:?}"),
-        }
-        assert!(
-            parse(&["restore", "--data-dir", "/n"]).is_err(),
-            "--from is required"
-        );
-        assert!(matches!(
-            parse(&["verify", "--data-dir", "/d", "--json"])
-                .unwrap()
-                .command,
-            Command::Verify(VerifyArgs { json: true, .. })
-        ));
-        assert!(parse(&["verify"]).is_err());
-    }
 }

@@ -74,10 +74,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Operator { conn, command } => operator::run(&conn, command).await,
         Command::Completions { shell } => crate::manpages::completions(shell),
         Command::Man { out_dir } => crate::manpages::write(&out_dir),
-        // `main` runs it before any runtime is started.
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Verify(args) => backup::verify(args).await,
+        // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }
 }
