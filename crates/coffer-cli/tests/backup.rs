@@ -544,6 +544,33 @@ fn kek_from_verifies_audit_checkpoint_macs() {
     );
     assert!(!keyed.exists(), "removed");
 
+    // A DEK wrapped by a KEK the copied configuration does not hold: the server could not
+    // decrypt it, so the restore is refused rather than told it can start.
+    let foreign = tampered(
+        &db,
+        "INSERT INTO deks (id, account_id, kek_id, wrapped, created) SELECT randomblob(16), id, \
+         'file:0000000000000000', x'00', 0 FROM accounts LIMIT 1;",
+    );
+    std::fs::write(&bad, reseal(manifest.clone(), &foreign)).unwrap();
+    let out = coffer(&[
+        "restore",
+        "--from",
+        p(&bad),
+        "--data-dir",
+        p(&keyed),
+        "--kek-from",
+        p(&data),
+    ]);
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains(
+            "keyed check of the restored copy: the restored dir does not open with the KEK copied"
+        ) && line
+            .contains("wrapped by KEK file:0000000000000000, which is not one of its versions"),
+        "{line}"
+    );
+    assert!(!keyed.exists(), "removed");
+
     let good = t.join("good");
     let out = coffer(&[
         "restore",

@@ -201,8 +201,7 @@ pub async fn backup(
         source,
     })?;
     let report = verify_chains(&storage).await;
-    storage.close_reads();
-    drop(storage);
+    close(storage).await;
     let report = report.map_err(|source| BackupError::Chain {
         what: format!(
             "data dir {}: nothing written, the store's own chains do not verify",
@@ -396,9 +395,7 @@ async fn restore_into(
         source,
     })?;
     let report = verify_chains(&storage).await;
-    storage.close().await;
-    storage.close_reads();
-    drop(storage);
+    close(storage).await;
     let report = report.map_err(|source| BackupError::Chain {
         what: "the restored copy".to_owned(),
         source,
@@ -469,7 +466,8 @@ fn write_database(
 }
 
 /// Opens the restored dir with the KEK just copied, as the server would (its instance keys must
-/// unwrap), and verifies every account's audit checkpoints' MACs against the restored chains.
+/// unwrap, and every KEK id a stored key is wrapped by must be one of its versions or an
+/// account KEK's), and verifies every account's audit checkpoints' MACs against the restored chains.
 /// The number of checkpoints verified.
 async fn check_macs(data_dir: &Path, secrets: KekSecrets) -> Result<u64, BackupError> {
     let keyed = BackupError::Keyed;
@@ -527,7 +525,7 @@ pub async fn verify(data_dir: &Path) -> Result<Verified, BackupError> {
         source,
     })?;
     let report = verify_chains(&storage).await;
-    storage.close_reads();
+    close(storage).await;
     let report = report.map_err(|source| BackupError::Chain {
         what: format!("data dir {}", data_dir.display()),
         source,
@@ -598,6 +596,13 @@ fn copy_kek(old: &Path, names: &[String], new: &Path) -> Result<Vec<String>, Bac
         message: format!("cannot sync: {e}"),
     })?;
     Ok(copied)
+}
+
+/// Closes a handle this module opened, the same way everywhere: its writer (if any) stopped
+/// and its read connections closed before the file is touched again or removed.
+async fn close(storage: SqliteStorage) {
+    storage.close().await;
+    storage.close_reads();
 }
 
 /// Runs blocking work (SQLite, file copies) off the runtime's threads.

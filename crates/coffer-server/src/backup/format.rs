@@ -226,7 +226,7 @@ pub enum FormatError {
     Version(u32),
     #[error("damaged header: a manifest of {0} bytes is more than a backup holds")]
     ManifestLength(u32),
-    #[error("manifest checksum mismatch: the manifest or header was altered or damaged")]
+    #[error("manifest checksum mismatch: the manifest or header is damaged")]
     ManifestChecksum,
     #[error("manifest does not parse: {0}")]
     Manifest(String),
