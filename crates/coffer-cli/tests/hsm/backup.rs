@@ -49,10 +49,29 @@ fn a_restored_dir_with_kek_toml_copied_serves_through_the_same_token() {
     drop(server);
 
     let new = tmp.path().join("new");
+    let restore_args = [
+        "restore",
+        "--from",
+        file.to_str().unwrap(),
+        "--data-dir",
+        new.to_str().unwrap(),
+        "--kek-from",
+        data.to_str().unwrap(),
+    ];
+    // The keyed check opens the KEK in the token: without the PIN, restore is refused (and
+    // leaves nothing), as a server start would be.
+    let out = run(hsm_cmd(&hsm, None, &restore_args), None);
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("keyed check of the restored copy: the KEK copied does not open")
+            && line.contains("COFFER_PKCS11_PIN"),
+        "{line}"
+    );
+    assert!(!new.exists());
     let out = run(
         hsm_cmd(
             &hsm,
-            None,
+            Some(USER_PIN),
             &[
                 "restore",
                 "--from",
@@ -67,6 +86,10 @@ fn a_restored_dir_with_kek_toml_copied_serves_through_the_same_token() {
     )
     .ok();
     assert!(out.stdout.contains("copied kek.toml"), "{out:?}");
+    assert!(
+        out.stdout.contains("audit checkpoint MACs verified with that KEK"),
+        "{out:?}"
+    );
     assert_eq!(std::fs::read(new.join("kek.toml")).unwrap(), kek_toml);
     assert!(!new.join("kek.key").exists());
     let server = start_server(&hsm, &new);
