@@ -355,12 +355,9 @@ impl Lifecycle {
                 // A node's revocation replaced the keys meanwhile: read the batch again.
                 continue;
             }
-            let done = self
-                .storage
-                .reseal_values(Some(carried), reseals)
-                .await
-                .map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
-            write.committed();
+            let done = self.storage.reseal_values(Some(carried), reseals).await;
+            write.finish(&done);
+            let done = done.map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
             self.progress().resealed += done;
             tokio::time::sleep(self.settings.pause).await;
         }

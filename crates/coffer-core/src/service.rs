@@ -574,10 +574,12 @@ impl Coffer {
         // A node's revocation replaced the keys while this batch was sealed: the caller's
         // retry seals it again under new DEKs.
         write.enter().await.map_err(|_| CoreError::Conflict)?;
-        self.storage
+        let created = self
+            .storage
             .create_secrets(account, store, new, self.quota_of(account_rec), &entries)
-            .await?;
-        write.committed();
+            .await;
+        write.finish(&created);
+        created?;
         Ok(records)
     }
 
@@ -753,11 +755,9 @@ impl Coffer {
                 (ticket, pending)
             };
             let result = pending.await;
-            // Released before the stripe is locked again: another update of the stripe may be
-            // waiting for the gate while holding the stripe.
-            if result.is_ok() {
-                write.committed();
-            }
+            // Released, whatever the answer, before the stripe is locked again: another update
+            // of the stripe may be waiting for the gate while holding the stripe.
+            write.finish(&result);
             // Once the last queued update of the secret is answered, storage holds everything
             // queued before it. After a failure, the updates queued behind this one fail too
             // (`Conflict`, and retry): the next one reads storage. A request cancelled while
@@ -867,15 +867,8 @@ impl Coffer {
             secret: id,
             version: Version::FIRST,
         };
-        // A node's revocation replacing the keys while the value is sealed: sealed again.
-        let (value, dek, write) = loop {
-            let mut write = self.keys.dek_write();
-            let (value, dek) = self.seal_version(&mut write, slot, &plaintext, now).await?;
-            if write.enter().await.is_ok() {
-                break (value, dek, write);
-            }
-        };
-        // Cloudflare logs a duplicate as a create that names its source.
+        // Cloudflare logs a duplicate as a create that names its source. Built before the gate
+        // is entered: nothing but the storage call runs under the hold.
         let entry = self.change_entry(
             who,
             account,
@@ -888,7 +881,16 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        self.storage
+        // A node's revocation replacing the keys while the value is sealed: sealed again.
+        let (value, dek, write) = loop {
+            let mut write = self.keys.dek_write();
+            let (value, dek) = self.seal_version(&mut write, slot, &plaintext, now).await?;
+            if write.enter().await.is_ok() {
+                break (value, dek, write);
+            }
+        };
+        let created = self
+            .storage
             .create_secrets(
                 account,
                 store,
@@ -900,8 +902,9 @@ impl Coffer {
                 self.quota_of(&account_rec),
                 &[entry],
             )
-            .await?;
-        write.committed();
+            .await;
+        write.finish(&created);
+        created?;
         Ok(record)
     }
 

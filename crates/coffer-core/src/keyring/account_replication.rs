@@ -356,9 +356,9 @@ impl Keyring {
         audit: &[AuditEntry],
     ) -> Result<bool, CoreError> {
         let repl = self.replication()?;
-        let _ops = repl.ops.lock().await;
         // Checked here for a clear answer, and again by storage in the write (a node key, once
-        // registered, never changes).
+        // registered, never changes). Before `ops` is taken: a refusal never waits behind (or
+        // holds up) a revocation.
         let node_key = self
             .storage
             .node_public_keys()
@@ -370,6 +370,7 @@ impl Keyring {
         if node_key == *public.as_bytes() {
             return Err(CoreError::NodeKeyConflict);
         }
+        let _ops = repl.ops.lock().await;
         let grant = match self.arks.get(account) {
             Some(current) => {
                 let keys = [NodeAccountKey {

@@ -11,8 +11,9 @@
 //! - A write seals every value first ([`DekWrite::seal`], which may make a DEK: a KEK or HSM
 //!   call, made with no hold on the gate), and notes each DEK it carries
 //!   ([`DekWrite::carry`]). Just before it goes to storage, [`DekWrite::enter`] takes the gate
-//!   shared, if and only if it carries a DEK storage may not hold yet, and keeps it until the
-//!   guard is dropped or [`DekWrite::committed`]: after storage has answered. Between `enter`
+//!   shared, if and only if it carries a DEK storage may not hold yet, and keeps it until
+//!   [`DekWrite::finish`], called with storage's answer on every outcome (or the guard is
+//!   dropped). Between `enter`
 //!   and that answer the write does no KEK call, so **no KEK call is ever made under a shared
 //!   hold**. A write carrying only stored DEKs (the common case: a DEK seals up to a million
 //!   values over an hour) inserts no DEK and never touches the gate, so it never waits.
@@ -54,7 +55,7 @@ use crate::CoreError;
 
 /// One write's use of new DEKs, from its first seal until storage has answered it. Made by
 /// [`Keyring::dek_write`]; see the module comment for the protocol: `seal` and `carry` each
-/// value, `enter` once before the storage call, `committed` once it succeeded (or drop it).
+/// value, `enter` once before the storage call, `finish` with storage's answer, whatever it is.
 #[must_use = "a write sealing values holds its DekWrite until storage has answered it"]
 #[derive(Debug)]
 pub(crate) struct DekWrite<'a> {
@@ -136,10 +137,13 @@ impl DekWrite<'_> {
         Err(StaleDeks)
     }
 
-    /// Storage committed the write: the DEKs it carried are stored, so writes sealing under
-    /// them from now on need no hold. Then the hold is released.
-    pub(crate) fn committed(self) {
-        if self.unstored.is_empty() {
+    /// Storage answered the write: gives the hold back, on every outcome, and when storage
+    /// committed it (`result` is `Ok`) first marks the DEKs it carried as stored, so that
+    /// writes sealing under them from now on need no hold. Call it as soon as storage answers
+    /// and before taking any other lock: a write that keeps its hold while it waits for a lock
+    /// another write holds at `enter` deadlocks both with a waiting revocation.
+    pub(crate) fn finish<T, E>(self, result: &Result<T, E>) {
+        if result.is_err() || self.unstored.is_empty() {
             return;
         }
         let mut active = self.keys.lock_active();

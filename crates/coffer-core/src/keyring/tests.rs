@@ -497,7 +497,7 @@ async fn only_writes_carrying_an_unstored_dek_enter_the_dek_gate() {
         "the second write still holds it"
     );
     commit(&f, &a).await;
-    second.committed();
+    second.finish(&Ok::<(), ()>(()));
     assert!(keys.dek_gate.try_write().is_ok(), "both holds released");
 
     // While a revocation holds the gate, a write carrying a stored DEK does not wait for it.
@@ -510,8 +510,38 @@ async fn only_writes_carrying_an_unstored_dek_enter_the_dek_gate() {
         .await
         .expect("no wait for the gate")
         .unwrap();
-    third.committed();
+    third.finish(&Ok::<(), ()>(()));
     drop(closed);
+}
+
+/// A write storage refused gives its hold back at `finish` (a write that kept it while it
+/// waited for another lock would deadlock with a waiting revocation), and its DEK stays
+/// unstored: the next write carrying it takes the gate again.
+#[tokio::test]
+async fn a_refused_write_gives_the_gate_back_and_its_dek_stays_unstored() {
+    let f = fixture().await;
+    let keys = keyring(&f, DekPolicy::default()).await;
+    let mut write = keys.dek_write();
+    let a = write.seal(f.account).await.unwrap();
+    write.carry(&a);
+    write.enter().await.unwrap();
+    assert!(
+        keys.dek_gate.try_write().is_err(),
+        "held while storage works"
+    );
+    write.finish(&Err::<(), ()>(()));
+    assert!(keys.dek_gate.try_write().is_ok(), "given back on a refusal");
+
+    let mut next = keys.dek_write();
+    let again = next.seal(f.account).await.unwrap();
+    assert_eq!(again.id, a.id);
+    next.carry(&again);
+    next.enter().await.unwrap();
+    assert!(
+        keys.dek_gate.try_write().is_err(),
+        "the refused write stored nothing: its DEK still takes the gate"
+    );
+    next.finish(&Ok::<(), ()>(()));
 }
 
 /// Only the DEKs a write carries are marked stored when it commits: a DEK it was handed but
@@ -533,7 +563,7 @@ async fn a_dek_handed_out_but_not_carried_is_not_marked_stored() {
     write.carry(&a);
     write.enter().await.unwrap();
     commit(&f, &a).await;
-    write.committed();
+    write.finish(&Ok::<(), ()>(()));
 
     let mut next = keys.dek_write();
     let again = next.seal(f.account).await.unwrap();

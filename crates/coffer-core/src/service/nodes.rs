@@ -411,33 +411,50 @@ type RefusalKey = (TokenId, Option<AccountId>, &'static str);
 
 /// Refused key registrations audited lately (see [`Coffer::audit_refused_key`]). Bounded: its
 /// keys are nodes (made by the operator), fixed reasons, and accounts where a node holds a
-/// key; entries past the window are dropped as it grows.
+/// key; entries past the window are dropped at most once a minute once it holds many, and past
+/// [`REFUSALS_HELD`] a refusal is audited without being remembered (audited, never lost).
 #[derive(Debug, Default)]
 pub(crate) struct KeyRefusals {
-    audited: std::sync::Mutex<HashMap<RefusalKey, Instant>>,
+    audited: std::sync::Mutex<Refusals>,
     suppressed: AtomicU64,
 }
+
+#[derive(Debug, Default)]
+struct Refusals {
+    at: HashMap<RefusalKey, Instant>,
+    pruned: Option<Instant>,
+}
+
+/// Refusals remembered at most (see [`KeyRefusals`]).
+const REFUSALS_HELD: usize = 65_536;
 
 impl KeyRefusals {
     /// Whether this refusal is audited: not if the same was within the window (then counted).
     fn admit(&self, node: TokenId, account: Option<AccountId>, reason: &'static str) -> bool {
         let now = Instant::now();
-        let mut audited = self.audited.lock().unwrap_or_else(PoisonError::into_inner);
-        if audited.len() >= 1024 {
-            audited.retain(|_, at| now.duration_since(*at) < REFUSAL_AUDIT_WINDOW);
+        let mut refusals = self.audited.lock().unwrap_or_else(PoisonError::into_inner);
+        let Refusals { at, pruned } = &mut *refusals;
+        if at.len() >= 1024 && pruned.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
+            at.retain(|_, seen| now.duration_since(*seen) < REFUSAL_AUDIT_WINDOW);
+            *pruned = Some(now);
         }
-        match audited.get(&(node, account, reason)) {
-            Some(at) if now.duration_since(*at) < REFUSAL_AUDIT_WINDOW => {
+        match at.get(&(node, account, reason)) {
+            Some(seen) if now.duration_since(*seen) < REFUSAL_AUDIT_WINDOW => {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
                 false
             }
             _ => {
-                audited.insert((node, account, reason), now);
+                if at.len() < REFUSALS_HELD {
+                    at.insert((node, account, reason), now);
+                }
                 true
             }
         }
     }
 }
+
+/// How often the remembered refusals are swept of those past the window, at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Parses `public_key_hex` (64 hex digits) as an X25519 public key; `malformed` is the
 /// `InvalidNodeKey` message when it is not 64 hex digits (it names the key the edge should

@@ -47,7 +47,7 @@ pub(super) type SignerSlot = Arc<OnceLock<Arc<dyn FeedSigner>>>;
 /// Who is told of each group commit, set once after open (`Storage::set_write_observer`).
 type ObserverSlot = Arc<OnceLock<Arc<dyn WriteObserver>>>;
 
-/// Told of every group commit, on the writer thread, after the batch is answered: keep it
+/// Told of every group commit, on the writer thread, before the batch is answered: keep it
 /// cheap (an atomic add, a histogram's observation). The server's metrics implement it, so
 /// that storage needs no metrics library.
 pub trait WriteObserver: Send + Sync + std::fmt::Debug {

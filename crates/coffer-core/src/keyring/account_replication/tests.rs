@@ -384,7 +384,7 @@ async fn a_revocation_waits_for_writes_holding_the_gate_and_skips_an_account_del
     f.storage.delete_account(gone, &[]).await.unwrap();
     // The write commits, then releases the gate.
     f.storage.put_dek(record).await.unwrap();
-    write.committed();
+    write.finish(&Ok::<(), ()>(()));
     revocation
         .await
         .unwrap()
