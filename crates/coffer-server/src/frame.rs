@@ -5,7 +5,9 @@
 //! One hand-written service instead of a stack of six (`map_request`, tower-http's
 //! `SetRequestId`, `PropagateRequestId` and `CatchPanic`, `from_fn`, `map_response`): each of
 //! those boxed or wrapped the request's future once more, and a runtime read, which does little
-//! else, paid for all of them (docs/benchmarks.md, "Runtime reads at an edge").
+//! else, paid for all of them (docs/benchmarks.md, "Runtime reads at an edge"). The same frame
+//! ([`framed`]) wraps the runtime read an edge answers before its router
+//! ([`crate::runtime_front`]).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -18,7 +20,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use coffer_api::ErrorCode;
-use coffer_metrics::{Method, Metrics, UNMATCHED_ROUTE};
+use coffer_metrics::{Method, Metrics, RouteMetrics, UNMATCHED_ROUTE};
 use futures_util::FutureExt;
 use tower::{Layer, Service};
 
@@ -95,60 +97,102 @@ impl<S> Service<Request> for Frame<S>
 where
     S: Service<Request, Response = Response> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = Framed<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let start = Instant::now();
-        let id = match req.headers().get(&REQUEST_ID) {
-            Some(given) if is_safe_request_id(given) => given.clone(),
-            _ => {
-                let made = make_request_id();
-                req.headers_mut().insert(REQUEST_ID, made.clone());
-                made
-            }
-        };
-        let log = request_log::RequestLog::start(&req, &id, start);
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The route's template (the router put it in the extensions); none for a path no route
+        // matches.
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .cloned()
+            .map(RouteName::Matched);
         // The route's histograms are resolved before the request moves into the handler: by
-        // its template (the router put it in the extensions), never by its path.
+        // its template, never by its path.
         let observed = self.metrics.as_ref().map(|metrics| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-            (
-                metrics.route(route),
-                Method::from_name(req.method().as_str()),
-            )
+            metrics.route(route.as_ref().map_or(UNMATCHED_ROUTE, RouteName::as_str))
         });
-        // A panic is a bug; the client learns nothing but that it happened. Caught whether it
-        // happens while the handler's future is made or while it runs.
-        let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        Box::pin(async move {
-            let mut res = match called {
-                Ok(future) => {
-                    let run = AssertUnwindSafe(log.instrument(future)).catch_unwind();
-                    match run.await {
-                        Ok(answer) => answer?,
-                        Err(_) => panicked(),
-                    }
-                }
-                Err(_) => panicked(),
-            };
-            finish_headers(res.headers_mut(), id);
-            log.finish(&res);
-            if let Some((route, method)) = observed {
-                route.observe(method, res.status().as_u16(), start.elapsed());
-            }
-            Ok(res)
-        })
+        let inner = &mut self.inner;
+        framed(req, route, observed, |req| inner.call(req))
     }
+}
+
+/// A framed request's future: one box.
+pub(crate) type Framed<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
+/// The route a request was matched to, for its log line and its metrics: the router's
+/// template, or the fixed template of a route dispatched before the router
+/// ([`crate::runtime_front`]).
+#[derive(Debug, Clone)]
+pub(crate) enum RouteName {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl RouteName {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RouteName::Matched(m) => m.as_str(),
+            RouteName::Fixed(s) => s,
+        }
+    }
+}
+
+/// Frames one request: its id (the client's if plain, else a made one, set on the request
+/// before `call` sees it), its log line, its latency in `observed` (the route's histograms),
+/// a panic in `call` or its future turned into a 500, and the answer's `no-store` and id.
+/// What [`Frame`] does for a routed request, and [`crate::runtime_front`] for the runtime read
+/// it dispatches before the router.
+pub(crate) fn framed<B, F, E>(
+    mut req: axum::http::Request<B>,
+    route: Option<RouteName>,
+    observed: Option<Arc<RouteMetrics>>,
+    call: impl FnOnce(axum::http::Request<B>) -> F,
+) -> Framed<E>
+where
+    F: Future<Output = Result<Response, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let start = Instant::now();
+    let id = match req.headers().get(&REQUEST_ID) {
+        Some(given) if is_safe_request_id(given) => given.clone(),
+        _ => {
+            let made = make_request_id();
+            req.headers_mut().insert(REQUEST_ID, made.clone());
+            made
+        }
+    };
+    let log = request_log::RequestLog::start(&req, route, &id, start);
+    let observed = observed.map(|route| (route, Method::from_name(req.method().as_str())));
+    // A panic is a bug; the client learns nothing but that it happened. Caught whether it
+    // happens while the handler's future is made or while it runs.
+    let called = std::panic::catch_unwind(AssertUnwindSafe(|| call(req)));
+    Box::pin(async move {
+        let mut res = match called {
+            Ok(future) => {
+                let run = AssertUnwindSafe(log.instrument(future)).catch_unwind();
+                match run.await {
+                    Ok(answer) => answer?,
+                    Err(_) => panicked(),
+                }
+            }
+            Err(_) => panicked(),
+        };
+        finish_headers(res.headers_mut(), id);
+        log.finish(&res);
+        if let Some((route, method)) = observed {
+            route.observe(method, res.status().as_u16(), start.elapsed());
+        }
+        Ok(res)
+    })
 }
 
 fn panicked() -> Response {

@@ -30,6 +30,7 @@ pub mod replication;
 mod request_log;
 mod router;
 mod runtime;
+mod runtime_front;
 mod secrets_store;
 mod services;
 mod state;
@@ -62,8 +63,9 @@ pub use rate::RuntimeRate;
 pub use reload::Reload;
 pub use replication::SnapshotLimits;
 pub use request_log::ACCESS_LOG_TARGET;
-pub use router::edge_router;
+pub use router::{edge_app, edge_router};
 pub use runtime::BATCH_BUDGET;
+pub use runtime_front::{EdgeApp, EdgeFuture};
 pub use state::AppState;
 pub use tls::server_config as tls_server_config;
 

@@ -13,11 +13,12 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderValue, Method, Request, Uri};
 use axum::response::Response;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
+
+use crate::frame::RouteName;
 
 /// The tracing target that, enabled at `info`, turns on the request lines of successful runtime
 /// reads. The CLI enables it with `--access-log` and disables it otherwise.
@@ -47,29 +48,28 @@ pub(crate) struct RequestLog {
     span: tracing::Span,
     /// For such a read: what its span needs, kept until the answer says whether to log it.
     /// Cheap copies (an enum, reference-counted bytes and strings).
-    deferred: Option<(Method, Uri, Option<MatchedPath>, HeaderValue)>,
+    deferred: Option<(Method, Uri, Option<RouteName>, HeaderValue)>,
 }
 
 impl RequestLog {
-    pub(crate) fn start(req: &Request, id: &HeaderValue, start: Instant) -> RequestLog {
-        // The route's template (`/runtime/v1/bindings/{binding}`), set by the router before the
-        // frame runs; none for a path no route matches.
-        let route = req.extensions().get::<MatchedPath>();
+    /// `route`: the route's template (`/runtime/v1/bindings/{binding}`); none for a path no
+    /// route matches.
+    pub(crate) fn start<B>(
+        req: &Request<B>,
+        route: Option<RouteName>,
+        id: &HeaderValue,
+        start: Instant,
+    ) -> RequestLog {
         if req.uri().path().starts_with(RUNTIME_PREFIX) && !access_log_enabled() {
             return RequestLog {
                 start,
                 span: tracing::Span::none(),
-                deferred: Some((
-                    req.method().clone(),
-                    req.uri().clone(),
-                    route.cloned(),
-                    id.clone(),
-                )),
+                deferred: Some((req.method().clone(), req.uri().clone(), route, id.clone())),
             };
         }
         RequestLog {
             start,
-            span: request_span(req.method(), req.uri().path(), route, id),
+            span: request_span(req.method(), req.uri().path(), route.as_ref(), id),
             deferred: None,
         }
     }
@@ -102,7 +102,7 @@ fn access_log_enabled() -> bool {
 fn request_span(
     method: &Method,
     path: &str,
-    route: Option<&MatchedPath>,
+    route: Option<&RouteName>,
     id: &HeaderValue,
 ) -> tracing::Span {
     let id = id.to_str().unwrap_or("-");

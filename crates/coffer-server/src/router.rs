@@ -9,6 +9,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use coffer_api::ErrorCode;
 
 use crate::error::ApiError;
+use crate::runtime_front::EdgeApp;
 use crate::secrets_store as ss;
 use crate::state::AppState;
 use crate::{
@@ -35,6 +36,12 @@ pub fn edge_router(state: AppState, healthz: MethodRouter<AppState>) -> Router {
             .merge(edge_routes()),
         state,
     )
+}
+
+/// An edge's application: [`edge_router`] behind the runtime read it answers before routing
+/// ([`crate::runtime_front`]).
+pub fn edge_app(state: AppState, healthz: MethodRouter<AppState>) -> EdgeApp {
+    EdgeApp::new(edge_router(state.clone(), healthz), state)
 }
 
 /// What every node serves: runtime reads and (where `AppState::replication` is set) the feed.

@@ -5,7 +5,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,21 +127,60 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     })
 }
 
-/// `GET /runtime/v1/bindings/{binding}`: the value as `text/plain`.
+/// `GET /runtime/v1/bindings/{binding}`: the value as `text/plain`. (An edge answers most of
+/// these before its router: [`read_binding_request`].)
 pub async fn read_binding(
     State(app): State<AppState>,
     ServiceAuth(who): ServiceAuth,
     binding: Result<Path<String>, PathRejection>,
 ) -> Response {
+    match path(binding) {
+        Ok(binding) => read_named_binding(&app, &who, &binding).await,
+        Err(e) => logged(&who, Err(e)),
+    }
+}
+
+/// [`read_binding`] for a request dispatched without the router
+/// ([`crate::runtime_front`]): the same extractor, then the same read of `binding`, the
+/// path's last segment, which the caller checked holds no percent-encoding (so it is what
+/// `Path` would have decoded).
+pub(crate) async fn read_binding_request<B>(
+    app: AppState,
+    req: axum::http::Request<B>,
+) -> Result<Response, std::convert::Infallible> {
+    // A GET's body is not read; the router's handler drops it unread as well.
+    let (mut parts, body) = req.into_parts();
+    drop(body);
+    let who = match ServiceAuth::from_request_parts(&mut parts, &app).await {
+        Ok(ServiceAuth(who)) => who,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    let binding = parts
+        .uri
+        .path()
+        .strip_prefix(crate::runtime_front::BINDING_PREFIX)
+        .unwrap_or_default();
+    let mut response = read_named_binding(&app, &who, binding).await;
+    // What the router's route future adds to every answer it routes.
+    if !response.headers().contains_key(CONTENT_LENGTH)
+        && let Some(len) = axum::body::HttpBody::size_hint(response.body()).exact()
+    {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Ok(response)
+}
+
+async fn read_named_binding(app: &AppState, who: &ServicePrincipal, binding: &str) -> Response {
     let result = async {
-        let binding = path(binding)?;
-        let value = app.coffer.read_binding(&who, &binding).await?;
+        let value = app.coffer.read_binding(who, binding).await?;
         Ok(secret_response(
             Bytes::from_owner(Wiped(value)),
             "text/plain; charset=utf-8",
         ))
     };
-    logged(&who, result.await)
+    logged(who, result.await)
 }
 
 /// `GET /runtime/v1/stores/{binding}/secrets/{name}`: one secret through a store binding.
