@@ -82,18 +82,20 @@ impl RequestLog {
     /// Writes the request's line, unless it is a successful runtime read without
     /// `--access-log`.
     pub(crate) fn finish(&self, res: &Response) {
-        let latency = self.start.elapsed();
+        // The clock is read only for a line that is written.
         match &self.deferred {
-            None => self.span.in_scope(|| log_response(res, latency)),
+            None => self
+                .span
+                .in_scope(|| log_response(res, self.start.elapsed())),
             Some(_) if res.status().is_success() => {}
             Some((method, uri, route, id)) => request_span(method, uri.path(), route.as_ref(), id)
-                .in_scope(|| log_response(res, latency)),
+                .in_scope(|| log_response(res, self.start.elapsed())),
         }
     }
 }
 
 /// Whether successful runtime reads are logged (a check of the subscriber's cached interest).
-fn access_log_enabled() -> bool {
+pub(crate) fn access_log_enabled() -> bool {
     tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO)
 }
 

@@ -5,7 +5,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -68,10 +68,14 @@ impl FromRequestParts<AppState> for ServiceAuth {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoggedToken(pub(crate) TokenId);
 
-/// `result` as a response naming `who`'s token in the log line, served or refused.
+/// `result` as a response naming `who`'s token in the log line, served or refused. Not for a
+/// success without `--access-log`, which gets no line (`request_log`): the extension costs
+/// two allocations, a good part of what a read allocates.
 fn logged(who: &ServicePrincipal, result: ApiResult<Response>) -> Response {
     let mut response = result.into_response();
-    response.extensions_mut().insert(LoggedToken(who.token_id));
+    if !response.status().is_success() || crate::request_log::access_log_enabled() {
+        response.extensions_mut().insert(LoggedToken(who.token_id));
+    }
     response
 }
 
@@ -108,11 +112,20 @@ pub const BATCH_BUDGET: usize = 64 << 20;
 /// [`BATCH_BUDGET`] in the unit its semaphore counts (KiB).
 pub(crate) const BATCH_BUDGET_KIB: usize = BATCH_BUDGET >> 10;
 
-fn secret_response(bytes: Bytes, content_type: &'static str) -> Response {
+/// `text/plain; charset=utf-8`, made at compile time (`from_static` checks every byte when it
+/// runs).
+fn text_plain() -> HeaderValue {
+    const { HeaderValue::from_static("text/plain; charset=utf-8") }
+}
+
+fn secret_response(bytes: Bytes, content_type: HeaderValue) -> Response {
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(
+        CACHE_CONTROL,
+        const { HeaderValue::from_static("no-store") },
+    );
     response
 }
 
@@ -160,16 +173,9 @@ pub(crate) async fn read_binding_request<B>(
         .path()
         .strip_prefix(crate::runtime_front::BINDING_PREFIX)
         .unwrap_or_default();
-    let mut response = read_named_binding(&app, &who, binding).await;
-    // What the router's route future adds to every answer it routes.
-    if !response.headers().contains_key(CONTENT_LENGTH)
-        && let Some(len) = axum::body::HttpBody::size_hint(response.body()).exact()
-    {
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    Ok(response)
+    // No `Content-Length` header as the router's route future adds: hyper writes the same one
+    // from the body's exact length, without the allocation a header value costs.
+    Ok(read_named_binding(&app, &who, binding).await)
 }
 
 async fn read_named_binding(app: &AppState, who: &ServicePrincipal, binding: &str) -> Response {
@@ -177,7 +183,7 @@ async fn read_named_binding(app: &AppState, who: &ServicePrincipal, binding: &st
         let value = app.coffer.read_binding(who, binding).await?;
         Ok(secret_response(
             Bytes::from_owner(Wiped(value)),
-            "text/plain; charset=utf-8",
+            text_plain(),
         ))
     };
     logged(who, result.await)
@@ -194,7 +200,7 @@ pub async fn read_store_secret(
         let value = app.coffer.read_store_binding(&who, &binding, &name).await?;
         Ok(secret_response(
             Bytes::from_owner(Wiped(value)),
-            "text/plain; charset=utf-8",
+            text_plain(),
         ))
     };
     logged(&who, result.await)
@@ -255,7 +261,7 @@ async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Re
             bytes: body,
             _budget: budget,
         })),
-        "application/json",
+        const { HeaderValue::from_static("application/json") },
     );
     if !store_bindings.is_empty() {
         let names: Vec<&str> = store_bindings.iter().map(|b| b.as_str()).collect();
