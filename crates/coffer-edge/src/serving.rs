@@ -18,10 +18,10 @@ use tower::Service;
 
 use crate::status::EdgeStatus;
 
-/// The serving side (the runtime API over the replica's `Coffer`: the runtime read answered
-/// directly, everything else by its router), once the first
-/// sync built it; emptied for good when the edge is revoked, which drops the keys it holds.
-/// Read on every request, so lock-free (`ArcSwapOption`: a load writes no cache line other
+/// The serving side (the runtime API over the replica's `Coffer`: the runtime read of one
+/// binding answered directly, everything else by its router), once the first sync built it;
+/// emptied for good when the edge is revoked, which drops the keys it holds. Read on every
+/// request, so lock-free (`ArcSwapOption`: a load writes no cache line other
 /// threads read, unlike a lock's reader count).
 #[derive(Debug, Default)]
 pub(crate) struct Serving {
@@ -74,10 +74,10 @@ impl Serving {
 
 /// The edge's HTTP front. `GET /healthz` (and `HEAD`) is answered here, before any middleware
 /// (no request log line for the health checks a load balancer sends every few seconds), and
-/// whether or not the replica is ready; every other request goes to the serving router once
-/// the first sync has built it, and is answered 503 until then. A plain service rather than a
-/// router in front of the router; a runtime read of one binding is not routed at all
-/// ([`coffer_server::EdgeApp`]).
+/// whether or not the replica is ready; every other request goes to the serving side once the
+/// first sync has built it, and is answered 503 until then. A plain service rather than a
+/// router in front of the router; on the serving side, a runtime read of one binding is not
+/// routed at all, everything else is ([`coffer_server::EdgeApp`]).
 #[derive(Clone)]
 pub(crate) struct Front {
     pub(crate) status: Arc<EdgeStatus>,

@@ -130,7 +130,11 @@ where
             metrics.route(route.as_ref().map_or(UNMATCHED_ROUTE, RouteName::as_str))
         });
         let inner = &mut self.inner;
-        framed(req, route, observed, |req| inner.call(req))
+        framed(req, route, observed, |mut req, access| {
+            // For the runtime handlers (`request_log::AccessLogged`).
+            req.extensions_mut().insert(access);
+            inner.call(req)
+        })
     }
 }
 
@@ -158,13 +162,14 @@ impl RouteName {
 /// Frames one request: its id (the client's if plain, else a made one, set on the request
 /// before `call` sees it), its log line, its latency in `observed` (the route's histograms),
 /// a panic in `call` or its future turned into a 500, and the answer's `no-store` and id.
+/// `call` is told whether a successful answer's line is written (decided here, once).
 /// What [`Frame`] does for a routed request, and [`crate::runtime_front`] for the runtime read
 /// it dispatches before the router.
 pub(crate) fn framed<B, F, E>(
     mut req: axum::http::Request<B>,
     route: Option<RouteName>,
     observed: Option<Arc<RouteMetrics>>,
-    call: impl FnOnce(axum::http::Request<B>) -> F,
+    call: impl FnOnce(axum::http::Request<B>, request_log::AccessLogged) -> F,
 ) -> Framed<E>
 where
     F: Future<Output = Result<Response, E>> + Send + 'static,
@@ -186,7 +191,8 @@ where
     // wrapped before it is boxed, and finished by a closure rather than an `async` block: a
     // block would hold it twice (captured, then moved into a local across the await), and
     // copying it around was a measurable part of a runtime read.
-    let running = match std::panic::catch_unwind(AssertUnwindSafe(|| call(req))) {
+    let access = log.access();
+    let running = match std::panic::catch_unwind(AssertUnwindSafe(|| call(req, access))) {
         Ok(future) => Either::Left(AssertUnwindSafe(log.instrument(future)).catch_unwind()),
         Err(panic) => Either::Right(std::future::ready(Err(panic))),
     };
@@ -211,10 +217,7 @@ fn panicked() -> Response {
 /// Responses about secrets must not be cached by proxies or clients; the request id goes back
 /// to the client.
 fn finish_headers(headers: &mut HeaderMap, id: HeaderValue) {
-    headers.insert(
-        header::CACHE_CONTROL,
-        const { HeaderValue::from_static("no-store") },
-    );
+    headers.insert(header::CACHE_CONTROL, crate::static_headers::no_store());
     headers.insert(REQUEST_ID, id);
 }
 

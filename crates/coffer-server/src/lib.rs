@@ -34,6 +34,7 @@ mod runtime_front;
 mod secrets_store;
 mod services;
 mod state;
+mod static_headers;
 mod tls;
 mod tokens;
 mod user;

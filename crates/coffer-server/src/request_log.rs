@@ -13,7 +13,9 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::Response;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
@@ -40,6 +42,38 @@ const LOGGED_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONT
 
 /// The longest path logged whole, once encoded; a longer one is cut there and marked.
 const MAX_LOGGED_PATH: usize = 1024;
+
+/// Whether a request's line is written when its answer is a success: decided once, when the
+/// request arrives ([`RequestLog::start`]), and handed to the handler (in the request's
+/// extensions for a routed request, as an argument for the read an edge answers before its
+/// router), so that a runtime handler names its token (`runtime::LoggedToken`) exactly when the
+/// line that shows it is written ([`AccessLogged::writes_line`]). `false` only for a runtime read
+/// without `--access-log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AccessLogged(pub(crate) bool);
+
+impl AccessLogged {
+    /// Whether the line of a request answered `status` is written: the one rule, used by the
+    /// frame to write it and by the runtime handlers to fill it in.
+    pub(crate) fn writes_line(self, status: StatusCode) -> bool {
+        self.0 || !status.is_success()
+    }
+}
+
+/// A handler's view of the decision; a request that did not pass through the frame (none does
+/// in the server, but a test may build one) counts as logged, so a token is never left out of
+/// a line that is written.
+impl<S: Sync> FromRequestParts<S> for AccessLogged {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<AccessLogged>()
+            .copied()
+            .unwrap_or(AccessLogged(true)))
+    }
+}
 
 /// One request's log line, from the moment the request arrives ([`crate::frame`]).
 pub(crate) struct RequestLog {
@@ -74,6 +108,11 @@ impl RequestLog {
         }
     }
 
+    /// Whether the line is written for a successful answer.
+    pub(crate) fn access(&self) -> AccessLogged {
+        AccessLogged(self.deferred.is_none())
+    }
+
     /// Runs `future` (the handler) in the request's span, so its own events name the request.
     pub(crate) fn instrument<F: Future>(&self, future: F) -> Instrumented<F> {
         future.instrument(self.span.clone())
@@ -82,20 +121,20 @@ impl RequestLog {
     /// Writes the request's line, unless it is a successful runtime read without
     /// `--access-log`.
     pub(crate) fn finish(&self, res: &Response) {
-        // The clock is read only for a line that is written.
+        let latency = self.start.elapsed();
+        if !self.access().writes_line(res.status()) {
+            return;
+        }
         match &self.deferred {
-            None => self
-                .span
-                .in_scope(|| log_response(res, self.start.elapsed())),
-            Some(_) if res.status().is_success() => {}
+            None => self.span.in_scope(|| log_response(res, latency)),
             Some((method, uri, route, id)) => request_span(method, uri.path(), route.as_ref(), id)
-                .in_scope(|| log_response(res, self.start.elapsed())),
+                .in_scope(|| log_response(res, latency)),
         }
     }
 }
 
 /// Whether successful runtime reads are logged (a check of the subscriber's cached interest).
-pub(crate) fn access_log_enabled() -> bool {
+fn access_log_enabled() -> bool {
     tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO)
 }
 
