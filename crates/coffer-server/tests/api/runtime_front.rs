@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::routing::get;
 use coffer_core::RuntimeStats;
-use coffer_server::{AppState, EdgeApp, TrustedProxies, edge_app, edge_router};
+use coffer_server::{AppState, EdgeApp, RuntimeRate, TrustedProxies, edge_app, edge_router};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
@@ -19,6 +19,8 @@ use crate::support::*;
 struct World {
     h: Harness,
     token: String,
+    /// A service token of another service, revoked by a rotation.
+    revoked: String,
 }
 
 /// A service `app` (type `workers`) binding `ONE` (a `workers` secret), `GW` (a secret without
@@ -57,8 +59,16 @@ async fn world() -> World {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let gone = made[2]["id"].as_str().unwrap();
     assert_deleted(&h.delete(&format!("/stores/{store}/secrets/{gone}")).await);
+    let other = h
+        .deploy_ok(&json!({
+            "name": "other",
+            "secrets_store_secrets": [secret_binding("ONE", &store, "one")],
+        }))
+        .await;
+    h.rotate(&other.id, None).await;
     World {
         token: svc.token().to_owned(),
+        revoked: other.token().to_owned(),
         h,
     }
 }
@@ -77,11 +87,19 @@ struct Answer {
 }
 
 fn state(h: &Harness, metrics: Option<Arc<coffer_metrics::Metrics>>) -> AppState {
+    rated_state(h, metrics, None)
+}
+
+fn rated_state(
+    h: &Harness,
+    metrics: Option<Arc<coffer_metrics::Metrics>>,
+    rate: Option<RuntimeRate>,
+) -> AppState {
     AppState::with_metrics(
         h.coffer.clone(),
         None,
         TrustedProxies::default(),
-        None,
+        rate,
         metrics,
     )
 }
@@ -98,12 +116,21 @@ fn counted(s: RuntimeStats) -> [u64; 3] {
 /// from a peer address of its own: the failed-authentication limit, counted per address, does
 /// not turn later cases' 401s into 429s.
 fn request(method: &Method, uri: &str, authorization: Option<&str>) -> Request<Body> {
+    request_with_id(method, uri, authorization, "same-id-for-both")
+}
+
+fn request_with_id(
+    method: &Method,
+    uri: &str,
+    authorization: Option<&str>,
+    id: &str,
+) -> Request<Body> {
     static PEER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let peer = PEER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("x-request-id", "same-id-for-both");
+        .header("x-request-id", id);
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
@@ -161,6 +188,14 @@ fn cases(w: &World) -> Vec<(Method, String, Option<String>)> {
         "/runtime/v1/bindings/ONE/more",    // more segments
         "/runtime/v1/bindings",             // the batch read
         "/runtime/v1/bindingsONE",
+        "/runtime/v1/bindings/..", // dot segments are names here
+        "/runtime/v1/bindings/.",
+        "/runtime/v1/bindings/ONE;x=1", // a path parameter is part of the name
+        "/runtime/v1/bindings/{binding}", // the route's template, literally
+        "/runtime/v1/bindings/caf%C3%A9", // non-ASCII, encoded
+        "/runtime/v1/bindings/café",    // non-ASCII, raw
+        "http://odd.example:1/runtime/v1/bindings/ONE", // absolute form
+        "http://odd.example:1/runtime/v1/bindings/NOPE",
     ];
     for path in reads {
         for auth in [
@@ -173,6 +208,7 @@ fn cases(w: &World) -> Vec<(Method, String, Option<String>)> {
                 "A".repeat(43)
             )), // 401: unknown
             Some(w.h.bearer()),           // 403: an API token
+            Some(format!("Bearer {}", w.revoked)), // 401: revoked
         ] {
             for method in [Method::GET, Method::HEAD, Method::POST, Method::DELETE] {
                 out.push((method, path.to_owned(), auth.clone()));
@@ -188,20 +224,30 @@ async fn the_edge_app_answers_every_request_as_the_router_does() {
     let routed = edge_router(state(&w.h, None), healthz());
     let app = edge_app(state(&w.h, None), healthz());
     let cases = cases(&w);
+    // The cases cover what a read can be told.
+    let mut statuses = std::collections::BTreeSet::new();
     for (method, path, auth) in &cases {
         let via_router = answer(&w.h, routed.clone(), request(method, path, auth.as_deref())).await;
         let via_app = answer(&w.h, app.clone(), request(method, path, auth.as_deref())).await;
         assert_eq!(via_app, via_router, "{method} {path} ({auth:?})");
+        statuses.insert(via_app.status.as_u16());
     }
-    // The cases cover what a read can be told.
-    let statuses: std::collections::BTreeSet<u16> = {
-        let mut s = std::collections::BTreeSet::new();
-        for (method, path, auth) in &cases {
-            let a = answer(&w.h, app.clone(), request(method, path, auth.as_deref())).await;
-            s.insert(a.status.as_u16());
-        }
-        s
-    };
+    // An odd `Host` (the name is the path's either way).
+    for host in ["odd.example:1", "[::1]", "a..b"] {
+        let ask = || {
+            let mut req = request(
+                &Method::GET,
+                "/runtime/v1/bindings/ONE",
+                Some(&format!("Bearer {}", w.token)),
+            );
+            req.headers_mut().insert("host", host.parse().unwrap());
+            req
+        };
+        let via_router = answer(&w.h, routed.clone(), ask()).await;
+        let via_app = answer(&w.h, app.clone(), ask()).await;
+        assert_eq!(via_app, via_router, "Host: {host}");
+        assert_eq!(via_app.status, StatusCode::OK, "Host: {host}");
+    }
     for status in [200, 401, 403, 404, 405] {
         assert!(
             statuses.contains(&status),
@@ -271,7 +317,7 @@ async fn reads_before_the_router_are_counted_under_the_route_template() {
     };
     let svc = format!("Bearer {}", w.token);
     let mut seen = Vec::new();
-    for app in [true, false] {
+    for via_app in [true, false] {
         let metrics = Arc::new(coffer_metrics::Metrics::new());
         let state = state(&w.h, Some(metrics.clone()));
         for (path, auth) in [
@@ -280,7 +326,7 @@ async fn reads_before_the_router_are_counted_under_the_route_template() {
             ("/runtime/v1/bindings/ONE", None),
         ] {
             let req = request(&Method::GET, path, auth);
-            if app {
+            if via_app {
                 answer(&w.h, edge_app(state.clone(), healthz()), req).await;
             } else {
                 answer(&w.h, edge_router(state.clone(), healthz()), req).await;
@@ -296,4 +342,107 @@ async fn reads_before_the_router_are_counted_under_the_route_template() {
         "{:?}",
         seen[0]
     );
+}
+
+/// A token over its read rate is refused alike (429, `Retry-After`), before the router and
+/// through it.
+#[tokio::test]
+async fn a_token_over_its_read_rate_is_refused_as_the_router_refuses_it() {
+    let w = world().await;
+    let svc = format!("Bearer {}", w.token);
+    let rate = || {
+        Some(RuntimeRate {
+            per_second: std::num::NonZeroU32::new(1).unwrap(),
+        })
+    };
+    // Each side its own limiter: the same sequence of answers.
+    let routed = edge_router(rated_state(&w.h, None, rate()), healthz());
+    let app = edge_app(rated_state(&w.h, None, rate()), healthz());
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let via_router = answer(
+            &w.h,
+            routed.clone(),
+            request(&Method::GET, "/runtime/v1/bindings/ONE", Some(&svc)),
+        )
+        .await;
+        let via_app = answer(
+            &w.h,
+            app.clone(),
+            request(&Method::GET, "/runtime/v1/bindings/ONE", Some(&svc)),
+        )
+        .await;
+        assert_eq!(via_app, via_router);
+        seen.push(via_app.status);
+    }
+    assert_eq!(seen[0], StatusCode::OK);
+    assert_eq!(seen[2], StatusCode::TOO_MANY_REQUESTS, "{seen:?}");
+}
+
+/// The request lines of reads answered before the router are the router's: the same route,
+/// path, status and `token_id` (on a success too: this test binary logs at TRACE, as
+/// `--access-log` does), and a refusal past the read rate names the token that verified.
+#[tokio::test]
+async fn reads_before_the_router_are_logged_as_routed_reads_are() {
+    let logs = crate::secrecy::captured_logs();
+    let w = world().await;
+    let svc = format!("Bearer {}", w.token);
+    let rate = || {
+        Some(RuntimeRate {
+            per_second: std::num::NonZeroU32::new(1).unwrap(),
+        })
+    };
+    let token_id = service_token_id(&w.token);
+    let tag = random_id();
+    let mut lines = Vec::new();
+    for via_app in [true, false] {
+        let state = rated_state(&w.h, None, rate());
+        let mut mine = Vec::new();
+        for (i, (path, auth)) in [
+            ("/runtime/v1/bindings/ONE", Some(svc.as_str())), // 200
+            ("/runtime/v1/bindings/ONE", Some(svc.as_str())), // 429: over the rate
+            ("/runtime/v1/bindings/NOPE", None),              // 401
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("{tag}-{via_app}-{i}");
+            let req = request_with_id(&Method::GET, path, auth, &id);
+            if via_app {
+                answer(&w.h, edge_app(state.clone(), healthz()), req).await;
+            } else {
+                answer(&w.h, edge_router(state.clone(), healthz()), req).await;
+            }
+            let all = String::from_utf8_lossy(&crate::secrecy::captured(&logs)).into_owned();
+            let line = all
+                .lines()
+                .find(|l| l.contains(&format!("request_id={id}")) && l.contains(" response "))
+                .unwrap_or_else(|| panic!("no response line for {id}"))
+                .to_owned();
+            // What may differ: the time, the latency and the request id.
+            let line = line[line.find("request{").unwrap()..]
+                .replace(&id, "ID")
+                .split(' ')
+                .filter(|f| !f.starts_with("latency_us="))
+                .collect::<Vec<_>>()
+                .join(" ");
+            mine.push(line);
+        }
+        lines.push(mine);
+    }
+    assert_eq!(lines[0], lines[1]);
+    let [ok, limited, unauthenticated] = &lines[0][..] else {
+        unreachable!()
+    };
+    for line in [ok, limited] {
+        assert!(line.contains(&format!("token_id={token_id}")), "{line}");
+        assert!(
+            line.contains("route=/runtime/v1/bindings/{binding}"),
+            "{line}"
+        );
+    }
+    assert!(ok.contains("status=200"), "{ok}");
+    assert!(limited.contains("status=429"), "{limited}");
+    assert!(unauthenticated.contains("status=401"), "{unauthenticated}");
+    assert!(!unauthenticated.contains("token_id="), "{unauthenticated}");
 }
