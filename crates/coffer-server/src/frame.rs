@@ -131,8 +131,12 @@ where
         });
         let inner = &mut self.inner;
         framed(req, route, observed, |mut req, access| {
-            // For the runtime handlers (`request_log::AccessLogged`).
-            req.extensions_mut().insert(access);
+            // For the runtime handlers (`request_log::AccessLogged`), which take a request
+            // without it as logged: put there only when it says otherwise, so other requests
+            // pay no allocation for it.
+            if access != request_log::AccessLogged(true) {
+                req.extensions_mut().insert(access);
+            }
             inner.call(req)
         })
     }

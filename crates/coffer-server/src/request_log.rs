@@ -204,6 +204,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_line_is_written_unless_a_success_is_not_logged() {
+        for (logged, status, written) in [
+            (true, StatusCode::OK, true),
+            (true, StatusCode::NOT_FOUND, true),
+            (false, StatusCode::OK, false),
+            (false, StatusCode::FORBIDDEN, true),
+            (false, StatusCode::TOO_MANY_REQUESTS, true),
+            (false, StatusCode::INTERNAL_SERVER_ERROR, true),
+        ] {
+            assert_eq!(
+                AccessLogged(logged).writes_line(status),
+                written,
+                "{logged} {status}"
+            );
+        }
+    }
+
+    #[test]
     fn a_plain_path_is_logged_as_it_came_without_a_copy() {
         let path = "/client/v4/accounts/0123abcd/secrets_store/stores/%22x%22/secrets?";
         assert!(matches!(logged_path(path), Cow::Borrowed(p) if p == path));
