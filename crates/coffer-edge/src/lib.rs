@@ -40,7 +40,7 @@ use coffer_replication::Config;
 use coffer_server::replication::{Origin, Replication};
 use coffer_server::{
     AppState, HttpLimits, RuntimeRate, ServerError, SnapshotLimits, TlsFiles, TrustedProxies,
-    edge_router,
+    edge_app,
 };
 use coffer_storage::{SqliteOptions, SqliteStorage, Storage};
 use coffer_types::TokenId;
@@ -473,7 +473,7 @@ impl Edge {
             self.opts.runtime_rate,
             self.metrics.clone(),
         );
-        self.serving.set(edge_router(state, health), coffer);
+        self.serving.set(edge_app(state, health), coffer);
         // Built: the KEK lives on in the serving side only.
         self.kek.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.status.mark_serving();

@@ -9,20 +9,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwapOption;
-use axum::Router;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::future::RouteFuture;
 use coffer_core::Coffer;
-use coffer_server::ApiError;
+use coffer_server::{ApiError, EdgeApp, EdgeFuture};
 use futures_util::future::Either;
 use tower::Service;
 
 use crate::status::EdgeStatus;
 
-/// The serving side (the runtime API's router over the replica's `Coffer`), once the first
-/// sync built it; emptied for good when the edge is revoked, which drops the keys it holds.
-/// Read on every request, so lock-free (`ArcSwapOption`: a load writes no cache line other
+/// The serving side (the runtime API over the replica's `Coffer`: the runtime read of one
+/// binding answered directly, everything else by its router), once the first sync built it;
+/// emptied for good when the edge is revoked, which drops the keys it holds. Read on every
+/// request, so lock-free (`ArcSwapOption`: a load writes no cache line other
 /// threads read, unlike a lock's reader count).
 #[derive(Debug, Default)]
 pub(crate) struct Serving {
@@ -33,25 +32,33 @@ pub(crate) struct Serving {
 
 #[derive(Debug)]
 struct Served {
-    router: Router,
+    app: EdgeApp,
     coffer: Arc<Coffer>,
 }
 
 impl Serving {
-    pub(crate) fn router(&self) -> Option<Router> {
-        self.slot.load().as_ref().map(|s| s.router.clone())
+    /// Hands `req` to what is served; `None` (and `req` dropped) if nothing is.
+    fn answer<B>(&self, req: axum::http::Request<B>) -> Option<EdgeFuture>
+    where
+        B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        self.slot
+            .load()
+            .as_ref()
+            .map(|served| served.app.answer(req))
     }
 
     pub(crate) fn coffer(&self) -> Option<Arc<Coffer>> {
         self.slot.load().as_ref().map(|s| s.coffer.clone())
     }
 
-    /// Serves `router` from now on, unless the slot was closed.
-    pub(crate) fn set(&self, router: Router, coffer: Arc<Coffer>) {
+    /// Serves `app` from now on, unless the slot was closed.
+    pub(crate) fn set(&self, app: EdgeApp, coffer: Arc<Coffer>) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        self.slot.store(Some(Arc::new(Served { router, coffer })));
+        self.slot.store(Some(Arc::new(Served { app, coffer })));
         // Closed meanwhile: what was just stored goes too.
         if self.closed.load(Ordering::Acquire) {
             self.slot.store(None);
@@ -67,9 +74,10 @@ impl Serving {
 
 /// The edge's HTTP front. `GET /healthz` (and `HEAD`) is answered here, before any middleware
 /// (no request log line for the health checks a load balancer sends every few seconds), and
-/// whether or not the replica is ready; every other request goes to the serving router once
-/// the first sync has built it, and is answered 503 until then. A plain service rather than a
-/// router in front of the router: a runtime read is routed once.
+/// whether or not the replica is ready; every other request goes to the serving side once the
+/// first sync has built it, and is answered 503 until then. A plain service rather than a
+/// router in front of the router; on the serving side, a runtime read of one binding is not
+/// routed at all, everything else is ([`coffer_server::EdgeApp`]).
 #[derive(Clone)]
 pub(crate) struct Front {
     pub(crate) status: Arc<EdgeStatus>,
@@ -83,7 +91,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<RouteFuture<Infallible>, Ready<Result<Response, Infallible>>>;
+    type Future = Either<EdgeFuture, Ready<Result<Response, Infallible>>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -115,8 +123,8 @@ where
                 .into_response())));
             }
         }
-        match self.serving.router() {
-            Some(mut router) => Either::Left(router.call(req)),
+        match self.serving.answer(req) {
+            Some(answer) => Either::Left(answer),
             None => Either::Right(ready(Ok(ApiError::new(
                 coffer_api::ErrorCode::Unavailable,
                 "this edge has no replica yet (first sync with an upstream in progress); retry later",

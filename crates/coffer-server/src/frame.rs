@@ -5,7 +5,9 @@
 //! One hand-written service instead of a stack of six (`map_request`, tower-http's
 //! `SetRequestId`, `PropagateRequestId` and `CatchPanic`, `from_fn`, `map_response`): each of
 //! those boxed or wrapped the request's future once more, and a runtime read, which does little
-//! else, paid for all of them (docs/benchmarks.md, "Runtime reads at an edge").
+//! else, paid for all of them (docs/benchmarks.md, "Runtime reads at an edge"). The same frame
+//! ([`framed`]) wraps the runtime read an edge answers before its router
+//! ([`crate::runtime_front`]).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -14,12 +16,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use coffer_api::ErrorCode;
-use coffer_metrics::{Method, Metrics, UNMATCHED_ROUTE};
+use coffer_metrics::{Method, Metrics, RouteMetrics, UNMATCHED_ROUTE};
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use tower::{Layer, Service};
 
 use crate::error::ApiError;
@@ -59,7 +63,14 @@ fn make_request_id() -> HeaderValue {
             .try_into()
             .expect("ID_BYTES bytes")
     });
-    HeaderValue::from_str(&hex::encode(id)).expect("hex digits are a valid header value")
+    // Encoded on the stack: `hex::encode` collects a `String` one `char` at a time, which
+    // cost more than drawing the bytes.
+    let mut digits = [0u8; 2 * ID_BYTES];
+    hex::encode_to_slice(id, &mut digits).expect("twice as many digits as bytes");
+    // Owned by the value's bytes, so the clones the request, its log and its answer take
+    // count references rather than promote a copied `Vec` (an allocation more).
+    HeaderValue::from_maybe_shared(Bytes::from_owner(digits))
+        .expect("hex digits are a valid header value")
 }
 
 /// The layer ([`axum::Router::layer`]).
@@ -95,60 +106,112 @@ impl<S> Service<Request> for Frame<S>
 where
     S: Service<Request, Response = Response> + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = Framed<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let start = Instant::now();
-        let id = match req.headers().get(&REQUEST_ID) {
-            Some(given) if is_safe_request_id(given) => given.clone(),
-            _ => {
-                let made = make_request_id();
-                req.headers_mut().insert(REQUEST_ID, made.clone());
-                made
-            }
-        };
-        let log = request_log::RequestLog::start(&req, &id, start);
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The route's template (the router put it in the extensions); none for a path no route
+        // matches.
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .cloned()
+            .map(RouteName::Matched);
         // The route's histograms are resolved before the request moves into the handler: by
-        // its template (the router put it in the extensions), never by its path.
+        // its template, never by its path.
         let observed = self.metrics.as_ref().map(|metrics| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-            (
-                metrics.route(route),
-                Method::from_name(req.method().as_str()),
-            )
+            metrics.route(route.as_ref().map_or(UNMATCHED_ROUTE, RouteName::as_str))
         });
-        // A panic is a bug; the client learns nothing but that it happened. Caught whether it
-        // happens while the handler's future is made or while it runs.
-        let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        Box::pin(async move {
-            let mut res = match called {
-                Ok(future) => {
-                    let run = AssertUnwindSafe(log.instrument(future)).catch_unwind();
-                    match run.await {
-                        Ok(answer) => answer?,
-                        Err(_) => panicked(),
-                    }
-                }
-                Err(_) => panicked(),
-            };
-            finish_headers(res.headers_mut(), id);
-            log.finish(&res);
-            if let Some((route, method)) = observed {
-                route.observe(method, res.status().as_u16(), start.elapsed());
+        let inner = &mut self.inner;
+        framed(req, route, observed, |mut req, access| {
+            // For the runtime handlers (`request_log::AccessLogged`), which take a request
+            // without it as logged: put there only when it says otherwise, so other requests
+            // pay no allocation for it.
+            if access != request_log::AccessLogged(true) {
+                req.extensions_mut().insert(access);
             }
-            Ok(res)
+            inner.call(req)
         })
     }
+}
+
+/// A framed request's future: one box.
+pub(crate) type Framed<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
+/// The route a request was matched to, for its log line and its metrics: the router's
+/// template, or the fixed template of a route dispatched before the router
+/// ([`crate::runtime_front`]).
+#[derive(Debug, Clone)]
+pub(crate) enum RouteName {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl RouteName {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RouteName::Matched(m) => m.as_str(),
+            RouteName::Fixed(s) => s,
+        }
+    }
+}
+
+/// Frames one request: its id (the client's if plain, else a made one, set on the request
+/// before `call` sees it), its log line, its latency in `observed` (the route's histograms),
+/// a panic in `call` or its future turned into a 500, and the answer's `no-store` and id.
+/// `call` is told whether a successful answer's line is written (decided here, once).
+/// What [`Frame`] does for a routed request, and [`crate::runtime_front`] for the runtime read
+/// it dispatches before the router.
+pub(crate) fn framed<B, F, E>(
+    mut req: axum::http::Request<B>,
+    route: Option<RouteName>,
+    observed: Option<Arc<RouteMetrics>>,
+    call: impl FnOnce(axum::http::Request<B>, request_log::AccessLogged) -> F,
+) -> Framed<E>
+where
+    F: Future<Output = Result<Response, E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let start = Instant::now();
+    let id = match req.headers().get(&REQUEST_ID) {
+        Some(given) if is_safe_request_id(given) => given.clone(),
+        _ => {
+            let made = make_request_id();
+            req.headers_mut().insert(REQUEST_ID, made.clone());
+            made
+        }
+    };
+    let log = request_log::RequestLog::start(&req, route, &id, start);
+    let observed = observed.map(|route| (route, Method::from_name(req.method().as_str())));
+    // A panic is a bug; the client learns nothing but that it happened. Caught whether it
+    // happens while the handler's future is made or while it runs. The handler's future is
+    // wrapped before it is boxed, and finished by a closure rather than an `async` block: a
+    // block would hold it twice (captured, then moved into a local across the await), and
+    // copying it around was a measurable part of a runtime read.
+    let access = log.access();
+    let running = match std::panic::catch_unwind(AssertUnwindSafe(|| call(req, access))) {
+        Ok(future) => Either::Left(AssertUnwindSafe(log.instrument(future)).catch_unwind()),
+        Err(panic) => Either::Right(std::future::ready(Err(panic))),
+    };
+    Box::pin(running.map(move |ran| {
+        let mut res = match ran {
+            Ok(answer) => answer?,
+            Err(_) => panicked(),
+        };
+        finish_headers(res.headers_mut(), id);
+        log.finish(&res);
+        if let Some((route, method)) = observed {
+            route.observe(method, res.status().as_u16(), start.elapsed());
+        }
+        Ok(res)
+    }))
 }
 
 fn panicked() -> Response {
@@ -158,7 +221,7 @@ fn panicked() -> Response {
 /// Responses about secrets must not be cached by proxies or clients; the request id goes back
 /// to the client.
 fn finish_headers(headers: &mut HeaderMap, id: HeaderValue) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::CACHE_CONTROL, crate::static_headers::no_store());
     headers.insert(REQUEST_ID, id);
 }
 

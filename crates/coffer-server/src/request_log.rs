@@ -13,11 +13,14 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, Uri};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::Response;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
+
+use crate::frame::RouteName;
 
 /// The tracing target that, enabled at `info`, turns on the request lines of successful runtime
 /// reads. The CLI enables it with `--access-log` and disables it otherwise.
@@ -40,6 +43,38 @@ const LOGGED_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONT
 /// The longest path logged whole, once encoded; a longer one is cut there and marked.
 const MAX_LOGGED_PATH: usize = 1024;
 
+/// Whether a request's line is written when its answer is a success: decided once, when the
+/// request arrives ([`RequestLog::start`]), and handed to the handler (in the request's
+/// extensions for a routed request, as an argument for the read an edge answers before its
+/// router), so that a runtime handler names its token (`runtime::LoggedToken`) exactly when the
+/// line that shows it is written ([`AccessLogged::writes_line`]). `false` only for a runtime read
+/// without `--access-log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AccessLogged(pub(crate) bool);
+
+impl AccessLogged {
+    /// Whether the line of a request answered `status` is written: the one rule, used by the
+    /// frame to write it and by the runtime handlers to fill it in.
+    pub(crate) fn writes_line(self, status: StatusCode) -> bool {
+        self.0 || !status.is_success()
+    }
+}
+
+/// A handler's view of the decision; a request that did not pass through the frame (none does
+/// in the server, but a test may build one) counts as logged, so a token is never left out of
+/// a line that is written.
+impl<S: Sync> FromRequestParts<S> for AccessLogged {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<AccessLogged>()
+            .copied()
+            .unwrap_or(AccessLogged(true)))
+    }
+}
+
 /// One request's log line, from the moment the request arrives ([`crate::frame`]).
 pub(crate) struct RequestLog {
     start: Instant,
@@ -47,31 +82,35 @@ pub(crate) struct RequestLog {
     span: tracing::Span,
     /// For such a read: what its span needs, kept until the answer says whether to log it.
     /// Cheap copies (an enum, reference-counted bytes and strings).
-    deferred: Option<(Method, Uri, Option<MatchedPath>, HeaderValue)>,
+    deferred: Option<(Method, Uri, Option<RouteName>, HeaderValue)>,
 }
 
 impl RequestLog {
-    pub(crate) fn start(req: &Request, id: &HeaderValue, start: Instant) -> RequestLog {
-        // The route's template (`/runtime/v1/bindings/{binding}`), set by the router before the
-        // frame runs; none for a path no route matches.
-        let route = req.extensions().get::<MatchedPath>();
+    /// `route`: the route's template (`/runtime/v1/bindings/{binding}`); none for a path no
+    /// route matches.
+    pub(crate) fn start<B>(
+        req: &Request<B>,
+        route: Option<RouteName>,
+        id: &HeaderValue,
+        start: Instant,
+    ) -> RequestLog {
         if req.uri().path().starts_with(RUNTIME_PREFIX) && !access_log_enabled() {
             return RequestLog {
                 start,
                 span: tracing::Span::none(),
-                deferred: Some((
-                    req.method().clone(),
-                    req.uri().clone(),
-                    route.cloned(),
-                    id.clone(),
-                )),
+                deferred: Some((req.method().clone(), req.uri().clone(), route, id.clone())),
             };
         }
         RequestLog {
             start,
-            span: request_span(req.method(), req.uri().path(), route, id),
+            span: request_span(req.method(), req.uri().path(), route.as_ref(), id),
             deferred: None,
         }
+    }
+
+    /// Whether the line is written for a successful answer.
+    pub(crate) fn access(&self) -> AccessLogged {
+        AccessLogged(self.deferred.is_none())
     }
 
     /// Runs `future` (the handler) in the request's span, so its own events name the request.
@@ -83,9 +122,11 @@ impl RequestLog {
     /// `--access-log`.
     pub(crate) fn finish(&self, res: &Response) {
         let latency = self.start.elapsed();
+        if !self.access().writes_line(res.status()) {
+            return;
+        }
         match &self.deferred {
             None => self.span.in_scope(|| log_response(res, latency)),
-            Some(_) if res.status().is_success() => {}
             Some((method, uri, route, id)) => request_span(method, uri.path(), route.as_ref(), id)
                 .in_scope(|| log_response(res, latency)),
         }
@@ -102,7 +143,7 @@ fn access_log_enabled() -> bool {
 fn request_span(
     method: &Method,
     path: &str,
-    route: Option<&MatchedPath>,
+    route: Option<&RouteName>,
     id: &HeaderValue,
 ) -> tracing::Span {
     let id = id.to_str().unwrap_or("-");
@@ -161,6 +202,24 @@ fn logged_path(path: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_written_unless_a_success_is_not_logged() {
+        for (logged, status, written) in [
+            (true, StatusCode::OK, true),
+            (true, StatusCode::NOT_FOUND, true),
+            (false, StatusCode::OK, false),
+            (false, StatusCode::FORBIDDEN, true),
+            (false, StatusCode::TOO_MANY_REQUESTS, true),
+            (false, StatusCode::INTERNAL_SERVER_ERROR, true),
+        ] {
+            assert_eq!(
+                AccessLogged(logged).writes_line(status),
+                written,
+                "{logged} {status}"
+            );
+        }
+    }
 
     #[test]
     fn a_plain_path_is_logged_as_it_came_without_a_copy() {

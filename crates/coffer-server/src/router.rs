@@ -9,11 +9,12 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use coffer_api::ErrorCode;
 
 use crate::error::ApiError;
+use crate::runtime_front::EdgeApp;
 use crate::secrets_store as ss;
 use crate::state::AppState;
 use crate::{
     account_kek_routes, accounts, audit, kek_routes, node_keys, nodes, replication, runtime,
-    services, tokens, user,
+    runtime_front, services, tokens, user,
 };
 
 /// The control plane: the v4 API, the runtime API and the replication API.
@@ -28,6 +29,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// An edge: the runtime API (and, on a relay, the replication API) with its own `/healthz`.
+/// An edge serves it behind [`edge_app`]; public for tests that compare the two.
+#[doc(hidden)]
 pub fn edge_router(state: AppState, healthz: MethodRouter<AppState>) -> Router {
     finish(
         Router::new()
@@ -37,11 +40,19 @@ pub fn edge_router(state: AppState, healthz: MethodRouter<AppState>) -> Router {
     )
 }
 
+/// An edge's application: [`edge_router`] behind the runtime read it answers before routing
+/// ([`crate::runtime_front`]).
+pub fn edge_app(state: AppState, healthz: MethodRouter<AppState>) -> EdgeApp {
+    EdgeApp::new(edge_router(state.clone(), healthz), state)
+}
+
 /// What every node serves: runtime reads and (where `AppState::replication` is set) the feed.
 fn edge_routes() -> Router<AppState> {
     Router::new()
         .route("/runtime/v1/bindings", get(runtime::read_all))
-        .route("/runtime/v1/bindings/{binding}", get(runtime::read_binding))
+        // Answered before the router on edges (`runtime_front::EdgeApp`): a layer put on this
+        // route, or on the router (`finish`), does not apply to those reads.
+        .route(runtime_front::BINDING_ROUTE, get(runtime::read_binding))
         .route(
             "/runtime/v1/stores/{binding}/secrets/{name}",
             get(runtime::read_store_secret),
@@ -154,7 +165,8 @@ fn control_plane_routes() -> Router<AppState> {
         )
 }
 
-/// The fallbacks and the frame every routed request passes through.
+/// The fallbacks and the frame every routed request passes through. (An edge's runtime read of
+/// one binding passes through the same frame without the router: `runtime_front`.)
 fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let metrics = state.metrics.clone();
     routes

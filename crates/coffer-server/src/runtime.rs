@@ -2,9 +2,11 @@
 //! token. The second permission check (binding, secret, scope) is core's; this module turns the
 //! answer into a `text/plain` or JSON body that is wiped from memory once sent.
 
+use std::borrow::Cow;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -17,20 +19,25 @@ use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{bearer_token, client_addr, refusal, request_context};
+use crate::request_log::AccessLogged;
 use crate::state::AppState;
+use crate::static_headers::{application_json, no_store, text_plain};
 
 /// The authenticated bound service.
 #[derive(Debug)]
 pub struct ServiceAuth(pub ServicePrincipal);
 
 impl FromRequestParts<AppState> for ServiceAuth {
-    type Rejection = ApiError;
+    /// A refusal; one past the token's read rate names the token in its log line, as the
+    /// token verified.
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         app: &AppState,
-    ) -> Result<ServiceAuth, ApiError> {
-        let token = bearer_token(parts, "service token", app)?;
+    ) -> Result<ServiceAuth, Response> {
+        let token =
+            bearer_token(parts, "service token", app).map_err(IntoResponse::into_response)?;
         let client = client_addr(parts, app);
         // The context is only built for an API token presented here (its audit entry).
         let context = || request_context(parts, client);
@@ -47,17 +54,19 @@ impl FromRequestParts<AppState> for ServiceAuth {
                         metrics.rate_limited(coffer_metrics::Limit::RuntimeReads);
                     }
                     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                    return Err(ApiError {
+                    let refused = Err(ApiError {
                         retry_after: Some(secs),
                         ..ApiError::new(
                             ErrorCode::ReadRateLimited,
                             format!("this service token is over its read rate; retry in {secs} s"),
                         )
                     });
+                    // Not a success: its line is always written.
+                    return Err(logged(&principal, AccessLogged(true), refused));
                 }
                 Ok(ServiceAuth(principal))
             }
-            Err(e) => Err(refusal(app, e, client).await),
+            Err(e) => Err(refusal(app, e, client).await.into_response()),
         }
     }
 }
@@ -68,10 +77,14 @@ impl FromRequestParts<AppState> for ServiceAuth {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoggedToken(pub(crate) TokenId);
 
-/// `result` as a response naming `who`'s token in the log line, served or refused.
-fn logged(who: &ServicePrincipal, result: ApiResult<Response>) -> Response {
+/// `result` as a response naming `who`'s token in the log line, served or refused, if the line
+/// is written (`access`, decided by the frame): the extension costs two allocations, a good
+/// part of what a read allocates, and a success without `--access-log` gets no line.
+fn logged(who: &ServicePrincipal, access: AccessLogged, result: ApiResult<Response>) -> Response {
     let mut response = result.into_response();
-    response.extensions_mut().insert(LoggedToken(who.token_id));
+    if access.writes_line(response.status()) {
+        response.extensions_mut().insert(LoggedToken(who.token_id));
+    }
     response
 }
 
@@ -108,11 +121,11 @@ pub const BATCH_BUDGET: usize = 64 << 20;
 /// [`BATCH_BUDGET`] in the unit its semaphore counts (KiB).
 pub(crate) const BATCH_BUDGET_KIB: usize = BATCH_BUDGET >> 10;
 
-fn secret_response(bytes: Bytes, content_type: &'static str) -> Response {
+fn secret_response(bytes: Bytes, content_type: HeaderValue) -> Response {
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(CACHE_CONTROL, no_store());
     response
 }
 
@@ -127,26 +140,48 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     })
 }
 
-/// `GET /runtime/v1/bindings/{binding}`: the value as `text/plain`.
+/// `GET /runtime/v1/bindings/{binding}`: the value as `text/plain`. A thin wrapper of
+/// [`read_binding_parts`], which an edge calls directly for most of these, before its router
+/// (`runtime_front`).
 pub async fn read_binding(
     State(app): State<AppState>,
-    ServiceAuth(who): ServiceAuth,
+    access: AccessLogged,
     binding: Result<Path<String>, PathRejection>,
+    req: Request,
 ) -> Response {
+    // A GET's body is not read.
+    let (mut parts, _body) = req.into_parts();
+    read_binding_parts(&app, &mut parts, access, path(binding).map(Cow::Owned)).await
+}
+
+/// The runtime read of one binding, routed or not: the service token checked ([`ServiceAuth`]),
+/// then `binding` (the path's name, or why it names nothing) read. Everything the read does is
+/// here, so that the read an edge answers before its router cannot differ from the routed one;
+/// layers on the route are the exception (`router.rs`).
+pub(crate) async fn read_binding_parts(
+    app: &AppState,
+    parts: &mut Parts,
+    access: AccessLogged,
+    binding: Result<Cow<'_, str>, ApiError>,
+) -> Response {
+    let who = match ServiceAuth::from_request_parts(parts, app).await {
+        Ok(ServiceAuth(who)) => who,
+        Err(refused) => return refused,
+    };
     let result = async {
-        let binding = path(binding)?;
-        let value = app.coffer.read_binding(&who, &binding).await?;
+        let value = app.coffer.read_binding(&who, &binding?).await?;
         Ok(secret_response(
             Bytes::from_owner(Wiped(value)),
-            "text/plain; charset=utf-8",
+            text_plain(),
         ))
     };
-    logged(&who, result.await)
+    logged(&who, access, result.await)
 }
 
 /// `GET /runtime/v1/stores/{binding}/secrets/{name}`: one secret through a store binding.
 pub async fn read_store_secret(
     State(app): State<AppState>,
+    access: AccessLogged,
     ServiceAuth(who): ServiceAuth,
     names: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
@@ -155,17 +190,21 @@ pub async fn read_store_secret(
         let value = app.coffer.read_store_binding(&who, &binding, &name).await?;
         Ok(secret_response(
             Bytes::from_owner(Wiped(value)),
-            "text/plain; charset=utf-8",
+            text_plain(),
         ))
     };
-    logged(&who, result.await)
+    logged(&who, access, result.await)
 }
 
 /// `GET /runtime/v1/bindings`: every secret binding as `{"BINDING": "value", ...}`, and the
 /// store bindings' names in the `coffer-store-bindings` header.
-pub async fn read_all(State(app): State<AppState>, ServiceAuth(who): ServiceAuth) -> Response {
+pub async fn read_all(
+    State(app): State<AppState>,
+    access: AccessLogged,
+    ServiceAuth(who): ServiceAuth,
+) -> Response {
     let result = read_all_values(&app, &who).await;
-    logged(&who, result)
+    logged(&who, access, result)
 }
 
 async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Response> {
@@ -216,7 +255,7 @@ async fn read_all_values(app: &AppState, who: &ServicePrincipal) -> ApiResult<Re
             bytes: body,
             _budget: budget,
         })),
-        "application/json",
+        application_json(),
     );
     if !store_bindings.is_empty() {
         let names: Vec<&str> = store_bindings.iter().map(|b| b.as_str()).collect();

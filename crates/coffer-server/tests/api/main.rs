@@ -25,6 +25,7 @@ mod ops;
 mod permissions;
 mod replication;
 mod runtime;
+mod runtime_front;
 mod runtime_limits;
 mod secrecy;
 mod services;
