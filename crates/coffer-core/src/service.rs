@@ -881,14 +881,18 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        // A node's revocation replacing the keys while the value is sealed: sealed again.
-        let (value, dek, write) = loop {
+        // A node's revocation replacing the keys while the value is sealed: sealed again, a
+        // bounded number of times (then `Conflict`, as a create answers).
+        let mut sealed = None;
+        for _ in 0..UPDATE_RETRIES {
             let mut write = self.keys.dek_write();
             let (value, dek) = self.seal_version(&mut write, slot, &plaintext, now).await?;
             if write.enter().await.is_ok() {
-                break (value, dek, write);
+                sealed = Some((value, dek, write));
+                break;
             }
-        };
+        }
+        let (value, dek, write) = sealed.ok_or(CoreError::Conflict)?;
         let created = self
             .storage
             .create_secrets(

@@ -412,7 +412,7 @@ type RefusalKey = (TokenId, Option<AccountId>, &'static str);
 /// Refused key registrations audited lately (see [`Coffer::audit_refused_key`]). Bounded: its
 /// keys are nodes (made by the operator), fixed reasons, and accounts where a node holds a
 /// key; entries past the window are dropped at most once a minute once it holds many, and past
-/// [`REFUSALS_HELD`] a refusal is audited without being remembered (audited, never lost).
+/// [`REFUSALS_HELD`] a new refusal is remembered by node and reason only.
 #[derive(Debug, Default)]
 pub(crate) struct KeyRefusals {
     audited: std::sync::Mutex<Refusals>,
@@ -438,15 +438,25 @@ impl KeyRefusals {
             at.retain(|_, seen| now.duration_since(*seen) < REFUSAL_AUDIT_WINDOW);
             *pruned = Some(now);
         }
-        match at.get(&(node, account, reason)) {
+        // Full: a new refusal is remembered per node and reason only (those are few: nodes
+        // are the operator's, reasons fixed), so a node refused for many accounts cannot
+        // flood the log once the map is full.
+        let key = if at.len() < REFUSALS_HELD || at.contains_key(&(node, account, reason)) {
+            (node, account, reason)
+        } else {
+            (node, None, reason)
+        };
+        match at.get_mut(&key) {
             Some(seen) if now.duration_since(*seen) < REFUSAL_AUDIT_WINDOW => {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
                 false
             }
-            _ => {
-                if at.len() < REFUSALS_HELD {
-                    at.insert((node, account, reason), now);
-                }
+            Some(seen) => {
+                *seen = now;
+                true
+            }
+            None => {
+                at.insert(key, now);
                 true
             }
         }
