@@ -3,7 +3,8 @@
 //!
 //! A backend's tests call [`run_all`] with a function that makes a fresh, empty backend; every
 //! check gets its own. A failing check panics with a message that names it. To debug one check,
-//! pick it from [`checks`] and [`Check::run`] it.
+//! pick it from [`checks`] and [`Check::run`] it; a backend under construction runs the areas
+//! it has built with [`run_selected`] (by module, or `module::check`).
 //!
 //! What the suite pins down beyond the trait's signatures (a second backend must match):
 //! - listings order by the chosen field compared byte-wise (names, comments), then by id
@@ -92,6 +93,9 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// One named check of the suite.
 #[derive(Debug, Clone, Copy)]
 pub struct Check {
+    /// The suite's module the check is in (`accounts`, `change_log`, ...): the area of the
+    /// trait it covers.
+    pub module: &'static str,
     pub name: &'static str,
     body: fn(Arc<dyn Storage>) -> CheckFuture,
 }
@@ -122,6 +126,7 @@ impl Check {
 macro_rules! checks {
     ($($module:ident::$check:ident),* $(,)?) => {
         &[$(Check {
+            module: stringify!($module),
             name: stringify!($check),
             body: |storage| Box::pin($module::$check(storage)),
         }),*]
@@ -218,14 +223,64 @@ pub fn checks() -> &'static [Check] {
     CHECKS
 }
 
+impl Check {
+    /// `module::name`, as [`run_selected`] matches it.
+    pub fn path(&self) -> String {
+        format!("{}::{}", self.module, self.name)
+    }
+}
+
 /// Runs every check, each on a fresh backend from `make`.
-pub async fn run_all<F, Fut>(mut make: F)
+pub async fn run_all<F, Fut>(make: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Arc<dyn Storage>>,
 {
-    for check in checks() {
+    run_matching(|_| true, make).await;
+}
+
+/// Runs the checks that `selected` names, in the suite's order, each on a fresh backend from
+/// `make`: an entry is a module (`"tokens"`: all its checks) or one check
+/// (`"accounts::deks"`). For a backend under construction, which lists the areas it has built
+/// so far. Returns how many ran; panics if an entry names no check (a typo would otherwise
+/// run nothing, silently).
+pub async fn run_selected<F, Fut>(selected: &[&str], make: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Storage>>,
+{
+    for entry in selected {
+        assert!(
+            checks()
+                .iter()
+                .any(|c| c.module == *entry || c.path() == *entry),
+            "`{entry}` names no conformance module or check"
+        );
+    }
+    run_matching(
+        |c| {
+            selected
+                .iter()
+                .any(|entry| c.module == *entry || c.path() == *entry)
+        },
+        make,
+    )
+    .await
+}
+
+/// Runs the checks for which `filter` is true, in the suite's order, each on a fresh backend
+/// from `make`. Returns how many ran.
+pub async fn run_matching<P, F, Fut>(filter: P, mut make: F) -> usize
+where
+    P: Fn(&Check) -> bool,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Storage>>,
+{
+    let mut ran = 0;
+    for check in checks().iter().filter(|c| filter(c)) {
         let storage = make().await;
         check.run(storage).await;
+        ran += 1;
     }
+    ran
 }

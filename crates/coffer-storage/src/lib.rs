@@ -27,6 +27,7 @@ mod change;
 mod checkpoint;
 mod error;
 mod lifecycle;
+mod observe;
 mod records;
 mod replication;
 mod rewrap;
@@ -42,6 +43,7 @@ pub use checkpoint::{
 };
 pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
+pub use observe::{WriteObserver, WriteStats};
 pub use records::*;
 pub use replication::{
     ARK_KEK_ID_PREFIX, LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
@@ -50,7 +52,7 @@ pub use replication::{
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
 pub use sqlite::WriterHold;
-pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteObserver, WriteStats};
+pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage};
 
 use async_trait::async_trait;
 use coffer_types::{

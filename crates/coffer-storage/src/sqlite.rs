@@ -36,13 +36,12 @@ use self::codec::DbResultExt;
 use self::readers::Readers;
 pub use self::replica::SnapshotInstall;
 use self::writer::{WriteCx, WriterHandle};
-pub use self::writer::{WriteObserver, WriteStats};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
     DestroyedDek, FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Reseal, Result,
     Rewrap, SealedValue, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord,
     ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, StoredKey, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    VersionRecord, WrappedKeyRecord, WriteObserver, WriteStats,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.

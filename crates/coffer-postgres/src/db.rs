@@ -1,0 +1,157 @@
+//! How PostgreSQL errors become domain errors, and how rows decode into records.
+//!
+//! Decoding never panics: a value that does not fit (a BYTEA of the wrong length, a negative
+//! count) is `Corrupted`, naming the column, never the value. Error messages carry the
+//! server's own text (which names tables and constraints, never bound values) and never a
+//! statement's SQL.
+
+use coffer_types::{Timestamp, Version};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::FromSql;
+
+use coffer_storage::{Result, StorageError};
+
+/// Attaches an operation name to a tokio-postgres error while turning it into a domain error.
+pub(crate) trait DbResultExt<T> {
+    fn db(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> DbResultExt<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn db(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| db_error(context, &e))
+    }
+}
+
+impl<T> DbResultExt<T> for std::result::Result<T, deadpool_postgres::PoolError> {
+    fn db(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| pool_error(context, &e))
+    }
+}
+
+/// Maps an error that is not a constraint violation the caller wants to translate.
+pub(crate) fn db_error(context: &'static str, e: &tokio_postgres::Error) -> StorageError {
+    match e.as_db_error() {
+        Some(db) => {
+            let detail = format!(
+                "{context}: {} ({}, SQLSTATE {})",
+                db.message(),
+                db.severity(),
+                db.code().code()
+            );
+            if *db.code() == SqlState::DATA_CORRUPTED || *db.code() == SqlState::INDEX_CORRUPTED {
+                StorageError::Corrupted(detail)
+            } else {
+                StorageError::Unavailable(detail)
+            }
+        }
+        // Connection and protocol errors: their Display names the cause (refused, closed,
+        // TLS), never the password.
+        None => StorageError::Unavailable(format!("{context}: {e}")),
+    }
+}
+
+pub(crate) fn pool_error(context: &'static str, e: &deadpool_postgres::PoolError) -> StorageError {
+    match e {
+        deadpool_postgres::PoolError::Backend(inner) => db_error(context, inner),
+        deadpool_postgres::PoolError::Closed => {
+            StorageError::Unavailable(format!("{context}: the storage is shut down"))
+        }
+        other => StorageError::Unavailable(format!("{context}: {other}")),
+    }
+}
+
+/// The kind of constraint a failed statement violated, with the constraint's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation<'a> {
+    /// A primary key or UNIQUE constraint or index (PostgreSQL does not tell them apart: match
+    /// the name; a primary key is `<table>_pkey`).
+    Unique(&'a str),
+    ForeignKey(&'a str),
+    Check(&'a str),
+}
+
+/// `Some` when `e` is a constraint violation.
+pub(crate) fn violation(e: &tokio_postgres::Error) -> Option<Violation<'_>> {
+    let db = e.as_db_error()?;
+    let name = db.constraint().unwrap_or("");
+    match *db.code() {
+        SqlState::UNIQUE_VIOLATION => Some(Violation::Unique(name)),
+        SqlState::FOREIGN_KEY_VIOLATION => Some(Violation::ForeignKey(name)),
+        SqlState::CHECK_VIOLATION => Some(Violation::Check(name)),
+        _ => None,
+    }
+}
+
+/// Reads column `idx`; a value of the wrong type is `Corrupted`, naming `what`.
+pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize, what: &'static str) -> Result<T> {
+    row.try_get(idx)
+        .map_err(|e| StorageError::Corrupted(format!("{what}: {e}")))
+}
+
+/// Reads a BYTEA column of exactly `N` bytes (ids, hashes, keys).
+pub(crate) fn bytes_col<const N: usize>(
+    row: &Row,
+    idx: usize,
+    what: &'static str,
+) -> Result<[u8; N]> {
+    let bytes: &[u8] = col(row, idx, what)?;
+    <[u8; N]>::try_from(bytes)
+        .map_err(|_| StorageError::Corrupted(format!("{what}: {} bytes, not {N}", bytes.len())))
+}
+
+pub(crate) fn opt_bytes_col<const N: usize>(
+    row: &Row,
+    idx: usize,
+    what: &'static str,
+) -> Result<Option<[u8; N]>> {
+    col::<Option<&[u8]>>(row, idx, what)?
+        .map(|bytes| {
+            <[u8; N]>::try_from(bytes).map_err(|_| {
+                StorageError::Corrupted(format!("{what}: {} bytes, not {N}", bytes.len()))
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn ts_col(row: &Row, idx: usize, what: &'static str) -> Result<Timestamp> {
+    col::<i64>(row, idx, what).map(Timestamp::from_unix_micros)
+}
+
+pub(crate) fn opt_ts_col(row: &Row, idx: usize, what: &'static str) -> Result<Option<Timestamp>> {
+    Ok(col::<Option<i64>>(row, idx, what)?.map(Timestamp::from_unix_micros))
+}
+
+/// A BIGINT that holds a non-negative count, seq or quota.
+pub(crate) fn u64_col(row: &Row, idx: usize, what: &'static str) -> Result<u64> {
+    let raw: i64 = col(row, idx, what)?;
+    u64::try_from(raw).map_err(|_| StorageError::Corrupted(format!("{what}: negative")))
+}
+
+pub(crate) fn opt_u64_col(row: &Row, idx: usize, what: &'static str) -> Result<Option<u64>> {
+    col::<Option<i64>>(row, idx, what)?
+        .map(|raw| {
+            u64::try_from(raw).map_err(|_| StorageError::Corrupted(format!("{what}: negative")))
+        })
+        .transpose()
+}
+
+/// A BIGINT that holds a u32 (versions).
+pub(crate) fn u32_col(row: &Row, idx: usize, what: &'static str) -> Result<u32> {
+    let raw: i64 = col(row, idx, what)?;
+    u32::try_from(raw).map_err(|_| StorageError::Corrupted(format!("{what}: out of range")))
+}
+
+pub(crate) fn version_col(row: &Row, idx: usize, what: &'static str) -> Result<Version> {
+    u32_col(row, idx, what).map(Version)
+}
+
+/// A u64 bound as BIGINT; `Invalid` (naming `what`) above `i64::MAX`.
+pub(crate) fn sql_u64(value: u64, what: &'static str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StorageError::Invalid(what))
+}
+
+/// A `usize` limit bound as BIGINT (saturating: a limit beyond i64 means "all").
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,148 @@
+//! Connecting: migrations (once, concurrently, refusing a newer schema), and errors that say
+//! what is wrong without the password.
+
+use coffer_postgres::testing::{TestDatabase, cluster_url, with_database};
+use coffer_postgres::{ConnectError, PgOptions, PgStorage, SCHEMA_VERSION};
+use coffer_storage::Storage;
+
+/// The password in `url` (`postgres://user:password@...`), if any.
+fn password_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    Some(userinfo.split_once(':')?.1.to_owned()).filter(|p| !p.is_empty())
+}
+
+async fn schema_version(url: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT version FROM coffer_schema_version WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_migrate_once() {
+    let Some(cluster) = cluster_url("instances_starting_together_migrate_once") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let mut starting = Vec::new();
+    for _ in 0..6 {
+        let url = db.url().to_owned();
+        starting.push(tokio::spawn(async move {
+            PgStorage::connect(&url, PgOptions::default()).await
+        }));
+    }
+    let mut instances = Vec::new();
+    for s in starting {
+        instances.push(s.await.unwrap().expect("every instance starts"));
+    }
+    assert_eq!(schema_version(db.url()).await, SCHEMA_VERSION);
+    for s in &instances {
+        assert_eq!(s.change_head().await.unwrap(), 0);
+    }
+    // A restart runs no migration again (it would fail: the tables exist).
+    drop(instances);
+    let again = db.storage().await;
+    assert_eq!(again.change_head().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_naming_both_versions() {
+    let Some(cluster) = cluster_url("a_newer_schema_is_refused_naming_both_versions") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    drop(db.storage().await);
+    let newer = SCHEMA_VERSION + 1;
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE coffer_schema_version SET version = $1 WHERE id = 1",
+            &[&newer],
+        )
+        .await
+        .unwrap();
+    let e = PgStorage::connect(db.url(), PgOptions::default())
+        .await
+        .expect_err("a newer schema");
+    assert!(matches!(e, ConnectError::Schema(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("version {newer}"))
+            && text.contains(&format!("version {SCHEMA_VERSION}")),
+        "{text}"
+    );
+    // Nothing was touched: the version stays.
+    assert_eq!(schema_version(db.url()).await, newer);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://coffer:hunter2-secret@127.0.0.1:{port}/coffer?sslmode=disable");
+    let e = PgStorage::connect(&url, PgOptions::default())
+        .await
+        .expect_err("nobody listens");
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    let text = format!("{e} {e:?}");
+    assert!(text.contains(&format!("127.0.0.1:{port}/coffer")), "{text}");
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    assert!(!text.contains("hunter2-secret"), "{text}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_without_printing_it() {
+    let Some(cluster) = cluster_url("a_wrong_password_is_refused_without_printing_it") else {
+        return;
+    };
+    let Some(password) = password_of(&cluster) else {
+        eprintln!("the test cluster takes no password; nothing to check");
+        return;
+    };
+    let wrong = cluster.replacen(&format!(":{password}@"), ":not-the-password-42@", 1);
+    let e = PgStorage::connect(&wrong, PgOptions::default())
+        .await
+        .expect_err("a wrong password");
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    let text = format!("{e} {e:?}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("not-the-password-42"), "{text}");
+    assert!(!text.contains(&password), "{text}");
+
+    // The right one, from a password file instead of the URL; the storage's Debug names the
+    // database, never the password.
+    let db = TestDatabase::create(&cluster).await;
+    let dir = std::env::temp_dir().join(format!("coffer-pg-connect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let without = with_database(
+        &cluster.replacen(&format!(":{password}@"), "@", 1),
+        db.name(),
+    );
+    let mut options = PgOptions::default();
+    options.password_file = Some(file);
+    let storage = PgStorage::connect(&without, options).await.unwrap();
+    let debug = format!("{storage:?}");
+    assert!(debug.contains(db.name()), "{debug}");
+    assert!(!debug.contains(&password), "{debug}");
+    assert_eq!(storage.change_head().await.unwrap(), 0);
+    drop(storage);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
