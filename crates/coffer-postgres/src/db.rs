@@ -155,3 +155,39 @@ pub(crate) fn sql_u64(value: u64, what: &'static str) -> Result<i64> {
 pub(crate) fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
+
+/// `ASC` or `DESC`.
+pub(crate) fn direction_sql(direction: coffer_storage::Direction) -> &'static str {
+    match direction {
+        coffer_storage::Direction::Asc => "ASC",
+        coffer_storage::Direction::Desc => "DESC",
+    }
+}
+
+/// Rows to skip for a 1-based page (page 0 is read as page 1).
+pub(crate) fn offset(page: u32, per_page: u32) -> i64 {
+    // Saturating: u32::MAX squared does not fit an i64, and a huge page is simply empty.
+    i64::from(page.max(1) - 1).saturating_mul(i64::from(per_page))
+}
+
+/// Bound values of a statement built at run time (filters that are set or not).
+#[derive(Default)]
+pub(crate) struct Params(Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>);
+
+impl Params {
+    /// Adds a value; returns its placeholder (`$n`).
+    pub(crate) fn push(
+        &mut self,
+        value: impl tokio_postgres::types::ToSql + Sync + Send + 'static,
+    ) -> String {
+        self.0.push(Box::new(value));
+        format!("${}", self.0.len())
+    }
+
+    pub(crate) fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect()
+    }
+}

@@ -1,49 +1,15 @@
 //! Instance keys, DEKs, KEK rotation (rewrap, retire) and the DEK lifecycle (re-seal, prune, destroy).
+//!
+//! Built: instance keys, `put_dek`/`get_dek`/`latest_dek` and [`insert_dek`], which every
+//! write carrying a DEK uses (see the `Storage` trait's "DEKs carried by writes").
 
 #![allow(unused_imports)]
 
 use coffer_storage::*;
 use coffer_types::*;
 
+use crate::write::WriteTx;
 use crate::{PgStorage, not_yet};
-
-pub(crate) async fn get_instance_key(
-    s: &PgStorage,
-    purpose: &str,
-) -> Result<Option<WrappedKeyRecord>> {
-    let _ = s;
-    let _ = purpose;
-    Err(not_yet("get_instance_key"))
-}
-
-pub(crate) async fn put_instance_key_if_absent(
-    s: &PgStorage,
-    purpose: &str,
-    key: WrappedKeyRecord,
-) -> Result<WrappedKeyRecord> {
-    let _ = s;
-    let _ = purpose;
-    let _ = key;
-    Err(not_yet("put_instance_key_if_absent"))
-}
-
-pub(crate) async fn put_dek(s: &PgStorage, dek: DekRecord) -> Result<()> {
-    let _ = s;
-    let _ = dek;
-    Err(not_yet("put_dek"))
-}
-
-pub(crate) async fn get_dek(s: &PgStorage, id: DekId) -> Result<Option<DekRecord>> {
-    let _ = s;
-    let _ = id;
-    Err(not_yet("get_dek"))
-}
-
-pub(crate) async fn latest_dek(s: &PgStorage, account: AccountId) -> Result<Option<DekRecord>> {
-    let _ = s;
-    let _ = account;
-    Err(not_yet("latest_dek"))
-}
 
 pub(crate) async fn kek_usage(s: &PgStorage) -> Result<Vec<KekUsage>> {
     let _ = s;
@@ -156,4 +122,315 @@ pub(crate) async fn destroy_unreferenced_deks(
 pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>> {
     let _ = s;
     Err(not_yet("compact_destroyed_deks"))
+}
+
+// ---- built ----
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use crate::db::{DbResultExt, Violation, bytes_col, col, db_error, ts_col, violation};
+
+// The column list and its decoder change together: the decoder reads by position.
+pub(crate) const DEK_COLS: &str =
+    "id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account";
+
+pub(crate) fn dek_from_row(row: &Row) -> Result<DekRecord> {
+    let ark: bool = col(row, 7, "deks.rk_account")?;
+    Ok(DekRecord {
+        account_id: AccountId::from_bytes(bytes_col(row, 1, "deks.account_id")?),
+        key: WrappedKeyRecord {
+            id: DekId::from_bytes(bytes_col(row, 0, "deks.id")?),
+            kek_id: col(row, 2, "deks.kek_id")?,
+            wrapped: col(row, 3, "deks.wrapped")?,
+            created: ts_col(row, 4, "deks.created")?,
+        },
+        rk: rk_wrap_cols(row, 5, "deks.rk_version")?.map(|rk| RkWrap { ark, ..rk }),
+    })
+}
+
+/// An RK version and wrap in columns `idx` and `idx + 1` (both NULL: none).
+pub(crate) fn rk_wrap_cols(row: &Row, idx: usize, what: &'static str) -> Result<Option<RkWrap>> {
+    let version: Option<i64> = col(row, idx, what)?;
+    let wrapped: Option<Vec<u8>> = col(row, idx + 1, what)?;
+    match (version, wrapped) {
+        (None, None) => Ok(None),
+        (Some(v), Some(wrapped)) => Ok(Some(RkWrap {
+            version: u32::try_from(v)
+                .map_err(|_| StorageError::Corrupted(format!("{what}: {v} out of range")))?,
+            wrapped,
+            ark: false,
+        })),
+        _ => Err(StorageError::Corrupted(format!(
+            "{what}: version and wrap are not both set"
+        ))),
+    }
+}
+
+async fn read_instance_key(
+    c: &impl GenericClient,
+    purpose: &str,
+) -> Result<Option<WrappedKeyRecord>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT key_id, kek_id, wrapped, created FROM instance_keys WHERE purpose = $1",
+        )
+        .await
+        .db("get instance key")?;
+    c.query_opt(&stmt, &[&purpose])
+        .await
+        .db("get instance key")?
+        .map(|row| {
+            Ok(WrappedKeyRecord {
+                id: DekId::from_bytes(bytes_col(&row, 0, "instance_keys.key_id")?),
+                kek_id: col(&row, 1, "instance_keys.kek_id")?,
+                wrapped: col(&row, 2, "instance_keys.wrapped")?,
+                created: ts_col(&row, 3, "instance_keys.created")?,
+            })
+        })
+        .transpose()
+}
+
+pub(crate) async fn get_instance_key(
+    s: &PgStorage,
+    purpose: &str,
+) -> Result<Option<WrappedKeyRecord>> {
+    read_instance_key(&s.client().await?, purpose).await
+}
+
+pub(crate) async fn put_instance_key_if_absent(
+    s: &PgStorage,
+    purpose: &str,
+    key: WrappedKeyRecord,
+) -> Result<WrappedKeyRecord> {
+    let purpose = purpose.to_owned();
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            refuse_retired(w.tx(), &key.kek_id).await?;
+            // Under the writer lock no other initialiser runs between this insert and the
+            // read below: whoever's insert came first is what both read back.
+            w.tx()
+                .execute(
+                    "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
+                    &[
+                        &purpose,
+                        &key.id.as_bytes().as_slice(),
+                        &key.kek_id,
+                        &key.wrapped,
+                        &key.created.unix_micros(),
+                    ],
+                )
+                .await
+                .db("put instance key")?;
+            read_instance_key(w.tx(), &purpose).await?.ok_or_else(|| {
+                StorageError::Unavailable("instance key vanished after insert".into())
+            })
+        })
+    })
+    .await
+}
+
+/// `Conflict` if `kek_id` was retired (its key destroyed): no key it wraps may be stored.
+pub(crate) async fn refuse_retired(c: &impl GenericClient, kek_id: &str) -> Result<()> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM retired_keks WHERE kek_id = $1")
+        .await
+        .db("check retired kek")?;
+    if c.query_opt(&stmt, &[&kek_id])
+        .await
+        .db("check retired kek")?
+        .is_some()
+    {
+        return Err(StorageError::Conflict);
+    }
+    Ok(())
+}
+
+/// The current instance replication key's version (the highest `replication-key:<n>`).
+pub(crate) async fn current_rk_version(c: &impl GenericClient) -> Result<Option<u32>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT max(CAST(substr(purpose, $1) AS BIGINT)) FROM instance_keys
+             WHERE purpose LIKE $2",
+        )
+        .await
+        .db("current replication key version")?;
+    let start = i32::try_from(REPLICATION_KEY_PURPOSE_PREFIX.len() + 1).unwrap_or(i32::MAX);
+    let found: Option<i64> = col(
+        &c.query_one(
+            &stmt,
+            &[&start, &format!("{REPLICATION_KEY_PURPOSE_PREFIX}%")],
+        )
+        .await
+        .db("current replication key version")?,
+        0,
+        "replication key version",
+    )?;
+    found
+        .map(|v| {
+            u32::try_from(v).map_err(|_| {
+                StorageError::Corrupted(format!("replication key version {v} out of range"))
+            })
+        })
+        .transpose()
+}
+
+/// The account's current ARK version, if it has one.
+pub(crate) async fn current_ark_version(
+    c: &impl GenericClient,
+    account: AccountId,
+) -> Result<Option<u32>> {
+    let stmt = c
+        .prepare_cached("SELECT max(version) FROM account_replication_keys WHERE account_id = $1")
+        .await
+        .db("current account replication key version")?;
+    let found: Option<i64> = col(
+        &c.query_one(&stmt, &[&account.as_bytes().as_slice()])
+            .await
+            .db("current account replication key version")?,
+        0,
+        "account replication key version",
+    )?;
+    found
+        .map(|v| {
+            u32::try_from(v).map_err(|_| {
+                StorageError::Corrupted(format!("account replication key version {v} out of range"))
+            })
+        })
+        .transpose()
+}
+
+/// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
+/// appended its `DekPut`). The same checks as SQLite's: an RK wrap of the current version
+/// only (the account's ARK when it has one), no retired KEK, no destroyed DEK (`Conflict`:
+/// the caller retries with a new DEK); `NotFound(Account)` for an unknown account.
+pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<bool> {
+    if let Some(rk) = &dek.rk {
+        let ark = current_ark_version(w.tx(), dek.account_id).await?;
+        let current = if rk.ark {
+            ark
+        } else if ark.is_some() {
+            None
+        } else {
+            current_rk_version(w.tx()).await?
+        };
+        if current != Some(rk.version) {
+            return Err(StorageError::Conflict);
+        }
+    }
+    refuse_retired(w.tx(), &dek.key.kek_id).await?;
+    let destroyed = w
+        .tx()
+        .prepare_cached("SELECT 1 FROM destroyed_deks WHERE id = $1")
+        .await
+        .db("check destroyed dek")?;
+    if w.tx()
+        .query_opt(&destroyed, &[&dek.key.id.as_bytes().as_slice()])
+        .await
+        .db("check destroyed dek")?
+        .is_some()
+    {
+        return Err(StorageError::Conflict);
+    }
+    let insert = w
+        .tx()
+        .prepare_cached(
+            "INSERT INTO deks
+                 (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .await
+        .db("put dek")?;
+    let inserted = w
+        .tx()
+        .execute(
+            &insert,
+            &[
+                &dek.key.id.as_bytes().as_slice(),
+                &dek.account_id.as_bytes().as_slice(),
+                &dek.key.kek_id,
+                &dek.key.wrapped,
+                &dek.key.created.unix_micros(),
+                &dek.rk.as_ref().map(|rk| i64::from(rk.version)),
+                &dek.rk.as_ref().map(|rk| rk.wrapped.as_slice()),
+                &dek.rk.as_ref().is_some_and(|rk| rk.ark),
+            ],
+        )
+        .await
+        .map_err(|e| match violation(&e) {
+            Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Account),
+            _ => db_error("put dek", &e),
+        })?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
+    // from a caller that has no replication key: tests of storage alone).
+    let (kek_id, wrapped) = match &dek.rk {
+        Some(rk) => (rk.kek_id(), &rk.wrapped),
+        None => (dek.key.kek_id.clone(), &dek.key.wrapped),
+    };
+    w.append(&Change::DekPut {
+        account_id: dek.account_id,
+        dek_id: dek.key.id,
+        kek_id,
+        wrapped_hex: hex::encode(wrapped),
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
+pub(crate) async fn insert_carried_deks(w: &mut WriteTx<'_>, deks: &[&DekRecord]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for dek in deks {
+        if seen.insert(dek.key.id) {
+            insert_dek(w, dek).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn put_dek(s: &PgStorage, dek: DekRecord) -> Result<()> {
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            if insert_dek(w, &dek).await? {
+                Ok(())
+            } else {
+                Err(StorageError::AlreadyExists(Entity::Dek))
+            }
+        })
+    })
+    .await
+}
+
+pub(crate) async fn get_dek(s: &PgStorage, id: DekId) -> Result<Option<DekRecord>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!("SELECT {DEK_COLS} FROM deks WHERE id = $1"))
+        .await
+        .db("get dek")?;
+    c.query_opt(&stmt, &[&id.as_bytes().as_slice()])
+        .await
+        .db("get dek")?
+        .map(|row| dek_from_row(&row))
+        .transpose()
+}
+
+pub(crate) async fn latest_dek(s: &PgStorage, account: AccountId) -> Result<Option<DekRecord>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {DEK_COLS} FROM deks WHERE account_id = $1 AND NOT retired
+             ORDER BY created DESC, ord DESC LIMIT 1"
+        ))
+        .await
+        .db("latest dek")?;
+    c.query_opt(&stmt, &[&account.as_bytes().as_slice()])
+        .await
+        .db("latest dek")?
+        .map(|row| dek_from_row(&row))
+        .transpose()
 }

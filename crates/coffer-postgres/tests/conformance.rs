@@ -8,11 +8,17 @@ use coffer_postgres::testing::{Databases, cluster_url};
 /// or `module::check`. The one list of what runs; it grows until it is every module, and then
 /// the test calls `run_all`.
 const BUILT: &[&str] = &[
+    "accounts::instance_keys",
     "accounts::accounts",
+    "accounts::deks",
     "accounts::account_quota_override",
     "accounts::shutdown_finishes_writes_then_refuses_more",
     "accounts::tokens",
     "tokens",
+    "audit::append_audit_keeps_one_chain_per_account",
+    "audit::audit_checkpoints_round_trip",
+    "audit_listing",
+    "replication::record_access_batch_is_idempotent",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
