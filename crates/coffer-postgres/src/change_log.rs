@@ -354,14 +354,120 @@ pub(crate) async fn compact_through(
     Ok(())
 }
 
-/// Starts following other instances' commits (see the module doc). The first LISTEN happens
-/// before this returns, so a write another instance commits after `connect` is seen.
+/// Starts following other instances' commits (see the module doc). The first LISTEN is in
+/// place before this returns, so a write another instance commits after `connect` is seen.
 pub(crate) async fn follow(
-    parsed: crate::config::Parsed,
+    config: tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
     shared: Arc<Shared>,
     target: &str,
-) -> std::result::Result<Option<tokio::task::JoinHandle<()>>, crate::ConnectError> {
-    let _ = (parsed, shared, target);
-    let _ = Duration::from_secs(1);
-    Ok(None)
+) -> std::result::Result<tokio::task::JoinHandle<()>, crate::ConnectError> {
+    let first = listen(&config, tls.as_ref(), Arc::clone(&shared))
+        .await
+        .map_err(|e| crate::ConnectError::Unreachable {
+            target: target.to_owned(),
+            detail: format!(
+                "listening for other instances' commits: {}",
+                crate::error_chain(&e)
+            ),
+        })?;
+    let target = target.to_owned();
+    Ok(tokio::spawn(async move {
+        let (mut client, mut driver) = first;
+        loop {
+            // Ends when the connection does (the server went away, a network failure).
+            let _ = (&mut driver).await;
+            drop(client);
+            if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            tracing::warn!(
+                database = %target,
+                "lost the connection that follows other instances' commits; reconnecting"
+            );
+            let mut delay = Duration::from_millis(100);
+            (client, driver) = loop {
+                tokio::time::sleep(delay).await;
+                match listen(&config, tls.as_ref(), Arc::clone(&shared)).await {
+                    Ok(pair) => break pair,
+                    Err(e) => {
+                        tracing::warn!(
+                            database = %target,
+                            error = %crate::error_chain(&e),
+                            "cannot follow other instances' commits yet"
+                        );
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            // Notifications sent while away are lost; the head row is not.
+            match client
+                .query_one("SELECT seq FROM change_head WHERE id = 1", &[])
+                .await
+                .and_then(|row| row.try_get::<_, i64>(0))
+            {
+                Ok(seq) => shared.advance(u64::try_from(seq).unwrap_or(0)),
+                Err(e) => tracing::warn!(
+                    database = %target,
+                    error = %crate::error_chain(&e),
+                    "cannot read the change head after reconnecting"
+                ),
+            }
+        }
+    }))
+}
+
+type Listening = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
+
+/// Opens a connection of its own (outside the pool), LISTENs on the head channel, and drives
+/// it on a task that moves `shared` to every seq announced.
+async fn listen(
+    config: &tokio_postgres::Config,
+    tls: Option<&rustls::ClientConfig>,
+    shared: Arc<Shared>,
+) -> std::result::Result<Listening, tokio_postgres::Error> {
+    let pair = match tls {
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            (client, tokio::spawn(drive(connection, shared)))
+        }
+        Some(tls) => {
+            let (client, connection) = config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()))
+                .await?;
+            (client, tokio::spawn(drive(connection, shared)))
+        }
+    };
+    pair.0
+        .batch_execute(&format!("LISTEN {HEAD_CHANNEL}"))
+        .await?;
+    Ok(pair)
+}
+
+/// Polls the connection, applying each notification; returns when it ends.
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                if n.channel() == HEAD_CHANNEL
+                    && let Ok(seq) = n.payload().parse::<u64>()
+                {
+                    shared.advance(seq);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "the connection following other instances' commits failed"
+                );
+                return;
+            }
+            None => return,
+        }
+    }
 }

@@ -147,6 +147,10 @@ pub(crate) struct Shared {
     /// them) and sets `closed`.
     pub(crate) gate: tokio::sync::RwLock<()>,
     pub(crate) closed: AtomicBool,
+    /// Taken by each write before it takes a pooled connection: this process's writes would
+    /// wait for each other on the writer lock anyway, and waiting here (FIFO) leaves the pool
+    /// to reads instead of filling it with connections that wait.
+    pub(crate) local_writer: tokio::sync::Mutex<()>,
 }
 
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
@@ -156,8 +160,8 @@ pub struct PgStorage {
     pub(crate) shared: Arc<Shared>,
     /// `host:port/database` (never the user's password), for Debug and errors.
     target: String,
-    /// Follows other instances' commits (LISTEN coffer_head); stopped on drop.
-    listener: Option<tokio::task::JoinHandle<()>>,
+    /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -170,9 +174,7 @@ impl std::fmt::Debug for PgStorage {
 
 impl Drop for PgStorage {
     fn drop(&mut self) {
-        if let Some(listener) = self.listener.take() {
-            listener.abort();
-        }
+        self.listener.abort();
     }
 }
 
@@ -187,6 +189,7 @@ impl PgStorage {
         parsed.config.connect_timeout(options.connect_timeout);
         let target = describe(&parsed.config);
         let tls = config::tls_config(parsed.tls, parsed.root_cert.as_deref())?;
+        let listen_tls = tls.clone();
         let unreachable = |detail: String| ConnectError::Unreachable {
             target: target.clone(),
             detail,
@@ -228,8 +231,10 @@ impl PgStorage {
             stats: write::Counters::default(),
             gate: tokio::sync::RwLock::new(()),
             closed: AtomicBool::new(false),
+            local_writer: tokio::sync::Mutex::new(()),
         });
-        let listener = change_log::follow(parsed, Arc::clone(&shared), &target).await?;
+        let listener =
+            change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
         Ok(PgStorage {
             pool,
             shared,
@@ -251,6 +256,7 @@ impl PgStorage {
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.pool.close();
+        self.listener.abort();
     }
 }
 

@@ -169,6 +169,7 @@ impl PgStorage {
         }
         let stats = &self.shared.stats;
         stats.jobs.fetch_add(1, Ordering::Relaxed);
+        let _local = self.shared.local_writer.lock().await;
         let mut client = match self.pool.get().await.db("take a connection for a write") {
             Ok(c) => c,
             Err(e) => return Err(self.batch_failed(0, e)),
