@@ -1,130 +1,32 @@
-//! Instance keys, DEKs, KEK rotation (rewrap, retire) and the DEK lifecycle (re-seal, prune, destroy).
+//! Instance keys, DEKs, KEK rotation (rewrap, retire: `rewrap.rs`) and the DEK lifecycle
+//! (re-seal, prune, destroy, compaction past destroyed DEKs: `lifecycle.rs`).
 //!
-//! Built: instance keys, `put_dek`/`get_dek`/`latest_dek` and [`insert_dek`], which every
-//! write carrying a DEK uses (see the `Storage` trait's "DEKs carried by writes").
+//! [`insert_dek`] is what every write carrying a DEK uses (see the `Storage` trait's "DEKs
+//! carried by writes").
 
-#![allow(unused_imports)]
+mod lifecycle;
+mod rewrap;
 
-use coffer_storage::*;
-use coffer_types::*;
+pub(crate) use lifecycle::{
+    compact_destroyed_deks, count_sealed_before, destroy_unreferenced_deks, prune_versions,
+    reseal_values, values_sealed_before,
+};
+// For `accounts::delete_account`, which compacts past a deleted account's DEKs and grants.
+#[allow(unused_imports)]
+pub(crate) use lifecycle::compact_past_account;
+pub(crate) use rewrap::{
+    account_dek_usage, account_deks_not_wrapped_by, is_kek_retired, is_retired, kek_usage,
+    keys_wrapped_by, retire_kek, rewrap_keys,
+};
 
+use coffer_storage::{
+    Change, DekRecord, Entity, REPLICATION_KEY_PURPOSE_PREFIX, Result, RkWrap, StorageError,
+    WrappedKeyRecord,
+};
+use coffer_types::{AccountId, DekId};
+
+use crate::PgStorage;
 use crate::write::WriteTx;
-use crate::{PgStorage, not_yet};
-
-pub(crate) async fn kek_usage(s: &PgStorage) -> Result<Vec<KekUsage>> {
-    let _ = s;
-    Err(not_yet("kek_usage"))
-}
-
-pub(crate) async fn keys_wrapped_by(
-    s: &PgStorage,
-    kek_id: &str,
-    limit: usize,
-) -> Result<Vec<StoredKey>> {
-    let _ = s;
-    let _ = kek_id;
-    let _ = limit;
-    Err(not_yet("keys_wrapped_by"))
-}
-
-pub(crate) async fn rewrap_keys(s: &PgStorage, rewraps: Vec<Rewrap>) -> Result<u64> {
-    let _ = s;
-    let _ = rewraps;
-    Err(not_yet("rewrap_keys"))
-}
-
-pub(crate) async fn account_dek_usage(s: &PgStorage, account: AccountId) -> Result<Vec<KekUsage>> {
-    let _ = s;
-    let _ = account;
-    Err(not_yet("account_dek_usage"))
-}
-
-pub(crate) async fn account_deks_not_wrapped_by(
-    s: &PgStorage,
-    account: AccountId,
-    kek_id: &str,
-    limit: usize,
-) -> Result<Vec<StoredKey>> {
-    let _ = s;
-    let _ = account;
-    let _ = kek_id;
-    let _ = limit;
-    Err(not_yet("account_deks_not_wrapped_by"))
-}
-
-pub(crate) async fn retire_kek(s: &PgStorage, kek_id: &str) -> Result<()> {
-    let _ = s;
-    let _ = kek_id;
-    Err(not_yet("retire_kek"))
-}
-
-pub(crate) async fn is_kek_retired(s: &PgStorage, kek_id: &str) -> Result<bool> {
-    let _ = s;
-    let _ = kek_id;
-    Err(not_yet("is_kek_retired"))
-}
-
-pub(crate) async fn values_sealed_before(
-    s: &PgStorage,
-    account: AccountId,
-    cutoff: Timestamp,
-    current: Option<DekId>,
-    limit: usize,
-) -> Result<Vec<SealedValue>> {
-    let _ = s;
-    let _ = account;
-    let _ = cutoff;
-    let _ = current;
-    let _ = limit;
-    Err(not_yet("values_sealed_before"))
-}
-
-pub(crate) async fn count_sealed_before(
-    s: &PgStorage,
-    account: AccountId,
-    cutoff: Timestamp,
-) -> Result<u64> {
-    let _ = s;
-    let _ = account;
-    let _ = cutoff;
-    Err(not_yet("count_sealed_before"))
-}
-
-pub(crate) async fn reseal_values(
-    s: &PgStorage,
-    dek: Option<DekRecord>,
-    reseals: Vec<Reseal>,
-) -> Result<u64> {
-    let _ = s;
-    let _ = dek;
-    let _ = reseals;
-    Err(not_yet("reseal_values"))
-}
-
-pub(crate) async fn prune_versions(s: &PgStorage, keep: u32, limit: usize) -> Result<u64> {
-    let _ = s;
-    let _ = keep;
-    let _ = limit;
-    Err(not_yet("prune_versions"))
-}
-
-pub(crate) async fn destroy_unreferenced_deks(
-    s: &PgStorage,
-    keep: Vec<DekId>,
-    limit: usize,
-) -> Result<Vec<DestroyedDek>> {
-    let _ = s;
-    let _ = keep;
-    let _ = limit;
-    Err(not_yet("destroy_unreferenced_deks"))
-}
-
-pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>> {
-    let _ = s;
-    Err(not_yet("compact_destroyed_deks"))
-}
-
-// ---- built ----
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -167,7 +69,7 @@ pub(crate) fn rk_wrap_cols(row: &Row, idx: usize, what: &'static str) -> Result<
     }
 }
 
-async fn read_instance_key(
+pub(crate) async fn read_instance_key(
     c: &impl GenericClient,
     purpose: &str,
 ) -> Result<Option<WrappedKeyRecord>> {
@@ -205,46 +107,63 @@ pub(crate) async fn put_instance_key_if_absent(
 ) -> Result<WrappedKeyRecord> {
     let purpose = purpose.to_owned();
     s.write(&[], move |w| {
-        Box::pin(async move {
-            refuse_retired(w.tx(), &key.kek_id).await?;
-            // Under the writer lock no other initialiser runs between this insert and the
-            // read below: whoever's insert came first is what both read back.
-            w.tx()
-                .execute(
-                    "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
-                    &[
-                        &purpose,
-                        &key.id.as_bytes().as_slice(),
-                        &key.kek_id,
-                        &key.wrapped,
-                        &key.created.unix_micros(),
-                    ],
-                )
-                .await
-                .db("put instance key")?;
-            read_instance_key(w.tx(), &purpose).await?.ok_or_else(|| {
-                StorageError::Unavailable("instance key vanished after insert".into())
-            })
-        })
+        Box::pin(async move { insert_instance_key_if_absent(w.tx(), &purpose, &key).await })
     })
     .await
 }
 
+/// Stores `key` under `purpose` unless a key is stored for it; returns the stored one (in the
+/// caller's write).
+pub(crate) async fn insert_instance_key_if_absent(
+    c: &impl GenericClient,
+    purpose: &str,
+    key: &WrappedKeyRecord,
+) -> Result<WrappedKeyRecord> {
+    refuse_retired(c, &key.kek_id).await?;
+    // Under the writer lock no other initialiser runs between this insert and the read
+    // below: whoever's insert came first is what both read back.
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
+        )
+        .await
+        .db("put instance key")?;
+    c.execute(
+        &stmt,
+        &[
+            &purpose,
+            &key.id.as_bytes().as_slice(),
+            &key.kek_id,
+            &key.wrapped,
+            &key.created.unix_micros(),
+        ],
+    )
+    .await
+    .db("put instance key")?;
+    read_instance_key(c, purpose)
+        .await?
+        .ok_or_else(|| StorageError::Unavailable("instance key vanished after insert".into()))
+}
+
 /// `Conflict` if `kek_id` was retired (its key destroyed): no key it wraps may be stored.
 pub(crate) async fn refuse_retired(c: &impl GenericClient, kek_id: &str) -> Result<()> {
-    let stmt = c
-        .prepare_cached("SELECT 1 FROM retired_keks WHERE kek_id = $1")
-        .await
-        .db("check retired kek")?;
-    if c.query_opt(&stmt, &[&kek_id])
-        .await
-        .db("check retired kek")?
-        .is_some()
-    {
+    if is_retired(c, kek_id).await? {
         return Err(StorageError::Conflict);
     }
     Ok(())
+}
+
+/// Whether DEK `id` was destroyed (its id is remembered in `destroyed_deks`).
+pub(crate) async fn is_destroyed(c: &impl GenericClient, id: DekId) -> Result<bool> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM destroyed_deks WHERE id = $1")
+        .await
+        .db("check destroyed dek")?;
+    Ok(c.query_opt(&stmt, &[&id.as_bytes().as_slice()])
+        .await
+        .db("check destroyed dek")?
+        .is_some())
 }
 
 /// The current instance replication key's version (the highest `replication-key:<n>`).
@@ -303,7 +222,8 @@ pub(crate) async fn current_ark_version(
 
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
 /// appended its `DekPut`). The same checks as SQLite's: an RK wrap of the current version
-/// only (the account's ARK when it has one), no retired KEK, no destroyed DEK (`Conflict`:
+/// only (the account's ARK when it has one, and not while the account owes an ARK rotation),
+/// no retired KEK, no destroyed DEK (`Conflict`:
 /// the caller retries with a new DEK); `NotFound(Account)` for an unknown account.
 pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<bool> {
     if let Some(rk) = &dek.rk {
@@ -318,19 +238,18 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
         if current != Some(rk.version) {
             return Err(StorageError::Conflict);
         }
+        // An account left out of a revocation (its KEK was unavailable) keeps its ARK version,
+        // which the revoked node may hold, until the owed rotation is made: a write that took
+        // a DEK under it before the revocation must not store a value under it afterwards
+        // (refused whether the DEK is stored already or not).
+        if rk.ark && crate::replication::owes_ark_rotation(w.tx(), dek.account_id).await? {
+            return Err(StorageError::Conflict);
+        }
     }
     refuse_retired(w.tx(), &dek.key.kek_id).await?;
-    let destroyed = w
-        .tx()
-        .prepare_cached("SELECT 1 FROM destroyed_deks WHERE id = $1")
-        .await
-        .db("check destroyed dek")?;
-    if w.tx()
-        .query_opt(&destroyed, &[&dek.key.id.as_bytes().as_slice()])
-        .await
-        .db("check destroyed dek")?
-        .is_some()
-    {
+    // A destroyed DEK that a write took before its destruction: storing it again would bring
+    // it back (with a new `DekPut`) after its `DekDestroyed`.
+    if is_destroyed(w.tx(), dek.key.id).await? {
         return Err(StorageError::Conflict);
     }
     let insert = w

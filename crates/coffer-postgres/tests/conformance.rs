@@ -19,6 +19,9 @@ const BUILT: &[&str] = &[
     "audit::audit_checkpoints_round_trip",
     "audit_listing",
     "replication::record_access_batch_is_idempotent",
+    "rewrap::rewrap_counts_finds_and_compare_and_sets",
+    "rewrap::account_deks_are_counted_and_found_per_account",
+    "account_keys::an_account_replication_key_retires_old_deks_and_binds_new_ones",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
