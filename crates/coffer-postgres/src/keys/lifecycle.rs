@@ -457,3 +457,97 @@ async fn ensure_cluster_id(w: &mut WriteTx<'_>) -> Result<()> {
         .db("store cluster id")?;
     Ok(())
 }
+
+#[cfg(all(test, feature = "test-support"))]
+mod tests {
+    use coffer_storage::{AccountGrant, AccountRecord, ArkStorage, Storage, WrappedKeyRecord};
+    use coffer_types::TokenId;
+
+    use super::*;
+    use crate::testing::{TestDatabase, cluster_url};
+
+    fn dek(account: AccountId, n: u64) -> DekRecord {
+        let mut id = [0xd1; 16];
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        DekRecord {
+            account_id: account,
+            key: WrappedKeyRecord {
+                id: DekId::from_bytes(id),
+                kek_id: "kek-1".into(),
+                wrapped: vec![1; 40],
+                created: Timestamp::from_unix_micros(1_700_000_000_000_000 + n as i64),
+            },
+            rk: None,
+        }
+    }
+
+    /// A deleted account's compaction walks back past more candidate entries than one batch
+    /// (every entry naming the account is one) to its account grant, found by parsing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_past_an_account_walks_back_to_its_grant() {
+        let Some(cluster) = cluster_url("compaction_past_an_account_walks_back") else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let account = AccountId::from_bytes([0xac; 16]);
+        let other = AccountId::from_bytes([0xbc; 16]);
+        for id in [account, other] {
+            s.create_account(
+                AccountRecord {
+                    id,
+                    name: "acme".into(),
+                    created: Timestamp::from_unix_micros(1_700_000_000_000_000),
+                    secrets_quota: None,
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+        let key = WrappedKeyRecord {
+            id: DekId::from_bytes([0xa1; 16]),
+            kek_id: "kek-1".into(),
+            wrapped: vec![2; 40],
+            created: Timestamp::from_unix_micros(1_700_000_000_000_000),
+        };
+        let grant = AccountGrant {
+            account_id: account,
+            node_id: TokenId::from_bytes([0x0e; 16]),
+            ark_version: 1,
+            ephemeral_public: [3; 32],
+            sealed: vec![4; 48],
+        };
+        s.put_account_replication_key(account, 1, key, vec![grant], &[])
+            .await
+            .unwrap();
+        let grant_seq = s.change_head().await.unwrap();
+        let many = WALK_BATCH as u64 + 40;
+        for n in 0..many {
+            s.put_dek(dek(account, n)).await.unwrap();
+        }
+        // Another account's entries after them are not the deleted account's.
+        s.put_dek(dek(other, 10_000)).await.unwrap();
+        let head = s.change_head().await.unwrap();
+
+        // No DEK named: the walk goes back past every DEK put of the account (more than one
+        // batch of candidates) to its grant.
+        let through = s
+            .write(&[], move |w| {
+                Box::pin(async move { compact_past_account(w, account, [], head).await })
+            })
+            .await
+            .unwrap();
+        assert_eq!(through, Some(grant_seq));
+        // A DEK named: through that DEK's put.
+        let named = dek(account, 100).key.id;
+        let through = s
+            .write(&[], move |w| {
+                Box::pin(async move { compact_past_account(w, account, [named], head).await })
+            })
+            .await
+            .unwrap();
+        assert_eq!(through, Some(grant_seq + 101));
+        assert_eq!(s.log_state().await.unwrap().base_seq, grant_seq + 101);
+    }
+}
