@@ -11,9 +11,6 @@ pub(crate) use lifecycle::{
     compact_destroyed_deks, count_sealed_before, destroy_unreferenced_deks, prune_versions,
     reseal_values, values_sealed_before,
 };
-// For `accounts::delete_account`, which compacts past a deleted account's DEKs and grants.
-#[allow(unused_imports)]
-pub(crate) use lifecycle::compact_past_account;
 pub(crate) use rewrap::{
     account_dek_usage, account_deks_not_wrapped_by, is_kek_retired, is_retired, kek_usage,
     keys_wrapped_by, retire_kek, rewrap_keys,

@@ -12,7 +12,7 @@ use deadpool_postgres::GenericClient;
 
 use crate::PgStorage;
 use crate::change_log::{base, compact_through};
-use crate::db::{DbResultExt, bytes_col, col, sql_limit, u64_col, version_col};
+use crate::db::{DbResultExt, bytes_col, col, opt_u64_col, sql_limit, u64_col, version_col};
 use crate::write::WriteTx;
 
 pub(crate) async fn values_sealed_before(
@@ -320,118 +320,46 @@ pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>>
 /// Compacts the log through the last entry before seq `before` that names one of `deks`
 /// (their `DekPut`s, values sealed under them), so no retained entry carries them; returns
 /// the new base if it moved. Entries are matched by the exact `"dek_id":"<hex>"` their JSON
-/// holds; `DekDestroyed` entries, which carry only the id, are not.
+/// holds (JSON escapes the quotes of any such text inside a string, so only an entry's own
+/// fields match); `DekDestroyed` entries, which carry only the id, are not. The database finds
+/// the newest such entry: no payload leaves it.
 async fn compact_past(
     w: &mut WriteTx<'_>,
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<Option<u64>> {
-    let needles = dek_needles(deks);
+    let needles: Vec<Vec<u8>> = deks
+        .into_iter()
+        .map(|dek| format!("\"dek_id\":\"{dek}\"").into_bytes())
+        .collect();
     if needles.is_empty() {
         return Ok(None);
     }
-    compact_past_matching(w, before, needles, |_| true).await
-}
-
-fn dek_needles(deks: impl IntoIterator<Item = DekId>) -> Vec<String> {
-    deks.into_iter()
-        .map(|dek| format!("\"dek_id\":\"{dek}\""))
-        .collect()
-}
-
-/// [`compact_past`] for a deleted account (for `delete_account`, in its write): also past its
-/// account grants, which carry its replication key sealed to the nodes' keys for it. A grant
-/// is recognised by parsing the entry, not by its text: only entries that mention the
-/// account's id at all are parsed.
-#[allow(dead_code)] // until `accounts::delete_account` calls it
-pub(crate) async fn compact_past_account(
-    w: &mut WriteTx<'_>,
-    account: AccountId,
-    deks: impl IntoIterator<Item = DekId>,
-    before: u64,
-) -> Result<Option<u64>> {
-    let dek_needles = dek_needles(deks);
-    let account_hex = account.to_string();
-    let mut needles = dek_needles.clone();
-    needles.push(account_hex);
-    compact_past_matching(w, before, needles, move |text| {
-        if dek_needles.iter().any(|n| text.contains(n.as_str())) {
-            return true;
-        }
-        // Only the account's id matched. An entry that does not parse (none should) is
-        // compacted past too: erring that way costs a lagging edge a snapshot, the other way
-        // a key left in the log.
-        serde_json::from_str::<Change>(text).map_or(true, |change| {
-            matches!(change, Change::AccountKeyGrant { account_id, .. } if account_id == account)
-        })
-    })
-    .await
-}
-
-/// How many candidate entries one step of the backward walk reads.
-const WALK_BATCH: i64 = 256;
-
-/// Compacts the log through the newest entry before seq `before` that contains one of
-/// `needles` and for which `carries` is true (given the entry's JSON), skipping `DekDestroyed`
-/// entries (they carry only an id). The needles are matched by the database, so only the
-/// candidate entries travel, newest first, a batch at a time: the walk stops at the first
-/// entry that carries one.
-async fn compact_past_matching(
-    w: &mut WriteTx<'_>,
-    before: u64,
-    needles: Vec<String>,
-    carries: impl Fn(&str) -> bool + Send,
-) -> Result<Option<u64>> {
     let base_seq = base(w.tx()).await?.map_or(0, |b| b.seq);
-    let needles: Vec<Vec<u8>> = needles.into_iter().map(String::into_bytes).collect();
-    // JSON escapes the quotes of any such text inside a string, so only an entry's own type
-    // matches.
     let destroyed_marker = b"\"type\":\"dek_destroyed\"".as_slice();
-    let stmt = w
+    let row = w
         .tx()
-        .prepare_cached(
-            "SELECT seq, payload FROM changes
+        .query_one(
+            "SELECT max(seq) FROM changes
              WHERE seq > $1 AND seq < $2
                AND position($3::bytea IN payload) = 0
                AND EXISTS (SELECT 1 FROM unnest($4::bytea[]) AS n (needle)
-                           WHERE position(n.needle IN payload) > 0)
-             ORDER BY seq DESC LIMIT $5",
+                           WHERE position(n.needle IN payload) > 0)",
+            &[
+                &i64::try_from(base_seq).unwrap_or(i64::MAX),
+                &i64::try_from(before).unwrap_or(i64::MAX),
+                &destroyed_marker,
+                &needles,
+            ],
         )
         .await
         .db("find entries naming a dek")?;
-    let base_sql = i64::try_from(base_seq).unwrap_or(i64::MAX);
-    let mut upper = i64::try_from(before).unwrap_or(i64::MAX);
-    let mut through = base_seq;
-    'walk: loop {
-        let rows = w
-            .tx()
-            .query(
-                &stmt,
-                &[&base_sql, &upper, &destroyed_marker, &needles, &WALK_BATCH],
-            )
-            .await
-            .db("find entries naming a dek")?;
-        for row in &rows {
-            let seq = u64_col(row, 0, "changes.seq")?;
-            let payload: &[u8] = col(row, 1, "changes.payload")?;
-            // Payloads are JSON, so UTF-8; one that is not cannot name a DEK.
-            let text = std::str::from_utf8(payload).unwrap_or("");
-            if carries(text) {
-                through = seq;
-                break 'walk;
-            }
-        }
-        match rows.last() {
-            Some(last) if rows.len() as i64 == WALK_BATCH => upper = col(last, 0, "changes.seq")?,
-            _ => break,
-        }
-    }
-    if through > base_seq {
-        ensure_cluster_id(w).await?;
-        compact_through(w.tx(), through).await?;
-        return Ok(Some(through));
-    }
-    Ok(None)
+    let Some(through) = opt_u64_col(&row, 0, "changes.seq")? else {
+        return Ok(None);
+    };
+    ensure_cluster_id(w).await?;
+    compact_through(w.tx(), through).await?;
+    Ok(Some(through))
 }
 
 /// Makes the log's cluster id in the caller's write if it has none (as
@@ -456,98 +384,4 @@ async fn ensure_cluster_id(w: &mut WriteTx<'_>) -> Result<()> {
         .await
         .db("store cluster id")?;
     Ok(())
-}
-
-#[cfg(all(test, feature = "test-support"))]
-mod tests {
-    use coffer_storage::{AccountGrant, AccountRecord, ArkStorage, Storage, WrappedKeyRecord};
-    use coffer_types::TokenId;
-
-    use super::*;
-    use crate::testing::{TestDatabase, cluster_url};
-
-    fn dek(account: AccountId, n: u64) -> DekRecord {
-        let mut id = [0xd1; 16];
-        id[8..].copy_from_slice(&n.to_be_bytes());
-        DekRecord {
-            account_id: account,
-            key: WrappedKeyRecord {
-                id: DekId::from_bytes(id),
-                kek_id: "kek-1".into(),
-                wrapped: vec![1; 40],
-                created: Timestamp::from_unix_micros(1_700_000_000_000_000 + n as i64),
-            },
-            rk: None,
-        }
-    }
-
-    /// A deleted account's compaction walks back past more candidate entries than one batch
-    /// (every entry naming the account is one) to its account grant, found by parsing.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn compaction_past_an_account_walks_back_to_its_grant() {
-        let Some(cluster) = cluster_url("compaction_past_an_account_walks_back") else {
-            return;
-        };
-        let db = TestDatabase::create(&cluster).await;
-        let s = db.storage().await;
-        let account = AccountId::from_bytes([0xac; 16]);
-        let other = AccountId::from_bytes([0xbc; 16]);
-        for id in [account, other] {
-            s.create_account(
-                AccountRecord {
-                    id,
-                    name: "acme".into(),
-                    created: Timestamp::from_unix_micros(1_700_000_000_000_000),
-                    secrets_quota: None,
-                },
-                &[],
-            )
-            .await
-            .unwrap();
-        }
-        let key = WrappedKeyRecord {
-            id: DekId::from_bytes([0xa1; 16]),
-            kek_id: "kek-1".into(),
-            wrapped: vec![2; 40],
-            created: Timestamp::from_unix_micros(1_700_000_000_000_000),
-        };
-        let grant = AccountGrant {
-            account_id: account,
-            node_id: TokenId::from_bytes([0x0e; 16]),
-            ark_version: 1,
-            ephemeral_public: [3; 32],
-            sealed: vec![4; 48],
-        };
-        s.put_account_replication_key(account, 1, key, vec![grant], &[])
-            .await
-            .unwrap();
-        let grant_seq = s.change_head().await.unwrap();
-        let many = WALK_BATCH as u64 + 40;
-        for n in 0..many {
-            s.put_dek(dek(account, n)).await.unwrap();
-        }
-        // Another account's entries after them are not the deleted account's.
-        s.put_dek(dek(other, 10_000)).await.unwrap();
-        let head = s.change_head().await.unwrap();
-
-        // No DEK named: the walk goes back past every DEK put of the account (more than one
-        // batch of candidates) to its grant.
-        let through = s
-            .write(&[], move |w| {
-                Box::pin(async move { compact_past_account(w, account, [], head).await })
-            })
-            .await
-            .unwrap();
-        assert_eq!(through, Some(grant_seq));
-        // A DEK named: through that DEK's put.
-        let named = dek(account, 100).key.id;
-        let through = s
-            .write(&[], move |w| {
-                Box::pin(async move { compact_past_account(w, account, [named], head).await })
-            })
-            .await
-            .unwrap();
-        assert_eq!(through, Some(grant_seq + 101));
-        assert_eq!(s.log_state().await.unwrap().base_seq, grant_seq + 101);
-    }
 }
