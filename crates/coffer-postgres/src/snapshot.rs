@@ -5,7 +5,10 @@
 //! state at exactly its header's log position whatever commits meanwhile. Each query is read
 //! through a portal a batch at a time and every item is sent as it is made (`send` waits
 //! while the receiver is behind), so memory stays bounded by the channel and one batch,
-//! whatever the number of rows.
+//! whatever the number of rows. REPEATABLE READ suffices: every write commits its rows, its
+//! log entries and the head row together (under the writer lock), so one MVCC snapshot sees
+//! each write whole or not at all. While a snapshot is read, the database keeps the row
+//! versions it may need (vacuum does not remove them), as SQLite's WAL grows meanwhile.
 
 use coffer_storage::{
     ARK_KEK_ID_PREFIX, Change, ChangeSecretBinding, ChangeStoreBinding, REPLICATED_KEY_PURPOSES,
