@@ -15,6 +15,7 @@ const BUILT: &[&str] = &[
     "accounts::shutdown_finishes_writes_then_refuses_more",
     "accounts::tokens",
     "tokens",
+    "account_deletion::delete_account_of_an_empty_account",
     "audit::append_audit_keeps_one_chain_per_account",
     "audit::audit_checkpoints_round_trip",
     "audit_listing",
