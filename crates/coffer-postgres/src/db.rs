@@ -228,7 +228,6 @@ pub(crate) fn scopes_col(
 }
 
 /// A single scope (a service's kind), stored as its name.
-#[allow(dead_code)] // for services.rs, not built yet
 pub(crate) fn scope_col(row: &Row, idx: usize, what: &'static str) -> Result<coffer_types::Scope> {
     let raw: String = col(row, idx, what)?;
     coffer_types::Scope::parse(&raw)

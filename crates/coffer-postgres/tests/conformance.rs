@@ -22,6 +22,7 @@ const BUILT: &[&str] = &[
     "audit",
     "audit_listing",
     "nodes",
+    "services",
     "replication::log_state_and_cluster_id",
     "replication::subscribe_head_announces_log_commits_only",
     "replication::record_access_batch_is_idempotent",
