@@ -22,11 +22,8 @@ const BUILT: &[&str] = &[
     "audit",
     "audit_listing",
     "nodes",
+    "replication",
     "services",
-    "replication::log_state_and_cluster_id",
-    "replication::subscribe_head_announces_log_commits_only",
-    "replication::record_access_batch_is_idempotent",
-    "replication::a_follower_sees_every_entry_once_in_order",
 ];
 
 /// Runs the built checks of one module of the suite, each on a database of its own.
