@@ -21,7 +21,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::PgStorage;
-use crate::db::{DbResultExt, bytes_col, col, opt_bytes_col, opt_ts_col, ts_col, u32_col};
+use crate::db::{DbResultExt, bytes_col, col, opt_bytes_col, opt_ts_col, u32_col};
 use crate::keys::{
     DEK_COLS, current_rk_version, dek_from_row, insert_instance_key_if_absent, is_destroyed,
     read_instance_key, rk_wrap_cols,
@@ -427,45 +427,6 @@ pub(crate) async fn rewrap_deks(
     Ok(())
 }
 
-/// Revokes node `id` at `at` in the caller's write, appending its `NodeRevoked`.
-async fn revoke_node_in(w: &mut WriteTx<'_>, id: TokenId, at: Timestamp) -> Result<NodeRecord> {
-    let row = w
-        .tx()
-        .query_opt(
-            "SELECT id, name, hash, created, revoked FROM nodes WHERE id = $1",
-            &[&id.as_bytes().as_slice()],
-        )
-        .await
-        .db("get node")?
-        .ok_or(StorageError::NotFound(Entity::Node))?;
-    let node = NodeRecord {
-        id: TokenId::from_bytes(bytes_col(&row, 0, "nodes.id")?),
-        name: col(&row, 1, "nodes.name")?,
-        hash: bytes_col(&row, 2, "nodes.hash")?,
-        created: ts_col(&row, 3, "nodes.created")?,
-        revoked: opt_ts_col(&row, 4, "nodes.revoked")?,
-    };
-    if node.revoked.is_some() {
-        return Err(StorageError::AlreadyRevoked);
-    }
-    let changed = w
-        .tx()
-        .execute(
-            "UPDATE nodes SET revoked = $1 WHERE id = $2 AND revoked IS NULL",
-            &[&at.unix_micros(), &id.as_bytes().as_slice()],
-        )
-        .await
-        .db("revoke node")?;
-    if changed != 1 {
-        return Err(StorageError::AlreadyRevoked);
-    }
-    w.append(&Change::NodeRevoked { node_id: id }).await?;
-    Ok(NodeRecord {
-        revoked: Some(at),
-        ..node
-    })
-}
-
 pub(crate) async fn revoke_node_rotating(
     s: &PgStorage,
     id: TokenId,
@@ -479,7 +440,7 @@ pub(crate) async fn revoke_node_rotating(
             if current.and_then(|v| v.checked_add(1)) != Some(rotation.version) {
                 return Err(StorageError::Conflict);
             }
-            let node = revoke_node_in(w, id, at).await?;
+            let node = crate::nodes::revoke_in(w, id, at).await?;
             let stored =
                 insert_instance_key_if_absent(w.tx(), &purpose(rotation.version), &rotation.key)
                     .await?;

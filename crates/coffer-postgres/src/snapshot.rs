@@ -14,13 +14,13 @@ use coffer_storage::{
     ARK_KEK_ID_PREFIX, Change, ChangeSecretBinding, ChangeStoreBinding, REPLICATED_KEY_PURPOSES,
     Result, SnapshotPart, StorageError,
 };
-use coffer_types::{AccountId, DekId, Scopes, SecretId, ServiceId, StoreId, TokenId};
+use coffer_types::{AccountId, DekId, SecretId, ServiceId, StoreId, TokenId};
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::PgStorage;
-use crate::db::{DbResultExt, bytes_col, col, u32_col, u64_col};
+use crate::db::{DbResultExt, bytes_col, col, scopes_col, u32_col, u64_col};
 use crate::write::TxFuture;
 
 /// Rows fetched per round trip from each query's portal.
@@ -320,22 +320,6 @@ fn node_put(row: &Row) -> Result<Change> {
     })
 }
 
-/// A stored scope list (",workers,ai_gateway," or "," for none) as the change carries it.
-fn scopes(raw: &str) -> Result<Vec<String>> {
-    if raw == "," {
-        return Ok(Vec::new());
-    }
-    let inner = raw
-        .strip_prefix(',')
-        .and_then(|s| s.strip_suffix(','))
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| StorageError::Corrupted("secrets.scopes: malformed scope list".into()))?;
-    let names: Vec<&str> = inner.split(',').collect();
-    Scopes::parse(&names)
-        .map(|s| s.to_strings())
-        .map_err(|_| StorageError::Corrupted("secrets.scopes: unknown scope".into()))
-}
-
 fn secret_put(row: &Row) -> Result<Change> {
     let dek: Option<[u8; 16]> = crate::db::opt_bytes_col(row, 6, "versions.dek_id")?;
     let Some(dek) = dek else {
@@ -348,7 +332,7 @@ fn secret_put(row: &Row) -> Result<Change> {
         store_id: StoreId::from_bytes(bytes_col(row, 1, "secrets.store_id")?),
         secret_id: SecretId::from_bytes(bytes_col(row, 2, "secrets.id")?),
         name: col(row, 3, "secrets.name")?,
-        scopes: scopes(col(row, 4, "secrets.scopes")?)?,
+        scopes: scopes_col(row, 4, "secrets.scopes")?.to_strings(),
         version: u32_col(row, 5, "secrets.version")?,
         dek_id: DekId::from_bytes(dek),
         sealed_hex: hex::encode(col::<&[u8]>(row, 7, "versions.sealed")?),

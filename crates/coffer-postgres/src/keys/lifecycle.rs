@@ -4,16 +4,13 @@
 
 use std::collections::HashSet;
 
-use coffer_storage::{
-    Change, ChangeRecord, DekRecord, DestroyedDek, Reseal, Result, SealedValue, StorageError,
-};
+use coffer_storage::{Change, DekRecord, DestroyedDek, Reseal, Result, SealedValue, StorageError};
 use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp};
 use deadpool_postgres::GenericClient;
 
 use crate::PgStorage;
-use crate::change_log::{base, compact_through};
-use crate::db::{DbResultExt, bytes_col, col, opt_u64_col, sql_limit, u64_col, version_col};
-use crate::write::WriteTx;
+use crate::change_log::compact_past;
+use crate::db::{DbResultExt, bytes_col, col, sql_limit, u64_col, version_col};
 
 pub(crate) async fn values_sealed_before(
     s: &PgStorage,
@@ -303,7 +300,7 @@ pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>>
             if pending.is_empty() {
                 return Ok(None);
             }
-            let compacted = compact_past(w, pending, u64::MAX).await?;
+            let compacted = compact_past(w.tx(), pending, u64::MAX).await?;
             w.tx()
                 .execute(
                     "UPDATE destroyed_deks SET compacted = true WHERE NOT compacted",
@@ -315,73 +312,4 @@ pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>>
         })
     })
     .await
-}
-
-/// Compacts the log through the last entry before seq `before` that names one of `deks`
-/// (their `DekPut`s, values sealed under them), so no retained entry carries them; returns
-/// the new base if it moved. Entries are matched by the exact `"dek_id":"<hex>"` their JSON
-/// holds (JSON escapes the quotes of any such text inside a string, so only an entry's own
-/// fields match); `DekDestroyed` entries, which carry only the id, are not. The database finds
-/// the newest such entry: no payload leaves it.
-async fn compact_past(
-    w: &mut WriteTx<'_>,
-    deks: impl IntoIterator<Item = DekId>,
-    before: u64,
-) -> Result<Option<u64>> {
-    let needles: Vec<Vec<u8>> = deks
-        .into_iter()
-        .map(|dek| format!("\"dek_id\":\"{dek}\"").into_bytes())
-        .collect();
-    if needles.is_empty() {
-        return Ok(None);
-    }
-    let base_seq = base(w.tx()).await?.map_or(0, |b| b.seq);
-    let destroyed_marker = b"\"type\":\"dek_destroyed\"".as_slice();
-    let row = w
-        .tx()
-        .query_one(
-            "SELECT max(seq) FROM changes
-             WHERE seq > $1 AND seq < $2
-               AND position($3::bytea IN payload) = 0
-               AND EXISTS (SELECT 1 FROM unnest($4::bytea[]) AS n (needle)
-                           WHERE position(n.needle IN payload) > 0)",
-            &[
-                &i64::try_from(base_seq).unwrap_or(i64::MAX),
-                &i64::try_from(before).unwrap_or(i64::MAX),
-                &destroyed_marker,
-                &needles,
-            ],
-        )
-        .await
-        .db("find entries naming a dek")?;
-    let Some(through) = opt_u64_col(&row, 0, "changes.seq")? else {
-        return Ok(None);
-    };
-    ensure_cluster_id(w).await?;
-    compact_through(w.tx(), through).await?;
-    Ok(Some(through))
-}
-
-/// Makes the log's cluster id in the caller's write if it has none (as
-/// `Storage::ensure_cluster_id` does), so the log can be compacted.
-async fn ensure_cluster_id(w: &mut WriteTx<'_>) -> Result<()> {
-    if base(w.tx()).await?.is_some() {
-        return Ok(());
-    }
-    let mut id = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut id)
-        .map_err(|_| StorageError::Unavailable("the random generator failed".into()))?;
-    w.tx()
-        .execute(
-            "INSERT INTO replication (id, cluster_id, base_seq, base_hash, base_at)
-             VALUES (1, $1, 0, $2, $3)",
-            &[
-                &id.as_slice(),
-                &ChangeRecord::GENESIS_HASH.as_slice(),
-                &Timestamp::now().unix_micros(),
-            ],
-        )
-        .await
-        .db("store cluster id")?;
-    Ok(())
 }
