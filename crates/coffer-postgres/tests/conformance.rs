@@ -23,6 +23,7 @@ const BUILT: &[&str] = &[
     "audit_listing",
     "nodes",
     "replication",
+    "rewrap",
     "services",
 ];
 
@@ -44,6 +45,7 @@ async fn run_module(module: &str) {
     let ran =
         coffer_storage::conformance::run_selected(&selected, || databases.fresh(&cluster)).await;
     assert!(ran > 0, "{module}: nothing ran");
+    eprintln!("conformance module {module}: {ran} checks passed on PostgreSQL");
 }
 
 /// One test per module of the suite, so modules run in parallel.
