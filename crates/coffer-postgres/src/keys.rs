@@ -1,84 +1,23 @@
-//! Instance keys, DEKs, KEK rotation (rewrap, retire) and the DEK lifecycle (re-seal, prune, destroy).
-//!
-//! Built: instance keys, `put_dek`/`get_dek`/`latest_dek` and [`insert_dek`], which every
-//! write carrying a DEK uses (see the `Storage` trait's "DEKs carried by writes").
+//! Instance keys, DEKs ([`insert_dek`], which every write carrying a DEK uses: see the
+//! `Storage` trait's "DEKs carried by writes") and KEK rotation's queries (usage per KEK, the
+//! keys a KEK wraps, compare-and-set rewrap, retired KEK ids). The DEK lifecycle is in
+//! `lifecycle.rs`.
 
-#![allow(unused_imports)]
+use std::collections::HashSet;
 
-use coffer_storage::*;
-use coffer_types::*;
-
-use crate::write::WriteTx;
-use crate::{PgStorage, not_yet};
-
-pub(crate) async fn values_sealed_before(
-    s: &PgStorage,
-    account: AccountId,
-    cutoff: Timestamp,
-    current: Option<DekId>,
-    limit: usize,
-) -> Result<Vec<SealedValue>> {
-    let _ = s;
-    let _ = account;
-    let _ = cutoff;
-    let _ = current;
-    let _ = limit;
-    Err(not_yet("values_sealed_before"))
-}
-
-pub(crate) async fn count_sealed_before(
-    s: &PgStorage,
-    account: AccountId,
-    cutoff: Timestamp,
-) -> Result<u64> {
-    let _ = s;
-    let _ = account;
-    let _ = cutoff;
-    Err(not_yet("count_sealed_before"))
-}
-
-pub(crate) async fn reseal_values(
-    s: &PgStorage,
-    dek: Option<DekRecord>,
-    reseals: Vec<Reseal>,
-) -> Result<u64> {
-    let _ = s;
-    let _ = dek;
-    let _ = reseals;
-    Err(not_yet("reseal_values"))
-}
-
-pub(crate) async fn prune_versions(s: &PgStorage, keep: u32, limit: usize) -> Result<u64> {
-    let _ = s;
-    let _ = keep;
-    let _ = limit;
-    Err(not_yet("prune_versions"))
-}
-
-pub(crate) async fn destroy_unreferenced_deks(
-    s: &PgStorage,
-    keep: Vec<DekId>,
-    limit: usize,
-) -> Result<Vec<DestroyedDek>> {
-    let _ = s;
-    let _ = keep;
-    let _ = limit;
-    Err(not_yet("destroy_unreferenced_deks"))
-}
-
-pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>> {
-    let _ = s;
-    Err(not_yet("compact_destroyed_deks"))
-}
-
-// ---- built ----
-
+use coffer_storage::{
+    Change, DekRecord, Entity, KekUsage, KeyOwner, REPLICATION_KEY_PURPOSE_PREFIX, Result, Rewrap,
+    RkWrap, StorageError, StoredKey, WrappedKeyRecord,
+};
+use coffer_types::{AccountId, DekId, Timestamp};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
+use crate::PgStorage;
 use crate::db::{
     DbResultExt, Violation, bytes_col, col, db_error, sql_limit, ts_col, u64_col, violation,
 };
+use crate::write::WriteTx;
 
 // The column list and its decoder change together: the decoder reads by position.
 pub(crate) const DEK_COLS: &str =
@@ -333,7 +272,7 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
 pub(crate) async fn insert_carried_deks(w: &mut WriteTx<'_>, deks: &[&DekRecord]) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for dek in deks {
         if seen.insert(dek.key.id) {
             insert_dek(w, dek).await?;

@@ -13,9 +13,7 @@ const BUILT: &[&str] = &[
     "account_deletion",
     "stores",
     "secrets",
-    "carried_deks::a_carried_dek_is_stored_once_before_its_values",
-    "carried_deks::a_failed_write_stores_no_carried_dek",
-    "carried_deks::racing_writes_carrying_one_dek_store_it_once",
+    "carried_deks",
     "listing",
     "change_log",
     "concurrency",
@@ -24,6 +22,7 @@ const BUILT: &[&str] = &[
     "nodes",
     "replication",
     "rewrap",
+    "lifecycle",
     "services",
 ];
 
@@ -88,6 +87,7 @@ modules!(
     replication,
     nodes,
     rewrap,
+    lifecycle,
     node_keys,
     account_keys,
 );
