@@ -29,6 +29,7 @@ mod change_log;
 mod config;
 mod db;
 mod keys;
+mod lifecycle;
 mod migrate;
 mod nodes;
 mod replication;

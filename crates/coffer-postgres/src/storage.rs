@@ -18,8 +18,8 @@ use coffer_types::{
 };
 
 use crate::{
-    PgStorage, accounts, audit, change_log, keys, nodes, replication, secrets, services, snapshot,
-    stores, tokens,
+    PgStorage, accounts, audit, change_log, keys, lifecycle, nodes, replication, secrets, services,
+    snapshot, stores, tokens,
 };
 
 #[async_trait]
@@ -235,19 +235,19 @@ impl Storage for PgStorage {
         current: Option<DekId>,
         limit: usize,
     ) -> Result<Vec<SealedValue>> {
-        keys::values_sealed_before(self, account, cutoff, current, limit).await
+        lifecycle::values_sealed_before(self, account, cutoff, current, limit).await
     }
 
     async fn count_sealed_before(&self, account: AccountId, cutoff: Timestamp) -> Result<u64> {
-        keys::count_sealed_before(self, account, cutoff).await
+        lifecycle::count_sealed_before(self, account, cutoff).await
     }
 
     async fn reseal_values(&self, dek: Option<DekRecord>, reseals: Vec<Reseal>) -> Result<u64> {
-        keys::reseal_values(self, dek, reseals).await
+        lifecycle::reseal_values(self, dek, reseals).await
     }
 
     async fn prune_versions(&self, keep: u32, limit: usize) -> Result<u64> {
-        keys::prune_versions(self, keep, limit).await
+        lifecycle::prune_versions(self, keep, limit).await
     }
 
     async fn destroy_unreferenced_deks(
@@ -255,11 +255,11 @@ impl Storage for PgStorage {
         keep: Vec<DekId>,
         limit: usize,
     ) -> Result<Vec<DestroyedDek>> {
-        keys::destroy_unreferenced_deks(self, keep, limit).await
+        lifecycle::destroy_unreferenced_deks(self, keep, limit).await
     }
 
     async fn compact_destroyed_deks(&self) -> Result<Option<u64>> {
-        keys::compact_destroyed_deks(self).await
+        lifecycle::compact_destroyed_deks(self).await
     }
 
     async fn create_store(

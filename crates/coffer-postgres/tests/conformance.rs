@@ -21,8 +21,9 @@ const BUILT: &[&str] = &[
     "audit_listing",
     "nodes",
     "replication",
-    "services",
     "rewrap",
+    "lifecycle",
+    "services",
     "node_keys",
     "account_keys",
 ];
@@ -45,6 +46,7 @@ async fn run_module(module: &str) {
     let ran =
         coffer_storage::conformance::run_selected(&selected, || databases.fresh(&cluster)).await;
     assert!(ran > 0, "{module}: nothing ran");
+    eprintln!("conformance module {module}: {ran} checks passed on PostgreSQL");
 }
 
 /// One test per module of the suite, so modules run in parallel.
@@ -87,6 +89,7 @@ modules!(
     replication,
     nodes,
     rewrap,
+    lifecycle,
     node_keys,
     account_keys,
 );
