@@ -55,7 +55,7 @@ pub(crate) fn rk_wrap_cols(row: &Row, idx: usize, what: &'static str) -> Result<
     }
 }
 
-async fn read_instance_key(
+pub(crate) async fn read_instance_key(
     c: &impl GenericClient,
     purpose: &str,
 ) -> Result<Option<WrappedKeyRecord>> {
@@ -93,30 +93,36 @@ pub(crate) async fn put_instance_key_if_absent(
 ) -> Result<WrappedKeyRecord> {
     let purpose = purpose.to_owned();
     s.write(&[], move |w| {
-        Box::pin(async move {
-            refuse_retired(w.tx(), &key.kek_id).await?;
-            // Under the writer lock no other initialiser runs between this insert and the
-            // read below: whoever's insert came first is what both read back.
-            w.tx()
-                .execute(
-                    "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
-                    &[
-                        &purpose,
-                        &key.id.as_bytes().as_slice(),
-                        &key.kek_id,
-                        &key.wrapped,
-                        &key.created.unix_micros(),
-                    ],
-                )
-                .await
-                .db("put instance key")?;
-            read_instance_key(w.tx(), &purpose).await?.ok_or_else(|| {
-                StorageError::Unavailable("instance key vanished after insert".into())
-            })
-        })
+        Box::pin(async move { put_instance_key_in(w.tx(), &purpose, &key).await })
     })
     .await
+}
+
+/// Stores `key` under `purpose` unless one is stored, in the caller's write; returns the one
+/// stored afterwards. Under the writer lock no other initialiser runs between the insert and
+/// the read: whoever's insert came first is what both read back.
+pub(crate) async fn put_instance_key_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    purpose: &str,
+    key: &WrappedKeyRecord,
+) -> Result<WrappedKeyRecord> {
+    refuse_retired(tx, &key.kek_id).await?;
+    tx.execute(
+        "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
+        &[
+            &purpose,
+            &key.id.as_bytes().as_slice(),
+            &key.kek_id,
+            &key.wrapped,
+            &key.created.unix_micros(),
+        ],
+    )
+    .await
+    .db("put instance key")?;
+    read_instance_key(tx, purpose)
+        .await?
+        .ok_or_else(|| StorageError::Unavailable("instance key vanished after insert".into()))
 }
 
 /// `Conflict` if `kek_id` was retired (its key destroyed): no key it wraps may be stored.
