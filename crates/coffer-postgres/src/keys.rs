@@ -93,30 +93,23 @@ pub(crate) async fn put_instance_key_if_absent(
 ) -> Result<WrappedKeyRecord> {
     let purpose = purpose.to_owned();
     s.write(&[], move |w| {
-        Box::pin(async move { insert_instance_key_if_absent(w.tx(), &purpose, &key).await })
+        Box::pin(async move { put_instance_key_in(w.tx(), &purpose, &key).await })
     })
     .await
 }
 
-/// Stores `key` under `purpose` unless a key is stored for it; returns the stored one (in the
-/// caller's write).
-pub(crate) async fn insert_instance_key_if_absent(
-    c: &impl GenericClient,
+/// Stores `key` under `purpose` unless one is stored, in the caller's write; returns the one
+/// stored afterwards. Under the writer lock no other initialiser runs between the insert and
+/// the read: whoever's insert came first is what both read back.
+pub(crate) async fn put_instance_key_in(
+    tx: &deadpool_postgres::Transaction<'_>,
     purpose: &str,
     key: &WrappedKeyRecord,
 ) -> Result<WrappedKeyRecord> {
-    refuse_retired(c, &key.kek_id).await?;
-    // Under the writer lock no other initialiser runs between this insert and the read
-    // below: whoever's insert came first is what both read back.
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
-        )
-        .await
-        .db("put instance key")?;
-    c.execute(
-        &stmt,
+    refuse_retired(tx, &key.kek_id).await?;
+    tx.execute(
+        "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
         &[
             &purpose,
             &key.id.as_bytes().as_slice(),
@@ -127,7 +120,7 @@ pub(crate) async fn insert_instance_key_if_absent(
     )
     .await
     .db("put instance key")?;
-    read_instance_key(c, purpose)
+    read_instance_key(tx, purpose)
         .await?
         .ok_or_else(|| StorageError::Unavailable("instance key vanished after insert".into()))
 }
@@ -236,7 +229,7 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
         // which the revoked node may hold, until the owed rotation is made: a write that took
         // a DEK under it before the revocation must not store a value under it afterwards
         // (refused whether the DEK is stored already or not).
-        if rk.ark && crate::replication::owes_ark_rotation(w.tx(), dek.account_id).await? {
+        if rk.ark && crate::ark::owes_rotation(w.tx(), dek.account_id).await? {
             return Err(StorageError::Conflict);
         }
     }

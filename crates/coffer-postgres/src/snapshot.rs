@@ -243,21 +243,50 @@ async fn stream(
             node_put,
         )
         .await?;
-    // The grants of the nodes in service, after them; then their account grants.
+    // The grants of the nodes in service, after them.
     items
         .each(
-            crate::replication::LIVE_GRANTS,
+            "SELECT g.node_id, g.rk_version, g.ephemeral, g.sealed
+             FROM node_grants AS g JOIN nodes AS n ON n.id = g.node_id
+             WHERE n.revoked IS NULL ORDER BY g.node_id, g.rk_version",
             &[],
             "snapshot node grants",
-            crate::replication::grant_change,
+            |row| {
+                let grant = crate::replication::grant_from_row(row)?;
+                Ok(Change::NodeKeyGrant {
+                    node_id: grant.node_id,
+                    rk_version: grant.rk_version,
+                    ephemeral_public_hex: hex::encode(grant.ephemeral_public),
+                    sealed_hex: hex::encode(&grant.sealed),
+                })
+            },
         )
         .await?;
+    // The account grants of the nodes in service, after the accounts they name.
     items
         .each(
-            crate::replication::LIVE_ACCOUNT_GRANTS,
+            "SELECT g.account_id, g.node_id, g.ark_version, g.ephemeral, g.sealed
+             FROM account_grants AS g JOIN nodes AS n ON n.id = g.node_id
+             WHERE n.revoked IS NULL ORDER BY g.account_id, g.node_id, g.ark_version",
             &[],
             "snapshot account grants",
-            crate::replication::grant_row_change,
+            |row| {
+                Ok(Change::AccountKeyGrant {
+                    account_id: AccountId::from_bytes(bytes_col(
+                        row,
+                        0,
+                        "account_grants.account_id",
+                    )?),
+                    node_id: TokenId::from_bytes(bytes_col(row, 1, "account_grants.node_id")?),
+                    ark_version: u32_col(row, 2, "account_grants.ark_version")?,
+                    ephemeral_public_hex: hex::encode(bytes_col::<32>(
+                        row,
+                        3,
+                        "account_grants.ephemeral",
+                    )?),
+                    sealed_hex: hex::encode(col::<&[u8]>(row, 4, "account_grants.sealed")?),
+                })
+            },
         )
         .await?;
     if items.sent != count {

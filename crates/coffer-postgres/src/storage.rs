@@ -18,8 +18,8 @@ use coffer_types::{
 };
 
 use crate::{
-    PgStorage, accounts, audit, change_log, keys, lifecycle, nodes, replication, secrets, services,
-    snapshot, stores, tokens,
+    PgStorage, accounts, ark, audit, change_log, keys, lifecycle, nodes, replication, secrets,
+    services, snapshot, stores, tokens,
 };
 
 #[async_trait]
@@ -583,18 +583,18 @@ impl ArkStorage for PgStorage {
         grants: Vec<AccountGrant>,
         audit: &[AuditEntry],
     ) -> Result<()> {
-        replication::put_account_replication_key(self, account, version, key, grants, audit).await
+        ark::put_account_replication_key(self, account, version, key, grants, audit).await
     }
 
     async fn account_replication_keys(&self) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>> {
-        replication::account_replication_keys(self).await
+        ark::account_replication_keys(self).await
     }
 
     async fn account_replication_key_versions(
         &self,
         account: AccountId,
     ) -> Result<Vec<(u32, WrappedKeyRecord)>> {
-        replication::account_replication_key_versions(self, account).await
+        ark::account_replication_key_versions(self, account).await
     }
 
     async fn register_node_account_key(
@@ -605,19 +605,19 @@ impl ArkStorage for PgStorage {
         grant: Option<AccountGrant>,
         audit: &[AuditEntry],
     ) -> Result<bool> {
-        replication::register_node_account_key(self, node, account, public_key, grant, audit).await
+        ark::register_node_account_key(self, node, account, public_key, grant, audit).await
     }
 
     async fn ark_accounts(&self) -> Result<Vec<AccountId>> {
-        replication::ark_accounts(self).await
+        ark::ark_accounts(self).await
     }
 
     async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
-        replication::account_grant_versions(self, account, node).await
+        ark::account_grant_versions(self, account, node).await
     }
 
     async fn node_account_keys(&self, account: AccountId) -> Result<Vec<NodeAccountKey>> {
-        replication::node_account_keys(self, account).await
+        ark::node_account_keys(self, account).await
     }
 
     async fn rotate_account_replication_key(
@@ -625,14 +625,14 @@ impl ArkStorage for PgStorage {
         rotation: ArkRotation,
         audit: &[AuditEntry],
     ) -> Result<()> {
-        replication::rotate_account_replication_key(self, rotation, audit).await
+        ark::rotate_account_replication_key(self, rotation, audit).await
     }
 
     async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>> {
-        replication::accounts_owing_ark_rotation(self).await
+        ark::accounts_owing_ark_rotation(self).await
     }
 
     async fn account_grants(&self, account: AccountId, version: u32) -> Result<Vec<AccountGrant>> {
-        replication::account_grants(self, account, version).await
+        ark::account_grants(self, account, version).await
     }
 }
