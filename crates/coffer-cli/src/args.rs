@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 mod account;
 mod audit;
+mod backup;
 mod kek;
 mod node;
 mod operator;
@@ -26,6 +27,7 @@ mod systemd_units;
 
 pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
+pub use backup::{BackupArgs, RestoreArgs, VerifyArgs};
 pub use kek::KekCommand;
 pub use node::NodeCommand;
 pub use operator::OperatorCommand;
@@ -37,6 +39,7 @@ pub use service::{DeployArgs, ServiceCommand, ServiceTokenCommand};
 pub use store::{StoreCommand, StoreOrderArg};
 pub use token::TokenCommand;
 
+use backup::{BACKUP_LONG_ABOUT, RESTORE_LONG_ABOUT, VERIFY_LONG_ABOUT};
 use run::RUN_AFTER_HELP;
 use server::{DEV_LONG_ABOUT, EDGE_LONG_ABOUT};
 use service::DEPLOY_AFTER_HELP;
@@ -170,6 +173,15 @@ pub enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Back up a data dir's database into one file, online, while a server runs on it
+    #[command(long_about = BACKUP_LONG_ABOUT)]
+    Backup(BackupArgs),
+    /// Restore a backup file into a new data dir, checking its checksums and chains
+    #[command(long_about = RESTORE_LONG_ABOUT)]
+    Restore(RestoreArgs),
+    /// Check a data dir's change-log and audit chains (read-only, server running or not)
+    #[command(long_about = VERIFY_LONG_ABOUT)]
+    Verify(VerifyArgs),
     /// Run a command with the service's secret bindings in its environment
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),

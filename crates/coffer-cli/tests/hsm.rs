@@ -497,3 +497,6 @@ mod rotation;
 
 #[path = "hsm/account_kek.rs"]
 mod account_kek;
+
+#[path = "hsm/backup.rs"]
+mod backup;

@@ -493,6 +493,73 @@ impl AccountKekRecords {
     }
 }
 
+/// `coffer restore --kek-from OLD`: copies `OLD/account-keks/` into `NEW/account-keks/` (made
+/// 0700): every record, and every key file Coffer made there. A record naming a key file in
+/// `OLD/account-keks/` is rewritten to name the copy in `NEW` (made absolute), so the restored
+/// dir does not depend on the old one; a key file the operator named elsewhere (`file:PATH`)
+/// and a key in an HSM are left where they are, and the record names them as before. Returns
+/// the paths written, relative to `NEW`; nothing when `OLD` has no account KEKs.
+pub(crate) fn copy_account_keks(old: &Path, new: &Path) -> Result<Vec<String>, String> {
+    let from = old.join(ACCOUNT_KEKS_DIR);
+    let entries = match fs::read_dir(&from) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot list {}: {e}", from.display())),
+    };
+    let new_abs = std::path::absolute(new).map_err(|e| format!("{}: {e}", new.display()))?;
+    let to = new.join(ACCOUNT_KEKS_DIR);
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&to)
+        .map_err(|e| format!("cannot create {}: {e}", to.display()))?;
+    // The old dir as records may name it: as given, and resolved.
+    let old_dirs = [
+        from.clone(),
+        fs::canonicalize(&from).unwrap_or_else(|_| from.clone()),
+    ];
+    let mut written = Vec::new();
+    let mut names: Vec<_> = entries
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot list {}: {e}", from.display()))?;
+    names.sort();
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let (stem, is_record) = match (name.strip_suffix(".toml"), name.strip_suffix(".key")) {
+            (Some(stem), _) => (stem, true),
+            (None, Some(stem)) => (stem, false),
+            (None, None) => continue,
+        };
+        if stem.parse::<AccountId>().is_err() {
+            continue;
+        }
+        let (src, dst) = (from.join(name), to.join(name));
+        if is_record {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut crate::fsio::open_regular(&src, false)?, &mut text)
+                .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+            let mut record: Record = toml::from_str(&text)
+                .map_err(|e| format!("{} is not a valid account KEK record: {e}", src.display()))?;
+            if let Some(path) = &record.path
+                && let (Some(dir), Some(file)) = (path.parent(), path.file_name())
+                && old_dirs.iter().any(|d| d == dir)
+            {
+                record.path = Some(new_abs.join(ACCOUNT_KEKS_DIR).join(file));
+            }
+            let text = toml::to_string(&record)
+                .map_err(|e| format!("cannot encode {}: {e}", dst.display()))?;
+            crate::fsio::write_new(&dst, &mut text.as_bytes())?;
+        } else {
+            // A key file: regular, not a symlink, private (as `read_key_file` wants it).
+            let mut file = crate::fsio::open_regular(&src, true)?;
+            crate::fsio::write_new(&dst, &mut file)?;
+        }
+        written.push(format!("{ACCOUNT_KEKS_DIR}/{name}"));
+    }
+    crate::fsio::sync_dir(&to).map_err(|e| format!("cannot sync {}: {e}", to.display()))?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,9 @@
 //!
 //! One process at a time: the embedded database has one writer, so a second `coffer server`
 //! (or `coffer init`) on the same dir is refused rather than left to fight over it. Several
-//! control-plane instances are what the PostgreSQL backend is for.
+//! control-plane instances are what the PostgreSQL backend is for. `coffer backup` and `coffer
+//! verify` read the database without the lock, read-only (`backup.rs`); `coffer restore` takes
+//! the lock of the dir it restores into.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -27,8 +29,8 @@ use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
 
-const LOCK_FILE: &str = "lock";
-const DB_FILE: &str = "coffer.db";
+pub(crate) const LOCK_FILE: &str = "lock";
+pub(crate) const DB_FILE: &str = "coffer.db";
 
 fn data_dir_error(path: &Path, message: impl Into<String>) -> ServerError {
     ServerError::DataDir {
@@ -77,6 +79,22 @@ pub fn lock(path: &Path) -> Result<File, ServerError> {
     }
 }
 
+/// Whether `path` is an initialised data dir (its KEK configuration and database are there);
+/// returns the database's path. Takes no lock and reads nothing.
+pub(crate) fn check_initialised(path: &Path) -> Result<std::path::PathBuf, ServerError> {
+    let has_kek = path.join(KEK_FILE).exists()
+        || path.join(KEK_CONFIG).exists()
+        || path.join(VERSIONS_FILE).exists();
+    let db = path.join(DB_FILE);
+    if !has_kek || !db.exists() {
+        return Err(data_dir_error(
+            path,
+            "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
+        ));
+    }
+    Ok(db)
+}
+
 /// Opens an initialised data dir; `secrets` unlock its KEK if it is in an HSM.
 pub async fn open(
     path: &Path,
@@ -84,15 +102,7 @@ pub async fn open(
     secrets: KekSecrets,
     keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
-    let has_kek = path.join(KEK_FILE).exists()
-        || path.join(KEK_CONFIG).exists()
-        || path.join(VERSIONS_FILE).exists();
-    if !has_kek || !path.join(DB_FILE).exists() {
-        return Err(data_dir_error(
-            path,
-            "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
-        ));
-    }
+    check_initialised(path)?;
     let lock = lock(path)?;
     let kek = kek::open(path, secrets)
         .await
@@ -105,7 +115,7 @@ pub async fn open(
     })
 }
 
-async fn open_coffer(
+pub(crate) async fn open_coffer(
     path: &Path,
     kek: Arc<KekRing>,
     limits: Limits,
@@ -128,22 +138,42 @@ async fn open_coffer(
     Ok(coffer)
 }
 
-/// Creates and initialises a data dir with the chosen KEK. On failure, removes exactly what this
-/// call created in the dir (a key it generated in an HSM stays there, and a retry uses it).
-pub async fn init(
-    path: &Path,
-    choice: KekChoice,
-    secrets: KekSecrets,
-) -> Result<InitOutcome, ServerError> {
-    let created_dir = match fs::read_dir(path) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(data_dir_error(
-                    path,
-                    "already exists and is not empty; refusing to overwrite it",
-                ));
+/// A data dir being made (`coffer init`, `coffer restore`): it was absent or empty, is now
+/// 0700, owned by us, and held under its lock, so everything in it is what this process wrote.
+pub(crate) struct NewDir {
+    path: std::path::PathBuf,
+    lock: File,
+    created: bool,
+}
+
+/// Makes `path` ready to be filled: created (0700, its parents as needed) when absent; else it
+/// must be an empty directory (not a symlink), which is made 0700 before anything is written,
+/// and, once its lock is held, must still hold nothing but the lock and be owned by the user
+/// running this (so no one else can have planted a file in it between the checks).
+pub(crate) fn prepare_new(path: &Path) -> Result<NewDir, ServerError> {
+    let not_empty = || {
+        data_dir_error(
+            path,
+            "already exists and is not empty; refusing to overwrite it",
+        )
+    };
+    let created = match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => {
+            return Err(data_dir_error(
+                path,
+                "exists and is not a directory (it must be absent or an empty dir)",
+            ));
+        }
+        Ok(_) => {
+            if fs::read_dir(path)
+                .map_err(|e| data_dir_error(path, e.to_string()))?
+                .next()
+                .is_some()
+            {
+                return Err(not_empty());
             }
-            // An existing empty dir may have been made with a loose mode; ours is 0700.
+            // An existing empty dir may have been made with a loose mode; ours is 0700. Set
+            // first, so nothing can be added once the checks below pass.
             fs::set_permissions(path, fs::Permissions::from_mode(0o700))
                 .map_err(|e| data_dir_error(path, format!("cannot set mode 0700: {e}")))?;
             false
@@ -153,7 +183,7 @@ pub async fn init(
                 fs::create_dir_all(parent)
                     .map_err(|e| data_dir_error(path, format!("cannot create parent: {e}")))?;
             }
-            // Not recursive: if another `coffer init` created the dir a moment ago, fail here
+            // Not recursive: if another process created the dir a moment ago, fail here
             // instead of sharing (and later cleaning up) its files.
             fs::DirBuilder::new()
                 .mode(0o700)
@@ -166,30 +196,87 @@ pub async fn init(
     let lock = match lock(path) {
         Ok(lock) => lock,
         Err(e) => {
-            if created_dir {
+            if created {
                 let _ = fs::remove_dir(path);
             }
             return Err(e);
         }
     };
+    let dir = NewDir {
+        path: path.to_owned(),
+        lock,
+        created,
+    };
+    let checked = (|| {
+        use std::os::unix::fs::MetadataExt;
+        let io = |e: std::io::Error| data_dir_error(path, e.to_string());
+        // The lock file is ours, so its owner is the user running this.
+        let me = dir.lock.metadata().map_err(io)?.uid();
+        if fs::symlink_metadata(path).map_err(io)?.uid() != me {
+            return Err(data_dir_error(
+                path,
+                "is owned by another user; refusing to use it",
+            ));
+        }
+        for entry in fs::read_dir(path).map_err(io)? {
+            if entry.map_err(io)?.file_name() != LOCK_FILE {
+                return Err(not_empty());
+            }
+        }
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok(dir),
+        Err(e) => {
+            // Only the lock is ours: leave the rest as found.
+            let NewDir { lock, created, .. } = dir;
+            drop(lock);
+            let _ = fs::remove_file(path.join(LOCK_FILE));
+            if created {
+                let _ = fs::remove_dir(path);
+            }
+            Err(e)
+        }
+    }
+}
+
+impl NewDir {
+    /// Undoes a failed init or restore: removes everything in the dir (it was empty and we
+    /// hold its lock, so all of it is ours; symlinks are removed, never followed), then the
+    /// lock, then the dir if this process created it.
+    pub(crate) fn abandon(self) {
+        if let Ok(entries) = fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                if entry.file_name() == LOCK_FILE {
+                    continue;
+                }
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let _ = if is_dir {
+                    fs::remove_dir_all(entry.path())
+                } else {
+                    fs::remove_file(entry.path())
+                };
+            }
+        }
+        drop(self.lock);
+        let _ = fs::remove_file(self.path.join(LOCK_FILE));
+        if self.created {
+            let _ = fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// Creates and initialises a data dir with the chosen KEK. On failure, removes what this call
+/// wrote in the dir (a key it generated in an HSM stays there, and a retry uses it).
+pub async fn init(
+    path: &Path,
+    choice: KekChoice,
+    secrets: KekSecrets,
+) -> Result<InitOutcome, ServerError> {
+    let dir = prepare_new(path)?;
     let result = init_contents(path, choice, secrets).await;
     if result.is_err() {
-        // We hold the lock and the dir was empty (or ours), so everything in it is ours.
-        for f in [
-            KEK_FILE,
-            KEK_CONFIG,
-            DB_FILE,
-            "coffer.db-wal",
-            "coffer.db-shm",
-            "coffer.db-journal",
-        ] {
-            let _ = fs::remove_file(path.join(f));
-        }
-        drop(lock);
-        let _ = fs::remove_file(path.join(LOCK_FILE));
-        if created_dir {
-            let _ = fs::remove_dir(path);
-        }
+        dir.abandon();
     }
     result
 }
@@ -228,6 +315,39 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// A refused dir is left exactly as found (its mode too); an abandoned one loses what was
+    /// written in it, symlinks removed and never followed.
+    #[test]
+    fn prepare_new_refuses_without_touching_and_abandon_does_not_follow_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let full = tmp.path().join("full");
+        fs::create_dir(&full).unwrap();
+        fs::set_permissions(&full, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(full.join("x"), b"x").unwrap();
+        let err = prepare_new(&full).err().unwrap();
+        assert!(err.to_string().contains("is not empty"), "{err}");
+        assert_eq!(mode(&full), 0o755);
+        assert!(!full.join(LOCK_FILE).exists());
+
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), b"k").unwrap();
+        let new = tmp.path().join("a").join("new");
+        let dir = prepare_new(&new).unwrap();
+        assert_eq!(mode(&new), 0o700);
+        fs::create_dir(new.join("sub")).unwrap();
+        fs::write(new.join("sub").join("f"), b"f").unwrap();
+        std::os::unix::fs::symlink(&outside, new.join("link")).unwrap();
+        dir.abandon();
+        assert!(!new.exists(), "made here, so removed");
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"k");
+
+        let file = tmp.path().join("file");
+        fs::write(&file, b"f").unwrap();
+        let err = prepare_new(&file).err().unwrap();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
     }
 
     #[tokio::test]

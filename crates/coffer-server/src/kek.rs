@@ -13,7 +13,7 @@
 //! binary reads it and hands it over as [`KekSecrets`]) or from the URI's `pin-source` file.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -265,7 +265,7 @@ fn write_config(path: &Path, uri: &Pkcs11Uri, id: &KekId) -> Result<(), String> 
         .map_err(|e| format!("cannot create {shown}: {e}"))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .and_then(|()| File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
+        .and_then(|()| crate::fsio::sync_parent(path))
         .map_err(|e| format!("cannot write {shown}: {e}"))
 }
 

@@ -44,7 +44,7 @@
 //! again (see [`Written`]).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -549,7 +549,7 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     if tests::FAIL_DIR_SYNC.with(std::cell::Cell::get) {
         return Err(std::io::Error::other("injected sync failure"));
     }
-    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    crate::fsio::sync_parent(path)
 }
 
 /// Unlinks a key file and syncs the directory. On SSDs and copy-on-write filesystems the

@@ -32,6 +32,7 @@ mod records;
 mod replication;
 mod rewrap;
 mod sqlite;
+mod verify;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -53,6 +54,7 @@ pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
 pub use sqlite::WriterHold;
 pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage};
+pub use verify::{AuditHead, ChainError, ChainReport, verify_chains};
 
 use async_trait::async_trait;
 use coffer_types::{

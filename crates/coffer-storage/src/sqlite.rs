@@ -8,6 +8,7 @@
 
 mod account_keys;
 mod audit;
+mod backup;
 mod codec;
 mod lifecycle;
 mod node_keys;

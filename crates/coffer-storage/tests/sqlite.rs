@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 
 #[path = "sqlite/audit.rs"]
 mod audit;
+#[path = "sqlite/backup.rs"]
+mod backup;
 #[path = "sqlite/replica.rs"]
 mod replica;
 #[path = "sqlite/replica_accounts.rs"]

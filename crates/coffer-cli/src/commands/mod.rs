@@ -2,6 +2,7 @@
 
 mod account;
 mod audit;
+mod backup;
 pub mod bound;
 mod deploy;
 mod init;
@@ -73,6 +74,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Operator { conn, command } => operator::run(&conn, command).await,
         Command::Completions { shell } => crate::manpages::completions(shell),
         Command::Man { out_dir } => crate::manpages::write(&out_dir),
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
+        Command::Verify(args) => backup::verify(args).await,
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }

@@ -35,11 +35,10 @@ pub(super) fn open_writer(
     busy_timeout: Duration,
     sync_commits: bool,
 ) -> Result<Connection> {
-    // No SQLITE_OPEN_URI: the path is a file name, never interpreted as a `file:` URI.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags).db("open database")?;
+    let mut conn = Connection::open_with_flags(file_name(path)?, flags).db("open database")?;
     conn.busy_timeout(busy_timeout).db("set busy timeout")?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -87,11 +86,72 @@ fn stable_plans(conn: &Connection) -> Result<()> {
 /// Opens a read-only connection (WAL lets it read while the writer writes).
 pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).db("open reader")?;
+    let conn = Connection::open_with_flags(file_name(path)?, flags).db("open reader")?;
     conn.busy_timeout(busy_timeout).db("set busy timeout")?;
     stable_plans(&conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// `path` as SQLite must be given it to read it as a file name. The bundled SQLite is built
+/// with `SQLITE_USE_URI`, so a name starting with `file:` is parsed as a URI whatever the open
+/// flags say (`file:x?mode=memory`, say, would not even be a file): an absolute path never
+/// starts with `file:`. Also used for `VACUUM INTO`'s destination.
+pub(super) fn file_name(path: &Path) -> Result<std::path::PathBuf> {
+    std::path::absolute(path).map_err(|e| {
+        StorageError::Unavailable(format!(
+            "{}: cannot make the path absolute: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The schema a database of `version` has when this build made or migrated it: each
+/// `sqlite_schema` row's (type, name, table, SQL with runs of whitespace made one space),
+/// sorted. What a database restored from a backup must hold exactly (`backup.rs`).
+pub(super) fn expected_schema(version: i64) -> Result<Vec<SchemaRow>> {
+    let count = usize::try_from(version)
+        .ok()
+        .filter(|v| (1..=MIGRATIONS.len()).contains(v))
+        .ok_or_else(|| {
+            StorageError::Unavailable(format!(
+                "schema version {version} is not one this build knows (it knows 1 to {SCHEMA_VERSION})"
+            ))
+        })?;
+    let mut conn = Connection::open_in_memory().db("open a scratch database")?;
+    let tx = conn.transaction().db("begin")?;
+    for migration in &MIGRATIONS[..count] {
+        migration(&tx).db("build the expected schema")?;
+    }
+    tx.commit().db("commit")?;
+    schema_rows(&conn)
+}
+
+/// One `sqlite_schema` row, SQL normalised (see [`expected_schema`]).
+pub(super) type SchemaRow = (String, String, String, Option<String>);
+
+/// `conn`'s schema rows (see [`expected_schema`]), leaving out `sqlite_stat*` tables, which
+/// `ANALYZE` may add and which only steer the query planner.
+pub(super) fn schema_rows(conn: &Connection) -> Result<Vec<SchemaRow>> {
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema")
+        .db("read the schema")?;
+    let mut rows: Vec<SchemaRow> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?
+                    .map(|sql| sql.split_whitespace().collect::<Vec<_>>().join(" ")),
+            ))
+        })
+        .db("read the schema")?
+        .collect::<rusqlite::Result<_>>()
+        .db("read the schema")?;
+    rows.retain(|(_, name, _, _)| !name.starts_with("sqlite_stat"));
+    rows.sort();
+    Ok(rows)
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one IMMEDIATE transaction: it holds the write lock

@@ -267,6 +267,8 @@ pub(super) struct WriterHandle {
     counters: Arc<Counters>,
     signer: SignerSlot,
     observer: ObserverSlot,
+    /// Made by [`WriterHandle::read_only`]: there never was a writer, and a write says so.
+    read_only: bool,
 }
 
 impl WriterHandle {
@@ -303,6 +305,28 @@ impl WriterHandle {
             counters,
             signer,
             observer,
+            read_only: false,
+        })
+    }
+
+    /// A handle with no writer thread, for a read-only [`super::SqliteStorage`]: every write
+    /// fails with `Unavailable`. The head is read from `conn` (a read-only connection).
+    pub(super) fn read_only(conn: &Connection) -> Result<WriterHandle> {
+        let head = read_head(conn)?;
+        Ok(WriterHandle {
+            jobs: Mutex::new(None),
+            thread: tokio::sync::Mutex::new(None),
+            counters: Arc::new(Counters {
+                commits: AtomicU64::new(0),
+                jobs: AtomicU64::new(0),
+                audit_entries: AtomicU64::new(0),
+                audit_failures: AtomicU64::new(0),
+                committed_seq: AtomicU64::new(head.seq),
+                head: watch::Sender::new(head.seq),
+            }),
+            signer: SignerSlot::default(),
+            observer: ObserverSlot::default(),
+            read_only: true,
         })
     }
 
@@ -351,7 +375,13 @@ impl WriterHandle {
             output: None,
             reply,
         });
-        let stopped = || StorageError::Unavailable("the writer has stopped".into());
+        let stopped = || {
+            StorageError::Unavailable(if self.read_only {
+                "the database was opened read-only".into()
+            } else {
+                "the writer has stopped".into()
+            })
+        };
         let jobs = self.sender().ok_or_else(stopped)?;
         jobs.send(job).await.map_err(|_| stopped())?;
         // Not held while waiting for the answer: only queued jobs keep the writer alive.

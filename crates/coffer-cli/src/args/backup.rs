@@ -1,0 +1,89 @@
+//! `coffer backup`, `restore` and `verify`: the embedded store's backups and chain checks.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+pub const BACKUP_LONG_ABOUT: &str = "\
+Write an online, consistent backup of a data dir's database into one file, while `coffer \
+server` keeps serving (and writing) on it: no lock is taken and writes are not held up.
+
+The file holds the database (ciphertexts and wrapped keys) and a manifest: format version, \
+creation time, Coffer version, the change log's cluster id and head, every account's audit \
+head, and the database's length and SHA-256, with a checksum over the manifest. It holds no \
+key: never the KEK file, the KEK versions' keys, kek.toml, a PIN or an account KEK. Without \
+the KEK it opens nothing, so back the KEK up too, apart from these files \
+(docs/operations.md, \"Backup and restore\").
+
+The copy's chains are checked before the file is written. The file is written beside FILE, \
+synced, then put in place (mode 0600): FILE is never half-written.";
+
+pub const RESTORE_LONG_ABOUT: &str = "\
+Restore a backup file into a new data dir (absent or empty).
+
+Before and while writing, the file is checked: its format, the manifest's checksum, its \
+length, and the database's SHA-256. The restored database is then checked as an untrusted \
+file (its schema must be exactly this build's, and pass SQLite's integrity check) before it \
+is opened; its change-log chain (from its base) and every account's audit chain are \
+recomputed, and their heads compared with the manifest's. Any failed check removes \
+everything restore wrote and names the check.
+
+These checks are unkeyed: they find damage, not someone who rewrote the file and recomputed \
+its hashes. The keyed check is the audit checkpoints' MACs, made with a key the KEK wraps: \
+with --kek-from, restore copies the KEK configuration the KEK versions file names \
+(kek.key or kek.toml, kek-versions.toml, kek-N.key, account-keks/; key files must be \
+private regular files), opens the restored dir with it and verifies every checkpoint's MAC. \
+Without --kek-from, copy the KEK from its own backup and run `coffer audit verify` for every \
+account before trusting the restored dir. A KEK in an HSM stays in the HSM (the PIN is read \
+from COFFER_PKCS11_PIN, as for `coffer server`).";
+
+pub const VERIFY_LONG_ABOUT: &str = "\
+Recompute a data dir's change-log chain (from its base) and every account's audit chain, \
+read-only, with or without a server running on it, compare every audit checkpoint with the \
+entry it names, and print the heads. Exits non-zero naming the first broken link. These \
+checks are unkeyed: they find damage, not a deliberate rewrite. The checkpoints' MACs (a key \
+the KEK wraps) are checked by `coffer audit verify` through the server.";
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The data dir to back up (a server may be running on it)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The backup file to write (its directory must exist and be writable by no one else)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace FILE if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// Print the manifest (and the file's path) as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// The data dir to restore into: absent, or an empty dir
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Copy the KEK configuration (kek.key or kek.toml, kek-versions.toml and the key files it
+    /// names, account-keks/) from this data dir, e.g. the old one or a restored copy of its KEK
+    /// backup, and verify the audit checkpoints' MACs with it; nothing is taken from an HSM
+    #[arg(long, value_name = "OLD_DIR")]
+    pub kek_from: Option<PathBuf>,
+    /// Print what was restored as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data dir to check (a server may be running on it)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Print the heads as JSON
+    #[arg(long)]
+    pub json: bool,
+}
