@@ -31,6 +31,7 @@ mod audit;
 mod change_log;
 mod config;
 mod db;
+mod import;
 mod keys;
 mod lifecycle;
 mod migrate;
@@ -56,6 +57,7 @@ use coffer_storage::{FeedSigner, Result, StorageError, WriteObserver};
 use tokio::sync::watch;
 
 pub use config::TlsMode;
+pub use import::{ImportCounts, ImportError};
 pub use migrate::SCHEMA_VERSION;
 
 /// Tuning and secrets of a connection that are not in the URL. `Default` suits a small server.

@@ -53,7 +53,9 @@ pub use replication::{
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
 pub use sqlite::WriterHold;
-pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage};
+pub use sqlite::{
+    EXPORT_TABLES, RawRows, RawValue, SnapshotInstall, SqliteOptions, SqliteStorage, export_rows,
+};
 pub use verify::{AuditHead, ChainError, ChainReport, verify_chains};
 
 use async_trait::async_trait;

@@ -10,6 +10,7 @@ mod account_keys;
 mod audit;
 mod backup;
 mod codec;
+mod export;
 mod lifecycle;
 mod node_keys;
 mod nodes;
@@ -34,6 +35,7 @@ use coffer_types::{
 };
 
 use self::codec::DbResultExt;
+pub use self::export::{EXPORT_TABLES, RawRows, RawValue, export_rows};
 use self::readers::Readers;
 pub use self::replica::SnapshotInstall;
 use self::writer::{WriteCx, WriterHandle};
