@@ -245,6 +245,12 @@ impl PgStorage {
         })
     }
 
+    /// `host:port/database`: the database this handle is on, for messages (never the user or
+    /// password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
     /// A pooled connection for reads.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         use db::DbResultExt as _;

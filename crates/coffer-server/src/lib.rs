@@ -23,6 +23,7 @@ mod kek_versions;
 mod limiter;
 mod listener;
 mod metrics;
+pub mod migrate;
 pub mod node_keys;
 mod nodes;
 mod query;

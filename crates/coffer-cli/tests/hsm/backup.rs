@@ -87,7 +87,8 @@ fn a_restored_dir_with_kek_toml_copied_serves_through_the_same_token() {
     .ok();
     assert!(out.stdout.contains("copied kek.toml"), "{out:?}");
     assert!(
-        out.stdout.contains("audit checkpoint MACs verified with that KEK"),
+        out.stdout
+            .contains("audit checkpoint MACs verified with that KEK"),
         "{out:?}"
     );
     assert_eq!(std::fs::read(new.join("kek.toml")).unwrap(), kek_toml);

@@ -1,0 +1,58 @@
+//! `coffer migrate` (the work is `coffer_server::migrate`'s): what was copied and verified, and
+//! what to run next, as text or JSON. Nothing printed holds a key, a value or the password:
+//! counts, hashes, and the database as `host:port/database`.
+
+use serde_json::json;
+
+use crate::args::MigrateArgs;
+use crate::output;
+use coffer_server::migrate;
+
+pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    let mut options = coffer_postgres::PgOptions::default();
+    options.password_file = args.database_password_file.clone();
+    options.connect_timeout = std::time::Duration::from_secs(args.database_connect_timeout);
+    let done = migrate::migrate(&args.from, &args.to, options).await?;
+    let rows: u64 = done.counts.iter().map(|(_, n)| n).sum();
+    let log = &done.report.log;
+    let text = if args.json {
+        output::json_text(&json!({
+            "data_dir": args.from,
+            "database": done.target,
+            "cluster_id": hex::encode(done.cluster_id),
+            "rows": done.counts.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "change_log": {
+                "base_seq": log.base_seq,
+                "head_seq": log.head_seq,
+                "head_hash": hex::encode(log.head_hash),
+            },
+            "changes_checked": done.report.changes_checked,
+            "audit_chains": done.report.audit_heads.len(),
+            "audit_entries_checked": done.report.audit_entries_checked,
+            "rollback_copy": done.rollback,
+        }))
+    } else {
+        format!(
+            "migrated {} into {}: {rows} rows in {} tables copied as stored; verified: row \
+             counts, change log from seq {} to {} ({} entries), {} audit chains ({} entries), \
+             heads equal to the source's\n\
+             {} now uses PostgreSQL (backend.toml, cluster id {}); start it with: coffer \
+             server --data-dir {} --database-url URL\n\
+             {} is kept unchanged as the rollback copy\n",
+            args.from.display(),
+            done.target,
+            done.counts.len(),
+            log.base_seq,
+            log.head_seq,
+            done.report.changes_checked,
+            done.report.audit_heads.len(),
+            done.report.audit_entries_checked,
+            args.from.display(),
+            hex::encode(done.cluster_id),
+            args.from.display(),
+            done.rollback.display(),
+        )
+    };
+    output::print(&text)?;
+    Ok(())
+}
