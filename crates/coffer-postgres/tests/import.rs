@@ -268,8 +268,11 @@ async fn fill(path: &Path) {
 }
 
 /// Every table's rows, sorted, as the SQLite export reads them.
-fn sqlite_rows(path: &Path) -> Vec<(&'static str, Vec<String>, Vec<Vec<RawValue>>)> {
-    let mut out: Vec<(&'static str, Vec<String>, Vec<Vec<RawValue>>)> = Vec::new();
+/// A table's name, columns and rows.
+type Table = (&'static str, Vec<String>, Vec<Vec<RawValue>>);
+
+fn sqlite_rows(path: &Path) -> Vec<Table> {
+    let mut out: Vec<Table> = Vec::new();
     export_rows(path, 7, |batch| {
         match out.last_mut() {
             Some((t, _, rows)) if *t == batch.table => rows.extend(batch.rows),

@@ -94,14 +94,14 @@ pub fn export_rows(
         let mut stmt = tx
             .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
             .db("read a table")?;
-        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let columns: Vec<String> = stmt.column_names().map(String::from).collect();
         let mut rows = stmt.query([]).db("read a table")?;
         let mut pending = Vec::new();
         let mut count = 0u64;
         let mut sent = false;
         while let Some(row) = rows.next().db("read a row")? {
             let mut values = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
+            for (i, column) in columns.iter().enumerate() {
                 values.push(match row.get_ref(i).db("read a value")? {
                     ValueRef::Null => RawValue::Null,
                     ValueRef::Integer(v) => RawValue::Integer(v),
@@ -109,8 +109,7 @@ pub fn export_rows(
                         std::str::from_utf8(t)
                             .map_err(|_| {
                                 StorageError::Corrupted(format!(
-                                    "{table}.{}: text that is not UTF-8",
-                                    columns[i]
+                                    "{table}.{column}: text that is not UTF-8"
                                 ))
                             })?
                             .to_owned(),
@@ -118,8 +117,7 @@ pub fn export_rows(
                     ValueRef::Blob(b) => RawValue::Blob(b.to_vec()),
                     ValueRef::Real(_) => {
                         return Err(StorageError::Corrupted(format!(
-                            "{table}.{}: a floating-point value, which no column holds",
-                            columns[i]
+                            "{table}.{column}: a floating-point value, which no column holds"
                         )));
                     }
                 });
