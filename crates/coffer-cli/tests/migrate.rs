@@ -169,6 +169,14 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
         line.contains("URL") && !line.contains("s3cr3t-pw"),
         "{line}"
     );
+
+    // A dir that is not a data dir: one line, nothing made there.
+    let missing = tmp.path().join("missing");
+    let line = coffer(&["migrate", "--from", p(&missing), "--to", &url])
+        .one_error_line(1)
+        .to_owned();
+    assert!(line.contains("not an initialised"), "{line}");
+    assert!(!missing.exists());
     drop(db);
 }
 
