@@ -1,11 +1,264 @@
-//! Secrets and their sealed versions: bulk create (quota), read, list, compare-and-swap update, delete, runtime reads.
+//! Secrets and their sealed versions: bulk create (quota), read, list, compare-and-swap update,
+//! delete, runtime reads.
+//!
+//! Every write runs under the writer lock (see `write.rs`), so the quota, name and version
+//! checks made inside it hold against every instance.
+//!
+//! `queue_update_secret` applies the update as its own write before it returns, and hands back
+//! the outcome as an already finished future: updates are applied in the order they were
+//! queued and each is all-or-nothing, as the trait asks, but they do not share commits (that
+//! waits for group commit, see `write.rs`).
 
-#![allow(unused_imports)]
+use std::collections::HashSet;
 
-use coffer_storage::*;
-use coffer_types::*;
+use coffer_storage::{
+    AuditEntry, Change, DekRecord, Entity, NewSecret, Page, Pending, Result, SecretOrder,
+    SecretQuery, SecretRecord, SecretUpdate, StorageError, VersionRecord,
+};
+use coffer_types::{AccountId, DekId, Scope, Scopes, SecretId, SecretName, StoreId, Version};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
 
-use crate::{PgStorage, not_yet};
+use crate::PgStorage;
+use crate::db::{
+    DbResultExt, Params, Violation, bytes_col, col, db_error, direction_sql, offset, ts_col,
+    u64_col, version_col, violation,
+};
+use crate::keys::insert_carried_deks;
+use crate::stores::require_store;
+use crate::write::{TxFuture, WriteTx};
+
+// The column lists and their decoders change together: the decoders read by position.
+const SECRET_COLS: &str =
+    "id, store_id, account_id, name, comment, scopes, created, modified, version";
+const VERSION_COLS: &str = "secret_id, version, dek_id, sealed, created";
+
+/// A scope list as stored: `",workers,ai_gateway,"` (canonical order), or `","` for none.
+pub(crate) fn encode_scopes(scopes: &Scopes) -> String {
+    let mut out = String::from(",");
+    for scope in scopes.iter() {
+        out.push_str(scope.as_str());
+        out.push(',');
+    }
+    out
+}
+
+/// The needle that finds `scope` in an encoded scope list.
+fn scope_needle(scope: Scope) -> String {
+    format!(",{},", scope.as_str())
+}
+
+fn decode_scopes(raw: &str, what: &'static str) -> Result<Scopes> {
+    if raw == "," {
+        return Ok(Scopes::default());
+    }
+    let inner = raw
+        .strip_prefix(',')
+        .and_then(|s| s.strip_suffix(','))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| StorageError::Corrupted(format!("{what}: malformed scope list")))?;
+    // An empty item (",,") fails to parse like any unknown name.
+    let names: Vec<&str> = inner.split(',').collect();
+    Scopes::parse(&names).map_err(|_| StorageError::Corrupted(format!("{what}: unknown scope")))
+}
+
+/// A LIKE pattern matching `needle` anywhere, ASCII letters lowered (the column side is
+/// lowered the same way, see [`ascii_lower`]), with `\` escaping so that `%`, `_` and `\` in
+/// the needle match themselves. Use with `ESCAPE '\'`.
+fn contains_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out.push('%');
+    out
+}
+
+/// `column` with its ASCII letters lowered and every other character as it is: the search
+/// folds ASCII case only, whatever the database's locale (ILIKE would follow the collation).
+fn ascii_lower(column: &str) -> String {
+    format!("translate({column}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
+}
+
+pub(crate) fn secret_from_row(row: &Row) -> Result<SecretRecord> {
+    let name: &str = col(row, 3, "secrets.name")?;
+    let scopes: &str = col(row, 5, "secrets.scopes")?;
+    Ok(SecretRecord {
+        id: SecretId::from_bytes(bytes_col(row, 0, "secrets.id")?),
+        store_id: StoreId::from_bytes(bytes_col(row, 1, "secrets.store_id")?),
+        account_id: AccountId::from_bytes(bytes_col(row, 2, "secrets.account_id")?),
+        name: SecretName::parse(name)
+            .map_err(|_| StorageError::Corrupted("secrets.name: invalid name".into()))?,
+        comment: col(row, 4, "secrets.comment")?,
+        scopes: decode_scopes(scopes, "secrets.scopes")?,
+        created: ts_col(row, 6, "secrets.created")?,
+        modified: ts_col(row, 7, "secrets.modified")?,
+        version: version_col(row, 8, "secrets.version")?,
+    })
+}
+
+fn version_from_row(row: &Row) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        secret_id: SecretId::from_bytes(bytes_col(row, 0, "versions.secret_id")?),
+        version: version_col(row, 1, "versions.version")?,
+        dek_id: DekId::from_bytes(bytes_col(row, 2, "versions.dek_id")?),
+        sealed: col(row, 3, "versions.sealed")?,
+        created: ts_col(row, 4, "versions.created")?,
+    })
+}
+
+fn name_taken(name: &str) -> StorageError {
+    StorageError::NameTaken {
+        entity: Entity::Secret,
+        name: name.to_owned(),
+    }
+}
+
+/// Checks a DEK carried with `value` (see the `Storage` trait's "DEKs carried by writes").
+fn check_carried_dek(
+    dek: Option<&DekRecord>,
+    value: &VersionRecord,
+    account: AccountId,
+) -> Result<()> {
+    match dek {
+        Some(dek) if dek.key.id != value.dek_id => Err(StorageError::Invalid(
+            "a carried DEK is not the one its value is sealed under",
+        )),
+        Some(dek) if dek.account_id != account => Err(StorageError::Invalid(
+            "a carried DEK belongs to another account than the call",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `id` is a DEK of `account` (a secret may only be sealed under its account's keys).
+async fn dek_belongs_to(c: &impl GenericClient, id: DekId, account: AccountId) -> Result<bool> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM deks WHERE id = $1 AND account_id = $2")
+        .await
+        .db("check dek")?;
+    Ok(c.query_opt(
+        &stmt,
+        &[&id.as_bytes().as_slice(), &account.as_bytes().as_slice()],
+    )
+    .await
+    .db("check dek")?
+    .is_some())
+}
+
+/// The account's secret count (0 for an unknown account), kept by the `secrets_count` trigger.
+async fn read_secret_count(c: &impl GenericClient, account: AccountId) -> Result<u64> {
+    let stmt = c
+        .prepare_cached("SELECT secret_count FROM accounts WHERE id = $1")
+        .await
+        .db("secret count")?;
+    match c
+        .query_opt(&stmt, &[&account.as_bytes().as_slice()])
+        .await
+        .db("secret count")?
+    {
+        Some(row) => u64_col(&row, 0, "accounts.secret_count"),
+        None => Ok(0),
+    }
+}
+
+async fn read_version(
+    c: &impl GenericClient,
+    secret: SecretId,
+    version: Version,
+) -> Result<Option<VersionRecord>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {VERSION_COLS} FROM versions WHERE secret_id = $1 AND version = $2"
+        ))
+        .await
+        .db("get version")?;
+    c.query_opt(
+        &stmt,
+        &[&secret.as_bytes().as_slice(), &i64::from(version.0)],
+    )
+    .await
+    .db("get version")?
+    .map(|row| version_from_row(&row))
+    .transpose()
+}
+
+async fn insert_secret(c: &impl GenericClient, record: &SecretRecord) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                                  modified, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .await
+        .db("create secret")?;
+    c.execute(
+        &stmt,
+        &[
+            &record.id.as_bytes().as_slice(),
+            &record.store_id.as_bytes().as_slice(),
+            &record.account_id.as_bytes().as_slice(),
+            &record.name.as_str(),
+            &record.comment,
+            &encode_scopes(&record.scopes),
+            &record.created.unix_micros(),
+            &record.modified.unix_micros(),
+            &i64::from(record.version.0),
+        ],
+    )
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique("secrets_pkey")) => StorageError::AlreadyExists(Entity::Secret),
+        Some(Violation::Unique(_)) => name_taken(record.name.as_str()),
+        Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Store),
+        _ => db_error("create secret", &e),
+    })?;
+    Ok(())
+}
+
+async fn insert_version(c: &impl GenericClient, value: &VersionRecord) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await
+        .db("create version")?;
+    c.execute(
+        &stmt,
+        &[
+            &value.secret_id.as_bytes().as_slice(),
+            &i64::from(value.version.0),
+            &value.dek_id.as_bytes().as_slice(),
+            &value.sealed,
+            &value.created.unix_micros(),
+        ],
+    )
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique(_)) => StorageError::AlreadyExists(Entity::Version),
+        Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Dek),
+        _ => db_error("create version", &e),
+    })?;
+    Ok(())
+}
+
+fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
+    Change::SecretPut {
+        account_id: record.account_id,
+        store_id: record.store_id,
+        secret_id: record.id,
+        name: record.name.as_str().to_owned(),
+        scopes: record.scopes.to_strings(),
+        version: record.version.0,
+        dek_id: value.dek_id,
+        sealed_hex: hex::encode(&value.sealed),
+    }
+}
 
 pub(crate) async fn create_secrets(
     s: &PgStorage,
@@ -15,13 +268,67 @@ pub(crate) async fn create_secrets(
     quota: u64,
     audit: &[AuditEntry],
 ) -> Result<()> {
-    let _ = s;
-    let _ = account;
-    let _ = store;
-    let _ = secrets;
-    let _ = quota;
-    let _ = audit;
-    Err(not_yet("create_secrets"))
+    s.write(audit, move |w| {
+        Box::pin(async move { create_in(w, account, store, &secrets, quota).await })
+    })
+    .await
+}
+
+async fn create_in(
+    w: &mut WriteTx<'_>,
+    account: AccountId,
+    store: StoreId,
+    secrets: &[NewSecret],
+    quota: u64,
+) -> Result<()> {
+    require_store(w.tx(), account, store).await?;
+    for new in secrets {
+        let (record, value) = (&new.record, &new.value);
+        if record.account_id != account || record.store_id != store {
+            return Err(StorageError::Invalid(
+                "a new secret's record names another account or store than the call",
+            ));
+        }
+        if value.secret_id != record.id || value.version != record.version {
+            return Err(StorageError::Invalid(
+                "a new secret's value is not the version its record points at",
+            ));
+        }
+        check_carried_dek(new.dek.as_ref(), value, account)?;
+    }
+
+    // Under the writer lock: no create of any instance slips in between the count and the
+    // inserts.
+    let usage = read_secret_count(w.tx(), account).await?;
+    let requested = secrets.len() as u64;
+    if usage.saturating_add(requested) > quota {
+        return Err(StorageError::QuotaExceeded {
+            quota,
+            usage,
+            requested,
+        });
+    }
+
+    // Before the checks below, which then find carried DEKs like stored ones, and before the
+    // secrets, so an edge reading the log has each DEK before the values sealed under it.
+    let carried: Vec<&DekRecord> = secrets.iter().filter_map(|new| new.dek.as_ref()).collect();
+    insert_carried_deks(w, &carried).await?;
+    let mut checked: HashSet<DekId> = HashSet::new();
+    for new in secrets {
+        let dek = new.value.dek_id;
+        if checked.insert(dek) && !dek_belongs_to(w.tx(), dek, account).await? {
+            return Err(StorageError::NotFound(Entity::Dek));
+        }
+    }
+
+    // Inserting in order makes the first clash (with an existing secret or with an earlier
+    // item of this batch, already inserted) the one reported; it ends the transaction.
+    for new in secrets {
+        insert_secret(w.tx(), &new.record).await?;
+        insert_version(w.tx(), &new.value).await?;
+        w.append(&secret_put(&new.record, &new.value)).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn get_secret(
@@ -30,11 +337,34 @@ pub(crate) async fn get_secret(
     store: StoreId,
     id: SecretId,
 ) -> Result<Option<SecretRecord>> {
-    let _ = s;
-    let _ = account;
-    let _ = store;
-    let _ = id;
-    Err(not_yet("get_secret"))
+    read_secret(&s.client().await?, account, store, id).await
+}
+
+async fn read_secret(
+    c: &impl GenericClient,
+    account: AccountId,
+    store: StoreId,
+    id: SecretId,
+) -> Result<Option<SecretRecord>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {SECRET_COLS} FROM secrets
+             WHERE id = $1 AND store_id = $2 AND account_id = $3"
+        ))
+        .await
+        .db("get secret")?;
+    c.query_opt(
+        &stmt,
+        &[
+            &id.as_bytes().as_slice(),
+            &store.as_bytes().as_slice(),
+            &account.as_bytes().as_slice(),
+        ],
+    )
+    .await
+    .db("get secret")?
+    .map(|row| secret_from_row(&row))
+    .transpose()
 }
 
 pub(crate) async fn list_secrets(
@@ -43,11 +373,159 @@ pub(crate) async fn list_secrets(
     store: StoreId,
     query: &SecretQuery,
 ) -> Result<Page<SecretRecord>> {
-    let _ = s;
-    let _ = account;
-    let _ = store;
-    let _ = query;
-    Err(not_yet("list_secrets"))
+    let query = query.clone();
+    // One snapshot, so the store check, the count and the page agree.
+    s.read_snapshot(move |tx| -> TxFuture<'_, _> {
+        Box::pin(async move {
+            require_store(tx, account, store).await?;
+            let mut params = Params::default();
+            // Only fixed column names and operators are spliced in; every value is bound.
+            let mut filter = format!(
+                "store_id = {} AND account_id = {}",
+                params.push(store.as_bytes().to_vec()),
+                params.push(account.as_bytes().to_vec())
+            );
+            if let Some(search) = &query.search {
+                let p = params.push(contains_pattern(search));
+                filter.push_str(&format!(
+                    " AND ({} LIKE {p} ESCAPE '\\' OR {} LIKE {p} ESCAPE '\\')",
+                    ascii_lower("name"),
+                    ascii_lower("comment"),
+                ));
+            }
+            for scope in query.scopes.iter() {
+                let p = params.push(scope_needle(scope));
+                filter.push_str(&format!(" AND strpos(scopes, {p}) > 0"));
+            }
+            let count = tx
+                .prepare_cached(&format!("SELECT count(*) FROM secrets WHERE {filter}"))
+                .await
+                .db("count secrets")?;
+            let total = u64_col(
+                &tx.query_one(&count, &params.refs())
+                    .await
+                    .db("count secrets")?,
+                0,
+                "count",
+            )?;
+
+            // Every stored secret is active, so ordering by status is ordering by the
+            // tie-break alone.
+            let column = match query.order {
+                SecretOrder::Name => Some("name"),
+                SecretOrder::Comment => Some("comment"),
+                SecretOrder::Created => Some("created"),
+                SecretOrder::Modified => Some("modified"),
+                SecretOrder::Status => None,
+            };
+            let dir = direction_sql(query.direction);
+            let order = match column {
+                Some(column) => format!("{column} {dir}, id {dir}"),
+                None => format!("id {dir}"),
+            };
+            let limit = params.push(i64::from(query.per_page));
+            let skip = params.push(offset(query.page, query.per_page));
+            let page = tx
+                .prepare_cached(&format!(
+                    "SELECT {SECRET_COLS} FROM secrets WHERE {filter}
+                     ORDER BY {order} LIMIT {limit} OFFSET {skip}"
+                ))
+                .await
+                .db("list secrets")?;
+            let items = tx
+                .query(&page, &params.refs())
+                .await
+                .db("list secrets")?
+                .iter()
+                .map(secret_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page {
+                items,
+                total_count: total,
+            })
+        })
+    })
+    .await
+}
+
+async fn update_in(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<SecretRecord> {
+    let (account, store, id) = (update.account_id, update.store_id, update.secret_id);
+    require_store(w.tx(), account, store).await?;
+    let current = read_secret(w.tx(), account, store, id)
+        .await?
+        .ok_or(StorageError::NotFound(Entity::Secret))?;
+    if current.version != update.expected_version {
+        return Err(StorageError::Conflict);
+    }
+
+    let value = match update.value {
+        None if update.dek.is_some() => {
+            return Err(StorageError::Invalid("a carried DEK without a new value"));
+        }
+        Some(value) => {
+            if value.secret_id != id {
+                return Err(StorageError::Invalid(
+                    "a new value belongs to another secret",
+                ));
+            }
+            if Some(value.version) != update.expected_version.next() {
+                return Err(StorageError::Invalid(
+                    "a new value's version must be the expected version plus one",
+                ));
+            }
+            check_carried_dek(update.dek.as_ref(), &value, account)?;
+            let carried: Vec<&DekRecord> = update.dek.iter().collect();
+            insert_carried_deks(w, &carried).await?;
+            if !dek_belongs_to(w.tx(), value.dek_id, account).await? {
+                return Err(StorageError::NotFound(Entity::Dek));
+            }
+            insert_version(w.tx(), &value).await?;
+            value
+        }
+        // The change carries the full current state, so the unchanged value is read back.
+        None => read_version(w.tx(), id, current.version)
+            .await?
+            .ok_or_else(|| {
+                StorageError::Corrupted("a secret's current version row is missing".into())
+            })?,
+    };
+
+    let record = SecretRecord {
+        comment: update.comment.unwrap_or(current.comment),
+        scopes: update.scopes.unwrap_or(current.scopes),
+        modified: update.modified,
+        version: value.version,
+        ..current
+    };
+    // The version guard repeats the check above; it can only fail if that check was wrong.
+    let stmt = w
+        .tx()
+        .prepare_cached(
+            "UPDATE secrets SET comment = $1, scopes = $2, modified = $3, version = $4
+             WHERE id = $5 AND version = $6",
+        )
+        .await
+        .db("update secret")?;
+    let changed = w
+        .tx()
+        .execute(
+            &stmt,
+            &[
+                &record.comment,
+                &encode_scopes(&record.scopes),
+                &record.modified.unix_micros(),
+                &i64::from(record.version.0),
+                &id.as_bytes().as_slice(),
+                &i64::from(update.expected_version.0),
+            ],
+        )
+        .await
+        .db("update secret")?;
+    if changed != 1 {
+        return Err(StorageError::Conflict);
+    }
+    w.append(&secret_put(&record, &value)).await?;
+    Ok(record)
 }
 
 pub(crate) async fn update_secret(
@@ -55,10 +533,7 @@ pub(crate) async fn update_secret(
     update: SecretUpdate,
     audit: &[AuditEntry],
 ) -> Result<SecretRecord> {
-    let _ = s;
-    let _ = update;
-    let _ = audit;
-    Err(not_yet("update_secret"))
+    s.write(audit, move |w| Box::pin(update_in(w, update))).await
 }
 
 pub(crate) async fn queue_update_secret(
@@ -66,10 +541,10 @@ pub(crate) async fn queue_update_secret(
     update: SecretUpdate,
     audit: &[AuditEntry],
 ) -> Result<Pending<SecretRecord>> {
-    let _ = s;
-    let _ = update;
-    let _ = audit;
-    Err(not_yet("queue_update_secret"))
+    // Applied here, as its own write (see the module doc): by the time the next update is
+    // queued this one is committed or failed, so queued updates apply in order.
+    let outcome = update_secret(s, update, audit).await;
+    Ok(Box::pin(std::future::ready(outcome)))
 }
 
 pub(crate) async fn delete_secrets(
@@ -79,12 +554,47 @@ pub(crate) async fn delete_secrets(
     ids: &[SecretId],
     audit: &[AuditEntry],
 ) -> Result<()> {
-    let _ = s;
-    let _ = account;
-    let _ = store;
-    let _ = ids;
-    let _ = audit;
-    Err(not_yet("delete_secrets"))
+    let ids = ids.to_vec();
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            require_store(w.tx(), account, store).await?;
+            let stmt = w
+                .tx()
+                .prepare_cached(
+                    "DELETE FROM secrets WHERE id = $1 AND store_id = $2 AND account_id = $3",
+                )
+                .await
+                .db("delete secret")?;
+            // Naming a secret twice deletes it once.
+            let mut seen = HashSet::with_capacity(ids.len());
+            for id in ids.into_iter().filter(|id| seen.insert(*id)) {
+                let deleted = w
+                    .tx()
+                    .execute(
+                        &stmt,
+                        &[
+                            &id.as_bytes().as_slice(),
+                            &store.as_bytes().as_slice(),
+                            &account.as_bytes().as_slice(),
+                        ],
+                    )
+                    .await
+                    .db("delete secret")?;
+                if deleted == 0 {
+                    // The error rolls back the deletions already made: all or nothing.
+                    return Err(StorageError::NotFound(Entity::Secret));
+                }
+                w.append(&Change::SecretDeleted {
+                    account_id: account,
+                    store_id: store,
+                    secret_id: id,
+                })
+                .await?;
+            }
+            Ok(())
+        })
+    })
+    .await
 }
 
 pub(crate) async fn get_version(
@@ -92,16 +602,11 @@ pub(crate) async fn get_version(
     secret: SecretId,
     version: Version,
 ) -> Result<Option<VersionRecord>> {
-    let _ = s;
-    let _ = secret;
-    let _ = version;
-    Err(not_yet("get_version"))
+    read_version(&s.client().await?, secret, version).await
 }
 
 pub(crate) async fn secret_count(s: &PgStorage, account: AccountId) -> Result<u64> {
-    let _ = s;
-    let _ = account;
-    Err(not_yet("secret_count"))
+    read_secret_count(&s.client().await?, account).await
 }
 
 pub(crate) async fn get_secret_by_name(
@@ -110,22 +615,76 @@ pub(crate) async fn get_secret_by_name(
     store: StoreId,
     name: &SecretName,
 ) -> Result<Option<SecretRecord>> {
-    let _ = s;
-    let _ = account;
-    let _ = store;
-    let _ = name;
-    Err(not_yet("get_secret_by_name"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {SECRET_COLS} FROM secrets
+             WHERE store_id = $1 AND name = $2 AND account_id = $3"
+        ))
+        .await
+        .db("get secret by name")?;
+    c.query_opt(
+        &stmt,
+        &[
+            &store.as_bytes().as_slice(),
+            &name.as_str(),
+            &account.as_bytes().as_slice(),
+        ],
+    )
+    .await
+    .db("get secret by name")?
+    .map(|row| secret_from_row(&row))
+    .transpose()
 }
 
+/// The runtime read: one statement, so one snapshot. The secret is found through the
+/// `secrets_name_unique` index and its current version through the versions primary key. A
+/// LEFT JOIN, so that a secret whose current version row is missing is reported as damage
+/// rather than read as "no such secret".
 pub(crate) async fn current_value(
     s: &PgStorage,
     account: AccountId,
     store: StoreId,
     name: &SecretName,
 ) -> Result<Option<(SecretRecord, VersionRecord)>> {
-    let _ = s;
-    let _ = account;
-    let _ = store;
-    let _ = name;
-    Err(not_yet("current_value"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT s.id, s.store_id, s.account_id, s.name, s.comment, s.scopes, s.created,
+                    s.modified, s.version,
+                    v.dek_id, v.sealed, v.created
+             FROM secrets AS s
+             LEFT JOIN versions AS v ON v.secret_id = s.id AND v.version = s.version
+             WHERE s.store_id = $1 AND s.name = $2 AND s.account_id = $3",
+        )
+        .await
+        .db("current value")?;
+    let Some(row) = c
+        .query_opt(
+            &stmt,
+            &[
+                &store.as_bytes().as_slice(),
+                &name.as_str(),
+                &account.as_bytes().as_slice(),
+            ],
+        )
+        .await
+        .db("current value")?
+    else {
+        return Ok(None);
+    };
+    let secret = secret_from_row(&row)?;
+    if col::<Option<i64>>(&row, 11, "versions.created")?.is_none() {
+        return Err(StorageError::Corrupted(
+            "a secret's current version row is missing".into(),
+        ));
+    }
+    let version = VersionRecord {
+        secret_id: secret.id,
+        version: secret.version,
+        dek_id: DekId::from_bytes(bytes_col(&row, 9, "versions.dek_id")?),
+        sealed: col(&row, 10, "versions.sealed")?,
+        created: ts_col(&row, 11, "versions.created")?,
+    };
+    Ok(Some((secret, version)))
 }
