@@ -1,12 +1,14 @@
 //! Accounts: create, read, list, quota, delete (with everything the account holds).
 
 use coffer_storage::{AccountRecord, AuditEntry, Change, Entity, Result, StorageError};
-use coffer_types::AccountId;
+use coffer_types::{AccountId, DekId, SecretId, ServiceId, StoreId};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use crate::db::{DbResultExt, Violation, bytes_col, col, opt_u64_col, sql_u64, ts_col, violation};
-use crate::{PgStorage, not_yet};
+use crate::PgStorage;
+use crate::db::{
+    DbResultExt, Violation, bytes_col, col, db_error, opt_u64_col, sql_u64, ts_col, violation,
+};
 
 // The column list and its decoder change together: the decoder reads by position.
 const ACCOUNT_COLS: &str = "id, name, created, secrets_quota";
@@ -144,13 +146,173 @@ pub(crate) async fn set_account_quota(
     .await
 }
 
+/// The ids `sql` (one `$1` parameter: the account or store id) selects, in its order.
+async fn ids(
+    c: &impl GenericClient,
+    sql: &str,
+    owner: &[u8],
+    context: &'static str,
+) -> Result<Vec<[u8; 16]>> {
+    let stmt = c.prepare_cached(sql).await.db(context)?;
+    c.query(&stmt, &[&owner])
+        .await
+        .db(context)?
+        .iter()
+        .map(|row| bytes_col(row, 0, context))
+        .collect()
+}
+
+async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    owner: &[u8],
+    context: &'static str,
+) -> Result<u64> {
+    let stmt = c.prepare_cached(sql).await.db(context)?;
+    c.execute(&stmt, &[&owner]).await.db(context)
+}
+
 pub(crate) async fn delete_account(
     s: &PgStorage,
     id: AccountId,
     audit: &[AuditEntry],
 ) -> Result<()> {
-    let _ = s;
-    let _ = id;
-    let _ = audit;
-    Err(not_yet("delete_account"))
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            require_account(w.tx(), id).await?;
+            let account = id.as_bytes().to_vec();
+            // Id order for stores and secrets, so every backend logs the same entries in the
+            // same order.
+            let stores = ids(
+                w.tx(),
+                "SELECT id FROM stores WHERE account_id = $1 ORDER BY id",
+                &account,
+                "list account stores",
+            )
+            .await?;
+            for store in &stores {
+                let secrets = ids(
+                    w.tx(),
+                    "SELECT id FROM secrets WHERE store_id = $1 ORDER BY id",
+                    store,
+                    "list store secrets",
+                )
+                .await?;
+                // Versions go with their secrets (ON DELETE CASCADE); the trigger keeps
+                // `secret_count` right until the account row itself goes.
+                exec(
+                    w.tx(),
+                    "DELETE FROM secrets WHERE store_id = $1",
+                    store,
+                    "delete store secrets",
+                )
+                .await?;
+                for secret in secrets {
+                    w.append(&Change::SecretDeleted {
+                        account_id: id,
+                        store_id: StoreId::from_bytes(*store),
+                        secret_id: SecretId::from_bytes(secret),
+                    })
+                    .await?;
+                }
+            }
+            exec(
+                w.tx(),
+                "DELETE FROM stores WHERE account_id = $1",
+                &account,
+                "delete account stores",
+            )
+            .await?;
+            for store in stores {
+                w.append(&Change::StoreDeleted {
+                    account_id: id,
+                    store_id: StoreId::from_bytes(store),
+                })
+                .await?;
+            }
+            // Services in id order too. Their bindings and tokens go with them (ON DELETE
+            // CASCADE) and get no entries: `ServiceDeleted` implies them.
+            let services = ids(
+                w.tx(),
+                "SELECT id FROM services WHERE account_id = $1 ORDER BY id",
+                &account,
+                "list account services",
+            )
+            .await?;
+            exec(
+                w.tx(),
+                "DELETE FROM services WHERE account_id = $1",
+                &account,
+                "delete account services",
+            )
+            .await?;
+            for service in services {
+                w.append(&Change::ServiceDeleted {
+                    account_id: id,
+                    service_id: ServiceId::from_bytes(service),
+                })
+                .await?;
+            }
+            exec(
+                w.tx(),
+                "DELETE FROM tokens WHERE account_id = $1",
+                &account,
+                "delete account tokens",
+            )
+            .await?;
+            // Every version of the account is gone by now, and no other account's version can
+            // name one of its DEKs (writes check that), so a reference still found is damage.
+            let deks = ids(
+                w.tx(),
+                "SELECT id FROM deks WHERE account_id = $1",
+                &account,
+                "list account deks",
+            )
+            .await?;
+            let stmt = w
+                .tx()
+                .prepare_cached("DELETE FROM deks WHERE account_id = $1")
+                .await
+                .db("delete account deks")?;
+            w.tx()
+                .execute(&stmt, &[&account.as_slice()])
+                .await
+                .map_err(|e| match violation(&e) {
+                    Some(Violation::ForeignKey(_)) => StorageError::Corrupted(
+                        "a value of another account is sealed under a DEK of the deleted account"
+                            .into(),
+                    ),
+                    _ => db_error("delete account deks", &e),
+                })?;
+            // Its replication keys (ARK), their grants and the nodes' keys for it.
+            for (sql, context) in [
+                (
+                    "DELETE FROM account_replication_keys WHERE account_id = $1",
+                    "delete account replication keys",
+                ),
+                (
+                    "DELETE FROM account_grants WHERE account_id = $1",
+                    "delete account grants",
+                ),
+                (
+                    "DELETE FROM account_node_keys WHERE account_id = $1",
+                    "delete node account keys",
+                ),
+                ("DELETE FROM accounts WHERE id = $1", "delete account"),
+            ] {
+                exec(w.tx(), sql, &account, context).await?;
+            }
+            // Its DEKs are destroyed with it: no retained entry may still carry one, nor one of
+            // its account grants (`AccountDeleted` tells replicas to drop theirs).
+            crate::change_log::compact_past_account(
+                w.tx(),
+                id,
+                deks.into_iter().map(DekId::from_bytes),
+                u64::MAX,
+            )
+            .await?;
+            w.append(&Change::AccountDeleted { account_id: id }).await
+        })
+    })
+    .await
 }

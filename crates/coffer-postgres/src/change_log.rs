@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_storage::{ChangeRecord, FeedSignature, LogState, Result, StorageError};
-use coffer_types::Timestamp;
+use coffer_storage::{Change, ChangeRecord, FeedSignature, LogState, Result, StorageError};
+use coffer_types::{AccountId, DekId, Timestamp};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
@@ -258,31 +258,35 @@ pub(crate) async fn log_state(s: &PgStorage) -> Result<LogState> {
 
 pub(crate) async fn ensure_cluster_id(s: &PgStorage) -> Result<[u8; 16]> {
     s.write(&[], |w| {
-        Box::pin(async move {
-            // Under the writer lock: nobody can insert between this read and the insert.
-            if let Some(base) = base(w.tx()).await? {
-                return Ok(base.cluster_id);
-            }
-            let mut id = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut id)
-                .map_err(|_| StorageError::Unavailable("the random generator failed".into()))?;
-            // The log may already hold entries: its base stays at 0, the head is untouched.
-            w.tx()
-                .execute(
-                    "INSERT INTO replication (id, cluster_id, base_seq, base_hash, base_at)
-                     VALUES (1, $1, 0, $2, $3)",
-                    &[
-                        &id.as_slice(),
-                        &ChangeRecord::GENESIS_HASH.as_slice(),
-                        &Timestamp::now().unix_micros(),
-                    ],
-                )
-                .await
-                .db("store cluster id")?;
-            Ok(id)
-        })
+        Box::pin(async move { ensure_cluster_id_in(w.tx()).await })
     })
     .await
+}
+
+/// The cluster id, made now if the database has none, in the caller's write (under the writer
+/// lock: nobody can insert between the read and the insert).
+pub(crate) async fn ensure_cluster_id_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<[u8; 16]> {
+    if let Some(base) = base(tx).await? {
+        return Ok(base.cluster_id);
+    }
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id)
+        .map_err(|_| StorageError::Unavailable("the random generator failed".into()))?;
+    // The log may already hold entries: its base stays at 0, the head is untouched.
+    tx.execute(
+        "INSERT INTO replication (id, cluster_id, base_seq, base_hash, base_at)
+         VALUES (1, $1, 0, $2, $3)",
+        &[
+            &id.as_slice(),
+            &ChangeRecord::GENESIS_HASH.as_slice(),
+            &Timestamp::now().unix_micros(),
+        ],
+    )
+    .await
+    .db("store cluster id")?;
+    Ok(id)
 }
 
 pub(crate) async fn compact_log(s: &PgStorage, through: u64) -> Result<()> {
@@ -352,6 +356,114 @@ pub(crate) async fn compact_through(
         .await
         .db("compact log")?;
     Ok(())
+}
+
+/// Compacts the log through the last entry before seq `before` that names one of `deks`
+/// (their `DekPut`s, values sealed under them), so no retained entry carries them; returns
+/// the new base if it moved. Entries are matched by the exact `"dek_id":"<hex>"` their JSON
+/// holds; `DekDestroyed` entries, which carry only the id, are not.
+#[allow(dead_code)] // for keys.rs (compact_destroyed_deks), not built yet
+pub(crate) async fn compact_past(
+    tx: &deadpool_postgres::Transaction<'_>,
+    deks: impl IntoIterator<Item = DekId>,
+    before: u64,
+) -> Result<Option<u64>> {
+    let needles = dek_needles(deks);
+    if needles.is_empty() {
+        return Ok(None);
+    }
+    compact_past_matching(tx, before, |text| {
+        needles.iter().any(|n| text.contains(n.as_str()))
+    })
+    .await
+}
+
+/// [`compact_past`] for a deleted account: also past its account grants (which carry its
+/// replication key sealed to the nodes' keys for it). A grant is recognised by parsing the
+/// entry, not by its text: only entries that mention the account's id at all are parsed.
+pub(crate) async fn compact_past_account(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account: AccountId,
+    deks: impl IntoIterator<Item = DekId>,
+    before: u64,
+) -> Result<Option<u64>> {
+    let needles = dek_needles(deks);
+    let account_hex = account.to_string();
+    compact_past_matching(tx, before, |text| {
+        if needles.iter().any(|n| text.contains(n.as_str())) {
+            return true;
+        }
+        if !text.contains(&account_hex) {
+            return false;
+        }
+        // An entry that names the account but does not parse is compacted past too: erring
+        // that way costs a lagging edge a snapshot, the other way a key left in the log.
+        serde_json::from_str::<Change>(text).map_or(true, |change| {
+            matches!(change, Change::AccountKeyGrant { account_id, .. } if account_id == account)
+        })
+    })
+    .await
+}
+
+fn dek_needles(deks: impl IntoIterator<Item = DekId>) -> Vec<String> {
+    deks.into_iter()
+        .map(|dek| format!("\"dek_id\":\"{dek}\""))
+        .collect()
+}
+
+/// Entries read per page of the backward walk.
+const COMPACTION_PAGE: i64 = 512;
+
+/// Compacts the log through the newest entry before seq `before` for which `carries` is true
+/// (given the entry's JSON), skipping `DekDestroyed` entries (they carry only an id). One
+/// backward walk, in pages, stopping at the newest match: it reads only the entries after it
+/// (usually the recent ones), the whole retained log only when none matches.
+async fn compact_past_matching(
+    tx: &deadpool_postgres::Transaction<'_>,
+    before: u64,
+    carries: impl Fn(&str) -> bool,
+) -> Result<Option<u64>> {
+    let (base, _) = base_position(tx).await?;
+    let stmt = tx
+        .prepare_cached(
+            "SELECT seq, payload FROM changes WHERE seq > $1 AND seq < $2
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .await
+        .db("find entries naming a dek")?;
+    let base_sql = i64::try_from(base).unwrap_or(i64::MAX);
+    let mut below = i64::try_from(before).unwrap_or(i64::MAX);
+    let mut through = base;
+    'walk: loop {
+        let rows = tx
+            .query(&stmt, &[&base_sql, &below, &COMPACTION_PAGE])
+            .await
+            .db("find entries naming a dek")?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        below = col(last, 0, "changes.seq")?;
+        for row in &rows {
+            let payload: &[u8] = col(row, 1, "changes.payload")?;
+            // Payloads are JSON, so UTF-8; one that is not cannot name a DEK.
+            let text = std::str::from_utf8(payload).unwrap_or("");
+            // JSON escapes the quotes of any such text inside a string, so only an entry's
+            // own type matches.
+            if text.contains("\"type\":\"dek_destroyed\"") {
+                continue;
+            }
+            if carries(text) {
+                through = u64_col(row, 0, "changes.seq")?;
+                break 'walk;
+            }
+        }
+    }
+    if through > base {
+        ensure_cluster_id_in(tx).await?;
+        compact_through(tx, through).await?;
+        return Ok(Some(through));
+    }
+    Ok(None)
 }
 
 /// Starts following other instances' commits (see the module doc). The first LISTEN is in

@@ -383,6 +383,7 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
 }
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
+#[allow(dead_code)] // for secrets.rs (carried DEKs), not built yet
 pub(crate) async fn insert_carried_deks(w: &mut WriteTx<'_>, deks: &[&DekRecord]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for dek in deks {
