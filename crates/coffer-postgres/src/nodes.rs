@@ -90,7 +90,9 @@ pub(crate) async fn create_node(
                 )
                 .await
                 .map_err(|e| match violation(&e) {
-                    Some(Violation::Unique("nodes_pkey")) => StorageError::AlreadyExists(Entity::Node),
+                    Some(Violation::Unique("nodes_pkey")) => {
+                        StorageError::AlreadyExists(Entity::Node)
+                    }
                     // The partial index on active names; checked above, stated here too.
                     Some(Violation::Unique("nodes_active_name")) => name_taken(&node.name),
                     _ => db_error("create node", &e),

@@ -533,7 +533,8 @@ pub(crate) async fn update_secret(
     update: SecretUpdate,
     audit: &[AuditEntry],
 ) -> Result<SecretRecord> {
-    s.write(audit, move |w| Box::pin(update_in(w, update))).await
+    s.write(audit, move |w| Box::pin(update_in(w, update)))
+        .await
 }
 
 pub(crate) async fn queue_update_secret(

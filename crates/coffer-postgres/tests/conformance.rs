@@ -20,6 +20,19 @@ const BUILT: &[&str] = &[
     "audit::audit_checkpoints_round_trip",
     "audit_listing",
     "replication::record_access_batch_is_idempotent",
+    // Stores, secrets, services, nodes, and the checks of other modules that need them.
+    "stores",
+    "secrets",
+    "listing",
+    "services",
+    "nodes",
+    "concurrency",
+    "carried_deks::a_carried_dek_is_stored_once_before_its_values",
+    "carried_deks::a_failed_write_stores_no_carried_dek",
+    "carried_deks::racing_writes_carrying_one_dek_store_it_once",
+    "change_log",
+    "audit",
+    "account_deletion",
 ];
 
 /// Runs the built checks of one module of the suite, each on a database of its own.
