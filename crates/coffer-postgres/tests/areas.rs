@@ -1,15 +1,18 @@
-//! Names stay unique when two instances on one database create them at once: of concurrent
-//! creates of one store, secret, service or node name, spread over two `PgStorage`s, exactly
-//! one succeeds and every other gets `NameTaken` naming the entity; two creates of one id get
-//! one success and `AlreadyExists`. The log holds one entry per success, chained.
+//! Stores, secrets, services and nodes on PostgreSQL, beyond the conformance suite:
+//! - names stay unique when two instances on one database create them at once: of concurrent
+//!   creates of one store, secret, service or node name, spread over two `PgStorage`s, exactly
+//!   one succeeds and every other gets `NameTaken` naming the entity; two creates of one id get
+//!   one success and `AlreadyExists`; the log holds one entry per success, chained;
+//! - queued secret updates apply in the order queued, whether or not their outcome is awaited,
+//!   and one queued behind a failed one fails with `Conflict`.
 
 use std::sync::Arc;
 
 use coffer_postgres::testing::{TestDatabase, cluster_url};
 use coffer_storage::{
     AccountRecord, ChangeRecord, DekRecord, Entity, NewSecret, NodeRecord, SecretRecord,
-    ServiceRecord, ServiceTokenRecord, Storage, StorageError, StoreRecord, VersionRecord,
-    WrappedKeyRecord,
+    SecretUpdate, ServiceRecord, ServiceTokenRecord, Storage, StorageError, StoreRecord,
+    VersionRecord, WrappedKeyRecord,
 };
 use coffer_types::{
     AccountId, DekId, Scope, Scopes, SecretId, SecretName, ServiceId, ServiceName, StoreId,
@@ -225,4 +228,112 @@ async fn concurrent_creates_of_one_name_on_two_instances_admit_one() {
         prev = record.hash;
     }
     assert_eq!(a.changes_after(0, usize::MAX).await.unwrap(), log);
+}
+
+/// An account with one DEK and one store ("home") holding one secret (`n`) at version 1.
+async fn world(s: &dyn Storage, n: u8) -> (AccountId, StoreId, DekId, SecretId) {
+    let account = AccountId::from_bytes(id(1, n));
+    s.create_account(
+        AccountRecord {
+            id: account,
+            name: format!("account {n}"),
+            created: Timestamp::now(),
+            secrets_quota: None,
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let dek = DekId::from_bytes(id(7, n));
+    s.put_dek(DekRecord {
+        account_id: account,
+        key: WrappedKeyRecord {
+            id: dek,
+            kek_id: "kek-1".into(),
+            wrapped: vec![1; 40],
+            created: Timestamp::now(),
+        },
+        rk: None,
+    })
+    .await
+    .unwrap();
+    let home = store(account, n, "home");
+    s.create_store(home.clone(), 1000, &[]).await.unwrap();
+    let new = secret(account, home.id, dek, n);
+    let secret_id = new.record.id;
+    s.create_secrets(account, home.id, vec![new], 1000, &[])
+        .await
+        .unwrap();
+    (account, home.id, dek, secret_id)
+}
+
+/// An update of `secret` expecting `expected` and writing value `expected + 1`.
+fn chained(world: (AccountId, StoreId, DekId, SecretId), expected: u32) -> SecretUpdate {
+    let (account, store, dek, secret) = world;
+    SecretUpdate {
+        account_id: account,
+        store_id: store,
+        secret_id: secret,
+        expected_version: Version(expected),
+        value: Some(VersionRecord {
+            secret_id: secret,
+            version: Version(expected + 1),
+            dek_id: dek,
+            sealed: vec![9; 24],
+            created: Timestamp::now(),
+        }),
+        dek: None,
+        scopes: None,
+        comment: Some(format!("after {expected}")),
+        modified: Timestamp::now(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_updates_apply_in_order_whether_or_not_awaited() {
+    let Some(cluster) = cluster_url("queued_updates_apply_in_order") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    let w = world(&s, 1).await;
+    let head = s.change_head().await.unwrap();
+
+    let mut pending = Vec::new();
+    for expected in 1..=5 {
+        pending.push(
+            s.queue_update_secret(chained(w, expected), &[])
+                .await
+                .unwrap(),
+        );
+    }
+    let mut versions = Vec::new();
+    for p in pending {
+        versions.push(p.await.unwrap().version.0);
+    }
+    assert_eq!(versions, [2, 3, 4, 5, 6]);
+
+    // Applied though its outcome is dropped unawaited.
+    drop(s.queue_update_secret(chained(w, 6), &[]).await.unwrap());
+    let current = s.get_secret(w.0, w.1, w.3).await.unwrap().unwrap();
+    assert_eq!(current.version, Version(7));
+    assert_eq!(current.comment, "after 6");
+
+    // A failing update (it expects a version that is not current) takes down the one queued
+    // behind it, not the one before.
+    let ok = s.queue_update_secret(chained(w, 7), &[]).await.unwrap();
+    let bad = s.queue_update_secret(chained(w, 10), &[]).await.unwrap();
+    let behind = s.queue_update_secret(chained(w, 11), &[]).await.unwrap();
+    assert_eq!(ok.await.unwrap().version, Version(8));
+    assert!(matches!(bad.await, Err(StorageError::Conflict)));
+    assert!(matches!(behind.await, Err(StorageError::Conflict)));
+    let current = s.get_secret(w.0, w.1, w.3).await.unwrap().unwrap();
+    assert_eq!(current.version, Version(8));
+    let (_, value) = s
+        .current_value(w.0, w.1, &SecretName::parse("CONTESTED").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(value.version, Version(8));
+    assert_eq!(s.change_head().await.unwrap(), head + 7);
 }
