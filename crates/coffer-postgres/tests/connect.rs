@@ -146,3 +146,101 @@ async fn a_wrong_password_is_refused_without_printing_it() {
     drop(storage);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The test cluster's CA (scripts/pg-test-cluster makes one when openssl is there; its server
+/// certificate names `localhost` only).
+fn cluster_ca(test: &str) -> Option<String> {
+    match std::env::var("COFFER_TEST_DATABASE_CA") {
+        Ok(ca) if !ca.is_empty() => Some(ca),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: COFFER_TEST_DATABASE_CA is not set, and under CI=true the TLS tests \
+                 must run (scripts/pg-test-cluster sets it up when openssl is installed)"
+            );
+            eprintln!("{test}: skipped: COFFER_TEST_DATABASE_CA is not set");
+            None
+        }
+    }
+}
+
+/// Whether every connection to `db` is encrypted (and there is at least one).
+async fn all_connections_encrypted(cluster: &str, db: &str) -> bool {
+    let (client, connection) = tokio_postgres::connect(cluster, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap();
+    !rows.is_empty() && rows.iter().all(|r| r.get::<_, bool>(0))
+}
+
+#[tokio::test]
+async fn tls_modes_check_what_they_promise() {
+    let Some(cluster) = cluster_url("tls_modes_check_what_they_promise") else {
+        return;
+    };
+    let Some(ca) = cluster_ca("tls_modes_check_what_they_promise") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let by_ip = db.url().to_owned();
+    let by_name = by_ip.replacen("@127.0.0.1:", "@localhost:", 1);
+    let with = |url: &str, query: &str| format!("{url}?{query}");
+
+    // require: encrypted, no certificate check (libpq's meaning).
+    let s = PgStorage::connect(&with(&by_ip, "sslmode=require"), PgOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s.change_head().await.unwrap(), 0);
+    assert!(all_connections_encrypted(&cluster, db.name()).await);
+    drop(s);
+
+    // verify-full: chain and name. The certificate names `localhost`, not 127.0.0.1.
+    let s = PgStorage::connect(
+        &with(&by_name, &format!("sslmode=verify-full&sslrootcert={ca}")),
+        PgOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.change_head().await.unwrap(), 0);
+    assert!(all_connections_encrypted(&cluster, db.name()).await);
+    drop(s);
+    let e = PgStorage::connect(
+        &with(&by_ip, &format!("sslmode=verify-full&sslrootcert={ca}")),
+        PgOptions::default(),
+    )
+    .await
+    .expect_err("the certificate does not name 127.0.0.1");
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+
+    // verify-ca: the chain only, so the address is fine.
+    let s = PgStorage::connect(
+        &with(&by_ip, &format!("sslmode=verify-ca&sslrootcert={ca}")),
+        PgOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.change_head().await.unwrap(), 0);
+    drop(s);
+
+    // A chain to a root we do not trust (the system's roots, not the test CA).
+    let e = PgStorage::connect(&with(&by_name, "sslmode=verify-full"), PgOptions::default())
+        .await
+        .expect_err("the test CA is not a system root");
+    let text = e.to_string();
+    assert!(
+        text.to_lowercase().contains("certificate") || text.contains("root"),
+        "{text}"
+    );
+    if let Some(password) = password_of(&cluster) {
+        assert!(!text.contains(&password), "{text}");
+    }
+}
