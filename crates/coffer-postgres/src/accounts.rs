@@ -1,7 +1,7 @@
 //! Accounts: create, read, list, quota, delete (with everything the account holds).
 
 use coffer_storage::{AccountRecord, AuditEntry, Change, Entity, Result, StorageError};
-use coffer_types::{AccountId, DekId, SecretId, ServiceId, StoreId};
+use coffer_types::{AccountId, DekId, ServiceId, StoreId};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
@@ -191,30 +191,10 @@ pub(crate) async fn delete_account(
             )
             .await?;
             for store in &stores {
-                let secrets = ids(
-                    w.tx(),
-                    "SELECT id FROM secrets WHERE store_id = $1 ORDER BY id",
-                    store,
-                    "list store secrets",
-                )
-                .await?;
-                // Versions go with their secrets (ON DELETE CASCADE); the trigger keeps
-                // `secret_count` right until the account row itself goes.
-                exec(
-                    w.tx(),
-                    "DELETE FROM secrets WHERE store_id = $1",
-                    store,
-                    "delete store secrets",
-                )
-                .await?;
-                for secret in secrets {
-                    w.append(&Change::SecretDeleted {
-                        account_id: id,
-                        store_id: StoreId::from_bytes(*store),
-                        secret_id: SecretId::from_bytes(secret),
-                    })
-                    .await?;
-                }
+                // Store by store: `secrets` is indexed by store, not by account.
+                let store = StoreId::from_bytes(*store);
+                let secrets = crate::stores::store_secret_ids(w.tx(), store).await?;
+                crate::stores::delete_store_secrets(w, id, store, secrets).await?;
             }
             exec(
                 w.tx(),

@@ -137,13 +137,11 @@ pub(crate) fn opt_u64_col(row: &Row, idx: usize, what: &'static str) -> Result<O
 }
 
 /// A BIGINT that holds a u32 (versions).
-#[allow(dead_code)] // for the areas not built yet
 pub(crate) fn u32_col(row: &Row, idx: usize, what: &'static str) -> Result<u32> {
     let raw: i64 = col(row, idx, what)?;
     u32::try_from(raw).map_err(|_| StorageError::Corrupted(format!("{what}: out of range")))
 }
 
-#[allow(dead_code)] // for the areas not built yet
 pub(crate) fn version_col(row: &Row, idx: usize, what: &'static str) -> Result<Version> {
     u32_col(row, idx, what).map(Version)
 }
@@ -192,4 +190,61 @@ impl Params {
             .map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect()
     }
+}
+
+/// A scope list as stored: ",workers,ai_gateway," (canonical order), or "," for none.
+pub(crate) fn encode_scopes(scopes: &coffer_types::Scopes) -> String {
+    let mut out = String::from(",");
+    for scope in scopes.iter() {
+        out.push_str(scope.as_str());
+        out.push(',');
+    }
+    out
+}
+
+/// The needle that finds `scope` in an encoded scope list.
+pub(crate) fn scope_needle(scope: coffer_types::Scope) -> String {
+    format!(",{},", scope.as_str())
+}
+
+pub(crate) fn scopes_col(
+    row: &Row,
+    idx: usize,
+    what: &'static str,
+) -> Result<coffer_types::Scopes> {
+    let raw: String = col(row, idx, what)?;
+    if raw == "," {
+        return Ok(coffer_types::Scopes::default());
+    }
+    let inner = raw
+        .strip_prefix(',')
+        .and_then(|s| s.strip_suffix(','))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| StorageError::Corrupted(format!("{what}: malformed scope list")))?;
+    // An empty item (",,") fails to parse like any unknown name.
+    let names: Vec<&str> = inner.split(',').collect();
+    coffer_types::Scopes::parse(&names)
+        .map_err(|_| StorageError::Corrupted(format!("{what}: unknown scope")))
+}
+
+/// A single scope (a service's kind), stored as its name.
+pub(crate) fn scope_col(row: &Row, idx: usize, what: &'static str) -> Result<coffer_types::Scope> {
+    let raw: String = col(row, idx, what)?;
+    coffer_types::Scope::parse(&raw)
+        .map_err(|_| StorageError::Corrupted(format!("{what}: unknown scope")))
+}
+
+/// A LIKE pattern matching `needle` anywhere, with `\` escaping so that `%`, `_` and `\` in the
+/// needle match themselves. Use with `ESCAPE '\'`.
+pub(crate) fn contains_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
 }

@@ -11,59 +11,6 @@ use coffer_types::*;
 use crate::write::WriteTx;
 use crate::{PgStorage, not_yet};
 
-pub(crate) async fn kek_usage(s: &PgStorage) -> Result<Vec<KekUsage>> {
-    let _ = s;
-    Err(not_yet("kek_usage"))
-}
-
-pub(crate) async fn keys_wrapped_by(
-    s: &PgStorage,
-    kek_id: &str,
-    limit: usize,
-) -> Result<Vec<StoredKey>> {
-    let _ = s;
-    let _ = kek_id;
-    let _ = limit;
-    Err(not_yet("keys_wrapped_by"))
-}
-
-pub(crate) async fn rewrap_keys(s: &PgStorage, rewraps: Vec<Rewrap>) -> Result<u64> {
-    let _ = s;
-    let _ = rewraps;
-    Err(not_yet("rewrap_keys"))
-}
-
-pub(crate) async fn account_dek_usage(s: &PgStorage, account: AccountId) -> Result<Vec<KekUsage>> {
-    let _ = s;
-    let _ = account;
-    Err(not_yet("account_dek_usage"))
-}
-
-pub(crate) async fn account_deks_not_wrapped_by(
-    s: &PgStorage,
-    account: AccountId,
-    kek_id: &str,
-    limit: usize,
-) -> Result<Vec<StoredKey>> {
-    let _ = s;
-    let _ = account;
-    let _ = kek_id;
-    let _ = limit;
-    Err(not_yet("account_deks_not_wrapped_by"))
-}
-
-pub(crate) async fn retire_kek(s: &PgStorage, kek_id: &str) -> Result<()> {
-    let _ = s;
-    let _ = kek_id;
-    Err(not_yet("retire_kek"))
-}
-
-pub(crate) async fn is_kek_retired(s: &PgStorage, kek_id: &str) -> Result<bool> {
-    let _ = s;
-    let _ = kek_id;
-    Err(not_yet("is_kek_retired"))
-}
-
 pub(crate) async fn values_sealed_before(
     s: &PgStorage,
     account: AccountId,
@@ -129,7 +76,9 @@ pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>>
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use crate::db::{DbResultExt, Violation, bytes_col, col, db_error, ts_col, violation};
+use crate::db::{
+    DbResultExt, Violation, bytes_col, col, db_error, sql_limit, ts_col, u64_col, violation,
+};
 
 // The column list and its decoder change together: the decoder reads by position.
 pub(crate) const DEK_COLS: &str =
@@ -383,7 +332,6 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
 }
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
-#[allow(dead_code)] // for secrets.rs (carried DEKs), not built yet
 pub(crate) async fn insert_carried_deks(w: &mut WriteTx<'_>, deks: &[&DekRecord]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for dek in deks {
@@ -434,4 +382,259 @@ pub(crate) async fn latest_dek(s: &PgStorage, account: AccountId) -> Result<Opti
         .db("latest dek")?
         .map(|row| dek_from_row(&row))
         .transpose()
+}
+
+// ---- KEK rotation: nothing here appends to the change log ----
+
+fn stored_dek(row: &Row, owner: KeyOwner) -> Result<StoredKey> {
+    Ok(StoredKey {
+        owner,
+        key: WrappedKeyRecord {
+            id: DekId::from_bytes(bytes_col(row, 0, "deks.id")?),
+            kek_id: col(row, 1, "deks.kek_id")?,
+            wrapped: col(row, 2, "deks.wrapped")?,
+            created: ts_col(row, 3, "deks.created")?,
+        },
+    })
+}
+
+pub(crate) async fn kek_usage(s: &PgStorage) -> Result<Vec<KekUsage>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT kek_id, sum(deks)::bigint, sum(instance_keys)::bigint FROM (
+                 SELECT kek_id, count(*) AS deks, 0 AS instance_keys FROM deks GROUP BY kek_id
+                 UNION ALL
+                 SELECT kek_id, 0, count(*) FROM instance_keys GROUP BY kek_id
+             ) AS usage GROUP BY kek_id",
+        )
+        .await
+        .db("count keys per kek")?;
+    let mut usage = c
+        .query(&stmt, &[])
+        .await
+        .db("count keys per kek")?
+        .iter()
+        .map(|row| {
+            Ok(KekUsage {
+                kek_id: col(row, 0, "kek_id")?,
+                deks: u64_col(row, 1, "deks per kek")?,
+                instance_keys: u64_col(row, 2, "instance keys per kek")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Byte-wise, whatever the collation of the union's column.
+    usage.sort_by(|a, b| a.kek_id.cmp(&b.kek_id));
+    Ok(usage)
+}
+
+pub(crate) async fn keys_wrapped_by(
+    s: &PgStorage,
+    kek_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredKey>> {
+    let c = s.client().await?;
+    let limit = sql_limit(limit);
+    // Instance keys first: a handful, and the ones every start needs.
+    let stmt = c
+        .prepare_cached(
+            "SELECT purpose, key_id, kek_id, wrapped, created FROM instance_keys
+             WHERE kek_id = $1 ORDER BY purpose LIMIT $2",
+        )
+        .await
+        .db("instance keys wrapped by a kek")?;
+    let mut keys = c
+        .query(&stmt, &[&kek_id, &limit])
+        .await
+        .db("instance keys wrapped by a kek")?
+        .iter()
+        .map(|row| {
+            Ok(StoredKey {
+                owner: KeyOwner::Instance(col(row, 0, "instance_keys.purpose")?),
+                key: WrappedKeyRecord {
+                    id: DekId::from_bytes(bytes_col(row, 1, "instance_keys.key_id")?),
+                    kek_id: col(row, 2, "instance_keys.kek_id")?,
+                    wrapped: col(row, 3, "instance_keys.wrapped")?,
+                    created: ts_col(row, 4, "instance_keys.created")?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let left = limit.saturating_sub(i64::try_from(keys.len()).unwrap_or(limit));
+    if left > 0 {
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, kek_id, wrapped, created, account_id FROM deks
+                 WHERE kek_id = $1 LIMIT $2",
+            )
+            .await
+            .db("deks wrapped by a kek")?;
+        for row in c
+            .query(&stmt, &[&kek_id, &left])
+            .await
+            .db("deks wrapped by a kek")?
+        {
+            let account = AccountId::from_bytes(bytes_col(&row, 4, "deks.account_id")?);
+            keys.push(stored_dek(&row, KeyOwner::Account(account))?);
+        }
+    }
+    Ok(keys)
+}
+
+pub(crate) async fn rewrap_keys(s: &PgStorage, rewraps: Vec<Rewrap>) -> Result<u64> {
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            let dek = w
+                .tx()
+                .prepare_cached(
+                    "UPDATE deks SET kek_id = $1, wrapped = $2
+                     WHERE id = $3 AND account_id = $4 AND kek_id = $5 AND wrapped = $6",
+                )
+                .await
+                .db("rewrap dek")?;
+            let instance = w
+                .tx()
+                .prepare_cached(
+                    "UPDATE instance_keys SET kek_id = $1, wrapped = $2
+                     WHERE purpose = $3 AND key_id = $4 AND kek_id = $5 AND wrapped = $6",
+                )
+                .await
+                .db("rewrap instance key")?;
+            let mut done = 0;
+            // Each applies only if the row still holds the bytes it was read with.
+            for rewrap in &rewraps {
+                let old = &rewrap.old.key;
+                done += match &rewrap.old.owner {
+                    KeyOwner::Account(account) => w
+                        .tx()
+                        .execute(
+                            &dek,
+                            &[
+                                &rewrap.new_kek_id,
+                                &rewrap.new_wrapped,
+                                &old.id.as_bytes().as_slice(),
+                                &account.as_bytes().as_slice(),
+                                &old.kek_id,
+                                &old.wrapped,
+                            ],
+                        )
+                        .await
+                        .db("rewrap dek")?,
+                    KeyOwner::Instance(purpose) => w
+                        .tx()
+                        .execute(
+                            &instance,
+                            &[
+                                &rewrap.new_kek_id,
+                                &rewrap.new_wrapped,
+                                purpose,
+                                &old.id.as_bytes().as_slice(),
+                                &old.kek_id,
+                                &old.wrapped,
+                            ],
+                        )
+                        .await
+                        .db("rewrap instance key")?,
+                };
+            }
+            Ok(done)
+        })
+    })
+    .await
+}
+
+pub(crate) async fn account_dek_usage(s: &PgStorage, account: AccountId) -> Result<Vec<KekUsage>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT kek_id, count(*) FROM deks WHERE account_id = $1
+             GROUP BY kek_id ORDER BY kek_id",
+        )
+        .await
+        .db("count an account's deks per kek")?;
+    c.query(&stmt, &[&account.as_bytes().as_slice()])
+        .await
+        .db("count an account's deks per kek")?
+        .iter()
+        .map(|row| {
+            Ok(KekUsage {
+                kek_id: col(row, 0, "deks.kek_id")?,
+                deks: u64_col(row, 1, "count")?,
+                instance_keys: 0,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn account_deks_not_wrapped_by(
+    s: &PgStorage,
+    account: AccountId,
+    kek_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredKey>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT id, kek_id, wrapped, created FROM deks
+             WHERE account_id = $1 AND kek_id <> $2 LIMIT $3",
+        )
+        .await
+        .db("an account's deks not wrapped by a kek")?;
+    c.query(
+        &stmt,
+        &[&account.as_bytes().as_slice(), &kek_id, &sql_limit(limit)],
+    )
+    .await
+    .db("an account's deks not wrapped by a kek")?
+    .iter()
+    .map(|row| stored_dek(row, KeyOwner::Account(account)))
+    .collect()
+}
+
+pub(crate) async fn retire_kek(s: &PgStorage, kek_id: &str) -> Result<()> {
+    let kek_id = kek_id.to_owned();
+    let at = Timestamp::now().unix_micros();
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            // Under the writer lock: no insert of a key it wraps can come between the check
+            // and the mark.
+            let used: bool = col(
+                &w.tx()
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM deks WHERE kek_id = $1)
+                             OR EXISTS (SELECT 1 FROM instance_keys WHERE kek_id = $1)",
+                        &[&kek_id],
+                    )
+                    .await
+                    .db("check keys of a kek")?,
+                0,
+                "kek in use",
+            )?;
+            if used {
+                return Err(StorageError::Conflict);
+            }
+            w.tx()
+                .execute(
+                    "INSERT INTO retired_keks (kek_id, retired) VALUES ($1, $2)
+                     ON CONFLICT (kek_id) DO NOTHING",
+                    &[&kek_id, &at],
+                )
+                .await
+                .db("retire kek")?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub(crate) async fn is_kek_retired(s: &PgStorage, kek_id: &str) -> Result<bool> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM retired_keks WHERE kek_id = $1")
+        .await
+        .db("check retired kek")?;
+    Ok(c.query_opt(&stmt, &[&kek_id])
+        .await
+        .db("check retired kek")?
+        .is_some())
 }

@@ -145,12 +145,12 @@ pub(crate) struct Shared {
     pub(crate) stats: write::Counters,
     /// Writes hold it shared while they run; `shutdown` takes it exclusively (so it waits for
     /// them) and sets `closed`.
-    pub(crate) gate: tokio::sync::RwLock<()>,
+    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
     pub(crate) closed: AtomicBool,
     /// Taken by each write before it takes a pooled connection: this process's writes would
     /// wait for each other on the writer lock anyway, and waiting here (FIFO) leaves the pool
     /// to reads instead of filling it with connections that wait.
-    pub(crate) local_writer: tokio::sync::Mutex<()>,
+    pub(crate) local_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
@@ -158,6 +158,7 @@ pub(crate) struct Shared {
 pub struct PgStorage {
     pub(crate) pool: deadpool_postgres::Pool,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) writer: write::Writer,
     /// `host:port/database` (never the user's password), for Debug and errors.
     target: String,
     /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
@@ -229,13 +230,17 @@ impl PgStorage {
             observer: OnceLock::new(),
             cluster: OnceLock::new(),
             stats: write::Counters::default(),
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             closed: AtomicBool::new(false),
-            local_writer: tokio::sync::Mutex::new(()),
+            local_writer: Arc::new(tokio::sync::Mutex::new(())),
         });
         let listener =
             change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
         Ok(PgStorage {
+            writer: write::Writer {
+                pool: pool.clone(),
+                shared: Arc::clone(&shared),
+            },
             pool,
             shared,
             target,

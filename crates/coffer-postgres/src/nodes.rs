@@ -1,10 +1,6 @@
-//! Edge nodes: register, read, list, revoke. Node rows are instance-level (no account), and
-//! every change to one is logged, so that relays learn which node tokens to accept (`NodePut`
-//! carries the token's HMAC, never the token).
-//!
-//! A name is unique among the nodes not revoked (the partial index `nodes_active_name`,
-//! `COLLATE "C"`: names compare exactly). Writes run under the writer lock (see `write.rs`), so
-//! the check before the insert holds against every instance; the index restates it.
+//! Edge nodes: the operator's registry of the nodes that may read the replication feed. Node
+//! rows are instance-level (no account), and every change to one is logged, so that relays
+//! learn which node tokens to accept (`NodePut` carries the token's HMAC, never the token).
 
 use coffer_storage::{AuditEntry, Change, Entity, NodeRecord, Result, StorageError};
 use coffer_types::{Timestamp, TokenId};
@@ -13,6 +9,7 @@ use tokio_postgres::Row;
 
 use crate::PgStorage;
 use crate::db::{DbResultExt, Violation, bytes_col, col, db_error, opt_ts_col, ts_col, violation};
+use crate::write::WriteTx;
 
 // The column list and its decoder change together: the decoder reads by position.
 const NODE_COLS: &str = "id, name, hash, created, revoked";
@@ -27,14 +24,7 @@ fn node_from_row(row: &Row) -> Result<NodeRecord> {
     })
 }
 
-fn name_taken(name: &str) -> StorageError {
-    StorageError::NameTaken {
-        entity: Entity::Node,
-        name: name.to_owned(),
-    }
-}
-
-async fn read_node(c: &impl GenericClient, id: TokenId) -> Result<Option<NodeRecord>> {
+pub(crate) async fn read_node(c: &impl GenericClient, id: TokenId) -> Result<Option<NodeRecord>> {
     let stmt = c
         .prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = $1"))
         .await
@@ -44,6 +34,13 @@ async fn read_node(c: &impl GenericClient, id: TokenId) -> Result<Option<NodeRec
         .db("get node")?
         .map(|row| node_from_row(&row))
         .transpose()
+}
+
+fn name_taken(name: &str) -> StorageError {
+    StorageError::NameTaken {
+        entity: Entity::Node,
+        name: name.to_owned(),
+    }
 }
 
 pub(crate) async fn create_node(
@@ -93,7 +90,7 @@ pub(crate) async fn create_node(
                     Some(Violation::Unique("nodes_pkey")) => {
                         StorageError::AlreadyExists(Entity::Node)
                     }
-                    // The partial index on active names; checked above, stated here too.
+                    // Checked above, but stated here too.
                     Some(Violation::Unique("nodes_active_name")) => name_taken(&node.name),
                     _ => db_error("create node", &e),
                 })?;
@@ -129,40 +126,44 @@ pub(crate) async fn list_nodes(s: &PgStorage) -> Result<Vec<NodeRecord>> {
         .collect()
 }
 
+/// Revokes node `id` at `at` in the caller's write, appending `NodeRevoked`; returns the
+/// updated record. Also the first step of `revoke_node_rotating`.
+pub(crate) async fn revoke_in(
+    w: &mut WriteTx<'_>,
+    id: TokenId,
+    at: Timestamp,
+) -> Result<NodeRecord> {
+    let node = read_node(w.tx(), id)
+        .await?
+        .ok_or(StorageError::NotFound(Entity::Node))?;
+    if node.revoked.is_some() {
+        return Err(StorageError::AlreadyRevoked);
+    }
+    // Under the writer lock the row is as just read; the guard restates it.
+    let changed = w
+        .tx()
+        .execute(
+            "UPDATE nodes SET revoked = $1 WHERE id = $2 AND revoked IS NULL",
+            &[&at.unix_micros(), &id.as_bytes().as_slice()],
+        )
+        .await
+        .db("revoke node")?;
+    if changed != 1 {
+        return Err(StorageError::AlreadyRevoked);
+    }
+    w.append(&Change::NodeRevoked { node_id: id }).await?;
+    Ok(NodeRecord {
+        revoked: Some(at),
+        ..node
+    })
+}
+
 pub(crate) async fn revoke_node(
     s: &PgStorage,
     id: TokenId,
     at: Timestamp,
     audit: &[AuditEntry],
 ) -> Result<NodeRecord> {
-    s.write(audit, move |w| {
-        Box::pin(async move {
-            let node = read_node(w.tx(), id)
-                .await?
-                .ok_or(StorageError::NotFound(Entity::Node))?;
-            if node.revoked.is_some() {
-                return Err(StorageError::AlreadyRevoked);
-            }
-            // Under the writer lock the row is as just read; the guard restates it.
-            let stmt = w
-                .tx()
-                .prepare_cached("UPDATE nodes SET revoked = $1 WHERE id = $2 AND revoked IS NULL")
-                .await
-                .db("revoke node")?;
-            let changed = w
-                .tx()
-                .execute(&stmt, &[&at.unix_micros(), &id.as_bytes().as_slice()])
-                .await
-                .db("revoke node")?;
-            if changed != 1 {
-                return Err(StorageError::AlreadyRevoked);
-            }
-            w.append(&Change::NodeRevoked { node_id: id }).await?;
-            Ok(NodeRecord {
-                revoked: Some(at),
-                ..node
-            })
-        })
-    })
-    .await
+    s.write(audit, move |w| Box::pin(revoke_in(w, id, at)))
+        .await
 }

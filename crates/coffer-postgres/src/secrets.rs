@@ -1,13 +1,5 @@
-//! Secrets and their sealed versions: bulk create (quota), read, list, compare-and-swap update,
-//! delete, runtime reads.
-//!
-//! Every write runs under the writer lock (see `write.rs`), so the quota, name and version
-//! checks made inside it hold against every instance.
-//!
-//! `queue_update_secret` applies the update as its own write before it returns, and hands back
-//! the outcome as an already finished future: updates are applied in the order they were
-//! queued and each is all-or-nothing, as the trait asks, but they do not share commits (that
-//! waits for group commit, see `write.rs`).
+//! Secrets and their sealed versions: bulk create (quota), read, list, compare-and-swap
+//! update (also queued), delete, and the runtime reads.
 
 use std::collections::HashSet;
 
@@ -15,86 +7,34 @@ use coffer_storage::{
     AuditEntry, Change, DekRecord, Entity, NewSecret, Page, Pending, Result, SecretOrder,
     SecretQuery, SecretRecord, SecretUpdate, StorageError, VersionRecord,
 };
-use coffer_types::{AccountId, DekId, Scope, Scopes, SecretId, SecretName, StoreId, Version};
+use coffer_types::{AccountId, DekId, SecretId, SecretName, StoreId, Version};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::PgStorage;
 use crate::db::{
-    DbResultExt, Params, Violation, bytes_col, col, db_error, direction_sql, offset, ts_col,
-    u64_col, version_col, violation,
+    DbResultExt, Params, Violation, bytes_col, col, contains_pattern, db_error, direction_sql,
+    encode_scopes, offset, scope_needle, scopes_col, ts_col, u64_col, version_col, violation,
 };
 use crate::keys::insert_carried_deks;
 use crate::stores::require_store;
 use crate::write::{TxFuture, WriteTx};
 
-// The column lists and their decoders change together: the decoders read by position.
-const SECRET_COLS: &str =
+// Column lists and their decoders change together: a decoder reads by position.
+pub(crate) const SECRET_COLS: &str =
     "id, store_id, account_id, name, comment, scopes, created, modified, version";
 const VERSION_COLS: &str = "secret_id, version, dek_id, sealed, created";
 
-/// A scope list as stored: `",workers,ai_gateway,"` (canonical order), or `","` for none.
-pub(crate) fn encode_scopes(scopes: &Scopes) -> String {
-    let mut out = String::from(",");
-    for scope in scopes.iter() {
-        out.push_str(scope.as_str());
-        out.push(',');
-    }
-    out
-}
-
-/// The needle that finds `scope` in an encoded scope list.
-fn scope_needle(scope: Scope) -> String {
-    format!(",{},", scope.as_str())
-}
-
-fn decode_scopes(raw: &str, what: &'static str) -> Result<Scopes> {
-    if raw == "," {
-        return Ok(Scopes::default());
-    }
-    let inner = raw
-        .strip_prefix(',')
-        .and_then(|s| s.strip_suffix(','))
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| StorageError::Corrupted(format!("{what}: malformed scope list")))?;
-    // An empty item (",,") fails to parse like any unknown name.
-    let names: Vec<&str> = inner.split(',').collect();
-    Scopes::parse(&names).map_err(|_| StorageError::Corrupted(format!("{what}: unknown scope")))
-}
-
-/// A LIKE pattern matching `needle` anywhere, ASCII letters lowered (the column side is
-/// lowered the same way, see [`ascii_lower`]), with `\` escaping so that `%`, `_` and `\` in
-/// the needle match themselves. Use with `ESCAPE '\'`.
-fn contains_pattern(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out.push('%');
-    out
-}
-
-/// `column` with its ASCII letters lowered and every other character as it is: the search
-/// folds ASCII case only, whatever the database's locale (ILIKE would follow the collation).
-fn ascii_lower(column: &str) -> String {
-    format!("translate({column}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
-}
-
 pub(crate) fn secret_from_row(row: &Row) -> Result<SecretRecord> {
-    let name: &str = col(row, 3, "secrets.name")?;
-    let scopes: &str = col(row, 5, "secrets.scopes")?;
+    let name: String = col(row, 3, "secrets.name")?;
     Ok(SecretRecord {
         id: SecretId::from_bytes(bytes_col(row, 0, "secrets.id")?),
         store_id: StoreId::from_bytes(bytes_col(row, 1, "secrets.store_id")?),
         account_id: AccountId::from_bytes(bytes_col(row, 2, "secrets.account_id")?),
-        name: SecretName::parse(name)
+        name: SecretName::parse(&name)
             .map_err(|_| StorageError::Corrupted("secrets.name: invalid name".into()))?,
         comment: col(row, 4, "secrets.comment")?,
-        scopes: decode_scopes(scopes, "secrets.scopes")?,
+        scopes: scopes_col(row, 5, "secrets.scopes")?,
         created: ts_col(row, 6, "secrets.created")?,
         modified: ts_col(row, 7, "secrets.modified")?,
         version: version_col(row, 8, "secrets.version")?,
@@ -111,10 +51,24 @@ fn version_from_row(row: &Row) -> Result<VersionRecord> {
     })
 }
 
-fn name_taken(name: &str) -> StorageError {
+fn name_taken(name: &SecretName) -> StorageError {
     StorageError::NameTaken {
         entity: Entity::Secret,
-        name: name.to_owned(),
+        name: name.as_str().to_owned(),
+    }
+}
+
+/// The `SecretPut` entry of a secret's state with its current value.
+pub(crate) fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
+    Change::SecretPut {
+        account_id: record.account_id,
+        store_id: record.store_id,
+        secret_id: record.id,
+        name: record.name.as_str().to_owned(),
+        scopes: record.scopes.to_strings(),
+        version: record.version.0,
+        dek_id: value.dek_id,
+        sealed_hex: hex::encode(&value.sealed),
     }
 }
 
@@ -150,20 +104,17 @@ async fn dek_belongs_to(c: &impl GenericClient, id: DekId, account: AccountId) -
     .is_some())
 }
 
-/// The account's secret count (0 for an unknown account), kept by the `secrets_count` trigger.
 async fn read_secret_count(c: &impl GenericClient, account: AccountId) -> Result<u64> {
     let stmt = c
         .prepare_cached("SELECT secret_count FROM accounts WHERE id = $1")
         .await
         .db("secret count")?;
-    match c
-        .query_opt(&stmt, &[&account.as_bytes().as_slice()])
+    c.query_opt(&stmt, &[&account.as_bytes().as_slice()])
         .await
         .db("secret count")?
-    {
-        Some(row) => u64_col(&row, 0, "accounts.secret_count"),
-        None => Ok(0),
-    }
+        .map(|row| u64_col(&row, 0, "accounts.secret_count"))
+        .transpose()
+        .map(|count| count.unwrap_or(0))
 }
 
 async fn read_version(
@@ -213,7 +164,7 @@ async fn insert_secret(c: &impl GenericClient, record: &SecretRecord) -> Result<
     .await
     .map_err(|e| match violation(&e) {
         Some(Violation::Unique("secrets_pkey")) => StorageError::AlreadyExists(Entity::Secret),
-        Some(Violation::Unique(_)) => name_taken(record.name.as_str()),
+        Some(Violation::Unique("secrets_name_unique")) => name_taken(&record.name),
         Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Store),
         _ => db_error("create secret", &e),
     })?;
@@ -240,24 +191,11 @@ async fn insert_version(c: &impl GenericClient, value: &VersionRecord) -> Result
     )
     .await
     .map_err(|e| match violation(&e) {
-        Some(Violation::Unique(_)) => StorageError::AlreadyExists(Entity::Version),
+        Some(Violation::Unique("versions_pkey")) => StorageError::AlreadyExists(Entity::Version),
         Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Dek),
         _ => db_error("create version", &e),
     })?;
     Ok(())
-}
-
-fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
-    Change::SecretPut {
-        account_id: record.account_id,
-        store_id: record.store_id,
-        secret_id: record.id,
-        name: record.name.as_str().to_owned(),
-        scopes: record.scopes.to_strings(),
-        version: record.version.0,
-        dek_id: value.dek_id,
-        sealed_hex: hex::encode(&value.sealed),
-    }
 }
 
 pub(crate) async fn create_secrets(
@@ -268,21 +206,7 @@ pub(crate) async fn create_secrets(
     quota: u64,
     audit: &[AuditEntry],
 ) -> Result<()> {
-    s.write(audit, move |w| {
-        Box::pin(async move { create_in(w, account, store, &secrets, quota).await })
-    })
-    .await
-}
-
-async fn create_in(
-    w: &mut WriteTx<'_>,
-    account: AccountId,
-    store: StoreId,
-    secrets: &[NewSecret],
-    quota: u64,
-) -> Result<()> {
-    require_store(w.tx(), account, store).await?;
-    for new in secrets {
+    for new in &secrets {
         let (record, value) = (&new.record, &new.value);
         if record.account_id != account || record.store_id != store {
             return Err(StorageError::Invalid(
@@ -296,39 +220,42 @@ async fn create_in(
         }
         check_carried_dek(new.dek.as_ref(), value, account)?;
     }
-
-    // Under the writer lock: no create of any instance slips in between the count and the
-    // inserts.
-    let usage = read_secret_count(w.tx(), account).await?;
-    let requested = secrets.len() as u64;
-    if usage.saturating_add(requested) > quota {
-        return Err(StorageError::QuotaExceeded {
-            quota,
-            usage,
-            requested,
-        });
-    }
-
-    // Before the checks below, which then find carried DEKs like stored ones, and before the
-    // secrets, so an edge reading the log has each DEK before the values sealed under it.
-    let carried: Vec<&DekRecord> = secrets.iter().filter_map(|new| new.dek.as_ref()).collect();
-    insert_carried_deks(w, &carried).await?;
-    let mut checked: HashSet<DekId> = HashSet::new();
-    for new in secrets {
-        let dek = new.value.dek_id;
-        if checked.insert(dek) && !dek_belongs_to(w.tx(), dek, account).await? {
-            return Err(StorageError::NotFound(Entity::Dek));
-        }
-    }
-
-    // Inserting in order makes the first clash (with an existing secret or with an earlier
-    // item of this batch, already inserted) the one reported; it ends the transaction.
-    for new in secrets {
-        insert_secret(w.tx(), &new.record).await?;
-        insert_version(w.tx(), &new.value).await?;
-        w.append(&secret_put(&new.record, &new.value)).await?;
-    }
-    Ok(())
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            require_store(w.tx(), account, store).await?;
+            // Under the writer lock: no concurrent create slips in between count and insert.
+            let usage = read_secret_count(w.tx(), account).await?;
+            let requested = secrets.len() as u64;
+            if usage.saturating_add(requested) > quota {
+                return Err(StorageError::QuotaExceeded {
+                    quota,
+                    usage,
+                    requested,
+                });
+            }
+            // Before the checks below, which then find carried DEKs like stored ones, and
+            // before the secrets, so an edge has each DEK before the values sealed under it.
+            let carried: Vec<&DekRecord> =
+                secrets.iter().filter_map(|new| new.dek.as_ref()).collect();
+            insert_carried_deks(w, &carried).await?;
+            let mut checked: HashSet<DekId> = HashSet::new();
+            for new in &secrets {
+                let dek = new.value.dek_id;
+                if checked.insert(dek) && !dek_belongs_to(w.tx(), dek, account).await? {
+                    return Err(StorageError::NotFound(Entity::Dek));
+                }
+            }
+            // In order, so the first clash (with a stored secret or an earlier item of this
+            // batch, already inserted) is the one the unique index reports.
+            for new in &secrets {
+                insert_secret(w.tx(), &new.record).await?;
+                insert_version(w.tx(), &new.value).await?;
+                w.append(&secret_put(&new.record, &new.value)).await?;
+            }
+            Ok(())
+        })
+    })
+    .await
 }
 
 pub(crate) async fn get_secret(
@@ -337,19 +264,10 @@ pub(crate) async fn get_secret(
     store: StoreId,
     id: SecretId,
 ) -> Result<Option<SecretRecord>> {
-    read_secret(&s.client().await?, account, store, id).await
-}
-
-async fn read_secret(
-    c: &impl GenericClient,
-    account: AccountId,
-    store: StoreId,
-    id: SecretId,
-) -> Result<Option<SecretRecord>> {
+    let c = s.client().await?;
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {SECRET_COLS} FROM secrets
-             WHERE id = $1 AND store_id = $2 AND account_id = $3"
+            "SELECT {SECRET_COLS} FROM secrets WHERE id = $1 AND store_id = $2 AND account_id = $3"
         ))
         .await
         .db("get secret")?;
@@ -374,12 +292,10 @@ pub(crate) async fn list_secrets(
     query: &SecretQuery,
 ) -> Result<Page<SecretRecord>> {
     let query = query.clone();
-    // One snapshot, so the store check, the count and the page agree.
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move {
             require_store(tx, account, store).await?;
             let mut params = Params::default();
-            // Only fixed column names and operators are spliced in; every value is bound.
             let mut filter = format!(
                 "store_id = {} AND account_id = {}",
                 params.push(store.as_bytes().to_vec()),
@@ -387,10 +303,10 @@ pub(crate) async fn list_secrets(
             );
             if let Some(search) = &query.search {
                 let p = params.push(contains_pattern(search));
+                // The columns are COLLATE "C": ILIKE folds ASCII letters only, like SQLite's
+                // LIKE (names are ASCII; other letters in comments match exactly).
                 filter.push_str(&format!(
-                    " AND ({} LIKE {p} ESCAPE '\\' OR {} LIKE {p} ESCAPE '\\')",
-                    ascii_lower("name"),
-                    ascii_lower("comment"),
+                    " AND (name ILIKE {p} ESCAPE '\\' OR comment ILIKE {p} ESCAPE '\\')"
                 ));
             }
             for scope in query.scopes.iter() {
@@ -408,9 +324,7 @@ pub(crate) async fn list_secrets(
                 0,
                 "count",
             )?;
-
-            // Every stored secret is active, so ordering by status is ordering by the
-            // tie-break alone.
+            // Every stored secret is active: ordering by status is ordering by id alone.
             let column = match query.order {
                 SecretOrder::Name => Some("name"),
                 SecretOrder::Comment => Some("comment"),
@@ -427,8 +341,8 @@ pub(crate) async fn list_secrets(
             let skip = params.push(offset(query.page, query.per_page));
             let page = tx
                 .prepare_cached(&format!(
-                    "SELECT {SECRET_COLS} FROM secrets WHERE {filter}
-                     ORDER BY {order} LIMIT {limit} OFFSET {skip}"
+                    "SELECT {SECRET_COLS} FROM secrets WHERE {filter} ORDER BY {order}
+                     LIMIT {limit} OFFSET {skip}"
                 ))
                 .await
                 .db("list secrets")?;
@@ -448,16 +362,35 @@ pub(crate) async fn list_secrets(
     .await
 }
 
-async fn update_in(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<SecretRecord> {
+/// Applies `update` in the caller's write (see `Storage::update_secret`).
+async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<SecretRecord> {
     let (account, store, id) = (update.account_id, update.store_id, update.secret_id);
     require_store(w.tx(), account, store).await?;
-    let current = read_secret(w.tx(), account, store, id)
-        .await?
+    let stmt = w
+        .tx()
+        .prepare_cached(&format!(
+            "SELECT {SECRET_COLS} FROM secrets WHERE id = $1 AND store_id = $2 AND account_id = $3"
+        ))
+        .await
+        .db("read secret")?;
+    let current = w
+        .tx()
+        .query_opt(
+            &stmt,
+            &[
+                &id.as_bytes().as_slice(),
+                &store.as_bytes().as_slice(),
+                &account.as_bytes().as_slice(),
+            ],
+        )
+        .await
+        .db("read secret")?
+        .map(|row| secret_from_row(&row))
+        .transpose()?
         .ok_or(StorageError::NotFound(Entity::Secret))?;
     if current.version != update.expected_version {
         return Err(StorageError::Conflict);
     }
-
     let value = match update.value {
         None if update.dek.is_some() => {
             return Err(StorageError::Invalid("a carried DEK without a new value"));
@@ -489,7 +422,6 @@ async fn update_in(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<SecretRe
                 StorageError::Corrupted("a secret's current version row is missing".into())
             })?,
     };
-
     let record = SecretRecord {
         comment: update.comment.unwrap_or(current.comment),
         scopes: update.scopes.unwrap_or(current.scopes),
@@ -533,7 +465,7 @@ pub(crate) async fn update_secret(
     update: SecretUpdate,
     audit: &[AuditEntry],
 ) -> Result<SecretRecord> {
-    s.write(audit, move |w| Box::pin(update_in(w, update)))
+    s.write(audit, move |w| Box::pin(apply_update(w, update)))
         .await
 }
 
@@ -542,10 +474,8 @@ pub(crate) async fn queue_update_secret(
     update: SecretUpdate,
     audit: &[AuditEntry],
 ) -> Result<Pending<SecretRecord>> {
-    // Applied here, as its own write (see the module doc): by the time the next update is
-    // queued this one is committed or failed, so queued updates apply in order.
-    let outcome = update_secret(s, update, audit).await;
-    Ok(Box::pin(std::future::ready(outcome)))
+    s.queue_write(audit, move |w| Box::pin(apply_update(w, update)))
+        .await
 }
 
 pub(crate) async fn delete_secrets(
@@ -568,7 +498,7 @@ pub(crate) async fn delete_secrets(
                 .db("delete secret")?;
             // Naming a secret twice deletes it once.
             let mut seen = HashSet::with_capacity(ids.len());
-            for id in ids.into_iter().filter(|id| seen.insert(*id)) {
+            for id in ids.iter().filter(|id| seen.insert(**id)) {
                 let deleted = w
                     .tx()
                     .execute(
@@ -588,7 +518,7 @@ pub(crate) async fn delete_secrets(
                 w.append(&Change::SecretDeleted {
                     account_id: account,
                     store_id: store,
-                    secret_id: id,
+                    secret_id: *id,
                 })
                 .await?;
             }
@@ -619,8 +549,7 @@ pub(crate) async fn get_secret_by_name(
     let c = s.client().await?;
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {SECRET_COLS} FROM secrets
-             WHERE store_id = $1 AND name = $2 AND account_id = $3"
+            "SELECT {SECRET_COLS} FROM secrets WHERE store_id = $1 AND name = $2 AND account_id = $3"
         ))
         .await
         .db("get secret by name")?;
@@ -638,10 +567,10 @@ pub(crate) async fn get_secret_by_name(
     .transpose()
 }
 
-/// The runtime read: one statement, so one snapshot. The secret is found through the
-/// `secrets_name_unique` index and its current version through the versions primary key. A
-/// LEFT JOIN, so that a secret whose current version row is missing is reported as damage
-/// rather than read as "no such secret".
+/// The runtime read: one statement, so one snapshot. The secret is found through the unique
+/// (store_id, name) index and its current version through the versions primary key. A LEFT
+/// JOIN, so that a secret whose current version row is missing is reported as damage rather
+/// than read as "no such secret".
 pub(crate) async fn current_value(
     s: &PgStorage,
     account: AccountId,

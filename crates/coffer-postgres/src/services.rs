@@ -1,9 +1,4 @@
 //! Services, their bindings and service tokens.
-//!
-//! Bindings live in `service_bindings`, one position sequence per service: its secret bindings
-//! in the order given, then its store bindings, so reading them back by position restores both
-//! lists. Every write runs under the writer lock (see `write.rs`), so the name check holds
-//! against every instance; `services_name_unique` restates it.
 
 use std::collections::HashSet;
 
@@ -13,33 +8,31 @@ use coffer_storage::{
     StoreBindingRecord,
 };
 use coffer_types::{
-    AccountId, BindingName, Scope, SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
+    AccountId, BindingName, SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
 };
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::PgStorage;
 use crate::db::{
-    DbResultExt, Violation, bytes_col, col, db_error, offset, opt_ts_col, ts_col, u64_col,
-    violation,
+    DbResultExt, Violation, bytes_col, col, db_error, offset, opt_ts_col, scope_col, ts_col,
+    u64_col, violation,
 };
 use crate::write::{TxFuture, WriteTx};
 
-// The column lists and their decoders change together: the decoders read by position.
-const SERVICE_COLS: &str = "id, account_id, name, kind, created, modified";
-const SERVICE_TOKEN_COLS: &str = "id, account_id, service_id, hash, created, revoked";
+// Column lists and their decoders change together: a decoder reads by position.
+pub(crate) const SERVICE_COLS: &str = "id, account_id, name, kind, created, modified";
+pub(crate) const SERVICE_TOKEN_COLS: &str = "id, account_id, service_id, hash, created, revoked";
 
 /// A service row without its bindings (see [`load_bindings`]).
 fn service_from_row(row: &Row) -> Result<ServiceRecord> {
-    let name: &str = col(row, 2, "services.name")?;
-    let kind: &str = col(row, 3, "services.kind")?;
+    let name: String = col(row, 2, "services.name")?;
     Ok(ServiceRecord {
         id: ServiceId::from_bytes(bytes_col(row, 0, "services.id")?),
         account_id: AccountId::from_bytes(bytes_col(row, 1, "services.account_id")?),
-        name: ServiceName::parse(name)
+        name: ServiceName::parse(&name)
             .map_err(|_| StorageError::Corrupted("services.name: invalid name".into()))?,
-        kind: Scope::parse(kind)
-            .map_err(|_| StorageError::Corrupted("services.kind: unknown scope".into()))?,
+        kind: scope_col(row, 3, "services.kind")?,
         secrets: Vec::new(),
         stores: Vec::new(),
         created: ts_col(row, 4, "services.created")?,
@@ -47,7 +40,7 @@ fn service_from_row(row: &Row) -> Result<ServiceRecord> {
     })
 }
 
-fn service_token_from_row(row: &Row) -> Result<ServiceTokenRecord> {
+pub(crate) fn service_token_from_row(row: &Row) -> Result<ServiceTokenRecord> {
     Ok(ServiceTokenRecord {
         id: TokenId::from_bytes(bytes_col(row, 0, "service_tokens.id")?),
         account_id: AccountId::from_bytes(bytes_col(row, 1, "service_tokens.account_id")?),
@@ -58,15 +51,9 @@ fn service_token_from_row(row: &Row) -> Result<ServiceTokenRecord> {
     })
 }
 
-fn name_taken(name: &str) -> StorageError {
-    StorageError::NameTaken {
-        entity: Entity::Service,
-        name: name.to_owned(),
-    }
-}
-
-/// Fills in `service`'s bindings: one range read of `service_bindings` in position order.
-async fn load_bindings(
+/// Fills in the service's bindings, in position order: its secret bindings, then its store
+/// bindings, each in the order given.
+pub(crate) async fn load_bindings(
     c: &impl GenericClient,
     mut service: ServiceRecord,
 ) -> Result<ServiceRecord> {
@@ -82,16 +69,16 @@ async fn load_bindings(
         .await
         .db("read bindings")?
     {
-        let binding: &str = col(&row, 0, "service_bindings.binding")?;
-        let binding = BindingName::parse(binding).map_err(|_| {
+        let binding: String = col(&row, 0, "service_bindings.binding")?;
+        let binding = BindingName::parse(&binding).map_err(|_| {
             StorageError::Corrupted("service_bindings.binding: invalid name".into())
         })?;
         let store_id = StoreId::from_bytes(bytes_col(&row, 1, "service_bindings.store_id")?);
-        match col::<Option<&str>>(&row, 2, "service_bindings.secret_name")? {
+        match col::<Option<String>>(&row, 2, "service_bindings.secret_name")? {
             Some(name) => service.secrets.push(SecretBindingRecord {
                 binding,
                 store_id,
-                secret_name: SecretName::parse(name).map_err(|_| {
+                secret_name: SecretName::parse(&name).map_err(|_| {
                     StorageError::Corrupted("service_bindings.secret_name: invalid name".into())
                 })?,
             }),
@@ -103,7 +90,6 @@ async fn load_bindings(
     Ok(service)
 }
 
-/// Run in one snapshot (a read transaction or the write's), so the row and its bindings agree.
 async fn read_service(
     c: &impl GenericClient,
     account: AccountId,
@@ -125,7 +111,7 @@ async fn read_service(
     else {
         return Ok(None);
     };
-    load_bindings(c, service_from_row(&row)?).await.map(Some)
+    Ok(Some(load_bindings(c, service_from_row(&row)?).await?))
 }
 
 /// `NotFound(Service)` unless `id` is a service of `account`.
@@ -134,20 +120,36 @@ async fn require_service(c: &impl GenericClient, account: AccountId, id: Service
         .prepare_cached("SELECT 1 FROM services WHERE id = $1 AND account_id = $2")
         .await
         .db("check service")?;
-    match c
-        .query_opt(
-            &stmt,
-            &[&id.as_bytes().as_slice(), &account.as_bytes().as_slice()],
-        )
-        .await
-        .db("check service")?
-    {
-        Some(_) => Ok(()),
-        None => Err(StorageError::NotFound(Entity::Service)),
-    }
+    c.query_opt(
+        &stmt,
+        &[&id.as_bytes().as_slice(), &account.as_bytes().as_slice()],
+    )
+    .await
+    .db("check service")?
+    .map(|_| ())
+    .ok_or(StorageError::NotFound(Entity::Service))
 }
 
-/// `Invalid` unless every binding name of `service` is used once, across secrets and stores.
+async fn read_service_token(
+    c: &impl GenericClient,
+    id: TokenId,
+) -> Result<Option<ServiceTokenRecord>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {SERVICE_TOKEN_COLS} FROM service_tokens WHERE id = $1"
+        ))
+        .await
+        .db("get service token")?;
+    c.query_opt(&stmt, &[&id.as_bytes().as_slice()])
+        .await
+        .db("get service token")?
+        .map(|row| service_token_from_row(&row))
+        .transpose()
+}
+
+const DUPLICATE_BINDINGS: StorageError =
+    StorageError::Invalid("a service's binding names are not unique across its secrets and stores");
+
 fn check_binding_names(service: &ServiceRecord) -> Result<()> {
     let mut seen: HashSet<&BindingName> = HashSet::new();
     let names = service
@@ -157,16 +159,14 @@ fn check_binding_names(service: &ServiceRecord) -> Result<()> {
         .chain(service.stores.iter().map(|b| &b.binding));
     for name in names {
         if !seen.insert(name) {
-            return Err(StorageError::Invalid(
-                "a service's binding names are not unique across its secrets and stores",
-            ));
+            return Err(DUPLICATE_BINDINGS);
         }
     }
     Ok(())
 }
 
 /// Inserts `service`'s bindings in one position sequence: its secret bindings in order, then
-/// its store bindings in order.
+/// its store bindings in order (so reading them back by position restores both lists).
 async fn insert_bindings(c: &impl GenericClient, service: &ServiceRecord) -> Result<()> {
     let stmt = c
         .prepare_cached(
@@ -196,10 +196,8 @@ async fn insert_bindings(c: &impl GenericClient, service: &ServiceRecord) -> Res
         )
         .await
         .map_err(|e| match violation(&e) {
-            // Checked before; the constraints agree.
-            Some(Violation::Unique(_)) => StorageError::Invalid(
-                "a service's binding names are not unique across its secrets and stores",
-            ),
+            // Checked before; the indexes agree.
+            Some(Violation::Unique(_)) => DUPLICATE_BINDINGS,
             _ => db_error("insert binding", &e),
         })?;
     }
@@ -256,7 +254,9 @@ async fn insert_service_token(w: &mut WriteTx<'_>, token: &ServiceTokenRecord) -
         )
         .await
         .map_err(|e| match violation(&e) {
-            Some(Violation::Unique(_)) => StorageError::AlreadyExists(Entity::ServiceToken),
+            Some(Violation::Unique("service_tokens_pkey")) => {
+                StorageError::AlreadyExists(Entity::ServiceToken)
+            }
             Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Service),
             _ => db_error("create service token", &e),
         })?;
@@ -296,7 +296,10 @@ pub(crate) async fn create_service(
                 .db("check service name")?
                 .is_some()
             {
-                return Err(name_taken(service.name.as_str()));
+                return Err(StorageError::NameTaken {
+                    entity: Entity::Service,
+                    name: service.name.as_str().to_owned(),
+                });
             }
             let insert = w
                 .tx()
@@ -320,13 +323,10 @@ pub(crate) async fn create_service(
                 )
                 .await
                 .map_err(|e| match violation(&e) {
-                    Some(Violation::Unique("services_name_unique")) => {
-                        name_taken(service.name.as_str())
-                    }
+                    Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Account),
                     // The name is free (checked above), so a clash is on the id, whichever of
                     // its indexes reports it.
                     Some(Violation::Unique(_)) => StorageError::AlreadyExists(Entity::Service),
-                    Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Account),
                     _ => db_error("create service", &e),
                 })?;
             insert_bindings(w.tx(), &service).await?;
@@ -353,14 +353,9 @@ pub(crate) async fn update_service(
                 created: current.created,
                 ..service
             };
-            let update = w
-                .tx()
-                .prepare_cached("UPDATE services SET kind = $1, modified = $2 WHERE id = $3")
-                .await
-                .db("update service")?;
             w.tx()
                 .execute(
-                    &update,
+                    "UPDATE services SET kind = $1, modified = $2 WHERE id = $3",
                     &[
                         &record.kind.as_str(),
                         &record.modified.unix_micros(),
@@ -370,13 +365,11 @@ pub(crate) async fn update_service(
                 .await
                 .db("update service")?;
             // Replaced wholesale, like the `ServicePut` that carries them.
-            let clear = w
-                .tx()
-                .prepare_cached("DELETE FROM service_bindings WHERE service_id = $1")
-                .await
-                .db("replace bindings")?;
             w.tx()
-                .execute(&clear, &[&record.id.as_bytes().as_slice()])
+                .execute(
+                    "DELETE FROM service_bindings WHERE service_id = $1",
+                    &[&record.id.as_bytes().as_slice()],
+                )
                 .await
                 .db("replace bindings")?;
             insert_bindings(w.tx(), &record).await?;
@@ -392,6 +385,7 @@ pub(crate) async fn get_service(
     account: AccountId,
     id: ServiceId,
 ) -> Result<Option<ServiceRecord>> {
+    // One snapshot, so the row and its bindings agree.
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move { read_service(tx, account, id).await })
     })
@@ -419,7 +413,7 @@ pub(crate) async fn get_service_by_name(
             else {
                 return Ok(None);
             };
-            load_bindings(tx, service_from_row(&row)?).await.map(Some)
+            Ok(Some(load_bindings(tx, service_from_row(&row)?).await?))
         })
     })
     .await
@@ -432,11 +426,12 @@ pub(crate) async fn list_services(
 ) -> Result<Page<ServiceRecord>> {
     let query = query.clone();
     // One snapshot, so the count, the page and the bindings agree. Names are unique per
-    // account (and `COLLATE "C"`: byte-wise), so ordering by name needs no tie-break.
+    // account: ordering by name needs no tie-break.
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move {
+            let account = account.as_bytes().as_slice();
             // `name` is bound as NULL for "any name"; the statements stay fixed (and cached).
-            let name = query.name.as_ref().map(ServiceName::as_str);
+            let name = query.name.as_ref().map(|n| n.as_str().to_owned());
             let page = tx
                 .prepare_cached(&format!(
                     "SELECT {SERVICE_COLS} FROM services
@@ -449,7 +444,7 @@ pub(crate) async fn list_services(
                 .query(
                     &page,
                     &[
-                        &account.as_bytes().as_slice(),
+                        &account,
                         &name,
                         &i64::from(query.per_page),
                         &offset(query.page, query.per_page),
@@ -465,7 +460,7 @@ pub(crate) async fn list_services(
                 .await
                 .db("count services")?;
             let total = u64_col(
-                &tx.query_one(&count, &[&account.as_bytes().as_slice(), &name])
+                &tx.query_one(&count, &[&account, &name])
                     .await
                     .db("count services")?,
                 0,
@@ -493,15 +488,10 @@ pub(crate) async fn delete_service(
     s.write(audit, move |w| {
         Box::pin(async move {
             // Bindings and tokens go with the row (ON DELETE CASCADE).
-            let stmt = w
-                .tx()
-                .prepare_cached("DELETE FROM services WHERE id = $1 AND account_id = $2")
-                .await
-                .db("delete service")?;
             let deleted = w
                 .tx()
                 .execute(
-                    &stmt,
+                    "DELETE FROM services WHERE id = $1 AND account_id = $2",
                     &[&id.as_bytes().as_slice(), &account.as_bytes().as_slice()],
                 )
                 .await
@@ -519,25 +509,45 @@ pub(crate) async fn delete_service(
     .await
 }
 
-async fn read_service_token(
-    c: &impl GenericClient,
-    id: TokenId,
-) -> Result<Option<ServiceTokenRecord>> {
-    let stmt = c
-        .prepare_cached(&format!(
-            "SELECT {SERVICE_TOKEN_COLS} FROM service_tokens WHERE id = $1"
-        ))
+/// Sets `revoked = at` on `tokens` (unrevoked tokens of one service, in id order) and logs
+/// each; returns them as updated.
+async fn revoke_rows(
+    w: &mut WriteTx<'_>,
+    tokens: Vec<ServiceTokenRecord>,
+    at: Timestamp,
+) -> Result<Vec<ServiceTokenRecord>> {
+    let stmt = w
+        .tx()
+        .prepare_cached("UPDATE service_tokens SET revoked = $1 WHERE id = $2 AND revoked IS NULL")
         .await
-        .db("get service token")?;
-    c.query_opt(&stmt, &[&id.as_bytes().as_slice()])
-        .await
-        .db("get service token")?
-        .map(|row| service_token_from_row(&row))
-        .transpose()
+        .db("revoke service token")?;
+    let mut revoked = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let changed = w
+            .tx()
+            .execute(&stmt, &[&at.unix_micros(), &token.id.as_bytes().as_slice()])
+            .await
+            .db("revoke service token")?;
+        if changed != 1 {
+            // Read unrevoked in this transaction a moment ago: only a bug gets here.
+            return Err(StorageError::AlreadyRevoked);
+        }
+        w.append(&Change::ServiceTokenRevoked {
+            account_id: token.account_id,
+            service_id: token.service_id,
+            token_id: token.id,
+        })
+        .await?;
+        revoked.push(ServiceTokenRecord {
+            revoked: Some(at),
+            ..token
+        });
+    }
+    Ok(revoked)
 }
 
-/// The service's unrevoked tokens other than `except`, in id order (byte-wise).
-async fn active_service_tokens(
+/// The service's unrevoked tokens other than `except`, in id order.
+async fn active_tokens(
     c: &impl GenericClient,
     service: ServiceId,
     except: Option<TokenId>,
@@ -559,43 +569,6 @@ async fn active_service_tokens(
         .collect()
 }
 
-/// Sets `revoked = at` on `tokens` (unrevoked tokens of one service, in id order) and logs
-/// each; returns them as updated.
-async fn revoke_service_token_rows(
-    w: &mut WriteTx<'_>,
-    tokens: Vec<ServiceTokenRecord>,
-    at: Timestamp,
-) -> Result<Vec<ServiceTokenRecord>> {
-    let stmt = w
-        .tx()
-        .prepare_cached("UPDATE service_tokens SET revoked = $1 WHERE id = $2 AND revoked IS NULL")
-        .await
-        .db("revoke service token")?;
-    let mut revoked = Vec::with_capacity(tokens.len());
-    for token in tokens {
-        let changed = w
-            .tx()
-            .execute(&stmt, &[&at.unix_micros(), &token.id.as_bytes().as_slice()])
-            .await
-            .db("revoke service token")?;
-        if changed != 1 {
-            // Read unrevoked under the writer lock a moment ago: only a bug gets here.
-            return Err(StorageError::AlreadyRevoked);
-        }
-        w.append(&Change::ServiceTokenRevoked {
-            account_id: token.account_id,
-            service_id: token.service_id,
-            token_id: token.id,
-        })
-        .await?;
-        revoked.push(ServiceTokenRecord {
-            revoked: Some(at),
-            ..token
-        });
-    }
-    Ok(revoked)
-}
-
 pub(crate) async fn create_service_token(
     s: &PgStorage,
     token: ServiceTokenRecord,
@@ -609,9 +582,8 @@ pub(crate) async fn create_service_token(
             match revoke_others_at {
                 None => Ok(Vec::new()),
                 Some(at) => {
-                    let others =
-                        active_service_tokens(w.tx(), token.service_id, Some(token.id)).await?;
-                    revoke_service_token_rows(w, others, at).await
+                    let others = active_tokens(w.tx(), token.service_id, Some(token.id)).await?;
+                    revoke_rows(w, others, at).await
                 }
             }
         })
@@ -631,7 +603,7 @@ pub(crate) async fn revoke_service_tokens(
         Box::pin(async move {
             require_service(w.tx(), account, service).await?;
             let tokens = match only {
-                None => active_service_tokens(w.tx(), service, None).await?,
+                None => active_tokens(w.tx(), service, None).await?,
                 Some(id) => {
                     let token = read_service_token(w.tx(), id)
                         .await?
@@ -643,7 +615,7 @@ pub(crate) async fn revoke_service_tokens(
                     vec![token]
                 }
             };
-            revoke_service_token_rows(w, tokens, at).await
+            revoke_rows(w, tokens, at).await
         })
     })
     .await

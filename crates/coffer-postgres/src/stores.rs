@@ -1,8 +1,4 @@
-//! Stores: create (name unique, limit), read, list (pages), delete.
-//!
-//! Names are `COLLATE "C"` and ids BYTEA, so listings order byte-wise whatever the database's
-//! locale. Every write runs under the writer lock (see `write.rs`), so the name and limit
-//! checks hold against every instance; the `stores_name_unique` constraint restates the first.
+//! Stores: create (name unique per account, a limit per account), read, list, delete.
 
 use coffer_storage::{
     AuditEntry, Change, Entity, Page, Result, StorageError, StoreOrder, StoreQuery, StoreRecord,
@@ -19,29 +15,22 @@ use crate::db::{
 use crate::write::{TxFuture, WriteTx};
 
 // The column list and its decoder change together: the decoder reads by position.
-const STORE_COLS: &str = "id, account_id, name, created, modified";
+pub(crate) const STORE_COLS: &str = "id, account_id, name, created, modified";
 
-fn store_from_row(row: &Row) -> Result<StoreRecord> {
-    let name: &str = col(row, 2, "stores.name")?;
+pub(crate) fn store_from_row(row: &Row) -> Result<StoreRecord> {
+    let name: String = col(row, 2, "stores.name")?;
     Ok(StoreRecord {
         id: StoreId::from_bytes(bytes_col(row, 0, "stores.id")?),
         account_id: AccountId::from_bytes(bytes_col(row, 1, "stores.account_id")?),
-        name: StoreName::parse(name)
+        name: StoreName::parse(&name)
             .map_err(|_| StorageError::Corrupted("stores.name: invalid name".into()))?,
         created: ts_col(row, 3, "stores.created")?,
         modified: ts_col(row, 4, "stores.modified")?,
     })
 }
 
-fn name_taken(name: &str) -> StorageError {
-    StorageError::NameTaken {
-        entity: Entity::Store,
-        name: name.to_owned(),
-    }
-}
-
-/// `NotFound(Store)` unless `id` is a store of `account`: another account's store is
-/// indistinguishable from a missing one.
+/// `NotFound(Store)` unless the account has store `id` (a store of another account is
+/// missing to it).
 pub(crate) async fn require_store(
     c: &impl GenericClient,
     account: AccountId,
@@ -51,16 +40,20 @@ pub(crate) async fn require_store(
         .prepare_cached("SELECT 1 FROM stores WHERE id = $1 AND account_id = $2")
         .await
         .db("check store")?;
-    match c
-        .query_opt(
-            &stmt,
-            &[&id.as_bytes().as_slice(), &account.as_bytes().as_slice()],
-        )
-        .await
-        .db("check store")?
-    {
-        Some(_) => Ok(()),
-        None => Err(StorageError::NotFound(Entity::Store)),
+    c.query_opt(
+        &stmt,
+        &[&id.as_bytes().as_slice(), &account.as_bytes().as_slice()],
+    )
+    .await
+    .db("check store")?
+    .map(|_| ())
+    .ok_or(StorageError::NotFound(Entity::Store))
+}
+
+fn name_taken(name: &StoreName) -> StorageError {
+    StorageError::NameTaken {
+        entity: Entity::Store,
+        name: name.as_str().to_owned(),
     }
 }
 
@@ -84,7 +77,7 @@ pub(crate) async fn create_store(
                 .db("check store name")?
                 .is_some()
             {
-                return Err(name_taken(store.name.as_str()));
+                return Err(name_taken(&store.name));
             }
             let count = w
                 .tx()
@@ -126,10 +119,10 @@ pub(crate) async fn create_store(
                 )
                 .await
                 .map_err(|e| match violation(&e) {
-                    Some(Violation::Unique("stores_name_unique")) => {
-                        name_taken(store.name.as_str())
+                    Some(Violation::Unique("stores_pkey")) => {
+                        StorageError::AlreadyExists(Entity::Store)
                     }
-                    Some(Violation::Unique(_)) => StorageError::AlreadyExists(Entity::Store),
+                    Some(Violation::Unique("stores_name_unique")) => name_taken(&store.name),
                     Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Account),
                     _ => db_error("create store", &e),
                 })?;
@@ -172,7 +165,6 @@ pub(crate) async fn list_stores(
     query: &StoreQuery,
 ) -> Result<Page<StoreRecord>> {
     let query = query.clone();
-    // One snapshot, so the count and the page agree.
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move {
             let column = match query.order {
@@ -181,7 +173,7 @@ pub(crate) async fn list_stores(
                 StoreOrder::Modified => "modified",
             };
             let dir = direction_sql(query.direction);
-            // Only fixed identifiers are spliced in; every value is bound.
+            // Only fixed identifiers are spliced in; every value is a bound parameter.
             let page = tx
                 .prepare_cached(&format!(
                     "SELECT {STORE_COLS} FROM stores WHERE account_id = $1
@@ -189,11 +181,12 @@ pub(crate) async fn list_stores(
                 ))
                 .await
                 .db("list stores")?;
+            let account = account.as_bytes().as_slice();
             let items = tx
                 .query(
                     &page,
                     &[
-                        &account.as_bytes().as_slice(),
+                        &account,
                         &i64::from(query.per_page),
                         &offset(query.page, query.per_page),
                     ],
@@ -208,9 +201,7 @@ pub(crate) async fn list_stores(
                 .await
                 .db("count stores")?;
             let total = u64_col(
-                &tx.query_one(&count, &[&account.as_bytes().as_slice()])
-                    .await
-                    .db("count stores")?,
+                &tx.query_one(&count, &[&account]).await.db("count stores")?,
                 0,
                 "count",
             )?;
@@ -223,8 +214,11 @@ pub(crate) async fn list_stores(
     .await
 }
 
-/// A store's secret ids in id order (byte-wise): the order every backend logs their deletion in.
-async fn store_secret_ids(c: &impl GenericClient, store: StoreId) -> Result<Vec<SecretId>> {
+/// A store's secret ids in id order: the order every backend logs their deletion in.
+pub(crate) async fn store_secret_ids(
+    c: &impl GenericClient,
+    store: StoreId,
+) -> Result<Vec<SecretId>> {
     let stmt = c
         .prepare_cached("SELECT id FROM secrets WHERE store_id = $1 ORDER BY id")
         .await
@@ -240,7 +234,7 @@ async fn store_secret_ids(c: &impl GenericClient, store: StoreId) -> Result<Vec<
 /// Deletes every secret of `store` (`secrets`, as [`store_secret_ids`] listed them) and logs
 /// each deletion. Versions go with their secrets (ON DELETE CASCADE); the account's secret
 /// count follows by trigger.
-async fn delete_store_secrets(
+pub(crate) async fn delete_store_secrets(
     w: &mut WriteTx<'_>,
     account: AccountId,
     store: StoreId,
@@ -284,24 +278,20 @@ pub(crate) async fn delete_store(
                 // The DEKs its values used may be shared with the account's other stores: none
                 // seals again, the others' values are re-sealed away from them, and they are
                 // destroyed.
-                let retire = w
-                    .tx()
-                    .prepare_cached("UPDATE deks SET retired = true WHERE account_id = $1")
-                    .await
-                    .db("retire account deks")?;
                 w.tx()
-                    .execute(&retire, &[&account.as_bytes().as_slice()])
+                    .execute(
+                        "UPDATE deks SET retired = true WHERE account_id = $1",
+                        &[&account.as_bytes().as_slice()],
+                    )
                     .await
                     .db("retire account deks")?;
             }
             delete_store_secrets(w, account, id, secrets).await?;
-            let stmt = w
-                .tx()
-                .prepare_cached("DELETE FROM stores WHERE id = $1")
-                .await
-                .db("delete store")?;
             w.tx()
-                .execute(&stmt, &[&id.as_bytes().as_slice()])
+                .execute(
+                    "DELETE FROM stores WHERE id = $1",
+                    &[&id.as_bytes().as_slice()],
+                )
                 .await
                 .db("delete store")?;
             w.append(&Change::StoreDeleted {

@@ -145,7 +145,73 @@ impl<'c> WriteTx<'c> {
     }
 }
 
+/// What every write needs, cloneable so that a queued write can run on a task of its own.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub(crate) pool: deadpool_postgres::Pool,
+    pub(crate) shared: std::sync::Arc<crate::Shared>,
+}
+
+/// A write's turn in this process: held from before its transaction begins until it ends.
+/// Shutdown waits for every turn taken (the gate), and turns are taken in FIFO order.
+pub(crate) struct Turn {
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 impl PgStorage {
+    /// See [`Writer::write`].
+    pub(crate) async fn write<T, F>(&self, audit: &[AuditEntry], op: F) -> Result<T>
+    where
+        T: Send,
+        F: for<'a, 'c> FnOnce(&'a mut WriteTx<'c>) -> TxFuture<'a, T> + Send,
+    {
+        self.writer.write(audit, op).await
+    }
+
+    /// [`PgStorage::write`] in two steps: returns once the write has its turn (every write
+    /// this process queued before it has finished), with the future of its outcome; the write
+    /// runs on a task of its own, whether or not that future is awaited.
+    pub(crate) async fn queue_write<T, F>(
+        &self,
+        audit: &[AuditEntry],
+        op: F,
+    ) -> Result<coffer_storage::Pending<T>>
+    where
+        T: Send + 'static,
+        F: for<'a, 'c> FnOnce(&'a mut WriteTx<'c>) -> TxFuture<'a, T> + Send + 'static,
+    {
+        crate::audit::check(audit)?;
+        let turn = self.writer.turn().await?;
+        let writer = self.writer.clone();
+        let audit = audit.to_vec();
+        let task = tokio::spawn(async move { writer.write_in_turn(turn, &audit, op).await });
+        Ok(Box::pin(async move {
+            task.await.map_err(|_| {
+                StorageError::Unavailable("a queued write's task ended without an answer".into())
+            })?
+        }))
+    }
+}
+
+impl Writer {
+    /// Takes this process's next turn to write; `Unavailable` once the storage is shut down.
+    pub(crate) async fn turn(&self) -> Result<Turn> {
+        let gate = std::sync::Arc::clone(&self.shared.gate).read_owned().await;
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable("the storage is shut down".into()));
+        }
+        // This process's writes would wait for each other on the writer lock anyway; waiting
+        // here (FIFO) leaves the pool to reads instead of filling it with waiting connections.
+        let local = std::sync::Arc::clone(&self.shared.local_writer)
+            .lock_owned()
+            .await;
+        Ok(Turn {
+            _gate: gate,
+            _local: local,
+        })
+    }
+
     /// Runs `op` as one write (see the module doc), then appends `audit` in the same
     /// transaction: if either fails, nothing is written. `op` gets the transaction by
     /// reference; what it needs from the caller it takes by value:
@@ -163,13 +229,24 @@ impl PgStorage {
     {
         // Refused before anything is begun; nothing is counted as lost.
         crate::audit::check(audit)?;
-        let _gate = self.shared.gate.read().await;
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(StorageError::Unavailable("the storage is shut down".into()));
-        }
+        let turn = self.turn().await?;
+        self.write_in_turn(turn, audit, op).await
+    }
+
+    /// [`Writer::write`] in a turn already taken.
+    pub(crate) async fn write_in_turn<T, F>(
+        &self,
+        turn: Turn,
+        audit: &[AuditEntry],
+        op: F,
+    ) -> Result<T>
+    where
+        T: Send,
+        F: for<'a, 'c> FnOnce(&'a mut WriteTx<'c>) -> TxFuture<'a, T> + Send,
+    {
+        let _turn = turn;
         let stats = &self.shared.stats;
         stats.jobs.fetch_add(1, Ordering::Relaxed);
-        let _local = self.shared.local_writer.lock().await;
         let mut client = match self.pool.get().await.db("take a connection for a write") {
             Ok(c) => c,
             Err(e) => return Err(self.batch_failed(0, e)),
@@ -310,7 +387,9 @@ impl PgStorage {
         tracing::error!(error = %e, "a storage write was not committed");
         e
     }
+}
 
+impl PgStorage {
     /// Runs `f` in one REPEATABLE READ, READ ONLY transaction, so that its statements see one
     /// snapshot of the database.
     pub(crate) async fn read_snapshot<T, F>(&self, f: F) -> Result<T>

@@ -313,27 +313,33 @@ async fn queued_updates_apply_in_order_whether_or_not_awaited() {
     }
     assert_eq!(versions, [2, 3, 4, 5, 6]);
 
-    // Applied though its outcome is dropped unawaited.
+    // Applied though its outcome is dropped unawaited: the update queued behind it, which
+    // expects the version it makes, succeeds.
     drop(s.queue_update_secret(chained(w, 6), &[]).await.unwrap());
-    let current = s.get_secret(w.0, w.1, w.3).await.unwrap().unwrap();
-    assert_eq!(current.version, Version(7));
-    assert_eq!(current.comment, "after 6");
+    let after = s
+        .queue_update_secret(chained(w, 7), &[])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(after.version, Version(8));
+    assert_eq!(after.comment, "after 7");
 
     // A failing update (it expects a version that is not current) takes down the one queued
     // behind it, not the one before.
-    let ok = s.queue_update_secret(chained(w, 7), &[]).await.unwrap();
-    let bad = s.queue_update_secret(chained(w, 10), &[]).await.unwrap();
-    let behind = s.queue_update_secret(chained(w, 11), &[]).await.unwrap();
-    assert_eq!(ok.await.unwrap().version, Version(8));
+    let ok = s.queue_update_secret(chained(w, 8), &[]).await.unwrap();
+    let bad = s.queue_update_secret(chained(w, 11), &[]).await.unwrap();
+    let behind = s.queue_update_secret(chained(w, 12), &[]).await.unwrap();
+    assert_eq!(ok.await.unwrap().version, Version(9));
     assert!(matches!(bad.await, Err(StorageError::Conflict)));
     assert!(matches!(behind.await, Err(StorageError::Conflict)));
     let current = s.get_secret(w.0, w.1, w.3).await.unwrap().unwrap();
-    assert_eq!(current.version, Version(8));
+    assert_eq!(current.version, Version(9));
     let (_, value) = s
         .current_value(w.0, w.1, &SecretName::parse("CONTESTED").unwrap())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(value.version, Version(8));
-    assert_eq!(s.change_head().await.unwrap(), head + 7);
+    assert_eq!(value.version, Version(9));
+    assert_eq!(s.change_head().await.unwrap(), head + 8);
 }
