@@ -18,8 +18,7 @@
 //!   when several statements must see one snapshot;
 //! - one module per area of the trait (`accounts`, `tokens`, `stores`, `secrets`, `services`,
 //!   `nodes`, `keys`, `replication`, `change_log`, `snapshot`, `audit`); `storage.rs` holds
-//!   the trait impls and only delegates to them. A method not built yet returns
-//!   [`not_yet`]'s error, never panics.
+//!   the trait impls and only delegates to them.
 //!
 //! The storage never holds a key or a plaintext value (see coffer-storage's invariants), and
 //! nothing here logs a value, a token or the database password.
@@ -121,14 +120,6 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
-}
-
-/// The error of a trait method this backend does not implement yet. Grep-able: none may be
-/// left when the PostgreSQL backend is complete.
-pub(crate) fn not_yet(method: &'static str) -> StorageError {
-    StorageError::Unavailable(format!(
-        "{method} is not implemented by the PostgreSQL backend yet"
-    ))
 }
 
 /// What every clone of the storage's handle shares with the write path.

@@ -1,28 +1,103 @@
-//! Replication keys, node keys and grants, the rotating revocation, and account replication keys (ARK).
+//! Replication keys (RK), node public keys and grants, and the rotating revocation: what lets
+//! an edge open the keys the feed carries without ever holding the KEK. Account replication
+//! keys (ARK) are in `ark.rs`. Storage sees only opaque wrapped bytes here, as everywhere.
 
-#![allow(unused_imports)]
+mod ark;
 
-use coffer_storage::*;
-use coffer_types::*;
+pub(crate) use ark::{
+    LIVE_ACCOUNT_GRANTS, account_grant_versions, account_grants, account_replication_key_versions,
+    account_replication_keys, accounts_owing_ark_rotation, ark_accounts, grant_row_change,
+    node_account_keys, owes_ark_rotation, put_account_replication_key, register_node_account_key,
+    rotate_account_replication_key,
+};
 
-use crate::{PgStorage, not_yet};
+use coffer_storage::{
+    AuditEntry, Change, DekRecord, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
+    REPLICATION_KEY_PURPOSE_PREFIX, Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord,
+    ark_kek_id, rk_kek_id,
+};
+use coffer_types::{AccountId, DekId, Timestamp, TokenId};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use crate::PgStorage;
+use crate::db::{DbResultExt, bytes_col, col, opt_bytes_col, opt_ts_col, u32_col};
+use crate::keys::{
+    DEK_COLS, current_rk_version, dek_from_row, insert_instance_key_if_absent, is_destroyed,
+    read_instance_key, rk_wrap_cols,
+};
+use crate::write::{TxFuture, WriteTx};
+
+fn purpose(version: u32) -> String {
+    format!("{REPLICATION_KEY_PURPOSE_PREFIX}{version}")
+}
 
 pub(crate) async fn latest_replication_key(
     s: &PgStorage,
 ) -> Result<Option<(u32, WrappedKeyRecord)>> {
-    let _ = s;
-    Err(not_yet("latest_replication_key"))
+    s.read_snapshot(|tx| -> TxFuture<'_, _> {
+        Box::pin(async move {
+            let Some(version) = current_rk_version(tx).await? else {
+                return Ok(None);
+            };
+            let key = read_instance_key(tx, &purpose(version))
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Corrupted(format!("replication key {version} vanished"))
+                })?;
+            Ok(Some((version, key)))
+        })
+    })
+    .await
 }
 
 pub(crate) async fn instance_key_rk(s: &PgStorage, purpose: &str) -> Result<Option<RkWrap>> {
-    let _ = s;
-    let _ = purpose;
-    Err(not_yet("instance_key_rk"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached("SELECT rk_version, rk_wrapped FROM instance_keys WHERE purpose = $1")
+        .await
+        .db("instance key rk wrap")?;
+    match c
+        .query_opt(&stmt, &[&purpose])
+        .await
+        .db("instance key rk wrap")?
+    {
+        Some(row) => rk_wrap_cols(&row, 0, "instance_keys.rk_version"),
+        None => Ok(None),
+    }
 }
 
 pub(crate) async fn list_deks(s: &PgStorage) -> Result<Vec<DekRecord>> {
-    let _ = s;
-    Err(not_yet("list_deks"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!("SELECT {DEK_COLS} FROM deks ORDER BY id"))
+        .await
+        .db("list deks")?;
+    c.query(&stmt, &[])
+        .await
+        .db("list deks")?
+        .iter()
+        .map(dek_from_row)
+        .collect()
+}
+
+/// Refuses work done under a replication key that is no longer the current one.
+async fn check_current(c: &impl GenericClient, version: u32) -> Result<()> {
+    if current_rk_version(c).await? == Some(version) {
+        Ok(())
+    } else {
+        Err(StorageError::Conflict)
+    }
+}
+
+fn check_replicated(purpose: &str) -> Result<()> {
+    if REPLICATED_KEY_PURPOSES.contains(&purpose) {
+        Ok(())
+    } else {
+        Err(StorageError::Invalid(
+            "only the replicated instance keys get replication-key wraps",
+        ))
+    }
 }
 
 pub(crate) async fn backfill_rk_wraps(
@@ -31,11 +106,126 @@ pub(crate) async fn backfill_rk_wraps(
     deks: Vec<(DekId, Vec<u8>)>,
     instance_keys: Vec<(String, Vec<u8>)>,
 ) -> Result<()> {
-    let _ = s;
-    let _ = version;
-    let _ = deks;
-    let _ = instance_keys;
-    Err(not_yet("backfill_rk_wraps"))
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            check_current(w.tx(), version).await?;
+            let version = i64::from(version);
+            let dek = w
+                .tx()
+                .prepare_cached(
+                    "UPDATE deks SET rk_version = $1, rk_wrapped = $2
+                     WHERE id = $3 AND rk_version IS NULL",
+                )
+                .await
+                .db("backfill dek rk wrap")?;
+            for (id, wrapped) in &deks {
+                w.tx()
+                    .execute(&dek, &[&version, wrapped, &id.as_bytes().as_slice()])
+                    .await
+                    .db("backfill dek rk wrap")?;
+            }
+            let instance = w
+                .tx()
+                .prepare_cached(
+                    "UPDATE instance_keys SET rk_version = $1, rk_wrapped = $2
+                     WHERE purpose = $3 AND rk_version IS NULL",
+                )
+                .await
+                .db("backfill instance key rk wrap")?;
+            for (purpose, wrapped) in &instance_keys {
+                check_replicated(purpose)?;
+                w.tx()
+                    .execute(&instance, &[&version, wrapped, purpose])
+                    .await
+                    .db("backfill instance key rk wrap")?;
+            }
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// Stores `grant` (replacing one of that node and version) and appends its `NodeKeyGrant`.
+async fn insert_grant(w: &mut WriteTx<'_>, grant: &NodeGrant) -> Result<()> {
+    let stmt = w
+        .tx()
+        .prepare_cached(
+            "INSERT INTO node_grants (node_id, rk_version, ephemeral, sealed)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (node_id, rk_version) DO UPDATE
+                 SET ephemeral = excluded.ephemeral, sealed = excluded.sealed",
+        )
+        .await
+        .db("store node grant")?;
+    w.tx()
+        .execute(
+            &stmt,
+            &[
+                &grant.node_id.as_bytes().as_slice(),
+                &i64::from(grant.rk_version),
+                &grant.ephemeral_public.as_slice(),
+                &grant.sealed,
+            ],
+        )
+        .await
+        .db("store node grant")?;
+    w.append(&Change::NodeKeyGrant {
+        node_id: grant.node_id,
+        rk_version: grant.rk_version,
+        ephemeral_public_hex: hex::encode(grant.ephemeral_public),
+        sealed_hex: hex::encode(&grant.sealed),
+    })
+    .await
+}
+
+/// A node's `revoked` time and public key; `NotFound(Node)` for an unknown node.
+pub(crate) async fn node_state(
+    c: &impl GenericClient,
+    node: TokenId,
+) -> Result<(Option<Timestamp>, Option<[u8; 32]>)> {
+    let stmt = c
+        .prepare_cached("SELECT revoked, public_key FROM nodes WHERE id = $1")
+        .await
+        .db("read node")?;
+    let row = c
+        .query_opt(&stmt, &[&node.as_bytes().as_slice()])
+        .await
+        .db("read node")?
+        .ok_or(StorageError::NotFound(Entity::Node))?;
+    Ok((
+        opt_ts_col(&row, 0, "nodes.revoked")?,
+        opt_bytes_col(&row, 1, "nodes.public_key")?,
+    ))
+}
+
+/// Whether `public_key` is taken: by a node other than `except` (revoked ones included), or
+/// as a node account key.
+pub(crate) async fn key_taken(
+    c: &impl GenericClient,
+    public_key: &[u8; 32],
+    except: Option<TokenId>,
+) -> Result<bool> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = $1
+                            AND ($2::bytea IS NULL OR id <> $2))
+                 OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = $1)",
+        )
+        .await
+        .db("check node key")?;
+    col(
+        &c.query_one(
+            &stmt,
+            &[
+                &public_key.as_slice(),
+                &except.as_ref().map(|n| n.as_bytes().as_slice()),
+            ],
+        )
+        .await
+        .db("check node key")?,
+        0,
+        "key taken",
+    )
 }
 
 pub(crate) async fn register_node_key(
@@ -45,17 +235,87 @@ pub(crate) async fn register_node_key(
     grant: NodeGrant,
     audit: &[AuditEntry],
 ) -> Result<bool> {
-    let _ = s;
-    let _ = node;
-    let _ = public_key;
-    let _ = grant;
-    let _ = audit;
-    Err(not_yet("register_node_key"))
+    if grant.node_id != node {
+        return Err(StorageError::Invalid("a grant for another node"));
+    }
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            let (revoked, known) = node_state(w.tx(), node).await?;
+            if revoked.is_some() {
+                return Err(StorageError::AlreadyRevoked);
+            }
+            match known {
+                Some(known) if known == public_key => return Ok(false),
+                Some(_) => return Err(StorageError::AlreadyExists(Entity::NodeKey)),
+                None => {}
+            }
+            // A key is never shared between nodes, revoked ones included, nor with a key
+            // registered for an account: one private key opens what is sealed to it.
+            if key_taken(w.tx(), &public_key, Some(node)).await? {
+                return Err(StorageError::AlreadyExists(Entity::NodeKey));
+            }
+            check_current(w.tx(), grant.rk_version).await?;
+            w.tx()
+                .execute(
+                    "UPDATE nodes SET public_key = $1 WHERE id = $2",
+                    &[&public_key.as_slice(), &node.as_bytes().as_slice()],
+                )
+                .await
+                .db("record node key")?;
+            insert_grant(w, &grant).await?;
+            Ok(true)
+        })
+    })
+    .await
 }
 
 pub(crate) async fn node_public_keys(s: &PgStorage) -> Result<Vec<(TokenId, [u8; 32])>> {
-    let _ = s;
-    Err(not_yet("node_public_keys"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT id, public_key FROM nodes
+             WHERE revoked IS NULL AND public_key IS NOT NULL ORDER BY id",
+        )
+        .await
+        .db("node public keys")?;
+    c.query(&stmt, &[])
+        .await
+        .db("node public keys")?
+        .iter()
+        .map(|row| {
+            Ok((
+                TokenId::from_bytes(bytes_col(row, 0, "nodes.id")?),
+                bytes_col(row, 1, "nodes.public_key")?,
+            ))
+        })
+        .collect()
+}
+
+// The column list and its decoder change together: the decoder reads by position.
+const GRANT_COLS: &str = "node_id, rk_version, ephemeral, sealed";
+
+fn grant_from_row(row: &Row) -> Result<NodeGrant> {
+    Ok(NodeGrant {
+        node_id: TokenId::from_bytes(bytes_col(row, 0, "node_grants.node_id")?),
+        rk_version: u32_col(row, 1, "node_grants.rk_version")?,
+        ephemeral_public: bytes_col(row, 2, "node_grants.ephemeral")?,
+        sealed: col(row, 3, "node_grants.sealed")?,
+    })
+}
+
+/// Every grant of the nodes in service, by node id then version (the snapshot's order).
+pub(crate) const LIVE_GRANTS: &str = "SELECT g.node_id, g.rk_version, g.ephemeral, g.sealed
+     FROM node_grants AS g JOIN nodes AS n ON n.id = g.node_id
+     WHERE n.revoked IS NULL ORDER BY g.node_id, g.rk_version";
+
+pub(crate) fn grant_change(row: &Row) -> Result<Change> {
+    let grant = grant_from_row(row)?;
+    Ok(Change::NodeKeyGrant {
+        node_id: grant.node_id,
+        rk_version: grant.rk_version,
+        ephemeral_public_hex: hex::encode(grant.ephemeral_public),
+        sealed_hex: hex::encode(&grant.sealed),
+    })
 }
 
 pub(crate) async fn node_grant(
@@ -63,16 +323,108 @@ pub(crate) async fn node_grant(
     node: TokenId,
     version: u32,
 ) -> Result<Option<NodeGrant>> {
-    let _ = s;
-    let _ = node;
-    let _ = version;
-    Err(not_yet("node_grant"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLS} FROM node_grants WHERE node_id = $1 AND rk_version = $2"
+        ))
+        .await
+        .db("node grant")?;
+    c.query_opt(&stmt, &[&node.as_bytes().as_slice(), &i64::from(version)])
+        .await
+        .db("node grant")?
+        .map(|row| grant_from_row(&row))
+        .transpose()
 }
 
 pub(crate) async fn grants_of_version(s: &PgStorage, version: u32) -> Result<Vec<NodeGrant>> {
-    let _ = s;
-    let _ = version;
-    Err(not_yet("grants_of_version"))
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLS} FROM node_grants WHERE rk_version = $1 ORDER BY node_id"
+        ))
+        .await
+        .db("grants of version")?;
+    c.query(&stmt, &[&i64::from(version)])
+        .await
+        .db("grants of version")?
+        .iter()
+        .map(grant_from_row)
+        .collect()
+}
+
+/// Rewraps each of `deks` by version `version` of a replication key and appends its `DekPut`:
+/// with `ark_of`, that account's ARK (`ark:<n>`; each DEK must be the account's), else the
+/// instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK not found so is a
+/// `Conflict`, but for one destroyed since the rotation listed it (the DEK lifecycle job runs
+/// beside a revocation): nothing is left to rewrap, and refusing would let destructions starve
+/// the revocation. The DEK is retired: it never seals again.
+pub(crate) async fn rewrap_deks(
+    w: &mut WriteTx<'_>,
+    deks: &[(DekId, Vec<u8>)],
+    version: u32,
+    ark_of: Option<AccountId>,
+) -> Result<()> {
+    let find = w
+        .tx()
+        .prepare_cached(
+            "SELECT account_id FROM deks
+             WHERE id = $1 AND (CASE WHEN $2::bytea IS NULL THEN NOT rk_account
+                                     ELSE account_id = $2 END)",
+        )
+        .await
+        .db("rewrap dek")?;
+    let update = w
+        .tx()
+        .prepare_cached(
+            "UPDATE deks SET rk_version = $1, rk_wrapped = $2, rk_account = $3, retired = true
+             WHERE id = $4",
+        )
+        .await
+        .db("rewrap dek")?;
+    for (dek, wrapped) in deks {
+        let found = w
+            .tx()
+            .query_opt(
+                &find,
+                &[
+                    &dek.as_bytes().as_slice(),
+                    &ark_of.as_ref().map(|a| a.as_bytes().as_slice()),
+                ],
+            )
+            .await
+            .db("rewrap dek")?;
+        let Some(row) = found else {
+            if is_destroyed(w.tx(), *dek).await? {
+                continue;
+            }
+            return Err(StorageError::Conflict);
+        };
+        let account = AccountId::from_bytes(bytes_col(&row, 0, "deks.account_id")?);
+        w.tx()
+            .execute(
+                &update,
+                &[
+                    &i64::from(version),
+                    wrapped,
+                    &ark_of.is_some(),
+                    &dek.as_bytes().as_slice(),
+                ],
+            )
+            .await
+            .db("rewrap dek")?;
+        w.append(&Change::DekPut {
+            account_id: account,
+            dek_id: *dek,
+            kek_id: match ark_of {
+                Some(_) => ark_kek_id(version),
+                None => rk_kek_id(version),
+            },
+            wrapped_hex: hex::encode(wrapped),
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn revoke_node_rotating(
@@ -82,112 +434,76 @@ pub(crate) async fn revoke_node_rotating(
     rotation: RkRotation,
     audit: &[AuditEntry],
 ) -> Result<NodeRecord> {
-    let _ = s;
-    let _ = id;
-    let _ = at;
-    let _ = rotation;
-    let _ = audit;
-    Err(not_yet("revoke_node_rotating"))
-}
-
-pub(crate) async fn put_account_replication_key(
-    s: &PgStorage,
-    account: AccountId,
-    version: u32,
-    key: WrappedKeyRecord,
-    grants: Vec<AccountGrant>,
-    audit: &[AuditEntry],
-) -> Result<()> {
-    let _ = s;
-    let _ = account;
-    let _ = version;
-    let _ = key;
-    let _ = grants;
-    let _ = audit;
-    Err(not_yet("put_account_replication_key"))
-}
-
-pub(crate) async fn account_replication_keys(
-    s: &PgStorage,
-) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>> {
-    let _ = s;
-    Err(not_yet("account_replication_keys"))
-}
-
-pub(crate) async fn account_replication_key_versions(
-    s: &PgStorage,
-    account: AccountId,
-) -> Result<Vec<(u32, WrappedKeyRecord)>> {
-    let _ = s;
-    let _ = account;
-    Err(not_yet("account_replication_key_versions"))
-}
-
-pub(crate) async fn register_node_account_key(
-    s: &PgStorage,
-    node: TokenId,
-    account: AccountId,
-    public_key: [u8; 32],
-    grant: Option<AccountGrant>,
-    audit: &[AuditEntry],
-) -> Result<bool> {
-    let _ = s;
-    let _ = node;
-    let _ = account;
-    let _ = public_key;
-    let _ = grant;
-    let _ = audit;
-    Err(not_yet("register_node_account_key"))
-}
-
-pub(crate) async fn ark_accounts(s: &PgStorage) -> Result<Vec<AccountId>> {
-    let _ = s;
-    Err(not_yet("ark_accounts"))
-}
-
-pub(crate) async fn account_grant_versions(
-    s: &PgStorage,
-    account: AccountId,
-    node: TokenId,
-) -> Result<Vec<u32>> {
-    let _ = s;
-    let _ = account;
-    let _ = node;
-    Err(not_yet("account_grant_versions"))
-}
-
-pub(crate) async fn node_account_keys(
-    s: &PgStorage,
-    account: AccountId,
-) -> Result<Vec<NodeAccountKey>> {
-    let _ = s;
-    let _ = account;
-    Err(not_yet("node_account_keys"))
-}
-
-pub(crate) async fn rotate_account_replication_key(
-    s: &PgStorage,
-    rotation: ArkRotation,
-    audit: &[AuditEntry],
-) -> Result<()> {
-    let _ = s;
-    let _ = rotation;
-    let _ = audit;
-    Err(not_yet("rotate_account_replication_key"))
-}
-
-pub(crate) async fn accounts_owing_ark_rotation(s: &PgStorage) -> Result<Vec<AccountId>> {
-    let _ = s;
-    Err(not_yet("accounts_owing_ark_rotation"))
-}
-
-pub(crate) async fn account_grants(
-    s: &PgStorage,
-    account: AccountId,
-    version: u32,
-) -> Result<Vec<AccountGrant>> {
-    let _ = s;
-    let _ = account;
-    let _ = version;
-    Err(not_yet("account_grants"))
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            let current = current_rk_version(w.tx()).await?;
+            if current.and_then(|v| v.checked_add(1)) != Some(rotation.version) {
+                return Err(StorageError::Conflict);
+            }
+            let node = crate::nodes::revoke_in(w, id, at).await?;
+            let stored =
+                insert_instance_key_if_absent(w.tx(), &purpose(rotation.version), &rotation.key)
+                    .await?;
+            if stored.id != rotation.key.id {
+                return Err(StorageError::Conflict);
+            }
+            for grant in &rotation.grants {
+                if grant.rk_version != rotation.version || grant.node_id == id {
+                    return Err(StorageError::Invalid(
+                        "a rotation's grants must be of its version and not to the revoked node",
+                    ));
+                }
+                insert_grant(w, grant).await?;
+            }
+            for (purpose, wrapped) in &rotation.instance_keys {
+                check_replicated(purpose)?;
+                let key =
+                    read_instance_key(w.tx(), purpose)
+                        .await?
+                        .ok_or(StorageError::Invalid(
+                            "rewrap of an instance key that is not stored",
+                        ))?;
+                w.tx()
+                    .execute(
+                        "UPDATE instance_keys SET rk_version = $1, rk_wrapped = $2
+                         WHERE purpose = $3",
+                        &[&i64::from(rotation.version), wrapped, purpose],
+                    )
+                    .await
+                    .db("rewrap instance key")?;
+                w.append(&Change::InstanceKeyPut {
+                    purpose: purpose.clone(),
+                    key_id: key.id,
+                    kek_id: rk_kek_id(rotation.version),
+                    wrapped_hex: hex::encode(wrapped),
+                })
+                .await?;
+            }
+            rewrap_deks(w, &rotation.deks, rotation.version, None).await?;
+            for account in &rotation.accounts {
+                ark::rotate(w, account).await?;
+            }
+            // Every DEK must now be under the new key (or its account's new ARK version,
+            // checked above): one made meanwhile would still be readable with what the
+            // revoked node held. The DEKs of an account left out of the rotation (its KEK
+            // unavailable) keep their ARK wrap.
+            let left: i64 = col(
+                &w.tx()
+                    .query_one(
+                        "SELECT count(*) FROM deks
+                         WHERE NOT rk_account AND rk_version IS DISTINCT FROM $1",
+                        &[&i64::from(rotation.version)],
+                    )
+                    .await
+                    .db("count deks left")?,
+                0,
+                "count",
+            )?;
+            if left != 0 {
+                return Err(StorageError::Conflict);
+            }
+            Ok(node)
+        })
+    })
+    .await
 }

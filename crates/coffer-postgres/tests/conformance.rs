@@ -13,9 +13,7 @@ const BUILT: &[&str] = &[
     "account_deletion",
     "stores",
     "secrets",
-    "carried_deks::a_carried_dek_is_stored_once_before_its_values",
-    "carried_deks::a_failed_write_stores_no_carried_dek",
-    "carried_deks::racing_writes_carrying_one_dek_store_it_once",
+    "carried_deks",
     "listing",
     "change_log",
     "concurrency",
@@ -25,6 +23,9 @@ const BUILT: &[&str] = &[
     "replication",
     "rewrap",
     "services",
+    "rewrap",
+    "node_keys",
+    "account_keys",
 ];
 
 /// Runs the built checks of one module of the suite, each on a database of its own.

@@ -1,0 +1,498 @@
+//! Account replication keys (ARKs), the nodes' keys for one account, and account grants: the
+//! replication-key side of an account with a KEK of its own. Opaque bytes here as everywhere.
+
+use coffer_storage::{
+    ARK_KEK_ID_PREFIX, AccountGrant, ArkRotation, AuditEntry, Change, Entity, NodeAccountKey,
+    Result, StorageError, WrappedKeyRecord,
+};
+use coffer_types::{AccountId, DekId, TokenId};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+use super::{key_taken, node_state, rewrap_deks};
+use crate::PgStorage;
+use crate::accounts::require_account;
+use crate::db::{DbResultExt, bytes_col, col, ts_col, u32_col};
+use crate::keys::current_ark_version;
+use crate::write::WriteTx;
+
+fn key_from_row(row: &Row, at: usize) -> Result<WrappedKeyRecord> {
+    Ok(WrappedKeyRecord {
+        id: DekId::from_bytes(bytes_col(row, at, "account_replication_keys.key_id")?),
+        kek_id: col(row, at + 1, "account_replication_keys.kek_id")?,
+        wrapped: col(row, at + 2, "account_replication_keys.wrapped")?,
+        created: ts_col(row, at + 3, "account_replication_keys.created")?,
+    })
+}
+
+/// Stores `key` as `account`'s ARK `version`, which must be its current version + 1 (1 for
+/// its first), else `Conflict`.
+async fn insert_key(
+    w: &mut WriteTx<'_>,
+    account: AccountId,
+    version: u32,
+    key: &WrappedKeyRecord,
+) -> Result<()> {
+    let expected = current_ark_version(w.tx(), account)
+        .await?
+        .map_or(Some(1), |v| v.checked_add(1))
+        .ok_or(StorageError::Conflict)?;
+    if version != expected {
+        return Err(StorageError::Conflict);
+    }
+    w.tx()
+        .execute(
+            "INSERT INTO account_replication_keys
+                 (account_id, version, key_id, kek_id, wrapped, created)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &account.as_bytes().as_slice(),
+                &i64::from(version),
+                &key.id.as_bytes().as_slice(),
+                &key.kek_id,
+                &key.wrapped,
+                &key.created.unix_micros(),
+            ],
+        )
+        .await
+        .db("store account replication key")?;
+    Ok(())
+}
+
+/// The change a stored account grant travels as (its own variant, never a node grant's).
+pub(crate) fn grant_change(grant: &AccountGrant) -> Change {
+    Change::AccountKeyGrant {
+        account_id: grant.account_id,
+        node_id: grant.node_id,
+        ark_version: grant.ark_version,
+        ephemeral_public_hex: hex::encode(grant.ephemeral_public),
+        sealed_hex: hex::encode(&grant.sealed),
+    }
+}
+
+/// Stores `grant` (replacing one of that account, node and version) and appends its
+/// `AccountKeyGrant`.
+async fn insert_grant(w: &mut WriteTx<'_>, grant: &AccountGrant) -> Result<()> {
+    let stmt = w
+        .tx()
+        .prepare_cached(
+            "INSERT INTO account_grants (account_id, node_id, ark_version, ephemeral, sealed)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (account_id, node_id, ark_version) DO UPDATE
+                 SET ephemeral = excluded.ephemeral, sealed = excluded.sealed",
+        )
+        .await
+        .db("store account grant")?;
+    w.tx()
+        .execute(
+            &stmt,
+            &[
+                &grant.account_id.as_bytes().as_slice(),
+                &grant.node_id.as_bytes().as_slice(),
+                &i64::from(grant.ark_version),
+                &grant.ephemeral_public.as_slice(),
+                &grant.sealed,
+            ],
+        )
+        .await
+        .db("store account grant")?;
+    w.append(&grant_change(grant)).await
+}
+
+fn check_grants(grants: &[AccountGrant], account: AccountId, version: u32) -> Result<()> {
+    if grants
+        .iter()
+        .any(|g| g.account_id != account || g.ark_version != version)
+    {
+        return Err(StorageError::Invalid(
+            "an account grant must be of its account's new replication key version",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn put_account_replication_key(
+    s: &PgStorage,
+    account: AccountId,
+    version: u32,
+    key: WrappedKeyRecord,
+    grants: Vec<AccountGrant>,
+    audit: &[AuditEntry],
+) -> Result<()> {
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            require_account(w.tx(), account).await?;
+            check_grants(&grants, account, version)?;
+            insert_key(w, account, version, &key).await?;
+            if version == 1 {
+                // Their instance-RK wraps reached the feed and every edge: their values move
+                // onto DEKs the ARK wraps, then they are destroyed (the lifecycle job).
+                w.tx()
+                    .execute(
+                        "UPDATE deks SET retired = true WHERE account_id = $1 AND NOT rk_account",
+                        &[&account.as_bytes().as_slice()],
+                    )
+                    .await
+                    .db("retire the account's deks")?;
+            }
+            for grant in &grants {
+                insert_grant(w, grant).await?;
+            }
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub(crate) async fn account_replication_keys(
+    s: &PgStorage,
+) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT k.account_id, k.version, k.key_id, k.kek_id, k.wrapped, k.created
+             FROM account_replication_keys AS k
+             WHERE k.version = (SELECT max(version) FROM account_replication_keys
+                                WHERE account_id = k.account_id)
+             ORDER BY k.account_id",
+        )
+        .await
+        .db("account replication keys")?;
+    c.query(&stmt, &[])
+        .await
+        .db("account replication keys")?
+        .iter()
+        .map(|row| {
+            Ok((
+                AccountId::from_bytes(bytes_col(row, 0, "account_replication_keys.account_id")?),
+                u32_col(row, 1, "account_replication_keys.version")?,
+                key_from_row(row, 2)?,
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn account_replication_key_versions(
+    s: &PgStorage,
+    account: AccountId,
+) -> Result<Vec<(u32, WrappedKeyRecord)>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT version, key_id, kek_id, wrapped, created FROM account_replication_keys
+             WHERE account_id = $1 ORDER BY version",
+        )
+        .await
+        .db("account replication key versions")?;
+    c.query(&stmt, &[&account.as_bytes().as_slice()])
+        .await
+        .db("account replication key versions")?
+        .iter()
+        .map(|row| {
+            Ok((
+                u32_col(row, 0, "account_replication_keys.version")?,
+                key_from_row(row, 1)?,
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn register_node_account_key(
+    s: &PgStorage,
+    node: TokenId,
+    account: AccountId,
+    public_key: [u8; 32],
+    grant: Option<AccountGrant>,
+    audit: &[AuditEntry],
+) -> Result<bool> {
+    if grant
+        .as_ref()
+        .is_some_and(|g| g.node_id != node || g.account_id != account)
+    {
+        return Err(StorageError::Invalid("a grant for another node or account"));
+    }
+    crate::audit::check(audit)?;
+    let audit = audit.to_vec();
+    // The entries go in only when the key is recorded (as SQLite's): appended inside the
+    // operation rather than by `write`, which appends its own list unconditionally.
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            let (revoked, node_key) = node_state(w.tx(), node).await?;
+            if revoked.is_some() {
+                return Err(StorageError::AlreadyRevoked);
+            }
+            // Account grants are sealed to the node account key and the node key together: a
+            // node without a node key yet cannot be granted anything for an account.
+            if node_key.is_none() {
+                return Err(StorageError::NotFound(Entity::NodeKey));
+            }
+            require_account(w.tx(), account).await?;
+            let known = w
+                .tx()
+                .query_opt(
+                    "SELECT public_key FROM account_node_keys
+                     WHERE account_id = $1 AND node_id = $2",
+                    &[&account.as_bytes().as_slice(), &node.as_bytes().as_slice()],
+                )
+                .await
+                .db("read node account key")?;
+            if let Some(row) = known {
+                let known: [u8; 32] = bytes_col(&row, 0, "account_node_keys.public_key")?;
+                return if known == public_key {
+                    Ok(false)
+                } else {
+                    Err(StorageError::AlreadyExists(Entity::NodeKey))
+                };
+            }
+            // Never a key registered before, for another account or as a node key.
+            if key_taken(w.tx(), &public_key, None).await? {
+                return Err(StorageError::AlreadyExists(Entity::NodeKey));
+            }
+            let current = current_ark_version(w.tx(), account).await?;
+            if current != grant.as_ref().map(|g| g.ark_version) {
+                return Err(StorageError::Conflict);
+            }
+            w.tx()
+                .execute(
+                    "INSERT INTO account_node_keys (account_id, node_id, public_key)
+                     VALUES ($1, $2, $3)",
+                    &[
+                        &account.as_bytes().as_slice(),
+                        &node.as_bytes().as_slice(),
+                        &public_key.as_slice(),
+                    ],
+                )
+                .await
+                .db("record node account key")?;
+            if let Some(grant) = &grant {
+                insert_grant(w, grant).await?;
+            }
+            w.audit(&audit).await?;
+            Ok(true)
+        })
+    })
+    .await
+}
+
+pub(crate) async fn node_account_keys(
+    s: &PgStorage,
+    account: AccountId,
+) -> Result<Vec<NodeAccountKey>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT k.node_id, k.public_key, n.public_key FROM account_node_keys AS k
+             JOIN nodes AS n ON n.id = k.node_id
+             WHERE k.account_id = $1 AND n.revoked IS NULL AND n.public_key IS NOT NULL
+             ORDER BY k.node_id",
+        )
+        .await
+        .db("node account keys")?;
+    c.query(&stmt, &[&account.as_bytes().as_slice()])
+        .await
+        .db("node account keys")?
+        .iter()
+        .map(|row| {
+            Ok(NodeAccountKey {
+                node_id: TokenId::from_bytes(bytes_col(row, 0, "account_node_keys.node_id")?),
+                account_key: bytes_col(row, 1, "account_node_keys.public_key")?,
+                node_key: bytes_col(row, 2, "nodes.public_key")?,
+            })
+        })
+        .collect()
+}
+
+fn grant_from_row(row: &Row) -> Result<AccountGrant> {
+    Ok(AccountGrant {
+        account_id: AccountId::from_bytes(bytes_col(row, 0, "account_grants.account_id")?),
+        node_id: TokenId::from_bytes(bytes_col(row, 1, "account_grants.node_id")?),
+        ark_version: u32_col(row, 2, "account_grants.ark_version")?,
+        ephemeral_public: bytes_col(row, 3, "account_grants.ephemeral")?,
+        sealed: col(row, 4, "account_grants.sealed")?,
+    })
+}
+
+/// Every account grant of the nodes in service, by account, node and version (the snapshot's
+/// order), in [`grant_row_change`]'s columns.
+pub(crate) const LIVE_ACCOUNT_GRANTS: &str =
+    "SELECT g.account_id, g.node_id, g.ark_version, g.ephemeral, g.sealed
+     FROM account_grants AS g JOIN nodes AS n ON n.id = g.node_id
+     WHERE n.revoked IS NULL ORDER BY g.account_id, g.node_id, g.ark_version";
+
+pub(crate) fn grant_row_change(row: &Row) -> Result<Change> {
+    Ok(grant_change(&grant_from_row(row)?))
+}
+
+pub(crate) async fn account_grants(
+    s: &PgStorage,
+    account: AccountId,
+    version: u32,
+) -> Result<Vec<AccountGrant>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT account_id, node_id, ark_version, ephemeral, sealed FROM account_grants
+             WHERE account_id = $1 AND ark_version = $2 ORDER BY node_id",
+        )
+        .await
+        .db("account grants")?;
+    c.query(
+        &stmt,
+        &[&account.as_bytes().as_slice(), &i64::from(version)],
+    )
+    .await
+    .db("account grants")?
+    .iter()
+    .map(grant_from_row)
+    .collect()
+}
+
+/// One account's ARK rotation: its part of a node's revocation (`revoke_node_rotating`, which
+/// revokes the node first in the same write), or a rotation a revocation owed.
+pub(crate) async fn rotate(w: &mut WriteTx<'_>, rotation: &ArkRotation) -> Result<()> {
+    let account = rotation.account_id;
+    check_grants(&rotation.grants, account, rotation.version)?;
+    for grant in &rotation.grants {
+        let row = w
+            .tx()
+            .query_opt(
+                "SELECT revoked IS NULL FROM nodes WHERE id = $1",
+                &[&grant.node_id.as_bytes().as_slice()],
+            )
+            .await
+            .db("check a grant's node")?;
+        let in_service = match row {
+            Some(row) => col::<bool>(&row, 0, "nodes.revoked")?,
+            None => false,
+        };
+        if !in_service {
+            return Err(StorageError::Invalid(
+                "a rotation's grants must go to nodes in service only",
+            ));
+        }
+    }
+    if current_ark_version(w.tx(), account).await?.is_none() {
+        return Err(StorageError::Conflict);
+    }
+    insert_key(w, account, rotation.version, &rotation.key).await?;
+    for grant in &rotation.grants {
+        insert_grant(w, grant).await?;
+    }
+    rewrap_deks(w, &rotation.deks, rotation.version, Some(account)).await?;
+    // Every ARK-wrapped DEK of the account must now be under the new version: one made
+    // meanwhile would still open with what the revoked node held. (Its DEKs still under the
+    // instance RK, retired and awaiting re-seal, are the instance rotation's.)
+    let left: i64 = col(
+        &w.tx()
+            .query_one(
+                "SELECT count(*) FROM deks WHERE account_id = $1
+                     AND rk_account AND rk_version <> $2",
+                &[&account.as_bytes().as_slice(), &i64::from(rotation.version)],
+            )
+            .await
+            .db("count account deks left")?,
+        0,
+        "count",
+    )?;
+    if left != 0 {
+        return Err(StorageError::Conflict);
+    }
+    Ok(())
+}
+
+pub(crate) async fn rotate_account_replication_key(
+    s: &PgStorage,
+    rotation: ArkRotation,
+    audit: &[AuditEntry],
+) -> Result<()> {
+    s.write(audit, move |w| {
+        Box::pin(async move { rotate(w, &rotation).await })
+    })
+    .await
+}
+
+pub(crate) async fn accounts_owing_ark_rotation(s: &PgStorage) -> Result<Vec<AccountId>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT DISTINCT g.account_id FROM account_grants AS g
+             JOIN nodes AS n ON n.id = g.node_id
+             WHERE n.revoked IS NOT NULL
+               AND g.ark_version = (SELECT max(version) FROM account_replication_keys
+                                    WHERE account_id = g.account_id)
+             ORDER BY g.account_id",
+        )
+        .await
+        .db("accounts owing a replication key rotation")?;
+    c.query(&stmt, &[])
+        .await
+        .db("accounts owing a replication key rotation")?
+        .iter()
+        .map(|row| bytes_col(row, 0, "account_grants.account_id").map(AccountId::from_bytes))
+        .collect()
+}
+
+/// Whether `account`'s current ARK version is granted to a revoked node (its rotation owed,
+/// as [`accounts_owing_ark_rotation`] lists).
+pub(crate) async fn owes_ark_rotation(c: &impl GenericClient, account: AccountId) -> Result<bool> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM account_grants AS g
+                 JOIN nodes AS n ON n.id = g.node_id
+                 WHERE g.account_id = $1 AND n.revoked IS NOT NULL
+                   AND g.ark_version = (SELECT max(version) FROM account_replication_keys
+                                        WHERE account_id = $1))",
+        )
+        .await
+        .db("account owing a replication key rotation")?;
+    col(
+        &c.query_one(&stmt, &[&account.as_bytes().as_slice()])
+            .await
+            .db("account owing a replication key rotation")?,
+        0,
+        "owes rotation",
+    )
+}
+
+/// The accounts with ARK-wrapped DEKs. `rk_account` finds them on the control plane; the
+/// `kek_id LIKE 'ark:%'` keeps SQLite's reading (a replica holds the feed's wrap there).
+pub(crate) async fn ark_accounts(s: &PgStorage) -> Result<Vec<AccountId>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT DISTINCT account_id FROM deks
+             WHERE rk_account OR kek_id LIKE $1 || '%' ORDER BY account_id",
+        )
+        .await
+        .db("accounts with account replication keys")?;
+    c.query(&stmt, &[&ARK_KEK_ID_PREFIX])
+        .await
+        .db("accounts with account replication keys")?
+        .iter()
+        .map(|row| bytes_col(row, 0, "deks.account_id").map(AccountId::from_bytes))
+        .collect()
+}
+
+pub(crate) async fn account_grant_versions(
+    s: &PgStorage,
+    account: AccountId,
+    node: TokenId,
+) -> Result<Vec<u32>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT ark_version FROM account_grants WHERE account_id = $1 AND node_id = $2
+             ORDER BY ark_version",
+        )
+        .await
+        .db("account grant versions")?;
+    c.query(
+        &stmt,
+        &[&account.as_bytes().as_slice(), &node.as_bytes().as_slice()],
+    )
+    .await
+    .db("account grant versions")?
+    .iter()
+    .map(|row| u32_col(row, 0, "account_grants.ark_version"))
+    .collect()
+}
