@@ -22,6 +22,7 @@ const BUILT: &[&str] = &[
     "nodes",
     "replication",
     "rewrap",
+    "lifecycle",
     "services",
     "rewrap",
     "node_keys",
@@ -89,6 +90,7 @@ modules!(
     replication,
     nodes,
     rewrap,
+    lifecycle,
     node_keys,
     account_keys,
 );

@@ -47,6 +47,10 @@
 //!   `Compacted`, at the base it chains onto the base hash, and appends chain on from the head
 //!   even when no entry is held; `subscribe_head` announces every commit that appended, with
 //!   the entries already readable, and nothing else;
+//! - `values_sealed_before` lists the values (past versions too) under DEKs made before the
+//!   cutoff or retired, never those under `current`; a re-seal is compare-and-set, carries its
+//!   DEK like a write (`DekPut` first) and logs `ValueResealed` for current versions only;
+//!   `prune_versions` keeps at least one version; `destroy_unreferenced_deks` spares `keep`;
 //! - a snapshot is its header (the log head at its read) and one put per live replicated row,
 //!   in the order instance keys, accounts, DEKs, stores, secrets (current version), services,
 //!   unrevoked service tokens, unrevoked nodes; only the "service-token-mac" and
@@ -71,6 +75,7 @@ mod carried_deks;
 mod change_log;
 mod concurrency;
 mod fixtures;
+mod lifecycle;
 mod listing;
 mod node_keys;
 mod nodes;
@@ -209,6 +214,7 @@ const CHECKS: &[Check] = checks![
     rewrap::rewrap_counts_finds_and_compare_and_sets,
     rewrap::account_deks_are_counted_and_found_per_account,
     rewrap::a_retired_kek_wraps_nothing_stored_after_it,
+    lifecycle::reseal_prune_and_destroy_follow_the_rules,
     node_keys::node_keys_register_once_with_a_grant_of_the_current_key,
     node_keys::revocation_rotates_every_replicated_wrap_in_one_write,
     account_keys::an_account_replication_key_retires_old_deks_and_binds_new_ones,
