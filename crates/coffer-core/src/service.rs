@@ -301,6 +301,15 @@ impl Coffer {
         &self.storage
     }
 
+    /// Tells this service that other instances write to its database too (PostgreSQL): API
+    /// token rows are then cached for at most `max_age`, so a token revoked (or an account
+    /// deleted) on another instance stops working here within that time. The runtime and node
+    /// caches need nothing: they follow [`Storage::committed_head`], which such a backend moves
+    /// on other instances' commits.
+    pub fn share_database(&self, max_age: std::time::Duration) {
+        self.token_cache.set_max_age(max_age);
+    }
+
     /// Unwrapped DEKs held in the keyring's cache now (for metrics).
     pub fn dek_cache_keys(&self) -> usize {
         self.keys.cached_keys()

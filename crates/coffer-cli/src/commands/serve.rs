@@ -40,6 +40,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let database = args.database.database();
     let opts = ServeOptions {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -57,8 +58,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
-    coffer_server::serve_with(
+    coffer_server::serve_on(
         opts,
+        database,
         super::init::kek_secrets(),
         move |addr| {
             hardening.log();
