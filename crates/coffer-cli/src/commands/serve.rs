@@ -275,6 +275,13 @@ fn init_logging(args: &LogArgs) -> tracing_appender::non_blocking::WorkerGuard {
         .parse(args.log_level.as_deref().unwrap_or("info"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     filter = filter.add_directive(access_log_directive(args.access_log));
+    if args.log_level.is_none() {
+        // PostgreSQL's NOTICEs (such as "relation ... already exists, skipping" from the
+        // schema migration's IF NOT EXISTS) are not news to an operator.
+        if let Ok(directive) = "tokio_postgres::connection=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("coffer-log")
