@@ -48,7 +48,12 @@ impl Db {
 
     /// Runs `sql` on the cluster's `postgres` database as the superuser.
     fn admin(&self, sql: &str) {
-        let url = coffer_postgres::testing::with_database(self.url(), "postgres");
+        self.execute_in("postgres", sql);
+    }
+
+    /// Runs `sql` in `database` of the cluster as the superuser.
+    fn execute_in(&self, database: &str, sql: &str) {
+        let url = coffer_postgres::testing::with_database(self.url(), database);
         self.runtime.block_on(async {
             let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
@@ -285,6 +290,19 @@ fn bad_database_settings_get_one_line_without_the_password() {
     let line = out.one_error_line(1);
     assert!(line.contains("database password file"), "{line}");
     assert!(!out.stderr.contains(&password));
+    // Private, it is read: the server starts.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--database-url", &bare])
+        .arg("--database-password-file")
+        .arg(&file)
+        .env_remove("PGPASSWORD");
+    let (status, log) = Server::spawn(cmd).terminate();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains(&password));
     // Unreachable: retried (each failure logged), then one line naming the setting.
     let out = server(
         "postgres://postgres@127.0.0.1:1/x",
@@ -527,6 +545,29 @@ fn a_database_gone_while_serving_gets_503_and_recovers_by_itself() {
     });
     let (status, log) = server.terminate();
     assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
+    let Some(db) = Db::new("a_schema_newer_than_the_binary_is_refused_naming_both_versions") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    init_pg(&dir, db.url());
+    let name = db.name().to_owned();
+    db.execute_in(&name, "UPDATE coffer_schema_version SET version = 999");
+    let mut cmd = coffer_cmd();
+    cmd.arg("server").arg("--data-dir").arg(&dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.url(),
+    ]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(1);
+    let ours = coffer_postgres::SCHEMA_VERSION.to_string();
+    assert!(line.contains("999") && line.contains(&ours), "{line}");
 }
 
 fn raw_get(url: &str, token: &str, path: &str) -> (u16, String) {
