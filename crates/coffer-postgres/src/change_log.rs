@@ -362,7 +362,6 @@ pub(crate) async fn compact_through(
 /// (their `DekPut`s, values sealed under them), so no retained entry carries them; returns
 /// the new base if it moved. Entries are matched by the exact `"dek_id":"<hex>"` their JSON
 /// holds; `DekDestroyed` entries, which carry only the id, are not.
-#[allow(dead_code)] // for keys.rs (compact_destroyed_deks), not built yet
 pub(crate) async fn compact_past(
     tx: &deadpool_postgres::Transaction<'_>,
     deks: impl IntoIterator<Item = DekId>,

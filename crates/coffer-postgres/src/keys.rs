@@ -1,34 +1,23 @@
-//! Instance keys, DEKs, KEK rotation (rewrap, retire: `rewrap.rs`) and the DEK lifecycle
-//! (re-seal, prune, destroy, compaction past destroyed DEKs: `lifecycle.rs`).
-//!
-//! [`insert_dek`] is what every write carrying a DEK uses (see the `Storage` trait's "DEKs
-//! carried by writes").
+//! Instance keys, DEKs ([`insert_dek`], which every write carrying a DEK uses: see the
+//! `Storage` trait's "DEKs carried by writes") and KEK rotation's queries (usage per KEK, the
+//! keys a KEK wraps, compare-and-set rewrap, retired KEK ids). The DEK lifecycle is in
+//! `lifecycle.rs`.
 
-mod lifecycle;
-mod rewrap;
-
-pub(crate) use lifecycle::{
-    compact_destroyed_deks, count_sealed_before, destroy_unreferenced_deks, prune_versions,
-    reseal_values, values_sealed_before,
-};
-pub(crate) use rewrap::{
-    account_dek_usage, account_deks_not_wrapped_by, is_kek_retired, is_retired, kek_usage,
-    keys_wrapped_by, retire_kek, rewrap_keys,
-};
+use std::collections::HashSet;
 
 use coffer_storage::{
-    Change, DekRecord, Entity, REPLICATION_KEY_PURPOSE_PREFIX, Result, RkWrap, StorageError,
-    WrappedKeyRecord,
+    Change, DekRecord, Entity, KekUsage, KeyOwner, REPLICATION_KEY_PURPOSE_PREFIX, Result, Rewrap,
+    RkWrap, StorageError, StoredKey, WrappedKeyRecord,
 };
-use coffer_types::{AccountId, DekId};
-
-use crate::PgStorage;
-use crate::write::WriteTx;
-
+use coffer_types::{AccountId, DekId, Timestamp};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use crate::db::{DbResultExt, Violation, bytes_col, col, db_error, ts_col, violation};
+use crate::PgStorage;
+use crate::db::{
+    DbResultExt, Violation, bytes_col, col, db_error, sql_limit, ts_col, u64_col, violation,
+};
+use crate::write::WriteTx;
 
 // The column list and its decoder change together: the decoder reads by position.
 pub(crate) const DEK_COLS: &str =
@@ -104,30 +93,23 @@ pub(crate) async fn put_instance_key_if_absent(
 ) -> Result<WrappedKeyRecord> {
     let purpose = purpose.to_owned();
     s.write(&[], move |w| {
-        Box::pin(async move { insert_instance_key_if_absent(w.tx(), &purpose, &key).await })
+        Box::pin(async move { put_instance_key_in(w.tx(), &purpose, &key).await })
     })
     .await
 }
 
-/// Stores `key` under `purpose` unless a key is stored for it; returns the stored one (in the
-/// caller's write).
-pub(crate) async fn insert_instance_key_if_absent(
-    c: &impl GenericClient,
+/// Stores `key` under `purpose` unless one is stored, in the caller's write; returns the one
+/// stored afterwards. Under the writer lock no other initialiser runs between the insert and
+/// the read: whoever's insert came first is what both read back.
+pub(crate) async fn put_instance_key_in(
+    tx: &deadpool_postgres::Transaction<'_>,
     purpose: &str,
     key: &WrappedKeyRecord,
 ) -> Result<WrappedKeyRecord> {
-    refuse_retired(c, &key.kek_id).await?;
-    // Under the writer lock no other initialiser runs between this insert and the read
-    // below: whoever's insert came first is what both read back.
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
-        )
-        .await
-        .db("put instance key")?;
-    c.execute(
-        &stmt,
+    refuse_retired(tx, &key.kek_id).await?;
+    tx.execute(
+        "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose) DO NOTHING",
         &[
             &purpose,
             &key.id.as_bytes().as_slice(),
@@ -138,14 +120,22 @@ pub(crate) async fn insert_instance_key_if_absent(
     )
     .await
     .db("put instance key")?;
-    read_instance_key(c, purpose)
+    read_instance_key(tx, purpose)
         .await?
         .ok_or_else(|| StorageError::Unavailable("instance key vanished after insert".into()))
 }
 
 /// `Conflict` if `kek_id` was retired (its key destroyed): no key it wraps may be stored.
 pub(crate) async fn refuse_retired(c: &impl GenericClient, kek_id: &str) -> Result<()> {
-    if is_retired(c, kek_id).await? {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM retired_keks WHERE kek_id = $1")
+        .await
+        .db("check retired kek")?;
+    if c.query_opt(&stmt, &[&kek_id])
+        .await
+        .db("check retired kek")?
+        .is_some()
+    {
         return Err(StorageError::Conflict);
     }
     Ok(())
@@ -239,7 +229,7 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
         // which the revoked node may hold, until the owed rotation is made: a write that took
         // a DEK under it before the revocation must not store a value under it afterwards
         // (refused whether the DEK is stored already or not).
-        if rk.ark && crate::replication::owes_ark_rotation(w.tx(), dek.account_id).await? {
+        if rk.ark && crate::ark::owes_rotation(w.tx(), dek.account_id).await? {
             return Err(StorageError::Conflict);
         }
     }
@@ -300,7 +290,7 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
 pub(crate) async fn insert_carried_deks(w: &mut WriteTx<'_>, deks: &[&DekRecord]) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for dek in deks {
         if seen.insert(dek.key.id) {
             insert_dek(w, dek).await?;
@@ -349,4 +339,259 @@ pub(crate) async fn latest_dek(s: &PgStorage, account: AccountId) -> Result<Opti
         .db("latest dek")?
         .map(|row| dek_from_row(&row))
         .transpose()
+}
+
+// ---- KEK rotation: nothing here appends to the change log ----
+
+fn stored_dek(row: &Row, owner: KeyOwner) -> Result<StoredKey> {
+    Ok(StoredKey {
+        owner,
+        key: WrappedKeyRecord {
+            id: DekId::from_bytes(bytes_col(row, 0, "deks.id")?),
+            kek_id: col(row, 1, "deks.kek_id")?,
+            wrapped: col(row, 2, "deks.wrapped")?,
+            created: ts_col(row, 3, "deks.created")?,
+        },
+    })
+}
+
+pub(crate) async fn kek_usage(s: &PgStorage) -> Result<Vec<KekUsage>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT kek_id, sum(deks)::bigint, sum(instance_keys)::bigint FROM (
+                 SELECT kek_id, count(*) AS deks, 0 AS instance_keys FROM deks GROUP BY kek_id
+                 UNION ALL
+                 SELECT kek_id, 0, count(*) FROM instance_keys GROUP BY kek_id
+             ) AS usage GROUP BY kek_id",
+        )
+        .await
+        .db("count keys per kek")?;
+    let mut usage = c
+        .query(&stmt, &[])
+        .await
+        .db("count keys per kek")?
+        .iter()
+        .map(|row| {
+            Ok(KekUsage {
+                kek_id: col(row, 0, "kek_id")?,
+                deks: u64_col(row, 1, "deks per kek")?,
+                instance_keys: u64_col(row, 2, "instance keys per kek")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Byte-wise, whatever the collation of the union's column.
+    usage.sort_by(|a, b| a.kek_id.cmp(&b.kek_id));
+    Ok(usage)
+}
+
+pub(crate) async fn keys_wrapped_by(
+    s: &PgStorage,
+    kek_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredKey>> {
+    let c = s.client().await?;
+    let limit = sql_limit(limit);
+    // Instance keys first: a handful, and the ones every start needs.
+    let stmt = c
+        .prepare_cached(
+            "SELECT purpose, key_id, kek_id, wrapped, created FROM instance_keys
+             WHERE kek_id = $1 ORDER BY purpose LIMIT $2",
+        )
+        .await
+        .db("instance keys wrapped by a kek")?;
+    let mut keys = c
+        .query(&stmt, &[&kek_id, &limit])
+        .await
+        .db("instance keys wrapped by a kek")?
+        .iter()
+        .map(|row| {
+            Ok(StoredKey {
+                owner: KeyOwner::Instance(col(row, 0, "instance_keys.purpose")?),
+                key: WrappedKeyRecord {
+                    id: DekId::from_bytes(bytes_col(row, 1, "instance_keys.key_id")?),
+                    kek_id: col(row, 2, "instance_keys.kek_id")?,
+                    wrapped: col(row, 3, "instance_keys.wrapped")?,
+                    created: ts_col(row, 4, "instance_keys.created")?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let left = limit.saturating_sub(i64::try_from(keys.len()).unwrap_or(limit));
+    if left > 0 {
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, kek_id, wrapped, created, account_id FROM deks
+                 WHERE kek_id = $1 LIMIT $2",
+            )
+            .await
+            .db("deks wrapped by a kek")?;
+        for row in c
+            .query(&stmt, &[&kek_id, &left])
+            .await
+            .db("deks wrapped by a kek")?
+        {
+            let account = AccountId::from_bytes(bytes_col(&row, 4, "deks.account_id")?);
+            keys.push(stored_dek(&row, KeyOwner::Account(account))?);
+        }
+    }
+    Ok(keys)
+}
+
+pub(crate) async fn rewrap_keys(s: &PgStorage, rewraps: Vec<Rewrap>) -> Result<u64> {
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            let dek = w
+                .tx()
+                .prepare_cached(
+                    "UPDATE deks SET kek_id = $1, wrapped = $2
+                     WHERE id = $3 AND account_id = $4 AND kek_id = $5 AND wrapped = $6",
+                )
+                .await
+                .db("rewrap dek")?;
+            let instance = w
+                .tx()
+                .prepare_cached(
+                    "UPDATE instance_keys SET kek_id = $1, wrapped = $2
+                     WHERE purpose = $3 AND key_id = $4 AND kek_id = $5 AND wrapped = $6",
+                )
+                .await
+                .db("rewrap instance key")?;
+            let mut done = 0;
+            // Each applies only if the row still holds the bytes it was read with.
+            for rewrap in &rewraps {
+                let old = &rewrap.old.key;
+                done += match &rewrap.old.owner {
+                    KeyOwner::Account(account) => w
+                        .tx()
+                        .execute(
+                            &dek,
+                            &[
+                                &rewrap.new_kek_id,
+                                &rewrap.new_wrapped,
+                                &old.id.as_bytes().as_slice(),
+                                &account.as_bytes().as_slice(),
+                                &old.kek_id,
+                                &old.wrapped,
+                            ],
+                        )
+                        .await
+                        .db("rewrap dek")?,
+                    KeyOwner::Instance(purpose) => w
+                        .tx()
+                        .execute(
+                            &instance,
+                            &[
+                                &rewrap.new_kek_id,
+                                &rewrap.new_wrapped,
+                                purpose,
+                                &old.id.as_bytes().as_slice(),
+                                &old.kek_id,
+                                &old.wrapped,
+                            ],
+                        )
+                        .await
+                        .db("rewrap instance key")?,
+                };
+            }
+            Ok(done)
+        })
+    })
+    .await
+}
+
+pub(crate) async fn account_dek_usage(s: &PgStorage, account: AccountId) -> Result<Vec<KekUsage>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT kek_id, count(*) FROM deks WHERE account_id = $1
+             GROUP BY kek_id ORDER BY kek_id",
+        )
+        .await
+        .db("count an account's deks per kek")?;
+    c.query(&stmt, &[&account.as_bytes().as_slice()])
+        .await
+        .db("count an account's deks per kek")?
+        .iter()
+        .map(|row| {
+            Ok(KekUsage {
+                kek_id: col(row, 0, "deks.kek_id")?,
+                deks: u64_col(row, 1, "count")?,
+                instance_keys: 0,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn account_deks_not_wrapped_by(
+    s: &PgStorage,
+    account: AccountId,
+    kek_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredKey>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT id, kek_id, wrapped, created FROM deks
+             WHERE account_id = $1 AND kek_id <> $2 LIMIT $3",
+        )
+        .await
+        .db("an account's deks not wrapped by a kek")?;
+    c.query(
+        &stmt,
+        &[&account.as_bytes().as_slice(), &kek_id, &sql_limit(limit)],
+    )
+    .await
+    .db("an account's deks not wrapped by a kek")?
+    .iter()
+    .map(|row| stored_dek(row, KeyOwner::Account(account)))
+    .collect()
+}
+
+pub(crate) async fn retire_kek(s: &PgStorage, kek_id: &str) -> Result<()> {
+    let kek_id = kek_id.to_owned();
+    let at = Timestamp::now().unix_micros();
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            // Under the writer lock: no insert of a key it wraps can come between the check
+            // and the mark.
+            let used: bool = col(
+                &w.tx()
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM deks WHERE kek_id = $1)
+                             OR EXISTS (SELECT 1 FROM instance_keys WHERE kek_id = $1)",
+                        &[&kek_id],
+                    )
+                    .await
+                    .db("check keys of a kek")?,
+                0,
+                "kek in use",
+            )?;
+            if used {
+                return Err(StorageError::Conflict);
+            }
+            w.tx()
+                .execute(
+                    "INSERT INTO retired_keks (kek_id, retired) VALUES ($1, $2)
+                     ON CONFLICT (kek_id) DO NOTHING",
+                    &[&kek_id, &at],
+                )
+                .await
+                .db("retire kek")?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub(crate) async fn is_kek_retired(s: &PgStorage, kek_id: &str) -> Result<bool> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM retired_keks WHERE kek_id = $1")
+        .await
+        .db("check retired kek")?;
+    Ok(c.query_opt(&stmt, &[&kek_id])
+        .await
+        .db("check retired kek")?
+        .is_some())
 }

@@ -17,18 +17,22 @@
 //! - reads take a pooled connection (deadpool), or a REPEATABLE READ, READ ONLY transaction
 //!   when several statements must see one snapshot;
 //! - one module per area of the trait (`accounts`, `tokens`, `stores`, `secrets`, `services`,
-//!   `nodes`, `keys`, `replication`, `change_log`, `snapshot`, `audit`); `storage.rs` holds
-//!   the trait impls and only delegates to them.
+//!   `nodes`, `keys` (instance keys, DEKs, KEK rotation), `lifecycle` (the DEK lifecycle),
+//!   `replication` (replication keys, node keys, the rotating revocation), `ark` (accounts'
+//!   replication keys), `change_log`, `snapshot`, `audit`); `storage.rs` holds the trait
+//!   impls and only delegates to them.
 //!
 //! The storage never holds a key or a plaintext value (see coffer-storage's invariants), and
 //! nothing here logs a value, a token or the database password.
 
 mod accounts;
+mod ark;
 mod audit;
 mod change_log;
 mod config;
 mod db;
 mod keys;
+mod lifecycle;
 mod migrate;
 mod nodes;
 mod replication;

@@ -1,15 +1,7 @@
-//! Replication keys (RK), node public keys and grants, and the rotating revocation: what lets
-//! an edge open the keys the feed carries without ever holding the KEK. Account replication
-//! keys (ARK) are in `ark.rs`. Storage sees only opaque wrapped bytes here, as everywhere.
-
-mod ark;
-
-pub(crate) use ark::{
-    LIVE_ACCOUNT_GRANTS, account_grant_versions, account_grants, account_replication_key_versions,
-    account_replication_keys, accounts_owing_ark_rotation, ark_accounts, grant_row_change,
-    node_account_keys, owes_ark_rotation, put_account_replication_key, register_node_account_key,
-    rotate_account_replication_key,
-};
+//! Replication keys (RK), node public keys and grants: what lets an edge open the keys the
+//! feed carries without ever holding the KEK, and the revocation that rotates them. Storage
+//! sees only opaque wrapped bytes here, as everywhere. Accounts' own replication keys (ARK)
+//! are in `ark.rs`.
 
 use coffer_storage::{
     AuditEntry, Change, DekRecord, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
@@ -21,64 +13,96 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::PgStorage;
-use crate::db::{DbResultExt, bytes_col, col, opt_bytes_col, opt_ts_col, u32_col};
+use crate::db::{DbResultExt, bytes_col, col, opt_bytes_col, u32_col, u64_col};
 use crate::keys::{
-    DEK_COLS, current_rk_version, dek_from_row, insert_instance_key_if_absent, is_destroyed,
-    read_instance_key, rk_wrap_cols,
+    DEK_COLS, current_rk_version, dek_from_row, put_instance_key_in, read_instance_key,
+    rk_wrap_cols,
 };
-use crate::write::{TxFuture, WriteTx};
+use crate::write::WriteTx;
 
 fn purpose(version: u32) -> String {
     format!("{REPLICATION_KEY_PURPOSE_PREFIX}{version}")
 }
 
-pub(crate) async fn latest_replication_key(
-    s: &PgStorage,
-) -> Result<Option<(u32, WrappedKeyRecord)>> {
-    s.read_snapshot(|tx| -> TxFuture<'_, _> {
-        Box::pin(async move {
-            let Some(version) = current_rk_version(tx).await? else {
-                return Ok(None);
-            };
-            let key = read_instance_key(tx, &purpose(version))
-                .await?
-                .ok_or_else(|| {
-                    StorageError::Corrupted(format!("replication key {version} vanished"))
-                })?;
-            Ok(Some((version, key)))
-        })
+pub(crate) fn grant_from_row(row: &Row) -> Result<NodeGrant> {
+    Ok(NodeGrant {
+        node_id: TokenId::from_bytes(bytes_col(row, 0, "node_grants.node_id")?),
+        rk_version: u32_col(row, 1, "node_grants.rk_version")?,
+        ephemeral_public: bytes_col(row, 2, "node_grants.ephemeral")?,
+        sealed: col(row, 3, "node_grants.sealed")?,
     })
-    .await
 }
 
-pub(crate) async fn instance_key_rk(s: &PgStorage, purpose: &str) -> Result<Option<RkWrap>> {
-    let c = s.client().await?;
-    let stmt = c
-        .prepare_cached("SELECT rk_version, rk_wrapped FROM instance_keys WHERE purpose = $1")
+/// Rewraps each of `deks` by version `version` of a replication key and appends its
+/// `DekPut`: with `ark_of`, that account's ARK (`ark:<n>`; each DEK must be the account's),
+/// else the instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK not found so is a
+/// `Conflict`, but for one destroyed since the rotation listed it, which is skipped. The DEK
+/// never seals again (`retired`): its values are re-sealed onto a DEK made
+/// under the new version.
+pub(crate) async fn rewrap_deks(
+    w: &mut WriteTx<'_>,
+    deks: &[(DekId, Vec<u8>)],
+    version: u32,
+    ark_of: Option<AccountId>,
+) -> Result<()> {
+    let find = w
+        .tx()
+        .prepare_cached(
+            "SELECT account_id FROM deks
+             WHERE id = $1 AND (CASE WHEN $2::bytea IS NULL THEN NOT rk_account
+                                     ELSE account_id = $2 END)",
+        )
         .await
-        .db("instance key rk wrap")?;
-    match c
-        .query_opt(&stmt, &[&purpose])
+        .db("rewrap dek")?;
+    let update = w
+        .tx()
+        .prepare_cached(
+            "UPDATE deks SET rk_version = $1, rk_wrapped = $2, rk_account = $3, retired = true
+             WHERE id = $4",
+        )
         .await
-        .db("instance key rk wrap")?
-    {
-        Some(row) => rk_wrap_cols(&row, 0, "instance_keys.rk_version"),
-        None => Ok(None),
+        .db("rewrap dek")?;
+    let ark = ark_of.map(|a| a.as_bytes().to_vec());
+    for (dek, wrapped) in deks {
+        let found = w
+            .tx()
+            .query_opt(&find, &[&dek.as_bytes().as_slice(), &ark])
+            .await
+            .db("rewrap dek")?;
+        let Some(account) = found else {
+            // Destroyed since the rotation listed it (the DEK lifecycle job runs beside a
+            // revocation): nothing is left to rewrap, and refusing would let destructions
+            // starve the revocation.
+            if crate::keys::is_destroyed(w.tx(), *dek).await? {
+                continue;
+            }
+            return Err(StorageError::Conflict);
+        };
+        let account = AccountId::from_bytes(bytes_col(&account, 0, "deks.account_id")?);
+        w.tx()
+            .execute(
+                &update,
+                &[
+                    &i64::from(version),
+                    wrapped,
+                    &ark_of.is_some(),
+                    &dek.as_bytes().as_slice(),
+                ],
+            )
+            .await
+            .db("rewrap dek")?;
+        w.append(&Change::DekPut {
+            account_id: account,
+            dek_id: *dek,
+            kek_id: match ark_of {
+                Some(_) => ark_kek_id(version),
+                None => rk_kek_id(version),
+            },
+            wrapped_hex: hex::encode(wrapped),
+        })
+        .await?;
     }
-}
-
-pub(crate) async fn list_deks(s: &PgStorage) -> Result<Vec<DekRecord>> {
-    let c = s.client().await?;
-    let stmt = c
-        .prepare_cached(&format!("SELECT {DEK_COLS} FROM deks ORDER BY id"))
-        .await
-        .db("list deks")?;
-    c.query(&stmt, &[])
-        .await
-        .db("list deks")?
-        .iter()
-        .map(dek_from_row)
-        .collect()
+    Ok(())
 }
 
 /// Refuses work done under a replication key that is no longer the current one.
@@ -100,52 +124,6 @@ fn check_replicated(purpose: &str) -> Result<()> {
     }
 }
 
-pub(crate) async fn backfill_rk_wraps(
-    s: &PgStorage,
-    version: u32,
-    deks: Vec<(DekId, Vec<u8>)>,
-    instance_keys: Vec<(String, Vec<u8>)>,
-) -> Result<()> {
-    s.write(&[], move |w| {
-        Box::pin(async move {
-            check_current(w.tx(), version).await?;
-            let version = i64::from(version);
-            let dek = w
-                .tx()
-                .prepare_cached(
-                    "UPDATE deks SET rk_version = $1, rk_wrapped = $2
-                     WHERE id = $3 AND rk_version IS NULL",
-                )
-                .await
-                .db("backfill dek rk wrap")?;
-            for (id, wrapped) in &deks {
-                w.tx()
-                    .execute(&dek, &[&version, wrapped, &id.as_bytes().as_slice()])
-                    .await
-                    .db("backfill dek rk wrap")?;
-            }
-            let instance = w
-                .tx()
-                .prepare_cached(
-                    "UPDATE instance_keys SET rk_version = $1, rk_wrapped = $2
-                     WHERE purpose = $3 AND rk_version IS NULL",
-                )
-                .await
-                .db("backfill instance key rk wrap")?;
-            for (purpose, wrapped) in &instance_keys {
-                check_replicated(purpose)?;
-                w.tx()
-                    .execute(&instance, &[&version, wrapped, purpose])
-                    .await
-                    .db("backfill instance key rk wrap")?;
-            }
-            Ok(())
-        })
-    })
-    .await
-}
-
-/// Stores `grant` (replacing one of that node and version) and appends its `NodeKeyGrant`.
 async fn insert_grant(w: &mut WriteTx<'_>, grant: &NodeGrant) -> Result<()> {
     let stmt = w
         .tx()
@@ -178,54 +156,108 @@ async fn insert_grant(w: &mut WriteTx<'_>, grant: &NodeGrant) -> Result<()> {
     .await
 }
 
-/// A node's `revoked` time and public key; `NotFound(Node)` for an unknown node.
-pub(crate) async fn node_state(
+/// A node's revocation time and registered key, `NotFound(Node)` for an unknown one.
+pub(crate) async fn node_key_row(
     c: &impl GenericClient,
     node: TokenId,
-) -> Result<(Option<Timestamp>, Option<[u8; 32]>)> {
+) -> Result<(Option<i64>, Option<[u8; 32]>)> {
     let stmt = c
         .prepare_cached("SELECT revoked, public_key FROM nodes WHERE id = $1")
         .await
-        .db("read node")?;
+        .db("read node key")?;
     let row = c
         .query_opt(&stmt, &[&node.as_bytes().as_slice()])
         .await
-        .db("read node")?
+        .db("read node key")?
         .ok_or(StorageError::NotFound(Entity::Node))?;
     Ok((
-        opt_ts_col(&row, 0, "nodes.revoked")?,
+        col(&row, 0, "nodes.revoked")?,
         opt_bytes_col(&row, 1, "nodes.public_key")?,
     ))
 }
 
-/// Whether `public_key` is taken: by a node other than `except` (revoked ones included), or
-/// as a node account key.
-pub(crate) async fn key_taken(
-    c: &impl GenericClient,
-    public_key: &[u8; 32],
-    except: Option<TokenId>,
-) -> Result<bool> {
+pub(crate) async fn latest_replication_key(
+    s: &PgStorage,
+) -> Result<Option<(u32, WrappedKeyRecord)>> {
+    s.read_snapshot(|tx| -> crate::write::TxFuture<'_, _> {
+        Box::pin(async move {
+            let Some(version) = current_rk_version(tx).await? else {
+                return Ok(None);
+            };
+            let key = read_instance_key(tx, &purpose(version))
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Corrupted(format!("replication key {version} vanished"))
+                })?;
+            Ok(Some((version, key)))
+        })
+    })
+    .await
+}
+
+pub(crate) async fn instance_key_rk(s: &PgStorage, purpose: &str) -> Result<Option<RkWrap>> {
+    let c = s.client().await?;
     let stmt = c
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = $1
-                            AND ($2::bytea IS NULL OR id <> $2))
-                 OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = $1)",
-        )
+        .prepare_cached("SELECT rk_version, rk_wrapped FROM instance_keys WHERE purpose = $1")
         .await
-        .db("check node key")?;
-    col(
-        &c.query_one(
-            &stmt,
-            &[
-                &public_key.as_slice(),
-                &except.as_ref().map(|n| n.as_bytes().as_slice()),
-            ],
-        )
+        .db("instance key rk wrap")?;
+    Ok(c.query_opt(&stmt, &[&purpose])
         .await
-        .db("check node key")?,
-        0,
-        "key taken",
-    )
+        .db("instance key rk wrap")?
+        .map(|row| rk_wrap_cols(&row, 0, "instance_keys.rk_version"))
+        .transpose()?
+        .flatten())
+}
+
+pub(crate) async fn list_deks(s: &PgStorage) -> Result<Vec<DekRecord>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(&format!("SELECT {DEK_COLS} FROM deks ORDER BY id"))
+        .await
+        .db("list deks")?;
+    c.query(&stmt, &[])
+        .await
+        .db("list deks")?
+        .iter()
+        .map(dek_from_row)
+        .collect()
+}
+
+pub(crate) async fn backfill_rk_wraps(
+    s: &PgStorage,
+    version: u32,
+    deks: Vec<(DekId, Vec<u8>)>,
+    instance_keys: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    s.write(&[], move |w| {
+        Box::pin(async move {
+            check_current(w.tx(), version).await?;
+            for (id, wrapped) in &deks {
+                w.tx()
+                    .execute(
+                        "UPDATE deks SET rk_version = $1, rk_wrapped = $2
+                         WHERE id = $3 AND rk_version IS NULL",
+                        &[&i64::from(version), wrapped, &id.as_bytes().as_slice()],
+                    )
+                    .await
+                    .db("backfill dek rk wrap")?;
+            }
+            for (purpose, wrapped) in &instance_keys {
+                check_replicated(purpose)?;
+                w.tx()
+                    .execute(
+                        "UPDATE instance_keys SET rk_version = $1, rk_wrapped = $2
+                         WHERE purpose = $3 AND rk_version IS NULL",
+                        &[&i64::from(version), wrapped, purpose],
+                    )
+                    .await
+                    .db("backfill instance key rk wrap")?;
+            }
+            // Appends nothing: edges made by an older version resync from a snapshot.
+            Ok(())
+        })
+    })
+    .await
 }
 
 pub(crate) async fn register_node_key(
@@ -240,7 +272,7 @@ pub(crate) async fn register_node_key(
     }
     s.write(audit, move |w| {
         Box::pin(async move {
-            let (revoked, known) = node_state(w.tx(), node).await?;
+            let (revoked, known) = node_key_row(w.tx(), node).await?;
             if revoked.is_some() {
                 return Err(StorageError::AlreadyRevoked);
             }
@@ -250,8 +282,20 @@ pub(crate) async fn register_node_key(
                 None => {}
             }
             // A key is never shared between nodes, revoked ones included, nor with a key
-            // registered for an account: one private key opens what is sealed to it.
-            if key_taken(w.tx(), &public_key, Some(node)).await? {
+            // registered for an account (see SQLite's node_keys.rs).
+            let taken: bool = col(
+                &w.tx()
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = $1 AND id <> $2)
+                             OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = $1)",
+                        &[&public_key.as_slice(), &node.as_bytes().as_slice()],
+                    )
+                    .await
+                    .db("check node key")?,
+                0,
+                "node key taken",
+            )?;
+            if taken {
                 return Err(StorageError::AlreadyExists(Entity::NodeKey));
             }
             check_current(w.tx(), grant.rk_version).await?;
@@ -291,33 +335,6 @@ pub(crate) async fn node_public_keys(s: &PgStorage) -> Result<Vec<(TokenId, [u8;
         .collect()
 }
 
-// The column list and its decoder change together: the decoder reads by position.
-const GRANT_COLS: &str = "node_id, rk_version, ephemeral, sealed";
-
-fn grant_from_row(row: &Row) -> Result<NodeGrant> {
-    Ok(NodeGrant {
-        node_id: TokenId::from_bytes(bytes_col(row, 0, "node_grants.node_id")?),
-        rk_version: u32_col(row, 1, "node_grants.rk_version")?,
-        ephemeral_public: bytes_col(row, 2, "node_grants.ephemeral")?,
-        sealed: col(row, 3, "node_grants.sealed")?,
-    })
-}
-
-/// Every grant of the nodes in service, by node id then version (the snapshot's order).
-pub(crate) const LIVE_GRANTS: &str = "SELECT g.node_id, g.rk_version, g.ephemeral, g.sealed
-     FROM node_grants AS g JOIN nodes AS n ON n.id = g.node_id
-     WHERE n.revoked IS NULL ORDER BY g.node_id, g.rk_version";
-
-pub(crate) fn grant_change(row: &Row) -> Result<Change> {
-    let grant = grant_from_row(row)?;
-    Ok(Change::NodeKeyGrant {
-        node_id: grant.node_id,
-        rk_version: grant.rk_version,
-        ephemeral_public_hex: hex::encode(grant.ephemeral_public),
-        sealed_hex: hex::encode(&grant.sealed),
-    })
-}
-
 pub(crate) async fn node_grant(
     s: &PgStorage,
     node: TokenId,
@@ -325,9 +342,10 @@ pub(crate) async fn node_grant(
 ) -> Result<Option<NodeGrant>> {
     let c = s.client().await?;
     let stmt = c
-        .prepare_cached(&format!(
-            "SELECT {GRANT_COLS} FROM node_grants WHERE node_id = $1 AND rk_version = $2"
-        ))
+        .prepare_cached(
+            "SELECT node_id, rk_version, ephemeral, sealed FROM node_grants
+             WHERE node_id = $1 AND rk_version = $2",
+        )
         .await
         .db("node grant")?;
     c.query_opt(&stmt, &[&node.as_bytes().as_slice(), &i64::from(version)])
@@ -340,9 +358,10 @@ pub(crate) async fn node_grant(
 pub(crate) async fn grants_of_version(s: &PgStorage, version: u32) -> Result<Vec<NodeGrant>> {
     let c = s.client().await?;
     let stmt = c
-        .prepare_cached(&format!(
-            "SELECT {GRANT_COLS} FROM node_grants WHERE rk_version = $1 ORDER BY node_id"
-        ))
+        .prepare_cached(
+            "SELECT node_id, rk_version, ephemeral, sealed FROM node_grants
+             WHERE rk_version = $1 ORDER BY node_id",
+        )
         .await
         .db("grants of version")?;
     c.query(&stmt, &[&i64::from(version)])
@@ -351,80 +370,6 @@ pub(crate) async fn grants_of_version(s: &PgStorage, version: u32) -> Result<Vec
         .iter()
         .map(grant_from_row)
         .collect()
-}
-
-/// Rewraps each of `deks` by version `version` of a replication key and appends its `DekPut`:
-/// with `ark_of`, that account's ARK (`ark:<n>`; each DEK must be the account's), else the
-/// instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK not found so is a
-/// `Conflict`, but for one destroyed since the rotation listed it (the DEK lifecycle job runs
-/// beside a revocation): nothing is left to rewrap, and refusing would let destructions starve
-/// the revocation. The DEK is retired: it never seals again.
-pub(crate) async fn rewrap_deks(
-    w: &mut WriteTx<'_>,
-    deks: &[(DekId, Vec<u8>)],
-    version: u32,
-    ark_of: Option<AccountId>,
-) -> Result<()> {
-    let find = w
-        .tx()
-        .prepare_cached(
-            "SELECT account_id FROM deks
-             WHERE id = $1 AND (CASE WHEN $2::bytea IS NULL THEN NOT rk_account
-                                     ELSE account_id = $2 END)",
-        )
-        .await
-        .db("rewrap dek")?;
-    let update = w
-        .tx()
-        .prepare_cached(
-            "UPDATE deks SET rk_version = $1, rk_wrapped = $2, rk_account = $3, retired = true
-             WHERE id = $4",
-        )
-        .await
-        .db("rewrap dek")?;
-    for (dek, wrapped) in deks {
-        let found = w
-            .tx()
-            .query_opt(
-                &find,
-                &[
-                    &dek.as_bytes().as_slice(),
-                    &ark_of.as_ref().map(|a| a.as_bytes().as_slice()),
-                ],
-            )
-            .await
-            .db("rewrap dek")?;
-        let Some(row) = found else {
-            if is_destroyed(w.tx(), *dek).await? {
-                continue;
-            }
-            return Err(StorageError::Conflict);
-        };
-        let account = AccountId::from_bytes(bytes_col(&row, 0, "deks.account_id")?);
-        w.tx()
-            .execute(
-                &update,
-                &[
-                    &i64::from(version),
-                    wrapped,
-                    &ark_of.is_some(),
-                    &dek.as_bytes().as_slice(),
-                ],
-            )
-            .await
-            .db("rewrap dek")?;
-        w.append(&Change::DekPut {
-            account_id: account,
-            dek_id: *dek,
-            kek_id: match ark_of {
-                Some(_) => ark_kek_id(version),
-                None => rk_kek_id(version),
-            },
-            wrapped_hex: hex::encode(wrapped),
-        })
-        .await?;
-    }
-    Ok(())
 }
 
 pub(crate) async fn revoke_node_rotating(
@@ -442,8 +387,7 @@ pub(crate) async fn revoke_node_rotating(
             }
             let node = crate::nodes::revoke_in(w, id, at).await?;
             let stored =
-                insert_instance_key_if_absent(w.tx(), &purpose(rotation.version), &rotation.key)
-                    .await?;
+                put_instance_key_in(w.tx(), &purpose(rotation.version), &rotation.key).await?;
             if stored.id != rotation.key.id {
                 return Err(StorageError::Conflict);
             }
@@ -481,13 +425,12 @@ pub(crate) async fn revoke_node_rotating(
             }
             rewrap_deks(w, &rotation.deks, rotation.version, None).await?;
             for account in &rotation.accounts {
-                ark::rotate(w, account).await?;
+                crate::ark::rotate(w, account).await?;
             }
-            // Every DEK must now be under the new key (or its account's new ARK version,
-            // checked above): one made meanwhile would still be readable with what the
-            // revoked node held. The DEKs of an account left out of the rotation (its KEK
-            // unavailable) keep their ARK wrap.
-            let left: i64 = col(
+            // Every DEK must now be under the new key (or its account's new ARK version): one
+            // made meanwhile would still open with what the revoked node held. The DEKs of an
+            // account left out (its KEK unavailable) keep their ARK wrap.
+            let left = u64_col(
                 &w.tx()
                     .query_one(
                         "SELECT count(*) FROM deks

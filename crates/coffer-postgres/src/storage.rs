@@ -18,8 +18,8 @@ use coffer_types::{
 };
 
 use crate::{
-    PgStorage, accounts, audit, change_log, keys, nodes, replication, secrets, services, snapshot,
-    stores, tokens,
+    PgStorage, accounts, ark, audit, change_log, keys, lifecycle, nodes, replication, secrets,
+    services, snapshot, stores, tokens,
 };
 
 #[async_trait]
@@ -235,19 +235,19 @@ impl Storage for PgStorage {
         current: Option<DekId>,
         limit: usize,
     ) -> Result<Vec<SealedValue>> {
-        keys::values_sealed_before(self, account, cutoff, current, limit).await
+        lifecycle::values_sealed_before(self, account, cutoff, current, limit).await
     }
 
     async fn count_sealed_before(&self, account: AccountId, cutoff: Timestamp) -> Result<u64> {
-        keys::count_sealed_before(self, account, cutoff).await
+        lifecycle::count_sealed_before(self, account, cutoff).await
     }
 
     async fn reseal_values(&self, dek: Option<DekRecord>, reseals: Vec<Reseal>) -> Result<u64> {
-        keys::reseal_values(self, dek, reseals).await
+        lifecycle::reseal_values(self, dek, reseals).await
     }
 
     async fn prune_versions(&self, keep: u32, limit: usize) -> Result<u64> {
-        keys::prune_versions(self, keep, limit).await
+        lifecycle::prune_versions(self, keep, limit).await
     }
 
     async fn destroy_unreferenced_deks(
@@ -255,11 +255,11 @@ impl Storage for PgStorage {
         keep: Vec<DekId>,
         limit: usize,
     ) -> Result<Vec<DestroyedDek>> {
-        keys::destroy_unreferenced_deks(self, keep, limit).await
+        lifecycle::destroy_unreferenced_deks(self, keep, limit).await
     }
 
     async fn compact_destroyed_deks(&self) -> Result<Option<u64>> {
-        keys::compact_destroyed_deks(self).await
+        lifecycle::compact_destroyed_deks(self).await
     }
 
     async fn create_store(
@@ -583,18 +583,18 @@ impl ArkStorage for PgStorage {
         grants: Vec<AccountGrant>,
         audit: &[AuditEntry],
     ) -> Result<()> {
-        replication::put_account_replication_key(self, account, version, key, grants, audit).await
+        ark::put_account_replication_key(self, account, version, key, grants, audit).await
     }
 
     async fn account_replication_keys(&self) -> Result<Vec<(AccountId, u32, WrappedKeyRecord)>> {
-        replication::account_replication_keys(self).await
+        ark::account_replication_keys(self).await
     }
 
     async fn account_replication_key_versions(
         &self,
         account: AccountId,
     ) -> Result<Vec<(u32, WrappedKeyRecord)>> {
-        replication::account_replication_key_versions(self, account).await
+        ark::account_replication_key_versions(self, account).await
     }
 
     async fn register_node_account_key(
@@ -605,19 +605,19 @@ impl ArkStorage for PgStorage {
         grant: Option<AccountGrant>,
         audit: &[AuditEntry],
     ) -> Result<bool> {
-        replication::register_node_account_key(self, node, account, public_key, grant, audit).await
+        ark::register_node_account_key(self, node, account, public_key, grant, audit).await
     }
 
     async fn ark_accounts(&self) -> Result<Vec<AccountId>> {
-        replication::ark_accounts(self).await
+        ark::ark_accounts(self).await
     }
 
     async fn account_grant_versions(&self, account: AccountId, node: TokenId) -> Result<Vec<u32>> {
-        replication::account_grant_versions(self, account, node).await
+        ark::account_grant_versions(self, account, node).await
     }
 
     async fn node_account_keys(&self, account: AccountId) -> Result<Vec<NodeAccountKey>> {
-        replication::node_account_keys(self, account).await
+        ark::node_account_keys(self, account).await
     }
 
     async fn rotate_account_replication_key(
@@ -625,14 +625,14 @@ impl ArkStorage for PgStorage {
         rotation: ArkRotation,
         audit: &[AuditEntry],
     ) -> Result<()> {
-        replication::rotate_account_replication_key(self, rotation, audit).await
+        ark::rotate_account_replication_key(self, rotation, audit).await
     }
 
     async fn accounts_owing_ark_rotation(&self) -> Result<Vec<AccountId>> {
-        replication::accounts_owing_ark_rotation(self).await
+        ark::accounts_owing_ark_rotation(self).await
     }
 
     async fn account_grants(&self, account: AccountId, version: u32) -> Result<Vec<AccountGrant>> {
-        replication::account_grants(self, account, version).await
+        ark::account_grants(self, account, version).await
     }
 }

@@ -133,13 +133,6 @@ impl<'c> WriteTx<'c> {
         (self.head.seq, self.head.hash)
     }
 
-    /// Puts the head at `seq`/`hash`/`at` without appending (compaction keeps the head; a
-    /// future import may set it). Moves the head row at COMMIT like an append.
-    #[allow(dead_code)]
-    pub(crate) fn set_head(&mut self, seq: u64, hash: [u8; 32], at: i64) {
-        self.head = Head { seq, hash, at };
-    }
-
     fn appended(&self) -> bool {
         self.head != self.start
     }

@@ -1,5 +1,5 @@
-//! Account replication keys (ARKs), the nodes' keys for one account, and account grants: the
-//! replication-key side of an account with a KEK of its own. Opaque bytes here as everywhere.
+//! Account replication keys (ARKs), node account keys and account grants: the `ArkStorage`
+//! part of the trait (docs/key-hierarchy.md), as SQLite's `sqlite/account_keys.rs` does it.
 
 use coffer_storage::{
     ARK_KEK_ID_PREFIX, AccountGrant, ArkRotation, AuditEntry, Change, Entity, NodeAccountKey,
@@ -9,11 +9,11 @@ use coffer_types::{AccountId, DekId, TokenId};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{key_taken, node_state, rewrap_deks};
 use crate::PgStorage;
 use crate::accounts::require_account;
-use crate::db::{DbResultExt, bytes_col, col, ts_col, u32_col};
+use crate::db::{DbResultExt, bytes_col, col, ts_col, u32_col, u64_col};
 use crate::keys::current_ark_version;
+use crate::replication::{node_key_row, rewrap_deks};
 use crate::write::WriteTx;
 
 fn key_from_row(row: &Row, at: usize) -> Result<WrappedKeyRecord> {
@@ -22,6 +22,16 @@ fn key_from_row(row: &Row, at: usize) -> Result<WrappedKeyRecord> {
         kek_id: col(row, at + 1, "account_replication_keys.kek_id")?,
         wrapped: col(row, at + 2, "account_replication_keys.wrapped")?,
         created: ts_col(row, at + 3, "account_replication_keys.created")?,
+    })
+}
+
+fn grant_from_row(row: &Row) -> Result<AccountGrant> {
+    Ok(AccountGrant {
+        account_id: AccountId::from_bytes(bytes_col(row, 0, "account_grants.account_id")?),
+        node_id: TokenId::from_bytes(bytes_col(row, 1, "account_grants.node_id")?),
+        ark_version: u32_col(row, 2, "account_grants.ark_version")?,
+        ephemeral_public: bytes_col(row, 3, "account_grants.ephemeral")?,
+        sealed: col(row, 4, "account_grants.sealed")?,
     })
 }
 
@@ -59,19 +69,7 @@ async fn insert_key(
     Ok(())
 }
 
-/// The change a stored account grant travels as (its own variant, never a node grant's).
-pub(crate) fn grant_change(grant: &AccountGrant) -> Change {
-    Change::AccountKeyGrant {
-        account_id: grant.account_id,
-        node_id: grant.node_id,
-        ark_version: grant.ark_version,
-        ephemeral_public_hex: hex::encode(grant.ephemeral_public),
-        sealed_hex: hex::encode(&grant.sealed),
-    }
-}
-
-/// Stores `grant` (replacing one of that account, node and version) and appends its
-/// `AccountKeyGrant`.
+/// Stores `grant` and appends its `AccountKeyGrant` (its own variant, never a node grant's).
 async fn insert_grant(w: &mut WriteTx<'_>, grant: &AccountGrant) -> Result<()> {
     let stmt = w
         .tx()
@@ -96,7 +94,14 @@ async fn insert_grant(w: &mut WriteTx<'_>, grant: &AccountGrant) -> Result<()> {
         )
         .await
         .db("store account grant")?;
-    w.append(&grant_change(grant)).await
+    w.append(&Change::AccountKeyGrant {
+        account_id: grant.account_id,
+        node_id: grant.node_id,
+        ark_version: grant.ark_version,
+        ephemeral_public_hex: hex::encode(grant.ephemeral_public),
+        sealed_hex: hex::encode(&grant.sealed),
+    })
+    .await
 }
 
 fn check_grants(grants: &[AccountGrant], account: AccountId, version: u32) -> Result<()> {
@@ -150,11 +155,10 @@ pub(crate) async fn account_replication_keys(
     let c = s.client().await?;
     let stmt = c
         .prepare_cached(
-            "SELECT k.account_id, k.version, k.key_id, k.kek_id, k.wrapped, k.created
-             FROM account_replication_keys AS k
-             WHERE k.version = (SELECT max(version) FROM account_replication_keys
-                                WHERE account_id = k.account_id)
-             ORDER BY k.account_id",
+            "SELECT DISTINCT ON (account_id)
+                    account_id, version, key_id, kek_id, wrapped, created
+             FROM account_replication_keys
+             ORDER BY account_id, version DESC",
         )
         .await
         .db("account replication keys")?;
@@ -212,17 +216,17 @@ pub(crate) async fn register_node_account_key(
         return Err(StorageError::Invalid("a grant for another node or account"));
     }
     crate::audit::check(audit)?;
+    // Audited only when it records something: a repeated registration of the same key (an
+    // edge retrying) writes nothing.
     let audit = audit.to_vec();
-    // The entries go in only when the key is recorded (as SQLite's): appended inside the
-    // operation rather than by `write`, which appends its own list unconditionally.
     s.write(&[], move |w| {
         Box::pin(async move {
-            let (revoked, node_key) = node_state(w.tx(), node).await?;
+            let (revoked, node_key) = node_key_row(w.tx(), node).await?;
             if revoked.is_some() {
                 return Err(StorageError::AlreadyRevoked);
             }
             // Account grants are sealed to the node account key and the node key together: a
-            // node without a node key yet cannot be granted anything for an account.
+            // node without a node key cannot be granted anything for an account.
             if node_key.is_none() {
                 return Err(StorageError::NotFound(Entity::NodeKey));
             }
@@ -235,17 +239,29 @@ pub(crate) async fn register_node_account_key(
                     &[&account.as_bytes().as_slice(), &node.as_bytes().as_slice()],
                 )
                 .await
-                .db("read node account key")?;
-            if let Some(row) = known {
-                let known: [u8; 32] = bytes_col(&row, 0, "account_node_keys.public_key")?;
-                return if known == public_key {
-                    Ok(false)
-                } else {
-                    Err(StorageError::AlreadyExists(Entity::NodeKey))
-                };
+                .db("read node account key")?
+                .map(|row| bytes_col::<32>(&row, 0, "account_node_keys.public_key"))
+                .transpose()?;
+            match known {
+                Some(known) if known == public_key => return Ok(false),
+                Some(_) => return Err(StorageError::AlreadyExists(Entity::NodeKey)),
+                None => {}
             }
-            // Never a key registered before, for another account or as a node key.
-            if key_taken(w.tx(), &public_key, None).await? {
+            // One private key opens what is sealed to its public half: a key registered twice
+            // would open the other's grants too, and outlive the account it was made for.
+            let taken: bool = col(
+                &w.tx()
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM nodes WHERE public_key = $1)
+                             OR EXISTS (SELECT 1 FROM account_node_keys WHERE public_key = $1)",
+                        &[&public_key.as_slice()],
+                    )
+                    .await
+                    .db("check node account key")?,
+                0,
+                "node account key taken",
+            )?;
+            if taken {
                 return Err(StorageError::AlreadyExists(Entity::NodeKey));
             }
             let current = current_ark_version(w.tx(), account).await?;
@@ -272,6 +288,50 @@ pub(crate) async fn register_node_account_key(
         })
     })
     .await
+}
+
+pub(crate) async fn ark_accounts(s: &PgStorage) -> Result<Vec<AccountId>> {
+    let c = s.client().await?;
+    // `rk_account` finds them on the control plane; a replica's feed wrap is in `kek_id`
+    // (`ark:<n>`), hence the LIKE, as in SQLite.
+    let stmt = c
+        .prepare_cached(
+            "SELECT DISTINCT account_id FROM deks
+             WHERE rk_account OR kek_id LIKE $1 || '%'
+             ORDER BY account_id",
+        )
+        .await
+        .db("accounts with account replication keys")?;
+    c.query(&stmt, &[&ARK_KEK_ID_PREFIX])
+        .await
+        .db("accounts with account replication keys")?
+        .iter()
+        .map(|row| bytes_col(row, 0, "deks.account_id").map(AccountId::from_bytes))
+        .collect()
+}
+
+pub(crate) async fn account_grant_versions(
+    s: &PgStorage,
+    account: AccountId,
+    node: TokenId,
+) -> Result<Vec<u32>> {
+    let c = s.client().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT ark_version FROM account_grants WHERE account_id = $1 AND node_id = $2
+             ORDER BY ark_version",
+        )
+        .await
+        .db("account grant versions")?;
+    c.query(
+        &stmt,
+        &[&account.as_bytes().as_slice(), &node.as_bytes().as_slice()],
+    )
+    .await
+    .db("account grant versions")?
+    .iter()
+    .map(|row| u32_col(row, 0, "account_grants.ark_version"))
+    .collect()
 }
 
 pub(crate) async fn node_account_keys(
@@ -302,70 +362,23 @@ pub(crate) async fn node_account_keys(
         .collect()
 }
 
-fn grant_from_row(row: &Row) -> Result<AccountGrant> {
-    Ok(AccountGrant {
-        account_id: AccountId::from_bytes(bytes_col(row, 0, "account_grants.account_id")?),
-        node_id: TokenId::from_bytes(bytes_col(row, 1, "account_grants.node_id")?),
-        ark_version: u32_col(row, 2, "account_grants.ark_version")?,
-        ephemeral_public: bytes_col(row, 3, "account_grants.ephemeral")?,
-        sealed: col(row, 4, "account_grants.sealed")?,
-    })
-}
-
-/// Every account grant of the nodes in service, by account, node and version (the snapshot's
-/// order), in [`grant_row_change`]'s columns.
-pub(crate) const LIVE_ACCOUNT_GRANTS: &str =
-    "SELECT g.account_id, g.node_id, g.ark_version, g.ephemeral, g.sealed
-     FROM account_grants AS g JOIN nodes AS n ON n.id = g.node_id
-     WHERE n.revoked IS NULL ORDER BY g.account_id, g.node_id, g.ark_version";
-
-pub(crate) fn grant_row_change(row: &Row) -> Result<Change> {
-    Ok(grant_change(&grant_from_row(row)?))
-}
-
-pub(crate) async fn account_grants(
-    s: &PgStorage,
-    account: AccountId,
-    version: u32,
-) -> Result<Vec<AccountGrant>> {
-    let c = s.client().await?;
-    let stmt = c
-        .prepare_cached(
-            "SELECT account_id, node_id, ark_version, ephemeral, sealed FROM account_grants
-             WHERE account_id = $1 AND ark_version = $2 ORDER BY node_id",
-        )
-        .await
-        .db("account grants")?;
-    c.query(
-        &stmt,
-        &[&account.as_bytes().as_slice(), &i64::from(version)],
-    )
-    .await
-    .db("account grants")?
-    .iter()
-    .map(grant_from_row)
-    .collect()
-}
-
-/// One account's ARK rotation: its part of a node's revocation (`revoke_node_rotating`, which
-/// revokes the node first in the same write), or a rotation a revocation owed.
+/// One account's ARK rotation, in the caller's write: its part of a node's revocation (which
+/// revoked the node first), or a rotation a revocation owed.
 pub(crate) async fn rotate(w: &mut WriteTx<'_>, rotation: &ArkRotation) -> Result<()> {
     let account = rotation.account_id;
     check_grants(&rotation.grants, account, rotation.version)?;
     for grant in &rotation.grants {
-        let row = w
+        let revoked: Option<Option<i64>> = w
             .tx()
             .query_opt(
-                "SELECT revoked IS NULL FROM nodes WHERE id = $1",
+                "SELECT revoked FROM nodes WHERE id = $1",
                 &[&grant.node_id.as_bytes().as_slice()],
             )
             .await
-            .db("check a grant's node")?;
-        let in_service = match row {
-            Some(row) => col::<bool>(&row, 0, "nodes.revoked")?,
-            None => false,
-        };
-        if !in_service {
+            .db("check a grant's node")?
+            .map(|row| col(&row, 0, "nodes.revoked"))
+            .transpose()?;
+        if !matches!(revoked, Some(None)) {
             return Err(StorageError::Invalid(
                 "a rotation's grants must go to nodes in service only",
             ));
@@ -380,13 +393,12 @@ pub(crate) async fn rotate(w: &mut WriteTx<'_>, rotation: &ArkRotation) -> Resul
     }
     rewrap_deks(w, &rotation.deks, rotation.version, Some(account)).await?;
     // Every ARK-wrapped DEK of the account must now be under the new version: one made
-    // meanwhile would still open with what the revoked node held. (Its DEKs still under the
-    // instance RK, retired and awaiting re-seal, are the instance rotation's.)
-    let left: i64 = col(
+    // meanwhile would still open with what the revoked node held.
+    let left = u64_col(
         &w.tx()
             .query_one(
                 "SELECT count(*) FROM deks WHERE account_id = $1
-                     AND rk_account AND rk_version <> $2",
+                     AND rk_account AND rk_version IS DISTINCT FROM $2",
                 &[&account.as_bytes().as_slice(), &i64::from(rotation.version)],
             )
             .await
@@ -433,8 +445,8 @@ pub(crate) async fn accounts_owing_ark_rotation(s: &PgStorage) -> Result<Vec<Acc
 }
 
 /// Whether `account`'s current ARK version is granted to a revoked node (its rotation owed,
-/// as [`accounts_owing_ark_rotation`] lists).
-pub(crate) async fn owes_ark_rotation(c: &impl GenericClient, account: AccountId) -> Result<bool> {
+/// as [`accounts_owing_ark_rotation`] lists): `insert_dek` then refuses its ARK-wrapped DEKs.
+pub(crate) async fn owes_rotation(c: &impl GenericClient, account: AccountId) -> Result<bool> {
     let stmt = c
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM account_grants AS g
@@ -454,45 +466,26 @@ pub(crate) async fn owes_ark_rotation(c: &impl GenericClient, account: AccountId
     )
 }
 
-/// The accounts with ARK-wrapped DEKs. `rk_account` finds them on the control plane; the
-/// `kek_id LIKE 'ark:%'` keeps SQLite's reading (a replica holds the feed's wrap there).
-pub(crate) async fn ark_accounts(s: &PgStorage) -> Result<Vec<AccountId>> {
-    let c = s.client().await?;
-    let stmt = c
-        .prepare_cached(
-            "SELECT DISTINCT account_id FROM deks
-             WHERE rk_account OR kek_id LIKE $1 || '%' ORDER BY account_id",
-        )
-        .await
-        .db("accounts with account replication keys")?;
-    c.query(&stmt, &[&ARK_KEK_ID_PREFIX])
-        .await
-        .db("accounts with account replication keys")?
-        .iter()
-        .map(|row| bytes_col(row, 0, "deks.account_id").map(AccountId::from_bytes))
-        .collect()
-}
-
-pub(crate) async fn account_grant_versions(
+pub(crate) async fn account_grants(
     s: &PgStorage,
     account: AccountId,
-    node: TokenId,
-) -> Result<Vec<u32>> {
+    version: u32,
+) -> Result<Vec<AccountGrant>> {
     let c = s.client().await?;
     let stmt = c
         .prepare_cached(
-            "SELECT ark_version FROM account_grants WHERE account_id = $1 AND node_id = $2
-             ORDER BY ark_version",
+            "SELECT account_id, node_id, ark_version, ephemeral, sealed FROM account_grants
+             WHERE account_id = $1 AND ark_version = $2 ORDER BY node_id",
         )
         .await
-        .db("account grant versions")?;
+        .db("account grants")?;
     c.query(
         &stmt,
-        &[&account.as_bytes().as_slice(), &node.as_bytes().as_slice()],
+        &[&account.as_bytes().as_slice(), &i64::from(version)],
     )
     .await
-    .db("account grant versions")?
+    .db("account grants")?
     .iter()
-    .map(|row| u32_col(row, 0, "account_grants.ark_version"))
+    .map(grant_from_row)
     .collect()
 }

@@ -9,8 +9,9 @@ use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp};
 use deadpool_postgres::GenericClient;
 
 use crate::PgStorage;
-use crate::change_log::compact_past;
 use crate::db::{DbResultExt, bytes_col, col, sql_limit, u64_col, version_col};
+use crate::keys::insert_carried_deks;
+use crate::write::WriteTx;
 
 pub(crate) async fn values_sealed_before(
     s: &PgStorage,
@@ -19,9 +20,10 @@ pub(crate) async fn values_sealed_before(
     current: Option<DekId>,
     limit: usize,
 ) -> Result<Vec<SealedValue>> {
+    let c = s.client().await?;
+    // Through `deks_by_account` and `versions_by_dek`: only the old DEKs' values are read.
     // A zero id is never a DEK's (ids are random), so `None` excludes nothing.
     let current = current.map_or([0u8; 16], |d| *d.as_bytes());
-    let c = s.client().await?;
     let stmt = c
         .prepare_cached(
             "SELECT s.account_id, s.store_id, s.id, v.version, v.dek_id, v.sealed
@@ -104,9 +106,8 @@ pub(crate) async fn reseal_values(
 ) -> Result<u64> {
     s.write(&[], move |w| {
         Box::pin(async move {
-            if let Some(dek) = &dek {
-                super::insert_carried_deks(w, &[dek]).await?;
-            }
+            let carried: Vec<&DekRecord> = dek.iter().collect();
+            insert_carried_deks(w, &carried).await?;
             let mut checked: HashSet<(AccountId, DekId)> = HashSet::new();
             for r in &reseals {
                 let key = (r.old.account_id, r.dek_id);
@@ -165,7 +166,7 @@ pub(crate) async fn reseal_values(
                     .db("read secret version")?
                     .map(|row| version_col(&row, 0, "secrets.version"))
                     .transpose()?;
-                // Past versions are not replicated: only the current one is logged.
+                // Past versions are not replicated: only a re-sealed current one is logged.
                 if version == Some(old.version) {
                     w.append(&Change::ValueResealed {
                         account_id: old.account_id,
@@ -208,19 +209,16 @@ pub(crate) async fn destroy_unreferenced_deks(
     keep: Vec<DekId>,
     limit: usize,
 ) -> Result<Vec<DestroyedDek>> {
-    let keep: Vec<Vec<u8>> = keep.iter().map(|d| d.as_bytes().to_vec()).collect();
     s.write(&[], move |w| {
         Box::pin(async move {
-            // Under the writer lock, in this transaction: nothing can reference them once
-            // found (a write carrying one of them is refused from now on: `destroyed_deks`).
-            let destroy = w
+            let keep: HashSet<DekId> = keep.into_iter().collect();
+            let found = w
                 .tx()
                 .query(
                     "SELECT d.id, d.account_id FROM deks d
                      WHERE NOT EXISTS (SELECT 1 FROM versions v WHERE v.dek_id = d.id)
-                       AND NOT (d.id = ANY ($1))
-                     ORDER BY d.ord LIMIT $2",
-                    &[&keep, &sql_limit(limit)],
+                     ORDER BY d.ord",
+                    &[],
                 )
                 .await
                 .db("find unreferenced deks")?
@@ -232,25 +230,26 @@ pub(crate) async fn destroy_unreferenced_deks(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            if destroy.is_empty() {
-                return Ok(destroy);
-            }
-            let delete = w
-                .tx()
-                .prepare_cached("DELETE FROM deks WHERE id = $1")
-                .await
-                .db("destroy dek")?;
+            let destroy: Vec<DestroyedDek> = found
+                .into_iter()
+                .filter(|d| !keep.contains(&d.dek_id))
+                .take(limit)
+                .collect();
             for d in &destroy {
+                // The NOT EXISTS above ran under the writer lock: nothing references it now.
                 w.tx()
-                    .execute(&delete, &[&d.dek_id.as_bytes().as_slice()])
+                    .execute(
+                        "DELETE FROM deks WHERE id = $1",
+                        &[&d.dek_id.as_bytes().as_slice()],
+                    )
                     .await
                     .db("destroy dek")?;
                 // Remembered for good, so no write that took it earlier can store it again.
-                record_destroyed(w.tx(), d.dek_id).await?;
+                record_destroyed(w, d.dek_id).await?;
             }
-            // No compaction here (see SQLite's `destroy_unreferenced_deks`): the lifecycle job
-            // compacts through the newest entry carrying a destroyed DEK at most once per its
-            // minimum gap (`compact_destroyed_deks`).
+            // No compaction here: the lifecycle job compacts past destroyed DEKs at most once
+            // per its minimum gap (`compact_destroyed_deks`), so edges behind the base are not
+            // sent to snapshots on every destruction.
             for d in &destroy {
                 w.append(&Change::DekDestroyed {
                     account_id: d.account_id,
@@ -264,28 +263,21 @@ pub(crate) async fn destroy_unreferenced_deks(
     .await
 }
 
-/// Enters a destroyed DEK in `destroyed_deks`, not yet compacted past: the next
-/// [`compact_destroyed_deks`] compacts the log past the entries carrying it.
-async fn record_destroyed(c: &impl GenericClient, dek: DekId) -> Result<()> {
-    let stmt = c
-        .prepare_cached(
+/// Enters a destroyed DEK in `destroyed_deks`, not yet compacted past.
+async fn record_destroyed(w: &mut WriteTx<'_>, dek: DekId) -> Result<()> {
+    w.tx()
+        .execute(
             "INSERT INTO destroyed_deks (id, destroyed, compacted) VALUES ($1, $2, false)
              ON CONFLICT (id) DO NOTHING",
+            &[&dek.as_bytes().as_slice(), &Timestamp::now().unix_micros()],
         )
         .await
         .db("record destroyed dek")?;
-    c.execute(
-        &stmt,
-        &[&dek.as_bytes().as_slice(), &Timestamp::now().unix_micros()],
-    )
-    .await
-    .db("record destroyed dek")?;
     Ok(())
 }
 
 /// Compacts the log through the newest entry that carries a DEK destroyed since the last such
-/// compaction, then marks those DEKs compacted. Returns the new base, `None` when nothing was
-/// due or no retained entry carried them.
+/// compaction, then marks those DEKs compacted.
 pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>> {
     s.write(&[], |w| {
         Box::pin(async move {
@@ -295,12 +287,12 @@ pub(crate) async fn compact_destroyed_deks(s: &PgStorage) -> Result<Option<u64>>
                 .await
                 .db("list destroyed deks to compact")?
                 .iter()
-                .map(|row| Ok(DekId::from_bytes(bytes_col(row, 0, "destroyed_deks.id")?)))
+                .map(|row| bytes_col(row, 0, "destroyed_deks.id").map(DekId::from_bytes))
                 .collect::<Result<Vec<_>>>()?;
             if pending.is_empty() {
                 return Ok(None);
             }
-            let compacted = compact_past(w.tx(), pending, u64::MAX).await?;
+            let compacted = crate::change_log::compact_past(w.tx(), pending, u64::MAX).await?;
             w.tx()
                 .execute(
                     "UPDATE destroyed_deks SET compacted = true WHERE NOT compacted",
