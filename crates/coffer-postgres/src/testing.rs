@@ -45,6 +45,12 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a fresh, empty database on the cluster at `cluster_url`.
     pub async fn create(cluster_url: &str) -> TestDatabase {
+        Self::create_with(cluster_url, "").await
+    }
+
+    /// [`TestDatabase::create`] with `options` appended to `CREATE DATABASE name` (a test's
+    /// own constant SQL, e.g. another default collation).
+    pub async fn create_with(cluster_url: &str, options: &str) -> TestDatabase {
         let name = format!("coffer_t_{}", hex::encode(random_bytes()));
         let (client, connection) = tokio_postgres::connect(cluster_url, tokio_postgres::NoTls)
             .await
@@ -53,7 +59,7 @@ impl TestDatabase {
             });
         let driver = tokio::spawn(connection);
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .unwrap_or_else(|e| panic!("creating {name}: {}", crate::error_chain(&e)));
         drop(client);
@@ -126,7 +132,12 @@ pub struct Databases {
 impl Databases {
     /// A storage on a new database.
     pub async fn fresh(&self, cluster_url: &str) -> Arc<dyn Storage> {
-        let db = TestDatabase::create(cluster_url).await;
+        self.fresh_with(cluster_url, "").await
+    }
+
+    /// A storage on a new database made with `options` (see [`TestDatabase::create_with`]).
+    pub async fn fresh_with(&self, cluster_url: &str, options: &str) -> Arc<dyn Storage> {
+        let db = TestDatabase::create_with(cluster_url, options).await;
         let storage = db.storage().await;
         self.made
             .lock()
