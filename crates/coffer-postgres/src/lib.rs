@@ -69,6 +69,11 @@ pub struct PgOptions {
     pub password_file: Option<PathBuf>,
     /// How long connecting (TCP, TLS, authentication) may take.
     pub connect_timeout: Duration,
+    /// How long a write's transaction may sit idle before the database ends its session
+    /// (`idle_in_transaction_session_timeout`, set for writes only). A write never waits on
+    /// anything but the database, so only a stuck or frozen process gets there, and ending
+    /// its session frees the writer lock for every other instance.
+    pub write_idle_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -77,6 +82,7 @@ impl Default for PgOptions {
             max_connections: 16,
             password_file: None,
             connect_timeout: Duration::from_secs(10),
+            write_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -235,6 +241,9 @@ impl PgStorage {
             writer: write::Writer {
                 pool: pool.clone(),
                 shared: Arc::clone(&shared),
+                idle_timeout_ms: i64::try_from(options.write_idle_timeout.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1),
             },
             pool,
             shared,

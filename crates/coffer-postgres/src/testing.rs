@@ -180,3 +180,52 @@ fn random_bytes() -> [u8; 8] {
     );
     h.finish().to_be_bytes()
 }
+
+/// A write held open by [`PgStorage::hold_writer_lock`].
+#[derive(Debug)]
+pub struct WriteHold {
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<coffer_storage::Result<()>>,
+}
+
+impl WriteHold {
+    /// Lets the held write go on, and returns how it ended.
+    pub async fn finish(mut self) -> coffer_storage::Result<()> {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        match (&mut self.done).await {
+            Ok(result) => result,
+            Err(e) => Err(coffer_storage::StorageError::Unavailable(format!(
+                "the held write's task failed: {e}"
+            ))),
+        }
+    }
+}
+
+impl PgStorage {
+    /// Test support: begins a write that takes the writer lock and then sits idle in its
+    /// transaction until released (like a process frozen mid-write); returns once the lock is
+    /// held.
+    pub async fn hold_writer_lock(&self) -> WriteHold {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (held, holding) = tokio::sync::oneshot::channel::<()>();
+        let writer = self.writer.clone();
+        let done = tokio::spawn(async move {
+            writer
+                .write(&[], move |_w| {
+                    Box::pin(async move {
+                        let _ = held.send(());
+                        let _ = released.await;
+                        Ok(())
+                    })
+                })
+                .await
+        });
+        let _ = holding.await;
+        WriteHold {
+            release: Some(release),
+            done,
+        }
+    }
+}

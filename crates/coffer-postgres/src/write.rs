@@ -12,6 +12,10 @@
 //! the write is acknowledged. Any error rolls the whole transaction back: nothing of a failed
 //! write remains, neither rows nor entries nor audit.
 //!
+//! The write's transaction sets `idle_in_transaction_session_timeout` for itself: a process
+//! that freezes mid-write (stopped, swapped out, wedged) has its session ended by the database
+//! after that long, which releases the lock for the other instances; its write fails.
+//!
 //! Because the lock is taken first and every statement after it runs in READ COMMITTED, each
 //! statement sees every write committed before the lock was granted: checks made inside the
 //! write (quotas, names, compare-and-set) cannot be overshot by another instance.
@@ -143,6 +147,8 @@ impl<'c> WriteTx<'c> {
 pub(crate) struct Writer {
     pub(crate) pool: deadpool_postgres::Pool,
     pub(crate) shared: std::sync::Arc<crate::Shared>,
+    /// `PgOptions::write_idle_timeout`, in milliseconds.
+    pub(crate) idle_timeout_ms: i64,
 }
 
 /// A write's turn in this process: held from before its transaction begins until it ends.
@@ -248,8 +254,14 @@ impl Writer {
             Ok(tx) => tx,
             Err(e) => return Err(self.batch_failed(0, e)),
         };
+        // The idle timeout for this transaction only (a stuck process must not hold the
+        // writer lock for ever), then the lock itself.
         if let Err(e) = tx
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+            .execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+                        pg_advisory_xact_lock($2)",
+                &[&self.idle_timeout_ms.to_string(), &WRITER_LOCK],
+            )
             .await
             .db("take the writer lock")
         {
