@@ -189,6 +189,11 @@ impl PgStorage {
         let env_password = std::env::var("PGPASSWORD").ok();
         let mut parsed = config::parse(url, options.password_file.as_deref(), env_password)?;
         parsed.config.connect_timeout(options.connect_timeout);
+        // So that an operator tells Coffer's sessions apart (pg_stat_activity), unless the URL
+        // names itself.
+        if parsed.config.get_application_name().is_none() {
+            parsed.config.application_name("coffer");
+        }
         let target = describe(&parsed.config);
         let tls = config::tls_config(parsed.tls, parsed.root_cert.as_deref())?;
         let listen_tls = tls.clone();
