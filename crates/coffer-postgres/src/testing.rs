@@ -182,10 +182,15 @@ fn random_bytes() -> [u8; 8] {
 }
 
 /// A write held open by [`PgStorage::hold_writer_lock`].
-#[derive(Debug)]
 pub struct WriteHold {
     release: Option<tokio::sync::oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<coffer_storage::Result<()>>,
+    done: coffer_storage::Pending<()>,
+}
+
+impl std::fmt::Debug for WriteHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHold").finish_non_exhaustive()
+    }
 }
 
 impl WriteHold {
@@ -194,34 +199,32 @@ impl WriteHold {
         if let Some(release) = self.release.take() {
             let _ = release.send(());
         }
-        match (&mut self.done).await {
-            Ok(result) => result,
-            Err(e) => Err(coffer_storage::StorageError::Unavailable(format!(
-                "the held write's task failed: {e}"
-            ))),
-        }
+        self.done.await
     }
 }
 
 impl PgStorage {
-    /// Test support: begins a write that takes the writer lock and then sits idle in its
-    /// transaction until released (like a process frozen mid-write); returns once the lock is
-    /// held.
+    /// Test support: how many writes are queued and not yet taken by the writer.
+    pub fn queued_writes(&self) -> usize {
+        self.writer.queued()
+    }
+
+    /// Test support: queues a write that takes the writer lock and then sits idle in its
+    /// transaction until released (like a process frozen mid-write), holding up the writes
+    /// queued behind it; returns once the lock is held.
     pub async fn hold_writer_lock(&self) -> WriteHold {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let (held, holding) = tokio::sync::oneshot::channel::<()>();
-        let writer = self.writer.clone();
-        let done = tokio::spawn(async move {
-            writer
-                .write(&[], move |_w| {
-                    Box::pin(async move {
-                        let _ = held.send(());
-                        let _ = released.await;
-                        Ok(())
-                    })
+        let done = self
+            .queue_write(&[], move |_w| {
+                Box::pin(async move {
+                    let _ = held.send(());
+                    let _ = released.await;
+                    Ok(())
                 })
-                .await
-        });
+            })
+            .await
+            .expect("queue the held write");
         let _ = holding.await;
         WriteHold {
             release: Some(release),
