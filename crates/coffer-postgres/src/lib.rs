@@ -12,8 +12,8 @@
 //!   change log stays gap-free and in commit order and each account's audit chain stays one
 //!   chain. The transaction reads the log head from its single row, appends change entries and
 //!   audit entries, signs the head when due, moves the head row, and sends `NOTIFY
-//!   coffer_head` with the new seq, delivered at COMMIT. There is no group commit across
-//!   concurrent writes yet (SQLite's writer has it): a later optimisation;
+//!   coffer_head` with the new seq, delivered at COMMIT. Concurrent writes of one handle share
+//!   a transaction (group commit, each in its own savepoint), as with SQLite;
 //! - reads take a pooled connection (deadpool), or a REPEATABLE READ, READ ONLY transaction
 //!   when several statements must see one snapshot;
 //! - one module per area of the trait (`accounts`, `tokens`, `stores`, `secrets`, `services`,
@@ -69,6 +69,11 @@ pub struct PgOptions {
     pub password_file: Option<PathBuf>,
     /// How long connecting (TCP, TLS, authentication) may take.
     pub connect_timeout: Duration,
+    /// How long a write's transaction may sit idle before the database ends its session
+    /// (`idle_in_transaction_session_timeout`, set for writes only). A write never waits on
+    /// anything but the database, so only a stuck or frozen process gets there, and ending
+    /// its session frees the writer lock for every other instance.
+    pub write_idle_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -77,6 +82,7 @@ impl Default for PgOptions {
             max_connections: 16,
             password_file: None,
             connect_timeout: Duration::from_secs(10),
+            write_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -138,14 +144,8 @@ pub(crate) struct Shared {
     /// The log's cluster id, once read (it never changes once made).
     pub(crate) cluster: OnceLock<[u8; 16]>,
     pub(crate) stats: write::Counters,
-    /// Writes hold it shared while they run; `shutdown` takes it exclusively (so it waits for
-    /// them) and sets `closed`.
-    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
+    /// Set by `shutdown`: the commit follower stops reconnecting.
     pub(crate) closed: AtomicBool,
-    /// Taken by each write before it takes a pooled connection: this process's writes would
-    /// wait for each other on the writer lock anyway, and waiting here (FIFO) leaves the pool
-    /// to reads instead of filling it with connections that wait.
-    pub(crate) local_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
@@ -153,7 +153,7 @@ pub(crate) struct Shared {
 pub struct PgStorage {
     pub(crate) pool: deadpool_postgres::Pool,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) writer: write::Writer,
+    pub(crate) writer: write::WriterHandle,
     /// `host:port/database` (never the user's password), for Debug and errors.
     target: String,
     /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
@@ -183,6 +183,11 @@ impl PgStorage {
         let env_password = std::env::var("PGPASSWORD").ok();
         let mut parsed = config::parse(url, options.password_file.as_deref(), env_password)?;
         parsed.config.connect_timeout(options.connect_timeout);
+        // So that an operator tells Coffer's sessions apart (pg_stat_activity), unless the URL
+        // names itself.
+        if parsed.config.get_application_name().is_none() {
+            parsed.config.application_name("coffer");
+        }
         let target = describe(&parsed.config);
         let tls = config::tls_config(parsed.tls, parsed.root_cert.as_deref())?;
         let listen_tls = tls.clone();
@@ -225,17 +230,18 @@ impl PgStorage {
             observer: OnceLock::new(),
             cluster: OnceLock::new(),
             stats: write::Counters::default(),
-            gate: Arc::new(tokio::sync::RwLock::new(())),
             closed: AtomicBool::new(false),
-            local_writer: Arc::new(tokio::sync::Mutex::new(())),
         });
         let listener =
             change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
         Ok(PgStorage {
-            writer: write::Writer {
+            writer: write::WriterHandle::start(write::Writer {
                 pool: pool.clone(),
                 shared: Arc::clone(&shared),
-            },
+                idle_timeout_ms: i64::try_from(options.write_idle_timeout.as_millis())
+                    .unwrap_or(i64::MAX)
+                    .max(1),
+            }),
             pool,
             shared,
             target,
@@ -249,12 +255,13 @@ impl PgStorage {
         self.pool.get().await.db("take a database connection")
     }
 
-    /// Stops accepting writes, waits for the ones under way, and closes the pool.
+    /// Stops accepting writes, lets the writer finish the queued ones, and closes the pool
+    /// and the commit follower.
     pub(crate) async fn close(&self) {
-        let _exclusive = self.shared.gate.write().await;
         self.shared
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
+        self.writer.close().await;
         self.pool.close();
         self.listener.abort();
     }

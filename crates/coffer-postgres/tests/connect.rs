@@ -48,6 +48,25 @@ async fn instances_starting_together_migrate_once() {
     for s in &instances {
         assert_eq!(s.change_head().await.unwrap(), 0);
     }
+    // Their sessions say whose they are.
+    let (client, connection) = tokio_postgres::connect(&cluster, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let names: Vec<String> = client
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "coffer"),
+        "{names:?}"
+    );
     // A restart runs no migration again (it would fail: the tables exist).
     drop(instances);
     let again = db.storage().await;
