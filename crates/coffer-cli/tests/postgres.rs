@@ -431,6 +431,57 @@ fn two_instances_see_each_others_writes_and_revocations_within_a_second() {
         || ci.run(&["store", "list", "--json"]).status.code() == Some(1),
     );
     eprintln!("A's revocation seen by B after {took:?}");
+
+    // A service token (cached by B's runtime cache) revoked on A: refused by B within 1 s.
+    on_a.run(&["service", "token", "revoke", "svc"]).ok();
+    let took = within(
+        Duration::from_secs(1),
+        "B refuses the revoked service token",
+        || runtime_get(&b.url, &service_token, "/runtime/v1/bindings/KEY").status == 401,
+    );
+    eprintln!("A's service token revocation seen by B after {took:?}");
+
+    // Every connection of both instances ended (B's LISTEN among them): B reconnects, and
+    // then serves A's next write, with no stale value in between.
+    let service_token = on_a
+        .run(&["service", "token", "rotate", "svc", "--json"])
+        .ok()
+        .json()["service_token"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("service token rotate --json shows the new token");
+    {
+        let read = runtime_get(&b.url, &service_token, "/runtime/v1/bindings/KEY");
+        assert_eq!((read.status, read.body.as_slice()), (200, VALUE.as_bytes()));
+        let name = db.name().to_owned();
+        db.admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ));
+        let after = "after-v4lue";
+        within(Duration::from_secs(10), "A writes after the cut", || {
+            on_a.run(&[
+                "secret",
+                "update",
+                "--store-id",
+                &store,
+                "--secret-id",
+                "api-key",
+                "--value",
+                after,
+            ])
+            .status
+            .success()
+        });
+        let took = within(
+            Duration::from_secs(10),
+            "B serves A's write after the cut",
+            || {
+                let read = runtime_get(&b.url, &service_token, "/runtime/v1/bindings/KEY");
+                read.status == 200 && read.body == after.as_bytes()
+            },
+        );
+        eprintln!("A's write after the cut seen through B after {took:?}");
+    }
     let _ = (a, b);
 }
 
