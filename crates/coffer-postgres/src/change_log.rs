@@ -493,15 +493,16 @@ pub(crate) async fn follow(
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(30));
-    let first = listen(&config, tls.as_ref())
-        .await
-        .map_err(|e| crate::ConnectError::Unreachable {
-            target: target.to_owned(),
-            detail: format!(
-                "listening for other instances' commits: {}",
-                crate::error_chain(&e)
-            ),
-        })?;
+    let first =
+        listen(&config, tls.as_ref())
+            .await
+            .map_err(|e| crate::ConnectError::Unreachable {
+                target: target.to_owned(),
+                detail: format!(
+                    "listening for other instances' commits: {}",
+                    crate::error_chain(&e)
+                ),
+            })?;
     let target = target.to_owned();
     Ok(tokio::spawn(async move {
         let mut current = first;

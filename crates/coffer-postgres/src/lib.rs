@@ -181,7 +181,13 @@ impl PgStorage {
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
         let env_password = std::env::var("PGPASSWORD").ok();
-        let mut parsed = config::parse(url, options.password_file.as_deref(), env_password)?;
+        let env_sslmode = std::env::var("PGSSLMODE").ok();
+        let mut parsed = config::parse(
+            url,
+            options.password_file.as_deref(),
+            env_password,
+            env_sslmode,
+        )?;
         parsed.config.connect_timeout(options.connect_timeout);
         // So that an operator tells Coffer's sessions apart (pg_stat_activity), unless the URL
         // names itself.

@@ -154,7 +154,8 @@ async fn committed_head_follows_another_instances_commits() {
 /// without a notification (one lost: a pooler, a half-open socket) is seen by the poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_head_follows_the_head_row_not_notification_payloads() {
-    let Some(cluster) = cluster_url("committed_head_follows_the_head_row_not_notification_payloads")
+    let Some(cluster) =
+        cluster_url("committed_head_follows_the_head_row_not_notification_payloads")
     else {
         return;
     };
