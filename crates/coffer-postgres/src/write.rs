@@ -492,8 +492,53 @@ impl Writer {
         let audited = w.audited;
         let new_head = w.head;
         let committing = Instant::now();
-        if let Err(e) = w.tx.commit().await.db("commit a write") {
-            return self.fail(Vec::new(), waiting, audited, jobs, e);
+        if let Err(e) = w.tx.commit().await {
+            let error = crate::db::db_error("commit a write", &e);
+            // The server answered with an error: the transaction is rolled back.
+            if e.as_db_error().is_some() {
+                return self.fail(Vec::new(), waiting, audited, jobs, error);
+            }
+            // The connection failed during COMMIT: it may have committed. Look.
+            let outcome = if appended {
+                resolve_commit(&self.pool, new_head).await
+            } else {
+                // Nothing in the log tells; a batch that appended nothing is not recognisable.
+                CommitOutcome::Unknown("the batch appended no change-log entry".into())
+            };
+            match outcome {
+                CommitOutcome::Committed => {
+                    tracing::warn!(
+                        error = %error,
+                        "the connection failed during COMMIT, but the write batch committed"
+                    );
+                }
+                CommitOutcome::NotCommitted => {
+                    return self.fail(Vec::new(), waiting, audited, jobs, error);
+                }
+                CommitOutcome::Unknown(why) => {
+                    tracing::error!(
+                        error = %error,
+                        why = %why,
+                        "a storage write batch's outcome is unknown"
+                    );
+                    self.shared
+                        .stats
+                        .audit_failures
+                        .fetch_add(audited, Ordering::Relaxed);
+                    if let Some(observer) = self.shared.observer.get() {
+                        observer.failed(jobs);
+                    }
+                    let e = StorageError::Unavailable(format!(
+                        "outcome unknown: the connection failed during COMMIT ({error}) and \
+                         whether the write committed could not be checked ({why}); read \
+                         before retrying"
+                    ));
+                    for job in waiting {
+                        job.answer(Some(copy_error(&e)));
+                    }
+                    return;
+                }
+            }
         }
         let took = committing.elapsed();
         stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -598,6 +643,67 @@ impl Writer {
     }
 }
 
+/// Whether a batch whose COMMIT lost its connection committed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CommitOutcome {
+    Committed,
+    NotCommitted,
+    /// Could not be told (the reason).
+    Unknown(String),
+}
+
+/// How long [`resolve_commit`] waits for the writer lock: the lost session still holds it
+/// until the server notices it is gone (or its idle timeout ends it).
+const RESOLVE_LOCK_TIMEOUT: &str = "5s";
+
+/// Tells whether the batch that moved the head to `head` committed, on a fresh connection:
+/// under the writer lock (so the lost session's COMMIT has finished or was abandoned), its last
+/// entry is in the log with its hash, or not.
+pub(crate) async fn resolve_commit(pool: &deadpool_postgres::Pool, head: Head) -> CommitOutcome {
+    let check = async {
+        let mut client = pool.get().await.db("take a connection to check a commit")?;
+        let tx = client.transaction().await.db("check a commit")?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{RESOLVE_LOCK_TIMEOUT}'; SET LOCAL statement_timeout = '10s'"
+        ))
+        .await
+        .db("check a commit")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+            .await
+            .db("take the writer lock to check a commit")?;
+        let seq = i64::try_from(head.seq)
+            .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
+        let row = tx
+            .query_opt("SELECT hash FROM changes WHERE seq = $1", &[&seq])
+            .await
+            .db("check a commit")?;
+        let outcome = match row {
+            Some(row) => {
+                let hash: [u8; 32] = bytes_col(&row, 0, "changes.hash")?;
+                if hash == head.hash {
+                    CommitOutcome::Committed
+                } else {
+                    CommitOutcome::NotCommitted
+                }
+            }
+            None => {
+                let now = read_head(&tx).await?;
+                if now.seq < head.seq {
+                    CommitOutcome::NotCommitted
+                } else {
+                    // The entry is gone though the log passed it: compacted meanwhile.
+                    CommitOutcome::Unknown("the entry was compacted".into())
+                }
+            }
+        };
+        let _ = tx.rollback().await;
+        Ok::<_, StorageError>(outcome)
+    };
+    check
+        .await
+        .unwrap_or_else(|e| CommitOutcome::Unknown(e.to_string()))
+}
+
 impl PgStorage {
     /// Runs `f` in one REPEATABLE READ, READ ONLY transaction, so that its statements see one
     /// snapshot of the database.
@@ -652,4 +758,58 @@ pub(crate) async fn insert_signature(
         .await
         .db("store signature")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_storage::Storage as _;
+
+    use super::*;
+    use crate::testing::{TestDatabase, cluster_url};
+
+    #[tokio::test]
+    async fn a_lost_commit_is_resolved_from_the_log() {
+        let Some(cluster) = cluster_url("a_lost_commit_is_resolved_from_the_log") else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        s.create_account(
+            coffer_storage::AccountRecord {
+                id: coffer_types::AccountId::from_bytes([1; 16]),
+                name: "a".into(),
+                created: Timestamp::from_unix_micros(1),
+                secrets_quota: None,
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+        let head = read_head(&s.client().await.unwrap()).await.unwrap();
+        assert_eq!(head.seq, 1);
+        assert_eq!(
+            resolve_commit(&s.pool, head).await,
+            CommitOutcome::Committed
+        );
+        let other = Head {
+            hash: [7; 32],
+            ..head
+        };
+        assert_eq!(
+            resolve_commit(&s.pool, other).await,
+            CommitOutcome::NotCommitted
+        );
+        let ahead = Head { seq: 2, ..head };
+        assert_eq!(
+            resolve_commit(&s.pool, ahead).await,
+            CommitOutcome::NotCommitted
+        );
+        // While another session holds the writer lock, the answer is "unknown", in bounded time.
+        let hold = s.hold_writer_lock().await;
+        let started = Instant::now();
+        let outcome = resolve_commit(&s.pool, head).await;
+        assert!(matches!(outcome, CommitOutcome::Unknown(_)), "{outcome:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(8));
+        hold.finish().await.unwrap();
+    }
 }
