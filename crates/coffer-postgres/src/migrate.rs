@@ -31,6 +31,10 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
         .transaction()
         .await
         .map_err(|e| failed("beginning the migration", e))?;
+    // A migration may take long on a large database: not the read sessions' bound.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(|e| failed("beginning the migration", e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(|e| failed("taking the migration lock", e))?;

@@ -152,6 +152,15 @@ impl<'c> WriteTx<'c> {
 /// Write jobs waiting for the writer at most; `submit` waits for a free slot beyond.
 const QUEUE_DEPTH: usize = 1024;
 
+/// How long a batch waits for the writer lock, in milliseconds.
+const WRITER_LOCK_WAIT_MS: u64 = 60_000;
+
+/// `statement_timeout` of every statement of a write after the writer lock, in milliseconds.
+const WRITE_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
+/// `lock_timeout` of a write after the writer lock (row and table locks), in milliseconds.
+const WRITE_LOCK_TIMEOUT_MS: u64 = 5_000;
+
 /// Jobs committed together in one transaction at most.
 const MAX_BATCH: usize = 256;
 
@@ -360,7 +369,10 @@ impl PgStorage {
 /// The writer's task: takes every job already queued (up to [`MAX_BATCH`]) into one
 /// transaction, each job in a savepoint of its own.
 pub(crate) struct Writer {
+    /// The writer's own connection (a pool of one, so that it is replaced when it breaks).
     pub(crate) pool: deadpool_postgres::Pool,
+    /// The read pool: checks a lost COMMIT on a fresh connection.
+    pub(crate) read_pool: deadpool_postgres::Pool,
     pub(crate) shared: std::sync::Arc<crate::Shared>,
     /// `PgOptions::write_idle_timeout`, in milliseconds.
     pub(crate) idle_timeout_ms: i64,
@@ -395,14 +407,40 @@ impl Writer {
     /// Begins the batch's transaction: the idle timeout for this transaction only (a stuck
     /// process must not hold the writer lock for ever), the writer lock, the head.
     async fn begin<'c>(&self, client: &'c mut deadpool_postgres::Object) -> Result<WriteTx<'c>> {
-        let tx = client.transaction().await.db("begin a write")?;
+        // READ COMMITTED whatever the database's default: each statement must see every
+        // commit before the writer lock was granted (a REPEATABLE READ snapshot would predate
+        // it).
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .db("begin a write")?;
+        // Waiting for the writer lock is bounded (another instance's batch, or a frozen one
+        // until its idle timeout ends it); every statement after it is bounded more tightly,
+        // and so is waiting for a row or table lock (a migration, an administrator).
         tx.execute(
             "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
-                    pg_advisory_xact_lock($2)",
-            &[&self.idle_timeout_ms.to_string(), &WRITER_LOCK],
+                    set_config('statement_timeout', $2, true)",
+            &[
+                &self.idle_timeout_ms.to_string(),
+                &WRITER_LOCK_WAIT_MS.to_string(),
+            ],
         )
         .await
-        .db("take the writer lock")?;
+        .db("begin a write")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+            .await
+            .db("take the writer lock")?;
+        tx.execute(
+            "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)",
+            &[
+                &WRITE_STATEMENT_TIMEOUT_MS.to_string(),
+                &WRITE_LOCK_TIMEOUT_MS.to_string(),
+            ],
+        )
+        .await
+        .db("begin a write")?;
         let head = read_head(&tx).await?;
         Ok(WriteTx {
             tx,
@@ -500,7 +538,7 @@ impl Writer {
             }
             // The connection failed during COMMIT: it may have committed. Look.
             let outcome = if appended {
-                resolve_commit(&self.pool, new_head).await
+                resolve_commit(&self.read_pool, new_head).await
             } else {
                 // Nothing in the log tells; a batch that appended nothing is not recognisable.
                 CommitOutcome::Unknown("the batch appended no change-log entry".into())
@@ -811,5 +849,86 @@ mod tests {
         assert!(matches!(outcome, CommitOutcome::Unknown(_)), "{outcome:?}");
         assert!(started.elapsed() < std::time::Duration::from_secs(8));
         hold.finish().await.unwrap();
+    }
+
+    /// Database defaults that would break the SQL (escapes, isolation) do not apply to
+    /// Coffer's sessions, and reads are bounded.
+    #[tokio::test]
+    async fn sessions_set_what_they_rely_on_whatever_the_database_defaults() {
+        let Some(cluster) =
+            cluster_url("sessions_set_what_they_rely_on_whatever_the_database_defaults")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {0} SET standard_conforming_strings = off;
+                 ALTER DATABASE {0} SET default_transaction_isolation = 'repeatable read'",
+                db.name()
+            ))
+            .await
+            .unwrap();
+        // The migration's literals need standard_conforming_strings.
+        let s = db.storage().await;
+        let c = s.client().await.unwrap();
+        let show = |name: &'static str| {
+            let c = &c;
+            async move {
+                c.query_one(&format!("SHOW {name}"), &[])
+                    .await
+                    .unwrap()
+                    .get::<_, String>(0)
+            }
+        };
+        assert_eq!(show("standard_conforming_strings").await, "on");
+        assert_eq!(show("statement_timeout").await, "1min");
+        drop(c);
+        let isolation = s
+            .write(&[], |w| {
+                Box::pin(async move {
+                    let row = w
+                        .tx()
+                        .query_one("SHOW transaction_isolation", &[])
+                        .await
+                        .db("show")?;
+                    Ok(row.get::<_, String>(0))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(isolation, "read committed");
+    }
+
+    #[tokio::test]
+    async fn reads_holding_every_pooled_connection_do_not_stop_writes() {
+        let Some(cluster) = cluster_url("reads_holding_every_pooled_connection_do_not_stop_writes")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let mut held = Vec::new();
+        while s.pool.status().available > 0 || s.pool.status().size < s.pool.status().max_size {
+            held.push(s.client().await.unwrap());
+        }
+        let write = s.create_account(
+            coffer_storage::AccountRecord {
+                id: coffer_types::AccountId::from_bytes([2; 16]),
+                name: "b".into(),
+                created: Timestamp::from_unix_micros(1),
+                secrets_quota: None,
+            },
+            &[],
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), write)
+            .await
+            .expect("the write does not wait for a read connection")
+            .unwrap();
+        drop(held);
     }
 }
