@@ -432,15 +432,30 @@ impl Writer {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
             .await
             .db("take the writer lock")?;
-        tx.execute(
-            "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)",
-            &[
-                &WRITE_STATEMENT_TIMEOUT_MS.to_string(),
-                &WRITE_LOCK_TIMEOUT_MS.to_string(),
-            ],
-        )
-        .await
-        .db("begin a write")?;
+        // Under the lock, the schema version: once a newer build migrated the database (a
+        // rolling upgrade), this one must stop writing (migrations take the writer lock too).
+        let row = tx
+            .query_one(
+                "SELECT set_config('statement_timeout', $1, true),
+                        set_config('lock_timeout', $2, true),
+                        (SELECT version FROM coffer_schema_version WHERE id = 1)",
+                &[
+                    &WRITE_STATEMENT_TIMEOUT_MS.to_string(),
+                    &WRITE_LOCK_TIMEOUT_MS.to_string(),
+                ],
+            )
+            .await
+            .db("begin a write")?;
+        let version: Option<i64> = col(&row, 2, "coffer_schema_version.version")?;
+        if let Some(version) = version
+            && version > crate::SCHEMA_VERSION
+        {
+            return Err(StorageError::Unavailable(format!(
+                "the database's schema is version {version}, newer than this build's version {}: \
+                 a newer Coffer migrated it; this instance no longer writes (upgrade it)",
+                crate::SCHEMA_VERSION
+            )));
+        }
         let head = read_head(&tx).await?;
         Ok(WriteTx {
             tx,
@@ -902,6 +917,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(isolation, "read committed");
+    }
+
+    /// A rolling upgrade: once a newer build migrated the database, an older instance that
+    /// is still running refuses to write, naming both versions.
+    #[tokio::test]
+    async fn writes_stop_once_the_schema_is_newer_than_the_build() {
+        let Some(cluster) = cluster_url("writes_stop_once_the_schema_is_newer_than_the_build")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let account = |n: u8| coffer_storage::AccountRecord {
+            id: coffer_types::AccountId::from_bytes([n; 16]),
+            name: format!("a{n}"),
+            created: Timestamp::from_unix_micros(1),
+            secrets_quota: None,
+        };
+        s.create_account(account(1), &[]).await.unwrap();
+        let newer = crate::SCHEMA_VERSION + 1;
+        s.client()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE coffer_schema_version SET version = $1 WHERE id = 1",
+                &[&newer],
+            )
+            .await
+            .unwrap();
+        let e = s.create_account(account(2), &[]).await.unwrap_err();
+        assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("version {newer}")), "{text}");
+        assert!(
+            text.contains(&format!("version {}", crate::SCHEMA_VERSION)),
+            "{text}"
+        );
+        assert_eq!(s.change_head().await.unwrap(), 1);
     }
 
     #[tokio::test]
