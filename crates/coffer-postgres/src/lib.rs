@@ -62,7 +62,8 @@ pub use migrate::SCHEMA_VERSION;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PgOptions {
-    /// Pooled connections at most (reads and writes together).
+    /// Pooled connections for reads at most (the writer has one connection of its own, and
+    /// the commit follower another).
     pub max_connections: usize,
     /// A file whose first line is the password, used when the URL has none (before
     /// `PGPASSWORD`).
@@ -151,7 +152,11 @@ pub(crate) struct Shared {
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
 /// process or many) may use one database at once.
 pub struct PgStorage {
+    /// Connections for reads (the writer has its own).
     pub(crate) pool: deadpool_postgres::Pool,
+    /// Snapshot streams at once: each holds a read connection (and a transaction) while its
+    /// receiver is slow, so they may take only part of the pool.
+    pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) writer: write::WriterHandle,
     /// `host:port/database` (never the user's password), for Debug and errors.
@@ -181,7 +186,13 @@ impl PgStorage {
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
         let env_password = std::env::var("PGPASSWORD").ok();
-        let mut parsed = config::parse(url, options.password_file.as_deref(), env_password)?;
+        let env_sslmode = std::env::var("PGSSLMODE").ok();
+        let mut parsed = config::parse(
+            url,
+            options.password_file.as_deref(),
+            env_password,
+            env_sslmode,
+        )?;
         parsed.config.connect_timeout(options.connect_timeout);
         // So that an operator tells Coffer's sessions apart (pg_stat_activity), unless the URL
         // names itself.
@@ -195,28 +206,43 @@ impl PgStorage {
             target: target.clone(),
             detail,
         };
-        let manager_config = deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        // Session settings the SQL relies on, whatever the database's or role's defaults
+        // (`'\x00'` literals and `ESCAPE '\'` need standard_conforming_strings).
+        add_options(&mut parsed.config, "-c standard_conforming_strings=on");
+        let mut read_config = parsed.config.clone();
+        // Reads are bounded (a snapshot's every FETCH too); writes set their own bounds.
+        add_options(
+            &mut read_config,
+            &format!("-c statement_timeout={READ_STATEMENT_TIMEOUT_MS}"),
+        );
+        let make_pool = |config: &tokio_postgres::Config, max_size: usize| {
+            let manager_config = deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            };
+            let manager = match &tls {
+                None => deadpool_postgres::Manager::from_config(
+                    config.clone(),
+                    tokio_postgres::NoTls,
+                    manager_config,
+                ),
+                Some(tls) => deadpool_postgres::Manager::from_config(
+                    config.clone(),
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()),
+                    manager_config,
+                ),
+            };
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(max_size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(options.connect_timeout))
+                .build()
+                .map_err(|e| unreachable(format!("building the connection pool: {e}")))
         };
-        let manager = match tls {
-            None => deadpool_postgres::Manager::from_config(
-                parsed.config.clone(),
-                tokio_postgres::NoTls,
-                manager_config,
-            ),
-            Some(tls) => deadpool_postgres::Manager::from_config(
-                parsed.config.clone(),
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                manager_config,
-            ),
-        };
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(options.max_connections.max(2))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| unreachable(format!("building the connection pool: {e}")))?;
+        let max_connections = options.max_connections.max(2);
+        let pool = make_pool(&read_config, max_connections)?;
+        // The writer's own connection: reads can never take it (M2 of the review).
+        let write_pool = make_pool(&parsed.config, 1)?;
         let mut client = pool.get().await.map_err(|e| unreachable(pool_detail(&e)))?;
         migrate::run(&mut client).await?;
         let head = write::read_head(&client)
@@ -236,13 +262,15 @@ impl PgStorage {
             change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
         Ok(PgStorage {
             writer: write::WriterHandle::start(write::Writer {
-                pool: pool.clone(),
+                pool: write_pool,
+                read_pool: pool.clone(),
                 shared: Arc::clone(&shared),
                 idle_timeout_ms: i64::try_from(options.write_idle_timeout.as_millis())
                     .unwrap_or(i64::MAX)
                     .max(1),
             }),
             pool,
+            snapshots: Arc::new(tokio::sync::Semaphore::new(max_snapshots(max_connections))),
             shared,
             target,
             listener,
@@ -265,6 +293,23 @@ impl PgStorage {
         self.pool.close();
         self.listener.abort();
     }
+}
+
+/// `statement_timeout` of read sessions, in milliseconds.
+const READ_STATEMENT_TIMEOUT_MS: u64 = 60_000;
+
+/// Appends `extra` to the session's startup `options` (the URL's own come first).
+fn add_options(config: &mut tokio_postgres::Config, extra: &str) {
+    let options = match config.get_options() {
+        Some(own) if !own.is_empty() => format!("{own} {extra}"),
+        _ => extra.to_owned(),
+    };
+    config.options(options);
+}
+
+/// Snapshot streams allowed at once: half the read pool (at least one).
+fn max_snapshots(max_connections: usize) -> usize {
+    (max_connections / 2).max(1)
 }
 
 /// `host:port/database` for messages: never the password (nor the user, which is not needed

@@ -152,6 +152,15 @@ impl<'c> WriteTx<'c> {
 /// Write jobs waiting for the writer at most; `submit` waits for a free slot beyond.
 const QUEUE_DEPTH: usize = 1024;
 
+/// How long a batch waits for the writer lock, in milliseconds.
+const WRITER_LOCK_WAIT_MS: u64 = 60_000;
+
+/// `statement_timeout` of every statement of a write after the writer lock, in milliseconds.
+const WRITE_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+
+/// `lock_timeout` of a write after the writer lock (row and table locks), in milliseconds.
+const WRITE_LOCK_TIMEOUT_MS: u64 = 5_000;
+
 /// Jobs committed together in one transaction at most.
 const MAX_BATCH: usize = 256;
 
@@ -360,7 +369,10 @@ impl PgStorage {
 /// The writer's task: takes every job already queued (up to [`MAX_BATCH`]) into one
 /// transaction, each job in a savepoint of its own.
 pub(crate) struct Writer {
+    /// The writer's own connection (a pool of one, so that it is replaced when it breaks).
     pub(crate) pool: deadpool_postgres::Pool,
+    /// The read pool: checks a lost COMMIT on a fresh connection.
+    pub(crate) read_pool: deadpool_postgres::Pool,
     pub(crate) shared: std::sync::Arc<crate::Shared>,
     /// `PgOptions::write_idle_timeout`, in milliseconds.
     pub(crate) idle_timeout_ms: i64,
@@ -395,14 +407,55 @@ impl Writer {
     /// Begins the batch's transaction: the idle timeout for this transaction only (a stuck
     /// process must not hold the writer lock for ever), the writer lock, the head.
     async fn begin<'c>(&self, client: &'c mut deadpool_postgres::Object) -> Result<WriteTx<'c>> {
-        let tx = client.transaction().await.db("begin a write")?;
+        // READ COMMITTED whatever the database's default: each statement must see every
+        // commit before the writer lock was granted (a REPEATABLE READ snapshot would predate
+        // it).
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .db("begin a write")?;
+        // Waiting for the writer lock is bounded (another instance's batch, or a frozen one
+        // until its idle timeout ends it); every statement after it is bounded more tightly,
+        // and so is waiting for a row or table lock (a migration, an administrator).
         tx.execute(
             "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
-                    pg_advisory_xact_lock($2)",
-            &[&self.idle_timeout_ms.to_string(), &WRITER_LOCK],
+                    set_config('statement_timeout', $2, true)",
+            &[
+                &self.idle_timeout_ms.to_string(),
+                &WRITER_LOCK_WAIT_MS.to_string(),
+            ],
         )
         .await
-        .db("take the writer lock")?;
+        .db("begin a write")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+            .await
+            .db("take the writer lock")?;
+        // Under the lock, the schema version: once a newer build migrated the database (a
+        // rolling upgrade), this one must stop writing (migrations take the writer lock too).
+        let row = tx
+            .query_one(
+                "SELECT set_config('statement_timeout', $1, true),
+                        set_config('lock_timeout', $2, true),
+                        (SELECT version FROM coffer_schema_version WHERE id = 1)",
+                &[
+                    &WRITE_STATEMENT_TIMEOUT_MS.to_string(),
+                    &WRITE_LOCK_TIMEOUT_MS.to_string(),
+                ],
+            )
+            .await
+            .db("begin a write")?;
+        let version: Option<i64> = col(&row, 2, "coffer_schema_version.version")?;
+        if let Some(version) = version
+            && version > crate::SCHEMA_VERSION
+        {
+            return Err(StorageError::Unavailable(format!(
+                "the database's schema is version {version}, newer than this build's version {}: \
+                 a newer Coffer migrated it; this instance no longer writes (upgrade it)",
+                crate::SCHEMA_VERSION
+            )));
+        }
         let head = read_head(&tx).await?;
         Ok(WriteTx {
             tx,
@@ -492,8 +545,53 @@ impl Writer {
         let audited = w.audited;
         let new_head = w.head;
         let committing = Instant::now();
-        if let Err(e) = w.tx.commit().await.db("commit a write") {
-            return self.fail(Vec::new(), waiting, audited, jobs, e);
+        if let Err(e) = w.tx.commit().await {
+            let error = crate::db::db_error("commit a write", &e);
+            // The server answered with an error: the transaction is rolled back.
+            if e.as_db_error().is_some() {
+                return self.fail(Vec::new(), waiting, audited, jobs, error);
+            }
+            // The connection failed during COMMIT: it may have committed. Look.
+            let outcome = if appended {
+                resolve_commit(&self.read_pool, new_head).await
+            } else {
+                // Nothing in the log tells; a batch that appended nothing is not recognisable.
+                CommitOutcome::Unknown("the batch appended no change-log entry".into())
+            };
+            match outcome {
+                CommitOutcome::Committed => {
+                    tracing::warn!(
+                        error = %error,
+                        "the connection failed during COMMIT, but the write batch committed"
+                    );
+                }
+                CommitOutcome::NotCommitted => {
+                    return self.fail(Vec::new(), waiting, audited, jobs, error);
+                }
+                CommitOutcome::Unknown(why) => {
+                    tracing::error!(
+                        error = %error,
+                        why = %why,
+                        "a storage write batch's outcome is unknown"
+                    );
+                    self.shared
+                        .stats
+                        .audit_failures
+                        .fetch_add(audited, Ordering::Relaxed);
+                    if let Some(observer) = self.shared.observer.get() {
+                        observer.failed(jobs);
+                    }
+                    let e = StorageError::Unavailable(format!(
+                        "outcome unknown: the connection failed during COMMIT ({error}) and \
+                         whether the write committed could not be checked ({why}); read \
+                         before retrying"
+                    ));
+                    for job in waiting {
+                        job.answer(Some(copy_error(&e)));
+                    }
+                    return;
+                }
+            }
         }
         let took = committing.elapsed();
         stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -598,6 +696,67 @@ impl Writer {
     }
 }
 
+/// Whether a batch whose COMMIT lost its connection committed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CommitOutcome {
+    Committed,
+    NotCommitted,
+    /// Could not be told (the reason).
+    Unknown(String),
+}
+
+/// How long [`resolve_commit`] waits for the writer lock: the lost session still holds it
+/// until the server notices it is gone (or its idle timeout ends it).
+const RESOLVE_LOCK_TIMEOUT: &str = "5s";
+
+/// Tells whether the batch that moved the head to `head` committed, on a fresh connection:
+/// under the writer lock (so the lost session's COMMIT has finished or was abandoned), its last
+/// entry is in the log with its hash, or not.
+pub(crate) async fn resolve_commit(pool: &deadpool_postgres::Pool, head: Head) -> CommitOutcome {
+    let check = async {
+        let mut client = pool.get().await.db("take a connection to check a commit")?;
+        let tx = client.transaction().await.db("check a commit")?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{RESOLVE_LOCK_TIMEOUT}'; SET LOCAL statement_timeout = '10s'"
+        ))
+        .await
+        .db("check a commit")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+            .await
+            .db("take the writer lock to check a commit")?;
+        let seq = i64::try_from(head.seq)
+            .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
+        let row = tx
+            .query_opt("SELECT hash FROM changes WHERE seq = $1", &[&seq])
+            .await
+            .db("check a commit")?;
+        let outcome = match row {
+            Some(row) => {
+                let hash: [u8; 32] = bytes_col(&row, 0, "changes.hash")?;
+                if hash == head.hash {
+                    CommitOutcome::Committed
+                } else {
+                    CommitOutcome::NotCommitted
+                }
+            }
+            None => {
+                let now = read_head(&tx).await?;
+                if now.seq < head.seq {
+                    CommitOutcome::NotCommitted
+                } else {
+                    // The entry is gone though the log passed it: compacted meanwhile.
+                    CommitOutcome::Unknown("the entry was compacted".into())
+                }
+            }
+        };
+        let _ = tx.rollback().await;
+        Ok::<_, StorageError>(outcome)
+    };
+    check
+        .await
+        .unwrap_or_else(|e| CommitOutcome::Unknown(e.to_string()))
+}
+
 impl PgStorage {
     /// Runs `f` in one REPEATABLE READ, READ ONLY transaction, so that its statements see one
     /// snapshot of the database.
@@ -652,4 +811,177 @@ pub(crate) async fn insert_signature(
         .await
         .db("store signature")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_storage::Storage as _;
+
+    use super::*;
+    use crate::testing::{TestDatabase, cluster_url};
+
+    #[tokio::test]
+    async fn a_lost_commit_is_resolved_from_the_log() {
+        let Some(cluster) = cluster_url("a_lost_commit_is_resolved_from_the_log") else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        s.create_account(
+            coffer_storage::AccountRecord {
+                id: coffer_types::AccountId::from_bytes([1; 16]),
+                name: "a".into(),
+                created: Timestamp::from_unix_micros(1),
+                secrets_quota: None,
+            },
+            &[],
+        )
+        .await
+        .unwrap();
+        let head = read_head(&s.client().await.unwrap()).await.unwrap();
+        assert_eq!(head.seq, 1);
+        assert_eq!(
+            resolve_commit(&s.pool, head).await,
+            CommitOutcome::Committed
+        );
+        let other = Head {
+            hash: [7; 32],
+            ..head
+        };
+        assert_eq!(
+            resolve_commit(&s.pool, other).await,
+            CommitOutcome::NotCommitted
+        );
+        let ahead = Head { seq: 2, ..head };
+        assert_eq!(
+            resolve_commit(&s.pool, ahead).await,
+            CommitOutcome::NotCommitted
+        );
+        // While another session holds the writer lock, the answer is "unknown", in bounded time.
+        let hold = s.hold_writer_lock().await;
+        let started = Instant::now();
+        let outcome = resolve_commit(&s.pool, head).await;
+        assert!(matches!(outcome, CommitOutcome::Unknown(_)), "{outcome:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(8));
+        hold.finish().await.unwrap();
+    }
+
+    /// Database defaults that would break the SQL (escapes, isolation) do not apply to
+    /// Coffer's sessions, and reads are bounded.
+    #[tokio::test]
+    async fn sessions_set_what_they_rely_on_whatever_the_database_defaults() {
+        let Some(cluster) =
+            cluster_url("sessions_set_what_they_rely_on_whatever_the_database_defaults")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {0} SET standard_conforming_strings = off;
+                 ALTER DATABASE {0} SET default_transaction_isolation = 'repeatable read'",
+                db.name()
+            ))
+            .await
+            .unwrap();
+        // The migration's literals need standard_conforming_strings.
+        let s = db.storage().await;
+        let c = s.client().await.unwrap();
+        let show = |name: &'static str| {
+            let c = &c;
+            async move {
+                c.query_one(&format!("SHOW {name}"), &[])
+                    .await
+                    .unwrap()
+                    .get::<_, String>(0)
+            }
+        };
+        assert_eq!(show("standard_conforming_strings").await, "on");
+        assert_eq!(show("statement_timeout").await, "1min");
+        drop(c);
+        let isolation = s
+            .write(&[], |w| {
+                Box::pin(async move {
+                    let row = w
+                        .tx()
+                        .query_one("SHOW transaction_isolation", &[])
+                        .await
+                        .db("show")?;
+                    Ok(row.get::<_, String>(0))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(isolation, "read committed");
+    }
+
+    /// A rolling upgrade: once a newer build migrated the database, an older instance that
+    /// is still running refuses to write, naming both versions.
+    #[tokio::test]
+    async fn writes_stop_once_the_schema_is_newer_than_the_build() {
+        let Some(cluster) = cluster_url("writes_stop_once_the_schema_is_newer_than_the_build")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let account = |n: u8| coffer_storage::AccountRecord {
+            id: coffer_types::AccountId::from_bytes([n; 16]),
+            name: format!("a{n}"),
+            created: Timestamp::from_unix_micros(1),
+            secrets_quota: None,
+        };
+        s.create_account(account(1), &[]).await.unwrap();
+        let newer = crate::SCHEMA_VERSION + 1;
+        s.client()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE coffer_schema_version SET version = $1 WHERE id = 1",
+                &[&newer],
+            )
+            .await
+            .unwrap();
+        let e = s.create_account(account(2), &[]).await.unwrap_err();
+        assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("version {newer}")), "{text}");
+        assert!(
+            text.contains(&format!("version {}", crate::SCHEMA_VERSION)),
+            "{text}"
+        );
+        assert_eq!(s.change_head().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn reads_holding_every_pooled_connection_do_not_stop_writes() {
+        let Some(cluster) = cluster_url("reads_holding_every_pooled_connection_do_not_stop_writes")
+        else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let mut held = Vec::new();
+        while s.pool.status().available > 0 || s.pool.status().size < s.pool.status().max_size {
+            held.push(s.client().await.unwrap());
+        }
+        let write = s.create_account(
+            coffer_storage::AccountRecord {
+                id: coffer_types::AccountId::from_bytes([2; 16]),
+                name: "b".into(),
+                created: Timestamp::from_unix_micros(1),
+                secrets_quota: None,
+            },
+            &[],
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), write)
+            .await
+            .expect("the write does not wait for a read connection")
+            .unwrap();
+        drop(held);
+    }
 }

@@ -151,6 +151,12 @@ async fn a_wrong_password_is_refused_without_printing_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("password");
     std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, {
+        let mut p = std::fs::metadata(&file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
+        p
+    })
+    .unwrap();
     let without = with_database(
         &cluster.replacen(&format!(":{password}@"), "@", 1),
         db.name(),

@@ -149,6 +149,52 @@ async fn committed_head_follows_another_instances_commits() {
     assert_eq!(a.committed_head(), 4);
 }
 
+/// A notification is only a wake-up: a forged payload (any role that can connect can NOTIFY)
+/// does not move `committed_head`, which keeps following the head row; and a head that moved
+/// without a notification (one lost: a pooler, a half-open socket) is seen by the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_head_follows_the_head_row_not_notification_payloads() {
+    let Some(cluster) =
+        cluster_url("committed_head_follows_the_head_row_not_notification_payloads")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = db.storage().await;
+    let b = db.storage().await;
+    let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    admin
+        .batch_execute("NOTIFY coffer_head, '18446744073709551615'; NOTIFY coffer_head, '1000'")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.committed_head(), 0, "a forged payload moved the head");
+
+    // Real commits are still followed.
+    a.create_account(account(1), &[]).await.unwrap();
+    let mut head_b = b.subscribe_head();
+    tokio::time::timeout(Duration::from_secs(2), head_b.wait_for(|seq| *seq >= 1))
+        .await
+        .expect("instance b sees a's commit")
+        .unwrap();
+    assert_eq!(b.committed_head(), 1);
+
+    // The head row moves with no notification at all: the poll finds it.
+    admin
+        .batch_execute("UPDATE change_head SET seq = 7 WHERE id = 1")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), head_b.wait_for(|seq| *seq >= 7))
+        .await
+        .expect("instance b polls the head row without a notification")
+        .unwrap();
+    assert_eq!(b.committed_head(), 7);
+}
+
 /// Names stay unique and quotas hold when the creates race on different instances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn names_and_quotas_hold_across_instances() {
