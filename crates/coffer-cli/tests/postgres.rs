@@ -621,7 +621,76 @@ fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
     assert!(line.contains("999") && line.contains(&ours), "{line}");
 }
 
+/// Keys are local, the database shared: a KEK id the database names that this data dir lacks
+/// (a rotation or an account KEK made on another instance) refuses the start, naming it.
+#[test]
+fn a_kek_id_the_local_keys_lack_is_refused_at_start() {
+    let Some(db) = Db::new("a_kek_id_the_local_keys_lack_is_refused_at_start") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (account, token) = init_pg(&dir, db.url());
+    // A KEK rotation and an account KEK would make such a key: refused while serving.
+    let server = start_pg(&dir, db.url());
+    let (status, body) = raw(
+        reqwest::Method::POST,
+        &server.url,
+        &token,
+        "/client/v4/kek/rotations",
+        None,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("\"code\":1311") && body.contains("shared"),
+        "{body}"
+    );
+    let (status, body) = raw(
+        reqwest::Method::PUT,
+        &server.url,
+        &token,
+        &format!("/client/v4/accounts/{account}/kek"),
+        Some(r#"{"kek":"file"}"#),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("\"code\":1311") && body.contains("account KEKs are not supported"),
+        "{body}"
+    );
+    server.terminate();
+    let name = db.name().to_owned();
+    db.execute_in(
+        &name,
+        "INSERT INTO deks (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped) \
+         SELECT decode('09090909090909090909090909090909', 'hex'), id, 'kek-made-elsewhere', \
+         decode('00', 'hex'), 0, 1, decode('00', 'hex') FROM accounts LIMIT 1",
+    );
+    let mut cmd = coffer_cmd();
+    cmd.arg("server").arg("--data-dir").arg(&dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.url(),
+    ]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("kek-made-elsewhere") && line.contains("same KEK"),
+        "{line}"
+    );
+}
+
 fn raw_get(url: &str, token: &str, path: &str) -> (u16, String) {
+    raw(reqwest::Method::GET, url, token, path, None)
+}
+
+fn raw(
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -631,8 +700,10 @@ fn raw_get(url: &str, token: &str, path: &str) -> (u16, String) {
             .no_proxy()
             .build()
             .unwrap()
-            .get(format!("{url}{path}"))
+            .request(method, format!("{url}{path}"))
             .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.unwrap_or_default().to_owned())
             .send()
             .await
             .unwrap();

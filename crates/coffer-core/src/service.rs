@@ -158,6 +158,8 @@ pub struct Coffer {
         Arc<dyn crate::account_kek::AccountKekStore>,
         crate::RewrapSettings,
     )>,
+    /// Set when other instances write to the same database (see `shared.rs`).
+    shared_database: std::sync::OnceLock<std::time::Duration>,
     /// The jobs moving accounts' DEKs onto their own KEKs.
     account_rewraps: crate::account_kek::RewrapJobs,
     /// Serialises giving an account its KEK with deleting an account, so that a key is never
@@ -241,6 +243,7 @@ impl Coffer {
             replica,
             rotation: None,
             account_kek_store: std::sync::OnceLock::new(),
+            shared_database: std::sync::OnceLock::new(),
             account_rewraps: crate::account_kek::RewrapJobs::default(),
             account_kek_changes: tokio::sync::Mutex::new(()),
             lifecycle: std::sync::OnceLock::new(),
@@ -299,15 +302,6 @@ impl Coffer {
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
-    }
-
-    /// Tells this service that other instances write to its database too (PostgreSQL): API
-    /// token rows are then cached for at most `max_age`, so a token revoked (or an account
-    /// deleted) on another instance stops working here within that time. The runtime and node
-    /// caches need nothing: they follow [`Storage::committed_head`], which such a backend moves
-    /// on other instances' commits.
-    pub fn share_database(&self, max_age: std::time::Duration) {
-        self.token_cache.set_max_age(max_age);
     }
 
     /// Unwrapped DEKs held in the keyring's cache now (for metrics).
@@ -1001,5 +995,6 @@ pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;
 pub mod services;
+mod shared;
 #[cfg(test)]
 mod tests;

@@ -20,9 +20,10 @@ use crate::ServerError;
 /// The file naming a data dir's backend.
 pub(crate) const BACKEND_FILE: &str = "backend.toml";
 
-/// How long an API token row is cached on a shared database: a token revoked (or an account
-/// deleted) on another instance stops working here within this time.
-pub(crate) const TOKEN_CACHE_MAX_AGE: Duration = Duration::from_millis(500);
+/// How long an API token row, or a runtime or node cache entry, is served after it was read on
+/// a shared database: a token (service token, node) revoked or an account deleted on another
+/// instance stops working here within this time, whether or not notifications arrive.
+pub(crate) const CACHE_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// A password file holds a password, not more.
 const PASSWORD_FILE_MAX_BYTES: u64 = 4096;

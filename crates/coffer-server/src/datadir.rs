@@ -156,7 +156,26 @@ pub async fn open(
     };
     let coffer = open_coffer(path, storage, Arc::clone(&kek), limits, keys).await?;
     if shared {
-        coffer.share_database(database::TOKEN_CACHE_MAX_AGE);
+        coffer.share_database(database::CACHE_MAX_AGE);
+        // Keys live on each machine, the database is shared: one this instance lacks (a KEK
+        // version or an account KEK made on another instance) would fail every unwrap of it.
+        let unknown = match coffer.unknown_kek_ids().await {
+            Ok(unknown) => unknown,
+            Err(e) => {
+                coffer.shutdown().await;
+                return Err(ServerError::Database(e.to_string()));
+            }
+        };
+        if !unknown.is_empty() {
+            coffer.shutdown().await;
+            return Err(data_dir_error(
+                path,
+                format!(
+                    "the database holds keys wrapped by KEK id(s) {} that this data dir's KEK does not have (made on another instance?): every instance on one database needs the same KEK files",
+                    unknown.join(", ")
+                ),
+            ));
+        }
     }
     Ok(DataDir {
         coffer,
