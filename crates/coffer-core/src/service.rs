@@ -508,13 +508,18 @@ impl Coffer {
             .await?
             .ok_or(CoreError::NotFound(Resource::Store))?;
         // A DEK wrapped by a KEK version retired after it was taken is refused by storage
-        // (`Conflict`); sealing again takes a DEK of the active version.
+        // (`Conflict`); sealing again takes a DEK of the active version. On a shared database
+        // the DEK may have been destroyed, or the replication key rotated, by another
+        // instance: `after_conflict` drops the one and loads the other.
         for attempt in 1.. {
             match self
                 .try_create_secrets(who, account, store, &account_rec, &store_rec, &items)
                 .await
             {
-                Err(CoreError::Conflict) if attempt < UPDATE_RETRIES => continue,
+                Err(CoreError::Conflict) if attempt < UPDATE_RETRIES => {
+                    self.keys.after_conflict(Some(account)).await?;
+                    continue;
+                }
                 other => return other,
             }
         }
@@ -741,7 +746,12 @@ impl Coffer {
                 .await
                 .retain(|q| q.secret != secret || (result.is_ok() && q.ticket != ticket));
             match result {
-                Err(coffer_storage::StorageError::Conflict) => continue,
+                Err(coffer_storage::StorageError::Conflict) => {
+                    // On a shared database, another instance may have destroyed the DEK this
+                    // one seals with, or rotated the replication key: refresh before retrying.
+                    self.keys.after_conflict(Some(account)).await?;
+                    continue;
+                }
                 other => return Ok(other?),
             }
         }
@@ -850,7 +860,8 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        self.storage
+        let written = self
+            .storage
             .create_secrets(
                 account,
                 store,
@@ -862,7 +873,13 @@ impl Coffer {
                 self.quota_of(&account_rec),
                 &[entry],
             )
-            .await?;
+            .await;
+        if let Err(coffer_storage::StorageError::Conflict) = &written {
+            // Another instance may have destroyed the sealing DEK or rotated the replication
+            // key: the next try seals afresh.
+            self.keys.after_conflict(Some(account)).await?;
+        }
+        written?;
         Ok(record)
     }
 
