@@ -965,6 +965,25 @@ mod tests {
         assert_eq!(s.change_head().await.unwrap(), 1);
     }
 
+    /// TRUNCATE fires no row trigger; the append-only tables refuse it all the same.
+    #[tokio::test]
+    async fn append_only_tables_refuse_truncate() {
+        let Some(cluster) = cluster_url("append_only_tables_refuse_truncate") else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let c = s.client().await.unwrap();
+        for table in ["changes", "audit", "audit_checkpoints"] {
+            let e = c
+                .batch_execute(&format!("TRUNCATE {table}"))
+                .await
+                .expect_err(table);
+            let text = crate::error_chain(&e);
+            assert!(text.contains("append-only"), "{table}: {text}");
+        }
+    }
+
     #[tokio::test]
     async fn reads_holding_every_pooled_connection_do_not_stop_writes() {
         let Some(cluster) = cluster_url("reads_holding_every_pooled_connection_do_not_stop_writes")
