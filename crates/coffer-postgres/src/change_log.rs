@@ -375,7 +375,7 @@ pub(crate) async fn compact_past(
     if needles.is_empty() {
         return Ok(None);
     }
-    compact_past_matching(tx, before, |text| {
+    compact_past_matching(tx, before, &needles, |text| {
         needles.iter().any(|n| text.contains(n.as_str()))
     })
     .await
@@ -392,7 +392,9 @@ pub(crate) async fn compact_past_account(
 ) -> Result<Option<u64>> {
     let needles = dek_needles(deks);
     let account_hex = account.to_string();
-    compact_past_matching(tx, before, |text| {
+    let mut prefilter = needles.clone();
+    prefilter.push(account_hex.clone());
+    compact_past_matching(tx, before, &prefilter, |text| {
         if needles.iter().any(|n| text.contains(n.as_str())) {
             return true;
         }
@@ -419,17 +421,26 @@ const COMPACTION_PAGE: i64 = 512;
 
 /// Compacts the log through the newest entry before seq `before` for which `carries` is true
 /// (given the entry's JSON), skipping `DekDestroyed` entries (they carry only an id). One
-/// backward walk, in pages, stopping at the newest match: it reads only the entries after it
-/// (usually the recent ones), the whole retained log only when none matches.
+/// backward walk, in pages, stopping at the newest match. The database returns only entries
+/// holding one of `prefilter`'s texts (every entry `carries` accepts holds one), so an entry
+/// that names nothing asked for never leaves it, and when nothing matches the walk is one
+/// empty page.
 async fn compact_past_matching(
     tx: &deadpool_postgres::Transaction<'_>,
     before: u64,
+    prefilter: &[String],
     carries: impl Fn(&str) -> bool,
 ) -> Result<Option<u64>> {
+    if prefilter.is_empty() {
+        return Ok(None);
+    }
     let (base, _) = base_position(tx).await?;
+    let needles: Vec<&[u8]> = prefilter.iter().map(|n| n.as_bytes()).collect();
     let stmt = tx
         .prepare_cached(
             "SELECT seq, payload FROM changes WHERE seq > $1 AND seq < $2
+               AND EXISTS (SELECT 1 FROM unnest($4::bytea[]) AS n(needle)
+                           WHERE position(n.needle IN payload) > 0)
              ORDER BY seq DESC LIMIT $3",
         )
         .await
@@ -439,7 +450,7 @@ async fn compact_past_matching(
     let mut through = base;
     'walk: loop {
         let rows = tx
-            .query(&stmt, &[&base_sql, &below, &COMPACTION_PAGE])
+            .query(&stmt, &[&base_sql, &below, &COMPACTION_PAGE, &needles])
             .await
             .db("find entries naming a dek")?;
         let Some(last) = rows.last() else {

@@ -73,7 +73,8 @@ pub struct PgOptions {
     /// How long a write's transaction may sit idle before the database ends its session
     /// (`idle_in_transaction_session_timeout`, set for writes only). A write never waits on
     /// anything but the database, so only a stuck or frozen process gets there, and ending
-    /// its session frees the writer lock for every other instance.
+    /// its session frees the writer lock for every other instance. Between 1 s and about
+    /// 24 days (`i32::MAX` ms); `connect` refuses other values.
     pub write_idle_timeout: Duration,
 }
 
@@ -105,6 +106,9 @@ pub enum ConnectError {
     /// retrying with backoff when it is the network.
     #[error("cannot connect to the database at {target}: {detail}")]
     Unreachable { target: String, detail: String },
+    /// A [`PgOptions`] value is out of range; the message names the option.
+    #[error("database options: {0}")]
+    Options(String),
     /// The database's schema is not one this build can run on (newer than this build), or a
     /// migration failed.
     #[error("database schema: {0}")]
@@ -185,6 +189,7 @@ impl PgStorage {
     /// refused, naming both versions. Does not retry: the caller decides (a server retries
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
+        let idle_timeout_ms = write_idle_timeout_ms(options.write_idle_timeout)?;
         let env_password = std::env::var("PGPASSWORD").ok();
         let env_sslmode = std::env::var("PGSSLMODE").ok();
         let mut parsed = config::parse(
@@ -265,9 +270,7 @@ impl PgStorage {
                 pool: write_pool,
                 read_pool: pool.clone(),
                 shared: Arc::clone(&shared),
-                idle_timeout_ms: i64::try_from(options.write_idle_timeout.as_millis())
-                    .unwrap_or(i64::MAX)
-                    .max(1),
+                idle_timeout_ms,
             }),
             pool,
             snapshots: Arc::new(tokio::sync::Semaphore::new(max_snapshots(max_connections))),
@@ -293,6 +296,19 @@ impl PgStorage {
         self.pool.close();
         self.listener.abort();
     }
+}
+
+/// `write_idle_timeout` in milliseconds, if in range: at least 1 s (shorter would end writes
+/// that merely wait on the network) and at most what PostgreSQL's setting holds (`i32::MAX` ms).
+fn write_idle_timeout_ms(timeout: Duration) -> Result<i64, ConnectError> {
+    let ms = timeout.as_millis();
+    if ms < 1000 || ms > i32::MAX as u128 {
+        return Err(ConnectError::Options(format!(
+            "write_idle_timeout must be between 1 s and {} s",
+            i32::MAX / 1000
+        )));
+    }
+    Ok(ms as i64)
 }
 
 /// `statement_timeout` of read sessions, in milliseconds.
@@ -329,5 +345,31 @@ fn pool_detail(e: &deadpool_postgres::PoolError) -> String {
         deadpool_postgres::PoolError::Backend(inner) => error_chain(inner),
         deadpool_postgres::PoolError::Timeout(_) => "timed out".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_idle_timeout_is_range_checked() {
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(999),
+            Duration::from_millis(i32::MAX as u64 + 1),
+            Duration::MAX,
+        ] {
+            let e = write_idle_timeout_ms(bad).unwrap_err();
+            assert!(e.to_string().contains("write_idle_timeout"), "{e}");
+        }
+        assert_eq!(
+            write_idle_timeout_ms(Duration::from_secs(30)).unwrap(),
+            30_000
+        );
+        assert_eq!(
+            write_idle_timeout_ms(Duration::from_millis(i32::MAX as u64)).unwrap(),
+            i64::from(i32::MAX)
+        );
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct WriteTx<'c> {
     audited: u64,
     /// Audit entries of jobs whose append the database refused (lost with their job).
     lost_audit: u64,
+    /// The cluster id read while signing, cached in `Shared` once the batch committed.
+    cluster_seen: Option<[u8; 16]>,
 }
 
 impl<'c> WriteTx<'c> {
@@ -464,6 +466,7 @@ impl Writer {
             sign: false,
             audited: 0,
             lost_audit: 0,
+            cluster_seen: None,
         })
     }
 
@@ -594,6 +597,9 @@ impl Writer {
             }
         }
         let took = committing.elapsed();
+        if let Some(id) = w.cluster_seen {
+            self.shared.cluster.get_or_init(|| id);
+        }
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.audit_entries.fetch_add(audited, Ordering::Relaxed);
         if appended {
@@ -681,7 +687,9 @@ impl Writer {
                     return Ok(());
                 };
                 let id: [u8; 16] = bytes_col(&row, 0, "replication.cluster_id")?;
-                *self.shared.cluster.get_or_init(|| id)
+                // Cached only once the batch commits: the row may be this batch's own.
+                w.cluster_seen = Some(id);
+                id
             }
         };
         let signature = signer.sign(&checkpoint_message(&cluster, w.head.seq, &w.head.hash));
@@ -955,6 +963,25 @@ mod tests {
             "{text}"
         );
         assert_eq!(s.change_head().await.unwrap(), 1);
+    }
+
+    /// TRUNCATE fires no row trigger; the append-only tables refuse it all the same.
+    #[tokio::test]
+    async fn append_only_tables_refuse_truncate() {
+        let Some(cluster) = cluster_url("append_only_tables_refuse_truncate") else {
+            return;
+        };
+        let db = TestDatabase::create(&cluster).await;
+        let s = db.storage().await;
+        let c = s.client().await.unwrap();
+        for table in ["changes", "audit", "audit_checkpoints"] {
+            let e = c
+                .batch_execute(&format!("TRUNCATE {table}"))
+                .await
+                .expect_err(table);
+            let text = crate::error_chain(&e);
+            assert!(text.contains("append-only"), "{table}: {text}");
+        }
     }
 
     #[tokio::test]

@@ -116,7 +116,7 @@ async fn a_write_frozen_mid_transaction_does_not_stop_the_other_instances() {
     };
     let db = TestDatabase::create(&cluster).await;
     let mut options = coffer_postgres::PgOptions::default();
-    options.write_idle_timeout = Duration::from_millis(300);
+    options.write_idle_timeout = Duration::from_secs(1);
     let frozen = coffer_postgres::PgStorage::connect(db.url(), options)
         .await
         .unwrap();
