@@ -513,6 +513,8 @@ pub(crate) async fn follow(
                     "listening for other instances' commits: {}",
                     crate::error_chain(&e)
                 ),
+                // The pool's connection was just made with the same settings: the network.
+                refused: false,
             })?;
     let target = target.to_owned();
     Ok(tokio::spawn(async move {

@@ -105,7 +105,14 @@ pub enum ConnectError {
     /// The server could not be reached or refused us (network, authentication). Worth
     /// retrying with backoff when it is the network.
     #[error("cannot connect to the database at {target}: {detail}")]
-    Unreachable { target: String, detail: String },
+    Unreachable {
+        target: String,
+        detail: String,
+        /// The server answered and refused for good (a login refused, a database that does
+        /// not exist, no right to connect, a certificate that does not verify): retrying does
+        /// not help. Otherwise (the network, a server starting up or full) it may.
+        refused: bool,
+    },
     /// A [`PgOptions`] value is out of range; the message names the option.
     #[error("database options: {0}")]
     Options(String),
@@ -113,6 +120,43 @@ pub enum ConnectError {
     /// migration failed.
     #[error("database schema: {0}")]
     Schema(String),
+}
+
+impl ConnectError {
+    /// Whether trying again may help: the network, a server starting up or out of connection
+    /// slots. Decided by the error's kind and SQLSTATE, not its (translatable) text.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { refused: false, .. })
+    }
+}
+
+/// Whether a failed connection attempt is a final refusal: an SQLSTATE of class 28 (invalid
+/// authorization), 3D000 (no such database), 42501 (insufficient privilege), or a TLS error
+/// (a certificate that does not verify). I/O errors, 57P03 (starting up) and 53300 (too many
+/// connections) are not.
+fn refused_for_good(e: &deadpool_postgres::PoolError) -> bool {
+    let deadpool_postgres::PoolError::Backend(inner) = e else {
+        return false;
+    };
+    if let Some(code) = inner.code() {
+        let code = code.code();
+        return code.starts_with("28") || code == "3D000" || code == "42501";
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 impl From<ConnectError> for StorageError {
@@ -207,9 +251,10 @@ impl PgStorage {
         let target = describe(&parsed.config);
         let tls = config::tls_config(parsed.tls, parsed.root_cert.as_deref())?;
         let listen_tls = tls.clone();
-        let unreachable = |detail: String| ConnectError::Unreachable {
+        let unreachable = |detail: String, refused: bool| ConnectError::Unreachable {
             target: target.clone(),
             detail,
+            refused,
         };
         // Session settings the SQL relies on, whatever the database's or role's defaults
         // (`'\x00'` literals and `ESCAPE '\'` need standard_conforming_strings).
@@ -242,13 +287,16 @@ impl PgStorage {
                 .wait_timeout(Some(Duration::from_secs(30)))
                 .create_timeout(Some(options.connect_timeout))
                 .build()
-                .map_err(|e| unreachable(format!("building the connection pool: {e}")))
+                .map_err(|e| unreachable(format!("building the connection pool: {e}"), true))
         };
         let max_connections = options.max_connections.max(2);
         let pool = make_pool(&read_config, max_connections)?;
         // The writer's own connection: reads can never take it (M2 of the review).
         let write_pool = make_pool(&parsed.config, 1)?;
-        let mut client = pool.get().await.map_err(|e| unreachable(pool_detail(&e)))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| unreachable(pool_detail(&e), refused_for_good(&e)))?;
         migrate::run(&mut client).await?;
         let head = write::read_head(&client)
             .await

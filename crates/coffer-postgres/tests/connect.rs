@@ -119,6 +119,7 @@ async fn an_unreachable_database_is_a_clear_error() {
         .await
         .expect_err("nobody listens");
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(e.is_transient(), "the network is worth retrying: {e:?}");
     let text = format!("{e} {e:?}");
     assert!(text.contains(&format!("127.0.0.1:{port}/coffer")), "{text}");
     assert!(text.to_lowercase().contains("refused"), "{text}");
@@ -139,8 +140,15 @@ async fn a_wrong_password_is_refused_without_printing_it() {
         .await
         .expect_err("a wrong password");
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(!e.is_transient(), "a refused login is final: {e:?}");
     let text = format!("{e} {e:?}");
     assert!(text.contains("password authentication failed"), "{text}");
+    // So is a database that does not exist (3D000), whatever the server's language.
+    let missing = coffer_postgres::testing::with_database(&cluster, "no_such_database_42");
+    let e = PgStorage::connect(&missing, PgOptions::default())
+        .await
+        .expect_err("no such database");
+    assert!(!e.is_transient(), "a missing database is final: {e:?}");
     assert!(!text.contains("not-the-password-42"), "{text}");
     assert!(!text.contains(&password), "{text}");
 
@@ -244,6 +252,10 @@ async fn tls_modes_check_what_they_promise() {
     .await
     .expect_err("the certificate does not name 127.0.0.1");
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(
+        !e.is_transient(),
+        "a certificate that does not verify is final: {e:?}"
+    );
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 
     // verify-ca: the chain only, so the address is fine.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer_postgres::{ConnectError, PgOptions, PgStorage};
+use coffer_postgres::{PgOptions, PgStorage};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -126,21 +126,6 @@ pub(crate) fn write_backend(path: &Path, cluster_id: [u8; 16]) -> Result<(), Ser
     Ok(())
 }
 
-/// Whether trying again may help: the network, a database still starting. A refused login, a
-/// bad URL, a schema this build cannot run on are final.
-fn retryable(e: &ConnectError) -> bool {
-    match e {
-        ConnectError::Unreachable { detail, .. } => {
-            let detail = detail.to_ascii_lowercase();
-            !(detail.contains("authentication")
-                || detail.contains("password")
-                || detail.contains("does not exist")
-                || detail.contains("permission denied"))
-        }
-        _ => false,
-    }
-}
-
 /// Connects to `db`, retrying an unreachable database with backoff (0.5 s doubling to 5 s;
 /// each failure logged) until `db.connect_timeout` has passed. Errors never hold the password.
 pub(crate) async fn connect(db: &Database) -> Result<Arc<PgStorage>, ServerError> {
@@ -165,7 +150,7 @@ pub(crate) async fn connect(db: &Database) -> Result<Arc<PgStorage>, ServerError
     loop {
         match PgStorage::connect(&db.url, options.clone()).await {
             Ok(storage) => return Ok(Arc::new(storage)),
-            Err(e) if retryable(&e) && Instant::now() + wait < deadline => {
+            Err(e) if e.is_transient() && Instant::now() + wait < deadline => {
                 tracing::warn!(
                     error = %e,
                     attempt,
@@ -177,7 +162,7 @@ pub(crate) async fn connect(db: &Database) -> Result<Arc<PgStorage>, ServerError
                 attempt += 1;
             }
             Err(e) => {
-                let after = if retryable(&e) {
+                let after = if e.is_transient() {
                     format!(
                         " (gave up after {attempt} attempts in {} s; --database-connect-timeout)",
                         db.connect_timeout.as_secs()
