@@ -3,10 +3,14 @@
 //!
 //! Every write moves the one `change_head` row and sends `NOTIFY coffer_head, '<seq>'` in its
 //! transaction (see `write.rs`). [`follow`] keeps a connection of its own LISTENing on that
-//! channel and moves this handle's `committed_head` and head watch to each seq announced, so
-//! caches keyed on `committed_head` see another instance's writes within a notification's
-//! delay. If that connection drops, it reconnects with backoff and, once back, reads the head
-//! row (notifications sent while it was away are lost, the head is not).
+//! channel; a notification only wakes it (its payload is never trusted: any role that can
+//! connect can send one), and it then reads the head row and moves this handle's
+//! `committed_head` and head watch to it. It also reads the head row every [`POLL_EVERY`]
+//! without a notification (notifications can be lost: a pooler in transaction mode, a
+//! half-open socket), with a timeout that doubles as a liveness check, and its socket has TCP
+//! keepalives and a user timeout. So caches keyed on `committed_head` see another instance's
+//! writes within a notification's delay, and within about a second at worst. If that
+//! connection fails it reconnects with backoff and reads the head row once back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -371,7 +375,7 @@ pub(crate) async fn compact_past(
     if needles.is_empty() {
         return Ok(None);
     }
-    compact_past_matching(tx, before, |text| {
+    compact_past_matching(tx, before, &needles, |text| {
         needles.iter().any(|n| text.contains(n.as_str()))
     })
     .await
@@ -388,7 +392,9 @@ pub(crate) async fn compact_past_account(
 ) -> Result<Option<u64>> {
     let needles = dek_needles(deks);
     let account_hex = account.to_string();
-    compact_past_matching(tx, before, |text| {
+    let mut prefilter = needles.clone();
+    prefilter.push(account_hex.clone());
+    compact_past_matching(tx, before, &prefilter, |text| {
         if needles.iter().any(|n| text.contains(n.as_str())) {
             return true;
         }
@@ -415,17 +421,26 @@ const COMPACTION_PAGE: i64 = 512;
 
 /// Compacts the log through the newest entry before seq `before` for which `carries` is true
 /// (given the entry's JSON), skipping `DekDestroyed` entries (they carry only an id). One
-/// backward walk, in pages, stopping at the newest match: it reads only the entries after it
-/// (usually the recent ones), the whole retained log only when none matches.
+/// backward walk, in pages, stopping at the newest match. The database returns only entries
+/// holding one of `prefilter`'s texts (every entry `carries` accepts holds one), so an entry
+/// that names nothing asked for never leaves it, and when nothing matches the walk is one
+/// empty page.
 async fn compact_past_matching(
     tx: &deadpool_postgres::Transaction<'_>,
     before: u64,
+    prefilter: &[String],
     carries: impl Fn(&str) -> bool,
 ) -> Result<Option<u64>> {
+    if prefilter.is_empty() {
+        return Ok(None);
+    }
     let (base, _) = base_position(tx).await?;
+    let needles: Vec<&[u8]> = prefilter.iter().map(|n| n.as_bytes()).collect();
     let stmt = tx
         .prepare_cached(
             "SELECT seq, payload FROM changes WHERE seq > $1 AND seq < $2
+               AND EXISTS (SELECT 1 FROM unnest($4::bytea[]) AS n(needle)
+                           WHERE position(n.needle IN payload) > 0)
              ORDER BY seq DESC LIMIT $3",
         )
         .await
@@ -435,7 +450,7 @@ async fn compact_past_matching(
     let mut through = base;
     'walk: loop {
         let rows = tx
-            .query(&stmt, &[&base_sql, &below, &COMPACTION_PAGE])
+            .query(&stmt, &[&base_sql, &below, &COMPACTION_PAGE, &needles])
             .await
             .db("find entries naming a dek")?;
         let Some(last) = rows.last() else {
@@ -465,30 +480,49 @@ async fn compact_past_matching(
     Ok(None)
 }
 
+/// How often the follower reads the head row without a notification: the bound on staleness
+/// when notifications are lost (a connection pooler in transaction mode, a half-open socket).
+pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// How long reading the head row may take on the follower's connection before the connection
+/// is taken for dead and replaced.
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Starts following other instances' commits (see the module doc). The first LISTEN is in
 /// place before this returns, so a write another instance commits after `connect` is seen.
 pub(crate) async fn follow(
-    config: tokio_postgres::Config,
+    mut config: tokio_postgres::Config,
     tls: Option<rustls::ClientConfig>,
     shared: Arc<Shared>,
     target: &str,
 ) -> std::result::Result<tokio::task::JoinHandle<()>, crate::ConnectError> {
-    let first = listen(&config, tls.as_ref(), Arc::clone(&shared))
-        .await
-        .map_err(|e| crate::ConnectError::Unreachable {
-            target: target.to_owned(),
-            detail: format!(
-                "listening for other instances' commits: {}",
-                crate::error_chain(&e)
-            ),
-        })?;
+    // A half-open socket (a peer gone without a FIN) must not keep the follower waiting for
+    // hours: probe an idle connection soon, and give up on unacknowledged data.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(30));
+    let first =
+        listen(&config, tls.as_ref())
+            .await
+            .map_err(|e| crate::ConnectError::Unreachable {
+                target: target.to_owned(),
+                detail: format!(
+                    "listening for other instances' commits: {}",
+                    crate::error_chain(&e)
+                ),
+                // The pool's connection was just made with the same settings: the network.
+                refused: false,
+            })?;
     let target = target.to_owned();
     Ok(tokio::spawn(async move {
-        let (mut client, mut driver) = first;
+        let mut current = first;
         loop {
-            // Ends when the connection does (the server went away, a network failure).
-            let _ = (&mut driver).await;
-            drop(client);
+            follow_until_lost(&current, &shared, &target).await;
+            current.driver.abort();
+            drop(current);
             if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
@@ -497,10 +531,10 @@ pub(crate) async fn follow(
                 "lost the connection that follows other instances' commits; reconnecting"
             );
             let mut delay = Duration::from_millis(100);
-            (client, driver) = loop {
+            current = loop {
                 tokio::time::sleep(delay).await;
-                match listen(&config, tls.as_ref(), Arc::clone(&shared)).await {
-                    Ok(pair) => break pair,
+                match listen(&config, tls.as_ref()).await {
+                    Ok(l) => break l,
                     Err(e) => {
                         tracing::warn!(
                             database = %target,
@@ -511,63 +545,122 @@ pub(crate) async fn follow(
                     }
                 }
             };
-            // Notifications sent while away are lost; the head row is not.
-            match client
-                .query_one("SELECT seq FROM change_head WHERE id = 1", &[])
-                .await
-                .and_then(|row| row.try_get::<_, i64>(0))
-            {
-                Ok(seq) => shared.advance(u64::try_from(seq).unwrap_or(0)),
-                Err(e) => tracing::warn!(
-                    database = %target,
-                    error = %crate::error_chain(&e),
-                    "cannot read the change head after reconnecting"
-                ),
-            }
         }
     }))
 }
 
-type Listening = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
+/// Reads the head row on every notification (coalesced) and every [`POLL_EVERY`], moving
+/// `shared` to it, until the connection fails, a read times out, or the driver ends.
+///
+/// A notification is only a wake-up: its payload is never trusted (any role that can connect
+/// can `NOTIFY coffer_head` with anything). The head row is the truth.
+async fn follow_until_lost(l: &Listening, shared: &Shared, target: &str) {
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The first tick is immediate: notifications sent while (re)connecting are lost, the
+        // head row is not.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = l.wake.notified() => {}
+            _ = l.ended.notified() => return,
+        }
+        let read = async {
+            let row = l
+                .client
+                .query_opt("SELECT seq FROM change_head WHERE id = 1", &[])
+                .await
+                .db("read change head")?
+                .ok_or_else(|| {
+                    StorageError::Corrupted("change_head: the head row is missing".into())
+                })?;
+            u64_col(&row, 0, "change_head.seq")
+        };
+        match tokio::time::timeout(HEAD_READ_TIMEOUT, read).await {
+            Ok(Ok(seq)) => shared.advance(seq),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    database = %target,
+                    error = %e,
+                    "cannot read the change head on the connection following other instances' commits"
+                );
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    database = %target,
+                    "reading the change head timed out on the connection following other instances' commits"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// The follower's own connection (outside the pool), LISTENing on the head channel.
+struct Listening {
+    client: tokio_postgres::Client,
+    /// Drives the connection; signals `wake` on each head notification, `ended` when done.
+    driver: tokio::task::JoinHandle<()>,
+    wake: Arc<tokio::sync::Notify>,
+    ended: Arc<tokio::sync::Notify>,
+}
 
 /// Opens a connection of its own (outside the pool), LISTENs on the head channel, and drives
-/// it on a task that moves `shared` to every seq announced.
+/// it on a task.
 async fn listen(
     config: &tokio_postgres::Config,
     tls: Option<&rustls::ClientConfig>,
-    shared: Arc<Shared>,
 ) -> std::result::Result<Listening, tokio_postgres::Error> {
-    let pair = match tls {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let (client, driver) = match tls {
         None => {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            (client, tokio::spawn(drive(connection, shared)))
+            let d = drive(connection, Arc::clone(&wake), Arc::clone(&ended));
+            (client, tokio::spawn(d))
         }
         Some(tls) => {
             let (client, connection) = config
                 .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()))
                 .await?;
-            (client, tokio::spawn(drive(connection, shared)))
+            let d = drive(connection, Arc::clone(&wake), Arc::clone(&ended));
+            (client, tokio::spawn(d))
         }
     };
-    pair.0
+    let l = Listening {
+        client,
+        driver,
+        wake,
+        ended,
+    };
+    if let Err(e) = l
+        .client
         .batch_execute(&format!("LISTEN {HEAD_CHANNEL}"))
-        .await?;
-    Ok(pair)
+        .await
+    {
+        l.driver.abort();
+        return Err(e);
+    }
+    Ok(l)
 }
 
-/// Polls the connection, applying each notification; returns when it ends.
-async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, shared: Arc<Shared>)
-where
+/// Polls the connection, waking the follower on each head notification; signals `ended` and
+/// returns when the connection ends.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    wake: Arc<tokio::sync::Notify>,
+    ended: Arc<tokio::sync::Notify>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                if n.channel() == HEAD_CHANNEL
-                    && let Ok(seq) = n.payload().parse::<u64>()
-                {
-                    shared.advance(seq);
+                if n.channel() == HEAD_CHANNEL {
+                    // One stored permit: a burst of notifications is one read of the head.
+                    wake.notify_one();
                 }
             }
             Some(Ok(_)) => {}
@@ -576,9 +669,10 @@ where
                     error = %crate::error_chain(&e),
                     "the connection following other instances' commits failed"
                 );
-                return;
+                break;
             }
-            None => return,
+            None => break,
         }
     }
+    ended.notify_one();
 }

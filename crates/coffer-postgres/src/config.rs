@@ -5,13 +5,16 @@
 //! never verifies a certificate on its own; libpq's `verify-ca`, `verify-full` and
 //! `sslrootcert` are taken out of the URL here and become the rustls configuration:
 //! - `disable`: plain TCP;
-//! - `prefer` (tokio-postgres' default) and `require`: TLS (required with `require`), the
-//!   certificate not checked — libpq's meaning of these modes: encryption against a passive
-//!   eavesdropper only;
+//! - `prefer` and `require`: TLS (required with `require`), the certificate not checked —
+//!   libpq's meaning of these modes: encryption against a passive eavesdropper only; with a
+//!   password, channel binding is required (SCRAM-SHA-256-PLUS), so an on-path attacker
+//!   cannot take the password (nor log in with it);
 //! - `verify-ca`: TLS, the certificate must chain to a trusted root (any host name);
 //! - `verify-full`: TLS, chain and host name checked.
 //!
-//! Trusted roots are `sslrootcert` (a PEM file) when given, the system's otherwise.
+//! Trusted roots are `sslrootcert` (a PEM file) when given, the system's otherwise. With no
+//! `sslmode` in the URL, `PGSSLMODE` decides; without either, `verify-full`, except for hosts
+//! on this machine (loopback, `localhost`, Unix sockets): `disable`.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,7 +25,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode};
 
 use crate::ConnectError;
 
@@ -54,13 +57,17 @@ impl std::fmt::Debug for Parsed {
     }
 }
 
-/// Parses `url`. The password comes from the URL, else from `password_file` (its first line),
-/// else from `PGPASSWORD` (`env_password`, passed in so tests need not touch the process's
-/// environment); none is fine for trust or certificate authentication.
+/// Parses `url`. The password comes from the URL, else from `password_file` (read by
+/// coffer-hsm's secret-file rules: a regular file only its owner may read, at most 1 KiB, one
+/// line), else from `PGPASSWORD` (`env_password`); none is fine for trust
+/// or certificate authentication. The TLS mode comes from the URL's `sslmode`, else from
+/// `PGSSLMODE` (`env_sslmode`), else is [`default_mode`]. The environment is passed in so tests
+/// need not touch the process's.
 pub(crate) fn parse(
     url: &str,
     password_file: Option<&Path>,
     env_password: Option<String>,
+    env_sslmode: Option<String>,
 ) -> Result<Parsed, ConnectError> {
     let rest = url
         .strip_prefix("postgres://")
@@ -72,11 +79,34 @@ pub(crate) fn parse(
                     .into(),
             )
         })?;
+    // The user information first, up to the last '@' (a password may hold an unencoded '?',
+    // '/' or '@'): it never reaches tokio-postgres' parser, so no error can echo it. An '@'
+    // in a query value must then be percent-encoded.
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (user, url_password) = match userinfo {
+        None => (None, None),
+        Some(info) => {
+            let (user, password) = match info.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (info, None),
+            };
+            let user = percent_encoding::percent_decode_str(user)
+                .decode_utf8()
+                .map_err(|_| ConnectError::Url("the user name is not UTF-8".into()))?
+                .into_owned();
+            let password =
+                password.map(|p| percent_encoding::percent_decode_str(p).collect::<Vec<u8>>());
+            (Some(user), password)
+        }
+    };
     let (base, query) = match rest.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (rest, None),
     };
-    let mut tls = TlsMode::Prefer;
+    let mut tls = None;
     let mut root_cert = None;
     let mut kept: Vec<&str> = Vec::new();
     for pair in query
@@ -89,26 +119,19 @@ pub(crate) fn parse(
             .decode_utf8()
             .map_err(|_| ConnectError::Url(format!("the value of `{key}` is not UTF-8")))?;
         match key {
-            "sslmode" => {
-                tls = match &*value {
-                    "disable" => TlsMode::Disable,
-                    "prefer" => TlsMode::Prefer,
-                    "require" => TlsMode::Require,
-                    "verify-ca" => TlsMode::VerifyCa,
-                    "verify-full" => TlsMode::VerifyFull,
-                    other => {
-                        return Err(ConnectError::Url(format!(
-                            "sslmode `{other}` is not one of disable, prefer, require, \
-                             verify-ca, verify-full"
-                        )));
-                    }
-                }
-            }
+            "sslmode" => tls = Some(tls_mode(&value, "sslmode")?),
             "sslrootcert" => root_cert = Some(PathBuf::from(&*value)),
             "sslcert" | "sslkey" | "sslpassword" | "sslcrl" => {
                 return Err(ConnectError::Url(format!(
                     "`{key}` is not supported (client certificates are not)"
                 )));
+            }
+            "channel_binding" => {
+                return Err(ConnectError::Url(
+                    "`channel_binding` is set by Coffer (required whenever a password is sent \
+                     over TLS whose certificate is not checked)"
+                        .into(),
+                ));
             }
             _ => kept.push(pair),
         }
@@ -120,6 +143,12 @@ pub(crate) fn parse(
     }
     let mut config = tokio_postgres::Config::from_str(&rebuilt)
         .map_err(|e| ConnectError::Url(crate::error_chain(&e)))?;
+    if let Some(user) = user {
+        config.user(user);
+    }
+    if let Some(password) = url_password.filter(|p| !p.is_empty()) {
+        config.password(password);
+    }
     if config.get_hosts().is_empty() {
         return Err(ConnectError::Url("it names no host".into()));
     }
@@ -135,26 +164,38 @@ pub(crate) fn parse(
     }
     if config.get_password().is_none() {
         if let Some(path) = password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConnectError::Password(format!("reading the password file {}: {e}", path.display()))
+            let text = coffer_hsm::read_secret_file(path, PASSWORD_FILE_MAX).map_err(|e| {
+                ConnectError::Password(format!("the password file {} {e}", path.display()))
             })?;
-            let password = text.lines().next().unwrap_or("");
-            if password.is_empty() {
+            if text.contains('\n') {
                 return Err(ConnectError::Password(format!(
-                    "the password file {} is empty",
+                    "the password file {} holds more than one line",
                     path.display()
                 )));
             }
-            config.password(password);
+            config.password(text.as_bytes());
         } else if let Some(password) = env_password.filter(|p| !p.is_empty()) {
             config.password(password);
         }
     }
+    let tls = match tls {
+        Some(mode) => mode,
+        None => match env_sslmode.filter(|m| !m.is_empty()) {
+            Some(mode) => tls_mode(&mode, "PGSSLMODE")?,
+            None => default_mode(&config),
+        },
+    };
     config.ssl_mode(match tls {
         TlsMode::Disable => SslMode::Disable,
         TlsMode::Prefer => SslMode::Prefer,
         TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
     });
+    // Where the certificate is not checked, an on-path attacker can answer with any
+    // certificate (or none, under prefer) and ask for the password in clear or as MD5; channel
+    // binding (SCRAM-SHA-256-PLUS) refuses both and ties the login to this TLS session.
+    if matches!(tls, TlsMode::Prefer | TlsMode::Require) && config.get_password().is_some() {
+        config.channel_binding(ChannelBinding::Require);
+    }
     if root_cert.is_some() && !matches!(tls, TlsMode::VerifyCa | TlsMode::VerifyFull) {
         return Err(ConnectError::Url(
             "sslrootcert needs sslmode=verify-ca or verify-full (other modes check no certificate)"
@@ -166,6 +207,47 @@ pub(crate) fn parse(
         tls,
         root_cert,
     })
+}
+
+/// The password file's size cap.
+const PASSWORD_FILE_MAX: u64 = 1024;
+
+fn tls_mode(value: &str, source: &str) -> Result<TlsMode, ConnectError> {
+    Ok(match value {
+        "disable" => TlsMode::Disable,
+        "prefer" => TlsMode::Prefer,
+        "require" => TlsMode::Require,
+        "verify-ca" => TlsMode::VerifyCa,
+        "verify-full" => TlsMode::VerifyFull,
+        other => {
+            return Err(ConnectError::Url(format!(
+                "{source} `{other}` is not one of disable, prefer, require, verify-ca, \
+                 verify-full"
+            )));
+        }
+    })
+}
+
+/// The TLS mode when neither the URL nor `PGSSLMODE` names one: `disable` when every host is
+/// on this machine (a loopback address, `localhost`, or a Unix socket directory: nothing on
+/// the path to intercept but this machine's own processes), `verify-full` otherwise (an
+/// on-path attacker could otherwise take the password).
+pub(crate) fn default_mode(config: &tokio_postgres::Config) -> TlsMode {
+    let local = config.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Unix(_) => true,
+        tokio_postgres::config::Host::Tcp(name) => {
+            let bare = name.trim_start_matches('[').trim_end_matches(']');
+            name.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    });
+    if local {
+        TlsMode::Disable
+    } else {
+        TlsMode::VerifyFull
+    }
 }
 
 /// The rustls configuration for `mode` (`None` for `disable`).
@@ -339,16 +421,18 @@ impl ServerCertVerifier for AnyName {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     const SECRET: &str = "s3cr3t-pa55";
 
     fn parse_ok(url: &str) -> Parsed {
-        parse(url, None, None).unwrap_or_else(|e| panic!("{url}: {e}"))
+        parse(url, None, None, None).unwrap_or_else(|e| panic!("{url}: {e}"))
     }
 
     fn parse_err(url: &str) -> String {
-        let e = parse(url, None, None).expect_err(url);
+        let e = parse(url, None, None, None).expect_err(url);
         let text = format!("{e} {e:?}");
         assert!(!text.contains(SECRET), "{text}");
         text
@@ -376,7 +460,111 @@ mod tests {
             let p = parse_ok(&format!("postgresql://u@h/d?sslmode={mode}"));
             assert_eq!(p.tls, want);
         }
-        assert_eq!(parse_ok("postgres://u@h/d").tls, TlsMode::Prefer);
+    }
+
+    #[test]
+    fn without_sslmode_remote_hosts_verify_and_local_ones_do_not_encrypt() {
+        assert_eq!(
+            parse_ok("postgres://u@db.example/d").tls,
+            TlsMode::VerifyFull
+        );
+        assert_eq!(parse_ok("postgres://u@10.0.0.5/d").tls, TlsMode::VerifyFull);
+        assert_eq!(
+            parse_ok("postgres://u@127.0.0.1,db.example/d").tls,
+            TlsMode::VerifyFull,
+            "every host must be local"
+        );
+        for local in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "localhost",
+            "[::1]",
+            "%2Fvar%2Frun%2Fpostgresql",
+        ] {
+            let url = format!("postgres://u@{local}/d");
+            assert_eq!(parse_ok(&url).tls, TlsMode::Disable, "{url}");
+        }
+        // PGSSLMODE decides when the URL does not, and is checked like the URL's.
+        let p = parse(
+            "postgres://u@db.example/d",
+            None,
+            None,
+            Some("require".into()),
+        )
+        .unwrap();
+        assert_eq!(p.tls, TlsMode::Require);
+        let p = parse(
+            "postgres://u@db.example/d?sslmode=verify-ca",
+            None,
+            None,
+            Some("disable".into()),
+        )
+        .unwrap();
+        assert_eq!(p.tls, TlsMode::VerifyCa);
+        let e = parse("postgres://u@h/d", None, None, Some("sometimes".into())).unwrap_err();
+        assert!(e.to_string().contains("PGSSLMODE"), "{e}");
+    }
+
+    #[test]
+    fn a_password_over_unchecked_tls_requires_channel_binding() {
+        for mode in ["prefer", "require"] {
+            let p = parse_ok(&format!("postgres://u:{SECRET}@h/d?sslmode={mode}"));
+            assert_eq!(
+                p.config.get_channel_binding(),
+                ChannelBinding::Require,
+                "{mode}"
+            );
+            let p = parse_ok(&format!("postgres://u@h/d?sslmode={mode}"));
+            assert_ne!(
+                p.config.get_channel_binding(),
+                ChannelBinding::Require,
+                "{mode}"
+            );
+        }
+        let p = parse(
+            "postgres://u@h/d?sslmode=require",
+            None,
+            Some(SECRET.into()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.config.get_channel_binding(), ChannelBinding::Require);
+        for mode in ["verify-ca", "verify-full", "disable"] {
+            let p = parse_ok(&format!("postgres://u:{SECRET}@h/d?sslmode={mode}"));
+            assert_ne!(
+                p.config.get_channel_binding(),
+                ChannelBinding::Require,
+                "{mode}"
+            );
+        }
+        let text = parse_err(&format!(
+            "postgres://u:{SECRET}@h/d?sslmode=require&channel_binding=disable"
+        ));
+        assert!(text.contains("channel_binding"), "{text}");
+    }
+
+    #[test]
+    fn a_password_with_url_delimiters_is_read_and_never_echoed() {
+        let odd = "p?w/d@x:y";
+        let p = parse_ok(&format!(
+            "postgres://coffer:{odd}@db.example:6543/coffer?sslmode=disable"
+        ));
+        assert_eq!(p.config.get_password(), Some(odd.as_bytes()));
+        assert_eq!(p.config.get_user(), Some("coffer"));
+        assert_eq!(p.config.get_dbname(), Some("coffer"));
+        assert_eq!(p.config.get_ports(), &[6543]);
+        assert_eq!(p.tls, TlsMode::Disable);
+        let p = parse_ok("postgres://c%40d:p%3Fw@h/d");
+        assert_eq!(p.config.get_user(), Some("c@d"));
+        assert_eq!(p.config.get_password(), Some(&b"p?w"[..]));
+        // Errors after the password never print it, whatever it holds.
+        for url in [
+            format!("postgres://u:{SECRET}?x=1@h/d?bogus=1"),
+            format!("postgres://u:{SECRET}?sslmode=x@h:notaport/d"),
+            format!("postgres://u:{SECRET}/x@h/d?sslmode=nope"),
+        ] {
+            parse_err(&url);
+        }
     }
 
     #[test]
@@ -395,7 +583,7 @@ mod tests {
             (format!("postgres://:{SECRET}@h/d"), "user"),
             (format!("postgres://u:{SECRET}@h"), "database"),
             (
-                format!("postgres://u:{SECRET}@h/d?sslrootcert=/x"),
+                format!("postgres://u:{SECRET}@h/d?sslmode=require&sslrootcert=/x"),
                 "sslrootcert",
             ),
         ];
@@ -411,25 +599,46 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("pw");
         std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let p = parse(
             "postgres://u:from-url@h/d",
             Some(&file),
             Some("from-env".into()),
+            None,
         )
         .unwrap();
         assert_eq!(p.config.get_password(), Some(&b"from-url"[..]));
-        let p = parse("postgres://u@h/d", Some(&file), Some("from-env".into())).unwrap();
+        let p = parse(
+            "postgres://u@h/d",
+            Some(&file),
+            Some("from-env".into()),
+            None,
+        )
+        .unwrap();
         assert_eq!(p.config.get_password(), Some(&b"from-file"[..]));
-        let p = parse("postgres://u@h/d", None, Some("from-env".into())).unwrap();
+        let p = parse("postgres://u@h/d", None, Some("from-env".into()), None).unwrap();
         assert_eq!(p.config.get_password(), Some(&b"from-env"[..]));
-        let p = parse("postgres://u@h/d", None, None).unwrap();
+        let p = parse("postgres://u@h/d", None, None, None).unwrap();
         assert_eq!(p.config.get_password(), None);
         let missing = dir.join("missing");
-        let e = parse("postgres://u@h/d", Some(&missing), None).unwrap_err();
+        let e = parse("postgres://u@h/d", Some(&missing), None, None).unwrap_err();
         assert!(e.to_string().contains("password file"), "{e}");
         std::fs::write(&file, "\n").unwrap();
-        let e = parse("postgres://u@h/d", Some(&file), None).unwrap_err();
+        let e = parse("postgres://u@h/d", Some(&file), None, None).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
+        // The secret-file rules: not readable by others, one line, small, no FIFO.
+        std::fs::write(&file, "pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse("postgres://u@h/d", Some(&file), None, None).unwrap_err();
+        assert!(e.to_string().contains("644"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&file, "pw\nsecond\n").unwrap();
+        let e = parse("postgres://u@h/d", Some(&file), None, None).unwrap_err();
+        assert!(e.to_string().contains("more than one line"), "{e}");
+        assert!(!e.to_string().contains("second"), "{e}");
+        std::fs::write(&file, "x".repeat(5000)).unwrap();
+        let e = parse("postgres://u@h/d", Some(&file), None, None).unwrap_err();
+        assert!(e.to_string().contains("over"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -41,6 +41,15 @@ pub(crate) fn db_error(context: &'static str, e: &tokio_postgres::Error) -> Stor
             );
             if *db.code() == SqlState::DATA_CORRUPTED || *db.code() == SqlState::INDEX_CORRUPTED {
                 StorageError::Corrupted(detail)
+            } else if *db.code() == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || *db.code() == SqlState::UNTRANSLATABLE_CHARACTER
+            {
+                // Text PostgreSQL cannot hold (a NUL; a character outside the database's
+                // encoding): the caller's input, not an outage.
+                StorageError::Invalid(
+                    "text holds a character the database cannot store (a NUL, or one outside \
+                     its encoding)",
+                )
             } else {
                 StorageError::Unavailable(detail)
             }

@@ -12,8 +12,8 @@
 //!   change log stays gap-free and in commit order and each account's audit chain stays one
 //!   chain. The transaction reads the log head from its single row, appends change entries and
 //!   audit entries, signs the head when due, moves the head row, and sends `NOTIFY
-//!   coffer_head` with the new seq, delivered at COMMIT. There is no group commit across
-//!   concurrent writes yet (SQLite's writer has it): a later optimisation;
+//!   coffer_head` with the new seq, delivered at COMMIT. Concurrent writes of one handle share
+//!   a transaction (group commit, each in its own savepoint), as with SQLite;
 //! - reads take a pooled connection (deadpool), or a REPEATABLE READ, READ ONLY transaction
 //!   when several statements must see one snapshot;
 //! - one module per area of the trait (`accounts`, `tokens`, `stores`, `secrets`, `services`,
@@ -64,13 +64,20 @@ pub use migrate::SCHEMA_VERSION;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PgOptions {
-    /// Pooled connections at most (reads and writes together).
+    /// Pooled connections for reads at most (the writer has one connection of its own, and
+    /// the commit follower another).
     pub max_connections: usize,
     /// A file whose first line is the password, used when the URL has none (before
     /// `PGPASSWORD`).
     pub password_file: Option<PathBuf>,
     /// How long connecting (TCP, TLS, authentication) may take.
     pub connect_timeout: Duration,
+    /// How long a write's transaction may sit idle before the database ends its session
+    /// (`idle_in_transaction_session_timeout`, set for writes only). A write never waits on
+    /// anything but the database, so only a stuck or frozen process gets there, and ending
+    /// its session frees the writer lock for every other instance. Between 1 s and about
+    /// 24 days (`i32::MAX` ms); `connect` refuses other values.
+    pub write_idle_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -79,6 +86,7 @@ impl Default for PgOptions {
             max_connections: 16,
             password_file: None,
             connect_timeout: Duration::from_secs(10),
+            write_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -99,11 +107,58 @@ pub enum ConnectError {
     /// The server could not be reached or refused us (network, authentication). Worth
     /// retrying with backoff when it is the network.
     #[error("cannot connect to the database at {target}: {detail}")]
-    Unreachable { target: String, detail: String },
+    Unreachable {
+        target: String,
+        detail: String,
+        /// The server answered and refused for good (a login refused, a database that does
+        /// not exist, no right to connect, a certificate that does not verify): retrying does
+        /// not help. Otherwise (the network, a server starting up or full) it may.
+        refused: bool,
+    },
+    /// A [`PgOptions`] value is out of range; the message names the option.
+    #[error("database options: {0}")]
+    Options(String),
     /// The database's schema is not one this build can run on (newer than this build), or a
     /// migration failed.
     #[error("database schema: {0}")]
     Schema(String),
+}
+
+impl ConnectError {
+    /// Whether trying again may help: the network, a server starting up or out of connection
+    /// slots. Decided by the error's kind and SQLSTATE, not its (translatable) text.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectError::Unreachable { refused: false, .. })
+    }
+}
+
+/// Whether a failed connection attempt is a final refusal: an SQLSTATE of class 28 (invalid
+/// authorization), 3D000 (no such database), 42501 (insufficient privilege), or a TLS error
+/// (a certificate that does not verify). I/O errors, 57P03 (starting up) and 53300 (too many
+/// connections) are not.
+fn refused_for_good(e: &deadpool_postgres::PoolError) -> bool {
+    let deadpool_postgres::PoolError::Backend(inner) = e else {
+        return false;
+    };
+    if let Some(code) = inner.code() {
+        let code = code.code();
+        return code.starts_with("28") || code == "3D000" || code == "42501";
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(inner);
+    while let Some(s) = source {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 impl From<ConnectError> for StorageError {
@@ -140,22 +195,20 @@ pub(crate) struct Shared {
     /// The log's cluster id, once read (it never changes once made).
     pub(crate) cluster: OnceLock<[u8; 16]>,
     pub(crate) stats: write::Counters,
-    /// Writes hold it shared while they run; `shutdown` takes it exclusively (so it waits for
-    /// them) and sets `closed`.
-    pub(crate) gate: Arc<tokio::sync::RwLock<()>>,
+    /// Set by `shutdown`: the commit follower stops reconnecting.
     pub(crate) closed: AtomicBool,
-    /// Taken by each write before it takes a pooled connection: this process's writes would
-    /// wait for each other on the writer lock anyway, and waiting here (FIFO) leaves the pool
-    /// to reads instead of filling it with connections that wait.
-    pub(crate) local_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
 /// process or many) may use one database at once.
 pub struct PgStorage {
+    /// Connections for reads (the writer has its own).
     pub(crate) pool: deadpool_postgres::Pool,
+    /// Snapshot streams at once: each holds a read connection (and a transaction) while its
+    /// receiver is slow, so they may take only part of the pool.
+    pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) writer: write::Writer,
+    pub(crate) writer: write::WriterHandle,
     /// `host:port/database` (never the user's password), for Debug and errors.
     target: String,
     /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
@@ -182,39 +235,70 @@ impl PgStorage {
     /// refused, naming both versions. Does not retry: the caller decides (a server retries
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
+        let idle_timeout_ms = write_idle_timeout_ms(options.write_idle_timeout)?;
         let env_password = std::env::var("PGPASSWORD").ok();
-        let mut parsed = config::parse(url, options.password_file.as_deref(), env_password)?;
+        let env_sslmode = std::env::var("PGSSLMODE").ok();
+        let mut parsed = config::parse(
+            url,
+            options.password_file.as_deref(),
+            env_password,
+            env_sslmode,
+        )?;
         parsed.config.connect_timeout(options.connect_timeout);
+        // So that an operator tells Coffer's sessions apart (pg_stat_activity), unless the URL
+        // names itself.
+        if parsed.config.get_application_name().is_none() {
+            parsed.config.application_name("coffer");
+        }
         let target = describe(&parsed.config);
         let tls = config::tls_config(parsed.tls, parsed.root_cert.as_deref())?;
         let listen_tls = tls.clone();
-        let unreachable = |detail: String| ConnectError::Unreachable {
+        let unreachable = |detail: String, refused: bool| ConnectError::Unreachable {
             target: target.clone(),
             detail,
+            refused,
         };
-        let manager_config = deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        // Session settings the SQL relies on, whatever the database's or role's defaults
+        // (`'\x00'` literals and `ESCAPE '\'` need standard_conforming_strings).
+        add_options(&mut parsed.config, "-c standard_conforming_strings=on");
+        let mut read_config = parsed.config.clone();
+        // Reads are bounded (a snapshot's every FETCH too); writes set their own bounds.
+        add_options(
+            &mut read_config,
+            &format!("-c statement_timeout={READ_STATEMENT_TIMEOUT_MS}"),
+        );
+        let make_pool = |config: &tokio_postgres::Config, max_size: usize| {
+            let manager_config = deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            };
+            let manager = match &tls {
+                None => deadpool_postgres::Manager::from_config(
+                    config.clone(),
+                    tokio_postgres::NoTls,
+                    manager_config,
+                ),
+                Some(tls) => deadpool_postgres::Manager::from_config(
+                    config.clone(),
+                    tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()),
+                    manager_config,
+                ),
+            };
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(max_size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .create_timeout(Some(options.connect_timeout))
+                .build()
+                .map_err(|e| unreachable(format!("building the connection pool: {e}"), true))
         };
-        let manager = match tls {
-            None => deadpool_postgres::Manager::from_config(
-                parsed.config.clone(),
-                tokio_postgres::NoTls,
-                manager_config,
-            ),
-            Some(tls) => deadpool_postgres::Manager::from_config(
-                parsed.config.clone(),
-                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                manager_config,
-            ),
-        };
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(options.max_connections.max(2))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(options.connect_timeout))
-            .build()
-            .map_err(|e| unreachable(format!("building the connection pool: {e}")))?;
-        let mut client = pool.get().await.map_err(|e| unreachable(pool_detail(&e)))?;
+        let max_connections = options.max_connections.max(2);
+        let pool = make_pool(&read_config, max_connections)?;
+        // The writer's own connection: reads can never take it (M2 of the review).
+        let write_pool = make_pool(&parsed.config, 1)?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| unreachable(pool_detail(&e), refused_for_good(&e)))?;
         migrate::run(&mut client).await?;
         let head = write::read_head(&client)
             .await
@@ -227,18 +311,19 @@ impl PgStorage {
             observer: OnceLock::new(),
             cluster: OnceLock::new(),
             stats: write::Counters::default(),
-            gate: Arc::new(tokio::sync::RwLock::new(())),
             closed: AtomicBool::new(false),
-            local_writer: Arc::new(tokio::sync::Mutex::new(())),
         });
         let listener =
             change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
         Ok(PgStorage {
-            writer: write::Writer {
-                pool: pool.clone(),
+            writer: write::WriterHandle::start(write::Writer {
+                pool: write_pool,
+                read_pool: pool.clone(),
                 shared: Arc::clone(&shared),
-            },
+                idle_timeout_ms,
+            }),
             pool,
+            snapshots: Arc::new(tokio::sync::Semaphore::new(max_snapshots(max_connections))),
             shared,
             target,
             listener,
@@ -257,15 +342,46 @@ impl PgStorage {
         self.pool.get().await.db("take a database connection")
     }
 
-    /// Stops accepting writes, waits for the ones under way, and closes the pool.
+    /// Stops accepting writes, lets the writer finish the queued ones, and closes the pool
+    /// and the commit follower.
     pub(crate) async fn close(&self) {
-        let _exclusive = self.shared.gate.write().await;
         self.shared
             .closed
             .store(true, std::sync::atomic::Ordering::Release);
+        self.writer.close().await;
         self.pool.close();
         self.listener.abort();
     }
+}
+
+/// `write_idle_timeout` in milliseconds, if in range: at least 1 s (shorter would end writes
+/// that merely wait on the network) and at most what PostgreSQL's setting holds (`i32::MAX` ms).
+fn write_idle_timeout_ms(timeout: Duration) -> Result<i64, ConnectError> {
+    let ms = timeout.as_millis();
+    if ms < 1000 || ms > i32::MAX as u128 {
+        return Err(ConnectError::Options(format!(
+            "write_idle_timeout must be between 1 s and {} s",
+            i32::MAX / 1000
+        )));
+    }
+    Ok(ms as i64)
+}
+
+/// `statement_timeout` of read sessions, in milliseconds.
+const READ_STATEMENT_TIMEOUT_MS: u64 = 60_000;
+
+/// Appends `extra` to the session's startup `options` (the URL's own come first).
+fn add_options(config: &mut tokio_postgres::Config, extra: &str) {
+    let options = match config.get_options() {
+        Some(own) if !own.is_empty() => format!("{own} {extra}"),
+        _ => extra.to_owned(),
+    };
+    config.options(options);
+}
+
+/// Snapshot streams allowed at once: half the read pool (at least one).
+fn max_snapshots(max_connections: usize) -> usize {
+    (max_connections / 2).max(1)
 }
 
 /// `host:port/database` for messages: never the password (nor the user, which is not needed
@@ -285,5 +401,31 @@ fn pool_detail(e: &deadpool_postgres::PoolError) -> String {
         deadpool_postgres::PoolError::Backend(inner) => error_chain(inner),
         deadpool_postgres::PoolError::Timeout(_) => "timed out".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_idle_timeout_is_range_checked() {
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(999),
+            Duration::from_millis(i32::MAX as u64 + 1),
+            Duration::MAX,
+        ] {
+            let e = write_idle_timeout_ms(bad).unwrap_err();
+            assert!(e.to_string().contains("write_idle_timeout"), "{e}");
+        }
+        assert_eq!(
+            write_idle_timeout_ms(Duration::from_secs(30)).unwrap(),
+            30_000
+        );
+        assert_eq!(
+            write_idle_timeout_ms(Duration::from_millis(i32::MAX as u64)).unwrap(),
+            i64::from(i32::MAX)
+        );
     }
 }

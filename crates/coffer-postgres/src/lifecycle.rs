@@ -211,14 +211,18 @@ pub(crate) async fn destroy_unreferenced_deks(
 ) -> Result<Vec<DestroyedDek>> {
     s.write(&[], move |w| {
         Box::pin(async move {
-            let keep: HashSet<DekId> = keep.into_iter().collect();
-            let found = w
+            // Exclusions and the limit in the query: the work under the writer lock is
+            // bounded by `limit`, not by the number of unreferenced DEKs.
+            let keep: Vec<&[u8]> = keep.iter().map(|d| d.as_bytes().as_slice()).collect();
+            let destroy = w
                 .tx()
                 .query(
                     "SELECT d.id, d.account_id FROM deks d
                      WHERE NOT EXISTS (SELECT 1 FROM versions v WHERE v.dek_id = d.id)
-                     ORDER BY d.ord",
-                    &[],
+                       AND NOT (d.id = ANY($1::bytea[]))
+                     ORDER BY d.ord
+                     LIMIT $2",
+                    &[&keep, &sql_limit(limit)],
                 )
                 .await
                 .db("find unreferenced deks")?
@@ -230,11 +234,6 @@ pub(crate) async fn destroy_unreferenced_deks(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let destroy: Vec<DestroyedDek> = found
-                .into_iter()
-                .filter(|d| !keep.contains(&d.dek_id))
-                .take(limit)
-                .collect();
             for d in &destroy {
                 // The NOT EXISTS above ran under the writer lock: nothing references it now.
                 w.tx()

@@ -7,13 +7,20 @@
 //! The migration transaction first takes `pg_advisory_xact_lock(MIGRATION_LOCK)`, so when
 //! several instances start at once the first migrates and the others, waiting on the lock,
 //! then find the schema current. A failed migration rolls back whole: the previous version
-//! stays intact.
+//! stays intact. A migration also takes the writer lock, and every write reads the version
+//! under that lock and refuses to write when it is newer than its build's: in a rolling
+//! upgrade, old instances stop writing once a new one migrated (they keep reading).
 
 use crate::ConnectError;
 
 /// The SQL of each migration, in order.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_initial", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("migrations/0001_initial.sql")),
+    (
+        "0002_truncate_guards",
+        include_str!("migrations/0002_truncate_guards.sql"),
+    ),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -29,6 +36,10 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
     };
     let tx = client
         .transaction()
+        .await
+        .map_err(|e| failed("beginning the migration", e))?;
+    // A migration may take long on a large database: not the read sessions' bound.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
         .await
         .map_err(|e| failed("beginning the migration", e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -67,6 +78,14 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
     if start == MIGRATIONS.len() {
         return Ok(());
     }
+    // No write of a running instance (of this build or an older one) may interleave with the
+    // migration; each checks the version under this lock before it writes.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&crate::write::WRITER_LOCK],
+    )
+    .await
+    .map_err(|e| failed("taking the writer lock", e))?;
     for (name, sql) in &MIGRATIONS[start..] {
         tx.batch_execute(sql).await.map_err(|e| {
             ConnectError::Schema(format!("migration {name}: {}", crate::error_chain(&e)))

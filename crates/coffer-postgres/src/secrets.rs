@@ -291,6 +291,7 @@ pub(crate) async fn list_secrets(
     store: StoreId,
     query: &SecretQuery,
 ) -> Result<Page<SecretRecord>> {
+    query.check()?;
     let query = query.clone();
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move {

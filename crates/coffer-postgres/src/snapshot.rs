@@ -28,6 +28,13 @@ fn literal(s: &str) -> String {
 }
 
 pub(crate) async fn snapshot(s: &PgStorage, out: mpsc::Sender<SnapshotPart>) -> Result<()> {
+    // A slow receiver keeps the connection (and its snapshot) for as long as it is slow: only
+    // so many streams at once, so that other reads keep connections.
+    let _permit = s
+        .snapshots
+        .acquire()
+        .await
+        .map_err(|_| StorageError::Unavailable("the storage is shut down".into()))?;
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move { stream(tx, &out).await })
     })

@@ -45,6 +45,12 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a fresh, empty database on the cluster at `cluster_url`.
     pub async fn create(cluster_url: &str) -> TestDatabase {
+        Self::create_with(cluster_url, "").await
+    }
+
+    /// [`TestDatabase::create`] with `options` appended to `CREATE DATABASE name` (a test's
+    /// own constant SQL, e.g. another default collation).
+    pub async fn create_with(cluster_url: &str, options: &str) -> TestDatabase {
         let name = format!("coffer_t_{}", hex::encode(random_bytes()));
         let (client, connection) = tokio_postgres::connect(cluster_url, tokio_postgres::NoTls)
             .await
@@ -53,7 +59,7 @@ impl TestDatabase {
             });
         let driver = tokio::spawn(connection);
         client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .unwrap_or_else(|e| panic!("creating {name}: {}", crate::error_chain(&e)));
         drop(client);
@@ -126,7 +132,12 @@ pub struct Databases {
 impl Databases {
     /// A storage on a new database.
     pub async fn fresh(&self, cluster_url: &str) -> Arc<dyn Storage> {
-        let db = TestDatabase::create(cluster_url).await;
+        self.fresh_with(cluster_url, "").await
+    }
+
+    /// A storage on a new database made with `options` (see [`TestDatabase::create_with`]).
+    pub async fn fresh_with(&self, cluster_url: &str, options: &str) -> Arc<dyn Storage> {
+        let db = TestDatabase::create_with(cluster_url, options).await;
         let storage = db.storage().await;
         self.made
             .lock()
@@ -168,4 +179,56 @@ fn random_bytes() -> [u8; 8] {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish().to_be_bytes()
+}
+
+/// A write held open by [`PgStorage::hold_writer_lock`].
+pub struct WriteHold {
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    done: coffer_storage::Pending<()>,
+}
+
+impl std::fmt::Debug for WriteHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHold").finish_non_exhaustive()
+    }
+}
+
+impl WriteHold {
+    /// Lets the held write go on, and returns how it ended.
+    pub async fn finish(mut self) -> coffer_storage::Result<()> {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        self.done.await
+    }
+}
+
+impl PgStorage {
+    /// Test support: how many writes are queued and not yet taken by the writer.
+    pub fn queued_writes(&self) -> usize {
+        self.writer.queued()
+    }
+
+    /// Test support: queues a write that takes the writer lock and then sits idle in its
+    /// transaction until released (like a process frozen mid-write), holding up the writes
+    /// queued behind it; returns once the lock is held.
+    pub async fn hold_writer_lock(&self) -> WriteHold {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (held, holding) = tokio::sync::oneshot::channel::<()>();
+        let done = self
+            .queue_write(&[], move |_w| {
+                Box::pin(async move {
+                    let _ = held.send(());
+                    let _ = released.await;
+                    Ok(())
+                })
+            })
+            .await
+            .expect("queue the held write");
+        let _ = holding.await;
+        WriteHold {
+            release: Some(release),
+            done,
+        }
+    }
 }

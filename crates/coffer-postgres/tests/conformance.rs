@@ -71,3 +71,30 @@ modules!(
 async fn concurrency_on_a_current_thread_runtime() {
     run_module("concurrency").await;
 }
+
+/// Listings order byte-wise whatever the database's default collation: here one (ICU
+/// `en-US`) that sorts `a A b B`, where byte order is `A B a b`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_are_byte_wise_under_a_linguistic_default_collation() {
+    let Some(cluster) = cluster_url("orders_are_byte_wise_under_a_linguistic_default_collation")
+    else {
+        return;
+    };
+    let databases = Databases::default();
+    let ran = coffer_storage::conformance::run_matching(
+        |c| {
+            matches!(
+                c.module,
+                "listing" | "services" | "tokens" | "nodes" | "accounts"
+            )
+        },
+        || {
+            databases.fresh_with(
+                &cluster,
+                "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'",
+            )
+        },
+    )
+    .await;
+    assert!(ran > 0);
+}

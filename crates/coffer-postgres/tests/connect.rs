@@ -48,6 +48,25 @@ async fn instances_starting_together_migrate_once() {
     for s in &instances {
         assert_eq!(s.change_head().await.unwrap(), 0);
     }
+    // Their sessions say whose they are.
+    let (client, connection) = tokio_postgres::connect(&cluster, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let names: Vec<String> = client
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = $1",
+            &[&db.name()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "coffer"),
+        "{names:?}"
+    );
     // A restart runs no migration again (it would fail: the tables exist).
     drop(instances);
     let again = db.storage().await;
@@ -100,6 +119,7 @@ async fn an_unreachable_database_is_a_clear_error() {
         .await
         .expect_err("nobody listens");
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(e.is_transient(), "the network is worth retrying: {e:?}");
     let text = format!("{e} {e:?}");
     assert!(text.contains(&format!("127.0.0.1:{port}/coffer")), "{text}");
     assert!(text.to_lowercase().contains("refused"), "{text}");
@@ -120,8 +140,15 @@ async fn a_wrong_password_is_refused_without_printing_it() {
         .await
         .expect_err("a wrong password");
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(!e.is_transient(), "a refused login is final: {e:?}");
     let text = format!("{e} {e:?}");
     assert!(text.contains("password authentication failed"), "{text}");
+    // So is a database that does not exist (3D000), whatever the server's language.
+    let missing = coffer_postgres::testing::with_database(&cluster, "no_such_database_42");
+    let e = PgStorage::connect(&missing, PgOptions::default())
+        .await
+        .expect_err("no such database");
+    assert!(!e.is_transient(), "a missing database is final: {e:?}");
     assert!(!text.contains("not-the-password-42"), "{text}");
     assert!(!text.contains(&password), "{text}");
 
@@ -132,6 +159,12 @@ async fn a_wrong_password_is_refused_without_printing_it() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("password");
     std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, {
+        let mut p = std::fs::metadata(&file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
+        p
+    })
+    .unwrap();
     let without = with_database(
         &cluster.replacen(&format!(":{password}@"), "@", 1),
         db.name(),
@@ -219,6 +252,10 @@ async fn tls_modes_check_what_they_promise() {
     .await
     .expect_err("the certificate does not name 127.0.0.1");
     assert!(matches!(e, ConnectError::Unreachable { .. }), "{e:?}");
+    assert!(
+        !e.is_transient(),
+        "a certificate that does not verify is final: {e:?}"
+    );
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 
     // verify-ca: the chain only, so the address is fine.

@@ -1,13 +1,18 @@
 //! Several instances on one database: writes serialised across them (the change log gap-free
-//! and chained in commit order, each account's audit chain one chain), and each instance's
-//! `committed_head` following the others' commits.
+//! and chained in commit order, each account's audit chain one chain, names unique and quotas
+//! held), and each instance's `committed_head` following the others' commits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_postgres::testing::{TestDatabase, cluster_url};
-use coffer_storage::{AccountRecord, AuditEntry, AuditRecord, ChangeRecord, Storage};
-use coffer_types::{AccountId, Timestamp};
+use coffer_storage::{
+    AccountRecord, AuditEntry, AuditRecord, ChangeRecord, DekRecord, NewSecret, SecretRecord,
+    Storage, StorageError, StoreRecord, VersionRecord, WrappedKeyRecord,
+};
+use coffer_types::{
+    AccountId, DekId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, Version,
+};
 
 fn account(n: u64) -> AccountRecord {
     let mut id = [0u8; 16];
@@ -142,4 +147,162 @@ async fn committed_head_follows_another_instances_commits() {
         .expect("instance a sees b's commit within 1 s")
         .unwrap();
     assert_eq!(a.committed_head(), 4);
+}
+
+/// A notification is only a wake-up: a forged payload (any role that can connect can NOTIFY)
+/// does not move `committed_head`, which keeps following the head row; and a head that moved
+/// without a notification (one lost: a pooler, a half-open socket) is seen by the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_head_follows_the_head_row_not_notification_payloads() {
+    let Some(cluster) =
+        cluster_url("committed_head_follows_the_head_row_not_notification_payloads")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = db.storage().await;
+    let b = db.storage().await;
+    let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    admin
+        .batch_execute("NOTIFY coffer_head, '18446744073709551615'; NOTIFY coffer_head, '1000'")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.committed_head(), 0, "a forged payload moved the head");
+
+    // Real commits are still followed.
+    a.create_account(account(1), &[]).await.unwrap();
+    let mut head_b = b.subscribe_head();
+    tokio::time::timeout(Duration::from_secs(2), head_b.wait_for(|seq| *seq >= 1))
+        .await
+        .expect("instance b sees a's commit")
+        .unwrap();
+    assert_eq!(b.committed_head(), 1);
+
+    // The head row moves with no notification at all: the poll finds it.
+    admin
+        .batch_execute("UPDATE change_head SET seq = 7 WHERE id = 1")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), head_b.wait_for(|seq| *seq >= 7))
+        .await
+        .expect("instance b polls the head row without a notification")
+        .unwrap();
+    assert_eq!(b.committed_head(), 7);
+}
+
+/// Names stay unique and quotas hold when the creates race on different instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_and_quotas_hold_across_instances() {
+    let Some(cluster) = cluster_url("names_and_quotas_hold_across_instances") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a: Arc<dyn Storage> = Arc::new(db.storage().await);
+    let b: Arc<dyn Storage> = Arc::new(db.storage().await);
+    let acct = account(1);
+    a.create_account(acct.clone(), &[]).await.unwrap();
+    let dek = DekId::from_bytes([7; 16]);
+    a.put_dek(DekRecord {
+        account_id: acct.id,
+        key: WrappedKeyRecord {
+            id: dek,
+            kek_id: "kek-1".into(),
+            wrapped: vec![1; 40],
+            created: Timestamp::from_unix_micros(1),
+        },
+        rk: None,
+    })
+    .await
+    .unwrap();
+
+    // One store name, created on both instances at once, many times over: one wins each time.
+    let mut racers = Vec::new();
+    for n in 0..8u8 {
+        let storage = Arc::clone(if n % 2 == 0 { &a } else { &b });
+        racers.push(tokio::spawn(async move {
+            storage
+                .create_store(
+                    StoreRecord {
+                        id: StoreId::from_bytes([n + 1; 16]),
+                        account_id: acct.id,
+                        name: StoreName::parse("shared").unwrap(),
+                        created: Timestamp::from_unix_micros(10),
+                        modified: Timestamp::from_unix_micros(10),
+                    },
+                    100,
+                    &[],
+                )
+                .await
+        }));
+    }
+    let mut won = Vec::new();
+    for (n, r) in racers.into_iter().enumerate() {
+        match r.await.unwrap() {
+            Ok(()) => won.push(n),
+            Err(StorageError::NameTaken { .. }) => {}
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one create of the name wins: {won:?}");
+    let store = StoreId::from_bytes([won[0] as u8 + 1; 16]);
+
+    // Secrets created on both instances against a quota of 10: never more than 10 stored.
+    const QUOTA: u64 = 10;
+    let mut creators = Vec::new();
+    for n in 0..24u32 {
+        let storage = Arc::clone(if n % 2 == 0 { &a } else { &b });
+        creators.push(tokio::spawn(async move {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            id[15] = 0x51;
+            let id = SecretId::from_bytes(id);
+            let record = SecretRecord {
+                id,
+                store_id: store,
+                account_id: acct.id,
+                name: SecretName::parse(&format!("S{n}")).unwrap(),
+                comment: String::new(),
+                scopes: Scopes::default(),
+                created: Timestamp::from_unix_micros(20),
+                modified: Timestamp::from_unix_micros(20),
+                version: Version::FIRST,
+            };
+            let value = VersionRecord {
+                secret_id: id,
+                version: Version::FIRST,
+                dek_id: dek,
+                sealed: b"sealed".to_vec(),
+                created: Timestamp::from_unix_micros(20),
+            };
+            storage
+                .create_secrets(
+                    acct.id,
+                    store,
+                    vec![NewSecret {
+                        record,
+                        value,
+                        dek: None,
+                    }],
+                    QUOTA,
+                    &[],
+                )
+                .await
+        }));
+    }
+    let mut created = 0;
+    for c in creators {
+        match c.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(StorageError::QuotaExceeded { .. }) => {}
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!(created, QUOTA);
+    assert_eq!(a.secret_count(acct.id).await.unwrap(), QUOTA);
+    assert_eq!(b.secret_count(acct.id).await.unwrap(), QUOTA);
 }

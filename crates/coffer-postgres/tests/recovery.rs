@@ -104,3 +104,38 @@ async fn the_storage_recovers_when_the_database_ends_its_connections() {
         .unwrap();
     assert_eq!(b.committed_head(), 3);
 }
+
+/// An instance frozen in the middle of a write holds the writer lock only until the database
+/// ends its idle transaction: the other instances' writes then go through, and the frozen
+/// write fails rather than committing late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_frozen_mid_transaction_does_not_stop_the_other_instances() {
+    let Some(cluster) = cluster_url("a_write_frozen_mid_transaction_does_not_stop_the_others")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let mut options = coffer_postgres::PgOptions::default();
+    options.write_idle_timeout = Duration::from_secs(1);
+    let frozen = coffer_postgres::PgStorage::connect(db.url(), options)
+        .await
+        .unwrap();
+    let other = db.storage().await;
+
+    let hold = frozen.hold_writer_lock().await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        other.create_account(account(1), &[]),
+    )
+    .await
+    .expect("the other instance's write is not blocked for good")
+    .unwrap();
+    assert!(
+        hold.finish().await.is_err(),
+        "the frozen write does not commit"
+    );
+    assert_eq!(other.change_head().await.unwrap(), 1);
+    // The frozen instance recovers (a fresh connection) and writes again.
+    eventually(|| frozen.create_account(account(2), &[])).await;
+    assert_eq!(frozen.change_head().await.unwrap(), 2);
+}

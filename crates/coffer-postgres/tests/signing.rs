@@ -1,5 +1,6 @@
 //! The write path beyond the conformance suite: feed signatures (as SQLite's writer makes
-//! them), what a write that fails leaves (nothing), and the writer's counters and observer.
+//! them), group commit, what a write that fails leaves (nothing), and the writer's counters
+//! and observer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,10 +8,13 @@ use std::time::Duration;
 
 use coffer_postgres::testing::{TestDatabase, cluster_url};
 use coffer_storage::{
-    AccountRecord, AuditEntry, ChangeRecord, FeedSignature, FeedSigner, Storage, StorageError,
-    WriteObserver, WriteStats, checkpoint_message,
+    AccountRecord, AuditEntry, ChangeRecord, DekRecord, FeedSignature, FeedSigner, NewSecret,
+    SecretRecord, Storage, StorageError, StoreRecord, VersionRecord, WriteObserver, WriteStats,
+    checkpoint_message,
 };
-use coffer_types::{AccountId, Timestamp};
+use coffer_types::{
+    AccountId, DekId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, Version,
+};
 
 /// A stand-in signer: the "signature" is SHA-256 of the message, twice, so a test can tell
 /// exactly what was signed.
@@ -254,4 +258,199 @@ async fn write_stats_and_the_observer_count_commits_and_audit_entries() {
     assert_eq!(seen.failed.load(Ordering::Relaxed), 1);
     assert_eq!(s.write_stats().audit_failures, 1);
     assert!(s.get_account(b.id).await.unwrap().is_none());
+}
+
+/// Writes queued while the writer is busy share one transaction (group commit): one COMMIT,
+/// one signature over the batch's last entry; a write of the batch that fails is rolled back
+/// alone and the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_writes_share_a_commit_and_fail_alone() {
+    let Some(cluster_url) = cluster_url("queued_writes_share_a_commit") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster_url).await;
+    let s = Arc::new(db.storage().await);
+    let cluster = s.ensure_cluster_id().await.unwrap();
+    s.set_feed_signer(Arc::new(DigestSigner));
+    let seen = Arc::new(SeenSizes::default());
+    s.set_write_observer(Arc::clone(&seen) as Arc<dyn WriteObserver>);
+    let a1 = account(1);
+    s.create_account(a1.clone(), &[]).await.unwrap();
+    let before = s.write_stats();
+
+    let hold = s.hold_writer_lock().await;
+    let mut writes = Vec::new();
+    // In this order: 2, 3, a duplicate of 1 (fails alone), 4, 5, each with an audit entry.
+    for n in [2u8, 3, 1, 4, 5] {
+        let writer = Arc::clone(&s);
+        let queued = s.queued_writes();
+        writes.push(tokio::spawn(async move {
+            let a = account(n);
+            writer.create_account(a.clone(), &[entry(a.id)]).await
+        }));
+        while s.queued_writes() == queued {
+            tokio::task::yield_now().await;
+        }
+    }
+    hold.finish().await.unwrap();
+    let mut results = Vec::new();
+    for w in writes {
+        results.push(w.await.unwrap());
+    }
+    assert!(
+        matches!(results[2], Err(StorageError::AlreadyExists(_))),
+        "{results:?}"
+    );
+    assert!(
+        results.iter().enumerate().all(|(i, r)| i == 2 || r.is_ok()),
+        "{results:?}"
+    );
+
+    let after = s.write_stats();
+    assert_eq!(
+        after.commits - before.commits,
+        2,
+        "the hold's and the batch's"
+    );
+    assert_eq!(after.jobs - before.jobs, 6);
+    assert_eq!(after.audit_entries - before.audit_entries, 4);
+    assert_eq!(*seen.committed.lock().unwrap(), vec![1, 1, 4]);
+
+    let (entries, sigs) = s.feed_after(1, 100).await.unwrap();
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| match e.change().unwrap() {
+            coffer_storage::Change::AccountPut { name, .. } => name,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["a2", "a3", "a4", "a5"], "in the order queued");
+    assert_eq!(
+        sigs,
+        vec![signed(&cluster, &entries[3])],
+        "one signature per batch"
+    );
+    for n in [2u8, 3, 4, 5] {
+        assert_eq!(s.audit_head(account(n).id).await.unwrap().unwrap().0, 1);
+    }
+    assert!(
+        s.audit_head(a1.id).await.unwrap().is_none(),
+        "the failed write's entry is gone"
+    );
+    assert_eq!(s.committed_head(), 5);
+}
+
+#[derive(Debug, Default)]
+struct SeenSizes {
+    committed: std::sync::Mutex<Vec<usize>>,
+}
+
+impl WriteObserver for SeenSizes {
+    fn committed(&self, jobs: usize, _took: Duration) {
+        self.committed.lock().unwrap().push(jobs);
+    }
+    fn failed(&self, _jobs: usize) {}
+}
+
+/// A batch that appends many entries is signed between its jobs too (every 256 entries), not
+/// only at its end, so a feed answer never runs far past its budget for a signed entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_batch_is_signed_between_jobs_too() {
+    let Some(cluster_url) = cluster_url("a_long_batch_is_signed_between_jobs_too") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster_url).await;
+    let s = Arc::new(db.storage().await);
+    let cluster = s.ensure_cluster_id().await.unwrap();
+    s.set_feed_signer(Arc::new(DigestSigner));
+    let a = account(1);
+    s.create_account(a.clone(), &[]).await.unwrap();
+    let dek = DekId::from_bytes([9; 16]);
+    s.put_dek(DekRecord {
+        account_id: a.id,
+        key: coffer_storage::WrappedKeyRecord {
+            id: dek,
+            kek_id: "kek-1".into(),
+            wrapped: vec![1; 40],
+            created: Timestamp::from_unix_micros(1),
+        },
+        rk: None,
+    })
+    .await
+    .unwrap();
+    let store = StoreId::from_bytes([8; 16]);
+    s.create_store(
+        StoreRecord {
+            id: store,
+            account_id: a.id,
+            name: StoreName::parse("prod").unwrap(),
+            created: Timestamp::from_unix_micros(2),
+            modified: Timestamp::from_unix_micros(2),
+        },
+        10,
+        &[],
+    )
+    .await
+    .unwrap();
+    let base = s.change_head().await.unwrap();
+
+    let hold = s.hold_writer_lock().await;
+    let mut writes = Vec::new();
+    for job in 0..3u32 {
+        let secrets: Vec<NewSecret> = (0..200u32)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&job.to_be_bytes());
+                id[4..8].copy_from_slice(&i.to_be_bytes());
+                id[15] = 1;
+                let id = SecretId::from_bytes(id);
+                NewSecret {
+                    record: SecretRecord {
+                        id,
+                        store_id: store,
+                        account_id: a.id,
+                        name: SecretName::parse(&format!("S{job}_{i}")).unwrap(),
+                        comment: String::new(),
+                        scopes: Scopes::default(),
+                        created: Timestamp::from_unix_micros(3),
+                        modified: Timestamp::from_unix_micros(3),
+                        version: Version::FIRST,
+                    },
+                    value: VersionRecord {
+                        secret_id: id,
+                        version: Version::FIRST,
+                        dek_id: dek,
+                        sealed: b"sealed".to_vec(),
+                        created: Timestamp::from_unix_micros(3),
+                    },
+                    dek: None,
+                }
+            })
+            .collect();
+        let writer = Arc::clone(&s);
+        let queued = s.queued_writes();
+        writes.push(tokio::spawn(async move {
+            writer
+                .create_secrets(a.id, store, secrets, 10_000, &[])
+                .await
+        }));
+        while s.queued_writes() == queued {
+            tokio::task::yield_now().await;
+        }
+    }
+    hold.finish().await.unwrap();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let (entries, sigs) = s.feed_after(base, 1000).await.unwrap();
+    assert_eq!(entries.len(), 600);
+    assert_eq!(
+        sigs.iter().map(|s| s.seq - base).collect::<Vec<_>>(),
+        vec![400, 600],
+        "between the jobs once 256 entries went by, and at the batch's end"
+    );
+    for sig in &sigs {
+        let e = &entries[usize::try_from(sig.seq - base - 1).unwrap()];
+        assert_eq!(*sig, signed(&cluster, e));
+    }
 }

@@ -168,6 +168,7 @@ const CHECKS: &[Check] = checks![
     listing::store_pagination_and_ordering,
     listing::secret_pagination_and_ordering,
     listing::search_is_literal_and_case_insensitive,
+    listing::a_search_with_a_nul_is_not_an_outage,
     listing::scopes_filter_requires_all,
     change_log::log_records_each_mutation,
     change_log::changes_after_pages_through_the_log,

@@ -384,6 +384,7 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
         store: StoreId,
         id: SecretId,
     ) -> Result<Option<SecretRecord>>;
+    /// `Invalid` for a query [`SecretQuery::check`] refuses (a search holding a NUL).
     async fn list_secrets(
         &self,
         account: AccountId,

@@ -40,6 +40,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let database = args.database.database();
     let opts = ServeOptions {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -57,8 +58,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
-    coffer_server::serve_with(
+    coffer_server::serve_on(
         opts,
+        database,
         super::init::kek_secrets(),
         move |addr| {
             hardening.log();
@@ -273,6 +275,13 @@ fn init_logging(args: &LogArgs) -> tracing_appender::non_blocking::WorkerGuard {
         .parse(args.log_level.as_deref().unwrap_or("info"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     filter = filter.add_directive(access_log_directive(args.access_log));
+    if args.log_level.is_none() {
+        // PostgreSQL's NOTICEs (such as "relation ... already exists, skipping" from the
+        // schema migration's IF NOT EXISTS) are not news to an operator.
+        if let Ok(directive) = "tokio_postgres::connection=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("coffer-log")

@@ -146,6 +146,17 @@ fn refuse_secrets(text: &str, table: Option<&str>, document: &DeTable<'_>) -> Re
         };
         for value in values {
             if let DeValue::String(s) = value.get_ref()
+                && database_url_has_password(s)
+            {
+                return Err(crate::config::at(
+                    text,
+                    value.span().start,
+                    &format!(
+                        "key `{key}`: the database URL holds a password, which is refused and not repeated here: secrets are never read from a config file; give the password in PGPASSWORD or a file named by database.password-file (mode 0600)"
+                    ),
+                ));
+            }
+            if let DeValue::String(s) = value.get_ref()
                 && let Some(what) = looks_like_secret(s)
             {
                 return Err(crate::config::at(
@@ -159,6 +170,21 @@ fn refuse_secrets(text: &str, table: Option<&str>, document: &DeTable<'_>) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether `text` is a `postgres://` URL with a password (`USER:PASSWORD@`).
+pub(crate) fn database_url_has_password(text: &str) -> bool {
+    let text = text.trim();
+    let Some(rest) = text
+        .strip_prefix("postgres://")
+        .or_else(|| text.strip_prefix("postgresql://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// serde's message about the value at `path`, in the file's terms: an unknown key with the

@@ -109,6 +109,41 @@ impl ReplicationKeys {
 }
 
 impl Keyring {
+    /// After storage refused a write (`Conflict`): on a database shared with other instances,
+    /// another one may have rotated the RK (a node's revocation there), after which storage
+    /// refuses DEKs this process makes under the old one, or destroyed the DEK this process
+    /// seals `account`'s values with. Drops that DEK (the next seal makes or finds another)
+    /// and loads a newer RK if storage holds one, so that a retry can succeed. Accounts' own
+    /// replication keys are not reloaded (account KEKs are refused on a shared database).
+    pub(crate) async fn after_conflict(&self, account: Option<AccountId>) -> Result<(), CoreError> {
+        if let Some(account) = account {
+            self.lock_active().remove(&account);
+        }
+        let Some(repl) = &self.replication else {
+            return Ok(());
+        };
+        let Some((version, record)) = self.storage.latest_replication_key().await? else {
+            return Ok(());
+        };
+        if version <= repl.current().version {
+            return Ok(());
+        }
+        let key = Arc::new(open_rk(&self.kek, version, &record).await?);
+        {
+            let mut current = repl.current.write().unwrap_or_else(PoisonError::into_inner);
+            if version > current.version {
+                *current = Current { version, key };
+            }
+        }
+        // Every DEK made under the old RK is refused now: each account makes a new one.
+        self.lock_active().clear();
+        tracing::info!(
+            version,
+            "another instance rotated the replication key; using its version"
+        );
+        Ok(())
+    }
+
     pub(super) fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
         self.replication.as_ref().ok_or_else(|| {
             CoreError::Internal("only the control plane holds a replication key".into())
@@ -272,7 +307,11 @@ impl Keyring {
                     tracing::info!(node = %node, version, "node revoked; replication key rotated");
                     return Ok(record);
                 }
-                Err(StorageError::Conflict) if attempt < ROTATION_ATTEMPTS => continue,
+                Err(StorageError::Conflict) if attempt < ROTATION_ATTEMPTS => {
+                    // Another instance may have rotated meanwhile: start from its version.
+                    self.after_conflict(None).await?;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -488,6 +488,7 @@ pub(super) fn list_secrets(
     store: StoreId,
     query: &SecretQuery,
 ) -> Result<Page<SecretRecord>> {
+    query.check()?;
     require_store(conn, account, store)?;
     let mut filter = String::from("store_id = ?1 AND account_id = ?2");
     let mut values: Vec<Value> = vec![
