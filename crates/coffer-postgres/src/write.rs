@@ -34,7 +34,8 @@ use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
 use coffer_storage::{
-    AuditEntry, Change, ChangeRecord, FeedSignature, Result, StorageError, checkpoint_message,
+    AuditEntry, Change, ChangeRecord, FeedSignature, Result, SIGN_EVERY_ENTRIES, StorageError,
+    checkpoint_message,
 };
 use coffer_types::Timestamp;
 use deadpool_postgres::GenericClient;
@@ -165,10 +166,6 @@ const WRITE_LOCK_TIMEOUT_MS: u64 = 5_000;
 
 /// Jobs committed together in one transaction at most.
 const MAX_BATCH: usize = 256;
-
-/// Entries after which the writer signs a checkpoint between two jobs of one batch, not only
-/// at its end (as SQLite's writer does), so feed answers reach a signed entry soon.
-const SIGN_EVERY_ENTRIES: u64 = 256;
 
 /// A queued write: run once inside its savepoint, then answered exactly once.
 trait Job: Send {

@@ -25,6 +25,7 @@
 mod audit;
 mod change;
 mod checkpoint;
+mod compaction;
 mod error;
 mod lifecycle;
 mod observe;
@@ -40,8 +41,10 @@ pub mod conformance;
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use checkpoint::{
-    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
+    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGN_EVERY_ENTRIES, SIGNATURE_LEN,
+    checkpoint_message,
 };
+pub use compaction::CompactionMatcher;
 pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use observe::{WriteObserver, WriteStats};
