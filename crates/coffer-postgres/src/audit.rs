@@ -66,7 +66,7 @@ fn checkpoint_from_row(row: &Row) -> Result<AuditCheckpoint> {
 }
 
 /// The account's last record's seq and hash.
-async fn head(c: &impl GenericClient, account: AccountId) -> Result<Option<(u64, [u8; 32])>> {
+pub(crate) async fn head(c: &impl GenericClient, account: AccountId) -> Result<Option<(u64, [u8; 32])>> {
     let stmt = c
         .prepare_cached(
             "SELECT seq, hash FROM audit WHERE account_id = $1 ORDER BY seq DESC LIMIT 1",
@@ -170,13 +170,21 @@ pub(crate) async fn audit_entries(
     after_seq: u64,
     limit: usize,
 ) -> Result<Vec<AuditRecord>> {
+    audit_entries_in(&s.client().await?, account, after_seq, limit).await
+}
+
+pub(crate) async fn audit_entries_in(
+    c: &impl GenericClient,
+    account: AccountId,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<AuditRecord>> {
     let Ok(after) = i64::try_from(after_seq) else {
         return Ok(Vec::new());
     };
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let c = s.client().await?;
     let stmt = c
         .prepare_cached(&format!(
             "SELECT {AUDIT_COLS} FROM audit WHERE account_id = $1 AND seq > $2 ORDER BY seq \
@@ -203,7 +211,10 @@ pub(crate) async fn audit_head(
 }
 
 pub(crate) async fn audit_accounts(s: &PgStorage) -> Result<Vec<AccountId>> {
-    let c = s.client().await?;
+    audit_accounts_in(&s.client().await?).await
+}
+
+pub(crate) async fn audit_accounts_in(c: &impl GenericClient) -> Result<Vec<AccountId>> {
     // Each table walked one account at a time (the next larger id off the primary key): a
     // lookup per account, not a scan of every entry.
     let stmt = c
@@ -285,13 +296,21 @@ pub(crate) async fn audit_checkpoints(
     after_seq: u64,
     limit: usize,
 ) -> Result<Vec<AuditCheckpoint>> {
+    audit_checkpoints_in(&s.client().await?, account, after_seq, limit).await
+}
+
+pub(crate) async fn audit_checkpoints_in(
+    c: &impl GenericClient,
+    account: AccountId,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<AuditCheckpoint>> {
     let Ok(after) = i64::try_from(after_seq) else {
         return Ok(Vec::new());
     };
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let c = s.client().await?;
     let stmt = c
         .prepare_cached(
             "SELECT account_id, seq, hash, mac, at FROM audit_checkpoints

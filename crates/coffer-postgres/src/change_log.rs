@@ -88,7 +88,7 @@ pub(crate) async fn changes_after(
 /// Entries after `after`, checked against the hash chain before they are handed out (the
 /// entry at `after`, or the base when `after` is the base, is the anchor). Run in one
 /// snapshot by the caller, so the entries and the base agree.
-async fn read_changes(
+pub(crate) async fn read_changes(
     c: &impl GenericClient,
     after: u64,
     limit: usize,
@@ -227,22 +227,22 @@ pub(crate) async fn sign_head(s: &PgStorage) -> Result<()> {
 }
 
 pub(crate) async fn log_state(s: &PgStorage) -> Result<LogState> {
-    s.read_snapshot(|tx| -> TxFuture<'_, _> {
-        Box::pin(async move {
-            let base = base(tx).await?;
-            let head = crate::write::read_head(tx).await?;
-            let (base_seq, base_hash) =
-                base.map_or((0, ChangeRecord::GENESIS_HASH), |b| (b.seq, b.hash));
-            Ok(LogState {
-                cluster_id: base.map(|b| b.cluster_id),
-                base_seq,
-                base_hash,
-                head_seq: head.seq,
-                head_hash: head.hash,
-            })
-        })
+    s.read_snapshot(|tx| -> TxFuture<'_, _> { Box::pin(async move { log_state_in(tx).await }) })
+        .await
+}
+
+/// The log's state as `c` (one snapshot, or the import's transaction) sees it.
+pub(crate) async fn log_state_in(c: &impl GenericClient) -> Result<LogState> {
+    let base = base(c).await?;
+    let head = crate::write::read_head(c).await?;
+    let (base_seq, base_hash) = base.map_or((0, ChangeRecord::GENESIS_HASH), |b| (b.seq, b.hash));
+    Ok(LogState {
+        cluster_id: base.map(|b| b.cluster_id),
+        base_seq,
+        base_hash,
+        head_seq: head.seq,
+        head_hash: head.hash,
     })
-    .await
 }
 
 pub(crate) async fn ensure_cluster_id(s: &PgStorage) -> Result<[u8; 16]> {

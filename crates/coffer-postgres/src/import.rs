@@ -10,13 +10,21 @@
 //! by it: `deks.ord` and `outbox.ord` (identities, assigned in the source's insertion order,
 //! which the export keeps), `accounts.secret_count` (kept by the counting trigger as the
 //! secrets go in, then compared with the source's), and the `change_head` row, set to the
-//! source's last entry (or its base when compaction left none). Before COMMIT the row count of
-//! every table is compared with the source's. Any error rolls the whole import back.
+//! source's last entry (or its base when compaction left none), and `replication` gets a
+//! cluster id if the source had none. Before COMMIT the row count of every table is compared
+//! with the source's, and the change log and every audit chain are recomputed from the
+//! transaction's own rows and their heads compared with the source's. Any error rolls the whole
+//! import back: nothing needs undoing after a COMMIT (which the append-only tables' guards
+//! would refuse anyway).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use coffer_storage::{EXPORT_TABLES, RawValue, Result, StorageError};
+use coffer_storage::{
+    AuditCheckpoint, AuditRecord, ChainReport, ChainSource, ChangeRecord, EXPORT_TABLES, LogState,
+    RawValue, Result, StorageError, verify_chains_in,
+};
+use coffer_types::AccountId;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::PgStorage;
@@ -40,6 +48,14 @@ pub enum ImportError {
     /// The target holds an instance or rows; the message names what it holds.
     #[error("{0}")]
     NotEmpty(String),
+    /// The copy, checked in its transaction before COMMIT, does not verify or its heads are
+    /// not the source's; it was rolled back.
+    #[error("{0}")]
+    Verify(String),
+    /// The COMMIT failed and the database could not be read to tell whether it took effect:
+    /// the target may hold the whole copy (or nothing).
+    #[error("{0}")]
+    CommitUnknown(String),
     /// Reading the source, writing the target, or a count that did not match.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -48,12 +64,65 @@ pub enum ImportError {
 /// Rows copied, per table, in [`EXPORT_TABLES`]'s order.
 pub type ImportCounts = Vec<(&'static str, u64)>;
 
+/// What [`PgStorage::import_sqlite`] committed.
+#[derive(Debug)]
+pub struct Imported {
+    /// Rows copied per table, equal to the source's.
+    pub counts: ImportCounts,
+    /// The copy's chains, verified before COMMIT: its log equals the source's (with the cluster
+    /// id the import kept or made), its audit heads the source's.
+    pub report: ChainReport,
+}
+
+/// The import's open transaction as a [`ChainSource`]: the chain check reads what it wrote.
+struct InTx<'a>(&'a deadpool_postgres::Transaction<'a>);
+
+#[async_trait::async_trait]
+impl ChainSource for InTx<'_> {
+    async fn log_state(&self) -> Result<LogState> {
+        crate::change_log::log_state_in(self.0).await
+    }
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
+        crate::change_log::read_changes(self.0, after, limit).await
+    }
+    async fn audit_accounts(&self) -> Result<Vec<AccountId>> {
+        crate::audit::audit_accounts_in(self.0).await
+    }
+    async fn audit_head(&self, account: AccountId) -> Result<Option<(u64, [u8; 32])>> {
+        crate::audit::head(self.0, account).await
+    }
+    async fn audit_entries(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
+        crate::audit::audit_entries_in(self.0, account, after_seq, limit).await
+    }
+    async fn audit_checkpoints(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditCheckpoint>> {
+        crate::audit::audit_checkpoints_in(self.0, account, after_seq, limit).await
+    }
+}
+
 impl PgStorage {
     /// Copies every row of the SQLite database at `path` into this database, which must hold
-    /// no instance and no row (refused with `Conflict`, naming the first table that holds
-    /// rows). One transaction under the writer lock; returns the rows copied per table, equal
-    /// to the source's (checked before COMMIT). On error nothing is left.
-    pub async fn import_sqlite(&self, path: &Path) -> Result<ImportCounts, ImportError> {
+    /// no instance and no row (refused with [`ImportError::NotEmpty`], naming the instance or
+    /// the first table that holds rows). One transaction under the writer lock, which also
+    /// makes the cluster id when the source had none. Before COMMIT, the row counts are
+    /// compared with the source's and the chains recomputed in the transaction
+    /// (`verify_chains_in`) and compared with `expected`, the source's as `verify_chains`
+    /// reported them. On any error nothing is committed (the append-only tables could not be
+    /// emptied after).
+    pub async fn import_sqlite(
+        &self,
+        path: &Path,
+        expected: &ChainReport,
+    ) -> Result<Imported, ImportError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.db("begin the import")?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
@@ -122,13 +191,55 @@ impl PgStorage {
             }
         }
         let head = set_head(&tx).await?;
+        // A store no edge ever followed has no cluster id: it gets one in this transaction, so
+        // the committed copy is a whole instance and nothing is written after the COMMIT.
+        crate::change_log::ensure_cluster_id_in(&tx).await?;
+        // The chains, recomputed from what this transaction wrote, before anything is
+        // committed: a copy that does not verify is rolled back, never undone after.
+        let report = verify_chains_in(&InTx(&tx))
+            .await
+            .map_err(|e| ImportError::Verify(format!("the copy does not verify: {e}")))?;
+        let source_log = LogState {
+            cluster_id: report.log.cluster_id,
+            ..expected.log.clone()
+        };
+        if expected.log.cluster_id.is_some_and(|id| Some(id) != report.log.cluster_id)
+            || report.log != source_log
+        {
+            return Err(ImportError::Verify(format!(
+                "the copy's change log (base {}, head {}) is not the source's (base {}, head {})",
+                report.log.base_seq,
+                report.log.head_seq,
+                expected.log.base_seq,
+                expected.log.head_seq
+            )));
+        }
+        if report.audit_heads != expected.audit_heads {
+            return Err(ImportError::Verify(
+                "the copy's audit heads are not the source's".into(),
+            ));
+        }
         tx.execute(
             "SELECT pg_notify($1, $2)",
             &[&crate::write::HEAD_CHANNEL, &head.to_string()],
         )
         .await
         .db("announce the head")?;
-        tx.commit().await.db("commit the import")?;
+        if let Err(e) = tx.commit().await {
+            // The connection may have failed after the server committed: look.
+            drop(client);
+            match crate::change_log::log_state(self).await {
+                Ok(state) if state == report.log => {}
+                Ok(_) => return Err(crate::db::db_error("commit the import", &e).into()),
+                Err(check) => {
+                    return Err(ImportError::CommitUnknown(format!(
+                        "the COMMIT failed ({}), and whether it took effect could not be read \
+                         ({check})",
+                        crate::db::db_error("commit the import", &e)
+                    )));
+                }
+            }
+        }
         self.shared
             .committed_seq
             .fetch_max(head, std::sync::atomic::Ordering::AcqRel);
@@ -137,28 +248,7 @@ impl PgStorage {
             *h = (*h).max(head);
             moved
         });
-        Ok(counts)
-    }
-
-    /// Empties every table an import fills and puts the head row back to the empty log's: what
-    /// `coffer migrate` runs when the copy it committed fails verification, so nothing of it
-    /// remains. Only for a database that holds nothing but that copy.
-    pub async fn clear_import(&self) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.db("begin clearing")?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
-            .await
-            .db("take the writer lock")?;
-        let tables: Vec<&str> = EXPORT_TABLES.iter().map(|(t, _)| *t).collect();
-        tx.batch_execute(&format!(
-            "TRUNCATE {} RESTART IDENTITY; \
-             UPDATE change_head SET seq = 0, hash = '\\x{}', at = -9223372036854775808 WHERE id = 1",
-            tables.join(", "),
-            "00".repeat(32)
-        ))
-        .await
-        .db("clear the copied rows")?;
-        tx.commit().await.db("commit clearing")
+        Ok(Imported { counts, report })
     }
 }
 

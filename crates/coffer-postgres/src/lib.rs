@@ -57,7 +57,7 @@ use coffer_storage::{FeedSigner, Result, StorageError, WriteObserver};
 use tokio::sync::watch;
 
 pub use config::TlsMode;
-pub use import::{ImportCounts, ImportError};
+pub use import::{ImportCounts, ImportError, Imported};
 pub use migrate::SCHEMA_VERSION;
 
 /// Tuning and secrets of a connection that are not in the URL. `Default` suits a small server.

@@ -12,7 +12,7 @@ use coffer_postgres::{ImportError, PgStorage};
 use coffer_storage::{
     AccountRecord, AuditCheckpoint, AuditEntry, DekRecord, EXPORT_TABLES, NewSecret, RawValue,
     SecretBindingRecord, SecretRecord, SecretUpdate, ServiceRecord, ServiceTokenRecord,
-    SnapshotPart, SqliteStorage, Storage, StoreBindingRecord, StoreRecord, TokenRecord,
+    ChainReport, SnapshotPart, SqliteStorage, Storage, StoreBindingRecord, StoreRecord, TokenRecord,
     VersionRecord, WrappedKeyRecord, export_rows, verify_chains,
 };
 use coffer_types::{
@@ -387,7 +387,11 @@ async fn a_filled_sqlite_store_is_copied_row_for_row_and_reads_the_same() {
     fill(&path).await;
     let db = TestDatabase::create(&url).await;
     let pg: PgStorage = db.storage().await;
-    let counts = pg.import_sqlite(&path).await.unwrap();
+    let counts = pg
+        .import_sqlite(&path, &source(&path).await)
+        .await
+        .unwrap()
+        .counts;
 
     let source = SqliteStorage::open_read_only(&path).unwrap();
     for (table, columns, rows) in sqlite_rows(&path) {
@@ -456,7 +460,7 @@ async fn a_target_holding_anything_is_refused_and_left_alone() {
     )
     .await
     .unwrap();
-    match pg.import_sqlite(&path).await {
+    match pg.import_sqlite(&path, &source(&path).await).await {
         Err(ImportError::NotEmpty(m)) => assert!(m.contains("table accounts"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -466,13 +470,21 @@ async fn a_target_holding_anything_is_refused_and_left_alone() {
     // A database holding an instance is refused naming its cluster id.
     let db = TestDatabase::create(&url).await;
     let pg = db.storage().await;
-    pg.import_sqlite(&path).await.unwrap();
+    pg.import_sqlite(&path, &source(&path).await).await.unwrap();
     let cluster = pg.log_state().await.unwrap().cluster_id.unwrap();
-    match pg.import_sqlite(&path).await {
+    match pg.import_sqlite(&path, &source(&path).await).await {
         Err(ImportError::NotEmpty(m)) => assert!(m.contains(&hex(&cluster)), "{m}"),
         other => panic!("{other:?}"),
     }
     pg.shutdown().await;
+}
+
+/// The source's chains, as `coffer migrate` hands them to the import.
+async fn source(path: &Path) -> ChainReport {
+    let s = SqliteStorage::open_read_only(path).unwrap();
+    let report = verify_chains(&s).await.unwrap();
+    s.close_reads();
+    report
 }
 
 fn hex(b: &[u8]) -> String {
@@ -499,7 +511,7 @@ async fn a_copy_that_fails_part_way_leaves_the_target_empty() {
     drop(raw);
     let db = TestDatabase::create(&url).await;
     let pg = db.storage().await;
-    let err = pg.import_sqlite(&path).await.unwrap_err();
+    let err = pg.import_sqlite(&path, &source(&path).await).await.unwrap_err();
     assert!(err.to_string().contains("account_grants"), "{err}");
     assert!(
         is_empty(db.url()).await,
@@ -507,14 +519,28 @@ async fn a_copy_that_fails_part_way_leaves_the_target_empty() {
     );
     assert_eq!(pg.committed_head(), 0);
 
-    // clear_import empties a committed copy the same way.
+    // A copy whose chains verify but whose heads are not the source's (as if rows were lost
+    // on the way) is checked before COMMIT and rolled back: nothing to undo after.
     let good = dir.path().join("good.db");
     fill(&good).await;
-    pg.import_sqlite(&good).await.unwrap();
-    assert!(!is_empty(db.url()).await);
-    pg.clear_import().await.unwrap();
-    assert!(is_empty(db.url()).await);
-    pg.import_sqlite(&good).await.unwrap();
-    verify_chains(&pg).await.unwrap();
+    let expected = source(&good).await;
+    let mut wrong = expected.clone();
+    wrong.log.head_seq += 1;
+    match pg.import_sqlite(&good, &wrong).await {
+        Err(ImportError::Verify(m)) => assert!(m.contains("not the source's"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(is_empty(db.url()).await, "the unverified copy was rolled back");
+    let mut wrong = expected.clone();
+    wrong.audit_heads.pop();
+    match pg.import_sqlite(&good, &wrong).await {
+        Err(ImportError::Verify(m)) => assert!(m.contains("audit heads"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(is_empty(db.url()).await, "the unverified copy was rolled back");
+    let imported = pg.import_sqlite(&good, &expected).await.unwrap();
+    assert_eq!(imported.report.log, expected.log);
+    assert_eq!(imported.report.audit_heads, expected.audit_heads);
+    assert_eq!(verify_chains(&pg).await.unwrap(), imported.report);
     pg.shutdown().await;
 }
