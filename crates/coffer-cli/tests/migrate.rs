@@ -1,8 +1,11 @@
 //! `coffer migrate` end to end: a data dir served on SQLite (a store, a secret, a deployed
 //! service) moved into an empty PostgreSQL database; the copy verifies with the source's
-//! heads, the data dir gets `backend.toml` and keeps `coffer.db` as the rollback copy; a
-//! running server, a moved dir, a non-empty database and a bad URL are each refused in one
-//! line. Skips without COFFER_TEST_DATABASE_URL, fails under CI=true.
+//! heads, the data dir gets `backend.toml` and keeps `coffer.db` as the rollback copy; then
+//! `coffer server --data-dir D --database-url URL` serves the same value through the same
+//! service token, a start without the URL is refused, and backup and verify refuse the moved
+//! dir. A running server, a moved dir, a non-empty database, a password on the command line
+//! and a bad URL are each refused in one line. Skips without COFFER_TEST_DATABASE_URL, fails
+//! under CI=true.
 
 mod common;
 
@@ -10,7 +13,7 @@ use std::path::Path;
 
 use coffer_postgres::testing::{TestDatabase, cluster_url};
 use coffer_postgres::{PgOptions, PgStorage};
-use coffer_storage::{Storage, verify_chains};
+use coffer_storage::{SqliteStorage, Storage, verify_chains};
 
 use common::*;
 
@@ -20,6 +23,22 @@ fn coffer(args: &[&str]) -> Out {
     let mut cmd = coffer_cmd();
     cmd.args(args);
     run(cmd, None)
+}
+
+/// `coffer migrate --from DIR` with the URL (and its password) in COFFER_DATABASE_URL.
+fn migrate_env(from: &Path, url: &str, extra: &[&str]) -> Out {
+    let mut cmd = coffer_cmd();
+    cmd.args(["migrate", "--from", p(from)])
+        .args(extra)
+        .env("COFFER_DATABASE_URL", url);
+    run(cmd, None)
+}
+
+/// The password in `url` (`scheme://user:password@host/...`).
+fn password(url: &str) -> &str {
+    let rest = url.split_once("://").unwrap().1;
+    let userinfo = rest.split_once('@').unwrap().0;
+    userinfo.split_once(':').unwrap().1
 }
 
 fn p(path: &Path) -> &str {
@@ -69,9 +88,7 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
     );
 
     // A server holds the dir: refused, nothing copied.
-    let line = coffer(&["migrate", "--from", p(&data), "--to", &url])
-        .one_error_line(1)
-        .to_owned();
+    let line = migrate_env(&data, &url, &[]).one_error_line(1).to_owned();
     assert!(
         line.contains("in use") && line.contains("stop the server"),
         "{line}"
@@ -84,11 +101,18 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
         .ok()
         .json();
 
-    let out = coffer(&["migrate", "--from", p(&data), "--to", &url, "--json"]).ok();
+    // A password in a URL on the command line: refused before anything, not repeated.
+    let secret = password(&url).to_owned();
+    let refused = coffer(&["migrate", "--from", p(&data), "--to", &url]);
+    let line = refused.one_error_line(1).to_owned();
+    assert!(line.contains("password") && !line.contains(&secret), "{line}");
+    assert!(!data.join("backend.toml").exists());
+
+    let out = migrate_env(&data, &url, &["--json"]).ok();
     let done = out.json();
     assert!(
-        !out.stdout.contains(&url),
-        "the URL (with its password) is never printed"
+        !out.stdout.contains(&secret) && !out.stderr.contains(&secret),
+        "the password is never printed"
     );
     let target = done["database"].as_str().unwrap();
     assert!(target.ends_with(db.name()), "{target}");
@@ -111,16 +135,59 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
         std::fs::read_to_string(data.join("backend.toml")).unwrap(),
         format!("backend = \"postgresql\"\ncluster-id = \"{cluster_id}\"\n")
     );
+    assert!(!data.join("backend.toml.tmp").exists());
     assert_eq!(
         done["rollback_copy"].as_str().unwrap(),
         p(&data.join("coffer.db"))
     );
     // The rollback copy is still the installation as it was.
-    let rollback = coffer(&["verify", "--data-dir", p(&data), "--json"])
-        .ok()
-        .json();
-    assert_eq!(rollback["change_log"], source["change_log"]);
-    assert_eq!(rollback["audit_heads"], source["audit_heads"]);
+    rt.block_on(async {
+        let copy = SqliteStorage::open_read_only(&data.join("coffer.db")).unwrap();
+        let report = verify_chains(&copy).await.unwrap();
+        assert_eq!(
+            hex::encode(report.log.head_hash),
+            source["change_log"]["head_hash"].as_str().unwrap()
+        );
+        assert_eq!(
+            report.audit_heads.len(),
+            source["audit_heads"].as_array().unwrap().len()
+        );
+    });
+
+    // The moved dir is not an embedded one any more: backup and verify say so.
+    for args in [
+        vec!["verify", "--data-dir", p(&data)],
+        vec![
+            "backup",
+            "--data-dir",
+            p(&data),
+            "--out",
+            p(&tmp.path().join("b.cbk")),
+        ],
+    ] {
+        let line = coffer(&args).one_error_line(1).to_owned();
+        assert!(line.contains("PostgreSQL"), "{args:?}: {line}");
+    }
+    assert!(!tmp.path().join("b.cbk").exists());
+
+    // Served from PostgreSQL: the same value through the same service token.
+    let pg_server = Server::start_with(&data, &["--database-url", &url]);
+    let after = runtime_get(&pg_server.url, &token, "/runtime/v1/bindings/KEY");
+    assert_eq!(
+        (after.status, after.body.as_slice()),
+        (200, VALUE.as_bytes())
+    );
+    let (status, _) = pg_server.terminate();
+    assert!(status.success());
+    // Without the URL the dir is refused, not served from the rollback copy.
+    let mut cmd = coffer_cmd();
+    cmd.args(["server", "--data-dir", p(&data), "--listen", "127.0.0.1:0"])
+        .env_remove("COFFER_DATABASE_URL");
+    let line = run(cmd, None).one_error_line(1).to_owned();
+    assert!(
+        line.contains("PostgreSQL") && line.contains("--database-url"),
+        "{line}"
+    );
 
     // The database holds the same instance, chains and all.
     rt.block_on(async {
@@ -128,9 +195,9 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
             .await
             .unwrap();
         let report = verify_chains(&pg).await.unwrap();
-        assert_eq!(hex(&report.log.cluster_id.unwrap()), cluster_id);
+        assert_eq!(hex::encode(report.log.cluster_id.unwrap()), cluster_id);
         assert_eq!(
-            hex(&report.log.head_hash),
+            hex::encode(report.log.head_hash),
             source["change_log"]["head_hash"].as_str().unwrap()
         );
         assert_eq!(pg.list_accounts().await.unwrap().len(), 1);
@@ -138,17 +205,13 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
     });
 
     // Moved already: refused.
-    let line = coffer(&["migrate", "--from", p(&data), "--to", &url])
-        .one_error_line(1)
-        .to_owned();
+    let line = migrate_env(&data, &url, &[]).one_error_line(1).to_owned();
     assert!(line.contains("already moved"), "{line}");
 
     // Another installation into the same (now full) database: refused, naming the instance.
     let other = tmp.path().join("other");
     init(&other);
-    let line = coffer(&["migrate", "--from", p(&other), "--to", &url])
-        .one_error_line(1)
-        .to_owned();
+    let line = migrate_env(&other, &url, &[]).one_error_line(1).to_owned();
     assert!(
         line.contains(&cluster_id) && line.contains("empty"),
         "{line}"
@@ -172,14 +235,8 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
 
     // A dir that is not a data dir: one line, nothing made there.
     let missing = tmp.path().join("missing");
-    let line = coffer(&["migrate", "--from", p(&missing), "--to", &url])
-        .one_error_line(1)
-        .to_owned();
+    let line = migrate_env(&missing, &url, &[]).one_error_line(1).to_owned();
     assert!(line.contains("not an initialised"), "{line}");
     assert!(!missing.exists());
     drop(db);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -19,6 +19,8 @@ use crate::ServerError;
 
 /// The file naming a data dir's backend.
 pub(crate) const BACKEND_FILE: &str = "backend.toml";
+/// `backend.toml` being written, before its rename into place.
+const BACKEND_TEMP: &str = "backend.toml.tmp";
 
 /// How long an API token row, or a runtime or node cache entry, is served after it was read on
 /// a shared database: a token (service token, node) revoked or an account deleted on another
@@ -106,24 +108,47 @@ pub(crate) fn read_backend(path: &Path) -> Result<Option<BackendFile>, ServerErr
     Ok(Some(parsed))
 }
 
+/// Writes `backend.toml` into the data dir at `path` atomically: a temporary file (new, mode
+/// 0600) written and synced, renamed into place, then the dir synced. Before the rename
+/// nothing of it is left on failure; once it returns `Ok` the file is whole and durable. A
+/// failure after the rename (syncing the dir) is an error whose file is nevertheless in place:
+/// callers that must know check with [`read_backend`].
 pub(crate) fn write_backend(path: &Path, cluster_id: [u8; 16]) -> Result<(), ServerError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let failed = |e: &dyn fmt::Display| dir_error(path, format!("cannot write {BACKEND_FILE}: {e}"));
     let text = toml::to_string(&BackendFile {
         backend: "postgresql".into(),
         cluster_id: hex::encode(cluster_id),
     })
-    .map_err(|e| dir_error(path, format!("cannot write {BACKEND_FILE}: {e}")))?;
-    let file = std::fs::OpenOptions::new()
+    .map_err(|e| failed(&e))?;
+    let temp = path.join(BACKEND_TEMP);
+    // The caller holds the dir's lock: a temporary file there is a crashed run's.
+    let _ = std::fs::remove_file(&temp);
+    let written = std::fs::OpenOptions::new()
         .create_new(true)
         .write(true)
         .mode(0o600)
-        .open(path.join(BACKEND_FILE))
-        .and_then(|mut f| f.write_all(text.as_bytes()).map(|()| f))
-        .map_err(|e| dir_error(path, format!("cannot write {BACKEND_FILE}: {e}")))?;
-    file.sync_all()
-        .map_err(|e| dir_error(path, format!("cannot write {BACKEND_FILE}: {e}")))?;
-    Ok(())
+        .open(&temp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| {
+            // Never over another instance's marker.
+            if path.join(BACKEND_FILE).exists() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{BACKEND_FILE} already exists"),
+                ));
+            }
+            std::fs::rename(&temp, path.join(BACKEND_FILE))
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(failed(&e));
+    }
+    crate::fsio::sync_dir(path).map_err(|e| failed(&e))
 }
 
 /// Connects to `db`, retrying an unreachable database with backoff (0.5 s doubling to 5 s;

@@ -82,9 +82,19 @@ pub fn lock(path: &Path) -> Result<File, ServerError> {
     }
 }
 
-/// Whether `path` is an initialised data dir (its KEK configuration and database are there);
-/// returns the database's path. Takes no lock and reads nothing.
+/// Whether `path` is an initialised embedded data dir (its KEK configuration and SQLite
+/// database are there, and no `backend.toml` moved its state to PostgreSQL); returns the
+/// database's path. Takes no lock. For `coffer backup`, `verify` and `migrate`, which read
+/// `coffer.db`: in a dir moved to PostgreSQL that file is only the rollback copy.
 pub(crate) fn check_initialised(path: &Path) -> Result<std::path::PathBuf, ServerError> {
+    if path.join(BACKEND_FILE).exists() {
+        return Err(data_dir_error(
+            path,
+            format!(
+                "its state is in PostgreSQL ({BACKEND_FILE}); its coffer.db, if any, is only the rollback copy of a migration: back up and check the database with PostgreSQL's tools (pg_dump)"
+            ),
+        ));
+    }
     let has_kek = path.join(KEK_FILE).exists()
         || path.join(KEK_CONFIG).exists()
         || path.join(VERSIONS_FILE).exists();
@@ -202,7 +212,7 @@ pub async fn open(
     })
 }
 
-fn sqlite(path: &Path) -> Result<Arc<dyn Storage>, ServerError> {
+pub(crate) fn sqlite(path: &Path) -> Result<Arc<dyn Storage>, ServerError> {
     Ok(Arc::new(
         SqliteStorage::open(&path.join(DB_FILE))
             .map_err(|e| data_dir_error(path, e.to_string()))?,

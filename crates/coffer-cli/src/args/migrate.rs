@@ -24,25 +24,57 @@ Last, the data dir gets backend.toml (as `coffer init --database-url` leaves it)
 services and values. coffer.db stays in the data dir unchanged: the rollback copy (remove \
 backend.toml to serve it again, losing what was written on PostgreSQL since).
 
-The password comes from the URL, --database-password-file, or PGPASSWORD; it is never \
+The password comes from --database-password-file, PGPASSWORD, or a URL in \
+COFFER_DATABASE_URL (a password in a URL on the command line is refused); it is never \
 printed.";
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct MigrateArgs {
     /// The embedded data dir to move (stopped: no server may hold it)
     #[arg(long, value_name = "DIR")]
     pub from: PathBuf,
-    /// The empty PostgreSQL database: postgres://USER@HOST:PORT/DB (sslmode=... as for
-    /// `coffer server --database-url`)
-    #[arg(long, value_name = "URL")]
+    /// The empty PostgreSQL database: postgres://USER@HOST[:PORT]/DB[?sslmode=...] as for
+    /// `coffer server --database-url`. A password in a URL given on the command line is
+    /// refused (other users can read the command line): use --database-password-file,
+    /// PGPASSWORD, or give the URL in COFFER_DATABASE_URL
+    #[arg(
+        long,
+        env = "COFFER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub to: String,
-    /// A file whose first line is the database password (when the URL has none)
+    /// File holding the database password (mode 0600), used when the URL has none (before
+    /// PGPASSWORD)
     #[arg(long, value_name = "FILE")]
     pub database_password_file: Option<PathBuf>,
-    /// Seconds connecting to the database may take
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds connecting keeps retrying an unreachable database (with backoff) before giving
+    /// up, as for `coffer server`
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::Database::DEFAULT_CONNECT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub database_connect_timeout: u64,
     /// Print what was copied and verified as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+impl std::fmt::Debug for MigrateArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrateArgs")
+            .field("from", &self.from)
+            .field("to", &"<not shown>")
+            .field("database_password_file", &self.database_password_file)
+            .field("database_connect_timeout", &self.database_connect_timeout)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+impl MigrateArgs {
+    /// The target database, as `coffer server --database-url` takes it.
+    pub fn database(&self) -> coffer_server::Database {
+        let mut db = coffer_server::Database::new(self.to.clone());
+        db.password_file = self.database_password_file.clone();
+        db.connect_timeout = std::time::Duration::from_secs(self.database_connect_timeout);
+        db
+    }
 }

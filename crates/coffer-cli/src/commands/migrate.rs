@@ -9,10 +9,18 @@ use crate::output;
 use coffer_server::migrate;
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
-    let mut options = coffer_postgres::PgOptions::default();
-    options.password_file = args.database_password_file.clone();
-    options.connect_timeout = std::time::Duration::from_secs(args.database_connect_timeout);
-    let done = migrate::migrate(&args.from, &args.to, options).await?;
+    // Other users can read a command line; the environment is the process's own.
+    if crate::config_file::database_url_has_password(&args.to)
+        && std::env::var("COFFER_DATABASE_URL").ok().as_deref() != Some(args.to.as_str())
+    {
+        anyhow::bail!(
+            "--to: the URL holds a password, which is refused on the command line (and not repeated here): give it in --database-password-file, PGPASSWORD, or the whole URL in COFFER_DATABASE_URL"
+        );
+    }
+    let done = migrate::migrate(&args.from, &args.database()).await?;
+    if let Some(warning) = &done.warning {
+        eprintln!("warning: backend.toml is in place, but {warning}: check it is still there after a crash");
+    }
     let rows: u64 = done.counts.iter().map(|(_, n)| n).sum();
     let log = &done.report.log;
     let text = if args.json {
@@ -38,7 +46,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
              heads equal to the source's\n\
              {} now uses PostgreSQL (backend.toml, cluster id {}); start it with: coffer \
              server --data-dir {} --database-url URL\n\
-             {} is kept unchanged as the rollback copy\n",
+             {} is kept as the rollback copy (see \"Moving to PostgreSQL\" in docs/operations.md before using it)\n",
             args.from.display(),
             done.target,
             done.counts.len(),

@@ -31,6 +31,7 @@ use crate::args::Cli;
 
 pub use keys::Key;
 pub use schema::looks_like_secret;
+pub(crate) use load::database_url_has_password;
 
 /// Longest rendering of a file's value repeated in a message, in characters.
 const ECHO_MAX_CHARS: usize = 100;
