@@ -15,14 +15,16 @@ checkpoints, the change log (from its base, after compaction) with its cluster i
 decrypted and no KEK is needed. A database that holds an instance or any row is refused, \
 naming what it holds; its schema is made by the PostgreSQL backend's migrations.
 
-The copy is then verified: the row count of every table, the change-log chain and every \
-account's audit chain recomputed through the PostgreSQL backend, and their heads compared \
-with the source's. If anything fails, nothing of the copy stays in the database.
+Before its COMMIT the copy is verified in the same transaction: the row count of every \
+table, the change-log chain and every account's audit chain recomputed from the copied rows, \
+and their heads compared with the source's. If anything fails, the transaction is rolled \
+back and nothing of the copy stays in the database.
 
 Last, the data dir gets backend.toml (as `coffer init --database-url` leaves it), so \
 `coffer server --data-dir DIR --database-url URL` serves the same accounts, tokens, \
-services and values. coffer.db stays in the data dir unchanged: the rollback copy (remove \
-backend.toml to serve it again, losing what was written on PostgreSQL since).
+services and values. coffer.db stays in the data dir as the rollback copy (upgraded first \
+if an older Coffer made it): remove backend.toml to serve it again, only before anything was \
+written on PostgreSQL (see \"Moving to PostgreSQL\" in docs/operations.md).
 
 The password comes from --database-password-file, PGPASSWORD, or a URL in \
 COFFER_DATABASE_URL (a password in a URL on the command line is refused); it is never \
