@@ -244,6 +244,14 @@ fn a_data_dir_and_a_database_of_another_kind_or_instance_are_refused() {
     assert_eq!(out.status.code(), Some(1), "{out:#?}");
     let line = out.stderr.lines().last().unwrap();
     assert!(line.contains("holds no Coffer instance"), "{line}");
+    // ... and nothing was migrated there (newcomer 5: the check comes first).
+    let other_name = other.name().to_owned();
+    other.execute_in(
+        &other_name,
+        "DO $$ BEGIN IF to_regclass('replication') IS NOT NULL \
+         OR to_regclass('coffer_schema_version') IS NOT NULL \
+         THEN RAISE EXCEPTION 'the schema was migrated into the wrong database'; END IF; END $$",
+    );
     init_pg(&tmp.path().join("pg2"), other.url());
     let out = start(&pg_dir, Some(other.url()));
     let line = out.one_error_line(1);
@@ -288,7 +296,7 @@ fn bad_database_settings_get_one_line_without_the_password() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = server(&bare, &["--database-password-file", file.to_str().unwrap()]);
     let line = out.one_error_line(1);
-    assert!(line.contains("database password file"), "{line}");
+    assert!(line.contains("password file"), "{line}");
     assert!(!out.stderr.contains(&password));
     // Private, it is read: the server starts.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -76,6 +76,10 @@ pub struct PgOptions {
     /// its session frees the writer lock for every other instance. Between 1 s and about
     /// 24 days (`i32::MAX` ms); `connect` refuses other values.
     pub write_idle_timeout: Duration,
+    /// The cluster id of the instance the caller expects the database to hold: checked before
+    /// anything is migrated or written, so a URL naming the wrong database gets no schema
+    /// (`ConnectError::OtherInstance`). `None`: no check (a new instance, `coffer init`).
+    pub expected_cluster: Option<[u8; 16]>,
 }
 
 impl Default for PgOptions {
@@ -85,6 +89,7 @@ impl Default for PgOptions {
             password_file: None,
             connect_timeout: Duration::from_secs(10),
             write_idle_timeout: Duration::from_secs(30),
+            expected_cluster: None,
         }
     }
 }
@@ -120,6 +125,13 @@ pub enum ConnectError {
     /// migration failed.
     #[error("database schema: {0}")]
     Schema(String),
+    /// The database does not hold the instance `PgOptions::expected_cluster` names: another
+    /// instance's (its cluster id), or none. Nothing was migrated.
+    #[error("{}", match found {
+        Some(id) => format!("the database holds the instance with cluster id {id}"),
+        None => "the database holds no Coffer instance".to_owned(),
+    })]
+    OtherInstance { found: Option<String> },
 }
 
 impl ConnectError {
@@ -128,6 +140,27 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ConnectError::Unreachable { refused: false, .. })
     }
+}
+
+/// The cluster id of the instance the database holds, without migrating anything: `None`
+/// when it has no Coffer schema or no instance yet.
+async fn existing_cluster_id(
+    client: &deadpool_postgres::Object,
+) -> Result<Option<[u8; 16]>, ConnectError> {
+    let schema = |e: tokio_postgres::Error| ConnectError::Schema(error_chain(&e));
+    let exists: bool = client
+        .query_one("SELECT to_regclass('replication') IS NOT NULL", &[])
+        .await
+        .map_err(schema)?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt("SELECT cluster_id FROM replication WHERE id = 1", &[])
+        .await
+        .map_err(schema)?;
+    Ok(row.and_then(|r| <[u8; 16]>::try_from(r.get::<_, Vec<u8>>(0).as_slice()).ok()))
 }
 
 /// Whether a failed connection attempt is a final refusal: an SQLSTATE of class 28 (invalid
@@ -297,6 +330,14 @@ impl PgStorage {
             .get()
             .await
             .map_err(|e| unreachable(pool_detail(&e), refused_for_good(&e)))?;
+        if let Some(expected) = options.expected_cluster {
+            let found = existing_cluster_id(&client).await?;
+            if found != Some(expected) {
+                return Err(ConnectError::OtherInstance {
+                    found: found.map(hex::encode),
+                });
+            }
+        }
         migrate::run(&mut client).await?;
         let head = write::read_head(&client)
             .await

@@ -129,27 +129,15 @@ pub async fn open(
         .map_err(|e| kek_error(path, e))?;
     let (storage, shared) = match (backend, database) {
         (Some(backend), Some(db)) => {
-            let storage = database::connect(db).await?;
-            let found = storage
-                .log_state()
-                .await
-                .map_err(|e| ServerError::Database(e.to_string()))?
-                .cluster_id
-                .map(hex::encode);
-            if found.as_deref() != Some(backend.cluster_id.as_str()) {
-                storage.shutdown().await;
-                let holds = match found {
-                    Some(id) => format!("the instance with cluster id {id}"),
-                    None => "no Coffer instance".into(),
-                };
-                return Err(data_dir_error(
+            let mut expected = [0u8; 16];
+            hex::decode_to_slice(&backend.cluster_id, &mut expected).map_err(|_| {
+                data_dir_error(
                     path,
-                    format!(
-                        "belongs to the instance with cluster id {}, but the database at --database-url holds {holds}: refusing to serve another instance's data",
-                        backend.cluster_id
-                    ),
-                ));
-            }
+                    format!("{BACKEND_FILE}'s cluster-id is not 32 hex digits"),
+                )
+            })?;
+            // The database must hold this instance: checked before anything is migrated.
+            let storage = database::connect(db, Some(expected)).await?;
             (storage as Arc<dyn Storage>, true)
         }
         _ => (sqlite(path)?, false),
@@ -328,7 +316,7 @@ async fn init_in_database(
     secrets: KekSecrets,
     db: &Database,
 ) -> Result<InitOutcome, ServerError> {
-    let storage = database::connect(db).await?;
+    let storage = database::connect(db, None).await?;
     let result = init_storage(path, choice, secrets, Arc::clone(&storage)).await;
     storage.shutdown().await;
     result
