@@ -629,6 +629,42 @@ fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
     assert!(line.contains("999") && line.contains(&ours), "{line}");
 }
 
+/// An init that stopped part-way leaves keys wrapped by a KEK it removed again: a retry on
+/// that database is refused, saying to recreate it, and leaves no data dir behind.
+#[test]
+fn init_on_the_leftovers_of_a_failed_init_names_the_fix() {
+    let Some(db) = Db::new("init_on_the_leftovers_of_a_failed_init_names_the_fix") else {
+        return;
+    };
+    db.runtime.block_on(async {
+        let s = coffer_postgres::PgStorage::connect(db.url(), Default::default())
+            .await
+            .unwrap();
+        drop(s);
+    });
+    let name = db.name().to_owned();
+    db.execute_in(
+        &name,
+        "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created) \
+         VALUES ('mac', decode('01010101010101010101010101010101', 'hex'), 'file:gone', \
+         decode('00', 'hex'), 0)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut cmd = coffer_cmd();
+    cmd.arg("init")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--database-url", db.url(), "--json"]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(1);
+    assert!(
+        line.contains("did not finish") && line.contains("recreate"),
+        "{line}"
+    );
+    assert!(!dir.exists(), "the failed init left {dir:?}");
+}
+
 /// Keys are local, the database shared: a KEK id the database names that this data dir lacks
 /// (a rotation or an account KEK made on another instance) refuses the start, naming it.
 #[test]
