@@ -665,6 +665,33 @@ fn init_on_the_leftovers_of_a_failed_init_names_the_fix() {
     assert!(!dir.exists(), "the failed init left {dir:?}");
 }
 
+/// `--log-level debug` does not log tokio-postgres' statements and their parameters (token
+/// hashes, sealed values) unless the filter names tokio_postgres itself (L3).
+#[test]
+fn debug_logging_keeps_sql_parameters_out() {
+    let Some(db) = Db::new("debug_logging_keeps_sql_parameters_out") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (account, token) = init_pg(&dir, db.url());
+    let run = |level: &str| {
+        let server = Server::start_with(&dir, &["--database-url", db.url(), "--log-level", level]);
+        let c = conn(&server, &account, &token);
+        create_store(&c, &format!("s{}", level.len()));
+        let (status, log) = server.terminate();
+        assert!(status.success(), "{log}");
+        log
+    };
+    // Named, it is logged (so the check below can see it)...
+    let log = run("debug,tokio_postgres=debug");
+    assert!(log.contains("executing statement"), "{log}");
+    // ... otherwise not.
+    let log = run("debug");
+    assert!(!log.contains("executing statement"), "{log}");
+    assert!(!log.contains("tokio_postgres"), "{log}");
+}
+
 /// Keys are local, the database shared: a KEK id the database names that this data dir lacks
 /// (a rotation or an account KEK made on another instance) refuses the start, naming it.
 #[test]
