@@ -362,10 +362,7 @@ fn a_config_file_with_a_database_password_is_refused() {
     let mut cmd = coffer_cmd();
     cmd.args(["config", "check", "--config"]).arg(&config);
     let out = run(cmd, None);
-    assert!(
-        out.stdout.contains("--database-url") || out.status.success(),
-        "{out:#?}"
-    );
+    assert!(out.status.success(), "{out:#?}");
 }
 
 #[test]
@@ -436,7 +433,10 @@ fn two_instances_see_each_others_writes_and_revocations_within_a_second() {
     let took = within(
         Duration::from_secs(1),
         "B refuses the revoked token",
-        || ci.run(&["store", "list", "--json"]).status.code() == Some(1),
+        || {
+            let out = ci.run(&["store", "list", "--json"]);
+            out.status.code() == Some(1) && out.stderr.contains("API token has been revoked")
+        },
     );
     eprintln!("A's revocation seen by B after {took:?}");
 
@@ -490,7 +490,7 @@ fn two_instances_see_each_others_writes_and_revocations_within_a_second() {
         );
         eprintln!("A's write after the cut seen through B after {took:?}");
     }
-    let _ = (a, b);
+    drop((a, b));
 }
 
 #[test]
@@ -551,22 +551,35 @@ fn kill_9_of_one_instance_during_writes_loses_no_acknowledged_write() {
         w.join().unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
-    let listed = on_b.run(&["secret", "list", &store, "--json"]).ok().json();
-    let names: Vec<&str> = listed["result"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{listed}"))
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    // Every page of the store's secrets (a page holds 100 at most).
+    let mut names: Vec<String> = Vec::new();
+    for page in 1.. {
+        let listed = on_b
+            .run(&[
+                "secret",
+                "list",
+                &store,
+                "--json",
+                "--per-page",
+                "100",
+                "--page",
+                &page.to_string(),
+            ])
+            .ok()
+            .json();
+        let items = listed["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{listed}"));
+        names.extend(items.iter().map(|s| s["name"].as_str().unwrap().to_owned()));
+        if items.len() < 100 {
+            break;
+        }
+    }
     for name in &acknowledged {
-        assert!(
-            names.contains(&name.as_str()),
-            "{name} was acknowledged but is lost"
-        );
+        assert!(names.contains(name), "{name} was acknowledged but is lost");
     }
     // B keeps serving writes.
     create_secret(&on_b, &store, "after", "workers", "v");
-    let _ = db.name();
 }
 
 #[test]
