@@ -76,7 +76,8 @@ fn init_pg(dir: &Path, url: &str) -> (String, String) {
     cmd.arg("init")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--database-url", url, "--json"]);
+        .env("COFFER_DATABASE_URL", url)
+        .arg("--json");
     let v = run(cmd, None).ok().json();
     (
         v["account_id"].as_str().unwrap().to_owned(),
@@ -84,8 +85,22 @@ fn init_pg(dir: &Path, url: &str) -> (String, String) {
     )
 }
 
+/// The URL (which holds the password) goes in COFFER_DATABASE_URL: the command line refuses
+/// a password.
 fn start_pg(dir: &Path, url: &str) -> Server {
-    Server::start_with(dir, &["--database-url", url])
+    start_pg_with(dir, url, &[])
+}
+
+fn start_pg_with(dir: &Path, url: &str, extra: &[&str]) -> Server {
+    let mut cmd = coffer_cmd();
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("COFFER_DATABASE_URL", url)
+        .env("RUST_LOG", "debug");
+    Server::spawn(cmd)
 }
 
 fn conn(server: &Server, account: &str, token: &str) -> Conn {
@@ -186,7 +201,7 @@ fn init_server_write_and_runtime_read_on_postgres() {
     cmd.arg("init")
         .arg("--data-dir")
         .arg(tmp.path().join("other"))
-        .args(["--database-url", db.url()]);
+        .env("COFFER_DATABASE_URL", db.url());
     let out = run(cmd, None);
     let line = out.one_error_line(1);
     assert!(
@@ -226,7 +241,7 @@ fn a_data_dir_and_a_database_of_another_kind_or_instance_are_refused() {
             "2",
         ]);
         if let Some(url) = url {
-            cmd.args(["--database-url", url]);
+            cmd.env("COFFER_DATABASE_URL", url);
         }
         run(cmd, None)
     };
@@ -275,11 +290,27 @@ fn bad_database_settings_get_one_line_without_the_password() {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(&dir)
-            .args(["--listen", "127.0.0.1:0", "--database-url", url])
+            .args(["--listen", "127.0.0.1:0"])
+            .env("COFFER_DATABASE_URL", url)
             .args(extra)
             .env_remove("PGPASSWORD");
         run(cmd, None)
     };
+    // A password on the command line (other users see argv): refused, not printed.
+    let mut cmd = coffer_cmd();
+    cmd.arg("server").arg("--data-dir").arg(&dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        db.url(),
+    ]);
+    let out = run(cmd, None);
+    let line = out.one_error_line(2).to_owned();
+    assert!(
+        line.contains("--database-url") && line.contains("COFFER_DATABASE_URL"),
+        "{line}"
+    );
+    assert!(!out.stderr.contains(&password) && !out.stdout.contains(&password));
     // A wrong password: refused at once (no retries), and never printed.
     let wrong = "wr0ng-pAssw0rd-9931";
     let url = bare.replacen("@", &format!(":{wrong}@"), 1);
@@ -630,12 +661,11 @@ fn a_schema_newer_than_the_binary_is_refused_naming_both_versions() {
     let name = db.name().to_owned();
     db.execute_in(&name, "UPDATE coffer_schema_version SET version = 999");
     let mut cmd = coffer_cmd();
-    cmd.arg("server").arg("--data-dir").arg(&dir).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        db.url(),
-    ]);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("COFFER_DATABASE_URL", db.url());
     let out = run(cmd, None);
     let line = out.one_error_line(1);
     let ours = coffer_postgres::SCHEMA_VERSION.to_string();
@@ -668,7 +698,8 @@ fn init_on_the_leftovers_of_a_failed_init_names_the_fix() {
     cmd.arg("init")
         .arg("--data-dir")
         .arg(&dir)
-        .args(["--database-url", db.url(), "--json"]);
+        .env("COFFER_DATABASE_URL", db.url())
+        .arg("--json");
     let out = run(cmd, None);
     let line = out.one_error_line(1);
     assert!(
@@ -689,7 +720,7 @@ fn debug_logging_keeps_sql_parameters_out() {
     let dir = tmp.path().join("d");
     let (account, token) = init_pg(&dir, db.url());
     let run = |level: &str| {
-        let server = Server::start_with(&dir, &["--database-url", db.url(), "--log-level", level]);
+        let server = start_pg_with(&dir, db.url(), &["--log-level", level]);
         let c = conn(&server, &account, &token);
         create_store(&c, &format!("s{}", level.len()));
         let (status, log) = server.terminate();
@@ -750,12 +781,11 @@ fn a_kek_id_the_local_keys_lack_is_refused_at_start() {
          decode('00', 'hex'), 0, 1, decode('00', 'hex') FROM accounts LIMIT 1",
     );
     let mut cmd = coffer_cmd();
-    cmd.arg("server").arg("--data-dir").arg(&dir).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        db.url(),
-    ]);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("COFFER_DATABASE_URL", db.url());
     let out = run(cmd, None);
     let line = out.one_error_line(1);
     assert!(

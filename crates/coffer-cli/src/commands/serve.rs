@@ -40,7 +40,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let database = args.database.database();
+    let database = args.database.database()?;
     let opts = ServeOptions {
         data_dir: args.data_dir,
         listen: args.listen,
