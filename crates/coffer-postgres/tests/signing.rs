@@ -264,6 +264,20 @@ async fn write_stats_and_the_observer_count_commits_and_audit_entries() {
     assert_eq!(seen.failed.load(Ordering::Relaxed), 1);
     assert_eq!(s.write_stats().audit_failures, 1);
     assert!(s.get_account(b.id).await.unwrap().is_none());
+
+    // Entries a write's operation appends itself (append_audit), refused by the database, are
+    // counted as not written too.
+    admin(db.url())
+        .await
+        .batch_execute(
+            "DROP TRIGGER no_head ON change_head;
+             CREATE TRIGGER no_audit BEFORE INSERT ON audit
+                 FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    assert!(s.append_audit(&[entry(a.id), entry(a.id)]).await.is_err());
+    assert_eq!(s.write_stats().audit_failures, 3);
 }
 
 /// Writes queued while the writer is busy share one transaction (group commit): one COMMIT,
