@@ -15,7 +15,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_storage::{Change, ChangeRecord, FeedSignature, LogState, Result, StorageError};
+use coffer_storage::{
+    ChangeRecord, CompactionMatcher, FeedSignature, LogState, Result, StorageError,
+};
 use coffer_types::{AccountId, DekId, Timestamp};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -146,26 +148,9 @@ async fn read_changes(
     check_chain(rows, after, prev)
 }
 
-/// `rows` must be the entries right after `after`, in order, the first chaining onto `prev`.
-fn check_chain(
-    rows: Vec<ChangeRecord>,
-    after: u64,
-    mut prev: [u8; 32],
-) -> Result<Vec<ChangeRecord>> {
-    for (expected, record) in (after + 1..).zip(&rows) {
-        if record.seq != expected {
-            return Err(StorageError::Corrupted(format!(
-                "change {expected} is missing"
-            )));
-        }
-        if !record.follows(&prev) {
-            return Err(StorageError::Corrupted(format!(
-                "change {} does not match the hash chain",
-                record.seq
-            )));
-        }
-        prev = record.hash;
-    }
+/// `rows`, once checked to be the entries right after `after`, chaining onto `prev`.
+fn check_chain(rows: Vec<ChangeRecord>, after: u64, prev: [u8; 32]) -> Result<Vec<ChangeRecord>> {
+    ChangeRecord::check_chain(&rows, after, prev)?;
     Ok(rows)
 }
 
@@ -371,69 +356,37 @@ pub(crate) async fn compact_past(
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<Option<u64>> {
-    let needles = dek_needles(deks);
-    if needles.is_empty() {
-        return Ok(None);
-    }
-    compact_past_matching(tx, before, &needles, |text| {
-        needles.iter().any(|n| text.contains(n.as_str()))
-    })
-    .await
+    compact_past_matching(tx, before, &CompactionMatcher::deks(deks)).await
 }
 
 /// [`compact_past`] for a deleted account: also past its account grants (which carry its
-/// replication key sealed to the nodes' keys for it). A grant is recognised by parsing the
-/// entry, not by its text: only entries that mention the account's id at all are parsed.
+/// replication key sealed to the nodes' keys for it; see [`CompactionMatcher`]).
 pub(crate) async fn compact_past_account(
     tx: &deadpool_postgres::Transaction<'_>,
     account: AccountId,
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<Option<u64>> {
-    let needles = dek_needles(deks);
-    let account_hex = account.to_string();
-    let mut prefilter = needles.clone();
-    prefilter.push(account_hex.clone());
-    compact_past_matching(tx, before, &prefilter, |text| {
-        if needles.iter().any(|n| text.contains(n.as_str())) {
-            return true;
-        }
-        if !text.contains(&account_hex) {
-            return false;
-        }
-        // An entry that names the account but does not parse is compacted past too: erring
-        // that way costs a lagging edge a snapshot, the other way a key left in the log.
-        serde_json::from_str::<Change>(text).map_or(true, |change| {
-            matches!(change, Change::AccountKeyGrant { account_id, .. } if account_id == account)
-        })
-    })
-    .await
-}
-
-fn dek_needles(deks: impl IntoIterator<Item = DekId>) -> Vec<String> {
-    deks.into_iter()
-        .map(|dek| format!("\"dek_id\":\"{dek}\""))
-        .collect()
+    compact_past_matching(tx, before, &CompactionMatcher::account(account, deks)).await
 }
 
 /// Entries read per page of the backward walk.
 const COMPACTION_PAGE: i64 = 512;
 
-/// Compacts the log through the newest entry before seq `before` for which `carries` is true
-/// (given the entry's JSON), skipping `DekDestroyed` entries (they carry only an id). One
-/// backward walk, in pages, stopping at the newest match. The database returns only entries
-/// holding one of `prefilter`'s texts (every entry `carries` accepts holds one), so an entry
-/// that names nothing asked for never leaves it, and when nothing matches the walk is one
-/// empty page.
+/// Compacts the log through the newest entry before seq `before` that `matcher` says carries
+/// what it looks for. One backward walk, in pages, stopping at the newest match. The database
+/// returns only entries holding one of the matcher's prefilter texts (every match holds one),
+/// so an entry that names nothing asked for never leaves it, and when nothing matches the
+/// walk is one empty page.
 async fn compact_past_matching(
     tx: &deadpool_postgres::Transaction<'_>,
     before: u64,
-    prefilter: &[String],
-    carries: impl Fn(&str) -> bool,
+    matcher: &CompactionMatcher,
 ) -> Result<Option<u64>> {
-    if prefilter.is_empty() {
+    if matcher.is_empty() {
         return Ok(None);
     }
+    let prefilter = matcher.prefilter();
     let (base, _) = base_position(tx).await?;
     let needles: Vec<&[u8]> = prefilter.iter().map(|n| n.as_bytes()).collect();
     let stmt = tx
@@ -459,14 +412,7 @@ async fn compact_past_matching(
         below = col(last, 0, "changes.seq")?;
         for row in &rows {
             let payload: &[u8] = col(row, 1, "changes.payload")?;
-            // Payloads are JSON, so UTF-8; one that is not cannot name a DEK.
-            let text = std::str::from_utf8(payload).unwrap_or("");
-            // JSON escapes the quotes of any such text inside a string, so only an entry's
-            // own type matches.
-            if text.contains("\"type\":\"dek_destroyed\"") {
-                continue;
-            }
-            if carries(text) {
+            if matcher.carries(payload) {
                 through = u64_col(row, 0, "changes.seq")?;
                 break 'walk;
             }

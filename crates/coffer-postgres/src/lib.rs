@@ -14,13 +14,21 @@
 //!   audit entries, signs the head when due, moves the head row, and sends `NOTIFY
 //!   coffer_head` with the new seq, delivered at COMMIT. Concurrent writes of one handle share
 //!   a transaction (group commit, each in its own savepoint), as with SQLite;
+//!   The writer has a connection of its own, outside the read pool;
 //! - reads take a pooled connection (deadpool), or a REPEATABLE READ, READ ONLY transaction
 //!   when several statements must see one snapshot;
+//! - the commit follower (`change_log::follow`): a connection of its own LISTENs on
+//!   `coffer_head`; a notification only wakes it, and it reads the head row then (and every
+//!   second regardless), moving `committed_head` and `subscribe_head` to other instances'
+//!   commits;
 //! - one module per area of the trait (`accounts`, `tokens`, `stores`, `secrets`, `services`,
 //!   `nodes`, `keys` (instance keys, DEKs, KEK rotation), `lifecycle` (the DEK lifecycle),
 //!   `replication` (replication keys, node keys, the rotating revocation), `ark` (accounts'
 //!   replication keys), `change_log`, `snapshot`, `audit`); `storage.rs` holds the trait
 //!   impls and only delegates to them.
+//!
+//! A function named `..._in` runs inside its caller's write (it takes the write's transaction)
+//! rather than starting one.
 //!
 //! The storage never holds a key or a plaintext value (see coffer-storage's invariants), and
 //! nothing here logs a value, a token or the database password.

@@ -25,6 +25,7 @@
 mod audit;
 mod change;
 mod checkpoint;
+mod compaction;
 mod error;
 mod lifecycle;
 mod observe;
@@ -32,6 +33,7 @@ mod records;
 mod replication;
 mod rewrap;
 mod sqlite;
+pub mod validate;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -39,8 +41,10 @@ pub mod conformance;
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use checkpoint::{
-    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
+    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGN_EVERY_ENTRIES, SIGNATURE_LEN,
+    checkpoint_message,
 };
+pub use compaction::CompactionMatcher;
 pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use observe::{WriteObserver, WriteStats};

@@ -33,11 +33,9 @@ use crate::{
     WriteStats, checkpoint_message,
 };
 
-/// Entries after which the writer signs a checkpoint between two jobs of one batch, rather
-/// than only at the batch's end. Feed answers stop at about 4 MiB; a job's entries are at most
-/// a few MiB (a bulk create's body is 1 MiB), so this keeps checkpoints within reach.
+/// [`crate::SIGN_EVERY_ENTRIES`], the rule every backend keeps.
 #[cfg(not(test))]
-const SIGN_EVERY_ENTRIES: u64 = 256;
+const SIGN_EVERY_ENTRIES: u64 = crate::SIGN_EVERY_ENTRIES;
 /// Small in tests, so that a batch of a few jobs shows the checkpoints between them.
 #[cfg(test)]
 const SIGN_EVERY_ENTRIES: u64 = 4;
