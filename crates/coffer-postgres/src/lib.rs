@@ -14,13 +14,21 @@
 //!   audit entries, signs the head when due, moves the head row, and sends `NOTIFY
 //!   coffer_head` with the new seq, delivered at COMMIT. Concurrent writes of one handle share
 //!   a transaction (group commit, each in its own savepoint), as with SQLite;
+//!   The writer has a connection of its own, outside the read pool;
 //! - reads take a pooled connection (deadpool), or a REPEATABLE READ, READ ONLY transaction
 //!   when several statements must see one snapshot;
+//! - the commit follower (`change_log::follow`): a connection of its own LISTENs on
+//!   `coffer_head`; a notification only wakes it, and it reads the head row then (and every
+//!   second regardless), moving `committed_head` and `subscribe_head` to other instances'
+//!   commits;
 //! - one module per area of the trait (`accounts`, `tokens`, `stores`, `secrets`, `services`,
 //!   `nodes`, `keys` (instance keys, DEKs, KEK rotation), `lifecycle` (the DEK lifecycle),
 //!   `replication` (replication keys, node keys, the rotating revocation), `ark` (accounts'
 //!   replication keys), `change_log`, `snapshot`, `audit`); `storage.rs` holds the trait
 //!   impls and only delegates to them.
+//!
+//! A function named `..._in` runs inside its caller's write (it takes the write's transaction)
+//! rather than starting one.
 //!
 //! The storage never holds a key or a plaintext value (see coffer-storage's invariants), and
 //! nothing here logs a value, a token or the database password.
@@ -78,6 +86,10 @@ pub struct PgOptions {
     /// its session frees the writer lock for every other instance. Between 1 s and about
     /// 24 days (`i32::MAX` ms); `connect` refuses other values.
     pub write_idle_timeout: Duration,
+    /// The cluster id of the instance the caller expects the database to hold: checked before
+    /// anything is migrated or written, so a URL naming the wrong database gets no schema
+    /// (`ConnectError::OtherInstance`). `None`: no check (a new instance, `coffer init`).
+    pub expected_cluster: Option<[u8; 16]>,
 }
 
 impl Default for PgOptions {
@@ -87,6 +99,7 @@ impl Default for PgOptions {
             password_file: None,
             connect_timeout: Duration::from_secs(10),
             write_idle_timeout: Duration::from_secs(30),
+            expected_cluster: None,
         }
     }
 }
@@ -122,6 +135,13 @@ pub enum ConnectError {
     /// migration failed.
     #[error("database schema: {0}")]
     Schema(String),
+    /// The database does not hold the instance `PgOptions::expected_cluster` names: another
+    /// instance's (its cluster id), or none. Nothing was migrated.
+    #[error("{}", match found {
+        Some(id) => format!("the database holds the instance with cluster id {id}"),
+        None => "the database holds no Coffer instance".to_owned(),
+    })]
+    OtherInstance { found: Option<String> },
 }
 
 impl ConnectError {
@@ -130,6 +150,27 @@ impl ConnectError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ConnectError::Unreachable { refused: false, .. })
     }
+}
+
+/// The cluster id of the instance the database holds, without migrating anything: `None`
+/// when it has no Coffer schema or no instance yet.
+async fn existing_cluster_id(
+    client: &deadpool_postgres::Object,
+) -> Result<Option<[u8; 16]>, ConnectError> {
+    let schema = |e: tokio_postgres::Error| ConnectError::Schema(error_chain(&e));
+    let exists: bool = client
+        .query_one("SELECT to_regclass('replication') IS NOT NULL", &[])
+        .await
+        .map_err(schema)?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt("SELECT cluster_id FROM replication WHERE id = 1", &[])
+        .await
+        .map_err(schema)?;
+    Ok(row.and_then(|r| <[u8; 16]>::try_from(r.get::<_, Vec<u8>>(0).as_slice()).ok()))
 }
 
 /// Whether a failed connection attempt is a final refusal: an SQLSTATE of class 28 (invalid
@@ -299,6 +340,14 @@ impl PgStorage {
             .get()
             .await
             .map_err(|e| unreachable(pool_detail(&e), refused_for_good(&e)))?;
+        if let Some(expected) = options.expected_cluster {
+            let found = existing_cluster_id(&client).await?;
+            if found != Some(expected) {
+                return Err(ConnectError::OtherInstance {
+                    found: found.map(hex::encode),
+                });
+            }
+        }
         migrate::run(&mut client).await?;
         let head = write::read_head(&client)
             .await

@@ -58,37 +58,6 @@ fn name_taken(name: &SecretName) -> StorageError {
     }
 }
 
-/// The `SecretPut` entry of a secret's state with its current value.
-pub(crate) fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
-    Change::SecretPut {
-        account_id: record.account_id,
-        store_id: record.store_id,
-        secret_id: record.id,
-        name: record.name.as_str().to_owned(),
-        scopes: record.scopes.to_strings(),
-        version: record.version.0,
-        dek_id: value.dek_id,
-        sealed_hex: hex::encode(&value.sealed),
-    }
-}
-
-/// Checks a DEK carried with `value` (see the `Storage` trait's "DEKs carried by writes").
-fn check_carried_dek(
-    dek: Option<&DekRecord>,
-    value: &VersionRecord,
-    account: AccountId,
-) -> Result<()> {
-    match dek {
-        Some(dek) if dek.key.id != value.dek_id => Err(StorageError::Invalid(
-            "a carried DEK is not the one its value is sealed under",
-        )),
-        Some(dek) if dek.account_id != account => Err(StorageError::Invalid(
-            "a carried DEK belongs to another account than the call",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Whether `id` is a DEK of `account` (a secret may only be sealed under its account's keys).
 async fn dek_belongs_to(c: &impl GenericClient, id: DekId, account: AccountId) -> Result<bool> {
     let stmt = c
@@ -206,20 +175,7 @@ pub(crate) async fn create_secrets(
     quota: u64,
     audit: &[AuditEntry],
 ) -> Result<()> {
-    for new in &secrets {
-        let (record, value) = (&new.record, &new.value);
-        if record.account_id != account || record.store_id != store {
-            return Err(StorageError::Invalid(
-                "a new secret's record names another account or store than the call",
-            ));
-        }
-        if value.secret_id != record.id || value.version != record.version {
-            return Err(StorageError::Invalid(
-                "a new secret's value is not the version its record points at",
-            ));
-        }
-        check_carried_dek(new.dek.as_ref(), value, account)?;
-    }
+    coffer_storage::validate::check_new_secrets(account, store, &secrets)?;
     s.write(audit, move |w| {
         Box::pin(async move {
             require_store(w.tx(), account, store).await?;
@@ -250,7 +206,11 @@ pub(crate) async fn create_secrets(
             for new in &secrets {
                 insert_secret(w.tx(), &new.record).await?;
                 insert_version(w.tx(), &new.value).await?;
-                w.append(&secret_put(&new.record, &new.value)).await?;
+                w.append(&coffer_storage::validate::secret_put(
+                    &new.record,
+                    &new.value,
+                ))
+                .await?;
             }
             Ok(())
         })
@@ -392,22 +352,15 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
     if current.version != update.expected_version {
         return Err(StorageError::Conflict);
     }
+    coffer_storage::validate::check_update_value(
+        update.value.as_ref(),
+        update.dek.as_ref(),
+        id,
+        update.expected_version,
+        account,
+    )?;
     let value = match update.value {
-        None if update.dek.is_some() => {
-            return Err(StorageError::Invalid("a carried DEK without a new value"));
-        }
         Some(value) => {
-            if value.secret_id != id {
-                return Err(StorageError::Invalid(
-                    "a new value belongs to another secret",
-                ));
-            }
-            if Some(value.version) != update.expected_version.next() {
-                return Err(StorageError::Invalid(
-                    "a new value's version must be the expected version plus one",
-                ));
-            }
-            check_carried_dek(update.dek.as_ref(), &value, account)?;
             let carried: Vec<&DekRecord> = update.dek.iter().collect();
             insert_carried_deks(w, &carried).await?;
             if !dek_belongs_to(w.tx(), value.dek_id, account).await? {
@@ -457,7 +410,8 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
     if changed != 1 {
         return Err(StorageError::Conflict);
     }
-    w.append(&secret_put(&record, &value)).await?;
+    w.append(&coffer_storage::validate::secret_put(&record, &value))
+        .await?;
     Ok(record)
 }
 

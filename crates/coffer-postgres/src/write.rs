@@ -130,8 +130,14 @@ impl<'c> WriteTx<'c> {
     }
 
     /// Appends audit entries, in order, each to its own account's chain (see `audit.rs`).
+    /// Entries the database refuses are counted lost (`audit_failures`), whether a write's
+    /// operation appends them or they are the write's carried entries.
     pub(crate) async fn audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
-        crate::audit::append(&self.tx, entries).await?;
+        if let Err(e) = crate::audit::append(&self.tx, entries).await {
+            // Its savepoint is rolled back: every entry of the list is lost.
+            self.lost_audit += entries.len() as u64;
+            return Err(e);
+        }
         self.audited += entries.len() as u64;
         Ok(())
     }
@@ -205,11 +211,7 @@ where
             // write) down: its savepoint is rolled back like any failure.
             let run = AssertUnwindSafe(async {
                 let out = op(&mut *w).await?;
-                if let Err(e) = w.audit(audit).await {
-                    // Its savepoint is rolled back: every entry of the list is lost.
-                    w.lost_audit += audit.len() as u64;
-                    return Err(e);
-                }
+                w.audit(audit).await?;
                 Ok(out)
             });
             let output = run.catch_unwind().await.unwrap_or_else(|_| {
@@ -485,12 +487,8 @@ impl Writer {
         let mut signed_through = w.head.seq;
         while let Some(mut job) = queue.next() {
             if let Err(e) = w.tx.batch_execute("SAVEPOINT job").await.db("savepoint") {
-                stats
-                    .audit_failures
-                    .fetch_add(w.lost_audit, Ordering::Relaxed);
-                let _ = w.tx.rollback().await;
                 waiting.push(job);
-                return self.fail(queue.collect(), waiting, w.audited, jobs, e);
+                return self.abort(w, queue.collect(), waiting, jobs, e).await;
             }
             let before = (w.head, w.sign, w.audited);
             if job.run(&mut w).await {
@@ -505,11 +503,7 @@ impl Writer {
                 }
                 waiting.push(job);
                 if let Err(e) = step {
-                    stats
-                        .audit_failures
-                        .fetch_add(w.lost_audit, Ordering::Relaxed);
-                    let _ = w.tx.rollback().await;
-                    return self.fail(queue.collect(), waiting, w.audited, jobs, e);
+                    return self.abort(w, queue.collect(), waiting, jobs, e).await;
                 }
             } else {
                 (w.head, w.sign, w.audited) = before;
@@ -520,17 +514,14 @@ impl Writer {
                         .db("roll back savepoint");
                 job.answer(None);
                 if let Err(e) = undone {
-                    stats
-                        .audit_failures
-                        .fetch_add(w.lost_audit, Ordering::Relaxed);
-                    let _ = w.tx.rollback().await;
-                    return self.fail(queue.collect(), waiting, w.audited, jobs, e);
+                    return self.abort(w, queue.collect(), waiting, jobs, e).await;
                 }
             }
         }
         stats
             .audit_failures
             .fetch_add(w.lost_audit, Ordering::Relaxed);
+        w.lost_audit = 0;
         if waiting.is_empty() {
             // Every job rolled back to its savepoint: nothing to make durable.
             let _ = w.tx.rollback().await;
@@ -538,9 +529,7 @@ impl Writer {
         }
         let appended = w.appended();
         if let Err(e) = self.finish(&mut w, appended).await {
-            let audited = w.audited;
-            let _ = w.tx.rollback().await;
-            return self.fail(Vec::new(), waiting, audited, jobs, e);
+            return self.abort(w, Vec::new(), waiting, jobs, e).await;
         }
         let audited = w.audited;
         let new_head = w.head;
@@ -610,6 +599,25 @@ impl Writer {
         if let Some(observer) = self.shared.observer.get() {
             observer.committed(committed, took);
         }
+    }
+
+    /// Ends the batch early: counts the audit entries its jobs lost, rolls the transaction
+    /// back and fails every job in it ([`Writer::fail`]).
+    async fn abort(
+        &self,
+        w: WriteTx<'_>,
+        unrun: Vec<Box<dyn Job>>,
+        waiting: Vec<Box<dyn Job>>,
+        jobs: usize,
+        e: StorageError,
+    ) {
+        self.shared
+            .stats
+            .audit_failures
+            .fetch_add(w.lost_audit, Ordering::Relaxed);
+        let audited = w.audited;
+        let _ = w.tx.rollback().await;
+        self.fail(unrun, waiting, audited, jobs, e);
     }
 
     /// Answers `waiting` (run, not committed) and `unrun` with `e`, counts the audit entries

@@ -41,7 +41,9 @@ fn entry(account: AccountId, n: u64) -> AuditEntry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_two_instances_keep_one_log_and_one_audit_chain() {
-    let Some(cluster) = cluster_url("concurrent_writers_on_two_instances") else {
+    let Some(cluster) =
+        cluster_url("concurrent_writers_on_two_instances_keep_one_log_and_one_audit_chain")
+    else {
         return;
     };
     let db = TestDatabase::create(&cluster).await;

@@ -78,7 +78,7 @@ async fn ordering_and_search_ignore_an_icu_default_collation() {
         .filter(|c| {
             LOCALE_SENSITIVE
                 .iter()
-                .any(|e| *e == c.module || *e == c.path())
+                .any(|e| *e == c.module || *e == format!("{}::{}", c.module, c.name))
         })
         .enumerate()
     {
@@ -93,7 +93,7 @@ async fn ordering_and_search_ignore_an_icu_default_collation() {
             .await
             .is_err()
         {
-            failed.push(check.path());
+            failed.push(format!("{}::{}", check.module, check.name));
         }
     }
     // Dropped whether or not a check failed.

@@ -110,7 +110,8 @@ async fn the_storage_recovers_when_the_database_ends_its_connections() {
 /// write fails rather than committing late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_frozen_mid_transaction_does_not_stop_the_other_instances() {
-    let Some(cluster) = cluster_url("a_write_frozen_mid_transaction_does_not_stop_the_others")
+    let Some(cluster) =
+        cluster_url("a_write_frozen_mid_transaction_does_not_stop_the_other_instances")
     else {
         return;
     };

@@ -70,7 +70,9 @@ async fn admin(url: &str) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn each_write_signs_its_last_entry_and_sign_head_covers_older_ones() {
-    let Some(cluster_url) = cluster_url("each_write_signs_its_last_entry") else {
+    let Some(cluster_url) =
+        cluster_url("each_write_signs_its_last_entry_and_sign_head_covers_older_ones")
+    else {
         return;
     };
     let db = TestDatabase::create(&cluster_url).await;
@@ -146,7 +148,9 @@ async fn each_write_signs_its_last_entry_and_sign_head_covers_older_ones() {
 
 #[tokio::test]
 async fn a_failed_write_leaves_nothing_and_an_unstorable_signature_fails_the_write() {
-    let Some(cluster_url) = cluster_url("a_failed_write_leaves_nothing") else {
+    let Some(cluster_url) =
+        cluster_url("a_failed_write_leaves_nothing_and_an_unstorable_signature_fails_the_write")
+    else {
         return;
     };
     let db = TestDatabase::create(&cluster_url).await;
@@ -207,7 +211,9 @@ impl WriteObserver for Seen {
 
 #[tokio::test]
 async fn write_stats_and_the_observer_count_commits_and_audit_entries() {
-    let Some(cluster_url) = cluster_url("write_stats_and_the_observer") else {
+    let Some(cluster_url) =
+        cluster_url("write_stats_and_the_observer_count_commits_and_audit_entries")
+    else {
         return;
     };
     let db = TestDatabase::create(&cluster_url).await;
@@ -258,6 +264,20 @@ async fn write_stats_and_the_observer_count_commits_and_audit_entries() {
     assert_eq!(seen.failed.load(Ordering::Relaxed), 1);
     assert_eq!(s.write_stats().audit_failures, 1);
     assert!(s.get_account(b.id).await.unwrap().is_none());
+
+    // Entries a write's operation appends itself (append_audit), refused by the database, are
+    // counted as not written too.
+    admin(db.url())
+        .await
+        .batch_execute(
+            "DROP TRIGGER no_head ON change_head;
+             CREATE TRIGGER no_audit BEFORE INSERT ON audit
+                 FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    assert!(s.append_audit(&[entry(a.id), entry(a.id)]).await.is_err());
+    assert_eq!(s.write_stats().audit_failures, 3);
 }
 
 /// Writes queued while the writer is busy share one transaction (group commit): one COMMIT,
@@ -265,7 +285,7 @@ async fn write_stats_and_the_observer_count_commits_and_audit_entries() {
 /// alone and the others commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queued_writes_share_a_commit_and_fail_alone() {
-    let Some(cluster_url) = cluster_url("queued_writes_share_a_commit") else {
+    let Some(cluster_url) = cluster_url("queued_writes_share_a_commit_and_fail_alone") else {
         return;
     };
     let db = TestDatabase::create(&cluster_url).await;
@@ -288,9 +308,7 @@ async fn queued_writes_share_a_commit_and_fail_alone() {
             let a = account(n);
             writer.create_account(a.clone(), &[entry(a.id)]).await
         }));
-        while s.queued_writes() == queued {
-            tokio::task::yield_now().await;
-        }
+        wait_until_queued(&s, queued).await;
     }
     hold.finish().await.unwrap();
     let mut results = Vec::new();
@@ -434,9 +452,7 @@ async fn a_long_batch_is_signed_between_jobs_too() {
                 .create_secrets(a.id, store, secrets, 10_000, &[])
                 .await
         }));
-        while s.queued_writes() == queued {
-            tokio::task::yield_now().await;
-        }
+        wait_until_queued(&s, queued).await;
     }
     hold.finish().await.unwrap();
     for w in writes {
@@ -453,4 +469,15 @@ async fn a_long_batch_is_signed_between_jobs_too() {
         let e = &entries[usize::try_from(sig.seq - base - 1).unwrap()];
         assert_eq!(*sig, signed(&cluster, e));
     }
+}
+
+/// Waits (at most 10 s) until the writer's queue holds more than `queued` writes.
+async fn wait_until_queued(s: &coffer_postgres::PgStorage, queued: usize) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while s.queued_writes() == queued {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the write is queued within 10 s");
 }

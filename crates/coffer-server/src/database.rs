@@ -27,9 +27,6 @@ const BACKEND_TEMP: &str = "backend.toml.tmp";
 /// instance stops working here within this time, whether or not notifications arrive.
 pub(crate) const CACHE_MAX_AGE: Duration = Duration::from_millis(500);
 
-/// A password file holds a password, not more.
-const PASSWORD_FILE_MAX_BYTES: u64 = 4096;
-
 /// Where the state of a PostgreSQL-backed instance is, and how to reach it. Its `Debug` never
 /// shows the URL (which may carry a password).
 #[derive(Clone)]
@@ -153,19 +150,18 @@ pub(crate) fn write_backend(path: &Path, cluster_id: [u8; 16]) -> Result<(), Ser
 
 /// Connects to `db`, retrying an unreachable database with backoff (0.5 s doubling to 5 s;
 /// each failure logged) until `db.connect_timeout` has passed. Errors never hold the password.
-pub(crate) async fn connect(db: &Database) -> Result<Arc<PgStorage>, ServerError> {
+///
+/// `expected_cluster`: the instance the data dir belongs to; a database holding another (or
+/// none) is refused before anything is migrated (`ConnectError::OtherInstance`).
+pub(crate) async fn connect(
+    db: &Database,
+    expected_cluster: Option<[u8; 16]>,
+) -> Result<Arc<PgStorage>, ServerError> {
     let mut options = PgOptions::default();
-    if let Some(file) = &db.password_file {
-        // The rules every secret file is read by (a private regular file, not a FIFO, small,
-        // not empty); the storage then reads its first line.
-        coffer_hsm::read_secret_file(file, PASSWORD_FILE_MAX_BYTES).map_err(|what| {
-            ServerError::Config(format!(
-                "the database password file {} {what}",
-                file.display()
-            ))
-        })?;
-        options.password_file = Some(file.clone());
-    }
+    options.expected_cluster = expected_cluster;
+    // Read by coffer-postgres with the rules every secret file is read by (a private regular
+    // file, not a FIFO, small, not empty), once.
+    options.password_file = db.password_file.clone();
     let deadline = Instant::now() + db.connect_timeout;
     options.connect_timeout = db
         .connect_timeout
@@ -185,6 +181,16 @@ pub(crate) async fn connect(db: &Database) -> Result<Arc<PgStorage>, ServerError
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
                 attempt += 1;
+            }
+            Err(coffer_postgres::ConnectError::OtherInstance { found }) => {
+                let expected = expected_cluster.map(hex::encode).unwrap_or_default();
+                let holds = match found {
+                    Some(id) => format!("the instance with cluster id {id}"),
+                    None => "no Coffer instance".into(),
+                };
+                return Err(ServerError::Database(format!(
+                    "this data dir belongs to the instance with cluster id {expected}, but the database at --database-url holds {holds}: refusing to serve another instance's data (nothing was changed in that database)"
+                )));
             }
             Err(e) => {
                 let after = if e.is_transient() {

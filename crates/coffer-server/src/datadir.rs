@@ -157,27 +157,15 @@ pub async fn open(
         .map_err(|e| kek_error(path, e))?;
     let (storage, shared) = match (backend, database) {
         (Some(backend), Some(db)) => {
-            let storage = database::connect(db).await?;
-            let found = storage
-                .log_state()
-                .await
-                .map_err(|e| ServerError::Database(e.to_string()))?
-                .cluster_id
-                .map(hex::encode);
-            if found.as_deref() != Some(backend.cluster_id.as_str()) {
-                storage.shutdown().await;
-                let holds = match found {
-                    Some(id) => format!("the instance with cluster id {id}"),
-                    None => "no Coffer instance".into(),
-                };
-                return Err(data_dir_error(
+            let mut expected = [0u8; 16];
+            hex::decode_to_slice(&backend.cluster_id, &mut expected).map_err(|_| {
+                data_dir_error(
                     path,
-                    format!(
-                        "belongs to the instance with cluster id {}, but the database at --database-url holds {holds}: refusing to serve another instance's data",
-                        backend.cluster_id
-                    ),
-                ));
-            }
+                    format!("{BACKEND_FILE}'s cluster-id is not 32 hex digits"),
+                )
+            })?;
+            // The database must hold this instance: checked before anything is migrated.
+            let storage = database::connect(db, Some(expected)).await?;
             (storage as Arc<dyn Storage>, true)
         }
         _ => (sqlite(path)?, false),
@@ -370,7 +358,9 @@ impl NewDir {
 /// Creates and initialises a data dir with the chosen KEK: its state in a SQLite database in
 /// the dir, or in the PostgreSQL `database` (which must hold no instance yet). On failure,
 /// removes what this call wrote in the dir (a key it generated in an HSM stays there, and a
-/// retry uses it).
+/// retry uses it). What it wrote to a PostgreSQL database stays (keys wrapped by the removed
+/// KEK, perhaps the cluster id): a retry on that database is refused, saying to drop and
+/// recreate it.
 pub async fn init(
     path: &Path,
     choice: KekChoice,
@@ -431,7 +421,7 @@ async fn init_in_database(
     secrets: KekSecrets,
     db: &Database,
 ) -> Result<InitOutcome, ServerError> {
-    let storage = database::connect(db).await?;
+    let storage = database::connect(db, None).await?;
     let result = init_storage(path, choice, secrets, Arc::clone(&storage)).await;
     storage.shutdown().await;
     result
@@ -447,13 +437,21 @@ async fn init_storage(
     let state = storage.log_state().await.map_err(db_error)?;
     if let Some(id) = state.cluster_id {
         return Err(ServerError::Database(format!(
-            "the database at --database-url already holds a Coffer instance (cluster id {}): `coffer init` makes a new instance in an empty database; to run another instance of that one, start `coffer server` with a copy of its data dir",
+            "the database at --database-url already holds a Coffer instance (cluster id {}): `coffer init` makes a new instance in an empty database; to run another instance of that one, start `coffer server` with a copy of its data dir (if no data dir holds it, an earlier `coffer init` failed part-way: drop and recreate the database, then run init again)",
             hex::encode(id)
         )));
     }
     if !storage.list_accounts().await.map_err(db_error)?.is_empty() {
         return Err(ServerError::Database(
             "the database at --database-url already holds Coffer accounts: `coffer init` makes a new instance in an empty database".into(),
+        ));
+    }
+    // Instance keys without an instance: an earlier init stopped part-way. Its keys are
+    // wrapped by a KEK that init removed again, so they can never be opened: say so, rather
+    // than fail later on keys nobody can unwrap.
+    if !storage.kek_usage().await.map_err(db_error)?.is_empty() {
+        return Err(ServerError::Database(
+            "the database at --database-url holds keys of an earlier `coffer init` that did not finish (their KEK is gone): `coffer init` needs an empty database: drop and recreate it, then run init again".into(),
         ));
     }
     let (kek, summary) = kek::create(path, choice, secrets)
@@ -468,11 +466,12 @@ async fn init_storage(
     )
     .await?;
     let cluster_id = storage.ensure_cluster_id().await.map_err(db_error)?;
+    // Before the bootstrap, so that a data dir that cannot take the file leaves no account.
+    database::write_backend(path, cluster_id)?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await
         .map_err(|e| data_dir_error(path, e.to_string()))?;
-    database::write_backend(path, cluster_id)?;
     Ok(InitOutcome {
         account_id,
         api_token,

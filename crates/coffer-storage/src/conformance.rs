@@ -3,8 +3,7 @@
 //!
 //! A backend's tests call [`run_all`] with a function that makes a fresh, empty backend; every
 //! check gets its own. A failing check panics with a message that names it. To debug one check,
-//! pick it from [`checks`] and [`Check::run`] it; a backend under construction runs the areas
-//! it has built with [`run_selected`] (by module, or `module::check`).
+//! pick it from [`checks`] and [`Check::run`] it, or run some with [`run_matching`].
 //!
 //! What the suite pins down beyond the trait's signatures (a second backend must match):
 //! - listings order by the chosen field compared byte-wise (names, comments), then by id
@@ -230,13 +229,6 @@ pub fn checks() -> &'static [Check] {
     CHECKS
 }
 
-impl Check {
-    /// `module::name`, as [`run_selected`] matches it.
-    pub fn path(&self) -> String {
-        format!("{}::{}", self.module, self.name)
-    }
-}
-
 /// Runs every check, each on a fresh backend from `make`.
 pub async fn run_all<F, Fut>(make: F)
 where
@@ -244,35 +236,6 @@ where
     Fut: Future<Output = Arc<dyn Storage>>,
 {
     run_matching(|_| true, make).await;
-}
-
-/// Runs the checks that `selected` names, in the suite's order, each on a fresh backend from
-/// `make`: an entry is a module (`"tokens"`: all its checks) or one check
-/// (`"accounts::deks"`). For a backend under construction, which lists the areas it has built
-/// so far. Returns how many ran; panics if an entry names no check (a typo would otherwise
-/// run nothing, silently).
-pub async fn run_selected<F, Fut>(selected: &[&str], make: F) -> usize
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Arc<dyn Storage>>,
-{
-    for entry in selected {
-        assert!(
-            checks()
-                .iter()
-                .any(|c| c.module == *entry || c.path() == *entry),
-            "`{entry}` names no conformance module or check"
-        );
-    }
-    run_matching(
-        |c| {
-            selected
-                .iter()
-                .any(|entry| c.module == *entry || c.path() == *entry)
-        },
-        make,
-    )
-    .await
 }
 
 /// Runs the checks for which `filter` is true, in the suite's order, each on a fresh backend

@@ -33,6 +33,7 @@ mod records;
 mod replication;
 mod rewrap;
 mod sqlite;
+pub mod validate;
 mod verify;
 
 #[cfg(any(test, feature = "conformance"))]

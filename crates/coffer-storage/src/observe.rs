@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-/// Told of every group commit, after the batch is answered (SQLite: on the writer thread; PostgreSQL: one
-/// transaction per write): keep it
-/// cheap (an atomic add, a histogram's observation). The server's metrics implement it, so
-/// that storage needs no metrics library.
+/// Told of every group commit, after the batch is answered, on the writer (SQLite: its
+/// thread; PostgreSQL: its task; both batch queued writes into one transaction): keep it cheap
+/// (an atomic add, a histogram's observation). The server's metrics implement it, so that
+/// storage needs no metrics library.
 pub trait WriteObserver: Send + Sync + std::fmt::Debug {
     /// A batch of `jobs` writes committed; its COMMIT (the fsync that makes it durable) took
     /// `took`.

@@ -51,8 +51,9 @@ pub struct InitArgs {
 pub struct DatabaseArgs {
     /// Keep the instance's state in this PostgreSQL database instead of a SQLite file in the
     /// data dir: postgres://USER@HOST[:PORT]/DB[?sslmode=verify-full&sslrootcert=FILE]. The
-    /// password comes from the URL, --database-password-file or PGPASSWORD. Several instances
-    /// (copies of one data dir) may serve one database
+    /// password comes from --database-password-file or PGPASSWORD (in the URL only when it is
+    /// in COFFER_DATABASE_URL: the command line refuses it). Several instances (copies of one
+    /// data dir) may serve one database
     #[arg(
         long,
         env = "COFFER_DATABASE_URL",
@@ -72,14 +73,24 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// The database to use, if a URL was given.
-    pub fn database(&self) -> Option<coffer_server::Database> {
-        self.database_url.as_ref().map(|url| {
-            let mut db = coffer_server::Database::new(url.clone());
-            db.password_file = self.database_password_file.clone();
-            db.connect_timeout = std::time::Duration::from_secs(self.database_connect_timeout);
-            db
-        })
+    /// The database to use, if a URL was given. A URL holding a password is refused when it
+    /// came from the command line (where other users of the machine can read it): only
+    /// COFFER_DATABASE_URL may carry one (a config file refuses it too).
+    pub fn database(&self) -> Result<Option<coffer_server::Database>, crate::commands::UsageError> {
+        let Some(url) = &self.database_url else {
+            return Ok(None);
+        };
+        if crate::config_file::database_url_has_password(url)
+            && std::env::var("COFFER_DATABASE_URL").ok().as_deref() != Some(url.as_str())
+        {
+            return Err(crate::commands::UsageError(
+                "--database-url: the URL holds a password, which the command line shows to every user of this machine: give it with --database-password-file or PGPASSWORD, or the whole URL in COFFER_DATABASE_URL".into(),
+            ));
+        }
+        let mut db = coffer_server::Database::new(url.clone());
+        db.password_file = self.database_password_file.clone();
+        db.connect_timeout = std::time::Duration::from_secs(self.database_connect_timeout);
+        Ok(Some(db))
     }
 }
 

@@ -28,7 +28,7 @@ pub async fn run(args: crate::args::InitArgs) -> anyhow::Result<()> {
             KekChoice::Pkcs11(Box::new(uri))
         }
     };
-    let database = args.database.database();
+    let database = args.database.database()?;
     let outcome =
         coffer_server::init_data_dir_in(&args.data_dir, kek, kek_secrets(), database.as_ref())
             .await?;

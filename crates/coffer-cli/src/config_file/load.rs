@@ -172,7 +172,9 @@ fn refuse_secrets(text: &str, table: Option<&str>, document: &DeTable<'_>) -> Re
     Ok(())
 }
 
-/// Whether `text` is a `postgres://` URL with a password (`USER:PASSWORD@`).
+/// Whether `text` is a `postgres://` URL with a password: `USER:PASSWORD@` (the user
+/// information runs to the last '@', as coffer-postgres splits it, so a password holding '/',
+/// '?' or '@' counts) or a `password=` parameter.
 pub(crate) fn database_url_has_password(text: &str) -> bool {
     let text = text.trim();
     let Some(rest) = text
@@ -181,10 +183,17 @@ pub(crate) fn database_url_has_password(text: &str) -> bool {
     else {
         return false;
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) => (userinfo, rest),
+        None => ("", rest),
+    };
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    userinfo.contains(':')
+        || query.split('&').any(|pair| {
+            pair.split_once('=')
+                .map_or(pair, |(key, _)| key)
+                .eq_ignore_ascii_case("password")
+        })
 }
 
 /// serde's message about the value at `path`, in the file's terms: an unknown key with the
@@ -310,4 +319,29 @@ fn toml_types(message: &str) -> String {
         out = out.replace(rust, toml);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url_has_password;
+
+    #[test]
+    fn a_database_password_is_found_wherever_the_url_puts_it() {
+        for with in [
+            "postgres://coffer:pw@db/coffer",
+            "postgresql://coffer:p/w?x@db/coffer",
+            "postgres://coffer:p@w@db/coffer?sslmode=verify-full",
+            "postgres://coffer@db/coffer?password=pw",
+            "postgres://coffer@db/coffer?sslmode=require&PASSWORD=pw",
+        ] {
+            assert!(database_url_has_password(with), "{with}");
+        }
+        for without in [
+            "postgres://coffer@db/coffer",
+            "postgres://coffer@db:5432/coffer?sslmode=verify-full&sslrootcert=/ca.pem",
+            "postgres://db/coffer",
+        ] {
+            assert!(!database_url_has_password(without), "{without}");
+        }
+    }
 }

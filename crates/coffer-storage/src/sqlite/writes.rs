@@ -374,23 +374,6 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     Ok(true)
 }
 
-/// Checks a DEK carried with `value` (see the `Storage` trait's "DEKs carried by writes").
-fn check_carried_dek(
-    dek: Option<&DekRecord>,
-    value: &VersionRecord,
-    account: AccountId,
-) -> Result<()> {
-    match dek {
-        Some(dek) if dek.key.id != value.dek_id => Err(StorageError::Invalid(
-            "a carried DEK is not the one its value is sealed under",
-        )),
-        Some(dek) if dek.account_id != account => Err(StorageError::Invalid(
-            "a carried DEK belongs to another account than the call",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
 pub(super) fn insert_carried_deks<'a>(
     cx: &mut WriteCx<'_>,
@@ -541,20 +524,7 @@ pub(super) fn create_secrets(
     quota: u64,
 ) -> Result<()> {
     require_store(cx.conn, account, store)?;
-    for new in secrets {
-        let (record, value) = (&new.record, &new.value);
-        if record.account_id != account || record.store_id != store {
-            return Err(StorageError::Invalid(
-                "a new secret's record names another account or store than the call",
-            ));
-        }
-        if value.secret_id != record.id || value.version != record.version {
-            return Err(StorageError::Invalid(
-                "a new secret's value is not the version its record points at",
-            ));
-        }
-        check_carried_dek(new.dek.as_ref(), value, account)?;
-    }
+    crate::validate::check_new_secrets(account, store, secrets)?;
 
     // Checked here, inside the transaction the inserts commit in: no concurrent create can
     // slip in between the count and the insert.
@@ -584,7 +554,7 @@ pub(super) fn create_secrets(
     for new in secrets {
         insert_secret(cx, &new.record)?;
         insert_version(cx, &new.value)?;
-        cx.append(&secret_put(&new.record, &new.value))?;
+        cx.append(&crate::validate::secret_put(&new.record, &new.value))?;
     }
     Ok(())
 }
@@ -639,19 +609,6 @@ fn insert_version(cx: &WriteCx<'_>, value: &VersionRecord) -> Result<()> {
     .map(drop)
 }
 
-fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
-    Change::SecretPut {
-        account_id: record.account_id,
-        store_id: record.store_id,
-        secret_id: record.id,
-        name: record.name.as_str().to_owned(),
-        scopes: record.scopes.to_strings(),
-        version: record.version.0,
-        dek_id: value.dek_id,
-        sealed_hex: to_hex(&value.sealed),
-    }
-}
-
 fn name_taken(entity: Entity, name: &str) -> StorageError {
     StorageError::NameTaken {
         entity,
@@ -678,22 +635,15 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
         return Err(StorageError::Conflict);
     }
 
+    crate::validate::check_update_value(
+        update.value.as_ref(),
+        update.dek.as_ref(),
+        id,
+        update.expected_version,
+        account,
+    )?;
     let value = match update.value {
-        None if update.dek.is_some() => {
-            return Err(StorageError::Invalid("a carried DEK without a new value"));
-        }
         Some(value) => {
-            if value.secret_id != id {
-                return Err(StorageError::Invalid(
-                    "a new value belongs to another secret",
-                ));
-            }
-            if Some(value.version) != update.expected_version.next() {
-                return Err(StorageError::Invalid(
-                    "a new value's version must be the expected version plus one",
-                ));
-            }
-            check_carried_dek(update.dek.as_ref(), &value, account)?;
             insert_carried_deks(cx, update.dek.as_ref())?;
             if !reads::dek_belongs_to(cx.conn, value.dek_id, account)? {
                 return Err(StorageError::NotFound(Entity::Dek));
@@ -733,7 +683,7 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
     if changed != 1 {
         return Err(StorageError::Conflict);
     }
-    cx.append(&secret_put(&record, &value))?;
+    cx.append(&crate::validate::secret_put(&record, &value))?;
     Ok(record)
 }
 
