@@ -104,8 +104,11 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
     // A password in a URL on the command line: refused before anything, not repeated.
     let secret = password(&url).to_owned();
     let refused = coffer(&["migrate", "--from", p(&data), "--to", &url]);
-    let line = refused.one_error_line(1).to_owned();
-    assert!(line.contains("password") && !line.contains(&secret), "{line}");
+    let line = refused.one_error_line(2).to_owned();
+    assert!(
+        line.contains("password") && !line.contains(&secret),
+        "{line}"
+    );
     assert!(!data.join("backend.toml").exists());
 
     let out = migrate_env(&data, &url, &["--json"]).ok();
@@ -171,7 +174,10 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
     assert!(!tmp.path().join("b.cbk").exists());
 
     // Served from PostgreSQL: the same value through the same service token.
-    let pg_server = Server::start_with(&data, &["--database-url", &url]);
+    let mut cmd = coffer_cmd();
+    cmd.args(["server", "--data-dir", p(&data), "--listen", "127.0.0.1:0"])
+        .env("COFFER_DATABASE_URL", &url);
+    let pg_server = Server::spawn(cmd);
     let after = runtime_get(&pg_server.url, &token, "/runtime/v1/bindings/KEY");
     assert_eq!(
         (after.status, after.body.as_slice()),
@@ -235,7 +241,9 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
 
     // A dir that is not a data dir: one line, nothing made there.
     let missing = tmp.path().join("missing");
-    let line = migrate_env(&missing, &url, &[]).one_error_line(1).to_owned();
+    let line = migrate_env(&missing, &url, &[])
+        .one_error_line(1)
+        .to_owned();
     assert!(line.contains("not an initialised"), "{line}");
     assert!(!missing.exists());
     drop(db);

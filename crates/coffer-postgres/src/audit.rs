@@ -66,7 +66,10 @@ fn checkpoint_from_row(row: &Row) -> Result<AuditCheckpoint> {
 }
 
 /// The account's last record's seq and hash.
-pub(crate) async fn head(c: &impl GenericClient, account: AccountId) -> Result<Option<(u64, [u8; 32])>> {
+pub(crate) async fn head(
+    c: &impl GenericClient,
+    account: AccountId,
+) -> Result<Option<(u64, [u8; 32])>> {
     let stmt = c
         .prepare_cached(
             "SELECT seq, hash FROM audit WHERE account_id = $1 ORDER BY seq DESC LIMIT 1",

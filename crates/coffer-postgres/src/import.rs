@@ -201,9 +201,12 @@ impl PgStorage {
             .map_err(|e| ImportError::Verify(format!("the copy does not verify: {e}")))?;
         let source_log = LogState {
             cluster_id: report.log.cluster_id,
-            ..expected.log.clone()
+            ..expected.log
         };
-        if expected.log.cluster_id.is_some_and(|id| Some(id) != report.log.cluster_id)
+        if expected
+            .log
+            .cluster_id
+            .is_some_and(|id| Some(id) != report.log.cluster_id)
             || report.log != source_log
         {
             return Err(ImportError::Verify(format!(

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use coffer_postgres::testing::{TestDatabase, cluster_url};
 use coffer_postgres::{ImportError, PgStorage};
 use coffer_storage::{
-    AccountRecord, AuditCheckpoint, AuditEntry, DekRecord, EXPORT_TABLES, NewSecret, RawValue,
-    SecretBindingRecord, SecretRecord, SecretUpdate, ServiceRecord, ServiceTokenRecord,
-    ChainReport, SnapshotPart, SqliteStorage, Storage, StoreBindingRecord, StoreRecord, TokenRecord,
+    AccountRecord, AuditCheckpoint, AuditEntry, ChainReport, DekRecord, EXPORT_TABLES, NewSecret,
+    RawValue, SecretBindingRecord, SecretRecord, SecretUpdate, ServiceRecord, ServiceTokenRecord,
+    SnapshotPart, SqliteStorage, Storage, StoreBindingRecord, StoreRecord, TokenRecord,
     VersionRecord, WrappedKeyRecord, export_rows, verify_chains,
 };
 use coffer_types::{
@@ -511,7 +511,10 @@ async fn a_copy_that_fails_part_way_leaves_the_target_empty() {
     drop(raw);
     let db = TestDatabase::create(&url).await;
     let pg = db.storage().await;
-    let err = pg.import_sqlite(&path, &source(&path).await).await.unwrap_err();
+    let err = pg
+        .import_sqlite(&path, &source(&path).await)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("account_grants"), "{err}");
     assert!(
         is_empty(db.url()).await,
@@ -530,14 +533,20 @@ async fn a_copy_that_fails_part_way_leaves_the_target_empty() {
         Err(ImportError::Verify(m)) => assert!(m.contains("not the source's"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(is_empty(db.url()).await, "the unverified copy was rolled back");
+    assert!(
+        is_empty(db.url()).await,
+        "the unverified copy was rolled back"
+    );
     let mut wrong = expected.clone();
     wrong.audit_heads.pop();
     match pg.import_sqlite(&good, &wrong).await {
         Err(ImportError::Verify(m)) => assert!(m.contains("audit heads"), "{m}"),
         other => panic!("{other:?}"),
     }
-    assert!(is_empty(db.url()).await, "the unverified copy was rolled back");
+    assert!(
+        is_empty(db.url()).await,
+        "the unverified copy was rolled back"
+    );
     let imported = pg.import_sqlite(&good, &expected).await.unwrap();
     assert_eq!(imported.report.log, expected.log);
     assert_eq!(imported.report.audit_heads, expected.audit_heads);

@@ -113,7 +113,8 @@ pub(crate) fn read_backend(path: &Path) -> Result<Option<BackendFile>, ServerErr
 pub(crate) fn write_backend(path: &Path, cluster_id: [u8; 16]) -> Result<(), ServerError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let failed = |e: &dyn fmt::Display| dir_error(path, format!("cannot write {BACKEND_FILE}: {e}"));
+    let failed =
+        |e: &dyn fmt::Display| dir_error(path, format!("cannot write {BACKEND_FILE}: {e}"));
     let text = toml::to_string(&BackendFile {
         backend: "postgresql".into(),
         cluster_id: hex::encode(cluster_id),

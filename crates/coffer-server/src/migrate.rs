@@ -116,7 +116,7 @@ pub async fn migrate(data_dir: &Path, db: &Database) -> Result<Migrated, Migrate
     let expected =
         verified.map_err(|e| source_err(format!("chains do not verify, not migrating: {e}")))?;
 
-    let pg = database::connect(db)
+    let pg = database::connect(db, None)
         .await
         .map_err(|e| MigrateError::Connect(message(e)))?;
     let target = pg.target().to_owned();

@@ -60,7 +60,9 @@ pub use sqlite::WriterHold;
 pub use sqlite::{
     EXPORT_TABLES, RawRows, RawValue, SnapshotInstall, SqliteOptions, SqliteStorage, export_rows,
 };
-pub use verify::{AuditHead, ChainError, ChainReport, ChainSource, verify_chains, verify_chains_in};
+pub use verify::{
+    AuditHead, ChainError, ChainReport, ChainSource, verify_chains, verify_chains_in,
+};
 
 use async_trait::async_trait;
 use coffer_types::{

@@ -13,13 +13,16 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     if crate::config_file::database_url_has_password(&args.to)
         && std::env::var("COFFER_DATABASE_URL").ok().as_deref() != Some(args.to.as_str())
     {
-        anyhow::bail!(
-            "--to: the URL holds a password, which is refused on the command line (and not repeated here): give it in --database-password-file, PGPASSWORD, or the whole URL in COFFER_DATABASE_URL"
-        );
+        return Err(crate::commands::UsageError(
+            "--to: the URL holds a password, which the command line shows to every user of this machine: give it with --database-password-file or PGPASSWORD, or the whole URL in COFFER_DATABASE_URL".into(),
+        )
+        .into());
     }
     let done = migrate::migrate(&args.from, &args.database()).await?;
     if let Some(warning) = &done.warning {
-        eprintln!("warning: backend.toml is in place, but {warning}: check it is still there after a crash");
+        eprintln!(
+            "warning: backend.toml is in place, but {warning}: check it is still there after a crash"
+        );
     }
     let rows: u64 = done.counts.iter().map(|(_, n)| n).sum();
     let log = &done.report.log;

@@ -32,7 +32,6 @@ use crate::args::Cli;
 pub use keys::Key;
 pub(crate) use load::database_url_has_password;
 pub use schema::looks_like_secret;
-pub(crate) use load::database_url_has_password;
 
 /// Longest rendering of a file's value repeated in a message, in characters.
 const ECHO_MAX_CHARS: usize = 100;
