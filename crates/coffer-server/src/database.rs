@@ -207,3 +207,45 @@ pub(crate) async fn connect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_toml_is_put_in_place_whole_and_never_over_another() {
+        let dir = tempfile::tempdir().unwrap();
+        // A crashed run's temporary file is replaced, not a reason to fail.
+        std::fs::write(dir.path().join(BACKEND_TEMP), "backend = \"postgr").unwrap();
+        write_backend(dir.path(), [1; 16]).unwrap();
+        let read = read_backend(dir.path()).unwrap().unwrap();
+        assert_eq!(read.cluster_id, hex::encode([1u8; 16]));
+        assert!(!dir.path().join(BACKEND_TEMP).exists());
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join(BACKEND_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Another marker is never overwritten, and nothing is left behind.
+        let err = write_backend(dir.path(), [2; 16]).unwrap_err().to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(
+            read_backend(dir.path()).unwrap().unwrap().cluster_id,
+            hex::encode([1u8; 16])
+        );
+        assert!(!dir.path().join(BACKEND_TEMP).exists());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The temporary name taken by a directory: the write fails before any rename.
+        std::fs::create_dir(dir.path().join(BACKEND_TEMP)).unwrap();
+        std::fs::write(dir.path().join(BACKEND_TEMP).join("x"), "").unwrap();
+        assert!(write_backend(dir.path(), [1; 16]).is_err());
+        assert!(!dir.path().join(BACKEND_FILE).exists());
+    }
+}
