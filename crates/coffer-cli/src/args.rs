@@ -13,6 +13,7 @@ mod account;
 mod audit;
 mod backup;
 mod kek;
+mod migrate;
 mod node;
 mod operator;
 mod run;
@@ -29,6 +30,7 @@ pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
 pub use backup::{BackupArgs, RestoreArgs, VerifyArgs};
 pub use kek::KekCommand;
+pub use migrate::MigrateArgs;
 pub use node::NodeCommand;
 pub use operator::OperatorCommand;
 pub use run::RunArgs;
@@ -40,6 +42,7 @@ pub use store::{StoreCommand, StoreOrderArg};
 pub use token::TokenCommand;
 
 use backup::{BACKUP_LONG_ABOUT, RESTORE_LONG_ABOUT, VERIFY_LONG_ABOUT};
+use migrate::MIGRATE_LONG_ABOUT;
 use run::RUN_AFTER_HELP;
 use server::{DEV_LONG_ABOUT, EDGE_LONG_ABOUT};
 use service::DEPLOY_AFTER_HELP;
@@ -182,6 +185,10 @@ pub enum Command {
     /// Check a data dir's change-log and audit chains (read-only, server running or not)
     #[command(long_about = VERIFY_LONG_ABOUT)]
     Verify(VerifyArgs),
+    /// Copy an embedded (SQLite) installation into an empty PostgreSQL database and switch the
+    /// data dir to it, verifying the copy
+    #[command(long_about = MIGRATE_LONG_ABOUT)]
+    Migrate(MigrateArgs),
     /// Run a command with the service's secret bindings in its environment
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),

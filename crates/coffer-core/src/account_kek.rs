@@ -131,6 +131,14 @@ impl AccountKeks {
         self.read().get(&account).map(|s| s.info.kek_id.clone())
     }
 
+    /// The ids of every account's own KEK (available or not).
+    pub(crate) fn kek_ids(&self) -> Vec<KekId> {
+        self.read()
+            .values()
+            .map(|s| s.info.kek_id.clone())
+            .collect()
+    }
+
     /// `account`'s own KEK: `None` if it has none, `Some(Err)` if it has one that is
     /// unavailable.
     pub(crate) fn provider(

@@ -161,6 +161,8 @@ pub struct Coffer {
         Arc<dyn crate::account_kek::AccountKekStore>,
         crate::RewrapSettings,
     )>,
+    /// Set when other instances write to the same database (see `shared.rs`).
+    shared_database: std::sync::OnceLock<std::time::Duration>,
     /// The jobs moving accounts' DEKs onto their own KEKs.
     account_rewraps: crate::account_kek::RewrapJobs,
     /// Serialises giving an account its KEK with deleting an account, so that a key is never
@@ -245,6 +247,7 @@ impl Coffer {
             replica,
             rotation: None,
             account_kek_store: std::sync::OnceLock::new(),
+            shared_database: std::sync::OnceLock::new(),
             account_rewraps: crate::account_kek::RewrapJobs::default(),
             account_kek_changes: tokio::sync::Mutex::new(()),
             lifecycle: std::sync::OnceLock::new(),
@@ -509,13 +512,18 @@ impl Coffer {
             .await?
             .ok_or(CoreError::NotFound(Resource::Store))?;
         // A DEK wrapped by a KEK version retired after it was taken is refused by storage
-        // (`Conflict`); sealing again takes a DEK of the active version.
+        // (`Conflict`); sealing again takes a DEK of the active version. On a shared database
+        // the DEK may have been destroyed, or the replication key rotated, by another
+        // instance: `after_conflict` drops the one and loads the other.
         for attempt in 1.. {
             match self
                 .try_create_secrets(who, account, store, &account_rec, &store_rec, &items)
                 .await
             {
-                Err(CoreError::Conflict) if attempt < UPDATE_RETRIES => continue,
+                Err(CoreError::Conflict) if attempt < UPDATE_RETRIES => {
+                    self.refresh_after_conflict(account).await?;
+                    continue;
+                }
                 other => return other,
             }
         }
@@ -768,7 +776,12 @@ impl Coffer {
                 .await
                 .retain(|q| q.secret != secret || (result.is_ok() && q.ticket != ticket));
             match result {
-                Err(coffer_storage::StorageError::Conflict) => continue,
+                Err(coffer_storage::StorageError::Conflict) => {
+                    // On a shared database, another instance may have destroyed the DEK this
+                    // one seals with, or rotated the replication key: refresh before retrying.
+                    self.refresh_after_conflict(account).await?;
+                    continue;
+                }
                 other => return Ok(other?),
             }
         }
@@ -908,6 +921,11 @@ impl Coffer {
             )
             .await;
         write.finish(&created);
+        if let Err(coffer_storage::StorageError::Conflict) = &created {
+            // Another instance may have destroyed the sealing DEK or rotated the replication
+            // key: the next try seals afresh.
+            self.refresh_after_conflict(account).await?;
+        }
         created?;
         Ok(record)
     }
@@ -971,6 +989,7 @@ pub mod runtime;
 #[cfg(test)]
 mod runtime_tests;
 pub mod services;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod values;

@@ -12,11 +12,17 @@
 //! so only ids that exist are barred: a token of the account asked about, an account that
 //! exists. Their number is bounded by the rows storage holds, whatever ids callers make up.
 //!
-//! Rows change only through this process (one process per data dir). A database shared by
-//! several instances will need invalidation from the change feed before it may use this cache.
+//! On SQLite, rows change only through this process (one process per data dir), so the bars
+//! are all it needs. On a database shared by several instances (PostgreSQL), another instance
+//! may revoke a token or delete an account without this process knowing: there each row is
+//! also kept at most [`TokenCache::set_max_age`] (half a second, set by the server), so a
+//! revocation committed elsewhere is seen here within that time, at the cost of one storage
+//! read per token and interval. A time bound needs no channel that could be lost: a listener
+//! that misses a notification cannot leave a revoked token cached.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use coffer_storage::TokenRecord;
 use coffer_types::{AccountId, TokenId};
@@ -26,7 +32,10 @@ const CAPACITY: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct Inner {
-    rows: HashMap<TokenId, TokenRecord>,
+    /// Each row with when it was read from storage.
+    rows: HashMap<TokenId, (TokenRecord, Instant)>,
+    /// How long a row is served; forever when `None` (one process per database).
+    max_age: Option<Duration>,
     barred_tokens: HashSet<TokenId>,
     barred_accounts: HashSet<AccountId>,
 }
@@ -39,11 +48,24 @@ pub(crate) struct TokenCache {
 impl TokenCache {
     pub(crate) fn get(&self, id: TokenId) -> Option<TokenRecord> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.rows.get(&id).cloned()
+        let (record, read_at) = inner.rows.get(&id)?;
+        match inner.max_age {
+            Some(max) if read_at.elapsed() >= max => None,
+            _ => Some(record.clone()),
+        }
     }
 
-    /// Caches a row read from storage, unless its token or account was barred meanwhile.
-    pub(crate) fn insert(&self, record: &TokenRecord) {
+    /// Serves each row for at most `max_age` after it was read (for a database that other
+    /// instances write to as well); drops the rows cached so far.
+    pub(crate) fn set_max_age(&self, max_age: Duration) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.max_age = Some(max_age);
+        inner.rows.clear();
+    }
+
+    /// Caches a row read from storage (`read_at`: when the read began), unless its token or
+    /// account was barred meanwhile.
+    pub(crate) fn insert(&self, record: &TokenRecord, read_at: Instant) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if inner.barred_tokens.contains(&record.id)
             || inner.barred_accounts.contains(&record.account_id)
@@ -55,7 +77,7 @@ impl TokenCache {
         {
             inner.rows.remove(&victim);
         }
-        inner.rows.insert(record.id, record.clone());
+        inner.rows.insert(record.id, (record.clone(), read_at));
     }
 
     /// Call before submitting a revocation of `id`.
@@ -68,7 +90,7 @@ impl TokenCache {
     /// Call before submitting the deletion of `account`.
     pub(crate) fn bar_account(&self, account: AccountId) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        inner.rows.retain(|_, t| t.account_id != account);
+        inner.rows.retain(|_, (t, _)| t.account_id != account);
         inner.barred_accounts.insert(account);
     }
 
@@ -105,17 +127,17 @@ mod tests {
     fn a_row_read_before_a_revocation_is_not_cached_after_it() {
         let cache = TokenCache::default();
         let stale = row(1, 9);
-        cache.insert(&stale);
+        cache.insert(&stale, Instant::now());
         assert_eq!(cache.get(stale.id), Some(stale.clone()));
         // The revocation bars the token; a request that read the row earlier then tries to
         // cache it: refused, now and later.
         cache.bar_token(stale.id);
         assert_eq!(cache.get(stale.id), None);
-        cache.insert(&stale);
+        cache.insert(&stale, Instant::now());
         assert_eq!(cache.get(stale.id), None);
         // Other tokens are unaffected.
         let other = row(2, 9);
-        cache.insert(&other);
+        cache.insert(&other, Instant::now());
         assert_eq!(cache.get(other.id), Some(other));
     }
 
@@ -123,14 +145,32 @@ mod tests {
     fn a_deleted_accounts_tokens_are_never_cached_again() {
         let cache = TokenCache::default();
         let (a, b) = (row(1, 7), row(2, 8));
-        cache.insert(&a);
-        cache.insert(&b);
+        cache.insert(&a, Instant::now());
+        cache.insert(&b, Instant::now());
         cache.bar_account(a.account_id);
         assert_eq!(cache.get(a.id), None);
-        cache.insert(&a);
-        cache.insert(&row(3, 7));
+        cache.insert(&a, Instant::now());
+        cache.insert(&row(3, 7), Instant::now());
         assert_eq!(cache.get(a.id), None);
         assert_eq!(cache.get(TokenId::from_bytes([3; 16])), None);
         assert_eq!(cache.get(b.id), Some(b));
+    }
+
+    #[test]
+    fn with_a_max_age_a_row_is_read_again_once_it_is_older() {
+        let cache = TokenCache::default();
+        let t = row(1, 9);
+        cache.insert(&t, Instant::now());
+        cache.set_max_age(Duration::from_millis(200));
+        // Setting the bound drops what was cached without one.
+        assert_eq!(cache.get(t.id), None);
+        cache.insert(&t, Instant::now());
+        assert_eq!(cache.get(t.id), Some(t.clone()));
+        // A row whose read began longer ago than the bound is not served.
+        cache.insert(&t, Instant::now() - Duration::from_millis(250));
+        assert_eq!(cache.get(t.id), None);
+        cache.insert(&t, Instant::now());
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(cache.get(t.id), None);
     }
 }

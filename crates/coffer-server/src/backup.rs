@@ -474,8 +474,11 @@ async fn check_macs(data_dir: &Path, secrets: KekSecrets) -> Result<u64, BackupE
     let kek = crate::kek::open(data_dir, secrets)
         .await
         .map_err(|e| keyed(format!("the KEK copied does not open: {}", e.message)))?;
+    let storage = datadir::sqlite(data_dir)
+        .map_err(|e| keyed(format!("the restored database does not open: {e}")))?;
     let coffer = datadir::open_coffer(
         data_dir,
+        storage,
         kek,
         coffer_core::Limits::default(),
         KeyOptions::default(),

@@ -5,7 +5,9 @@
 //!   lock          held (flock) by the one process serving this dir
 //!   kek.key       the file KEK, mode 0600 (the default), or
 //!   kek.toml      the PKCS#11 URI and id of a KEK held in an HSM (`kek.rs`), mode 0600
-//!   coffer.db     SQLite database, mode 0600 (+ -wal, -shm, which SQLite creates alike)
+//!   coffer.db     SQLite database, mode 0600 (+ -wal, -shm, which SQLite creates alike), or
+//!   backend.toml  for an instance on PostgreSQL: the backend and the instance's cluster id
+//!                 (`database.rs`); the state is then in the database, not here
 //! ```
 //!
 //! One process at a time: the embedded database has one writer, so a second `coffer server`
@@ -25,6 +27,7 @@ use coffer_storage::{SqliteStorage, Storage};
 
 use crate::KeyOptions;
 use crate::account_keks::AccountKekRecords;
+use crate::database::{self, BACKEND_FILE, Database};
 use crate::kek::{self, KEK_CONFIG, KEK_FILE, KekChoice, KekSecrets};
 use crate::kek_versions::{KekRing, VERSIONS_FILE};
 use crate::{InitOutcome, ServerError};
@@ -79,9 +82,19 @@ pub fn lock(path: &Path) -> Result<File, ServerError> {
     }
 }
 
-/// Whether `path` is an initialised data dir (its KEK configuration and database are there);
-/// returns the database's path. Takes no lock and reads nothing.
+/// Whether `path` is an initialised embedded data dir (its KEK configuration and SQLite
+/// database are there, and no `backend.toml` moved its state to PostgreSQL); returns the
+/// database's path. Takes no lock. For `coffer backup`, `verify` and `migrate`, which read
+/// `coffer.db`: in a dir moved to PostgreSQL that file is only the rollback copy.
 pub(crate) fn check_initialised(path: &Path) -> Result<std::path::PathBuf, ServerError> {
+    if path.join(BACKEND_FILE).exists() {
+        return Err(data_dir_error(
+            path,
+            format!(
+                "its state is in PostgreSQL ({BACKEND_FILE}); its coffer.db, if any, is only the rollback copy of a migration: back up and check the database with PostgreSQL's tools (pg_dump)"
+            ),
+        ));
+    }
     let has_kek = path.join(KEK_FILE).exists()
         || path.join(KEK_CONFIG).exists()
         || path.join(VERSIONS_FILE).exists();
@@ -95,19 +108,91 @@ pub(crate) fn check_initialised(path: &Path) -> Result<std::path::PathBuf, Serve
     Ok(db)
 }
 
-/// Opens an initialised data dir; `secrets` unlock its KEK if it is in an HSM.
+/// Opens an initialised data dir; `secrets` unlock its KEK if it is in an HSM. A data dir made
+/// for PostgreSQL needs `database` (and one made for SQLite refuses it); the database must hold
+/// the instance the data dir belongs to (the cluster id in `backend.toml`).
 pub async fn open(
     path: &Path,
     limits: Limits,
     secrets: KekSecrets,
     keys: KeyOptions,
+    database: Option<&Database>,
 ) -> Result<DataDir, ServerError> {
-    check_initialised(path)?;
+    let has_kek = path.join(KEK_FILE).exists()
+        || path.join(KEK_CONFIG).exists()
+        || path.join(VERSIONS_FILE).exists();
+    let backend = if has_kek {
+        database::read_backend(path)?
+    } else {
+        None
+    };
+    let has_db = path.join(DB_FILE).exists();
+    match (&backend, database) {
+        (Some(backend), None) => {
+            return Err(data_dir_error(
+                path,
+                format!(
+                    "belongs to an instance on PostgreSQL (cluster id {}): give its database with --database-url or COFFER_DATABASE_URL",
+                    backend.cluster_id
+                ),
+            ));
+        }
+        (None, Some(_)) if has_kek && has_db => {
+            return Err(data_dir_error(
+                path,
+                "holds an embedded SQLite instance (coffer.db), which --database-url cannot serve: the URL is for a data dir made by `coffer init --database-url`",
+            ));
+        }
+        _ => {}
+    }
+    if !has_kek || (backend.is_none() && !has_db) {
+        return Err(data_dir_error(
+            path,
+            "not an initialised Coffer data dir (run `coffer init --data-dir` first)",
+        ));
+    }
     let lock = lock(path)?;
     let kek = kek::open(path, secrets)
         .await
         .map_err(|e| kek_error(path, e))?;
-    let coffer = open_coffer(path, Arc::clone(&kek), limits, keys).await?;
+    let (storage, shared) = match (backend, database) {
+        (Some(backend), Some(db)) => {
+            let mut expected = [0u8; 16];
+            hex::decode_to_slice(&backend.cluster_id, &mut expected).map_err(|_| {
+                data_dir_error(
+                    path,
+                    format!("{BACKEND_FILE}'s cluster-id is not 32 hex digits"),
+                )
+            })?;
+            // The database must hold this instance: checked before anything is migrated.
+            let storage = database::connect(db, Some(expected)).await?;
+            (storage as Arc<dyn Storage>, true)
+        }
+        _ => (sqlite(path)?, false),
+    };
+    let coffer = open_coffer(path, storage, Arc::clone(&kek), limits, keys).await?;
+    if shared {
+        coffer.share_database(database::CACHE_MAX_AGE);
+        // Keys live on each machine, the database is shared: one this instance lacks (a KEK
+        // version or an account KEK made on another instance) would fail every unwrap of it.
+        let unknown = match coffer.unknown_kek_ids().await {
+            Ok(unknown) => unknown,
+            Err(e) => {
+                coffer.shutdown().await;
+                return Err(ServerError::Database(e.to_string()));
+            }
+        };
+        if !unknown.is_empty() {
+            coffer.shutdown().await;
+            return Err(data_dir_error(
+                path,
+                format!(
+                    "the database holds keys wrapped by KEK id(s) {} that this data dir's KEK does not have (made on another instance?): every instance on one database needs the same KEK files",
+                    unknown.join(", ")
+                ),
+            ));
+        }
+    }
     Ok(DataDir {
         coffer,
         kek,
@@ -115,16 +200,20 @@ pub async fn open(
     })
 }
 
+pub(crate) fn sqlite(path: &Path) -> Result<Arc<dyn Storage>, ServerError> {
+    Ok(Arc::new(
+        SqliteStorage::open(&path.join(DB_FILE))
+            .map_err(|e| data_dir_error(path, e.to_string()))?,
+    ))
+}
+
 pub(crate) async fn open_coffer(
     path: &Path,
+    storage: Arc<dyn Storage>,
     kek: Arc<KekRing>,
     limits: Limits,
     keys: KeyOptions,
 ) -> Result<Coffer, ServerError> {
-    let storage: Arc<dyn Storage> = Arc::new(
-        SqliteStorage::open(&path.join(DB_FILE))
-            .map_err(|e| data_dir_error(path, e.to_string()))?,
-    );
     let account_keks = Arc::new(AccountKekRecords::new(path, Arc::clone(&kek)));
     let coffer = Coffer::open_rotating(storage, kek, limits, keys.dek_policy, keys.rewrap)
         .await
@@ -266,15 +355,23 @@ impl NewDir {
     }
 }
 
-/// Creates and initialises a data dir with the chosen KEK. On failure, removes what this call
-/// wrote in the dir (a key it generated in an HSM stays there, and a retry uses it).
+/// Creates and initialises a data dir with the chosen KEK: its state in a SQLite database in
+/// the dir, or in the PostgreSQL `database` (which must hold no instance yet). On failure,
+/// removes what this call wrote in the dir (a key it generated in an HSM stays there, and a
+/// retry uses it). What it wrote to a PostgreSQL database stays (keys wrapped by the removed
+/// KEK, perhaps the cluster id): a retry on that database is refused, saying to drop and
+/// recreate it.
 pub async fn init(
     path: &Path,
     choice: KekChoice,
     secrets: KekSecrets,
+    database: Option<&Database>,
 ) -> Result<InitOutcome, ServerError> {
     let dir = prepare_new(path)?;
-    let result = init_contents(path, choice, secrets).await;
+    let result = match database {
+        None => init_contents(path, choice, secrets).await,
+        Some(db) => init_in_database(path, choice, secrets, db).await,
+    };
     if result.is_err() {
         dir.abandon();
     }
@@ -297,7 +394,80 @@ async fn init_contents(
     let (kek, summary) = kek::create(path, choice, secrets)
         .await
         .map_err(|e| kek_error(path, e))?;
-    let coffer = open_coffer(path, kek, Limits::default(), KeyOptions::default()).await?;
+    let coffer = open_coffer(
+        path,
+        sqlite(path)?,
+        kek,
+        Limits::default(),
+        KeyOptions::default(),
+    )
+    .await?;
+    let (account_id, api_token) = coffer
+        .bootstrap("default")
+        .await
+        .map_err(|e| data_dir_error(path, e.to_string()))?;
+    Ok(InitOutcome {
+        account_id,
+        api_token,
+        kek: summary,
+    })
+}
+
+/// [`init_contents`] for an instance on PostgreSQL: the database gets the schema, the first
+/// account and the operator token; the dir gets the KEK and `backend.toml`.
+async fn init_in_database(
+    path: &Path,
+    choice: KekChoice,
+    secrets: KekSecrets,
+    db: &Database,
+) -> Result<InitOutcome, ServerError> {
+    let storage = database::connect(db, None).await?;
+    let result = init_storage(path, choice, secrets, Arc::clone(&storage)).await;
+    storage.shutdown().await;
+    result
+}
+
+async fn init_storage(
+    path: &Path,
+    choice: KekChoice,
+    secrets: KekSecrets,
+    storage: Arc<coffer_postgres::PgStorage>,
+) -> Result<InitOutcome, ServerError> {
+    let db_error = |e: coffer_storage::StorageError| ServerError::Database(e.to_string());
+    let state = storage.log_state().await.map_err(db_error)?;
+    if let Some(id) = state.cluster_id {
+        return Err(ServerError::Database(format!(
+            "the database at --database-url already holds a Coffer instance (cluster id {}): `coffer init` makes a new instance in an empty database; to run another instance of that one, start `coffer server` with a copy of its data dir (if no data dir holds it, an earlier `coffer init` failed part-way: drop and recreate the database, then run init again)",
+            hex::encode(id)
+        )));
+    }
+    if !storage.list_accounts().await.map_err(db_error)?.is_empty() {
+        return Err(ServerError::Database(
+            "the database at --database-url already holds Coffer accounts: `coffer init` makes a new instance in an empty database".into(),
+        ));
+    }
+    // Instance keys without an instance: an earlier init stopped part-way. Its keys are
+    // wrapped by a KEK that init removed again, so they can never be opened: say so, rather
+    // than fail later on keys nobody can unwrap.
+    if !storage.kek_usage().await.map_err(db_error)?.is_empty() {
+        return Err(ServerError::Database(
+            "the database at --database-url holds keys of an earlier `coffer init` that did not finish (their KEK is gone): `coffer init` needs an empty database: drop and recreate it, then run init again".into(),
+        ));
+    }
+    let (kek, summary) = kek::create(path, choice, secrets)
+        .await
+        .map_err(|e| kek_error(path, e))?;
+    let coffer = open_coffer(
+        path,
+        storage.clone() as Arc<dyn Storage>,
+        kek,
+        Limits::default(),
+        KeyOptions::default(),
+    )
+    .await?;
+    let cluster_id = storage.ensure_cluster_id().await.map_err(db_error)?;
+    // Before the bootstrap, so that a data dir that cannot take the file leaves no account.
+    database::write_backend(path, cluster_id)?;
     let (account_id, api_token) = coffer
         .bootstrap("default")
         .await
@@ -356,7 +526,7 @@ mod tests {
         let dir = tmp.path().join("d");
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        init(&dir, KekChoice::File, KekSecrets::default())
+        init(&dir, KekChoice::File, KekSecrets::default(), None)
             .await
             .unwrap();
         assert_eq!(mode(&dir), 0o700);
@@ -371,7 +541,7 @@ mod tests {
     async fn one_process_per_data_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        init(&dir, KekChoice::File, KekSecrets::default())
+        init(&dir, KekChoice::File, KekSecrets::default(), None)
             .await
             .unwrap();
         let first = open(
@@ -379,6 +549,7 @@ mod tests {
             Limits::default(),
             KekSecrets::default(),
             KeyOptions::default(),
+            None,
         )
         .await
         .unwrap();
@@ -387,6 +558,7 @@ mod tests {
             Limits::default(),
             KekSecrets::default(),
             KeyOptions::default(),
+            None,
         )
         .await
         .unwrap_err();
@@ -400,6 +572,7 @@ mod tests {
             Limits::default(),
             KekSecrets::default(),
             KeyOptions::default(),
+            None,
         )
         .await
         .unwrap();
@@ -409,14 +582,14 @@ mod tests {
     async fn a_failed_init_leaves_an_existing_dir_as_it_was() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        init(&dir, KekChoice::File, KekSecrets::default())
+        init(&dir, KekChoice::File, KekSecrets::default(), None)
             .await
             .unwrap();
         let before: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        let err = init(&dir, KekChoice::File, KekSecrets::default())
+        let err = init(&dir, KekChoice::File, KekSecrets::default(), None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
@@ -431,6 +604,7 @@ mod tests {
             Limits::default(),
             KekSecrets::default(),
             KeyOptions::default(),
+            None,
         )
         .await
         .unwrap();
@@ -442,7 +616,7 @@ mod tests {
         let file = tmp.path().join("f");
         fs::write(&file, b"x").unwrap();
         assert!(
-            init(&file, KekChoice::File, KekSecrets::default())
+            init(&file, KekChoice::File, KekSecrets::default(), None)
                 .await
                 .is_err()
         );

@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 pub mod backup;
 mod client_addr;
+mod database;
 mod datadir;
 mod error;
 mod extract;
@@ -23,6 +24,7 @@ mod kek_versions;
 mod limiter;
 mod listener;
 mod metrics;
+pub mod migrate;
 pub mod node_keys;
 mod nodes;
 mod query;
@@ -53,6 +55,7 @@ use coffer_types::{AccountId, TokenId};
 
 pub use client_addr::{IpNet, TrustedProxies};
 pub use coffer_core::{DekPolicy, ResealSettings, RewrapSettings};
+pub use database::Database;
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
@@ -159,6 +162,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The PostgreSQL database (`--database-url`) cannot be used: unreachable after the
+    /// retries, a refused login, a bad URL, a schema newer than this build. Never holds the
+    /// password.
+    #[error("{0}")]
+    Database(String),
     #[error("{0}")]
     Other(String),
 }
@@ -187,7 +195,19 @@ pub async fn init_data_dir_with(
     kek: KekChoice,
     secrets: KekSecrets,
 ) -> Result<InitOutcome, ServerError> {
-    datadir::init(path, kek, secrets).await
+    datadir::init(path, kek, secrets, None).await
+}
+
+/// [`init_data_dir_with`] for an instance whose state is in the PostgreSQL `database` (which
+/// must hold no instance yet): the data dir keeps the KEK, the lock and `backend.toml` (the
+/// backend and the instance's cluster id; never the URL).
+pub async fn init_data_dir_in(
+    path: &Path,
+    kek: KekChoice,
+    secrets: KekSecrets,
+    database: Option<&Database>,
+) -> Result<InitOutcome, ServerError> {
+    datadir::init(path, kek, secrets, database).await
 }
 
 /// What `coffer operator rotate --data-dir` prints.
@@ -207,7 +227,14 @@ pub async fn rotate_operator_token(
     path: &Path,
     secrets: KekSecrets,
 ) -> Result<RotatedOperatorToken, ServerError> {
-    let data_dir = datadir::open(path, Limits::default(), secrets, KeyOptions::default()).await?;
+    let data_dir = datadir::open(
+        path,
+        Limits::default(),
+        secrets,
+        KeyOptions::default(),
+        None,
+    )
+    .await?;
     let coffer = data_dir.coffer;
     let result = coffer.rotate_operator_token(None).await;
     coffer.shutdown().await;
@@ -345,7 +372,7 @@ pub async fn open_data_dir_with(
     limits: Limits,
     secrets: KekSecrets,
 ) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits, secrets, KeyOptions::default()).await
+    datadir::open(path, limits, secrets, KeyOptions::default(), None).await
 }
 
 /// [`open_data_dir_with`] with key options (DEK refresh, the pace of a KEK rotation's rewrap).
@@ -355,7 +382,7 @@ pub async fn open_data_dir_tuned(
     secrets: KekSecrets,
     keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
-    datadir::open(path, limits, secrets, keys).await
+    datadir::open(path, limits, secrets, keys, None).await
 }
 
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
@@ -376,6 +403,20 @@ pub async fn serve_with(
     on_ready: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_on(opts, None, secrets, on_ready, shutdown).await
+}
+
+/// [`serve_with`] for a data dir whose state is in PostgreSQL (`database`; `None` for the
+/// embedded SQLite store). An unreachable database is retried with backoff for
+/// `database.connect_timeout`; once serving, a database that goes away makes requests that need
+/// it answer 503 until it is back.
+pub async fn serve_on(
+    opts: ServeOptions,
+    database: Option<Database>,
+    secrets: KekSecrets,
+    on_ready: impl FnOnce(SocketAddr) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     check_plain_http(opts.listen, opts.tls.is_some(), opts.insecure_http)?;
     // Bound first: an address in use stops the start before the data dir is opened.
     let metrics_listener = opts.metrics_listen.map(bind_metrics).transpose()?;
@@ -383,7 +424,14 @@ pub async fn serve_with(
         default_secrets_quota: opts.secrets_quota,
         max_stores: opts.max_stores,
     };
-    let data_dir = datadir::open(&opts.data_dir, limits, secrets, opts.keys).await?;
+    let data_dir = datadir::open(
+        &opts.data_dir,
+        limits,
+        secrets,
+        opts.keys,
+        database.as_ref(),
+    )
+    .await?;
     let metrics = metrics_listener
         .as_ref()
         .map(|_| Arc::new(coffer_metrics::Metrics::new()));

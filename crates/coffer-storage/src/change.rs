@@ -231,6 +231,31 @@ impl ChangeRecord {
         Self::chain_hash(prev, self.seq, &self.payload) == self.hash
     }
 
+    /// Checks that `rows` are the entries right after seq `after`, in order, gap-free, the
+    /// first chaining onto `prev` and each onto the one before (every backend's
+    /// `changes_after` checks what it returns so). `Corrupted`, naming the entry, otherwise.
+    pub fn check_chain(
+        rows: &[ChangeRecord],
+        after: u64,
+        mut prev: [u8; 32],
+    ) -> Result<(), crate::StorageError> {
+        for (expected, record) in (after + 1..).zip(rows) {
+            if record.seq != expected {
+                return Err(crate::StorageError::Corrupted(format!(
+                    "change {expected} is missing"
+                )));
+            }
+            if !record.follows(&prev) {
+                return Err(crate::StorageError::Corrupted(format!(
+                    "change {} does not match the hash chain",
+                    record.seq
+                )));
+            }
+            prev = record.hash;
+        }
+        Ok(())
+    }
+
     pub fn change(&self) -> Result<Change, crate::StorageError> {
         serde_json::from_slice(&self.payload)
             .map_err(|e| crate::StorageError::Corrupted(format!("change {}: {e}", self.seq)))
@@ -240,6 +265,32 @@ impl ChangeRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_chain_finds_gaps_and_broken_links() {
+        let mut rows = Vec::new();
+        let mut prev = [5u8; 32];
+        for seq in 11..=13u64 {
+            let payload = format!("{{\"n\":{seq}}}").into_bytes();
+            let hash = ChangeRecord::chain_hash(&prev, seq, &payload);
+            rows.push(ChangeRecord {
+                seq,
+                at: Timestamp::from_unix_micros(1),
+                hash,
+                payload,
+            });
+            prev = hash;
+        }
+        assert!(ChangeRecord::check_chain(&rows, 10, [5; 32]).is_ok());
+        assert!(ChangeRecord::check_chain(&[], 10, [5; 32]).is_ok());
+        let e = ChangeRecord::check_chain(&rows, 10, [6; 32]).unwrap_err();
+        assert!(e.to_string().contains("change 11 does not match"), "{e}");
+        let e = ChangeRecord::check_chain(&rows, 9, [5; 32]).unwrap_err();
+        assert!(e.to_string().contains("change 10 is missing"), "{e}");
+        let gap = [rows[0].clone(), rows[2].clone()];
+        let e = ChangeRecord::check_chain(&gap, 10, [5; 32]).unwrap_err();
+        assert!(e.to_string().contains("change 12 is missing"), "{e}");
+    }
 
     #[test]
     fn a_node_grant_keeps_its_encoding_and_account_grants_have_their_own_variant() {

@@ -3,7 +3,7 @@
 //!
 //! A backend's tests call [`run_all`] with a function that makes a fresh, empty backend; every
 //! check gets its own. A failing check panics with a message that names it. To debug one check,
-//! pick it from [`checks`] and [`Check::run`] it.
+//! pick it from [`checks`] and [`Check::run`] it, or run some with [`run_matching`].
 //!
 //! What the suite pins down beyond the trait's signatures (a second backend must match):
 //! - listings order by the chosen field compared byte-wise (names, comments), then by id
@@ -46,6 +46,10 @@
 //!   `Compacted`, at the base it chains onto the base hash, and appends chain on from the head
 //!   even when no entry is held; `subscribe_head` announces every commit that appended, with
 //!   the entries already readable, and nothing else;
+//! - `values_sealed_before` lists the values (past versions too) under DEKs made before the
+//!   cutoff or retired, never those under `current`; a re-seal is compare-and-set, carries its
+//!   DEK like a write (`DekPut` first) and logs `ValueResealed` for current versions only;
+//!   `prune_versions` keeps at least one version; `destroy_unreferenced_deks` spares `keep`;
 //! - a snapshot is its header (the log head at its read) and one put per live replicated row,
 //!   in the order instance keys, accounts, DEKs, stores, secrets (current version), services,
 //!   unrevoked service tokens, unrevoked nodes; only the "service-token-mac" and
@@ -70,6 +74,7 @@ mod carried_deks;
 mod change_log;
 mod concurrency;
 mod fixtures;
+mod lifecycle;
 mod listing;
 mod node_keys;
 mod nodes;
@@ -92,6 +97,9 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// One named check of the suite.
 #[derive(Debug, Clone, Copy)]
 pub struct Check {
+    /// The suite's module the check is in (`accounts`, `change_log`, ...): the area of the
+    /// trait it covers.
+    pub module: &'static str,
     pub name: &'static str,
     body: fn(Arc<dyn Storage>) -> CheckFuture,
 }
@@ -122,6 +130,7 @@ impl Check {
 macro_rules! checks {
     ($($module:ident::$check:ident),* $(,)?) => {
         &[$(Check {
+            module: stringify!($module),
             name: stringify!($check),
             body: |storage| Box::pin($module::$check(storage)),
         }),*]
@@ -158,6 +167,7 @@ const CHECKS: &[Check] = checks![
     listing::store_pagination_and_ordering,
     listing::secret_pagination_and_ordering,
     listing::search_is_literal_and_case_insensitive,
+    listing::a_search_with_a_nul_is_not_an_outage,
     listing::scopes_filter_requires_all,
     change_log::log_records_each_mutation,
     change_log::changes_after_pages_through_the_log,
@@ -204,6 +214,7 @@ const CHECKS: &[Check] = checks![
     rewrap::rewrap_counts_finds_and_compare_and_sets,
     rewrap::account_deks_are_counted_and_found_per_account,
     rewrap::a_retired_kek_wraps_nothing_stored_after_it,
+    lifecycle::reseal_prune_and_destroy_follow_the_rules,
     node_keys::node_keys_register_once_with_a_grant_of_the_current_key,
     node_keys::revocation_rotates_every_replicated_wrap_in_one_write,
     account_keys::an_account_replication_key_retires_old_deks_and_binds_new_ones,
@@ -219,13 +230,27 @@ pub fn checks() -> &'static [Check] {
 }
 
 /// Runs every check, each on a fresh backend from `make`.
-pub async fn run_all<F, Fut>(mut make: F)
+pub async fn run_all<F, Fut>(make: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Arc<dyn Storage>>,
 {
-    for check in checks() {
+    run_matching(|_| true, make).await;
+}
+
+/// Runs the checks for which `filter` is true, in the suite's order, each on a fresh backend
+/// from `make`. Returns how many ran.
+pub async fn run_matching<P, F, Fut>(filter: P, mut make: F) -> usize
+where
+    P: Fn(&Check) -> bool,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Storage>>,
+{
+    let mut ran = 0;
+    for check in checks().iter().filter(|c| filter(c)) {
         let storage = make().await;
         check.run(storage).await;
+        ran += 1;
     }
+    ran
 }

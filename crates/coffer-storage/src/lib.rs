@@ -25,12 +25,15 @@
 mod audit;
 mod change;
 mod checkpoint;
+mod compaction;
 mod error;
 mod lifecycle;
+mod observe;
 mod records;
 mod replication;
 mod rewrap;
 mod sqlite;
+pub mod validate;
 mod verify;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -39,10 +42,13 @@ pub mod conformance;
 pub use audit::{AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord};
 pub use change::{Change, ChangeRecord, ChangeSecretBinding, ChangeStoreBinding};
 pub use checkpoint::{
-    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGNATURE_LEN, checkpoint_message,
+    CHECKPOINT_DOMAIN, FeedSignature, FeedSigner, SIGN_EVERY_ENTRIES, SIGNATURE_LEN,
+    checkpoint_message,
 };
+pub use compaction::CompactionMatcher;
 pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
+pub use observe::{WriteObserver, WriteStats};
 pub use records::*;
 pub use replication::{
     ARK_KEK_ID_PREFIX, LogState, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
@@ -51,8 +57,12 @@ pub use replication::{
 pub use rewrap::{KekUsage, KeyOwner, Rewrap, StoredKey};
 #[cfg(feature = "test-support")]
 pub use sqlite::WriterHold;
-pub use sqlite::{SnapshotInstall, SqliteOptions, SqliteStorage, WriteObserver, WriteStats};
-pub use verify::{AuditHead, ChainError, ChainReport, verify_chains};
+pub use sqlite::{
+    EXPORT_TABLES, RawRows, RawValue, SnapshotInstall, SqliteOptions, SqliteStorage, export_rows,
+};
+pub use verify::{
+    AuditHead, ChainError, ChainReport, ChainSource, verify_chains, verify_chains_in,
+};
 
 use async_trait::async_trait;
 use coffer_types::{
@@ -386,6 +396,7 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
         store: StoreId,
         id: SecretId,
     ) -> Result<Option<SecretRecord>>;
+    /// `Invalid` for a query [`SecretQuery::check`] refuses (a search holding a NUL).
     async fn list_secrets(
         &self,
         account: AccountId,

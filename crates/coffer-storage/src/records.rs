@@ -296,6 +296,20 @@ pub struct SecretQuery {
     pub scopes: Scopes,
 }
 
+impl SecretQuery {
+    /// The checks every backend makes before listing: a search holding a NUL is `Invalid`
+    /// (PostgreSQL's text cannot hold one, and SQLite would cut the pattern there, matching
+    /// more than asked).
+    pub fn check(&self) -> crate::Result<()> {
+        if self.search.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Err(crate::StorageError::Invalid(
+                "a search cannot contain a NUL character",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Services are listed by name (byte-wise), ties impossible (names unique per account). Page
 /// numbers are 1-based; `per_page` is already validated by core (>= 1).
 #[derive(Clone, Debug, PartialEq, Eq)]

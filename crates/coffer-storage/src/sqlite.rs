@@ -10,6 +10,7 @@ mod account_keys;
 mod audit;
 mod backup;
 mod codec;
+mod export;
 mod lifecycle;
 mod node_keys;
 mod nodes;
@@ -34,16 +35,16 @@ use coffer_types::{
 };
 
 use self::codec::DbResultExt;
+pub use self::export::{EXPORT_TABLES, RawRows, RawValue, export_rows};
 use self::readers::Readers;
 pub use self::replica::SnapshotInstall;
 use self::writer::{WriteCx, WriterHandle};
-pub use self::writer::{WriteObserver, WriteStats};
 use crate::{
     AccountRecord, AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, ChangeRecord, DekRecord,
     DestroyedDek, FeedSignature, FeedSigner, KekUsage, LogState, NewSecret, Page, Reseal, Result,
     Rewrap, SealedValue, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery, ServiceRecord,
     ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, StoredKey, TokenRecord,
-    VersionRecord, WrappedKeyRecord,
+    VersionRecord, WrappedKeyRecord, WriteObserver, WriteStats,
 };
 
 /// Tuning knobs of [`SqliteStorage`]. `Default` suits a small server.

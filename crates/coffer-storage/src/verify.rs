@@ -23,9 +23,68 @@
 //! checkpoint is invisible to a chain check by itself: compare the heads reported with ones
 //! recorded elsewhere (a backup's manifest does exactly that on restore).
 
+use async_trait::async_trait;
 use coffer_types::AccountId;
 
-use crate::{AuditRecord, LogState, Storage, StorageError};
+use crate::{AuditCheckpoint, AuditRecord, ChangeRecord, LogState, Storage, StorageError};
+
+/// What the chain check reads: the [`Storage`] trait's reads of the same names (any backend,
+/// [`verify_chains`]), or a backend's own open transaction ([`verify_chains_in`]: `coffer
+/// migrate` checks its copy before COMMIT, so a copy that does not verify is never committed).
+#[async_trait]
+pub trait ChainSource: Send + Sync {
+    async fn log_state(&self) -> crate::Result<LogState>;
+    async fn changes_after(&self, after: u64, limit: usize) -> crate::Result<Vec<ChangeRecord>>;
+    async fn audit_accounts(&self) -> crate::Result<Vec<AccountId>>;
+    async fn audit_head(&self, account: AccountId) -> crate::Result<Option<(u64, [u8; 32])>>;
+    async fn audit_entries(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> crate::Result<Vec<AuditRecord>>;
+    async fn audit_checkpoints(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> crate::Result<Vec<AuditCheckpoint>>;
+}
+
+/// A [`Storage`] as a [`ChainSource`].
+struct Stored<'a>(&'a dyn Storage);
+
+#[async_trait]
+impl ChainSource for Stored<'_> {
+    async fn log_state(&self) -> crate::Result<LogState> {
+        self.0.log_state().await
+    }
+    async fn changes_after(&self, after: u64, limit: usize) -> crate::Result<Vec<ChangeRecord>> {
+        self.0.changes_after(after, limit).await
+    }
+    async fn audit_accounts(&self) -> crate::Result<Vec<AccountId>> {
+        self.0.audit_accounts().await
+    }
+    async fn audit_head(&self, account: AccountId) -> crate::Result<Option<(u64, [u8; 32])>> {
+        self.0.audit_head(account).await
+    }
+    async fn audit_entries(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> crate::Result<Vec<AuditRecord>> {
+        self.0.audit_entries(account, after_seq, limit).await
+    }
+    async fn audit_checkpoints(
+        &self,
+        account: AccountId,
+        after_seq: u64,
+        limit: usize,
+    ) -> crate::Result<Vec<AuditCheckpoint>> {
+        self.0.audit_checkpoints(account, after_seq, limit).await
+    }
+}
 
 /// Entries read per page: memory stays bounded whatever the log's size.
 const PAGE: usize = 1000;
@@ -72,6 +131,11 @@ pub enum ChainError {
 
 /// Recomputes the change log's and every account's audit chain (see the module's comment).
 pub async fn verify_chains(storage: &dyn Storage) -> Result<ChainReport, ChainError> {
+    verify_chains_in(&Stored(storage)).await
+}
+
+/// [`verify_chains`] over any [`ChainSource`].
+pub async fn verify_chains_in(storage: &dyn ChainSource) -> Result<ChainReport, ChainError> {
     let log = storage.log_state().await?;
     if log.head_seq < log.base_seq {
         return Err(ChainError::ChangeLog {
@@ -101,7 +165,7 @@ pub async fn verify_chains(storage: &dyn Storage) -> Result<ChainReport, ChainEr
 }
 
 /// Checks the log from its base to its head; the number of entries checked.
-async fn verify_change_log(storage: &dyn Storage, log: &LogState) -> Result<u64, ChainError> {
+async fn verify_change_log(storage: &dyn ChainSource, log: &LogState) -> Result<u64, ChainError> {
     let broken = |seq, detail: String| ChainError::ChangeLog { seq, detail };
     let (mut seq, mut hash) = (log.base_seq, log.base_hash);
     let mut checked = 0u64;
@@ -173,7 +237,7 @@ async fn verify_change_log(storage: &dyn Storage, log: &LogState) -> Result<u64,
 /// checkpoints names an entry of that chain with that entry's hash. The entries and the
 /// checkpoints checked.
 async fn verify_audit_chain(
-    storage: &dyn Storage,
+    storage: &dyn ChainSource,
     account: AccountId,
     head: Option<(u64, [u8; 32])>,
 ) -> Result<(u64, u64), ChainError> {

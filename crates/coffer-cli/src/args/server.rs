@@ -41,6 +41,57 @@ pub struct InitArgs {
     /// data dir records the URI (kek.toml), so `coffer server` needs no flag for it
     #[arg(long, value_name = "URI")]
     pub kek: Option<String>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// The PostgreSQL database of an instance (`coffer init` and `coffer server`).
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Keep the instance's state in this PostgreSQL database instead of a SQLite file in the
+    /// data dir: postgres://USER@HOST[:PORT]/DB[?sslmode=verify-full&sslrootcert=FILE]. The
+    /// password comes from --database-password-file or PGPASSWORD (in the URL only when it is
+    /// in COFFER_DATABASE_URL: the command line refuses it). Several instances (copies of one
+    /// data dir) may serve one database
+    #[arg(
+        long,
+        env = "COFFER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// File holding the database password (mode 0600), used when the URL has none (before
+    /// PGPASSWORD)
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath, requires = "database_url")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// Seconds the start keeps retrying an unreachable database (with backoff) before giving up
+    #[arg(long, value_name = "SECONDS", default_value_t = coffer_server::Database::DEFAULT_CONNECT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_connect_timeout: u64,
+}
+
+impl DatabaseArgs {
+    /// The database to use, if a URL was given. A URL holding a password is refused when it
+    /// came from the command line (where other users of the machine can read it): only
+    /// COFFER_DATABASE_URL may carry one (a config file refuses it too).
+    pub fn database(&self) -> Result<Option<coffer_server::Database>, crate::commands::UsageError> {
+        let Some(url) = &self.database_url else {
+            return Ok(None);
+        };
+        if crate::config_file::database_url_has_password(url)
+            && std::env::var("COFFER_DATABASE_URL").ok().as_deref() != Some(url.as_str())
+        {
+            return Err(crate::commands::UsageError(
+                "--database-url: the URL holds a password, which the command line shows to every user of this machine: give it with --database-password-file or PGPASSWORD, or the whole URL in COFFER_DATABASE_URL".into(),
+            ));
+        }
+        let mut db = coffer_server::Database::new(url.clone());
+        db.password_file = self.database_password_file.clone();
+        db.connect_timeout = std::time::Duration::from_secs(self.database_connect_timeout);
+        Ok(Some(db))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +165,9 @@ pub struct ServerArgs {
     /// data-encryption key [default: about 12,800, in batches of 256]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub reseal_rate: Option<u32>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     #[command(flatten)]
     pub log: LogArgs,

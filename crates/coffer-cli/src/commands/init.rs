@@ -28,13 +28,22 @@ pub async fn run(args: crate::args::InitArgs) -> anyhow::Result<()> {
             KekChoice::Pkcs11(Box::new(uri))
         }
     };
-    let outcome = coffer_server::init_data_dir_with(&args.data_dir, kek, kek_secrets()).await?;
+    let database = args.database.database()?;
+    let outcome =
+        coffer_server::init_data_dir_in(&args.data_dir, kek, kek_secrets(), database.as_ref())
+            .await?;
     let account_id = outcome.account_id.to_string();
     let token = outcome.api_token.expose_secret();
     let text = if args.json {
         credentials_json(&account_id, token)
     } else {
-        human(&args.data_dir, &account_id, token, &outcome.kek.description)
+        human(
+            &args.data_dir,
+            &account_id,
+            token,
+            &outcome.kek.description,
+            database.is_some(),
+        )
     };
     output::print(&text)?;
     Ok(())
@@ -59,8 +68,9 @@ pub fn credentials_json(account_id: &str, api_token: &str) -> String {
     })
 }
 
-fn human(data_dir: &Path, account_id: &str, token: &str, kek: &str) -> String {
+fn human(data_dir: &Path, account_id: &str, token: &str, kek: &str, postgres: bool) -> String {
     let dir = data_dir.display();
+    let database = if postgres { " --database-url URL" } else { "" };
     format!(
         "Initialised data dir {dir}\n\
          \n\
@@ -72,7 +82,7 @@ fn human(data_dir: &Path, account_id: &str, token: &str, kek: &str) -> String {
          password manager.\n\
          \n\
          Start the server with:\n\
-         \x20 coffer server --data-dir {dir} --listen 127.0.0.1:8080\n"
+         \x20 coffer server --data-dir {dir}{database} --listen 127.0.0.1:8080\n"
     )
 }
 
@@ -93,7 +103,13 @@ mod tests {
 
     #[test]
     fn human_output_says_the_token_is_shown_once() {
-        let text = human(Path::new("/d"), "acc", "coffer_tok", "key file /d/kek.key");
+        let text = human(
+            Path::new("/d"),
+            "acc",
+            "coffer_tok",
+            "key file /d/kek.key",
+            false,
+        );
         assert!(text.contains("acc") && text.contains("coffer_tok"));
         assert!(text.contains("KEK:         key file /d/kek.key"));
         assert!(text.contains("shown only this once"));

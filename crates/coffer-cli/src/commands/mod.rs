@@ -7,6 +7,7 @@ pub mod bound;
 mod deploy;
 mod init;
 mod kek;
+mod migrate;
 mod node;
 mod operator;
 pub mod run;
@@ -77,6 +78,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Verify(args) => backup::verify(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),
     }

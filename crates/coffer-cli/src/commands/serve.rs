@@ -40,6 +40,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let database = args.database.database()?;
     let opts = ServeOptions {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -57,8 +58,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics.metrics_listen,
     };
     let shutdown = shutdown_signal()?;
-    coffer_server::serve_with(
+    coffer_server::serve_on(
         opts,
+        database,
         super::init::kek_secrets(),
         move |addr| {
             hardening.log();
@@ -273,6 +275,17 @@ fn init_logging(args: &LogArgs) -> tracing_appender::non_blocking::WorkerGuard {
         .parse(args.log_level.as_deref().unwrap_or("info"))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     filter = filter.add_directive(access_log_directive(args.access_log));
+    // tokio-postgres logs every statement with its parameters (token hashes, sealed values)
+    // at debug, and PostgreSQL's NOTICEs at info: kept to warnings unless the filter names
+    // it itself, so `--log-level debug` does not put query parameters in the log.
+    if !args
+        .log_level
+        .as_deref()
+        .is_some_and(|level| level.contains("tokio_postgres"))
+        && let Ok(directive) = "tokio_postgres=warn".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("coffer-log")

@@ -146,6 +146,17 @@ fn refuse_secrets(text: &str, table: Option<&str>, document: &DeTable<'_>) -> Re
         };
         for value in values {
             if let DeValue::String(s) = value.get_ref()
+                && database_url_has_password(s)
+            {
+                return Err(crate::config::at(
+                    text,
+                    value.span().start,
+                    &format!(
+                        "key `{key}`: the database URL holds a password, which is refused and not repeated here: secrets are never read from a config file; give the password in PGPASSWORD or a file named by database.password-file (mode 0600)"
+                    ),
+                ));
+            }
+            if let DeValue::String(s) = value.get_ref()
                 && let Some(what) = looks_like_secret(s)
             {
                 return Err(crate::config::at(
@@ -159,6 +170,30 @@ fn refuse_secrets(text: &str, table: Option<&str>, document: &DeTable<'_>) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether `text` is a `postgres://` URL with a password: `USER:PASSWORD@` (the user
+/// information runs to the last '@', as coffer-postgres splits it, so a password holding '/',
+/// '?' or '@' counts) or a `password=` parameter.
+pub(crate) fn database_url_has_password(text: &str) -> bool {
+    let text = text.trim();
+    let Some(rest) = text
+        .strip_prefix("postgres://")
+        .or_else(|| text.strip_prefix("postgresql://"))
+    else {
+        return false;
+    };
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, rest)) => (userinfo, rest),
+        None => ("", rest),
+    };
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
+    userinfo.contains(':')
+        || query.split('&').any(|pair| {
+            pair.split_once('=')
+                .map_or(pair, |(key, _)| key)
+                .eq_ignore_ascii_case("password")
+        })
 }
 
 /// serde's message about the value at `path`, in the file's terms: an unknown key with the
@@ -284,4 +319,29 @@ fn toml_types(message: &str) -> String {
         out = out.replace(rust, toml);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url_has_password;
+
+    #[test]
+    fn a_database_password_is_found_wherever_the_url_puts_it() {
+        for with in [
+            "postgres://coffer:pw@db/coffer",
+            "postgresql://coffer:p/w?x@db/coffer",
+            "postgres://coffer:p@w@db/coffer?sslmode=verify-full",
+            "postgres://coffer@db/coffer?password=pw",
+            "postgres://coffer@db/coffer?sslmode=require&PASSWORD=pw",
+        ] {
+            assert!(database_url_has_password(with), "{with}");
+        }
+        for without in [
+            "postgres://coffer@db/coffer",
+            "postgres://coffer@db:5432/coffer?sslmode=verify-full&sslrootcert=/ca.pem",
+            "postgres://db/coffer",
+        ] {
+            assert!(!database_url_has_password(without), "{without}");
+        }
+    }
 }

@@ -30,6 +30,7 @@ use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, ValueEnum};
 use crate::args::Cli;
 
 pub use keys::Key;
+pub(crate) use load::database_url_has_password;
 pub use schema::looks_like_secret;
 
 /// Longest rendering of a file's value repeated in a message, in characters.

@@ -35,6 +35,7 @@ pub struct ServerFile {
     client_ip_header: Option<String>,
     tls: Option<ServerTls>,
     kek: Option<Kek>,
+    database: Option<DatabaseTable>,
     limits: Option<Limits>,
     log: Option<Log>,
 }
@@ -97,6 +98,16 @@ struct Kek {
     retire_grace: Option<u64>,
 }
 
+/// `[database]`: the PostgreSQL database of an instance made with `coffer init --database-url`.
+/// A URL holding a password is refused (PGPASSWORD or `password-file` instead).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DatabaseTable {
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    connect_timeout: Option<u64>,
+}
+
 /// `[limits]`: what one client may cost.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -138,7 +149,7 @@ pub const SECRET_KEYS: &[(&str, &str)] = &[
 
 /// Keys naming a file of key material or a token: their value is never repeated in a message,
 /// since the secret itself may have been pasted in place of its path.
-pub const SECRET_PATH_KEYS: &[&str] = &["tls.key", "node-token-file"];
+pub const SECRET_PATH_KEYS: &[&str] = &["tls.key", "node-token-file", "database.password-file"];
 
 /// What `text` (any string value of a config file, or a path given for a secret file) looks
 /// like if it looks like a secret: a Coffer token (its prefix, then the hex of its id: a path

@@ -117,6 +117,41 @@ impl ReplicationKeys {
 }
 
 impl Keyring {
+    /// After storage refused a write (`Conflict`): on a database shared with other instances,
+    /// another one may have rotated the RK (a node's revocation there), after which storage
+    /// refuses DEKs this process makes under the old one, or destroyed the DEK this process
+    /// seals `account`'s values with. Drops that DEK (the next seal makes or finds another)
+    /// and loads a newer RK if storage holds one, so that a retry can succeed. Accounts' own
+    /// replication keys are not reloaded (account KEKs are refused on a shared database).
+    pub(crate) async fn after_conflict(&self, account: Option<AccountId>) -> Result<(), CoreError> {
+        if let Some(account) = account {
+            self.lock_active().remove(&account);
+        }
+        let Some(repl) = &self.replication else {
+            return Ok(());
+        };
+        let Some((version, record)) = self.storage.latest_replication_key().await? else {
+            return Ok(());
+        };
+        if version <= repl.current().version {
+            return Ok(());
+        }
+        let key = Arc::new(open_rk(&self.kek, version, &record).await?);
+        {
+            let mut current = repl.current.write().unwrap_or_else(PoisonError::into_inner);
+            if version > current.version {
+                *current = Current { version, key };
+            }
+        }
+        // Every DEK made under the old RK is refused now: each account makes a new one.
+        self.lock_active().clear();
+        tracing::info!(
+            version,
+            "another instance rotated the replication key; using its version"
+        );
+        Ok(())
+    }
+
     pub(super) fn replication(&self) -> Result<&ReplicationKeys, CoreError> {
         self.replication.as_ref().ok_or_else(|| {
             CoreError::Internal("only the control plane holds a replication key".into())
@@ -240,8 +275,22 @@ impl Keyring {
     }
 
     /// Revokes `node` and rotates the RK (see the module comment). For a node that never
-    /// registered a key there is nothing to rotate: `Storage::revoke_node` alone.
+    /// registered a key there is nothing to rotate: `Storage::revoke_node` alone. On a database
+    /// shared with other instances, one may rotate between this one's preparation and its
+    /// commit: the rotation is then prepared again, once, from the version it made.
     pub(crate) async fn revoke_node(
+        &self,
+        node: TokenId,
+        at: Timestamp,
+        audit: &[AuditEntry],
+    ) -> Result<NodeRecord, CoreError> {
+        match self.revoke_node_once(node, at, audit).await {
+            Err(CoreError::Conflict) => self.revoke_node_once(node, at, audit).await,
+            other => other,
+        }
+    }
+
+    async fn revoke_node_once(
         &self,
         node: TokenId,
         at: Timestamp,
@@ -289,11 +338,19 @@ impl Keyring {
                     tracing::info!(node = %node, version, attempt, "node revoked; replication key rotated");
                     return Ok(record);
                 }
-                // Something changed since this listing: go on while each listing differs from
-                // the one before (progress), which under the gate comes to an end.
-                Err(StorageError::Conflict)
-                    if attempt < ROTATION_ATTEMPTS && listed.as_ref() != Some(&finished.listed) =>
-                {
+                Err(StorageError::Conflict) => {
+                    // On a database shared with other instances, another one may have rotated
+                    // meanwhile: load its version. This rotation, prepared for the version
+                    // before, is then stale: the caller's retry prepares from the new one.
+                    self.after_conflict(None).await?;
+                    if repl.current().version >= prepared.version {
+                        return Err(CoreError::Conflict);
+                    }
+                    // Something changed since this listing: go on while each listing differs
+                    // from the one before (progress), which under the gate comes to an end.
+                    if attempt >= ROTATION_ATTEMPTS || listed.as_ref() == Some(&finished.listed) {
+                        return Err(StorageError::Conflict.into());
+                    }
                     tracing::warn!(node = %node, attempt, "a node revocation's rotation met a DEK stored or an account deleted meanwhile; listing again");
                     listed = Some(finished.listed);
                 }

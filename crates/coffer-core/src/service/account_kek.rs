@@ -137,6 +137,11 @@ impl Coffer {
     ) -> Result<AccountKekReport, CoreError> {
         self.check_operator(who, Some(account), "set_kek", Target::account())
             .await?;
+        if self.database_is_shared() {
+            return Err(CoreError::KekRotationUnsupported(
+                super::shared::ACCOUNT_KEK_ON_SHARED_DATABASE,
+            ));
+        }
         let (store, settings) = self.account_kek_store()?.clone();
         let _changes = self.account_kek_changes.lock().await;
         if self.storage.get_account(account).await?.is_none() {

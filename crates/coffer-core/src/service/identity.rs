@@ -175,10 +175,11 @@ impl Coffer {
         let record = match self.token_cache.get(token.id()) {
             Some(record) => record,
             None => {
+                let read_at = std::time::Instant::now();
                 let Some(record) = self.storage.get_token(token.id()).await? else {
                     return Err(CoreError::Unauthenticated(INVALID_TOKEN));
                 };
-                self.token_cache.insert(&record);
+                self.token_cache.insert(&record, read_at);
                 record
             }
         };

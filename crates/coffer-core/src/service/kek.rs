@@ -131,6 +131,11 @@ impl Coffer {
     ) -> Result<(KekVersion, KekVersion), CoreError> {
         self.check_operator(who, None, "kek_rotate", Target::kek())
             .await?;
+        if self.database_is_shared() {
+            return Err(CoreError::KekRotationUnsupported(
+                super::shared::ROTATION_ON_SHARED_DATABASE,
+            ));
+        }
         let rotation = self.kek_rotation()?;
         let _starting = rotation.starting.lock().await;
         if let Some(retiring) = rotation.retiring().first() {

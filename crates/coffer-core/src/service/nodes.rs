@@ -40,6 +40,19 @@ struct NodeCacheInner {
     /// The change-log head every row below was read at (or after).
     head: u64,
     rows: HashMap<TokenId, NodeRecord>,
+    /// When the oldest row was read and how long rows are served after that (a shared
+    /// database; see `runtime.rs`'s `CacheInner`).
+    since: Option<std::time::Instant>,
+    max_age: Option<std::time::Duration>,
+}
+
+impl NodeCacheInner {
+    fn expired(&self) -> bool {
+        match (self.max_age, self.since) {
+            (Some(max), Some(since)) => since.elapsed() >= max,
+            _ => false,
+        }
+    }
 }
 
 /// Node rows by id for authentication; see the module comment.
@@ -51,23 +64,34 @@ pub(crate) struct NodeCache {
 impl NodeCache {
     fn get(&self, head: u64, id: TokenId) -> Option<NodeRecord> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        if inner.head != head {
+        if inner.head != head || inner.expired() {
             return None;
         }
         inner.rows.get(&id).cloned()
     }
 
+    /// Serves rows for at most `max_age` after they were read; drops what was cached so far.
+    pub(crate) fn set_max_age(&self, max_age: std::time::Duration) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.max_age = Some(max_age);
+        inner.rows.clear();
+        inner.since = None;
+    }
+
     /// Keeps a row read from storage after observing `head`: not at all if the cache has moved
     /// past `head` (the row may be stale), after dropping everything older if `head` is newer.
-    fn fill(&self, head: u64, row: NodeRecord) {
+    /// `read_at`: when the head was read, before the row.
+    fn fill(&self, head: u64, read_at: std::time::Instant, row: NodeRecord) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if head < inner.head {
+        if head < inner.head || inner.max_age.is_some_and(|max| read_at.elapsed() >= max) {
             return;
         }
-        if head > inner.head || inner.rows.len() >= NODE_CACHE_CAPACITY {
+        if head > inner.head || inner.rows.len() >= NODE_CACHE_CAPACITY || inner.expired() {
             inner.rows.clear();
+            inner.since = None;
             inner.head = head;
         }
+        inner.since = Some(inner.since.map_or(read_at, |since| since.min(read_at)));
         inner.rows.insert(row.id, row);
     }
 }
@@ -390,12 +414,13 @@ impl Coffer {
     async fn node_row(&self, id: TokenId) -> Result<Option<NodeRecord>, CoreError> {
         // The head is read before storage, so a row is never tagged newer than it is.
         let head = self.storage.committed_head();
+        let read_at = std::time::Instant::now();
         if let Some(row) = self.node_cache.get(head, id) {
             return Ok(Some(row));
         }
         let row = self.storage.get_node(id).await?;
         if let Some(row) = &row {
-            self.node_cache.fill(head, row.clone());
+            self.node_cache.fill(head, read_at, row.clone());
         }
         Ok(row)
     }
@@ -498,4 +523,34 @@ fn check_node_token(
         return Err(CoreError::NodeRevoked);
     }
     Ok(record)
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// On a shared database a row is served at most `max_age` after it was read, though the
+    /// head has not moved: a node revoked on another instance is refused here within that time.
+    #[test]
+    fn on_a_shared_database_rows_expire_although_the_head_stays() {
+        let row = NodeRecord {
+            id: TokenId::from_bytes([1; 16]),
+            name: "edge".into(),
+            hash: [0; 32],
+            created: Timestamp::now(),
+            revoked: None,
+        };
+        let cache = NodeCache::default();
+        cache.set_max_age(Duration::from_millis(200));
+        cache.fill(3, Instant::now(), row.clone());
+        assert_eq!(cache.get(3, row.id), Some(row.clone()));
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(cache.get(3, row.id), None, "served past its maximum age");
+        cache.fill(3, Instant::now() - Duration::from_millis(250), row.clone());
+        assert_eq!(cache.get(3, row.id), None);
+        cache.fill(3, Instant::now(), row.clone());
+        assert_eq!(cache.get(3, row.id), Some(row));
+    }
 }

@@ -947,3 +947,40 @@ async fn an_account_that_cannot_be_resealed_holds_up_no_other() {
             .is_some()
     );
 }
+
+/// Two instances on one database: a node revoked through A rotates the replication key and
+/// retires the DEKs made under the old one, which B still holds. B's next write is refused by
+/// storage once, then B loads the new replication key, makes a DEK under it and succeeds.
+#[tokio::test]
+async fn another_instances_revocation_does_not_block_this_ones_writes() {
+    let f = fx(Duration::from_secs(3600), 1 << 20).await;
+    let b = open_coffer(&f.dir, &f.kek, Duration::from_secs(3600), 1 << 20).await;
+    let first = b
+        .create_secrets(&f.op, f.account, f.store, vec![item("B1", "b")])
+        .await
+        .unwrap();
+    let old_dek = f.dek_of(&first[0]).await;
+    let (node, _token) = f
+        .coffer
+        .create_node(&f.op, coffer_types::NodeName::parse("e1").unwrap())
+        .await
+        .unwrap();
+    let key = coffer_crypto::NodeKey::create(&f.dir.path().join("node.key")).unwrap();
+    let public = hex::encode(key.public_key().as_bytes());
+    assert!(f.coffer.register_node_key(&node, &public).await.unwrap());
+    f.coffer.revoke_node(&f.op, node.id).await.unwrap();
+
+    let made = b
+        .create_secrets(&f.op, f.account, f.store, vec![item("B2", "b")])
+        .await
+        .expect("B writes after A's revocation");
+    assert_ne!(f.dek_of(&made[0]).await, old_dek);
+    let req = UpdateSecret {
+        value: Some(Plaintext::new(b"again".to_vec())),
+        scopes: None,
+        comment: None,
+    };
+    b.update_secret(&f.op, f.account, f.store, first[0].id, req)
+        .await
+        .expect("B updates after A's revocation");
+}

@@ -64,6 +64,12 @@ type CachedValue = Option<Arc<(SecretRecord, VersionRecord)>>;
 struct CacheInner {
     /// The change-log head every entry below was read at (or after).
     head: u64,
+    /// When the oldest entry below was read (its storage read began), and how long entries
+    /// are served after that; `None` for ever (one process per database). On a shared
+    /// database the head alone is not enough: it moves on other instances' commits only as
+    /// long as their notifications arrive (see `shared.rs`).
+    since: Option<std::time::Instant>,
+    max_age: Option<std::time::Duration>,
     tokens: HashMap<TokenId, ServiceTokenRecord>,
     services: HashMap<ServiceId, Arc<ServiceRecord>>,
     values: NameMap<ValueKey, CachedValue>,
@@ -125,6 +131,22 @@ pub(crate) struct RuntimeCache {
     misses: AtomicU64,
 }
 
+impl CacheInner {
+    fn expired(&self) -> bool {
+        match (self.max_age, self.since) {
+            (Some(max), Some(since)) => since.elapsed() >= max,
+            _ => false,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.tokens.clear();
+        self.services.clear();
+        self.values.clear();
+        self.since = None;
+    }
+}
+
 impl RuntimeCache {
     fn read<T>(&self, head: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
         let found = self.read_uncounted(head, f);
@@ -141,23 +163,38 @@ impl RuntimeCache {
     /// whose hit or miss would tell something the answer does not (see `current`).
     fn read_uncounted<T>(&self, head: u64, f: impl FnOnce(&CacheInner) -> Option<T>) -> Option<T> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        if inner.head == head { f(&inner) } else { None }
+        if inner.head == head && !inner.expired() {
+            f(&inner)
+        } else {
+            None
+        }
     }
 
-    /// Stores what was read from storage after observing `head`. If the cache has moved past
-    /// `head`, the read may be stale and is not kept; if `head` is newer, everything older is
-    /// dropped first.
-    fn fill(&self, head: u64, f: impl FnOnce(&mut CacheInner)) {
+    /// Serves entries for at most `max_age` after they were read (a database other instances
+    /// write to as well); drops what was cached so far.
+    pub(crate) fn set_max_age(&self, max_age: std::time::Duration) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.max_age = Some(max_age);
+        inner.clear();
+    }
+
+    /// Stores what was read from storage after observing `head` at `read_at` (taken with the
+    /// head, before the read). If the cache has moved past `head`, the read may be stale and
+    /// is not kept; if `head` is newer, or the entries held have reached the maximum age,
+    /// everything older is dropped first.
+    fn fill(&self, (head, read_at): (u64, std::time::Instant), f: impl FnOnce(&mut CacheInner)) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if head < inner.head {
             return;
         }
-        if head > inner.head {
-            inner.tokens.clear();
-            inner.services.clear();
-            inner.values.clear();
+        if inner.max_age.is_some_and(|max| read_at.elapsed() >= max) {
+            return;
+        }
+        if head > inner.head || inner.expired() {
+            inner.clear();
             inner.head = head;
         }
+        inner.since = Some(inner.since.map_or(read_at, |since| since.min(read_at)));
         if inner.tokens.len() >= CACHE_CAPACITY {
             inner.tokens.clear();
         }
@@ -571,10 +608,10 @@ impl Coffer {
         &self,
         id: TokenId,
     ) -> Result<Option<ServiceTokenRecord>, CoreError> {
-        let head = self.storage.committed_head();
+        let head = (self.storage.committed_head(), std::time::Instant::now());
         if let Some(row) = self
             .runtime_cache
-            .read(head, |c| c.tokens.get(&id).cloned())
+            .read(head.0, |c| c.tokens.get(&id).cloned())
         {
             return Ok(Some(row));
         }
@@ -615,10 +652,10 @@ impl Coffer {
         &self,
         who: &ServicePrincipal,
     ) -> Result<Arc<ServiceRecord>, CoreError> {
-        let head = self.storage.committed_head();
+        let head = (self.storage.committed_head(), std::time::Instant::now());
         if let Some(s) = self
             .runtime_cache
-            .read(head, |c| c.services.get(&who.service_id).cloned())
+            .read(head.0, |c| c.services.get(&who.service_id).cloned())
         {
             return Ok(s);
         }
@@ -643,7 +680,7 @@ impl Coffer {
         name: &SecretName,
         cache_missing: bool,
     ) -> Result<CachedValue, CoreError> {
-        let head = self.storage.committed_head();
+        let head = (self.storage.committed_head(), std::time::Instant::now());
         let key = ValueKeyRef {
             account,
             store,
@@ -654,9 +691,9 @@ impl Coffer {
         // not counted.
         let lookup = |c: &CacheInner| c.values.get(&key).cloned();
         let cached = if cache_missing {
-            self.runtime_cache.read(head, lookup)
+            self.runtime_cache.read(head.0, lookup)
         } else {
-            self.runtime_cache.read_uncounted(head, lookup)
+            self.runtime_cache.read_uncounted(head.0, lookup)
         };
         if let Some(v) = cached {
             return Ok(v);
@@ -1034,114 +1071,5 @@ impl Coffer {
 }
 
 #[cfg(test)]
-mod key_tests {
-    use std::hash::BuildHasher;
-
-    use super::*;
-
-    fn ids() -> (AccountId, StoreId, ServiceId, TokenId, SecretId) {
-        (
-            AccountId::from_bytes([1; 16]),
-            StoreId::from_bytes([2; 16]),
-            ServiceId::from_bytes([3; 16]),
-            TokenId::from_bytes([4; 16]),
-            SecretId::from_bytes([5; 16]),
-        )
-    }
-
-    /// The caches are filled with owned keys and read with borrowed ones: both must hash and
-    /// compare alike, or every read would miss (and every access be counted apart).
-    #[test]
-    fn borrowed_keys_find_what_owned_keys_stored() {
-        let (account, store, service, token, secret) = ids();
-        let mut values: NameMap<ValueKey, u32> = NameMap::default();
-        for (i, name) in ["a", "api-key", "b"].into_iter().enumerate() {
-            values.insert(
-                ValueKey {
-                    account,
-                    store,
-                    name: SecretName::parse(name).unwrap(),
-                },
-                i as u32,
-            );
-        }
-        let found = |name| {
-            values
-                .get(&ValueKeyRef {
-                    account,
-                    store,
-                    name,
-                })
-                .copied()
-        };
-        assert_eq!(found("api-key"), Some(1));
-        assert_eq!(found("b"), Some(2));
-        assert_eq!(found("api-keY"), None);
-        let other_store = ValueKeyRef {
-            account,
-            store: StoreId::from_bytes([9; 16]),
-            name: "a",
-        };
-        assert_eq!(values.get(&other_store), None);
-        // The account is not hashed, but still told apart.
-        let other_account = ValueKeyRef {
-            account: AccountId::from_bytes([8; 16]),
-            store,
-            name: "a",
-        };
-        assert_eq!(values.get(&other_account), None);
-        let owned = ValueKey {
-            account,
-            store,
-            name: SecretName::parse("a").unwrap(),
-        };
-        let h = values.hasher();
-        assert_eq!(h.hash_one(&owned), h.hash_one(owned.borrowed()));
-
-        let key = |binding, secret_name, refused| AccessKeyRef {
-            account,
-            service,
-            token,
-            binding,
-            store: Some(store),
-            secret: Some(secret),
-            secret_name,
-            refused,
-        };
-        let mut counts: NameMap<AccessKey, u32> = NameMap::default();
-        let noted = [
-            key("K", "k", None),
-            key("K", "k", Some(AccessRefusal::ScopeMissing)),
-            key("", "", Some(AccessRefusal::NoSuchBinding)),
-            // The names split differently: a distinct key.
-            key("Kk", "", None),
-            key("K", "k", None),
-        ];
-        for k in noted {
-            match counts.get_mut(&k) {
-                Some(n) => *n += 1,
-                None => {
-                    counts.insert(k.to_key(), 1);
-                }
-            }
-        }
-        assert_eq!(counts.len(), 4);
-        assert_eq!(counts.get(&key("K", "k", None)), Some(&2));
-        assert_eq!(counts.get(&key("Kk", "", None)), Some(&1));
-        assert_eq!(counts.get(&key("K", "kk", None)), None);
-        // Neither is the service or the store, and they are told apart as well.
-        let other_service = AccessKeyRef {
-            service: ServiceId::from_bytes([7; 16]),
-            ..key("K", "k", None)
-        };
-        let other_store = AccessKeyRef {
-            store: None,
-            ..key("K", "k", None)
-        };
-        assert_eq!(counts.get(&other_service), None);
-        assert_eq!(counts.get(&other_store), None);
-        let h = counts.hasher();
-        let owned = key("K", "k", None).to_key();
-        assert_eq!(h.hash_one(&owned), h.hash_one(owned.borrowed()));
-    }
-}
+#[path = "runtime_cache_tests.rs"]
+mod cache_tests;

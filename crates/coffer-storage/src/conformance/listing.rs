@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use coffer_types::{AccountId, Scope, Scopes, StoreId};
 
-use super::fixtures::{secret, secret_query, store_query, store_record, tenant, ts};
+use super::fixtures::{create_secret, secret, secret_query, store_query, store_record, tenant, ts};
 use crate::{Direction, SecretOrder, SecretQuery, SecretRecord, Storage, StoreOrder, StoreRecord};
 
 /// Every page of a store listing, asserting the page sizes and the total on the way.
@@ -213,6 +213,23 @@ pub(super) async fn secret_pagination_and_ordering(s: Arc<dyn Storage>) {
                 "secrets by {order:?} descending is exactly ascending reversed"
             );
         }
+    }
+}
+
+/// A search holding a NUL (PostgreSQL's text cannot hold one; SQLite would cut the pattern
+/// there) is the caller's error on every backend, never an outage nor a wider match.
+pub(super) async fn a_search_with_a_nul_is_not_an_outage(s: Arc<dyn Storage>) {
+    let s = &*s;
+    let t = tenant(s, "acme").await;
+    let record = store_record(t.account, "prod");
+    let st = record.id;
+    s.create_store(record, 10, &[]).await.unwrap();
+    create_secret(s, t, st, "a").await;
+    let mut query = secret_query(1, 10);
+    query.search = Some("a\0".into());
+    match s.list_secrets(t.account, st, &query).await {
+        Err(crate::StorageError::Invalid(_)) => {}
+        other => panic!("a NUL in a search: {other:?}"),
     }
 }
 

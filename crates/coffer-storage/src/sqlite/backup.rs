@@ -145,7 +145,7 @@ fn first_difference(
 }
 
 /// A read-only connection to an existing Coffer database of this build's schema.
-fn open_existing(path: &Path, busy_timeout: std::time::Duration) -> Result<Connection> {
+pub(super) fn open_existing(path: &Path, busy_timeout: std::time::Duration) -> Result<Connection> {
     if !path.is_file() {
         return Err(StorageError::Unavailable(format!(
             "{} is not a database file",

@@ -11,7 +11,9 @@ use super::codec::{DbResultExt, id_col, to_hex, u64_col, version_col};
 use super::reads::{dek_belongs_to, query_all, query_opt};
 use super::replication;
 use super::writer::WriteCx;
-use crate::{Change, DekRecord, DestroyedDek, Reseal, Result, SealedValue, StorageError};
+use crate::{
+    Change, CompactionMatcher, DekRecord, DestroyedDek, Reseal, Result, SealedValue, StorageError,
+};
 
 fn limit_sql(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -251,56 +253,31 @@ pub(super) fn compact_past(
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<Option<u64>> {
-    let needles = dek_needles(deks);
-    if needles.is_empty() {
-        return Ok(None);
-    }
-    compact_past_matching(cx, before, |text| {
-        Ok(needles.iter().any(|n| text.contains(n.as_str())))
-    })
-}
-
-fn dek_needles(deks: impl IntoIterator<Item = DekId>) -> Vec<String> {
-    deks.into_iter()
-        .map(|dek| format!("\"dek_id\":\"{dek}\""))
-        .collect()
+    compact_past_matching(cx, before, &CompactionMatcher::deks(deks))
 }
 
 /// [`compact_past`] for a deleted account: also past its account grants (which carry its
 /// replication key sealed to the nodes' keys for it), on the control plane and on a replica
-/// applying the deletion alike. A grant is recognised by parsing the entry, not by its text:
-/// only entries that mention the account's id at all are parsed.
+/// applying the deletion alike (see [`CompactionMatcher`]).
 pub(super) fn compact_past_account(
     cx: &mut WriteCx<'_>,
     account: AccountId,
     deks: impl IntoIterator<Item = DekId>,
     before: u64,
 ) -> Result<Option<u64>> {
-    let needles = dek_needles(deks);
-    let account_hex = account.to_string();
-    compact_past_matching(cx, before, |text| {
-        if needles.iter().any(|n| text.contains(n.as_str())) {
-            return Ok(true);
-        }
-        if !text.contains(&account_hex) {
-            return Ok(false);
-        }
-        // An entry that names the account but does not parse (none should: the log holds
-        // what was appended or applied after parsing) is compacted past too: erring that way
-        // costs a lagging edge a snapshot, the other way a key left in the log.
-        Ok(serde_json::from_str::<Change>(text).map_or(true, |change| {
-            matches!(change, Change::AccountKeyGrant { account_id, .. } if account_id == account)
-        }))
-    })
+    compact_past_matching(cx, before, &CompactionMatcher::account(account, deks))
 }
 
-/// Compacts the log through the newest entry before seq `before` for which `carries` is true
-/// (given the entry's JSON), skipping `DekDestroyed` entries (they carry only an id).
+/// Compacts the log through the newest entry before seq `before` that `matcher` says carries
+/// what it looks for.
 fn compact_past_matching(
     cx: &mut WriteCx<'_>,
     before: u64,
-    carries: impl Fn(&str) -> Result<bool>,
+    matcher: &CompactionMatcher,
 ) -> Result<Option<u64>> {
+    if matcher.is_empty() {
+        return Ok(None);
+    }
     let (base, _) = replication::base_position(cx.conn)?;
     // One backward walk for all of them, stopping at the newest entry naming any: that is
     // the compaction point. It reads only the entries after it (usually the recent ones);
@@ -324,14 +301,7 @@ fn compact_past_matching(
             .db("find entries naming a dek")?
             .as_bytes()
             .map_err(|_| StorageError::Corrupted("a change payload is not a blob".into()))?;
-        // Payloads are JSON, so UTF-8; one that is not cannot name a DEK.
-        let text = std::str::from_utf8(payload).unwrap_or("");
-        // JSON escapes the quotes of any such text inside a string, so only an entry's own
-        // type matches.
-        if text.contains("\"type\":\"dek_destroyed\"") {
-            continue;
-        }
-        if carries(text)? {
+        if matcher.carries(payload) {
             let seq: i64 = row.get(0).db("find entries naming a dek")?;
             through = u64::try_from(seq).unwrap_or(base);
             break;

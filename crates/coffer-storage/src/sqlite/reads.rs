@@ -488,6 +488,7 @@ pub(super) fn list_secrets(
     store: StoreId,
     query: &SecretQuery,
 ) -> Result<Page<SecretRecord>> {
+    query.check()?;
     require_store(conn, account, store)?;
     let mut filter = String::from("store_id = ?1 AND account_id = ?2");
     let mut values: Vec<Value> = vec![
@@ -702,26 +703,9 @@ pub(super) fn changes_after(
     check_chain(rows, after, prev)
 }
 
-/// `rows` must be the entries right after `after`, in order, the first chaining onto `prev`.
-fn check_chain(
-    rows: Vec<ChangeRecord>,
-    after: u64,
-    mut prev: [u8; 32],
-) -> Result<Vec<ChangeRecord>> {
-    for (expected, record) in (after + 1..).zip(&rows) {
-        if record.seq != expected {
-            return Err(StorageError::Corrupted(format!(
-                "change {expected} is missing"
-            )));
-        }
-        if !record.follows(&prev) {
-            return Err(StorageError::Corrupted(format!(
-                "change {} does not match the hash chain",
-                record.seq
-            )));
-        }
-        prev = record.hash;
-    }
+/// `rows`, once checked to be the entries right after `after`, chaining onto `prev`.
+fn check_chain(rows: Vec<ChangeRecord>, after: u64, prev: [u8; 32]) -> Result<Vec<ChangeRecord>> {
+    ChangeRecord::check_chain(&rows, after, prev)?;
     Ok(rows)
 }
 

@@ -493,6 +493,11 @@ async fn audit_entries_and_commits_are_counted() {
         .unwrap();
     let stats = Storage::write_stats(&*s);
     assert_eq!((stats.audit_entries, stats.audit_failures), (2, 0));
+    // The observer is told after the answers (on the writer thread): wait for it, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.committed.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     assert_eq!(*seen.committed.lock().unwrap(), vec![1]);
 
     // The database refuses the next insert (as a full disk would).

@@ -29,14 +29,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::codec::{DbResultExt, col};
 use super::replication;
 use crate::{
-    Change, ChangeRecord, FeedSignature, FeedSigner, Result, StorageError, checkpoint_message,
+    Change, ChangeRecord, FeedSignature, FeedSigner, Result, StorageError, WriteObserver,
+    WriteStats, checkpoint_message,
 };
 
-/// Entries after which the writer signs a checkpoint between two jobs of one batch, rather
-/// than only at the batch's end. Feed answers stop at about 4 MiB; a job's entries are at most
-/// a few MiB (a bulk create's body is 1 MiB), so this keeps checkpoints within reach.
+/// [`crate::SIGN_EVERY_ENTRIES`], the rule every backend keeps.
 #[cfg(not(test))]
-const SIGN_EVERY_ENTRIES: u64 = 256;
+const SIGN_EVERY_ENTRIES: u64 = crate::SIGN_EVERY_ENTRIES;
 /// Small in tests, so that a batch of a few jobs shows the checkpoints between them.
 #[cfg(test)]
 const SIGN_EVERY_ENTRIES: u64 = 4;
@@ -47,37 +46,12 @@ pub(super) type SignerSlot = Arc<OnceLock<Arc<dyn FeedSigner>>>;
 /// Who is told of each group commit, set once after open (`Storage::set_write_observer`).
 type ObserverSlot = Arc<OnceLock<Arc<dyn WriteObserver>>>;
 
-/// Told of every group commit, on the writer thread, before the batch is answered: keep it
-/// cheap (an atomic add, a histogram's observation). The server's metrics implement it, so
-/// that storage needs no metrics library.
-pub trait WriteObserver: Send + Sync + std::fmt::Debug {
-    /// A batch of `jobs` writes committed; its COMMIT (the fsync that makes it durable) took
-    /// `took`.
-    fn committed(&self, jobs: usize, took: Duration);
-    /// A batch could not begin, be signed or commit: each of its writes was refused.
-    fn failed(&self, jobs: usize);
-}
-
 /// How many queued jobs wait for a free slot before `submit` waits (backpressure).
 const QUEUE_DEPTH: usize = 1024;
 
 /// How long the writer waits for readers to leave the WAL when it truncates it after a
 /// snapshot install.
 const TRUNCATE_WAIT: Duration = Duration::from_millis(200);
-
-/// Counters of the writer's work, for benchmarks, tests of group commit, and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteStats {
-    /// Transactions committed.
-    pub commits: u64,
-    /// Jobs run (successful or not).
-    pub jobs: u64,
-    /// Audit entries committed.
-    pub audit_entries: u64,
-    /// Audit entries that were not written: an insert the database refused (its write is
-    /// refused with it), or entries in a batch that did not commit.
-    pub audit_failures: u64,
-}
 
 #[derive(Debug)]
 struct Counters {

@@ -24,7 +24,6 @@ use crate::{
 };
 
 mod deks;
-use deks::check_carried_dek;
 pub(super) use deks::{insert_carried_deks, is_destroyed, put_dek};
 
 /// Runs one cached statement, translating the constraint violations `on_constraint` knows
@@ -429,20 +428,7 @@ pub(super) fn create_secrets(
     quota: u64,
 ) -> Result<()> {
     require_store(cx.conn, account, store)?;
-    for new in secrets {
-        let (record, value) = (&new.record, &new.value);
-        if record.account_id != account || record.store_id != store {
-            return Err(StorageError::Invalid(
-                "a new secret's record names another account or store than the call",
-            ));
-        }
-        if value.secret_id != record.id || value.version != record.version {
-            return Err(StorageError::Invalid(
-                "a new secret's value is not the version its record points at",
-            ));
-        }
-        check_carried_dek(new.dek.as_ref(), value, account)?;
-    }
+    crate::validate::check_new_secrets(account, store, secrets)?;
 
     // Checked here, inside the transaction the inserts commit in: no concurrent create can
     // slip in between the count and the insert.
@@ -472,7 +458,7 @@ pub(super) fn create_secrets(
     for new in secrets {
         insert_secret(cx, &new.record)?;
         insert_version(cx, &new.value)?;
-        cx.append(&secret_put(&new.record, &new.value))?;
+        cx.append(&crate::validate::secret_put(&new.record, &new.value))?;
     }
     Ok(())
 }
@@ -527,19 +513,6 @@ fn insert_version(cx: &WriteCx<'_>, value: &VersionRecord) -> Result<()> {
     .map(drop)
 }
 
-fn secret_put(record: &SecretRecord, value: &VersionRecord) -> Change {
-    Change::SecretPut {
-        account_id: record.account_id,
-        store_id: record.store_id,
-        secret_id: record.id,
-        name: record.name.as_str().to_owned(),
-        scopes: record.scopes.to_strings(),
-        version: record.version.0,
-        dek_id: value.dek_id,
-        sealed_hex: to_hex(&value.sealed),
-    }
-}
-
 fn name_taken(entity: Entity, name: &str) -> StorageError {
     StorageError::NameTaken {
         entity,
@@ -566,22 +539,15 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
         return Err(StorageError::Conflict);
     }
 
+    crate::validate::check_update_value(
+        update.value.as_ref(),
+        update.dek.as_ref(),
+        id,
+        update.expected_version,
+        account,
+    )?;
     let value = match update.value {
-        None if update.dek.is_some() => {
-            return Err(StorageError::Invalid("a carried DEK without a new value"));
-        }
         Some(value) => {
-            if value.secret_id != id {
-                return Err(StorageError::Invalid(
-                    "a new value belongs to another secret",
-                ));
-            }
-            if Some(value.version) != update.expected_version.next() {
-                return Err(StorageError::Invalid(
-                    "a new value's version must be the expected version plus one",
-                ));
-            }
-            check_carried_dek(update.dek.as_ref(), &value, account)?;
             insert_carried_deks(cx, update.dek.as_ref())?;
             if !reads::dek_belongs_to(cx.conn, value.dek_id, account)? {
                 return Err(StorageError::NotFound(Entity::Dek));
@@ -621,7 +587,7 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
     if changed != 1 {
         return Err(StorageError::Conflict);
     }
-    cx.append(&secret_put(&record, &value))?;
+    cx.append(&crate::validate::secret_put(&record, &value))?;
     Ok(record)
 }
 

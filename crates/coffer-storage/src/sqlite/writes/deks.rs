@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 
-use coffer_types::{AccountId, DekId};
+use coffer_types::DekId;
 use rusqlite::params;
 
 use super::super::codec::{Constraint, to_hex};
 use super::super::reads::query_opt;
 use super::super::writer::WriteCx;
 use super::execute;
-use crate::{Change, DekRecord, Entity, Result, StorageError, VersionRecord};
+use crate::{Change, DekRecord, Entity, Result, StorageError};
 
 pub(in crate::sqlite) fn put_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<()> {
     if insert_dek(cx, dek)? {
@@ -106,23 +106,6 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         wrapped_hex: to_hex(wrapped),
     })?;
     Ok(true)
-}
-
-/// Checks a DEK carried with `value` (see the `Storage` trait's "DEKs carried by writes").
-pub(super) fn check_carried_dek(
-    dek: Option<&DekRecord>,
-    value: &VersionRecord,
-    account: AccountId,
-) -> Result<()> {
-    match dek {
-        Some(dek) if dek.key.id != value.dek_id => Err(StorageError::Invalid(
-            "a carried DEK is not the one its value is sealed under",
-        )),
-        Some(dek) if dek.account_id != account => Err(StorageError::Invalid(
-            "a carried DEK belongs to another account than the call",
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
