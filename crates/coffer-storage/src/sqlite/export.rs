@@ -14,8 +14,9 @@ use crate::{Result, StorageError};
 
 /// Every table of the schema, parents before children (so rows can be inserted in this order
 /// with foreign keys checked), each with the order its rows are read in: insertion order
-/// (rowid) where the importer must keep it (`deks` and `outbox`, whose ties are broken by it),
-/// the primary key for the tables without one. [`export_rows`] refuses a database
+/// (rowid) for every table that has a rowid (for `deks` and `outbox` the importer must keep
+/// it, their ties are broken by it; elsewhere it is merely stable), the log's seq for
+/// `changes` and `change_signatures`, and the primary key for the tables declared `WITHOUT ROWID`. [`export_rows`] refuses a database
 /// holding a table not listed here, so a table added by a later migration cannot be left
 /// behind silently.
 pub const EXPORT_TABLES: &[(&str, &str)] = &[
