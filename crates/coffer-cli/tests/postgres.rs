@@ -736,6 +736,40 @@ fn debug_logging_keeps_sql_parameters_out() {
     assert!(!log.contains("tokio_postgres"), "{log}");
 }
 
+/// The operator token is recovered offline on a PostgreSQL data dir with its database (L7);
+/// without the database the refusal names where to give it.
+#[test]
+fn operator_rotate_offline_on_postgres() {
+    let Some(db) = Db::new("operator_rotate_offline_on_postgres") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let (account, old) = init_pg(&dir, db.url());
+    let mut cmd = coffer_cmd();
+    cmd.args(["operator", "rotate", "--json", "--data-dir"])
+        .arg(&dir);
+    let line = run(cmd, None).one_error_line(1).to_owned();
+    assert!(line.contains("COFFER_DATABASE_URL"), "{line}");
+    let mut cmd = coffer_cmd();
+    cmd.args(["operator", "rotate", "--json", "--data-dir"])
+        .arg(&dir)
+        .env("COFFER_DATABASE_URL", db.url());
+    let v = run(cmd, None).ok().json();
+    let new = v["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned();
+    assert_ne!(new, old);
+    let server = start_pg(&dir, db.url());
+    conn(&server, &account, &new)
+        .run(&["store", "list", "--json"])
+        .ok();
+    let out = conn(&server, &account, &old).run(&["store", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    server.terminate();
+}
+
 /// Keys are local, the database shared: a KEK id the database names that this data dir lacks
 /// (a rotation or an account KEK made on another instance) refuses the start, naming it.
 #[test]

@@ -140,7 +140,7 @@ pub async fn open(
         (None, Some(_)) if has_kek && has_db => {
             return Err(data_dir_error(
                 path,
-                "holds an embedded SQLite instance (coffer.db), which --database-url cannot serve: the URL is for a data dir made by `coffer init --database-url`",
+                "holds an embedded SQLite instance (coffer.db), which a database URL cannot serve (one was given by --database-url, COFFER_DATABASE_URL or a config file's [database] url): the URL is for a data dir made by `coffer init --database-url`",
             ));
         }
         _ => {}

@@ -219,17 +219,19 @@ pub struct RotatedOperatorToken {
 /// Replaces the instance-operator token on a data dir no server is running on: takes the lock
 /// ([`ServerError::DataDirInUse`] while a server holds it), issues a new operator token, revokes
 /// the old one and audits it in the operator's account, then closes the data dir (writing the
-/// audit checkpoints). `secrets` unlock an HSM-held KEK.
+/// audit checkpoints). `secrets` unlock an HSM-held KEK; `database` is the PostgreSQL database
+/// of a data dir made with one (other instances may keep serving it meanwhile).
 pub async fn rotate_operator_token(
     path: &Path,
     secrets: KekSecrets,
+    database: Option<&Database>,
 ) -> Result<RotatedOperatorToken, ServerError> {
     let data_dir = datadir::open(
         path,
         Limits::default(),
         secrets,
         KeyOptions::default(),
-        None,
+        database,
     )
     .await?;
     let coffer = data_dir.coffer;

@@ -28,6 +28,10 @@ pub struct OperatorRotateArgs {
     /// server, with the current operator token)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// With --data-dir of an instance on PostgreSQL: its database
+    #[command(flatten)]
+    pub database: super::server::DatabaseArgs,
 }
 
 #[cfg(test)]

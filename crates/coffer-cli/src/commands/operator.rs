@@ -13,9 +13,22 @@ pub async fn run(conn: &ConnArgs, command: OperatorCommand) -> anyhow::Result<()
     let OperatorCommand::Rotate(args) = command;
     let format = Format::of(conn);
     let mut note = None;
+    let database = args.database.database()?;
+    if database.is_some() && args.data_dir.is_none() {
+        return Err(UsageError(
+            "--database-url is for the offline form (with --data-dir); online, the running server reaches its database".into(),
+        )
+        .into());
+    }
     let text = match &args.data_dir {
         Some(dir) => {
-            let rotated = match coffer_server::rotate_operator_token(dir, kek_secrets()).await {
+            let rotated = match coffer_server::rotate_operator_token(
+                dir,
+                kek_secrets(),
+                database.as_ref(),
+            )
+            .await
+            {
                 Ok(rotated) => rotated,
                 Err(coffer_server::ServerError::DataDirInUse { path }) => {
                     return Err(UsageError(format!(
