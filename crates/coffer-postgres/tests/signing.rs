@@ -290,10 +290,12 @@ async fn queued_writes_share_a_commit_and_fail_alone() {
     };
     let db = TestDatabase::create(&cluster_url).await;
     let s = Arc::new(db.storage().await);
-    let cluster = s.ensure_cluster_id().await.unwrap();
-    s.set_feed_signer(Arc::new(DigestSigner));
+    // Set first: the writer tells the observer after answering, so one set right after a
+    // write may or may not hear of it.
     let seen = Arc::new(SeenSizes::default());
     s.set_write_observer(Arc::clone(&seen) as Arc<dyn WriteObserver>);
+    let cluster = s.ensure_cluster_id().await.unwrap();
+    s.set_feed_signer(Arc::new(DigestSigner));
     let a1 = account(1);
     s.create_account(a1.clone(), &[]).await.unwrap();
     let before = s.write_stats();
@@ -332,7 +334,15 @@ async fn queued_writes_share_a_commit_and_fail_alone() {
     );
     assert_eq!(after.jobs - before.jobs, 6);
     assert_eq!(after.audit_entries - before.audit_entries, 4);
-    assert_eq!(*seen.committed.lock().unwrap(), vec![1, 1, 4]);
+    // The cluster id's, a1's, the hold's and the batch's (told after the answers: wait).
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.committed.lock().unwrap().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the observer hears of every commit");
+    assert_eq!(*seen.committed.lock().unwrap(), vec![1, 1, 1, 4]);
 
     let (entries, sigs) = s.feed_after(1, 100).await.unwrap();
     let names: Vec<String> = entries
