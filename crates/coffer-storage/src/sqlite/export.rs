@@ -149,7 +149,10 @@ pub fn export_rows(
 /// Refuses a database whose tables are not exactly [`EXPORT_TABLES`].
 fn check_tables(conn: &rusqlite::Connection) -> Result<()> {
     let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        // SQLite's own tables only: `_` escaped, or `sqliteXfoo` would be skipped too.
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        )
         .db("read the schema")?;
     let names: Vec<String> = stmt
         .query_map([], |r| r.get(0))
@@ -169,4 +172,36 @@ fn check_tables(conn: &rusqlite::Connection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_every_table() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for (table, _) in EXPORT_TABLES {
+            conn.execute_batch(&format!("CREATE TABLE {table} (x)"))
+                .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn a_table_the_export_does_not_know_is_refused_by_name() {
+        let conn = with_every_table();
+        check_tables(&conn).unwrap();
+        // Only SQLite's own `sqlite_` tables are skipped, not every name starting "sqlite".
+        conn.execute_batch("CREATE TABLE sqliteXfoo (x)").unwrap();
+        let err = check_tables(&conn).unwrap_err().to_string();
+        assert!(err.contains("table sqliteXfoo"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_table_is_refused_by_name() {
+        let conn = with_every_table();
+        conn.execute_batch("DROP TABLE outbox").unwrap();
+        let err = check_tables(&conn).unwrap_err().to_string();
+        assert!(err.contains("table outbox is missing"), "{err}");
+    }
 }
