@@ -213,6 +213,17 @@ fn a_served_sqlite_dir_moves_to_an_empty_database_and_verifies() {
     // Moved already: refused.
     let line = migrate_env(&data, &url, &[]).one_error_line(1).to_owned();
     assert!(line.contains("already moved"), "{line}");
+    // As if the switch had not happened (a crash after the COMMIT): the database holding this
+    // dir's own instance is named as such, with what to do.
+    let marker = std::fs::read(data.join("backend.toml")).unwrap();
+    std::fs::remove_file(data.join("backend.toml")).unwrap();
+    let line = migrate_env(&data, &url, &[]).one_error_line(1).to_owned();
+    assert!(
+        line.contains(&cluster_id) && line.contains("this data dir's own instance"),
+        "{line}"
+    );
+    assert!(!data.join("backend.toml").exists());
+    std::fs::write(data.join("backend.toml"), marker).unwrap();
 
     // Another installation into the same (now full) database: refused, naming the instance.
     let other = tmp.path().join("other");

@@ -6,12 +6,13 @@
 //! batches handed over a bounded channel) and go in with `COPY ... (FORMAT binary)`, table by
 //! table, parents first. Each value is converted by the target column's type: SQLite's
 //! integers become `BIGINT`, `SMALLINT` or `BOOLEAN` (0 or 1 only), blobs `BYTEA`, text
-//! `TEXT`; anything else is refused naming the column. Columns only PostgreSQL has are made
-//! by it: `deks.ord` and `outbox.ord` (identities, assigned in the source's insertion order,
-//! which the export keeps), `accounts.secret_count` (kept by the counting trigger as the
-//! secrets go in, then compared with the source's), and the `change_head` row, set to the
-//! source's last entry (or its base when compaction left none), and `replication` gets a
-//! cluster id if the source had none. Before COMMIT the row count of every table is compared
+//! `TEXT`; anything else is refused naming the column. What PostgreSQL derives itself is made
+//! by it: `deks.ord` and `outbox.ord` (identity columns SQLite does not have, assigned in the
+//! source's insertion order, which the export keeps), `accounts.secret_count` (a column both
+//! have, but here the counting trigger's: not copied, kept as the secrets go in, then compared
+//! with the source's), and the `change_head` row (a table only PostgreSQL has), set to the
+//! source's last entry (or its base when compaction left none); `replication` gets a cluster id
+//! if the source had none. Before COMMIT the row count of every table is compared
 //! with the source's, and the change log and every audit chain are recomputed from the
 //! transaction's own rows and their heads compared with the source's. Any error rolls the whole
 //! import back: nothing needs undoing after a COMMIT (which the append-only tables' guards

@@ -267,10 +267,10 @@ async fn fill(path: &Path) {
     }
 }
 
-/// Every table's rows, sorted, as the SQLite export reads them.
 /// A table's name, columns and rows.
 type Table = (&'static str, Vec<String>, Vec<Vec<RawValue>>);
 
+/// Every table's rows, sorted, as the SQLite export reads them.
 fn sqlite_rows(path: &Path) -> Vec<Table> {
     let mut out: Vec<Table> = Vec::new();
     export_rows(path, 7, |batch| {
@@ -282,7 +282,7 @@ fn sqlite_rows(path: &Path) -> Vec<Table> {
     })
     .unwrap();
     for (_, _, rows) in &mut out {
-        rows.sort_by_key(|r| format!("{r:?}{}", key(r)));
+        rows.sort_by_key(|r| key(r));
     }
     out
 }
@@ -337,7 +337,7 @@ async fn pg_rows(url: &str, table: &str, columns: &[String]) -> Vec<Vec<RawValue
                 .collect()
         })
         .collect();
-    out.sort_by_key(|r| format!("{r:?}{}", key(r)));
+    out.sort_by_key(|r| key(r));
     out
 }
 
@@ -398,9 +398,6 @@ async fn a_filled_sqlite_store_is_copied_row_for_row_and_reads_the_same() {
         let copied = counts.iter().find(|(t, _)| *t == table).unwrap().1;
         assert_eq!(copied, rows.len() as u64, "{table}");
         assert!(!rows.is_empty(), "{table} is filled");
-        if table == "changes" {
-            assert!(!rows.is_empty(), "the log keeps entries past its base");
-        }
         assert_eq!(pg_rows(db.url(), table, &columns).await, rows, "{table}");
     }
     // Compared without printing them on failure (thousands of bytes).
@@ -473,7 +470,7 @@ async fn a_target_holding_anything_is_refused_and_left_alone() {
     pg.import_sqlite(&path, &source(&path).await).await.unwrap();
     let cluster = pg.log_state().await.unwrap().cluster_id.unwrap();
     match pg.import_sqlite(&path, &source(&path).await).await {
-        Err(ImportError::NotEmpty(m)) => assert!(m.contains(&hex(&cluster)), "{m}"),
+        Err(ImportError::NotEmpty(m)) => assert!(m.contains(&hex::encode(cluster)), "{m}"),
         other => panic!("{other:?}"),
     }
     pg.shutdown().await;
@@ -485,10 +482,6 @@ async fn source(path: &Path) -> ChainReport {
     let report = verify_chains(&s).await.unwrap();
     s.close_reads();
     report
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,7 +125,14 @@ pub async fn migrate(data_dir: &Path, db: &Database) -> Result<Migrated, Migrate
     let Imported { counts, report } = imported.map_err(|e| match e {
         ImportError::NotEmpty(message) => MigrateError::NotEmpty {
             target: target.clone(),
-            message,
+            message: match expected.log.cluster_id.map(hex::encode) {
+                // The same cluster id: a copy of this very dir (a run that committed but could
+                // not switch the dir, or a crash between the two).
+                Some(id) if message.contains(&id) => format!(
+                    "{message}; that is this data dir's own instance, copied by an earlier migrate that did not finish switching the dir: drop and recreate the database, then run migrate again"
+                ),
+                _ => message,
+            },
         },
         ImportError::CommitUnknown(message) => MigrateError::CommitUnknown {
             target: target.clone(),

@@ -14,8 +14,9 @@ use crate::{Result, StorageError};
 
 /// Every table of the schema, parents before children (so rows can be inserted in this order
 /// with foreign keys checked), each with the order its rows are read in: insertion order
-/// (rowid) where the importer must keep it (`deks` and `outbox`, whose ties are broken by it),
-/// the primary key for the tables without one. [`export_rows`] refuses a database
+/// (rowid) for every table that has a rowid (for `deks` and `outbox` the importer must keep
+/// it, their ties are broken by it; elsewhere it is merely stable), the log's seq for
+/// `changes` and `change_signatures`, and the primary key for the tables declared `WITHOUT ROWID`. [`export_rows`] refuses a database
 /// holding a table not listed here, so a table added by a later migration cannot be left
 /// behind silently.
 pub const EXPORT_TABLES: &[(&str, &str)] = &[
@@ -148,7 +149,10 @@ pub fn export_rows(
 /// Refuses a database whose tables are not exactly [`EXPORT_TABLES`].
 fn check_tables(conn: &rusqlite::Connection) -> Result<()> {
     let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        // SQLite's own tables only: `_` escaped, or `sqliteXfoo` would be skipped too.
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+        )
         .db("read the schema")?;
     let names: Vec<String> = stmt
         .query_map([], |r| r.get(0))
@@ -168,4 +172,36 @@ fn check_tables(conn: &rusqlite::Connection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_every_table() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for (table, _) in EXPORT_TABLES {
+            conn.execute_batch(&format!("CREATE TABLE {table} (x)"))
+                .unwrap();
+        }
+        conn
+    }
+
+    #[test]
+    fn a_table_the_export_does_not_know_is_refused_by_name() {
+        let conn = with_every_table();
+        check_tables(&conn).unwrap();
+        // Only SQLite's own `sqlite_` tables are skipped, not every name starting "sqlite".
+        conn.execute_batch("CREATE TABLE sqliteXfoo (x)").unwrap();
+        let err = check_tables(&conn).unwrap_err().to_string();
+        assert!(err.contains("table sqliteXfoo"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_table_is_refused_by_name() {
+        let conn = with_every_table();
+        conn.execute_batch("DROP TABLE outbox").unwrap();
+        let err = check_tables(&conn).unwrap_err().to_string();
+        assert!(err.contains("table outbox is missing"), "{err}");
+    }
 }
