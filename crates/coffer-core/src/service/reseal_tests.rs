@@ -955,6 +955,9 @@ async fn an_account_that_cannot_be_resealed_holds_up_no_other() {
 async fn another_instances_revocation_does_not_block_this_ones_writes() {
     let f = fx(Duration::from_secs(3600), 1 << 20).await;
     let b = open_coffer(&f.dir, &f.kek, Duration::from_secs(3600), 1 << 20).await;
+    // Two instances on one database: each is told so (as the server does on PostgreSQL).
+    f.coffer.share_database(Duration::from_millis(500));
+    b.share_database(Duration::from_millis(500));
     let first = b
         .create_secrets(&f.op, f.account, f.store, vec![item("B1", "b")])
         .await
