@@ -366,6 +366,11 @@ pub(crate) async fn node_account_keys(
 /// revoked the node first), or a rotation a revocation owed.
 pub(crate) async fn rotate(w: &mut WriteTx<'_>, rotation: &ArkRotation) -> Result<()> {
     let account = rotation.account_id;
+    // An account deleted since the rotation was prepared (a revocation's, an owed one) is
+    // skipped: nothing of it is stored again, and the rotation is not refused.
+    if current_ark_version(w.tx(), account).await?.is_none() {
+        return Ok(());
+    }
     check_grants(&rotation.grants, account, rotation.version)?;
     for grant in &rotation.grants {
         let revoked: Option<Option<i64>> = w
@@ -383,9 +388,6 @@ pub(crate) async fn rotate(w: &mut WriteTx<'_>, rotation: &ArkRotation) -> Resul
                 "a rotation's grants must go to nodes in service only",
             ));
         }
-    }
-    if current_ark_version(w.tx(), account).await?.is_none() {
-        return Err(StorageError::Conflict);
     }
     insert_key(w, account, rotation.version, &rotation.key).await?;
     for grant in &rotation.grants {
