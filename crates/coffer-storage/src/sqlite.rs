@@ -10,8 +10,11 @@ mod account_keys;
 mod audit;
 mod backup;
 mod codec;
+mod deks;
 mod export;
+mod key_versions;
 mod lifecycle;
+mod log_head;
 mod node_keys;
 mod nodes;
 mod readers;
@@ -362,7 +365,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn put_dek(&self, dek: DekRecord) -> Result<()> {
-        self.writer.run(move |cx| writes::put_dek(cx, &dek)).await
+        self.writer.run(move |cx| deks::put_dek(cx, &dek)).await
     }
 
     async fn get_dek(&self, id: DekId) -> Result<Option<DekRecord>> {

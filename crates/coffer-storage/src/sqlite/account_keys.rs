@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use coffer_types::{AccountId, DekId, TokenId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::codec::{DbResultExt, col, id_col, to_hex, ts_col};
-use super::reads::{self, query_all, query_opt};
+use super::codec::{DbResultExt, col, id_col, query_all, query_opt, to_hex, ts_col};
+use super::key_versions::ark_version;
+use super::reads;
 use super::writer::WriteCx;
 use super::{SqliteStorage, audit};
 use crate::ARK_KEK_ID_PREFIX;
@@ -15,21 +16,6 @@ use crate::{
     AccountGrant, ArkRotation, ArkStorage, AuditEntry, Change, Entity, NodeAccountKey, Result,
     StorageError, WrappedKeyRecord,
 };
-
-/// `account`'s current ARK version, if it has an ARK.
-pub(super) fn current_version(conn: &Connection, account: AccountId) -> Result<Option<u32>> {
-    let found: Option<i64> = conn
-        .prepare_cached("SELECT max(version) FROM account_replication_keys WHERE account_id = ?1")
-        .and_then(|mut stmt| stmt.query_row([account.as_bytes()], |row| row.get(0)))
-        .db("current account replication key version")?;
-    found
-        .map(|v| {
-            u32::try_from(v).map_err(|_| {
-                StorageError::Corrupted(format!("account replication key version {v} out of range"))
-            })
-        })
-        .transpose()
-}
 
 fn version_col(row: &Row<'_>, idx: usize, what: &'static str) -> Result<u32> {
     let v: i64 = col(row, idx, what)?;
@@ -53,7 +39,7 @@ fn insert_key(
     version: u32,
     key: &WrappedKeyRecord,
 ) -> Result<()> {
-    let expected = current_version(cx.conn, account)?
+    let expected = ark_version(cx.conn, account)?
         .map_or(Some(1), |v| v.checked_add(1))
         .ok_or(StorageError::Conflict)?;
     if version != expected {
@@ -257,7 +243,7 @@ pub(super) fn register(
     if taken {
         return Err(StorageError::AlreadyExists(Entity::NodeKey));
     }
-    let current = current_version(cx.conn, account)?;
+    let current = ark_version(cx.conn, account)?;
     if current != grant.map(|g| g.ark_version) {
         return Err(StorageError::Conflict);
     }
@@ -334,7 +320,7 @@ pub(super) fn grants(
 /// operator deleting an account cannot make a revocation fail.
 pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()> {
     let account = rotation.account_id;
-    if current_version(cx.conn, account)?.is_none() {
+    if ark_version(cx.conn, account)?.is_none() {
         return Ok(());
     }
     check_grants(&rotation.grants, account, rotation.version)?;
@@ -356,7 +342,7 @@ pub(super) fn rotate(cx: &mut WriteCx<'_>, rotation: &ArkRotation) -> Result<()>
     for grant in &rotation.grants {
         insert_grant(cx, grant)?;
     }
-    super::node_keys::rewrap_deks(cx, &rotation.deks, rotation.version, Some(account))?;
+    super::deks::rewrap_deks(cx, &rotation.deks, rotation.version, Some(account))?;
     // Every ARK-wrapped DEK of the account must now be under the new version: one made
     // meanwhile would still open with what the revoked node held. (Its DEKs still under the
     // instance RK, retired and awaiting re-seal, are the instance rotation's.)
@@ -390,20 +376,6 @@ pub(super) fn owing_rotation(conn: &Connection) -> Result<Vec<AccountId>> {
         "accounts owing a replication key rotation",
         |row| id_col(row, 0, "account_grants.account_id").map(AccountId::from_bytes),
     )
-}
-
-/// Whether `account`'s current ARK version is granted to a revoked node (its rotation owed,
-/// as `owing_rotation` lists).
-pub(super) fn owes_rotation(conn: &Connection, account: AccountId) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM account_grants AS g
-             JOIN nodes AS n ON n.id = g.node_id
-             WHERE g.account_id = ?1 AND n.revoked IS NOT NULL
-               AND g.ark_version = (SELECT max(version) FROM account_replication_keys
-                                    WHERE account_id = ?1))",
-    )
-    .and_then(|mut stmt| stmt.query_row([account.as_bytes()], |row| row.get(0)))
-    .db("account owing a replication key rotation")
 }
 
 /// Removes `account`'s ARK versions, grants and node keys (its deletion).

@@ -13,8 +13,10 @@ use coffer_types::{AccountId, SecretId, StoreId, TokenId};
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
 
-use super::codec::{Constraint, DbResultExt, col, constraint, db_error, id_col, ts_col};
-use super::reads::{direction_sql, offset, query_all, query_opt};
+use super::codec::{
+    Constraint, DbResultExt, col, constraint, db_error, direction_sql, id_col, offset, query_all,
+    query_opt, ts_col,
+};
 use super::writer::WriteCx;
 use crate::{
     AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, Entity, Page, Result, StorageError,

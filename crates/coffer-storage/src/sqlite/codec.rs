@@ -5,9 +5,9 @@
 
 use coffer_types::{Scope, Scopes, Timestamp, Version};
 use rusqlite::types::FromSql;
-use rusqlite::{ErrorCode, Row};
+use rusqlite::{Connection, ErrorCode, Params, Row};
 
-use crate::{Result, StorageError};
+use crate::{Direction, Result, StorageError};
 
 /// Attaches an operation name to a rusqlite error while turning it into a domain error.
 pub(super) trait DbResultExt<T> {
@@ -209,6 +209,71 @@ pub(super) fn contains_pattern(needle: &str) -> String {
     }
     out.push('%');
     out
+}
+
+// ---- statements ----
+
+/// Runs a cached statement expected to return at most one row, decoding it with `decode`.
+pub(super) fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    context: &'static str,
+    decode: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).db(context)?;
+    let mut rows = stmt.query(params).db(context)?;
+    match rows.next().db(context)? {
+        Some(row) => decode(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Runs a cached statement and decodes every row.
+pub(super) fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    context: &'static str,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).db(context)?;
+    let mut rows = stmt.query(params).db(context)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().db(context)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs one cached statement, translating the constraint violations `on_constraint` knows
+/// (returning `None` for the others, which become `Unavailable` like any database failure).
+pub(super) fn execute(
+    conn: &Connection,
+    sql: &'static str,
+    params: impl rusqlite::Params,
+    context: &'static str,
+    on_constraint: impl FnOnce(Constraint) -> Option<StorageError>,
+) -> Result<usize> {
+    let mut stmt = conn.prepare_cached(sql).db(context)?;
+    stmt.execute(params).map_err(|e| {
+        constraint(&e)
+            .and_then(on_constraint)
+            .unwrap_or_else(|| db_error(context, &e))
+    })
+}
+
+pub(super) fn direction_sql(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    }
+}
+
+/// Rows to skip for a 1-based page (page 0 is read as page 1).
+pub(super) fn offset(page: u32, per_page: u32) -> i64 {
+    // Saturating: u32::MAX squared does not fit an i64, and a huge page is simply empty.
+    i64::from(page.max(1) - 1).saturating_mul(i64::from(per_page))
 }
 
 #[cfg(test)]

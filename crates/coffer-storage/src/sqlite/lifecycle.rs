@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use coffer_types::{AccountId, DekId, SecretId, StoreId, Timestamp};
 use rusqlite::{Connection, params};
 
-use super::codec::{DbResultExt, id_col, to_hex, u64_col, version_col};
-use super::reads::{dek_belongs_to, query_all, query_opt};
+use super::codec::{DbResultExt, id_col, query_all, query_opt, to_hex, u64_col, version_col};
+use super::log_head::base_position;
+use super::reads::dek_belongs_to;
 use super::replication;
 use super::writer::WriteCx;
 use crate::{
@@ -79,7 +80,7 @@ pub(super) fn reseal_values(
     reseals: &[Reseal],
 ) -> Result<u64> {
     if let Some(dek) = dek {
-        super::writes::insert_carried_deks(cx, Some(dek))?;
+        super::deks::insert_carried_deks(cx, Some(dek))?;
     }
     let mut checked: HashSet<(AccountId, DekId)> = HashSet::new();
     for r in reseals {
@@ -278,7 +279,7 @@ fn compact_past_matching(
     if matcher.is_empty() {
         return Ok(None);
     }
-    let (base, _) = replication::base_position(cx.conn)?;
+    let (base, _) = base_position(cx.conn)?;
     // One backward walk for all of them, stopping at the newest entry naming any: that is
     // the compaction point. It reads only the entries after it (usually the recent ones);
     // the whole retained log only when no entry names them.

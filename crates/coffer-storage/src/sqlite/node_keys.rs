@@ -2,101 +2,25 @@
 //! carries without ever holding the KEK. Storage sees only opaque wrapped bytes here, as
 //! everywhere: the wrapping and sealing are core's and crypto's.
 
-use coffer_types::{AccountId, DekId, Timestamp, TokenId};
+use coffer_types::{DekId, Timestamp, TokenId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::codec::{DbResultExt, col, id_col, to_hex};
-use super::reads::{self, query_all, query_opt};
+use super::codec::{DbResultExt, col, id_col, query_all, query_opt, to_hex};
+use super::key_versions::rk_version;
+use super::reads;
 use super::writer::WriteCx;
 use super::{nodes, writes};
 use crate::{
     Change, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES, REPLICATION_KEY_PURPOSE_PREFIX,
-    Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord, ark_kek_id, rk_kek_id,
+    Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord, rk_kek_id,
 };
-
-/// Rewraps each of `deks` by version `version` of a replication key (the RK wrap an edge
-/// reads) and appends its `DekPut`: with `ark_of`, that account's ARK (`ark:<n>`; each DEK must
-/// be the account's), else the instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK
-/// that is not found so is a `Conflict`, but for one destroyed since the rotation listed it
-/// (the DEK lifecycle job runs beside a revocation): there is nothing left to rewrap, and
-/// refusing would let destructions starve the revocation. Rewrapped because the old version
-/// reached a revoked node: the DEK never seals again, and its values are re-sealed onto a DEK
-/// made under the new version (`deks.retired`).
-pub(super) fn rewrap_deks(
-    cx: &mut WriteCx<'_>,
-    deks: &[(DekId, Vec<u8>)],
-    version: u32,
-    ark_of: Option<AccountId>,
-) -> Result<()> {
-    for (dek, wrapped) in deks {
-        let account = query_opt(
-            cx.conn,
-            "SELECT account_id FROM deks
-             WHERE id = ?1 AND (CASE WHEN ?2 IS NULL THEN rk_account = 0 ELSE account_id = ?2 END)",
-            params![dek.as_bytes(), ark_of.as_ref().map(AccountId::as_bytes)],
-            "rewrap dek",
-            |row| id_col(row, 0, "deks.account_id"),
-        )?;
-        let Some(account) = account else {
-            if writes::is_destroyed(cx.conn, dek)? {
-                continue;
-            }
-            return Err(StorageError::Conflict);
-        };
-        cx.conn
-            .prepare_cached(
-                "UPDATE deks SET rk_version = ?1, rk_wrapped = ?2, rk_account = ?3, retired = 1
-                 WHERE id = ?4",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![version, wrapped, ark_of.is_some(), dek.as_bytes()])
-            })
-            .db("rewrap dek")?;
-        cx.append(&Change::DekPut {
-            account_id: AccountId::from_bytes(account),
-            dek_id: *dek,
-            kek_id: match ark_of {
-                Some(_) => ark_kek_id(version),
-                None => rk_kek_id(version),
-            },
-            wrapped_hex: to_hex(wrapped),
-        })?;
-    }
-    Ok(())
-}
-
-/// The current replication key version, if any (purposes `replication-key:<n>`).
-pub(super) fn current_version(conn: &Connection) -> Result<Option<u32>> {
-    let found: Option<i64> = conn
-        .prepare_cached(
-            "SELECT max(CAST(substr(purpose, ?1) AS INTEGER)) FROM instance_keys
-             WHERE purpose LIKE ?2",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    (REPLICATION_KEY_PURPOSE_PREFIX.len() + 1) as i64,
-                    format!("{REPLICATION_KEY_PURPOSE_PREFIX}%")
-                ],
-                |row| row.get(0),
-            )
-        })
-        .db("current replication key version")?;
-    found
-        .map(|v| {
-            u32::try_from(v).map_err(|_| {
-                StorageError::Corrupted(format!("replication key version {v} out of range"))
-            })
-        })
-        .transpose()
-}
 
 fn purpose(version: u32) -> String {
     format!("{REPLICATION_KEY_PURPOSE_PREFIX}{version}")
 }
 
 pub(super) fn latest_replication_key(conn: &Connection) -> Result<Option<(u32, WrappedKeyRecord)>> {
-    let Some(version) = current_version(conn)? else {
+    let Some(version) = rk_version(conn)? else {
         return Ok(None);
     };
     let key = reads::get_instance_key(conn, &purpose(version))?
@@ -117,7 +41,7 @@ pub(super) fn instance_key_rk(conn: &Connection, purpose: &str) -> Result<Option
 
 /// Refuses work done under a replication key that is no longer the current one.
 fn check_current(conn: &Connection, version: u32) -> Result<()> {
-    if current_version(conn)? == Some(version) {
+    if rk_version(conn)? == Some(version) {
         Ok(())
     } else {
         Err(StorageError::Conflict)
@@ -302,7 +226,7 @@ pub(super) fn revoke_rotating(
     at: Timestamp,
     rotation: &RkRotation,
 ) -> Result<NodeRecord> {
-    let current = current_version(cx.conn)?;
+    let current = rk_version(cx.conn)?;
     if current.and_then(|v| v.checked_add(1)) != Some(rotation.version) {
         return Err(StorageError::Conflict);
     }
@@ -337,7 +261,7 @@ pub(super) fn revoke_rotating(
             wrapped_hex: to_hex(wrapped),
         })?;
     }
-    rewrap_deks(cx, &rotation.deks, rotation.version, None)?;
+    super::deks::rewrap_deks(cx, &rotation.deks, rotation.version, None)?;
     for account in &rotation.accounts {
         super::account_keys::rotate(cx, account)?;
     }

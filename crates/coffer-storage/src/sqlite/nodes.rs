@@ -6,9 +6,9 @@ use coffer_types::{Timestamp, TokenId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec::{
-    Constraint, DbResultExt, col, constraint, db_error, id_col, opt_ts_col, to_hex, ts_col,
+    Constraint, DbResultExt, col, constraint, db_error, id_col, opt_ts_col, query_all, query_opt,
+    to_hex, ts_col,
 };
-use super::reads::{query_all, query_opt};
 use super::writer::WriteCx;
 use crate::{Change, Entity, NodeRecord, Result, StorageError};
 

@@ -11,11 +11,13 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Params, Row, params, params_from_iter};
 
 use super::codec::{
-    DbResultExt, bool_col, col, contains_pattern, id_col, opt_ts_col, opt_u64_col, scope_col,
-    scope_needle, scopes_col, ts_col, u64_col, version_col,
+    DbResultExt, bool_col, col, contains_pattern, direction_sql, id_col, offset, opt_ts_col,
+    opt_u64_col, query_all, query_opt, scope_col, scope_needle, scopes_col, ts_col, u64_col,
+    version_col,
 };
+use super::log_head::{base_position, log_head};
 use crate::{
-    AccountRecord, ChangeRecord, DekRecord, Direction, Entity, FeedSignature, Page, Result, RkWrap,
+    AccountRecord, ChangeRecord, DekRecord, Entity, FeedSignature, Page, Result, RkWrap,
     SecretBindingRecord, SecretOrder, SecretQuery, SecretRecord, ServiceQuery, ServiceRecord,
     ServiceTokenRecord, StorageError, StoreBindingRecord, StoreOrder, StoreQuery, StoreRecord,
     TokenRecord, VersionRecord, WrappedKeyRecord,
@@ -64,39 +66,6 @@ macro_rules! service_token_cols {
     };
 }
 pub(super) use {secret_cols, service_token_cols};
-
-/// Runs a cached statement expected to return at most one row, decoding it with `decode`.
-pub(super) fn query_opt<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    context: &'static str,
-    decode: impl FnOnce(&Row<'_>) -> Result<T>,
-) -> Result<Option<T>> {
-    let mut stmt = conn.prepare_cached(sql).db(context)?;
-    let mut rows = stmt.query(params).db(context)?;
-    match rows.next().db(context)? {
-        Some(row) => decode(row).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// Runs a cached statement and decodes every row.
-pub(super) fn query_all<T>(
-    conn: &Connection,
-    sql: &str,
-    params: impl Params,
-    context: &'static str,
-    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
-) -> Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql).db(context)?;
-    let mut rows = stmt.query(params).db(context)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().db(context)? {
-        out.push(decode(row)?);
-    }
-    Ok(out)
-}
 
 /// A single integer (`count(*)`, an EXISTS test).
 fn query_i64(
@@ -403,19 +372,6 @@ pub(super) fn require_store(conn: &Connection, account: AccountId, id: StoreId) 
     found.ok_or(StorageError::NotFound(Entity::Store))
 }
 
-pub(super) fn direction_sql(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Asc => "ASC",
-        Direction::Desc => "DESC",
-    }
-}
-
-/// Rows to skip for a 1-based page (page 0 is read as page 1).
-pub(super) fn offset(page: u32, per_page: u32) -> i64 {
-    // Saturating: u32::MAX squared does not fit an i64, and a huge page is simply empty.
-    i64::from(page.max(1) - 1).saturating_mul(i64::from(per_page))
-}
-
 /// Run inside one read transaction by the caller, so the count and the page agree.
 pub(super) fn list_stores(
     conn: &Connection,
@@ -589,17 +545,7 @@ pub(super) fn secret_count(conn: &Connection, account: AccountId) -> Result<u64>
 
 /// Run inside one read transaction by the caller, so the entries and the base agree.
 pub(super) fn change_head(conn: &Connection) -> Result<u64> {
-    let seq = query_opt(
-        conn,
-        "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1",
-        [],
-        "change head",
-        |row| u64_col(row, 0, "changes.seq"),
-    )?;
-    match seq {
-        Some(seq) => Ok(seq),
-        None => Ok(super::replication::base_position(conn)?.0),
-    }
+    Ok(log_head(conn)?.seq)
 }
 
 /// Entries after `after`, checked against the hash chain before they are handed out: the
@@ -656,7 +602,7 @@ pub(super) fn changes_after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<ChangeRecord>> {
-    let (base, base_hash) = super::replication::base_position(conn)?;
+    let (base, base_hash) = base_position(conn)?;
     if after < base {
         return Err(StorageError::Compacted { base });
     }

@@ -21,9 +21,8 @@ use coffer_types::{DekId, Timestamp, TokenId};
 use rusqlite::params;
 
 use super::SqliteStorage;
-use super::codec::{DbResultExt, id_col};
-use super::reads::query_all;
-use super::replication;
+use super::codec::{DbResultExt, id_col, query_all};
+use super::log_head;
 use super::writer::WriteCx;
 use crate::{Change, ChangeRecord, FeedSignature, Result, StorageError};
 
@@ -35,7 +34,7 @@ pub use install::SnapshotInstall;
 
 /// The writer job of [`SqliteStorage::apply_entries`].
 fn apply_entries(cx: &mut WriteCx<'_>, records: &[ChangeRecord]) -> Result<Vec<TokenId>> {
-    if replication::base(cx.conn)?.is_none() {
+    if log_head::base(cx.conn)?.is_none() {
         return Err(StorageError::Invalid(
             "the replica has no cluster id yet: install a snapshot first",
         ));

@@ -4,66 +4,22 @@
 use coffer_types::{Timestamp, TokenId};
 use rusqlite::{Connection, params};
 
-use super::codec::{DbResultExt, col, id_col, u64_col};
-use super::reads::query_opt;
+use super::codec::{DbResultExt, col, query_opt};
+use super::log_head::{base, log_head};
 use super::writer::WriteCx;
 use crate::{ChangeRecord, LogState, Result, StorageError};
-
-/// The `replication` row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Base {
-    pub(super) cluster_id: [u8; 16],
-    pub(super) seq: u64,
-    pub(super) hash: [u8; 32],
-    pub(super) at: i64,
-}
-
-/// The `replication` row, if the database has one (it has once a cluster id exists).
-pub(super) fn base(conn: &Connection) -> Result<Option<Base>> {
-    query_opt(
-        conn,
-        "SELECT cluster_id, base_seq, base_hash, base_at FROM replication WHERE id = 1",
-        [],
-        "read log base",
-        |row| {
-            Ok(Base {
-                cluster_id: id_col(row, 0, "replication.cluster_id")?,
-                seq: u64_col(row, 1, "replication.base_seq")?,
-                hash: col(row, 2, "replication.base_hash")?,
-                at: col(row, 3, "replication.base_at")?,
-            })
-        },
-    )
-}
-
-/// The base's seq and hash; seq 0 and the genesis hash without a `replication` row.
-pub(super) fn base_position(conn: &Connection) -> Result<(u64, [u8; 32])> {
-    Ok(base(conn)?.map_or((0, ChangeRecord::GENESIS_HASH), |b| (b.seq, b.hash)))
-}
 
 /// Run inside one read transaction by the caller, so the base and the head agree.
 pub(super) fn log_state(conn: &Connection) -> Result<LogState> {
     let base = base(conn)?;
     let (base_seq, base_hash) = base.map_or((0, ChangeRecord::GENESIS_HASH), |b| (b.seq, b.hash));
-    let last = query_opt(
-        conn,
-        "SELECT seq, hash FROM changes ORDER BY seq DESC LIMIT 1",
-        [],
-        "read change head",
-        |row| {
-            Ok((
-                u64_col(row, 0, "changes.seq")?,
-                col(row, 1, "changes.hash")?,
-            ))
-        },
-    )?;
-    let (head_seq, head_hash) = last.unwrap_or((base_seq, base_hash));
+    let head = log_head(conn)?;
     Ok(LogState {
         cluster_id: base.map(|b| b.cluster_id),
         base_seq,
         base_hash,
-        head_seq,
-        head_hash,
+        head_seq: head.seq,
+        head_hash: head.hash,
     })
 }
 

@@ -5,8 +5,7 @@
 use coffer_types::{AccountId, DekId};
 use rusqlite::{Connection, params};
 
-use super::codec::{DbResultExt, col, id_col, ts_col};
-use super::reads::query_all;
+use super::codec::{DbResultExt, col, id_col, query_all, ts_col};
 use super::writer::WriteCx;
 use crate::{KekUsage, KeyOwner, Result, Rewrap, StorageError, StoredKey, WrappedKeyRecord};
 

@@ -9,8 +9,7 @@
 use rusqlite::{Connection, Row};
 use tokio::sync::mpsc;
 
-use super::codec::{DbResultExt, col, id_col, scopes_col, to_hex, u64_col};
-use super::reads::query_opt;
+use super::codec::{DbResultExt, col, id_col, query_opt, scopes_col, to_hex, u64_col};
 use super::replication;
 use crate::{
     Change, ChangeSecretBinding, ChangeStoreBinding, REPLICATED_KEY_PURPOSES, Result, SnapshotPart,

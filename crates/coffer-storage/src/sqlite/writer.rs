@@ -26,8 +26,8 @@ use coffer_types::Timestamp;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::codec::{DbResultExt, col};
-use super::replication;
+use super::codec::DbResultExt;
+use super::log_head::{self, log_head};
 use crate::{
     Change, ChangeRecord, FeedSignature, FeedSigner, Result, StorageError, WriteObserver,
     WriteStats, checkpoint_message,
@@ -437,46 +437,17 @@ impl WriterHandle {
     }
 }
 
-/// The last entry of `changes`; when it holds none, the base in the `replication` row (after
-/// compacting everything, or on an edge right after a snapshot install), so appends chain on
-/// from the base; with neither, the genesis.
+/// The head the batch starts from: where the log stands ([`log_head`]).
 fn read_head(conn: &Connection) -> Result<Head> {
-    let mut stmt = conn
-        .prepare_cached("SELECT seq, hash, at FROM changes ORDER BY seq DESC LIMIT 1")
-        .db("read change head")?;
-    let mut rows = stmt.query([]).db("read change head")?;
-    if let Some(row) = rows.next().db("read change head")? {
-        let seq: i64 = col(row, 0, "changes.seq")?;
-        return Ok(Head {
-            seq: u64::try_from(seq)
-                .map_err(|_| StorageError::Corrupted("changes.seq: negative".into()))?,
-            hash: col(row, 1, "changes.hash")?,
-            at: col(row, 2, "changes.at")?,
-            moved: false,
-            replaced: false,
-            sign: false,
-            audit: 0,
-        });
-    }
-    Ok(match replication::base(conn)? {
-        Some(base) => Head {
-            seq: base.seq,
-            hash: base.hash,
-            at: base.at,
-            moved: false,
-            replaced: false,
-            sign: false,
-            audit: 0,
-        },
-        None => Head {
-            seq: 0,
-            hash: ChangeRecord::GENESIS_HASH,
-            at: i64::MIN,
-            moved: false,
-            replaced: false,
-            sign: false,
-            audit: 0,
-        },
+    let head = log_head(conn)?;
+    Ok(Head {
+        seq: head.seq,
+        hash: head.hash,
+        at: head.at,
+        moved: false,
+        replaced: false,
+        sign: false,
+        audit: 0,
     })
 }
 
@@ -669,7 +640,7 @@ impl Writer {
         };
         let cluster = match self.cluster {
             Some(c) => c,
-            None => match replication::base(&self.conn)? {
+            None => match log_head::base(&self.conn)? {
                 Some(base) => {
                     self.cluster = Some(base.cluster_id);
                     base.cluster_id

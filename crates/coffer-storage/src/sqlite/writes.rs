@@ -10,11 +10,12 @@ use coffer_types::{
 use rusqlite::params;
 
 use super::codec::{
-    Constraint, DbResultExt, constraint, db_error, encode_scopes, id_col, to_hex, to_i64,
+    Constraint, DbResultExt, constraint, db_error, encode_scopes, execute, id_col, query_all,
+    query_opt, to_hex, to_i64,
 };
 use super::reads::{
-    self, query_all, query_opt, require_service, require_store, secret_cols, secret_from_row,
-    service_token_cols, service_token_from_row,
+    self, require_service, require_store, secret_cols, secret_from_row, service_token_cols,
+    service_token_from_row,
 };
 use super::writer::WriteCx;
 use crate::{
@@ -23,25 +24,7 @@ use crate::{
     TokenRecord, VersionRecord, WrappedKeyRecord,
 };
 
-mod deks;
-pub(super) use deks::{insert_carried_deks, is_destroyed, put_dek};
-
-/// Runs one cached statement, translating the constraint violations `on_constraint` knows
-/// (returning `None` for the others, which become `Unavailable` like any database failure).
-fn execute(
-    cx: &WriteCx<'_>,
-    sql: &'static str,
-    params: impl rusqlite::Params,
-    context: &'static str,
-    on_constraint: impl FnOnce(Constraint) -> Option<StorageError>,
-) -> Result<usize> {
-    let mut stmt = cx.conn.prepare_cached(sql).db(context)?;
-    stmt.execute(params).map_err(|e| {
-        constraint(&e)
-            .and_then(on_constraint)
-            .unwrap_or_else(|| db_error(context, &e))
-    })
-}
+use super::deks::insert_carried_deks;
 
 pub(super) fn put_instance_key_if_absent(
     cx: &mut WriteCx<'_>,
@@ -52,7 +35,7 @@ pub(super) fn put_instance_key_if_absent(
     // The writer applies jobs one at a time, so between this insert and the read below no
     // other initialiser can run: whoever's insert came first is what both read back.
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO instance_keys (purpose, key_id, kek_id, wrapped, created)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (purpose) DO NOTHING",
         params![
@@ -75,7 +58,7 @@ pub(super) fn create_account(cx: &mut WriteCx<'_>, account: &AccountRecord) -> R
         .map(|q| to_i64(q, "secrets quota is larger than storage can hold"))
         .transpose()?;
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO accounts (id, name, created, secrets_quota) VALUES (?1, ?2, ?3, ?4)",
         params![
             account.id.as_bytes(),
@@ -101,7 +84,7 @@ pub(super) fn set_account_quota(
         .map(|q| to_i64(q, "secrets quota is larger than storage can hold"))
         .transpose()?;
     let changed = execute(
-        cx,
+        cx.conn,
         "UPDATE accounts SET secrets_quota = ?1 WHERE id = ?2",
         params![quota, account.as_bytes()],
         "set account quota",
@@ -134,7 +117,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         delete_store_secrets(cx, account, store, secrets)?;
     }
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM stores WHERE account_id = ?1",
         [account.as_bytes()],
         "delete account stores",
@@ -156,7 +139,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         |row| id_col(row, 0, "services.id").map(ServiceId::from_bytes),
     )?;
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM services WHERE account_id = ?1",
         [account.as_bytes()],
         "delete account services",
@@ -169,7 +152,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         })?;
     }
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM tokens WHERE account_id = ?1",
         [account.as_bytes()],
         "delete account tokens",
@@ -185,7 +168,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
         |row| id_col(row, 0, "deks.id").map(DekId::from_bytes),
     )?;
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM deks WHERE account_id = ?1",
         [account.as_bytes()],
         "delete account deks",
@@ -200,7 +183,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
     )?;
     super::account_keys::delete_account(cx, account)?;
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM accounts WHERE id = ?1",
         [account.as_bytes()],
         "delete account",
@@ -216,7 +199,7 @@ pub(super) fn delete_account(cx: &mut WriteCx<'_>, account: AccountId) -> Result
 
 pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<()> {
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO tokens (id, account_id, name, hash, role, operator, created, expires,
                              revoked, last_used)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -257,7 +240,7 @@ pub(super) fn revoke_token(
     }
     // The writer runs one job at a time, so the row is as just read; the guard restates it.
     let changed = execute(
-        cx,
+        cx.conn,
         "UPDATE tokens SET revoked = ?1 WHERE id = ?2 AND revoked IS NULL",
         params![at.unix_micros(), id.as_bytes()],
         "revoke token",
@@ -323,7 +306,7 @@ pub(super) fn create_store(
         });
     }
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO stores (id, account_id, name, created, modified) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             store.id.as_bytes(),
@@ -368,7 +351,7 @@ fn delete_store_secrets(
     secrets: Vec<SecretId>,
 ) -> Result<()> {
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM secrets WHERE store_id = ?1",
         [store.as_bytes()],
         "delete store secrets",
@@ -399,7 +382,7 @@ pub(super) fn delete_store(
         // The DEKs its values used may be shared with the account's other stores: none seals
         // again, the others' values are re-sealed away from them, and they are destroyed.
         execute(
-            cx,
+            cx.conn,
             "UPDATE deks SET retired = 1 WHERE account_id = ?1",
             [account.as_bytes()],
             "retire account deks",
@@ -408,7 +391,7 @@ pub(super) fn delete_store(
     }
     delete_store_secrets(cx, account, id, secrets)?;
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM stores WHERE id = ?1",
         [id.as_bytes()],
         "delete store",
@@ -465,7 +448,7 @@ pub(super) fn create_secrets(
 
 fn insert_secret(cx: &WriteCx<'_>, record: &SecretRecord) -> Result<()> {
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
                               modified, version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -493,7 +476,7 @@ fn insert_secret(cx: &WriteCx<'_>, record: &SecretRecord) -> Result<()> {
 
 fn insert_version(cx: &WriteCx<'_>, value: &VersionRecord) -> Result<()> {
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
@@ -570,7 +553,7 @@ pub(super) fn update_secret(cx: &mut WriteCx<'_>, update: SecretUpdate) -> Resul
     };
     // The version guard repeats the check above; it can only fail if that check was wrong.
     let changed = execute(
-        cx,
+        cx.conn,
         "UPDATE secrets SET comment = ?1, scopes = ?2, modified = ?3, version = ?4
          WHERE id = ?5 AND version = ?6",
         params![
@@ -602,7 +585,7 @@ pub(super) fn delete_secrets(
     let mut seen = HashSet::with_capacity(ids.len());
     for id in ids.iter().filter(|id| seen.insert(**id)) {
         let deleted = execute(
-            cx,
+            cx.conn,
             "DELETE FROM secrets WHERE id = ?1 AND store_id = ?2 AND account_id = ?3",
             [id.as_bytes(), store.as_bytes(), account.as_bytes()],
             "delete secret",
@@ -705,7 +688,7 @@ fn service_put(service: &ServiceRecord) -> Change {
 
 fn insert_service_token(cx: &mut WriteCx<'_>, token: &ServiceTokenRecord) -> Result<()> {
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO service_tokens (id, account_id, service_id, hash, created, revoked)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -755,7 +738,7 @@ pub(super) fn create_service(
         return Err(name_taken(Entity::Service, service.name.as_str()));
     }
     execute(
-        cx,
+        cx.conn,
         "INSERT INTO services (id, account_id, name, kind, created, modified)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -795,7 +778,7 @@ pub(super) fn update_service(
         ..service
     };
     execute(
-        cx,
+        cx.conn,
         "UPDATE services SET kind = ?1, modified = ?2 WHERE id = ?3",
         params![
             record.kind.as_str(),
@@ -807,7 +790,7 @@ pub(super) fn update_service(
     )?;
     // Replaced wholesale, like the `ServicePut` that carries them.
     execute(
-        cx,
+        cx.conn,
         "DELETE FROM service_bindings WHERE service_id = ?1",
         [record.id.as_bytes()],
         "replace bindings",
@@ -825,7 +808,7 @@ pub(super) fn delete_service(
 ) -> Result<()> {
     // Bindings and tokens go with the row (ON DELETE CASCADE).
     let deleted = execute(
-        cx,
+        cx.conn,
         "DELETE FROM services WHERE id = ?1 AND account_id = ?2",
         [id.as_bytes(), account.as_bytes()],
         "delete service",
@@ -850,7 +833,7 @@ fn revoke_service_token_rows(
     let mut revoked = Vec::with_capacity(tokens.len());
     for token in tokens {
         let changed = execute(
-            cx,
+            cx.conn,
             "UPDATE service_tokens SET revoked = ?1 WHERE id = ?2 AND revoked IS NULL",
             params![at.unix_micros(), token.id.as_bytes()],
             "revoke service token",

@@ -6,8 +6,9 @@ use std::fmt;
 use coffer_types::{Scope, Scopes};
 use rusqlite::{Connection, Params, params};
 
-use super::super::codec::{DbResultExt, col, constraint, db_error, encode_scopes, id_col};
-use super::super::reads::query_opt;
+use super::super::codec::{
+    DbResultExt, col, constraint, db_error, encode_scopes, id_col, query_opt,
+};
 use crate::{
     Change, ChangeSecretBinding, ChangeStoreBinding, REPLICATED_KEY_PURPOSES, Result, StorageError,
 };

@@ -9,9 +9,8 @@ use coffer_types::Timestamp;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::super::codec::DbResultExt;
-use super::super::reads::query_opt;
-use super::super::replication;
+use super::super::codec::{DbResultExt, query_opt};
+use super::super::log_head;
 use super::super::writer::{WriteCx, WriterHandle};
 use super::apply::{Origin, apply};
 use crate::{Change, ChangeRecord, REPLICATED_KEY_PURPOSES, Result, StorageError};
@@ -49,7 +48,7 @@ fn clear_replica(cx: &WriteCx<'_>, header: &InstallHeader, now: i64) -> Result<(
             "a snapshot at seq 0 must carry the genesis hash",
         ));
     }
-    if let Some(base) = replication::base(cx.conn)?
+    if let Some(base) = log_head::base(cx.conn)?
         && base.cluster_id != header.cluster_id
     {
         return Err(StorageError::Invalid(
