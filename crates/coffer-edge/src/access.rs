@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use coffer_core::{AccessEvent, Coffer};
 use coffer_server::ApiError;
-use coffer_server::replication::{AccessSink, Observer, encode_batch, set_observer};
+use coffer_server::replication::batch::{encode_batch, set_observer};
+use coffer_server::replication::{AccessSink, Observer};
 use coffer_storage::{NodeRecord, SqliteStorage};
 
 use crate::status::EdgeStatus;

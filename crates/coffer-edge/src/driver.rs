@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use coffer_replication::wire::unix_ms;
 use coffer_replication::wire::{ClusterId, FeedAnswer, FeedBody};
 use coffer_replication::{Config, Follower, Input, Output, Position, SwitchReason};
-use coffer_server::replication::unix_ms;
 use coffer_storage::{SqliteStorage, Storage};
 use coffer_types::TokenId;
 use tokio::sync::mpsc;

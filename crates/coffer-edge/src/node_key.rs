@@ -13,7 +13,7 @@ use std::time::Duration;
 use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration};
 use coffer_crypto::{CryptoError, Grant, GrantedKeys, NodeKey};
 use coffer_server::ApiError;
-use coffer_server::node_keys::NodeKeyForward;
+use coffer_server::replication::NodeKeyForward;
 use coffer_storage::{SqliteStorage, Storage};
 use coffer_types::TokenId;
 

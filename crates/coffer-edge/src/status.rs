@@ -19,7 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use coffer_replication::Phase;
 use coffer_replication::wire::ClusterId;
-use coffer_server::replication::unix_ms;
+use coffer_replication::wire::unix_ms;
 
 /// How long a raised alarm keeps the health at `degraded`.
 pub const ALARM_MEMORY: Duration = Duration::from_secs(300);

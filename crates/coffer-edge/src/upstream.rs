@@ -592,18 +592,18 @@ async fn ok(res: reqwest::Response) -> Result<reqwest::Response, FetchError> {
     if status.is_success() {
         return Ok(res);
     }
-    let header = |name: &axum::http::HeaderName| {
+    let header = |name: &str| {
         res.headers()
-            .get(name.as_str())
+            .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let cluster = header(&coffer_server::replication::CLUSTER_HEADER).and_then(|v| {
+    let cluster = header(coffer_replication::wire::CLUSTER_HEADER).and_then(|v| {
         let mut id = [0u8; 16];
         hex::decode_to_slice(v, &mut id).ok().map(|()| id)
     });
-    let head = header(&coffer_server::replication::HEAD_HEADER).and_then(|v| v.parse().ok());
-    let retry_after = header(&axum::http::header::RETRY_AFTER)
+    let head = header(coffer_replication::wire::HEAD_HEADER).and_then(|v| v.parse().ok());
+    let retry_after = header(axum::http::header::RETRY_AFTER.as_str())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let body = error_body(res).await;

@@ -210,7 +210,7 @@ fn freeze_feed(state: &ProxyState, path: &str, bytes: Vec<u8>) -> Vec<u8> {
     state.rewritten.fetch_add(1, Ordering::SeqCst);
     FeedAnswer {
         head_seq: after,
-        origin_ms: coffer_server::replication::unix_ms(),
+        origin_ms: coffer_replication::wire::unix_ms(),
         freshness: *state.last_statement.lock().unwrap(),
         body: FeedBody::Entries {
             entries: Vec::new(),

@@ -42,6 +42,21 @@ pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v3";
 /// The media type of snapshots.
 pub const SNAPSHOT_CONTENT_TYPE: &str = "application/vnd.coffer.snapshot.v3";
 
+/// Headers of a feed refusal for a position beyond the head (a 400 in the v4 envelope, not a
+/// feed answer): the log's cluster id (32 hex digits) and its head, so that an edge can tell
+/// an upstream of another cluster (refused) from one that is merely behind it.
+pub const CLUSTER_HEADER: &str = "coffer-cluster-id";
+/// See [`CLUSTER_HEADER`].
+pub const HEAD_HEADER: &str = "coffer-log-head";
+
+/// Unix milliseconds of the wall clock (0 if it is before 1970): the unit of every origin
+/// time the feed carries.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The largest frame body a decoder accepts (a change payload is a few KiB at most; a
 /// service with 256 bindings is the largest).
 pub const MAX_FRAME: usize = 4 << 20;

@@ -27,7 +27,7 @@ use futures_util::future::Either;
 use tower::{Layer, Service};
 
 use crate::error::ApiError;
-use crate::request_log;
+use crate::request_log::{self, RouteName};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -144,24 +144,6 @@ where
 
 /// A framed request's future: one box.
 pub(crate) type Framed<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
-
-/// The route a request was matched to, for its log line and its metrics: the router's
-/// template, or the fixed template of a route dispatched before the router
-/// ([`crate::runtime_front`]).
-#[derive(Debug, Clone)]
-pub(crate) enum RouteName {
-    Matched(MatchedPath),
-    Fixed(&'static str),
-}
-
-impl RouteName {
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            RouteName::Matched(m) => m.as_str(),
-            RouteName::Fixed(s) => s,
-        }
-    }
-}
 
 /// Frames one request: its id (the client's if plain, else a made one, set on the request
 /// before `call` sees it), its log line, its latency in `observed` (the route's histograms),

@@ -26,9 +26,9 @@ use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub(crate) use crate::kek_versions::KEK_FILE;
 use crate::kek_versions::{KekRing, Provider, VERSIONS_FILE, file_time, read_record};
 
-pub(crate) const KEK_FILE: &str = "kek.key";
 pub(crate) const KEK_CONFIG: &str = "kek.toml";
 
 /// Secrets that open a data dir's KEK and are never stored in it: the PKCS#11 user PIN, which

@@ -59,8 +59,8 @@ use coffer_hsm::{HsmError, KeyObject, Pkcs11Kek, Pkcs11Uri};
 use coffer_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::kek::KEK_FILE;
-
+/// The file KEK of a data dir (version 1, before any rotation).
+pub(crate) const KEK_FILE: &str = "kek.key";
 pub(crate) const VERSIONS_FILE: &str = "kek-versions.toml";
 const FORMAT: u32 = 1;
 

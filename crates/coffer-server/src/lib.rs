@@ -70,9 +70,9 @@ pub use reload::Reload;
 pub use replication::SnapshotLimits;
 pub use request_log::ACCESS_LOG_TARGET;
 pub use router::{edge_app, edge_router};
-pub use runtime::BATCH_BUDGET;
 pub use runtime_front::{EdgeApp, EdgeFuture};
 pub use state::AppState;
+pub use state::BATCH_BUDGET;
 pub use tls::server_config as tls_server_config;
 
 /// How often tokens' last-used times are written (they are kept in memory in between) and the

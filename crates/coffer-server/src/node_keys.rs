@@ -1,16 +1,13 @@
 //! `PUT /replication/v1/node-key`: an edge registers the X25519 public key it made at its
 //! first start, with its node token. The control plane records it and grants the node the
 //! current replication key through the feed (`Coffer::register_node_key`); a relay forwards
-//! the request, with the node's own token, to its upstream ([`NodeKeyForward`]), so the
+//! the request, with the node's own token, to its upstream ([`NodeKeyForward`](crate::replication::NodeKeyForward)), so the
 //! control plane checks the node itself and no relay can register a key for another node.
 //!
 //! `PUT /replication/v1/node-key/accounts/{account_id}`: the key an edge made for one account
 //! that has a replication key of its own (ARK), granted that account's ARK alone
 //! (`Coffer::register_node_account_key`; docs/edges.md, "Node account keys"). Same body,
 //! answers and forwarding.
-
-use std::future::Future;
-use std::pin::Pin;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,25 +27,6 @@ use crate::state::AppState;
 
 /// A registration body is one short JSON object.
 pub const MAX_NODE_KEY_BODY: usize = 1024;
-
-/// Where a relay sends the registrations of the nodes below it.
-pub trait NodeKeyForward: Send + Sync + std::fmt::Debug {
-    /// Sends `registration` upstream with `bearer` (the registering node's own token);
-    /// answers what the upstream answered, its refusals included.
-    fn forward<'a>(
-        &'a self,
-        bearer: &'a str,
-        registration: NodeKeyRegistration,
-    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>>;
-
-    /// Sends the registration of a node's key for `account` upstream, as [`Self::forward`].
-    fn forward_account<'a>(
-        &'a self,
-        bearer: &'a str,
-        account: AccountId,
-        registration: NodeKeyRegistration,
-    ) -> Pin<Box<dyn Future<Output = Result<NodeKeyReceipt, ApiError>> + Send + 'a>>;
-}
 
 /// `PUT /replication/v1/node-key`.
 pub(crate) async fn register(
@@ -80,7 +58,7 @@ async fn register_key(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
-    let repl = crate::replication::replication(&app)?.clone();
+    let repl = app.replication()?.clone();
     let what = match account {
         None => "node-key registration",
         Some(_) => "node account key registration",

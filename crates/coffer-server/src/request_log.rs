@@ -13,14 +13,37 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::Response;
+use coffer_types::TokenId;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use crate::frame::RouteName;
+/// The route a request was matched to, for its log line and its metrics: the router's
+/// template, or the fixed template of a route dispatched before the router
+/// ([`crate::runtime_front`]).
+#[derive(Debug, Clone)]
+pub(crate) enum RouteName {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl RouteName {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RouteName::Matched(m) => m.as_str(),
+            RouteName::Fixed(s) => s,
+        }
+    }
+}
+
+/// The service token a runtime response was made for, carried in the response's extensions to
+/// the request's log line (`token_id`), so that a request id can be tied to the token that made
+/// it. Only the id: never the token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoggedToken(pub(crate) TokenId);
 
 /// The tracing target that, enabled at `info`, turns on the request lines of successful runtime
 /// reads. The CLI enables it with `--access-log` and disables it otherwise.
@@ -46,7 +69,7 @@ const MAX_LOGGED_PATH: usize = 1024;
 /// Whether a request's line is written when its answer is a success: decided once, when the
 /// request arrives ([`RequestLog::start`]), and handed to the handler (in the request's
 /// extensions for a routed request, as an argument for the read an edge answers before its
-/// router), so that a runtime handler names its token (`runtime::LoggedToken`) exactly when the
+/// router), so that a runtime handler names its token ([`LoggedToken`]) exactly when the
 /// line that shows it is written ([`AccessLogged::writes_line`]). `false` only for a runtime read
 /// without `--access-log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,10 +184,10 @@ fn request_span(
 
 fn log_response(res: &Response, latency: Duration) {
     // A runtime read names its service token here rather than in the span (see
-    // `runtime::LoggedToken`); other requests carry no such extension.
+    // [`LoggedToken`]); other requests carry no such extension.
     let token = res
         .extensions()
-        .get::<crate::runtime::LoggedToken>()
+        .get::<LoggedToken>()
         .map(|t| tracing::field::display(t.0));
     let status = res.status().as_u16();
     // Microseconds from the request's arrival to its answer's headers (a streamed body may

@@ -57,9 +57,12 @@ fn edge_routes() -> Router<AppState> {
             "/runtime/v1/stores/{binding}/secrets/{name}",
             get(runtime::read_store_secret),
         )
-        .route("/replication/v1/feed", get(replication::feed))
-        .route("/replication/v1/snapshot", get(replication::snapshot))
-        .route("/replication/v1/feed-key", get(replication::feed_key))
+        .route("/replication/v1/feed", get(replication::feed::feed))
+        .route(
+            "/replication/v1/snapshot",
+            get(replication::snapshot::snapshot),
+        )
+        .route("/replication/v1/feed-key", get(replication::feed::feed_key))
         .route(
             "/replication/v1/node-key",
             put(node_keys::register).layer(DefaultBodyLimit::max(node_keys::MAX_NODE_KEY_BODY)),
@@ -71,7 +74,8 @@ fn edge_routes() -> Router<AppState> {
         )
         .route(
             "/replication/v1/access",
-            post(replication::access).layer(DefaultBodyLimit::max(replication::MAX_ACCESS_BODY)),
+            post(replication::access::access)
+                .layer(DefaultBodyLimit::max(replication::access::MAX_ACCESS_BODY)),
         )
 }
 

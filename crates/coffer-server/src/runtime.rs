@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use coffer_api::{ErrorCode, STORE_BINDINGS_HEADER};
 use coffer_core::{AllBindings, CoreError, ServicePrincipal};
 use coffer_crypto::Plaintext;
-use coffer_types::{BindingName, TokenId};
+use coffer_types::BindingName;
 use zeroize::Zeroizing;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{bearer_token, client_addr, refusal, request_context};
-use crate::request_log::AccessLogged;
-use crate::state::AppState;
+use crate::request_log::{AccessLogged, LoggedToken};
+use crate::state::{AppState, BATCH_BUDGET, BATCH_BUDGET_KIB};
 use crate::static_headers::{application_json, no_store, text_plain};
 
 /// The authenticated bound service.
@@ -71,12 +71,6 @@ impl FromRequestParts<AppState> for ServiceAuth {
     }
 }
 
-/// The service token a runtime response was made for, carried in the response's extensions to
-/// the request's log line (`token_id`), so that a request id can be tied to the token that made
-/// it. Only the id: never the token.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LoggedToken(pub(crate) TokenId);
-
 /// `result` as a response naming `who`'s token in the log line, served or refused, if the line
 /// is written (`access`, decided by the frame): the extension costs two allocations, a good
 /// part of what a read allocates, and a success without `--access-log` gets no line.
@@ -108,18 +102,6 @@ impl AsRef<[u8]> for Wiped<BatchBody> {
         &self.0.bytes
     }
 }
-
-/// Bytes of batch reads (`GET /runtime/v1/bindings`: the values read and the JSON body made of
-/// them) held at once at most, per process, until they are sent; a batch read past it is
-/// answered 503 with `Retry-After` until earlier ones are sent. A slow reader holds its body's
-/// share until it has read it, so many concurrent or slow batch reads cost this much memory,
-/// not one body each. One batch is at most 256 values of 64 KiB and their JSON (over 6 times
-/// that if every byte is a control character); a batch larger than the whole budget takes all
-/// of it, so it is served when nothing else is.
-pub const BATCH_BUDGET: usize = 64 << 20;
-
-/// [`BATCH_BUDGET`] in the unit its semaphore counts (KiB).
-pub(crate) const BATCH_BUDGET_KIB: usize = BATCH_BUDGET >> 10;
 
 fn secret_response(bytes: Bytes, content_type: HeaderValue) -> Response {
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();

@@ -23,8 +23,8 @@ use coffer_metrics::RouteMetrics;
 use futures_util::future::Either;
 use tower::Service;
 
-use crate::frame::{Framed, RouteName, framed};
-use crate::request_log::AccessLogged;
+use crate::frame::{Framed, framed};
+use crate::request_log::{AccessLogged, RouteName};
 use crate::state::AppState;
 
 /// The read route's path up to its parameter; one literal for both constants below.

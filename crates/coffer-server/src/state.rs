@@ -5,9 +5,22 @@ use coffer_core::Coffer;
 use coffer_metrics::Metrics;
 
 use crate::client_addr::TrustedProxies;
+use crate::error::ApiError;
 use crate::limiter::AuthLimiter;
 use crate::rate::{ReadLimiter, RuntimeRate};
 use crate::replication::Replication;
+
+/// Bytes of batch reads (`GET /runtime/v1/bindings`: the values read and the JSON body made of
+/// them) held at once at most, per process, until they are sent; a batch read past it is
+/// answered 503 with `Retry-After` until earlier ones are sent. A slow reader holds its body's
+/// share until it has read it, so many concurrent or slow batch reads cost this much memory,
+/// not one body each. One batch is at most 256 values of 64 KiB and their JSON (over 6 times
+/// that if every byte is a control character); a batch larger than the whole budget takes all
+/// of it, so it is served when nothing else is.
+pub const BATCH_BUDGET: usize = 64 << 20;
+
+/// [`BATCH_BUDGET`] in the unit its semaphore counts (KiB).
+pub(crate) const BATCH_BUDGET_KIB: usize = BATCH_BUDGET >> 10;
 
 /// Shared by every handler. Configuration and keys live here, never in globals.
 ///
@@ -27,7 +40,7 @@ pub struct Shared {
     /// The replication API (`/replication/v1`): on the control plane and on relays; `None`
     /// elsewhere (its routes answer 404).
     pub replication: Option<Arc<Replication>>,
-    /// What batch reads may hold in memory at once ([`crate::runtime::BATCH_BUDGET`], in KiB).
+    /// What batch reads may hold in memory at once ([`BATCH_BUDGET`], in KiB).
     pub batch_budget: Arc<tokio::sync::Semaphore>,
     /// The runtime API's per-service-token rate limit, if one is set.
     pub(crate) read_limiter: Option<ReadLimiter>,
@@ -36,6 +49,14 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// The replication side, for the replication API's handlers: a 404 where there is none (an
+    /// edge that does not relay), as for any route it does not serve.
+    pub(crate) fn replication(&self) -> Result<&Arc<Replication>, ApiError> {
+        self.replication
+            .as_ref()
+            .ok_or_else(|| ApiError::new(coffer_api::ErrorCode::RouteNotFound, "no such route"))
+    }
+
     pub fn new(
         coffer: Arc<Coffer>,
         replication: Option<Arc<Replication>>,
@@ -58,9 +79,7 @@ impl AppState {
             auth_limiter: AuthLimiter::default(),
             trusted_proxies,
             replication,
-            batch_budget: Arc::new(tokio::sync::Semaphore::new(
-                crate::runtime::BATCH_BUDGET_KIB,
-            )),
+            batch_budget: Arc::new(tokio::sync::Semaphore::new(BATCH_BUDGET_KIB)),
             read_limiter: runtime_rate.map(ReadLimiter::new),
             metrics,
         }))

@@ -4,9 +4,12 @@ use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, ObservedBy}
 use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal};
 use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 
-use super::{MAX_EVENTS, Observer};
+use super::Observer;
 use crate::error::ApiError;
 use coffer_api::ErrorCode;
+
+/// Events per access batch at most (an edge sends one batch per interval, aggregated).
+const MAX_EVENTS: usize = 100_000;
 
 fn bad(pointer: String, message: impl Into<String>) -> ApiError {
     ApiError::at(ErrorCode::InvalidField, pointer, message)

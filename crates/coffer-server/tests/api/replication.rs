@@ -342,9 +342,9 @@ async fn the_feed_serves_every_entry_in_order_chained_with_the_cluster_id() {
     assert!(head.seq >= 5, "a few writes: {head:?}");
     let cluster = cluster_id(&h).await;
 
-    let before = coffer_server::replication::unix_ms();
+    let before = coffer_replication::wire::unix_ms();
     let a = decode_answer(&feed(&h, &node.token, "after=0").await);
-    let after = coffer_server::replication::unix_ms();
+    let after = coffer_replication::wire::unix_ms();
     assert_eq!(a.cluster_id, cluster);
     assert_eq!(a.head_seq, head.seq);
     assert!(
@@ -754,7 +754,7 @@ async fn a_snapshot_streams_every_live_row_with_its_digest_and_nothing_secret() 
     let head = head_position(&h).await;
     let cluster = cluster_id(&h).await;
 
-    let before = coffer_server::replication::unix_ms();
+    let before = coffer_replication::wire::unix_ms();
     let r = h.get_as(&node.token, SNAPSHOT).await;
     let frames = snapshot_frames(&r);
     let Some(Frame::SnapshotHeader {
@@ -768,7 +768,7 @@ async fn a_snapshot_streams_every_live_row_with_its_digest_and_nothing_secret() 
     };
     assert_eq!(sent_cluster, cluster);
     assert_eq!(position, head, "the snapshot is at the head");
-    assert!(origin_ms >= before && origin_ms <= coffer_server::replication::unix_ms());
+    assert!(origin_ms >= before && origin_ms <= coffer_replication::wire::unix_ms());
     assert_eq!(frames.len() as u64, count + 2, "header, count items, end");
     let items: Vec<Vec<u8>> = frames[1..frames.len() - 1]
         .iter()
@@ -1097,8 +1097,10 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     let b = bound(&h, "access-value").await;
     let events = edge_events(&h, &b);
     let batch_id = coffer_crypto::random_array::<16>();
-    let batch =
-        serde_json::to_value(coffer_server::replication::encode_batch(batch_id, &events)).unwrap();
+    let batch = serde_json::to_value(coffer_server::replication::batch::encode_batch(
+        batch_id, &events,
+    ))
+    .unwrap();
     let head = h.change_head().await;
     let before = h.audit_entries_all(&h.account).await.0;
     assert!(access_entries(&before).is_empty());
@@ -1158,7 +1160,7 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     );
 
     // The same events under another id are another batch.
-    let other = serde_json::to_value(coffer_server::replication::encode_batch(
+    let other = serde_json::to_value(coffer_server::replication::batch::encode_batch(
         coffer_crypto::random_array::<16>(),
         &events,
     ))
@@ -1173,9 +1175,11 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     // A relay forwarding another edge's batch: the entries name the edge that served the
     // reads, and the relay that vouches for it.
     let relay = h.create_node("relay-1").await;
-    let mut forwarded =
-        coffer_server::replication::encode_batch(coffer_crypto::random_array::<16>(), &events);
-    coffer_server::replication::set_observer(
+    let mut forwarded = coffer_server::replication::batch::encode_batch(
+        coffer_crypto::random_array::<16>(),
+        &events,
+    );
+    coffer_server::replication::batch::set_observer(
         &mut forwarded,
         &coffer_server::replication::Observer {
             node_id: parse_id(&node.id),
@@ -1218,7 +1222,7 @@ async fn malformed_access_batches_are_refused_naming_the_field() {
     let b = bound(&h, "malformed-access-value").await;
     let events = edge_events(&h, &b);
     let good = || {
-        serde_json::to_value(coffer_server::replication::encode_batch(
+        serde_json::to_value(coffer_server::replication::batch::encode_batch(
             coffer_crypto::random_array::<16>(),
             &events,
         ))
@@ -1378,8 +1382,10 @@ async fn access_events_of_an_unknown_account_are_dropped() {
     events.push(foreign.clone());
     let before = access_entries(&h.audit_entries_all(&h.account).await.0).len();
 
-    let batch =
-        coffer_server::replication::encode_batch(coffer_crypto::random_array::<16>(), &events);
+    let batch = coffer_server::replication::batch::encode_batch(
+        coffer_crypto::random_array::<16>(),
+        &events,
+    );
     let r = post_batch(&h, &node, &serde_json::to_value(batch).unwrap()).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
     assert_eq!(
@@ -1397,8 +1403,10 @@ async fn access_events_of_an_unknown_account_are_dropped() {
 
     // A batch of nothing but strangers is acknowledged (so the edge stops sending it) and
     // writes nothing.
-    let batch =
-        coffer_server::replication::encode_batch(coffer_crypto::random_array::<16>(), &[foreign]);
+    let batch = coffer_server::replication::batch::encode_batch(
+        coffer_crypto::random_array::<16>(),
+        &[foreign],
+    );
     let r = post_batch(&h, &node, &serde_json::to_value(batch).unwrap()).await;
     assert_ok(&r);
     assert_eq!(storage.audit_head(stranger).await.unwrap(), None);

@@ -162,7 +162,7 @@ async fn every_feed_answer_carries_a_signed_freshness_statement_of_the_head() {
     h.create_secret(&store, "k", "v").await;
     let cluster = cluster(&h).await;
     let state = h.coffer.storage().log_state().await.unwrap();
-    let before = coffer_server::replication::unix_ms();
+    let before = coffer_replication::wire::unix_ms();
     let get = |after: u64| {
         let h = &h;
         let token = node.token.clone();
@@ -185,7 +185,7 @@ async fn every_feed_answer_carries_a_signed_freshness_statement_of_the_head() {
             hash: state.head_hash
         }
     );
-    assert!(f.origin_ms >= before && f.origin_ms <= coffer_server::replication::unix_ms());
+    assert!(f.origin_ms >= before && f.origin_ms <= coffer_replication::wire::unix_ms());
     // Within a second, at the same head, the same statement: not one signature per request.
     let again = get(0).await;
     assert_eq!(again.freshness, Some(f));
