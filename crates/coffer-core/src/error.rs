@@ -40,6 +40,31 @@ pub enum Resource {
     Node,
 }
 
+impl Resource {
+    /// The resource as a noun in messages ("a store named ... already exists").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Resource::Account => "account",
+            Resource::Store => "store",
+            Resource::Secret => "secret",
+            Resource::Token => "token",
+            Resource::Service => "service",
+            Resource::ServiceToken => "service token",
+            Resource::Node => "node",
+        }
+    }
+
+    /// Where a name of this resource must be unique, as said after "already exists".
+    fn name_scope(self) -> &'static str {
+        match self {
+            Resource::Store | Resource::Service | Resource::Token => " in this account",
+            Resource::Secret => " in this store",
+            Resource::Node => " among the nodes that are not revoked",
+            Resource::Account | Resource::ServiceToken => "",
+        }
+    }
+}
+
 /// Errors of core operations, in domain terms.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,12 +93,8 @@ pub enum CoreError {
     OperatorFirstTokenOnly,
     #[error("{0:?} not found")]
     NotFound(Resource),
-    #[error("a {what} named {name:?} already exists{place}")]
-    NameTaken {
-        what: &'static str,
-        name: String,
-        place: &'static str,
-    },
+    #[error("a {} named {name:?} already exists{}", resource.noun(), resource.name_scope())]
+    NameTaken { resource: Resource, name: String },
     #[error(
         "store_not_empty: the store still holds secrets; delete them first, or delete the store with them: `coffer store delete ID --force`, or `?force=true` on the API (wrangler's `secrets-store store delete` has no such option)"
     )]
@@ -184,30 +205,24 @@ impl From<StorageError> for CoreError {
             StorageError::NotFound(Entity::Node) => CoreError::NotFound(Resource::Node),
             StorageError::AlreadyRevoked => CoreError::AlreadyRevoked,
             StorageError::NotFound(other) => CoreError::Internal(format!("{other:?} not found")),
-            StorageError::NameTaken {
-                entity: Entity::Store,
-                name,
-            } => CoreError::NameTaken {
-                what: "store",
-                name,
-                place: " in this account",
-            },
-            StorageError::NameTaken {
-                entity: Entity::Node,
-                name,
-            } => CoreError::NameTaken {
-                what: "node",
-                name,
-                place: " among the nodes that are not revoked",
-            },
-            StorageError::NameTaken { entity, name } => CoreError::NameTaken {
-                what: if entity == Entity::Secret {
-                    "secret"
-                } else {
-                    "resource"
+            StorageError::NameTaken { entity, name } => match entity {
+                Entity::Store => CoreError::NameTaken {
+                    resource: Resource::Store,
+                    name,
                 },
-                name,
-                place: " in this store",
+                Entity::Secret => CoreError::NameTaken {
+                    resource: Resource::Secret,
+                    name,
+                },
+                Entity::Node => CoreError::NameTaken {
+                    resource: Resource::Node,
+                    name,
+                },
+                Entity::Service => CoreError::NameTaken {
+                    resource: Resource::Service,
+                    name,
+                },
+                other => CoreError::Internal(format!("a name of a {other:?} taken")),
             },
             StorageError::NotEmpty => CoreError::StoreNotEmpty,
             StorageError::QuotaExceeded {

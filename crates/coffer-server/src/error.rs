@@ -141,11 +141,17 @@ impl From<CoreError> for ApiError {
             e @ CoreError::AlreadyRevoked => {
                 ApiError::new(ErrorCode::TokenAlreadyRevoked, e.to_string())
             }
-            e @ CoreError::NameTaken { what, .. } => {
-                let code = match what {
-                    "store" => ErrorCode::StoreNameTaken,
-                    "node" => ErrorCode::NodeNameTaken,
-                    _ => ErrorCode::SecretNameTaken,
+            e @ CoreError::NameTaken { resource, .. } => {
+                let code = match resource {
+                    Resource::Store => ErrorCode::StoreNameTaken,
+                    Resource::Secret => ErrorCode::SecretNameTaken,
+                    Resource::Node => ErrorCode::NodeNameTaken,
+                    // A deploy of a name taken meanwhile is retried as an update, so no
+                    // request sees these; a clash with no code of its own is a conflict.
+                    Resource::Service
+                    | Resource::Account
+                    | Resource::Token
+                    | Resource::ServiceToken => ErrorCode::Conflict,
                 };
                 ApiError::new(code, e.to_string())
             }
@@ -185,3 +191,42 @@ impl From<CoreError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each name clash keeps its own code and says which kind of name is taken.
+    #[test]
+    fn a_name_clash_is_answered_with_its_resources_code() {
+        for (resource, code, says) in [
+            (
+                Resource::Store,
+                ErrorCode::StoreNameTaken,
+                "a store named \"n\" already exists in this account",
+            ),
+            (
+                Resource::Secret,
+                ErrorCode::SecretNameTaken,
+                "a secret named \"n\" already exists in this store",
+            ),
+            (
+                Resource::Node,
+                ErrorCode::NodeNameTaken,
+                "a node named \"n\" already exists among the nodes that are not revoked",
+            ),
+            (
+                Resource::Service,
+                ErrorCode::Conflict,
+                "a service named \"n\" already exists in this account",
+            ),
+        ] {
+            let e = ApiError::from(CoreError::NameTaken {
+                resource,
+                name: "n".into(),
+            });
+            assert_eq!(e.code, code, "{resource:?}");
+            assert_eq!(e.message, says, "{resource:?}");
+        }
+    }
+}

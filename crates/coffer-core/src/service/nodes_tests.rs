@@ -217,7 +217,12 @@ async fn the_operator_registers_lists_reads_and_revokes_nodes() {
 
     // One active node per name; the name is free again once it is revoked.
     match f.coffer.create_node(&f.op, name("edge-2")).await {
-        Err(e @ CoreError::NameTaken { what: "node", .. }) => {
+        Err(
+            e @ CoreError::NameTaken {
+                resource: Resource::Node,
+                ..
+            },
+        ) => {
             assert!(e.to_string().contains("\"edge-2\""), "{e}");
         }
         other => panic!("a second active edge-2: {other:?}"),
