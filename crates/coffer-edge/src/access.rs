@@ -33,6 +33,15 @@ pub(crate) const EVENTS_PER_BATCH: usize = 2_000;
 /// How long one round may keep delivering (the next round goes on).
 const ROUND_BUDGET: Duration = Duration::from_secs(8);
 
+/// Why access events could not be put in the outbox (they stay in memory).
+#[derive(Debug, thiserror::Error)]
+enum StashError {
+    #[error("encoding the batch: {0}")]
+    Encode(serde_json::Error),
+    #[error("the outbox: {0}")]
+    Outbox(coffer_storage::StorageError),
+}
+
 /// Moves the reads noted since the last call into the outbox. On failure they go back into
 /// the in-memory log for the next round.
 pub(crate) async fn stash(coffer: &Coffer, storage: &SqliteStorage) {
@@ -44,8 +53,8 @@ pub(crate) async fn stash(coffer: &Coffer, storage: &SqliteStorage) {
             Ok(body) => storage
                 .outbox_put(id, body)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(StashError::Outbox),
+            Err(e) => Err(StashError::Encode(e)),
         };
         if let Err(e) = kept {
             tracing::error!(error = %e, "cannot keep access events in the outbox; kept in memory");

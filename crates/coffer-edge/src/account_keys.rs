@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use coffer_api::replication::NodeKeyRegistration;
 use coffer_crypto::{CryptoError, DataKey, Grant, NodeKey};
 use coffer_storage::ArkStorage;
-use coffer_storage::{AccountGrant, SqliteStorage, Storage};
+use coffer_storage::{AccountGrant, SqliteStorage, Storage, StorageError};
 use coffer_types::{AccountId, TokenId};
 
 use crate::upstream::{FetchError, Upstreams};
@@ -50,6 +50,20 @@ enum GrantState {
     Opens,
     /// Grants to this node exist but the newest does not open with its keys.
     DoesNotOpen(u32),
+}
+
+/// Why a housekeeping round of node account keys stopped (the next round tries again).
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("the replica: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the node account key: {0}")]
+    Key(#[from] CryptoError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl AccountKeys {
@@ -163,14 +177,13 @@ impl AccountKeys {
         }
     }
 
-    async fn register_missing(&self, upstreams: &Upstreams, upstream: usize) -> Result<(), String> {
-        for account in self
-            .storage
-            .ark_accounts()
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            let key = self.key_for(account).map_err(|e| e.to_string())?;
+    async fn register_missing(
+        &self,
+        upstreams: &Upstreams,
+        upstream: usize,
+    ) -> Result<(), RoundError> {
+        for account in self.storage.ark_accounts().await? {
+            let key = self.key_for(account)?;
             match self.grant_state(account, &key).await? {
                 GrantState::Opens => {
                     self.reported_lock().remove(&account);
@@ -221,21 +234,20 @@ impl AccountKeys {
     /// Whether the newest grant of `account`'s ARK to this node opens with `key` and the node
     /// key (each later version is granted to every key registered for the account by the
     /// rotation that makes it). A grant that opens is kept opened.
-    async fn grant_state(&self, account: AccountId, key: &NodeKey) -> Result<GrantState, String> {
+    async fn grant_state(
+        &self,
+        account: AccountId,
+        key: &NodeKey,
+    ) -> Result<GrantState, RoundError> {
         let Some(version) = self
             .storage
             .account_grant_versions(account, self.node)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .pop()
         else {
             return Ok(GrantState::None);
         };
-        let grants = self
-            .storage
-            .account_grants(account, version)
-            .await
-            .map_err(|e| e.to_string())?;
+        let grants = self.storage.account_grants(account, version).await?;
         Ok(match self.open_own(key, account, version, &grants) {
             Some(ark) => {
                 self.opened
@@ -248,14 +260,24 @@ impl AccountKeys {
         })
     }
 
-    async fn delete_unused(&self) -> Result<(), String> {
+    async fn delete_unused(&self) -> Result<(), RoundError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", self.dir.display())),
+            Err(source) => {
+                return Err(RoundError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
         };
         for entry in entries {
-            let path = entry.map_err(|e| e.to_string())?.path();
+            let path = entry
+                .map_err(|source| RoundError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })?
+                .path();
             let Some(account) = path
                 .file_stem()
                 .and_then(|s| s.to_str())
@@ -263,13 +285,7 @@ impl AccountKeys {
             else {
                 continue;
             };
-            if self
-                .storage
-                .get_account(account)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
+            if self.storage.get_account(account).await?.is_some() {
                 continue;
             }
             self.opened
@@ -281,7 +297,7 @@ impl AccountKeys {
                     tracing::info!(account = %account, "the deleted account's key is deleted")
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Err(source) => return Err(RoundError::Io { path, source }),
             }
         }
         Ok(())
