@@ -16,6 +16,7 @@ mod service;
 #[cfg(test)]
 mod test_keks;
 mod token_cache;
+mod vocabulary;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
 pub use error::{CoreError, Invalid, InvalidKind, NodeKeyRefusal, Resource};
@@ -38,3 +39,4 @@ pub use service::{
     AuditVerification, Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery,
     StoreListQuery, UpdateSecret,
 };
+pub use vocabulary::{AuditAction, AuditOutcome, TargetKind};

@@ -29,11 +29,9 @@ use coffer_storage::{
 use coffer_types::{AccountId, TokenId};
 
 use super::{Keyring, dek_context, new_wrapped_key, open_wrapped_key};
-use crate::service::audit::{Actorish, Details, Event, Target, build_entry};
+use crate::service::audit::{Actor, Details, Event, Target, build_entry};
+use crate::{AuditAction, AuditOutcome, TargetKind};
 use crate::{CoreError, NodeKeyRefusal};
-
-/// The audit action of an ARK rotation (made, deferred, or caught up).
-const ROTATE_ACTION: &str = "rotate_replication_key";
 
 #[derive(Debug, Clone)]
 pub(super) struct CurrentArk {
@@ -146,7 +144,7 @@ fn seal_grants(
 /// An audit entry of the instance's own about `account`'s ARK.
 fn rotation_entry(
     account: AccountId,
-    outcome: &'static str,
+    outcome: AuditOutcome,
     actor: &'static str,
     node: Option<TokenId>,
     version: u32,
@@ -155,19 +153,18 @@ fn rotation_entry(
     build_entry(
         account,
         Event {
-            action: ROTATE_ACTION,
+            action: AuditAction::RotateReplicationKey,
             outcome,
             target: Target {
-                kind: "account_replication_key",
                 node_id: node,
-                ..Target::default()
+                ..Target::of(TargetKind::AccountReplicationKey)
             },
             details: Details {
                 replication_key_version: Some(version),
                 reason: Some(reason),
                 ..Details::default()
             },
-            who: Actorish::Job(actor),
+            who: Actor::Job(actor),
         },
     )
 }
@@ -264,7 +261,7 @@ impl Keyring {
         let next_version = rotation.version;
         let entry = rotation_entry(
             account,
-            "success",
+            AuditOutcome::Success,
             "account replication key catch-up",
             None,
             next_version,
@@ -566,7 +563,7 @@ impl Keyring {
         tracing::error!(account = %account, node = %revoked, version, error = %cause, "the account's replication key cannot be rotated by this revocation: its values cannot be written until its KEK is back, and then it is rotated");
         rotation_entry(
             account,
-            "failure",
+            AuditOutcome::Failure,
             "node revocation",
             Some(revoked),
             version,

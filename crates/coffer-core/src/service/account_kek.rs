@@ -12,6 +12,7 @@ use coffer_types::AccountId;
 
 use super::Coffer;
 use super::audit::{Details, Target};
+use crate::AuditAction;
 use crate::account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore};
 use crate::keyring::on_blocking_pool;
 use crate::{CoreError, Principal, Resource, RewrapSettings};
@@ -135,7 +136,7 @@ impl Coffer {
         account: AccountId,
         spec: AccountKekSpec,
     ) -> Result<AccountKekReport, CoreError> {
-        self.check_operator(who, Some(account), "set_kek", Target::account())
+        self.check_operator(who, Some(account), AuditAction::SetKek, Target::account())
             .await?;
         if self.database_is_shared() {
             return Err(CoreError::KekRotationUnsupported(
@@ -168,7 +169,7 @@ impl Coffer {
         let entries = self.change_entries(
             who,
             account,
-            "set_kek",
+            AuditAction::SetKek,
             Target::account(),
             Details {
                 kek_id: Some(info.kek_id.0.clone()),
@@ -195,8 +196,13 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
     ) -> Result<AccountKekReport, CoreError> {
-        self.check_operator(who, Some(account), "kek_status", Target::account())
-            .await?;
+        self.check_operator(
+            who,
+            Some(account),
+            AuditAction::KekStatus,
+            Target::account(),
+        )
+        .await?;
         if self.storage.get_account(account).await?.is_none() {
             return Err(CoreError::NotFound(Resource::Account));
         }

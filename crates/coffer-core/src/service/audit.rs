@@ -17,13 +17,16 @@ use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 use serde::Serialize;
 
 use super::Coffer;
-use crate::{CoreError, Permission, Principal, RequestContext, Resource};
+use crate::{
+    AuditAction, AuditOutcome, CoreError, Permission, Principal, RequestContext, Resource,
+    TargetKind,
+};
 
 /// What an entry is about: the ids and names core knows at the time.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Target {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: TargetKind,
     /// The account acted on, in the entry the instance operator's own log keeps of an act on
     /// another account (the acted-on account's log has its own entry).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,38 +59,52 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn account() -> Target {
+    /// A target of `kind` naming nothing yet.
+    pub fn of(kind: TargetKind) -> Target {
         Target {
-            kind: "account",
-            ..Target::default()
+            kind,
+            account_id: None,
+            account_name: None,
+            store_id: None,
+            store_name: None,
+            secret_id: None,
+            secret_name: None,
+            token_id: None,
+            token_name: None,
+            service_id: None,
+            service_name: None,
+            binding: None,
+            node_id: None,
+            node_name: None,
         }
+    }
+
+    pub fn account() -> Target {
+        Target::of(TargetKind::Account)
     }
 
     pub fn store(id: Option<StoreId>, name: Option<&str>) -> Target {
         Target {
-            kind: "store",
             store_id: id,
             store_name: name.map(str::to_owned),
-            ..Target::default()
+            ..Target::of(TargetKind::Store)
         }
     }
 
     pub fn secret(store: StoreId, id: Option<SecretId>, name: Option<&str>) -> Target {
         Target {
-            kind: "secret",
             store_id: Some(store),
             secret_id: id,
             secret_name: name.map(str::to_owned),
-            ..Target::default()
+            ..Target::of(TargetKind::Secret)
         }
     }
 
     pub fn service(id: Option<ServiceId>, name: Option<&str>) -> Target {
         Target {
-            kind: "service",
             service_id: id,
             service_name: name.map(str::to_owned),
-            ..Target::default()
+            ..Target::of(TargetKind::Service)
         }
     }
 
@@ -97,11 +114,10 @@ impl Target {
         id: Option<TokenId>,
     ) -> Target {
         Target {
-            kind: "service_token",
             token_id: id,
             service_id: Some(service),
             service_name: service_name.map(str::to_owned),
-            ..Target::default()
+            ..Target::of(TargetKind::ServiceToken)
         }
     }
 
@@ -114,53 +130,46 @@ impl Target {
         secret_name: &str,
     ) -> Target {
         Target {
-            kind: "secret",
             store_id: Some(store),
             secret_id: secret,
             secret_name: Some(secret_name.to_owned()),
             service_id: Some(service.id),
             service_name: Some(service.name.as_str().to_owned()),
             binding: Some(binding.to_owned()),
-            ..Target::default()
+            ..Target::of(TargetKind::Secret)
         }
     }
 
     /// A whole store as bound to a service under `binding`.
     pub fn bound_store(service: &ServiceRecord, binding: &str, store: StoreId) -> Target {
         Target {
-            kind: "store",
             store_id: Some(store),
             service_id: Some(service.id),
             service_name: Some(service.name.as_str().to_owned()),
             binding: Some(binding.to_owned()),
-            ..Target::default()
+            ..Target::of(TargetKind::Store)
         }
     }
 
     /// An edge node (instance-level: recorded in the operator's account).
     pub fn node(id: Option<TokenId>, name: Option<&str>) -> Target {
         Target {
-            kind: "node",
             node_id: id,
             node_name: name.map(str::to_owned),
-            ..Target::default()
+            ..Target::of(TargetKind::Node)
         }
     }
 
     /// The instance's key-encryption key (recorded in the operator's account).
     pub fn kek() -> Target {
-        Target {
-            kind: "kek",
-            ..Target::default()
-        }
+        Target::of(TargetKind::Kek)
     }
 
     pub fn token(id: Option<TokenId>, name: Option<&str>) -> Target {
         Target {
-            kind: "token",
             token_id: id,
             token_name: name.map(str::to_owned),
-            ..Target::default()
+            ..Target::of(TargetKind::Token)
         }
     }
 }
@@ -227,8 +236,9 @@ pub struct Details {
     pub revoked_token_ids: Option<Vec<TokenId>>,
 }
 
+/// Who acted, as an entry's payload records it (ids and names only).
 #[derive(Serialize)]
-struct Actor<'a> {
+struct ActorRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_id: Option<TokenId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,7 +250,7 @@ struct Actor<'a> {
 struct Payload<'a> {
     time: String,
     account_id: AccountId,
-    actor: Actor<'a>,
+    actor: ActorRecord<'a>,
     action: &'a str,
     outcome: &'a str,
     resource: &'a Target,
@@ -264,16 +274,16 @@ pub struct AuditVerification {
 
 /// What an actor did, when, with what outcome.
 pub(crate) struct Event<'a> {
-    pub action: &'static str,
-    pub outcome: &'static str,
+    pub action: AuditAction,
+    pub outcome: AuditOutcome,
     pub target: Target,
     pub details: Details,
-    pub who: Actorish<'a>,
+    pub who: Actor<'a>,
 }
 
 /// The actor of an event: an authenticated principal, or (for failed logins) a token id that
 /// may not be genuine.
-pub(crate) enum Actorish<'a> {
+pub(crate) enum Actor<'a> {
     Principal(&'a Principal),
     Token {
         id: TokenId,
@@ -322,56 +332,56 @@ pub(crate) fn checkpoint_message(account: AccountId, seq: u64, hash: &[u8; 32]) 
 pub(crate) fn build_entry(account: AccountId, event: Event<'_>) -> Result<AuditEntry, CoreError> {
     let at = Timestamp::now();
     let (actor, context) = match event.who {
-        Actorish::Principal(p) => (
-            Actor {
+        Actor::Principal(p) => (
+            ActorRecord {
                 token_id: Some(p.token_id),
                 token_name: Some(&p.token_name),
                 operator: p.operator,
             },
             &p.context,
         ),
-        Actorish::Token { id, context } => (
-            Actor {
+        Actor::Token { id, context } => (
+            ActorRecord {
                 token_id: Some(id),
                 token_name: None,
                 operator: false,
             },
             context,
         ),
-        Actorish::Anonymous { context } => (
-            Actor {
+        Actor::Anonymous { context } => (
+            ActorRecord {
                 token_id: None,
                 token_name: None,
                 operator: false,
             },
             context,
         ),
-        Actorish::Service { token_id } => (
-            Actor {
+        Actor::Service { token_id } => (
+            ActorRecord {
                 token_id: Some(token_id),
                 token_name: None,
                 operator: false,
             },
             &NO_CONTEXT,
         ),
-        Actorish::Node { id, name } => (
-            Actor {
+        Actor::Node { id, name } => (
+            ActorRecord {
                 token_id: Some(id),
                 token_name: Some(name),
                 operator: false,
             },
             &NO_CONTEXT,
         ),
-        Actorish::Instance => (
-            Actor {
+        Actor::Instance => (
+            ActorRecord {
                 token_id: None,
                 token_name: Some("coffer init"),
                 operator: true,
             },
             &NO_CONTEXT,
         ),
-        Actorish::Job(name) => (
-            Actor {
+        Actor::Job(name) => (
+            ActorRecord {
                 token_id: None,
                 token_name: Some(name),
                 operator: true,
@@ -384,8 +394,8 @@ pub(crate) fn build_entry(account: AccountId, event: Event<'_>) -> Result<AuditE
         time: at.to_rfc3339(),
         account_id: account,
         actor,
-        action: event.action,
-        outcome: event.outcome,
+        action: event.action.as_str(),
+        outcome: event.outcome.as_str(),
         resource: &event.target,
         request_id: &context.request_id,
         client: context.client.as_deref(),
@@ -396,8 +406,8 @@ pub(crate) fn build_entry(account: AccountId, event: Event<'_>) -> Result<AuditE
     Ok(AuditEntry {
         account_id: account,
         at,
-        action: event.action.to_owned(),
-        outcome: event.outcome.to_owned(),
+        action: event.action.as_str().to_owned(),
+        outcome: event.outcome.as_str().to_owned(),
         actor_token,
         store_id: event.target.store_id,
         secret_id: event.target.secret_id,
@@ -420,7 +430,7 @@ impl Coffer {
         &self,
         who: &Principal,
         account: AccountId,
-        action: &'static str,
+        action: AuditAction,
         target: Target,
         details: Details,
     ) -> Result<AuditEntry, CoreError> {
@@ -428,10 +438,10 @@ impl Coffer {
             account,
             Event {
                 action,
-                outcome: "success",
+                outcome: AuditOutcome::Success,
                 target,
                 details,
-                who: Actorish::Principal(who),
+                who: Actor::Principal(who),
             },
         )
     }
@@ -444,7 +454,7 @@ impl Coffer {
         &self,
         who: &Principal,
         account: AccountId,
-        action: &'static str,
+        action: AuditAction,
         target: Target,
         details: Details,
     ) -> Result<Vec<AuditEntry>, CoreError> {
@@ -467,7 +477,7 @@ impl Coffer {
         &self,
         who: &Principal,
         account: AccountId,
-        action: &'static str,
+        action: AuditAction,
         target: Target,
         error: CoreError,
     ) -> CoreError {
@@ -495,10 +505,10 @@ impl Coffer {
         };
         let event = Event {
             action,
-            outcome: "denied",
+            outcome: AuditOutcome::Denied,
             target,
             details,
-            who: Actorish::Principal(who),
+            who: Actor::Principal(who),
         };
         match self.audit_entry(chain, event) {
             Ok(entry) => {
@@ -518,7 +528,7 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
         need: Permission,
-        action: &'static str,
+        action: AuditAction,
         target: impl FnOnce() -> Target,
     ) -> Result<(), CoreError> {
         match who.require(account, need) {
@@ -540,7 +550,7 @@ impl Coffer {
         &self,
         who: &Principal,
         account: Option<AccountId>,
-        action: &'static str,
+        action: AuditAction,
         target: Target,
     ) -> Result<(), CoreError> {
         let result = match account {
@@ -579,7 +589,7 @@ impl Coffer {
             who,
             account,
             Permission::ManageAccount,
-            "read_audit",
+            AuditAction::ReadAudit,
             Target::account,
         )
         .await?;
@@ -634,7 +644,7 @@ impl Coffer {
                 who,
                 account,
                 Permission::ManageAccount,
-                "verify_audit",
+                AuditAction::VerifyAudit,
                 Target::account,
             )
             .await?;
@@ -643,7 +653,7 @@ impl Coffer {
                 .deny(
                     who,
                     account,
-                    "verify_audit",
+                    AuditAction::VerifyAudit,
                     Target::account(),
                     CoreError::Forbidden(Permission::ManageAccount),
                 )

@@ -19,7 +19,8 @@ use coffer_storage::AuditEntry;
 use coffer_types::{AccountId, Timestamp, TokenId};
 
 use super::Coffer;
-use super::audit::{Actorish, Details, Event, Target};
+use super::audit::{Actor, Details, Event, Target};
+use crate::{AuditAction, AuditOutcome, TargetKind};
 use crate::{CoreError, RequestContext};
 
 /// Distinct keys aggregated between flushes at most; failures past it are counted per account
@@ -236,18 +237,18 @@ impl Coffer {
             };
             let event = match key.kind {
                 FailureKind::Login { token, reason } => Event {
-                    action: "login",
-                    outcome: "denied",
+                    action: AuditAction::Login,
+                    outcome: AuditOutcome::Denied,
                     target: Target::token(Some(token), None),
                     details: details(c, reason.to_owned()),
-                    who: Actorish::Token {
+                    who: Actor::Token {
                         id: token,
                         context: &context,
                     },
                 },
                 FailureKind::RateLimited { budget } => Event {
-                    action: "login",
-                    outcome: "rate_limited",
+                    action: AuditAction::Login,
+                    outcome: AuditOutcome::RateLimited,
                     target: instance_target(),
                     details: details(
                         c,
@@ -255,7 +256,7 @@ impl Coffer {
                             "{budget} failed authentications from this address within a minute"
                         ),
                     ),
-                    who: Actorish::Anonymous { context: &context },
+                    who: Actor::Anonymous { context: &context },
                 },
             };
             entries.push(self.audit_entry(account, event)?);
@@ -266,15 +267,15 @@ impl Coffer {
                 continue;
             };
             let event = Event {
-                action: "login",
-                outcome: "unrecorded",
+                action: AuditAction::Login,
+                outcome: AuditOutcome::Unrecorded,
                 target: instance_target(),
                 details: details(
                     c,
                     "too many distinct failed authentications in one interval to record each"
                         .to_owned(),
                 ),
-                who: Actorish::Anonymous { context: &nobody },
+                who: Actor::Anonymous { context: &nobody },
             };
             entries.push(self.audit_entry(account, event)?);
         }
@@ -283,8 +284,5 @@ impl Coffer {
 }
 
 fn instance_target() -> Target {
-    Target {
-        kind: "instance",
-        ..Target::default()
-    }
+    Target::of(TargetKind::Instance)
 }

@@ -6,12 +6,13 @@
 //! ([`crate::operator_reaches`]). An account's `super_admin` manages its own account's tokens. No
 //! token made through the API is an operator.
 
-use coffer_crypto::{ApiToken, PresentedToken, random_id};
+use coffer_crypto::{PresentedToken, Token, random_id};
 use coffer_storage::{AccountRecord, TokenRecord};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
-use super::audit::{Actorish, Details, Event, Target};
+use super::audit::{Actor, Details, Event, Target};
 use super::{Coffer, Quota};
+use crate::{AuditAction, AuditOutcome};
 use crate::{
     CoreError, InvalidKind, MAX_SECRETS_QUOTA, Permission, Principal, RequestContext, Resource,
     Role,
@@ -60,18 +61,18 @@ impl Coffer {
     // ---- instance bootstrap and authentication ----
 
     /// Creates the first account and an operator token with full rights, as `coffer init` does.
-    pub async fn bootstrap(&self, account_name: &str) -> Result<(AccountId, ApiToken), CoreError> {
+    pub async fn bootstrap(&self, account_name: &str) -> Result<(AccountId, Token), CoreError> {
         let account = AccountId::from_bytes(random_id());
         let mut target = Target::account();
         target.account_name = Some(account_name.to_owned());
         let entry = self.audit_entry(
             account,
             Event {
-                action: "create",
-                outcome: "success",
+                action: AuditAction::Create,
+                outcome: AuditOutcome::Success,
                 target,
                 details: Details::default(),
-                who: Actorish::Instance,
+                who: Actor::Instance,
             },
         )?;
         self.storage
@@ -100,10 +101,10 @@ impl Coffer {
         role: Role,
         operator: bool,
         expires: Option<Timestamp>,
-    ) -> Result<(TokenRecord, ApiToken), CoreError> {
+    ) -> Result<(TokenRecord, Token), CoreError> {
         let id = TokenId::from_bytes(random_id());
-        let token = ApiToken::generate(id);
-        let hash = self.keys.mac().hash_token(&token);
+        let token = Token::generate(id);
+        let hash = self.keys.token_mac().hash_token(&token);
         let record = TokenRecord {
             id,
             account_id: account,
@@ -122,15 +123,15 @@ impl Coffer {
             ..Details::default()
         };
         let entries = match who {
-            Some(who) => self.change_entries(who, account, "create", target, details)?,
+            Some(who) => self.change_entries(who, account, AuditAction::Create, target, details)?,
             None => vec![self.audit_entry(
                 account,
                 Event {
-                    action: "create",
-                    outcome: "success",
+                    action: AuditAction::Create,
+                    outcome: AuditOutcome::Success,
                     target,
                     details,
-                    who: Actorish::Instance,
+                    who: Actor::Instance,
                 },
             )?],
         };
@@ -207,7 +208,7 @@ impl Coffer {
         // The lookup by id is not secret; the comparison of the keyed hash is constant-time.
         if !self
             .keys
-            .mac()
+            .token_mac()
             .verify_token(*token, &coffer_crypto::TokenHash(record.hash))
         {
             return Err(CoreError::Unauthenticated(INVALID_TOKEN));
@@ -240,7 +241,7 @@ impl Coffer {
             who,
             account,
             Permission::ViewAccount,
-            "read",
+            AuditAction::Read,
             Target::account(),
         )
         .await
@@ -257,7 +258,7 @@ impl Coffer {
         account: AccountId,
         quota: Option<u64>,
     ) -> Result<Quota, CoreError> {
-        self.check_operator(who, Some(account), "update", Target::account())
+        self.check_operator(who, Some(account), AuditAction::Update, Target::account())
             .await?;
         if quota.is_some_and(|q| q > MAX_SECRETS_QUOTA) {
             return Err(CoreError::invalid(
@@ -269,7 +270,7 @@ impl Coffer {
         let entries = self.change_entries(
             who,
             account,
-            "update",
+            AuditAction::Update,
             Target::account(),
             Details {
                 secrets_quota: Some(quota),
@@ -301,7 +302,7 @@ impl Coffer {
         account: AccountId,
         secrets_quota: Option<Option<u64>>,
     ) -> Result<AccountRecord, CoreError> {
-        self.check_operator(who, Some(account), "update", Target::account())
+        self.check_operator(who, Some(account), AuditAction::Update, Target::account())
             .await?;
         if let Some(quota) = secrets_quota {
             self.set_account_quota(who, account, quota).await?;
@@ -318,7 +319,7 @@ impl Coffer {
     ) -> Result<AccountRecord, CoreError> {
         let mut target = Target::account();
         target.account_name = Some(name.to_owned());
-        self.check_operator(who, None, "create", target.clone())
+        self.check_operator(who, None, AuditAction::Create, target.clone())
             .await?;
         check_label(name, "/name")?;
         let record = AccountRecord {
@@ -328,7 +329,13 @@ impl Coffer {
             secrets_quota: None,
         };
         // The new account's log starts with its creation; the operator's log says so too.
-        let entries = self.change_entries(who, record.id, "create", target, Details::default())?;
+        let entries = self.change_entries(
+            who,
+            record.id,
+            AuditAction::Create,
+            target,
+            Details::default(),
+        )?;
         self.storage
             .create_account(record.clone(), &entries)
             .await?;
@@ -355,7 +362,7 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
     ) -> Result<(), CoreError> {
-        self.check_operator(who, Some(account), "delete", Target::account())
+        self.check_operator(who, Some(account), AuditAction::Delete, Target::account())
             .await?;
         if account == who.account_id {
             return Err(CoreError::OperatorProtected(
@@ -370,7 +377,7 @@ impl Coffer {
         let entries = self.change_entries(
             who,
             account,
-            "delete",
+            AuditAction::Delete,
             Target::account(),
             Details::default(),
         )?;
@@ -394,12 +401,12 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
         new: NewToken,
-    ) -> Result<(TokenRecord, ApiToken), CoreError> {
+    ) -> Result<(TokenRecord, Token), CoreError> {
         self.require_account(
             who,
             account,
             Permission::ManageAccount,
-            "create",
+            AuditAction::Create,
             Target::token(None, Some(&new.name)),
         )
         .await?;
@@ -412,7 +419,7 @@ impl Coffer {
                 .deny(
                     who,
                     account,
-                    "create",
+                    AuditAction::Create,
                     Target::token(None, Some(&new.name)),
                     CoreError::OperatorFirstTokenOnly,
                 )
@@ -439,7 +446,7 @@ impl Coffer {
             who,
             account,
             Permission::ManageAccount,
-            "list",
+            AuditAction::List,
             Target::token(None, None),
         )
         .await?;
@@ -460,7 +467,7 @@ impl Coffer {
             who,
             account,
             Permission::ManageAccount,
-            "read",
+            AuditAction::Read,
             Target::token(Some(id), None),
         )
         .await?;
@@ -485,7 +492,7 @@ impl Coffer {
             who,
             account,
             Permission::ManageAccount,
-            "revoke",
+            AuditAction::Revoke,
             Target::token(Some(id), None),
         )
         .await?;
@@ -502,7 +509,7 @@ impl Coffer {
             self.check_operator(
                 who,
                 None,
-                "revoke",
+                AuditAction::Revoke,
                 Target::token(Some(id), Some(&target.name)),
             )
             .await?;
@@ -522,7 +529,7 @@ impl Coffer {
         let entries = self.change_entries(
             who,
             account,
-            "revoke",
+            AuditAction::Revoke,
             Target::token(Some(id), name),
             Details::default(),
         )?;

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use coffer_storage::{AuditEntry, Storage};
 
 use super::Coffer;
-use super::audit::{Actorish, Details, Event, Target, build_entry};
+use super::audit::{Actor, Details, Event, Target, build_entry};
 use crate::keyring::on_blocking_pool;
 use crate::rotation::{
     KekState, KekVersion, KekVersions, OnRetired, RewrapSettings, Rotation, RotationStatus,
     find_operator_account,
 };
+use crate::{AuditAction, AuditOutcome};
 use crate::{CoreError, DekPolicy, Limits, Principal};
 
 /// One version with the keys it wraps now.
@@ -78,7 +79,7 @@ impl Coffer {
     /// The KEK's versions, the keys each wraps, and the progress of a rotation (instance
     /// operator only).
     pub async fn kek_status(&self, who: &Principal) -> Result<KekStatusReport, CoreError> {
-        self.check_operator(who, None, "kek_status", Target::kek())
+        self.check_operator(who, None, AuditAction::KekStatus, Target::kek())
             .await?;
         let rotation = self.kek_rotation()?;
         self.kek_report(rotation).await
@@ -129,7 +130,7 @@ impl Coffer {
         &self,
         who: &Principal,
     ) -> Result<(KekVersion, KekVersion), CoreError> {
-        self.check_operator(who, None, "kek_rotate", Target::kek())
+        self.check_operator(who, None, AuditAction::KekRotate, Target::kek())
             .await?;
         if self.database_is_shared() {
             return Err(CoreError::KekRotationUnsupported(
@@ -166,7 +167,7 @@ impl Coffer {
         let entry = self.change_entry(
             who,
             who.account_id,
-            "kek_rotate",
+            AuditAction::KekRotate,
             Target::kek(),
             Details {
                 kek_version: Some(new.version),
@@ -210,15 +211,15 @@ async fn audit_retired(storage: &dyn Storage, version: &KekVersion) -> Result<()
     let entry: AuditEntry = build_entry(
         account,
         Event {
-            action: "kek_retire",
-            outcome: "success",
+            action: AuditAction::KekRetire,
+            outcome: AuditOutcome::Success,
             target: Target::kek(),
             details: Details {
                 kek_version: Some(version.version),
                 kek_id: Some(version.kek_id.0.clone()),
                 ..Details::default()
             },
-            who: Actorish::Job("kek rotation"),
+            who: Actor::Job("kek rotation"),
         },
     )?;
     storage.append_audit(&[entry]).await?;

@@ -21,12 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use coffer_crypto::{ApiToken, PresentedToken, TokenHash, TokenKind, random_id};
+use coffer_crypto::{PresentedToken, Token, TokenHash, TokenKind, random_id};
 use coffer_storage::NodeRecord;
 use coffer_types::{AccountId, NodeName, Timestamp, TokenId};
 
 use super::Coffer;
-use super::audit::{Actorish, Details, Event, Target};
+use super::audit::{Actor, Details, Event, Target};
+use crate::{AuditAction, AuditOutcome};
 use crate::{CoreError, NodeKeyRefusal, Principal, RequestContext, Resource};
 
 const INVALID_NODE_TOKEN: &str = "invalid node token";
@@ -104,11 +105,16 @@ impl Coffer {
         &self,
         who: &Principal,
         name: NodeName,
-    ) -> Result<(NodeRecord, ApiToken), CoreError> {
-        self.check_operator(who, None, "create", Target::node(None, Some(name.as_str())))
-            .await?;
+    ) -> Result<(NodeRecord, Token), CoreError> {
+        self.check_operator(
+            who,
+            None,
+            AuditAction::Create,
+            Target::node(None, Some(name.as_str())),
+        )
+        .await?;
         let id = TokenId::from_bytes(random_id());
-        let token = ApiToken::generate_kind(TokenKind::Node, id);
+        let token = Token::generate_kind(TokenKind::Node, id);
         let hash = self.keys.node_mac().hash_token(&token);
         let record = NodeRecord {
             id,
@@ -120,7 +126,7 @@ impl Coffer {
         let entry = self.change_entry(
             who,
             who.account_id,
-            "create",
+            AuditAction::Create,
             Target::node(Some(id), Some(&record.name)),
             Details::default(),
         )?;
@@ -130,14 +136,14 @@ impl Coffer {
 
     /// Every node, revoked ones included, oldest first (instance operator only).
     pub async fn list_nodes(&self, who: &Principal) -> Result<Vec<NodeRecord>, CoreError> {
-        self.check_operator(who, None, "list", Target::node(None, None))
+        self.check_operator(who, None, AuditAction::List, Target::node(None, None))
             .await?;
         Ok(self.storage.list_nodes().await?)
     }
 
     /// One node (instance operator only); `NotFound(Node)` for an unknown id.
     pub async fn get_node(&self, who: &Principal, id: TokenId) -> Result<NodeRecord, CoreError> {
-        self.check_operator(who, None, "read", Target::node(Some(id), None))
+        self.check_operator(who, None, AuditAction::Read, Target::node(Some(id), None))
             .await?;
         self.storage
             .get_node(id)
@@ -149,14 +155,14 @@ impl Coffer {
     /// request, here and, once the revocation reaches them through the feed, on relays.
     /// `NotFound(Node)` for an unknown id, `AlreadyRevoked` for a revoked node.
     pub async fn revoke_node(&self, who: &Principal, id: TokenId) -> Result<NodeRecord, CoreError> {
-        self.check_operator(who, None, "revoke", Target::node(Some(id), None))
+        self.check_operator(who, None, AuditAction::Revoke, Target::node(Some(id), None))
             .await?;
         let existing = self.storage.get_node(id).await?;
         let name = existing.as_ref().map(|n| n.name.as_str());
         let entry = self.change_entry(
             who,
             who.account_id,
-            "revoke",
+            AuditAction::Revoke,
             Target::node(Some(id), name),
             Details::default(),
         )?;
@@ -228,8 +234,8 @@ impl Coffer {
             entries.push(self.audit_entry(
                 log,
                 Event {
-                    action: "register_key",
-                    outcome: "success",
+                    action: AuditAction::RegisterKey,
+                    outcome: AuditOutcome::Success,
                     target: Target {
                         account_id: in_other.then_some(account),
                         ..Target::node(Some(node.id), Some(&node.name))
@@ -238,7 +244,7 @@ impl Coffer {
                         key_fingerprint: Some(fingerprint.clone()),
                         ..Details::default()
                     },
-                    who: Actorish::Node {
+                    who: Actor::Node {
                         id: node.id,
                         name: &node.name,
                     },
@@ -333,8 +339,8 @@ impl Coffer {
             let entry = self.audit_entry(
                 log,
                 Event {
-                    action: "register_key",
-                    outcome: "failure",
+                    action: AuditAction::RegisterKey,
+                    outcome: AuditOutcome::Failure,
                     target: Target {
                         account_id: account.filter(|_| in_other),
                         ..Target::node(Some(node.id), Some(&node.name))
@@ -344,7 +350,7 @@ impl Coffer {
                         reason: Some(reason.to_owned()),
                         ..Details::default()
                     },
-                    who: Actorish::Node {
+                    who: Actor::Node {
                         id: node.id,
                         name: &node.name,
                     },

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{ApiToken, FileKek, KekProvider, Plaintext, TokenKind};
+use coffer_crypto::{FileKek, KekProvider, Plaintext, Token, TokenKind};
 use coffer_storage::{Change, SqliteStorage, Storage};
 use coffer_types::{
     AccountId, BindingName, NodeName, Scope, Scopes, SecretName, ServiceName, StoreName, TokenId,
@@ -57,12 +57,12 @@ fn ctx() -> RequestContext {
 }
 
 impl Fx {
-    async fn node(&self, n: &str) -> (coffer_storage::NodeRecord, ApiToken) {
+    async fn node(&self, n: &str) -> (coffer_storage::NodeRecord, Token) {
         self.coffer.create_node(&self.op, name(n)).await.unwrap()
     }
 
     /// A real API token of `account` with `role` (never an operator), authenticated.
-    async fn api_token(&self, account: AccountId, role: Role) -> (ApiToken, Principal) {
+    async fn api_token(&self, account: AccountId, role: Role) -> (Token, Principal) {
         let creator = if account == self.account {
             self.op.clone()
         } else {
@@ -87,7 +87,7 @@ impl Fx {
         creator: &Principal,
         account: AccountId,
         role: Role,
-    ) -> (ApiToken, Principal) {
+    ) -> (Token, Principal) {
         let (_, token) = self
             .coffer
             .create_token(
@@ -110,7 +110,7 @@ impl Fx {
     }
 
     /// A service token of a freshly deployed service.
-    async fn service_token(&self) -> ApiToken {
+    async fn service_token(&self) -> Token {
         let store = self
             .coffer
             .create_store(&self.op, self.account, StoreName::parse("prod").unwrap())
@@ -170,7 +170,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The same token text with another secret part (same id, same length, canonical encoding).
-fn with_other_secret(token: &ApiToken) -> String {
+fn with_other_secret(token: &Token) -> String {
     let text = token.expose_secret();
     let (head, secret) = text.split_at(text.len() - 43);
     let replacement = if secret.starts_with('A') { "B" } else { "A" };
@@ -192,7 +192,7 @@ async fn the_operator_registers_lists_reads_and_revokes_nodes() {
         f.coffer.keys.node_mac().hash_token(&token).0,
         "stored: the HMAC under the node-token key"
     );
-    assert_ne!(a.hash, f.coffer.keys.mac().hash_token(&token).0);
+    assert_ne!(a.hash, f.coffer.keys.token_mac().hash_token(&token).0);
     assert_ne!(a.hash, f.coffer.keys.service_mac().hash_token(&token).0);
 
     // The change log carries the hash, never the token.

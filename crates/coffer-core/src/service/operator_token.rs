@@ -7,12 +7,13 @@
 //! once. The old tokens are barred from the token cache before the write, so they stop working
 //! on the very next request even if this one is cancelled after the write commits.
 
-use coffer_crypto::{ApiToken, random_id};
+use coffer_crypto::{Token, random_id};
 use coffer_storage::TokenRecord;
 use coffer_types::{Timestamp, TokenId};
 
 use super::Coffer;
-use super::audit::{Actorish, Details, Event, Target};
+use super::audit::{Actor, Details, Event, Target};
+use crate::{AuditAction, AuditOutcome};
 use crate::{CoreError, Principal, Role};
 
 /// The name every rotated operator token gets.
@@ -32,12 +33,12 @@ impl Coffer {
     pub async fn rotate_operator_token(
         &self,
         who: Option<&Principal>,
-    ) -> Result<(TokenRecord, ApiToken), CoreError> {
+    ) -> Result<(TokenRecord, Token), CoreError> {
         if let Some(who) = who {
             self.check_operator(
                 who,
                 None,
-                "rotate",
+                AuditAction::Rotate,
                 Target::token(Some(who.token_id), Some(&who.token_name)),
             )
             .await?;
@@ -56,12 +57,12 @@ impl Coffer {
             .map(|t| t.id)
             .collect();
         let id = TokenId::from_bytes(random_id());
-        let token = ApiToken::generate(id);
+        let token = Token::generate(id);
         let record = TokenRecord {
             id,
             account_id: account,
             name: OPERATOR_TOKEN_NAME.to_owned(),
-            hash: self.keys.mac().hash_token(&token).0,
+            hash: self.keys.token_mac().hash_token(&token).0,
             role: Role::SuperAdmin.as_str().to_owned(),
             operator: true,
             created: Timestamp::now(),
@@ -72,8 +73,8 @@ impl Coffer {
         let entry = self.audit_entry(
             account,
             Event {
-                action: "rotate",
-                outcome: "success",
+                action: AuditAction::Rotate,
+                outcome: AuditOutcome::Success,
                 target: Target::token(Some(id), Some(OPERATOR_TOKEN_NAME)),
                 details: Details {
                     role: Some(Role::SuperAdmin.as_str()),
@@ -81,8 +82,8 @@ impl Coffer {
                     ..Details::default()
                 },
                 who: match who {
-                    Some(p) => Actorish::Principal(p),
-                    None => Actorish::Job(OFFLINE_ACTOR),
+                    Some(p) => Actor::Principal(p),
+                    None => Actor::Job(OFFLINE_ACTOR),
                 },
             },
         )?;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{ApiToken, FileKek, KekProvider};
+use coffer_crypto::{FileKek, KekProvider, Token};
 use coffer_storage::{SqliteStorage, Storage};
 use coffer_types::AccountId;
 
@@ -15,7 +15,7 @@ struct Fx {
     _dir: tempfile::TempDir,
     coffer: Coffer,
     account: AccountId,
-    token: ApiToken,
+    token: Token,
     op: Principal,
 }
 
@@ -58,7 +58,7 @@ impl Fx {
             .collect()
     }
 
-    async fn auth(&self, token: &ApiToken) -> Result<Principal, CoreError> {
+    async fn auth(&self, token: &Token) -> Result<Principal, CoreError> {
         self.coffer
             .authenticate(token.expose_secret(), RequestContext::default())
             .await
@@ -67,11 +67,7 @@ impl Fx {
 
 /// Checks what both forms share: old refused, new the operator, one audit entry by id only,
 /// the chain verifies.
-async fn assert_rotated(
-    f: &Fx,
-    new: &ApiToken,
-    new_id: coffer_types::TokenId,
-) -> serde_json::Value {
+async fn assert_rotated(f: &Fx, new: &Token, new_id: coffer_types::TokenId) -> serde_json::Value {
     let err = f.auth(&f.token).await.unwrap_err();
     assert!(
         matches!(err, CoreError::Unauthenticated(m) if m.contains("revoked")),

@@ -39,7 +39,8 @@ use coffer_types::{
     AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, Timestamp, TokenId,
 };
 
-use super::audit::{Actorish, Details, Event, Target};
+use super::audit::{Actor, Details, Event, Target};
+use crate::{AuditAction, AuditOutcome, TargetKind};
 use crate::{Coffer, CoreError, RequestContext};
 
 /// Entries of each map kept at most; past it the map is emptied (and refilled on demand).
@@ -330,6 +331,18 @@ pub enum AccessOutcome {
     Refused(AccessRefusal),
     /// Reads of the account not aggregated because the interval saw too many distinct keys.
     Unrecorded,
+}
+
+impl AccessOutcome {
+    /// How the audit log (and an access batch on the wire) says the reads ended: `success`,
+    /// `denied` (the reason apart) or `unrecorded`.
+    pub fn audit_outcome(self) -> AuditOutcome {
+        match self {
+            AccessOutcome::Served => AuditOutcome::Success,
+            AccessOutcome::Refused(_) => AuditOutcome::Denied,
+            AccessOutcome::Unrecorded => AuditOutcome::Unrecorded,
+        }
+    }
 }
 
 /// Runtime reads aggregated over an interval per (token, binding, secret, outcome): ids and
@@ -1010,22 +1023,15 @@ impl Coffer {
         let mut entries: Vec<AuditEntry> = Vec::with_capacity(events.len());
         for e in events {
             let (mut target, who) = match (e.outcome, e.service, e.token) {
-                (AccessOutcome::Unrecorded, _, _) | (_, None, _) | (_, _, None) => (
-                    Target {
-                        kind: "service",
-                        ..Target::default()
-                    },
-                    Actorish::Instance,
-                ),
+                (AccessOutcome::Unrecorded, _, _) | (_, None, _) | (_, _, None) => {
+                    (Target::of(TargetKind::Service), Actor::Instance)
+                }
                 (_, Some(_), Some(token_id)) => (
                     match e.store {
                         Some(store) => Target::secret(store, e.secret, Some(&e.secret_name)),
-                        None => Target {
-                            kind: "binding",
-                            ..Target::default()
-                        },
+                        None => Target::of(TargetKind::Binding),
                     },
-                    Actorish::Service { token_id },
+                    Actor::Service { token_id },
                 ),
             };
             if e.outcome != AccessOutcome::Unrecorded {
@@ -1054,12 +1060,8 @@ impl Coffer {
             entries.push(self.audit_entry(
                 e.account,
                 Event {
-                    action: "access",
-                    outcome: match e.outcome {
-                        AccessOutcome::Served => "success",
-                        AccessOutcome::Refused(_) => "denied",
-                        AccessOutcome::Unrecorded => "unrecorded",
-                    },
+                    action: AuditAction::Access,
+                    outcome: e.outcome.audit_outcome(),
                     target,
                     details,
                     who,

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use coffer_crypto::{ApiToken, TokenKind, random_id};
+use coffer_crypto::{Token, TokenKind, random_id};
 use coffer_storage::{
     Page, SecretBindingRecord, ServiceQuery, ServiceRecord, ServiceTokenRecord, StorageError,
     StoreBindingRecord,
@@ -18,6 +18,7 @@ use coffer_types::{AccountId, Scope, ServiceId, ServiceName, Timestamp, TokenId}
 
 use super::Coffer;
 use super::audit::{Details, Target};
+use crate::AuditAction;
 use crate::{CoreError, InvalidKind, Permission, Principal, Resource};
 
 /// The most bindings (secret and store bindings together) one service may have.
@@ -39,7 +40,7 @@ pub struct Deployed {
     /// Whether this deploy created the service.
     pub created: bool,
     /// The service's first token, on the deploy that created it; shown once.
-    pub token: Option<ApiToken>,
+    pub token: Option<Token>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +73,9 @@ impl Coffer {
             Ok(()) => {}
             // Another account stays invisible (404), as for every operation.
             Err(e @ CoreError::NotFound(_)) => {
-                return Err(self.deny(who, account, "bind", service_target(), e).await);
+                return Err(self
+                    .deny(who, account, AuditAction::Bind, service_target(), e)
+                    .await);
             }
             Err(e) => {
                 let reason = match e {
@@ -92,7 +95,7 @@ impl Coffer {
                     reason,
                 };
                 return Err(self
-                    .deny(who, account, "bind", service_target(), denial)
+                    .deny(who, account, AuditAction::Bind, service_target(), denial)
                     .await);
             }
         }
@@ -110,7 +113,9 @@ impl Coffer {
             };
             if self.storage.get_store(account, b.store_id).await?.is_none() {
                 let e = denied(format!("store {} not found in this account", b.store_id));
-                return Err(self.deny(who, account, "bind", service_target(), e).await);
+                return Err(self
+                    .deny(who, account, AuditAction::Bind, service_target(), e)
+                    .await);
             }
             let Some(secret) = self
                 .storage
@@ -121,7 +126,9 @@ impl Coffer {
                     "secret \"{}\" not found in store {}",
                     b.secret_name, b.store_id
                 ));
-                return Err(self.deny(who, account, "bind", service_target(), e).await);
+                return Err(self
+                    .deny(who, account, AuditAction::Bind, service_target(), e)
+                    .await);
             };
             if !secret.scopes.contains(deploy.kind) {
                 let has: Vec<&str> = secret.scopes.iter().map(|s| s.as_str()).collect();
@@ -136,7 +143,9 @@ impl Coffer {
                         has.join(", ")
                     }
                 ));
-                return Err(self.deny(who, account, "bind", service_target(), e).await);
+                return Err(self
+                    .deny(who, account, AuditAction::Bind, service_target(), e)
+                    .await);
             }
             resolved.push(secret.id);
         }
@@ -146,7 +155,9 @@ impl Coffer {
                     binding: Some(b.binding.as_str().to_owned()),
                     reason: format!("store {} not found in this account", b.store_id),
                 };
-                return Err(self.deny(who, account, "bind", service_target(), e).await);
+                return Err(self
+                    .deny(who, account, AuditAction::Bind, service_target(), e)
+                    .await);
             }
         }
 
@@ -177,9 +188,9 @@ impl Coffer {
                 who,
                 account,
                 if existing.is_some() {
-                    "update"
+                    AuditAction::Update
                 } else {
-                    "create"
+                    AuditAction::Create
                 },
                 Target::service(Some(record.id), Some(record.name.as_str())),
                 Details {
@@ -194,7 +205,7 @@ impl Coffer {
                     audit.push(self.change_entry(
                         who,
                         account,
-                        "create",
+                        AuditAction::Create,
                         Target::service_token(
                             record.id,
                             Some(record.name.as_str()),
@@ -258,7 +269,7 @@ impl Coffer {
                 out.push(self.change_entry(
                     who,
                     account,
-                    "bind",
+                    AuditAction::Bind,
                     Target::bound_secret(
                         after,
                         b.binding.as_str(),
@@ -275,7 +286,7 @@ impl Coffer {
                 unchanged_kind && before.is_some_and(|s| s.stores.iter().any(|old| old == b));
             if !same {
                 let target = Target::bound_store(after, b.binding.as_str(), b.store_id);
-                out.push(self.change_entry(who, account, "bind", target, details())?);
+                out.push(self.change_entry(who, account, AuditAction::Bind, target, details())?);
             }
         }
         if let Some(before) = before {
@@ -284,7 +295,7 @@ impl Coffer {
                     out.push(self.change_entry(
                         who,
                         account,
-                        "unbind",
+                        AuditAction::Unbind,
                         Target::bound_secret(
                             after,
                             b.binding.as_str(),
@@ -302,7 +313,7 @@ impl Coffer {
                     out.push(self.change_entry(
                         who,
                         account,
-                        "unbind",
+                        AuditAction::Unbind,
                         target,
                         Details::default(),
                     )?);
@@ -316,9 +327,9 @@ impl Coffer {
         &self,
         service: &ServiceRecord,
         now: Timestamp,
-    ) -> (ServiceTokenRecord, ApiToken) {
+    ) -> (ServiceTokenRecord, Token) {
         let id = TokenId::from_bytes(random_id());
-        let token = ApiToken::generate_kind(TokenKind::Service, id);
+        let token = Token::generate_kind(TokenKind::Service, id);
         let record = ServiceTokenRecord {
             id,
             account_id: service.account_id,
@@ -340,7 +351,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "list",
+            AuditAction::List,
             Target::service(None, None),
         )
         .await?;
@@ -362,7 +373,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "read",
+            AuditAction::Read,
             Target::service(Some(id), None),
         )
         .await?;
@@ -383,7 +394,7 @@ impl Coffer {
             who,
             account,
             Permission::Bind,
-            "delete",
+            AuditAction::Delete,
             Target::service(Some(id), None),
         )
         .await?;
@@ -396,7 +407,7 @@ impl Coffer {
         let entry = self.change_entry(
             who,
             account,
-            "delete",
+            AuditAction::Delete,
             Target::service(Some(id), name.as_deref()),
             Details::default(),
         )?;
@@ -413,7 +424,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "list",
+            AuditAction::List,
             Target::service_token(service, None, None),
         )
         .await?;
@@ -432,12 +443,12 @@ impl Coffer {
         account: AccountId,
         service: ServiceId,
         revoke_previous: bool,
-    ) -> Result<(ServiceTokenRecord, ApiToken, Vec<ServiceTokenRecord>), CoreError> {
+    ) -> Result<(ServiceTokenRecord, Token, Vec<ServiceTokenRecord>), CoreError> {
         self.require_account(
             who,
             account,
             Permission::Bind,
-            "create",
+            AuditAction::Create,
             Target::service_token(service, None, None),
         )
         .await?;
@@ -452,7 +463,7 @@ impl Coffer {
         let mut audit = vec![self.change_entry(
             who,
             account,
-            "create",
+            AuditAction::Create,
             Target::service_token(service, Some(record.name.as_str()), Some(token_record.id)),
             Details::default(),
         )?];
@@ -462,7 +473,7 @@ impl Coffer {
                     audit.push(self.change_entry(
                         who,
                         account,
-                        "revoke",
+                        AuditAction::Revoke,
                         Target::service_token(service, Some(record.name.as_str()), Some(old.id)),
                         Details::default(),
                     )?);
@@ -489,7 +500,7 @@ impl Coffer {
             who,
             account,
             Permission::Bind,
-            "revoke",
+            AuditAction::Revoke,
             Target::service_token(service, None, only),
         )
         .await?;
@@ -505,7 +516,7 @@ impl Coffer {
                 audit.push(self.change_entry(
                     who,
                     account,
-                    "revoke",
+                    AuditAction::Revoke,
                     Target::service_token(service, Some(record.name.as_str()), Some(t.id)),
                     Details::default(),
                 )?);

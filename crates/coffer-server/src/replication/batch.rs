@@ -1,7 +1,7 @@
 //! The wire form of access batches (what edges deliver and relays forward), checked for shape.
 
 use coffer_api::replication::{AccessBatch, AccessEvent as WireEvent, ObservedBy};
-use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal};
+use coffer_core::{AccessEvent, AccessOutcome, AccessRefusal, AuditOutcome};
 use coffer_types::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 
 use super::Observer;
@@ -70,13 +70,13 @@ pub fn decode_batch(batch: AccessBatch) -> Result<([u8; 16], Vec<AccessEvent>), 
         };
         let account = parse_hex16(&e.account_id)
             .ok_or_else(|| bad(at("account_id"), "account_id must be 32 hex characters"))?;
-        let outcome = match (e.outcome.as_str(), e.reason.as_deref()) {
-            ("success", None) => AccessOutcome::Served,
-            ("denied", Some(r)) => AccessOutcome::Refused(
+        let outcome = match (AuditOutcome::parse(&e.outcome), e.reason.as_deref()) {
+            (Some(AuditOutcome::Success), None) => AccessOutcome::Served,
+            (Some(AuditOutcome::Denied), Some(r)) => AccessOutcome::Refused(
                 AccessRefusal::parse(r)
                     .ok_or_else(|| bad(at("reason"), "not a reason an edge records"))?,
             ),
-            ("unrecorded", _) => AccessOutcome::Unrecorded,
+            (Some(AuditOutcome::Unrecorded), _) => AccessOutcome::Unrecorded,
             _ => {
                 return Err(bad(
                     at("outcome"),
@@ -138,12 +138,7 @@ pub fn encode_batch(batch_id: [u8; 16], events: &[AccessEvent]) -> AccessBatch {
                 store_id: e.store.map(|s| s.to_string()),
                 secret_id: e.secret.map(|s| s.to_string()),
                 secret_name: e.secret_name.clone(),
-                outcome: match e.outcome {
-                    AccessOutcome::Served => "success",
-                    AccessOutcome::Refused(_) => "denied",
-                    AccessOutcome::Unrecorded => "unrecorded",
-                }
-                .to_owned(),
+                outcome: e.outcome.audit_outcome().as_str().to_owned(),
                 reason: match e.outcome {
                     AccessOutcome::Refused(r) => Some(r.as_str().to_owned()),
                     _ => None,

@@ -181,7 +181,7 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
     let audit = f.storage.audit_entries(flaky, 0, 100).await.unwrap();
     let deferred = audit
         .iter()
-        .find(|r| r.entry.action == ROTATE_ACTION)
+        .find(|r| r.entry.action == "rotate_replication_key")
         .expect("the left-out rotation is audited in the account's log");
     assert_eq!(deferred.entry.outcome, "failure");
     let payload = String::from_utf8(deferred.entry.payload.clone()).unwrap();
@@ -225,7 +225,7 @@ async fn a_failing_account_kek_is_left_out_of_a_revocation_and_rotated_when_it_i
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.entry.action == ROTATE_ACTION)
+        .filter(|r| r.entry.action == "rotate_replication_key")
         .map(|r| r.entry.outcome)
         .collect::<Vec<_>>();
     assert_eq!(caught_up, ["failure", "success"]);
