@@ -176,7 +176,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client with default settings. `base_url` is the server root (`http://host:8080`; a
     /// trailing `/` or `/client/v4` is accepted and removed). `token` is the API token in clear
-    /// (`ApiToken::expose_secret()`).
+    /// (`coffer_crypto::Token::expose_secret()`).
     pub fn new(base_url: &str, token: &str, account_id: &str) -> Result<Client, Error> {
         Client::builder(base_url, token, account_id).build()
     }

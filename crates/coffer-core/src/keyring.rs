@@ -280,7 +280,9 @@ impl Keyring {
         self.feed_signing.as_ref()
     }
 
-    pub fn mac(&self) -> &MacKey {
+    /// The key API tokens are stored by (a keyed hash), beside [`Self::audit_mac`],
+    /// [`Self::service_mac`] and [`Self::node_mac`].
+    pub fn token_mac(&self) -> &MacKey {
         &self.mac
     }
 

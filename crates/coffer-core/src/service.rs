@@ -13,6 +13,7 @@ use coffer_types::{
 
 use self::audit::{Details, Target};
 use self::values::VersionSlot;
+use crate::AuditAction;
 use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
 /// How many times an update re-reads and retries when the secret changed first: another
@@ -346,7 +347,7 @@ impl Coffer {
         who: &Principal,
         account: AccountId,
         need: Permission,
-        action: &'static str,
+        action: AuditAction,
         target: Target,
     ) -> Result<AccountRecord, CoreError> {
         // A denial is recorded in the audit log before it is returned.
@@ -369,7 +370,7 @@ impl Coffer {
             who,
             account,
             Permission::Edit,
-            "create",
+            AuditAction::Create,
             Target::store(None, Some(name.as_str())),
         )
         .await?;
@@ -384,7 +385,7 @@ impl Coffer {
         let entry = self.change_entry(
             who,
             account,
-            "create",
+            AuditAction::Create,
             Target::store(Some(store.id), Some(store.name.as_str())),
             Details::default(),
         )?;
@@ -404,7 +405,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "list",
+            AuditAction::List,
             Target::store(None, None),
         )
         .await?;
@@ -427,7 +428,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "read",
+            AuditAction::Read,
             Target::store(Some(store), None),
         )
         .await?;
@@ -448,7 +449,7 @@ impl Coffer {
             who,
             account,
             Permission::Edit,
-            "delete",
+            AuditAction::Delete,
             Target::store(Some(store), None),
         )
         .await?;
@@ -460,7 +461,7 @@ impl Coffer {
         let entry = self.change_entry(
             who,
             account,
-            "delete",
+            AuditAction::Delete,
             Target::store(Some(store), name.as_deref()),
             Details {
                 force: Some(force),
@@ -501,7 +502,7 @@ impl Coffer {
                 who,
                 account,
                 Permission::Edit,
-                "create",
+                AuditAction::Create,
                 Target::secret(store, None, None),
             )
             .await?;
@@ -576,7 +577,13 @@ impl Coffer {
             .map(|r| {
                 let mut target = Target::secret(store, Some(r.id), Some(r.name.as_str()));
                 target.store_name = Some(store_rec.name.to_string());
-                self.change_entry(who, account, "create", target, Details::default())
+                self.change_entry(
+                    who,
+                    account,
+                    AuditAction::Create,
+                    target,
+                    Details::default(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         // A node's revocation replaced the keys while this batch was sealed: the caller's
@@ -602,7 +609,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "list",
+            AuditAction::List,
             Target::secret(store, None, None),
         )
         .await?;
@@ -632,7 +639,7 @@ impl Coffer {
             who,
             account,
             Permission::Read,
-            "read",
+            AuditAction::Read,
             Target::secret(store, Some(secret), None),
         )
         .await?;
@@ -670,7 +677,7 @@ impl Coffer {
             who,
             account,
             Permission::Edit,
-            "update",
+            AuditAction::Update,
             Target::secret(store, Some(secret), None),
         )
         .await?;
@@ -722,7 +729,7 @@ impl Coffer {
                 let entry = self.change_entry(
                     who,
                     account,
-                    "update",
+                    AuditAction::Update,
                     self.secret_target(account, store, secret, name.as_str())
                         .await?,
                     Details {
@@ -800,7 +807,7 @@ impl Coffer {
             who,
             account,
             Permission::Edit,
-            "delete",
+            AuditAction::Delete,
             Target::secret(store, one, None),
         )
         .await?;
@@ -823,7 +830,7 @@ impl Coffer {
             entries.push(self.change_entry(
                 who,
                 account,
-                "delete",
+                AuditAction::Delete,
                 Target {
                     store_name: store_name.clone(),
                     ..Target::secret(store, Some(id), name.as_deref())
@@ -852,7 +859,7 @@ impl Coffer {
                 who,
                 account,
                 Permission::Edit,
-                "create",
+                AuditAction::Create,
                 Target::secret(store, None, Some(dup.name.as_str())),
             )
             .await?;
@@ -885,7 +892,7 @@ impl Coffer {
         let entry = self.change_entry(
             who,
             account,
-            "create",
+            AuditAction::Create,
             self.secret_target(account, store, id, record.name.as_str())
                 .await?,
             Details {
@@ -936,7 +943,7 @@ impl Coffer {
                 who,
                 account,
                 Permission::ViewAccount,
-                "read",
+                AuditAction::Read,
                 Target::account(),
             )
             .await?;

@@ -6,7 +6,7 @@
 //! [`FileKek`], which reads or creates its key file.
 //!
 //! Invariants:
-//! - secret-bearing types ([`Plaintext`], [`DataKey`], [`MacKey`], [`ApiToken`]) zeroize on drop,
+//! - secret-bearing types ([`Plaintext`], [`DataKey`], [`MacKey`], [`Token`]) zeroize on drop,
 //!   print `[redacted]` under `Debug`, and implement neither `Display`, `Clone`, `Serialize` nor
 //!   `Deref`; their bytes are reached only through `expose_secret()`;
 //! - every ciphertext is bound by its AAD to the context it was sealed for, so a ciphertext moved
@@ -42,5 +42,5 @@ pub use node_key::{
     RK_KEK_ID_PREFIX, rk_kek_id, rk_unwrap, rk_version_of, rk_wrap, seal_grant,
 };
 pub use random::{random_array, random_id};
-pub use secret::{ApiToken, DATA_KEY_LEN, DataKey, Plaintext, PresentedToken, TokenKind};
+pub use secret::{DATA_KEY_LEN, DataKey, Plaintext, PresentedToken, Token, TokenKind};
 pub use signing::SigningKey;

@@ -9,7 +9,7 @@ use std::fmt;
 
 use aws_lc_rs::hmac;
 
-use crate::{ApiToken, DataKey, PresentedToken};
+use crate::{DataKey, PresentedToken, Token};
 
 /// An HMAC-SHA256 key for hashing tokens. Kept wrapped by the KEK at rest like a DEK.
 ///
@@ -34,7 +34,7 @@ impl MacKey {
         )))
     }
 
-    pub fn hash_token(&self, token: &ApiToken) -> TokenHash {
+    pub fn hash_token(&self, token: &Token) -> TokenHash {
         let tag = hmac::sign(&self.0, token.expose_secret().as_bytes());
         let mut out = [0u8; 32];
         // Invariant: an HMAC-SHA256 tag is always 32 bytes, so this cannot panic.
@@ -83,13 +83,13 @@ mod tests {
         MacKey::from_data_key(&DataKey::from_bytes(&mut [byte; 32]))
     }
 
-    fn token(secret_char: char) -> ApiToken {
+    fn token(secret_char: char) -> Token {
         let text = format!(
             "coffer_{}_{}",
             "01".repeat(16),
             secret_char.to_string().repeat(43)
         );
-        ApiToken::parse(&text).expect("well-formed test token")
+        Token::parse(&text).expect("well-formed test token")
     }
 
     #[test]
@@ -127,7 +127,7 @@ mod tests {
             key.hash_token(&token('A')),
             mac_key(8).hash_token(&token('A'))
         );
-        let fresh = ApiToken::generate(TokenId::from_bytes([1; 16]));
+        let fresh = Token::generate(TokenId::from_bytes([1; 16]));
         assert_ne!(key.hash_token(&fresh), key.hash_token(&token('A')));
     }
 

@@ -185,7 +185,7 @@ impl TokenKind {
 /// A token in clear, as the client sends it: `<prefix><32 hex token id>_<43 base64url chars
 /// of 256 random bits>`, where the prefix names its [`TokenKind`]. The id part lets the server
 /// find the stored hash without scanning.
-pub struct ApiToken {
+pub struct Token {
     id: TokenId,
     kind: TokenKind,
     /// The whole token text, since that is what gets hashed; sized exactly at creation so it
@@ -193,14 +193,14 @@ pub struct ApiToken {
     text: Zeroizing<String>,
 }
 
-impl ApiToken {
+impl Token {
     /// A fresh API token for `id`.
-    pub fn generate(id: TokenId) -> ApiToken {
-        ApiToken::generate_kind(TokenKind::Api, id)
+    pub fn generate(id: TokenId) -> Token {
+        Token::generate_kind(TokenKind::Api, id)
     }
 
     /// A fresh token of `kind` for `id`.
-    pub fn generate_kind(kind: TokenKind, id: TokenId) -> ApiToken {
+    pub fn generate_kind(kind: TokenKind, id: TokenId) -> Token {
         let mut raw = Zeroizing::new([0u8; 32]);
         random::fill(&mut raw[..]);
         let mut text = Zeroizing::new(String::with_capacity(kind.len()));
@@ -209,7 +209,7 @@ impl ApiToken {
         text.push('_');
         push_base64url(&raw, &mut text);
         debug_assert_eq!(text.len(), kind.len());
-        ApiToken { id, kind, text }
+        Token { id, kind, text }
     }
 
     /// Parses the shape (prefix, id, secret length and alphabet) of a token of any kind and
@@ -218,9 +218,9 @@ impl ApiToken {
     ///
     /// The error never includes the input: a client that put its token in the wrong place
     /// should not find it echoed into logs or responses.
-    pub fn parse(s: &str) -> Result<ApiToken, CryptoError> {
+    pub fn parse(s: &str) -> Result<Token, CryptoError> {
         let presented = PresentedToken::parse(s)?;
-        Ok(ApiToken {
+        Ok(Token {
             id: presented.id,
             kind: presented.kind,
             text: Zeroizing::new(s.to_owned()),
@@ -249,7 +249,7 @@ impl ApiToken {
     }
 }
 
-impl fmt::Debug for ApiToken {
+impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
@@ -376,7 +376,7 @@ mod tests {
         let bytes = [0xc3u8; 32];
         let plain = Plaintext::new(b"hunter2-plaintext".to_vec());
         let key = DataKey::from_bytes(&mut [0xc3; 32]);
-        let token = ApiToken::generate(token_id());
+        let token = Token::generate(token_id());
         for (debug, secret) in [
             (format!("{plain:?}"), "hunter2".to_owned()),
             (format!("{key:?}"), hex::encode(bytes)),
@@ -443,27 +443,27 @@ mod tests {
     #[test]
     fn generated_token_round_trips_through_parse() {
         for _ in 0..200 {
-            let token = ApiToken::generate(token_id());
+            let token = Token::generate(token_id());
             let text = token.expose_secret();
             assert_eq!(text.len(), TokenKind::Api.len());
             assert!(text.starts_with(&format!("coffer_{}_", "5a".repeat(16))));
-            let parsed = ApiToken::parse(text).expect("a generated token parses");
+            let parsed = Token::parse(text).expect("a generated token parses");
             assert_eq!(parsed.id(), token_id());
             assert_eq!(parsed.kind(), TokenKind::Api);
             assert_eq!(parsed.expose_secret(), text);
 
-            let service = ApiToken::generate_kind(TokenKind::Service, token_id());
+            let service = Token::generate_kind(TokenKind::Service, token_id());
             let text = service.expose_secret();
             assert!(text.starts_with(&format!("coffersvc_{}_", "5a".repeat(16))));
-            let parsed = ApiToken::parse(text).expect("a generated service token parses");
+            let parsed = Token::parse(text).expect("a generated service token parses");
             assert_eq!(parsed.kind(), TokenKind::Service);
             assert_eq!(parsed.id(), token_id());
 
-            let node = ApiToken::generate_kind(TokenKind::Node, token_id());
+            let node = Token::generate_kind(TokenKind::Node, token_id());
             let text = node.expose_secret();
             assert_eq!(text.len(), TokenKind::Node.len());
             assert!(text.starts_with(&format!("coffernode_{}_", "5a".repeat(16))));
-            let parsed = ApiToken::parse(text).expect("a generated node token parses");
+            let parsed = Token::parse(text).expect("a generated node token parses");
             assert_eq!(parsed.kind(), TokenKind::Node);
             assert_eq!(parsed.id(), token_id());
             assert_eq!(parsed.expose_secret(), text);
@@ -477,8 +477,8 @@ mod tests {
                 assert!(std::ptr::eq(presented.expose_secret(), text));
             }
         }
-        let a = ApiToken::generate(token_id());
-        let b = ApiToken::generate(token_id());
+        let a = Token::generate(token_id());
+        let b = Token::generate(token_id());
         assert_ne!(a.expose_secret(), b.expose_secret());
     }
 
@@ -497,7 +497,7 @@ mod tests {
     #[test]
     fn malformed_tokens_are_rejected_without_echo() {
         let good = valid_token();
-        assert!(ApiToken::parse(&good).is_ok());
+        assert!(Token::parse(&good).is_ok());
         let id = "5a".repeat(16);
         let secret = "A".repeat(TOKEN_SECRET_LEN);
         let bad = [
@@ -534,7 +534,7 @@ mod tests {
             format!("coffernode_{id}_{secret}A"),
         ];
         for input in bad {
-            let err = ApiToken::parse(&input).expect_err(&format!("accepted {input:?}"));
+            let err = Token::parse(&input).expect_err(&format!("accepted {input:?}"));
             assert!(matches!(err, CryptoError::Malformed("api token")));
             let shown = err.to_string();
             assert_eq!(shown, "malformed api token");

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_core::{Coffer, Limits};
-use coffer_crypto::ApiToken;
+use coffer_crypto::Token;
 use coffer_types::{AccountId, TokenId};
 
 pub use client_addr::{IpNet, TrustedProxies};
@@ -176,7 +176,7 @@ pub enum ServerError {
 pub struct InitOutcome {
     pub account_id: AccountId,
     /// Full rights on the first account (and, as the instance operator, on every account).
-    pub api_token: ApiToken,
+    pub api_token: Token,
     /// The KEK the data dir was given.
     pub kek: KekSummary,
 }
@@ -216,7 +216,7 @@ pub struct RotatedOperatorToken {
     pub account_id: AccountId,
     pub token_id: TokenId,
     /// The new operator token; its value is shown once and stored only as a keyed hash.
-    pub api_token: ApiToken,
+    pub api_token: Token,
 }
 
 /// Replaces the instance-operator token on a data dir no server is running on: takes the lock

@@ -407,15 +407,15 @@ async fn a_slow_kek_call_blocks_neither_the_runtime_nor_other_accounts() {
 #[tokio::test]
 async fn mac_key_survives_restart_and_needs_the_right_kek() {
     let f = fixture().await;
-    let token = coffer_crypto::ApiToken::generate(coffer_types::TokenId::from_bytes([7; 16]));
+    let token = coffer_crypto::Token::generate(coffer_types::TokenId::from_bytes([7; 16]));
     let hash = keyring(&f, DekPolicy::default())
         .await
-        .mac()
+        .token_mac()
         .hash_token(&token);
     assert!(
         keyring(&f, DekPolicy::default())
             .await
-            .mac()
+            .token_mac()
             .verify_token(token.presented(), &hash)
     );
 
@@ -432,7 +432,7 @@ async fn mac_key_survives_restart_and_needs_the_right_kek() {
 async fn node_mac_key_is_its_own_and_survives_restart() {
     let f = fixture().await;
     let id = coffer_types::TokenId::from_bytes([9; 16]);
-    let node = coffer_crypto::ApiToken::generate_kind(coffer_crypto::TokenKind::Node, id);
+    let node = coffer_crypto::Token::generate_kind(coffer_crypto::TokenKind::Node, id);
     let keys = keyring(&f, DekPolicy::default()).await;
     let hash = keys.node_mac().hash_token(&node);
     assert!(
@@ -443,7 +443,7 @@ async fn node_mac_key_is_its_own_and_survives_restart() {
         "the node-token key is stored (wrapped) and reloaded"
     );
     // Each key hashes differently: holding one verifies no token of another kind.
-    assert_ne!(hash.0, keys.mac().hash_token(&node).0);
+    assert_ne!(hash.0, keys.token_mac().hash_token(&node).0);
     assert_ne!(hash.0, keys.service_mac().hash_token(&node).0);
     assert_ne!(hash.0, keys.audit_mac().hash_token(&node).0);
     let stored = f
