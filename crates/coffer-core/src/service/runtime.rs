@@ -45,9 +45,7 @@ type NameMap<K, V> = HashMap<K, V, RandomState>;
 
 use coffer_crypto::{Plaintext, PresentedToken, TokenHash, TokenKind, ValueContext, open_bytes};
 use coffer_storage::{ServiceRecord, ServiceTokenRecord};
-use coffer_types::{
-    AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, Timestamp, TokenId,
-};
+use coffer_types::{AccountId, BindingName, SecretId, SecretName, ServiceId, StoreId, TokenId};
 
 use crate::{Coffer, CoreError, RequestContext};
 

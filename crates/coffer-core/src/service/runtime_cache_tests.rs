@@ -3,6 +3,7 @@
 use std::hash::BuildHasher;
 
 use super::*;
+use coffer_types::Timestamp;
 
 fn ids() -> (AccountId, StoreId, ServiceId, TokenId, SecretId) {
     (
