@@ -175,9 +175,12 @@ end
 """
 
 
-def wrk_command(script, secs, conns, url, headers, args, threads=2):
-    """The wrk command line: `script` checks every response; `args` go to its init()."""
+def wrk_command(script, secs, conns, url, headers, args, threads=2, timeout=None):
+    """The wrk command line: `script` checks every response; `args` go to its init().
+    `timeout` (seconds) replaces wrk's 2 s, past which a response counts as a socket error."""
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "-s", str(script)]
+    if timeout:
+        cmd.append(f"--timeout={timeout}s")
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     return cmd + [url, "--", *args]
