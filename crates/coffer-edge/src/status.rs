@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use coffer_replication::ClusterId;
 use coffer_replication::Phase;
-use coffer_replication::wire::ClusterId;
 use coffer_replication::wire::unix_ms;
 
 /// How long a raised alarm keeps the health at `degraded`.

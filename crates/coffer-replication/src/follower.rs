@@ -5,9 +5,9 @@ use std::fmt;
 
 use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 
+use crate::ClusterId;
 pub use crate::alarm::{Alarm, AlarmKind, SwitchReason};
 use crate::sign::{FeedKey, Freshness};
-use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
 
 mod snapshots;

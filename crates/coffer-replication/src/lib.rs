@@ -107,6 +107,9 @@ pub use log::Log;
 pub use sign::{FeedKey, FeedKeyPair, Freshness};
 pub use snapshot::{Snapshot, SnapshotDigest};
 
+/// The identity of a replicated log: 16 random bytes made by the control plane.
+pub type ClusterId = [u8; 16];
+
 /// A position in the log: the last entry's seq and hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Position {

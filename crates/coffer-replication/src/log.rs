@@ -5,8 +5,8 @@ use std::sync::Arc;
 use coffer_storage::{ChangeRecord, FeedSignature};
 use coffer_types::Timestamp;
 
+use crate::ClusterId;
 use crate::sign::FeedKeyPair;
-use crate::wire::ClusterId;
 use crate::{Error, Position, Snapshot};
 
 /// An in-memory, hash-chained change log that serves entries and snapshots.

@@ -23,8 +23,8 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair};
 use coffer_storage::{FeedSigner, SIGNATURE_LEN, checkpoint_message};
 
+use crate::ClusterId;
 use crate::Position;
-use crate::wire::ClusterId;
 
 /// Separates snapshot signatures from checkpoint and freshness signatures. Version 2 added
 /// the origin time.

@@ -3,9 +3,9 @@
 use aws_lc_rs::digest;
 use coffer_storage::{ChangeRecord, SIGNATURE_LEN};
 
+use crate::ClusterId;
 use crate::Position;
 use crate::sign::FeedKeyPair;
-use crate::wire::ClusterId;
 
 /// The replicated state as of one log position, for bootstrapping and resyncing.
 ///

@@ -34,8 +34,9 @@
 use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 use coffer_types::Timestamp;
 
-use crate::Position;
 use crate::sign::Freshness;
+pub use crate::ClusterId;
+use crate::Position;
 
 /// The media type of feed answers.
 pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v3";
@@ -72,9 +73,6 @@ const FRESHNESS_LEN: usize = 16 + 8 + 32 + 8 + SIGNATURE_LEN;
 const TAG_SNAPSHOT_HEADER: u8 = 0x11;
 const TAG_ITEM: u8 = 0x12;
 const TAG_SNAPSHOT_END: u8 = 0x13;
-
-/// The identity of a replicated log: 16 random bytes made by the control plane.
-pub type ClusterId = [u8; 16];
 
 /// One frame of a feed answer or a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
