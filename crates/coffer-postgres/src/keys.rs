@@ -210,8 +210,9 @@ pub(crate) async fn current_ark_version(
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
 /// appended its `DekPut`). The same checks as SQLite's: an RK wrap of the current version
 /// only (the account's ARK when it has one, and not while the account owes an ARK rotation),
-/// no retired KEK, no destroyed DEK (`Conflict`:
-/// the caller retries with a new DEK); `NotFound(Account)` for an unknown account.
+/// no retired KEK, no destroyed DEK, and a new one not while a node's revocation holds the DEK
+/// gate (`dek_gate.rs`) (`Conflict`: the caller retries with a new DEK); `NotFound(Account)`
+/// for an unknown account.
 pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<bool> {
     if let Some(rk) = &dek.rk {
         let ark = current_ark_version(w.tx(), dek.account_id).await?;
@@ -272,6 +273,9 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
     if inserted == 0 {
         return Ok(false);
     }
+    // A new DEK: refused while a node's revocation on any instance holds the DEK gate (its
+    // listing would miss it), else the gate is held shared until this write commits.
+    crate::dek_gate::enter_shared(w).await?;
     // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
     // from a caller that has no replication key: tests of storage alone).
     let (kek_id, wrapped) = match &dek.rk {

@@ -39,6 +39,7 @@ mod audit;
 mod change_log;
 mod config;
 mod db;
+mod dek_gate;
 mod import;
 mod keys;
 mod lifecycle;
@@ -86,6 +87,11 @@ pub struct PgOptions {
     /// its session frees the writer lock for every other instance. Between 1 s and about
     /// 24 days (`i32::MAX` ms); `connect` refuses other values.
     pub write_idle_timeout: Duration,
+    /// How long a write that would insert a DEK waits for a node's revocation on another
+    /// instance to finish with the DEK gate (then it fails `Unavailable`, a 503 the client
+    /// retries), and how long a revocation waits to close the gate. Between 1 ms and 24 h;
+    /// `connect` refuses other values.
+    pub dek_gate_wait: Duration,
     /// The cluster id of the instance the caller expects the database to hold: checked before
     /// anything is migrated or written, so a URL naming the wrong database gets no schema
     /// (`ConnectError::OtherInstance`). `None`: no check (a new instance, `coffer init`).
@@ -99,6 +105,7 @@ impl Default for PgOptions {
             password_file: None,
             connect_timeout: Duration::from_secs(10),
             write_idle_timeout: Duration::from_secs(30),
+            dek_gate_wait: Duration::from_secs(10),
             expected_cluster: None,
         }
     }
@@ -254,6 +261,15 @@ pub struct PgStorage {
     target: String,
     /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
     listener: tokio::task::JoinHandle<()>,
+    /// The DEK gate's bounds (`dek_gate.rs`).
+    pub(crate) gate: GateSettings,
+}
+
+/// How long the DEK gate is waited for, and how long its hold may sit idle, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GateSettings {
+    pub(crate) wait_ms: i64,
+    pub(crate) idle_ms: i64,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -277,6 +293,10 @@ impl PgStorage {
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
         let idle_timeout_ms = write_idle_timeout_ms(options.write_idle_timeout)?;
+        let gate = GateSettings {
+            wait_ms: dek_gate_wait_ms(options.dek_gate_wait)?,
+            idle_ms: idle_timeout_ms,
+        };
         let env_password = std::env::var("PGPASSWORD").ok();
         let env_sslmode = std::env::var("PGSSLMODE").ok();
         let mut parsed = config::parse(
@@ -376,6 +396,7 @@ impl PgStorage {
             shared,
             target,
             listener,
+            gate,
         })
     }
 
@@ -412,6 +433,18 @@ fn write_idle_timeout_ms(timeout: Duration) -> Result<i64, ConnectError> {
             "write_idle_timeout must be between 1 s and {} s",
             i32::MAX / 1000
         )));
+    }
+    Ok(ms as i64)
+}
+
+/// `dek_gate_wait` in milliseconds, if in range: at least 1 ms and at most a day (a wait
+/// never meant to end would make a write hang; its statement's own timeout is a little more).
+fn dek_gate_wait_ms(wait: Duration) -> Result<i64, ConnectError> {
+    let ms = wait.as_millis();
+    if ms < 1 || ms > 86_400_000 {
+        return Err(ConnectError::Options(
+            "dek_gate_wait must be between 1 ms and 24 h".into(),
+        ));
     }
     Ok(ms as i64)
 }

@@ -16,8 +16,9 @@
 //! under a second; one transaction also leaves nothing half-rotated to resume.
 //!
 //! A revocation cannot be starved by writes making new DEKs: it makes every KEK call that does
-//! not depend on the DEKs first, then takes the keyring's DEK gate for the listing, rewrap and
-//! commit alone (`keyring/gate.rs`).
+//! not depend on the DEKs first, then takes the keyring's DEK gate, and storage's for the
+//! writes of other instances (`Storage::close_dek_gate`), for the listing, rewrap and commit
+//! alone (`keyring/gate.rs`).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -312,6 +313,10 @@ impl Keyring {
         // no write carrying a DEK storage may not hold reaches storage until the new RK is
         // installed.
         let _gate = self.close_dek_gate().await;
+        // And the gate in storage, which keeps out the DEKs of other instances' writes on a
+        // shared database (a no-op where this process alone writes); taken after this
+        // process's own, so its writes wait here rather than being refused.
+        let _stored_gate = self.storage.close_dek_gate().await?;
         let mut listed = None;
         let mut attempt = 0;
         loop {

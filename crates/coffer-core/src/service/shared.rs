@@ -40,15 +40,19 @@ impl Coffer {
     }
 
     /// After storage refused a secret write with `Conflict`: on a shared database another
-    /// instance may have destroyed the DEK this one seals `account`'s values with, or rotated
-    /// the replication key, so both are refreshed before the retry. Alone, a conflict is a lost
-    /// race (a version, a queued update) and the DEK is kept: dropping it would make a DEK
-    /// (a KEK call) per conflict.
+    /// instance may be revoking a node (its DEK gate in storage refuses new DEKs meanwhile),
+    /// or may have destroyed the DEK this one seals `account`'s values with, or rotated the
+    /// replication key. So this waits
+    /// until no revocation holds the gate (bounded: `Unavailable`, a 503, after the storage's
+    /// gate wait), then refreshes the DEK and the replication key before the retry. Alone, a
+    /// conflict is a lost race (a version, a queued update) and the DEK is kept: dropping it
+    /// would make a DEK (a KEK call) per conflict.
     pub(crate) async fn refresh_after_conflict(
         &self,
         account: coffer_types::AccountId,
     ) -> Result<(), CoreError> {
         if self.database_is_shared() {
+            self.storage.wait_dek_gate().await?;
             self.keys.after_conflict(Some(account)).await?;
         }
         Ok(())
