@@ -1,5 +1,7 @@
 //! Two control-plane instances on one PostgreSQL database, at the core level: a node's
-//! revocation on one is not starved by the other's new DEKs (the DEK gate in storage). Needs
+//! revocation on one is not starved by the other's new DEKs (the DEK gate in storage), and what
+//! the other can still do after a store or an account is deleted here (seal under the deleted
+//! store's DEK: never; serve the deleted values at runtime: for at most its cache age). Needs
 //! `COFFER_TEST_DATABASE_URL`; skips without it, except under `CI=true`.
 
 use std::sync::Arc;
@@ -7,12 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use coffer_core::{
-    Coffer, Comment, CoreError, CreateSecretItem, DekPolicy, Limits, NewToken, Principal, Role,
+    Coffer, Comment, CoreError, CreateSecretItem, DekPolicy, Deploy, Limits, NewToken, Principal,
+    Resource, Role,
 };
 use coffer_crypto::{FileKek, KekProvider, NodeKey, Plaintext};
 use coffer_postgres::testing::{TestDatabase, cluster_url};
-use coffer_storage::Storage;
-use coffer_types::{AccountId, NodeName, Scope, Scopes, SecretName, StoreName};
+use coffer_storage::{SecretBindingRecord, SecretRecord, Storage};
+use coffer_types::{
+    AccountId, BindingName, DekId, NodeName, Scope, Scopes, SecretName, ServiceName, StoreId,
+    StoreName,
+};
 
 /// What the server gives `share_database` on PostgreSQL.
 const MAX_AGE: Duration = Duration::from_millis(500);
@@ -75,6 +81,7 @@ async fn instances(test: &str, b_dek_per_seal: bool) -> Option<Instances> {
 /// An account made through A with its first token (a super_admin), authenticated on each.
 struct Tenant {
     account: AccountId,
+    on_a: Principal,
     on_b: Principal,
 }
 
@@ -92,11 +99,19 @@ async fn tenant(f: &Instances, name: &str) -> Tenant {
         )
         .await
         .unwrap();
+    let on_a =
+        f.a.authenticate(token.expose_secret(), Default::default())
+            .await
+            .unwrap();
     let on_b =
         f.b.authenticate(token.expose_secret(), Default::default())
             .await
             .unwrap();
-    Tenant { account, on_b }
+    Tenant {
+        account,
+        on_a,
+        on_b,
+    }
 }
 
 fn item(name: &str, value: &str) -> CreateSecretItem {
@@ -106,6 +121,15 @@ fn item(name: &str, value: &str) -> CreateSecretItem {
         scopes: Scopes::new([Scope::Workers]),
         comment: Comment::default(),
     }
+}
+
+async fn dek_of(storage: &dyn Storage, secret: &SecretRecord) -> DekId {
+    storage
+        .get_version(secret.id, secret.version)
+        .await
+        .unwrap()
+        .unwrap()
+        .dek_id
 }
 
 /// A node with a registered key, made and revoked through A.
@@ -222,5 +246,163 @@ async fn another_instances_new_deks_do_not_starve_a_revocation() {
             "DEK {} is wrapped by replication key {}, not the current {current}",
             dek.key.id, rk.version
         );
+    }
+}
+
+/// A store deleted on A (with values: its DEKs are retired, to be destroyed) is not sealed
+/// under again by B, which had that account's DEK as its current one: B's next write is
+/// refused by storage once, and B seals it under a new DEK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_deleted_on_one_instance_retires_its_dek_on_the_other() {
+    let Some(f) = instances(
+        "a_store_deleted_on_one_instance_retires_its_dek_on_the_other",
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let t = tenant(&f, "tenant").await;
+    let account = t.account;
+    let doomed =
+        f.a.create_store(&t.on_a, account, StoreName::parse("doomed").unwrap())
+            .await
+            .unwrap()
+            .id;
+    let kept =
+        f.a.create_store(&t.on_a, account, StoreName::parse("kept").unwrap())
+            .await
+            .unwrap()
+            .id;
+    // B seals in the account first: that DEK is B's current one.
+    let first =
+        f.b.create_secrets(&t.on_b, account, doomed, vec![item("A", "a")])
+            .await
+            .unwrap();
+    let old = dek_of(&*f.storage, &first[0]).await;
+    f.a.delete_store(&t.on_a, account, doomed, true)
+        .await
+        .unwrap();
+
+    let made =
+        f.b.create_secrets(&t.on_b, account, kept, vec![item("B", "b")])
+            .await
+            .expect("B writes after A deleted the store");
+    assert_ne!(
+        dek_of(&*f.storage, &made[0]).await,
+        old,
+        "B must not seal under the deleted store's DEK"
+    );
+}
+
+async fn deploy(c: &Coffer, op: &Principal, account: AccountId, store: StoreId) -> String {
+    let deployed = c
+        .deploy_service(
+            op,
+            account,
+            Deploy {
+                name: ServiceName::parse("gw").unwrap(),
+                kind: Scope::Workers,
+                secrets: vec![SecretBindingRecord {
+                    binding: BindingName::parse("KEY").unwrap(),
+                    store_id: store,
+                    secret_name: SecretName::parse("KEY").unwrap(),
+                }],
+                stores: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    deployed.token.unwrap().expose_secret().to_owned()
+}
+
+async fn read(c: &Coffer, token: &str) -> Result<Vec<u8>, CoreError> {
+    let who = c
+        .authenticate_service(token, coffer_core::RequestContext::default)
+        .await?;
+    Ok(c.read_binding(&who, "KEY").await?.expose_secret().to_vec())
+}
+
+/// Reads through B until they stop succeeding; how long after `since` they did.
+async fn served_for(c: &Coffer, token: &str, since: Instant) -> (Duration, CoreError) {
+    loop {
+        match read(c, token).await {
+            Ok(_) => {
+                assert!(
+                    since.elapsed() < Duration::from_secs(5),
+                    "B serves a deleted value for ever"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return (since.elapsed(), e),
+        }
+    }
+}
+
+/// B's runtime reads of a store deleted on A, and of an account deleted on A, stop within
+/// B's cache age (the bound docs/scaling.md states), although B read them a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_on_one_instance_stop_runtime_reads_on_the_other_within_the_cache_age() {
+    let Some(f) = instances(
+        "deletions_on_one_instance_stop_runtime_reads_on_the_other_within_the_cache_age",
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    for deleting_account in [false, true] {
+        let t = tenant(&f, &format!("tenant-{deleting_account}")).await;
+        let account = t.account;
+        let store =
+            f.a.create_store(&t.on_a, account, StoreName::parse("prod").unwrap())
+                .await
+                .unwrap()
+                .id;
+        f.a.create_secrets(&t.on_a, account, store, vec![item("KEY", "value")])
+            .await
+            .unwrap();
+        let token = deploy(&f.a, &t.on_a, account, store).await;
+        // B serves it, from its cache from now on.
+        assert_eq!(read(&f.b, &token).await.unwrap(), b"value");
+        assert_eq!(read(&f.b, &token).await.unwrap(), b"value");
+
+        let deleted = Instant::now();
+        if deleting_account {
+            f.a.delete_account(&f.op_a, account).await.unwrap();
+        } else {
+            f.a.delete_store(&t.on_a, account, store, true)
+                .await
+                .unwrap();
+        }
+        let (served, refused) = served_for(&f.b, &token, deleted).await;
+        assert!(
+            served <= MAX_AGE + Duration::from_millis(200),
+            "B served for {served:?} after the deletion (deleting the account: {deleting_account})"
+        );
+        if deleting_account {
+            // The service token went with the account: 401.
+            assert!(
+                matches!(refused, CoreError::Unauthenticated(_)),
+                "{refused:?}"
+            );
+            // And B writes nothing into the deleted account.
+            let err =
+                f.b.create_secrets(&t.on_b, account, store, vec![item("LATE", "x")])
+                    .await
+                    .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    CoreError::NotFound(Resource::Account | Resource::Store)
+                ),
+                "{err:?}"
+            );
+        } else {
+            assert!(
+                matches!(refused, CoreError::BoundSecretNotFound(_)),
+                "{refused:?}"
+            );
+        }
     }
 }

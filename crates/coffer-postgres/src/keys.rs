@@ -210,7 +210,7 @@ pub(crate) async fn current_ark_version(
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
 /// appended its `DekPut`). The same checks as SQLite's: an RK wrap of the current version
 /// only (the account's ARK when it has one, and not while the account owes an ARK rotation),
-/// no retired KEK, no destroyed DEK, and a new one not while a node's revocation holds the DEK
+/// no retired KEK, no destroyed or retired DEK, and a new one not while a node's revocation holds the DEK
 /// gate (`dek_gate.rs`) (`Conflict`: the caller retries with a new DEK); `NotFound(Account)`
 /// for an unknown account.
 pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<bool> {
@@ -239,6 +239,26 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
     // it back (with a new `DekPut`) after its `DekDestroyed`.
     if is_destroyed(w.tx(), dek.key.id).await? {
         return Err(StorageError::Conflict);
+    }
+    // A retired DEK never seals again (a store deleted with values, a revocation's rewrap,
+    // an account given its own KEK): another instance that still seals with it, as its
+    // cached current DEK, must take a new one, or the deleted store's DEK would stay in use
+    // (and undestroyed) for as long as that instance keeps it.
+    let stored = w
+        .tx()
+        .prepare_cached("SELECT retired FROM deks WHERE id = $1")
+        .await
+        .db("check dek")?;
+    if let Some(row) = w
+        .tx()
+        .query_opt(&stored, &[&dek.key.id.as_bytes().as_slice()])
+        .await
+        .db("check dek")?
+    {
+        if col::<bool>(&row, 0, "deks.retired")? {
+            return Err(StorageError::Conflict);
+        }
+        return Ok(false);
     }
     let insert = w
         .tx()

@@ -30,7 +30,8 @@
 //!   must not be revoked (`Invalid`); no account's deletion touches them;
 //! - a DEK carried by a write is stored (and logged, before the values under it) exactly once,
 //!   by the first write carrying it that succeeds, and never by one that fails;
-//! - while a DEK gate hold (`close_dek_gate`) is alive, a write carrying a new DEK
+//! - a carried DEK that is stored and retired (a store deleted with values) is refused with
+//!   `Conflict`; while a DEK gate hold (`close_dek_gate`) is alive, a write carrying a new DEK
 //!   commits or is refused with `Conflict` at once, one carrying stored DEKs is never refused,
 //!   and once the hold is dropped `wait_dek_gate` returns and new DEKs are stored;
 //! - after `shutdown`, writes fail with `Unavailable`;
@@ -183,6 +184,7 @@ const CHECKS: &[Check] = checks![
     carried_deks::racing_writes_carrying_one_dek_store_it_once,
     carried_deks::a_destroyed_dek_is_never_stored_again,
     dek_gate::the_dek_gate_refuses_only_new_deks_and_only_while_held,
+    dek_gate::a_retired_dek_never_seals_again,
     account_deletion::delete_account_racing_creates_leaves_nothing,
     audit::every_mutation_appends_its_entries,
     audit::failed_operations_append_no_audit,

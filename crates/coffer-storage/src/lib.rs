@@ -94,8 +94,10 @@ pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 /// put) DEK is refused with `Conflict`, stored already or not, when its replication wrap is not
 /// of the current RK (or of its account's current ARK version), when its account owes an ARK
 /// rotation (`ArkStorage::accounts_owing_ark_rotation`: the revoked node may hold that
-/// version), when its KEK version is retired, or when it was destroyed: the write seals again
-/// under a new DEK. A DEK not stored yet is also refused (`Conflict`, at once) while a node's
+/// version), when its KEK version is retired, when it was destroyed, or when it is stored and
+/// retired (`deks.retired`: a store deleted with values, a revocation's rewrap; a retired DEK
+/// never seals again, on any instance sharing the database): the write seals again under a
+/// new DEK. A DEK not stored yet is also refused (`Conflict`, at once) while a node's
 /// revocation holds the DEK gate in storage ([`Storage::close_dek_gate`]).
 ///
 /// **Audit entries carried by writes.** Every mutating method takes `audit: &[AuditEntry]`: the

@@ -41,8 +41,8 @@ impl Coffer {
 
     /// After storage refused a secret write with `Conflict`: on a shared database another
     /// instance may be revoking a node (its DEK gate in storage refuses new DEKs meanwhile),
-    /// or may have destroyed the DEK this one seals `account`'s values with, or rotated the
-    /// replication key. So this waits
+    /// or may have retired or destroyed the DEK this one seals `account`'s values with
+    /// (a store deleted, the DEK lifecycle), or rotated the replication key. So this waits
     /// until no revocation holds the gate (bounded: `Unavailable`, a 503, after the storage's
     /// gate wait), then refreshes the DEK and the replication key before the retry. Alone, a
     /// conflict is a lost race (a version, a queued update) and the DEK is kept: dropping it

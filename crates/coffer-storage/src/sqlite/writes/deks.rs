@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use coffer_types::DekId;
 use rusqlite::params;
 
-use super::super::codec::{Constraint, to_hex};
+use super::super::codec::{Constraint, DbResultExt, to_hex};
 use super::super::reads::query_opt;
 use super::super::writer::WriteCx;
 use super::execute;
@@ -70,6 +70,22 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     // DEK.
     if is_destroyed(cx.conn, &dek.key.id)? {
         return Err(StorageError::Conflict);
+    }
+    // A retired DEK never seals again (a store deleted with values, a revocation's rewrap,
+    // an account given its own KEK): a write that took it before it was retired seals again
+    // under a new one (with several processes on one database, one may keep it as its
+    // current DEK for long after another retired it).
+    if let Some(retired) = query_opt(
+        cx.conn,
+        "SELECT retired FROM deks WHERE id = ?1",
+        [dek.key.id.as_bytes()],
+        "check dek",
+        |row| row.get::<_, bool>(0).db("check dek"),
+    )? {
+        if retired {
+            return Err(StorageError::Conflict);
+        }
+        return Ok(false);
     }
     let inserted = execute(
         cx,
