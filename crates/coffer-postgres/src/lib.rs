@@ -441,7 +441,7 @@ fn write_idle_timeout_ms(timeout: Duration) -> Result<i64, ConnectError> {
 /// never meant to end would make a write hang; its statement's own timeout is a little more).
 fn dek_gate_wait_ms(wait: Duration) -> Result<i64, ConnectError> {
     let ms = wait.as_millis();
-    if ms < 1 || ms > 86_400_000 {
+    if !(1..=86_400_000).contains(&ms) {
         return Err(ConnectError::Options(
             "dek_gate_wait must be between 1 ms and 24 h".into(),
         ));
@@ -489,6 +489,24 @@ fn pool_detail(e: &deadpool_postgres::PoolError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dek_gate_wait_is_range_checked() {
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            Duration::from_secs(86_401),
+            Duration::MAX,
+        ] {
+            let e = dek_gate_wait_ms(bad).unwrap_err();
+            assert!(e.to_string().contains("dek_gate_wait"), "{e}");
+        }
+        assert_eq!(dek_gate_wait_ms(Duration::from_secs(10)).unwrap(), 10_000);
+        assert_eq!(
+            dek_gate_wait_ms(Duration::from_secs(86_400)).unwrap(),
+            86_400_000
+        );
+    }
 
     #[test]
     fn write_idle_timeout_is_range_checked() {
