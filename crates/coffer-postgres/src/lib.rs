@@ -87,10 +87,12 @@ pub struct PgOptions {
     /// its session frees the writer lock for every other instance. Between 1 s and about
     /// 24 days (`i32::MAX` ms); `connect` refuses other values.
     pub write_idle_timeout: Duration,
-    /// How long a write that would insert a DEK waits for a node's revocation on another
-    /// instance to finish with the DEK gate (then it fails `Unavailable`, a 503 the client
-    /// retries), and how long a revocation waits to close the gate. Between 1 ms and 24 h;
-    /// `connect` refuses other values.
+    /// How long a write whose new DEK the DEK gate refused waits for a node's revocation on
+    /// another instance to finish with it (then it fails `Unavailable`, a 503 the client
+    /// retries), and how long a revocation waits to close the gate (or the write idle
+    /// timeout, if longer: a write holding the gate shared may last that long). A
+    /// revocation's hold lapses if it sits idle for the write idle timeout plus the longest
+    /// a commit can take (90 s). Between 1 ms and 24 h; `connect` refuses other values.
     pub dek_gate_wait: Duration,
     /// The cluster id of the instance the caller expects the database to hold: checked before
     /// anything is migrated or written, so a URL naming the wrong database gets no schema
@@ -245,6 +247,8 @@ pub(crate) struct Shared {
     pub(crate) stats: write::Counters,
     /// Set by `shutdown`: the commit follower stops reconnecting.
     pub(crate) closed: AtomicBool,
+    /// This process's view of the DEK gate.
+    pub(crate) gate: dek_gate::GateState,
 }
 
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
@@ -265,11 +269,32 @@ pub struct PgStorage {
     pub(crate) gate: GateSettings,
 }
 
-/// How long the DEK gate is waited for, and how long its hold may sit idle, in milliseconds.
+/// The DEK gate's bounds (`dek_gate.rs`), in milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GateSettings {
+    /// How long a refused write's process waits for the gate (`PgOptions::dek_gate_wait`).
     pub(crate) wait_ms: i64,
-    pub(crate) idle_ms: i64,
+    /// How long closing the gate may wait: the gate wait, or the write idle timeout if longer
+    /// (a write holding the gate shared may last that long).
+    pub(crate) close_ms: i64,
+    /// How long the hold may sit idle between its checks: longer than a revocation's commit
+    /// can take (the writer lock's wait, then its statements) plus the write idle timeout.
+    pub(crate) hold_idle_ms: i64,
+}
+
+impl GateSettings {
+    fn new(wait_ms: i64, write_idle_ms: i64) -> GateSettings {
+        let commit_ms =
+            i64::try_from(write::WRITER_LOCK_WAIT_MS + write::WRITE_STATEMENT_TIMEOUT_MS)
+                .unwrap_or(i64::MAX);
+        GateSettings {
+            wait_ms,
+            close_ms: wait_ms.max(write_idle_ms),
+            hold_idle_ms: commit_ms
+                .saturating_add(write_idle_ms)
+                .min(i64::from(i32::MAX)),
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -293,10 +318,7 @@ impl PgStorage {
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
         let idle_timeout_ms = write_idle_timeout_ms(options.write_idle_timeout)?;
-        let gate = GateSettings {
-            wait_ms: dek_gate_wait_ms(options.dek_gate_wait)?,
-            idle_ms: idle_timeout_ms,
-        };
+        let gate = GateSettings::new(dek_gate_wait_ms(options.dek_gate_wait)?, idle_timeout_ms);
         let env_password = std::env::var("PGPASSWORD").ok();
         let env_sslmode = std::env::var("PGSSLMODE").ok();
         let mut parsed = config::parse(
@@ -381,6 +403,7 @@ impl PgStorage {
             cluster: OnceLock::new(),
             stats: write::Counters::default(),
             closed: AtomicBool::new(false),
+            gate: dek_gate::GateState::default(),
         });
         let listener =
             change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;

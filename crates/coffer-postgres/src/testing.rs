@@ -204,6 +204,13 @@ impl WriteHold {
 }
 
 impl PgStorage {
+    /// Test support: how long this handle's holds of the DEK gate may sit idle between checks
+    /// (normally longer than a revocation's commit can take), to stand in for a frozen
+    /// revocation without waiting minutes.
+    pub fn set_dek_gate_hold_idle(&mut self, idle: std::time::Duration) {
+        self.gate.hold_idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+    }
+
     /// Test support: how many writes are queued and not yet taken by the writer.
     pub fn queued_writes(&self) -> usize {
         self.writer.queued()

@@ -79,11 +79,16 @@ async fn a_hold_on_one_instance_refuses_new_deks_of_another_and_bounds_its_wait(
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     // The holder's own handle is refused too (its process's in-memory gate keeps its writes
-    // from getting there in the first place).
+    // from getting there in the first place), but never waits for its own hold.
     assert!(matches!(
         a.put_dek(dek(3)).await,
         Err(StorageError::Conflict)
     ));
+    let started = Instant::now();
+    a.wait_dek_gate()
+        .await
+        .expect("the holding instance does not wait for itself");
+    assert!(started.elapsed() < Duration::from_millis(200));
 
     drop(hold);
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -140,10 +145,17 @@ async fn a_frozen_holder_is_ended_after_the_idle_timeout() {
         return;
     };
     let db = TestDatabase::create(&cluster).await;
-    let a = connect(&db, Duration::from_secs(10), Duration::from_secs(1)).await;
+    let mut a = connect(&db, Duration::from_secs(10), Duration::from_secs(1)).await;
+    a.set_dek_gate_hold_idle(Duration::from_secs(2));
     let b = db.storage().await;
     b.create_account(account(), &[]).await.unwrap();
     let hold = a.close_dek_gate().await.unwrap();
+    // A checked hold lives on past its idle time counted from its start.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    hold.check()
+        .await
+        .expect("a hold idle for less than its limit");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert!(matches!(
         b.put_dek(dek(4)).await,
         Err(StorageError::Conflict)
@@ -154,7 +166,77 @@ async fn a_frozen_holder_is_ended_after_the_idle_timeout() {
         .expect("the frozen hold ends within the gate wait");
     assert!(started.elapsed() < Duration::from_secs(8));
     b.put_dek(dek(4)).await.unwrap();
+    // The revocation, were it to go on, learns before its commit that the hold is gone.
+    match hold.check().await {
+        Err(StorageError::Unavailable(m)) => assert!(m.contains("hold was lost"), "{m}"),
+        other => panic!("a lost hold's check: {other:?}"),
+    }
     drop(hold);
+}
+
+/// Many writes of one instance refused by another's hold share one wait, which takes a
+/// connection only for a moment now and then: reads on that instance still answer promptly,
+/// a waiter that goes away does not end the wait of the others, and all of them go on once
+/// the hold is dropped. A Conflict that was no refusal by the gate does not wait at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_writes_share_one_wait_that_leaves_the_pool_free() {
+    let Some(cluster) = cluster_url("refused_writes_share_one_wait_that_leaves_the_pool_free")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = db.storage().await;
+    let mut options = PgOptions::default();
+    options.max_connections = 2;
+    options.dek_gate_wait = Duration::from_secs(20);
+    let b = std::sync::Arc::new(PgStorage::connect(db.url(), options).await.unwrap());
+    b.create_account(account(), &[]).await.unwrap();
+    b.put_dek(dek(1)).await.unwrap();
+
+    let hold = a.close_dek_gate().await.unwrap();
+    // No refusal yet: a Conflict of b's (a lost race) does not wait, hold or not.
+    let started = Instant::now();
+    b.wait_dek_gate().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "no wait without a refusal"
+    );
+
+    assert!(matches!(
+        b.put_dek(dek(2)).await,
+        Err(StorageError::Conflict)
+    ));
+    let waiters: Vec<_> = (0..40)
+        .map(|_| {
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move { b.wait_dek_gate().await })
+        })
+        .collect();
+    // One more waiter that goes away early.
+    let _ = tokio::time::timeout(Duration::from_millis(100), b.wait_dek_gate()).await;
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert!(b.get_dek(dek(1).key.id).await.unwrap().is_some());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a read on the waiting instance answers promptly ({:?})",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        waiters.iter().all(|w| !w.is_finished()),
+        "the waits go on while the hold is alive"
+    );
+    drop(hold);
+    for waiter in waiters {
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("every waiter goes on once the hold is dropped")
+            .unwrap()
+            .unwrap();
+    }
+    b.put_dek(dek(2)).await.unwrap();
 }
 
 /// The child: closes the gate, says so, and sits until it is killed.

@@ -2,30 +2,52 @@
 //! revocation (see [`crate::Storage::close_dek_gate`]; core's `keyring/gate.rs` is the same
 //! exclusion within one process).
 
-use std::any::Any;
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// What keeps the gate closed in a backend shared by several processes (PostgreSQL: the
+/// connection whose transaction holds the lock), inside a [`DekGateHold`].
+#[async_trait]
+pub trait HeldGate: Send + Sync + 'static {
+    /// `Ok` if the hold is still in force (and keeps it so for the backend's hold idle time
+    /// from now); `Unavailable` if it was lost (its session ended).
+    async fn check(&self) -> Result<()>;
+}
 
 /// A node revocation's hold on the DEK gate in storage, from [`crate::Storage::close_dek_gate`].
 /// While it is alive, a write of another process that would insert a DEK is refused
-/// (`Conflict`); dropping it releases the gate (a backend releases it too when the process
-/// holding it dies or stops answering, so a hold is never left behind).
+/// (`Conflict`); dropping it releases the gate. A backend also releases it when the process
+/// holding it dies, or sits idle (no [`DekGateHold::check`]) past the backend's hold idle
+/// time, so a hold is never left behind.
 #[must_use = "the gate is open again as soon as the hold is dropped"]
 pub struct DekGateHold {
-    /// What keeps the gate closed in the backend (PostgreSQL: the connection holding the lock);
-    /// `None` for a backend used by one process only.
-    _inner: Option<Box<dyn Any + Send + Sync>>,
+    /// `None` for a backend one process alone writes to.
+    inner: Option<Box<dyn HeldGate>>,
 }
 
 impl DekGateHold {
     /// The hold of a backend that one process alone writes to (SQLite): that process's own
-    /// gate already keeps its writes out, so there is nothing to hold in storage.
-    pub fn in_process() -> DekGateHold {
-        DekGateHold { _inner: None }
+    /// in-memory gate already keeps its writes out, so nothing is held in storage.
+    pub fn not_in_storage() -> DekGateHold {
+        DekGateHold { inner: None }
     }
 
-    /// A hold whose `inner` keeps the gate closed until it is dropped.
-    pub fn new(inner: impl Any + Send + Sync) -> DekGateHold {
+    /// A hold kept by `inner` until it is dropped.
+    pub fn new(inner: impl HeldGate) -> DekGateHold {
         DekGateHold {
-            _inner: Some(Box::new(inner)),
+            inner: Some(Box::new(inner)),
+        }
+    }
+
+    /// Called right before the revocation's commit: `Ok` if the hold is still in force (and
+    /// stays so for the backend's hold idle time, which is longer than a commit can take),
+    /// `Unavailable` if the backend lost it; the revocation then fails rather than commit a
+    /// listing the gate no longer protects.
+    pub async fn check(&self) -> Result<()> {
+        match &self.inner {
+            Some(inner) => inner.check().await,
+            None => Ok(()),
         }
     }
 }
@@ -33,7 +55,7 @@ impl DekGateHold {
 impl std::fmt::Debug for DekGateHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DekGateHold")
-            .field("in_storage", &self._inner.is_some())
+            .field("in_storage", &self.inner.is_some())
             .finish()
     }
 }

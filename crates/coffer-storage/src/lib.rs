@@ -47,7 +47,7 @@ pub use checkpoint::{
     checkpoint_message,
 };
 pub use compaction::CompactionMatcher;
-pub use dek_gate::DekGateHold;
+pub use dek_gate::{DekGateHold, HeldGate};
 pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use observe::{WriteObserver, WriteStats};
@@ -200,7 +200,9 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     ///   writer's process then calls [`Storage::wait_dek_gate`] and seals again;
     /// - a write carrying only DEKs already stored is never refused because of a hold;
     /// - once the hold is dropped, DEK inserts are accepted again, and a hold whose process
-    ///   died (or stopped answering for the backend's idle timeout) is released by the backend;
+    ///   died, or that sat idle (no [`DekGateHold::check`]) past the backend's hold idle time,
+    ///   is released by the backend; the revocation calls `check` right before each commit
+    ///   and fails (`Unavailable`) if the hold was lost;
     /// - closing waits for writes that inserted a DEK and have not committed yet, so the
     ///   listing that follows sees them; it waits a bounded time, then fails `Unavailable`.
     ///
@@ -208,11 +210,14 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     /// in-memory gate (core's `keyring/gate.rs`) keeps its writes out, and its inserts are
     /// never refused. Several processes on one database (PostgreSQL) need the exclusion here.
     async fn close_dek_gate(&self) -> Result<DekGateHold>;
-    /// Waits until no revocation holds the DEK gate in storage (see
-    /// [`Storage::close_dek_gate`]): called by a process whose DEK insert was refused with
-    /// `Conflict`, before it seals again. Returns at once when none does (and always on a
-    /// backend that one process alone writes to); after a bounded wait, `Unavailable` (a
-    /// retryable error: the revocation is still under way on another instance).
+    /// Called by a process after a write of its own met `Conflict`, before it seals again:
+    /// if the gate in storage refused one of this process's DEK inserts since it last saw
+    /// the gate open, waits until no revocation holds it (see [`Storage::close_dek_gate`]);
+    /// otherwise (a plain lost race, a backend that one process alone writes to, or a
+    /// process that holds the gate itself) returns at once without touching the database.
+    /// A wait holds no connection while it sleeps, and concurrent callers share one wait.
+    /// After a bounded wait, `Unavailable` (a retryable error: the revocation is still
+    /// under way on another instance).
     async fn wait_dek_gate(&self) -> Result<()>;
 
     // ---- accounts ----

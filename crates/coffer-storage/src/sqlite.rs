@@ -752,7 +752,7 @@ impl Storage for SqliteStorage {
 
     async fn close_dek_gate(&self) -> Result<crate::DekGateHold> {
         // One process writes to the file (its data dir's lock): its in-memory gate suffices.
-        Ok(crate::DekGateHold::in_process())
+        Ok(crate::DekGateHold::not_in_storage())
     }
 
     async fn wait_dek_gate(&self) -> Result<()> {

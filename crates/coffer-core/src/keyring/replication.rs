@@ -316,7 +316,7 @@ impl Keyring {
         // And the gate in storage, which keeps out the DEKs of other instances' writes on a
         // shared database (a no-op where this process alone writes); taken after this
         // process's own, so its writes wait here rather than being refused.
-        let _stored_gate = self.storage.close_dek_gate().await?;
+        let stored_gate = self.storage.close_dek_gate().await?;
         let mut listed = None;
         let mut attempt = 0;
         loop {
@@ -326,6 +326,9 @@ impl Keyring {
             // revocation.
             let mut entries = audit.to_vec();
             entries.extend(finished.deferred);
+            // The hold must still be in force for this listing to be complete; checking it
+            // also keeps it for longer than the commit can take.
+            stored_gate.check().await?;
             match self
                 .storage
                 .revoke_node_rotating(node, at, finished.rotation, &entries)
