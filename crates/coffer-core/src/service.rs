@@ -18,7 +18,7 @@ use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principa
 /// How many times an update re-reads and retries when the secret changed first: another
 /// control-plane instance sharing the database wrote it, or an update queued before this one
 /// failed (see [`UpdateLocks`]).
-const UPDATE_RETRIES: usize = 8;
+pub(crate) const UPDATE_RETRIES: usize = 8;
 /// Lock stripes for [`UpdateLocks`]: enough that unrelated secrets rarely share one.
 const UPDATE_STRIPES: usize = 256;
 
@@ -268,6 +268,7 @@ impl Coffer {
                 Arc::clone(&self.storage),
                 Arc::clone(&self.keys),
                 settings,
+                self.database_is_shared(),
             ))
         });
         if started {
@@ -281,9 +282,14 @@ impl Coffer {
         &self,
         settings: crate::ResealSettings,
     ) -> Result<(), String> {
-        crate::reseal::Lifecycle::new(Arc::clone(&self.storage), Arc::clone(&self.keys), settings)
-            .pass()
-            .await
+        crate::reseal::Lifecycle::new(
+            Arc::clone(&self.storage),
+            Arc::clone(&self.keys),
+            settings,
+            self.database_is_shared(),
+        )
+        .pass()
+        .await
     }
 
     /// Drops unwrapped DEKs the storage no longer holds from memory (an edge, after its

@@ -118,6 +118,15 @@ impl ReplicationKeys {
 }
 
 impl Keyring {
+    /// After storage refused a write of `account`'s values (`Conflict`) on a database shared
+    /// with other instances: waits for the DEK gate in storage if it refused this process
+    /// (`Storage::wait_dek_gate`, bounded: `Unavailable`), then [`Keyring::after_conflict`].
+    /// What a secret write and the re-seal job both do before they seal again.
+    pub(crate) async fn refresh_shared(&self, account: AccountId) -> Result<(), CoreError> {
+        self.storage.wait_dek_gate().await?;
+        self.after_conflict(Some(account)).await
+    }
+
     /// After storage refused a write (`Conflict`): on a database shared with other instances,
     /// another one may have rotated the RK (a node's revocation there), after which storage
     /// refuses DEKs this process makes under the old one, or destroyed the DEK this process

@@ -52,8 +52,7 @@ impl Coffer {
         account: coffer_types::AccountId,
     ) -> Result<(), CoreError> {
         if self.database_is_shared() {
-            self.storage.wait_dek_gate().await?;
-            self.keys.after_conflict(Some(account)).await?;
+            self.keys.refresh_shared(account).await?;
         }
         Ok(())
     }
