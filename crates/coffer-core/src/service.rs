@@ -900,40 +900,42 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        // A node's revocation replacing the keys while the value is sealed: sealed again, a
-        // bounded number of times (then `Conflict`, as a create answers).
-        let mut sealed = None;
-        for _ in 0..UPDATE_RETRIES {
+        // Sealed again, a bounded number of times (then `Conflict`, as a create answers), when
+        // a node's revocation replaced the keys while the value was sealed, or when storage
+        // refused the write (`Conflict`: as `create_secrets` retries, after the refresh a
+        // shared database needs).
+        for attempt in 1..=UPDATE_RETRIES {
             let mut write = self.keys.dek_write();
             let (value, dek) = self.seal_version(&mut write, slot, &plaintext, now).await?;
-            if write.enter().await.is_ok() {
-                sealed = Some((value, dek, write));
-                break;
+            if write.enter().await.is_err() {
+                continue;
+            }
+            let created = self
+                .storage
+                .create_secrets(
+                    account,
+                    store,
+                    vec![NewSecret {
+                        record: record.clone(),
+                        value,
+                        dek: Some(dek),
+                    }],
+                    self.quota_of(&account_rec),
+                    std::slice::from_ref(&entry),
+                )
+                .await;
+            write.finish(&created);
+            match created {
+                Err(coffer_storage::StorageError::Conflict) if attempt < UPDATE_RETRIES => {
+                    self.refresh_after_conflict(account).await?;
+                }
+                other => {
+                    other?;
+                    return Ok(record);
+                }
             }
         }
-        let (value, dek, write) = sealed.ok_or(CoreError::Conflict)?;
-        let created = self
-            .storage
-            .create_secrets(
-                account,
-                store,
-                vec![NewSecret {
-                    record: record.clone(),
-                    value,
-                    dek: Some(dek),
-                }],
-                self.quota_of(&account_rec),
-                &[entry],
-            )
-            .await;
-        write.finish(&created);
-        if let Err(coffer_storage::StorageError::Conflict) = &created {
-            // Another instance may have destroyed the sealing DEK or rotated the replication
-            // key: the next try seals afresh.
-            self.refresh_after_conflict(account).await?;
-        }
-        created?;
-        Ok(record)
+        Err(CoreError::Conflict)
     }
 
     pub async fn quota(&self, who: &Principal, account: AccountId) -> Result<Quota, CoreError> {
