@@ -87,12 +87,12 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         }
         return Ok(false);
     }
-    let inserted = execute(
+    // Not stored (checked above, in this write's transaction): a plain insert.
+    execute(
         cx,
         "INSERT INTO deks
              (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             dek.key.id.as_bytes(),
             dek.account_id.as_bytes(),
@@ -106,9 +106,6 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         "put dek",
         |c| (c == Constraint::ForeignKey).then_some(StorageError::NotFound(Entity::Account)),
     )?;
-    if inserted == 0 {
-        return Ok(false);
-    }
     // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
     // from a caller that has no replication key: tests of storage alone).
     let (kek_id, wrapped) = match &dek.rk {
