@@ -239,6 +239,17 @@ async fn refused_writes_share_one_wait_that_leaves_the_pool_free() {
     b.put_dek(dek(2)).await.unwrap();
 }
 
+/// A child process killed (and reaped) when dropped, so that a failing test leaves none
+/// behind holding the gate.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The child: closes the gate, says so, and sits until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of kill_9_of_a_revoking_instance_leaves_no_hold"]
@@ -263,20 +274,22 @@ async fn kill_9_of_a_revoking_instance_leaves_no_hold() {
     let b = db.storage().await;
     b.create_account(account(), &[]).await.unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_gate_holder",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, db.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_gate_holder",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_URL, db.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
     let (said, heard) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -295,8 +308,8 @@ async fn kill_9_of_a_revoking_instance_leaves_no_hold() {
     ));
 
     // SIGKILL: no drop, no ROLLBACK; only the socket closing.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     tokio::time::timeout(Duration::from_secs(20), async {
         while b.wait_dek_gate().await.is_err() {}
     })
