@@ -63,6 +63,9 @@ const CLOSE_TOO_LONG: &str = "writes inserting DEKs (or another revocation) held
 const HOLD_LOST: &str = "the DEK gate's hold was lost (its database session ended); the \
                          revocation can be retried";
 
+/// A wait's outcome, once it has ended: `Err` carries the `Unavailable` message.
+type WaitOutcome = Option<Result<(), String>>;
+
 /// This process's view of the gate, shared by its handles and its writer.
 #[derive(Debug, Default)]
 pub(crate) struct GateState {
@@ -73,7 +76,7 @@ pub(crate) struct GateState {
     held_here: AtomicUsize,
     /// The wait under way, which every caller of `wait` in this process shares: `None` in
     /// the channel until it ends, then its outcome.
-    waiting: Mutex<Option<watch::Receiver<Option<Result<(), String>>>>>,
+    waiting: Mutex<Option<watch::Receiver<WaitOutcome>>>,
 }
 
 /// The connection whose open transaction holds the gate exclusive. Dropped, it is detached
@@ -215,7 +218,7 @@ async fn poll(
     pool: deadpool_postgres::Pool,
     shared: Arc<Shared>,
     settings: GateSettings,
-    answer: watch::Sender<Option<Result<(), String>>>,
+    answer: watch::Sender<WaitOutcome>,
 ) {
     let wait = Duration::from_millis(u64::try_from(settings.wait_ms).unwrap_or(0));
     let deadline = Instant::now() + wait;
