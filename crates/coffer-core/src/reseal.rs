@@ -125,6 +125,9 @@ pub(crate) struct Lifecycle {
     storage: Arc<dyn Storage>,
     keys: Arc<Keyring>,
     settings: ResealSettings,
+    /// Other instances write to the database too (`Coffer::share_database`, called before
+    /// the job starts): a refused batch refreshes the keys as a secret write does.
+    shared_database: bool,
     progress: Mutex<Progress>,
     wake: tokio::sync::Notify,
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -135,11 +138,13 @@ impl Lifecycle {
         storage: Arc<dyn Storage>,
         keys: Arc<Keyring>,
         settings: ResealSettings,
+        shared_database: bool,
     ) -> Lifecycle {
         Lifecycle {
             storage,
             keys,
             settings,
+            shared_database,
             progress: Mutex::new(Progress {
                 compaction_due: true,
                 ..Progress::default()
@@ -311,6 +316,8 @@ impl Lifecycle {
     }
 
     async fn reseal_account(&self, account: AccountId, batch: usize) -> Result<(), String> {
+        // Batches refused in a row (`Conflict`) and retried after a refresh.
+        let mut refused = 0;
         loop {
             let current = self.keys.current_dek(account);
             let cutoff = self.keys.reseal_cutoff(account);
@@ -357,6 +364,21 @@ impl Lifecycle {
             }
             let done = self.storage.reseal_values(Some(carried), reseals).await;
             write.finish(&done);
+            if self.shared_database
+                && refused < crate::service::UPDATE_RETRIES
+                && matches!(done, Err(coffer_storage::StorageError::Conflict))
+            {
+                // Another instance may have rotated the replication key (a node's revocation)
+                // or retired this DEK, or its DEK gate refused it: refreshed as a secret
+                // write is, and the batch is read and sealed again.
+                refused += 1;
+                self.keys
+                    .refresh_shared(account)
+                    .await
+                    .map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
+                continue;
+            }
+            refused = 0;
             let done = done.map_err(|e| format!("re-sealing values of account {account}: {e}"))?;
             self.progress().resealed += done;
             tokio::time::sleep(self.settings.pause).await;

@@ -19,7 +19,7 @@ use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principa
 /// How many times an update re-reads and retries when the secret changed first: another
 /// control-plane instance sharing the database wrote it, or an update queued before this one
 /// failed (see [`UpdateLocks`]).
-const UPDATE_RETRIES: usize = 8;
+pub(crate) const UPDATE_RETRIES: usize = 8;
 /// Lock stripes for [`UpdateLocks`]: enough that unrelated secrets rarely share one.
 const UPDATE_STRIPES: usize = 256;
 
@@ -269,6 +269,7 @@ impl Coffer {
                 Arc::clone(&self.storage),
                 Arc::clone(&self.keys),
                 settings,
+                self.database_is_shared(),
             ))
         });
         if started {
@@ -282,9 +283,14 @@ impl Coffer {
         &self,
         settings: crate::ResealSettings,
     ) -> Result<(), String> {
-        crate::reseal::Lifecycle::new(Arc::clone(&self.storage), Arc::clone(&self.keys), settings)
-            .pass()
-            .await
+        crate::reseal::Lifecycle::new(
+            Arc::clone(&self.storage),
+            Arc::clone(&self.keys),
+            settings,
+            self.database_is_shared(),
+        )
+        .pass()
+        .await
     }
 
     /// Drops unwrapped DEKs the storage no longer holds from memory (an edge, after its
@@ -901,40 +907,42 @@ impl Coffer {
                 ..Details::default()
             },
         )?;
-        // A node's revocation replacing the keys while the value is sealed: sealed again, a
-        // bounded number of times (then `Conflict`, as a create answers).
-        let mut sealed = None;
-        for _ in 0..UPDATE_RETRIES {
+        // Sealed again, a bounded number of times (then `Conflict`, as a create answers), when
+        // a node's revocation replaced the keys while the value was sealed, or when storage
+        // refused the write (`Conflict`: as `create_secrets` retries, after the refresh a
+        // shared database needs).
+        for attempt in 1..=UPDATE_RETRIES {
             let mut write = self.keys.dek_write();
             let (value, dek) = self.seal_version(&mut write, slot, &plaintext, now).await?;
-            if write.enter().await.is_ok() {
-                sealed = Some((value, dek, write));
-                break;
+            if write.enter().await.is_err() {
+                continue;
+            }
+            let created = self
+                .storage
+                .create_secrets(
+                    account,
+                    store,
+                    vec![NewSecret {
+                        record: record.clone(),
+                        value,
+                        dek: Some(dek),
+                    }],
+                    self.quota_of(&account_rec),
+                    std::slice::from_ref(&entry),
+                )
+                .await;
+            write.finish(&created);
+            match created {
+                Err(coffer_storage::StorageError::Conflict) if attempt < UPDATE_RETRIES => {
+                    self.refresh_after_conflict(account).await?;
+                }
+                other => {
+                    other?;
+                    return Ok(record);
+                }
             }
         }
-        let (value, dek, write) = sealed.ok_or(CoreError::Conflict)?;
-        let created = self
-            .storage
-            .create_secrets(
-                account,
-                store,
-                vec![NewSecret {
-                    record: record.clone(),
-                    value,
-                    dek: Some(dek),
-                }],
-                self.quota_of(&account_rec),
-                &[entry],
-            )
-            .await;
-        write.finish(&created);
-        if let Err(coffer_storage::StorageError::Conflict) = &created {
-            // Another instance may have destroyed the sealing DEK or rotated the replication
-            // key: the next try seals afresh.
-            self.refresh_after_conflict(account).await?;
-        }
-        created?;
-        Ok(record)
+        Err(CoreError::Conflict)
     }
 
     pub async fn quota(&self, who: &Principal, account: AccountId) -> Result<Quota, CoreError> {

@@ -208,10 +208,15 @@ pub(crate) async fn current_ark_version(
 }
 
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
-/// appended its `DekPut`). The same checks as SQLite's: an RK wrap of the current version
-/// only (the account's ARK when it has one, and not while the account owes an ARK rotation),
-/// no retired KEK, no destroyed DEK (`Conflict`:
-/// the caller retries with a new DEK); `NotFound(Account)` for an unknown account.
+/// appended its `DekPut`). The same checks as SQLite's, each refusing with `Conflict` (the
+/// caller seals again under a new DEK):
+/// - an RK wrap of the current version only: the account's ARK when it has one, and not
+///   while the account owes an ARK rotation;
+/// - no retired KEK version;
+/// - no destroyed DEK, and no stored DEK that is retired;
+/// - a DEK not stored yet, not while a node's revocation holds the DEK gate (`dek_gate.rs`).
+///
+/// `NotFound(Account)` for an unknown account.
 pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<bool> {
     if let Some(rk) = &dek.rk {
         let ark = current_ark_version(w.tx(), dek.account_id).await?;
@@ -239,18 +244,38 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
     if is_destroyed(w.tx(), dek.key.id).await? {
         return Err(StorageError::Conflict);
     }
+    // A retired DEK never seals again (a store deleted with values, a revocation's rewrap,
+    // an account given its own KEK): another instance that still seals with it, as its
+    // cached current DEK, must take a new one, or the deleted store's DEK would stay in use
+    // (and undestroyed) for as long as that instance keeps it.
+    let stored = w
+        .tx()
+        .prepare_cached("SELECT retired FROM deks WHERE id = $1")
+        .await
+        .db("check dek")?;
+    if let Some(row) = w
+        .tx()
+        .query_opt(&stored, &[&dek.key.id.as_bytes().as_slice()])
+        .await
+        .db("check dek")?
+    {
+        if col::<bool>(&row, 0, "deks.retired")? {
+            return Err(StorageError::Conflict);
+        }
+        return Ok(false);
+    }
+    // Not stored (checked above, in this write's transaction, under the writer lock): a
+    // plain insert.
     let insert = w
         .tx()
         .prepare_cached(
             "INSERT INTO deks
                  (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .await
         .db("put dek")?;
-    let inserted = w
-        .tx()
+    w.tx()
         .execute(
             &insert,
             &[
@@ -269,9 +294,9 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
             Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Account),
             _ => db_error("put dek", &e),
         })?;
-    if inserted == 0 {
-        return Ok(false);
-    }
+    // A new DEK: refused while a node's revocation on any instance holds the DEK gate (its
+    // listing would miss it), else the gate is held shared until this write commits.
+    crate::dek_gate::enter_shared(w).await?;
     // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
     // from a caller that has no replication key: tests of storage alone).
     let (kek_id, wrapped) = match &dek.rk {

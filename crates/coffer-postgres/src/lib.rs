@@ -39,6 +39,7 @@ mod audit;
 mod change_log;
 mod config;
 mod db;
+mod dek_gate;
 mod import;
 mod keys;
 mod lifecycle;
@@ -86,6 +87,13 @@ pub struct PgOptions {
     /// its session frees the writer lock for every other instance. Between 1 s and about
     /// 24 days (`i32::MAX` ms); `connect` refuses other values.
     pub write_idle_timeout: Duration,
+    /// How long a write whose new DEK the DEK gate refused waits for a node's revocation on
+    /// another instance to finish with it (then it fails `Unavailable`, a 503 the client
+    /// retries), and how long a revocation waits to close the gate (or the write idle
+    /// timeout, if longer: a write holding the gate shared may last that long). A
+    /// revocation's hold lapses if it sits idle for the write idle timeout plus the longest
+    /// a commit can take (90 s). Between 1 ms and 24 h; `connect` refuses other values.
+    pub dek_gate_wait: Duration,
     /// The cluster id of the instance the caller expects the database to hold: checked before
     /// anything is migrated or written, so a URL naming the wrong database gets no schema
     /// (`ConnectError::OtherInstance`). `None`: no check (a new instance, `coffer init`).
@@ -99,6 +107,7 @@ impl Default for PgOptions {
             password_file: None,
             connect_timeout: Duration::from_secs(10),
             write_idle_timeout: Duration::from_secs(30),
+            dek_gate_wait: Duration::from_secs(10),
             expected_cluster: None,
         }
     }
@@ -238,6 +247,8 @@ pub(crate) struct Shared {
     pub(crate) stats: write::Counters,
     /// Set by `shutdown`: the commit follower stops reconnecting.
     pub(crate) closed: AtomicBool,
+    /// This process's view of the DEK gate.
+    pub(crate) gate: dek_gate::GateState,
 }
 
 /// Coffer's storage on PostgreSQL. Cheap to share behind an `Arc`; several instances (in one
@@ -254,6 +265,36 @@ pub struct PgStorage {
     target: String,
     /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
     listener: tokio::task::JoinHandle<()>,
+    /// The DEK gate's bounds (`dek_gate.rs`).
+    pub(crate) gate: GateSettings,
+}
+
+/// The DEK gate's bounds (`dek_gate.rs`), in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GateSettings {
+    /// How long a refused write's process waits for the gate (`PgOptions::dek_gate_wait`).
+    pub(crate) wait_ms: i64,
+    /// How long closing the gate may wait: the gate wait, or the write idle timeout if longer
+    /// (a write holding the gate shared may last that long).
+    pub(crate) close_ms: i64,
+    /// How long the hold may sit idle between its checks: longer than a revocation's commit
+    /// can take (the writer lock's wait, then its statements) plus the write idle timeout.
+    pub(crate) hold_idle_ms: i64,
+}
+
+impl GateSettings {
+    fn new(wait_ms: i64, write_idle_ms: i64) -> GateSettings {
+        let commit_ms =
+            i64::try_from(write::WRITER_LOCK_WAIT_MS + write::WRITE_STATEMENT_TIMEOUT_MS)
+                .unwrap_or(i64::MAX);
+        GateSettings {
+            wait_ms,
+            close_ms: wait_ms.max(write_idle_ms),
+            hold_idle_ms: commit_ms
+                .saturating_add(write_idle_ms)
+                .min(i64::from(i32::MAX)),
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -277,6 +318,7 @@ impl PgStorage {
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
         let idle_timeout_ms = write_idle_timeout_ms(options.write_idle_timeout)?;
+        let gate = GateSettings::new(dek_gate_wait_ms(options.dek_gate_wait)?, idle_timeout_ms);
         let env_password = std::env::var("PGPASSWORD").ok();
         let env_sslmode = std::env::var("PGSSLMODE").ok();
         let mut parsed = config::parse(
@@ -361,6 +403,7 @@ impl PgStorage {
             cluster: OnceLock::new(),
             stats: write::Counters::default(),
             closed: AtomicBool::new(false),
+            gate: dek_gate::GateState::default(),
         });
         let listener =
             change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
@@ -376,6 +419,7 @@ impl PgStorage {
             shared,
             target,
             listener,
+            gate,
         })
     }
 
@@ -412,6 +456,18 @@ fn write_idle_timeout_ms(timeout: Duration) -> Result<i64, ConnectError> {
             "write_idle_timeout must be between 1 s and {} s",
             i32::MAX / 1000
         )));
+    }
+    Ok(ms as i64)
+}
+
+/// `dek_gate_wait` in milliseconds, if in range: at least 1 ms and at most a day (a wait
+/// never meant to end would make a write hang; its statement's own timeout is a little more).
+fn dek_gate_wait_ms(wait: Duration) -> Result<i64, ConnectError> {
+    let ms = wait.as_millis();
+    if !(1..=86_400_000).contains(&ms) {
+        return Err(ConnectError::Options(
+            "dek_gate_wait must be between 1 ms and 24 h".into(),
+        ));
     }
     Ok(ms as i64)
 }
@@ -456,6 +512,24 @@ fn pool_detail(e: &deadpool_postgres::PoolError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dek_gate_wait_is_range_checked() {
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            Duration::from_secs(86_401),
+            Duration::MAX,
+        ] {
+            let e = dek_gate_wait_ms(bad).unwrap_err();
+            assert!(e.to_string().contains("dek_gate_wait"), "{e}");
+        }
+        assert_eq!(dek_gate_wait_ms(Duration::from_secs(10)).unwrap(), 10_000);
+        assert_eq!(
+            dek_gate_wait_ms(Duration::from_secs(86_400)).unwrap(),
+            86_400_000
+        );
+    }
 
     #[test]
     fn write_idle_timeout_is_range_checked() {

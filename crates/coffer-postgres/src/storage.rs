@@ -6,11 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coffer_storage::{
     AccountGrant, AccountRecord, ArkRotation, ArkStorage, AuditCheckpoint, AuditEntry, AuditQuery,
-    AuditRecord, ChangeRecord, DekRecord, DestroyedDek, FeedSignature, FeedSigner, KekUsage,
-    LogState, NewSecret, NodeAccountKey, NodeGrant, NodeRecord, Page, Pending, Reseal, Result,
-    Rewrap, RkRotation, RkWrap, SealedValue, SecretQuery, SecretRecord, SecretUpdate, ServiceQuery,
-    ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery, StoreRecord, StoredKey,
-    TokenRecord, VersionRecord, WrappedKeyRecord, WriteObserver, WriteStats,
+    AuditRecord, ChangeRecord, DekGateHold, DekRecord, DestroyedDek, FeedSignature, FeedSigner,
+    KekUsage, LogState, NewSecret, NodeAccountKey, NodeGrant, NodeRecord, Page, Pending, Reseal,
+    Result, Rewrap, RkRotation, RkWrap, SealedValue, SecretQuery, SecretRecord, SecretUpdate,
+    ServiceQuery, ServiceRecord, ServiceTokenRecord, SnapshotPart, Storage, StoreQuery,
+    StoreRecord, StoredKey, TokenRecord, VersionRecord, WrappedKeyRecord, WriteObserver,
+    WriteStats,
 };
 use coffer_types::{
     AccountId, DekId, SecretId, SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
@@ -18,8 +19,8 @@ use coffer_types::{
 };
 
 use crate::{
-    PgStorage, accounts, ark, audit, change_log, keys, lifecycle, nodes, replication, secrets,
-    services, snapshot, stores, tokens,
+    PgStorage, accounts, ark, audit, change_log, dek_gate, keys, lifecycle, nodes, replication,
+    secrets, services, snapshot, stores, tokens,
 };
 
 #[async_trait]
@@ -120,6 +121,14 @@ impl Storage for PgStorage {
         audit: &[AuditEntry],
     ) -> Result<NodeRecord> {
         replication::revoke_node_rotating(self, id, at, rotation, audit).await
+    }
+
+    async fn close_dek_gate(&self) -> Result<DekGateHold> {
+        dek_gate::close(self).await
+    }
+
+    async fn wait_dek_gate(&self) -> Result<()> {
+        dek_gate::wait(self).await
     }
 
     async fn create_account(&self, account: AccountRecord, audit: &[AuditEntry]) -> Result<()> {

@@ -204,6 +204,13 @@ impl WriteHold {
 }
 
 impl PgStorage {
+    /// Test support: how long this handle's holds of the DEK gate may sit idle between checks
+    /// (normally longer than a revocation's commit can take), to stand in for a frozen
+    /// revocation without waiting minutes.
+    pub fn set_dek_gate_hold_idle(&mut self, idle: std::time::Duration) {
+        self.gate.hold_idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+    }
+
     /// Test support: how many writes are queued and not yet taken by the writer.
     pub fn queued_writes(&self) -> usize {
         self.writer.queued()
@@ -213,12 +220,29 @@ impl PgStorage {
     /// transaction until released (like a process frozen mid-write), holding up the writes
     /// queued behind it; returns once the lock is held.
     pub async fn hold_writer_lock(&self) -> WriteHold {
+        self.hold_write(None).await
+    }
+
+    /// Test support: [`PgStorage::hold_writer_lock`] with a write that has inserted `dek` (a
+    /// new DEK, so it holds the DEK gate shared) before it sits idle; returns once it has (the
+    /// write fails if the insert is refused: see [`WriteHold::finish`]).
+    pub async fn hold_dek_insert(&self, dek: coffer_storage::DekRecord) -> WriteHold {
+        self.hold_write(Some(dek)).await
+    }
+
+    async fn hold_write(&self, dek: Option<coffer_storage::DekRecord>) -> WriteHold {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let (held, holding) = tokio::sync::oneshot::channel::<()>();
         let done = self
-            .queue_write(&[], move |_w| {
+            .queue_write(&[], move |w| {
                 Box::pin(async move {
-                    let _ = held.send(());
+                    if let Some(dek) = &dek {
+                        let inserted = crate::keys::insert_dek(w, dek).await;
+                        let _ = held.send(());
+                        inserted?;
+                    } else {
+                        let _ = held.send(());
+                    }
                     let _ = released.await;
                     Ok(())
                 })

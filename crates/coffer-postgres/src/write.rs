@@ -99,12 +99,19 @@ pub(crate) struct WriteTx<'c> {
     lost_audit: u64,
     /// The cluster id read while signing, cached in `Shared` once the batch committed.
     cluster_seen: Option<[u8; 16]>,
+    /// What the storage's handles share with the writer (the DEK gate's refusals).
+    shared: std::sync::Arc<crate::Shared>,
 }
 
 impl<'c> WriteTx<'c> {
     /// The transaction, for the operation's own statements (`prepare_cached`, `query`, ...).
     pub(crate) fn tx(&self) -> &deadpool_postgres::Transaction<'c> {
         &self.tx
+    }
+
+    /// What the storage's handles share with the writer.
+    pub(crate) fn shared(&self) -> &crate::Shared {
+        &self.shared
     }
 
     /// Appends `change` to the log as the next entry.
@@ -162,10 +169,10 @@ impl<'c> WriteTx<'c> {
 const QUEUE_DEPTH: usize = 1024;
 
 /// How long a batch waits for the writer lock, in milliseconds.
-const WRITER_LOCK_WAIT_MS: u64 = 60_000;
+pub(crate) const WRITER_LOCK_WAIT_MS: u64 = 60_000;
 
 /// `statement_timeout` of every statement of a write after the writer lock, in milliseconds.
-const WRITE_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+pub(crate) const WRITE_STATEMENT_TIMEOUT_MS: u64 = 30_000;
 
 /// `lock_timeout` of a write after the writer lock (row and table locks), in milliseconds.
 const WRITE_LOCK_TIMEOUT_MS: u64 = 5_000;
@@ -466,6 +473,7 @@ impl Writer {
             audited: 0,
             lost_audit: 0,
             cluster_seen: None,
+            shared: std::sync::Arc::clone(&self.shared),
         })
     }
 

@@ -51,6 +51,7 @@ modules!(
     stores,
     secrets,
     carried_deks,
+    dek_gate,
     listing,
     change_log,
     concurrency,

@@ -30,6 +30,10 @@
 //!   must not be revoked (`Invalid`); no account's deletion touches them;
 //! - a DEK carried by a write is stored (and logged, before the values under it) exactly once,
 //!   by the first write carrying it that succeeds, and never by one that fails;
+//! - a carried DEK that is stored and retired (a store deleted with values) is refused with
+//!   `Conflict`; while a DEK gate hold (`close_dek_gate`) is alive, a write carrying a new DEK
+//!   commits or is refused with `Conflict` at once, one carrying stored DEKs is never refused,
+//!   and once the hold is dropped `wait_dek_gate` returns and new DEKs are stored;
 //! - after `shutdown`, writes fail with `Unavailable`;
 //! - the change log holds exactly the entries listed on [`crate::Change`]'s producers, in
 //!   commit order, with seq 1, 2, 3, ... and the documented hash chain;
@@ -73,6 +77,7 @@ mod audit_listing;
 mod carried_deks;
 mod change_log;
 mod concurrency;
+mod dek_gate;
 mod fixtures;
 mod lifecycle;
 mod listing;
@@ -178,6 +183,8 @@ const CHECKS: &[Check] = checks![
     concurrency::concurrent_writers_keep_the_log_gap_free,
     carried_deks::racing_writes_carrying_one_dek_store_it_once,
     carried_deks::a_destroyed_dek_is_never_stored_again,
+    carried_deks::a_retired_dek_never_seals_again,
+    dek_gate::a_dek_gate_hold_never_refuses_stored_deks_and_never_makes_a_write_wait,
     account_deletion::delete_account_racing_creates_leaves_nothing,
     audit::every_mutation_appends_its_entries,
     audit::failed_operations_append_no_audit,

@@ -26,6 +26,7 @@ mod audit;
 mod change;
 mod checkpoint;
 mod compaction;
+mod dek_gate;
 mod error;
 mod lifecycle;
 mod observe;
@@ -46,6 +47,7 @@ pub use checkpoint::{
     checkpoint_message,
 };
 pub use compaction::CompactionMatcher;
+pub use dek_gate::{DekGateHold, HeldGate};
 pub use error::{Entity, StorageError};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use observe::{WriteObserver, WriteStats};
@@ -92,8 +94,11 @@ pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 /// put) DEK is refused with `Conflict`, stored already or not, when its replication wrap is not
 /// of the current RK (or of its account's current ARK version), when its account owes an ARK
 /// rotation (`ArkStorage::accounts_owing_ark_rotation`: the revoked node may hold that
-/// version), when its KEK version is retired, or when it was destroyed: the write seals again
-/// under a new DEK.
+/// version), when its KEK version is retired, when it was destroyed, or when it is stored and
+/// retired (`deks.retired`: a store deleted with values, a revocation's rewrap; a retired DEK
+/// never seals again, on any instance sharing the database): the write seals again under a
+/// new DEK. A DEK not stored yet is also refused (`Conflict`, at once) while a node's
+/// revocation holds the DEK gate in storage ([`Storage::close_dek_gate`]).
 ///
 /// **Audit entries carried by writes.** Every mutating method takes `audit: &[AuditEntry]`: the
 /// entries core records for the operation. They are appended, in the order given, in the same
@@ -186,6 +191,34 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
         rotation: RkRotation,
         audit: &[AuditEntry],
     ) -> Result<NodeRecord>;
+    /// Closes the DEK gate in storage for a node's revocation, which holds it from before its
+    /// DEK listing until its [`Storage::revoke_node_rotating`] has answered (across attempts),
+    /// then drops the hold. The contract, for every backend:
+    /// - while a hold is alive, a write that would insert a DEK (carried or put) either
+    ///   commits or is refused with `Conflict`, at once: it never waits for the hold inside
+    ///   the write (a writer waiting there would hold up the revocation's own commit). The
+    ///   writer's process then calls [`Storage::wait_dek_gate`] and seals again;
+    /// - a write carrying only DEKs already stored is never refused because of a hold;
+    /// - once the hold is dropped, DEK inserts are accepted again, and a hold whose process
+    ///   died, or that sat idle (no [`DekGateHold::check`]) past the backend's hold idle time,
+    ///   is released by the backend; the revocation calls `check` right before each commit
+    ///   and fails (`Unavailable`) if the hold was lost;
+    /// - closing waits for writes that inserted a DEK and have not committed yet, so the
+    ///   listing that follows sees them; it waits a bounded time, then fails `Unavailable`.
+    ///
+    /// A backend that one process alone writes to (SQLite) holds nothing: that process's
+    /// in-memory gate (core's `keyring/gate.rs`) keeps its writes out, and its inserts are
+    /// never refused. Several processes on one database (PostgreSQL) need the exclusion here.
+    async fn close_dek_gate(&self) -> Result<DekGateHold>;
+    /// Called by a process after a write of its own met `Conflict`, before it seals again:
+    /// if the gate in storage refused one of this process's DEK inserts since it last saw
+    /// the gate open, waits until no revocation holds it (see [`Storage::close_dek_gate`]);
+    /// otherwise (a plain lost race, a backend that one process alone writes to, or a
+    /// process that holds the gate itself) returns at once without touching the database.
+    /// A wait holds no connection while it sleeps, and concurrent callers share one wait.
+    /// After a bounded wait, `Unavailable` (a retryable error: the revocation is still
+    /// under way on another instance).
+    async fn wait_dek_gate(&self) -> Result<()>;
 
     // ---- accounts ----
 

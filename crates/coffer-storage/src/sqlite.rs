@@ -753,6 +753,15 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn close_dek_gate(&self) -> Result<crate::DekGateHold> {
+        // One process writes to the file (its data dir's lock): its in-memory gate suffices.
+        Ok(crate::DekGateHold::not_in_storage())
+    }
+
+    async fn wait_dek_gate(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn get_node(&self, id: TokenId) -> Result<Option<crate::NodeRecord>> {
         self.read(move |c| nodes::get_node(c, id)).await
     }

@@ -41,8 +41,11 @@
 //! holds two [`DekWrite`]s that have entered: with a revocation waiting in between, the second
 //! `enter` would wait for the revocation, which waits for the first.
 //!
-//! This is one process's lock: a deployment with several control-plane processes over one
-//! database (PostgreSQL) needs the same exclusion in storage (docs/key-hierarchy.md).
+//! This is one process's lock. Several control-plane processes over one database (PostgreSQL)
+//! need the same exclusion in storage: the revocation also takes storage's gate
+//! (`Storage::close_dek_gate`), after this one, and a write of another process whose new DEK
+//! storage refused meanwhile (`Conflict`) waits for it (`Storage::wait_dek_gate`, bounded)
+//! before it seals again (`Coffer::refresh_after_conflict`). See docs/key-hierarchy.md.
 
 use std::sync::Arc;
 

@@ -16,8 +16,9 @@
 //! under a second; one transaction also leaves nothing half-rotated to resume.
 //!
 //! A revocation cannot be starved by writes making new DEKs: it makes every KEK call that does
-//! not depend on the DEKs first, then takes the keyring's DEK gate for the listing, rewrap and
-//! commit alone (`keyring/gate.rs`).
+//! not depend on the DEKs first, then takes the keyring's DEK gate, and storage's for the
+//! writes of other instances (`Storage::close_dek_gate`), for the listing, rewrap and commit
+//! alone (`keyring/gate.rs`).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -117,6 +118,15 @@ impl ReplicationKeys {
 }
 
 impl Keyring {
+    /// After storage refused a write of `account`'s values (`Conflict`) on a database shared
+    /// with other instances: waits for the DEK gate in storage if it refused this process
+    /// (`Storage::wait_dek_gate`, bounded: `Unavailable`), then [`Keyring::after_conflict`].
+    /// What a secret write and the re-seal job both do before they seal again.
+    pub(crate) async fn refresh_shared(&self, account: AccountId) -> Result<(), CoreError> {
+        self.storage.wait_dek_gate().await?;
+        self.after_conflict(Some(account)).await
+    }
+
     /// After storage refused a write (`Conflict`): on a database shared with other instances,
     /// another one may have rotated the RK (a node's revocation there), after which storage
     /// refuses DEKs this process makes under the old one, or destroyed the DEK this process
@@ -312,6 +322,10 @@ impl Keyring {
         // no write carrying a DEK storage may not hold reaches storage until the new RK is
         // installed.
         let _gate = self.close_dek_gate().await;
+        // And the gate in storage, which keeps out the DEKs of other instances' writes on a
+        // shared database (a no-op where this process alone writes); taken after this
+        // process's own, so its writes wait here rather than being refused.
+        let stored_gate = self.storage.close_dek_gate().await?;
         let mut listed = None;
         let mut attempt = 0;
         loop {
@@ -321,6 +335,9 @@ impl Keyring {
             // revocation.
             let mut entries = audit.to_vec();
             entries.extend(finished.deferred);
+            // The hold must still be in force for this listing to be complete; checking it
+            // also keeps it for longer than the commit can take.
+            stored_gate.check().await?;
             match self
                 .storage
                 .revoke_node_rotating(node, at, finished.rotation, &entries)

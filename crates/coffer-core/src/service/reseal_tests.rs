@@ -371,6 +371,7 @@ async fn compaction_past_destroyed_deks_waits_for_its_gap() {
             compaction_gap: Duration::from_secs(3600),
             ..fast(1)
         },
+        false,
     );
     let base = || async { f.coffer.storage().log_state().await.unwrap().base_seq };
 
@@ -986,4 +987,74 @@ async fn another_instances_revocation_does_not_block_this_ones_writes() {
     b.update_secret(&f.op, f.account, f.store, first[0].id, req)
         .await
         .expect("B updates after A's revocation");
+}
+
+/// Two instances on one database: a node revoked through A rotates the replication key while
+/// B's values are due for re-sealing. B's pass makes its new DEK under the old key, which
+/// storage refuses (`Conflict`); B refreshes as a write does (the new key loaded, the DEK
+/// dropped) and re-seals on the same pass.
+#[tokio::test]
+async fn a_reseal_refused_after_another_instances_revocation_recovers_on_the_same_pass() {
+    let f = fx(Duration::from_millis(300), 1 << 20).await;
+    let b = open_coffer(&f.dir, &f.kek, Duration::from_millis(300), 1 << 20).await;
+    f.coffer.share_database(Duration::from_millis(500));
+    b.share_database(Duration::from_millis(500));
+    let made = b
+        .create_secrets(&f.op, f.account, f.store, vec![item("B1", "b")])
+        .await
+        .unwrap();
+    let old_dek = f.dek_of(&made[0]).await;
+    let (node, _token) = f
+        .coffer
+        .create_node(&f.op, coffer_types::NodeName::parse("e1").unwrap())
+        .await
+        .unwrap();
+    let key = coffer_crypto::NodeKey::create(&f.dir.path().join("node.key")).unwrap();
+    let public = hex::encode(key.public_key().as_bytes());
+    assert!(f.coffer.register_node_key(&node, &public).await.unwrap());
+    f.coffer.revoke_node(&f.op, node.id).await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.run_dek_lifecycle_pass(fast(1))
+        .await
+        .expect("B's pass recovers from the refusal");
+    assert_ne!(f.dek_of(&made[0]).await, old_dek, "re-sealed on that pass");
+    assert_eq!(f.value(&made[0]).await, "b");
+}
+
+/// Two instances on one database: B's first write after a node's revocation through A is a
+/// duplicate. Storage refuses its DEK (made under the replaced key) once; the duplicate
+/// refreshes and tries again, as a create does, instead of answering `Conflict`.
+#[tokio::test]
+async fn a_duplicate_refused_after_another_instances_revocation_is_retried() {
+    let f = fx(Duration::from_secs(3600), 1 << 20).await;
+    let b = open_coffer(&f.dir, &f.kek, Duration::from_secs(3600), 1 << 20).await;
+    f.coffer.share_database(Duration::from_millis(500));
+    b.share_database(Duration::from_millis(500));
+    let first = b
+        .create_secrets(&f.op, f.account, f.store, vec![item("B1", "b")])
+        .await
+        .unwrap();
+    let old_dek = f.dek_of(&first[0]).await;
+    let (node, _token) = f
+        .coffer
+        .create_node(&f.op, coffer_types::NodeName::parse("e1").unwrap())
+        .await
+        .unwrap();
+    let key = coffer_crypto::NodeKey::create(&f.dir.path().join("node.key")).unwrap();
+    let public = hex::encode(key.public_key().as_bytes());
+    assert!(f.coffer.register_node_key(&node, &public).await.unwrap());
+    f.coffer.revoke_node(&f.op, node.id).await.unwrap();
+
+    let dup = DuplicateSecret {
+        name: SecretName::parse("B1_COPY").unwrap(),
+        scopes: Scopes::default(),
+        comment: None,
+    };
+    let copy = b
+        .duplicate_secret(&f.op, f.account, f.store, first[0].id, dup)
+        .await
+        .expect("B duplicates after A's revocation");
+    assert_ne!(f.dek_of(&copy).await, old_dek);
+    assert_eq!(f.value(&copy).await, "b");
 }

@@ -9,7 +9,11 @@
 //! - what would make a key on this machine only is refused: a KEK rotation (the new version's
 //!   key would exist here alone, and the rewrap would leave every other instance unable to
 //!   unwrap) and an account KEK (likewise);
-//! - at start, a KEK id the database names that this instance's keys lack is refused.
+//! - at start, a KEK id the database names that this instance's keys lack is refused;
+//! - a write storage refused (`Conflict`) waits, if the DEK gate in storage refused it (a node's
+//!   revocation under way on another instance), until the gate opens (bounded: a 503), then
+//!   refreshes its DEK and the replication key before it seals again
+//!   ([`Coffer::refresh_after_conflict`]; the re-seal job does the same).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -40,16 +44,20 @@ impl Coffer {
     }
 
     /// After storage refused a secret write with `Conflict`: on a shared database another
-    /// instance may have destroyed the DEK this one seals `account`'s values with, or rotated
-    /// the replication key, so both are refreshed before the retry. Alone, a conflict is a lost
-    /// race (a version, a queued update) and the DEK is kept: dropping it would make a DEK
-    /// (a KEK call) per conflict.
+    /// instance may be revoking a node (its DEK gate in storage refuses new DEKs meanwhile),
+    /// or may have retired or destroyed the DEK this one seals `account`'s values with
+    /// (a store deleted, the DEK lifecycle), or rotated the replication key. So this waits,
+    /// if the gate refused a write of this instance, until no revocation holds it (bounded:
+    /// `Unavailable`, a 503, after the storage's gate wait; a lost race does not wait), then
+    /// refreshes the DEK and the replication key before the retry. Alone, a
+    /// conflict is a lost race (a version, a queued update) and the DEK is kept: dropping it
+    /// would make a DEK (a KEK call) per conflict.
     pub(crate) async fn refresh_after_conflict(
         &self,
         account: coffer_types::AccountId,
     ) -> Result<(), CoreError> {
         if self.database_is_shared() {
-            self.keys.after_conflict(Some(account)).await?;
+            self.keys.refresh_shared(account).await?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! DEKs carried by writes: inserted with the write that first uses them, once, and never by a
-//! write that fails.
+//! write that fails; a destroyed or retired DEK is never stored or sealed with again.
 
 use std::sync::Arc;
 
@@ -364,4 +364,74 @@ pub(super) async fn a_destroyed_dek_is_never_stored_again(s: Arc<dyn Storage>) {
     )
     .await
     .unwrap();
+}
+
+/// A DEK retired by a store's deletion never seals again: a write carrying it (taken as its
+/// current DEK before the deletion, here or on another instance) is refused with `Conflict`,
+/// and stores nothing; a write carrying a new DEK then succeeds.
+pub(super) async fn a_retired_dek_never_seals_again(s: Arc<dyn Storage>) {
+    let s = &*s;
+    let t = tenant(s, "acme").await;
+    let doomed = store(s, t, "doomed").await;
+    let kept = store(s, t, "kept").await;
+    let current = new_dek(t, 6);
+    let existing = create_secret(s, t, kept, "EXISTS").await;
+    s.create_secrets(
+        t.account,
+        doomed,
+        vec![carrying(t, doomed, "A", &current)],
+        10,
+        &[],
+    )
+    .await
+    .unwrap();
+    s.delete_store(t.account, doomed, true, &[]).await.unwrap();
+    let head = s.change_head().await.unwrap();
+
+    let err = s
+        .create_secrets(
+            t.account,
+            kept,
+            vec![carrying(t, kept, "B", &current)],
+            10,
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict), "{err:?}");
+    let update = SecretUpdate {
+        account_id: t.account,
+        store_id: kept,
+        secret_id: existing.record.id,
+        expected_version: Version::FIRST,
+        value: Some(VersionRecord {
+            secret_id: existing.record.id,
+            version: Version(2),
+            dek_id: current.key.id,
+            sealed: b"two".to_vec(),
+            created: ts(50),
+        }),
+        scopes: None,
+        comment: None,
+        modified: ts(50),
+        dek: Some(current.clone()),
+    };
+    let err = s.update_secret(update, &[]).await.unwrap_err();
+    assert!(matches!(err, StorageError::Conflict), "{err:?}");
+    assert_eq!(
+        s.change_head().await.unwrap(),
+        head,
+        "a write carrying a retired DEK writes nothing"
+    );
+
+    let next = new_dek(t, 7);
+    s.create_secrets(
+        t.account,
+        kept,
+        vec![carrying(t, kept, "B", &next)],
+        10,
+        &[],
+    )
+    .await
+    .expect("a new DEK seals");
 }

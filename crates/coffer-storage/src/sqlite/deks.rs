@@ -71,12 +71,28 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
     if is_destroyed(cx.conn, &dek.key.id)? {
         return Err(StorageError::Conflict);
     }
-    let inserted = execute(
+    // A retired DEK never seals again (a store deleted with values, a revocation's rewrap,
+    // an account given its own KEK): a write that took it before it was retired seals again
+    // under a new one (with several processes on one database, one may keep it as its
+    // current DEK for long after another retired it).
+    if let Some(retired) = query_opt(
+        cx.conn,
+        "SELECT retired FROM deks WHERE id = ?1",
+        [dek.key.id.as_bytes()],
+        "check dek",
+        |row| row.get::<_, bool>(0).db("check dek"),
+    )? {
+        if retired {
+            return Err(StorageError::Conflict);
+        }
+        return Ok(false);
+    }
+    // Not stored (checked above, in this write's transaction): a plain insert.
+    execute(
         cx.conn,
         "INSERT INTO deks
              (id, account_id, kek_id, wrapped, created, rk_version, rk_wrapped, rk_account)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             dek.key.id.as_bytes(),
             dek.account_id.as_bytes(),
@@ -90,9 +106,6 @@ fn insert_dek(cx: &mut WriteCx<'_>, dek: &DekRecord) -> Result<bool> {
         "put dek",
         |c| (c == Constraint::ForeignKey).then_some(StorageError::NotFound(Entity::Account)),
     )?;
-    if inserted == 0 {
-        return Ok(false);
-    }
     // The feed carries the replication-key wrap, never the KEK's (a DEK without one comes
     // from a caller that has no replication key: tests of storage alone).
     let (kek_id, wrapped) = match &dek.rk {
