@@ -34,9 +34,9 @@
 use coffer_storage::{ChangeRecord, FeedSignature, SIGNATURE_LEN};
 use coffer_types::Timestamp;
 
-use crate::sign::Freshness;
 pub use crate::ClusterId;
 use crate::Position;
+use crate::sign::Freshness;
 
 /// The media type of feed answers.
 pub const FEED_CONTENT_TYPE: &str = "application/vnd.coffer.feed.v3";

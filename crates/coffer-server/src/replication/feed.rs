@@ -169,6 +169,13 @@ async fn answer(app: &AppState, repl: &Replication, after: u64, head: u64) -> Ap
 /// (the writer signs often enough that this reaches at most one job's entries past the
 /// budget). The signatures kept are those of the entries kept.
 fn end_on_signed(mut entries: Vec<ChangeRecord>, mut signatures: Vec<FeedSignature>) -> FeedBody {
+    if entries.is_empty() {
+        signatures.clear();
+        return FeedBody::Entries {
+            entries,
+            signatures,
+        };
+    }
     let mut bytes = 0;
     let mut keep = entries
         .iter()
