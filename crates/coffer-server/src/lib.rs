@@ -18,6 +18,7 @@ mod extract;
 mod frame;
 mod fsio;
 mod hardening;
+mod health;
 mod kek;
 mod kek_routes;
 mod kek_versions;
@@ -317,6 +318,9 @@ pub struct AppOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// Where requests, refusals and limits are counted (none by default).
     pub metrics: Option<Arc<coffer_metrics::Metrics>>,
+    /// Whether `/healthz` covers the storage (a probe at most once a second; 503 while it does
+    /// not answer): set for a control plane on PostgreSQL, off by default.
+    pub probe_database: bool,
 }
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
@@ -353,13 +357,19 @@ fn control_plane_app(
         closing,
         options.snapshots,
     );
-    router::router(AppState::with_metrics(
-        coffer,
-        Some(Arc::new(replication)),
-        options.trusted_proxies,
-        options.runtime_rate,
-        options.metrics,
-    ))
+    let probe = options
+        .probe_database
+        .then(|| Arc::new(health::DatabaseProbe::new(coffer.storage().clone())));
+    router::router(
+        AppState::with_metrics(
+            coffer,
+            Some(Arc::new(replication)),
+            options.trusted_proxies,
+            options.runtime_rate,
+            options.metrics,
+        ),
+        probe,
+    )
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -459,6 +469,7 @@ pub async fn serve_on(
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
         metrics: metrics.clone(),
+        probe_database: database.is_some(),
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {
