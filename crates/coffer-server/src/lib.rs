@@ -397,6 +397,18 @@ pub async fn open_data_dir_tuned(
     datadir::open(path, limits, secrets, keys, None).await
 }
 
+/// [`open_data_dir_tuned`] for a data dir whose state may be in PostgreSQL (`database`, as
+/// [`init_data_dir_in`] made it; `None` for the embedded SQLite store).
+pub async fn open_data_dir_in(
+    path: &Path,
+    limits: Limits,
+    secrets: KekSecrets,
+    keys: KeyOptions,
+    database: Option<&Database>,
+) -> Result<DataDir, ServerError> {
+    datadir::open(path, limits, secrets, keys, database).await
+}
+
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is
 /// called with the bound address once `/healthz` answers 200 (useful with port 0).
 pub async fn serve(

@@ -1,38 +1,8 @@
 //! The server's integration tests: the router in-process (`tower::ServiceExt::oneshot`) over a
-//! real data dir (file KEK, SQLite), one module per concern, plus a few over real TCP.
+//! real data dir (file KEK), one module per concern, plus a few over real TCP.
+//!
+//! This target runs them on the embedded SQLite store; `api_postgres` (postgres.rs) runs the
+//! same modules on PostgreSQL. `support::backend` tells the two apart, and
+//! `support::SqliteOnly` lists what runs on SQLite only, and why.
 
-mod account_kek;
-mod account_rk;
-mod accounts;
-mod accounts_admin;
-mod at_rest;
-mod audit;
-mod auth;
-mod bad_body;
-mod bad_fields;
-mod bad_paths;
-mod binding_rules;
-mod bindings_audit;
-mod concurrency;
-mod kek;
-mod limits;
-mod listener;
-mod lists;
-mod mutations;
-mod node_keys;
-mod nodes;
-mod ops;
-mod permissions;
-mod replication;
-mod runtime;
-mod runtime_front;
-mod runtime_limits;
-mod secrecy;
-mod services;
-mod signed_feed;
-mod snapshot_limits;
-mod support;
-mod tcp;
-mod tls_reload;
-mod tokens;
-mod user;
+include!("modules.rs");

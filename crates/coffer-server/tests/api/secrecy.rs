@@ -75,6 +75,9 @@ pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
 
 #[tokio::test]
 async fn a_full_flow_leaks_no_value_and_no_token() {
+    if SqliteOnly::DatabaseFile.skip() {
+        return;
+    }
     let logs = captured_logs();
 
     let h = Harness::new().await;

@@ -1,5 +1,5 @@
-//! The test harness: a fresh data dir per test, the router called in-process with `oneshot`, and
-//! assertions over the v4 envelope.
+//! The test harness: a fresh data dir per test (and, on PostgreSQL, a database of its own), the
+//! router called in-process with `oneshot`, and assertions over the v4 envelope.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,139 @@ use tower::ServiceExt;
 
 pub const V4: &str = "/client/v4/accounts";
 
+/// The storage an instance of this test binary keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store (`coffer.db` in the data dir): the `api` target.
+    Sqlite,
+    /// A database of its own per instance on the test cluster: the `api_postgres` target.
+    Postgres,
+}
+
+/// The backend of this test binary (the two targets compile the same modules).
+pub fn backend() -> Backend {
+    if env!("CARGO_CRATE_NAME") == "api_postgres" {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+/// Why a test runs on SQLite only: the one list of what the PostgreSQL run leaves out. A test
+/// starts with `if SqliteOnly::X.skip() { return; }`.
+#[derive(Debug, Clone, Copy)]
+pub enum SqliteOnly {
+    /// It opens `coffer.db` itself: to read what is at rest, to tamper with the audit log, or
+    /// to make its writes fail. On PostgreSQL the state is not in the data dir; the same checks
+    /// on its tables are coffer-postgres' (conformance, audit chains) and not repeated here.
+    DatabaseFile,
+    /// It rotates the KEK or gives an account a KEK of its own: a database shared by
+    /// instances refuses both with 409 `kek_rotation_unsupported` (docs/operations.md,
+    /// "PostgreSQL"), which `kek_rotation_is_refused_on_a_shared_database` checks.
+    KeyRotation,
+}
+
+impl SqliteOnly {
+    /// True (after saying why on stderr) when this binary runs on PostgreSQL.
+    pub fn skip(self) -> bool {
+        if backend() == Backend::Sqlite {
+            return false;
+        }
+        let why = match self {
+            SqliteOnly::DatabaseFile => "it opens coffer.db itself",
+            SqliteOnly::KeyRotation => "a shared database refuses KEK rotations (409)",
+        };
+        eprintln!("SQLite only: {why}");
+        true
+    }
+}
+
+/// Where one instance keeps its state beyond its data dir: nothing on SQLite; on PostgreSQL a
+/// database of its own on the test cluster, dropped with this value.
+pub struct Backing {
+    pub database: Option<coffer_server::Database>,
+    _db: Option<coffer_postgres::testing::TestDatabase>,
+}
+
+impl Backing {
+    pub async fn new() -> Backing {
+        match backend() {
+            Backend::Sqlite => Backing {
+                database: None,
+                _db: None,
+            },
+            Backend::Postgres => {
+                let db = coffer_postgres::testing::TestDatabase::create(&cluster_url()).await;
+                Backing {
+                    database: Some(coffer_server::Database::new(db.url())),
+                    _db: Some(db),
+                }
+            }
+        }
+    }
+
+    /// The test database's name (PostgreSQL only).
+    pub fn database_name(&self) -> Option<&str> {
+        self._db.as_ref().map(|db| db.name())
+    }
+
+    /// Runs `sql` as the cluster's superuser in its `postgres` database (PostgreSQL only).
+    pub async fn admin(&self, sql: &str) {
+        let db = self._db.as_ref().expect("a PostgreSQL backing");
+        let url = coffer_postgres::testing::with_database(db.url(), "postgres");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test cluster");
+        let driver = tokio::spawn(connection);
+        client.batch_execute(sql).await.expect(sql);
+        drop(client);
+        let _ = driver.await;
+    }
+
+    /// `coffer init` of a data dir at `data_dir` with a file KEK, its state on this backing.
+    pub async fn init(&self, data_dir: &Path) -> coffer_server::InitOutcome {
+        coffer_server::init_data_dir_in(
+            data_dir,
+            coffer_server::KekChoice::File,
+            Default::default(),
+            self.database.as_ref(),
+        )
+        .await
+        .expect("init data dir")
+    }
+
+    /// Opens the data dir at `data_dir` (made by [`Backing::init`]) as a server does.
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        limits: Limits,
+        keys: coffer_server::KeyOptions,
+    ) -> coffer_server::DataDir {
+        coffer_server::open_data_dir_in(
+            data_dir,
+            limits,
+            Default::default(),
+            keys,
+            self.database.as_ref(),
+        )
+        .await
+        .expect("open data dir")
+    }
+}
+
+/// The test cluster's URL. Without one, the PostgreSQL run is skipped as a whole: one line
+/// says why and the binary exits with success (a test cannot return from its caller); under
+/// `CI=true` every test fails instead (`coffer_postgres::testing::cluster_url`).
+fn cluster_url() -> String {
+    static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    match URL.get_or_init(|| {
+        coffer_postgres::testing::cluster_url("the API suite on PostgreSQL (api_postgres)")
+    }) {
+        Some(url) => url.clone(),
+        None => std::process::exit(0),
+    }
+}
+
 /// One instance: its data dir, the domain service, the router and the operator token.
 pub struct Harness {
     /// Held so the directory lives as long as the harness.
@@ -26,6 +159,20 @@ pub struct Harness {
     pub account: String,
     /// Every response's headers and body, for secrecy checks.
     transcript: Mutex<Vec<u8>>,
+    /// Last, so that the service (and its connections) goes before its database.
+    pub backing: Backing,
+}
+
+/// The router over `coffer` set up as `options` say, as this backend's server sets it up (on
+/// PostgreSQL, `/healthz` covers the database).
+pub fn app(coffer: Arc<Coffer>, options: coffer_server::AppOptions) -> Router {
+    coffer_server::app_with_options(
+        coffer,
+        coffer_server::AppOptions {
+            probe_database: backend() == Backend::Postgres,
+            ..options
+        },
+    )
 }
 
 /// A response, fully read.
@@ -82,25 +229,20 @@ impl Harness {
     }
 
     async fn with_options(limits: Limits, keys: coffer_server::KeyOptions) -> Harness {
+        let backing = Backing::new().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        let init = coffer_server::init_data_dir(&data_dir)
-            .await
-            .expect("init data dir");
-        let coffer = Arc::new(
-            coffer_server::open_data_dir_tuned(&data_dir, limits, Default::default(), keys)
-                .await
-                .expect("open data dir")
-                .coffer,
-        );
+        let init = backing.init(&data_dir).await;
+        let coffer = Arc::new(backing.open(&data_dir, limits, keys).await.coffer);
         Harness {
             _dir: dir,
             data_dir,
-            app: coffer_server::app(coffer.clone()),
+            app: app(coffer.clone(), coffer_server::AppOptions::default()),
             coffer,
             token: init.api_token.expose_secret().to_owned(),
             account: init.account_id.to_string(),
             transcript: Mutex::new(Vec::new()),
+            backing,
         }
     }
 
