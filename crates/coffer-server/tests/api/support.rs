@@ -144,7 +144,17 @@ fn cluster_url() -> String {
         coffer_postgres::testing::cluster_url("the API suite on PostgreSQL (api_postgres)")
     }) {
         Some(url) => url.clone(),
-        None => std::process::exit(0),
+        None => {
+            use std::io::Write as _;
+            // Straight to stderr: what a test prints is captured, and lost at the exit.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\napi_postgres: skipped: {} is not set (scripts/pg-test-cluster start DIR \
+                 makes a cluster and prints it; scripts/test does both)",
+                coffer_postgres::testing::DATABASE_URL_VAR
+            );
+            std::process::exit(0)
+        }
     }
 }
 
