@@ -3,4 +3,4 @@
 //! `scripts/test` and `.ci/run` start one and export it). Without the variable the run skips,
 //! saying so in one line; under `CI=true` it fails instead.
 
-include!("modules.rs");
+include!("main.rs");

@@ -816,4 +816,3 @@ async fn concurrent_reads_during_updates_see_no_stale_value() {
     assert!(total >= updates, "the readers hardly ran: {total} reads");
     assert_eq!(h.read_value(&token, "ONE").await, value(updates));
 }
-

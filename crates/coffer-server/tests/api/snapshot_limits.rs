@@ -72,10 +72,9 @@ impl ReadTransactions {
             Backend::Postgres => {
                 let url = &h.backing.database.as_ref().unwrap().url;
                 let admin = coffer_postgres::testing::with_database(url, "postgres");
-                let (client, connection) =
-                    tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
+                let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
                 tokio::spawn(connection);
                 let name = h.backing.database_name().unwrap().to_owned();
                 ReadTransactions::Postgres(client, name)
@@ -149,7 +148,11 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     assert_eq!(held.status(), StatusCode::OK);
     h.create_secret(&store, "after", "written after the snapshot began")
         .await;
-    assert_eq!(read_tx.open().await, 1, "the snapshot's read transaction is open");
+    assert_eq!(
+        read_tx.open().await,
+        1,
+        "the snapshot's read transaction is open"
+    );
 
     // It may not take a second slot.
     assert_busy(
