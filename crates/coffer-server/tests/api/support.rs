@@ -24,12 +24,17 @@ pub enum Backend {
     Postgres,
 }
 
-/// The backend of this test binary (the two targets compile the same modules).
+/// The backend of this test binary (the two targets compile the same modules), by the
+/// target's name. A target of another name panics in every test rather than run one of the
+/// two backends again unseen: a renamed target is named here too.
 pub fn backend() -> Backend {
-    if env!("CARGO_CRATE_NAME") == "api_postgres" {
-        Backend::Postgres
-    } else {
-        Backend::Sqlite
+    match env!("CARGO_CRATE_NAME") {
+        "api" => Backend::Sqlite,
+        "api_postgres" => Backend::Postgres,
+        other => panic!(
+            "test target {other:?} is neither `api` (SQLite) nor `api_postgres` (PostgreSQL): \
+             say which backend it runs in tests/api/support.rs (`backend`)"
+        ),
     }
 }
 
