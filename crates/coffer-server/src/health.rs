@@ -5,8 +5,9 @@
 //! it covers the database too: 200 `{"status":"ok","database":"ok"}` while the database
 //! answers, 503 `{"status":"unavailable","database":"unreachable"}` while it does not, and 200
 //! again by itself once it does. The check is cheap for the database: one probe (a read of the
-//! change log's head row) at most every [`PROBE_INTERVAL`], shared by every request that asks
-//! meanwhile, and given [`PROBE_TIMEOUT`] to answer; no request waits longer than that.
+//! change log's head row, on a connection of the probe's own rather than the read pool's) at
+//! most every [`PROBE_INTERVAL`], shared by every request that asks meanwhile, and given
+//! [`PROBE_TIMEOUT`] to answer; no request waits longer than that.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -53,16 +54,17 @@ impl std::fmt::Debug for DatabaseProbe {
 }
 
 impl DatabaseProbe {
-    /// Probes `storage` by reading its change log's head (one indexed row on PostgreSQL).
+    /// Probes `storage` with [`Storage::probe`]: on PostgreSQL a read of its change log's head
+    /// (one indexed row) on a connection of the probe's own, never one of the read pool's, so
+    /// that a flood of requests filling that pool does not turn `/healthz` to 503.
     pub(crate) fn new(storage: Arc<dyn Storage>) -> DatabaseProbe {
         DatabaseProbe::with(
             Arc::new(move || {
                 let storage = Arc::clone(&storage);
                 Box::pin(async move {
                     storage
-                        .change_head()
+                        .probe()
                         .await
-                        .map(drop)
                         // Storage errors name what failed, never the URL's password.
                         .map_err(|e| e.to_string())
                 })
@@ -129,7 +131,25 @@ impl DatabaseProbe {
             state.running = None;
             reachable
         });
-        async move { task.await.unwrap_or(false) }.boxed().shared()
+        let state = Arc::clone(&self.state);
+        async move {
+            match task.await {
+                Ok(reachable) => reachable,
+                // The task panicked (or the runtime is going down) before it recorded anything:
+                // it is no longer running, so the next request probes again rather than wait
+                // for it forever.
+                Err(e) => {
+                    tracing::error!(error = %e, "the /healthz database probe failed; probing again at the next request");
+                    state
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .running = None;
+                    false
+                }
+            }
+        }
+        .boxed()
+        .shared()
     }
 }
 
@@ -211,6 +231,30 @@ mod tests {
         tokio::time::sleep(INTERVAL).await;
         assert!(probe.reachable().await);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_panicked_is_replaced_by_the_next_request() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let probe = DatabaseProbe::with(
+            Arc::new(move || {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                Box::pin(async move {
+                    assert!(!first, "the first probe panics");
+                    Ok(())
+                })
+            }),
+            INTERVAL,
+            TIMEOUT,
+        );
+        assert!(!probe.reachable().await, "a panicked probe tells nothing");
+        assert!(
+            probe.state.lock().unwrap().running.is_none(),
+            "nothing left running"
+        );
+        assert!(probe.reachable().await, "the next request probes again");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
