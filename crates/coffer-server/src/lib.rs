@@ -318,9 +318,6 @@ pub struct AppOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// Where requests, refusals and limits are counted (none by default).
     pub metrics: Option<Arc<coffer_metrics::Metrics>>,
-    /// Whether `/healthz` covers the storage (a probe at most once a second; 503 while it does
-    /// not answer): set for a control plane on PostgreSQL, off by default.
-    pub probe_database: bool,
 }
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
@@ -357,8 +354,11 @@ fn control_plane_app(
         closing,
         options.snapshots,
     );
-    let probe = options
-        .probe_database
+    // `/healthz` covers a database apart from the process (PostgreSQL): a probe at most once a
+    // second, 503 while it does not answer.
+    let probe = coffer
+        .storage()
+        .is_remote()
         .then(|| Arc::new(health::DatabaseProbe::new(coffer.storage().clone())));
     router::router(
         AppState::with_metrics(
@@ -481,7 +481,6 @@ pub async fn serve_on(
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
         metrics: metrics.clone(),
-        probe_database: database.is_some(),
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {

@@ -178,16 +178,10 @@ pub struct Harness {
     pub backing: Backing,
 }
 
-/// The router over `coffer` set up as `options` say, as this backend's server sets it up (on
-/// PostgreSQL, `/healthz` covers the database).
+/// The router over `coffer` set up as `options` say, as a server sets it up (on PostgreSQL,
+/// `/healthz` covers the database, as the storage says).
 pub fn app(coffer: Arc<Coffer>, options: coffer_server::AppOptions) -> Router {
-    coffer_server::app_with_options(
-        coffer,
-        coffer_server::AppOptions {
-            probe_database: backend() == Backend::Postgres,
-            ..options
-        },
-    )
+    coffer_server::app_with_options(coffer, options)
 }
 
 /// A response, fully read.
