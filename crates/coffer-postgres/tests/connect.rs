@@ -133,8 +133,8 @@ async fn a_wrong_password_is_refused_without_printing_it() {
     };
     let Some(password) = password_of(&cluster) else {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "under CI=true the test cluster must take a password (scripts/pg-test-cluster's does)"
+            !coffer_postgres::testing::under_ci(),
+            "under CI the test cluster must take a password (scripts/pg-test-cluster's does)"
         );
         eprintln!("the test cluster takes no password; nothing to check");
         return;
@@ -191,8 +191,8 @@ fn cluster_ca(test: &str) -> Option<String> {
         Ok(ca) if !ca.is_empty() => Some(ca),
         _ => {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: COFFER_TEST_DATABASE_CA is not set, and under CI=true the TLS tests \
+                !coffer_postgres::testing::under_ci(),
+                "{test}: COFFER_TEST_DATABASE_CA is not set, and under CI the TLS tests \
                  must run (scripts/pg-test-cluster sets it up when openssl is installed)"
             );
             eprintln!("{test}: skipped: COFFER_TEST_DATABASE_CA is not set");

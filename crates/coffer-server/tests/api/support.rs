@@ -53,8 +53,13 @@ pub enum SqliteOnly {
 }
 
 impl SqliteOnly {
-    /// True (after saying why on stderr) when this binary runs on PostgreSQL.
+    /// True when this binary runs on PostgreSQL, after saying why on stderr once per reason
+    /// (straight to the terminal: what a test prints through `eprintln!` is captured and
+    /// shown only when it fails).
     pub fn skip(self) -> bool {
+        use std::io::Write as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static SAID: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
         if backend() == Backend::Sqlite {
             return false;
         }
@@ -62,7 +67,12 @@ impl SqliteOnly {
             SqliteOnly::DatabaseFile => "it opens coffer.db itself",
             SqliteOnly::KeyRotation => "a shared database refuses KEK rotations (409)",
         };
-        eprintln!("SQLite only: {why}");
+        if !SAID[self as usize].swap(true, Ordering::Relaxed) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "api_postgres: tests skipped on PostgreSQL (SqliteOnly::{self:?}): {why}"
+            );
+        }
         true
     }
 }
@@ -141,8 +151,8 @@ impl Backing {
 }
 
 /// The test cluster's URL. Without one, the PostgreSQL run is skipped as a whole: one line
-/// says why and the binary exits with success (a test cannot return from its caller); under
-/// `CI=true` every test fails instead (`coffer_postgres::testing::cluster_url`).
+/// says why and the binary exits with success, mid-run (a test cannot return from its
+/// caller); under CI every test fails instead (`coffer_postgres::testing::cluster_url`).
 fn cluster_url() -> String {
     static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     match URL.get_or_init(|| {
