@@ -14,6 +14,7 @@ mod accounts_admin;
 mod at_rest;
 mod audit;
 mod auth;
+mod backend;
 mod bad_body;
 mod bad_fields;
 mod bad_paths;

@@ -70,12 +70,7 @@ impl ReadTransactions {
                 ReadTransactions::Sqlite(db)
             }
             Backend::Postgres => {
-                let url = &h.backing.database.as_ref().unwrap().url;
-                let admin = coffer_postgres::testing::with_database(url, "postgres");
-                let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
+                let client = h.backing.admin_client().await;
                 let name = h.backing.database_name().unwrap().to_owned();
                 ReadTransactions::Postgres(client, name)
             }
@@ -123,7 +118,7 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     // Long enough for a whole snapshot of this size to be read in a debug build on a busy
     // machine: the other nodes' snapshots must finish within it.
     let deadline = Duration::from_secs(10);
-    h.app = coffer_server::app_with_options(
+    h.app = app(
         h.coffer.clone(),
         AppOptions {
             snapshots: SnapshotLimits {
