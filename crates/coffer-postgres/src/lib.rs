@@ -256,6 +256,9 @@ pub(crate) struct Shared {
 pub struct PgStorage {
     /// Connections for reads (the writer has its own).
     pub(crate) pool: deadpool_postgres::Pool,
+    /// One connection for the health probe alone: a flood of reads that fills `pool` does not
+    /// make the database look unreachable.
+    probe_pool: deadpool_postgres::Pool,
     /// Snapshot streams at once: each holds a read connection (and a transaction) while its
     /// receiver is slow, so they may take only part of the pool.
     pub(crate) snapshots: Arc<tokio::sync::Semaphore>,
@@ -378,6 +381,9 @@ impl PgStorage {
         let pool = make_pool(&read_config, max_connections)?;
         // The writer's own connection: reads can never take it (M2 of the review).
         let write_pool = make_pool(&parsed.config, 1)?;
+        // The health probe's own connection, made when it first probes (and again after one
+        // broke).
+        let probe_pool = make_pool(&read_config, 1)?;
         let mut client = pool
             .get()
             .await
@@ -415,6 +421,7 @@ impl PgStorage {
                 idle_timeout_ms,
             }),
             pool,
+            probe_pool,
             snapshots: Arc::new(tokio::sync::Semaphore::new(max_snapshots(max_connections))),
             shared,
             target,
@@ -435,6 +442,18 @@ impl PgStorage {
         self.pool.get().await.db("take a database connection")
     }
 
+    /// Whether the database answers: its change log's head read on the probe's own connection
+    /// (see [`coffer_storage::Storage::probe`]).
+    pub(crate) async fn probe(&self) -> Result<()> {
+        use db::DbResultExt as _;
+        let c = self
+            .probe_pool
+            .get()
+            .await
+            .db("take the health probe's connection")?;
+        write::read_head(&c).await.map(drop)
+    }
+
     /// Stops accepting writes, lets the writer finish the queued ones, and closes the pool
     /// and the commit follower.
     pub(crate) async fn close(&self) {
@@ -443,6 +462,7 @@ impl PgStorage {
             .store(true, std::sync::atomic::Ordering::Release);
         self.writer.close().await;
         self.pool.close();
+        self.probe_pool.close();
         self.listener.abort();
     }
 }

@@ -494,6 +494,14 @@ impl Storage for PgStorage {
         change_log::change_head(self).await
     }
 
+    async fn probe(&self) -> Result<()> {
+        self.probe().await
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>> {
         change_log::changes_after(self, after, limit).await
     }

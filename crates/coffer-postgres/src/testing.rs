@@ -2,8 +2,8 @@
 //! `COFFER_TEST_DATABASE_URL` names (a superuser URL; `scripts/pg-test-cluster start DIR`
 //! makes one and prints it).
 //!
-//! Without the variable a test skips (with a line on stderr), except under `CI=true`, where
-//! it fails: CI must run the PostgreSQL tests, never skip them.
+//! Without the variable a test skips (with a line on stderr), except under CI ([`under_ci`]),
+//! where it fails: CI must run the PostgreSQL tests, never skip them.
 
 use std::sync::Arc;
 
@@ -14,15 +14,24 @@ use crate::{PgOptions, PgStorage};
 /// The variable naming the test cluster.
 pub const DATABASE_URL_VAR: &str = "COFFER_TEST_DATABASE_URL";
 
+/// Whether this runs under CI: `CI` set to anything but empty, `false` or `0` (CI services
+/// set `true`, `1`, `yes`, or their own name). Skipping a test there is a failure.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false"))
+    })
+}
+
 /// The cluster's superuser URL, or `None` (after saying so) when tests should skip. Panics
-/// under `CI=true` without one.
+/// under CI ([`under_ci`]) without one.
 pub fn cluster_url(test: &str) -> Option<String> {
     match std::env::var(DATABASE_URL_VAR) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: {DATABASE_URL_VAR} is not set, and under CI=true the PostgreSQL \
+                !under_ci(),
+                "{test}: {DATABASE_URL_VAR} is not set, and under CI the PostgreSQL \
                  tests must run (scripts/test starts a cluster when PostgreSQL is installed)"
             );
             eprintln!(

@@ -133,8 +133,8 @@ async fn a_wrong_password_is_refused_without_printing_it() {
     };
     let Some(password) = password_of(&cluster) else {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "under CI=true the test cluster must take a password (scripts/pg-test-cluster's does)"
+            !coffer_postgres::testing::under_ci(),
+            "under CI the test cluster must take a password (scripts/pg-test-cluster's does)"
         );
         eprintln!("the test cluster takes no password; nothing to check");
         return;
@@ -191,8 +191,8 @@ fn cluster_ca(test: &str) -> Option<String> {
         Ok(ca) if !ca.is_empty() => Some(ca),
         _ => {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: COFFER_TEST_DATABASE_CA is not set, and under CI=true the TLS tests \
+                !coffer_postgres::testing::under_ci(),
+                "{test}: COFFER_TEST_DATABASE_CA is not set, and under CI the TLS tests \
                  must run (scripts/pg-test-cluster sets it up when openssl is installed)"
             );
             eprintln!("{test}: skipped: COFFER_TEST_DATABASE_CA is not set");
@@ -284,4 +284,47 @@ async fn tls_modes_check_what_they_promise() {
     if let Some(password) = password_of(&cluster) {
         assert!(!text.contains(&password), "{text}");
     }
+}
+
+/// The health probe has a connection of its own: reads that hold every connection of the read
+/// pool (a flood of requests) do not make the database look unreachable.
+#[tokio::test]
+async fn the_probe_answers_while_reads_hold_the_whole_pool() {
+    let Some(cluster) = cluster_url("the_probe_answers_while_reads_hold_the_whole_pool") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let mut options = PgOptions::default();
+    options.max_connections = 2;
+    let storage = std::sync::Arc::new(PgStorage::connect(db.url(), options).await.unwrap());
+    // Another session locks `accounts`: every read of it waits, holding its pooled connection.
+    let (locker, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = std::sync::Arc::clone(&storage);
+            tokio::spawn(async move { s.list_accounts().await.map(|a| a.len()) })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        readers.iter().all(|r| !r.is_finished()),
+        "the reads wait on the lock"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(2), storage.probe())
+        .await
+        .expect("the probe does not wait for the read pool")
+        .expect("the database answers");
+    locker.batch_execute("COMMIT").await.unwrap();
+    for r in readers {
+        assert_eq!(r.await.unwrap().unwrap(), 0);
+    }
+    drop(locker);
+    let _ = driver.await;
 }

@@ -18,6 +18,7 @@ mod extract;
 mod frame;
 mod fsio;
 mod hardening;
+mod health;
 mod kek;
 mod kek_routes;
 mod kek_versions;
@@ -353,13 +354,22 @@ fn control_plane_app(
         closing,
         options.snapshots,
     );
-    router::router(AppState::with_metrics(
-        coffer,
-        Some(Arc::new(replication)),
-        options.trusted_proxies,
-        options.runtime_rate,
-        options.metrics,
-    ))
+    // `/healthz` covers a database apart from the process (PostgreSQL): a probe at most once a
+    // second, 503 while it does not answer.
+    let probe = coffer
+        .storage()
+        .is_remote()
+        .then(|| Arc::new(health::DatabaseProbe::new(coffer.storage().clone())));
+    router::router(
+        AppState::with_metrics(
+            coffer,
+            Some(Arc::new(replication)),
+            options.trusted_proxies,
+            options.runtime_rate,
+            options.metrics,
+        ),
+        probe,
+    )
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -385,6 +395,18 @@ pub async fn open_data_dir_tuned(
     keys: KeyOptions,
 ) -> Result<DataDir, ServerError> {
     datadir::open(path, limits, secrets, keys, None).await
+}
+
+/// [`open_data_dir_tuned`] for a data dir whose state may be in PostgreSQL (`database`, as
+/// [`init_data_dir_in`] made it; `None` for the embedded SQLite store).
+pub async fn open_data_dir_in(
+    path: &Path,
+    limits: Limits,
+    secrets: KekSecrets,
+    keys: KeyOptions,
+    database: Option<&Database>,
+) -> Result<DataDir, ServerError> {
+    datadir::open(path, limits, secrets, keys, database).await
 }
 
 /// Runs the server until `shutdown` resolves (then drains in-flight requests). `on_ready` is

@@ -1,14 +1,15 @@
 //! The route table, its fallbacks, and the frame every routed request passes through
 //! (`frame.rs`).
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get, post, put};
 use coffer_api::ErrorCode;
 
 use crate::error::ApiError;
+use crate::health::{self, DatabaseProbe};
 use crate::runtime_front::EdgeApp;
 use crate::secrets_store as ss;
 use crate::state::AppState;
@@ -17,8 +18,13 @@ use crate::{
     runtime_front, services, tokens, user,
 };
 
-/// The control plane: the v4 API, the runtime API and the replication API.
-pub fn router(state: AppState) -> Router {
+/// The control plane: the v4 API, the runtime API and the replication API. `database` is the
+/// probe `/healthz` asks on PostgreSQL (`health.rs`); `None` answers it without one.
+pub(crate) fn router(state: AppState, database: Option<Arc<DatabaseProbe>>) -> Router {
+    let healthz = move || {
+        let database = database.clone();
+        async move { health::healthz(database.as_deref()).await }
+    };
     finish(
         Router::new()
             .route("/healthz", get(healthz))
@@ -178,13 +184,6 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(crate::frame::FrameLayer::new(metrics))
-}
-
-async fn healthz() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(serde_json::json!({ "status": "ok" })),
-    )
 }
 
 async fn not_found() -> ApiError {

@@ -609,6 +609,20 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     /// Sequence number of the log's head: its last entry, or its base when it holds no entry
     /// (0 for a log that never had one; see [`LogState`]).
     async fn change_head(&self) -> Result<u64>;
+    /// Whether the database answers, asked on a connection kept for this question alone (so
+    /// that a flood of reads filling the read pool does not make it look unreachable): the
+    /// health check of a server whose storage is a database apart. The embedded store is a
+    /// file of the process and always answers.
+    async fn probe(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the state is in a database apart from this process (PostgreSQL), which can be
+    /// unreachable while the process runs; a server's `/healthz` then covers it ([`probe`]).
+    ///
+    /// [`probe`]: Storage::probe
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// A cheap, in-memory position of the change log for cache validation: it changes (grows)
     /// whenever this handle commits a write that appended to the log or replaced it (a snapshot
     /// install), and it has changed *before* that write is acknowledged. A cache entry tagged

@@ -130,6 +130,9 @@ fn key_files(dir: &Path) -> Vec<FileKek> {
 
 #[tokio::test]
 async fn deleting_an_account_leaves_a_prior_copy_whose_replication_wraps_nothing_held_opens() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     let h = Harness::with_keys(fast_keys()).await;
     // The doomed account: values written before it gets its KEK (their DEKs are RK-wrapped by
     // the instance RK until the lifecycle job moves them) and after.
@@ -392,6 +395,9 @@ async fn opens_every_dek(h: &Harness, account: AccountId, version: u32, ark: &Da
 
 #[tokio::test]
 async fn nodes_register_a_key_per_account_and_a_revocation_rotates_each_account_key() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     let h = Harness::with_keys(fast_keys()).await;
     h.coffer.storage().ensure_cluster_id().await.unwrap();
     let (acct, admin, store) = h.other_account_with_secret("v").await;
@@ -606,6 +612,9 @@ async fn key_registrations(h: &Harness, account: AccountId, outcome: &str) -> Ve
 /// it can be written meanwhile); the revocation goes through and rotates every other key.
 #[tokio::test]
 async fn a_revocation_skips_the_account_key_of_an_account_whose_kek_is_unavailable() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     let h = Harness::with_keys(fast_keys()).await;
     h.coffer.storage().ensure_cluster_id().await.unwrap();
     let (lost, lost_admin, lost_store) = h.other_account_with_secret("l").await;

@@ -55,6 +55,9 @@ fn fast_keys(max_seals: u64) -> coffer_server::KeyOptions {
 
 #[tokio::test]
 async fn status_and_rotation_are_operator_only_and_one_at_a_time() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     let h = Harness::new().await;
     let store = h.create_store("s").await;
     h.create_secret(&store, "a", "va").await;
@@ -153,6 +156,9 @@ async fn read(app: &axum::Router, token: &str, binding: &str) -> (StatusCode, Ve
 
 #[tokio::test]
 async fn reads_stay_right_during_a_rotation_and_every_key_moves_to_the_new_version() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     // One DEK per value, so the rewrap has many keys.
     const N: usize = 60;
     let h = Harness::with_keys(fast_keys(1)).await;
@@ -257,6 +263,9 @@ async fn reads_stay_right_during_a_rotation_and_every_key_moves_to_the_new_versi
 
 #[tokio::test]
 async fn a_key_that_does_not_unwrap_stops_the_rewrap_and_keeps_the_old_version() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     const N: usize = 5;
     let h = Harness::with_keys(fast_keys(1)).await;
     let store = h.create_store("bad").await;
@@ -310,6 +319,9 @@ async fn a_key_that_does_not_unwrap_stops_the_rewrap_and_keeps_the_old_version()
 
 #[tokio::test]
 async fn two_rotations_started_at_once_make_one_version() {
+    if SqliteOnly::KeyRotation.skip() {
+        return;
+    }
     let h = Harness::new().await;
     let bearer = h.bearer();
     let (a, b) = tokio::join!(
@@ -325,4 +337,56 @@ async fn two_rotations_started_at_once_make_one_version() {
     assert_eq!(s["active_version"], 2, "{s}");
     assert_eq!(s["versions"].as_array().unwrap().len(), 2, "{s}");
     assert!(!h.data_dir.join("kek-3.key").exists());
+}
+
+/// On a database shared by instances (PostgreSQL) a KEK rotation and an account KEK are
+/// refused with 409 `kek_rotation_unsupported`, changing nothing: why the rotation tests above
+/// run on SQLite only (`SqliteOnly::KeyRotation`).
+#[tokio::test]
+async fn on_a_shared_database_key_rotations_are_refused_and_change_nothing() {
+    if backend() == Backend::Sqlite {
+        // Rotations work there: the tests above.
+        return;
+    }
+    let h = Harness::new().await;
+    let store = h.create_store("s").await;
+    h.create_secret(&store, "a", "va").await;
+    let before = h.snapshot().await;
+    // Who may ask is checked first, as on SQLite: every role of the operator's own account is
+    // refused (403), and no token is 401.
+    for role in ROLES {
+        let t = h.issue_token(&h.account, role, role).await;
+        for (method, uri) in [(Method::GET, KEK), (Method::POST, ROTATIONS)] {
+            let r = h.send_as(method, uri, Some(&t.bearer()), None).await;
+            assert_err(&r, ErrorCode::Forbidden, "instance:operator");
+        }
+    }
+    for (method, uri) in [(Method::GET, KEK), (Method::POST, ROTATIONS)] {
+        let r = h.send_as(method, uri, None, None).await;
+        assert_err(&r, ErrorCode::Unauthenticated, "");
+    }
+    let r = h
+        .send_as(Method::POST, ROTATIONS, Some(&h.bearer()), None)
+        .await;
+    assert_err(
+        &r,
+        ErrorCode::KekRotationUnsupported,
+        "shared by several instances",
+    );
+    let s = status(&h).await;
+    assert_eq!(s["active_version"], 1, "{s}");
+    assert!(s["rotation"].is_null(), "{s}");
+    assert!(!h.data_dir.join("kek-2.key").exists());
+    let r = crate::account_kek::set_kek(&h, &h.account, "file").await;
+    assert_err(
+        &r,
+        ErrorCode::KekRotationUnsupported,
+        "shared by several instances",
+    );
+    let account_keks = h.data_dir.join("account-keks");
+    assert!(
+        !account_keks.exists() || std::fs::read_dir(&account_keks).unwrap().next().is_none(),
+        "no account key file was made"
+    );
+    h.assert_unchanged(&before, "refused rotations").await;
 }

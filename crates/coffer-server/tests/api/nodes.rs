@@ -363,8 +363,8 @@ async fn a_node_token_is_shown_once_and_never_logged_stored_or_audited() {
         "the log capture saw these requests"
     );
     assert_absent(&all_logs, &secret_part, "the log");
-    for (path, bytes) in h.data_dir_bytes() {
-        assert_absent(&bytes, &secret_part, &path.display().to_string());
+    for (part, bytes) in h.at_rest_bytes("edge-secret").await {
+        assert_absent(&bytes, &secret_part, &part);
     }
 }
 

@@ -114,7 +114,7 @@ async fn the_runtime_rate_limit_is_per_service_token_and_off_by_default() {
     for _ in 0..50 {
         assert_eq!(h.read_value(svc.token(), "K").await, "the-value");
     }
-    h.app = coffer_server::app_with_options(
+    h.app = app(
         h.coffer.clone(),
         coffer_server::AppOptions {
             runtime_rate: Some(coffer_server::RuntimeRate {

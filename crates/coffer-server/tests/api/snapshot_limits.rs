@@ -53,6 +53,51 @@ fn assert_busy(r: &Resp, needle: &str) {
     );
 }
 
+/// Watches the instance's database for read transactions left open.
+enum ReadTransactions {
+    /// A connection of its own to `coffer.db`.
+    Sqlite(rusqlite::Connection),
+    /// The cluster's superuser, and the instance's database.
+    Postgres(tokio_postgres::Client, String),
+}
+
+impl ReadTransactions {
+    async fn watch(h: &Harness) -> ReadTransactions {
+        match backend() {
+            Backend::Sqlite => {
+                let db = rusqlite::Connection::open(h.data_dir.join("coffer.db")).unwrap();
+                db.busy_timeout(Duration::ZERO).unwrap();
+                ReadTransactions::Sqlite(db)
+            }
+            Backend::Postgres => {
+                let client = h.backing.admin_client().await;
+                let name = h.backing.database_name().unwrap().to_owned();
+                ReadTransactions::Postgres(client, name)
+            }
+        }
+    }
+
+    /// 1 while a reader holds a transaction open: on SQLite, one that keeps the WAL from being
+    /// checkpointed whole and truncated; on PostgreSQL, a session of the instance's database
+    /// idle in a transaction (a snapshot's cursor waiting for its reader). 0 otherwise.
+    async fn open(&self) -> i64 {
+        match self {
+            ReadTransactions::Sqlite(db) => db
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .unwrap(),
+            ReadTransactions::Postgres(client, name) => client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = $1 AND state = 'idle in transaction'",
+                    &[name],
+                )
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_the_deadline() {
     let mut h = Harness::new().await;
@@ -73,7 +118,7 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     // Long enough for a whole snapshot of this size to be read in a debug build on a busy
     // machine: the other nodes' snapshots must finish within it.
     let deadline = Duration::from_secs(10);
-    h.app = coffer_server::app_with_options(
+    h.app = app(
         h.coffer.clone(),
         AppOptions {
             snapshots: SnapshotLimits {
@@ -85,13 +130,7 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
             ..AppOptions::default()
         },
     );
-    let db = rusqlite::Connection::open(h.data_dir.join("coffer.db")).unwrap();
-    db.busy_timeout(Duration::ZERO).unwrap();
-    // 1 while a reader keeps the WAL from being checkpointed whole and truncated.
-    let wal_busy = || -> i64 {
-        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .unwrap()
-    };
+    let read_tx = ReadTransactions::watch(&h).await;
 
     // The slow node starts a snapshot and reads nothing of it.
     let held = h
@@ -104,7 +143,11 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     assert_eq!(held.status(), StatusCode::OK);
     h.create_secret(&store, "after", "written after the snapshot began")
         .await;
-    assert_eq!(wal_busy(), 1, "the snapshot's read transaction is open");
+    assert_eq!(
+        read_tx.open().await,
+        1,
+        "the snapshot's read transaction is open"
+    );
 
     // It may not take a second slot.
     assert_busy(
@@ -132,10 +175,10 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(frames_of(&r.bytes).1);
 
-    // At the deadline the slow snapshot is abandoned: the read transaction ends (the WAL is
+    // At the deadline the slow snapshot is abandoned: the read transaction ends (SQLite's WAL is
     // checkpointed whole) and the node may ask again.
     let released = loop {
-        if wal_busy() == 0 {
+        if read_tx.open().await == 0 {
             break started.elapsed();
         }
         assert!(

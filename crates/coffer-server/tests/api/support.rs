@@ -1,5 +1,5 @@
-//! The test harness: a fresh data dir per test, the router called in-process with `oneshot`, and
-//! assertions over the v4 envelope.
+//! The test harness: a fresh data dir per test (and, on PostgreSQL, a database of its own), the
+//! router called in-process with `oneshot`, and assertions over the v4 envelope.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use coffer_core::{Coffer, Limits};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+pub use crate::backend::{Backend, Backing, SqliteOnly, backend};
 
 pub const V4: &str = "/client/v4/accounts";
 
@@ -26,6 +28,14 @@ pub struct Harness {
     pub account: String,
     /// Every response's headers and body, for secrecy checks.
     transcript: Mutex<Vec<u8>>,
+    /// Last, so that the service (and its connections) goes before its database.
+    pub backing: Backing,
+}
+
+/// The router over `coffer` set up as `options` say, as a server sets it up (on PostgreSQL,
+/// `/healthz` covers the database, as the storage says).
+pub fn app(coffer: Arc<Coffer>, options: coffer_server::AppOptions) -> Router {
+    coffer_server::app_with_options(coffer, options)
 }
 
 /// A response, fully read.
@@ -82,25 +92,20 @@ impl Harness {
     }
 
     async fn with_options(limits: Limits, keys: coffer_server::KeyOptions) -> Harness {
+        let backing = Backing::new().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        let init = coffer_server::init_data_dir(&data_dir)
-            .await
-            .expect("init data dir");
-        let coffer = Arc::new(
-            coffer_server::open_data_dir_tuned(&data_dir, limits, Default::default(), keys)
-                .await
-                .expect("open data dir")
-                .coffer,
-        );
+        let init = backing.init(&data_dir).await;
+        let coffer = Arc::new(backing.open(&data_dir, limits, keys).await.coffer);
         Harness {
             _dir: dir,
             data_dir,
-            app: coffer_server::app(coffer.clone()),
+            app: app(coffer.clone(), coffer_server::AppOptions::default()),
             coffer,
             token: init.api_token.expose_secret().to_owned(),
             account: init.account_id.to_string(),
             transcript: Mutex::new(Vec::new()),
+            backing,
         }
     }
 
@@ -328,6 +333,56 @@ impl Harness {
     pub fn data_dir_bytes(&self) -> Vec<(PathBuf, Vec<u8>)> {
         read_dir_files(&self.data_dir)
     }
+
+    /// Everything this instance keeps at rest, each part labelled: the data dir's files (on
+    /// SQLite `coffer.db` and its WAL among them) and, on PostgreSQL, every table of its
+    /// database as `table NAME`, its rows as `COPY ... (FORMAT binary)` writes them (text and
+    /// bytea columns as their raw bytes, so a value stored in clear would show). Asserts that
+    /// `known` (something stored, such as a secret's name) is in there, so that a check of
+    /// what is absent cannot pass by looking at the wrong bytes.
+    pub async fn at_rest_bytes(&self, known: &str) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .data_dir_bytes()
+            .into_iter()
+            .map(|(path, bytes)| (path.display().to_string(), bytes))
+            .collect();
+        if let Some(client) = self.backing.client().await {
+            out.extend(dump_tables(&client).await);
+        }
+        assert!(
+            out.iter()
+                .any(|(_, bytes)| contains(bytes, known.as_bytes())),
+            "{known:?} is not at rest: are these the right bytes? ({:?})",
+            out.iter().map(|(label, _)| label).collect::<Vec<_>>()
+        );
+        out
+    }
+}
+
+/// Every table of `client`'s database (but the system catalogs), as `("table NAME", rows)`.
+async fn dump_tables(client: &tokio_postgres::Client) -> Vec<(String, Vec<u8>)> {
+    use futures_util::TryStreamExt as _;
+    let tables = client
+        .query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("listing the tables");
+    assert!(!tables.is_empty(), "the instance's database has tables");
+    let mut out = Vec::new();
+    for row in tables {
+        let table: String = row.get(0);
+        let stream = client
+            .copy_out(&format!("COPY {table} TO STDOUT (FORMAT binary)"))
+            .await
+            .expect("COPY TO STDOUT");
+        let chunks: Vec<_> = stream.try_collect().await.expect("COPY's rows");
+        let bytes = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        out.push((format!("table {table}"), bytes));
+    }
+    out
 }
 
 fn read_dir_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::random_id;
+use crate::support::{Backing, random_id};
 
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
@@ -22,6 +22,8 @@ pub(crate) struct Server {
     trusted_proxies: coffer_server::TrustedProxies,
     http: coffer_server::HttpLimits,
     _dir: tempfile::TempDir,
+    /// Last: the server stops before its database goes.
+    pub(crate) backing: Backing,
 }
 
 impl Server {
@@ -42,9 +44,10 @@ impl Server {
         trusted_proxies: coffer_server::TrustedProxies,
         http: coffer_server::HttpLimits,
     ) -> Server {
+        let backing = Backing::new().await;
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        let init = coffer_server::init_data_dir(&data_dir).await.unwrap();
+        let init = backing.init(&data_dir).await;
         let mut server = Server {
             addr: "127.0.0.1:0".parse().unwrap(),
             token: init.api_token.expose_secret().to_owned(),
@@ -55,6 +58,7 @@ impl Server {
             trusted_proxies,
             http,
             _dir: dir,
+            backing,
         };
         server.launch().await;
         server
@@ -80,8 +84,10 @@ impl Server {
             reload: Default::default(),
             metrics_listen: None,
         };
-        let task = tokio::spawn(coffer_server::serve(
+        let task = tokio::spawn(coffer_server::serve_on(
             opts,
+            self.backing.database.clone(),
+            Default::default(),
             move |addr| {
                 let _ = ready_tx.send(addr);
             },
