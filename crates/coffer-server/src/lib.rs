@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 pub mod backup;
 mod client_addr;
+mod dashboard;
 mod database;
 mod datadir;
 mod error;
@@ -317,6 +318,9 @@ pub struct AppOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// Where requests, refusals and limits are counted (none by default).
     pub metrics: Option<Arc<coffer_metrics::Metrics>>,
+    /// The dashboard's session cookie is marked `Secure` (served over TLS, or behind a
+    /// TLS-terminating proxy with `--insecure-http`).
+    pub secure_cookies: bool,
 }
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
@@ -353,13 +357,22 @@ fn control_plane_app(
         closing,
         options.snapshots,
     );
-    router::router(AppState::with_metrics(
-        coffer,
+    let state = AppState::with_metrics(
+        coffer.clone(),
         Some(Arc::new(replication)),
         options.trusted_proxies,
         options.runtime_rate,
         options.metrics,
-    ))
+    );
+    let dashboard = coffer_dashboard::Dashboard::new(
+        coffer,
+        Arc::new(dashboard::Guard(state.clone())),
+        coffer_dashboard::DashboardOptions {
+            secure_cookies: options.secure_cookies,
+            ..Default::default()
+        },
+    );
+    router::router(state, dashboard.router())
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -459,6 +472,7 @@ pub async fn serve_on(
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
         metrics: metrics.clone(),
+        secure_cookies: opts.tls.is_some() || opts.insecure_http,
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {

@@ -17,11 +17,14 @@ use crate::{
     runtime_front, services, tokens, user,
 };
 
-/// The control plane: the v4 API, the runtime API and the replication API.
-pub fn router(state: AppState) -> Router {
+/// The control plane: the v4 API, the runtime API, the replication API and the dashboard
+/// (`dashboard`, mounted at [`coffer_dashboard::BASE`], where `/` redirects).
+pub fn router(state: AppState, dashboard: Router) -> Router {
     finish(
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/", get(to_dashboard))
+            .nest_service(coffer_dashboard::BASE, dashboard)
             .merge(control_plane_routes())
             .merge(edge_routes()),
         state,
@@ -181,6 +184,10 @@ async fn healthz() -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(serde_json::json!({ "status": "ok" })),
     )
+}
+
+async fn to_dashboard() -> axum::response::Redirect {
+    axum::response::Redirect::to(coffer_dashboard::BASE)
 }
 
 async fn not_found() -> ApiError {

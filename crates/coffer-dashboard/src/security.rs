@@ -1,0 +1,150 @@
+//! What every dashboard response carries, the session cookie, and the CSRF check.
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
+
+use crate::BASE;
+use crate::session::SessionId;
+
+/// No inline script or style, nothing from elsewhere, no framing, forms posted here only.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "coffer_session";
+
+/// Adds the security headers to every dashboard response (pages, redirects, assets, errors).
+pub(crate) async fn headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name: HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    response
+}
+
+/// `Set-Cookie` opening a session.
+pub(crate) fn session_cookie(id: &SessionId, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={}; Path={BASE}; HttpOnly; SameSite=Strict{}",
+        id.to_hex(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `Set-Cookie` removing the session cookie.
+pub(crate) fn cleared_cookie(secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}=; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The session id the request's cookies carry, if well-formed.
+pub(crate) fn session_id(headers: &HeaderMap) -> Option<SessionId> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .and_then(|(_, value)| SessionId::parse(value))
+}
+
+/// True if the presented CSRF token is the session's (compared in constant time).
+pub(crate) fn csrf_matches(expected: &str, presented: Option<&str>) -> bool {
+    match presented {
+        Some(p) => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), p.as_bytes())
+                .is_ok()
+        }
+        None => false,
+    }
+}
+
+/// A state-changing request that the browser says comes from another site is refused whatever
+/// it carries: `Sec-Fetch-Site` other than `same-origin`, or an `Origin` naming another host.
+/// (Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form POST, so
+/// `null`, like a request without either header, is judged by its CSRF token alone.)
+pub(crate) fn cross_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site")
+        && site != "same-origin"
+    {
+        return true;
+    }
+    let Some(origin) = text("origin") else {
+        return headers.contains_key(header::ORIGIN);
+    };
+    if origin == "null" {
+        return false;
+    }
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    match (origin_host, text("host")) {
+        (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_compare() {
+        assert!(csrf_matches("abc", Some("abc")));
+        assert!(!csrf_matches("abc", Some("abd")));
+        assert!(!csrf_matches("abc", Some("ab")));
+        assert!(!csrf_matches("abc", None));
+    }
+
+    #[test]
+    fn origin_must_be_this_host() {
+        let mut h = HeaderMap::new();
+        assert!(!cross_origin(&h), "no Origin: judged by the token alone");
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(!cross_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.test"),
+        );
+        assert!(cross_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!cross_origin(&h), "what no-referrer makes a browser send");
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(cross_origin(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(cross_origin(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!cross_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.test"),
+        );
+        assert!(cross_origin(&h), "the Origin still counts");
+    }
+
+    #[test]
+    fn cookie_parsing_finds_the_session() {
+        let mut h = HeaderMap::new();
+        let id = "ab".repeat(32);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; {SESSION_COOKIE}={id}")).unwrap(),
+        );
+        assert_eq!(session_id(&h).map(|s| s.to_hex()), Some(id));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("coffer_session=nothex"),
+        );
+        assert!(session_id(&h).is_none());
+    }
+}

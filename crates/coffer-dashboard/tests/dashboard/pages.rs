@@ -1,0 +1,211 @@
+//! The stores and secrets pages: what they list and what their forms do.
+
+use axum::http::StatusCode;
+
+use crate::support::Harness;
+
+#[tokio::test]
+async fn stores_are_created_listed_and_deleted_with_typed_confirmation() {
+    let h = Harness::new().await;
+    let b = h.sign_in(&h.token).await;
+    let csrf = h.get(&b, "/dashboard/stores").await.csrf();
+    let r = h
+        .post(
+            &b,
+            "/dashboard/stores",
+            &[("csrf", &csrf), ("name", "payments")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let store = r.location().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(store.len(), 32);
+    let list = h.get(&b, "/dashboard/stores").await;
+    assert!(list.body.contains("payments") && list.body.contains(&store));
+    // A duplicate name: the API's message beside the field, the typed name kept.
+    let r = h
+        .post(
+            &b,
+            "/dashboard/stores",
+            &[("csrf", &csrf), ("name", "payments")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("already exists"), "{}", r.body);
+    assert!(r.body.contains("value=\"payments\""));
+    // Not empty: refused until `force`; a wrong confirmation is refused first.
+    h.post(
+        &b,
+        &format!("/dashboard/stores/{store}/secrets"),
+        &[
+            ("csrf", &csrf),
+            ("name-0", "K"),
+            ("value-0", "v"),
+            ("scopes-0", "workers"),
+        ],
+    )
+    .await;
+    let delete = format!("/dashboard/stores/{store}/delete");
+    let r = h
+        .post(&b, &delete, &[("csrf", &csrf), ("confirm", "payment")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("to confirm"));
+    let r = h
+        .post(&b, &delete, &[("csrf", &csrf), ("confirm", "payments")])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("still holds secrets"), "{}", r.body);
+    assert_eq!(h.store_names().await, ["payments"]);
+    let r = h
+        .post(
+            &b,
+            &delete,
+            &[("csrf", &csrf), ("confirm", "payments"), ("force", "true")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(h.store_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn several_secrets_at_once_whose_values_never_come_back() {
+    let h = Harness::new().await;
+    let store = h.create_store("app").await;
+    let b = h.sign_in(&h.token).await;
+    let page = h.get(&b, &format!("/dashboard/stores/{store}")).await;
+    assert!(page.body.contains("type=\"password\" autocomplete=\"off\""));
+    assert!(page.body.contains("Add another secret"));
+    let csrf = page.csrf();
+    let path = format!("/dashboard/stores/{store}/secrets");
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("name-0", "DB_URL"),
+                ("value-0", "value-one-9f2c"),
+                ("scopes-0", "workers"),
+                ("comment-0", "the database"),
+                ("name-1", "API_KEY"),
+                ("value-1", "value-two-77ab"),
+                ("scopes-1", "workers"),
+                ("scopes-1", "ai_gateway"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let mut names = h.secrets(&store).await;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("API_KEY".to_owned(), String::new()),
+            ("DB_URL".to_owned(), "the database".to_owned())
+        ]
+    );
+    let list = h.get(&b, &format!("/dashboard/stores/{store}")).await;
+    assert!(list.body.contains("DB_URL") && list.body.contains("workers, ai_gateway"));
+    // Errors: each beside its row, what was typed kept except the value.
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("name-0", "bad name"),
+                ("value-0", "typed-value-3e1d"),
+                ("scopes-0", "workers"),
+                ("comment-0", "kept comment"),
+                ("name-1", "EMPTY"),
+                ("value-1", ""),
+                ("scopes-1", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("value=\"bad name\"") && r.body.contains("value=\"kept comment\""));
+    assert!(r.body.contains("name: name may only contain"));
+    assert!(r.body.contains("value: value must not be empty"));
+    assert!(r.body.contains("scopes: unknown scope"));
+    // A name the store has: beside its row.
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("name-0", "DB_URL"),
+                ("value-0", "typed-value-3e1d"),
+                ("scopes-0", "workers"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("already exists"), "{}", r.body);
+    for body in [&page.body, &list.body, &r.body] {
+        for value in ["value-one-9f2c", "value-two-77ab", "typed-value-3e1d"] {
+            assert!(!body.contains(value));
+        }
+    }
+    assert_eq!(h.secrets(&store).await.len(), 2, "nothing half-written");
+}
+
+#[tokio::test]
+async fn search_paging_and_delete() {
+    let h = Harness::new().await;
+    let store = h.create_store("many").await;
+    let b = h.sign_in(&h.token).await;
+    let csrf = h.get(&b, "/dashboard/stores").await.csrf();
+    let mut pairs = vec![("csrf".to_owned(), csrf.clone())];
+    for i in 0..30 {
+        pairs.push((format!("name-{i}"), format!("S{i:02}")));
+        pairs.push((format!("value-{i}"), "v".to_owned()));
+        pairs.push((format!("scopes-{i}"), "workers".to_owned()));
+        pairs.push((
+            format!("comment-{i}"),
+            if i == 7 {
+                "needle".to_owned()
+            } else {
+                String::new()
+            },
+        ));
+    }
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = h
+        .post(&b, &format!("/dashboard/stores/{store}/secrets"), &pairs)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let first = h.get(&b, &format!("/dashboard/stores/{store}")).await;
+    assert!(first.body.contains("30 secrets"));
+    assert!(first.body.contains("S00") && !first.body.contains("S29"));
+    assert!(first.body.contains("Page 1 of 2"));
+    let second = h
+        .get(&b, &format!("/dashboard/stores/{store}?page=2"))
+        .await;
+    assert!(second.body.contains("S29") && !second.body.contains(">S00<"));
+    let found = h
+        .get(&b, &format!("/dashboard/stores/{store}?search=needle"))
+        .await;
+    assert!(found.body.contains("1 secret matching"), "{}", found.body);
+    assert!(found.body.contains("S07") && !found.body.contains("S08"));
+    // Delete: the name typed to confirm.
+    let id = {
+        let at = found.body.find("/secrets/").unwrap() + "/secrets/".len();
+        found.body[at..at + 32].to_owned()
+    };
+    let delete = format!("/dashboard/stores/{store}/secrets/{id}/delete");
+    let r = h
+        .post(&b, &delete, &[("csrf", &csrf), ("confirm", "S7")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(h.secrets(&store).await.len(), 30);
+    let r = h
+        .post(&b, &delete, &[("csrf", &csrf), ("confirm", "S07")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(!h.secrets(&store).await.iter().any(|(n, _)| n == "S07"));
+}
