@@ -1,0 +1,111 @@
+// The dashboard in a real browser: Debian's Chromium, driven headless by playwright-core,
+// against a `coffer dev` this test starts on a free loopback port.
+// Run by ./run (which scripts/test calls); COFFER_BIN names the coffer binary.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+let server, base, token, dir, browser;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "coffer-dashboard-e2e-"));
+  const data = join(dir, "data");
+  server = spawn(process.env.COFFER_BIN, ["dev", "--data-dir", data, "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log = "";
+  server.stderr.on("data", (d) => { log += d; });
+  base = await new Promise((resolve, reject) => {
+    let out = "";
+    server.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) resolve(m[1]);
+    });
+    server.on("exit", (code) => reject(new Error(`coffer dev exited (${code}): ${log}`)));
+  });
+  token = JSON.parse(readFileSync(join(data, "dev-credentials.json"), "utf8")).api_token;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    // The test runs as root in CI, where Chromium's sandbox cannot start.
+    args: ["--no-sandbox"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test("sign in, create a store and two secrets, search, delete, sign out", async () => {
+  const page = await browser.newPage();
+  const violations = [];
+  page.on("console", (m) => { if (m.type() === "error") violations.push(m.text()); });
+
+  // `/` leads to sign-in, keeping nothing but the dashboard.
+  await page.goto(base + "/");
+  assert.match(page.url(), /\/dashboard\/sign-in/);
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/dashboard\/stores$/);
+  assert.ok(await page.getByText("super_admin").isVisible());
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === "coffer_session");
+  assert.ok(session && session.httpOnly && session.sameSite === "Strict" && session.path === "/dashboard");
+  assert.ok(!cookies.some((c) => c.value.includes(token)), "the token stays on the server");
+
+  // A store.
+  await page.getByLabel("Name").fill("e2e-store");
+  await page.getByRole("button", { name: "Create store" }).click();
+  await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
+  assert.ok(await page.getByRole("heading", { name: "Secrets of e2e-store" }).isVisible());
+
+  // Two secrets at once: "Add another secret" adds a row in place (the script), values are
+  // password fields and never come back.
+  await page.getByRole("link", { name: "Add another secret" }).click();
+  assert.equal(await page.locator("fieldset.secret-row").count(), 2);
+  await page.locator("#name-0").fill("DATABASE_URL");
+  await page.locator("#value-0").fill("e2e-value-one");
+  await page.locator("#comment-0").fill("primary <b>db</b>");
+  await page.locator("#name-1").fill("API_KEY");
+  await page.locator("#value-1").fill("e2e-value-two");
+  assert.equal(await page.locator("#value-1").getAttribute("type"), "password");
+  await page.getByRole("button", { name: "Create", exact: true }).click();
+  await page.waitForLoadState();
+  const rows = page.locator("tbody tr");
+  assert.equal(await rows.count(), 2);
+  const html = await page.content();
+  assert.ok(!html.includes("e2e-value-one") && !html.includes("e2e-value-two"));
+  // The comment renders as text, not markup.
+  assert.ok(await page.getByText("primary <b>db</b>").isVisible());
+  assert.equal(await page.locator("td b").count(), 0);
+
+  // Search.
+  await page.getByLabel("Search by name or comment").fill("primary");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/search=primary/);
+  assert.equal(await rows.count(), 1);
+  assert.ok(await page.getByRole("cell", { name: "DATABASE_URL" }).isVisible());
+
+  // Delete, confirmed by typing the name.
+  await page.getByText("Delete…").click();
+  await page.getByLabel("Type DATABASE_URL to confirm").fill("DATABASE_URL");
+  await page.getByRole("button", { name: "Delete secret" }).click();
+  await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
+  assert.equal(await rows.count(), 1);
+  assert.ok(await page.getByRole("cell", { name: "API_KEY" }).isVisible());
+
+  // Sign out: back to sign-in, and the stores page needs signing in again.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(/\/dashboard\/sign-in$/);
+  await page.goto(base + "/dashboard/stores");
+  assert.match(page.url(), /\/dashboard\/sign-in\?next=/);
+  assert.deepEqual(violations, [], "no console errors (a CSP violation would be one)");
+  await page.close();
+});
