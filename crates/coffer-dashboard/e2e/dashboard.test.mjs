@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
-let server, base, token, dir, browser;
+let server, base, token, account, dir, browser;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "coffer-dashboard-e2e-"));
@@ -28,7 +28,9 @@ before(async () => {
     });
     server.on("exit", (code) => reject(new Error(`coffer dev exited (${code}): ${log}`)));
   });
-  token = JSON.parse(readFileSync(join(data, "dev-credentials.json"), "utf8")).api_token;
+  const creds = JSON.parse(readFileSync(join(data, "dev-credentials.json"), "utf8"));
+  token = creds.api_token;
+  account = creds.account_id;
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
@@ -72,7 +74,7 @@ test("sign in, create a store and two secrets, search, delete, sign out", async 
   assert.equal(await page.locator("fieldset.secret-row").count(), 2);
   await page.locator("#name-0").fill("DATABASE_URL");
   await page.locator("#value-0").fill("e2e-value-one");
-  await page.locator("#comment-0").fill("primary <b>db</b>");
+  await page.locator("#comment-0").fill("primary <b>db</b><img src=x onerror=\"window.__xss=1\">");
   await page.locator("#name-1").fill("API_KEY");
   await page.locator("#value-1").fill("e2e-value-two");
   assert.equal(await page.locator("#value-1").getAttribute("type"), "password");
@@ -84,7 +86,8 @@ test("sign in, create a store and two secrets, search, delete, sign out", async 
   assert.ok(!html.includes("e2e-value-one") && !html.includes("e2e-value-two"));
   // The comment renders as text, not markup.
   assert.ok(await page.getByText("primary <b>db</b>").isVisible());
-  assert.equal(await page.locator("td b").count(), 0);
+  assert.equal(await page.locator("td b, td img").count(), 0);
+  assert.equal(await page.evaluate(() => window.__xss), undefined, "no injected script ran");
 
   // Search.
   await page.getByLabel("Search by name or comment").fill("primary");
@@ -108,4 +111,47 @@ test("sign in, create a store and two secrets, search, delete, sign out", async 
   assert.match(page.url(), /\/dashboard\/sign-in\?next=/);
   assert.deepEqual(violations, [], "no console errors (a CSP violation would be one)");
   await page.close();
+});
+
+test("a reporter sees no write controls, and its forged write is refused", async () => {
+  const res = await fetch(`${base}/client/v4/accounts/${account}/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: "e2e reporter", role: "secrets_store_reporter" }),
+  });
+  assert.equal(res.status, 200);
+  const reporter = (await res.json()).result.value;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(base + "/dashboard/sign-in");
+  await page.getByLabel("API token").fill(reporter);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/dashboard\/stores$/);
+  assert.ok(await page.getByText("secrets_store_reporter").isVisible());
+  assert.equal(await page.getByRole("button", { name: "Create store" }).count(), 0);
+  assert.equal(await page.getByText("Delete…").count(), 0);
+  // A write forged from its own session, with its own CSRF token, is refused by the server.
+  // (A form, since the CSP allows no fetch at all.)
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/dashboard/stores")),
+    page.evaluate(() => {
+      const form = document.createElement("form");
+      form.method = "post";
+      form.action = "/dashboard/stores";
+      const csrf = document.querySelector("input[name=csrf]").value;
+      for (const [name, value] of [["csrf", csrf], ["name", "forged"]]) {
+        const input = document.createElement("input");
+        input.type = "hidden";
+        input.name = name;
+        input.value = value;
+        form.append(input);
+      }
+      document.body.append(form);
+      form.submit();
+    }),
+  ]);
+  assert.equal(response.status(), 403);
+  await page.waitForLoadState();
+  assert.ok(await page.getByText("secrets_store:edit").isVisible());
+  await context.close();
 });

@@ -209,3 +209,50 @@ async fn search_paging_and_delete() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     assert!(!h.secrets(&store).await.iter().any(|(n, _)| n == "S07"));
 }
+
+#[tokio::test]
+async fn the_dashboards_acts_are_audited_as_the_signed_in_token() {
+    let h = Harness::new().await;
+    let (admin_id, admin) = h.token_with_role("secrets_store_admin").await;
+    let (reporter_id, reporter) = h.token_with_role("secrets_store_reporter").await;
+    let b = h.sign_in(&admin).await;
+    let csrf = h.get(&b, "/dashboard/stores").await.csrf();
+    let r = h
+        .post(
+            &b,
+            "/dashboard/stores",
+            &[("csrf", &csrf), ("name", "audited")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let rb = h.sign_in(&reporter).await;
+    let rcsrf = h.get(&rb, "/dashboard/stores").await.csrf();
+    let r = h
+        .post(
+            &rb,
+            "/dashboard/stores",
+            &[("csrf", &rcsrf), ("name", "refused")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let (_, v) = h
+        .api(
+            axum::http::Method::GET,
+            &format!("/client/v4/accounts/{}/audit_logs?per_page=100", h.account),
+            &h.token,
+            None,
+        )
+        .await;
+    let entries = v["result"].as_array().expect("audit entries");
+    let created = entries
+        .iter()
+        .find(|e| e["action"] == "create" && e["resource"]["store_name"] == "audited")
+        .unwrap_or_else(|| panic!("no store create in {v}"));
+    assert_eq!(created["outcome"], "success");
+    assert_eq!(created["actor"]["token_id"], admin_id.as_str());
+    let denied = entries
+        .iter()
+        .find(|e| e["actor"]["token_id"] == reporter_id.as_str() && e["action"] == "create")
+        .unwrap_or_else(|| panic!("no refused create in {v}"));
+    assert_ne!(denied["outcome"], "success", "{denied}");
+}
