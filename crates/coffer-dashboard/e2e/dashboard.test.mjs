@@ -78,7 +78,11 @@ test("sign in, create a store and two secrets, search, delete, sign out", async 
   await page.locator("#name-1").fill("API_KEY");
   await page.locator("#value-1").fill("e2e-value-two");
   assert.equal(await page.locator("#value-1").getAttribute("type"), "password");
-  await page.getByRole("button", { name: "Create", exact: true }).click();
+  // The page after the POST has the same URL: wait for the new document itself.
+  await Promise.all([
+    page.waitForEvent("framenavigated"),
+    page.getByRole("button", { name: "Create", exact: true }).click(),
+  ]);
   await page.waitForLoadState();
   const rows = page.locator("tbody tr");
   assert.equal(await rows.count(), 2);
@@ -151,7 +155,7 @@ test("a reporter sees no write controls, and its forged write is refused", async
     }),
   ]);
   assert.equal(response.status(), 403);
-  await page.waitForLoadState();
-  assert.ok(await page.getByText("secrets_store:edit").isVisible());
+  // The refusal page names the permission the role lacks (waited for: the URL stays the same).
+  await page.getByText("secrets_store:edit").waitFor({ timeout: 10000 });
   await context.close();
 });

@@ -16,13 +16,37 @@ use coffer_types::{Scope, Scopes, SecretId, SecretName, StoreId, StoreName};
 use crate::errors::{describe, failure_page, message_page};
 use crate::forms::Form;
 use crate::sign_in::Signed;
-use crate::views::{FormRow, Layout, Pager, ScopeBox, SecretRow, Secrets, StoreRow, Stores, page};
+use crate::views::{
+    Choice, FormRow, Layout, Pager, ScopeBox, SecretRow, Secrets, StoreRow, Stores, page,
+};
 use crate::{BASE, State};
 
 /// Rows per page of a list.
 pub const PER_PAGE: u32 = 25;
 /// Secrets one create form may hold.
 pub const MAX_FORM_ROWS: usize = 50;
+/// The secrets list's orders: the `sort` parameter, its label, and the API's order.
+const SORTS: [(&str, &str, SecretOrder, Direction); 4] = [
+    ("name", "name, A to Z", SecretOrder::Name, Direction::Asc),
+    (
+        "name_desc",
+        "name, Z to A",
+        SecretOrder::Name,
+        Direction::Desc,
+    ),
+    (
+        "modified",
+        "recently modified",
+        SecretOrder::Modified,
+        Direction::Desc,
+    ),
+    (
+        "created",
+        "recently created",
+        SecretOrder::Created,
+        Direction::Desc,
+    ),
+];
 /// The longest search accepted (as the API's `search`).
 const MAX_SEARCH: usize = 255;
 
@@ -318,13 +342,21 @@ async fn render_secrets(
         .take(MAX_SEARCH)
         .collect();
     let page_no = page_number(q);
+    let scope = q
+        .get("scope")
+        .filter(|s| !s.is_empty())
+        .and_then(|s| Scope::parse(s).ok());
+    let sort = SORTS
+        .iter()
+        .find(|(key, ..)| Some(*key) == q.get("sort"))
+        .unwrap_or(&SORTS[0]);
     let query = SecretListQuery {
         page: page_no,
         per_page: PER_PAGE,
-        order: SecretOrder::Name,
-        direction: Direction::Asc,
+        order: sort.2,
+        direction: sort.3,
         search: (!search.is_empty()).then(|| search.clone()),
-        scopes: Scopes::default(),
+        scopes: Scopes::new(scope),
     };
     let list = match d
         .coffer
@@ -366,13 +398,43 @@ async fn render_secrets(
         })
         .collect();
     let base = format!("{BASE}/stores/{store_id}");
-    let extra = if search.is_empty() {
-        String::new()
+    // What the pager's links keep of the query.
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    if !search.is_empty() {
+        kept.append_pair("search", &search);
+    }
+    if let Some(scope) = scope {
+        kept.append_pair("scope", scope.as_str());
+    }
+    if sort.0 != SORTS[0].0 {
+        kept.append_pair("sort", sort.0);
+    }
+    let kept = kept.finish();
+    let extra = if kept.is_empty() {
+        kept
     } else {
-        let mut e = "&search=".to_owned();
-        e.extend(form_urlencoded::byte_serialize(search.as_bytes()));
-        e
+        format!("&{kept}")
     };
+    let scopes = std::iter::once(("", "any scope", scope.is_none()))
+        .chain(
+            Scope::ALL
+                .iter()
+                .map(|s| (s.as_str(), s.as_str(), Some(*s) == scope)),
+        )
+        .map(|(value, label, selected)| Choice {
+            value,
+            label,
+            selected,
+        })
+        .collect();
+    let sorts = SORTS
+        .iter()
+        .map(|(value, label, ..)| Choice {
+            value,
+            label,
+            selected: *value == sort.0,
+        })
+        .collect();
     let more_rows = (form.rows.len() + 1).min(MAX_FORM_ROWS);
     page(
         status,
@@ -383,6 +445,9 @@ async fn render_secrets(
             store_id: store_id.to_string(),
             store_name: store.name.to_string(),
             search,
+            scopes,
+            sorts,
+            filtered: scope.is_some(),
             secrets,
             total: list.total_count,
             pager: pager(&base, &extra, page_no, list.total_count),

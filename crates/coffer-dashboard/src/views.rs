@@ -81,6 +81,14 @@ pub(crate) struct SecretRow {
     pub delete_error: Option<String>,
 }
 
+/// One option of a `<select>`.
+#[derive(Debug)]
+pub(crate) struct Choice {
+    pub value: &'static str,
+    pub label: &'static str,
+    pub selected: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct ScopeBox {
     pub name: &'static str,
@@ -110,6 +118,10 @@ pub(crate) struct Secrets {
     pub store_id: String,
     pub store_name: String,
     pub search: String,
+    /// The scope filter's options and the sort's.
+    pub scopes: Vec<Choice>,
+    pub sorts: Vec<Choice>,
+    pub filtered: bool,
     pub secrets: Vec<SecretRow>,
     pub total: u64,
     pub pager: Pager,

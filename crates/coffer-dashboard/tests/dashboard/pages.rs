@@ -256,3 +256,44 @@ async fn the_dashboards_acts_are_audited_as_the_signed_in_token() {
         .unwrap_or_else(|| panic!("no refused create in {v}"));
     assert_ne!(denied["outcome"], "success", "{denied}");
 }
+
+#[tokio::test]
+async fn secrets_filter_by_scope_and_sort() {
+    let h = Harness::new().await;
+    let store = h.create_store("sorted").await;
+    let b = h.sign_in(&h.token).await;
+    let csrf = h.get(&b, "/dashboard/stores").await.csrf();
+    let r = h
+        .post(
+            &b,
+            &format!("/dashboard/stores/{store}/secrets"),
+            &[
+                ("csrf", &csrf),
+                ("name-0", "ALPHA"),
+                ("value-0", "v"),
+                ("scopes-0", "workers"),
+                ("name-1", "OMEGA"),
+                ("value-1", "v"),
+                ("scopes-1", "ai_gateway"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = |q: &str| format!("/dashboard/stores/{store}?{q}");
+    let all = h.get(&b, &page("")).await;
+    assert!(all.body.find(">ALPHA<").unwrap() < all.body.find(">OMEGA<").unwrap());
+    let desc = h.get(&b, &page("sort=name_desc")).await;
+    assert!(desc.body.find(">OMEGA<").unwrap() < desc.body.find(">ALPHA<").unwrap());
+    assert!(desc.body.contains("<option value=\"name_desc\" selected>"));
+    let filtered = h.get(&b, &page("scope=ai_gateway")).await;
+    assert!(filtered.body.contains(">OMEGA<") && !filtered.body.contains(">ALPHA<"));
+    assert!(
+        filtered
+            .body
+            .contains("<option value=\"ai_gateway\" selected>")
+    );
+    // An unknown scope or sort filters nothing out.
+    let lenient = h.get(&b, &page("scope=nope&sort=%3Cx")).await;
+    assert_eq!(lenient.status, StatusCode::OK);
+    assert!(lenient.body.contains(">OMEGA<") && lenient.body.contains(">ALPHA<"));
+}
