@@ -45,7 +45,7 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-test("sign in, create a store and two secrets, search, delete, sign out", async () => {
+test("sign in, create a store and two secrets, search, delete, edit, duplicate, sign out", async () => {
   const page = await browser.newPage();
   const violations = [];
   page.on("console", (m) => { if (m.type() === "error") violations.push(m.text()); });
@@ -107,6 +107,26 @@ test("sign in, create a store and two secrets, search, delete, sign out", async 
   await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
   assert.equal(await rows.count(), 1);
   assert.ok(await page.getByRole("cell", { name: "API_KEY" }).isVisible());
+
+  // Edit a value and a scope, then duplicate.
+  await page.getByRole("link", { name: "API_KEY" }).click();
+  await page.waitForURL(/\/secrets\/[0-9a-f]{32}$/);
+  await page.getByLabel("New value").fill("e2e-value-three");
+  await page.getByRole("group", { name: "Scopes", exact: true }).getByLabel("ai_gateway").check();
+  await Promise.all([
+    page.waitForEvent("framenavigated"),
+    page.getByRole("button", { name: "Save changes" }).click(),
+  ]);
+  await page.waitForLoadState();
+  assert.ok(await page.getByText("workers, ai_gateway").isVisible());
+  assert.equal(await page.locator("dl.facts dd").nth(3).textContent(), "2", "a new version");
+  assert.ok(!(await page.content()).includes("e2e-value-three"));
+  await page.getByLabel("New name").fill("API_KEY_COPY");
+  await page.getByRole("button", { name: "Duplicate", exact: true }).click();
+  await page.getByRole("heading", { name: "API_KEY_COPY" }).waitFor();
+  await page.getByRole("link", { name: "e2e-store" }).click();
+  await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
+  assert.equal(await rows.count(), 2);
 
   // Sign out: back to sign-in, and the stores page needs signing in again.
   await page.getByRole("button", { name: "Sign out" }).click();

@@ -11,6 +11,7 @@ mod assets;
 mod errors;
 mod forms;
 mod pages;
+mod secret;
 mod security;
 pub mod session;
 mod sign_in;
@@ -97,6 +98,14 @@ impl Dashboard {
             .route("/stores/{store_id}", get(pages::secrets))
             .route("/stores/{store_id}/delete", post(pages::delete_store))
             .route("/stores/{store_id}/secrets", post(pages::create_secrets))
+            .route(
+                "/stores/{store_id}/secrets/{secret_id}",
+                get(secret::show).post(secret::edit),
+            )
+            .route(
+                "/stores/{store_id}/secrets/{secret_id}/duplicate",
+                post(secret::duplicate),
+            )
             .route(
                 "/stores/{store_id}/secrets/{secret_id}/delete",
                 post(pages::delete_secret),

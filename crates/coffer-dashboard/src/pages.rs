@@ -54,7 +54,7 @@ pub(crate) async fn home() -> Response {
     Redirect::to(&format!("{BASE}/stores")).into_response()
 }
 
-fn layout(title: String, s: &Signed) -> Layout {
+pub(crate) fn layout(title: String, s: &Signed) -> Layout {
     Layout {
         title,
         nav: "stores",
@@ -62,7 +62,7 @@ fn layout(title: String, s: &Signed) -> Layout {
     }
 }
 
-fn can_edit(s: &Signed) -> bool {
+pub(crate) fn can_edit(s: &Signed) -> bool {
     s.who.role.allows(Permission::Edit)
 }
 
@@ -85,11 +85,11 @@ fn pager(base: &str, extra: &str, page: u32, total: u64) -> Pager {
     }
 }
 
-fn id_of<T>(s: &str, parse: fn(&str) -> Result<T, coffer_types::IdError>) -> Option<T> {
+pub(crate) fn id_of<T>(s: &str, parse: fn(&str) -> Result<T, coffer_types::IdError>) -> Option<T> {
     parse(s).ok()
 }
 
-fn not_found(s: &Signed, what: &str) -> Response {
+pub(crate) fn not_found(s: &Signed, what: &str) -> Response {
     message_page(
         StatusCode::NOT_FOUND,
         "Not found",
@@ -291,7 +291,7 @@ struct SecretsForm {
     delete: Option<(SecretId, String)>,
 }
 
-fn blank_row(index: usize) -> FormRow {
+pub(crate) fn blank_row(index: usize) -> FormRow {
     FormRow {
         index,
         number: index + 1,

@@ -130,6 +130,27 @@ pub(crate) struct Secrets {
     pub error: Option<String>,
 }
 
+#[derive(Template, Debug)]
+#[template(path = "secret.html")]
+pub(crate) struct SecretPage {
+    pub layout: Layout,
+    pub csrf: String,
+    pub can_edit: bool,
+    pub store_id: String,
+    pub store_name: String,
+    pub secret_id: String,
+    pub name: String,
+    pub scopes: String,
+    pub comment: String,
+    pub version: String,
+    pub created: String,
+    pub modified: String,
+    /// The edit form (its `name` unused) and the duplicate form, as typed, with their errors.
+    pub edit: FormRow,
+    pub dup: FormRow,
+    pub error: Option<String>,
+}
+
 /// A rendered page with its status. A template that fails to render (it cannot, short of a
 /// formatting error in a value's `Display`) is a 500 that says nothing more.
 pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {

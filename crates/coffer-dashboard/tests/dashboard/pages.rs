@@ -297,3 +297,155 @@ async fn secrets_filter_by_scope_and_sort() {
     assert_eq!(lenient.status, StatusCode::OK);
     assert!(lenient.body.contains(">OMEGA<") && lenient.body.contains(">ALPHA<"));
 }
+
+#[tokio::test]
+async fn a_secret_is_edited_and_duplicated_without_its_value_coming_back() {
+    let h = Harness::new().await;
+    let store = h.create_store("one").await;
+    let b = h.sign_in(&h.token).await;
+    let csrf = h.get(&b, "/dashboard/stores").await.csrf();
+    let r = h
+        .post(
+            &b,
+            &format!("/dashboard/stores/{store}/secrets"),
+            &[
+                ("csrf", &csrf),
+                ("name-0", "TOKEN"),
+                ("value-0", "first-value-51c0"),
+                ("scopes-0", "workers"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let list = h.get(&b, &format!("/dashboard/stores/{store}")).await;
+    let at = list.body.find("/secrets/").unwrap() + "/secrets/".len();
+    let id = list.body[at..at + 32].to_owned();
+    let path = format!("/dashboard/stores/{store}/secrets/{id}");
+    let page = h.get(&b, &path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Save changes") && page.body.contains("Duplicate"));
+    assert!(page.body.contains("type=\"password\" autocomplete=\"off\""));
+
+    // A bad scope: the message beside the field, the comment kept, nothing changed.
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("value", "second-value-8d2e"),
+                ("scopes", "bogus"),
+                ("comment", "typed"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("scopes: unknown scope") && r.body.contains("value=\"typed\""));
+    // A new value, scopes and comment.
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("value", "second-value-8d2e"),
+                ("scopes", "workers"),
+                ("scopes", "ai_gateway"),
+                ("comment", "rotated"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&b, &path).await;
+    assert!(page.body.contains("workers, ai_gateway") && page.body.contains("rotated"));
+    assert!(
+        page.body.contains("<dt>Version</dt><dd>2</dd>"),
+        "{}",
+        page.body
+    );
+    // Scopes and comment only: the value is kept (no new version).
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("value", ""),
+                ("scopes", "workers"),
+                ("comment", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = h.get(&b, &path).await;
+    assert!(
+        page.body.contains("<dt>Version</dt><dd>2</dd>"),
+        "{}",
+        page.body
+    );
+
+    // Duplicate: a name taken is refused beside the field; a new one makes the copy.
+    let dup = format!("{path}/duplicate");
+    let r = h
+        .post(
+            &b,
+            &dup,
+            &[("csrf", &csrf), ("name", "TOKEN"), ("scopes", "workers")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("already exists"));
+    let r = h
+        .post(
+            &b,
+            &dup,
+            &[
+                ("csrf", &csrf),
+                ("name", "TOKEN_COPY"),
+                ("scopes", "dex"),
+                ("comment", "copy"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let mut names = h.secrets(&store).await;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("TOKEN".to_owned(), String::new()),
+            ("TOKEN_COPY".to_owned(), "copy".to_owned())
+        ]
+    );
+    let copy = h.get(&b, r.location()).await;
+    assert!(copy.body.contains("<h1>TOKEN_COPY</h1>") && copy.body.contains("dex"));
+    for body in [&page.body, &copy.body] {
+        assert!(!body.contains("first-value-51c0") && !body.contains("second-value-8d2e"));
+    }
+
+    // A reporter sees the secret but no form, and its forged edit is refused.
+    let (_, reporter) = h.token_with_role("secrets_store_reporter").await;
+    let rb = h.sign_in(&reporter).await;
+    let page = h.get(&rb, &path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("Save changes") && !page.body.contains("type=\"password\""));
+    let rcsrf = page.csrf();
+    let r = h
+        .post(
+            &rb,
+            &path,
+            &[("csrf", &rcsrf), ("value", "x"), ("scopes", "workers")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("secrets_store:edit"));
+    let r = h
+        .post(
+            &rb,
+            &dup,
+            &[("csrf", &rcsrf), ("name", "MINE"), ("scopes", "workers")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.secrets(&store).await.len(), 2);
+}
