@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::errors::{failure_page, forged};
 use crate::forms::Form;
 use crate::security::{cleared_cookie, cross_origin, csrf_matches, session_cookie, session_id};
+use crate::session::{Owner, Refused};
 use crate::views::{Layout, SignIn, Who, page};
 use crate::{BASE, Inner, State};
 
@@ -164,8 +165,33 @@ pub(crate) async fn submit(
     };
     let (client, context) = d.guard.context(&parts);
     match d.coffer.authenticate(&token, context).await {
-        Ok(_) => {
-            let id = d.sessions.open(token);
+        Ok(who) => {
+            let owner = Owner {
+                token,
+                token_id: who.token_id,
+                account: who.account_id,
+            };
+            let id = match d.sessions.open(owner) {
+                Ok(id) => id,
+                Err(refused) => {
+                    let limits = d.sessions.limits();
+                    let why = match refused {
+                        Refused::Full => format!(
+                            "the dashboard keeps at most {} sessions and has that many open; try again later",
+                            limits.max_sessions
+                        ),
+                        Refused::AccountFull => format!(
+                            "this account has {} dashboard sessions open, the most it may; sign out of some, or wait for them to expire",
+                            limits.per_account
+                        ),
+                    };
+                    return sign_in_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        next.as_deref(),
+                        Some(why),
+                    );
+                }
+            };
             let target = next.unwrap_or_else(|| format!("{BASE}/stores"));
             let mut response = Redirect::to(&target).into_response();
             if let Ok(v) = session_cookie(&id, d.secure_cookies).parse() {

@@ -259,19 +259,21 @@ async fn sessions_expire_when_idle_or_too_old_and_are_bounded() {
         );
         assert_eq!(d.session_count(), 0);
     }
-    // Signing in again and again keeps at most the cap.
+    // Signing in again and again keeps at most the token's cap (its oldest session ends).
     let (d, app) = mounted(
         &h,
         DashboardOptions {
             sessions: SessionLimits {
                 max_sessions: 3,
+                per_token: 2,
                 ..SessionLimits::default()
             },
             ..Default::default()
         },
     );
+    let mut last = Browser::default();
     for _ in 0..10 {
-        send(
+        let r = send(
             &app,
             Browser::default()
                 .request(Method::POST, "/dashboard/sign-in")
@@ -279,6 +281,43 @@ async fn sessions_expire_when_idle_or_too_old_and_are_bounded() {
                 .unwrap(),
         )
         .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        last = Browser::default();
+        last.keep(&r);
     }
+    assert_eq!(d.session_count(), 2);
+    // Another token fills the last place; a third is refused, and no one was signed out.
+    let (_, admin) = h.token_with_role("secrets_store_admin").await;
+    let (_, reader) = h.token_with_role("secrets_store_reporter").await;
+    let sign_in = |token: &str| {
+        Browser::default()
+            .request(Method::POST, "/dashboard/sign-in")
+            .body(crate::support::form(&[("token", token)]).into())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&app, sign_in(&admin)).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let refused = send(&app, sign_in(&reader)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        refused.body.contains("keeps at most 3 sessions"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.set_cookie().is_none());
     assert_eq!(d.session_count(), 3);
+    let still = send(
+        &app,
+        last.request(Method::GET, "/dashboard/stores")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        still.status,
+        StatusCode::OK,
+        "the first token's session lives on"
+    );
 }
