@@ -26,7 +26,7 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use coffer_core::{Coffer, RequestContext};
 
-pub use security::{CONTENT_SECURITY_POLICY, SESSION_COOKIE};
+pub use security::{CONTENT_SECURITY_POLICY, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 pub use session::SessionLimits;
 
 /// Form bodies larger than this are refused (the API's body limit).
@@ -46,14 +46,30 @@ pub trait SignInGuard: Send + Sync + std::fmt::Debug + 'static {
     /// Counts a failed authentication from `client`; `Some(budget)` when this one used up
     /// the budget (the moment the API logs and audits).
     fn failed(&self, client: IpAddr) -> Option<u32>;
+    /// True if the browser reached the server over HTTPS: the server's own TLS, or a trusted
+    /// proxy's `X-Forwarded-Proto: https`.
+    fn https(&self, parts: &Parts) -> bool;
+}
+
+/// When the session cookie is marked `Secure` (and named with the `__Host-` prefix, which a
+/// browser accepts only from HTTPS, for `Path=/`, from this very host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecureCookies {
+    /// When the request reached the server over HTTPS ([`SignInGuard::https`]: its own TLS,
+    /// or a trusted proxy's `X-Forwarded-Proto: https`).
+    #[default]
+    Auto,
+    /// Always (plain HTTP to the server, HTTPS to the browser, through a proxy that does not
+    /// say so).
+    Always,
+    /// Never (a browser over plain HTTP, say on a LAN with `--insecure-http`).
+    Never,
 }
 
 /// How the dashboard is set up.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DashboardOptions {
-    /// Mark the session cookie `Secure`: the server is reached over TLS (its own, or a
-    /// TLS-terminating proxy's).
-    pub secure_cookies: bool,
+    pub secure_cookies: SecureCookies,
     pub sessions: SessionLimits,
 }
 
@@ -66,7 +82,18 @@ pub(crate) struct Inner {
     pub(crate) coffer: Arc<Coffer>,
     pub(crate) guard: Arc<dyn SignInGuard>,
     pub(crate) sessions: session::Sessions,
-    pub(crate) secure_cookies: bool,
+    pub(crate) secure_cookies: SecureCookies,
+}
+
+impl Inner {
+    /// Whether this request's session cookie is the `Secure`, `__Host-` one.
+    pub(crate) fn secure(&self, parts: &Parts) -> bool {
+        match self.secure_cookies {
+            SecureCookies::Always => true,
+            SecureCookies::Never => false,
+            SecureCookies::Auto => self.guard.https(parts),
+        }
+    }
 }
 
 impl Dashboard {

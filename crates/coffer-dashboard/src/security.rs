@@ -9,9 +9,6 @@ use crate::session::SessionId;
 /// No inline script or style, nothing from elsewhere, no framing, forms posted here only.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "coffer_session";
-
 /// Adds the security headers to every dashboard response (pages, redirects, assets, errors).
 pub(crate) async fn headers(mut response: Response) -> Response {
     let h = response.headers_mut();
@@ -26,33 +23,67 @@ pub(crate) async fn headers(mut response: Response) -> Response {
     response
 }
 
+/// The session cookie's name over plain HTTP.
+pub const SESSION_COOKIE: &str = "coffer_session";
+/// The session cookie's name when it is `Secure`: a browser takes a `__Host-` cookie only from
+/// HTTPS, with `Path=/` and no `Domain`, so neither a plain-HTTP page nor a sibling host can
+/// plant one.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-coffer_session";
+
+fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The cookie's attributes: `Path=/` (as `__Host-` requires) when secure, else the dashboard's
+/// path.
+fn attributes(secure: bool) -> String {
+    if secure {
+        "Path=/; HttpOnly; SameSite=Strict; Secure".to_owned()
+    } else {
+        format!("Path={BASE}; HttpOnly; SameSite=Strict")
+    }
+}
+
 /// `Set-Cookie` opening a session.
 pub(crate) fn session_cookie(id: &SessionId, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={}; Path={BASE}; HttpOnly; SameSite=Strict{}",
+        "{}={}; {}",
+        cookie_name(secure),
         id.to_hex(),
-        if secure { "; Secure" } else { "" }
+        attributes(secure)
     )
 }
 
 /// `Set-Cookie` removing the session cookie.
 pub(crate) fn cleared_cookie(secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}=; Path={BASE}; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
+        "{}=; Max-Age=0; {}",
+        cookie_name(secure),
+        attributes(secure)
     )
 }
 
-/// The session id the request's cookies carry, if well-formed.
-pub(crate) fn session_id(headers: &HeaderMap) -> Option<SessionId> {
-    headers
+/// The session id the request's cookies carry, if well-formed: only the cookie of the name
+/// `secure` says, and none if the request carries two of that name (one planted beside the
+/// real one).
+pub(crate) fn session_id(headers: &HeaderMap, secure: bool) -> Option<SessionId> {
+    let name = cookie_name(secure);
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .and_then(|(_, value)| SessionId::parse(value))
+        .filter(|(n, _)| *n == name);
+    let (_, value) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    SessionId::parse(value)
 }
 
 /// True if the presented CSRF token is the session's (compared in constant time).
@@ -140,11 +171,64 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_str(&format!("other=1; {SESSION_COOKIE}={id}")).unwrap(),
         );
-        assert_eq!(session_id(&h).map(|s| s.to_hex()), Some(id));
+        assert_eq!(session_id(&h, false).map(|s| s.to_hex()), Some(id.clone()));
+        assert!(session_id(&h, true).is_none(), "not the secure cookie");
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SECURE_SESSION_COOKIE}={id}")).unwrap(),
+        );
+        assert_eq!(session_id(&h, true).map(|s| s.to_hex()), Some(id.clone()));
+        assert!(session_id(&h, false).is_none());
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("coffer_session=nothex"),
         );
-        assert!(session_id(&h).is_none());
+        assert!(session_id(&h, false).is_none());
+        // Two of the name: neither is believed.
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                "{SESSION_COOKIE}={id}; {SESSION_COOKIE}={}",
+                "cd".repeat(32)
+            ))
+            .unwrap(),
+        );
+        assert!(session_id(&h, false).is_none());
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}")).unwrap(),
+        );
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}")).unwrap(),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}")).unwrap(),
+        );
+        assert!(
+            session_id(&h, false).is_none(),
+            "across two Cookie lines too"
+        );
+    }
+
+    #[test]
+    fn secure_cookies_use_the_host_prefix() {
+        let id = SessionId::parse(&"ab".repeat(32)).unwrap();
+        assert_eq!(
+            session_cookie(&id, true),
+            format!(
+                "__Host-coffer_session={}; Path=/; HttpOnly; SameSite=Strict; Secure",
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(
+            session_cookie(&id, false),
+            format!(
+                "coffer_session={}; Path=/dashboard; HttpOnly; SameSite=Strict",
+                "ab".repeat(32)
+            )
+        );
+        assert!(cleared_cookie(true).starts_with("__Host-coffer_session=; Max-Age=0; Path=/;"));
     }
 }

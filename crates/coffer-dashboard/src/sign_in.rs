@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
@@ -51,7 +50,7 @@ impl FromRequestParts<Arc<Inner>> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, d: &Arc<Inner>) -> Result<Signed, Response> {
-        let Some(id) = session_id(&parts.headers) else {
+        let Some(id) = session_id(&parts.headers, d.secure(parts)) else {
             return Err(to_sign_in(parts, d, false));
         };
         let Some(live) = d.sessions.get(&id) else {
@@ -89,7 +88,7 @@ fn to_sign_in(parts: &Parts, d: &Inner, clear: bool) -> Response {
         }
     }
     let mut response = Redirect::to(&target).into_response();
-    if clear && let Ok(v) = cleared_cookie(d.secure_cookies).parse() {
+    if clear && let Ok(v) = cleared_cookie(d.secure(parts)).parse() {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
@@ -125,9 +124,11 @@ fn sign_in_page(status: StatusCode, next: Option<&str>, error: Option<String>) -
 pub(crate) async fn show(
     axum::extract::State(d): State,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Response {
-    if session_id(&headers).is_some_and(|id| d.sessions.get(&id).is_some()) {
+    let (parts, _) = request.into_parts();
+    if session_id(&parts.headers, d.secure(&parts)).is_some_and(|id| d.sessions.get(&id).is_some())
+    {
         return Redirect::to(&format!("{BASE}/stores")).into_response();
     }
     let q = Form::query(query.as_deref());
@@ -194,7 +195,7 @@ pub(crate) async fn submit(
             };
             let target = next.unwrap_or_else(|| format!("{BASE}/stores"));
             let mut response = Redirect::to(&target).into_response();
-            if let Ok(v) = session_cookie(&id, d.secure_cookies).parse() {
+            if let Ok(v) = session_cookie(&id, d.secure(&parts)).parse() {
                 response.headers_mut().insert(header::SET_COOKIE, v);
             }
             response
@@ -235,20 +236,25 @@ pub(crate) async fn submit(
 /// user out).
 pub(crate) async fn sign_out(
     axum::extract::State(d): State,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, crate::MAX_FORM_BYTES).await else {
+        return forged(None);
+    };
+    let headers = &parts.headers;
+    let secure = d.secure(&parts);
     let form = Form::parse(&body);
-    if let Some(id) = session_id(&headers)
+    if let Some(id) = session_id(headers, secure)
         && let Some(live) = d.sessions.get(&id)
     {
-        if cross_origin(&headers) || !csrf_matches(&live.csrf, form.get("csrf")) {
+        if cross_origin(headers) || !csrf_matches(&live.csrf, form.get("csrf")) {
             return forged(None);
         }
         d.sessions.end(&id);
     }
     let mut response = Redirect::to(&format!("{BASE}/sign-in")).into_response();
-    if let Ok(v) = cleared_cookie(d.secure_cookies).parse() {
+    if let Ok(v) = cleared_cookie(secure).parse() {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response

@@ -56,6 +56,7 @@ use coffer_types::{AccountId, TokenId};
 
 pub use client_addr::{IpNet, TrustedProxies};
 pub use coffer_core::{DekPolicy, ResealSettings, RewrapSettings};
+pub use coffer_dashboard::SecureCookies;
 pub use database::Database;
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
@@ -266,6 +267,9 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// Allow plain HTTP on a non-loopback address.
     pub insecure_http: bool,
+    /// When the dashboard's session cookie is `Secure` (`Auto`: when the request came over
+    /// TLS, this server's or a trusted proxy's).
+    pub dashboard_secure_cookies: SecureCookies,
     /// Default secrets quota for accounts without an override.
     pub secrets_quota: u64,
     /// Maximum stores per account.
@@ -318,9 +322,11 @@ pub struct AppOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// Where requests, refusals and limits are counted (none by default).
     pub metrics: Option<Arc<coffer_metrics::Metrics>>,
-    /// The dashboard's session cookie is marked `Secure` (served over TLS, or behind a
-    /// TLS-terminating proxy with `--insecure-http`).
-    pub secure_cookies: bool,
+    /// The listener serves TLS itself (the dashboard's session cookie is then `Secure` under
+    /// [`SecureCookies::Auto`]).
+    pub tls: bool,
+    /// When the dashboard's session cookie is `Secure` (`--dashboard-secure-cookies`).
+    pub dashboard_cookies: SecureCookies,
 }
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
@@ -366,9 +372,12 @@ fn control_plane_app(
     );
     let dashboard = coffer_dashboard::Dashboard::new(
         coffer,
-        Arc::new(dashboard::Guard(state.clone())),
+        Arc::new(dashboard::Guard {
+            state: state.clone(),
+            tls: options.tls,
+        }),
         coffer_dashboard::DashboardOptions {
-            secure_cookies: options.secure_cookies,
+            secure_cookies: options.dashboard_cookies,
             ..Default::default()
         },
     );
@@ -472,7 +481,8 @@ pub async fn serve_on(
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
         metrics: metrics.clone(),
-        secure_cookies: opts.tls.is_some() || opts.insecure_http,
+        tls: opts.tls.is_some(),
+        dashboard_cookies: opts.dashboard_secure_cookies,
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {

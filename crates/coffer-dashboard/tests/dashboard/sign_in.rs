@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use coffer_core::RequestContext;
-use coffer_dashboard::{Dashboard, DashboardOptions, SessionLimits, SignInGuard};
+use coffer_dashboard::{Dashboard, DashboardOptions, SecureCookies, SessionLimits, SignInGuard};
 
 use crate::support::{Browser, Harness, send};
 
@@ -184,6 +184,9 @@ impl SignInGuard for NoLimit {
     fn failed(&self, _: IpAddr) -> Option<u32> {
         None
     }
+    fn https(&self, _: &axum::http::request::Parts) -> bool {
+        false
+    }
 }
 
 fn mounted(h: &Harness, options: DashboardOptions) -> (Dashboard, Router) {
@@ -198,7 +201,7 @@ async fn over_tls_the_cookie_is_secure() {
     let (_, app) = mounted(
         &h,
         DashboardOptions {
-            secure_cookies: true,
+            secure_cookies: SecureCookies::Always,
             ..Default::default()
         },
     );
@@ -210,7 +213,55 @@ async fn over_tls_the_cookie_is_secure() {
             .unwrap(),
     )
     .await;
-    assert!(r.set_cookie().unwrap().ends_with("; Secure"), "{r:?}");
+    let set = r.set_cookie().unwrap();
+    assert!(
+        set.starts_with("__Host-coffer_session=")
+            && set.ends_with("; Path=/; HttpOnly; SameSite=Strict; Secure"),
+        "{r:?}"
+    );
+    let mut b = Browser::default();
+    b.keep(&r);
+    let page = |b: &Browser| {
+        b.request(Method::GET, "/dashboard/stores")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    assert_eq!(send(&app, page(&b)).await.status, StatusCode::OK);
+    // The plain name is not the secure session's, and a second cookie of the name voids both.
+    let plain = Browser {
+        cookie: b.cookie.as_ref().map(|c| c.replace("__Host-", "")),
+        ..Browser::default()
+    };
+    assert_eq!(send(&app, page(&plain)).await.status, StatusCode::SEE_OTHER);
+    let twice = Browser {
+        cookie: b
+            .cookie
+            .as_ref()
+            .map(|c| format!("{c}; __Host-coffer_session={}", "ab".repeat(32))),
+        ..Browser::default()
+    };
+    assert_eq!(send(&app, page(&twice)).await.status, StatusCode::SEE_OTHER);
+    // Never: the plain cookie.
+    let (_, app) = mounted(
+        &h,
+        DashboardOptions {
+            secure_cookies: SecureCookies::Never,
+            ..Default::default()
+        },
+    );
+    let r = send(
+        &app,
+        Browser::default()
+            .request(Method::POST, "/dashboard/sign-in")
+            .body(crate::support::form(&[("token", &h.token)]).into())
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        r.set_cookie().unwrap().starts_with("coffer_session="),
+        "{r:?}"
+    );
+    assert!(!r.set_cookie().unwrap().contains("Secure"), "{r:?}");
 }
 
 #[tokio::test]
