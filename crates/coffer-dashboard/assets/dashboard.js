@@ -22,13 +22,13 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     }
     for (const el of row.querySelectorAll(".error")) el.remove();
-    for (const el of row.querySelectorAll("input")) {
+    for (const el of row.querySelectorAll("input, textarea")) {
       el.removeAttribute("aria-invalid");
       el.removeAttribute("aria-describedby");
       if (el.type === "checkbox") el.checked = el.value === "workers";
       else el.value = "";
     }
     last.after(row);
-    row.querySelector("input").focus();
+    row.querySelector("input, textarea").focus();
   });
 });

@@ -39,6 +39,21 @@ before(async () => {
   });
 });
 
+// A multi-line value with characters form encoding changes: what the dashboard must store as is.
+const multiLine = "-----BEGIN KEY-----\nAb+/c= %41 & ü\n  indented  \n-----END KEY-----\n";
+
+// An API call as the operator: the JSON answer, which must be a success.
+async function api(method, path, body) {
+  const res = await fetch(`${base}/client/v4/accounts/${account}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(json));
+  return json;
+}
+
 after(async () => {
   await browser?.close();
   server?.kill("SIGTERM");
@@ -69,15 +84,16 @@ test("sign in, create a store and two secrets, search, delete, edit, duplicate, 
   assert.ok(await page.getByRole("heading", { name: "Secrets of e2e-store" }).isVisible());
 
   // Two secrets at once: "Add another secret" adds a row in place (the script), values are
-  // password fields and never come back.
+  // textareas (newlines kept, no password manager) and never come back.
   await page.getByRole("link", { name: "Add another secret" }).click();
   assert.equal(await page.locator("fieldset.secret-row").count(), 2);
   await page.locator("#name-0").fill("DATABASE_URL");
   await page.locator("#value-0").fill("e2e-value-one");
   await page.locator("#comment-0").fill("primary <b>db</b><img src=x onerror=\"window.__xss=1\">");
   await page.locator("#name-1").fill("API_KEY");
-  await page.locator("#value-1").fill("e2e-value-two");
-  assert.equal(await page.locator("#value-1").getAttribute("type"), "password");
+  await page.locator("#value-1").fill(multiLine);
+  assert.equal(await page.locator("#value-1").evaluate((e) => e.tagName), "TEXTAREA");
+  assert.equal(await page.locator("#value-1").getAttribute("autocomplete"), "off");
   // The page after the POST has the same URL: wait for the new document itself.
   await Promise.all([
     page.waitForEvent("framenavigated"),
@@ -88,6 +104,20 @@ test("sign in, create a store and two secrets, search, delete, edit, duplicate, 
   assert.equal(await rows.count(), 2);
   const html = await page.content();
   assert.ok(!html.includes("e2e-value-one") && !html.includes("e2e-value-two"));
+  // Stored exactly as typed (a browser sends the line breaks as CRLF): read back through a
+  // service bound to it.
+  const store = page.url().match(/stores\/([0-9a-f]{32})/)[1];
+  const deployed = await api("POST", "/secrets_store/services", {
+    name: "e2e-reader",
+    secrets_store_secrets: [{ binding: "KEY", store_id: store, secret_name: "API_KEY" }],
+  });
+  const reader = deployed.result.service_token;
+  const read = async () => {
+    const r = await fetch(`${base}/runtime/v1/bindings/KEY`, { headers: { authorization: `Bearer ${reader}` } });
+    assert.equal(r.status, 200);
+    return r.text();
+  };
+  assert.equal(await read(), multiLine);
   // The comment renders as text, not markup.
   assert.ok(await page.getByText("primary <b>db</b>").isVisible());
   assert.equal(await page.locator("td b, td img").count(), 0);
@@ -111,7 +141,7 @@ test("sign in, create a store and two secrets, search, delete, edit, duplicate, 
   // Edit a value and a scope, then duplicate.
   await page.getByRole("link", { name: "API_KEY" }).click();
   await page.waitForURL(/\/secrets\/[0-9a-f]{32}$/);
-  await page.getByLabel("New value").fill("e2e-value-three");
+  await page.getByLabel("New value").fill("e2e-value-three\n+ % & ü  ");
   await page.getByRole("group", { name: "Scopes", exact: true }).getByLabel("ai_gateway").check();
   await Promise.all([
     page.waitForEvent("framenavigated"),
@@ -121,6 +151,8 @@ test("sign in, create a store and two secrets, search, delete, edit, duplicate, 
   assert.ok(await page.getByText("workers, ai_gateway").isVisible());
   assert.equal(await page.locator("dl.facts dd").nth(3).textContent(), "2", "a new version");
   assert.ok(!(await page.content()).includes("e2e-value-three"));
+  assert.equal(await read(), "e2e-value-three\n+ % & ü  ");
+  await api("DELETE", `/secrets_store/services/${deployed.result.id}`);
   await page.getByLabel("New name").fill("API_KEY_COPY");
   await page.getByRole("button", { name: "Duplicate", exact: true }).click();
   await page.getByRole("heading", { name: "API_KEY_COPY" }).waitFor();

@@ -49,6 +49,19 @@ impl Form {
     }
 
     /// The row indices of the fields named `prefix-N`, ascending and distinct.
+    /// Takes a `<textarea>`'s value: a browser submits its line breaks as CRLF whatever was
+    /// typed or pasted (the field itself holds LF), so each CRLF becomes LF again and the value
+    /// stored is the one the field showed.
+    pub(crate) fn take_text(&mut self, key: &str) -> Option<Zeroizing<String>> {
+        self.take(key).map(|v| {
+            if v.contains("\r\n") {
+                Zeroizing::new(v.replace("\r\n", "\n"))
+            } else {
+                v
+            }
+        })
+    }
+
     pub(crate) fn rows(&self, prefix: &str) -> Vec<usize> {
         let mut rows: Vec<usize> = self
             .0

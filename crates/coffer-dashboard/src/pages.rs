@@ -535,7 +535,7 @@ fn parse_rows(form: &mut Form) -> (Vec<FormRow>, Option<Vec<CreateSecretItem>>) 
             }
         };
         let value = form
-            .take(&format!("value-{index}"))
+            .take_text(&format!("value-{index}"))
             .map(|v| Plaintext::new(v.as_bytes().to_vec()))
             .unwrap_or_else(|| Plaintext::new(Vec::new()));
         let value = match check_value(&value, "value") {

@@ -175,7 +175,7 @@ pub(crate) async fn edit(
     let mut row = typed_row(&form);
     let scopes = parse_scopes(&form, &mut row);
     let comment = parse_comment(&form, &mut row);
-    let value = match form.take("value") {
+    let value = match form.take_text("value") {
         Some(v) if !v.is_empty() => {
             let value = Plaintext::new(v.as_bytes().to_vec());
             match check_value(&value, "value") {

@@ -73,7 +73,13 @@ async fn several_secrets_at_once_whose_values_never_come_back() {
     let store = h.create_store("app").await;
     let b = h.sign_in(&h.token).await;
     let page = h.get(&b, &format!("/dashboard/stores/{store}")).await;
-    assert!(page.body.contains("type=\"password\" autocomplete=\"off\""));
+    assert!(page.body.contains(
+        "<textarea id=\"value-0\" name=\"value-0\" class=\"secret-value\" rows=\"2\" autocomplete=\"off\" autocapitalize=\"off\" spellcheck=\"false\""
+    ));
+    assert!(
+        !page.body.contains("type=\"password\""),
+        "no password field to save or fill"
+    );
     assert!(page.body.contains("Add another secret"));
     let csrf = page.csrf();
     let path = format!("/dashboard/stores/{store}/secrets");
@@ -324,7 +330,10 @@ async fn a_secret_is_edited_and_duplicated_without_its_value_coming_back() {
     let page = h.get(&b, &path).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Save changes") && page.body.contains("Duplicate"));
-    assert!(page.body.contains("type=\"password\" autocomplete=\"off\""));
+    assert!(page.body.contains(
+        "<textarea id=\"edit-value\" name=\"value\" class=\"secret-value\" rows=\"2\" autocomplete=\"off\" autocapitalize=\"off\" spellcheck=\"false\""
+    ));
+    assert!(!page.body.contains("type=\"password\""));
 
     // A bad scope: the message beside the field, the comment kept, nothing changed.
     let r = h
@@ -428,7 +437,7 @@ async fn a_secret_is_edited_and_duplicated_without_its_value_coming_back() {
     let rb = h.sign_in(&reporter).await;
     let page = h.get(&rb, &path).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(!page.body.contains("Save changes") && !page.body.contains("type=\"password\""));
+    assert!(!page.body.contains("Save changes") && !page.body.contains("secret-value"));
     let rcsrf = page.csrf();
     let r = h
         .post(
@@ -448,4 +457,99 @@ async fn a_secret_is_edited_and_duplicated_without_its_value_coming_back() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(h.secrets(&store).await.len(), 2);
+}
+
+/// Values typed into the dashboard are stored exactly: a multi-line PEM block (sent as CRLF, as
+/// a browser sends a textarea's line breaks) and `+ % & ü` and spaces, read back through a
+/// bound service's runtime read; an edit too.
+#[tokio::test]
+async fn values_round_trip_exactly() {
+    let h = Harness::new().await;
+    let store = h.create_store("exact").await;
+    let b = h.sign_in(&h.token).await;
+    let csrf = h
+        .get(&b, &format!("/dashboard/stores/{store}"))
+        .await
+        .csrf();
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIB+/Vw==\nAAAA\n-----END PRIVATE KEY-----\n";
+    let odd = " a + b %41 & ü  c ";
+    let r = h
+        .post(
+            &b,
+            &format!("/dashboard/stores/{store}/secrets"),
+            &[
+                ("csrf", &csrf),
+                ("name-0", "PEM"),
+                ("value-0", &pem.replace('\n', "\r\n")),
+                ("scopes-0", "workers"),
+                ("name-1", "ODD"),
+                ("value-1", odd),
+                ("scopes-1", "workers"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let (status, v) = h
+        .api(
+            axum::http::Method::POST,
+            &format!("/client/v4/accounts/{}/secrets_store/services", h.account),
+            &h.token,
+            Some(serde_json::json!({
+                "name": "reader",
+                "secrets_store_secrets": [
+                    { "binding": "PEM", "store_id": store, "secret_name": "PEM" },
+                    { "binding": "ODD", "store_id": store, "secret_name": "ODD" },
+                ],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let service = v["result"]["service_token"].as_str().unwrap().to_owned();
+    let read = |binding: &'static str| {
+        let service = service.clone();
+        let h = &h;
+        async move {
+            let r = h
+                .send(
+                    axum::http::Request::get(format!("/runtime/v1/bindings/{binding}"))
+                        .header(
+                            axum::http::header::AUTHORIZATION,
+                            format!("Bearer {service}"),
+                        )
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r.body
+        }
+    };
+    assert_eq!(read("PEM").await, pem);
+    assert_eq!(read("ODD").await, odd);
+    // An edit stores its value exactly too.
+    let list = h.get(&b, &format!("/dashboard/stores/{store}")).await;
+    let at = list.body.find("/secrets/").unwrap() + "/secrets/".len();
+    let id = list.body[at..at + 32].to_owned();
+    let path = format!("/dashboard/stores/{store}/secrets/{id}");
+    let page = h.get(&b, &path).await;
+    let edited = "line one\n  line two & ü %20+\n";
+    let r = h
+        .post(
+            &b,
+            &path,
+            &[
+                ("csrf", &page.csrf()),
+                ("value", &edited.replace('\n', "\r\n")),
+                ("scopes", "workers"),
+                ("comment", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let name = if page.body.contains(">PEM<") {
+        "PEM"
+    } else {
+        "ODD"
+    };
+    assert_eq!(read(name).await, edited);
 }
