@@ -18,7 +18,10 @@ mod test_keks;
 mod token_cache;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
-pub use error::{CoreError, Invalid, InvalidKind, NodeKeyRefusal, Resource};
+pub use error::{
+    CoreError, INTERNAL_MESSAGE, Invalid, InvalidKind, NodeKeyRefusal, Resource,
+    UNAVAILABLE_MESSAGE,
+};
 pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring};
 pub use limits::{
     Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,

@@ -7,20 +7,16 @@ use coffer_core::{CoreError, Resource};
 
 use crate::views::{Layout, Message, Who, page};
 
-/// The status and the message a failed core operation shows.
+/// The status and the message a failed core operation shows: core's status (an invalid form
+/// is 422, as every re-shown form is) and core's public message, never an internal detail
+/// (that goes to the log); a few said in the dashboard's own words.
 pub(crate) fn describe(e: &CoreError) -> (StatusCode, String) {
     let status = match e {
         CoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        CoreError::Forbidden(p) => {
-            return (
-                StatusCode::FORBIDDEN,
-                format!("this token's role lacks the {p} permission"),
-            );
-        }
-        CoreError::OutsideOperatorReach(_)
-        | CoreError::OperatorFirstTokenOnly
-        | CoreError::WrongTokenKind(_) => StatusCode::FORBIDDEN,
+        e => StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let message = match e {
+        CoreError::Forbidden(p) => format!("this token's role lacks the {p} permission"),
         CoreError::NotFound(what) => {
             let what = match what {
                 Resource::Account => "account",
@@ -30,36 +26,20 @@ pub(crate) fn describe(e: &CoreError) -> (StatusCode, String) {
                 Resource::Service => "service",
                 Resource::Node => "node",
             };
-            return (StatusCode::NOT_FOUND, format!("{what} not found"));
+            format!("{what} not found")
         }
-        CoreError::StoreNotEmpty => {
-            return (
-                StatusCode::CONFLICT,
-                "the store still holds secrets: tick \u{201c}Also delete the secrets it holds\u{201d} to delete them with it".to_owned(),
-            );
-        }
-        CoreError::NameTaken { .. }
-        | CoreError::QuotaExceeded { .. }
-        | CoreError::StoreLimitExceeded { .. }
-        | CoreError::Conflict => StatusCode::CONFLICT,
+        CoreError::StoreNotEmpty => "the store still holds secrets: tick \u{201c}Also delete the secrets it holds\u{201d} to delete them with it".to_owned(),
         CoreError::Unavailable(detail) => {
             tracing::warn!(error = %detail, "dashboard: service unavailable");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the service is unavailable for now; try again shortly".to_owned(),
-            );
+            e.public_message()
         }
-        CoreError::AccountKekUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal(detail) => {
             tracing::error!(error = %detail, "dashboard: internal error");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server's log has the details".to_owned(),
-            );
+            format!("{}; the server's log has the details", e.public_message())
         }
-        _ => StatusCode::BAD_REQUEST,
+        e => e.public_message(),
     };
-    (status, e.to_string())
+    (status, message)
 }
 
 /// A page saying what went wrong, with the layout of the signed-in caller (if any).
@@ -113,4 +93,30 @@ pub(crate) fn forged(who: Option<Who>) -> Response {
         "The form did not come from this dashboard session (or the session changed since the page was loaded). Reload the page and try again.".to_owned(),
         who,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_internal_detail_reaches_a_page() {
+        for (e, status) in [
+            (
+                CoreError::Internal("sqlite: disk I/O at /var/lib/x".into()),
+                500,
+            ),
+            (CoreError::Unavailable("pg 10.0.0.5 refused".into()), 503),
+        ] {
+            let (s, message) = describe(&e);
+            assert_eq!(s.as_u16(), status);
+            assert!(
+                !message.contains("/var/lib/x") && !message.contains("10.0.0.5"),
+                "{message}"
+            );
+            assert!(message.starts_with(&e.public_message()), "{message}");
+        }
+        let (s, _) = describe(&CoreError::AlreadyRevoked);
+        assert_eq!(s, StatusCode::CONFLICT, "core's status, not a fallback 400");
+    }
 }
