@@ -1,6 +1,8 @@
 //! What every dashboard response carries, the session cookie, and the CSRF check.
 
+use axum::extract::OriginalUri;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
 use axum::response::Response;
 
 use crate::BASE;
@@ -97,11 +99,24 @@ pub(crate) fn csrf_matches(expected: &str, presented: Option<&str>) -> bool {
     }
 }
 
+/// The host a request was sent to: its `Host`, or HTTP/2's `:authority` (which has no `Host`).
+pub(crate) fn request_host(parts: &Parts) -> Option<String> {
+    if let Some(host) = parts.headers.get(header::HOST) {
+        return host.to_str().ok().map(str::to_owned);
+    }
+    let uri = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    uri.authority().map(|a| a.as_str().to_owned())
+}
+
 /// A state-changing request that the browser says comes from another site is refused whatever
-/// it carries: `Sec-Fetch-Site` other than `same-origin`, or an `Origin` naming another host.
-/// (Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` with a form POST, so
-/// `null`, like a request without either header, is judged by its CSRF token alone.)
-pub(crate) fn cross_origin(headers: &HeaderMap) -> bool {
+/// it carries: `Sec-Fetch-Site` other than `same-origin`, or an `Origin` naming another host
+/// than `host` (the request's, [`request_host`]). (Under `Referrer-Policy: no-referrer` a
+/// browser sends `Origin: null` with a form POST, so `null`, like a request without either
+/// header, is judged by its CSRF token alone.)
+pub(crate) fn cross_origin(headers: &HeaderMap, host: Option<&str>) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = text("sec-fetch-site")
         && site != "same-origin"
@@ -115,10 +130,22 @@ pub(crate) fn cross_origin(headers: &HeaderMap) -> bool {
         return false;
     }
     let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    match (origin_host, text("host")) {
+    match (origin_host, host) {
         (Some(o), Some(h)) => !o.eq_ignore_ascii_case(h),
         _ => true,
     }
+}
+
+/// A sign-in POST has no session, so no CSRF token, to judge it by: besides what
+/// [`cross_origin`] refuses, one that carries neither `Sec-Fetch-Site` nor a real `Origin`
+/// (`null` or none) is refused, so another site cannot sign a browser into the attacker's
+/// session (every current browser sends `Sec-Fetch-Site`).
+pub(crate) fn sign_in_forged(headers: &HeaderMap, host: Option<&str>) -> bool {
+    let vouched = headers.contains_key("sec-fetch-site")
+        || headers
+            .get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() != b"null");
+    cross_origin(headers, host) || !vouched
 }
 
 #[cfg(test)]
@@ -135,32 +162,76 @@ mod tests {
 
     #[test]
     fn origin_must_be_this_host() {
+        let host = Some("127.0.0.1:8080");
         let mut h = HeaderMap::new();
-        assert!(!cross_origin(&h), "no Origin: judged by the token alone");
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        assert!(
+            !cross_origin(&h, host),
+            "no Origin: judged by the token alone"
+        );
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(!cross_origin(&h));
+        assert!(!cross_origin(&h, host));
+        assert!(cross_origin(&h, None), "no host to compare with");
+        assert!(cross_origin(&h, Some("127.0.0.1:9090")));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.test"),
         );
-        assert!(cross_origin(&h));
+        assert!(cross_origin(&h, host));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!cross_origin(&h), "what no-referrer makes a browser send");
+        assert!(
+            !cross_origin(&h, host),
+            "what no-referrer makes a browser send"
+        );
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        assert!(cross_origin(&h));
+        assert!(cross_origin(&h, host));
         h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
-        assert!(cross_origin(&h));
+        assert!(cross_origin(&h, host));
         h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        assert!(!cross_origin(&h));
+        assert!(!cross_origin(&h, host));
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.test"),
         );
-        assert!(cross_origin(&h), "the Origin still counts");
+        assert!(cross_origin(&h, host), "the Origin still counts");
+    }
+
+    #[test]
+    fn a_sign_in_needs_a_browser_to_vouch_for_it() {
+        let host = Some("127.0.0.1:8080");
+        let mut h = HeaderMap::new();
+        assert!(sign_in_forged(&h, host), "neither header");
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(sign_in_forged(&h, host), "Origin: null alone");
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://127.0.0.1:8080"),
+        );
+        assert!(!sign_in_forged(&h, host));
+        h.remove(header::ORIGIN);
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!sign_in_forged(&h, host));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(sign_in_forged(&h, host));
+    }
+
+    #[test]
+    fn the_host_is_the_authority_without_a_host_header() {
+        let (parts, _) = axum::http::Request::builder()
+            .uri("https://coffer.test:8443/dashboard/sign-in")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(request_host(&parts).as_deref(), Some("coffer.test:8443"));
+        let (parts, _) = axum::http::Request::builder()
+            .uri("https://coffer.test:8443/dashboard/sign-in")
+            .header(header::HOST, "other.test")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(request_host(&parts).as_deref(), Some("other.test"));
     }
 
     #[test]

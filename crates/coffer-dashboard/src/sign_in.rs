@@ -12,7 +12,10 @@ use zeroize::Zeroizing;
 
 use crate::errors::{failure_page, forged};
 use crate::forms::Form;
-use crate::security::{cleared_cookie, cross_origin, csrf_matches, session_cookie, session_id};
+use crate::security::{
+    cleared_cookie, cross_origin, csrf_matches, request_host, session_cookie, session_id,
+    sign_in_forged,
+};
 use crate::session::{Owner, Refused};
 use crate::views::{Layout, SignIn, Who, page};
 use crate::{BASE, Inner, State};
@@ -25,6 +28,8 @@ const MAX_NEXT: usize = 2048;
 pub(crate) struct Signed {
     pub who: Principal,
     pub csrf: String,
+    /// The host the request was sent to ([`request_host`]).
+    pub host: Option<String>,
 }
 
 impl Signed {
@@ -41,7 +46,7 @@ impl Signed {
     /// The refusal (403) of a state-changing request that does not carry this session's CSRF
     /// token or comes from another site; `None` for one that may go on.
     pub(crate) fn forged(&self, headers: &HeaderMap, form: &Form) -> Option<Response> {
-        (cross_origin(headers) || !csrf_matches(&self.csrf, form.get("csrf")))
+        (cross_origin(headers, self.host.as_deref()) || !csrf_matches(&self.csrf, form.get("csrf")))
             .then(|| forged(Some(self.who())))
     }
 }
@@ -61,6 +66,7 @@ impl FromRequestParts<Arc<Inner>> for Signed {
             Ok(who) => Ok(Signed {
                 who,
                 csrf: live.csrf,
+                host: request_host(parts),
             }),
             // Revoked (or its account deleted): the session ends with it.
             Err(CoreError::Unauthenticated(_) | CoreError::WrongTokenKind(_)) => {
@@ -151,7 +157,7 @@ pub(crate) async fn submit(
     };
     let mut form = Form::parse(&body);
     let next = form.get("next").and_then(safe_next).map(str::to_owned);
-    if cross_origin(&parts.headers) {
+    if sign_in_forged(&parts.headers, request_host(&parts).as_deref()) {
         return forged(None);
     }
     let token: Zeroizing<String> = match form.take("token") {
@@ -248,7 +254,9 @@ pub(crate) async fn sign_out(
     if let Some(id) = session_id(headers, secure)
         && let Some(live) = d.sessions.get(&id)
     {
-        if cross_origin(headers) || !csrf_matches(&live.csrf, form.get("csrf")) {
+        if cross_origin(headers, request_host(&parts).as_deref())
+            || !csrf_matches(&live.csrf, form.get("csrf"))
+        {
             return forged(None);
         }
         d.sessions.end(&id);

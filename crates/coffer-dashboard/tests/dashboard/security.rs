@@ -106,16 +106,47 @@ async fn a_post_without_the_csrf_token_is_refused() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let mut cross = b
+        .request(Method::POST, "/dashboard/stores")
+        .header(header::ORIGIN, "null")
+        .body(crate::support::form(&[("csrf", &csrf), ("name", "forged")]).into())
+        .unwrap();
+    cross.headers_mut().insert(
+        "sec-fetch-site",
+        header::HeaderValue::from_static("cross-site"),
+    );
+    let r = h.send(cross).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A sign-in no browser vouches for (neither Sec-Fetch-Site nor a real Origin) is refused:
+    // another site cannot sign this browser into its own session.
+    for origin in [None, Some("null")] {
+        let mut req = axum::http::Request::post("/dashboard/sign-in");
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        let r = h
+            .send(
+                req.body(crate::support::form(&[("token", &h.token)]).into())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert!(r.set_cookie().is_none());
+    }
     let r = h
         .send(
-            b.request(Method::POST, "/dashboard/stores")
-                .header("sec-fetch-site", "cross-site")
-                .header(header::ORIGIN, "null")
-                .body(crate::support::form(&[("csrf", &csrf), ("name", "forged")]).into())
+            axum::http::Request::post("/dashboard/sign-in")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header(header::ORIGIN, "http://127.0.0.1:8080")
+                .body(crate::support::form(&[("token", &h.token)]).into())
                 .unwrap(),
         )
         .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "a real Origin of this host vouches"
+    );
     assert!(h.store_names().await.is_empty(), "nothing was created");
     // Another session's token is not this one's.
     let other = h.sign_in(&h.token).await;

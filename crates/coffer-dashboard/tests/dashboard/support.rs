@@ -240,7 +240,11 @@ pub async fn send(app: &Router, req: Request<Body>) -> Resp {
 
 impl Browser {
     pub fn request(&self, method: Method, path: &str) -> axum::http::request::Builder {
-        let mut b = Request::builder().method(method).uri(path);
+        // What every current browser sends with its own page's requests.
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("sec-fetch-site", "same-origin");
         if let Some(c) = &self.cookie {
             b = b.header(header::COOKIE, c);
         }
