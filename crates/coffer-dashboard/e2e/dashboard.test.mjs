@@ -37,7 +37,7 @@ before(async () => {
     // The test runs as root in CI, where Chromium's sandbox cannot start.
     args: ["--no-sandbox"],
   });
-});
+}, { timeout: 60_000 });
 
 // A multi-line value with characters form encoding changes: what the dashboard must store as is.
 const multiLine = "-----BEGIN KEY-----\nAb+/c= %41 & ü\n  indented  \n-----END KEY-----\n";
