@@ -30,7 +30,7 @@ pub use security::{CONTENT_SECURITY_POLICY, SECURE_SESSION_COOKIE, SESSION_COOKI
 pub use session::SessionLimits;
 
 /// Form bodies larger than this are refused (the API's body limit).
-pub const MAX_FORM_BYTES: usize = 1 << 20;
+pub const MAX_FORM_BYTES: usize = coffer_core::MAX_REQUEST_BODY_BYTES;
 
 /// Where the server mounts the dashboard; the session cookie's `Path`.
 pub const BASE: &str = "/dashboard";

@@ -7,7 +7,8 @@ use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use coffer_core::{
-    Comment, CoreError, CreateSecretItem, Permission, SecretListQuery, StoreListQuery, check_value,
+    Comment, CoreError, CreateSecretItem, MAX_PAGE, MAX_SEARCH_BYTES, Permission, SecretListQuery,
+    StoreListQuery, check_value,
 };
 use coffer_crypto::Plaintext;
 use coffer_storage::{Direction, SecretOrder, StoreOrder};
@@ -47,8 +48,6 @@ const SORTS: [(&str, &str, SecretOrder, Direction); 4] = [
         Direction::Desc,
     ),
 ];
-/// The longest search accepted (as the API's `search`).
-const MAX_SEARCH: usize = 255;
 
 pub(crate) async fn home() -> Response {
     Redirect::to(&format!("{BASE}/stores")).into_response()
@@ -66,12 +65,22 @@ pub(crate) fn can_edit(s: &Signed) -> bool {
     s.who.role.allows(Permission::Edit)
 }
 
-/// The `page` parameter: a positive number, 1 when absent or not one.
+/// The `page` parameter: 1 when absent or not a number, at most the API's [`MAX_PAGE`].
 fn page_number(q: &Form) -> u32 {
     q.get("page")
-        .and_then(|p| p.parse::<u32>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1)
+        .and_then(|p| p.trim().parse::<u64>().ok())
+        .map_or(1, |p| p.clamp(1, u64::from(MAX_PAGE)) as u32)
+}
+
+/// The `search` parameter, trimmed and cut to the API's [`MAX_SEARCH_BYTES`] (at a character's
+/// edge).
+fn search_text(q: &Form) -> String {
+    let search = q.get("search").unwrap_or_default().trim();
+    let mut end = search.len().min(MAX_SEARCH_BYTES);
+    while !search.is_char_boundary(end) {
+        end -= 1;
+    }
+    search[..end].to_owned()
 }
 
 fn pager(base: &str, extra: &str, page: u32, total: u64) -> Pager {
@@ -334,13 +343,7 @@ async fn render_secrets(
         Ok(store) => store,
         Err(e) => return failure_page(&e, Some(s.who())),
     };
-    let search: String = q
-        .get("search")
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .take(MAX_SEARCH)
-        .collect();
+    let search = search_text(q);
     let page_no = page_number(q);
     let scope = q
         .get("scope")
@@ -684,5 +687,24 @@ pub(crate) async fn delete_secret(
             }
             render_secrets(&d, &s, store_id, &none, refuse(message), status).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_and_search_keep_the_apis_limits() {
+        let q = |s: &str| Form::query(Some(s));
+        assert_eq!(page_number(&q("page=0")), 1);
+        assert_eq!(page_number(&q("page=x")), 1);
+        assert_eq!(page_number(&q("page=7")), 7);
+        assert_eq!(page_number(&q("page=99999999999")), MAX_PAGE);
+        let long = "ü".repeat(200);
+        let cut = search_text(&q(&format!("search={long}")));
+        assert!(cut.len() <= MAX_SEARCH_BYTES && cut.len() >= MAX_SEARCH_BYTES - 1);
+        assert!(long.starts_with(&cut));
+        assert_eq!(search_text(&q("search=+db+")), "db");
     }
 }

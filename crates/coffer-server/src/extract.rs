@@ -18,7 +18,7 @@ use crate::frame::REQUEST_ID;
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused before parsing.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_BODY_BYTES: usize = coffer_core::MAX_REQUEST_BODY_BYTES;
 
 /// The authenticated caller.
 #[derive(Debug)]
