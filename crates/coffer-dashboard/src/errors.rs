@@ -119,4 +119,22 @@ mod tests {
         let (s, _) = describe(&CoreError::AlreadyRevoked);
         assert_eq!(s, StatusCode::CONFLICT, "core's status, not a fallback 400");
     }
+
+    #[tokio::test]
+    async fn a_5xx_page_says_something_went_wrong_and_nothing_more() {
+        use http_body_util::BodyExt;
+        let r = failure_page(&CoreError::Internal("row 42 of /var/lib/x".into()), None);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("Something went wrong"), "{body}");
+        assert!(
+            body.contains("<p>internal error; the server&#39;s log has the details</p>"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("/var/lib/x") && !body.contains("row 42"),
+            "{body}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! one role table and audited as the API's are.
 //!
 //! The server mounts [`Dashboard::router`] under [`BASE`]. Sign-in exchanges an API token for
-//! a server-side session ([`session`]); every request authenticates the kept token again, so a
+//! a server-side session ([`SessionLimits`]); every request authenticates the kept token again, so a
 //! revoked token ends its sessions at once. Every response carries the headers of
 //! [`security`]; every form that changes state carries the session's CSRF token.
 
@@ -13,7 +13,7 @@ mod forms;
 mod pages;
 mod secret;
 mod security;
-pub mod session;
+mod session;
 mod sign_in;
 mod views;
 
@@ -27,7 +27,10 @@ use axum::routing::{get, post};
 use coffer_core::{Coffer, RequestContext};
 
 pub use security::{CONTENT_SECURITY_POLICY, SECURE_SESSION_COOKIE, SESSION_COOKIE};
-pub use session::SessionLimits;
+pub use session::{
+    ABSOLUTE_TIMEOUT, IDLE_TIMEOUT, MAX_SESSIONS, MAX_SESSIONS_PER_ACCOUNT, MAX_SESSIONS_PER_TOKEN,
+    SessionLimits,
+};
 
 /// Form bodies larger than this are refused (the API's body limit).
 pub const MAX_FORM_BYTES: usize = coffer_core::MAX_REQUEST_BODY_BYTES;

@@ -20,6 +20,7 @@ fn assert_secure_headers(r: &Resp, what: &str) {
     );
     assert_eq!(h(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{what}");
     assert_eq!(h(header::REFERRER_POLICY), "no-referrer", "{what}");
+    assert_eq!(h(header::X_FRAME_OPTIONS), "DENY", "{what}");
     assert_eq!(h(header::CACHE_CONTROL), "no-store", "{what}");
 }
 
