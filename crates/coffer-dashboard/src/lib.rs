@@ -3,9 +3,10 @@
 //! one role table and audited as the API's are.
 //!
 //! The server mounts [`Dashboard::router`] under [`BASE`]. Sign-in exchanges an API token for
-//! a server-side session ([`SessionLimits`]); every request authenticates the kept token again, so a
-//! revoked token ends its sessions at once. Every response carries the headers of
-//! [`security`]; every form that changes state carries the session's CSRF token.
+//! a server-side session ([`SessionLimits`]); every request authenticates the kept token again,
+//! so a revoked token ends its sessions at once. Every response carries the security headers
+//! ([`CONTENT_SECURITY_POLICY`] among them); every form that changes state carries the
+//! session's CSRF token.
 
 mod assets;
 mod errors;
