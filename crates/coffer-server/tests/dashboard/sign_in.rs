@@ -19,6 +19,18 @@ async fn the_sign_in_page_has_the_token_field_and_button() {
     assert!(r.body.contains("<label for=\"token\">API token</label>"));
     assert!(r.body.contains("type=\"password\" autocomplete=\"off\""));
     assert!(r.body.contains("<button type=\"submit\">Sign in</button>"));
+    assert!(
+        r.body
+            .contains("<form method=\"post\" action=\"/dashboard/sign-in\">")
+    );
+    assert!(
+        r.body
+            .contains("<link rel=\"stylesheet\" href=\"/dashboard/assets/dashboard.css\">")
+    );
+    assert!(
+        r.body
+            .contains("<script src=\"/dashboard/assets/dashboard.js\" defer></script>")
+    );
     // `/` and `/dashboard` lead there.
     let r = h.get(&Browser::default(), "/").await;
     assert_eq!(r.location(), "/dashboard");
