@@ -146,19 +146,13 @@ pub(crate) async fn delete_store(
         Ok(store) => store,
         Err(e) => return failure_page(&e, Some(s.who())),
     };
-    let refuse = |message: String, status: StatusCode| {
-        StoresForm {
-            delete: Some((store_id, message)),
-            ..StoresForm::default()
-        }
-        .with_status(status)
+    let refuse = |message: String| StoresForm {
+        delete: Some((store_id, message)),
+        ..StoresForm::default()
     };
     if form.get("confirm").map(str::trim) != Some(store.name.as_str()) {
-        let (f, status) = refuse(
-            format!("type the store's name, {}, to confirm", store.name),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
-        return render_stores(&d, &s, 1, f, status).await;
+        let f = refuse(format!("type the store's name, {}, to confirm", store.name));
+        return render_stores(&d, &s, 1, f, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
     let force = form.get("force") == Some("true");
     match d
@@ -172,14 +166,7 @@ pub(crate) async fn delete_store(
             if status.is_server_error() {
                 return failure_page(&e, Some(s.who()));
             }
-            let (f, status) = refuse(message, status);
-            render_stores(&d, &s, 1, f, status).await
+            render_stores(&d, &s, 1, refuse(message), status).await
         }
-    }
-}
-
-impl StoresForm {
-    fn with_status(self, status: StatusCode) -> (StoresForm, StatusCode) {
-        (self, status)
     }
 }
