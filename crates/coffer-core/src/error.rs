@@ -175,7 +175,54 @@ pub enum CoreError {
     Internal(String),
 }
 
+/// What a client is told of [`CoreError::Unavailable`] (the detail goes to the log only).
+pub const UNAVAILABLE_MESSAGE: &str = "service temporarily unavailable; retry later";
+/// What a client is told of [`CoreError::Internal`] (the detail goes to the log only).
+pub const INTERNAL_MESSAGE: &str = "internal error";
+
 impl CoreError {
+    /// The HTTP status of this error wherever a client is answered (the API's error codes map
+    /// to the same; the dashboard shows an invalid form with 422 instead of 400).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CoreError::Invalid(_)
+            | CoreError::InvalidNodeKey(_)
+            | CoreError::QuotaExceeded { .. }
+            | CoreError::StoreLimitExceeded { .. } => 400,
+            CoreError::Unauthenticated(_) | CoreError::NodeRevoked => 401,
+            CoreError::Forbidden(_)
+            | CoreError::OutsideOperatorReach(_)
+            | CoreError::OperatorFirstTokenOnly
+            | CoreError::BindingDenied { .. }
+            | CoreError::ScopeDenied(_)
+            | CoreError::WrongTokenKind(_) => 403,
+            CoreError::NotFound(_)
+            | CoreError::BindingNotFound(_)
+            | CoreError::BoundSecretNotFound(_) => 404,
+            CoreError::NameTaken { .. }
+            | CoreError::StoreNotEmpty
+            | CoreError::AlreadyRevoked
+            | CoreError::OperatorProtected(_)
+            | CoreError::KekRotationRunning(_)
+            | CoreError::KekRotationUnsupported(_)
+            | CoreError::AccountKekExists(_)
+            | CoreError::NodeKeyConflict
+            | CoreError::Conflict => 409,
+            CoreError::Unavailable(_) | CoreError::AccountKekUnavailable { .. } => 503,
+            CoreError::Internal(_) => 500,
+        }
+    }
+
+    /// What a client may be told: the error's own sentence, or a fixed one for an outage or
+    /// an internal error, whose detail is for the log alone.
+    pub fn public_message(&self) -> String {
+        match self {
+            CoreError::Unavailable(_) => UNAVAILABLE_MESSAGE.to_owned(),
+            CoreError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            e => e.to_string(),
+        }
+    }
+
     pub fn invalid(
         kind: InvalidKind,
         field: impl Into<String>,

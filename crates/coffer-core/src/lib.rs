@@ -19,11 +19,14 @@ mod token_cache;
 mod vocabulary;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
-pub use error::{CoreError, Invalid, InvalidKind, NodeKeyRefusal, Resource};
+pub use error::{
+    CoreError, INTERNAL_MESSAGE, Invalid, InvalidKind, NodeKeyRefusal, Resource,
+    UNAVAILABLE_MESSAGE,
+};
 pub use keyring::{DEK_CACHE_CAPACITY, DekPolicy, Keyring};
 pub use limits::{
-    Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PER_PAGE,
-    MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
+    Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PAGE, MAX_PER_PAGE,
+    MAX_REQUEST_BODY_BYTES, MAX_SEARCH_BYTES, MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
 pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
 pub use reseal::{ResealSettings, ResealStatus};

@@ -14,6 +14,13 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_PER_PAGE: u32 = 100;
 /// `per_page` when the request gives none.
 pub const DEFAULT_PER_PAGE: u32 = 20;
+/// The largest `page` (pages past `u32::MAX / per_page` would overflow storage's offsets;
+/// nobody pages that far).
+pub const MAX_PAGE: u32 = 1_000_000;
+/// The longest list `search`, in bytes.
+pub const MAX_SEARCH_BYTES: usize = 256;
+/// The largest request body the API and the dashboard's forms accept, in bytes.
+pub const MAX_REQUEST_BODY_BYTES: usize = 1 << 20;
 /// The largest per-account secrets quota (storage keeps quotas as signed 64-bit integers).
 pub const MAX_SECRETS_QUOTA: u64 = i64::MAX as u64;
 

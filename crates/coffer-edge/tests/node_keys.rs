@@ -55,6 +55,7 @@ async fn control_plane_with(dir: &Path, keys: coffer_server::KeyOptions) -> Cont
         listen: "127.0.0.1:0".parse().unwrap(),
         tls: None,
         insecure_http: false,
+        dashboard_secure_cookies: Default::default(),
         secrets_quota: coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA,
         max_stores: coffer_server::ServeOptions::DEFAULT_MAX_STORES,
         feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,

@@ -130,6 +130,7 @@ fn main() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             tls: None,
             insecure_http: false,
+            dashboard_secure_cookies: Default::default(),
             secrets_quota: 10_000_000,
             max_stores: 1000,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,

@@ -113,6 +113,18 @@ impl TrustedProxies {
         self.nets.iter().any(|n| n.contains(ip))
     }
 
+    /// True if a request that arrived from `peer`, a trusted proxy, says the browser used
+    /// HTTPS (`X-Forwarded-Proto: https`, its last value: the one the nearest proxy set).
+    pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        self.trusts(canonical(peer))
+            && headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+                .next_back()
+                .is_some_and(|p| p.trim_ascii().eq_ignore_ascii_case(b"https"))
+    }
+
     /// The client of a request that arrived from `peer`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);

@@ -177,14 +177,11 @@ impl From<CoreError> for ApiError {
             }
             CoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "unavailable");
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    "service temporarily unavailable; retry later",
-                )
+                ApiError::new(ErrorCode::Unavailable, coffer_core::UNAVAILABLE_MESSAGE)
             }
             other => {
                 tracing::error!(detail = %other, "internal error");
-                ApiError::new(ErrorCode::Internal, "internal error")
+                ApiError::new(ErrorCode::Internal, coffer_core::INTERNAL_MESSAGE)
             }
         }
     }
@@ -227,6 +224,63 @@ mod tests {
             });
             assert_eq!(e.code, code, "{resource:?}");
             assert_eq!(e.message, says, "{resource:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod shared_mapping {
+    use super::*;
+    use coffer_core::{Permission, Resource};
+
+    /// The API's status of each error is the one core gives it (which the dashboard shows).
+    #[test]
+    fn the_api_answers_each_error_with_cores_status() {
+        let errors = [
+            CoreError::invalid(InvalidKind::Name, "name", "bad"),
+            CoreError::Unauthenticated("no"),
+            CoreError::NodeRevoked,
+            CoreError::Forbidden(Permission::ViewAccount),
+            CoreError::OperatorFirstTokenOnly,
+            CoreError::NotFound(Resource::Store),
+            CoreError::NameTaken {
+                resource: Resource::Store,
+                name: "x".into(),
+            },
+            CoreError::StoreNotEmpty,
+            CoreError::QuotaExceeded {
+                quota: 1,
+                usage: 1,
+                requested: 1,
+            },
+            CoreError::StoreLimitExceeded { limit: 1 },
+            CoreError::OperatorProtected("p"),
+            CoreError::AlreadyRevoked,
+            CoreError::BindingDenied {
+                binding: None,
+                reason: "r".into(),
+            },
+            CoreError::WrongTokenKind("w"),
+            CoreError::BindingNotFound("b".into()),
+            CoreError::BoundSecretNotFound("s".into()),
+            CoreError::ScopeDenied("s".into()),
+            CoreError::Conflict,
+            CoreError::KekRotationRunning("k".into()),
+            CoreError::KekRotationUnsupported("k"),
+            CoreError::AccountKekExists("k".into()),
+            CoreError::NodeKeyConflict,
+            CoreError::Unavailable("db down at 10.0.0.5".into()),
+            CoreError::Internal("stack detail".into()),
+        ];
+        for e in errors {
+            let status = e.http_status();
+            let public = e.public_message();
+            let api = ApiError::from(e);
+            assert_eq!(api.code.http_status(), status, "{api:?}");
+            assert!(!api.message.contains("10.0.0.5") && !api.message.contains("stack detail"));
+            if status >= 500 {
+                assert_eq!(api.message, public);
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 pub mod backup;
 mod client_addr;
+mod dashboard;
 mod database;
 mod datadir;
 mod error;
@@ -56,6 +57,7 @@ use coffer_types::{AccountId, TokenId};
 
 pub use client_addr::{IpNet, TrustedProxies};
 pub use coffer_core::{DekPolicy, ResealSettings, RewrapSettings};
+pub use coffer_dashboard::SecureCookies;
 pub use database::Database;
 pub use datadir::{DataDir, lock as lock_data_dir};
 pub use error::ApiError;
@@ -266,6 +268,9 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// Allow plain HTTP on a non-loopback address.
     pub insecure_http: bool,
+    /// When the dashboard's session cookie is `Secure` (`Auto`: when the request came over
+    /// TLS, this server's or a trusted proxy's).
+    pub dashboard_secure_cookies: SecureCookies,
     /// Default secrets quota for accounts without an override.
     pub secrets_quota: u64,
     /// Maximum stores per account.
@@ -318,6 +323,11 @@ pub struct AppOptions {
     pub runtime_rate: Option<RuntimeRate>,
     /// Where requests, refusals and limits are counted (none by default).
     pub metrics: Option<Arc<coffer_metrics::Metrics>>,
+    /// The listener serves TLS itself (the dashboard's session cookie is then `Secure` under
+    /// [`SecureCookies::Auto`]).
+    pub tls: bool,
+    /// When the dashboard's session cookie is `Secure` (`--dashboard-secure-cookies`).
+    pub dashboard_cookies: SecureCookies,
 }
 
 /// The router over an opened [`Coffer`], for in-process tests and embedding, with the
@@ -360,16 +370,25 @@ fn control_plane_app(
         .storage()
         .is_remote()
         .then(|| Arc::new(health::DatabaseProbe::new(coffer.storage().clone())));
-    router::router(
-        AppState::with_metrics(
-            coffer,
-            Some(Arc::new(replication)),
-            options.trusted_proxies,
-            options.runtime_rate,
-            options.metrics,
-        ),
-        probe,
-    )
+    let state = AppState::with_metrics(
+        coffer.clone(),
+        Some(Arc::new(replication)),
+        options.trusted_proxies,
+        options.runtime_rate,
+        options.metrics,
+    );
+    let dashboard = coffer_dashboard::Dashboard::new(
+        coffer,
+        Arc::new(dashboard::Guard {
+            state: state.clone(),
+            tls: options.tls,
+        }),
+        coffer_dashboard::DashboardOptions {
+            secure_cookies: options.dashboard_cookies,
+            ..Default::default()
+        },
+    );
+    router::router(state, probe, dashboard.router())
 }
 
 /// Opens a data dir as `serve` does: takes its lock (one process per data dir) and opens the
@@ -481,6 +500,8 @@ pub async fn serve_on(
         snapshots: opts.snapshots,
         runtime_rate: opts.runtime_rate,
         metrics: metrics.clone(),
+        tls: opts.tls.is_some(),
+        dashboard_cookies: opts.dashboard_secure_cookies,
     };
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {

@@ -1,14 +1,14 @@
 //! Query parameters of the list and delete endpoints.
 
 use coffer_api::ErrorCode;
-use coffer_core::{DEFAULT_PER_PAGE, MAX_PER_PAGE, SecretListQuery, StoreListQuery};
+use coffer_core::{
+    DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE, MAX_SEARCH_BYTES, SecretListQuery, StoreListQuery,
+};
 use coffer_storage::{Direction, SecretOrder, StoreOrder};
 use coffer_types::Scopes;
 
 use crate::error::ApiError;
 use crate::extract::QueryPairs;
-
-const MAX_SEARCH_LEN: usize = 256;
 
 fn bad(name: &str, message: impl std::fmt::Display) -> ApiError {
     ApiError::at(ErrorCode::InvalidQuery, name, format!("{name}: {message}"))
@@ -51,9 +51,8 @@ impl QueryPairs {
     }
 
     pub fn page(&self) -> Result<(u32, u32), ApiError> {
-        // Pages past u32::MAX / per_page would overflow offsets in storage; nobody pages that far.
         Ok((
-            self.number("page", 1, 1, 1_000_000)?,
+            self.number("page", 1, 1, MAX_PAGE)?,
             self.number("per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)?,
         ))
     }
@@ -92,10 +91,10 @@ impl QueryPairs {
             }
         };
         let search = match self.get("search") {
-            Some(s) if s.len() > MAX_SEARCH_LEN => {
+            Some(s) if s.len() > MAX_SEARCH_BYTES => {
                 return Err(bad(
                     "search",
-                    format!("must be at most {MAX_SEARCH_LEN} bytes"),
+                    format!("must be at most {MAX_SEARCH_BYTES} bytes"),
                 ));
             }
             Some("") | None => None,

@@ -18,9 +18,10 @@ use crate::{
     runtime_front, services, tokens, user,
 };
 
-/// The control plane: the v4 API, the runtime API and the replication API. `database` is the
+/// The control plane: the v4 API, the runtime API, the replication API and the dashboard
+/// (`dashboard`, mounted at [`coffer_dashboard::BASE`], where `/` redirects). `database` is the
 /// probe `/healthz` asks on PostgreSQL (`health.rs`); `None` answers it without one.
-pub(crate) fn router(state: AppState, database: Option<Arc<DatabaseProbe>>) -> Router {
+pub fn router(state: AppState, database: Option<Arc<DatabaseProbe>>, dashboard: Router) -> Router {
     let healthz = move || {
         let database = database.clone();
         async move { health::healthz(database.as_deref()).await }
@@ -28,6 +29,8 @@ pub(crate) fn router(state: AppState, database: Option<Arc<DatabaseProbe>>) -> R
     finish(
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/", get(to_dashboard))
+            .nest_service(coffer_dashboard::BASE, dashboard)
             .merge(control_plane_routes())
             .merge(edge_routes()),
         state,
@@ -184,6 +187,10 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(crate::frame::FrameLayer::new(metrics))
+}
+
+async fn to_dashboard() -> axum::response::Redirect {
+    axum::response::Redirect::to(coffer_dashboard::BASE)
 }
 
 async fn not_found() -> ApiError {

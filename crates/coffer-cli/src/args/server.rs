@@ -3,10 +3,28 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Subcommand, ValueHint};
+use clap::{ArgAction, Args, Subcommand, ValueEnum, ValueHint};
 
 use super::TokenArg;
 use crate::config_file::Kind;
+
+/// `--dashboard-secure-cookies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SecureCookiesArg {
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<SecureCookiesArg> for coffer_server::SecureCookies {
+    fn from(arg: SecureCookiesArg) -> coffer_server::SecureCookies {
+        match arg {
+            SecureCookiesArg::Auto => coffer_server::SecureCookies::Auto,
+            SecureCookiesArg::Always => coffer_server::SecureCookies::Always,
+            SecureCookiesArg::Never => coffer_server::SecureCookies::Never,
+        }
+    }
+}
 
 const CONFIG_HELP: &str = "TOML file of settings, one key per flag (docs/configuration.md); a flag \
                            or environment variable given as well overrides its key (a switch \
@@ -127,6 +145,13 @@ pub struct ServerArgs {
     // file's parse checks it (`config_file::merge::insecure_with_tls`).
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value_t = false, value_name = "BOOL")]
     pub insecure_http: bool,
+
+    /// When the dashboard's session cookie is marked Secure (and named __Host-coffer_session):
+    /// auto when the browser's request came over HTTPS (this server's TLS, or a trusted proxy's
+    /// X-Forwarded-Proto: https); always (a TLS proxy that does not say so); never (browsers on
+    /// plain HTTP)
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SecureCookiesArg::Auto)]
+    pub dashboard_secure_cookies: SecureCookiesArg,
 
     /// Secrets an account may hold, unless overridden for that account
     #[arg(long, value_name = "N", default_value_t = coffer_server::ServeOptions::DEFAULT_SECRETS_QUOTA)]

@@ -25,6 +25,7 @@ pub struct ServerFile {
     listen: Option<String>,
     metrics_listen: Option<String>,
     insecure_http: Option<bool>,
+    dashboard_secure_cookies: Option<String>,
     secrets_quota: Option<u64>,
     max_stores: Option<u64>,
     feed_retention: Option<u64>,

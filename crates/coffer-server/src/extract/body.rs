@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// Request bodies larger than this are refused before parsing.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_BODY_BYTES: usize = coffer_core::MAX_REQUEST_BODY_BYTES;
 
 /// Query parameters as decoded pairs, in order. Unknown parameters are ignored, as Cloudflare
 /// does; known ones are validated by the handler's query parser.

@@ -21,6 +21,7 @@ pub(crate) struct Server {
     data_dir: std::path::PathBuf,
     trusted_proxies: coffer_server::TrustedProxies,
     http: coffer_server::HttpLimits,
+    dashboard_cookies: coffer_server::SecureCookies,
     _dir: tempfile::TempDir,
     /// Last: the server stops before its database goes.
     pub(crate) backing: Backing,
@@ -44,6 +45,14 @@ impl Server {
         trusted_proxies: coffer_server::TrustedProxies,
         http: coffer_server::HttpLimits,
     ) -> Server {
+        Server::start_full(trusted_proxies, http, Default::default()).await
+    }
+
+    async fn start_full(
+        trusted_proxies: coffer_server::TrustedProxies,
+        http: coffer_server::HttpLimits,
+        dashboard_cookies: coffer_server::SecureCookies,
+    ) -> Server {
         let backing = Backing::new().await;
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
@@ -57,6 +66,7 @@ impl Server {
             data_dir,
             trusted_proxies,
             http,
+            dashboard_cookies,
             _dir: dir,
             backing,
         };
@@ -73,6 +83,7 @@ impl Server {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             insecure_http: false,
+            dashboard_secure_cookies: self.dashboard_cookies,
             secrets_quota: 10,
             max_stores: 3,
             feed_retention: coffer_server::ServeOptions::DEFAULT_FEED_RETENTION,
@@ -501,4 +512,65 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_and_recorded() {
     let entries = server.audit("outcome=rate_limited").await;
     assert_eq!(entries[0]["client"], "127.0.0.1");
     server.stop().await;
+}
+
+/// `--dashboard-secure-cookies` as `serve` wires it: the cookie a sign-in over plain HTTP on
+/// 127.0.0.1 gets, with and without a trusted proxy saying the browser used HTTPS.
+#[tokio::test]
+async fn the_dashboard_cookie_is_secure_as_the_option_says() {
+    use coffer_server::SecureCookies;
+    let localhost: coffer_server::IpNet = "127.0.0.1/32".parse().unwrap();
+    let behind = coffer_server::TrustedProxies::new(
+        vec![localhost],
+        coffer_server::TrustedProxies::DEFAULT_HEADER,
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // (option, trusted proxies, X-Forwarded-Proto sent, Secure expected)
+    let cases = [
+        (SecureCookies::Auto, false, Some("https"), false),
+        (SecureCookies::Auto, true, None, false),
+        (SecureCookies::Auto, true, Some("http"), false),
+        (SecureCookies::Auto, true, Some("https"), true),
+        (SecureCookies::Always, false, None, true),
+        (SecureCookies::Never, true, Some("https"), false),
+    ];
+    for (option, trusted, proto, secure) in cases {
+        let proxies = if trusted {
+            behind.clone()
+        } else {
+            Default::default()
+        };
+        let server = Server::start_full(proxies, Default::default(), option).await;
+        let mut req = client
+            .post(format!("http://{}/dashboard/sign-in", server.addr))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={}", server.token));
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let r = req.send().await.unwrap();
+        let case = format!("{option:?}, trusted {trusted}, {proto:?}");
+        assert_eq!(r.status(), 303, "{case}");
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert_eq!(cookie.ends_with("; Secure"), secure, "{case}: {cookie}");
+        assert_eq!(
+            cookie.starts_with("__Host-coffer_session=") && cookie.contains("; Path=/;"),
+            secure,
+            "{case}: {cookie}"
+        );
+        // The cookie works on the next request, as a browser would send it back.
+        let pair = cookie.split(';').next().unwrap().to_owned();
+        let mut next = client
+            .get(format!("http://{}/dashboard/stores", server.addr))
+            .header("cookie", pair);
+        if let Some(p) = proto {
+            next = next.header("x-forwarded-proto", p);
+        }
+        assert_eq!(next.send().await.unwrap().status(), 200, "{case}");
+        server.stop().await;
+    }
 }

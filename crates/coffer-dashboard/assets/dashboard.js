@@ -1,0 +1,34 @@
+// Progressive enhancement for Coffer's dashboard; every page works without it.
+// "Add another secret" adds a row to the create form in place (without it, the link reloads
+// the page with one more row).
+"use strict";
+document.addEventListener("DOMContentLoaded", () => {
+  const add = document.getElementById("add-row");
+  const form = document.getElementById("create-secrets");
+  if (!add || !form) return;
+  add.addEventListener("click", (event) => {
+    const rows = form.querySelectorAll("fieldset.secret-row");
+    const last = rows[rows.length - 1];
+    if (!last) return;
+    event.preventDefault();
+    const next = Number(last.dataset.row) + 1;
+    const row = last.cloneNode(true);
+    row.dataset.row = String(next);
+    row.querySelector("legend").textContent = "Secret " + (rows.length + 1);
+    for (const el of row.querySelectorAll("[id], [name], [for], [aria-describedby]")) {
+      for (const attr of ["id", "name", "for", "aria-describedby"]) {
+        const v = el.getAttribute(attr);
+        if (v) el.setAttribute(attr, v.replace(/-\d+(?=$|-)/, "-" + next));
+      }
+    }
+    for (const el of row.querySelectorAll(".error")) el.remove();
+    for (const el of row.querySelectorAll("input, textarea")) {
+      el.removeAttribute("aria-invalid");
+      el.removeAttribute("aria-describedby");
+      if (el.type === "checkbox") el.checked = el.value === "workers";
+      else el.value = "";
+    }
+    last.after(row);
+    row.querySelector("input, textarea").focus();
+  });
+});

@@ -1,0 +1,213 @@
+// The dashboard in a real browser: Debian's Chromium, driven headless by playwright-core,
+// against a `coffer dev` this test starts on a free loopback port.
+// Run by ./run (which scripts/test calls); COFFER_BIN names the coffer binary.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+let server, base, token, account, dir, browser;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "coffer-dashboard-e2e-"));
+  const data = join(dir, "data");
+  server = spawn(process.env.COFFER_BIN, ["dev", "--data-dir", data, "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log = "";
+  server.stderr.on("data", (d) => { log += d; });
+  base = await new Promise((resolve, reject) => {
+    let out = "";
+    server.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) resolve(m[1]);
+    });
+    server.on("exit", (code) => reject(new Error(`coffer dev exited (${code}): ${log}`)));
+  });
+  const creds = JSON.parse(readFileSync(join(data, "dev-credentials.json"), "utf8"));
+  token = creds.api_token;
+  account = creds.account_id;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    // The test runs as root in CI, where Chromium's sandbox cannot start.
+    args: ["--no-sandbox"],
+  });
+}, { timeout: 60_000 });
+
+// A multi-line value with characters form encoding changes: what the dashboard must store as is.
+const multiLine = "-----BEGIN KEY-----\nAb+/c= %41 & ü\n  indented  \n-----END KEY-----\n";
+
+// An API call as the operator: the JSON answer, which must be a success.
+async function api(method, path, body) {
+  const res = await fetch(`${base}/client/v4/accounts/${account}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(json));
+  return json;
+}
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test("sign in, create a store and two secrets, search, delete, edit, duplicate, sign out", async () => {
+  const page = await browser.newPage();
+  const violations = [];
+  page.on("console", (m) => { if (m.type() === "error") violations.push(m.text()); });
+
+  // `/` leads to sign-in, keeping nothing but the dashboard.
+  await page.goto(base + "/");
+  assert.match(page.url(), /\/dashboard\/sign-in/);
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/dashboard\/stores$/);
+  assert.ok(await page.getByText("super_admin").isVisible());
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === "coffer_session");
+  assert.ok(session && session.httpOnly && session.sameSite === "Strict" && session.path === "/dashboard");
+  assert.ok(!cookies.some((c) => c.value.includes(token)), "the token stays on the server");
+
+  // A store.
+  await page.getByLabel("Name").fill("e2e-store");
+  await page.getByRole("button", { name: "Create store" }).click();
+  await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
+  assert.ok(await page.getByRole("heading", { name: "Secrets of e2e-store" }).isVisible());
+
+  // Two secrets at once: "Add another secret" adds a row in place (the script), values are
+  // textareas (newlines kept, no password manager) and never come back.
+  await page.getByRole("link", { name: "Add another secret" }).click();
+  assert.equal(await page.locator("fieldset.secret-row").count(), 2);
+  await page.locator("#name-0").fill("DATABASE_URL");
+  await page.locator("#value-0").fill("e2e-value-one");
+  await page.locator("#comment-0").fill("primary <b>db</b><img src=x onerror=\"window.__xss=1\">");
+  await page.locator("#name-1").fill("API_KEY");
+  await page.locator("#value-1").fill(multiLine);
+  assert.equal(await page.locator("#value-1").evaluate((e) => e.tagName), "TEXTAREA");
+  assert.equal(await page.locator("#value-1").getAttribute("autocomplete"), "off");
+  // The page after the POST has the same URL: wait for the new document itself.
+  await Promise.all([
+    page.waitForEvent("framenavigated"),
+    page.getByRole("button", { name: "Create", exact: true }).click(),
+  ]);
+  await page.waitForLoadState();
+  const rows = page.locator("tbody tr");
+  assert.equal(await rows.count(), 2);
+  const html = await page.content();
+  assert.ok(!html.includes("e2e-value-one") && !html.includes("e2e-value-two"));
+  // Stored exactly as typed (a browser sends the line breaks as CRLF): read back through a
+  // service bound to it.
+  const store = page.url().match(/stores\/([0-9a-f]{32})/)[1];
+  const deployed = await api("POST", "/secrets_store/services", {
+    name: "e2e-reader",
+    secrets_store_secrets: [{ binding: "KEY", store_id: store, secret_name: "API_KEY" }],
+  });
+  const reader = deployed.result.service_token;
+  const read = async () => {
+    const r = await fetch(`${base}/runtime/v1/bindings/KEY`, { headers: { authorization: `Bearer ${reader}` } });
+    assert.equal(r.status, 200);
+    return r.text();
+  };
+  assert.equal(await read(), multiLine);
+  // The comment renders as text, not markup.
+  assert.ok(await page.getByText("primary <b>db</b>").isVisible());
+  assert.equal(await page.locator("td b, td img").count(), 0);
+  assert.equal(await page.evaluate(() => window.__xss), undefined, "no injected script ran");
+
+  // Search.
+  await page.getByLabel("Search by name or comment").fill("primary");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/search=primary/);
+  assert.equal(await rows.count(), 1);
+  assert.ok(await page.getByRole("cell", { name: "DATABASE_URL" }).isVisible());
+
+  // Delete, confirmed by typing the name.
+  await page.getByText("Delete…").click();
+  await page.getByLabel("Type DATABASE_URL to confirm").fill("DATABASE_URL");
+  await page.getByRole("button", { name: "Delete secret" }).click();
+  await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
+  assert.equal(await rows.count(), 1);
+  assert.ok(await page.getByRole("cell", { name: "API_KEY" }).isVisible());
+
+  // Edit a value and a scope, then duplicate.
+  await page.getByRole("link", { name: "API_KEY" }).click();
+  await page.waitForURL(/\/secrets\/[0-9a-f]{32}$/);
+  await page.getByLabel("New value").fill("e2e-value-three\n+ % & ü  ");
+  await page.getByRole("group", { name: "Scopes", exact: true }).getByLabel("ai_gateway").check();
+  await Promise.all([
+    page.waitForEvent("framenavigated"),
+    page.getByRole("button", { name: "Save changes" }).click(),
+  ]);
+  await page.waitForLoadState();
+  assert.ok(await page.getByText("workers, ai_gateway").isVisible());
+  assert.equal(await page.locator("dl.facts dd").nth(3).textContent(), "2", "a new version");
+  assert.ok(!(await page.content()).includes("e2e-value-three"));
+  assert.equal(await read(), "e2e-value-three\n+ % & ü  ");
+  await api("DELETE", `/secrets_store/services/${deployed.result.id}`);
+  await page.getByLabel("New name").fill("API_KEY_COPY");
+  await page.getByRole("button", { name: "Duplicate", exact: true }).click();
+  await page.getByRole("heading", { name: "API_KEY_COPY" }).waitFor();
+  await page.getByRole("link", { name: "e2e-store" }).click();
+  await page.waitForURL(/\/dashboard\/stores\/[0-9a-f]{32}$/);
+  assert.equal(await rows.count(), 2);
+
+  // Sign out: back to sign-in, and the stores page needs signing in again.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(/\/dashboard\/sign-in$/);
+  await page.goto(base + "/dashboard/stores");
+  assert.match(page.url(), /\/dashboard\/sign-in\?next=/);
+  assert.deepEqual(violations, [], "no console errors (a CSP violation would be one)");
+  await page.close();
+});
+
+test("a reporter sees no write controls, and its forged write is refused", async () => {
+  const res = await fetch(`${base}/client/v4/accounts/${account}/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: "e2e reporter", role: "secrets_store_reporter" }),
+  });
+  assert.equal(res.status, 200);
+  const reporter = (await res.json()).result.value;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(base + "/dashboard/sign-in");
+  await page.getByLabel("API token").fill(reporter);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/dashboard\/stores$/);
+  assert.ok(await page.getByText("secrets_store_reporter").isVisible());
+  assert.equal(await page.getByRole("button", { name: "Create store" }).count(), 0);
+  assert.equal(await page.getByText("Delete…").count(), 0);
+  // A write forged from its own session, with its own CSRF token, is refused by the server.
+  // (A form, since the CSP allows no fetch at all.)
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/dashboard/stores")),
+    page.evaluate(() => {
+      const form = document.createElement("form");
+      form.method = "post";
+      form.action = "/dashboard/stores";
+      const csrf = document.querySelector("input[name=csrf]").value;
+      for (const [name, value] of [["csrf", csrf], ["name", "forged"]]) {
+        const input = document.createElement("input");
+        input.type = "hidden";
+        input.name = name;
+        input.value = value;
+        form.append(input);
+      }
+      document.body.append(form);
+      form.submit();
+    }),
+  ]);
+  assert.equal(response.status(), 403);
+  // The refusal page names the permission the role lacks (waited for: the URL stays the same).
+  await page.getByText("secrets_store:edit").waitFor({ timeout: 10000 });
+  await context.close();
+});
