@@ -182,7 +182,8 @@ impl TokenKind {
     }
 }
 
-/// A token in clear, as the client sends it: `<prefix><32 hex token id>_<43 base64url chars
+/// A token in clear (API, service or node token; not `coffer_api::Token`, the API's record of
+/// an API token, which never holds its secret part), as the client sends it: `<prefix><32 hex token id>_<43 base64url chars
 /// of 256 random bits>`, where the prefix names its [`TokenKind`]. The id part lets the server
 /// find the stored hash without scanning.
 pub struct Token {

@@ -1,8 +1,9 @@
 //! `PUT /replication/v1/node-key`: an edge registers the X25519 public key it made at its
 //! first start, with its node token. The control plane records it and grants the node the
 //! current replication key through the feed (`Coffer::register_node_key`); a relay forwards
-//! the request, with the node's own token, to its upstream ([`NodeKeyForward`](crate::replication::NodeKeyForward)), so the
-//! control plane checks the node itself and no relay can register a key for another node.
+//! the request, with the node's own token, to its upstream
+//! ([`NodeKeyForward`](crate::replication::NodeKeyForward)), so the control plane checks the
+//! node itself and no relay can register a key for another node.
 //!
 //! `PUT /replication/v1/node-key/accounts/{account_id}`: the key an edge made for one account
 //! that has a replication key of its own (ARK), granted that account's ARK alone

@@ -248,6 +248,8 @@ pub(super) fn query_all<T>(
 
 /// Runs one cached statement, translating the constraint violations `on_constraint` knows
 /// (returning `None` for the others, which become `Unavailable` like any database failure).
+/// Writes go through the writer thread's connection (`WriteCx::conn`) only; the type of `conn`
+/// does not say so, the callers (each taking a `WriteCx`) do.
 pub(super) fn execute(
     conn: &Connection,
     sql: &'static str,

@@ -27,7 +27,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::DbResultExt;
-use super::log_head::{self, log_head};
+use super::log_head::{base, log_head};
 use crate::{
     Change, ChangeRecord, FeedSignature, FeedSigner, Result, StorageError, WriteObserver,
     WriteStats, checkpoint_message,
@@ -640,7 +640,7 @@ impl Writer {
         };
         let cluster = match self.cluster {
             Some(c) => c,
-            None => match log_head::base(&self.conn)? {
+            None => match base(&self.conn)? {
                 Some(base) => {
                     self.cluster = Some(base.cluster_id);
                     base.cluster_id

@@ -17,22 +17,22 @@ use crate::{AuditAction, AuditOutcome, Coffer, CoreError, TargetKind};
 
 /// Distinct (token, binding, outcome) keys the access log aggregates between flushes at most;
 /// reads past it are counted in the log's `dropped` counter and reported at the next flush.
-pub(super) const ACCESS_CAPACITY: usize = 100_000;
+const ACCESS_CAPACITY: usize = 100_000;
 
 /// What the access log aggregates reads by. Hashes as its borrowed form ([`AccessKeyRef`]),
 /// which is what a read notes: the names are copied only for the first read of an interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AccessKey {
-    pub(super) account: AccountId,
-    pub(super) service: ServiceId,
-    pub(super) token: TokenId,
+    account: AccountId,
+    service: ServiceId,
+    token: TokenId,
     /// As the service asked for it (a binding it may not have).
-    pub(super) binding: String,
-    pub(super) store: Option<StoreId>,
-    pub(super) secret: Option<SecretId>,
-    pub(super) secret_name: String,
+    binding: String,
+    store: Option<StoreId>,
+    secret: Option<SecretId>,
+    secret_name: String,
     /// `None` for a read that was served; otherwise why it was refused.
-    pub(super) refused: Option<AccessRefusal>,
+    refused: Option<AccessRefusal>,
 }
 
 /// An [`AccessKey`] borrowing its names from the read that is noted.
@@ -178,17 +178,17 @@ pub struct AccessEvent {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct AccessCount {
-    pub(super) service_name: String,
-    pub(super) reads: u64,
-    pub(super) first: Timestamp,
-    pub(super) last: Timestamp,
+struct AccessCount {
+    service_name: String,
+    reads: u64,
+    first: Timestamp,
+    last: Timestamp,
 }
 
 /// Runtime reads noted since the last flush, aggregated per token, binding, secret and outcome.
 #[derive(Debug, Default)]
 pub(crate) struct AccessLog {
-    pub(super) inner: Mutex<AccessInner>,
+    inner: Mutex<AccessInner>,
     /// Reads noted since start, by outcome (for metrics; never reset).
     pub(super) served: AtomicU64,
     pub(super) denied: AtomicU64,
@@ -196,10 +196,10 @@ pub(crate) struct AccessLog {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct AccessInner {
-    pub(super) counts: NameMap<AccessKey, AccessCount>,
+struct AccessInner {
+    counts: NameMap<AccessKey, AccessCount>,
     /// Reads not aggregated because the map was full, per account.
-    pub(super) dropped: StdHashMap<AccountId, u64>,
+    dropped: StdHashMap<AccountId, u64>,
 }
 
 impl AccessLog {
@@ -244,7 +244,7 @@ impl AccessLog {
         );
     }
 
-    pub(super) fn take(&self) -> AccessInner {
+    fn take(&self) -> AccessInner {
         std::mem::take(&mut *self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -327,7 +327,7 @@ impl AccessLog {
     }
 
     /// Puts back what could not be written, merging with reads noted meanwhile.
-    pub(super) fn restore(&self, back: AccessInner) {
+    fn restore(&self, back: AccessInner) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         for (key, count) in back.counts {
             match inner.counts.get_mut(&key) {

@@ -13,20 +13,20 @@ use hashbrown::{Equivalent, HashMap};
 use super::NameMap;
 
 /// Entries of each map kept at most; past it the map is emptied (and refilled on demand).
-pub(super) const CACHE_CAPACITY: usize = 100_000;
+const CACHE_CAPACITY: usize = 100_000;
 
 pub(super) type CachedValue = Option<Arc<(SecretRecord, VersionRecord)>>;
 
 #[derive(Debug, Default)]
 pub(super) struct CacheInner {
     /// The change-log head every entry below was read at (or after).
-    pub(super) head: u64,
+    head: u64,
     /// When the oldest entry below was read (its storage read began), and how long entries
     /// are served after that; `None` for ever (one process per database). On a shared
     /// database the head alone is not enough: it moves on other instances' commits only as
     /// long as their notifications arrive (see `shared.rs`).
-    pub(super) since: Option<std::time::Instant>,
-    pub(super) max_age: Option<std::time::Duration>,
+    since: Option<std::time::Instant>,
+    max_age: Option<std::time::Duration>,
     pub(super) tokens: HashMap<TokenId, ServiceTokenRecord>,
     pub(super) services: HashMap<ServiceId, Arc<ServiceRecord>>,
     pub(super) values: NameMap<ValueKey, CachedValue>,
@@ -82,21 +82,21 @@ impl Equivalent<ValueKey> for ValueKeyRef<'_> {
 /// See the module comment.
 #[derive(Debug, Default)]
 pub(crate) struct RuntimeCache {
-    pub(super) inner: RwLock<CacheInner>,
+    inner: RwLock<CacheInner>,
     /// Look-ups answered from the cache, and those that were not (for metrics).
     pub(super) hits: AtomicU64,
     pub(super) misses: AtomicU64,
 }
 
 impl CacheInner {
-    pub(super) fn expired(&self) -> bool {
+    fn expired(&self) -> bool {
         match (self.max_age, self.since) {
             (Some(max), Some(since)) => since.elapsed() >= max,
             _ => false,
         }
     }
 
-    pub(super) fn clear(&mut self) {
+    fn clear(&mut self) {
         self.tokens.clear();
         self.services.clear();
         self.values.clear();
