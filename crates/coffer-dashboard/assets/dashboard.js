@@ -2,6 +2,15 @@
 // "Add another secret" adds a row to the create form in place (without it, the link reloads
 // the page with one more row).
 "use strict";
+
+// A value typed into a secret's field is never kept by the page: browsers restore a textarea's
+// state when the page comes back from history or the back/forward cache (the forms also say
+// autocomplete="off", which is what stops that where the browser honours it).
+const clearValues = () => {
+  for (const el of document.querySelectorAll("textarea.secret-value")) el.value = "";
+};
+window.addEventListener("pagehide", clearValues);
+window.addEventListener("pageshow", clearValues);
 document.addEventListener("DOMContentLoaded", () => {
   const add = document.getElementById("add-row");
   const form = document.getElementById("create-secrets");

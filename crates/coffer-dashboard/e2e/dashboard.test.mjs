@@ -118,6 +118,16 @@ test("sign in, create a store and two secrets, search, delete, edit, duplicate, 
     return r.text();
   };
   assert.equal(await read(), multiLine);
+  // Back to the form the values were typed into: the browser restores no value.
+  const listed = page.url();
+  await page.goBack();
+  await page.waitForLoadState();
+  for (const field of ["#value-0", "#value-1"]) {
+    if ((await page.locator(field).count()) > 0) {
+      assert.equal(await page.locator(field).inputValue(), "", `${field} came back from history`);
+    }
+  }
+  await page.goto(listed);
   // The comment renders as text, not markup.
   assert.ok(await page.getByText("primary <b>db</b>").isVisible());
   assert.equal(await page.locator("td b, td img").count(), 0);

@@ -60,7 +60,7 @@ pub trait SignInGuard: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SecureCookies {
     /// When the request reached the server over HTTPS ([`SignInGuard::https`]: its own TLS,
-    /// or a trusted proxy's `X-Forwarded-Proto: https`).
+    /// or a trusted proxy's `X-Forwarded-Proto: https` or `Forwarded: proto=https`).
     #[default]
     Auto,
     /// Always (plain HTTP to the server, HTTPS to the browser, through a proxy that does not

@@ -182,21 +182,25 @@ pub(crate) async fn submit(
                 Ok(id) => id,
                 Err(refused) => {
                     let limits = d.sessions.limits();
-                    let why = match refused {
-                        Refused::Full => format!(
-                            "the dashboard keeps at most {} sessions and has that many open; try again later",
-                            limits.max_sessions
+                    // The process's cap is the server's condition (503); an account's is the
+                    // tenant's own quota (429), which no load balancer should take for an outage.
+                    let (status, why) = match refused {
+                        Refused::Full => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "the dashboard keeps at most {} sessions and has that many open; try again later",
+                                limits.max_sessions
+                            ),
                         ),
-                        Refused::AccountFull => format!(
-                            "this account has {} dashboard sessions open, the most it may; sign out of some, or wait for them to expire",
-                            limits.per_account
+                        Refused::AccountFull => (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            format!(
+                                "this account has {} dashboard sessions open, the most it may; sign out of some, or wait for them to expire",
+                                limits.per_account
+                            ),
                         ),
                     };
-                    return sign_in_page(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        next.as_deref(),
-                        Some(why),
-                    );
+                    return sign_in_page(status, next.as_deref(), Some(why));
                 }
             };
             let target = next.unwrap_or_else(|| format!("{BASE}/stores"));

@@ -109,20 +109,49 @@ impl TrustedProxies {
         Ok(TrustedProxies::new(nets, header))
     }
 
+    /// Whether no proxy is trusted (the default).
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
     fn trusts(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(ip))
     }
 
     /// True if a request that arrived from `peer`, a trusted proxy, says the browser used
-    /// HTTPS (`X-Forwarded-Proto: https`, its last value: the one the nearest proxy set).
+    /// HTTPS: `X-Forwarded-Proto: https` (its last value: the one the nearest proxy set), or,
+    /// without that header, RFC 7239's `Forwarded` whose last element says `proto=https`.
     pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
-        self.trusts(canonical(peer))
-            && headers
-                .get_all("x-forwarded-proto")
+        if !self.trusts(canonical(peer)) {
+            return false;
+        }
+        let last = |name: &str| {
+            headers
+                .get_all(name)
                 .iter()
                 .flat_map(|v| v.as_bytes().split(|b| *b == b','))
                 .next_back()
-                .is_some_and(|p| p.trim_ascii().eq_ignore_ascii_case(b"https"))
+        };
+        if let Some(proto) = last("x-forwarded-proto") {
+            return proto.trim_ascii().eq_ignore_ascii_case(b"https");
+        }
+        last("forwarded").is_some_and(|element| {
+            element.split(|b| *b == b';').any(|pair| {
+                let pair = pair.trim_ascii();
+                let Some(value) = pair
+                    .get(..6)
+                    .filter(|name| name.eq_ignore_ascii_case(b"proto="))
+                    .map(|_| pair[6..].trim_ascii())
+                else {
+                    return false;
+                };
+                let value = value
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(value);
+                value.eq_ignore_ascii_case(b"https")
+            })
+        })
     }
 
     /// The client of a request that arrived from `peer`.
@@ -173,6 +202,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use axum::http::HeaderValue;
 
@@ -193,6 +223,44 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn https_is_believed_from_a_trusted_proxy_by_either_header() {
+        let proxies = proxies(&["10.0.0.1"]);
+        let trusted: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        for (pairs, https) in [
+            (vec![("x-forwarded-proto", "https")], true),
+            (vec![("x-forwarded-proto", "https, http")], false),
+            (vec![("forwarded", "for=1.2.3.4;proto=https")], true),
+            (vec![("forwarded", "for=1.2.3.4; Proto=\"HTTPS\"")], true),
+            (
+                vec![("forwarded", "proto=https, for=5.6.7.8;proto=http")],
+                false,
+            ),
+            (vec![("forwarded", "for=1.2.3.4;by=proto=https")], false),
+            // X-Forwarded-Proto, when sent, decides.
+            (
+                vec![("x-forwarded-proto", "http"), ("forwarded", "proto=https")],
+                false,
+            ),
+            (vec![], false),
+        ] {
+            let h = with(&pairs);
+            assert_eq!(proxies.forwarded_https(trusted, &h), https, "{pairs:?}");
+            assert!(
+                !proxies.forwarded_https(other, &h),
+                "untrusted peer: {pairs:?}"
+            );
+        }
     }
 
     #[test]

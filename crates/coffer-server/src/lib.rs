@@ -503,6 +503,15 @@ pub async fn serve_on(
         tls: opts.tls.is_some(),
         dashboard_cookies: opts.dashboard_secure_cookies,
     };
+    if opts.tls.is_none()
+        && opts.dashboard_secure_cookies == SecureCookies::Auto
+        && (opts.insecure_http || !opts.trusted_proxies.is_empty())
+    {
+        // Behind a TLS-terminating proxy the cookie is Secure only if the proxy says so.
+        tracing::warn!(
+            "the dashboard's session cookie is marked Secure only for requests a trusted proxy (--trusted-proxy) says came over HTTPS (X-Forwarded-Proto: https, or Forwarded: proto=https); behind a TLS-terminating proxy that does not send either, give --dashboard-secure-cookies always"
+        );
+    }
     coffer.start_dek_lifecycle(opts.keys.reseal);
     if let Some(key) = coffer.feed_public_key() {
         // What an edge pins (`coffer edge --feed-key`); public, and needed again for an edge

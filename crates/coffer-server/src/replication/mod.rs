@@ -86,13 +86,39 @@ impl Default for SnapshotLimits {
 #[derive(Debug)]
 struct SnapshotSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    node: TokenId,
-    held: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+    _claim: NodeClaim,
 }
 
-impl Drop for SnapshotSlot {
+/// How many of something (snapshots, long-polls) each node holds now.
+#[derive(Debug, Default, Clone)]
+struct PerNode(Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>);
+
+impl PerNode {
+    /// One more for `node`, unless it holds `max` already (then how many it holds).
+    fn claim(&self, node: TokenId, max: usize) -> Result<NodeClaim, usize> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.get(&node).copied().unwrap_or(0);
+        if mine >= max {
+            return Err(mine);
+        }
+        held.insert(node, mine + 1);
+        Ok(NodeClaim {
+            node,
+            held: self.clone(),
+        })
+    }
+}
+
+/// A node's claim on one of what a [`PerNode`] counts, given back when dropped.
+#[derive(Debug)]
+struct NodeClaim {
+    node: TokenId,
+    held: PerNode,
+}
+
+impl Drop for NodeClaim {
     fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = held.get_mut(&self.node) {
             *n -= 1;
             if *n == 0 {
@@ -195,7 +221,7 @@ pub struct Replication {
     limits: SnapshotLimits,
     snapshots: Arc<tokio::sync::Semaphore>,
     /// Snapshots each node holds now.
-    per_node: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+    per_node: PerNode,
     /// On a relay: where node-key registrations go (`crate::node_keys`).
     node_keys: Option<Arc<dyn NodeKeyForward>>,
     /// On a relay: the root's feed key it pinned (set once it knows it), served to the nodes
@@ -207,27 +233,11 @@ pub struct Replication {
     /// The control plane's latest freshness statement and when it was signed.
     freshness: std::sync::Mutex<Option<(std::time::Instant, Freshness)>>,
     /// Feed long-polls each node holds now.
-    long_polls: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
+    long_polls: PerNode,
 }
 
 /// A node's claim on a long-poll, released when the request ends.
-#[derive(Debug)]
-struct LongPollSlot {
-    node: TokenId,
-    held: Arc<std::sync::Mutex<std::collections::HashMap<TokenId, usize>>>,
-}
-
-impl Drop for LongPollSlot {
-    fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.node) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.node);
-            }
-        }
-    }
-}
+type LongPollSlot = NodeClaim;
 
 /// Where a relay gets the snapshots it serves: a relay cannot sign, so it passes on a snapshot
 /// its upstream signed (ultimately the root), unchanged.
@@ -262,28 +272,19 @@ impl Replication {
             closing,
             limits,
             snapshots: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent)),
-            per_node: Arc::default(),
+            per_node: PerNode::default(),
             node_keys: None,
             feed_key: None,
             snapshots_from: None,
             freshness: std::sync::Mutex::new(None),
-            long_polls: Arc::default(),
+            long_polls: PerNode::default(),
         }
     }
 
     /// A long-poll slot for `node`, or `None` if it holds [`MAX_LONG_POLLS_PER_NODE`] already
     /// (its request is then answered without waiting).
     fn long_poll_slot(&self, node: TokenId) -> Option<LongPollSlot> {
-        let mut held = self.long_polls.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = held.entry(node).or_default();
-        if *mine >= MAX_LONG_POLLS_PER_NODE {
-            return None;
-        }
-        *mine += 1;
-        Some(LongPollSlot {
-            node,
-            held: self.long_polls.clone(),
-        })
+        self.long_polls.claim(node, MAX_LONG_POLLS_PER_NODE).ok()
     }
 
     /// The statement to put on a feed answer: on the control plane, its own for `head` (reused
@@ -352,25 +353,22 @@ impl Replication {
             retry_after: Some(SNAPSHOT_RETRY_SECS),
             ..ApiError::new(ErrorCode::Unavailable, message)
         };
-        let mut held = self.per_node.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = held.get(&node).copied().unwrap_or(0);
-        if mine >= self.limits.per_node {
-            return Err(busy(format!(
+        let claim = self.per_node.claim(node, self.limits.per_node).map_err(|mine| {
+            busy(format!(
                 "this node is receiving {mine} snapshot(s) already (at most {} at once); retry later",
                 self.limits.per_node
-            )));
-        }
+            ))
+        })?;
+        // Refused here, the claim is given back as it drops.
         let Ok(permit) = self.snapshots.clone().try_acquire_owned() else {
             return Err(busy(format!(
                 "{} snapshots are being served already; retry later",
                 self.limits.max_concurrent
             )));
         };
-        *held.entry(node).or_default() += 1;
         Ok(SnapshotSlot {
             _permit: permit,
-            node,
-            held: self.per_node.clone(),
+            _claim: claim,
         })
     }
 }

@@ -132,14 +132,15 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     );
     let read_tx = ReadTransactions::watch(&h).await;
 
-    // The slow node starts a snapshot and reads nothing of it.
+    // The slow node starts a snapshot and reads nothing of it. The clock starts before the
+    // request: the server's deadline starts when its handler does, before the answer's head.
+    let started = Instant::now();
     let held = h
         .app
         .clone()
         .oneshot(snapshot_request(&slow.token))
         .await
         .unwrap();
-    let started = Instant::now();
     assert_eq!(held.status(), StatusCode::OK);
     h.create_secret(&store, "after", "written after the snapshot began")
         .await;

@@ -383,4 +383,23 @@ async fn sessions_expire_when_idle_or_too_old_and_are_bounded() {
         StatusCode::OK,
         "the first token's session lives on"
     );
+    // An account at its own cap is refused with 429 (its quota, not the server's outage).
+    let (d, app) = mounted(
+        &h,
+        DashboardOptions {
+            sessions: SessionLimits {
+                per_account: 1,
+                ..SessionLimits::default()
+            },
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        send(&app, sign_in(&admin)).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let refused = send(&app, sign_in(&reader)).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.body.contains("the most it may"), "{}", refused.body);
+    assert_eq!(d.session_count(), 1);
 }
