@@ -48,7 +48,6 @@ impl Form {
         Some(self.0.remove(i).1)
     }
 
-    /// The row indices of the fields named `prefix-N`, ascending and distinct.
     /// Takes a `<textarea>`'s value: a browser submits its line breaks as CRLF whatever was
     /// typed or pasted (the field itself holds LF), so each CRLF becomes LF again and the value
     /// stored is the one the field showed.
@@ -62,6 +61,13 @@ impl Form {
         })
     }
 
+    /// A `<textarea>`'s value that is not secret (a comment), its CRLFs made LF as in
+    /// [`Form::take_text`].
+    pub(crate) fn get_text(&self, key: &str) -> Option<String> {
+        self.get(key).map(|v| v.replace("\r\n", "\n"))
+    }
+
+    /// The row indices of the fields named `prefix-N`, ascending and distinct.
     pub(crate) fn rows(&self, prefix: &str) -> Vec<usize> {
         let mut rows: Vec<usize> = self
             .0

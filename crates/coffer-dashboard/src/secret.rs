@@ -32,7 +32,7 @@ fn row_of(secret: &SecretRecord) -> FormRow {
 fn typed_row(form: &Form) -> FormRow {
     let mut row = blank_row(0);
     row.name = form.get("name").unwrap_or_default().to_owned();
-    row.comment = form.get("comment").unwrap_or_default().to_owned();
+    row.comment = form.get_text("comment").unwrap_or_default();
     for b in &mut row.scopes {
         b.checked = form.all("scopes").any(|t| t == b.name);
     }
@@ -51,12 +51,9 @@ fn parse_scopes(form: &Form, row: &mut FormRow) -> Option<Scopes> {
 }
 
 fn parse_comment(form: &Form, row: &mut FormRow) -> Option<Comment> {
-    Comment::parse(
-        form.get("comment").unwrap_or_default().to_owned(),
-        "comment",
-    )
-    .map_err(|e| row.comment_error = Some(describe(&e).1))
-    .ok()
+    Comment::parse(form.get_text("comment").unwrap_or_default(), "comment")
+        .map_err(|e| row.comment_error = Some(describe(&e).1))
+        .ok()
 }
 
 /// Which of the page's forms was sent back, as typed.

@@ -226,7 +226,9 @@ fn parse_rows(form: &mut Form) -> (Vec<FormRow>, Option<Vec<CreateSecretItem>>) 
     let mut seen = std::collections::HashSet::new();
     for (position, index) in indices.into_iter().enumerate() {
         let typed_name = form.get(&format!("name-{index}")).unwrap_or_default();
-        let typed_comment = form.get(&format!("comment-{index}")).unwrap_or_default();
+        let typed_comment = form
+            .get_text(&format!("comment-{index}"))
+            .unwrap_or_default();
         let typed_scopes: Vec<String> = form
             .all(&format!("scopes-{index}"))
             .map(str::to_owned)

@@ -130,7 +130,7 @@ async fn several_secrets_at_once_whose_values_never_come_back() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.body.contains("value=\"bad name\"") && r.body.contains("value=\"kept comment\""));
+    assert!(r.body.contains("value=\"bad name\"") && r.body.contains(">kept comment</textarea>"));
     assert!(r.body.contains("name: name may only contain"));
     assert!(r.body.contains("value: value must not be empty"));
     assert!(r.body.contains("scopes: unknown scope"));
@@ -349,7 +349,7 @@ async fn a_secret_is_edited_and_duplicated_without_its_value_coming_back() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.body.contains("scopes: unknown scope") && r.body.contains("value=\"typed\""));
+    assert!(r.body.contains("scopes: unknown scope") && r.body.contains(">typed</textarea>"));
     // A new value, scopes and comment.
     let r = h
         .post(
@@ -481,6 +481,7 @@ async fn values_round_trip_exactly() {
                 ("csrf", &csrf),
                 ("name-0", "PEM"),
                 ("value-0", &pem.replace('\n', "\r\n")),
+                ("comment-0", "first line\r\nsecond line"),
                 ("scopes-0", "workers"),
                 ("name-1", "ODD"),
                 ("value-1", odd),
@@ -526,6 +527,22 @@ async fn values_round_trip_exactly() {
     };
     assert_eq!(read("PEM").await, pem);
     assert_eq!(read("ODD").await, odd);
+    // A comment (a textarea too) keeps its line break as the field showed it.
+    let (_, listed) = h
+        .api(
+            axum::http::Method::GET,
+            &format!(
+                "/client/v4/accounts/{}/secrets_store/stores/{store}/secrets?search=PEM",
+                h.account
+            ),
+            &h.token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed["result"][0]["comment"], "first line\nsecond line",
+        "{listed}"
+    );
     // An edit stores its value exactly too.
     let list = h.get(&b, &format!("/dashboard/stores/{store}")).await;
     let at = list.body.find("/secrets/").unwrap() + "/secrets/".len();
