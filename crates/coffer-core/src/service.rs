@@ -2,15 +2,13 @@
 
 use std::sync::Arc;
 
-use coffer_crypto::{KekProvider, Plaintext, random_id};
-use coffer_storage::{AccountRecord, SecretRecord, Storage};
-use coffer_types::{
-    AccountId, Scopes, SecretId, SecretName, StoreId, StoreName, Timestamp, TokenId, Version,
-};
+use coffer_crypto::KekProvider;
+use coffer_storage::{AccountRecord, Storage};
+use coffer_types::{AccountId, Timestamp, TokenId};
 
 use self::audit::Target;
 use crate::AuditAction;
-use crate::{Comment, CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
+use crate::{CoreError, DekPolicy, Keyring, Limits, Permission, Principal, Resource};
 
 /// The domain service. Cheap to share (`Arc<Coffer>`); holds no globals.
 #[derive(Debug)]

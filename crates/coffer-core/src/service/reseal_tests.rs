@@ -8,7 +8,11 @@ use coffer_storage::{Change, ChangeRecord, Reseal, SqliteStorage};
 use coffer_types::DekId;
 
 use super::*;
+use crate::Comment;
 use crate::ResealSettings;
+use coffer_crypto::Plaintext;
+use coffer_storage::SecretRecord;
+use coffer_types::{Scopes, SecretName, StoreId, StoreName, Version};
 
 struct Fx {
     dir: tempfile::TempDir,

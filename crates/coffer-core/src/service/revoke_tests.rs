@@ -9,7 +9,10 @@ use coffer_storage::SqliteStorage;
 use coffer_types::NodeName;
 
 use super::*;
+use crate::Comment;
 use crate::CreateSecretItem;
+use coffer_crypto::Plaintext;
+use coffer_types::{Scopes, SecretName, StoreName};
 
 /// Writers churning DEKs, each in its own store.
 const CHURNERS: usize = 6;

@@ -7,6 +7,10 @@ use coffer_types::{Scope, TokenId};
 use crate::Role;
 
 use super::*;
+use crate::Comment;
+use coffer_crypto::{Plaintext, random_id};
+use coffer_storage::SecretRecord;
+use coffer_types::{Scopes, SecretId, SecretName, StoreId, StoreName, Version};
 
 struct Fixture {
     _dir: tempfile::TempDir,
