@@ -79,7 +79,8 @@ impl ReadTransactions {
 
     /// 1 while a reader holds a transaction open: on SQLite, one that keeps the WAL from being
     /// checkpointed whole and truncated; on PostgreSQL, a session of the instance's database
-    /// idle in a transaction (a snapshot's cursor waiting for its reader). 0 otherwise.
+    /// inside a transaction (a snapshot's cursor, fetching or waiting for its reader; the
+    /// instance's other connections are idle between requests). 0 otherwise.
     async fn open(&self) -> i64 {
         match self {
             ReadTransactions::Sqlite(db) => db
@@ -88,7 +89,8 @@ impl ReadTransactions {
             ReadTransactions::Postgres(client, name) => client
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = $1 AND state = 'idle in transaction'",
+                     WHERE datname = $1 AND pid <> pg_backend_pid() \
+                     AND xact_start IS NOT NULL",
                     &[name],
                 )
                 .await
@@ -144,11 +146,15 @@ async fn a_slow_snapshot_reader_holds_its_slot_and_read_transaction_only_until_t
     assert_eq!(held.status(), StatusCode::OK);
     h.create_secret(&store, "after", "written after the snapshot began")
         .await;
-    assert_eq!(
-        read_tx.open().await,
-        1,
-        "the snapshot's read transaction is open"
-    );
+    // The answer's head comes before the producer has begun its transaction: wait for it.
+    let began = Instant::now();
+    while read_tx.open().await != 1 {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the snapshot's read transaction is not open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // It may not take a second slot.
     assert_busy(
