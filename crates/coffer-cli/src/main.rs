@@ -15,6 +15,7 @@ mod manpages;
 mod output;
 mod resolve;
 mod table;
+mod usage;
 mod value;
 
 use std::io::Write;

@@ -96,7 +96,7 @@ pub fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 /// be a shared one (`/usr/local/share/man/man1`).
 pub fn write(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
-        return Err(crate::commands::UsageError(format!(
+        return Err(crate::usage::UsageError(format!(
             "--out-dir {}: not a directory",
             dir.display()
         ))

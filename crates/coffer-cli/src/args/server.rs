@@ -94,14 +94,14 @@ impl DatabaseArgs {
     /// The database to use, if a URL was given. A URL holding a password is refused when it
     /// came from the command line (where other users of the machine can read it): only
     /// COFFER_DATABASE_URL may carry one (a config file refuses it too).
-    pub fn database(&self) -> Result<Option<coffer_server::Database>, crate::commands::UsageError> {
+    pub fn database(&self) -> Result<Option<coffer_server::Database>, crate::usage::UsageError> {
         let Some(url) = &self.database_url else {
             return Ok(None);
         };
         if crate::config_file::database_url_has_password(url)
             && std::env::var("COFFER_DATABASE_URL").ok().as_deref() != Some(url.as_str())
         {
-            return Err(crate::commands::UsageError(
+            return Err(crate::usage::UsageError(
                 "--database-url: the URL holds a password, which the command line shows to every user of this machine: give it with --database-password-file or PGPASSWORD, or the whole URL in COFFER_DATABASE_URL".into(),
             ));
         }

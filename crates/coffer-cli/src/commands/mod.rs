@@ -27,17 +27,7 @@ use crate::table::one_line;
 
 pub(crate) use serve::json_log;
 
-/// A mistake in how the command was called (exit status 2), as opposed to a failed operation.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+pub use crate::usage::UsageError;
 
 /// Several problems found before any request (a configuration file's), each shown on a line of
 /// its own (exit status 1).
