@@ -215,11 +215,40 @@ impl CoreError {
 
     /// What a client may be told: the error's own sentence, or a fixed one for an outage or
     /// an internal error, whose detail is for the log alone.
+    ///
+    /// Every variant is named, so a new one is a decision here, not a default: its sentence
+    /// goes to clients only if it carries nothing meant for the log.
     pub fn public_message(&self) -> String {
         match self {
             CoreError::Unavailable(_) => UNAVAILABLE_MESSAGE.to_owned(),
             CoreError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
-            e => e.to_string(),
+            // Sentences written for the caller: fixed text, the caller's own input (names,
+            // fields), or ids the caller may know (the account's own KEK id, counts).
+            CoreError::Invalid(_)
+            | CoreError::Unauthenticated(_)
+            | CoreError::NodeRevoked
+            | CoreError::Forbidden(_)
+            | CoreError::OutsideOperatorReach(_)
+            | CoreError::OperatorFirstTokenOnly
+            | CoreError::NotFound(_)
+            | CoreError::NameTaken { .. }
+            | CoreError::StoreNotEmpty
+            | CoreError::QuotaExceeded { .. }
+            | CoreError::StoreLimitExceeded { .. }
+            | CoreError::OperatorProtected(_)
+            | CoreError::AlreadyRevoked
+            | CoreError::BindingDenied { .. }
+            | CoreError::WrongTokenKind(_)
+            | CoreError::BindingNotFound(_)
+            | CoreError::BoundSecretNotFound(_)
+            | CoreError::ScopeDenied(_)
+            | CoreError::Conflict
+            | CoreError::KekRotationRunning(_)
+            | CoreError::KekRotationUnsupported(_)
+            | CoreError::InvalidNodeKey(_)
+            | CoreError::NodeKeyConflict
+            | CoreError::AccountKekUnavailable { .. }
+            | CoreError::AccountKekExists(_) => self.to_string(),
         }
     }
 
