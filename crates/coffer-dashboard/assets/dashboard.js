@@ -11,6 +11,18 @@ const clearValues = () => {
 };
 window.addEventListener("pagehide", clearValues);
 window.addEventListener("pageshow", clearValues);
+// A "Copy" button (shown only with this script) copies the value of the field it names.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const button of document.querySelectorAll("button[data-copy]")) {
+    const field = document.getElementById(button.dataset.copy);
+    if (!field || !navigator.clipboard) continue;
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      await navigator.clipboard.writeText(field.value);
+      button.textContent = "Copied";
+    });
+  }
+});
 document.addEventListener("DOMContentLoaded", () => {
   const add = document.getElementById("add-row");
   const form = document.getElementById("create-secrets");

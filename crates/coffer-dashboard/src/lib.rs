@@ -141,6 +141,18 @@ impl Dashboard {
                 "/stores/{store_id}/secrets/{secret_id}/delete",
                 post(pages::delete_secret),
             )
+            .route(
+                "/accounts",
+                get(pages::accounts).post(pages::create_account),
+            )
+            .route("/accounts/{account_id}/quota", post(pages::set_quota))
+            .route(
+                "/accounts/{account_id}/first-token",
+                post(pages::first_token),
+            )
+            .route("/accounts/{account_id}/delete", post(pages::delete_account))
+            .route("/keys", get(pages::keys))
+            .route("/keys/rotate", post(pages::rotate))
             .route(assets::CSS_PATH, get(assets::css))
             .route(assets::JS_PATH, get(assets::js))
             .route(assets::ICON_PATH, get(assets::icon))

@@ -40,6 +40,7 @@ impl Signed {
             role: self.who.role.as_str(),
             account: self.who.account_id.to_string(),
             csrf: self.csrf.clone(),
+            operator: self.who.operator,
         }
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Who {
     pub role: &'static str,
     pub account: String,
     pub csrf: String,
+    /// The instance operator (the accounts and keys pages).
+    pub operator: bool,
 }
 
 #[derive(Template, Debug)]
@@ -151,6 +153,90 @@ pub(crate) struct SecretPage {
     pub error: Option<String>,
 }
 
+#[derive(Debug)]
+pub(crate) struct AccountRow {
+    pub id: String,
+    pub name: String,
+    pub created: String,
+    /// The quota in words (a number, or the server's default).
+    pub quota: String,
+    /// The quota field: what was typed, or the override.
+    pub quota_typed: String,
+    pub quota_error: Option<String>,
+    /// The operator's own account (it cannot be deleted).
+    pub own: bool,
+    pub delete_error: Option<String>,
+    pub first_token_name: String,
+    pub first_token_error: Option<String>,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "accounts.html")]
+pub(crate) struct Accounts {
+    pub layout: Layout,
+    pub csrf: String,
+    pub accounts: Vec<AccountRow>,
+    pub name: String,
+    pub name_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct KekRow {
+    pub version: u32,
+    pub kek_id: String,
+    pub provider: &'static str,
+    pub state: &'static str,
+    pub created: String,
+    pub deks: u64,
+    pub instance_keys: u64,
+    pub active: bool,
+}
+
+#[derive(Template, Debug)]
+#[template(path = "keys.html")]
+pub(crate) struct Keys {
+    pub layout: Layout,
+    pub csrf: String,
+    pub active: u32,
+    pub versions: Vec<KekRow>,
+    pub rotation: Option<coffer_core::RotationReport>,
+    pub reseal: Option<coffer_core::ResealStatus>,
+    pub error: Option<String>,
+}
+
+/// A token's value on the one page that shows it: zeroized when the page is rendered and
+/// dropped, `[redacted]` in Debug; the template asks for it by name ([`OnceValue::reveal`]).
+pub(crate) struct OnceValue(zeroize::Zeroizing<String>);
+
+impl OnceValue {
+    pub(crate) fn new(value: &str) -> OnceValue {
+        OnceValue(zeroize::Zeroizing::new(value.to_owned()))
+    }
+
+    pub(crate) fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OnceValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A new token's value, shown this once.
+#[derive(Template, Debug)]
+#[template(path = "token_once.html")]
+pub(crate) struct TokenOnce {
+    pub layout: Layout,
+    pub name: String,
+    pub role: &'static str,
+    pub account: String,
+    pub value: OnceValue,
+    /// Where "Done" leads.
+    pub back: String,
+}
+
 /// A rendered page with its status. A template that fails to render (it cannot, short of a
 /// formatting error in a value's `Display`) is a 500 that says nothing more.
 pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
@@ -164,5 +250,30 @@ pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_shown_once_is_redacted_in_debug() {
+        let page = TokenOnce {
+            layout: Layout {
+                title: "New token".into(),
+                nav: "accounts",
+                who: None,
+            },
+            name: "n".into(),
+            role: "super_admin",
+            account: "a".into(),
+            value: OnceValue::new("cfat_the-secret-value"),
+            back: "/dashboard/accounts".into(),
+        };
+        let debug = format!("{page:?}");
+        assert!(!debug.contains("the-secret-value"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+        assert!(page.render().unwrap().contains("value=\"cfat_the-secret-value\""));
     }
 }

@@ -86,9 +86,13 @@ pub(crate) fn not_found(s: &Signed, what: &str) -> Response {
     )
 }
 
+mod operator;
 mod secrets;
 mod stores;
 
+pub(crate) use operator::{
+    accounts, create_account, delete_account, first_token, keys, rotate, set_quota,
+};
 pub(crate) use secrets::{blank_row, create_secrets, delete_secret, secrets};
 pub(crate) use stores::{create_store, delete_store, stores};
 

@@ -3,6 +3,7 @@
 //! API's failed-authentication limit; and the dashboard alone behind a stub guard. Here, not in
 //! coffer-dashboard, which the server depends on (ARCHITECTURE.md: no cycle).
 
+mod operator;
 mod pages;
 mod security;
 mod sign_in;

@@ -1,0 +1,213 @@
+//! The instance operator's pages: accounts (create, quota, first token, delete) and keys (the
+//! KEK's versions, starting a rotation); refused to every other token.
+
+use axum::http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::support::Harness;
+
+/// The accounts the API lists to the operator: (id, name, secrets_quota).
+async fn accounts(h: &Harness) -> Vec<(String, String, Value)> {
+    let (status, v) = h
+        .api(Method::GET, "/client/v4/accounts", &h.token, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_owned(),
+                a["name"].as_str().unwrap().to_owned(),
+                a["secrets_quota"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn only_the_operator_sees_and_uses_the_accounts_and_keys_pages() {
+    let h = Harness::new().await;
+    let op = h.sign_in(&h.token).await;
+    let stores = h.get(&op, "/dashboard/stores").await;
+    assert!(
+        stores.body.contains("/dashboard/accounts\"") && stores.body.contains("/dashboard/keys\"")
+    );
+
+    // A super_admin of the operator's own account is not the operator.
+    let (_, admin) = h.token_with_role("super_admin").await;
+    let b = h.sign_in(&admin).await;
+    let page = h.get(&b, "/dashboard/stores").await;
+    assert!(
+        !page.body.contains("/dashboard/accounts\"") && !page.body.contains("/dashboard/keys\"")
+    );
+    let csrf = page.csrf();
+    for path in ["/dashboard/accounts", "/dashboard/keys"] {
+        let r = h.get(&b, path).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(r.body.contains("instance:operator"), "{}", r.body);
+    }
+    // Its forged writes, with its own CSRF token, are refused and change nothing.
+    let before = accounts(&h).await;
+    let r = h
+        .post(
+            &b,
+            "/dashboard/accounts",
+            &[("csrf", &csrf), ("name", "forged")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let own = format!("/dashboard/accounts/{}/quota", h.account);
+    let r = h
+        .post(&b, &own, &[("csrf", &csrf), ("secrets_quota", "1")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = h
+        .post(&b, "/dashboard/keys/rotate", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(accounts(&h).await, before);
+    // And the operator's own forms need its CSRF token.
+    let r = h
+        .post(&op, "/dashboard/accounts", &[("name", "no-csrf")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(accounts(&h).await, before);
+}
+
+#[tokio::test]
+async fn accounts_are_created_given_a_quota_and_a_first_token_shown_once_then_deleted() {
+    let h = Harness::new().await;
+    let b = h.sign_in(&h.token).await;
+    let page = h.get(&b, "/dashboard/accounts").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    // The operator's own account cannot be deleted: no control for it.
+    assert!(
+        !page
+            .body
+            .contains(&format!("/dashboard/accounts/{}/delete", h.account))
+    );
+
+    // Bad input: the API's message beside the field.
+    let r = h
+        .post(&b, "/dashboard/accounts", &[("csrf", &csrf), ("name", " ")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("must not be empty"), "{}", r.body);
+    let r = h
+        .post(
+            &b,
+            "/dashboard/accounts",
+            &[("csrf", &csrf), ("name", "acme <b>")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let list = h.get(&b, "/dashboard/accounts").await;
+    assert!(list.body.contains("acme &#60;b&#62;") && !list.body.contains("acme <b>"));
+    let acme = accounts(&h)
+        .await
+        .into_iter()
+        .find(|(_, name, _)| name == "acme <b>")
+        .unwrap()
+        .0;
+
+    // The quota: a number, kept as typed when refused; empty clears it.
+    let quota = format!("/dashboard/accounts/{acme}/quota");
+    let r = h
+        .post(&b, &quota, &[("csrf", &csrf), ("secrets_quota", "ten")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("secrets_quota: a whole number") && r.body.contains("value=\"ten\""));
+    let r = h
+        .post(&b, &quota, &[("csrf", &csrf), ("secrets_quota", "7")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let quota_of = |list: Vec<(String, String, Value)>| {
+        list.into_iter().find(|(id, _, _)| *id == acme).unwrap().2
+    };
+    assert_eq!(quota_of(accounts(&h).await), 7);
+    h.post(&b, &quota, &[("csrf", &csrf), ("secrets_quota", "")])
+        .await;
+    assert_eq!(quota_of(accounts(&h).await), Value::Null);
+
+    // Its first token: a super_admin, its value on the answer page only, and it works.
+    let first = format!("/dashboard/accounts/{acme}/first-token");
+    let r = h
+        .post(&b, &first, &[("csrf", &csrf), ("name", "acme admin")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let at = r
+        .body
+        .find("id=\"token-value\" class=\"mono\" value=\"")
+        .unwrap();
+    let rest = &r.body[at + "id=\"token-value\" class=\"mono\" value=\"".len()..];
+    let value = rest[..rest.find('"').unwrap()].to_owned();
+    assert!(value.len() > 20, "{value}");
+    assert!(r.body.contains("super_admin"));
+    let (status, v) = h
+        .api(Method::GET, "/client/v4/user/tokens/verify", &value, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(!h.get(&b, "/dashboard/accounts").await.body.contains(&value));
+    // A second one is the account's own super_admin's to make.
+    let r = h
+        .post(&b, &first, &[("csrf", &csrf), ("name", "another")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        r.body.contains("creates only the first token"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("value=\"another\""));
+
+    // Delete, confirmed by typing the name.
+    let delete = format!("/dashboard/accounts/{acme}/delete");
+    let r = h
+        .post(&b, &delete, &[("csrf", &csrf), ("confirm", "acme")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("to confirm"));
+    let r = h
+        .post(&b, &delete, &[("csrf", &csrf), ("confirm", "acme <b>")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(accounts(&h).await.iter().all(|(id, _, _)| *id != acme));
+    let (status, _) = h
+        .api(Method::GET, "/client/v4/user/tokens/verify", &value, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "its token went with it");
+}
+
+#[tokio::test]
+async fn the_keys_page_shows_the_kek_versions_and_starts_a_rotation() {
+    let h = Harness::new().await;
+    let b = h.sign_in(&h.token).await;
+    let page = h.get(&b, "/dashboard/keys").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("Version 1 wraps every new data key"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Rotate the KEK"));
+    let csrf = page.csrf();
+    let r = h.post(&b, "/dashboard/keys/rotate", &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let r = h
+        .post(&b, "/dashboard/keys/rotate", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = h.get(&b, "/dashboard/keys").await;
+    assert!(
+        page.body.contains("Version 2 wraps every new data key"),
+        "{}",
+        page.body
+    );
+    // The API says the same.
+    let (status, v) = h.api(Method::GET, "/client/v4/kek", &h.token, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["result"]["active_version"], 2, "{v}");
+}
