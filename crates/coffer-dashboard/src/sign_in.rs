@@ -7,7 +7,7 @@ use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use coffer_core::{CoreError, Principal};
+use coffer_core::{CoreError, Permission, Principal};
 use zeroize::Zeroizing;
 
 use crate::errors::{failure_page, forged};
@@ -40,6 +40,7 @@ impl Signed {
             role: self.who.role.as_str(),
             account: self.who.account_id.to_string(),
             csrf: self.csrf.clone(),
+            can_manage: self.who.role.allows(Permission::ManageAccount),
         }
     }
 

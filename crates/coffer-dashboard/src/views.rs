@@ -21,6 +21,9 @@ pub(crate) struct Who {
     pub role: &'static str,
     pub account: String,
     pub csrf: String,
+    /// The role may manage the account (its tokens, its audit log): the navigation shows
+    /// those pages only then.
+    pub can_manage: bool,
 }
 
 #[derive(Template, Debug)]
@@ -166,3 +169,33 @@ pub(crate) fn page(status: StatusCode, template: &impl Template) -> Response {
         }
     }
 }
+
+/// A page that carries a token's value, shown this once: rendered into a zeroizing buffer
+/// (sized ahead, so growing it leaves no copy behind) that is wiped once the body is sent.
+/// `no-store` like every dashboard page; the value is kept nowhere else.
+pub(crate) fn page_once(status: StatusCode, template: &impl Template) -> Response {
+    let mut html = zeroize::Zeroizing::new(String::with_capacity(ONCE_CAPACITY));
+    match template.render_into(&mut *html) {
+        Ok(()) => {
+            let bytes = zeroize::Zeroizing::new(std::mem::take(&mut *html).into_bytes());
+            let body = axum::body::Body::from(axum::body::Bytes::from_owner(bytes));
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render a dashboard page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<!doctype html><title>Error · Coffer</title><p>Internal error.</p>"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Room for a page carrying a value (its HTML is a few KiB).
+const ONCE_CAPACITY: usize = 64 * 1024;
