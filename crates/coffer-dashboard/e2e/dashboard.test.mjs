@@ -204,6 +204,9 @@ test("a token made and revoked, its value shown once; the audit log shows the ac
   await copy.click();
   await page.getByText("Copied.").waitFor();
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), value);
+  // Leaving the page empties the field: the back/forward cache cannot show the value again.
+  await page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: true })));
+  assert.equal(await page.locator("#once-value").inputValue(), "", "the value outlived the page");
   await page.getByRole("link", { name: "Back to the tokens" }).click();
   await page.waitForURL(/\/dashboard\/tokens$/);
   assert.ok(!(await page.content()).includes(value), "shown once");
