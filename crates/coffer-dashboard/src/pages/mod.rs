@@ -1,7 +1,8 @@
-//! The stores and secrets pages. Each action parses its form as the API parses its body and
-//! calls the same `Coffer` method as the API's handler; what the role may not do is not shown,
-//! and core refuses it anyway. What they share is here; the stores' pages are in `stores.rs`,
-//! a store's secrets in `secrets.rs`.
+//! The dashboard's pages. Each action parses its form as the API parses its body and calls the
+//! same `Coffer` method as the API's handler; what the role may not do is not shown, and core
+//! refuses it anyway. What they share is here (paging, times as forms type them); the stores'
+//! pages are in `stores.rs`, a store's secrets in `secrets.rs`, services in `services.rs`, API
+//! tokens in `tokens.rs`, the audit log in `audit.rs`, the quota in `quota.rs`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
