@@ -1,6 +1,7 @@
 // Progressive enhancement for Coffer's dashboard; every page works without it.
 // "Add another secret" adds a row to the create form in place (without it, the link reloads
-// the page with one more row).
+// the page with one more row). A token's value shown once gets a "Copy" button (without it,
+// the value is copied from its field by hand), and leaves the page when the page is hidden.
 "use strict";
 
 // A value typed into a secret's field is never kept by the page: browsers restore a textarea's
@@ -11,16 +12,32 @@ const clearValues = () => {
 };
 window.addEventListener("pagehide", clearValues);
 window.addEventListener("pageshow", clearValues);
-// A "Copy" button (shown only with this script) copies the value of the field it names.
+// A value shown once is gone once the page is left: a page restored from the back/forward cache
+// does not show it again.
+window.addEventListener("pagehide", () => {
+  for (const el of document.querySelectorAll("input.once-value")) el.value = "";
+});
+window.addEventListener("pageshow", (event) => {
+  if (!event.persisted) return;
+  for (const el of document.querySelectorAll("input.once-value")) el.value = "";
+});
 document.addEventListener("DOMContentLoaded", () => {
-  for (const button of document.querySelectorAll("button[data-copy]")) {
+  for (const button of document.querySelectorAll("button.copy[data-copy]")) {
     const field = document.getElementById(button.dataset.copy);
     if (!field || !navigator.clipboard) continue;
     button.hidden = false;
     button.addEventListener("click", async () => {
-      await navigator.clipboard.writeText(field.value);
-      button.textContent = "Copied";
+      try {
+        await navigator.clipboard.writeText(field.value);
+        const done = document.getElementById("once-copied");
+        if (done) done.hidden = false;
+      } catch {
+        field.select();
+      }
     });
+  }
+  for (const field of document.querySelectorAll("input.once-value")) {
+    field.addEventListener("focus", () => field.select());
   }
 });
 document.addEventListener("DOMContentLoaded", () => {

@@ -176,6 +176,79 @@ test("sign in, create a store and two secrets, search, delete, edit, duplicate, 
   await page.close();
 });
 
+test("a token made and revoked, its value shown once; the audit log shows the acts; the chain verifies", async () => {
+  const context = await browser.newContext();
+  // The copy button writes to the clipboard; reading it back needs the permission.
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
+  const page = await context.newPage();
+  const violations = [];
+  page.on("console", (m) => { if (m.type() === "error") violations.push(m.text()); });
+  await page.goto(base + "/dashboard/sign-in");
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/dashboard\/stores$/);
+  const me = (await page.locator(".who .token").textContent()).trim();
+
+  // A token: its value on the answer page only, with a working copy button.
+  await page.getByRole("link", { name: "Tokens", exact: true }).click();
+  await page.waitForURL(/\/dashboard\/tokens$/);
+  await page.getByLabel("Name").fill("e2e <token>");
+  await page.getByLabel("Role").selectOption("secrets_store_reporter");
+  await page.getByRole("button", { name: "Create token" }).click();
+  await page.getByRole("heading", { name: "Token created" }).waitFor();
+  const value = await page.locator("#once-value").inputValue();
+  const verify = async (t) => (await fetch(`${base}/client/v4/user/tokens/verify`, { headers: { authorization: `Bearer ${t}` } })).status;
+  assert.equal(await verify(value), 200, "the value shown is the token");
+  const copy = page.getByRole("button", { name: "Copy" });
+  assert.ok(await copy.isVisible(), "the script shows the copy button");
+  await copy.click();
+  await page.getByText("Copied.").waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), value);
+  // Leaving the page empties the field: the back/forward cache cannot show the value again.
+  await page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: true })));
+  assert.equal(await page.locator("#once-value").inputValue(), "", "the value outlived the page");
+  await page.getByRole("link", { name: "Back to the tokens" }).click();
+  await page.waitForURL(/\/dashboard\/tokens$/);
+  assert.ok(!(await page.content()).includes(value), "shown once");
+  const row = page.locator("tbody tr", { hasText: "e2e <token>" });
+  await row.getByText("Revoke…").click();
+  await row.getByRole("button", { name: "Revoke token" }).click();
+  await page.waitForURL(/\/dashboard\/tokens$/);
+  await page.locator("tbody tr", { hasText: "e2e <token>" }).getByText("revoked").waitFor();
+  assert.equal(await verify(value), 401, "revoked");
+
+  // The audit log: the first test's acts, by this session's token.
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.waitForURL(/\/dashboard\/audit$/);
+  const acts = page.locator("tbody tr");
+  const act = (action, resource) => acts.filter({ hasText: resource }).filter({
+    has: page.locator("td.action", { hasText: new RegExp(`^${action}$`) }),
+  });
+  for (const [action, resource] of [
+    ["create", "store · e2e-store"],
+    ["create", "secret · DATABASE_URL"],
+    ["update", "secret · API_KEY"],
+    ["delete", "secret · DATABASE_URL"],
+    ["revoke", "token · e2e <token>"],
+  ]) {
+    const found = act(action, resource);
+    assert.ok(await found.count() >= 1, `${action} ${resource} in the log`);
+    // (`coffer dev`'s token is the instance operator's, which the log says.)
+    const actor = (await found.first().locator("td.actor").textContent()).trim();
+    assert.ok([me, `${me} (operator)`].includes(actor), `${action} ${resource}: actor ${actor}, not ${me}`);
+  }
+  // An entry's details open without script.
+  const first = acts.first();
+  await first.getByText("Details").click();
+  assert.ok(await first.locator("pre.entry").isVisible());
+  await page.getByRole("button", { name: "Verify the chain" }).click();
+  // (A GET form without fields leaves a bare "?" on the URL.)
+  await page.waitForURL(/\/dashboard\/audit\/verify\??$/);
+  assert.ok(await page.getByText("The chain is intact.").isVisible());
+  assert.deepEqual(violations, [], "no console errors (a CSP violation would be one)");
+  await context.close();
+});
+
 test("a reporter sees no write controls, and its forged write is refused", async () => {
   const res = await fetch(`${base}/client/v4/accounts/${account}/tokens`, {
     method: "POST",
@@ -193,6 +266,10 @@ test("a reporter sees no write controls, and its forged write is refused", async
   assert.ok(await page.getByText("secrets_store_reporter").isVisible());
   assert.equal(await page.getByRole("button", { name: "Create store" }).count(), 0);
   assert.equal(await page.getByText("Delete…").count(), 0);
+  // Nor the pages of a role that manages the account.
+  assert.equal(await page.getByRole("link", { name: "Tokens", exact: true }).count(), 0);
+  assert.equal(await page.getByRole("link", { name: "Audit log" }).count(), 0);
+  assert.equal(await page.getByRole("link", { name: "Services" }).count(), 1);
   // A write forged from its own session, with its own CSRF token, is refused by the server.
   // (A form, since the CSP allows no fetch at all.)
   const [response] = await Promise.all([

@@ -153,6 +153,21 @@ impl Dashboard {
             .route("/accounts/{account_id}/delete", post(pages::delete_account))
             .route("/keys", get(pages::keys))
             .route("/keys/rotate", post(pages::rotate))
+            .route("/tokens", get(pages::tokens).post(pages::create_token))
+            .route("/tokens/{token_id}/revoke", post(pages::revoke_token))
+            .route("/services", get(pages::services))
+            .route("/services/{service_id}", get(pages::service))
+            .route(
+                "/services/{service_id}/tokens",
+                post(pages::rotate_service_token),
+            )
+            .route(
+                "/services/{service_id}/tokens/{token_id}/revoke",
+                post(pages::revoke_service_token),
+            )
+            .route("/audit", get(pages::audit))
+            .route("/audit/verify", get(pages::verify_audit))
+            .route("/quota", get(pages::quota))
             .route(assets::CSS_PATH, get(assets::css))
             .route(assets::JS_PATH, get(assets::js))
             .route(assets::ICON_PATH, get(assets::icon))

@@ -7,7 +7,7 @@ use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use coffer_core::{CoreError, Principal};
+use coffer_core::{CoreError, Permission, Principal};
 use zeroize::Zeroizing;
 
 use crate::errors::{failure_page, forged};
@@ -41,6 +41,7 @@ impl Signed {
             account: self.who.account_id.to_string(),
             csrf: self.csrf.clone(),
             operator: self.who.operator,
+            can_manage: self.who.role.allows(Permission::ManageAccount),
         }
     }
 

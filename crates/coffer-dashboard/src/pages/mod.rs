@@ -1,7 +1,8 @@
-//! The stores and secrets pages. Each action parses its form as the API parses its body and
-//! calls the same `Coffer` method as the API's handler; what the role may not do is not shown,
-//! and core refuses it anyway. What they share is here; the stores' pages are in `stores.rs`,
-//! a store's secrets in `secrets.rs`.
+//! The dashboard's pages. Each action parses its form as the API parses its body and calls the
+//! same `Coffer` method as the API's handler; what the role may not do is not shown, and core
+//! refuses it anyway. What they share is here (paging, times as forms type them); the stores'
+//! pages are in `stores.rs`, a store's secrets in `secrets.rs`, services in `services.rs`, API
+//! tokens in `tokens.rs`, the audit log in `audit.rs`, the quota in `quota.rs`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
@@ -33,11 +34,24 @@ pub(crate) async fn home() -> Response {
 }
 
 pub(crate) fn layout(title: String, s: &Signed) -> Layout {
+    layout_at(title, "stores", s)
+}
+
+/// The layout of a page under the navigation's entry `nav`.
+pub(crate) fn layout_at(title: String, nav: &'static str, s: &Signed) -> Layout {
     Layout {
         title,
-        nav: "stores",
+        nav,
         who: Some(s.who()),
     }
+}
+
+pub(crate) fn can_manage(s: &Signed) -> bool {
+    s.who.role.allows(Permission::ManageAccount)
+}
+
+pub(crate) fn can_bind(s: &Signed) -> bool {
+    s.who.role.allows(Permission::Bind)
 }
 
 pub(crate) fn can_edit(s: &Signed) -> bool {
@@ -86,15 +100,64 @@ pub(crate) fn not_found(s: &Signed, what: &str) -> Response {
     )
 }
 
-mod operator;
-mod secrets;
-mod stores;
+/// `items`' page `page` of [`PER_PAGE`] (a list core gives whole).
+fn page_of<T>(items: Vec<T>, page: u32) -> Vec<T> {
+    let skip = (page.saturating_sub(1) as usize).saturating_mul(PER_PAGE as usize);
+    items
+        .into_iter()
+        .skip(skip)
+        .take(PER_PAGE as usize)
+        .collect()
+}
 
+/// A date-time typed into a form: RFC 3339 as the API takes it, or what a
+/// `datetime-local` field sends (`2026-12-07T10:30`, seconds optional), read as UTC. Empty is
+/// `Ok(None)`.
+fn parse_time(field: &str, typed: &str) -> Result<Option<coffer_types::Timestamp>, String> {
+    let typed = typed.trim();
+    if typed.is_empty() {
+        return Ok(None);
+    }
+    let local = typed.len() >= 16 && typed.as_bytes().get(10) == Some(&b'T');
+    let attempts = [
+        typed.to_owned(),
+        format!("{typed}Z"),
+        format!("{typed}:00Z"),
+    ];
+    let tries = if local { &attempts[..] } else { &attempts[..1] };
+    tries
+        .iter()
+        .find_map(|t| coffer_types::Timestamp::parse_rfc3339(t))
+        .map(Some)
+        .ok_or_else(|| format!("{field}: must be an RFC 3339 date-time, or a date and time (UTC)"))
+}
+
+/// A timestamp as the pages show it: RFC 3339 to the second, UTC.
+fn when(t: coffer_types::Timestamp) -> String {
+    let s = t.to_rfc3339();
+    match (s.find('.'), s.ends_with('Z')) {
+        (Some(dot), true) => format!("{}Z", &s[..dot]),
+        _ => s,
+    }
+}
+
+mod audit;
+mod operator;
+mod quota;
+mod secrets;
+mod services;
+mod stores;
+mod tokens;
+
+pub(crate) use audit::{audit, verify_audit};
 pub(crate) use operator::{
     accounts, create_account, delete_account, first_token, keys, rotate, set_quota,
 };
+pub(crate) use quota::quota;
 pub(crate) use secrets::{blank_row, create_secrets, delete_secret, secrets};
+pub(crate) use services::{revoke_service_token, rotate_service_token, service, services};
 pub(crate) use stores::{create_store, delete_store, stores};
+pub(crate) use tokens::{create_token, revoke_token, tokens};
 
 #[cfg(test)]
 mod tests {
@@ -112,5 +175,26 @@ mod tests {
         assert!(cut.len() <= MAX_SEARCH_BYTES && cut.len() >= MAX_SEARCH_BYTES - 1);
         assert!(long.starts_with(&cut));
         assert_eq!(search_text(&q("search=+db+")), "db");
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_a_local_date_time_read_as_utc() {
+        let t = |s: &str| parse_time("from", s);
+        assert_eq!(t("  "), Ok(None));
+        let z = t("2026-12-07T10:30:00Z").unwrap().unwrap();
+        assert_eq!(t("2026-12-07T10:30").unwrap(), Some(z));
+        assert_eq!(t("2026-12-07T10:30:00").unwrap(), Some(z));
+        assert_eq!(t("2026-12-07T11:30:00+01:00").unwrap(), Some(z));
+        let e = t("yesterday").unwrap_err();
+        assert!(e.starts_with("from: must be an RFC 3339 date-time"), "{e}");
+        assert_eq!(when(z), "2026-12-07T10:30:00Z");
+    }
+
+    #[test]
+    fn a_whole_list_is_cut_into_pages() {
+        let items: Vec<u32> = (0..60).collect();
+        assert_eq!(page_of(items.clone(), 1), (0..25).collect::<Vec<_>>());
+        assert_eq!(page_of(items.clone(), 3), (50..60).collect::<Vec<_>>());
+        assert!(page_of(items, 4).is_empty());
     }
 }

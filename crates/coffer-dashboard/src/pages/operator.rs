@@ -7,7 +7,7 @@ use coffer_core::{KekStatusReport, NewToken, Role};
 use coffer_types::AccountId;
 
 use super::*;
-use crate::views::{AccountRow, Accounts, KekRow, Keys, OnceValue, TokenOnce};
+use crate::views::{AccountRow, Accounts, KekRow, Keys, TokenOnce, page_once};
 
 fn operator_only(s: &Signed) -> Option<Response> {
     (!s.who.operator)
@@ -252,14 +252,14 @@ pub(crate) async fn first_token(
         expires: None,
     };
     match d.coffer.create_token(&s.who, account, new).await {
-        Ok((record, token)) => page(
+        Ok((record, token)) => page_once(
             StatusCode::OK,
             &TokenOnce {
                 layout: operator_layout("New token", "accounts", &s),
                 name: record.name,
                 role: Role::SuperAdmin.as_str(),
                 account: account.to_string(),
-                value: OnceValue::new(token.expose_secret()),
+                value: token.expose_secret(),
                 back: format!("{BASE}/accounts"),
             },
         ),

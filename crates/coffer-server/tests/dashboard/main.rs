@@ -3,8 +3,11 @@
 //! API's failed-authentication limit; and the dashboard alone behind a stub guard. Here, not in
 //! coffer-dashboard, which the server depends on (ARCHITECTURE.md: no cycle).
 
+mod audit;
 mod operator;
 mod pages;
 mod security;
+mod services;
 mod sign_in;
 mod support;
+mod tokens;

@@ -140,9 +140,9 @@ async fn accounts_are_created_given_a_quota_and_a_first_token_shown_once_then_de
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let at = r
         .body
-        .find("id=\"token-value\" class=\"mono\" value=\"")
+        .find("id=\"once-value\" class=\"once-value mono\" value=\"")
         .unwrap();
-    let rest = &r.body[at + "id=\"token-value\" class=\"mono\" value=\"".len()..];
+    let rest = &r.body[at + "id=\"once-value\" class=\"once-value mono\" value=\"".len()..];
     let value = rest[..rest.find('"').unwrap()].to_owned();
     assert!(value.len() > 20, "{value}");
     assert!(r.body.contains("super_admin"));

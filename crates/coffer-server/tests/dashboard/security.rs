@@ -57,6 +57,24 @@ async fn every_response_carries_the_security_headers() {
             h.post(&b, "/dashboard/stores", &[("csrf", &csrf), ("name", "ok")])
                 .await,
         ),
+        ("tokens", h.get(&b, "/dashboard/tokens").await),
+        (
+            "token created",
+            h.post(
+                &b,
+                "/dashboard/tokens",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "t"),
+                    ("role", "secrets_store_reporter"),
+                ],
+            )
+            .await,
+        ),
+        ("services", h.get(&b, "/dashboard/services").await),
+        ("audit log", h.get(&b, "/dashboard/audit").await),
+        ("verified", h.get(&b, "/dashboard/audit/verify").await),
+        ("quota", h.get(&b, "/dashboard/quota").await),
     ];
     for (what, r) in &responses {
         assert_secure_headers(r, what);

@@ -16,6 +16,8 @@ use tower::ServiceExt;
 
 pub struct Harness {
     _dir: tempfile::TempDir,
+    /// The data dir (its `coffer.db`, for tests that edit the file behind the server's back).
+    pub data_dir: std::path::PathBuf,
     pub coffer: Arc<Coffer>,
     pub app: Router,
     /// The operator's token (a super_admin of its own account).
@@ -42,6 +44,14 @@ impl Resp {
         self.headers
             .get(header::SET_COOKIE)
             .and_then(|v| v.to_str().ok())
+    }
+
+    /// The value a page shows once (a new token's), if it has one.
+    pub fn once_value(&self) -> Option<String> {
+        let marker = "class=\"once-value mono\" value=\"";
+        let at = self.body.find(marker)? + marker.len();
+        let rest = &self.body[at..];
+        Some(rest[..rest.find('"')?].to_owned())
     }
 
     /// The value of the first `name="csrf"` field of the page.
@@ -84,6 +94,7 @@ impl Harness {
         );
         Harness {
             _dir: dir,
+            data_dir,
             app: coffer_server::app(coffer.clone()),
             coffer,
             token: init.api_token.expose_secret().to_owned(),
@@ -149,12 +160,17 @@ impl Harness {
 
     /// A new token of the operator's account with `role`: (id, value).
     pub async fn token_with_role(&self, role: &str) -> (String, String) {
+        self.named_token(&format!("{role} token"), role).await
+    }
+
+    /// A new token of the operator's account named `name` with `role`: (id, value).
+    pub async fn named_token(&self, name: &str, role: &str) -> (String, String) {
         let (status, v) = self
             .api(
                 Method::POST,
                 &format!("/client/v4/accounts/{}/tokens", self.account),
                 &self.token,
-                Some(serde_json::json!({ "name": format!("{role} token"), "role": role })),
+                Some(serde_json::json!({ "name": name, "role": role })),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{v}");
@@ -162,6 +178,35 @@ impl Harness {
             v["result"]["id"].as_str().unwrap().to_owned(),
             v["result"]["value"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Whether `token` is accepted by the API now.
+    pub async fn token_works(&self, token: &str) -> bool {
+        let (status, _) = self
+            .api(Method::GET, "/client/v4/user/tokens/verify", token, None)
+            .await;
+        status == StatusCode::OK
+    }
+
+    /// The account's tokens through the API: (id, name, status).
+    pub async fn tokens(&self) -> Vec<(String, String, String)> {
+        let (_, v) = self
+            .api(
+                Method::GET,
+                &format!("/client/v4/accounts/{}/tokens", self.account),
+                &self.token,
+                None,
+            )
+            .await;
+        v["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let s = |k: &str| t[k].as_str().unwrap().to_owned();
+                (s("id"), s("name"), s("status"))
+            })
+            .collect()
     }
 
     /// The stores' names, through the API.
