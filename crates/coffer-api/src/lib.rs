@@ -26,7 +26,7 @@ pub use kek::{
     AccountKek, AccountKekUsage, KekReseal, KekRotation, KekRotationStarted, KekStatus, KekVersion,
     SetAccountKek,
 };
-pub use node::{CreateNode, CreatedNode, Node};
+pub use node::{CreateNode, CreatedNode, Node, NodeContact};
 pub use secrets_store::*;
 pub use service::{
     DeployService, DeployedService, RotateServiceToken, RotatedServiceToken, SecretBinding,

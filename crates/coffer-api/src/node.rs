@@ -15,6 +15,23 @@ pub struct Node {
     pub created: String,
     /// RFC 3339; `null` while the node is active.
     pub revoked: Option<String>,
+    /// The node's last request for the feed to the instance that answers (each instance knows
+    /// the edges that follow it); absent if it made none since that instance started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<NodeContact>,
+}
+
+/// Where a node stood at its last feed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeContact {
+    /// RFC 3339.
+    pub last_seen: String,
+    /// The position it asked from: every entry up to it is applied.
+    pub applied_seq: u64,
+    /// The log's head then.
+    pub head_seq: u64,
+    /// Entries it had still to apply then (`head_seq - applied_seq`).
+    pub lag: u64,
 }
 
 /// `POST /client/v4/nodes`.
@@ -48,6 +65,7 @@ mod tests {
                 name: "edge-1".into(),
                 created: "2025-01-01T00:00:00Z".into(),
                 revoked: None,
+                contact: None,
             },
             node_token: SecretValue::new("coffernode_hunter2".into()),
             feed_public_key: Some("b".repeat(64)),

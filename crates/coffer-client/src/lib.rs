@@ -59,9 +59,9 @@ pub use coffer_api::{
     Account, AccountKek, AccountKekUsage, ApiMessage, AuditLogEntry, AuditProblem,
     AuditVerification, CreateSecret, CreatedNode, CreatedToken, DeployService, DeployedService,
     DuplicateSecret, KekReseal, KekRotation, KekRotationStarted, KekStatus, KekVersion, Membership,
-    MembershipAccount, Node, PermissionGrant, Quota, QuotaDetail, ResultInfo, RotatedServiceToken,
-    Secret, SecretBinding, SecretValue, Service, ServiceToken, Store, StoreBinding, Token,
-    TokenVerification, UpdateSecret,
+    MembershipAccount, Node, NodeContact, PermissionGrant, Quota, QuotaDetail, ResultInfo,
+    RotatedServiceToken, Secret, SecretBinding, SecretValue, Service, ServiceToken, Store,
+    StoreBinding, Token, TokenVerification, UpdateSecret,
 };
 use coffer_api::{
     CreateAccount, CreateNode, CreateStore, CreateToken, Envelope, RotateServiceToken,

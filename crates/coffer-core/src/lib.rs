@@ -32,6 +32,7 @@ pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
 pub use reseal::{ResealSettings, ResealStatus};
 pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationStatus};
 pub use service::account_kek::AccountKekReport;
+pub use service::fleet::NodeContact;
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::runtime::{

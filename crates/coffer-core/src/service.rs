@@ -35,6 +35,8 @@ pub struct Coffer {
     node_cache: self::nodes::NodeCache,
     /// Refused node key registrations audited lately (see `nodes.rs`).
     key_refusals: self::nodes::KeyRefusals,
+    /// Each node's last feed request to this process (see `fleet.rs`).
+    fleet: self::fleet::Fleet,
     /// Opened over an edge replica: it serves runtime reads and node authentication only, and
     /// keeps no audit log of its own (access events travel upstream).
     replica: bool,
@@ -129,6 +131,7 @@ impl Coffer {
             service_writes: tokio::sync::Mutex::new(()),
             node_cache: self::nodes::NodeCache::default(),
             key_refusals: self::nodes::KeyRefusals::default(),
+            fleet: self::fleet::Fleet::default(),
             replica,
             rotation: None,
             account_kek_store: std::sync::OnceLock::new(),
@@ -258,6 +261,7 @@ pub use secrets_store::{
 };
 pub(crate) mod audit;
 mod failures;
+pub mod fleet;
 pub use audit::AuditVerification;
 #[cfg(test)]
 mod account_kek_tests;

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{FromRequestParts, RawPathParams, State};
 use axum::http::request::Parts;
-use coffer_api::{CreateNode, CreatedNode, Envelope, ErrorCode, Node, SecretValue};
+use coffer_api::{CreateNode, CreatedNode, Envelope, ErrorCode, Node, NodeContact, SecretValue};
 use coffer_core::CoreError;
 use coffer_storage::NodeRecord;
 use coffer_types::{NodeName, Timestamp, TokenId};
@@ -16,12 +16,18 @@ use crate::wire;
 
 type Reply<T> = ApiResult<Json<Envelope<T>>>;
 
-fn node(n: &NodeRecord) -> Node {
+fn node(n: &NodeRecord, contact: Option<coffer_core::NodeContact>) -> Node {
     Node {
         id: n.id.to_string(),
         name: n.name.clone(),
         created: n.created.to_rfc3339(),
         revoked: n.revoked.map(Timestamp::to_rfc3339),
+        contact: contact.map(|c| NodeContact {
+            last_seen: c.last_seen.to_rfc3339(),
+            applied_seq: c.applied_seq,
+            head_seq: c.head_seq,
+            lag: c.lag(),
+        }),
     }
 }
 
@@ -64,21 +70,24 @@ pub async fn create(
     })?;
     let (record, token) = app.coffer.create_node(&who, name).await?;
     Ok(Json(Envelope::ok(CreatedNode {
-        node: node(&record),
+        node: node(&record, None),
         node_token: SecretValue::new(token.expose_secret().to_owned()),
         feed_public_key: app.coffer.feed_public_key().map(hex::encode),
     })))
 }
 
-/// `GET /client/v4/nodes`: every node, revoked ones included, oldest first.
+/// `GET /client/v4/nodes`: every node, revoked ones included, oldest first, each with its last
+/// feed request to this instance.
 pub async fn list(State(app): State<AppState>, Auth(who): Auth) -> Reply<Vec<Node>> {
-    let nodes = app.coffer.list_nodes(&who).await?;
-    Ok(Json(wire::whole_list(nodes.iter().map(node).collect())))
+    let fleet = app.coffer.fleet(&who).await?;
+    Ok(Json(wire::whole_list(
+        fleet.iter().map(|(n, c)| node(n, *c)).collect(),
+    )))
 }
 
 pub async fn get(State(app): State<AppState>, Auth(who): Auth, id: NodeId) -> Reply<Node> {
-    let record = app.coffer.get_node(&who, id.0).await?;
-    Ok(Json(Envelope::ok(node(&record))))
+    let (record, contact) = app.coffer.node_in_fleet(&who, id.0).await?;
+    Ok(Json(Envelope::ok(node(&record, contact))))
 }
 
 /// `DELETE /client/v4/nodes/{node_id}` revokes the node (the record stays, with `revoked`).
@@ -94,7 +103,7 @@ pub async fn revoke(State(app): State<AppState>, Auth(who): Auth, id: NodeId) ->
             ),
             other => other.into(),
         })?;
-    Ok(Json(Envelope::ok(node(&record))))
+    Ok(Json(Envelope::ok(node(&record, None))))
 }
 
 #[cfg(test)]

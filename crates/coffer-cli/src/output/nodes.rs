@@ -6,16 +6,30 @@ use zeroize::Zeroizing;
 use super::{Format, json_text, page_json, time, time_or, with_token};
 use crate::table::{Table, one_line};
 
-const NODE_COLUMNS: [&str; 4] = ["Name", "ID", "Created", "Revoked"];
+const NODE_COLUMNS: [&str; 6] = [
+    "Name",
+    "ID",
+    "Created",
+    "Revoked",
+    "Last seen",
+    "Applied (lag)",
+];
 
 fn nodes_table(nodes: &[Node], format: Format) -> String {
     let mut t = Table::new(&NODE_COLUMNS).flexible(&["Name"]);
     for node in nodes {
+        // Its last feed request to the instance asked; "-" if none since it started.
+        let (seen, applied) = match &node.contact {
+            Some(c) => (time(&c.last_seen), format!("{} ({})", c.applied_seq, c.lag)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         t.row(vec![
             node.name.clone(),
             node.id.clone(),
             time(&node.created),
             time_or(node.revoked.as_deref(), "-"),
+            seen,
+            applied,
         ]);
     }
     t.render(format.wide())
@@ -92,6 +106,7 @@ mod tests {
             name: "edge-1".into(),
             created: "2025-01-01T00:00:00Z".into(),
             revoked: revoked.map(str::to_owned),
+            contact: None,
         }
     }
 
@@ -138,6 +153,12 @@ mod tests {
                 sample_node(Some("2025-01-02T00:00:00Z")),
                 Node {
                     name: "edge-\u{1b}[31m2".into(),
+                    contact: Some(coffer_client::NodeContact {
+                        last_seen: "2025-01-03T00:00:00Z".into(),
+                        applied_seq: 40,
+                        head_seq: 42,
+                        lag: 2,
+                    }),
                     ..sample_node(None)
                 },
             ],
@@ -155,7 +176,23 @@ mod tests {
             assert!(lines[0].contains(column), "{table}");
         }
         assert!(lines[2].contains("2025-01-02T00:00:00Z"), "{table}");
-        assert!(lines[3].trim_end().ends_with(" -"), "not revoked: {table}");
+        let cells = |line: &str| -> Vec<String> {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            cells(lines[2])[3..],
+            ["2025-01-02T00:00:00Z", "-", "-"],
+            "never seen: {table}"
+        );
+        assert_eq!(
+            cells(lines[3])[3..],
+            ["-", "2025-01-03T00:00:00Z", "40 (2)"],
+            "not revoked, seen at 40 with 2 to go: {table}"
+        );
         assert!(!table.contains('\u{1b}'), "control characters are escaped");
         let v: serde_json::Value = serde_json::from_str(&node_list(&nodes, Format::Json)).unwrap();
         assert_eq!(v["result"][0]["revoked"], "2025-01-02T00:00:00Z");

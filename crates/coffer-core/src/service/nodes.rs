@@ -171,9 +171,14 @@ impl Coffer {
         // not cancel: a revocation dropped once storage has its commit queued would leave the
         // keyring on the replaced keys (every new DEK then refused) until a restart.
         let keys = Arc::clone(&self.keys);
-        tokio::spawn(async move { keys.revoke_node(id, Timestamp::now(), &[entry]).await })
-            .await
-            .map_err(|e| CoreError::Internal(format!("a node revocation's task failed: {e}")))?
+        let revoked =
+            tokio::spawn(async move { keys.revoke_node(id, Timestamp::now(), &[entry]).await })
+                .await
+                .map_err(|e| {
+                    CoreError::Internal(format!("a node revocation's task failed: {e}"))
+                })??;
+        self.fleet.forget(id);
+        Ok(revoked)
     }
 
     /// Records `public_key_hex` (64 hex digits: an X25519 public key) as the public key of

@@ -438,3 +438,41 @@ async fn node_tokens_authenticate_only_as_nodes() {
     );
     assert!(f.coffer.authenticate_node(text, ctx()).await.is_err());
 }
+
+/// The fleet view: a node's last feed request, as this process saw it, for the operator only;
+/// a revoked node's goes with its revocation.
+#[tokio::test]
+async fn the_fleet_shows_each_nodes_last_feed_request_until_it_is_revoked() {
+    let f = fx().await;
+    let (seen, _) = f.node("seen").await;
+    let (silent, _) = f.node("silent").await;
+    f.coffer.note_feed_request(seen.id, 3, 10);
+    f.coffer.note_feed_request(seen.id, 7, 12);
+    let fleet = f.coffer.fleet(&f.op).await.unwrap();
+    let contact_of = |id| {
+        fleet
+            .iter()
+            .find(|(n, _)| n.id == id)
+            .map(|(_, c)| *c)
+            .unwrap()
+    };
+    let c = contact_of(seen.id).expect("the node that asked is seen");
+    assert_eq!(
+        (c.applied_seq, c.head_seq, c.lag()),
+        (7, 12, 5),
+        "the last request counts"
+    );
+    assert_eq!(contact_of(silent.id), None);
+
+    let (_, reporter) = f.api_token(f.account, Role::SecretsStoreReporter).await;
+    assert!(matches!(
+        f.coffer.fleet(&reporter).await,
+        Err(CoreError::Forbidden(Permission::Operator))
+    ));
+
+    f.coffer.revoke_node(&f.op, seen.id).await.unwrap();
+    let fleet = f.coffer.fleet(&f.op).await.unwrap();
+    let (n, c) = fleet.iter().find(|(n, _)| n.id == seen.id).unwrap();
+    assert!(n.revoked.is_some());
+    assert_eq!(*c, None, "a revoked node's contact is forgotten");
+}

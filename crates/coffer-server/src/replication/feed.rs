@@ -48,6 +48,9 @@ pub(crate) async fn feed(
     };
     let storage = app.coffer.storage().clone();
     let mut heads = storage.subscribe_head();
+    // Where the node stands, for the operator's view of the fleet (`Coffer::fleet`).
+    app.coffer
+        .note_feed_request(node.id, after, *heads.borrow());
     let closing = repl.closing.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut timed_out = wait.is_zero();

@@ -1415,3 +1415,47 @@ async fn access_events_of_an_unknown_account_are_dropped() {
         before + 2
     );
 }
+
+/// Each feed request tells the operator where the node stands (`contact` on the node): the
+/// position it asked from, the head then and the lag; a node that never asked has none.
+#[tokio::test]
+async fn the_nodes_list_shows_where_each_node_last_asked_from() {
+    let h = Harness::new().await;
+    h.coffer.storage().ensure_cluster_id().await.unwrap();
+    let asking = h.create_node("asking").await;
+    let silent = h.create_node("silent").await;
+    h.create_store("s").await;
+    let head = h.change_head().await;
+    assert!(head >= 2, "{head}");
+    let contact_of = |nodes: &[Value], id: &str| {
+        nodes
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n.get("contact").cloned())
+            .unwrap()
+    };
+
+    decode_answer(&feed(&h, &asking.token, "after=1&wait=0").await);
+    let nodes = h.nodes_state().await;
+    let c = contact_of(&nodes, &asking.id).expect("a node that asked has a contact");
+    assert_eq!(
+        (c["applied_seq"].as_u64(), c["head_seq"].as_u64()),
+        (Some(1), Some(head))
+    );
+    assert_eq!(c["lag"].as_u64(), Some(head - 1));
+    timestamp(&c["last_seen"]);
+    assert_eq!(
+        contact_of(&nodes, &silent.id),
+        None,
+        "never asked: no contact"
+    );
+
+    // Caught up: its next request says so.
+    decode_answer(&feed(&h, &asking.token, &format!("after={head}&wait=0")).await);
+    let nodes = h.nodes_state().await;
+    let c = contact_of(&nodes, &asking.id).unwrap();
+    assert_eq!(
+        (c["applied_seq"].as_u64(), c["lag"].as_u64()),
+        (Some(head), Some(0))
+    );
+}

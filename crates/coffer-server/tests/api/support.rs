@@ -1348,7 +1348,21 @@ pub fn assert_node_token(v: &Value) -> String {
 /// A node object: exact field names and well-formed fields.
 #[track_caller]
 pub fn assert_node_shape(n: &Value) {
-    assert_keys(n, &["id", "name", "created", "revoked"]);
+    // `contact` only once the node asked this instance for the feed.
+    match n.get("contact") {
+        None => assert_keys(n, &["id", "name", "created", "revoked"]),
+        Some(c) => {
+            assert_keys(n, &["id", "name", "created", "revoked", "contact"]);
+            assert_keys(c, &["last_seen", "applied_seq", "head_seq", "lag"]);
+            timestamp(&c["last_seen"]);
+            let (applied, head) = (c["applied_seq"].as_u64(), c["head_seq"].as_u64());
+            assert_eq!(
+                c["lag"].as_u64(),
+                head.zip(applied).map(|(h, a)| h.saturating_sub(a)),
+                "{c}"
+            );
+        }
+    }
     assert_hex_id(&n["id"]);
     assert!(n["name"].is_string());
     let created = timestamp(&n["created"]);
