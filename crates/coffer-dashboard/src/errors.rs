@@ -29,12 +29,7 @@ pub(crate) fn describe(e: &CoreError) -> (StatusCode, String) {
             format!("{what} not found")
         }
         CoreError::StoreNotEmpty => "the store still holds secrets: tick \u{201c}Also delete the secrets it holds\u{201d} to delete them with it".to_owned(),
-        CoreError::Unavailable(detail) => {
-            tracing::warn!(error = %detail, "dashboard: service unavailable");
-            e.public_message()
-        }
-        CoreError::Internal(detail) => {
-            tracing::error!(error = %detail, "dashboard: internal error");
+        CoreError::Internal(_) => {
             format!("{}; the server's log has the details", e.public_message())
         }
         e => e.public_message(),
@@ -64,7 +59,17 @@ pub(crate) fn message_page(
 }
 
 /// The page of a failed operation that has no form to show the message beside.
+/// Its detail goes to the log here, once (`describe` does not log).
 pub(crate) fn failure_page(e: &CoreError, who: Option<Who>) -> Response {
+    match e {
+        CoreError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "dashboard: service unavailable");
+        }
+        CoreError::Internal(detail) => {
+            tracing::error!(error = %detail, "dashboard: internal error");
+        }
+        _ => {}
+    }
     let (status, message) = describe(e);
     let heading = match status {
         StatusCode::NOT_FOUND => "Not found",

@@ -4,7 +4,7 @@
 //! Per process: on a PostgreSQL database that several instances share, a session opened on one
 //! instance is unknown to the others (a load balancer needs sticky sessions for the dashboard).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,14 @@ struct Session {
     account: AccountId,
     created: Instant,
     last_used: Instant,
+    /// Single-use nonces of the forms that mint a token, newest last (see [`Sessions::issue_once`]).
+    once: VecDeque<[u8; ONCE_BYTES]>,
 }
+
+/// Bytes of a single-use form nonce.
+const ONCE_BYTES: usize = 16;
+/// Single-use nonces a session keeps; past it the oldest page's form stops working.
+const MAX_ONCE: usize = 32;
 
 /// Who a session is opened for: the token (already authenticated) and what it is.
 pub(crate) struct Owner {
@@ -257,6 +264,7 @@ impl Sessions {
                 account: owner.account,
                 created: now,
                 last_used: now,
+                once: VecDeque::new(),
             },
         );
         Ok(id)
@@ -277,6 +285,41 @@ impl Sessions {
         };
         table.touch(id, now);
         Some(live)
+    }
+
+    /// A new single-use nonce for a form of session `id` that mints a token (an API token, a
+    /// service token, an account's first token): the form carries it, and [`Sessions::redeem_once`]
+    /// accepts it once, so a reload, the back button or a second click does not mint another
+    /// token whose value is never seen. `None` if the session is gone.
+    pub(crate) fn issue_once(&self, id: &SessionId) -> Option<String> {
+        let nonce = coffer_crypto::random_array::<ONCE_BYTES>();
+        let mut table = self.lock();
+        let once = &mut table.map.get_mut(id)?.once;
+        if once.len() >= MAX_ONCE {
+            once.pop_front();
+        }
+        once.push_back(nonce);
+        Some(hex::encode(nonce))
+    }
+
+    /// Whether `nonce` is one [`Sessions::issue_once`] gave session `id` and was not redeemed
+    /// yet; it is used up either way.
+    pub(crate) fn redeem_once(&self, id: &SessionId, nonce: Option<&str>) -> bool {
+        let Some(nonce) =
+            nonce.and_then(|n| <[u8; ONCE_BYTES]>::try_from(hex::decode(n).ok()?).ok())
+        else {
+            return false;
+        };
+        let mut table = self.lock();
+        let Some(session) = table.map.get_mut(id) else {
+            return false;
+        };
+        // Compared in constant time, though a nonce guards against replays, not guesses.
+        let at = session
+            .once
+            .iter()
+            .position(|n| aws_lc_rs::constant_time::verify_slices_are_equal(n, &nonce).is_ok());
+        at.and_then(|i| session.once.remove(i)).is_some()
     }
 
     pub(crate) fn end(&self, id: &SessionId) {
@@ -366,6 +409,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         sessions.open(owner("b", 2, 2)).unwrap();
         assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_form_nonce_is_good_once_in_its_own_session_and_the_oldest_go() {
+        let sessions = Sessions::new(SessionLimits::default());
+        let a = sessions.open(owner("t", 1, 1)).unwrap();
+        let b = sessions.open(owner("t", 2, 1)).unwrap();
+        let n = sessions.issue_once(&a).unwrap();
+        assert_eq!(n.len(), 2 * ONCE_BYTES);
+        assert!(!sessions.redeem_once(&b, Some(&n)), "another session's");
+        assert!(sessions.redeem_once(&a, Some(&n)));
+        assert!(!sessions.redeem_once(&a, Some(&n)), "used up");
+        assert!(!sessions.redeem_once(&a, Some("zz")) && !sessions.redeem_once(&a, None));
+        let first = sessions.issue_once(&a).unwrap();
+        let rest: Vec<String> = (0..MAX_ONCE)
+            .map(|_| sessions.issue_once(&a).unwrap())
+            .collect();
+        assert!(
+            !sessions.redeem_once(&a, Some(&first)),
+            "the oldest past the cap"
+        );
+        assert!(rest.iter().all(|n| sessions.redeem_once(&a, Some(n))));
+        sessions.end(&a);
+        assert_eq!(sessions.issue_once(&a), None, "no session, no nonce");
     }
 
     #[test]

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use coffer_core::{CoreError, Permission, Principal};
 use zeroize::Zeroizing;
 
-use crate::errors::{failure_page, forged};
+use crate::errors::{failure_page, forged, message_page};
 use crate::forms::Form;
 use crate::security::{
     cleared_cookie, cross_origin, csrf_matches, request_host, session_cookie, session_id,
     sign_in_forged,
 };
-use crate::session::{Owner, Refused};
+use crate::session::{Owner, Refused, SessionId};
 use crate::views::{Layout, SignIn, Who, page};
 use crate::{BASE, Inner, State};
 
@@ -27,6 +27,8 @@ const MAX_NEXT: usize = 2048;
 #[derive(Debug)]
 pub(crate) struct Signed {
     pub who: Principal,
+    /// The session, for its single-use form nonces.
+    pub session: SessionId,
     pub csrf: String,
     /// The host the request was sent to ([`request_host`]).
     pub host: Option<String>,
@@ -43,6 +45,29 @@ impl Signed {
             operator: self.who.operator,
             can_manage: self.who.role.allows(Permission::ManageAccount),
         }
+    }
+
+    /// A single-use nonce for a form that mints a token ([`crate::session::Sessions::issue_once`]).
+    pub(crate) fn once(&self, d: &Inner) -> String {
+        d.sessions.issue_once(&self.session).unwrap_or_default()
+    }
+
+    /// The refusal (409) of a form that mints a token sent a second time (a reload of its
+    /// answer, the back button, a second click): nothing is minted again; `None` for a form
+    /// sent the first time, whose nonce is now used up. A request without the field goes on:
+    /// the nonce keeps a browser from sending the dashboard's own form twice (which always
+    /// carries it), while the CSRF check has already tied the request to the session, whose
+    /// token may mint tokens through the API anyway.
+    pub(crate) fn replayed(&self, d: &Inner, form: &Form) -> Option<Response> {
+        let nonce = form.get("once")?;
+        (!d.sessions.redeem_once(&self.session, Some(nonce))).then(|| {
+            message_page(
+                StatusCode::CONFLICT,
+                "Already sent",
+                "This form was sent already (a reload, the back button or a second click), so nothing was made again. A token's value is shown once only: if it was not copied, revoke that token and make another.".to_owned(),
+                Some(self.who()),
+            )
+        })
     }
 
     /// The refusal (403) of a state-changing request that does not carry this session's CSRF
@@ -67,6 +92,7 @@ impl FromRequestParts<Arc<Inner>> for Signed {
         match d.coffer.authenticate(&live.token, context).await {
             Ok(who) => Ok(Signed {
                 who,
+                session: id.clone(),
                 csrf: live.csrf,
                 host: request_host(parts),
             }),

@@ -178,6 +178,8 @@ pub(crate) struct AccountRow {
 pub(crate) struct Accounts {
     pub layout: Layout,
     pub csrf: String,
+    /// The single-use nonce of the first-token forms.
+    pub once: String,
     pub accounts: Vec<AccountRow>,
     pub name: String,
     pub name_error: Option<String>,

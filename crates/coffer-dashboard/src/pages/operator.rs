@@ -82,6 +82,7 @@ async fn render_accounts(
         &Accounts {
             layout: operator_layout("Accounts", "accounts", s),
             csrf: s.csrf.clone(),
+            once: s.once(d),
             accounts: rows,
             name: form.name,
             name_error: form.name_error,
@@ -245,6 +246,9 @@ pub(crate) async fn first_token(
         Ok(a) => a,
         Err(r) => return *r,
     };
+    if let Some(r) = s.replayed(&d, &form) {
+        return r;
+    }
     let typed = form.get("name").unwrap_or_default().to_owned();
     let new = NewToken {
         name: typed.trim().to_owned(),

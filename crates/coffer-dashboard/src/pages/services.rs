@@ -52,6 +52,8 @@ pub(crate) struct ServiceTokenRow {
 pub(crate) struct ServicePage {
     pub layout: Layout,
     pub csrf: String,
+    /// The single-use nonce of the form that mints a token.
+    pub once: String,
     pub can_bind: bool,
     pub id: String,
     pub name: String,
@@ -207,6 +209,7 @@ async fn render_service(
         &ServicePage {
             layout: layout_at(service.name.to_string(), "services", s),
             csrf: s.csrf.clone(),
+            once: s.once(d),
             can_bind: can_bind(s),
             id: id.to_string(),
             name: service.name.to_string(),
@@ -243,7 +246,7 @@ pub(crate) async fn rotate_service_token(
     body: Bytes,
 ) -> Response {
     let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
+    if let Some(r) = s.forged(&headers, &form).or_else(|| s.replayed(&d, &form)) {
         return r;
     }
     let Some(id) = id_of(&id, ServiceId::parse) else {

@@ -31,6 +31,8 @@ pub(crate) struct TokenRow {
 pub(crate) struct TokensPage {
     pub layout: Layout,
     pub csrf: String,
+    /// The single-use nonce of the form that mints a token.
+    pub once: String,
     pub tokens: Vec<TokenRow>,
     pub total: u64,
     pub pager: Pager,
@@ -133,6 +135,7 @@ async fn render_tokens(
         &TokensPage {
             layout: layout_at("Tokens".to_owned(), "tokens", s),
             csrf: s.csrf.clone(),
+            once: s.once(d),
             tokens,
             total,
             pager: pager(&format!("{BASE}/tokens"), "", page_no, total),
@@ -173,7 +176,7 @@ pub(crate) async fn create_token(
     body: Bytes,
 ) -> Response {
     let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
+    if let Some(r) = s.forged(&headers, &form).or_else(|| s.replayed(&d, &form)) {
         return r;
     }
     let mut typed = TokensForm {

@@ -56,11 +56,22 @@ impl Resp {
 
     /// The value of the first `name="csrf"` field of the page.
     pub fn csrf(&self) -> String {
+        self.hidden("csrf")
+    }
+
+    /// The single-use nonce of the page's form that mints a token (`name="once"`).
+    pub fn once(&self) -> String {
+        self.hidden("once")
+    }
+
+    /// The value of the first hidden field `name` of the page.
+    fn hidden(&self, name: &str) -> String {
+        let field = format!("name=\"{name}\" value=\"");
         let at = self
             .body
-            .find("name=\"csrf\" value=\"")
-            .unwrap_or_else(|| panic!("no CSRF field in: {}", self.body));
-        let rest = &self.body[at + "name=\"csrf\" value=\"".len()..];
+            .find(&field)
+            .unwrap_or_else(|| panic!("no {name} field in: {}", self.body));
+        let rest = &self.body[at + field.len()..];
         rest[..rest.find('"').unwrap()].to_owned()
     }
 }

@@ -293,3 +293,55 @@ async fn the_list_is_paged() {
     assert!(second.body.contains("this session"), "{}", second.body);
     assert!(!second.body.contains("bulk-25"));
 }
+
+/// A form that mints a token carries a single-use nonce: sent again (a reload of the answer,
+/// the back button, a second click) it mints nothing and says so; a fresh page's form works.
+#[tokio::test]
+async fn a_minting_form_sent_twice_mints_once() {
+    let h = Harness::new().await;
+    let b = h.sign_in(&h.token).await;
+    let page = h.get(&b, "/dashboard/tokens").await;
+    let (csrf, once) = (page.csrf(), page.once());
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("once", once.as_str()),
+        ("name", "ci"),
+        ("role", "secrets_store_reporter"),
+    ];
+    let before = h.tokens().await.len();
+    let r = h.post(&b, "/dashboard/tokens", &form).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.once_value().is_some());
+    let again = h.post(&b, "/dashboard/tokens", &form).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert!(again.body.contains("sent already"), "{}", again.body);
+    assert!(again.once_value().is_none());
+    assert_eq!(h.tokens().await.len(), before + 1, "one token, not two");
+    // A nonce of another session, or made up, is no better.
+    let other = h.sign_in(&h.token).await;
+    let theirs = h.get(&other, "/dashboard/tokens").await.once();
+    for nonce in [theirs.as_str(), "00112233445566778899aabbccddeeff", "x"] {
+        let forged = [
+            ("csrf", csrf.as_str()),
+            ("once", nonce),
+            ("name", "ci"),
+            ("role", "secrets_store_reporter"),
+        ];
+        let r = h.post(&b, "/dashboard/tokens", &forged).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{nonce}");
+    }
+    assert_eq!(h.tokens().await.len(), before + 1);
+    // The same form on a page loaded afresh mints again.
+    let fresh = h.get(&b, "/dashboard/tokens").await.once();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("once", fresh.as_str()),
+        ("name", "ci"),
+        ("role", "secrets_store_reporter"),
+    ];
+    assert_eq!(
+        h.post(&b, "/dashboard/tokens", &form).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.tokens().await.len(), before + 2);
+}
