@@ -1,64 +1,23 @@
 // The dashboard in a real browser: Debian's Chromium, driven headless by playwright-core,
-// against a `coffer dev` this test starts on a free loopback port.
+// against a `coffer dev` this test starts on a free loopback port (harness.mjs).
 // Run by ./run (which scripts/test calls); COFFER_BIN names the coffer binary.
+//
+// The tests run in order on one server: the second finds the first one's acts in the audit log.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { signIn, start } from "./harness.mjs";
 
-let server, base, token, account, dir, browser;
+let env, base, token, browser, api;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "coffer-dashboard-e2e-"));
-  const data = join(dir, "data");
-  server = spawn(process.env.COFFER_BIN, ["dev", "--data-dir", data, "--listen", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let log = "";
-  server.stderr.on("data", (d) => { log += d; });
-  base = await new Promise((resolve, reject) => {
-    let out = "";
-    server.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
-      if (m) resolve(m[1]);
-    });
-    server.on("exit", (code) => reject(new Error(`coffer dev exited (${code}): ${log}`)));
-  });
-  const creds = JSON.parse(readFileSync(join(data, "dev-credentials.json"), "utf8"));
-  token = creds.api_token;
-  account = creds.account_id;
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    // The test runs as root in CI, where Chromium's sandbox cannot start.
-    args: ["--no-sandbox"],
-  });
+  env = await start();
+  ({ base, token, browser, api } = env);
 }, { timeout: 60_000 });
+
+after(async () => { await env?.stop(); });
 
 // A multi-line value with characters form encoding changes: what the dashboard must store as is.
 const multiLine = "-----BEGIN KEY-----\nAb+/c= %41 & ü\n  indented  \n-----END KEY-----\n";
-
-// An API call as the operator: the JSON answer, which must be a success.
-async function api(method, path, body) {
-  const res = await fetch(`${base}/client/v4/accounts/${account}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  assert.equal(res.status, 200, JSON.stringify(json));
-  return json;
-}
-
-after(async () => {
-  await browser?.close();
-  server?.kill("SIGTERM");
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
 
 test("sign in, create a store and two secrets, search, delete, edit, duplicate, sign out", async () => {
   const page = await browser.newPage();
@@ -183,10 +142,7 @@ test("a token made and revoked, its value shown once; the audit log shows the ac
   const page = await context.newPage();
   const violations = [];
   page.on("console", (m) => { if (m.type() === "error") violations.push(m.text()); });
-  await page.goto(base + "/dashboard/sign-in");
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(/\/dashboard\/stores$/);
+  await signIn(page, base, token);
   const me = (await page.locator(".who .token").textContent()).trim();
 
   // A token: its value on the answer page only, with a working copy button.
@@ -250,19 +206,10 @@ test("a token made and revoked, its value shown once; the audit log shows the ac
 });
 
 test("a reporter sees no write controls, and its forged write is refused", async () => {
-  const res = await fetch(`${base}/client/v4/accounts/${account}/tokens`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify({ name: "e2e reporter", role: "secrets_store_reporter" }),
-  });
-  assert.equal(res.status, 200);
-  const reporter = (await res.json()).result.value;
+  const reporter = (await api("POST", "/tokens", { name: "e2e reporter", role: "secrets_store_reporter" })).result.value;
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto(base + "/dashboard/sign-in");
-  await page.getByLabel("API token").fill(reporter);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(/\/dashboard\/stores$/);
+  await signIn(page, base, reporter);
   assert.ok(await page.getByText("secrets_store_reporter").isVisible());
   assert.equal(await page.getByRole("button", { name: "Create store" }).count(), 0);
   assert.equal(await page.getByText("Delete…").count(), 0);
