@@ -14,14 +14,6 @@ fn operator_only(s: &Signed) -> Option<Response> {
         .then(|| failure_page(&CoreError::Forbidden(Permission::Operator), Some(s.who())))
 }
 
-fn operator_layout(title: &str, nav: &'static str, s: &Signed) -> crate::views::Layout {
-    crate::views::Layout {
-        title: title.to_owned(),
-        nav,
-        who: Some(s.who()),
-    }
-}
-
 /// What the accounts page shows besides the list: the create form's input and error, and
 /// which account's quota or delete form failed and why.
 #[derive(Default)]
@@ -57,7 +49,7 @@ async fn render_accounts(
             AccountRow {
                 id: a.id.to_string(),
                 name: a.name.clone(),
-                created: a.created.to_rfc3339(),
+                created: when(a.created),
                 quota: a
                     .secrets_quota
                     .map_or_else(|| "the server's default".to_owned(), |q| q.to_string()),
@@ -80,7 +72,7 @@ async fn render_accounts(
     page(
         status,
         &Accounts {
-            layout: operator_layout("Accounts", "accounts", s),
+            layout: layout_at("Accounts".to_owned(), "accounts", s),
             csrf: s.csrf.clone(),
             once: s.once(d),
             accounts: rows,
@@ -259,7 +251,7 @@ pub(crate) async fn first_token(
         Ok((record, token)) => page_once(
             StatusCode::OK,
             &TokenOnce {
-                layout: operator_layout("New token", "accounts", &s),
+                layout: layout_at("New token".to_owned(), "accounts", &s),
                 name: record.name,
                 role: Role::SuperAdmin.as_str(),
                 account: account.to_string(),
@@ -290,14 +282,14 @@ fn keys_view(s: &Signed, report: KekStatusReport, error: Option<String>) -> Keys
             kek_id: v.version.kek_id.to_string(),
             provider: v.version.provider,
             state: v.version.state.as_str(),
-            created: v.version.created.to_rfc3339(),
+            created: when(v.version.created),
             deks: v.deks,
             instance_keys: v.instance_keys,
             active: v.version.version == report.active.version,
         })
         .collect();
     Keys {
-        layout: operator_layout("Keys", "keys", s),
+        layout: layout_at("Keys".to_owned(), "keys", s),
         csrf: s.csrf.clone(),
         active: report.active.version,
         versions: rows,
