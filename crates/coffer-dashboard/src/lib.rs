@@ -151,6 +151,8 @@ impl Dashboard {
                 post(pages::first_token),
             )
             .route("/accounts/{account_id}/delete", post(pages::delete_account))
+            .route("/edges", get(pages::edges).post(pages::create_node))
+            .route("/edges/{node_id}/revoke", post(pages::revoke_node))
             .route("/keys", get(pages::keys))
             .route("/keys/rotate", post(pages::rotate))
             .route("/tokens", get(pages::tokens).post(pages::create_token))

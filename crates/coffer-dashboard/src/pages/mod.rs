@@ -142,6 +142,7 @@ fn when(t: coffer_types::Timestamp) -> String {
 }
 
 mod audit;
+mod edges;
 mod operator;
 mod quota;
 mod secrets;
@@ -150,6 +151,7 @@ mod stores;
 mod tokens;
 
 pub(crate) use audit::{audit, verify_audit};
+pub(crate) use edges::{create_node, edges, revoke_node};
 pub(crate) use operator::{
     accounts, create_account, delete_account, first_token, keys, rotate, set_quota,
 };

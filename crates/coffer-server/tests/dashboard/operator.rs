@@ -138,12 +138,7 @@ async fn accounts_are_created_given_a_quota_and_a_first_token_shown_once_then_de
         .post(&b, &first, &[("csrf", &csrf), ("name", "acme admin")])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let at = r
-        .body
-        .find("id=\"once-value\" class=\"once-value mono\" value=\"")
-        .unwrap();
-    let rest = &r.body[at + "id=\"once-value\" class=\"once-value mono\" value=\"".len()..];
-    let value = rest[..rest.find('"').unwrap()].to_owned();
+    let value = r.once_value().expect("the first token, shown once");
     assert!(value.len() > 20, "{value}");
     assert!(r.body.contains("super_admin"));
     let (status, v) = h
@@ -210,4 +205,115 @@ async fn the_keys_page_shows_the_kek_versions_and_starts_a_rotation() {
     let (status, v) = h.api(Method::GET, "/client/v4/kek", &h.token, None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["result"]["active_version"], 2, "{v}");
+}
+
+#[tokio::test]
+async fn the_edges_page_registers_shows_where_each_stands_and_revokes() {
+    let h = Harness::new().await;
+    h.coffer.storage().ensure_cluster_id().await.unwrap();
+    let b = h.sign_in(&h.token).await;
+    let page = h.get(&b, "/dashboard/edges").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("No edge nodes yet"));
+    let (csrf, once) = (page.csrf(), page.once());
+    let r = h
+        .post(
+            &b,
+            "/dashboard/edges",
+            &[("csrf", &csrf), ("once", &once), ("name", "bad name!")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body.contains("name: node name") && r.body.contains("value=\"bad name!\""),
+        "{}",
+        r.body
+    );
+    let once = r.once();
+    let r = h
+        .post(
+            &b,
+            "/dashboard/edges",
+            &[("csrf", &csrf), ("once", &once), ("name", "edge-fra")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let token = r.once_value().expect("the node token, shown once");
+    assert!(token.starts_with("coffernode_"), "{token}");
+    assert!(r.body.contains("Feed key"), "{}", r.body);
+    let list = h.get(&b, "/dashboard/edges").await;
+    assert!(list.body.contains("edge-fra") && list.body.contains("not seen by this instance"));
+    assert!(!list.body.contains(&token), "never shown again");
+
+    // The node asks for the feed with its token: the page says where it stands.
+    let (status, _) = h
+        .api(
+            Method::GET,
+            "/replication/v1/feed?after=0&wait=0",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let list = h.get(&b, "/dashboard/edges").await;
+    assert!(
+        list.body.contains("entries behind") && list.body.contains("0 of "),
+        "{}",
+        list.body
+    );
+
+    // Revoke, confirmed by typing the name.
+    let id = {
+        let at = list.body.find("/dashboard/edges/").unwrap() + "/dashboard/edges/".len();
+        list.body[at..at + 32].to_owned()
+    };
+    let revoke = format!("/dashboard/edges/{id}/revoke");
+    let r = h
+        .post(&b, &revoke, &[("csrf", &csrf), ("confirm", "edge")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("to confirm"));
+    let r = h
+        .post(&b, &revoke, &[("csrf", &csrf), ("confirm", "edge-fra")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let list = h.get(&b, "/dashboard/edges").await;
+    assert!(
+        list.body.contains("revoked") && !list.body.contains("Revoke…"),
+        "{}",
+        list.body
+    );
+    let (status, _) = h
+        .api(
+            Method::GET,
+            "/replication/v1/feed?after=0&wait=0",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "its token stopped working"
+    );
+
+    // Not the operator: no link, 403, and a forged registration makes nothing.
+    let (_, admin) = h.token_with_role("super_admin").await;
+    let a = h.sign_in(&admin).await;
+    let stores = h.get(&a, "/dashboard/stores").await;
+    assert!(!stores.body.contains("/dashboard/edges\""));
+    assert_eq!(
+        h.get(&a, "/dashboard/edges").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = h
+        .post(
+            &a,
+            "/dashboard/edges",
+            &[("csrf", &stores.csrf()), ("name", "forged")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let (_, v) = h.api(Method::GET, "/client/v4/nodes", &h.token, None).await;
+    assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
 }
