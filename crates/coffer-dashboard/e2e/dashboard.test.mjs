@@ -5,6 +5,7 @@
 // The tests run in order on one server: the second finds the first one's acts in the audit log.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { signIn, start } from "./harness.mjs";
 
 let env, base, token, browser, api;
@@ -240,5 +241,29 @@ test("a reporter sees no write controls, and its forged write is refused", async
   assert.equal(response.status(), 403);
   // The refusal page names the permission the role lacks (waited for: the URL stays the same).
   await page.getByText("secrets_store:edit").waitFor({ timeout: 10000 });
+  await context.close();
+});
+
+test("a form posted from another origin, with the session's cookie, changes nothing", async () => {
+  // Another origin on the same host (another port: the same site, so the browser sends the
+  // SameSite=Strict cookie along): the server's Origin and CSRF checks must refuse it.
+  const evil = createServer((req, res) => {
+    res.setHeader("content-type", "text/html");
+    res.end(`<!doctype html><form id="f" method="post" action="${base}/dashboard/stores">
+      <input name="name" value="csrf-forged"><input name="csrf" value="guessed"></form>`);
+  });
+  await new Promise((resolve) => evil.listen(0, "127.0.0.1", resolve));
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, base, token);
+  await page.goto(`http://127.0.0.1:${evil.address().port}/`);
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === "POST"),
+    page.evaluate(() => document.getElementById("f").submit()),
+  ]);
+  assert.equal(response.status(), 403);
+  const stores = await api("GET", "/secrets_store/stores?per_page=100");
+  assert.ok(!stores.result.some((s) => s.name === "csrf-forged"), "no store was made");
+  evil.close();
   await context.close();
 });
