@@ -202,6 +202,11 @@ type ListingPause = (
 );
 
 impl Keyring {
+    /// How often DEKs are replaced.
+    pub(crate) fn dek_policy(&self) -> DekPolicy {
+        self.policy
+    }
+
     /// Loads (or on first start creates) the instance MAC key, so that a missing or wrong KEK is
     /// reported at startup rather than on the first request.
     pub async fn open(

@@ -34,7 +34,7 @@ pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationSt
 pub use service::account_kek::AccountKekReport;
 pub use service::fleet::NodeContact;
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
-pub use service::kek::{KekStatusReport, KekVersionUsage, RotationReport};
+pub use service::kek::{DekAges, KekStatusReport, KekVersionUsage, RotationReport};
 pub use service::runtime::{
     AccessEvent, AccessOutcome, AccessRefusal, AllBindings, RuntimeStats, ServicePrincipal,
 };

@@ -206,6 +206,12 @@ pub(crate) struct Keys {
     pub versions: Vec<KekRow>,
     pub rotation: Option<coffer_core::RotationReport>,
     pub reseal: Option<coffer_core::ResealStatus>,
+    /// The stored DEKs: how many, the oldest's and the newest's creation with their ages, and
+    /// how often an account's DEK is replaced, in words.
+    pub dek_count: u64,
+    pub dek_oldest: String,
+    pub dek_newest: String,
+    pub dek_refresh: String,
     pub error: Option<String>,
 }
 

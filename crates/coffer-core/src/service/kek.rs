@@ -38,6 +38,20 @@ pub struct KekStatusReport {
     pub rotation: Option<RotationReport>,
     /// The DEK lifecycle job's progress, when it runs.
     pub reseal: Option<crate::ResealStatus>,
+    /// How old the data keys are.
+    pub deks: DekAges,
+}
+
+/// The ages of the stored DEKs, beside how often a new one is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DekAges {
+    pub count: u64,
+    /// The oldest DEK's creation (values under it are re-sealed onto newer ones by the DEK
+    /// lifecycle job), and the newest's.
+    pub oldest: Option<coffer_types::Timestamp>,
+    pub newest: Option<coffer_types::Timestamp>,
+    /// An account's sealing DEK is replaced once it is this old (or has sealed its budget).
+    pub max_age: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +128,19 @@ impl Coffer {
             status: rotation.status(),
             remaining: retiring.iter().map(|v| v.deks + v.instance_keys).sum(),
         });
+        let deks = self.storage.list_deks().await?;
+        let created = deks.iter().map(|d| d.key.created);
         Ok(KekStatusReport {
             active,
             versions,
             rotation,
             reseal: self.reseal_status().await?,
+            deks: DekAges {
+                count: deks.len() as u64,
+                oldest: created.clone().min(),
+                newest: created.max(),
+                max_age: self.keys.dek_policy().max_age,
+            },
         })
     }
 

@@ -273,7 +273,31 @@ pub(crate) async fn first_token(
     }
 }
 
+/// A duration in the largest whole unit that fits: "3 days", "5 h", "12 min", "40 s".
+fn span(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 3_600 => format!("{} h", s / 3_600),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// When `t` was, and how long ago.
+fn when_ago(t: Option<coffer_types::Timestamp>, now: coffer_types::Timestamp) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| {
+            let micros = now.unix_micros().saturating_sub(t.unix_micros()).max(0);
+            let ago = std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+            format!("{} ({} ago)", when(t), span(ago))
+        },
+    )
+}
+
 fn keys_view(s: &Signed, report: KekStatusReport, error: Option<String>) -> Keys {
+    let now = coffer_types::Timestamp::now();
     let rows = report
         .versions
         .iter()
@@ -295,6 +319,10 @@ fn keys_view(s: &Signed, report: KekStatusReport, error: Option<String>) -> Keys
         versions: rows,
         rotation: report.rotation,
         reseal: report.reseal,
+        dek_count: report.deks.count,
+        dek_oldest: when_ago(report.deks.oldest, now),
+        dek_newest: when_ago(report.deks.newest, now),
+        dek_refresh: span(report.deks.max_age),
         error,
     }
 }
@@ -345,6 +373,22 @@ pub(crate) async fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_in_their_largest_whole_unit() {
+        let s = |secs| span(std::time::Duration::from_secs(secs));
+        assert_eq!(
+            [
+                s(40),
+                s(60),
+                s(3_599),
+                s(3_600),
+                s(86_400 * 2 - 1),
+                s(86_400 * 9)
+            ],
+            ["40 s", "1 min", "59 min", "1 h", "47 h", "9 days"]
+        );
+    }
 
     #[test]
     fn a_quota_is_a_whole_number_or_empty() {

@@ -179,6 +179,20 @@ async fn accounts_are_created_given_a_quota_and_a_first_token_shown_once_then_de
 #[tokio::test]
 async fn the_keys_page_shows_the_kek_versions_and_starts_a_rotation() {
     let h = Harness::new().await;
+    // A value sealed, so there is a DEK to show.
+    let store = h.create_store("s").await;
+    let (status, v) = h
+        .api(
+            Method::POST,
+            &format!(
+                "/client/v4/accounts/{}/secrets_store/stores/{store}/secrets",
+                h.account
+            ),
+            &h.token,
+            Some(serde_json::json!([{"name": "K", "value": "v", "scopes": ["workers"]}])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
     let b = h.sign_in(&h.token).await;
     let page = h.get(&b, "/dashboard/keys").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -188,6 +202,31 @@ async fn the_keys_page_shows_the_kek_versions_and_starts_a_rotation() {
         page.body
     );
     assert!(page.body.contains("Rotate the KEK"));
+    // The data keys' ages, beside how often one is replaced (the default: hourly).
+    assert!(
+        page.body.contains("an account's DEK every 1 h"),
+        "{}",
+        page.body
+    );
+    let (status, v) = h.api(Method::GET, "/client/v4/kek", &h.token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let deks: u64 = v["result"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["deks"].as_u64().unwrap())
+        .sum();
+    assert!(
+        page.body
+            .contains(&format!("<dt>DEKs stored</dt><dd>{deks}</dd>")),
+        "{deks}: {}",
+        page.body
+    );
+    assert!(
+        deks >= 1 && page.body.contains(" ago)</dd>"),
+        "{}",
+        page.body
+    );
     let csrf = page.csrf();
     let r = h.post(&b, "/dashboard/keys/rotate", &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token");
