@@ -190,9 +190,11 @@ test("a token made and revoked, its value shown once; the audit log shows the ac
   ]) {
     const found = act(action, resource);
     assert.ok(await found.count() >= 1, `${action} ${resource} in the log`);
-    // (`coffer dev`'s token is the instance operator's, which the log says.)
-    const actor = (await found.first().locator("td.actor").textContent()).trim();
-    assert.ok([me, `${me} (operator)`].includes(actor), `${action} ${resource}: actor ${actor}, not ${me}`);
+    // (`coffer dev`'s token is the instance operator's, which a badge beside its name says.)
+    const cell = found.first().locator("td.actor");
+    const actor = (await cell.locator("a").textContent()).trim();
+    assert.equal(actor, me, `${action} ${resource}: actor ${actor}, not ${me}`);
+    assert.equal((await cell.locator(".badge").textContent()).trim(), "operator");
   }
   // An entry's details open without script.
   const first = acts.first();

@@ -18,6 +18,8 @@ pub(crate) struct EntryRow {
     pub seq: u64,
     pub time: String,
     pub actor: String,
+    /// The instance operator's token acted (shown as a badge).
+    pub operator: bool,
     /// The actor's token id, to filter by.
     pub actor_id: Option<String>,
     pub action: String,
@@ -191,15 +193,14 @@ fn entry_row(r: &AuditRecord) -> EntryRow {
     let payload: Value = serde_json::from_slice(&r.entry.payload).unwrap_or(Value::Null);
     let actor = &payload["actor"];
     let actor_id = actor["token_id"].as_str().map(str::to_owned);
-    let mut who = match (actor["token_name"].as_str(), &actor_id) {
+    let who = match (actor["token_name"].as_str(), &actor_id) {
         (Some(name), _) => name.to_owned(),
         (None, Some(id)) => format!("token {id}"),
         (None, None) => "anonymous".to_owned(),
     };
-    if actor["operator"].as_bool() == Some(true) {
-        who.push_str(" (operator)");
-    }
     EntryRow {
+        // A badge of its own, not words after the name: a token may be named "x (operator)".
+        operator: actor["operator"].as_bool() == Some(true),
         seq: r.seq,
         time: when(r.entry.at),
         actor: who,
