@@ -1318,7 +1318,7 @@ fn the_operator_registers_lists_and_revokes_edge_nodes() {
     let out = instance.run(&["node", "list"]).ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{out:#?}");
-    for column in ["ID", "Name", "Created", "Revoked"] {
+    for column in ["ID", "Name", "Revoked", "Last seen", "Applied (lag)"] {
         assert!(lines[0].contains(column), "{out:#?}");
     }
     assert!(

@@ -16,7 +16,10 @@ const NODE_COLUMNS: [&str; 6] = [
 ];
 
 fn nodes_table(nodes: &[Node], format: Format) -> String {
-    let mut t = Table::new(&NODE_COLUMNS).flexible(&["Name"]);
+    // Where each node stands comes first; its creation only with --wide.
+    let mut t = Table::new(&NODE_COLUMNS)
+        .flexible(&["Name"])
+        .wide_only(&["Created"]);
     for node in nodes {
         // Its last feed request to the instance asked; "-" if none since it started.
         let (seen, applied) = match &node.contact {
@@ -169,12 +172,14 @@ mod tests {
                 total_count: 2,
             },
         };
+        let wide = node_list(&nodes, Format::Wide);
+        for column in NODE_COLUMNS {
+            assert!(wide.lines().next().unwrap().contains(column), "{wide}");
+        }
         let table = node_list(&nodes, Format::Table);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "header, rule, two rows: {table}");
-        for column in NODE_COLUMNS {
-            assert!(lines[0].contains(column), "{table}");
-        }
+        assert!(!lines[0].contains("Created"), "only with --wide: {table}");
         assert!(lines[2].contains("2025-01-02T00:00:00Z"), "{table}");
         let cells = |line: &str| -> Vec<String> {
             line.split("  ")
@@ -184,12 +189,12 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            cells(lines[2])[3..],
+            cells(lines[2])[2..],
             ["2025-01-02T00:00:00Z", "-", "-"],
             "never seen: {table}"
         );
         assert_eq!(
-            cells(lines[3])[3..],
+            cells(lines[3])[2..],
             ["-", "2025-01-03T00:00:00Z", "40 (2)"],
             "not revoked, seen at 40 with 2 to go: {table}"
         );
