@@ -932,6 +932,14 @@ mod tests {
                 .unwrap();
             assert_eq!(count, rows, "{table}: the migration keeps existing rows");
         }
+        let counted: i64 = conn
+            .query_row(
+                "SELECT secret_count FROM stores WHERE id = ?1",
+                [store],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counted, 1, "version 13 counts an existing store's secrets");
 
         // The new tables work and cascade: a service with a binding and a token, then deleted.
         let service = [5u8; 16];
