@@ -388,3 +388,40 @@ pub struct Page<T> {
     /// Rows matching the query across all pages.
     pub total_count: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_read_from_the_nearer_end() {
+        let w = |from_end, skip, limit| {
+            Some(PageWindow {
+                from_end,
+                skip,
+                limit,
+            })
+        };
+        // 1,000 rows by 100: the first half from the start, the rest from the end.
+        assert_eq!(PageWindow::new(1, 100, 1000), w(false, 0, 100));
+        assert_eq!(PageWindow::new(0, 100, 1000), w(false, 0, 100));
+        assert_eq!(PageWindow::new(5, 100, 1000), w(false, 400, 100));
+        assert_eq!(PageWindow::new(6, 100, 1000), w(true, 400, 100));
+        assert_eq!(PageWindow::new(10, 100, 1000), w(true, 0, 100));
+        // A short last page: only the rows there are.
+        assert_eq!(PageWindow::new(4, 3, 10), w(true, 0, 1));
+        assert_eq!(PageWindow::new(3, 3, 10), w(true, 1, 3));
+        // Past the end, or nothing to list.
+        assert_eq!(PageWindow::new(11, 100, 1000), None);
+        assert_eq!(PageWindow::new(u32::MAX, u32::MAX, 1000), None);
+        assert_eq!(PageWindow::new(1, 10, 0), None);
+        assert_eq!(
+            w(true, 0, 1).unwrap().read_direction(Direction::Asc),
+            Direction::Desc
+        );
+        assert_eq!(
+            w(false, 0, 1).unwrap().read_direction(Direction::Desc),
+            Direction::Desc
+        );
+    }
+}
