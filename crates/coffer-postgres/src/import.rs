@@ -8,9 +8,9 @@
 //! integers become `BIGINT`, `SMALLINT` or `BOOLEAN` (0 or 1 only), blobs `BYTEA`, text
 //! `TEXT`; anything else is refused naming the column. What PostgreSQL derives itself is made
 //! by it: `deks.ord` and `outbox.ord` (identity columns SQLite does not have, assigned in the
-//! source's insertion order, which the export keeps), `accounts.secret_count` (a column both
-//! have, but here the counting trigger's: not copied, kept as the secrets go in, then compared
-//! with the source's), and the `change_head` row (a table only PostgreSQL has), set to the
+//! source's insertion order, which the export keeps), `accounts.secret_count` and
+//! `stores.secret_count` (columns both have, but here the counting triggers': not copied, kept
+//! as the secrets go in, then compared with the source's), and the `change_head` row (a table only PostgreSQL has), set to the
 //! source's last entry (or its base when compaction left none); `replication` gets a cluster id
 //! if the source had none. Before COMMIT the row count of every table is compared
 //! with the source's, and the change log and every audit chain are recomputed from the
@@ -144,7 +144,7 @@ impl PgStorage {
             })
         });
 
-        let mut source_counts: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut source_counts: HashMap<(&'static str, Vec<u8>), i64> = HashMap::new();
         let mut types: HashMap<&'static str, Vec<Type>> = HashMap::new();
         let mut failed = None;
         while let Some(batch) = receive.recv().await {
@@ -176,19 +176,21 @@ impl PgStorage {
                 .into());
             }
         }
-        for row in tx
-            .query("SELECT id, secret_count FROM accounts", &[])
-            .await
-            .db("read the secret counts")?
-        {
-            let id: Vec<u8> = row.get(0);
-            let count: i64 = row.get(1);
-            if source_counts.get(&id) != Some(&count) {
-                return Err(StorageError::Corrupted(format!(
-                    "accounts: account {}'s secret count is not the source's",
-                    hex::encode(&id)
-                ))
-                .into());
+        for (table, what) in [("accounts", "account"), ("stores", "store")] {
+            for row in tx
+                .query(&format!("SELECT id, secret_count FROM {table}"), &[])
+                .await
+                .db("read the secret counts")?
+            {
+                let id: Vec<u8> = row.get(0);
+                let count: i64 = row.get(1);
+                if source_counts.get(&(table, id.clone())) != Some(&count) {
+                    return Err(StorageError::Corrupted(format!(
+                        "{table}: {what} {}'s secret count is not the source's",
+                        hex::encode(&id)
+                    ))
+                    .into());
+                }
             }
         }
         let head = set_head(&tx).await?;
@@ -298,11 +300,11 @@ async fn copy_batch(
     tx: &deadpool_postgres::Transaction<'_>,
     batch: &Batch,
     types: &mut HashMap<&'static str, Vec<Type>>,
-    secret_counts: &mut HashMap<Vec<u8>, i64>,
+    secret_counts: &mut HashMap<(&'static str, Vec<u8>), i64>,
 ) -> Result<()> {
     let table = batch.table;
-    // accounts.secret_count is the trigger's to keep: remembered, compared after.
-    let skip = (table == "accounts")
+    // accounts' and stores' secret_count are the triggers' to keep: remembered, compared after.
+    let skip = matches!(table, "accounts" | "stores")
         .then(|| batch.columns.iter().position(|c| c == "secret_count"))
         .flatten();
     let columns: Vec<&str> = batch
@@ -333,7 +335,7 @@ async fn copy_batch(
             if let (Some(RawValue::Blob(id)), Some(RawValue::Integer(n))) =
                 (id.and_then(|i| row.get(i)), row.get(i))
             {
-                secret_counts.insert(id.clone(), *n);
+                secret_counts.insert((table, id.clone()), *n);
             }
         }
     }

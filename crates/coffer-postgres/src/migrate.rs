@@ -20,6 +20,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_truncate_guards",
         include_str!("migrations/0002_truncate_guards.sql"),
     ),
+    (
+        "0003_list_counts",
+        include_str!("migrations/0003_list_counts.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use coffer_storage::{
-    AuditEntry, Change, DekRecord, Entity, NewSecret, Page, Pending, Result, SecretOrder,
-    SecretQuery, SecretRecord, SecretUpdate, StorageError, VersionRecord,
+    AuditEntry, Change, DekRecord, Direction, Entity, NewSecret, Page, PageWindow, Pending, Result,
+    SecretOrder, SecretQuery, SecretRecord, SecretUpdate, StorageError, VersionRecord,
 };
 use coffer_types::{AccountId, DekId, SecretId, SecretName, StoreId, Version};
 use deadpool_postgres::GenericClient;
@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 use crate::PgStorage;
 use crate::db::{
     DbResultExt, Params, Violation, bytes_col, col, contains_pattern, db_error, direction_sql,
-    encode_scopes, offset, scope_needle, scopes_col, ts_col, u64_col, version_col, violation,
+    encode_scopes, scope_needle, scopes_col, ts_col, u64_col, version_col, violation,
 };
 use crate::keys::insert_carried_deks;
 use crate::stores::require_store;
@@ -245,6 +245,12 @@ pub(crate) async fn get_secret(
     .transpose()
 }
 
+/// Flat in the store's size where page numbers allow (docs/benchmarks.md, "Lists"): the
+/// unfiltered count is the store's `secret_count` (kept by triggers); the page's ids are read
+/// off the order's index (no `account_id` filter: a secret's account is its store's, by the
+/// foreign key, and the store check has established it), from the nearer end of the order
+/// (`PageWindow`), and only those rows are read whole. A filtered list (`search`, `scopes`)
+/// reads the rows it tests and counts its matches.
 pub(crate) async fn list_secrets(
     s: &PgStorage,
     account: AccountId,
@@ -255,13 +261,22 @@ pub(crate) async fn list_secrets(
     let query = query.clone();
     s.read_snapshot(move |tx| -> TxFuture<'_, _> {
         Box::pin(async move {
-            require_store(tx, account, store).await?;
+            let stored = tx
+                .prepare_cached("SELECT secret_count FROM stores WHERE id = $1 AND account_id = $2")
+                .await
+                .db("check store")?;
+            let stored = tx
+                .query_opt(
+                    &stored,
+                    &[&store.as_bytes().as_slice(), &account.as_bytes().as_slice()],
+                )
+                .await
+                .db("check store")?
+                .ok_or(StorageError::NotFound(Entity::Store))?;
+            let stored = u64_col(&stored, 0, "stores.secret_count")?;
             let mut params = Params::default();
-            let mut filter = format!(
-                "store_id = {} AND account_id = {}",
-                params.push(store.as_bytes().to_vec()),
-                params.push(account.as_bytes().to_vec())
-            );
+            let mut filter = format!("store_id = {}", params.push(store.as_bytes().to_vec()));
+            let unfiltered = query.search.is_none() && query.scopes.is_empty();
             if let Some(search) = &query.search {
                 let p = params.push(contains_pattern(search));
                 // The columns are COLLATE "C": ILIKE folds ASCII letters only, like SQLite's
@@ -274,36 +289,39 @@ pub(crate) async fn list_secrets(
                 let p = params.push(scope_needle(scope));
                 filter.push_str(&format!(" AND strpos(scopes, {p}) > 0"));
             }
-            let count = tx
-                .prepare_cached(&format!("SELECT count(*) FROM secrets WHERE {filter}"))
-                .await
-                .db("count secrets")?;
-            let total = u64_col(
-                &tx.query_one(&count, &params.refs())
+            let total = if unfiltered {
+                stored
+            } else {
+                let count = tx
+                    .prepare_cached(&format!("SELECT count(*) FROM secrets WHERE {filter}"))
                     .await
-                    .db("count secrets")?,
-                0,
-                "count",
-            )?;
-            // Every stored secret is active: ordering by status is ordering by id alone.
-            let column = match query.order {
-                SecretOrder::Name => Some("name"),
-                SecretOrder::Comment => Some("comment"),
-                SecretOrder::Created => Some("created"),
-                SecretOrder::Modified => Some("modified"),
-                SecretOrder::Status => None,
+                    .db("count secrets")?;
+                u64_col(
+                    &tx.query_one(&count, &params.refs())
+                        .await
+                        .db("count secrets")?,
+                    0,
+                    "count",
+                )?
             };
-            let dir = direction_sql(query.direction);
-            let order = match column {
-                Some(column) => format!("{column} {dir}, id {dir}"),
-                None => format!("id {dir}"),
+            let Some(window) = PageWindow::new(query.page, query.per_page, total) else {
+                return Ok(Page {
+                    items: Vec::new(),
+                    total_count: total,
+                });
             };
-            let limit = params.push(i64::from(query.per_page));
-            let skip = params.push(offset(query.page, query.per_page));
+            let limit = params.push(i64::try_from(window.limit).unwrap_or(i64::MAX));
+            let skip = params.push(i64::try_from(window.skip).unwrap_or(i64::MAX));
+            let read = secret_order(query.order, window.read_direction(query.direction));
+            let order = secret_order(query.order, query.direction);
+            // A deferred join: the subquery reads the page's ids off the order's index (an
+            // index-only walk over the rows skipped), the outer query reads those rows only.
             let page = tx
                 .prepare_cached(&format!(
-                    "SELECT {SECRET_COLS} FROM secrets WHERE {filter} ORDER BY {order}
-                     LIMIT {limit} OFFSET {skip}"
+                    "SELECT {SECRET_COLS} FROM secrets WHERE id IN (
+                         SELECT id FROM secrets WHERE {filter} ORDER BY {read}
+                         LIMIT {limit} OFFSET {skip})
+                     ORDER BY {order}"
                 ))
                 .await
                 .db("list secrets")?;
@@ -321,6 +339,20 @@ pub(crate) async fn list_secrets(
         })
     })
     .await
+}
+
+/// The ORDER BY of a secrets list, each served by an index on (store_id, column, id), or
+/// (store_id, name) INCLUDE (id) for names, which are unique in a store and so need no
+/// tie-break. Every stored secret is active: ordering by status is ordering by id alone.
+fn secret_order(order: SecretOrder, direction: Direction) -> String {
+    let dir = direction_sql(direction);
+    match order {
+        SecretOrder::Name => format!("name {dir}"),
+        SecretOrder::Comment => format!("comment {dir}, id {dir}"),
+        SecretOrder::Created => format!("created {dir}, id {dir}"),
+        SecretOrder::Modified => format!("modified {dir}, id {dir}"),
+        SecretOrder::Status => format!("id {dir}"),
+    }
 }
 
 /// Applies `update` in the caller's write (see `Storage::update_secret`).

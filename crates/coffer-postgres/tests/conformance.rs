@@ -53,6 +53,7 @@ modules!(
     carried_deks,
     dek_gate,
     listing,
+    list_counts,
     change_log,
     concurrency,
     audit,

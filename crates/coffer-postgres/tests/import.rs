@@ -418,6 +418,50 @@ async fn a_filled_sqlite_store_is_copied_row_for_row_and_reads_the_same() {
         let account = pg.get_account(head.account).await.unwrap();
         assert_eq!(account, source.get_account(head.account).await.unwrap());
         assert_eq!(pg.secret_count(head.account).await.unwrap(), 3);
+        // Each store's count (an unfiltered list's total) is the source's, and its rows'.
+        let stores = source
+            .list_stores(
+                head.account,
+                &coffer_storage::StoreQuery {
+                    page: 1,
+                    per_page: 100,
+                    order: Default::default(),
+                    direction: Default::default(),
+                },
+            )
+            .await
+            .unwrap()
+            .items;
+        assert!(!stores.is_empty());
+        for store in stores {
+            let mut query = coffer_storage::SecretQuery {
+                page: 1,
+                per_page: 1,
+                order: Default::default(),
+                direction: Default::default(),
+                search: None,
+                scopes: Default::default(),
+            };
+            let stored = pg
+                .list_secrets(head.account, store.id, &query)
+                .await
+                .unwrap();
+            let original = source
+                .list_secrets(head.account, store.id, &query)
+                .await
+                .unwrap();
+            query.search = Some(String::new());
+            let rows = pg
+                .list_secrets(head.account, store.id, &query)
+                .await
+                .unwrap();
+            assert_eq!(
+                (stored.total_count, rows.total_count),
+                (original.total_count, original.total_count),
+                "store {}'s count",
+                store.id
+            );
+        }
         // Two DEKs made at the same instant: the later inserted is the latest on both.
         let latest = pg.latest_dek(head.account).await.unwrap();
         assert!(latest.is_some());

@@ -8,7 +8,9 @@
 //! What the suite pins down beyond the trait's signatures (a second backend must match):
 //! - listings order by the chosen field compared byte-wise (names, comments), then by id
 //!   compared byte-wise, both in the requested direction, so `Desc` is exactly `Asc` reversed;
-//!   `SecretOrder::Status` orders by id alone (every stored secret is active);
+//!   `SecretOrder::Status` orders by id alone (every stored secret is active); an unfiltered
+//!   secrets list's `total_count` (a store's maintained count) equals its rows after every
+//!   write, and pages read from the end of the order hold what a walk from the start would;
 //! - search folds ASCII case (at least) and matches `%`, `_` and `\` literally;
 //! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
 //! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;
@@ -80,6 +82,7 @@ mod concurrency;
 mod dek_gate;
 mod fixtures;
 mod lifecycle;
+mod list_counts;
 mod listing;
 mod node_keys;
 mod nodes;
@@ -174,6 +177,8 @@ const CHECKS: &[Check] = checks![
     listing::search_is_literal_and_case_insensitive,
     listing::a_search_with_a_nul_is_not_an_outage,
     listing::scopes_filter_requires_all,
+    list_counts::store_secret_counts_follow_every_write,
+    list_counts::pages_from_either_end_tile_the_list,
     change_log::log_records_each_mutation,
     change_log::changes_after_pages_through_the_log,
     change_log::failed_operations_append_nothing,

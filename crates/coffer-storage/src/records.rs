@@ -252,6 +252,67 @@ pub enum Direction {
     Desc,
 }
 
+impl Direction {
+    /// The other direction.
+    pub fn reversed(self) -> Self {
+        match self {
+            Self::Asc => Self::Desc,
+            Self::Desc => Self::Asc,
+        }
+    }
+}
+
+/// Which rows of an ordered list of `total` a page is, as a backend reads them: `limit` rows
+/// after skipping `skip`, counted from the start of the order, or from its end (`from_end`:
+/// read in the opposite direction, then put back in order) when fewer rows lie after the page
+/// than before it. With page numbers, skipping is a walk over the rows skipped; from the nearer
+/// end, the last page costs what the first does and no page walks more than half the list.
+/// Only exact when `total` is the count in the same snapshot as the page, and the order is
+/// total (every listing's ends in a unique column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageWindow {
+    pub from_end: bool,
+    pub skip: u64,
+    pub limit: u64,
+}
+
+impl PageWindow {
+    /// The window of 1-based `page` (page 0 is read as page 1); `None` when the page starts
+    /// past the end.
+    pub fn new(page: u32, per_page: u32, total: u64) -> Option<Self> {
+        let per_page = u64::from(per_page);
+        // Cannot overflow: both factors are below 2^32.
+        let start = u64::from(page.max(1) - 1) * per_page;
+        if start >= total {
+            return None;
+        }
+        let limit = per_page.min(total - start);
+        let after = total - start - limit;
+        Some(if after < start {
+            Self {
+                from_end: true,
+                skip: after,
+                limit,
+            }
+        } else {
+            Self {
+                from_end: false,
+                skip: start,
+                limit,
+            }
+        })
+    }
+
+    /// The direction to read in for a list ordered in `direction`.
+    pub fn read_direction(&self, direction: Direction) -> Direction {
+        if self.from_end {
+            direction.reversed()
+        } else {
+            direction
+        }
+    }
+}
+
 /// Listing order. Names and comments compare byte-wise (so `B` sorts before `a`); ties are
 /// broken by id in the same direction, so `Desc` is exactly `Asc` reversed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -326,4 +387,41 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Rows matching the query across all pages.
     pub total_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_read_from_the_nearer_end() {
+        let w = |from_end, skip, limit| {
+            Some(PageWindow {
+                from_end,
+                skip,
+                limit,
+            })
+        };
+        // 1,000 rows by 100: the first half from the start, the rest from the end.
+        assert_eq!(PageWindow::new(1, 100, 1000), w(false, 0, 100));
+        assert_eq!(PageWindow::new(0, 100, 1000), w(false, 0, 100));
+        assert_eq!(PageWindow::new(5, 100, 1000), w(false, 400, 100));
+        assert_eq!(PageWindow::new(6, 100, 1000), w(true, 400, 100));
+        assert_eq!(PageWindow::new(10, 100, 1000), w(true, 0, 100));
+        // A short last page: only the rows there are.
+        assert_eq!(PageWindow::new(4, 3, 10), w(true, 0, 1));
+        assert_eq!(PageWindow::new(3, 3, 10), w(true, 1, 3));
+        // Past the end, or nothing to list.
+        assert_eq!(PageWindow::new(11, 100, 1000), None);
+        assert_eq!(PageWindow::new(u32::MAX, u32::MAX, 1000), None);
+        assert_eq!(PageWindow::new(1, 10, 0), None);
+        assert_eq!(
+            w(true, 0, 1).unwrap().read_direction(Direction::Asc),
+            Direction::Desc
+        );
+        assert_eq!(
+            w(false, 0, 1).unwrap().read_direction(Direction::Desc),
+            Direction::Desc
+        );
+    }
 }

@@ -16,7 +16,7 @@ type Migration = fn(&Connection) -> rusqlite::Result<()>;
 
 /// `MIGRATIONS[i]` upgrades a database from `user_version` i to i + 1. Append only: a released
 /// entry is never edited, because databases in the field have already run it.
-const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12];
+const MIGRATIONS: &[Migration] = &[v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13];
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -630,6 +630,35 @@ fn v12(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 13: lists flat in the store's size (docs/benchmarks.md, "Lists"). `stores.secret_count`
+/// is the store's secret count, kept by the same triggers as the account's (in the transaction
+/// of every insert and delete of a secret), so an unfiltered list's `total_count` is one row,
+/// not a count of the store; filled here for existing stores. Each order of `list_secrets` gets
+/// an index ending in the id tie-break (comment and status, that is id, had none: they sorted
+/// the whole store), so a page is an index walk; name is unique per store, its UNIQUE index
+/// serves it.
+fn v13(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        r#"
+        ALTER TABLE stores ADD COLUMN secret_count INTEGER NOT NULL DEFAULT 0
+            CHECK (secret_count >= 0);
+        UPDATE stores SET secret_count = (SELECT count(*) FROM secrets WHERE store_id = stores.id);
+        DROP TRIGGER secrets_count_insert;
+        CREATE TRIGGER secrets_count_insert AFTER INSERT ON secrets BEGIN
+            UPDATE accounts SET secret_count = secret_count + 1 WHERE id = NEW.account_id;
+            UPDATE stores SET secret_count = secret_count + 1 WHERE id = NEW.store_id;
+        END;
+        DROP TRIGGER secrets_count_delete;
+        CREATE TRIGGER secrets_count_delete AFTER DELETE ON secrets BEGIN
+            UPDATE accounts SET secret_count = secret_count - 1 WHERE id = OLD.account_id;
+            UPDATE stores SET secret_count = secret_count - 1 WHERE id = OLD.store_id;
+        END;
+        CREATE INDEX secrets_by_comment ON secrets (store_id, comment, id);
+        CREATE INDEX secrets_by_id ON secrets (store_id, id);
+        "#,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,7 +742,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 12);
+        assert_eq!(SCHEMA_VERSION, 13);
         let ark_deks: i64 = conn
             .query_row("SELECT count(*) FROM deks WHERE rk_account != 0", [], |r| {
                 r.get(0)
@@ -903,6 +932,14 @@ mod tests {
                 .unwrap();
             assert_eq!(count, rows, "{table}: the migration keeps existing rows");
         }
+        let counted: i64 = conn
+            .query_row(
+                "SELECT secret_count FROM stores WHERE id = ?1",
+                [store],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(counted, 1, "version 13 counts an existing store's secrets");
 
         // The new tables work and cascade: a service with a binding and a token, then deleted.
         let service = [5u8; 16];

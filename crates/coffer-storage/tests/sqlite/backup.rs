@@ -364,7 +364,7 @@ async fn a_copy_taken_during_writes_is_consistent() {
     let path = db_path(&dir);
     let s = Arc::new(SqliteStorage::open(&path).unwrap());
     let w = world(&s, "acme").await;
-    let account = w.account;
+    let (account, store) = (w.account, w.store);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
@@ -421,6 +421,19 @@ async fn a_copy_taken_during_writes_is_consistent() {
         .filter(|e| String::from_utf8_lossy(&e.payload).contains("\"secret_put\""))
         .count() as u64;
     assert_eq!(c.secret_count(account).await.unwrap(), in_log);
+    // The store's maintained count (an unfiltered list's total) is the copy's too.
+    let mut query = coffer_storage::SecretQuery {
+        page: 1,
+        per_page: 1,
+        order: Default::default(),
+        direction: Default::default(),
+        search: None,
+        scopes: Default::default(),
+    };
+    let listed = c.list_secrets(account, store, &query).await.unwrap();
+    query.search = Some(String::new());
+    let rows = c.list_secrets(account, store, &query).await.unwrap();
+    assert_eq!((listed.total_count, rows.total_count), (in_log, in_log));
     let audit_head = report.audit_heads.iter().find(|h| h.account == account);
     assert_eq!(audit_head.map(|h| h.seq), Some(in_log));
     s.close().await;

@@ -1632,6 +1632,32 @@ async fn secret_by_feed(
         source.secret_count(world.account).await.unwrap(),
         "the count trigger counts a secret from the feed {when}"
     );
+    assert_eq!(
+        store_total(replica, world.account, world.store).await,
+        store_total(source, world.account, world.store).await,
+        "the count trigger counts a store's secret from the feed {when}"
+    );
+}
+
+/// The store's `total_count` in an unfiltered list (its maintained count), checked against a
+/// count of its rows (a search for "" matches every secret and is counted over the rows).
+async fn store_total(s: &SqliteStorage, account: AccountId, store: StoreId) -> u64 {
+    let mut query = SecretQuery {
+        page: 1,
+        per_page: 1,
+        order: SecretOrder::Created,
+        direction: Direction::Asc,
+        search: None,
+        scopes: Scopes::default(),
+    };
+    let stored = s.list_secrets(account, store, &query).await.unwrap();
+    query.search = Some(String::new());
+    let rows = s.list_secrets(account, store, &query).await.unwrap();
+    assert_eq!(
+        stored.total_count, rows.total_count,
+        "the store's count matches its rows"
+    );
+    stored.total_count
 }
 
 /// Installs hand items to the writer in batches, secrets arrive in id order, skip the lookups
@@ -1687,11 +1713,16 @@ async fn a_large_install_matches_its_source_and_leaves_no_wal() {
         .await
         .unwrap();
     assert_same(&source, &replica, &probe, "after a large install").await;
-    for account in [fx.a.account, fx.b.account] {
+    for w in [&fx.a, &fx.b] {
         assert_eq!(
-            replica.secret_count(account).await.unwrap(),
-            source.secret_count(account).await.unwrap(),
+            replica.secret_count(w.account).await.unwrap(),
+            source.secret_count(w.account).await.unwrap(),
             "secrets counted by the install"
+        );
+        assert_eq!(
+            store_total(&replica, w.account, w.store).await,
+            store_total(&source, w.account, w.store).await,
+            "a store's secrets counted by the install"
         );
     }
     assert_eq!(

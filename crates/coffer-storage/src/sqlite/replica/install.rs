@@ -128,12 +128,12 @@ fn run_install(
     // mid-transaction (docs/benchmarks.md, "Cold start"). A large cache for the install only,
     // then back to the default, so a steady-state edge stays small.
     pragma(cx.conn, "cache_size", -65_536)?;
-    // The trigger that counts an account's secrets makes every secret insert a statement
-    // that writes several rows and may abort halfway, which SQLite runs in a statement
-    // transaction: its journal copies every page the insert touches, a write to a temporary
-    // file per page (a third of an install's time). The install counts instead and sets
-    // the counters at the end; the trigger is put back, from its own stored definition, in
-    // the same transaction (a failed install rolls both back).
+    // The trigger that counts an account's and a store's secrets makes every secret insert a
+    // statement that writes several rows and may abort halfway, which SQLite runs in a
+    // statement transaction: its journal copies every page the insert touches, a write to a
+    // temporary file per page (a third of an install's time). The install counts instead and
+    // sets the counters at the end; the trigger is put back, from its own stored definition,
+    // in the same transaction (a failed install rolls both back).
     let trigger: String = cx
         .conn
         .query_row(
@@ -146,13 +146,19 @@ fn run_install(
         .execute_batch("DROP TRIGGER secrets_count_insert")
         .db("suspend the secret count trigger")?;
     let result = install_items(cx, header, &mut items).and_then(|counts| {
-        for (account, n) in counts {
+        for (account, n) in counts.accounts {
             cx.conn
                 .prepare_cached(
                     "UPDATE accounts SET secret_count = secret_count + ?2 WHERE id = ?1",
                 )
                 .and_then(|mut stmt| stmt.execute(params![account, n]))
                 .db("count an account's secrets")?;
+        }
+        for (store, n) in counts.stores {
+            cx.conn
+                .prepare_cached("UPDATE stores SET secret_count = secret_count + ?2 WHERE id = ?1")
+                .and_then(|mut stmt| stmt.execute(params![store, n]))
+                .db("count a store's secrets")?;
         }
         cx.conn
             .execute_batch(&trigger)
@@ -168,17 +174,24 @@ fn pragma(conn: &Connection, name: &str, value: i64) -> Result<()> {
     conn.pragma_update(None, name, value).db("set a pragma")
 }
 
-/// Applies the items; returns how many secrets each account got (the count trigger is
-/// suspended meanwhile: see `run_install`).
+/// How many secrets each account and each store got in an install.
+#[derive(Default)]
+struct Counts {
+    accounts: HashMap<[u8; 16], i64>,
+    stores: HashMap<[u8; 16], i64>,
+}
+
+/// Applies the items; returns how many secrets each account and store got (the count trigger
+/// is suspended meanwhile: see `run_install`).
 fn install_items(
     cx: &mut WriteCx<'_>,
     header: InstallHeader,
     items: &mut mpsc::Receiver<InstallMsg>,
-) -> Result<HashMap<[u8; 16], i64>> {
+) -> Result<Counts> {
     let now = Timestamp::now().unix_micros();
     clear_replica(cx, &header, now)?;
     let mut applied = 0u64;
-    let mut counts: HashMap<[u8; 16], i64> = HashMap::new();
+    let mut counts = Counts::default();
     // The writer is a plain thread, not a runtime worker: blocking here is what it is for.
     while let Some(msg) = items.blocking_recv() {
         match msg {
@@ -191,8 +204,14 @@ fn install_items(
                         ));
                     }
                     apply(cx.conn, change, now, Origin::Item(applied))?;
-                    if let Change::SecretPut { account_id, .. } = change {
-                        *counts.entry(*account_id.as_bytes()).or_default() += 1;
+                    if let Change::SecretPut {
+                        account_id,
+                        store_id,
+                        ..
+                    } = change
+                    {
+                        *counts.accounts.entry(*account_id.as_bytes()).or_default() += 1;
+                        *counts.stores.entry(*store_id.as_bytes()).or_default() += 1;
                     }
                 }
             }
