@@ -335,9 +335,11 @@ async fn a_hold_check_that_gets_no_answer_fails_in_bounded_time() {
     let pid = u32::try_from(row.get::<_, i32>(0)).unwrap();
     signal(pid, "STOP");
     let started = Instant::now();
-    let checked = hold.check().await;
+    // Bounded here too, so that a check without its own bound fails the test, not hangs it.
+    let checked = tokio::time::timeout(Duration::from_secs(15), hold.check()).await;
     let took = started.elapsed();
     signal(pid, "CONT");
+    let checked = checked.expect("the check ends by itself");
     match checked {
         Err(StorageError::Unavailable(m)) => assert!(m.contains("hold was lost"), "{m}"),
         other => panic!("a check without an answer: {other:?}"),
