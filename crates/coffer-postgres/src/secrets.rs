@@ -164,8 +164,11 @@ pub(crate) async fn create_secrets(
             let clash_stmt = w
                 .tx()
                 .prepare_cached(
-                    "SELECT id, name, store_id = $1 FROM secrets
-                     WHERE (store_id = $1 AND name = ANY($2)) OR id = ANY($3)",
+                    // Two branches, each on its own index (an OR of the two conditions
+                    // makes a scan of the whole table in a generic plan).
+                    "SELECT id, name, true FROM secrets WHERE store_id = $1 AND name = ANY($2)
+                     UNION ALL
+                     SELECT id, name, store_id = $1 FROM secrets WHERE id = ANY($3)",
                 )
                 .await
                 .db("check new secrets")?;
