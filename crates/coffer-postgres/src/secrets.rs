@@ -164,11 +164,16 @@ pub(crate) async fn create_secrets(
             let clash_stmt = w
                 .tx()
                 .prepare_cached(
-                    // Two branches, each on its own index (an OR of the two conditions
-                    // makes a scan of the whole table in a generic plan).
-                    "SELECT id, name, true FROM secrets WHERE store_id = $1 AND name = ANY($2)
+                    // One index look-up per new name and per new id, whatever the plan (an
+                    // OR, or `= ANY` of a long array, makes a generic plan scan the whole
+                    // table and compare each row with every element).
+                    "SELECT s.id, s.name, true
+                     FROM unnest($2::text[]) AS n(name)
+                     JOIN secrets AS s ON s.store_id = $1 AND s.name = n.name
                      UNION ALL
-                     SELECT id, name, store_id = $1 FROM secrets WHERE id = ANY($3)",
+                     SELECT s.id, s.name, s.store_id = $1
+                     FROM unnest($3::bytea[]) AS i(id)
+                     JOIN secrets AS s ON s.id = i.id",
                 )
                 .await
                 .db("check new secrets")?;
