@@ -405,67 +405,95 @@ pub(crate) fn check(entries: &[AuditEntry]) -> Result<()> {
     Ok(())
 }
 
+/// Each account's audit chain head (seq, hash) as a write transaction left it.
+pub(crate) type Heads = std::collections::HashMap<AccountId, (u64, [u8; 32])>;
+
 /// Appends `entries`, in order, each to its own account's chain, in the write's transaction
 /// (under the writer lock, so each account's head read here is its last committed entry or
-/// one this transaction appended). An error leaves the caller to roll back: a partly
-/// appended list never commits.
+/// one this transaction appended). `heads` caches the heads this transaction read or moved:
+/// an account's head is read once per batch, and the entries go in one statement. An error
+/// leaves the caller to roll back (and to restore `heads`): a partly appended list never
+/// commits.
 pub(crate) async fn append(
     tx: &deadpool_postgres::Transaction<'_>,
+    heads: &mut Heads,
     entries: &[AuditEntry],
 ) -> Result<()> {
     check(entries)?;
     if entries.is_empty() {
         return Ok(());
     }
-    let head = tx
-        .prepare_cached(
-            "SELECT seq, hash FROM audit WHERE account_id = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .await
-        .db("read audit head")?;
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO audit (account_id, seq, at, action, outcome, actor_token, store_id,
-                                secret_id, payload, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .await
-        .db("append audit entry")?;
+    let mut rows = AuditRows::default();
     for entry in entries {
-        let account = entry.account_id.as_bytes().as_slice();
-        let (last, prev_hash) = match tx
-            .query_opt(&head, &[&account])
-            .await
-            .db("read audit head")?
-        {
-            Some(row) => (
-                crate::db::u64_col(&row, 0, "audit.seq")?,
-                crate::db::bytes_col::<32>(&row, 1, "audit.hash")?,
-            ),
-            None => (0, AuditRecord::GENESIS_HASH),
+        let (last, prev_hash) = match heads.get(&entry.account_id) {
+            Some(head) => *head,
+            None => head(tx, entry.account_id)
+                .await?
+                .unwrap_or((0, AuditRecord::GENESIS_HASH)),
         };
         let seq = last + 1;
         let seq_sql = i64::try_from(seq)
             .map_err(|_| StorageError::Unavailable("audit sequence exhausted".into()))?;
         let hash = AuditRecord::compute_hash(&prev_hash, seq, entry);
-        tx.execute(
-            &insert,
-            &[
-                &account,
-                &seq_sql,
-                &entry.at.unix_micros(),
-                &entry.action,
-                &entry.outcome,
-                &entry.actor_token.as_ref().map(|t| t.as_bytes().as_slice()),
-                &entry.store_id.as_ref().map(|t| t.as_bytes().as_slice()),
-                &entry.secret_id.as_ref().map(|t| t.as_bytes().as_slice()),
-                &entry.payload,
-                &prev_hash.as_slice(),
-                &hash.as_slice(),
-            ],
+        heads.insert(entry.account_id, (seq, hash));
+        rows.account.push(entry.account_id.as_bytes().to_vec());
+        rows.seq.push(seq_sql);
+        rows.at.push(entry.at.unix_micros());
+        rows.action.push(entry.action.clone());
+        rows.outcome.push(entry.outcome.clone());
+        rows.actor
+            .push(entry.actor_token.map(|t| t.as_bytes().to_vec()));
+        rows.store
+            .push(entry.store_id.map(|t| t.as_bytes().to_vec()));
+        rows.secret
+            .push(entry.secret_id.map(|t| t.as_bytes().to_vec()));
+        rows.payload.push(entry.payload.clone());
+        rows.prev_hash.push(prev_hash.to_vec());
+        rows.hash.push(hash.to_vec());
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit (account_id, seq, at, action, outcome, actor_token, store_id,
+                                secret_id, payload, prev_hash, hash)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::text[], $5::text[],
+                                  $6::bytea[], $7::bytea[], $8::bytea[], $9::bytea[],
+                                  $10::bytea[], $11::bytea[])",
         )
         .await
         .db("append audit entry")?;
-    }
+    tx.execute(
+        &insert,
+        &[
+            &rows.account,
+            &rows.seq,
+            &rows.at,
+            &rows.action,
+            &rows.outcome,
+            &rows.actor,
+            &rows.store,
+            &rows.secret,
+            &rows.payload,
+            &rows.prev_hash,
+            &rows.hash,
+        ],
+    )
+    .await
+    .db("append audit entry")?;
     Ok(())
+}
+
+/// Audit rows column by column, for one multi-row insert.
+#[derive(Default)]
+struct AuditRows {
+    account: Vec<Vec<u8>>,
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    action: Vec<String>,
+    outcome: Vec<String>,
+    actor: Vec<Option<Vec<u8>>>,
+    store: Vec<Option<Vec<u8>>>,
+    secret: Vec<Option<Vec<u8>>>,
+    payload: Vec<Vec<u8>>,
+    prev_hash: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
 }

@@ -26,12 +26,14 @@
 //!
 //! A hold never outlives its holder: the lock is transaction-level, so it goes with the
 //! session, which the database ends when the process dies (its socket closes) or when the
-//! transaction sits idle past its `idle_in_transaction_session_timeout` (a frozen or
-//! partitioned revocation). That idle limit is longer than a revocation's commit can take
-//! (the writer lock's wait plus a statement's), and the revocation checks the hold right
-//! before each commit ([`HeldGate::check`]), which also restarts the idle clock. A hold
-//! dropped without its commit closes its connection rather than returning it to the pool,
-//! which ends the transaction with it.
+//! transaction sits idle past its `idle_in_transaction_session_timeout`, the hold idle limit
+//! (a few seconds: [`HOLD_IDLE`]). The holder proves it is alive: a task of its own owns the
+//! holding connection and runs a statement on it every quarter of that limit (the keepalive),
+//! which restarts the idle clock; a frozen process (stopped, swapped out, wedged) stops its
+//! keepalive, and the database ends the session after the limit. The revocation checks the hold
+//! right before each commit ([`HeldGate::check`], bounded by [`CHECK_TIMEOUT`] on the client
+//! side too). Dropping the hold ends the task, which closes the connection rather than
+//! returning it to the pool, which ends the transaction with it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,19 +41,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coffer_storage::{DekGateHold, HeldGate, Result, StorageError};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 
 use crate::db::{DbResultExt, col};
 use crate::write::WriteTx;
-use crate::{GateSettings, PgStorage, Shared};
+use crate::{PgStorage, Shared};
 
 /// The advisory lock key of the DEK gate ("coffer" + 3 in ASCII).
 pub(crate) const DEK_GATE_LOCK: i64 = 0x636f_6666_6572_0003;
 
 /// How often a refused process tries the gate again while a revocation holds it.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// How long the holding session may sit idle before the database ends it (and so releases the
+/// gate): the keepalive renews it every quarter of this.
+pub(crate) const HOLD_IDLE: Duration = Duration::from_secs(20);
+
+/// How long [`HeldGate::check`] waits for the holding session's answer.
+pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a wait that ran out says.
 const HELD_TOO_LONG: &str =
@@ -77,41 +86,47 @@ pub(crate) struct GateState {
     /// The wait under way, which every caller of `wait` in this process shares: `None` in
     /// the channel until it ends, then its outcome.
     waiting: Mutex<Option<watch::Receiver<WaitOutcome>>>,
+    /// Until when the wait under way polls: the latest deadline of its callers (each caller
+    /// waits for its own gate wait from when it came, and moves this on).
+    poll_until: Mutex<Option<Instant>>,
 }
 
-/// The connection whose open transaction holds the gate exclusive. Dropped, it is detached
-/// from the pool and closed, which ends the transaction and so releases the lock.
-struct Holder {
+/// The connection whose open transaction is to hold the gate exclusive, until [`close`] has
+/// the lock and hands it to a [`Holder`]. Dropped, it is detached from the pool and closed,
+/// which ends the transaction and so releases the lock.
+struct Pending {
     client: Option<deadpool_postgres::Object>,
     shared: Arc<Shared>,
 }
 
-impl Holder {
+impl Pending {
     /// A connection from the pool, in a transaction whose waits and idle time are bounded
     /// (`lock_ms` for a lock, `idle_ms` idle in the transaction).
-    async fn begin(s: &PgStorage, lock_ms: i64, idle_ms: i64) -> Result<Holder> {
-        let holder = Holder {
+    async fn begin(s: &PgStorage, lock_ms: i64, idle_ms: i64) -> Result<Pending> {
+        let pending = Pending {
             client: Some(s.client().await?),
             shared: Arc::clone(&s.shared),
         };
         // Counted from here on (a revocation under way here): the drop uncounts it.
-        holder.shared.gate.held_here.fetch_add(1, Ordering::AcqRel);
-        // From here on, an error drops the holder, which closes the connection.
-        let client = holder.client()?;
+        pending.shared.gate.held_here.fetch_add(1, Ordering::AcqRel);
+        // From here on, an error drops it, which closes the connection.
+        let client = pending.client()?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await
             .db("begin on the DEK gate")?;
-        // The statement may take the lock wait and a little more. The server also checks,
-        // while a statement waits, that the client is still there (PostgreSQL 14 and later),
-        // so a dropped wait leaves no backend waiting.
-        let statement = lock_ms.saturating_add(5_000).to_string();
+        // The statement may take the lock wait and a little more; PostgreSQL takes no
+        // timeout beyond i32::MAX ms. The server also checks, while a statement waits, that
+        // the client is still there (PostgreSQL 14 and later), so a dropped wait leaves no
+        // backend waiting.
+        let [lock, statement, idle] =
+            [lock_ms, lock_ms.saturating_add(5_000), idle_ms].map(timeout_setting);
         client
             .execute(
                 "SELECT set_config('lock_timeout', $1, true),
                         set_config('statement_timeout', $2, true),
                         set_config('idle_in_transaction_session_timeout', $3, true)",
-                &[&lock_ms.to_string(), &statement, &idle_ms.to_string()],
+                &[&lock, &statement, &idle],
             )
             .await
             .db("begin on the DEK gate")?;
@@ -122,7 +137,7 @@ impl Holder {
             )
             .await
             .db("begin on the DEK gate")?;
-        Ok(holder)
+        Ok(pending)
     }
 
     fn client(&self) -> Result<&deadpool_postgres::Object> {
@@ -130,9 +145,24 @@ impl Holder {
             .as_ref()
             .ok_or_else(|| StorageError::Unavailable(HOLD_LOST.into()))
     }
+
+    /// The hold, once the lock is taken: its connection handed to the keepalive task.
+    fn hold(mut self, idle: Duration) -> Holder {
+        // Owned before the task exists: a task aborted before its first poll still closes the
+        // connection when it is dropped.
+        let owned = Owned(self.client.take());
+        let (checks, requests) = mpsc::channel(1);
+        let keepalive = tokio::spawn(keep_alive(owned, idle / 4, requests));
+        // The hold stays counted until the holder is dropped (`Holder`'s drop uncounts it).
+        Holder {
+            checks,
+            _keepalive: AbortOnDrop(keepalive),
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
-impl Drop for Holder {
+impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(object) = self.client.take() {
             // Not back into the pool with its transaction open: the client is dropped, the
@@ -143,15 +173,97 @@ impl Drop for Holder {
     }
 }
 
+/// A PostgreSQL timeout setting in milliseconds, within what the server takes (`i32::MAX`).
+pub(crate) fn timeout_setting(ms: i64) -> String {
+    ms.clamp(0, i64::from(i32::MAX)).to_string()
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The hold: the keepalive task owns the connection; checks go through it. Dropped, the task
+/// ends (its channel closes, or it is aborted), and with it the connection.
+struct Holder {
+    checks: mpsc::Sender<oneshot::Sender<bool>>,
+    _keepalive: AbortOnDrop,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // At once, not when the task ends: from here on this process's writes wait for the
+        // gate like any other's until the connection has closed.
+        self.shared.gate.held_here.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The holding connection, owned by the keepalive task: however the task ends (aborted
+/// included) it closes the connection.
+struct Owned(Option<deadpool_postgres::Object>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+/// The holder's task: a statement on the holding session every `every` (restarting its idle
+/// clock) and on each check, until the hold is dropped or the session is lost. Then it closes
+/// the connection (never back into the pool with the transaction open).
+async fn keep_alive(
+    owned: Owned,
+    every: Duration,
+    mut checks: mpsc::Receiver<oneshot::Sender<bool>>,
+) {
+    let Some(client) = owned.0.as_ref() else {
+        return;
+    };
+    let mut alive = true;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            check = checks.recv() => {
+                let Some(answer) = check else { break };
+                if alive {
+                    alive = client.batch_execute("SELECT 1").await.is_ok();
+                }
+                let _ = answer.send(alive);
+            }
+            _ = tick.tick(), if alive => {
+                if let Err(e) = client.batch_execute("SELECT 1").await {
+                    tracing::warn!(error = %e, "the DEK gate's hold was lost");
+                    alive = false;
+                }
+            }
+        }
+    }
+    drop(owned);
+}
+
 #[async_trait]
 impl HeldGate for Holder {
     async fn check(&self) -> Result<()> {
-        // A statement on the holding session: it fails if the session ended, and restarts
-        // its idle clock.
-        match self.client()?.batch_execute("SELECT 1").await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "the DEK gate's hold was lost");
+        // A statement on the holding session, by its task: it fails if the session ended.
+        // Bounded here too: a session that does not answer is not a hold to commit under.
+        let (answer, answered) = oneshot::channel();
+        let asked = async {
+            self.checks.send(answer).await.ok()?;
+            answered.await.ok()
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, asked).await {
+            Ok(Some(true)) => Ok(()),
+            Ok(_) => Err(StorageError::Unavailable(HOLD_LOST.into())),
+            Err(_) => {
+                tracing::warn!("the DEK gate's hold did not answer its check in time");
                 Err(StorageError::Unavailable(HOLD_LOST.into()))
             }
         }
@@ -167,8 +279,8 @@ fn timed_out(e: &tokio_postgres::Error) -> bool {
 /// `Storage::close_dek_gate`: the exclusive hold, once every write holding the gate shared
 /// has committed or rolled back.
 pub(crate) async fn close(s: &PgStorage) -> Result<DekGateHold> {
-    let holder = Holder::begin(s, s.gate.close_ms, s.gate.hold_idle_ms).await?;
-    if let Err(e) = holder
+    let pending = Pending::begin(s, s.gate.close_ms, s.gate.hold_idle_ms).await?;
+    if let Err(e) = pending
         .client()?
         .execute("SELECT pg_advisory_xact_lock($1)", &[&DEK_GATE_LOCK])
         .await
@@ -178,71 +290,105 @@ pub(crate) async fn close(s: &PgStorage) -> Result<DekGateHold> {
         }
         return Err(e).db("close the DEK gate");
     }
-    Ok(DekGateHold::new(holder))
+    let idle = Duration::from_millis(u64::try_from(s.gate.hold_idle_ms).unwrap_or(0));
+    Ok(DekGateHold::new(pending.hold(idle)))
 }
 
-/// `Storage::wait_dek_gate`: see the module comment.
+/// `Storage::wait_dek_gate`: see the module comment. Each caller waits at most the gate wait
+/// from when it came, whether it started the process's wait or joined one under way.
 pub(crate) async fn wait(s: &PgStorage) -> Result<()> {
     let gate = &s.shared.gate;
+    let wait = Duration::from_millis(u64::try_from(s.gate.wait_ms).unwrap_or(0));
+    let deadline = Instant::now() + wait;
     let mut outcome = {
         let mut slot = gate.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        // The process holding the gate never waits for its own hold, whether a wait (begun
+        // before its hold) is under way or not: its in-memory gate orders its own writes.
+        if gate.held_here.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
+        let mut until = gate
+            .poll_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match &*slot {
-            Some(under_way) => under_way.clone(),
+            Some(under_way) => {
+                // The wait under way polls until this caller's deadline too.
+                *until = Some(until.map_or(deadline, |u| u.max(deadline)));
+                under_way.clone()
+            }
             None => {
-                if gate.held_here.load(Ordering::Acquire) > 0
-                    || !gate.refused.load(Ordering::Acquire)
-                {
+                if !gate.refused.load(Ordering::Acquire) {
                     return Ok(());
                 }
+                *until = Some(deadline);
                 let (tx, rx) = watch::channel(None);
                 *slot = Some(rx.clone());
-                tokio::spawn(poll(s.pool.clone(), Arc::clone(&s.shared), s.gate, tx));
+                tokio::spawn(poll(s.pool.clone(), Arc::clone(&s.shared), tx));
                 rx
             }
         }
     };
-    let ended = outcome
-        .wait_for(Option::is_some)
-        .await
-        .map_err(|_| StorageError::Unavailable("the wait for the DEK gate was abandoned".into()))?
-        .clone();
-    match ended {
-        Some(Err(message)) => Err(StorageError::Unavailable(message)),
-        _ => Ok(()),
+    match tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await {
+        Err(_) => Err(StorageError::Unavailable(HELD_TOO_LONG.into())),
+        Ok(Err(_)) => Err(StorageError::Unavailable(
+            "the wait for the DEK gate was abandoned".into(),
+        )),
+        Ok(Ok(ended)) => match &*ended {
+            Some(Err(message)) => Err(StorageError::Unavailable(message.clone())),
+            _ => Ok(()),
+        },
     }
 }
 
-/// The one wait of a process (see [`wait`]): tries the gate every [`POLL`] until it is open
-/// or the gate wait is over, then answers every caller.
+/// The one wait of a process (see [`wait`]): tries the gate every [`POLL`] until it is open,
+/// this process holds the gate itself, or the latest deadline of its callers has passed;
+/// then answers every caller. Whether to end is decided under the lock callers join by, so
+/// none joins a wait that has decided to end.
 async fn poll(
     pool: deadpool_postgres::Pool,
     shared: Arc<Shared>,
-    settings: GateSettings,
     answer: watch::Sender<WaitOutcome>,
 ) {
-    let wait = Duration::from_millis(u64::try_from(settings.wait_ms).unwrap_or(0));
-    let deadline = Instant::now() + wait;
     let gate = &shared.gate;
+    let until = || {
+        gate.poll_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(Instant::now)
+    };
+    let end = |outcome: Result<(), String>| {
+        *gate.waiting.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        outcome
+    };
     let outcome = loop {
         // Cleared before each try: a refusal after this try started sets it again, so the
         // next `wait` does not miss it.
         gate.refused.store(false, Ordering::Release);
-        match tokio::time::timeout_at(deadline, try_shared(&pool)).await {
-            Ok(Ok(true)) => break Ok(()),
+        match tokio::time::timeout_at(until(), try_shared(&pool)).await {
+            Ok(Ok(true)) => break end(Ok(())),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
                 gate.refused.store(true, Ordering::Release);
-                break Err(format!("waiting for the DEK gate: {e}"));
+                break end(Err(format!("waiting for the DEK gate: {e}")));
             }
             Err(_) => {}
         }
         gate.refused.store(true, Ordering::Release);
-        if Instant::now() + POLL > deadline {
-            break Err(HELD_TOO_LONG.into());
+        {
+            let mut slot = gate.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if gate.held_here.load(Ordering::Acquire) > 0 {
+                // This process closed the gate meanwhile: its writes no longer wait for it.
+                *slot = None;
+                break Ok(());
+            }
+            if Instant::now() + POLL > until() {
+                *slot = None;
+                break Err(HELD_TOO_LONG.into());
+            }
         }
         tokio::time::sleep(POLL).await;
     };
-    *gate.waiting.lock().unwrap_or_else(PoisonError::into_inner) = None;
     let _ = answer.send(Some(outcome));
 }
 

@@ -3,7 +3,7 @@
 //! keys a KEK wraps, compare-and-set rewrap, retired KEK ids). The DEK lifecycle is in
 //! `lifecycle.rs`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use coffer_storage::{
     Change, DekRecord, Entity, KekUsage, KeyOwner, REPLICATION_KEY_PURPOSE_PREFIX, Result, Rewrap,
@@ -15,7 +15,8 @@ use tokio_postgres::Row;
 
 use crate::PgStorage;
 use crate::db::{
-    DbResultExt, Violation, bytes_col, col, db_error, sql_limit, ts_col, u64_col, violation,
+    DbResultExt, Violation, bytes_col, col, db_error, opt_bytes_col, sql_limit, ts_col, u64_col,
+    violation,
 };
 use crate::write::WriteTx;
 
@@ -218,14 +219,58 @@ pub(crate) async fn current_ark_version(
 ///
 /// `NotFound(Account)` for an unknown account.
 pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<bool> {
+    Ok(check_and_insert_dek(w, dek).await?.0)
+}
+
+/// [`insert_dek`], also returning the account the DEK with `dek`'s id belongs to in storage
+/// (`dek`'s own when it was inserted; the stored row's otherwise).
+async fn check_and_insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<(bool, AccountId)> {
+    // Every check in one statement (one round trip inside the writer's transaction, which
+    // holds the writer lock: nothing changes between the checks and the insert below).
+    let checks = w
+        .tx()
+        .prepare_cached(
+            "SELECT (SELECT max(version) FROM account_replication_keys WHERE account_id = $1),
+                    (SELECT max(CAST(substr(purpose, $2) AS BIGINT)) FROM instance_keys
+                     WHERE purpose LIKE $3),
+                    EXISTS (SELECT 1 FROM retired_keks WHERE kek_id = $4),
+                    EXISTS (SELECT 1 FROM destroyed_deks WHERE id = $5),
+                    (SELECT retired FROM deks WHERE id = $5),
+                    (SELECT account_id FROM deks WHERE id = $5)",
+        )
+        .await
+        .db("check dek")?;
+    let start = i32::try_from(REPLICATION_KEY_PURPOSE_PREFIX.len() + 1).unwrap_or(i32::MAX);
+    let row = w
+        .tx()
+        .query_one(
+            &checks,
+            &[
+                &dek.account_id.as_bytes().as_slice(),
+                &start,
+                &format!("{REPLICATION_KEY_PURPOSE_PREFIX}%"),
+                &dek.key.kek_id,
+                &dek.key.id.as_bytes().as_slice(),
+            ],
+        )
+        .await
+        .db("check dek")?;
+    let version = |i: usize, what: &'static str| -> Result<Option<u32>> {
+        col::<Option<i64>>(&row, i, what)?
+            .map(|v| {
+                u32::try_from(v)
+                    .map_err(|_| StorageError::Corrupted(format!("{what} {v} out of range")))
+            })
+            .transpose()
+    };
     if let Some(rk) = &dek.rk {
-        let ark = current_ark_version(w.tx(), dek.account_id).await?;
+        let ark = version(0, "account replication key version")?;
         let current = if rk.ark {
             ark
         } else if ark.is_some() {
             None
         } else {
-            current_rk_version(w.tx()).await?
+            version(1, "replication key version")?
         };
         if current != Some(rk.version) {
             return Err(StorageError::Conflict);
@@ -238,31 +283,28 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
             return Err(StorageError::Conflict);
         }
     }
-    refuse_retired(w.tx(), &dek.key.kek_id).await?;
+    // A retired KEK version: no key it wraps may be stored.
+    if col::<bool>(&row, 2, "retired kek")? {
+        return Err(StorageError::Conflict);
+    }
     // A destroyed DEK that a write took before its destruction: storing it again would bring
     // it back (with a new `DekPut`) after its `DekDestroyed`.
-    if is_destroyed(w.tx(), dek.key.id).await? {
+    if col::<bool>(&row, 3, "destroyed dek")? {
         return Err(StorageError::Conflict);
     }
     // A retired DEK never seals again (a store deleted with values, a revocation's rewrap,
     // an account given its own KEK): another instance that still seals with it, as its
     // cached current DEK, must take a new one, or the deleted store's DEK would stay in use
     // (and undestroyed) for as long as that instance keeps it.
-    let stored = w
-        .tx()
-        .prepare_cached("SELECT retired FROM deks WHERE id = $1")
-        .await
-        .db("check dek")?;
-    if let Some(row) = w
-        .tx()
-        .query_opt(&stored, &[&dek.key.id.as_bytes().as_slice()])
-        .await
-        .db("check dek")?
-    {
-        if col::<bool>(&row, 0, "deks.retired")? {
-            return Err(StorageError::Conflict);
+    match col::<Option<bool>>(&row, 4, "deks.retired")? {
+        Some(true) => return Err(StorageError::Conflict),
+        Some(false) => {
+            let owner = opt_bytes_col(&row, 5, "deks.account_id")?.ok_or_else(|| {
+                StorageError::Corrupted("deks.account_id: missing for a stored DEK".into())
+            })?;
+            return Ok((false, AccountId::from_bytes(owner)));
         }
-        return Ok(false);
+        None => {}
     }
     // Not stored (checked above, in this write's transaction, under the writer lock): a
     // plain insert.
@@ -310,18 +352,24 @@ pub(crate) async fn insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<b
         wrapped_hex: hex::encode(wrapped),
     })
     .await?;
-    Ok(true)
+    Ok((true, dek.account_id))
 }
 
 /// Inserts the carried DEKs that are not stored yet, each once, in the order first carried.
-pub(crate) async fn insert_carried_deks(w: &mut WriteTx<'_>, deks: &[&DekRecord]) -> Result<()> {
-    let mut seen = HashSet::new();
+/// Returns each carried DEK's id with the account it belongs to in storage, so that the
+/// caller's ownership checks need no statement of their own for them.
+pub(crate) async fn insert_carried_deks(
+    w: &mut WriteTx<'_>,
+    deks: &[&DekRecord],
+) -> Result<HashMap<DekId, AccountId>> {
+    let mut owners = HashMap::new();
     for dek in deks {
-        if seen.insert(dek.key.id) {
-            insert_dek(w, dek).await?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = owners.entry(dek.key.id) {
+            let (_, owner) = check_and_insert_dek(w, dek).await?;
+            slot.insert(owner);
         }
     }
-    Ok(())
+    Ok(owners)
 }
 
 pub(crate) async fn put_dek(s: &PgStorage, dek: DekRecord) -> Result<()> {

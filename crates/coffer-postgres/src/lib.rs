@@ -91,8 +91,9 @@ pub struct PgOptions {
     /// another instance to finish with it (then it fails `Unavailable`, a 503 the client
     /// retries), and how long a revocation waits to close the gate (or the write idle
     /// timeout, if longer: a write holding the gate shared may last that long). A
-    /// revocation's hold lapses if it sits idle for the write idle timeout plus the longest
-    /// a commit can take (90 s). Between 1 ms and 24 h; `connect` refuses other values.
+    /// revocation's hold is kept alive by its process (a keepalive statement every 5 s) and
+    /// lapses 20 s after that stops (a frozen or partitioned process). Between 1 ms and 24 h;
+    /// `connect` refuses other values.
     pub dek_gate_wait: Duration,
     /// The cluster id of the instance the caller expects the database to hold: checked before
     /// anything is migrated or written, so a URL naming the wrong database gets no schema
@@ -280,22 +281,17 @@ pub(crate) struct GateSettings {
     /// How long closing the gate may wait: the gate wait, or the write idle timeout if longer
     /// (a write holding the gate shared may last that long).
     pub(crate) close_ms: i64,
-    /// How long the hold may sit idle between its checks: longer than a revocation's commit
-    /// can take (the writer lock's wait, then its statements) plus the write idle timeout.
+    /// How long the holding session may sit idle before the database ends it; its keepalive
+    /// renews it every quarter of this (`dek_gate::HOLD_IDLE`).
     pub(crate) hold_idle_ms: i64,
 }
 
 impl GateSettings {
     fn new(wait_ms: i64, write_idle_ms: i64) -> GateSettings {
-        let commit_ms =
-            i64::try_from(write::WRITER_LOCK_WAIT_MS + write::WRITE_STATEMENT_TIMEOUT_MS)
-                .unwrap_or(i64::MAX);
         GateSettings {
             wait_ms,
             close_ms: wait_ms.max(write_idle_ms),
-            hold_idle_ms: commit_ms
-                .saturating_add(write_idle_ms)
-                .min(i64::from(i32::MAX)),
+            hold_idle_ms: i64::try_from(dek_gate::HOLD_IDLE.as_millis()).unwrap_or(i64::MAX),
         }
     }
 }

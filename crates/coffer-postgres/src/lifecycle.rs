@@ -107,13 +107,17 @@ pub(crate) async fn reseal_values(
     s.write(&[], move |w| {
         Box::pin(async move {
             let carried: Vec<&DekRecord> = dek.iter().collect();
-            insert_carried_deks(w, &carried).await?;
+            let owners = insert_carried_deks(w, &carried).await?;
             let mut checked: HashSet<(AccountId, DekId)> = HashSet::new();
             for r in &reseals {
-                let key = (r.old.account_id, r.dek_id);
-                if checked.insert(key)
-                    && !dek_belongs_to(w.tx(), r.dek_id, r.old.account_id).await?
-                {
+                if !checked.insert((r.old.account_id, r.dek_id)) {
+                    continue;
+                }
+                let belongs = match owners.get(&r.dek_id) {
+                    Some(owner) => *owner == r.old.account_id,
+                    None => dek_belongs_to(w.tx(), r.dek_id, r.old.account_id).await?,
+                };
+                if !belongs {
                     return Err(StorageError::Invalid(
                         "a value is re-sealed under a DEK that is not its account's",
                     ));

@@ -1,7 +1,7 @@
 //! Secrets and their sealed versions: bulk create (quota), read, list, compare-and-swap
 //! update (also queued), delete, and the runtime reads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use coffer_storage::{
     AuditEntry, Change, DekRecord, Direction, Entity, NewSecret, Page, PageWindow, Pending, Result,
@@ -14,7 +14,8 @@ use tokio_postgres::Row;
 use crate::PgStorage;
 use crate::db::{
     DbResultExt, Params, Violation, bytes_col, col, contains_pattern, db_error, direction_sql,
-    encode_scopes, scope_needle, scopes_col, ts_col, u64_col, version_col, violation,
+    encode_scopes, offset, opt_bytes_col, scope_needle, scopes_col, ts_col, u64_col, version_col,
+    violation,
 };
 use crate::keys::insert_carried_deks;
 use crate::stores::require_store;
@@ -107,49 +108,23 @@ async fn read_version(
     .transpose()
 }
 
-async fn insert_secret(c: &impl GenericClient, record: &SecretRecord) -> Result<()> {
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
-                                  modified, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .await
-        .db("create secret")?;
-    c.execute(
-        &stmt,
-        &[
-            &record.id.as_bytes().as_slice(),
-            &record.store_id.as_bytes().as_slice(),
-            &record.account_id.as_bytes().as_slice(),
-            &record.name.as_str(),
-            &record.comment,
-            &encode_scopes(&record.scopes),
-            &record.created.unix_micros(),
-            &record.modified.unix_micros(),
-            &i64::from(record.version.0),
-        ],
+async fn prepare_insert_version(c: &impl GenericClient) -> Result<tokio_postgres::Statement> {
+    c.prepare_cached(
+        "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .await
-    .map_err(|e| match violation(&e) {
-        Some(Violation::Unique("secrets_pkey")) => StorageError::AlreadyExists(Entity::Secret),
-        Some(Violation::Unique("secrets_name_unique")) => name_taken(&record.name),
-        Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Store),
-        _ => db_error("create secret", &e),
-    })?;
-    Ok(())
+    .db("create version")
 }
 
-async fn insert_version(c: &impl GenericClient, value: &VersionRecord) -> Result<()> {
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .await
-        .db("create version")?;
+/// Runs the statement of [`prepare_insert_version`] for `value`.
+async fn run_insert_version(
+    c: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    value: &VersionRecord,
+) -> Result<()> {
     c.execute(
-        &stmt,
+        stmt,
         &[
             &value.secret_id.as_bytes().as_slice(),
             &i64::from(value.version.0),
@@ -178,9 +153,42 @@ pub(crate) async fn create_secrets(
     coffer_storage::validate::check_new_secrets(account, store, &secrets)?;
     s.write(audit, move |w| {
         Box::pin(async move {
-            require_store(w.tx(), account, store).await?;
-            // Under the writer lock: no concurrent create slips in between count and insert.
-            let usage = read_secret_count(w.tx(), account).await?;
+            // Under the writer lock: no concurrent create slips in between these reads and the
+            // inserts. The store, the account's count and the stored secrets that clash with
+            // the new ones, pipelined (one round trip).
+            let ids: Vec<&[u8]> = secrets
+                .iter()
+                .map(|n| n.record.id.as_bytes().as_slice())
+                .collect();
+            let names: Vec<&str> = secrets.iter().map(|n| n.record.name.as_str()).collect();
+            let clash_stmt = w
+                .tx()
+                .prepare_cached(
+                    // One index look-up per new name and per new id, whatever the plan (an
+                    // OR, or `= ANY` of a long array, makes a generic plan scan the whole
+                    // table and compare each row with every element).
+                    "SELECT s.id, s.name, true
+                     FROM unnest($2::text[]) AS n(name)
+                     JOIN secrets AS s ON s.store_id = $1 AND s.name = n.name
+                     UNION ALL
+                     SELECT s.id, s.name, s.store_id = $1
+                     FROM unnest($3::bytea[]) AS i(id)
+                     JOIN secrets AS s ON s.id = i.id",
+                )
+                .await
+                .db("check new secrets")?;
+            let tx = w.tx();
+            let clashes = async {
+                tx.query(&clash_stmt, &[&store.as_bytes().as_slice(), &names, &ids])
+                    .await
+                    .db("check new secrets")
+            };
+            let ((), usage, clashes) = futures_util::future::try_join3(
+                require_store(tx, account, store),
+                read_secret_count(tx, account),
+                clashes,
+            )
+            .await?;
             let requested = secrets.len() as u64;
             if usage.saturating_add(requested) > quota {
                 return Err(StorageError::QuotaExceeded {
@@ -193,29 +201,134 @@ pub(crate) async fn create_secrets(
             // before the secrets, so an edge has each DEK before the values sealed under it.
             let carried: Vec<&DekRecord> =
                 secrets.iter().filter_map(|new| new.dek.as_ref()).collect();
-            insert_carried_deks(w, &carried).await?;
+            let owners = insert_carried_deks(w, &carried).await?;
             let mut checked: HashSet<DekId> = HashSet::new();
             for new in &secrets {
                 let dek = new.value.dek_id;
-                if checked.insert(dek) && !dek_belongs_to(w.tx(), dek, account).await? {
+                if checked.insert(dek) && !dek_is_accounts(w, &owners, dek, account).await? {
                     return Err(StorageError::NotFound(Entity::Dek));
                 }
             }
-            // In order, so the first clash (with a stored secret or an earlier item of this
-            // batch, already inserted) is the one the unique index reports.
-            for new in &secrets {
-                insert_secret(w.tx(), &new.record).await?;
-                insert_version(w.tx(), &new.value).await?;
-                w.append(&coffer_storage::validate::secret_put(
-                    &new.record,
-                    &new.value,
-                ))
-                .await?;
+            // The first clash in order, with a stored secret or an earlier item of this
+            // batch, as inserting them one by one would meet it (an id before a name).
+            let mut taken_ids: HashSet<[u8; 16]> = HashSet::new();
+            let mut taken_names: HashSet<String> = HashSet::new();
+            for row in &clashes {
+                taken_ids.insert(bytes_col(row, 0, "secrets.id")?);
+                if col::<bool>(row, 2, "secrets.store_id")? {
+                    taken_names.insert(col(row, 1, "secrets.name")?);
+                }
             }
-            Ok(())
+            for new in &secrets {
+                if !taken_ids.insert(*new.record.id.as_bytes()) {
+                    return Err(StorageError::AlreadyExists(Entity::Secret));
+                }
+                if !taken_names.insert(new.record.name.as_str().to_owned()) {
+                    return Err(name_taken(&new.record.name));
+                }
+            }
+            let changes: Vec<Change> = secrets
+                .iter()
+                .map(|new| coffer_storage::validate::secret_put(&new.record, &new.value))
+                .collect();
+            let staged = w.stage(&changes)?;
+            insert_new_secrets(w.tx(), &secrets, &staged).await
         })
     })
     .await
+}
+
+/// The rows of a bulk create, one multi-row statement per table (secrets, then their
+/// versions, then the change-log entries), pipelined: one round trip whatever the count.
+async fn insert_new_secrets(
+    tx: &deadpool_postgres::Transaction<'_>,
+    secrets: &[NewSecret],
+    staged: &crate::write::StagedChanges,
+) -> Result<()> {
+    let secrets_stmt = tx
+        .prepare_cached(
+            "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                                  modified, version)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::text[],
+                                  $5::text[], $6::text[], $7::int8[], $8::int8[], $9::int8[])",
+        )
+        .await
+        .db("create secret")?;
+    let versions_stmt = tx
+        .prepare_cached(
+            "INSERT INTO versions (secret_id, version, dek_id, sealed, created)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], $5::int8[])",
+        )
+        .await
+        .db("create version")?;
+    let records = secrets.iter().map(|n| &n.record);
+    let values = secrets.iter().map(|n| &n.value);
+    let ids: Vec<&[u8]> = records
+        .clone()
+        .map(|r| r.id.as_bytes().as_slice())
+        .collect();
+    let stores: Vec<&[u8]> = records
+        .clone()
+        .map(|r| r.store_id.as_bytes().as_slice())
+        .collect();
+    let accounts: Vec<&[u8]> = records
+        .clone()
+        .map(|r| r.account_id.as_bytes().as_slice())
+        .collect();
+    let names: Vec<&str> = records.clone().map(|r| r.name.as_str()).collect();
+    let comments: Vec<&str> = records.clone().map(|r| r.comment.as_str()).collect();
+    let scopes: Vec<String> = records.clone().map(|r| encode_scopes(&r.scopes)).collect();
+    let created: Vec<i64> = records.clone().map(|r| r.created.unix_micros()).collect();
+    let modified: Vec<i64> = records.clone().map(|r| r.modified.unix_micros()).collect();
+    let version: Vec<i64> = records.map(|r| i64::from(r.version.0)).collect();
+    let v_ids: Vec<&[u8]> = values
+        .clone()
+        .map(|v| v.secret_id.as_bytes().as_slice())
+        .collect();
+    let v_versions: Vec<i64> = values.clone().map(|v| i64::from(v.version.0)).collect();
+    let v_deks: Vec<&[u8]> = values
+        .clone()
+        .map(|v| v.dek_id.as_bytes().as_slice())
+        .collect();
+    let v_sealed: Vec<&[u8]> = values.clone().map(|v| v.sealed.as_slice()).collect();
+    let v_created: Vec<i64> = values.map(|v| v.created.unix_micros()).collect();
+    let insert_secrets = async {
+        tx.execute(
+            &secrets_stmt,
+            &[
+                &ids, &stores, &accounts, &names, &comments, &scopes, &created, &modified, &version,
+            ],
+        )
+        .await
+        .map_err(|e| match violation(&e) {
+            // Checked above under the writer lock: only a bug gets here.
+            Some(Violation::Unique("secrets_pkey")) => StorageError::AlreadyExists(Entity::Secret),
+            Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Store),
+            _ => db_error("create secret", &e),
+        })
+    };
+    let insert_versions = async {
+        tx.execute(
+            &versions_stmt,
+            &[&v_ids, &v_versions, &v_deks, &v_sealed, &v_created],
+        )
+        .await
+        .map_err(|e| match violation(&e) {
+            Some(Violation::Unique("versions_pkey")) => {
+                StorageError::AlreadyExists(Entity::Version)
+            }
+            Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Dek),
+            _ => db_error("create version", &e),
+        })
+    };
+    // In this order on the wire: the secrets before the versions that refer to them.
+    futures_util::future::try_join3(
+        insert_secrets,
+        insert_versions,
+        crate::write::insert_changes(tx, staged),
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn get_secret(
@@ -355,18 +468,40 @@ fn secret_order(order: SecretOrder, direction: Direction) -> String {
     }
 }
 
-/// Applies `update` in the caller's write (see `Storage::update_secret`).
+/// Whether DEK `id` is `account`'s: from `owners` (what the write's carried DEKs were found
+/// to be) when it is there, else from storage.
+async fn dek_is_accounts(
+    w: &WriteTx<'_>,
+    owners: &HashMap<DekId, AccountId>,
+    id: DekId,
+    account: AccountId,
+) -> Result<bool> {
+    match owners.get(&id) {
+        Some(owner) => Ok(*owner == account),
+        None => dek_belongs_to(w.tx(), id, account).await,
+    }
+}
+
+/// A secret's columns from the `s` side of a join with its store.
+const JOINED_SECRET_COLS: &str = "s.id, s.store_id, s.account_id, s.name, s.comment, s.scopes, \
+                                  s.created, s.modified, s.version";
+
+/// Applies `update` in the caller's write (see `Storage::update_secret`): the store and the
+/// secret read in one statement, the carried DEK checked in one, and the version, the
+/// secret's row and the change-log entry written pipelined (one round trip).
 async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<SecretRecord> {
     let (account, store, id) = (update.account_id, update.store_id, update.secret_id);
-    require_store(w.tx(), account, store).await?;
     let stmt = w
         .tx()
         .prepare_cached(&format!(
-            "SELECT {SECRET_COLS} FROM secrets WHERE id = $1 AND store_id = $2 AND account_id = $3"
+            "SELECT {JOINED_SECRET_COLS} FROM stores AS st
+             LEFT JOIN secrets AS s ON s.id = $1 AND s.store_id = st.id
+                                   AND s.account_id = st.account_id
+             WHERE st.id = $2 AND st.account_id = $3"
         ))
         .await
         .db("read secret")?;
-    let current = w
+    let row = w
         .tx()
         .query_opt(
             &stmt,
@@ -378,9 +513,11 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
         )
         .await
         .db("read secret")?
-        .map(|row| secret_from_row(&row))
-        .transpose()?
-        .ok_or(StorageError::NotFound(Entity::Secret))?;
+        .ok_or(StorageError::NotFound(Entity::Store))?;
+    if opt_bytes_col::<16>(&row, 0, "secrets.id")?.is_none() {
+        return Err(StorageError::NotFound(Entity::Secret));
+    }
+    let current = secret_from_row(&row)?;
     if current.version != update.expected_version {
         return Err(StorageError::Conflict);
     }
@@ -391,22 +528,24 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
         update.expected_version,
         account,
     )?;
-    let value = match update.value {
+    let (value, new_value) = match update.value {
         Some(value) => {
             let carried: Vec<&DekRecord> = update.dek.iter().collect();
-            insert_carried_deks(w, &carried).await?;
-            if !dek_belongs_to(w.tx(), value.dek_id, account).await? {
+            let owners = insert_carried_deks(w, &carried).await?;
+            if !dek_is_accounts(w, &owners, value.dek_id, account).await? {
                 return Err(StorageError::NotFound(Entity::Dek));
             }
-            insert_version(w.tx(), &value).await?;
-            value
+            (value, true)
         }
         // The change carries the full current state, so the unchanged value is read back.
-        None => read_version(w.tx(), id, current.version)
-            .await?
-            .ok_or_else(|| {
-                StorageError::Corrupted("a secret's current version row is missing".into())
-            })?,
+        None => (
+            read_version(w.tx(), id, current.version)
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Corrupted("a secret's current version row is missing".into())
+                })?,
+            false,
+        ),
     };
     let record = SecretRecord {
         comment: update.comment.unwrap_or(current.comment),
@@ -415,8 +554,14 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
         version: value.version,
         ..current
     };
+    let staged = w.stage(&[coffer_storage::validate::secret_put(&record, &value)])?;
+    let version_stmt = if new_value {
+        Some(prepare_insert_version(w.tx()).await?)
+    } else {
+        None
+    };
     // The version guard repeats the check above; it can only fail if that check was wrong.
-    let stmt = w
+    let update_stmt = w
         .tx()
         .prepare_cached(
             "UPDATE secrets SET comment = $1, scopes = $2, modified = $3, version = $4
@@ -424,13 +569,20 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
         )
         .await
         .db("update secret")?;
-    let changed = w
-        .tx()
-        .execute(
-            &stmt,
+    let tx = w.tx();
+    let scopes = encode_scopes(&record.scopes);
+    let insert_version = async {
+        match &version_stmt {
+            Some(stmt) => run_insert_version(tx, stmt, &value).await,
+            None => Ok(()),
+        }
+    };
+    let update_row = async {
+        tx.execute(
+            &update_stmt,
             &[
                 &record.comment,
-                &encode_scopes(&record.scopes),
+                &scopes,
                 &record.modified.unix_micros(),
                 &i64::from(record.version.0),
                 &id.as_bytes().as_slice(),
@@ -438,12 +590,18 @@ async fn apply_update(w: &mut WriteTx<'_>, update: SecretUpdate) -> Result<Secre
             ],
         )
         .await
-        .db("update secret")?;
+        .db("update secret")
+    };
+    // In this order on the wire: the version before the row pointing at it.
+    let ((), changed, ()) = futures_util::future::try_join3(
+        insert_version,
+        update_row,
+        crate::write::insert_changes(tx, &staged),
+    )
+    .await?;
     if changed != 1 {
         return Err(StorageError::Conflict);
     }
-    w.append(&coffer_storage::validate::secret_put(&record, &value))
-        .await?;
     Ok(record)
 }
 

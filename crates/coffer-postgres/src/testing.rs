@@ -213,9 +213,9 @@ impl WriteHold {
 }
 
 impl PgStorage {
-    /// Test support: how long this handle's holds of the DEK gate may sit idle between checks
-    /// (normally longer than a revocation's commit can take), to stand in for a frozen
-    /// revocation without waiting minutes.
+    /// Test support: how long this handle's holds of the DEK gate may sit idle before the
+    /// database ends them (their keepalive runs every quarter of it; normally 20 s), so that a
+    /// frozen holder is released without waiting that long.
     pub fn set_dek_gate_hold_idle(&mut self, idle: std::time::Duration) {
         self.gate.hold_idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
     }

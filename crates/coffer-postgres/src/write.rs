@@ -17,6 +17,17 @@
 //! answered. If the batch cannot commit, every write waiting for it gets the error. Writes run
 //! in the order they were queued.
 //!
+//! Round trips are what a batch costs (the writer lock is held throughout, so they bound
+//! every instance's write rate): the batch's statements are prepared once per connection
+//! (`prepare_cached`); its begin takes three after BEGIN (the limits, the lock, then the schema
+//! version and the head in one statement); one job's savepoint is released together with the
+//! next one's made (and a rolled-back job's is reused); each account's audit head is read once
+//! per batch ([`WriteTx`] keeps what the batch appended) and a job's audit entries go in one
+//! multi-row statement, as do its change-log entries ([`WriteTx::stage`], [`insert_changes`]);
+//! a write's independent statements are pipelined (tokio-postgres sends concurrently polled
+//! statements of one connection back to back), and so are the head's move, its signature and
+//! the notification before COMMIT.
+//!
 //! The transaction sets `idle_in_transaction_session_timeout` for itself: a process that
 //! freezes mid-write (stopped, swapped out, wedged) has its session ended by the database
 //! after that long, which releases the lock for the other instances; its writes fail.
@@ -84,6 +95,39 @@ pub(crate) async fn read_head(c: &impl GenericClient) -> Result<Head> {
     })
 }
 
+/// Change-log entries taken by [`WriteTx::stage`], column by column, not yet written.
+#[derive(Debug, Default)]
+pub(crate) struct StagedChanges {
+    seqs: Vec<i64>,
+    ats: Vec<i64>,
+    hashes: Vec<Vec<u8>>,
+    payloads: Vec<Vec<u8>>,
+}
+
+/// Writes staged entries, in one statement whatever their number.
+pub(crate) async fn insert_changes(
+    tx: &deadpool_postgres::Transaction<'_>,
+    staged: &StagedChanges,
+) -> Result<()> {
+    if staged.seqs.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO changes (seq, at, hash, payload)
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::bytea[], $4::bytea[])",
+        )
+        .await
+        .db("append change")?;
+    tx.execute(
+        &stmt,
+        &[&staged.seqs, &staged.ats, &staged.hashes, &staged.payloads],
+    )
+    .await
+    .db("append change")?;
+    Ok(())
+}
+
 /// What a write operation sees: its transaction, and the change log and audit chains to
 /// append to.
 pub(crate) struct WriteTx<'c> {
@@ -101,6 +145,9 @@ pub(crate) struct WriteTx<'c> {
     cluster_seen: Option<[u8; 16]>,
     /// What the storage's handles share with the writer (the DEK gate's refusals).
     shared: std::sync::Arc<crate::Shared>,
+    /// Each account's audit chain head as this transaction left it (read once per account
+    /// and batch, under the writer lock; restored with a rolled-back job's work).
+    audit_heads: crate::audit::Heads,
 }
 
 impl<'c> WriteTx<'c> {
@@ -116,31 +163,38 @@ impl<'c> WriteTx<'c> {
 
     /// Appends `change` to the log as the next entry.
     pub(crate) async fn append(&mut self, change: &Change) -> Result<()> {
-        let payload = serde_json::to_vec(change)
-            .map_err(|e| StorageError::Unavailable(format!("encoding a change: {e}")))?;
-        let seq = self.head.seq + 1;
-        let hash = ChangeRecord::chain_hash(&self.head.hash, seq, &payload);
-        let at = Timestamp::now().unix_micros().max(self.head.at);
-        let seq_sql = i64::try_from(seq)
-            .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
-        let stmt = self
-            .tx
-            .prepare_cached("INSERT INTO changes (seq, at, hash, payload) VALUES ($1, $2, $3, $4)")
-            .await
-            .db("append change")?;
-        self.tx
-            .execute(&stmt, &[&seq_sql, &at, &hash.as_slice(), &payload])
-            .await
-            .db("append change")?;
-        self.head = Head { seq, hash, at };
-        Ok(())
+        let staged = self.stage(std::slice::from_ref(change))?;
+        insert_changes(&self.tx, &staged).await
+    }
+
+    /// Takes the next entries of the log for `changes` (their seq, time and chained hash)
+    /// without writing them: the caller writes them with [`insert_changes`] in this write,
+    /// possibly pipelined with its other statements. If that insert fails, the write fails and
+    /// its savepoint (head included) is rolled back.
+    pub(crate) fn stage(&mut self, changes: &[Change]) -> Result<StagedChanges> {
+        let mut staged = StagedChanges::default();
+        for change in changes {
+            let payload = serde_json::to_vec(change)
+                .map_err(|e| StorageError::Unavailable(format!("encoding a change: {e}")))?;
+            let seq = self.head.seq + 1;
+            let hash = ChangeRecord::chain_hash(&self.head.hash, seq, &payload);
+            let at = Timestamp::now().unix_micros().max(self.head.at);
+            let seq_sql = i64::try_from(seq)
+                .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
+            staged.seqs.push(seq_sql);
+            staged.ats.push(at);
+            staged.hashes.push(hash.to_vec());
+            staged.payloads.push(payload);
+            self.head = Head { seq, hash, at };
+        }
+        Ok(staged)
     }
 
     /// Appends audit entries, in order, each to its own account's chain (see `audit.rs`).
     /// Entries the database refuses are counted lost (`audit_failures`), whether a write's
     /// operation appends them or they are the write's carried entries.
     pub(crate) async fn audit(&mut self, entries: &[AuditEntry]) -> Result<()> {
-        if let Err(e) = crate::audit::append(&self.tx, entries).await {
+        if let Err(e) = crate::audit::append(&self.tx, &mut self.audit_heads, entries).await {
             // Its savepoint is rolled back: every entry of the list is lost.
             self.lost_audit += entries.len() as u64;
             return Err(e);
@@ -386,6 +440,17 @@ pub(crate) struct Writer {
     pub(crate) idle_timeout_ms: i64,
 }
 
+/// Where the batch's savepoint stands before the next job.
+#[derive(Debug, Clone, Copy)]
+enum Savepoint {
+    /// None made yet.
+    None,
+    /// The last job succeeded inside it: released when the next one begins (or by COMMIT).
+    Kept,
+    /// The last job was rolled back to it: it is still there, holding nothing of that job.
+    Empty,
+}
+
 /// One batch error goes to many callers; `StorageError` is not `Clone`, and they only need to
 /// know the write did not happen (the detail is logged).
 fn copy_error(error: &StorageError) -> StorageError {
@@ -427,9 +492,17 @@ impl Writer {
         // Waiting for the writer lock is bounded (another instance's batch, or a frozen one
         // until its idle timeout ends it); every statement after it is bounded more tightly,
         // and so is waiting for a row or table lock (a migration, an administrator).
+        // Each statement prepared once per connection (`prepare_cached`): a batch's begin is
+        // three round trips after BEGIN, not six.
+        let limits = tx
+            .prepare_cached(
+                "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+                        set_config('statement_timeout', $2, true)",
+            )
+            .await
+            .db("begin a write")?;
         tx.execute(
-            "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
-                    set_config('statement_timeout', $2, true)",
+            &limits,
             &[
                 &self.idle_timeout_ms.to_string(),
                 &WRITER_LOCK_WAIT_MS.to_string(),
@@ -437,16 +510,29 @@ impl Writer {
         )
         .await
         .db("begin a write")?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+            .await
+            .db("take the writer lock")?;
+        tx.execute(&lock, &[&WRITER_LOCK])
             .await
             .db("take the writer lock")?;
         // Under the lock, the schema version: once a newer build migrated the database (a
-        // rolling upgrade), this one must stop writing (migrations take the writer lock too).
-        let row = tx
-            .query_one(
+        // rolling upgrade), this one must stop writing (migrations take the writer lock too);
+        // and the change log's head, in the same statement.
+        let after_lock = tx
+            .prepare_cached(
                 "SELECT set_config('statement_timeout', $1, true),
                         set_config('lock_timeout', $2, true),
-                        (SELECT version FROM coffer_schema_version WHERE id = 1)",
+                        (SELECT version FROM coffer_schema_version WHERE id = 1),
+                        h.seq, h.hash, h.at
+                 FROM (SELECT 1) AS one LEFT JOIN change_head AS h ON h.id = 1",
+            )
+            .await
+            .db("begin a write")?;
+        let row = tx
+            .query_one(
+                &after_lock,
                 &[
                     &WRITE_STATEMENT_TIMEOUT_MS.to_string(),
                     &WRITE_LOCK_TIMEOUT_MS.to_string(),
@@ -464,7 +550,16 @@ impl Writer {
                 crate::SCHEMA_VERSION
             )));
         }
-        let head = read_head(&tx).await?;
+        if col::<Option<i64>>(&row, 3, "change_head.seq")?.is_none() {
+            return Err(StorageError::Corrupted(
+                "change_head: the head row is missing".into(),
+            ));
+        }
+        let head = Head {
+            seq: u64_col(&row, 3, "change_head.seq")?,
+            hash: bytes_col(&row, 4, "change_head.hash")?,
+            at: col(&row, 5, "change_head.at")?,
+        };
         Ok(WriteTx {
             tx,
             head,
@@ -474,6 +569,7 @@ impl Writer {
             lost_audit: 0,
             cluster_seen: None,
             shared: std::sync::Arc::clone(&self.shared),
+            audit_heads: crate::audit::Heads::default(),
         })
     }
 
@@ -493,19 +589,28 @@ impl Writer {
         let mut waiting: Vec<Box<dyn Job>> = Vec::with_capacity(jobs);
         let mut queue = batch.into_iter();
         let mut signed_through = w.head.seq;
+        let mut savepoint = Savepoint::None;
         while let Some(mut job) = queue.next() {
-            if let Err(e) = w.tx.batch_execute("SAVEPOINT job").await.db("savepoint") {
+            // One round trip at most: the last job's savepoint released and this one's made
+            // together; after a rollback the savepoint is still there, as this job needs it.
+            let open = match savepoint {
+                Savepoint::None => Some("SAVEPOINT job"),
+                Savepoint::Kept => Some("RELEASE SAVEPOINT job; SAVEPOINT job"),
+                Savepoint::Empty => None,
+            };
+            if let Some(open) = open
+                && let Err(e) = w.tx.batch_execute(open).await.db("savepoint")
+            {
                 waiting.push(job);
                 return self.abort(w, queue.collect(), waiting, jobs, e).await;
             }
-            let before = (w.head, w.sign, w.audited);
+            let before = (w.head, w.sign, w.audited, w.audit_heads.clone());
             if job.run(&mut w).await {
-                let mut step =
-                    w.tx.batch_execute("RELEASE SAVEPOINT job")
-                        .await
-                        .db("release savepoint");
-                // A checkpoint between jobs once enough entries went by.
-                if step.is_ok() && w.head.seq.saturating_sub(signed_through) >= SIGN_EVERY_ENTRIES {
+                savepoint = Savepoint::Kept;
+                // A checkpoint between jobs once enough entries went by (kept in this job's
+                // savepoint, which only a COMMIT or the next job's release follows).
+                let mut step = Ok(());
+                if w.head.seq.saturating_sub(signed_through) >= SIGN_EVERY_ENTRIES {
                     step = self.sign(&mut w).await;
                     signed_through = w.head.seq;
                 }
@@ -514,10 +619,11 @@ impl Writer {
                     return self.abort(w, queue.collect(), waiting, jobs, e).await;
                 }
             } else {
-                (w.head, w.sign, w.audited) = before;
+                (w.head, w.sign, w.audited, w.audit_heads) = before;
+                savepoint = Savepoint::Empty;
                 // Rolled back alone; its own error does not depend on the COMMIT.
                 let undone =
-                    w.tx.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                    w.tx.batch_execute("ROLLBACK TO SAVEPOINT job")
                         .await
                         .db("roll back savepoint");
                 job.answer(None);
@@ -652,41 +758,73 @@ impl Writer {
         }
     }
 
-    /// Before COMMIT: moves the head row, signs the head when due, queues the notification.
+    /// Before COMMIT: moves the head row, signs the head when due, queues the notification;
+    /// the three statements pipelined (one round trip).
     async fn finish(&self, w: &mut WriteTx<'_>, appended: bool) -> Result<()> {
-        if appended {
-            let seq = i64::try_from(w.head.seq)
-                .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
-            let stmt = w
-                .tx
+        let signature = if (appended || w.sign) && w.head.seq > 0 {
+            self.signature(w).await?
+        } else {
+            None
+        };
+        let seq = i64::try_from(w.head.seq)
+            .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
+        let tx = &w.tx;
+        let (head_stmt, notify_stmt) = if appended {
+            let head = tx
                 .prepare_cached("UPDATE change_head SET seq = $1, hash = $2, at = $3 WHERE id = 1")
                 .await
                 .db("move change head")?;
-            w.tx.execute(&stmt, &[&seq, &w.head.hash.as_slice(), &w.head.at])
-                .await
-                .db("move change head")?;
-        }
-        if (appended || w.sign) && w.head.seq > 0 {
-            self.sign(w).await?;
-        }
-        if appended {
-            // Delivered to every listening instance at COMMIT, and only if it commits.
-            let stmt =
-                w.tx.prepare_cached("SELECT pg_notify($1, $2)")
-                    .await
-                    .db("notify head")?;
-            w.tx.execute(&stmt, &[&HEAD_CHANNEL, &w.head.seq.to_string()])
+            let notify = tx
+                .prepare_cached("SELECT pg_notify($1, $2)")
                 .await
                 .db("notify head")?;
-        }
+            (Some(head), Some(notify))
+        } else {
+            (None, None)
+        };
+        let hash = w.head.hash;
+        let at = w.head.at;
+        let payload = w.head.seq.to_string();
+        let move_head = async {
+            if let Some(stmt) = &head_stmt {
+                tx.execute(stmt, &[&seq, &hash.as_slice(), &at])
+                    .await
+                    .db("move change head")?;
+            }
+            Ok(())
+        };
+        let sign = async {
+            match &signature {
+                Some(s) => insert_signature(tx, s).await,
+                None => Ok(()),
+            }
+        };
+        // Delivered to every listening instance at COMMIT, and only if it commits.
+        let notify = async {
+            if let Some(stmt) = &notify_stmt {
+                tx.execute(stmt, &[&HEAD_CHANNEL, &payload])
+                    .await
+                    .db("notify head")?;
+            }
+            Ok(())
+        };
+        futures_util::future::try_join3(move_head, sign, notify).await?;
         Ok(())
     }
 
-    /// Signs the head (with the signer set, once the log has a cluster id), in the write's
-    /// transaction: signed or not written.
+    /// Signs the head between jobs (with the signer set, once the log has a cluster id), in
+    /// the write's transaction: signed or not written.
     async fn sign(&self, w: &mut WriteTx<'_>) -> Result<()> {
+        match self.signature(w).await? {
+            Some(s) => insert_signature(&w.tx, &s).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The head's signature, if a signer is set and the log has a cluster id.
+    async fn signature(&self, w: &mut WriteTx<'_>) -> Result<Option<FeedSignature>> {
         let Some(signer) = self.shared.signer.get() else {
-            return Ok(());
+            return Ok(None);
         };
         let cluster = match self.shared.cluster.get() {
             Some(c) => *c,
@@ -697,7 +835,7 @@ impl Writer {
                         .db("read cluster id")?;
                 let Some(row) = row else {
                     // Signed later: the server signs its head at start, once the id exists.
-                    return Ok(());
+                    return Ok(None);
                 };
                 let id: [u8; 16] = bytes_col(&row, 0, "replication.cluster_id")?;
                 // Cached only once the batch commits: the row may be this batch's own.
@@ -706,14 +844,10 @@ impl Writer {
             }
         };
         let signature = signer.sign(&checkpoint_message(&cluster, w.head.seq, &w.head.hash));
-        insert_signature(
-            &w.tx,
-            &FeedSignature {
-                seq: w.head.seq,
-                signature,
-            },
-        )
-        .await
+        Ok(Some(FeedSignature {
+            seq: w.head.seq,
+            signature,
+        }))
     }
 }
 
@@ -835,193 +969,5 @@ pub(crate) async fn insert_signature(
 }
 
 #[cfg(test)]
-mod tests {
-    use coffer_storage::Storage as _;
-
-    use super::*;
-    use crate::testing::{TestDatabase, cluster_url};
-
-    #[tokio::test]
-    async fn a_lost_commit_is_resolved_from_the_log() {
-        let Some(cluster) = cluster_url("a_lost_commit_is_resolved_from_the_log") else {
-            return;
-        };
-        let db = TestDatabase::create(&cluster).await;
-        let s = db.storage().await;
-        s.create_account(
-            coffer_storage::AccountRecord {
-                id: coffer_types::AccountId::from_bytes([1; 16]),
-                name: "a".into(),
-                created: Timestamp::from_unix_micros(1),
-                secrets_quota: None,
-            },
-            &[],
-        )
-        .await
-        .unwrap();
-        let head = read_head(&s.client().await.unwrap()).await.unwrap();
-        assert_eq!(head.seq, 1);
-        assert_eq!(
-            resolve_commit(&s.pool, head).await,
-            CommitOutcome::Committed
-        );
-        let other = Head {
-            hash: [7; 32],
-            ..head
-        };
-        assert_eq!(
-            resolve_commit(&s.pool, other).await,
-            CommitOutcome::NotCommitted
-        );
-        let ahead = Head { seq: 2, ..head };
-        assert_eq!(
-            resolve_commit(&s.pool, ahead).await,
-            CommitOutcome::NotCommitted
-        );
-        // While another session holds the writer lock, the answer is "unknown", in bounded time.
-        let hold = s.hold_writer_lock().await;
-        let started = Instant::now();
-        let outcome = resolve_commit(&s.pool, head).await;
-        assert!(matches!(outcome, CommitOutcome::Unknown(_)), "{outcome:?}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(8));
-        hold.finish().await.unwrap();
-    }
-
-    /// Database defaults that would break the SQL (escapes, isolation) do not apply to
-    /// Coffer's sessions, and reads are bounded.
-    #[tokio::test]
-    async fn sessions_set_what_they_rely_on_whatever_the_database_defaults() {
-        let Some(cluster) =
-            cluster_url("sessions_set_what_they_rely_on_whatever_the_database_defaults")
-        else {
-            return;
-        };
-        let db = TestDatabase::create(&cluster).await;
-        let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        admin
-            .batch_execute(&format!(
-                "ALTER DATABASE {0} SET standard_conforming_strings = off;
-                 ALTER DATABASE {0} SET default_transaction_isolation = 'repeatable read'",
-                db.name()
-            ))
-            .await
-            .unwrap();
-        // The migration's literals need standard_conforming_strings.
-        let s = db.storage().await;
-        let c = s.client().await.unwrap();
-        let show = |name: &'static str| {
-            let c = &c;
-            async move {
-                c.query_one(&format!("SHOW {name}"), &[])
-                    .await
-                    .unwrap()
-                    .get::<_, String>(0)
-            }
-        };
-        assert_eq!(show("standard_conforming_strings").await, "on");
-        assert_eq!(show("statement_timeout").await, "1min");
-        drop(c);
-        let isolation = s
-            .write(&[], |w| {
-                Box::pin(async move {
-                    let row = w
-                        .tx()
-                        .query_one("SHOW transaction_isolation", &[])
-                        .await
-                        .db("show")?;
-                    Ok(row.get::<_, String>(0))
-                })
-            })
-            .await
-            .unwrap();
-        assert_eq!(isolation, "read committed");
-    }
-
-    /// A rolling upgrade: once a newer build migrated the database, an older instance that
-    /// is still running refuses to write, naming both versions.
-    #[tokio::test]
-    async fn writes_stop_once_the_schema_is_newer_than_the_build() {
-        let Some(cluster) = cluster_url("writes_stop_once_the_schema_is_newer_than_the_build")
-        else {
-            return;
-        };
-        let db = TestDatabase::create(&cluster).await;
-        let s = db.storage().await;
-        let account = |n: u8| coffer_storage::AccountRecord {
-            id: coffer_types::AccountId::from_bytes([n; 16]),
-            name: format!("a{n}"),
-            created: Timestamp::from_unix_micros(1),
-            secrets_quota: None,
-        };
-        s.create_account(account(1), &[]).await.unwrap();
-        let newer = crate::SCHEMA_VERSION + 1;
-        s.client()
-            .await
-            .unwrap()
-            .execute(
-                "UPDATE coffer_schema_version SET version = $1 WHERE id = 1",
-                &[&newer],
-            )
-            .await
-            .unwrap();
-        let e = s.create_account(account(2), &[]).await.unwrap_err();
-        assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
-        let text = e.to_string();
-        assert!(text.contains(&format!("version {newer}")), "{text}");
-        assert!(
-            text.contains(&format!("version {}", crate::SCHEMA_VERSION)),
-            "{text}"
-        );
-        assert_eq!(s.change_head().await.unwrap(), 1);
-    }
-
-    /// TRUNCATE fires no row trigger; the append-only tables refuse it all the same.
-    #[tokio::test]
-    async fn append_only_tables_refuse_truncate() {
-        let Some(cluster) = cluster_url("append_only_tables_refuse_truncate") else {
-            return;
-        };
-        let db = TestDatabase::create(&cluster).await;
-        let s = db.storage().await;
-        let c = s.client().await.unwrap();
-        for table in ["changes", "audit", "audit_checkpoints"] {
-            let e = c
-                .batch_execute(&format!("TRUNCATE {table}"))
-                .await
-                .expect_err(table);
-            let text = crate::error_chain(&e);
-            assert!(text.contains("append-only"), "{table}: {text}");
-        }
-    }
-
-    #[tokio::test]
-    async fn reads_holding_every_pooled_connection_do_not_stop_writes() {
-        let Some(cluster) = cluster_url("reads_holding_every_pooled_connection_do_not_stop_writes")
-        else {
-            return;
-        };
-        let db = TestDatabase::create(&cluster).await;
-        let s = db.storage().await;
-        let mut held = Vec::new();
-        while s.pool.status().available > 0 || s.pool.status().size < s.pool.status().max_size {
-            held.push(s.client().await.unwrap());
-        }
-        let write = s.create_account(
-            coffer_storage::AccountRecord {
-                id: coffer_types::AccountId::from_bytes([2; 16]),
-                name: "b".into(),
-                created: Timestamp::from_unix_micros(1),
-                secrets_quota: None,
-            },
-            &[],
-        );
-        tokio::time::timeout(std::time::Duration::from_secs(5), write)
-            .await
-            .expect("the write does not wait for a read connection")
-            .unwrap();
-        drop(held);
-    }
-}
+#[path = "write_tests.rs"]
+mod tests;

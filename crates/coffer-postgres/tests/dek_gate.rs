@@ -15,6 +15,7 @@ use coffer_storage::{AccountRecord, DekRecord, Storage, StorageError, WrappedKey
 use coffer_types::{AccountId, DekId, Timestamp};
 
 const CHILD_URL: &str = "COFFER_TEST_CHILD_DATABASE_URL";
+const CHILD_HOLD_IDLE_MS: &str = "COFFER_TEST_CHILD_HOLD_IDLE_MS";
 
 fn account() -> AccountRecord {
     AccountRecord {
@@ -137,41 +138,238 @@ async fn closing_waits_for_another_instances_uncommitted_dek() {
     drop(hold);
 }
 
-/// A frozen holder (its process stopped, the hold never dropped) is ended by the database
-/// after the idle timeout, which opens the gate for the others.
+/// A live holder keeps its hold past the idle limit without any check (its keepalive renews
+/// the session's idle clock), and a check after that finds it in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_frozen_holder_is_ended_after_the_idle_timeout() {
-    let Some(cluster) = cluster_url("a_frozen_holder_is_ended_after_the_idle_timeout") else {
+async fn a_live_holder_keeps_its_hold_past_the_idle_limit() {
+    let Some(cluster) = cluster_url("a_live_holder_keeps_its_hold_past_the_idle_limit") else {
         return;
     };
     let db = TestDatabase::create(&cluster).await;
     let mut a = connect(&db, Duration::from_secs(10), Duration::from_secs(1)).await;
-    a.set_dek_gate_hold_idle(Duration::from_secs(2));
+    a.set_dek_gate_hold_idle(Duration::from_millis(800));
     let b = db.storage().await;
     b.create_account(account(), &[]).await.unwrap();
     let hold = a.close_dek_gate().await.unwrap();
-    // A checked hold lives on past its idle time counted from its start.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    hold.check()
-        .await
-        .expect("a hold idle for less than its limit");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Three idle limits without a check.
+    tokio::time::sleep(Duration::from_millis(2_400)).await;
+    assert!(
+        matches!(b.put_dek(dek(4)).await, Err(StorageError::Conflict)),
+        "the hold is still in force"
+    );
+    hold.check().await.expect("a live hold's check");
+    drop(hold);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while b.wait_dek_gate().await.is_err() {}
+    })
+    .await
+    .expect("the gate opens once the hold is dropped");
+    b.put_dek(dek(4)).await.unwrap();
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid` with kill(1).
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// A frozen holder (its process stopped with SIGSTOP, the hold never dropped, its keepalive
+/// stopped with it) is ended by the database after the hold idle limit, which opens the gate
+/// for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_is_released_after_the_idle_limit() {
+    let Some(cluster) = cluster_url("a_frozen_holder_is_released_after_the_idle_limit") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let b = db.storage().await;
+    b.create_account(account(), &[]).await.unwrap();
+    let mut child = spawn_holder(&db, Some(Duration::from_millis(1_500)));
+    // Alive, it keeps the gate past its idle limit.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert!(
+        matches!(b.put_dek(dek(4)).await, Err(StorageError::Conflict)),
+        "a live holder keeps the gate closed"
+    );
+    signal(child.0.id(), "STOP");
+    let stopped = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while b.wait_dek_gate().await.is_err() {}
+    })
+    .await
+    .expect("the frozen holder's hold is ended");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "released within the idle limit and a poll ({:?})",
+        stopped.elapsed()
+    );
+    b.put_dek(dek(4)).await.unwrap();
+    signal(child.0.id(), "CONT");
+    let _ = child.0.kill();
+}
+
+/// A process whose writes were refused by another instance's hold, and whose wait is under
+/// way, then closes the gate itself (its own revocation): the wait under way ends at once
+/// rather than poll until the gate wait runs out (it would meet its own hold), and a wait
+/// while it holds the gate returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wait_under_way_ends_when_its_own_process_closes_the_gate() {
+    let Some(cluster) = cluster_url("a_wait_under_way_ends_when_its_own_process_closes_the_gate")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = db.storage().await;
+    let b =
+        std::sync::Arc::new(connect(&db, Duration::from_secs(8), Duration::from_secs(30)).await);
+    b.create_account(account(), &[]).await.unwrap();
+    let hold_a = a.close_dek_gate().await.unwrap();
     assert!(matches!(
-        b.put_dek(dek(4)).await,
+        b.put_dek(dek(2)).await,
         Err(StorageError::Conflict)
     ));
+    let waiter = {
+        let b = std::sync::Arc::clone(&b);
+        tokio::spawn(async move { b.wait_dek_gate().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "B waits while A holds the gate");
+    // B's revocation begins: it queues for the gate behind A's. From then on B's writes are
+    // ordered by its own in-memory gate, and the wait under way ends.
+    let closing = {
+        let b = std::sync::Arc::clone(&b);
+        tokio::spawn(async move { b.close_dek_gate().await })
+    };
     let started = Instant::now();
-    b.wait_dek_gate()
+    tokio::time::timeout(Duration::from_secs(4), waiter)
         .await
-        .expect("the frozen hold ends within the gate wait");
-    assert!(started.elapsed() < Duration::from_secs(8));
-    b.put_dek(dek(4)).await.unwrap();
-    // The revocation, were it to go on, learns before its commit that the hold is gone.
-    match hold.check().await {
-        Err(StorageError::Unavailable(m)) => assert!(m.contains("hold was lost"), "{m}"),
-        other => panic!("a lost hold's check: {other:?}"),
-    }
+        .expect("the wait under way does not wait for its own process's revocation")
+        .unwrap()
+        .expect("and ends without an error");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(hold_a);
+    let hold_b = tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("B closes the gate once A's hold is gone")
+        .unwrap()
+        .unwrap();
+    let started = Instant::now();
+    b.wait_dek_gate().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(200));
+    drop(hold_b);
+}
+
+/// Each waiter waits for the gate wait from when it came: a waiter that joins a wait under
+/// way late does not inherit the first one's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_waiter_waits_its_own_gate_wait() {
+    let Some(cluster) = cluster_url("each_waiter_waits_its_own_gate_wait") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = db.storage().await;
+    let b = std::sync::Arc::new(
+        connect(&db, Duration::from_millis(2_000), Duration::from_secs(30)).await,
+    );
+    b.create_account(account(), &[]).await.unwrap();
+    let hold = a.close_dek_gate().await.unwrap();
+    assert!(matches!(
+        b.put_dek(dek(2)).await,
+        Err(StorageError::Conflict)
+    ));
+    let spawn_waiter = || {
+        let b = std::sync::Arc::clone(&b);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (b.wait_dek_gate().await, started.elapsed())
+        })
+    };
+    let first = spawn_waiter();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let late = spawn_waiter();
+    let (outcome, took) = first.await.unwrap();
+    assert!(
+        matches!(outcome, Err(StorageError::Unavailable(_))),
+        "the first waiter's wait ran out: {outcome:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_millis(3_500),
+        "after its own gate wait ({took:?})"
+    );
+    assert!(!late.is_finished(), "the late waiter still waits");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     drop(hold);
+    let (outcome, took) = late.await.unwrap();
+    outcome.expect("the late waiter sees the gate open within its own wait");
+    assert!(took < Duration::from_millis(2_000), "{took:?}");
+}
+
+/// The revocation's check of its hold is bounded on the client side too: a holding session
+/// that does not answer (its backend stopped) fails the check within its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hold_check_that_gets_no_answer_fails_in_bounded_time() {
+    let Some(cluster) = cluster_url("a_hold_check_that_gets_no_answer_fails_in_bounded_time")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = db.storage().await;
+    let hold = a.close_dek_gate().await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The backend of the session holding the gate (exclusive: granted, mode ExclusiveLock).
+    let row = admin
+        .query_one(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND mode = 'ExclusiveLock' AND database = (SELECT oid FROM pg_database
+                                                            WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap();
+    let pid = u32::try_from(row.get::<_, i32>(0)).unwrap();
+    signal(pid, "STOP");
+    let started = Instant::now();
+    // Bounded here too, so that a check without its own bound fails the test, not hangs it.
+    let checked = tokio::time::timeout(Duration::from_secs(15), hold.check()).await;
+    let took = started.elapsed();
+    signal(pid, "CONT");
+    let checked = checked.expect("the check ends by itself");
+    match checked {
+        Err(StorageError::Unavailable(m)) => assert!(m.contains("hold was lost"), "{m}"),
+        other => panic!("a check without an answer: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    drop(hold);
+}
+
+/// Bounds near the top of PostgreSQL's range (a write idle timeout of i32::MAX ms makes the
+/// close wait that long, and its statement's timeout more) are clamped, not refused by the
+/// server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_timeouts_near_the_top_of_the_range_are_clamped() {
+    let Some(cluster) = cluster_url("gate_timeouts_near_the_top_of_the_range_are_clamped") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = connect(
+        &db,
+        Duration::from_secs(10),
+        Duration::from_millis(u64::from(i32::MAX.unsigned_abs())),
+    )
+    .await;
+    let hold = a
+        .close_dek_gate()
+        .await
+        .expect("closing with the longest waits");
+    hold.check().await.unwrap();
+    drop(hold);
+    a.create_account(account(), &[]).await.unwrap();
 }
 
 /// Many writes of one instance refused by another's hold share one wait, which takes a
@@ -252,43 +450,39 @@ impl Drop for KillOnDrop {
 
 /// The child: closes the gate, says so, and sits until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the child process of kill_9_of_a_revoking_instance_leaves_no_hold"]
+#[ignore = "the child process of the tests that kill or stop a revoking instance"]
 async fn child_gate_holder() {
     let url = std::env::var(CHILD_URL).expect("run by the parent test");
-    let storage = PgStorage::connect(&url, PgOptions::default())
+    let mut storage = PgStorage::connect(&url, PgOptions::default())
         .await
         .unwrap();
+    if let Ok(ms) = std::env::var(CHILD_HOLD_IDLE_MS) {
+        storage.set_dek_gate_hold_idle(Duration::from_millis(ms.parse().unwrap()));
+    }
     let _hold = storage.close_dek_gate().await.unwrap();
     println!("HELD");
     tokio::time::sleep(Duration::from_secs(600)).await;
 }
 
-/// `kill -9` of an instance holding the gate (mid-revocation): the database ends its session
-/// with it, the gate opens, and the other instance stores new DEKs again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_a_revoking_instance_leaves_no_hold() {
-    let Some(cluster) = cluster_url("kill_9_of_a_revoking_instance_leaves_no_hold") else {
-        return;
-    };
-    let db = TestDatabase::create(&cluster).await;
-    let b = db.storage().await;
-    b.create_account(account(), &[]).await.unwrap();
-
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_gate_holder",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_URL, db.url())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+/// Starts [`child_gate_holder`] on `db` (with this hold idle limit) and returns once it holds
+/// the gate.
+fn spawn_holder(db: &TestDatabase, hold_idle: Option<Duration>) -> KillOnDrop {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "child_gate_holder",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, db.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(idle) = hold_idle {
+        command.env(CHILD_HOLD_IDLE_MS, idle.as_millis().to_string());
+    }
+    let mut child = KillOnDrop(command.spawn().unwrap());
     let stdout = child.0.stdout.take().unwrap();
     let (said, heard) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -302,6 +496,21 @@ async fn kill_9_of_a_revoking_instance_leaves_no_hold() {
     heard
         .recv_timeout(Duration::from_secs(60))
         .expect("the child closes the gate");
+    child
+}
+
+/// `kill -9` of an instance holding the gate (mid-revocation): the database ends its session
+/// with it, the gate opens, and the other instance stores new DEKs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_revoking_instance_leaves_no_hold() {
+    let Some(cluster) = cluster_url("kill_9_of_a_revoking_instance_leaves_no_hold") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let b = db.storage().await;
+    b.create_account(account(), &[]).await.unwrap();
+
+    let mut child = spawn_holder(&db, None);
     assert!(matches!(
         b.put_dek(dek(5)).await,
         Err(StorageError::Conflict)

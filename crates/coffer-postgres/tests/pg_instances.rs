@@ -36,6 +36,19 @@ struct Instances {
 /// Two instances with one KEK (`cp -r D D2`); B makes a new DEK for every seal when
 /// `b_dek_per_seal` (a DEK refresh per write: the most DEKs a tenant can make).
 async fn instances(test: &str, b_dek_per_seal: bool) -> Option<Instances> {
+    let b_policy = if b_dek_per_seal {
+        DekPolicy {
+            max_age: Duration::from_secs(3600),
+            max_seals: 1,
+        }
+    } else {
+        DekPolicy::default()
+    };
+    instances_with(test, DekPolicy::default(), b_policy).await
+}
+
+/// Two instances as [`instances`] makes them, with these DEK policies.
+async fn instances_with(test: &str, a_policy: DekPolicy, b_policy: DekPolicy) -> Option<Instances> {
     let cluster = cluster_url(test)?;
     let db = TestDatabase::create(&cluster).await;
     let dir = tempfile::tempdir().unwrap();
@@ -46,19 +59,11 @@ async fn instances(test: &str, b_dek_per_seal: bool) -> Option<Instances> {
         Arc::clone(&storage_a),
         Arc::clone(&kek),
         Limits::default(),
-        DekPolicy::default(),
+        a_policy,
     )
     .await
     .unwrap();
     let (_, token) = a.bootstrap("operator").await.unwrap();
-    let b_policy = if b_dek_per_seal {
-        DekPolicy {
-            max_age: Duration::from_secs(3600),
-            max_seals: 1,
-        }
-    } else {
-        DekPolicy::default()
-    };
     let b = Coffer::open(storage_b, kek, Limits::default(), b_policy)
         .await
         .unwrap();
@@ -407,4 +412,102 @@ async fn deletions_on_one_instance_stop_runtime_reads_on_the_other_within_the_ca
             );
         }
     }
+}
+
+/// The same account on both instances, a store made through B and a node revoked through A
+/// after B sealed a value there: the value and its DEK (under the replaced replication key).
+async fn value_then_revocation(f: &Instances) -> (Tenant, StoreId, SecretRecord, DekId) {
+    let t = tenant(f, "acme").await;
+    let store =
+        f.b.create_store(&t.on_b, t.account, StoreName::parse("prod").unwrap())
+            .await
+            .unwrap()
+            .id;
+    let made =
+        f.b.create_secrets(&t.on_b, t.account, store, vec![item("KEY", "b")])
+            .await
+            .unwrap();
+    let first = made.into_iter().next().unwrap();
+    let old_dek = dek_of(f.storage.as_ref(), &first).await;
+    let n = node(f, "e1").await;
+    f.a.revoke_node(&f.op_a, n.id).await.unwrap();
+    (t, store, first, old_dek)
+}
+
+/// The value of the secret `KEY` of `store` as a runtime read opens it, through A.
+async fn value_of(f: &Instances, t: &Tenant, store: StoreId) -> Vec<u8> {
+    let token = deploy(&f.a, &t.on_a, t.account, store).await;
+    read(&f.a, &token).await.unwrap()
+}
+
+/// B's values are due for re-sealing when a node revoked through A rotates the replication
+/// key: B's lifecycle pass makes its new DEK under the old key, which storage refuses
+/// (`Conflict`); B refreshes as a write does and re-seals on the same pass (as on SQLite, in
+/// coffer-core's reseal tests, here on a database two instances share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseal_refused_after_another_instances_revocation_recovers_on_the_same_pass() {
+    let short = DekPolicy {
+        max_age: Duration::from_millis(300),
+        max_seals: 1 << 20,
+    };
+    let Some(f) = instances_with(
+        "a_reseal_refused_after_another_instances_revocation_recovers_on_the_same_pass",
+        short,
+        short,
+    )
+    .await
+    else {
+        return;
+    };
+    let (t, store, first, old_dek) = value_then_revocation(&f).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let settings = coffer_core::ResealSettings {
+        batch: 3,
+        pause: Duration::ZERO,
+        interval: Duration::from_secs(3600),
+        keep_versions: 1,
+        compaction_gap: Duration::ZERO,
+    };
+    f.b.run_dek_lifecycle_pass(settings)
+        .await
+        .expect("B's pass recovers from the refusal");
+    let now = f
+        .storage
+        .get_secret(first.account_id, first.store_id, first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let dek = dek_of(f.storage.as_ref(), &now).await;
+    assert_ne!(dek, old_dek, "re-sealed on that pass");
+    let stored = f.storage.get_dek(dek).await.unwrap().unwrap();
+    let (current, _) = f.storage.latest_replication_key().await.unwrap().unwrap();
+    assert_eq!(stored.rk.as_ref().map(|rk| rk.version), Some(current));
+    assert_eq!(value_of(&f, &t, store).await, b"b");
+}
+
+/// B's first write after a node's revocation through A is a duplicate: storage refuses its
+/// DEK (made under the replaced key) once; the duplicate refreshes and tries again, as a
+/// create does, instead of answering `Conflict`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_refused_after_another_instances_revocation_is_retried() {
+    let Some(f) = instances(
+        "a_duplicate_refused_after_another_instances_revocation_is_retried",
+        false,
+    )
+    .await
+    else {
+        return;
+    };
+    let (t, store, first, old_dek) = value_then_revocation(&f).await;
+    let dup = coffer_core::DuplicateSecret {
+        name: SecretName::parse("KEY_COPY").unwrap(),
+        scopes: Scopes::new([Scope::Workers]),
+        comment: None,
+    };
+    let copy =
+        f.b.duplicate_secret(&t.on_b, t.account, store, first.id, dup)
+            .await
+            .expect("B duplicates after A's revocation");
+    assert_ne!(dek_of(f.storage.as_ref(), &copy).await, old_dek);
+    assert_eq!(copy.name.as_str(), "KEY_COPY");
 }

@@ -32,11 +32,6 @@ pub fn backend() -> Backend {
 /// starts with `if SqliteOnly::X.skip() { return; }`.
 #[derive(Debug, Clone, Copy)]
 pub enum SqliteOnly {
-    /// It opens `coffer.db` itself: to tamper with the audit log or to make its writes fail.
-    /// Not yet ported to PostgreSQL (that takes superuser SQL on its tables, `Backing::client`);
-    /// until then nothing in this suite tampers with a PostgreSQL audit log. What is at rest is
-    /// checked on both backends (`Harness::at_rest_bytes`).
-    DatabaseFile,
     /// It rotates the KEK or gives an account a KEK of its own: a database shared by
     /// instances refuses both with 409 `kek_rotation_unsupported` (docs/operations.md,
     /// "PostgreSQL"), which `on_a_shared_database_key_rotations_are_refused_and_change_nothing`
@@ -51,12 +46,11 @@ impl SqliteOnly {
     pub fn skip(self) -> bool {
         use std::io::Write as _;
         use std::sync::atomic::{AtomicBool, Ordering};
-        static SAID: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+        static SAID: [AtomicBool; 1] = [AtomicBool::new(false)];
         if backend() == Backend::Sqlite {
             return false;
         }
         let why = match self {
-            SqliteOnly::DatabaseFile => "it opens coffer.db itself",
             SqliteOnly::KeyRotation => "a shared database refuses KEK rotations (409)",
         };
         if !SAID[self as usize].swap(true, Ordering::Relaxed) {

@@ -13,6 +13,7 @@ mod accounts;
 mod accounts_admin;
 mod at_rest;
 mod audit;
+mod audit_tamper;
 mod auth;
 mod backend;
 mod bad_body;

@@ -1,0 +1,262 @@
+//! Tests of the write primitive (`write.rs`): lost commits, session settings, schema
+//! versions, append-only tables, the read pool, and one batch's audit heads.
+
+use coffer_storage::Storage as _;
+
+use super::*;
+use crate::testing::{TestDatabase, cluster_url};
+
+#[tokio::test]
+async fn a_lost_commit_is_resolved_from_the_log() {
+    let Some(cluster) = cluster_url("a_lost_commit_is_resolved_from_the_log") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    s.create_account(
+        coffer_storage::AccountRecord {
+            id: coffer_types::AccountId::from_bytes([1; 16]),
+            name: "a".into(),
+            created: Timestamp::from_unix_micros(1),
+            secrets_quota: None,
+        },
+        &[],
+    )
+    .await
+    .unwrap();
+    let head = read_head(&s.client().await.unwrap()).await.unwrap();
+    assert_eq!(head.seq, 1);
+    assert_eq!(
+        resolve_commit(&s.pool, head).await,
+        CommitOutcome::Committed
+    );
+    let other = Head {
+        hash: [7; 32],
+        ..head
+    };
+    assert_eq!(
+        resolve_commit(&s.pool, other).await,
+        CommitOutcome::NotCommitted
+    );
+    let ahead = Head { seq: 2, ..head };
+    assert_eq!(
+        resolve_commit(&s.pool, ahead).await,
+        CommitOutcome::NotCommitted
+    );
+    // While another session holds the writer lock, the answer is "unknown", in bounded time.
+    let hold = s.hold_writer_lock().await;
+    let started = Instant::now();
+    let outcome = resolve_commit(&s.pool, head).await;
+    assert!(matches!(outcome, CommitOutcome::Unknown(_)), "{outcome:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    hold.finish().await.unwrap();
+}
+
+/// One batch, three writes appending to one account's audit chain, the middle one
+/// failing after its append: the batch reads the account's head once and keeps what it
+/// appended, and a rolled-back write takes its entries back from that too, so the chain
+/// stays gap-free and linked (its entry 2 is the third write's).
+#[tokio::test]
+async fn a_batch_keeps_each_accounts_audit_head_across_a_rolled_back_write() {
+    let Some(cluster) =
+        cluster_url("a_batch_keeps_each_accounts_audit_head_across_a_rolled_back_write")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    let account = coffer_types::AccountId::from_bytes([3; 16]);
+    let entry = move |action: &str| AuditEntry {
+        account_id: account,
+        at: Timestamp::from_unix_micros(1),
+        action: action.into(),
+        outcome: "ok".into(),
+        actor_token: None,
+        store_id: None,
+        secret_id: None,
+        payload: b"{}".to_vec(),
+    };
+    // The writer sits in a batch of its own; the three below queue behind it and are taken
+    // together.
+    let hold = s.hold_writer_lock().await;
+    let first = s
+        .queue_write(&[entry("first")], |_| Box::pin(async { Ok(()) }))
+        .await
+        .unwrap();
+    let failing = s
+        .queue_write(&[], move |w| {
+            Box::pin(async move {
+                w.audit(&[entry("undone")]).await?;
+                Err::<(), _>(StorageError::Conflict)
+            })
+        })
+        .await
+        .unwrap();
+    let third = s
+        .queue_write(&[entry("third")], |_| Box::pin(async { Ok(()) }))
+        .await
+        .unwrap();
+    let commits = s.write_stats().commits;
+    hold.finish().await.unwrap();
+    first.await.unwrap();
+    assert!(matches!(failing.await, Err(StorageError::Conflict)));
+    third.await.unwrap();
+    assert_eq!(
+        s.write_stats().commits,
+        commits + 2,
+        "the held batch, then the three writes in one"
+    );
+    let records = s.audit_entries(account, 0, 10).await.unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, ["first", "third"]);
+    assert_eq!(records[0].seq, 1);
+    assert_eq!(
+        records[0].prev_hash,
+        coffer_storage::AuditRecord::GENESIS_HASH
+    );
+    assert_eq!(records[1].seq, 2);
+    assert_eq!(records[1].prev_hash, records[0].hash);
+    for r in &records {
+        assert_eq!(
+            r.hash,
+            coffer_storage::AuditRecord::compute_hash(&r.prev_hash, r.seq, &r.entry)
+        );
+    }
+}
+
+/// Database defaults that would break the SQL (escapes, isolation) do not apply to
+/// Coffer's sessions, and reads are bounded.
+#[tokio::test]
+async fn sessions_set_what_they_rely_on_whatever_the_database_defaults() {
+    let Some(cluster) =
+        cluster_url("sessions_set_what_they_rely_on_whatever_the_database_defaults")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} SET standard_conforming_strings = off;
+             ALTER DATABASE {0} SET default_transaction_isolation = 'repeatable read'",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    // The migration's literals need standard_conforming_strings.
+    let s = db.storage().await;
+    let c = s.client().await.unwrap();
+    let show = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(show("standard_conforming_strings").await, "on");
+    assert_eq!(show("statement_timeout").await, "1min");
+    drop(c);
+    let isolation = s
+        .write(&[], |w| {
+            Box::pin(async move {
+                let row = w
+                    .tx()
+                    .query_one("SHOW transaction_isolation", &[])
+                    .await
+                    .db("show")?;
+                Ok(row.get::<_, String>(0))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(isolation, "read committed");
+}
+
+/// A rolling upgrade: once a newer build migrated the database, an older instance that
+/// is still running refuses to write, naming both versions.
+#[tokio::test]
+async fn writes_stop_once_the_schema_is_newer_than_the_build() {
+    let Some(cluster) = cluster_url("writes_stop_once_the_schema_is_newer_than_the_build") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    let account = |n: u8| coffer_storage::AccountRecord {
+        id: coffer_types::AccountId::from_bytes([n; 16]),
+        name: format!("a{n}"),
+        created: Timestamp::from_unix_micros(1),
+        secrets_quota: None,
+    };
+    s.create_account(account(1), &[]).await.unwrap();
+    let newer = crate::SCHEMA_VERSION + 1;
+    s.client()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE coffer_schema_version SET version = $1 WHERE id = 1",
+            &[&newer],
+        )
+        .await
+        .unwrap();
+    let e = s.create_account(account(2), &[]).await.unwrap_err();
+    assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains(&format!("version {newer}")), "{text}");
+    assert!(
+        text.contains(&format!("version {}", crate::SCHEMA_VERSION)),
+        "{text}"
+    );
+    assert_eq!(s.change_head().await.unwrap(), 1);
+}
+
+/// TRUNCATE fires no row trigger; the append-only tables refuse it all the same.
+#[tokio::test]
+async fn append_only_tables_refuse_truncate() {
+    let Some(cluster) = cluster_url("append_only_tables_refuse_truncate") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    let c = s.client().await.unwrap();
+    for table in ["changes", "audit", "audit_checkpoints"] {
+        let e = c
+            .batch_execute(&format!("TRUNCATE {table}"))
+            .await
+            .expect_err(table);
+        let text = crate::error_chain(&e);
+        assert!(text.contains("append-only"), "{table}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn reads_holding_every_pooled_connection_do_not_stop_writes() {
+    let Some(cluster) = cluster_url("reads_holding_every_pooled_connection_do_not_stop_writes")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    let mut held = Vec::new();
+    while s.pool.status().available > 0 || s.pool.status().size < s.pool.status().max_size {
+        held.push(s.client().await.unwrap());
+    }
+    let write = s.create_account(
+        coffer_storage::AccountRecord {
+            id: coffer_types::AccountId::from_bytes([2; 16]),
+            name: "b".into(),
+            created: Timestamp::from_unix_micros(1),
+            secrets_quota: None,
+        },
+        &[],
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), write)
+        .await
+        .expect("the write does not wait for a read connection")
+        .unwrap();
+    drop(held);
+}
