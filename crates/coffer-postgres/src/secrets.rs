@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 use crate::PgStorage;
 use crate::db::{
     DbResultExt, Params, Violation, bytes_col, col, contains_pattern, db_error, direction_sql,
-    encode_scopes, offset, opt_bytes_col, scope_needle, scopes_col, ts_col, u64_col, version_col,
+    encode_scopes, opt_bytes_col, scope_needle, scopes_col, ts_col, u64_col, version_col,
     violation,
 };
 use crate::keys::insert_carried_deks;

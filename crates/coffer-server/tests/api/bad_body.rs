@@ -92,7 +92,7 @@ async fn invalid_utf8_on_every_body_endpoint() {
 }
 
 /// Each case: endpoint index (as in `body_endpoints`), body, JSON pointer named.
-fn wrong_type_cases(fx: &Fx) -> Vec<(usize, Value, &'static str)> {
+fn wrong_type_cases(fx: &Fixture) -> Vec<(usize, Value, &'static str)> {
     let x = &fx.secret;
     vec![
         // create store

@@ -106,7 +106,7 @@ async fn cluster_id(h: &Harness) -> [u8; 16] {
 struct Bound {
     store: String,
     secret: String,
-    svc: Svc,
+    svc: DeployedService,
 }
 
 async fn bound(h: &Harness, value: &str) -> Bound {

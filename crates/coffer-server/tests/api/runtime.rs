@@ -19,7 +19,7 @@ struct Rt {
     store: String,
     /// Secret name -> id.
     ids: std::collections::HashMap<String, String>,
-    svc: Svc,
+    svc: DeployedService,
 }
 
 impl Rt {

@@ -12,7 +12,7 @@ use crate::support::*;
 
 /// A service binding 16 secrets of 64 KiB: each batch read holds about 2 MiB (the values and
 /// their JSON).
-async fn big_service(h: &Harness) -> Svc {
+async fn big_service(h: &Harness) -> DeployedService {
     let store = h.create_store("big").await;
     let value = "v".repeat(65_536);
     for half in [0..8, 8..16] {
