@@ -61,6 +61,10 @@ pub(crate) const HOLD_IDLE: Duration = Duration::from_secs(20);
 
 /// How long [`HeldGate::check`] waits for the holding session's answer.
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a hold lasts, alive or not: a revocation takes seconds, so one past this is stuck
+/// (on a KEK call that does not answer, say); its hold is let go, its commit then refused (the
+/// hold is lost), and other instances' writes stop waiting on it.
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(120);
 
 /// What a wait that ran out says.
 const HELD_TOO_LONG: &str =
@@ -147,12 +151,12 @@ impl Pending {
     }
 
     /// The hold, once the lock is taken: its connection handed to the keepalive task.
-    fn hold(mut self, idle: Duration) -> Holder {
+    fn hold(mut self, idle: Duration, max: Duration) -> Holder {
         // Owned before the task exists: a task aborted before its first poll still closes the
         // connection when it is dropped.
         let owned = Owned(self.client.take());
         let (checks, requests) = mpsc::channel(1);
-        let keepalive = tokio::spawn(keep_alive(owned, idle / 4, requests));
+        let keepalive = tokio::spawn(keep_alive(owned, idle / 4, max, requests));
         // The hold stays counted until the holder is dropped (`Holder`'s drop uncounts it).
         Holder {
             checks,
@@ -173,9 +177,10 @@ impl Drop for Pending {
     }
 }
 
-/// A PostgreSQL timeout setting in milliseconds, within what the server takes (`i32::MAX`).
+/// A PostgreSQL timeout setting in milliseconds, within what the server takes (`i32::MAX`),
+/// and at least 1 ms: PostgreSQL reads 0 as no timeout at all.
 pub(crate) fn timeout_setting(ms: i64) -> String {
-    ms.clamp(0, i64::from(i32::MAX)).to_string()
+    ms.clamp(1, i64::from(i32::MAX)).to_string()
 }
 
 /// Ends a task when dropped.
@@ -216,11 +221,13 @@ impl Drop for Owned {
 }
 
 /// The holder's task: a statement on the holding session every `every` (restarting its idle
-/// clock) and on each check, until the hold is dropped or the session is lost. Then it closes
+/// clock) and on each check, until the hold is dropped, the session is lost, or `max` has
+/// passed ([`MAX_HOLD`]: a stuck revocation lets go). Then it closes
 /// the connection (never back into the pool with the transaction open).
 async fn keep_alive(
     owned: Owned,
     every: Duration,
+    max: Duration,
     mut checks: mpsc::Receiver<oneshot::Sender<bool>>,
 ) {
     let Some(client) = owned.0.as_ref() else {
@@ -229,8 +236,19 @@ async fn keep_alive(
     let mut alive = true;
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expired = false;
+    let too_long = tokio::time::sleep(max);
+    tokio::pin!(too_long);
     loop {
         tokio::select! {
+            () = &mut too_long, if alive => {
+                tracing::warn!(
+                    "the DEK gate was held for {} s without the revocation committing; let go",
+                    max.as_secs()
+                );
+                expired = true;
+                break;
+            }
             check = checks.recv() => {
                 let Some(answer) = check else { break };
                 if alive {
@@ -246,7 +264,14 @@ async fn keep_alive(
             }
         }
     }
+    // The session ends with the connection, and the lock with it.
     drop(owned);
+    if expired {
+        // Checks from here on answer that the hold is lost, until the hold is dropped.
+        while let Some(answer) = checks.recv().await {
+            let _ = answer.send(false);
+        }
+    }
 }
 
 #[async_trait]
@@ -291,7 +316,7 @@ pub(crate) async fn close(s: &PgStorage) -> Result<DekGateHold> {
         return Err(e).db("close the DEK gate");
     }
     let idle = Duration::from_millis(u64::try_from(s.gate.hold_idle_ms).unwrap_or(0));
-    Ok(DekGateHold::new(pending.hold(idle)))
+    Ok(DekGateHold::new(pending.hold(idle, s.gate.max_hold)))
 }
 
 /// `Storage::wait_dek_gate`: see the module comment. Each caller waits at most the gate wait
@@ -425,5 +450,17 @@ pub(crate) async fn enter_shared(w: &WriteTx<'_>) -> Result<()> {
         // Before the write is answered, so that its `wait_dek_gate` waits.
         w.shared().gate.refused.store(true, Ordering::Release);
         Err(StorageError::Conflict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timeout_settings_stay_within_what_postgresql_reads_as_a_bound() {
+        // 0 would be no timeout at all; past i32::MAX ms the server refuses the setting.
+        assert_eq!(super::timeout_setting(0), "1");
+        assert_eq!(super::timeout_setting(-5), "1");
+        assert_eq!(super::timeout_setting(250), "250");
+        assert_eq!(super::timeout_setting(i64::MAX), i32::MAX.to_string());
     }
 }

@@ -284,6 +284,8 @@ pub(crate) struct GateSettings {
     /// How long the holding session may sit idle before the database ends it; its keepalive
     /// renews it every quarter of this (`dek_gate::HOLD_IDLE`).
     pub(crate) hold_idle_ms: i64,
+    /// The longest a hold lasts, alive or not (`dek_gate::MAX_HOLD`).
+    pub(crate) max_hold: std::time::Duration,
 }
 
 impl GateSettings {
@@ -292,6 +294,7 @@ impl GateSettings {
             wait_ms,
             close_ms: wait_ms.max(write_idle_ms),
             hold_idle_ms: i64::try_from(dek_gate::HOLD_IDLE.as_millis()).unwrap_or(i64::MAX),
+            max_hold: dek_gate::MAX_HOLD,
         }
     }
 }

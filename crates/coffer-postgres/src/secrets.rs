@@ -303,6 +303,11 @@ async fn insert_new_secrets(
         .map_err(|e| match violation(&e) {
             // Checked above under the writer lock: only a bug gets here.
             Some(Violation::Unique("secrets_pkey")) => StorageError::AlreadyExists(Entity::Secret),
+            // Also checked above; should a clash get past the check, it is still a clash.
+            Some(Violation::Unique("secrets_name_unique")) => StorageError::NameTaken {
+                entity: Entity::Secret,
+                name: names.first().map(|n| (*n).to_owned()).unwrap_or_default(),
+            },
             Some(Violation::ForeignKey(_)) => StorageError::NotFound(Entity::Store),
             _ => db_error("create secret", &e),
         })

@@ -220,6 +220,12 @@ impl PgStorage {
         self.gate.hold_idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
     }
 
+    /// Test support: the longest this handle's holds of the DEK gate last, alive or not
+    /// (normally two minutes), so that a stuck revocation is let go without waiting that long.
+    pub fn set_dek_gate_max_hold(&mut self, max: std::time::Duration) {
+        self.gate.max_hold = max;
+    }
+
     /// Test support: how many writes are queued and not yet taken by the writer.
     pub fn queued_writes(&self) -> usize {
         self.writer.queued()

@@ -167,6 +167,39 @@ async fn a_live_holder_keeps_its_hold_past_the_idle_limit() {
     b.put_dek(dek(4)).await.unwrap();
 }
 
+/// A hold that lasts past its longest (a revocation stuck, say, on a KEK call that does not
+/// answer) is let go though its process is alive: other instances may insert DEKs again, and
+/// the stuck revocation's check (before its commit) finds its hold lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hold_past_its_longest_is_let_go() {
+    let Some(cluster) = cluster_url("a_hold_past_its_longest_is_let_go") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let mut a = connect(&db, Duration::from_secs(10), Duration::from_secs(1)).await;
+    a.set_dek_gate_max_hold(Duration::from_millis(1_500));
+    let b = db.storage().await;
+    b.create_account(account(), &[]).await.unwrap();
+    let hold = a.close_dek_gate().await.unwrap();
+    assert!(matches!(
+        b.put_dek(dek(5)).await,
+        Err(StorageError::Conflict)
+    ));
+    hold.check().await.expect("in force before its longest");
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while b.put_dek(dek(5)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the gate opens once the hold has lasted its longest");
+    assert!(
+        hold.check().await.is_err(),
+        "the stuck holder learns its hold is lost"
+    );
+    drop(hold);
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to process `pid` with kill(1).
 fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
