@@ -33,6 +33,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// used by another application on the same database).
 const MIGRATION_LOCK: i64 = 0x636f_6666_6572_0001;
 
+/// How long a migration waits for a table's lock before it gives up (see [`run`]).
+const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), ConnectError> {
     let failed = |what: &str, e: tokio_postgres::Error| {
@@ -90,9 +93,28 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
     )
     .await
     .map_err(|e| failed("taking the writer lock", e))?;
+    // A migration that alters a table waits for its exclusive lock behind every open read of
+    // it (an edge streaming a snapshot holds one for minutes), and while it waits, new reads of
+    // that table queue behind it on every instance. Bounded: past it the migration gives up,
+    // rolls back (releasing everything) and this start fails, to be tried again.
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {}",
+        MIGRATION_LOCK_WAIT.as_millis()
+    ))
+    .await
+    .map_err(|e| failed("beginning the migration", e))?;
     for (name, sql) in &MIGRATIONS[start..] {
         tx.batch_execute(sql).await.map_err(|e| {
-            ConnectError::Schema(format!("migration {name}: {}", crate::error_chain(&e)))
+            let waited = e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+            ConnectError::Schema(format!(
+                "migration {name}: {}{}",
+                crate::error_chain(&e),
+                if waited {
+                    " (a long read holds a table it alters, such as an edge's snapshot                      stream: start again once it is done; nothing was changed)"
+                } else {
+                    ""
+                }
+            ))
         })?;
     }
     tx.execute(

@@ -200,6 +200,56 @@ async fn a_hold_past_its_longest_is_let_go() {
     drop(hold);
 }
 
+/// A hold whose session the database ended (here `pg_terminate_backend`, as an administrator
+/// or a failover would) is found lost by the check a revocation makes before its commit, and
+/// the gate opens for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hold_whose_session_ended_is_found_lost_before_the_commit() {
+    let Some(cluster) = cluster_url("a_hold_whose_session_ended_is_found_lost_before_the_commit")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let a = connect(&db, Duration::from_secs(10), Duration::from_secs(1)).await;
+    let b = db.storage().await;
+    b.create_account(account(), &[]).await.unwrap();
+    let hold = a.close_dek_gate().await.unwrap();
+    hold.check().await.expect("in force");
+    let (admin, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+              WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted
+                AND (classid::bigint << 32) | objid::bigint = $1",
+            &[&0x636f_6666_6572_0003_i64],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "the holding session, found by its lock");
+    let lost = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if hold.check().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(lost.is_ok(), "the check finds the hold lost");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while b.put_dek(dek(6)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the gate opens with the session");
+    drop(hold);
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to process `pid` with kill(1).
 fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
