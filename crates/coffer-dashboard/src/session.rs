@@ -322,6 +322,20 @@ impl Sessions {
         at.and_then(|i| session.once.remove(i)).is_some()
     }
 
+    /// Whether `presented` is the API token session `id` was opened with (compared in constant
+    /// time): what an act that hands out the instance's keys asks for again, so that a stolen
+    /// cookie alone cannot do it.
+    pub(crate) fn token_is(&self, id: &SessionId, presented: &str) -> bool {
+        let table = self.lock();
+        table.map.get(id).is_some_and(|s| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(
+                s.token.as_bytes(),
+                presented.as_bytes(),
+            )
+            .is_ok()
+        })
+    }
+
     pub(crate) fn end(&self, id: &SessionId) {
         self.lock().remove(id);
     }
@@ -433,6 +447,13 @@ mod tests {
         assert!(rest.iter().all(|n| sessions.redeem_once(&a, Some(n))));
         sessions.end(&a);
         assert_eq!(sessions.issue_once(&a), None, "no session, no nonce");
+        let c = sessions.open(owner("the-token", 3, 1)).unwrap();
+        assert!(sessions.token_is(&c, "the-token"));
+        assert!(
+            !sessions.token_is(&c, "the-toke")
+                && !sessions.token_is(&c, "")
+                && !sessions.token_is(&b, "the-token")
+        );
     }
 
     #[test]

@@ -38,8 +38,6 @@ pub struct KekStatusReport {
     pub rotation: Option<RotationReport>,
     /// The DEK lifecycle job's progress, when it runs.
     pub reseal: Option<crate::ResealStatus>,
-    /// How old the data keys are.
-    pub deks: DekAges,
 }
 
 /// The ages of the stored DEKs, beside how often a new one is made.
@@ -128,19 +126,26 @@ impl Coffer {
             status: rotation.status(),
             remaining: retiring.iter().map(|v| v.deks + v.instance_keys).sum(),
         });
-        let deks = self.storage.list_deks().await?;
-        let created = deks.iter().map(|d| d.key.created);
         Ok(KekStatusReport {
             active,
             versions,
             rotation,
             reseal: self.reseal_status().await?,
-            deks: DekAges {
-                count: deks.len() as u64,
-                oldest: created.clone().min(),
-                newest: created.max(),
-                max_age: self.keys.dek_policy().max_age,
-            },
+        })
+    }
+
+    /// How old the stored DEKs are (instance operator only): read from every DEK row, so asked
+    /// for by a page that shows it, not by each status poll.
+    pub async fn dek_ages(&self, who: &Principal) -> Result<DekAges, CoreError> {
+        self.check_operator(who, None, AuditAction::KekStatus, Target::kek())
+            .await?;
+        let deks = self.storage.list_deks().await?;
+        let created = deks.iter().map(|d| d.key.created);
+        Ok(DekAges {
+            count: deks.len() as u64,
+            oldest: created.clone().min(),
+            newest: created.max(),
+            max_age: self.keys.dek_policy().max_age,
         })
     }
 

@@ -37,6 +37,7 @@ pub(crate) struct Edges {
     pub nodes: Vec<NodeRow>,
     pub name: String,
     pub name_error: Option<String>,
+    pub token_error: Option<String>,
 }
 
 /// A new node's token, shown this once, with the feed key (no `Debug`: it holds the value).
@@ -84,6 +85,7 @@ fn row(n: &coffer_storage::NodeRecord, contact: Option<NodeContact>, now: Timest
 struct EdgesForm {
     name: String,
     name_error: Option<String>,
+    token_error: Option<String>,
     revoke: Option<(TokenId, String)>,
 }
 
@@ -119,6 +121,7 @@ async fn render_edges(
             nodes,
             name: form.name,
             name_error: form.name_error,
+            token_error: form.token_error,
         },
     )
 }
@@ -137,10 +140,30 @@ pub(crate) async fn create_node(
     body: Bytes,
 ) -> Response {
     let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form).or_else(|| s.replayed(&d, &form)) {
+    if let Some(r) = s.forged(&headers, &form) {
         return r;
     }
     let typed = form.get("name").unwrap_or_default().to_owned();
+    // A node's token, once its edge registers a key, is granted the replication key, which
+    // opens every value: the session's own API token is asked for again, so that a stolen
+    // cookie alone cannot register one.
+    if !d
+        .sessions
+        .token_is(&s.session, form.get("token").unwrap_or_default())
+    {
+        let f = EdgesForm {
+            name: typed,
+            token_error: Some(
+                "token: type this session's API token again to register a node".to_owned(),
+            ),
+            ..EdgesForm::default()
+        };
+        return render_edges(&d, &s, f, StatusCode::FORBIDDEN).await;
+    }
+    // The token asked again first: a mistyped one leaves the form's nonce unused.
+    if let Some(r) = s.replayed(&d, &form) {
+        return r;
+    }
     let refused = |message: String, status| {
         let f = EdgesForm {
             name: typed.clone(),

@@ -296,7 +296,12 @@ fn when_ago(t: Option<coffer_types::Timestamp>, now: coffer_types::Timestamp) ->
     )
 }
 
-fn keys_view(s: &Signed, report: KekStatusReport, error: Option<String>) -> Keys {
+fn keys_view(
+    s: &Signed,
+    report: KekStatusReport,
+    deks: coffer_core::DekAges,
+    error: Option<String>,
+) -> Keys {
     let now = coffer_types::Timestamp::now();
     let rows = report
         .versions
@@ -319,10 +324,10 @@ fn keys_view(s: &Signed, report: KekStatusReport, error: Option<String>) -> Keys
         versions: rows,
         rotation: report.rotation,
         reseal: report.reseal,
-        dek_count: report.deks.count,
-        dek_oldest: when_ago(report.deks.oldest, now),
-        dek_newest: when_ago(report.deks.newest, now),
-        dek_refresh: span(report.deks.max_age),
+        dek_count: deks.count,
+        dek_oldest: when_ago(deks.oldest, now),
+        dek_newest: when_ago(deks.newest, now),
+        dek_refresh: span(deks.max_age),
         error,
     }
 }
@@ -333,8 +338,12 @@ async fn render_keys(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    match d.coffer.kek_status(&s.who).await {
-        Ok(report) => page(status, &keys_view(s, report, error)),
+    let report = match d.coffer.kek_status(&s.who).await {
+        Ok(report) => report,
+        Err(e) => return failure_page(&e, Some(s.who())),
+    };
+    match d.coffer.dek_ages(&s.who).await {
+        Ok(deks) => page(status, &keys_view(s, report, deks, error)),
         Err(e) => failure_page(&e, Some(s.who())),
     }
 }

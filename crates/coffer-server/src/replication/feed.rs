@@ -48,9 +48,12 @@ pub(crate) async fn feed(
     };
     let storage = app.coffer.storage().clone();
     let mut heads = storage.subscribe_head();
-    // Where the node stands, for the operator's view of the fleet (`Coffer::fleet`).
-    app.coffer
-        .note_feed_request(node.id, after, *heads.borrow());
+    // Where the node stands, for the operator's view of the fleet (`Coffer::fleet`); a position
+    // past this log's head (refused below, or waited for by a relay) is not one it stands at.
+    let head_now = *heads.borrow();
+    if after <= head_now {
+        app.coffer.note_feed_request(node.id, after, head_now);
+    }
     let closing = repl.closing.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut timed_out = wait.is_zero();

@@ -1449,6 +1449,10 @@ async fn the_nodes_list_shows_where_each_node_last_asked_from() {
         None,
         "never asked: no contact"
     );
+    // A position past the head (refused) is not one the node stands at.
+    let r = feed(&h, &silent.token, &format!("after={}&wait=0", head + 5)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(contact_of(&h.nodes_state().await, &silent.id), None);
 
     // Caught up: its next request says so.
     decode_answer(&feed(&h, &asking.token, &format!("after={head}&wait=0")).await);

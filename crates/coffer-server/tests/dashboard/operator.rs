@@ -259,7 +259,12 @@ async fn the_edges_page_registers_shows_where_each_stands_and_revokes() {
         .post(
             &b,
             "/dashboard/edges",
-            &[("csrf", &csrf), ("once", &once), ("name", "bad name!")],
+            &[
+                ("csrf", &csrf),
+                ("once", &once),
+                ("name", "bad name!"),
+                ("token", &h.token),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -268,12 +273,37 @@ async fn the_edges_page_registers_shows_where_each_stands_and_revokes() {
         "{}",
         r.body
     );
+    // The session's cookie is not enough: its API token, typed again.
     let once = r.once();
+    for wrong in ["", "not-the-token"] {
+        let r = h
+            .post(
+                &b,
+                "/dashboard/edges",
+                &[
+                    ("csrf", &csrf),
+                    ("once", &once),
+                    ("name", "edge-fra"),
+                    ("token", wrong),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert!(r.body.contains("API token again") && r.once_value().is_none());
+    }
+    let (_, v) = h.api(Method::GET, "/client/v4/nodes", &h.token, None).await;
+    assert_eq!(v["result"].as_array().unwrap().len(), 0, "{v}");
+    let once = h.get(&b, "/dashboard/edges").await.once();
     let r = h
         .post(
             &b,
             "/dashboard/edges",
-            &[("csrf", &csrf), ("once", &once), ("name", "edge-fra")],
+            &[
+                ("csrf", &csrf),
+                ("once", &once),
+                ("name", "edge-fra"),
+                ("token", &h.token),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
