@@ -16,9 +16,13 @@ mod service;
 #[cfg(test)]
 mod test_keks;
 mod token_cache;
-mod vocabulary;
 
 pub use account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore, LoadedAccountKek};
+/// The audit log's words and the access events' (defined in `coffer-types`, which the edge
+/// and the wire types share), named here as core's own.
+pub use coffer_types::{
+    AccessEvent, AccessOutcome, AccessRefusal, AuditAction, AuditOutcome, TargetKind,
+};
 pub use error::{
     CoreError, INTERNAL_MESSAGE, Invalid, InvalidKind, NodeKeyRefusal, Resource,
     UNAVAILABLE_MESSAGE,
@@ -35,12 +39,9 @@ pub use service::account_kek::AccountKekReport;
 pub use service::fleet::NodeContact;
 pub use service::identity::{MAX_LABEL_BYTES, NewToken, check_label};
 pub use service::kek::{DekAges, KekStatusReport, KekVersionUsage, RotationReport};
-pub use service::runtime::{
-    AccessEvent, AccessOutcome, AccessRefusal, AllBindings, RuntimeStats, ServicePrincipal,
-};
+pub use service::runtime::{AllBindings, RuntimeStats, ServicePrincipal};
 pub use service::services::{Deploy, Deployed, MAX_BINDINGS, ServiceListQuery};
 pub use service::{
     AuditVerification, Coffer, CreateSecretItem, DuplicateSecret, Quota, SecretListQuery,
     StoreListQuery, UpdateSecret,
 };
-pub use vocabulary::{AuditAction, AuditOutcome, TargetKind};

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use coffer_api::replication::{AccessBatch, Observer};
 use coffer_core::{AccessEvent, Coffer};
 use coffer_server::ApiError;
-use coffer_server::replication::batch::{encode_batch, set_observer};
-use coffer_server::replication::{AccessSink, Observer};
+use coffer_server::replication::AccessSink;
 use coffer_storage::{NodeRecord, SqliteStorage};
 
 use crate::status::EdgeStatus;
@@ -49,7 +49,7 @@ pub(crate) async fn stash(coffer: &Coffer, storage: &SqliteStorage) {
     while !events.is_empty() {
         let rest = events.split_off(events.len().min(EVENTS_PER_BATCH));
         let id = coffer_crypto::random_array::<16>();
-        let kept = match serde_json::to_vec(&encode_batch(id, &events)) {
+        let kept = match serde_json::to_vec(&AccessBatch::encode(id, &events)) {
             Ok(body) => storage
                 .outbox_put(id, body)
                 .await
@@ -146,8 +146,8 @@ impl AccessSink for RelayAccess {
         events: Vec<AccessEvent>,
     ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>> {
         Box::pin(async move {
-            let mut batch = encode_batch(batch_id, &events);
-            set_observer(&mut batch, &observed_by);
+            let mut batch = AccessBatch::encode(batch_id, &events);
+            batch.set_observer(&observed_by);
             let body = serde_json::to_vec(&batch).map_err(|e| {
                 ApiError::new(coffer_api::ErrorCode::Internal, format!("encoding: {e}"))
             })?;

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use coffer_api::replication::BatchError;
 use coffer_api::{ApiMessage, Envelope, ErrorCode, ErrorSource};
 use coffer_core::{CoreError, InvalidKind, Resource};
 
@@ -69,6 +70,15 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> ApiError {
+        ApiError {
+            pointer: e.pointer,
+            ..ApiError::new(e.code, e.message)
+        }
     }
 }
 

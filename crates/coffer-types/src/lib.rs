@@ -1,15 +1,19 @@
-//! Vocabulary shared by every Coffer crate: typed identifiers, validated names, scopes and
-//! timestamps. Everything here is parsed at the edge of the system, so that a store id can never
+//! Vocabulary shared by every Coffer crate: typed identifiers, validated names, scopes,
+//! timestamps, the audit log's words and what became of runtime reads. Everything here is parsed at the edge of the system, so that a store id can never
 //! be passed where a secret id is expected and an invalid name never reaches storage.
 //!
 //! This crate has no crypto and no I/O. Random ids are made by the caller (core, which owns the
 //! random number generator) through [`AccountId::from_bytes`] and friends.
 
+mod access;
+mod audit;
 mod id;
 mod name;
 mod scope;
 mod timestamp;
 
+pub use access::{AccessEvent, AccessOutcome, AccessRefusal};
+pub use audit::{AuditAction, AuditOutcome, TargetKind};
 pub use id::{AccountId, DekId, IdError, SecretId, ServiceId, StoreId, TokenId};
 pub use name::{
     BindingName, BindingNameError, NAME_MAX_LEN, NODE_NAME_MAX_LEN, NameError, NameKind, NodeName,

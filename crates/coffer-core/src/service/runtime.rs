@@ -32,11 +32,11 @@ use hashbrown::HashMap;
 mod access;
 mod cache;
 
+use crate::AccessRefusal;
 #[cfg(test)]
 use access::AccessKey;
 use access::AccessKeyRef;
 pub(crate) use access::AccessLog;
-pub use access::{AccessEvent, AccessOutcome, AccessRefusal};
 pub(crate) use cache::RuntimeCache;
 use cache::{CacheInner, CachedValue, ValueKey, ValueKeyRef};
 

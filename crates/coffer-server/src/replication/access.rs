@@ -4,11 +4,9 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use coffer_api::replication::{AccessBatch, AccessReceipt};
+use coffer_api::replication::{AccessBatch, AccessReceipt, Observer};
 use coffer_api::{Envelope, ErrorCode};
 
-use super::Observer;
-use super::batch::{decode_batch, observer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::NodeAuth;
 use crate::state::AppState;
@@ -35,11 +33,11 @@ pub(crate) async fn access(
             format!("not an access batch: {e}"),
         )
     })?;
-    let observed_by = observer(&batch)?.unwrap_or_else(|| Observer {
+    let observed_by = batch.observer()?.unwrap_or_else(|| Observer {
         node_id: node.id,
         node_name: node.name.clone(),
     });
-    let (batch_id, events) = decode_batch(batch)?;
+    let (batch_id, events) = batch.decode()?;
     let recorded = repl
         .access
         .deliver(&node, observed_by, batch_id, events)

@@ -16,9 +16,9 @@
 //!
 //! This module holds what the handlers share ([`Replication`], where heartbeats come from, the
 //! snapshot limits, where delivered access events and a relay's forwarded requests go); one
-//! module per endpoint serves it (`feed`, `snapshot`, `access`), and `batch` is the access
-//! batch's wire form. The feed's own protocol (frames, media types, headers, origin times) is
-//! `coffer_replication::wire`'s.
+//! module per endpoint serves it (`feed`, `snapshot`, `access`). The protocol is not here: the
+//! feed's (frames, media types, headers, origin times) is `coffer_replication::wire`'s, the
+//! access batch's codec `coffer_api::replication`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_api::ErrorCode;
-use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration};
+use coffer_api::replication::{NodeKeyReceipt, NodeKeyRegistration, Observer};
 use coffer_core::{AccessEvent, Coffer};
 use coffer_replication::Position;
 use coffer_replication::sign::{Freshness, freshness_message};
@@ -41,7 +41,6 @@ use coffer_types::{AccountId, TokenId};
 use crate::error::ApiError;
 
 pub(crate) mod access;
-pub mod batch;
 pub(crate) mod feed;
 pub(crate) mod snapshot;
 
@@ -176,13 +175,6 @@ pub trait AccessSink: Send + Sync + std::fmt::Debug {
         batch_id: [u8; 16],
         events: Vec<AccessEvent>,
     ) -> Pin<Box<dyn Future<Output = Result<bool, ApiError>> + Send + 'a>>;
-}
-
-/// The node that served the reads of an access batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observer {
-    pub node_id: TokenId,
-    pub node_name: String,
 }
 
 /// The control plane's sink: the account's audit log.

@@ -1097,7 +1097,7 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     let b = bound(&h, "access-value").await;
     let events = edge_events(&h, &b);
     let batch_id = coffer_crypto::random_array::<16>();
-    let batch = serde_json::to_value(coffer_server::replication::batch::encode_batch(
+    let batch = serde_json::to_value(coffer_api::replication::AccessBatch::encode(
         batch_id, &events,
     ))
     .unwrap();
@@ -1160,7 +1160,7 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     );
 
     // The same events under another id are another batch.
-    let other = serde_json::to_value(coffer_server::replication::batch::encode_batch(
+    let other = serde_json::to_value(coffer_api::replication::AccessBatch::encode(
         coffer_crypto::random_array::<16>(),
         &events,
     ))
@@ -1175,17 +1175,12 @@ async fn access_batches_are_recorded_once_in_the_audit_log_naming_the_node() {
     // A relay forwarding another edge's batch: the entries name the edge that served the
     // reads, and the relay that vouches for it.
     let relay = h.create_node("relay-1").await;
-    let mut forwarded = coffer_server::replication::batch::encode_batch(
-        coffer_crypto::random_array::<16>(),
-        &events,
-    );
-    coffer_server::replication::batch::set_observer(
-        &mut forwarded,
-        &coffer_server::replication::Observer {
-            node_id: parse_id(&node.id),
-            node_name: "edge-test".into(),
-        },
-    );
+    let mut forwarded =
+        coffer_api::replication::AccessBatch::encode(coffer_crypto::random_array::<16>(), &events);
+    forwarded.set_observer(&coffer_api::replication::Observer {
+        node_id: parse_id(&node.id),
+        node_name: "edge-test".into(),
+    });
     let r = post_batch(&h, &relay, &serde_json::to_value(&forwarded).unwrap()).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
     let access = access_entries(&h.audit_entries_all(&h.account).await.0);
@@ -1222,7 +1217,7 @@ async fn malformed_access_batches_are_refused_naming_the_field() {
     let b = bound(&h, "malformed-access-value").await;
     let events = edge_events(&h, &b);
     let good = || {
-        serde_json::to_value(coffer_server::replication::batch::encode_batch(
+        serde_json::to_value(coffer_api::replication::AccessBatch::encode(
             coffer_crypto::random_array::<16>(),
             &events,
         ))
@@ -1382,10 +1377,8 @@ async fn access_events_of_an_unknown_account_are_dropped() {
     events.push(foreign.clone());
     let before = access_entries(&h.audit_entries_all(&h.account).await.0).len();
 
-    let batch = coffer_server::replication::batch::encode_batch(
-        coffer_crypto::random_array::<16>(),
-        &events,
-    );
+    let batch =
+        coffer_api::replication::AccessBatch::encode(coffer_crypto::random_array::<16>(), &events);
     let r = post_batch(&h, &node, &serde_json::to_value(batch).unwrap()).await;
     assert_eq!(assert_ok(&r), json!({ "recorded": true }));
     assert_eq!(
@@ -1403,7 +1396,7 @@ async fn access_events_of_an_unknown_account_are_dropped() {
 
     // A batch of nothing but strangers is acknowledged (so the edge stops sending it) and
     // writes nothing.
-    let batch = coffer_server::replication::batch::encode_batch(
+    let batch = coffer_api::replication::AccessBatch::encode(
         coffer_crypto::random_array::<16>(),
         &[foreign],
     );

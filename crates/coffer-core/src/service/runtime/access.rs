@@ -13,7 +13,9 @@ use hashbrown::Equivalent;
 
 use super::NameMap;
 use crate::service::audit::{Actor, Details, Event, Target};
-use crate::{AuditAction, AuditOutcome, Coffer, CoreError, TargetKind};
+use crate::{
+    AccessEvent, AccessOutcome, AccessRefusal, AuditAction, Coffer, CoreError, TargetKind,
+};
 
 /// Distinct (token, binding, outcome) keys the access log aggregates between flushes at most;
 /// reads past it are counted in the log's `dropped` counter and reported at the next flush.
@@ -101,80 +103,6 @@ impl Equivalent<AccessKey> for AccessKeyRef<'_> {
     fn equivalent(&self, key: &AccessKey) -> bool {
         *self == key.borrowed()
     }
-}
-
-/// Why a runtime read was refused, as access events record it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AccessRefusal {
-    /// The service has no binding of that name.
-    NoSuchBinding,
-    /// The bound secret does not exist (any more).
-    SecretNotFound,
-    /// The secret does not carry the scope the service's type needs.
-    ScopeMissing,
-}
-
-impl AccessRefusal {
-    pub const ALL: [AccessRefusal; 3] = [
-        AccessRefusal::NoSuchBinding,
-        AccessRefusal::SecretNotFound,
-        AccessRefusal::ScopeMissing,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessRefusal::NoSuchBinding => "no such binding",
-            AccessRefusal::SecretNotFound => "secret not found",
-            AccessRefusal::ScopeMissing => "secret lacks the service's scope",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AccessRefusal> {
-        AccessRefusal::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
-
-/// What became of the reads an [`AccessEvent`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessOutcome {
-    Served,
-    Refused(AccessRefusal),
-    /// Reads of the account not aggregated because the interval saw too many distinct keys.
-    Unrecorded,
-}
-
-impl AccessOutcome {
-    /// How the audit log (and an access batch on the wire) says the reads ended: `success`,
-    /// `denied` (the reason apart) or `unrecorded`.
-    pub fn audit_outcome(self) -> AuditOutcome {
-        match self {
-            AccessOutcome::Served => AuditOutcome::Success,
-            AccessOutcome::Refused(_) => AuditOutcome::Denied,
-            AccessOutcome::Unrecorded => AuditOutcome::Unrecorded,
-        }
-    }
-}
-
-/// Runtime reads aggregated over an interval per (token, binding, secret, outcome): ids and
-/// names only, never a value or a token. The control plane writes them to the audit log
-/// itself; an edge hands them upstream ([`Coffer::take_access_events`],
-/// [`Coffer::record_edge_access`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessEvent {
-    pub account: AccountId,
-    /// `None` only for [`AccessOutcome::Unrecorded`].
-    pub service: Option<ServiceId>,
-    pub service_name: String,
-    pub token: Option<TokenId>,
-    /// As the service asked for it (empty when not recorded per name).
-    pub binding: String,
-    pub store: Option<StoreId>,
-    pub secret: Option<SecretId>,
-    pub secret_name: String,
-    pub outcome: AccessOutcome,
-    pub reads: u64,
-    pub first: Timestamp,
-    pub last: Timestamp,
 }
 
 #[derive(Debug, Clone)]

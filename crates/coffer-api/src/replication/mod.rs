@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod access_batch;
+
+pub use access_batch::{BatchError, MAX_EVENTS, Observer};
+
 /// Path prefix of the replication API.
 pub const REPLICATION_PREFIX: &str = "/replication/v1";
 
@@ -17,7 +21,8 @@ pub struct FeedKeyInfo {
 }
 
 /// A batch of runtime reads observed at an edge, sent upstream until acknowledged. `batch_id`
-/// (32 hex characters, random) makes a retried delivery a no-op.
+/// (32 hex characters, random) makes a retried delivery a no-op. Made from access events with
+/// [`AccessBatch::encode`], read back (checked for shape) with [`AccessBatch::decode`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessBatch {
