@@ -2,9 +2,8 @@
 //! editing its value, scopes and comment (`Coffer::update_secret`, as `PATCH .../secrets/{id}`)
 //! and duplicating it (`Coffer::duplicate_secret`, as `POST .../secrets/{id}/duplicate`).
 
-use axum::body::Bytes;
 use axum::extract::Path;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use coffer_core::{Comment, CoreError, DuplicateSecret, UpdateSecret, check_value};
 use coffer_crypto::Plaintext;
@@ -14,7 +13,7 @@ use coffer_types::{Scopes, SecretId, SecretName, StoreId};
 use crate::errors::{describe, failure_page};
 use crate::forms::Form;
 use crate::pages::{blank_row, can_edit, id_of, layout, not_found};
-use crate::sign_in::Signed;
+use crate::sign_in::{Signed, SignedForm};
 use crate::views::{FormRow, SecretPage, page};
 use crate::{BASE, Inner, State};
 
@@ -157,15 +156,9 @@ fn refused(e: &CoreError, row: &mut FormRow) -> Result<(StatusCode, Option<Strin
 /// comment.
 pub(crate) async fn edit(
     axum::extract::State(d): State,
-    s: Signed,
     Path((store, secret)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, mut form }: SignedForm,
 ) -> Response {
-    let mut form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let Some((store, secret)) = ids(&store, &secret) else {
         return not_found(&s, "secret");
     };
@@ -214,15 +207,9 @@ pub(crate) async fn edit(
 /// `POST /stores/{id}/secrets/{secret}/duplicate`: a new secret with this one's value.
 pub(crate) async fn duplicate(
     axum::extract::State(d): State,
-    s: Signed,
     Path((store, secret)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let Some((store, secret)) = ids(&store, &secret) else {
         return not_found(&s, "secret");
     };

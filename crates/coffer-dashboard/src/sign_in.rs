@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, OriginalUri};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
 use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -102,6 +103,33 @@ impl FromRequestParts<Arc<Inner>> for Signed {
                 Err(to_sign_in(parts, d, true))
             }
             Err(e) => Err(failure_page(&e, None)),
+        }
+    }
+}
+
+/// A form posted by a signed-in session: [`Signed`], then the body read and parsed, then refused
+/// (403) unless it carries the session's CSRF token and comes from this site
+/// ([`Signed::forged`]). Every state-changing handler takes one, so none can skip the check.
+#[derive(Debug)]
+pub(crate) struct SignedForm {
+    pub s: Signed,
+    pub form: Form,
+}
+
+impl FromRequest<Arc<Inner>> for SignedForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, d: &Arc<Inner>) -> Result<SignedForm, Response> {
+        let (mut parts, body) = req.into_parts();
+        let s = Signed::from_request_parts(&mut parts, d).await?;
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), d)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = Form::parse(&body);
+        match s.forged(&headers, &form) {
+            Some(refused) => Err(refused),
+            None => Ok(SignedForm { s, form }),
         }
     }
 }

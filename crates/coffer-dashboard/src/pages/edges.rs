@@ -135,14 +135,8 @@ pub(crate) async fn edges(axum::extract::State(d): State, s: Signed) -> Response
 /// answer shows its token once.
 pub(crate) async fn create_node(
     axum::extract::State(d): State,
-    s: Signed,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let typed = form.get("name").unwrap_or_default().to_owned();
     // A node's token, once its edge registers a key, is granted the replication key, which
     // opens every value: the session's own API token is asked for again, so that a stolen
@@ -207,15 +201,9 @@ pub(crate) async fn create_node(
 /// `DELETE /client/v4/nodes/{id}`).
 pub(crate) async fn revoke_node(
     axum::extract::State(d): State,
-    s: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let Some(id) = id_of(&id, TokenId::parse) else {
         return not_found(&s, "node");
     };

@@ -4,9 +4,8 @@
 //! pages are in `stores.rs`, a store's secrets in `secrets.rs`, services in `services.rs`, API
 //! tokens in `tokens.rs`, the audit log in `audit.rs`, the quota in `quota.rs`.
 
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use coffer_core::{
     Comment, CoreError, CreateSecretItem, MAX_PAGE, MAX_SEARCH_BYTES, Permission, SecretListQuery,
@@ -18,7 +17,7 @@ use coffer_types::{Scope, Scopes, SecretId, SecretName, StoreId, StoreName};
 
 use crate::errors::{describe, failure_page, message_page};
 use crate::forms::Form;
-use crate::sign_in::Signed;
+use crate::sign_in::{Signed, SignedForm};
 use crate::views::{
     Choice, FormRow, Layout, Pager, ScopeBox, SecretRow, Secrets, StoreRow, Stores, page,
 };

@@ -90,15 +90,10 @@ pub(crate) async fn accounts(axum::extract::State(d): State, s: Signed) -> Respo
     render_accounts(&d, &s, AccountsForm::default(), StatusCode::OK).await
 }
 
-/// A form of an account's row, after the CSRF and operator checks: the account, if its id
-/// parses and the caller is the operator.
-fn account_form(
-    s: &Signed,
-    headers: &HeaderMap,
-    form: &Form,
-    id: &str,
-) -> Result<AccountId, Box<Response>> {
-    if let Some(r) = s.forged(headers, form).or_else(|| operator_only(s)) {
+/// The account a form of an account's row is about, if the caller is the operator and the id
+/// parses (the form's CSRF check is [`SignedForm`]'s).
+fn account_form(s: &Signed, id: &str) -> Result<AccountId, Box<Response>> {
+    if let Some(r) = operator_only(s) {
         return Err(Box::new(r));
     }
     id_of(id, AccountId::parse).ok_or_else(|| Box::new(not_found(s, "account")))
@@ -107,12 +102,9 @@ fn account_form(
 /// `POST /accounts`: create (`Coffer::create_account`, as `POST /client/v4/accounts`).
 pub(crate) async fn create_account(
     axum::extract::State(d): State,
-    s: Signed,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form).or_else(|| operator_only(&s)) {
+    if let Some(r) = operator_only(&s) {
         return r;
     }
     let typed = form.get("name").unwrap_or_default().to_owned();
@@ -148,13 +140,10 @@ fn parse_quota(typed: &str) -> Result<Option<u64>, String> {
 /// `POST /accounts/{id}/quota` (`Coffer::update_account`, as `PATCH /client/v4/accounts/{id}`).
 pub(crate) async fn set_quota(
     axum::extract::State(d): State,
-    s: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    let account = match account_form(&s, &headers, &form, &id) {
+    let account = match account_form(&s, &id) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -186,13 +175,10 @@ pub(crate) async fn set_quota(
 /// as `DELETE /client/v4/accounts/{id}`).
 pub(crate) async fn delete_account(
     axum::extract::State(d): State,
-    s: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    let account = match account_form(&s, &headers, &form, &id) {
+    let account = match account_form(&s, &id) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -228,13 +214,10 @@ pub(crate) async fn delete_account(
 /// value this once.
 pub(crate) async fn first_token(
     axum::extract::State(d): State,
-    s: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    let account = match account_form(&s, &headers, &form, &id) {
+    let account = match account_form(&s, &id) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -359,12 +342,9 @@ pub(crate) async fn keys(axum::extract::State(d): State, s: Signed) -> Response 
 /// `POST /keys/rotate` (`Coffer::start_kek_rotation`, as `coffer kek rotate`).
 pub(crate) async fn rotate(
     axum::extract::State(d): State,
-    s: Signed,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, .. }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form).or_else(|| operator_only(&s)) {
+    if let Some(r) = operator_only(&s) {
         return r;
     }
     match d.coffer.start_kek_rotation(&s.who).await {

@@ -303,15 +303,9 @@ fn parse_rows(form: &mut Form) -> (Vec<FormRow>, Option<Vec<CreateSecretItem>>) 
 /// `POST .../stores/{id}/secrets` with an array).
 pub(crate) async fn create_secrets(
     axum::extract::State(d): State,
-    s: Signed,
     Path(store_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, mut form }: SignedForm,
 ) -> Response {
-    let mut form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let Some(store_id) = id_of(&store_id, StoreId::parse) else {
         return not_found(&s, "store");
     };
@@ -373,15 +367,9 @@ pub(crate) async fn create_secrets(
 /// (`Coffer::delete_secrets`, as `DELETE .../secrets/{id}`).
 pub(crate) async fn delete_secret(
     axum::extract::State(d): State,
-    s: Signed,
     Path((store_id, secret_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let (Some(store_id), Some(secret_id)) = (
         id_of(&store_id, StoreId::parse),
         id_of(&secret_id, SecretId::parse),

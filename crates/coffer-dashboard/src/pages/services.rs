@@ -240,13 +240,10 @@ pub(crate) async fn service(
 /// shows the new value once.
 pub(crate) async fn rotate_service_token(
     axum::extract::State(d): State,
-    s: Signed,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form).or_else(|| s.replayed(&d, &form)) {
+    if let Some(r) = s.replayed(&d, &form) {
         return r;
     }
     let Some(id) = id_of(&id, ServiceId::parse) else {
@@ -290,15 +287,9 @@ pub(crate) async fn rotate_service_token(
 /// as `DELETE .../services/{id}/tokens/{token}`).
 pub(crate) async fn revoke_service_token(
     axum::extract::State(d): State,
-    s: Signed,
     Path((id, token)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, .. }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let (Some(id), Some(token)) = (id_of(&id, ServiceId::parse), id_of(&token, TokenId::parse))
     else {
         return not_found(&s, "token");

@@ -88,14 +88,8 @@ pub(crate) async fn stores(
 /// `POST /stores`: create (`Coffer::create_store`, as `POST .../secrets_store/stores`).
 pub(crate) async fn create_store(
     axum::extract::State(d): State,
-    s: Signed,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let typed = form.get("name").unwrap_or_default().to_owned();
     let name = match StoreName::parse(typed.trim()) {
         Ok(n) => n,
@@ -129,15 +123,9 @@ pub(crate) async fn create_store(
 /// secrets with it (`Coffer::delete_store`, as `DELETE .../stores/{id}?force=`).
 pub(crate) async fn delete_store(
     axum::extract::State(d): State,
-    s: Signed,
     Path(store_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let Some(store_id) = id_of(&store_id, StoreId::parse) else {
         return not_found(&s, "store");
     };

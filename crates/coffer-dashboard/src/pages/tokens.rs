@@ -171,12 +171,9 @@ pub(crate) async fn tokens(
 /// the value once.
 pub(crate) async fn create_token(
     axum::extract::State(d): State,
-    s: Signed,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, form }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form).or_else(|| s.replayed(&d, &form)) {
+    if let Some(r) = s.replayed(&d, &form) {
         return r;
     }
     let mut typed = TokensForm {
@@ -238,15 +235,9 @@ pub(crate) async fn create_token(
 /// `POST /tokens/{id}/revoke` (`Coffer::revoke_token`, as `DELETE .../tokens/{id}`).
 pub(crate) async fn revoke_token(
     axum::extract::State(d): State,
-    s: Signed,
     Path(token_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    SignedForm { s, .. }: SignedForm,
 ) -> Response {
-    let form = Form::parse(&body);
-    if let Some(r) = s.forged(&headers, &form) {
-        return r;
-    }
     let Some(token_id) = id_of(&token_id, TokenId::parse) else {
         return not_found(&s, "token");
     };

@@ -242,6 +242,50 @@ async fn tenant_strings_are_escaped() {
     assert!(!page.body.contains("\"'&"));
 }
 
+/// Every form the dashboard takes, as the operator (whom every action is open to): without the
+/// session's CSRF token each is refused before anything is looked at, even with real ids, and
+/// nothing changes.
+#[tokio::test]
+async fn every_form_route_refuses_a_post_without_the_csrf_token() {
+    let h = Harness::new().await;
+    let store = h.create_store("kept").await;
+    let b = h.sign_in(&h.token).await;
+    let head = h.coffer.storage().change_head().await.unwrap();
+    let id = "0".repeat(32);
+    let account = &h.account;
+    let routes = [
+        "/dashboard/stores".to_owned(),
+        format!("/dashboard/stores/{store}/delete"),
+        format!("/dashboard/stores/{store}/secrets"),
+        format!("/dashboard/stores/{store}/secrets/{id}"),
+        format!("/dashboard/stores/{store}/secrets/{id}/duplicate"),
+        format!("/dashboard/stores/{store}/secrets/{id}/delete"),
+        "/dashboard/accounts".to_owned(),
+        format!("/dashboard/accounts/{account}/quota"),
+        format!("/dashboard/accounts/{account}/first-token"),
+        format!("/dashboard/accounts/{account}/delete"),
+        "/dashboard/edges".to_owned(),
+        format!("/dashboard/edges/{id}/revoke"),
+        "/dashboard/keys/rotate".to_owned(),
+        "/dashboard/tokens".to_owned(),
+        format!("/dashboard/tokens/{id}/revoke"),
+        format!("/dashboard/services/{id}/tokens"),
+        format!("/dashboard/services/{id}/tokens/{id}/revoke"),
+    ];
+    for path in &routes {
+        let r = h
+            .post(&b, path, &[("name", "forged"), ("confirm", "kept")])
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.body);
+        assert!(r.body.contains("Request refused"), "{path}: {}", r.body);
+    }
+    assert_eq!(
+        h.coffer.storage().change_head().await.unwrap(),
+        head,
+        "a refused form changed nothing"
+    );
+}
+
 #[tokio::test]
 async fn a_reporter_sees_no_write_controls_and_its_forged_posts_are_refused() {
     let h = Harness::new().await;
