@@ -367,3 +367,182 @@ fn migrates_a_version_3_database_and_keeps_its_rows() {
         );
     }
 }
+
+/// Every store's and account's `secret_count` next to its rows, stores then accounts, each by
+/// id: (id's first byte, count kept, rows).
+fn counts(conn: &Connection) -> Vec<(u8, i64, i64)> {
+    let mut out = Vec::new();
+    for (table, column) in [("stores", "store_id"), ("accounts", "account_id")] {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT t.id, t.secret_count,
+                        (SELECT count(*) FROM secrets WHERE {column} = t.id)
+                 FROM {table} AS t ORDER BY t.id"
+            ))
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?[0], r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+            .map(Result::unwrap);
+        out.extend(rows);
+    }
+    out
+}
+
+/// Asserts that every count is its rows, and that they are `expected` (by first byte).
+fn assert_counts(conn: &Connection, expected: &[(u8, i64)], when: &str) {
+    let got = counts(conn);
+    for (id, kept, rows) in &got {
+        assert_eq!(
+            kept, rows,
+            "{when}: id {id:#04x} keeps {kept}, holds {rows}"
+        );
+    }
+    let got: Vec<(u8, i64)> = got.iter().map(|(id, kept, _)| (*id, *kept)).collect();
+    assert_eq!(got, expected, "{when}");
+}
+
+fn insert_secret(conn: &Connection, account: u8, store: u8, n: u8) {
+    conn.execute(
+        "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                              modified, version)
+         VALUES (?1, ?2, ?3, ?4, '', ',', 1, 1, 1)",
+        rusqlite::params![[n; 16], [store; 16], [account; 16], format!("s{n}")],
+    )
+    .unwrap();
+}
+
+/// Version 13 fills `stores.secret_count` from the rows a version-12 file holds (several
+/// accounts and stores, some empty), and its triggers keep it, and the account's, through
+/// inserts and deletes.
+#[test]
+fn version_13_counts_existing_secrets_and_keeps_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for migration in &MIGRATIONS[..12] {
+            migration(&tx).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 12).unwrap();
+        // Accounts 0x01 (stores 0x11 with 3 secrets, 0x12 empty, 0x13 with 1), 0x02 (0x21
+        // with 2), 0x03 (store 0x31, empty) and 0x04 (no store).
+        for account in [1u8, 2, 3, 4] {
+            tx.execute(
+                "INSERT INTO accounts (id, name, created) VALUES (?1, ?2, 1)",
+                rusqlite::params![[account; 16], format!("a{account}")],
+            )
+            .unwrap();
+        }
+        for (store, account) in [(0x11u8, 1u8), (0x12, 1), (0x13, 1), (0x21, 2), (0x31, 3)] {
+            tx.execute(
+                "INSERT INTO stores (id, account_id, name, created, modified)
+                 VALUES (?1, ?2, ?3, 1, 1)",
+                rusqlite::params![[store; 16], [account; 16], format!("st{store:x}")],
+            )
+            .unwrap();
+        }
+        for (n, store, account) in [
+            (0xa1u8, 0x11u8, 1u8),
+            (0xa2, 0x11, 1),
+            (0xa3, 0x11, 1),
+            (0xa4, 0x13, 1),
+            (0xb1, 0x21, 2),
+            (0xb2, 0x21, 2),
+        ] {
+            insert_secret(&tx, account, store, n);
+        }
+        let has_column: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('stores') WHERE name = 'secret_count'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(has_column, 0, "version 12 has no per-store count");
+        tx.commit().unwrap();
+    }
+
+    let conn = open_writer(&path, Duration::from_secs(1), true).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_counts(
+        &conn,
+        &[
+            (0x11, 3),
+            (0x12, 0),
+            (0x13, 1),
+            (0x21, 2),
+            (0x31, 0),
+            (1, 4),
+            (2, 2),
+            (3, 0),
+            (4, 0),
+        ],
+        "right after the migration",
+    );
+
+    // The triggers keep them: an insert into an empty store, one statement inserting into two
+    // stores of two accounts, one deleting across stores, one deleting a store's last.
+    insert_secret(&conn, 1, 0x12, 0xa5);
+    conn.execute(
+        "INSERT INTO secrets (id, store_id, account_id, name, comment, scopes, created,
+                              modified, version)
+         VALUES (?1, ?2, ?3, 'm1', '', ',', 1, 1, 1), (?4, ?2, ?3, 'm2', '', ',', 1, 1, 1),
+                (?5, ?6, ?7, 'm3', '', ',', 1, 1, 1)",
+        rusqlite::params![
+            [0xc1u8; 16],
+            [0x31u8; 16],
+            [3u8; 16],
+            [0xc2u8; 16],
+            [0xc3u8; 16],
+            [0x11u8; 16],
+            [1u8; 16]
+        ],
+    )
+    .unwrap();
+    assert_counts(
+        &conn,
+        &[
+            (0x11, 4),
+            (0x12, 1),
+            (0x13, 1),
+            (0x21, 2),
+            (0x31, 2),
+            (1, 6),
+            (2, 2),
+            (3, 2),
+            (4, 0),
+        ],
+        "after the inserts",
+    );
+    let deleted = conn
+        .execute(
+            "DELETE FROM secrets WHERE id IN (?1, ?2, ?3, ?4)",
+            [[0xa1u8; 16], [0xa2; 16], [0xb1; 16], [0xc1; 16]],
+        )
+        .unwrap();
+    assert_eq!(deleted, 4);
+    conn.execute("DELETE FROM secrets WHERE store_id = ?1", [[0x13u8; 16]])
+        .unwrap();
+    assert_counts(
+        &conn,
+        &[
+            (0x11, 2),
+            (0x12, 1),
+            (0x13, 0),
+            (0x21, 1),
+            (0x31, 1),
+            (1, 3),
+            (2, 1),
+            (3, 1),
+            (4, 0),
+        ],
+        "after the deletes",
+    );
+}
