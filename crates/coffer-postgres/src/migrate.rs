@@ -38,6 +38,16 @@ const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), ConnectError> {
+    run_to(client, MIGRATIONS.len()).await
+}
+
+/// [`run`], stopping at version `target` (at most [`SCHEMA_VERSION`]): tests leave a database
+/// at an older version, to migrate it from there.
+pub(crate) async fn run_to(
+    client: &mut deadpool_postgres::Object,
+    target: usize,
+) -> Result<(), ConnectError> {
+    let target = target.min(MIGRATIONS.len());
     let failed = |what: &str, e: tokio_postgres::Error| {
         ConnectError::Schema(format!("{what}: {}", crate::error_chain(&e)))
     };
@@ -82,7 +92,7 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
             "the database's schema version {current} is invalid"
         ))
     })?;
-    if start == MIGRATIONS.len() {
+    if start >= target {
         return Ok(());
     }
     // No write of a running instance (of this build or an older one) may interleave with the
@@ -103,7 +113,7 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
     ))
     .await
     .map_err(|e| failed("beginning the migration", e))?;
-    for (name, sql) in &MIGRATIONS[start..] {
+    for (name, sql) in &MIGRATIONS[start..target] {
         tx.batch_execute(sql).await.map_err(|e| {
             let waited = e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
             ConnectError::Schema(format!(
@@ -120,17 +130,17 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
     tx.execute(
         "INSERT INTO coffer_schema_version (id, version) VALUES (1, $1)
          ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-        &[&SCHEMA_VERSION],
+        &[&(target as i64)],
     )
     .await
     .map_err(|e| failed("writing the schema version", e))?;
     tx.commit()
         .await
         .map_err(|e| failed("committing the migration", e))?;
-    tracing::info!(
-        from = current,
-        to = SCHEMA_VERSION,
-        "migrated the database schema"
-    );
+    tracing::info!(from = current, to = target, "migrated the database schema");
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "migrate_tests.rs"]
+mod tests;

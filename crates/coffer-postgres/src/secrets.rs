@@ -394,7 +394,6 @@ pub(crate) async fn list_secrets(
             let stored = u64_col(&stored, 0, "stores.secret_count")?;
             let mut params = Params::default();
             let mut filter = format!("store_id = {}", params.push(store.as_bytes().to_vec()));
-            let unfiltered = query.search.is_none() && query.scopes.is_empty();
             if let Some(search) = &query.search {
                 let p = params.push(contains_pattern(search));
                 // The columns are COLLATE "C": ILIKE folds ASCII letters only, like SQLite's
@@ -407,7 +406,7 @@ pub(crate) async fn list_secrets(
                 let p = params.push(scope_needle(scope));
                 filter.push_str(&format!(" AND strpos(scopes, {p}) > 0"));
             }
-            let total = if unfiltered {
+            let total = if query.is_unfiltered() {
                 stored
             } else {
                 let count = tx

@@ -96,7 +96,10 @@ pub(crate) async fn read_head(c: &impl GenericClient) -> Result<Head> {
 }
 
 /// Change-log entries taken by [`WriteTx::stage`], column by column, not yet written.
+/// Dropping them unwritten leaves the head past entries that do not exist: the batch's COMMIT
+/// then refuses to move the head row (`Writer::finish`) and the whole batch fails.
 #[derive(Debug, Default)]
+#[must_use = "staged change-log entries must be written with insert_changes in the same write"]
 pub(crate) struct StagedChanges {
     seqs: Vec<i64>,
     ats: Vec<i64>,
@@ -170,7 +173,8 @@ impl<'c> WriteTx<'c> {
     /// Takes the next entries of the log for `changes` (their seq, time and chained hash)
     /// without writing them: the caller writes them with [`insert_changes`] in this write,
     /// possibly pipelined with its other statements. If that insert fails, the write fails and
-    /// its savepoint (head included) is rolled back.
+    /// its savepoint (head included) is rolled back. If the caller never writes them, the head
+    /// row refuses to move onto an entry the log does not hold, and the batch fails whole.
     pub(crate) fn stage(&mut self, changes: &[Change]) -> Result<StagedChanges> {
         let mut staged = StagedChanges::default();
         for change in changes {
@@ -760,6 +764,12 @@ impl Writer {
 
     /// Before COMMIT: moves the head row, signs the head when due, queues the notification;
     /// the three statements pipelined (one round trip).
+    ///
+    /// The head row moves only onto an entry that exists with the head's seq and hash (or onto
+    /// the log's base, when a job of the batch compacted through its own last entry): an
+    /// entry staged and never written ([`WriteTx::stage`] without [`insert_changes`]) would
+    /// otherwise commit a gap that followers stop at and the next batch chains over. Checked
+    /// in the same statement (one index probe); the batch is then refused whole.
     async fn finish(&self, w: &mut WriteTx<'_>, appended: bool) -> Result<()> {
         let signature = if (appended || w.sign) && w.head.seq > 0 {
             self.signature(w).await?
@@ -771,7 +781,13 @@ impl Writer {
         let tx = &w.tx;
         let (head_stmt, notify_stmt) = if appended {
             let head = tx
-                .prepare_cached("UPDATE change_head SET seq = $1, hash = $2, at = $3 WHERE id = 1")
+                .prepare_cached(
+                    "UPDATE change_head SET seq = $1, hash = $2, at = $3
+                     WHERE id = 1
+                       AND (EXISTS (SELECT 1 FROM changes WHERE seq = $1 AND hash = $2)
+                            OR EXISTS (SELECT 1 FROM replication
+                                       WHERE id = 1 AND base_seq = $1 AND base_hash = $2))",
+                )
                 .await
                 .db("move change head")?;
             let notify = tx
@@ -787,9 +803,16 @@ impl Writer {
         let payload = w.head.seq.to_string();
         let move_head = async {
             if let Some(stmt) = &head_stmt {
-                tx.execute(stmt, &[&seq, &hash.as_slice(), &at])
+                let moved = tx
+                    .execute(stmt, &[&seq, &hash.as_slice(), &at])
                     .await
                     .db("move change head")?;
+                if moved != 1 {
+                    return Err(StorageError::Corrupted(format!(
+                        "the change log's head would move to seq {seq}, which the log does \
+                         not hold (an entry taken and never written): the batch is refused"
+                    )));
+                }
             }
             Ok(())
         };

@@ -1,5 +1,6 @@
 //! Tests of the write primitive (`write.rs`): lost commits, session settings, schema
-//! versions, append-only tables, the read pool, and one batch's audit heads.
+//! versions, append-only tables, the read pool, one batch's audit heads, and the head row that
+//! moves only onto an entry the log holds.
 
 use coffer_storage::Storage as _;
 
@@ -259,4 +260,148 @@ async fn reads_holding_every_pooled_connection_do_not_stop_writes() {
         .expect("the write does not wait for a read connection")
         .unwrap();
     drop(held);
+}
+
+/// A write inserting account `n` and appending its `AccountPut`: staged and written, or (with
+/// `written` false) staged and never written, as a forgetful operation would.
+async fn account_put(w: &mut WriteTx<'_>, n: u8, written: bool) -> Result<()> {
+    let id = coffer_types::AccountId::from_bytes([n; 16]);
+    w.tx()
+        .execute(
+            "INSERT INTO accounts (id, name, created) VALUES ($1, $2, 1)",
+            &[&id.as_bytes().as_slice(), &format!("a{n}")],
+        )
+        .await
+        .db("insert account")?;
+    let change = Change::AccountPut {
+        account_id: id,
+        name: format!("a{n}"),
+    };
+    let staged = w.stage(std::slice::from_ref(&change))?;
+    if written {
+        insert_changes(w.tx(), &staged).await?;
+    }
+    Ok(())
+}
+
+async fn scalar(s: &PgStorage, sql: &str) -> i64 {
+    s.client()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A write that stages change-log entries and never inserts them returns `Ok`, but the head
+/// row refuses to move past the log: the batch is refused whole (its well-formed write too),
+/// nothing of it is committed, and the next write chains on from the old head with no gap.
+#[tokio::test]
+async fn a_batch_whose_head_entry_was_never_written_is_refused_whole() {
+    let Some(cluster) = cluster_url("a_batch_whose_head_entry_was_never_written_is_refused_whole")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    account_put_alone(&s, 1).await;
+    let head = s.change_head().await.unwrap();
+    assert_eq!(head, 1);
+
+    // Alone in its batch, and behind a well-formed write in one batch.
+    for batched in [false, true] {
+        let hold = s.hold_writer_lock().await;
+        let good = if batched {
+            Some(
+                s.queue_write(&[], |w| Box::pin(account_put(w, 2, true)))
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
+        let forgetful = s
+            .queue_write(&[], |w| Box::pin(account_put(w, 3, false)))
+            .await
+            .unwrap();
+        hold.finish().await.unwrap();
+        let mut outcomes = vec![forgetful.await];
+        if let Some(good) = good {
+            outcomes.push(good.await);
+        }
+        for outcome in outcomes {
+            let e = outcome.expect_err("the batch is refused");
+            let text = e.to_string();
+            assert!(
+                text.contains("not committed") && text.contains("which the log does not hold"),
+                "batched {batched}: {text}"
+            );
+        }
+        assert_eq!(s.change_head().await.unwrap(), head, "batched {batched}");
+        assert_eq!(scalar(&s, "SELECT count(*) FROM changes").await, 1);
+        assert_eq!(scalar(&s, "SELECT count(*) FROM accounts").await, 1);
+        assert_eq!(
+            scalar(&s, "SELECT seq FROM change_head WHERE id = 1").await,
+            1
+        );
+    }
+
+    // The writer goes on: the next entry is seq 2, chained onto entry 1.
+    account_put_alone(&s, 4).await;
+    let log = s.changes_after(0, 10).await.unwrap();
+    assert_eq!(log.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        log[1].hash,
+        ChangeRecord::chain_hash(&log[0].hash, 2, &log[1].payload)
+    );
+}
+
+async fn account_put_alone(s: &PgStorage, n: u8) {
+    s.write(&[], move |w| Box::pin(account_put(w, n, true)))
+        .await
+        .unwrap();
+}
+
+/// The guard's other case: a batch whose later write compacts the log through the entry an
+/// earlier write of the batch appended holds no entry at its head, which is then the log's base;
+/// it commits.
+#[tokio::test]
+async fn a_batch_that_compacts_through_its_own_last_entry_commits() {
+    let Some(cluster) = cluster_url("a_batch_that_compacts_through_its_own_last_entry_commits")
+    else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    let s = db.storage().await;
+    s.ensure_cluster_id().await.unwrap();
+    account_put_alone(&s, 1).await;
+    let hold = s.hold_writer_lock().await;
+    let append = s
+        .queue_write(&[], |w| Box::pin(account_put(w, 2, true)))
+        .await
+        .unwrap();
+    let compact = s
+        .queue_write(&[], |w| {
+            Box::pin(async move {
+                let (head, _) = w.head();
+                crate::change_log::compact_through(w.tx(), head).await
+            })
+        })
+        .await
+        .unwrap();
+    hold.finish().await.unwrap();
+    append.await.unwrap();
+    compact.await.unwrap();
+    assert_eq!(s.change_head().await.unwrap(), 2);
+    let state = s.log_state().await.unwrap();
+    assert_eq!((state.base_seq, state.head_seq), (2, 2));
+    assert_eq!(scalar(&s, "SELECT count(*) FROM changes").await, 0);
+    account_put_alone(&s, 3).await;
+    let log = s.changes_after(2, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        log[0].hash,
+        ChangeRecord::chain_hash(&state.base_hash, 3, &log[0].payload)
+    );
 }

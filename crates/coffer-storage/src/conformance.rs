@@ -10,7 +10,8 @@
 //!   compared byte-wise, both in the requested direction, so `Desc` is exactly `Asc` reversed;
 //!   `SecretOrder::Status` orders by id alone (every stored secret is active); an unfiltered
 //!   secrets list's `total_count` (a store's maintained count) equals its rows after every
-//!   write, and pages read from the end of the order hold what a walk from the start would;
+//!   write, a filtered one's (search, scopes, or both) is its matches in the store, and pages
+//!   read from the end of the order hold what a walk from the start would;
 //! - search folds ASCII case (at least) and matches `%`, `_` and `\` literally;
 //! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
 //! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;
@@ -179,6 +180,7 @@ const CHECKS: &[Check] = checks![
     listing::scopes_filter_requires_all,
     list_counts::store_secret_counts_follow_every_write,
     list_counts::pages_from_either_end_tile_the_list,
+    list_counts::a_filtered_lists_total_is_its_match_count,
     change_log::log_records_each_mutation,
     change_log::changes_after_pages_through_the_log,
     change_log::failed_operations_append_nothing,

@@ -369,6 +369,22 @@ impl SecretQuery {
         }
         Ok(())
     }
+
+    /// Whether the query filters nothing: no search (not even an empty one) and no scope.
+    /// Every backend decides by this alone whether an unfiltered list's `total_count` is the
+    /// store's maintained count or a count of the matching rows; a filter field added to the
+    /// struct does not compile here until it is named.
+    pub fn is_unfiltered(&self) -> bool {
+        let SecretQuery {
+            page: _,
+            per_page: _,
+            order: _,
+            direction: _,
+            search,
+            scopes,
+        } = self;
+        search.is_none() && scopes.is_empty()
+    }
 }
 
 /// Services are listed by name (byte-wise), ties impossible (names unique per account). Page

@@ -1,11 +1,11 @@
 //! What keeps lists flat: the store's secret count behind an unfiltered list's `total_count`
-//! stays exact through every write that changes a store's secrets, and pages read from either
-//! end of the order (`PageWindow`) tile the list with no gap or repeat, ties and filters
-//! included.
+//! stays exact through every write that changes a store's secrets, a filtered list's
+//! `total_count` is its matches and never that count, and pages read from either end of the
+//! order (`PageWindow`) tile the list with no gap or repeat, ties and filters included.
 
 use std::sync::Arc;
 
-use coffer_types::{AccountId, SecretId, StoreId};
+use coffer_types::{AccountId, Scope, Scopes, SecretId, StoreId};
 
 use super::fixtures::{create_secret, secret, secret_query, store, tenant, ts};
 use crate::{Direction, Entity, SecretOrder, SecretQuery, SecretRecord, Storage, StorageError};
@@ -227,6 +227,92 @@ pub(super) async fn pages_from_either_end_tile_the_list(s: Arc<dyn Storage>) {
                     check_pages(s, t.account, st, &query, &want).await;
                 }
             }
+        }
+    }
+}
+
+/// A filtered list counts its matches in the store (`SecretQuery::is_unfiltered` is false);
+/// were it given the store's maintained count instead, the pages near the end, read backwards
+/// from that count, would hold other rows: every page is checked, both directions.
+pub(super) async fn a_filtered_lists_total_is_its_match_count(s: Arc<dyn Storage>) {
+    let s = &*s;
+    let t = tenant(s, "acme").await;
+    let st = store(s, t, "prod").await;
+    // 30 secrets: comment "x" on every third, Workers on all, AiGateway on even ones, Dex on
+    // every fifth.
+    let mut batch = Vec::new();
+    for i in 0..30usize {
+        let mut new = secret(t, st, &format!("s{i:02}"));
+        new.record.comment = if i % 3 == 0 { "x" } else { "y" }.to_owned();
+        let mut scopes = vec![Scope::Workers];
+        if i % 2 == 0 {
+            scopes.push(Scope::AiGateway);
+        }
+        if i % 5 == 0 {
+            scopes.push(Scope::Dex);
+        }
+        new.record.scopes = Scopes::new(scopes);
+        batch.push(new);
+    }
+    let all: Vec<SecretRecord> = batch.iter().map(|n| n.record.clone()).collect();
+    s.create_secrets(t.account, st, batch, 100, &[])
+        .await
+        .unwrap();
+    // Another store's secrets match every filter too; they count in neither list.
+    let other = store(s, t, "dev").await;
+    let mut batch = Vec::new();
+    for i in 0..4 {
+        let mut new = secret(t, other, &format!("o{i}"));
+        new.record.comment = "x".to_owned();
+        new.record.scopes = Scopes::new([Scope::Workers, Scope::AiGateway, Scope::Dex]);
+        batch.push(new);
+    }
+    s.create_secrets(t.account, other, batch, 100, &[])
+        .await
+        .unwrap();
+    let stored = s
+        .list_secrets(t.account, st, &secret_query(1, 1))
+        .await
+        .unwrap()
+        .total_count;
+    assert_eq!(stored, 30, "the unfiltered list counts the store");
+
+    let cases: &[(Option<&str>, &[Scope], usize)] = &[
+        (Some("x"), &[], 10),
+        (None, &[Scope::AiGateway], 15),
+        (None, &[Scope::AiGateway, Scope::Dex], 3),
+        (Some("X"), &[Scope::AiGateway], 5),
+        (Some("x"), &[Scope::AiGateway, Scope::Dex], 1),
+        (Some("nothing"), &[], 0),
+        (None, &[Scope::Websearch], 0),
+        (Some(""), &[], 30),
+    ];
+    for (search, scopes, matches) in cases {
+        let wanted = Scopes::new(scopes.iter().copied());
+        let expected: Vec<SecretRecord> = all
+            .iter()
+            .filter(|r| {
+                search.is_none_or(|n| r.comment.contains(&n.to_ascii_lowercase()))
+                    && scopes.iter().all(|sc| r.scopes.contains(*sc))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(
+            expected.len(),
+            *matches,
+            "the fixture of {search:?} {scopes:?}"
+        );
+        for direction in [Direction::Asc, Direction::Desc] {
+            let mut query = secret_query(1, 4);
+            query.order = SecretOrder::Name;
+            query.direction = direction;
+            query.search = search.map(str::to_owned);
+            query.scopes = wanted.clone();
+            let mut want = expected.clone();
+            if direction == Direction::Desc {
+                want.reverse();
+            }
+            check_pages(s, t.account, st, &query, &want).await;
         }
     }
 }

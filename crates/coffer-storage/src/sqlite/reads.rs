@@ -478,7 +478,7 @@ pub(super) fn list_secrets(
         let n = values.len();
         let _ = write!(filter, " AND instr(scopes, ?{n}) > 0");
     }
-    let total = if values.len() == 1 {
+    let total = if query.is_unfiltered() {
         stored
     } else {
         let counted = query_i64(
