@@ -160,6 +160,10 @@ impl Storage for PgStorage {
         tokens::create_token(self, token, audit).await
     }
 
+    async fn create_first_token(&self, token: TokenRecord, audit: &[AuditEntry]) -> Result<()> {
+        tokens::create_first_token(self, token, audit).await
+    }
+
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         tokens::get_token(self, id).await
     }

@@ -116,6 +116,32 @@ pub(crate) async fn create_token(
     .await
 }
 
+/// [`create_token`] unless the account holds a token already (`Conflict`): writes run under the
+/// writer lock every instance takes, so nothing comes between the look and the insert.
+pub(crate) async fn create_first_token(
+    s: &PgStorage,
+    token: TokenRecord,
+    audit: &[AuditEntry],
+) -> Result<()> {
+    s.write(audit, move |w| {
+        Box::pin(async move {
+            let held = w
+                .tx()
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE account_id = $1)",
+                    &[&token.account_id.as_bytes().as_slice()],
+                )
+                .await
+                .db("look for an account's tokens")?;
+            if held.get::<_, bool>(0) {
+                return Err(StorageError::Conflict);
+            }
+            insert_token(w.tx(), &token).await
+        })
+    })
+    .await
+}
+
 pub(crate) async fn get_token(s: &PgStorage, id: TokenId) -> Result<Option<TokenRecord>> {
     read_token(&s.client().await?, id).await
 }

@@ -156,6 +156,7 @@ const CHECKS: &[Check] = checks![
     tokens::revoke_token_once_and_only_in_its_account,
     tokens::touch_tokens_only_moves_last_used_forward,
     tokens::replace_tokens_is_all_or_nothing,
+    tokens::create_first_token_makes_one_token_at_most,
     account_deletion::delete_account_removes_exactly_its_rows,
     account_deletion::delete_account_of_an_empty_account,
     account_deletion::delete_account_of_a_missing_account_writes_nothing,

@@ -260,6 +260,10 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
 
     /// `NotFound(Account)` for an unknown account, `AlreadyExists(Token)` for a used id.
     async fn create_token(&self, token: TokenRecord, audit: &[AuditEntry]) -> Result<()>;
+    /// [`Storage::create_token`] of the account's first token: `Conflict`, with nothing
+    /// written, if the account holds any token already (revoked ones included). Checked in the
+    /// write's own transaction, so of concurrent calls (on any instance) one makes a token.
+    async fn create_first_token(&self, token: TokenRecord, audit: &[AuditEntry]) -> Result<()>;
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>>;
     /// The account's tokens, revoked and expired ones included, ordered by `created`, ties
     /// broken by id (byte-wise). Empty for an unknown account.

@@ -319,6 +319,11 @@ impl Storage for SqliteStorage {
             .await
     }
 
+    async fn create_first_token(&self, token: TokenRecord, audit: &[AuditEntry]) -> Result<()> {
+        self.write_audited(audit, move |cx| writes::create_first_token(cx, &token))
+            .await
+    }
+
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>> {
         self.read(move |c| reads::get_token(c, id)).await
     }

@@ -7,7 +7,7 @@
 //! token made through the API is an operator.
 
 use coffer_crypto::{PresentedToken, Token, random_id};
-use coffer_storage::{AccountRecord, TokenRecord};
+use coffer_storage::{AccountRecord, StorageError, TokenRecord};
 use coffer_types::{AccountId, Timestamp, TokenId};
 
 use super::audit::{Actor, Details, Event, Target};
@@ -57,6 +57,17 @@ pub fn check_label(s: &str, field: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// What a token is made as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    Ordinary,
+    /// The instance operator's (made at `coffer init`, or by its rotation).
+    InstanceOperator,
+    /// The first token of an account, made by the instance operator: refused if the account
+    /// holds one already, checked in the write (see [`Coffer::create_token`]).
+    AccountsFirst,
+}
+
 impl Coffer {
     // ---- instance bootstrap and authentication ----
 
@@ -87,19 +98,28 @@ impl Coffer {
             )
             .await?;
         let (_, token) = self
-            .issue_token(None, account, "init", Role::SuperAdmin, true, None)
+            .issue_token(
+                None,
+                account,
+                "init",
+                Role::SuperAdmin,
+                TokenKind::InstanceOperator,
+                None,
+            )
             .await?;
         Ok((account, token))
     }
 
     /// Makes a token; `who` is the creator (`None`: the instance itself, at `coffer init`).
+    /// An [`TokenKind::AccountsFirst`] token in an account that holds one already is
+    /// `OperatorFirstTokenOnly`, with nothing written.
     pub(crate) async fn issue_token(
         &self,
         who: Option<&Principal>,
         account: AccountId,
         name: &str,
         role: Role,
-        operator: bool,
+        kind: TokenKind,
         expires: Option<Timestamp>,
     ) -> Result<(TokenRecord, Token), CoreError> {
         let id = TokenId::from_bytes(random_id());
@@ -111,7 +131,7 @@ impl Coffer {
             name: name.to_owned(),
             hash: hash.0,
             role: role.as_str().to_owned(),
-            operator,
+            operator: kind == TokenKind::InstanceOperator,
             created: Timestamp::now(),
             expires,
             revoked: None,
@@ -135,7 +155,19 @@ impl Coffer {
                 },
             )?],
         };
-        self.storage.create_token(record.clone(), &entries).await?;
+        match kind {
+            TokenKind::AccountsFirst => self
+                .storage
+                .create_first_token(record.clone(), &entries)
+                .await
+                .map_err(|e| match e {
+                    StorageError::Conflict => CoreError::OperatorFirstTokenOnly,
+                    e => e.into(),
+                })?,
+            TokenKind::Ordinary | TokenKind::InstanceOperator => {
+                self.storage.create_token(record.clone(), &entries).await?
+            }
+        }
         Ok((record, token))
     }
 
@@ -410,20 +442,21 @@ impl Coffer {
             Target::token(None, Some(&new.name)),
         )
         .await?;
-        if who.operator
-            && account != who.account_id
+        let first_only = who.operator && account != who.account_id;
+        let refuse = || {
+            self.deny(
+                who,
+                account,
+                AuditAction::Create,
+                Target::token(None, Some(&new.name)),
+                CoreError::OperatorFirstTokenOnly,
+            )
+        };
+        if first_only
             && (new.role != Role::SuperAdmin
                 || !self.storage.list_tokens(account).await?.is_empty())
         {
-            return Err(self
-                .deny(
-                    who,
-                    account,
-                    AuditAction::Create,
-                    Target::token(None, Some(&new.name)),
-                    CoreError::OperatorFirstTokenOnly,
-                )
-                .await);
+            return Err(refuse().await);
         }
         check_label(&new.name, "/name")?;
         if new.expires.is_some_and(|at| at <= Timestamp::now()) {
@@ -433,8 +466,20 @@ impl Coffer {
                 "must be in the future",
             ));
         }
-        self.issue_token(Some(who), account, &new.name, new.role, false, new.expires)
+        let kind = if first_only {
+            TokenKind::AccountsFirst
+        } else {
+            TokenKind::Ordinary
+        };
+        // The look above answers the common case; the write checks again in its own
+        // transaction, for two of the operator's requests racing on one account.
+        match self
+            .issue_token(Some(who), account, &new.name, new.role, kind, new.expires)
             .await
+        {
+            Err(CoreError::OperatorFirstTokenOnly) => Err(refuse().await),
+            issued => issued,
+        }
     }
 
     pub async fn list_tokens(

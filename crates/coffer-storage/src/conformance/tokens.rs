@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use coffer_types::{AccountId, TokenId};
+use tokio::task::JoinSet;
 
 use super::fixtures::{account_record, id_bytes, token_record, ts};
 use crate::{Entity, Storage, StorageError, TokenRecord};
@@ -322,4 +323,56 @@ pub(super) async fn replace_tokens_is_all_or_nothing(s: Arc<dyn Storage>) {
         "first time stays"
     );
     assert_unlogged(s, head, "replacing tokens").await;
+}
+
+/// An account's first token is made once: of concurrent calls one succeeds and the others get
+/// `Conflict` with nothing written, and a revoked token still counts as the account's first.
+pub(super) async fn create_first_token_makes_one_token_at_most(s: Arc<dyn Storage>) {
+    let a = account_record("a");
+    let b = account_record("b");
+    s.create_account(a.clone(), &[]).await.unwrap();
+    s.create_account(b.clone(), &[]).await.unwrap();
+    let head = s.change_head().await.unwrap();
+
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (s, t) = (s.clone(), token_record(a.id));
+        tasks.spawn(async move { (t.clone(), s.create_first_token(t, &[]).await) });
+    }
+    let results = tasks.join_all().await;
+    let made: Vec<&TokenRecord> = results
+        .iter()
+        .filter_map(|(t, r)| r.is_ok().then_some(t))
+        .collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "one of 8 concurrent first tokens: {results:?}"
+    );
+    for (_, r) in results.iter().filter(|(_, r)| r.is_err()) {
+        assert!(
+            matches!(r, Err(StorageError::Conflict)),
+            "a second first token: {r:?}"
+        );
+    }
+    assert_eq!(
+        s.list_tokens(a.id).await.unwrap(),
+        vec![made[0].clone()],
+        "the refused calls wrote nothing"
+    );
+    assert_unlogged(&*s, head, "create_first_token").await;
+
+    // Revoked, it is still the account's first token.
+    s.revoke_token(a.id, made[0].id, ts(50), &[]).await.unwrap();
+    let err = s
+        .create_first_token(token_record(a.id), &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict), "{err:?}");
+    assert_eq!(s.list_tokens(a.id).await.unwrap().len(), 1);
+
+    // Another account's tokens are not this one's.
+    let other = token_record(b.id);
+    s.create_first_token(other.clone(), &[]).await.unwrap();
+    assert_eq!(stored(&*s, other.id).await, other);
 }

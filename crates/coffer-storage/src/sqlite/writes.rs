@@ -226,6 +226,23 @@ pub(super) fn create_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<
     Ok(())
 }
 
+/// [`create_token`] unless the account holds a token already (`Conflict`). The writer thread
+/// runs one write at a time, so nothing comes between the look and the insert.
+pub(super) fn create_first_token(cx: &mut WriteCx<'_>, token: &TokenRecord) -> Result<()> {
+    let held: bool = cx
+        .conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM tokens WHERE account_id = ?1)",
+            [token.account_id.as_bytes()],
+            |r| r.get(0),
+        )
+        .db("look for an account's tokens")?;
+    if held {
+        return Err(StorageError::Conflict);
+    }
+    create_token(cx, token)
+}
+
 pub(super) fn revoke_token(
     cx: &mut WriteCx<'_>,
     account: AccountId,
