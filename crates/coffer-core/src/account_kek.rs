@@ -19,7 +19,7 @@ use coffer_crypto::{KekId, KekProvider};
 use coffer_storage::Storage;
 use coffer_types::AccountId;
 
-use crate::keyring::on_blocking_pool;
+use crate::kek_call::on_blocking_pool;
 use crate::rotation::{RewrapSettings, Step, rewrap_batch};
 use crate::{CoreError, InvalidKind};
 

@@ -26,15 +26,16 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use coffer_crypto::{
-    DataKey, DekContext, KekId, KekProvider, MacKey, SigningKey, WrappedDataKey, random_id,
+    DataKey, DekContext, KekId, KekProvider, MacKey, NodePublicKey, SigningKey, WrappedDataKey,
+    random_id,
 };
 use coffer_storage::{DekRecord, Storage, WrappedKeyRecord};
-use coffer_types::{AccountId, DekId, Timestamp};
+use coffer_types::{AccountId, DekId, Timestamp, TokenId};
 
 use crate::CoreError;
 use crate::account_kek::AccountKeks;
+use crate::kek_call::{DEK_PURPOSE, on_blocking_pool};
 
-pub(crate) const DEK_PURPOSE: &str = "dek";
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";
@@ -741,22 +742,6 @@ async fn replicated_mac_key(
     Ok(MacKey::from_data_key(&key))
 }
 
-/// A KEK call on the blocking pool. A provider that panicked is a bug (`Internal`); a task that
-/// never ran means the runtime is shutting down (`Unavailable`).
-pub(crate) async fn on_blocking_pool<T, F>(call: F) -> Result<T, CoreError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, CoreError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(call).await.map_err(|e| {
-        if e.is_panic() {
-            CoreError::Internal("the KEK provider panicked".into())
-        } else {
-            CoreError::Unavailable(format!("KEK call did not run: {e}"))
-        }
-    })?
-}
-
 /// A new random key of `purpose` (bound to `account` when it is one's), wrapped by `kek`, and
 /// its record as stored, with a fresh random id: how RK and ARK versions are made.
 async fn new_wrapped_key(
@@ -819,6 +804,17 @@ async fn open_wrapped_key(
         })
     })
     .await
+}
+
+/// A node's registered public key, parsed again to seal to it. Registration accepts only
+/// canonical, usable keys, so a failure here is a key stored by an older build: the error names
+/// the node, which the operator revokes (its key is then skipped).
+fn stored_public_key(bytes: &[u8], node: TokenId) -> Result<NodePublicKey, CoreError> {
+    NodePublicKey::parse(bytes).map_err(|e| {
+        CoreError::Internal(format!(
+            "node {node}'s registered key cannot be sealed to ({e}): revoke that node"
+        ))
+    })
 }
 
 /// Wraps `key` under the current KEK; hands the key back with its wrapped form.

@@ -7,8 +7,10 @@
 
 mod account_kek;
 mod error;
+mod kek_call;
 mod keyring;
 mod limits;
+mod permission;
 mod policy;
 mod reseal;
 mod rotation;
@@ -32,7 +34,8 @@ pub use limits::{
     Comment, DEFAULT_PER_PAGE, Limits, MAX_BATCH, MAX_COMMENT_BYTES, MAX_PAGE, MAX_PER_PAGE,
     MAX_REQUEST_BODY_BYTES, MAX_SEARCH_BYTES, MAX_SECRETS_QUOTA, MAX_VALUE_BYTES, check_value,
 };
-pub use policy::{Permission, Principal, RequestContext, Role, operator_reaches};
+pub use permission::Permission;
+pub use policy::{Principal, RequestContext, Role, operator_reaches};
 pub use reseal::{ResealSettings, ResealStatus};
 pub use rotation::{KekState, KekVersion, KekVersions, RewrapSettings, RotationStatus};
 pub use service::account_kek::AccountKekReport;

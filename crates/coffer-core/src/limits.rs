@@ -1,8 +1,15 @@
-//! Input limits and the validation that goes with them.
+//! Input limits and the validation that goes with them; how often a write retries after a
+//! conflict.
 
 use coffer_crypto::Plaintext;
 
 use crate::{CoreError, InvalidKind};
+
+/// How many times an update re-reads and retries when the secret changed first: another
+/// control-plane instance sharing the database wrote it, or an update queued before this one
+/// failed (see `service::secrets_store::UpdateLocks`). The DEK lifecycle's re-seal retries a
+/// refused batch as often.
+pub(crate) const UPDATE_RETRIES: usize = 8;
 
 /// The largest secret value, in bytes (Cloudflare's limit).
 pub const MAX_VALUE_BYTES: usize = 65_536;

@@ -4,6 +4,8 @@
 
 use coffer_types::{AccountId, TokenId};
 
+use crate::permission::Permission;
+
 /// The roles of an account's members and tokens (Cloudflare's four).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -58,36 +60,6 @@ pub fn operator_reaches(permission: Permission) -> bool {
     match permission {
         Permission::ViewAccount | Permission::ManageAccount | Permission::Operator => true,
         Permission::Read | Permission::Edit | Permission::Bind => false,
-    }
-}
-
-/// What an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// View the account itself: its record, quota and usage.
-    ViewAccount,
-    /// View stores' and secrets' metadata ("Secrets Store Read").
-    Read,
-    /// Create, update, duplicate and delete stores and secrets ("Secrets Store Edit").
-    Edit,
-    /// Bind secrets to services.
-    Bind,
-    /// Manage the account's tokens and members.
-    ManageAccount,
-    /// Create, list and delete accounts and set their quotas: the instance operator only.
-    Operator,
-}
-
-impl std::fmt::Display for Permission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Permission::ViewAccount => "account:read",
-            Permission::Read => "secrets_store:read",
-            Permission::Edit => "secrets_store:edit",
-            Permission::Bind => "secrets_store:bind",
-            Permission::ManageAccount => "account:manage",
-            Permission::Operator => "instance:operator",
-        })
     }
 }
 

@@ -365,7 +365,7 @@ impl Lifecycle {
             let done = self.storage.reseal_values(Some(carried), reseals).await;
             write.finish(&done);
             if self.shared_database
-                && refused < crate::service::UPDATE_RETRIES
+                && refused < crate::limits::UPDATE_RETRIES
                 && matches!(done, Err(coffer_storage::StorageError::Conflict))
             {
                 // Another instance may have rotated the replication key (a node's revocation)

@@ -26,7 +26,7 @@ use coffer_storage::{KeyOwner, Rewrap, Storage, StorageError, StoredKey};
 use coffer_types::{AccountId, Timestamp};
 
 use crate::CoreError;
-use crate::keyring::on_blocking_pool;
+use crate::kek_call::on_blocking_pool;
 
 /// The lifecycle of one KEK version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +332,7 @@ fn rewrap_one(
     let (account, purpose, what) = match &stored.owner {
         KeyOwner::Account(account) => (
             Some(*account),
-            crate::keyring::DEK_PURPOSE,
+            crate::kek_call::DEK_PURPOSE,
             format!("DEK {} of account {account}", stored.key.id),
         ),
         KeyOwner::Instance(purpose) => {

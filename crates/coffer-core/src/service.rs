@@ -254,7 +254,6 @@ impl Coffer {
 
 pub mod account_kek;
 mod secrets_store;
-pub(crate) use secrets_store::UPDATE_RETRIES;
 use secrets_store::UpdateLocks;
 pub use secrets_store::{
     CreateSecretItem, DuplicateSecret, Quota, SecretListQuery, StoreListQuery, UpdateSecret,

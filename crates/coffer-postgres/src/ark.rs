@@ -12,8 +12,9 @@ use tokio_postgres::Row;
 use crate::PgStorage;
 use crate::accounts::require_account;
 use crate::db::{DbResultExt, bytes_col, col, ts_col, u32_col, u64_col};
-use crate::keys::current_ark_version;
-use crate::replication::{node_key_row, rewrap_deks};
+use crate::key_versions::current_ark_version;
+use crate::keys::rewrap_deks;
+use crate::nodes::node_key_row;
 use crate::write::WriteTx;
 
 fn key_from_row(row: &Row, at: usize) -> Result<WrappedKeyRecord> {
@@ -444,28 +445,6 @@ pub(crate) async fn accounts_owing_ark_rotation(s: &PgStorage) -> Result<Vec<Acc
         .iter()
         .map(|row| bytes_col(row, 0, "account_grants.account_id").map(AccountId::from_bytes))
         .collect()
-}
-
-/// Whether `account`'s current ARK version is granted to a revoked node (its rotation owed,
-/// as [`accounts_owing_ark_rotation`] lists): `insert_dek` then refuses its ARK-wrapped DEKs.
-pub(crate) async fn owes_rotation(c: &impl GenericClient, account: AccountId) -> Result<bool> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM account_grants AS g
-                 JOIN nodes AS n ON n.id = g.node_id
-                 WHERE g.account_id = $1 AND n.revoked IS NOT NULL
-                   AND g.ark_version = (SELECT max(version) FROM account_replication_keys
-                                        WHERE account_id = $1))",
-        )
-        .await
-        .db("account owing a replication key rotation")?;
-    col(
-        &c.query_one(&stmt, &[&account.as_bytes().as_slice()])
-            .await
-            .db("account owing a replication key rotation")?,
-        0,
-        "owes rotation",
-    )
 }
 
 pub(crate) async fn account_grants(

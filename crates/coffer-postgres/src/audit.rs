@@ -18,7 +18,7 @@ use crate::db::{
     DbResultExt, Params, Violation, bytes_col, col, db_error, direction_sql, offset, opt_bytes_col,
     sql_limit, ts_col, u64_col, violation,
 };
-use crate::write::TxFuture;
+use crate::tx::TxFuture;
 
 // The column list and its decoder change together: the decoder reads by position.
 const AUDIT_COLS: &str = "account_id, seq, at, action, outcome, actor_token, store_id, secret_id, \

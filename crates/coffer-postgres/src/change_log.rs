@@ -23,7 +23,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::db::{DbResultExt, bytes_col, col, sql_limit, u64_col};
-use crate::write::{HEAD_CHANNEL, TxFuture};
+use crate::tx::TxFuture;
+use crate::write::HEAD_CHANNEL;
 use crate::{PgStorage, Shared};
 
 /// The `replication` row.

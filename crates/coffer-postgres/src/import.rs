@@ -30,7 +30,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::PgStorage;
 use crate::db::DbResultExt;
-use crate::write::WRITER_LOCK;
+use crate::tx::WRITER_LOCK;
 
 /// Rows per batch handed from the reader to the importer.
 const BATCH: usize = 1000;

@@ -1,13 +1,15 @@
 //! Instance keys, DEKs ([`insert_dek`], which every write carrying a DEK uses: see the
-//! `Storage` trait's "DEKs carried by writes") and KEK rotation's queries (usage per KEK, the
-//! keys a KEK wraps, compare-and-set rewrap, retired KEK ids). The DEK lifecycle is in
-//! `lifecycle.rs`.
+//! `Storage` trait's "DEKs carried by writes"; [`rewrap_deks`], a revocation's rewrap of DEKs
+//! onto a new RK or ARK version, which `replication.rs` and `ark.rs` share) and KEK rotation's
+//! queries (usage per KEK, the keys a KEK wraps, compare-and-set rewrap, retired KEK ids). The
+//! DEK lifecycle is in `lifecycle.rs`; which RK and ARK versions are current in
+//! `key_versions.rs`.
 
 use std::collections::HashMap;
 
 use coffer_storage::{
     Change, DekRecord, Entity, KekUsage, KeyOwner, REPLICATION_KEY_PURPOSE_PREFIX, Result, Rewrap,
-    RkWrap, StorageError, StoredKey, WrappedKeyRecord,
+    RkWrap, StorageError, StoredKey, WrappedKeyRecord, ark_kek_id, rk_kek_id,
 };
 use coffer_types::{AccountId, DekId, Timestamp};
 use deadpool_postgres::GenericClient;
@@ -18,6 +20,7 @@ use crate::db::{
     DbResultExt, Violation, bytes_col, col, db_error, opt_bytes_col, sql_limit, ts_col, u64_col,
     violation,
 };
+use crate::key_versions::owes_rotation;
 use crate::write::WriteTx;
 
 // The column list and its decoder change together: the decoder reads by position.
@@ -154,60 +157,6 @@ pub(crate) async fn is_destroyed(c: &impl GenericClient, id: DekId) -> Result<bo
         .is_some())
 }
 
-/// The current instance replication key's version (the highest `replication-key:<n>`).
-pub(crate) async fn current_rk_version(c: &impl GenericClient) -> Result<Option<u32>> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT max(CAST(substr(purpose, $1) AS BIGINT)) FROM instance_keys
-             WHERE purpose LIKE $2",
-        )
-        .await
-        .db("current replication key version")?;
-    let start = i32::try_from(REPLICATION_KEY_PURPOSE_PREFIX.len() + 1).unwrap_or(i32::MAX);
-    let found: Option<i64> = col(
-        &c.query_one(
-            &stmt,
-            &[&start, &format!("{REPLICATION_KEY_PURPOSE_PREFIX}%")],
-        )
-        .await
-        .db("current replication key version")?,
-        0,
-        "replication key version",
-    )?;
-    found
-        .map(|v| {
-            u32::try_from(v).map_err(|_| {
-                StorageError::Corrupted(format!("replication key version {v} out of range"))
-            })
-        })
-        .transpose()
-}
-
-/// The account's current ARK version, if it has one.
-pub(crate) async fn current_ark_version(
-    c: &impl GenericClient,
-    account: AccountId,
-) -> Result<Option<u32>> {
-    let stmt = c
-        .prepare_cached("SELECT max(version) FROM account_replication_keys WHERE account_id = $1")
-        .await
-        .db("current account replication key version")?;
-    let found: Option<i64> = col(
-        &c.query_one(&stmt, &[&account.as_bytes().as_slice()])
-            .await
-            .db("current account replication key version")?,
-        0,
-        "account replication key version",
-    )?;
-    found
-        .map(|v| {
-            u32::try_from(v).map_err(|_| {
-                StorageError::Corrupted(format!("account replication key version {v} out of range"))
-            })
-        })
-        .transpose()
-}
-
 /// Inserts `dek` unless a DEK with its id is stored; returns whether it inserted (and so
 /// appended its `DekPut`). The same checks as SQLite's, each refusing with `Conflict` (the
 /// caller seals again under a new DEK):
@@ -279,7 +228,7 @@ async fn check_and_insert_dek(w: &mut WriteTx<'_>, dek: &DekRecord) -> Result<(b
         // which the revoked node may hold, until the owed rotation is made: a write that took
         // a DEK under it before the revocation must not store a value under it afterwards
         // (refused whether the DEK is stored already or not).
-        if rk.ark && crate::ark::owes_rotation(w.tx(), dek.account_id).await? {
+        if rk.ark && owes_rotation(w.tx(), dek.account_id).await? {
             return Err(StorageError::Conflict);
         }
     }
@@ -370,6 +319,78 @@ pub(crate) async fn insert_carried_deks(
         }
     }
     Ok(owners)
+}
+
+/// Rewraps each of `deks` by version `version` of a replication key and appends its
+/// `DekPut`: with `ark_of`, that account's ARK (`ark:<n>`; each DEK must be the account's),
+/// else the instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK not found so is a
+/// `Conflict`, but for one destroyed since the rotation listed it, which is skipped. The DEK
+/// never seals again (`retired`): its values are re-sealed onto a DEK made
+/// under the new version.
+pub(crate) async fn rewrap_deks(
+    w: &mut WriteTx<'_>,
+    deks: &[(DekId, Vec<u8>)],
+    version: u32,
+    ark_of: Option<AccountId>,
+) -> Result<()> {
+    let find = w
+        .tx()
+        .prepare_cached(
+            "SELECT account_id FROM deks
+             WHERE id = $1 AND (CASE WHEN $2::bytea IS NULL THEN NOT rk_account
+                                     ELSE account_id = $2 END)",
+        )
+        .await
+        .db("rewrap dek")?;
+    let update = w
+        .tx()
+        .prepare_cached(
+            "UPDATE deks SET rk_version = $1, rk_wrapped = $2, rk_account = $3, retired = true
+             WHERE id = $4",
+        )
+        .await
+        .db("rewrap dek")?;
+    let ark = ark_of.map(|a| a.as_bytes().to_vec());
+    for (dek, wrapped) in deks {
+        let found = w
+            .tx()
+            .query_opt(&find, &[&dek.as_bytes().as_slice(), &ark])
+            .await
+            .db("rewrap dek")?;
+        let Some(account) = found else {
+            // Destroyed since the rotation listed it (the DEK lifecycle job runs beside a
+            // revocation): nothing is left to rewrap, and refusing would let destructions
+            // starve the revocation.
+            if is_destroyed(w.tx(), *dek).await? {
+                continue;
+            }
+            return Err(StorageError::Conflict);
+        };
+        let account = AccountId::from_bytes(bytes_col(&account, 0, "deks.account_id")?);
+        w.tx()
+            .execute(
+                &update,
+                &[
+                    &i64::from(version),
+                    wrapped,
+                    &ark_of.is_some(),
+                    &dek.as_bytes().as_slice(),
+                ],
+            )
+            .await
+            .db("rewrap dek")?;
+        w.append(&Change::DekPut {
+            account_id: account,
+            dek_id: *dek,
+            kek_id: match ark_of {
+                Some(_) => ark_kek_id(version),
+                None => rk_kek_id(version),
+            },
+            wrapped_hex: hex::encode(wrapped),
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn put_dek(s: &PgStorage, dek: DekRecord) -> Result<()> {

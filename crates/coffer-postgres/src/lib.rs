@@ -25,7 +25,9 @@
 //!   `nodes`, `keys` (instance keys, DEKs, KEK rotation), `lifecycle` (the DEK lifecycle),
 //!   `replication` (replication keys, node keys, the rotating revocation), `ark` (accounts'
 //!   replication keys), `change_log`, `snapshot`, `audit`); `storage.rs` holds the trait
-//!   impls and only delegates to them.
+//!   impls and only delegates to them. What several share sits in leaves so no module imports
+//!   one that imports it: `tx` (the writer lock's key, the transaction future type),
+//!   `key_versions` (which RK and ARK versions are current), `db` (errors and row decoding).
 //!
 //! A function named `..._in` runs inside its caller's write (it takes the write's transaction)
 //! rather than starting one.
@@ -41,6 +43,7 @@ mod config;
 mod db;
 mod dek_gate;
 mod import;
+mod key_versions;
 mod keys;
 mod lifecycle;
 mod migrate;
@@ -52,6 +55,7 @@ mod snapshot;
 mod storage;
 mod stores;
 mod tokens;
+mod tx;
 mod write;
 
 #[cfg(feature = "test-support")]

@@ -99,7 +99,7 @@ pub(crate) async fn run_to(
     // migration; each checks the version under this lock before it writes.
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
-        &[&crate::write::WRITER_LOCK],
+        &[&crate::tx::WRITER_LOCK],
     )
     .await
     .map_err(|e| failed("taking the writer lock", e))?;

@@ -8,7 +8,9 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::PgStorage;
-use crate::db::{DbResultExt, Violation, bytes_col, col, db_error, opt_ts_col, ts_col, violation};
+use crate::db::{
+    DbResultExt, Violation, bytes_col, col, db_error, opt_bytes_col, opt_ts_col, ts_col, violation,
+};
 use crate::write::WriteTx;
 
 // The column list and its decoder change together: the decoder reads by position.
@@ -34,6 +36,26 @@ pub(crate) async fn read_node(c: &impl GenericClient, id: TokenId) -> Result<Opt
         .db("get node")?
         .map(|row| node_from_row(&row))
         .transpose()
+}
+
+/// A node's revocation time and registered key, `NotFound(Node)` for an unknown one.
+pub(crate) async fn node_key_row(
+    c: &impl GenericClient,
+    node: TokenId,
+) -> Result<(Option<i64>, Option<[u8; 32]>)> {
+    let stmt = c
+        .prepare_cached("SELECT revoked, public_key FROM nodes WHERE id = $1")
+        .await
+        .db("read node key")?;
+    let row = c
+        .query_opt(&stmt, &[&node.as_bytes().as_slice()])
+        .await
+        .db("read node key")?
+        .ok_or(StorageError::NotFound(Entity::Node))?;
+    Ok((
+        col(&row, 0, "nodes.revoked")?,
+        opt_bytes_col(&row, 1, "nodes.public_key")?,
+    ))
 }
 
 fn name_taken(name: &str) -> StorageError {

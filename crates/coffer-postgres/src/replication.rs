@@ -6,18 +6,19 @@
 use coffer_storage::{
     AuditEntry, Change, DekRecord, Entity, NodeGrant, NodeRecord, REPLICATED_KEY_PURPOSES,
     REPLICATION_KEY_PURPOSE_PREFIX, Result, RkRotation, RkWrap, StorageError, WrappedKeyRecord,
-    ark_kek_id, rk_kek_id,
+    rk_kek_id,
 };
-use coffer_types::{AccountId, DekId, Timestamp, TokenId};
+use coffer_types::{DekId, Timestamp, TokenId};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::PgStorage;
-use crate::db::{DbResultExt, bytes_col, col, opt_bytes_col, u32_col, u64_col};
+use crate::db::{DbResultExt, bytes_col, col, u32_col, u64_col};
+use crate::key_versions::current_rk_version;
 use crate::keys::{
-    DEK_COLS, current_rk_version, dek_from_row, put_instance_key_in, read_instance_key,
-    rk_wrap_cols,
+    DEK_COLS, dek_from_row, put_instance_key_in, read_instance_key, rewrap_deks, rk_wrap_cols,
 };
+use crate::nodes::node_key_row;
 use crate::write::WriteTx;
 
 fn purpose(version: u32) -> String {
@@ -31,78 +32,6 @@ pub(crate) fn grant_from_row(row: &Row) -> Result<NodeGrant> {
         ephemeral_public: bytes_col(row, 2, "node_grants.ephemeral")?,
         sealed: col(row, 3, "node_grants.sealed")?,
     })
-}
-
-/// Rewraps each of `deks` by version `version` of a replication key and appends its
-/// `DekPut`: with `ark_of`, that account's ARK (`ark:<n>`; each DEK must be the account's),
-/// else the instance RK (`rk:<n>`; each DEK must not be ARK-wrapped). A DEK not found so is a
-/// `Conflict`, but for one destroyed since the rotation listed it, which is skipped. The DEK
-/// never seals again (`retired`): its values are re-sealed onto a DEK made
-/// under the new version.
-pub(crate) async fn rewrap_deks(
-    w: &mut WriteTx<'_>,
-    deks: &[(DekId, Vec<u8>)],
-    version: u32,
-    ark_of: Option<AccountId>,
-) -> Result<()> {
-    let find = w
-        .tx()
-        .prepare_cached(
-            "SELECT account_id FROM deks
-             WHERE id = $1 AND (CASE WHEN $2::bytea IS NULL THEN NOT rk_account
-                                     ELSE account_id = $2 END)",
-        )
-        .await
-        .db("rewrap dek")?;
-    let update = w
-        .tx()
-        .prepare_cached(
-            "UPDATE deks SET rk_version = $1, rk_wrapped = $2, rk_account = $3, retired = true
-             WHERE id = $4",
-        )
-        .await
-        .db("rewrap dek")?;
-    let ark = ark_of.map(|a| a.as_bytes().to_vec());
-    for (dek, wrapped) in deks {
-        let found = w
-            .tx()
-            .query_opt(&find, &[&dek.as_bytes().as_slice(), &ark])
-            .await
-            .db("rewrap dek")?;
-        let Some(account) = found else {
-            // Destroyed since the rotation listed it (the DEK lifecycle job runs beside a
-            // revocation): nothing is left to rewrap, and refusing would let destructions
-            // starve the revocation.
-            if crate::keys::is_destroyed(w.tx(), *dek).await? {
-                continue;
-            }
-            return Err(StorageError::Conflict);
-        };
-        let account = AccountId::from_bytes(bytes_col(&account, 0, "deks.account_id")?);
-        w.tx()
-            .execute(
-                &update,
-                &[
-                    &i64::from(version),
-                    wrapped,
-                    &ark_of.is_some(),
-                    &dek.as_bytes().as_slice(),
-                ],
-            )
-            .await
-            .db("rewrap dek")?;
-        w.append(&Change::DekPut {
-            account_id: account,
-            dek_id: *dek,
-            kek_id: match ark_of {
-                Some(_) => ark_kek_id(version),
-                None => rk_kek_id(version),
-            },
-            wrapped_hex: hex::encode(wrapped),
-        })
-        .await?;
-    }
-    Ok(())
 }
 
 /// Refuses work done under a replication key that is no longer the current one.
@@ -156,30 +85,10 @@ async fn insert_grant(w: &mut WriteTx<'_>, grant: &NodeGrant) -> Result<()> {
     .await
 }
 
-/// A node's revocation time and registered key, `NotFound(Node)` for an unknown one.
-pub(crate) async fn node_key_row(
-    c: &impl GenericClient,
-    node: TokenId,
-) -> Result<(Option<i64>, Option<[u8; 32]>)> {
-    let stmt = c
-        .prepare_cached("SELECT revoked, public_key FROM nodes WHERE id = $1")
-        .await
-        .db("read node key")?;
-    let row = c
-        .query_opt(&stmt, &[&node.as_bytes().as_slice()])
-        .await
-        .db("read node key")?
-        .ok_or(StorageError::NotFound(Entity::Node))?;
-    Ok((
-        col(&row, 0, "nodes.revoked")?,
-        opt_bytes_col(&row, 1, "nodes.public_key")?,
-    ))
-}
-
 pub(crate) async fn latest_replication_key(
     s: &PgStorage,
 ) -> Result<Option<(u32, WrappedKeyRecord)>> {
-    s.read_snapshot(|tx| -> crate::write::TxFuture<'_, _> {
+    s.read_snapshot(|tx| -> crate::tx::TxFuture<'_, _> {
         Box::pin(async move {
             let Some(version) = current_rk_version(tx).await? else {
                 return Ok(None);

@@ -19,7 +19,8 @@ use crate::db::{
 };
 use crate::keys::insert_carried_deks;
 use crate::stores::require_store;
-use crate::write::{TxFuture, WriteTx};
+use crate::tx::TxFuture;
+use crate::write::WriteTx;
 
 // Column lists and their decoders change together: a decoder reads by position.
 pub(crate) const SECRET_COLS: &str =

@@ -18,7 +18,8 @@ use crate::db::{
     DbResultExt, Violation, bytes_col, col, db_error, offset, opt_ts_col, scope_col, ts_col,
     u64_col, violation,
 };
-use crate::write::{TxFuture, WriteTx};
+use crate::tx::TxFuture;
+use crate::write::WriteTx;
 
 // Column lists and their decoders change together: a decoder reads by position.
 pub(crate) const SERVICE_COLS: &str = "id, account_id, name, kind, created, modified";

@@ -17,7 +17,7 @@ use tokio_postgres::Row;
 
 use crate::PgStorage;
 use crate::db::{DbResultExt, bytes_col, col, scopes_col, u32_col, u64_col};
-use crate::write::TxFuture;
+use crate::tx::TxFuture;
 
 /// Rows fetched from a cursor at a time.
 const BATCH: usize = 256;

@@ -12,7 +12,8 @@ use crate::db::{
     DbResultExt, Violation, bytes_col, col, db_error, direction_sql, offset, ts_col, u64_col,
     violation,
 };
-use crate::write::{TxFuture, WriteTx};
+use crate::tx::TxFuture;
+use crate::write::WriteTx;
 
 // The column list and its decoder change together: the decoder reads by position.
 pub(crate) const STORE_COLS: &str = "id, account_id, name, created, modified";

@@ -53,12 +53,7 @@ use deadpool_postgres::GenericClient;
 
 use crate::PgStorage;
 use crate::db::{DbResultExt, bytes_col, col, u64_col};
-
-/// A boxed future borrowing the write's transaction for `'a`.
-pub(crate) type TxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
-
-/// The advisory lock key every write takes first ("coffer" + 2 in ASCII).
-pub(crate) const WRITER_LOCK: i64 = 0x636f_6666_6572_0002;
+use crate::tx::{TxFuture, WRITER_LOCK};
 
 /// The channel that tells every instance the log moved; the payload is the new head's seq.
 pub(crate) const HEAD_CHANNEL: &str = "coffer_head";

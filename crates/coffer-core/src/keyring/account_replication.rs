@@ -122,8 +122,8 @@ fn seal_grants(
     let mut grants = Vec::new();
     for key in keys.iter().filter(|k| Some(k.node_id) != skip) {
         let (account_key, node_key) = (
-            super::replication::stored_public_key(&key.account_key, key.node_id)?,
-            super::replication::stored_public_key(&key.node_key, key.node_id)?,
+            super::stored_public_key(&key.account_key, key.node_id)?,
+            super::stored_public_key(&key.node_key, key.node_id)?,
         );
         let to = AccountGrantRecipient {
             account_key: &account_key,

@@ -32,7 +32,7 @@ use coffer_types::{AccountId, DekId, Timestamp, TokenId};
 use super::account_replication::ArkRotations;
 use super::{
     Keyring, Unwrapped, dek_context, instance_context, kek_unwrap, new_wrapped_key,
-    open_wrapped_key,
+    open_wrapped_key, stored_public_key,
 };
 use crate::CoreError;
 
@@ -562,15 +562,4 @@ struct FinishedRotation {
     install: Vec<(AccountId, u32, Arc<DataKey>)>,
     deferred: Vec<AuditEntry>,
     listed: (Vec<DekId>, Vec<AccountId>),
-}
-
-/// A node's registered public key, parsed again to seal to it. Registration accepts only
-/// canonical, usable keys, so a failure here is a key stored by an older build: the error names
-/// the node, which the operator revokes (its key is then skipped).
-pub(super) fn stored_public_key(bytes: &[u8], node: TokenId) -> Result<NodePublicKey, CoreError> {
-    NodePublicKey::parse(bytes).map_err(|e| {
-        CoreError::Internal(format!(
-            "node {node}'s registered key cannot be sealed to ({e}): revoke that node"
-        ))
-    })
 }

@@ -14,7 +14,7 @@ use super::Coffer;
 use super::audit::{Details, Target};
 use crate::AuditAction;
 use crate::account_kek::{AccountKekInfo, AccountKekSpec, AccountKekStore};
-use crate::keyring::on_blocking_pool;
+use crate::kek_call::on_blocking_pool;
 use crate::{CoreError, Principal, Resource, RewrapSettings};
 
 /// Which KEK wraps an account's DEKs, as `Coffer::account_kek_status` reports it.

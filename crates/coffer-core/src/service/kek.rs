@@ -12,7 +12,7 @@ use coffer_storage::{AuditEntry, Storage};
 
 use super::Coffer;
 use super::audit::{Actor, Details, Event, Target, build_entry};
-use crate::keyring::on_blocking_pool;
+use crate::kek_call::on_blocking_pool;
 use crate::rotation::{
     KekState, KekVersion, KekVersions, OnRetired, RewrapSettings, Rotation, RotationStatus,
     find_operator_account,

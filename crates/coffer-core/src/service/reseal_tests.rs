@@ -757,7 +757,7 @@ async fn after_a_store_delete_no_live_dek_opens_the_deleted_ciphertexts() {
                 &coffer_crypto::DekContext {
                     account: Some(f.account),
                     dek: shared,
-                    purpose: crate::keyring::DEK_PURPOSE,
+                    purpose: crate::kek_call::DEK_PURPOSE,
                 },
             )
             .unwrap();

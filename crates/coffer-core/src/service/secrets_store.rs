@@ -14,12 +14,9 @@ use super::Coffer;
 use super::audit::{Details, Target};
 use super::values::VersionSlot;
 use crate::AuditAction;
+use crate::limits::UPDATE_RETRIES;
 use crate::{Comment, CoreError, Permission, Principal, Resource};
 
-/// How many times an update re-reads and retries when the secret changed first: another
-/// control-plane instance sharing the database wrote it, or an update queued before this one
-/// failed (see [`UpdateLocks`]).
-pub(crate) const UPDATE_RETRIES: usize = 8;
 /// Lock stripes for [`UpdateLocks`]: enough that unrelated secrets rarely share one.
 const UPDATE_STRIPES: usize = 256;
 
