@@ -761,10 +761,12 @@ impl Writer {
     /// the three statements pipelined (one round trip).
     ///
     /// The head row moves only onto an entry that exists with the head's seq and hash (or onto
-    /// the log's base, when a job of the batch compacted through its own last entry): an
-    /// entry staged and never written ([`WriteTx::stage`] without [`insert_changes`]) would
-    /// otherwise commit a gap that followers stop at and the next batch chains over. Checked
-    /// in the same statement (one index probe); the batch is then refused whole.
+    /// the log's base, when a job of the batch compacted through its own last entry), and
+    /// only if every entry the batch appended after the base is there: an entry staged and
+    /// never written ([`WriteTx::stage`] without [`insert_changes`]), last or followed by
+    /// other jobs' entries, would otherwise commit a gap that followers stop at and the next
+    /// batch chains over. Checked in the same statement (an index probe and a range count of
+    /// the batch's own entries); the batch is then refused whole.
     async fn finish(&self, w: &mut WriteTx<'_>, appended: bool) -> Result<()> {
         let signature = if (appended || w.sign) && w.head.seq > 0 {
             self.signature(w).await?
@@ -781,7 +783,9 @@ impl Writer {
                      WHERE id = 1
                        AND (EXISTS (SELECT 1 FROM changes WHERE seq = $1 AND hash = $2)
                             OR EXISTS (SELECT 1 FROM replication
-                                       WHERE id = 1 AND base_seq = $1 AND base_hash = $2))",
+                                       WHERE id = 1 AND base_seq = $1 AND base_hash = $2))
+                       AND (SELECT count(*) FROM changes WHERE seq > $4 AND seq <= $1)
+                           = $1 - GREATEST($4, (SELECT base_seq FROM replication WHERE id = 1))",
                 )
                 .await
                 .db("move change head")?;
@@ -793,13 +797,15 @@ impl Writer {
         } else {
             (None, None)
         };
+        let start = i64::try_from(w.start.seq)
+            .map_err(|_| StorageError::Unavailable("change log sequence exhausted".into()))?;
         let hash = w.head.hash;
         let at = w.head.at;
         let payload = w.head.seq.to_string();
         let move_head = async {
             if let Some(stmt) = &head_stmt {
                 let moved = tx
-                    .execute(stmt, &[&seq, &hash.as_slice(), &at])
+                    .execute(stmt, &[&seq, &hash.as_slice(), &at, &start])
                     .await
                     .db("move change head")?;
                 if moved != 1 {

@@ -295,8 +295,10 @@ async fn scalar(s: &PgStorage, sql: &str) -> i64 {
 }
 
 /// A write that stages change-log entries and never inserts them returns `Ok`, but the head
-/// row refuses to move past the log: the batch is refused whole (its well-formed write too),
+/// row refuses to move past the log: the batch is refused whole (its well-formed writes too),
 /// nothing of it is committed, and the next write chains on from the old head with no gap.
+/// Whether the entry never written is the batch's last or a later write's entries follow it,
+/// and when one write leaves a gap between its own entries.
 #[tokio::test]
 async fn a_batch_whose_head_entry_was_never_written_is_refused_whole() {
     let Some(cluster) = cluster_url("a_batch_whose_head_entry_was_never_written_is_refused_whole")
@@ -309,36 +311,45 @@ async fn a_batch_whose_head_entry_was_never_written_is_refused_whole() {
     let head = s.change_head().await.unwrap();
     assert_eq!(head, 1);
 
-    // Alone in its batch, and behind a well-formed write in one batch.
-    for batched in [false, true] {
+    for case in [
+        "alone",
+        "after a good write",
+        "before a good write",
+        "a gap in one write",
+    ] {
         let hold = s.hold_writer_lock().await;
-        let good = if batched {
-            Some(
-                s.queue_write(&[], |w| Box::pin(account_put(w, 2, true)))
-                    .await
-                    .unwrap(),
-            )
-        } else {
-            None
-        };
-        let forgetful = s
-            .queue_write(&[], |w| Box::pin(account_put(w, 3, false)))
-            .await
-            .unwrap();
-        hold.finish().await.unwrap();
-        let mut outcomes = vec![forgetful.await];
-        if let Some(good) = good {
-            outcomes.push(good.await);
+        let mut queued = Vec::new();
+        if case == "after a good write" {
+            queued.push(queue(&s, |w| Box::pin(account_put(w, 2, true))).await);
         }
-        for outcome in outcomes {
+        if case != "a gap in one write" {
+            queued.push(queue(&s, |w| Box::pin(account_put(w, 3, false))).await);
+        }
+        if case == "before a good write" {
+            queued.push(queue(&s, |w| Box::pin(account_put(w, 4, true))).await);
+        }
+        if case == "a gap in one write" {
+            queued.push(
+                queue(&s, |w| {
+                    Box::pin(async move {
+                        account_put(w, 5, false).await?;
+                        account_put(w, 6, true).await
+                    })
+                })
+                .await,
+            );
+        }
+        hold.finish().await.unwrap();
+        for outcome in queued {
+            let outcome = outcome.await;
             let e = outcome.expect_err("the batch is refused");
             let text = e.to_string();
             assert!(
                 text.contains("not committed") && text.contains("which the log does not hold"),
-                "batched {batched}: {text}"
+                "{case}: {text}"
             );
         }
-        assert_eq!(s.change_head().await.unwrap(), head, "batched {batched}");
+        assert_eq!(s.change_head().await.unwrap(), head, "{case}");
         assert_eq!(scalar(&s, "SELECT count(*) FROM changes").await, 1);
         assert_eq!(scalar(&s, "SELECT count(*) FROM accounts").await, 1);
         assert_eq!(
@@ -348,13 +359,21 @@ async fn a_batch_whose_head_entry_was_never_written_is_refused_whole() {
     }
 
     // The writer goes on: the next entry is seq 2, chained onto entry 1.
-    account_put_alone(&s, 4).await;
+    account_put_alone(&s, 7).await;
     let log = s.changes_after(0, 10).await.unwrap();
     assert_eq!(log.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(
         log[1].hash,
         ChangeRecord::chain_hash(&log[0].hash, 2, &log[1].payload)
     );
+}
+
+/// Queues a write (behind a held writer lock, it waits for the lock's release).
+async fn queue<F>(s: &PgStorage, op: F) -> coffer_storage::Pending<()>
+where
+    F: for<'a, 'c> FnOnce(&'a mut WriteTx<'c>) -> crate::tx::TxFuture<'a, ()> + Send + 'static,
+{
+    s.queue_write(&[], op).await.unwrap()
 }
 
 async fn account_put_alone(s: &PgStorage, n: u8) {
