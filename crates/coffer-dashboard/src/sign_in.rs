@@ -311,12 +311,15 @@ pub(crate) async fn sign_out(
     let headers = &parts.headers;
     let secure = d.secure(&parts);
     let form = Form::parse(&body);
+    // Another site's form is refused even without a session (its answer would clear the
+    // cookie: a sign-out another site could make).
+    if cross_origin(headers, request_host(&parts).as_deref()) {
+        return forged(None);
+    }
     if let Some(id) = session_id(headers, secure)
         && let Some(live) = d.sessions.get(&id)
     {
-        if cross_origin(headers, request_host(&parts).as_deref())
-            || !csrf_matches(&live.csrf, form.get("csrf"))
-        {
+        if !csrf_matches(&live.csrf, form.get("csrf")) {
             return forged(None);
         }
         d.sessions.end(&id);

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
 use coffer_core::RequestContext;
 use coffer_dashboard::{Dashboard, DashboardOptions, SecureCookies, SessionLimits, SignInGuard};
 
@@ -159,6 +160,27 @@ async fn sign_out_ends_the_session() {
     let r = h.get(&old, "/dashboard/stores").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "the old cookie is dead");
     assert!(r.location().starts_with("/dashboard/sign-in"));
+}
+
+/// Another site's sign-out form, sent without the session cookie (SameSite keeps it off): it
+/// is refused and its answer clears no cookie, so another site cannot sign a user out.
+#[tokio::test]
+async fn another_sites_sign_out_without_the_cookie_clears_nothing() {
+    let h = Harness::new().await;
+    let b = h.sign_in(&h.token).await;
+    let r = h
+        .send(
+            Browser::default()
+                .request(Method::POST, "/dashboard/sign-out")
+                .header(header::HOST, "127.0.0.1:8080")
+                .header(header::ORIGIN, "https://evil.test")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.set_cookie().is_none(), "{:?}", r.set_cookie());
+    assert_eq!(h.get(&b, "/dashboard/stores").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
