@@ -3,8 +3,8 @@
 //! field's shape (a delivering node is authenticated, not trusted to be well formed).
 
 use coffer_types::{
-    AccessEvent, AccessOutcome, AccessRefusal, AccountId, AuditOutcome, SecretId, ServiceId,
-    StoreId, Timestamp, TokenId,
+    AccessEvent, AccessOutcome, AccessRefusal, AccountId, AuditOutcome, NodeName, SecretId,
+    SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
 };
 
 use super::{AccessBatch, AccessEvent as WireEvent, ObservedBy};
@@ -79,10 +79,10 @@ impl AccessBatch {
                 "node_id must be 32 hex characters",
             )
         })?;
-        if o.node_name.is_empty() || o.node_name.len() > 63 {
+        if let Err(e) = NodeName::parse(&o.node_name) {
             return Err(bad(
                 "/observed_by/node_name".into(),
-                "node_name must be 1 to 63 characters",
+                format!("node_name: {e}"),
             ));
         }
         Ok(Some(Observer {
@@ -159,6 +159,19 @@ fn decode_event(i: usize, e: WireEvent) -> Result<AccessEvent, BatchError> {
         if v.len() > 255 {
             return Err(bad(at(field), format!("{field} is longer than 255 bytes")));
         }
+    }
+    // Names the audit log shows are names (empty where the edge did not record one): a node
+    // cannot put line breaks or terminal escapes into another account's entries. The binding
+    // is as the service asked for it, which may be no binding at all.
+    if !e.service_name.is_empty()
+        && let Err(err) = ServiceName::parse(&e.service_name)
+    {
+        return Err(bad(at("service_name"), format!("service_name: {err}")));
+    }
+    if !e.secret_name.is_empty()
+        && let Err(err) = SecretName::parse(&e.secret_name)
+    {
+        return Err(bad(at("secret_name"), format!("secret_name: {err}")));
     }
     if e.reads == 0 {
         return Err(bad(at("reads"), "reads must be at least 1"));
@@ -250,6 +263,14 @@ mod tests {
                 |b| b.events[0].binding = "x".repeat(256),
                 "/events/0/binding",
             ),
+            (
+                |b| b.events[0].service_name = "gate\nway".into(),
+                "/events/0/service_name",
+            ),
+            (
+                |b| b.events[0].secret_name = "open\u{1b}[2Jai".into(),
+                "/events/0/secret_name",
+            ),
             (|b| b.events[0].token_id = None, "/events/0/token_id"),
             (
                 |b| b.events[0].store_id = Some("1".into()),
@@ -288,11 +309,13 @@ mod tests {
             bad_id.observer().unwrap_err().pointer.as_deref(),
             Some("/observed_by/node_id")
         );
-        let mut bad_name = back;
-        bad_name.observed_by.as_mut().unwrap().node_name = String::new();
-        assert_eq!(
-            bad_name.observer().unwrap_err().pointer.as_deref(),
-            Some("/observed_by/node_name")
-        );
+        for name in [String::new(), "edge\nfra".into(), "n".repeat(64)] {
+            let mut bad_name = back.clone();
+            bad_name.observed_by.as_mut().unwrap().node_name = name;
+            assert_eq!(
+                bad_name.observer().unwrap_err().pointer.as_deref(),
+                Some("/observed_by/node_name")
+            );
+        }
     }
 }
