@@ -5,16 +5,17 @@
 //!   `coffer.db` through a read-only connection with `VACUUM INTO` (one read transaction, so a
 //!   point-in-time copy that does not block the writer; `SqliteStorage::copy_consistent` says
 //!   why this and not the backup API) into a private (0700) temp dir beside the destination,
-//!   checks the copy's chains, hashes it and writes the file from one handle (a temp file,
-//!   fsynced, then linked or renamed into place, mode 0600). It needs free space for the copy
-//!   and the file (twice the database) and reads the copy three times (chains, hash, write).
-//!   The file holds the database only: ciphertexts and wrapped keys. Never the KEK file, the
-//!   KEK versions' keys, `kek.toml`, a PIN or an account KEK.
+//!   checks the copy's chains and integrity (what restore would refuse), hashes it and writes
+//!   the file from one handle (a temp file, fsynced, then linked or renamed into place, mode
+//!   0600). It needs free space for the copy and the file (twice the database) and reads the
+//!   copy three times (chains, hash, write). The file holds the database only: ciphertexts
+//!   and wrapped keys. Never the KEK file, the KEK versions' keys, `kek.toml`, a PIN or an
+//!   account KEK.
 //! - **Restore** checks the header, manifest checksum and length before writing anything, and
 //!   the database's SHA-256 while writing `NEW/coffer.db`; then checks that untrusted file
 //!   defensively (schema exactly this build's, `integrity_check`, foreign keys, the maintained
-//!   counts) before opening it read-write,
-//!   recomputes its chains and compares their heads with the manifest's. With `--kek-from` it
+//!   counts) before opening it read-write, recomputes its chains and compares their heads
+//!   with the manifest's. With `--kek-from` it
 //!   copies the KEK configuration the KEK versions file names (never anything from an HSM),
 //!   opens the restored dir with that KEK, and verifies every audit checkpoint's MAC: the one
 //!   keyed check, which someone who rewrote the file without the KEK cannot pass. Any failure
@@ -24,7 +25,8 @@
 //!   store's and account's count against its rows, and foreign keys on SQLite); or the same
 //!   of a PostgreSQL database (`verify_database`: a read-only connection, no data dir, no KEK).
 //!
-//! The chain checks are `coffer_storage::verify_chains`, written against the `Storage` trait.
+//! The chain checks are `coffer_storage::verify_chains`, and the integrity check
+//! `coffer_storage::verify_integrity`, both written against the `Storage` trait.
 
 mod format;
 
@@ -239,10 +241,19 @@ pub async fn backup(
         source,
     })?;
     let report = verify_chains(&storage).await;
+    // A copy restore would refuse is not written either.
+    let integrity = verify_integrity(&storage).await;
     close(storage).await;
     let report = report.map_err(|source| BackupError::Chain {
         what: format!(
             "data dir {}: nothing written, the store's own chains do not verify",
+            data_dir.display()
+        ),
+        source,
+    })?;
+    integrity.map_err(|source| BackupError::Integrity {
+        what: format!(
+            "data dir {}: nothing written, the store does not pass its integrity check",
             data_dir.display()
         ),
         source,

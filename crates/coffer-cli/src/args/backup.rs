@@ -15,7 +15,8 @@ key: never the KEK file, the KEK versions' keys, kek.toml, a PIN or an account K
 the KEK it opens nothing, so back the KEK up too, apart from these files \
 (docs/operations.md, \"Backup and restore\").
 
-The copy's chains are checked before the file is written. The file is written beside FILE, \
+The copy's chains, secret counts and foreign keys are checked (as restore will) before the \
+file is written. The file is written beside FILE, \
 synced, then put in place (mode 0600): FILE is never half-written.";
 
 pub const RESTORE_LONG_ABOUT: &str = "\
@@ -23,8 +24,9 @@ Restore a backup file into a new data dir (absent or empty).
 
 Before and while writing, the file is checked: its format, the manifest's checksum, its \
 length, and the database's SHA-256. The restored database is then checked as an untrusted \
-file (its schema must be exactly this build's, and pass SQLite's integrity check) before it \
-is opened; its change-log chain (from its base) and every account's audit chain are \
+file (its schema must be exactly this build's, pass SQLite's integrity and foreign key \
+checks, and every store's and account's secret count must equal the secrets it holds) before \
+it is opened; its change-log chain (from its base) and every account's audit chain are \
 recomputed, and their heads compared with the manifest's. Any failed check removes \
 everything restore wrote and names the check.
 
