@@ -182,7 +182,8 @@ pub enum Command {
     /// Restore a backup file into a new data dir, checking its checksums and chains
     #[command(long_about = RESTORE_LONG_ABOUT)]
     Restore(RestoreArgs),
-    /// Check a data dir's change-log and audit chains (read-only, server running or not)
+    /// Check a data dir's or a PostgreSQL database's change-log and audit chains, counts and
+    /// foreign keys (read-only, server running or not)
     #[command(long_about = VERIFY_LONG_ABOUT)]
     Verify(VerifyArgs),
     /// Copy an embedded (SQLite) installation into an empty PostgreSQL database and switch the

@@ -641,6 +641,106 @@ fn verify_names_the_first_broken_link_of_a_data_dir() {
     );
 }
 
+/// What lists trust (a store's and an account's secret count equal their rows; a secret's
+/// account is its store's) is checked by restore on the untrusted file, by verify, and by
+/// backup: a backup file whose database was edited with consistent checksums is refused
+/// naming the check, with nothing left behind; a data dir edited the same way fails verify
+/// and is not backed up.
+#[test]
+fn edited_counts_and_foreign_keys_are_refused_by_restore_verify_and_backup() {
+    let (tmp, data, server, conn) = setup();
+    let t = tmp.path();
+    let store = create_store(&conn, "prod");
+    create_secret(&conn, &store, "api-key", "workers", VALUE);
+    let file = t.join("b.backup");
+    coffer(&["backup", "--data-dir", p(&data), "--out", p(&file)]).ok();
+    let (status, _) = server.terminate();
+    assert!(status.success());
+    let (manifest, db) = split(&std::fs::read(&file).unwrap());
+    let new = t.join("new");
+    let refuse = |db: &[u8], expect: &str| {
+        let bad = t.join("bad.backup");
+        std::fs::write(&bad, reseal(manifest.clone(), db)).unwrap();
+        let out = coffer(&["restore", "--from", p(&bad), "--data-dir", p(&new)]);
+        let line = out.one_error_line(1).to_owned();
+        assert!(
+            line.contains("refused before opening it") && line.contains(expect),
+            "expected {expect:?}: {line}"
+        );
+        assert!(!new.exists(), "{line}: the new data dir is removed");
+        std::fs::remove_file(&bad).unwrap();
+    };
+    // The untouched file restores.
+    coffer(&["restore", "--from", p(&file), "--data-dir", p(&new)]).ok();
+    std::fs::remove_dir_all(&new).unwrap();
+
+    let store_count = format!("UPDATE stores SET secret_count = 1000 WHERE id = X'{store}';");
+    refuse(
+        &tampered(&db, &store_count),
+        &format!("integrity check failed: store {store} counts 1000 secrets, holds 1"),
+    );
+    let account = &conn.account;
+    let account_count = format!("UPDATE accounts SET secret_count = 0 WHERE id = X'{account}';");
+    refuse(
+        &tampered(&db, &account_count),
+        &format!("integrity check failed: account {account} counts 0 secrets, holds 1"),
+    );
+    // The secret moved into another account's store, its own account kept (the trigger that
+    // keeps a secret's owner fixed dropped, then put back; foreign keys off, as SQLite has
+    // them unless a connection turns them on): the lists of that store would show it.
+    let (other_account, other_store) = (
+        "0123456789abcdef0123456789abcdef",
+        "fedcba98765432100123456789abcdef",
+    );
+    let repointed = format!(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO accounts (id, name, created) VALUES (X'{other_account}', 'other', 0);
+         INSERT INTO stores (id, account_id, name, created, modified, secret_count)
+             VALUES (X'{other_store}', X'{other_account}', 'theirs', 0, 0, 1);
+         UPDATE stores SET secret_count = 0 WHERE id = X'{store}';
+         DROP TRIGGER secrets_owner_fixed;
+         UPDATE secrets SET store_id = X'{other_store}';"
+    );
+    let repointed = tampered(&db, &repointed);
+    refuse(
+        &repointed,
+        "integrity check failed: secrets row 1 breaks its foreign key to stores",
+    );
+
+    // The same edits in the data dir: verify names them, and backup writes nothing.
+    let edit = |sql: &str| {
+        rusqlite::Connection::open(data.join("coffer.db"))
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    };
+    let verify_fails = |expect: &str| {
+        let out = coffer(&["verify", "--data-dir", p(&data)]);
+        let line = out.one_error_line(1);
+        let whole = format!(
+            "data dir {}: integrity check failed: {expect}",
+            data.display()
+        );
+        assert!(line.contains(&whole), "expected {whole:?}: {line}");
+        let out = coffer(&["backup", "--data-dir", p(&data), "--out", p(&t.join("b2"))]);
+        let line = out.one_error_line(1);
+        assert!(
+            line.contains("nothing written, the store does not pass its integrity check")
+                && line.contains(expect),
+            "{line}"
+        );
+        assert!(!t.join("b2").exists());
+    };
+    edit(&store_count);
+    verify_fails(&format!("store {store} counts 1000 secrets, holds 1"));
+    edit(&format!(
+        "UPDATE stores SET secret_count = 1 WHERE id = X'{store}'; {account_count}"
+    ));
+    verify_fails(&format!("account {account} counts 0 secrets, holds 1"));
+    std::fs::write(data.join("coffer.db"), &repointed).unwrap();
+    verify_fails("secrets row 1 breaks its foreign key to stores");
+}
+
 /// `--kek-from` copies an account's own KEK too, and its record then names the copy: the old
 /// data dir moved away, the restored server opens the account's key.
 #[test]

@@ -43,6 +43,7 @@ mod config;
 mod db;
 mod dek_gate;
 mod import;
+mod integrity;
 mod key_versions;
 mod keys;
 mod lifecycle;
@@ -103,6 +104,10 @@ pub struct PgOptions {
     /// anything is migrated or written, so a URL naming the wrong database gets no schema
     /// (`ConnectError::OtherInstance`). `None`: no check (a new instance, `coffer init`).
     pub expected_cluster: Option<[u8; 16]>,
+    /// Read only (`coffer verify --database-url`): every session is read-only
+    /// (`default_transaction_read_only`), the schema is checked, never migrated (it must be
+    /// this build's version), and every write fails.
+    pub read_only: bool,
 }
 
 impl Default for PgOptions {
@@ -114,6 +119,7 @@ impl Default for PgOptions {
             write_idle_timeout: Duration::from_secs(30),
             dek_gate_wait: Duration::from_secs(10),
             expected_cluster: None,
+            read_only: false,
         }
     }
 }
@@ -319,8 +325,9 @@ impl Drop for PgStorage {
 
 impl PgStorage {
     /// Connects to the database at `url` (`postgres://` or `postgresql://`), checks it can be
-    /// reached and logged into, and migrates its schema. A schema newer than this build is
-    /// refused, naming both versions. Does not retry: the caller decides (a server retries
+    /// reached and logged into, and migrates its schema (with `options.read_only`: checks it
+    /// is this build's, and changes nothing). A schema newer than this build is refused,
+    /// naming both versions. Does not retry: the caller decides (a server retries
     /// with backoff while the database comes up).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStorage, ConnectError> {
         let idle_timeout_ms = write_idle_timeout_ms(options.write_idle_timeout)?;
@@ -350,6 +357,9 @@ impl PgStorage {
         // Session settings the SQL relies on, whatever the database's or role's defaults
         // (`'\x00'` literals and `ESCAPE '\'` need standard_conforming_strings).
         add_options(&mut parsed.config, "-c standard_conforming_strings=on");
+        if options.read_only {
+            add_options(&mut parsed.config, "-c default_transaction_read_only=on");
+        }
         let mut read_config = parsed.config.clone();
         // Reads are bounded (a snapshot's every FETCH too); writes set their own bounds.
         add_options(
@@ -399,7 +409,11 @@ impl PgStorage {
                 });
             }
         }
-        migrate::run(&mut client).await?;
+        if options.read_only {
+            migrate::check(&client).await?;
+        } else {
+            migrate::run(&mut client).await?;
+        }
         let head = write::read_head(&client)
             .await
             .map_err(|e| ConnectError::Schema(e.to_string()))?;

@@ -36,6 +36,51 @@ const MIGRATION_LOCK: i64 = 0x636f_6666_6572_0001;
 /// How long a migration waits for a table's lock before it gives up (see [`run`]).
 const MIGRATION_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Checks, without writing anything, that the database holds a Coffer schema of exactly
+/// [`SCHEMA_VERSION`] (a read-only connection, `PgOptions::read_only`, migrates nothing).
+pub(crate) async fn check(client: &deadpool_postgres::Object) -> Result<(), ConnectError> {
+    let failed = |e: tokio_postgres::Error| {
+        ConnectError::Schema(format!(
+            "reading the schema version: {}",
+            crate::error_chain(&e)
+        ))
+    };
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('coffer_schema_version') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let version: i64 = if exists {
+        client
+            .query_opt(
+                "SELECT version FROM coffer_schema_version WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(failed)?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(failed)?
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    match version {
+        0 => Err(ConnectError::Schema(
+            "the database holds no Coffer schema".into(),
+        )),
+        v if v == SCHEMA_VERSION => Ok(()),
+        v => Err(ConnectError::Schema(format!(
+            "the database's schema is version {v}, this build reads version {SCHEMA_VERSION} \
+             (a server of this build migrates an older one when it starts; run a newer Coffer \
+             for a newer one)"
+        ))),
+    }
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), ConnectError> {
     run_to(client, MIGRATIONS.len()).await

@@ -592,6 +592,10 @@ impl Storage for PgStorage {
     async fn last_audit_checkpoint(&self, account: AccountId) -> Result<Option<AuditCheckpoint>> {
         audit::last_audit_checkpoint(self, account).await
     }
+
+    async fn check_integrity(&self) -> Result<coffer_storage::IntegrityReport> {
+        crate::integrity::check_integrity(self).await
+    }
 }
 
 #[async_trait]

@@ -54,6 +54,7 @@ modules!(
     dek_gate,
     listing,
     list_counts,
+    integrity,
     change_log,
     concurrency,
     audit,
@@ -99,4 +100,45 @@ async fn orders_are_byte_wise_under_a_linguistic_default_collation() {
     )
     .await;
     assert!(ran > 0);
+}
+
+/// `check_integrity` finds a store's or an account's count set wrong with raw SQL (the
+/// counting triggers bypassed), and says foreign keys are PostgreSQL's to enforce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drifted_counts_are_found() {
+    let Some(cluster) = cluster_url("drifted_counts_are_found") else {
+        return;
+    };
+    let db = coffer_postgres::testing::TestDatabase::create(&cluster).await;
+    let storage: std::sync::Arc<dyn coffer_storage::Storage> =
+        std::sync::Arc::new(db.storage().await);
+    assert_eq!(
+        storage.check_integrity().await.unwrap().foreign_keys,
+        coffer_storage::ForeignKeys::EnforcedByDatabase
+    );
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let client = &client;
+    coffer_storage::conformance::drifted_counts_are_found(storage.clone(), |drift| async move {
+        use coffer_storage::conformance::Drift;
+        let (sql, id, to) = match drift {
+            Drift::Store { store, to } => (
+                "UPDATE stores SET secret_count = $2 WHERE id = $1",
+                store.as_bytes().to_vec(),
+                to,
+            ),
+            Drift::Account { account, to } => (
+                "UPDATE accounts SET secret_count = $2 WHERE id = $1",
+                account.as_bytes().to_vec(),
+                to,
+            ),
+        };
+        assert_eq!(client.execute(sql, &[&id, &to]).await.unwrap(), 1);
+    })
+    .await;
+    storage.shutdown().await;
+    drop(storage);
+    driver.abort();
 }

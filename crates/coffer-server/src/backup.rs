@@ -5,23 +5,28 @@
 //!   `coffer.db` through a read-only connection with `VACUUM INTO` (one read transaction, so a
 //!   point-in-time copy that does not block the writer; `SqliteStorage::copy_consistent` says
 //!   why this and not the backup API) into a private (0700) temp dir beside the destination,
-//!   checks the copy's chains, hashes it and writes the file from one handle (a temp file,
-//!   fsynced, then linked or renamed into place, mode 0600). It needs free space for the copy
-//!   and the file (twice the database) and reads the copy three times (chains, hash, write).
-//!   The file holds the database only: ciphertexts and wrapped keys. Never the KEK file, the
-//!   KEK versions' keys, `kek.toml`, a PIN or an account KEK.
+//!   checks the copy's chains and integrity (what restore would refuse), hashes it and writes
+//!   the file from one handle (a temp file, fsynced, then linked or renamed into place, mode
+//!   0600). It needs free space for the copy and the file (twice the database) and reads the
+//!   copy three times (chains, hash, write). The file holds the database only: ciphertexts
+//!   and wrapped keys. Never the KEK file, the KEK versions' keys, `kek.toml`, a PIN or an
+//!   account KEK.
 //! - **Restore** checks the header, manifest checksum and length before writing anything, and
 //!   the database's SHA-256 while writing `NEW/coffer.db`; then checks that untrusted file
-//!   defensively (schema exactly this build's, `integrity_check`) before opening it read-write,
-//!   recomputes its chains and compares their heads with the manifest's. With `--kek-from` it
+//!   defensively (schema exactly this build's, `integrity_check`, foreign keys, the maintained
+//!   counts) before opening it read-write, recomputes its chains and compares their heads
+//!   with the manifest's. With `--kek-from` it
 //!   copies the KEK configuration the KEK versions file names (never anything from an HSM),
 //!   opens the restored dir with that KEK, and verifies every audit checkpoint's MAC: the one
 //!   keyed check, which someone who rewrote the file without the KEK cannot pass. Any failure
 //!   removes everything it wrote (`datadir::NewDir`).
 //! - **Verify** recomputes the chains of a data dir's database read-only, with or without a
-//!   server on it.
+//!   server on it, and checks what lists trust (`coffer_storage::verify_integrity`: every
+//!   store's and account's count against its rows, and foreign keys on SQLite); or the same
+//!   of a PostgreSQL database (`verify_database`: a read-only connection, no data dir, no KEK).
 //!
-//! The chain checks are `coffer_storage::verify_chains`, written against the `Storage` trait.
+//! The chain checks are `coffer_storage::verify_chains`, and the integrity check
+//! `coffer_storage::verify_integrity`, both written against the `Storage` trait.
 
 mod format;
 
@@ -30,8 +35,13 @@ use std::io::{self, BufReader, BufWriter, ErrorKind, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use coffer_storage::{ChainError, ChainReport, SqliteStorage, StorageError, verify_chains};
+use coffer_storage::{
+    ChainError, ChainReport, IntegrityError, IntegrityReport, SqliteStorage, Storage, StorageError,
+    verify_chains, verify_integrity,
+};
 use serde::Serialize;
+
+pub use coffer_storage::ForeignKeys;
 
 pub use self::format::{AuditHeadEntry, ChangeLog, DatabasePart, FormatError, Heads, Manifest};
 use crate::datadir::{self, DB_FILE};
@@ -82,6 +92,18 @@ pub enum BackupError {
         #[source]
         source: ChainError,
     },
+    /// `verify_database`: the database cannot be reached, or holds no Coffer schema of this
+    /// build's version (never the password).
+    #[error("--database-url: {0}")]
+    Connect(String),
+    /// What lists trust does not hold (a count, a foreign key): in the data dir or database
+    /// verified.
+    #[error("{what}: {source}")]
+    Integrity {
+        what: String,
+        #[source]
+        source: IntegrityError,
+    },
     #[error("the restored copy does not match the backup's manifest: {0}")]
     Mismatch(String),
     /// `--kek-from`: the restored dir does not open with the KEK copied, or an audit
@@ -122,15 +144,33 @@ pub struct Verified {
     pub changes_checked: u64,
     pub audit_entries_checked: u64,
     pub audit_checkpoints_checked: u64,
+    /// What lists trust: counts and foreign keys.
+    pub integrity: IntegrityChecked,
+}
+
+/// The integrity check's part of [`Verified`].
+#[derive(Debug, Serialize)]
+pub struct IntegrityChecked {
+    /// Stores whose `secret_count` equals their secrets.
+    pub stores_checked: u64,
+    /// Accounts whose `secret_count` equals their secrets.
+    pub accounts_checked: u64,
+    /// `checked` (SQLite: every row) or `enforced_by_database` (PostgreSQL).
+    pub foreign_keys: ForeignKeys,
 }
 
 impl Verified {
-    fn of(report: &ChainReport) -> Verified {
+    fn of(report: &ChainReport, integrity: &IntegrityReport) -> Verified {
         Verified {
             heads: Heads::of(report),
             changes_checked: report.changes_checked,
             audit_entries_checked: report.audit_entries_checked,
             audit_checkpoints_checked: report.audit_checkpoints_checked,
+            integrity: IntegrityChecked {
+                stores_checked: integrity.stores_checked,
+                accounts_checked: integrity.accounts_checked,
+                foreign_keys: integrity.foreign_keys,
+            },
         }
     }
 }
@@ -201,10 +241,19 @@ pub async fn backup(
         source,
     })?;
     let report = verify_chains(&storage).await;
+    // A copy restore would refuse is not written either.
+    let integrity = verify_integrity(&storage).await;
     close(storage).await;
     let report = report.map_err(|source| BackupError::Chain {
         what: format!(
             "data dir {}: nothing written, the store's own chains do not verify",
+            data_dir.display()
+        ),
+        source,
+    })?;
+    integrity.map_err(|source| BackupError::Integrity {
+        what: format!(
+            "data dir {}: nothing written, the store does not pass its integrity check",
             data_dir.display()
         ),
         source,
@@ -515,25 +564,61 @@ async fn check_macs(data_dir: &Path, secrets: KekSecrets) -> Result<u64, BackupE
     result
 }
 
-/// Checks the chains of `data_dir`'s database, read-only (no lock: a server may be serving it).
+/// Checks the chains and the integrity (counts, foreign keys) of `data_dir`'s database,
+/// read-only (no lock: a server may be serving it).
 pub async fn verify(data_dir: &Path) -> Result<Verified, BackupError> {
     let db = datadir::check_initialised(data_dir).map_err(|e| not_initialised(data_dir, e))?;
+    let what = format!("data dir {}", data_dir.display());
     let storage = blocking({
         let db = db.clone();
         move || SqliteStorage::open_read_only(&db)
     })
     .await?
     .map_err(|source| BackupError::Database {
-        what: format!("data dir {}", data_dir.display()),
+        what: what.clone(),
         source,
     })?;
-    let report = verify_chains(&storage).await;
+    let verified = verify_storage(&storage, &what).await;
     close(storage).await;
-    let report = report.map_err(|source| BackupError::Chain {
-        what: format!("data dir {}", data_dir.display()),
-        source,
-    })?;
-    Ok(Verified::of(&report))
+    verified
+}
+
+/// Checks the chains and the counts of the PostgreSQL database `database` names, read-only:
+/// no data dir, no KEK, nothing migrated or written (every session is read-only). Its schema
+/// must be this build's. Messages name the database as `host:port/database`, never the
+/// password.
+pub async fn verify_database(
+    database: &crate::Database,
+) -> Result<(String, Verified), BackupError> {
+    let storage = crate::database::connect_read_only(database)
+        .await
+        .map_err(|e| {
+            BackupError::Connect(match e {
+                crate::ServerError::Database(message) => message,
+                other => other.to_string(),
+            })
+        })?;
+    let target = storage.target().to_owned();
+    let verified = verify_storage(&*storage, &format!("database {target}")).await;
+    storage.shutdown().await;
+    Ok((target, verified?))
+}
+
+/// The chain check, then the integrity check, of an open storage.
+async fn verify_storage(storage: &dyn Storage, what: &str) -> Result<Verified, BackupError> {
+    let report = verify_chains(storage)
+        .await
+        .map_err(|source| BackupError::Chain {
+            what: what.to_owned(),
+            source,
+        })?;
+    let integrity = verify_integrity(storage)
+        .await
+        .map_err(|source| BackupError::Integrity {
+            what: what.to_owned(),
+            source,
+        })?;
+    Ok(Verified::of(&report, &integrity))
 }
 
 /// The instance KEK's configuration files in `old`, as its KEK versions file names them:

@@ -160,6 +160,22 @@ pub(crate) async fn connect(
 ) -> Result<Arc<PgStorage>, ServerError> {
     let mut options = PgOptions::default();
     options.expected_cluster = expected_cluster;
+    connect_with(db, options).await
+}
+
+/// [`connect`] read-only (`coffer verify --database-url`): no migration (the schema must be
+/// this build's), every session read-only, no cluster expected.
+pub(crate) async fn connect_read_only(db: &Database) -> Result<Arc<PgStorage>, ServerError> {
+    let mut options = PgOptions::default();
+    options.read_only = true;
+    connect_with(db, options).await
+}
+
+async fn connect_with(
+    db: &Database,
+    mut options: PgOptions,
+) -> Result<Arc<PgStorage>, ServerError> {
+    let expected_cluster = options.expected_cluster;
     // Read by coffer-postgres with the rules every secret file is read by (a private regular
     // file, not a FIFO, small, not empty), once.
     options.password_file = db.password_file.clone();

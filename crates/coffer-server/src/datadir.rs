@@ -91,7 +91,7 @@ pub(crate) fn check_initialised(path: &Path) -> Result<std::path::PathBuf, Serve
         return Err(data_dir_error(
             path,
             format!(
-                "its state is in PostgreSQL ({BACKEND_FILE}); its coffer.db, if any, is only the rollback copy of a migration: back up and check the database with PostgreSQL's tools (pg_dump)"
+                "its state is in PostgreSQL ({BACKEND_FILE}); its coffer.db, if any, is only the rollback copy of a migration: back the database up with PostgreSQL's tools (pg_dump, PITR) and check it with `coffer verify --database-url`"
             ),
         ));
     }

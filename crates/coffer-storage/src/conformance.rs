@@ -12,6 +12,10 @@
 //!   secrets list's `total_count` (a store's maintained count) equals its rows after every
 //!   write, a filtered one's (search, scopes, or both) is its matches in the store, and pages
 //!   read from the end of the order hold what a walk from the start would;
+//! - `check_integrity` finds nothing after any write the application makes, and counts every
+//!   store and account; a count set wrong behind the storage's back is found, naming the store
+//!   or account, its count and its rows ([`drifted_counts_are_found`], run by each backend's
+//!   tests with its own raw SQL);
 //! - search folds ASCII case (at least) and matches `%`, `_` and `\` literally;
 //! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
 //! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;
@@ -82,6 +86,7 @@ mod change_log;
 mod concurrency;
 mod dek_gate;
 mod fixtures;
+mod integrity;
 mod lifecycle;
 mod list_counts;
 mod listing;
@@ -99,6 +104,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::Storage;
+
+pub use integrity::{Drift, drifted_counts_are_found};
 
 /// A check's future.
 pub type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -182,6 +189,7 @@ const CHECKS: &[Check] = checks![
     list_counts::store_secret_counts_follow_every_write,
     list_counts::pages_from_either_end_tile_the_list,
     list_counts::a_filtered_lists_total_is_its_match_count,
+    integrity::counts_hold_through_every_write,
     change_log::log_records_each_mutation,
     change_log::changes_after_pages_through_the_log,
     change_log::failed_operations_append_nothing,

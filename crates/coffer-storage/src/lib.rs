@@ -28,6 +28,7 @@ mod checkpoint;
 mod compaction;
 mod dek_gate;
 mod error;
+mod integrity;
 mod lifecycle;
 mod observe;
 mod records;
@@ -49,6 +50,9 @@ pub use checkpoint::{
 pub use compaction::CompactionMatcher;
 pub use dek_gate::{DekGateHold, HeldGate};
 pub use error::{Entity, StorageError};
+pub use integrity::{
+    ForeignKeys, IntegrityError, IntegrityProblem, IntegrityReport, verify_integrity,
+};
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use observe::{WriteObserver, WriteStats};
 pub use records::*;
@@ -757,6 +761,15 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Vec<AuditCheckpoint>>;
     /// The account's checkpoint with the highest seq, if any.
     async fn last_audit_checkpoint(&self, account: AccountId) -> Result<Option<AuditCheckpoint>>;
+
+    // ---- integrity ----
+
+    /// Checks, read-only and from one snapshot, what lists and quotas trust without
+    /// re-deriving it: every store's and account's `secret_count` equals the secrets it holds,
+    /// and foreign keys hold where the database does not enforce them on every write (see
+    /// `integrity.rs`). A broken invariant is the report's `problem`, not an error; an error
+    /// is a failed read.
+    async fn check_integrity(&self) -> Result<IntegrityReport>;
 }
 
 /// Account replication keys (ARKs), node account keys and account grants: the part of

@@ -12,6 +12,7 @@ mod backup;
 mod codec;
 mod deks;
 mod export;
+mod integrity;
 mod key_versions;
 mod lifecycle;
 mod log_head;
@@ -949,6 +950,10 @@ impl Storage for SqliteStorage {
 
     async fn last_audit_checkpoint(&self, account: AccountId) -> Result<Option<AuditCheckpoint>> {
         self.read(move |c| audit::last_checkpoint(c, account)).await
+    }
+
+    async fn check_integrity(&self) -> Result<crate::IntegrityReport> {
+        self.read_snapshot(integrity::check).await
     }
 }
 

@@ -54,6 +54,71 @@ async fn passes_the_conformance_suite_on_a_current_thread_runtime() {
     .await;
 }
 
+/// `check_integrity` finds a store's or an account's count set wrong with raw SQL (the
+/// counting triggers bypassed), and a secret moved into another account's store with foreign
+/// keys off (SQLite enforces them on writes only): the row and the table it breaks with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drifted_counts_and_broken_foreign_keys_are_found() {
+    use coffer_storage::conformance::Drift;
+    use coffer_storage::{ForeignKeys, IntegrityProblem};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coffer.db");
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&path).unwrap());
+    let raw = |sql: &str, id: Vec<u8>, to: i64| {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(conn.execute(sql, rusqlite::params![id, to]).unwrap(), 1);
+    };
+    coffer_storage::conformance::drifted_counts_are_found(storage.clone(), |drift| {
+        match drift {
+            Drift::Store { store, to } => raw(
+                "UPDATE stores SET secret_count = ?2 WHERE id = ?1",
+                store.as_bytes().to_vec(),
+                to,
+            ),
+            Drift::Account { account, to } => raw(
+                "UPDATE accounts SET secret_count = ?2 WHERE id = ?1",
+                account.as_bytes().to_vec(),
+                to,
+            ),
+        }
+        std::future::ready(())
+    })
+    .await;
+    let report = storage.check_integrity().await.unwrap();
+    assert_eq!(report.foreign_keys, ForeignKeys::Checked);
+    assert_eq!(report.problem, None);
+
+    // Another account's store, and one secret moved into it keeping its own account.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO accounts (id, name, created) VALUES (X'0123456789abcdef0123456789abcdef', 'o', 0);
+         INSERT INTO stores (id, account_id, name, created, modified)
+             VALUES (X'fedcba98765432100123456789abcdef', X'0123456789abcdef0123456789abcdef', 's', 0, 0);
+         DROP TRIGGER secrets_owner_fixed;
+         UPDATE secrets SET store_id = X'fedcba98765432100123456789abcdef'
+             WHERE rowid = (SELECT max(rowid) FROM secrets);",
+    )
+    .unwrap();
+    let moved: i64 = conn
+        .query_row("SELECT max(rowid) FROM secrets", [], |r| r.get(0))
+        .unwrap();
+    let problem = storage.check_integrity().await.unwrap().problem.unwrap();
+    assert_eq!(
+        problem,
+        IntegrityProblem::ForeignKey {
+            table: "secrets".into(),
+            row: Some(moved),
+            parent: "stores".into(),
+        }
+    );
+    assert_eq!(
+        problem.to_string(),
+        format!("secrets row {moved} breaks its foreign key to stores")
+    );
+    storage.shutdown().await;
+}
+
 // ---- fixtures ----
 
 fn id() -> [u8; 16] {

@@ -15,7 +15,8 @@ key: never the KEK file, the KEK versions' keys, kek.toml, a PIN or an account K
 the KEK it opens nothing, so back the KEK up too, apart from these files \
 (docs/operations.md, \"Backup and restore\").
 
-The copy's chains are checked before the file is written. The file is written beside FILE, \
+The copy's chains, secret counts and foreign keys are checked (as restore will) before the \
+file is written. The file is written beside FILE, \
 synced, then put in place (mode 0600): FILE is never half-written.";
 
 pub const RESTORE_LONG_ABOUT: &str = "\
@@ -23,8 +24,9 @@ Restore a backup file into a new data dir (absent or empty).
 
 Before and while writing, the file is checked: its format, the manifest's checksum, its \
 length, and the database's SHA-256. The restored database is then checked as an untrusted \
-file (its schema must be exactly this build's, and pass SQLite's integrity check) before it \
-is opened; its change-log chain (from its base) and every account's audit chain are \
+file (its schema must be exactly this build's, pass SQLite's integrity and foreign key \
+checks, and every store's and account's secret count must equal the secrets it holds) before \
+it is opened; its change-log chain (from its base) and every account's audit chain are \
 recomputed, and their heads compared with the manifest's. Any failed check removes \
 everything restore wrote and names the check.
 
@@ -38,11 +40,32 @@ account before trusting the restored dir. A KEK in an HSM stays in the HSM (the 
 from COFFER_PKCS11_PIN, as for `coffer server`).";
 
 pub const VERIFY_LONG_ABOUT: &str = "\
-Recompute a data dir's change-log chain (from its base) and every account's audit chain, \
-read-only, with or without a server running on it, compare every audit checkpoint with the \
-entry it names, and print the heads. Exits non-zero naming the first broken link. These \
-checks are unkeyed: they find damage, not a deliberate rewrite. The checkpoints' MACs (a key \
-the KEK wraps) are checked by `coffer audit verify` through the server.";
+Check a store read-only, with or without a server running on it: a data dir's SQLite database \
+(--data-dir), or a PostgreSQL database (--database-url: no data dir or KEK needed, nothing is \
+migrated or written; its schema must be this build's). Exactly one of the two.
+
+Recomputes the change-log chain (from its base) and every account's audit chain, compares \
+every audit checkpoint with the entry it names, and prints the heads. Then checks what lists \
+trust: every store's and account's secret count equals the secrets it holds, and every \
+foreign key holds (SQLite enforces them on writes only, so every row is checked; PostgreSQL \
+enforces them itself). Exits non-zero naming the first failed check.
+
+These checks are unkeyed: they find damage, not a deliberate rewrite. The checkpoints' MACs \
+(a key the KEK wraps) are checked by `coffer audit verify` through the server.
+
+Run it on a database restored from pg_dump or by point-in-time recovery before pointing \
+instances at it (docs/operations.md). The password comes from --database-password-file, \
+PGPASSWORD, or a URL in COFFER_DATABASE_URL (a password in a URL on the command line is \
+refused); it is never printed.";
+
+/// `--database-url`'s help for `coffer verify` (the flag is `coffer server`'s).
+pub const VERIFY_DATABASE_URL_HELP: &str = "The PostgreSQL database to check instead of a data \
+dir: postgres://USER@HOST[:PORT]/DB[?sslmode=verify-full&sslrootcert=FILE], as for `coffer \
+server`. Read-only: nothing is migrated or written";
+
+/// `--database-connect-timeout`'s help for `coffer verify`.
+pub const VERIFY_CONNECT_TIMEOUT_HELP: &str =
+    "Seconds connecting keeps retrying an unreachable database (with backoff) before giving up";
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -79,10 +102,17 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("database_url", |a| a.help(VERIFY_DATABASE_URL_HELP)),
+    mut_arg("database_connect_timeout", |a| a.help(VERIFY_CONNECT_TIMEOUT_HELP))
+)]
 pub struct VerifyArgs {
-    /// The data dir to check (a server may be running on it)
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// The data dir to check (a server may be running on it). Not with --database-url (nor
+    /// COFFER_DATABASE_URL)
+    #[arg(long, value_name = "DIR", required_unless_present = "database_url")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: super::server::DatabaseArgs,
     /// Print the heads as JSON
     #[arg(long)]
     pub json: bool,

@@ -8,6 +8,7 @@ use crate::args::{BackupArgs, RestoreArgs, VerifyArgs};
 use crate::commands::init::kek_secrets;
 use crate::output;
 use coffer_server::backup;
+use coffer_server::backup::ForeignKeys;
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let done = backup::backup(&args.data_dir, &args.out, args.force).await?;
@@ -67,18 +68,43 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let v = backup::verify(&args.data_dir).await?;
+    // What was checked: its name in the text, and its key and value in the JSON (the
+    // database as host:port/name, never the URL).
+    let (place, key, name, v) = match (&args.data_dir, args.database.database()?) {
+        (Some(dir), None) => {
+            let v = backup::verify(dir).await?;
+            (dir.display().to_string(), "data_dir", json!(dir), v)
+        }
+        (None, Some(db)) => {
+            let (target, v) = backup::verify_database(&db).await?;
+            (format!("database {target}"), "database", json!(target), v)
+        }
+        // clap requires one of the two; both is refused here, so that a URL that came from
+        // the environment is named as such.
+        _ => {
+            let from_env = if std::env::var_os("COFFER_DATABASE_URL").is_some() {
+                " (COFFER_DATABASE_URL is set: unset it to check a data dir)"
+            } else {
+                ""
+            };
+            return Err(crate::commands::UsageError(format!(
+                "give one of --data-dir and --database-url, not both{from_env}"
+            ))
+            .into());
+        }
+    };
     let text = if args.json {
         let mut value = serde_json::to_value(&v)?;
-        value["data_dir"] = json!(args.data_dir);
+        value[key] = name;
         output::json_text(&value)
     } else {
         let log = &v.heads.change_log;
+        let integrity = &v.integrity;
         format!(
-            "ok: {}: change log head seq {} hash {} (base seq {}, {} entries checked); {} \
+            "ok: {place}: change log head seq {} hash {} (base seq {}, {} entries checked); {} \
              accounts' audit chains, {} entries and {} checkpoints checked (unkeyed: `coffer \
-             audit verify` checks the checkpoints' MACs)\n",
-            args.data_dir.display(),
+             audit verify` checks the checkpoints' MACs); secret counts of {} stores and {} \
+             accounts equal their rows; foreign keys {}\n",
             log.head_seq,
             hex::encode(log.head_hash),
             log.base_seq,
@@ -86,6 +112,12 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             v.heads.audit_heads.len(),
             v.audit_entries_checked,
             v.audit_checkpoints_checked,
+            integrity.stores_checked,
+            integrity.accounts_checked,
+            match integrity.foreign_keys {
+                ForeignKeys::Checked => "checked row by row",
+                ForeignKeys::EnforcedByDatabase => "enforced by PostgreSQL on every write",
+            },
         )
     };
     output::print(&text)?;

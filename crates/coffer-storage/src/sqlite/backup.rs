@@ -73,7 +73,10 @@ impl SqliteStorage {
     /// hold exactly the schema this build gives a database of its `user_version` (every table,
     /// index, trigger and view, compared by SQL: an extra trigger, a dropped guard, a table
     /// replaced by a view are all refused), and pass `PRAGMA integrity_check` (pages, indexes
-    /// matching their tables). `Corrupted` naming the first difference; `Unavailable` for a
+    /// matching their tables), then `PRAGMA foreign_key_check` (SQLite enforces foreign keys
+    /// on writes only, and `integrity_check` does not look at them) and every store's and
+    /// account's `secret_count` against its rows (what lists trust: `crate::integrity`).
+    /// `Corrupted` naming the first difference; `Unavailable` for a
     /// file that is not a Coffer database or has a schema this build does not know. Blocking.
     pub fn check_untrusted(path: &Path) -> Result<()> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -107,6 +110,13 @@ impl SqliteStorage {
             return Err(StorageError::Corrupted(format!(
                 "integrity check failed: {}",
                 problems.join("; ")
+            )));
+        }
+        // What the lists trust: foreign keys (SQLite enforces them on writes only) and the
+        // maintained counts.
+        if let Some(problem) = super::integrity::check(&conn)?.problem {
+            return Err(StorageError::Corrupted(format!(
+                "integrity check failed: {problem}"
             )));
         }
         Ok(())

@@ -1,0 +1,111 @@
+//! SQLite's answer to `Storage::check_integrity` (see `crate::integrity`): `PRAGMA
+//! foreign_key_check` (SQLite enforces foreign keys only on writes, and `integrity_check` does
+//! not look at them) and each maintained count against a count of the rows. Also run by
+//! `check_untrusted` on a restored file before anything opens it read-write, where the file
+//! may be of an older schema: a count column it does not have yet is not checked (the
+//! migration that adds it fills it from the rows).
+
+use coffer_types::{AccountId, StoreId};
+use rusqlite::Connection;
+
+use super::codec::{DbResultExt, col, id_col};
+use crate::{ForeignKeys, IntegrityProblem, IntegrityReport, Result};
+
+/// Checks the database `conn` is on. The caller gives one snapshot (a read transaction, or a
+/// file nothing else writes).
+pub(super) fn check(conn: &Connection) -> Result<IntegrityReport> {
+    let mut problem = foreign_key_problem(conn)?;
+    let (mut stores_checked, mut accounts_checked) = (0, 0);
+    if has_count(conn, "stores")? {
+        stores_checked = rows(conn, "stores")?;
+        if problem.is_none() {
+            problem = count_problem(conn, "stores", "store_id")?.map(|(id, counts, holds)| {
+                IntegrityProblem::StoreCount {
+                    store: StoreId::from_bytes(id),
+                    counts,
+                    holds,
+                }
+            });
+        }
+    }
+    if has_count(conn, "accounts")? {
+        accounts_checked = rows(conn, "accounts")?;
+        if problem.is_none() {
+            problem = count_problem(conn, "accounts", "account_id")?.map(|(id, counts, holds)| {
+                IntegrityProblem::AccountCount {
+                    account: AccountId::from_bytes(id),
+                    counts,
+                    holds,
+                }
+            });
+        }
+    }
+    Ok(IntegrityReport {
+        stores_checked,
+        accounts_checked,
+        foreign_keys: ForeignKeys::Checked,
+        problem,
+    })
+}
+
+/// The first row `PRAGMA foreign_key_check` reports: (table, rowid, parent table).
+fn foreign_key_problem(conn: &Connection) -> Result<Option<IntegrityProblem>> {
+    let mut stmt = conn
+        .prepare("PRAGMA foreign_key_check")
+        .db("check foreign keys")?;
+    let mut rows = stmt.query([]).db("check foreign keys")?;
+    let Some(row) = rows.next().db("check foreign keys")? else {
+        return Ok(None);
+    };
+    Ok(Some(IntegrityProblem::ForeignKey {
+        table: col(row, 0, "foreign key check: table")?,
+        row: col(row, 1, "foreign key check: rowid")?,
+        parent: col(row, 2, "foreign key check: parent")?,
+    }))
+}
+
+/// Whether `table` (a constant) has the `secret_count` column.
+fn has_count(conn: &Connection, table: &str) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'secret_count'",
+        [table],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .db("read a table's columns")
+}
+
+fn rows(conn: &Connection, table: &str) -> Result<u64> {
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| u64::try_from(n).unwrap_or(0))
+    .db("count rows")
+}
+
+/// The first row of `table` (a constant; `stores` or `accounts`, by id) whose `secret_count`
+/// is not the number of secrets whose `column` names it: (id, its count, the secrets').
+fn count_problem(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+) -> Result<Option<([u8; 16], i64, i64)>> {
+    // One pass over the secrets (grouped), not one count per row.
+    let sql = format!(
+        "SELECT t.id, t.secret_count, coalesce(c.n, 0) FROM {table} t
+         LEFT JOIN (SELECT {column} AS id, count(*) AS n FROM secrets GROUP BY {column}) c
+           ON c.id = t.id
+         WHERE t.secret_count IS NOT coalesce(c.n, 0)
+         ORDER BY t.id LIMIT 1"
+    );
+    let mut stmt = conn.prepare(&sql).db("compare counts")?;
+    let mut rows = stmt.query([]).db("compare counts")?;
+    let Some(row) = rows.next().db("compare counts")? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        id_col(row, 0, "count check: id")?,
+        col(row, 1, "count check: count")?,
+        col(row, 2, "count check: rows")?,
+    )))
+}
