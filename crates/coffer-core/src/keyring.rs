@@ -36,6 +36,7 @@ use crate::CoreError;
 use crate::account_kek::AccountKeks;
 use crate::kek_call::{DEK_PURPOSE, on_blocking_pool};
 
+// The DEKs' purpose, `DEK_PURPOSE`, is in `kek_call.rs` with the KEK calls that use it.
 const TOKEN_MAC_PURPOSE: &str = "token-mac";
 const AUDIT_MAC_PURPOSE: &str = "audit-mac";
 const SERVICE_TOKEN_MAC_PURPOSE: &str = "service-token-mac";

@@ -125,12 +125,14 @@ pub(crate) async fn create_first_token(
 ) -> Result<()> {
     s.write(audit, move |w| {
         Box::pin(async move {
+            let stmt = w
+                .tx()
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE account_id = $1)")
+                .await
+                .db("look for an account's tokens")?;
             let held = w
                 .tx()
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM tokens WHERE account_id = $1)",
-                    &[&token.account_id.as_bytes().as_slice()],
-                )
+                .query_one(&stmt, &[&token.account_id.as_bytes().as_slice()])
                 .await
                 .db("look for an account's tokens")?;
             if held.get::<_, bool>(0) {

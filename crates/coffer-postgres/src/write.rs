@@ -2,7 +2,7 @@
 //!
 //! [`PgStorage::write`] queues the operation for this handle's writer task. The task takes
 //! every write already queued (up to 256) into one transaction (group commit, as SQLite's
-//! writer does), which first takes `pg_advisory_xact_lock(WRITER_LOCK)` (held until COMMIT or
+//! writer does), which first takes `pg_advisory_xact_lock(WRITER_LOCK)` (the key in `tx.rs`; held until COMMIT or
 //! ROLLBACK, by one batch of all instances at a time) and reads the change-log head from its
 //! row. Each write then runs in a SAVEPOINT of its own and gets a [`WriteTx`]: the transaction
 //! for its queries, [`WriteTx::append`] for change entries (hash-chained exactly like SQLite's,

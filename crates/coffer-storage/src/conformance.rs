@@ -16,6 +16,8 @@
 //!   store and account; a count set wrong behind the storage's back is found, naming the store
 //!   or account, its count and its rows ([`drifted_counts_are_found`], run by each backend's
 //!   tests with its own raw SQL);
+//! - `create_first_token` makes one token at most of concurrent calls (the others `Conflict`,
+//!   their audit entries not written), and a revoked token still counts;
 //! - search folds ASCII case (at least) and matches `%`, `_` and `\` literally;
 //! - a value version must be sealed under a DEK of the secret's account (`NotFound(Dek)`);
 //! - ids that already exist are `AlreadyExists`; inconsistent arguments are `Invalid`;

@@ -57,15 +57,15 @@ pub fn check_label(s: &str, field: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-/// What a token is made as.
+/// What an API token is issued as ([`Coffer::issue_token`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TokenKind {
+pub(crate) enum IssueAs {
     Ordinary,
-    /// The instance operator's (made at `coffer init`, or by its rotation).
+    /// The instance operator's token (made at `coffer init`).
     InstanceOperator,
     /// The first token of an account, made by the instance operator: refused if the account
     /// holds one already, checked in the write (see [`Coffer::create_token`]).
-    AccountsFirst,
+    FirstOfAccount,
 }
 
 impl Coffer {
@@ -103,7 +103,7 @@ impl Coffer {
                 account,
                 "init",
                 Role::SuperAdmin,
-                TokenKind::InstanceOperator,
+                IssueAs::InstanceOperator,
                 None,
             )
             .await?;
@@ -111,7 +111,7 @@ impl Coffer {
     }
 
     /// Makes a token; `who` is the creator (`None`: the instance itself, at `coffer init`).
-    /// An [`TokenKind::AccountsFirst`] token in an account that holds one already is
+    /// An [`IssueAs::FirstOfAccount`] token in an account that holds one already is
     /// `OperatorFirstTokenOnly`, with nothing written.
     pub(crate) async fn issue_token(
         &self,
@@ -119,7 +119,7 @@ impl Coffer {
         account: AccountId,
         name: &str,
         role: Role,
-        kind: TokenKind,
+        kind: IssueAs,
         expires: Option<Timestamp>,
     ) -> Result<(TokenRecord, Token), CoreError> {
         let id = TokenId::from_bytes(random_id());
@@ -131,7 +131,7 @@ impl Coffer {
             name: name.to_owned(),
             hash: hash.0,
             role: role.as_str().to_owned(),
-            operator: kind == TokenKind::InstanceOperator,
+            operator: kind == IssueAs::InstanceOperator,
             created: Timestamp::now(),
             expires,
             revoked: None,
@@ -156,7 +156,7 @@ impl Coffer {
             )?],
         };
         match kind {
-            TokenKind::AccountsFirst => self
+            IssueAs::FirstOfAccount => self
                 .storage
                 .create_first_token(record.clone(), &entries)
                 .await
@@ -164,7 +164,7 @@ impl Coffer {
                     StorageError::Conflict => CoreError::OperatorFirstTokenOnly,
                     e => e.into(),
                 })?,
-            TokenKind::Ordinary | TokenKind::InstanceOperator => {
+            IssueAs::Ordinary | IssueAs::InstanceOperator => {
                 self.storage.create_token(record.clone(), &entries).await?
             }
         }
@@ -467,9 +467,9 @@ impl Coffer {
             ));
         }
         let kind = if first_only {
-            TokenKind::AccountsFirst
+            IssueAs::FirstOfAccount
         } else {
-            TokenKind::Ordinary
+            IssueAs::Ordinary
         };
         // The look above answers the common case; the write checks again in its own
         // transaction, for two of the operator's requests racing on one account.

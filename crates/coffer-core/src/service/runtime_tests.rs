@@ -362,35 +362,6 @@ async fn an_api_token_is_refused_on_the_runtime_and_a_service_token_on_the_contr
     ));
 }
 
-/// Two of the operator's requests racing to give a new account its first token: both pass the
-/// look for tokens before either writes, and the write's own check lets one through.
-#[tokio::test]
-async fn the_operators_racing_first_tokens_make_one() {
-    let f = fx().await;
-    let other = f.coffer.create_account(&f.op, "team-b").await.unwrap().id;
-    let new = |name: &str| crate::NewToken {
-        name: name.into(),
-        role: Role::SuperAdmin,
-        expires: None,
-    };
-    let (a, b) = tokio::join!(
-        f.coffer.create_token(&f.op, other, new("first")),
-        f.coffer.create_token(&f.op, other, new("second")),
-    );
-    assert!(
-        matches!(
-            (&a, &b),
-            (Ok(_), Err(CoreError::OperatorFirstTokenOnly))
-                | (Err(CoreError::OperatorFirstTokenOnly), Ok(_))
-        ),
-        "{a:?} {b:?}"
-    );
-    assert_eq!(
-        f.coffer.storage().list_tokens(other).await.unwrap().len(),
-        1
-    );
-}
-
 #[tokio::test]
 async fn the_operator_binds_only_in_its_own_account() {
     let f = fx().await;

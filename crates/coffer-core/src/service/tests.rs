@@ -718,6 +718,55 @@ async fn verification_pages_through_entries_and_checkpoints() {
     }
 }
 
+/// Two of the operator's requests racing to give a new account its first token: with the
+/// writer held, both pass the look for tokens and queue their writes; the write's own check
+/// lets one through, and the other is refused (audited as denied, nothing else written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_racing_first_tokens_make_one() {
+    let f = default_fixture().await;
+    let other = f
+        .coffer
+        .create_account(&f.operator, "team-b")
+        .await
+        .unwrap()
+        .id;
+    let hold = f.sqlite.hold_writer().await.unwrap();
+    let coffer = Arc::new(f.coffer);
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in ["first", "second"] {
+        let (coffer, who) = (Arc::clone(&coffer), f.operator.clone());
+        tasks.spawn(async move {
+            let new = crate::NewToken {
+                name: name.into(),
+                role: Role::SuperAdmin,
+                expires: None,
+            };
+            coffer.create_token(&who, other, new).await
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while f.sqlite.queued_writes() < 2 {
+        assert!(std::time::Instant::now() < deadline, "both tokens queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hold.release();
+    let results = tasks.join_all().await;
+    let made = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(CoreError::OperatorFirstTokenOnly)))
+        .count();
+    assert_eq!((made, refused), (1, 1), "{results:?}");
+    assert_eq!(coffer.storage().list_tokens(other).await.unwrap().len(), 1);
+    let tokens: Vec<String> = audit_payloads(&coffer, other)
+        .await
+        .into_iter()
+        .filter(|e| e["action"] == "create" && e["resource"]["type"] == "token")
+        .map(|e| e["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tokens, ["success", "denied"], "one made, one refused");
+}
+
 /// Concurrent updates of one secret are queued one behind the other without waiting for each
 /// other's commit: with the writer held, all 16 queue, and one commit then applies them all,
 /// each as its own version with its own change-log and audit entries.

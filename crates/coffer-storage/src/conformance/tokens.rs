@@ -337,7 +337,8 @@ pub(super) async fn create_first_token_makes_one_token_at_most(s: Arc<dyn Storag
     let mut tasks = JoinSet::new();
     for _ in 0..8 {
         let (s, t) = (s.clone(), token_record(a.id));
-        tasks.spawn(async move { (t.clone(), s.create_first_token(t, &[]).await) });
+        let audited = super::audit::entry(a.id, "create", &t.id.to_string());
+        tasks.spawn(async move { (t.clone(), s.create_first_token(t, &[audited]).await) });
     }
     let results = tasks.join_all().await;
     let made: Vec<&TokenRecord> = results
@@ -361,6 +362,11 @@ pub(super) async fn create_first_token_makes_one_token_at_most(s: Arc<dyn Storag
         "the refused calls wrote nothing"
     );
     assert_unlogged(&*s, head, "create_first_token").await;
+    assert_eq!(
+        s.audit_entries(a.id, 0, 100).await.unwrap().len(),
+        1,
+        "only the token made has its audit entry"
+    );
 
     // Revoked, it is still the account's first token.
     s.revoke_token(a.id, made[0].id, ts(50), &[]).await.unwrap();
