@@ -1,21 +1,20 @@
 //! The write primitive: every mutation runs in a transaction serialised across instances.
 //!
-//! [`PgStorage::write`] queues the operation for this handle's writer task. The task takes
-//! every write already queued (up to 256) into one transaction (group commit, as SQLite's
-//! writer does), which first takes `pg_advisory_xact_lock(WRITER_LOCK)` (the key in `tx.rs`; held until COMMIT or
-//! ROLLBACK, by one batch of all instances at a time) and reads the change-log head from its
-//! row. Each write then runs in a SAVEPOINT of its own and gets a [`WriteTx`]: the transaction
-//! for its queries, [`WriteTx::append`] for change entries (hash-chained exactly like SQLite's,
-//! with `coffer_storage::ChangeRecord::chain_hash`) and [`WriteTx::audit`] for audit entries;
-//! once it succeeded, its carried audit entries are appended in the same savepoint. A write
-//! that fails (or whose audit entries fail) is rolled back to its savepoint alone and answered
-//! at once: nothing of it remains, neither rows nor entries nor audit. After the last write
-//! the head row moves, the head is signed when due (as SQLite's writer does: the batch's last
-//! entry, and one every 256 entries between its writes, once the log has a cluster id and a
-//! signer is set), `NOTIFY coffer_head` is queued and the transaction commits; then this
-//! handle's `committed_head` and `subscribe_head` move, and only then are the writes
-//! answered. If the batch cannot commit, every write waiting for it gets the error. Writes run
-//! in the order they were queued.
+//! [`PgStorage::write`] queues the operation for this handle's writer task. The task takes every
+//! write already queued (up to 256) into one transaction (group commit, as SQLite's writer does),
+//! which first takes `pg_advisory_xact_lock(WRITER_LOCK)` (the key in `tx.rs`; held until COMMIT or
+//! ROLLBACK, by one batch of all instances at a time) and reads the change-log head from its row.
+//! Each write then runs in a SAVEPOINT of its own and gets a [`WriteTx`]: the transaction for its
+//! queries, [`WriteTx::append`] for change entries (hash-chained exactly like SQLite's, with
+//! `coffer_storage::ChangeRecord::chain_hash`) and [`WriteTx::audit`] for audit entries; once it
+//! succeeded, its carried audit entries are appended in the same savepoint. A write that fails (or
+//! whose audit entries fail) is rolled back to its savepoint alone and answered at once: nothing of
+//! it remains, neither rows nor entries nor audit. After the last write the head row moves, the
+//! head is signed when due (as SQLite's writer does: the batch's last entry, and one every 256
+//! entries between its writes, once the log has a cluster id and a signer is set), `NOTIFY
+//! coffer_head` is queued and the transaction commits; then this handle's `committed_head` and
+//! `subscribe_head` move, and only then are the writes answered. If the batch cannot commit, every
+//! write waiting for it gets the error. Writes run in the order they were queued.
 //!
 //! Round trips are what a batch costs (the writer lock is held throughout, so they bound
 //! every instance's write rate): the batch's statements are prepared once per connection
