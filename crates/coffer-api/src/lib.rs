@@ -2,8 +2,11 @@
 //! compatibility boundary with wrangler and Cloudflare's SDKs: field names and shapes follow
 //! Cloudflare's v4 Secrets Store API and change only deliberately.
 //!
-//! No logic lives here: validation of names, ids and scopes happens in core; this crate only
-//! says what the JSON looks like. Request types reject unknown fields.
+//! No logic lives here but one codec: validation of names, ids and scopes happens in core; this
+//! crate says what the JSON looks like. Request types reject unknown fields. The exception is
+//! the access batch (`replication::AccessBatch::{encode, decode}`), edges' wire form of
+//! `coffer_types::AccessEvent`, which the control plane checks for shape on arrival (ids and
+//! names parsed with coffer-types' own types).
 
 mod account;
 mod audit;

@@ -120,6 +120,8 @@ impl Dashboard {
     }
 
     /// The dashboard's routes, relative to [`BASE`] (mount with `nest_service(BASE, ...)`).
+    /// Every POST route but sign-in and sign-out takes a `SignedForm`; a new one goes into the
+    /// server's test `every_form_route_refuses_a_post_without_the_csrf_token` too.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/", get(pages::home))

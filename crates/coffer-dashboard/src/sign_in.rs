@@ -1,10 +1,11 @@
-//! Signing in and out, and [`Signed`]: the session of a request, its token authenticated again.
+//! Signing in and out, [`Signed`]: the session of a request, its token authenticated again, and
+//! [`SignedForm`]: a form posted by one, its CSRF token and origin checked.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
-use axum::http::header::{self, HeaderMap};
+use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -70,13 +71,6 @@ impl Signed {
             )
         })
     }
-
-    /// The refusal (403) of a state-changing request that does not carry this session's CSRF
-    /// token or comes from another site; `None` for one that may go on.
-    pub(crate) fn forged(&self, headers: &HeaderMap, form: &Form) -> Option<Response> {
-        (cross_origin(headers, self.host.as_deref()) || !csrf_matches(&self.csrf, form.get("csrf")))
-            .then(|| forged(Some(self.who())))
-    }
 }
 
 impl FromRequestParts<Arc<Inner>> for Signed {
@@ -107,9 +101,9 @@ impl FromRequestParts<Arc<Inner>> for Signed {
     }
 }
 
-/// A form posted by a signed-in session: [`Signed`], then the body read and parsed, then refused
-/// (403) unless it carries the session's CSRF token and comes from this site
-/// ([`Signed::forged`]). Every state-changing handler takes one, so none can skip the check.
+/// A form posted by a signed-in session: [`Signed`], then refused (403) if another site sent
+/// it, then the body read and parsed, then refused unless it carries the session's CSRF token.
+/// Every state-changing handler takes one, so none can skip the check.
 #[derive(Debug)]
 pub(crate) struct SignedForm {
     pub s: Signed,
@@ -122,15 +116,18 @@ impl FromRequest<Arc<Inner>> for SignedForm {
     async fn from_request(req: Request, d: &Arc<Inner>) -> Result<SignedForm, Response> {
         let (mut parts, body) = req.into_parts();
         let s = Signed::from_request_parts(&mut parts, d).await?;
-        let headers = parts.headers.clone();
+        // Another site's form is refused before its body is read.
+        if cross_origin(&parts.headers, s.host.as_deref()) {
+            return Err(forged(Some(s.who())));
+        }
         let body = Bytes::from_request(Request::from_parts(parts, body), d)
             .await
             .map_err(IntoResponse::into_response)?;
         let form = Form::parse(&body);
-        match s.forged(&headers, &form) {
-            Some(refused) => Err(refused),
-            None => Ok(SignedForm { s, form }),
+        if !csrf_matches(&s.csrf, form.get("csrf")) {
+            return Err(forged(Some(s.who())));
         }
+        Ok(SignedForm { s, form })
     }
 }
 

@@ -30,6 +30,7 @@ pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 const PER_READ: usize = 16;
 /// Events per batch at most (a batch body stays well under a proxy's usual body limit).
 pub(crate) const EVENTS_PER_BATCH: usize = 2_000;
+const _: () = assert!(EVENTS_PER_BATCH <= coffer_api::replication::MAX_EVENTS);
 /// How long one round may keep delivering (the next round goes on).
 const ROUND_BUDGET: Duration = Duration::from_secs(8);
 

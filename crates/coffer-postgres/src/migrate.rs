@@ -86,13 +86,18 @@ pub(crate) async fn run(client: &mut deadpool_postgres::Object) -> Result<(), Co
     run_to(client, MIGRATIONS.len()).await
 }
 
-/// [`run`], stopping at version `target` (at most [`SCHEMA_VERSION`]): tests leave a database
-/// at an older version, to migrate it from there.
+/// [`run`], stopping at version `target` (at most [`SCHEMA_VERSION`]: a target past it is a
+/// caller's mistake, and panics): tests leave a database at an older version, to migrate it
+/// from there.
 pub(crate) async fn run_to(
     client: &mut deadpool_postgres::Object,
     target: usize,
 ) -> Result<(), ConnectError> {
-    let target = target.min(MIGRATIONS.len());
+    assert!(
+        target <= MIGRATIONS.len(),
+        "no migration {target}: the last is {}",
+        MIGRATIONS.len()
+    );
     let failed = |what: &str, e: tokio_postgres::Error| {
         ConnectError::Schema(format!("{what}: {}", crate::error_chain(&e)))
     };

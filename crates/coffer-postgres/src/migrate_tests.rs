@@ -277,8 +277,7 @@ async fn migration_0003_counts_existing_secrets_and_keeps_counting() {
     .await;
 }
 
-/// `run_to` stops where asked and the next connect goes on from there; a target past the last
-/// migration is the last.
+/// `run_to` stops where asked, and the next connect (`run`) goes on from there.
 #[tokio::test]
 async fn migrations_stop_at_a_version_and_resume() {
     let Some(cluster) = cluster_url("migrations_stop_at_a_version_and_resume") else {
@@ -290,6 +289,7 @@ async fn migrations_stop_at_a_version_and_resume() {
     assert_eq!(version(&c).await, 1);
     run_to(&mut c, 1).await.unwrap();
     assert_eq!(version(&c).await, 1, "already there: nothing runs");
-    run_to(&mut c, MIGRATIONS.len() + 5).await.unwrap();
-    assert_eq!(version(&c).await, SCHEMA_VERSION);
+    drop(c);
+    let s = db.storage().await;
+    assert_eq!(version(&s.client().await.unwrap()).await, SCHEMA_VERSION);
 }

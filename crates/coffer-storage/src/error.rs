@@ -55,7 +55,8 @@ pub enum StorageError {
     /// behind needs a snapshot.
     #[error("change log entries up to {base} are compacted")]
     Compacted { base: u64 },
-    /// Stored data failed a consistency check (bad hash chain, undecodable row).
+    /// Stored data failed a consistency check (bad hash chain, undecodable row), or a write
+    /// would have left it inconsistent (a change-log head past the log's entries).
     #[error("corrupted storage: {0}")]
     Corrupted(String),
     /// The backend could not be reached or failed (I/O, lock, connection). The string is for

@@ -371,7 +371,7 @@ impl SecretQuery {
     }
 
     /// Whether the query filters nothing: no search (not even an empty one) and no scope.
-    /// Every backend decides by this alone whether an unfiltered list's `total_count` is the
+    /// Every backend decides by this alone whether a list's `total_count` is the
     /// store's maintained count or a count of the matching rows; a filter field added to the
     /// struct does not compile here until it is named.
     pub fn is_unfiltered(&self) -> bool {

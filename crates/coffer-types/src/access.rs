@@ -5,34 +5,16 @@
 use crate::audit::AuditOutcome;
 use crate::{AccountId, SecretId, ServiceId, StoreId, Timestamp, TokenId};
 
-/// Why a runtime read was refused, as access events record it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AccessRefusal {
-    /// The service has no binding of that name.
-    NoSuchBinding,
-    /// The bound secret does not exist (any more).
-    SecretNotFound,
-    /// The secret does not carry the scope the service's type needs.
-    ScopeMissing,
-}
-
-impl AccessRefusal {
-    pub const ALL: [AccessRefusal; 3] = [
-        AccessRefusal::NoSuchBinding,
-        AccessRefusal::SecretNotFound,
-        AccessRefusal::ScopeMissing,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessRefusal::NoSuchBinding => "no such binding",
-            AccessRefusal::SecretNotFound => "secret not found",
-            AccessRefusal::ScopeMissing => "secret lacks the service's scope",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AccessRefusal> {
-        AccessRefusal::ALL.into_iter().find(|r| r.as_str() == s)
+vocabulary! {
+    /// Why a runtime read was refused, as access events record it (the audit entry's `reason`,
+    /// and on the wire).
+    AccessRefusal {
+        /// The service has no binding of that name.
+        NoSuchBinding = "no such binding",
+        /// The bound secret does not exist (any more).
+        SecretNotFound = "secret not found",
+        /// The secret does not carry the scope the service's type needs.
+        ScopeMissing = "secret lacks the service's scope",
     }
 }
 
@@ -77,4 +59,27 @@ pub struct AccessEvent {
     pub reads: u64,
     pub first: Timestamp,
     pub last: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored words of a refusal (an audit entry's `reason`, and an access batch's).
+    #[test]
+    fn the_stored_reasons_are_these() {
+        let words: Vec<&str> = AccessRefusal::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "no such binding",
+                "secret not found",
+                "secret lacks the service's scope"
+            ]
+        );
+        for r in AccessRefusal::ALL {
+            assert_eq!(AccessRefusal::parse(r.as_str()), Some(*r));
+        }
+        assert_eq!(AccessRefusal::parse("No such binding"), None);
+    }
 }

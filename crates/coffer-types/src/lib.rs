@@ -1,10 +1,13 @@
 //! Vocabulary shared by every Coffer crate: typed identifiers, validated names, scopes,
-//! timestamps, the audit log's words and what became of runtime reads. Everything here is parsed at the edge of the system, so that a store id can never
-//! be passed where a secret id is expected and an invalid name never reaches storage.
+//! timestamps, the audit log's words and what became of runtime reads. Everything here is
+//! parsed at the edge of the system, so that a store id can never be passed where a secret id
+//! is expected and an invalid name never reaches storage.
 //!
 //! This crate has no crypto and no I/O. Random ids are made by the caller (core, which owns the
 //! random number generator) through [`AccountId::from_bytes`] and friends.
 
+#[macro_use]
+mod vocabulary;
 mod access;
 mod audit;
 mod id;

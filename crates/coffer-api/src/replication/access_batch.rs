@@ -2,9 +2,11 @@
 //! edge that served them, and the control plane decodes what it is delivered, checking every
 //! field's shape (a delivering node is authenticated, not trusted to be well formed).
 
+use std::str::FromStr;
+
 use coffer_types::{
-    AccessEvent, AccessOutcome, AccessRefusal, AccountId, AuditOutcome, NodeName, SecretId,
-    SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
+    AccessEvent, AccessOutcome, AccessRefusal, AccountId, AuditOutcome, IdError, NAME_MAX_LEN,
+    NodeName, SecretId, SecretName, ServiceId, ServiceName, StoreId, Timestamp, TokenId,
 };
 
 use super::{AccessBatch, AccessEvent as WireEvent, ObservedBy};
@@ -40,7 +42,7 @@ impl AccessBatch {
     /// The wire form of access events (what an edge sends).
     pub fn encode(batch_id: [u8; 16], events: &[AccessEvent]) -> AccessBatch {
         AccessBatch {
-            batch_id: TokenId::from_bytes(batch_id).to_string(),
+            batch_id: hex16(&batch_id),
             observed_by: None,
             events: events.iter().map(encode_event).collect(),
         }
@@ -49,7 +51,7 @@ impl AccessBatch {
     /// Parses and bounds a delivered batch: every id well formed, every outcome and reason one
     /// that edges produce, names no longer than the API allows.
     pub fn decode(self) -> Result<([u8; 16], Vec<AccessEvent>), BatchError> {
-        let batch_id = parse::<TokenId>(&self.batch_id)
+        let batch_id = parse_hex16(&self.batch_id)
             .ok_or_else(|| bad("/batch_id".into(), "batch_id must be 32 hex characters"))?;
         if self.events.len() > MAX_EVENTS {
             return Err(BatchError {
@@ -64,7 +66,7 @@ impl AccessBatch {
             .enumerate()
             .map(|(i, e)| decode_event(i, e))
             .collect::<Result<_, _>>()?;
-        Ok((*batch_id.as_bytes(), events))
+        Ok((batch_id, events))
     }
 
     /// The edge a forwarded batch names as having served its reads, checked for shape (`None`:
@@ -73,7 +75,7 @@ impl AccessBatch {
         let Some(o) = &self.observed_by else {
             return Ok(None);
         };
-        let node_id = parse::<TokenId>(&o.node_id).ok_or_else(|| {
+        let node_id = parse_id::<TokenId>(&o.node_id).ok_or_else(|| {
             bad(
                 "/observed_by/node_id".into(),
                 "node_id must be 32 hex characters",
@@ -124,18 +126,19 @@ fn encode_event(e: &AccessEvent) -> WireEvent {
 /// Event `i` of a delivered batch, checked.
 fn decode_event(i: usize, e: WireEvent) -> Result<AccessEvent, BatchError> {
     let at = |field: &str| format!("/events/{i}/{field}");
-    fn id<T: std::str::FromStr>(
+    fn id<T: FromStr<Err = IdError>>(
         at: &dyn Fn(&str) -> String,
         field: &str,
         v: &Option<String>,
     ) -> Result<Option<T>, BatchError> {
         v.as_deref()
             .map(|s| {
-                parse(s).ok_or_else(|| bad(at(field), format!("{field} must be 32 hex characters")))
+                parse_id(s)
+                    .ok_or_else(|| bad(at(field), format!("{field} must be 32 hex characters")))
             })
             .transpose()
     }
-    let account = parse::<AccountId>(&e.account_id)
+    let account = parse_id::<AccountId>(&e.account_id)
         .ok_or_else(|| bad(at("account_id"), "account_id must be 32 hex characters"))?;
     let outcome = match (AuditOutcome::parse(&e.outcome), e.reason.as_deref()) {
         (Some(AuditOutcome::Success), None) => AccessOutcome::Served,
@@ -156,8 +159,11 @@ fn decode_event(i: usize, e: WireEvent) -> Result<AccessEvent, BatchError> {
         ("binding", &e.binding),
         ("secret_name", &e.secret_name),
     ] {
-        if v.len() > 255 {
-            return Err(bad(at(field), format!("{field} is longer than 255 bytes")));
+        if v.len() > NAME_MAX_LEN {
+            return Err(bad(
+                at(field),
+                format!("{field} is longer than {NAME_MAX_LEN} bytes"),
+            ));
         }
     }
     // Names the audit log shows are names (empty where the edge did not record one): a node
@@ -201,8 +207,18 @@ fn decode_event(i: usize, e: WireEvent) -> Result<AccessEvent, BatchError> {
 }
 
 /// An id in its 32 lowercase hex characters (what every id on the wire is).
-fn parse<T: std::str::FromStr>(s: &str) -> Option<T> {
+fn parse_id<T: FromStr<Err = IdError>>(s: &str) -> Option<T> {
     s.parse().ok()
+}
+
+/// A batch id (16 random bytes, no id of any record) in the same 32 lowercase hex characters
+/// as ids, parsed by the id types' rule.
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    parse_id::<TokenId>(s).map(|id| *id.as_bytes())
+}
+
+fn hex16(bytes: &[u8; 16]) -> String {
+    TokenId::from_bytes(*bytes).to_string()
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ pub struct ObservedBy {
     pub node_name: String,
 }
 
-/// Reads aggregated per (token, binding, secret, outcome): ids and names only.
+/// The wire form of `coffer_types::AccessEvent` (what [`AccessBatch`] carries): reads
+/// aggregated per (token, binding, secret, outcome), ids and names only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessEvent {
