@@ -159,6 +159,18 @@ fn value_of(i: usize) -> String {
     format!("propagated-value-{i:06}-0123456789abcdef")
 }
 
+/// CPU time this process used so far, all threads (user + system), from `/proc/self/stat`;
+/// `None` where that file is not there or not as Linux writes it.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields 14 and 15 (utime, stime), counted from the state after the command's `)`.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // In clock ticks: 100 a second on Linux (`getconf CLK_TCK`).
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -444,7 +456,11 @@ async fn bench(shape: Shape) {
     let mut ahead_of_ack = 0usize; // writes every edge had before the ack reached the writer
     let mut verified = 0usize;
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut cpu_from = None; // (process CPU, wall clock) when the first timed write starts
     for i in 1..=WARMUP + writes {
+        if i == WARMUP + 1 {
+            cpu_from = process_cpu().map(|cpu| (cpu, Instant::now()));
+        }
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -490,6 +506,14 @@ async fn bench(shape: Shape) {
             verify(&http, &edges, &world.service_token, &value, seq).await;
             verified += 1;
         }
+    }
+    if let (Some((from, wall)), Some(to)) = (cpu_from, process_cpu()) {
+        let cpu = to.saturating_sub(from).as_secs_f64();
+        println!(
+            "process CPU over the timed writes (every node, the control plane, the writer, the pauses and HTTP checks): {cpu:.2} s in {:.2} s, {:.2} ms per write",
+            wall.elapsed().as_secs_f64(),
+            cpu * 1000.0 / writes as f64
+        );
     }
     println!(
         "verified: after {verified} of the writes, all {edges_n} edges and {} relays served the new value over HTTP",
