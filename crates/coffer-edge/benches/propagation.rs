@@ -262,9 +262,22 @@ async fn start_node(
     (handle, node)
 }
 
+/// What a node says of itself at `/healthz` (phase, upstream, last error or alarm: no secrets).
+async fn health(http: &reqwest::Client, node: &Node) -> String {
+    match http
+        .get(format!("http://{}/healthz", node.addr))
+        .send()
+        .await
+    {
+        Ok(res) => res.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Waits until every node is caught up and its runtime API answers with the first value (it is
-/// built just after the first sync).
-async fn wait_ready(http: &reqwest::Client, nodes: &[Node], token: &str) {
+/// built just after the first sync). One that does not within 120 s stops the bench, with its
+/// health and that of every node in `above` (the relays).
+async fn wait_ready(http: &reqwest::Client, nodes: &[Node], above: &[Vec<Node>], token: &str) {
     for node in nodes {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -274,7 +287,19 @@ async fn wait_ready(http: &reqwest::Client, nodes: &[Node], token: &str) {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "{} never got ready", node.name);
+            if Instant::now() >= deadline {
+                let mut said = format!(
+                    "{} ({}): {}",
+                    node.name,
+                    node.addr,
+                    health(http, node).await
+                );
+                for relay in above.iter().flatten() {
+                    let h = health(http, relay).await;
+                    said.push_str(&format!("\n{} ({}): {h}", relay.name, relay.addr));
+                }
+                panic!("never got ready: {said}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -425,7 +450,7 @@ async fn bench(shape: Shape) {
             handles.push(h);
             tier.push(node);
         }
-        wait_ready(&http, &tier, &world.service_token).await;
+        wait_ready(&http, &tier, &tier_nodes, &world.service_token).await;
         tier_nodes.push(tier);
     }
     let mut edges = Vec::new();
@@ -438,7 +463,7 @@ async fn bench(shape: Shape) {
         handles.push(h);
         edges.push(node);
     }
-    wait_ready(&http, &edges, &world.service_token).await;
+    wait_ready(&http, &edges, &tier_nodes, &world.service_token).await;
     let relays: Vec<Node> = tier_nodes.iter_mut().flat_map(std::mem::take).collect();
     println!(
         "{} ready in {:.2} s; {writes} timed writes after {WARMUP} warm-up ones",
