@@ -13,7 +13,8 @@
 //! token, data dir, SQLite replica and HTTP listener on 127.0.0.1:0, following its upstream's
 //! feed over loopback HTTP exactly as the `coffer edge` process does, the control plane's feed
 //! key pinned from `coffer node create`'s answer as `--feed-key` does), and the writer (a
-//! `coffer_client::Client`). No tracing subscriber is installed, so nothing is logged. The
+//! `coffer_client::Client`). Nothing is logged unless `RUST_LOG` is set (a filter, as
+//! `RUST_LOG=error`: then to stderr, every node's lines mixed, and the figures pay for it). The
 //! tiers start in order, each once the one above serves the bound value.
 //!
 //! Each write PATCHes the value of one secret bound to a service and waits for the answer; `t0`
@@ -177,6 +178,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 fn main() {
     let shape = Shape::from_args();
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
