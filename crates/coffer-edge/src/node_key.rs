@@ -91,8 +91,10 @@ pub(crate) fn read_grants<T>(
 
 /// Registers this node's public key, trying the upstreams in turn until one answers (a
 /// node that registered the same key before is answered as registered), starting from the
-/// follower's current upstream but never moving it (that is the driver's). A refused token
-/// (401: revoked or unknown) ends the attempts: the driver hears of a revocation on its own.
+/// follower's current upstream but never moving it (that is the driver's). A revoked token
+/// (401 `node_revoked`) ends the attempts: the driver hears of a revocation on its own. A token
+/// the upstream does not know (401) is tried again with the same backoff as an unreachable
+/// upstream: a relay that has not yet applied this node's creation knows it a moment later.
 /// Another refusal (another key registered for this node, or this key for another node) is
 /// logged and tried again every 30 s: the edge cannot open what the feed carries without a
 /// grant, and the operator may resolve it.
@@ -115,9 +117,16 @@ pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, publ
                 );
                 return;
             }
-            Err(e @ FetchError::Status { status: 401, .. }) => {
-                tracing::error!(error = %e, "the upstream refused this node's token; not registering its key");
+            Err(e) if e.is_revocation() => {
+                tracing::error!(error = %e, "this node is revoked; not registering its key");
                 return;
+            }
+            Err(e @ FetchError::Status { status: 401, .. }) => {
+                tracing::warn!(
+                    error = %e,
+                    "the upstream does not know this node's token (yet: a relay behind its own \
+                     upstream); retrying"
+                );
             }
             Err(
                 e @ FetchError::Status {

@@ -1,5 +1,7 @@
 //! An edge bootstraps, follows and serves every change; a relay passes on the control
-//! plane's signatures with its entries.
+//! plane's signatures with its entries; an edge below a relay behind on its node waits for it.
+
+use std::time::Duration;
 
 use coffer_client::{DeployService, SecretBinding};
 use coffer_replication::wire::{FeedAnswer, FeedBody};
@@ -149,4 +151,51 @@ async fn a_relay_serves_the_control_planes_signatures_with_its_entries() {
     // Two write batches after the base: two signatures, the root's own, byte for byte.
     assert_eq!(signatures.len(), 2, "{signatures:?}");
     assert_eq!(from_relay.body, from_root.body);
+}
+
+/// An edge started below a relay that has not yet applied the edge's node: the relay refuses
+/// its token (401, not a revocation) until it catches up, and the edge keeps trying to
+/// register its key, then serves. (It used to give up at the first 401 and never serve.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_below_a_relay_behind_on_its_node_registers_once_the_relay_catches_up() {
+    let World {
+        tmp, cp, b, token, ..
+    } = world("value-1", "relay").await;
+    let proxy = crate::corrupting_proxy::Proxy::start(&cp.url).await;
+    let mut opts = edge_options(&[&proxy.url], &token, &tmp.path().join("relay"));
+    opts.serve_feed = true;
+    let relay = Edge::start_with(opts).await;
+    relay.wait_serving().await;
+    relay.wait_applied(cp.head().await).await;
+
+    // The relay is cut off from the control plane before the edge's node is made (its
+    // long poll in flight through the proxy ends first).
+    proxy
+        .state
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(LONG_POLL + Duration::from_secs(1)).await;
+    let edge_token = cp.node("edge-below").await;
+    let edge = Edge::start(&[&relay.url], &edge_token, &tmp.path().join("edge")).await;
+    // The relay does not know the node: its registration and feed requests are refused.
+    let relay_refused = || async {
+        http()
+            .get(format!("{}/replication/v1/feed?after=0", relay.url))
+            .bearer_auth(&edge_token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(relay_refused().await, 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!edge.status.is_ready(), "the edge cannot serve yet");
+
+    proxy
+        .state
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    relay.wait_applied(cp.head().await).await;
+    edge.wait_serving_within(Duration::from_secs(60)).await;
+    assert_eq!(edge.value(&b.token, "K").await, "value-1");
 }
