@@ -180,16 +180,14 @@ fn a_pg_dump_restores_into_a_fresh_database_that_verify_checks() {
             && out
                 .stdout
                 .contains("secret counts of 1 stores and 1 accounts equal their rows")
-            && out
-                .stdout
-                .contains("foreign keys enforced by PostgreSQL on every write"),
+            && out.stdout.contains("foreign keys checked row by row"),
         "{out:?}"
     );
     let heads = verify(copy.url(), &["--json"]).ok().json();
     for key in ["cluster_id", "change_log", "audit_heads"] {
         assert_eq!(heads[key], source_heads[key], "{key}");
     }
-    assert_eq!(heads["integrity"]["foreign_keys"], "enforced_by_database");
+    assert_eq!(heads["integrity"]["foreign_keys"], "checked");
     assert!(heads["database"].as_str().unwrap().ends_with(copy.name()));
     for out in [&out.stdout, &out.stderr] {
         assert!(!out.contains(&password), "the password is never printed");
@@ -245,6 +243,37 @@ fn a_pg_dump_restores_into_a_fresh_database_that_verify_checks() {
         "{line}"
     );
     assert_eq!(schema_version(&rt, copy.url()), older, "nothing migrated");
+
+    // A secret moved to a store that does not exist, foreign keys bypassed (in another copy):
+    // refused, naming the row and the constraint.
+    let copy = restored(&rt, &cluster, &dump);
+    tamper(
+        &rt,
+        copy.url(),
+        "UPDATE secrets SET store_id = '\\x77777777777777777777777777777777'",
+    );
+    let line = verify(copy.url(), &[]).one_error_line(1).to_owned();
+    assert!(
+        line.contains("integrity check failed: secrets row ")
+            && line
+                .contains(" breaks its foreign key to stores (secrets_store_id_account_id_fkey)"),
+        "{line}"
+    );
+    // The constraint itself dropped (in another copy): refused, naming it.
+    let copy = restored(&rt, &cluster, &dump);
+    tamper(
+        &rt,
+        copy.url(),
+        "ALTER TABLE secrets DROP CONSTRAINT secrets_store_id_account_id_fkey",
+    );
+    let line = verify(copy.url(), &[]).one_error_line(1).to_owned();
+    assert!(
+        line.contains(
+            "integrity check failed: schema: constraint secrets_store_id_account_id_fkey on \
+             secrets is missing"
+        ),
+        "{line}"
+    );
 
     // An empty database, a wrong password (from PGPASSWORD), both targets at once.
     let empty = rt.block_on(TestDatabase::create(&cluster));

@@ -1,7 +1,9 @@
-//! PostgreSQL's answer to `Storage::check_integrity` (see coffer-storage's `integrity`): every
-//! store's and account's `secret_count` against a count of its secrets, from one snapshot.
-//! Foreign keys are not re-checked: PostgreSQL enforces them on every write, and a restore
-//! (pg_restore, psql) adds each constraint after the data, validating it.
+//! PostgreSQL's answer to `Storage::check_integrity` (see coffer-storage's `integrity`), from
+//! one snapshot: Coffer's constraints all there and validated and its triggers all there and
+//! enabled (`schema_objects`); every row of every foreign key against its parent (anti-joins:
+//! PostgreSQL's foreign keys are triggers, which `session_replication_role = replica`,
+//! `DISABLE TRIGGER` or a data-only restore bypass); then every store's and account's
+//! `secret_count` against a count of its secrets.
 
 use coffer_storage::{ForeignKeys, IntegrityProblem, IntegrityReport, Result};
 use coffer_types::{AccountId, StoreId};
@@ -9,6 +11,7 @@ use deadpool_postgres::Transaction;
 
 use crate::PgStorage;
 use crate::db::{DbResultExt, bytes_col, col};
+use crate::schema_objects::{CONSTRAINTS, FOREIGN_KEYS, ForeignKey, TRIGGERS};
 use crate::tx::TxFuture;
 
 pub(crate) async fn check_integrity(s: &PgStorage) -> Result<IntegrityReport> {
@@ -16,14 +19,23 @@ pub(crate) async fn check_integrity(s: &PgStorage) -> Result<IntegrityReport> {
         Box::pin(async move {
             let stores_checked = rows(tx, "SELECT count(*) FROM stores").await?;
             let accounts_checked = rows(tx, "SELECT count(*) FROM accounts").await?;
-            let mut problem =
-                count_problem(tx, "stores", "store_id")
-                    .await?
-                    .map(|(id, counts, holds)| IntegrityProblem::StoreCount {
-                        store: StoreId::from_bytes(id),
-                        counts,
-                        holds,
-                    });
+            let mut problem = schema_problem(tx).await?;
+            for fk in FOREIGN_KEYS {
+                if problem.is_some() {
+                    break;
+                }
+                problem = foreign_key_problem(tx, fk).await?;
+            }
+            if problem.is_none() {
+                problem =
+                    count_problem(tx, "stores", "store_id")
+                        .await?
+                        .map(|(id, counts, holds)| IntegrityProblem::StoreCount {
+                            store: StoreId::from_bytes(id),
+                            counts,
+                            holds,
+                        });
+            }
             if problem.is_none() {
                 problem = count_problem(tx, "accounts", "account_id").await?.map(
                     |(id, counts, holds)| IntegrityProblem::AccountCount {
@@ -36,7 +48,7 @@ pub(crate) async fn check_integrity(s: &PgStorage) -> Result<IntegrityReport> {
             Ok(IntegrityReport {
                 stores_checked,
                 accounts_checked,
-                foreign_keys: ForeignKeys::EnforcedByDatabase,
+                foreign_keys: ForeignKeys::Checked,
                 problem,
             })
         })
@@ -74,3 +86,120 @@ async fn count_problem(
         col(&row, 2, "count check: rows")?,
     )))
 }
+
+/// The first of Coffer's constraints missing or not validated, else the first of its triggers
+/// missing or disabled, else the first disabled internal trigger (a foreign key's) on one of
+/// its tables. Tables resolve by the search path, as Coffer's queries do.
+async fn schema_problem(tx: &Transaction<'_>) -> Result<Option<IntegrityProblem>> {
+    let (tables, names): (Vec<&str>, Vec<&str>) = CONSTRAINTS.iter().copied().unzip();
+    let row = tx
+        .query_opt(
+            "SELECT e.tbl, e.name, c.oid IS NOT NULL FROM unnest($1::text[], $2::text[])
+               WITH ORDINALITY AS e(tbl, name, n)
+             LEFT JOIN pg_constraint c
+               ON c.conrelid = to_regclass(e.tbl) AND c.conname = e.name
+             WHERE c.oid IS NULL OR NOT c.convalidated
+             ORDER BY e.n LIMIT 1",
+            &[&tables, &names],
+        )
+        .await
+        .db("check constraints")?;
+    if let Some(row) = row {
+        let (table, name, present): (String, String, bool) = (
+            col(&row, 0, "constraint check: table")?,
+            col(&row, 1, "constraint check: name")?,
+            col(&row, 2, "constraint check: present")?,
+        );
+        let state = if present { "not validated" } else { "missing" };
+        return Ok(Some(IntegrityProblem::Schema(format!(
+            "constraint {name} on {table} is {state}"
+        ))));
+    }
+    let (tables, names): (Vec<&str>, Vec<&str>) = TRIGGERS.iter().copied().unzip();
+    let row = tx
+        .query_opt(
+            "SELECT e.tbl, e.name, t.oid IS NOT NULL FROM unnest($1::text[], $2::text[])
+               WITH ORDINALITY AS e(tbl, name, n)
+             LEFT JOIN pg_trigger t
+               ON t.tgrelid = to_regclass(e.tbl) AND t.tgname = e.name AND NOT t.tgisinternal
+             WHERE t.oid IS NULL OR t.tgenabled NOT IN ('O', 'A')
+             ORDER BY e.n LIMIT 1",
+            &[&tables, &names],
+        )
+        .await
+        .db("check triggers")?;
+    if let Some(row) = row {
+        let (table, name, present): (String, String, bool) = (
+            col(&row, 0, "trigger check: table")?,
+            col(&row, 1, "trigger check: name")?,
+            col(&row, 2, "trigger check: present")?,
+        );
+        let state = if present { "disabled" } else { "missing" };
+        return Ok(Some(IntegrityProblem::Schema(format!(
+            "trigger {name} on {table} is {state}"
+        ))));
+    }
+    // A foreign key's own triggers (internal), disabled by `DISABLE TRIGGER ALL`.
+    let (tables, names): (Vec<&str>, Vec<&str>) = CONSTRAINTS.iter().copied().unzip();
+    let row = tx
+        .query_opt(
+            "SELECT e.tbl, e.name FROM unnest($1::text[], $2::text[]) AS e(tbl, name)
+             JOIN pg_constraint c ON c.conrelid = to_regclass(e.tbl) AND c.conname = e.name
+             JOIN pg_trigger t ON t.tgconstraint = c.oid
+             WHERE t.tgisinternal AND t.tgenabled NOT IN ('O', 'A')
+             ORDER BY 1, 2 LIMIT 1",
+            &[&tables, &names],
+        )
+        .await
+        .db("check foreign keys' triggers")?;
+    if let Some(row) = row {
+        let table: String = col(&row, 0, "trigger check: table")?;
+        let name: String = col(&row, 1, "trigger check: constraint")?;
+        return Ok(Some(IntegrityProblem::Schema(format!(
+            "constraint {name} on {table} has a disabled trigger: it is not enforced"
+        ))));
+    }
+    Ok(None)
+}
+
+/// The first row (in key order) of `fk.table` whose foreign key names no row of `fk.parent`
+/// (MATCH SIMPLE, as PostgreSQL's: a row with a NULL in the key is not checked). One
+/// anti-join; every name in the SQL is a constant of `schema_objects`.
+async fn foreign_key_problem(
+    tx: &Transaction<'_>,
+    fk: &ForeignKey,
+) -> Result<Option<IntegrityProblem>> {
+    let not_null = fk
+        .columns
+        .iter()
+        .map(|c| format!("c.{c} IS NOT NULL"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let matches = fk
+        .columns
+        .iter()
+        .zip(fk.parent_columns)
+        .map(|(c, p)| format!("p.{p} = c.{c}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let sql = format!(
+        "SELECT {key} FROM {table} c
+         WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {matches})
+         ORDER BY 1 LIMIT 1",
+        key = fk.key,
+        table = fk.table,
+        parent = fk.parent,
+    );
+    let Some(row) = tx.query_opt(&sql, &[]).await.db("check a foreign key")? else {
+        return Ok(None);
+    };
+    Ok(Some(IntegrityProblem::ForeignKeyRow {
+        table: fk.table.to_owned(),
+        key: col(&row, 0, "foreign key check: key")?,
+        parent: format!("{} ({})", fk.parent, fk.name),
+    }))
+}
+
+#[cfg(test)]
+#[path = "integrity_tests.rs"]
+mod tests;

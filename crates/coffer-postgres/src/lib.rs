@@ -50,6 +50,7 @@ mod lifecycle;
 mod migrate;
 mod nodes;
 mod replication;
+mod schema_objects;
 mod secrets;
 mod services;
 mod snapshot;
@@ -106,7 +107,10 @@ pub struct PgOptions {
     pub expected_cluster: Option<[u8; 16]>,
     /// Read only (`coffer verify --database-url`): every session is read-only
     /// (`default_transaction_read_only`), the schema is checked, never migrated (it must be
-    /// this build's version), and every write fails.
+    /// this build's version), and every write fails at once (there is no writer: it never
+    /// takes the writer's lock). Nothing follows other instances' commits (no `LISTEN`, which
+    /// PostgreSQL refuses during recovery), so a hot standby or a paused point-in-time
+    /// recovery target can be read.
     pub read_only: bool,
 }
 
@@ -278,7 +282,8 @@ pub struct PgStorage {
     /// `host:port/database` (never the user's password), for Debug and errors.
     target: String,
     /// Follows other instances' commits (LISTEN coffer_head); stopped on shutdown and drop.
-    listener: tokio::task::JoinHandle<()>,
+    /// `None` when read-only.
+    listener: Option<tokio::task::JoinHandle<()>>,
     /// The DEK gate's bounds (`dek_gate.rs`).
     pub(crate) gate: GateSettings,
 }
@@ -319,7 +324,9 @@ impl std::fmt::Debug for PgStorage {
 
 impl Drop for PgStorage {
     fn drop(&mut self) {
-        self.listener.abort();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
     }
 }
 
@@ -392,8 +399,13 @@ impl PgStorage {
         };
         let max_connections = options.max_connections.max(2);
         let pool = make_pool(&read_config, max_connections)?;
-        // The writer's own connection: reads can never take it (M2 of the review).
-        let write_pool = make_pool(&parsed.config, 1)?;
+        // The writer's own connection: reads can never take it (M2 of the review). None when
+        // read-only: there is no writer.
+        let write_pool = if options.read_only {
+            None
+        } else {
+            Some(make_pool(&parsed.config, 1)?)
+        };
         // The health probe's own connection, made when it first probes (and again after one
         // broke).
         let probe_pool = make_pool(&read_config, 1)?;
@@ -428,15 +440,25 @@ impl PgStorage {
             closed: AtomicBool::new(false),
             gate: dek_gate::GateState::default(),
         });
-        let listener =
-            change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target).await?;
+        // Read-only: no LISTEN (refused during recovery: a standby, a paused PITR target) and
+        // no writer (writes fail at once, before any lock).
+        let (listener, writer) = match write_pool {
+            None => (None, write::WriterHandle::read_only()),
+            Some(write_pool) => (
+                Some(
+                    change_log::follow(parsed.config, listen_tls, Arc::clone(&shared), &target)
+                        .await?,
+                ),
+                write::WriterHandle::start(write::Writer {
+                    pool: write_pool,
+                    read_pool: pool.clone(),
+                    shared: Arc::clone(&shared),
+                    idle_timeout_ms,
+                }),
+            ),
+        };
         Ok(PgStorage {
-            writer: write::WriterHandle::start(write::Writer {
-                pool: write_pool,
-                read_pool: pool.clone(),
-                shared: Arc::clone(&shared),
-                idle_timeout_ms,
-            }),
+            writer,
             pool,
             probe_pool,
             snapshots: Arc::new(tokio::sync::Semaphore::new(max_snapshots(max_connections))),
@@ -480,7 +502,9 @@ impl PgStorage {
         self.writer.close().await;
         self.pool.close();
         self.probe_pool.close();
-        self.listener.abort();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
     }
 }
 

@@ -42,6 +42,29 @@ pub fn cluster_url(test: &str) -> Option<String> {
     }
 }
 
+/// The variable naming a hot standby of the test cluster (`scripts/pg-test-cluster start`
+/// makes one): a database in recovery, for read-only use (`PgOptions::read_only`).
+pub const STANDBY_URL_VAR: &str = "COFFER_TEST_STANDBY_URL";
+
+/// The standby's superuser URL, or `None` (after saying so) when the test should skip. Panics
+/// under CI ([`under_ci`]) without one.
+pub fn standby_url(test: &str) -> Option<String> {
+    match std::env::var(STANDBY_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                !under_ci(),
+                "{test}: {STANDBY_URL_VAR} is not set, and under CI the PostgreSQL tests must \
+                 run (scripts/pg-test-cluster start prints it)"
+            );
+            eprintln!(
+                "{test}: skipped: {STANDBY_URL_VAR} is not set (scripts/pg-test-cluster start DIR)"
+            );
+            None
+        }
+    }
+}
+
 /// A database made for one test (`coffer_t_<random hex>`), dropped with this value (its
 /// connections are ended first).
 #[derive(Debug)]

@@ -305,6 +305,8 @@ pub(crate) struct WriterHandle {
     /// Taken by the first `close`, which awaits it; an async mutex so that a concurrent
     /// `close` waits for the same end.
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A read-only storage's handle (`PgOptions::read_only`): no task, every write refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for WriterHandle {
@@ -320,6 +322,17 @@ impl WriterHandle {
         WriterHandle {
             jobs: std::sync::Mutex::new(Some(tx)),
             task: tokio::sync::Mutex::new(Some(tokio::spawn(writer.run(rx)))),
+            read_only: false,
+        }
+    }
+
+    /// A read-only storage's handle: no writer task, so nothing takes the writer's lock;
+    /// every write is refused at once.
+    pub(crate) fn read_only() -> WriterHandle {
+        WriterHandle {
+            jobs: std::sync::Mutex::new(None),
+            task: tokio::sync::Mutex::new(None),
+            read_only: true,
         }
     }
 
@@ -333,6 +346,11 @@ impl WriterHandle {
         T: Send + 'static,
         F: for<'a, 'c> FnOnce(&'a mut WriteTx<'c>) -> TxFuture<'a, T> + Send + 'static,
     {
+        if self.read_only {
+            return Err(StorageError::Unavailable(
+                "the database is open read-only (coffer verify): writes are refused".into(),
+            ));
+        }
         // Refused before anything is queued; nothing is counted as lost.
         crate::audit::check(audit)?;
         let (reply, answer) = oneshot::channel();

@@ -103,7 +103,7 @@ async fn orders_are_byte_wise_under_a_linguistic_default_collation() {
 }
 
 /// `check_integrity` finds a store's or an account's count set wrong with raw SQL (the
-/// counting triggers bypassed), and says foreign keys are PostgreSQL's to enforce.
+/// counting triggers bypassed), and checks foreign keys row by row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drifted_counts_are_found() {
     let Some(cluster) = cluster_url("drifted_counts_are_found") else {
@@ -114,7 +114,7 @@ async fn drifted_counts_are_found() {
         std::sync::Arc::new(db.storage().await);
     assert_eq!(
         storage.check_integrity().await.unwrap().foreign_keys,
-        coffer_storage::ForeignKeys::EnforcedByDatabase
+        coffer_storage::ForeignKeys::Checked
     );
     let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
         .await

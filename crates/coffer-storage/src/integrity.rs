@@ -8,9 +8,12 @@
 //!
 //! Foreign keys: SQLite enforces them on writes only (and `PRAGMA integrity_check` does not
 //! look at them), so an edited or damaged file may break them: SQLite checks every row
-//! (`PRAGMA foreign_key_check`). PostgreSQL enforces them on every write, restores included
-//! (pg_restore adds each constraint after the data, validating it), so they are not
-//! re-checked there ([`ForeignKeys::EnforcedByDatabase`]).
+//! (`PRAGMA foreign_key_check`). PostgreSQL enforces them on writes, but its foreign keys are
+//! triggers, which a superuser can bypass (`session_replication_role = replica`, `DISABLE
+//! TRIGGER`, a data-only `pg_restore --disable-triggers`) and a restored dump may lack or hold
+//! `NOT VALID`: PostgreSQL checks every row of each of Coffer's foreign keys too (anti-joins),
+//! and that Coffer's constraints are all there and validated and its triggers all there and
+//! enabled ([`IntegrityProblem::Schema`]).
 
 use coffer_types::{AccountId, StoreId};
 use serde::Serialize;
@@ -23,8 +26,6 @@ use crate::{Storage, StorageError};
 pub enum ForeignKeys {
     /// Every row of every table with one was checked against its parent.
     Checked,
-    /// The database enforces them on every write; not re-checked.
-    EnforcedByDatabase,
 }
 
 /// One broken invariant.
@@ -37,6 +38,19 @@ pub enum IntegrityProblem {
         row: Option<i64>,
         parent: String,
     },
+    /// A row whose foreign key names no parent row, named by its key (PostgreSQL: the row's
+    /// primary key, ids in hex).
+    #[error("{table} row {key} breaks its foreign key to {parent}")]
+    ForeignKeyRow {
+        table: String,
+        key: String,
+        parent: String,
+    },
+    /// One of the database's own constraints or triggers (PostgreSQL) is missing, not
+    /// validated or disabled: what the database enforces on the next write is not what
+    /// Coffer relies on.
+    #[error("schema: {0}")]
+    Schema(String),
     /// A store whose maintained count is not its secrets'.
     #[error("store {store} counts {counts} secrets, holds {holds}")]
     StoreCount {
@@ -61,8 +75,8 @@ pub struct IntegrityReport {
     /// Accounts whose count was compared with their secrets.
     pub accounts_checked: u64,
     pub foreign_keys: ForeignKeys,
-    /// The first broken invariant found (foreign keys first, then stores', then accounts'
-    /// counts, each by id), if any.
+    /// The first broken invariant found (PostgreSQL: its constraints and triggers first; then
+    /// foreign keys, then stores', then accounts' counts, each by id), if any.
     pub problem: Option<IntegrityProblem>,
 }
 

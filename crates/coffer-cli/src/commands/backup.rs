@@ -116,7 +116,6 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             integrity.accounts_checked,
             match integrity.foreign_keys {
                 ForeignKeys::Checked => "checked row by row",
-                ForeignKeys::EnforcedByDatabase => "enforced by PostgreSQL on every write",
             },
         )
     };
