@@ -28,7 +28,7 @@ mod systemd_units;
 
 pub use account::{AccountCommand, QuotaCommand};
 pub use audit::AuditCommand;
-pub use backup::{BackupArgs, RestoreArgs, VerifyArgs};
+pub use backup::{BackupArgs, RepairArgs, RestoreArgs, VerifyArgs};
 pub use kek::KekCommand;
 pub use migrate::MigrateArgs;
 pub use node::NodeCommand;
@@ -41,7 +41,7 @@ pub use service::{DeployArgs, ServiceCommand, ServiceTokenCommand};
 pub use store::{StoreCommand, StoreOrderArg};
 pub use token::TokenCommand;
 
-use backup::{BACKUP_LONG_ABOUT, RESTORE_LONG_ABOUT, VERIFY_LONG_ABOUT};
+use backup::{BACKUP_LONG_ABOUT, REPAIR_LONG_ABOUT, RESTORE_LONG_ABOUT, VERIFY_LONG_ABOUT};
 use migrate::MIGRATE_LONG_ABOUT;
 use run::RUN_AFTER_HELP;
 use server::{DEV_LONG_ABOUT, EDGE_LONG_ABOUT};
@@ -186,6 +186,10 @@ pub enum Command {
     /// foreign keys (read-only, server running or not)
     #[command(long_about = VERIFY_LONG_ABOUT)]
     Verify(VerifyArgs),
+    /// Set secret counts that drifted from their rows right again (a data dir with its server
+    /// stopped, or a PostgreSQL database, live)
+    #[command(long_about = REPAIR_LONG_ABOUT)]
+    Repair(RepairArgs),
     /// Copy an embedded (SQLite) installation into an empty PostgreSQL database and switch the
     /// data dir to it, verifying the copy
     #[command(long_about = MIGRATE_LONG_ABOUT)]

@@ -658,6 +658,10 @@ fn edited_counts_and_foreign_keys_are_refused_by_restore_verify_and_backup() {
     assert!(status.success());
     let (manifest, db) = split(&std::fs::read(&file).unwrap());
     let new = t.join("new");
+    // A drifted count stays refused, naming the repair of the source; a broken foreign key
+    // names no repair.
+    let repair_source = "(the data dir it was taken from can be repaired with `coffer repair \
+                         --data-dir DIR`, which recounts secret counts, and backed up again)";
     let refuse = |db: &[u8], expect: &str| {
         let bad = t.join("bad.backup");
         std::fs::write(&bad, reseal(manifest.clone(), db)).unwrap();
@@ -666,6 +670,11 @@ fn edited_counts_and_foreign_keys_are_refused_by_restore_verify_and_backup() {
         assert!(
             line.contains("refused before opening it") && line.contains(expect),
             "expected {expect:?}: {line}"
+        );
+        assert_eq!(
+            line.ends_with(repair_source),
+            expect.contains("secrets, holds"),
+            "{line}"
         );
         assert!(!new.exists(), "{line}: the new data dir is removed");
         std::fs::remove_file(&bad).unwrap();
@@ -722,13 +731,20 @@ fn edited_counts_and_foreign_keys_are_refused_by_restore_verify_and_backup() {
             data.display()
         );
         assert!(line.contains(&whole), "expected {whole:?}: {line}");
+        let hint = format!(
+            "(`coffer repair --data-dir {}` recounts secret counts)",
+            data.display()
+        );
+        let count = expect.contains("secrets, holds");
+        assert_eq!(line.ends_with(&hint), count, "{line}");
         let out = coffer(&["backup", "--data-dir", p(&data), "--out", p(&t.join("b2"))]);
         let line = out.one_error_line(1);
         assert!(
-            line.contains("nothing written, the store does not pass its integrity check")
+            line.contains("nothing written, the database does not pass its integrity check")
                 && line.contains(expect),
             "{line}"
         );
+        assert_eq!(line.ends_with(&hint), count, "{line}");
         assert!(!t.join("b2").exists());
     };
     edit(&store_count);
@@ -814,4 +830,30 @@ fn kek_from_copies_account_keks_and_the_restored_dir_stands_alone() {
         (Some("account"), Some("available")),
         "{v}"
     );
+}
+
+/// Backup refuses what restore would refuse, not only what verify finds: a data dir whose
+/// schema was edited (an extra trigger) is not backed up, naming the difference.
+#[test]
+fn backup_refuses_a_copy_restore_would_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    init(&data);
+    rusqlite::Connection::open(data.join("coffer.db"))
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER keep_deks BEFORE DELETE ON deks BEGIN SELECT RAISE(IGNORE); END;",
+        )
+        .unwrap();
+    let file = tmp.path().join("b");
+    let line = coffer(&["backup", "--data-dir", p(&data), "--out", p(&file)])
+        .one_error_line(1)
+        .to_owned();
+    assert!(
+        line.contains("nothing written, restore would refuse the copy")
+            && line.contains("unexpected trigger keep_deks")
+            && !line.contains("coffer repair"),
+        "{line}"
+    );
+    assert!(!file.exists());
 }

@@ -2,7 +2,8 @@
 //! PostgreSQL"): a served Coffer database pg_dump'ed while its server writes, pg_restore'd
 //! into a fresh database, and `coffer verify --database-url` on the copy: it passes with the
 //! source's heads; an audit row or a store's count altered with SQL is refused, naming the
-//! check; nothing is migrated or written; the password is never printed. Runs on the test
+//! check; nothing is migrated or written; the password is never printed. `coffer repair
+//! --database-url` sets a drifted count right while the server serves. Runs on the test
 //! cluster `COFFER_TEST_DATABASE_URL` names, with the cluster's pg_dump and pg_restore
 //! (`PG_BIN`, else /usr/lib/postgresql/*/bin, else PATH). Skips without the variable, fails
 //! under CI=true.
@@ -297,4 +298,94 @@ fn a_pg_dump_restores_into_a_fresh_database_that_verify_checks() {
             && line.contains("COFFER_DATABASE_URL is set"),
         "{line}"
     );
+}
+
+/// `coffer repair --database-url`: a count drifted with SQL under a serving instance is set to
+/// its rows live (verify names the repair before, passes after), the server serving on; a
+/// second run finds nothing to repair.
+#[test]
+fn repair_recounts_a_served_database_live() {
+    let Some(cluster) = cluster_url("pg_repair") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = rt.block_on(TestDatabase::create(&cluster));
+    let url = source.url().to_owned();
+    let (_, password) = split_password(&url);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut init = coffer_cmd();
+    init.args(["init", "--json", "--data-dir"])
+        .arg(&data)
+        .env("COFFER_DATABASE_URL", &url);
+    let v = run(init, None).ok().json();
+    let mut serve = coffer_cmd();
+    serve
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("COFFER_DATABASE_URL", &url);
+    let server = Server::spawn(serve);
+    let conn = Conn {
+        url: server.url.clone(),
+        token: v["token"].as_str().unwrap().to_owned(),
+        account: v["account_id"].as_str().unwrap().to_owned(),
+    };
+    let store = create_store(&conn, "prod");
+    create_secret(&conn, &store, "api-key", "workers", VALUE);
+    tamper(
+        &rt,
+        &url,
+        &format!("UPDATE stores SET secret_count = 1000 WHERE id = '\\x{store}'"),
+    );
+    let total = || {
+        conn.run(&["secret", "list", &store, "--json"]).ok().json()["result_info"]["total_count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(total(), 1000, "a list trusts the drifted count");
+    let line = verify(&url, &[]).one_error_line(1).to_owned();
+    assert!(
+        line.contains(&format!("store {store} counts 1000 secrets, holds 1"))
+            && line.ends_with("(`coffer repair --database-url URL` recounts secret counts)"),
+        "{line}"
+    );
+
+    let repair = |extra: &[&str]| {
+        let mut cmd = coffer_cmd();
+        cmd.arg("repair")
+            .args(extra)
+            .env("COFFER_DATABASE_URL", &url);
+        run(cmd, None).ok()
+    };
+    let out = repair(&[]);
+    assert!(
+        out.stdout.starts_with("repaired database 127.0.0.1:")
+            && out.stdout.contains(&format!(
+                "/{}: 1 secret counts set to their rows (1 stores, 0 accounts)\nstore {store}: \
+                 1000 -> 1\n",
+                source.name()
+            )),
+        "{out:?}"
+    );
+    for out in [&out.stdout, &out.stderr] {
+        assert!(!out.contains(&password), "the password is never printed");
+    }
+    verify(&url, &[]).ok();
+    // The server served on, and counts on from the right number.
+    create_secret(&conn, &store, "second", "workers", VALUE);
+    assert_eq!(total(), 2);
+    verify(&url, &[]).ok();
+    let v = repair(&["--json"]).json();
+    assert_eq!(
+        (v["corrected"].as_u64(), v["stores_checked"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+    assert!(v["database"].as_str().unwrap().ends_with(source.name()));
+    let (status, _) = server.terminate();
+    assert!(status.success());
 }

@@ -49,6 +49,7 @@ mod keys;
 mod lifecycle;
 mod migrate;
 mod nodes;
+mod recount;
 mod replication;
 mod schema_objects;
 mod secrets;

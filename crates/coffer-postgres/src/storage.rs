@@ -596,6 +596,10 @@ impl Storage for PgStorage {
     async fn check_integrity(&self) -> Result<coffer_storage::IntegrityReport> {
         crate::integrity::check_integrity(self).await
     }
+
+    async fn recount_secrets(&self) -> Result<coffer_storage::Recounted> {
+        crate::recount::recount_secrets(self).await
+    }
 }
 
 #[async_trait]

@@ -142,3 +142,43 @@ async fn drifted_counts_are_found() {
     drop(storage);
     driver.abort();
 }
+
+/// `recount_secrets` sets counts drifted by raw SQL (the counting triggers bypassed) to their
+/// rows, under the writer lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recount_corrects_drifted_counts() {
+    let Some(cluster) = cluster_url("recount_corrects_drifted_counts") else {
+        return;
+    };
+    let db = coffer_postgres::testing::TestDatabase::create(&cluster).await;
+    let storage: std::sync::Arc<dyn coffer_storage::Storage> =
+        std::sync::Arc::new(db.storage().await);
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let client = &client;
+    coffer_storage::conformance::recount_corrects_drifted_counts(
+        storage.clone(),
+        |drift| async move {
+            use coffer_storage::conformance::Drift;
+            let (sql, id, to) = match drift {
+                Drift::Store { store, to } => (
+                    "UPDATE stores SET secret_count = $2 WHERE id = $1",
+                    store.as_bytes().to_vec(),
+                    to,
+                ),
+                Drift::Account { account, to } => (
+                    "UPDATE accounts SET secret_count = $2 WHERE id = $1",
+                    account.as_bytes().to_vec(),
+                    to,
+                ),
+            };
+            assert_eq!(client.execute(sql, &[&id, &to]).await.unwrap(), 1);
+        },
+    )
+    .await;
+    storage.shutdown().await;
+    drop(storage);
+    driver.abort();
+}

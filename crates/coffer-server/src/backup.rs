@@ -5,10 +5,11 @@
 //!   `coffer.db` through a read-only connection with `VACUUM INTO` (one read transaction, so a
 //!   point-in-time copy that does not block the writer; `SqliteStorage::copy_consistent` says
 //!   why this and not the backup API) into a private (0700) temp dir beside the destination,
-//!   checks the copy's chains and integrity (what restore would refuse), hashes it and writes
-//!   the file from one handle (a temp file, fsynced, then linked or renamed into place, mode
-//!   0600). It needs free space for the copy and the file (twice the database) and reads the
-//!   copy three times (chains, hash, write). The file holds the database only: ciphertexts
+//!   checks the copy as restore will (`SqliteStorage::check_untrusted`: schema, pages, foreign
+//!   keys, counts; then the chains), hashes it and writes the file from one handle (a temp
+//!   file, fsynced, then linked or renamed into place, mode 0600). It needs free space for the
+//!   copy and the file (twice the database) and reads the copy four times (restore's check,
+//!   chains, hash, write). A drifted count is refused naming `coffer repair`, which recounts. The file holds the database only: ciphertexts
 //!   and wrapped keys. Never the KEK file, the KEK versions' keys, `kek.toml`, a PIN or an
 //!   account KEK.
 //! - **Restore** checks the header, manifest checksum and length before writing anything, and
@@ -97,12 +98,14 @@ pub enum BackupError {
     #[error("--database-url: {0}")]
     Connect(String),
     /// What lists trust does not hold (a count, a foreign key): in the data dir or database
-    /// verified.
-    #[error("{what}: {source}")]
+    /// verified or backed up, or in the file restored; or the copy is not a database restore
+    /// would accept. `hint`: what to do about a drifted count (empty otherwise).
+    #[error("{what}: {source}{hint}")]
     Integrity {
         what: String,
         #[source]
         source: IntegrityError,
+        hint: String,
     },
     #[error("the restored copy does not match the backup's manifest: {0}")]
     Mismatch(String),
@@ -231,6 +234,27 @@ pub async fn backup(
         what: format!("cannot copy {}", db.display()),
         source,
     })?;
+    // A copy restore would refuse is not written either: restore's own check of an untrusted
+    // file (schema, pages, foreign keys, counts), then the chains.
+    blocking({
+        let copy_path = copy_path.clone();
+        move || SqliteStorage::check_untrusted(&copy_path)
+    })
+    .await?
+    .map_err(|source| {
+        let refused = match source {
+            IntegrityError::Broken(_) => "the database does not pass its integrity check",
+            IntegrityError::Storage(_) => "restore would refuse the copy",
+        };
+        BackupError::Integrity {
+            what: format!(
+                "data dir {}: nothing written, {refused}",
+                data_dir.display()
+            ),
+            hint: repair_hint(&source, &repair_command(data_dir)),
+            source,
+        }
+    })?;
     let storage = blocking({
         let copy_path = copy_path.clone();
         move || SqliteStorage::open_read_only(&copy_path)
@@ -241,19 +265,10 @@ pub async fn backup(
         source,
     })?;
     let report = verify_chains(&storage).await;
-    // A copy restore would refuse is not written either.
-    let integrity = verify_integrity(&storage).await;
     close(storage).await;
     let report = report.map_err(|source| BackupError::Chain {
         what: format!(
-            "data dir {}: nothing written, the store's own chains do not verify",
-            data_dir.display()
-        ),
-        source,
-    })?;
-    integrity.map_err(|source| BackupError::Integrity {
-        what: format!(
-            "data dir {}: nothing written, the store does not pass its integrity check",
+            "data dir {}: nothing written, the database's own chains do not verify",
             data_dir.display()
         ),
         source,
@@ -428,8 +443,16 @@ async fn restore_into(
         move || SqliteStorage::check_untrusted(&db)
     })
     .await?
-    .map_err(|source| BackupError::Database {
+    .map_err(|source| BackupError::Integrity {
         what: what("refused before opening it"),
+        // The file stays refused (it is untrusted), but its source can be set right.
+        hint: if source.is_count() {
+            " (the data dir it was taken from can be repaired with `coffer repair --data-dir \
+             DIR`, which recounts secret counts, and backed up again)"
+                .to_owned()
+        } else {
+            String::new()
+        },
         source,
     })?;
     // Opened the way the server opens it (a copy from an older build is migrated here), then
@@ -578,7 +601,7 @@ pub async fn verify(data_dir: &Path) -> Result<Verified, BackupError> {
         what: what.clone(),
         source,
     })?;
-    let verified = verify_storage(&storage, &what).await;
+    let verified = verify_storage(&storage, &what, &repair_command(data_dir)).await;
     close(storage).await;
     verified
 }
@@ -599,13 +622,23 @@ pub async fn verify_database(
             })
         })?;
     let target = storage.target().to_owned();
-    let verified = verify_storage(&*storage, &format!("database {target}")).await;
+    let verified = verify_storage(
+        &*storage,
+        &format!("database {target}"),
+        "coffer repair --database-url URL",
+    )
+    .await;
     storage.shutdown().await;
     Ok((target, verified?))
 }
 
-/// The chain check, then the integrity check, of an open storage.
-async fn verify_storage(storage: &dyn Storage, what: &str) -> Result<Verified, BackupError> {
+/// The chain check, then the integrity check, of an open storage; `repair`: the command that
+/// recounts its secret counts, named when one drifted.
+async fn verify_storage(
+    storage: &dyn Storage,
+    what: &str,
+    repair: &str,
+) -> Result<Verified, BackupError> {
     let report = verify_chains(storage)
         .await
         .map_err(|source| BackupError::Chain {
@@ -616,9 +649,25 @@ async fn verify_storage(storage: &dyn Storage, what: &str) -> Result<Verified, B
         .await
         .map_err(|source| BackupError::Integrity {
             what: what.to_owned(),
+            hint: repair_hint(&source, repair),
             source,
         })?;
     Ok(Verified::of(&report, &integrity))
+}
+
+/// `coffer repair` for the data dir at `data_dir`.
+pub(crate) fn repair_command(data_dir: &Path) -> String {
+    format!("coffer repair --data-dir {}", data_dir.display())
+}
+
+/// For a drifted count (and nothing else), how to repair it: ` (`COMMAND` recounts secret
+/// counts)`.
+pub(crate) fn repair_hint(e: &IntegrityError, command: &str) -> String {
+    if e.is_count() {
+        format!(" (`{command}` recounts secret counts)")
+    } else {
+        String::new()
+    }
 }
 
 /// The instance KEK's configuration files in `old`, as its KEK versions file names them:

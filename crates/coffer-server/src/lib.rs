@@ -32,6 +32,7 @@ mod nodes;
 mod query;
 mod rate;
 mod reload;
+pub mod repair;
 pub mod replication;
 mod request_log;
 mod router;

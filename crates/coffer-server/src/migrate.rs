@@ -2,7 +2,8 @@
 //! (docs/operations.md, "Moving to PostgreSQL").
 //!
 //! With D's lock held (a server serving D makes it refuse), its database is opened (migrated to
-//! this build's schema if older) and its chains verified; then `PgStorage::import_sqlite`
+//! this build's schema if older), its chains verified and its integrity checked (counts and
+//! foreign keys: a drifted count is named with `coffer repair`, which recounts); then `PgStorage::import_sqlite`
 //! copies every row, as stored, into the empty database at URL in one transaction (refusing a
 //! database that holds an instance or any row; making the cluster id in that transaction when
 //! the source had none), and before its COMMIT verifies the copy in that transaction with the
@@ -17,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use coffer_postgres::{ImportCounts, ImportError, Imported};
-use coffer_storage::{ChainReport, SqliteStorage, Storage, verify_chains};
+use coffer_storage::{ChainReport, SqliteStorage, Storage, verify_chains, verify_integrity};
 
 use crate::database::{self, BACKEND_FILE, Database};
 use crate::{ServerError, datadir};
@@ -111,10 +112,19 @@ pub async fn migrate(data_dir: &Path, db: &Database) -> Result<Migrated, Migrate
     .map_err(|e| source_err(format!("opening it failed: {e}")))?;
     let source = opened.map_err(|e| source_err(e.to_string()))?;
     let verified = verify_chains(&source).await;
+    // What lists trust, checked here (the copy would fail late on a count, as if it were the
+    // copy that is wrong).
+    let integrity = verify_integrity(&source).await;
     source.close().await;
     source.close_reads();
     let expected =
         verified.map_err(|e| source_err(format!("chains do not verify, not migrating: {e}")))?;
+    integrity.map_err(|e| {
+        let hint = crate::backup::repair_hint(&e, &crate::backup::repair_command(data_dir));
+        source_err(format!(
+            "does not pass its integrity check, not migrating: {e}{hint}"
+        ))
+    })?;
 
     let pg = database::connect(db, None)
         .await

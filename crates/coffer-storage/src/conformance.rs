@@ -15,7 +15,9 @@
 //! - `check_integrity` finds nothing after any write the application makes, and counts every
 //!   store and account; a count set wrong behind the storage's back is found, naming the store
 //!   or account, its count and its rows ([`drifted_counts_are_found`], run by each backend's
-//!   tests with its own raw SQL);
+//!   tests with its own raw SQL); `recount_secrets` sets such counts to their rows, reporting
+//!   each, appends nothing, and changes nothing where counts hold
+//!   ([`recount_corrects_drifted_counts`], the same way);
 //! - `create_first_token` makes one token at most of concurrent calls (the others `Conflict`,
 //!   their audit entries not written), and a revoked token still counts;
 //! - search folds ASCII case (at least) and matches `%`, `_` and `\` literally;
@@ -107,7 +109,7 @@ use std::sync::Arc;
 
 use crate::Storage;
 
-pub use integrity::{Drift, drifted_counts_are_found};
+pub use integrity::{Drift, drifted_counts_are_found, recount_corrects_drifted_counts};
 
 /// A check's future.
 pub type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -192,6 +194,7 @@ const CHECKS: &[Check] = checks![
     list_counts::pages_from_either_end_tile_the_list,
     list_counts::a_filtered_lists_total_is_its_match_count,
     integrity::counts_hold_through_every_write,
+    integrity::recount_of_right_counts_changes_nothing,
     change_log::log_records_each_mutation,
     change_log::changes_after_pages_through_the_log,
     change_log::failed_operations_append_nothing,

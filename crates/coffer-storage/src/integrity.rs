@@ -4,7 +4,12 @@
 //! account's), and every foreign key holds (a secret's `account_id` is its store's: lists no
 //! longer filter by account). [`Storage::check_integrity`] answers it on each backend;
 //! [`verify_integrity`] turns its first problem into an error naming the check. `coffer
-//! verify` (both backends) and `coffer restore` (SQLite, on the untrusted file) run it.
+//! verify` (both backends), `coffer backup` (on its copy) and `coffer restore` (SQLite, on the
+//! untrusted file) run it.
+//!
+//! Counts are derived data: [`Storage::recount_secrets`] sets every one to its rows (`coffer
+//! repair`), reporting what it changed ([`Recounted`]). A broken foreign key is not derived:
+//! nothing here repairs it ([`IntegrityProblem::is_count`] tells the two apart).
 //!
 //! Foreign keys: SQLite enforces them on writes only (and `PRAGMA integrity_check` does not
 //! look at them), so an edited or damaged file may break them: SQLite checks every row
@@ -67,6 +72,40 @@ pub enum IntegrityProblem {
     },
 }
 
+impl IntegrityProblem {
+    /// Whether the problem is a maintained count ([`Storage::recount_secrets`] repairs it), not
+    /// a broken foreign key (which only a backup can).
+    pub fn is_count(&self) -> bool {
+        matches!(
+            self,
+            IntegrityProblem::StoreCount { .. } | IntegrityProblem::AccountCount { .. }
+        )
+    }
+}
+
+/// One count [`Storage::recount_secrets`] set: the row's id, the count it held, and the number
+/// of its secrets it now holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Recount<Id> {
+    pub id: Id,
+    pub was: i64,
+    pub now: i64,
+}
+
+/// What [`Storage::recount_secrets`] corrected, each by id (empty when every count was right).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Recounted {
+    pub stores: Vec<Recount<StoreId>>,
+    pub accounts: Vec<Recount<AccountId>>,
+}
+
+impl Recounted {
+    /// How many counts were set.
+    pub fn corrected(&self) -> usize {
+        self.stores.len() + self.accounts.len()
+    }
+}
+
 /// What [`Storage::check_integrity`] read, from one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IntegrityReport {
@@ -80,13 +119,23 @@ pub struct IntegrityReport {
     pub problem: Option<IntegrityProblem>,
 }
 
-/// Why [`verify_integrity`] failed.
+/// Why [`verify_integrity`] (or `SqliteStorage::check_untrusted`) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IntegrityError {
     #[error("integrity check failed: {0}")]
     Broken(IntegrityProblem),
-    #[error("reading the store failed: {0}")]
+    /// The check could not be made (a failed read), or, for an untrusted file, the file is not
+    /// a Coffer database of a schema this build knows.
+    #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl IntegrityError {
+    /// Whether the failure is a drifted count, which `coffer repair` (through
+    /// [`Storage::recount_secrets`]) corrects.
+    pub fn is_count(&self) -> bool {
+        matches!(self, IntegrityError::Broken(p) if p.is_count())
+    }
 }
 
 /// [`Storage::check_integrity`], its first problem as an error.

@@ -51,7 +51,8 @@ pub use compaction::CompactionMatcher;
 pub use dek_gate::{DekGateHold, HeldGate};
 pub use error::{Entity, StorageError};
 pub use integrity::{
-    ForeignKeys, IntegrityError, IntegrityProblem, IntegrityReport, verify_integrity,
+    ForeignKeys, IntegrityError, IntegrityProblem, IntegrityReport, Recount, Recounted,
+    verify_integrity,
 };
 pub use lifecycle::{DEFAULT_COMPACTION_GAP, DestroyedDek, Reseal, SealedValue};
 pub use observe::{WriteObserver, WriteStats};
@@ -770,6 +771,12 @@ pub trait Storage: ArkStorage + Send + Sync + std::fmt::Debug + 'static {
     /// `integrity.rs`). A broken invariant is the report's `problem`, not an error; an error
     /// is a failed read.
     async fn check_integrity(&self) -> Result<IntegrityReport>;
+    /// Sets every store's and account's `secret_count` to the number of secrets it holds, in
+    /// one write (through the writer, so beside serving writes), and returns what it changed
+    /// (`coffer repair`). Appends nothing to the change log and no audit entry: counts are
+    /// derived data, never replicated (an edge keeps its own, by the same triggers, from the
+    /// rows it applies).
+    async fn recount_secrets(&self) -> Result<Recounted>;
 }
 
 /// Account replication keys (ARKs), node account keys and account grants: the part of

@@ -955,6 +955,10 @@ impl Storage for SqliteStorage {
     async fn check_integrity(&self) -> Result<crate::IntegrityReport> {
         self.read_snapshot(integrity::check).await
     }
+
+    async fn recount_secrets(&self) -> Result<crate::Recounted> {
+        self.writer.run(integrity::recount).await
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,37 @@ async fn passes_the_conformance_suite_on_a_current_thread_runtime() {
     .await;
 }
 
+/// `recount_secrets` sets counts drifted by raw SQL (the counting triggers bypassed) to their
+/// rows, on the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recount_corrects_drifted_counts() {
+    use coffer_storage::conformance::Drift;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coffer.db");
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(&path).unwrap());
+    let raw = |sql: &str, id: Vec<u8>, to: i64| {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(conn.execute(sql, rusqlite::params![id, to]).unwrap(), 1);
+    };
+    coffer_storage::conformance::recount_corrects_drifted_counts(storage.clone(), |drift| {
+        match drift {
+            Drift::Store { store, to } => raw(
+                "UPDATE stores SET secret_count = ?2 WHERE id = ?1",
+                store.as_bytes().to_vec(),
+                to,
+            ),
+            Drift::Account { account, to } => raw(
+                "UPDATE accounts SET secret_count = ?2 WHERE id = ?1",
+                account.as_bytes().to_vec(),
+                to,
+            ),
+        }
+        std::future::ready(())
+    })
+    .await;
+    storage.shutdown().await;
+}
+
 /// `check_integrity` finds a store's or an account's count set wrong with raw SQL (the
 /// counting triggers bypassed), and a secret moved into another account's store with foreign
 /// keys off (SQLite enforces them on writes only): the row and the table it breaks with.

@@ -68,6 +68,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
         Command::Verify(args) => backup::verify(args).await,
+        Command::Repair(args) => backup::repair(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         // `main` runs it before any runtime is started.
         Command::Run(_) => Err(anyhow::anyhow!("`coffer run` is handled by main")),

@@ -1,15 +1,19 @@
 //! `check_integrity`: what lists and quotas trust holds after every write the application
 //! makes (a store's and an account's count equal their rows), and a count changed behind the
 //! storage's back is found, naming the store or account ([`drifted_counts_are_found`], which
-//! each backend's tests run with raw SQL of their own).
+//! each backend's tests run with raw SQL of their own); `recount_secrets` sets drifted counts
+//! right and nothing else ([`recount_corrects_drifted_counts`], the same way).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use coffer_types::{AccountId, StoreId};
 
-use super::fixtures::{create_secret, secret, store, tenant};
-use crate::{IntegrityError, IntegrityProblem, IntegrityReport, Storage, verify_integrity};
+use super::fixtures::{create_secret, secret, secret_query, store, tenant};
+use crate::{
+    IntegrityError, IntegrityProblem, IntegrityReport, Recount, Recounted, Storage,
+    verify_integrity,
+};
 
 /// The report, which must find nothing; `what` names the moment in the failure.
 async fn clean(s: &dyn Storage, what: &str) -> IntegrityReport {
@@ -140,4 +144,112 @@ where
     .await;
     let report = clean(s, "every count set right").await;
     assert_eq!((report.stores_checked, report.accounts_checked), (2, 2));
+}
+
+/// On counts that hold, `recount_secrets` changes nothing and appends nothing.
+pub(super) async fn recount_of_right_counts_changes_nothing(s: Arc<dyn Storage>) {
+    let s = &*s;
+    assert_eq!(s.recount_secrets().await.unwrap(), Recounted::default());
+    let t = tenant(s, "acme").await;
+    let a = store(s, t, "a").await;
+    create_secret(s, t, a, "one").await;
+    let head = s.log_state().await.unwrap();
+    let recounted = s.recount_secrets().await.unwrap();
+    assert_eq!(
+        (recounted.corrected(), recounted),
+        (0, Recounted::default())
+    );
+    assert_eq!(s.log_state().await.unwrap(), head, "nothing appended");
+    clean(s, "after a recount of right counts").await;
+}
+
+/// Counts set wrong by `drift` (over and under, a store's and an account's, another account's
+/// left right) are set to their rows by `recount_secrets`, which reports each (its id, the
+/// count it held, its rows) and appends nothing to the change log; then `check_integrity`
+/// finds nothing, an unfiltered list's `total_count` and the account's count are the rows
+/// again, and a second recount corrects nothing. `storage` and `drift` as for
+/// [`drifted_counts_are_found`].
+pub async fn recount_corrects_drifted_counts<F, Fut>(storage: Arc<dyn Storage>, mut drift: F)
+where
+    F: FnMut(Drift) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let s = &*storage;
+    let t = tenant(s, "acme").await;
+    let a = store(s, t, "a").await;
+    let b = store(s, t, "b").await;
+    let batch: Vec<_> = (0..3).map(|i| secret(t, a, &format!("s{i}"))).collect();
+    s.create_secrets(t.account, a, batch, 100, &[])
+        .await
+        .unwrap();
+    create_secret(s, t, b, "other").await;
+    let u = tenant(s, "umbrella").await;
+    let c = store(s, u, "c").await;
+    create_secret(s, u, c, "theirs").await;
+    clean(s, "before any drift").await;
+
+    drift(Drift::Store { store: a, to: 1000 }).await;
+    drift(Drift::Store { store: b, to: 0 }).await;
+    drift(Drift::Account {
+        account: t.account,
+        to: 7,
+    })
+    .await;
+    let total = |store| async move {
+        s.list_secrets(t.account, store, &secret_query(1, 1))
+            .await
+            .unwrap()
+            .total_count
+    };
+    assert_eq!(total(a).await, 1000, "a list trusts the drifted count");
+    assert!(s.check_integrity().await.unwrap().problem.is_some());
+    let head = s.log_state().await.unwrap();
+
+    let recounted = s.recount_secrets().await.unwrap();
+    let mut stores = vec![
+        Recount {
+            id: a,
+            was: 1000,
+            now: 3,
+        },
+        Recount {
+            id: b,
+            was: 0,
+            now: 1,
+        },
+    ];
+    stores.sort_by_key(|r| *r.id.as_bytes());
+    assert_eq!(
+        recounted,
+        Recounted {
+            stores,
+            accounts: vec![Recount {
+                id: t.account,
+                was: 7,
+                now: 4,
+            }],
+        },
+        "each drifted count, by id, and nothing else"
+    );
+    assert_eq!(recounted.corrected(), 3);
+    assert_eq!(
+        s.log_state().await.unwrap(),
+        head,
+        "a recount appends nothing to the change log"
+    );
+    let report = clean(s, "after the recount").await;
+    assert_eq!((report.stores_checked, report.accounts_checked), (3, 2));
+    assert_eq!((total(a).await, total(b).await), (3, 1));
+    assert_eq!(s.secret_count(t.account).await.unwrap(), 4);
+    assert_eq!(s.secret_count(u.account).await.unwrap(), 1);
+
+    // The triggers count on from the right numbers.
+    create_secret(s, t, a, "s3").await;
+    assert_eq!(total(a).await, 4);
+    clean(s, "a write after the recount").await;
+    assert_eq!(
+        s.recount_secrets().await.unwrap(),
+        Recounted::default(),
+        "a second recount corrects nothing"
+    );
 }

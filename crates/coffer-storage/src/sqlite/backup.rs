@@ -76,9 +76,11 @@ impl SqliteStorage {
     /// matching their tables), then `PRAGMA foreign_key_check` (SQLite enforces foreign keys
     /// on writes only, and `integrity_check` does not look at them) and every store's and
     /// account's `secret_count` against its rows (what lists trust: `crate::integrity`).
-    /// `Corrupted` naming the first difference; `Unavailable` for a
-    /// file that is not a Coffer database or has a schema this build does not know. Blocking.
-    pub fn check_untrusted(path: &Path) -> Result<()> {
+    /// `Storage(Corrupted)` naming the first difference; `Storage(Unavailable)` for a file that
+    /// is not a Coffer database or has a schema this build does not know; `Broken` naming a
+    /// broken foreign key or a drifted count (`IntegrityError::is_count` tells them apart).
+    /// Blocking.
+    pub fn check_untrusted(path: &Path) -> std::result::Result<(), crate::IntegrityError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(file_name(path)?, flags).db("open the copy")?;
         harden(&conn)?;
@@ -89,7 +91,8 @@ impl SqliteStorage {
             return Err(StorageError::Unavailable(format!(
                 "{} is not a Coffer database (no schema)",
                 path.display()
-            )));
+            ))
+            .into());
         }
         let expected = expected_schema(version)?;
         let found = schema_rows(&conn)?;
@@ -97,7 +100,8 @@ impl SqliteStorage {
             return Err(StorageError::Corrupted(format!(
                 "its schema is not the one of a Coffer database of schema version {version}: \
                  {difference}"
-            )));
+            ))
+            .into());
         }
         let problems: Vec<String> = conn
             .prepare("PRAGMA integrity_check(5)")
@@ -110,14 +114,13 @@ impl SqliteStorage {
             return Err(StorageError::Corrupted(format!(
                 "integrity check failed: {}",
                 problems.join("; ")
-            )));
+            ))
+            .into());
         }
         // What the lists trust: foreign keys (SQLite enforces them on writes only) and the
         // maintained counts.
         if let Some(problem) = super::integrity::check(&conn)?.problem {
-            return Err(StorageError::Corrupted(format!(
-                "integrity check failed: {problem}"
-            )));
+            return Err(crate::IntegrityError::Broken(problem));
         }
         Ok(())
     }
