@@ -11,7 +11,9 @@ use deadpool_postgres::Transaction;
 
 use crate::PgStorage;
 use crate::db::{DbResultExt, bytes_col, col};
-use crate::schema_objects::{CONSTRAINTS, FOREIGN_KEYS, ForeignKey, TRIGGERS};
+use crate::schema_objects::{
+    CONSTRAINTS, FOREIGN_KEYS, FUNCTIONS, ForeignKey, KEYS, TRIGGER_FUNCTIONS, TRIGGERS,
+};
 use crate::tx::TxFuture;
 
 pub(crate) async fn check_integrity(s: &PgStorage) -> Result<IntegrityReport> {
@@ -87,7 +89,8 @@ async fn count_problem(
     )))
 }
 
-/// The first of Coffer's constraints missing or not validated, else the first of its triggers
+/// The first of Coffer's constraints missing or not validated, else the first of its keys on
+/// other columns than this version makes it on, else the first of its triggers
 /// missing or disabled, else the first disabled internal trigger (a foreign key's) on one of
 /// its tables. Tables resolve by the search path, as Coffer's queries do.
 async fn schema_problem(tx: &Transaction<'_>) -> Result<Option<IntegrityProblem>> {
@@ -115,6 +118,37 @@ async fn schema_problem(tx: &Transaction<'_>) -> Result<Option<IntegrityProblem>
             "constraint {name} on {table} is {state}"
         ))));
     }
+    // Each key on the columns this version makes it on.
+    let (tables, names, columns): (Vec<&str>, Vec<&str>, Vec<&str>) =
+        KEYS.iter().map(|&(t, n, c)| (t, n, c)).collect();
+    let row = tx
+        .query_opt(
+            "SELECT e.tbl, e.name, e.cols, coalesce(k.cols, '') FROM
+               unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(tbl, name, cols, n)
+             LEFT JOIN LATERAL (
+               SELECT string_agg(a.attname::text, ',' ORDER BY u.n) AS cols
+               FROM pg_constraint c, unnest(c.conkey) WITH ORDINALITY AS u(attnum, n)
+               JOIN pg_attribute a ON a.attnum = u.attnum
+               WHERE c.conrelid = to_regclass(e.tbl) AND c.conname = e.name
+                 AND c.contype IN ('p', 'u') AND a.attrelid = c.conrelid
+             ) k ON true
+             WHERE k.cols IS DISTINCT FROM e.cols
+             ORDER BY e.n LIMIT 1",
+            &[&tables, &names, &columns],
+        )
+        .await
+        .db("check keys")?;
+    if let Some(row) = row {
+        let (table, name, expected, found): (String, String, String, String) = (
+            col(&row, 0, "key check: table")?,
+            col(&row, 1, "key check: name")?,
+            col(&row, 2, "key check: columns")?,
+            col(&row, 3, "key check: found")?,
+        );
+        return Ok(Some(IntegrityProblem::Schema(format!(
+            "key {name} on {table} is on ({found}), not ({expected})"
+        ))));
+    }
     let (tables, names): (Vec<&str>, Vec<&str>) = TRIGGERS.iter().copied().unzip();
     let row = tx
         .query_opt(
@@ -138,6 +172,50 @@ async fn schema_problem(tx: &Transaction<'_>) -> Result<Option<IntegrityProblem>
         return Ok(Some(IntegrityProblem::Schema(format!(
             "trigger {name} on {table} is {state}"
         ))));
+    }
+    // Each trigger calls this version's function, each function has this version's body (not
+    // a definer's rights), and no other trigger sits on Coffer's tables.
+    let (tables, names, functions): (Vec<&str>, Vec<&str>, Vec<&str>) = TRIGGER_FUNCTIONS
+        .iter()
+        .map(|&(t, n, f)| (t, n, f))
+        .collect();
+    let (fn_names, fn_bodies): (Vec<&str>, Vec<&str>) = FUNCTIONS.iter().copied().unzip();
+    let row = tx
+        .query_opt(
+            "(SELECT 'trigger ' || e.name || ' on ' || e.tbl || ' calls '
+                     || coalesce(p.proname::text, '(nothing)') || ', not ' || e.fn
+              FROM unnest($1::text[], $2::text[], $3::text[]) AS e(tbl, name, fn)
+              LEFT JOIN pg_trigger t
+                ON t.tgrelid = to_regclass(e.tbl) AND t.tgname = e.name AND NOT t.tgisinternal
+              LEFT JOIN pg_proc p ON p.oid = t.tgfoid
+              WHERE p.proname IS DISTINCT FROM e.fn
+              ORDER BY 1 LIMIT 1)
+             UNION ALL
+             (SELECT 'function ' || f.name || ' is not the one this version makes'
+              FROM unnest($4::text[], $5::text[]) AS f(name, body)
+              LEFT JOIN pg_proc p
+                ON p.proname = f.name AND p.pronamespace = current_schema()::regnamespace
+              WHERE p.oid IS NULL OR md5(p.prosrc) <> f.body OR p.prosecdef
+                 OR p.proconfig IS NOT NULL
+              ORDER BY 1 LIMIT 1)
+             UNION ALL
+             (SELECT 'trigger ' || t.tgname || ' on ' || c.relname || ' is not one of Coffer''s'
+              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+              WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal
+                AND (c.relname::text, t.tgname::text) NOT IN
+                    (SELECT * FROM unnest($1::text[], $2::text[]))
+              ORDER BY 1 LIMIT 1)
+             LIMIT 1",
+            &[&tables, &names, &functions, &fn_names, &fn_bodies],
+        )
+        .await
+        .db("check trigger functions")?;
+    if let Some(row) = row {
+        return Ok(Some(IntegrityProblem::Schema(col(
+            &row,
+            0,
+            "trigger function check",
+        )?)));
     }
     // A foreign key's own triggers (internal), disabled by `DISABLE TRIGGER ALL`.
     let (tables, names): (Vec<&str>, Vec<&str>) = CONSTRAINTS.iter().copied().unzip();

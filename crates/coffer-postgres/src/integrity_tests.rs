@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use coffer_storage::{AccountRecord, IntegrityProblem, Storage as _};
 use coffer_types::{AccountId, Timestamp};
 
-use crate::schema_objects::{CONSTRAINTS, FOREIGN_KEYS, TRIGGERS};
+use crate::schema_objects::{
+    CONSTRAINTS, FOREIGN_KEYS, FUNCTIONS, KEYS, TRIGGER_FUNCTIONS, TRIGGERS,
+};
 use crate::testing::{TestDatabase, cluster_url, standby_url, with_database};
 use crate::{PgOptions, PgStorage};
 
@@ -130,6 +132,58 @@ async fn schema_objects_are_what_the_migrations_make() {
         })
         .collect();
     assert_eq!(found, expected, "schema_objects::FOREIGN_KEYS");
+    // Each primary key and unique constraint: (table, name, columns in key order).
+    let keys: BTreeSet<(String, String, String)> = c
+        .query(
+            "SELECT t.relname::text, c.conname::text,
+                    (SELECT string_agg(a.attname::text, ',' ORDER BY k.n) FROM unnest(c.conkey)
+                       WITH ORDINALITY AS k(attnum, n)
+                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum)
+             FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+             WHERE c.contype IN ('p', 'u') AND t.relnamespace = current_schema()::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = KEYS
+        .iter()
+        .map(|(t, n, c)| ((*t).to_owned(), (*n).to_owned(), (*c).to_owned()))
+        .collect();
+    assert_eq!(keys, expected, "schema_objects::KEYS");
+    let calls: BTreeSet<(String, String, String)> = c
+        .query(
+            "SELECT t.relname::text, g.tgname::text, p.proname::text FROM pg_trigger g
+             JOIN pg_class t ON t.oid = g.tgrelid JOIN pg_proc p ON p.oid = g.tgfoid
+             WHERE t.relnamespace = current_schema()::regnamespace AND NOT g.tgisinternal",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = TRIGGER_FUNCTIONS
+        .iter()
+        .map(|(t, n, f)| ((*t).to_owned(), (*n).to_owned(), (*f).to_owned()))
+        .collect();
+    assert_eq!(calls, expected, "schema_objects::TRIGGER_FUNCTIONS");
+    let functions = pairs(
+        c.query(
+            "SELECT proname::text, md5(prosrc) FROM pg_proc
+             WHERE pronamespace = current_schema()::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let expected: BTreeSet<(String, String)> = FUNCTIONS
+        .iter()
+        .map(|(n, b)| ((*n).to_owned(), (*b).to_owned()))
+        .collect();
+    assert_eq!(functions, expected, "schema_objects::FUNCTIONS");
     // And a database as made passes.
     seed(&c).await;
     assert_eq!(problem(&storage).await, None);
@@ -195,6 +249,9 @@ async fn a_secret_moved_into_another_accounts_store_is_found() {
 
 /// A dropped foreign key, one re-added `NOT VALID`, a disabled count trigger, a dropped guard,
 /// and `DISABLE TRIGGER ALL` (which disables the foreign keys' own triggers too): each named.
+/// A case's repair that puts `coffer_refuse` back as the migrations made it.
+const RESTORE_REFUSE: &str = "(the function's definition, read before)";
+
 #[tokio::test]
 async fn missing_or_disabled_constraints_and_triggers_are_found() {
     let Some(cluster) = cluster_url("missing_or_disabled_constraints_and_triggers_are_found")
@@ -220,6 +277,13 @@ async fn missing_or_disabled_constraints_and_triggers_are_found() {
             "ALTER TABLE secrets VALIDATE CONSTRAINT secrets_store_id_account_id_fkey",
         ),
         (
+            "ALTER TABLE stores DROP CONSTRAINT stores_pkey;
+             ALTER TABLE stores ADD CONSTRAINT stores_pkey PRIMARY KEY (id, account_id)",
+            "key stores_pkey on stores is on (id,account_id), not (id)",
+            "ALTER TABLE stores DROP CONSTRAINT stores_pkey;
+             ALTER TABLE stores ADD CONSTRAINT stores_pkey PRIMARY KEY (id)",
+        ),
+        (
             "ALTER TABLE secrets DISABLE TRIGGER secrets_count_insert",
             "trigger secrets_count_insert on secrets is disabled",
             "ALTER TABLE secrets ENABLE TRIGGER secrets_count_insert",
@@ -241,16 +305,50 @@ async fn missing_or_disabled_constraints_and_triggers_are_found() {
             "ALTER TABLE versions ENABLE TRIGGER versions_immutable",
         ),
         (
+            "DROP TRIGGER audit_no_update ON audit;
+             CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+               FOR EACH ROW EXECUTE FUNCTION coffer_changes_no_delete()",
+            "trigger audit_no_update on audit calls coffer_changes_no_delete, not coffer_refuse",
+            "DROP TRIGGER audit_no_update ON audit;
+             CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+               FOR EACH ROW EXECUTE FUNCTION coffer_refuse('the audit log is append-only')",
+        ),
+        (
+            "CREATE OR REPLACE FUNCTION coffer_refuse() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN RETURN NEW; END $$",
+            "function coffer_refuse is not the one this version makes",
+            RESTORE_REFUSE,
+        ),
+        (
+            "CREATE FUNCTION coffer_noop() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN RETURN NEW; END $$;
+             CREATE TRIGGER quiet BEFORE INSERT ON secrets
+               FOR EACH ROW EXECUTE FUNCTION coffer_noop()",
+            "trigger quiet on secrets is not one of Coffer's",
+            "DROP TRIGGER quiet ON secrets; DROP FUNCTION coffer_noop()",
+        ),
+        (
             "",
             "constraint versions_dek_id_fkey on versions has a disabled trigger: it is not \
              enforced",
             "ALTER TABLE versions ENABLE TRIGGER ALL",
         ),
     ];
+    // The function as the migrations made it, to put back after replacing it.
+    let refuse: String = c
+        .query_one("SELECT pg_get_functiondef('coffer_refuse'::regproc)", &[])
+        .await
+        .unwrap()
+        .get(0);
     for (break_it, found, repair) in cases {
         if !break_it.is_empty() {
             c.batch_execute(break_it).await.unwrap();
         }
+        let repair = if *repair == RESTORE_REFUSE {
+            refuse.as_str()
+        } else {
+            repair
+        };
         assert_eq!(
             problem(&storage).await,
             Some(IntegrityProblem::Schema((*found).to_owned())),

@@ -422,6 +422,7 @@ impl PgStorage {
                 });
             }
         }
+        check_search_path(&client).await?;
         if options.read_only {
             migrate::check(&client).await?;
         } else {
@@ -568,6 +569,29 @@ fn pool_detail(e: &deadpool_postgres::PoolError) -> String {
         deadpool_postgres::PoolError::Backend(inner) => error_chain(inner),
         deadpool_postgres::PoolError::Timeout(_) => "timed out".into(),
         other => other.to_string(),
+    }
+}
+
+/// Refuses a session whose search path puts a schema before `pg_catalog` (a database or role
+/// setting, which a dump, a standby and a point-in-time recovery keep): an operator or function
+/// defined there would be taken for PostgreSQL's own by every query Coffer sends, its checks
+/// and `coffer verify`'s among them. PostgreSQL searches `pg_catalog` first unless the path
+/// names it later, so a path naming a schema of Coffer's own (`ALTER ROLE ... SET
+/// search_path = coffer`) is fine.
+async fn check_search_path(client: &deadpool_postgres::Object) -> Result<(), ConnectError> {
+    let row = client
+        .query_one("SELECT (current_schemas(true))[1]::text", &[])
+        .await
+        .map_err(|e| ConnectError::Schema(format!("reading the search path: {e}")))?;
+    let first: Option<String> = row.get(0);
+    match first.as_deref() {
+        Some("pg_catalog") => Ok(()),
+        other => Err(ConnectError::Schema(format!(
+            "the session's search path puts schema {} before pg_catalog (a database or role \
+             setting): refused, as its operators and functions would be taken for \
+             PostgreSQL's own; set search_path so that pg_catalog comes first",
+            other.unwrap_or("(none)")
+        ))),
     }
 }
 

@@ -235,6 +235,74 @@ pub(crate) const CONSTRAINTS: &[(&str, &str)] = &[
     ("versions", "versions_version_check"),
 ];
 
+/// The columns of every primary key and unique constraint the migrations make, as (table,
+/// constraint, its columns in key order), for this schema version. Checked beside the names:
+/// a key re-made under its own name on other columns (`stores_pkey` on (id, account_id), say)
+/// would let two accounts hold one store id, and a list by store id show both.
+pub(crate) const KEYS: &[(&str, &str, &str)] = &[
+    ("access_batches", "access_batches_pkey", "id"),
+    (
+        "account_grants",
+        "account_grants_pkey",
+        "account_id,node_id,ark_version",
+    ),
+    (
+        "account_node_keys",
+        "account_node_keys_pkey",
+        "account_id,node_id",
+    ),
+    (
+        "account_node_keys",
+        "account_node_keys_public_key_key",
+        "public_key",
+    ),
+    (
+        "account_replication_keys",
+        "account_replication_keys_pkey",
+        "account_id,version",
+    ),
+    ("accounts", "accounts_pkey", "id"),
+    ("audit", "audit_pkey", "account_id,seq"),
+    (
+        "audit_checkpoints",
+        "audit_checkpoints_pkey",
+        "account_id,seq",
+    ),
+    ("change_head", "change_head_pkey", "id"),
+    ("change_signatures", "change_signatures_pkey", "seq"),
+    ("changes", "changes_pkey", "seq"),
+    ("coffer_schema_version", "coffer_schema_version_pkey", "id"),
+    ("deks", "deks_pkey", "id"),
+    ("destroyed_deks", "destroyed_deks_pkey", "id"),
+    ("instance_keys", "instance_keys_pkey", "purpose"),
+    ("node_grants", "node_grants_pkey", "node_id,rk_version"),
+    ("nodes", "nodes_pkey", "id"),
+    ("outbox", "outbox_pkey", "id"),
+    ("replication", "replication_pkey", "id"),
+    ("retired_keks", "retired_keks_pkey", "kek_id"),
+    ("secrets", "secrets_name_unique", "store_id,name"),
+    ("secrets", "secrets_pkey", "id"),
+    (
+        "service_bindings",
+        "service_bindings_pkey",
+        "service_id,position",
+    ),
+    (
+        "service_bindings",
+        "service_bindings_service_id_binding_key",
+        "service_id,binding",
+    ),
+    ("service_tokens", "service_tokens_pkey", "id"),
+    ("services", "services_id_account", "id,account_id"),
+    ("services", "services_name_unique", "account_id,name"),
+    ("services", "services_pkey", "id"),
+    ("stores", "stores_id_account", "id,account_id"),
+    ("stores", "stores_name_unique", "account_id,name"),
+    ("stores", "stores_pkey", "id"),
+    ("tokens", "tokens_pkey", "id"),
+    ("versions", "versions_pkey", "secret_id,version"),
+];
+
 /// Every trigger of Coffer's own (not the foreign keys' internal ones) the migrations make,
 /// as (table, trigger), for this schema version.
 pub(crate) const TRIGGERS: &[(&str, &str)] = &[
@@ -252,4 +320,63 @@ pub(crate) const TRIGGERS: &[(&str, &str)] = &[
     ("secrets", "secrets_no_truncate"),
     ("secrets", "secrets_owner_fixed"),
     ("versions", "versions_immutable"),
+];
+
+/// Coffer's own functions (what its triggers call), as (name, MD5 of the body as the
+/// migrations wrote it, which PostgreSQL keeps verbatim), for this schema version: a trigger
+/// present and enabled does nothing of its own if its function was replaced (`CREATE OR
+/// REPLACE FUNCTION coffer_refuse() ... RETURN NEW` would open every append-only table).
+pub(crate) const FUNCTIONS: &[(&str, &str)] = &[
+    (
+        "coffer_changes_no_delete",
+        "7525a5bc2058dab45c65685e28511972",
+    ),
+    ("coffer_refuse", "054bcd10660f443da439c7fe5cad588e"),
+    (
+        "coffer_secrets_count_delete",
+        "65881ced7c384e8ec8cb36b31fad0fca",
+    ),
+    (
+        "coffer_secrets_count_insert",
+        "0bdcb0638a2b8df1da0aa09f8be98e77",
+    ),
+];
+
+/// The function each of Coffer's triggers calls, as (table, trigger, function), for this
+/// schema version.
+pub(crate) const TRIGGER_FUNCTIONS: &[(&str, &str, &str)] = &[
+    ("audit", "audit_no_delete", "coffer_refuse"),
+    ("audit", "audit_no_truncate", "coffer_refuse"),
+    ("audit", "audit_no_update", "coffer_refuse"),
+    (
+        "audit_checkpoints",
+        "audit_checkpoints_no_delete",
+        "coffer_refuse",
+    ),
+    (
+        "audit_checkpoints",
+        "audit_checkpoints_no_truncate",
+        "coffer_refuse",
+    ),
+    (
+        "audit_checkpoints",
+        "audit_checkpoints_no_update",
+        "coffer_refuse",
+    ),
+    ("changes", "changes_no_delete", "coffer_changes_no_delete"),
+    ("changes", "changes_no_truncate", "coffer_refuse"),
+    ("changes", "changes_no_update", "coffer_refuse"),
+    (
+        "secrets",
+        "secrets_count_delete",
+        "coffer_secrets_count_delete",
+    ),
+    (
+        "secrets",
+        "secrets_count_insert",
+        "coffer_secrets_count_insert",
+    ),
+    ("secrets", "secrets_no_truncate", "coffer_refuse"),
+    ("secrets", "secrets_owner_fixed", "coffer_refuse"),
+    ("versions", "versions_immutable", "coffer_refuse"),
 ];

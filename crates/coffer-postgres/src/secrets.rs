@@ -433,10 +433,12 @@ pub(crate) async fn list_secrets(
             let read = secret_order(query.order, window.read_direction(query.direction));
             let order = secret_order(query.order, query.direction);
             // A deferred join: the subquery reads the page's ids off the order's index (an
-            // index-only walk over the rows skipped), the outer query reads those rows only.
+            // index-only walk over the rows skipped), the outer query reads those rows only,
+            // filtered again (ids are unique, but a list must not lean on that alone: a key
+            // re-made in the database would show another store's row under the same id).
             let page = tx
                 .prepare_cached(&format!(
-                    "SELECT {SECRET_COLS} FROM secrets WHERE id IN (
+                    "SELECT {SECRET_COLS} FROM secrets WHERE {filter} AND id IN (
                          SELECT id FROM secrets WHERE {filter} ORDER BY {read}
                          LIMIT {limit} OFFSET {skip})
                      ORDER BY {order}"

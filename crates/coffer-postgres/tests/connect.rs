@@ -328,3 +328,43 @@ async fn the_probe_answers_while_reads_hold_the_whole_pool() {
     drop(locker);
     let _ = driver.await;
 }
+
+/// A database whose search path puts another schema before `pg_catalog` (where an `=` of
+/// someone's own would be taken for PostgreSQL's, in Coffer's queries and verify's checks
+/// alike) is refused, read-write and read-only; a path naming only a schema of Coffer's own
+/// (`pg_catalog` then implicitly first) is not.
+#[tokio::test]
+async fn a_search_path_ahead_of_pg_catalog_is_refused() {
+    let Some(cluster) = cluster_url("a_search_path_ahead_of_pg_catalog_is_refused") else {
+        return;
+    };
+    let db = TestDatabase::create(&cluster).await;
+    drop(db.storage().await);
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let set_path =
+        |path: &str| format!("ALTER DATABASE \"{}\" SET search_path = {path}", db.name());
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA evil; {}",
+            set_path("evil, pg_catalog, public")
+        ))
+        .await
+        .unwrap();
+    for read_only in [false, true] {
+        let mut options = PgOptions::default();
+        options.read_only = read_only;
+        let e = PgStorage::connect(db.url(), options)
+            .await
+            .expect_err("a search path ahead of pg_catalog");
+        assert!(matches!(e, ConnectError::Schema(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("schema evil before pg_catalog"),
+            "{e}"
+        );
+    }
+    client.batch_execute(&set_path("public")).await.unwrap();
+    drop(db.storage().await);
+}
