@@ -121,15 +121,24 @@ async fn drifted_counts_and_broken_foreign_keys_are_found() {
 
     // Another account's store, and one secret moved into it keeping its own account.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    // The guard against moving a secret, dropped for the move and put back as it was.
+    let guard: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'secrets_owner_fixed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute_batch(&format!(
         "PRAGMA foreign_keys = OFF;
          INSERT INTO accounts (id, name, created) VALUES (X'0123456789abcdef0123456789abcdef', 'o', 0);
          INSERT INTO stores (id, account_id, name, created, modified)
              VALUES (X'fedcba98765432100123456789abcdef', X'0123456789abcdef0123456789abcdef', 's', 0, 0);
          DROP TRIGGER secrets_owner_fixed;
          UPDATE secrets SET store_id = X'fedcba98765432100123456789abcdef'
-             WHERE rowid = (SELECT max(rowid) FROM secrets);",
-    )
+             WHERE rowid = (SELECT max(rowid) FROM secrets);
+         {guard};",
+    ))
     .unwrap();
     let moved: i64 = conn
         .query_row("SELECT max(rowid) FROM secrets", [], |r| r.get(0))
@@ -146,6 +155,14 @@ async fn drifted_counts_and_broken_foreign_keys_are_found() {
     assert_eq!(
         problem.to_string(),
         format!("secrets row {moved} breaks its foreign key to stores")
+    );
+    // A count trigger dropped (counts would drift again after a repair): named first.
+    conn.execute_batch("DROP TRIGGER secrets_count_insert;")
+        .unwrap();
+    let problem = storage.check_integrity().await.unwrap().problem.unwrap();
+    assert!(
+        matches!(&problem, IntegrityProblem::Schema(s) if s.contains("missing trigger secrets_count_insert")),
+        "{problem}"
     );
     storage.shutdown().await;
 }

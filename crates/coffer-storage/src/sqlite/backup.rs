@@ -23,7 +23,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::codec::DbResultExt;
 use super::readers::Readers;
-use super::schema::{SCHEMA_VERSION, expected_schema, file_name, open_reader, schema_rows};
+use super::schema::{
+    SCHEMA_VERSION, expected_schema, file_name, first_difference, open_reader, schema_rows,
+};
 use super::writer::WriterHandle;
 use super::{SqliteOptions, SqliteStorage};
 use crate::{Result, StorageError};
@@ -135,26 +137,6 @@ fn harden(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "trusted_schema", false)
         .db("turn trusted_schema off")?;
     Ok(())
-}
-
-/// The first schema row one side has and the other lacks, as "extra|missing TYPE NAME".
-fn first_difference(
-    expected: &[super::schema::SchemaRow],
-    found: &[super::schema::SchemaRow],
-) -> Option<String> {
-    let describe = |(kind, name, _, _): &super::schema::SchemaRow| format!("{kind} {name}");
-    if let Some(extra) = found.iter().find(|r| !expected.contains(r)) {
-        let same_name = expected.iter().any(|e| e.1 == extra.1);
-        return Some(format!(
-            "{} {}",
-            if same_name { "altered" } else { "unexpected" },
-            describe(extra)
-        ));
-    }
-    expected
-        .iter()
-        .find(|r| !found.contains(r))
-        .map(|missing| format!("missing {}", describe(missing)))
 }
 
 /// A read-only connection to an existing Coffer database of this build's schema.

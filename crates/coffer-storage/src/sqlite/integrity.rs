@@ -10,13 +10,17 @@ use coffer_types::{AccountId, StoreId};
 use rusqlite::{Connection, params};
 
 use super::codec::{DbResultExt, col, id_col};
+use super::schema::{expected_schema, first_difference, schema_rows};
 use super::writer::WriteCx;
 use crate::{ForeignKeys, IntegrityProblem, IntegrityReport, Recount, Recounted, Result};
 
 /// Checks the database `conn` is on. The caller gives one snapshot (a read transaction, or a
 /// file nothing else writes).
 pub(super) fn check(conn: &Connection) -> Result<IntegrityReport> {
-    let mut problem = foreign_key_problem(conn)?;
+    let mut problem = schema_problem(conn)?;
+    if problem.is_none() {
+        problem = foreign_key_problem(conn)?;
+    }
     let (mut stores_checked, mut accounts_checked) = (0, 0);
     if has_count(conn, "stores")? {
         stores_checked = rows(conn, "stores")?;
@@ -48,6 +52,24 @@ pub(super) fn check(conn: &Connection) -> Result<IntegrityReport> {
         foreign_keys: ForeignKeys::Checked,
         problem,
     })
+}
+
+/// The first difference between the database's schema and the one this build gives a
+/// database of its version (a dropped count trigger would let counts drift again after a
+/// repair, a dropped guard let the logs be rewritten): every table, index, trigger and view,
+/// compared by SQL, as restore compares an untrusted file.
+fn schema_problem(conn: &Connection) -> Result<Option<IntegrityProblem>> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .db("read schema version")?;
+    let expected = expected_schema(version)?;
+    let found = schema_rows(conn)?;
+    Ok(first_difference(&expected, &found).map(|difference| {
+        IntegrityProblem::Schema(format!(
+            "the schema is not the one of a Coffer database of schema version {version}: \
+             {difference}"
+        ))
+    }))
 }
 
 /// The first row `PRAGMA foreign_key_check` reports: (table, rowid, parent table).

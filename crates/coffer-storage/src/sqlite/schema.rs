@@ -659,5 +659,22 @@ fn v13(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// The first schema row one side has and the other lacks, as "extra|missing TYPE NAME".
+pub(super) fn first_difference(expected: &[SchemaRow], found: &[SchemaRow]) -> Option<String> {
+    let describe = |(kind, name, _, _): &SchemaRow| format!("{kind} {name}");
+    if let Some(extra) = found.iter().find(|r| !expected.contains(r)) {
+        let same_name = expected.iter().any(|e| e.1 == extra.1);
+        return Some(format!(
+            "{} {}",
+            if same_name { "altered" } else { "unexpected" },
+            describe(extra)
+        ));
+    }
+    expected
+        .iter()
+        .find(|r| !found.contains(r))
+        .map(|missing| format!("missing {}", describe(missing)))
+}
+
 #[cfg(test)]
 mod tests;
