@@ -127,6 +127,8 @@ pub(crate) async fn register(upstreams: Upstreams, status: Arc<EdgeStatus>, publ
                     "the upstream does not know this node's token (yet: a relay behind its own \
                      upstream); retrying"
                 );
+                // Another upstream (the root, a relay that caught up) may know it already.
+                upstream = (upstream + 1) % count;
             }
             Err(
                 e @ FetchError::Status {
